@@ -1,0 +1,401 @@
+//! One function per command.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use mesh_node::views::{PeerView, ProductView, PublishRequest, StatusView};
+use mesh_node::{DataDir, NodeConfig};
+
+use crate::DirArg;
+use crate::client::{self, Client};
+use crate::output;
+
+/// `meshnode init`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InitArgs {
+    /// Data directory to create.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Domain name this node serves, e.g. `sales` ([a-z0-9-]).
+    #[arg(long)]
+    domain: String,
+    /// Control-plane listen multiaddr (repeatable).
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Control API port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    api_port: u16,
+    /// Data-plane listen address (host:port).
+    #[arg(long)]
+    data_listen: Option<std::net::SocketAddr>,
+    /// Multiaddr of a peer to join through (repeatable).
+    #[arg(long)]
+    bootstrap: Vec<String>,
+}
+
+pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
+    let dir = client::data_dir(args.data_dir)?;
+    let mut config = NodeConfig::new(args.domain);
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
+    }
+    config.api_port = args.api_port;
+    config.bootstrap = args.bootstrap;
+    if let Some(d) = args.data_listen {
+        config.data_listen = d;
+    }
+    config.validate()?;
+    if dir.identity().exists() {
+        bail!(
+            "an identity already exists at `{}`: refusing to overwrite it (use another --data-dir)",
+            dir.identity().display()
+        );
+    }
+    std::fs::create_dir_all(dir.root())
+        .with_context(|| format!("cannot create `{}`", dir.root().display()))?;
+    let identity = mesh_node::keyfile::create(&dir.identity(), rand::random())?;
+    std::fs::write(dir.config(), config.to_toml())
+        .with_context(|| format!("cannot write `{}`", dir.config().display()))?;
+    let pk = identity.public_key();
+    println!(
+        "initialised domain `{}` in {}\n  key {} (fingerprint {})\nstart it with: meshnode run --data-dir {}",
+        config.domain,
+        dir.root().display(),
+        pk,
+        pk.fingerprint(),
+        dir.root().display()
+    );
+    Ok(())
+}
+
+pub(crate) async fn run(dir: DataDir) -> anyhow::Result<()> {
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    mesh_node::server::run(dir, shutdown).await?;
+    Ok(())
+}
+
+/// `meshnode publish`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PublishArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// Product name ([a-z0-9-]).
+    name: String,
+    /// Input file: .csv, .parquet or .arrow.
+    #[arg(long)]
+    from: PathBuf,
+    /// One-line title.
+    #[arg(long)]
+    title: Option<String>,
+    /// Description.
+    #[arg(long)]
+    description: Option<String>,
+    /// Tag (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Contract approval: auto or manual.
+    #[arg(long, value_parser = ["auto", "manual"])]
+    approval: Option<String>,
+    /// Allowed purpose (repeatable; none means any).
+    #[arg(long = "purpose")]
+    purposes: Vec<String>,
+    /// Column no contract may grant, e.g. PII (repeatable).
+    #[arg(long = "restricted")]
+    restricted: Vec<String>,
+    /// Longest contract in days.
+    #[arg(long)]
+    max_days: Option<u32>,
+    /// Input product, domain/product@version (repeatable).
+    #[arg(long = "lineage")]
+    lineage: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let dir = client::data_dir(args.dir.data_dir)?;
+    let client = Client::for_data_dir(&dir)?;
+    let from = std::path::absolute(&args.from)
+        .with_context(|| format!("bad input path `{}`", args.from.display()))?;
+    let request = PublishRequest {
+        name: args.name,
+        from: from.display().to_string(),
+        title: args.title,
+        description: args.description,
+        tags: args.tags,
+        approval: args.approval,
+        purposes: args.purposes,
+        restricted: args.restricted,
+        max_days: args.max_days,
+        lineage: args.lineage,
+    };
+    let view: ProductView = client.post("/v1/publish", &request).await?;
+    if args.json {
+        return output::json(&view);
+    }
+    println!(
+        "published {} version {}: {} rows, {}, digest {}",
+        view.product,
+        view.version,
+        view.rows,
+        output::bytes(view.bytes),
+        &view.digest[..16]
+    );
+    Ok(())
+}
+
+/// `meshnode catalog`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CatalogArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    #[command(subcommand)]
+    action: Option<CatalogAction>,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum CatalogAction {
+    /// Every product in the mesh (the default).
+    List,
+    /// Products whose name, title, description, tags or columns contain TEXT.
+    Search {
+        /// Text to look for (case-insensitive).
+        text: String,
+    },
+    /// One product in full: domain/product or domain@fingerprint/product.
+    Show {
+        /// The product.
+        product: String,
+    },
+}
+
+pub(crate) async fn catalog(args: CatalogArgs) -> anyhow::Result<()> {
+    let dir = client::data_dir(args.dir.data_dir)?;
+    let client = Client::for_data_dir(&dir)?;
+    let products: Vec<ProductView> = client.get("/v1/catalog").await?;
+    match args.action.unwrap_or(CatalogAction::List) {
+        CatalogAction::List => print_products(&products, args.json),
+        CatalogAction::Search { text } => {
+            let needle = text.to_lowercase();
+            let hits: Vec<ProductView> = products
+                .into_iter()
+                .filter(|p| {
+                    [&p.product, &p.title, &p.description]
+                        .iter()
+                        .any(|s| s.to_lowercase().contains(&needle))
+                        || p.tags.iter().any(|t| t.to_lowercase().contains(&needle))
+                        || p.schema
+                            .iter()
+                            .any(|c| c.name.to_lowercase().contains(&needle))
+                })
+                .collect();
+            print_products(&hits, args.json)
+        }
+        CatalogAction::Show { product } => {
+            let descriptors = products.iter().map(view_to_match);
+            let found = pick(&product, descriptors, &products)?;
+            if args.json {
+                return output::json(found);
+            }
+            print_product(found);
+            Ok(())
+        }
+    }
+}
+
+/// (domain, name, fingerprint) of a view, for resolving what the user typed.
+fn view_to_match(p: &ProductView) -> (&str, &str, &str) {
+    (&p.domain, &p.name, &p.fingerprint)
+}
+
+/// Resolves `domain/product` or `domain@fp/product` among catalog views.
+fn pick<'a>(
+    spec: &str,
+    entries: impl Iterator<Item = (&'a str, &'a str, &'a str)>,
+    products: &'a [ProductView],
+) -> anyhow::Result<&'a ProductView> {
+    let Some((domain_part, name)) = spec.split_once('/') else {
+        bail!("product `{spec}` is not of the form domain/product (see `meshnode catalog`)");
+    };
+    let (domain, fp) = match domain_part.split_once('@') {
+        Some((d, f)) => (d, Some(f)),
+        None => (domain_part, None),
+    };
+    let hits: Vec<usize> = entries
+        .enumerate()
+        .filter(|(_, (d, n, f))| {
+            *d == domain && *n == name && fp.is_none_or(|fp| !fp.is_empty() && f.starts_with(fp))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    match hits.as_slice() {
+        [] => bail!(
+            "unknown product `{spec}`: it is not in this node's catalog (run `meshnode catalog` to see what the mesh offers)"
+        ),
+        [i] => Ok(&products[*i]),
+        many => {
+            let names: Vec<String> = many
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{}@{}/{}",
+                        products[*i].domain, products[*i].fingerprint, products[*i].name
+                    )
+                })
+                .collect();
+            bail!(
+                "`{spec}` is ambiguous: several keys claim domain `{domain}`; name one of: {}",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+fn print_products(products: &[ProductView], json: bool) -> anyhow::Result<()> {
+    if json {
+        return output::json(&products);
+    }
+    if products.is_empty() {
+        println!("the catalog is empty: publish with `meshnode publish NAME --from FILE`");
+        return Ok(());
+    }
+    let mut table = output::table(&[
+        "product", "ver", "rows", "size", "approval", "status", "title",
+    ]);
+    for p in products {
+        table.add_row(vec![
+            format!("{}{}", p.product, if p.local { " *" } else { "" }),
+            p.version.to_string(),
+            p.rows.to_string(),
+            output::bytes(p.bytes),
+            p.approval.clone(),
+            p.status.clone(),
+            p.title.clone(),
+        ]);
+    }
+    println!("{table}\n(* = published by this node)");
+    Ok(())
+}
+
+fn print_product(p: &ProductView) {
+    println!("{}  (version {}, {})", p.product, p.version, p.status);
+    println!("  title        {}", p.title);
+    if !p.description.is_empty() {
+        println!("  description  {}", p.description);
+    }
+    println!("  owner        {} (fingerprint {})", p.owner, p.fingerprint);
+    println!("  rows / size  {} / {}", p.rows, output::bytes(p.bytes));
+    println!("  digest       {}", p.digest);
+    println!("  tags         {}", p.tags.join(", "));
+    println!(
+        "  sla          updated {}, fresh within {} h, availability {:.2} %",
+        p.update_frequency,
+        p.freshness_hours,
+        p.availability_bp as f64 / 100.0
+    );
+    println!(
+        "  policy       approval {}, purposes [{}], max {} days, restricted [{}]",
+        p.approval,
+        p.purposes.join(", "),
+        p.max_contract_days,
+        p.restricted.join(", ")
+    );
+    if !p.lineage.is_empty() {
+        println!("  lineage      {}", p.lineage.join(", "));
+    }
+    println!("  schema");
+    for c in &p.schema {
+        let restricted = if p.restricted.contains(&c.name) {
+            "  [restricted]"
+        } else {
+            ""
+        };
+        println!(
+            "    {:<24} {}{}{}",
+            c.name,
+            c.data_type,
+            if c.nullable { "" } else { " not null" },
+            restricted
+        );
+    }
+}
+
+pub(crate) async fn status(dir: DataDir, json: bool) -> anyhow::Result<()> {
+    let client = Client::for_data_dir(&dir)?;
+    let status: StatusView = client.get("/v1/status").await?;
+    if json {
+        return output::json(&status);
+    }
+    println!(
+        "domain     {} (key {}, fingerprint {})",
+        status.domain,
+        &status.public_key[..16],
+        status.fingerprint
+    );
+    println!("peer id    {}", status.peer_id);
+    for a in &status.listen_addrs {
+        println!("listen     {a}");
+    }
+    if let Some(d) = &status.data_addr {
+        println!("data plane {d}");
+    }
+    println!("api        {}", status.api_addr);
+    println!("peers      {}", status.peers);
+    println!("catalog    {} products", status.catalog_size);
+    let rejected: Vec<String> = status
+        .rejected
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect();
+    println!(
+        "rejected   {}",
+        if rejected.is_empty() {
+            "none".to_owned()
+        } else {
+            rejected.join(", ")
+        }
+    );
+    Ok(())
+}
+
+pub(crate) async fn peers(dir: DataDir, json: bool) -> anyhow::Result<()> {
+    let client = Client::for_data_dir(&dir)?;
+    let peers: Vec<PeerView> = client.get("/v1/peers").await?;
+    if json {
+        return output::json(&peers);
+    }
+    if peers.is_empty() {
+        println!("no peers connected: check the bootstrap addresses in meshnode.toml");
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut table = output::table(&["domain", "peer id", "connected", "rtt", "addresses"]);
+    for p in peers {
+        table.add_row(vec![
+            p.domain.unwrap_or_else(|| "?".into()),
+            p.peer_id,
+            format!("{} s", now.saturating_sub(p.connected_since_ms) / 1000),
+            p.rtt_ms
+                .map(|r| format!("{r:.1} ms"))
+                .unwrap_or_else(|| "-".into()),
+            p.addresses.join("\n"),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}

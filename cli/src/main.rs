@@ -1,0 +1,106 @@
+//! `meshnode`: the command-line front end. It parses arguments, calls the daemon's control
+//! API and prints: human tables by default, JSON with `--json`.
+
+mod client;
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshnode",
+    version,
+    about = "A peer-to-peer data-mesh node: publish data products, share them under signed contracts, fetch them over QUIC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// `--data-dir` shared by every command that talks to a daemon.
+#[derive(Debug, clap::Args)]
+struct DirArg {
+    /// Data directory of the node (default: $MESHNODE_DATA_DIR, then ~/.meshnode).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a node: config, identity key.
+    Init(commands::InitArgs),
+    /// Run the daemon in the foreground until Ctrl-C or SIGTERM.
+    Run {
+        /// Data directory of the node.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Publish a data product (a new version if the name exists).
+    Publish(commands::PublishArgs),
+    /// Browse the mesh catalog.
+    Catalog(commands::CatalogArgs),
+    /// Show this node's status.
+    Status {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List connected peers.
+    Peers {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = match cli.command {
+        Command::Run { .. } => "info,libp2p_gossipsub=warn,libp2p_kad=warn",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESHNODE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init(args) => commands::init(args),
+        Command::Run { data_dir } => commands::run(client::data_dir(data_dir)?).await,
+        Command::Publish(args) => commands::publish(args).await,
+        Command::Catalog(args) => commands::catalog(args).await,
+        Command::Status { dir, json } => {
+            commands::status(client::data_dir(dir.data_dir)?, json).await
+        }
+        Command::Peers { dir, json } => {
+            commands::peers(client::data_dir(dir.data_dir)?, json).await
+        }
+    }
+}

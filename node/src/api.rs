@@ -1,0 +1,108 @@
+//! The local control API: HTTP/JSON on 127.0.0.1, bearer token from `<data-dir>/api.token`.
+//!
+//! Handlers are thin: authenticate, parse, call the [`NodeHandle`], map errors to statuses.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::error::NodeError;
+use crate::node::NodeHandle;
+use crate::views::{ErrorView, PublishRequest};
+
+/// Shared state of the API handlers.
+#[derive(Clone, Debug)]
+struct ApiState {
+    /// The node.
+    node: NodeHandle,
+    /// Expected bearer token.
+    token: Arc<str>,
+}
+
+impl IntoResponse for NodeError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            Json(ErrorView {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// Builds the router for `node`, requiring `token` on every route.
+pub fn router(node: NodeHandle, token: String) -> Router {
+    let state = ApiState {
+        node,
+        token: token.into(),
+    };
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/catalog", get(catalog))
+        .route("/v1/publish", post(publish))
+        .route("/v1/peers", get(peers))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state)
+}
+
+async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            Json(ErrorView {
+                error: "missing or wrong API token: use the token in <data-dir>/api.token".into(),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn status(State(s): State<ApiState>) -> Result<impl IntoResponse, NodeError> {
+    Ok(Json(s.node.status().await?))
+}
+
+async fn catalog(State(s): State<ApiState>) -> Result<impl IntoResponse, NodeError> {
+    Ok(Json(s.node.catalog().await?))
+}
+
+async fn publish(
+    State(s): State<ApiState>,
+    Json(request): Json<PublishRequest>,
+) -> Result<impl IntoResponse, NodeError> {
+    Ok(Json(s.node.publish(request).await?))
+}
+
+async fn peers(State(s): State<ApiState>) -> Result<impl IntoResponse, NodeError> {
+    Ok(Json(s.node.peers().await?))
+}
+
+async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, NodeError> {
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.node.metrics().await?,
+    ))
+}

@@ -1,0 +1,281 @@
+//! Node configuration (`<data-dir>/meshnode.toml`) and the layout of a data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the config file inside a data directory.
+pub const CONFIG_FILE: &str = "meshnode.toml";
+
+/// Settings of one node, as written by `meshnode init` and read by `meshnode run`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Domain this node serves (`sales`, `customer`, ...): `[a-z0-9-]`.
+    pub domain: String,
+    /// Control-plane (libp2p QUIC) listen multiaddrs; port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Multiaddrs of peers to join the mesh through (any node can serve).
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Control API port on 127.0.0.1; 0 picks a free port written to `api.addr`.
+    #[serde(default)]
+    pub api_port: u16,
+    /// Data-plane (quinn) listen address; port 0 picks a free port.
+    #[serde(default = "default_data_listen")]
+    pub data_listen: SocketAddr,
+    /// Seconds between anti-entropy rounds with a random connected peer.
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval_secs: u64,
+    /// Most concurrent transfers served to one peer.
+    #[serde(default = "default_transfers_per_peer")]
+    pub max_transfers_per_peer: u32,
+    /// Defaults applied to `meshnode publish` when flags do not say otherwise.
+    #[serde(default)]
+    pub defaults: PublishDefaults,
+}
+
+/// Per-node defaults for new products.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishDefaults {
+    /// Longest contract a product grants, in days.
+    #[serde(default = "default_max_days")]
+    pub max_contract_days: u32,
+    /// Promised update frequency.
+    #[serde(default = "default_frequency")]
+    pub update_frequency: String,
+    /// Promised freshness in hours.
+    #[serde(default = "default_freshness")]
+    pub freshness_hours: u32,
+    /// Availability target in basis points.
+    #[serde(default = "default_availability")]
+    pub availability_bp: u32,
+}
+
+impl Default for PublishDefaults {
+    fn default() -> Self {
+        Self {
+            max_contract_days: default_max_days(),
+            update_frequency: default_frequency(),
+            freshness_hours: default_freshness(),
+            availability_bp: default_availability(),
+        }
+    }
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()]
+}
+fn default_data_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+fn default_sync_interval() -> u64 {
+    10
+}
+fn default_transfers_per_peer() -> u32 {
+    4
+}
+fn default_max_days() -> u32 {
+    365
+}
+fn default_frequency() -> String {
+    "daily".into()
+}
+fn default_freshness() -> u32 {
+    24
+}
+fn default_availability() -> u32 {
+    9990
+}
+
+/// A config that failed to load or validate; the message names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config `{path}`: {source}")]
+    Read {
+        /// Config path.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("config `{path}` is not valid: {message}")]
+    Parse {
+        /// Config path.
+        path: PathBuf,
+        /// Parser message, naming the key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// Offending key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl NodeConfig {
+    /// A config with defaults for `domain`.
+    pub fn new(domain: impl Into<String>) -> Self {
+        Self {
+            domain: domain.into(),
+            listen: default_listen(),
+            bootstrap: Vec::new(),
+            api_port: 0,
+            data_listen: default_data_listen(),
+            sync_interval_secs: default_sync_interval(),
+            max_transfers_per_peer: default_transfers_per_peer(),
+            defaults: PublishDefaults::default(),
+        }
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values once at start-up.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        mesh_protocol::descriptor::validate_name("domain", &self.domain).map_err(|e| {
+            ConfigError::Invalid {
+                key: "domain",
+                message: e.to_string(),
+            }
+        })?;
+        if self.listen.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "listen",
+                message: "at least one listen multiaddr is needed".into(),
+            });
+        }
+        for (key, addrs) in [("listen", &self.listen), ("bootstrap", &self.bootstrap)] {
+            for addr in addrs {
+                addr.parse::<libp2p::Multiaddr>()
+                    .map_err(|e| ConfigError::Invalid {
+                        key,
+                        message: format!("`{addr}` is not a multiaddr ({e}); e.g. /ip4/127.0.0.1/udp/4001/quic-v1"),
+                    })?;
+            }
+        }
+        if self.sync_interval_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "sync_interval_secs",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.max_transfers_per_peer == 0 {
+            return Err(ConfigError::Invalid {
+                key: "max_transfers_per_peer",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Anti-entropy interval.
+    pub fn sync_interval(&self) -> Duration {
+        Duration::from_secs(self.sync_interval_secs)
+    }
+
+    /// TOML text with a comment header, as `meshnode init` writes it.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string_pretty(self).expect("config serialises");
+        format!(
+            "# meshnode node configuration; see configs/node-example.toml for every key.\n{body}"
+        )
+    }
+}
+
+/// Paths inside a data directory.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    /// The directory itself.
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// Wraps a path (not created here).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `meshnode.toml`.
+    pub fn config(&self) -> PathBuf {
+        self.root.join(CONFIG_FILE)
+    }
+    /// `identity.key`: the ed25519 secret, hex, mode 0600.
+    pub fn identity(&self) -> PathBuf {
+        self.root.join("identity.key")
+    }
+    /// `api.token`: bearer token for the control API, mode 0600.
+    pub fn api_token(&self) -> PathBuf {
+        self.root.join("api.token")
+    }
+    /// `api.addr`: the bound control API address, written at start-up.
+    pub fn api_addr(&self) -> PathBuf {
+        self.root.join("api.addr")
+    }
+    /// sled database.
+    pub fn db(&self) -> PathBuf {
+        self.root.join("db")
+    }
+    /// Published product data.
+    pub fn products(&self) -> PathBuf {
+        self.root.join("products")
+    }
+    /// Arrow file of one product version.
+    pub fn product_file(&self, name: &str, version: u64) -> PathBuf {
+        self.products().join(name).join(format!("{version}.arrow"))
+    }
+    /// Received data.
+    pub fn received(&self) -> PathBuf {
+        self.root.join("received")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_validation() {
+        let c = NodeConfig::new("sales");
+        let text = c.to_toml();
+        let parsed: NodeConfig = toml::from_str(&text).unwrap();
+        assert_eq!(parsed, c);
+        let mut bad = c.clone();
+        bad.bootstrap.push("not-an-addr".into());
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("bootstrap"), "{err}");
+        let mut bad = c;
+        bad.domain = "Sales Team".into();
+        assert!(bad.validate().unwrap_err().to_string().contains("domain"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = toml::from_str::<NodeConfig>("domain = \"a\"\nlisten_port = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_port"), "{err}");
+    }
+}

@@ -1,0 +1,47 @@
+//! Errors of node operations, mapped to HTTP statuses by the control API.
+
+use crate::store::StoreError;
+
+/// Why a node operation failed. Each message is a sentence for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The caller asked for something invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The named thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The operation conflicts with current state (already revoked, already decided, ...).
+    #[error("{0}")]
+    Conflict(String),
+    /// A remote peer could not be reached or did not answer.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The remote side refused.
+    #[error("{0}")]
+    Refused(String),
+    /// Local storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Anything else that is our fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The node actor has stopped.
+    #[error("the node is shutting down")]
+    ActorClosed,
+}
+
+impl NodeError {
+    /// HTTP status for the control API.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            NodeError::BadRequest(_) => 400,
+            NodeError::NotFound(_) => 404,
+            NodeError::Conflict(_) => 409,
+            NodeError::Refused(_) => 403,
+            NodeError::Unavailable(_) => 503,
+            NodeError::ActorClosed => 503,
+            NodeError::Store(_) | NodeError::Internal(_) => 500,
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! # mesh-node
+//!
+//! The meshnode daemon. One actor task ([`node`]) owns the libp2p swarm (control plane),
+//! the sled store and the node's state; the control API ([`api`]) and the data plane talk to
+//! it through a cloneable [`NodeHandle`] over bounded channels.
+//!
+//! ## Layout
+//!
+//! - [`config`]: `meshnode.toml` and the data-directory layout.
+//! - [`keyfile`]: the identity file and other secret files (mode 0600).
+//! - [`store`]: sled trees (catalog, products, agreements, pending, revocations, audit, peers).
+//! - [`ingest`]: CSV / Parquet / Arrow input streamed into Arrow IPC files.
+//! - `net`: the libp2p behaviour (gossipsub, Kademlia, identify, ping, request-response).
+//! - [`node`]: the actor: gossip validation, anti-entropy, publishing.
+//! - `contracts`: contract negotiation handlers of the actor.
+//! - [`api`]: HTTP/JSON control API with bearer-token authentication.
+//! - [`server`]: start and stop a whole node from its data directory.
+//! - [`views`]: JSON shapes shared with the CLI.
+
+pub mod api;
+pub mod config;
+mod contracts;
+pub mod error;
+pub mod ingest;
+pub mod keyfile;
+mod metrics;
+mod net;
+pub mod node;
+pub mod resolve;
+pub mod server;
+pub mod store;
+pub mod views;
+
+pub use config::{DataDir, NodeConfig};
+pub use error::NodeError;
+pub use net::NetTuning;
+pub use node::{NodeEvent, NodeHandle};

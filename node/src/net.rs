@@ -1,0 +1,221 @@
+//! The libp2p control plane: QUIC transport, gossipsub for the catalog, Kademlia and identify
+//! for peer routing, ping for round-trip times, request-response for sync and contracts.
+//!
+//! This module only builds the swarm; the node actor in [`crate::node`] drives it.
+
+use std::io;
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{StreamProtocol, Swarm, gossipsub, identify, identity, kad, ping, request_response};
+use mesh_protocol::Identity;
+use mesh_protocol::wire::{self, MAX_GOSSIP_MESSAGE};
+
+/// Anti-entropy protocol name.
+pub(crate) const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshnode/sync/1");
+/// Contract negotiation protocol name.
+pub(crate) const CONTRACT_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshnode/contract/1");
+/// Kademlia protocol name, separate from the public IPFS DHT.
+const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshnode/kad/1");
+/// Identify protocol version string.
+const IDENTIFY_PROTOCOL: &str = "/meshnode/1.0.0";
+/// Most concurrent inbound or outbound streams per request-response protocol and connection.
+const MAX_STREAMS_PER_PEER: usize = 16;
+/// Largest contract message either way.
+pub(crate) const MAX_CONTRACT_MESSAGE: usize = 1024 * 1024;
+
+/// Converts the node identity into a libp2p key pair: one key for the domain and the peer id.
+pub(crate) fn keypair(identity: &Identity) -> identity::Keypair {
+    identity::Keypair::ed25519_from_bytes(identity.secret_bytes())
+        .expect("a 32-byte ed25519 secret is always valid")
+}
+
+/// Request-response codec for opaque, length-prefixed byte messages. The actor decodes them
+/// with `mesh_protocol`, which enforces the per-type limits again.
+#[derive(Clone, Debug)]
+pub(crate) struct BytesCodec {
+    /// Largest request accepted.
+    max_request: usize,
+    /// Largest response accepted.
+    max_response: usize,
+}
+
+impl BytesCodec {
+    pub(crate) fn new(max_request: usize, max_response: usize) -> Self {
+        Self {
+            max_request,
+            max_response,
+        }
+    }
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("message of {len} bytes exceeds the limit of {max}"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(data.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too large"))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(data).await?;
+    io.close().await
+}
+
+impl request_response::Codec for BytesCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io, self.max_request).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io, self.max_response).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &res).await
+    }
+}
+
+/// Every protocol a meshnode speaks on its control plane.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    /// Catalog gossip with application-level validation.
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    /// Peer routing: finds peers nobody told us about.
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Learns peers' listen addresses and protocols.
+    pub(crate) identify: identify::Behaviour,
+    /// Round-trip times for `meshnode peers`.
+    pub(crate) ping: ping::Behaviour,
+    /// Anti-entropy `/meshnode/sync/1`.
+    pub(crate) sync: request_response::Behaviour<BytesCodec>,
+    /// Contract negotiation `/meshnode/contract/1`.
+    pub(crate) contract: request_response::Behaviour<BytesCodec>,
+}
+
+/// Tunables of the control plane, mostly for simulations and benchmarks.
+#[derive(Clone, Debug)]
+pub struct NetTuning {
+    /// gossipsub heartbeat.
+    pub heartbeat: Duration,
+    /// How long an idle connection stays open.
+    pub idle_timeout: Duration,
+}
+
+impl Default for NetTuning {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Builds the swarm for `identity`.
+pub(crate) fn build_swarm(
+    identity: &Identity,
+    tuning: &NetTuning,
+) -> anyhow::Result<Swarm<Behaviour>> {
+    let keypair = keypair(identity);
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|key| {
+            let peer_id = key.public().to_peer_id();
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .validate_messages()
+                .max_transmit_size(MAX_GOSSIP_MESSAGE)
+                .heartbeat_interval(tuning.heartbeat)
+                // Content-addressed ids: the same signed envelope gossiped twice is one message.
+                .message_id_fn(|m: &gossipsub::Message| {
+                    gossipsub::MessageId::from(&blake3::hash(&m.data).as_bytes()[..20])
+                })
+                .build()
+                .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )
+            .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            kad_config.set_periodic_bootstrap_interval(Some(Duration::from_secs(60)));
+            let mut kad = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::new(peer_id),
+                kad_config,
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            let identify = identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                    .with_push_listen_addr_updates(true),
+            );
+            let rr_config = request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(30))
+                .with_max_concurrent_streams(MAX_STREAMS_PER_PEER);
+            let sync = request_response::Behaviour::with_codec(
+                BytesCodec::new(wire::MAX_SYNC_REQUEST, wire::MAX_SYNC_RESPONSE),
+                [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
+                rr_config.clone(),
+            );
+            let contract = request_response::Behaviour::with_codec(
+                BytesCodec::new(MAX_CONTRACT_MESSAGE, MAX_CONTRACT_MESSAGE),
+                [(CONTRACT_PROTOCOL, request_response::ProtocolSupport::Full)],
+                rr_config,
+            );
+            Ok(Behaviour {
+                gossipsub,
+                kad,
+                identify,
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(Duration::from_secs(5)),
+                ),
+                sync,
+                contract,
+            })
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(tuning.idle_timeout))
+        .build();
+    Ok(swarm)
+}

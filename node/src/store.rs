@@ -1,0 +1,371 @@
+//! The node's state on disk: a sled database with one tree per kind of record.
+//!
+//! Envelopes are stored exactly as received (verified on the way in), so what a node
+//! forwards is byte-identical to what its signer produced.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mesh_protocol::audit::{self, AuditEntry, AuditKind, ChainError};
+use mesh_protocol::{NodeRecord, ProductDescriptor, ProductId, PublicKey, Signed};
+
+/// Tree names, as listed in the design.
+mod trees {
+    pub(super) const CATALOG: &str = "catalog";
+    pub(super) const PRODUCTS: &str = "products";
+    pub(super) const AGREEMENTS: &str = "agreements";
+    pub(super) const PENDING: &str = "pending";
+    pub(super) const REVOCATIONS: &str = "revocations";
+    pub(super) const AUDIT: &str = "audit";
+    pub(super) const PEERS: &str = "peers";
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value no longer decodes: the database was altered or corrupted.
+    #[error("stored record `{key}` in `{tree}` is corrupt: {reason}")]
+    Corrupt {
+        /// Tree name.
+        tree: &'static str,
+        /// Record key.
+        key: String,
+        /// Decoder message.
+        reason: String,
+    },
+}
+
+/// Handle to the sled database. Cheap to clone; sled is internally synchronised, but the
+/// node actor is the only writer of the catalog and the audit chain.
+#[derive(Clone, Debug)]
+pub struct Store {
+    /// The database.
+    db: sled::Db,
+    /// Signed descriptors by product storage key: `version (u64 BE) || envelope`.
+    catalog: sled::Tree,
+    /// Local products: name -> latest published version (u64 BE).
+    products: sled::Tree,
+    /// Agreements by id.
+    agreements: sled::Tree,
+    /// Contract requests waiting for the operator, by id.
+    pending: sled::Tree,
+    /// Signed revocations by agreement id.
+    revocations: sled::Tree,
+    /// Audit log: seq (u64 BE) -> encoded [`AuditEntry`].
+    audit: sled::Tree,
+    /// Signed node records by key hex: `issued_at (u64 BE) || envelope`.
+    peers: sled::Tree,
+}
+
+fn split_versioned(
+    tree: &'static str,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(u64, Vec<u8>), StoreError> {
+    if value.len() < 8 {
+        return Err(StoreError::Corrupt {
+            tree,
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: "value shorter than its version prefix".into(),
+        });
+    }
+    let version = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
+    Ok((version, value[8..].to_vec()))
+}
+
+fn versioned(version: u64, bytes: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + bytes.len());
+    v.extend_from_slice(&version.to_be_bytes());
+    v.extend_from_slice(bytes);
+    v
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(path).open()?;
+        Ok(Self {
+            catalog: db.open_tree(trees::CATALOG)?,
+            products: db.open_tree(trees::PRODUCTS)?,
+            agreements: db.open_tree(trees::AGREEMENTS)?,
+            pending: db.open_tree(trees::PENDING)?,
+            revocations: db.open_tree(trees::REVOCATIONS)?,
+            audit: db.open_tree(trees::AUDIT)?,
+            peers: db.open_tree(trees::PEERS)?,
+            db,
+        })
+    }
+
+    /// Makes every write so far durable. Called before acknowledging to a peer or a user.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Blocking flush, for shutdown paths outside the runtime.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    // ---- catalog ----
+
+    /// The stored envelope for a product and its version.
+    pub fn descriptor(
+        &self,
+        id: &ProductId,
+    ) -> Result<Option<(u64, Signed<ProductDescriptor>)>, StoreError> {
+        let key = id.storage_key();
+        let Some(value) = self.catalog.get(key.as_bytes())? else {
+            return Ok(None);
+        };
+        let (version, bytes) = split_versioned(trees::CATALOG, key.as_bytes(), &value)?;
+        let envelope = Signed::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
+            tree: trees::CATALOG,
+            key,
+            reason: e.to_string(),
+        })?;
+        Ok(Some((version, envelope)))
+    }
+
+    /// Stores a verified descriptor envelope, replacing any older version.
+    pub fn put_descriptor(
+        &self,
+        descriptor: &ProductDescriptor,
+        envelope: &Signed<ProductDescriptor>,
+    ) -> Result<(), StoreError> {
+        self.catalog.insert(
+            descriptor.id().storage_key().as_bytes(),
+            versioned(descriptor.version, &envelope.to_bytes()),
+        )?;
+        Ok(())
+    }
+
+    /// Every catalog entry, decoded.
+    pub fn catalog(
+        &self,
+    ) -> Result<Vec<(ProductDescriptor, Signed<ProductDescriptor>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.catalog.iter() {
+            let (key, value) = item?;
+            let (_, bytes) = split_versioned(trees::CATALOG, &key, &value)?;
+            let corrupt = |reason: String| StoreError::Corrupt {
+                tree: trees::CATALOG,
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason,
+            };
+            let envelope: Signed<ProductDescriptor> =
+                Signed::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
+            let descriptor = envelope
+                .decode_trusted()
+                .map_err(|e| corrupt(e.to_string()))?;
+            out.push((descriptor, envelope));
+        }
+        Ok(out)
+    }
+
+    /// Number of catalog entries.
+    pub fn catalog_len(&self) -> usize {
+        self.catalog.len()
+    }
+
+    /// `{product id -> version}` for anti-entropy.
+    pub fn catalog_digest(&self) -> Result<BTreeMap<ProductId, u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for item in self.catalog.iter() {
+            let (key, value) = item?;
+            let (version, _) = split_versioned(trees::CATALOG, &key, &value)?;
+            if let Some(id) = ProductId::from_storage_key(&String::from_utf8_lossy(&key)) {
+                out.insert(id, version);
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- local products ----
+
+    /// Latest version this node published of `name`, if any.
+    pub fn local_version(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .products
+            .get(name.as_bytes())?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    /// Records that this node published `version` of `name`.
+    pub fn set_local_version(&self, name: &str, version: u64) -> Result<(), StoreError> {
+        self.products
+            .insert(name.as_bytes(), &version.to_be_bytes())?;
+        Ok(())
+    }
+
+    // ---- node records ----
+
+    /// The stored record for a node key and its issue time.
+    pub fn node_record(
+        &self,
+        key: &PublicKey,
+    ) -> Result<Option<(u64, Signed<NodeRecord>)>, StoreError> {
+        let k = key.to_hex();
+        let Some(value) = self.peers.get(k.as_bytes())? else {
+            return Ok(None);
+        };
+        let (issued, bytes) = split_versioned(trees::PEERS, k.as_bytes(), &value)?;
+        let envelope = Signed::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
+            tree: trees::PEERS,
+            key: k,
+            reason: e.to_string(),
+        })?;
+        Ok(Some((issued, envelope)))
+    }
+
+    /// Stores a verified node record.
+    pub fn put_node_record(
+        &self,
+        record: &NodeRecord,
+        envelope: &Signed<NodeRecord>,
+    ) -> Result<(), StoreError> {
+        self.peers.insert(
+            record.key.to_hex().as_bytes(),
+            versioned(record.issued_at_ms, &envelope.to_bytes()),
+        )?;
+        Ok(())
+    }
+
+    /// Every node record, decoded.
+    pub fn node_records(&self) -> Result<Vec<(NodeRecord, Signed<NodeRecord>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.peers.iter() {
+            let (key, value) = item?;
+            let (_, bytes) = split_versioned(trees::PEERS, &key, &value)?;
+            let corrupt = |reason: String| StoreError::Corrupt {
+                tree: trees::PEERS,
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason,
+            };
+            let envelope: Signed<NodeRecord> =
+                Signed::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
+            let record = envelope
+                .decode_trusted()
+                .map_err(|e| corrupt(e.to_string()))?;
+            out.push((record, envelope));
+        }
+        Ok(out)
+    }
+
+    /// `{node key -> issued_at}` for anti-entropy.
+    pub fn node_digest(&self) -> Result<BTreeMap<PublicKey, u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for item in self.peers.iter() {
+            let (key, value) = item?;
+            let (issued, _) = split_versioned(trees::PEERS, &key, &value)?;
+            if let Ok(pk) = PublicKey::from_hex(&String::from_utf8_lossy(&key)) {
+                out.insert(pk, issued);
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- generic record trees (agreements, pending, revocations) ----
+
+    /// The agreements tree.
+    pub fn agreements(&self) -> &sled::Tree {
+        &self.agreements
+    }
+    /// The pending-requests tree.
+    pub fn pending(&self) -> &sled::Tree {
+        &self.pending
+    }
+    /// The revocations tree.
+    pub fn revocations(&self) -> &sled::Tree {
+        &self.revocations
+    }
+
+    // ---- audit ----
+
+    /// Appends an entry linked to the current head. Only the node actor calls this, so
+    /// appends are sequential.
+    pub fn audit_append(
+        &self,
+        kind: AuditKind,
+        detail: &serde_json::Value,
+        at_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let (seq, prev) = match self.audit.last()? {
+            None => (0, audit::GENESIS),
+            Some((key, bytes)) => {
+                let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
+                    StoreError::Corrupt {
+                        tree: trees::AUDIT,
+                        key: hex::encode(&key),
+                        reason: "key is not a sequence number".into(),
+                    }
+                })?);
+                (seq + 1, audit::entry_hash(&bytes))
+            }
+        };
+        let entry = AuditEntry {
+            seq,
+            prev,
+            at_ms,
+            kind,
+            detail: detail.to_string(),
+        };
+        self.audit.insert(seq.to_be_bytes(), entry.to_bytes())?;
+        Ok(seq)
+    }
+
+    /// Every audit entry's stored bytes, in order.
+    pub fn audit_raw(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.audit
+            .iter()
+            .values()
+            .map(|v| Ok(v?.to_vec()))
+            .collect()
+    }
+
+    /// Checks the whole chain.
+    pub fn audit_verify(&self) -> Result<Result<u64, ChainError>, StoreError> {
+        let raw = self.audit_raw()?;
+        Ok(audit::verify_chain(raw.iter().map(Vec::as_slice)).map(|(n, _)| n))
+    }
+
+    /// Overwrites one stored audit entry: for tests of tamper detection only.
+    #[doc(hidden)]
+    pub fn audit_overwrite_for_tests(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.audit.insert(seq.to_be_bytes(), bytes)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_chain_appends_and_detects_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..4 {
+            store
+                .audit_append(AuditKind::Publish, &serde_json::json!({ "i": i }), i)
+                .unwrap();
+        }
+        assert_eq!(store.audit_verify().unwrap().unwrap(), 4);
+        let mut entry = AuditEntry::from_bytes(&store.audit_raw().unwrap()[1]).unwrap();
+        entry.detail = "{\"i\":42}".into();
+        store
+            .audit_overwrite_for_tests(1, &entry.to_bytes())
+            .unwrap();
+        assert_eq!(
+            store.audit_verify().unwrap(),
+            Err(ChainError::BrokenLink {
+                seq: 2,
+                prev_seq: 1
+            })
+        );
+    }
+}

@@ -1,0 +1,261 @@
+//! Catalog merge rules: what a node accepts into its replica of the mesh catalog.
+//!
+//! Pure functions over envelopes; the caller supplies what it currently stores.
+
+use serde::{Deserialize, Serialize};
+
+use crate::descriptor::{ProductDescriptor, ProductId};
+use crate::envelope::{EnvelopeError, Signable, Signed};
+use crate::identity::PublicKey;
+
+/// Why a gossiped or synced message was not accepted. Counted per reason by the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Not decodable.
+    Malformed,
+    /// Larger than the limit for its type.
+    Oversized,
+    /// Signature does not verify.
+    BadSignature,
+    /// Signed by a key that is not the product's owner (or the record's subject).
+    NotOwner,
+    /// A version not newer than the stored one, with different bytes.
+    Stale,
+    /// Well signed but breaks a descriptor rule.
+    Invalid,
+}
+
+impl RejectReason {
+    /// Every reason, for metrics.
+    pub const ALL: [RejectReason; 6] = [
+        RejectReason::Malformed,
+        RejectReason::Oversized,
+        RejectReason::BadSignature,
+        RejectReason::NotOwner,
+        RejectReason::Stale,
+        RejectReason::Invalid,
+    ];
+
+    /// Label used in metrics and JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectReason::Malformed => "malformed",
+            RejectReason::Oversized => "oversized",
+            RejectReason::BadSignature => "bad_signature",
+            RejectReason::NotOwner => "not_owner",
+            RejectReason::Stale => "stale",
+            RejectReason::Invalid => "invalid",
+        }
+    }
+}
+
+impl From<&EnvelopeError> for RejectReason {
+    fn from(e: &EnvelopeError) -> Self {
+        match e {
+            EnvelopeError::Decode(crate::codec::DecodeError::TooLarge { .. }) => {
+                RejectReason::Oversized
+            }
+            EnvelopeError::Decode(_) => RejectReason::Malformed,
+            EnvelopeError::Signature(_) => RejectReason::BadSignature,
+        }
+    }
+}
+
+/// Result of offering a descriptor to the catalog.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// New, or newer than what is stored: store these bytes and forward them.
+    Accepted(Box<ProductDescriptor>),
+    /// Byte-identical to what is stored: nothing to do, do not forward again.
+    Duplicate,
+    /// Refused: neither stored nor forwarded.
+    Rejected(RejectReason),
+}
+
+/// Checks an envelope on its own: signature, signer is the owner, descriptor rules.
+pub fn verify_descriptor(
+    incoming: &Signed<ProductDescriptor>,
+) -> Result<ProductDescriptor, RejectReason> {
+    let descriptor = incoming.verify().map_err(|e| RejectReason::from(&e))?;
+    if descriptor.owner != incoming.signer() {
+        return Err(RejectReason::NotOwner);
+    }
+    descriptor.validate().map_err(|_| RejectReason::Invalid)?;
+    Ok(descriptor)
+}
+
+/// The catalog merge rule. `current` returns what the catalog stores for a product id
+/// (an envelope it verified when it stored it, with its version).
+///
+/// Accept iff the signature verifies, the signer is the owner and the version is newer than
+/// the stored one; identical bytes are a duplicate; anything else is rejected.
+pub fn merge(
+    incoming: &Signed<ProductDescriptor>,
+    current: impl FnOnce(&ProductId) -> Option<(u64, Signed<ProductDescriptor>)>,
+) -> MergeOutcome {
+    let descriptor = match verify_descriptor(incoming) {
+        Ok(d) => d,
+        Err(reason) => return MergeOutcome::Rejected(reason),
+    };
+    match current(&descriptor.id()) {
+        Some((_, stored)) if stored == *incoming => MergeOutcome::Duplicate,
+        Some((version, _)) if version >= descriptor.version => {
+            MergeOutcome::Rejected(RejectReason::Stale)
+        }
+        _ => MergeOutcome::Accepted(Box::new(descriptor)),
+    }
+}
+
+/// A node's self-description, gossiped so peers can map keys to domains and data addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node's key; must equal the signer.
+    pub key: PublicKey,
+    /// Domain name the node serves.
+    pub domain: String,
+    /// libp2p peer id (derived from `key`), as a string.
+    pub peer_id: String,
+    /// Control-plane multiaddrs.
+    pub addrs: Vec<String>,
+    /// Data-plane `host:port`.
+    pub data_addr: Option<String>,
+    /// Issue time in milliseconds; a newer record replaces an older one.
+    pub issued_at_ms: u64,
+}
+
+impl Signable for NodeRecord {
+    const CONTEXT: &'static str = "meshnode/node-record/v1";
+    const MAX_BODY: usize = 8 * 1024;
+}
+
+/// Checks a node record and decides whether it replaces `current_issued_at`.
+pub fn merge_node_record(
+    incoming: &Signed<NodeRecord>,
+    current_issued_at_ms: Option<u64>,
+) -> Result<Option<NodeRecord>, RejectReason> {
+    let record = incoming.verify().map_err(|e| RejectReason::from(&e))?;
+    if record.key != incoming.signer() {
+        return Err(RejectReason::NotOwner);
+    }
+    crate::descriptor::validate_name("domain", &record.domain)
+        .map_err(|_| RejectReason::Invalid)?;
+    match current_issued_at_ms {
+        Some(t) if t == record.issued_at_ms => Ok(None),
+        Some(t) if t > record.issued_at_ms => Err(RejectReason::Stale),
+        _ => Ok(Some(record)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::descriptor::tests::sample;
+    use crate::identity::Identity;
+
+    fn owner() -> Identity {
+        Identity::from_secret_bytes([1; 32])
+    }
+
+    #[test]
+    fn accepts_new_and_newer() {
+        let id = owner();
+        let v1 = Signed::sign(&id, &sample(&id, "p", 1));
+        let v2 = Signed::sign(&id, &sample(&id, "p", 2));
+        assert!(matches!(merge(&v1, |_| None), MergeOutcome::Accepted(d) if d.version == 1));
+        assert!(
+            matches!(merge(&v2, |_| Some((1, v1.clone()))), MergeOutcome::Accepted(d) if d.version == 2)
+        );
+    }
+
+    #[test]
+    fn duplicate_and_stale() {
+        let id = owner();
+        let v1 = Signed::sign(&id, &sample(&id, "p", 1));
+        let v2 = Signed::sign(&id, &sample(&id, "p", 2));
+        assert_eq!(
+            merge(&v2, |_| Some((2, v2.clone()))),
+            MergeOutcome::Duplicate
+        );
+        assert_eq!(
+            merge(&v1, |_| Some((2, v2.clone()))),
+            MergeOutcome::Rejected(RejectReason::Stale)
+        );
+        // Same version, different content: equivocation is stale too.
+        let mut other = sample(&id, "p", 2);
+        other.title = "changed".into();
+        let other = Signed::sign(&id, &other);
+        assert_eq!(
+            merge(&other, |_| Some((2, v2.clone()))),
+            MergeOutcome::Rejected(RejectReason::Stale)
+        );
+    }
+
+    #[test]
+    fn forged_signer_and_bad_signature() {
+        let id = owner();
+        let mallory = Identity::from_secret_bytes([2; 32]);
+        // Mallory signs a descriptor that names the real owner.
+        let forged = Signed::sign(&mallory, &sample(&id, "p", 9));
+        assert_eq!(
+            merge(&forged, |_| None),
+            MergeOutcome::Rejected(RejectReason::NotOwner)
+        );
+        // Mallory claims the owner's key on a body she changed.
+        let good = Signed::sign(&id, &sample(&id, "p", 1));
+        let tampered = good.with_tampered_body(crate::codec::encode(&sample(&id, "p", 99)));
+        assert_eq!(
+            merge(&tampered, |_| None),
+            MergeOutcome::Rejected(RejectReason::BadSignature)
+        );
+    }
+
+    #[test]
+    fn invalid_descriptor_rejected() {
+        let id = owner();
+        let mut d = sample(&id, "p", 1);
+        d.name = "Bad Name".into();
+        assert_eq!(
+            merge(&Signed::sign(&id, &d), |_| None),
+            MergeOutcome::Rejected(RejectReason::Invalid)
+        );
+    }
+
+    #[test]
+    fn garbage_body() {
+        let id = owner();
+        let good = Signed::sign(&id, &sample(&id, "p", 1));
+        // Garbage signed properly still fails to decode.
+        let garbage = Signed::<ProductDescriptor>::sign_raw_for_tests(&id, vec![0xff; 40]);
+        assert_eq!(
+            merge(&garbage, |_| None),
+            MergeOutcome::Rejected(RejectReason::Malformed)
+        );
+        assert!(Signed::<ProductDescriptor>::from_bytes(&good.to_bytes()[..10]).is_err());
+    }
+
+    #[test]
+    fn node_records() {
+        let id = owner();
+        let rec = NodeRecord {
+            key: id.public_key(),
+            domain: "sales".into(),
+            peer_id: "x".into(),
+            addrs: vec![],
+            data_addr: Some("127.0.0.1:1".into()),
+            issued_at_ms: 10,
+        };
+        let signed = Signed::sign(&id, &rec);
+        assert_eq!(merge_node_record(&signed, None), Ok(Some(rec.clone())));
+        assert_eq!(merge_node_record(&signed, Some(10)), Ok(None));
+        assert_eq!(
+            merge_node_record(&signed, Some(11)),
+            Err(RejectReason::Stale)
+        );
+        let mallory = Identity::from_secret_bytes([2; 32]);
+        assert_eq!(
+            merge_node_record(&Signed::sign(&mallory, &rec), None),
+            Err(RejectReason::NotOwner)
+        );
+    }
+}

@@ -1,0 +1,244 @@
+//! Node identity: one ed25519 key pair per domain.
+//!
+//! The same key signs catalog entries and contracts and, in `node`, becomes the libp2p
+//! identity and the data-plane TLS key, so a transport handshake already authenticates the
+//! domain that signed a message.
+
+use std::fmt;
+
+use ed25519_dalek::Signer;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Length of an ed25519 secret key seed.
+pub const SECRET_KEY_LEN: usize = 32;
+
+/// A node's signing key. Debug output never shows the secret.
+#[derive(Clone)]
+pub struct Identity {
+    /// The ed25519 signing key.
+    key: ed25519_dalek::SigningKey,
+}
+
+impl Identity {
+    /// Builds an identity from a 32-byte secret seed (from a key file or an RNG the caller owns).
+    pub fn from_secret_bytes(secret: [u8; SECRET_KEY_LEN]) -> Self {
+        Self {
+            key: ed25519_dalek::SigningKey::from_bytes(&secret),
+        }
+    }
+
+    /// Parses the secret seed from a slice, as read from an identity file.
+    pub fn from_secret_slice(secret: &[u8]) -> Result<Self, KeyError> {
+        let secret: [u8; SECRET_KEY_LEN] = secret.try_into().map_err(|_| KeyError::Length {
+            expected: SECRET_KEY_LEN,
+            actual: secret.len(),
+        })?;
+        Ok(Self::from_secret_bytes(secret))
+    }
+
+    /// The secret seed, for writing the identity file.
+    pub fn secret_bytes(&self) -> [u8; SECRET_KEY_LEN] {
+        self.key.to_bytes()
+    }
+
+    /// The public half.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(self.key.verifying_key().to_bytes())
+    }
+
+    /// Signs `context || message`; the context separates message types so a signature over
+    /// one kind of message can never be replayed as another.
+    pub fn sign(&self, context: &str, message: &[u8]) -> Signature {
+        Signature(self.key.sign(&signing_input(context, message)).to_bytes())
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("public_key", &self.public_key())
+            .finish_non_exhaustive()
+    }
+}
+
+fn signing_input(context: &str, message: &[u8]) -> Vec<u8> {
+    let mut input = Vec::with_capacity(context.len() + 1 + message.len());
+    input.extend_from_slice(context.as_bytes());
+    // A separator that cannot occur in a context string keeps `("ab", "c")` and `("a", "bc")`
+    // apart.
+    input.push(0);
+    input.extend_from_slice(message);
+    input
+}
+
+/// Why key material could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    /// Wrong number of bytes.
+    #[error("expected {expected} key bytes, found {actual}")]
+    Length {
+        /// Required length.
+        expected: usize,
+        /// Length found.
+        actual: usize,
+    },
+    /// Not valid hexadecimal.
+    #[error("not a hexadecimal key: {0}")]
+    Hex(String),
+    /// The bytes are not a point on the curve.
+    #[error("not a valid ed25519 public key")]
+    InvalidPoint,
+}
+
+/// An ed25519 public key: the canonical identity of a domain.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    /// Parses a 64-character hex string.
+    pub fn from_hex(s: &str) -> Result<Self, KeyError> {
+        let bytes = hex::decode(s).map_err(|e| KeyError::Hex(e.to_string()))?;
+        let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyError::Length {
+            expected: 32,
+            actual: bytes.len(),
+        })?;
+        Ok(Self(bytes))
+    }
+
+    /// Full lowercase hex form.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Short form shown next to a domain name when two keys claim the same name
+    /// (`sales@3f2a9c1d/product-sales`): the first 8 hex digits of BLAKE3(key).
+    pub fn fingerprint(&self) -> String {
+        hex::encode(&blake3::hash(&self.0).as_bytes()[..4])
+    }
+
+    /// Verifies `signature` over `context || message`.
+    pub fn verify(
+        &self,
+        context: &str,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), SignatureError> {
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0)
+            .map_err(|_| SignatureError::InvalidKey)?;
+        let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
+        key.verify_strict(&signing_input(context, message), &signature)
+            .map_err(|_| SignatureError::Mismatch)
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// Why a signature was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
+pub enum SignatureError {
+    /// The signer field is not a valid ed25519 key.
+    #[error("the signer is not a valid ed25519 key")]
+    InvalidKey,
+    /// The signature does not match the key and message.
+    #[error("the signature does not match the signer and content")]
+    Mismatch,
+}
+
+/// An ed25519 signature.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature(pub [u8; 64]);
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({}..)", hex::encode(&self.0[..8]))
+    }
+}
+
+impl Serialize for Signature {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BytesVisitor;
+        impl<'de> serde::de::Visitor<'de> for BytesVisitor {
+            type Value = Signature;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("64 signature bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Signature, E> {
+                let bytes: [u8; 64] = v
+                    .try_into()
+                    .map_err(|_| E::invalid_length(v.len(), &self))?;
+                Ok(Signature(bytes))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Signature, A::Error> {
+                let mut bytes = [0u8; 64];
+                for (i, b) in bytes.iter_mut().enumerate() {
+                    *b = seq
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                }
+                Ok(Signature(bytes))
+            }
+        }
+        deserializer.deserialize_bytes(BytesVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_and_verify_with_context() {
+        let id = Identity::from_secret_bytes([7; 32]);
+        let sig = id.sign("meshnode/test/v1", b"hello");
+        let pk = id.public_key();
+        assert_eq!(pk.verify("meshnode/test/v1", b"hello", &sig), Ok(()));
+        assert_eq!(
+            pk.verify("meshnode/other/v1", b"hello", &sig),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            pk.verify("meshnode/test/v1", b"hellp", &sig),
+            Err(SignatureError::Mismatch)
+        );
+        let other = Identity::from_secret_bytes([8; 32]).public_key();
+        assert_eq!(
+            other.verify("meshnode/test/v1", b"hello", &sig),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn hex_round_trip_and_fingerprint() {
+        let pk = Identity::from_secret_bytes([1; 32]).public_key();
+        assert_eq!(PublicKey::from_hex(&pk.to_hex()).unwrap(), pk);
+        assert_eq!(pk.fingerprint().len(), 8);
+        assert!(PublicKey::from_hex("abcd").is_err());
+        assert!(PublicKey::from_hex("zz").is_err());
+    }
+
+    #[test]
+    fn debug_hides_secret() {
+        let id = Identity::from_secret_bytes([9; 32]);
+        let shown = format!("{id:?}");
+        assert!(!shown.contains(&hex::encode([9u8; 32])));
+    }
+}

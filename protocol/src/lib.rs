@@ -1,0 +1,47 @@
+//! # mesh-protocol
+//!
+//! The sans-I/O core of meshnode. Everything here is a pure function or a plain data type:
+//! no sockets, no files, no clock, no randomness (time and random bytes are passed in). The
+//! daemon in `mesh-node` is the shell that feeds it bytes and time.
+//!
+//! ## Layout
+//!
+//! - [`codec`]: deterministic, size-bounded encoding with typed decode errors.
+//! - [`identity`]: ed25519 keys, signatures with per-type contexts, key fingerprints.
+//! - [`envelope`]: [`Signed<T>`](envelope::Signed), keeps bytes as signed, verifies before use.
+//! - [`descriptor`]: the product descriptor that every node gossips.
+//! - [`catalog`]: the catalog merge rule and signed node records.
+//! - [`audit`]: hash-chained audit log entries and chain verification.
+//! - [`wire`]: gossip and anti-entropy sync messages.
+//! - [`filter`]: the row-filter language of contracts: parse, canonical text, type check.
+//! - [`contract`]: contract terms, co-signed agreements, rejections, revocations, the
+//!   `/meshnode/contract/1` messages, the negotiation state machine and policy evaluation.
+//! - [`transfer`]: data-plane framing, the incremental frame decoder, signed transfer trailers.
+
+pub mod audit;
+pub mod catalog;
+pub mod codec;
+pub mod contract;
+pub mod descriptor;
+pub mod envelope;
+pub mod filter;
+pub mod identity;
+pub mod transfer;
+pub mod wire;
+
+pub use catalog::{MergeOutcome, NodeRecord, RejectReason, merge};
+pub use contract::{
+    Agreement, AgreementError, AgreementId, ContractEvent, ContractMessage, ContractReply,
+    ContractRequest, ContractState, ContractTerms, NoticeError, PolicyDecision, PolicyViolation,
+    Rejection, Revocation, TransitionError, effective_state, evaluate, transition,
+    verify_rejection, verify_request, verify_revocation,
+};
+pub use descriptor::{ProductDescriptor, ProductId};
+pub use envelope::{Signable, Signed};
+pub use filter::{CompareOp, Filter, FilterError, Literal, Predicate};
+pub use identity::{Identity, PublicKey, Signature};
+pub use transfer::{
+    Compression, ExpectedTrailer, FetchRefusal, FetchRequest, Frame, FrameDecoder, FrameError,
+    Refusal, TransferHeader, TransferTally, TransferTrailer, encode_data_header, encode_frame,
+    verify_trailer,
+};

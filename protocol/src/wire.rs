@@ -1,0 +1,121 @@
+//! Control-plane messages: what travels on the gossip topic and the sync protocol.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::NodeRecord;
+use crate::codec::{self, DecodeError};
+use crate::contract::Revocation;
+use crate::descriptor::{ProductDescriptor, ProductId};
+use crate::envelope::Signed;
+use crate::identity::PublicKey;
+
+/// Gossipsub topic carrying the mesh catalog.
+pub const CATALOG_TOPIC: &str = "meshnode/catalog/v1";
+/// Largest gossip message.
+pub const MAX_GOSSIP_MESSAGE: usize = 128 * 1024;
+/// Largest sync request (a digest of the whole catalog).
+pub const MAX_SYNC_REQUEST: usize = 4 * 1024 * 1024;
+/// Largest sync response; a responder stops adding entries before it and the requester
+/// pulls the rest on its next round.
+pub const MAX_SYNC_RESPONSE: usize = 8 * 1024 * 1024;
+
+/// One message on the catalog topic. Each variant is independently signed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GossipMessage {
+    /// A product descriptor, new or a new version.
+    Descriptor(Signed<ProductDescriptor>),
+    /// A node announcing its domain and addresses.
+    Node(Signed<NodeRecord>),
+    /// An agreement ended early by one of its parties. Relays can only check the signature
+    /// (`contract::verify_revocation_signer`); the parties check it against their terms.
+    Revocation(Signed<Revocation>),
+}
+
+impl GossipMessage {
+    /// Encodes for the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes with the gossip size limit.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes, MAX_GOSSIP_MESSAGE)
+    }
+}
+
+/// Anti-entropy request: "this is what I hold; send me what I lack".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// Product id and the version held.
+    pub products: Vec<(ProductId, u64)>,
+    /// Node key and the `issued_at_ms` of the record held.
+    pub nodes: Vec<(PublicKey, u64)>,
+}
+
+/// Anti-entropy response: envelopes the requester lacks, exactly as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    /// Descriptors newer than, or missing from, the requester's digest.
+    pub descriptors: Vec<Signed<ProductDescriptor>>,
+    /// Node records newer than, or missing from, the requester's digest.
+    pub nodes: Vec<Signed<NodeRecord>>,
+    /// True when the size limit cut the response short; ask again.
+    pub truncated: bool,
+}
+
+impl SyncRequest {
+    /// Encodes for the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+    /// Decodes with the request size limit.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes, MAX_SYNC_REQUEST)
+    }
+}
+
+impl SyncResponse {
+    /// Encodes for the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+    /// Decodes with the response size limit.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes, MAX_SYNC_RESPONSE)
+    }
+}
+
+/// Which of our entries a peer lacks: those it does not hold or holds at a lower version
+/// (or older issue time). Pure; the caller then loads the envelopes.
+pub fn entries_peer_lacks<K: Ord + Clone>(
+    ours: &BTreeMap<K, u64>,
+    theirs: impl IntoIterator<Item = (K, u64)>,
+) -> Vec<K> {
+    let theirs: BTreeMap<K, u64> = theirs.into_iter().collect();
+    ours.iter()
+        .filter(|(k, v)| theirs.get(*k).is_none_or(|t| t < *v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lacks() {
+        let ours: BTreeMap<&str, u64> = [("a", 2), ("b", 1), ("c", 5)].into_iter().collect();
+        let theirs = vec![("a", 1), ("b", 1), ("c", 6), ("d", 1)];
+        assert_eq!(entries_peer_lacks(&ours, theirs), vec!["a"]);
+        assert_eq!(entries_peer_lacks(&ours, vec![]), vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(GossipMessage::from_bytes(&[9, 9, 9]).is_err());
+        assert!(GossipMessage::from_bytes(&vec![0; MAX_GOSSIP_MESSAGE + 1]).is_err());
+        assert!(SyncResponse::from_bytes(&[0xff; 3]).is_err());
+    }
+}
