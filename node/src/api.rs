@@ -17,9 +17,9 @@ use crate::views::{ErrorView, PublishRequest};
 
 /// Shared state of the API handlers.
 #[derive(Clone, Debug)]
-struct ApiState {
+pub(crate) struct ApiState {
     /// The node.
-    node: NodeHandle,
+    pub(crate) node: NodeHandle,
     /// Expected bearer token.
     token: Arc<str>,
 }
@@ -50,6 +50,7 @@ pub fn router(node: NodeHandle, token: String) -> Router {
         .route("/v1/publish", post(publish))
         .route("/v1/peers", get(peers))
         .route("/metrics", get(metrics))
+        .merge(crate::contracts::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }

@@ -36,3 +36,19 @@ impl Node {
         }
     }
 }
+
+/// Contract commands from [`crate::NodeHandle`] to the actor.
+#[derive(Debug)]
+pub(crate) enum ContractCommand {}
+
+impl Node {
+    /// Handles a contract command.
+    pub(crate) async fn on_contract_command(&mut self, command: ContractCommand) {
+        match command {}
+    }
+}
+
+/// Control API routes for contracts.
+pub(crate) fn routes() -> axum::Router<crate::api::ApiState> {
+    axum::Router::new()
+}

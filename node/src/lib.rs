@@ -8,6 +8,7 @@
 //!
 //! - [`config`]: `meshnode.toml` and the data-directory layout.
 //! - [`keyfile`]: the identity file and other secret files (mode 0600).
+//! - [`agreements`]: stored contract records, shared by negotiation and the data plane.
 //! - [`store`]: sled trees (catalog, products, agreements, pending, revocations, audit, peers).
 //! - [`ingest`]: CSV / Parquet / Arrow input streamed into Arrow IPC files.
 //! - `net`: the libp2p behaviour (gossipsub, Kademlia, identify, ping, request-response).
@@ -17,6 +18,7 @@
 //! - [`server`]: start and stop a whole node from its data directory.
 //! - [`views`]: JSON shapes shared with the CLI.
 
+pub mod agreements;
 pub mod api;
 pub mod config;
 mod contracts;

@@ -96,6 +96,8 @@ pub(crate) enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// Contract negotiation commands, handled in `contracts`.
+    Contract(crate::contracts::ContractCommand),
 }
 
 /// Cloneable handle to a running node.
@@ -110,7 +112,7 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, NodeError> {
@@ -411,6 +413,7 @@ impl Node {
                     .set(self.store.catalog_len() as i64);
                 let _ = reply.send(self.metrics.render());
             }
+            Command::Contract(command) => self.on_contract_command(command).await,
             Command::Shutdown { .. } => unreachable!("handled in the loop"),
         }
     }

@@ -1,1 +1,273 @@
+//! # mesh-tests
+//!
+//! Harness for end-to-end tests: real `meshnode` processes on 127.0.0.1, driven through the
+//! CLI exactly as a user would. Each [`TestNode`] owns a temporary data directory and a
+//! daemon process that is killed when the node is dropped.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Path of the `meshnode` binary built for these tests.
+pub fn meshnode_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("MESHNODE_BIN") {
+        return PathBuf::from(p);
+    }
+    // tests/target/<profile>/deps/<test> -> target/<profile>/meshnode
+    let mut path = std::env::current_exe().expect("test executable path");
+    path.pop();
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    let bin = path.join("meshnode");
+    assert!(
+        bin.exists(),
+        "meshnode binary not found at {}: run `cargo build -p meshnode` first (or `cargo test --workspace`)",
+        bin.display()
+    );
+    bin
+}
+
+/// Result of one CLI invocation.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// Exit status was success.
+    pub success: bool,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl CliOutput {
+    fn from(output: Output) -> Self {
+        Self {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Parses stdout as JSON, panicking with both streams on failure.
+    pub fn json(&self) -> Value {
+        assert!(self.success, "command failed: {}{}", self.stdout, self.stderr);
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `meshnode ARGS` to completion.
+pub fn meshnode(args: &[&str]) -> CliOutput {
+    let output = Command::new(meshnode_bin())
+        .args(args)
+        .env_remove("MESHNODE_DATA_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run meshnode");
+    CliOutput::from(output)
+}
+
+/// A daemon with its own data directory.
+#[derive(Debug)]
+pub struct TestNode {
+    /// Domain name.
+    pub domain: String,
+    /// Keeps the temporary directory alive.
+    _tmp: tempfile::TempDir,
+    /// The data directory.
+    pub dir: PathBuf,
+    /// Running daemon, if started.
+    child: Option<Child>,
+}
+
+impl TestNode {
+    /// `meshnode init` in a fresh temporary directory (not started).
+    pub fn init(domain: &str, bootstrap: &[String]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join(domain);
+        let dir_s = dir.to_str().expect("utf-8 path").to_owned();
+        let mut args = vec!["init", "--data-dir", &dir_s, "--domain", domain];
+        for b in bootstrap {
+            args.push("--bootstrap");
+            args.push(b);
+        }
+        let out = meshnode(&args);
+        assert!(out.success, "init failed: {}", out.stderr);
+        Self {
+            domain: domain.to_owned(),
+            _tmp: tmp,
+            dir,
+            child: None,
+        }
+    }
+
+    /// Initialises and starts a node, waiting until its API answers.
+    pub fn start(domain: &str, bootstrap: &[String]) -> Self {
+        let mut node = Self::init(domain, bootstrap);
+        node.run();
+        node
+    }
+
+    /// The data directory as a string.
+    pub fn dir_str(&self) -> &str {
+        self.dir.to_str().expect("utf-8 path")
+    }
+
+    /// Starts (or restarts) the daemon and waits for its API.
+    pub fn run(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let _ = std::fs::remove_file(self.dir.join("api.addr"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.parent().expect("parent").join(format!("{}.log", self.domain)))
+            .expect("log file");
+        let child = Command::new(meshnode_bin())
+            .args(["run", "--data-dir", self.dir_str()])
+            .env("MESHNODE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn meshnode run");
+        self.child = Some(child);
+        wait_until(Duration::from_secs(20), || {
+            self.dir.join("api.addr").exists() && self.cli(&["status", "--json"]).success
+        })
+        .unwrap_or_else(|| panic!("daemon {} did not start: {}", self.domain, self.log()));
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.parent().expect("parent").join(format!("{}.log", self.domain)))
+            .unwrap_or_default()
+    }
+
+    /// `meshnode ARGS --data-dir DIR`.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--data-dir", self.dir_str()]);
+        meshnode(&all)
+    }
+
+    /// `status --json`.
+    pub fn status(&self) -> Value {
+        self.cli(&["status", "--json"]).json()
+    }
+
+    /// The first listen multiaddr (with `/p2p/`), for others to bootstrap from.
+    pub fn addr(&self) -> String {
+        let status = self.status();
+        status["listen_addrs"][0]
+            .as_str()
+            .expect("a listen address")
+            .to_owned()
+    }
+
+    /// `catalog list --json`.
+    pub fn catalog(&self) -> Vec<Value> {
+        match self.cli(&["catalog", "--json"]).json() {
+            Value::Array(items) => items,
+            other => panic!("catalog is not an array: {other}"),
+        }
+    }
+
+    /// Version of `domain/product` in this node's catalog.
+    pub fn version_of(&self, product: &str) -> Option<u64> {
+        self.catalog()
+            .iter()
+            .find(|p| p["product"] == product)
+            .and_then(|p| p["version"].as_u64())
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `kill -9`: no chance to flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the daemon process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `check` every 100 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> Option<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return Some(());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Writes `contents` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("write test file");
+    path
+}
+
+/// Whether pyarrow can be imported; tests that need it fail loudly without it unless
+/// `MESHNODE_SKIP_PYARROW=1`.
+pub fn require_pyarrow() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import pyarrow"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok && std::env::var("MESHNODE_SKIP_PYARROW").as_deref() != Ok("1") {
+        panic!("pyarrow is required for this test: `pip install pyarrow` (or set MESHNODE_SKIP_PYARROW=1)");
+    }
+    ok
+}
+
+/// Runs a Python snippet and returns its stdout.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
