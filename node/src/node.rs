@@ -510,7 +510,10 @@ impl Node {
             (None, None) => Default::default(),
         };
         let lineage = if request.lineage.is_empty() {
-            previous.as_ref().map(|p| p.lineage.clone()).unwrap_or_default()
+            previous
+                .as_ref()
+                .map(|p| p.lineage.clone())
+                .unwrap_or_default()
         } else {
             request
                 .lineage
@@ -548,11 +551,14 @@ impl Node {
             bytes: outcome.bytes,
             digest: ContentDigest(outcome.digest),
             published_at_ms: now_ms(),
-            sla: previous.as_ref().map(|p| p.sla.clone()).unwrap_or_else(|| Sla {
-                update_frequency: defaults.update_frequency.clone(),
-                freshness_hours: defaults.freshness_hours,
-                availability_bp: defaults.availability_bp,
-            }),
+            sla: previous
+                .as_ref()
+                .map(|p| p.sla.clone())
+                .unwrap_or_else(|| Sla {
+                    update_frequency: defaults.update_frequency.clone(),
+                    freshness_hours: defaults.freshness_hours,
+                    availability_bp: defaults.availability_bp,
+                }),
             policy: Policy {
                 approval,
                 allowed_purposes: inherit(
@@ -987,13 +993,12 @@ impl Node {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
             }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })
                 if self.peers.len() < TARGET_PEERS
                     && !self.peers.contains_key(&peer)
-                    && peer != self.peer_id
-                {
-                    let _ = self.swarm.dial(peer);
-                }
+                    && peer != self.peer_id =>
+            {
+                let _ = self.swarm.dial(peer);
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,
