@@ -95,20 +95,6 @@ impl Client {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
     }
-
-    /// `GET path` returning text.
-    pub(crate) async fn get_text(&self, path: &str) -> anyhow::Result<String> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("the daemon answered {}", response.status());
-        }
-        Ok(response.text().await?)
-    }
 }
 
 fn read_trimmed(path: &Path) -> std::io::Result<String> {

@@ -44,3 +44,72 @@ pub fn resolve(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mesh_protocol::descriptor::{ColumnSchema, ContentDigest};
+    use mesh_protocol::{Identity, ProductDescriptor};
+
+    use super::*;
+
+    fn product(owner: &Identity, domain: &str, name: &str) -> ProductDescriptor {
+        ProductDescriptor {
+            owner: owner.public_key(),
+            domain: domain.into(),
+            name: name.into(),
+            version: 1,
+            title: String::new(),
+            description: String::new(),
+            tags: vec![],
+            schema: vec![ColumnSchema {
+                name: "a".into(),
+                data_type: "Int64".into(),
+                nullable: false,
+            }],
+            rows: 0,
+            bytes: 0,
+            digest: ContentDigest([0; 32]),
+            published_at_ms: 0,
+            sla: Default::default(),
+            policy: Default::default(),
+            lineage: vec![],
+            data_addr: None,
+            status: Default::default(),
+        }
+    }
+
+    #[test]
+    fn unique_ambiguous_and_qualified() {
+        let a = Identity::from_secret_bytes([1; 32]);
+        let b = Identity::from_secret_bytes([2; 32]);
+        let entries = vec![
+            product(&a, "sales", "orders"),
+            product(&b, "sales", "orders"),
+            product(&a, "sales", "returns"),
+        ];
+        assert_eq!(
+            resolve("sales/returns", entries.clone()).unwrap().owner,
+            a.public_key()
+        );
+        let err = resolve("sales/orders", entries.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ambiguous"), "{err}");
+        assert!(err.contains(&format!("sales@{}/orders", a.public_key().fingerprint())));
+        assert!(err.contains(&format!("sales@{}/orders", b.public_key().fingerprint())));
+        let fp = b.public_key().fingerprint();
+        let qualified = format!("sales@{fp}/orders");
+        assert_eq!(
+            resolve(&qualified, entries.clone()).unwrap().owner,
+            b.public_key()
+        );
+        assert!(matches!(
+            resolve("sales/nothing", entries.clone()),
+            Err(NodeError::NotFound(_))
+        ));
+        assert!(matches!(
+            resolve("no-slash", entries),
+            Err(NodeError::BadRequest(_))
+        ));
+    }
+}

@@ -119,3 +119,42 @@ mod tests {
         assert!(SyncResponse::from_bytes(&[0xff; 3]).is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::audit::AuditEntry;
+    use crate::descriptor::ProductDescriptor;
+    use crate::envelope::Signed;
+
+    proptest! {
+        /// No decoder panics on arbitrary bytes, and none accepts more than its limit.
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let _ = GossipMessage::from_bytes(&bytes);
+            let _ = SyncRequest::from_bytes(&bytes);
+            let _ = SyncResponse::from_bytes(&bytes);
+            let _ = Signed::<ProductDescriptor>::from_bytes(&bytes);
+            let _ = AuditEntry::from_bytes(&bytes);
+        }
+
+        /// Flipping any byte of a valid signed descriptor never yields a message that
+        /// verifies with different content.
+        #[test]
+        fn bit_flips_never_verify(index in 0usize..2000, bit in 0u8..8) {
+            let id = crate::identity::Identity::from_secret_bytes([5; 32]);
+            let descriptor = crate::descriptor::tests::sample(&id, "p", 3);
+            let message = GossipMessage::Descriptor(Signed::sign(&id, &descriptor)).to_bytes();
+            let mut bytes = message.clone();
+            let i = index % bytes.len();
+            bytes[i] ^= 1 << bit;
+            if let Ok(GossipMessage::Descriptor(envelope)) = GossipMessage::from_bytes(&bytes)
+                && let Ok(d) = envelope.verify()
+            {
+                prop_assert_eq!(d, descriptor);
+            }
+        }
+    }
+}

@@ -198,3 +198,40 @@ fn hostile_peer_cannot_poison_the_catalog() {
         );
     }
 }
+
+#[test]
+fn two_keys_claiming_one_domain_are_told_apart() {
+    let a = TestNode::start("sales", &[]);
+    let impostor = TestNode::start("sales", &[a.addr()]);
+    let watcher = TestNode::start("churn", &[a.addr()]);
+    let csv = sample_csv(&a.dir, 3);
+    assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
+    assert!(impostor.cli(&["publish", "orders", "--from", &csv]).success);
+    wait_until(CONVERGE, || watcher.catalog().len() == 2).expect("both products arrive");
+
+    let names: Vec<String> = watcher
+        .catalog()
+        .iter()
+        .map(|p| p["product"].as_str().unwrap().to_owned())
+        .collect();
+    let fp_a = a.status()["fingerprint"].as_str().unwrap().to_owned();
+    let fp_i = impostor.status()["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(names.contains(&format!("sales@{fp_a}/orders")), "{names:?}");
+    assert!(names.contains(&format!("sales@{fp_i}/orders")), "{names:?}");
+
+    let ambiguous = watcher.cli(&["catalog", "show", "sales/orders"]);
+    assert!(!ambiguous.success);
+    assert!(
+        ambiguous.stderr.contains("ambiguous"),
+        "{}",
+        ambiguous.stderr
+    );
+    assert!(ambiguous.stderr.contains(&format!("sales@{fp_a}/orders")));
+    let shown = watcher
+        .cli(&["catalog", "show", &format!("sales@{fp_a}/orders"), "--json"])
+        .json();
+    assert_eq!(shown["owner"], a.status()["public_key"]);
+}
