@@ -279,3 +279,13 @@ mod tests {
         assert!(err.contains("listen_port"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/node-example.toml");
+        let config = super::NodeConfig::load(std::path::Path::new(path)).unwrap();
+        assert_eq!(config.domain, "sales");
+    }
+}

@@ -477,8 +477,27 @@ impl Node {
             temp_file,
             outcome,
         } = product;
+        let me = self.identity.public_key();
+        // A new version keeps the previous version's metadata and policy unless overridden.
+        let previous = self
+            .store
+            .descriptor(&ProductId {
+                owner: me,
+                name: request.name.clone(),
+            })?
+            .and_then(|(_, envelope)| envelope.decode_trusted().ok());
         let schema = descriptor::columns_from_arrow(&outcome.schema);
-        for col in &request.restricted {
+        let restricted = match (&previous, request.restricted.is_empty()) {
+            (Some(p), true) => p
+                .policy
+                .restricted_columns
+                .iter()
+                .filter(|c| schema.iter().any(|s| &s.name == *c))
+                .cloned()
+                .collect(),
+            _ => request.restricted.clone(),
+        };
+        for col in &restricted {
             if !schema.iter().any(|c| &c.name == col) {
                 let names: Vec<_> = schema.iter().map(|c| c.name.as_str()).collect();
                 return Err(NodeError::BadRequest(format!(
@@ -488,43 +507,66 @@ impl Node {
                 )));
             }
         }
-        let approval = match &request.approval {
-            Some(a) => a.parse().map_err(NodeError::BadRequest)?,
-            None => Default::default(),
+        let approval = match (&request.approval, &previous) {
+            (Some(a), _) => a.parse().map_err(NodeError::BadRequest)?,
+            (None, Some(p)) => p.policy.approval,
+            (None, None) => Default::default(),
         };
-        let lineage = request
-            .lineage
-            .iter()
-            .map(|l| parse_lineage(l))
-            .collect::<Result<Vec<_>, _>>()?;
+        let lineage = if request.lineage.is_empty() {
+            previous.as_ref().map(|p| p.lineage.clone()).unwrap_or_default()
+        } else {
+            request
+                .lineage
+                .iter()
+                .map(|l| parse_lineage(l))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         let version = self.store.local_version(&request.name)?.unwrap_or(0) + 1;
         let defaults = &self.config.defaults;
+        let inherit = |new: &Vec<String>, old: Option<&Vec<String>>| {
+            if new.is_empty() {
+                old.cloned().unwrap_or_default()
+            } else {
+                new.clone()
+            }
+        };
         let descriptor = ProductDescriptor {
-            owner: self.identity.public_key(),
+            owner: me,
             domain: self.config.domain.clone(),
             name: request.name.clone(),
             version,
             title: request
                 .title
                 .clone()
+                .or_else(|| previous.as_ref().map(|p| p.title.clone()))
                 .unwrap_or_else(|| request.name.clone()),
-            description: request.description.clone().unwrap_or_default(),
-            tags: request.tags.clone(),
+            description: request
+                .description
+                .clone()
+                .or_else(|| previous.as_ref().map(|p| p.description.clone()))
+                .unwrap_or_default(),
+            tags: inherit(&request.tags, previous.as_ref().map(|p| &p.tags)),
             schema,
             rows: outcome.rows,
             bytes: outcome.bytes,
             digest: ContentDigest(outcome.digest),
             published_at_ms: now_ms(),
-            sla: Sla {
+            sla: previous.as_ref().map(|p| p.sla.clone()).unwrap_or_else(|| Sla {
                 update_frequency: defaults.update_frequency.clone(),
                 freshness_hours: defaults.freshness_hours,
                 availability_bp: defaults.availability_bp,
-            },
+            }),
             policy: Policy {
                 approval,
-                allowed_purposes: request.purposes.clone(),
-                max_contract_days: request.max_days.unwrap_or(defaults.max_contract_days),
-                restricted_columns: request.restricted.clone(),
+                allowed_purposes: inherit(
+                    &request.purposes,
+                    previous.as_ref().map(|p| &p.policy.allowed_purposes),
+                ),
+                max_contract_days: request
+                    .max_days
+                    .or_else(|| previous.as_ref().map(|p| p.policy.max_contract_days))
+                    .unwrap_or(defaults.max_contract_days),
+                restricted_columns: restricted,
             },
             lineage,
             data_addr: self.data_addr.map(|a| a.to_string()),

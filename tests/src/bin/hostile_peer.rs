@@ -1,0 +1,247 @@
+//! A hostile mesh peer for end-to-end tests. It joins through `--bootstrap`, learns the
+//! catalog like anyone, then, when the file named by `--go` appears, tries to poison it:
+//!
+//! - gossips a descriptor that claims a victim's product (victim's key as owner, signed by
+//!   its own key),
+//! - gossips a victim's envelope with its body altered (victim's key, broken signature),
+//! - gossips garbage bytes,
+//! - reconnects and answers the victim's sync request with a replayed older version.
+//!
+//! It prints one line per action and exits after `--linger` seconds.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, StreamProtocol, gossipsub, request_response};
+use mesh_protocol::codec;
+use mesh_protocol::wire::{CATALOG_TOPIC, GossipMessage, SyncRequest, SyncResponse};
+use mesh_protocol::{Identity, ProductDescriptor, Signed};
+
+#[derive(Clone, Debug, Default)]
+struct Codec;
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::Result<()> {
+    io.write_all(&(data.len() as u32).to_be_bytes()).await?;
+    io.write_all(data).await?;
+    io.close().await
+}
+
+impl request_response::Codec for Codec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_frame(io).await
+    }
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_frame(io).await
+    }
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
+        write_frame(io, &req).await
+    }
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()> {
+        write_frame(io, &res).await
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    gossipsub: gossipsub::Behaviour,
+    sync: request_response::Behaviour<Codec>,
+}
+
+struct Args {
+    bootstrap: Multiaddr,
+    go: PathBuf,
+    linger: u64,
+}
+
+fn args() -> Args {
+    let mut bootstrap = None;
+    let mut go = None;
+    let mut linger = 10;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--bootstrap" => bootstrap = it.next().and_then(|s| s.parse().ok()),
+            "--go" => go = it.next().map(PathBuf::from),
+            "--linger" => linger = it.next().and_then(|s| s.parse().ok()).unwrap_or(10),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    Args {
+        bootstrap: bootstrap.expect("--bootstrap MULTIADDR"),
+        go: go.expect("--go FILE"),
+        linger,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let mallory = Identity::from_secret_bytes(rand::random());
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(mallory.secret_bytes()).unwrap();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|key| Behaviour {
+            gossipsub: gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossipsub::ConfigBuilder::default()
+                    .heartbeat_interval(Duration::from_millis(200))
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap(),
+            sync: request_response::Behaviour::with_codec(
+                Codec,
+                [(
+                    StreamProtocol::new("/meshnode/sync/1"),
+                    request_response::ProtocolSupport::Full,
+                )],
+                request_response::Config::default(),
+            ),
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let topic = gossipsub::IdentTopic::new(CATALOG_TOPIC);
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
+    swarm
+        .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+        .unwrap();
+    swarm.dial(args.bootstrap.clone()).unwrap();
+
+    // Every descriptor version seen, oldest first.
+    let mut seen: Vec<Signed<ProductDescriptor>> = Vec::new();
+    let mut victim = None;
+    let mut attacked = false;
+    let mut replay_armed = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut deadline = None;
+    let mut reconnect_at = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Some(d) = deadline
+                    && tokio::time::Instant::now() >= d
+                {
+                    println!("done");
+                    return;
+                }
+                if let Some(at) = reconnect_at
+                    && tokio::time::Instant::now() >= at
+                {
+                    reconnect_at = None;
+                    replay_armed = true;
+                    if let Some(peer) = victim {
+                        let _ = swarm.disconnect_peer_id(peer);
+                    }
+                }
+                if let Some(peer) = victim
+                    && seen.len() < 2
+                {
+                    // Learn the catalog like an honest node would.
+                    swarm.behaviour_mut().sync.send_request(&peer, SyncRequest::default().to_bytes());
+                }
+                if !attacked && args.go.exists() && seen.len() >= 2 {
+                    attacked = true;
+                    let newest = seen.last().unwrap().clone();
+                    let real = newest.verify().expect("honest descriptor");
+                    // 1. Claim the victim's product under our own signature.
+                    let mut claim = real.clone();
+                    claim.version += 100;
+                    claim.title = "hijacked".into();
+                    let forged = Signed::sign(&mallory, &claim);
+                    publish(&mut swarm, &topic, GossipMessage::Descriptor(forged).to_bytes(), "forged-owner");
+                    // 2. The victim's envelope with an altered body.
+                    let mut altered = real.clone();
+                    altered.version += 200;
+                    let tampered = newest.with_tampered_body(codec::encode(&altered));
+                    publish(&mut swarm, &topic, GossipMessage::Descriptor(tampered).to_bytes(), "tampered");
+                    // 3. Garbage.
+                    publish(&mut swarm, &topic, vec![0xde, 0xad, 0xbe, 0xef, 1, 2, 3], "garbage");
+                    // 4. Soon: reconnect so the victim syncs with us, and replay the oldest version.
+                    reconnect_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                    deadline = Some(tokio::time::Instant::now() + Duration::from_secs(args.linger));
+                }
+            }
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    victim = Some(peer_id);
+                }
+                SwarmEvent::ConnectionClosed { num_established: 0, .. } if replay_armed => {
+                    let _ = swarm.dial(args.bootstrap.clone());
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) => {
+                    if let Ok(GossipMessage::Descriptor(d)) = GossipMessage::from_bytes(&message.data) {
+                        seen.push(d);
+                        seen.sort_by_key(|d| d.decode_trusted().map(|d| d.version).unwrap_or(0));
+                        seen.dedup_by_key(|d| d.decode_trusted().map(|d| d.version).unwrap_or(0));
+                    }
+                }
+                SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message { message, .. })) => match message {
+                    request_response::Message::Response { response, .. } => {
+                        if let Ok(r) = SyncResponse::from_bytes(&response) {
+                            seen.extend(r.descriptors);
+                            seen.sort_by_key(|d| d.decode_trusted().map(|d| d.version).unwrap_or(0));
+                            seen.dedup_by_key(|d| d.decode_trusted().map(|d| d.version).unwrap_or(0));
+                        }
+                    }
+                    request_response::Message::Request { channel, .. } => {
+                        let descriptors = if replay_armed {
+                            println!("replayed-old-version");
+                            vec![seen.first().expect("seen a version").clone()]
+                        } else {
+                            Vec::new()
+                        };
+                        let response = SyncResponse { descriptors, ..SyncResponse::default() };
+                        let _ = swarm.behaviour_mut().sync.send_response(channel, response.to_bytes());
+                    }
+                },
+                _ => {}
+            }
+        }
+    }
+}
+
+fn publish(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    topic: &gossipsub::IdentTopic,
+    data: Vec<u8>,
+    what: &str,
+) {
+    match swarm.behaviour_mut().gossipsub.publish(topic.clone(), data) {
+        Ok(_) => println!("{what}"),
+        Err(e) => println!("{what} failed: {e}"),
+    }
+}

@@ -1,0 +1,169 @@
+//! The mesh end to end: real daemons on 127.0.0.1 gossiping and syncing the catalog.
+
+use std::time::Duration;
+
+use mesh_tests::{TestNode, wait_until, write_file};
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+fn sample_csv(dir: &std::path::Path, rows: usize) -> String {
+    let mut csv = String::from("order_id,region,amount\n");
+    for i in 0..rows {
+        csv.push_str(&format!("{i},{},{}.5\n", if i % 2 == 0 { "EU" } else { "US" }, i));
+    }
+    write_file(dir, &format!("orders-{rows}.csv"), &csv)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn line_of_four_converges_and_new_versions_replace_old() {
+    let a = TestNode::start("sales", &[]);
+    let b = TestNode::start("customer", &[a.addr()]);
+    let c = TestNode::start("e-shop", &[b.addr()]);
+    let d = TestNode::start("churn", &[c.addr()]);
+
+    let csv = sample_csv(&a.dir, 10);
+    let out = a.cli(&["publish", "orders", "--from", &csv, "--json"]);
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(out.json()["version"], 1);
+
+    for node in [&b, &c, &d] {
+        wait_until(CONVERGE, || node.version_of("sales/orders") == Some(1)).unwrap_or_else(|| {
+            panic!(
+                "{} never saw sales/orders v1: {:?}\n{}",
+                node.domain,
+                node.catalog(),
+                node.log()
+            )
+        });
+    }
+    // The remote entry carries the owner's key and domain.
+    let entry = d
+        .catalog()
+        .into_iter()
+        .find(|p| p["product"] == "sales/orders")
+        .unwrap();
+    assert_eq!(entry["owner"], a.status()["public_key"]);
+    assert_eq!(entry["domain"], "sales");
+    assert_eq!(entry["rows"], 10);
+    assert_eq!(entry["local"], false);
+
+    let csv2 = sample_csv(&a.dir, 20);
+    assert!(a.cli(&["publish", "orders", "--from", &csv2]).success);
+    for node in [&b, &c, &d] {
+        wait_until(CONVERGE, || node.version_of("sales/orders") == Some(2))
+            .unwrap_or_else(|| panic!("{} never saw v2", node.domain));
+        assert_eq!(node.catalog().len(), 1, "the old version is replaced, not added");
+    }
+    let entry = d
+        .catalog()
+        .into_iter()
+        .find(|p| p["product"] == "sales/orders")
+        .unwrap();
+    assert_eq!(entry["rows"], 20);
+}
+
+#[test]
+fn late_joiner_gets_the_catalog_through_sync() {
+    let a = TestNode::start("sales", &[]);
+    let csv = sample_csv(&a.dir, 5);
+    assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
+    assert!(a.cli(&["publish", "returns", "--from", &csv]).success);
+
+    let late = TestNode::start("churn", &[a.addr()]);
+    wait_until(CONVERGE, || late.catalog().len() == 2)
+        .unwrap_or_else(|| panic!("late joiner did not sync: {:?}", late.catalog()));
+    assert_eq!(late.version_of("sales/returns"), Some(1));
+}
+
+#[test]
+fn restarted_node_catches_up_on_missed_versions() {
+    let a = TestNode::start("sales", &[]);
+    let mut b = TestNode::start("churn", &[a.addr()]);
+    let csv = sample_csv(&a.dir, 5);
+    assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
+    wait_until(CONVERGE, || b.version_of("sales/orders") == Some(1)).expect("b sees v1");
+
+    b.stop();
+    assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
+    assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
+    assert_eq!(a.version_of("sales/orders"), Some(3));
+
+    b.run();
+    // Its catalog survived the restart...
+    assert!(b.version_of("sales/orders").is_some_and(|v| v >= 1));
+    // ...and catches up without anyone republishing.
+    wait_until(CONVERGE, || b.version_of("sales/orders") == Some(3))
+        .unwrap_or_else(|| panic!("restarted node stuck at {:?}", b.version_of("sales/orders")));
+}
+
+#[test]
+fn peers_and_metrics_are_reported() {
+    let a = TestNode::start("sales", &[]);
+    let b = TestNode::start("churn", &[a.addr()]);
+    wait_until(CONVERGE, || {
+        let peers = b.cli(&["peers", "--json"]).json();
+        peers.as_array().is_some_and(|p| {
+            p.len() == 1 && p[0]["domain"] == "sales" && p[0]["peer_id"] == a.status()["peer_id"]
+        })
+    })
+    .unwrap_or_else(|| panic!("peers: {}", b.cli(&["peers", "--json"]).stdout));
+    let status = b.status();
+    assert_eq!(status["peers"], 1);
+    let addr = status["listen_addrs"][0].as_str().unwrap();
+    assert!(addr.ends_with(&format!("/p2p/{}", status["peer_id"].as_str().unwrap())));
+}
+
+#[test]
+fn hostile_peer_cannot_poison_the_catalog() {
+    let a = TestNode::start("sales", &[]);
+    let b = TestNode::start("churn", &[a.addr()]);
+    let csv = sample_csv(&a.dir, 5);
+    assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
+    wait_until(CONVERGE, || b.version_of("sales/orders") == Some(1)).expect("b sees v1");
+
+    let go = a.dir.parent().unwrap().join("go");
+    let mut hostile = std::process::Command::new(
+        mesh_tests::meshnode_bin().with_file_name("hostile-peer"),
+    )
+    .args(["--bootstrap", &b.addr(), "--go", go.to_str().unwrap(), "--linger", "6"])
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .expect("start hostile-peer");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
+    wait_until(CONVERGE, || b.version_of("sales/orders") == Some(2)).expect("b sees v2");
+    let honest = |n: &TestNode| {
+        n.catalog()
+            .into_iter()
+            .find(|p| p["product"] == "sales/orders")
+            .map(|p| (p["version"].clone(), p["digest"].clone(), p["title"].clone()))
+    };
+    let before = honest(&b);
+    std::fs::write(&go, b"go").unwrap();
+    let output = hostile.wait_with_output().expect("hostile-peer output");
+    let actions = String::from_utf8_lossy(&output.stdout).into_owned();
+    for action in ["forged-owner", "tampered", "garbage", "replayed-old-version"] {
+        assert!(actions.lines().any(|l| l == action), "hostile did not {action}: {actions}");
+    }
+
+    // Every honest catalog is unchanged.
+    assert_eq!(honest(&b), before);
+    assert_eq!(honest(&a), before);
+    assert_eq!(b.catalog().len(), 1);
+    // The direct neighbour rejected and counted each attack...
+    let rejected = &b.status()["rejected"];
+    for reason in ["not_owner", "bad_signature", "malformed", "stale"] {
+        assert!(
+            rejected[reason].as_u64().unwrap() >= 1,
+            "no {reason} rejection counted: {rejected}"
+        );
+    }
+    // ...and forwarded none of them: the node behind it saw nothing to reject.
+    let rejected_a = &a.status()["rejected"];
+    for reason in ["not_owner", "bad_signature", "malformed"] {
+        assert_eq!(rejected_a[reason], 0, "{reason} reached the second hop: {rejected_a}");
+    }
+}
