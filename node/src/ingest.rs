@@ -406,11 +406,7 @@ fn sniff_arrow(path: &Path) -> Result<InputFormat, IngestError> {
 
 /// Writes every batch of `source` to `file` as an Arrow IPC file, hashing on the way, then
 /// fsyncs.
-fn write_ipc(
-    source: &mut Source,
-    file: File,
-    output: &Path,
-) -> Result<IngestOutcome, IngestError> {
+fn write_ipc(source: &mut Source, file: File, output: &Path) -> Result<IngestOutcome, IngestError> {
     let write_error = |error: ArrowError| match error {
         ArrowError::IoError(_, error) => io_error(output, "write", error),
         error => IngestError::Write {

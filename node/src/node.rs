@@ -513,7 +513,10 @@ impl Node {
             (None, None) => Default::default(),
         };
         let lineage = if request.lineage.is_empty() {
-            previous.as_ref().map(|p| p.lineage.clone()).unwrap_or_default()
+            previous
+                .as_ref()
+                .map(|p| p.lineage.clone())
+                .unwrap_or_default()
         } else {
             request
                 .lineage
@@ -551,11 +554,14 @@ impl Node {
             bytes: outcome.bytes,
             digest: ContentDigest(outcome.digest),
             published_at_ms: now_ms(),
-            sla: previous.as_ref().map(|p| p.sla.clone()).unwrap_or_else(|| Sla {
-                update_frequency: defaults.update_frequency.clone(),
-                freshness_hours: defaults.freshness_hours,
-                availability_bp: defaults.availability_bp,
-            }),
+            sla: previous
+                .as_ref()
+                .map(|p| p.sla.clone())
+                .unwrap_or_else(|| Sla {
+                    update_frequency: defaults.update_frequency.clone(),
+                    freshness_hours: defaults.freshness_hours,
+                    availability_bp: defaults.availability_bp,
+                }),
             policy: Policy {
                 approval,
                 allowed_purposes: inherit(

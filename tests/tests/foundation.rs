@@ -49,7 +49,12 @@ fn publish_csv_and_read_it_back_with_pyarrow() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["name"].as_str().unwrap().into(), c["type"].as_str().unwrap().into()))
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().into(),
+                c["type"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(
         schema,
@@ -85,7 +90,13 @@ fn publish_csv_and_read_it_back_with_pyarrow() {
     }
 
     // Publishing again makes version 2; both files stay.
-    let out = node.cli(&["publish", "customers", "--from", csv.to_str().unwrap(), "--json"]);
+    let out = node.cli(&[
+        "publish",
+        "customers",
+        "--from",
+        csv.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(out.json()["version"], 2);
     assert!(node.dir.join("products/customers/2.arrow").exists());
     assert_eq!(node.catalog().len(), 1);
@@ -93,13 +104,21 @@ fn publish_csv_and_read_it_back_with_pyarrow() {
     // search and show.
     let hits = node.cli(&["catalog", "search", "MASTER", "--json"]).json();
     assert_eq!(hits.as_array().unwrap().len(), 1);
-    let none = node.cli(&["catalog", "search", "nothing-like-this", "--json"]).json();
+    let none = node
+        .cli(&["catalog", "search", "nothing-like-this", "--json"])
+        .json();
     assert_eq!(none.as_array().unwrap().len(), 0);
-    let shown = node.cli(&["catalog", "show", "sales/customers", "--json"]).json();
+    let shown = node
+        .cli(&["catalog", "show", "sales/customers", "--json"])
+        .json();
     assert_eq!(shown["version"], 2);
     let unknown = node.cli(&["catalog", "show", "sales/nope"]);
     assert!(!unknown.success);
-    assert!(unknown.stderr.contains("unknown product"), "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("unknown product"),
+        "{}",
+        unknown.stderr
+    );
 }
 
 #[test]
@@ -108,23 +127,50 @@ fn bad_inputs_are_refused_and_nothing_is_stored() {
     let dir = node.dir.clone();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
-            vec!["publish".into(), "p".into(), "--from".into(), dir.join("missing.csv").display().to_string()],
+            vec![
+                "publish".into(),
+                "p".into(),
+                "--from".into(),
+                dir.join("missing.csv").display().to_string(),
+            ],
             "does not exist",
         ),
         (
-            vec!["publish".into(), "p".into(), "--from".into(), write_file(&dir, "x.xlsx", "a").display().to_string()],
+            vec![
+                "publish".into(),
+                "p".into(),
+                "--from".into(),
+                write_file(&dir, "x.xlsx", "a").display().to_string(),
+            ],
             "unsupported",
         ),
         (
-            vec!["publish".into(), "p".into(), "--from".into(), write_file(&dir, "ragged.csv", "a,b\n1,2\n3,4,5\n").display().to_string()],
+            vec![
+                "publish".into(),
+                "p".into(),
+                "--from".into(),
+                write_file(&dir, "ragged.csv", "a,b\n1,2\n3,4,5\n")
+                    .display()
+                    .to_string(),
+            ],
             "line 3",
         ),
         (
-            vec!["publish".into(), "p".into(), "--from".into(), write_file(&dir, "empty.csv", "").display().to_string()],
+            vec![
+                "publish".into(),
+                "p".into(),
+                "--from".into(),
+                write_file(&dir, "empty.csv", "").display().to_string(),
+            ],
             "empty",
         ),
         (
-            vec!["publish".into(), "Bad_Name".into(), "--from".into(), write_file(&dir, "ok.csv", "a\n1\n").display().to_string()],
+            vec![
+                "publish".into(),
+                "Bad_Name".into(),
+                "--from".into(),
+                write_file(&dir, "ok.csv", "a\n1\n").display().to_string(),
+            ],
             "invalid",
         ),
         (
@@ -148,12 +194,20 @@ fn bad_inputs_are_refused_and_nothing_is_stored() {
             "{args:?}: expected `{expected}` in: {}",
             out.stderr
         );
-        assert_eq!(out.stderr.trim().lines().count(), 1, "one clear line: {}", out.stderr);
+        assert_eq!(
+            out.stderr.trim().lines().count(),
+            1,
+            "one clear line: {}",
+            out.stderr
+        );
     }
     assert!(node.catalog().is_empty(), "nothing half-stored");
     let leftovers: Vec<_> = walk(&dir.join("products"))
         .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "arrow" || e == "partial"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "arrow" || e == "partial")
+        })
         .collect();
     assert!(leftovers.is_empty(), "files left behind: {leftovers:?}");
 }
@@ -199,7 +253,11 @@ fn daemon_not_running_wrong_token_and_corrupt_identity() {
     node.stop();
     let out = node.cli(&["status"]);
     assert!(!out.success);
-    assert!(out.stderr.contains("meshnode run --data-dir"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("meshnode run --data-dir"),
+        "{}",
+        out.stderr
+    );
 
     // Corrupt identity: the daemon refuses to start with a clear message.
     std::fs::write(node.dir.join("identity.key"), "garbage").unwrap();
@@ -210,23 +268,43 @@ fn daemon_not_running_wrong_token_and_corrupt_identity() {
     // init refuses to overwrite an identity.
     let again = meshnode(&["init", "--data-dir", node.dir_str(), "--domain", "other"]);
     assert!(!again.success);
-    assert!(again.stderr.contains("refusing to overwrite"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("refusing to overwrite"),
+        "{}",
+        again.stderr
+    );
 
     // Not a data directory at all.
     let nowhere = meshnode(&["status", "--data-dir", "/nonexistent/meshnode"]);
     assert!(!nowhere.success);
-    assert!(nowhere.stderr.contains("meshnode init"), "{}", nowhere.stderr);
+    assert!(
+        nowhere.stderr.contains("meshnode init"),
+        "{}",
+        nowhere.stderr
+    );
 }
 
 #[test]
 fn sigterm_flushes_and_restart_keeps_the_catalog() {
     let mut node = TestNode::start("sales", &[]);
     let csv = write_file(&node.dir, "a.csv", "a,b\n1,x\n2,y\n");
-    assert!(node.cli(&["publish", "things", "--from", csv.to_str().unwrap()]).success);
+    assert!(
+        node.cli(&["publish", "things", "--from", csv.to_str().unwrap()])
+            .success
+    );
     node.stop();
-    assert!(!node.dir.join("api.addr").exists(), "clean shutdown removes api.addr");
+    assert!(
+        !node.dir.join("api.addr").exists(),
+        "clean shutdown removes api.addr"
+    );
     node.run();
     assert_eq!(node.version_of("sales/things"), Some(1));
-    let out = node.cli(&["publish", "things", "--from", csv.to_str().unwrap(), "--json"]);
+    let out = node.cli(&[
+        "publish",
+        "things",
+        "--from",
+        csv.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(out.json()["version"], 2);
 }

@@ -9,7 +9,11 @@ const CONVERGE: Duration = Duration::from_secs(30);
 fn sample_csv(dir: &std::path::Path, rows: usize) -> String {
     let mut csv = String::from("order_id,region,amount\n");
     for i in 0..rows {
-        csv.push_str(&format!("{i},{},{}.5\n", if i % 2 == 0 { "EU" } else { "US" }, i));
+        csv.push_str(&format!(
+            "{i},{},{}.5\n",
+            if i % 2 == 0 { "EU" } else { "US" },
+            i
+        ));
     }
     write_file(dir, &format!("orders-{rows}.csv"), &csv)
         .to_str()
@@ -55,7 +59,11 @@ fn line_of_four_converges_and_new_versions_replace_old() {
     for node in [&b, &c, &d] {
         wait_until(CONVERGE, || node.version_of("sales/orders") == Some(2))
             .unwrap_or_else(|| panic!("{} never saw v2", node.domain));
-        assert_eq!(node.catalog().len(), 1, "the old version is replaced, not added");
+        assert_eq!(
+            node.catalog().len(),
+            1,
+            "the old version is replaced, not added"
+        );
     }
     let entry = d
         .catalog()
@@ -125,13 +133,19 @@ fn hostile_peer_cannot_poison_the_catalog() {
     wait_until(CONVERGE, || b.version_of("sales/orders") == Some(1)).expect("b sees v1");
 
     let go = a.dir.parent().unwrap().join("go");
-    let mut hostile = std::process::Command::new(
-        mesh_tests::meshnode_bin().with_file_name("hostile-peer"),
-    )
-    .args(["--bootstrap", &b.addr(), "--go", go.to_str().unwrap(), "--linger", "6"])
-    .stdout(std::process::Stdio::piped())
-    .spawn()
-    .expect("start hostile-peer");
+    let mut hostile =
+        std::process::Command::new(mesh_tests::meshnode_bin().with_file_name("hostile-peer"))
+            .args([
+                "--bootstrap",
+                &b.addr(),
+                "--go",
+                go.to_str().unwrap(),
+                "--linger",
+                "6",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start hostile-peer");
     std::thread::sleep(Duration::from_secs(2));
     assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
     wait_until(CONVERGE, || b.version_of("sales/orders") == Some(2)).expect("b sees v2");
@@ -139,14 +153,28 @@ fn hostile_peer_cannot_poison_the_catalog() {
         n.catalog()
             .into_iter()
             .find(|p| p["product"] == "sales/orders")
-            .map(|p| (p["version"].clone(), p["digest"].clone(), p["title"].clone()))
+            .map(|p| {
+                (
+                    p["version"].clone(),
+                    p["digest"].clone(),
+                    p["title"].clone(),
+                )
+            })
     };
     let before = honest(&b);
     std::fs::write(&go, b"go").unwrap();
     let output = hostile.wait_with_output().expect("hostile-peer output");
     let actions = String::from_utf8_lossy(&output.stdout).into_owned();
-    for action in ["forged-owner", "tampered", "garbage", "replayed-old-version"] {
-        assert!(actions.lines().any(|l| l == action), "hostile did not {action}: {actions}");
+    for action in [
+        "forged-owner",
+        "tampered",
+        "garbage",
+        "replayed-old-version",
+    ] {
+        assert!(
+            actions.lines().any(|l| l == action),
+            "hostile did not {action}: {actions}"
+        );
     }
 
     // Every honest catalog is unchanged.
@@ -164,6 +192,9 @@ fn hostile_peer_cannot_poison_the_catalog() {
     // ...and forwarded none of them: the node behind it saw nothing to reject.
     let rejected_a = &a.status()["rejected"];
     for reason in ["not_owner", "bad_signature", "malformed"] {
-        assert_eq!(rejected_a[reason], 0, "{reason} reached the second hop: {rejected_a}");
+        assert_eq!(
+            rejected_a[reason], 0,
+            "{reason} reached the second hop: {rejected_a}"
+        );
     }
 }
