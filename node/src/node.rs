@@ -997,13 +997,12 @@ impl Node {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
             }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })
                 if self.peers.len() < TARGET_PEERS
                     && !self.peers.contains_key(&peer)
-                    && peer != self.peer_id
-                {
-                    let _ = self.swarm.dial(peer);
-                }
+                    && peer != self.peer_id =>
+            {
+                let _ = self.swarm.dial(peer);
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,
