@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod demo;
 mod output;
 mod share;
 
@@ -44,6 +45,8 @@ enum Command {
     Publish(commands::PublishArgs),
     /// Browse the mesh catalog.
     Catalog(commands::CatalogArgs),
+    /// Run the seed's e-commerce mesh on loopback and tell its story.
+    Demo(demo::DemoArgs),
     /// Show this node's status.
     Status {
         #[command(flatten)]
@@ -101,6 +104,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run { data_dir } => commands::run(client::data_dir(data_dir)?).await,
         Command::Publish(args) => commands::publish(args).await,
         Command::Catalog(args) => commands::catalog(args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Status { dir, json } => {
             commands::status(client::data_dir(dir.data_dir)?, json).await
         }

@@ -1,0 +1,474 @@
+//! `meshnode demo`: the seed document's e-commerce mesh, on loopback.
+//!
+//! Six real daemons (`meshnode run` child processes, each with its own data directory and
+//! key) form a mesh; five domains publish eight data products generated from a fixed seed;
+//! the `churn` domain discovers them through gossip, negotiates three contracts (automatic,
+//! operator-approved, rejected) and fetches governed data. Every step goes through the same
+//! CLI a person would type, and the narration prints what was measured.
+
+mod data;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use data::{DemoProduct, PRODUCTS};
+
+/// Marker file that makes a directory the demo's own (safe to wipe on the next run).
+const MARKER: &str = ".meshnode-demo";
+/// Domains in start order; `churn` is the consumer.
+const DOMAINS: [&str; 6] = [
+    "product",
+    "customer",
+    "e-shop",
+    "order-processing",
+    "recommendation",
+    "churn",
+];
+
+/// `meshnode demo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Where the demo's data directories go (wiped first if an earlier demo made it).
+    #[arg(long, default_value = "meshnode-demo")]
+    dir: PathBuf,
+    /// Generate 1% of the rows (for a quick look or CI).
+    #[arg(long)]
+    small: bool,
+    /// Stop the daemons and exit once the story is told, instead of waiting for Ctrl-C.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+/// The daemons the demo started; dropping it stops them all.
+#[derive(Debug, Default)]
+struct Daemons {
+    /// (domain, process).
+    children: Vec<(String, Child)>,
+}
+
+impl Daemons {
+    fn stop_all(&mut self) {
+        for (_, child) in &mut self.children {
+            // SIGTERM lets each daemon flush its store.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        for (_, child) in &mut self.children {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// Runs `meshnode ARGS` and returns stdout, failing with stderr.
+fn cli(args: &[&str]) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("cannot find the meshnode executable")?;
+    let output = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run meshnode {}", args.join(" ")))?;
+    if !output.status.success() {
+        bail!(
+            "`meshnode {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn cli_json(args: &[&str]) -> anyhow::Result<Value> {
+    let out = cli(args)?;
+    serde_json::from_str(&out)
+        .with_context(|| format!("`meshnode {}` printed no JSON", args.join(" ")))
+}
+
+fn dir_of(root: &Path, domain: &str) -> String {
+    root.join(domain).display().to_string()
+}
+
+fn step(n: u32, title: &str) {
+    println!("\n[{n}] {title}");
+}
+
+fn wait_for(
+    timeout: Duration,
+    mut check: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if check()? {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        if dir.join(MARKER).exists() {
+            std::fs::remove_dir_all(dir).with_context(|| {
+                format!("cannot clear the previous demo in `{}`", dir.display())
+            })?;
+        } else if std::fs::read_dir(dir)?.next().is_some() {
+            bail!(
+                "`{}` exists and was not made by `meshnode demo`: choose another --dir",
+                dir.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(dir.join("data"))?;
+    std::fs::write(dir.join(MARKER), "made by meshnode demo; safe to delete\n")?;
+    Ok(())
+}
+
+/// Runs the demo.
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    // The orchestration is sequential process control: run it off the async runtime.
+    tokio::task::spawn_blocking(move || run_blocking(args)).await?
+}
+
+fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
+    let root = std::path::absolute(&args.dir)?;
+    prepare_dir(&root)?;
+    let scale = if args.small { 100 } else { 1 };
+    println!("meshnode demo: the seed's e-commerce data mesh, six domains on 127.0.0.1, no hub");
+    println!("data directories: {}", root.display());
+
+    step(1, "Generating seeded data for the domains' products");
+    let started = Instant::now();
+    let customers = 50_000 / scale;
+    let mut total_rows = 0;
+    for product in &PRODUCTS {
+        let rows = product.rows / scale;
+        data::generate(product, rows, customers, &data_file(&root, product))?;
+        total_rows += rows;
+    }
+    println!(
+        "    {} products, {} rows in {:.1} s",
+        PRODUCTS.len(),
+        total_rows,
+        started.elapsed().as_secs_f64()
+    );
+
+    step(2, "Starting one meshnode daemon per domain");
+    let mut daemons = Daemons::default();
+    let interrupted = install_ctrl_c();
+    let mut first_addr: Option<String> = None;
+    let mut prev_addr: Option<String> = None;
+    for domain in DOMAINS {
+        let dir = dir_of(&root, domain);
+        let mut init = vec!["init", "--data-dir", &dir, "--domain", domain];
+        let boots: Vec<String> = first_addr.iter().chain(prev_addr.iter()).cloned().collect();
+        let mut boots = boots;
+        boots.dedup();
+        for b in &boots {
+            init.push("--bootstrap");
+            init.push(b);
+        }
+        cli(&init)?;
+        let log = std::fs::File::create(root.join(format!("{domain}.log")))?;
+        let child = Command::new(std::env::current_exe()?)
+            .args(["run", "--data-dir", &dir])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start the {domain} daemon"))?;
+        daemons.children.push((domain.to_owned(), child));
+        wait_for(Duration::from_secs(20), || {
+            Ok(Path::new(&dir).join("api.addr").exists())
+        })
+        .with_context(|| format!("the {domain} daemon did not start; see {domain}.log"))?;
+        let status = cli_json(&["status", "--json", "--data-dir", &dir])?;
+        let addr = status["listen_addrs"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        println!(
+            "    {:<17} key {}  {}",
+            domain,
+            status["fingerprint"].as_str().unwrap_or("?"),
+            addr
+        );
+        if first_addr.is_none() {
+            first_addr = Some(addr.clone());
+        }
+        prev_addr = Some(addr);
+        check_interrupted(&interrupted)?;
+    }
+    let churn = dir_of(&root, "churn");
+    let peers_ready = wait_for(Duration::from_secs(20), || {
+        let s = cli_json(&["status", "--json", "--data-dir", &churn])?;
+        Ok(s["peers"].as_u64().unwrap_or(0) >= 2)
+    })?;
+    println!(
+        "    churn connected to the mesh in {} ms",
+        peers_ready.as_millis()
+    );
+
+    step(
+        3,
+        "Each domain publishes its data products (signed descriptors, gossiped)",
+    );
+    let publish_start = Instant::now();
+    for product in &PRODUCTS {
+        let dir = dir_of(&root, product.domain);
+        let file = data_file(&root, product).display().to_string();
+        let mut cmd = vec![
+            "publish",
+            product.name,
+            "--from",
+            &file,
+            "--title",
+            product.title,
+            "--approval",
+            product.approval,
+            "--tag",
+            "e-commerce",
+            "--json",
+            "--data-dir",
+            &dir,
+        ];
+        for p in product.purposes {
+            cmd.push("--purpose");
+            cmd.push(p);
+        }
+        for r in product.restricted {
+            cmd.push("--restricted");
+            cmd.push(r);
+        }
+        let view = cli_json(&cmd)?;
+        println!(
+            "    {:<42} v{}  {:>7} rows  {:>9}  approval {}{}",
+            view["product"].as_str().unwrap_or("?"),
+            view["version"],
+            view["rows"].as_u64().unwrap_or(0),
+            crate::output::bytes(view["bytes"].as_u64().unwrap_or(0)),
+            product.approval,
+            if product.restricted.is_empty() {
+                String::new()
+            } else {
+                format!(", restricted [{}]", product.restricted.join(", "))
+            }
+        );
+    }
+    let published = publish_start.elapsed();
+
+    step(4, "The churn domain discovers the products through gossip");
+    let converged = wait_for(Duration::from_secs(60), || {
+        let catalog = cli_json(&["catalog", "--json", "--data-dir", &churn])?;
+        Ok(catalog.as_array().map_or(0, Vec::len) >= PRODUCTS.len())
+    })?;
+    println!(
+        "    churn's catalog holds all {} products {} ms after the last publish (publishing took {} ms)",
+        PRODUCTS.len(),
+        converged.as_millis(),
+        published.as_millis()
+    );
+    check_interrupted(&interrupted)?;
+
+    step(5, "Churn negotiates sharing contracts");
+    // (a) approved automatically by the owner's policy.
+    let auto = cli_json(&[
+        "share",
+        "request",
+        "order-processing/order-processing-update",
+        "--purpose",
+        "churn-analysis",
+        "--columns",
+        "order_id,customer_id,region,amount,status",
+        "--filter",
+        "region = 'EU'",
+        "--days",
+        "30",
+        "--json",
+        "--data-dir",
+        &churn,
+    ])?;
+    println!(
+        "    order-processing-update, purpose churn-analysis: {} automatically (agreement {})",
+        auto["state"].as_str().unwrap_or("?"),
+        short(&auto["id"])
+    );
+    // (b) parked for the owner's operator, who accepts it.
+    let manual = cli_json(&[
+        "share",
+        "request",
+        "customer/customer-segmentation",
+        "--purpose",
+        "churn-analysis",
+        "--days",
+        "30",
+        "--json",
+        "--data-dir",
+        &churn,
+    ])?;
+    let manual_id = manual["id"].as_str().unwrap_or_default().to_owned();
+    println!(
+        "    customer-segmentation, purpose churn-analysis: {} at the customer domain (agreement {})",
+        manual["state"].as_str().unwrap_or("?"),
+        short(&manual["id"])
+    );
+    let customer = dir_of(&root, "customer");
+    let pending = cli_json(&["share", "pending", "--json", "--data-dir", &customer])?;
+    println!(
+        "    customer's operator sees {} pending request(s) and runs `share accept {}`",
+        pending.as_array().map_or(0, Vec::len),
+        &manual_id[..12.min(manual_id.len())]
+    );
+    cli(&["share", "accept", &manual_id, "--data-dir", &customer])?;
+    let agreed_in = wait_for(Duration::from_secs(20), || {
+        let v = cli_json(&["share", "show", &manual_id, "--json", "--data-dir", &churn])?;
+        Ok(v["state"] == "agreed")
+    })?;
+    println!(
+        "    churn sees it agreed {} ms later",
+        agreed_in.as_millis()
+    );
+    // (c) rejected: the purpose is not one the owner allows.
+    let rejected = cli_json(&[
+        "share",
+        "request",
+        "customer/customer-data",
+        "--purpose",
+        "marketing",
+        "--columns",
+        "customer_id,country,region",
+        "--json",
+        "--data-dir",
+        &churn,
+    ])?;
+    println!(
+        "    customer-data, purpose marketing: {} — {}",
+        rejected["state"].as_str().unwrap_or("?"),
+        rejected["reason"].as_str().unwrap_or("")
+    );
+    check_interrupted(&interrupted)?;
+
+    step(
+        6,
+        "Churn fetches governed data straight from the owners (Arrow IPC over QUIC)",
+    );
+    let received = root.join("churn").join("received");
+    std::fs::create_dir_all(&received)?;
+    for (product, id) in [
+        (
+            "order-processing/order-processing-update",
+            auto["id"].as_str().unwrap_or_default(),
+        ),
+        ("customer/customer-segmentation", manual_id.as_str()),
+    ] {
+        let out = received.join(format!("{}.arrow", product.replace('/', "-")));
+        let out_s = out.display().to_string();
+        let fetched = cli_json(&[
+            "fetch",
+            product,
+            "--out",
+            &out_s,
+            "--agreement",
+            id,
+            "--json",
+            "--data-dir",
+            &churn,
+        ])?;
+        println!(
+            "    {:<42} {:>7} rows  {:>9}  {:.1} MiB/s  digest {}",
+            product,
+            fetched["rows"].as_u64().unwrap_or(0),
+            crate::output::bytes(fetched["bytes"].as_u64().unwrap_or(0)),
+            fetched["mib_s"].as_f64().unwrap_or(0.0),
+            short(&fetched["digest"])
+        );
+    }
+    println!(
+        "    (order updates: only the 5 granted columns and region = 'EU' rows left the owner)"
+    );
+
+    step(7, "Explore");
+    println!("    meshnode catalog --data-dir {churn}");
+    println!("    meshnode share list --data-dir {churn}");
+    println!(
+        "    meshnode share show {} --odcs --data-dir {churn}",
+        &manual_id[..12.min(manual_id.len())]
+    );
+    println!("    meshnode audit --verify --data-dir {customer}");
+    println!(
+        "    python3 -c \"import pyarrow.ipc as i; print(i.open_file('{}').read_all())\"",
+        received
+            .join("order-processing-order-processing-update.arrow")
+            .display()
+    );
+    if args.no_wait {
+        daemons.stop_all();
+        println!(
+            "\nstopped the daemons; data directories left in {}",
+            root.display()
+        );
+        println!("restart one with: meshnode run --data-dir {churn}");
+        return Ok(());
+    }
+    println!("\nthe mesh is running; press Ctrl-C to stop every daemon");
+    while !interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    daemons.stop_all();
+    println!("stopped; data directories left in {}", root.display());
+    Ok(())
+}
+
+fn short(v: &Value) -> String {
+    v.as_str()
+        .map(|s| s.chars().take(12).collect())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn data_file(root: &Path, product: &DemoProduct) -> PathBuf {
+    root.join("data").join(format!("{}.arrow", product.name))
+}
+
+type Flag = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
+/// Ctrl-C sets a flag; the demo checks it between steps and stops every daemon it started.
+fn install_ctrl_c() -> Flag {
+    let flag: Flag = Default::default();
+    let f = flag.clone();
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                f.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+    }
+    flag
+}
+
+fn check_interrupted(flag: &Flag) -> anyhow::Result<()> {
+    if flag.load(std::sync::atomic::Ordering::SeqCst) {
+        bail!("interrupted: stopped every daemon the demo started");
+    }
+    Ok(())
+}
