@@ -348,6 +348,7 @@ pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<()> {
                 "direction",
                 "consumer",
                 "decided_by",
+                "revoked_by",
                 "reason",
                 "version",
             ] {

@@ -97,43 +97,60 @@ pub(crate) struct Negotiations {
 pub(crate) enum ContractCommand {
     /// `share request`.
     Request {
+        /// What the user asked for.
         request: ShareRequest,
+        /// Where the answer goes.
         reply: oneshot::Sender<Result<AgreementView, NodeError>>,
     },
     /// `share list` (`pending_only`: `share pending`).
     List {
+        /// Only requests waiting for this node's operator.
         pending_only: bool,
+        /// Where the answer goes.
         reply: oneshot::Sender<Result<Vec<AgreementView>, NodeError>>,
     },
     /// `share show`.
     Show {
+        /// Full id or unique prefix, as typed.
         id: String,
+        /// Where the answer goes.
         reply: oneshot::Sender<Result<AgreementView, NodeError>>,
     },
     /// `share show --odcs`.
     Odcs {
+        /// Full id or unique prefix, as typed.
         id: String,
+        /// Where the answer goes.
         reply: oneshot::Sender<Result<DataContract, NodeError>>,
     },
     /// `share accept`.
     Accept {
+        /// Full id or unique prefix, as typed.
         id: String,
+        /// Where the answer goes.
         reply: oneshot::Sender<Result<AgreementView, NodeError>>,
     },
     /// `share reject`.
     Reject {
+        /// Full id or unique prefix, as typed.
         id: String,
+        /// Why, for the consumer.
         reason: String,
+        /// Where the answer goes.
         reply: oneshot::Sender<Result<AgreementView, NodeError>>,
     },
     /// `share revoke`.
     Revoke {
+        /// Full id or unique prefix, as typed.
         id: String,
+        /// Why, for the other party.
         reason: Option<String>,
+        /// Where the answer goes.
         reply: oneshot::Sender<Result<AgreementView, NodeError>>,
     },
     /// `audit`.
     Audit {
+        /// Where the answer goes.
         reply: oneshot::Sender<Result<AuditView, NodeError>>,
     },
 }
