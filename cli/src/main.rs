@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod demo;
 mod output;
+mod share;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +55,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Sharing contracts: request, list, accept, reject, revoke.
+    Share(share::ShareArgs),
+    /// Show the hash-chained audit log; `--verify` checks the chain.
+    Audit(share::AuditArgs),
     /// List connected peers.
     Peers {
         #[command(flatten)]
@@ -103,6 +108,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Status { dir, json } => {
             commands::status(client::data_dir(dir.data_dir)?, json).await
         }
+        Command::Share(args) => share::share(args).await,
+        Command::Audit(args) => share::audit(args).await,
         Command::Peers { dir, json } => {
             commands::peers(client::data_dir(dir.data_dir)?, json).await
         }

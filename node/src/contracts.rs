@@ -1,22 +1,537 @@
-//! Contract negotiation over `/meshnode/contract/1`, and revocations from gossip.
+//! Contract negotiation over `/meshnode/contract/1`, revocations from gossip, the contract
+//! commands of [`NodeHandle`] and their control API routes.
+//!
+//! The decisions live in [`crate::negotiation`]; this module moves messages:
+//!
+//! - `share request` stores the signed request as `requested`, sends it to the provider and
+//!   answers the user once the provider answered (agreed, pending or rejected). A provider
+//!   that cannot be dialled leaves nothing behind; a request whose answer was lost stays
+//!   `requested` and is sent again (requests are idempotent: same terms, same id).
+//! - The consumer learns the operator's decision on a pending request by polling:
+//!   every [`POLL_INTERVAL`] it sends `Status(id)` for each pending record.
+//! - Revocations go directly to the other party and on gossip. Agreed contracts are also
+//!   re-checked with a connected counterparty every [`AGREED_POLL_INTERVAL`], so a party that
+//!   was offline when the other revoked catches up.
 
-use libp2p::request_response;
-use mesh_protocol::contract::{Revocation, verify_revocation_signer};
-use mesh_protocol::{RejectReason, Signed};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
-use crate::node::Node;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
+use libp2p::{Multiaddr, PeerId};
+use mesh_protocol::contract::{Revocation, verify_revocation, verify_revocation_signer};
+use mesh_protocol::wire::GossipMessage;
+use mesh_protocol::{
+    AgreementId, ContractMessage, ContractReply, ContractState, PublicKey, RejectReason, Signed,
+};
+use tokio::sync::oneshot;
+
+use crate::agreements::{AgreementRecord, Role};
+use crate::api::ApiState;
+use crate::error::NodeError;
+use crate::negotiation::{self, Party, counterparty, peer_id_of};
+use crate::node::{Command, Node, NodeHandle, now_ms};
+use crate::odcs::{self, DataContract};
+use crate::views::{AgreementView, AuditEntryView, AuditView, ReasonRequest, ShareRequest};
+
+/// How often a consumer asks about its requested and pending contracts.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// How often agreed contracts are re-checked with a connected counterparty.
+pub(crate) const AGREED_POLL_INTERVAL: Duration = Duration::from_secs(30);
+/// Longest delay between polls of an unreachable counterparty.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often the store is scanned for due polls.
+const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What an outbound contract message is waiting for.
+#[derive(Debug)]
+enum Outbound {
+    /// A user's `share request`, answered once the provider answers.
+    Request {
+        /// The contract.
+        id: AgreementId,
+        /// Provider domain, for messages.
+        provider: String,
+        /// The user's reply.
+        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
+    },
+    /// A background status poll (or re-sent request).
+    Poll {
+        /// The contract.
+        id: AgreementId,
+    },
+    /// A revocation sent directly to the other party.
+    Revoke {
+        /// The contract.
+        id: AgreementId,
+    },
+}
+
+/// When to poll one contract next.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    /// Earliest next poll.
+    next: Instant,
+    /// Delay after the next failure (doubles up to [`MAX_BACKOFF`]).
+    backoff: Duration,
+}
+
+/// The actor's negotiation state: messages in flight and poll schedules. Everything durable
+/// is in the store; this is rebuilt from it after a restart.
+#[derive(Debug, Default)]
+pub(crate) struct Negotiations {
+    /// Outbound messages by libp2p request id.
+    outbound: HashMap<OutboundRequestId, Outbound>,
+    /// Contracts with a message in flight (at most one each).
+    in_flight: HashSet<AgreementId>,
+    /// Poll schedule of contracts that need polling.
+    schedule: HashMap<AgreementId, Schedule>,
+    /// Last scan of the store for due polls.
+    last_scan: Option<Instant>,
+}
+
+/// Contract commands from [`crate::NodeHandle`] to the actor.
+#[derive(Debug)]
+pub(crate) enum ContractCommand {
+    /// `share request`.
+    Request {
+        /// What the user asked for.
+        request: ShareRequest,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
+    },
+    /// `share list` (`pending_only`: `share pending`).
+    List {
+        /// Only requests waiting for this node's operator.
+        pending_only: bool,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Vec<AgreementView>, NodeError>>,
+    },
+    /// `share show`.
+    Show {
+        /// Full id or unique prefix, as typed.
+        id: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
+    },
+    /// `share show --odcs`.
+    Odcs {
+        /// Full id or unique prefix, as typed.
+        id: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<DataContract, NodeError>>,
+    },
+    /// `share accept`.
+    Accept {
+        /// Full id or unique prefix, as typed.
+        id: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
+    },
+    /// `share reject`.
+    Reject {
+        /// Full id or unique prefix, as typed.
+        id: String,
+        /// Why, for the consumer.
+        reason: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
+    },
+    /// `share revoke`.
+    Revoke {
+        /// Full id or unique prefix, as typed.
+        id: String,
+        /// Why, for the other party.
+        reason: Option<String>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
+    },
+    /// `audit`.
+    Audit {
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<AuditView, NodeError>>,
+    },
+}
+
+impl NodeHandle {
+    /// Requests a contract for a product; returns once the provider answered (agreed,
+    /// pending or rejected: the view's `state` says which).
+    pub async fn share_request(&self, request: ShareRequest) -> Result<AgreementView, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::Request { request, reply }))
+            .await?
+    }
+
+    /// Every contract this node holds, newest first.
+    pub async fn share_list(&self) -> Result<Vec<AgreementView>, NodeError> {
+        self.call(|reply| {
+            Command::Contract(ContractCommand::List {
+                pending_only: false,
+                reply,
+            })
+        })
+        .await?
+    }
+
+    /// Requests waiting for this node's operator.
+    pub async fn share_pending(&self) -> Result<Vec<AgreementView>, NodeError> {
+        self.call(|reply| {
+            Command::Contract(ContractCommand::List {
+                pending_only: true,
+                reply,
+            })
+        })
+        .await?
+    }
+
+    /// One contract by full id or unique prefix.
+    pub async fn share_show(&self, id: String) -> Result<AgreementView, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::Show { id, reply }))
+            .await?
+    }
+
+    /// One contract as an ODCS v3 document.
+    pub async fn share_odcs(&self, id: String) -> Result<DataContract, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::Odcs { id, reply }))
+            .await?
+    }
+
+    /// Accepts a pending request (provider).
+    pub async fn share_accept(&self, id: String) -> Result<AgreementView, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::Accept { id, reply }))
+            .await?
+    }
+
+    /// Rejects a pending request with a reason (provider).
+    pub async fn share_reject(
+        &self,
+        id: String,
+        reason: String,
+    ) -> Result<AgreementView, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::Reject { id, reason, reply }))
+            .await?
+    }
+
+    /// Revokes an agreed contract (either party).
+    pub async fn share_revoke(
+        &self,
+        id: String,
+        reason: Option<String>,
+    ) -> Result<AgreementView, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::Revoke { id, reason, reply }))
+            .await?
+    }
+
+    /// The audit log and its chain check.
+    pub async fn audit(&self) -> Result<AuditView, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::Audit { reply }))
+            .await?
+    }
+}
 
 impl Node {
+    fn party(&self) -> Party<'_> {
+        Party {
+            store: &self.store,
+            identity: &self.identity,
+        }
+    }
+
+    /// The view of a stored record, with granted columns from the catalog when known.
+    fn agreement_view(
+        &self,
+        id: &AgreementId,
+        record: &AgreementRecord,
+    ) -> Result<AgreementView, NodeError> {
+        let terms = record.terms().map_err(|e| {
+            NodeError::Internal(format!(
+                "stored contract {} does not decode: {e}",
+                id.short()
+            ))
+        })?;
+        let descriptor = self
+            .store
+            .descriptor(&terms.product)?
+            .and_then(|(_, envelope)| envelope.decode_trusted().ok());
+        Ok(AgreementView::new(
+            id,
+            record,
+            &terms,
+            descriptor.as_ref().map(|d| d.schema.as_slice()),
+            now_ms(),
+        ))
+    }
+
+    /// Sends a contract message to the holder of `key`, dialling it with the addresses of
+    /// its signed node record when not connected.
+    fn send_contract(
+        &mut self,
+        key: &PublicKey,
+        message: &ContractMessage,
+    ) -> Option<OutboundRequestId> {
+        let peer = peer_id_of(key)?;
+        let addrs: Vec<Multiaddr> = self
+            .store
+            .node_record(key)
+            .ok()
+            .flatten()
+            .and_then(|(_, envelope)| envelope.decode_trusted().ok())
+            .map(|record| record.addrs.iter().filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default();
+        Some(
+            self.swarm
+                .behaviour_mut()
+                .contract
+                .send_request_with_addresses(&peer, message.to_bytes(), addrs),
+        )
+    }
+
     /// Handles contract protocol events.
     pub(crate) async fn on_contract_event(
         &mut self,
         event: request_response::Event<Vec<u8>, Vec<u8>>,
     ) {
-        tracing::debug!(?event, "contract event");
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let reply = negotiation::answer(self.party(), peer, &request, now_ms()).await;
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .contract
+                        .send_response(channel, reply.to_bytes())
+                        .is_err()
+                    {
+                        tracing::debug!(%peer, "contract answer not delivered: the stream closed");
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    let reply = ContractReply::from_bytes(&response)
+                        .unwrap_or_else(|e| ContractReply::Error(format!("malformed answer: {e}")));
+                    self.on_contract_reply(request_id, reply).await;
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => self.on_contract_failure(peer, request_id, error).await,
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound contract message failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
     }
 
-    /// A revocation heard on gossip: stored if well signed and new; checked against the
-    /// agreement's parties when this node holds the agreement.
+    async fn on_contract_reply(&mut self, request_id: OutboundRequestId, reply: ContractReply) {
+        let Some(outbound) = self.negotiations.outbound.remove(&request_id) else {
+            return;
+        };
+        match outbound {
+            Outbound::Request {
+                id,
+                provider,
+                reply: user,
+            } => {
+                self.negotiations.in_flight.remove(&id);
+                let result = self.finish_request(&id, &provider, reply).await;
+                let _ = user.send(result);
+            }
+            Outbound::Poll { id } => {
+                self.negotiations.in_flight.remove(&id);
+                match negotiation::apply_reply(self.party(), &id, reply, now_ms()).await {
+                    Ok(_) => self.poll_succeeded(&id),
+                    Err(e) => {
+                        tracing::warn!(id = %id.short(), "contract poll: {e}");
+                        self.poll_failed(&id);
+                    }
+                }
+            }
+            Outbound::Revoke { id } => match reply {
+                ContractReply::Revoked(_) => {
+                    tracing::debug!(id = %id.short(), "revocation acknowledged")
+                }
+                other => tracing::info!(id = %id.short(), ?other, "revocation answered"),
+            },
+        }
+    }
+
+    /// Records the provider's first answer to a user's request.
+    async fn finish_request(
+        &mut self,
+        id: &AgreementId,
+        provider: &str,
+        reply: ContractReply,
+    ) -> Result<AgreementView, NodeError> {
+        let refused = match &reply {
+            ContractReply::Error(message) => Some(message.clone()),
+            ContractReply::Unknown(_) => Some("it does not know the request".to_owned()),
+            _ => None,
+        };
+        if let Some(message) = refused {
+            negotiation::forget_request(self.party(), id).await?;
+            return Err(NodeError::Refused(format!(
+                "{provider} refused the request: {message} (nothing was stored)"
+            )));
+        }
+        match negotiation::apply_reply(self.party(), id, reply, now_ms()).await {
+            Ok(record) => {
+                self.poll_succeeded(id);
+                self.agreement_view(id, &record)
+            }
+            Err(e) => {
+                negotiation::forget_request(self.party(), id).await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn on_contract_failure(
+        &mut self,
+        peer: PeerId,
+        request_id: OutboundRequestId,
+        error: OutboundFailure,
+    ) {
+        let Some(outbound) = self.negotiations.outbound.remove(&request_id) else {
+            return;
+        };
+        match outbound {
+            Outbound::Request {
+                id,
+                provider,
+                reply,
+            } => {
+                self.negotiations.in_flight.remove(&id);
+                let result = match error {
+                    OutboundFailure::DialFailure | OutboundFailure::UnsupportedProtocols => {
+                        match negotiation::forget_request(self.party(), &id).await {
+                            Ok(()) => NodeError::Unavailable(format!(
+                                "provider {provider} is offline: this node cannot reach it ({error}). Nothing was stored; run the same `meshnode share request` again when {provider} is online"
+                            )),
+                            Err(e) => e,
+                        }
+                    }
+                    _ => {
+                        self.poll_failed(&id);
+                        NodeError::Unavailable(format!(
+                            "no answer from provider {provider} ({error}): the request {short} is kept as `requested` and sent again automatically until {provider} answers; follow it with `meshnode share show {short}`",
+                            short = id.short()
+                        ))
+                    }
+                };
+                let _ = reply.send(Err(result));
+            }
+            Outbound::Poll { id } => {
+                tracing::debug!(id = %id.short(), %peer, "contract poll failed: {error}");
+                self.negotiations.in_flight.remove(&id);
+                self.poll_failed(&id);
+            }
+            Outbound::Revoke { id } => {
+                tracing::info!(id = %id.short(), %peer, "revocation not delivered directly ({error}); gossip and the next status check deliver it");
+            }
+        }
+    }
+
+    fn poll_succeeded(&mut self, id: &AgreementId) {
+        if let Some(s) = self.negotiations.schedule.get_mut(id) {
+            s.backoff = POLL_INTERVAL;
+        }
+    }
+
+    fn poll_failed(&mut self, id: &AgreementId) {
+        let s = self.negotiations.schedule.entry(*id).or_insert(Schedule {
+            next: Instant::now(),
+            backoff: POLL_INTERVAL,
+        });
+        s.next = Instant::now() + s.backoff;
+        s.backoff = (s.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Periodic work, called from the actor's housekeeping tick: sends due polls for
+    /// requested, pending and agreed contracts.
+    pub(crate) fn contract_housekeeping(&mut self) {
+        let now = Instant::now();
+        if self
+            .negotiations
+            .last_scan
+            .is_some_and(|t| now.duration_since(t) < SCAN_INTERVAL)
+        {
+            return;
+        }
+        self.negotiations.last_scan = Some(now);
+        let records = match self.store.agreement_records() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot read contracts: {e}");
+                return;
+            }
+        };
+        let wall = now_ms();
+        let mut live = HashSet::new();
+        for (id, record) in records {
+            let Ok(terms) = record.terms() else { continue };
+            let valid = wall < terms.valid_until_ms;
+            // (message, first delay, interval, dial when not connected)
+            let plan = match (record.role, record.state_at(wall)) {
+                (Role::Consumer, ContractState::Requested) if valid => Some((
+                    ContractMessage::Request(record.request.clone()),
+                    Duration::ZERO,
+                    POLL_INTERVAL,
+                    true,
+                )),
+                (Role::Consumer, ContractState::Pending) if valid => Some((
+                    ContractMessage::Status(id),
+                    POLL_INTERVAL,
+                    POLL_INTERVAL,
+                    true,
+                )),
+                (_, ContractState::Agreed) => Some((
+                    ContractMessage::Status(id),
+                    AGREED_POLL_INTERVAL,
+                    AGREED_POLL_INTERVAL,
+                    false,
+                )),
+                _ => None,
+            };
+            let Some((message, first, interval, dial)) = plan else {
+                continue;
+            };
+            live.insert(id);
+            if self.negotiations.in_flight.contains(&id) {
+                continue;
+            }
+            let key = counterparty(record.role, &terms);
+            let Some(peer) = peer_id_of(&key) else {
+                continue;
+            };
+            let schedule = self.negotiations.schedule.entry(id).or_insert(Schedule {
+                next: now + first,
+                backoff: interval,
+            });
+            if now < schedule.next || (!dial && !self.swarm.is_connected(&peer)) {
+                continue;
+            }
+            schedule.next = now + interval;
+            if let Some(request_id) = self.send_contract(&key, &message) {
+                self.negotiations
+                    .outbound
+                    .insert(request_id, Outbound::Poll { id });
+                self.negotiations.in_flight.insert(id);
+            }
+        }
+        self.negotiations.schedule.retain(|id, _| live.contains(id));
+    }
+
+    /// A revocation heard on gossip. Checked against the agreement's parties when this node
+    /// holds the agreement (and then recorded on it and audited); otherwise kept, once well
+    /// signed, in the `revocations` tree.
     pub(crate) fn accept_revocation(
         &mut self,
         envelope: &Signed<Revocation>,
@@ -25,30 +540,299 @@ impl Node {
             self.metrics.reject(RejectReason::BadSignature);
             RejectReason::BadSignature
         })?;
-        let key = revocation.agreement_id.0;
-        match self.store.revocations().get(key) {
-            Ok(Some(_)) => Ok(false),
-            Ok(None) => {
-                let _ = self.store.revocations().insert(key, envelope.to_bytes());
+        let id = revocation.agreement_id;
+        let record = match self.store.agreement(&id) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot read contract {}: {e}", id.short());
+                return Ok(false);
+            }
+        };
+        let Some(record) = record else {
+            return match self.store.revocations().get(id.0) {
+                Ok(Some(_)) => Ok(false),
+                Ok(None) => match self.store.put_revocation(&id, envelope) {
+                    Ok(()) => Ok(true),
+                    Err(e) => {
+                        tracing::error!("cannot store a revocation: {e}");
+                        Ok(false)
+                    }
+                },
+                Err(_) => Ok(false),
+            };
+        };
+        let Ok(terms) = record.terms() else {
+            return Ok(false);
+        };
+        if verify_revocation(envelope, &terms).is_err() {
+            self.metrics.reject(RejectReason::NotOwner);
+            return Err(RejectReason::NotOwner);
+        }
+        match negotiation::record_revocation(&self.store, &id, record, envelope.clone(), now_ms()) {
+            Ok((_, true)) => {
+                // Nobody waits for an acknowledgement of gossip; flush soon, off the actor.
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.flush().await {
+                        tracing::error!("flushing a revocation failed: {e}");
+                    }
+                });
                 Ok(true)
             }
-            Err(_) => Ok(false),
+            Ok((_, false)) => Ok(false),
+            Err(e) => {
+                tracing::info!(id = %id.short(), "revocation from gossip not applied: {e}");
+                Ok(false)
+            }
         }
     }
-}
 
-/// Contract commands from [`crate::NodeHandle`] to the actor.
-#[derive(Debug)]
-pub(crate) enum ContractCommand {}
-
-impl Node {
     /// Handles a contract command.
     pub(crate) async fn on_contract_command(&mut self, command: ContractCommand) {
-        match command {}
+        match command {
+            ContractCommand::Request { request, reply } => {
+                match self.start_request(request).await {
+                    Ok((id, provider, key, message)) => match self.send_contract(&key, &message) {
+                        Some(request_id) => {
+                            self.negotiations.in_flight.insert(id);
+                            self.negotiations.outbound.insert(
+                                request_id,
+                                Outbound::Request {
+                                    id,
+                                    provider,
+                                    reply,
+                                },
+                            );
+                        }
+                        None => {
+                            let _ = negotiation::forget_request(self.party(), &id).await;
+                            let _ = reply.send(Err(NodeError::BadRequest(format!(
+                                "the provider key of `{provider}` is not a valid ed25519 key"
+                            ))));
+                        }
+                    },
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            ContractCommand::List {
+                pending_only,
+                reply,
+            } => {
+                let _ = reply.send(self.list_views(pending_only));
+            }
+            ContractCommand::Show { id, reply } => {
+                let result = negotiation::find(&self.store, &id)
+                    .and_then(|(id, record)| self.agreement_view(&id, &record));
+                let _ = reply.send(result);
+            }
+            ContractCommand::Odcs { id, reply } => {
+                let _ = reply.send(self.odcs(&id));
+            }
+            ContractCommand::Accept { id, reply } => {
+                let result = match negotiation::accept(self.party(), &id, now_ms()).await {
+                    Ok((id, record)) => self.agreement_view(&id, &record),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            ContractCommand::Reject { id, reason, reply } => {
+                let result = match negotiation::reject(self.party(), &id, &reason, now_ms()).await {
+                    Ok((id, record)) => self.agreement_view(&id, &record),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            ContractCommand::Revoke { id, reason, reply } => {
+                let result = self.revoke(&id, reason.as_deref()).await;
+                let _ = reply.send(result);
+            }
+            ContractCommand::Audit { reply } => {
+                let _ = reply.send(self.audit_view());
+            }
+        }
+    }
+
+    /// Builds, signs and stores a request; returns what to send to whom.
+    async fn start_request(
+        &mut self,
+        request: ShareRequest,
+    ) -> Result<(AgreementId, String, PublicKey, ContractMessage), NodeError> {
+        let descriptor = self.resolve(request.product.trim())?;
+        let now = now_ms();
+        let terms = negotiation::build_terms(
+            &descriptor,
+            self.identity.public_key(),
+            &self.config.domain,
+            &request,
+            now,
+            rand::random(),
+        )?;
+        let key = terms.provider;
+        let provider = terms.provider_domain.clone();
+        let (id, envelope) = negotiation::store_request(self.party(), terms, now).await?;
+        tracing::info!(id = %id.short(), product = %descriptor.display_name(), "contract requested");
+        Ok((id, provider, key, ContractMessage::Request(envelope)))
+    }
+
+    async fn revoke(&mut self, id: &str, reason: Option<&str>) -> Result<AgreementView, NodeError> {
+        let (id, record, envelope) =
+            negotiation::revoke(self.party(), id, reason, now_ms()).await?;
+        self.gossip(GossipMessage::Revocation(envelope.clone()));
+        if let Ok(terms) = record.terms() {
+            let key = counterparty(record.role, &terms);
+            if let Some(request_id) = self.send_contract(&key, &ContractMessage::Revoke(envelope)) {
+                self.negotiations
+                    .outbound
+                    .insert(request_id, Outbound::Revoke { id });
+            }
+        }
+        self.agreement_view(&id, &record)
+    }
+
+    fn list_views(&self, pending_only: bool) -> Result<Vec<AgreementView>, NodeError> {
+        let now = now_ms();
+        let mut views = Vec::new();
+        for (id, record) in self.store.agreement_records()? {
+            if pending_only
+                && !(record.role == Role::Provider
+                    && record.state_at(now) == ContractState::Pending)
+            {
+                continue;
+            }
+            views.push(self.agreement_view(&id, &record)?);
+        }
+        views.sort_by(|a, b| {
+            b.created_at_ms
+                .cmp(&a.created_at_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(views)
+    }
+
+    fn odcs(&self, id: &str) -> Result<DataContract, NodeError> {
+        let (id, record) = negotiation::find(&self.store, id)?;
+        let view = self.agreement_view(&id, &record)?;
+        let terms = record
+            .terms()
+            .map_err(|e| NodeError::Internal(format!("stored contract does not decode: {e}")))?;
+        let descriptor = self
+            .store
+            .descriptor(&terms.product)?
+            .and_then(|(_, envelope)| envelope.decode_trusted().ok())
+            .ok_or_else(|| {
+                NodeError::NotFound(format!(
+                    "product {} is not in this node's catalog, so its schema is unknown: wait for the catalog to sync and try again",
+                    view.product
+                ))
+            })?;
+        Ok(odcs::data_contract(&view, &descriptor))
+    }
+
+    fn audit_view(&self) -> Result<AuditView, NodeError> {
+        let raw = self.store.audit_raw()?;
+        let entries = raw
+            .iter()
+            .filter_map(|bytes| mesh_protocol::audit::AuditEntry::from_bytes(bytes).ok())
+            .map(|e| AuditEntryView {
+                seq: e.seq,
+                at_ms: e.at_ms,
+                at: crate::views::rfc3339(e.at_ms),
+                kind: e.kind.as_str().to_owned(),
+                detail: serde_json::from_str(&e.detail)
+                    .unwrap_or(serde_json::Value::String(e.detail.clone())),
+            })
+            .collect();
+        use mesh_protocol::audit::ChainError;
+        let (verified, intact_entries, broken_entry, error) = match self.store.audit_verify()? {
+            Ok(n) => (true, n, None, None),
+            Err(e) => {
+                let at = match &e {
+                    ChainError::Unreadable { seq, .. } => *seq,
+                    ChainError::Sequence { position, .. } => *position,
+                    ChainError::BrokenLink { seq, .. } => *seq,
+                };
+                (false, at, Some(at), Some(e.to_string()))
+            }
+        };
+        Ok(AuditView {
+            entries,
+            verified,
+            intact_entries,
+            broken_entry,
+            error,
+        })
     }
 }
 
-/// Control API routes for contracts.
-pub(crate) fn routes() -> axum::Router<crate::api::ApiState> {
-    axum::Router::new()
+/// Control API routes for contracts and the audit log.
+pub(crate) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/share", get(list))
+        .route("/v1/share/request", post(request))
+        .route("/v1/share/pending", get(pending))
+        .route("/v1/share/{id}", get(show))
+        .route("/v1/share/{id}/odcs", get(show_odcs))
+        .route("/v1/share/{id}/accept", post(accept))
+        .route("/v1/share/{id}/reject", post(reject))
+        .route("/v1/share/{id}/revoke", post(revoke))
+        .route("/v1/audit", get(audit))
+}
+
+async fn request(
+    State(s): State<ApiState>,
+    Json(request): Json<ShareRequest>,
+) -> Result<Json<AgreementView>, NodeError> {
+    Ok(Json(s.node.share_request(request).await?))
+}
+
+async fn list(State(s): State<ApiState>) -> Result<Json<Vec<AgreementView>>, NodeError> {
+    Ok(Json(s.node.share_list().await?))
+}
+
+async fn pending(State(s): State<ApiState>) -> Result<Json<Vec<AgreementView>>, NodeError> {
+    Ok(Json(s.node.share_pending().await?))
+}
+
+async fn show(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<AgreementView>, NodeError> {
+    Ok(Json(s.node.share_show(id).await?))
+}
+
+async fn show_odcs(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<DataContract>, NodeError> {
+    Ok(Json(s.node.share_odcs(id).await?))
+}
+
+async fn accept(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<AgreementView>, NodeError> {
+    Ok(Json(s.node.share_accept(id).await?))
+}
+
+async fn reject(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Json(body): Json<ReasonRequest>,
+) -> Result<Json<AgreementView>, NodeError> {
+    let reason = body.reason.unwrap_or_default();
+    Ok(Json(s.node.share_reject(id, reason).await?))
+}
+
+async fn revoke(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Json(body): Json<ReasonRequest>,
+) -> Result<Json<AgreementView>, NodeError> {
+    Ok(Json(s.node.share_revoke(id, body.reason).await?))
+}
+
+async fn audit(State(s): State<ApiState>) -> Result<Json<AuditView>, NodeError> {
+    Ok(Json(s.node.audit().await?))
 }

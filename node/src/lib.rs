@@ -13,7 +13,9 @@
 //! - [`ingest`]: CSV / Parquet / Arrow input streamed into Arrow IPC files.
 //! - `net`: the libp2p behaviour (gossipsub, Kademlia, identify, ping, request-response).
 //! - [`node`]: the actor: gossip validation, anti-entropy, publishing.
-//! - `contracts`: contract negotiation handlers of the actor.
+//! - `contracts`: contract negotiation handlers of the actor, contract API routes.
+//! - `negotiation`: what a party answers and records; operator decisions (store-level).
+//! - [`odcs`]: a contract as an Open Data Contract Standard v3 document.
 //! - [`api`]: HTTP/JSON control API with bearer-token authentication.
 //! - [`server`]: start and stop a whole node from its data directory.
 //! - [`views`]: JSON shapes shared with the CLI.
@@ -26,8 +28,10 @@ pub mod error;
 pub mod ingest;
 pub mod keyfile;
 mod metrics;
+mod negotiation;
 mod net;
 pub mod node;
+pub mod odcs;
 pub mod resolve;
 pub mod server;
 pub mod store;

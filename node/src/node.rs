@@ -261,6 +261,8 @@ pub(crate) struct Node {
     record_dirty: bool,
     /// Peers with a sync request in flight.
     syncing: BTreeSet<PeerId>,
+    /// Contract messages in flight and poll schedules (see `contracts`).
+    pub(crate) negotiations: crate::contracts::Negotiations,
 }
 
 impl std::fmt::Debug for Node {
@@ -338,6 +340,7 @@ pub fn spawn(
         started: now,
         record_dirty: true,
         syncing: BTreeSet::new(),
+        negotiations: Default::default(),
     };
     let task = tokio::spawn(node.run());
     Ok((
@@ -888,6 +891,7 @@ impl Node {
                 tracing::debug!("dial {addr} failed: {e}");
             }
         }
+        self.contract_housekeeping();
     }
 
     // ---------------------------------------------------------------- swarm events

@@ -3,8 +3,11 @@
 use std::collections::BTreeMap;
 
 use mesh_protocol::ProductDescriptor;
+use mesh_protocol::contract::{AgreementId, ContractState, ContractTerms};
 use mesh_protocol::descriptor::ColumnSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::agreements::{AgreementRecord, Role};
 
 /// `GET /v1/status`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -202,4 +205,206 @@ pub struct PeerView {
 pub struct ErrorView {
     /// One sentence: what is wrong and what to do.
     pub error: String,
+}
+
+/// `POST /v1/share/request`: what the consumer's operator asks for.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ShareRequest {
+    /// `domain/product` or `domain@fingerprint/product`.
+    pub product: String,
+    /// Why the data is needed; checked against the provider's allowed purposes.
+    pub purpose: String,
+    /// Columns wanted; `None` asks for every column.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Row filter, e.g. `region = 'EU' AND amount > 10`.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Validity in days (default: 30, or less when the product allows less).
+    #[serde(default)]
+    pub days: Option<u32>,
+}
+
+/// `POST /v1/share/{id}/reject` and `/revoke`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReasonRequest {
+    /// Why, for the other party (required to reject, optional to revoke).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// One sharing contract as this node holds it (`GET /v1/share/{id}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgreementView {
+    /// Agreement id, 64 hex digits.
+    pub id: String,
+    /// The first 12 hex digits, for people.
+    pub short_id: String,
+    /// The product, `domain/name`.
+    pub product: String,
+    /// Provider domain (a label).
+    pub provider: String,
+    /// Consumer domain (a label).
+    pub consumer: String,
+    /// Provider key, hex.
+    pub provider_key: String,
+    /// Consumer key, hex.
+    pub consumer_key: String,
+    /// This node's side of the contract.
+    pub role: Role,
+    /// State now (an agreed contract past its end shows as expired).
+    pub state: ContractState,
+    /// Stated purpose.
+    pub purpose: String,
+    /// Columns asked for; `None` for all columns.
+    pub columns: Option<Vec<String>>,
+    /// Columns granted, in schema order, when the product is in this node's catalog.
+    pub granted_columns: Option<Vec<String>>,
+    /// Row filter in canonical form.
+    pub filter: Option<String>,
+    /// Versions covered, `3..` or `3..=5`.
+    pub version_range: String,
+    /// Lowest version covered.
+    pub min_version: u64,
+    /// Highest version covered, if bounded.
+    pub max_version: Option<u64>,
+    /// When the consumer made the request (start of validity), ms since the epoch.
+    pub created_at_ms: u64,
+    /// End of validity, ms since the epoch.
+    pub expires_at_ms: u64,
+    /// End of validity, RFC 3339 (UTC).
+    pub expires_at: String,
+    /// Last change of the stored record, ms since the epoch.
+    pub updated_at_ms: u64,
+    /// The provider's rejection reason or the revocation reason.
+    pub reason: Option<String>,
+    /// Who revoked: `provider` or `consumer`.
+    pub revoked_by: Option<Role>,
+}
+
+impl AgreementView {
+    /// Builds the view of a stored record; `schema` (from the catalog, when known) resolves
+    /// the granted columns.
+    pub fn new(
+        id: &AgreementId,
+        record: &AgreementRecord,
+        terms: &ContractTerms,
+        schema: Option<&[ColumnSchema]>,
+        now_ms: u64,
+    ) -> Self {
+        let reason = match (&record.rejection, &record.revocation) {
+            (_, Some(revocation)) => revocation.decode_trusted().ok().map(|r| r.reason),
+            (Some(rejection), None) => rejection.decode_trusted().ok().map(|r| r.reason),
+            (None, None) => None,
+        };
+        let revoked_by = record.revocation.as_ref().map(|r| {
+            if r.signer() == terms.provider {
+                Role::Provider
+            } else {
+                Role::Consumer
+            }
+        });
+        let version_range = match terms.max_version {
+            Some(max) => format!("{}..={max}", terms.min_version),
+            None => format!("{}..", terms.min_version),
+        };
+        Self {
+            id: id.to_hex(),
+            short_id: id.short(),
+            product: format!("{}/{}", terms.provider_domain, terms.product.name),
+            provider: terms.provider_domain.clone(),
+            consumer: terms.consumer_domain.clone(),
+            provider_key: terms.provider.to_hex(),
+            consumer_key: terms.consumer.to_hex(),
+            role: record.role,
+            state: record.state_at(now_ms),
+            purpose: terms.purpose.clone(),
+            columns: terms.columns.clone(),
+            granted_columns: schema.map(|s| terms.granted_columns(s)),
+            filter: terms.filter.clone(),
+            version_range,
+            min_version: terms.min_version,
+            max_version: terms.max_version,
+            created_at_ms: terms.valid_from_ms,
+            expires_at_ms: terms.valid_until_ms,
+            expires_at: rfc3339(terms.valid_until_ms),
+            updated_at_ms: record.updated_ms,
+            reason,
+            revoked_by,
+        }
+    }
+
+    /// The other party's domain.
+    pub fn counterparty(&self) -> &str {
+        match self.role {
+            Role::Provider => &self.consumer,
+            Role::Consumer => &self.provider,
+        }
+    }
+}
+
+/// One audit log entry (`GET /v1/audit`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditEntryView {
+    /// Position in the log, from 0.
+    pub seq: u64,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// When, RFC 3339 (UTC).
+    pub at: String,
+    /// What happened: `publish`, `request`, `agreement`, `rejection`, `revocation`, ...
+    pub kind: String,
+    /// Details (product, agreement id, parties, ...).
+    pub detail: serde_json::Value,
+}
+
+/// The audit log and the result of its chain check (`GET /v1/audit`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditView {
+    /// Every readable entry, in order.
+    pub entries: Vec<AuditEntryView>,
+    /// Whether the whole hash chain is intact.
+    pub verified: bool,
+    /// Entries checked before the first break (all of them when `verified`).
+    pub intact_entries: u64,
+    /// The first entry at which the chain breaks, if any.
+    pub broken_entry: Option<u64>,
+    /// What is wrong, naming the entry.
+    pub error: Option<String>,
+}
+
+/// `ms` since the Unix epoch as RFC 3339 in UTC, e.g. `2024-03-01T12:00:00.000Z`.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(4_107_542_399_000), "2100-02-28T23:59:59.000Z");
+    }
 }

@@ -133,7 +133,7 @@ fn hostile_peer_cannot_poison_the_catalog() {
     wait_until(CONVERGE, || b.version_of("sales/orders") == Some(1)).expect("b sees v1");
 
     let go = a.dir.parent().unwrap().join("go");
-    let mut hostile =
+    let hostile =
         std::process::Command::new(mesh_tests::meshnode_bin().with_file_name("hostile-peer"))
             .args([
                 "--bootstrap",

@@ -103,6 +103,24 @@ fn cli_json(args: &[&str]) -> anyhow::Result<Value> {
         .with_context(|| format!("`meshnode {}` printed no JSON", args.join(" ")))
 }
 
+/// Runs a command that is expected to fail (e.g. a rejected `share request`) and parses the
+/// JSON it printed before failing.
+fn cli_json_refused(args: &[&str]) -> anyhow::Result<Value> {
+    let exe = std::env::current_exe().context("cannot find the meshnode executable")?;
+    let output = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run meshnode {}", args.join(" ")))?;
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "`meshnode {}` printed no JSON: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+    })
+}
+
 fn dir_of(root: &Path, domain: &str) -> String {
     root.join(domain).display().to_string()
 }
@@ -349,8 +367,9 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
         "    churn sees it agreed {} ms later",
         agreed_in.as_millis()
     );
-    // (c) rejected: the purpose is not one the owner allows.
-    let rejected = cli_json(&[
+    // (c) rejected: the purpose is not one the owner allows (the command fails, and still
+    // prints the stored contract with the provider's signed reason).
+    let rejected = cli_json_refused(&[
         "share",
         "request",
         "customer/customer-data",

@@ -1,0 +1,392 @@
+//! `meshnode share ...`: sharing contracts, and `meshnode audit`.
+
+use anyhow::bail;
+use mesh_node::agreements::Role;
+use mesh_node::odcs::DataContract;
+use mesh_node::views::{AgreementView, AuditView, ReasonRequest, ShareRequest};
+use mesh_protocol::ContractState;
+
+use crate::DirArg;
+use crate::client::{self, Client};
+use crate::output;
+
+/// `meshnode share`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ShareArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    #[command(subcommand)]
+    action: ShareAction,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ShareAction {
+    /// Ask a product's provider for a contract; waits for its answer.
+    Request {
+        /// The product: domain/product or domain@fingerprint/product.
+        product: String,
+        /// Why you need the data (the provider may allow only some purposes).
+        #[arg(long)]
+        purpose: String,
+        /// Columns wanted, comma-separated (default: all columns).
+        #[arg(long, value_delimiter = ',')]
+        columns: Option<Vec<String>>,
+        /// Row filter, e.g. "region = 'EU' AND amount > 10".
+        #[arg(long)]
+        filter: Option<String>,
+        /// Validity in days (default: 30, or the product's maximum if lower).
+        #[arg(long)]
+        days: Option<u32>,
+    },
+    /// Every contract this node holds, as provider or consumer.
+    List,
+    /// Requests waiting for this node's operator (`share accept` / `share reject`).
+    Pending,
+    /// One contract in full.
+    Show {
+        /// Contract id: the full id or at least 8 of its hex digits.
+        id: String,
+        /// Print it as an Open Data Contract Standard v3 YAML document.
+        #[arg(long)]
+        odcs: bool,
+    },
+    /// Accept a pending request (provider).
+    Accept {
+        /// Contract id: the full id or at least 8 of its hex digits.
+        id: String,
+    },
+    /// Reject a pending request (provider).
+    Reject {
+        /// Contract id: the full id or at least 8 of its hex digits.
+        id: String,
+        /// Why, for the consumer.
+        #[arg(long)]
+        reason: String,
+    },
+    /// End an agreed contract (provider or consumer).
+    Revoke {
+        /// Contract id: the full id or at least 8 of its hex digits.
+        id: String,
+        /// Why, for the other party.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// The API path of a contract; refuses text that cannot be an id before it reaches a URL.
+fn id_path(id: &str, suffix: &str) -> anyhow::Result<String> {
+    let id = id.trim();
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        bail!(
+            "`{id}` is not a contract id: give the full id or at least 8 of its hex digits (see `meshnode share list`)"
+        );
+    }
+    Ok(format!("/v1/share/{id}{suffix}"))
+}
+
+pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
+    let dir = client::data_dir(args.dir.data_dir)?;
+    let client = Client::for_data_dir(&dir)?;
+    let json = args.json;
+    match args.action {
+        ShareAction::Request {
+            product,
+            purpose,
+            columns,
+            filter,
+            days,
+        } => {
+            let request = ShareRequest {
+                product,
+                purpose,
+                columns,
+                filter,
+                days,
+            };
+            let view: AgreementView = client.post("/v1/share/request", &request).await?;
+            if json {
+                output::json(&view)?;
+            }
+            match view.state {
+                ContractState::Rejected => bail!(
+                    "{} rejected the request for {}: {} (contract {}; see `meshnode share show {}`)",
+                    view.provider,
+                    view.product,
+                    view.reason.as_deref().unwrap_or("no reason given"),
+                    view.short_id,
+                    view.short_id
+                ),
+                _ if json => {}
+                ContractState::Agreed => {
+                    println!(
+                        "agreed: contract {} with {} for {} ({}), columns {}, until {}",
+                        view.short_id,
+                        view.provider,
+                        view.product,
+                        view.purpose,
+                        columns_text(&view),
+                        view.expires_at
+                    );
+                    println!(
+                        "fetch with: meshnode fetch {} --agreement {}",
+                        view.product, view.short_id
+                    );
+                }
+                ContractState::Pending | ContractState::Requested => println!(
+                    "pending: contract {} waits for {}'s operator to accept it; this node checks every few seconds (see `meshnode share show {}`)",
+                    view.short_id, view.provider, view.short_id
+                ),
+                state => println!("contract {} is {state}", view.short_id),
+            }
+            Ok(())
+        }
+        ShareAction::List => {
+            let views: Vec<AgreementView> = client.get("/v1/share").await?;
+            if json {
+                return output::json(&views);
+            }
+            if views.is_empty() {
+                println!(
+                    "no contracts yet: ask for one with `meshnode share request DOMAIN/PRODUCT --purpose P`"
+                );
+                return Ok(());
+            }
+            print_table(&views);
+            Ok(())
+        }
+        ShareAction::Pending => {
+            let views: Vec<AgreementView> = client.get("/v1/share/pending").await?;
+            if json {
+                return output::json(&views);
+            }
+            if views.is_empty() {
+                println!("no requests wait for a decision");
+                return Ok(());
+            }
+            let mut table = output::table(&[
+                "id", "consumer", "product", "purpose", "columns", "filter", "until",
+            ]);
+            for v in &views {
+                table.add_row(vec![
+                    v.short_id.clone(),
+                    v.consumer.clone(),
+                    v.product.clone(),
+                    v.purpose.clone(),
+                    columns_text(v),
+                    v.filter.clone().unwrap_or_else(|| "-".into()),
+                    date(&v.expires_at).to_owned(),
+                ]);
+            }
+            println!(
+                "{table}\ndecide with `meshnode share accept ID` or `meshnode share reject ID --reason R`"
+            );
+            Ok(())
+        }
+        ShareAction::Show { id, odcs: true } => {
+            let document: DataContract = client.get(&id_path(&id, "/odcs")?).await?;
+            if json {
+                return output::json(&document);
+            }
+            print!("{}", serde_yaml_ng::to_string(&document)?);
+            Ok(())
+        }
+        ShareAction::Show { id, odcs: false } => {
+            let view: AgreementView = client.get(&id_path(&id, "")?).await?;
+            if json {
+                return output::json(&view);
+            }
+            print_view(&view);
+            Ok(())
+        }
+        ShareAction::Accept { id } => {
+            let view: AgreementView = client
+                .post(&id_path(&id, "/accept")?, &serde_json::json!({}))
+                .await?;
+            if json {
+                return output::json(&view);
+            }
+            println!(
+                "accepted: contract {} gives {} {} ({}) until {}",
+                view.short_id,
+                view.consumer,
+                view.product,
+                columns_text(&view),
+                view.expires_at
+            );
+            Ok(())
+        }
+        ShareAction::Reject { id, reason } => {
+            let body = ReasonRequest {
+                reason: Some(reason),
+            };
+            let view: AgreementView = client.post(&id_path(&id, "/reject")?, &body).await?;
+            if json {
+                return output::json(&view);
+            }
+            println!(
+                "rejected: contract {} from {} for {}",
+                view.short_id, view.consumer, view.product
+            );
+            Ok(())
+        }
+        ShareAction::Revoke { id, reason } => {
+            let body = ReasonRequest { reason };
+            let view: AgreementView = client.post(&id_path(&id, "/revoke")?, &body).await?;
+            if json {
+                return output::json(&view);
+            }
+            println!(
+                "revoked: contract {} for {} between {} and {}; {} is told directly and through the mesh",
+                view.short_id,
+                view.product,
+                view.provider,
+                view.consumer,
+                view.counterparty()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `2024-03-01T12:00:00.000Z` -> `2024-03-01`.
+fn date(rfc3339: &str) -> &str {
+    rfc3339.get(..10).unwrap_or(rfc3339)
+}
+
+fn columns_text(v: &AgreementView) -> String {
+    match (&v.granted_columns, &v.columns) {
+        (Some(granted), _) => granted.join(","),
+        (None, Some(asked)) => asked.join(","),
+        (None, None) => "all".into(),
+    }
+}
+
+fn role(role: Role) -> &'static str {
+    match role {
+        Role::Provider => "provider",
+        Role::Consumer => "consumer",
+    }
+}
+
+fn print_table(views: &[AgreementView]) {
+    let mut table = output::table(&[
+        "id", "role", "product", "with", "state", "purpose", "columns", "until",
+    ]);
+    for v in views {
+        table.add_row(vec![
+            v.short_id.clone(),
+            role(v.role).to_owned(),
+            v.product.clone(),
+            v.counterparty().to_owned(),
+            v.state.to_string(),
+            v.purpose.clone(),
+            columns_text(v),
+            date(&v.expires_at).to_owned(),
+        ]);
+    }
+    println!("{table}");
+}
+
+fn print_view(v: &AgreementView) {
+    println!("contract {}  ({})", v.short_id, v.state);
+    println!("  id         {}", v.id);
+    println!("  product    {} (versions {})", v.product, v.version_range);
+    println!("  provider   {} (key {})", v.provider, v.provider_key);
+    println!("  consumer   {} (key {})", v.consumer, v.consumer_key);
+    println!("  this node  {}", role(v.role));
+    println!("  purpose    {}", v.purpose);
+    println!("  columns    {}", columns_text(v));
+    println!(
+        "  filter     {}",
+        v.filter.as_deref().unwrap_or("none (all rows)")
+    );
+    println!(
+        "  valid      {} .. {}",
+        mesh_node::views::rfc3339(v.created_at_ms),
+        v.expires_at
+    );
+    if let Some(reason) = &v.reason {
+        let who = match (v.state, v.revoked_by) {
+            (ContractState::Revoked, Some(by)) => format!("revoked by the {}", role(by)),
+            (ContractState::Revoked, None) => "revoked".to_owned(),
+            _ => format!("rejected by {}", v.provider),
+        };
+        println!("  reason     {reason} ({who})");
+    }
+}
+
+/// `meshnode audit`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AuditArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// Check the hash chain; fails naming the first broken entry.
+    #[arg(long)]
+    verify: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let dir = client::data_dir(args.dir.data_dir)?;
+    let client = Client::for_data_dir(&dir)?;
+    let view: AuditView = client.get("/v1/audit").await?;
+    if args.json {
+        output::json(&view)?;
+    } else if !args.verify {
+        let mut table = output::table(&["seq", "time", "kind", "product", "contract", "detail"]);
+        for e in &view.entries {
+            let text = |key: &str| e.detail.get(key).and_then(|v| v.as_str()).unwrap_or("");
+            let contract = text("agreement").get(..12).unwrap_or("").to_owned();
+            let mut extra = Vec::new();
+            for key in [
+                "role",
+                "direction",
+                "consumer",
+                "decided_by",
+                "revoked_by",
+                "reason",
+                "version",
+            ] {
+                if let Some(value) = e.detail.get(key).filter(|v| !v.is_null()) {
+                    let value = value
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| value.to_string());
+                    extra.push(format!("{key}={value}"));
+                }
+            }
+            table.add_row(vec![
+                e.seq.to_string(),
+                e.at.clone(),
+                e.kind.clone(),
+                text("product").to_owned(),
+                contract,
+                extra.join(" "),
+            ]);
+        }
+        println!("{table}");
+    }
+    match (&view.error, args.verify) {
+        (Some(error), true) => bail!(
+            "the audit log does not verify: {error} (the log of {} holds {} readable entries)",
+            dir.root().display(),
+            view.entries.len()
+        ),
+        (None, true) if !args.json => {
+            println!(
+                "audit log verified: {} entries, hash chain intact",
+                view.intact_entries
+            );
+        }
+        (Some(error), false) if !args.json => {
+            eprintln!("warning: {error} (run `meshnode audit --verify`)");
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,1400 @@
+//! Contract negotiation on top of the store: what a provider answers, how a party records an
+//! answer, and the operator's decisions (accept, reject, revoke).
+//!
+//! No network here: the actor in `contracts` moves bytes over `/meshnode/contract/1` and
+//! calls these functions, which decide with the pure rules of `mesh_protocol::contract`,
+//! persist, audit and flush. Every function that changes a record flushes the store before it
+//! returns, so whatever it returns may be acknowledged to a peer or a user.
+
+use libp2p::PeerId;
+use mesh_protocol::audit::AuditKind;
+use mesh_protocol::contract::{
+    Agreement, AgreementId, ContractEvent, ContractMessage, ContractReply, ContractRequest,
+    ContractState, ContractTerms, DAY_MS, PolicyDecision, PolicyViolation, Rejection, Revocation,
+    evaluate, transition, verify_rejection, verify_request, verify_revocation,
+    verify_revocation_signer,
+};
+use mesh_protocol::{Filter, Identity, ProductDescriptor, PublicKey, Signed};
+
+use crate::agreements::{AgreementRecord, Role};
+use crate::error::NodeError;
+use crate::store::{Store, StoreError};
+use crate::views::{ShareRequest, rfc3339};
+
+/// Fewest hex digits of an agreement id accepted on the command line.
+pub(crate) const MIN_ID_PREFIX: usize = 8;
+/// Validity of a request when `--days` is not given (capped by the product's maximum).
+pub(crate) const DEFAULT_DAYS: u32 = 30;
+/// The reply text when the libp2p sender is not the consumer named in the terms.
+pub(crate) const NOT_SENDER: &str = "request signed by a key that is not the sender's: a \
+     consumer can only send its own requests";
+
+/// This node as a contract party: its store and its signing identity.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Party<'a> {
+    /// Where records, revocations and the audit log live.
+    pub(crate) store: &'a Store,
+    /// Signs agreements, rejections and revocations.
+    pub(crate) identity: &'a Identity,
+}
+
+/// The libp2p peer id of a domain key (the same ed25519 key), if it is a valid key.
+pub(crate) fn peer_id_of(key: &PublicKey) -> Option<PeerId> {
+    let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(&key.0).ok()?;
+    Some(libp2p::identity::PublicKey::from(key).to_peer_id())
+}
+
+/// The other party's key.
+pub(crate) fn counterparty(role: Role, terms: &ContractTerms) -> PublicKey {
+    match role {
+        Role::Provider => terms.consumer,
+        Role::Consumer => terms.provider,
+    }
+}
+
+fn corrupt(id: &AgreementId, e: impl std::fmt::Display) -> NodeError {
+    NodeError::Store(StoreError::Corrupt {
+        tree: "agreements",
+        key: id.to_hex(),
+        reason: e.to_string(),
+    })
+}
+
+fn terms_of(id: &AgreementId, record: &AgreementRecord) -> Result<ContractTerms, NodeError> {
+    record.terms().map_err(|e| corrupt(id, e))
+}
+
+fn illegal(e: mesh_protocol::TransitionError) -> NodeError {
+    NodeError::Conflict(e.to_string())
+}
+
+/// Appends an audit entry about one contract.
+fn audit(
+    store: &Store,
+    kind: AuditKind,
+    id: &AgreementId,
+    role: Role,
+    terms: &ContractTerms,
+    extra: serde_json::Value,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let mut detail = serde_json::json!({
+        "agreement": id.to_hex(),
+        "role": role,
+        "product": format!("{}/{}", terms.provider_domain, terms.product.name),
+        "provider": terms.provider_domain,
+        "consumer": terms.consumer_domain,
+        "provider_key": terms.provider.to_hex(),
+        "consumer_key": terms.consumer.to_hex(),
+        "purpose": terms.purpose,
+        "columns": terms.columns,
+        "filter": terms.filter,
+        "valid_until_ms": terms.valid_until_ms,
+    });
+    if let (Some(detail), serde_json::Value::Object(extra)) = (detail.as_object_mut(), extra) {
+        detail.extend(extra);
+    }
+    store.audit_append(kind, &detail, now_ms)?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ consumer: building
+
+/// Whether a policy violation is a mistake in the request itself (refused locally, before
+/// anything is stored or sent) rather than a policy decision that the provider makes and
+/// signs.
+fn is_malformed(violation: &PolicyViolation) -> bool {
+    use PolicyViolation as V;
+    matches!(
+        violation,
+        V::WrongProduct { .. }
+            | V::EmptyValidity { .. }
+            | V::AlreadyEnded { .. }
+            | V::EmptyVersionRange { .. }
+            | V::MissingPurpose
+            | V::NoColumns
+            | V::UnknownColumns { .. }
+            | V::BadFilter(_)
+    )
+}
+
+/// Builds the terms of `request` for `descriptor` (from our catalog) and pre-checks them
+/// locally, so that mistakes (unknown columns, a filter that does not fit the schema, ...)
+/// get a clear error before anything is stored or sent. Policy decisions (purpose,
+/// restricted columns, duration) are left to the provider, which signs its answer.
+pub(crate) fn build_terms(
+    descriptor: &ProductDescriptor,
+    consumer: PublicKey,
+    consumer_domain: &str,
+    request: &ShareRequest,
+    now_ms: u64,
+    nonce: [u8; 16],
+) -> Result<ContractTerms, NodeError> {
+    let product = descriptor.display_name();
+    if descriptor.owner == consumer {
+        return Err(NodeError::BadRequest(format!(
+            "`{product}` is published by this node: a contract is between two domains, request it from another node"
+        )));
+    }
+    let purpose = request.purpose.trim();
+    if purpose.is_empty() {
+        return Err(NodeError::BadRequest(
+            "state why you need the data with --purpose (e.g. --purpose analytics)".into(),
+        ));
+    }
+    let columns = match &request.columns {
+        None => None,
+        Some(list) => {
+            let mut columns: Vec<String> = Vec::new();
+            for c in list.iter().map(|c| c.trim()).filter(|c| !c.is_empty()) {
+                if !columns.iter().any(|k| k == c) {
+                    columns.push(c.to_owned());
+                }
+            }
+            if columns.is_empty() {
+                return Err(NodeError::BadRequest(
+                    "--columns names no column: list them separated by commas, or leave the flag out for all columns".into(),
+                ));
+            }
+            Some(columns)
+        }
+    };
+    let filter = match request.filter.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(
+            Filter::parse(text)
+                .map_err(|e| NodeError::BadRequest(format!("invalid --filter `{text}`: {e}")))?
+                .to_string(),
+        ),
+    };
+    let max = descriptor.policy.max_contract_days;
+    let days = match request.days {
+        Some(0) => {
+            return Err(NodeError::BadRequest("--days must be at least 1".into()));
+        }
+        Some(days) => days,
+        None if max > 0 => DEFAULT_DAYS.min(max),
+        None => DEFAULT_DAYS,
+    };
+    let terms = ContractTerms {
+        product: descriptor.id(),
+        provider_domain: descriptor.domain.clone(),
+        consumer_domain: consumer_domain.to_owned(),
+        provider: descriptor.owner,
+        consumer,
+        min_version: descriptor.version,
+        max_version: None,
+        purpose: purpose.to_owned(),
+        columns,
+        filter,
+        valid_from_ms: now_ms,
+        valid_until_ms: now_ms.saturating_add(u64::from(days) * DAY_MS),
+        nonce,
+    };
+    if let Err(violation) = evaluate(descriptor, &terms, now_ms)
+        && is_malformed(&violation)
+    {
+        return Err(NodeError::BadRequest(format!(
+            "{violation} (see `meshnode catalog show {product}`)"
+        )));
+    }
+    Ok(terms)
+}
+
+/// Signs `terms` and stores them as a fresh `requested` record (flushed), ready to be sent.
+pub(crate) async fn store_request(
+    party: Party<'_>,
+    terms: ContractTerms,
+    now_ms: u64,
+) -> Result<(AgreementId, Signed<ContractRequest>), NodeError> {
+    let id = terms.id();
+    let envelope = Signed::sign(party.identity, &ContractRequest { terms });
+    let record = AgreementRecord {
+        role: Role::Consumer,
+        request: envelope.clone(),
+        agreement: None,
+        rejection: None,
+        revocation: None,
+        state: ContractState::Requested,
+        updated_ms: now_ms,
+    };
+    party.store.put_agreement(&id, &record)?;
+    party.store.flush().await?;
+    Ok((id, envelope))
+}
+
+/// Removes a request that never reached its provider (or that it refused without storing
+/// it), so that nothing half-done stays behind. Only `requested` records are removed.
+pub(crate) async fn forget_request(party: Party<'_>, id: &AgreementId) -> Result<(), NodeError> {
+    if let Some(record) = party.store.agreement(id)?
+        && record.state == ContractState::Requested
+        && record.role == Role::Consumer
+    {
+        party
+            .store
+            .agreements()
+            .remove(id.0)
+            .map_err(StoreError::from)?;
+        party.store.flush().await?;
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ answering a peer
+
+/// Answers one `/meshnode/contract/1` message from `sender`. Anything stored is flushed
+/// before this returns, so the reply may be sent at once.
+pub(crate) async fn answer(
+    party: Party<'_>,
+    sender: PeerId,
+    bytes: &[u8],
+    now_ms: u64,
+) -> ContractReply {
+    let message = match ContractMessage::from_bytes(bytes) {
+        Ok(m) => m,
+        Err(e) => return ContractReply::Error(format!("malformed contract message: {e}")),
+    };
+    let result = match message {
+        ContractMessage::Request(envelope) => answer_request(party, sender, envelope, now_ms).await,
+        ContractMessage::Status(id) => answer_status(party, sender, &id),
+        ContractMessage::Revoke(envelope) => answer_revoke(party, envelope, now_ms).await,
+    };
+    result.unwrap_or_else(|e| {
+        tracing::error!("cannot answer a contract message: {e}");
+        ContractReply::Error(format!(
+            "the peer could not handle the message ({e}); try again later"
+        ))
+    })
+}
+
+/// The reply that describes a stored record.
+fn reply_for(id: &AgreementId, record: &AgreementRecord) -> ContractReply {
+    let missing =
+        |what: &str| ContractReply::Error(format!("contract {} has no {what}", id.short()));
+    match record.state {
+        ContractState::Requested | ContractState::Pending => ContractReply::Pending(*id),
+        ContractState::Agreed | ContractState::Expired => match &record.agreement {
+            Some(a) => ContractReply::Agreed(a.clone()),
+            None => missing("agreement"),
+        },
+        ContractState::Rejected => match &record.rejection {
+            Some(r) => ContractReply::Rejected(r.clone()),
+            None => missing("rejection"),
+        },
+        ContractState::Revoked => match &record.revocation {
+            Some(r) => ContractReply::Revoked(r.clone()),
+            None => missing("revocation"),
+        },
+    }
+}
+
+/// The provider's side of a request: verify, refuse replays, evaluate the policy, store,
+/// audit, flush, answer.
+pub(crate) async fn answer_request(
+    party: Party<'_>,
+    sender: PeerId,
+    envelope: Signed<ContractRequest>,
+    now_ms: u64,
+) -> Result<ContractReply, NodeError> {
+    let store = party.store;
+    let terms = match verify_request(&envelope) {
+        Ok(t) => t,
+        Err(e) => return Ok(ContractReply::Error(format!("invalid request: {e}"))),
+    };
+    if peer_id_of(&terms.consumer) != Some(sender) {
+        return Ok(ContractReply::Error(NOT_SENDER.into()));
+    }
+    let id = terms.id();
+    // The same request again (a retry or a replay): its current state, never a second
+    // agreement.
+    if let Some(record) = store.agreement(&id)? {
+        return Ok(reply_for(&id, &record));
+    }
+    for (other, record) in store.agreement_records()? {
+        if let Ok(t) = record.terms()
+            && t.consumer == terms.consumer
+            && t.nonce == terms.nonce
+        {
+            return Ok(ContractReply::Error(format!(
+                "the request reuses the nonce of contract {}: a replayed or altered request is refused; send a new request",
+                other.short()
+            )));
+        }
+    }
+    let me = party.identity.public_key();
+    let product = format!("{}/{}", terms.provider_domain, terms.product.name);
+    let descriptor = match (
+        terms.provider == me,
+        store.local_version(&terms.product.name)?,
+    ) {
+        (true, Some(_)) => store.descriptor(&terms.product)?,
+        _ => None,
+    };
+    let Some((_, descriptor)) = descriptor else {
+        return Ok(ContractReply::Error(format!(
+            "product `{product}` is not published by this node"
+        )));
+    };
+    let descriptor = descriptor
+        .decode_trusted()
+        .map_err(|e| NodeError::Internal(format!("our own descriptor does not decode: {e}")))?;
+    let mut record = AgreementRecord {
+        role: Role::Provider,
+        request: envelope.clone(),
+        agreement: None,
+        rejection: None,
+        revocation: None,
+        state: ContractState::Requested,
+        updated_ms: now_ms,
+    };
+    let outcome = match evaluate(&descriptor, &terms, now_ms) {
+        Err(violation) => {
+            let rejection = Signed::sign(
+                party.identity,
+                &Rejection {
+                    agreement_id: id,
+                    provider: me,
+                    reason: violation.to_string(),
+                    at_ms: now_ms,
+                },
+            );
+            record.state = transition(record.state, ContractEvent::Reject).map_err(illegal)?;
+            record.rejection = Some(rejection.clone());
+            Some((
+                AuditKind::Rejection,
+                serde_json::json!({ "reason": violation.to_string(), "decided_by": "policy" }),
+                ContractReply::Rejected(rejection),
+            ))
+        }
+        Ok(PolicyDecision::AutoApprove) => {
+            let agreement = Agreement::countersign(party.identity, envelope)
+                .map_err(|e| NodeError::Internal(format!("cannot countersign: {e}")))?;
+            record.state = transition(record.state, ContractEvent::Approve).map_err(illegal)?;
+            record.agreement = Some(agreement.clone());
+            Some((
+                AuditKind::Agreement,
+                serde_json::json!({ "decided_by": "policy" }),
+                ContractReply::Agreed(agreement),
+            ))
+        }
+        Ok(PolicyDecision::NeedsOperator) => {
+            record.state =
+                transition(record.state, ContractEvent::ParkForOperator).map_err(illegal)?;
+            None
+        }
+    };
+    store.put_agreement(&id, &record)?;
+    let direction = serde_json::json!({ "direction": "received", "state": record.state });
+    audit(
+        store,
+        AuditKind::Request,
+        &id,
+        Role::Provider,
+        &terms,
+        direction,
+        now_ms,
+    )?;
+    let reply = match outcome {
+        Some((kind, extra, reply)) => {
+            audit(store, kind, &id, Role::Provider, &terms, extra, now_ms)?;
+            reply
+        }
+        None => ContractReply::Pending(id),
+    };
+    store.flush().await?;
+    tracing::info!(id = %id.short(), product, consumer = terms.consumer_domain, state = %record.state, "contract request answered");
+    Ok(reply)
+}
+
+/// The state of a contract, for one of its parties only.
+fn answer_status(
+    party: Party<'_>,
+    sender: PeerId,
+    id: &AgreementId,
+) -> Result<ContractReply, NodeError> {
+    let Some(record) = party.store.agreement(id)? else {
+        return Ok(ContractReply::Unknown(*id));
+    };
+    let terms = terms_of(id, &record)?;
+    let is_party =
+        peer_id_of(&terms.consumer) == Some(sender) || peer_id_of(&terms.provider) == Some(sender);
+    if !is_party {
+        return Ok(ContractReply::Unknown(*id));
+    }
+    Ok(reply_for(id, &record))
+}
+
+/// A revocation sent to us directly by the other party.
+async fn answer_revoke(
+    party: Party<'_>,
+    envelope: Signed<Revocation>,
+    now_ms: u64,
+) -> Result<ContractReply, NodeError> {
+    let body = match verify_revocation_signer(&envelope) {
+        Ok(b) => b,
+        Err(e) => return Ok(ContractReply::Error(format!("invalid revocation: {e}"))),
+    };
+    let id = body.agreement_id;
+    let Some(record) = party.store.agreement(&id)? else {
+        return Ok(ContractReply::Unknown(id));
+    };
+    let terms = terms_of(&id, &record)?;
+    if let Err(e) = verify_revocation(&envelope, &terms) {
+        return Ok(ContractReply::Error(format!("invalid revocation: {e}")));
+    }
+    match apply_revocation(party, &id, record, envelope, now_ms).await {
+        Ok(record) => Ok(reply_for(&id, &record)),
+        Err(NodeError::Conflict(message)) => Ok(ContractReply::Error(message)),
+        Err(e) => Err(e),
+    }
+}
+
+// ------------------------------------------------------------------ recording outcomes
+
+/// Records a revocation that was verified against `record`'s terms, without flushing.
+/// Returns the record and whether it changed. A contract that is already revoked keeps its
+/// first revocation. One we still hold as requested or pending (the provider agreed and
+/// revoked before we heard of the agreement) ends as revoked too; a rejected or expired one
+/// cannot be revoked.
+pub(crate) fn record_revocation(
+    store: &Store,
+    id: &AgreementId,
+    mut record: AgreementRecord,
+    envelope: Signed<Revocation>,
+    now_ms: u64,
+) -> Result<(AgreementRecord, bool), NodeError> {
+    let terms = terms_of(id, &record)?;
+    match record.state {
+        ContractState::Revoked => return Ok((record, false)),
+        ContractState::Requested | ContractState::Pending => {}
+        state => {
+            transition(state, ContractEvent::Revoke).map_err(illegal)?;
+        }
+    }
+    let body = envelope.decode_trusted().map_err(|e| corrupt(id, e))?;
+    let by = if body.by == terms.provider {
+        Role::Provider
+    } else {
+        Role::Consumer
+    };
+    record.state = ContractState::Revoked;
+    record.revocation = Some(envelope.clone());
+    record.updated_ms = now_ms;
+    store.put_agreement(id, &record)?;
+    store.put_revocation(id, &envelope)?;
+    let extra = serde_json::json!({ "revoked_by": by, "reason": body.reason });
+    audit(
+        store,
+        AuditKind::Revocation,
+        id,
+        record.role,
+        &terms,
+        extra,
+        now_ms,
+    )?;
+    tracing::info!(id = %id.short(), ?by, "contract revoked");
+    Ok((record, true))
+}
+
+/// [`record_revocation`], then flush.
+async fn apply_revocation(
+    party: Party<'_>,
+    id: &AgreementId,
+    record: AgreementRecord,
+    envelope: Signed<Revocation>,
+    now_ms: u64,
+) -> Result<AgreementRecord, NodeError> {
+    let (record, changed) = record_revocation(party.store, id, record, envelope, now_ms)?;
+    if changed {
+        party.store.flush().await?;
+    }
+    Ok(record)
+}
+
+/// Records the other party's answer about contract `id` (to our request, a status poll or a
+/// revocation), after checking every signature against the stored terms. Flushes when
+/// something changed. [`ContractReply::Unknown`] changes nothing; [`ContractReply::Error`]
+/// is returned as [`NodeError::Refused`].
+pub(crate) async fn apply_reply(
+    party: Party<'_>,
+    id: &AgreementId,
+    reply: ContractReply,
+    now_ms: u64,
+) -> Result<AgreementRecord, NodeError> {
+    let store = party.store;
+    let mut record = store.agreement(id)?.ok_or_else(|| {
+        NodeError::NotFound(format!("contract {} is no longer stored", id.short()))
+    })?;
+    let terms = terms_of(id, &record)?;
+    let other = match record.role {
+        Role::Provider => &terms.consumer_domain,
+        Role::Consumer => &terms.provider_domain,
+    };
+    let before = record.state;
+    let mut outcome: Option<(AuditKind, serde_json::Value)> = None;
+    match reply {
+        ContractReply::Agreed(agreement) => {
+            if agreement.id() != *id {
+                return Err(NodeError::Refused(format!(
+                    "{other} answered about contract {} instead of {}",
+                    agreement.id().short(),
+                    id.short()
+                )));
+            }
+            agreement.verify().map_err(|e| {
+                NodeError::Refused(format!(
+                    "{other} sent an agreement that does not verify: {e}"
+                ))
+            })?;
+            if matches!(before, ContractState::Requested | ContractState::Pending) {
+                record.state = transition(before, ContractEvent::Approve).map_err(illegal)?;
+                record.agreement = Some(agreement);
+                outcome = Some((AuditKind::Agreement, serde_json::json!({})));
+            }
+        }
+        ContractReply::Pending(pending) => {
+            if pending != *id {
+                return Err(NodeError::Refused(format!(
+                    "{other} answered about contract {} instead of {}",
+                    pending.short(),
+                    id.short()
+                )));
+            }
+            if before == ContractState::Requested {
+                record.state =
+                    transition(before, ContractEvent::ParkForOperator).map_err(illegal)?;
+            }
+        }
+        ContractReply::Rejected(rejection) => {
+            let body = verify_rejection(&rejection, &terms).map_err(|e| {
+                NodeError::Refused(format!(
+                    "{other} sent a rejection that does not verify: {e}"
+                ))
+            })?;
+            if matches!(before, ContractState::Requested | ContractState::Pending) {
+                record.state = transition(before, ContractEvent::Reject).map_err(illegal)?;
+                record.rejection = Some(rejection);
+                outcome = Some((
+                    AuditKind::Rejection,
+                    serde_json::json!({ "reason": body.reason }),
+                ));
+            }
+        }
+        ContractReply::Revoked(revocation) => {
+            verify_revocation(&revocation, &terms).map_err(|e| {
+                NodeError::Refused(format!(
+                    "{other} sent a revocation that does not verify: {e}"
+                ))
+            })?;
+            if before == ContractState::Requested {
+                audit_sent(store, id, &terms, now_ms)?;
+            }
+            return apply_revocation(party, id, record, revocation, now_ms).await;
+        }
+        ContractReply::Unknown(_) => return Ok(record),
+        ContractReply::Error(message) => {
+            return Err(NodeError::Refused(format!("{other} refused: {message}")));
+        }
+    }
+    if record.state == before {
+        return Ok(record);
+    }
+    record.updated_ms = now_ms;
+    store.put_agreement(id, &record)?;
+    if before == ContractState::Requested {
+        audit_sent(store, id, &terms, now_ms)?;
+    }
+    if let Some((kind, extra)) = outcome {
+        audit(store, kind, id, record.role, &terms, extra, now_ms)?;
+    }
+    store.flush().await?;
+    tracing::info!(id = %id.short(), from = %before, to = %record.state, "contract updated");
+    Ok(record)
+}
+
+/// The consumer's audit entry for a request, written once the provider has acknowledged it.
+fn audit_sent(
+    store: &Store,
+    id: &AgreementId,
+    terms: &ContractTerms,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let extra = serde_json::json!({ "direction": "sent" });
+    audit(
+        store,
+        AuditKind::Request,
+        id,
+        Role::Consumer,
+        terms,
+        extra,
+        now_ms,
+    )
+}
+
+// ------------------------------------------------------------------ operator decisions
+
+/// Finds a contract by its full id or a unique prefix of at least [`MIN_ID_PREFIX`] hex
+/// digits.
+pub(crate) fn find(store: &Store, text: &str) -> Result<(AgreementId, AgreementRecord), NodeError> {
+    let prefix = text.trim().to_ascii_lowercase();
+    let see = "see `meshnode share list`";
+    if prefix.len() < MIN_ID_PREFIX
+        || prefix.len() > 64
+        || !prefix.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(NodeError::BadRequest(format!(
+            "`{text}` is not a contract id: give the full id or at least {MIN_ID_PREFIX} of its hex digits ({see})"
+        )));
+    }
+    let mut hits: Vec<(AgreementId, AgreementRecord)> = if prefix.len() == 64 {
+        let id: AgreementId =
+            prefix
+                .parse()
+                .map_err(|e: mesh_protocol::contract::ParseAgreementIdError| {
+                    NodeError::BadRequest(e.to_string())
+                })?;
+        store.agreement(&id)?.map(|r| (id, r)).into_iter().collect()
+    } else {
+        store
+            .agreement_records()?
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&prefix))
+            .collect()
+    };
+    match hits.len() {
+        0 => Err(NodeError::NotFound(format!(
+            "no contract with id `{text}` on this node ({see})"
+        ))),
+        1 => Ok(hits.pop().expect("one hit")),
+        _ => {
+            let ids: Vec<String> = hits.iter().map(|(id, _)| id.to_hex()).collect();
+            Err(NodeError::BadRequest(format!(
+                "contract id `{text}` is ambiguous: it starts {}; give more digits",
+                ids.join(" and ")
+            )))
+        }
+    }
+}
+
+/// Checks that a pending request is ours to decide.
+fn pending_for_provider(
+    id: &AgreementId,
+    record: &AgreementRecord,
+    terms: &ContractTerms,
+    verb: &str,
+    now_ms: u64,
+) -> Result<(), NodeError> {
+    if record.role != Role::Provider {
+        return Err(NodeError::Conflict(format!(
+            "contract {} is a request this node sent: only its provider ({}) can {verb} it",
+            id.short(),
+            terms.provider_domain
+        )));
+    }
+    let state = record.state_at(now_ms);
+    if state != ContractState::Pending {
+        return Err(NodeError::Conflict(format!(
+            "contract {} is {state}, not pending: only a pending request can be {verb}ed",
+            id.short()
+        )));
+    }
+    Ok(())
+}
+
+/// `share accept`: the provider's operator countersigns a pending request.
+pub(crate) async fn accept(
+    party: Party<'_>,
+    text: &str,
+    now_ms: u64,
+) -> Result<(AgreementId, AgreementRecord), NodeError> {
+    let (id, mut record) = find(party.store, text)?;
+    let terms = terms_of(&id, &record)?;
+    pending_for_provider(&id, &record, &terms, "accept", now_ms)?;
+    if now_ms >= terms.valid_until_ms {
+        return Err(NodeError::Conflict(format!(
+            "the request {} asked for a contract that ended on {}: reject it instead",
+            id.short(),
+            rfc3339(terms.valid_until_ms)
+        )));
+    }
+    let agreement = Agreement::countersign(party.identity, record.request.clone())
+        .map_err(|e| NodeError::Internal(format!("cannot countersign: {e}")))?;
+    record.state = transition(record.state, ContractEvent::Approve).map_err(illegal)?;
+    record.agreement = Some(agreement);
+    record.updated_ms = now_ms;
+    party.store.put_agreement(&id, &record)?;
+    let extra = serde_json::json!({ "decided_by": "operator" });
+    audit(
+        party.store,
+        AuditKind::Agreement,
+        &id,
+        record.role,
+        &terms,
+        extra,
+        now_ms,
+    )?;
+    party.store.flush().await?;
+    Ok((id, record))
+}
+
+/// `share reject`: the provider's operator refuses a pending request, with a signed reason.
+pub(crate) async fn reject(
+    party: Party<'_>,
+    text: &str,
+    reason: &str,
+    now_ms: u64,
+) -> Result<(AgreementId, AgreementRecord), NodeError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(NodeError::BadRequest(
+            "say why with --reason: the consumer sees it".into(),
+        ));
+    }
+    let (id, mut record) = find(party.store, text)?;
+    let terms = terms_of(&id, &record)?;
+    pending_for_provider(&id, &record, &terms, "reject", now_ms)?;
+    let rejection = Signed::sign(
+        party.identity,
+        &Rejection {
+            agreement_id: id,
+            provider: party.identity.public_key(),
+            reason: reason.to_owned(),
+            at_ms: now_ms,
+        },
+    );
+    record.state = transition(record.state, ContractEvent::Reject).map_err(illegal)?;
+    record.rejection = Some(rejection);
+    record.updated_ms = now_ms;
+    party.store.put_agreement(&id, &record)?;
+    let extra = serde_json::json!({ "reason": reason, "decided_by": "operator" });
+    audit(
+        party.store,
+        AuditKind::Rejection,
+        &id,
+        record.role,
+        &terms,
+        extra,
+        now_ms,
+    )?;
+    party.store.flush().await?;
+    Ok((id, record))
+}
+
+/// `share revoke`: either party ends an agreed contract. Returns the signed revocation to
+/// send to the other party and to gossip.
+pub(crate) async fn revoke(
+    party: Party<'_>,
+    text: &str,
+    reason: Option<&str>,
+    now_ms: u64,
+) -> Result<(AgreementId, AgreementRecord, Signed<Revocation>), NodeError> {
+    let (id, record) = find(party.store, text)?;
+    let terms = terms_of(&id, &record)?;
+    let short = id.short();
+    match record.state_at(now_ms) {
+        ContractState::Agreed => {}
+        ContractState::Revoked => {
+            let by = record
+                .revocation
+                .as_ref()
+                .map(|r| {
+                    if r.signer() == terms.provider {
+                        terms.provider_domain.as_str()
+                    } else {
+                        terms.consumer_domain.as_str()
+                    }
+                })
+                .unwrap_or("a party");
+            return Err(NodeError::Conflict(format!(
+                "contract {short} is already revoked (by {by}): there is nothing left to revoke"
+            )));
+        }
+        ContractState::Rejected => {
+            return Err(NodeError::Conflict(format!(
+                "contract {short} was rejected: there is no agreement to revoke"
+            )));
+        }
+        ContractState::Expired => {
+            return Err(NodeError::Conflict(format!(
+                "contract {short} already expired on {}: there is nothing to revoke",
+                rfc3339(terms.valid_until_ms)
+            )));
+        }
+        state @ (ContractState::Requested | ContractState::Pending) => {
+            return Err(NodeError::Conflict(format!(
+                "contract {short} is {state}, not agreed: only an agreed contract can be revoked (its provider can `meshnode share reject` a pending request)"
+            )));
+        }
+    }
+    let reason = reason
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let role = match record.role {
+                Role::Provider => "provider",
+                Role::Consumer => "consumer",
+            };
+            format!("revoked by the {role}'s operator")
+        });
+    let envelope = Signed::sign(
+        party.identity,
+        &Revocation {
+            agreement_id: id,
+            by: party.identity.public_key(),
+            reason,
+            at_ms: now_ms,
+        },
+    );
+    let record = apply_revocation(party, &id, record, envelope.clone(), now_ms).await?;
+    Ok((id, record, envelope))
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_protocol::audit::AuditEntry;
+    use mesh_protocol::descriptor::{Approval, ColumnSchema, ContentDigest, Policy, Sla, Status};
+
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn sales() -> Identity {
+        Identity::from_secret_bytes([1; 32])
+    }
+    fn churn() -> Identity {
+        Identity::from_secret_bytes([2; 32])
+    }
+    fn mallory() -> Identity {
+        Identity::from_secret_bytes([3; 32])
+    }
+    fn peer(identity: &Identity) -> PeerId {
+        peer_id_of(&identity.public_key()).unwrap()
+    }
+
+    fn column(name: &str, data_type: &str) -> ColumnSchema {
+        ColumnSchema {
+            name: name.into(),
+            data_type: data_type.into(),
+            nullable: false,
+        }
+    }
+
+    fn descriptor(approval: Approval) -> ProductDescriptor {
+        ProductDescriptor {
+            owner: sales().public_key(),
+            domain: "sales".into(),
+            name: "orders".into(),
+            version: 2,
+            title: "Orders".into(),
+            description: "Orders per region".into(),
+            tags: vec![],
+            schema: vec![
+                column("order_id", "Int64"),
+                column("region", "Utf8"),
+                column("email", "Utf8"),
+                column("amount", "Float64"),
+            ],
+            rows: 3,
+            bytes: 100,
+            digest: ContentDigest([0; 32]),
+            published_at_ms: NOW,
+            sla: Sla::default(),
+            policy: Policy {
+                approval,
+                allowed_purposes: vec!["analytics".into()],
+                max_contract_days: 90,
+                restricted_columns: vec!["email".into()],
+            },
+            lineage: vec![],
+            data_addr: None,
+            status: Status::Active,
+        }
+    }
+
+    /// A provider store that publishes `orders` and a consumer store that has it in its
+    /// catalog.
+    struct Mesh {
+        _dirs: (tempfile::TempDir, tempfile::TempDir),
+        provider: Store,
+        consumer: Store,
+        descriptor: ProductDescriptor,
+        sales: Identity,
+        churn: Identity,
+    }
+
+    impl Mesh {
+        fn new(approval: Approval) -> Self {
+            let descriptor = descriptor(approval);
+            let envelope = Signed::sign(&sales(), &descriptor);
+            let (pd, cd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let provider = Store::open(pd.path()).unwrap();
+            provider.put_descriptor(&descriptor, &envelope).unwrap();
+            provider.set_local_version("orders", 2).unwrap();
+            let consumer = Store::open(cd.path()).unwrap();
+            consumer.put_descriptor(&descriptor, &envelope).unwrap();
+            Self {
+                _dirs: (pd, cd),
+                provider,
+                consumer,
+                descriptor,
+                sales: sales(),
+                churn: churn(),
+            }
+        }
+
+        fn provider(&self) -> Party<'_> {
+            Party {
+                store: &self.provider,
+                identity: &self.sales,
+            }
+        }
+
+        fn consumer(&self) -> Party<'_> {
+            Party {
+                store: &self.consumer,
+                identity: &self.churn,
+            }
+        }
+
+        fn terms(&self, request: &ShareRequest, nonce: u8) -> Result<ContractTerms, NodeError> {
+            build_terms(
+                &self.descriptor,
+                self.churn.public_key(),
+                "churn",
+                request,
+                NOW,
+                [nonce; 16],
+            )
+        }
+
+        /// The consumer requests, the provider answers, the consumer records the answer.
+        async fn negotiate(
+            &self,
+            request: &ShareRequest,
+            nonce: u8,
+        ) -> (AgreementId, ContractReply) {
+            let terms = self.terms(request, nonce).unwrap();
+            let (id, envelope) = store_request(self.consumer(), terms, NOW).await.unwrap();
+            let bytes = ContractMessage::Request(envelope).to_bytes();
+            let reply = answer(self.provider(), peer(&self.churn), &bytes, NOW).await;
+            apply_reply(self.consumer(), &id, reply.clone(), NOW)
+                .await
+                .unwrap();
+            (id, reply)
+        }
+
+        fn states(&self, id: &AgreementId) -> (ContractState, ContractState) {
+            (
+                self.provider.agreement(id).unwrap().unwrap().state,
+                self.consumer.agreement(id).unwrap().unwrap().state,
+            )
+        }
+    }
+
+    fn analytics() -> ShareRequest {
+        ShareRequest {
+            product: "sales/orders".into(),
+            purpose: "analytics".into(),
+            columns: Some(vec!["order_id".into(), "region".into()]),
+            filter: Some("region='EU'".into()),
+            days: Some(7),
+        }
+    }
+
+    fn audit_kinds(store: &Store) -> Vec<AuditKind> {
+        assert!(store.audit_verify().unwrap().is_ok());
+        store
+            .audit_raw()
+            .unwrap()
+            .iter()
+            .map(|b| AuditEntry::from_bytes(b).unwrap().kind)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn auto_approval_agrees_on_both_sides() {
+        let mesh = Mesh::new(Approval::Auto);
+        let (id, reply) = mesh.negotiate(&analytics(), 1).await;
+        assert!(matches!(reply, ContractReply::Agreed(_)), "{reply:?}");
+        assert_eq!(
+            mesh.states(&id),
+            (ContractState::Agreed, ContractState::Agreed)
+        );
+        let record = mesh.consumer.agreement(&id).unwrap().unwrap();
+        let terms = record.agreement.unwrap().verify().unwrap();
+        assert_eq!(
+            terms.filter.as_deref(),
+            Some("region = 'EU'"),
+            "canonical filter"
+        );
+        assert_eq!(terms.min_version, 2);
+        assert_eq!(terms.valid_until_ms, NOW + 7 * DAY_MS);
+        for store in [&mesh.provider, &mesh.consumer] {
+            assert_eq!(
+                audit_kinds(store),
+                [AuditKind::Request, AuditKind::Agreement]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn manual_approval_waits_for_the_operator() {
+        let mesh = Mesh::new(Approval::Manual);
+        let (id, reply) = mesh.negotiate(&analytics(), 1).await;
+        assert_eq!(reply, ContractReply::Pending(id));
+        assert_eq!(
+            mesh.states(&id),
+            (ContractState::Pending, ContractState::Pending)
+        );
+        // The consumer cannot accept its own request; the provider can, by prefix.
+        let err = accept(mesh.consumer(), &id.short(), NOW).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("only its provider (sales) can accept"),
+            "{err}"
+        );
+        let (accepted, record) = accept(mesh.provider(), &id.to_hex()[..8], NOW)
+            .await
+            .unwrap();
+        assert_eq!((accepted, record.state), (id, ContractState::Agreed));
+        let err = accept(mesh.provider(), &id.short(), NOW).await.unwrap_err();
+        assert!(matches!(err, NodeError::Conflict(_)), "{err}");
+        // The consumer's poll learns the decision.
+        let poll = ContractMessage::Status(id).to_bytes();
+        let reply = answer(mesh.provider(), peer(&mesh.churn), &poll, NOW).await;
+        apply_reply(mesh.consumer(), &id, reply, NOW).await.unwrap();
+        assert_eq!(
+            mesh.states(&id),
+            (ContractState::Agreed, ContractState::Agreed)
+        );
+        // A stranger learns nothing.
+        let reply = answer(mesh.provider(), peer(&mallory()), &poll, NOW).await;
+        assert_eq!(reply, ContractReply::Unknown(id));
+    }
+
+    #[tokio::test]
+    async fn operator_rejection_reaches_the_consumer() {
+        let mesh = Mesh::new(Approval::Manual);
+        let (id, _) = mesh.negotiate(&analytics(), 1).await;
+        let err = reject(mesh.provider(), &id.short(), " ", NOW)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NodeError::BadRequest(_)), "{err}");
+        reject(mesh.provider(), &id.short(), "not this quarter", NOW)
+            .await
+            .unwrap();
+        let poll = ContractMessage::Status(id).to_bytes();
+        let reply = answer(mesh.provider(), peer(&mesh.churn), &poll, NOW).await;
+        let record = apply_reply(mesh.consumer(), &id, reply, NOW).await.unwrap();
+        assert_eq!(record.state, ContractState::Rejected);
+        let reason = record.rejection.unwrap().decode_trusted().unwrap().reason;
+        assert_eq!(reason, "not this quarter");
+    }
+
+    #[tokio::test]
+    async fn policy_violations_are_signed_rejections_on_both_sides() {
+        let mesh = Mesh::new(Approval::Auto);
+        let marketing = ShareRequest {
+            purpose: "marketing".into(),
+            ..analytics()
+        };
+        let (id, reply) = mesh.negotiate(&marketing, 1).await;
+        assert!(matches!(reply, ContractReply::Rejected(_)), "{reply:?}");
+        assert_eq!(
+            mesh.states(&id),
+            (ContractState::Rejected, ContractState::Rejected)
+        );
+        for store in [&mesh.provider, &mesh.consumer] {
+            let record = store.agreement(&id).unwrap().unwrap();
+            let reason = record.rejection.unwrap().decode_trusted().unwrap().reason;
+            assert_eq!(
+                reason,
+                "purpose `marketing` is not allowed; allowed purposes: analytics"
+            );
+            assert_eq!(
+                audit_kinds(store),
+                [AuditKind::Request, AuditKind::Rejection]
+            );
+        }
+        // Restricted columns pass the local check and are refused by the provider.
+        let email = ShareRequest {
+            columns: Some(vec!["order_id".into(), "email".into()]),
+            ..analytics()
+        };
+        let (_, reply) = mesh.negotiate(&email, 2).await;
+        let ContractReply::Rejected(rejection) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(
+            rejection.decode_trusted().unwrap().reason,
+            "restricted columns cannot be shared: email"
+        );
+    }
+
+    #[tokio::test]
+    async fn request_from_another_peer_is_refused() {
+        let mesh = Mesh::new(Approval::Auto);
+        let terms = mesh.terms(&analytics(), 1).unwrap();
+        let envelope = Signed::sign(&mesh.churn, &ContractRequest { terms });
+        let bytes = ContractMessage::Request(envelope).to_bytes();
+        // Mallory forwards churn's well-signed request as her own.
+        let reply = answer(mesh.provider(), peer(&mallory()), &bytes, NOW).await;
+        assert_eq!(reply, ContractReply::Error(NOT_SENDER.into()));
+        assert!(mesh.provider.agreement_records().unwrap().is_empty());
+        assert!(mesh.provider.audit_raw().unwrap().is_empty());
+        // Signed by mallory but naming churn as consumer: the signature check refuses it.
+        let terms = mesh.terms(&analytics(), 2).unwrap();
+        let forged = Signed::sign(&mallory(), &ContractRequest { terms });
+        let bytes = ContractMessage::Request(forged).to_bytes();
+        let reply = answer(mesh.provider(), peer(&mallory()), &bytes, NOW).await;
+        let ContractReply::Error(message) = reply else {
+            panic!("{reply:?}")
+        };
+        assert!(
+            message.starts_with("invalid request: the request names consumer"),
+            "{message}"
+        );
+        assert!(mesh.provider.agreement_records().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn replays_never_make_a_second_agreement() {
+        let mesh = Mesh::new(Approval::Auto);
+        let terms = mesh.terms(&analytics(), 1).unwrap();
+        let (id, envelope) = store_request(mesh.consumer(), terms, NOW).await.unwrap();
+        let bytes = ContractMessage::Request(envelope).to_bytes();
+        let first = answer(mesh.provider(), peer(&mesh.churn), &bytes, NOW).await;
+        // The same request again (a retry, or a replay): the same agreement.
+        let again = answer(mesh.provider(), peer(&mesh.churn), &bytes, NOW + 5).await;
+        assert_eq!(first, again);
+        assert_eq!(mesh.provider.agreement_records().unwrap().len(), 1);
+        assert_eq!(audit_kinds(&mesh.provider).len(), 2);
+        // Other terms with the same nonce: refused.
+        let other = ShareRequest {
+            days: Some(8),
+            ..analytics()
+        };
+        let terms = mesh.terms(&other, 1).unwrap();
+        let envelope = Signed::sign(&mesh.churn, &ContractRequest { terms });
+        let bytes = ContractMessage::Request(envelope).to_bytes();
+        let reply = answer(mesh.provider(), peer(&mesh.churn), &bytes, NOW).await;
+        let ContractReply::Error(message) = reply else {
+            panic!("{reply:?}")
+        };
+        assert!(
+            message.contains(&format!("reuses the nonce of contract {}", id.short())),
+            "{message}"
+        );
+        assert_eq!(mesh.provider.agreement_records().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn mistakes_are_refused_locally() {
+        let mesh = Mesh::new(Approval::Auto);
+        let cases: [(ShareRequest, &str); 7] = [
+            (
+                ShareRequest {
+                    columns: Some(vec!["order_id".into(), "ssn".into()]),
+                    ..analytics()
+                },
+                "unknown columns: ssn; the product has: order_id, region, email, amount",
+            ),
+            (
+                ShareRequest {
+                    filter: Some("country = 'EU'".into()),
+                    ..analytics()
+                },
+                "invalid filter: unknown column `country`",
+            ),
+            (
+                ShareRequest {
+                    filter: Some("amount > 'big'".into()),
+                    ..analytics()
+                },
+                "invalid filter: cannot filter column `amount` of type Float64",
+            ),
+            (
+                ShareRequest {
+                    filter: Some("amount >".into()),
+                    ..analytics()
+                },
+                "invalid --filter `amount >`",
+            ),
+            (
+                ShareRequest {
+                    columns: Some(vec![" ".into()]),
+                    ..analytics()
+                },
+                "--columns names no column",
+            ),
+            (
+                ShareRequest {
+                    days: Some(0),
+                    ..analytics()
+                },
+                "--days must be at least 1",
+            ),
+            (
+                ShareRequest {
+                    purpose: "".into(),
+                    ..analytics()
+                },
+                "--purpose",
+            ),
+        ];
+        for (request, expected) in cases {
+            let err = mesh.terms(&request, 1).unwrap_err();
+            assert!(matches!(err, NodeError::BadRequest(_)), "{err}");
+            assert!(err.to_string().contains(expected), "{err} / {expected}");
+        }
+        // Our own product.
+        let err = build_terms(
+            &mesh.descriptor,
+            sales().public_key(),
+            "sales",
+            &analytics(),
+            NOW,
+            [0; 16],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("published by this node"), "{err}");
+        // Policy matters are the provider's: not refused here.
+        let restricted = ShareRequest {
+            columns: None,
+            purpose: "marketing".into(),
+            days: Some(400),
+            ..analytics()
+        };
+        assert!(mesh.terms(&restricted, 1).is_ok());
+        // The default validity respects the product's maximum.
+        let default_days = ShareRequest {
+            days: None,
+            ..analytics()
+        };
+        let terms = mesh.terms(&default_days, 1).unwrap();
+        assert_eq!(terms.validity_days(), u64::from(DEFAULT_DAYS));
+    }
+
+    #[tokio::test]
+    async fn revocation_reaches_the_other_side_once() {
+        let mesh = Mesh::new(Approval::Auto);
+        let (id, _) = mesh.negotiate(&analytics(), 1).await;
+        let (_, record, envelope) = revoke(mesh.provider(), &id.short(), Some("breach"), NOW)
+            .await
+            .unwrap();
+        assert_eq!(record.state, ContractState::Revoked);
+        let bytes = ContractMessage::Revoke(envelope.clone()).to_bytes();
+        let reply = answer(mesh.consumer(), peer(&mesh.sales), &bytes, NOW).await;
+        assert_eq!(reply, ContractReply::Revoked(envelope.clone()));
+        assert_eq!(
+            mesh.states(&id),
+            (ContractState::Revoked, ContractState::Revoked)
+        );
+        for store in [&mesh.provider, &mesh.consumer] {
+            assert_eq!(store.revocation(&id).unwrap(), Some(envelope.clone()));
+            assert_eq!(audit_kinds(store).last(), Some(&AuditKind::Revocation));
+        }
+        // Delivered twice (direct and gossip): recorded once.
+        let again = answer(mesh.consumer(), peer(&mesh.sales), &bytes, NOW).await;
+        assert_eq!(again, ContractReply::Revoked(envelope));
+        assert_eq!(audit_kinds(&mesh.consumer).len(), 3);
+        // Revoking again is a conflict on either side.
+        for party in [mesh.provider(), mesh.consumer()] {
+            let err = revoke(party, &id.short(), None, NOW).await.unwrap_err();
+            assert!(matches!(err, NodeError::Conflict(_)), "{err}");
+            assert!(
+                err.to_string().contains("already revoked (by sales)"),
+                "{err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stranger_cannot_revoke() {
+        let mesh = Mesh::new(Approval::Auto);
+        let (id, _) = mesh.negotiate(&analytics(), 1).await;
+        let forged = Signed::sign(
+            &mallory(),
+            &Revocation {
+                agreement_id: id,
+                by: mallory().public_key(),
+                reason: "mine now".into(),
+                at_ms: NOW,
+            },
+        );
+        let bytes = ContractMessage::Revoke(forged).to_bytes();
+        let reply = answer(mesh.consumer(), peer(&mallory()), &bytes, NOW).await;
+        assert!(matches!(reply, ContractReply::Error(_)), "{reply:?}");
+        assert_eq!(
+            mesh.states(&id),
+            (ContractState::Agreed, ContractState::Agreed)
+        );
+        assert_eq!(mesh.consumer.revocation(&id).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn ids_resolve_by_unique_prefix() {
+        let mesh = Mesh::new(Approval::Manual);
+        let (id, _) = mesh.negotiate(&analytics(), 1).await;
+        let hex = id.to_hex();
+        for text in [hex.as_str(), &hex[..8], &hex.to_uppercase()[..20]] {
+            assert_eq!(find(&mesh.provider, text).unwrap().0, id, "{text}");
+        }
+        let err = find(&mesh.provider, &hex[..7]).unwrap_err();
+        assert!(matches!(err, NodeError::BadRequest(_)), "{err}");
+        let err = find(&mesh.provider, "zzzzzzzzzz").unwrap_err();
+        assert!(matches!(err, NodeError::BadRequest(_)), "{err}");
+        let err = find(&mesh.provider, "00000000").unwrap_err();
+        assert!(matches!(err, NodeError::NotFound(_)), "{err}");
+        let err = accept(mesh.provider(), "00000000", NOW).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no contract with id `00000000` on this node (see `meshnode share list`)"
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_are_verified_before_they_are_recorded() {
+        let mesh = Mesh::new(Approval::Manual);
+        let (id, _) = mesh.negotiate(&analytics(), 1).await;
+        // A rejection signed by someone other than the provider.
+        let forged = Signed::sign(
+            &mallory(),
+            &Rejection {
+                agreement_id: id,
+                provider: mallory().public_key(),
+                reason: "no".into(),
+                at_ms: NOW,
+            },
+        );
+        let err = apply_reply(mesh.consumer(), &id, ContractReply::Rejected(forged), NOW)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NodeError::Refused(_)), "{err}");
+        // An agreement for other terms.
+        let other = Mesh::new(Approval::Auto);
+        let (other_id, reply) = other.negotiate(&analytics(), 9).await;
+        assert_ne!(other_id, id);
+        let err = apply_reply(mesh.consumer(), &id, reply, NOW)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("instead of"), "{err}");
+        assert_eq!(
+            mesh.states(&id),
+            (ContractState::Pending, ContractState::Pending)
+        );
+    }
+
+    #[tokio::test]
+    async fn forgetting_only_drops_unanswered_requests() {
+        let mesh = Mesh::new(Approval::Auto);
+        let terms = mesh.terms(&analytics(), 1).unwrap();
+        let (id, _) = store_request(mesh.consumer(), terms, NOW).await.unwrap();
+        forget_request(mesh.consumer(), &id).await.unwrap();
+        assert!(mesh.consumer.agreement(&id).unwrap().is_none());
+        let (id, _) = mesh.negotiate(&analytics(), 2).await;
+        forget_request(mesh.consumer(), &id).await.unwrap();
+        assert!(mesh.consumer.agreement(&id).unwrap().is_some());
+    }
+}

@@ -1,0 +1,570 @@
+//! Sharing contracts end to end: real daemons negotiating over `/meshnode/contract/1`,
+//! driven through `meshnode share` and `meshnode audit`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use mesh_tests::{CliOutput, TestNode, meshnode, meshnode_bin, wait_until, write_file};
+use serde_json::Value;
+
+/// How long a decision may take to reach the other side (polls run every 2 s).
+const PROPAGATE: Duration = Duration::from_secs(10);
+
+const ORDERS: &str = "order_id,region,email,amount\n\
+                      1,EU,a@example.com,10.5\n\
+                      2,US,b@example.com,20.0\n\
+                      3,EU,c@example.com,7.25\n";
+
+/// Provider `sales` publishing `orders` (purpose `analytics` only, `email` restricted) and
+/// consumer `churn` that holds it in its catalog.
+fn mesh(approval: &str) -> (TestNode, TestNode) {
+    let sales = TestNode::start("sales", &[]);
+    let csv = write_file(sales.dir.parent().unwrap(), "orders.csv", ORDERS);
+    let out = sales.cli(&[
+        "publish",
+        "orders",
+        "--from",
+        csv.to_str().unwrap(),
+        "--approval",
+        approval,
+        "--purpose",
+        "analytics",
+        "--restricted",
+        "email",
+    ]);
+    assert!(out.success, "publish failed: {}", out.stderr);
+    let churn = TestNode::start("churn", &[sales.addr()]);
+    wait_until(Duration::from_secs(15), || {
+        churn.version_of("sales/orders").is_some()
+    })
+    .unwrap_or_else(|| panic!("churn never saw sales/orders: {}", churn.log()));
+    (sales, churn)
+}
+
+/// `share ARGS --json`, which must succeed.
+fn share(node: &TestNode, args: &[&str]) -> Value {
+    let mut all = vec!["share"];
+    all.extend(args);
+    all.push("--json");
+    node.cli(&all).json()
+}
+
+/// `share ARGS`, which must fail; returns stderr.
+fn share_fails(node: &TestNode, args: &[&str]) -> String {
+    let mut all = vec!["share"];
+    all.extend(args);
+    let out = node.cli(&all);
+    assert!(
+        !out.success,
+        "`share {}` should fail on {}: {}",
+        args.join(" "),
+        node.domain,
+        out.stdout
+    );
+    assert_eq!(
+        out.stderr.trim().lines().count(),
+        1,
+        "one line of error: {}",
+        out.stderr
+    );
+    out.stderr
+}
+
+fn state(node: &TestNode, id: &str) -> String {
+    share(node, &["show", id])["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn wait_for_state(node: &TestNode, id: &str, expected: &str) {
+    wait_until(PROPAGATE, || state(node, id) == expected).unwrap_or_else(|| {
+        panic!(
+            "{} never saw contract {id} {expected} (still {}):\n{}",
+            node.domain,
+            state(node, id),
+            node.log()
+        )
+    });
+}
+
+fn list(node: &TestNode) -> Vec<Value> {
+    match share(node, &["list"]) {
+        Value::Array(items) => items,
+        other => panic!("not a list: {other}"),
+    }
+}
+
+/// An agreed contract for `order_id,region` of the EU rows; returns its id.
+fn agree(churn: &TestNode) -> String {
+    let v = share(
+        churn,
+        &[
+            "request",
+            "sales/orders",
+            "--purpose",
+            "analytics",
+            "--columns",
+            "order_id,region",
+            "--filter",
+            "region = 'EU'",
+        ],
+    );
+    assert_eq!(v["state"], "agreed", "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn manual_request_waits_for_the_provider_and_ends_agreed_on_both_sides() {
+    let (sales, churn) = mesh("manual");
+    let v = share(
+        &churn,
+        &[
+            "request",
+            "sales/orders",
+            "--purpose",
+            "analytics",
+            "--columns",
+            "order_id,region",
+            "--days",
+            "7",
+        ],
+    );
+    assert_eq!(v["state"], "pending", "{v}");
+    assert_eq!(v["role"], "consumer");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 64);
+
+    let pending = share(&sales, &["pending"]);
+    assert_eq!(pending.as_array().unwrap().len(), 1, "{pending}");
+    assert_eq!(pending[0]["id"], id.as_str());
+    assert_eq!(pending[0]["consumer"], "churn");
+    assert_eq!(pending[0]["role"], "provider");
+    let human = sales.cli(&["share", "pending"]);
+    assert!(human.stdout.contains(&id[..12]), "{}", human.stdout);
+
+    // The operator accepts by short id; the consumer's poll learns it within seconds.
+    let out = sales.cli(&["share", "accept", &id[..12]]);
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stdout.starts_with("accepted: contract "),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(state(&sales, &id), "agreed");
+    wait_for_state(&churn, &id, "agreed");
+    assert!(share(&sales, &["pending"]).as_array().unwrap().is_empty());
+    let shown = share(&churn, &["show", &id[..8]]);
+    assert_eq!(
+        shown["granted_columns"],
+        serde_json::json!(["order_id", "region"])
+    );
+    assert_eq!(shown["provider"], "sales");
+    assert_eq!(shown["consumer"], "churn");
+    assert_eq!(shown["consumer_key"], churn.status()["public_key"]);
+    assert_eq!(
+        shown["expires_at_ms"].as_u64().unwrap() - shown["created_at_ms"].as_u64().unwrap(),
+        7 * 24 * 3600 * 1000
+    );
+    // Accepting twice is a conflict.
+    let err = share_fails(&sales, &["accept", &id]);
+    assert!(err.contains("is agreed, not pending"), "{err}");
+}
+
+#[test]
+fn auto_request_is_agreed_at_once_and_exports_odcs() {
+    let (sales, churn) = mesh("auto");
+    let out = churn.cli(&[
+        "share",
+        "request",
+        "sales/orders",
+        "--purpose",
+        "analytics",
+        "--columns",
+        "region,order_id",
+        "--filter",
+        "region='EU'",
+    ]);
+    assert!(out.success, "{}", out.stderr);
+    let contracts = list(&churn);
+    assert_eq!(contracts.len(), 1);
+    let id = contracts[0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        out.stdout
+            .starts_with(&format!("agreed: contract {} with sales", &id[..12])),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(state(&sales, &id), "agreed");
+    assert_eq!(contracts[0]["filter"], "region = 'EU'");
+
+    // The ODCS document parses as YAML and carries exactly the granted columns, on both sides.
+    for node in [&churn, &sales] {
+        let out = node.cli(&["share", "show", &id[..10], "--odcs"]);
+        assert!(out.success, "{}", out.stderr);
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("not YAML ({e}):\n{}", out.stdout));
+        assert!(
+            doc["apiVersion"].as_str().unwrap().starts_with("v3.0."),
+            "{doc:?}"
+        );
+        assert_eq!(doc["kind"].as_str(), Some("DataContract"));
+        assert_eq!(doc["id"].as_str(), Some(id.as_str()));
+        assert_eq!(doc["status"].as_str(), Some("active"));
+        assert_eq!(doc["domain"].as_str(), Some("sales"));
+        assert_eq!(doc["dataProduct"].as_str(), Some("orders"));
+        assert_eq!(doc["description"]["purpose"].as_str(), Some("analytics"));
+        let table = &doc["schema"][0];
+        assert_eq!(table["physicalType"].as_str(), Some("table"));
+        let columns: Vec<(&str, &str, &str)> = table["properties"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap(),
+                    p["logicalType"].as_str().unwrap(),
+                    p["physicalType"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                ("order_id", "integer", "Int64"),
+                ("region", "string", "Utf8")
+            ]
+        );
+        let sla: Vec<&str> = doc["slaProperties"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|p| p["property"].as_str().unwrap())
+            .collect();
+        assert_eq!(sla, ["frequency", "latency", "availability"]);
+        let custom = |name: &str| {
+            doc["customProperties"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|p| p["property"].as_str() == Some(name))
+                .map(|p| p["value"].clone())
+                .unwrap_or_else(|| panic!("no custom property {name}"))
+        };
+        assert_eq!(custom("filter").as_str(), Some("region = 'EU'"));
+        assert_eq!(custom("agreementId").as_str(), Some(id.as_str()));
+        assert_eq!(
+            custom("consumerKey").as_str(),
+            churn.status()["public_key"].as_str()
+        );
+    }
+}
+
+#[test]
+fn policy_rejections_are_signed_and_stored_on_both_sides() {
+    let (sales, churn) = mesh("auto");
+    let err = share_fails(
+        &churn,
+        &[
+            "request",
+            "sales/orders",
+            "--purpose",
+            "marketing",
+            "--columns",
+            "order_id",
+        ],
+    );
+    let reason = "purpose `marketing` is not allowed; allowed purposes: analytics";
+    assert!(
+        err.contains(&format!(
+            "sales rejected the request for sales/orders: {reason}"
+        )),
+        "{err}"
+    );
+    let contracts = list(&churn);
+    assert_eq!(contracts.len(), 1, "the signed rejection is kept");
+    let id = contracts[0]["id"].as_str().unwrap();
+    for node in [&churn, &sales] {
+        let v = share(node, &["show", id]);
+        assert_eq!(v["state"], "rejected", "{}: {v}", node.domain);
+        assert_eq!(v["reason"], reason);
+    }
+
+    // Restricted columns, asked for by name or implicitly with all columns.
+    let err = share_fails(
+        &churn,
+        &[
+            "request",
+            "sales/orders",
+            "--purpose",
+            "analytics",
+            "--columns",
+            "order_id,email",
+        ],
+    );
+    assert!(
+        err.contains("restricted columns cannot be shared: email"),
+        "{err}"
+    );
+    let err = share_fails(
+        &churn,
+        &["request", "sales/orders", "--purpose", "analytics"],
+    );
+    assert!(
+        err.contains("requesting all columns includes restricted columns: email; list the columns you need with --columns"),
+        "{err}"
+    );
+    assert_eq!(list(&sales).len(), 3);
+    assert!(list(&sales).iter().all(|c| c["state"] == "rejected"));
+}
+
+#[test]
+fn revocations_are_seen_on_both_sides_within_seconds() {
+    let (sales, churn) = mesh("auto");
+    let id = agree(&churn);
+    let out = sales.cli(&["share", "revoke", &id[..8], "--reason", "audit finding"]);
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(state(&sales, &id), "revoked");
+    wait_for_state(&churn, &id, "revoked");
+    let v = share(&churn, &["show", &id]);
+    assert_eq!(v["reason"], "audit finding");
+    assert_eq!(v["revoked_by"], "provider");
+
+    for node in [&sales, &churn] {
+        let err = share_fails(node, &["revoke", &id]);
+        assert!(err.contains("is already revoked (by sales)"), "{err}");
+    }
+
+    // The consumer may withdraw too.
+    let id = agree(&churn);
+    assert!(churn.cli(&["share", "revoke", &id]).success);
+    wait_for_state(&sales, &id, "revoked");
+    assert_eq!(share(&sales, &["show", &id])["revoked_by"], "consumer");
+}
+
+#[test]
+fn provider_killed_right_after_agreeing_still_holds_the_agreement() {
+    let (mut sales, churn) = mesh("auto");
+    let id = agree(&churn);
+    sales.kill9();
+    sales.run();
+    for node in [&sales, &churn] {
+        let v = share(node, &["show", &id]);
+        assert_eq!(v["state"], "agreed", "{}: {v}", node.domain);
+        assert_eq!(
+            v["granted_columns"],
+            serde_json::json!(["order_id", "region"])
+        );
+    }
+    let out = sales.cli(&["audit", "--verify"]);
+    assert!(out.success, "{}", out.stderr);
+}
+
+/// Copies a stopped node's data directory (without its API files).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "api.addr" || name == "api.token" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn audit_chain_verifies_and_an_edited_entry_is_named() {
+    let (mut sales, churn) = mesh("auto");
+    let id = agree(&churn);
+    for node in [&sales, &churn] {
+        let out = node.cli(&["audit", "--verify"]);
+        assert!(out.success, "{}", out.stderr);
+        assert!(out.stdout.contains("hash chain intact"), "{}", out.stdout);
+    }
+    let log = sales.cli(&["audit", "--json"]).json();
+    let kinds: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["publish", "request", "agreement"]);
+    assert_eq!(log["entries"][2]["detail"]["agreement"], id.as_str());
+    assert_eq!(log["verified"], true);
+
+    // Alter the request entry (seq 1) in a copy of the stopped provider's store.
+    sales.stop();
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("sales-copy");
+    copy_dir(&sales.dir, &copy);
+    {
+        let store = mesh_node::store::Store::open(&copy.join("db")).unwrap();
+        let raw = store.audit_raw().unwrap();
+        let mut entry = mesh_protocol::audit::AuditEntry::from_bytes(&raw[1]).unwrap();
+        entry.detail = entry.detail.replace("\"churn\"", "\"someone-else\"");
+        store
+            .audit_overwrite_for_tests(1, &entry.to_bytes())
+            .unwrap();
+        store.flush_blocking().unwrap();
+    }
+    let copy_s = copy.to_str().unwrap();
+    let mut daemon = Command::new(meshnode_bin())
+        .args(["run", "--data-dir", copy_s])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = wait_until(Duration::from_secs(20), || {
+        copy.join("api.addr").exists() && meshnode(&["status", "--data-dir", copy_s]).success
+    });
+    let out: CliOutput = meshnode(&["audit", "--verify", "--data-dir", copy_s]);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    started.expect("the daemon on the copy did not start");
+    assert!(!out.success, "the edited log verified: {}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("audit entry 2 does not link to entry 1: one of them was altered"),
+        "{}",
+        out.stderr
+    );
+
+    // The original is untouched.
+    sales.run();
+    assert!(sales.cli(&["audit", "--verify"]).success);
+}
+
+#[test]
+fn bad_input_is_refused_with_clear_errors_and_nothing_is_stored() {
+    let (sales, churn) = mesh("manual");
+    let request = |extra: &[&str]| {
+        let mut args = vec!["request", "sales/orders", "--purpose", "analytics"];
+        args.extend(extra);
+        share_fails(&churn, &args)
+    };
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--columns", "order_id,ssn"],
+            "unknown columns: ssn; the product has: order_id, region, email, amount",
+        ),
+        (
+            &["--columns", "order_id", "--filter", "country = 'EU'"],
+            "invalid filter: unknown column `country`; the product has columns: order_id, region, email, amount",
+        ),
+        (
+            &["--columns", "order_id", "--filter", "amount > 'big'"],
+            "invalid filter: cannot filter column `amount` of type Float64",
+        ),
+        (
+            &["--columns", "order_id", "--filter", "amount >"],
+            "invalid --filter `amount >`",
+        ),
+        (
+            &["--columns", "order_id", "--days", "0"],
+            "--days must be at least 1",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let err = request(extra);
+        assert!(err.contains(expected), "{extra:?}: {err}");
+    }
+    let err = share_fails(&churn, &["request", "sales/nope", "--purpose", "analytics"]);
+    assert!(err.contains("unknown product `sales/nope`"), "{err}");
+
+    for args in [
+        &["accept", "00000000"][..],
+        &["reject", "deadbeef00", "--reason", "no"],
+        &["revoke", "0123456789abcdef"],
+        &["show", "abcdef12"],
+    ] {
+        let err = share_fails(&sales, args);
+        assert!(err.contains("no contract with id"), "{args:?}: {err}");
+    }
+    let err = share_fails(&sales, &["accept", "abc"]);
+    assert!(err.contains("at least 8 of its hex digits"), "{err}");
+
+    // A pending request cannot be revoked, and the consumer cannot accept it.
+    let id = share(
+        &churn,
+        &[
+            "request",
+            "sales/orders",
+            "--purpose",
+            "analytics",
+            "--columns",
+            "region",
+        ],
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let err = share_fails(&churn, &["accept", &id]);
+    assert!(
+        err.contains("only its provider (sales) can accept it"),
+        "{err}"
+    );
+    let err = share_fails(&sales, &["revoke", &id]);
+    assert!(err.contains("is pending, not agreed"), "{err}");
+    let out = sales.cli(&["share", "reject", &id, "--reason", "budget freeze"]);
+    assert!(out.success, "{}", out.stderr);
+    wait_for_state(&churn, &id, "rejected");
+    assert_eq!(share(&churn, &["show", &id])["reason"], "budget freeze");
+    let err = share_fails(&sales, &["reject", &id, "--reason", "again"]);
+    assert!(err.contains("is rejected, not pending"), "{err}");
+
+    // Only that one request was stored, on each side.
+    assert_eq!(list(&churn).len(), 1);
+    assert_eq!(list(&sales).len(), 1);
+}
+
+#[test]
+fn offline_provider_is_reported_and_a_later_retry_works() {
+    let (mut sales, churn) = mesh("auto");
+    sales.stop();
+    // When it comes back (on a new port), the provider joins through the consumer.
+    let config = sales.dir.join("meshnode.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let joined = text.replace(
+        "bootstrap = []",
+        &format!("bootstrap = [\"{}\"]", churn.addr()),
+    );
+    assert_ne!(text, joined, "unexpected config layout: {text}");
+    std::fs::write(&config, joined).unwrap();
+    let peers = |node: &TestNode| {
+        node.cli(&["peers", "--json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    wait_until(Duration::from_secs(20), || peers(&churn) == 0)
+        .expect("churn still sees sales connected");
+
+    let args = [
+        "request",
+        "sales/orders",
+        "--purpose",
+        "analytics",
+        "--columns",
+        "order_id",
+    ];
+    let err = share_fails(&churn, &args);
+    assert!(err.contains("provider sales is offline"), "{err}");
+    assert!(err.contains("Nothing was stored"), "{err}");
+    assert!(list(&churn).is_empty());
+
+    sales.run();
+    wait_until(Duration::from_secs(15), || peers(&churn) == 1).expect("sales came back");
+    let v = share(&churn, &args);
+    assert_eq!(v["state"], "agreed", "{v}");
+    assert_eq!(list(&churn).len(), 1);
+    assert_eq!(list(&sales).len(), 1);
+}
