@@ -122,6 +122,19 @@ fn peers_and_metrics_are_reported() {
     assert_eq!(status["peers"], 1);
     let addr = status["listen_addrs"][0].as_str().unwrap();
     assert!(addr.ends_with(&format!("/p2p/{}", status["peer_id"].as_str().unwrap())));
+
+    // Prometheus text on /metrics, behind the same bearer token.
+    let api = std::fs::read_to_string(b.dir.join("api.addr")).unwrap();
+    let token = std::fs::read_to_string(b.dir.join("api.token")).unwrap();
+    let metrics = mesh_tests::python(
+        "import sys, urllib.request\n\
+         req = urllib.request.Request('http://' + sys.argv[1] + '/metrics', headers={'Authorization': 'Bearer ' + sys.argv[2]})\n\
+         print(urllib.request.urlopen(req).read().decode())",
+        &[api.trim(), token.trim()],
+    );
+    assert!(metrics.contains("meshnode_peers 1"), "{metrics}");
+    assert!(metrics.contains("meshnode_catalog_size"), "{metrics}");
+    assert!(metrics.contains("meshnode_messages_rejected_total"), "{metrics}");
 }
 
 #[test]
