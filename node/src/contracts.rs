@@ -732,7 +732,7 @@ impl Node {
 
     fn audit_view(&self) -> Result<AuditView, NodeError> {
         let raw = self.store.audit_raw()?;
-        let entries = raw
+        let entries: Vec<crate::views::AuditEntryView> = raw
             .iter()
             .filter_map(|bytes| mesh_protocol::audit::AuditEntry::from_bytes(bytes).ok())
             .map(|e| AuditEntryView {
@@ -752,6 +752,8 @@ impl Node {
                     ChainError::Unreadable { seq, .. } => *seq,
                     ChainError::Sequence { position, .. } => *position,
                     ChainError::BrokenLink { seq, .. } => *seq,
+                    // The end of the log does not match its signed head: the last entry.
+                    ChainError::Head(_) => entries.len().saturating_sub(1) as u64,
                 };
                 (false, at, Some(at), Some(e.to_string()))
             }

@@ -83,10 +83,12 @@ pub async fn start(data_dir: DataDir) -> Result<RunningNode, ServeError> {
     }
     let config = NodeConfig::load(&data_dir.config())?;
     let identity = keyfile::load(&data_dir.identity())?;
-    let store = Store::open(&data_dir.db()).map_err(|source| ServeError::Store {
-        path: data_dir.db().display().to_string(),
-        source,
-    })?;
+    let store = Store::open(&data_dir.db())
+        .map_err(|source| ServeError::Store {
+            path: data_dir.db().display().to_string(),
+            source,
+        })?
+        .with_audit_signer(identity.clone());
 
     let api_bind = SocketAddr::from(([127, 0, 0, 1], config.api_port));
     let listener = tokio::net::TcpListener::bind(api_bind)

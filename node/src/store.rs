@@ -6,8 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mesh_protocol::audit::{self, AuditEntry, AuditKind, ChainError};
-use mesh_protocol::{NodeRecord, ProductDescriptor, ProductId, PublicKey, Signed};
+use mesh_protocol::audit::{self, AuditEntry, AuditHead, AuditKind, ChainError};
+use mesh_protocol::{Identity, NodeRecord, ProductDescriptor, ProductId, PublicKey, Signed};
+
+/// Key of the one record in the `audit_head` tree.
+const HEAD_KEY: &[u8] = b"head";
 
 /// Tree names, as listed in the design.
 mod trees {
@@ -18,6 +21,7 @@ mod trees {
     pub(super) const REVOCATIONS: &str = "revocations";
     pub(super) const AUDIT: &str = "audit";
     pub(super) const PEERS: &str = "peers";
+    pub(super) const AUDIT_HEAD: &str = "audit_head";
 }
 
 /// A storage failure.
@@ -58,6 +62,10 @@ pub struct Store {
     audit: sled::Tree,
     /// Signed node records by key hex: `issued_at (u64 BE) || envelope`.
     peers: sled::Tree,
+    /// The signed head of the audit chain (one key).
+    audit_head: sled::Tree,
+    /// Key that signs audit heads; set by the daemon, absent in tools that only read.
+    signer: Option<std::sync::Arc<Identity>>,
 }
 
 fn split_versioned(
@@ -95,8 +103,16 @@ impl Store {
             revocations: db.open_tree(trees::REVOCATIONS)?,
             audit: db.open_tree(trees::AUDIT)?,
             peers: db.open_tree(trees::PEERS)?,
+            audit_head: db.open_tree(trees::AUDIT_HEAD)?,
+            signer: None,
             db,
         })
+    }
+
+    /// Signs the audit chain's head with `identity` on every append, and checks it on verify.
+    pub fn with_audit_signer(mut self, identity: Identity) -> Self {
+        self.signer = Some(std::sync::Arc::new(identity));
+        self
     }
 
     /// Makes every write so far durable. Called before acknowledging to a peer or a user.
@@ -314,7 +330,18 @@ impl Store {
             kind,
             detail: detail.to_string(),
         };
-        self.audit.insert(seq.to_be_bytes(), entry.to_bytes())?;
+        let bytes = entry.to_bytes();
+        self.audit.insert(seq.to_be_bytes(), bytes.as_slice())?;
+        if let Some(signer) = &self.signer {
+            let head = Signed::sign(
+                signer,
+                &AuditHead {
+                    count: seq + 1,
+                    last: audit::entry_hash(&bytes),
+                },
+            );
+            self.audit_head.insert(HEAD_KEY, head.to_bytes())?;
+        }
         Ok(seq)
     }
 
@@ -330,7 +357,26 @@ impl Store {
     /// Checks the whole chain.
     pub fn audit_verify(&self) -> Result<Result<u64, ChainError>, StoreError> {
         let raw = self.audit_raw()?;
-        Ok(audit::verify_chain(raw.iter().map(Vec::as_slice)).map(|(n, _)| n))
+        let (count, last) = match audit::verify_chain(raw.iter().map(Vec::as_slice)) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let Some(signer) = &self.signer else {
+            return Ok(Ok(count));
+        };
+        let head = match self.audit_head.get(HEAD_KEY)? {
+            Some(bytes) => match Signed::<AuditHead>::from_bytes(&bytes) {
+                Ok(h) => h,
+                Err(e) => {
+                    return Ok(Err(ChainError::Head(format!(
+                        "the signed head is unreadable ({e})"
+                    ))));
+                }
+            },
+            None if count == 0 => return Ok(Ok(0)),
+            None => return Ok(Err(ChainError::Head("the signed head is missing".into()))),
+        };
+        Ok(audit::verify_head(&head, &signer.public_key(), count, last).map(|()| count))
     }
 
     /// Overwrites one stored audit entry: for tests of tamper detection only.
@@ -344,6 +390,27 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn editing_the_last_entry_is_caught_by_the_signed_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path())
+            .unwrap()
+            .with_audit_signer(Identity::from_secret_bytes([3; 32]));
+        for i in 0..3 {
+            store
+                .audit_append(AuditKind::Publish, &serde_json::json!({ "i": i }), i)
+                .unwrap();
+        }
+        assert_eq!(store.audit_verify().unwrap().unwrap(), 3);
+        let mut entry = AuditEntry::from_bytes(&store.audit_raw().unwrap()[2]).unwrap();
+        entry.detail = "{\"i\":7}".into();
+        store
+            .audit_overwrite_for_tests(2, &entry.to_bytes())
+            .unwrap();
+        let err = store.audit_verify().unwrap().unwrap_err().to_string();
+        assert!(err.contains("entry 2"), "{err}");
+    }
 
     #[test]
     fn audit_chain_appends_and_detects_edits() {

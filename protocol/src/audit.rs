@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, DecodeError};
+use crate::envelope::{Signable, Signed};
+use crate::identity::PublicKey;
 
 /// Largest encoded audit entry.
 pub const MAX_AUDIT_ENTRY: usize = 64 * 1024;
@@ -84,6 +86,51 @@ pub fn entry_hash(bytes: &[u8]) -> [u8; 32] {
     *hasher.finalize().as_bytes()
 }
 
+/// The signed head of the log: how many entries and the hash of the last one. The node signs
+/// a new head with each append, so the end of the chain is anchored too: without it, editing
+/// or dropping the last entry would go unnoticed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// Number of entries.
+    pub count: u64,
+    /// Hash of the last entry ([`GENESIS`] when empty).
+    pub last: [u8; 32],
+}
+
+impl Signable for AuditHead {
+    const CONTEXT: &'static str = "meshnode/audit-head/v1";
+    const MAX_BODY: usize = 128;
+}
+
+/// Checks a verified chain (its entry count and last hash) against the signed head that
+/// `owner` wrote.
+pub fn verify_head(
+    head: &Signed<AuditHead>,
+    owner: &PublicKey,
+    count: u64,
+    last: [u8; 32],
+) -> Result<(), ChainError> {
+    if head.signer() != *owner {
+        return Err(ChainError::Head("the head is signed by another key".into()));
+    }
+    let head = head
+        .verify()
+        .map_err(|e| ChainError::Head(format!("the head signature is invalid ({e})")))?;
+    if head.count != count {
+        return Err(ChainError::Head(format!(
+            "the log holds {count} entries but its signed head records {}: entries were added or removed at the end",
+            head.count
+        )));
+    }
+    if head.last != last {
+        return Err(ChainError::Head(format!(
+            "audit entry {} does not match the signed head: it was altered",
+            count.saturating_sub(1)
+        )));
+    }
+    Ok(())
+}
+
 /// Where and why a chain check failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChainError {
@@ -105,6 +152,9 @@ pub enum ChainError {
         /// Sequence number stored in the entry.
         claimed: u64,
     },
+    /// The end of the chain does not match the signed head.
+    #[error("{0}")]
+    Head(String),
     /// The entry does not link to the hash of its predecessor.
     #[error("audit entry {seq} does not link to entry {prev_seq}: one of them was altered")]
     BrokenLink {
@@ -187,6 +237,35 @@ mod tests {
                 prev_seq: 2
             })
         );
+    }
+
+    #[test]
+    fn signed_head_anchors_the_last_entry() {
+        let id = crate::identity::Identity::from_secret_bytes([4; 32]);
+        let mut c = chain(3);
+        let (n, last) = verify_chain(c.iter().map(Vec::as_slice)).unwrap();
+        let head = Signed::sign(&id, &AuditHead { count: n, last });
+        assert_eq!(verify_head(&head, &id.public_key(), n, last), Ok(()));
+        // Edit the last entry: the chain alone still verifies, the head does not.
+        let mut e = AuditEntry::from_bytes(&c[2]).unwrap();
+        e.detail = "{}".into();
+        c[2] = e.to_bytes();
+        let (n2, last2) = verify_chain(c.iter().map(Vec::as_slice)).unwrap();
+        let err = verify_head(&head, &id.public_key(), n2, last2).unwrap_err();
+        assert!(err.to_string().contains("entry 2"), "{err}");
+        // Drop the last entry.
+        let (n3, last3) = verify_chain(c[..2].iter().map(Vec::as_slice)).unwrap();
+        assert!(verify_head(&head, &id.public_key(), n3, last3).is_err());
+        // A head re-signed by someone else is refused.
+        let mallory = crate::identity::Identity::from_secret_bytes([5; 32]);
+        let forged = Signed::sign(
+            &mallory,
+            &AuditHead {
+                count: n2,
+                last: last2,
+            },
+        );
+        assert!(verify_head(&forged, &id.public_key(), n2, last2).is_err());
     }
 
     #[test]

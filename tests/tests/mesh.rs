@@ -134,7 +134,10 @@ fn peers_and_metrics_are_reported() {
     );
     assert!(metrics.contains("meshnode_peers 1"), "{metrics}");
     assert!(metrics.contains("meshnode_catalog_size"), "{metrics}");
-    assert!(metrics.contains("meshnode_messages_rejected_total"), "{metrics}");
+    assert!(
+        metrics.contains("meshnode_messages_rejected_total"),
+        "{metrics}"
+    );
 }
 
 #[test]
