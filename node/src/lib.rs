@@ -14,6 +14,7 @@
 //! - `net`: the libp2p behaviour (gossipsub, Kademlia, identify, ping, request-response).
 //! - [`node`]: the actor: gossip validation, anti-entropy, publishing.
 //! - `contracts`: contract negotiation handlers of the actor.
+//! - [`dataplane`]: Arrow IPC over QUIC: contract-enforced serving, verified, resumable fetch.
 //! - [`api`]: HTTP/JSON control API with bearer-token authentication.
 //! - [`server`]: start and stop a whole node from its data directory.
 //! - [`views`]: JSON shapes shared with the CLI.
@@ -22,6 +23,7 @@ pub mod agreements;
 pub mod api;
 pub mod config;
 mod contracts;
+pub mod dataplane;
 pub mod error;
 pub mod ingest;
 pub mod keyfile;
