@@ -43,6 +43,8 @@ enum Command {
     Publish(commands::PublishArgs),
     /// Browse the mesh catalog.
     Catalog(commands::CatalogArgs),
+    /// Fetch a product you have an agreement for into an Arrow IPC file.
+    Fetch(commands::FetchArgs),
     /// Show this node's status.
     Status {
         #[command(flatten)]
@@ -96,6 +98,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run { data_dir } => commands::run(client::data_dir(data_dir)?).await,
         Command::Publish(args) => commands::publish(args).await,
         Command::Catalog(args) => commands::catalog(args).await,
+        Command::Fetch(args) => commands::fetch(args).await,
         Command::Status { dir, json } => {
             commands::status(client::data_dir(dir.data_dir)?, json).await
         }

@@ -167,6 +167,7 @@ pub(crate) struct Hooks {
 
 /// How a test provider misbehaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) enum Tamper {
     /// Sign a trailer with a wrong digest.
     TrailerDigest,
@@ -247,6 +248,16 @@ impl DataPlane {
     /// `OUT.partial`, never a file at `OUT`.
     pub async fn fetch(&self, options: FetchOptions) -> Result<FetchOutcome, FetchError> {
         consumer::fetch(&self.endpoint, &self.shared, options).await
+    }
+
+    /// Resolves what a user typed (`domain/product`, `domain@fingerprint/product`) against
+    /// the catalog replica.
+    pub fn resolve_product(
+        &self,
+        spec: &str,
+    ) -> Result<mesh_protocol::ProductDescriptor, crate::error::NodeError> {
+        let entries = self.shared.store.catalog()?;
+        crate::resolve::resolve(spec, entries.into_iter().map(|(d, _)| d))
     }
 
     /// Closes every connection and stops accepting.
