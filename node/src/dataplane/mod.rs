@@ -21,7 +21,7 @@ mod ipcfile;
 mod produce;
 mod provider;
 mod select;
-mod tls;
+pub mod tls;
 #[cfg(test)]
 mod tests;
 

@@ -1,4 +1,5 @@
 //! QUIC and TLS configuration of the data plane, and mapping TLS peers to node keys.
+//! Public so that benchmarks can compare the data plane with bare quinn on the same crypto.
 //!
 //! Both sides present the self-signed libp2p certificate made from the node's ed25519 key
 //! (`libp2p-tls`). The server requires a client certificate; the client pins the provider's
@@ -17,7 +18,7 @@ use quinn::{MtuDiscoveryConfig, TransportConfig, VarInt};
 use super::DataPlaneError;
 
 /// Server name sent in the TLS handshake; the libp2p verifier ignores it.
-pub(crate) const SERVER_NAME: &str = "meshnode";
+pub const SERVER_NAME: &str = "meshnode";
 /// Receive window of one stream: the provider may run this far ahead of the consumer.
 const STREAM_WINDOW: u32 = 32 * 1024 * 1024;
 /// Receive window of a whole connection.
@@ -35,7 +36,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(4);
 const MTU_UPPER_BOUND: u16 = 9000;
 
 /// Transport parameters shared by both sides.
-pub(crate) fn transport_config(max_streams: u32) -> TransportConfig {
+pub fn transport_config(max_streams: u32) -> TransportConfig {
     let mut t = TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(max_streams))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
@@ -53,7 +54,7 @@ pub(crate) fn transport_config(max_streams: u32) -> TransportConfig {
 }
 
 /// The server side: requires and verifies the client's libp2p certificate.
-pub(crate) fn server_config(
+pub fn server_config(
     identity: &Identity,
     max_streams: u32,
 ) -> Result<quinn::ServerConfig, DataPlaneError> {
@@ -72,7 +73,7 @@ pub(crate) fn server_config(
 
 /// The client side, pinned to `provider`: the handshake fails unless the server proves that
 /// key.
-pub(crate) fn client_config(
+pub fn client_config(
     identity: &Identity,
     provider: &PublicKey,
     max_streams: u32,
@@ -91,7 +92,7 @@ pub(crate) fn client_config(
 
 /// A UDP socket with large buffers, bound to `addr`, wrapped in a quinn endpoint that
 /// serves `server` and can also dial.
-pub(crate) fn endpoint(
+pub fn endpoint(
     addr: SocketAddr,
     server: Option<quinn::ServerConfig>,
 ) -> Result<quinn::Endpoint, DataPlaneError> {
