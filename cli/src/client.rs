@@ -97,6 +97,7 @@ impl Client {
     }
 
     /// `GET path` returning text.
+    #[allow(dead_code)] // for `meshnode metrics`-style commands
     pub(crate) async fn get_text(&self, path: &str) -> anyhow::Result<String> {
         let response = self
             .http

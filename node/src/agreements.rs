@@ -4,12 +4,12 @@
 //! rejection, revocation) plus the state this node derived from them. The data plane reads
 //! these records (and the `revocations` tree) to authorise and to find agreements.
 
+use mesh_protocol::Signed;
 use mesh_protocol::codec::{self, DecodeError};
+use mesh_protocol::contract::effective_state;
 use mesh_protocol::contract::{
     Agreement, AgreementId, ContractRequest, ContractState, ContractTerms, Rejection, Revocation,
 };
-use mesh_protocol::Signed;
-use mesh_protocol::contract::effective_state;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError};
@@ -73,7 +73,11 @@ impl AgreementRecord {
 
 impl Store {
     /// Stores (or replaces) a contract record. Callers flush before acknowledging.
-    pub fn put_agreement(&self, id: &AgreementId, record: &AgreementRecord) -> Result<(), StoreError> {
+    pub fn put_agreement(
+        &self,
+        id: &AgreementId,
+        record: &AgreementRecord,
+    ) -> Result<(), StoreError> {
         self.agreements().insert(id.0, record.to_bytes())?;
         Ok(())
     }
@@ -127,7 +131,11 @@ impl Store {
     }
 
     /// Records a verified revocation.
-    pub fn put_revocation(&self, id: &AgreementId, revocation: &Signed<Revocation>) -> Result<(), StoreError> {
+    pub fn put_revocation(
+        &self,
+        id: &AgreementId,
+        revocation: &Signed<Revocation>,
+    ) -> Result<(), StoreError> {
         self.revocations().insert(id.0, revocation.to_bytes())?;
         Ok(())
     }

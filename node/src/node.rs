@@ -97,6 +97,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<()>,
     },
     /// Contract negotiation commands, handled in `contracts`.
+    #[allow(dead_code)] // sent once contract negotiation has commands
     Contract(crate::contracts::ContractCommand),
 }
 
@@ -463,6 +464,7 @@ impl Node {
     }
 
     /// Resolves `domain/product` or `domain@fingerprint/product` against the catalog.
+    #[allow(dead_code)] // for contract negotiation
     pub(crate) fn resolve(&self, spec: &str) -> Result<ProductDescriptor, NodeError> {
         let entries = self.store.catalog()?;
         crate::resolve::resolve(spec, entries.into_iter().map(|(d, _)| d))
@@ -945,13 +947,12 @@ impl Node {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
             }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })
                 if self.peers.len() < TARGET_PEERS
                     && !self.peers.contains_key(&peer)
-                    && peer != self.peer_id
-                {
-                    let _ = self.swarm.dial(peer);
-                }
+                    && peer != self.peer_id =>
+            {
+                let _ = self.swarm.dial(peer);
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,

@@ -52,7 +52,11 @@ impl CliOutput {
 
     /// Parses stdout as JSON, panicking with both streams on failure.
     pub fn json(&self) -> Value {
-        assert!(self.success, "command failed: {}{}", self.stdout, self.stderr);
+        assert!(
+            self.success,
+            "command failed: {}{}",
+            self.stdout, self.stderr
+        );
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
     }
@@ -122,7 +126,12 @@ impl TestNode {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.parent().expect("parent").join(format!("{}.log", self.domain)))
+            .open(
+                self.dir
+                    .parent()
+                    .expect("parent")
+                    .join(format!("{}.log", self.domain)),
+            )
             .expect("log file");
         let child = Command::new(meshnode_bin())
             .args(["run", "--data-dir", self.dir_str()])
@@ -141,8 +150,13 @@ impl TestNode {
 
     /// The daemon's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.parent().expect("parent").join(format!("{}.log", self.domain)))
-            .unwrap_or_default()
+        std::fs::read_to_string(
+            self.dir
+                .parent()
+                .expect("parent")
+                .join(format!("{}.log", self.domain)),
+        )
+        .unwrap_or_default()
     }
 
     /// `meshnode ARGS --data-dir DIR`.
@@ -251,7 +265,9 @@ pub fn require_pyarrow() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok && std::env::var("MESHNODE_SKIP_PYARROW").as_deref() != Ok("1") {
-        panic!("pyarrow is required for this test: `pip install pyarrow` (or set MESHNODE_SKIP_PYARROW=1)");
+        panic!(
+            "pyarrow is required for this test: `pip install pyarrow` (or set MESHNODE_SKIP_PYARROW=1)"
+        );
     }
     ok
 }

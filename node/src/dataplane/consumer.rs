@@ -184,9 +184,9 @@ async fn provider_addr(
     let mut addrs = tokio::net::lookup_host(text.as_str())
         .await
         .map_err(|e| FetchError::NoAddress(format!("bad provider address `{text}`: {e}")))?;
-    addrs
-        .next()
-        .ok_or_else(|| FetchError::NoAddress(format!("provider address `{text}` resolves to nothing")))
+    addrs.next().ok_or_else(|| {
+        FetchError::NoAddress(format!("provider address `{text}` resolves to nothing"))
+    })
 }
 
 /// A partial file worth continuing, if the state matches this fetch.
@@ -212,7 +212,10 @@ fn load_resume(
 
 fn write_state(paths: &PartialPaths, state: &ResumeState) -> std::io::Result<()> {
     let tmp = paths.state.with_extension("state.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(state).expect("state serialises"))?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(state).expect("state serialises"),
+    )?;
     std::fs::rename(&tmp, &paths.state)
 }
 
@@ -377,10 +380,7 @@ async fn transfer(
     resume: Option<(ResumeState, IpcFileBuilder)>,
     started: Instant,
 ) -> Result<FetchOutcome, FetchError> {
-    let broken = |reason: String| FetchError::Interrupted {
-        batches: 0,
-        reason,
-    };
+    let broken = |reason: String| FetchError::Interrupted { batches: 0, reason };
     let (mut send, mut recv) = connection
         .open_bi()
         .await
@@ -421,8 +421,9 @@ async fn transfer(
 
     let mut builder = match resume {
         Some((_, b)) => b,
-        None => IpcFileBuilder::create(&paths.partial)
-            .map_err(|e| FetchError::Io(format!("cannot create `{}`: {e}", paths.partial.display())))?,
+        None => IpcFileBuilder::create(&paths.partial).map_err(|e| {
+            FetchError::Io(format!("cannot create `{}`: {e}", paths.partial.display()))
+        })?,
     };
     let mut state = ResumeState {
         agreement: id.to_hex(),
@@ -547,9 +548,12 @@ async fn transfer(
         .map_err(|e| FetchError::Verification(e.to_string()))?;
     let stream_bytes = builder.offset() - 8;
     let received_now = builder.offset() - start_bytes;
-    let file_bytes = builder
-        .finish()
-        .map_err(|e| FetchError::Io(format!("cannot complete `{}`: {e}", paths.partial.display())))?;
+    let file_bytes = builder.finish().map_err(|e| {
+        FetchError::Io(format!(
+            "cannot complete `{}`: {e}",
+            paths.partial.display()
+        ))
+    })?;
     std::fs::rename(&paths.partial, &paths.out).map_err(|e| {
         FetchError::Io(format!(
             "cannot move the verified file to `{}`: {e}",

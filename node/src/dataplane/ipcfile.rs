@@ -150,7 +150,8 @@ impl IpcFileBuilder {
             .open(path)
             .map_err(|e| e.to_string())?;
         let len = file.metadata().map_err(|e| e.to_string())?.len();
-        let mut reader = BufReader::with_capacity(1 << 20, file.try_clone().map_err(|e| e.to_string())?);
+        let mut reader =
+            BufReader::with_capacity(1 << 20, file.try_clone().map_err(|e| e.to_string())?);
         let mut header = [0u8; HEADER_LEN];
         reader.read_exact(&mut header).map_err(|e| e.to_string())?;
         if &header[..MAGIC.len()] != MAGIC || header[MAGIC.len()..].iter().any(|b| *b != 0) {
@@ -176,7 +177,9 @@ impl IpcFileBuilder {
             frame.clear();
             frame.extend_from_slice(&prefix);
             frame.resize(8 + meta, 0);
-            reader.read_exact(&mut frame[8..]).map_err(|e| e.to_string())?;
+            reader
+                .read_exact(&mut frame[8..])
+                .map_err(|e| e.to_string())?;
             let Ok(message) = arrow::ipc::root_as_message(&frame[8..]) else {
                 break;
             };
@@ -239,7 +242,11 @@ impl IpcFileBuilder {
                 "the stream carries a second schema message".into()
             });
         }
-        let block = Block::new(self.offset as i64, info.meta_len as i32, info.body_len as i64);
+        let block = Block::new(
+            self.offset as i64,
+            info.meta_len as i32,
+            info.body_len as i64,
+        );
         match info.kind {
             MessageHeader::Schema => {
                 self.schema = info.schema;

@@ -21,9 +21,9 @@ mod ipcfile;
 mod produce;
 mod provider;
 mod select;
-pub mod tls;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -65,7 +65,9 @@ impl DataPlaneConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum DataPlaneError {
     /// The UDP socket could not be bound.
-    #[error("cannot bind the data plane on {addr}: {source} (choose another data_listen in meshnode.toml)")]
+    #[error(
+        "cannot bind the data plane on {addr}: {source} (choose another data_listen in meshnode.toml)"
+    )]
     Bind {
         /// Address tried.
         addr: SocketAddr,

@@ -111,8 +111,9 @@ pub(crate) fn plan(
                 "the agreement filters on restricted column `{c}`"
             )));
         }
-        f.check(&all)
-            .map_err(|e| ProduceError::Terms(format!("the agreement's filter does not fit: {e}")))?;
+        f.check(&all).map_err(|e| {
+            ProduceError::Terms(format!("the agreement's filter does not fit: {e}"))
+        })?;
     }
     let granted: Vec<ColumnSchema> = all
         .iter()
@@ -257,8 +258,8 @@ fn passthrough<F: FnMut(Vec<u8>) -> bool>(
         if meta_len == 0 {
             break; // end of stream; the footer follows
         }
-        let meta_len = usize::try_from(meta_len)
-            .map_err(|_| file_error(path, "negative metadata length"))?;
+        let meta_len =
+            usize::try_from(meta_len).map_err(|_| file_error(path, "negative metadata length"))?;
         if meta_len > MAX_DATA_FRAME {
             return Err(file_error(path, "oversized message metadata"));
         }
@@ -275,7 +276,12 @@ fn passthrough<F: FnMut(Vec<u8>) -> bool>(
                 Some(b) => (b.length().max(0) as u64, b.compression().is_some()),
                 None => (0, false),
             };
-            (message.header_type(), message.bodyLength(), rows, compressed)
+            (
+                message.header_type(),
+                message.bodyLength(),
+                rows,
+                compressed,
+            )
         };
         if first != (kind == MessageHeader::Schema) {
             return Err(file_error(path, "the schema is not the first message"));
@@ -365,7 +371,11 @@ fn select<F: FnMut(Vec<u8>) -> bool>(
             .map_err(|e| file_error(path, e))?,
     );
     // Never emit a column the agreement does not grant.
-    let names: Vec<&str> = out_schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let names: Vec<&str> = out_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
     let granted: Vec<&str> = plan.schema.iter().map(|c| c.name.as_str()).collect();
     if names != granted {
         return Err(ProduceError::Terms(format!(
@@ -403,7 +413,8 @@ fn select<F: FnMut(Vec<u8>) -> bool>(
                 write_message(&mut frame, d, &options).map_err(encode_err)?;
                 emitter.emit(frame, 0)?;
             }
-            let mut frame = Vec::with_capacity(message.ipc_message.len() + message.arrow_data.len() + 72);
+            let mut frame =
+                Vec::with_capacity(message.ipc_message.len() + message.arrow_data.len() + 72);
             write_message(&mut frame, message, &options).map_err(encode_err)?;
             if frame.len() > MAX_DATA_FRAME {
                 return Err(file_error(path, "an encoded batch exceeds the frame limit"));

@@ -225,7 +225,10 @@ fn authorize(
     let short = id.short();
     let internal = |e: crate::store::StoreError| Refusal::new(R::Internal, e.to_string());
     if shared.store.revocation(&id).map_err(internal)?.is_some() {
-        return Err(Refusal::new(R::Revoked, format!("agreement {short} was revoked")));
+        return Err(Refusal::new(
+            R::Revoked,
+            format!("agreement {short} was revoked"),
+        ));
     }
     let record = shared
         .store
@@ -246,7 +249,10 @@ fn authorize(
     match record.state_at(now) {
         ContractState::Agreed => {}
         ContractState::Revoked => {
-            return Err(Refusal::new(R::Revoked, format!("agreement {short} was revoked")));
+            return Err(Refusal::new(
+                R::Revoked,
+                format!("agreement {short} was revoked"),
+            ));
         }
         ContractState::Expired => {
             return Err(Refusal::new(
@@ -262,7 +268,10 @@ fn authorize(
         }
     }
     if record.revocation.is_some() {
-        return Err(Refusal::new(R::Revoked, format!("agreement {short} was revoked")));
+        return Err(Refusal::new(
+            R::Revoked,
+            format!("agreement {short} was revoked"),
+        ));
     }
     let name = &terms.product.name;
     if terms.product.owner != me || validate_name("product", name).is_err() {
@@ -317,10 +326,11 @@ fn authorize(
         .and_then(|(_, envelope)| envelope.decode_trusted().ok())
         .map(|d| d.policy.restricted_columns)
         .unwrap_or_default();
-    let plan = produce::plan(&path, &terms, &restricted, request.compression).map_err(|e| match e {
-        ProduceError::Terms(m) => Refusal::new(R::NotCovered, m),
-        other => Refusal::new(R::Internal, other.to_string()),
-    })?;
+    let plan =
+        produce::plan(&path, &terms, &restricted, request.compression).map_err(|e| match e {
+            ProduceError::Terms(m) => Refusal::new(R::NotCovered, m),
+            other => Refusal::new(R::Internal, other.to_string()),
+        })?;
     Ok((plan, version))
 }
 

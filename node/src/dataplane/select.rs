@@ -7,8 +7,8 @@
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, Scalar, StringArray,
 };
-use arrow::compute::kernels::{boolean, cast, cmp};
 use arrow::compute::filter_record_batch;
+use arrow::compute::kernels::{boolean, cast, cmp};
 use arrow::datatypes::Schema;
 use arrow::error::ArrowError;
 use mesh_protocol::{CompareOp, Filter, Literal};
@@ -25,9 +25,12 @@ impl BoundFilter {
     pub(crate) fn bind(filter: &Filter, schema: &Schema) -> Result<Self, String> {
         let mut predicates = Vec::with_capacity(filter.predicates.len());
         for p in &filter.predicates {
-            let index = schema
-                .index_of(&p.column)
-                .map_err(|_| format!("the filter names column `{}`, which the data lacks", p.column))?;
+            let index = schema.index_of(&p.column).map_err(|_| {
+                format!(
+                    "the filter names column `{}`, which the data lacks",
+                    p.column
+                )
+            })?;
             let data_type = schema.field(index).data_type();
             let literal: ArrayRef = match &p.value {
                 Literal::Str(s) => std::sync::Arc::new(StringArray::from(vec![s.as_str()])),
@@ -97,14 +100,23 @@ mod tests {
             Field::new("amount", DataType::Float64, false),
             Field::new("qty", DataType::Int32, false),
             Field::new("day", DataType::Date32, false),
-            Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+            Field::new(
+                "at",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
             Field::new("ok", DataType::Boolean, false),
         ]);
         let day = |s| mesh_protocol::filter::parse_iso_date(s).unwrap() as i32;
         RecordBatch::try_new(
             Arc::new(schema),
             vec![
-                Arc::new(StringArray::from(vec![Some("EU"), Some("US"), None, Some("EU")])),
+                Arc::new(StringArray::from(vec![
+                    Some("EU"),
+                    Some("US"),
+                    None,
+                    Some("EU"),
+                ])),
                 Arc::new(Float64Array::from(vec![1.5, 20.0, 3.0, 40.25])),
                 Arc::new(arrow::array::Int32Array::from(vec![1, 2, 3, 4])),
                 Arc::new(Date32Array::from(vec![

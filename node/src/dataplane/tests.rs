@@ -11,9 +11,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 use mesh_protocol::audit::AuditKind;
-use mesh_protocol::contract::{
-    ContractRequest, ContractState, ContractTerms, DAY_MS, Revocation,
-};
+use mesh_protocol::contract::{ContractRequest, ContractState, ContractTerms, DAY_MS, Revocation};
 use mesh_protocol::descriptor::{
     ContentDigest, Policy, ProductDescriptor, Sla, Status, columns_from_arrow,
 };
@@ -243,7 +241,10 @@ fn agree(provider: &Side, consumer: &Side, terms: ContractTerms) -> Agreement {
 fn replicate_catalog(provider: &Side, consumer: &Side, product: &ProductId) {
     let (_, envelope) = provider.store.descriptor(product).unwrap().unwrap();
     let descriptor = envelope.decode_trusted().unwrap();
-    consumer.store.put_descriptor(&descriptor, &envelope).unwrap();
+    consumer
+        .store
+        .put_descriptor(&descriptor, &envelope)
+        .unwrap();
 }
 
 fn options(out: &Path, product: &ProductId) -> FetchOptions {
@@ -290,7 +291,10 @@ fn pyarrow_check(path: &Path) -> Option<serde_json::Value> {
     match output {
         Ok(o) if o.status.success() => Some(serde_json::from_slice(&o.stdout).unwrap()),
         Ok(o) if skip => {
-            eprintln!("pyarrow check skipped: {}", String::from_utf8_lossy(&o.stderr));
+            eprintln!(
+                "pyarrow check skipped: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             None
         }
         Err(e) if skip => {
@@ -309,7 +313,11 @@ fn audit_kinds(store: &Store) -> Vec<AuditKind> {
         .audit_raw()
         .unwrap()
         .iter()
-        .map(|b| mesh_protocol::audit::AuditEntry::from_bytes(b).unwrap().kind)
+        .map(|b| {
+            mesh_protocol::audit::AuditEntry::from_bytes(b)
+                .unwrap()
+                .kind
+        })
         .collect()
 }
 
@@ -342,13 +350,23 @@ async fn fetch_applies_projection_and_filter() {
             .downcast_ref::<StringArray>()
             .unwrap();
         assert!(region.iter().all(|r| r == Some("EU")));
-        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert!(ids.values().iter().all(|i| i % 3 == 0));
     }
     let bytes = std::fs::read(&out).unwrap();
-    assert!(!bytes.windows(9).any(|w| w == b"customer0"), "restricted data leaked");
+    assert!(
+        !bytes.windows(9).any(|w| w == b"customer0"),
+        "restricted data leaked"
+    );
     if let Some(py) = pyarrow_check(&out) {
-        assert_eq!(py["columns"], serde_json::json!(["order_id", "region", "amount"]));
+        assert_eq!(
+            py["columns"],
+            serde_json::json!(["order_id", "region", "amount"])
+        );
         assert_eq!(py["rows"], rows);
         assert_eq!(py["regions"], serde_json::json!(["EU"]));
     }
@@ -412,7 +430,11 @@ async fn refusals_are_clear_and_leave_no_file() {
     let out = out_dir.path().join("x.arrow");
 
     // No agreement at all.
-    let err = consumer.plane.fetch(options(&out, &product)).await.unwrap_err();
+    let err = consumer
+        .plane
+        .fetch(options(&out, &product))
+        .await
+        .unwrap_err();
     assert!(matches!(err, FetchError::NoAgreement(_)), "{err}");
     assert!(err.to_string().contains("meshnode share request"), "{err}");
     no_output(&out);
@@ -432,7 +454,11 @@ async fn refusals_are_clear_and_leave_no_file() {
         .store
         .put_revocation(&agreement.id(), &revocation)
         .unwrap();
-    let err = consumer.plane.fetch(options(&out, &product)).await.unwrap_err();
+    let err = consumer
+        .plane
+        .fetch(options(&out, &product))
+        .await
+        .unwrap_err();
     match &err {
         FetchError::Refused(r) => assert_eq!(r.code, FetchRefusal::Revoked, "{err}"),
         other => panic!("expected a revoked refusal, got {other}"),
@@ -444,7 +470,11 @@ async fn refusals_are_clear_and_leave_no_file() {
         .store
         .put_revocation(&agreement.id(), &revocation)
         .unwrap();
-    let err = consumer.plane.fetch(options(&out, &product)).await.unwrap_err();
+    let err = consumer
+        .plane
+        .fetch(options(&out, &product))
+        .await
+        .unwrap_err();
     assert!(matches!(err, FetchError::NoAgreement(_)), "{err}");
     assert!(err.to_string().contains("revoked"), "{err}");
     no_output(&out);
@@ -456,10 +486,17 @@ async fn refusals_are_clear_and_leave_no_file() {
     let mut o = options(&out, &product);
     o.version = Some(2);
     let err = consumer.plane.fetch(o).await.unwrap_err();
-    assert!(err.to_string().contains("does not cover version 2"), "{err}");
+    assert!(
+        err.to_string().contains("does not cover version 2"),
+        "{err}"
+    );
     no_output(&out);
     let frames = raw_fetch(&consumer, provider.addr(), &provider, &limited, Some(2)).await;
-    assert_refusal(&frames, FetchRefusal::NotCovered, "covers versions 1..=1, not 2");
+    assert_refusal(
+        &frames,
+        FetchRefusal::NotCovered,
+        "covers versions 1..=1, not 2",
+    );
 
     // A covered version the provider does not hold.
     let open = agree(&provider, &consumer, terms(&product, &consumer.identity));
@@ -502,7 +539,11 @@ async fn agreement_presented_by_another_key_is_refused() {
         .unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("stolen.arrow");
-    let err = mallory.plane.fetch(options(&out, &product)).await.unwrap_err();
+    let err = mallory
+        .plane
+        .fetch(options(&out, &product))
+        .await
+        .unwrap_err();
     match &err {
         FetchError::Refused(r) => {
             assert_eq!(r.code, FetchRefusal::WrongConsumer);
@@ -517,7 +558,11 @@ async fn agreement_presented_by_another_key_is_refused() {
     t.product.name = "nothing-here".into();
     let other = agree(&provider, &consumer, t);
     let frames = raw_fetch(&consumer, provider.addr(), &provider, &other, None).await;
-    assert_refusal(&frames, FetchRefusal::UnknownProduct, "does not serve product");
+    assert_refusal(
+        &frames,
+        FetchRefusal::UnknownProduct,
+        "does not serve product",
+    );
 
     // A provider that is not who the catalog says: the TLS pin fails.
     let impostor = Side::start(mallory_id());
@@ -530,7 +575,11 @@ async fn agreement_presented_by_another_key_is_refused() {
 
 #[tokio::test]
 async fn tampered_trailers_and_data_are_rejected() {
-    for tamper in [Tamper::TrailerDigest, Tamper::TrailerSigner, Tamper::DataByte] {
+    for tamper in [
+        Tamper::TrailerDigest,
+        Tamper::TrailerSigner,
+        Tamper::DataByte,
+    ] {
         let provider = Side::start_with(
             provider_id(),
             Hooks {
@@ -545,8 +594,15 @@ async fn tampered_trailers_and_data_are_rejected() {
         agree(&provider, &consumer, terms(&product, &consumer.identity));
         let out_dir = tempfile::tempdir().unwrap();
         let out = out_dir.path().join("t.arrow");
-        let err = consumer.plane.fetch(options(&out, &product)).await.unwrap_err();
-        assert!(matches!(err, FetchError::Verification(_)), "{tamper:?}: {err}");
+        let err = consumer
+            .plane
+            .fetch(options(&out, &product))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, FetchError::Verification(_)),
+            "{tamper:?}: {err}"
+        );
         let text = err.to_string();
         match tamper {
             Tamper::TrailerDigest | Tamper::DataByte => {
@@ -585,9 +641,12 @@ async fn interrupted_fetch_resumes_to_an_identical_file() {
         tokio::spawn(async move { plane.fetch(o).await })
     };
     // The provider stalls after three frames; then it disappears.
-    tokio::time::timeout(Duration::from_secs(10), provider.plane.shared.hooks.paused.notified())
-        .await
-        .expect("the provider paused");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        provider.plane.shared.hooks.paused.notified(),
+    )
+    .await
+    .expect("the provider paused");
     provider.plane.close();
     provider.task.abort();
     let err = fetch.await.unwrap().unwrap_err();
@@ -645,7 +704,11 @@ async fn extra_transfers_per_peer_are_refused_as_busy() {
     };
     provider.plane.shared.hooks.paused.notified().await;
     let out = out_dir.path().join("b.arrow");
-    let err = consumer.plane.fetch(options(&out, &product)).await.unwrap_err();
+    let err = consumer
+        .plane
+        .fetch(options(&out, &product))
+        .await
+        .unwrap_err();
     match &err {
         FetchError::Refused(r) => assert_eq!(r.code, FetchRefusal::Busy, "{err}"),
         other => panic!("expected busy, got {other}"),

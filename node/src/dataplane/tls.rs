@@ -44,7 +44,9 @@ pub fn transport_config(max_streams: u32) -> TransportConfig {
         .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
         .send_window(SEND_WINDOW)
         .max_idle_timeout(Some(
-            IDLE_TIMEOUT.try_into().expect("15 s is a valid idle timeout"),
+            IDLE_TIMEOUT
+                .try_into()
+                .expect("15 s is a valid idle timeout"),
         ))
         .keep_alive_interval(Some(KEEP_ALIVE));
     let mut mtu = MtuDiscoveryConfig::default();
@@ -98,8 +100,8 @@ pub fn endpoint(
 ) -> Result<quinn::Endpoint, DataPlaneError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let bind = |e: std::io::Error| DataPlaneError::Bind { addr, source: e };
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
-        .map_err(bind)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(bind)?;
     // Best effort: the kernel caps these; a smaller buffer only costs throughput.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);

@@ -43,10 +43,10 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use mesh_node::DataDir;
 use mesh_node::agreements::{AgreementRecord, Role};
 use mesh_node::dataplane::{self, Compression, DataPlane, DataPlaneConfig, FetchOptions};
 use mesh_node::store::Store;
-use mesh_node::DataDir;
 use mesh_protocol::contract::{ContractRequest, ContractState, ContractTerms, DAY_MS};
 use mesh_protocol::descriptor::{
     ContentDigest, Policy, ProductDescriptor, Sla, Status, columns_from_arrow,
@@ -225,7 +225,7 @@ fn generate(path: &Path, mib: u64, batch_rows: usize) -> anyhow::Result<(u64, u6
         let notes: Vec<Option<&str>> = (0..n)
             .map(|_| {
                 let r = rng.next();
-                if r % 17 == 0 {
+                if r.is_multiple_of(17) {
                     return None;
                 }
                 let len = 8 + (r >> 8) as usize % 56;
@@ -237,7 +237,7 @@ fn generate(path: &Path, mib: u64, batch_rows: usize) -> anyhow::Result<(u64, u6
             .map(|_| (rng.next() % 1_000_000) as f64 / 100.0)
             .collect();
         let quantities: Vec<i32> = (0..n).map(|_| (rng.next() % 50) as i32 + 1).collect();
-        let express: Vec<bool> = (0..n).map(|_| rng.next() % 3 == 0).collect();
+        let express: Vec<bool> = (0..n).map(|_| rng.next().is_multiple_of(3)).collect();
         let regions: Vec<&str> = (0..n).map(|_| REGIONS[(rng.next() % 6) as usize]).collect();
         let batch = RecordBatch::try_new(
             schema.clone(),
@@ -253,7 +253,11 @@ fn generate(path: &Path, mib: u64, batch_rows: usize) -> anyhow::Result<(u64, u6
                 Arc::new(StringArray::from(notes)),
             ],
         )?;
-        written += batch.get_array_memory_size() as u64;
+        written += batch
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
+            .sum::<u64>();
         rows += n as u64;
         writer.write(&batch)?;
     }
@@ -436,11 +440,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
 
     // Baselines' servers.
-    let stream = Arc::new(tokio::task::spawn_blocking({
-        let path = path.clone();
-        move || framed_stream(&path)
-    })
-    .await??);
+    let stream = Arc::new(
+        tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || framed_stream(&path)
+        })
+        .await??,
+    );
     let stream_bytes: u64 = stream.iter().map(|b| b.len() as u64).sum();
     let quinn_addr = start_raw_quinn(&provider_id, stream.clone())?;
     let (flight_addr, cert_pem) = start_flight(path.clone()).await?;
@@ -543,7 +549,9 @@ fn start_raw_quinn(identity: &Identity, stream: Arc<Vec<Bytes>>) -> anyhow::Resu
         while let Some(incoming) = endpoint.accept().await {
             let stream = stream.clone();
             tokio::spawn(async move {
-                let Ok(connection) = incoming.await else { return };
+                let Ok(connection) = incoming.await else {
+                    return;
+                };
                 while let Ok((mut send, mut recv)) = connection.accept_bi().await {
                     let mut request = [0u8; 1];
                     if recv.read_exact(&mut request).await.is_err() {
