@@ -21,7 +21,7 @@ use mesh_protocol::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::ipcfile::{AppendError, IpcFileBuilder};
+use super::ipcfile::{AppendError, HEADER_LEN, IpcFileBuilder};
 use super::{FetchError, PartialPaths, ResumeState, Shared, tls};
 use crate::agreements::Role;
 use crate::node::now_ms;
@@ -322,6 +322,7 @@ pub(super) async fn fetch(
         reason: e.to_string(),
     })?;
     let connect_err = |reason: String| FetchError::Connect { addr, reason };
+    // A failed connection leaves any partial file in place for a later attempt.
     let connection = endpoint
         .connect_with(client, addr, tls::SERVER_NAME)
         .map_err(|e| connect_err(e.to_string()))?
@@ -343,9 +344,11 @@ pub(super) async fn fetch(
     )
     .await;
     connection.close(quinn::VarInt::from_u32(0), b"done");
+    // Keep a partial file when the transfer may still complete later; drop it when its
+    // content or the right to complete it is in doubt.
     match &result {
-        Ok(_) => {}
-        Err(FetchError::Interrupted { .. }) => {}
+        Ok(_) | Err(FetchError::Interrupted { .. }) => {}
+        Err(FetchError::Refused(r)) if r.code == mesh_protocol::FetchRefusal::Busy => {}
         Err(_) => paths.discard(),
     }
     let outcome = result?;
@@ -380,12 +383,15 @@ async fn transfer(
     resume: Option<(ResumeState, IpcFileBuilder)>,
     started: Instant,
 ) -> Result<FetchOutcome, FetchError> {
-    let broken = |reason: String| FetchError::Interrupted { batches: 0, reason };
+    let resume_from = resume.as_ref().map_or(0, |(_, b)| b.messages());
+    let broken = |reason: String| FetchError::Interrupted {
+        batches: resume_from,
+        reason,
+    };
     let (mut send, mut recv) = connection
         .open_bi()
         .await
         .map_err(|e| broken(e.to_string()))?;
-    let resume_from = resume.as_ref().map_or(0, |(_, b)| b.messages());
     let request = FetchRequest {
         agreement,
         product: terms.product.clone(),
@@ -546,7 +552,7 @@ async fn transfer(
         .expected(id, terms.product.clone(), version, resume_from);
     let verified: TransferTrailer = verify_trailer(&trailer, &terms.provider, &expected)
         .map_err(|e| FetchError::Verification(e.to_string()))?;
-    let stream_bytes = builder.offset() - 8;
+    let stream_bytes = builder.offset() - HEADER_LEN as u64;
     let received_now = builder.offset() - start_bytes;
     let file_bytes = builder.finish().map_err(|e| {
         FetchError::Io(format!(

@@ -660,6 +660,14 @@ async fn interrupted_fetch_resumes_to_an_identical_file() {
         serde_json::from_slice(&std::fs::read(&partials.state).unwrap()).unwrap();
     assert_eq!((state.batches, state.version), (3, 1));
 
+    // Meanwhile a retry that cannot reach the right provider keeps the partial file.
+    let impostor = Side::start(mallory_id());
+    let mut o = options(&out, &product);
+    o.provider_addr = Some(impostor.addr());
+    let err = consumer.plane.fetch(o).await.unwrap_err();
+    assert!(matches!(err, FetchError::Connect { .. }), "{err}");
+    assert!(partials.partial.exists() && partials.state.exists());
+
     // The provider comes back on a new port.
     provider.restart(Hooks::default());
     let mut o = options(&out, &product);
