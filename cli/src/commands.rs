@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use mesh_node::views::{PeerView, ProductView, PublishRequest, StatusView};
+use mesh_node::dataplane::{Compression, FetchOutcome};
+use mesh_node::views::{FetchRequestBody, PeerView, ProductView, PublishRequest, StatusView};
 use mesh_node::{DataDir, NodeConfig};
 
 use crate::DirArg;
@@ -397,5 +398,86 @@ pub(crate) async fn peers(dir: DataDir, json: bool) -> anyhow::Result<()> {
         ]);
     }
     println!("{table}");
+    Ok(())
+}
+
+/// `meshnode fetch`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FetchArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// The product: domain/product or domain@fingerprint/product.
+    product: String,
+    /// Output Arrow IPC file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Agreement id or unambiguous id prefix (default: the usable agreement for the product).
+    #[arg(long)]
+    agreement: Option<String>,
+    /// Product version (default: the latest the agreement covers).
+    #[arg(long)]
+    version: Option<u64>,
+    /// Arrow IPC compression on the wire and in the file.
+    #[arg(long, default_value = "none", value_parser = ["none", "lz4", "zstd"])]
+    compression: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+
+    let dir = client::data_dir(args.dir.data_dir)?;
+    let client = Client::for_data_dir(&dir)?;
+    let out = std::path::absolute(&args.out)
+        .with_context(|| format!("bad output path `{}`", args.out.display()))?;
+    let compression = match args.compression.as_str() {
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        _ => Compression::None,
+    };
+    let request = FetchRequestBody {
+        product: args.product.clone(),
+        out: out.display().to_string(),
+        agreement: args.agreement,
+        version: args.version,
+        compression,
+    };
+    let spinner = (!args.json && std::io::stdout().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message(format!("fetching {} into {}", args.product, out.display()));
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        bar
+    });
+    let result: anyhow::Result<FetchOutcome> = client.post("/v1/fetch", &request).await;
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+    let outcome = result.with_context(|| format!("fetching `{}` failed", args.product))?;
+    if args.json {
+        return output::json(&outcome);
+    }
+    let resumed = if outcome.resumed_from_batch > 0 {
+        format!(" (resumed after batch {})", outcome.resumed_from_batch)
+    } else {
+        String::new()
+    };
+    println!(
+        "fetched {} version {}: {} rows, {} in {:.2} s ({:.1} MiB/s){resumed}\n  -> {}\n  agreement {}  digest {}",
+        args.product,
+        outcome.version,
+        outcome.rows,
+        output::bytes(outcome.bytes),
+        outcome.seconds,
+        outcome.mib_s,
+        outcome.out,
+        &outcome.agreement[..12],
+        &outcome.digest[..16],
+    );
     Ok(())
 }

@@ -47,6 +47,8 @@ enum Command {
     Catalog(commands::CatalogArgs),
     /// Run the seed's e-commerce mesh on loopback and tell its story.
     Demo(demo::DemoArgs),
+    /// Fetch a product you have an agreement for into an Arrow IPC file.
+    Fetch(commands::FetchArgs),
     /// Show this node's status.
     Status {
         #[command(flatten)]
@@ -105,6 +107,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Publish(args) => commands::publish(args).await,
         Command::Catalog(args) => commands::catalog(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Fetch(args) => commands::fetch(args).await,
         Command::Status { dir, json } => {
             commands::status(client::data_dir(dir.data_dir)?, json).await
         }

@@ -11,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use crate::dataplane::{DataPlane, FetchOptions};
 use crate::error::NodeError;
 use crate::node::NodeHandle;
-use crate::views::{ErrorView, PublishRequest};
+use crate::views::{ErrorView, FetchRequestBody, PublishRequest};
 
 /// Shared state of the API handlers.
 #[derive(Clone, Debug)]
@@ -22,6 +23,8 @@ pub(crate) struct ApiState {
     pub(crate) node: NodeHandle,
     /// Expected bearer token.
     token: Arc<str>,
+    /// The data plane, for fetches (absent in nodes started without one).
+    data: Option<DataPlane>,
 }
 
 impl IntoResponse for NodeError {
@@ -40,15 +43,22 @@ impl IntoResponse for NodeError {
 
 /// Builds the router for `node`, requiring `token` on every route.
 pub fn router(node: NodeHandle, token: String) -> Router {
+    router_with_data_plane(node, token, None)
+}
+
+/// [`router`] plus the data-plane routes served by `data`.
+pub fn router_with_data_plane(node: NodeHandle, token: String, data: Option<DataPlane>) -> Router {
     let state = ApiState {
         node,
         token: token.into(),
+        data,
     };
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/catalog", get(catalog))
         .route("/v1/publish", post(publish))
         .route("/v1/peers", get(peers))
+        .route("/v1/fetch", post(fetch))
         .route("/metrics", get(metrics))
         .merge(crate::contracts::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
@@ -106,4 +116,23 @@ async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, NodeErr
         )],
         s.node.metrics().await?,
     ))
+}
+
+async fn fetch(
+    State(s): State<ApiState>,
+    Json(body): Json<FetchRequestBody>,
+) -> Result<impl IntoResponse, NodeError> {
+    let data = s
+        .data
+        .ok_or_else(|| NodeError::Unavailable("this node runs no data plane".into()))?;
+    let product = data.resolve_product(&body.product)?;
+    let options = FetchOptions {
+        product: product.id(),
+        out: body.out.into(),
+        agreement: body.agreement,
+        version: body.version,
+        compression: body.compression,
+        provider_addr: None,
+    };
+    Ok(Json(data.fetch(options).await?))
 }

@@ -16,6 +16,7 @@
 //! - `contracts`: contract negotiation handlers of the actor, contract API routes.
 //! - `negotiation`: what a party answers and records; operator decisions (store-level).
 //! - [`odcs`]: a contract as an Open Data Contract Standard v3 document.
+//! - [`dataplane`]: Arrow IPC over QUIC: contract-enforced serving, verified, resumable fetch.
 //! - [`api`]: HTTP/JSON control API with bearer-token authentication.
 //! - [`server`]: start and stop a whole node from its data directory.
 //! - [`views`]: JSON shapes shared with the CLI.
@@ -24,6 +25,7 @@ pub mod agreements;
 pub mod api;
 pub mod config;
 mod contracts;
+pub mod dataplane;
 pub mod error;
 pub mod ingest;
 pub mod keyfile;

@@ -97,6 +97,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<()>,
     },
     /// Contract negotiation commands, handled in `contracts`.
+    #[allow(dead_code)] // sent once contract negotiation has commands
     Contract(crate::contracts::ContractCommand),
 }
 
@@ -466,6 +467,7 @@ impl Node {
     }
 
     /// Resolves `domain/product` or `domain@fingerprint/product` against the catalog.
+    #[allow(dead_code)] // for contract negotiation
     pub(crate) fn resolve(&self, spec: &str) -> Result<ProductDescriptor, NodeError> {
         let entries = self.store.catalog()?;
         crate::resolve::resolve(spec, entries.into_iter().map(|(d, _)| d))

@@ -101,8 +101,17 @@ pub async fn start(data_dir: DataDir) -> Result<RunningNode, ServeError> {
         .local_addr()
         .map_err(|e| ServeError::Other(e.to_string()))?;
 
+    let (data_plane, data_task) = crate::dataplane::DataPlane::start(
+        crate::dataplane::DataPlaneConfig::from_node(&config),
+        identity.clone(),
+        store.clone(),
+        data_dir.clone(),
+    )
+    .map_err(|e| ServeError::Other(e.to_string()))?;
+    tracing::info!(data_addr = %data_plane.local_addr(), "data plane listening");
     let options = NodeOptions {
         api_addr: Some(api_addr),
+        data_addr: Some(data_plane.local_addr()),
         ..NodeOptions::default()
     };
     let (handle, actor) = node::spawn(identity, config, data_dir.clone(), store, options)
@@ -111,7 +120,7 @@ pub async fn start(data_dir: DataDir) -> Result<RunningNode, ServeError> {
     let token = hex::encode(rand::random::<[u8; 32]>());
     keyfile::write_secret_file(&data_dir.api_token(), &token)
         .map_err(|e| ServeError::Other(format!("cannot write the API token: {e}")))?;
-    let router = crate::api::router(handle.clone(), token);
+    let router = crate::api::router_with_data_plane(handle.clone(), token, Some(data_plane));
     let api = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!("control API stopped: {e}");
@@ -126,7 +135,7 @@ pub async fn start(data_dir: DataDir) -> Result<RunningNode, ServeError> {
         api_addr,
         actor,
         api,
-        data_plane: None,
+        data_plane: Some(data_task),
     })
 }
 

@@ -42,12 +42,15 @@ pub enum StoreError {
     },
 }
 
-/// Handle to the sled database. Cheap to clone; sled is internally synchronised, but the
-/// node actor is the only writer of the catalog and the audit chain.
+/// Handle to the sled database. Cheap to clone; sled is internally synchronised. The node
+/// actor is the only writer of the catalog; the audit chain has several writers (the actor,
+/// the data plane), serialised by `audit_lock`.
 #[derive(Clone, Debug)]
 pub struct Store {
     /// The database.
     db: sled::Db,
+    /// Held while appending to the audit chain: an append reads the head, then links to it.
+    audit_lock: std::sync::Arc<std::sync::Mutex<()>>,
     /// Signed descriptors by product storage key: `version (u64 BE) || envelope`.
     catalog: sled::Tree,
     /// Local products: name -> latest published version (u64 BE).
@@ -105,6 +108,7 @@ impl Store {
             peers: db.open_tree(trees::PEERS)?,
             audit_head: db.open_tree(trees::AUDIT_HEAD)?,
             signer: None,
+            audit_lock: Default::default(),
             db,
         })
     }
@@ -302,14 +306,18 @@ impl Store {
 
     // ---- audit ----
 
-    /// Appends an entry linked to the current head. Only the node actor calls this, so
-    /// appends are sequential.
+    /// Appends an entry linked to the current head. Appends from every clone of the store
+    /// are serialised, so the chain stays linear with several writers.
     pub fn audit_append(
         &self,
         kind: AuditKind,
         detail: &serde_json::Value,
         at_ms: u64,
     ) -> Result<u64, StoreError> {
+        let _guard = self
+            .audit_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (seq, prev) = match self.audit.last()? {
             None => (0, audit::GENESIS),
             Some((key, bytes)) => {

@@ -396,6 +396,24 @@ pub fn rfc3339(ms: u64) -> String {
     )
 }
 
+/// `POST /v1/fetch`: fetch a product over the data plane into a local Arrow IPC file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FetchRequestBody {
+    /// `domain/product` or `domain@fingerprint/product`.
+    pub product: String,
+    /// Absolute output path (written by the daemon).
+    pub out: String,
+    /// Agreement id or id prefix; default: the usable agreement for the product.
+    #[serde(default)]
+    pub agreement: Option<String>,
+    /// Version; default: the latest the agreement covers.
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// IPC compression: `none`, `lz4` or `zstd`.
+    #[serde(default)]
+    pub compression: mesh_protocol::Compression,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

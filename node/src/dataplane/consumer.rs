@@ -1,0 +1,637 @@
+//! The consumer side: `fetch` a product under an agreement into an Arrow IPC file.
+//!
+//! Data goes to `OUT.partial` (an Arrow file under construction, see `ipcfile`) with a small
+//! `OUT.partial.state` beside it. Only after the provider's signed trailer matches what was
+//! received (rows, batches, BLAKE3 of the stream) is the file completed, synced and renamed
+//! to `OUT`. A transfer that breaks off keeps both files; the next fetch of the same product,
+//! version and agreement continues from the last complete batch. Any other failure removes
+//! them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use mesh_protocol::audit::AuditKind;
+use mesh_protocol::contract::{AgreementId, ContractState, ContractTerms};
+use mesh_protocol::transfer::{FRAME_HEADER_LEN, FrameKind, MAX_CONTROL_FRAME, MAX_DATA_FRAME};
+use mesh_protocol::{
+    Agreement, Compression, FetchRequest, Frame, FrameDecoder, ProductId, TransferHeader,
+    TransferTrailer, encode_frame, verify_trailer,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::ipcfile::{AppendError, HEADER_LEN, IpcFileBuilder};
+use super::{FetchError, PartialPaths, ResumeState, Shared, tls};
+use crate::agreements::Role;
+use crate::node::now_ms;
+
+/// Data frames queued between the network reader and the file writer.
+const FRAME_QUEUE: usize = 8;
+/// The state file is rewritten after this many bytes.
+const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What to fetch and where to put it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FetchOptions {
+    /// The product.
+    pub product: ProductId,
+    /// Output path of the Arrow IPC file (absolute).
+    pub out: PathBuf,
+    /// Agreement id or id prefix; `None` picks the usable agreement for the product.
+    pub agreement: Option<String>,
+    /// Version; `None` for the latest the agreement covers.
+    pub version: Option<u64>,
+    /// IPC compression asked of the provider.
+    pub compression: Compression,
+    /// Provider data-plane address; `None` uses the catalog (descriptor, then node record).
+    pub provider_addr: Option<SocketAddr>,
+}
+
+/// A completed fetch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FetchOutcome {
+    /// Rows in the file.
+    pub rows: u64,
+    /// Bytes of the Arrow IPC stream (from batch 0).
+    pub bytes: u64,
+    /// Data frames (IPC messages) in the stream.
+    pub batches: u64,
+    /// Wall-clock seconds of this call.
+    pub seconds: f64,
+    /// Throughput of this call in MiB/s (bytes received now / seconds).
+    pub mib_s: f64,
+    /// BLAKE3 of the stream, hex (as signed by the provider).
+    pub digest: String,
+    /// Agreement id, hex.
+    pub agreement: String,
+    /// Provider key, hex.
+    pub provider: String,
+    /// Version fetched.
+    pub version: u64,
+    /// Output file.
+    pub out: String,
+    /// Size of the output file.
+    pub file_bytes: u64,
+    /// Data frames that were already held from an interrupted fetch.
+    pub resumed_from_batch: u64,
+}
+
+/// Finds the agreement to fetch under.
+fn find_agreement(
+    shared: &Shared,
+    options: &FetchOptions,
+    now: u64,
+) -> Result<(AgreementId, Agreement, ContractTerms), FetchError> {
+    let product = &options.product;
+    let mut usable = Vec::new();
+    let mut reasons = Vec::new();
+    for (id, record) in shared.store.agreement_records()? {
+        let hex = id.to_hex();
+        if let Some(prefix) = &options.agreement
+            && !hex.starts_with(&prefix.to_ascii_lowercase())
+        {
+            continue;
+        }
+        let Ok(terms) = record.terms() else { continue };
+        if record.role != Role::Consumer || terms.product != *product {
+            if options.agreement.is_some() {
+                reasons.push(format!(
+                    "agreement {} is not one this node consumes {} under",
+                    id.short(),
+                    product.name
+                ));
+            }
+            continue;
+        }
+        let revoked = shared.store.revocation(&id)?.is_some() || record.revocation.is_some();
+        let state = if revoked {
+            ContractState::Revoked
+        } else {
+            record.state_at(now)
+        };
+        let Some(agreement) = record.agreement.filter(|_| state == ContractState::Agreed) else {
+            reasons.push(format!("agreement {} is {state}", id.short()));
+            continue;
+        };
+        if let Some(v) = options.version
+            && !terms.covers_version(v)
+        {
+            reasons.push(format!(
+                "agreement {} does not cover version {v}",
+                id.short()
+            ));
+            continue;
+        }
+        usable.push((id, agreement, terms, record.updated_ms));
+    }
+    if usable.len() > 1 && options.agreement.is_some() {
+        let ids: Vec<String> = usable.iter().map(|u| u.0.short()).collect();
+        return Err(FetchError::BadRequest(format!(
+            "agreement prefix `{}` matches several agreements: {}",
+            options.agreement.as_deref().unwrap_or_default(),
+            ids.join(", ")
+        )));
+    }
+    // The most recently concluded agreement wins.
+    usable.sort_by_key(|u| std::cmp::Reverse(u.3));
+    match usable.into_iter().next() {
+        Some((id, agreement, terms, _)) => Ok((id, agreement, terms)),
+        None => {
+            let why = if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", reasons.join("; "))
+            };
+            Err(FetchError::NoAgreement(format!(
+                "no agreed contract lets this node fetch `{}`{why}: request one with `meshnode share request`",
+                product.name
+            )))
+        }
+    }
+}
+
+/// The provider's data-plane address: explicit, from the descriptor, or the node record.
+async fn provider_addr(
+    shared: &Shared,
+    options: &FetchOptions,
+    terms: &ContractTerms,
+) -> Result<SocketAddr, FetchError> {
+    if let Some(addr) = options.provider_addr {
+        return Ok(addr);
+    }
+    let from_descriptor = shared
+        .store
+        .descriptor(&terms.product)?
+        .and_then(|(_, e)| e.decode_trusted().ok())
+        .and_then(|d| d.data_addr);
+    let from_record = || -> Result<Option<String>, FetchError> {
+        Ok(shared
+            .store
+            .node_record(&terms.provider)?
+            .and_then(|(_, e)| e.decode_trusted().ok())
+            .and_then(|r| r.data_addr))
+    };
+    let text = match from_descriptor {
+        Some(a) => a,
+        None => from_record()?.ok_or_else(|| {
+            FetchError::NoAddress(format!(
+                "provider {} has not announced a data-plane address yet; wait for its catalog entry or node record to arrive",
+                terms.provider.fingerprint()
+            ))
+        })?,
+    };
+    let mut addrs = tokio::net::lookup_host(text.as_str())
+        .await
+        .map_err(|e| FetchError::NoAddress(format!("bad provider address `{text}`: {e}")))?;
+    addrs.next().ok_or_else(|| {
+        FetchError::NoAddress(format!("provider address `{text}` resolves to nothing"))
+    })
+}
+
+/// A partial file worth continuing, if the state matches this fetch.
+fn load_resume(
+    paths: &PartialPaths,
+    id: &AgreementId,
+    terms: &ContractTerms,
+    options: &FetchOptions,
+) -> Option<(ResumeState, IpcFileBuilder)> {
+    let text = std::fs::read_to_string(&paths.state).ok()?;
+    let state: ResumeState = serde_json::from_str(&text).ok()?;
+    let matches = state.agreement == id.to_hex()
+        && state.product == terms.product.storage_key()
+        && state.provider == terms.provider.to_hex()
+        && state.compression == options.compression
+        && options.version.is_none_or(|v| v == state.version);
+    if !matches {
+        return None;
+    }
+    let builder = IpcFileBuilder::resume(&paths.partial).ok()?;
+    (builder.messages() > 0).then_some((state, builder))
+}
+
+fn write_state(paths: &PartialPaths, state: &ResumeState) -> std::io::Result<()> {
+    let tmp = paths.state.with_extension("state.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(state).expect("state serialises"),
+    )?;
+    std::fs::rename(&tmp, &paths.state)
+}
+
+/// One frame read from the provider.
+enum Incoming {
+    Data(Vec<u8>),
+    Control(Frame),
+}
+
+/// Why reading stopped.
+enum ReadFailure {
+    /// The connection or stream broke: resumable.
+    Broken(String),
+    /// The provider spoke nonsense: not resumable.
+    Protocol(String),
+}
+
+async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Incoming, ReadFailure> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    recv.read_exact(&mut header).await.map_err(|e| match e {
+        quinn::ReadExactError::FinishedEarly(0) => {
+            ReadFailure::Broken("the provider ended the stream without a trailer".into())
+        }
+        other => ReadFailure::Broken(other.to_string()),
+    })?;
+    let kind = FrameKind::from_tag(header[0])
+        .ok_or_else(|| ReadFailure::Protocol(format!("unknown frame tag {}", header[0])))?;
+    let len = u32::from_be_bytes(header[1..].try_into().expect("4 bytes")) as usize;
+    let max = if kind == FrameKind::Data {
+        MAX_DATA_FRAME
+    } else {
+        MAX_CONTROL_FRAME
+    };
+    if len > max {
+        return Err(ReadFailure::Protocol(format!(
+            "{kind} frame of {len} bytes exceeds the limit of {max}"
+        )));
+    }
+    let mut payload = vec![0u8; len];
+    recv.read_exact(&mut payload)
+        .await
+        .map_err(|e| ReadFailure::Broken(e.to_string()))?;
+    if kind == FrameKind::Data {
+        return Ok(Incoming::Data(payload));
+    }
+    let mut decoder = FrameDecoder::new();
+    decoder.push(&header);
+    decoder.push(&payload);
+    match decoder.next_frame() {
+        Ok(Some(frame)) => Ok(Incoming::Control(frame)),
+        Ok(None) => Err(ReadFailure::Protocol("incomplete control frame".into())),
+        Err(e) => Err(ReadFailure::Protocol(e.to_string())),
+    }
+}
+
+/// What the writer thread ends with.
+struct Written {
+    builder: IpcFileBuilder,
+    error: Option<AppendError>,
+}
+
+/// Fetches `options.product` into `options.out`.
+pub(super) async fn fetch(
+    endpoint: &quinn::Endpoint,
+    shared: &std::sync::Arc<Shared>,
+    options: FetchOptions,
+) -> Result<FetchOutcome, FetchError> {
+    let started = Instant::now();
+    if !options.out.is_absolute() {
+        return Err(FetchError::BadRequest(format!(
+            "the output path `{}` must be absolute",
+            options.out.display()
+        )));
+    }
+    if options.out.is_dir() {
+        return Err(FetchError::BadRequest(format!(
+            "the output path `{}` is a directory; name a file such as {}/data.arrow",
+            options.out.display(),
+            options.out.display()
+        )));
+    }
+    if let Some(parent) = options.out.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| FetchError::Io(format!("cannot create `{}`: {e}", parent.display())))?;
+    }
+    let now = now_ms();
+    let (id, agreement, terms) = find_agreement(shared, &options, now)?;
+    let addr = provider_addr(shared, &options, &terms).await?;
+    let paths = PartialPaths::new(options.out.clone());
+
+    let resume = load_resume(&paths, &id, &terms, &options);
+    if resume.is_none() {
+        paths.discard();
+    }
+    let version_wanted = resume.as_ref().map(|(s, _)| s.version).or(options.version);
+
+    let client = tls::client_config(
+        &shared.identity,
+        &terms.provider,
+        shared.config.max_transfers_per_peer.max(1),
+    )
+    .map_err(|e| FetchError::Connect {
+        addr,
+        reason: e.to_string(),
+    })?;
+    let connect_err = |reason: String| FetchError::Connect { addr, reason };
+    // A failed connection leaves any partial file in place for a later attempt.
+    let connection = endpoint
+        .connect_with(client, addr, tls::SERVER_NAME)
+        .map_err(|e| connect_err(e.to_string()))?
+        .await
+        .map_err(|e| {
+            connect_err(format!(
+                "{e} (is the provider running, and is it the key {}?)",
+                terms.provider.fingerprint()
+            ))
+        })?;
+    let result = transfer(
+        &connection,
+        &paths,
+        (id, agreement, &terms),
+        &options,
+        version_wanted,
+        resume,
+        started,
+    )
+    .await;
+    connection.close(quinn::VarInt::from_u32(0), b"done");
+    // Keep a partial file when the transfer may still complete later; drop it when its
+    // content or the right to complete it is in doubt.
+    match &result {
+        Ok(_) | Err(FetchError::Interrupted { .. }) => {}
+        Err(FetchError::Refused(r)) if r.code == mesh_protocol::FetchRefusal::Busy => {}
+        Err(_) => paths.discard(),
+    }
+    let outcome = result?;
+    let detail = serde_json::json!({
+        "agreement": outcome.agreement,
+        "product": terms.product.name,
+        "provider": outcome.provider,
+        "version": outcome.version,
+        "rows": outcome.rows,
+        "bytes": outcome.bytes,
+        "seconds": outcome.seconds,
+        "digest": outcome.digest,
+        "out": outcome.out,
+        "resumed_from_batch": outcome.resumed_from_batch,
+    });
+    if let Err(e) = shared
+        .store
+        .audit_append(AuditKind::TransferReceived, &detail, now_ms())
+    {
+        tracing::error!("cannot audit a received transfer: {e}");
+    }
+    Ok(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn transfer(
+    connection: &quinn::Connection,
+    paths: &PartialPaths,
+    (id, agreement, terms): (AgreementId, Agreement, &ContractTerms),
+    options: &FetchOptions,
+    version_wanted: Option<u64>,
+    resume: Option<(ResumeState, IpcFileBuilder)>,
+    started: Instant,
+) -> Result<FetchOutcome, FetchError> {
+    let resume_from = resume.as_ref().map_or(0, |(_, b)| b.messages());
+    let broken = |reason: String| FetchError::Interrupted {
+        batches: resume_from,
+        reason,
+    };
+    let (mut send, mut recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| broken(e.to_string()))?;
+    let request = FetchRequest {
+        agreement,
+        product: terms.product.clone(),
+        version: version_wanted,
+        resume_from_batch: resume_from,
+        compression: options.compression,
+    };
+    let bytes = encode_frame(&Frame::Request(Box::new(request)))
+        .map_err(|e| FetchError::BadRequest(e.to_string()))?;
+    send.write_all(&bytes)
+        .await
+        .map_err(|e| broken(e.to_string()))?;
+    let _ = send.finish();
+
+    let header: TransferHeader = match read_frame(&mut recv).await {
+        Ok(Incoming::Control(Frame::Header(h))) => h,
+        Ok(Incoming::Control(Frame::Error(refusal))) => return Err(FetchError::Refused(refusal)),
+        Ok(_) => {
+            return Err(FetchError::Verification(
+                "the provider did not start with a transfer header".into(),
+            ));
+        }
+        Err(ReadFailure::Broken(e)) => {
+            return Err(FetchError::Interrupted {
+                batches: resume_from,
+                reason: e,
+            });
+        }
+        Err(ReadFailure::Protocol(e)) => return Err(FetchError::Verification(e)),
+    };
+    check_header(&header, &id, terms, options, version_wanted, resume_from)?;
+    let version = header.version;
+
+    let mut builder = match resume {
+        Some((_, b)) => b,
+        None => IpcFileBuilder::create(&paths.partial).map_err(|e| {
+            FetchError::Io(format!("cannot create `{}`: {e}", paths.partial.display()))
+        })?,
+    };
+    let mut state = ResumeState {
+        agreement: id.to_hex(),
+        product: terms.product.storage_key(),
+        provider: terms.provider.to_hex(),
+        version,
+        compression: options.compression,
+        batches: builder.messages(),
+        rows: builder.rows(),
+        bytes: builder.offset(),
+        updated_ms: now_ms(),
+    };
+    write_state(paths, &state).map_err(|e| FetchError::Io(e.to_string()))?;
+    let start_bytes = builder.offset();
+
+    // The writer thread appends, hashes and checkpoints; this task only reads the network.
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(FRAME_QUEUE);
+    let writer_paths = paths.clone();
+    let mut writer_state = state.clone();
+    let expected_names: Vec<String> = header.schema.iter().map(|c| c.name.clone()).collect();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut last_checkpoint = builder.offset();
+        while let Some(frame) = rx.blocking_recv() {
+            if let Err(e) = builder.append(&frame) {
+                return Written {
+                    builder,
+                    error: Some(e),
+                };
+            }
+            if builder.messages() == 1 {
+                let names: Vec<String> = builder
+                    .schema()
+                    .map(|s| s.fields().iter().map(|f| f.name().clone()).collect())
+                    .unwrap_or_default();
+                if names != expected_names {
+                    return Written {
+                        builder,
+                        error: Some(AppendError::Protocol(format!(
+                            "the stream's columns {names:?} differ from the header's {expected_names:?}"
+                        ))),
+                    };
+                }
+            }
+            if builder.offset() - last_checkpoint >= CHECKPOINT_BYTES {
+                last_checkpoint = builder.offset();
+                writer_state.batches = builder.messages();
+                writer_state.rows = builder.rows();
+                writer_state.bytes = builder.offset();
+                writer_state.updated_ms = now_ms();
+                let _ = write_state(&writer_paths, &writer_state);
+            }
+        }
+        Written {
+            builder,
+            error: None,
+        }
+    });
+
+    let end: Result<TransferTrailerEnvelope, ReadFailure>;
+    loop {
+        match read_frame(&mut recv).await {
+            Ok(Incoming::Data(frame)) => {
+                if tx.send(frame).await.is_err() {
+                    end = Err(ReadFailure::Protocol("the writer stopped".into()));
+                    break;
+                }
+            }
+            Ok(Incoming::Control(Frame::Trailer(t))) => {
+                end = Ok(t);
+                break;
+            }
+            Ok(Incoming::Control(Frame::Error(refusal))) => {
+                drop(tx);
+                let _ = writer.await;
+                return Err(FetchError::Refused(refusal));
+            }
+            Ok(Incoming::Control(other)) => {
+                end = Err(ReadFailure::Protocol(format!(
+                    "unexpected {} frame in the data",
+                    other.kind()
+                )));
+                break;
+            }
+            Err(e) => {
+                end = Err(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| FetchError::Io(format!("the file writer failed: {e}")))?;
+    let Written { builder, error } = written;
+    if let Some(error) = error {
+        return Err(match error {
+            AppendError::Protocol(m) => FetchError::Verification(m),
+            AppendError::Io(e) => FetchError::Io(e.to_string()),
+        });
+    }
+    let trailer = match end {
+        Ok(t) => t,
+        Err(ReadFailure::Protocol(m)) => return Err(FetchError::Verification(m)),
+        Err(ReadFailure::Broken(reason)) => {
+            // Keep what arrived: sync it and record the checkpoint for the next attempt.
+            let _ = builder.sync();
+            state.batches = builder.messages();
+            state.rows = builder.rows();
+            state.bytes = builder.offset();
+            state.updated_ms = now_ms();
+            let _ = write_state(paths, &state);
+            return Err(FetchError::Interrupted {
+                batches: builder.messages(),
+                reason,
+            });
+        }
+    };
+    let expected = builder
+        .tally
+        .expected(id, terms.product.clone(), version, resume_from);
+    let verified: TransferTrailer = verify_trailer(&trailer, &terms.provider, &expected)
+        .map_err(|e| FetchError::Verification(e.to_string()))?;
+    let stream_bytes = builder.offset() - HEADER_LEN as u64;
+    let received_now = builder.offset() - start_bytes;
+    let file_bytes = builder.finish().map_err(|e| {
+        FetchError::Io(format!(
+            "cannot complete `{}`: {e}",
+            paths.partial.display()
+        ))
+    })?;
+    std::fs::rename(&paths.partial, &paths.out).map_err(|e| {
+        FetchError::Io(format!(
+            "cannot move the verified file to `{}`: {e}",
+            paths.out.display()
+        ))
+    })?;
+    let _ = std::fs::remove_file(&paths.state);
+    if let Some(parent) = paths.out.parent()
+        && let Ok(dir) = std::fs::File::open(parent)
+    {
+        let _ = dir.sync_all();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(FetchOutcome {
+        rows: verified.rows,
+        bytes: stream_bytes,
+        batches: verified.batches,
+        seconds,
+        mib_s: received_now as f64 / (1024.0 * 1024.0) / seconds.max(1e-9),
+        digest: hex::encode(verified.digest),
+        agreement: id.to_hex(),
+        provider: terms.provider.to_hex(),
+        version,
+        out: paths.out.display().to_string(),
+        file_bytes,
+        resumed_from_batch: resume_from,
+    })
+}
+
+type TransferTrailerEnvelope = mesh_protocol::Signed<TransferTrailer>;
+
+/// The header must describe the transfer asked for, and only granted columns.
+fn check_header(
+    header: &TransferHeader,
+    id: &AgreementId,
+    terms: &ContractTerms,
+    options: &FetchOptions,
+    version_wanted: Option<u64>,
+    resume_from: u64,
+) -> Result<(), FetchError> {
+    let bad = |m: String| Err(FetchError::Verification(m));
+    if header.agreement_id != *id {
+        return bad(format!(
+            "the provider answered for agreement {}, not {}",
+            header.agreement_id.short(),
+            id.short()
+        ));
+    }
+    if header.resume_from_batch != resume_from || header.compression != options.compression {
+        return bad("the provider's header does not match the request".into());
+    }
+    if let Some(v) = version_wanted
+        && header.version != v
+    {
+        return bad(format!(
+            "the provider sends version {}, not the requested {v}",
+            header.version
+        ));
+    }
+    if !terms.covers_version(header.version) {
+        return bad(format!(
+            "the provider sends version {}, which the agreement does not cover",
+            header.version
+        ));
+    }
+    if let Some(granted) = &terms.columns
+        && let Some(extra) = header.schema.iter().find(|c| !granted.contains(&c.name))
+    {
+        return bad(format!(
+            "the provider sends column `{}`, which the agreement does not grant",
+            extra.name
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! The consumer's output: the received Arrow IPC stream laid out as an Arrow IPC *file*.
+//!
+//! An IPC file is the 8-byte magic, the stream's messages, an end-of-stream marker and a
+//! footer that indexes the dictionary and record batch messages. Each received data frame is
+//! one encapsulated message, so the builder appends it verbatim (no decoding of the body,
+//! no re-encoding) and remembers its block; [`IpcFileBuilder::finish`] writes the footer.
+//! The bytes between the magic and the end-of-stream marker are exactly the stream the
+//! provider hashed, which makes resuming simple: [`IpcFileBuilder::resume`] re-reads the
+//! complete messages of a partial file, re-hashes them and truncates whatever follows.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use arrow::datatypes::Schema;
+use arrow::ipc::convert::{IpcSchemaEncoder, try_fb_to_schema};
+use arrow::ipc::writer::DictionaryTracker;
+use arrow::ipc::{Block, FooterBuilder, MessageHeader, MetadataVersion};
+use mesh_protocol::transfer::{MAX_DATA_FRAME, TransferTally};
+
+/// Magic at both ends of an Arrow IPC file.
+const MAGIC: &[u8; 6] = b"ARROW1";
+/// The magic padded with zeros to 64 bytes, as arrow-rs writes it, so that every message
+/// starts 64-byte aligned.
+pub(crate) const HEADER_LEN: usize = 64;
+
+/// What one data frame holds.
+#[derive(Debug)]
+pub(crate) struct MessageInfo {
+    /// Schema, dictionary batch or record batch.
+    kind: MessageHeader,
+    /// Prefix, flatbuffer and padding: the block's `metaDataLength`.
+    meta_len: usize,
+    /// Body bytes.
+    body_len: usize,
+    /// Rows of a record batch (0 otherwise).
+    pub(crate) rows: u64,
+    /// Metadata version, for the footer.
+    version: MetadataVersion,
+    /// The schema of a schema message.
+    schema: Option<Schema>,
+    /// `(id, is_delta)` of a dictionary batch.
+    dictionary: Option<(i64, bool)>,
+}
+
+/// Checks that `frame` is exactly one encapsulated IPC message and reads its header.
+pub(crate) fn inspect(frame: &[u8]) -> Result<MessageInfo, String> {
+    if frame.len() < 8 || frame[..4] != [0xff; 4] {
+        return Err("a data frame does not start with an IPC message".into());
+    }
+    let declared = i32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
+    let meta = usize::try_from(declared)
+        .ok()
+        .filter(|m| *m > 0 && 8 + m <= frame.len())
+        .ok_or("an IPC message declares an impossible metadata length")?;
+    let message = arrow::ipc::root_as_message(&frame[8..8 + meta])
+        .map_err(|e| format!("an IPC message header does not decode: {e}"))?;
+    let body_len = usize::try_from(message.bodyLength())
+        .ok()
+        .filter(|b| 8 + meta + b == frame.len())
+        .ok_or("an IPC message body does not fill its data frame")?;
+    let kind = message.header_type();
+    let mut info = MessageInfo {
+        kind,
+        meta_len: 8 + meta,
+        body_len,
+        rows: 0,
+        version: message.version(),
+        schema: None,
+        dictionary: None,
+    };
+    match kind {
+        MessageHeader::Schema => {
+            let schema = message
+                .header_as_schema()
+                .ok_or("a schema message has no schema")?;
+            info.schema = Some(
+                try_fb_to_schema(schema)
+                    .map_err(|e| format!("the stream schema does not decode: {e}"))?,
+            );
+        }
+        MessageHeader::RecordBatch => {
+            let batch = message
+                .header_as_record_batch()
+                .ok_or("a record batch message has no header")?;
+            info.rows = u64::try_from(batch.length()).map_err(|_| "negative row count")?;
+        }
+        MessageHeader::DictionaryBatch => {
+            let dict = message
+                .header_as_dictionary_batch()
+                .ok_or("a dictionary message has no header")?;
+            info.dictionary = Some((dict.id(), dict.isDelta()));
+        }
+        other => return Err(format!("unexpected IPC message type {other:?}")),
+    }
+    Ok(info)
+}
+
+/// Appends received messages to a partial Arrow file and finishes it with a footer.
+#[derive(Debug)]
+pub(crate) struct IpcFileBuilder {
+    /// The partial file, positioned at its end.
+    file: File,
+    /// Current length of the file.
+    offset: u64,
+    /// The stream schema, from the first message.
+    schema: Option<Schema>,
+    /// Metadata version of the schema message.
+    version: MetadataVersion,
+    /// Blocks of dictionary batches.
+    dictionaries: Vec<Block>,
+    /// Blocks of record batches.
+    batches: Vec<Block>,
+    /// Dictionary ids seen (a replacement cannot be expressed in a file).
+    dictionary_ids: HashSet<i64>,
+    /// Count and hash of the stream from batch 0.
+    pub(crate) tally: TransferTally,
+}
+
+impl IpcFileBuilder {
+    /// Creates (truncating) `path` with the file magic.
+    pub(crate) fn create(path: &Path) -> std::io::Result<Self> {
+        let mut file = File::create(path)?;
+        let mut header = [0u8; HEADER_LEN];
+        header[..MAGIC.len()].copy_from_slice(MAGIC);
+        file.write_all(&header)?;
+        Ok(Self::empty(file))
+    }
+
+    fn empty(file: File) -> Self {
+        Self {
+            file,
+            offset: HEADER_LEN as u64,
+            schema: None,
+            version: MetadataVersion::V5,
+            dictionaries: Vec::new(),
+            batches: Vec::new(),
+            dictionary_ids: HashSet::new(),
+            tally: TransferTally::new(),
+        }
+    }
+
+    /// Reopens a partial file: keeps its complete messages (hashing and indexing them again)
+    /// and cuts anything after the last one.
+    pub(crate) fn resume(path: &Path) -> Result<Self, String> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| e.to_string())?;
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        let mut reader =
+            BufReader::with_capacity(1 << 20, file.try_clone().map_err(|e| e.to_string())?);
+        let mut header = [0u8; HEADER_LEN];
+        reader.read_exact(&mut header).map_err(|e| e.to_string())?;
+        if &header[..MAGIC.len()] != MAGIC || header[MAGIC.len()..].iter().any(|b| *b != 0) {
+            return Err("the partial file does not start with the Arrow magic".into());
+        }
+        let mut builder = Self::empty(file);
+        let mut frame = Vec::new();
+        loop {
+            let start = builder.offset;
+            if start + 8 > len {
+                break;
+            }
+            let mut prefix = [0u8; 8];
+            reader.read_exact(&mut prefix).map_err(|e| e.to_string())?;
+            let meta = i32::from_le_bytes(prefix[4..].try_into().expect("4 bytes"));
+            if prefix[..4] != [0xff; 4] || meta <= 0 || meta as usize > MAX_DATA_FRAME {
+                break;
+            }
+            let meta = meta as usize;
+            if start + 8 + meta as u64 > len {
+                break;
+            }
+            frame.clear();
+            frame.extend_from_slice(&prefix);
+            frame.resize(8 + meta, 0);
+            reader
+                .read_exact(&mut frame[8..])
+                .map_err(|e| e.to_string())?;
+            let Ok(message) = arrow::ipc::root_as_message(&frame[8..]) else {
+                break;
+            };
+            let Ok(body) = usize::try_from(message.bodyLength()) else {
+                break;
+            };
+            if body > MAX_DATA_FRAME || start + (8 + meta + body) as u64 > len {
+                break;
+            }
+            frame.resize(8 + meta + body, 0);
+            reader
+                .read_exact(&mut frame[8 + meta..])
+                .map_err(|e| e.to_string())?;
+            let Ok(info) = inspect(&frame) else {
+                break;
+            };
+            if builder.record(&frame, info).is_err() {
+                break;
+            }
+        }
+        drop(reader);
+        builder
+            .file
+            .set_len(builder.offset)
+            .map_err(|e| e.to_string())?;
+        builder
+            .file
+            .seek(SeekFrom::Start(builder.offset))
+            .map_err(|e| e.to_string())?;
+        Ok(builder)
+    }
+
+    /// Data frames held (the next one to ask for when resuming).
+    pub(crate) fn messages(&self) -> u64 {
+        self.tally.batches()
+    }
+
+    /// Rows held.
+    pub(crate) fn rows(&self) -> u64 {
+        self.tally.rows()
+    }
+
+    /// Length of the partial file.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The stream schema, once its message arrived.
+    pub(crate) fn schema(&self) -> Option<&Schema> {
+        self.schema.as_ref()
+    }
+
+    /// Checks and indexes one message (already written at `self.offset`).
+    fn record(&mut self, frame: &[u8], info: MessageInfo) -> Result<(), String> {
+        let first = self.tally.batches() == 0;
+        if first != (info.kind == MessageHeader::Schema) {
+            return Err(if first {
+                "the stream does not start with a schema message".into()
+            } else {
+                "the stream carries a second schema message".into()
+            });
+        }
+        let block = Block::new(
+            self.offset as i64,
+            info.meta_len as i32,
+            info.body_len as i64,
+        );
+        match info.kind {
+            MessageHeader::Schema => {
+                self.schema = info.schema;
+                self.version = info.version;
+            }
+            MessageHeader::DictionaryBatch => {
+                let (id, delta) = info.dictionary.expect("dictionary info");
+                if !self.dictionary_ids.insert(id) && !delta {
+                    return Err(format!(
+                        "dictionary {id} is replaced mid-stream, which an Arrow file cannot hold"
+                    ));
+                }
+                self.dictionaries.push(block);
+            }
+            _ => self.batches.push(block),
+        }
+        self.tally.add_batch(frame, info.rows);
+        self.offset += frame.len() as u64;
+        Ok(())
+    }
+
+    /// Checks one received data frame and appends it.
+    pub(crate) fn append(&mut self, frame: &[u8]) -> Result<(), AppendError> {
+        let info = inspect(frame).map_err(AppendError::Protocol)?;
+        // Validate before writing so a refused frame leaves the file as it was.
+        let first = self.tally.batches() == 0;
+        if first != (info.kind == MessageHeader::Schema) {
+            return Err(AppendError::Protocol(
+                "the stream's schema message is missing or repeated".into(),
+            ));
+        }
+        self.file.write_all(frame).map_err(AppendError::Io)?;
+        self.record(frame, info).map_err(AppendError::Protocol)
+    }
+
+    /// Forces the data written so far to disk.
+    pub(crate) fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Writes the end-of-stream marker and the footer, and syncs the file.
+    pub(crate) fn finish(mut self) -> Result<u64, String> {
+        let schema = self
+            .schema
+            .take()
+            .ok_or("the stream ended before its schema")?;
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let dictionaries = fbb.create_vector(&self.dictionaries);
+        let batches = fbb.create_vector(&self.batches);
+        let mut tracker = DictionaryTracker::new(false);
+        let schema = IpcSchemaEncoder::new()
+            .with_dictionary_tracker(&mut tracker)
+            .schema_to_fb_offset(&mut fbb, &schema);
+        let mut footer = FooterBuilder::new(&mut fbb);
+        footer.add_version(self.version);
+        footer.add_schema(schema);
+        footer.add_dictionaries(dictionaries);
+        footer.add_recordBatches(batches);
+        let root = footer.finish();
+        fbb.finish(root, None);
+        let data = fbb.finished_data();
+        let mut tail = Vec::with_capacity(8 + data.len() + 10);
+        tail.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        tail.extend_from_slice(data);
+        tail.extend_from_slice(&(data.len() as i32).to_le_bytes());
+        tail.extend_from_slice(MAGIC);
+        self.file.write_all(&tail).map_err(|e| e.to_string())?;
+        self.file.sync_all().map_err(|e| e.to_string())?;
+        Ok(self.offset + tail.len() as u64)
+    }
+}
+
+/// Why a frame was not appended.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// The frame is not a valid message in this position.
+    Protocol(String),
+    /// The disk failed.
+    Io(std::io::Error),
+}

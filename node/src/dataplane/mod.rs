@@ -1,0 +1,329 @@
+//! The data plane: Arrow IPC over QUIC (`meshnode-data/1`), contract-enforced at the
+//! provider.
+//!
+//! One quinn endpoint per node both serves (provider) and dials (consumer). TLS uses the
+//! libp2p certificate of the node key on both sides ([`tls`]); the provider learns the
+//! consumer's key from the handshake, the consumer pins the provider's key from the catalog.
+//!
+//! - [`provider`](self::provider): accepts connections, authorises each fetch against the
+//!   co-signed agreement and the local store, then streams the allowed columns and rows.
+//! - [`produce`](self::produce): the bounded-memory frame source (passthrough or
+//!   select-and-encode) and the row-filter kernels in `select`.
+//! - [`consumer`](self::consumer): `fetch` — agreement lookup, resume, verification, atomic
+//!   rename into place. `ipcfile` lays the received stream out as an Arrow IPC file.
+//!
+//! Architecture invariant: no data byte leaves the provider before the agreement was
+//! verified against the TLS peer, the revocation list and the stored contract state, and no
+//! column outside the granted set is ever encoded.
+
+mod consumer;
+mod ipcfile;
+mod produce;
+mod provider;
+mod select;
+#[cfg(test)]
+mod tests;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use mesh_protocol::{Identity, PublicKey, Refusal};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DataDir, NodeConfig};
+use crate::store::{Store, StoreError};
+
+pub use consumer::{FetchOptions, FetchOutcome};
+pub use mesh_protocol::Compression;
+
+/// Most connections the provider serves at once, over all peers.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Settings of the data plane.
+#[derive(Clone, Debug)]
+pub struct DataPlaneConfig {
+    /// UDP address to bind; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Most concurrent transfers served to one peer (more are refused as busy).
+    pub max_transfers_per_peer: u32,
+}
+
+impl DataPlaneConfig {
+    /// The data-plane part of a node config.
+    pub fn from_node(config: &NodeConfig) -> Self {
+        Self {
+            listen: config.data_listen,
+            max_transfers_per_peer: config.max_transfers_per_peer,
+        }
+    }
+}
+
+/// Why the data plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    /// The UDP socket could not be bound.
+    #[error(
+        "cannot bind the data plane on {addr}: {source} (choose another data_listen in meshnode.toml)"
+    )]
+    Bind {
+        /// Address tried.
+        addr: SocketAddr,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The TLS configuration could not be built.
+    #[error("data plane TLS: {0}")]
+    Tls(String),
+}
+
+/// Why a fetch failed. Each message says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The request itself is wrong (output path, version, ...).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No usable agreement for the product.
+    #[error("{0}")]
+    NoAgreement(String),
+    /// The provider's data-plane address is unknown.
+    #[error("{0}")]
+    NoAddress(String),
+    /// The provider could not be reached or did not prove its key.
+    #[error("cannot reach the provider at {addr}: {reason}")]
+    Connect {
+        /// Address dialled.
+        addr: SocketAddr,
+        /// What failed.
+        reason: String,
+    },
+    /// The provider refused the fetch.
+    #[error("the provider refused the fetch: {0}")]
+    Refused(Refusal),
+    /// The transfer broke off; the received part is kept and the same fetch resumes it.
+    #[error(
+        "the transfer was interrupted after {batches} batches ({reason}); run the same fetch again to resume"
+    )]
+    Interrupted {
+        /// Complete data frames kept.
+        batches: u64,
+        /// What broke.
+        reason: String,
+    },
+    /// The provider sent something that does not verify (trailer, digest, framing).
+    #[error("the received data failed verification and was discarded: {0}")]
+    Verification(String),
+    /// The local disk failed.
+    #[error("cannot write the output: {0}")]
+    Io(String),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl FetchError {
+    /// Short machine-readable label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FetchError::BadRequest(_) => "bad_request",
+            FetchError::NoAgreement(_) => "no_agreement",
+            FetchError::NoAddress(_) => "no_address",
+            FetchError::Connect { .. } => "unreachable",
+            FetchError::Refused(r) => r.code.as_str(),
+            FetchError::Interrupted { .. } => "interrupted",
+            FetchError::Verification(_) => "verification",
+            FetchError::Io(_) => "io",
+            FetchError::Store(_) => "store",
+        }
+    }
+}
+
+impl From<FetchError> for crate::error::NodeError {
+    fn from(e: FetchError) -> Self {
+        use crate::error::NodeError as N;
+        match e {
+            FetchError::BadRequest(_) => N::BadRequest(e.to_string()),
+            FetchError::NoAgreement(_) | FetchError::NoAddress(_) => N::NotFound(e.to_string()),
+            FetchError::Refused(_) => N::Refused(e.to_string()),
+            FetchError::Connect { .. }
+            | FetchError::Interrupted { .. }
+            | FetchError::Verification(_) => N::Unavailable(e.to_string()),
+            FetchError::Io(_) => N::Internal(e.to_string()),
+            FetchError::Store(s) => N::Store(s),
+        }
+    }
+}
+
+/// Test-only behaviour of the provider.
+#[derive(Debug, Default)]
+pub(crate) struct Hooks {
+    /// After forwarding this many data frames, stop sending and signal `paused`.
+    pub(crate) pause_after_frames: Option<u64>,
+    /// Signalled when the provider paused.
+    pub(crate) paused: tokio::sync::Notify,
+    /// Corrupt the trailer or the data.
+    pub(crate) tamper: Option<Tamper>,
+}
+
+/// How a test provider misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) enum Tamper {
+    /// Sign a trailer with a wrong digest.
+    TrailerDigest,
+    /// Flip one byte of the last data frame after hashing it.
+    DataByte,
+    /// Sign the trailer with another key.
+    TrailerSigner,
+}
+
+/// State shared by the provider tasks and the fetch client.
+#[derive(Debug)]
+struct Shared {
+    /// This node's key.
+    identity: Identity,
+    /// The node's store (agreements, revocations, catalog, audit).
+    store: Store,
+    /// Where products live.
+    data_dir: DataDir,
+    /// Limits.
+    config: DataPlaneConfig,
+    /// Transfers in progress per consumer key.
+    active: Mutex<HashMap<PublicKey, u32>>,
+    /// Test behaviour.
+    hooks: Hooks,
+}
+
+/// A running data plane: serves fetches and performs them. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DataPlane {
+    /// The quinn endpoint (server and client).
+    endpoint: quinn::Endpoint,
+    /// Shared state.
+    shared: Arc<Shared>,
+}
+
+impl DataPlane {
+    /// Binds the endpoint and starts serving. Returns the handle and the accept task.
+    /// Must be called inside a tokio runtime.
+    pub fn start(
+        config: DataPlaneConfig,
+        identity: Identity,
+        store: Store,
+        data_dir: DataDir,
+    ) -> Result<(DataPlane, tokio::task::JoinHandle<()>), DataPlaneError> {
+        Self::start_with_hooks(config, identity, store, data_dir, Hooks::default())
+    }
+
+    pub(crate) fn start_with_hooks(
+        config: DataPlaneConfig,
+        identity: Identity,
+        store: Store,
+        data_dir: DataDir,
+        hooks: Hooks,
+    ) -> Result<(DataPlane, tokio::task::JoinHandle<()>), DataPlaneError> {
+        let server = tls::server_config(&identity, config.max_transfers_per_peer.max(1))?;
+        let endpoint = tls::endpoint(config.listen, Some(server))?;
+        let shared = Arc::new(Shared {
+            identity,
+            store,
+            data_dir,
+            config,
+            active: Mutex::new(HashMap::new()),
+            hooks,
+        });
+        let task = tokio::spawn(provider::accept_loop(endpoint.clone(), shared.clone()));
+        Ok((DataPlane { endpoint, shared }, task))
+    }
+
+    /// The bound UDP address (announced to the mesh).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint
+            .local_addr()
+            .unwrap_or(self.shared.config.listen)
+    }
+
+    /// Fetches a product under an agreement into `options.out` (see [`FetchOptions`]).
+    /// Not cancel-safe in the sense of atomicity: a cancelled fetch leaves a resumable
+    /// `OUT.partial`, never a file at `OUT`.
+    pub async fn fetch(&self, options: FetchOptions) -> Result<FetchOutcome, FetchError> {
+        consumer::fetch(&self.endpoint, &self.shared, options).await
+    }
+
+    /// Resolves what a user typed (`domain/product`, `domain@fingerprint/product`) against
+    /// the catalog replica.
+    pub fn resolve_product(
+        &self,
+        spec: &str,
+    ) -> Result<mesh_protocol::ProductDescriptor, crate::error::NodeError> {
+        let entries = self.shared.store.catalog()?;
+        crate::resolve::resolve(spec, entries.into_iter().map(|(d, _)| d))
+    }
+
+    /// Closes every connection and stops accepting.
+    pub fn close(&self) {
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");
+    }
+
+    /// Waits until the endpoint's connections are closed (after [`DataPlane::close`]).
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// The files of an in-progress fetch next to its output.
+#[derive(Clone, Debug)]
+pub(crate) struct PartialPaths {
+    /// `OUT`.
+    pub(crate) out: PathBuf,
+    /// `OUT.partial`: the Arrow file being assembled.
+    pub(crate) partial: PathBuf,
+    /// `OUT.partial.state`: what the partial holds, for resuming.
+    pub(crate) state: PathBuf,
+}
+
+impl PartialPaths {
+    pub(crate) fn new(out: PathBuf) -> Self {
+        let with = |suffix: &str| {
+            let mut name = out.file_name().unwrap_or_default().to_os_string();
+            name.push(suffix);
+            out.with_file_name(name)
+        };
+        Self {
+            partial: with(".partial"),
+            state: with(".partial.state"),
+            out,
+        }
+    }
+
+    /// Removes the partial file and its state.
+    pub(crate) fn discard(&self) {
+        let _ = std::fs::remove_file(&self.partial);
+        let _ = std::fs::remove_file(&self.state);
+    }
+}
+
+/// `OUT.partial.state`: identifies the transfer a partial file belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ResumeState {
+    /// Agreement id, hex.
+    pub(crate) agreement: String,
+    /// Product storage key.
+    pub(crate) product: String,
+    /// Provider key, hex.
+    pub(crate) provider: String,
+    /// Version being fetched.
+    pub(crate) version: u64,
+    /// IPC compression asked for (the bytes depend on it).
+    pub(crate) compression: Compression,
+    /// Complete data frames at the last checkpoint.
+    pub(crate) batches: u64,
+    /// Rows at the last checkpoint.
+    pub(crate) rows: u64,
+    /// Length of the partial file at the last checkpoint.
+    pub(crate) bytes: u64,
+    /// Checkpoint time, Unix ms.
+    pub(crate) updated_ms: u64,
+}

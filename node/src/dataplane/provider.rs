@@ -1,0 +1,423 @@
+//! The provider side: accept connections, authorise each fetch, stream the allowed data.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mesh_protocol::audit::AuditKind;
+use mesh_protocol::contract::ContractState;
+use mesh_protocol::descriptor::validate_name;
+use mesh_protocol::transfer::{
+    FRAME_HEADER_LEN, FrameKind, MAX_CONTROL_FRAME, TransferHeader, authorize_fetch,
+    encode_data_header,
+};
+use mesh_protocol::{
+    FetchRefusal, FetchRequest, Frame, FrameDecoder, PublicKey, Refusal, Signed, encode_frame,
+};
+use tokio::sync::mpsc;
+
+use super::produce::{self, Emitter, ProduceError, ServePlan};
+use super::{MAX_CONNECTIONS, Shared, Tamper, tls};
+use crate::agreements::Role;
+use crate::node::now_ms;
+
+/// Data frames queued between the file reader and the network writer.
+const FRAME_QUEUE: usize = 4;
+/// Time a consumer has to send its request after opening a stream.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until the endpoint closes.
+pub(super) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match incoming.await {
+                Ok(connection) => serve_connection(connection, shared).await,
+                Err(e) => tracing::debug!("data-plane handshake failed: {e}"),
+            }
+        });
+    }
+}
+
+async fn serve_connection(connection: quinn::Connection, shared: Arc<Shared>) {
+    let peer = match tls::peer_key(&connection) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::info!("data-plane peer refused: {e}");
+            connection.close(quinn::VarInt::from_u32(1), b"bad certificate");
+            return;
+        }
+    };
+    loop {
+        match connection.accept_bi().await {
+            Ok((send, recv)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move { serve_stream(shared, peer, send, recv).await });
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Counts a transfer for a peer while alive.
+struct TransferSlot {
+    /// The state holding the counters.
+    shared: Arc<Shared>,
+    /// The consumer.
+    peer: PublicKey,
+}
+
+impl TransferSlot {
+    fn acquire(shared: &Arc<Shared>, peer: PublicKey) -> Option<Self> {
+        let mut active = shared
+            .active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = active.entry(peer).or_insert(0);
+        if *count >= shared.config.max_transfers_per_peer {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            shared: shared.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for TransferSlot {
+    fn drop(&mut self) {
+        let mut active = self
+            .shared
+            .active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = active.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                active.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Reads the one request frame of a stream, bounded by [`MAX_CONTROL_FRAME`].
+async fn read_request(recv: &mut quinn::RecvStream) -> Result<FetchRequest, String> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    recv.read_exact(&mut header)
+        .await
+        .map_err(|e| format!("no request: {e}"))?;
+    if FrameKind::from_tag(header[0]) != Some(FrameKind::Request) {
+        return Err(format!("expected a request frame, got tag {}", header[0]));
+    }
+    let len = u32::from_be_bytes(header[1..].try_into().expect("4 bytes")) as usize;
+    if len > MAX_CONTROL_FRAME {
+        return Err(format!("request of {len} bytes is over the limit"));
+    }
+    let mut payload = vec![0u8; len];
+    recv.read_exact(&mut payload)
+        .await
+        .map_err(|e| format!("truncated request: {e}"))?;
+    let mut decoder = FrameDecoder::new();
+    decoder.push(&header);
+    decoder.push(&payload);
+    match decoder.next_frame() {
+        Ok(Some(Frame::Request(r))) => Ok(*r),
+        Ok(_) => Err("incomplete request".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn send_control(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), String> {
+    let bytes = encode_frame(frame).map_err(|e| e.to_string())?;
+    send.write_all(&bytes).await.map_err(|e| e.to_string())
+}
+
+async fn refuse(mut send: quinn::SendStream, refusal: Refusal) {
+    tracing::info!(code = %refusal.code, "fetch refused: {}", refusal.message);
+    let _ = send_control(&mut send, &Frame::Error(refusal)).await;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+}
+
+async fn serve_stream(
+    shared: Arc<Shared>,
+    peer: PublicKey,
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut recv)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "bad fetch request: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    drop(recv);
+    let Some(_slot) = TransferSlot::acquire(&shared, peer) else {
+        let max = shared.config.max_transfers_per_peer;
+        refuse(
+            send,
+            Refusal::new(
+                FetchRefusal::Busy,
+                format!("this provider already serves {max} transfers to you; retry when one ends"),
+            ),
+        )
+        .await;
+        return;
+    };
+    let now = now_ms();
+    let store = shared.store.clone();
+    let prepared = {
+        let shared = shared.clone();
+        let request = request.clone();
+        tokio::task::spawn_blocking(move || authorize(&shared, &request, &peer, now)).await
+    };
+    let (plan, version) = match prepared {
+        Ok(Ok(p)) => p,
+        Ok(Err(refusal)) => return refuse(send, refusal).await,
+        Err(e) => {
+            return refuse(send, Refusal::new(FetchRefusal::Internal, e.to_string())).await;
+        }
+    };
+    let started = Instant::now();
+    let agreement_id = request.agreement.id();
+    let outcome = stream(&shared, send, &request, plan, version).await;
+    if let Ok((tally, sent_bytes)) = outcome {
+        let seconds = started.elapsed().as_secs_f64();
+        let detail = serde_json::json!({
+            "agreement": agreement_id.to_hex(),
+            "product": request.product.name,
+            "version": version,
+            "consumer": peer.to_hex(),
+            "rows": tally.rows(),
+            "batches": tally.batches(),
+            "bytes_sent": sent_bytes,
+            "resume_from_batch": request.resume_from_batch,
+            "seconds": seconds,
+            "digest": hex::encode(tally.digest()),
+        });
+        if let Err(e) = store.audit_append(AuditKind::TransferServed, &detail, now_ms()) {
+            tracing::error!("cannot audit a served transfer: {e}");
+        }
+        tracing::info!(%peer, product = %request.product.name, version, rows = tally.rows(), "transfer served");
+    }
+}
+
+/// Every check before the first data byte. Returns the plan and the version served.
+fn authorize(
+    shared: &Shared,
+    request: &FetchRequest,
+    peer: &PublicKey,
+    now: u64,
+) -> Result<(ServePlan, u64), Refusal> {
+    use FetchRefusal as R;
+    let me = shared.identity.public_key();
+    let terms = authorize_fetch(request, &me, peer, now)?;
+    let id = request.agreement.id();
+    let short = id.short();
+    let internal = |e: crate::store::StoreError| Refusal::new(R::Internal, e.to_string());
+    if shared.store.revocation(&id).map_err(internal)?.is_some() {
+        return Err(Refusal::new(
+            R::Revoked,
+            format!("agreement {short} was revoked"),
+        ));
+    }
+    let record = shared
+        .store
+        .agreement(&id)
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Refusal::new(
+                R::NoAgreement,
+                format!("this provider holds no agreement {short}"),
+            )
+        })?;
+    if record.role != Role::Provider {
+        return Err(Refusal::new(
+            R::NoAgreement,
+            format!("agreement {short} is not one this node provides under"),
+        ));
+    }
+    match record.state_at(now) {
+        ContractState::Agreed => {}
+        ContractState::Revoked => {
+            return Err(Refusal::new(
+                R::Revoked,
+                format!("agreement {short} was revoked"),
+            ));
+        }
+        ContractState::Expired => {
+            return Err(Refusal::new(
+                R::Expired,
+                format!("agreement {short} expired at {}", terms.valid_until_ms),
+            ));
+        }
+        other => {
+            return Err(Refusal::new(
+                R::NoAgreement,
+                format!("agreement {short} is {other}, not agreed"),
+            ));
+        }
+    }
+    if record.revocation.is_some() {
+        return Err(Refusal::new(
+            R::Revoked,
+            format!("agreement {short} was revoked"),
+        ));
+    }
+    let name = &terms.product.name;
+    if terms.product.owner != me || validate_name("product", name).is_err() {
+        return Err(Refusal::new(
+            R::UnknownProduct,
+            format!("this node does not serve product `{name}`"),
+        ));
+    }
+    let latest = shared
+        .store
+        .local_version(name)
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Refusal::new(
+                R::UnknownProduct,
+                format!("this node does not serve product `{name}`"),
+            )
+        })?;
+    let version = match request.version {
+        Some(v) if v > latest || v == 0 => {
+            return Err(Refusal::new(
+                R::UnknownVersion,
+                format!("product `{name}` has versions 1..={latest}, not {v}"),
+            ));
+        }
+        Some(v) => v,
+        None => {
+            let v = terms.max_version.map_or(latest, |m| m.min(latest));
+            if !terms.covers_version(v) {
+                return Err(Refusal::new(
+                    R::NotCovered,
+                    format!(
+                        "agreement {short} covers versions from {}, but the latest of `{name}` is {latest}",
+                        terms.min_version
+                    ),
+                ));
+            }
+            v
+        }
+    };
+    let path = shared.data_dir.product_file(name, version);
+    if !path.exists() {
+        return Err(Refusal::new(
+            R::UnknownVersion,
+            format!("version {version} of `{name}` is no longer held by this provider"),
+        ));
+    }
+    let restricted = shared
+        .store
+        .descriptor(&terms.product)
+        .map_err(internal)?
+        .and_then(|(_, envelope)| envelope.decode_trusted().ok())
+        .map(|d| d.policy.restricted_columns)
+        .unwrap_or_default();
+    let plan =
+        produce::plan(&path, &terms, &restricted, request.compression).map_err(|e| match e {
+            ProduceError::Terms(m) => Refusal::new(R::NotCovered, m),
+            other => Refusal::new(R::Internal, other.to_string()),
+        })?;
+    Ok((plan, version))
+}
+
+/// Sends header, data and trailer. Returns the tally and the bytes sent on success.
+async fn stream(
+    shared: &Arc<Shared>,
+    mut send: quinn::SendStream,
+    request: &FetchRequest,
+    plan: ServePlan,
+    version: u64,
+) -> Result<(mesh_protocol::TransferTally, u64), ()> {
+    let header = TransferHeader {
+        agreement_id: request.agreement.id(),
+        version,
+        schema: plan.schema.clone(),
+        total_batches_hint: plan.total_batches,
+        resume_from_batch: request.resume_from_batch,
+        compression: plan.compression,
+    };
+    send_control(&mut send, &Frame::Header(header))
+        .await
+        .map_err(|_| ())?;
+
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(FRAME_QUEUE);
+    let resume_from = request.resume_from_batch;
+    let tamper = shared.hooks.tamper;
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut emitter = Emitter::new(resume_from, |frame| tx.blocking_send(frame).is_ok());
+        let result = produce::produce(&plan, &mut emitter);
+        (result, emitter.tally)
+    });
+    let mut sent_frames = 0u64;
+    let mut sent_bytes = 0u64;
+    while let Some(mut frame) = rx.recv().await {
+        if let Some(limit) = shared.hooks.pause_after_frames
+            && sent_frames == limit
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            shared.hooks.paused.notify_one();
+            std::future::pending::<()>().await;
+        }
+        if tamper == Some(Tamper::DataByte) && sent_frames == 1 {
+            let last = frame.len() - 1;
+            frame[last] ^= 0x5a;
+        }
+        let header = encode_data_header(frame.len()).map_err(|_| ())?;
+        sent_bytes += (header.len() + frame.len()) as u64;
+        if send.write_all(&header).await.is_err()
+            || send.write_chunk(Bytes::from(frame)).await.is_err()
+        {
+            return Err(()); // the consumer went away; the producer stops on its own
+        }
+        sent_frames += 1;
+    }
+    drop(rx);
+    let (result, tally) = producer.await.map_err(|_| ())?;
+    match result {
+        Ok(()) => {}
+        Err(ProduceError::Cancelled) => return Err(()),
+        Err(e) => {
+            tracing::error!("serving {} failed: {e}", request.product.name);
+            let refusal = Refusal::new(FetchRefusal::Internal, e.to_string());
+            let _ = send_control(&mut send, &Frame::Error(refusal)).await;
+            let _ = send.finish();
+            return Err(());
+        }
+    }
+    let mut trailer = tally.trailer(
+        request.agreement.id(),
+        request.product.clone(),
+        version,
+        request.resume_from_batch,
+    );
+    let signer = match tamper {
+        Some(Tamper::TrailerDigest) => {
+            trailer.digest[0] ^= 1;
+            shared.identity.clone()
+        }
+        Some(Tamper::TrailerSigner) => mesh_protocol::Identity::from_secret_bytes([0x66; 32]),
+        _ => shared.identity.clone(),
+    };
+    let signed = Signed::sign(&signer, &trailer);
+    send_control(&mut send, &Frame::Trailer(signed))
+        .await
+        .map_err(|_| ())?;
+    let _ = send.finish();
+    // Wait until the consumer has everything (or is gone) before the slot is released.
+    let _ = send.stopped().await;
+    Ok((tally, sent_bytes))
+}

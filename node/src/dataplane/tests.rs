@@ -1,0 +1,775 @@
+//! Data-plane tests: two real quinn endpoints on 127.0.0.1 with sled stores in tempdirs.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::FileWriter;
+use mesh_protocol::audit::AuditKind;
+use mesh_protocol::contract::{ContractRequest, ContractState, ContractTerms, DAY_MS, Revocation};
+use mesh_protocol::descriptor::{
+    ContentDigest, Policy, ProductDescriptor, Sla, Status, columns_from_arrow,
+};
+use mesh_protocol::{
+    Agreement, Compression, FetchRefusal, FetchRequest, Frame, FrameDecoder, Identity, ProductId,
+    Signed, encode_frame,
+};
+use tempfile::TempDir;
+
+use super::*;
+use crate::agreements::{AgreementRecord, Role};
+use crate::node::now_ms;
+
+const REGIONS: [&str; 3] = ["EU", "US", "APAC"];
+const BATCHES: usize = 6;
+const ROWS_PER_BATCH: usize = 500;
+
+fn provider_id() -> Identity {
+    Identity::from_secret_bytes([1; 32])
+}
+fn consumer_id() -> Identity {
+    Identity::from_secret_bytes([2; 32])
+}
+fn mallory_id() -> Identity {
+    Identity::from_secret_bytes([3; 32])
+}
+
+/// One node's data plane with its own store and data directory.
+struct Side {
+    _dir: TempDir,
+    identity: Identity,
+    store: Store,
+    data_dir: DataDir,
+    plane: DataPlane,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Side {
+    fn start(identity: Identity) -> Self {
+        Self::start_with(identity, Hooks::default(), 4)
+    }
+
+    fn start_with(identity: Identity, hooks: Hooks, max_transfers: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = DataDir::new(dir.path());
+        let store = Store::open(&data_dir.db()).unwrap();
+        let (plane, task) = Self::plane(&identity, &store, &data_dir, hooks, max_transfers);
+        Side {
+            _dir: dir,
+            identity,
+            store,
+            data_dir,
+            plane,
+            task,
+        }
+    }
+
+    fn plane(
+        identity: &Identity,
+        store: &Store,
+        data_dir: &DataDir,
+        hooks: Hooks,
+        max_transfers: u32,
+    ) -> (DataPlane, tokio::task::JoinHandle<()>) {
+        DataPlane::start_with_hooks(
+            DataPlaneConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                max_transfers_per_peer: max_transfers,
+            },
+            identity.clone(),
+            store.clone(),
+            data_dir.clone(),
+            hooks,
+        )
+        .unwrap()
+    }
+
+    /// Replaces the endpoint (a restarted provider), with `hooks`.
+    fn restart(&mut self, hooks: Hooks) {
+        self.plane.close();
+        self.task.abort();
+        let (plane, task) = Self::plane(&self.identity, &self.store, &self.data_dir, hooks, 4);
+        self.plane = plane;
+        self.task = task;
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.plane.local_addr()
+    }
+
+    fn key(&self) -> mesh_protocol::PublicKey {
+        self.identity.public_key()
+    }
+}
+
+fn sales_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("amount", DataType::Float64, false),
+        Field::new("email", DataType::Utf8, false),
+        Field::new("day", DataType::Date32, false),
+    ])
+}
+
+fn sales_batch(batch: usize) -> RecordBatch {
+    let ids: Vec<i64> = (0..ROWS_PER_BATCH)
+        .map(|i| (batch * ROWS_PER_BATCH + i) as i64)
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(sales_schema()),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| REGIONS[*i as usize % 3]),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                ids.iter().map(|i| *i as f64 * 1.25),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("customer{i}@example.com")),
+            )),
+            Arc::new(Date32Array::from_iter_values(
+                ids.iter().map(|i| 19_700 + (*i % 365) as i32),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+/// Writes version `version` of `sales` (with `email` restricted) and its descriptor.
+fn publish(side: &Side, name: &str, version: u64, restricted: &[&str]) -> ProductId {
+    let path = side.data_dir.product_file(name, version);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let schema = Arc::new(sales_schema());
+    let mut writer = FileWriter::try_new(File::create(&path).unwrap(), &schema).unwrap();
+    for b in 0..BATCHES {
+        writer.write(&sales_batch(b)).unwrap();
+    }
+    writer.finish().unwrap();
+    let descriptor = ProductDescriptor {
+        owner: side.key(),
+        domain: "sales".into(),
+        name: name.into(),
+        version,
+        title: name.into(),
+        description: String::new(),
+        tags: vec![],
+        schema: columns_from_arrow(&schema),
+        rows: (BATCHES * ROWS_PER_BATCH) as u64,
+        bytes: std::fs::metadata(&path).unwrap().len(),
+        digest: ContentDigest([0; 32]),
+        published_at_ms: now_ms(),
+        sla: Sla {
+            update_frequency: "daily".into(),
+            freshness_hours: 24,
+            availability_bp: 9990,
+        },
+        policy: Policy {
+            approval: Default::default(),
+            allowed_purposes: vec![],
+            max_contract_days: 365,
+            restricted_columns: restricted.iter().map(|s| s.to_string()).collect(),
+        },
+        lineage: vec![],
+        data_addr: Some(side.addr().to_string()),
+        status: Status::Active,
+    };
+    let envelope = Signed::sign(&side.identity, &descriptor);
+    side.store.put_descriptor(&descriptor, &envelope).unwrap();
+    side.store.set_local_version(name, version).unwrap();
+    descriptor.id()
+}
+
+fn terms(product: &ProductId, consumer: &Identity) -> ContractTerms {
+    let now = now_ms();
+    ContractTerms {
+        product: product.clone(),
+        provider_domain: "sales".into(),
+        consumer_domain: "churn".into(),
+        provider: product.owner,
+        consumer: consumer.public_key(),
+        min_version: 1,
+        max_version: None,
+        purpose: "analytics".into(),
+        columns: Some(vec!["order_id".into(), "region".into(), "amount".into()]),
+        filter: Some("region = 'EU'".into()),
+        valid_from_ms: now - DAY_MS,
+        valid_until_ms: now + 30 * DAY_MS,
+        nonce: rand::random(),
+    }
+}
+
+fn record(role: Role, agreement: &Agreement) -> AgreementRecord {
+    AgreementRecord {
+        role,
+        request: agreement.request().clone(),
+        agreement: Some(agreement.clone()),
+        rejection: None,
+        revocation: None,
+        state: ContractState::Agreed,
+        updated_ms: now_ms(),
+    }
+}
+
+/// Co-signs `terms` and stores the agreement on both sides (as the real negotiation would).
+fn agree(provider: &Side, consumer: &Side, terms: ContractTerms) -> Agreement {
+    let consumer_identity = Identity::from_secret_bytes(match terms.consumer {
+        k if k == consumer_id().public_key() => [2; 32],
+        _ => [3; 32],
+    });
+    let request = Signed::sign(&consumer_identity, &ContractRequest { terms });
+    let agreement = Agreement::countersign(&provider.identity, request).unwrap();
+    let id = agreement.id();
+    provider
+        .store
+        .put_agreement(&id, &record(Role::Provider, &agreement))
+        .unwrap();
+    consumer
+        .store
+        .put_agreement(&id, &record(Role::Consumer, &agreement))
+        .unwrap();
+    agreement
+}
+
+/// The provider's product as the consumer's catalog shows it.
+fn replicate_catalog(provider: &Side, consumer: &Side, product: &ProductId) {
+    let (_, envelope) = provider.store.descriptor(product).unwrap().unwrap();
+    let descriptor = envelope.decode_trusted().unwrap();
+    consumer
+        .store
+        .put_descriptor(&descriptor, &envelope)
+        .unwrap();
+}
+
+fn options(out: &Path, product: &ProductId) -> FetchOptions {
+    FetchOptions {
+        product: product.clone(),
+        out: out.to_owned(),
+        agreement: None,
+        version: None,
+        compression: Compression::None,
+        provider_addr: None,
+    }
+}
+
+fn read_arrow(path: &Path) -> (Vec<String>, Vec<RecordBatch>) {
+    let reader = FileReader::try_new(File::open(path).unwrap(), None).unwrap();
+    let names = reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let batches = reader.collect::<Result<Vec<_>, _>>().unwrap();
+    (names, batches)
+}
+
+fn no_output(out: &Path) {
+    let paths = PartialPaths::new(out.to_owned());
+    assert!(!out.exists(), "{} must not exist", out.display());
+    assert!(!paths.partial.exists(), "partial file left behind");
+    assert!(!paths.state.exists(), "state file left behind");
+}
+
+/// Checks the file with pyarrow too, unless MESHNODE_SKIP_PYARROW=1.
+fn pyarrow_check(path: &Path) -> Option<serde_json::Value> {
+    let script = "import json, sys, pyarrow.ipc as ipc\n\
+                  t = ipc.open_file(sys.argv[1]).read_all()\n\
+                  print(json.dumps({'columns': t.column_names, 'rows': t.num_rows, \
+                  'regions': sorted(set(t.column('region').to_pylist()))}))";
+    let output = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .output();
+    let skip = std::env::var("MESHNODE_SKIP_PYARROW").is_ok_and(|v| v == "1");
+    match output {
+        Ok(o) if o.status.success() => Some(serde_json::from_slice(&o.stdout).unwrap()),
+        Ok(o) if skip => {
+            eprintln!(
+                "pyarrow check skipped: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            None
+        }
+        Err(e) if skip => {
+            eprintln!("pyarrow check skipped: {e}");
+            None
+        }
+        other => panic!(
+            "pyarrow could not read {} (install pyarrow or set MESHNODE_SKIP_PYARROW=1): {other:?}",
+            path.display()
+        ),
+    }
+}
+
+fn audit_kinds(store: &Store) -> Vec<AuditKind> {
+    store
+        .audit_raw()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            mesh_protocol::audit::AuditEntry::from_bytes(b)
+                .unwrap()
+                .kind
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn fetch_applies_projection_and_filter() {
+    let provider = Side::start(provider_id());
+    let consumer = Side::start(consumer_id());
+    let product = publish(&provider, "sales", 1, &["email"]);
+    replicate_catalog(&provider, &consumer, &product);
+    let agreement = agree(&provider, &consumer, terms(&product, &consumer.identity));
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("eu.arrow");
+
+    let outcome = consumer.plane.fetch(options(&out, &product)).await.unwrap();
+
+    let (names, batches) = read_arrow(&out);
+    assert_eq!(names, ["order_id", "region", "amount"]);
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, BATCHES * ROWS_PER_BATCH / 3);
+    assert_eq!(outcome.rows, rows as u64);
+    assert_eq!(outcome.agreement, agreement.id().to_hex());
+    assert_eq!(outcome.version, 1);
+    assert_eq!(outcome.resumed_from_batch, 0);
+    assert_eq!(outcome.file_bytes, std::fs::metadata(&out).unwrap().len());
+    for batch in &batches {
+        assert!(batch.schema().field_with_name("email").is_err());
+        let region = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert!(region.iter().all(|r| r == Some("EU")));
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert!(ids.values().iter().all(|i| i % 3 == 0));
+    }
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(
+        !bytes.windows(9).any(|w| w == b"customer0"),
+        "restricted data leaked"
+    );
+    if let Some(py) = pyarrow_check(&out) {
+        assert_eq!(
+            py["columns"],
+            serde_json::json!(["order_id", "region", "amount"])
+        );
+        assert_eq!(py["rows"], rows);
+        assert_eq!(py["regions"], serde_json::json!(["EU"]));
+    }
+    no_output_partials(&out);
+    assert!(audit_kinds(&consumer.store).contains(&AuditKind::TransferReceived));
+    // The provider audits after the consumer closed; give it a moment.
+    for _ in 0..50 {
+        if audit_kinds(&provider.store).contains(&AuditKind::TransferServed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(audit_kinds(&provider.store).contains(&AuditKind::TransferServed));
+    assert!(provider.store.audit_verify().unwrap().is_ok());
+    assert!(consumer.store.audit_verify().unwrap().is_ok());
+}
+
+fn no_output_partials(out: &Path) {
+    let paths = PartialPaths::new(out.to_owned());
+    assert!(!paths.partial.exists() && !paths.state.exists());
+}
+
+#[tokio::test]
+async fn whole_product_passthrough_and_compressed_fetches_read_back() {
+    let provider = Side::start(provider_id());
+    let consumer = Side::start(consumer_id());
+    let product = publish(&provider, "orders", 1, &[]);
+    replicate_catalog(&provider, &consumer, &product);
+    let mut t = terms(&product, &consumer.identity);
+    t.columns = None;
+    t.filter = None;
+    agree(&provider, &consumer, t);
+    let out_dir = tempfile::tempdir().unwrap();
+    let expected: Vec<RecordBatch> = (0..BATCHES).map(sales_batch).collect();
+    for compression in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        let out = out_dir.path().join(format!("{compression:?}.arrow"));
+        let mut o = options(&out, &product);
+        o.compression = compression;
+        let outcome = consumer.plane.fetch(o).await.unwrap();
+        assert_eq!(outcome.rows, (BATCHES * ROWS_PER_BATCH) as u64);
+        let (names, batches) = read_arrow(&out);
+        assert_eq!(names, ["order_id", "region", "amount", "email", "day"]);
+        assert_eq!(batches, expected, "{compression:?}");
+        if compression == Compression::None {
+            // Passthrough: one frame per stored message (schema + batches).
+            assert_eq!(outcome.batches, 1 + BATCHES as u64);
+        }
+        if let Some(py) = pyarrow_check(&out) {
+            assert_eq!(py["rows"], BATCHES * ROWS_PER_BATCH);
+        }
+    }
+}
+
+#[tokio::test]
+async fn refusals_are_clear_and_leave_no_file() {
+    let provider = Side::start(provider_id());
+    let consumer = Side::start(consumer_id());
+    let product = publish(&provider, "sales", 1, &["email"]);
+    replicate_catalog(&provider, &consumer, &product);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("x.arrow");
+
+    // No agreement at all.
+    let err = consumer
+        .plane
+        .fetch(options(&out, &product))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::NoAgreement(_)), "{err}");
+    assert!(err.to_string().contains("meshnode share request"), "{err}");
+    no_output(&out);
+
+    // Revoked at the provider (the consumer has not heard yet).
+    let agreement = agree(&provider, &consumer, terms(&product, &consumer.identity));
+    let revocation = Signed::sign(
+        &provider.identity,
+        &Revocation {
+            agreement_id: agreement.id(),
+            by: provider.key(),
+            reason: "contract ended".into(),
+            at_ms: now_ms(),
+        },
+    );
+    provider
+        .store
+        .put_revocation(&agreement.id(), &revocation)
+        .unwrap();
+    let err = consumer
+        .plane
+        .fetch(options(&out, &product))
+        .await
+        .unwrap_err();
+    match &err {
+        FetchError::Refused(r) => assert_eq!(r.code, FetchRefusal::Revoked, "{err}"),
+        other => panic!("expected a revoked refusal, got {other}"),
+    }
+    assert!(err.to_string().contains("was revoked"), "{err}");
+    no_output(&out);
+    // Once the consumer knows, it refuses locally.
+    consumer
+        .store
+        .put_revocation(&agreement.id(), &revocation)
+        .unwrap();
+    let err = consumer
+        .plane
+        .fetch(options(&out, &product))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::NoAgreement(_)), "{err}");
+    assert!(err.to_string().contains("revoked"), "{err}");
+    no_output(&out);
+
+    // Version not covered by the terms (consumer-side check and provider-side check).
+    let mut t = terms(&product, &consumer.identity);
+    t.max_version = Some(1);
+    let limited = agree(&provider, &consumer, t);
+    let mut o = options(&out, &product);
+    o.version = Some(2);
+    let err = consumer.plane.fetch(o).await.unwrap_err();
+    assert!(
+        err.to_string().contains("does not cover version 2"),
+        "{err}"
+    );
+    no_output(&out);
+    let frames = raw_fetch(&consumer, provider.addr(), &provider, &limited, Some(2)).await;
+    assert_refusal(
+        &frames,
+        FetchRefusal::NotCovered,
+        "covers versions 1..=1, not 2",
+    );
+
+    // A covered version the provider does not hold.
+    let open = agree(&provider, &consumer, terms(&product, &consumer.identity));
+    let mut o = options(&out, &product);
+    o.version = Some(7);
+    o.agreement = Some(open.id().short());
+    let err = consumer.plane.fetch(o).await.unwrap_err();
+    match &err {
+        FetchError::Refused(r) => assert_eq!(r.code, FetchRefusal::UnknownVersion, "{err}"),
+        other => panic!("expected unknown_version, got {other}"),
+    }
+    no_output(&out);
+
+    // Expired: the provider refuses even if asked directly.
+    let mut t = terms(&product, &consumer.identity);
+    t.valid_from_ms = now_ms() - 10 * DAY_MS;
+    t.valid_until_ms = now_ms() - DAY_MS;
+    let expired = agree(&provider, &consumer, t);
+    let frames = raw_fetch(&consumer, provider.addr(), &provider, &expired, None).await;
+    assert_refusal(&frames, FetchRefusal::Expired, "expired at");
+    let mut o = options(&out, &product);
+    o.agreement = Some(expired.id().short());
+    let err = consumer.plane.fetch(o).await.unwrap_err();
+    assert!(err.to_string().contains("is expired"), "{err}");
+    no_output(&out);
+}
+
+#[tokio::test]
+async fn agreement_presented_by_another_key_is_refused() {
+    let provider = Side::start(provider_id());
+    let consumer = Side::start(consumer_id());
+    let mallory = Side::start(mallory_id());
+    let product = publish(&provider, "sales", 1, &["email"]);
+    replicate_catalog(&provider, &mallory, &product);
+    let agreement = agree(&provider, &consumer, terms(&product, &consumer.identity));
+    // Mallory copied the consumer's agreement into her store.
+    mallory
+        .store
+        .put_agreement(&agreement.id(), &record(Role::Consumer, &agreement))
+        .unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("stolen.arrow");
+    let err = mallory
+        .plane
+        .fetch(options(&out, &product))
+        .await
+        .unwrap_err();
+    match &err {
+        FetchError::Refused(r) => {
+            assert_eq!(r.code, FetchRefusal::WrongConsumer);
+            assert!(r.message.contains(&mallory.key().to_string()), "{err}");
+        }
+        other => panic!("expected wrong_consumer, got {other}"),
+    }
+    no_output(&out);
+
+    // A product this provider does not have.
+    let mut t = terms(&product, &consumer.identity);
+    t.product.name = "nothing-here".into();
+    let other = agree(&provider, &consumer, t);
+    let frames = raw_fetch(&consumer, provider.addr(), &provider, &other, None).await;
+    assert_refusal(
+        &frames,
+        FetchRefusal::UnknownProduct,
+        "does not serve product",
+    );
+
+    // A provider that is not who the catalog says: the TLS pin fails.
+    let impostor = Side::start(mallory_id());
+    let mut o = options(&out, &product);
+    o.provider_addr = Some(impostor.addr());
+    let err = consumer.plane.fetch(o).await.unwrap_err();
+    assert!(matches!(err, FetchError::Connect { .. }), "{err}");
+    no_output(&out);
+}
+
+#[tokio::test]
+async fn tampered_trailers_and_data_are_rejected() {
+    for tamper in [
+        Tamper::TrailerDigest,
+        Tamper::TrailerSigner,
+        Tamper::DataByte,
+    ] {
+        let provider = Side::start_with(
+            provider_id(),
+            Hooks {
+                tamper: Some(tamper),
+                ..Hooks::default()
+            },
+            4,
+        );
+        let consumer = Side::start(consumer_id());
+        let product = publish(&provider, "sales", 1, &["email"]);
+        replicate_catalog(&provider, &consumer, &product);
+        agree(&provider, &consumer, terms(&product, &consumer.identity));
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join("t.arrow");
+        let err = consumer
+            .plane
+            .fetch(options(&out, &product))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, FetchError::Verification(_)),
+            "{tamper:?}: {err}"
+        );
+        let text = err.to_string();
+        match tamper {
+            Tamper::TrailerDigest | Tamper::DataByte => {
+                assert!(text.contains("digest"), "{text}")
+            }
+            Tamper::TrailerSigner => assert!(text.contains("signed by"), "{text}"),
+        }
+        no_output(&out);
+        assert!(!audit_kinds(&consumer.store).contains(&AuditKind::TransferReceived));
+    }
+}
+
+#[tokio::test]
+async fn interrupted_fetch_resumes_to_an_identical_file() {
+    let mut provider = Side::start_with(
+        provider_id(),
+        Hooks {
+            pause_after_frames: Some(3),
+            ..Hooks::default()
+        },
+        4,
+    );
+    let consumer = Side::start(consumer_id());
+    let product = publish(&provider, "orders", 1, &[]);
+    replicate_catalog(&provider, &consumer, &product);
+    let mut t = terms(&product, &consumer.identity);
+    t.filter = Some("amount >= 100.0".into());
+    agree(&provider, &consumer, t);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("resumed.arrow");
+    let partials = PartialPaths::new(out.clone());
+
+    let fetch = {
+        let plane = consumer.plane.clone();
+        let o = options(&out, &product);
+        tokio::spawn(async move { plane.fetch(o).await })
+    };
+    // The provider stalls after three frames; then it disappears.
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        provider.plane.shared.hooks.paused.notified(),
+    )
+    .await
+    .expect("the provider paused");
+    provider.plane.close();
+    provider.task.abort();
+    let err = fetch.await.unwrap().unwrap_err();
+    match &err {
+        FetchError::Interrupted { batches, .. } => assert_eq!(*batches, 3, "{err}"),
+        other => panic!("expected an interruption, got {other}"),
+    }
+    assert!(!out.exists());
+    assert!(partials.partial.exists() && partials.state.exists());
+    let state: ResumeState =
+        serde_json::from_slice(&std::fs::read(&partials.state).unwrap()).unwrap();
+    assert_eq!((state.batches, state.version), (3, 1));
+
+    // Meanwhile a retry that cannot reach the right provider keeps the partial file.
+    let impostor = Side::start(mallory_id());
+    let mut o = options(&out, &product);
+    o.provider_addr = Some(impostor.addr());
+    let err = consumer.plane.fetch(o).await.unwrap_err();
+    assert!(matches!(err, FetchError::Connect { .. }), "{err}");
+    assert!(partials.partial.exists() && partials.state.exists());
+
+    // The provider comes back on a new port.
+    provider.restart(Hooks::default());
+    let mut o = options(&out, &product);
+    o.provider_addr = Some(provider.addr());
+    let outcome = consumer.plane.fetch(o).await.unwrap();
+    assert_eq!(outcome.resumed_from_batch, 3);
+    assert!(!partials.partial.exists() && !partials.state.exists());
+
+    // The same fetch without interruption gives the same bytes.
+    let whole = out_dir.path().join("whole.arrow");
+    let mut o = options(&whole, &product);
+    o.provider_addr = Some(provider.addr());
+    let reference = consumer.plane.fetch(o).await.unwrap();
+    assert_eq!(reference.resumed_from_batch, 0);
+    assert_eq!(reference.digest, outcome.digest);
+    assert_eq!(std::fs::read(&whole).unwrap(), std::fs::read(&out).unwrap());
+    let (_, batches) = read_arrow(&out);
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows as u64, outcome.rows);
+    assert_eq!(rows, BATCHES * ROWS_PER_BATCH - 80);
+}
+
+#[tokio::test]
+async fn extra_transfers_per_peer_are_refused_as_busy() {
+    let provider = Side::start_with(
+        provider_id(),
+        Hooks {
+            pause_after_frames: Some(1),
+            ..Hooks::default()
+        },
+        1,
+    );
+    let consumer = Side::start(consumer_id());
+    let product = publish(&provider, "sales", 1, &["email"]);
+    replicate_catalog(&provider, &consumer, &product);
+    agree(&provider, &consumer, terms(&product, &consumer.identity));
+    let out_dir = tempfile::tempdir().unwrap();
+    let first = {
+        let plane = consumer.plane.clone();
+        let o = options(&out_dir.path().join("a.arrow"), &product);
+        tokio::spawn(async move { plane.fetch(o).await })
+    };
+    provider.plane.shared.hooks.paused.notified().await;
+    let out = out_dir.path().join("b.arrow");
+    let err = consumer
+        .plane
+        .fetch(options(&out, &product))
+        .await
+        .unwrap_err();
+    match &err {
+        FetchError::Refused(r) => assert_eq!(r.code, FetchRefusal::Busy, "{err}"),
+        other => panic!("expected busy, got {other}"),
+    }
+    no_output(&out);
+    first.abort();
+}
+
+/// Sends one raw request as `from` and returns the frames the provider answers with.
+async fn raw_fetch(
+    from: &Side,
+    addr: SocketAddr,
+    provider: &Side,
+    agreement: &Agreement,
+    version: Option<u64>,
+) -> Vec<Frame> {
+    let client = tls::client_config(&from.identity, &provider.key(), 4).unwrap();
+    let connection = from
+        .plane
+        .endpoint
+        .connect_with(client, addr, tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let request = FetchRequest {
+        agreement: agreement.clone(),
+        product: agreement.terms_trusted().unwrap().product,
+        version,
+        resume_from_batch: 0,
+        compression: Compression::None,
+    };
+    send.write_all(&encode_frame(&Frame::Request(Box::new(request))).unwrap())
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let bytes = recv.read_to_end(64 << 20).await.unwrap();
+    let mut decoder = FrameDecoder::new();
+    decoder.push(&bytes);
+    let mut frames = Vec::new();
+    while let Some(f) = decoder.next_frame().unwrap() {
+        frames.push(f);
+    }
+    connection.close(0u32.into(), b"");
+    frames
+}
+
+fn assert_refusal(frames: &[Frame], code: FetchRefusal, text: &str) {
+    match frames {
+        [Frame::Error(r)] => {
+            assert_eq!(r.code, code, "{r}");
+            assert!(r.message.contains(text), "{r}");
+        }
+        other => panic!("expected one error frame, got {other:?}"),
+    }
+}
