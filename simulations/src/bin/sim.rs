@@ -1,0 +1,2 @@
+//! Scenario runner.
+fn main() {}
