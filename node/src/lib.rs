@@ -41,5 +41,5 @@ pub mod views;
 
 pub use config::{DataDir, NodeConfig};
 pub use error::NodeError;
-pub use net::NetTuning;
+pub use net::{NetTuning, gossipsub_config};
 pub use node::{NodeEvent, NodeHandle};

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, Swarm, gossipsub, identify, identity, kad, ping, request_response};
+use libp2p::{
+    Multiaddr, StreamProtocol, Swarm, gossipsub, identify, identity, kad, ping, request_response,
+};
 use mesh_protocol::Identity;
 use mesh_protocol::wire::{self, MAX_GOSSIP_MESSAGE};
 
@@ -134,13 +136,24 @@ pub(crate) struct Behaviour {
     pub(crate) contract: request_response::Behaviour<BytesCodec>,
 }
 
-/// Tunables of the control plane, mostly for simulations and benchmarks.
+/// Tunables of the control plane, mostly for simulations and benchmarks. The defaults are the
+/// production settings.
 #[derive(Clone, Debug)]
 pub struct NetTuning {
     /// gossipsub heartbeat.
     pub heartbeat: Duration,
     /// How long an idle connection stays open.
     pub idle_timeout: Duration,
+    /// Addresses peers should dial to reach this node, announced (identify, Kademlia, the
+    /// signed node record, `status`) *instead of* the listen addresses. Empty, the default:
+    /// announce the listen addresses. For a node reachable only through another address
+    /// than the one it binds, e.g. behind a port-forwarding NAT or the simulator's link
+    /// emulator, which must see every datagram between two nodes.
+    pub announce_addrs: Vec<Multiaddr>,
+    /// Longest delay between redials of a bootstrap peer (the delay doubles from 500 ms up to
+    /// this). Default 30 s; partition simulations use a few seconds so a healed link is
+    /// retried promptly.
+    pub redial_max: Duration,
 }
 
 impl Default for NetTuning {
@@ -148,8 +161,27 @@ impl Default for NetTuning {
         Self {
             heartbeat: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(120),
+            announce_addrs: Vec::new(),
+            redial_max: Duration::from_secs(30),
         }
     }
+}
+
+/// The gossipsub configuration of a node. Public so that benchmarks can run bare gossipsub
+/// swarms with exactly the parameters the node uses.
+pub fn gossipsub_config(
+    tuning: &NetTuning,
+) -> Result<gossipsub::Config, gossipsub::ConfigBuilderError> {
+    gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(MAX_GOSSIP_MESSAGE)
+        .heartbeat_interval(tuning.heartbeat)
+        // Content-addressed ids: the same signed envelope gossiped twice is one message.
+        .message_id_fn(|m: &gossipsub::Message| {
+            gossipsub::MessageId::from(&blake3::hash(&m.data).as_bytes()[..20])
+        })
+        .build()
 }
 
 /// Builds the swarm for `identity`.
@@ -163,17 +195,8 @@ pub(crate) fn build_swarm(
         .with_quic()
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
-            let gossip_config = gossipsub::ConfigBuilder::default()
-                .validation_mode(gossipsub::ValidationMode::Strict)
-                .validate_messages()
-                .max_transmit_size(MAX_GOSSIP_MESSAGE)
-                .heartbeat_interval(tuning.heartbeat)
-                // Content-addressed ids: the same signed envelope gossiped twice is one message.
-                .message_id_fn(|m: &gossipsub::Message| {
-                    gossipsub::MessageId::from(&blake3::hash(&m.data).as_bytes()[..20])
-                })
-                .build()
-                .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
+            let gossip_config =
+                gossipsub_config(tuning).map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
             let gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
                 gossip_config,
@@ -189,7 +212,10 @@ pub(crate) fn build_swarm(
             kad.set_mode(Some(kad::Mode::Server));
             let identify = identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                    .with_push_listen_addr_updates(true),
+                    .with_push_listen_addr_updates(true)
+                    // With announced addresses, only those (the swarm's external addresses)
+                    // are told to peers.
+                    .with_hide_listen_addrs(!tuning.announce_addrs.is_empty()),
             );
             let rr_config = request_response::Config::default()
                 .with_request_timeout(Duration::from_secs(30))
@@ -217,5 +243,9 @@ pub(crate) fn build_swarm(
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(tuning.idle_timeout))
         .build();
+    let mut swarm = swarm;
+    for addr in &tuning.announce_addrs {
+        swarm.add_external_address(addr.clone());
+    }
     Ok(swarm)
 }

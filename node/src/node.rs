@@ -32,9 +32,15 @@ const COMMAND_CAPACITY: usize = 64;
 const EVENT_CAPACITY: usize = 1024;
 /// Peers a node tries to stay connected to; it dials peers found through Kademlia below this.
 const TARGET_PEERS: usize = 8;
-/// First and longest delay between redials of a bootstrap peer.
+/// First delay between redials of a bootstrap peer (the longest is `NetTuning::redial_max`).
 const REDIAL_MIN: Duration = Duration::from_millis(500);
-const REDIAL_MAX: Duration = Duration::from_secs(30);
+/// Descriptors learnt through anti-entropy that were published less than this long ago are
+/// gossiped on: after a partition heals or a peer reconnects, one sync round brings the news
+/// across and gossip spreads it on the other side, instead of one sync interval per hop.
+/// Older entries are left to anti-entropy, so a late joiner does not re-gossip the catalog.
+const REGOSSIP_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// Most descriptors gossiped on from one sync response.
+const REGOSSIP_MAX_PER_SYNC: usize = 64;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -248,6 +254,10 @@ pub(crate) struct Node {
     pub(crate) metrics: Metrics,
     /// Our listen addresses (without `/p2p`).
     listen_addrs: Vec<Multiaddr>,
+    /// Addresses announced instead of the listen addresses (`NetTuning::announce_addrs`).
+    announce_addrs: Vec<Multiaddr>,
+    /// Longest delay between bootstrap redials.
+    redial_max: Duration,
     /// Connected peers.
     peers: HashMap<PeerId, PeerState>,
     /// Bootstrap peers and their redial schedules.
@@ -334,6 +344,8 @@ pub fn spawn(
         events: events.clone(),
         metrics,
         listen_addrs: Vec::new(),
+        announce_addrs: options.tuning.announce_addrs.clone(),
+        redial_max: options.tuning.redial_max,
         peers: HashMap::new(),
         bootstrap,
         data_addr: options.data_addr,
@@ -422,6 +434,20 @@ impl Node {
         }
     }
 
+    /// The addresses peers should dial, with `/p2p`: the announced ones if configured, else
+    /// the listen addresses.
+    fn announced_addrs(&self) -> Vec<String> {
+        let addrs = if self.announce_addrs.is_empty() {
+            &self.listen_addrs
+        } else {
+            &self.announce_addrs
+        };
+        addrs
+            .iter()
+            .map(|a| a.clone().with(Protocol::P2p(self.peer_id)).to_string())
+            .collect()
+    }
+
     fn status(&self) -> StatusView {
         let pk = self.identity.public_key();
         StatusView {
@@ -429,11 +455,7 @@ impl Node {
             public_key: pk.to_hex(),
             fingerprint: pk.fingerprint(),
             peer_id: self.peer_id.to_string(),
-            listen_addrs: self
-                .listen_addrs
-                .iter()
-                .map(|a| a.clone().with(Protocol::P2p(self.peer_id)).to_string())
-                .collect(),
+            listen_addrs: self.announced_addrs(),
             data_addr: self.data_addr.map(|a| a.to_string()),
             api_addr: self.api_addr.map(|a| a.to_string()).unwrap_or_default(),
             peers: self.peers.len(),
@@ -764,11 +786,7 @@ impl Node {
             key: me,
             domain: self.config.domain.clone(),
             peer_id: self.peer_id.to_string(),
-            addrs: self
-                .listen_addrs
-                .iter()
-                .map(|a| a.clone().with(Protocol::P2p(self.peer_id)).to_string())
-                .collect(),
+            addrs: self.announced_addrs(),
             data_addr: self.data_addr.map(|a| a.to_string()),
             issued_at_ms: now_ms().max(previous + 1),
         };
@@ -857,10 +875,21 @@ impl Node {
                 return;
             }
         };
+        let now = now_ms();
+        let mut regossip = Vec::new();
         for envelope in &response.descriptors {
             if let Ok(true) = self.accept_descriptor(envelope, "sync") {
                 self.metrics.sync_entries.inc();
+                let fresh = envelope
+                    .decode_trusted()
+                    .is_ok_and(|d| now.saturating_sub(d.published_at_ms) < REGOSSIP_WINDOW_MS);
+                if fresh && regossip.len() < REGOSSIP_MAX_PER_SYNC {
+                    regossip.push(envelope.clone());
+                }
             }
+        }
+        for envelope in regossip {
+            self.gossip(GossipMessage::Descriptor(envelope));
         }
         for envelope in &response.nodes {
             let _ = self.accept_node_record(envelope);
@@ -886,7 +915,7 @@ impl Node {
             }
             to_dial.push(b.addr.clone());
             b.next_attempt = now + b.backoff;
-            b.backoff = (b.backoff * 2).min(REDIAL_MAX);
+            b.backoff = (b.backoff * 2).min(self.redial_max);
         }
         for addr in to_dial {
             if let Err(e) = self.swarm.dial(addr.clone()) {

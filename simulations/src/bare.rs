@@ -1,0 +1,186 @@
+//! Bare libp2p gossipsub swarms over QUIC, with no meshnode logic: the baseline of
+//! `bench-gossip`, and the attacker of the simulator's `inject_forgery` event.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub};
+use mesh_protocol::wire::CATALOG_TOPIC;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Capacity of a bare swarm's command channel.
+const COMMAND_CAPACITY: usize = 64;
+
+/// A gossip message a bare swarm received: which node, when, and its first 8 bytes as a
+/// big-endian tag (the baseline puts a sequence number there).
+#[derive(Clone, Copy, Debug)]
+pub struct Received {
+    /// Node index.
+    pub node: usize,
+    /// When the swarm task saw it.
+    pub at: Instant,
+    /// First 8 bytes of the payload.
+    pub tag: u64,
+}
+
+/// What to answer gossipsub's validation with.
+#[derive(Clone, Copy, Debug)]
+pub enum Verdict {
+    /// Accept and forward (the baseline: the same path as a valid descriptor).
+    Accept,
+    /// Neither forward nor penalise (the attacker ignores honest traffic).
+    Ignore,
+}
+
+#[derive(Debug)]
+enum Command {
+    Dial(Multiaddr),
+    Publish {
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+}
+
+/// Handle to a bare swarm task. Dropping it stops the task.
+#[derive(Debug)]
+pub struct BareSwarm {
+    /// Its peer id.
+    pub peer_id: PeerId,
+    /// Commands to the task.
+    commands: mpsc::Sender<Command>,
+    /// The task.
+    task: JoinHandle<()>,
+}
+
+impl BareSwarm {
+    /// Starts a swarm listening on `listen` with the given gossipsub config, subscribed to the
+    /// catalog topic. Every message received goes to `received`, if given.
+    pub fn spawn(
+        index: usize,
+        secret: [u8; 32],
+        listen: Multiaddr,
+        config: gossipsub::Config,
+        verdict: Verdict,
+        idle_timeout: Duration,
+        received: Option<mpsc::Sender<Received>>,
+    ) -> anyhow::Result<Self> {
+        let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret)?;
+        let peer_id = keypair.public().to_peer_id();
+        let behaviour = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(keypair.clone()),
+            config,
+        )
+        .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_quic()
+            .with_behaviour(|_| behaviour)?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+            .build();
+        let topic = gossipsub::IdentTopic::new(CATALOG_TOPIC);
+        swarm.behaviour_mut().subscribe(&topic)?;
+        swarm.listen_on(listen)?;
+        let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
+        let task = tokio::spawn(run(index, swarm, topic, verdict, rx, received));
+        Ok(Self {
+            peer_id,
+            commands: tx,
+            task,
+        })
+    }
+
+    /// Dials an address.
+    pub async fn dial(&self, addr: Multiaddr) {
+        let _ = self.commands.send(Command::Dial(addr)).await;
+    }
+
+    /// Publishes on the catalog topic.
+    pub async fn publish(&self, data: Vec<u8>) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Publish { data, reply })
+            .await
+            .map_err(|_| "swarm stopped".to_owned())?;
+        rx.await.map_err(|_| "swarm stopped".to_owned())?
+    }
+
+    /// Connected peers.
+    pub async fn peers(&self) -> Vec<PeerId> {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::Peers { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+impl Drop for BareSwarm {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run(
+    index: usize,
+    mut swarm: Swarm<gossipsub::Behaviour>,
+    topic: gossipsub::IdentTopic,
+    verdict: Verdict,
+    mut commands: mpsc::Receiver<Command>,
+    received: Option<mpsc::Sender<Received>>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::Dial(addr)) => {
+                    if let Err(e) = swarm.dial(addr) {
+                        tracing::debug!("bare dial failed: {e}");
+                    }
+                }
+                Some(Command::Publish { data, reply }) => {
+                    let r = swarm
+                        .behaviour_mut()
+                        .publish(topic.clone(), data)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    let _ = reply.send(r);
+                }
+                Some(Command::Peers { reply }) => {
+                    let _ = reply.send(swarm.connected_peers().copied().collect());
+                }
+            },
+            event = swarm.select_next_some() => {
+                if let SwarmEvent::Behaviour(gossipsub::Event::Message {
+                    propagation_source,
+                    message_id,
+                    message,
+                }) = event
+                {
+                    let at = Instant::now();
+                    let acceptance = match verdict {
+                        Verdict::Accept => gossipsub::MessageAcceptance::Accept,
+                        Verdict::Ignore => gossipsub::MessageAcceptance::Ignore,
+                    };
+                    swarm.behaviour_mut().report_message_validation_result(
+                        &message_id,
+                        &propagation_source,
+                        acceptance,
+                    );
+                    if let Some(out) = &received {
+                        let mut tag = [0u8; 8];
+                        let n = message.data.len().min(8);
+                        tag[..n].copy_from_slice(&message.data[..n]);
+                        let _ = out.try_send(Received { node: index, at, tag: u64::from_be_bytes(tag) });
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Benchmark: how fast a published descriptor reaches every node of a meshnode mesh,
+//! against bare libp2p gossipsub on the same topology.
+//!
+//! ```text
+//! cargo run --release -p mesh-simulations --bin bench-gossip -- --nodes 50 --json
+//! ```
+//!
+//! 1. Starts `--nodes` real meshnode nodes in this process on 127.0.0.1 (QUIC, no link
+//!    emulation); node i bootstraps to 2–3 random earlier nodes (seeded). Waits until every
+//!    node has a peer, then `--warmup-ms`.
+//! 2. Publishes `--publishes` products from random nodes, one at a time (each from a fresh
+//!    CSV of `--rows` rows), and records when each node's catalog took the descriptor
+//!    (`CatalogUpdated`, i.e. stored after signature verification), measured from the
+//!    publisher's own `CatalogUpdated` (emitted right before it gossips).
+//! 3. Records the connection graph the mesh actually formed (bootstrap plus Kademlia),
+//!    stops the nodes and starts bare gossipsub swarms with the node's exact gossipsub
+//!    configuration (`mesh_node::gossipsub_config`) on that graph. The same publishers send
+//!    payloads of the same sizes (the encoded descriptor messages); receipt time is measured
+//!    in each swarm's task.
+//!
+//! Prints a JSON object with `--json`, a short text otherwise.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use mesh_node::NetTuning;
+use mesh_node::views::PublishRequest;
+use mesh_protocol::{ProductId, PublicKey};
+use mesh_simulations::bare::{BareSwarm, Received, Verdict};
+use mesh_simulations::cluster::{
+    self, NodeSpec, RunningNode, Tracker, free_udp_port, identity_secret, quic_addr,
+};
+use mesh_simulations::stats::{Percentiles, metric, round1};
+use rand::rngs::ChaCha8Rng;
+use rand::seq::IndexedRandom;
+use rand::{RngExt, SeedableRng};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+#[derive(Debug, Parser)]
+#[command(about = "meshnode gossip latency against bare gossipsub")]
+struct Args {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 50)]
+    nodes: usize,
+    /// Number of publishes.
+    #[arg(long, default_value_t = 20)]
+    publishes: usize,
+    /// Rows of each published CSV.
+    #[arg(long, default_value_t = 100)]
+    rows: usize,
+    /// Seed for the topology, publishers and identities.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// gossipsub heartbeat (both meshnode and baseline), ms.
+    #[arg(long, default_value_t = 500)]
+    heartbeat_ms: u64,
+    /// Wait after every node has a peer, ms (default: 3000 + 10 per node).
+    #[arg(long)]
+    warmup_ms: Option<u64>,
+    /// Longest wait for one publish to reach every node, ms.
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    anyhow::ensure!(args.nodes >= 2, "--nodes must be at least 2");
+    cluster::raise_fd_limit();
+    let warmup = Duration::from_millis(args.warmup_ms.unwrap_or(3000 + 10 * args.nodes as u64));
+    let tuning = NetTuning {
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        ..NetTuning::default()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    let scratch = tempfile::Builder::new()
+        .prefix("bench-gossip-")
+        .tempdir_in(cluster::scratch_base())?;
+
+    // ---- meshnode
+    let setup = Instant::now();
+    let (tracker, observations) = Tracker::spawn();
+    let mut specs: Vec<NodeSpec> = Vec::new();
+    for i in 0..args.nodes {
+        let secret = identity_secret(args.seed, &format!("n{i}"));
+        let degree = rng.random_range(2..=3).min(i);
+        let earlier: Vec<usize> = (0..i).collect();
+        let bootstrap = earlier
+            .sample(&mut rng, degree)
+            .map(|&j| {
+                let s: &NodeSpec = &specs[j];
+                format!("{}/p2p/{}", s.listen, cluster::peer_id(&s.identity()))
+            })
+            .collect();
+        specs.push(NodeSpec {
+            index: i,
+            domain: format!("n{i}"),
+            secret,
+            data_dir: scratch.path().join(format!("n{i}")),
+            listen: quic_addr(free_udp_port()?),
+            bootstrap,
+            sync_interval_secs: 10,
+            tuning: tuning.clone(),
+        });
+    }
+    let mut nodes: Vec<RunningNode> = Vec::new();
+    for s in &specs {
+        nodes.push(s.start(observations.clone()).await?);
+    }
+    wait_until(Duration::from_secs(120), || async {
+        for n in &nodes {
+            if n.handle.status().await.map(|s| s.peers).unwrap_or(0) == 0 {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .context("the mesh did not form: some node has no peer")?;
+    tokio::time::sleep(warmup).await;
+    let setup_ms = setup.elapsed().as_millis();
+
+    let mut samples = Vec::new();
+    let mut sizes = Vec::new();
+    let mut publishers = Vec::new();
+    let mut all_converged = true;
+    for p in 0..args.publishes {
+        let from = rng.random_range(0..args.nodes);
+        publishers.push(from);
+        let csv = scratch.path().join(format!("publish-{p}.csv"));
+        cluster::write_csv(&csv, args.rows, p as u64)?;
+        let before = bytes_out(&nodes[from]).await;
+        let view = nodes[from]
+            .handle
+            .publish(PublishRequest {
+                name: format!("bench-{p}"),
+                from: csv.display().to_string(),
+                ..PublishRequest::default()
+            })
+            .await
+            .with_context(|| format!("publish {p}"))?;
+        let key = ProductId {
+            owner: PublicKey::from_hex(&view.owner)?,
+            name: view.name.clone(),
+        }
+        .storage_key();
+        let version = view.version;
+        let deadline = Duration::from_millis(args.timeout_ms);
+        let done = wait_until(deadline, || async {
+            let t = tracker.lock().expect("lock");
+            (0..args.nodes).all(|n| t.first_at(n, &key, version).is_some())
+        })
+        .await;
+        sizes.push(bytes_out(&nodes[from]).await.saturating_sub(before) as usize);
+        all_converged &= done.is_ok();
+        let t = tracker.lock().expect("lock");
+        let origin = t
+            .first_at(from, &key, version)
+            .expect("publisher holds its product");
+        for n in (0..args.nodes).filter(|&n| n != from) {
+            if let Some(at) = t.first_at(n, &key, version) {
+                samples.push(at.saturating_duration_since(origin).as_secs_f64() * 1000.0);
+            }
+        }
+        drop(t);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut bytes = 0.0;
+    for n in &nodes {
+        let text = n.handle.metrics().await.unwrap_or_default();
+        bytes += metric(&text, "meshnode_gossip_bytes_in_total").unwrap_or(0.0)
+            + metric(&text, "meshnode_gossip_bytes_out_total").unwrap_or(0.0);
+    }
+    let bytes_per_node = bytes / args.nodes as f64;
+    let peer_index: std::collections::HashMap<String, usize> = specs
+        .iter()
+        .map(|s| (cluster::peer_id(&s.identity()).to_string(), s.index))
+        .collect();
+    let mut edges = BTreeSet::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for p in n.handle.peers().await.unwrap_or_default() {
+            if let Some(&j) = peer_index.get(&p.peer_id) {
+                edges.insert((i.min(j), i.max(j)));
+            }
+        }
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+
+    // ---- baseline: bare gossipsub on the same graph
+    let config = mesh_node::gossipsub_config(&tuning)?;
+    let (tx, mut rx) = mpsc::channel::<Received>(1 << 16);
+    let mut swarms = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 0..args.nodes {
+        let addr = quic_addr(free_udp_port()?);
+        let secret = identity_secret(args.seed ^ 0xba5e, &format!("n{i}"));
+        let swarm = BareSwarm::spawn(
+            i,
+            secret,
+            addr.clone(),
+            config.clone(),
+            Verdict::Accept,
+            tuning.idle_timeout,
+            Some(tx.clone()),
+        )?;
+        addrs.push(format!("{addr}/p2p/{}", swarm.peer_id));
+        swarms.push(swarm);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for &(a, b) in &edges {
+        swarms[b].dial(addrs[a].parse()?).await;
+    }
+    let mut degree = vec![0usize; args.nodes];
+    for &(a, b) in &edges {
+        degree[a] += 1;
+        degree[b] += 1;
+    }
+    let _ = wait_until(Duration::from_secs(60), || async {
+        for (i, s) in swarms.iter().enumerate() {
+            if s.peers().await.len() < degree[i] {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    tokio::time::sleep(warmup).await;
+    let mut base_samples = Vec::new();
+    let mut base_converged = true;
+    for (p, &from) in publishers.iter().enumerate() {
+        let tag = 0x5eed_0000_0000_0000u64 | p as u64;
+        let mut payload = tag.to_be_bytes().to_vec();
+        payload.extend((8..sizes[p].max(8)).map(|_| rng.random::<u8>()));
+        let origin = Instant::now();
+        swarms[from]
+            .publish(payload)
+            .await
+            .map_err(|e| anyhow::anyhow!("baseline publish {p}: {e}"))?;
+        let mut got = BTreeSet::new();
+        let deadline = origin + Duration::from_millis(args.timeout_ms);
+        while got.len() < args.nodes - 1 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) if r.tag == tag && got.insert(r.node) => {
+                    base_samples
+                        .push(r.at.saturating_duration_since(origin).as_secs_f64() * 1000.0);
+                }
+                Ok(Some(_)) => {}
+                _ => {
+                    base_converged = false;
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(swarms);
+
+    let m = Percentiles::of(&samples).unwrap_or_default();
+    let b = Percentiles::of(&base_samples).unwrap_or_default();
+    let expected = args.publishes * (args.nodes - 1);
+    let out = serde_json::json!({
+        "nodes": args.nodes,
+        "publishes": args.publishes,
+        "p50_ms": round1(m.p50),
+        "p99_ms": round1(m.p99),
+        "max_ms": round1(m.max),
+        "bytes_per_node": bytes_per_node.round(),
+        "baseline_p50_ms": round1(b.p50),
+        "baseline_p99_ms": round1(b.p99),
+        "baseline_max_ms": round1(b.max),
+        "ratio_p99": if b.p99 > 0.0 { (m.p99 / b.p99 * 100.0).round() / 100.0 } else { 0.0 },
+        "converged": all_converged && samples.len() == expected,
+        "baseline_converged": base_converged && base_samples.len() == expected,
+        "payload_bytes": sizes.iter().sum::<usize>() / sizes.len().max(1),
+        "edges": edges.len(),
+        "setup_ms": setup_ms,
+    });
+    if args.json {
+        println!("{out}");
+    } else {
+        println!(
+            "{} nodes, {} publishes: meshnode p50 {:.1} ms p99 {:.1} ms max {:.1} ms; \
+             bare gossipsub p50 {:.1} ms p99 {:.1} ms; ratio p99 {}; {} gossip bytes/node",
+            args.nodes,
+            args.publishes,
+            m.p50,
+            m.p99,
+            m.max,
+            b.p50,
+            b.p99,
+            out["ratio_p99"],
+            out["bytes_per_node"]
+        );
+    }
+    Ok(())
+}
+
+/// Gossip bytes this node published so far.
+async fn bytes_out(node: &RunningNode) -> u64 {
+    let text = node.handle.metrics().await.unwrap_or_default();
+    metric(&text, "meshnode_gossip_bytes_out_total").unwrap_or(0.0) as u64
+}
+
+/// Polls `check` every 20 ms until it holds or `timeout` passes.
+async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("timed out after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

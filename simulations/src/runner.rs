@@ -1,0 +1,817 @@
+//! Drives a topology: starts one real meshnode node per domain behind the link emulator,
+//! runs the timeline and measures convergence.
+//!
+//! Phases:
+//!
+//! 1. **Setup.** Every domain gets an emulator front socket (its relay address, which it
+//!    announces) and a real QUIC socket. Node i bootstraps to `bootstrap_degree` random
+//!    earlier nodes (seeded). The runner waits until every node has a peer, then
+//!    `warmup_ms`; that instant is the timeline's t = 0.
+//! 2. **Timeline.** Events run at `t0 + at_ms` (wall clock). Publishes run as tasks so a
+//!    slow publish does not delay later events.
+//! 3. **Settle.** After the last event the runner waits up to `settle_ms` for every live node
+//!    to hold the newest version of every product, then reads every live node's catalog,
+//!    metrics and status.
+//!
+//! Times come from node events (`CatalogUpdated`) stamped when the runner receives them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use libp2p::Multiaddr;
+use mesh_node::NetTuning;
+use mesh_node::views::{ProductView, PublishRequest};
+use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status};
+use mesh_protocol::wire::GossipMessage;
+use mesh_protocol::{Identity, ProductDescriptor, ProductId, PublicKey, Signed};
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+use rand::seq::IndexedRandom;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::bare::{BareSwarm, Verdict};
+use crate::cluster::{
+    self, NodeSpec, Observation, RunningNode, Tracker, free_udp_port, identity_secret, quic_addr,
+};
+use crate::emulator::Emulator;
+use crate::report::{ForgeryReport, HealReport, PublishReport, Report, Series};
+use crate::stats::{Percentiles, metric, round1};
+use crate::topology::{Action, Topology};
+
+/// Version claimed by forged descriptors: far above anything honest.
+pub const FORGED_VERSION: u64 = 1_000_000;
+/// Title of forged descriptors.
+pub const FORGED_TITLE: &str = "forged by the simulated attacker";
+
+/// Options of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Overrides the topology's seed.
+    pub seed: Option<u64>,
+}
+
+/// One domain's node.
+#[derive(Debug)]
+struct Slot {
+    /// How to (re)start it.
+    spec: NodeSpec,
+    /// Cloud index.
+    cloud: usize,
+    /// Emulator index.
+    emu: usize,
+    /// Relay multiaddr with `/p2p`, what peers dial.
+    relay: String,
+    /// Node key.
+    key: PublicKey,
+    /// The running node, if up.
+    running: Option<RunningNode>,
+    /// Last (re)start.
+    started: Instant,
+}
+
+/// A publish in flight or done.
+#[derive(Debug)]
+struct Publish {
+    /// Publishing slot.
+    slot: usize,
+    /// Timeline time.
+    at_ms: u64,
+    /// Partition active when published.
+    during_partition: bool,
+    /// The publish call.
+    task: JoinHandle<Result<ProductView, mesh_node::NodeError>>,
+}
+
+/// A publish that completed.
+#[derive(Debug)]
+struct Published {
+    slot: usize,
+    at_ms: u64,
+    during_partition: bool,
+    product: String,
+    key: String,
+    version: u64,
+    origin: Instant,
+}
+
+/// The attacker of `inject_forgery` events.
+#[derive(Debug)]
+struct Attacker {
+    /// Its swarm.
+    swarm: BareSwarm,
+    /// Its key.
+    identity: Identity,
+}
+
+/// Timeline steps after expanding `publish_random`.
+#[derive(Clone, Debug)]
+enum Step {
+    Action(Action),
+    PublishAny { rows: usize, n: usize },
+}
+
+/// The run state.
+struct Runner<'t> {
+    topology: &'t Topology,
+    seed: u64,
+    emulator: Emulator,
+    slots: Vec<Slot>,
+    by_domain: HashMap<String, usize>,
+    rng: ChaCha8Rng,
+    tracker: Arc<Mutex<Tracker>>,
+    observations: mpsc::Sender<Observation>,
+    scratch: tempfile::TempDir,
+    publishes: Vec<Publish>,
+    heals: Vec<(u64, Instant, String)>,
+    marks: Vec<(f64, String)>,
+    forgeries: Vec<(u64, String, PublicKey, String, bool)>,
+    skipped: Vec<String>,
+    attacker: Option<Attacker>,
+    csv_counter: u64,
+}
+
+/// Runs a topology and returns its report.
+pub async fn run(topology: &Topology, options: &RunOptions) -> anyhow::Result<Report> {
+    cluster::raise_fd_limit();
+    let seed = options.seed.unwrap_or(topology.seed);
+    let (tracker, observations) = Tracker::spawn();
+    let mut runner = Runner {
+        topology,
+        seed,
+        emulator: Emulator::new(seed, topology.link_matrix()),
+        slots: Vec::new(),
+        by_domain: HashMap::new(),
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        tracker,
+        observations,
+        scratch: tempfile::Builder::new()
+            .prefix("meshsim-")
+            .tempdir_in(cluster::scratch_base())?,
+        publishes: Vec::new(),
+        heals: Vec::new(),
+        marks: Vec::new(),
+        forgeries: Vec::new(),
+        skipped: Vec::new(),
+        attacker: None,
+        csv_counter: 0,
+    };
+    let result = runner.run().await;
+    runner.shutdown().await;
+    result
+}
+
+impl Runner<'_> {
+    async fn run(&mut self) -> anyhow::Result<Report> {
+        let setup = Instant::now();
+        let settings = &self.topology.settings;
+        let degree = settings.bootstrap_degree;
+        for (domain, cloud) in self.topology.initial_nodes() {
+            let earlier: Vec<usize> = (0..self.slots.len()).collect();
+            let picks: Vec<usize> = earlier
+                .sample(&mut self.rng, degree.min(earlier.len()))
+                .copied()
+                .collect();
+            self.add_slot(&domain, cloud, &picks).await?;
+        }
+        for i in 0..self.slots.len() {
+            self.start_slot(i).await?;
+        }
+        self.start_attacker().await?;
+        let formed = self
+            .wait_until(Duration::from_millis(settings.formation_timeout_ms), |r| {
+                Box::pin(async move {
+                    for s in &r.slots {
+                        if let Some(n) = &s.running
+                            && n.handle.status().await.map(|s| s.peers).unwrap_or(0) == 0
+                        {
+                            return false;
+                        }
+                    }
+                    true
+                })
+            })
+            .await;
+        if !formed {
+            tracing::warn!("some node still has no peer; starting the timeline anyway");
+        }
+        tokio::time::sleep(Duration::from_millis(settings.warmup_ms)).await;
+        let setup_ms = setup.elapsed().as_millis() as u64;
+
+        let t0 = Instant::now();
+        let mut steps: Vec<(u64, Step)> = Vec::new();
+        let mut n = 0;
+        for e in &self.topology.events {
+            match &e.action {
+                Action::PublishRandom {
+                    count,
+                    every_ms,
+                    rows,
+                } => {
+                    for i in 0..*count {
+                        steps.push((
+                            e.at_ms + i as u64 * every_ms,
+                            Step::PublishAny { rows: *rows, n },
+                        ));
+                        n += 1;
+                    }
+                }
+                other => steps.push((e.at_ms, Step::Action(other.clone()))),
+            }
+        }
+        steps.sort_by_key(|(at, _)| *at);
+        for (at_ms, step) in steps {
+            tokio::time::sleep_until(t0 + Duration::from_millis(at_ms)).await;
+            if let Err(e) = self.execute(at_ms, t0, step).await {
+                self.skipped.push(format!("{at_ms} ms: {e:#}"));
+            }
+        }
+        // Publishes done.
+        let mut published = Vec::new();
+        for p in std::mem::take(&mut self.publishes) {
+            match p.task.await {
+                Ok(Ok(view)) => {
+                    let key = ProductId {
+                        owner: PublicKey::from_hex(&view.owner)?,
+                        name: view.name.clone(),
+                    }
+                    .storage_key();
+                    // The publisher's own catalog update is the origin.
+                    let origin = self.wait_origin(p.slot, &key, view.version).await;
+                    published.push(Published {
+                        slot: p.slot,
+                        at_ms: p.at_ms,
+                        during_partition: p.during_partition,
+                        product: view.product.clone(),
+                        key,
+                        version: view.version,
+                        origin,
+                    });
+                }
+                Ok(Err(e)) => self
+                    .skipped
+                    .push(format!("{} ms: publish failed: {e}", p.at_ms)),
+                Err(e) => self
+                    .skipped
+                    .push(format!("{} ms: publish task: {e}", p.at_ms)),
+            }
+        }
+        let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+        for p in &published {
+            let v = expected.entry(p.key.clone()).or_default();
+            *v = (*v).max(p.version);
+        }
+        let expected_ref = &expected;
+        self.wait_until(Duration::from_millis(settings.settle_ms), |r| {
+            Box::pin(async move { r.all_hold(expected_ref) })
+        })
+        .await;
+        let run_ms = t0.elapsed().as_millis() as u64;
+        self.report(t0, setup_ms, run_ms, &published, &expected)
+            .await
+    }
+
+    async fn wait_origin(&self, slot: usize, key: &str, version: u64) -> Instant {
+        for _ in 0..200 {
+            if let Some(t) = self
+                .tracker
+                .lock()
+                .expect("lock")
+                .first_at(slot, key, version)
+            {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Instant::now()
+    }
+
+    fn all_hold(&self, expected: &BTreeMap<String, u64>) -> bool {
+        let t = self.tracker.lock().expect("lock");
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.running.is_some())
+            .all(|(i, _)| expected.iter().all(|(k, v)| t.first_at(i, k, *v).is_some()))
+    }
+
+    async fn wait_until<F>(&self, timeout: Duration, mut check: F) -> bool
+    where
+        F: for<'a> FnMut(&'a Self) -> std::pin::Pin<Box<dyn Future<Output = bool> + 'a>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if check(self).await {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn add_slot(
+        &mut self,
+        domain: &str,
+        cloud: usize,
+        bootstrap: &[usize],
+    ) -> anyhow::Result<usize> {
+        let (emu, relay_addr) = self.emulator.add_node(cloud).await?;
+        let secret = identity_secret(self.seed, domain);
+        let identity = Identity::from_secret_bytes(secret);
+        let peer = cluster::peer_id(&identity);
+        let relay_ma = quic_addr(relay_addr.port());
+        let settings = &self.topology.settings;
+        let spec = NodeSpec {
+            index: self.slots.len(),
+            domain: domain.to_owned(),
+            secret,
+            data_dir: self.scratch.path().join(domain),
+            listen: quic_addr(0),
+            bootstrap: bootstrap
+                .iter()
+                .map(|&j| self.slots[j].relay.clone())
+                .collect(),
+            sync_interval_secs: settings.sync_interval_secs,
+            tuning: NetTuning {
+                heartbeat: Duration::from_millis(settings.heartbeat_ms),
+                announce_addrs: vec![relay_ma.clone()],
+                redial_max: Duration::from_millis(settings.redial_max_ms),
+                ..NetTuning::default()
+            },
+        };
+        self.slots.push(Slot {
+            spec,
+            cloud,
+            emu,
+            relay: format!("{relay_ma}/p2p/{peer}"),
+            key: identity.public_key(),
+            running: None,
+            started: Instant::now(),
+        });
+        self.by_domain
+            .insert(domain.to_owned(), self.slots.len() - 1);
+        Ok(self.slots.len() - 1)
+    }
+
+    async fn start_slot(&mut self, i: usize) -> anyhow::Result<()> {
+        let port = free_udp_port()?;
+        let slot = &mut self.slots[i];
+        slot.spec.listen = quic_addr(port);
+        self.emulator
+            .set_real_addr(slot.emu, SocketAddr::from(([127, 0, 0, 1], port)));
+        slot.running = Some(slot.spec.start(self.observations.clone()).await?);
+        slot.started = Instant::now();
+        Ok(())
+    }
+
+    async fn start_attacker(&mut self) -> anyhow::Result<()> {
+        let vias: BTreeSet<&str> = self
+            .topology
+            .events
+            .iter()
+            .filter_map(|e| match &e.action {
+                Action::InjectForgery { via, .. } => Some(via.as_str()),
+                _ => None,
+            })
+            .collect();
+        let Some(first) = vias.first() else {
+            return Ok(());
+        };
+        let Some(&first) = self.by_domain.get(*first) else {
+            anyhow::bail!("the attacker's `via` domain must be an initial domain");
+        };
+        let (emu, _) = self.emulator.add_node(self.slots[first].cloud).await?;
+        let port = free_udp_port()?;
+        self.emulator
+            .set_real_addr(emu, SocketAddr::from(([127, 0, 0, 1], port)));
+        let secret = identity_secret(self.seed, "attacker");
+        let tuning = NetTuning {
+            heartbeat: Duration::from_millis(self.topology.settings.heartbeat_ms),
+            ..NetTuning::default()
+        };
+        let swarm = BareSwarm::spawn(
+            usize::MAX,
+            secret,
+            quic_addr(port),
+            mesh_node::gossipsub_config(&tuning)?,
+            Verdict::Ignore,
+            tuning.idle_timeout,
+            None,
+        )?;
+        for via in vias {
+            if let Some(&j) = self.by_domain.get(via) {
+                swarm.dial(self.slots[j].relay.parse::<Multiaddr>()?).await;
+            }
+        }
+        self.attacker = Some(Attacker {
+            swarm,
+            identity: Identity::from_secret_bytes(secret),
+        });
+        Ok(())
+    }
+
+    fn slot_of(&self, domain: &str) -> anyhow::Result<usize> {
+        self.by_domain
+            .get(domain)
+            .copied()
+            .with_context(|| format!("no node for domain `{domain}` (not joined yet?)"))
+    }
+
+    fn cloud_of(&self, name: &str) -> anyhow::Result<usize> {
+        self.topology
+            .cloud_index(name)
+            .with_context(|| format!("unknown cloud `{name}`"))
+    }
+
+    fn live_slots(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].running.is_some())
+            .collect()
+    }
+
+    async fn execute(&mut self, at_ms: u64, t0: Instant, step: Step) -> anyhow::Result<()> {
+        let mark = |r: &mut Self, label: String| {
+            r.marks.push((t0.elapsed().as_secs_f64() * 1000.0, label));
+        };
+        match step {
+            Step::PublishAny { rows, n } => {
+                let live = self.live_slots();
+                let Some(&slot) = live.choose(&mut self.rng) else {
+                    anyhow::bail!("publish_random: no live node");
+                };
+                self.publish(slot, &format!("bench-{n}"), rows, at_ms)?;
+            }
+            Step::Action(action) => match action {
+                Action::Publish {
+                    domain,
+                    product,
+                    rows,
+                } => {
+                    let slot = self.slot_of(&domain)?;
+                    self.publish(slot, &product, rows, at_ms)?;
+                }
+                Action::PublishRandom { .. } => unreachable!("expanded"),
+                Action::ContractRequest {
+                    consumer, product, ..
+                } => self.skipped.push(format!(
+                    "{at_ms} ms: contract_request {consumer} -> {product}: not supported yet \
+                     (contract negotiation is not on this branch)"
+                )),
+                Action::Fetch { consumer, product } => self.skipped.push(format!(
+                    "{at_ms} ms: fetch {consumer} <- {product}: not supported yet \
+                     (the data plane is not on this branch)"
+                )),
+                Action::Partition { a, b } => {
+                    let (ia, ib) = (self.cloud_of(&a)?, self.cloud_of(&b)?);
+                    self.emulator.set_partitioned(ia, ib, true);
+                    mark(self, format!("partition {a}|{b}"));
+                }
+                Action::Heal { a, b } => {
+                    let what = match (a, b) {
+                        (Some(a), Some(b)) => {
+                            let (ia, ib) = (self.cloud_of(&a)?, self.cloud_of(&b)?);
+                            self.emulator.set_partitioned(ia, ib, false);
+                            format!("{a}|{b}")
+                        }
+                        _ => {
+                            let n = self.topology.clouds.len();
+                            for x in 0..n {
+                                for y in 0..n {
+                                    self.emulator.set_partitioned(x, y, false);
+                                }
+                            }
+                            "all".to_owned()
+                        }
+                    };
+                    self.heals.push((at_ms, Instant::now(), what.clone()));
+                    mark(self, format!("heal {what}"));
+                }
+                Action::Kill { domain } => {
+                    let slot = self.slot_of(&domain)?;
+                    let node = self.slots[slot]
+                        .running
+                        .take()
+                        .with_context(|| format!("kill: `{domain}` is not running"))?;
+                    node.kill().await;
+                    mark(self, format!("kill {domain}"));
+                }
+                Action::Restart { domain } => {
+                    let slot = self.slot_of(&domain)?;
+                    anyhow::ensure!(
+                        self.slots[slot].running.is_none(),
+                        "restart: `{domain}` is running"
+                    );
+                    self.start_slot(slot).await?;
+                    mark(self, format!("restart {domain}"));
+                }
+                Action::Join { domain, cloud } => {
+                    let cloud = self.cloud_of(&cloud)?;
+                    let live = self.live_slots();
+                    let picks: Vec<usize> = live
+                        .sample(
+                            &mut self.rng,
+                            self.topology.settings.bootstrap_degree.min(live.len()),
+                        )
+                        .copied()
+                        .collect();
+                    let slot = self.add_slot(&domain, cloud, &picks).await?;
+                    self.start_slot(slot).await?;
+                    mark(self, format!("join {domain}"));
+                }
+                Action::InjectForgery {
+                    victim,
+                    product,
+                    via: _,
+                } => {
+                    let slot = self.slot_of(&victim)?;
+                    let key = self.slots[slot].key;
+                    let sent = self.inject_forgery(key, &victim, &product).await;
+                    if let Err(e) = &sent {
+                        tracing::warn!("forgery not sent: {e}");
+                    }
+                    self.forgeries
+                        .push((at_ms, victim, key, product, sent.is_ok()));
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn publish(
+        &mut self,
+        slot: usize,
+        product: &str,
+        rows: usize,
+        at_ms: u64,
+    ) -> anyhow::Result<()> {
+        let Some(node) = &self.slots[slot].running else {
+            anyhow::bail!(
+                "publish {}/{product}: the node is down",
+                self.slots[slot].spec.domain
+            );
+        };
+        self.csv_counter += 1;
+        let csv = self
+            .scratch
+            .path()
+            .join(format!("publish-{}.csv", self.csv_counter));
+        cluster::write_csv(&csv, rows, self.csv_counter ^ self.seed)?;
+        let handle = node.handle.clone();
+        let request = PublishRequest {
+            name: product.to_owned(),
+            from: csv.display().to_string(),
+            ..PublishRequest::default()
+        };
+        let task = tokio::spawn(async move { handle.publish(request).await });
+        self.publishes.push(Publish {
+            slot,
+            at_ms,
+            during_partition: self.emulator.any_partition(),
+            task,
+        });
+        Ok(())
+    }
+
+    async fn inject_forgery(
+        &self,
+        victim: PublicKey,
+        domain: &str,
+        product: &str,
+    ) -> anyhow::Result<()> {
+        let attacker = self.attacker.as_ref().context("no attacker")?;
+        let forged = ProductDescriptor {
+            owner: victim,
+            domain: domain.to_owned(),
+            name: product.to_owned(),
+            version: FORGED_VERSION,
+            title: FORGED_TITLE.to_owned(),
+            description: "claims another domain's key".to_owned(),
+            tags: Vec::new(),
+            schema: vec![ColumnSchema {
+                name: "id".into(),
+                data_type: "Int64".into(),
+                nullable: false,
+            }],
+            rows: 1,
+            bytes: 1,
+            digest: ContentDigest([0; 32]),
+            published_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            sla: Sla::default(),
+            policy: Policy::default(),
+            lineage: Vec::new(),
+            data_addr: None,
+            status: Status::Active,
+        };
+        let envelope = Signed::sign(&attacker.identity, &forged);
+        attacker
+            .swarm
+            .publish(GossipMessage::Descriptor(envelope).to_bytes())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    async fn report(
+        &mut self,
+        t0: Instant,
+        setup_ms: u64,
+        run_ms: u64,
+        published: &[Published],
+        expected: &BTreeMap<String, u64>,
+    ) -> anyhow::Result<Report> {
+        let live = self.live_slots();
+        // Catalogs, metrics.
+        let mut catalogs: Vec<BTreeSet<(String, String, u64)>> = Vec::new();
+        let mut forged_held: HashMap<(String, String), usize> = HashMap::new();
+        let mut bytes = 0.0;
+        let mut messages = 0.0;
+        for &i in &live {
+            let node = self.slots[i].running.as_ref().expect("live");
+            let catalog = node.handle.catalog().await.unwrap_or_default();
+            for p in &catalog {
+                if p.version == FORGED_VERSION || p.title == FORGED_TITLE {
+                    *forged_held
+                        .entry((p.owner.clone(), p.name.clone()))
+                        .or_default() += 1;
+                }
+            }
+            catalogs.push(
+                catalog
+                    .into_iter()
+                    .map(|p| (p.owner, p.name, p.version))
+                    .collect(),
+            );
+            let text = node.handle.metrics().await.unwrap_or_default();
+            for name in ["gossip_bytes_in", "gossip_bytes_out"] {
+                bytes += metric(&text, &format!("meshnode_{name}_total")).unwrap_or(0.0);
+            }
+            for name in ["gossip_messages_in", "gossip_messages_out"] {
+                messages += metric(&text, &format!("meshnode_{name}_total")).unwrap_or(0.0);
+            }
+        }
+        let same = catalogs.windows(2).all(|w| w[0] == w[1]);
+        let complete = catalogs.first().is_some_and(|c| {
+            expected.iter().all(|(k, v)| {
+                ProductId::from_storage_key(k).is_some_and(|id| {
+                    let owner = id.owner.to_hex();
+                    c.iter()
+                        .any(|(o, n, version)| *o == owner && *n == id.name && version >= v)
+                })
+            })
+        });
+        let tracker = self.tracker.lock().expect("lock");
+        // Per publish.
+        let mut all_samples = Vec::new();
+        let mut publishes = Vec::new();
+        let mut series = Vec::new();
+        for p in published {
+            let eligible: Vec<usize> = live
+                .iter()
+                .copied()
+                .filter(|&i| i != p.slot && self.slots[i].started <= p.origin)
+                .collect();
+            let mut samples = Vec::new();
+            for &i in &eligible {
+                if let Some(at) = tracker.first_at(i, &p.key, p.version) {
+                    samples.push(at.saturating_duration_since(p.origin).as_secs_f64() * 1000.0);
+                }
+            }
+            if !p.during_partition {
+                all_samples.extend_from_slice(&samples);
+            }
+            publishes.push(PublishReport {
+                at_ms: p.at_ms,
+                product: p.product.clone(),
+                version: p.version,
+                during_partition: p.during_partition,
+                expected: eligible.len(),
+                reached: samples.len(),
+                convergence_ms: Percentiles::of(&samples).map(rounded),
+            });
+            let mut times: Vec<f64> = live
+                .iter()
+                .filter_map(|&i| tracker.first_at(i, &p.key, p.version))
+                .map(|t| t.saturating_duration_since(t0).as_secs_f64() * 1000.0)
+                .collect();
+            times.sort_by(f64::total_cmp);
+            let n = live.len().max(1) as f64;
+            let mut points = vec![(
+                p.origin.saturating_duration_since(t0).as_secs_f64() * 1000.0,
+                0.0,
+            )];
+            for (k, t) in times.iter().enumerate() {
+                points.push((*t, k as f64 / n));
+                points.push((*t, (k + 1) as f64 / n));
+            }
+            series.push(Series {
+                label: format!("{}@{}", p.product, p.version),
+                points,
+            });
+        }
+        // Per heal.
+        let mut heals = Vec::new();
+        for (at_ms, instant, what) in &self.heals {
+            let mut due: BTreeMap<&str, u64> = BTreeMap::new();
+            for p in published.iter().filter(|p| p.origin < *instant) {
+                let v = due.entry(p.key.as_str()).or_default();
+                *v = (*v).max(p.version);
+            }
+            let mut worst = Some(0.0f64);
+            for &i in live.iter().filter(|&&i| self.slots[i].started <= *instant) {
+                for (k, v) in &due {
+                    match (tracker.first_at(i, k, *v), worst) {
+                        (Some(t), Some(w)) => {
+                            let ms = t.saturating_duration_since(*instant).as_secs_f64() * 1000.0;
+                            worst = Some(w.max(ms));
+                        }
+                        _ => worst = None,
+                    }
+                }
+            }
+            heals.push(HealReport {
+                at_ms: *at_ms,
+                what: what.clone(),
+                products: due.len(),
+                converge_ms: worst.map(round1),
+            });
+        }
+        let rejected = tracker.rejected.clone();
+        drop(tracker);
+        let forgeries = self
+            .forgeries
+            .iter()
+            .map(|(at_ms, victim, key, product, sent)| ForgeryReport {
+                at_ms: *at_ms,
+                claims: format!("{victim}/{product}"),
+                sent: *sent,
+                accepted_by: forged_held
+                    .get(&(key.to_hex(), product.clone()))
+                    .copied()
+                    .unwrap_or(0),
+            })
+            .collect();
+        let mut wire = 0u64;
+        for s in &self.slots {
+            let (a, b) = self.emulator.node_bytes(s.emu);
+            wire += a + b;
+        }
+        let n = live.len().max(1) as f64;
+        let mut rejected_all: BTreeMap<String, u64> = mesh_protocol::RejectReason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_owned(), 0))
+            .collect();
+        rejected_all.extend(rejected);
+        Ok(Report {
+            topology: self.topology.name.clone(),
+            seed: self.seed,
+            nodes: live.len(),
+            nodes_started: self.slots.len(),
+            clouds: self.topology.clouds.len(),
+            convergence_ms: Percentiles::of(&all_samples).map(rounded),
+            publishes,
+            heal_convergence_ms: heals.iter().map(|h| h.converge_ms).collect(),
+            heals,
+            bytes_per_node: (bytes / n).round(),
+            gossip_messages_per_node: round1(messages / n),
+            wire_bytes_per_node: (wire as f64 / self.slots.len().max(1) as f64).round(),
+            rejected: rejected_all,
+            forgeries,
+            skipped: self.skipped.clone(),
+            converged: same && complete && !live.is_empty(),
+            catalog_size: catalogs.first().map(|c| c.len()).unwrap_or(0),
+            emulator: self.emulator.totals(),
+            setup_ms,
+            run_ms,
+            series,
+            marks: self.marks.clone(),
+        })
+    }
+
+    async fn shutdown(&mut self) {
+        self.attacker = None;
+        let nodes: Vec<RunningNode> = self
+            .slots
+            .iter_mut()
+            .filter_map(|s| s.running.take())
+            .collect();
+        futures::future::join_all(nodes.into_iter().map(|n| n.stop())).await;
+        self.emulator.shutdown();
+    }
+}
+
+fn rounded(p: Percentiles) -> Percentiles {
+    Percentiles {
+        p50: round1(p.p50),
+        p99: round1(p.p99),
+        max: round1(p.max),
+        samples: p.samples,
+    }
+}

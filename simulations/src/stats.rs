@@ -1,0 +1,77 @@
+//! Small statistics helpers shared by the runner and the benchmarks.
+
+use serde::Serialize;
+
+/// p50, p99 and max of a set of samples (milliseconds), nearest-rank.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest sample.
+    pub max: f64,
+    /// Number of samples.
+    pub samples: usize,
+}
+
+impl Percentiles {
+    /// Summarises `samples`; `None` when there are none.
+    pub fn of(samples: &[f64]) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        Some(Self {
+            p50: percentile(&sorted, 50.0),
+            p99: percentile(&sorted, 99.0),
+            max: *sorted.last().expect("not empty"),
+            samples: sorted.len(),
+        })
+    }
+}
+
+/// Nearest-rank percentile of sorted samples.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Rounds to 0.1 for readable JSON.
+pub fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Reads one counter or gauge from Prometheus text (`name value` lines, no labels).
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank() {
+        let s: Vec<f64> = (1..=100).map(f64::from).collect();
+        let p = Percentiles::of(&s).unwrap();
+        assert_eq!((p.p50, p.p99, p.max), (50.0, 99.0, 100.0));
+        assert_eq!(Percentiles::of(&[3.0]).unwrap().p99, 3.0);
+        assert!(Percentiles::of(&[]).is_none());
+    }
+
+    #[test]
+    fn reads_metrics() {
+        let text = "# HELP x\nmeshnode_gossip_bytes_in_total 42\nmeshnode_peers 3\n";
+        assert_eq!(metric(text, "meshnode_gossip_bytes_in_total"), Some(42.0));
+        assert_eq!(metric(text, "meshnode_peers"), Some(3.0));
+        assert_eq!(metric(text, "nope"), None);
+    }
+}

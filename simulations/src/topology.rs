@@ -1,0 +1,492 @@
+//! Topology files (`configs/topologies/*.toml`): clouds and their domains, link properties
+//! inside and between clouds, and a timeline of events. `configs/topologies/example.toml`
+//! documents every key.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::emulator::LinkParams;
+
+/// A whole scenario.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Scenario name, for reports.
+    pub name: String,
+    /// Default seed; `--seed` overrides it.
+    #[serde(default)]
+    pub seed: u64,
+    /// Runner settings.
+    #[serde(default)]
+    pub settings: Settings,
+    /// Link inside a cloud unless the cloud overrides it.
+    #[serde(default)]
+    pub intra: Link,
+    /// Link between two clouds unless a `[[links]]` entry overrides it.
+    #[serde(default = "default_inter")]
+    pub inter: Link,
+    /// The clouds (at least one).
+    pub clouds: Vec<Cloud>,
+    /// Links between specific pairs of clouds (both directions).
+    #[serde(default)]
+    pub links: Vec<CloudLink>,
+    /// The timeline.
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+/// How the runner drives the nodes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Each node bootstraps to this many random earlier nodes (any cloud).
+    pub bootstrap_degree: usize,
+    /// Anti-entropy interval of every node, seconds (at least 1).
+    pub sync_interval_secs: u64,
+    /// gossipsub heartbeat of every node, ms.
+    pub heartbeat_ms: u64,
+    /// Longest delay between bootstrap redials, ms.
+    pub redial_max_ms: u64,
+    /// Time between "every node has a peer" and the timeline's t = 0, ms.
+    pub warmup_ms: u64,
+    /// Longest wait for convergence after the last event, ms.
+    pub settle_ms: u64,
+    /// Longest wait for every node to have a peer before the timeline starts, ms.
+    pub formation_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bootstrap_degree: 2,
+            sync_interval_secs: 1,
+            heartbeat_ms: 500,
+            redial_max_ms: 2_000,
+            warmup_ms: 3_000,
+            settle_ms: 30_000,
+            formation_timeout_ms: 120_000,
+        }
+    }
+}
+
+/// Latency, jitter and loss of a link (each direction).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// One-way latency, ms.
+    #[serde(default)]
+    pub latency_ms: f64,
+    /// Uniform jitter, ± ms.
+    #[serde(default)]
+    pub jitter_ms: f64,
+    /// Loss probability, 0.0–1.0.
+    #[serde(default)]
+    pub loss: f64,
+}
+
+fn default_inter() -> Link {
+    Link {
+        latency_ms: 50.0,
+        jitter_ms: 0.0,
+        loss: 0.0,
+    }
+}
+
+impl Link {
+    /// As emulator parameters.
+    pub fn params(&self) -> LinkParams {
+        LinkParams {
+            latency: Duration::from_secs_f64(self.latency_ms.max(0.0) / 1000.0),
+            jitter: Duration::from_secs_f64(self.jitter_ms.max(0.0) / 1000.0),
+            loss: self.loss.clamp(0.0, 1.0),
+        }
+    }
+}
+
+/// One cloud (or on-prem site) and its domains.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cloud {
+    /// Name, e.g. `aws-eu`.
+    pub name: String,
+    /// Named domains, one node each.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Additional generated domains `<cloud>-<i>`.
+    #[serde(default)]
+    pub count: usize,
+    /// Link inside this cloud, overriding the top-level `intra`.
+    #[serde(default)]
+    pub intra: Option<Link>,
+}
+
+impl Cloud {
+    /// Every domain of the cloud: the named ones, then the generated ones.
+    pub fn all_domains(&self) -> Vec<String> {
+        let mut out = self.domains.clone();
+        out.extend((0..self.count).map(|i| format!("{}-{i}", self.name)));
+        out
+    }
+}
+
+/// The link between two clouds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudLink {
+    /// One cloud.
+    pub a: String,
+    /// The other.
+    pub b: String,
+    /// Its properties.
+    #[serde(flatten)]
+    pub link: Link,
+}
+
+/// One timeline entry.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Event {
+    /// When, in ms after the timeline starts.
+    pub at_ms: u64,
+    /// What.
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// What happens at an event.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// A domain publishes a new version of a product from a generated CSV of `rows` rows.
+    Publish {
+        /// Publishing domain.
+        domain: String,
+        /// Product name.
+        product: String,
+        /// Rows of the generated CSV.
+        #[serde(default = "default_rows")]
+        rows: usize,
+    },
+    /// `count` publishes from random live domains, `every_ms` apart, products `bench-<i>`.
+    PublishRandom {
+        /// How many.
+        count: usize,
+        /// Spacing, ms.
+        every_ms: u64,
+        /// Rows of each generated CSV.
+        #[serde(default = "default_rows")]
+        rows: usize,
+    },
+    /// A consumer asks a provider for a contract (not supported yet on this branch: skipped).
+    ContractRequest {
+        /// Consumer domain.
+        consumer: String,
+        /// `domain/product`.
+        product: String,
+        /// Stated purpose.
+        #[serde(default)]
+        purpose: String,
+    },
+    /// A consumer fetches product data (not supported yet on this branch: skipped).
+    Fetch {
+        /// Consumer domain.
+        consumer: String,
+        /// `domain/product`.
+        product: String,
+    },
+    /// Blackholes all traffic between clouds `a` and `b`.
+    Partition {
+        /// One cloud.
+        a: String,
+        /// The other.
+        b: String,
+    },
+    /// Ends the partition of `a` and `b`, or every partition when both are omitted.
+    Heal {
+        /// One cloud.
+        #[serde(default)]
+        a: Option<String>,
+        /// The other.
+        #[serde(default)]
+        b: Option<String>,
+    },
+    /// Stops a node abruptly (its task is aborted, as with `kill -9`).
+    Kill {
+        /// Domain.
+        domain: String,
+    },
+    /// Starts a killed node again from its data directory and identity.
+    Restart {
+        /// Domain.
+        domain: String,
+    },
+    /// A new domain joins `cloud`, bootstrapping to random live nodes.
+    Join {
+        /// New domain name.
+        domain: String,
+        /// Its cloud.
+        cloud: String,
+    },
+    /// An attacker attached to `via` gossips a descriptor claiming `victim`'s `product`,
+    /// signed with the attacker's own key.
+    InjectForgery {
+        /// Domain whose key the forgery claims.
+        victim: String,
+        /// Product name.
+        product: String,
+        /// Domain the attacker is connected to.
+        via: String,
+    },
+}
+
+fn default_rows() -> usize {
+    100
+}
+
+/// Errors in a topology file.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    /// Cannot read.
+    #[error("cannot read the topology: {0}")]
+    Read(String),
+    /// Not valid TOML or unknown keys.
+    #[error("the topology is not valid TOML: {0}")]
+    Parse(String),
+    /// Inconsistent.
+    #[error("the topology is inconsistent: {0}")]
+    Invalid(String),
+}
+
+impl Topology {
+    /// Reads and validates a topology file.
+    pub fn load(path: &Path) -> Result<Self, TopologyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TopologyError::Read(format!("{}: {e}", path.display())))?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates topology text.
+    pub fn parse(text: &str) -> Result<Self, TopologyError> {
+        let topology: Topology =
+            toml::from_str(text).map_err(|e| TopologyError::Parse(e.to_string()))?;
+        topology.validate()?;
+        Ok(topology)
+    }
+
+    /// Index of a cloud by name.
+    pub fn cloud_index(&self, name: &str) -> Option<usize> {
+        self.clouds.iter().position(|c| c.name == name)
+    }
+
+    /// Link matrix `[from][to]` for the emulator.
+    pub fn link_matrix(&self) -> Vec<Vec<LinkParams>> {
+        let n = self.clouds.len();
+        let mut m = vec![vec![self.inter.params(); n]; n];
+        for (i, c) in self.clouds.iter().enumerate() {
+            m[i][i] = c.intra.unwrap_or(self.intra).params();
+        }
+        for l in &self.links {
+            if let (Some(a), Some(b)) = (self.cloud_index(&l.a), self.cloud_index(&l.b)) {
+                m[a][b] = l.link.params();
+                m[b][a] = l.link.params();
+            }
+        }
+        m
+    }
+
+    /// Every initial domain with its cloud index, in node order.
+    pub fn initial_nodes(&self) -> Vec<(String, usize)> {
+        self.clouds
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| c.all_domains().into_iter().map(move |d| (d, i)))
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), TopologyError> {
+        let bad = |m: String| Err(TopologyError::Invalid(m));
+        if self.clouds.is_empty() {
+            return bad("at least one `[[clouds]]` entry is needed".into());
+        }
+        let mut clouds = BTreeSet::new();
+        for c in &self.clouds {
+            if !clouds.insert(c.name.as_str()) {
+                return bad(format!("cloud `{}` is listed twice", c.name));
+            }
+        }
+        let mut domains = BTreeSet::new();
+        for (d, _) in self.initial_nodes() {
+            if mesh_protocol::descriptor::validate_name("domain", &d).is_err() {
+                return bad(format!("domain `{d}` must be of [a-z0-9-]"));
+            }
+            if !domains.insert(d.clone()) {
+                return bad(format!("domain `{d}` is listed twice"));
+            }
+        }
+        if domains.is_empty() {
+            return bad("the clouds have no domains".into());
+        }
+        let cloud = |name: &str| -> Result<(), TopologyError> {
+            if clouds.contains(name) {
+                Ok(())
+            } else {
+                Err(TopologyError::Invalid(format!(
+                    "unknown cloud `{name}`; clouds are: {}",
+                    clouds.iter().copied().collect::<Vec<_>>().join(", ")
+                )))
+            }
+        };
+        for l in &self.links {
+            cloud(&l.a)?;
+            cloud(&l.b)?;
+        }
+        if self.settings.sync_interval_secs == 0 {
+            return bad("settings.sync_interval_secs must be at least 1".into());
+        }
+        // Domains that exist at some point: the initial ones and those that join.
+        let mut known = domains.clone();
+        for e in &self.events {
+            if let Action::Join { domain, cloud: c } = &e.action {
+                cloud(c)?;
+                if !known.insert(domain.clone()) {
+                    return bad(format!("joining domain `{domain}` already exists"));
+                }
+            }
+        }
+        let domain = |name: &str| -> Result<(), TopologyError> {
+            if known.contains(name) {
+                Ok(())
+            } else {
+                Err(TopologyError::Invalid(format!(
+                    "event names unknown domain `{name}`"
+                )))
+            }
+        };
+        for e in &self.events {
+            match &e.action {
+                Action::Publish {
+                    domain: d, product, ..
+                } => {
+                    domain(d)?;
+                    if mesh_protocol::descriptor::validate_name("product", product).is_err() {
+                        return bad(format!("product `{product}` must be of [a-z0-9-]"));
+                    }
+                }
+                Action::Partition { a, b } => {
+                    cloud(a)?;
+                    cloud(b)?;
+                    if a == b {
+                        return bad(format!("cannot partition cloud `{a}` from itself"));
+                    }
+                }
+                Action::Heal { a, b } => match (a, b) {
+                    (Some(a), Some(b)) => {
+                        cloud(a)?;
+                        cloud(b)?;
+                    }
+                    (None, None) => {}
+                    _ => return bad("`heal` takes both `a` and `b`, or neither".into()),
+                },
+                Action::Kill { domain: d } | Action::Restart { domain: d } => domain(d)?,
+                Action::ContractRequest { consumer, .. } | Action::Fetch { consumer, .. } => {
+                    domain(consumer)?
+                }
+                Action::InjectForgery {
+                    victim,
+                    via,
+                    product,
+                } => {
+                    domain(victim)?;
+                    domain(via)?;
+                    if mesh_protocol::descriptor::validate_name("product", product).is_err() {
+                        return bad(format!("product `{product}` must be of [a-z0-9-]"));
+                    }
+                }
+                Action::PublishRandom { .. } | Action::Join { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = r#"
+name = "t"
+seed = 3
+intra = { latency_ms = 1.0 }
+inter = { latency_ms = 40.0, jitter_ms = 5.0, loss = 0.01 }
+
+[[clouds]]
+name = "aws-eu"
+domains = ["product", "customer"]
+
+[[clouds]]
+name = "gcp-asia"
+count = 2
+intra = { latency_ms = 2.0 }
+
+[[links]]
+a = "aws-eu"
+b = "gcp-asia"
+latency_ms = 80.0
+
+[[events]]
+at_ms = 0
+kind = "publish"
+domain = "product"
+product = "catalog"
+rows = 10
+
+[[events]]
+at_ms = 10
+kind = "partition"
+a = "aws-eu"
+b = "gcp-asia"
+
+[[events]]
+at_ms = 20
+kind = "heal"
+
+[[events]]
+at_ms = 30
+kind = "fetch"
+consumer = "customer"
+product = "product/catalog"
+"#;
+
+    #[test]
+    fn parses_and_builds_links() {
+        let t = Topology::parse(SMALL).unwrap();
+        assert_eq!(t.initial_nodes().len(), 4);
+        assert_eq!(t.initial_nodes()[3], ("gcp-asia-1".into(), 1));
+        let m = t.link_matrix();
+        assert_eq!(m[0][1].latency, Duration::from_millis(80));
+        assert_eq!(m[1][1].latency, Duration::from_millis(2));
+        assert_eq!(m[0][0].latency, Duration::from_millis(1));
+        assert_eq!(t.events.len(), 4);
+        assert!(matches!(t.events[3].action, Action::Fetch { .. }));
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        let bad = SMALL.replace(
+            "b = \"gcp-asia\"\n\n[[events]]\nat_ms = 20",
+            "b = \"mars\"\n\n[[events]]\nat_ms = 20",
+        );
+        let err = Topology::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("mars"), "{err}");
+        let bad = SMALL.replace(
+            "domain = \"product\"\nproduct",
+            "domain = \"nobody\"\nproduct",
+        );
+        let err = Topology::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("nobody"), "{err}");
+        let err = Topology::parse("name = 1").unwrap_err().to_string();
+        assert!(err.contains("TOML"), "{err}");
+    }
+}
