@@ -165,16 +165,17 @@ async fn main() -> anyhow::Result<()> {
         .await;
         sizes.push(bytes_out(&nodes[from]).await.saturating_sub(before) as usize);
         all_converged &= done.is_ok();
-        let t = tracker.lock().expect("lock");
-        let origin = t
-            .first_at(from, &key, version)
-            .expect("publisher holds its product");
-        for n in (0..args.nodes).filter(|&n| n != from) {
-            if let Some(at) = t.first_at(n, &key, version) {
-                samples.push(at.saturating_duration_since(origin).as_secs_f64() * 1000.0);
+        {
+            let t = tracker.lock().expect("lock");
+            let origin = t
+                .first_at(from, &key, version)
+                .expect("publisher holds its product");
+            for n in (0..args.nodes).filter(|&n| n != from) {
+                if let Some(at) = t.first_at(n, &key, version) {
+                    samples.push(at.saturating_duration_since(origin).as_secs_f64() * 1000.0);
+                }
             }
         }
-        drop(t);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut bytes = 0.0;
