@@ -450,14 +450,27 @@ async fn transfer(
     let writer_paths = paths.clone();
     let mut writer_state = state.clone();
     let expected_names: Vec<String> = header.schema.iter().map(|c| c.name.clone()).collect();
+    let sync_file = builder
+        .file_handle()
+        .map_err(|e| FetchError::Io(e.to_string()))?;
     let writer = tokio::task::spawn_blocking(move || {
+        // A second thread forces each checkpoint to disk while the writer goes on, so the
+        // final fsync has little left to do, and records the checkpoint once it is durable.
+        let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<ResumeState>(1);
+        let state_paths = writer_paths.clone();
+        let syncer = std::thread::spawn(move || {
+            for checkpoint in sync_rx {
+                if sync_file.sync_data().is_ok() {
+                    let _ = write_state(&state_paths, &checkpoint);
+                }
+            }
+        });
         let mut last_checkpoint = builder.offset();
+        let mut error = None;
         while let Some(frame) = rx.blocking_recv() {
             if let Err(e) = builder.append(&frame) {
-                return Written {
-                    builder,
-                    error: Some(e),
-                };
+                error = Some(e);
+                break;
             }
             if builder.messages() == 1 {
                 let names: Vec<String> = builder
@@ -465,12 +478,10 @@ async fn transfer(
                     .map(|s| s.fields().iter().map(|f| f.name().clone()).collect())
                     .unwrap_or_default();
                 if names != expected_names {
-                    return Written {
-                        builder,
-                        error: Some(AppendError::Protocol(format!(
-                            "the stream's columns {names:?} differ from the header's {expected_names:?}"
-                        ))),
-                    };
+                    error = Some(AppendError::Protocol(format!(
+                        "the stream's columns {names:?} differ from the header's {expected_names:?}"
+                    )));
+                    break;
                 }
             }
             if builder.offset() - last_checkpoint >= CHECKPOINT_BYTES {
@@ -479,13 +490,13 @@ async fn transfer(
                 writer_state.rows = builder.rows();
                 writer_state.bytes = builder.offset();
                 writer_state.updated_ms = now_ms();
-                let _ = write_state(&writer_paths, &writer_state);
+                // Skipped while the previous sync is still running.
+                let _ = sync_tx.try_send(writer_state.clone());
             }
         }
-        Written {
-            builder,
-            error: None,
-        }
+        drop(sync_tx);
+        let _ = syncer.join();
+        Written { builder, error }
     });
 
     let end: Result<TransferTrailerEnvelope, ReadFailure>;
@@ -552,6 +563,7 @@ async fn transfer(
         .expected(id, terms.product.clone(), version, resume_from);
     let verified: TransferTrailer = verify_trailer(&trailer, &terms.provider, &expected)
         .map_err(|e| FetchError::Verification(e.to_string()))?;
+    let t_trailer = started.elapsed();
     let stream_bytes = builder.offset() - HEADER_LEN as u64;
     let received_now = builder.offset() - start_bytes;
     let file_bytes = builder.finish().map_err(|e| {
@@ -573,6 +585,12 @@ async fn transfer(
         let _ = dir.sync_all();
     }
     let seconds = started.elapsed().as_secs_f64();
+    tracing::debug!(
+        receive_s = t_trailer.as_secs_f64(),
+        total_s = seconds,
+        "fetch of {} complete",
+        terms.product.name
+    );
     Ok(FetchOutcome {
         rows: verified.rows,
         bytes: stream_bytes,
