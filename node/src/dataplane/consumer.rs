@@ -254,10 +254,19 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Incoming, ReadFailur
             "{kind} frame of {len} bytes exceeds the limit of {max}"
         )));
     }
-    let mut payload = vec![0u8; len];
-    recv.read_exact(&mut payload)
-        .await
-        .map_err(|e| ReadFailure::Broken(e.to_string()))?;
+    // Take quinn's chunks as they come (no zero-filling of a buffer we overwrite anyway).
+    let mut payload = Vec::with_capacity(len);
+    while payload.len() < len {
+        match recv.read_chunk(len - payload.len(), true).await {
+            Ok(Some(chunk)) => payload.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(ReadFailure::Broken(
+                    "the provider ended the stream inside a frame".into(),
+                ));
+            }
+            Err(e) => return Err(ReadFailure::Broken(e.to_string())),
+        }
+    }
     if kind == FrameKind::Data {
         return Ok(Incoming::Data(payload));
     }
@@ -269,6 +278,28 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Incoming, ReadFailur
         Ok(None) => Err(ReadFailure::Protocol("incomplete control frame".into())),
         Err(e) => Err(ReadFailure::Protocol(e.to_string())),
     }
+}
+
+/// The client configuration pinned to `provider`, built once per provider (building one
+/// generates a certificate).
+fn client_config(
+    shared: &Shared,
+    provider: &mesh_protocol::PublicKey,
+) -> Result<quinn::ClientConfig, super::DataPlaneError> {
+    let mut cache = shared
+        .client_configs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(config) = cache.get(provider) {
+        return Ok(config.clone());
+    }
+    let config = tls::client_config(
+        &shared.identity,
+        provider,
+        shared.config.max_transfers_per_peer.max(1),
+    )?;
+    cache.insert(*provider, config.clone());
+    Ok(config)
 }
 
 /// What the writer thread ends with.
@@ -312,12 +343,7 @@ pub(super) async fn fetch(
     }
     let version_wanted = resume.as_ref().map(|(s, _)| s.version).or(options.version);
 
-    let client = tls::client_config(
-        &shared.identity,
-        &terms.provider,
-        shared.config.max_transfers_per_peer.max(1),
-    )
-    .map_err(|e| FetchError::Connect {
+    let client = client_config(shared, &terms.provider).map_err(|e| FetchError::Connect {
         addr,
         reason: e.to_string(),
     })?;
