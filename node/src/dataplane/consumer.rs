@@ -254,10 +254,19 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Incoming, ReadFailur
             "{kind} frame of {len} bytes exceeds the limit of {max}"
         )));
     }
-    let mut payload = vec![0u8; len];
-    recv.read_exact(&mut payload)
-        .await
-        .map_err(|e| ReadFailure::Broken(e.to_string()))?;
+    // Take quinn's chunks as they come (no zero-filling of a buffer we overwrite anyway).
+    let mut payload = Vec::with_capacity(len);
+    while payload.len() < len {
+        match recv.read_chunk(len - payload.len(), true).await {
+            Ok(Some(chunk)) => payload.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(ReadFailure::Broken(
+                    "the provider ended the stream inside a frame".into(),
+                ));
+            }
+            Err(e) => return Err(ReadFailure::Broken(e.to_string())),
+        }
+    }
     if kind == FrameKind::Data {
         return Ok(Incoming::Data(payload));
     }
@@ -269,6 +278,28 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Incoming, ReadFailur
         Ok(None) => Err(ReadFailure::Protocol("incomplete control frame".into())),
         Err(e) => Err(ReadFailure::Protocol(e.to_string())),
     }
+}
+
+/// The client configuration pinned to `provider`, built once per provider (building one
+/// generates a certificate).
+fn client_config(
+    shared: &Shared,
+    provider: &mesh_protocol::PublicKey,
+) -> Result<quinn::ClientConfig, super::DataPlaneError> {
+    let mut cache = shared
+        .client_configs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(config) = cache.get(provider) {
+        return Ok(config.clone());
+    }
+    let config = tls::client_config(
+        &shared.identity,
+        provider,
+        shared.config.max_transfers_per_peer.max(1),
+    )?;
+    cache.insert(*provider, config.clone());
+    Ok(config)
 }
 
 /// What the writer thread ends with.
@@ -312,12 +343,7 @@ pub(super) async fn fetch(
     }
     let version_wanted = resume.as_ref().map(|(s, _)| s.version).or(options.version);
 
-    let client = tls::client_config(
-        &shared.identity,
-        &terms.provider,
-        shared.config.max_transfers_per_peer.max(1),
-    )
-    .map_err(|e| FetchError::Connect {
+    let client = client_config(shared, &terms.provider).map_err(|e| FetchError::Connect {
         addr,
         reason: e.to_string(),
     })?;
@@ -450,14 +476,27 @@ async fn transfer(
     let writer_paths = paths.clone();
     let mut writer_state = state.clone();
     let expected_names: Vec<String> = header.schema.iter().map(|c| c.name.clone()).collect();
+    let sync_file = builder
+        .file_handle()
+        .map_err(|e| FetchError::Io(e.to_string()))?;
     let writer = tokio::task::spawn_blocking(move || {
+        // A second thread forces each checkpoint to disk while the writer goes on, so the
+        // final fsync has little left to do, and records the checkpoint once it is durable.
+        let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<ResumeState>(1);
+        let state_paths = writer_paths.clone();
+        let syncer = std::thread::spawn(move || {
+            for checkpoint in sync_rx {
+                if sync_file.sync_data().is_ok() {
+                    let _ = write_state(&state_paths, &checkpoint);
+                }
+            }
+        });
         let mut last_checkpoint = builder.offset();
+        let mut error = None;
         while let Some(frame) = rx.blocking_recv() {
             if let Err(e) = builder.append(&frame) {
-                return Written {
-                    builder,
-                    error: Some(e),
-                };
+                error = Some(e);
+                break;
             }
             if builder.messages() == 1 {
                 let names: Vec<String> = builder
@@ -465,12 +504,10 @@ async fn transfer(
                     .map(|s| s.fields().iter().map(|f| f.name().clone()).collect())
                     .unwrap_or_default();
                 if names != expected_names {
-                    return Written {
-                        builder,
-                        error: Some(AppendError::Protocol(format!(
-                            "the stream's columns {names:?} differ from the header's {expected_names:?}"
-                        ))),
-                    };
+                    error = Some(AppendError::Protocol(format!(
+                        "the stream's columns {names:?} differ from the header's {expected_names:?}"
+                    )));
+                    break;
                 }
             }
             if builder.offset() - last_checkpoint >= CHECKPOINT_BYTES {
@@ -479,13 +516,13 @@ async fn transfer(
                 writer_state.rows = builder.rows();
                 writer_state.bytes = builder.offset();
                 writer_state.updated_ms = now_ms();
-                let _ = write_state(&writer_paths, &writer_state);
+                // Skipped while the previous sync is still running.
+                let _ = sync_tx.try_send(writer_state.clone());
             }
         }
-        Written {
-            builder,
-            error: None,
-        }
+        drop(sync_tx);
+        let _ = syncer.join();
+        Written { builder, error }
     });
 
     let end: Result<TransferTrailerEnvelope, ReadFailure>;
@@ -552,6 +589,7 @@ async fn transfer(
         .expected(id, terms.product.clone(), version, resume_from);
     let verified: TransferTrailer = verify_trailer(&trailer, &terms.provider, &expected)
         .map_err(|e| FetchError::Verification(e.to_string()))?;
+    let t_trailer = started.elapsed();
     let stream_bytes = builder.offset() - HEADER_LEN as u64;
     let received_now = builder.offset() - start_bytes;
     let file_bytes = builder.finish().map_err(|e| {
@@ -573,6 +611,12 @@ async fn transfer(
         let _ = dir.sync_all();
     }
     let seconds = started.elapsed().as_secs_f64();
+    tracing::debug!(
+        receive_s = t_trailer.as_secs_f64(),
+        total_s = seconds,
+        "fetch of {} complete",
+        terms.product.name
+    );
     Ok(FetchOutcome {
         rows: verified.rows,
         bytes: stream_bytes,

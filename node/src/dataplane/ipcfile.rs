@@ -282,6 +282,11 @@ impl IpcFileBuilder {
         self.record(frame, info).map_err(AppendError::Protocol)
     }
 
+    /// Another handle to the partial file (for syncing from another thread).
+    pub(crate) fn file_handle(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Forces the data written so far to disk.
     pub(crate) fn sync(&self) -> std::io::Result<()> {
         self.file.sync_data()

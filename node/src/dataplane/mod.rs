@@ -192,6 +192,8 @@ struct Shared {
     config: DataPlaneConfig,
     /// Transfers in progress per consumer key.
     active: Mutex<HashMap<PublicKey, u32>>,
+    /// Client configurations pinned to each provider fetched from.
+    client_configs: Mutex<HashMap<PublicKey, quinn::ClientConfig>>,
     /// Test behaviour.
     hooks: Hooks,
 }
@@ -232,6 +234,7 @@ impl DataPlane {
             data_dir,
             config,
             active: Mutex::new(HashMap::new()),
+            client_configs: Mutex::new(HashMap::new()),
             hooks,
         });
         let task = tokio::spawn(provider::accept_loop(endpoint.clone(), shared.clone()));

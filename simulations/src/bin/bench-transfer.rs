@@ -530,6 +530,8 @@ async fn run_child(job: &ConsumeJob) -> anyhow::Result<Measurement> {
         .arg(serde_json::to_string(job)?)
         .output()
         .await?;
+    // The child's diagnostics (warnings, timing) go to our stderr.
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
     if !output.status.success() {
         bail!(
             "consumer {job:?} failed: {}",
