@@ -24,6 +24,10 @@ const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshnode/kad/1");
 const IDENTIFY_PROTOCOL: &str = "/meshnode/1.0.0";
 /// Most concurrent inbound or outbound streams per request-response protocol and connection.
 const MAX_STREAMS_PER_PEER: usize = 16;
+/// How often Kademlia refreshes its routing table.
+const KAD_REFRESH: Duration = Duration::from_secs(300);
+/// How often each connection is pinged (round-trip times for `meshnode peers`).
+const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Largest contract message either way.
 pub(crate) const MAX_CONTRACT_MESSAGE: usize = 1024 * 1024;
 
@@ -203,7 +207,9 @@ pub(crate) fn build_swarm(
             )
             .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-            kad_config.set_periodic_bootstrap_interval(Some(Duration::from_secs(60)));
+            // Refreshing the routing table every few minutes is plenty for a mesh of domains;
+            // each refresh queries (and connects to) dozens of peers.
+            kad_config.set_periodic_bootstrap_interval(Some(KAD_REFRESH));
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
                 kad::store::MemoryStore::new(peer_id),
@@ -235,7 +241,7 @@ pub(crate) fn build_swarm(
                 kad,
                 identify,
                 ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(Duration::from_secs(5)),
+                    ping::Config::new().with_interval(PING_INTERVAL),
                 ),
                 sync,
                 contract,

@@ -2,7 +2,7 @@
 //! everything else holds a [`NodeHandle`] and talks to it over a bounded channel with
 //! oneshot replies.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, ping, request_response};
 use mesh_protocol::catalog::{MergeOutcome, merge_node_record};
 use mesh_protocol::descriptor::{self, ContentDigest, LineageRef, Policy, Sla, Status};
@@ -272,6 +273,9 @@ pub(crate) struct Node {
     record_dirty: bool,
     /// Peers with a sync request in flight.
     syncing: BTreeSet<PeerId>,
+    /// Peers found through Kademlia that we are dialing; counted against `TARGET_PEERS` so a
+    /// burst of routing updates does not dial the whole mesh at once.
+    dialing: HashSet<PeerId>,
     /// Contract messages in flight and poll schedules (see `contracts`).
     pub(crate) negotiations: crate::contracts::Negotiations,
 }
@@ -353,6 +357,7 @@ pub fn spawn(
         started: now,
         record_dirty: true,
         syncing: BTreeSet::new(),
+        dialing: HashSet::new(),
         negotiations: Default::default(),
     };
     let task = tokio::spawn(node.run());
@@ -948,6 +953,7 @@ impl Node {
                 ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
+                self.dialing.remove(&peer_id);
                 for b in &mut self.bootstrap {
                     if b.peer.is_none() && b.addr == addr {
                         b.peer = Some(peer_id);
@@ -995,6 +1001,12 @@ impl Node {
                 }
                 self.metrics.peers.set(self.peers.len() as i64);
             }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                ..
+            } => {
+                self.dialing.remove(&peer);
+            }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event).await,
             _ => {}
         }
@@ -1029,11 +1041,17 @@ impl Node {
                 }
             }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })
-                if self.peers.len() < TARGET_PEERS
+                if self.peers.len() + self.dialing.len() < TARGET_PEERS
                     && !self.peers.contains_key(&peer)
+                    && !self.dialing.contains(&peer)
                     && peer != self.peer_id =>
             {
-                let _ = self.swarm.dial(peer);
+                let opts = DialOpts::peer_id(peer)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if self.swarm.dial(opts).is_ok() {
+                    self.dialing.insert(peer);
+                }
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,

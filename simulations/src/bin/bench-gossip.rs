@@ -7,7 +7,9 @@
 //!
 //! 1. Starts `--nodes` real meshnode nodes in this process on 127.0.0.1 (QUIC, no link
 //!    emulation); node i bootstraps to 2–3 random earlier nodes (seeded). Waits until every
-//!    node has a peer, then `--warmup-ms`.
+//!    node has a peer and the number of connections has stopped changing (`--settle-ms`:
+//!    Kademlia's first refreshes connect nodes to many peers for a while), then
+//!    `--warmup-ms`.
 //! 2. Publishes `--publishes` products from random nodes, one at a time (each from a fresh
 //!    CSV of `--rows` rows), and records when each node's catalog took the descriptor
 //!    (`CatalogUpdated`, i.e. stored after signature verification), measured from the
@@ -60,6 +62,11 @@ struct Args {
     /// Wait after every node has a peer, ms (default: 3000 + 10 per node).
     #[arg(long)]
     warmup_ms: Option<u64>,
+    /// The mesh counts as settled once the number of connections has not changed for this
+    /// long, ms. Kademlia's first routing-table refreshes connect nodes to many peers; the
+    /// benchmark measures the steady state after them.
+    #[arg(long, default_value_t = 5000)]
+    settle_ms: u64,
     /// Longest wait for one publish to reach every node, ms.
     #[arg(long, default_value_t = 30_000)]
     timeout_ms: u64,
@@ -129,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .context("the mesh did not form: some node has no peer")?;
+    let settle_ms = settle(&nodes, Duration::from_millis(args.settle_ms)).await;
     tokio::time::sleep(warmup).await;
     let setup_ms = setup.elapsed().as_millis();
 
@@ -289,6 +297,7 @@ async fn main() -> anyhow::Result<()> {
         "payload_bytes": sizes.iter().sum::<usize>() / sizes.len().max(1),
         "edges": edges.len(),
         "setup_ms": setup_ms,
+        "settle_ms": settle_ms,
     });
     if args.json {
         println!("{out}");
@@ -308,6 +317,29 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Waits until the total number of connections stays the same for `quiet` (at most
+/// `SETTLE_LIMIT`); returns how long that took, ms.
+async fn settle(nodes: &[RunningNode], quiet: Duration) -> u128 {
+    const SETTLE_LIMIT: Duration = Duration::from_secs(300);
+    let start = Instant::now();
+    let mut last = usize::MAX;
+    let mut stable_since = Instant::now();
+    while start.elapsed() < SETTLE_LIMIT {
+        let mut total = 0;
+        for n in nodes {
+            total += n.handle.status().await.map(|s| s.peers).unwrap_or(0);
+        }
+        if total != last {
+            last = total;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() >= quiet {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    start.elapsed().as_millis()
 }
 
 /// Gossip bytes this node published so far.
