@@ -100,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
     let setup = Instant::now();
     let (tracker, observations) = Tracker::spawn();
     let mut specs: Vec<NodeSpec> = Vec::new();
+    let mut nodes: Vec<RunningNode> = Vec::new();
     for i in 0..args.nodes {
         let secret = identity_secret(args.seed, &format!("n{i}"));
         let degree = rng.random_range(2..=3).min(i);
@@ -111,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
                 format!("{}/p2p/{}", s.listen, cluster::peer_id(&s.identity()))
             })
             .collect();
-        specs.push(NodeSpec {
+        let mut spec = NodeSpec {
             index: i,
             domain: format!("n{i}"),
             secret,
@@ -120,11 +121,23 @@ async fn main() -> anyhow::Result<()> {
             bootstrap,
             sync_interval_secs: 10,
             tuning: tuning.clone(),
-        });
-    }
-    let mut nodes: Vec<RunningNode> = Vec::new();
-    for s in &specs {
-        nodes.push(s.start(observations.clone()).await?);
+        };
+        // A port found free can be taken by another process before the node binds it:
+        // try another one.
+        let mut attempt = 0;
+        let node = loop {
+            match spec.start(observations.clone()).await {
+                Ok(node) => break node,
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!("starting node n{i} failed, retrying on another port: {e:#}");
+                    spec.listen = quic_addr(free_udp_port()?);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        nodes.push(node);
+        specs.push(spec);
     }
     wait_until(Duration::from_secs(120), || async {
         for n in &nodes {
