@@ -240,9 +240,7 @@ pub(crate) fn build_swarm(
                 gossipsub,
                 kad,
                 identify,
-                ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(PING_INTERVAL),
-                ),
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
                 sync,
                 contract,
             })
