@@ -151,7 +151,10 @@ fn find_agreement(
     }
 }
 
-/// The provider's data-plane address: explicit, from the descriptor, or the node record.
+/// The provider's data-plane address: explicit, or the most recently issued of the
+/// descriptor's and the provider's node record's. A node that restarts on another port
+/// announces the new address in a fresh node record; the descriptor keeps the address of
+/// the run that published it.
 async fn provider_addr(
     shared: &Shared,
     options: &FetchOptions,
@@ -164,22 +167,21 @@ async fn provider_addr(
         .store
         .descriptor(&terms.product)?
         .and_then(|(_, e)| e.decode_trusted().ok())
-        .and_then(|d| d.data_addr);
-    let from_record = || -> Result<Option<String>, FetchError> {
-        Ok(shared
-            .store
-            .node_record(&terms.provider)?
-            .and_then(|(_, e)| e.decode_trusted().ok())
-            .and_then(|r| r.data_addr))
-    };
-    let text = match from_descriptor {
-        Some(a) => a,
-        None => from_record()?.ok_or_else(|| {
-            FetchError::NoAddress(format!(
+        .and_then(|d| Some((d.published_at_ms, d.data_addr?)));
+    let from_record = shared
+        .store
+        .node_record(&terms.provider)?
+        .and_then(|(_, e)| e.decode_trusted().ok())
+        .and_then(|r| Some((r.issued_at_ms, r.data_addr?)));
+    let text = match (from_descriptor, from_record) {
+        (Some(d), Some(r)) => std::cmp::max_by_key(d, r, |(at, _)| *at).1,
+        (Some((_, a)), None) | (None, Some((_, a))) => a,
+        (None, None) => {
+            return Err(FetchError::NoAddress(format!(
                 "provider {} has not announced a data-plane address yet; wait for its catalog entry or node record to arrive",
                 terms.provider.fingerprint()
-            ))
-        })?,
+            )));
+        }
     };
     let mut addrs = tokio::net::lookup_host(text.as_str())
         .await
