@@ -28,6 +28,11 @@ use crate::node::now_ms;
 
 /// Data frames queued between the network reader and the file writer.
 const FRAME_QUEUE: usize = 8;
+/// Frame buffers the writer hands back to the reader for reuse (fresh multi-MiB buffers
+/// cost a page fault per 4 KiB page).
+const SPARE_BUFFERS: usize = 4;
+/// Buffers larger than this are not kept for reuse.
+const MAX_SPARE_BUFFER: usize = 16 * 1024 * 1024;
 /// The state file is rewritten after this many bytes.
 const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -235,7 +240,11 @@ enum ReadFailure {
     Protocol(String),
 }
 
-async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Incoming, ReadFailure> {
+/// Reads one frame; a data frame's payload goes into `buffer` (cleared first).
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    buffer: Vec<u8>,
+) -> Result<Incoming, ReadFailure> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     recv.read_exact(&mut header).await.map_err(|e| match e {
         quinn::ReadExactError::FinishedEarly(0) => {
@@ -257,7 +266,9 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Incoming, ReadFailur
         )));
     }
     // Take quinn's chunks as they come (no zero-filling of a buffer we overwrite anyway).
-    let mut payload = Vec::with_capacity(len);
+    let mut payload = buffer;
+    payload.clear();
+    payload.reserve(len);
     while payload.len() < len {
         match recv.read_chunk(len - payload.len(), true).await {
             Ok(Some(chunk)) => payload.extend_from_slice(&chunk.bytes),
@@ -434,7 +445,7 @@ async fn transfer(
         .map_err(|e| broken(e.to_string()))?;
     let _ = send.finish();
 
-    let header: TransferHeader = match read_frame(&mut recv).await {
+    let header: TransferHeader = match read_frame(&mut recv, Vec::new()).await {
         Ok(Incoming::Control(Frame::Header(h))) => h,
         Ok(Incoming::Control(Frame::Error(refusal))) => return Err(FetchError::Refused(refusal)),
         Ok(_) => {
@@ -475,6 +486,7 @@ async fn transfer(
 
     // The writer thread appends, hashes and checkpoints; this task only reads the network.
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(FRAME_QUEUE);
+    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SPARE_BUFFERS);
     let writer_paths = paths.clone();
     let mut writer_state = state.clone();
     let expected_names: Vec<String> = header.schema.iter().map(|c| c.name.clone()).collect();
@@ -494,11 +506,15 @@ async fn transfer(
             }
         });
         let mut last_checkpoint = builder.offset();
+
         let mut error = None;
         while let Some(frame) = rx.blocking_recv() {
             if let Err(e) = builder.append(&frame) {
                 error = Some(e);
                 break;
+            }
+            if frame.capacity() <= MAX_SPARE_BUFFER {
+                let _ = spare_tx.try_send(frame);
             }
             if builder.messages() == 1 {
                 let names: Vec<String> = builder
@@ -529,7 +545,8 @@ async fn transfer(
 
     let end: Result<TransferTrailerEnvelope, ReadFailure>;
     loop {
-        match read_frame(&mut recv).await {
+        let buffer = spare_rx.try_recv().unwrap_or_default();
+        match read_frame(&mut recv, buffer).await {
             Ok(Incoming::Data(frame)) => {
                 if tx.send(frame).await.is_err() {
                     end = Err(ReadFailure::Protocol("the writer stopped".into()));
