@@ -38,8 +38,11 @@ enum ShareAction {
         #[arg(long)]
         filter: Option<String>,
         /// Validity in days (default: 30, or the product's maximum if lower).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "valid_for")]
         days: Option<u32>,
+        /// Validity as a duration, for contracts shorter than a day: 90s, 15m, 12h or 7d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_validity)]
+        valid_for: Option<u64>,
     },
     /// Every contract this node holds, as provider or consumer.
     List,
@@ -76,6 +79,34 @@ enum ShareAction {
     },
 }
 
+/// `--valid-for`: a whole number with a unit (`s`, `m`, `h` or `d`), in seconds.
+fn parse_validity(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a duration: write 90s, 15m, 12h or 7d"
+            ));
+        }
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: write 90s, 15m, 12h or 7d"))?;
+    match number.checked_mul(unit_secs) {
+        Some(0) => Err("the validity must be at least one second".into()),
+        Some(secs) => Ok(secs),
+        None => Err(format!("`{text}` is too long")),
+    }
+}
+
 /// The API path of a contract; refuses text that cannot be an id before it reaches a URL.
 fn id_path(id: &str, suffix: &str) -> anyhow::Result<String> {
     let id = id.trim();
@@ -98,6 +129,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             columns,
             filter,
             days,
+            valid_for,
         } => {
             let request = ShareRequest {
                 product,
@@ -105,6 +137,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
                 columns,
                 filter,
                 days,
+                valid_for_secs: valid_for,
             };
             let view: AgreementView = client.post("/v1/share/request", &request).await?;
             if json {
@@ -389,4 +422,20 @@ pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_validity;
+
+    #[test]
+    fn validity_durations() {
+        assert_eq!(parse_validity("90s"), Ok(90));
+        assert_eq!(parse_validity("15m"), Ok(900));
+        assert_eq!(parse_validity("12h"), Ok(43_200));
+        assert_eq!(parse_validity("7d"), Ok(604_800));
+        for bad in ["", "10", "s", "1.5h", "-3s", "3 weeks", "0s"] {
+            assert!(parse_validity(bad).is_err(), "{bad}");
+        }
+    }
 }

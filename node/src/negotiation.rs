@@ -168,13 +168,24 @@ pub(crate) fn build_terms(
         ),
     };
     let max = descriptor.policy.max_contract_days;
-    let days = match request.days {
-        Some(0) => {
+    let validity_ms = match (request.days, request.valid_for_secs) {
+        (Some(_), Some(_)) => {
+            return Err(NodeError::BadRequest(
+                "give the validity with --days or with --valid-for, not both".into(),
+            ));
+        }
+        (Some(0), None) => {
             return Err(NodeError::BadRequest("--days must be at least 1".into()));
         }
-        Some(days) => days,
-        None if max > 0 => DEFAULT_DAYS.min(max),
-        None => DEFAULT_DAYS,
+        (None, Some(0)) => {
+            return Err(NodeError::BadRequest(
+                "--valid-for must be at least one second".into(),
+            ));
+        }
+        (Some(days), None) => u64::from(days) * DAY_MS,
+        (None, Some(secs)) => secs.saturating_mul(1000),
+        (None, None) if max > 0 => u64::from(DEFAULT_DAYS.min(max)) * DAY_MS,
+        (None, None) => u64::from(DEFAULT_DAYS) * DAY_MS,
     };
     let terms = ContractTerms {
         product: descriptor.id(),
@@ -188,7 +199,7 @@ pub(crate) fn build_terms(
         columns,
         filter,
         valid_from_ms: now_ms,
-        valid_until_ms: now_ms.saturating_add(u64::from(days) * DAY_MS),
+        valid_until_ms: now_ms.saturating_add(validity_ms),
         nonce,
     };
     if let Err(violation) = evaluate(descriptor, &terms, now_ms)
@@ -999,6 +1010,7 @@ mod tests {
             columns: Some(vec!["order_id".into(), "region".into()]),
             filter: Some("region='EU'".into()),
             days: Some(7),
+            valid_for_secs: None,
         }
     }
 
@@ -1192,7 +1204,7 @@ mod tests {
     #[tokio::test]
     async fn mistakes_are_refused_locally() {
         let mesh = Mesh::new(Approval::Auto);
-        let cases: [(ShareRequest, &str); 7] = [
+        let cases: [(ShareRequest, &str); 9] = [
             (
                 ShareRequest {
                     columns: Some(vec!["order_id".into(), "ssn".into()]),
@@ -1237,6 +1249,21 @@ mod tests {
             ),
             (
                 ShareRequest {
+                    days: None,
+                    valid_for_secs: Some(0),
+                    ..analytics()
+                },
+                "--valid-for must be at least one second",
+            ),
+            (
+                ShareRequest {
+                    valid_for_secs: Some(60),
+                    ..analytics()
+                },
+                "--days or with --valid-for, not both",
+            ),
+            (
+                ShareRequest {
                     purpose: "".into(),
                     ..analytics()
                 },
@@ -1274,6 +1301,14 @@ mod tests {
         };
         let terms = mesh.terms(&default_days, 1).unwrap();
         assert_eq!(terms.validity_days(), u64::from(DEFAULT_DAYS));
+        // A validity shorter than a day.
+        let brief = ShareRequest {
+            days: None,
+            valid_for_secs: Some(90),
+            ..analytics()
+        };
+        let terms = mesh.terms(&brief, 1).unwrap();
+        assert_eq!(terms.valid_until_ms - terms.valid_from_ms, 90_000);
     }
 
     #[tokio::test]

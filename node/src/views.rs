@@ -223,6 +223,9 @@ pub struct ShareRequest {
     /// Validity in days (default: 30, or less when the product allows less).
     #[serde(default)]
     pub days: Option<u32>,
+    /// Validity in seconds, for contracts shorter than a day; exclusive with `days`.
+    #[serde(default)]
+    pub valid_for_secs: Option<u64>,
 }
 
 /// `POST /v1/share/{id}/reject` and `/revoke`.

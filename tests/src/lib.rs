@@ -222,6 +222,39 @@ impl TestNode {
         }
     }
 
+    /// Replaces `from` with `to` in the node's `meshnode.toml` (takes effect at the next
+    /// start); panics if `from` is not there.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let path = self.dir.join("meshnode.toml");
+        let text = std::fs::read_to_string(&path).expect("read meshnode.toml");
+        assert!(
+            text.contains(from),
+            "`{from}` not in meshnode.toml:\n{text}"
+        );
+        std::fs::write(&path, text.replacen(from, to, 1)).expect("write meshnode.toml");
+    }
+
+    /// `meshnode fetch PRODUCT --out OUT EXTRA...`.
+    pub fn fetch(&self, product: &str, out: &Path, extra: &[&str]) -> CliOutput {
+        let mut args = vec!["fetch", product, "--out", out.to_str().expect("utf-8 path")];
+        args.extend(extra);
+        self.cli(&args)
+    }
+
+    /// Starts `meshnode fetch PRODUCT --out OUT EXTRA... --json` without waiting for it.
+    pub fn spawn_fetch(&self, product: &str, out: &Path, extra: &[&str]) -> Child {
+        Command::new(meshnode_bin())
+            .args(["fetch", product, "--out", out.to_str().expect("utf-8 path")])
+            .args(extra)
+            .args(["--json", "--data-dir", self.dir_str()])
+            .env_remove("MESHNODE_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn meshnode fetch")
+    }
+
     /// Whether the daemon process is running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -234,6 +267,30 @@ impl Drop for TestNode {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The files a fetch into `out` may leave: `out`, `out.partial` and `out.partial.state`.
+pub fn fetch_files(out: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = out.file_name().expect("a file name").to_os_string();
+        name.push(suffix);
+        out.with_file_name(name)
+    };
+    [out.to_owned(), with(".partial"), with(".partial.state")]
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago (for a node that must keep its
+/// data-plane address across restarts).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind a UDP socket")
+        .port()
+}
+
+/// Waits for a child started with piped output and collects it.
+pub fn wait_output(child: Child) -> CliOutput {
+    CliOutput::from(child.wait_with_output().expect("wait for the child"))
 }
 
 /// Polls `check` every 100 ms until it holds or `timeout` passes.

@@ -28,6 +28,11 @@ use crate::node::now_ms;
 
 /// Data frames queued between the network reader and the file writer.
 const FRAME_QUEUE: usize = 8;
+/// Frame buffers the writer hands back to the reader for reuse (fresh multi-MiB buffers
+/// cost a page fault per 4 KiB page).
+const SPARE_BUFFERS: usize = 4;
+/// Buffers larger than this are not kept for reuse.
+const MAX_SPARE_BUFFER: usize = 16 * 1024 * 1024;
 /// The state file is rewritten after this many bytes.
 const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -151,7 +156,10 @@ fn find_agreement(
     }
 }
 
-/// The provider's data-plane address: explicit, from the descriptor, or the node record.
+/// The provider's data-plane address: explicit, or the most recently issued of the
+/// descriptor's and the provider's node record's. A node that restarts on another port
+/// announces the new address in a fresh node record; the descriptor keeps the address of
+/// the run that published it.
 async fn provider_addr(
     shared: &Shared,
     options: &FetchOptions,
@@ -164,22 +172,21 @@ async fn provider_addr(
         .store
         .descriptor(&terms.product)?
         .and_then(|(_, e)| e.decode_trusted().ok())
-        .and_then(|d| d.data_addr);
-    let from_record = || -> Result<Option<String>, FetchError> {
-        Ok(shared
-            .store
-            .node_record(&terms.provider)?
-            .and_then(|(_, e)| e.decode_trusted().ok())
-            .and_then(|r| r.data_addr))
-    };
-    let text = match from_descriptor {
-        Some(a) => a,
-        None => from_record()?.ok_or_else(|| {
-            FetchError::NoAddress(format!(
+        .and_then(|d| Some((d.published_at_ms, d.data_addr?)));
+    let from_record = shared
+        .store
+        .node_record(&terms.provider)?
+        .and_then(|(_, e)| e.decode_trusted().ok())
+        .and_then(|r| Some((r.issued_at_ms, r.data_addr?)));
+    let text = match (from_descriptor, from_record) {
+        (Some(d), Some(r)) => std::cmp::max_by_key(d, r, |(at, _)| *at).1,
+        (Some((_, a)), None) | (None, Some((_, a))) => a,
+        (None, None) => {
+            return Err(FetchError::NoAddress(format!(
                 "provider {} has not announced a data-plane address yet; wait for its catalog entry or node record to arrive",
                 terms.provider.fingerprint()
-            ))
-        })?,
+            )));
+        }
     };
     let mut addrs = tokio::net::lookup_host(text.as_str())
         .await
@@ -233,7 +240,11 @@ enum ReadFailure {
     Protocol(String),
 }
 
-async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Incoming, ReadFailure> {
+/// Reads one frame; a data frame's payload goes into `buffer` (cleared first).
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    buffer: Vec<u8>,
+) -> Result<Incoming, ReadFailure> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     recv.read_exact(&mut header).await.map_err(|e| match e {
         quinn::ReadExactError::FinishedEarly(0) => {
@@ -255,7 +266,9 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Incoming, ReadFailur
         )));
     }
     // Take quinn's chunks as they come (no zero-filling of a buffer we overwrite anyway).
-    let mut payload = Vec::with_capacity(len);
+    let mut payload = buffer;
+    payload.clear();
+    payload.reserve(len);
     while payload.len() < len {
         match recv.read_chunk(len - payload.len(), true).await {
             Ok(Some(chunk)) => payload.extend_from_slice(&chunk.bytes),
@@ -432,7 +445,7 @@ async fn transfer(
         .map_err(|e| broken(e.to_string()))?;
     let _ = send.finish();
 
-    let header: TransferHeader = match read_frame(&mut recv).await {
+    let header: TransferHeader = match read_frame(&mut recv, Vec::new()).await {
         Ok(Incoming::Control(Frame::Header(h))) => h,
         Ok(Incoming::Control(Frame::Error(refusal))) => return Err(FetchError::Refused(refusal)),
         Ok(_) => {
@@ -473,6 +486,7 @@ async fn transfer(
 
     // The writer thread appends, hashes and checkpoints; this task only reads the network.
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(FRAME_QUEUE);
+    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(SPARE_BUFFERS);
     let writer_paths = paths.clone();
     let mut writer_state = state.clone();
     let expected_names: Vec<String> = header.schema.iter().map(|c| c.name.clone()).collect();
@@ -492,11 +506,15 @@ async fn transfer(
             }
         });
         let mut last_checkpoint = builder.offset();
+
         let mut error = None;
         while let Some(frame) = rx.blocking_recv() {
             if let Err(e) = builder.append(&frame) {
                 error = Some(e);
                 break;
+            }
+            if frame.capacity() <= MAX_SPARE_BUFFER {
+                let _ = spare_tx.try_send(frame);
             }
             if builder.messages() == 1 {
                 let names: Vec<String> = builder
@@ -527,7 +545,8 @@ async fn transfer(
 
     let end: Result<TransferTrailerEnvelope, ReadFailure>;
     loop {
-        match read_frame(&mut recv).await {
+        let buffer = spare_rx.try_recv().unwrap_or_default();
+        match read_frame(&mut recv, buffer).await {
             Ok(Incoming::Data(frame)) => {
                 if tx.send(frame).await.is_err() {
                     end = Err(ReadFailure::Protocol("the writer stopped".into()));

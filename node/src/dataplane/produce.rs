@@ -246,6 +246,7 @@ fn passthrough<F: FnMut(Vec<u8>) -> bool>(
     let mut reader = BufReader::with_capacity(READ_BUFFER, file);
     skip_file_header(&mut reader).map_err(|e| file_error(path, e))?;
     let mut first = true;
+    let mut head = Vec::new();
     loop {
         let mut prefix = [0u8; 8];
         reader
@@ -263,14 +264,14 @@ fn passthrough<F: FnMut(Vec<u8>) -> bool>(
         if meta_len > MAX_DATA_FRAME {
             return Err(file_error(path, "oversized message metadata"));
         }
-        let mut frame = Vec::with_capacity(8 + meta_len);
-        frame.extend_from_slice(&prefix);
-        frame.resize(8 + meta_len, 0);
+        head.clear();
+        head.extend_from_slice(&prefix);
+        head.resize(8 + meta_len, 0);
         reader
-            .read_exact(&mut frame[8..])
+            .read_exact(&mut head[8..])
             .map_err(|e| file_error(path, e))?;
         let (kind, body_len, rows, compressed) = {
-            let message = arrow::ipc::root_as_message(&frame[8..])
+            let message = arrow::ipc::root_as_message(&head[8..])
                 .map_err(|e| file_error(path, format!("bad message: {e}")))?;
             let (rows, compressed) = match message.header_as_record_batch() {
                 Some(b) => (b.length().max(0) as u64, b.compression().is_some()),
@@ -294,10 +295,16 @@ fn passthrough<F: FnMut(Vec<u8>) -> bool>(
             .ok()
             .filter(|b| 8 + meta_len + b <= MAX_DATA_FRAME)
             .ok_or_else(|| file_error(path, "message larger than a data frame"))?;
-        frame.resize(8 + meta_len + body_len, 0);
-        reader
-            .read_exact(&mut frame[8 + meta_len..])
+        // Read the body straight into the frame's spare capacity (no zero-filling first).
+        let mut frame = Vec::with_capacity(8 + meta_len + body_len);
+        frame.extend_from_slice(&head);
+        let read = (&mut reader)
+            .take(body_len as u64)
+            .read_to_end(&mut frame)
             .map_err(|e| file_error(path, e))?;
+        if read != body_len {
+            return Err(file_error(path, "truncated message body"));
+        }
         emitter.emit(frame, rows)?;
     }
     Ok(())

@@ -690,6 +690,52 @@ async fn interrupted_fetch_resumes_to_an_identical_file() {
     assert_eq!(rows, BATCHES * ROWS_PER_BATCH - 80);
 }
 
+/// The provider's node record, issued now, as the consumer would receive it.
+fn announce_node_record(provider: &Side, consumer: &Side) {
+    let record = mesh_protocol::catalog::NodeRecord {
+        key: provider.key(),
+        domain: "sales".into(),
+        peer_id: tls::peer_id_of(&provider.key()).unwrap().to_string(),
+        addrs: vec![],
+        data_addr: Some(provider.addr().to_string()),
+        issued_at_ms: now_ms(),
+    };
+    let envelope = Signed::sign(&provider.identity, &record);
+    consumer.store.put_node_record(&record, &envelope).unwrap();
+}
+
+#[tokio::test]
+async fn a_provider_restarted_on_another_port_is_found_through_its_node_record() {
+    let mut provider = Side::start(provider_id());
+    let consumer = Side::start(consumer_id());
+    let product = publish(&provider, "orders", 1, &[]);
+    replicate_catalog(&provider, &consumer, &product);
+    let mut t = terms(&product, &consumer.identity);
+    t.columns = None;
+    t.filter = None;
+    agree(&provider, &consumer, t);
+    let out_dir = tempfile::tempdir().unwrap();
+    let before = provider.addr();
+    provider.restart(Hooks::default());
+    assert_ne!(provider.addr(), before);
+    // The descriptor still names the old port; a newer node record names the new one.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    announce_node_record(&provider, &consumer);
+    let out = out_dir.path().join("after-restart.arrow");
+    let outcome = consumer.plane.fetch(options(&out, &product)).await.unwrap();
+    assert_eq!(outcome.rows, (BATCHES * ROWS_PER_BATCH) as u64);
+
+    // A descriptor published after the record wins over it.
+    let stale = provider.addr();
+    provider.restart(Hooks::default());
+    let republished = publish(&provider, "orders", 2, &[]);
+    replicate_catalog(&provider, &consumer, &republished);
+    assert_ne!(provider.addr(), stale);
+    let out = out_dir.path().join("republished.arrow");
+    let outcome = consumer.plane.fetch(options(&out, &product)).await.unwrap();
+    assert_eq!(outcome.version, 2);
+}
+
 #[tokio::test]
 async fn extra_transfers_per_peer_are_refused_as_busy() {
     let provider = Side::start_with(

@@ -16,8 +16,13 @@
 //! - **flight**: Arrow Flight `DoGet` of the same batches over gRPC with TLS, decoded into
 //!   record batches by the client.
 //!
+//! Two stages are also measured alone, in the same run, to show what bounds the fetch: the
+//! consumer's disk (the same number of bytes written to the same directory and fsynced, in a
+//! child process) and BLAKE3 on one core.
+//!
 //! It prints one JSON object (`--json`) or a short table. Each mode runs `--runs` times and
-//! the best run counts.
+//! the best run counts. Beside throughput, each side's CPU time per GiB is reported (user +
+//! system, from `/proc`): on a shared machine it is the steadier figure.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -122,6 +127,13 @@ enum ConsumeJob {
         /// PEM of the server certificate to trust.
         cert_pem: String,
     },
+    /// Write `bytes` to `path` and fsync, as the consumer's disk ceiling.
+    Disk {
+        /// File to write (removed afterwards).
+        path: PathBuf,
+        /// Bytes to write.
+        bytes: u64,
+    },
 }
 
 /// What a child reports.
@@ -135,11 +147,21 @@ struct Measurement {
     seconds: f64,
     /// Peak resident set of the child, MiB.
     peak_rss_mib: f64,
+    /// CPU seconds (user + system) of the child.
+    consumer_cpu_s: f64,
+    /// CPU seconds of the serving process while the child ran.
+    #[serde(default)]
+    provider_cpu_s: f64,
 }
 
 impl Measurement {
     fn mib_s(&self) -> f64 {
         self.bytes as f64 / (1024.0 * 1024.0) / self.seconds.max(1e-9)
+    }
+
+    /// `cpu_s` per GiB moved.
+    fn per_gib(&self, cpu_s: f64) -> f64 {
+        cpu_s / (self.bytes as f64 / (1024.0 * 1024.0 * 1024.0)).max(1e-9)
     }
 }
 
@@ -154,6 +176,7 @@ fn main() -> anyhow::Result<()> {
             let job: ConsumeJob = serde_json::from_str(job)?;
             let mut m = runtime.block_on(consume(job))?;
             m.peak_rss_mib = peak_rss_mib();
+            m.consumer_cpu_s = cpu_seconds();
             println!("{}", serde_json::to_string(&m)?);
             Ok(())
         }
@@ -172,6 +195,38 @@ fn peak_rss_mib() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// User + system CPU seconds of this process so far (all threads).
+fn cpu_seconds() -> f64 {
+    // Fields 14 and 15 of /proc/self/stat, in clock ticks; the command name (field 2) may
+    // hold spaces, so count from the closing parenthesis.
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    ticks as f64 / CLOCK_TICKS
+}
+
+/// `sysconf(_SC_CLK_TCK)` on Linux.
+const CLOCK_TICKS: f64 = 100.0;
+
+/// BLAKE3 throughput of one core over a 256 MiB buffer, best of three, MiB/s.
+fn blake3_mib_s() -> f64 {
+    let data: Vec<u8> = (0..256u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(blake3::hash(&data));
+            256.0 / started.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
 }
 
 // ------------------------------------------------------------------ data
@@ -393,6 +448,17 @@ struct Report {
     meshnode_seconds: f64,
     quinn_seconds: f64,
     flight_seconds: f64,
+    /// CPU seconds per GiB, provider side (serving process) and consumer side.
+    meshnode_provider_cpu_s_per_gib: f64,
+    meshnode_consumer_cpu_s_per_gib: f64,
+    quinn_provider_cpu_s_per_gib: f64,
+    quinn_consumer_cpu_s_per_gib: f64,
+    flight_provider_cpu_s_per_gib: f64,
+    flight_consumer_cpu_s_per_gib: f64,
+    /// The consumer's disk alone: the stream's bytes written and fsynced, MiB/s.
+    disk_write_mib_s: f64,
+    /// BLAKE3 on one core, MiB/s.
+    blake3_mib_s: f64,
 }
 
 async fn bench(args: Args) -> anyhow::Result<()> {
@@ -452,6 +518,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let (flight_addr, cert_pem) = start_flight(path.clone()).await?;
 
     let mut best: [Option<Measurement>; 3] = [None, None, None];
+    let mut disk: Option<Measurement> = None;
     for run in 0..args.runs {
         let out = root.join(format!("fetched-{run}.arrow"));
         let jobs = [
@@ -468,15 +535,19 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             },
         ];
         for (i, job) in jobs.into_iter().enumerate() {
-            let m = run_child(&job).await?;
+            let before = cpu_seconds();
+            let mut m = run_child(&job).await?;
+            m.provider_cpu_s = cpu_seconds() - before;
             if !args.json {
                 eprintln!(
-                    "run {run} {:>8}: {:>8.1} MiB/s ({:.0} MiB in {:.2} s, peak RSS {:.0} MiB)",
+                    "run {run} {:>8}: {:>8.1} MiB/s ({:.0} MiB in {:.2} s, peak RSS {:.0} MiB, CPU s/GiB provider {:.2} consumer {:.2})",
                     ["meshnode", "quinn", "flight"][i],
                     m.mib_s(),
                     m.bytes as f64 / 1048576.0,
                     m.seconds,
-                    m.peak_rss_mib
+                    m.peak_rss_mib,
+                    m.per_gib(m.provider_cpu_s),
+                    m.per_gib(m.consumer_cpu_s),
                 );
             }
             if i == 0 {
@@ -492,9 +563,22 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 best[i] = Some(m);
             }
         }
+        let d = run_child(&ConsumeJob::Disk {
+            path: root.join(format!("disk-{run}.bin")),
+            bytes: stream_bytes,
+        })
+        .await?;
+        if !args.json {
+            eprintln!("run {run}     disk: {:>8.1} MiB/s", d.mib_s());
+        }
+        if disk.as_ref().is_none_or(|b| d.mib_s() > b.mib_s()) {
+            disk = Some(d);
+        }
     }
     plane.close();
     let [m, q, f] = best.map(|b| b.unwrap_or_default());
+    let disk = disk.unwrap_or_default();
+    let blake3 = tokio::task::spawn_blocking(blake3_mib_s).await?;
     let report = Report {
         product_mib: file_bytes as f64 / 1048576.0,
         stream_mib: stream_bytes as f64 / 1048576.0,
@@ -511,6 +595,14 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         meshnode_seconds: round(m.seconds),
         quinn_seconds: round(q.seconds),
         flight_seconds: round(f.seconds),
+        meshnode_provider_cpu_s_per_gib: round(m.per_gib(m.provider_cpu_s)),
+        meshnode_consumer_cpu_s_per_gib: round(m.per_gib(m.consumer_cpu_s)),
+        quinn_provider_cpu_s_per_gib: round(q.per_gib(q.provider_cpu_s)),
+        quinn_consumer_cpu_s_per_gib: round(q.per_gib(q.consumer_cpu_s)),
+        flight_provider_cpu_s_per_gib: round(f.per_gib(f.provider_cpu_s)),
+        flight_consumer_cpu_s_per_gib: round(f.per_gib(f.consumer_cpu_s)),
+        disk_write_mib_s: round(disk.mib_s()),
+        blake3_mib_s: round(blake3),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -717,6 +809,29 @@ async fn start_flight(path: PathBuf) -> anyhow::Result<(SocketAddr, String)> {
 
 async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
     match job {
+        ConsumeJob::Disk { path, bytes } => {
+            use std::io::Write;
+            let chunk: Vec<u8> = (0..RAW_CHUNK as u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+                .collect();
+            let started = Instant::now();
+            let mut file = std::fs::File::create(&path)?;
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                file.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            file.sync_all()?;
+            let seconds = started.elapsed().as_secs_f64();
+            drop(file);
+            std::fs::remove_file(&path)?;
+            Ok(Measurement {
+                bytes,
+                seconds,
+                ..Measurement::default()
+            })
+        }
         ConsumeJob::Meshnode {
             data_dir,
             out,
@@ -753,7 +868,7 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
                 bytes: outcome.bytes,
                 rows: outcome.rows,
                 seconds: started.elapsed().as_secs_f64(),
-                peak_rss_mib: 0.0,
+                ..Measurement::default()
             })
         }
         ConsumeJob::Quinn { addr } => {
@@ -778,7 +893,7 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
                 bytes,
                 rows: 0,
                 seconds,
-                peak_rss_mib: 0.0,
+                ..Measurement::default()
             })
         }
         ConsumeJob::Flight { addr, cert_pem } => {
@@ -821,7 +936,7 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
                 bytes: bytes.load(std::sync::atomic::Ordering::Relaxed),
                 rows,
                 seconds: started.elapsed().as_secs_f64(),
-                peak_rss_mib: 0.0,
+                ..Measurement::default()
             })
         }
     }
