@@ -113,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
             bootstrap,
             sync_interval_secs: 10,
             tuning: tuning.clone(),
+            data_announce: None,
         });
     }
     let mut nodes: Vec<RunningNode> = Vec::new();
