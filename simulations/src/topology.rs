@@ -553,6 +553,14 @@ at_ms = 30
 kind = "fetch"
 consumer = "customer"
 product = "product/catalog"
+
+[[events]]
+at_ms = 40
+kind = "contract_request"
+consumer = "gcp-asia-0"
+product = "product/catalog"
+filter = "region = 'EU'"
+decision = "reject"
 "#;
 
     #[test]
@@ -564,8 +572,32 @@ product = "product/catalog"
         assert_eq!(m[0][1].latency, Duration::from_millis(80));
         assert_eq!(m[1][1].latency, Duration::from_millis(2));
         assert_eq!(m[0][0].latency, Duration::from_millis(1));
-        assert_eq!(t.events.len(), 4);
+        assert_eq!(t.events.len(), 5);
         assert!(matches!(t.events[3].action, Action::Fetch { .. }));
+        assert!(matches!(
+            &t.events[4].action,
+            Action::ContractRequest {
+                decision: Decision::Reject,
+                purpose,
+                ..
+            } if purpose == "analytics"
+        ));
+        let involved: Vec<String> = t.data_plane_domains().into_iter().collect();
+        assert_eq!(involved, ["customer", "gcp-asia-0", "product"]);
+    }
+
+    #[test]
+    fn shipped_topologies_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/topologies");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Topology::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 6, "{n} topologies in {}", dir.display());
     }
 
     #[test]
@@ -579,6 +611,18 @@ product = "product/catalog"
         let bad = SMALL.replace(
             "domain = \"product\"\nproduct",
             "domain = \"nobody\"\nproduct",
+        );
+        let err = Topology::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("nobody"), "{err}");
+        let bad = SMALL.replace("region = 'EU'", "region ~ 'EU'");
+        let err = Topology::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("filter"), "{err}");
+        let bad = SMALL.replace("product = \"product/catalog\"", "product = \"catalog\"");
+        let err = Topology::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("domain/product"), "{err}");
+        let bad = SMALL.replace(
+            "product = \"product/catalog\"",
+            "product = \"nobody/catalog\"",
         );
         let err = Topology::parse(&bad).unwrap_err().to_string();
         assert!(err.contains("nobody"), "{err}");
