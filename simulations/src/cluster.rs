@@ -278,6 +278,8 @@ pub struct Tracker {
     pub rejected: std::collections::BTreeMap<String, u64>,
     /// Catalog updates seen.
     pub updates: u64,
+    /// Catalog updates by how they arrived (`local`, `gossip`, `sync`).
+    pub updates_via: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Tracker {
@@ -300,8 +302,9 @@ impl Tracker {
     /// Records one observation.
     pub fn record(&mut self, o: Observation) {
         match o.event {
-            NodeEvent::CatalogUpdated { id, version, .. } => {
+            NodeEvent::CatalogUpdated { id, version, via } => {
                 self.updates += 1;
+                *self.updates_via.entry(via).or_default() += 1;
                 self.held
                     .entry((o.node, id.storage_key()))
                     .or_default()

@@ -39,6 +39,17 @@ pub struct Report {
     /// UDP bytes (sent + received through the link emulator) per node ever started: all
     /// control-plane traffic, QUIC overhead included.
     pub wire_bytes_per_node: f64,
+    /// Catalog updates over all nodes by how the descriptor arrived: `local` (own publish),
+    /// `gossip` or `sync` (anti-entropy).
+    pub updates_via: BTreeMap<String, u64>,
+    /// Connected peers per live node at the end.
+    pub peers_per_node: Option<Percentiles>,
+    /// How late a 100 ms timer fired while the timeline ran, ms: near 0 unless the process
+    /// is short of CPU.
+    pub runtime_lag_ms: Option<Percentiles>,
+    /// Round trip of a `status` command to a node's actor while the timeline ran, ms
+    /// (round-robin over the nodes): queueing in front of the actors.
+    pub actor_lag_ms: Option<Percentiles>,
     /// Rejections by reason, over all nodes.
     pub rejected: BTreeMap<String, u64>,
     /// Forged descriptors injected and how many nodes accepted them (should be 0).
@@ -314,6 +325,26 @@ impl Report {
             s,
             "gossip per node: {:.0} messages, {:.0} bytes; wire (QUIC) per node: {:.0} bytes",
             self.gossip_messages_per_node, self.bytes_per_node, self.wire_bytes_per_node
+        );
+        let _ = writeln!(
+            s,
+            "timer lag: {}; actor status round trip: {}",
+            pc(&self.runtime_lag_ms),
+            pc(&self.actor_lag_ms)
+        );
+        let via: Vec<String> = self
+            .updates_via
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "catalog updates by arrival: {}; peers per node: {}",
+            via.join(", "),
+            match &self.peers_per_node {
+                Some(p) => format!("p50 {:.0}, p99 {:.0}, max {:.0}", p.p50, p.p99, p.max),
+                None => "none".into(),
+            }
         );
         let _ = writeln!(
             s,

@@ -309,6 +309,12 @@ impl Runner<'_> {
         let setup_ms = setup.elapsed().as_millis() as u64;
 
         let t0 = Instant::now();
+        let probe = Probe::start(
+            self.slots
+                .iter()
+                .filter_map(|s| s.running.as_ref().map(|n| n.handle.clone()))
+                .collect(),
+        );
         let mut steps: Vec<(u64, Step)> = Vec::new();
         let mut n = 0;
         for e in &self.topology.events {
@@ -394,9 +400,12 @@ impl Runner<'_> {
         })
         .await;
         let run_ms = t0.elapsed().as_millis() as u64;
+        let (runtime_lag, actor_lag) = probe.finish().await;
         let mut report = self
             .report(t0, setup_ms, run_ms, &published, &expected)
             .await?;
+        report.runtime_lag_ms = Percentiles::of(&runtime_lag).map(rounded);
+        report.actor_lag_ms = Percentiles::of(&actor_lag).map(rounded);
         report.contracts = self.contracts_report(&contracts);
         report.transfers = self.transfers_report(&transfers, &contracts, &published);
         Ok(report)
@@ -475,6 +484,7 @@ impl Runner<'_> {
                 heartbeat: Duration::from_millis(settings.heartbeat_ms),
                 announce_addrs: vec![relay_ma.clone()],
                 redial_max: Duration::from_millis(settings.redial_max_ms),
+                idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
                 ..NetTuning::default()
             },
             data_announce,
@@ -1045,8 +1055,12 @@ impl Runner<'_> {
         let mut forged_held: HashMap<(String, String), usize> = HashMap::new();
         let mut bytes = 0.0;
         let mut messages = 0.0;
+        let mut peers = Vec::new();
         for &i in &live {
             let node = self.slots[i].running.as_ref().expect("live");
+            if let Ok(status) = node.handle.status().await {
+                peers.push(status.peers as f64);
+            }
             let catalog = node.handle.catalog().await.unwrap_or_default();
             for p in &catalog {
                 if p.version == FORGED_VERSION || p.title == FORGED_TITLE {
@@ -1156,6 +1170,11 @@ impl Runner<'_> {
             });
         }
         let rejected = tracker.rejected.clone();
+        let updates_via = tracker
+            .updates_via
+            .iter()
+            .map(|(k, n)| ((*k).to_owned(), *n))
+            .collect();
         drop(tracker);
         let forgeries = self
             .forgeries
@@ -1194,8 +1213,12 @@ impl Runner<'_> {
             bytes_per_node: (bytes / n).round(),
             gossip_messages_per_node: round1(messages / n),
             wire_bytes_per_node: (wire as f64 / self.slots.len().max(1) as f64).round(),
+            updates_via,
+            peers_per_node: Percentiles::of(&peers),
             rejected: rejected_all,
             forgeries,
+            runtime_lag_ms: None,
+            actor_lag_ms: None,
             contracts: ContractsReport::default(),
             transfers: TransfersReport::default(),
             skipped: self.skipped.clone(),
@@ -1218,6 +1241,52 @@ impl Runner<'_> {
             .collect();
         futures::future::join_all(nodes.into_iter().map(|n| n.stop())).await;
         self.emulator.shutdown();
+    }
+}
+
+/// How often [`Probe`] samples.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Measures, while the timeline runs, how late the runtime fires a timer (CPU saturation of
+/// the whole process) and how long node actors take to answer `status` (queueing in front
+/// of one actor), round-robin over the nodes up at t = 0.
+#[derive(Debug)]
+struct Probe {
+    /// Turns true to stop.
+    stop: watch::Sender<bool>,
+    /// Timer lags and `status` round trips, ms.
+    task: JoinHandle<(Vec<f64>, Vec<f64>)>,
+}
+
+impl Probe {
+    fn start(nodes: Vec<NodeHandle>) -> Self {
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let (mut timer, mut actor) = (Vec::new(), Vec::new());
+            for i in 0.. {
+                let asleep = Instant::now();
+                tokio::select! {
+                    _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+                    _ = stopped.changed() => break,
+                }
+                let late = asleep.elapsed().saturating_sub(PROBE_INTERVAL);
+                timer.push(late.as_secs_f64() * 1000.0);
+                if nodes.is_empty() {
+                    continue;
+                }
+                let asked = Instant::now();
+                if nodes[i % nodes.len()].status().await.is_ok() {
+                    actor.push(asked.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            (timer, actor)
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(self) -> (Vec<f64>, Vec<f64>) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or_default()
     }
 }
 

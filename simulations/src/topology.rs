@@ -51,6 +51,8 @@ pub struct Settings {
     pub heartbeat_ms: u64,
     /// Longest delay between bootstrap redials, ms.
     pub redial_max_ms: u64,
+    /// How long a connection no protocol needs stays open, ms (production default: 120000).
+    pub idle_timeout_ms: u64,
     /// Time between "every node has a peer" and the timeline's t = 0, ms.
     pub warmup_ms: u64,
     /// Longest wait for convergence after the last event, ms.
@@ -66,6 +68,7 @@ impl Default for Settings {
             sync_interval_secs: 1,
             heartbeat_ms: 500,
             redial_max_ms: 2_000,
+            idle_timeout_ms: 120_000,
             warmup_ms: 3_000,
             settle_ms: 30_000,
             formation_timeout_ms: 120_000,
