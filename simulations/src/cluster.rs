@@ -1,10 +1,12 @@
 //! Starting, observing and stopping real meshnode nodes inside this process.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use libp2p::{Multiaddr, PeerId};
+use mesh_node::dataplane::{DataPlane, DataPlaneConfig};
 use mesh_node::node::{NodeOptions, spawn};
 use mesh_node::store::Store;
 use mesh_node::{DataDir, NetTuning, NodeConfig, NodeEvent, NodeHandle};
@@ -99,6 +101,9 @@ pub struct NodeSpec {
     pub sync_interval_secs: u64,
     /// Control-plane tuning.
     pub tuning: NetTuning,
+    /// Runs a data plane (on a free port of 127.0.0.1) and announces this address for it,
+    /// as `meshnode run` does with its bound address. `None`: no data plane.
+    pub data_announce: Option<SocketAddr>,
 }
 
 /// A node running in this process.
@@ -106,8 +111,14 @@ pub struct NodeSpec {
 pub struct RunningNode {
     /// Handle to its actor.
     pub handle: NodeHandle,
+    /// Its store, shared with the actor and the data plane (read-only here).
+    pub store: Store,
+    /// Its data plane, if it runs one.
+    pub data_plane: Option<DataPlane>,
     /// The actor task.
     task: JoinHandle<()>,
+    /// The data plane's accept task.
+    data_task: Option<JoinHandle<()>>,
     /// Forwards its events to the collector.
     forwarder: JoinHandle<()>,
 }
@@ -135,7 +146,7 @@ impl NodeSpec {
         let mut attempt = 0;
         let store = loop {
             match Store::open(&data_dir.db()) {
-                Ok(s) => break s,
+                Ok(s) => break s.with_audit_signer(self.identity()),
                 Err(e) if attempt < 50 => {
                     attempt += 1;
                     tracing::debug!("opening the store of {} failed, retrying: {e}", self.domain);
@@ -148,18 +159,35 @@ impl NodeSpec {
         config.listen = vec![self.listen.to_string()];
         config.bootstrap = self.bootstrap.clone();
         config.sync_interval_secs = self.sync_interval_secs;
+        config.data_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (data_plane, data_task) = match self.data_announce {
+            Some(_) => {
+                let (plane, task) = DataPlane::start(
+                    DataPlaneConfig::from_node(&config),
+                    self.identity(),
+                    store.clone(),
+                    data_dir.clone(),
+                )
+                .with_context(|| format!("starting the data plane of {}", self.domain))?;
+                (Some(plane), Some(task))
+            }
+            None => (None, None),
+        };
         let options = NodeOptions {
             tuning: self.tuning.clone(),
-            data_addr: None,
+            data_addr: self.data_announce,
             api_addr: None,
         };
-        let (handle, task) = spawn(self.identity(), config, data_dir, store, options)
+        let (handle, task) = spawn(self.identity(), config, data_dir, store.clone(), options)
             .with_context(|| format!("starting node {}", self.domain))?;
         let events = handle.events();
         let forwarder = tokio::spawn(forward(self.index, events, observations));
         Ok(RunningNode {
             handle,
+            store,
+            data_plane,
             task,
+            data_task,
             forwarder,
         })
     }
@@ -193,10 +221,23 @@ impl RunningNode {
         self.kill().await;
     }
 
-    /// Stops the node abruptly, like `kill -9`: the actor task is aborted.
+    /// The real (bound) address of its data plane.
+    pub fn data_addr(&self) -> Option<SocketAddr> {
+        self.data_plane.as_ref().map(DataPlane::local_addr)
+    }
+
+    /// Stops the node abruptly, like `kill -9`: the actor task is aborted and the data
+    /// plane's endpoint closed.
     pub async fn kill(self) {
         self.task.abort();
         let _ = self.task.await;
+        if let Some(task) = self.data_task {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Some(plane) = self.data_plane {
+            plane.close();
+        }
         drop(self.handle);
         self.forwarder.abort();
         let _ = self.forwarder.await;
@@ -237,6 +278,8 @@ pub struct Tracker {
     pub rejected: std::collections::BTreeMap<String, u64>,
     /// Catalog updates seen.
     pub updates: u64,
+    /// Catalog updates by how they arrived (`local`, `gossip`, `sync`).
+    pub updates_via: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Tracker {
@@ -259,8 +302,9 @@ impl Tracker {
     /// Records one observation.
     pub fn record(&mut self, o: Observation) {
         match o.event {
-            NodeEvent::CatalogUpdated { id, version, .. } => {
+            NodeEvent::CatalogUpdated { id, version, via } => {
                 self.updates += 1;
+                *self.updates_via.entry(via).or_default() += 1;
                 self.held
                     .entry((o.node, id.storage_key()))
                     .or_default()

@@ -3,19 +3,24 @@
 //! Every node binds its real QUIC socket on 127.0.0.1 and is *known* to its peers only by a
 //! relay address: the emulator's front socket for that node. The node announces the relay
 //! address (`NetTuning::announce_addrs`), so identify and Kademlia never learn a real one.
+//! Each node also has a back socket: the address its peers see it at.
 //!
 //! ```text
-//!   A (real) ──► front(B) ──[A→B: delay, loss, partition]──► tunnel(A,B) ──► B (real)
-//!   A (real) ◄── front(B) ◄──[B→A: delay, loss, partition]── tunnel(A,B) ◄── B (real)
+//!   A (real) ──► front(B) ──[A→B: delay, loss, partition]──► out of back(A)  ──► B (real)
+//!   A (real) ◄── out of front(B) ◄──[B→A: delay, loss, partition]── back(A) ◄── B (real)
 //! ```
 //!
 //! A datagram arriving at `front(B)` comes from some node's real socket (QUIC dials from its
-//! listen socket), which names the sender `A`. It is forwarded from a tunnel socket owned by
-//! the pair `(A, B)`, created on first use, so `B` sees `A` at the tunnel's address; `B`'s
-//! replies to that address go back out of `front(B)`, where `A` expects them. Each direction
-//! applies the link of its two clouds: latency plus uniform jitter in `[-jitter, +jitter]`
-//! (clamped at zero and never reordering packets of one direction of one pair), random loss,
-//! and a blackhole while the two clouds are partitioned.
+//! listen socket), which names the sender `A`. It is forwarded to `B` out of `back(A)`, so
+//! `B` sees `A` at `back(A)`; `B`'s replies to that address arrive at `back(A)` from `B`'s
+//! real socket and go to `A` out of `front(B)`, where `A` expects them. Both sockets of a node
+//! work the same way: a datagram from `X` arriving at either socket of `N` is for `N`, and
+//! leaves from the other socket of `X`. Two sockets per node, whatever the number of
+//! connections, so a thousand nodes fit in the open-files limit.
+//!
+//! Each direction applies the link of its two clouds: latency plus uniform jitter in
+//! `[-jitter, +jitter]` (clamped at zero and never reordering packets of one direction of one
+//! pair), random loss, and a blackhole while the two clouds are partitioned.
 //!
 //! Losses and jitter come from per-socket ChaCha RNGs seeded from the run seed: a given
 //! sequence of datagrams gets the same fate, but the sequence itself depends on the OS
@@ -77,8 +82,10 @@ struct Slot {
     cloud: usize,
     /// Real QUIC socket of the node, once known.
     real: RwLock<Option<SocketAddr>>,
-    /// The node's front socket (its relay address).
+    /// The node's front socket (its relay address, what peers dial).
     front: Arc<UdpSocket>,
+    /// The node's back socket (where its peers see it).
+    back: Arc<UdpSocket>,
     /// Counters.
     counters: NodeCounters,
 }
@@ -96,8 +103,6 @@ struct Inner {
     slots: RwLock<Vec<Arc<Slot>>>,
     /// Real socket address -> node index.
     by_real: RwLock<HashMap<SocketAddr, usize>>,
-    /// Tunnel sockets by (sender, front owner).
-    tunnels: Mutex<HashMap<(usize, usize), Arc<UdpSocket>>>,
     /// Background tasks, aborted on drop.
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Totals.
@@ -128,13 +133,14 @@ struct Pending {
     data: Vec<u8>,
 }
 
-/// Where a socket's datagrams come from and go.
+/// Which of its owner's sockets a relay serves. Either way a datagram from node `X` is for
+/// the owner; it leaves from `X`'s other socket.
 #[derive(Clone, Copy, Debug)]
 enum Role {
-    /// `front(owner)`: from any node's real socket to `owner`, via tunnel(sender, owner).
+    /// `front(owner)`: forwarded out of `back(X)`.
     Front { owner: usize },
-    /// `tunnel(sender, owner)`: from `owner`'s real socket back to `sender`, via front(owner).
-    Tunnel { sender: usize, owner: usize },
+    /// `back(owner)`: forwarded out of `front(X)`.
+    Back { owner: usize },
 }
 
 impl Emulator {
@@ -150,7 +156,6 @@ impl Emulator {
                     .collect(),
                 slots: RwLock::new(Vec::new()),
                 by_real: RwLock::new(HashMap::new()),
-                tunnels: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),
                 delivered: AtomicU64::new(0),
                 dropped_loss: AtomicU64::new(0),
@@ -163,6 +168,7 @@ impl Emulator {
     /// Adds a node in `cloud`; returns its index and relay address.
     pub async fn add_node(&self, cloud: usize) -> std::io::Result<(usize, SocketAddr)> {
         let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let addr = front.local_addr()?;
         let index = {
             let mut slots = self.inner.slots.write().expect("lock");
@@ -170,18 +176,25 @@ impl Emulator {
                 cloud,
                 real: RwLock::new(None),
                 front: front.clone(),
+                back: back.clone(),
                 counters: NodeCounters::default(),
             }));
             slots.len() - 1
         };
-        let rng = ChaCha8Rng::seed_from_u64(self.inner.seed ^ (index as u64).wrapping_mul(0x9e37));
-        let task = tokio::spawn(relay(
+        let seed = self.inner.seed ^ (index as u64).wrapping_mul(0x9e37);
+        let mut tasks = self.inner.tasks.lock().expect("lock");
+        tasks.push(tokio::spawn(relay(
             self.inner.clone(),
             front,
             Role::Front { owner: index },
-            rng,
-        ));
-        self.inner.tasks.lock().expect("lock").push(task);
+            ChaCha8Rng::seed_from_u64(seed),
+        )));
+        tasks.push(tokio::spawn(relay(
+            self.inner.clone(),
+            back,
+            Role::Back { owner: index },
+            ChaCha8Rng::seed_from_u64(seed ^ 0x2545_f491_4f6c_dd1d),
+        )));
         Ok((index, addr))
     }
 
@@ -230,10 +243,9 @@ impl Emulator {
         }
     }
 
-    /// Number of sockets the emulator holds (fronts and tunnels).
+    /// Number of sockets the emulator holds (front and back of every node).
     pub fn sockets(&self) -> usize {
-        self.inner.slots.read().expect("lock").len()
-            + self.inner.tunnels.lock().expect("lock").len()
+        2 * self.inner.slots.read().expect("lock").len()
     }
 
     /// Stops every relay task and closes the sockets.
@@ -251,33 +263,6 @@ impl Emulator {
 impl Inner {
     fn slot(&self, index: usize) -> Option<Arc<Slot>> {
         self.slots.read().expect("lock").get(index).cloned()
-    }
-
-    fn real_of(&self, index: usize) -> Option<SocketAddr> {
-        *self.slot(index)?.real.read().expect("lock")
-    }
-
-    /// The tunnel socket of (sender, owner), created and started on first use.
-    fn tunnel(self: &Arc<Self>, sender: usize, owner: usize) -> Option<Arc<UdpSocket>> {
-        let mut tunnels = self.tunnels.lock().expect("lock");
-        if let Some(s) = tunnels.get(&(sender, owner)) {
-            return Some(s.clone());
-        }
-        let std_socket = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
-        std_socket.set_nonblocking(true).ok()?;
-        let socket = Arc::new(UdpSocket::from_std(std_socket).ok()?);
-        tunnels.insert((sender, owner), socket.clone());
-        let rng = ChaCha8Rng::seed_from_u64(
-            self.seed ^ ((sender as u64) << 32 | owner as u64).wrapping_mul(0x2545_f491),
-        );
-        let task = tokio::spawn(relay(
-            self.clone(),
-            socket.clone(),
-            Role::Tunnel { sender, owner },
-            rng,
-        ));
-        self.tasks.lock().expect("lock").push(task);
-        Some(socket)
     }
 
     fn link(&self, from: usize, to: usize) -> (LinkParams, bool) {
@@ -302,27 +287,18 @@ async fn relay(inner: Arc<Inner>, socket: Arc<UdpSocket>, role: Role, mut rng: C
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 let Ok((len, src)) = received else { continue };
-                let (from, to, out) = match role {
-                    Role::Front { owner } => {
-                        let sender = inner.by_real.read().expect("lock").get(&src).copied();
-                        let Some(sender) = sender else {
-                            inner.dropped_unknown.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        };
-                        let Some(out) = inner.tunnel(sender, owner) else { continue };
-                        (sender, owner, out)
-                    }
-                    Role::Tunnel { sender, owner } => {
-                        if inner.real_of(owner) != Some(src) {
-                            inner.dropped_unknown.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        let Some(front) = inner.slot(owner).map(|s| s.front.clone()) else { continue };
-                        (owner, sender, front)
-                    }
+                let (Role::Front { owner: to } | Role::Back { owner: to }) = role;
+                let from = inner.by_real.read().expect("lock").get(&src).copied();
+                let Some(from) = from else {
+                    inner.dropped_unknown.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 };
                 let (Some(from_slot), Some(to_slot)) = (inner.slot(from), inner.slot(to)) else {
                     continue;
+                };
+                let out = match role {
+                    Role::Front { .. } => from_slot.back.clone(),
+                    Role::Back { .. } => from_slot.front.clone(),
                 };
                 from_slot.counters.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
                 let (params, partitioned) = inner.link(from_slot.cloud, to_slot.cloud);
@@ -413,12 +389,26 @@ mod tests {
         let start = Instant::now();
         a.send_to(b"ping", front_b).await.unwrap();
         let mut buf = [0u8; 16];
-        let (n, tunnel) = b.recv_from(&mut buf).await.unwrap();
+        let (n, seen_a) = b.recv_from(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"ping");
         assert!(start.elapsed() >= Duration::from_millis(30));
-        b.send_to(b"pong", tunnel).await.unwrap();
+        assert_ne!(seen_a, front_b);
+        b.send_to(b"pong", seen_a).await.unwrap();
         let (n, from) = a.recv_from(&mut buf).await.unwrap();
         assert_eq!((&buf[..n], from), (&b"pong"[..], front_b));
+
+        // A third node is seen at its own address; B can also start a conversation with A at
+        // the address it sees A at, and A sees B at B's relay address.
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (ic, _) = emu.add_node(0).await.unwrap();
+        emu.set_real_addr(ic, c.local_addr().unwrap());
+        c.send_to(b"hello", front_b).await.unwrap();
+        let (_, seen_c) = b.recv_from(&mut buf).await.unwrap();
+        assert_ne!(seen_c, seen_a);
+        b.send_to(b"dial", seen_a).await.unwrap();
+        let (n, from) = a.recv_from(&mut buf).await.unwrap();
+        assert_eq!((&buf[..n], from), (&b"dial"[..], front_b));
+        assert_eq!(emu.sockets(), 6);
 
         emu.set_partitioned(0, 1, true);
         a.send_to(b"lost", front_b).await.unwrap();

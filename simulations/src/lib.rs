@@ -7,9 +7,12 @@
 //!
 //! - [`topology`]: the `configs/topologies/*.toml` format (clouds, links, timeline).
 //! - [`emulator`]: the user-space UDP link emulator (latency, jitter, loss, partitions).
-//! - [`cluster`]: starting, observing and stopping nodes; identities and scratch space.
+//! - [`cluster`]: starting, observing and stopping nodes (and their data planes); identities
+//!   and scratch space.
+//! - [`dataset`]: seeded order data for published products, and the filter oracle.
 //! - [`bare`]: bare gossipsub swarms (benchmark baseline, forgery attacker).
-//! - [`runner`]: drives a topology's timeline and measures convergence.
+//! - [`runner`]: drives a topology's timeline; measures convergence, contract negotiations
+//!   and transfers.
 //! - [`report`]: the run report, its text summary and the SVG plot.
 //! - [`stats`]: percentiles and metric parsing.
 //!
@@ -17,6 +20,7 @@
 
 pub mod bare;
 pub mod cluster;
+pub mod dataset;
 pub mod emulator;
 pub mod report;
 pub mod runner;

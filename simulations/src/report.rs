@@ -39,10 +39,25 @@ pub struct Report {
     /// UDP bytes (sent + received through the link emulator) per node ever started: all
     /// control-plane traffic, QUIC overhead included.
     pub wire_bytes_per_node: f64,
+    /// Catalog updates over all nodes by how the descriptor arrived: `local` (own publish),
+    /// `gossip` or `sync` (anti-entropy).
+    pub updates_via: BTreeMap<String, u64>,
+    /// Connected peers per live node at the end.
+    pub peers_per_node: Option<Percentiles>,
+    /// How late a 100 ms timer fired while the timeline ran, ms: near 0 unless the process
+    /// is short of CPU.
+    pub runtime_lag_ms: Option<Percentiles>,
+    /// Round trip of a `status` command to a node's actor while the timeline ran, ms
+    /// (round-robin over the nodes): queueing in front of the actors.
+    pub actor_lag_ms: Option<Percentiles>,
     /// Rejections by reason, over all nodes.
     pub rejected: BTreeMap<String, u64>,
     /// Forged descriptors injected and how many nodes accepted them (should be 0).
     pub forgeries: Vec<ForgeryReport>,
+    /// Contract negotiations (`contract_request` events).
+    pub contracts: ContractsReport,
+    /// Data-plane transfers (`fetch` events).
+    pub transfers: TransfersReport,
     /// Events not run, with the reason.
     pub skipped: Vec<String>,
     /// Every live node ended with the same catalog, holding the newest version of every
@@ -107,6 +122,136 @@ pub struct ForgeryReport {
     pub sent: bool,
     /// Live nodes whose catalog holds it at the end (must be 0).
     pub accepted_by: usize,
+}
+
+/// Every contract negotiation of the run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ContractsReport {
+    /// Requests made.
+    pub requested: usize,
+    /// Ended agreed, co-signed and held by both parties.
+    pub agreed: usize,
+    /// Ended rejected (policy or operator).
+    pub rejected: usize,
+    /// Failed before the provider answered, or never concluded.
+    pub failed: usize,
+    /// Negotiation latency over the answered requests: ms from the consumer's request to
+    /// the provider's answer (agreed, pending or rejected) arriving back, dial included.
+    pub negotiation_ms: Option<Percentiles>,
+    /// ms from the request until the consumer held the co-signed agreement, over the agreed
+    /// ones (for `manual` products: the operator's delay and the consumer's status poll too).
+    pub agreed_ms: Option<Percentiles>,
+    /// Per request.
+    pub requests: Vec<ContractReport>,
+}
+
+/// One `contract_request`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ContractReport {
+    /// Timeline time of the event, ms.
+    pub at_ms: u64,
+    /// Consumer domain.
+    pub consumer: String,
+    /// `domain/product`.
+    pub product: String,
+    /// The consumer's cloud.
+    pub consumer_cloud: String,
+    /// The provider's cloud.
+    pub provider_cloud: String,
+    /// Agreement id, once the request was stored.
+    pub id: Option<String>,
+    /// The provider's first answer: `agreed` (auto approval), `pending` (manual) or
+    /// `rejected`.
+    pub answer: Option<String>,
+    /// State at the consumer at the end: `agreed`, `rejected`, `pending`, `requested`, or
+    /// `failed` when the request never reached an answer.
+    pub state: String,
+    /// Request to answer, ms.
+    pub negotiation_ms: Option<f64>,
+    /// Request to agreed at the consumer, ms.
+    pub agreed_ms: Option<f64>,
+    /// Both parties hold the same agreement and both signatures (consumer's request,
+    /// provider's countersignature) verify against the terms' keys.
+    pub signatures_verified: bool,
+    /// Columns granted.
+    pub granted_columns: Option<Vec<String>>,
+    /// Row filter, canonical form.
+    pub filter: Option<String>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// Every data-plane transfer of the run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TransfersReport {
+    /// Fetches that completed.
+    pub completed: usize,
+    /// Fetches that failed.
+    pub failed: usize,
+    /// UDP bytes through the link emulator on the data plane (both directions, all nodes).
+    pub wire_bytes: u64,
+    /// Per fetch.
+    pub fetches: Vec<TransferReport>,
+    /// Throughput per link (provider's cloud to consumer's cloud), completed fetches.
+    pub links: Vec<LinkThroughput>,
+}
+
+/// One `fetch`.
+#[derive(Clone, Debug, Serialize)]
+pub struct TransferReport {
+    /// Timeline time of the event, ms.
+    pub at_ms: u64,
+    /// Consumer domain.
+    pub consumer: String,
+    /// `domain/product`.
+    pub product: String,
+    /// Version fetched.
+    pub version: Option<u64>,
+    /// The provider's cloud (data flows from it).
+    pub from_cloud: String,
+    /// The consumer's cloud.
+    pub to_cloud: String,
+    /// Configured one-way latency of that link, ms.
+    pub link_latency_ms: f64,
+    /// Rows received.
+    pub rows: u64,
+    /// Rows the agreement's filter lets through, computed from the generated data.
+    pub expected_rows: Option<u64>,
+    /// Columns of the received file.
+    pub columns: Vec<String>,
+    /// Bytes of the Arrow IPC stream received.
+    pub bytes: u64,
+    /// Size of the Arrow IPC file written.
+    pub file_bytes: u64,
+    /// Duration of the fetch call (dial, authorisation, transfer, verification, fsync), s.
+    pub seconds: f64,
+    /// `bytes` / `seconds`, MiB/s.
+    pub mib_s: f64,
+    /// Time spent waiting for the contract before fetching, ms.
+    pub waited_ms: f64,
+    /// The file reads back with the expected rows and exactly the granted columns.
+    pub verified: bool,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// Completed fetches over one link.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkThroughput {
+    /// Provider's cloud.
+    pub from_cloud: String,
+    /// Consumer's cloud.
+    pub to_cloud: String,
+    /// Fetches.
+    pub fetches: usize,
+    /// Rows.
+    pub rows: u64,
+    /// IPC stream bytes.
+    pub bytes: u64,
+    /// Sum of the fetch durations, s.
+    pub seconds: f64,
+    /// `bytes` / `seconds`, MiB/s.
+    pub mib_s: f64,
 }
 
 /// Fraction of nodes holding one product version over time.
@@ -183,6 +328,26 @@ impl Report {
         );
         let _ = writeln!(
             s,
+            "timer lag: {}; actor status round trip: {}",
+            pc(&self.runtime_lag_ms),
+            pc(&self.actor_lag_ms)
+        );
+        let via: Vec<String> = self
+            .updates_via
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "catalog updates by arrival: {}; peers per node: {}",
+            via.join(", "),
+            match &self.peers_per_node {
+                Some(p) => format!("p50 {:.0}, p99 {:.0}, max {:.0}", p.p50, p.p99, p.max),
+                None => "none".into(),
+            }
+        );
+        let _ = writeln!(
+            s,
             "emulator: {} datagrams delivered, {} lost, {} partitioned",
             self.emulator.delivered, self.emulator.dropped_loss, self.emulator.dropped_partition
         );
@@ -211,10 +376,116 @@ impl Report {
                 f.accepted_by
             );
         }
+        self.contracts_summary(&mut s, &pc);
+        self.transfers_summary(&mut s);
         for k in &self.skipped {
             let _ = writeln!(s, "skipped: {k}");
         }
         s
+    }
+
+    fn contracts_summary(&self, s: &mut String, pc: &dyn Fn(&Option<Percentiles>) -> String) {
+        let c = &self.contracts;
+        if c.requested == 0 {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "contracts: {} requested, {} agreed, {} rejected, {} failed; negotiation {}; \
+             agreed {}",
+            c.requested,
+            c.agreed,
+            c.rejected,
+            c.failed,
+            pc(&c.negotiation_ms),
+            pc(&c.agreed_ms)
+        );
+        for r in &c.requests {
+            let answer = match (&r.answer, r.negotiation_ms) {
+                (Some(a), Some(ms)) => format!("answer {a} in {ms:.0} ms"),
+                _ => "no answer".to_owned(),
+            };
+            let state = match r.agreed_ms {
+                Some(ms) => format!("{} after {ms:.0} ms", r.state),
+                None => r.state.clone(),
+            };
+            let _ = writeln!(
+                s,
+                "  {:>7} ms  {} -> {} ({} -> {}): {answer}, {state}{}{}",
+                r.at_ms,
+                r.consumer,
+                r.product,
+                r.consumer_cloud,
+                r.provider_cloud,
+                if r.signatures_verified {
+                    ", both signatures verified"
+                } else {
+                    ""
+                },
+                r.error
+                    .as_ref()
+                    .map(|e| format!("; error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+
+    fn transfers_summary(&self, s: &mut String) {
+        let t = &self.transfers;
+        if t.fetches.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "transfers: {} completed, {} failed (data plane through the link emulator, {} wire \
+             bytes)",
+            t.completed, t.failed, t.wire_bytes
+        );
+        for f in &t.fetches {
+            match &f.error {
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "  {:>7} ms  {} <- {}@{} ({} -> {}, {:.0} ms): {} rows (expected {}), \
+                         {} columns, {} bytes in {:.3} s = {:.2} MiB/s{}",
+                        f.at_ms,
+                        f.consumer,
+                        f.product,
+                        f.version.unwrap_or_default(),
+                        f.from_cloud,
+                        f.to_cloud,
+                        f.link_latency_ms,
+                        f.rows,
+                        f.expected_rows
+                            .map(|n| n.to_string())
+                            .unwrap_or_else(|| "?".into()),
+                        f.columns.len(),
+                        f.bytes,
+                        f.seconds,
+                        f.mib_s,
+                        if f.verified {
+                            ", verified"
+                        } else {
+                            ", NOT VERIFIED"
+                        }
+                    );
+                }
+                Some(e) => {
+                    let _ = writeln!(
+                        s,
+                        "  {:>7} ms  {} <- {}: FAILED: {e}",
+                        f.at_ms, f.consumer, f.product
+                    );
+                }
+            }
+        }
+        for l in &t.links {
+            let _ = writeln!(
+                s,
+                "  link {} -> {}: {} fetches, {} rows, {} bytes, {:.2} MiB/s",
+                l.from_cloud, l.to_cloud, l.fetches, l.rows, l.bytes, l.mib_s
+            );
+        }
     }
 
     /// Draws the fraction of nodes holding each product over time as SVG.

@@ -7,30 +7,40 @@
 //!    announces) and a real QUIC socket. Node i bootstraps to `bootstrap_degree` random
 //!    earlier nodes (seeded). The runner waits until every node has a peer, then
 //!    `warmup_ms`; that instant is the timeline's t = 0.
-//! 2. **Timeline.** Events run at `t0 + at_ms` (wall clock). Publishes run as tasks so a
-//!    slow publish does not delay later events.
+//! 2. **Timeline.** Events run at `t0 + at_ms` (wall clock). Publishes, contract requests
+//!    and fetches run as tasks so a slow one does not delay later events.
 //! 3. **Settle.** After the last event the runner waits up to `settle_ms` for every live node
 //!    to hold the newest version of every product, then reads every live node's catalog,
 //!    metrics and status.
 //!
 //! Times come from node events (`CatalogUpdated`) stamped when the runner receives them.
+//!
+//! Domains named by `contract_request` and `fetch` events (consumers and providers) also run
+//! a data plane. Its socket is behind the emulator as well: it gets a second emulator slot in
+//! the same cloud, whose front address is the data-plane address the node announces, so
+//! transfers see the links' latency, jitter, loss and partitions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use libp2p::Multiaddr;
 use mesh_node::NetTuning;
-use mesh_node::views::{ProductView, PublishRequest};
+use mesh_node::dataplane::{Compression, DataPlane, FetchOptions, FetchOutcome};
+use mesh_node::store::Store;
+use mesh_node::views::{ProductView, PublishRequest, ShareRequest};
+use mesh_node::{NodeError, NodeHandle};
+use mesh_protocol::contract::{AgreementId, ContractState};
 use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status};
 use mesh_protocol::wire::GossipMessage;
-use mesh_protocol::{Identity, ProductDescriptor, ProductId, PublicKey, Signed};
+use mesh_protocol::{Filter, Identity, ProductDescriptor, ProductId, PublicKey, Signed};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::IndexedRandom;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -38,15 +48,24 @@ use crate::bare::{BareSwarm, Verdict};
 use crate::cluster::{
     self, NodeSpec, Observation, RunningNode, Tracker, free_udp_port, identity_secret, quic_addr,
 };
+use crate::dataset;
 use crate::emulator::Emulator;
-use crate::report::{ForgeryReport, HealReport, PublishReport, Report, Series};
+use crate::report::{
+    ContractReport, ContractsReport, ForgeryReport, HealReport, LinkThroughput, PublishReport,
+    Report, Series, TransferReport, TransfersReport,
+};
 use crate::stats::{Percentiles, metric, round1};
-use crate::topology::{Action, Topology};
+use crate::topology::{Action, Decision, Topology, split_product};
 
 /// Version claimed by forged descriptors: far above anything honest.
 pub const FORGED_VERSION: u64 = 1_000_000;
 /// Title of forged descriptors.
 pub const FORGED_TITLE: &str = "forged by the simulated attacker";
+/// Longest wait for a contract to conclude (a `manual` decision reaching the consumer), and
+/// for a fetch's contract to conclude before it starts.
+const CONTRACT_WAIT: Duration = Duration::from_secs(60);
+/// Reason given by a simulated operator's `reject`.
+const REJECT_REASON: &str = "declined by the provider's operator";
 
 /// Options of one run.
 #[derive(Clone, Debug, Default)]
@@ -64,6 +83,8 @@ struct Slot {
     cloud: usize,
     /// Emulator index.
     emu: usize,
+    /// Emulator index of its data plane, if it runs one.
+    data_emu: Option<usize>,
     /// Relay multiaddr with `/p2p`, what peers dial.
     relay: String,
     /// Node key.
@@ -81,6 +102,8 @@ struct Publish {
     slot: usize,
     /// Timeline time.
     at_ms: u64,
+    /// Rows and seed of the generated data.
+    data: (usize, u64),
     /// Partition active when published.
     during_partition: bool,
     /// The publish call.
@@ -92,11 +115,83 @@ struct Publish {
 struct Published {
     slot: usize,
     at_ms: u64,
+    data: (usize, u64),
     during_partition: bool,
     product: String,
     key: String,
     version: u64,
     origin: Instant,
+}
+
+/// A `contract_request` in flight or done.
+#[derive(Debug)]
+struct Negotiation {
+    /// Timeline time.
+    at_ms: u64,
+    /// Consumer slot.
+    consumer: usize,
+    /// Provider slot.
+    provider: usize,
+    /// `domain/product`.
+    product: String,
+    /// The negotiation.
+    task: JoinHandle<ContractOutcome>,
+}
+
+/// What a negotiation ended with.
+#[derive(Debug, Default)]
+struct ContractOutcome {
+    /// Agreement id, hex.
+    id: Option<String>,
+    /// The provider's first answer.
+    answer: Option<ContractState>,
+    /// The consumer's state at the end.
+    state: Option<ContractState>,
+    /// Request to answer.
+    negotiation: Option<Duration>,
+    /// Request to agreed at the consumer.
+    agreed: Option<Duration>,
+    /// Both parties hold the same agreement and its signatures verify.
+    verified: bool,
+    /// Columns granted (consumer's view).
+    granted: Option<Vec<String>>,
+    /// Canonical filter.
+    filter: Option<String>,
+    /// Failure.
+    error: Option<String>,
+}
+
+/// A `fetch` in flight or done.
+#[derive(Debug)]
+struct Transfer {
+    /// Timeline time.
+    at_ms: u64,
+    /// Consumer slot.
+    consumer: usize,
+    /// Provider slot.
+    provider: usize,
+    /// `domain/product`.
+    product: String,
+    /// The fetch.
+    task: JoinHandle<TransferOutcome>,
+}
+
+/// What a fetch ended with.
+#[derive(Debug)]
+struct TransferOutcome {
+    /// Time spent waiting for the contract.
+    waited: Duration,
+    /// The product, the fetch's outcome and what the file holds.
+    result: Result<(ProductId, FetchOutcome, FileCheck), String>,
+}
+
+/// What a fetched file holds, read back.
+#[derive(Debug)]
+struct FileCheck {
+    /// Rows.
+    rows: u64,
+    /// Column names.
+    columns: Vec<String>,
 }
 
 /// The attacker of `inject_forgery` events.
@@ -132,7 +227,14 @@ struct Runner<'t> {
     forgeries: Vec<(u64, String, PublicKey, String, bool)>,
     skipped: Vec<String>,
     attacker: Option<Attacker>,
-    csv_counter: u64,
+    /// Counter for generated files.
+    file_counter: u64,
+    /// Domains that run a data plane.
+    data_domains: BTreeSet<String>,
+    negotiations: Vec<Negotiation>,
+    transfers: Vec<Transfer>,
+    /// Per (consumer slot, `domain/product`): turns true when its latest negotiation ended.
+    concluded: HashMap<(usize, String), watch::Receiver<bool>>,
 }
 
 /// Runs a topology and returns its report.
@@ -158,7 +260,11 @@ pub async fn run(topology: &Topology, options: &RunOptions) -> anyhow::Result<Re
         forgeries: Vec::new(),
         skipped: Vec::new(),
         attacker: None,
-        csv_counter: 0,
+        file_counter: 0,
+        data_domains: topology.data_plane_domains(),
+        negotiations: Vec::new(),
+        transfers: Vec::new(),
+        concluded: HashMap::new(),
     };
     let result = runner.run().await;
     runner.shutdown().await;
@@ -203,6 +309,12 @@ impl Runner<'_> {
         let setup_ms = setup.elapsed().as_millis() as u64;
 
         let t0 = Instant::now();
+        let probe = Probe::start(
+            self.slots
+                .iter()
+                .filter_map(|s| s.running.as_ref().map(|n| n.handle.clone()))
+                .collect(),
+        );
         let mut steps: Vec<(u64, Step)> = Vec::new();
         let mut n = 0;
         for e in &self.topology.events {
@@ -245,6 +357,7 @@ impl Runner<'_> {
                     published.push(Published {
                         slot: p.slot,
                         at_ms: p.at_ms,
+                        data: p.data,
                         during_partition: p.during_partition,
                         product: view.product.clone(),
                         key,
@@ -260,6 +373,22 @@ impl Runner<'_> {
                     .push(format!("{} ms: publish task: {e}", p.at_ms)),
             }
         }
+        let mut contracts = Vec::new();
+        for n in std::mem::take(&mut self.negotiations) {
+            let outcome = n.task.await.unwrap_or_else(|e| ContractOutcome {
+                error: Some(format!("negotiation task: {e}")),
+                ..ContractOutcome::default()
+            });
+            contracts.push((n.at_ms, n.consumer, n.provider, n.product, outcome));
+        }
+        let mut transfers = Vec::new();
+        for t in std::mem::take(&mut self.transfers) {
+            let outcome = t.task.await.unwrap_or_else(|e| TransferOutcome {
+                waited: Duration::ZERO,
+                result: Err(format!("fetch task: {e}")),
+            });
+            transfers.push((t.at_ms, t.consumer, t.provider, t.product, outcome));
+        }
         let mut expected: BTreeMap<String, u64> = BTreeMap::new();
         for p in &published {
             let v = expected.entry(p.key.clone()).or_default();
@@ -271,8 +400,15 @@ impl Runner<'_> {
         })
         .await;
         let run_ms = t0.elapsed().as_millis() as u64;
-        self.report(t0, setup_ms, run_ms, &published, &expected)
-            .await
+        let (runtime_lag, actor_lag) = probe.finish().await;
+        let mut report = self
+            .report(t0, setup_ms, run_ms, &published, &expected)
+            .await?;
+        report.runtime_lag_ms = Percentiles::of(&runtime_lag).map(rounded);
+        report.actor_lag_ms = Percentiles::of(&actor_lag).map(rounded);
+        report.contracts = self.contracts_report(&contracts);
+        report.transfers = self.transfers_report(&transfers, &contracts, &published);
+        Ok(report)
     }
 
     async fn wait_origin(&self, slot: usize, key: &str, version: u64) -> Instant {
@@ -322,6 +458,12 @@ impl Runner<'_> {
         bootstrap: &[usize],
     ) -> anyhow::Result<usize> {
         let (emu, relay_addr) = self.emulator.add_node(cloud).await?;
+        let (data_emu, data_announce) = if self.data_domains.contains(domain) {
+            let (i, addr) = self.emulator.add_node(cloud).await?;
+            (Some(i), Some(addr))
+        } else {
+            (None, None)
+        };
         let secret = identity_secret(self.seed, domain);
         let identity = Identity::from_secret_bytes(secret);
         let peer = cluster::peer_id(&identity);
@@ -342,13 +484,16 @@ impl Runner<'_> {
                 heartbeat: Duration::from_millis(settings.heartbeat_ms),
                 announce_addrs: vec![relay_ma.clone()],
                 redial_max: Duration::from_millis(settings.redial_max_ms),
+                idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
                 ..NetTuning::default()
             },
+            data_announce,
         };
         self.slots.push(Slot {
             spec,
             cloud,
             emu,
+            data_emu,
             relay: format!("{relay_ma}/p2p/{peer}"),
             key: identity.public_key(),
             running: None,
@@ -365,7 +510,11 @@ impl Runner<'_> {
         slot.spec.listen = quic_addr(port);
         self.emulator
             .set_real_addr(slot.emu, SocketAddr::from(([127, 0, 0, 1], port)));
-        slot.running = Some(slot.spec.start(self.observations.clone()).await?);
+        let node = slot.spec.start(self.observations.clone()).await?;
+        if let (Some(emu), Some(real)) = (slot.data_emu, node.data_addr()) {
+            self.emulator.set_real_addr(emu, real);
+        }
+        slot.running = Some(node);
         slot.started = Instant::now();
         Ok(())
     }
@@ -445,28 +594,58 @@ impl Runner<'_> {
                 let Some(&slot) = live.choose(&mut self.rng) else {
                     anyhow::bail!("publish_random: no live node");
                 };
-                self.publish(slot, &format!("bench-{n}"), rows, at_ms)?;
+                let request = PublishRequest {
+                    name: format!("bench-{n}"),
+                    ..PublishRequest::default()
+                };
+                self.publish(slot, request, rows, at_ms)?;
             }
             Step::Action(action) => match action {
                 Action::Publish {
                     domain,
                     product,
                     rows,
+                    approval,
+                    purposes,
+                    restricted,
                 } => {
                     let slot = self.slot_of(&domain)?;
-                    self.publish(slot, &product, rows, at_ms)?;
+                    let request = PublishRequest {
+                        name: product,
+                        approval: approval.map(|a| a.to_string()),
+                        purposes,
+                        restricted,
+                        ..PublishRequest::default()
+                    };
+                    self.publish(slot, request, rows, at_ms)?;
                 }
                 Action::PublishRandom { .. } => unreachable!("expanded"),
                 Action::ContractRequest {
-                    consumer, product, ..
-                } => self.skipped.push(format!(
-                    "{at_ms} ms: contract_request {consumer} -> {product}: not supported yet \
-                     (contract negotiation is not on this branch)"
-                )),
-                Action::Fetch { consumer, product } => self.skipped.push(format!(
-                    "{at_ms} ms: fetch {consumer} <- {product}: not supported yet \
-                     (the data plane is not on this branch)"
-                )),
+                    consumer,
+                    product,
+                    purpose,
+                    columns,
+                    filter,
+                    days,
+                    decision,
+                    decide_after_ms,
+                } => {
+                    let request = ShareRequest {
+                        product: product.clone(),
+                        purpose,
+                        columns,
+                        filter,
+                        days,
+                    };
+                    self.request_contract(
+                        at_ms,
+                        &consumer,
+                        request,
+                        decision,
+                        Duration::from_millis(decide_after_ms),
+                    )?;
+                }
+                Action::Fetch { consumer, product } => self.fetch(at_ms, &consumer, product)?,
                 Action::Partition { a, b } => {
                     let (ia, ib) = (self.cloud_of(&a)?, self.cloud_of(&b)?);
                     self.emulator.set_partitioned(ia, ib, true);
@@ -546,36 +725,279 @@ impl Runner<'_> {
     fn publish(
         &mut self,
         slot: usize,
-        product: &str,
+        mut request: PublishRequest,
         rows: usize,
         at_ms: u64,
     ) -> anyhow::Result<()> {
         let Some(node) = &self.slots[slot].running else {
             anyhow::bail!(
-                "publish {}/{product}: the node is down",
-                self.slots[slot].spec.domain
+                "publish {}/{}: the node is down",
+                self.slots[slot].spec.domain,
+                request.name
             );
         };
-        self.csv_counter += 1;
-        let csv = self
+        self.file_counter += 1;
+        let path = self
             .scratch
             .path()
-            .join(format!("publish-{}.csv", self.csv_counter));
-        cluster::write_csv(&csv, rows, self.csv_counter ^ self.seed)?;
+            .join(format!("publish-{}.arrow", self.file_counter));
+        let data_seed = self.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.file_counter;
+        request.from = path.display().to_string();
         let handle = node.handle.clone();
-        let request = PublishRequest {
-            name: product.to_owned(),
-            from: csv.display().to_string(),
-            ..PublishRequest::default()
-        };
-        let task = tokio::spawn(async move { handle.publish(request).await });
+        // The data is generated in the task, so a large data set does not hold up the
+        // timeline.
+        let task = tokio::spawn(async move {
+            let written =
+                tokio::task::spawn_blocking(move || dataset::write_arrow(&path, rows, data_seed))
+                    .await;
+            match written {
+                Ok(Ok(())) => handle.publish(request).await,
+                Ok(Err(e)) => Err(NodeError::Internal(format!("generating the data: {e:#}"))),
+                Err(e) => Err(NodeError::Internal(format!("generating the data: {e}"))),
+            }
+        });
         self.publishes.push(Publish {
             slot,
             at_ms,
+            data: (rows, data_seed),
             during_partition: self.emulator.any_partition(),
             task,
         });
         Ok(())
+    }
+
+    /// Starts a negotiation from `consumer` for `request.product`.
+    fn request_contract(
+        &mut self,
+        at_ms: u64,
+        consumer: &str,
+        request: ShareRequest,
+        decision: Decision,
+        decide_after: Duration,
+    ) -> anyhow::Result<()> {
+        let c = self.slot_of(consumer)?;
+        let (provider_domain, _) = split_product(&request.product).context("validated")?;
+        let p = self.slot_of(provider_domain)?;
+        let Some(node) = &self.slots[c].running else {
+            anyhow::bail!(
+                "contract_request {consumer} -> {}: the consumer is down",
+                request.product
+            );
+        };
+        let consumer_side = (node.handle.clone(), node.store.clone());
+        let provider_side = self.slots[p]
+            .running
+            .as_ref()
+            .map(|n| (n.handle.clone(), n.store.clone()));
+        let (done, concluded) = watch::channel(false);
+        self.concluded
+            .insert((c, request.product.clone()), concluded);
+        let product = request.product.clone();
+        let task = tokio::spawn(async move {
+            let outcome = negotiate(
+                consumer_side,
+                provider_side,
+                request,
+                decision,
+                decide_after,
+            )
+            .await;
+            let _ = done.send(true);
+            outcome
+        });
+        self.negotiations.push(Negotiation {
+            at_ms,
+            consumer: c,
+            provider: p,
+            product,
+            task,
+        });
+        Ok(())
+    }
+
+    /// Starts a fetch of `product` by `consumer` over its data plane.
+    fn fetch(&mut self, at_ms: u64, consumer: &str, product: String) -> anyhow::Result<()> {
+        let c = self.slot_of(consumer)?;
+        let (provider_domain, _) = split_product(&product).context("validated")?;
+        let p = self.slot_of(provider_domain)?;
+        let plane = self.slots[c]
+            .running
+            .as_ref()
+            .and_then(|n| n.data_plane.clone())
+            .with_context(|| format!("fetch {consumer} <- {product}: the consumer is down"))?;
+        let wait = self.concluded.get(&(c, product.clone())).cloned();
+        self.file_counter += 1;
+        let dir = self.scratch.path().join("fetched").join(consumer);
+        std::fs::create_dir_all(&dir)?;
+        let out = dir.join(format!(
+            "{}-{}.arrow",
+            self.file_counter,
+            product.replace('/', "-")
+        ));
+        let spec = product.clone();
+        let task = tokio::spawn(fetch_once(plane, spec, out, wait));
+        self.transfers.push(Transfer {
+            at_ms,
+            consumer: c,
+            provider: p,
+            product,
+            task,
+        });
+        Ok(())
+    }
+
+    fn cloud_name(&self, slot: usize) -> String {
+        self.topology.clouds[self.slots[slot].cloud].name.clone()
+    }
+
+    fn contracts_report(
+        &self,
+        contracts: &[(u64, usize, usize, String, ContractOutcome)],
+    ) -> ContractsReport {
+        let mut report = ContractsReport {
+            requested: contracts.len(),
+            ..ContractsReport::default()
+        };
+        let ms = |d: Duration| round1(d.as_secs_f64() * 1000.0);
+        let mut negotiation = Vec::new();
+        let mut agreed = Vec::new();
+        for (at_ms, consumer, provider, product, o) in contracts {
+            match o.state {
+                Some(ContractState::Agreed) if o.verified => report.agreed += 1,
+                Some(ContractState::Rejected) => report.rejected += 1,
+                _ => report.failed += 1,
+            }
+            negotiation.extend(o.negotiation.map(ms));
+            agreed.extend(o.agreed.map(ms));
+            report.requests.push(ContractReport {
+                at_ms: *at_ms,
+                consumer: self.slots[*consumer].spec.domain.clone(),
+                product: product.clone(),
+                consumer_cloud: self.cloud_name(*consumer),
+                provider_cloud: self.cloud_name(*provider),
+                id: o.id.clone(),
+                answer: o.answer.map(|s| s.as_str().to_owned()),
+                state: o
+                    .state
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_else(|| "failed".to_owned()),
+                negotiation_ms: o.negotiation.map(ms),
+                agreed_ms: o.agreed.map(ms),
+                signatures_verified: o.verified,
+                granted_columns: o.granted.clone(),
+                filter: o.filter.clone(),
+                error: o.error.clone(),
+            });
+        }
+        report.negotiation_ms = Percentiles::of(&negotiation).map(rounded);
+        report.agreed_ms = Percentiles::of(&agreed).map(rounded);
+        report
+    }
+
+    fn transfers_report(
+        &self,
+        transfers: &[(u64, usize, usize, String, TransferOutcome)],
+        contracts: &[(u64, usize, usize, String, ContractOutcome)],
+        published: &[Published],
+    ) -> TransfersReport {
+        let mut report = TransfersReport::default();
+        let mut links: BTreeMap<(String, String), LinkThroughput> = BTreeMap::new();
+        let matrix = self.topology.link_matrix();
+        for (at_ms, consumer, provider, product, o) in transfers {
+            let (from, to) = (self.slots[*provider].cloud, self.slots[*consumer].cloud);
+            let mut entry = TransferReport {
+                at_ms: *at_ms,
+                consumer: self.slots[*consumer].spec.domain.clone(),
+                product: product.clone(),
+                version: None,
+                from_cloud: self.cloud_name(*provider),
+                to_cloud: self.cloud_name(*consumer),
+                link_latency_ms: round1(matrix[from][to].latency.as_secs_f64() * 1000.0),
+                rows: 0,
+                expected_rows: None,
+                columns: Vec::new(),
+                bytes: 0,
+                file_bytes: 0,
+                seconds: 0.0,
+                mib_s: 0.0,
+                waited_ms: round1(o.waited.as_secs_f64() * 1000.0),
+                verified: false,
+                error: None,
+            };
+            match &o.result {
+                Ok((id, outcome, check)) => {
+                    report.completed += 1;
+                    let key = id.storage_key();
+                    // The agreement fetched under says which rows and columns to expect.
+                    let terms = contracts
+                        .iter()
+                        .map(|c| &c.4)
+                        .find(|c| c.id.as_deref() == Some(outcome.agreement.as_str()));
+                    let data = published
+                        .iter()
+                        .find(|p| p.key == key && p.version == outcome.version)
+                        .map(|p| p.data);
+                    entry.expected_rows = match (data, terms) {
+                        (Some((rows, seed)), Some(terms)) => {
+                            let filter = terms.filter.as_deref().map(Filter::parse);
+                            match filter.transpose() {
+                                Ok(f) => dataset::count_matching(rows, seed, f.as_ref()).ok(),
+                                Err(_) => None,
+                            }
+                        }
+                        _ => None,
+                    };
+                    let expected_columns = terms.and_then(|t| t.granted.clone());
+                    entry.version = Some(outcome.version);
+                    entry.rows = outcome.rows;
+                    entry.columns = check.columns.clone();
+                    entry.bytes = outcome.bytes;
+                    entry.file_bytes = outcome.file_bytes;
+                    entry.seconds = (outcome.seconds * 1000.0).round() / 1000.0;
+                    entry.mib_s = (outcome.mib_s * 100.0).round() / 100.0;
+                    entry.verified = check.rows == outcome.rows
+                        && entry.expected_rows == Some(outcome.rows)
+                        && expected_columns.as_ref() == Some(&check.columns);
+                    let link = links
+                        .entry((entry.from_cloud.clone(), entry.to_cloud.clone()))
+                        .or_insert_with(|| LinkThroughput {
+                            from_cloud: entry.from_cloud.clone(),
+                            to_cloud: entry.to_cloud.clone(),
+                            fetches: 0,
+                            rows: 0,
+                            bytes: 0,
+                            seconds: 0.0,
+                            mib_s: 0.0,
+                        });
+                    link.fetches += 1;
+                    link.rows += outcome.rows;
+                    link.bytes += outcome.bytes;
+                    link.seconds += outcome.seconds;
+                }
+                Err(e) => {
+                    report.failed += 1;
+                    entry.error = Some(e.clone());
+                }
+            }
+            report.fetches.push(entry);
+        }
+        report.links = links
+            .into_values()
+            .map(|mut l| {
+                if l.seconds > 0.0 {
+                    l.mib_s =
+                        ((l.bytes as f64 / (1 << 20) as f64 / l.seconds) * 100.0).round() / 100.0;
+                }
+                l.seconds = (l.seconds * 1000.0).round() / 1000.0;
+                l
+            })
+            .collect();
+        for s in &self.slots {
+            if let Some(emu) = s.data_emu {
+                report.wire_bytes += self.emulator.node_bytes(emu).0;
+            }
+        }
+        report
     }
 
     async fn inject_forgery(
@@ -633,8 +1055,12 @@ impl Runner<'_> {
         let mut forged_held: HashMap<(String, String), usize> = HashMap::new();
         let mut bytes = 0.0;
         let mut messages = 0.0;
+        let mut peers = Vec::new();
         for &i in &live {
             let node = self.slots[i].running.as_ref().expect("live");
+            if let Ok(status) = node.handle.status().await {
+                peers.push(status.peers as f64);
+            }
             let catalog = node.handle.catalog().await.unwrap_or_default();
             for p in &catalog {
                 if p.version == FORGED_VERSION || p.title == FORGED_TITLE {
@@ -744,6 +1170,11 @@ impl Runner<'_> {
             });
         }
         let rejected = tracker.rejected.clone();
+        let updates_via = tracker
+            .updates_via
+            .iter()
+            .map(|(k, n)| ((*k).to_owned(), *n))
+            .collect();
         drop(tracker);
         let forgeries = self
             .forgeries
@@ -782,8 +1213,14 @@ impl Runner<'_> {
             bytes_per_node: (bytes / n).round(),
             gossip_messages_per_node: round1(messages / n),
             wire_bytes_per_node: (wire as f64 / self.slots.len().max(1) as f64).round(),
+            updates_via,
+            peers_per_node: Percentiles::of(&peers),
             rejected: rejected_all,
             forgeries,
+            runtime_lag_ms: None,
+            actor_lag_ms: None,
+            contracts: ContractsReport::default(),
+            transfers: TransfersReport::default(),
             skipped: self.skipped.clone(),
             converged: same && complete && !live.is_empty(),
             catalog_size: catalogs.first().map(|c| c.len()).unwrap_or(0),
@@ -805,6 +1242,195 @@ impl Runner<'_> {
         futures::future::join_all(nodes.into_iter().map(|n| n.stop())).await;
         self.emulator.shutdown();
     }
+}
+
+/// How often [`Probe`] samples.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Measures, while the timeline runs, how late the runtime fires a timer (CPU saturation of
+/// the whole process) and how long node actors take to answer `status` (queueing in front
+/// of one actor), round-robin over the nodes up at t = 0.
+#[derive(Debug)]
+struct Probe {
+    /// Turns true to stop.
+    stop: watch::Sender<bool>,
+    /// Timer lags and `status` round trips, ms.
+    task: JoinHandle<(Vec<f64>, Vec<f64>)>,
+}
+
+impl Probe {
+    fn start(nodes: Vec<NodeHandle>) -> Self {
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let (mut timer, mut actor) = (Vec::new(), Vec::new());
+            for i in 0.. {
+                let asleep = Instant::now();
+                tokio::select! {
+                    _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+                    _ = stopped.changed() => break,
+                }
+                let late = asleep.elapsed().saturating_sub(PROBE_INTERVAL);
+                timer.push(late.as_secs_f64() * 1000.0);
+                if nodes.is_empty() {
+                    continue;
+                }
+                let asked = Instant::now();
+                if nodes[i % nodes.len()].status().await.is_ok() {
+                    actor.push(asked.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            (timer, actor)
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(self) -> (Vec<f64>, Vec<f64>) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One `contract_request`: the consumer's `share request` over `/meshnode/contract/1`, the
+/// provider operator's decision when the request is pending, then the consumer's store is
+/// watched until the contract is final, and both parties' copies are compared and verified.
+async fn negotiate(
+    consumer: (NodeHandle, Store),
+    provider: Option<(NodeHandle, Store)>,
+    request: ShareRequest,
+    decision: Decision,
+    decide_after: Duration,
+) -> ContractOutcome {
+    let mut out = ContractOutcome::default();
+    let start = Instant::now();
+    let view = match consumer.0.share_request(request).await {
+        Ok(view) => view,
+        Err(e) => {
+            out.error = Some(e.to_string());
+            return out;
+        }
+    };
+    out.negotiation = Some(start.elapsed());
+    out.answer = Some(view.state);
+    out.id = Some(view.id.clone());
+    out.granted = view.granted_columns.clone();
+    out.filter = view.filter.clone();
+    let Ok(id) = view.id.parse::<AgreementId>() else {
+        out.error = Some(format!("the node returned agreement id `{}`", view.id));
+        return out;
+    };
+    match view.state {
+        ContractState::Agreed => out.agreed = out.negotiation,
+        ContractState::Pending => {
+            tokio::time::sleep(decide_after).await;
+            let decided = match (&provider, decision) {
+                (None, _) => Err(NodeError::ActorClosed),
+                (Some((p, _)), Decision::Accept) => p.share_accept(view.id.clone()).await,
+                (Some((p, _)), Decision::Reject) => {
+                    p.share_reject(view.id.clone(), REJECT_REASON.to_owned())
+                        .await
+                }
+            };
+            if let Err(e) = decided {
+                out.error = Some(format!("the provider's operator could not decide: {e}"));
+            }
+        }
+        _ => {}
+    }
+    // The consumer learns a decision by polling the provider; wait until it has.
+    let deadline = start + CONTRACT_WAIT;
+    loop {
+        let record = consumer.1.agreement(&id).ok().flatten();
+        out.state = record.map(|r| r.state_at(unix_ms()));
+        match out.state {
+            Some(ContractState::Agreed) => {
+                out.agreed.get_or_insert_with(|| start.elapsed());
+                break;
+            }
+            Some(s) if s.is_final() => break,
+            _ if Instant::now() >= deadline => break,
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    if out.state == Some(ContractState::Agreed) {
+        let held = |store: &Store| {
+            store
+                .agreement(&id)
+                .ok()
+                .flatten()
+                .and_then(|r| r.agreement)
+        };
+        let consumer_copy = held(&consumer.1);
+        let provider_copy = provider.as_ref().and_then(|(_, store)| held(store));
+        out.verified = match (consumer_copy, provider_copy) {
+            (Some(a), Some(b)) => a == b && a.verify().is_ok_and(|terms| terms.id() == id),
+            _ => false,
+        };
+        if !out.verified && out.error.is_none() {
+            out.error = Some("the parties do not hold the same verified agreement".into());
+        }
+    }
+    out
+}
+
+/// One `fetch`: waits for the consumer's negotiation of the product (if the timeline has
+/// one), fetches the latest version over the data plane and reads the file back.
+async fn fetch_once(
+    plane: DataPlane,
+    product: String,
+    out: PathBuf,
+    wait: Option<watch::Receiver<bool>>,
+) -> TransferOutcome {
+    let start = Instant::now();
+    if let Some(mut concluded) = wait {
+        let _ = tokio::time::timeout(CONTRACT_WAIT, concluded.wait_for(|done| *done)).await;
+    }
+    let waited = start.elapsed();
+    let result = async {
+        let descriptor = plane.resolve_product(&product).map_err(|e| e.to_string())?;
+        let id = descriptor.id();
+        let outcome = plane
+            .fetch(FetchOptions {
+                product: id.clone(),
+                out: out.clone(),
+                agreement: None,
+                version: None,
+                compression: Compression::None,
+                provider_addr: None,
+            })
+            .await
+            .map_err(|e| format!("{e} ({})", e.code()))?;
+        let check = tokio::task::spawn_blocking(move || read_back(&out))
+            .await
+            .map_err(|e| e.to_string())??;
+        Ok((id, outcome, check))
+    }
+    .await;
+    TransferOutcome { waited, result }
+}
+
+/// Rows and columns of a fetched Arrow IPC file.
+fn read_back(path: &std::path::Path) -> Result<FileCheck, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let reader = arrow::ipc::reader::FileReader::try_new(file, None).map_err(|e| e.to_string())?;
+    let columns = reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut rows = 0;
+    for batch in reader {
+        rows += batch.map_err(|e| e.to_string())?.num_rows() as u64;
+    }
+    Ok(FileCheck { rows, columns })
 }
 
 fn rounded(p: Percentiles) -> Percentiles {

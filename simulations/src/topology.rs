@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use mesh_protocol::descriptor::Approval;
 use serde::Deserialize;
 
 use crate::emulator::LinkParams;
@@ -50,6 +51,8 @@ pub struct Settings {
     pub heartbeat_ms: u64,
     /// Longest delay between bootstrap redials, ms.
     pub redial_max_ms: u64,
+    /// How long a connection no protocol needs stays open, ms (production default: 120000).
+    pub idle_timeout_ms: u64,
     /// Time between "every node has a peer" and the timeline's t = 0, ms.
     pub warmup_ms: u64,
     /// Longest wait for convergence after the last event, ms.
@@ -65,6 +68,7 @@ impl Default for Settings {
             sync_interval_secs: 1,
             heartbeat_ms: 500,
             redial_max_ms: 2_000,
+            idle_timeout_ms: 120_000,
             warmup_ms: 3_000,
             settle_ms: 30_000,
             formation_timeout_ms: 120_000,
@@ -159,15 +163,26 @@ pub struct Event {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
-    /// A domain publishes a new version of a product from a generated CSV of `rows` rows.
+    /// A domain publishes a new version of a product from a generated Arrow file of `rows`
+    /// rows (see [`crate::dataset`]).
     Publish {
         /// Publishing domain.
         domain: String,
         /// Product name.
         product: String,
-        /// Rows of the generated CSV.
+        /// Rows of the generated data.
         #[serde(default = "default_rows")]
         rows: usize,
+        /// How the provider answers contract requests (default: the previous version's
+        /// policy, `auto` for a new product).
+        #[serde(default)]
+        approval: Option<Approval>,
+        /// Allowed purposes (empty: the previous version's, or any).
+        #[serde(default)]
+        purposes: Vec<String>,
+        /// Restricted columns, never granted (empty: the previous version's, or none).
+        #[serde(default)]
+        restricted: Vec<String>,
     },
     /// `count` publishes from random live domains, `every_ms` apart, products `bench-<i>`.
     PublishRandom {
@@ -175,21 +190,40 @@ pub enum Action {
         count: usize,
         /// Spacing, ms.
         every_ms: u64,
-        /// Rows of each generated CSV.
+        /// Rows of each generated data set.
         #[serde(default = "default_rows")]
         rows: usize,
     },
-    /// A consumer asks a provider for a contract (not supported yet on this branch: skipped).
+    /// A consumer asks the provider of `product` for a contract over `/meshnode/contract/1`
+    /// (what `meshnode share request` does). When the provider's policy is `manual`, its
+    /// operator gives `decision` `decide_after_ms` after the request is pending.
     ContractRequest {
         /// Consumer domain.
         consumer: String,
         /// `domain/product`.
         product: String,
         /// Stated purpose.
-        #[serde(default)]
+        #[serde(default = "default_purpose")]
         purpose: String,
+        /// Columns asked for (default: all).
+        #[serde(default)]
+        columns: Option<Vec<String>>,
+        /// Row filter, e.g. `region = 'EU' AND amount_eur > 100`.
+        #[serde(default)]
+        filter: Option<String>,
+        /// Validity in days (default: the node's).
+        #[serde(default)]
+        days: Option<u32>,
+        /// The provider operator's answer to a pending request.
+        #[serde(default)]
+        decision: Decision,
+        /// Delay of that answer after the request became pending, ms.
+        #[serde(default)]
+        decide_after_ms: u64,
     },
-    /// A consumer fetches product data (not supported yet on this branch: skipped).
+    /// A consumer fetches the latest version of `product` over the data plane under its
+    /// agreement (what `meshnode fetch` does). Waits for an earlier `contract_request` of the
+    /// same consumer and product to conclude first.
     Fetch {
         /// Consumer domain.
         consumer: String,
@@ -243,6 +277,27 @@ pub enum Action {
 
 fn default_rows() -> usize {
     100
+}
+
+fn default_purpose() -> String {
+    "analytics".to_owned()
+}
+
+/// A provider operator's answer to a pending contract request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// `meshnode share accept`.
+    #[default]
+    Accept,
+    /// `meshnode share reject`.
+    Reject,
+}
+
+/// Splits `domain/product` into its parts.
+pub fn split_product(spec: &str) -> Option<(&str, &str)> {
+    let (domain, product) = spec.split_once('/')?;
+    (!domain.is_empty() && !product.is_empty()).then_some((domain, product))
 }
 
 /// Errors in a topology file.
@@ -305,6 +360,25 @@ impl Topology {
             .collect()
     }
 
+    /// Domains that take part in a contract or a fetch (consumers and providers): the nodes
+    /// that run a data plane.
+    pub fn data_plane_domains(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for e in &self.events {
+            if let Action::ContractRequest {
+                consumer, product, ..
+            }
+            | Action::Fetch { consumer, product } = &e.action
+            {
+                out.insert(consumer.clone());
+                if let Some((provider, _)) = split_product(product) {
+                    out.insert(provider.to_owned());
+                }
+            }
+        }
+        out
+    }
+
     fn validate(&self) -> Result<(), TopologyError> {
         let bad = |m: String| Err(TopologyError::Invalid(m));
         if self.clouds.is_empty() {
@@ -364,6 +438,16 @@ impl Topology {
                 )))
             }
         };
+        let product_spec = |spec: &str| -> Result<(), TopologyError> {
+            let Some((d, p)) = split_product(spec) else {
+                return Err(TopologyError::Invalid(format!(
+                    "product `{spec}` must be written `domain/product`"
+                )));
+            };
+            domain(d)?;
+            mesh_protocol::descriptor::validate_name("product", p)
+                .map_err(|_| TopologyError::Invalid(format!("product `{p}` must be of [a-z0-9-]")))
+        };
         for e in &self.events {
             match &e.action {
                 Action::Publish {
@@ -390,8 +474,23 @@ impl Topology {
                     _ => return bad("`heal` takes both `a` and `b`, or neither".into()),
                 },
                 Action::Kill { domain: d } | Action::Restart { domain: d } => domain(d)?,
-                Action::ContractRequest { consumer, .. } | Action::Fetch { consumer, .. } => {
-                    domain(consumer)?
+                Action::ContractRequest {
+                    consumer,
+                    product,
+                    filter,
+                    ..
+                } => {
+                    domain(consumer)?;
+                    product_spec(product)?;
+                    if let Some(f) = filter
+                        && let Err(e) = mesh_protocol::Filter::parse(f)
+                    {
+                        return bad(format!("filter `{f}`: {e}"));
+                    }
+                }
+                Action::Fetch { consumer, product } => {
+                    domain(consumer)?;
+                    product_spec(product)?;
                 }
                 Action::InjectForgery {
                     victim,
@@ -457,6 +556,14 @@ at_ms = 30
 kind = "fetch"
 consumer = "customer"
 product = "product/catalog"
+
+[[events]]
+at_ms = 40
+kind = "contract_request"
+consumer = "gcp-asia-0"
+product = "product/catalog"
+filter = "region = 'EU'"
+decision = "reject"
 "#;
 
     #[test]
@@ -468,8 +575,32 @@ product = "product/catalog"
         assert_eq!(m[0][1].latency, Duration::from_millis(80));
         assert_eq!(m[1][1].latency, Duration::from_millis(2));
         assert_eq!(m[0][0].latency, Duration::from_millis(1));
-        assert_eq!(t.events.len(), 4);
+        assert_eq!(t.events.len(), 5);
         assert!(matches!(t.events[3].action, Action::Fetch { .. }));
+        assert!(matches!(
+            &t.events[4].action,
+            Action::ContractRequest {
+                decision: Decision::Reject,
+                purpose,
+                ..
+            } if purpose == "analytics"
+        ));
+        let involved: Vec<String> = t.data_plane_domains().into_iter().collect();
+        assert_eq!(involved, ["customer", "gcp-asia-0", "product"]);
+    }
+
+    #[test]
+    fn shipped_topologies_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/topologies");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Topology::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 6, "{n} topologies in {}", dir.display());
     }
 
     #[test]
@@ -483,6 +614,18 @@ product = "product/catalog"
         let bad = SMALL.replace(
             "domain = \"product\"\nproduct",
             "domain = \"nobody\"\nproduct",
+        );
+        let err = Topology::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("nobody"), "{err}");
+        let bad = SMALL.replace("region = 'EU'", "region ~ 'EU'");
+        let err = Topology::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("filter"), "{err}");
+        let bad = SMALL.replace("product = \"product/catalog\"", "product = \"catalog\"");
+        let err = Topology::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("domain/product"), "{err}");
+        let bad = SMALL.replace(
+            "product = \"product/catalog\"",
+            "product = \"nobody/catalog\"",
         );
         let err = Topology::parse(&bad).unwrap_err().to_string();
         assert!(err.contains("nobody"), "{err}");

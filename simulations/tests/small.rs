@@ -1,5 +1,8 @@
-//! A small scenario in the test suite: ten nodes in two clouds, a partition that heals, and
-//! a forged descriptor. Asserts convergence, the heal and that no node took the forgery.
+//! A small scenario in the test suite: ten nodes in two clouds, a partition that heals, a
+//! forged descriptor, contracts (auto, manual with a scripted accept, and one the policy
+//! rejects) and fetches across the clouds. Asserts convergence, the heal, that no node took
+//! the forgery, co-signed agreements on both sides, and fetched rows equal to the rows the
+//! filter lets through.
 
 use mesh_simulations::runner::{self, RunOptions};
 use mesh_simulations::topology::Topology;
@@ -30,6 +33,22 @@ at_ms = 0
 kind = "publish"
 domain = "aws-eu-0"
 product = "before"
+
+[[events]]
+at_ms = 200
+kind = "publish"
+domain = "aws-eu-1"
+product = "orders"
+rows = 3000
+restricted = ["email"]
+
+[[events]]
+at_ms = 300
+kind = "publish"
+domain = "gcp-asia-2"
+product = "segments"
+rows = 500
+approval = "manual"
 
 [[events]]
 at_ms = 500
@@ -65,21 +84,59 @@ at_ms = 7500
 kind = "publish"
 domain = "gcp-asia-4"
 product = "after"
+
+[[events]]
+at_ms = 8000
+kind = "contract_request"
+consumer = "gcp-asia-0"
+product = "aws-eu-1/orders"
+purpose = "recommendations"
+columns = ["order_id", "region", "amount_eur", "day"]
+filter = "region = 'EU' AND amount_eur > 100.5"
+
+[[events]]
+at_ms = 8000
+kind = "contract_request"
+consumer = "aws-eu-3"
+product = "gcp-asia-2/segments"
+filter = "express = true AND day >= '2026-02-01'"
+decision = "accept"
+decide_after_ms = 300
+
+[[events]]
+at_ms = 8100
+kind = "contract_request"
+consumer = "gcp-asia-4"
+product = "aws-eu-1/orders"
+columns = ["order_id", "email"]
+
+[[events]]
+at_ms = 8200
+kind = "fetch"
+consumer = "gcp-asia-0"
+product = "aws-eu-1/orders"
+
+[[events]]
+at_ms = 8200
+kind = "fetch"
+consumer = "aws-eu-3"
+product = "gcp-asia-2/segments"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_nodes_partition_heal_and_forgery() {
+async fn ten_nodes_partition_heal_forgery_contracts_and_fetches() {
     let topology = Topology::parse(SMALL).expect("valid topology");
     let report = runner::run(&topology, &RunOptions::default())
         .await
         .expect("the run completes");
     let summary = report.summary();
+    println!("{summary}");
     assert_eq!(report.nodes, 10, "{summary}");
     assert!(
         report.converged,
         "every node ends with the same catalog:\n{summary}"
     );
-    assert_eq!(report.catalog_size, 4, "{summary}");
+    assert_eq!(report.catalog_size, 6, "{summary}");
 
     // The products published on each side during the partition did not cross it before the
     // heal, and did after.
@@ -98,4 +155,68 @@ async fn ten_nodes_partition_heal_and_forgery() {
     assert_eq!(report.forgeries[0].accepted_by, 0, "{summary}");
     assert!(report.rejected["not_owner"] >= 1, "{summary}");
     assert!(report.emulator.dropped_partition > 0, "{summary}");
+
+    // Contracts: one auto-approved, one manual accepted by the provider's operator, one the
+    // policy rejects (it asks for a restricted column).
+    let contracts = &report.contracts;
+    assert_eq!(
+        (contracts.requested, contracts.agreed, contracts.rejected),
+        (3, 2, 1),
+        "{summary}"
+    );
+    let answers: Vec<(&str, &str)> = contracts
+        .requests
+        .iter()
+        .map(|r| (r.answer.as_deref().unwrap_or("none"), r.state.as_str()))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            ("agreed", "agreed"),
+            ("pending", "agreed"),
+            ("rejected", "rejected")
+        ],
+        "{summary}"
+    );
+    for r in contracts.requests.iter().filter(|r| r.state == "agreed") {
+        assert!(r.signatures_verified, "{summary}");
+        assert!(
+            r.negotiation_ms.is_some() && r.agreed_ms.is_some(),
+            "{summary}"
+        );
+    }
+    let negotiation = contracts.negotiation_ms.expect("answered requests");
+    assert_eq!(negotiation.samples, 3, "{summary}");
+    assert!(negotiation.max < 10_000.0, "{summary}");
+
+    // Fetches across the clouds, through the emulated links: exactly the filtered rows and
+    // the granted columns.
+    let transfers = &report.transfers;
+    assert_eq!((transfers.completed, transfers.failed), (2, 0), "{summary}");
+    for (t, total) in transfers.fetches.iter().zip([3000, 500]) {
+        assert!(t.verified, "{summary}");
+        let expected = t.expected_rows.expect("known data");
+        assert_eq!(t.rows, expected, "{summary}");
+        assert!(
+            expected > 0 && expected < total,
+            "the filter selects: {summary}"
+        );
+        assert_ne!(t.from_cloud, t.to_cloud, "{summary}");
+        assert!(t.bytes > 0 && t.mib_s > 0.0, "{summary}");
+    }
+    assert_eq!(
+        transfers.fetches[0].columns,
+        ["order_id", "region", "amount_eur", "day"],
+        "{summary}"
+    );
+    assert_eq!(
+        transfers.fetches[1].columns.len(),
+        mesh_simulations::dataset::schema().fields().len(),
+        "{summary}"
+    );
+    assert_eq!(transfers.links.len(), 2, "{summary}");
+    assert!(
+        transfers.wire_bytes > transfers.fetches[0].bytes,
+        "{summary}"
+    );
 }

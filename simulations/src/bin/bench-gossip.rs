@@ -121,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
             bootstrap,
             sync_interval_secs: 10,
             tuning: tuning.clone(),
+            data_announce: None,
         };
         // A port found free can be taken by another process before the node binds it:
         // try another one.
