@@ -485,7 +485,6 @@ impl Runner<'_> {
                 announce_addrs: vec![relay_ma.clone()],
                 redial_max: Duration::from_millis(settings.redial_max_ms),
                 idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
-                ..NetTuning::default()
             },
             data_announce,
         };
@@ -636,6 +635,7 @@ impl Runner<'_> {
                         columns,
                         filter,
                         days,
+                        valid_for_secs: None,
                     };
                     self.request_contract(
                         at_ms,
