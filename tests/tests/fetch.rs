@@ -358,7 +358,7 @@ fn refused_fetches_say_why_and_leave_nothing_behind() {
     let brief = agree(
         &churn,
         "sales/orders",
-        &["--columns", "order_id", "--valid-for", "8s"],
+        &["--columns", "order_id", "--valid-for", "12s"],
     );
     let expires = share_show(&churn, &brief)["expires_at_ms"]
         .as_u64()

@@ -506,7 +506,6 @@ async fn transfer(
             }
         });
         let mut last_checkpoint = builder.offset();
-
         let mut error = None;
         while let Some(frame) = rx.blocking_recv() {
             if let Err(e) = builder.append(&frame) {
