@@ -33,6 +33,10 @@ pub struct NodeConfig {
     /// Most concurrent transfers served to one peer.
     #[serde(default = "default_transfers_per_peer")]
     pub max_transfers_per_peer: u32,
+    /// Most established control-plane connections (inbound and outbound together). Beyond
+    /// it new connections are refused; Kademlia queries and gossip work with what is open.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
     /// Defaults applied to `meshnode publish` when flags do not say otherwise.
     #[serde(default)]
     pub defaults: PublishDefaults,
@@ -78,6 +82,9 @@ fn default_sync_interval() -> u64 {
 }
 fn default_transfers_per_peer() -> u32 {
     4
+}
+fn default_max_connections() -> u32 {
+    128
 }
 fn default_max_days() -> u32 {
     365
@@ -132,6 +139,7 @@ impl NodeConfig {
             data_listen: default_data_listen(),
             sync_interval_secs: default_sync_interval(),
             max_transfers_per_peer: default_transfers_per_peer(),
+            max_connections: default_max_connections(),
             defaults: PublishDefaults::default(),
         }
     }
@@ -177,6 +185,12 @@ impl NodeConfig {
             return Err(ConfigError::Invalid {
                 key: "sync_interval_secs",
                 message: "must be at least 1".into(),
+            });
+        }
+        if self.max_connections < 8 {
+            return Err(ConfigError::Invalid {
+                key: "max_connections",
+                message: "must be at least 8: gossip alone keeps up to a dozen peers".into(),
             });
         }
         if self.max_transfers_per_peer == 0 {

@@ -279,6 +279,7 @@ impl Node {
             .and_then(|(_, envelope)| envelope.decode_trusted().ok())
             .map(|record| record.addrs.iter().filter_map(|a| a.parse().ok()).collect())
             .unwrap_or_default();
+        self.mark_used(peer);
         Some(
             self.swarm
                 .behaviour_mut()

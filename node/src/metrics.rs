@@ -36,6 +36,10 @@ pub(crate) struct Metrics {
     pub(crate) sync_rounds: Counter,
     /// Catalog entries learnt through sync rather than gossip.
     pub(crate) sync_entries: Counter,
+    /// Control-plane connections established (either direction).
+    pub(crate) connections_opened: Counter,
+    /// Unused connections this node closed (see `Node::trim_connections`).
+    pub(crate) connections_trimmed: Counter,
 }
 
 impl Metrics {
@@ -51,6 +55,8 @@ impl Metrics {
             rejected: Family::default(),
             sync_rounds: Counter::default(),
             sync_entries: Counter::default(),
+            connections_opened: Counter::default(),
+            connections_trimmed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("peers", "Connected peers", metrics.peers.clone());
@@ -93,6 +99,16 @@ impl Metrics {
             "sync_entries",
             "Catalog entries learnt through anti-entropy",
             metrics.sync_entries.clone(),
+        );
+        registry.register(
+            "connections_opened",
+            "Control-plane connections established, inbound and outbound",
+            metrics.connections_opened.clone(),
+        );
+        registry.register(
+            "connections_trimmed",
+            "Connections closed because neither gossip nor requests used them",
+            metrics.connections_trimmed.clone(),
         );
         Self {
             registry,

@@ -9,7 +9,8 @@ use std::time::Duration;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    Multiaddr, StreamProtocol, Swarm, gossipsub, identify, identity, kad, ping, request_response,
+    Multiaddr, StreamProtocol, Swarm, connection_limits, gossipsub, identify, identity, kad, ping,
+    request_response,
 };
 use mesh_protocol::Identity;
 use mesh_protocol::wire::{self, MAX_GOSSIP_MESSAGE};
@@ -26,6 +27,8 @@ const IDENTIFY_PROTOCOL: &str = "/meshnode/1.0.0";
 const MAX_STREAMS_PER_PEER: usize = 16;
 /// How often Kademlia refreshes its routing table.
 const KAD_REFRESH: Duration = Duration::from_secs(300);
+/// Most connections to one peer (a simultaneous dial from both ends makes two).
+const MAX_CONNECTIONS_PER_PEER: u32 = 2;
 /// How often each connection is pinged (round-trip times for `meshnode peers`).
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Largest contract message either way.
@@ -126,6 +129,8 @@ impl request_response::Codec for BytesCodec {
 /// Every protocol a meshnode speaks on its control plane.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// Refuses connections beyond the configured budget.
+    pub(crate) limits: connection_limits::Behaviour,
     /// Catalog gossip with application-level validation.
     pub(crate) gossipsub: gossipsub::Behaviour,
     /// Peer routing: finds peers nobody told us about.
@@ -146,7 +151,9 @@ pub(crate) struct Behaviour {
 pub struct NetTuning {
     /// gossipsub heartbeat.
     pub heartbeat: Duration,
-    /// How long an idle connection stays open.
+    /// How long a connection with nothing to do stays open. A connection that carries
+    /// gossip always has a stream open and never counts as idle; the node actor closes the
+    /// unused ones itself.
     pub idle_timeout: Duration,
     /// Addresses peers should dial to reach this node, announced (identify, Kademlia, the
     /// signed node record, `status`) *instead of* the listen addresses. Empty, the default:
@@ -188,10 +195,11 @@ pub fn gossipsub_config(
         .build()
 }
 
-/// Builds the swarm for `identity`.
+/// Builds the swarm for `identity`, with at most `max_connections` established connections.
 pub(crate) fn build_swarm(
     identity: &Identity,
     tuning: &NetTuning,
+    max_connections: u32,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let keypair = keypair(identity);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -236,7 +244,13 @@ pub(crate) fn build_swarm(
                 [(CONTRACT_PROTOCOL, request_response::ProtocolSupport::Full)],
                 rr_config,
             );
+            let limits = connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default()
+                    .with_max_established(Some(max_connections))
+                    .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER)),
+            );
             Ok(Behaviour {
+                limits,
                 gossipsub,
                 kad,
                 identify,

@@ -35,6 +35,18 @@ const EVENT_CAPACITY: usize = 1024;
 const TARGET_PEERS: usize = 8;
 /// First delay between redials of a bootstrap peer (the longest is `NetTuning::redial_max`).
 const REDIAL_MIN: Duration = Duration::from_millis(500);
+/// A connection that is neither in the gossip mesh, nor to a bootstrap peer, nor used by
+/// sync or contracts for this long is closed while the node has more than `TARGET_PEERS`
+/// peers. gossipsub keeps a stream open on every connection, so libp2p's idle timeout never
+/// closes one (rust-libp2p#5190): without this, each Kademlia lookup would leave its
+/// connections open for good and a few hundred nodes end up fully connected.
+const UNUSED_GRACE: Duration = Duration::from_secs(30);
+/// Most sync rounds in flight. Each new connection starts one; during a burst of
+/// connections (a Kademlia refresh) the others are left to the periodic round.
+const MAX_SYNCS_IN_FLIGHT: usize = 4;
+/// How often unused connections are looked for, and most closed each time.
+const TRIM_EVERY: Duration = Duration::from_secs(2);
+const TRIM_PER_ROUND: usize = 16;
 /// Descriptors learnt through anti-entropy that were published less than this long ago are
 /// gossiped on: after a partition heals or a peer reconnects, one sync round brings the news
 /// across and gossip spreads it on the other side, instead of one sync interval per hop.
@@ -205,6 +217,8 @@ struct PeerState {
     rtt: Option<Duration>,
     /// Open connections.
     connections: u32,
+    /// Last sync or contract message either way (or the first connection).
+    last_used: Instant,
 }
 
 /// A configured bootstrap address and its redial schedule.
@@ -276,6 +290,8 @@ pub(crate) struct Node {
     /// Peers found through Kademlia that we are dialing; counted against `TARGET_PEERS` so a
     /// burst of routing updates does not dial the whole mesh at once.
     dialing: HashSet<PeerId>,
+    /// Last look for unused connections.
+    last_trim: Instant,
     /// Contract messages in flight and poll schedules (see `contracts`).
     pub(crate) negotiations: crate::contracts::Negotiations,
 }
@@ -297,7 +313,7 @@ pub fn spawn(
     store: Store,
     options: NodeOptions,
 ) -> Result<(NodeHandle, tokio::task::JoinHandle<()>), NodeError> {
-    let mut swarm = net::build_swarm(&identity, &options.tuning)
+    let mut swarm = net::build_swarm(&identity, &options.tuning, config.max_connections)
         .map_err(|e| NodeError::Internal(format!("cannot build the libp2p swarm: {e}")))?;
     for addr in &config.listen {
         let addr: Multiaddr = addr
@@ -358,6 +374,7 @@ pub fn spawn(
         record_dirty: true,
         syncing: BTreeSet::new(),
         dialing: HashSet::new(),
+        last_trim: Instant::now(),
         negotiations: Default::default(),
     };
     let task = tokio::spawn(node.run());
@@ -756,13 +773,15 @@ impl Node {
     }
 
     fn accept_node_record(&mut self, envelope: &Signed<NodeRecord>) -> Result<bool, RejectReason> {
-        let current = self
-            .store
-            .node_record(&envelope.signer())
-            .ok()
-            .flatten()
-            .map(|(t, _)| t);
-        match merge_node_record(envelope, current) {
+        let current = self.store.node_record(&envelope.signer()).ok().flatten();
+        // Byte-identical to the stored record: verified when it was stored.
+        if current
+            .as_ref()
+            .is_some_and(|(_, stored)| stored == envelope)
+        {
+            return Ok(false);
+        }
+        match merge_node_record(envelope, current.map(|(t, _)| t)) {
             Ok(Some(record)) => {
                 if let Err(e) = self.store.put_node_record(&record, envelope) {
                     tracing::error!("cannot store node record: {e}");
@@ -809,18 +828,21 @@ impl Node {
         if !self.syncing.insert(peer) {
             return;
         }
+        self.mark_used(peer);
         let request = SyncRequest {
             products: self
                 .store
                 .catalog_digest()
                 .unwrap_or_default()
-                .into_iter()
+                .iter()
+                .map(|(id, version)| (id.clone(), *version))
                 .collect(),
             nodes: self
                 .store
                 .node_digest()
                 .unwrap_or_default()
-                .into_iter()
+                .iter()
+                .map(|(key, issued)| (*key, *issued))
                 .collect(),
         };
         self.swarm
@@ -927,7 +949,47 @@ impl Node {
                 tracing::debug!("dial {addr} failed: {e}");
             }
         }
+        self.trim_connections();
         self.contract_housekeeping();
+    }
+
+    /// Records that a peer's connection carried a sync or contract message.
+    pub(crate) fn mark_used(&mut self, peer: PeerId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_used = Instant::now();
+        }
+    }
+
+    /// Closes connections nobody uses while the node has more than `TARGET_PEERS` peers:
+    /// not in the gossip mesh, not a bootstrap peer, no sync or contract message for
+    /// `UNUSED_GRACE`, no request in flight. Kademlia opens such connections by the dozen.
+    fn trim_connections(&mut self) {
+        let excess = self.peers.len().saturating_sub(TARGET_PEERS);
+        if excess == 0 || self.last_trim.elapsed() < TRIM_EVERY {
+            return;
+        }
+        self.last_trim = Instant::now();
+        let gossip = &self.swarm.behaviour().gossipsub;
+        let mesh: HashSet<PeerId> = gossip.mesh_peers(&self.topic.hash()).copied().collect();
+        let now = Instant::now();
+        let unused: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(peer, state)| {
+                now.duration_since(state.last_used) >= UNUSED_GRACE
+                    && !mesh.contains(peer)
+                    && !self.syncing.contains(peer)
+                    && !self.bootstrap.iter().any(|b| b.peer == Some(**peer))
+            })
+            .map(|(peer, _)| *peer)
+            .take(excess.min(TRIM_PER_ROUND))
+            .collect();
+        for peer in unused {
+            tracing::debug!(%peer, "closing an unused connection");
+            if self.swarm.disconnect_peer_id(peer).is_ok() {
+                self.metrics.connections_trimmed.inc();
+            }
+        }
     }
 
     // ---------------------------------------------------------------- swarm events
@@ -953,6 +1015,7 @@ impl Node {
                 ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
+                self.metrics.connections_opened.inc();
                 self.dialing.remove(&peer_id);
                 for b in &mut self.bootstrap {
                     if b.peer.is_none() && b.addr == addr {
@@ -973,13 +1036,14 @@ impl Node {
                     addrs: BTreeSet::new(),
                     rtt: None,
                     connections: 0,
+                    last_used: Instant::now(),
                 });
                 state.connections += 1;
                 if endpoint.is_dialer() {
                     state.addrs.insert(addr);
                 }
                 self.metrics.peers.set(self.peers.len() as i64);
-                if num_established.get() == 1 {
+                if num_established.get() == 1 && self.syncing.len() < MAX_SYNCS_IN_FLIGHT {
                     self.sync_with(peer_id);
                 }
             }
@@ -1036,9 +1100,6 @@ impl Node {
                     p.addrs
                         .extend(info.listen_addrs.into_iter().filter(is_dialable));
                 }
-                if self.peers.len() <= 2 {
-                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
-                }
             }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })
                 if self.peers.len() + self.dialing.len() < TARGET_PEERS
@@ -1063,6 +1124,7 @@ impl Node {
                 }
             }
             BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => {
+                self.mark_used(peer);
                 match message {
                     request_response::Message::Request {
                         request, channel, ..
@@ -1085,7 +1147,12 @@ impl Node {
                 tracing::debug!(%peer, "sync request failed: {error}");
                 self.syncing.remove(&peer);
             }
-            BehaviourEvent::Contract(event) => self.on_contract_event(event).await,
+            BehaviourEvent::Contract(event) => {
+                if let request_response::Event::Message { peer, .. } = &event {
+                    self.mark_used(*peer);
+                }
+                self.on_contract_event(event).await
+            }
             _ => {}
         }
     }

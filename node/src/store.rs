@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use mesh_protocol::audit::{self, AuditEntry, AuditHead, AuditKind, ChainError};
 use mesh_protocol::{Identity, NodeRecord, ProductDescriptor, ProductId, PublicKey, Signed};
@@ -69,6 +70,18 @@ pub struct Store {
     audit_head: sled::Tree,
     /// Key that signs audit heads; set by the daemon, absent in tools that only read.
     signer: Option<std::sync::Arc<Identity>>,
+    /// Anti-entropy digests, rebuilt after a write: every sync round needs them on both
+    /// sides, and reading them from sled costs a scan of the whole catalog.
+    digests: Arc<Mutex<Digests>>,
+}
+
+/// Cached `{id -> version}` digests; `None` until first asked for or after a write.
+#[derive(Debug, Default)]
+struct Digests {
+    /// Bumped by every write, so a digest built while one ran is not cached.
+    generation: u64,
+    catalog: Option<Arc<BTreeMap<ProductId, u64>>>,
+    nodes: Option<Arc<BTreeMap<PublicKey, u64>>>,
 }
 
 fn split_versioned(
@@ -76,15 +89,19 @@ fn split_versioned(
     key: &[u8],
     value: &[u8],
 ) -> Result<(u64, Vec<u8>), StoreError> {
-    if value.len() < 8 {
-        return Err(StoreError::Corrupt {
+    Ok((version_of(tree, key, value)?, value[8..].to_vec()))
+}
+
+/// The version prefix of a stored value.
+fn version_of(tree: &'static str, key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
+    match value.get(..8) {
+        Some(prefix) => Ok(u64::from_be_bytes(prefix.try_into().expect("8 bytes"))),
+        None => Err(StoreError::Corrupt {
             tree,
             key: String::from_utf8_lossy(key).into_owned(),
             reason: "value shorter than its version prefix".into(),
-        });
+        }),
     }
-    let version = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
-    Ok((version, value[8..].to_vec()))
 }
 
 fn versioned(version: u64, bytes: &[u8]) -> Vec<u8> {
@@ -92,6 +109,13 @@ fn versioned(version: u64, bytes: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&version.to_be_bytes());
     v.extend_from_slice(bytes);
     v
+}
+
+impl Digests {
+    fn invalidate(&mut self, clear: impl FnOnce(&mut Self)) {
+        self.generation += 1;
+        clear(self);
+    }
 }
 
 impl Store {
@@ -108,6 +132,7 @@ impl Store {
             peers: db.open_tree(trees::PEERS)?,
             audit_head: db.open_tree(trees::AUDIT_HEAD)?,
             signer: None,
+            digests: Default::default(),
             audit_lock: Default::default(),
             db,
         })
@@ -161,6 +186,7 @@ impl Store {
             descriptor.id().storage_key().as_bytes(),
             versioned(descriptor.version, &envelope.to_bytes()),
         )?;
+        self.lock_digests().invalidate(|d| d.catalog = None);
         Ok(())
     }
 
@@ -193,16 +219,33 @@ impl Store {
     }
 
     /// `{product id -> version}` for anti-entropy.
-    pub fn catalog_digest(&self) -> Result<BTreeMap<ProductId, u64>, StoreError> {
+    pub fn catalog_digest(&self) -> Result<Arc<BTreeMap<ProductId, u64>>, StoreError> {
+        let generation = {
+            let digests = self.lock_digests();
+            if let Some(cached) = &digests.catalog {
+                return Ok(cached.clone());
+            }
+            digests.generation
+        };
         let mut out = BTreeMap::new();
         for item in self.catalog.iter() {
             let (key, value) = item?;
-            let (version, _) = split_versioned(trees::CATALOG, &key, &value)?;
+            let version = version_of(trees::CATALOG, &key, &value)?;
             if let Some(id) = ProductId::from_storage_key(&String::from_utf8_lossy(&key)) {
                 out.insert(id, version);
             }
         }
+        let out = Arc::new(out);
+        let mut digests = self.lock_digests();
+        if digests.generation == generation {
+            digests.catalog = Some(out.clone());
+        }
         Ok(out)
+    }
+
+    fn lock_digests(&self) -> std::sync::MutexGuard<'_, Digests> {
+        // The cache holds no invariant a panic could break half-way.
+        self.digests.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     // ---- local products ----
@@ -252,6 +295,7 @@ impl Store {
             record.key.to_hex().as_bytes(),
             versioned(record.issued_at_ms, &envelope.to_bytes()),
         )?;
+        self.lock_digests().invalidate(|d| d.nodes = None);
         Ok(())
     }
 
@@ -277,14 +321,26 @@ impl Store {
     }
 
     /// `{node key -> issued_at}` for anti-entropy.
-    pub fn node_digest(&self) -> Result<BTreeMap<PublicKey, u64>, StoreError> {
+    pub fn node_digest(&self) -> Result<Arc<BTreeMap<PublicKey, u64>>, StoreError> {
+        let generation = {
+            let digests = self.lock_digests();
+            if let Some(cached) = &digests.nodes {
+                return Ok(cached.clone());
+            }
+            digests.generation
+        };
         let mut out = BTreeMap::new();
         for item in self.peers.iter() {
             let (key, value) = item?;
-            let (issued, _) = split_versioned(trees::PEERS, &key, &value)?;
+            let issued = version_of(trees::PEERS, &key, &value)?;
             if let Ok(pk) = PublicKey::from_hex(&String::from_utf8_lossy(&key)) {
                 out.insert(pk, issued);
             }
+        }
+        let out = Arc::new(out);
+        let mut digests = self.lock_digests();
+        if digests.generation == generation {
+            digests.nodes = Some(out.clone());
         }
         Ok(out)
     }

@@ -34,7 +34,7 @@ use mesh_simulations::bare::{BareSwarm, Received, Verdict};
 use mesh_simulations::cluster::{
     self, NodeSpec, RunningNode, Tracker, free_udp_port, identity_secret, quic_addr,
 };
-use mesh_simulations::stats::{Percentiles, metric, round1};
+use mesh_simulations::stats::{Percentiles, cpu_seconds, metric, peak_rss_mib, round1};
 use rand::rngs::ChaCha8Rng;
 use rand::seq::IndexedRandom;
 use rand::{RngExt, SeedableRng};
@@ -140,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
         nodes.push(node);
         specs.push(spec);
     }
+    progress(setup, format_args!("{} nodes started", args.nodes));
     wait_until(Duration::from_secs(120), || async {
         for n in &nodes {
             if n.handle.status().await.map(|s| s.peers).unwrap_or(0) == 0 {
@@ -150,9 +151,20 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .context("the mesh did not form: some node has no peer")?;
-    let settle_ms = settle(&nodes, Duration::from_millis(args.settle_ms)).await;
+    progress(setup, format_args!("every node has a peer"));
+    let settled = settle(&nodes, Duration::from_millis(args.settle_ms)).await;
+    progress(
+        setup,
+        format_args!(
+            "connections settled at {} (peak {})",
+            total_peers(&nodes).await / 2,
+            settled.peak / 2
+        ),
+    );
     tokio::time::sleep(warmup).await;
     let setup_ms = setup.elapsed().as_millis();
+    let setup_cpu_s = cpu_seconds();
+    let connections = total_peers(&nodes).await / 2;
 
     let mut samples = Vec::new();
     let mut sizes = Vec::new();
@@ -187,6 +199,19 @@ async fn main() -> anyhow::Result<()> {
         .await;
         sizes.push(bytes_out(&nodes[from]).await.saturating_sub(before) as usize);
         all_converged &= done.is_ok();
+        progress(
+            setup,
+            format_args!(
+                "publish {}/{}: {}",
+                p + 1,
+                args.publishes,
+                if done.is_ok() {
+                    "every node holds it"
+                } else {
+                    "timed out"
+                }
+            ),
+        );
         {
             let t = tracker.lock().expect("lock");
             let origin = t
@@ -200,11 +225,13 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut bytes = 0.0;
+    let (mut bytes, mut opened, mut trimmed) = (0.0, 0.0, 0.0);
     for n in &nodes {
         let text = n.handle.metrics().await.unwrap_or_default();
         bytes += metric(&text, "meshnode_gossip_bytes_in_total").unwrap_or(0.0)
             + metric(&text, "meshnode_gossip_bytes_out_total").unwrap_or(0.0);
+        opened += metric(&text, "meshnode_connections_opened_total").unwrap_or(0.0);
+        trimmed += metric(&text, "meshnode_connections_trimmed_total").unwrap_or(0.0);
     }
     let bytes_per_node = bytes / args.nodes as f64;
     let peer_index: std::collections::HashMap<String, usize> = specs
@@ -219,11 +246,14 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    let mesh_cpu_s = cpu_seconds();
+    let mesh_peak_rss_mib = peak_rss_mib();
     for n in nodes {
         n.stop().await;
     }
 
     // ---- baseline: bare gossipsub on the same graph
+    progress(setup, format_args!("baseline on {} edges", edges.len()));
     let config = mesh_node::gossipsub_config(&tuning)?;
     let (tx, mut rx) = mpsc::channel::<Received>(1 << 16);
     let mut swarms = Vec::new();
@@ -311,7 +341,14 @@ async fn main() -> anyhow::Result<()> {
         "payload_bytes": sizes.iter().sum::<usize>() / sizes.len().max(1),
         "edges": edges.len(),
         "setup_ms": setup_ms,
-        "settle_ms": settle_ms,
+        "settle_ms": settled.ms,
+        "peak_connections": settled.peak / 2,
+        "opened_per_node": round1(opened / args.nodes as f64),
+        "trimmed_per_node": round1(trimmed / args.nodes as f64),
+        "connections": connections,
+        "setup_cpu_s": round1(setup_cpu_s),
+        "publish_cpu_s": round1(mesh_cpu_s - setup_cpu_s),
+        "peak_rss_mib": mesh_peak_rss_mib.round(),
     });
     if args.json {
         println!("{out}");
@@ -333,18 +370,25 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the connection count settled.
+struct Settled {
+    /// Time until it stopped changing, ms.
+    ms: u128,
+    /// Highest sum of per-node peer counts seen (twice the connections).
+    peak: usize,
+}
+
 /// Waits until the total number of connections stays the same for `quiet` (at most
-/// `SETTLE_LIMIT`); returns how long that took, ms.
-async fn settle(nodes: &[RunningNode], quiet: Duration) -> u128 {
+/// `SETTLE_LIMIT`).
+async fn settle(nodes: &[RunningNode], quiet: Duration) -> Settled {
     const SETTLE_LIMIT: Duration = Duration::from_secs(300);
     let start = Instant::now();
     let mut last = usize::MAX;
+    let mut peak = 0;
     let mut stable_since = Instant::now();
     while start.elapsed() < SETTLE_LIMIT {
-        let mut total = 0;
-        for n in nodes {
-            total += n.handle.status().await.map(|s| s.peers).unwrap_or(0);
-        }
+        let total = total_peers(nodes).await;
+        peak = peak.max(total);
         if total != last {
             last = total;
             stable_since = Instant::now();
@@ -353,7 +397,24 @@ async fn settle(nodes: &[RunningNode], quiet: Duration) -> u128 {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    start.elapsed().as_millis()
+    Settled {
+        ms: start.elapsed().as_millis(),
+        peak,
+    }
+}
+
+/// Sum over the nodes of their connected peers.
+async fn total_peers(nodes: &[RunningNode]) -> usize {
+    let mut total = 0;
+    for n in nodes {
+        total += n.handle.status().await.map(|s| s.peers).unwrap_or(0);
+    }
+    total
+}
+
+/// One progress line on stderr (stdout carries only the result).
+fn progress(since: Instant, what: std::fmt::Arguments<'_>) {
+    eprintln!("[{:>7.1} s] {what}", since.elapsed().as_secs_f64());
 }
 
 /// Gossip bytes this node published so far.

@@ -57,6 +57,7 @@ use mesh_protocol::descriptor::{
     ContentDigest, Policy, ProductDescriptor, Sla, Status, columns_from_arrow,
 };
 use mesh_protocol::{Agreement, Identity, ProductId, Signed};
+use mesh_simulations::stats::{cpu_seconds, peak_rss_mib};
 use serde::{Deserialize, Serialize};
 
 /// Secret of the providing node in the benchmark.
@@ -183,37 +184,6 @@ fn main() -> anyhow::Result<()> {
         None => runtime.block_on(bench(args)),
     }
 }
-
-/// `VmHWM` of this process in MiB.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// User + system CPU seconds of this process so far (all threads).
-fn cpu_seconds() -> f64 {
-    // Fields 14 and 15 of /proc/self/stat, in clock ticks; the command name (field 2) may
-    // hold spaces, so count from the closing parenthesis.
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 2..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0);
-    ticks as f64 / CLOCK_TICKS
-}
-
-/// `sysconf(_SC_CLK_TCK)` on Linux.
-const CLOCK_TICKS: f64 = 100.0;
 
 /// BLAKE3 throughput of one core over a 256 MiB buffer, best of three, MiB/s.
 fn blake3_mib_s() -> f64 {
