@@ -59,6 +59,11 @@ struct Args {
     /// gossipsub heartbeat (both meshnode and baseline), ms.
     #[arg(long, default_value_t = 500)]
     heartbeat_ms: u64,
+    /// Pause between node starts, ms. 0 starts them all at once; a few hundred nodes started
+    /// together spend minutes on Kademlia's first refreshes, each of which connects a node to
+    /// a score of peers per bucket.
+    #[arg(long, default_value_t = 0)]
+    join_ms: u64,
     /// Wait after every node has a peer, ms (default: 3000 + 10 per node).
     #[arg(long)]
     warmup_ms: Option<u64>,
@@ -139,6 +144,9 @@ async fn main() -> anyhow::Result<()> {
         };
         nodes.push(node);
         specs.push(spec);
+        if args.join_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.join_ms)).await;
+        }
     }
     progress(setup, format_args!("{} nodes started", args.nodes));
     wait_until(Duration::from_secs(120), || async {
