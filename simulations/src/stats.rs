@@ -54,28 +54,6 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_rank() {
-        let s: Vec<f64> = (1..=100).map(f64::from).collect();
-        let p = Percentiles::of(&s).unwrap();
-        assert_eq!((p.p50, p.p99, p.max), (50.0, 99.0, 100.0));
-        assert_eq!(Percentiles::of(&[3.0]).unwrap().p99, 3.0);
-        assert!(Percentiles::of(&[]).is_none());
-    }
-
-    #[test]
-    fn reads_metrics() {
-        let text = "# HELP x\nmeshnode_gossip_bytes_in_total 42\nmeshnode_peers 3\n";
-        assert_eq!(metric(text, "meshnode_gossip_bytes_in_total"), Some(42.0));
-        assert_eq!(metric(text, "meshnode_peers"), Some(3.0));
-        assert_eq!(metric(text, "nope"), None);
-    }
-}
-
 /// `VmHWM` of this process in MiB.
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -106,3 +84,25 @@ pub fn cpu_seconds() -> f64 {
 
 /// `sysconf(_SC_CLK_TCK)` on Linux.
 const CLOCK_TICKS: f64 = 100.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank() {
+        let s: Vec<f64> = (1..=100).map(f64::from).collect();
+        let p = Percentiles::of(&s).unwrap();
+        assert_eq!((p.p50, p.p99, p.max), (50.0, 99.0, 100.0));
+        assert_eq!(Percentiles::of(&[3.0]).unwrap().p99, 3.0);
+        assert!(Percentiles::of(&[]).is_none());
+    }
+
+    #[test]
+    fn reads_metrics() {
+        let text = "# HELP x\nmeshnode_gossip_bytes_in_total 42\nmeshnode_peers 3\n";
+        assert_eq!(metric(text, "meshnode_gossip_bytes_in_total"), Some(42.0));
+        assert_eq!(metric(text, "meshnode_peers"), Some(3.0));
+        assert_eq!(metric(text, "nope"), None);
+    }
+}
