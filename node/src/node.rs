@@ -968,10 +968,10 @@ impl Node {
         if excess == 0 || self.last_trim.elapsed() < TRIM_EVERY {
             return;
         }
-        self.last_trim = Instant::now();
+        let now = Instant::now();
+        self.last_trim = now;
         let gossip = &self.swarm.behaviour().gossipsub;
         let mesh: HashSet<PeerId> = gossip.mesh_peers(&self.topic.hash()).copied().collect();
-        let now = Instant::now();
         let unused: Vec<PeerId> = self
             .peers
             .iter()

@@ -75,13 +75,16 @@ pub struct Store {
     digests: Arc<Mutex<Digests>>,
 }
 
+/// An anti-entropy digest `{id -> version}`, shared with the cache.
+pub type Digest<K> = Arc<BTreeMap<K, u64>>;
+
 /// Cached `{id -> version}` digests; `None` until first asked for or after a write.
 #[derive(Debug, Default)]
 struct Digests {
     /// Bumped by every write, so a digest built while one ran is not cached.
     generation: u64,
-    catalog: Option<Arc<BTreeMap<ProductId, u64>>>,
-    nodes: Option<Arc<BTreeMap<PublicKey, u64>>>,
+    catalog: Option<Digest<ProductId>>,
+    nodes: Option<Digest<PublicKey>>,
 }
 
 fn split_versioned(
@@ -219,26 +222,43 @@ impl Store {
     }
 
     /// `{product id -> version}` for anti-entropy.
-    pub fn catalog_digest(&self) -> Result<Arc<BTreeMap<ProductId, u64>>, StoreError> {
+    pub fn catalog_digest(&self) -> Result<Digest<ProductId>, StoreError> {
+        self.digest(
+            &self.catalog,
+            trees::CATALOG,
+            |d| &mut d.catalog,
+            ProductId::from_storage_key,
+        )
+    }
+
+    /// The cached digest in `slot`, or one built from `tree` (keys parsed by `parse_key`,
+    /// unparsable ones skipped) and cached unless a write ran meanwhile.
+    fn digest<K: Ord>(
+        &self,
+        tree: &sled::Tree,
+        name: &'static str,
+        slot: fn(&mut Digests) -> &mut Option<Digest<K>>,
+        parse_key: impl Fn(&str) -> Option<K>,
+    ) -> Result<Digest<K>, StoreError> {
         let generation = {
-            let digests = self.lock_digests();
-            if let Some(cached) = &digests.catalog {
+            let mut digests = self.lock_digests();
+            if let Some(cached) = slot(&mut digests) {
                 return Ok(cached.clone());
             }
             digests.generation
         };
         let mut out = BTreeMap::new();
-        for item in self.catalog.iter() {
+        for item in tree.iter() {
             let (key, value) = item?;
-            let version = version_of(trees::CATALOG, &key, &value)?;
-            if let Some(id) = ProductId::from_storage_key(&String::from_utf8_lossy(&key)) {
-                out.insert(id, version);
+            let version = version_of(name, &key, &value)?;
+            if let Some(k) = parse_key(&String::from_utf8_lossy(&key)) {
+                out.insert(k, version);
             }
         }
         let out = Arc::new(out);
         let mut digests = self.lock_digests();
         if digests.generation == generation {
-            digests.catalog = Some(out.clone());
+            *slot(&mut digests) = Some(out.clone());
         }
         Ok(out)
     }
@@ -321,28 +341,13 @@ impl Store {
     }
 
     /// `{node key -> issued_at}` for anti-entropy.
-    pub fn node_digest(&self) -> Result<Arc<BTreeMap<PublicKey, u64>>, StoreError> {
-        let generation = {
-            let digests = self.lock_digests();
-            if let Some(cached) = &digests.nodes {
-                return Ok(cached.clone());
-            }
-            digests.generation
-        };
-        let mut out = BTreeMap::new();
-        for item in self.peers.iter() {
-            let (key, value) = item?;
-            let issued = version_of(trees::PEERS, &key, &value)?;
-            if let Ok(pk) = PublicKey::from_hex(&String::from_utf8_lossy(&key)) {
-                out.insert(pk, issued);
-            }
-        }
-        let out = Arc::new(out);
-        let mut digests = self.lock_digests();
-        if digests.generation == generation {
-            digests.nodes = Some(out.clone());
-        }
-        Ok(out)
+    pub fn node_digest(&self) -> Result<Digest<PublicKey>, StoreError> {
+        self.digest(
+            &self.peers,
+            trees::PEERS,
+            |d| &mut d.nodes,
+            |key| PublicKey::from_hex(key).ok(),
+        )
     }
 
     // ---- generic record trees (agreements, pending, revocations) ----
