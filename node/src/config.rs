@@ -37,6 +37,11 @@ pub struct NodeConfig {
     /// it new connections are refused; Kademlia queries and gossip work with what is open.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Answer other nodes' Kademlia queries and appear in their routing tables (DHT server).
+    /// `false` runs Kademlia as a client: the node still looks peers up but is never asked,
+    /// for a node others cannot dial, or for all but a few nodes of a large mesh.
+    #[serde(default = "default_true")]
+    pub dht_server: bool,
     /// Defaults applied to `meshnode publish` when flags do not say otherwise.
     #[serde(default)]
     pub defaults: PublishDefaults,
@@ -85,6 +90,9 @@ fn default_transfers_per_peer() -> u32 {
 }
 fn default_max_connections() -> u32 {
     128
+}
+fn default_true() -> bool {
+    true
 }
 fn default_max_days() -> u32 {
     365
@@ -140,6 +148,7 @@ impl NodeConfig {
             sync_interval_secs: default_sync_interval(),
             max_transfers_per_peer: default_transfers_per_peer(),
             max_connections: default_max_connections(),
+            dht_server: true,
             defaults: PublishDefaults::default(),
         }
     }

@@ -15,12 +15,14 @@ use libp2p::{
 use mesh_protocol::Identity;
 use mesh_protocol::wire::{self, MAX_GOSSIP_MESSAGE};
 
+use crate::config::NodeConfig;
+
 /// Anti-entropy protocol name.
 pub(crate) const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshnode/sync/1");
 /// Contract negotiation protocol name.
 pub(crate) const CONTRACT_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshnode/contract/1");
 /// Kademlia protocol name, separate from the public IPFS DHT.
-const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshnode/kad/1");
+pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshnode/kad/1");
 /// Identify protocol version string.
 const IDENTIFY_PROTOCOL: &str = "/meshnode/1.0.0";
 /// Most concurrent inbound or outbound streams per request-response protocol and connection.
@@ -195,11 +197,11 @@ pub fn gossipsub_config(
         .build()
 }
 
-/// Builds the swarm for `identity`, with at most `max_connections` established connections.
+/// Builds the swarm for `identity`, with the connection limit and Kademlia mode of `config`.
 pub(crate) fn build_swarm(
     identity: &Identity,
     tuning: &NetTuning,
-    max_connections: u32,
+    config: &NodeConfig,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let keypair = keypair(identity);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -223,7 +225,11 @@ pub(crate) fn build_swarm(
                 kad::store::MemoryStore::new(peer_id),
                 kad_config,
             );
-            kad.set_mode(Some(kad::Mode::Server));
+            kad.set_mode(Some(if config.dht_server {
+                kad::Mode::Server
+            } else {
+                kad::Mode::Client
+            }));
             let identify = identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
                     .with_push_listen_addr_updates(true)
@@ -246,7 +252,7 @@ pub(crate) fn build_swarm(
             );
             let limits = connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
-                    .with_max_established(Some(max_connections))
+                    .with_max_established(Some(config.max_connections))
                     .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER)),
             );
             Ok(Behaviour {

@@ -31,12 +31,22 @@ use crate::views::{PeerView, ProductView, PublishRequest, StatusView};
 const COMMAND_CAPACITY: usize = 64;
 /// Capacity of the event broadcast (slow subscribers miss events, never block the actor).
 const EVENT_CAPACITY: usize = 1024;
-/// Peers a node tries to stay connected to; it dials peers found through Kademlia below this.
+/// Peers a node tries to stay connected to; below this it dials peers named in node records
+/// or found through Kademlia.
 const TARGET_PEERS: usize = 8;
+/// Above this many peers a node closes unused connections. The gap between `TARGET_PEERS`
+/// (dial below) and this (close above) keeps the two from fighting: nodes that dial up to
+/// `TARGET_PEERS` leave many others with a few more than that, and closing those down to
+/// `TARGET_PEERS` would push the dialers below it, who would dial again, and so on.
+const PEERS_HIGH: usize = 3 * TARGET_PEERS;
+/// How often a node short of peers looks for more in the node records it holds.
+const DISCOVER_EVERY: Duration = Duration::from_secs(2);
+/// A peer whose dial failed is not dialed again from its node record for this long.
+const DIAL_RETRY: Duration = Duration::from_secs(60);
 /// First delay between redials of a bootstrap peer (the longest is `NetTuning::redial_max`).
 const REDIAL_MIN: Duration = Duration::from_millis(500);
 /// A connection that is neither in the gossip mesh, nor to a bootstrap peer, nor used by
-/// sync or contracts for this long is closed while the node has more than `TARGET_PEERS`
+/// sync or contracts for this long is closed while the node has more than `PEERS_HIGH`
 /// peers. gossipsub keeps a stream open on every connection, so libp2p's idle timeout never
 /// closes one (rust-libp2p#5190): without this, each Kademlia lookup would leave its
 /// connections open for good and a few hundred nodes end up fully connected.
@@ -74,6 +84,8 @@ pub enum NodeEvent {
         version: u64,
         /// How it arrived: `local`, `gossip` or `sync`.
         via: &'static str,
+        /// When it was stored, so observers that receive the event later can time it.
+        at: Instant,
     },
     /// A message was rejected.
     Rejected {
@@ -290,6 +302,10 @@ pub(crate) struct Node {
     /// Peers found through Kademlia that we are dialing; counted against `TARGET_PEERS` so a
     /// burst of routing updates does not dial the whole mesh at once.
     dialing: HashSet<PeerId>,
+    /// Peers whose last dial failed, and when they may be dialed again from their record.
+    dial_failed: HashMap<PeerId, Instant>,
+    /// Next look for peers in the node records.
+    next_discovery: Instant,
     /// Last look for unused connections.
     last_trim: Instant,
     /// Contract messages in flight and poll schedules (see `contracts`).
@@ -313,7 +329,7 @@ pub fn spawn(
     store: Store,
     options: NodeOptions,
 ) -> Result<(NodeHandle, tokio::task::JoinHandle<()>), NodeError> {
-    let mut swarm = net::build_swarm(&identity, &options.tuning, config.max_connections)
+    let mut swarm = net::build_swarm(&identity, &options.tuning, &config)
         .map_err(|e| NodeError::Internal(format!("cannot build the libp2p swarm: {e}")))?;
     for addr in &config.listen {
         let addr: Multiaddr = addr
@@ -374,7 +390,9 @@ pub fn spawn(
         record_dirty: true,
         syncing: BTreeSet::new(),
         dialing: HashSet::new(),
-        last_trim: Instant::now(),
+        dial_failed: HashMap::new(),
+        next_discovery: now,
+        last_trim: now,
         negotiations: Default::default(),
     };
     let task = tokio::spawn(node.run());
@@ -656,6 +674,7 @@ impl Node {
             id: descriptor.id(),
             version,
             via: "local",
+            at: Instant::now(),
         });
         self.gossip(GossipMessage::Descriptor(envelope));
         Ok(ProductView::new(&descriptor, true, false))
@@ -760,6 +779,7 @@ impl Node {
                     id: descriptor.id(),
                     version: descriptor.version,
                     via,
+                    at: Instant::now(),
                 });
                 Ok(true)
             }
@@ -949,8 +969,60 @@ impl Node {
                 tracing::debug!("dial {addr} failed: {e}");
             }
         }
+        self.discover_from_records();
         self.trim_connections();
         self.contract_housekeeping();
+    }
+
+    /// Dials peers named in stored node records while the node has fewer than `TARGET_PEERS`.
+    /// Every node holds the signed record, with its addresses, of every other node it has
+    /// heard of, so finding peers needs no Kademlia lookup (each of which connects to a few
+    /// dozen nodes); Kademlia is left to find the peers not heard of yet.
+    fn discover_from_records(&mut self) {
+        let now = Instant::now();
+        let wanted = TARGET_PEERS.saturating_sub(self.peers.len() + self.dialing.len());
+        if wanted == 0 || now < self.next_discovery {
+            return;
+        }
+        self.next_discovery = now + DISCOVER_EVERY;
+        self.dial_failed.retain(|_, retry_at| *retry_at > now);
+        let records = match self.store.node_records() {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!("cannot read node records to find peers: {e}");
+                return;
+            }
+        };
+        let candidates = records.into_iter().filter_map(|(record, _)| {
+            // The peer id the record's key implies, not the one it states.
+            let peer = crate::negotiation::peer_id_of(&record.key)?;
+            if peer == self.peer_id
+                || self.peers.contains_key(&peer)
+                || self.dialing.contains(&peer)
+                || self.dial_failed.contains_key(&peer)
+            {
+                return None;
+            }
+            let addrs: Vec<Multiaddr> = record
+                .addrs
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .filter(is_dialable)
+                .collect();
+            (!addrs.is_empty()).then_some((peer, addrs))
+        });
+        for (peer, addrs) in candidates.sample(&mut rand::rng(), wanted) {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    self.dialing.insert(peer);
+                }
+                Err(e) => tracing::debug!(%peer, "cannot dial a peer from its node record: {e}"),
+            }
+        }
     }
 
     /// Records that a peer's connection carried a sync or contract message.
@@ -960,11 +1032,11 @@ impl Node {
         }
     }
 
-    /// Closes connections nobody uses while the node has more than `TARGET_PEERS` peers:
+    /// Closes connections nobody uses while the node has more than `PEERS_HIGH` peers:
     /// not in the gossip mesh, not a bootstrap peer, no sync or contract message for
     /// `UNUSED_GRACE`, no request in flight. Kademlia opens such connections by the dozen.
     fn trim_connections(&mut self) {
-        let excess = self.peers.len().saturating_sub(TARGET_PEERS);
+        let excess = self.peers.len().saturating_sub(PEERS_HIGH);
         if excess == 0 || self.last_trim.elapsed() < TRIM_EVERY {
             return;
         }
@@ -1025,12 +1097,6 @@ impl Node {
                         b.backoff = REDIAL_MIN;
                     }
                 }
-                if endpoint.is_dialer() {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer_id, addr.clone());
-                }
                 let state = self.peers.entry(peer_id).or_insert_with(|| PeerState {
                     since_ms: now_ms(),
                     addrs: BTreeSet::new(),
@@ -1050,8 +1116,10 @@ impl Node {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established,
+                cause,
                 ..
             } => {
+                tracing::debug!(%peer_id, ?cause, "connection closed");
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
                     self.syncing.remove(&peer_id);
@@ -1070,6 +1138,7 @@ impl Node {
                 ..
             } => {
                 self.dialing.remove(&peer);
+                self.dial_failed.insert(peer, Instant::now() + DIAL_RETRY);
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event).await,
             _ => {}
@@ -1090,10 +1159,14 @@ impl Node {
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                let kad = &mut self.swarm.behaviour_mut().kad;
-                for addr in &info.listen_addrs {
-                    if is_dialable(addr) {
-                        kad.add_address(&peer_id, addr.clone());
+                // Only DHT servers belong in the routing table: a lookup sent to a client
+                // fails, and the failure empties the table entry it came from.
+                if info.protocols.contains(&net::KAD_PROTOCOL) {
+                    let kad = &mut self.swarm.behaviour_mut().kad;
+                    for addr in &info.listen_addrs {
+                        if is_dialable(addr) {
+                            kad.add_address(&peer_id, addr.clone());
+                        }
                     }
                 }
                 if let Some(p) = self.peers.get_mut(&peer_id) {

@@ -70,15 +70,15 @@ pub struct Store {
     audit_head: sled::Tree,
     /// Key that signs audit heads; set by the daemon, absent in tools that only read.
     signer: Option<std::sync::Arc<Identity>>,
-    /// Anti-entropy digests, rebuilt after a write: every sync round needs them on both
-    /// sides, and reading them from sled costs a scan of the whole catalog.
+    /// Anti-entropy digests, kept up to date by every write: every sync round needs them on
+    /// both sides, and reading them from sled costs a scan of the whole tree.
     digests: Arc<Mutex<Digests>>,
 }
 
 /// An anti-entropy digest `{id -> version}`, shared with the cache.
 pub type Digest<K> = Arc<BTreeMap<K, u64>>;
 
-/// Cached `{id -> version}` digests; `None` until first asked for or after a write.
+/// Cached `{id -> version}` digests; `None` until first asked for.
 #[derive(Debug, Default)]
 struct Digests {
     /// Bumped by every write, so a digest built while one ran is not cached.
@@ -115,9 +115,20 @@ fn versioned(version: u64, bytes: &[u8]) -> Vec<u8> {
 }
 
 impl Digests {
-    fn invalidate(&mut self, clear: impl FnOnce(&mut Self)) {
+    /// Records a write of `key` at `version` in the digest of `slot`: a cached digest is
+    /// updated in place (a new copy only if a sync round still holds the old one), so a
+    /// burst of writes, such as a new node learning every node record, does not rescan the
+    /// tree for each round.
+    fn record<K: Ord + Clone>(
+        &mut self,
+        slot: fn(&mut Self) -> &mut Option<Digest<K>>,
+        key: K,
+        version: u64,
+    ) {
         self.generation += 1;
-        clear(self);
+        if let Some(digest) = slot(self) {
+            Arc::make_mut(digest).insert(key, version);
+        }
     }
 }
 
@@ -185,11 +196,13 @@ impl Store {
         descriptor: &ProductDescriptor,
         envelope: &Signed<ProductDescriptor>,
     ) -> Result<(), StoreError> {
+        // The digest lock orders writes, so the cached digest ends with the version sled has.
+        let mut digests = self.lock_digests();
         self.catalog.insert(
             descriptor.id().storage_key().as_bytes(),
             versioned(descriptor.version, &envelope.to_bytes()),
         )?;
-        self.lock_digests().invalidate(|d| d.catalog = None);
+        digests.record(|d| &mut d.catalog, descriptor.id(), descriptor.version);
         Ok(())
     }
 
@@ -218,7 +231,11 @@ impl Store {
 
     /// Number of catalog entries.
     pub fn catalog_len(&self) -> usize {
-        self.catalog.len()
+        // sled counts a tree by walking it; the digest is cached and has one entry per key.
+        match self.catalog_digest() {
+            Ok(digest) => digest.len(),
+            Err(_) => self.catalog.len(),
+        }
     }
 
     /// `{product id -> version}` for anti-entropy.
@@ -311,11 +328,12 @@ impl Store {
         record: &NodeRecord,
         envelope: &Signed<NodeRecord>,
     ) -> Result<(), StoreError> {
+        let mut digests = self.lock_digests();
         self.peers.insert(
             record.key.to_hex().as_bytes(),
             versioned(record.issued_at_ms, &envelope.to_bytes()),
         )?;
-        self.lock_digests().invalidate(|d| d.nodes = None);
+        digests.record(|d| &mut d.nodes, record.key, record.issued_at_ms);
         Ok(())
     }
 
@@ -479,6 +497,66 @@ mod tests {
             .unwrap();
         let err = store.audit_verify().unwrap().unwrap_err().to_string();
         assert!(err.contains("entry 2"), "{err}");
+    }
+
+    #[test]
+    fn cached_digests_follow_writes_and_match_a_rescan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let owner = Identity::from_secret_bytes([5; 32]);
+        let put = |version: u64| {
+            let descriptor = ProductDescriptor {
+                owner: owner.public_key(),
+                domain: "sales".into(),
+                name: "orders".into(),
+                version,
+                title: "Orders".into(),
+                description: String::new(),
+                tags: vec![],
+                schema: vec![],
+                rows: 0,
+                bytes: 0,
+                digest: mesh_protocol::descriptor::ContentDigest([0; 32]),
+                published_at_ms: 1,
+                sla: Default::default(),
+                policy: Default::default(),
+                lineage: vec![],
+                data_addr: None,
+                status: mesh_protocol::descriptor::Status::Active,
+            };
+            store
+                .put_descriptor(&descriptor, &Signed::sign(&owner, &descriptor))
+                .unwrap();
+            descriptor.id()
+        };
+        let id = put(1);
+        let before = store.catalog_digest().unwrap();
+        assert_eq!(before.get(&id), Some(&1));
+        put(2);
+        let record = NodeRecord {
+            key: owner.public_key(),
+            domain: "sales".into(),
+            peer_id: String::new(),
+            addrs: Vec::new(),
+            data_addr: None,
+            issued_at_ms: 7,
+        };
+        let nodes_before = store.node_digest().unwrap();
+        store
+            .put_node_record(&record, &Signed::sign(&owner, &record))
+            .unwrap();
+        // A digest handed out earlier is a snapshot; the cache has the new versions.
+        assert_eq!(before.get(&id), Some(&1));
+        assert!(nodes_before.is_empty());
+        let after = store.catalog_digest().unwrap();
+        assert_eq!(after.get(&id), Some(&2));
+        assert_eq!(
+            store.node_digest().unwrap().get(&owner.public_key()),
+            Some(&7)
+        );
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.catalog_digest().unwrap(), after);
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub const OBSERVATION_CAPACITY: usize = 1 << 16;
 pub struct Observation {
     /// Node index.
     pub node: usize,
-    /// When the event was received.
+    /// When it happened: the node's own stamp for catalog updates, arrival otherwise.
     pub at: Instant,
     /// The event.
     pub event: NodeEvent,
@@ -104,6 +104,8 @@ pub struct NodeSpec {
     /// Runs a data plane (on a free port of 127.0.0.1) and announces this address for it,
     /// as `meshnode run` does with its bound address. `None`: no data plane.
     pub data_announce: Option<SocketAddr>,
+    /// Serves the Kademlia DHT (`NodeConfig::dht_server`).
+    pub dht_server: bool,
 }
 
 /// A node running in this process.
@@ -159,6 +161,7 @@ impl NodeSpec {
         config.listen = vec![self.listen.to_string()];
         config.bootstrap = self.bootstrap.clone();
         config.sync_interval_secs = self.sync_interval_secs;
+        config.dht_server = self.dht_server;
         config.data_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let (data_plane, data_task) = match self.data_announce {
             Some(_) => {
@@ -201,7 +204,10 @@ async fn forward(
     loop {
         match events.recv().await {
             Ok(event) => {
-                let at = Instant::now();
+                let at = match &event {
+                    NodeEvent::CatalogUpdated { at, .. } => Instant::from_std(*at),
+                    _ => Instant::now(),
+                };
                 if out.send(Observation { node, at, event }).await.is_err() {
                     return;
                 }
@@ -302,7 +308,9 @@ impl Tracker {
     /// Records one observation.
     pub fn record(&mut self, o: Observation) {
         match o.event {
-            NodeEvent::CatalogUpdated { id, version, via } => {
+            NodeEvent::CatalogUpdated {
+                id, version, via, ..
+            } => {
                 self.updates += 1;
                 *self.updates_via.entry(via).or_default() += 1;
                 self.held

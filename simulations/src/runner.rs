@@ -13,7 +13,8 @@
 //!    to hold the newest version of every product, then reads every live node's catalog,
 //!    metrics and status.
 //!
-//! Times come from node events (`CatalogUpdated`) stamped when the runner receives them.
+//! Times come from node events (`CatalogUpdated`), stamped by the node when it stores the
+//! descriptor.
 //!
 //! Domains named by `contract_request` and `fetch` events (consumers and providers) also run
 //! a data plane. Its socket is behind the emulator as well: it gets a second emulator slot in
@@ -487,6 +488,7 @@ impl Runner<'_> {
                 idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
             },
             data_announce,
+            dht_server: true,
         };
         self.slots.push(Slot {
             spec,

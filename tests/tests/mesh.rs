@@ -251,3 +251,41 @@ fn two_keys_claiming_one_domain_are_told_apart() {
         .json();
     assert_eq!(shown["owner"], a.status()["public_key"]);
 }
+
+/// Two nodes told only of a third find each other from the signed node records the catalog
+/// carries. Both run Kademlia as clients, so the third's routing table cannot introduce them.
+#[test]
+fn nodes_find_peers_they_were_not_told_about() {
+    let a = TestNode::start("sales", &[]);
+    let mut b = TestNode::init("customer", &[a.addr()]);
+    let mut c = TestNode::init("churn", &[a.addr()]);
+    for node in [&mut b, &mut c] {
+        node.edit_config("dht_server = true", "dht_server = false");
+        node.run();
+    }
+    let peer_ids = |node: &TestNode| -> Vec<String> {
+        node.cli(&["peers", "--json"])
+            .json()
+            .as_array()
+            .map(|peers| {
+                peers
+                    .iter()
+                    .filter_map(|p| p["peer_id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let b_id = b.status()["peer_id"].as_str().unwrap().to_owned();
+    let c_id = c.status()["peer_id"].as_str().unwrap().to_owned();
+    wait_until(CONVERGE, || {
+        peer_ids(&b).contains(&c_id) && peer_ids(&c).contains(&b_id)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "customer and churn never met: {:?} / {:?}\n{}",
+            peer_ids(&b),
+            peer_ids(&c),
+            b.log()
+        )
+    });
+}

@@ -64,6 +64,11 @@ struct Args {
     /// a score of peers per bucket.
     #[arg(long, default_value_t = 0)]
     join_ms: u64,
+    /// Nodes that serve the Kademlia DHT, spread evenly over the nodes (default: all, as a
+    /// node's default config does); the others run Kademlia as clients
+    /// (`dht_server = false`) and find peers from node records.
+    #[arg(long)]
+    dht_servers: Option<usize>,
     /// Wait after every node has a peer, ms (default: 3000 + 10 per node).
     #[arg(long)]
     warmup_ms: Option<u64>,
@@ -127,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
             sync_interval_secs: 10,
             tuning: tuning.clone(),
             data_announce: None,
+            dht_server: is_dht_server(i, args.nodes, args.dht_servers),
         };
         // A port found free can be taken by another process before the node binds it:
         // try another one.
@@ -348,6 +354,7 @@ async fn main() -> anyhow::Result<()> {
         "baseline_converged": base_converged && base_samples.len() == expected,
         "payload_bytes": sizes.iter().sum::<usize>() / sizes.len().max(1),
         "edges": edges.len(),
+        "dht_servers": (0..args.nodes).filter(|&i| is_dht_server(i, args.nodes, args.dht_servers)).count(),
         "setup_ms": setup_ms,
         "settle_ms": settled.ms,
         "peak_connections": settled.peak / 2,
@@ -446,5 +453,15 @@ where
             anyhow::bail!("timed out after {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether node `i` of `nodes` serves the DHT when `servers` of them do (`None`: all),
+/// spread evenly so that servers are not only the earliest nodes.
+fn is_dht_server(i: usize, nodes: usize, servers: Option<usize>) -> bool {
+    match servers {
+        None => true,
+        Some(0) => false,
+        Some(servers) => i.is_multiple_of(nodes.div_ceil(servers)),
     }
 }
