@@ -159,9 +159,22 @@ impl Store {
     }
 
     /// Makes every write so far durable. Called before acknowledging to a peer or a user.
+    ///
+    /// Runs sled's blocking flush on tokio's blocking pool rather than `flush_async`, which
+    /// waits on one of sled's own IO threads for a buffer write queued on that same pool:
+    /// with many stores in one process (the simulations), shutting them down together left
+    /// one IO thread waiting for itself and hung the process.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(result) => {
+                result?;
+                Ok(())
+            }
+            Err(e) => Err(StoreError::Sled(sled::Error::ReportableBug(format!(
+                "the flush task failed: {e}"
+            )))),
+        }
     }
 
     /// Blocking flush, for shutdown paths outside the runtime.

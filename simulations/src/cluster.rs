@@ -333,3 +333,13 @@ impl Tracker {
             .map(|(_, t)| *t)
     }
 }
+
+/// Whether node `i` of `nodes` serves the DHT when `servers` of them do (`None`: all),
+/// spread evenly so that servers are not only the earliest nodes.
+pub fn is_dht_server(i: usize, nodes: usize, servers: Option<usize>) -> bool {
+    match servers {
+        None => true,
+        Some(0) => false,
+        Some(servers) => i.is_multiple_of(nodes.div_ceil(servers)),
+    }
+}

@@ -488,7 +488,11 @@ impl Runner<'_> {
                 idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
             },
             data_announce,
-            dht_server: true,
+            dht_server: cluster::is_dht_server(
+                self.slots.len(),
+                self.topology.initial_nodes().len(),
+                settings.dht_servers,
+            ),
         };
         self.slots.push(Slot {
             spec,

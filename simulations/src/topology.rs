@@ -59,6 +59,10 @@ pub struct Settings {
     pub settle_ms: u64,
     /// Longest wait for every node to have a peer before the timeline starts, ms.
     pub formation_timeout_ms: u64,
+    /// How many of the initial nodes serve the Kademlia DHT, spread evenly over them; the
+    /// others (and nodes that join later, unless their index falls on the spread) run
+    /// Kademlia as clients and find peers from node records. Default: every node.
+    pub dht_servers: Option<usize>,
 }
 
 impl Default for Settings {
@@ -72,6 +76,7 @@ impl Default for Settings {
             warmup_ms: 3_000,
             settle_ms: 30_000,
             formation_timeout_ms: 120_000,
+            dht_servers: None,
         }
     }
 }

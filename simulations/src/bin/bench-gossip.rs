@@ -132,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
             sync_interval_secs: 10,
             tuning: tuning.clone(),
             data_announce: None,
-            dht_server: is_dht_server(i, args.nodes, args.dht_servers),
+            dht_server: cluster::is_dht_server(i, args.nodes, args.dht_servers),
         };
         // A port found free can be taken by another process before the node binds it:
         // try another one.
@@ -354,7 +354,7 @@ async fn main() -> anyhow::Result<()> {
         "baseline_converged": base_converged && base_samples.len() == expected,
         "payload_bytes": sizes.iter().sum::<usize>() / sizes.len().max(1),
         "edges": edges.len(),
-        "dht_servers": (0..args.nodes).filter(|&i| is_dht_server(i, args.nodes, args.dht_servers)).count(),
+        "dht_servers": (0..args.nodes).filter(|&i| cluster::is_dht_server(i, args.nodes, args.dht_servers)).count(),
         "setup_ms": setup_ms,
         "settle_ms": settled.ms,
         "peak_connections": settled.peak / 2,
@@ -453,15 +453,5 @@ where
             anyhow::bail!("timed out after {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Whether node `i` of `nodes` serves the DHT when `servers` of them do (`None`: all),
-/// spread evenly so that servers are not only the earliest nodes.
-fn is_dht_server(i: usize, nodes: usize, servers: Option<usize>) -> bool {
-    match servers {
-        None => true,
-        Some(0) => false,
-        Some(servers) => i.is_multiple_of(nodes.div_ceil(servers)),
     }
 }
