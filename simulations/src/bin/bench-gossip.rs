@@ -64,9 +64,10 @@ struct Args {
     /// a score of peers per bucket.
     #[arg(long, default_value_t = 0)]
     join_ms: u64,
-    /// Nodes that serve the Kademlia DHT, spread evenly over the nodes (default: all, as a
-    /// node's default config does); the others run Kademlia as clients
-    /// (`dht_server = false`) and find peers from node records.
+    /// Nodes that serve the Kademlia DHT, spread evenly over the nodes; the others run
+    /// Kademlia as clients (`dht_server = false`) and find peers from node records.
+    /// Default: one node in ten, as a large mesh would be deployed (a node's own config
+    /// defaults to serving; `--dht-servers N` with N = `--nodes` measures that).
     #[arg(long)]
     dht_servers: Option<usize>,
     /// Wait after every node has a peer, ms (default: 3000 + 10 per node).
@@ -102,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         ..NetTuning::default()
     };
+    let dht_servers = Some(args.dht_servers.unwrap_or(args.nodes.div_ceil(10)));
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let scratch = tempfile::Builder::new()
         .prefix("bench-gossip-")
@@ -133,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
             sync_interval_secs: 10,
             tuning: tuning.clone(),
             data_announce: None,
-            dht_server: cluster::is_dht_server(i, args.nodes, args.dht_servers),
+            dht_server: cluster::is_dht_server(i, args.nodes, dht_servers),
         };
         // A port found free can be taken by another process before the node binds it:
         // try another one.
@@ -355,7 +357,7 @@ async fn main() -> anyhow::Result<()> {
         "baseline_converged": base_converged && base_samples.len() == expected,
         "payload_bytes": sizes.iter().sum::<usize>() / sizes.len().max(1),
         "edges": edges.len(),
-        "dht_servers": (0..args.nodes).filter(|&i| cluster::is_dht_server(i, args.nodes, args.dht_servers)).count(),
+        "dht_servers": (0..args.nodes).filter(|&i| cluster::is_dht_server(i, args.nodes, dht_servers)).count(),
         "setup_ms": setup_ms,
         "settle_ms": settled.ms,
         "peak_connections": settled.peak / 2,
