@@ -299,8 +299,8 @@ pub(crate) struct Node {
     record_dirty: bool,
     /// Peers with a sync request in flight.
     syncing: BTreeSet<PeerId>,
-    /// Peers found through Kademlia that we are dialing; counted against `TARGET_PEERS` so a
-    /// burst of routing updates does not dial the whole mesh at once.
+    /// Peers found through node records or Kademlia that we are dialing; counted against
+    /// `TARGET_PEERS` so a burst of routing updates does not dial the whole mesh at once.
     dialing: HashSet<PeerId>,
     /// Peers whose last dial failed, and when they may be dialed again from their record.
     dial_failed: HashMap<PeerId, Instant>,
