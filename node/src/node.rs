@@ -985,6 +985,12 @@ impl Node {
             return;
         }
         self.next_discovery = now + DISCOVER_EVERY;
+        // Connected to every node heard of (a mesh smaller than the target): the cached
+        // digest says so without decoding a record.
+        let known = self.store.node_digest().map_or(usize::MAX, |d| d.len());
+        if self.peers.len() + self.dialing.len() + 1 >= known {
+            return;
+        }
         self.dial_failed.retain(|_, retry_at| *retry_at > now);
         let records = match self.store.node_records() {
             Ok(records) => records,

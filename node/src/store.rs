@@ -166,15 +166,10 @@ impl Store {
     /// one IO thread waiting for itself and hung the process.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let db = self.db.clone();
-        match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(result) => {
-                result?;
-                Ok(())
-            }
-            Err(e) => Err(StoreError::Sled(sled::Error::ReportableBug(format!(
-                "the flush task failed: {e}"
-            )))),
-        }
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| sled::Error::ReportableBug(format!("the flush task failed: {e}")))??;
+        Ok(())
     }
 
     /// Blocking flush, for shutdown paths outside the runtime.

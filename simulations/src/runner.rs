@@ -232,6 +232,8 @@ struct Runner<'t> {
     file_counter: u64,
     /// Domains that run a data plane.
     data_domains: BTreeSet<String>,
+    /// Number of nodes the topology starts with (DHT servers are spread over them).
+    initial_nodes: usize,
     negotiations: Vec<Negotiation>,
     transfers: Vec<Transfer>,
     /// Per (consumer slot, `domain/product`): turns true when its latest negotiation ended.
@@ -263,6 +265,7 @@ pub async fn run(topology: &Topology, options: &RunOptions) -> anyhow::Result<Re
         attacker: None,
         file_counter: 0,
         data_domains: topology.data_plane_domains(),
+        initial_nodes: topology.initial_nodes().len(),
         negotiations: Vec::new(),
         transfers: Vec::new(),
         concluded: HashMap::new(),
@@ -490,7 +493,7 @@ impl Runner<'_> {
             data_announce,
             dht_server: cluster::is_dht_server(
                 self.slots.len(),
-                self.topology.initial_nodes().len(),
+                self.initial_nodes,
                 settings.dht_servers,
             ),
         };
