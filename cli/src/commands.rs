@@ -69,7 +69,7 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn run(dir: DataDir) -> anyhow::Result<()> {
+pub(crate) async fn run(dir: DataDir, accept_rollback: bool) -> anyhow::Result<()> {
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing a SIGTERM handler");
@@ -78,7 +78,8 @@ pub(crate) async fn run(dir: DataDir) -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
     };
-    mesh_node::server::run(dir, shutdown).await?;
+    let options = mesh_node::server::StartOptions { accept_rollback };
+    mesh_node::server::run_with(dir, options, shutdown).await?;
     Ok(())
 }
 
@@ -144,7 +145,7 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     }
     println!(
         "published {} version {}: {} rows, {}, digest {}",
-        view.product,
+        output::clean(&view.product),
         view.version,
         view.rows,
         output::bytes(view.bytes),
@@ -230,13 +231,21 @@ fn pick<'a>(
         bail!("product `{spec}` is not of the form domain/product (see `meshnode catalog`)");
     };
     let (domain, fp) = match domain_part.split_once('@') {
-        Some((d, f)) => (d, Some(f)),
+        Some((d, f)) => (
+            d,
+            Some(
+                mesh_protocol::identity::parse_fingerprint(f)
+                    .with_context(|| format!("product `{spec}`"))?,
+            ),
+        ),
         None => (domain_part, None),
     };
     let hits: Vec<usize> = entries
         .enumerate()
         .filter(|(_, (d, n, f))| {
-            *d == domain && *n == name && fp.is_none_or(|fp| !fp.is_empty() && f.starts_with(fp))
+            *d == domain
+                && *n == name
+                && fp.as_ref().is_none_or(|fp| f.starts_with(fp.as_str()))
         })
         .map(|(i, _)| i)
         .collect();
@@ -275,7 +284,7 @@ fn print_products(products: &[ProductView], json: bool) -> anyhow::Result<()> {
         "product", "ver", "rows", "size", "approval", "status", "title",
     ]);
     for p in products {
-        table.add_row(vec![
+        table.add_row(output::row([
             format!("{}{}", p.product, if p.local { " *" } else { "" }),
             p.version.to_string(),
             p.rows.to_string(),
@@ -283,37 +292,49 @@ fn print_products(products: &[ProductView], json: bool) -> anyhow::Result<()> {
             p.approval.clone(),
             p.status.clone(),
             p.title.clone(),
-        ]);
+        ]));
     }
     println!("{table}\n(* = published by this node)");
     Ok(())
 }
 
+/// One product in full. Every string in a descriptor comes from its publisher (a peer, or a
+/// file), so each goes through [`output::clean`].
 fn print_product(p: &ProductView) {
-    println!("{}  (version {}, {})", p.product, p.version, p.status);
-    println!("  title        {}", p.title);
+    use output::{clean, clean_join};
+    println!(
+        "{}  (version {}, {})",
+        clean(&p.product),
+        p.version,
+        clean(&p.status)
+    );
+    println!("  title        {}", clean(&p.title));
     if !p.description.is_empty() {
-        println!("  description  {}", p.description);
+        println!("  description  {}", clean(&p.description));
     }
-    println!("  owner        {} (fingerprint {})", p.owner, p.fingerprint);
+    println!(
+        "  owner        {} (fingerprint {})",
+        clean(&p.owner),
+        clean(&p.fingerprint)
+    );
     println!("  rows / size  {} / {}", p.rows, output::bytes(p.bytes));
-    println!("  digest       {}", p.digest);
-    println!("  tags         {}", p.tags.join(", "));
+    println!("  digest       {}", clean(&p.digest));
+    println!("  tags         {}", clean_join(&p.tags, ", "));
     println!(
         "  sla          updated {}, fresh within {} h, availability {:.2} %",
-        p.update_frequency,
+        clean(&p.update_frequency),
         p.freshness_hours,
         p.availability_bp as f64 / 100.0
     );
     println!(
         "  policy       approval {}, purposes [{}], max {} days, restricted [{}]",
-        p.approval,
-        p.purposes.join(", "),
+        clean(&p.approval),
+        clean_join(&p.purposes, ", "),
         p.max_contract_days,
-        p.restricted.join(", ")
+        clean_join(&p.restricted, ", ")
     );
     if !p.lineage.is_empty() {
-        println!("  lineage      {}", p.lineage.join(", "));
+        println!("  lineage      {}", clean_join(&p.lineage, ", "));
     }
     println!("  schema");
     for c in &p.schema {
@@ -324,8 +345,8 @@ fn print_product(p: &ProductView) {
         };
         println!(
             "    {:<24} {}{}{}",
-            c.name,
-            c.data_type,
+            clean(&c.name),
+            clean(&c.data_type),
             if c.nullable { "" } else { " not null" },
             restricted
         );
@@ -387,14 +408,16 @@ pub(crate) async fn peers(dir: DataDir, json: bool) -> anyhow::Result<()> {
         .unwrap_or(0);
     let mut table = output::table(&["domain", "peer id", "connected", "rtt", "addresses"]);
     for p in peers {
+        // Domains and addresses are what the peer says about itself: cleaned, then the
+        // addresses joined with our own line breaks.
         table.add_row(vec![
-            p.domain.unwrap_or_else(|| "?".into()),
-            p.peer_id,
+            output::clean(p.domain.as_deref().unwrap_or("?")).into_owned(),
+            output::clean(&p.peer_id).into_owned(),
             format!("{} s", now.saturating_sub(p.connected_since_ms) / 1000),
             p.rtt_ms
                 .map(|r| format!("{r:.1} ms"))
                 .unwrap_or_else(|| "-".into()),
-            p.addresses.join("\n"),
+            output::clean_join(&p.addresses, "\n"),
         ]);
     }
     println!("{table}");
@@ -408,9 +431,13 @@ pub(crate) struct FetchArgs {
     dir: DirArg,
     /// The product: domain/product or domain@fingerprint/product.
     product: String,
-    /// Output Arrow IPC file.
+    /// Output Arrow IPC file, relative to the current directory. Its directory must exist;
+    /// it may not be inside a node's data directory (except its received/ directory).
     #[arg(long)]
     out: PathBuf,
+    /// Replace the output file if it exists (otherwise the fetch is refused).
+    #[arg(long)]
+    force: bool,
     /// Agreement id or unambiguous id prefix (default: the usable agreement for the product).
     #[arg(long)]
     agreement: Option<String>,
@@ -428,10 +455,25 @@ pub(crate) struct FetchArgs {
 pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal;
 
+    if args.out.as_os_str() == "-" {
+        anyhow::bail!(
+            "`--out -` is not supported: the daemon writes an Arrow IPC file; name a file such as --out data.arrow"
+        );
+    }
     let dir = client::data_dir(args.dir.data_dir)?;
     let client = Client::for_data_dir(&dir)?;
+    // The daemon has another working directory: send the path resolved against ours.
     let out = std::path::absolute(&args.out)
         .with_context(|| format!("bad output path `{}`", args.out.display()))?;
+    let out_text = out
+        .to_str()
+        .with_context(|| {
+            format!(
+                "the output path `{}` is not valid UTF-8: choose another --out",
+                out.display()
+            )
+        })?
+        .to_owned();
     let compression = match args.compression.as_str() {
         "lz4" => Compression::Lz4,
         "zstd" => Compression::Zstd,
@@ -439,10 +481,11 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     };
     let request = FetchRequestBody {
         product: args.product.clone(),
-        out: out.display().to_string(),
+        out: out_text,
         agreement: args.agreement,
         version: args.version,
         compression,
+        force: args.force,
     };
     let spinner = (!args.json && std::io::stdout().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new_spinner();

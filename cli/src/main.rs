@@ -40,6 +40,11 @@ enum Command {
         /// Data directory of the node.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Start even though the database is behind its audit anchor, replaced or emptied
+        /// (after a restore from an old backup, or a damaged disk): what it lost stays lost,
+        /// the loss is recorded in the audit log, and version numbers are not reused.
+        #[arg(long)]
+        accept_rollback: bool,
     },
     /// Publish a data product (a new version if the name exists).
     Publish(commands::PublishArgs),
@@ -96,7 +101,8 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors carry the daemon's messages, and those quote what peers sent.
+            eprintln!("error: {}", output::clean_lines(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -105,7 +111,10 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Init(args) => commands::init(args),
-        Command::Run { data_dir } => commands::run(client::data_dir(data_dir)?).await,
+        Command::Run {
+            data_dir,
+            accept_rollback,
+        } => commands::run(client::data_dir(data_dir)?, accept_rollback).await,
         Command::Publish(args) => commands::publish(args).await,
         Command::Catalog(args) => commands::catalog(args).await,
         Command::Demo(args) => demo::run(args).await,

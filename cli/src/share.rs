@@ -8,7 +8,7 @@ use mesh_protocol::ContractState;
 
 use crate::DirArg;
 use crate::client::{self, Client};
-use crate::output;
+use crate::output::{self, clean};
 
 /// `meshnode share`.
 #[derive(Debug, clap::Args)]
@@ -31,9 +31,15 @@ enum ShareAction {
         /// Why you need the data (the provider may allow only some purposes).
         #[arg(long)]
         purpose: String,
-        /// Columns wanted, comma-separated (default: all columns).
+        /// Columns wanted, comma-separated. Default: every shareable column of the current
+        /// version, listed in the agreement (columns added later are not covered). `*` asks
+        /// for all current and future non-restricted columns.
         #[arg(long, value_delimiter = ',')]
         columns: Option<Vec<String>>,
+        /// Ask for all current and future non-restricted columns (the same as `--columns '*'`):
+        /// the agreement then covers columns added by later versions, and the approver sees so.
+        #[arg(long, conflicts_with = "columns")]
+        all_columns_including_future: bool,
         /// Row filter, e.g. "region = 'EU' AND amount > 10".
         #[arg(long)]
         filter: Option<String>,
@@ -130,6 +136,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             filter,
             days,
             valid_for,
+            all_columns_including_future,
         } => {
             let request = ShareRequest {
                 product,
@@ -138,6 +145,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
                 filter,
                 days,
                 valid_for_secs: valid_for,
+                all_columns_including_future,
             };
             let view: AgreementView = client.post("/v1/share/request", &request).await?;
             if json {
@@ -146,9 +154,9 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             match view.state {
                 ContractState::Rejected => bail!(
                     "{} rejected the request for {}: {} (contract {}; see `meshnode share show {}`)",
-                    view.provider,
-                    view.product,
-                    view.reason.as_deref().unwrap_or("no reason given"),
+                    clean(&view.provider),
+                    clean(&view.product),
+                    clean(view.reason.as_deref().unwrap_or("no reason given")),
                     view.short_id,
                     view.short_id
                 ),
@@ -157,20 +165,23 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
                     println!(
                         "agreed: contract {} with {} for {} ({}), columns {}, until {}",
                         view.short_id,
-                        view.provider,
-                        view.product,
-                        view.purpose,
+                        clean(&view.provider),
+                        clean(&view.product),
+                        clean(&view.purpose),
                         columns_text(&view),
                         view.expires_at
                     );
                     println!(
                         "fetch with: meshnode fetch {} --agreement {}",
-                        view.product, view.short_id
+                        clean(&view.product),
+                        view.short_id
                     );
                 }
                 ContractState::Pending | ContractState::Requested => println!(
                     "pending: contract {} waits for {}'s operator to accept it; this node checks every few seconds (see `meshnode share show {}`)",
-                    view.short_id, view.provider, view.short_id
+                    view.short_id,
+                    clean(&view.provider),
+                    view.short_id
                 ),
                 state => println!("contract {} is {state}", view.short_id),
             }
@@ -203,7 +214,8 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
                 "id", "consumer", "product", "purpose", "columns", "filter", "until",
             ]);
             for v in &views {
-                table.add_row(vec![
+                // Consumer domain, purpose, columns and filter are the requester's words.
+                table.add_row(output::row([
                     v.short_id.clone(),
                     v.consumer.clone(),
                     v.product.clone(),
@@ -211,7 +223,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
                     columns_text(v),
                     v.filter.clone().unwrap_or_else(|| "-".into()),
                     date(&v.expires_at).to_owned(),
-                ]);
+                ]));
             }
             println!(
                 "{table}\ndecide with `meshnode share accept ID` or `meshnode share reject ID --reason R`"
@@ -244,8 +256,8 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             println!(
                 "accepted: contract {} gives {} {} ({}) until {}",
                 view.short_id,
-                view.consumer,
-                view.product,
+                clean(&view.consumer),
+                clean(&view.product),
                 columns_text(&view),
                 view.expires_at
             );
@@ -261,7 +273,9 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             }
             println!(
                 "rejected: contract {} from {} for {}",
-                view.short_id, view.consumer, view.product
+                view.short_id,
+                clean(&view.consumer),
+                clean(&view.product)
             );
             Ok(())
         }
@@ -274,10 +288,10 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             println!(
                 "revoked: contract {} for {} between {} and {}; {} is told directly and through the mesh",
                 view.short_id,
-                view.product,
-                view.provider,
-                view.consumer,
-                view.counterparty()
+                clean(&view.product),
+                clean(&view.provider),
+                clean(&view.consumer),
+                clean(view.counterparty())
             );
             Ok(())
         }
@@ -289,11 +303,17 @@ fn date(rfc3339: &str) -> &str {
     rfc3339.get(..10).unwrap_or(rfc3339)
 }
 
+/// The columns of a contract for people: names come from the product's schema or the
+/// request, so they are cleaned.
+/// The columns as the approver must see them: the pinned list, or `*` spelled out.
 fn columns_text(v: &AgreementView) -> String {
-    match (&v.granted_columns, &v.columns) {
-        (Some(granted), _) => granted.join(","),
-        (None, Some(asked)) => asked.join(","),
-        (None, None) => "all".into(),
+    match (&v.columns, &v.granted_columns) {
+        (Some(pinned), _) => output::clean_join(pinned, ","),
+        (None, Some(now)) => format!(
+            "* = ALL current and FUTURE non-restricted columns (now {})",
+            output::clean_join(now, ",")
+        ),
+        (None, None) => "* = ALL current and FUTURE non-restricted columns".into(),
     }
 }
 
@@ -309,7 +329,7 @@ fn print_table(views: &[AgreementView]) {
         "id", "role", "product", "with", "state", "purpose", "columns", "until",
     ]);
     for v in views {
-        table.add_row(vec![
+        table.add_row(output::row([
             v.short_id.clone(),
             role(v.role).to_owned(),
             v.product.clone(),
@@ -318,23 +338,36 @@ fn print_table(views: &[AgreementView]) {
             v.purpose.clone(),
             columns_text(v),
             date(&v.expires_at).to_owned(),
-        ]);
+        ]));
     }
     println!("{table}");
 }
 
+/// One contract in full; every string the other party wrote is cleaned.
 fn print_view(v: &AgreementView) {
     println!("contract {}  ({})", v.short_id, v.state);
     println!("  id         {}", v.id);
-    println!("  product    {} (versions {})", v.product, v.version_range);
-    println!("  provider   {} (key {})", v.provider, v.provider_key);
-    println!("  consumer   {} (key {})", v.consumer, v.consumer_key);
+    println!(
+        "  product    {} (versions {})",
+        clean(&v.product),
+        clean(&v.version_range)
+    );
+    println!(
+        "  provider   {} (key {})",
+        clean(&v.provider),
+        clean(&v.provider_key)
+    );
+    println!(
+        "  consumer   {} (key {})",
+        clean(&v.consumer),
+        clean(&v.consumer_key)
+    );
     println!("  this node  {}", role(v.role));
-    println!("  purpose    {}", v.purpose);
+    println!("  purpose    {}", clean(&v.purpose));
     println!("  columns    {}", columns_text(v));
     println!(
         "  filter     {}",
-        v.filter.as_deref().unwrap_or("none (all rows)")
+        clean(v.filter.as_deref().unwrap_or("none (all rows)"))
     );
     println!(
         "  valid      {} .. {}",
@@ -345,9 +378,9 @@ fn print_view(v: &AgreementView) {
         let who = match (v.state, v.revoked_by) {
             (ContractState::Revoked, Some(by)) => format!("revoked by the {}", role(by)),
             (ContractState::Revoked, None) => "revoked".to_owned(),
-            _ => format!("rejected by {}", v.provider),
+            _ => format!("rejected by {}", clean(&v.provider)),
         };
-        println!("  reason     {reason} ({who})");
+        println!("  reason     {} ({who})", clean(reason));
     }
 }
 
@@ -364,10 +397,38 @@ pub(crate) struct AuditArgs {
     json: bool,
 }
 
+/// The audit log from the daemon or, when no daemon answers (one that refused to start on
+/// a rolled-back store, say), read from the data directory. The database's lock keeps the
+/// second from ever opening the store of a running node.
+async fn audit_view(dir: &mesh_node::DataDir) -> anyhow::Result<AuditView> {
+    let from_daemon = async {
+        let client = Client::for_data_dir(dir)?;
+        client.get::<AuditView>("/v1/audit").await
+    };
+    let daemon_error = match from_daemon.await {
+        Ok(view) => return Ok(view),
+        Err(e) => e,
+    };
+    if !dir.config().exists() {
+        return Err(daemon_error);
+    }
+    match mesh_node::integrity::offline_audit(dir) {
+        Ok(view) => {
+            eprintln!(
+                "note: no daemon answers for `{}`: the audit log was read from disk",
+                dir.root().display()
+            );
+            Ok(view)
+        }
+        Err(offline) => Err(daemon_error.context(format!(
+            "reading the audit log from disk failed too: {offline}"
+        ))),
+    }
+}
+
 pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     let dir = client::data_dir(args.dir.data_dir)?;
-    let client = Client::for_data_dir(&dir)?;
-    let view: AuditView = client.get("/v1/audit").await?;
+    let view = audit_view(&dir).await?;
     if args.json {
         output::json(&view)?;
     } else if !args.verify {
@@ -393,20 +454,22 @@ pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<()> {
                     extra.push(format!("{key}={value}"));
                 }
             }
-            table.add_row(vec![
+            // Products, domains and reasons in the log came from peers: cleaned per cell.
+            table.add_row(output::row([
                 e.seq.to_string(),
                 e.at.clone(),
                 e.kind.clone(),
                 text("product").to_owned(),
                 contract,
                 extra.join(" "),
-            ]);
+            ]));
         }
         println!("{table}");
     }
     match (&view.error, args.verify) {
         (Some(error), true) => bail!(
-            "the audit log does not verify: {error} (the log of {} holds {} readable entries)",
+            "the audit log does not verify: {} (the log of {} holds {} readable entries)",
+            clean(error),
             dir.root().display(),
             view.entries.len()
         ),
@@ -417,7 +480,7 @@ pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<()> {
             );
         }
         (Some(error), false) if !args.json => {
-            eprintln!("warning: {error} (run `meshnode audit --verify`)");
+            eprintln!("warning: {} (run `meshnode audit --verify`)", clean(error));
         }
         _ => {}
     }

@@ -3,6 +3,14 @@
 //! The record keeps the envelopes exactly as exchanged (request, co-signed agreement,
 //! rejection, revocation) plus the state this node derived from them. The data plane reads
 //! these records (and the `revocations` tree) to authorise and to find agreements.
+//!
+//! Every write of a record also updates the `agreement_index` tree in one sled transaction,
+//! so that what a peer can trigger (a request, a status poll) costs lookups, not a scan of
+//! every record ever stored. Index keys (values empty unless said):
+//!
+//! - `S role state id`: records by role and stored state (polls, `share pending`, counts);
+//! - `C consumer role state id`: records by consumer key (open requests per consumer);
+//! - `N consumer nonce` -> id: the nonce replay check.
 
 use mesh_protocol::Signed;
 use mesh_protocol::codec::{self, DecodeError};
@@ -10,12 +18,74 @@ use mesh_protocol::contract::effective_state;
 use mesh_protocol::contract::{
     Agreement, AgreementId, ContractRequest, ContractState, ContractTerms, Rejection, Revocation,
 };
+use mesh_protocol::PublicKey;
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
 
 use crate::store::{Store, StoreError};
 
+/// Index key prefixes (see the module docs).
+const BY_STATE: u8 = b'S';
+const BY_CONSUMER: u8 = b'C';
+const BY_NONCE: u8 = b'N';
+
 /// Largest stored record.
 const MAX_RECORD: usize = 512 * 1024;
+
+fn role_byte(role: Role) -> u8 {
+    match role {
+        Role::Provider => 0,
+        Role::Consumer => 1,
+    }
+}
+
+fn state_byte(state: ContractState) -> u8 {
+    ContractState::ALL
+        .iter()
+        .position(|s| *s == state)
+        .unwrap_or(0) as u8
+}
+
+/// The index keys of one record (none when its request does not decode).
+fn index_keys(id: &AgreementId, record: &AgreementRecord) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Ok(terms) = record.terms() else {
+        return Vec::new();
+    };
+    let (role, state) = (role_byte(record.role), state_byte(record.state));
+    let mut by_state = vec![BY_STATE, role, state];
+    by_state.extend_from_slice(&id.0);
+    let mut by_consumer = vec![BY_CONSUMER];
+    by_consumer.extend_from_slice(&terms.consumer.0);
+    by_consumer.extend_from_slice(&[role, state]);
+    by_consumer.extend_from_slice(&id.0);
+    let mut by_nonce = vec![BY_NONCE];
+    by_nonce.extend_from_slice(&terms.consumer.0);
+    by_nonce.extend_from_slice(&terms.nonce);
+    vec![
+        (by_state, Vec::new()),
+        (by_consumer, Vec::new()),
+        (by_nonce, id.0.to_vec()),
+    ]
+}
+
+fn ids_of(
+    index: &sled::Tree,
+    prefix: &[u8],
+    skip: usize,
+    limit: usize,
+) -> Result<Vec<AgreementId>, StoreError> {
+    let mut out = Vec::new();
+    for key in index.scan_prefix(prefix).keys().take(limit) {
+        let key = key?;
+        if let Some(id) = key
+            .get(skip..skip + 32)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        {
+            out.push(AgreementId(id));
+        }
+    }
+    Ok(out)
+}
 
 /// Which side of the contract this node is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,14 +142,134 @@ impl AgreementRecord {
 }
 
 impl Store {
-    /// Stores (or replaces) a contract record. Callers flush before acknowledging.
+    /// Stores (or replaces) a contract record and its index entries, in one transaction.
+    /// Callers flush before acknowledging.
     pub fn put_agreement(
         &self,
         id: &AgreementId,
         record: &AgreementRecord,
     ) -> Result<(), StoreError> {
-        self.agreements().insert(id.0, record.to_bytes())?;
-        Ok(())
+        self.write_agreement(id, Some(record))
+    }
+
+    /// Removes a contract record and its index entries, in one transaction.
+    pub fn remove_agreement(&self, id: &AgreementId) -> Result<(), StoreError> {
+        self.write_agreement(id, None)
+    }
+
+    fn write_agreement(
+        &self,
+        id: &AgreementId,
+        record: Option<&AgreementRecord>,
+    ) -> Result<(), StoreError> {
+        let new_keys = record.map(|r| index_keys(id, r)).unwrap_or_default();
+        let bytes = record.map(AgreementRecord::to_bytes);
+        (self.agreements(), self.agreement_index())
+            .transaction(|(agreements, index)| {
+                let old = match &bytes {
+                    Some(b) => agreements.insert(&id.0, b.as_slice())?,
+                    None => agreements.remove(&id.0)?,
+                };
+                if let Some(old) = old.and_then(|b| AgreementRecord::from_bytes(&b).ok()) {
+                    for (key, _) in index_keys(id, &old) {
+                        index.remove(key)?;
+                    }
+                }
+                for (key, value) in &new_keys {
+                    index.insert(key.as_slice(), value.as_slice())?;
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    StoreError::Sled(sled::Error::ReportableBug("aborted index write".into()))
+                }
+            })
+    }
+
+    /// Builds the index when it is empty but records exist (a store written before it).
+    pub fn rebuild_agreement_index_if_missing(&self) -> Result<usize, StoreError> {
+        if !self.agreement_index().is_empty() || self.agreements().is_empty() {
+            return Ok(0);
+        }
+        let records = self.agreement_records()?;
+        for (id, record) in &records {
+            for (key, value) in index_keys(id, record) {
+                self.agreement_index().insert(key, value)?;
+            }
+        }
+        Ok(records.len())
+    }
+
+    /// Ids of the records with `role` in stored `state`, at most `limit`.
+    pub fn agreement_ids_in(
+        &self,
+        role: Role,
+        state: ContractState,
+        limit: usize,
+    ) -> Result<Vec<AgreementId>, StoreError> {
+        let prefix = [BY_STATE, role_byte(role), state_byte(state)];
+        ids_of(self.agreement_index(), &prefix, 3, limit)
+    }
+
+    /// Number of records with `role` in stored `state` (counted on the index keys).
+    pub fn count_agreements_in(&self, role: Role, state: ContractState) -> usize {
+        let prefix = [BY_STATE, role_byte(role), state_byte(state)];
+        self.agreement_index().scan_prefix(prefix).keys().count()
+    }
+
+    /// Number of records of `consumer` with `role` in stored `state`.
+    pub fn count_agreements_of(
+        &self,
+        consumer: &PublicKey,
+        role: Role,
+        state: ContractState,
+    ) -> usize {
+        let mut prefix = vec![BY_CONSUMER];
+        prefix.extend_from_slice(&consumer.0);
+        prefix.extend_from_slice(&[role_byte(role), state_byte(state)]);
+        self.agreement_index().scan_prefix(prefix).keys().count()
+    }
+
+    /// The record that already uses `nonce` for `consumer`, if any.
+    pub fn agreement_with_nonce(
+        &self,
+        consumer: &PublicKey,
+        nonce: &[u8; 16],
+    ) -> Result<Option<AgreementId>, StoreError> {
+        let mut key = vec![BY_NONCE];
+        key.extend_from_slice(&consumer.0);
+        key.extend_from_slice(nonce);
+        Ok(self
+            .agreement_index()
+            .get(key)?
+            .and_then(|v| <[u8; 32]>::try_from(v.as_ref()).ok())
+            .map(AgreementId))
+    }
+
+    /// Records whose id starts with `bytes` (a seek, not a scan), at most `limit`.
+    pub fn agreements_with_prefix(
+        &self,
+        bytes: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(AgreementId, AgreementRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.agreements().scan_prefix(bytes).take(limit) {
+            let (key, value) = item?;
+            let corrupt = |reason: String| StoreError::Corrupt {
+                tree: "agreements",
+                key: hex::encode(&key),
+                reason,
+            };
+            let id: [u8; 32] = key
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("key is not an agreement id".into()))?;
+            let record = AgreementRecord::from_bytes(&value).map_err(|e| corrupt(e.to_string()))?;
+            out.push((AgreementId(id), record));
+        }
+        Ok(out)
     }
 
     /// One contract record.

@@ -109,12 +109,21 @@ async fn peers(State(s): State<ApiState>) -> Result<impl IntoResponse, NodeError
 }
 
 async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, NodeError> {
+    let mut text = s.node.metrics().await?;
+    if let Some(data) = &s.data
+        && let Some(body) = text.strip_suffix("# EOF\n")
+    {
+        let mut joined = body.to_owned();
+        data.encode_metrics(&mut joined);
+        joined.push_str("# EOF\n");
+        text = joined;
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.node.metrics().await?,
+        text,
     ))
 }
 
@@ -133,6 +142,7 @@ async fn fetch(
         version: body.version,
         compression: body.compression,
         provider_addr: None,
+        force: body.force,
     };
     Ok(Json(data.fetch(options).await?))
 }

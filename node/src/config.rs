@@ -42,9 +42,86 @@ pub struct NodeConfig {
     /// for a node others cannot dial, or for all but a few nodes of a large mesh.
     #[serde(default = "default_true")]
     pub dht_server: bool,
+    /// Clock difference tolerated with other nodes, in seconds, when checking a contract's
+    /// validity window (not yet valid, expired): clocks of independent organisations drift.
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_tolerance_secs: u64,
     /// Defaults applied to `meshnode publish` when flags do not say otherwise.
     #[serde(default)]
     pub defaults: PublishDefaults,
+    /// What one consumer may make this node store and do with contract requests.
+    #[serde(default)]
+    pub contracts: ContractLimits,
+}
+
+/// Default of `clock_skew_tolerance_secs`: five minutes.
+pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 300;
+
+/// Per-consumer budgets for contract requests received (see `mesh_protocol::budget`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractLimits {
+    /// Most undecided requests one consumer may have with this node.
+    #[serde(default = "default_max_open_per_consumer")]
+    pub max_open_requests_per_consumer: u32,
+    /// Most undecided requests from all consumers together.
+    #[serde(default = "default_max_open_total")]
+    pub max_open_requests: u32,
+    /// Requests one consumer may send back to back.
+    #[serde(default = "default_request_burst")]
+    pub request_burst: u32,
+    /// After the burst, one request per this many seconds.
+    #[serde(default = "default_request_refill_secs")]
+    pub request_refill_secs: u64,
+    /// Days an undecided request waits for the operator before it expires (rejected).
+    #[serde(default = "default_pending_ttl_days")]
+    pub pending_request_ttl_days: u32,
+}
+
+impl Default for ContractLimits {
+    fn default() -> Self {
+        Self {
+            max_open_requests_per_consumer: default_max_open_per_consumer(),
+            max_open_requests: default_max_open_total(),
+            request_burst: default_request_burst(),
+            request_refill_secs: default_request_refill_secs(),
+            pending_request_ttl_days: default_pending_ttl_days(),
+        }
+    }
+}
+
+impl ContractLimits {
+    /// The budget configuration these limits describe.
+    pub fn budget(&self) -> mesh_protocol::budget::BudgetConfig {
+        mesh_protocol::budget::BudgetConfig {
+            max_open_per_consumer: self.max_open_requests_per_consumer,
+            max_open_total: self.max_open_requests,
+            burst: self.request_burst,
+            refill_ms: self.request_refill_secs.saturating_mul(1000),
+            pending_ttl_ms: u64::from(self.pending_request_ttl_days)
+                .saturating_mul(mesh_protocol::contract::DAY_MS),
+            ..Default::default()
+        }
+    }
+}
+
+fn default_clock_skew() -> u64 {
+    DEFAULT_CLOCK_SKEW_SECS
+}
+fn default_max_open_per_consumer() -> u32 {
+    mesh_protocol::budget::DEFAULT_MAX_OPEN_PER_CONSUMER
+}
+fn default_max_open_total() -> u32 {
+    mesh_protocol::budget::DEFAULT_MAX_OPEN_TOTAL
+}
+fn default_request_burst() -> u32 {
+    mesh_protocol::budget::DEFAULT_BURST
+}
+fn default_request_refill_secs() -> u64 {
+    mesh_protocol::budget::DEFAULT_REFILL_MS / 1000
+}
+fn default_pending_ttl_days() -> u32 {
+    (mesh_protocol::budget::DEFAULT_PENDING_TTL_MS / mesh_protocol::contract::DAY_MS) as u32
 }
 
 /// Per-node defaults for new products.
@@ -149,7 +226,9 @@ impl NodeConfig {
             max_transfers_per_peer: default_transfers_per_peer(),
             max_connections: default_max_connections(),
             dht_server: true,
+            clock_skew_tolerance_secs: DEFAULT_CLOCK_SKEW_SECS,
             defaults: PublishDefaults::default(),
+            contracts: ContractLimits::default(),
         }
     }
 
@@ -207,6 +286,33 @@ impl NodeConfig {
                 key: "max_transfers_per_peer",
                 message: "must be at least 1".into(),
             });
+        }
+        if self.clock_skew_tolerance_secs > 24 * 3600 {
+            return Err(ConfigError::Invalid {
+                key: "clock_skew_tolerance_secs",
+                message: "must be at most 86400 (a day): fix the clocks instead".into(),
+            });
+        }
+        let c = &self.contracts;
+        for (key, value) in [
+            (
+                "contracts.max_open_requests_per_consumer",
+                u64::from(c.max_open_requests_per_consumer),
+            ),
+            ("contracts.max_open_requests", u64::from(c.max_open_requests)),
+            ("contracts.request_burst", u64::from(c.request_burst)),
+            ("contracts.request_refill_secs", c.request_refill_secs),
+            (
+                "contracts.pending_request_ttl_days",
+                u64::from(c.pending_request_ttl_days),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 1".into(),
+                });
+            }
         }
         Ok(())
     }
@@ -268,6 +374,15 @@ impl DataDir {
     /// Arrow file of one product version.
     pub fn product_file(&self, name: &str, version: u64) -> PathBuf {
         self.products().join(name).join(format!("{version}.arrow"))
+    }
+    /// Where publishes stage their Arrow file before it is renamed into place; emptied at
+    /// start (what is there was left by a crash).
+    pub fn staging(&self) -> PathBuf {
+        self.products().join(".staging")
+    }
+    /// `audit.anchor`: the signed audit head, written after each flush, outside the database.
+    pub fn audit_anchor(&self) -> PathBuf {
+        self.root.join("audit.anchor")
     }
     /// Received data.
     pub fn received(&self) -> PathBuf {

@@ -7,13 +7,22 @@
 //!   answers the user once the provider answered (agreed, pending or rejected). A provider
 //!   that cannot be dialled leaves nothing behind; a request whose answer was lost stays
 //!   `requested` and is sent again (requests are idempotent: same terms, same id).
-//! - The consumer learns the operator's decision on a pending request by polling:
-//!   every [`POLL_INTERVAL`] it sends `Status(id)` for each pending record.
+//! - The consumer learns the operator's decision on a pending request by polling: every
+//!   [`POLL_INTERVAL`] it sends one `StatusBatch` per provider carrying the ids of its due
+//!   pending records (at most [`MAX_STATUS_BATCH`], one batch in flight per provider, with
+//!   backoff up to `MAX_BACKOFF` when the provider does not answer). Batching, rather than a
+//!   push from the provider, keeps the provider from dialling consumers and works the same
+//!   for a consumer that was offline when the decision was made.
+//! - A provider admits a request only within the consumer's budget
+//!   ([`mesh_protocol::budget`]); over it, the consumer gets `Busy` and nothing is stored.
+//!   Undecided requests expire after the budget's time to live (a signed rejection).
 //! - Revocations go directly to the other party and on gossip. Agreed contracts are also
 //!   re-checked with a connected counterparty every [`AGREED_POLL_INTERVAL`], so a party that
-//!   was offline when the other revoked catches up.
+//!   was offline when the other revoked catches up. A revocation of an agreement this node
+//!   is not a party to is ignored (neither stored nor forwarded): only the parties act on
+//!   it, and they get it directly or by that re-check.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
@@ -21,7 +30,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
 use libp2p::{Multiaddr, PeerId};
-use mesh_protocol::contract::{Revocation, verify_revocation, verify_revocation_signer};
+use mesh_protocol::budget::{BudgetConfig, BudgetRefusal, RequestBudget};
+use mesh_protocol::contract::{
+    MAX_STATUS_BATCH, Revocation, verify_revocation, verify_revocation_signer,
+};
 use mesh_protocol::wire::GossipMessage;
 use mesh_protocol::{
     AgreementId, ContractMessage, ContractReply, ContractState, PublicKey, RejectReason, Signed,
@@ -34,7 +46,7 @@ use crate::error::NodeError;
 use crate::negotiation::{self, Party, counterparty, peer_id_of};
 use crate::node::{Command, Node, NodeHandle, now_ms};
 use crate::odcs::{self, DataContract};
-use crate::views::{AgreementView, AuditEntryView, AuditView, ReasonRequest, ShareRequest};
+use crate::views::{AgreementView, AuditView, ReasonRequest, ShareRequest};
 
 /// How often a consumer asks about its requested and pending contracts.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -42,8 +54,12 @@ pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
 pub(crate) const AGREED_POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// Longest delay between polls of an unreachable counterparty.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// How often the store is scanned for due polls.
+/// How often the index of live contracts is read for due polls.
 const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+/// How often undecided requests are checked for expiry (also once at start).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Most live contracts of one kind looked at per scan.
+const SCAN_LIMIT: usize = 100_000;
 
 /// What an outbound contract message is waiting for.
 #[derive(Debug)]
@@ -62,6 +78,13 @@ enum Outbound {
         /// The contract.
         id: AgreementId,
     },
+    /// A background status poll of several contracts with one counterparty.
+    PollBatch {
+        /// The counterparty asked.
+        key: PublicKey,
+        /// The contracts, in the order asked.
+        ids: Vec<AgreementId>,
+    },
     /// A revocation sent directly to the other party.
     Revoke {
         /// The contract.
@@ -78,18 +101,49 @@ struct Schedule {
     backoff: Duration,
 }
 
-/// The actor's negotiation state: messages in flight and poll schedules. Everything durable
-/// is in the store; this is rebuilt from it after a restart.
-#[derive(Debug, Default)]
+/// The actor's negotiation state: messages in flight, poll schedules and request budgets.
+/// Everything durable is in the store; this is rebuilt from it after a restart.
+#[derive(Debug)]
 pub(crate) struct Negotiations {
     /// Outbound messages by libp2p request id.
     outbound: HashMap<OutboundRequestId, Outbound>,
     /// Contracts with a message in flight (at most one each).
     in_flight: HashSet<AgreementId>,
+    /// Counterparties with a status batch in flight (at most one each).
+    batch_in_flight: HashSet<PublicKey>,
     /// Poll schedule of contracts that need polling.
     schedule: HashMap<AgreementId, Schedule>,
     /// Last scan of the store for due polls.
     last_scan: Option<Instant>,
+    /// Last expiry sweep of undecided requests; `None` until the first, at start.
+    last_sweep: Option<Instant>,
+    /// Per-consumer budgets of requests received (a mutex only so that `Party` stays a
+    /// shared borrow; the actor is its only user).
+    budget: std::sync::Mutex<RequestBudget>,
+    /// Tolerated clock difference with other parties, ms.
+    skew_ms: u64,
+}
+
+impl Negotiations {
+    /// Empty state with the node's limits.
+    pub(crate) fn new(budget: BudgetConfig, skew_ms: u64) -> Self {
+        Self {
+            outbound: HashMap::new(),
+            in_flight: HashSet::new(),
+            batch_in_flight: HashSet::new(),
+            schedule: HashMap::new(),
+            last_scan: None,
+            last_sweep: None,
+            budget: std::sync::Mutex::new(RequestBudget::new(budget)),
+            skew_ms,
+        }
+    }
+}
+
+impl Default for Negotiations {
+    fn default() -> Self {
+        Self::new(BudgetConfig::default(), crate::config::DEFAULT_CLOCK_SKEW_SECS * 1000)
+    }
 }
 
 /// Contract commands from [`crate::NodeHandle`] to the actor.
@@ -235,6 +289,8 @@ impl Node {
         Party {
             store: &self.store,
             identity: &self.identity,
+            budget: &self.negotiations.budget,
+            skew_ms: self.negotiations.skew_ms,
         }
     }
 
@@ -258,7 +314,7 @@ impl Node {
             id,
             record,
             &terms,
-            descriptor.as_ref().map(|d| d.schema.as_slice()),
+            descriptor.as_ref(),
             now_ms(),
         ))
     }
@@ -299,6 +355,9 @@ impl Node {
                     request, channel, ..
                 } => {
                     let reply = negotiation::answer(self.party(), peer, &request, now_ms()).await;
+                    if let ContractReply::Busy(refusal) = &reply {
+                        self.metrics.contract_refused(refusal);
+                    }
                     if self
                         .swarm
                         .behaviour_mut()
@@ -355,6 +414,33 @@ impl Node {
                     }
                 }
             }
+            Outbound::PollBatch { key, ids } => {
+                self.negotiations.batch_in_flight.remove(&key);
+                for id in &ids {
+                    self.negotiations.in_flight.remove(id);
+                }
+                let entries = match reply {
+                    ContractReply::Statuses(entries) if entries.len() <= ids.len() => entries,
+                    other => {
+                        tracing::warn!(?other, "contract status batch answered unexpectedly");
+                        for id in &ids {
+                            self.poll_failed(id);
+                        }
+                        return;
+                    }
+                };
+                // Answers come in the order asked; the ones left out are asked again soon.
+                for (id, entry) in ids.iter().zip(entries) {
+                    let reply = entry.into_reply();
+                    match negotiation::apply_reply(self.party(), id, reply, now_ms()).await {
+                        Ok(_) => self.poll_succeeded(id),
+                        Err(e) => {
+                            tracing::warn!(id = %id.short(), "contract poll: {e}");
+                            self.poll_failed(id);
+                        }
+                    }
+                }
+            }
             Outbound::Revoke { id } => match reply {
                 ContractReply::Revoked(_) => {
                     tracing::debug!(id = %id.short(), "revocation acknowledged")
@@ -371,9 +457,20 @@ impl Node {
         provider: &str,
         reply: ContractReply,
     ) -> Result<AgreementView, NodeError> {
+        if let ContractReply::Busy(refusal) = &reply {
+            negotiation::forget_request(self.party(), id).await?;
+            let message = match refusal {
+                BudgetRefusal::TooManyOpen { open, max } => format!(
+                    "too many open requests to {provider}: {open} pending (at most {max}); wait for answers or withdraw some with `meshnode share revoke ID` (nothing was stored)"
+                ),
+                other => format!("{provider} refused the request: {other} (nothing was stored)"),
+            };
+            return Err(NodeError::Refused(message));
+        }
         let refused = match &reply {
             ContractReply::Error(message) => Some(message.clone()),
             ContractReply::Unknown(_) => Some("it does not know the request".to_owned()),
+            ContractReply::Statuses(_) => Some("it answered with a status batch".to_owned()),
             _ => None,
         };
         if let Some(message) = refused {
@@ -434,6 +531,14 @@ impl Node {
                 self.negotiations.in_flight.remove(&id);
                 self.poll_failed(&id);
             }
+            Outbound::PollBatch { key, ids } => {
+                tracing::debug!(%peer, ids = ids.len(), "contract status batch failed: {error}");
+                self.negotiations.batch_in_flight.remove(&key);
+                for id in &ids {
+                    self.negotiations.in_flight.remove(id);
+                    self.poll_failed(id);
+                }
+            }
             Outbound::Revoke { id } => {
                 tracing::info!(id = %id.short(), %peer, "revocation not delivered directly ({error}); gossip and the next status check deliver it");
             }
@@ -455,10 +560,30 @@ impl Node {
         s.backoff = (s.backoff * 2).min(MAX_BACKOFF);
     }
 
-    /// Periodic work, called from the actor's housekeeping tick: sends due polls for
-    /// requested, pending and agreed contracts.
+    /// Periodic work, called from the actor's housekeeping tick: expires undecided requests
+    /// (at start, then every [`SWEEP_INTERVAL`]) and sends due polls for requested, pending
+    /// and agreed contracts, found through the store's index of live contracts.
     pub(crate) fn contract_housekeeping(&mut self) {
         let now = Instant::now();
+        if self
+            .negotiations
+            .last_sweep
+            .is_none_or(|t| now.duration_since(t) >= SWEEP_INTERVAL)
+        {
+            self.negotiations.last_sweep = Some(now);
+            match negotiation::expire_pending(self.party(), now_ms()) {
+                Ok(0) => {}
+                Ok(_) => {
+                    let store = self.store.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = store.flush().await {
+                            tracing::error!("flushing expired requests failed: {e}");
+                        }
+                    });
+                }
+                Err(e) => tracing::error!("cannot expire pending requests: {e}"),
+            }
+        }
         if self
             .negotiations
             .last_scan
@@ -467,41 +592,58 @@ impl Node {
             return;
         }
         self.negotiations.last_scan = Some(now);
-        let records = match self.store.agreement_records() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!("cannot read contracts: {e}");
-                return;
+        let mut ids = Vec::new();
+        for (role, state) in [
+            (Role::Consumer, ContractState::Requested),
+            (Role::Consumer, ContractState::Pending),
+            (Role::Consumer, ContractState::Agreed),
+            (Role::Provider, ContractState::Agreed),
+        ] {
+            match self.store.agreement_ids_in(role, state, SCAN_LIMIT) {
+                Ok(found) => ids.extend(found),
+                Err(e) => {
+                    tracing::error!("cannot read the contract index: {e}");
+                    return;
+                }
             }
-        };
+        }
         let wall = now_ms();
         let mut live = HashSet::new();
-        for (id, record) in records {
+        // Status polls due, per counterparty: sent as one batch each.
+        let mut batches: BTreeMap<PublicKey, Vec<AgreementId>> = BTreeMap::new();
+        for id in ids {
+            let Ok(Some(record)) = self.store.agreement(&id) else {
+                continue;
+            };
             let Ok(terms) = record.terms() else { continue };
             let valid = wall < terms.valid_until_ms;
-            // (message, first delay, interval, dial when not connected)
-            let plan = match (record.role, record.state_at(wall)) {
-                (Role::Consumer, ContractState::Requested) if valid => Some((
-                    ContractMessage::Request(record.request.clone()),
-                    Duration::ZERO,
-                    POLL_INTERVAL,
-                    true,
-                )),
-                (Role::Consumer, ContractState::Pending) if valid => Some((
-                    ContractMessage::Status(id),
-                    POLL_INTERVAL,
-                    POLL_INTERVAL,
-                    true,
-                )),
+            let state = record.state_at(wall);
+            if record.state == ContractState::Agreed && state == ContractState::Expired {
+                // Keep the index to live contracts; the state is derived, so no flush.
+                let mut expired = record.clone();
+                expired.state = ContractState::Expired;
+                if let Err(e) = self.store.put_agreement(&id, &expired) {
+                    tracing::error!("cannot record an expiry: {e}");
+                }
+                continue;
+            }
+            // (batched status poll, first delay, interval, dial when not connected)
+            let plan = match (record.role, state) {
+                (Role::Consumer, ContractState::Requested) if valid => {
+                    Some((false, Duration::ZERO, POLL_INTERVAL, true))
+                }
+                (Role::Consumer, ContractState::Pending) if valid => {
+                    Some((true, POLL_INTERVAL, POLL_INTERVAL, true))
+                }
                 (_, ContractState::Agreed) => Some((
-                    ContractMessage::Status(id),
+                    true,
                     AGREED_POLL_INTERVAL,
                     AGREED_POLL_INTERVAL,
                     false,
                 )),
                 _ => None,
             };
-            let Some((message, first, interval, dial)) = plan else {
+            let Some((batched, first, interval, dial)) = plan else {
                 continue;
             };
             live.insert(id);
@@ -519,7 +661,18 @@ impl Node {
             if now < schedule.next || (!dial && !self.swarm.is_connected(&peer)) {
                 continue;
             }
+            if batched {
+                let batch = batches.entry(key).or_default();
+                if batch.len() < MAX_STATUS_BATCH
+                    && !self.negotiations.batch_in_flight.contains(&key)
+                {
+                    batch.push(id);
+                    schedule.next = now + interval;
+                }
+                continue;
+            }
             schedule.next = now + interval;
+            let message = ContractMessage::Request(record.request.clone());
             if let Some(request_id) = self.send_contract(&key, &message) {
                 self.negotiations
                     .outbound
@@ -527,12 +680,27 @@ impl Node {
                 self.negotiations.in_flight.insert(id);
             }
         }
+        for (key, ids) in batches {
+            if ids.is_empty() {
+                continue;
+            }
+            let message = ContractMessage::StatusBatch(ids.clone());
+            if let Some(request_id) = self.send_contract(&key, &message) {
+                self.negotiations.in_flight.extend(ids.iter().copied());
+                self.negotiations.batch_in_flight.insert(key);
+                self.negotiations
+                    .outbound
+                    .insert(request_id, Outbound::PollBatch { key, ids });
+            }
+        }
         self.negotiations.schedule.retain(|id, _| live.contains(id));
     }
 
     /// A revocation heard on gossip. Checked against the agreement's parties when this node
-    /// holds the agreement (and then recorded on it and audited); otherwise kept, once well
-    /// signed, in the `revocations` tree.
+    /// holds the agreement (and then recorded on it and audited). A revocation of an
+    /// agreement this node does not hold is ignored: not stored and not forwarded (only the
+    /// parties act on it, and they receive it directly and by their status checks), so
+    /// nobody can make every node keep revocations of made-up agreements.
     pub(crate) fn accept_revocation(
         &mut self,
         envelope: &Signed<Revocation>,
@@ -550,17 +718,8 @@ impl Node {
             }
         };
         let Some(record) = record else {
-            return match self.store.revocations().get(id.0) {
-                Ok(Some(_)) => Ok(false),
-                Ok(None) => match self.store.put_revocation(&id, envelope) {
-                    Ok(()) => Ok(true),
-                    Err(e) => {
-                        tracing::error!("cannot store a revocation: {e}");
-                        Ok(false)
-                    }
-                },
-                Err(_) => Ok(false),
-            };
+            tracing::debug!(id = %id.short(), "revocation of an unknown agreement ignored");
+            return Ok(false);
         };
         let Ok(terms) = record.terms() else {
             return Ok(false);
@@ -695,7 +854,23 @@ impl Node {
     fn list_views(&self, pending_only: bool) -> Result<Vec<AgreementView>, NodeError> {
         let now = now_ms();
         let mut views = Vec::new();
-        for (id, record) in self.store.agreement_records()? {
+        let records = if pending_only {
+            // Through the index: the queue is bounded by the request budget.
+            let mut records = Vec::new();
+            for id in self.store.agreement_ids_in(
+                Role::Provider,
+                ContractState::Pending,
+                SCAN_LIMIT,
+            )? {
+                if let Some(record) = self.store.agreement(&id)? {
+                    records.push((id, record));
+                }
+            }
+            records
+        } else {
+            self.store.agreement_records()?
+        };
+        for (id, record) in records {
             if pending_only
                 && !(record.role == Role::Provider
                     && record.state_at(now) == ContractState::Pending)
@@ -732,40 +907,7 @@ impl Node {
     }
 
     fn audit_view(&self) -> Result<AuditView, NodeError> {
-        let raw = self.store.audit_raw()?;
-        let entries: Vec<crate::views::AuditEntryView> = raw
-            .iter()
-            .filter_map(|bytes| mesh_protocol::audit::AuditEntry::from_bytes(bytes).ok())
-            .map(|e| AuditEntryView {
-                seq: e.seq,
-                at_ms: e.at_ms,
-                at: crate::views::rfc3339(e.at_ms),
-                kind: e.kind.as_str().to_owned(),
-                detail: serde_json::from_str(&e.detail)
-                    .unwrap_or(serde_json::Value::String(e.detail.clone())),
-            })
-            .collect();
-        use mesh_protocol::audit::ChainError;
-        let (verified, intact_entries, broken_entry, error) = match self.store.audit_verify()? {
-            Ok(n) => (true, n, None, None),
-            Err(e) => {
-                let at = match &e {
-                    ChainError::Unreadable { seq, .. } => *seq,
-                    ChainError::Sequence { position, .. } => *position,
-                    ChainError::BrokenLink { seq, .. } => *seq,
-                    // The end of the log does not match its signed head: the last entry.
-                    ChainError::Head(_) => entries.len().saturating_sub(1) as u64,
-                };
-                (false, at, Some(at), Some(e.to_string()))
-            }
-        };
-        Ok(AuditView {
-            entries,
-            verified,
-            intact_entries,
-            broken_entry,
-            error,
-        })
+        Ok(crate::integrity::audit_view(&self.store)?)
     }
 }
 

@@ -29,6 +29,8 @@ use arrow::datatypes::{
 use arrow::error::ArrowError;
 use arrow::ipc::reader::{FileReader, StreamReader};
 use arrow::ipc::writer::FileWriter;
+use mesh_protocol::bounds::{self, BoundsError};
+use mesh_protocol::descriptor::{MAX_COLUMN_NAME_LEN, MAX_COLUMNS};
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
     ParquetRecordBatchReaderBuilder,
@@ -242,6 +244,19 @@ pub enum IngestError {
         /// The writer's error.
         error: ArrowError,
     },
+    /// The schema is over a limit every peer enforces on descriptors (column count, column
+    /// name length, type nesting): publishing it would produce a descriptor the mesh refuses.
+    #[error(
+        "input file `{}` cannot be published: {problem}; peers refuse such a schema: {}",
+        file.display(),
+        over_limit_hint(problem)
+    )]
+    OverLimit {
+        /// The path as given.
+        file: PathBuf,
+        /// Which limit, with the measured value.
+        problem: BoundsError,
+    },
     /// Reading the input or writing the output failed at the operating-system level.
     #[error(
         "cannot {action} `{}`: {error}: check that the path is accessible and the disk has space",
@@ -291,6 +306,38 @@ fn empty_message(format: InputFormat, reason: EmptyReason) -> String {
             format!("has no columns: export a {format} with at least one column")
         }
     }
+}
+
+fn over_limit_hint(problem: &BoundsError) -> &'static str {
+    match problem {
+        BoundsError::TooDeep { .. } => "flatten the nested column types",
+        BoundsError::TooMany { .. } => "split the table into several products, or drop columns",
+        BoundsError::TooLong { .. } => "give the column a shorter name",
+    }
+}
+
+/// Refuses a schema no descriptor could carry, on the parsed schema and by iterative walks,
+/// before anything renders a type as text (recursively) or writes the output: more columns
+/// than [`MAX_COLUMNS`], a column name over [`MAX_COLUMN_NAME_LEN`], a type nested deeper
+/// than [`MAX_TYPE_DEPTH`](mesh_protocol::bounds::MAX_TYPE_DEPTH).
+pub fn check_schema(file: &Path, schema: &Schema) -> Result<(), IngestError> {
+    let over = |problem| IngestError::OverLimit {
+        file: file.to_path_buf(),
+        problem,
+    };
+    bounds::check_count("the schema", schema.fields().len(), MAX_COLUMNS).map_err(over)?;
+    for field in schema.fields() {
+        bounds::check_len("a column name", field.name(), MAX_COLUMN_NAME_LEN).map_err(over)?;
+        bounds::check_data_type(field.data_type()).map_err(|problem| match problem {
+            BoundsError::TooDeep { depth, max, .. } => over(BoundsError::TooDeep {
+                what: format!("the type of column `{}`", field.name()),
+                depth,
+                max,
+            }),
+            other => over(other),
+        })?;
+    }
+    Ok(())
 }
 
 fn csv_message(file: &Path, line: Option<u64>, problem: &str) -> String {
@@ -351,6 +398,7 @@ pub fn ingest_file(input: &Path, output: &Path) -> Result<IngestOutcome, IngestE
             reason: EmptyReason::NoColumns,
         });
     }
+    check_schema(input, &source.schema())?;
 
     let file = File::create(output).map_err(|e| io_error(output, "create", e))?;
     let written = write_ipc(&mut source, file, output);
@@ -552,6 +600,30 @@ impl Source {
                     file: path.to_path_buf(),
                     detail: error.to_string(),
                 };
+                // The parquet crate builds the schema by recursion: measure its depth from
+                // the flat footer first, so a hostile file cannot overflow the stack.
+                let mut file = file;
+                match crate::parquet_footer::check_file(&mut file)
+                    .map_err(|e| io_error(path, "read", e))?
+                {
+                    Ok(()) => {}
+                    Err(crate::parquet_footer::FooterError::TooDeep { depth, max }) => {
+                        return Err(IngestError::OverLimit {
+                            file: path.to_path_buf(),
+                            problem: BoundsError::TooDeep {
+                                what: "the Parquet schema".into(),
+                                depth,
+                                max,
+                            },
+                        });
+                    }
+                    Err(e) => {
+                        return Err(IngestError::Parquet {
+                            file: path.to_path_buf(),
+                            detail: e.to_string(),
+                        });
+                    }
+                }
                 let mut metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
                     .map_err(parquet_error)?;
                 let schema = Arc::new(without_dictionaries(metadata.schema()));
@@ -1534,6 +1606,134 @@ for row in table.to_pylist():
             peak < 128 * 1024,
             "peak RSS {peak} KiB: memory is not bounded"
         );
+    }
+
+    /// `List` nested `depth` levels around `Int32`.
+    fn nested_list(depth: usize) -> DataType {
+        let mut data_type = DataType::Int32;
+        for _ in 0..depth {
+            data_type = DataType::List(Arc::new(Field::new("item", data_type, true)));
+        }
+        data_type
+    }
+
+    /// Runs `f` on a thread with `stack` bytes of stack.
+    fn on_stack<T: Send + 'static>(stack: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn deeply_nested_parquet_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("deep.parquet");
+        let path = input.clone();
+        // Writing such a file takes deep recursion in the writer: give it a large stack.
+        on_stack(256 << 20, move || {
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("deep", nested_list(3000), true),
+            ]));
+            let mut writer = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None)
+                .unwrap();
+            writer.flush().unwrap();
+            writer.close().unwrap();
+        });
+        let output = dir.path().join("out.arrow.partial");
+        let out = output.clone();
+        // The stack of a tokio blocking thread, where `publish` ingests.
+        let error = on_stack(2 << 20, move || {
+            let result = ingest_file(&input, &out).map(|_| ());
+            // Dropping the error is cheap; the deep schema was dropped inside the thread.
+            result
+        })
+        .unwrap_err();
+        match &error {
+            IngestError::OverLimit {
+                problem: BoundsError::TooDeep { what, depth, max },
+                ..
+            } => {
+                assert_eq!(what, "the Parquet schema");
+                assert_eq!((*depth, *max), (6001, crate::parquet_footer::MAX_PARQUET_DEPTH));
+            }
+            other => panic!("expected OverLimit, got {other:?}"),
+        }
+        assert!(
+            error.to_string().ends_with(
+                "the Parquet schema is nested 6001 levels deep; the limit is 66; peers refuse \
+                 such a schema: flatten the nested column types"
+            ),
+            "{error}"
+        );
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn nesting_at_the_limit_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("nested.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "nested",
+            nested_list(bounds::MAX_TYPE_DEPTH),
+            true,
+        )]));
+        let mut writer =
+            ArrowWriter::try_new(File::create(&input).unwrap(), schema.clone(), None).unwrap();
+        writer.close().unwrap();
+        let output = dir.path().join("out.arrow.partial");
+        let outcome = ingest_file(&input, &output).unwrap();
+        assert_eq!(outcome.schema.fields(), schema.fields());
+        let columns = mesh_protocol::descriptor::columns_from_arrow(&outcome.schema);
+        assert!(mesh_protocol::descriptor::columns_to_arrow(&columns).is_ok());
+    }
+
+    #[test]
+    fn too_many_columns_and_long_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let header: Vec<String> = (0..5000).map(|i| format!("c{i}")).collect();
+        let row = vec!["1"; 5000].join(",");
+        let csv = format!("{}\n{row}\n", header.join(","));
+        let input = write_input(&dir, "wide.csv", csv.as_bytes());
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                IngestError::OverLimit {
+                    problem: BoundsError::TooMany {
+                        count: 5000,
+                        max: MAX_COLUMNS,
+                        ..
+                    },
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains(
+            "the schema has 5000 entries; the limit is 2048; peers refuse such a schema: split \
+             the table into several products, or drop columns"
+        ));
+        assert!(!output.exists());
+
+        let long = "n".repeat(MAX_COLUMN_NAME_LEN + 1);
+        let input = write_input(&dir, "long.csv", format!("{long}\n1\n").as_bytes());
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                IngestError::OverLimit {
+                    problem: BoundsError::TooLong { .. },
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(!output.exists());
     }
 
     fn peak_rss_kib() -> u64 {

@@ -11,6 +11,10 @@
 //! - [`agreements`]: stored contract records, shared by negotiation and the data plane.
 //! - [`store`]: sled trees (catalog, products, agreements, pending, revocations, audit, peers).
 //! - [`ingest`]: CSV / Parquet / Arrow input streamed into Arrow IPC files.
+//! - [`parquet_footer`]: the depth of a Parquet schema, measured before the parquet crate
+//!   recurses over it.
+//! - [`integrity`]: start-up checks (audit anchor, emptied store, staging sweep) and version
+//!   allocation that survives a rolled-back store.
 //! - `net`: the libp2p behaviour (gossipsub, Kademlia, identify, ping, request-response).
 //! - [`node`]: the actor: gossip validation, anti-entropy, publishing.
 //! - `contracts`: contract negotiation handlers of the actor, contract API routes.
@@ -28,12 +32,14 @@ mod contracts;
 pub mod dataplane;
 pub mod error;
 pub mod ingest;
+pub mod integrity;
 pub mod keyfile;
 mod metrics;
 mod negotiation;
 mod net;
 pub mod node;
 pub mod odcs;
+pub mod parquet_footer;
 pub mod resolve;
 pub mod server;
 pub mod store;

@@ -40,6 +40,8 @@ pub(crate) struct Metrics {
     pub(crate) connections_opened: Counter,
     /// Unused connections this node closed (see `Node::trim_connections`).
     pub(crate) connections_trimmed: Counter,
+    /// Contract requests refused over a consumer's budget, by reason: shows a flood.
+    pub(crate) contract_refused: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -57,6 +59,7 @@ impl Metrics {
             sync_entries: Counter::default(),
             connections_opened: Counter::default(),
             connections_trimmed: Counter::default(),
+            contract_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register("peers", "Connected peers", metrics.peers.clone());
@@ -110,10 +113,30 @@ impl Metrics {
             "Connections closed because neither gossip nor requests used them",
             metrics.connections_trimmed.clone(),
         );
+        registry.register(
+            "contract_requests_refused",
+            "Contract requests refused over the consumer's budget, by reason",
+            metrics.contract_refused.clone(),
+        );
         Self {
             registry,
             ..metrics
         }
+    }
+
+    /// Counts one contract request refused over budget.
+    pub(crate) fn contract_refused(&self, refusal: &mesh_protocol::budget::BudgetRefusal) {
+        use mesh_protocol::budget::BudgetRefusal as B;
+        let reason = match refusal {
+            B::TooManyOpen { .. } => "too_many_open",
+            B::RateLimited { .. } => "rate_limited",
+            B::ProviderFull { .. } => "provider_full",
+        };
+        self.contract_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one rejection.

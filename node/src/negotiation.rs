@@ -8,11 +8,12 @@
 
 use libp2p::PeerId;
 use mesh_protocol::audit::AuditKind;
+use mesh_protocol::budget::RequestBudget;
 use mesh_protocol::contract::{
-    Agreement, AgreementId, ContractEvent, ContractMessage, ContractReply, ContractRequest,
-    ContractState, ContractTerms, DAY_MS, PolicyDecision, PolicyViolation, Rejection, Revocation,
-    evaluate, transition, verify_rejection, verify_request, verify_revocation,
-    verify_revocation_signer,
+    Agreement, AgreementId, Columns, ContractEvent, ContractMessage, ContractReply,
+    ContractRequest, ContractState, ContractTerms, DAY_MS, MAX_CONTRACT_REPLY, MAX_STATUS_BATCH,
+    PolicyDecision, PolicyViolation, Rejection, Revocation, StatusEntry, evaluate, transition,
+    verify_rejection, verify_request, verify_revocation, verify_revocation_signer,
 };
 use mesh_protocol::{Filter, Identity, ProductDescriptor, PublicKey, Signed};
 
@@ -29,13 +30,26 @@ pub(crate) const DEFAULT_DAYS: u32 = 30;
 pub(crate) const NOT_SENDER: &str = "request signed by a key that is not the sender's: a \
      consumer can only send its own requests";
 
-/// This node as a contract party: its store and its signing identity.
+/// This node as a contract party: its store, its signing identity and its limits.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Party<'a> {
     /// Where records, revocations and the audit log live.
     pub(crate) store: &'a Store,
     /// Signs agreements, rejections and revocations.
     pub(crate) identity: &'a Identity,
+    /// Per-consumer request budgets, asked before a request is considered.
+    pub(crate) budget: &'a std::sync::Mutex<RequestBudget>,
+    /// Tolerated clock difference with the other party, ms (validity checks).
+    pub(crate) skew_ms: u64,
+}
+
+impl Party<'_> {
+    fn budget(&self) -> std::sync::MutexGuard<'_, RequestBudget> {
+        // The budget holds no invariant a panic could break half-way.
+        self.budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The libp2p peer id of a domain key (the same ed25519 key), if it is a valid key.
@@ -110,6 +124,7 @@ fn is_malformed(violation: &PolicyViolation) -> bool {
         V::WrongProduct { .. }
             | V::EmptyValidity { .. }
             | V::AlreadyEnded { .. }
+            | V::NotYetValid { .. }
             | V::EmptyVersionRange { .. }
             | V::MissingPurpose
             | V::NoColumns
@@ -142,9 +157,34 @@ pub(crate) fn build_terms(
             "state why you need the data with --purpose (e.g. --purpose analytics)".into(),
         ));
     }
-    let columns = match &request.columns {
-        None => None,
-        Some(list) => {
+    let star = request
+        .columns
+        .as_ref()
+        .is_some_and(|list| list.iter().any(|c| c.trim() == "*"));
+    let columns = match (&request.columns, request.all_columns_including_future || star) {
+        (Some(list), true) if list.iter().any(|c| !c.trim().is_empty() && c.trim() != "*") => {
+            return Err(NodeError::BadRequest(
+                "`*` (all current and future columns) cannot be combined with named columns: give one or the other".into(),
+            ));
+        }
+        (_, true) => Columns::AllCurrentAndFuture,
+        // All columns means the ones this version has and that may be shared, listed: an
+        // agreement covers what its approver saw, not columns added later.
+        (None, false) => {
+            let restricted = &descriptor.policy.restricted_columns;
+            let columns: Vec<String> = descriptor
+                .column_names()
+                .filter(|c| !restricted.iter().any(|r| r == c))
+                .map(str::to_owned)
+                .collect();
+            if columns.is_empty() {
+                return Err(NodeError::BadRequest(format!(
+                    "every column of `{product}` is restricted: nothing can be shared"
+                )));
+            }
+            Columns::Listed(columns)
+        }
+        (Some(list), false) => {
             let mut columns: Vec<String> = Vec::new();
             for c in list.iter().map(|c| c.trim()).filter(|c| !c.is_empty()) {
                 if !columns.iter().any(|k| k == c) {
@@ -153,10 +193,10 @@ pub(crate) fn build_terms(
             }
             if columns.is_empty() {
                 return Err(NodeError::BadRequest(
-                    "--columns names no column: list them separated by commas, or leave the flag out for all columns".into(),
+                    "--columns names no column: list them separated by commas, or leave the flag out for all shareable columns".into(),
                 ));
             }
-            Some(columns)
+            Columns::Listed(columns)
         }
     };
     let filter = match request.filter.as_deref().map(str::trim) {
@@ -202,7 +242,7 @@ pub(crate) fn build_terms(
         valid_until_ms: now_ms.saturating_add(validity_ms),
         nonce,
     };
-    if let Err(violation) = evaluate(descriptor, &terms, now_ms)
+    if let Err(violation) = evaluate(descriptor, &terms, now_ms, 0)
         && is_malformed(&violation)
     {
         return Err(NodeError::BadRequest(format!(
@@ -241,11 +281,7 @@ pub(crate) async fn forget_request(party: Party<'_>, id: &AgreementId) -> Result
         && record.state == ContractState::Requested
         && record.role == Role::Consumer
     {
-        party
-            .store
-            .agreements()
-            .remove(id.0)
-            .map_err(StoreError::from)?;
+        party.store.remove_agreement(id)?;
         party.store.flush().await?;
     }
     Ok(())
@@ -268,6 +304,7 @@ pub(crate) async fn answer(
     let result = match message {
         ContractMessage::Request(envelope) => answer_request(party, sender, envelope, now_ms).await,
         ContractMessage::Status(id) => answer_status(party, sender, &id),
+        ContractMessage::StatusBatch(ids) => answer_status_batch(party, sender, &ids),
         ContractMessage::Revoke(envelope) => answer_revoke(party, envelope, now_ms).await,
     };
     result.unwrap_or_else(|e| {
@@ -321,16 +358,27 @@ pub(crate) async fn answer_request(
     if let Some(record) = store.agreement(&id)? {
         return Ok(reply_for(&id, &record));
     }
-    for (other, record) in store.agreement_records()? {
-        if let Ok(t) = record.terms()
-            && t.consumer == terms.consumer
-            && t.nonce == terms.nonce
-        {
-            return Ok(ContractReply::Error(format!(
-                "the request reuses the nonce of contract {}: a replayed or altered request is refused; send a new request",
-                other.short()
-            )));
-        }
+    if let Some(other) = store.agreement_with_nonce(&terms.consumer, &terms.nonce)? {
+        return Ok(ContractReply::Error(format!(
+            "the request reuses the nonce of contract {}: a replayed or altered request is refused; send a new request",
+            other.short()
+        )));
+    }
+    // The consumer's budget, before anything is evaluated, stored or audited.
+    let open_by_consumer = [ContractState::Requested, ContractState::Pending]
+        .into_iter()
+        .map(|state| store.count_agreements_of(&terms.consumer, Role::Provider, state))
+        .sum::<usize>();
+    let open_total = store.count_agreements_in(Role::Provider, ContractState::Pending);
+    let admitted = party.budget().admit(
+        &terms.consumer,
+        u32::try_from(open_by_consumer).unwrap_or(u32::MAX),
+        u32::try_from(open_total).unwrap_or(u32::MAX),
+        now_ms,
+    );
+    if let Err(refusal) = admitted {
+        tracing::debug!(consumer = terms.consumer_domain, "contract request over budget: {refusal}");
+        return Ok(ContractReply::Busy(refusal));
     }
     let me = party.identity.public_key();
     let product = format!("{}/{}", terms.provider_domain, terms.product.name);
@@ -358,7 +406,7 @@ pub(crate) async fn answer_request(
         state: ContractState::Requested,
         updated_ms: now_ms,
     };
-    let outcome = match evaluate(&descriptor, &terms, now_ms) {
+    let outcome = match evaluate(&descriptor, &terms, now_ms, party.skew_ms) {
         Err(violation) => {
             let rejection = Signed::sign(
                 party.identity,
@@ -433,6 +481,37 @@ fn answer_status(
         return Ok(ContractReply::Unknown(*id));
     }
     Ok(reply_for(id, &record))
+}
+
+/// The states of several contracts with the same party, in the order asked, as many as fit
+/// in one reply (the consumer asks again for the rest).
+fn answer_status_batch(
+    party: Party<'_>,
+    sender: PeerId,
+    ids: &[AgreementId],
+) -> Result<ContractReply, NodeError> {
+    if ids.len() > MAX_STATUS_BATCH {
+        return Ok(ContractReply::Error(format!(
+            "a status batch asks for {} contracts; at most {MAX_STATUS_BATCH} are answered at once",
+            ids.len()
+        )));
+    }
+    // Room for the reply's own framing.
+    let mut room = MAX_CONTRACT_REPLY - 1024;
+    let mut entries = Vec::with_capacity(ids.len());
+    for id in ids {
+        let reply = answer_status(party, sender, id)?;
+        let Some(entry) = StatusEntry::from_reply(reply) else {
+            continue;
+        };
+        let len = entry.encoded_len() + 8;
+        if len > room {
+            break;
+        }
+        room -= len;
+        entries.push(entry);
+    }
+    Ok(ContractReply::Statuses(entries))
 }
 
 /// A revocation sent to us directly by the other party.
@@ -606,6 +685,14 @@ pub(crate) async fn apply_reply(
         ContractReply::Error(message) => {
             return Err(NodeError::Refused(format!("{other} refused: {message}")));
         }
+        ContractReply::Busy(refusal) => {
+            return Err(NodeError::Refused(format!("{other} refused: {refusal}")));
+        }
+        ContractReply::Statuses(_) => {
+            return Err(NodeError::Refused(format!(
+                "{other} answered with a status batch where one answer was expected"
+            )));
+        }
     }
     if record.state == before {
         return Ok(record);
@@ -666,10 +753,15 @@ pub(crate) fn find(store: &Store, text: &str) -> Result<(AgreementId, AgreementR
                 })?;
         store.agreement(&id)?.map(|r| (id, r)).into_iter().collect()
     } else {
+        // Seek to the whole bytes of the prefix; an odd last digit is filtered after.
+        let bytes = hex::decode(&prefix[..prefix.len() / 2 * 2]).map_err(|e| {
+            NodeError::BadRequest(format!("`{text}` is not a contract id: {e} ({see})"))
+        })?;
         store
-            .agreement_records()?
+            .agreements_with_prefix(&bytes, 64)?
             .into_iter()
             .filter(|(id, _)| id.to_hex().starts_with(&prefix))
+            .take(2)
             .collect()
     };
     match hits.len() {
@@ -746,6 +838,63 @@ pub(crate) async fn accept(
     )?;
     party.store.flush().await?;
     Ok((id, record))
+}
+
+/// Most pending requests looked at by one expiry sweep (the whole queue is bounded by the
+/// budget's total, so a few sweeps cover it).
+const SWEEP_BATCH: usize = 4096;
+
+/// Ends the requests that waited longer than the budget's time to live for the provider's
+/// operator: each gets a signed rejection (the consumer learns it on its next poll), so
+/// its slot in the per-consumer and total budgets is free again. Returns how many ended;
+/// the caller flushes (nobody waits for these).
+pub(crate) fn expire_pending(party: Party<'_>, now_ms: u64) -> Result<usize, NodeError> {
+    let store = party.store;
+    let ttl_ms = party.budget().config().pending_ttl_ms;
+    let mut expired = 0;
+    for id in store.agreement_ids_in(Role::Provider, ContractState::Pending, SWEEP_BATCH)? {
+        let Some(mut record) = store.agreement(&id)? else {
+            continue;
+        };
+        if record.state != ContractState::Pending
+            || !party.budget().pending_expired(record.updated_ms, now_ms)
+        {
+            continue;
+        }
+        let terms = terms_of(&id, &record)?;
+        let reason = format!(
+            "no decision within {} days: the request expired; send a new one if it is still needed",
+            ttl_ms.div_ceil(DAY_MS)
+        );
+        let rejection = Signed::sign(
+            party.identity,
+            &Rejection {
+                agreement_id: id,
+                provider: party.identity.public_key(),
+                reason: reason.clone(),
+                at_ms: now_ms,
+            },
+        );
+        record.state = transition(record.state, ContractEvent::Reject).map_err(illegal)?;
+        record.rejection = Some(rejection);
+        record.updated_ms = now_ms;
+        store.put_agreement(&id, &record)?;
+        let extra = serde_json::json!({ "reason": reason, "decided_by": "expiry" });
+        audit(
+            store,
+            AuditKind::Rejection,
+            &id,
+            Role::Provider,
+            &terms,
+            extra,
+            now_ms,
+        )?;
+        expired += 1;
+    }
+    if expired > 0 {
+        tracing::info!(expired, "pending contract requests expired");
+    }
+    Ok(expired)
 }
 
 /// `share reject`: the provider's operator refuses a pending request, with a signed reason.
@@ -831,6 +980,8 @@ pub(crate) async fn revoke(
                 rfc3339(terms.valid_until_ms)
             )));
         }
+        // The consumer may withdraw a request still waiting for the provider's operator.
+        ContractState::Pending if record.role == Role::Consumer => {}
         state @ (ContractState::Requested | ContractState::Pending) => {
             return Err(NodeError::Conflict(format!(
                 "contract {short} is {state}, not agreed: only an agreed contract can be revoked (its provider can `meshnode share reject` a pending request)"
@@ -867,6 +1018,7 @@ mod tests {
     use mesh_protocol::descriptor::{Approval, ColumnSchema, ContentDigest, Policy, Sla, Status};
 
     use super::*;
+    use mesh_protocol::budget::{BudgetConfig, BudgetRefusal};
 
     const NOW: u64 = 1_700_000_000_000;
 
@@ -932,6 +1084,10 @@ mod tests {
         descriptor: ProductDescriptor,
         sales: Identity,
         churn: Identity,
+        /// The provider's request budget.
+        provider_budget: std::sync::Mutex<RequestBudget>,
+        /// The consumer's (unused by these tests, but every party has one).
+        consumer_budget: std::sync::Mutex<RequestBudget>,
     }
 
     impl Mesh {
@@ -951,6 +1107,8 @@ mod tests {
                 descriptor,
                 sales: sales(),
                 churn: churn(),
+                provider_budget: std::sync::Mutex::new(RequestBudget::new(Default::default())),
+                consumer_budget: std::sync::Mutex::new(RequestBudget::new(Default::default())),
             }
         }
 
@@ -958,6 +1116,8 @@ mod tests {
             Party {
                 store: &self.provider,
                 identity: &self.sales,
+                budget: &self.provider_budget,
+                skew_ms: 0,
             }
         }
 
@@ -965,6 +1125,8 @@ mod tests {
             Party {
                 store: &self.consumer,
                 identity: &self.churn,
+                budget: &self.consumer_budget,
+                skew_ms: 0,
             }
         }
 
@@ -1011,6 +1173,7 @@ mod tests {
             filter: Some("region='EU'".into()),
             days: Some(7),
             valid_for_secs: None,
+            all_columns_including_future: false,
         }
     }
 
@@ -1431,5 +1594,255 @@ mod tests {
         let (id, _) = mesh.negotiate(&analytics(), 2).await;
         forget_request(mesh.consumer(), &id).await.unwrap();
         assert!(mesh.consumer.agreement(&id).unwrap().is_some());
+    }
+
+    /// Sends a fresh request from `consumer` to the provider; returns the reply.
+    async fn send_request(
+        mesh: &Mesh,
+        consumer: &Identity,
+        request: &ShareRequest,
+        nonce: [u8; 16],
+    ) -> ContractReply {
+        let terms = build_terms(
+            &mesh.descriptor,
+            consumer.public_key(),
+            "someone",
+            request,
+            NOW,
+            nonce,
+        )
+        .unwrap();
+        let envelope = Signed::sign(consumer, &ContractRequest { terms });
+        let bytes = ContractMessage::Request(envelope).to_bytes();
+        answer(mesh.provider(), peer(consumer), &bytes, NOW).await
+    }
+
+    fn nonce(i: u32) -> [u8; 16] {
+        let mut n = [0u8; 16];
+        n[..4].copy_from_slice(&i.to_be_bytes());
+        n
+    }
+
+    #[tokio::test]
+    async fn a_request_flood_is_bounded_by_the_budget() {
+        let mesh = Mesh::new(Approval::Manual);
+        // The rate limit first: the burst is admitted, the rest refused without a trace.
+        let mut busy = 0;
+        for i in 0..100 {
+            match send_request(&mesh, &mesh.churn, &analytics(), nonce(i)).await {
+                ContractReply::Pending(_) => {}
+                ContractReply::Busy(BudgetRefusal::RateLimited { .. }) => busy += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(busy, 100 - 20);
+        let pending = mesh
+            .provider
+            .count_agreements_in(Role::Provider, ContractState::Pending);
+        assert_eq!(pending, 20);
+        assert_eq!(mesh.provider.agreement_records().unwrap().len(), 20);
+        assert_eq!(audit_kinds(&mesh.provider).len(), 20);
+
+        // With no rate limit to speak of, the open-request bound holds.
+        let mut mesh = Mesh::new(Approval::Manual);
+        mesh.provider_budget = std::sync::Mutex::new(RequestBudget::new(BudgetConfig {
+            burst: 10_000,
+            max_open_total: 40,
+            ..Default::default()
+        }));
+        let mut last = None;
+        for i in 0..100 {
+            last = Some(send_request(&mesh, &mesh.churn, &analytics(), nonce(i)).await);
+        }
+        assert_eq!(
+            last,
+            Some(ContractReply::Busy(BudgetRefusal::TooManyOpen {
+                open: 32,
+                max: 32
+            }))
+        );
+        assert_eq!(
+            mesh.provider
+                .count_agreements_of(&mesh.churn.public_key(), Role::Provider, ContractState::Pending),
+            32
+        );
+        // Another consumer is still heard, up to the total bound.
+        let other = Identity::from_secret_bytes([42; 32]);
+        let mut answered = 0;
+        for i in 0..20 {
+            match send_request(&mesh, &other, &analytics(), nonce(i)).await {
+                ContractReply::Pending(_) => answered += 1,
+                ContractReply::Busy(BudgetRefusal::ProviderFull { open: 40, max: 40 }) => {}
+                reply => panic!("{reply:?}"),
+            }
+        }
+        assert_eq!(answered, 8);
+        assert_eq!(
+            mesh.provider
+                .count_agreements_in(Role::Provider, ContractState::Pending),
+            40
+        );
+    }
+
+    #[tokio::test]
+    async fn undecided_requests_expire_with_a_signed_rejection() {
+        let mesh = Mesh::new(Approval::Manual);
+        let (id, _) = mesh.negotiate(&analytics(), 1).await;
+        let ttl = mesh.provider_budget.lock().unwrap().config().pending_ttl_ms;
+        assert_eq!(expire_pending(mesh.provider(), NOW + ttl - 1).unwrap(), 0);
+        assert_eq!(expire_pending(mesh.provider(), NOW + ttl).unwrap(), 1);
+        let record = mesh.provider.agreement(&id).unwrap().unwrap();
+        assert_eq!(record.state, ContractState::Rejected);
+        assert_eq!(
+            mesh.provider
+                .count_agreements_in(Role::Provider, ContractState::Pending),
+            0
+        );
+        // The consumer's next poll learns it, signature checked.
+        let poll = ContractMessage::StatusBatch(vec![id]).to_bytes();
+        let ContractReply::Statuses(entries) =
+            answer(mesh.provider(), peer(&mesh.churn), &poll, NOW + ttl).await
+        else {
+            panic!("not a batch answer")
+        };
+        let reply = entries.into_iter().next().unwrap().into_reply();
+        let record = apply_reply(mesh.consumer(), &id, reply, NOW + ttl)
+            .await
+            .unwrap();
+        assert_eq!(record.state, ContractState::Rejected);
+        let reason = record.rejection.unwrap().decode_trusted().unwrap().reason;
+        assert!(reason.starts_with("no decision within 7 days"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn status_batches_answer_in_order_for_parties_only() {
+        let mesh = Mesh::new(Approval::Manual);
+        let (a, _) = mesh.negotiate(&analytics(), 1).await;
+        let (b, _) = mesh.negotiate(&analytics(), 2).await;
+        accept(mesh.provider(), &b.short(), NOW).await.unwrap();
+        let unknown = AgreementId([9; 32]);
+        let poll = ContractMessage::StatusBatch(vec![a, unknown, b]).to_bytes();
+        let reply = answer(mesh.provider(), peer(&mesh.churn), &poll, NOW).await;
+        let ContractReply::Statuses(entries) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[0], StatusEntry::Pending(a));
+        assert_eq!(entries[1], StatusEntry::Unknown(unknown));
+        assert!(matches!(&entries[2], StatusEntry::Agreed(x) if x.id() == b));
+        // A stranger learns nothing.
+        let reply = answer(mesh.provider(), peer(&mallory()), &poll, NOW).await;
+        assert_eq!(
+            reply,
+            ContractReply::Statuses(vec![
+                StatusEntry::Unknown(a),
+                StatusEntry::Unknown(unknown),
+                StatusEntry::Unknown(b)
+            ])
+        );
+        // Oversized batches are refused whole.
+        let poll = ContractMessage::StatusBatch(vec![a; MAX_STATUS_BATCH + 1]).to_bytes();
+        let reply = answer(mesh.provider(), peer(&mesh.churn), &poll, NOW).await;
+        assert!(matches!(reply, ContractReply::Error(_)), "{reply:?}");
+    }
+
+    #[tokio::test]
+    async fn a_consumer_can_withdraw_a_pending_request() {
+        let mesh = Mesh::new(Approval::Manual);
+        let (id, _) = mesh.negotiate(&analytics(), 1).await;
+        let (_, record, envelope) = revoke(mesh.consumer(), &id.short(), None, NOW)
+            .await
+            .unwrap();
+        assert_eq!(record.state, ContractState::Revoked);
+        let bytes = ContractMessage::Revoke(envelope).to_bytes();
+        let reply = answer(mesh.provider(), peer(&mesh.churn), &bytes, NOW).await;
+        assert!(matches!(reply, ContractReply::Revoked(_)), "{reply:?}");
+        assert_eq!(
+            mesh.states(&id),
+            (ContractState::Revoked, ContractState::Revoked)
+        );
+        assert_eq!(
+            mesh.provider
+                .count_agreements_of(&mesh.churn.public_key(), Role::Provider, ContractState::Pending),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn columns_are_pinned_unless_star_is_asked_for() {
+        let mesh = Mesh::new(Approval::Manual);
+        // No --columns: the shareable columns of the version seen, listed.
+        let all = ShareRequest {
+            columns: None,
+            ..analytics()
+        };
+        let terms = mesh.terms(&all, 1).unwrap();
+        assert_eq!(
+            terms.columns,
+            Columns::Listed(vec!["order_id".into(), "region".into(), "amount".into()])
+        );
+        // `*` or the flag: all current and future non-restricted columns.
+        for request in [
+            ShareRequest {
+                columns: Some(vec!["*".into()]),
+                ..analytics()
+            },
+            ShareRequest {
+                columns: None,
+                all_columns_including_future: true,
+                ..analytics()
+            },
+        ] {
+            let terms = mesh.terms(&request, 1).unwrap();
+            assert_eq!(terms.columns, Columns::AllCurrentAndFuture);
+        }
+        let mixed = ShareRequest {
+            columns: Some(vec!["*".into(), "region".into()]),
+            ..analytics()
+        };
+        let err = mesh.terms(&mixed, 1).unwrap_err();
+        assert!(err.to_string().contains("cannot be combined"), "{err}");
+        // The provider agrees to `*` without the restricted column.
+        let star = ShareRequest {
+            columns: Some(vec!["*".into()]),
+            ..analytics()
+        };
+        let (id, reply) = mesh.negotiate(&star, 3).await;
+        assert_eq!(reply, ContractReply::Pending(id));
+    }
+
+    #[tokio::test]
+    async fn the_index_follows_every_write() {
+        let mesh = Mesh::new(Approval::Manual);
+        let (a, _) = mesh.negotiate(&analytics(), 1).await;
+        let (b, _) = mesh.negotiate(&analytics(), 2).await;
+        let count = |role, state| mesh.provider.count_agreements_in(role, state);
+        assert_eq!(count(Role::Provider, ContractState::Pending), 2);
+        accept(mesh.provider(), &a.short(), NOW).await.unwrap();
+        reject(mesh.provider(), &b.short(), "no", NOW).await.unwrap();
+        assert_eq!(count(Role::Provider, ContractState::Pending), 0);
+        assert_eq!(count(Role::Provider, ContractState::Agreed), 1);
+        assert_eq!(count(Role::Provider, ContractState::Rejected), 1);
+        assert_eq!(
+            mesh.provider
+                .agreement_ids_in(Role::Provider, ContractState::Agreed, 10)
+                .unwrap(),
+            [a]
+        );
+        let terms = mesh.provider.agreement(&a).unwrap().unwrap().terms().unwrap();
+        assert_eq!(
+            mesh.provider
+                .agreement_with_nonce(&terms.consumer, &terms.nonce)
+                .unwrap(),
+            Some(a)
+        );
+        mesh.provider.remove_agreement(&a).unwrap();
+        assert_eq!(count(Role::Provider, ContractState::Agreed), 0);
+        assert_eq!(
+            mesh.provider
+                .agreement_with_nonce(&terms.consumer, &terms.nonce)
+                .unwrap(),
+            None
+        );
     }
 }

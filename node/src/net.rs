@@ -17,8 +17,8 @@ use mesh_protocol::wire::{self, MAX_GOSSIP_MESSAGE};
 
 use crate::config::NodeConfig;
 
-/// Anti-entropy protocol name.
-pub(crate) const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshnode/sync/1");
+/// Anti-entropy protocol name (version 2: range-based reconciliation, bounded requests).
+pub(crate) const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshnode/sync/2");
 /// Contract negotiation protocol name.
 pub(crate) const CONTRACT_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshnode/contract/1");
 /// Kademlia protocol name, separate from the public IPFS DHT.
@@ -197,6 +197,76 @@ pub fn gossipsub_config(
         .build()
 }
 
+/// Gossip score thresholds. A peer below zero is pruned from the mesh at the next heartbeat;
+/// below `GOSSIP_THRESHOLD` it gets no gossip (IHAVE/IWANT) either way; below
+/// `GRAYLIST_THRESHOLD` everything it sends is dropped unread.
+pub(crate) const GOSSIP_THRESHOLD: f64 = -10.0;
+/// See [`GOSSIP_THRESHOLD`].
+pub(crate) const PUBLISH_THRESHOLD: f64 = -50.0;
+/// See [`GOSSIP_THRESHOLD`].
+pub(crate) const GRAYLIST_THRESHOLD: f64 = -80.0;
+/// Weight of one invalid message (squared count): 1 costs 5, 2 cost 20, 4 cost 80, i.e.
+/// four rejected messages graylist a peer until the count decays.
+pub(crate) const INVALID_MESSAGE_WEIGHT: f64 = -5.0;
+/// Weight of the application score: the node sets it to minus the decayed penalty points
+/// of what its own validation rejected outside gossip (sync answers and requests), so
+/// eight such points graylist the peer.
+pub(crate) const APP_SPECIFIC_WEIGHT: f64 = 10.0;
+
+/// Gossipsub peer scoring for the catalog topic. What it rewards and punishes:
+///
+/// - P4, invalid messages: every message our validation rejects (bad signature, not the
+///   owner, malformed, over a limit) counts against the peer that delivered it, squared,
+///   decaying over about ten minutes. This is what prunes and graylists a peer that keeps
+///   sending garbage.
+/// - P5, application score: penalties the node hands in for garbage sent outside gossip.
+/// - P2, first deliveries: a small, capped reward (at most +5), so honest history cannot buy
+///   more than one invalid message of slack.
+/// - P1 (time in mesh) is a tiny reward; P3/P3b (mesh delivery deficits) are off: catalog
+///   traffic is sparse (a publish now and then), so a quiet but honest peer would be punished.
+/// - P6 (IP colocation) is off: many organisations' nodes may sit behind one NAT, and test
+///   meshes run on one loopback address.
+/// - P7 (behaviour: re-grafting during backoff, broken IHAVE promises) keeps a mild default.
+pub(crate) fn peer_score_params() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let topic = gossipsub::IdentTopic::new(wire::CATALOG_TOPIC).hash();
+    let decay = |d: Duration| gossipsub::score_parameter_decay(d);
+    let topic_params = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 100.0,
+        first_message_deliveries_weight: 0.5,
+        first_message_deliveries_decay: decay(Duration::from_secs(600)),
+        first_message_deliveries_cap: 10.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: INVALID_MESSAGE_WEIGHT,
+        invalid_message_deliveries_decay: decay(Duration::from_secs(600)),
+        ..Default::default()
+    };
+    let params = gossipsub::PeerScoreParams {
+        topics: [(topic, topic_params)].into_iter().collect(),
+        topic_score_cap: 10.0,
+        app_specific_weight: APP_SPECIFIC_WEIGHT,
+        ip_colocation_factor_weight: 0.0,
+        behaviour_penalty_weight: -1.0,
+        behaviour_penalty_threshold: 6.0,
+        behaviour_penalty_decay: decay(Duration::from_secs(300)),
+        slow_peer_weight: 0.0,
+        // The decay factors above assume one decay per second.
+        decay_interval: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let thresholds = gossipsub::PeerScoreThresholds {
+        gossip_threshold: GOSSIP_THRESHOLD,
+        publish_threshold: PUBLISH_THRESHOLD,
+        graylist_threshold: GRAYLIST_THRESHOLD,
+        accept_px_threshold: 10.0,
+        opportunistic_graft_threshold: 1.0,
+    };
+    (params, thresholds)
+}
+
 /// Builds the swarm for `identity`, with the connection limit and Kademlia mode of `config`.
 pub(crate) fn build_swarm(
     identity: &Identity,
@@ -211,11 +281,15 @@ pub(crate) fn build_swarm(
             let peer_id = key.public().to_peer_id();
             let gossip_config =
                 gossipsub_config(tuning).map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
-            let gossipsub = gossipsub::Behaviour::new(
+            let mut gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
                 gossip_config,
             )
             .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+            let (score_params, thresholds) = peer_score_params();
+            gossipsub
+                .with_peer_score(score_params, thresholds)
+                .map_err(|e| anyhow::anyhow!("gossipsub peer scoring: {e}"))?;
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
             // Refreshing the routing table every few minutes is plenty for a mesh of domains;
             // each refresh queries (and connects to) dozens of peers.

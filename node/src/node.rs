@@ -3,6 +3,7 @@
 //! oneshot replies.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,11 +13,14 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, ping, request_response};
-use mesh_protocol::catalog::{MergeOutcome, merge_node_record};
+use mesh_protocol::catalog::{self, MergeOutcome, merge_node_record};
 use mesh_protocol::descriptor::{self, ContentDigest, LineageRef, Policy, Sla, Status};
+use mesh_protocol::peers::{Action, PeerPolicy, PolicyConfig, SyncOutcome};
+use mesh_protocol::reconcile::{self, Reconciler, SyncSet};
 use mesh_protocol::wire::{self, GossipMessage, SyncRequest, SyncResponse};
-use mesh_protocol::{Identity, NodeRecord, ProductDescriptor, ProductId, RejectReason, Signed};
-use rand::seq::IteratorRandom;
+use mesh_protocol::{
+    Identity, NodeRecord, ProductDescriptor, ProductId, PublicKey, RejectReason, Signed,
+};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::config::{DataDir, NodeConfig};
@@ -24,39 +28,18 @@ use crate::error::NodeError;
 use crate::ingest::IngestOutcome;
 use crate::metrics::Metrics;
 use crate::net::{self, Behaviour, BehaviourEvent, NetTuning};
-use crate::store::Store;
+use crate::store::{Digest, Store};
 use crate::views::{PeerView, ProductView, PublishRequest, StatusView};
 
 /// Capacity of the command channel from handles to the actor.
 const COMMAND_CAPACITY: usize = 64;
 /// Capacity of the event broadcast (slow subscribers miss events, never block the actor).
 const EVENT_CAPACITY: usize = 1024;
-/// Peers a node tries to stay connected to; below this it dials peers named in node records
-/// or found through Kademlia.
-const TARGET_PEERS: usize = 8;
-/// Above this many peers a node closes unused connections. The gap between `TARGET_PEERS`
-/// (dial below) and this (close above) keeps the two from fighting: nodes that dial up to
-/// `TARGET_PEERS` leave many others with a few more than that, and closing those down to
-/// `TARGET_PEERS` would push the dialers below it, who would dial again, and so on.
-const PEERS_HIGH: usize = 3 * TARGET_PEERS;
-/// How often a node short of peers looks for more in the node records it holds.
-const DISCOVER_EVERY: Duration = Duration::from_secs(2);
-/// A peer whose dial failed is not dialed again from its node record for this long.
-const DIAL_RETRY: Duration = Duration::from_secs(60);
-/// First delay between redials of a bootstrap peer (the longest is `NetTuning::redial_max`).
-const REDIAL_MIN: Duration = Duration::from_millis(500);
-/// A connection that is neither in the gossip mesh, nor to a bootstrap peer, nor used by
-/// sync or contracts for this long is closed while the node has more than `PEERS_HIGH`
-/// peers. gossipsub keeps a stream open on every connection, so libp2p's idle timeout never
-/// closes one (rust-libp2p#5190): without this, each Kademlia lookup would leave its
-/// connections open for good and a few hundred nodes end up fully connected.
-const UNUSED_GRACE: Duration = Duration::from_secs(30);
-/// Most sync rounds in flight. Each new connection starts one; during a burst of
-/// connections (a Kademlia refresh) the others are left to the periodic round.
-const MAX_SYNCS_IN_FLIGHT: usize = 4;
-/// How often unused connections are looked for, and most closed each time.
-const TRIM_EVERY: Duration = Duration::from_secs(2);
-const TRIM_PER_ROUND: usize = 16;
+/// How often the peer policy runs (dials, trims, due syncs, scores).
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(250);
+/// Penalty points for each message from a peer that our validation rejects outside gossip
+/// (sync answers and requests); gossipsub scores gossip rejections itself.
+const SYNC_REJECT_PENALTY: f64 = 1.0;
 /// Descriptors learnt through anti-entropy that were published less than this long ago are
 /// gossiped on: after a partition heals or a peer reconnects, one sync round brings the news
 /// across and gossip spreads it on the other side, instead of one sync interval per hop.
@@ -171,8 +154,21 @@ impl NodeHandle {
     pub async fn publish(&self, request: PublishRequest) -> Result<ProductView, NodeError> {
         descriptor::validate_name("product", &request.name)
             .map_err(|e| NodeError::BadRequest(e.to_string()))?;
+        // Text over its limit is refused before the file is read (the whole descriptor is
+        // checked again, as peers check it, before it is signed).
+        descriptor::check_text(
+            request.title.as_deref().unwrap_or_default(),
+            request.description.as_deref().unwrap_or_default(),
+            &request.tags,
+        )
+        .map_err(|e| {
+            NodeError::BadRequest(format!(
+                "cannot publish `{}`: {e}; peers would refuse it",
+                request.name
+            ))
+        })?;
         let input = PathBuf::from(&request.from);
-        let staging = self.data_dir.products().join(".staging");
+        let staging = self.data_dir.staging();
         std::fs::create_dir_all(&staging).map_err(|e| NodeError::Internal(e.to_string()))?;
         let temp_file = staging.join(format!(
             "{}-{}.arrow.partial",
@@ -229,21 +225,31 @@ struct PeerState {
     rtt: Option<Duration>,
     /// Open connections.
     connections: u32,
-    /// Last sync or contract message either way (or the first connection).
-    last_used: Instant,
 }
 
-/// A configured bootstrap address and its redial schedule.
+/// A sync session in flight with one peer: one reconciliation per set, and the request in
+/// flight to check the answer against.
 #[derive(Debug)]
-struct Bootstrap {
-    /// Address to dial.
-    addr: Multiaddr,
-    /// Peer id, from the `/p2p/` suffix or learnt on first connect.
-    peer: Option<PeerId>,
-    /// Delay before the next attempt after a failure.
-    backoff: Duration,
-    /// Earliest next attempt.
-    next_attempt: Instant,
+struct SyncSession {
+    /// Reconciliation of the catalog.
+    products: Reconciler<ProductId>,
+    /// Reconciliation of the node records.
+    nodes: Reconciler<PublicKey>,
+    /// The request in flight.
+    asked: SyncRequest,
+    /// Entries stored from this session's answers so far.
+    stored: usize,
+}
+
+/// Reconciliation sets built from the store's digests, rebuilt when a digest changes.
+/// Holding the digest keeps the store from updating it in place, so a changed digest is a
+/// different allocation.
+#[derive(Debug, Default)]
+struct SyncSets {
+    /// The catalog digest the set was built from, and the set.
+    products: Option<(Digest<ProductId>, Arc<SyncSet<ProductId>>)>,
+    /// The node-record digest the set was built from, and the set.
+    nodes: Option<(Digest<PublicKey>, Arc<SyncSet<PublicKey>>)>,
 }
 
 /// Options for starting a node beyond its config file.
@@ -283,12 +289,14 @@ pub(crate) struct Node {
     listen_addrs: Vec<Multiaddr>,
     /// Addresses announced instead of the listen addresses (`NetTuning::announce_addrs`).
     announce_addrs: Vec<Multiaddr>,
-    /// Longest delay between bootstrap redials.
-    redial_max: Duration,
     /// Connected peers.
     peers: HashMap<PeerId, PeerState>,
-    /// Bootstrap peers and their redial schedules.
-    bootstrap: Vec<Bootstrap>,
+    /// Whom to dial, what to close, when to sync, how to score (see `mesh_protocol::peers`).
+    policy: PeerPolicy<PeerId, Multiaddr>,
+    /// Sync sessions in flight, by peer.
+    sync_sessions: HashMap<PeerId, SyncSession>,
+    /// Reconciliation sets of the catalog and node records.
+    sync_sets: SyncSets,
     /// Announced data-plane address.
     pub(crate) data_addr: Option<SocketAddr>,
     /// Control API address.
@@ -297,17 +305,6 @@ pub(crate) struct Node {
     started: Instant,
     /// Our node record needs to be re-issued (addresses changed).
     record_dirty: bool,
-    /// Peers with a sync request in flight.
-    syncing: BTreeSet<PeerId>,
-    /// Peers found through node records or Kademlia that we are dialing; counted against
-    /// `TARGET_PEERS` so a burst of routing updates does not dial the whole mesh at once.
-    dialing: HashSet<PeerId>,
-    /// Peers whose last dial failed, and when they may be dialed again from their record.
-    dial_failed: HashMap<PeerId, Instant>,
-    /// Next look for peers in the node records.
-    next_discovery: Instant,
-    /// Last look for unused connections.
-    last_trim: Instant,
     /// Contract messages in flight and poll schedules (see `contracts`).
     pub(crate) negotiations: crate::contracts::Negotiations,
 }
@@ -346,7 +343,7 @@ pub fn spawn(
         .subscribe(&topic)
         .map_err(|e| NodeError::Internal(format!("cannot subscribe to the catalog topic: {e}")))?;
     let now = Instant::now();
-    let bootstrap = config
+    let bootstrap: Vec<(Multiaddr, Option<PeerId>)> = config
         .bootstrap
         .iter()
         .filter_map(|a| a.parse::<Multiaddr>().ok())
@@ -355,19 +352,30 @@ pub fn spawn(
                 Protocol::P2p(id) => Some(id),
                 _ => None,
             });
-            Bootstrap {
-                addr,
-                peer,
-                backoff: REDIAL_MIN,
-                next_attempt: now,
-            }
+            (addr, peer)
         })
         .collect();
     let (tx, rx) = mpsc::channel(COMMAND_CAPACITY);
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
     let peer_id = *swarm.local_peer_id();
+    let policy = PeerPolicy::new(
+        PolicyConfig {
+            redial_max: options.tuning.redial_max,
+            ..PolicyConfig::default()
+        },
+        peer_id,
+        bootstrap,
+        now,
+    );
     let metrics = Metrics::new();
     metrics.catalog_size.set(store.catalog_len() as i64);
+    let negotiations = crate::contracts::Negotiations::new(
+        config.contracts.budget(),
+        config.clock_skew_tolerance_secs.saturating_mul(1000),
+    );
+    if let Err(e) = store.rebuild_agreement_index_if_missing() {
+        tracing::error!("cannot index stored contracts: {e}");
+    }
     let node = Node {
         identity,
         peer_id,
@@ -381,19 +389,15 @@ pub fn spawn(
         metrics,
         listen_addrs: Vec::new(),
         announce_addrs: options.tuning.announce_addrs.clone(),
-        redial_max: options.tuning.redial_max,
         peers: HashMap::new(),
-        bootstrap,
+        policy,
+        sync_sessions: HashMap::new(),
+        sync_sets: SyncSets::default(),
         data_addr: options.data_addr,
         api_addr: options.api_addr,
         started: now,
         record_dirty: true,
-        syncing: BTreeSet::new(),
-        dialing: HashSet::new(),
-        dial_failed: HashMap::new(),
-        next_discovery: now,
-        last_trim: now,
-        negotiations: Default::default(),
+        negotiations,
     };
     let task = tokio::spawn(node.run());
     Ok((
@@ -410,7 +414,7 @@ impl Node {
     async fn run(mut self) {
         let mut sync_tick = tokio::time::interval(self.config.sync_interval());
         sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -550,6 +554,13 @@ impl Node {
                 name: request.name.clone(),
             })?
             .and_then(|(_, envelope)| envelope.decode_trusted().ok());
+        if previous.is_none() && !self.owner_has_room(me) {
+            return Err(NodeError::BadRequest(format!(
+                "this node already publishes {} products, as many as peers keep for one key; \
+                 publish a new version of an existing product instead",
+                catalog::MAX_PRODUCTS_PER_OWNER
+            )));
+        }
         let schema = descriptor::columns_from_arrow(&outcome.schema);
         let restricted = match (&previous, request.restricted.is_empty()) {
             (Some(p), true) => p
@@ -588,7 +599,17 @@ impl Node {
                 .map(|l| parse_lineage(l))
                 .collect::<Result<Vec<_>, _>>()?
         };
-        let version = self.store.local_version(&request.name)?.unwrap_or(0) + 1;
+        // Never reuse a version number: a store rolled back (and accepted) may remember less
+        // than the catalog copy peers handed back or the files on disk.
+        let version = crate::integrity::next_version([
+            self.store.local_version(&request.name)?,
+            previous.as_ref().map(|p| p.version),
+            crate::integrity::highest_version_on_disk(&self.data_dir, &request.name)
+                .map_err(|e| NodeError::Internal(e.to_string()))?,
+        ])
+        .ok_or_else(|| {
+            NodeError::BadRequest(format!("product `{}` has no version left", request.name))
+        })?;
         let defaults = &self.config.defaults;
         let inherit = |new: &Vec<String>, old: Option<&Vec<String>>| {
             if new.is_empty() {
@@ -642,9 +663,16 @@ impl Node {
             data_addr: self.data_addr.map(|a| a.to_string()),
             status: Status::Active,
         };
-        descriptor
-            .validate()
-            .map_err(|e| NodeError::BadRequest(e.to_string()))?;
+        // The exact checks every peer runs (rules, limits, encoded size), before anything is
+        // written: a descriptor peers would refuse is never signed into the store.
+        let envelope = descriptor
+            .sign_for_publication(&self.identity)
+            .map_err(|e| {
+                NodeError::BadRequest(format!(
+                    "cannot publish `{}`: {e}; peers would refuse it, so nothing was stored",
+                    request.name
+                ))
+            })?;
         let final_path = self.data_dir.product_file(&request.name, version);
         if let Some(parent) = final_path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| NodeError::Internal(e.to_string()))?;
@@ -652,7 +680,10 @@ impl Node {
         std::fs::rename(&temp_file, &final_path).map_err(|e| {
             NodeError::Internal(format!("cannot move the product file into place: {e}"))
         })?;
-        let envelope = Signed::sign(&self.identity, &descriptor);
+        // The rename is durable before the store says the version exists.
+        crate::keyfile::sync_parent(&final_path).map_err(|e| {
+            NodeError::Internal(format!("cannot sync the product directory: {e}"))
+        })?;
         self.store.put_descriptor(&descriptor, &envelope)?;
         self.store.set_local_version(&request.name, version)?;
         self.store.audit_append(
@@ -697,6 +728,7 @@ impl Node {
                 addresses: p.addrs.iter().map(|a| a.to_string()).collect(),
                 connected_since_ms: p.since_ms,
                 rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                gossip_score: self.swarm.behaviour().gossipsub.peer_score(id),
             })
             .collect();
         views.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
@@ -747,7 +779,10 @@ impl Node {
         match result {
             Ok(true) => gossipsub::MessageAcceptance::Accept,
             Ok(false) => gossipsub::MessageAcceptance::Ignore,
-            Err(_) => gossipsub::MessageAcceptance::Reject,
+            // Rejected: not forwarded, and the sender's gossip score pays for it.
+            Err(reason) if penalised(reason) => gossipsub::MessageAcceptance::Reject,
+            // Not forwarded, but an honest peer can send it: no penalty.
+            Err(_) => gossipsub::MessageAcceptance::Ignore,
         }
     }
 
@@ -764,8 +799,18 @@ impl Node {
         via: &'static str,
     ) -> Result<bool, RejectReason> {
         let store = &self.store;
-        let outcome = mesh_protocol::merge(envelope, |id| store.descriptor(id).ok().flatten());
+        let mut held = false;
+        let outcome = mesh_protocol::merge(envelope, |id| {
+            let current = store.descriptor(id).ok().flatten();
+            held = current.is_some();
+            current
+        });
         match outcome {
+            MergeOutcome::Accepted(descriptor) if !held && !self.owner_has_room(descriptor.owner) => {
+                tracing::info!(owner = %descriptor.owner.fingerprint(), via, "refused a product over its key's budget");
+                self.rejected(RejectReason::OverBudget);
+                Err(RejectReason::OverBudget)
+            }
             MergeOutcome::Accepted(descriptor) => {
                 if let Err(e) = self.store.put_descriptor(&descriptor, envelope) {
                     tracing::error!("cannot store descriptor: {e}");
@@ -790,6 +835,24 @@ impl Node {
                 Err(reason)
             }
         }
+    }
+
+    /// Whether `owner` may add one more product to our catalog
+    /// (`catalog::MAX_PRODUCTS_PER_OWNER`); counted from the cached digest.
+    fn owner_has_room(&self, owner: PublicKey) -> bool {
+        let Ok(digest) = self.store.catalog_digest() else {
+            return true;
+        };
+        let first = ProductId {
+            owner,
+            name: String::new(),
+        };
+        let held = digest
+            .range(first..)
+            .take_while(|(id, _)| id.owner == owner)
+            .take(catalog::MAX_PRODUCTS_PER_OWNER)
+            .count();
+        catalog::owner_has_room(held)
     }
 
     fn accept_node_record(&mut self, envelope: &Signed<NodeRecord>) -> Result<bool, RejectReason> {
@@ -830,7 +893,12 @@ impl Node {
             key: me,
             domain: self.config.domain.clone(),
             peer_id: self.peer_id.to_string(),
-            addrs: self.announced_addrs(),
+            // Peers refuse records with more addresses than this.
+            addrs: self
+                .announced_addrs()
+                .into_iter()
+                .take(catalog::MAX_NODE_ADDRS)
+                .collect(),
             data_addr: self.data_addr.map(|a| a.to_string()),
             issued_at_ms: now_ms().max(previous + 1),
         };
@@ -844,49 +912,131 @@ impl Node {
 
     // ---------------------------------------------------------------- sync
 
-    fn sync_with(&mut self, peer: PeerId) {
-        if !self.syncing.insert(peer) {
+    /// The reconciliation set of the catalog, rebuilt only when the catalog changed.
+    fn product_set(&mut self) -> Arc<SyncSet<ProductId>> {
+        let digest = self.store.catalog_digest().unwrap_or_default();
+        if let Some((held, set)) = &self.sync_sets.products
+            && Arc::ptr_eq(held, &digest)
+        {
+            return set.clone();
+        }
+        let set = Arc::new(SyncSet::from_map(&digest));
+        self.sync_sets.products = Some((digest, set.clone()));
+        set
+    }
+
+    /// The reconciliation set of the node records, rebuilt only when they changed.
+    fn node_set(&mut self) -> Arc<SyncSet<PublicKey>> {
+        let digest = self.store.node_digest().unwrap_or_default();
+        if let Some((held, set)) = &self.sync_sets.nodes
+            && Arc::ptr_eq(held, &digest)
+        {
+            return set.clone();
+        }
+        let set = Arc::new(SyncSet::from_map(&digest));
+        self.sync_sets.nodes = Some((digest, set.clone()));
+        set
+    }
+
+    /// Starts a sync session with `peer` (the policy decided it; see `execute`).
+    fn start_sync(&mut self, peer: PeerId) {
+        let products = self.product_set();
+        let nodes = self.node_set();
+        self.sync_sessions.insert(
+            peer,
+            SyncSession {
+                products: Reconciler::new(&products),
+                nodes: Reconciler::new(&nodes),
+                asked: SyncRequest::default(),
+                stored: 0,
+            },
+        );
+        self.send_sync_round(peer);
+    }
+
+    /// Sends the next round of the session with `peer`, or ends it when nothing is left.
+    fn send_sync_round(&mut self, peer: PeerId) {
+        let products = self.product_set();
+        let nodes = self.node_set();
+        let Some(session) = self.sync_sessions.get_mut(&peer) else {
+            return;
+        };
+        let request = SyncRequest {
+            products: session.products.next_query(&products, wire::MAX_SET_QUERY),
+            nodes: session.nodes.next_query(&nodes, wire::MAX_SET_QUERY),
+        };
+        if request.products.ranges.is_empty()
+            && request.products.want.is_empty()
+            && request.nodes.ranges.is_empty()
+            && request.nodes.want.is_empty()
+        {
+            let outcome = if session.products.overflowed() || session.nodes.overflowed() {
+                SyncOutcome::Truncated {
+                    progress: session.stored > 0,
+                }
+            } else {
+                SyncOutcome::Complete
+            };
+            self.finish_sync(peer, outcome);
             return;
         }
+        let bytes = request.to_bytes();
+        session.asked = request;
         self.mark_used(peer);
-        let request = SyncRequest {
-            products: self
-                .store
-                .catalog_digest()
-                .unwrap_or_default()
-                .iter()
-                .map(|(id, version)| (id.clone(), *version))
-                .collect(),
-            nodes: self
-                .store
-                .node_digest()
-                .unwrap_or_default()
-                .iter()
-                .map(|(key, issued)| (*key, *issued))
-                .collect(),
-        };
-        self.swarm
-            .behaviour_mut()
-            .sync
-            .send_request(&peer, request.to_bytes());
+        self.swarm.behaviour_mut().sync.send_request(&peer, bytes);
+    }
+
+    /// Ends the session with `peer` and tells the policy how it went.
+    fn finish_sync(&mut self, peer: PeerId, outcome: SyncOutcome) {
+        self.sync_sessions.remove(&peer);
+        self.policy
+            .on_sync_finished(&peer, outcome, Instant::now());
+    }
+
+    /// `peer` sent something our validation rejects outside gossip: a lower gossip score.
+    fn penalise(&mut self, peer: PeerId, points: f64) {
+        let actions = self.policy.on_misbehaviour(peer, points, Instant::now());
+        self.execute(actions);
     }
 
     fn sync_with_random_peer(&mut self) {
-        let peer = self.peers.keys().copied().choose(&mut rand::rng());
-        if let Some(peer) = peer {
-            self.sync_with(peer);
-        }
+        let actions = self.policy.sync_round(Instant::now(), rand::random());
+        self.execute(actions);
     }
 
-    fn answer_sync(&self, request: &[u8]) -> Vec<u8> {
-        let Ok(request) = SyncRequest::from_bytes(request) else {
-            self.rejected(RejectReason::Malformed);
-            return SyncResponse::default().to_bytes();
+    fn answer_sync(&mut self, peer: PeerId, request: &[u8]) -> Vec<u8> {
+        let request = match SyncRequest::from_bytes(request) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%peer, "refused a sync request: {e}");
+                self.rejected(RejectReason::Malformed);
+                self.penalise(peer, SYNC_REJECT_PENALTY);
+                return SyncResponse::default().to_bytes();
+            }
         };
-        let mut response = SyncResponse::default();
-        let mut budget = wire::MAX_SYNC_RESPONSE - 1024;
-        let ours = self.store.catalog_digest().unwrap_or_default();
-        for id in wire::entries_peer_lacks(&ours, request.products) {
+        let products = self.product_set();
+        let nodes = self.node_set();
+        let (products, nodes) = match (
+            reconcile::respond(&products, &request.products),
+            reconcile::respond(&nodes, &request.nodes),
+        ) {
+            (Ok(p), Ok(n)) => (p, n),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(%peer, "refused a sync request: {e}");
+                self.rejected(RejectReason::OverLimit);
+                self.penalise(peer, SYNC_REJECT_PENALTY);
+                return SyncResponse::default().to_bytes();
+            }
+        };
+        let mut response = SyncResponse {
+            products: products.answer,
+            nodes: nodes.answer,
+            ..SyncResponse::default()
+        };
+        let mut budget = wire::MAX_SYNC_RESPONSE
+            .saturating_sub(1024)
+            .saturating_sub(response.to_bytes().len());
+        for id in products.send {
             if let Ok(Some((_, envelope))) = self.store.descriptor(&id) {
                 let len = envelope.to_bytes().len() + 8;
                 if len > budget {
@@ -897,8 +1047,10 @@ impl Node {
                 response.descriptors.push(envelope);
             }
         }
-        let ours = self.store.node_digest().unwrap_or_default();
-        for key in wire::entries_peer_lacks(&ours, request.nodes) {
+        for key in nodes.send {
+            if response.truncated {
+                break;
+            }
             if let Ok(Some((_, envelope))) = self.store.node_record(&key) {
                 let len = envelope.to_bytes().len() + 8;
                 if len > budget {
@@ -906,44 +1058,90 @@ impl Node {
                     break;
                 }
                 budget -= len;
-                response.nodes.push(envelope);
+                response.records.push(envelope);
             }
         }
         response.to_bytes()
     }
 
     fn on_sync_response(&mut self, peer: PeerId, bytes: &[u8]) {
-        self.syncing.remove(&peer);
         self.metrics.sync_rounds.inc();
+        // An answer nobody asked for (the session ended meanwhile) is dropped.
+        let Some(mut session) = self.sync_sessions.remove(&peer) else {
+            return;
+        };
         let response = match SyncResponse::from_bytes(bytes) {
             Ok(r) => r,
             Err(_) => {
                 self.rejected(RejectReason::Malformed);
+                self.penalise(peer, SYNC_REJECT_PENALTY);
+                self.finish_sync(peer, SyncOutcome::Failed);
                 return;
             }
         };
         let now = now_ms();
         let mut regossip = Vec::new();
+        let mut stored = 0;
+        let mut refused = 0usize;
         for envelope in &response.descriptors {
-            if let Ok(true) = self.accept_descriptor(envelope, "sync") {
-                self.metrics.sync_entries.inc();
-                let fresh = envelope
-                    .decode_trusted()
-                    .is_ok_and(|d| now.saturating_sub(d.published_at_ms) < REGOSSIP_WINDOW_MS);
-                if fresh && regossip.len() < REGOSSIP_MAX_PER_SYNC {
-                    regossip.push(envelope.clone());
+            match self.accept_descriptor(envelope, "sync") {
+                Ok(true) => {
+                    stored += 1;
+                    self.metrics.sync_entries.inc();
+                    let fresh = envelope
+                        .decode_trusted()
+                        .is_ok_and(|d| now.saturating_sub(d.published_at_ms) < REGOSSIP_WINDOW_MS);
+                    if fresh && regossip.len() < REGOSSIP_MAX_PER_SYNC {
+                        regossip.push(envelope.clone());
+                    }
                 }
+                Ok(false) => {}
+                Err(reason) => refused += usize::from(penalised(reason)),
             }
         }
         for envelope in regossip {
             self.gossip(GossipMessage::Descriptor(envelope));
         }
-        for envelope in &response.nodes {
-            let _ = self.accept_node_record(envelope);
+        for envelope in &response.records {
+            match self.accept_node_record(envelope) {
+                Ok(true) => stored += 1,
+                Ok(false) => {}
+                Err(reason) => refused += usize::from(penalised(reason)),
+            }
+        }
+        if refused > 0 {
+            self.penalise(peer, SYNC_REJECT_PENALTY * refused as f64);
+        }
+        session.stored += stored;
+        let products = self.product_set();
+        let nodes = self.node_set();
+        let answered = session
+            .products
+            .on_answer(&products, &session.asked.products, response.products)
+            .and_then(|()| {
+                session
+                    .nodes
+                    .on_answer(&nodes, &session.asked.nodes, response.nodes)
+            });
+        if let Err(e) = answered {
+            tracing::debug!(%peer, "refused a sync answer: {e}");
+            self.rejected(RejectReason::OverLimit);
+            self.penalise(peer, SYNC_REJECT_PENALTY);
+            self.finish_sync(peer, SyncOutcome::Failed);
+            return;
         }
         if response.truncated {
-            self.sync_with(peer);
+            // Never at once: the policy schedules the next session after a delay.
+            self.finish_sync(
+                peer,
+                SyncOutcome::Truncated {
+                    progress: stored > 0,
+                },
+            );
+            return;
         }
+        self.sync_sessions.insert(peer, session);
+        self.send_sync_round(peer);
     }
 
     // ---------------------------------------------------------------- housekeeping
@@ -953,45 +1151,66 @@ impl Node {
             self.publish_node_record();
         }
         let now = Instant::now();
-        let connected: BTreeSet<PeerId> = self.peers.keys().copied().collect();
-        let mut to_dial = Vec::new();
-        for b in &mut self.bootstrap {
-            let is_connected = b.peer.is_some_and(|p| connected.contains(&p));
-            if is_connected || b.peer == Some(self.peer_id) || now < b.next_attempt {
-                continue;
-            }
-            to_dial.push(b.addr.clone());
-            b.next_attempt = now + b.backoff;
-            b.backoff = (b.backoff * 2).min(self.redial_max);
-        }
-        for addr in to_dial {
-            if let Err(e) = self.swarm.dial(addr.clone()) {
-                tracing::debug!("dial {addr} failed: {e}");
-            }
-        }
-        self.discover_from_records();
-        self.trim_connections();
+        let mesh: HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .mesh_peers(&self.topic.hash())
+            .copied()
+            .collect();
+        let actions = self.policy.tick(now, |peer| mesh.contains(peer));
+        self.execute(actions);
+        self.discover_from_records(now);
         self.contract_housekeeping();
     }
 
-    /// Dials peers named in stored node records while the node has fewer than `TARGET_PEERS`.
-    /// Every node holds the signed record, with its addresses, of every other node it has
-    /// heard of, so finding peers needs no Kademlia lookup (each of which connects to a few
-    /// dozen nodes); Kademlia is left to find the peers not heard of yet.
-    fn discover_from_records(&mut self) {
-        let now = Instant::now();
-        let wanted = TARGET_PEERS.saturating_sub(self.peers.len() + self.dialing.len());
-        if wanted == 0 || now < self.next_discovery {
-            return;
+    /// Carries out what the peer policy decided.
+    fn execute(&mut self, actions: Vec<Action<PeerId, Multiaddr>>) {
+        for action in actions {
+            match action {
+                Action::DialAddr(addr) => {
+                    if let Err(e) = self.swarm.dial(addr.clone()) {
+                        tracing::debug!("dial {addr} failed: {e}");
+                    }
+                }
+                Action::DialPeer { peer, addrs } => {
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(addrs)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(%peer, "cannot dial a peer: {e}");
+                        self.policy.on_dial_not_started(&peer);
+                    }
+                }
+                Action::Disconnect(peer) => {
+                    tracing::debug!(%peer, "closing an unused connection");
+                    if self.swarm.disconnect_peer_id(peer).is_ok() {
+                        self.metrics.connections_trimmed.inc();
+                    }
+                }
+                Action::Sync(peer) => self.start_sync(peer),
+                Action::SetScore { peer, score } => {
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .set_application_score(&peer, score);
+                }
+            }
         }
-        self.next_discovery = now + DISCOVER_EVERY;
-        // Connected to every node heard of (a mesh smaller than the target): the cached
-        // digest says so without decoding a record.
+    }
+
+    /// Dials peers named in stored node records while the node is short of peers (the
+    /// policy says how many, and when). Every node holds the signed record, with its
+    /// addresses, of every other node it has heard of, so finding peers needs no Kademlia
+    /// lookup (each of which connects to a few dozen nodes); Kademlia is left to find the
+    /// peers not heard of yet.
+    fn discover_from_records(&mut self, now: Instant) {
+        // The cached digest counts the records without decoding one.
         let known = self.store.node_digest().map_or(usize::MAX, |d| d.len());
-        if self.peers.len() + self.dialing.len() + 1 >= known {
+        let Some(wanted) = self.policy.discovery_wanted(known, now) else {
             return;
-        }
-        self.dial_failed.retain(|_, retry_at| *retry_at > now);
+        };
         let records = match self.store.node_records() {
             Ok(records) => records,
             Err(e) => {
@@ -1002,72 +1221,23 @@ impl Node {
         let candidates = records.into_iter().filter_map(|(record, _)| {
             // The peer id the record's key implies, not the one it states.
             let peer = crate::negotiation::peer_id_of(&record.key)?;
-            if peer == self.peer_id
-                || self.peers.contains_key(&peer)
-                || self.dialing.contains(&peer)
-                || self.dial_failed.contains_key(&peer)
-            {
-                return None;
-            }
             let addrs: Vec<Multiaddr> = record
                 .addrs
                 .iter()
                 .filter_map(|a| a.parse().ok())
                 .filter(is_dialable)
                 .collect();
-            (!addrs.is_empty()).then_some((peer, addrs))
+            Some((peer, addrs))
         });
-        for (peer, addrs) in candidates.sample(&mut rand::rng(), wanted) {
-            let opts = DialOpts::peer_id(peer)
-                .addresses(addrs)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            match self.swarm.dial(opts) {
-                Ok(()) => {
-                    self.dialing.insert(peer);
-                }
-                Err(e) => tracing::debug!(%peer, "cannot dial a peer from its node record: {e}"),
-            }
-        }
+        let actions = self
+            .policy
+            .choose_dials(candidates, wanted, rand::random());
+        self.execute(actions);
     }
 
     /// Records that a peer's connection carried a sync or contract message.
     pub(crate) fn mark_used(&mut self, peer: PeerId) {
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.last_used = Instant::now();
-        }
-    }
-
-    /// Closes connections nobody uses while the node has more than `PEERS_HIGH` peers:
-    /// not in the gossip mesh, not a bootstrap peer, no sync or contract message for
-    /// `UNUSED_GRACE`, no request in flight. Kademlia opens such connections by the dozen.
-    fn trim_connections(&mut self) {
-        let excess = self.peers.len().saturating_sub(PEERS_HIGH);
-        if excess == 0 || self.last_trim.elapsed() < TRIM_EVERY {
-            return;
-        }
-        let now = Instant::now();
-        self.last_trim = now;
-        let gossip = &self.swarm.behaviour().gossipsub;
-        let mesh: HashSet<PeerId> = gossip.mesh_peers(&self.topic.hash()).copied().collect();
-        let unused: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(peer, state)| {
-                now.duration_since(state.last_used) >= UNUSED_GRACE
-                    && !mesh.contains(peer)
-                    && !self.syncing.contains(peer)
-                    && !self.bootstrap.iter().any(|b| b.peer == Some(**peer))
-            })
-            .map(|(peer, _)| *peer)
-            .take(excess.min(TRIM_PER_ROUND))
-            .collect();
-        for peer in unused {
-            tracing::debug!(%peer, "closing an unused connection");
-            if self.swarm.disconnect_peer_id(peer).is_ok() {
-                self.metrics.connections_trimmed.inc();
-            }
-        }
+        self.policy.on_used(&peer, Instant::now());
     }
 
     // ---------------------------------------------------------------- swarm events
@@ -1094,30 +1264,24 @@ impl Node {
             } => {
                 let addr = endpoint.get_remote_address().clone();
                 self.metrics.connections_opened.inc();
-                self.dialing.remove(&peer_id);
-                for b in &mut self.bootstrap {
-                    if b.peer.is_none() && b.addr == addr {
-                        b.peer = Some(peer_id);
-                    }
-                    if b.peer == Some(peer_id) {
-                        b.backoff = REDIAL_MIN;
-                    }
-                }
                 let state = self.peers.entry(peer_id).or_insert_with(|| PeerState {
                     since_ms: now_ms(),
                     addrs: BTreeSet::new(),
                     rtt: None,
                     connections: 0,
-                    last_used: Instant::now(),
                 });
                 state.connections += 1;
                 if endpoint.is_dialer() {
-                    state.addrs.insert(addr);
+                    state.addrs.insert(addr.clone());
                 }
                 self.metrics.peers.set(self.peers.len() as i64);
-                if num_established.get() == 1 && self.syncing.len() < MAX_SYNCS_IN_FLIGHT {
-                    self.sync_with(peer_id);
-                }
+                let actions = self.policy.on_connected(
+                    peer_id,
+                    &addr,
+                    num_established.get() == 1,
+                    Instant::now(),
+                );
+                self.execute(actions);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -1126,14 +1290,11 @@ impl Node {
                 ..
             } => {
                 tracing::debug!(%peer_id, ?cause, "connection closed");
+                self.policy
+                    .on_disconnected(&peer_id, num_established, Instant::now());
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
-                    self.syncing.remove(&peer_id);
-                    for b in &mut self.bootstrap {
-                        if b.peer == Some(peer_id) {
-                            b.next_attempt = Instant::now() + b.backoff;
-                        }
-                    }
+                    self.sync_sessions.remove(&peer_id);
                 } else if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.connections = p.connections.saturating_sub(1);
                 }
@@ -1143,8 +1304,7 @@ impl Node {
                 peer_id: Some(peer),
                 ..
             } => {
-                self.dialing.remove(&peer);
-                self.dial_failed.insert(peer, Instant::now() + DIAL_RETRY);
+                self.policy.on_dial_failed(peer, Instant::now());
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event).await,
             _ => {}
@@ -1180,18 +1340,9 @@ impl Node {
                         .extend(info.listen_addrs.into_iter().filter(is_dialable));
                 }
             }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })
-                if self.peers.len() + self.dialing.len() < TARGET_PEERS
-                    && !self.peers.contains_key(&peer)
-                    && !self.dialing.contains(&peer)
-                    && peer != self.peer_id =>
-            {
-                let opts = DialOpts::peer_id(peer)
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build();
-                if self.swarm.dial(opts).is_ok() {
-                    self.dialing.insert(peer);
-                }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
+                let actions = self.policy.on_routing_updated(peer);
+                self.execute(actions);
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,
@@ -1208,7 +1359,7 @@ impl Node {
                     request_response::Message::Request {
                         request, channel, ..
                     } => {
-                        let response = self.answer_sync(&request);
+                        let response = self.answer_sync(peer, &request);
                         let _ = self
                             .swarm
                             .behaviour_mut()
@@ -1224,7 +1375,9 @@ impl Node {
                 peer, error, ..
             }) => {
                 tracing::debug!(%peer, "sync request failed: {error}");
-                self.syncing.remove(&peer);
+                if self.sync_sessions.contains_key(&peer) {
+                    self.finish_sync(peer, SyncOutcome::Failed);
+                }
             }
             BehaviourEvent::Contract(event) => {
                 if let request_response::Event::Message { peer, .. } = &event {
@@ -1251,6 +1404,13 @@ fn parse_lineage(text: &str) -> Result<LineageRef, NodeError> {
         product: product.into(),
         version: version.parse().map_err(|_| bad())?,
     })
+}
+
+/// Whether a rejection is the sender's fault, so it costs the sender gossip score. A stale
+/// version, or a product over its key's budget, can reach an honest peer first (messages
+/// race, catalogs differ for a while): those are dropped without a penalty.
+fn penalised(reason: RejectReason) -> bool {
+    !matches!(reason, RejectReason::Stale | RejectReason::OverBudget)
 }
 
 /// Loopback and routable addresses are dialable; a wildcard listen address is not.

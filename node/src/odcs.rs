@@ -6,8 +6,6 @@
 //! validity, parties, agreement id) as custom properties. The types serialise to the ODCS
 //! field names; the CLI prints them as YAML.
 
-use std::str::FromStr;
-
 use arrow::datatypes::DataType;
 use mesh_protocol::ProductDescriptor;
 use mesh_protocol::contract::ContractState;
@@ -125,9 +123,11 @@ pub struct CustomProperty {
     pub value: serde_json::Value,
 }
 
-/// ODCS logical type of an Arrow type.
+/// ODCS logical type of an Arrow type. The type string is parsed with the bounded parser
+/// ([`mesh_protocol::bounds::parse_data_type`]): one that is too long, too deeply nested or
+/// unknown is described as `string`.
 pub fn logical_type(arrow_type: &str) -> &'static str {
-    let Ok(data_type) = DataType::from_str(arrow_type) else {
+    let Ok(data_type) = mesh_protocol::bounds::parse_data_type(arrow_type) else {
         return "string";
     };
     let data_type = match data_type {
@@ -294,5 +294,19 @@ mod tests {
         ] {
             assert_eq!(logical_type(arrow), odcs, "{arrow}");
         }
+    }
+
+    #[test]
+    fn deeply_nested_types_are_not_parsed() {
+        let nested = |n: usize| format!("{}Int32{}", "List(".repeat(n), ")".repeat(n));
+        let (shallow, deep) = (nested(2), nested(3000));
+        // On a small stack: an unbounded parse of the deep type would overflow it.
+        let kinds = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || (logical_type(&shallow), logical_type(&deep)))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(kinds, ("array", "string"));
     }
 }

@@ -16,14 +16,24 @@ pub fn resolve(
         ))
     })?;
     let (domain, fingerprint) = match domain_part.split_once('@') {
-        Some((d, f)) => (d, Some(f)),
+        Some((d, f)) => (
+            d,
+            Some(
+                mesh_protocol::identity::parse_fingerprint(f)
+                    .map_err(|e| NodeError::BadRequest(format!("product `{spec}`: {e}")))?,
+            ),
+        ),
         None => (domain_part, None),
     };
+    // A fingerprint prefix narrows the owners; two owners left is refused below, so a
+    // short prefix never silently picks one key over another.
     let matches: Vec<ProductDescriptor> = entries
         .into_iter()
         .filter(|d| d.domain == domain && d.name == name)
         .filter(|d| {
-            fingerprint.is_none_or(|f| d.owner.fingerprint().starts_with(f) && !f.is_empty())
+            fingerprint
+                .as_ref()
+                .is_none_or(|f| d.owner.fingerprint_matches(f))
         })
         .collect();
     match matches.len() {
@@ -103,6 +113,19 @@ mod tests {
             resolve(&qualified, entries.clone()).unwrap().owner,
             b.public_key()
         );
+        // An 8-digit prefix (the old fingerprint length) still resolves when unambiguous.
+        let short = format!("sales@{}/orders", &fp[..8]);
+        assert_eq!(
+            resolve(&short, entries.clone()).unwrap().owner,
+            b.public_key()
+        );
+        for bad in ["sales@/orders", "sales@3f2a/orders", "sales@zzzzzzzz/orders"] {
+            assert!(
+                matches!(resolve(bad, entries.clone()), Err(NodeError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(fp.len(), 16);
         assert!(matches!(
             resolve("sales/nothing", entries.clone()),
             Err(NodeError::NotFound(_))

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use crate::config::{ConfigError, DataDir, NodeConfig};
+use crate::integrity::{self, IntegrityError};
 use crate::keyfile::{self, KeyFileError};
 use crate::node::{self, NodeHandle, NodeOptions};
 use crate::store::{Store, StoreError};
@@ -22,6 +23,9 @@ pub enum ServeError {
     /// Bad identity.
     #[error(transparent)]
     Key(#[from] KeyFileError),
+    /// The state on disk is not the state the node left (rolled back, emptied, replaced).
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
     /// The store could not be opened (often: another daemon holds it).
     #[error(
         "cannot open the database in `{path}`: {source} (is another meshnode running on this data directory?)"
@@ -74,8 +78,25 @@ impl RunningNode {
     }
 }
 
+/// How `meshnode run` was asked to start.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// Start even if the store is behind its audit anchor, replaced or emptied
+    /// (`--accept-rollback`): the loss is recorded in the audit log and the store anchored
+    /// as it is.
+    pub accept_rollback: bool,
+}
+
 /// Opens the data directory, starts the actor, the data plane and the control API.
 pub async fn start(data_dir: DataDir) -> Result<RunningNode, ServeError> {
+    start_with(data_dir, StartOptions::default()).await
+}
+
+/// [`start`] with options.
+pub async fn start_with(
+    data_dir: DataDir,
+    start_options: StartOptions,
+) -> Result<RunningNode, ServeError> {
     if !data_dir.config().exists() {
         return Err(ServeError::NotInitialised(
             data_dir.root().display().to_string(),
@@ -88,7 +109,17 @@ pub async fn start(data_dir: DataDir) -> Result<RunningNode, ServeError> {
             path: data_dir.db().display().to_string(),
             source,
         })?
-        .with_audit_signer(identity.clone());
+        .with_audit_signer(identity.clone())
+        .with_audit_anchor(data_dir.audit_anchor());
+    // Before anything is served: a rolled-back or emptied store refuses to start, and what
+    // a crash left in the staging area goes.
+    let report = integrity::check_at_start(&data_dir, &store, start_options.accept_rollback)?;
+    if report.swept > 0 {
+        tracing::info!(
+            files = report.swept,
+            "removed staging files of publishes interrupted by a crash"
+        );
+    }
 
     let api_bind = SocketAddr::from(([127, 0, 0, 1], config.api_port));
     let listener = tokio::net::TcpListener::bind(api_bind)
@@ -141,7 +172,16 @@ pub async fn start(data_dir: DataDir) -> Result<RunningNode, ServeError> {
 
 /// Runs a node until `shutdown` resolves, then stops it cleanly (store flushed).
 pub async fn run(data_dir: DataDir, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    let node = start(data_dir.clone()).await?;
+    run_with(data_dir, StartOptions::default(), shutdown).await
+}
+
+/// [`run`] with options.
+pub async fn run_with(
+    data_dir: DataDir,
+    options: StartOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let node = start_with(data_dir.clone(), options).await?;
     shutdown.await;
     tracing::info!("shutting down");
     node.stop().await;

@@ -4,7 +4,7 @@
 //! forwards is byte-identical to what its signer produced.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use mesh_protocol::audit::{self, AuditEntry, AuditHead, AuditKind, ChainError};
@@ -23,6 +23,7 @@ mod trees {
     pub(super) const AUDIT: &str = "audit";
     pub(super) const PEERS: &str = "peers";
     pub(super) const AUDIT_HEAD: &str = "audit_head";
+    pub(super) const AGREEMENT_INDEX: &str = "agreement_index";
 }
 
 /// A storage failure.
@@ -31,6 +32,15 @@ pub enum StoreError {
     /// sled failed.
     #[error("database error: {0}")]
     Sled(#[from] sled::Error),
+    /// The audit anchor could not be written.
+    #[error("cannot write the audit anchor `{path}`: {source}")]
+    Anchor {
+        /// Anchor path.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A stored value no longer decodes: the database was altered or corrupted.
     #[error("stored record `{key}` in `{tree}` is corrupt: {reason}")]
     Corrupt {
@@ -62,6 +72,9 @@ pub struct Store {
     pending: sled::Tree,
     /// Signed revocations by agreement id.
     revocations: sled::Tree,
+    /// Indexes over `agreements` (by role and state, by consumer, by nonce), written in the
+    /// same transaction as the record: the hot paths look records up instead of scanning.
+    agreement_index: sled::Tree,
     /// Audit log: seq (u64 BE) -> encoded [`AuditEntry`].
     audit: sled::Tree,
     /// Signed node records by key hex: `issued_at (u64 BE) || envelope`.
@@ -70,9 +83,100 @@ pub struct Store {
     audit_head: sled::Tree,
     /// Key that signs audit heads; set by the daemon, absent in tools that only read.
     signer: Option<std::sync::Arc<Identity>>,
+    /// The audit head anchored outside the database (`<data-dir>/audit.anchor`), rewritten
+    /// after each flush that made new entries durable: a database rolled back or emptied by
+    /// a damaged file is then found at start and by `audit --verify`. Set by the daemon.
+    anchor: Option<Arc<AuditAnchor>>,
     /// Anti-entropy digests, kept up to date by every write: every sync round needs them on
     /// both sides, and reading them from sled costs a scan of the whole tree.
     digests: Arc<Mutex<Digests>>,
+}
+
+/// The anchor file and the entry count it last recorded.
+#[derive(Debug)]
+struct AuditAnchor {
+    /// `<data-dir>/audit.anchor`.
+    path: PathBuf,
+    /// Entry count of the head last written, so a flush with nothing new audited writes
+    /// nothing, and concurrent flushes never move the anchor backwards. Held while writing.
+    written: Mutex<u64>,
+}
+
+/// Largest anchor file read: a signed head is under 200 bytes.
+const MAX_ANCHOR_FILE: u64 = 4096;
+
+/// Why the anchor file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorFileError {
+    /// Reading failed.
+    #[error("cannot read the audit anchor `{path}`: {source}")]
+    Io {
+        /// Anchor path.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a signed head.
+    #[error(
+        "the audit anchor `{path}` is damaged ({reason}): start with `meshnode run --accept-rollback` to anchor the store as it is"
+    )]
+    Damaged {
+        /// Anchor path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Reads the anchor file: `None` if there is none.
+pub fn read_anchor(path: &Path) -> Result<Option<Signed<AuditHead>>, AnchorFileError> {
+    let io = |source| AnchorFileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let damaged = |reason: String| AnchorFileError::Damaged {
+        path: path.to_owned(),
+        reason,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    // Size first: never read a file of any length into memory.
+    if meta.len() > MAX_ANCHOR_FILE {
+        return Err(damaged(format!("{} bytes", meta.len())));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    Signed::from_bytes(&bytes)
+        .map(Some)
+        .map_err(|e| damaged(e.to_string()))
+}
+
+/// Writes the anchor file atomically: temporary file, fsync, rename, fsync of the directory.
+fn write_anchor(path: &Path, head: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("anchor.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(head)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    crate::keyfile::sync_parent(path)
+}
+
+/// The audit chain against its anchor file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnchorStatus {
+    /// The anchor was read and its signer checked.
+    Checked {
+        /// The anchored head.
+        head: AuditHead,
+        /// How the store stands against it.
+        check: audit::AnchorCheck,
+    },
+    /// The anchor file is unreadable, damaged or signed by another key; says why.
+    Unusable(String),
 }
 
 /// An anti-entropy digest `{id -> version}`, shared with the cache.
@@ -142,10 +246,12 @@ impl Store {
             agreements: db.open_tree(trees::AGREEMENTS)?,
             pending: db.open_tree(trees::PENDING)?,
             revocations: db.open_tree(trees::REVOCATIONS)?,
+            agreement_index: db.open_tree(trees::AGREEMENT_INDEX)?,
             audit: db.open_tree(trees::AUDIT)?,
             peers: db.open_tree(trees::PEERS)?,
             audit_head: db.open_tree(trees::AUDIT_HEAD)?,
             signer: None,
+            anchor: None,
             digests: Default::default(),
             audit_lock: Default::default(),
             db,
@@ -165,17 +271,76 @@ impl Store {
     /// with many stores in one process (the simulations), shutting them down together left
     /// one IO thread waiting for itself and hung the process.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.flush_blocking())
             .await
             .map_err(|e| sled::Error::ReportableBug(format!("the flush task failed: {e}")))??;
         Ok(())
     }
 
-    /// Blocking flush, for shutdown paths outside the runtime.
+    /// Blocking flush, for shutdown paths outside the runtime. With an anchor set, the
+    /// audit head read before the flush is anchored after it: the anchor never names an
+    /// entry the database may not hold after a crash.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        let head = match &self.anchor {
+            Some(_) => self.audit_head.get(HEAD_KEY)?,
+            None => None,
+        };
         self.db.flush()?;
+        if let (Some(anchor), Some(head)) = (&self.anchor, head) {
+            self.advance_anchor(anchor, &head, false)?;
+        }
         Ok(())
+    }
+
+    /// Writes `head` (a stored signed head) to the anchor if it records more entries than
+    /// the last one written, or in any case with `force`.
+    fn advance_anchor(
+        &self,
+        anchor: &AuditAnchor,
+        head: &[u8],
+        force: bool,
+    ) -> Result<(), StoreError> {
+        let count = Signed::<AuditHead>::from_bytes(head)
+            .ok()
+            .and_then(|h| h.decode_trusted().ok())
+            .map(|h| h.count)
+            .ok_or_else(|| StoreError::Corrupt {
+                tree: trees::AUDIT_HEAD,
+                key: "head".into(),
+                reason: "the signed audit head does not decode".into(),
+            })?;
+        let mut written = anchor.written.lock().unwrap_or_else(|e| e.into_inner());
+        if count > *written || force {
+            write_anchor(&anchor.path, head).map_err(|source| StoreError::Anchor {
+                path: anchor.path.clone(),
+                source,
+            })?;
+            *written = count;
+        }
+        Ok(())
+    }
+
+    /// Anchors the audit head outside the database at `path` after every flush (see the
+    /// `anchor` field). Call [`Store::audit_anchor_check`] first: the next flush replaces
+    /// whatever the file held.
+    pub fn with_audit_anchor(mut self, path: PathBuf) -> Self {
+        self.anchor = Some(Arc::new(AuditAnchor {
+            path,
+            written: Mutex::new(0),
+        }));
+        self
+    }
+
+    /// Flushes and writes the current audit head to the anchor even if it records fewer
+    /// entries than the file (after the operator accepted a rollback, or to create the
+    /// anchor of a data directory that had none).
+    pub fn reanchor(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        let (Some(anchor), Some(head)) = (&self.anchor, self.audit_head.get(HEAD_KEY)?) else {
+            return Ok(());
+        };
+        self.advance_anchor(anchor, &head, true)
     }
 
     // ---- catalog ----
@@ -390,6 +555,10 @@ impl Store {
     pub fn revocations(&self) -> &sled::Tree {
         &self.revocations
     }
+    /// The index tree over `agreements` (see `agreements.rs`).
+    pub(crate) fn agreement_index(&self) -> &sled::Tree {
+        &self.agreement_index
+    }
 
     // ---- audit ----
 
@@ -440,6 +609,65 @@ impl Store {
         Ok(seq)
     }
 
+    /// Number of entries in the audit chain (from the last key, without a scan).
+    pub fn audit_len(&self) -> Result<u64, StoreError> {
+        match self.audit.last()? {
+            None => Ok(0),
+            Some((key, _)) => Ok(u64::from_be_bytes(key.as_ref().try_into().map_err(
+                |_| StoreError::Corrupt {
+                    tree: trees::AUDIT,
+                    key: hex::encode(&key),
+                    reason: "key is not a sequence number".into(),
+                },
+            )?) + 1),
+        }
+    }
+
+    /// Hash of the stored audit entry `seq`, if there is one.
+    pub fn audit_hash_at(&self, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(self
+            .audit
+            .get(seq.to_be_bytes())?
+            .map(|bytes| audit::entry_hash(&bytes)))
+    }
+
+    /// Compares the chain with the anchor file, checking the anchor's signer. `Ok(None)`:
+    /// no anchor is set or the file does not exist yet.
+    pub fn audit_anchor_check(&self) -> Result<Option<AnchorStatus>, StoreError> {
+        let Some(anchor) = &self.anchor else {
+            return Ok(None);
+        };
+        let signed = match read_anchor(&anchor.path) {
+            Ok(Some(signed)) => signed,
+            Ok(None) => return Ok(None),
+            Err(e) => return Ok(Some(AnchorStatus::Unusable(e.to_string()))),
+        };
+        let head = match &self.signer {
+            Some(signer) => match audit::verify_anchor_signer(&signed, &signer.public_key()) {
+                Ok(head) => head,
+                Err(e) => {
+                    return Ok(Some(AnchorStatus::Unusable(format!(
+                        "{e} (`{}`)",
+                        anchor.path.display()
+                    ))));
+                }
+            },
+            None => match signed.decode_trusted() {
+                Ok(head) => head,
+                Err(e) => return Ok(Some(AnchorStatus::Unusable(e.to_string()))),
+            },
+        };
+        let count = self.audit_len()?;
+        let hash = match head.count.checked_sub(1) {
+            Some(seq) => self.audit_hash_at(seq)?,
+            None => None,
+        };
+        Ok(Some(AnchorStatus::Checked {
+            head: head.clone(),
+            check: audit::check_anchor(&head, count, hash),
+        }))
+    }
+
     /// Every audit entry's stored bytes, in order.
     pub fn audit_raw(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         self.audit
@@ -456,6 +684,17 @@ impl Store {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
+        // A chain shorter than, or off, its anchor is reported as such before the head is
+        // looked at: a rolled-back database usually holds a consistent older head.
+        match self.audit_anchor_check()? {
+            Some(AnchorStatus::Checked { check, .. }) => {
+                if let Some(e) = check.error() {
+                    return Ok(Err(e));
+                }
+            }
+            Some(AnchorStatus::Unusable(reason)) => return Ok(Err(ChainError::Head(reason))),
+            None => {}
+        }
         let Some(signer) = &self.signer else {
             return Ok(Ok(count));
         };

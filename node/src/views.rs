@@ -198,6 +198,10 @@ pub struct PeerView {
     pub connected_since_ms: u64,
     /// Last ping round-trip time.
     pub rtt_ms: Option<f64>,
+    /// Its gossipsub score as this node sees it: negative after it sent messages our
+    /// validation rejects (below zero it is pruned from the mesh, below -80 ignored).
+    #[serde(default)]
+    pub gossip_score: Option<f64>,
 }
 
 /// Error body of every failed API call.
@@ -214,9 +218,15 @@ pub struct ShareRequest {
     pub product: String,
     /// Why the data is needed; checked against the provider's allowed purposes.
     pub purpose: String,
-    /// Columns wanted; `None` asks for every column.
+    /// Columns wanted; `None` asks for every shareable column of the version seen now, listed
+    /// in the terms (columns added later are not covered). `["*"]` is the same as
+    /// `all_columns_including_future`.
     #[serde(default)]
     pub columns: Option<Vec<String>>,
+    /// Ask for every current and future non-restricted column (`--columns '*'`): the
+    /// agreement then grows with the product, and the approver sees that it does.
+    #[serde(default)]
+    pub all_columns_including_future: bool,
     /// Row filter, e.g. `region = 'EU' AND amount > 10`.
     #[serde(default)]
     pub filter: Option<String>,
@@ -259,9 +269,14 @@ pub struct AgreementView {
     pub state: ContractState,
     /// Stated purpose.
     pub purpose: String,
-    /// Columns asked for; `None` for all columns.
+    /// Columns the terms pin; `None` when they grant every current and future
+    /// non-restricted column (`all_future_columns`).
     pub columns: Option<Vec<String>>,
-    /// Columns granted, in schema order, when the product is in this node's catalog.
+    /// True when the terms grant every current and future non-restricted column (`*`):
+    /// new columns of later versions are included without a new agreement.
+    pub all_future_columns: bool,
+    /// Columns granted from the latest version in this node's catalog, in schema order
+    /// (restricted ones never), when the product is known.
     pub granted_columns: Option<Vec<String>>,
     /// Row filter in canonical form.
     pub filter: Option<String>,
@@ -286,13 +301,13 @@ pub struct AgreementView {
 }
 
 impl AgreementView {
-    /// Builds the view of a stored record; `schema` (from the catalog, when known) resolves
-    /// the granted columns.
+    /// Builds the view of a stored record; `descriptor` (from the catalog, when known)
+    /// resolves the granted columns.
     pub fn new(
         id: &AgreementId,
         record: &AgreementRecord,
         terms: &ContractTerms,
-        schema: Option<&[ColumnSchema]>,
+        descriptor: Option<&ProductDescriptor>,
         now_ms: u64,
     ) -> Self {
         let reason = match (&record.rejection, &record.revocation) {
@@ -322,8 +337,10 @@ impl AgreementView {
             role: record.role,
             state: record.state_at(now_ms),
             purpose: terms.purpose.clone(),
-            columns: terms.columns.clone(),
-            granted_columns: schema.map(|s| terms.granted_columns(s)),
+            columns: terms.columns.listed().map(<[String]>::to_vec),
+            all_future_columns: terms.columns == mesh_protocol::Columns::AllCurrentAndFuture,
+            granted_columns: descriptor
+                .map(|d| terms.granted_columns(&d.schema, &d.policy.restricted_columns)),
             filter: terms.filter.clone(),
             version_range,
             min_version: terms.min_version,
@@ -415,6 +432,9 @@ pub struct FetchRequestBody {
     /// IPC compression: `none`, `lz4` or `zstd`.
     #[serde(default)]
     pub compression: mesh_protocol::Compression,
+    /// Replace a file that already exists at `out`.
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[cfg(test)]

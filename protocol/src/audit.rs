@@ -34,6 +34,9 @@ pub enum AuditKind {
     TransferServed,
     /// This node received a transfer.
     TransferReceived,
+    /// The operator started the node on a store that is behind its audit anchor
+    /// (`meshnode run --accept-rollback`): the entries between are lost.
+    RollbackAccepted,
 }
 
 impl AuditKind {
@@ -47,6 +50,7 @@ impl AuditKind {
             AuditKind::Revocation => "revocation",
             AuditKind::TransferServed => "transfer_served",
             AuditKind::TransferReceived => "transfer_received",
+            AuditKind::RollbackAccepted => "rollback_accepted",
         }
     }
 }
@@ -131,6 +135,126 @@ pub fn verify_head(
     Ok(())
 }
 
+/// How a store's chain stands against the signed head anchored outside the store (a file
+/// written after each flush). The store may be ahead of the anchor (entries appended after the
+/// last anchor write), never behind it or off it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnchorCheck {
+    /// The store ends where the anchor does.
+    Match,
+    /// The store holds the anchored entries and `store - anchor` more.
+    Ahead {
+        /// Entries in the store.
+        store: u64,
+        /// Entries the anchor records.
+        anchor: u64,
+    },
+    /// The store has fewer entries than the anchor records: it was rolled back or emptied.
+    RolledBack {
+        /// Entries in the store.
+        store: u64,
+        /// Entries the anchor records.
+        anchor: u64,
+    },
+    /// The store's entry at the anchored position is another entry: the chain was replaced.
+    Diverged {
+        /// Entries the anchor records.
+        anchor: u64,
+    },
+}
+
+impl AnchorCheck {
+    /// Whether the store may be used as it is.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, AnchorCheck::Match | AnchorCheck::Ahead { .. })
+    }
+
+    /// The failure as a [`ChainError`], `None` when the store is consistent with the anchor.
+    pub fn error(&self) -> Option<ChainError> {
+        match *self {
+            AnchorCheck::Match | AnchorCheck::Ahead { .. } => None,
+            AnchorCheck::RolledBack { store, anchor } => {
+                Some(ChainError::RolledBack { store, anchor })
+            }
+            AnchorCheck::Diverged { anchor } => Some(ChainError::Diverged { anchor }),
+        }
+    }
+}
+
+/// Compares a store's chain with an anchored head. `store_count` is the number of entries in
+/// the store; `hash_at_anchor` is the hash of the store's entry at position
+/// `anchor.count - 1` (`None` when the store has no such entry or the anchor is empty). The
+/// anchor's signature is the caller's to check first ([`verify_anchor_signer`]).
+pub fn check_anchor(
+    anchor: &AuditHead,
+    store_count: u64,
+    hash_at_anchor: Option<[u8; 32]>,
+) -> AnchorCheck {
+    if store_count < anchor.count {
+        return AnchorCheck::RolledBack {
+            store: store_count,
+            anchor: anchor.count,
+        };
+    }
+    let anchored = if anchor.count == 0 {
+        GENESIS
+    } else {
+        match hash_at_anchor {
+            Some(hash) => hash,
+            None => {
+                return AnchorCheck::Diverged {
+                    anchor: anchor.count,
+                };
+            }
+        }
+    };
+    if anchored != anchor.last {
+        return AnchorCheck::Diverged {
+            anchor: anchor.count,
+        };
+    }
+    if store_count == anchor.count {
+        AnchorCheck::Match
+    } else {
+        AnchorCheck::Ahead {
+            store: store_count,
+            anchor: anchor.count,
+        }
+    }
+}
+
+/// Why an anchor cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AnchorError {
+    /// Signed by a key other than the node's: the identity or the anchor was replaced.
+    #[error("the audit anchor is signed by the key with fingerprint {anchor}, not by this node's key ({node})")]
+    OtherSigner {
+        /// Fingerprint of the anchor's signer.
+        anchor: String,
+        /// Fingerprint of the node's key.
+        node: String,
+    },
+    /// The signature does not verify, or the body does not decode.
+    #[error("the audit anchor is damaged ({0})")]
+    Invalid(String),
+}
+
+/// Checks that `anchor` was signed by `owner` and returns the head it records.
+pub fn verify_anchor_signer(
+    anchor: &Signed<AuditHead>,
+    owner: &PublicKey,
+) -> Result<AuditHead, AnchorError> {
+    if anchor.signer() != *owner {
+        return Err(AnchorError::OtherSigner {
+            anchor: anchor.signer().fingerprint(),
+            node: owner.fingerprint(),
+        });
+    }
+    anchor
+        .verify()
+        .map_err(|e| AnchorError::Invalid(e.to_string()))
+}
+
 /// Where and why a chain check failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChainError {
@@ -155,6 +279,25 @@ pub enum ChainError {
     /// The end of the chain does not match the signed head.
     #[error("{0}")]
     Head(String),
+    /// The chain is shorter than the head anchored outside the store.
+    #[error(
+        "rolled back: the store has {store} audit entries, but the anchor file written after each flush says {anchor}: the database lost its latest state"
+    )]
+    RolledBack {
+        /// Entries in the store.
+        store: u64,
+        /// Entries the anchor records.
+        anchor: u64,
+    },
+    /// The chain's entry at the anchored position is not the anchored entry.
+    #[error(
+        "the store's audit entry {} is not the one anchored outside the store: the chain was replaced",
+        anchor.saturating_sub(1)
+    )]
+    Diverged {
+        /// Entries the anchor records.
+        anchor: u64,
+    },
     /// The entry does not link to the hash of its predecessor.
     #[error("audit entry {seq} does not link to entry {prev_seq}: one of them was altered")]
     BrokenLink {
@@ -266,6 +409,66 @@ mod tests {
             },
         );
         assert!(verify_head(&forged, &id.public_key(), n2, last2).is_err());
+    }
+
+    #[test]
+    fn anchor_comparison() {
+        let c = chain(5);
+        let hashes: Vec<[u8; 32]> = c.iter().map(|b| entry_hash(b)).collect();
+        let anchor = AuditHead {
+            count: 3,
+            last: hashes[2],
+        };
+        assert_eq!(check_anchor(&anchor, 3, Some(hashes[2])), AnchorCheck::Match);
+        assert_eq!(
+            check_anchor(&anchor, 5, Some(hashes[2])),
+            AnchorCheck::Ahead {
+                store: 5,
+                anchor: 3
+            }
+        );
+        let rolled = check_anchor(&anchor, 1, None);
+        assert_eq!(
+            rolled,
+            AnchorCheck::RolledBack {
+                store: 1,
+                anchor: 3
+            }
+        );
+        assert!(!rolled.is_ok());
+        let shown = rolled.error().unwrap().to_string();
+        assert!(shown.contains("rolled back"), "{shown}");
+        assert!(shown.contains("has 1") && shown.contains("says 3"), "{shown}");
+        // Emptied.
+        assert!(matches!(
+            check_anchor(&anchor, 0, None),
+            AnchorCheck::RolledBack { store: 0, .. }
+        ));
+        // Same length, another entry at the anchored position.
+        assert_eq!(
+            check_anchor(&anchor, 3, Some(hashes[1])),
+            AnchorCheck::Diverged { anchor: 3 }
+        );
+        assert_eq!(
+            check_anchor(&anchor, 4, None),
+            AnchorCheck::Diverged { anchor: 3 }
+        );
+        // An empty anchor accepts any store.
+        let empty = AuditHead {
+            count: 0,
+            last: GENESIS,
+        };
+        assert!(check_anchor(&empty, 0, None).is_ok());
+        assert!(check_anchor(&empty, 2, None).is_ok());
+        // Signer checks.
+        let id = crate::identity::Identity::from_secret_bytes([4; 32]);
+        let other = crate::identity::Identity::from_secret_bytes([5; 32]);
+        let signed = Signed::sign(&id, &anchor);
+        assert_eq!(verify_anchor_signer(&signed, &id.public_key()), Ok(anchor));
+        assert!(matches!(
+            verify_anchor_signer(&signed, &other.public_key()),
+            Err(AnchorError::OtherSigner { .. })
+        ));
     }
 
     #[test]

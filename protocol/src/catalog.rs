@@ -24,17 +24,25 @@ pub enum RejectReason {
     Stale,
     /// Well signed but breaks a descriptor rule.
     Invalid,
+    /// Well signed but over a length, count or nesting limit (e.g. a column type nested
+    /// thousands of levels deep); refused before any parser saw the field.
+    OverLimit,
+    /// Well formed and signed, but its key already holds as many products as a node keeps
+    /// for one key ([`MAX_PRODUCTS_PER_OWNER`]).
+    OverBudget,
 }
 
 impl RejectReason {
     /// Every reason, for metrics.
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::Malformed,
         RejectReason::Oversized,
         RejectReason::BadSignature,
         RejectReason::NotOwner,
         RejectReason::Stale,
         RejectReason::Invalid,
+        RejectReason::OverLimit,
+        RejectReason::OverBudget,
     ];
 
     /// Label used in metrics and JSON.
@@ -46,6 +54,8 @@ impl RejectReason {
             RejectReason::NotOwner => "not_owner",
             RejectReason::Stale => "stale",
             RejectReason::Invalid => "invalid",
+            RejectReason::OverLimit => "over_limit",
+            RejectReason::OverBudget => "over_budget",
         }
     }
 }
@@ -60,6 +70,18 @@ impl From<&EnvelopeError> for RejectReason {
             EnvelopeError::Signature(_) => RejectReason::BadSignature,
         }
     }
+}
+
+/// Most products a node keeps for one owner key: a key cannot make every node store an
+/// unbounded number of descriptors (at most this many times `MAX_DESCRIPTOR_BYTES`, 64 MiB).
+/// New versions of a held product are always taken; a new product beyond this is refused.
+pub const MAX_PRODUCTS_PER_OWNER: usize = 1024;
+/// Most addresses in a node record.
+pub const MAX_NODE_ADDRS: usize = 16;
+
+/// Whether an owner holding `held` products may add one more.
+pub fn owner_has_room(held: usize) -> bool {
+    held < MAX_PRODUCTS_PER_OWNER
 }
 
 /// Result of offering a descriptor to the catalog.
@@ -81,7 +103,13 @@ pub fn verify_descriptor(
     if descriptor.owner != incoming.signer() {
         return Err(RejectReason::NotOwner);
     }
-    descriptor.validate().map_err(|_| RejectReason::Invalid)?;
+    descriptor.validate().map_err(|e| {
+        if e.is_over_limit() {
+            RejectReason::OverLimit
+        } else {
+            RejectReason::Invalid
+        }
+    })?;
     Ok(descriptor)
 }
 
@@ -149,6 +177,9 @@ pub fn merge_node_record(
     }
     crate::descriptor::validate_name("domain", &record.domain)
         .map_err(|_| RejectReason::Invalid)?;
+    if record.addrs.len() > MAX_NODE_ADDRS {
+        return Err(RejectReason::OverLimit);
+    }
     match current_issued_at_ms {
         Some(t) if t == record.issued_at_ms => Ok(None),
         Some(t) if t > record.issued_at_ms => Err(RejectReason::Stale),
@@ -244,6 +275,13 @@ mod tests {
     }
 
     #[test]
+    fn owner_budget() {
+        assert!(owner_has_room(0));
+        assert!(owner_has_room(MAX_PRODUCTS_PER_OWNER - 1));
+        assert!(!owner_has_room(MAX_PRODUCTS_PER_OWNER));
+    }
+
+    #[test]
     fn node_records() {
         let id = owner();
         let rec = NodeRecord {
@@ -265,6 +303,16 @@ mod tests {
         assert_eq!(
             merge_node_record(&Signed::sign(&mallory, &rec), None),
             Err(RejectReason::NotOwner)
+        );
+        // A record is bounded in its addresses (one record per key, replaced by newer ones).
+        let crowded = NodeRecord {
+            addrs: vec!["/ip4/127.0.0.1/udp/1/quic-v1".into(); MAX_NODE_ADDRS + 1],
+            issued_at_ms: 11,
+            ..rec.clone()
+        };
+        assert_eq!(
+            merge_node_record(&Signed::sign(&id, &crowded), Some(10)),
+            Err(RejectReason::OverLimit)
         );
     }
 }

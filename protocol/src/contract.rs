@@ -19,6 +19,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::BudgetRefusal;
 use crate::codec::{self, DecodeError};
 use crate::descriptor::{ColumnSchema, ProductDescriptor, ProductId, Status};
 use crate::envelope::{EnvelopeError, Signable, Signed};
@@ -35,6 +36,8 @@ pub const MAX_AGREEMENT_BYTES: usize = Signed::<ContractRequest>::max_encoded_le
 pub const MAX_CONTRACT_MESSAGE: usize = 64 * 1024;
 /// Largest [`ContractReply`] on `/meshnode/contract/1`.
 pub const MAX_CONTRACT_REPLY: usize = 64 * 1024;
+/// Most ids in one [`ContractMessage::StatusBatch`].
+pub const MAX_STATUS_BATCH: usize = 64;
 /// Request-response protocol name of contract negotiation.
 pub const CONTRACT_PROTOCOL: &str = "/meshnode/contract/1";
 /// Milliseconds in a day, for `--days`.
@@ -61,8 +64,9 @@ pub struct ContractTerms {
     pub max_version: Option<u64>,
     /// Why the consumer wants the data; checked against the policy's allowed purposes.
     pub purpose: String,
-    /// Columns granted; `None` asks for every column of the schema.
-    pub columns: Option<Vec<String>>,
+    /// Columns granted: the concrete list the approver saw, or, only when the consumer
+    /// asked so in so many words, every non-restricted column of any version.
+    pub columns: Columns,
     /// Row filter in canonical text ([`Filter`]'s `Display`); `None` for all rows.
     pub filter: Option<String>,
     /// Start of validity, Unix milliseconds (inclusive).
@@ -79,16 +83,13 @@ impl ContractTerms {
         AgreementId::of(self)
     }
 
-    /// Columns granted, in schema order: the requested ones that are in `schema`, or all of
-    /// them when `columns` is `None`.
-    pub fn granted_columns(&self, schema: &[ColumnSchema]) -> Vec<String> {
+    /// Columns granted from `schema` (the version served), in schema order: the listed ones
+    /// that it has, or every column under [`Columns::AllCurrentAndFuture`]. A column in
+    /// `restricted` is never granted, whatever the terms say.
+    pub fn granted_columns(&self, schema: &[ColumnSchema], restricted: &[String]) -> Vec<String> {
         schema
             .iter()
-            .filter(|c| {
-                self.columns
-                    .as_ref()
-                    .is_none_or(|wanted| wanted.contains(&c.name))
-            })
+            .filter(|c| self.columns.covers(&c.name) && !restricted.contains(&c.name))
             .map(|c| c.name.clone())
             .collect()
     }
@@ -103,9 +104,11 @@ impl ContractTerms {
         version >= self.min_version && self.max_version.is_none_or(|max| version <= max)
     }
 
-    /// Whether `now_ms` lies in the validity window `[valid_from_ms, valid_until_ms)`.
-    pub fn is_valid_at(&self, now_ms: u64) -> bool {
-        (self.valid_from_ms..self.valid_until_ms).contains(&now_ms)
+    /// Whether `now_ms` lies in the validity window `[valid_from_ms, valid_until_ms)`,
+    /// widened by `skew_ms` on both ends for clocks that disagree.
+    pub fn is_valid_at(&self, now_ms: u64, skew_ms: u64) -> bool {
+        now_ms.saturating_add(skew_ms) >= self.valid_from_ms
+            && now_ms < self.valid_until_ms.saturating_add(skew_ms)
     }
 
     /// Length of the validity window in whole days, rounded up.
@@ -113,6 +116,48 @@ impl ContractTerms {
         self.valid_until_ms
             .saturating_sub(self.valid_from_ms)
             .div_ceil(DAY_MS)
+    }
+}
+
+/// Which columns a contract grants.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Columns {
+    /// Exactly these columns, fixed when the request was made (the consumer resolves "all
+    /// columns" to the concrete list of the version it saw). A later version's new columns
+    /// need a new agreement.
+    Listed(Vec<String>),
+    /// Every non-restricted column of whichever version is fetched, columns added later
+    /// included. Only when the consumer asked for exactly that (`--columns '*'`), and shown
+    /// as such to the approver.
+    AllCurrentAndFuture,
+}
+
+impl Columns {
+    /// Whether the column `name` is granted (restricted columns aside).
+    pub fn covers(&self, name: &str) -> bool {
+        match self {
+            Columns::Listed(list) => list.iter().any(|c| c == name),
+            Columns::AllCurrentAndFuture => true,
+        }
+    }
+
+    /// The listed columns, `None` for [`Columns::AllCurrentAndFuture`].
+    pub fn listed(&self) -> Option<&[String]> {
+        match self {
+            Columns::Listed(list) => Some(list),
+            Columns::AllCurrentAndFuture => None,
+        }
+    }
+}
+
+impl fmt::Display for Columns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Columns::Listed(list) => f.write_str(&list.join(",")),
+            Columns::AllCurrentAndFuture => {
+                f.write_str("* (all current and future non-restricted columns)")
+            }
+        }
     }
 }
 
@@ -488,6 +533,9 @@ pub enum ContractMessage {
     Request(Signed<ContractRequest>),
     /// Ask for the current state of a request or agreement.
     Status(AgreementId),
+    /// Ask for the state of several requests or agreements with the same provider at once
+    /// (at most [`MAX_STATUS_BATCH`]). Answered with `Statuses`.
+    StatusBatch(Vec<AgreementId>),
     /// End an agreement. Answered with `Revoked` (the revocation the receiver now holds).
     Revoke(Signed<Revocation>),
 }
@@ -520,6 +568,59 @@ pub enum ContractReply {
     Unknown(AgreementId),
     /// The message could not be handled (malformed, not a party, storage failure...).
     Error(String),
+    /// The answers to `StatusBatch`, in the order asked. May hold fewer entries than asked
+    /// when they would not fit in one reply: the consumer asks again for the rest.
+    Statuses(Vec<StatusEntry>),
+    /// Over the consumer's budget: nothing was stored; try again later.
+    Busy(BudgetRefusal),
+}
+
+/// One answer of [`ContractReply::Statuses`]. Its own type (not a nested [`ContractReply`]) so
+/// that a reply cannot nest replies to any depth.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StatusEntry {
+    /// As [`ContractReply::Agreed`].
+    Agreed(Agreement),
+    /// As [`ContractReply::Pending`].
+    Pending(AgreementId),
+    /// As [`ContractReply::Rejected`].
+    Rejected(Signed<Rejection>),
+    /// As [`ContractReply::Revoked`].
+    Revoked(Signed<Revocation>),
+    /// As [`ContractReply::Unknown`].
+    Unknown(AgreementId),
+}
+
+impl StatusEntry {
+    /// The entry as a single reply.
+    pub fn into_reply(self) -> ContractReply {
+        match self {
+            StatusEntry::Agreed(a) => ContractReply::Agreed(a),
+            StatusEntry::Pending(id) => ContractReply::Pending(id),
+            StatusEntry::Rejected(r) => ContractReply::Rejected(r),
+            StatusEntry::Revoked(r) => ContractReply::Revoked(r),
+            StatusEntry::Unknown(id) => ContractReply::Unknown(id),
+        }
+    }
+
+    /// The entry for a single reply; `None` for replies that are not a status.
+    pub fn from_reply(reply: ContractReply) -> Option<Self> {
+        Some(match reply {
+            ContractReply::Agreed(a) => StatusEntry::Agreed(a),
+            ContractReply::Pending(id) => StatusEntry::Pending(id),
+            ContractReply::Rejected(r) => StatusEntry::Rejected(r),
+            ContractReply::Revoked(r) => StatusEntry::Revoked(r),
+            ContractReply::Unknown(id) => StatusEntry::Unknown(id),
+            ContractReply::Error(_) | ContractReply::Statuses(_) | ContractReply::Busy(_) => {
+                return None;
+            }
+        })
+    }
+
+    /// Encoded size, for filling a reply up to [`MAX_CONTRACT_REPLY`].
+    pub fn encoded_len(&self) -> usize {
+        codec::encode(self).len()
+    }
 }
 
 impl ContractReply {
@@ -714,6 +815,16 @@ pub enum PolicyViolation {
         /// `valid_until_ms`.
         until_ms: u64,
     },
+    /// The validity window starts later than now, beyond the clock-skew tolerance.
+    #[error(
+        "the validity window starts at {from_ms}, after now ({now_ms}) plus the tolerated clock skew: check the consumer's clock"
+    )]
+    NotYetValid {
+        /// `valid_from_ms`.
+        from_ms: u64,
+        /// Evaluation time.
+        now_ms: u64,
+    },
     /// The validity window ended before the request was evaluated.
     #[error("the validity window ended at {until_ms}, before now ({now_ms})")]
     AlreadyEnded {
@@ -753,13 +864,14 @@ pub enum PolicyViolation {
         available: Vec<String>,
     },
     /// Restricted columns would be shared.
-    #[error("{}", restricted_message(columns, *implicit))]
+    #[error("restricted columns cannot be shared: {}", columns.join(", "))]
     RestrictedColumns {
         /// The restricted columns asked for.
         columns: Vec<String>,
-        /// True when they were asked for by requesting all columns.
-        implicit: bool,
     },
+    /// `*` (all current and future non-restricted columns) while every column is restricted.
+    #[error("every column of this product is restricted: nothing can be shared")]
+    AllRestricted,
     /// The validity is longer than `max_contract_days`.
     #[error("the contract would last {days} days; this product allows at most {max}")]
     TooLong {
@@ -779,29 +891,16 @@ pub enum PolicyViolation {
     },
 }
 
-fn restricted_message(columns: &[String], implicit: bool) -> String {
-    if implicit {
-        format!(
-            "requesting all columns includes restricted columns: {}; list the columns you \
-             need with --columns",
-            columns.join(", ")
-        )
-    } else {
-        format!(
-            "restricted columns cannot be shared: {}",
-            columns.join(", ")
-        )
-    }
-}
-
-/// Evaluates `terms` against the product policy of `descriptor` at `now_ms`. Checks, in this
-/// order (the first violation is returned): product and provider, product status, validity
-/// window, version range, purpose, columns (empty, unknown, restricted), duration, filter.
-/// The signature and consumer checks are [`verify_request`]'s.
+/// Evaluates `terms` against the product policy of `descriptor` at `now_ms`, tolerating
+/// clocks that differ by up to `skew_ms`. Checks, in this order (the first violation is
+/// returned): product and provider, product status, validity window, version range,
+/// purpose, columns (empty, unknown, restricted), duration, filter. The signature and
+/// consumer checks are [`verify_request`]'s.
 pub fn evaluate(
     descriptor: &ProductDescriptor,
     terms: &ContractTerms,
     now_ms: u64,
+    skew_ms: u64,
 ) -> Result<PolicyDecision, PolicyViolation> {
     use PolicyViolation as V;
     let policy = &descriptor.policy;
@@ -824,7 +923,13 @@ pub fn evaluate(
             until_ms: terms.valid_until_ms,
         });
     }
-    if terms.valid_until_ms <= now_ms {
+    if terms.valid_from_ms > now_ms.saturating_add(skew_ms) {
+        return Err(V::NotYetValid {
+            from_ms: terms.valid_from_ms,
+            now_ms,
+        });
+    }
+    if terms.valid_until_ms.saturating_add(skew_ms) <= now_ms {
         return Err(V::AlreadyEnded {
             until_ms: terms.valid_until_ms,
             now_ms,
@@ -848,29 +953,37 @@ pub fn evaluate(
         });
     }
     let available: Vec<String> = descriptor.column_names().map(str::to_owned).collect();
-    if let Some(columns) = &terms.columns {
-        if columns.is_empty() {
-            return Err(V::NoColumns);
+    match &terms.columns {
+        Columns::Listed(columns) => {
+            if columns.is_empty() {
+                return Err(V::NoColumns);
+            }
+            let unknown = distinct(columns.iter().filter(|c| !available.contains(c)));
+            if !unknown.is_empty() {
+                return Err(V::UnknownColumns {
+                    columns: unknown,
+                    available,
+                });
+            }
+            let restricted = distinct(
+                columns
+                    .iter()
+                    .filter(|c| policy.restricted_columns.contains(c)),
+            );
+            if !restricted.is_empty() {
+                return Err(V::RestrictedColumns {
+                    columns: restricted,
+                });
+            }
         }
-        let unknown = distinct(columns.iter().filter(|c| !available.contains(c)));
-        if !unknown.is_empty() {
-            return Err(V::UnknownColumns {
-                columns: unknown,
-                available,
-            });
+        Columns::AllCurrentAndFuture => {
+            if terms
+                .granted_columns(&descriptor.schema, &policy.restricted_columns)
+                .is_empty()
+            {
+                return Err(V::AllRestricted);
+            }
         }
-    }
-    let granted = terms.granted_columns(&descriptor.schema);
-    let restricted = distinct(
-        granted
-            .iter()
-            .filter(|c| policy.restricted_columns.contains(c)),
-    );
-    if !restricted.is_empty() {
-        return Err(V::RestrictedColumns {
-            columns: restricted,
-            implicit: terms.columns.is_none(),
-        });
     }
     if policy.max_contract_days > 0 && terms.validity_days() > u64::from(policy.max_contract_days) {
         return Err(V::TooLong {
@@ -953,7 +1066,7 @@ pub(crate) mod tests {
             min_version: 1,
             max_version: None,
             purpose: "analytics".into(),
-            columns: Some(vec!["region".into(), "order_id".into()]),
+            columns: Columns::Listed(vec!["region".into(), "order_id".into()]),
             filter: Some("region = 'EU'".into()),
             valid_from_ms: NOW,
             valid_until_ms: NOW + 30 * DAY_MS,
@@ -1004,7 +1117,7 @@ pub(crate) mod tests {
     fn tampered_terms_are_refused() {
         let a = agreement();
         let mut t = terms();
-        t.columns = None;
+        t.columns = Columns::AllCurrentAndFuture;
         let forged = Agreement::from_parts_unchecked(
             a.request().with_tampered_body(codec::encode(&t)),
             a.provider(),
@@ -1283,6 +1396,7 @@ pub(crate) mod tests {
         for m in [
             ContractMessage::Request(request),
             ContractMessage::Status(t.id()),
+            ContractMessage::StatusBatch(vec![t.id(); 3]),
             ContractMessage::Revoke(rev.clone()),
         ] {
             assert_eq!(ContractMessage::from_bytes(&m.to_bytes()).unwrap(), m);
@@ -1294,6 +1408,12 @@ pub(crate) mod tests {
             ContractReply::Revoked(rev),
             ContractReply::Unknown(t.id()),
             ContractReply::Error("busy".into()),
+            ContractReply::Statuses(vec![
+                StatusEntry::Pending(t.id()),
+                StatusEntry::Agreed(agreement()),
+                StatusEntry::Unknown(t.id()),
+            ]),
+            ContractReply::Busy(BudgetRefusal::TooManyOpen { open: 32, max: 32 }),
         ] {
             assert_eq!(ContractReply::from_bytes(&r.to_bytes()).unwrap(), r);
         }
@@ -1426,20 +1546,28 @@ pub(crate) mod tests {
     fn terms_helpers() {
         let d = descriptor();
         let mut t = terms();
-        assert_eq!(t.granted_columns(&d.schema), ["order_id", "region"]);
-        t.columns = None;
+        let restricted = &d.policy.restricted_columns;
+        assert_eq!(t.granted_columns(&d.schema, &[]), ["order_id", "region"]);
+        t.columns = Columns::AllCurrentAndFuture;
         assert_eq!(
-            t.granted_columns(&d.schema),
+            t.granted_columns(&d.schema, &[]),
             ["order_id", "region", "email"]
         );
-        t.columns = Some(vec!["region".into(), "nope".into(), "region".into()]);
-        assert_eq!(t.granted_columns(&d.schema), ["region"]);
+        assert_eq!(
+            t.granted_columns(&d.schema, restricted),
+            ["order_id", "region"]
+        );
+        t.columns = Columns::Listed(vec!["region".into(), "nope".into(), "region".into()]);
+        assert_eq!(t.granted_columns(&d.schema, &[]), ["region"]);
+        // A restricted column is never granted, even when listed.
+        t.columns = Columns::Listed(vec!["email".into(), "region".into()]);
+        assert_eq!(t.granted_columns(&d.schema, restricted), ["region"]);
         assert_eq!(t.validity_days(), 30);
         t.valid_until_ms += 1;
         assert_eq!(t.validity_days(), 31);
-        assert!(t.is_valid_at(NOW));
-        assert!(!t.is_valid_at(NOW - 1));
-        assert!(!t.is_valid_at(t.valid_until_ms));
+        assert!(t.is_valid_at(NOW, 0));
+        assert!(!t.is_valid_at(NOW - 1, 0));
+        assert!(!t.is_valid_at(t.valid_until_ms, 0));
         t.min_version = 2;
         t.max_version = Some(4);
         assert!(!t.covers_version(1));
@@ -1454,12 +1582,48 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn pinned_columns_do_not_grow_with_new_versions() {
+        // The approver saw (order_id, region) of version 3; version 4 adds `ssn`.
+        let mut v4 = descriptor();
+        v4.version = 4;
+        v4.schema.push(ColumnSchema {
+            name: "ssn".into(),
+            data_type: "Utf8".into(),
+            nullable: true,
+        });
+        let t = terms();
+        assert_eq!(
+            t.granted_columns(&v4.schema, &v4.policy.restricted_columns),
+            ["order_id", "region"]
+        );
+        // Only `*`, asked for in so many words, grows; restricted columns never.
+        let mut all = terms();
+        all.columns = Columns::AllCurrentAndFuture;
+        assert_eq!(
+            all.granted_columns(&v4.schema, &v4.policy.restricted_columns),
+            ["order_id", "region", "ssn"]
+        );
+        v4.policy.restricted_columns.push("ssn".into());
+        assert_eq!(
+            all.granted_columns(&v4.schema, &v4.policy.restricted_columns),
+            ["order_id", "region"]
+        );
+        assert_eq!(
+            all.columns.to_string(),
+            "* (all current and future non-restricted columns)"
+        );
+        assert_eq!(t.columns.to_string(), "region,order_id");
+        // The two meanings have different ids: one cannot pass for the other.
+        assert_ne!(all.id(), t.id());
+    }
+
+    #[test]
     fn policy_ok_for_auto_and_manual() {
         let mut d = descriptor();
-        assert_eq!(evaluate(&d, &terms(), NOW), Ok(PolicyDecision::AutoApprove));
+        assert_eq!(evaluate(&d, &terms(), NOW, 0), Ok(PolicyDecision::AutoApprove));
         d.policy.approval = Approval::Manual;
         assert_eq!(
-            evaluate(&d, &terms(), NOW),
+            evaluate(&d, &terms(), NOW, 0),
             Ok(PolicyDecision::NeedsOperator)
         );
         // Any purpose when the list is empty, unlimited days when max is 0, no filter.
@@ -1469,17 +1633,47 @@ pub(crate) mod tests {
         t.purpose = "anything".into();
         t.valid_until_ms = NOW + 3650 * DAY_MS;
         t.filter = None;
-        assert_eq!(evaluate(&d, &t, NOW), Ok(PolicyDecision::NeedsOperator));
-        // All columns is fine when none is restricted.
-        d.policy.restricted_columns.clear();
-        t.columns = None;
-        assert_eq!(evaluate(&d, &t, NOW), Ok(PolicyDecision::NeedsOperator));
+        assert_eq!(evaluate(&d, &t, NOW, 0), Ok(PolicyDecision::NeedsOperator));
+        // `*` is fine: it never includes the restricted column.
+        t.columns = Columns::AllCurrentAndFuture;
+        assert_eq!(evaluate(&d, &t, NOW, 0), Ok(PolicyDecision::NeedsOperator));
+        // ... unless every column is restricted.
+        d.policy.restricted_columns = d.column_names().map(str::to_owned).collect();
+        assert_eq!(evaluate(&d, &t, NOW, 0), Err(PolicyViolation::AllRestricted));
+    }
+
+    #[test]
+    fn clock_skew_is_tolerated_up_to_the_limit() {
+        let d = descriptor();
+        // A consumer whose clock runs 3 minutes ahead.
+        let mut t = terms();
+        t.valid_from_ms = NOW + 180_000;
+        assert_eq!(evaluate(&d, &t, NOW, 300_000), Ok(PolicyDecision::AutoApprove));
+        assert_eq!(
+            evaluate(&d, &t, NOW, 60_000),
+            Err(PolicyViolation::NotYetValid {
+                from_ms: NOW + 180_000,
+                now_ms: NOW
+            })
+        );
+        assert!(t.is_valid_at(NOW, 300_000));
+        assert!(!t.is_valid_at(NOW, 0));
+        // Expiry, as seen by a provider whose clock runs 1 minute ahead.
+        let t = terms();
+        let late = t.valid_until_ms + 60_000;
+        assert!(t.is_valid_at(late, 300_000));
+        assert!(!t.is_valid_at(late, 60_000));
+        assert!(evaluate(&d, &t, late, 300_000).is_ok());
+        assert!(matches!(
+            evaluate(&d, &t, late, 0),
+            Err(PolicyViolation::AlreadyEnded { .. })
+        ));
     }
 
     fn violation(change: impl FnOnce(&mut ContractTerms)) -> PolicyViolation {
         let mut t = terms();
         change(&mut t);
-        evaluate(&descriptor(), &t, NOW).unwrap_err()
+        evaluate(&descriptor(), &t, NOW, 0).unwrap_err()
     }
 
     #[test]
@@ -1504,30 +1698,17 @@ pub(crate) mod tests {
 
     #[test]
     fn policy_refuses_restricted_columns() {
-        let explicit = violation(|t| t.columns = Some(vec!["order_id".into(), "email".into()]));
+        let explicit =
+            violation(|t| t.columns = Columns::Listed(vec!["order_id".into(), "email".into()]));
         assert_eq!(
             explicit,
             PolicyViolation::RestrictedColumns {
                 columns: vec!["email".into()],
-                implicit: false
             }
         );
         assert_eq!(
             explicit.to_string(),
             "restricted columns cannot be shared: email"
-        );
-        let implicit = violation(|t| t.columns = None);
-        assert_eq!(
-            implicit,
-            PolicyViolation::RestrictedColumns {
-                columns: vec!["email".into()],
-                implicit: true
-            }
-        );
-        assert_eq!(
-            implicit.to_string(),
-            "requesting all columns includes restricted columns: email; list the columns you \
-             need with --columns"
         );
         let via_filter = violation(|t| t.filter = Some("email = 'a@b.c'".into()));
         assert_eq!(
@@ -1541,7 +1722,7 @@ pub(crate) mod tests {
     #[test]
     fn policy_refuses_unknown_columns() {
         let v = violation(|t| {
-            t.columns = Some(vec![
+            t.columns = Columns::Listed(vec![
                 "region".into(),
                 "ssn".into(),
                 "iban".into(),
@@ -1553,7 +1734,7 @@ pub(crate) mod tests {
             "unknown columns: ssn, iban; the product has: order_id, region, email"
         );
         assert_eq!(
-            violation(|t| t.columns = Some(vec![])),
+            violation(|t| t.columns = Columns::Listed(vec![])),
             PolicyViolation::NoColumns
         );
     }
@@ -1619,7 +1800,7 @@ pub(crate) mod tests {
                 until_ms: NOW
             }
         );
-        let v = evaluate(&d, &terms(), NOW + 30 * DAY_MS).unwrap_err();
+        let v = evaluate(&d, &terms(), NOW + 30 * DAY_MS, 0).unwrap_err();
         assert_eq!(
             v,
             PolicyViolation::AlreadyEnded {
@@ -1645,7 +1826,7 @@ pub(crate) mod tests {
         let mut retired = descriptor();
         retired.status = Status::Retired;
         assert_eq!(
-            evaluate(&retired, &terms(), NOW),
+            evaluate(&retired, &terms(), NOW, 0),
             Err(PolicyViolation::Retired("sales/product-sales".into()))
         );
     }

@@ -3,16 +3,41 @@
 use std::fmt;
 use std::str::FromStr;
 
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{Field, Schema};
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::Signable;
-use crate::identity::PublicKey;
+use crate::bounds::{self, BoundsError, TypeError, check_count, check_len};
+use crate::envelope::{Signable, Signed};
+use crate::identity::{Identity, PublicKey};
 
 /// Longest product or domain name.
 pub const MAX_NAME_LEN: usize = 64;
-/// Largest encoded descriptor body (schema, description and lineage included).
+/// Largest encoded descriptor body (schema, description and lineage included). Receivers
+/// refuse larger bodies before decoding, so [`ProductDescriptor::sign_for_publication`]
+/// refuses to sign one.
 pub const MAX_DESCRIPTOR_BYTES: usize = 64 * 1024;
+/// Most columns in a schema. Wider tables do not fit [`MAX_DESCRIPTOR_BYTES`] anyway once
+/// names and types are spelled out; the count is checked first so the error says why.
+pub const MAX_COLUMNS: usize = 2048;
+/// Longest column name, in bytes.
+pub const MAX_COLUMN_NAME_LEN: usize = 256;
+/// Longest title, in bytes.
+pub const MAX_TITLE_LEN: usize = 256;
+/// Longest description, in bytes.
+pub const MAX_DESCRIPTION_LEN: usize = 16 * 1024;
+/// Most tags.
+pub const MAX_TAGS: usize = 32;
+/// Longest tag, in bytes.
+pub const MAX_TAG_LEN: usize = 64;
+/// Most allowed purposes in a policy.
+pub const MAX_PURPOSES: usize = 32;
+/// Longest allowed purpose, in bytes.
+pub const MAX_PURPOSE_LEN: usize = 128;
+/// Most lineage inputs.
+pub const MAX_LINEAGE: usize = 64;
+/// Longest short label: a lineage domain or product, the SLA's update frequency, the
+/// data-plane address.
+pub const MAX_LABEL_LEN: usize = 256;
 
 /// Canonical identity of a product: the owner's key and the product name. Domain names are
 /// only labels; two keys may claim the same one.
@@ -94,21 +119,44 @@ pub fn columns_from_arrow(schema: &Schema) -> Vec<ColumnSchema> {
         .collect()
 }
 
-/// Rebuilds the Arrow schema from descriptor columns.
+/// Rebuilds the Arrow schema from descriptor columns. Bounded: checks the column count, name
+/// lengths and every type string ([`bounds::parse_data_type`]) before parsing it.
 pub fn columns_to_arrow(columns: &[ColumnSchema]) -> Result<Schema, DescriptorError> {
+    check_columns(columns)?;
     let fields = columns
         .iter()
         .map(|c| {
-            let data_type = DataType::from_str(&c.data_type).map_err(|_| {
-                DescriptorError::Invalid(format!(
-                    "column `{}` has an unknown Arrow type `{}`",
-                    c.name, c.data_type
-                ))
+            let data_type = bounds::parse_data_type(&c.data_type).map_err(|source| {
+                DescriptorError::ColumnType {
+                    column: c.name.clone(),
+                    source,
+                }
             })?;
             Ok(Field::new(&c.name, data_type, c.nullable))
         })
         .collect::<Result<Vec<_>, DescriptorError>>()?;
     Ok(Schema::new(fields))
+}
+
+/// Checks the column count and the length of every column name, without parsing types.
+pub fn check_columns(columns: &[ColumnSchema]) -> Result<(), DescriptorError> {
+    check_count("the schema", columns.len(), MAX_COLUMNS)?;
+    for c in columns {
+        check_len("a column name", &c.name, MAX_COLUMN_NAME_LEN)?;
+    }
+    Ok(())
+}
+
+/// Checks the operator-supplied text of a descriptor: title, description and tags. Exposed so
+/// that `publish` can refuse them before it ingests a file.
+pub fn check_text(title: &str, description: &str, tags: &[String]) -> Result<(), BoundsError> {
+    check_len("the title", title, MAX_TITLE_LEN)?;
+    check_len("the description", description, MAX_DESCRIPTION_LEN)?;
+    check_count("the tag list", tags.len(), MAX_TAGS)?;
+    for tag in tags {
+        check_len("a tag", tag, MAX_TAG_LEN)?;
+    }
+    Ok(())
 }
 
 /// How a provider answers contract requests for a product.
@@ -253,6 +301,56 @@ pub enum DescriptorError {
     /// A field breaks a rule.
     #[error("{0}")]
     Invalid(String),
+    /// A text, list or nesting over its limit (see the `MAX_*` constants).
+    #[error(transparent)]
+    OverLimit(#[from] BoundsError),
+    /// A column's type is too long, too deeply nested, or not an Arrow type.
+    #[error("column `{}`: {source}", shown(column))]
+    ColumnType {
+        /// The column's name.
+        column: String,
+        /// What is wrong with its type.
+        #[source]
+        source: TypeError,
+    },
+    /// The encoded descriptor is larger than peers accept.
+    #[error(
+        "the descriptor encodes to {len} bytes; peers accept at most {max}: shorten the \
+         description or publish fewer columns"
+    )]
+    TooLarge {
+        /// Encoded size in bytes.
+        len: usize,
+        /// [`MAX_DESCRIPTOR_BYTES`].
+        max: usize,
+    },
+}
+
+impl DescriptorError {
+    /// True when the descriptor breaks a size, count or depth limit rather than a rule of
+    /// content: receivers count these rejections apart.
+    pub fn is_over_limit(&self) -> bool {
+        matches!(
+            self,
+            DescriptorError::OverLimit(_)
+                | DescriptorError::TooLarge { .. }
+                | DescriptorError::ColumnType {
+                    source: TypeError::Bounds(_),
+                    ..
+                }
+        )
+    }
+}
+
+/// A name for an error message, cut to [`bounds::SHOWN_TYPE_CHARS`] characters.
+fn shown(name: &str) -> String {
+    let mut chars = name.chars();
+    let head: String = chars.by_ref().take(bounds::SHOWN_TYPE_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{head}...")
+    } else {
+        head
+    }
 }
 
 /// Checks a domain or product name: 1–64 characters of `[a-z0-9-]`, not starting with `-`.
@@ -267,7 +365,8 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), DescriptorError> {
         Ok(())
     } else {
         Err(DescriptorError::Invalid(format!(
-            "{kind} name `{name}` is invalid: use 1-{MAX_NAME_LEN} characters of a-z, 0-9 and `-`, not starting with `-`"
+            "{kind} name `{}` is invalid: use 1-{MAX_NAME_LEN} characters of a-z, 0-9 and `-`, not starting with `-`",
+            shown(name)
         )))
     }
 }
@@ -291,13 +390,39 @@ impl ProductDescriptor {
         self.schema.iter().map(|c| c.name.as_str())
     }
 
-    /// Checks the rules a signature cannot: names, version, restricted columns in the schema,
-    /// types parseable.
+    /// Checks the rules a signature cannot: names, version, every length, count and nesting
+    /// limit, restricted columns in the schema, types parseable. Limits come first, so no
+    /// parser sees a field that is over its bound. Never panics.
     pub fn validate(&self) -> Result<(), DescriptorError> {
         validate_name("domain", &self.domain)?;
         validate_name("product", &self.name)?;
         if self.version == 0 {
             return Err(DescriptorError::Invalid("version must start at 1".into()));
+        }
+        check_text(&self.title, &self.description, &self.tags)?;
+        check_columns(&self.schema)?;
+        let policy = &self.policy;
+        check_count("the allowed purposes", policy.allowed_purposes.len(), MAX_PURPOSES)?;
+        for purpose in &policy.allowed_purposes {
+            check_len("an allowed purpose", purpose, MAX_PURPOSE_LEN)?;
+        }
+        check_count(
+            "the restricted columns",
+            policy.restricted_columns.len(),
+            MAX_COLUMNS,
+        )?;
+        check_count("the lineage", self.lineage.len(), MAX_LINEAGE)?;
+        for input in &self.lineage {
+            check_len("a lineage domain", &input.domain, MAX_LABEL_LEN)?;
+            check_len("a lineage product", &input.product, MAX_LABEL_LEN)?;
+        }
+        check_len(
+            "the update frequency",
+            &self.sla.update_frequency,
+            MAX_LABEL_LEN,
+        )?;
+        if let Some(addr) = &self.data_addr {
+            check_len("the data-plane address", addr, MAX_LABEL_LEN)?;
         }
         if self.schema.is_empty() {
             return Err(DescriptorError::Invalid("the schema has no columns".into()));
@@ -306,18 +431,40 @@ impl ProductDescriptor {
         for col in &self.policy.restricted_columns {
             if !self.column_names().any(|c| c == col) {
                 return Err(DescriptorError::Invalid(format!(
-                    "restricted column `{col}` is not in the schema"
+                    "restricted column `{}` is not in the schema",
+                    shown(col)
                 )));
             }
         }
         Ok(())
     }
+
+    /// Signs the descriptor after the checks every receiving peer runs on it: [`validate`]
+    /// and the encoded size limit [`MAX_DESCRIPTOR_BYTES`]. A descriptor this refuses would
+    /// be rejected by every peer and could not be read back from the local store.
+    ///
+    /// [`validate`]: ProductDescriptor::validate
+    pub fn sign_for_publication(
+        &self,
+        identity: &Identity,
+    ) -> Result<Signed<ProductDescriptor>, DescriptorError> {
+        self.validate()?;
+        let envelope = Signed::sign(identity, self);
+        if envelope.body().len() > MAX_DESCRIPTOR_BYTES {
+            return Err(DescriptorError::TooLarge {
+                len: envelope.body().len(),
+                max: MAX_DESCRIPTOR_BYTES,
+            });
+        }
+        Ok(envelope)
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use arrow_schema::DataType;
+
     use super::*;
-    use crate::identity::Identity;
 
     /// A valid descriptor for tests in this crate.
     pub(crate) fn sample(owner: &Identity, name: &str, version: u64) -> ProductDescriptor {
@@ -378,6 +525,167 @@ pub(crate) mod tests {
         d.schema[0].data_type = "NotAType".into();
         assert!(d.validate().is_err());
         assert!(sample(&id, "p", 0).validate().is_err());
+    }
+
+    /// `List(` nested `n` deep around `Int32`.
+    fn nested_list(n: usize) -> String {
+        format!("{}Int32{}", "List(".repeat(n), ")".repeat(n))
+    }
+
+    /// Validates on a thread with a small stack: an unbounded type parse would overflow it
+    /// (and abort the test run) instead of returning.
+    fn validate_on_small_stack(d: ProductDescriptor) -> Result<(), DescriptorError> {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || d.validate())
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn deeply_nested_type_is_refused_before_parsing() {
+        let id = Identity::from_secret_bytes([1; 32]);
+        let mut d = sample(&id, "p", 1);
+        d.schema[0].data_type = nested_list(3000);
+        let err = validate_on_small_stack(d.clone()).unwrap_err();
+        assert!(err.is_over_limit());
+        assert_eq!(
+            err.to_string(),
+            "column `order_id`: the Arrow type is nested 3000 levels deep; the limit is 32"
+        );
+        // It fits the gossip limit, so only this check stands between it and the parser.
+        let envelope = Signed::sign(&id, &d);
+        let gossip = crate::wire::GossipMessage::Descriptor(envelope.clone()).to_bytes();
+        assert!(gossip.len() < crate::wire::MAX_GOSSIP_MESSAGE);
+        assert_eq!(
+            crate::catalog::merge(&envelope, |_| None),
+            crate::catalog::MergeOutcome::Rejected(crate::catalog::RejectReason::OverLimit)
+        );
+        assert!(d.sign_for_publication(&id).unwrap_err().is_over_limit());
+
+        // At the limit it is a valid, if odd, descriptor.
+        d.schema[0].data_type = nested_list(crate::bounds::MAX_TYPE_DEPTH);
+        d.policy.restricted_columns.clear();
+        assert_eq!(validate_on_small_stack(d), Ok(()));
+    }
+
+    #[test]
+    fn every_text_and_list_is_bounded() {
+        let id = Identity::from_secret_bytes([1; 32]);
+        let refused = |change: &dyn Fn(&mut ProductDescriptor)| {
+            let mut d = sample(&id, "p", 1);
+            change(&mut d);
+            let err = d.validate().unwrap_err();
+            assert!(err.is_over_limit(), "{err}");
+            // Peers refuse it too: counted as over a limit, or as oversized when the whole
+            // body is over the wire limit and never decoded.
+            let outcome = crate::catalog::merge(&Signed::sign(&id, &d), |_| None);
+            assert!(
+                matches!(
+                    outcome,
+                    crate::catalog::MergeOutcome::Rejected(
+                        crate::catalog::RejectReason::OverLimit
+                            | crate::catalog::RejectReason::Oversized
+                    )
+                ),
+                "{outcome:?}"
+            );
+            err.to_string()
+        };
+        assert_eq!(
+            refused(&|d| d.description = "x".repeat(100_000)),
+            "the description is 100000 bytes long; the limit is 16384"
+        );
+        assert_eq!(
+            refused(&|d| d.title = "t".repeat(MAX_TITLE_LEN + 1)),
+            "the title is 257 bytes long; the limit is 256"
+        );
+        assert_eq!(
+            refused(&|d| d.tags = vec!["t".into(); MAX_TAGS + 1]),
+            "the tag list has 33 entries; the limit is 32"
+        );
+        refused(&|d| d.tags = vec!["t".repeat(MAX_TAG_LEN + 1)]);
+        assert_eq!(
+            refused(&|d| {
+                d.schema = (0..5000)
+                    .map(|i| ColumnSchema {
+                        name: format!("c{i}"),
+                        data_type: "Int64".into(),
+                        nullable: true,
+                    })
+                    .collect()
+            }),
+            "the schema has 5000 entries; the limit is 2048"
+        );
+        refused(&|d| d.schema[0].name = "n".repeat(MAX_COLUMN_NAME_LEN + 1));
+        refused(&|d| d.schema[0].data_type = format!("Struct({})", "\"a\": Int8, ".repeat(4000)));
+        refused(&|d| d.policy.allowed_purposes = vec!["p".into(); MAX_PURPOSES + 1]);
+        refused(&|d| d.policy.allowed_purposes = vec!["p".repeat(MAX_PURPOSE_LEN + 1)]);
+        refused(&|d| {
+            d.lineage = vec![
+                LineageRef {
+                    domain: "a".into(),
+                    product: "b".into(),
+                    version: 1
+                };
+                MAX_LINEAGE + 1
+            ]
+        });
+        refused(&|d| d.sla.update_frequency = "d".repeat(MAX_LABEL_LEN + 1));
+        refused(&|d| d.data_addr = Some("h".repeat(MAX_LABEL_LEN + 1)));
+        // At every limit the descriptor is still valid.
+        let mut d = sample(&id, "p", 1);
+        d.title = "t".repeat(MAX_TITLE_LEN);
+        d.description = "x".repeat(MAX_DESCRIPTION_LEN);
+        d.tags = vec!["t".repeat(MAX_TAG_LEN); MAX_TAGS];
+        assert_eq!(d.validate(), Ok(()));
+        assert!(d.sign_for_publication(&id).is_ok());
+    }
+
+    #[test]
+    fn publication_refuses_what_peers_could_not_decode() {
+        let id = Identity::from_secret_bytes([1; 32]);
+        let mut d = sample(&id, "p", 1);
+        // Every field within its own limit, the whole over the wire limit.
+        d.description = "x".repeat(MAX_DESCRIPTION_LEN);
+        d.schema = (0..MAX_COLUMNS)
+            .map(|i| ColumnSchema {
+                name: format!("a_fairly_long_column_name_{i:05}"),
+                data_type: "Int64".into(),
+                nullable: true,
+            })
+            .collect();
+        d.policy.restricted_columns.clear();
+        assert_eq!(d.validate(), Ok(()));
+        let err = d.sign_for_publication(&id).unwrap_err();
+        let DescriptorError::TooLarge { len, max } = err else {
+            panic!("expected TooLarge, got {err:?}");
+        };
+        assert!(len > MAX_DESCRIPTOR_BYTES);
+        assert_eq!(max, MAX_DESCRIPTOR_BYTES);
+        assert!(err.is_over_limit());
+        assert!(err.to_string().contains("shorten the description or publish fewer columns"));
+        // What a peer does with it: refused before decoding.
+        let envelope = Signed::sign(&id, &d);
+        assert_eq!(
+            crate::catalog::merge(&envelope, |_| None),
+            crate::catalog::MergeOutcome::Rejected(crate::catalog::RejectReason::Oversized)
+        );
+
+        // The largest descriptor publication accepts still fits one gossip message.
+        let mut fits = sample(&id, "p", 1);
+        fits.description = "x".repeat(MAX_DESCRIPTION_LEN);
+        fits.schema = d.schema[..1200].to_vec();
+        fits.policy.restricted_columns.clear();
+        let envelope = fits.sign_for_publication(&id).unwrap();
+        assert!(envelope.body().len() > MAX_DESCRIPTOR_BYTES - 8 * 1024);
+        let gossip = crate::wire::GossipMessage::Descriptor(envelope.clone()).to_bytes();
+        assert!(gossip.len() <= crate::wire::MAX_GOSSIP_MESSAGE);
+        assert!(matches!(
+            crate::catalog::merge(&envelope, |_| None),
+            crate::catalog::MergeOutcome::Accepted(_)
+        ));
     }
 
     #[test]

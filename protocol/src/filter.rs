@@ -350,7 +350,9 @@ fn is_word_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
-/// Recursive-descent parser over the text; `pos` is a byte offset.
+/// Parser over the text; `pos` is a byte offset. The grammar has no nesting, so the parser
+/// has no recursion: one loop over predicates, bounded by [`MAX_FILTER_LEN`] (checked before
+/// the parser starts) and [`MAX_PREDICATES`].
 struct Parser<'a> {
     src: &'a str,
     pos: usize,
@@ -648,8 +650,12 @@ fn decimal_integer_digits(precision: u8, scale: i8) -> Option<u32> {
 
 /// Checks one predicate against its column; the error is the reason in words.
 fn check_predicate(p: &Predicate, column: &ColumnSchema) -> Result<(), String> {
-    let data_type = DataType::from_str(&column.data_type)
-        .map_err(|_| "the schema's type is not a known Arrow type".to_owned())?;
+    let data_type = crate::bounds::parse_data_type(&column.data_type).map_err(|e| match e {
+        crate::bounds::TypeError::Bounds(bound) => format!("the schema's type is refused: {bound}"),
+        crate::bounds::TypeError::Unknown { .. } => {
+            "the schema's type is not a known Arrow type".to_owned()
+        }
+    })?;
     let mismatch = || {
         format!(
             "it cannot be compared with {} ({})",
@@ -1140,6 +1146,31 @@ mod tests {
                 reason: "the schema's type is not a known Arrow type".into()
             }
         );
+    }
+
+    #[test]
+    fn check_refuses_deep_types_before_parsing_them() {
+        let deep = format!("{}Int32{}", "List(".repeat(3000), ")".repeat(3000));
+        let columns = vec![col("x", &deep)];
+        // On a small stack: an unbounded parse of the type would overflow it.
+        let err = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || Filter::parse("x = 1").unwrap().check(&columns))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap_err();
+        match err {
+            FilterError::Incompatible { column, reason, .. } => {
+                assert_eq!(column, "x");
+                assert_eq!(
+                    reason,
+                    "the schema's type is refused: the Arrow type is nested 3000 levels deep; \
+                     the limit is 32"
+                );
+            }
+            other => panic!("expected Incompatible, got {other:?}"),
+        }
     }
 
     #[test]

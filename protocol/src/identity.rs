@@ -111,9 +111,17 @@ impl PublicKey {
     }
 
     /// Short form shown next to a domain name when two keys claim the same name
-    /// (`sales@3f2a9c1d/product-sales`): the first 8 hex digits of BLAKE3(key).
+    /// (`sales@3f2a9c1d5e7b0a46/product-sales`): the first [`FINGERPRINT_HEX_LEN`] hex digits
+    /// (64 bits) of BLAKE3(key). 64 bits put a key whose fingerprint collides with a chosen
+    /// one out of reach of offline grinding (about 2^64 key derivations); 32 bits did not.
     pub fn fingerprint(&self) -> String {
-        hex::encode(&blake3::hash(&self.0).as_bytes()[..4])
+        hex::encode(&blake3::hash(&self.0).as_bytes()[..FINGERPRINT_HEX_LEN / 2])
+    }
+
+    /// Whether `prefix` (as checked by [`parse_fingerprint`]) is a prefix of this key's
+    /// fingerprint.
+    pub fn fingerprint_matches(&self, prefix: &FingerprintPrefix) -> bool {
+        self.fingerprint().starts_with(prefix.as_str())
     }
 
     /// Verifies `signature` over `context || message`.
@@ -141,6 +149,52 @@ impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())
     }
+}
+
+/// Hex digits of a key fingerprint (64 bits).
+pub const FINGERPRINT_HEX_LEN: usize = 16;
+
+/// Fewest hex digits accepted as a fingerprint prefix in `domain@fp/product`: the 8-digit
+/// fingerprints of earlier releases keep resolving. A short prefix never picks a key by
+/// itself when another key matches it too: resolution refuses every ambiguous name.
+pub const MIN_FINGERPRINT_PREFIX: usize = 8;
+
+/// A checked fingerprint prefix, lowercase hex, [`MIN_FINGERPRINT_PREFIX`] to
+/// [`FINGERPRINT_HEX_LEN`] digits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FingerprintPrefix(String);
+
+impl FingerprintPrefix {
+    /// The prefix, lowercase.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why the part after `@` in `domain@fp/product` is not a fingerprint.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FingerprintError {
+    /// Too short to name a key with any confidence, or longer than a fingerprint.
+    #[error(
+        "fingerprint `{0}` must have {MIN_FINGERPRINT_PREFIX} to {FINGERPRINT_HEX_LEN} hex digits (copy it from `meshnode catalog`)"
+    )]
+    Length(String),
+    /// Not hexadecimal.
+    #[error("fingerprint `{0}` is not hexadecimal (copy it from `meshnode catalog`)")]
+    NotHex(String),
+}
+
+/// Checks a fingerprint (or prefix of one) typed by a user. Upper case is accepted.
+pub fn parse_fingerprint(text: &str) -> Result<FingerprintPrefix, FingerprintError> {
+    // Length first, so a huge input is refused before it is copied.
+    if text.len() < MIN_FINGERPRINT_PREFIX || text.len() > FINGERPRINT_HEX_LEN {
+        let shown: String = text.chars().take(FINGERPRINT_HEX_LEN + 1).collect();
+        return Err(FingerprintError::Length(shown));
+    }
+    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(FingerprintError::NotHex(text.to_owned()));
+    }
+    Ok(FingerprintPrefix(text.to_ascii_lowercase()))
 }
 
 /// Why a signature was not accepted.
@@ -230,9 +284,36 @@ mod tests {
     fn hex_round_trip_and_fingerprint() {
         let pk = Identity::from_secret_bytes([1; 32]).public_key();
         assert_eq!(PublicKey::from_hex(&pk.to_hex()).unwrap(), pk);
-        assert_eq!(pk.fingerprint().len(), 8);
         assert!(PublicKey::from_hex("abcd").is_err());
         assert!(PublicKey::from_hex("zz").is_err());
+    }
+
+    #[test]
+    fn fingerprint_is_64_bits_and_prefixes_are_checked() {
+        let pk = Identity::from_secret_bytes([1; 32]).public_key();
+        let fp = pk.fingerprint();
+        assert_eq!(fp.len(), FINGERPRINT_HEX_LEN);
+        assert_eq!(FINGERPRINT_HEX_LEN * 4, 64);
+        assert!(fp.bytes().all(|b| b.is_ascii_hexdigit()));
+        let full = parse_fingerprint(&fp).unwrap();
+        assert!(pk.fingerprint_matches(&full));
+        let short = parse_fingerprint(&fp[..MIN_FINGERPRINT_PREFIX].to_ascii_uppercase()).unwrap();
+        assert!(pk.fingerprint_matches(&short));
+        let other = Identity::from_secret_bytes([2; 32]).public_key();
+        assert!(!other.fingerprint_matches(&full));
+        for bad in ["", "3f2a", "3f2a9c1", &format!("{fp}0")] {
+            assert!(
+                matches!(parse_fingerprint(bad), Err(FingerprintError::Length(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse_fingerprint("3f2a9c1z"),
+            Err(FingerprintError::NotHex(_))
+        ));
+        let huge = "a".repeat(100_000);
+        let err = parse_fingerprint(&huge).unwrap_err().to_string();
+        assert!(err.len() < 200, "{err}");
     }
 
     #[test]

@@ -6,19 +6,29 @@
 //!
 //! ## Layout
 //!
+//! - [`admission`]: the data plane's admission policy for QUIC connection attempts
+//!   (Accept, Retry, Refuse, Ignore), per-source counts and connection slots.
 //! - [`codec`]: deterministic, size-bounded encoding with typed decode errors.
 //! - [`identity`]: ed25519 keys, signatures with per-type contexts, key fingerprints.
 //! - [`envelope`]: [`Signed<T>`](envelope::Signed), keeps bytes as signed, verifies before use.
+//! - [`bounds`]: length and depth limits checked before a recursive parser sees peer or
+//!   file input; the bounded Arrow type parser.
 //! - [`descriptor`]: the product descriptor that every node gossips.
 //! - [`catalog`]: the catalog merge rule and signed node records.
 //! - [`audit`]: hash-chained audit log entries and chain verification.
+//! - [`budget`]: per-consumer request budgets (open requests, rate, expiry of pending ones).
 //! - [`wire`]: gossip and anti-entropy sync messages.
+//! - [`reconcile`]: range-based set reconciliation, the bounded anti-entropy of the catalog.
+//! - [`peers`]: the peer policy: discovery, dial backoff, trimming, sync scheduling, scores.
 //! - [`filter`]: the row-filter language of contracts: parse, canonical text, type check.
 //! - [`contract`]: contract terms, co-signed agreements, rejections, revocations, the
 //!   `/meshnode/contract/1` messages, the negotiation state machine and policy evaluation.
 //! - [`transfer`]: data-plane framing, the incremental frame decoder, signed transfer trailers.
 
+pub mod admission;
 pub mod audit;
+pub mod bounds;
+pub mod budget;
 pub mod catalog;
 pub mod codec;
 pub mod contract;
@@ -26,14 +36,16 @@ pub mod descriptor;
 pub mod envelope;
 pub mod filter;
 pub mod identity;
+pub mod peers;
+pub mod reconcile;
 pub mod transfer;
 pub mod wire;
 
 pub use catalog::{MergeOutcome, NodeRecord, RejectReason, merge};
 pub use contract::{
-    Agreement, AgreementError, AgreementId, ContractEvent, ContractMessage, ContractReply,
+    Agreement, AgreementError, AgreementId, Columns, ContractEvent, ContractMessage, ContractReply,
     ContractRequest, ContractState, ContractTerms, NoticeError, PolicyDecision, PolicyViolation,
-    Rejection, Revocation, TransitionError, effective_state, evaluate, transition,
+    Rejection, Revocation, StatusEntry, TransitionError, effective_state, evaluate, transition,
     verify_rejection, verify_request, verify_revocation,
 };
 pub use descriptor::{ProductDescriptor, ProductId};

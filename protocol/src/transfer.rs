@@ -694,13 +694,15 @@ pub fn verify_trailer(
 
 /// The provider's checks of a fetch that need no store: the agreement verifies and is with
 /// `provider`, the TLS peer is its consumer, the product and the version (if named) are
-/// covered, and `now_ms` is in the validity window. The node then checks revocation and that
-/// it holds the product and version. On refusal, send `Frame::Error(refusal)`.
+/// covered, and `now_ms` is in the validity window widened by the tolerated clock skew
+/// `skew_ms`. The node then checks revocation and that it holds the product and version. On
+/// refusal, send `Frame::Error(refusal)`.
 pub fn authorize_fetch(
     request: &FetchRequest,
     provider: &PublicKey,
     peer: &PublicKey,
     now_ms: u64,
+    skew_ms: u64,
 ) -> Result<ContractTerms, Refusal> {
     use FetchRefusal as R;
     let terms = request
@@ -735,7 +737,7 @@ pub fn authorize_fetch(
             ),
         ));
     }
-    if now_ms < terms.valid_from_ms {
+    if now_ms.saturating_add(skew_ms) < terms.valid_from_ms {
         return Err(Refusal::new(
             R::NotCovered,
             format!(
@@ -744,7 +746,7 @@ pub fn authorize_fetch(
             ),
         ));
     }
-    if now_ms >= terms.valid_until_ms {
+    if now_ms >= terms.valid_until_ms.saturating_add(skew_ms) {
         return Err(Refusal::new(
             R::Expired,
             format!("agreement {id} expired at {}", terms.valid_until_ms),
@@ -1087,10 +1089,25 @@ mod tests {
     fn fetch_authorization() {
         let p = provider().public_key();
         let c = consumer().public_key();
-        assert_eq!(authorize_fetch(&fetch_request(), &p, &c, NOW), Ok(terms()));
+        assert_eq!(
+            authorize_fetch(&fetch_request(), &p, &c, NOW, 0),
+            Ok(terms())
+        );
         let refusal = |r: &FetchRequest, provider: &PublicKey, peer: &PublicKey, now| {
-            authorize_fetch(r, provider, peer, now).unwrap_err()
+            authorize_fetch(r, provider, peer, now, 0).unwrap_err()
         };
+        // Within the tolerated clock skew on both ends of the window.
+        let skew = 5 * 60 * 1000;
+        assert!(authorize_fetch(&fetch_request(), &p, &c, NOW - skew, skew).is_ok());
+        assert!(authorize_fetch(&fetch_request(), &p, &c, NOW - skew - 1, skew).is_err());
+        let end = NOW + 30 * DAY_MS;
+        assert!(authorize_fetch(&fetch_request(), &p, &c, end + skew - 1, skew).is_ok());
+        assert_eq!(
+            authorize_fetch(&fetch_request(), &p, &c, end + skew, skew)
+                .unwrap_err()
+                .code,
+            FetchRefusal::Expired
+        );
         let id = terms().id().short();
 
         let r = refusal(&fetch_request(), &p, &p, NOW);
@@ -1141,7 +1158,7 @@ mod tests {
             format!("agreement {} covers versions 2..=3, not 1", a.id().short())
         );
         old.version = None;
-        assert!(authorize_fetch(&old, &p, &c, NOW).is_ok());
+        assert!(authorize_fetch(&old, &p, &c, NOW, 0).is_ok());
 
         let mut forged = fetch_request();
         forged.agreement = Agreement::from_parts_unchecked(

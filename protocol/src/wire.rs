@@ -1,7 +1,5 @@
 //! Control-plane messages: what travels on the gossip topic and the sync protocol.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::NodeRecord;
@@ -10,13 +8,16 @@ use crate::contract::Revocation;
 use crate::descriptor::{ProductDescriptor, ProductId};
 use crate::envelope::Signed;
 use crate::identity::PublicKey;
+use crate::reconcile::{SetAnswer, SetQuery};
 
 /// Gossipsub topic carrying the mesh catalog.
 pub const CATALOG_TOPIC: &str = "meshnode/catalog/v1";
 /// Largest gossip message.
 pub const MAX_GOSSIP_MESSAGE: usize = 128 * 1024;
-/// Largest sync request (a digest of the whole catalog).
-pub const MAX_SYNC_REQUEST: usize = 4 * 1024 * 1024;
+/// Largest sync request: one reconciliation round, whatever the catalog's size.
+pub const MAX_SYNC_REQUEST: usize = 64 * 1024;
+/// Byte budget of each of the two set queries (catalog, node records) in a sync request.
+pub const MAX_SET_QUERY: usize = 28 * 1024;
 /// Largest sync response; a responder stops adding entries before it and the requester
 /// pulls the rest on its next round.
 pub const MAX_SYNC_RESPONSE: usize = 8 * 1024 * 1024;
@@ -45,23 +46,30 @@ impl GossipMessage {
     }
 }
 
-/// Anti-entropy request: "this is what I hold; send me what I lack".
+/// Anti-entropy request, one round of a range-based reconciliation (see [`crate::reconcile`]):
+/// "in these key ranges I hold this (fingerprint or entries); send me these keys". Its size
+/// does not grow with the catalog.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRequest {
-    /// Product id and the version held.
-    pub products: Vec<(ProductId, u64)>,
-    /// Node key and the `issued_at_ms` of the record held.
-    pub nodes: Vec<(PublicKey, u64)>,
+    /// The catalog's ranges and wanted product ids.
+    pub products: SetQuery<ProductId>,
+    /// The node records' ranges and wanted node keys.
+    pub nodes: SetQuery<PublicKey>,
 }
 
-/// Anti-entropy response: envelopes the requester lacks, exactly as stored.
+/// Anti-entropy response: replies to the request's ranges, and the envelopes the requester
+/// lacks, exactly as stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncResponse {
-    /// Descriptors newer than, or missing from, the requester's digest.
+    /// Replies to the catalog ranges that differ.
+    pub products: SetAnswer<ProductId>,
+    /// Replies to the node-record ranges that differ.
+    pub nodes: SetAnswer<PublicKey>,
+    /// Descriptors newer than, or missing from, what the requester holds.
     pub descriptors: Vec<Signed<ProductDescriptor>>,
-    /// Node records newer than, or missing from, the requester's digest.
-    pub nodes: Vec<Signed<NodeRecord>>,
-    /// True when the size limit cut the response short; ask again.
+    /// Node records newer than, or missing from, what the requester holds.
+    pub records: Vec<Signed<NodeRecord>>,
+    /// True when the size limit cut the envelopes short; the requester syncs again later.
     pub truncated: bool,
 }
 
@@ -87,30 +95,9 @@ impl SyncResponse {
     }
 }
 
-/// Which of our entries a peer lacks: those it does not hold or holds at a lower version
-/// (or older issue time). Pure; the caller then loads the envelopes.
-pub fn entries_peer_lacks<K: Ord + Clone>(
-    ours: &BTreeMap<K, u64>,
-    theirs: impl IntoIterator<Item = (K, u64)>,
-) -> Vec<K> {
-    let theirs: BTreeMap<K, u64> = theirs.into_iter().collect();
-    ours.iter()
-        .filter(|(k, v)| theirs.get(*k).is_none_or(|t| t < *v))
-        .map(|(k, _)| k.clone())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lacks() {
-        let ours: BTreeMap<&str, u64> = [("a", 2), ("b", 1), ("c", 5)].into_iter().collect();
-        let theirs = vec![("a", 1), ("b", 1), ("c", 6), ("d", 1)];
-        assert_eq!(entries_peer_lacks(&ours, theirs), vec!["a"]);
-        assert_eq!(entries_peer_lacks(&ours, vec![]), vec!["a", "b", "c"]);
-    }
 
     #[test]
     fn garbage_is_an_error() {

@@ -645,6 +645,7 @@ impl Runner<'_> {
                         filter,
                         days,
                         valid_for_secs: None,
+                        all_columns_including_future: false,
                     };
                     self.request_contract(
                         at_ms,
@@ -1413,6 +1414,7 @@ async fn fetch_once(
                 version: None,
                 compression: Compression::None,
                 provider_addr: None,
+                force: false,
             })
             .await
             .map_err(|e| format!("{e} ({})", e.code()))?;

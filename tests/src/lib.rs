@@ -121,6 +121,11 @@ impl TestNode {
 
     /// Starts (or restarts) the daemon and waits for its API.
     pub fn run(&mut self) {
+        self.run_with(&[]);
+    }
+
+    /// [`TestNode::run`] with extra `meshnode run` arguments (`--accept-rollback`).
+    pub fn run_with(&mut self, extra: &[&str]) {
         assert!(self.child.is_none(), "already running");
         let _ = std::fs::remove_file(self.dir.join("api.addr"));
         let log = std::fs::OpenOptions::new()
@@ -135,6 +140,7 @@ impl TestNode {
             .expect("log file");
         let child = Command::new(meshnode_bin())
             .args(["run", "--data-dir", self.dir_str()])
+            .args(extra)
             .env("MESHNODE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -253,6 +259,55 @@ impl TestNode {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn meshnode fetch")
+    }
+
+    /// One request to the daemon's control API (HTTP/1.1 with the node's token), for what
+    /// the CLI does not show: the status code of an error, `/metrics`. Returns the status
+    /// and the body.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        use std::io::{Read, Write};
+        let read = |name: &str| {
+            std::fs::read_to_string(self.dir.join(name))
+                .unwrap_or_else(|e| panic!("read {name}: {e}"))
+                .trim()
+                .to_owned()
+        };
+        let (addr, token) = (read("api.addr"), read("api.token"));
+        let body = body.unwrap_or("");
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect to the API");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .expect("read timeout");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send the request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read the response");
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// The value of one metric (a line `NAME VALUE`) at `/metrics`, if exported.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (status, text) = self.api("GET", "/metrics", None);
+        assert_eq!(status, 200, "{text}");
+        text.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok())?
+        })
     }
 
     /// Whether the daemon process is running.

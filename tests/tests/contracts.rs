@@ -291,7 +291,7 @@ fn policy_rejections_are_signed_and_stored_on_both_sides() {
         assert_eq!(v["reason"], reason);
     }
 
-    // Restricted columns, asked for by name or implicitly with all columns.
+    // Restricted columns, asked for by name, are refused.
     let err = share_fails(
         &churn,
         &[
@@ -307,16 +307,27 @@ fn policy_rejections_are_signed_and_stored_on_both_sides() {
         err.contains("restricted columns cannot be shared: email"),
         "{err}"
     );
-    let err = share_fails(
+    // Without --columns: every shareable column of the version seen, pinned by name.
+    let v = share(
         &churn,
         &["request", "sales/orders", "--purpose", "analytics"],
     );
-    assert!(
-        err.contains("requesting all columns includes restricted columns: email; list the columns you need with --columns"),
-        "{err}"
+    assert_eq!(v["state"], "agreed", "{v}");
+    assert_eq!(
+        v["columns"],
+        serde_json::json!(["order_id", "region", "amount"])
     );
-    assert_eq!(list(&sales).len(), 3);
-    assert!(list(&sales).iter().all(|c| c["state"] == "rejected"));
+    assert_eq!(v["all_future_columns"], false);
+    let states: Vec<String> = list(&sales)
+        .iter()
+        .map(|c| c["state"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        states.iter().filter(|s| *s == "rejected").count(),
+        2,
+        "{states:?}"
+    );
+    assert_eq!(states.len(), 3);
 }
 
 #[test]
@@ -567,4 +578,208 @@ fn offline_provider_is_reported_and_a_later_retry_works() {
     assert_eq!(v["state"], "agreed", "{v}");
     assert_eq!(list(&churn).len(), 1);
     assert_eq!(list(&sales).len(), 1);
+}
+
+/// A provider with manual approval whose `meshnode.toml` is edited before it starts.
+fn manual_provider(edits: &[(&str, &str)]) -> TestNode {
+    let mut sales = TestNode::init("sales", &[]);
+    for (from, to) in edits {
+        sales.edit_config(from, to);
+    }
+    sales.run();
+    let csv = write_file(sales.dir.parent().unwrap(), "orders.csv", ORDERS);
+    let out = sales.cli(&[
+        "publish",
+        "orders",
+        "--from",
+        csv.to_str().unwrap(),
+        "--approval",
+        "manual",
+        "--purpose",
+        "analytics",
+        "--restricted",
+        "email",
+    ]);
+    assert!(out.success, "publish failed: {}", out.stderr);
+    sales
+}
+
+#[test]
+fn a_flood_of_2000_requests_from_one_consumer_stays_bounded() {
+    // A burst big enough that the open-request bound, not the rate limit, is what holds.
+    let sales = manual_provider(&[("request_burst = 20", "request_burst = 100000")]);
+    let status = sales.status();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_contract-flood"))
+        .args([
+            "--provider",
+            &sales.addr(),
+            "--provider-key",
+            status["public_key"].as_str().unwrap(),
+            "--product",
+            "orders",
+            "--count",
+            "2000",
+            // Below the provider's stream limit per peer (more are refused by the transport
+            // before the budget sees them): every request reaches the budget.
+            "--in-flight",
+            "12",
+        ])
+        .output()
+        .unwrap();
+    let flood_secs = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    println!("flood of 2000 requests: {flood_secs:.1} s, {report}");
+    assert_eq!(report["answered"], 2000, "{report}");
+    // Exactly the per-consumer bound was parked; every other request was refused as such.
+    assert_eq!(report["replies"]["pending"], 32, "{report}");
+    assert_eq!(report["replies"]["busy_too_many_open"], 2000 - 32, "{report}");
+
+    // The provider's operator still works: `share pending` answers quickly and lists 32.
+    let asked = std::time::Instant::now();
+    let pending = share(&sales, &["pending"]);
+    let took = asked.elapsed();
+    println!("share pending after the flood: {took:?}");
+    assert!(took < Duration::from_secs(3), "share pending took {took:?}");
+    assert_eq!(pending.as_array().unwrap().len(), 32);
+    assert_eq!(list(&sales).len(), 32, "refused requests left records");
+
+    // Another consumer is answered normally, and learns the decision by its batched poll.
+    let churn = TestNode::start("churn", &[sales.addr()]);
+    wait_until(Duration::from_secs(15), || {
+        churn.version_of("sales/orders").is_some()
+    })
+    .unwrap_or_else(|| panic!("churn never saw sales/orders: {}", churn.log()));
+    let v = share(
+        &churn,
+        &[
+            "request",
+            "sales/orders",
+            "--purpose",
+            "analytics",
+            "--columns",
+            "order_id,region",
+        ],
+    );
+    assert_eq!(v["state"], "pending", "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert!(sales.cli(&["share", "accept", &id]).success);
+    wait_for_state(&churn, &id, "agreed");
+}
+
+#[test]
+fn a_consumer_over_its_budget_is_told_clearly_and_can_withdraw() {
+    let sales = manual_provider(&[(
+        "max_open_requests_per_consumer = 32",
+        "max_open_requests_per_consumer = 2",
+    )]);
+    let churn = TestNode::start("churn", &[sales.addr()]);
+    wait_until(Duration::from_secs(15), || {
+        churn.version_of("sales/orders").is_some()
+    })
+    .unwrap_or_else(|| panic!("churn never saw sales/orders: {}", churn.log()));
+    let args = [
+        "request",
+        "sales/orders",
+        "--purpose",
+        "analytics",
+        "--columns",
+        "region",
+    ];
+    let first = share(&churn, &args)["id"].as_str().unwrap().to_owned();
+    share(&churn, &args);
+    let err = share_fails(&churn, &args);
+    assert!(
+        err.contains("too many open requests to sales: 2 pending (at most 2); wait for answers or withdraw some"),
+        "{err}"
+    );
+    assert_eq!(list(&churn).len(), 2, "the refused request was not kept");
+    assert_eq!(list(&sales).len(), 2);
+    // Withdrawing one frees a slot.
+    let out = churn.cli(&["share", "revoke", &first]);
+    assert!(out.success, "{}", out.stderr);
+    wait_for_state(&sales, &first, "revoked");
+    assert_eq!(share(&churn, &args)["state"], "pending");
+}
+
+/// Column names of an Arrow IPC file.
+fn arrow_columns(path: &Path) -> Vec<String> {
+    let out = mesh_tests::python(
+        "import sys, json, pyarrow.ipc as ipc\n\
+         t = ipc.open_file(sys.argv[1]).read_all()\n\
+         print(json.dumps(t.column_names))",
+        &[path.to_str().unwrap()],
+    );
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+#[test]
+fn an_agreement_does_not_grow_with_new_columns() {
+    mesh_tests::require_pyarrow();
+    let (sales, churn) = mesh("auto");
+    // The approver sees (order_id, region); `*` is asked for in so many words.
+    let pinned = agree(&churn);
+    let star = share(
+        &churn,
+        &[
+            "request",
+            "sales/orders",
+            "--purpose",
+            "analytics",
+            "--columns",
+            "*",
+        ],
+    );
+    assert_eq!(star["state"], "agreed", "{star}");
+    assert_eq!(star["all_future_columns"], true);
+    let star = star["id"].as_str().unwrap().to_owned();
+    let shown = sales.cli(&["share", "show", &star]);
+    assert!(
+        shown.stdout.contains("ALL current and FUTURE non-restricted columns"),
+        "{}",
+        shown.stdout
+    );
+
+    // Version 2 adds `ssn`.
+    let v2 = write_file(
+        sales.dir.parent().unwrap(),
+        "orders-v2.csv",
+        "order_id,region,email,amount,ssn\n1,EU,a@example.com,10.5,123-45-6789\n",
+    );
+    let out = sales.cli(&[
+        "publish",
+        "orders",
+        "--from",
+        v2.to_str().unwrap(),
+        "--approval",
+        "auto",
+        "--purpose",
+        "analytics",
+        "--restricted",
+        "email",
+    ]);
+    assert!(out.success, "publish v2 failed: {}", out.stderr);
+    wait_until(Duration::from_secs(15), || {
+        churn.version_of("sales/orders") == Some(2)
+    })
+    .unwrap_or_else(|| panic!("churn never saw version 2: {}", churn.log()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out_pinned = dir.path().join("pinned.arrow");
+    let out = churn.fetch("sales/orders", &out_pinned, &["--agreement", &pinned[..12]]);
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(arrow_columns(&out_pinned), ["order_id", "region"]);
+    // `*` grows with the product, never to the restricted column.
+    let out_star = dir.path().join("star.arrow");
+    let out = churn.fetch("sales/orders", &out_star, &["--agreement", &star[..12]]);
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(
+        arrow_columns(&out_star),
+        ["order_id", "region", "amount", "ssn"]
+    );
 }

@@ -601,3 +601,213 @@ fn a_provider_killed_mid_transfer_fails_the_fetch_and_the_retry_resumes_to_ident
         assert!(out.success, "{}: {}", node.domain, out.stderr);
     }
 }
+
+/// `meshnode fetch PRODUCT ARGS... --data-dir DIR` run from `cwd`.
+fn fetch_in(node: &TestNode, cwd: &Path, product: &str, args: &[&str]) -> mesh_tests::CliOutput {
+    let output = std::process::Command::new(mesh_tests::meshnode_bin())
+        .current_dir(cwd)
+        .args(["fetch", product])
+        .args(args)
+        .args(["--data-dir", node.dir_str()])
+        .env_remove("MESHNODE_DATA_DIR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run meshnode fetch");
+    mesh_tests::CliOutput {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Asserts that `result` failed with one line containing every `expected` text.
+fn assert_failed(result: &mesh_tests::CliOutput, expected: &[&str]) {
+    assert!(!result.success, "should fail: {}", result.stdout);
+    let err = result.stderr.trim();
+    assert_eq!(err.lines().count(), 1, "one line of error: {err}");
+    for text in expected {
+        assert!(err.contains(text), "`{text}` not in: {err}");
+    }
+}
+
+/// Rows and `order_id`s of an Arrow IPC file, read back with pyarrow.
+fn read_back(path: &Path) -> Value {
+    let script = "\
+import json, sys
+import pyarrow.ipc as ipc
+t = ipc.open_file(sys.argv[1]).read_all()
+print(json.dumps({'rows': t.num_rows, 'columns': t.column_names,
+                  'ids': t.column('order_id').to_pylist() if 'order_id' in t.column_names else []}))
+";
+    serde_json::from_str(&python(script, &[path.to_str().unwrap()])).unwrap()
+}
+
+#[test]
+fn fetch_out_never_lands_in_a_data_directory_nor_over_a_file_without_force() {
+    let (sales, churn) = mesh(300);
+    agree(&churn, "sales/orders", &["--columns", "order_id,region"]);
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = churn.dir.join("identity.key");
+    let key_before = std::fs::read(&key_file).unwrap();
+    let inside = "is inside the meshnode data directory";
+    std::fs::create_dir_all(churn.dir.join("received")).unwrap();
+
+    // Over the node's own key file: refused, with or without --force, by absolute path and
+    // by a path relative to a working directory inside the data directory.
+    for args in [
+        vec!["--out", key_file.to_str().unwrap()],
+        vec!["--out", key_file.to_str().unwrap(), "--force"],
+    ] {
+        assert_failed(&fetch_in(&churn, dir.path(), "sales/orders", &args), &[inside]);
+    }
+    let relative = fetch_in(
+        &churn,
+        &churn.dir,
+        "sales/orders",
+        &["--out", "identity.key", "--force"],
+    );
+    let real_dir = std::fs::canonicalize(&churn.dir).unwrap();
+    assert_failed(&relative, &[inside, &real_dir.display().to_string()]);
+    // Elsewhere in the data directory, through `..`, and in another node's data directory.
+    let sneaky = churn.dir.join("received/../api.token");
+    let provider_key = sales.dir.join("identity.key");
+    let provider_key_before = std::fs::read(&provider_key).unwrap();
+    for out in [
+        churn.dir.join("stolen.arrow"),
+        sneaky,
+        provider_key.clone(),
+    ] {
+        let result = fetch_in(
+            &churn,
+            dir.path(),
+            "sales/orders",
+            &["--out", out.to_str().unwrap(), "--force"],
+        );
+        assert_failed(&result, &[inside]);
+    }
+    assert_eq!(std::fs::read(&key_file).unwrap(), key_before);
+    assert_eq!(std::fs::read(&provider_key).unwrap(), provider_key_before);
+    assert!(!churn.dir.join("stolen.arrow").exists());
+    // The daemon answers 400, not an internal error.
+    let body = serde_json::json!({"product": "sales/orders", "out": key_file, "force": true});
+    let (status, text) = churn.api("POST", "/v1/fetch", Some(&body.to_string()));
+    assert_eq!(status, 400, "{text}");
+    // The node still starts with its key and serves: the fetch below works.
+
+    // The data directory's received/ directory is the one place inside it a fetch may use.
+    let v = fetch_ok(
+        &churn,
+        "sales/orders",
+        &churn.dir.join("received/orders.arrow"),
+        &[],
+    );
+    assert_eq!(v["rows"], 300);
+
+    // A relative --out is resolved against the caller's working directory.
+    let result = fetch_in(
+        &churn,
+        dir.path(),
+        "sales/orders",
+        &["--out", "relative.arrow", "--json"],
+    );
+    let v = result.json();
+    let expected = std::fs::canonicalize(dir.path())
+        .unwrap()
+        .join("relative.arrow");
+    assert_eq!(v["out"], expected.to_str().unwrap(), "{v}");
+    assert!(expected.exists());
+
+    // An existing file is kept unless --force, then replaced by the fetched data.
+    let existing = dir.path().join("existing.arrow");
+    std::fs::write(&existing, "precious").unwrap();
+    let result = churn.fetch("sales/orders", &existing, &[]);
+    assert_failed(&result, &["already exists: pass --force to replace it"]);
+    assert_eq!(std::fs::read(&existing).unwrap(), b"precious");
+    let body = serde_json::json!({"product": "sales/orders", "out": existing});
+    let (status, text) = churn.api("POST", "/v1/fetch", Some(&body.to_string()));
+    assert_eq!(status, 409, "{text}");
+    let v = fetch_ok(&churn, "sales/orders", &existing, &["--force"]);
+    assert_eq!(v["rows"], 300);
+    if require_pyarrow() {
+        let back = read_back(&existing);
+        assert_eq!(back["rows"], 300, "{back}");
+        assert_eq!(back["ids"], serde_json::json!((0..300).collect::<Vec<_>>()));
+    }
+
+    // A missing directory is a clear user error, and is not created.
+    let missing = dir.path().join("no/such/dir/x.arrow");
+    let result = churn.fetch("sales/orders", &missing, &[]);
+    assert_failed(
+        &result,
+        &[
+            &format!(
+                "the output directory `{}` does not exist",
+                dir.path().join("no/such/dir").display()
+            ),
+            "create it first",
+        ],
+    );
+    assert!(!dir.path().join("no").exists());
+    let body = serde_json::json!({"product": "sales/orders", "out": missing});
+    let (status, text) = churn.api("POST", "/v1/fetch", Some(&body.to_string()));
+    assert_eq!(status, 400, "{text}");
+
+    // `--out -` is refused, and no file named `-` appears.
+    let result = fetch_in(&churn, dir.path(), "sales/orders", &["--out", "-"]);
+    assert_failed(&result, &["`--out -` is not supported"]);
+    assert!(!dir.path().join("-").exists());
+    assert_eq!(std::fs::read(&key_file).unwrap(), key_before);
+}
+
+#[test]
+fn two_fetches_to_one_path_give_one_file_and_one_clear_refusal() {
+    let sales = TestNode::start("sales", &[]);
+    publish(&sales, "clicks", &clicks_csv(64), "");
+    let churn = TestNode::start("churn", &[sales.addr()]);
+    wait_for_product(&churn, "sales/clicks", 1);
+    agree(&churn, "sales/clicks", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("clicks.arrow");
+    let mut lock_name = out.file_name().unwrap().to_os_string();
+    lock_name.push(".partial.lock");
+    let lock = out.with_file_name(lock_name);
+
+    let first = churn.spawn_fetch("sales/clicks", &out, &[]);
+    wait_until(Duration::from_secs(20), || lock.exists())
+        .unwrap_or_else(|| panic!("the first fetch never locked its output: {}", churn.log()));
+    // Even with --force, the second fetch may not touch the path while the first writes.
+    let second = churn.fetch("sales/clicks", &out, &["--force"]);
+    let first_still_running = !out.exists();
+    let first = wait_output(first);
+    assert!(first.success, "the first fetch failed: {}", first.stderr);
+    assert!(
+        first_still_running,
+        "the first fetch ended before the second started; use a larger product"
+    );
+    assert_failed(
+        &second,
+        &[
+            "error: fetching `sales/clicks` failed: ",
+            &format!("{}` is already being written by another fetch", out.display()),
+        ],
+    );
+    let v: Value = serde_json::from_str(&first.stdout).unwrap();
+    let [file, partial, state] = fetch_files(&out);
+    assert!(file.exists() && !partial.exists() && !state.exists());
+    assert!(!lock.exists(), "the lock file was left behind");
+    if require_pyarrow() {
+        let rows = python(
+            "import sys, pyarrow.ipc as ipc; print(ipc.open_file(sys.argv[1]).read_all().num_rows)",
+            &[out.to_str().unwrap()],
+        );
+        assert_eq!(rows.trim(), v["rows"].to_string(), "{v}");
+    }
+    // The same fetch again, now that the path is free: refused as existing, then replaced.
+    assert_failed(
+        &churn.fetch("sales/clicks", &out, &[]),
+        &["already exists"],
+    );
+    let again = fetch_ok(&churn, "sales/clicks", &out, &["--force"]);
+    assert_eq!(again["digest"], v["digest"]);
+    drop(sales);
+}

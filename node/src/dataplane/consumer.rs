@@ -5,7 +5,7 @@
 //! received (rows, batches, BLAKE3 of the stream) is the file completed, synced and renamed
 //! to `OUT`. A transfer that breaks off keeps both files; the next fetch of the same product,
 //! version and agreement continues from the last complete batch. Any other failure removes
-//! them.
+//! them. Before any of that, `outpath` checks and locks the output path.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::ipcfile::{AppendError, HEADER_LEN, IpcFileBuilder};
+use super::outpath::{self, PlaceError};
 use super::{FetchError, PartialPaths, ResumeState, Shared, tls};
 use crate::agreements::Role;
 use crate::node::now_ms;
@@ -51,6 +52,9 @@ pub struct FetchOptions {
     pub compression: Compression,
     /// Provider data-plane address; `None` uses the catalog (descriptor, then node record).
     pub provider_addr: Option<SocketAddr>,
+    /// Replace a file that already exists at `out` (otherwise the fetch is refused).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// A completed fetch.
@@ -328,27 +332,24 @@ pub(super) async fn fetch(
     options: FetchOptions,
 ) -> Result<FetchOutcome, FetchError> {
     let started = Instant::now();
-    if !options.out.is_absolute() {
-        return Err(FetchError::BadRequest(format!(
-            "the output path `{}` must be absolute",
-            options.out.display()
-        )));
-    }
-    if options.out.is_dir() {
-        return Err(FetchError::BadRequest(format!(
-            "the output path `{}` is a directory; name a file such as {}/data.arrow",
-            options.out.display(),
-            options.out.display()
-        )));
-    }
-    if let Some(parent) = options.out.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| FetchError::Io(format!("cannot create `{}`: {e}", parent.display())))?;
-    }
+    // Held until this function returns: no other fetch writes this path meanwhile.
+    let target = {
+        let (out, own, force) = (
+            options.out.clone(),
+            shared.data_dir.root().to_owned(),
+            options.force,
+        );
+        tokio::task::spawn_blocking(move || outpath::prepare(&out, &own, force))
+            .await
+            .map_err(|e| FetchError::Io {
+                what: "checking the output path".into(),
+                source: std::io::Error::other(e),
+            })??
+    };
     let now = now_ms();
     let (id, agreement, terms) = find_agreement(shared, &options, now)?;
     let addr = provider_addr(shared, &options, &terms).await?;
-    let paths = PartialPaths::new(options.out.clone());
+    let paths = PartialPaths::new(target.path.clone());
 
     let resume = load_resume(&paths, &id, &terms, &options);
     if resume.is_none() {
@@ -466,8 +467,9 @@ async fn transfer(
 
     let mut builder = match resume {
         Some((_, b)) => b,
-        None => IpcFileBuilder::create(&paths.partial).map_err(|e| {
-            FetchError::Io(format!("cannot create `{}`: {e}", paths.partial.display()))
+        None => IpcFileBuilder::create(&paths.partial).map_err(|source| FetchError::Io {
+            what: format!("cannot create `{}`", paths.partial.display()),
+            source,
         })?,
     };
     let mut state = ResumeState {
@@ -481,7 +483,10 @@ async fn transfer(
         bytes: builder.offset(),
         updated_ms: now_ms(),
     };
-    write_state(paths, &state).map_err(|e| FetchError::Io(e.to_string()))?;
+    write_state(paths, &state).map_err(|source| FetchError::Io {
+        what: format!("cannot write `{}`", paths.state.display()),
+        source,
+    })?;
     let start_bytes = builder.offset();
 
     // The writer thread appends, hashes and checkpoints; this task only reads the network.
@@ -490,9 +495,10 @@ async fn transfer(
     let writer_paths = paths.clone();
     let mut writer_state = state.clone();
     let expected_names: Vec<String> = header.schema.iter().map(|c| c.name.clone()).collect();
-    let sync_file = builder
-        .file_handle()
-        .map_err(|e| FetchError::Io(e.to_string()))?;
+    let sync_file = builder.file_handle().map_err(|source| FetchError::Io {
+        what: format!("cannot reopen `{}`", paths.partial.display()),
+        source,
+    })?;
     let writer = tokio::task::spawn_blocking(move || {
         // A second thread forces each checkpoint to disk while the writer goes on, so the
         // final fsync has little left to do, and records the checkpoint once it is durable.
@@ -577,12 +583,18 @@ async fn transfer(
     drop(tx);
     let written = writer
         .await
-        .map_err(|e| FetchError::Io(format!("the file writer failed: {e}")))?;
+        .map_err(|e| FetchError::Io {
+            what: "the file writer failed".into(),
+            source: std::io::Error::other(e),
+        })?;
     let Written { builder, error } = written;
     if let Some(error) = error {
         return Err(match error {
             AppendError::Protocol(m) => FetchError::Verification(m),
-            AppendError::Io(e) => FetchError::Io(e.to_string()),
+            AppendError::Io(source) => FetchError::Io {
+                what: format!("cannot write `{}`", paths.partial.display()),
+                source,
+            },
         });
     }
     let trailer = match end {
@@ -610,17 +622,16 @@ async fn transfer(
     let t_trailer = started.elapsed();
     let stream_bytes = builder.offset() - HEADER_LEN as u64;
     let received_now = builder.offset() - start_bytes;
-    let file_bytes = builder.finish().map_err(|e| {
-        FetchError::Io(format!(
-            "cannot complete `{}`: {e}",
-            paths.partial.display()
-        ))
+    let file_bytes = builder.finish().map_err(|e| FetchError::Io {
+        what: format!("cannot complete `{}`", paths.partial.display()),
+        source: std::io::Error::other(e),
     })?;
-    std::fs::rename(&paths.partial, &paths.out).map_err(|e| {
-        FetchError::Io(format!(
-            "cannot move the verified file to `{}`: {e}",
-            paths.out.display()
-        ))
+    outpath::place(&paths.partial, &paths.out, options.force).map_err(|e| match e {
+        PlaceError::Exists(e) => FetchError::Output(e),
+        PlaceError::Io(source) => FetchError::Io {
+            what: format!("cannot move the verified file to `{}`", paths.out.display()),
+            source,
+        },
     })?;
     let _ = std::fs::remove_file(&paths.state);
     if let Some(parent) = paths.out.parent()
@@ -687,9 +698,7 @@ fn check_header(
             header.version
         ));
     }
-    if let Some(granted) = &terms.columns
-        && let Some(extra) = header.schema.iter().find(|c| !granted.contains(&c.name))
-    {
+    if let Some(extra) = header.schema.iter().find(|c| !terms.columns.covers(&c.name)) {
         return bad(format!(
             "the provider sends column `{}`, which the agreement does not grant",
             extra.name

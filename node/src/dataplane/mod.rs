@@ -5,19 +5,26 @@
 //! libp2p certificate of the node key on both sides ([`tls`]); the provider learns the
 //! consumer's key from the handshake, the consumer pins the provider's key from the catalog.
 //!
-//! - [`provider`](self::provider): accepts connections, authorises each fetch against the
-//!   co-signed agreement and the local store, then streams the allowed columns and rows.
+//! - [`provider`](self::provider): admits connection attempts (`admit`, around the sans-I/O
+//!   [`Admission`](mesh_protocol::admission::Admission) policy: Retry under load, per-source
+//!   limits, a short handshake timeout, a slot only once the peer's key is known), authorises
+//!   each fetch against the co-signed agreement and the local store, then streams the allowed
+//!   columns and rows.
 //! - [`produce`](self::produce): the bounded-memory frame source (passthrough or
 //!   select-and-encode) and the row-filter kernels in `select`.
 //! - [`consumer`](self::consumer): `fetch` — agreement lookup, resume, verification, atomic
-//!   rename into place. `ipcfile` lays the received stream out as an Arrow IPC file.
+//!   rename into place. `ipcfile` lays the received stream out as an Arrow IPC file;
+//!   `outpath` decides where a fetch may write (never inside a node's data directory, no
+//!   silent overwrite, one fetch per output path).
 //!
 //! Architecture invariant: no data byte leaves the provider before the agreement was
 //! verified against the TLS peer, the revocation list and the stored contract state, and no
 //! column outside the granted set is ever encoded.
 
+mod admit;
 mod consumer;
 mod ipcfile;
+mod outpath;
 mod produce;
 mod provider;
 mod select;
@@ -30,6 +37,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use mesh_protocol::admission::{Admission, AdmissionLimits};
 use mesh_protocol::{Identity, PublicKey, Refusal};
 use serde::{Deserialize, Serialize};
 
@@ -38,9 +46,7 @@ use crate::store::{Store, StoreError};
 
 pub use consumer::{FetchOptions, FetchOutcome};
 pub use mesh_protocol::Compression;
-
-/// Most connections the provider serves at once, over all peers.
-const MAX_CONNECTIONS: usize = 256;
+pub use outpath::OutputError;
 
 /// Settings of the data plane.
 #[derive(Clone, Debug)]
@@ -49,6 +55,8 @@ pub struct DataPlaneConfig {
     pub listen: SocketAddr,
     /// Most concurrent transfers served to one peer (more are refused as busy).
     pub max_transfers_per_peer: u32,
+    /// Clock difference tolerated with consumers on an agreement's validity window, ms.
+    pub clock_skew_ms: u64,
 }
 
 impl DataPlaneConfig {
@@ -57,6 +65,7 @@ impl DataPlaneConfig {
         Self {
             listen: config.data_listen,
             max_transfers_per_peer: config.max_transfers_per_peer,
+            clock_skew_ms: config.clock_skew_tolerance_secs.saturating_mul(1000),
         }
     }
 }
@@ -115,9 +124,18 @@ pub enum FetchError {
     /// The provider sent something that does not verify (trailer, digest, framing).
     #[error("the received data failed verification and was discarded: {0}")]
     Verification(String),
+    /// The output path is not one a fetch may write (see [`OutputError`]).
+    #[error(transparent)]
+    Output(#[from] OutputError),
     /// The local disk failed.
-    #[error("cannot write the output: {0}")]
-    Io(String),
+    #[error("cannot write the output: {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error of the file system.
+        #[source]
+        source: std::io::Error,
+    },
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -134,7 +152,8 @@ impl FetchError {
             FetchError::Refused(r) => r.code.as_str(),
             FetchError::Interrupted { .. } => "interrupted",
             FetchError::Verification(_) => "verification",
-            FetchError::Io(_) => "io",
+            FetchError::Output(e) => e.code(),
+            FetchError::Io { .. } => "io",
             FetchError::Store(_) => "store",
         }
     }
@@ -150,7 +169,17 @@ impl From<FetchError> for crate::error::NodeError {
             FetchError::Connect { .. }
             | FetchError::Interrupted { .. }
             | FetchError::Verification(_) => N::Unavailable(e.to_string()),
-            FetchError::Io(_) => N::Internal(e.to_string()),
+            FetchError::Output(ref o) => match o.status() {
+                outpath::Status::Conflict => N::Conflict(e.to_string()),
+                outpath::Status::BadRequest => N::BadRequest(e.to_string()),
+                outpath::Status::Internal => N::Internal(e.to_string()),
+            },
+            // What the operator can fix (permissions, a read-only or full disk) is theirs to
+            // fix, not an internal error.
+            FetchError::Io { ref source, .. } if outpath::is_user_fixable(source) => {
+                N::BadRequest(e.to_string())
+            }
+            FetchError::Io { .. } => N::Internal(e.to_string()),
             FetchError::Store(s) => N::Store(s),
         }
     }
@@ -165,6 +194,8 @@ pub(crate) struct Hooks {
     pub(crate) paused: tokio::sync::Notify,
     /// Corrupt the trailer or the data.
     pub(crate) tamper: Option<Tamper>,
+    /// Admission limits other than the defaults.
+    pub(crate) admission: Option<AdmissionLimits>,
 }
 
 /// How a test provider misbehaves.
@@ -194,6 +225,10 @@ struct Shared {
     active: Mutex<HashMap<PublicKey, u32>>,
     /// Client configurations pinned to each provider fetched from.
     client_configs: Mutex<HashMap<PublicKey, quinn::ClientConfig>>,
+    /// Who may start a handshake and who holds a connection slot.
+    admission: Mutex<Admission<PublicKey>>,
+    /// Counters of the data plane that the admission state does not keep.
+    counters: admit::Counters,
     /// Test behaviour.
     hooks: Hooks,
 }
@@ -228,6 +263,7 @@ impl DataPlane {
     ) -> Result<(DataPlane, tokio::task::JoinHandle<()>), DataPlaneError> {
         let server = tls::server_config(&identity, config.max_transfers_per_peer.max(1))?;
         let endpoint = tls::endpoint(config.listen, Some(server))?;
+        let limits = hooks.admission.clone().unwrap_or_default();
         let shared = Arc::new(Shared {
             identity,
             store,
@@ -235,6 +271,8 @@ impl DataPlane {
             config,
             active: Mutex::new(HashMap::new()),
             client_configs: Mutex::new(HashMap::new()),
+            admission: Mutex::new(Admission::new(limits)),
+            counters: admit::Counters::default(),
             hooks,
         });
         let task = tokio::spawn(provider::accept_loop(endpoint.clone(), shared.clone()));
@@ -263,6 +301,12 @@ impl DataPlane {
     ) -> Result<mesh_protocol::ProductDescriptor, crate::error::NodeError> {
         let entries = self.shared.store.catalog()?;
         crate::resolve::resolve(spec, entries.into_iter().map(|(d, _)| d))
+    }
+
+    /// Appends the data plane's metrics (admission verdicts, handshakes, connections) to
+    /// an OpenMetrics text without its `# EOF` line.
+    pub fn encode_metrics(&self, out: &mut String) {
+        admit::encode_metrics(&self.shared, out);
     }
 
     /// Closes every connection and stops accepting.

@@ -91,7 +91,8 @@ pub(crate) fn plan(
     let reader = FileReader::try_new_buffered(file, None).map_err(|e| file_error(path, e))?;
     let schema = reader.schema();
     let all = columns_from_arrow(&schema);
-    let granted_names = terms.granted_columns(&all);
+    // Only the columns the agreement pins (restricted ones never), whatever this version adds.
+    let granted_names = terms.granted_columns(&all, restricted);
     if let Some(c) = granted_names.iter().find(|c| restricted.contains(c)) {
         return Err(ProduceError::Terms(format!(
             "column `{c}` is restricted by the product policy and is never served"

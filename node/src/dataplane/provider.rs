@@ -1,4 +1,9 @@
-//! The provider side: accept connections, authorise each fetch, stream the allowed data.
+//! The provider side: admit connections, authorise each fetch, stream the allowed data.
+//!
+//! A connection attempt costs nothing until the admission policy (`admit`) lets it start a
+//! handshake; the handshake must complete within the policy's deadline, and only then, with
+//! the peer's key known, does the connection take a slot. A connection with no stream open
+//! for [`IDLE_CONNECTION`] is closed, so that a slot is not held by keep-alives alone.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +22,8 @@ use mesh_protocol::{
 use tokio::sync::mpsc;
 
 use super::produce::{self, Emitter, ProduceError, ServePlan};
-use super::{MAX_CONNECTIONS, Shared, Tamper, tls};
+use super::admit::{self, HandshakeGuard, SlotGuard};
+use super::{Shared, Tamper, tls};
 use crate::agreements::Role;
 use crate::node::now_ms;
 
@@ -25,27 +31,46 @@ use crate::node::now_ms;
 const FRAME_QUEUE: usize = 4;
 /// Time a consumer has to send its request after opening a stream.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection without any open stream for this long is closed and gives its slot back.
+const IDLE_CONNECTION: Duration = Duration::from_secs(10);
 
 /// Accepts connections until the endpoint closes.
 pub(super) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     while let Some(incoming) = endpoint.accept().await {
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            incoming.refuse();
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match incoming.await {
-                Ok(connection) => serve_connection(connection, shared).await,
-                Err(e) => tracing::debug!("data-plane handshake failed: {e}"),
-            }
-        });
+        if let Some((incoming, guard, deadline_ms)) = admit::admit(&shared, incoming) {
+            tokio::spawn(handshake(incoming, guard, deadline_ms, shared.clone()));
+        }
     }
 }
 
-async fn serve_connection(connection: quinn::Connection, shared: Arc<Shared>) {
+/// Runs one admitted handshake to its end, then serves the connection if it gets a slot.
+async fn handshake(
+    incoming: quinn::Incoming,
+    guard: HandshakeGuard,
+    deadline_ms: u64,
+    shared: Arc<Shared>,
+) {
+    let budget = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
+    let connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!("data-plane handshake failed: {e}");
+            return;
+        }
+    };
+    // Dropping `connecting` at the deadline closes the half-open connection.
+    let connection = match tokio::time::timeout(budget, connecting).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!("data-plane handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("data-plane handshake timed out");
+            guard.timed_out();
+            return;
+        }
+    };
     let peer = match tls::peer_key(&connection) {
         Ok(k) => k,
         Err(e) => {
@@ -54,15 +79,46 @@ async fn serve_connection(connection: quinn::Connection, shared: Arc<Shared>) {
             return;
         }
     };
-    loop {
-        match connection.accept_bi().await {
-            Ok((send, recv)) => {
-                let shared = shared.clone();
-                tokio::spawn(async move { serve_stream(shared, peer, send, recv).await });
-            }
-            Err(_) => return,
+    match guard.establish(peer) {
+        Ok(slot) => serve_connection(connection, peer, shared, slot).await,
+        Err(refusal) => {
+            tracing::info!(%peer, "data-plane connection refused: {refusal}");
+            connection.close(quinn::VarInt::from_u32(2), b"busy");
         }
     }
+}
+
+/// Serves the streams of one connection while it holds `_slot`.
+async fn serve_connection(
+    connection: quinn::Connection,
+    peer: PublicKey,
+    shared: Arc<Shared>,
+    _slot: SlotGuard,
+) {
+    let mut streams = tokio::task::JoinSet::new();
+    loop {
+        let idle = streams.is_empty();
+        tokio::select! {
+            // Cancel-safe: a stream is taken only when the future completes.
+            accepted = connection.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    streams.spawn(serve_stream(shared.clone(), peer, send, recv));
+                }
+                Err(_) => break,
+            },
+            Some(_) = streams.join_next(), if !idle => {}
+            () = tokio::time::sleep(IDLE_CONNECTION), if idle => {
+                shared
+                    .counters
+                    .idle_closed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                connection.close(quinn::VarInt::from_u32(0), b"idle");
+                break;
+            }
+        }
+    }
+    // Streams finish their audit records before the slot is given back.
+    while streams.join_next().await.is_some() {}
 }
 
 /// Counts a transfer for a peer while alive.
@@ -220,7 +276,8 @@ fn authorize(
 ) -> Result<(ServePlan, u64), Refusal> {
     use FetchRefusal as R;
     let me = shared.identity.public_key();
-    let terms = authorize_fetch(request, &me, peer, now)?;
+    let skew = shared.config.clock_skew_ms;
+    let terms = authorize_fetch(request, &me, peer, now, skew)?;
     let id = request.agreement.id();
     let short = id.short();
     let internal = |e: crate::store::StoreError| Refusal::new(R::Internal, e.to_string());
@@ -246,7 +303,9 @@ fn authorize(
             format!("agreement {short} is not one this node provides under"),
         ));
     }
-    match record.state_at(now) {
+    // The expiry was checked above with the clock-skew tolerance; the stored state is read
+    // at the same tolerance so that both agree.
+    match record.state_at(now.saturating_sub(skew)) {
         ContractState::Agreed => {}
         ContractState::Revoked => {
             return Err(Refusal::new(

@@ -80,6 +80,7 @@ impl Side {
             DataPlaneConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 max_transfers_per_peer: max_transfers,
+                clock_skew_ms: 0,
             },
             identity.clone(),
             store.clone(),
@@ -197,7 +198,11 @@ fn terms(product: &ProductId, consumer: &Identity) -> ContractTerms {
         min_version: 1,
         max_version: None,
         purpose: "analytics".into(),
-        columns: Some(vec!["order_id".into(), "region".into(), "amount".into()]),
+        columns: mesh_protocol::Columns::Listed(vec![
+            "order_id".into(),
+            "region".into(),
+            "amount".into(),
+        ]),
         filter: Some("region = 'EU'".into()),
         valid_from_ms: now - DAY_MS,
         valid_until_ms: now + 30 * DAY_MS,
@@ -255,6 +260,7 @@ fn options(out: &Path, product: &ProductId) -> FetchOptions {
         version: None,
         compression: Compression::None,
         provider_addr: None,
+        force: false,
     }
 }
 
@@ -396,7 +402,7 @@ async fn whole_product_passthrough_and_compressed_fetches_read_back() {
     let product = publish(&provider, "orders", 1, &[]);
     replicate_catalog(&provider, &consumer, &product);
     let mut t = terms(&product, &consumer.identity);
-    t.columns = None;
+    t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
     t.filter = None;
     agree(&provider, &consumer, t);
     let out_dir = tempfile::tempdir().unwrap();
@@ -711,7 +717,7 @@ async fn a_provider_restarted_on_another_port_is_found_through_its_node_record()
     let product = publish(&provider, "orders", 1, &[]);
     replicate_catalog(&provider, &consumer, &product);
     let mut t = terms(&product, &consumer.identity);
-    t.columns = None;
+    t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
     t.filter = None;
     agree(&provider, &consumer, t);
     let out_dir = tempfile::tempdir().unwrap();
@@ -818,4 +824,45 @@ fn assert_refusal(frames: &[Frame], code: FetchRefusal, text: &str) {
         }
         other => panic!("expected one error frame, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_provider_under_load_makes_the_consumer_validate_its_address_and_still_serves_it() {
+    // Every attempt counts as "under load": the consumer gets a Retry first.
+    let provider = Side::start_with(
+        provider_id(),
+        Hooks {
+            admission: Some(mesh_protocol::admission::AdmissionLimits {
+                retry_threshold: 0,
+                ..Default::default()
+            }),
+            ..Hooks::default()
+        },
+        4,
+    );
+    let consumer = Side::start(consumer_id());
+    let product = publish(&provider, "sales", 1, &["email"]);
+    replicate_catalog(&provider, &consumer, &product);
+    agree(&provider, &consumer, terms(&product, &consumer.identity));
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("validated.arrow");
+    let outcome = consumer.plane.fetch(options(&out, &product)).await.unwrap();
+    assert_eq!(outcome.rows, (BATCHES * ROWS_PER_BATCH / 3) as u64);
+    let stats = provider.plane.shared.admission().stats();
+    assert!(stats.retried >= 1, "{stats:?}");
+    assert_eq!(stats.accepted, 1, "{stats:?}");
+    assert_eq!(stats.established, 1, "{stats:?}");
+    let mut metrics = String::new();
+    provider.plane.encode_metrics(&mut metrics);
+    assert!(
+        metrics.contains(&format!(
+            "meshnode_dataplane_handshakes_retried_total {}",
+            stats.retried
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meshnode_dataplane_connections_established_total 1"),
+        "{metrics}"
+    );
 }

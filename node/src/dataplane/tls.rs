@@ -41,6 +41,12 @@ const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Keep-alive interval, well under [`IDLE_TIMEOUT`].
 const KEEP_ALIVE: Duration = Duration::from_secs(4);
+/// Connection attempts quinn holds before the accept loop has decided about them.
+const MAX_INCOMING: usize = 4096;
+/// Bytes buffered for one undecided attempt (its first flight, a few datagrams).
+const INCOMING_BUFFER: u64 = 64 * 1024;
+/// Bytes buffered for all undecided attempts together.
+const INCOMING_BUFFER_TOTAL: u64 = 16 * 1024 * 1024;
 
 /// TLS 1.3 cipher suites of the data plane, most preferred first.
 fn cipher_suites() -> Vec<rustls::SupportedCipherSuite> {
@@ -100,6 +106,12 @@ pub fn server_config(
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config(max_streams)));
     server.migration(false);
+    // Attempts wait in quinn only until the accept loop decides about them (at once):
+    // keep what they may buffer small.
+    server
+        .max_incoming(MAX_INCOMING)
+        .incoming_buffer_size(INCOMING_BUFFER)
+        .incoming_buffer_size_total(INCOMING_BUFFER_TOTAL);
     Ok(server)
 }
 

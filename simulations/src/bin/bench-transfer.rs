@@ -52,7 +52,7 @@ use mesh_node::DataDir;
 use mesh_node::agreements::{AgreementRecord, Role};
 use mesh_node::dataplane::{self, Compression, DataPlane, DataPlaneConfig, FetchOptions};
 use mesh_node::store::Store;
-use mesh_protocol::contract::{ContractRequest, ContractState, ContractTerms, DAY_MS};
+use mesh_protocol::contract::{Columns, ContractRequest, ContractState, ContractTerms, DAY_MS};
 use mesh_protocol::descriptor::{
     ContentDigest, Policy, ProductDescriptor, Sla, Status, columns_from_arrow,
 };
@@ -387,7 +387,7 @@ fn agree(product: &ProductId, provider: &Store, consumer: &Store) -> anyhow::Res
         min_version: 1,
         max_version: None,
         purpose: "benchmark".into(),
-        columns: None,
+        columns: Columns::AllCurrentAndFuture,
         filter: None,
         valid_from_ms: now_ms() - DAY_MS,
         valid_until_ms: now_ms() + DAY_MS,
@@ -459,6 +459,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         DataPlaneConfig {
             listen: "127.0.0.1:0".parse()?,
             max_transfers_per_peer: 4,
+            clock_skew_ms: 0,
         },
         provider_id.clone(),
         provider_store.clone(),
@@ -814,6 +815,7 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
                 DataPlaneConfig {
                     listen: "127.0.0.1:0".parse()?,
                     max_transfers_per_peer: 4,
+                    clock_skew_ms: 0,
                 },
                 Identity::from_secret_bytes(CONSUMER_SECRET),
                 store,
@@ -832,6 +834,7 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
                     version: None,
                     compression: Compression::None,
                     provider_addr: Some(addr),
+                    force: false,
                 })
                 .await?;
             Ok(Measurement {

@@ -7,6 +7,12 @@
 //! - gossips garbage bytes,
 //! - reconnects and answers the victim's sync request with a replayed older version.
 //!
+//! With `--attack deep-type` it instead signs, with its own key, a descriptor whose column
+//! type is `List(` nested `--depth` levels deep (3,000 by default: the type string that
+//! overflowed the type parser's stack), gossips it as soon as the bootstrap node subscribes
+//! to the catalog topic (`deep-gossiped`), then reconnects and answers every sync request
+//! with it (`deep-served-by-sync`). `--go` is not needed for that attack.
+//!
 //! It prints one line per action and exits after `--linger` seconds.
 
 use std::io;
@@ -17,6 +23,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, StreamProtocol, gossipsub, request_response};
 use mesh_protocol::codec;
+use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status};
 use mesh_protocol::wire::{CATALOG_TOPIC, GossipMessage, SyncRequest, SyncResponse};
 use mesh_protocol::{Identity, ProductDescriptor, Signed};
 
@@ -79,30 +86,89 @@ struct Behaviour {
     sync: request_response::Behaviour<Codec>,
 }
 
+/// Which attack to run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Attack {
+    /// Forged owner, tampered body, garbage, replayed old version (the default).
+    Poison,
+    /// A well-signed descriptor with a column type nested `depth` levels deep.
+    DeepType,
+}
+
 struct Args {
     bootstrap: Multiaddr,
-    go: PathBuf,
+    go: Option<PathBuf>,
     linger: u64,
+    attack: Attack,
+    depth: usize,
 }
 
 fn args() -> Args {
     let mut bootstrap = None;
     let mut go = None;
     let mut linger = 10;
+    let mut attack = Attack::Poison;
+    let mut depth = 3000;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--bootstrap" => bootstrap = it.next().and_then(|s| s.parse().ok()),
             "--go" => go = it.next().map(PathBuf::from),
             "--linger" => linger = it.next().and_then(|s| s.parse().ok()).unwrap_or(10),
+            "--attack" => {
+                attack = match it.next().as_deref() {
+                    Some("poison") => Attack::Poison,
+                    Some("deep-type") => Attack::DeepType,
+                    other => panic!("--attack poison|deep-type, not {other:?}"),
+                }
+            }
+            "--depth" => depth = it.next().and_then(|s| s.parse().ok()).expect("--depth N"),
             other => panic!("unknown argument {other}"),
         }
     }
+    assert!(
+        attack == Attack::DeepType || go.is_some(),
+        "--go FILE is needed for the poison attack"
+    );
     Args {
         bootstrap: bootstrap.expect("--bootstrap MULTIADDR"),
-        go: go.expect("--go FILE"),
+        go,
         linger,
+        attack,
+        depth,
     }
+}
+
+/// A descriptor of our own, correctly signed, whose one column has the type
+/// `List(List(...Int32...))` nested `depth` levels deep.
+fn deep_descriptor(mallory: &Identity, depth: usize) -> Signed<ProductDescriptor> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let descriptor = ProductDescriptor {
+        owner: mallory.public_key(),
+        domain: "mallory".into(),
+        name: "deep".into(),
+        version: 1,
+        title: "deep".into(),
+        description: String::new(),
+        tags: Vec::new(),
+        schema: vec![ColumnSchema {
+            name: "deep".into(),
+            data_type: format!("{}Int32{}", "List(".repeat(depth), ")".repeat(depth)),
+            nullable: true,
+        }],
+        rows: 1,
+        bytes: 1,
+        digest: ContentDigest([0; 32]),
+        published_at_ms: now_ms,
+        sla: Sla::default(),
+        policy: Policy::default(),
+        lineage: Vec::new(),
+        data_addr: None,
+        status: Status::Active,
+    };
+    Signed::sign(mallory, &descriptor)
 }
 
 #[tokio::main]
@@ -141,6 +207,8 @@ async fn main() {
         .unwrap();
     swarm.dial(args.bootstrap.clone()).unwrap();
 
+    let deep = deep_descriptor(&mallory, args.depth);
+    let mut deep_gossiped = false;
     // Every descriptor version seen, oldest first.
     let mut seen: Vec<Signed<ProductDescriptor>> = Vec::new();
     let mut victim = None;
@@ -168,12 +236,28 @@ async fn main() {
                     }
                 }
                 if let Some(peer) = victim
+                    && args.attack == Attack::Poison
                     && seen.len() < 2
                 {
                     // Learn the catalog like an honest node would.
                     swarm.behaviour_mut().sync.send_request(&peer, SyncRequest::default().to_bytes());
                 }
-                if !attacked && args.go.exists() && seen.len() >= 2 {
+                if args.attack == Attack::DeepType && !deep_gossiped && victim.is_some() {
+                    // Retried each tick until the victim is in our topic mesh.
+                    let message = GossipMessage::Descriptor(deep.clone()).to_bytes();
+                    if swarm.behaviour_mut().gossipsub.publish(topic.clone(), message).is_ok() {
+                        deep_gossiped = true;
+                        println!("deep-gossiped");
+                        // Then make the victim sync with us, to serve it that way too.
+                        reconnect_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                        deadline = Some(tokio::time::Instant::now() + Duration::from_secs(args.linger));
+                    }
+                }
+                if args.attack == Attack::Poison
+                    && !attacked
+                    && args.go.as_ref().is_some_and(|go| go.exists())
+                    && seen.len() >= 2
+                {
                     attacked = true;
                     let newest = seen.last().unwrap().clone();
                     let real = newest.verify().expect("honest descriptor");
@@ -218,7 +302,10 @@ async fn main() {
                         }
                     }
                     request_response::Message::Request { channel, .. } => {
-                        let descriptors = if replay_armed {
+                        let descriptors = if args.attack == Attack::DeepType {
+                            println!("deep-served-by-sync");
+                            vec![deep.clone()]
+                        } else if replay_armed {
                             println!("replayed-old-version");
                             vec![seen.first().expect("seen a version").clone()]
                         } else {

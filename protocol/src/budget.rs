@@ -1,0 +1,323 @@
+//! Per-consumer budgets for contract requests: what one consumer key may make a provider
+//! store and do.
+//!
+//! A request costs the provider a signature check, a policy evaluation, a stored record, an
+//! audit entry and, when the product needs manual approval, a line in its operator's
+//! `share pending`. Without a budget one consumer fills all of that at wire speed. The
+//! provider asks [`RequestBudget::admit`] before it does anything else with a verified
+//! request; the counts of open requests come from the provider's store (its index), the
+//! clock from the caller. A refusal is a [`BudgetRefusal`], sent back as
+//! [`crate::contract::ContractReply::Busy`]: nothing is stored and nothing is audited.
+//!
+//! The rate limit is a token bucket per consumer key. The buckets themselves are state a
+//! peer can make us keep (keys are free to make), so their number is bounded too: a bucket
+//! that has refilled is the same as no bucket and is dropped first, then the least recently
+//! used.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::PublicKey;
+
+/// Default most open (undecided) requests one consumer may have with one provider.
+pub const DEFAULT_MAX_OPEN_PER_CONSUMER: u32 = 32;
+/// Default most open requests a provider keeps from all consumers together.
+pub const DEFAULT_MAX_OPEN_TOTAL: u32 = 1024;
+/// Default burst of requests one consumer may send at once.
+pub const DEFAULT_BURST: u32 = 20;
+/// Default refill of the request budget: one request per this many milliseconds.
+pub const DEFAULT_REFILL_MS: u64 = 3_000;
+/// Default time an undecided request waits for the provider's operator: 7 days.
+pub const DEFAULT_PENDING_TTL_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Default most consumers whose request rate is tracked at once.
+pub const DEFAULT_MAX_TRACKED: usize = 4096;
+
+/// The limits, from the node's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetConfig {
+    /// Most open (requested or pending) requests per consumer key: bounds what one key
+    /// can park in the operator's queue.
+    pub max_open_per_consumer: u32,
+    /// Most open requests from all consumers together: bounds the queue against many keys.
+    pub max_open_total: u32,
+    /// Requests one consumer may send back to back (the bucket's size).
+    pub burst: u32,
+    /// One more request is allowed every `refill_ms` milliseconds.
+    pub refill_ms: u64,
+    /// An open request with no decision after this long expires (a signed rejection).
+    pub pending_ttl_ms: u64,
+    /// Most token buckets kept (one per consumer key seen recently).
+    pub max_tracked: usize,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            max_open_per_consumer: DEFAULT_MAX_OPEN_PER_CONSUMER,
+            max_open_total: DEFAULT_MAX_OPEN_TOTAL,
+            burst: DEFAULT_BURST,
+            refill_ms: DEFAULT_REFILL_MS,
+            pending_ttl_ms: DEFAULT_PENDING_TTL_MS,
+            max_tracked: DEFAULT_MAX_TRACKED,
+        }
+    }
+}
+
+/// Why a provider refused to consider a request now. Sent to the consumer in plain (it
+/// changes nothing on either side, so there is nothing to sign or keep).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum BudgetRefusal {
+    /// The consumer already has `open` undecided requests with this provider.
+    #[error(
+        "too many open requests: {open} pending (at most {max}); wait for answers or withdraw some"
+    )]
+    TooManyOpen {
+        /// Open requests of this consumer.
+        open: u32,
+        /// The provider's limit per consumer.
+        max: u32,
+    },
+    /// The consumer sent requests faster than the provider's rate limit.
+    #[error("too many requests in a short time; try again in {} s", retry_after_ms.div_ceil(1000))]
+    RateLimited {
+        /// When the next request would be admitted.
+        retry_after_ms: u64,
+    },
+    /// The provider's queue of undecided requests is full (from all consumers).
+    #[error(
+        "the provider has {open} undecided requests (at most {max}) and takes no more for now; try again later"
+    )]
+    ProviderFull {
+        /// Open requests from everyone.
+        open: u32,
+        /// The provider's limit.
+        max: u32,
+    },
+}
+
+/// One consumer's token bucket, kept as its theoretical arrival time (the generic cell rate
+/// algorithm): exact integer arithmetic, one number per consumer.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    /// The time at which the bucket will be full again, Unix ms; at or before now: full.
+    tat_ms: u64,
+    /// Last time this consumer was seen, for least-recently-used eviction.
+    seen_ms: u64,
+}
+
+/// The provider's request budgets: token buckets per consumer and the open-request limits.
+#[derive(Debug)]
+pub struct RequestBudget {
+    /// The limits.
+    config: BudgetConfig,
+    /// Buckets of consumers seen recently; at most `config.max_tracked`.
+    buckets: HashMap<PublicKey, Bucket>,
+}
+
+impl RequestBudget {
+    /// A budget with no history.
+    pub fn new(config: BudgetConfig) -> Self {
+        Self {
+            config,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &BudgetConfig {
+        &self.config
+    }
+
+    /// How far the arrival time may run ahead of now: the burst after the first request.
+    fn tolerance_ms(&self) -> u64 {
+        u64::from(self.config.burst.max(1) - 1).saturating_mul(self.config.refill_ms)
+    }
+
+    /// Decides whether a verified request from `consumer` may be considered at `now_ms`.
+    /// `open_by_consumer` and `open_total` are the provider's current counts of undecided
+    /// requests (from its store). Takes one token when admitted; a refused request takes
+    /// none, so a consumer that waits as told is admitted.
+    pub fn admit(
+        &mut self,
+        consumer: &PublicKey,
+        open_by_consumer: u32,
+        open_total: u32,
+        now_ms: u64,
+    ) -> Result<(), BudgetRefusal> {
+        let max = self.config.max_open_per_consumer;
+        if open_by_consumer >= max {
+            return Err(BudgetRefusal::TooManyOpen {
+                open: open_by_consumer,
+                max,
+            });
+        }
+        let tat = self
+            .buckets
+            .get(consumer)
+            .map_or(now_ms, |b| b.tat_ms.max(now_ms));
+        let ahead = tat - now_ms;
+        if ahead > self.tolerance_ms() {
+            let retry_after_ms = ahead - self.tolerance_ms();
+            self.store(*consumer, tat, now_ms);
+            return Err(BudgetRefusal::RateLimited { retry_after_ms });
+        }
+        let max_total = self.config.max_open_total;
+        if open_total >= max_total {
+            return Err(BudgetRefusal::ProviderFull {
+                open: open_total,
+                max: max_total,
+            });
+        }
+        self.store(
+            *consumer,
+            tat.saturating_add(self.config.refill_ms.max(1)),
+            now_ms,
+        );
+        Ok(())
+    }
+
+    /// Keeps a bucket, evicting others when the table is full.
+    fn store(&mut self, consumer: PublicKey, tat_ms: u64, now_ms: u64) {
+        let max = self.config.max_tracked.max(1);
+        if !self.buckets.contains_key(&consumer) && self.buckets.len() >= max {
+            // A full bucket is the same as none.
+            self.buckets.retain(|_, b| b.tat_ms > now_ms);
+            if self.buckets.len() >= max
+                && let Some(oldest) = self
+                    .buckets
+                    .iter()
+                    .min_by_key(|(_, b)| b.seen_ms)
+                    .map(|(k, _)| *k)
+            {
+                self.buckets.remove(&oldest);
+            }
+        }
+        self.buckets.insert(
+            consumer,
+            Bucket {
+                tat_ms,
+                seen_ms: now_ms,
+            },
+        );
+    }
+
+    /// Buckets held now (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether a request made at `requested_ms` and still undecided has expired at `now_ms`.
+    pub fn pending_expired(&self, requested_ms: u64, now_ms: u64) -> bool {
+        now_ms.saturating_sub(requested_ms) >= self.config.pending_ttl_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn key(n: u8) -> PublicKey {
+        Identity::from_secret_bytes([n; 32]).public_key()
+    }
+
+    fn config() -> BudgetConfig {
+        BudgetConfig {
+            max_open_per_consumer: 3,
+            max_open_total: 10,
+            burst: 4,
+            refill_ms: 1000,
+            pending_ttl_ms: 5000,
+            max_tracked: 3,
+        }
+    }
+
+    #[test]
+    fn open_requests_per_consumer_are_bounded() {
+        let mut b = RequestBudget::new(config());
+        assert_eq!(b.admit(&key(1), 2, 2, NOW), Ok(()));
+        let refusal = b.admit(&key(1), 3, 3, NOW).unwrap_err();
+        assert_eq!(refusal, BudgetRefusal::TooManyOpen { open: 3, max: 3 });
+        assert_eq!(
+            refusal.to_string(),
+            "too many open requests: 3 pending (at most 3); wait for answers or withdraw some"
+        );
+        // Another consumer is not affected.
+        assert_eq!(b.admit(&key(2), 0, 3, NOW), Ok(()));
+    }
+
+    #[test]
+    fn the_total_is_bounded_against_many_keys() {
+        let mut b = RequestBudget::new(config());
+        assert_eq!(
+            b.admit(&key(9), 0, 10, NOW),
+            Err(BudgetRefusal::ProviderFull { open: 10, max: 10 })
+        );
+        assert_eq!(b.admit(&key(9), 0, 9, NOW), Ok(()));
+    }
+
+    #[test]
+    fn token_bucket_allows_a_burst_then_the_refill_rate() {
+        let mut b = RequestBudget::new(config());
+        for _ in 0..4 {
+            assert_eq!(b.admit(&key(1), 0, 0, NOW), Ok(()));
+        }
+        assert_eq!(
+            b.admit(&key(1), 0, 0, NOW),
+            Err(BudgetRefusal::RateLimited {
+                retry_after_ms: 1000
+            })
+        );
+        // Refused requests cost nothing; 400 ms later 600 ms are still missing.
+        assert_eq!(
+            b.admit(&key(1), 0, 0, NOW + 400),
+            Err(BudgetRefusal::RateLimited {
+                retry_after_ms: 600
+            })
+        );
+        assert_eq!(b.admit(&key(1), 0, 0, NOW + 1000), Ok(()));
+        assert!(b.admit(&key(1), 0, 0, NOW + 1000).is_err());
+        // A long pause refills to the burst, no further.
+        for _ in 0..4 {
+            assert_eq!(b.admit(&key(1), 0, 0, NOW + 60_000), Ok(()));
+        }
+        assert!(b.admit(&key(1), 0, 0, NOW + 60_000).is_err());
+        // A clock that goes backwards gives nothing.
+        assert!(b.admit(&key(1), 0, 0, NOW).is_err());
+    }
+
+    #[test]
+    fn a_flood_of_2000_is_admitted_at_the_burst_then_the_rate() {
+        let mut b = RequestBudget::new(BudgetConfig::default());
+        let admitted = (0..2000u64)
+            .filter(|i| b.admit(&key(1), 0, 0, NOW + i * 10).is_ok())
+            .count();
+        // 20 s of flood: the burst of 20 plus one per 3 s.
+        assert_eq!(admitted, 20 + 6);
+    }
+
+    #[test]
+    fn tracked_buckets_are_bounded() {
+        let mut b = RequestBudget::new(config());
+        for n in 0..50u8 {
+            let _ = b.admit(&key(n), 0, 0, NOW + u64::from(n));
+            assert!(b.tracked() <= 3);
+        }
+        // The most recent consumer is still limited after eviction pressure.
+        for _ in 0..4 {
+            let _ = b.admit(&key(200), 0, 0, NOW + 100);
+        }
+        assert!(b.admit(&key(200), 0, 0, NOW + 100).is_err());
+    }
+
+    #[test]
+    fn pending_requests_expire_after_the_ttl() {
+        let b = RequestBudget::new(config());
+        assert!(!b.pending_expired(NOW, NOW + 4999));
+        assert!(b.pending_expired(NOW, NOW + 5000));
+        assert!(!b.pending_expired(NOW + 10, NOW));
+    }
+}

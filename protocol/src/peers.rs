@@ -1,0 +1,860 @@
+//! The peer policy: which peers to dial, which connections to close, when to sync with whom,
+//! and how much a peer's misbehaviour should cost its gossip score.
+//!
+//! A sans-I/O state machine in the style of iroh-gossip's `proto`: the node actor reports
+//! what happened (`on_connected`, `on_dial_failed`, `on_sync_finished`, ...) with the current
+//! time, calls [`PeerPolicy::tick`] periodically, and executes the [`Action`]s it gets back.
+//! Peer ids and addresses are type parameters, so this module knows nothing of libp2p;
+//! randomness is passed in as a seed.
+//!
+//! What it keeps per peer is bounded by the number of connected peers, the configured
+//! bootstrap list and [`MAX_REMEMBERED`] entries of dial failures and penalties.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+/// Most peers remembered beyond the connected ones (failed dials, penalties, sync backoffs).
+pub const MAX_REMEMBERED: usize = 4096;
+
+/// The knobs of the policy. The defaults are the production settings.
+#[derive(Clone, Debug)]
+pub struct PolicyConfig {
+    /// Peers a node tries to stay connected to; below this it dials peers named in node
+    /// records or found through the routing table.
+    pub target_peers: usize,
+    /// Above this many peers a node closes unused connections. The gap between
+    /// `target_peers` (dial below) and this (close above) keeps the two from fighting: nodes
+    /// that dial up to the target leave many others with a few more than that, and closing
+    /// those down to the target would push the dialers below it, who would dial again.
+    pub peers_high: usize,
+    /// How often a node short of peers looks for more in the node records it holds.
+    pub discover_every: Duration,
+    /// A peer whose dial failed is not dialed again from its node record for this long.
+    pub dial_retry: Duration,
+    /// First delay between redials of a bootstrap peer.
+    pub redial_min: Duration,
+    /// Longest delay between redials of a bootstrap peer (the delay doubles up to this).
+    pub redial_max: Duration,
+    /// A connection that is neither in the gossip mesh, nor to a bootstrap peer, nor used by
+    /// sync or contracts for this long is closed while the node has more than `peers_high`
+    /// peers (gossipsub keeps a stream open on every connection, so the idle timeout never
+    /// closes one).
+    pub unused_grace: Duration,
+    /// How often unused connections are looked for.
+    pub trim_every: Duration,
+    /// Most connections closed per look.
+    pub trim_per_round: usize,
+    /// Most sync sessions in flight. Each new connection starts one; during a burst of
+    /// connections the others are left to the periodic round.
+    pub max_syncs_in_flight: usize,
+    /// Delay before syncing again with a peer whose answer was cut short but brought news.
+    pub sync_retry_min: Duration,
+    /// Longest delay before syncing again with a peer whose answers are cut short without
+    /// bringing anything new, or whose sync failed (the delay doubles up to this).
+    pub sync_retry_max: Duration,
+    /// Penalty points halve over this time.
+    pub penalty_half_life: Duration,
+    /// A peer with at least this many penalty points is not asked for syncs.
+    pub sync_penalty_limit: f64,
+    /// How often decayed scores are handed to the gossip layer.
+    pub score_refresh: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            target_peers: 8,
+            peers_high: 24,
+            discover_every: Duration::from_secs(2),
+            dial_retry: Duration::from_secs(60),
+            redial_min: Duration::from_millis(500),
+            redial_max: Duration::from_secs(30),
+            unused_grace: Duration::from_secs(30),
+            trim_every: Duration::from_secs(2),
+            trim_per_round: 16,
+            max_syncs_in_flight: 4,
+            sync_retry_min: Duration::from_secs(1),
+            sync_retry_max: Duration::from_secs(60),
+            penalty_half_life: Duration::from_secs(600),
+            sync_penalty_limit: 8.0,
+            score_refresh: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the node should do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action<P, A> {
+    /// Dial a configured bootstrap address.
+    DialAddr(A),
+    /// Dial a peer at these addresses; empty: at whatever addresses the routing table has.
+    DialPeer {
+        /// The peer.
+        peer: P,
+        /// Its addresses, from its signed node record.
+        addrs: Vec<A>,
+    },
+    /// Close every connection to the peer.
+    Disconnect(P),
+    /// Start a sync session with the peer.
+    Sync(P),
+    /// Set the peer's application-specific gossip score.
+    SetScore {
+        /// The peer.
+        peer: P,
+        /// Its new score: zero or negative.
+        score: f64,
+    },
+}
+
+/// How a sync session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// Both sides agree (as far as the session's bounds could tell).
+    Complete,
+    /// The answer was cut short by its size limit; `progress` if it brought new entries.
+    Truncated {
+        /// Whether anything new was stored from it.
+        progress: bool,
+    },
+    /// The request failed, timed out, or the answer was refused.
+    Failed,
+}
+
+/// A configured bootstrap address and its redial schedule.
+#[derive(Clone, Debug)]
+struct Bootstrap<P, A> {
+    /// Address to dial.
+    addr: A,
+    /// Peer id, if the address names it or once learnt on connect.
+    peer: Option<P>,
+    /// Delay before the next attempt after a failure.
+    backoff: Duration,
+    /// Earliest next attempt.
+    next_attempt: Instant,
+}
+
+/// A connected peer.
+#[derive(Clone, Debug)]
+struct Connected {
+    /// Last sync or contract message either way (or the connection time).
+    last_used: Instant,
+}
+
+/// When a peer may be synced with again.
+#[derive(Clone, Copy, Debug)]
+struct SyncRetry {
+    /// Current delay.
+    backoff: Duration,
+    /// Not before this.
+    not_before: Instant,
+    /// A sync is due at `not_before` (a truncated answer asks for the rest).
+    due: bool,
+}
+
+/// Penalty points of a peer, decaying over time.
+#[derive(Clone, Copy, Debug)]
+struct Penalty {
+    /// Points at `at`.
+    points: f64,
+    /// When `points` was computed.
+    at: Instant,
+}
+
+/// The peer policy state machine. See the module docs.
+#[derive(Debug)]
+pub struct PeerPolicy<P, A> {
+    /// The knobs.
+    config: PolicyConfig,
+    /// Our own id, never dialed.
+    me: P,
+    /// Connected peers.
+    connected: HashMap<P, Connected>,
+    /// Configured bootstrap peers.
+    bootstrap: Vec<Bootstrap<P, A>>,
+    /// Peers being dialed from records or the routing table; counted against the target
+    /// so a burst of routing updates does not dial the whole mesh at once.
+    dialing: HashSet<P>,
+    /// Peers whose last dial failed, and when they may be dialed again from their record.
+    dial_failed: HashMap<P, Instant>,
+    /// Next look for peers in the node records.
+    next_discovery: Instant,
+    /// Last look for unused connections.
+    last_trim: Instant,
+    /// Peers with a sync session in flight.
+    syncing: BTreeSet<P>,
+    /// Sync backoffs of peers whose sessions were cut short or failed.
+    sync_retry: HashMap<P, SyncRetry>,
+    /// Penalty points of peers that sent what our validation rejects.
+    penalties: HashMap<P, Penalty>,
+    /// Last time decayed scores were handed out.
+    last_score_refresh: Instant,
+}
+
+impl<P, A> PeerPolicy<P, A>
+where
+    P: Clone + Eq + Hash + Ord + std::fmt::Debug,
+    A: Clone + PartialEq + std::fmt::Debug,
+{
+    /// A policy for node `me` with its bootstrap addresses (and the peer each names, if any).
+    pub fn new(
+        config: PolicyConfig,
+        me: P,
+        bootstrap: impl IntoIterator<Item = (A, Option<P>)>,
+        now: Instant,
+    ) -> Self {
+        let bootstrap = bootstrap
+            .into_iter()
+            .map(|(addr, peer)| Bootstrap {
+                addr,
+                peer,
+                backoff: config.redial_min,
+                next_attempt: now,
+            })
+            .collect();
+        Self {
+            config,
+            me,
+            connected: HashMap::new(),
+            bootstrap,
+            dialing: HashSet::new(),
+            dial_failed: HashMap::new(),
+            next_discovery: now,
+            last_trim: now,
+            syncing: BTreeSet::new(),
+            sync_retry: HashMap::new(),
+            penalties: HashMap::new(),
+            last_score_refresh: now,
+        }
+    }
+
+    /// The knobs.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// Connected peers.
+    pub fn connected(&self) -> usize {
+        self.connected.len()
+    }
+
+    /// Whether a sync session with `peer` is in flight.
+    pub fn is_syncing(&self, peer: &P) -> bool {
+        self.syncing.contains(peer)
+    }
+
+    /// Sync sessions in flight.
+    pub fn syncs_in_flight(&self) -> usize {
+        self.syncing.len()
+    }
+
+    /// A connection to `peer` was established; `remote` is the address it came from or
+    /// went to, `first` whether it is the first connection to this peer.
+    pub fn on_connected(
+        &mut self,
+        peer: P,
+        remote: &A,
+        first: bool,
+        now: Instant,
+    ) -> Vec<Action<P, A>> {
+        self.dialing.remove(&peer);
+        self.dial_failed.remove(&peer);
+        for b in &mut self.bootstrap {
+            if b.peer.is_none() && b.addr == *remote {
+                b.peer = Some(peer.clone());
+            }
+            if b.peer.as_ref() == Some(&peer) {
+                b.backoff = self.config.redial_min;
+            }
+        }
+        self.connected
+            .entry(peer.clone())
+            .or_insert(Connected { last_used: now });
+        let mut actions = Vec::new();
+        if first && self.may_sync(&peer, now) {
+            actions.extend(self.start_sync(peer));
+        }
+        actions
+    }
+
+    /// A connection to `peer` closed; `remaining` connections to it are still open.
+    pub fn on_disconnected(&mut self, peer: &P, remaining: u32, now: Instant) {
+        if remaining > 0 {
+            return;
+        }
+        self.connected.remove(peer);
+        self.syncing.remove(peer);
+        for b in &mut self.bootstrap {
+            if b.peer.as_ref() == Some(peer) {
+                b.next_attempt = now + b.backoff;
+            }
+        }
+    }
+
+    /// A dial of `peer` failed: not again from its record for `dial_retry`.
+    pub fn on_dial_failed(&mut self, peer: P, now: Instant) {
+        self.dialing.remove(&peer);
+        if self.dial_failed.len() >= MAX_REMEMBERED {
+            self.dial_failed.retain(|_, at| *at > now);
+        }
+        if self.dial_failed.len() < MAX_REMEMBERED {
+            self.dial_failed.insert(peer, now + self.config.dial_retry);
+        }
+    }
+
+    /// A dial the policy asked for could not even start: forget it.
+    pub fn on_dial_not_started(&mut self, peer: &P) {
+        self.dialing.remove(peer);
+    }
+
+    /// A sync or contract message went either way with `peer`.
+    pub fn on_used(&mut self, peer: &P, now: Instant) {
+        if let Some(c) = self.connected.get_mut(peer) {
+            c.last_used = now;
+        }
+    }
+
+    /// The routing table learnt of `peer`: dial it while short of peers.
+    pub fn on_routing_updated(&mut self, peer: P) -> Vec<Action<P, A>> {
+        if self.connected.len() + self.dialing.len() >= self.config.target_peers
+            || self.connected.contains_key(&peer)
+            || self.dialing.contains(&peer)
+            || self.dial_failed.contains_key(&peer)
+            || peer == self.me
+        {
+            return Vec::new();
+        }
+        self.dialing.insert(peer.clone());
+        vec![Action::DialPeer {
+            peer,
+            addrs: Vec::new(),
+        }]
+    }
+
+    /// How many peers to dial from node records now, if it is time to look: the node then
+    /// loads its records and calls [`PeerPolicy::choose_dials`]. `known_nodes` is how many
+    /// node records it holds (its own included): connected to all of them, there is no one
+    /// left to find and the records are not read.
+    pub fn discovery_wanted(&mut self, known_nodes: usize, now: Instant) -> Option<usize> {
+        let busy = self.connected.len() + self.dialing.len();
+        let wanted = self.config.target_peers.saturating_sub(busy);
+        if wanted == 0 || now < self.next_discovery {
+            return None;
+        }
+        self.next_discovery = now + self.config.discover_every;
+        if busy + 1 >= known_nodes {
+            return None;
+        }
+        self.dial_failed.retain(|_, retry_at| *retry_at > now);
+        Some(wanted)
+    }
+
+    /// Picks up to `wanted` peers at random (from `seed`) among `candidates` (peer, dialable
+    /// addresses): not us, not connected, not being dialed, not failed recently, with an
+    /// address.
+    pub fn choose_dials(
+        &mut self,
+        candidates: impl IntoIterator<Item = (P, Vec<A>)>,
+        wanted: usize,
+        seed: u64,
+    ) -> Vec<Action<P, A>> {
+        let mut eligible: Vec<(u64, P, Vec<A>)> = candidates
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (peer, addrs))| {
+                *peer != self.me
+                    && !addrs.is_empty()
+                    && !self.connected.contains_key(peer)
+                    && !self.dialing.contains(peer)
+                    && !self.dial_failed.contains_key(peer)
+            })
+            .map(|(i, (peer, addrs))| (mix(seed ^ (i as u64)), peer, addrs))
+            .collect();
+        eligible.sort_by_key(|(rank, _, _)| *rank);
+        eligible.dedup_by(|a, b| a.1 == b.1);
+        eligible
+            .into_iter()
+            .take(wanted)
+            .map(|(_, peer, addrs)| {
+                self.dialing.insert(peer.clone());
+                Action::DialPeer { peer, addrs }
+            })
+            .collect()
+    }
+
+    /// Periodic work: bootstrap redials, due syncs, unused connections to close, decayed
+    /// scores. `in_mesh` says whether a peer is in the gossip mesh (never closed).
+    pub fn tick(&mut self, now: Instant, in_mesh: impl Fn(&P) -> bool) -> Vec<Action<P, A>> {
+        let mut actions = Vec::new();
+        for b in &mut self.bootstrap {
+            let connected = b.peer.as_ref().is_some_and(|p| self.connected.contains_key(p));
+            if connected || b.peer.as_ref() == Some(&self.me) || now < b.next_attempt {
+                continue;
+            }
+            actions.push(Action::DialAddr(b.addr.clone()));
+            b.next_attempt = now + b.backoff;
+            b.backoff = (b.backoff * 2).min(self.config.redial_max);
+        }
+        let due: Vec<P> = self
+            .sync_retry
+            .iter()
+            .filter(|(p, r)| r.due && now >= r.not_before && self.connected.contains_key(*p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in due {
+            if self.may_sync(&peer, now) {
+                if let Some(r) = self.sync_retry.get_mut(&peer) {
+                    r.due = false;
+                }
+                actions.extend(self.start_sync(peer));
+            }
+        }
+        actions.extend(self.trim(now, in_mesh));
+        if now.duration_since(self.last_score_refresh) >= self.config.score_refresh {
+            self.last_score_refresh = now;
+            actions.extend(self.refresh_scores(now));
+        }
+        actions
+    }
+
+    /// The periodic anti-entropy round: a sync with one connected peer chosen at random
+    /// (from `seed`) among those not syncing, not backing off and not penalised.
+    pub fn sync_round(&mut self, now: Instant, seed: u64) -> Vec<Action<P, A>> {
+        let mut eligible: Vec<&P> = self
+            .connected
+            .keys()
+            .filter(|p| self.may_sync(p, now))
+            .collect();
+        if eligible.is_empty() {
+            return Vec::new();
+        }
+        eligible.sort();
+        let peer = eligible[(mix(seed) % eligible.len() as u64) as usize].clone();
+        self.start_sync(peer)
+    }
+
+    /// A sync session with `peer` ended. A truncated answer schedules the next session after
+    /// a delay (short while answers bring news, doubling while they do not), never at once.
+    pub fn on_sync_finished(&mut self, peer: &P, outcome: SyncOutcome, now: Instant) {
+        self.syncing.remove(peer);
+        let previous = self.sync_retry.get(peer).map(|r| r.backoff);
+        let backoff = match (outcome, previous) {
+            (SyncOutcome::Complete, _) => {
+                self.sync_retry.remove(peer);
+                return;
+            }
+            (SyncOutcome::Truncated { progress: true }, _) | (_, None) => {
+                self.config.sync_retry_min
+            }
+            (_, Some(b)) => (b * 2).min(self.config.sync_retry_max),
+        };
+        if previous.is_none() && self.sync_retry.len() >= MAX_REMEMBERED {
+            self.sync_retry.retain(|_, r| r.not_before > now);
+            if self.sync_retry.len() >= MAX_REMEMBERED {
+                return;
+            }
+        }
+        self.sync_retry.insert(
+            peer.clone(),
+            SyncRetry {
+                backoff,
+                not_before: now + backoff,
+                due: matches!(outcome, SyncOutcome::Truncated { .. }),
+            },
+        );
+    }
+
+    /// `peer` sent something our validation rejects: `points` more penalty points, and its
+    /// new gossip score.
+    pub fn on_misbehaviour(&mut self, peer: P, points: f64, now: Instant) -> Vec<Action<P, A>> {
+        let current = self.penalty(&peer, now);
+        if !self.penalties.contains_key(&peer) && self.penalties.len() >= MAX_REMEMBERED {
+            // Forget the mildest offender to make room.
+            let mildest = self
+                .penalties
+                .iter()
+                .min_by(|a, b| a.1.points.total_cmp(&b.1.points))
+                .map(|(p, _)| p.clone());
+            if let Some(p) = mildest {
+                self.penalties.remove(&p);
+            }
+        }
+        let points = current + points;
+        self.penalties.insert(peer.clone(), Penalty { points, at: now });
+        vec![Action::SetScore {
+            peer,
+            score: -points,
+        }]
+    }
+
+    /// `peer`'s penalty points now.
+    pub fn penalty(&self, peer: &P, now: Instant) -> f64 {
+        self.penalties
+            .get(peer)
+            .map_or(0.0, |p| self.decayed(p, now))
+    }
+
+    fn decayed(&self, p: &Penalty, now: Instant) -> f64 {
+        let half_lives = now.duration_since(p.at).as_secs_f64()
+            / self.config.penalty_half_life.as_secs_f64().max(1e-3);
+        p.points * 0.5f64.powf(half_lives)
+    }
+
+    fn refresh_scores(&mut self, now: Instant) -> Vec<Action<P, A>> {
+        let mut actions = Vec::new();
+        let updated: Vec<(P, f64)> = self
+            .penalties
+            .iter()
+            .map(|(peer, p)| (peer.clone(), self.decayed(p, now)))
+            .collect();
+        for (peer, points) in updated {
+            if points < 0.5 {
+                self.penalties.remove(&peer);
+                actions.push(Action::SetScore { peer, score: 0.0 });
+            } else {
+                self.penalties.insert(peer.clone(), Penalty { points, at: now });
+                actions.push(Action::SetScore {
+                    peer,
+                    score: -points,
+                });
+            }
+        }
+        actions
+    }
+
+    fn may_sync(&self, peer: &P, now: Instant) -> bool {
+        self.connected.contains_key(peer)
+            && !self.syncing.contains(peer)
+            && self.syncing.len() < self.config.max_syncs_in_flight
+            && self.sync_retry.get(peer).is_none_or(|r| now >= r.not_before)
+            && self.penalty(peer, now) < self.config.sync_penalty_limit
+    }
+
+    fn start_sync(&mut self, peer: P) -> Vec<Action<P, A>> {
+        if !self.syncing.insert(peer.clone()) {
+            return Vec::new();
+        }
+        vec![Action::Sync(peer)]
+    }
+
+    /// Closes connections nobody uses while above `peers_high`: not in the gossip mesh, not
+    /// a bootstrap peer, no sync or contract message for `unused_grace`, no sync in flight.
+    /// The longest unused go first, at most `trim_per_round` per look.
+    fn trim(&mut self, now: Instant, in_mesh: impl Fn(&P) -> bool) -> Vec<Action<P, A>> {
+        let excess = self.connected.len().saturating_sub(self.config.peers_high);
+        if excess == 0 || now.duration_since(self.last_trim) < self.config.trim_every {
+            return Vec::new();
+        }
+        self.last_trim = now;
+        let mut unused: Vec<(Instant, &P)> = self
+            .connected
+            .iter()
+            .filter(|(peer, c)| {
+                now.duration_since(c.last_used) >= self.config.unused_grace
+                    && !in_mesh(peer)
+                    && !self.syncing.contains(*peer)
+                    && !self.bootstrap.iter().any(|b| b.peer.as_ref() == Some(*peer))
+            })
+            .map(|(peer, c)| (c.last_used, peer))
+            .collect();
+        unused.sort();
+        unused
+            .into_iter()
+            .take(excess.min(self.config.trim_per_round))
+            .map(|(_, peer)| Action::Disconnect(peer.clone()))
+            .collect()
+    }
+}
+
+/// splitmix64: spreads a seed into a well-mixed rank.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Policy = PeerPolicy<u32, &'static str>;
+
+    const ME: u32 = 0;
+
+    fn policy(bootstrap: Vec<(&'static str, Option<u32>)>, t0: Instant) -> Policy {
+        PeerPolicy::new(PolicyConfig::default(), ME, bootstrap, t0)
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn dials(actions: &[Action<u32, &'static str>]) -> Vec<u32> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::DialPeer { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn candidates(range: std::ops::Range<u32>) -> Vec<(u32, Vec<&'static str>)> {
+        range.map(|p| (p, vec!["addr"])).collect()
+    }
+
+    #[test]
+    fn bootstrap_redials_back_off_and_reset_on_connect() {
+        let t0 = Instant::now();
+        let mut p = policy(vec![("boot", None)], t0);
+        let never = |_: &u32| false;
+        // (time offset ms, expected redial)
+        let table = [
+            (0, true),
+            (100, false),
+            (500, true),  // after 500 ms
+            (1400, false),
+            (1500, true), // after 1 s more
+            (3400, false),
+            (3500, true), // after 2 s more
+        ];
+        for (ms, expected) in table {
+            let actions = p.tick(t0 + Duration::from_millis(ms), never);
+            assert_eq!(
+                actions.contains(&Action::DialAddr("boot")),
+                expected,
+                "at {ms} ms: {actions:?}"
+            );
+        }
+        // Connected through that address: no redial while connected, and the backoff resets.
+        let now = t0 + secs(10);
+        p.on_connected(7, &"boot", true, now);
+        assert!(!p.tick(now + secs(60), never).contains(&Action::DialAddr("boot")));
+        p.on_disconnected(&7, 0, now + secs(60));
+        assert!(!p.tick(now + secs(60), never).contains(&Action::DialAddr("boot")));
+        assert!(
+            p.tick(now + secs(60) + Duration::from_millis(500), never)
+                .contains(&Action::DialAddr("boot"))
+        );
+    }
+
+    #[test]
+    fn redial_backoff_is_capped() {
+        let t0 = Instant::now();
+        let mut p = policy(vec![("boot", None)], t0);
+        let mut dialed_at = Vec::new();
+        let mut t = t0;
+        while t < t0 + secs(200) {
+            if p.tick(t, |_| false).contains(&Action::DialAddr("boot")) {
+                dialed_at.push(t);
+            }
+            t += Duration::from_millis(250);
+        }
+        let gaps: Vec<Duration> = dialed_at.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|g| *g <= secs(30) + Duration::from_millis(250)));
+        assert!(gaps.last().unwrap() >= &secs(30));
+    }
+
+    #[test]
+    fn discovery_fills_up_to_the_target_without_a_dial_storm() {
+        let t0 = Instant::now();
+        let mut p = policy(vec![], t0);
+        // Connected to 3 of 100 known nodes: wants 5 more.
+        for peer in 1..=3 {
+            p.on_connected(peer, &"x", true, t0);
+        }
+        let wanted = p.discovery_wanted(100, t0).expect("short of peers");
+        assert_eq!(wanted, 5);
+        let actions = p.choose_dials(candidates(1..100), wanted, 42);
+        let chosen = dials(&actions);
+        assert_eq!(chosen.len(), 5);
+        assert!(chosen.iter().all(|c| *c > 3), "connected peers are not dialed");
+        // The dials in flight count against the target: nothing more is wanted, not even
+        // after the discovery interval, and routing updates dial nobody.
+        assert_eq!(p.discovery_wanted(100, t0 + secs(3)), None);
+        assert!(p.on_routing_updated(50).is_empty());
+        // A failed dial frees its place, at the next look; looks are `discover_every` apart.
+        p.on_dial_failed(chosen[0], t0 + secs(3));
+        assert_eq!(p.discovery_wanted(100, t0 + secs(4)), Some(1));
+        assert_eq!(p.discovery_wanted(100, t0 + secs(5)), None);
+        assert_eq!(p.discovery_wanted(100, t0 + secs(6)), Some(1));
+    }
+
+    #[test]
+    fn a_failed_dial_is_not_retried_for_a_minute() {
+        let t0 = Instant::now();
+        let mut p = policy(vec![], t0);
+        p.on_dial_failed(5, t0);
+        // (seconds after the failure, 5 dialable again)
+        for (s, expected) in [(1, false), (30, false), (59, false), (61, true)] {
+            let now = t0 + secs(s);
+            // A fresh policy clock for discovery each time.
+            p.next_discovery = now;
+            let wanted = p.discovery_wanted(100, now).unwrap();
+            let chosen = dials(&p.choose_dials(candidates(5..6), wanted, 1));
+            assert_eq!(chosen.contains(&5), expected, "{s} s after the failure");
+            p.dialing.clear();
+        }
+        assert!(p.on_routing_updated(ME).is_empty(), "never dials itself");
+    }
+
+    #[test]
+    fn no_discovery_when_connected_to_everyone_known() {
+        let t0 = Instant::now();
+        let mut p = policy(vec![], t0);
+        p.on_connected(1, &"x", true, t0);
+        p.on_connected(2, &"x", true, t0);
+        // Three records known (ours and two peers): nobody left to find.
+        assert_eq!(p.discovery_wanted(3, t0), None);
+        assert_eq!(p.discovery_wanted(4, t0 + secs(2)), Some(6));
+    }
+
+    #[test]
+    fn choice_is_random_but_reproducible() {
+        let t0 = Instant::now();
+        let pick = |seed| {
+            let mut p = policy(vec![], t0);
+            dials(&p.choose_dials(candidates(1..1000), 8, seed))
+        };
+        assert_eq!(pick(1), pick(1));
+        assert_ne!(pick(1), pick(2));
+        assert_ne!(pick(1), (1..9).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn trimming_has_hysteresis_and_spares_used_mesh_and_bootstrap_peers() {
+        let t0 = Instant::now();
+        let mut p = policy(vec![("boot", Some(1))], t0);
+        let config = PolicyConfig::default();
+        // (connected peers, expected closes) with every peer unused for long enough.
+        for (n, expected) in [(8usize, 0usize), (24, 0), (25, 1), (30, 6), (60, 16)] {
+            let mut p = policy(vec![], t0);
+            for peer in 1..=n as u32 {
+                p.on_connected(peer, &"x", false, t0);
+            }
+            let now = t0 + config.unused_grace + secs(1);
+            let closes = p
+                .tick(now, |_| false)
+                .into_iter()
+                .filter(|a| matches!(a, Action::Disconnect(_)))
+                .count();
+            assert_eq!(closes, expected, "{n} peers");
+        }
+        // Above the high mark, only the unused, non-mesh, non-bootstrap peers go.
+        for peer in 1..=30 {
+            p.on_connected(peer, &"x", false, t0);
+        }
+        let now = t0 + config.unused_grace + secs(1);
+        for peer in 2..=10 {
+            p.on_used(&peer, now);
+        }
+        let closed: Vec<u32> = p
+            .tick(now, |peer| (11..=20).contains(peer))
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Disconnect(peer) => Some(peer),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closed.len(), 6);
+        assert!(closed.iter().all(|p| (21..=30).contains(p)), "{closed:?}");
+        // Not again before `trim_every`.
+        assert!(
+            !p.tick(now + Duration::from_millis(500), |_| false)
+                .iter()
+                .any(|a| matches!(a, Action::Disconnect(_)))
+        );
+    }
+
+    #[test]
+    fn new_connections_start_syncs_up_to_the_limit() {
+        let t0 = Instant::now();
+        let mut p = policy(vec![], t0);
+        let syncs = (1..=6)
+            .flat_map(|peer| p.on_connected(peer, &"x", true, t0))
+            .filter(|a| matches!(a, Action::Sync(_)))
+            .count();
+        assert_eq!(syncs, 4);
+        // A second connection to a peer starts nothing.
+        p.on_sync_finished(&1, SyncOutcome::Complete, t0);
+        assert!(p.on_connected(1, &"x", false, t0).is_empty());
+        // The periodic round picks an idle peer.
+        let round = p.sync_round(t0, 9);
+        assert!(
+            matches!(round.as_slice(), [Action::Sync(peer)] if [1, 5, 6].contains(peer)),
+            "{round:?}"
+        );
+    }
+
+    #[test]
+    fn truncated_answers_resync_after_a_delay_never_at_once() {
+        let t0 = Instant::now();
+        let mut p = policy(vec![], t0);
+        let cfg = PolicyConfig::default();
+        p.on_connected(1, &"x", true, t0);
+        // (outcome, delay before the next sync is due)
+        let table = [
+            (SyncOutcome::Truncated { progress: true }, cfg.sync_retry_min),
+            (SyncOutcome::Truncated { progress: false }, cfg.sync_retry_min * 2),
+            (SyncOutcome::Truncated { progress: false }, cfg.sync_retry_min * 4),
+            (SyncOutcome::Truncated { progress: true }, cfg.sync_retry_min),
+        ];
+        let mut now = t0;
+        for (outcome, delay) in table {
+            p.on_sync_finished(&1, outcome, now);
+            assert!(!p.tick(now, |_| false).contains(&Action::Sync(1)));
+            assert!(p.sync_round(now, 1).is_empty(), "the periodic round waits too");
+            let before = now + delay - Duration::from_millis(1);
+            assert!(!p.tick(before, |_| false).contains(&Action::Sync(1)));
+            now += delay;
+            assert!(p.tick(now, |_| false).contains(&Action::Sync(1)), "{outcome:?}");
+        }
+        // A complete session clears the backoff; a failure waits but schedules nothing.
+        p.on_sync_finished(&1, SyncOutcome::Complete, now);
+        assert_eq!(p.sync_round(now, 1), vec![Action::Sync(1)]);
+        p.on_sync_finished(&1, SyncOutcome::Failed, now);
+        assert!(p.tick(now + secs(120), |_| false).is_empty());
+        assert_eq!(p.sync_round(now + secs(2), 1), vec![Action::Sync(1)]);
+    }
+
+    #[test]
+    fn misbehaviour_lowers_the_score_and_decays() {
+        let t0 = Instant::now();
+        let mut p = policy(vec![], t0);
+        p.on_connected(1, &"x", true, t0);
+        p.on_sync_finished(&1, SyncOutcome::Complete, t0);
+        let actions = p.on_misbehaviour(1, 3.0, t0);
+        assert_eq!(actions, vec![Action::SetScore { peer: 1, score: -3.0 }]);
+        let actions = p.on_misbehaviour(1, 6.0, t0);
+        assert_eq!(actions, vec![Action::SetScore { peer: 1, score: -9.0 }]);
+        // Penalised past the limit: not asked for syncs.
+        assert!(p.sync_round(t0, 1).is_empty());
+        // After one half-life the refresh hands out half the penalty; much later, zero.
+        let half = t0 + PolicyConfig::default().penalty_half_life;
+        let refreshed = p.tick(half, |_| false);
+        assert!(refreshed.iter().any(
+            |a| matches!(a, Action::SetScore { peer: 1, score } if (*score + 4.5).abs() < 0.01)
+        ));
+        assert_eq!(p.sync_round(half, 1), vec![Action::Sync(1)]);
+        let later = half + PolicyConfig::default().penalty_half_life * 10;
+        assert!(
+            p.tick(later, |_| false)
+                .contains(&Action::SetScore { peer: 1, score: 0.0 })
+        );
+        assert_eq!(p.penalty(&1, later), 0.0);
+    }
+
+    #[test]
+    fn remembered_state_is_bounded() {
+        let t0 = Instant::now();
+        let mut p = policy(vec![], t0);
+        for peer in 1..(MAX_REMEMBERED as u32 * 3) {
+            p.on_dial_failed(peer, t0);
+            p.on_misbehaviour(peer, 1.0, t0);
+        }
+        assert!(p.dial_failed.len() <= MAX_REMEMBERED);
+        assert!(p.penalties.len() <= MAX_REMEMBERED);
+    }
+}

@@ -1,0 +1,244 @@
+//! A consumer that floods a provider with contract requests, for end-to-end tests of the
+//! provider's request budgets. It speaks `/meshnode/contract/1` directly over libp2p, so none
+//! of the honest consumer's own checks apply: every request is well signed, by its own key,
+//! for the named product, with a fresh nonce.
+//!
+//! Usage: `contract-flood --provider MULTIADDR/p2p/ID --provider-key HEX --product NAME
+//! [--count N] [--in-flight N]`. Prints one JSON line with the tally of answers and the
+//! elapsed time, then exits.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, StreamProtocol, request_response};
+use mesh_protocol::contract::{Columns, DAY_MS};
+use mesh_protocol::{
+    ContractMessage, ContractReply, ContractRequest, ContractTerms, Identity, ProductId, PublicKey,
+    Signed,
+};
+
+/// Length-prefixed frames, as the node's codec.
+#[derive(Clone, Debug, Default)]
+struct Codec;
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > 1 << 20 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too large"));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(data.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(data).await?;
+    io.close().await
+}
+
+impl request_response::Codec for Codec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_frame(io).await
+    }
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_frame(io).await
+    }
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
+        write_frame(io, &req).await
+    }
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()> {
+        write_frame(io, &res).await
+    }
+}
+
+/// Command-line arguments.
+#[derive(Debug)]
+struct Args {
+    /// The provider's control-plane address, with `/p2p/`.
+    provider: Multiaddr,
+    /// The provider's key (owner of the product).
+    provider_key: PublicKey,
+    /// The product requested.
+    product: String,
+    /// Requests to send.
+    count: usize,
+    /// Requests in flight at once.
+    in_flight: usize,
+}
+
+fn args() -> Args {
+    let (mut provider, mut key, mut product) = (None, None, None);
+    let (mut count, mut in_flight) = (2000, 64);
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let value = it.next();
+        match a.as_str() {
+            "--provider" => provider = value.and_then(|s| s.parse().ok()),
+            "--provider-key" => key = value.and_then(|s| PublicKey::from_hex(&s).ok()),
+            "--product" => product = value,
+            "--count" => count = value.and_then(|s| s.parse().ok()).unwrap_or(count),
+            "--in-flight" => in_flight = value.and_then(|s| s.parse().ok()).unwrap_or(in_flight),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    Args {
+        provider: provider.expect("--provider MULTIADDR/p2p/ID"),
+        provider_key: key.expect("--provider-key HEX"),
+        product: product.expect("--product NAME"),
+        count,
+        in_flight: in_flight.max(1),
+    }
+}
+
+fn request(me: &Identity, args: &Args, now_ms: u64) -> Vec<u8> {
+    let terms = ContractTerms {
+        product: ProductId {
+            owner: args.provider_key,
+            name: args.product.clone(),
+        },
+        provider_domain: "victim".into(),
+        consumer_domain: "flood".into(),
+        provider: args.provider_key,
+        consumer: me.public_key(),
+        min_version: 1,
+        max_version: None,
+        purpose: "analytics".into(),
+        columns: Columns::Listed(vec!["order_id".into()]),
+        filter: None,
+        valid_from_ms: now_ms,
+        valid_until_ms: now_ms + 7 * DAY_MS,
+        nonce: rand::random(),
+    };
+    ContractMessage::Request(Signed::sign(me, &ContractRequest { terms })).to_bytes()
+}
+
+fn label(reply: &ContractReply) -> String {
+    match reply {
+        ContractReply::Agreed(_) => "agreed".into(),
+        ContractReply::Pending(_) => "pending".into(),
+        ContractReply::Rejected(_) => "rejected".into(),
+        ContractReply::Revoked(_) => "revoked".into(),
+        ContractReply::Unknown(_) => "unknown".into(),
+        ContractReply::Error(_) => "error".into(),
+        ContractReply::Statuses(_) => "statuses".into(),
+        ContractReply::Busy(refusal) => {
+            use mesh_protocol::budget::BudgetRefusal as B;
+            match refusal {
+                B::TooManyOpen { .. } => "busy_too_many_open".into(),
+                B::RateLimited { .. } => "busy_rate_limited".into(),
+                B::ProviderFull { .. } => "busy_provider_full".into(),
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let me = Identity::from_secret_bytes(rand::random());
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(me.secret_bytes())
+        .expect("an ed25519 secret");
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                Codec,
+                [(
+                    StreamProtocol::new("/meshnode/contract/1"),
+                    request_response::ProtocolSupport::Outbound,
+                )],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(30)),
+            )
+        })
+        .expect("a behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+        .build();
+    swarm.dial(args.provider.clone()).expect("dial the provider");
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut sent, mut answered) = (0usize, 0usize);
+    let mut provider = None;
+    let mut started = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while answered < args.count {
+        let event = tokio::select! {
+            e = swarm.select_next_some() => e,
+            _ = tokio::time::sleep_until(deadline) => break,
+        };
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                provider = Some(peer_id);
+                started.get_or_insert_with(Instant::now);
+            }
+            SwarmEvent::OutgoingConnectionError { error, .. } => {
+                eprintln!("cannot reach the provider: {error}");
+                std::process::exit(2);
+            }
+            SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            }) => {
+                answered += 1;
+                let kind = ContractReply::from_bytes(&response)
+                    .map(|r| label(&r))
+                    .unwrap_or_else(|_| "malformed".into());
+                *tally.entry(kind).or_default() += 1;
+            }
+            SwarmEvent::Behaviour(request_response::Event::OutboundFailure { error, .. }) => {
+                answered += 1;
+                *tally.entry(format!("failure: {error}")).or_default() += 1;
+            }
+            _ => {}
+        }
+        if let Some(peer) = provider {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            while sent < args.count && sent - answered < args.in_flight {
+                swarm
+                    .behaviour_mut()
+                    .send_request(&peer, request(&me, &args, now_ms));
+                sent += 1;
+            }
+        }
+    }
+    let elapsed_ms = started.map_or(0, |s| s.elapsed().as_millis() as u64);
+    let report = serde_json::json!({
+        "sent": sent,
+        "answered": answered,
+        "elapsed_ms": elapsed_ms,
+        "replies": tally,
+    });
+    println!("{report}");
+}

@@ -1,0 +1,204 @@
+//! Bounded parsing end to end: a descriptor with a column type nested 3,000 levels deep
+//! (the type string that overflowed the type parser's stack) neither crashes, nor enters,
+//! nor crosses the mesh, and `publish` refuses everything its peers would reject.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use mesh_tests::{TestNode, python, require_pyarrow, wait_until, write_file};
+use serde_json::Value;
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+fn sample_csv(dir: &Path, rows: usize) -> String {
+    let mut csv = String::from("order_id,region,amount\n");
+    for i in 0..rows {
+        csv.push_str(&format!("{i},EU,{i}.5\n"));
+    }
+    write_file(dir, &format!("orders-{rows}.csv"), &csv)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Rejections counted for `reason`, as `status` reports them.
+fn rejected(node: &TestNode, reason: &str) -> u64 {
+    node.status()["rejected"][reason].as_u64().unwrap_or(0)
+}
+
+/// Product names in a node's catalog, sorted.
+fn products(node: &TestNode) -> Vec<String> {
+    let mut names: Vec<String> = node
+        .catalog()
+        .iter()
+        .map(|p| p["product"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn deeply_nested_type_from_a_peer_is_refused_counted_and_not_forwarded() {
+    let mut a = TestNode::start("sales", &[]);
+    let mut b = TestNode::start("churn", &[a.addr()]);
+    let mut c = TestNode::start("eshop", &[b.addr()]);
+    let inputs = tempfile::tempdir().unwrap();
+    let csv = sample_csv(inputs.path(), 5);
+    assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
+    wait_until(CONVERGE, || c.version_of("sales/orders") == Some(1)).expect("c sees v1");
+
+    // A well-signed descriptor with a 3,000-deep column type, gossiped to `a` and served to
+    // it by sync.
+    let hostile = Command::new(mesh_tests::meshnode_bin().with_file_name("hostile-peer"))
+        .args([
+            "--attack",
+            "deep-type",
+            "--depth",
+            "3000",
+            "--bootstrap",
+            &a.addr(),
+            "--linger",
+            "4",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start hostile-peer");
+    let output = hostile.wait_with_output().expect("hostile-peer output");
+    let actions = String::from_utf8_lossy(&output.stdout).into_owned();
+    for action in ["deep-gossiped", "deep-served-by-sync"] {
+        assert!(
+            actions.lines().any(|l| l == action),
+            "hostile did not {action}: {actions}"
+        );
+    }
+
+    // `a` stayed up and counted both copies (gossip and sync) as over a limit.
+    wait_until(CONVERGE, || rejected(&a, "over_limit") >= 2).unwrap_or_else(|| {
+        panic!(
+            "a did not count both rejections: {}\n{}",
+            a.status()["rejected"],
+            a.log()
+        )
+    });
+    let metric = a
+        .metric("meshnode_messages_rejected_total{reason=\"over_limit\"}")
+        .expect("the over_limit counter is exported");
+    assert!(metric >= 2.0, "metric {metric}");
+
+    // Traffic still flows through `a` after the attack; once `c` has the new version, the
+    // deep descriptor would have reached it too had `a` or `b` forwarded it.
+    assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
+    wait_until(CONVERGE, || c.version_of("sales/orders") == Some(2)).expect("c sees v2");
+    for node in [&mut a, &mut b, &mut c] {
+        assert!(node.is_running(), "{} crashed:\n{}", node.domain, node.log());
+        assert!(node.cli(&["status", "--json"]).success);
+        assert_eq!(products(node), ["sales/orders"], "{}", node.domain);
+    }
+    assert_eq!(rejected(&b, "over_limit"), 0, "forwarded to b");
+    assert_eq!(rejected(&c, "over_limit"), 0, "forwarded to c");
+
+    // Nothing was stored that crashes `a` when it starts again.
+    a.stop();
+    a.run();
+    assert_eq!(products(&a), ["sales/orders"]);
+}
+
+#[test]
+fn publish_refuses_what_peers_would_reject_and_stores_nothing() {
+    let mut a = TestNode::start("sales", &[]);
+    let inputs = tempfile::tempdir().unwrap();
+    let csv = sample_csv(inputs.path(), 5);
+    assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
+    let catalog_before = a.cli(&["catalog", "--json"]).json();
+    let audit_before = a.cli(&["audit", "--json"]).stdout;
+    let products_dir = a.dir.join("products");
+    let files = |dir: &Path| -> Vec<String> {
+        let mut names = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    names.push(path.strip_prefix(dir).unwrap().display().to_string());
+                }
+            }
+        }
+        names.sort();
+        names
+    };
+    let files_before = files(&products_dir);
+    assert_eq!(files_before, ["orders/1.arrow"]);
+
+    let refused = |args: &[&str], expected: &str| {
+        let out = a.cli(args);
+        assert!(!out.success, "{args:?} was accepted: {}", out.stdout);
+        assert!(
+            out.stderr.contains(expected),
+            "{args:?}: expected `{expected}` in: {}",
+            out.stderr
+        );
+    };
+
+    // A 100 kB description.
+    let description = "x".repeat(100_000);
+    refused(
+        &["publish", "orders", "--from", &csv, "--description", &description],
+        "the description is 100000 bytes long; the limit is 16384",
+    );
+
+    // A CSV with 5,000 columns.
+    let header: Vec<String> = (0..5000).map(|i| format!("c{i}")).collect();
+    let row = vec!["1"; 5000].join(",");
+    let wide = write_file(
+        inputs.path(),
+        "wide.csv",
+        &format!("{}\n{row}\n", header.join(",")),
+    );
+    refused(
+        &["publish", "wide", "--from", wide.to_str().unwrap()],
+        "the schema has 5000 entries; the limit is 2048",
+    );
+
+    // Every column within its limits, the whole descriptor over the wire limit.
+    let header: Vec<String> = (0..1000).map(|i| format!("{}{i:04}", "n".repeat(96))).collect();
+    let row = vec!["1"; 1000].join(",");
+    let heavy = write_file(
+        inputs.path(),
+        "heavy.csv",
+        &format!("{}\n{row}\n", header.join(",")),
+    );
+    refused(
+        &["publish", "heavy", "--from", heavy.to_str().unwrap()],
+        "peers accept at most 65536",
+    );
+
+    // A Parquet file whose column type is nested 3,000 levels deep.
+    if require_pyarrow() {
+        let deep = inputs.path().join("deep.parquet");
+        python(
+            "import sys, pyarrow as pa, pyarrow.parquet as pq\n\
+             t = pa.int32()\n\
+             for _ in range(3000):\n    t = pa.list_(t)\n\
+             pq.write_table(pa.table({'deep': pa.array([None], type=t)}), sys.argv[1])",
+            &[deep.to_str().unwrap()],
+        );
+        refused(
+            &["publish", "deep", "--from", deep.to_str().unwrap()],
+            "is nested 6001 levels deep; the limit is 66",
+        );
+    }
+
+    // Nothing was stored, and the daemon is still serving.
+    assert!(a.is_running(), "{}", a.log());
+    assert_eq!(a.cli(&["catalog", "--json"]).json(), catalog_before);
+    assert_eq!(a.cli(&["audit", "--json"]).stdout, audit_before);
+    assert_eq!(files(&products_dir), files_before);
+    // The refusals used no version number.
+    assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
+    assert_eq!(a.version_of("sales/orders"), Some(2));
+    let catalog: Value = a.cli(&["catalog", "--json"]).json();
+    assert_eq!(catalog.as_array().map(Vec::len), Some(1));
+}
