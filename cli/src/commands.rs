@@ -59,11 +59,12 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write `{}`", dir.config().display()))?;
     let pk = identity.public_key();
     println!(
-        "initialised domain `{}` in {}\n  key {} (fingerprint {})\nstart it with: meshnode run --data-dir {}",
+        "initialised domain `{}` in {}\n  key {} (fingerprint {})\n  back up {}: it is this domain's identity, and a damaged copy will not start\nstart it with: meshnode run --data-dir {}",
         config.domain,
         dir.root().display(),
         pk,
         pk.fingerprint(),
+        dir.identity().display(),
         dir.root().display()
     );
     Ok(())
@@ -243,9 +244,7 @@ fn pick<'a>(
     let hits: Vec<usize> = entries
         .enumerate()
         .filter(|(_, (d, n, f))| {
-            *d == domain
-                && *n == name
-                && fp.as_ref().is_none_or(|fp| f.starts_with(fp.as_str()))
+            *d == domain && *n == name && fp.as_ref().is_none_or(|fp| f.starts_with(fp.as_str()))
         })
         .map(|(i, _)| i)
         .collect();

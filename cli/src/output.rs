@@ -145,15 +145,18 @@ mod tests {
 
     #[test]
     fn line_variant_keeps_only_newlines() {
-        assert_eq!(clean_lines("first\nsecond\x1b[31m\r"), "first\nsecond\\x1b[31m\\r");
+        assert_eq!(
+            clean_lines("first\nsecond\x1b[31m\r"),
+            "first\nsecond\\x1b[31m\\r"
+        );
     }
 
     #[test]
     fn rows_and_lists_are_cleaned() {
-        assert_eq!(row(["a\x1b", "b"]), vec!["a\\x1b".to_owned(), "b".to_owned()]);
         assert_eq!(
-            clean_join(&["x\ry".into(), "z".into()], ", "),
-            "x\\ry, z"
+            row(["a\x1b", "b"]),
+            vec!["a\\x1b".to_owned(), "b".to_owned()]
         );
+        assert_eq!(clean_join(&["x\ry".into(), "z".into()], ", "), "x\\ry, z");
     }
 }

@@ -3,11 +3,11 @@
 
 use std::sync::OnceLock;
 
+use mesh_protocol::contract::Columns;
+use mesh_protocol::descriptor::ProductId;
 use mesh_protocol::descriptor::{
     Approval, ColumnSchema, ContentDigest, LineageRef, Policy, ProductDescriptor, Sla, Status,
 };
-use mesh_protocol::contract::Columns;
-use mesh_protocol::descriptor::ProductId;
 use mesh_protocol::reconcile::SyncSet;
 use mesh_protocol::{ContractTerms, Identity, PublicKey};
 

@@ -10,10 +10,10 @@ use mesh_protocol::catalog::NodeRecord;
 use mesh_protocol::contract::{Agreement, ContractRequest, Rejection, Revocation};
 use mesh_protocol::descriptor::ProductDescriptor;
 use mesh_protocol::envelope::Signed;
+use mesh_protocol::reconcile::{self, Reconciler, SetAnswer};
 use mesh_protocol::transfer::{
     self, Compression, FetchRefusal, FetchRequest, Frame, Refusal, TransferHeader,
 };
-use mesh_protocol::reconcile::{self, Reconciler, SetAnswer};
 use mesh_protocol::wire::{self, GossipMessage, SyncRequest, SyncResponse};
 use mesh_protocol::{ContractMessage, ContractReply};
 
@@ -166,7 +166,10 @@ fn encode(frames: &[Frame]) -> Vec<u8> {
 fn audit_chain() -> Vec<Vec<u8>> {
     let mut prev = audit::GENESIS;
     let details = [
-        (AuditKind::Publish, r#"{"product":"sales/orders","version":3}"#),
+        (
+            AuditKind::Publish,
+            r#"{"product":"sales/orders","version":3}"#,
+        ),
         (
             AuditKind::Request,
             r#"{"product":"sales/orders","agreement":"ab12","role":"provider","consumer":"churn"}"#,
@@ -226,10 +229,7 @@ fn data_types() -> Vec<(&'static str, DataType)> {
         ),
         ("map", DataType::Map(Arc::new(entries), false)),
         ("fixed", DataType::FixedSizeBinary(16)),
-        (
-            "large-list",
-            DataType::LargeList(item(DataType::Date32)),
-        ),
+        ("large-list", DataType::LargeList(item(DataType::Date32))),
     ]
 }
 
@@ -382,8 +382,14 @@ pub fn all() -> Vec<Seed> {
     for (name, text) in [
         ("simple", "region = 'EU'"),
         ("and", "region = 'EU' AND amount > 10.5 AND paid = true"),
-        ("quoted", "\"odd \"\"name\"\"\" != 'it''s' AND order_id <= -42"),
-        ("dates", "day >= '2024-03-01' AND at < '2024-03-01T12:00:00Z'"),
+        (
+            "quoted",
+            "\"odd \"\"name\"\"\" != 'it''s' AND order_id <= -42",
+        ),
+        (
+            "dates",
+            "day >= '2024-03-01' AND at < '2024-03-01T12:00:00Z'",
+        ),
         ("decimal", "price >= 12.34 AND small < 255"),
     ] {
         seeds.push(seed("filter", name, text.as_bytes().to_vec()));
@@ -395,7 +401,11 @@ pub fn all() -> Vec<Seed> {
     ));
     // Type strings exactly as publish writes them: Arrow's own display of real types.
     for (name, data_type) in data_types() {
-        seeds.push(seed("type_string", name, data_type.to_string().into_bytes()));
+        seeds.push(seed(
+            "type_string",
+            name,
+            data_type.to_string().into_bytes(),
+        ));
     }
     seeds.push(hostile(
         "type_string",
@@ -405,7 +415,11 @@ pub fn all() -> Vec<Seed> {
     // The descriptor that overflowed every node's stack (issue 13): 2,500 levels, under the
     // length limit so that the depth check is what refuses it.
     let deep = format!("{}Int64{}", "List(".repeat(2500), ")".repeat(2500));
-    seeds.push(hostile("type_string", "nested-2500", deep.clone().into_bytes()));
+    seeds.push(hostile(
+        "type_string",
+        "nested-2500",
+        deep.clone().into_bytes(),
+    ));
     let mut product = fixtures::product().clone();
     product.schema[0].data_type = deep;
     seeds.push(hostile(

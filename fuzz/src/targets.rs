@@ -6,15 +6,18 @@ use std::collections::BTreeSet;
 use std::str::FromStr;
 
 use mesh_protocol::audit::{self, AuditEntry, AuditHead};
+use mesh_protocol::bounds;
 use mesh_protocol::catalog::{self, MergeOutcome, NodeRecord};
-use mesh_protocol::contract::{self, Agreement, AgreementId, ContractRequest, Rejection, Revocation};
+use mesh_protocol::codec;
+use mesh_protocol::contract::{
+    self, Agreement, AgreementId, ContractRequest, Rejection, Revocation,
+};
 use mesh_protocol::descriptor::{self, ColumnSchema, ProductDescriptor, ProductId};
 use mesh_protocol::envelope::{Signable, Signed};
+use mesh_protocol::reconcile::{self, Reconciler, SetQuery, SyncSet};
 use mesh_protocol::transfer::{
     self, Compression, ExpectedTrailer, FetchRequest, Frame, FrameDecoder, TransferTrailer,
 };
-use mesh_protocol::codec;
-use mesh_protocol::reconcile::{self, Reconciler, SetQuery, SyncSet};
 use mesh_protocol::wire::{self, GossipMessage, SyncRequest, SyncResponse};
 use mesh_protocol::{ContractMessage, ContractReply, Filter, PublicKey};
 
@@ -77,7 +80,10 @@ pub fn sync_response(data: &[u8]) {
     let ours = fixtures::requester_catalog_set();
     let mut reconciler = Reconciler::new(&ours);
     let asked = reconciler.next_query(&ours, wire::MAX_SET_QUERY);
-    if reconciler.on_answer(&ours, &asked, response.products).is_ok() {
+    if reconciler
+        .on_answer(&ours, &asked, response.products)
+        .is_ok()
+    {
         // However the peer answers, the session stays bounded.
         for _ in 0..reconcile::MAX_ROUNDS + 1 {
             let query = reconciler.next_query(&ours, wire::MAX_SET_QUERY);
@@ -166,7 +172,11 @@ fn request_envelope(envelope: &Signed<ContractRequest>) {
     if let Ok(Some(filter)) = terms.parsed_filter() {
         let _ = filter.check(&product.schema);
     }
-    let _ = (terms.id().short(), terms.validity_days(), terms.is_valid_at(NOW_MS, SKEW_MS));
+    let _ = (
+        terms.id().short(),
+        terms.validity_days(),
+        terms.is_valid_at(NOW_MS, SKEW_MS),
+    );
     if let Ok(agreement) = Agreement::countersign(fixtures::provider(), signed) {
         agreement_checks(&agreement);
     }
@@ -364,7 +374,7 @@ pub fn data_frames(data: &[u8]) {
                     &fixtures::provider().public_key(),
                     &fixtures::consumer().public_key(),
                     NOW_MS,
-        SKEW_MS,
+                    SKEW_MS,
                 );
             }
             Frame::Header(header) => {
@@ -386,10 +396,7 @@ pub fn data_frames(data: &[u8]) {
 
 /// Frames decoded from `stream` pushed `chunk` bytes at a time, and the first error (from
 /// `next_frame` or `finish`).
-fn decode_stream(
-    stream: &[u8],
-    chunk: usize,
-) -> (Vec<Frame>, Option<mesh_protocol::FrameError>) {
+fn decode_stream(stream: &[u8], chunk: usize) -> (Vec<Frame>, Option<mesh_protocol::FrameError>) {
     let mut decoder = FrameDecoder::new();
     let mut frames = Vec::new();
     for piece in stream.chunks(chunk) {
@@ -418,7 +425,10 @@ pub fn filter(data: &[u8]) {
     let canonical = filter.to_string();
     let again = Filter::parse(&canonical)
         .unwrap_or_else(|e| panic!("canonical text {canonical:?} does not parse: {e}"));
-    assert_eq!(again, filter, "canonical text {canonical:?} changed the filter");
+    assert_eq!(
+        again, filter,
+        "canonical text {canonical:?} changed the filter"
+    );
     assert_eq!(again.to_string(), canonical);
     let _ = filter.check(&fixtures::product().schema);
     let _ = filter.columns().count();
@@ -430,6 +440,15 @@ pub fn type_string(data: &[u8]) {
     let Some(text) = text(data) else {
         return;
     };
+    // The text bound must bound the parser: whatever parses is no deeper than the limit
+    // (the depth check models Arrow's tokenizer; a gap there would let deep types through).
+    if let Ok(data_type) = bounds::parse_data_type(text) {
+        let depth = bounds::data_type_depth(&data_type);
+        assert!(
+            depth <= bounds::MAX_TYPE_DEPTH,
+            "{text:?} parsed to a type {depth} levels deep"
+        );
+    }
     let mut descriptor = fixtures::product().clone();
     descriptor.schema.push(ColumnSchema {
         name: "fuzzed".into(),
@@ -440,8 +459,15 @@ pub fn type_string(data: &[u8]) {
         let schema =
             descriptor::columns_to_arrow(&descriptor.schema).expect("a validated schema converts");
         // A type that validated prints as a type string that validates again.
-        let printed = schema.field(schema.fields().len() - 1).data_type().to_string();
-        descriptor.schema.last_mut().expect("pushed above").data_type = printed.clone();
+        let printed = schema
+            .field(schema.fields().len() - 1)
+            .data_type()
+            .to_string();
+        descriptor
+            .schema
+            .last_mut()
+            .expect("pushed above")
+            .data_type = printed.clone();
         assert!(
             descriptor.validate().is_ok(),
             "{text:?} validated but its printed form {printed:?} does not"

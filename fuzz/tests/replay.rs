@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use mesh_fuzz::seeds::{self, Seed};
 use mesh_fuzz::{TARGETS, target};
-use mesh_protocol::audit::{AuditEntry, AuditHead};
+use mesh_protocol::audit::AuditHead;
 use mesh_protocol::catalog::NodeRecord;
 use mesh_protocol::contract::{Agreement, ContractRequest, Rejection, Revocation};
 use mesh_protocol::descriptor::ProductDescriptor;
@@ -43,14 +43,18 @@ fn accepts(seed: &Seed) -> bool {
             .is_ok_and(|e| mesh_protocol::catalog::merge_node_record(&e, None).is_ok()),
         "envelope_contract_request" => Signed::<ContractRequest>::from_bytes(b)
             .is_ok_and(|e| mesh_protocol::verify_request(&e).is_ok()),
-        "envelope_rejection" => Signed::<Rejection>::from_bytes(b).is_ok_and(|e| e.verify().is_ok()),
+        "envelope_rejection" => {
+            Signed::<Rejection>::from_bytes(b).is_ok_and(|e| e.verify().is_ok())
+        }
         "envelope_revocation" => {
             Signed::<Revocation>::from_bytes(b).is_ok_and(|e| e.verify().is_ok())
         }
         "envelope_transfer_trailer" => {
             Signed::<TransferTrailer>::from_bytes(b).is_ok_and(|e| e.verify().is_ok())
         }
-        "envelope_audit_head" => Signed::<AuditHead>::from_bytes(b).is_ok_and(|e| e.verify().is_ok()),
+        "envelope_audit_head" => {
+            Signed::<AuditHead>::from_bytes(b).is_ok_and(|e| e.verify().is_ok())
+        }
         "agreement" => Agreement::from_bytes(b).is_ok_and(|a| a.verify().is_ok()),
         "contract_message" => ContractMessage::from_bytes(b).is_ok(),
         "contract_reply" => ContractReply::from_bytes(b).is_ok(),
@@ -97,7 +101,11 @@ fn every_target_has_a_corpus_with_seeds() {
         );
     }
     for seed in &seeds {
-        assert!(target(seed.target).is_some(), "seed for unknown target {}", seed.target);
+        assert!(
+            target(seed.target).is_some(),
+            "seed for unknown target {}",
+            seed.target
+        );
     }
 }
 

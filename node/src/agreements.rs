@@ -12,13 +12,13 @@
 //! - `C consumer role state id`: records by consumer key (open requests per consumer);
 //! - `N consumer nonce` -> id: the nonce replay check.
 
+use mesh_protocol::PublicKey;
 use mesh_protocol::Signed;
 use mesh_protocol::codec::{self, DecodeError};
 use mesh_protocol::contract::effective_state;
 use mesh_protocol::contract::{
     Agreement, AgreementId, ContractRequest, ContractState, ContractTerms, Rejection, Revocation,
 };
-use mesh_protocol::PublicKey;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 

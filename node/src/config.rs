@@ -299,7 +299,10 @@ impl NodeConfig {
                 "contracts.max_open_requests_per_consumer",
                 u64::from(c.max_open_requests_per_consumer),
             ),
-            ("contracts.max_open_requests", u64::from(c.max_open_requests)),
+            (
+                "contracts.max_open_requests",
+                u64::from(c.max_open_requests),
+            ),
             ("contracts.request_burst", u64::from(c.request_burst)),
             ("contracts.request_refill_secs", c.request_refill_secs),
             (

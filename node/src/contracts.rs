@@ -31,9 +31,7 @@ use axum::{Json, Router};
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
 use libp2p::{Multiaddr, PeerId};
 use mesh_protocol::budget::{BudgetConfig, BudgetRefusal, RequestBudget};
-use mesh_protocol::contract::{
-    MAX_STATUS_BATCH, Revocation, verify_revocation, verify_revocation_signer,
-};
+use mesh_protocol::contract::{MAX_STATUS_BATCH, Revocation};
 use mesh_protocol::wire::GossipMessage;
 use mesh_protocol::{
     AgreementId, ContractMessage, ContractReply, ContractState, PublicKey, RejectReason, Signed,
@@ -142,7 +140,10 @@ impl Negotiations {
 
 impl Default for Negotiations {
     fn default() -> Self {
-        Self::new(BudgetConfig::default(), crate::config::DEFAULT_CLOCK_SKEW_SECS * 1000)
+        Self::new(
+            BudgetConfig::default(),
+            crate::config::DEFAULT_CLOCK_SKEW_SECS * 1000,
+        )
     }
 }
 
@@ -635,12 +636,9 @@ impl Node {
                 (Role::Consumer, ContractState::Pending) if valid => {
                     Some((true, POLL_INTERVAL, POLL_INTERVAL, true))
                 }
-                (_, ContractState::Agreed) => Some((
-                    true,
-                    AGREED_POLL_INTERVAL,
-                    AGREED_POLL_INTERVAL,
-                    false,
-                )),
+                (_, ContractState::Agreed) => {
+                    Some((true, AGREED_POLL_INTERVAL, AGREED_POLL_INTERVAL, false))
+                }
                 _ => None,
             };
             let Some((batched, first, interval, dial)) = plan else {
@@ -705,31 +703,9 @@ impl Node {
         &mut self,
         envelope: &Signed<Revocation>,
     ) -> Result<bool, RejectReason> {
-        let revocation = verify_revocation_signer(envelope).map_err(|_| {
-            self.metrics.reject(RejectReason::BadSignature);
-            RejectReason::BadSignature
-        })?;
-        let id = revocation.agreement_id;
-        let record = match self.store.agreement(&id) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!("cannot read contract {}: {e}", id.short());
-                return Ok(false);
-            }
-        };
-        let Some(record) = record else {
-            tracing::debug!(id = %id.short(), "revocation of an unknown agreement ignored");
-            return Ok(false);
-        };
-        let Ok(terms) = record.terms() else {
-            return Ok(false);
-        };
-        if verify_revocation(envelope, &terms).is_err() {
-            self.metrics.reject(RejectReason::NotOwner);
-            return Err(RejectReason::NotOwner);
-        }
-        match negotiation::record_revocation(&self.store, &id, record, envelope.clone(), now_ms()) {
-            Ok((_, true)) => {
+        let result = negotiation::revocation_from_gossip(&self.store, envelope, now_ms());
+        match result {
+            Ok(true) => {
                 // Nobody waits for an acknowledgement of gossip; flush soon, off the actor.
                 let store = self.store.clone();
                 tokio::spawn(async move {
@@ -737,14 +713,11 @@ impl Node {
                         tracing::error!("flushing a revocation failed: {e}");
                     }
                 });
-                Ok(true)
             }
-            Ok((_, false)) => Ok(false),
-            Err(e) => {
-                tracing::info!(id = %id.short(), "revocation from gossip not applied: {e}");
-                Ok(false)
-            }
+            Err(reason) => self.metrics.reject(reason),
+            Ok(false) => {}
         }
+        result
     }
 
     /// Handles a contract command.
@@ -857,11 +830,10 @@ impl Node {
         let records = if pending_only {
             // Through the index: the queue is bounded by the request budget.
             let mut records = Vec::new();
-            for id in self.store.agreement_ids_in(
-                Role::Provider,
-                ContractState::Pending,
-                SCAN_LIMIT,
-            )? {
+            for id in
+                self.store
+                    .agreement_ids_in(Role::Provider, ContractState::Pending, SCAN_LIMIT)?
+            {
                 if let Some(record) = self.store.agreement(&id)? {
                     records.push((id, record));
                 }

@@ -1638,8 +1638,8 @@ for row in table.to_pylist():
                 Field::new("id", DataType::Int64, false),
                 Field::new("deep", nested_list(3000), true),
             ]));
-            let mut writer = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None)
-                .unwrap();
+            let mut writer =
+                ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
             writer.flush().unwrap();
             writer.close().unwrap();
         });
@@ -1658,7 +1658,10 @@ for row in table.to_pylist():
                 ..
             } => {
                 assert_eq!(what, "the Parquet schema");
-                assert_eq!((*depth, *max), (6001, crate::parquet_footer::MAX_PARQUET_DEPTH));
+                assert_eq!(
+                    (*depth, *max),
+                    (6001, crate::parquet_footer::MAX_PARQUET_DEPTH)
+                );
             }
             other => panic!("expected OverLimit, got {other:?}"),
         }

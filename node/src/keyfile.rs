@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 
 use mesh_protocol::Identity;
 
+/// Largest identity file read.
+const MAX_KEY_FILE: u64 = 4096;
+
 /// Why the identity could not be created or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -134,9 +137,12 @@ fn parse_key_file(text: &str) -> Result<KeyFileParts, String> {
     }
     let (mut secret, mut public) = (None, None);
     for line in lines {
-        let (label, value) = line
-            .split_once(' ')
-            .ok_or_else(|| format!("unexpected line `{}`", line.chars().take(20).collect::<String>()))?;
+        let (label, value) = line.split_once(' ').ok_or_else(|| {
+            format!(
+                "unexpected line `{}`",
+                line.chars().take(20).collect::<String>()
+            )
+        })?;
         let slot = match label {
             "secret" => &mut secret,
             "public" => &mut public,
@@ -150,7 +156,8 @@ fn parse_key_file(text: &str) -> Result<KeyFileParts, String> {
         if slot.is_some() {
             return Err(format!("`{label}` appears twice"));
         }
-        *slot = Some(hex::decode(value.trim()).map_err(|e| format!("{label} key is not hex: {e}"))?);
+        *slot =
+            Some(hex::decode(value.trim()).map_err(|e| format!("{label} key is not hex: {e}"))?);
     }
     Ok(KeyFileParts {
         secret: secret.ok_or("no `secret` line")?,
@@ -160,6 +167,15 @@ fn parse_key_file(text: &str) -> Result<KeyFileParts, String> {
 
 /// Loads an identity, checking that it is a 32-byte hex secret.
 pub fn load(path: &Path) -> Result<Identity, KeyFileError> {
+    // Size first: an identity file is about 200 bytes, and nothing of any length is read.
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.len() > MAX_KEY_FILE
+    {
+        return Err(KeyFileError::Corrupt {
+            path: path.to_owned(),
+            reason: format!("{} bytes, an identity file has a few hundred", meta.len()),
+        });
+    }
     let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => KeyFileError::Missing(path.to_owned()),
         std::io::ErrorKind::InvalidData => KeyFileError::Corrupt {
@@ -266,6 +282,8 @@ mod tests {
         std::fs::write(&path, "abcd").unwrap();
         let err = load(&path).unwrap_err().to_string();
         assert!(err.contains("corrupt"), "{err}");
+        std::fs::write(&path, "#".repeat(1 << 20)).unwrap();
+        assert!(matches!(load(&path), Err(KeyFileError::Corrupt { .. })));
         for text in [
             "secret 00\n",
             "public 00\n",

@@ -172,3 +172,29 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_protocol::budget::BudgetRefusal;
+
+    #[test]
+    fn contract_refusals_are_counted_by_reason() {
+        let metrics = Metrics::new();
+        let open = BudgetRefusal::TooManyOpen { open: 32, max: 32 };
+        metrics.contract_refused(&open);
+        metrics.contract_refused(&open);
+        metrics.contract_refused(&BudgetRefusal::RateLimited {
+            retry_after_ms: 100,
+        });
+        let text = metrics.render();
+        assert!(
+            text.contains("meshnode_contract_requests_refused_total{reason=\"too_many_open\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshnode_contract_requests_refused_total{reason=\"rate_limited\"} 1"),
+            "{text}"
+        );
+    }
+}

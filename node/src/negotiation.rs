@@ -161,7 +161,10 @@ pub(crate) fn build_terms(
         .columns
         .as_ref()
         .is_some_and(|list| list.iter().any(|c| c.trim() == "*"));
-    let columns = match (&request.columns, request.all_columns_including_future || star) {
+    let columns = match (
+        &request.columns,
+        request.all_columns_including_future || star,
+    ) {
         (Some(list), true) if list.iter().any(|c| !c.trim().is_empty() && c.trim() != "*") => {
             return Err(NodeError::BadRequest(
                 "`*` (all current and future columns) cannot be combined with named columns: give one or the other".into(),
@@ -377,7 +380,10 @@ pub(crate) async fn answer_request(
         now_ms,
     );
     if let Err(refusal) = admitted {
-        tracing::debug!(consumer = terms.consumer_domain, "contract request over budget: {refusal}");
+        tracing::debug!(
+            consumer = terms.consumer_domain,
+            "contract request over budget: {refusal}"
+        );
         return Ok(ContractReply::Busy(refusal));
     }
     let me = party.identity.public_key();
@@ -584,6 +590,44 @@ pub(crate) fn record_revocation(
     )?;
     tracing::info!(id = %id.short(), ?by, "contract revoked");
     Ok((record, true))
+}
+
+/// A revocation heard on gossip, without flushing: `Ok(true)` when it ended a contract this
+/// node holds (accept and forward), `Ok(false)` when there is nothing to do (ignore: neither
+/// stored nor forwarded), which includes every revocation of an agreement this node is not a
+/// party to. `Err` for a forgery (reject).
+pub(crate) fn revocation_from_gossip(
+    store: &Store,
+    envelope: &Signed<Revocation>,
+    now_ms: u64,
+) -> Result<bool, mesh_protocol::RejectReason> {
+    use mesh_protocol::RejectReason;
+    let revocation = verify_revocation_signer(envelope).map_err(|_| RejectReason::BadSignature)?;
+    let id = revocation.agreement_id;
+    let record = match store.agreement(&id) {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            tracing::debug!(id = %id.short(), "revocation of an unknown agreement ignored");
+            return Ok(false);
+        }
+        Err(e) => {
+            tracing::error!("cannot read contract {}: {e}", id.short());
+            return Ok(false);
+        }
+    };
+    let Ok(terms) = record.terms() else {
+        return Ok(false);
+    };
+    if verify_revocation(envelope, &terms).is_err() {
+        return Err(RejectReason::NotOwner);
+    }
+    match record_revocation(store, &id, record, envelope.clone(), now_ms) {
+        Ok((_, changed)) => Ok(changed),
+        Err(e) => {
+            tracing::info!(id = %id.short(), "revocation from gossip not applied: {e}");
+            Ok(false)
+        }
+    }
 }
 
 /// [`record_revocation`], then flush.
@@ -1662,8 +1706,11 @@ mod tests {
             }))
         );
         assert_eq!(
-            mesh.provider
-                .count_agreements_of(&mesh.churn.public_key(), Role::Provider, ContractState::Pending),
+            mesh.provider.count_agreements_of(
+                &mesh.churn.public_key(),
+                Role::Provider,
+                ContractState::Pending
+            ),
             32
         );
         // Another consumer is still heard, up to the total bound.
@@ -1762,8 +1809,11 @@ mod tests {
             (ContractState::Revoked, ContractState::Revoked)
         );
         assert_eq!(
-            mesh.provider
-                .count_agreements_of(&mesh.churn.public_key(), Role::Provider, ContractState::Pending),
+            mesh.provider.count_agreements_of(
+                &mesh.churn.public_key(),
+                Role::Provider,
+                ContractState::Pending
+            ),
             0
         );
     }
@@ -1819,7 +1869,9 @@ mod tests {
         let count = |role, state| mesh.provider.count_agreements_in(role, state);
         assert_eq!(count(Role::Provider, ContractState::Pending), 2);
         accept(mesh.provider(), &a.short(), NOW).await.unwrap();
-        reject(mesh.provider(), &b.short(), "no", NOW).await.unwrap();
+        reject(mesh.provider(), &b.short(), "no", NOW)
+            .await
+            .unwrap();
         assert_eq!(count(Role::Provider, ContractState::Pending), 0);
         assert_eq!(count(Role::Provider, ContractState::Agreed), 1);
         assert_eq!(count(Role::Provider, ContractState::Rejected), 1);
@@ -1829,7 +1881,13 @@ mod tests {
                 .unwrap(),
             [a]
         );
-        let terms = mesh.provider.agreement(&a).unwrap().unwrap().terms().unwrap();
+        let terms = mesh
+            .provider
+            .agreement(&a)
+            .unwrap()
+            .unwrap()
+            .terms()
+            .unwrap();
         assert_eq!(
             mesh.provider
                 .agreement_with_nonce(&terms.consumer, &terms.nonce)
@@ -1844,5 +1902,58 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn gossiped_revocations_of_unknown_agreements_are_ignored() {
+        let mesh = Mesh::new(Approval::Auto);
+        let stranger = Identity::from_secret_bytes([77; 32]);
+        // Well signed, about an agreement nobody here holds: not stored, not forwarded.
+        for n in 0..100u8 {
+            let made_up = Signed::sign(
+                &stranger,
+                &Revocation {
+                    agreement_id: AgreementId([n; 32]),
+                    by: stranger.public_key(),
+                    reason: "noise".into(),
+                    at_ms: NOW,
+                },
+            );
+            assert_eq!(
+                revocation_from_gossip(&mesh.provider, &made_up, NOW),
+                Ok(false)
+            );
+        }
+        assert!(mesh.provider.revocations().is_empty());
+        // One of ours, by a stranger: rejected. By the other party: applied once.
+        let (id, _) = mesh.negotiate(&analytics(), 1).await;
+        let forged = Signed::sign(
+            &stranger,
+            &Revocation {
+                agreement_id: id,
+                by: stranger.public_key(),
+                reason: "mine".into(),
+                at_ms: NOW,
+            },
+        );
+        assert_eq!(
+            revocation_from_gossip(&mesh.provider, &forged, NOW),
+            Err(mesh_protocol::RejectReason::NotOwner)
+        );
+        let real = Signed::sign(
+            &mesh.churn,
+            &Revocation {
+                agreement_id: id,
+                by: mesh.churn.public_key(),
+                reason: "done".into(),
+                at_ms: NOW,
+            },
+        );
+        assert_eq!(revocation_from_gossip(&mesh.provider, &real, NOW), Ok(true));
+        assert_eq!(
+            revocation_from_gossip(&mesh.provider, &real, NOW),
+            Ok(false)
+        );
+        assert_eq!(mesh.provider.revocations().len(), 1);
     }
 }

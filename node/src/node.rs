@@ -3,9 +3,9 @@
 //! oneshot replies.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -681,9 +681,8 @@ impl Node {
             NodeError::Internal(format!("cannot move the product file into place: {e}"))
         })?;
         // The rename is durable before the store says the version exists.
-        crate::keyfile::sync_parent(&final_path).map_err(|e| {
-            NodeError::Internal(format!("cannot sync the product directory: {e}"))
-        })?;
+        crate::keyfile::sync_parent(&final_path)
+            .map_err(|e| NodeError::Internal(format!("cannot sync the product directory: {e}")))?;
         self.store.put_descriptor(&descriptor, &envelope)?;
         self.store.set_local_version(&request.name, version)?;
         self.store.audit_append(
@@ -806,7 +805,9 @@ impl Node {
             current
         });
         match outcome {
-            MergeOutcome::Accepted(descriptor) if !held && !self.owner_has_room(descriptor.owner) => {
+            MergeOutcome::Accepted(descriptor)
+                if !held && !self.owner_has_room(descriptor.owner) =>
+            {
                 tracing::info!(owner = %descriptor.owner.fingerprint(), via, "refused a product over its key's budget");
                 self.rejected(RejectReason::OverBudget);
                 Err(RejectReason::OverBudget)
@@ -989,8 +990,7 @@ impl Node {
     /// Ends the session with `peer` and tells the policy how it went.
     fn finish_sync(&mut self, peer: PeerId, outcome: SyncOutcome) {
         self.sync_sessions.remove(&peer);
-        self.policy
-            .on_sync_finished(&peer, outcome, Instant::now());
+        self.policy.on_sync_finished(&peer, outcome, Instant::now());
     }
 
     /// `peer` sent something our validation rejects outside gossip: a lower gossip score.
@@ -1229,9 +1229,7 @@ impl Node {
                 .collect();
             Some((peer, addrs))
         });
-        let actions = self
-            .policy
-            .choose_dials(candidates, wanted, rand::random());
+        let actions = self.policy.choose_dials(candidates, wanted, rand::random());
         self.execute(actions);
     }
 

@@ -119,7 +119,11 @@ mod tests {
             resolve(&short, entries.clone()).unwrap().owner,
             b.public_key()
         );
-        for bad in ["sales@/orders", "sales@3f2a/orders", "sales@zzzzzzzz/orders"] {
+        for bad in [
+            "sales@/orders",
+            "sales@3f2a/orders",
+            "sales@zzzzzzzz/orders",
+        ] {
             assert!(
                 matches!(resolve(bad, entries.clone()), Err(NodeError::BadRequest(_))),
                 "{bad}"

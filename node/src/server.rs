@@ -28,7 +28,7 @@ pub enum ServeError {
     Integrity(#[from] IntegrityError),
     /// The store could not be opened (often: another daemon holds it).
     #[error(
-        "cannot open the database in `{path}`: {source} (is another meshnode running on this data directory?)"
+        "cannot open the database in `{path}`: {source} (is another meshnode running on this data directory? If not, the database is damaged: restore `{path}` from a backup)"
     )]
     Store {
         /// Database path.

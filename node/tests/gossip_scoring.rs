@@ -180,10 +180,13 @@ async fn a_peer_gossiping_rejected_messages_is_scored_down_while_honest_gossip_f
     }
 
     // b rejects them, counts them, and scores the attacker down past the graylist.
-    let score = wait_for("the attacker's score to fall below the graylist", || async {
-        let score = peer(&b, &mallory_peer).await?.gossip_score?;
-        (score < GRAYLIST).then_some(score)
-    })
+    let score = wait_for(
+        "the attacker's score to fall below the graylist",
+        || async {
+            let score = peer(&b, &mallory_peer).await?.gossip_score?;
+            (score < GRAYLIST).then_some(score)
+        },
+    )
     .await;
     assert!(score < 0.0);
     let rejected = b.status().await.unwrap().rejected;

@@ -296,7 +296,11 @@ impl<K: Clone + Eq + Hash> Admission<K> {
             self.under_load_until_ms = now_ms.saturating_add(limits.load_hold_ms);
         }
         let under_load = self.under_load(now_ms);
-        let source = self.by_source.get(&attempt.source).copied().unwrap_or_default();
+        let source = self
+            .by_source
+            .get(&attempt.source)
+            .copied()
+            .unwrap_or_default();
         let retry_or_ignore = if attempt.may_retry {
             Verdict::Retry
         } else {
@@ -465,7 +469,8 @@ mod tests {
         // (handshakes already in progress from other sources, from this source
         // (unvalidated, validated), connections from this source, attempt validated,
         // may retry, expected)
-        let table: &[(u8, (u8, u8), u8, bool, bool, &str)] = &[
+        type Row = (u8, (u8, u8), u8, bool, bool, &'static str);
+        let table: &[Row] = &[
             (0, (0, 0), 0, false, true, "accept"),
             (0, (0, 0), 0, true, false, "accept"),
             // Per-source share of unvalidated handshakes.
@@ -598,7 +603,10 @@ mod tests {
         }
         // Only the first threshold's worth got a handshake; every other one a Retry.
         assert_eq!(adm.stats().accepted, u64::from(limits.retry_threshold));
-        assert_eq!(adm.stats().retried, 100_000 - u64::from(limits.retry_threshold));
+        assert_eq!(
+            adm.stats().retried,
+            100_000 - u64::from(limits.retry_threshold)
+        );
         // An honest client that answers its Retry is still admitted, and gets a slot.
         let Verdict::Accept { ticket, .. } = adm.on_attempt(&attempt(A, true), 10_000) else {
             panic!("the validated client was not admitted");
@@ -609,12 +617,11 @@ mod tests {
     #[test]
     fn slots_are_taken_at_establishment_and_bounded_per_source_key_and_total() {
         let mut adm = Admission::<u8>::new(small());
-        let ticket = |adm: &mut Admission<u8>, source| match adm
-            .on_attempt(&attempt(source, true), 0)
-        {
-            Verdict::Accept { ticket, .. } => ticket,
-            other => panic!("{other:?}"),
-        };
+        let ticket =
+            |adm: &mut Admission<u8>, source| match adm.on_attempt(&attempt(source, true), 0) {
+                Verdict::Accept { ticket, .. } => ticket,
+                other => panic!("{other:?}"),
+            };
         let t1 = ticket(&mut adm, A);
         let t2 = ticket(&mut adm, A);
         assert_eq!(adm.connections(), 0, "no slot before the handshake ends");

@@ -227,7 +227,9 @@ pub fn check_anchor(
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AnchorError {
     /// Signed by a key other than the node's: the identity or the anchor was replaced.
-    #[error("the audit anchor is signed by the key with fingerprint {anchor}, not by this node's key ({node})")]
+    #[error(
+        "the audit anchor is signed by the key with fingerprint {anchor}, not by this node's key ({node})"
+    )]
     OtherSigner {
         /// Fingerprint of the anchor's signer.
         anchor: String,
@@ -419,7 +421,10 @@ mod tests {
             count: 3,
             last: hashes[2],
         };
-        assert_eq!(check_anchor(&anchor, 3, Some(hashes[2])), AnchorCheck::Match);
+        assert_eq!(
+            check_anchor(&anchor, 3, Some(hashes[2])),
+            AnchorCheck::Match
+        );
         assert_eq!(
             check_anchor(&anchor, 5, Some(hashes[2])),
             AnchorCheck::Ahead {
@@ -438,7 +443,10 @@ mod tests {
         assert!(!rolled.is_ok());
         let shown = rolled.error().unwrap().to_string();
         assert!(shown.contains("rolled back"), "{shown}");
-        assert!(shown.contains("has 1") && shown.contains("says 3"), "{shown}");
+        assert!(
+            shown.contains("has 1") && shown.contains("says 3"),
+            "{shown}"
+        );
         // Emptied.
         assert!(matches!(
             check_anchor(&anchor, 0, None),

@@ -281,7 +281,10 @@ mod tests {
         assert_eq!(type_nesting_depth("Int64"), 0);
         assert_eq!(type_nesting_depth("List(Int64)"), 1);
         assert_eq!(type_nesting_depth("Timestamp(µs, \"UTC\")"), 1);
-        assert_eq!(type_nesting_depth("Struct(\"a\": List(Int64), \"b\": Utf8)"), 2);
+        assert_eq!(
+            type_nesting_depth("Struct(\"a\": List(Int64), \"b\": Utf8)"),
+            2
+        );
         // Parentheses inside quoted names are not structure.
         assert_eq!(type_nesting_depth("Struct(\"(((\": Int64)"), 1);
         assert_eq!(type_nesting_depth("List(Int64, field: '((((')"), 1);
@@ -364,12 +367,18 @@ mod tests {
             "the Arrow type is nested 3000 levels deep; the limit is 32"
         );
         let err = parse_data_type(&nested_list(MAX_TYPE_DEPTH + 1)).unwrap_err();
-        assert!(matches!(err, TypeError::Bounds(BoundsError::TooDeep { depth: 33, .. })));
+        assert!(matches!(
+            err,
+            TypeError::Bounds(BoundsError::TooDeep { depth: 33, .. })
+        ));
 
         let long = format!("Struct({})", vec!["\"a\": Int8"; 4000].join(", "));
         assert!(matches!(
             parse_data_type(&long),
-            Err(TypeError::Bounds(BoundsError::TooLong { max: MAX_TYPE_LEN, .. }))
+            Err(TypeError::Bounds(BoundsError::TooLong {
+                max: MAX_TYPE_LEN,
+                ..
+            }))
         ));
         let err = parse_data_type(&format!("NotAType{}", "x".repeat(500))).unwrap_err();
         match err {

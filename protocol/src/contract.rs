@@ -1620,7 +1620,10 @@ pub(crate) mod tests {
     #[test]
     fn policy_ok_for_auto_and_manual() {
         let mut d = descriptor();
-        assert_eq!(evaluate(&d, &terms(), NOW, 0), Ok(PolicyDecision::AutoApprove));
+        assert_eq!(
+            evaluate(&d, &terms(), NOW, 0),
+            Ok(PolicyDecision::AutoApprove)
+        );
         d.policy.approval = Approval::Manual;
         assert_eq!(
             evaluate(&d, &terms(), NOW, 0),
@@ -1639,7 +1642,10 @@ pub(crate) mod tests {
         assert_eq!(evaluate(&d, &t, NOW, 0), Ok(PolicyDecision::NeedsOperator));
         // ... unless every column is restricted.
         d.policy.restricted_columns = d.column_names().map(str::to_owned).collect();
-        assert_eq!(evaluate(&d, &t, NOW, 0), Err(PolicyViolation::AllRestricted));
+        assert_eq!(
+            evaluate(&d, &t, NOW, 0),
+            Err(PolicyViolation::AllRestricted)
+        );
     }
 
     #[test]
@@ -1648,7 +1654,10 @@ pub(crate) mod tests {
         // A consumer whose clock runs 3 minutes ahead.
         let mut t = terms();
         t.valid_from_ms = NOW + 180_000;
-        assert_eq!(evaluate(&d, &t, NOW, 300_000), Ok(PolicyDecision::AutoApprove));
+        assert_eq!(
+            evaluate(&d, &t, NOW, 300_000),
+            Ok(PolicyDecision::AutoApprove)
+        );
         assert_eq!(
             evaluate(&d, &t, NOW, 60_000),
             Err(PolicyViolation::NotYetValid {

@@ -402,7 +402,11 @@ impl ProductDescriptor {
         check_text(&self.title, &self.description, &self.tags)?;
         check_columns(&self.schema)?;
         let policy = &self.policy;
-        check_count("the allowed purposes", policy.allowed_purposes.len(), MAX_PURPOSES)?;
+        check_count(
+            "the allowed purposes",
+            policy.allowed_purposes.len(),
+            MAX_PURPOSES,
+        )?;
         for purpose in &policy.allowed_purposes {
             check_len("an allowed purpose", purpose, MAX_PURPOSE_LEN)?;
         }
@@ -665,7 +669,10 @@ pub(crate) mod tests {
         assert!(len > MAX_DESCRIPTOR_BYTES);
         assert_eq!(max, MAX_DESCRIPTOR_BYTES);
         assert!(err.is_over_limit());
-        assert!(err.to_string().contains("shorten the description or publish fewer columns"));
+        assert!(
+            err.to_string()
+                .contains("shorten the description or publish fewer columns")
+        );
         // What a peer does with it: refused before decoding.
         let envelope = Signed::sign(&id, &d);
         assert_eq!(

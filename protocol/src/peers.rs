@@ -388,7 +388,10 @@ where
     pub fn tick(&mut self, now: Instant, in_mesh: impl Fn(&P) -> bool) -> Vec<Action<P, A>> {
         let mut actions = Vec::new();
         for b in &mut self.bootstrap {
-            let connected = b.peer.as_ref().is_some_and(|p| self.connected.contains_key(p));
+            let connected = b
+                .peer
+                .as_ref()
+                .is_some_and(|p| self.connected.contains_key(p));
             if connected || b.peer.as_ref() == Some(&self.me) || now < b.next_attempt {
                 continue;
             }
@@ -481,7 +484,8 @@ where
             }
         }
         let points = current + points;
-        self.penalties.insert(peer.clone(), Penalty { points, at: now });
+        self.penalties
+            .insert(peer.clone(), Penalty { points, at: now });
         vec![Action::SetScore {
             peer,
             score: -points,
@@ -513,7 +517,8 @@ where
                 self.penalties.remove(&peer);
                 actions.push(Action::SetScore { peer, score: 0.0 });
             } else {
-                self.penalties.insert(peer.clone(), Penalty { points, at: now });
+                self.penalties
+                    .insert(peer.clone(), Penalty { points, at: now });
                 actions.push(Action::SetScore {
                     peer,
                     score: -points,
@@ -527,7 +532,10 @@ where
         self.connected.contains_key(peer)
             && !self.syncing.contains(peer)
             && self.syncing.len() < self.config.max_syncs_in_flight
-            && self.sync_retry.get(peer).is_none_or(|r| now >= r.not_before)
+            && self
+                .sync_retry
+                .get(peer)
+                .is_none_or(|r| now >= r.not_before)
             && self.penalty(peer, now) < self.config.sync_penalty_limit
     }
 
@@ -554,7 +562,10 @@ where
                 now.duration_since(c.last_used) >= self.config.unused_grace
                     && !in_mesh(peer)
                     && !self.syncing.contains(*peer)
-                    && !self.bootstrap.iter().any(|b| b.peer.as_ref() == Some(*peer))
+                    && !self
+                        .bootstrap
+                        .iter()
+                        .any(|b| b.peer.as_ref() == Some(*peer))
             })
             .map(|(peer, c)| (c.last_used, peer))
             .collect();
@@ -614,7 +625,7 @@ mod tests {
         let table = [
             (0, true),
             (100, false),
-            (500, true),  // after 500 ms
+            (500, true), // after 500 ms
             (1400, false),
             (1500, true), // after 1 s more
             (3400, false),
@@ -631,9 +642,15 @@ mod tests {
         // Connected through that address: no redial while connected, and the backoff resets.
         let now = t0 + secs(10);
         p.on_connected(7, &"boot", true, now);
-        assert!(!p.tick(now + secs(60), never).contains(&Action::DialAddr("boot")));
+        assert!(
+            !p.tick(now + secs(60), never)
+                .contains(&Action::DialAddr("boot"))
+        );
         p.on_disconnected(&7, 0, now + secs(60));
-        assert!(!p.tick(now + secs(60), never).contains(&Action::DialAddr("boot")));
+        assert!(
+            !p.tick(now + secs(60), never)
+                .contains(&Action::DialAddr("boot"))
+        );
         assert!(
             p.tick(now + secs(60) + Duration::from_millis(500), never)
                 .contains(&Action::DialAddr("boot"))
@@ -653,7 +670,10 @@ mod tests {
             t += Duration::from_millis(250);
         }
         let gaps: Vec<Duration> = dialed_at.windows(2).map(|w| w[1] - w[0]).collect();
-        assert!(gaps.iter().all(|g| *g <= secs(30) + Duration::from_millis(250)));
+        assert!(
+            gaps.iter()
+                .all(|g| *g <= secs(30) + Duration::from_millis(250))
+        );
         assert!(gaps.last().unwrap() >= &secs(30));
     }
 
@@ -670,7 +690,10 @@ mod tests {
         let actions = p.choose_dials(candidates(1..100), wanted, 42);
         let chosen = dials(&actions);
         assert_eq!(chosen.len(), 5);
-        assert!(chosen.iter().all(|c| *c > 3), "connected peers are not dialed");
+        assert!(
+            chosen.iter().all(|c| *c > 3),
+            "connected peers are not dialed"
+        );
         // The dials in flight count against the target: nothing more is wanted, not even
         // after the discovery interval, and routing updates dial nobody.
         assert_eq!(p.discovery_wanted(100, t0 + secs(3)), None);
@@ -796,20 +819,38 @@ mod tests {
         p.on_connected(1, &"x", true, t0);
         // (outcome, delay before the next sync is due)
         let table = [
-            (SyncOutcome::Truncated { progress: true }, cfg.sync_retry_min),
-            (SyncOutcome::Truncated { progress: false }, cfg.sync_retry_min * 2),
-            (SyncOutcome::Truncated { progress: false }, cfg.sync_retry_min * 4),
-            (SyncOutcome::Truncated { progress: true }, cfg.sync_retry_min),
+            (
+                SyncOutcome::Truncated { progress: true },
+                cfg.sync_retry_min,
+            ),
+            (
+                SyncOutcome::Truncated { progress: false },
+                cfg.sync_retry_min * 2,
+            ),
+            (
+                SyncOutcome::Truncated { progress: false },
+                cfg.sync_retry_min * 4,
+            ),
+            (
+                SyncOutcome::Truncated { progress: true },
+                cfg.sync_retry_min,
+            ),
         ];
         let mut now = t0;
         for (outcome, delay) in table {
             p.on_sync_finished(&1, outcome, now);
             assert!(!p.tick(now, |_| false).contains(&Action::Sync(1)));
-            assert!(p.sync_round(now, 1).is_empty(), "the periodic round waits too");
+            assert!(
+                p.sync_round(now, 1).is_empty(),
+                "the periodic round waits too"
+            );
             let before = now + delay - Duration::from_millis(1);
             assert!(!p.tick(before, |_| false).contains(&Action::Sync(1)));
             now += delay;
-            assert!(p.tick(now, |_| false).contains(&Action::Sync(1)), "{outcome:?}");
+            assert!(
+                p.tick(now, |_| false).contains(&Action::Sync(1)),
+                "{outcome:?}"
+            );
         }
         // A complete session clears the backoff; a failure waits but schedules nothing.
         p.on_sync_finished(&1, SyncOutcome::Complete, now);
@@ -826,9 +867,21 @@ mod tests {
         p.on_connected(1, &"x", true, t0);
         p.on_sync_finished(&1, SyncOutcome::Complete, t0);
         let actions = p.on_misbehaviour(1, 3.0, t0);
-        assert_eq!(actions, vec![Action::SetScore { peer: 1, score: -3.0 }]);
+        assert_eq!(
+            actions,
+            vec![Action::SetScore {
+                peer: 1,
+                score: -3.0
+            }]
+        );
         let actions = p.on_misbehaviour(1, 6.0, t0);
-        assert_eq!(actions, vec![Action::SetScore { peer: 1, score: -9.0 }]);
+        assert_eq!(
+            actions,
+            vec![Action::SetScore {
+                peer: 1,
+                score: -9.0
+            }]
+        );
         // Penalised past the limit: not asked for syncs.
         assert!(p.sync_round(t0, 1).is_empty());
         // After one half-life the refresh hands out half the penalty; much later, zero.
@@ -839,10 +892,10 @@ mod tests {
         ));
         assert_eq!(p.sync_round(half, 1), vec![Action::Sync(1)]);
         let later = half + PolicyConfig::default().penalty_half_life * 10;
-        assert!(
-            p.tick(later, |_| false)
-                .contains(&Action::SetScore { peer: 1, score: 0.0 })
-        );
+        assert!(p.tick(later, |_| false).contains(&Action::SetScore {
+            peer: 1,
+            score: 0.0
+        }));
         assert_eq!(p.penalty(&1, later), 0.0);
     }
 

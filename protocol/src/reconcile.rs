@@ -259,6 +259,19 @@ pub struct SetQuery<K> {
     pub want: Vec<K>,
 }
 
+impl<K: Ord> SetQuery<K> {
+    /// "I hold nothing": the responder sends every entry it holds (up to its size limit).
+    pub fn everything() -> Self {
+        Self {
+            ranges: vec![RangeClaim {
+                range: KeyRange::full(),
+                claim: Claim::Items(Vec::new()),
+            }],
+            want: Vec::new(),
+        }
+    }
+}
+
 impl<K> Default for SetQuery<K> {
     fn default() -> Self {
         Self {
@@ -506,7 +519,8 @@ impl<K: SyncKey + Serialize> Reconciler<K> {
         if answer.replies.len() > asked.ranges.len().min(MAX_RANGES) {
             return Err(ReconcileError::TooManyRanges(answer.replies.len()));
         }
-        let within = |r: &KeyRange<K>| r.is_valid() && asked.ranges.iter().any(|a| a.range.covers(r));
+        let within =
+            |r: &KeyRange<K>| r.is_valid() && asked.ranges.iter().any(|a| a.range.covers(r));
         for reply in &answer.replies {
             match reply {
                 RangeReply::Split(parts) => {
@@ -627,8 +641,8 @@ mod tests {
             let request_len = codec::encode(&query).len();
             assert!(request_len <= QUERY_BUDGET, "query of {request_len} bytes");
             let response = respond(theirs, &query).expect("a query within bounds");
-            let response_len = codec::encode(&response.answer).len()
-                + response.send.len() * ENVELOPE_BYTES;
+            let response_len =
+                codec::encode(&response.answer).len() + response.send.len() * ENVELOPE_BYTES;
             tally.rounds += 1;
             tally.request_bytes += request_len;
             tally.response_bytes += response_len;
@@ -863,10 +877,7 @@ mod tests {
         );
         // More replies than ranges asked.
         let answer = SetAnswer {
-            replies: vec![
-                RangeReply::Split(vec![]),
-                RangeReply::Split(vec![]),
-            ],
+            replies: vec![RangeReply::Split(vec![]), RangeReply::Split(vec![])],
         };
         assert_eq!(
             session.on_answer(&ours, &first, answer),
@@ -889,13 +900,7 @@ mod tests {
                 .ranges
                 .iter()
                 .map(|rc| {
-                    RangeReply::Split(vec![(
-                        rc.range.clone(),
-                        Fingerprint {
-                            count: 1,
-                            sum: 42,
-                        },
-                    )])
+                    RangeReply::Split(vec![(rc.range.clone(), Fingerprint { count: 1, sum: 42 })])
                 })
                 .collect();
             session

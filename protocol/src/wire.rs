@@ -74,6 +74,15 @@ pub struct SyncResponse {
 }
 
 impl SyncRequest {
+    /// The first request of a node that holds nothing: "send me every entry you hold"
+    /// (the responder stops at its size limit and says so).
+    pub fn everything() -> Self {
+        Self {
+            products: SetQuery::everything(),
+            nodes: SetQuery::everything(),
+        }
+    }
+
     /// Encodes for the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         codec::encode(self)

@@ -608,37 +608,18 @@ fn manual_provider(edits: &[(&str, &str)]) -> TestNode {
 fn a_flood_of_2000_requests_from_one_consumer_stays_bounded() {
     // A burst big enough that the open-request bound, not the rate limit, is what holds.
     let sales = manual_provider(&[("request_burst = 20", "request_burst = 100000")]);
-    let status = sales.status();
-    let started = std::time::Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_contract-flood"))
-        .args([
-            "--provider",
-            &sales.addr(),
-            "--provider-key",
-            status["public_key"].as_str().unwrap(),
-            "--product",
-            "orders",
-            "--count",
-            "2000",
-            // Below the provider's stream limit per peer (more are refused by the transport
-            // before the budget sees them): every request reaches the budget.
-            "--in-flight",
-            "12",
-        ])
-        .output()
-        .unwrap();
-    let flood_secs = started.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The flood keeps its requests below the provider's stream limit per peer (more are
+    // refused by the transport before the budget sees them): every request reaches the budget.
+    let (report, flood_secs) = flood(&sales, 2000);
     println!("flood of 2000 requests: {flood_secs:.1} s, {report}");
     assert_eq!(report["answered"], 2000, "{report}");
     // Exactly the per-consumer bound was parked; every other request was refused as such.
     assert_eq!(report["replies"]["pending"], 32, "{report}");
-    assert_eq!(report["replies"]["busy_too_many_open"], 2000 - 32, "{report}");
+    assert_eq!(
+        report["replies"]["busy_too_many_open"],
+        2000 - 32,
+        "{report}"
+    );
 
     // The provider's operator still works: `share pending` answers quickly and lists 32.
     let asked = std::time::Instant::now();
@@ -670,6 +651,54 @@ fn a_flood_of_2000_requests_from_one_consumer_stays_bounded() {
     let id = v["id"].as_str().unwrap().to_owned();
     assert!(sales.cli(&["share", "accept", &id]).success);
     wait_for_state(&churn, &id, "agreed");
+}
+
+/// Runs the flood program against `sales`; returns its report and the wall time.
+fn flood(sales: &TestNode, count: usize) -> (Value, f64) {
+    let status = sales.status();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_contract-flood"))
+        .args([
+            "--provider",
+            &sales.addr(),
+            "--provider-key",
+            status["public_key"].as_str().unwrap(),
+            "--product",
+            "orders",
+            "--count",
+            &count.to_string(),
+            "--in-flight",
+            "12",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        serde_json::from_slice(&out.stdout).unwrap(),
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+#[test]
+fn a_flood_with_default_limits_is_held_by_the_rate_limit() {
+    let sales = manual_provider(&[]);
+    let (report, secs) = flood(&sales, 2000);
+    println!("flood of 2000 requests with default limits: {secs:.1} s, {report}");
+    assert_eq!(report["answered"], 2000, "{report}");
+    // The burst of 20, plus one per 3 s of flood at most.
+    let pending = report["replies"]["pending"].as_u64().unwrap();
+    let limit = 20 + (secs / 3.0).ceil() as u64;
+    assert!((20..=limit).contains(&pending), "{report}");
+    assert_eq!(
+        report["replies"]["busy_rate_limited"].as_u64().unwrap(),
+        2000 - pending,
+        "{report}"
+    );
+    assert_eq!(list(&sales).len() as u64, pending);
 }
 
 #[test]
@@ -740,7 +769,9 @@ fn an_agreement_does_not_grow_with_new_columns() {
     let star = star["id"].as_str().unwrap().to_owned();
     let shown = sales.cli(&["share", "show", &star]);
     assert!(
-        shown.stdout.contains("ALL current and FUTURE non-restricted columns"),
+        shown
+            .stdout
+            .contains("ALL current and FUTURE non-restricted columns"),
         "{}",
         shown.stdout
     );

@@ -658,7 +658,10 @@ fn fetch_out_never_lands_in_a_data_directory_nor_over_a_file_without_force() {
         vec!["--out", key_file.to_str().unwrap()],
         vec!["--out", key_file.to_str().unwrap(), "--force"],
     ] {
-        assert_failed(&fetch_in(&churn, dir.path(), "sales/orders", &args), &[inside]);
+        assert_failed(
+            &fetch_in(&churn, dir.path(), "sales/orders", &args),
+            &[inside],
+        );
     }
     let relative = fetch_in(
         &churn,
@@ -672,11 +675,7 @@ fn fetch_out_never_lands_in_a_data_directory_nor_over_a_file_without_force() {
     let sneaky = churn.dir.join("received/../api.token");
     let provider_key = sales.dir.join("identity.key");
     let provider_key_before = std::fs::read(&provider_key).unwrap();
-    for out in [
-        churn.dir.join("stolen.arrow"),
-        sneaky,
-        provider_key.clone(),
-    ] {
+    for out in [churn.dir.join("stolen.arrow"), sneaky, provider_key.clone()] {
         let result = fetch_in(
             &churn,
             dir.path(),
@@ -788,7 +787,10 @@ fn two_fetches_to_one_path_give_one_file_and_one_clear_refusal() {
         &second,
         &[
             "error: fetching `sales/clicks` failed: ",
-            &format!("{}` is already being written by another fetch", out.display()),
+            &format!(
+                "{}` is already being written by another fetch",
+                out.display()
+            ),
         ],
     );
     let v: Value = serde_json::from_str(&first.stdout).unwrap();
@@ -803,10 +805,7 @@ fn two_fetches_to_one_path_give_one_file_and_one_clear_refusal() {
         assert_eq!(rows.trim(), v["rows"].to_string(), "{v}");
     }
     // The same fetch again, now that the path is free: refused as existing, then replaced.
-    assert_failed(
-        &churn.fetch("sales/clicks", &out, &[]),
-        &["already exists"],
-    );
+    assert_failed(&churn.fetch("sales/clicks", &out, &[]), &["already exists"]);
     let again = fetch_ok(&churn, "sales/clicks", &out, &["--force"]);
     assert_eq!(again["digest"], v["digest"]);
     drop(sales);

@@ -91,7 +91,12 @@ fn deeply_nested_type_from_a_peer_is_refused_counted_and_not_forwarded() {
     assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
     wait_until(CONVERGE, || c.version_of("sales/orders") == Some(2)).expect("c sees v2");
     for node in [&mut a, &mut b, &mut c] {
-        assert!(node.is_running(), "{} crashed:\n{}", node.domain, node.log());
+        assert!(
+            node.is_running(),
+            "{} crashed:\n{}",
+            node.domain,
+            node.log()
+        );
         assert!(node.cli(&["status", "--json"]).success);
         assert_eq!(products(node), ["sales/orders"], "{}", node.domain);
     }
@@ -145,7 +150,14 @@ fn publish_refuses_what_peers_would_reject_and_stores_nothing() {
     // A 100 kB description.
     let description = "x".repeat(100_000);
     refused(
-        &["publish", "orders", "--from", &csv, "--description", &description],
+        &[
+            "publish",
+            "orders",
+            "--from",
+            &csv,
+            "--description",
+            &description,
+        ],
         "the description is 100000 bytes long; the limit is 16384",
     );
 
@@ -163,7 +175,9 @@ fn publish_refuses_what_peers_would_reject_and_stores_nothing() {
     );
 
     // Every column within its limits, the whole descriptor over the wire limit.
-    let header: Vec<String> = (0..1000).map(|i| format!("{}{i:04}", "n".repeat(96))).collect();
+    let header: Vec<String> = (0..1000)
+        .map(|i| format!("{}{i:04}", "n".repeat(96)))
+        .collect();
     let row = vec!["1"; 1000].join(",");
     let heavy = write_file(
         inputs.path(),

@@ -80,10 +80,7 @@ fn a_changed_key_digit_refuses_to_start_and_names_the_key_file() {
         let changed = String::from_utf8(changed).unwrap();
         std::fs::write(
             &key,
-            original.replace(
-                &format!("{label} {value}"),
-                &format!("{label} {changed}"),
-            ),
+            original.replace(&format!("{label} {value}"), &format!("{label} {changed}")),
         )
         .unwrap();
         let out = run_refused(&node, &[]);
@@ -168,7 +165,9 @@ fn an_emptied_store_is_refused_with_or_without_its_anchor() {
     assert!(out.stderr.contains("rolled back"), "{}", out.stderr);
     let verify = node.cli(&["audit", "--verify"]);
     assert!(
-        verify.stderr.contains("rolled back: the store has 0 audit entries"),
+        verify
+            .stderr
+            .contains("rolled back: the store has 0 audit entries"),
         "{}",
         verify.stderr
     );
@@ -178,7 +177,11 @@ fn an_emptied_store_is_refused_with_or_without_its_anchor() {
     std::fs::remove_dir_all(node.dir.join("db")).unwrap();
     let out = run_refused(&node, &[]);
     assert!(out.stderr.contains("is empty"), "{}", out.stderr);
-    assert!(out.stderr.contains("1 published product file"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("1 published product file"),
+        "{}",
+        out.stderr
+    );
 
     node.run_with(&["--accept-rollback"]);
     assert!(node.catalog().is_empty());
@@ -215,7 +218,11 @@ fn staging_files(node: &TestNode) -> Vec<PathBuf> {
 #[test]
 fn kill_during_ingest_leaves_no_staging_file_and_no_product() {
     let mut node = TestNode::start("sales", &[]);
-    let small = write_file(&node.dir, "a.csv", "id,name,amount,day\n1,x,2.5,2024-01-01\n");
+    let small = write_file(
+        &node.dir,
+        "a.csv",
+        "id,name,amount,day\n1,x,2.5,2024-01-01\n",
+    );
     assert_eq!(publish(&node, "things", &small), 1);
     let big = big_csv(node.dir.parent().unwrap(), 1_500_000);
 

@@ -250,6 +250,21 @@ fn two_keys_claiming_one_domain_are_told_apart() {
         .cli(&["catalog", "show", &format!("sales@{fp_a}/orders"), "--json"])
         .json();
     assert_eq!(shown["owner"], a.status()["public_key"]);
+    // 64-bit fingerprints; an 8-digit prefix (the earlier length) still names one key, a
+    // shorter one is refused with what to type.
+    assert_eq!(fp_a.len(), 16);
+    let prefixed = watcher
+        .cli(&[
+            "catalog",
+            "show",
+            &format!("sales@{}/orders", &fp_a[..8]),
+            "--json",
+        ])
+        .json();
+    assert_eq!(prefixed["owner"], a.status()["public_key"]);
+    let short = watcher.cli(&["catalog", "show", &format!("sales@{}/orders", &fp_a[..4])]);
+    assert!(!short.success);
+    assert!(short.stderr.contains("hex digits"), "{}", short.stderr);
 }
 
 /// Two nodes told only of a third find each other from the signed node records the catalog

@@ -90,7 +90,9 @@ fn hostile_strings_are_escaped_for_people_and_exact_in_json() {
         assert_safe("catalog search", &search.stdout);
 
         // JSON stays exact.
-        let json = node.cli(&["catalog", "show", "sales/orders", "--json"]).json();
+        let json = node
+            .cli(&["catalog", "show", "sales/orders", "--json"])
+            .json();
         assert_eq!(json["title"], title.as_str());
         assert_eq!(json["description"], description.as_str());
         assert_eq!(json["tags"][0], tag);

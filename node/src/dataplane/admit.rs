@@ -210,11 +210,7 @@ pub(super) fn encode_metrics(shared: &Shared, out: &mut String) {
             "Most handshakes in progress at once since start",
             stats.peak_handshakes,
         ),
-        (
-            "connections",
-            "Connections holding a slot",
-            connections,
-        ),
+        ("connections", "Connections holding a slot", connections),
     ];
     for (name, help, value) in gauges {
         registry.register(name, help, ConstGauge::new(i64::from(value)));

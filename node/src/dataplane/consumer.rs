@@ -581,12 +581,10 @@ async fn transfer(
         }
     }
     drop(tx);
-    let written = writer
-        .await
-        .map_err(|e| FetchError::Io {
-            what: "the file writer failed".into(),
-            source: std::io::Error::other(e),
-        })?;
+    let written = writer.await.map_err(|e| FetchError::Io {
+        what: "the file writer failed".into(),
+        source: std::io::Error::other(e),
+    })?;
     let Written { builder, error } = written;
     if let Some(error) = error {
         return Err(match error {
@@ -698,7 +696,11 @@ fn check_header(
             header.version
         ));
     }
-    if let Some(extra) = header.schema.iter().find(|c| !terms.columns.covers(&c.name)) {
+    if let Some(extra) = header
+        .schema
+        .iter()
+        .find(|c| !terms.columns.covers(&c.name))
+    {
         return bad(format!(
             "the provider sends column `{}`, which the agreement does not grant",
             extra.name

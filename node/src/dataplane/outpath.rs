@@ -31,14 +31,10 @@ pub enum OutputError {
     #[error("the output path `{0}` names no file: give a file name such as data.arrow")]
     NoFileName(PathBuf),
     /// The path is an existing directory.
-    #[error(
-        "the output path `{0}` is a directory; name a file inside it such as {0}/data.arrow"
-    )]
+    #[error("the output path `{0}` is a directory; name a file inside it such as {0}/data.arrow")]
     IsDirectory(PathBuf),
     /// The directory of the output does not exist.
-    #[error(
-        "the output directory `{dir}` does not exist: create it first or choose another --out"
-    )]
+    #[error("the output directory `{dir}` does not exist: create it first or choose another --out")]
     MissingDirectory {
         /// The directory.
         dir: PathBuf,
@@ -348,7 +344,12 @@ mod tests {
             (root.join("out/existing.arrow"), &own, false, "exists"),
             (root.join("out/existing.arrow"), &own, true, "ok"),
             (root.join("out/dir.arrow"), &own, true, "bad_output_path"),
-            (root.join("missing/x.arrow"), &own, false, "missing_directory"),
+            (
+                root.join("missing/x.arrow"),
+                &own,
+                false,
+                "missing_directory",
+            ),
             (root.join("file/x.arrow"), &own, false, "bad_output_path"),
             (PathBuf::from("rel.arrow"), &own, false, "bad_output_path"),
             (PathBuf::from("/"), &own, false, "bad_output_path"),
@@ -356,13 +357,23 @@ mod tests {
             (own.join("new.arrow"), &own, false, "inside_data_dir"),
             (own.join("db/x.arrow"), &own, false, "missing_directory"),
             (own.join("received/x.arrow"), &own, false, "ok"),
-            (own.join("received/../identity.key"), &own, true, "inside_data_dir"),
+            (
+                own.join("received/../identity.key"),
+                &own,
+                true,
+                "inside_data_dir",
+            ),
             (other.join("meshnode.toml"), &own, true, "inside_data_dir"),
             (other.join("received/x.arrow"), &own, false, "ok"),
             (bare.join("sub/x.arrow"), &bare, false, "inside_data_dir"),
         ];
         #[cfg(unix)]
-        table.push((root.join("out/link/identity.key"), &own, true, "inside_data_dir"));
+        table.push((
+            root.join("out/link/identity.key"),
+            &own,
+            true,
+            "inside_data_dir",
+        ));
         for (i, (out, own, force, want)) in table.iter().enumerate() {
             let got = match prepare(out, own, *force) {
                 Ok(target) => {
@@ -390,7 +401,11 @@ mod tests {
         let first = prepare(&out, &own, false).unwrap();
         let second = prepare(&out, &own, false).unwrap_err();
         assert_eq!(second.code(), "locked", "{second}");
-        assert!(second.to_string().contains("already being written by another fetch"));
+        assert!(
+            second
+                .to_string()
+                .contains("already being written by another fetch")
+        );
         drop(first);
         let third = prepare(&out, &own, false).unwrap();
         drop(third);

@@ -21,8 +21,8 @@ use mesh_protocol::{
 };
 use tokio::sync::mpsc;
 
-use super::produce::{self, Emitter, ProduceError, ServePlan};
 use super::admit::{self, HandshakeGuard, SlotGuard};
+use super::produce::{self, Emitter, ProduceError, ServePlan};
 use super::{Shared, Tamper, tls};
 use crate::agreements::Role;
 use crate::node::now_ms;

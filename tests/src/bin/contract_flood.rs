@@ -29,7 +29,10 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > 1 << 20 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too large"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame too large",
+        ));
     }
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
@@ -177,14 +180,15 @@ async fn main() {
                     StreamProtocol::new("/meshnode/contract/1"),
                     request_response::ProtocolSupport::Outbound,
                 )],
-                request_response::Config::default()
-                    .with_request_timeout(Duration::from_secs(30)),
+                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
             )
         })
         .expect("a behaviour")
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
         .build();
-    swarm.dial(args.provider.clone()).expect("dial the provider");
+    swarm
+        .dial(args.provider.clone())
+        .expect("dial the provider");
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
     let (mut sent, mut answered) = (0usize, 0usize);
     let mut provider = None;

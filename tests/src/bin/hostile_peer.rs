@@ -190,10 +190,14 @@ async fn main() {
             .unwrap(),
             sync: request_response::Behaviour::with_codec(
                 Codec,
-                [(
-                    StreamProtocol::new("/meshnode/sync/1"),
-                    request_response::ProtocolSupport::Full,
-                )],
+                // Both versions of the sync protocol: the attacks do not depend on its
+                // messages beyond the envelopes they carry.
+                ["/meshnode/sync/1", "/meshnode/sync/2"].map(|name| {
+                    (
+                        StreamProtocol::new(name),
+                        request_response::ProtocolSupport::Full,
+                    )
+                }),
                 request_response::Config::default(),
             ),
         })
@@ -240,7 +244,7 @@ async fn main() {
                     && seen.len() < 2
                 {
                     // Learn the catalog like an honest node would.
-                    swarm.behaviour_mut().sync.send_request(&peer, SyncRequest::default().to_bytes());
+                    swarm.behaviour_mut().sync.send_request(&peer, SyncRequest::everything().to_bytes());
                 }
                 if args.attack == Attack::DeepType && !deep_gossiped && victim.is_some() {
                     // Retried each tick until the victim is in our topic mesh.
