@@ -1676,6 +1676,44 @@ for row in table.to_pylist():
     }
 
     #[test]
+    fn deeply_nested_arrow_ipc_is_refused_without_overflowing() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, stream) in [("deep.arrow", false), ("deep.arrows", true)] {
+            let input = dir.path().join(name);
+            let path = input.clone();
+            on_stack(256 << 20, move || {
+                let schema = Schema::new(vec![Field::new("deep", nested_list(3000), true)]);
+                let file = File::create(&path).unwrap();
+                if stream {
+                    StreamWriter::try_new(file, &schema)
+                        .unwrap()
+                        .finish()
+                        .unwrap();
+                } else {
+                    FileWriter::try_new(file, &schema)
+                        .unwrap()
+                        .finish()
+                        .unwrap();
+                }
+            });
+            let output = dir.path().join("out.arrow.partial");
+            let out = output.clone();
+            // arrow-ipc verifies the flatbuffer schema with a depth limit (64 tables) before
+            // it converts it: the file is refused as unreadable, on a blocking thread's stack.
+            let error =
+                on_stack(2 << 20, move || ingest_file(&input, &out).map(|_| ())).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    IngestError::Arrow { .. } | IngestError::OverLimit { .. }
+                ),
+                "{name}: {error:?}"
+            );
+            assert!(!output.exists());
+        }
+    }
+
+    #[test]
     fn nesting_at_the_limit_is_accepted() {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("nested.parquet");

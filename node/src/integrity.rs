@@ -536,36 +536,3 @@ mod tests {
         }
     }
 }
-
-#[cfg(test)]
-mod measure_tmp {
-    use mesh_protocol::Identity;
-
-    use super::*;
-
-    #[test]
-    #[ignore]
-    fn measure_flush_cost() {
-        for anchored in [false, true] {
-            let tmp = tempfile::tempdir_in("/work").unwrap();
-            let data_dir = DataDir::new(tmp.path());
-            let mut store = Store::open(&data_dir.db())
-                .unwrap()
-                .with_audit_signer(Identity::from_secret_bytes([6; 32]));
-            if anchored {
-                store = store.with_audit_anchor(data_dir.audit_anchor());
-            }
-            let start = std::time::Instant::now();
-            for i in 0..200u64 {
-                store
-                    .audit_append(AuditKind::Publish, &serde_json::json!({ "i": i }), i)
-                    .unwrap();
-                store.flush_blocking().unwrap();
-            }
-            eprintln!(
-                "anchored={anchored}: {:?} per append+flush",
-                start.elapsed() / 200
-            );
-        }
-    }
-}

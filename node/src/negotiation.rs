@@ -1956,4 +1956,34 @@ mod tests {
         );
         assert_eq!(mesh.provider.revocations().len(), 1);
     }
+
+    /// Measures the cost of answering a request with many stored records (run with
+    /// `cargo test -p mesh-node --lib request_cost -- --ignored --nocapture`).
+    #[tokio::test]
+    #[ignore = "a measurement, not a check"]
+    async fn request_cost_does_not_grow_with_the_record_count() {
+        let mut mesh = Mesh::new(Approval::Manual);
+        mesh.provider_budget = std::sync::Mutex::new(RequestBudget::new(BudgetConfig {
+            burst: 1_000_000,
+            max_open_per_consumer: 1_000_000,
+            max_open_total: 1_000_000,
+            ..Default::default()
+        }));
+        let mut at = 0u32;
+        for total in [1_000u32, 20_000] {
+            while at < total {
+                let consumer = Identity::from_secret_bytes([(at % 200) as u8 + 50; 32]);
+                send_request(&mesh, &consumer, &analytics(), nonce(at)).await;
+                at += 1;
+            }
+            let started = std::time::Instant::now();
+            for i in 0..200 {
+                send_request(&mesh, &mesh.churn, &analytics(), nonce(1_000_000 + total + i)).await;
+            }
+            println!(
+                "{total} records: {:.2} ms per request",
+                started.elapsed().as_secs_f64() * 1000.0 / 200.0
+            );
+        }
+    }
 }

@@ -1031,6 +1031,7 @@ impl Node {
         let mut response = SyncResponse {
             products: products.answer,
             nodes: nodes.answer,
+            truncated: products.truncated || nodes.truncated,
             ..SyncResponse::default()
         };
         let mut budget = wire::MAX_SYNC_RESPONSE

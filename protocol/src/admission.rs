@@ -32,8 +32,9 @@ pub struct AdmissionLimits {
     /// from then on, attempts from unvalidated addresses get a Retry.
     pub retry_threshold: u32,
     /// How long the provider stays under load after the last attempt that found
-    /// `retry_threshold` reached, so that a flood cannot refill the handshake table each
-    /// time a handshake times out.
+    /// `retry_threshold` reached or came from an unvalidated address while under load, so
+    /// that a flood cannot refill the handshake table each time a handshake times out: it
+    /// keeps the provider in Retry mode for as long as it lasts.
     pub load_hold_ms: u64,
     /// Most handshakes in progress over all sources; beyond it every attempt is refused.
     pub max_handshakes: u32,
@@ -296,6 +297,9 @@ impl<K: Clone + Eq + Hash> Admission<K> {
             self.under_load_until_ms = now_ms.saturating_add(limits.load_hold_ms);
         }
         let under_load = self.under_load(now_ms);
+        if under_load && !attempt.validated {
+            self.under_load_until_ms = now_ms.saturating_add(limits.load_hold_ms);
+        }
         let source = self
             .by_source
             .get(&attempt.source)
@@ -561,18 +565,20 @@ mod tests {
             adm.on_handshake_end(t, HandshakeEnd::TimedOut);
         }
         assert_eq!(adm.handshakes(), 0);
-        // Still under load: a flood cannot refill the table as handshakes time out.
-        assert_eq!(adm.on_attempt(&attempt(B, false), 1_099), Verdict::Retry);
+        // Still under load: a flood cannot refill the table as handshakes time out, and
+        // each of its attempts prolongs the load; validated clients still get in.
         assert!(matches!(
             adm.on_attempt(&attempt(B, true), 1_099),
             Verdict::Accept { .. }
         ));
-        // Quiet again once the hold passed.
+        assert_eq!(adm.on_attempt(&attempt(B, false), 1_099), Verdict::Retry);
+        assert_eq!(adm.on_attempt(&attempt(A, false), 2_098), Verdict::Retry);
+        // Quiet again once a whole hold passed without unvalidated attempts.
         assert!(matches!(
-            adm.on_attempt(&attempt(A, false), 1_100),
+            adm.on_attempt(&attempt(A, false), 3_098),
             Verdict::Accept { .. }
         ));
-        assert_eq!(adm.stats().retried, 2);
+        assert_eq!(adm.stats().retried, 3);
         assert_eq!(adm.stats().peak_handshakes, 4);
     }
 

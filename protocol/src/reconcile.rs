@@ -35,6 +35,9 @@ pub const MAX_WANT: usize = 256;
 pub const FANOUT: usize = 16;
 /// Most ranges a requester keeps queued; beyond, the rest waits for the next session.
 pub const MAX_QUEUE: usize = 4096;
+/// Most keys a responder lists to send for one query: more envelopes than fit in a sync
+/// response anyway, so a query for everything does not make it list a huge catalog.
+pub const MAX_SEND: usize = 16 * 1024;
 /// Most round trips in one session; a responder that keeps a requester busy longer (by
 /// answering with ever new ranges) is cut off, and the next session starts afresh.
 pub const MAX_ROUNDS: u32 = 32;
@@ -338,6 +341,8 @@ pub struct Response<K> {
     pub answer: SetAnswer<K>,
     /// Keys whose envelopes the requester lacks, without repeats.
     pub send: Vec<K>,
+    /// `send` stopped at [`MAX_SEND`]: the answer is partial, like one cut by its size.
+    pub truncated: bool,
 }
 
 /// The responder's side: checks a query's bounds, then answers each range in `O(log n)`
@@ -364,6 +369,7 @@ pub fn respond<K: SyncKey>(
     }
     let mut replies = Vec::new();
     let mut send = Vec::new();
+    let mut truncated = false;
     for rc in &query.ranges {
         match &rc.claim {
             Claim::Fingerprint(theirs) => {
@@ -391,6 +397,10 @@ pub fn respond<K: SyncKey>(
             Claim::Items(theirs) => {
                 let theirs: BTreeMap<&K, u64> = theirs.iter().map(|(k, v)| (k, *v)).collect();
                 for (key, version) in ours.items(&rc.range) {
+                    if send.len() >= MAX_SEND {
+                        truncated = true;
+                        break;
+                    }
                     if theirs.get(key).is_none_or(|t| t < version) {
                         send.push(key.clone());
                     }
@@ -399,7 +409,7 @@ pub fn respond<K: SyncKey>(
         }
     }
     for key in &query.want {
-        if ours.version(key).is_some() {
+        if ours.version(key).is_some() && send.len() < MAX_SEND {
             send.push(key.clone());
         }
     }
@@ -408,6 +418,7 @@ pub fn respond<K: SyncKey>(
     Ok(Response {
         answer: SetAnswer { replies },
         send,
+        truncated,
     })
 }
 
@@ -660,6 +671,9 @@ mod tests {
             session
                 .on_answer(&ours, &query, response.answer)
                 .expect("an honest answer");
+            if response.truncated {
+                return true;
+            }
             if changed {
                 ours = SyncSet::from_map(a);
             }
@@ -726,6 +740,13 @@ mod tests {
         assert_eq!(a, b);
         assert!(t.largest_request <= QUERY_BUDGET);
         assert_eq!(t.entries_sent, 5_000);
+        // A catalog larger than one answer can list: the first session is cut, the next
+        // one reconciles the rest.
+        let b: BTreeMap<PublicKey, u64> = (0..40_000).map(|i| (key(i), 1)).collect();
+        let mut a = BTreeMap::new();
+        let t = sync(&mut a, &b);
+        assert_eq!(a, b);
+        assert!(t.sessions >= 2, "{} sessions", t.sessions);
     }
 
     /// The figure of the issue: 100,000 entries on each side, a few differences either way

@@ -52,7 +52,19 @@ pub(super) fn admit(
         validated: incoming.remote_address_validated(),
         may_retry: incoming.may_retry(),
     };
-    let verdict = shared.admission().on_attempt(&attempt, now_ms());
+    let now = now_ms();
+    let (verdict, load_began) = {
+        let mut admission = shared.admission();
+        let before = admission.under_load(now);
+        let verdict = admission.on_attempt(&attempt, now);
+        (verdict, !before && admission.under_load(now))
+    };
+    if load_began {
+        tracing::warn!(
+            "data plane under load: {} handshakes in progress; new connections must validate their address (QUIC Retry)",
+            shared.admission().handshakes()
+        );
+    }
     match verdict {
         Verdict::Accept {
             ticket,

@@ -207,6 +207,14 @@ fn load_resume(
     terms: &ContractTerms,
     options: &FetchOptions,
 ) -> Option<(ResumeState, IpcFileBuilder)> {
+    // A link in place of the state or the partial file is not ours: start afresh (the
+    // caller then removes the links, not what they point to).
+    let is_link = |p: &std::path::Path| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+    };
+    if is_link(&paths.state) || is_link(&paths.partial) {
+        return None;
+    }
     let text = std::fs::read_to_string(&paths.state).ok()?;
     let state: ResumeState = serde_json::from_str(&text).ok()?;
     let matches = state.agreement == id.to_hex()
@@ -222,11 +230,19 @@ fn load_resume(
 }
 
 fn write_state(paths: &PartialPaths, state: &ResumeState) -> std::io::Result<()> {
+    use std::io::Write as _;
     let tmp = paths.state.with_extension("state.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(state).expect("state serialises"),
-    )?;
+    // Never through a link someone left at `tmp`: remove it, then create a new file.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?
+        .write_all(&serde_json::to_vec_pretty(state).expect("state serialises"))?;
     std::fs::rename(&tmp, &paths.state)
 }
 

@@ -118,10 +118,40 @@ pub(crate) struct IpcFileBuilder {
     pub(crate) tally: TransferTally,
 }
 
+/// Whether `path` names the open `file` itself and that is a regular file (not reached
+/// through a symbolic link), checked before anything is written to it.
+pub(crate) fn is_plain_file(file: &File, path: &Path) -> bool {
+    let (Ok(opened), Ok(named)) = (file.metadata(), std::fs::symlink_metadata(path)) else {
+        return false;
+    };
+    if !named.file_type().is_file() {
+        return false;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        opened.dev() == named.dev() && opened.ino() == named.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        opened.is_file()
+    }
+}
+
 impl IpcFileBuilder {
-    /// Creates (truncating) `path` with the file magic.
+    /// Creates `path` afresh (replacing a file there) with the file magic. A symbolic link
+    /// at `path` is replaced, never followed: the output directory may be shared.
     pub(crate) fn create(path: &Path) -> std::io::Result<Self> {
-        let mut file = File::create(path)?;
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         let mut header = [0u8; HEADER_LEN];
         header[..MAGIC.len()].copy_from_slice(MAGIC);
         file.write_all(&header)?;
@@ -149,6 +179,9 @@ impl IpcFileBuilder {
             .write(true)
             .open(path)
             .map_err(|e| e.to_string())?;
+        if !is_plain_file(&file, path) {
+            return Err("the partial file is not a plain file".into());
+        }
         let len = file.metadata().map_err(|e| e.to_string())?.len();
         let mut reader =
             BufReader::with_capacity(1 << 20, file.try_clone().map_err(|e| e.to_string())?);

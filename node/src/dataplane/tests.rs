@@ -866,3 +866,37 @@ async fn a_provider_under_load_makes_the_consumer_validate_its_address_and_still
         "{metrics}"
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn links_planted_beside_the_output_are_replaced_not_followed() {
+    let provider = Side::start(provider_id());
+    let consumer = Side::start(consumer_id());
+    let product = publish(&provider, "sales", 1, &["email"]);
+    replicate_catalog(&provider, &consumer, &product);
+    agree(&provider, &consumer, terms(&product, &consumer.identity));
+    let shared_dir = tempfile::tempdir().unwrap();
+    let victims = tempfile::tempdir().unwrap();
+    let out = shared_dir.path().join("x.arrow");
+    let paths = PartialPaths::new(out.clone());
+    let mut planted = Vec::new();
+    for (i, link) in [
+        paths.partial.clone(),
+        paths.state.clone(),
+        paths.state.with_extension("state.tmp"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let victim = victims.path().join(format!("victim-{i}"));
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        planted.push(victim);
+    }
+    let outcome = consumer.plane.fetch(options(&out, &product)).await.unwrap();
+    assert_eq!(outcome.rows, (BATCHES * ROWS_PER_BATCH / 3) as u64);
+    for victim in planted {
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+    no_output_partials(&out);
+}
