@@ -213,23 +213,33 @@ impl Store {
         ids_of(self.agreement_index(), &prefix, 3, limit)
     }
 
-    /// Number of records with `role` in stored `state` (counted on the index keys).
-    pub fn count_agreements_in(&self, role: Role, state: ContractState) -> usize {
+    /// Number of records with `role` in stored `state`, counted on the index keys up to
+    /// `limit` (a budget check needs no more than its limit, whatever the store holds).
+    pub fn count_agreements_in(&self, role: Role, state: ContractState, limit: usize) -> usize {
         let prefix = [BY_STATE, role_byte(role), state_byte(state)];
-        self.agreement_index().scan_prefix(prefix).keys().count()
+        self.agreement_index()
+            .scan_prefix(prefix)
+            .keys()
+            .take(limit)
+            .count()
     }
 
-    /// Number of records of `consumer` with `role` in stored `state`.
+    /// Number of records of `consumer` with `role` in stored `state`, up to `limit`.
     pub fn count_agreements_of(
         &self,
         consumer: &PublicKey,
         role: Role,
         state: ContractState,
+        limit: usize,
     ) -> usize {
         let mut prefix = vec![BY_CONSUMER];
         prefix.extend_from_slice(&consumer.0);
         prefix.extend_from_slice(&[role_byte(role), state_byte(state)]);
-        self.agreement_index().scan_prefix(prefix).keys().count()
+        self.agreement_index()
+            .scan_prefix(prefix)
+            .keys()
+            .take(limit)
+            .count()
     }
 
     /// The record that already uses `nonce` for `consumer`, if any.

@@ -1722,7 +1722,7 @@ for row in table.to_pylist():
             nested_list(bounds::MAX_TYPE_DEPTH),
             true,
         )]));
-        let mut writer =
+        let writer =
             ArrowWriter::try_new(File::create(&input).unwrap(), schema.clone(), None).unwrap();
         writer.close().unwrap();
         let output = dir.path().join("out.arrow.partial");

@@ -57,6 +57,17 @@ pub enum IntegrityError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The database's own signed head disagrees with its audit log: part of it was rolled
+    /// back, or the head was signed by another key.
+    #[error(
+        "the database `{db}` is damaged: {reason}. Part of it was rolled back or altered; restore it from a backup, or start once with `meshnode run --accept-rollback` to continue with it as it is"
+    )]
+    Damaged {
+        /// Database path.
+        db: PathBuf,
+        /// What disagrees.
+        reason: String,
+    },
     /// The store is empty but product files are on disk.
     #[error(
         "the database `{db}` is empty, but `{products}` holds {files} published product file(s): the database was lost or emptied. Restore it from a backup, or start once with `meshnode run --accept-rollback` to continue with an empty store (version numbers are never reused)"
@@ -123,6 +134,18 @@ pub fn check_at_start(
             reason: reason.clone(),
         }),
         None => None,
+    };
+    // The database against itself: its signed head is written with each entry in one
+    // transaction, so a head that is not the chain's end means a tree was rolled back.
+    let problem = match problem {
+        None => store
+            .audit_head_check()?
+            .err()
+            .map(|e| IntegrityError::Damaged {
+                db: data_dir.db(),
+                reason: e.to_string(),
+            }),
+        other => other,
     };
     // Without an anchor (a data directory from an earlier release, or one deleted with the
     // database), published files beside an empty store still tell.
@@ -507,6 +530,31 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("identity.key"), "{err}");
+    }
+
+    #[test]
+    fn a_head_that_disagrees_with_the_chain_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = DataDir::new(tmp.path());
+        let store = node_store(&data_dir);
+        append(&store, 3);
+        check_at_start(&data_dir, &store, false).unwrap();
+        // The last entry rewritten in place: the chain and the anchor's count agree, the
+        // signed head in the database does not (as when sled loses one tree's writes).
+        let mut entry = AuditEntry::from_bytes(&store.audit_raw().unwrap()[2]).unwrap();
+        entry.detail = "{}".into();
+        store
+            .audit_overwrite_for_tests(2, &entry.to_bytes())
+            .unwrap();
+        let err = check_at_start(&data_dir, &store, false).unwrap_err();
+        assert!(matches!(err, IntegrityError::Diverged { anchor: 3, .. }), "{err}");
+        // Without the anchor, the database's own head still tells.
+        std::fs::remove_file(data_dir.audit_anchor()).unwrap();
+        let err = check_at_start(&data_dir, &store, false).unwrap_err();
+        assert!(matches!(err, IntegrityError::Damaged { .. }), "{err}");
+        assert!(err.to_string().contains("entry 2"), "{err}");
+        assert!(check_at_start(&data_dir, &store, true).is_ok());
+        assert_eq!(store.audit_verify().unwrap(), Ok(4));
     }
 
     #[test]

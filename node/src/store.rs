@@ -597,18 +597,62 @@ impl Store {
             detail: detail.to_string(),
         };
         let bytes = entry.to_bytes();
-        self.audit.insert(seq.to_be_bytes(), bytes.as_slice())?;
-        if let Some(signer) = &self.signer {
-            let head = Signed::sign(
+        let head = self.signer.as_ref().map(|signer| {
+            Signed::sign(
                 signer,
                 &AuditHead {
                     count: seq + 1,
                     last: audit::entry_hash(&bytes),
                 },
-            );
-            self.audit_head.insert(HEAD_KEY, head.to_bytes())?;
-        }
+            )
+            .to_bytes()
+        });
+        // Entry and head in one transaction: a crash never leaves one without the other, so
+        // a head that disagrees with the chain at start is damage, not an interrupted append.
+        use sled::Transactional;
+        (&self.audit, &self.audit_head)
+            .transaction(|(audit_tree, head_tree)| {
+                audit_tree.insert(&seq.to_be_bytes(), bytes.as_slice())?;
+                if let Some(head) = &head {
+                    head_tree.insert(HEAD_KEY, head.as_slice())?;
+                }
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                sled::transaction::TransactionError::Abort(()) => StoreError::Sled(
+                    sled::Error::ReportableBug("aborted audit append".into()),
+                ),
+            })?;
         Ok(seq)
+    }
+
+    /// Checks the stored signed head against the end of the chain, without reading the whole
+    /// chain: the entry count and the last entry's hash. A head behind or off the chain
+    /// means part of the database was rolled back (sled can lose one tree's latest writes
+    /// and keep another's), or the head was signed by another key.
+    pub fn audit_head_check(&self) -> Result<Result<(), ChainError>, StoreError> {
+        let Some(signer) = &self.signer else {
+            return Ok(Ok(()));
+        };
+        let count = self.audit_len()?;
+        let last = match count.checked_sub(1) {
+            Some(seq) => self.audit_hash_at(seq)?.unwrap_or(audit::GENESIS),
+            None => audit::GENESIS,
+        };
+        let head = match self.audit_head.get(HEAD_KEY)? {
+            Some(bytes) => match Signed::<AuditHead>::from_bytes(&bytes) {
+                Ok(head) => head,
+                Err(e) => {
+                    return Ok(Err(ChainError::Head(format!(
+                        "the signed head is unreadable ({e})"
+                    ))));
+                }
+            },
+            None if count == 0 => return Ok(Ok(())),
+            None => return Ok(Err(ChainError::Head("the signed head is missing".into()))),
+        };
+        Ok(audit::verify_head(&head, &signer.public_key(), count, last))
     }
 
     /// Number of entries in the audit chain (from the last key, without a scan).
