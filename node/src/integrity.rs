@@ -547,7 +547,10 @@ mod tests {
             .audit_overwrite_for_tests(2, &entry.to_bytes())
             .unwrap();
         let err = check_at_start(&data_dir, &store, false).unwrap_err();
-        assert!(matches!(err, IntegrityError::Diverged { anchor: 3, .. }), "{err}");
+        assert!(
+            matches!(err, IntegrityError::Diverged { anchor: 3, .. }),
+            "{err}"
+        );
         // Without the anchor, the database's own head still tells.
         std::fs::remove_file(data_dir.audit_anchor()).unwrap();
         let err = check_at_start(&data_dir, &store, false).unwrap_err();

@@ -367,30 +367,8 @@ pub(crate) async fn answer_request(
             other.short()
         )));
     }
-    // The consumer's budget, before anything is evaluated, stored or audited. The counts
-    // stop at the limits: their cost does not grow with what the store holds.
-    let (per_consumer, total) = {
-        let budget = party.budget();
-        let config = budget.config();
-        (
-            config.max_open_per_consumer as usize,
-            config.max_open_total as usize,
-        )
-    };
-    let open_by_consumer = [ContractState::Requested, ContractState::Pending]
-        .into_iter()
-        .map(|state| {
-            store.count_agreements_of(&terms.consumer, Role::Provider, state, per_consumer)
-        })
-        .sum::<usize>();
-    let open_total = store.count_agreements_in(Role::Provider, ContractState::Pending, total);
-    let admitted = party.budget().admit(
-        &terms.consumer,
-        u32::try_from(open_by_consumer).unwrap_or(u32::MAX),
-        u32::try_from(open_total).unwrap_or(u32::MAX),
-        now_ms,
-    );
-    if let Err(refusal) = admitted {
+    // The consumer's rate, before anything is evaluated, stored or audited.
+    if let Err(refusal) = party.budget().take_token(&terms.consumer, now_ms) {
         tracing::debug!(
             consumer = terms.consumer_domain,
             "contract request over budget: {refusal}"
@@ -454,6 +432,36 @@ pub(crate) async fn answer_request(
             ))
         }
         Ok(PolicyDecision::NeedsOperator) => {
+            // Only a request that would wait for the operator takes a place in the queue,
+            // so a full queue never blocks automatic approval. The counts stop at the
+            // limits: their cost does not grow with what the store holds.
+            let (per_consumer, total) = {
+                let budget = party.budget();
+                let config = budget.config();
+                (
+                    config.max_open_per_consumer as usize,
+                    config.max_open_total as usize,
+                )
+            };
+            let open_by_consumer = [ContractState::Requested, ContractState::Pending]
+                .into_iter()
+                .map(|state| {
+                    store.count_agreements_of(&terms.consumer, Role::Provider, state, per_consumer)
+                })
+                .sum::<usize>();
+            let open_total =
+                store.count_agreements_in(Role::Provider, ContractState::Pending, total);
+            let open = party.budget().check_open(
+                u32::try_from(open_by_consumer).unwrap_or(u32::MAX),
+                u32::try_from(open_total).unwrap_or(u32::MAX),
+            );
+            if let Err(refusal) = open {
+                tracing::debug!(
+                    consumer = terms.consumer_domain,
+                    "contract request over budget: {refusal}"
+                );
+                return Ok(ContractReply::Busy(refusal));
+            }
             record.state =
                 transition(record.state, ContractEvent::ParkForOperator).map_err(illegal)?;
             None
@@ -2003,5 +2011,42 @@ mod tests {
                 started.elapsed().as_secs_f64() * 1000.0 / 200.0
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_does_not_block_automatic_approval() {
+        let mut mesh = Mesh::new(Approval::Auto);
+        mesh.provider_budget = std::sync::Mutex::new(RequestBudget::new(BudgetConfig {
+            max_open_total: 1,
+            ..Default::default()
+        }));
+        // Someone else's request fills the queue.
+        let stranger = Identity::from_secret_bytes([43; 32]);
+        let terms = build_terms(
+            &mesh.descriptor,
+            stranger.public_key(),
+            "stranger",
+            &analytics(),
+            NOW,
+            [1; 16],
+        )
+        .unwrap();
+        let record = AgreementRecord {
+            role: Role::Provider,
+            request: Signed::sign(
+                &stranger,
+                &ContractRequest {
+                    terms: terms.clone(),
+                },
+            ),
+            agreement: None,
+            rejection: None,
+            revocation: None,
+            state: ContractState::Pending,
+            updated_ms: NOW,
+        };
+        mesh.provider.put_agreement(&terms.id(), &record).unwrap();
+        let (_, reply) = mesh.negotiate(&analytics(), 1).await;
+        assert!(matches!(reply, ContractReply::Agreed(_)), "{reply:?}");
     }
 }

@@ -1005,6 +1005,15 @@ impl Node {
     }
 
     fn answer_sync(&mut self, peer: PeerId, request: &[u8]) -> Vec<u8> {
+        if !self.policy.allow_sync_answer(&peer, Instant::now()) {
+            // Over its budget: an empty answer marked truncated makes it back off.
+            tracing::debug!(%peer, "sync request over the peer's budget");
+            return SyncResponse {
+                truncated: true,
+                ..SyncResponse::default()
+            }
+            .to_bytes();
+        }
         let request = match SyncRequest::from_bytes(request) {
             Ok(r) => r,
             Err(e) => {

@@ -620,9 +620,9 @@ impl Store {
             })
             .map_err(|e: sled::transaction::TransactionError<()>| match e {
                 sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
-                sled::transaction::TransactionError::Abort(()) => StoreError::Sled(
-                    sled::Error::ReportableBug("aborted audit append".into()),
-                ),
+                sled::transaction::TransactionError::Abort(()) => {
+                    StoreError::Sled(sled::Error::ReportableBug("aborted audit append".into()))
+                }
             })?;
         Ok(seq)
     }

@@ -177,6 +177,47 @@ impl RequestBudget {
         Ok(())
     }
 
+    /// The rate limit alone: takes one token of `consumer`'s bucket at `now_ms`, or refuses.
+    /// With [`RequestBudget::check_open`], the two halves of [`RequestBudget::admit`] for a
+    /// provider that applies the open-request limits only to requests it would park.
+    pub fn take_token(&mut self, consumer: &PublicKey, now_ms: u64) -> Result<(), BudgetRefusal> {
+        let tat = self
+            .buckets
+            .get(consumer)
+            .map_or(now_ms, |b| b.tat_ms.max(now_ms));
+        let ahead = tat - now_ms;
+        if ahead > self.tolerance_ms() {
+            self.store(*consumer, tat, now_ms);
+            return Err(BudgetRefusal::RateLimited {
+                retry_after_ms: ahead - self.tolerance_ms(),
+            });
+        }
+        self.store(
+            *consumer,
+            tat.saturating_add(self.config.refill_ms.max(1)),
+            now_ms,
+        );
+        Ok(())
+    }
+
+    /// The open-request limits alone, for a request that would wait for the operator.
+    pub fn check_open(&self, open_by_consumer: u32, open_total: u32) -> Result<(), BudgetRefusal> {
+        let c = &self.config;
+        if open_by_consumer >= c.max_open_per_consumer {
+            return Err(BudgetRefusal::TooManyOpen {
+                open: open_by_consumer,
+                max: c.max_open_per_consumer,
+            });
+        }
+        if open_total >= c.max_open_total {
+            return Err(BudgetRefusal::ProviderFull {
+                open: open_total,
+                max: c.max_open_total,
+            });
+        }
+        Ok(())
+    }
+
     /// Keeps a bucket, evicting others when the table is full.
     fn store(&mut self, consumer: PublicKey, tat_ms: u64, now_ms: u64) {
         let max = self.config.max_tracked.max(1);
@@ -311,6 +352,29 @@ mod tests {
             let _ = b.admit(&key(200), 0, 0, NOW + 100);
         }
         assert!(b.admit(&key(200), 0, 0, NOW + 100).is_err());
+    }
+
+    #[test]
+    fn the_two_halves_decide_as_admit_does() {
+        let mut b = RequestBudget::new(config());
+        for _ in 0..4 {
+            assert_eq!(b.take_token(&key(1), NOW), Ok(()));
+        }
+        assert_eq!(
+            b.take_token(&key(1), NOW),
+            Err(BudgetRefusal::RateLimited {
+                retry_after_ms: 1000
+            })
+        );
+        assert_eq!(b.check_open(2, 9), Ok(()));
+        assert_eq!(
+            b.check_open(3, 0),
+            Err(BudgetRefusal::TooManyOpen { open: 3, max: 3 })
+        );
+        assert_eq!(
+            b.check_open(0, 10),
+            Err(BudgetRefusal::ProviderFull { open: 10, max: 10 })
+        );
     }
 
     #[test]

@@ -59,6 +59,12 @@ pub struct PolicyConfig {
     pub sync_penalty_limit: f64,
     /// How often decayed scores are handed to the gossip layer.
     pub score_refresh: Duration,
+    /// Sync requests one peer may have answered in a burst (a fresh node's session takes a
+    /// few dozen rounds).
+    pub sync_answer_burst: f64,
+    /// Sync requests per second one peer may have answered on average; beyond, it gets an
+    /// empty answer marked truncated, and backs off.
+    pub sync_answer_rate: f64,
 }
 
 impl Default for PolicyConfig {
@@ -79,6 +85,8 @@ impl Default for PolicyConfig {
             penalty_half_life: Duration::from_secs(600),
             sync_penalty_limit: 8.0,
             score_refresh: Duration::from_secs(5),
+            sync_answer_burst: 64.0,
+            sync_answer_rate: 4.0,
         }
     }
 }
@@ -140,6 +148,10 @@ struct Bootstrap<P, A> {
 struct Connected {
     /// Last sync or contract message either way (or the connection time).
     last_used: Instant,
+    /// Sync answers it may still ask for (a token bucket), as of `tokens_at`.
+    answer_tokens: f64,
+    /// When `answer_tokens` was last brought up to date.
+    tokens_at: Instant,
 }
 
 /// When a peer may be synced with again.
@@ -268,9 +280,12 @@ where
                 b.backoff = self.config.redial_min;
             }
         }
-        self.connected
-            .entry(peer.clone())
-            .or_insert(Connected { last_used: now });
+        let burst = self.config.sync_answer_burst;
+        self.connected.entry(peer.clone()).or_insert(Connected {
+            last_used: now,
+            answer_tokens: burst,
+            tokens_at: now,
+        });
         let mut actions = Vec::new();
         if first && self.may_sync(&peer, now) {
             actions.extend(self.start_sync(peer));
@@ -306,6 +321,25 @@ where
     /// A dial the policy asked for could not even start: forget it.
     pub fn on_dial_not_started(&mut self, peer: &P) {
         self.dialing.remove(peer);
+    }
+
+    /// Whether to answer a sync request from `peer` now: a token bucket per connected peer
+    /// (`sync_answer_burst`, refilled at `sync_answer_rate`). A peer not known as connected
+    /// gets no answer.
+    pub fn allow_sync_answer(&mut self, peer: &P, now: Instant) -> bool {
+        let (burst, rate) = (self.config.sync_answer_burst, self.config.sync_answer_rate);
+        let Some(c) = self.connected.get_mut(peer) else {
+            return false;
+        };
+        let elapsed = now.saturating_duration_since(c.tokens_at).as_secs_f64();
+        c.answer_tokens = (c.answer_tokens + elapsed * rate).min(burst);
+        c.tokens_at = now;
+        if c.answer_tokens >= 1.0 {
+            c.answer_tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// A sync or contract message went either way with `peer`.
@@ -858,6 +892,29 @@ mod tests {
         p.on_sync_finished(&1, SyncOutcome::Failed, now);
         assert!(p.tick(now + secs(120), |_| false).is_empty());
         assert_eq!(p.sync_round(now + secs(2), 1), vec![Action::Sync(1)]);
+    }
+
+    #[test]
+    fn sync_answers_per_peer_are_rate_limited() {
+        let t0 = Instant::now();
+        let mut p = policy(vec![], t0);
+        assert!(!p.allow_sync_answer(&1, t0), "not connected: no answer");
+        p.on_connected(1, &"x", true, t0);
+        p.on_connected(2, &"x", true, t0);
+        let burst = PolicyConfig::default().sync_answer_burst as usize;
+        let answered = (0..burst * 2)
+            .filter(|_| p.allow_sync_answer(&1, t0))
+            .count();
+        assert_eq!(answered, burst);
+        // Another peer has its own budget.
+        assert!(p.allow_sync_answer(&2, t0));
+        // One second later, `sync_answer_rate` more.
+        let later = t0 + secs(1);
+        let answered = (0..100).filter(|_| p.allow_sync_answer(&1, later)).count();
+        assert_eq!(answered, PolicyConfig::default().sync_answer_rate as usize);
+        // A disconnected peer's budget is forgotten with it.
+        p.on_disconnected(&1, 0, later);
+        assert!(!p.allow_sync_answer(&1, later));
     }
 
     #[test]
