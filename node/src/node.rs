@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -241,15 +241,32 @@ struct SyncSession {
     stored: usize,
 }
 
-/// Reconciliation sets built from the store's digests, rebuilt when a digest changes.
-/// Holding the digest keeps the store from updating it in place, so a changed digest is a
-/// different allocation.
+/// Reconciliation sets built from the store's digests, rebuilt when a digest changes. Only
+/// a weak reference to the digest is kept: a strong one would make the store copy the whole
+/// digest on every write. A write moves the digest to a new allocation (and a weak
+/// reference to the old one no longer upgrades), so a live, identical pointer means "same
+/// digest"; the weak reference also keeps the old address from being reused.
 #[derive(Debug, Default)]
 struct SyncSets {
     /// The catalog digest the set was built from, and the set.
-    products: Option<(Digest<ProductId>, Arc<SyncSet<ProductId>>)>,
+    products: Option<(Weak<BTreeMap<ProductId, u64>>, Arc<SyncSet<ProductId>>)>,
     /// The node-record digest the set was built from, and the set.
-    nodes: Option<(Digest<PublicKey>, Arc<SyncSet<PublicKey>>)>,
+    nodes: Option<(Weak<BTreeMap<PublicKey, u64>>, Arc<SyncSet<PublicKey>>)>,
+}
+
+/// The set cached in `slot` if it was built from `digest`, else a new one (cached).
+fn cached_set<K: reconcile::SyncKey>(
+    slot: &mut Option<(Weak<BTreeMap<K, u64>>, Arc<SyncSet<K>>)>,
+    digest: Digest<K>,
+) -> Arc<SyncSet<K>> {
+    if let Some((held, set)) = slot
+        && held.upgrade().is_some_and(|d| Arc::ptr_eq(&d, &digest))
+    {
+        return set.clone();
+    }
+    let set = Arc::new(SyncSet::from_map(&digest));
+    *slot = Some((Arc::downgrade(&digest), set.clone()));
+    set
 }
 
 /// Options for starting a node beyond its config file.
@@ -916,27 +933,13 @@ impl Node {
     /// The reconciliation set of the catalog, rebuilt only when the catalog changed.
     fn product_set(&mut self) -> Arc<SyncSet<ProductId>> {
         let digest = self.store.catalog_digest().unwrap_or_default();
-        if let Some((held, set)) = &self.sync_sets.products
-            && Arc::ptr_eq(held, &digest)
-        {
-            return set.clone();
-        }
-        let set = Arc::new(SyncSet::from_map(&digest));
-        self.sync_sets.products = Some((digest, set.clone()));
-        set
+        cached_set(&mut self.sync_sets.products, digest)
     }
 
     /// The reconciliation set of the node records, rebuilt only when they changed.
     fn node_set(&mut self) -> Arc<SyncSet<PublicKey>> {
         let digest = self.store.node_digest().unwrap_or_default();
-        if let Some((held, set)) = &self.sync_sets.nodes
-            && Arc::ptr_eq(held, &digest)
-        {
-            return set.clone();
-        }
-        let set = Arc::new(SyncSet::from_map(&digest));
-        self.sync_sets.nodes = Some((digest, set.clone()));
-        set
+        cached_set(&mut self.sync_sets.nodes, digest)
     }
 
     /// Starts a sync session with `peer` (the policy decided it; see `execute`).
@@ -1428,4 +1431,24 @@ fn is_dialable(addr: &Multiaddr) -> bool {
         Protocol::Ip6(ip) => ip.is_unspecified(),
         _ => false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_sets_follow_digest_writes_without_pinning_the_digest() {
+        let mut slot = None;
+        let mut digest: Digest<PublicKey> =
+            Arc::new([(PublicKey([1; 32]), 1)].into_iter().collect());
+        let first = cached_set(&mut slot, digest.clone());
+        assert!(Arc::ptr_eq(&first, &cached_set(&mut slot, digest.clone())));
+        // The cache holds no strong reference: the store's write updates the digest in place.
+        assert_eq!(Arc::strong_count(&digest), 1);
+        Arc::make_mut(&mut digest).insert(PublicKey([2; 32]), 1);
+        let second = cached_set(&mut slot, digest.clone());
+        assert_eq!((first.len(), second.len()), (1, 2));
+        assert!(Arc::ptr_eq(&second, &cached_set(&mut slot, digest)));
+    }
 }
