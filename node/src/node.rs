@@ -249,14 +249,17 @@ struct SyncSession {
 #[derive(Debug, Default)]
 struct SyncSets {
     /// The catalog digest the set was built from, and the set.
-    products: Option<(Weak<BTreeMap<ProductId, u64>>, Arc<SyncSet<ProductId>>)>,
+    products: Option<CachedSet<ProductId>>,
     /// The node-record digest the set was built from, and the set.
-    nodes: Option<(Weak<BTreeMap<PublicKey, u64>>, Arc<SyncSet<PublicKey>>)>,
+    nodes: Option<CachedSet<PublicKey>>,
 }
+
+/// A reconciliation set and the digest it was built from.
+type CachedSet<K> = (Weak<BTreeMap<K, u64>>, Arc<SyncSet<K>>);
 
 /// The set cached in `slot` if it was built from `digest`, else a new one (cached).
 fn cached_set<K: reconcile::SyncKey>(
-    slot: &mut Option<(Weak<BTreeMap<K, u64>>, Arc<SyncSet<K>>)>,
+    slot: &mut Option<CachedSet<K>>,
     digest: Digest<K>,
 ) -> Arc<SyncSet<K>> {
     if let Some((held, set)) = slot

@@ -96,7 +96,13 @@ async fn a_joiner_reconciles_a_large_catalog_in_bounded_rounds() {
     };
 
     let started = Instant::now();
-    let (b, b_task) = start(&dir.path().join("b"), "churn", [2; 32], vec![a_addr], |_| {});
+    let (b, b_task) = start(
+        &dir.path().join("b"),
+        "churn",
+        [2; 32],
+        vec![a_addr],
+        |_| {},
+    );
     let deadline = started + Duration::from_secs(120);
     loop {
         let status = b.status().await.unwrap();

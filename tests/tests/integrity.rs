@@ -293,6 +293,7 @@ fn try_start(node: &TestNode) -> Start {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("`meshnode run` neither started nor refused");
 }
 
