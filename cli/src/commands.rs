@@ -118,6 +118,11 @@ pub(crate) struct PublishArgs {
     /// Input product, domain/product@version (repeatable).
     #[arg(long = "lineage")]
     lineage: Vec<String>,
+    /// CSV value to read as null in every column, e.g. NA (repeatable or comma-separated;
+    /// none by default: empty fields in text columns are empty strings, and are null in
+    /// number, boolean, date and timestamp columns).
+    #[arg(long = "null-values", value_name = "V", value_delimiter = ',')]
+    null_values: Vec<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -139,6 +144,7 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         restricted: args.restricted,
         max_days: args.max_days,
         lineage: args.lineage,
+        null_values: args.null_values,
     };
     let view: ProductView = client.post("/v1/publish", &request).await?;
     if args.json {

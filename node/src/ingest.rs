@@ -7,9 +7,9 @@
 //!   whole input. CSV gets its schema from the first [`CSV_INFER_RECORDS`] data rows.
 //! - `write_ipc` writes the batches to an uncompressed Arrow IPC *file* through a writer that
 //!   hashes (BLAKE3) and counts the bytes on their way to disk, then fsyncs.
-//! - When arrow-csv rejects a CSV, `diagnose_csv` re-reads it with the `csv` crate (the same
-//!   `csv-core` parser arrow-csv uses, so records line up) to name the physical line and the
-//!   problem, which arrow-csv reports only as a record number.
+//! - CSV is decoded with the `csv` crate into Arrow builders, so that the rules for empty fields,
+//!   null markers and time zones are ours (matching pyarrow's values); errors name the physical
+//!   line (re-reading from the record's byte offset) and the column.
 //!
 //! This module knows nothing of the rest of the node: it maps paths to an [`IngestOutcome`].
 
@@ -19,13 +19,13 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use arrow::array::timezone::Tz;
-use arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
-use arrow::csv::reader::Format;
-use arrow::datatypes::{
-    DataType, Date32Type, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit,
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch,
+    StringBuilder,
 };
+use arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
+use arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::ipc::reader::{FileReader, StreamReader};
 use arrow::ipc::writer::FileWriter;
@@ -62,6 +62,37 @@ const ARROW_FILE_MAGIC: &[u8; 6] = b"ARROW1";
 
 /// The extensions [`InputFormat::detect`] accepts, as shown in error messages.
 const SUPPORTED_EXTENSIONS: &str = ".csv, .parquet/.pq, .arrow/.feather/.ipc or .arrows";
+
+/// Most `--null-values` markers, and most bytes in one: they are compared with every field.
+pub const MAX_NULL_VALUES: usize = 64;
+/// Most bytes in one null marker.
+pub const MAX_NULL_VALUE_LEN: usize = 256;
+
+/// How to read a CSV input (Parquet and Arrow inputs carry their own types and nulls).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// Field values read as null in every column, strings included (`publish --null-values`).
+    /// None by default, so text is kept exactly as written: an empty field in a text column is
+    /// an empty string, and `NA` or `null` are the strings they look like.
+    pub null_values: Vec<String>,
+}
+
+impl CsvOptions {
+    /// Refuses more than [`MAX_NULL_VALUES`] markers or one over [`MAX_NULL_VALUE_LEN`] bytes.
+    fn check(&self, file: &Path) -> Result<(), IngestError> {
+        let over = |problem: BoundsError| IngestError::Csv {
+            file: file.to_path_buf(),
+            line: None,
+            problem: format!("{problem}: pass fewer or shorter --null-values"),
+        };
+        bounds::check_count("the null markers", self.null_values.len(), MAX_NULL_VALUES)
+            .map_err(over)?;
+        for value in &self.null_values {
+            bounds::check_len("a null marker", value, MAX_NULL_VALUE_LEN).map_err(over)?;
+        }
+        Ok(())
+    }
+}
 
 /// What ingesting produced: enough to fill a product descriptor without reading the file again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,18 +390,36 @@ fn csv_message(file: &Path, line: Option<u64>, problem: &str) -> String {
 /// with zero rows are dropped. A Parquet or Arrow input with a schema but zero rows is accepted
 /// (a CSV needs a data row to infer types from).
 ///
-/// CSV semantics: a header row is required; column types (Int64, Float64, Boolean, Date32,
-/// Timestamp, else Utf8) are inferred from the first [`CSV_INFER_RECORDS`] data rows, and a
-/// column with no value there becomes nullable Utf8. Every column is nullable. An empty field is
-/// null in every column type, strings included. A quoted empty field (`""`) is null too:
-/// arrow-csv's record decoder drops the quotes before null detection, so it cannot be told from
-/// an empty field. Quoted fields keep commas, doubled quotes (`""` inside quotes is one `"`) and
-/// line breaks; text must be UTF-8. Line numbers in errors are physical, 1-based lines.
+/// CSV semantics (values as `pyarrow.csv.read_csv` gives them, except where noted): a header row
+/// is required, with no empty and no repeated column name. Column types are inferred from the
+/// first [`CSV_INFER_RECORDS`] data rows, in pyarrow's order: Int64 (leading zeros allowed, so
+/// `007` is 7), Boolean (`true`/`True`/`TRUE` and the like), Date32 (`YYYY-MM-DD`), Timestamp,
+/// Float64, else Utf8; a column with no value there is Utf8 (pyarrow: null type). A column is
+/// Timestamp only if every value is written the same way (same separator, seconds or not, all
+/// zoned or all zone-less; a date mixed in keeps it Utf8, where pyarrow makes timestamps):
+/// seconds, or nanoseconds when any value has fractional seconds; values with `Z` or `±hh:mm`
+/// are stored as instants in `Timestamp(_, "UTC")`. Every column is nullable. Nulls: in a Utf8
+/// column an empty field and `""` are the empty string, and only a value equal to one of
+/// `options.null_values` is null (pyarrow with `strings_can_be_null=False`); in other columns
+/// an empty field, `""` or a null marker is null. `NA`, `null`, `NaN` are not null markers
+/// unless passed (pyarrow reads them as null in non-text columns). Quoted fields keep commas,
+/// doubled quotes and line breaks; a quote never closed is refused; text must be UTF-8. Line
+/// numbers in errors are physical, 1-based lines.
 ///
 /// On any error after `output` was created it is removed; an input rejected before that
 /// ([`IngestError::NotFound`], [`IngestError::UnsupportedExtension`], ...) leaves `output`
 /// untouched.
 pub fn ingest_file(input: &Path, output: &Path) -> Result<IngestOutcome, IngestError> {
+    ingest_file_with(input, output, &CsvOptions::default())
+}
+
+/// [`ingest_file`] with options for reading a CSV input (ignored for other formats).
+pub fn ingest_file_with(
+    input: &Path,
+    output: &Path,
+    options: &CsvOptions,
+) -> Result<IngestOutcome, IngestError> {
+    options.check(input)?;
     let metadata = fs::metadata(input).map_err(|error| match error.kind() {
         io::ErrorKind::NotFound => IngestError::NotFound {
             file: input.to_path_buf(),
@@ -390,7 +439,7 @@ pub fn ingest_file(input: &Path, output: &Path) -> Result<IngestOutcome, IngestE
             reason: EmptyReason::NoBytes,
         });
     }
-    let mut source = Source::open(input, format)?;
+    let mut source = Source::open(input, format, options)?;
     if source.schema().fields().is_empty() {
         return Err(IngestError::Empty {
             file: input.to_path_buf(),
@@ -532,25 +581,89 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// A `Read` that counts the bytes it hands out (to estimate CSV record length).
-struct CountingReader<R> {
+/// Watches the bytes the `csv` crate reads to see whether the input ends inside a quoted field:
+/// the crate (like arrow-csv) then quietly ends the record at the end of the file, so a quote
+/// never closed would swallow the rest of the file into one field. The state machine follows
+/// csv-core's default dialect (a field is quoted only when its first byte is `"`; `""` inside
+/// quotes is a quote; bytes after a closing quote continue the field unquoted).
+struct QuoteTracker<R> {
     /// Where the bytes come from.
     inner: R,
-    /// Number of bytes read so far.
-    bytes: u64,
+    /// Where in a field the last byte read left us.
+    state: QuoteState,
+    /// 1-based count of `\n` seen so far plus one: the physical line of the next byte.
+    line: u64,
+    /// Line of the opening quote of the quoted field we are in.
+    opened_on: u64,
+    /// The inner reader reported its end.
+    at_end: bool,
 }
 
-impl<R: Read> Read for CountingReader<R> {
+/// Where in a CSV field the tracker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuoteState {
+    /// At the start of a field.
+    FieldStart,
+    /// Inside a field that did not start with a quote.
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// Just after a quote inside a quoted field (closing, or the first of a doubled pair).
+    QuoteInQuoted,
+}
+
+impl<R> QuoteTracker<R> {
+    fn new(inner: R) -> Self {
+        QuoteTracker {
+            inner,
+            state: QuoteState::FieldStart,
+            line: 1,
+            opened_on: 1,
+            at_end: false,
+        }
+    }
+
+    /// The line of the opening quote when the whole input was read and ended inside quotes.
+    fn unclosed_quote(&self) -> Option<u64> {
+        (self.at_end && self.state == QuoteState::Quoted).then_some(self.opened_on)
+    }
+
+    fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+impl<R: Read> Read for QuoteTracker<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.bytes += n as u64;
+        if n == 0 && !buf.is_empty() {
+            self.at_end = true;
+        }
+        for &byte in &buf[..n] {
+            use QuoteState::*;
+            let separator = matches!(byte, b',' | b'\n' | b'\r');
+            self.state = match (self.state, byte) {
+                (Quoted, b'"') => QuoteInQuoted,
+                (Quoted, _) => Quoted,
+                (QuoteInQuoted, b'"') => Quoted,
+                (FieldStart, b'"') => {
+                    self.opened_on = self.line;
+                    Quoted
+                }
+                (_, _) if separator => FieldStart,
+                (_, _) => Unquoted,
+            };
+            if byte == b'\n' {
+                self.line += 1;
+            }
+        }
         Ok(n)
     }
 }
 
 /// One input, as a sequence of record batches.
 enum Source {
-    /// A CSV being decoded by arrow-csv.
+    /// A CSV being decoded record by record.
     Csv(Box<CsvSource>),
     /// A Parquet file, decoded row group by row group.
     Parquet {
@@ -579,22 +692,28 @@ enum Source {
 
 /// State of a CSV being read.
 struct CsvSource {
-    /// Input path, for error messages and for [`diagnose_csv`].
+    /// Input path, for error messages (which re-read it to find physical line numbers).
     path: PathBuf,
-    /// The inferred schema (all-null columns turned into Utf8).
+    /// The inferred schema.
     schema: SchemaRef,
-    /// The streaming arrow-csv reader.
-    reader: arrow::csv::reader::BufReader<BufReader<File>>,
-    /// Data rows decoded so far: rows before this index are known to be good.
+    /// The streaming record reader, past the header.
+    reader: csv::Reader<QuoteTracker<BufReader<File>>>,
+    /// The record being decoded, reused between rows.
+    record: csv::ByteRecord,
+    /// Field values read as null in every column (`--null-values`).
+    null_values: Vec<String>,
+    /// Most rows in one batch, from [`csv_batch_rows`].
+    batch_rows: usize,
+    /// Data rows decoded so far.
     rows: u64,
 }
 
 impl Source {
-    fn open(path: &Path, format: InputFormat) -> Result<Source, IngestError> {
+    fn open(path: &Path, format: InputFormat, options: &CsvOptions) -> Result<Source, IngestError> {
         let file = File::open(path).map_err(|e| io_error(path, "open", e))?;
         let arrow_error = |error| arrow_read_error(path, format, error);
         Ok(match format {
-            InputFormat::Csv => Source::Csv(Box::new(open_csv(path, file)?)),
+            InputFormat::Csv => Source::Csv(Box::new(open_csv(path, file, options)?)),
             InputFormat::Parquet => {
                 let parquet_error = |error: parquet::errors::ParquetError| IngestError::Parquet {
                     file: path.to_path_buf(),
@@ -665,15 +784,7 @@ impl Source {
     /// The next batch, `None` at the end of the input.
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, IngestError> {
         match self {
-            Source::Csv(csv) => match csv.reader.next().transpose() {
-                Ok(batch) => {
-                    if let Some(batch) = &batch {
-                        csv.rows += batch.num_rows() as u64;
-                    }
-                    Ok(batch)
-                }
-                Err(error) => Err(diagnose_csv(&csv.path, Some(&csv.schema), csv.rows, error)),
-            },
+            Source::Csv(csv) => csv.next_batch(),
             Source::Parquet { path, reader, .. } => {
                 reader.next().transpose().map_err(|error| match error {
                     ArrowError::IoError(_, error) => io_error(path, "read", error),
@@ -722,59 +833,554 @@ fn without_dictionaries(schema: &Schema) -> Schema {
     Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
-/// Infers the schema from the first [`CSV_INFER_RECORDS`] data rows, then opens a streaming
-/// reader over the whole file with that schema.
-fn open_csv(path: &Path, file: File) -> Result<CsvSource, IngestError> {
-    let format = Format::default().with_header(true);
-    let mut counting = CountingReader {
-        inner: file,
-        bytes: 0,
-    };
-    let (inferred, records) = format
-        .infer_schema(&mut counting, Some(CSV_INFER_RECORDS))
-        .map_err(|error| diagnose_csv(path, None, 0, error))?;
+/// Infers the schema from the first [`CSV_INFER_RECORDS`] data rows (refusing a header with a
+/// duplicate or empty column name), then opens a streaming reader over the whole file.
+fn open_csv(path: &Path, file: File, options: &CsvOptions) -> Result<CsvSource, IngestError> {
+    let mut reader = csv_reader(file);
+    let mut record = csv::ByteRecord::new();
     let empty = |reason| IngestError::Empty {
         file: path.to_path_buf(),
         format: InputFormat::Csv,
         reason,
     };
-    if inferred.fields().is_empty() {
+    if !read_csv_record(path, &mut reader, &mut record)? {
         return Err(empty(EmptyReason::NoColumns));
+    }
+    let names = csv_header(path, &record)?;
+    let mut inference = vec![Inference::default(); names.len()];
+    let mut records = 0usize;
+    while records < CSV_INFER_RECORDS && read_csv_record(path, &mut reader, &mut record)? {
+        check_csv_record(path, &reader, &record, names.len())?;
+        for (index, (column, raw)) in inference.iter_mut().zip(record.iter()).enumerate() {
+            let value = csv_text(path, &record, index, raw)?;
+            if !value.is_empty() && !options.null_values.iter().any(|null| null == value) {
+                column.observe(value);
+            }
+        }
+        records += 1;
     }
     if records == 0 {
         return Err(empty(EmptyReason::HeaderOnly));
     }
-    let schema = Arc::new(null_columns_as_utf8(&inferred));
-    let record_bytes = counting.bytes / (records as u64 + 1);
+    let fields: Vec<Field> = names
+        .into_iter()
+        .zip(&inference)
+        .map(|(name, column)| Field::new(name, column.data_type(), true))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let record_bytes = reader.position().byte() / (records as u64 + 1);
     let batch_rows = csv_batch_rows(schema.fields().len(), record_bytes);
 
-    let mut file = counting.inner;
+    let mut file = reader.into_inner().into_inner().into_inner();
     file.rewind().map_err(|e| io_error(path, "read", e))?;
-    let reader = arrow::csv::ReaderBuilder::new(schema.clone())
-        .with_format(format)
-        .with_batch_size(batch_rows)
-        .build_buffered(BufReader::with_capacity(READ_BUFFER, file))
-        .map_err(|error| diagnose_csv(path, Some(&schema), 0, error))?;
+    let mut reader = csv_reader(file);
+    // The header again: it was checked above.
+    read_csv_record(path, &mut reader, &mut record)?;
     Ok(CsvSource {
         path: path.to_path_buf(),
         schema,
         reader,
+        record,
+        null_values: options.null_values.clone(),
+        batch_rows,
         rows: 0,
     })
 }
 
-/// Inference gives `Null` to a column with no value in the prefix; downstream tools handle a
-/// nullable Utf8 column better, and later values then still fit.
-fn null_columns_as_utf8(schema: &Schema) -> Schema {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|field| match field.data_type() {
-            DataType::Null => Field::new(field.name(), DataType::Utf8, true),
-            _ => field.as_ref().clone(),
+/// A `csv` crate reader with the dialect arrow-csv and pyarrow use by default: comma, double
+/// quote, quotes escaped by doubling, `\n` or `\r\n` line ends, blank lines skipped. Rows are
+/// read flexibly so that a ragged row gets [`IngestError::RaggedCsv`] with its line.
+fn csv_reader(file: File) -> csv::Reader<QuoteTracker<BufReader<File>>> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(QuoteTracker::new(BufReader::with_capacity(
+            READ_BUFFER,
+            file,
+        )))
+}
+
+/// Reads the next record; at the end of the input, refuses a quote that was never closed
+/// (it would have swallowed the rest of the file into one field).
+fn read_csv_record(
+    path: &Path,
+    reader: &mut csv::Reader<QuoteTracker<BufReader<File>>>,
+    record: &mut csv::ByteRecord,
+) -> Result<bool, IngestError> {
+    let more = reader
+        .read_byte_record(record)
+        .map_err(|error| csv_crate_error(path, error))?;
+    if !more && let Some(line) = reader.get_ref().unclosed_quote() {
+        return Err(unclosed_quote(path, line));
+    }
+    Ok(more)
+}
+
+fn unclosed_quote(path: &Path, line: u64) -> IngestError {
+    IngestError::Csv {
+        file: path.to_path_buf(),
+        line: Some(line),
+        problem: "a quoted field opens on this line and is never closed, so it would swallow \
+                  the rest of the file: close the quote (a quote inside a quoted field is \
+                  written twice, `\"\"`)"
+            .into(),
+    }
+}
+
+fn csv_crate_error(path: &Path, error: csv::Error) -> IngestError {
+    match error.into_kind() {
+        csv::ErrorKind::Io(error) => io_error(path, "read", error),
+        other => IngestError::Csv {
+            file: path.to_path_buf(),
+            line: None,
+            problem: format!("{other:?}: check that the file is valid CSV"),
+        },
+    }
+}
+
+/// The column names of the header record: UTF-8 (a byte order mark dropped), none empty, none
+/// twice; at most [`MAX_COLUMNS`] of them, checked before anything is kept per column.
+fn csv_header(path: &Path, record: &csv::ByteRecord) -> Result<Vec<String>, IngestError> {
+    bounds::check_count("the schema", record.len(), MAX_COLUMNS).map_err(|problem| {
+        IngestError::OverLimit {
+            file: path.to_path_buf(),
+            problem,
+        }
+    })?;
+    let line = || record_line(path, record.position().unwrap_or(&csv::Position::new()));
+    let header_error = |problem: String| -> IngestError {
+        match line() {
+            Ok(line) => IngestError::Csv {
+                file: path.to_path_buf(),
+                line: Some(line),
+                problem,
+            },
+            Err(error) => io_error(path, "read", error),
+        }
+    };
+    let mut names: Vec<String> = Vec::with_capacity(record.len());
+    for (index, raw) in record.iter().enumerate() {
+        let raw = if index == 0 {
+            raw.strip_prefix(b"\xef\xbb\xbf").unwrap_or(raw)
+        } else {
+            raw
+        };
+        let Ok(name) = std::str::from_utf8(raw) else {
+            return Err(header_error(format!(
+                "the name of column {} is not valid UTF-8: save the file with UTF-8 encoding",
+                index + 1
+            )));
+        };
+        if name.is_empty() {
+            return Err(header_error(format!(
+                "column {} of the header row has no name: give every column a name",
+                index + 1
+            )));
+        }
+        if let Some(first) = names.iter().position(|seen| seen == name) {
+            return Err(header_error(format!(
+                "column name `{}` is used twice (columns {} and {}): rename one so that \
+                 every column has its own name",
+                shorten(name),
+                first + 1,
+                index + 1
+            )));
+        }
+        names.push(name.to_string());
+    }
+    Ok(names)
+}
+
+/// Refuses a data record whose field count differs from the header's.
+/// A record cut short by a quote never closed is reported as that quote.
+fn check_csv_record(
+    path: &Path,
+    reader: &csv::Reader<QuoteTracker<BufReader<File>>>,
+    record: &csv::ByteRecord,
+    expected: usize,
+) -> Result<(), IngestError> {
+    if record.len() == expected {
+        return Ok(());
+    }
+    if let Some(line) = reader.get_ref().unclosed_quote() {
+        return Err(unclosed_quote(path, line));
+    }
+    let position = record
+        .position()
+        .cloned()
+        .unwrap_or_else(csv::Position::new);
+    Err(IngestError::RaggedCsv {
+        file: path.to_path_buf(),
+        line: record_line(path, &position).map_err(|e| io_error(path, "read", e))?,
+        found: record.len(),
+        expected,
+    })
+}
+
+/// A field as text, or an error naming the line when it is not UTF-8.
+fn csv_text<'a>(
+    path: &Path,
+    record: &csv::ByteRecord,
+    index: usize,
+    raw: &'a [u8],
+) -> Result<&'a str, IngestError> {
+    std::str::from_utf8(raw).map_err(|_| {
+        csv_record_error(
+            path,
+            record,
+            format!(
+                "field {} is not valid UTF-8: save the file with UTF-8 encoding",
+                index + 1
+            ),
+        )
+    })
+}
+
+/// An [`IngestError::Csv`] at the line where `record` starts.
+fn csv_record_error(path: &Path, record: &csv::ByteRecord, problem: String) -> IngestError {
+    let position = record
+        .position()
+        .cloned()
+        .unwrap_or_else(csv::Position::new);
+    match record_line(path, &position) {
+        Ok(line) => IngestError::Csv {
+            file: path.to_path_buf(),
+            line: Some(line),
+            problem,
+        },
+        Err(error) => io_error(path, "read", error),
+    }
+}
+
+/// What the values of one column seen so far could be. Inference follows pyarrow's order
+/// (Int64, Boolean, Date32, Timestamp, Float64, else Utf8) over the values that are neither
+/// empty nor a null marker; a column with no such value is Utf8.
+#[derive(Debug, Clone, Default)]
+struct Inference {
+    /// Some value was seen.
+    seen: bool,
+    /// Some value is not a 64-bit integer.
+    not_int: bool,
+    /// Some value is not `true`/`false` (as `true`, `True`, `TRUE`).
+    not_bool: bool,
+    /// Some value is not a `YYYY-MM-DD` date.
+    not_date: bool,
+    /// Some value is not a number.
+    not_float: bool,
+    /// Some value is not a timestamp, or not of the same shape as the first one.
+    not_timestamp: bool,
+    /// The shape of the first timestamp: every other one must match it.
+    shape: Option<TimestampShape>,
+    /// Some timestamp has fractional seconds (the column is then in nanoseconds).
+    fraction: bool,
+}
+
+impl Inference {
+    fn observe(&mut self, value: &str) {
+        self.seen = true;
+        self.not_int = self.not_int || parse_int(value).is_none();
+        self.not_bool = self.not_bool || parse_bool(value).is_none();
+        self.not_date = self.not_date || parse_date(value).is_none();
+        self.not_float = self.not_float || value.parse::<f64>().is_err();
+        if !self.not_timestamp {
+            match timestamp_shape(value) {
+                Some((shape, fraction))
+                    if self.shape.is_none_or(|first| first == shape)
+                        && parse_timestamp(value, fraction || self.fraction).is_some() =>
+                {
+                    self.shape = Some(shape);
+                    self.fraction |= fraction;
+                }
+                _ => self.not_timestamp = true,
+            }
+        }
+    }
+
+    fn data_type(&self) -> DataType {
+        if !self.seen {
+            DataType::Utf8
+        } else if !self.not_int {
+            DataType::Int64
+        } else if !self.not_bool {
+            DataType::Boolean
+        } else if !self.not_date {
+            DataType::Date32
+        } else if let (false, Some(shape)) = (self.not_timestamp, self.shape) {
+            let unit = if self.fraction {
+                TimeUnit::Nanosecond
+            } else {
+                TimeUnit::Second
+            };
+            DataType::Timestamp(unit, shape.zoned.then(|| "UTC".into()))
+        } else if !self.not_float {
+            DataType::Float64
+        } else {
+            DataType::Utf8
+        }
+    }
+}
+
+/// How a timestamp is written: a column is inferred as timestamps only when all its values are
+/// written the same way, so that a mix of zoned and zone-less values, or of layouts, stays text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TimestampShape {
+    /// The byte between date and time, `T` or a space.
+    separator: u8,
+    /// Whether seconds are written.
+    seconds: bool,
+    /// Whether a zone (`Z`, `+hh:mm`, `+hhmm`) is written; such values are stored in UTC.
+    zoned: bool,
+}
+
+/// The shape of `YYYY-MM-DD[T ]hh:mm[:ss[.f…]][Z|±hh:mm|±hhmm]`, and whether it has fractional
+/// seconds; `None` for anything else.
+fn timestamp_shape(value: &str) -> Option<(TimestampShape, bool)> {
+    let b = value.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        b.get(range)
+            .is_some_and(|part| part.iter().all(u8::is_ascii_digit))
+    };
+    if !(digits(0..4)
+        && b.get(4) == Some(&b'-')
+        && digits(5..7)
+        && b.get(7) == Some(&b'-')
+        && digits(8..10)
+        && matches!(b.get(10), Some(b'T' | b' '))
+        && digits(11..13)
+        && b.get(13) == Some(&b':')
+        && digits(14..16))
+    {
+        return None;
+    }
+    let mut rest = &b[16..];
+    let seconds = rest.first() == Some(&b':') && rest.len() >= 3 && digits(17..19);
+    let mut fraction = false;
+    if seconds {
+        rest = &rest[3..];
+        if rest.first() == Some(&b'.') {
+            let count = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if count == 0 || count > 9 {
+                return None;
+            }
+            fraction = true;
+            rest = &rest[1 + count..];
+        }
+    }
+    let zone_digits = |z: &[u8]| z.iter().all(u8::is_ascii_digit);
+    let zoned = match rest {
+        [] => false,
+        [b'Z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] | [b'+' | b'-', h1, h2, m1, m2] => {
+            zone_digits(&[*h1, *h2, *m1, *m2])
+        }
+        _ => return None,
+    };
+    if !zoned && !rest.is_empty() {
+        return None;
+    }
+    Some((
+        TimestampShape {
+            separator: b[10],
+            seconds,
+            zoned,
+        },
+        fraction,
+    ))
+}
+
+/// A timestamp as seconds, or nanoseconds when `nanos`, since the epoch: zoned values at their
+/// instant (UTC), zone-less ones at their wall-clock time read as UTC (Arrow's convention for a
+/// timestamp without a zone). `None` when it does not parse or does not fit.
+fn parse_timestamp(value: &str, nanos: bool) -> Option<i64> {
+    let utc: Tz = "+00:00".parse().ok()?;
+    let time = string_to_datetime(&utc, value).ok()?;
+    if nanos {
+        time.timestamp_nanos_opt()
+    } else {
+        Some(time.timestamp())
+    }
+}
+
+/// A whole number as pyarrow reads one: an optional `-` and digits (leading zeros allowed).
+fn parse_int(value: &str) -> Option<i64> {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
+
+/// `true`/`false` as pyarrow reads them: all lower case, capitalised or all upper case.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+/// A `YYYY-MM-DD` date as days since the epoch.
+fn parse_date(value: &str) -> Option<i32> {
+    let b = value.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    Date32Type::parse(value)
+}
+
+/// One column of the batch being built.
+enum ColumnBuilder {
+    /// Int64 values.
+    Int(Int64Builder),
+    /// Float64 values.
+    Float(Float64Builder),
+    /// Boolean values.
+    Bool(BooleanBuilder),
+    /// Date32 values.
+    Date(Date32Builder),
+    /// Timestamps in seconds or nanoseconds (`nanos`) with the column's zone; `shape` is how
+    /// every value must be written.
+    Timestamp {
+        /// Raw values; typed by `data_type` when the batch is finished.
+        builder: Int64Builder,
+        /// The column's type (unit and zone).
+        data_type: DataType,
+        /// Whether values are nanoseconds.
+        nanos: bool,
+    },
+    /// Text.
+    Utf8(StringBuilder),
+}
+
+impl ColumnBuilder {
+    fn new(data_type: &DataType, rows: usize) -> ColumnBuilder {
+        match data_type {
+            DataType::Int64 => ColumnBuilder::Int(Int64Builder::with_capacity(rows)),
+            DataType::Float64 => ColumnBuilder::Float(Float64Builder::with_capacity(rows)),
+            DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+            DataType::Date32 => ColumnBuilder::Date(Date32Builder::with_capacity(rows)),
+            DataType::Timestamp(unit, _) => ColumnBuilder::Timestamp {
+                builder: Int64Builder::with_capacity(rows),
+                data_type: data_type.clone(),
+                nanos: *unit == TimeUnit::Nanosecond,
+            },
+            _ => ColumnBuilder::Utf8(StringBuilder::new()),
+        }
+    }
+
+    /// Appends one field; `false` when it does not fit the column's type.
+    fn append(&mut self, value: &str, null: bool) -> bool {
+        if let ColumnBuilder::Utf8(builder) = self {
+            if null {
+                builder.append_null();
+            } else {
+                builder.append_value(value);
+            }
+            return true;
+        }
+        if null || value.is_empty() {
+            match self {
+                ColumnBuilder::Int(b) => b.append_null(),
+                ColumnBuilder::Float(b) => b.append_null(),
+                ColumnBuilder::Bool(b) => b.append_null(),
+                ColumnBuilder::Date(b) => b.append_null(),
+                ColumnBuilder::Timestamp { builder, .. } => builder.append_null(),
+                ColumnBuilder::Utf8(b) => b.append_null(),
+            }
+            return true;
+        }
+        match self {
+            ColumnBuilder::Int(b) => parse_int(value).map(|v| b.append_value(v)).is_some(),
+            ColumnBuilder::Float(b) => value.parse().map(|v| b.append_value(v)).is_ok(),
+            ColumnBuilder::Bool(b) => parse_bool(value).map(|v| b.append_value(v)).is_some(),
+            ColumnBuilder::Date(b) => parse_date(value).map(|v| b.append_value(v)).is_some(),
+            ColumnBuilder::Timestamp {
+                builder,
+                data_type,
+                nanos,
+            } => {
+                let zoned = matches!(data_type, DataType::Timestamp(_, Some(_)));
+                match timestamp_shape(value) {
+                    Some((shape, fraction)) if shape.zoned == zoned && (*nanos || !fraction) => {
+                        parse_timestamp(value, *nanos)
+                            .map(|v| builder.append_value(v))
+                            .is_some()
+                    }
+                    _ => false,
+                }
+            }
+            ColumnBuilder::Utf8(_) => true,
+        }
+    }
+
+    fn finish(self) -> Result<ArrayRef, ArrowError> {
+        Ok(match self {
+            ColumnBuilder::Int(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Float(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Date(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp {
+                mut builder,
+                data_type,
+                ..
+            } => arrow::compute::cast(&builder.finish(), &data_type)?,
+            ColumnBuilder::Utf8(mut b) => Arc::new(b.finish()),
         })
-        .collect();
-    Schema::new_with_metadata(fields, schema.metadata().clone())
+    }
+}
+
+impl CsvSource {
+    /// Decodes up to `batch_rows` records; `None` at the end of the input.
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, IngestError> {
+        let fields = self.schema.fields();
+        let mut columns: Vec<ColumnBuilder> = fields
+            .iter()
+            .map(|field| ColumnBuilder::new(field.data_type(), self.batch_rows))
+            .collect();
+        let mut rows = 0usize;
+        while rows < self.batch_rows
+            && read_csv_record(&self.path, &mut self.reader, &mut self.record)?
+        {
+            let record = &self.record;
+            check_csv_record(&self.path, &self.reader, record, fields.len())?;
+            let cells = columns.iter_mut().zip(fields).zip(record.iter());
+            for (index, ((builder, field), raw)) in cells.enumerate() {
+                let value = csv_text(&self.path, record, index, raw)?;
+                let null = self.null_values.iter().any(|null| null == value);
+                if !builder.append(value, null) {
+                    return Err(csv_record_error(
+                        &self.path,
+                        record,
+                        format!(
+                            "column `{}` holds `{}`, but the first {CSV_INFER_RECORDS} data rows \
+                             made it a column of {}: fix that value, or put a row with such a \
+                             value among the first {CSV_INFER_RECORDS} data rows so the column \
+                             gets a wider type",
+                            field.name(),
+                            shorten(value),
+                            describe_type(field.data_type()),
+                        ),
+                    ));
+                }
+            }
+            rows += 1;
+        }
+        if rows == 0 {
+            return Ok(None);
+        }
+        self.rows += rows as u64;
+        let arrays = columns
+            .into_iter()
+            .map(ColumnBuilder::finish)
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|arrays| RecordBatch::try_new(self.schema.clone(), arrays))
+            .map_err(|error| IngestError::Csv {
+                file: self.path.clone(),
+                line: None,
+                problem: format!("{error}: check that the file is valid CSV"),
+            })?;
+        Ok(Some(arrays))
+    }
 }
 
 /// Rows per CSV batch: [`BATCH_ROWS`], fewer when rows are wide (many columns) or long (many
@@ -783,93 +1389,6 @@ fn csv_batch_rows(columns: usize, record_bytes: u64) -> usize {
     let by_cells = CSV_BATCH_CELLS / columns.max(1);
     let by_bytes = usize::try_from(CSV_BATCH_BYTES / record_bytes.max(1)).unwrap_or(usize::MAX);
     BATCH_ROWS.min(by_cells).min(by_bytes).max(1)
-}
-
-/// Turns an arrow-csv error into a precise [`IngestError`] by re-reading the file with the `csv`
-/// crate, which reports physical line numbers (arrow-csv counts records, and a quoted field may
-/// span lines). Rows before `good_rows` were decoded fine, so their values are not re-checked.
-fn diagnose_csv(
-    path: &Path,
-    schema: Option<&Schema>,
-    good_rows: u64,
-    error: ArrowError,
-) -> IngestError {
-    if let ArrowError::IoError(_, error) = error {
-        return io_error(path, "read", error);
-    }
-    match find_csv_problem(path, schema, good_rows) {
-        Ok(Some(problem)) => problem,
-        // The scan saw nothing wrong (or could not run): report arrow-csv's own words.
-        Ok(None) | Err(_) => IngestError::Csv {
-            file: path.to_path_buf(),
-            line: None,
-            problem: format!("{error}: check that the file is valid, UTF-8 encoded CSV"),
-        },
-    }
-}
-
-/// Scans the CSV for the first ragged row, invalid UTF-8, or (from data row `check_from` on)
-/// value that does not parse as its column's type.
-fn find_csv_problem(
-    path: &Path,
-    schema: Option<&Schema>,
-    check_from: u64,
-) -> Result<Option<IngestError>, csv::Error> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(BufReader::with_capacity(READ_BUFFER, File::open(path)?));
-    let mut record = csv::ByteRecord::new();
-    let mut expected = None;
-    // Records read so far, the header included.
-    let mut records = 0u64;
-    while reader.read_byte_record(&mut record)? {
-        let data_row = records.checked_sub(1);
-        records += 1;
-        let position = record
-            .position()
-            .cloned()
-            .unwrap_or_else(csv::Position::new);
-        let csv_problem = |problem: String| -> Result<Option<IngestError>, csv::Error> {
-            Ok(Some(IngestError::Csv {
-                file: path.to_path_buf(),
-                line: Some(record_line(path, &position)?),
-                problem,
-            }))
-        };
-        let expected = *expected.get_or_insert(record.len());
-        if record.len() != expected {
-            return Ok(Some(IngestError::RaggedCsv {
-                file: path.to_path_buf(),
-                line: record_line(path, &position)?,
-                found: record.len(),
-                expected,
-            }));
-        }
-        for (index, raw) in record.iter().enumerate() {
-            let Ok(value) = std::str::from_utf8(raw) else {
-                return csv_problem(format!(
-                    "field {} is not valid UTF-8: save the file with UTF-8 encoding",
-                    index + 1
-                ));
-            };
-            if let (Some(schema), Some(row)) = (schema, data_row)
-                && row >= check_from
-                && let Some(field) = schema.fields().get(index)
-                && !value_fits(field.data_type(), value)
-            {
-                return csv_problem(format!(
-                    "column `{}` holds `{}`, but the first {CSV_INFER_RECORDS} data rows made it \
-                     a column of {}: fix that value, or put a row with such a value among the \
-                     first {CSV_INFER_RECORDS} data rows so the column gets a wider type",
-                    field.name(),
-                    shorten(value),
-                    describe_type(field.data_type()),
-                ));
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// The physical line where the record read from `position` starts. The `csv` crate records the
@@ -887,30 +1406,6 @@ fn record_line(path: &Path, position: &csv::Position) -> io::Result<u64> {
         }
     }
     Ok(line)
-}
-
-/// Whether arrow-csv would accept `value` for a column of type `data_type` (mirrors its parser
-/// for the types inference produces).
-fn value_fits(data_type: &DataType, value: &str) -> bool {
-    if value.is_empty() {
-        return true;
-    }
-    match data_type {
-        DataType::Boolean => {
-            value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false")
-        }
-        DataType::Int64 => Int64Type::parse(value).is_some(),
-        DataType::Float64 => Float64Type::parse(value).is_some(),
-        DataType::Date32 => Date32Type::parse(value).is_some(),
-        DataType::Timestamp(unit, None) => {
-            let utc: Tz = "+00:00".parse().expect("UTC is a valid offset");
-            match string_to_datetime(&utc, value) {
-                Ok(time) => *unit != TimeUnit::Nanosecond || time.timestamp_nanos_opt().is_some(),
-                Err(_) => false,
-            }
-        }
-        _ => true,
-    }
 }
 
 /// Words for a column type in an error message.
@@ -1037,7 +1532,7 @@ mod tests {
         assert_eq!(ids, [Some(1), Some(2), Some(3), None, Some(5)]);
         assert_eq!(
             strings(&batch, "name"),
-            [s("Smith, John"), s("José"), s("中文"), None, s("plain")]
+            [s("Smith, John"), s("José"), s("中文"), s(""), s("plain")]
         );
         let scores: Vec<Option<f64>> = column::<Float64Array>(&batch, "score").iter().collect();
         assert_eq!(scores, [Some(1.5), Some(2.0), None, Some(3.25), Some(-0.5)]);
@@ -1054,7 +1549,7 @@ mod tests {
                 s("He said \"hi\""),
                 s("line one\nline two"),
                 s("😀 emoji"),
-                None,
+                s(""),
                 s("a,b,\"c\"")
             ]
         );
@@ -1074,14 +1569,171 @@ mod tests {
     }
 
     #[test]
-    fn csv_all_null_column_becomes_nullable_utf8() {
+    fn csv_all_empty_column_becomes_nullable_utf8_of_empty_strings() {
         let dir = tempfile::tempdir().unwrap();
         let input = write_input(&dir, "nulls.csv", b"a,b\n1,\n2,\n");
         let (outcome, batch, _) = ingest_ok(&dir, &input);
         let b = outcome.schema.field_with_name("b").unwrap();
         assert_eq!(b.data_type(), &DataType::Utf8);
         assert!(b.is_nullable());
-        assert_eq!(strings(&batch, "b"), [None, None]);
+        assert_eq!(strings(&batch, "b"), [s(""), s("")]);
+    }
+
+    fn ingest_with(
+        dir: &TempDir,
+        csv: &str,
+        null_values: &[&str],
+    ) -> Result<(SchemaRef, RecordBatch), IngestError> {
+        let input = write_input(dir, "in.csv", csv.as_bytes());
+        let output = dir.path().join("in.arrow.partial");
+        let options = CsvOptions {
+            null_values: null_values.iter().map(|v| v.to_string()).collect(),
+        };
+        match ingest_file_with(&input, &output, &options) {
+            Ok(_) => {
+                let (schema, batch, _) = read_back(&output);
+                Ok((schema, batch))
+            }
+            Err(error) => {
+                assert!(!output.exists(), "{error}");
+                Err(error)
+            }
+        }
+    }
+
+    #[test]
+    fn empty_strings_stay_strings_and_nulls_need_a_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = "t,n,u\nx,1,NA\n,,null\n\"\",\"\",\nNA,NA,N/A\n";
+        // Without markers, `NA` makes `n` text; empty text fields are empty strings.
+        let (schema, batch) = ingest_with(&dir, csv, &[]).unwrap();
+        assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
+        assert_eq!(strings(&batch, "t"), [s("x"), s(""), s(""), s("NA")]);
+        assert_eq!(strings(&batch, "n"), [s("1"), s(""), s(""), s("NA")]);
+        assert_eq!(strings(&batch, "u"), [s("NA"), s("null"), s(""), s("N/A")]);
+        // With markers, they are null everywhere; empty number fields are null too.
+        let (schema, batch) = ingest_with(&dir, csv, &["NA", "null"]).unwrap();
+        assert_eq!(schema.field(1).data_type(), &DataType::Int64);
+        let n: Vec<Option<i64>> = column::<Int64Array>(&batch, "n").iter().collect();
+        assert_eq!(n, [Some(1), None, None, None]);
+        assert_eq!(strings(&batch, "t"), [s("x"), s(""), s(""), None]);
+        assert_eq!(strings(&batch, "u"), [None, None, s(""), s("N/A")]);
+    }
+
+    #[test]
+    fn zoned_timestamps_keep_their_instant_and_mixed_ones_stay_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = "z,o,naive,frac,mixed,dates,both\n\
+                   2024-12-31T00:00:00Z,2024-12-31T00:00:00+02:00,2024-12-31 00:00:00,\
+                   2024-12-31T00:00:00.5,2024-12-31T00:00:00Z,2024-12-31,2024-12-31\n\
+                   ,2024-12-31T01:00:00-0130,,2024-12-31T00:00:01,2024-12-31T00:00:00,\
+                   2025-01-01,2024-12-31T00:00:00\n";
+        let (schema, batch) = ingest_with(&dir, csv, &[]).unwrap();
+        let utc = Some("UTC".into());
+        let types: Vec<DataType> = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                DataType::Timestamp(TimeUnit::Second, utc.clone()),
+                DataType::Timestamp(TimeUnit::Second, utc),
+                DataType::Timestamp(TimeUnit::Second, None),
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                DataType::Utf8,
+                DataType::Date32,
+                DataType::Utf8,
+            ]
+        );
+        let seconds = |name: &str| -> Vec<Option<i64>> {
+            let array = arrow::compute::cast(batch.column_by_name(name).unwrap(), &DataType::Int64)
+                .unwrap();
+            array
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .iter()
+                .collect()
+        };
+        assert_eq!(seconds("z"), [Some(1_735_603_200), None]);
+        assert_eq!(seconds("o"), [Some(1_735_596_000), Some(1_735_612_200)]);
+        assert_eq!(seconds("naive"), [Some(1_735_603_200), None]);
+        assert_eq!(
+            seconds("frac"),
+            [
+                Some(1_735_603_200_500_000_000),
+                Some(1_735_603_201_000_000_000)
+            ]
+        );
+        assert_eq!(
+            strings(&batch, "mixed"),
+            [s("2024-12-31T00:00:00Z"), s("2024-12-31T00:00:00")]
+        );
+    }
+
+    #[test]
+    fn leading_zeros_and_extreme_integers_match_pyarrow() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = "z,big,f\n007,-9223372036854775808,1e3\n010,9223372036854775807,inf\n";
+        let (schema, batch) = ingest_with(&dir, csv, &[]).unwrap();
+        assert_eq!(schema.field(0).data_type(), &DataType::Int64);
+        let z: Vec<Option<i64>> = column::<Int64Array>(&batch, "z").iter().collect();
+        assert_eq!(z, [Some(7), Some(10)]);
+        let big: Vec<Option<i64>> = column::<Int64Array>(&batch, "big").iter().collect();
+        assert_eq!(big, [Some(i64::MIN), Some(i64::MAX)]);
+        let f: Vec<Option<f64>> = column::<Float64Array>(&batch, "f").iter().collect();
+        assert_eq!(f, [Some(1000.0), Some(f64::INFINITY)]);
+        // One past i64::MAX is a float, as in pyarrow.
+        let (schema, _) = ingest_with(&dir, "a\n9223372036854775808\n", &[]).unwrap();
+        assert_eq!(schema.field(0).data_type(), &DataType::Float64);
+    }
+
+    #[test]
+    fn bad_headers_and_unclosed_quotes_are_refused_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, u64, &str); 5] = [
+            (
+                "a,b,a\n1,2,3\n",
+                1,
+                "column name `a` is used twice (columns 1 and 3)",
+            ),
+            (
+                "\n\na,,c\n1,2,3\n",
+                3,
+                "column 2 of the header row has no name",
+            ),
+            ("a,b\n1,2\n3,\"x\n4,5\n6,7\n", 3, "never closed"),
+            ("a,b,c\n1,2,3\n4,\"x,5\n6,7,8\n", 3, "never closed"),
+            ("a\n1\n\"open", 3, "never closed"),
+        ];
+        for (csv, want_line, want) in cases {
+            match ingest_with(&dir, csv, &[]) {
+                Err(IngestError::Csv {
+                    line: Some(line),
+                    problem,
+                    ..
+                }) => {
+                    assert_eq!(line, want_line, "{csv:?}");
+                    assert!(problem.contains(want), "{csv:?}: {problem}");
+                }
+                other => panic!("{csv:?}: expected a Csv error, got {other:?}"),
+            }
+        }
+        // A closed quote at the very end, and a quote inside an unquoted field, are fine.
+        let (_, batch) = ingest_with(&dir, "a,b\n1,\"x\"\"\"\n2,5\"\n", &[]).unwrap();
+        assert_eq!(strings(&batch, "b"), [s("x\""), s("5\"")]);
+    }
+
+    #[test]
+    fn null_markers_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let many: Vec<String> = (0..=MAX_NULL_VALUES).map(|i| i.to_string()).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(ingest_with(&dir, "a\n1\n", &many).is_err());
+        let long = "x".repeat(MAX_NULL_VALUE_LEN + 1);
+        assert!(ingest_with(&dir, "a\n1\n", &[&long]).is_err());
     }
 
     #[test]
@@ -1546,7 +2198,7 @@ for row in table.to_pylist():
             "\n",
             r#"{"id": 3, "name": "中文", "score": null, "qty": 7, "flag": null, "note": "😀 emoji"}"#,
             "\n",
-            r#"{"id": null, "name": null, "score": 3.25, "qty": -4, "flag": true, "note": null}"#,
+            r#"{"id": null, "name": "", "score": 3.25, "qty": -4, "flag": true, "note": ""}"#,
             "\n",
             r#"{"id": 5, "name": "plain", "score": -0.5, "qty": 0, "flag": false, "note": "a,b,\"c\""}"#,
             "\n",

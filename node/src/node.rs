@@ -176,11 +176,15 @@ impl NodeHandle {
             hex::encode(rand::random::<[u8; 8]>())
         ));
         let temp = temp_file.clone();
-        let outcome =
-            tokio::task::spawn_blocking(move || crate::ingest::ingest_file(&input, &temp))
-                .await
-                .map_err(|e| NodeError::Internal(e.to_string()))?
-                .map_err(|e| NodeError::BadRequest(e.to_string()))?;
+        let csv_options = crate::ingest::CsvOptions {
+            null_values: request.null_values.clone(),
+        };
+        let outcome = tokio::task::spawn_blocking(move || {
+            crate::ingest::ingest_file_with(&input, &temp, &csv_options)
+        })
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))?
+        .map_err(|e| NodeError::BadRequest(e.to_string()))?;
         let product = Box::new(IngestedProduct {
             request,
             temp_file: temp_file.clone(),

@@ -183,6 +183,10 @@ pub struct PublishRequest {
     /// Lineage inputs, `domain/product@version`.
     #[serde(default)]
     pub lineage: Vec<String>,
+    /// CSV field values to read as null in every column (none by default, so empty strings
+    /// and `NA`-like text stay text).
+    #[serde(default)]
+    pub null_values: Vec<String>,
 }
 
 /// One connected or known peer.

@@ -213,14 +213,7 @@ async fn a_peer_gossiping_rejected_messages_is_scored_down_while_honest_gossip_f
     a.publish(PublishRequest {
         name: "orders".into(),
         from: csv.display().to_string(),
-        title: None,
-        description: None,
-        tags: vec![],
-        approval: None,
-        purposes: vec![],
-        restricted: vec![],
-        max_days: None,
-        lineage: vec![],
+        ..PublishRequest::default()
     })
     .await
     .expect("publish");

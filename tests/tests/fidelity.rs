@@ -1,0 +1,262 @@
+//! Data fidelity end to end: a CSV full of awkward values is published through a real daemon,
+//! fetched by a consumer under a contract, and compared column by column (type and every
+//! value) with what `pyarrow.csv.read_csv` makes of the same file. Where meshnode differs on
+//! purpose, the test asserts meshnode's values and says why.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use mesh_tests::{TestNode, python, require_pyarrow, wait_until, write_file};
+use serde_json::{Value, json};
+
+/// Every awkward value we could think of. Columns marked (differs) are the deliberate
+/// differences checked in [`csv_values_survive_publish_and_fetch_as_pyarrow_reads_them`].
+const AWKWARD_CSV: &str = concat!(
+    "id,text,näme 名,empty_str,na_like,zeros,extreme,float,zoned,naive,frac,mixed_zone,",
+    "flag,day,date_and_time,nan_num,int_na,all_empty\n",
+    // Row 1: quotes, commas and a doubled quote; zoned with Z.
+    "1,\"Smith, \"\"JJ\"\"\",José,x,NA,007,-9223372036854775808,1.5,2024-12-31T00:00:00Z,",
+    "2024-12-31 08:00:00,2024-12-31T00:00:00.123456789,2024-12-31T00:00:00Z,true,2024-02-29,",
+    "2024-12-31,1.5,1,\n",
+    // Row 2: a line break and a tab inside quotes; a +02:00 offset; an empty field.
+    "2,\"line one\nline\ttwo\",中文 😀,,null,010,9223372036854775807,-0.0,",
+    "2024-12-31T00:00:00+02:00,2024-12-31 09:30:00,2024-12-31T00:00:01.5,2024-12-31T00:00:00,",
+    "False,1970-01-01,2024-12-31T00:00:00,NaN,NA,\n",
+    // Row 3: a quoted empty string; a -05:30 offset; empty numbers.
+    "3,\"\",\"\",\"\",NaN,000,0,1e300,2024-06-01T12:00:00-05:30,,,x,TRUE,,,,2,\"\"\n",
+    // Row 4: CRLF-free plain row with NA-like text and empty time fields.
+    "4,plain,ascii,\" \",N/A,1,-1,,,2000-01-01 00:00:00,2000-01-01T00:00:00,y,,2000-12-31,,2.5,3,\n",
+    // Row 5: more NA-like text.
+    "5,\"a,b,c\",Ω,tab\there,-,2,1,3,2024-12-31T23:59:59Z,,,z,false,,,3,4,\n",
+);
+
+/// Reads the fetched Arrow file and the source CSV with pyarrow and prints, per column, its
+/// type and its values as text (timestamps and dates as integers since the epoch, floats by
+/// `repr`, so that NaN and -0.0 compare).
+const COMPARE: &str = r#"
+import json, sys
+import pyarrow as pa, pyarrow.csv as pc, pyarrow.ipc as ipc
+fetched = ipc.open_file(sys.argv[1]).read_all()
+convert = pc.ConvertOptions(null_values=sys.argv[3].split(','), strings_can_be_null=True) if sys.argv[3] else None
+reference = pc.read_csv(sys.argv[2]) if not sys.argv[3] else pc.read_csv(sys.argv[2], convert_options=convert)
+def describe(table):
+    out = {}
+    for field, col in zip(table.schema, table.columns):
+        if pa.types.is_timestamp(field.type):
+            col = col.cast(pa.int64())
+        elif pa.types.is_date32(field.type):
+            col = col.cast(pa.int32())
+        values = [None if v is None else repr(v) if isinstance(v, float) else str(v) if not isinstance(v, bool) else ('true' if v else 'false') for v in col.to_pylist()]
+        out[field.name] = {'type': str(field.type), 'values': values}
+    return out
+print(json.dumps({'order': [f.name for f in fetched.schema], 'fetched': describe(fetched), 'pyarrow': describe(reference)}, ensure_ascii=False))
+"#;
+
+/// Publishes `path` as `name` with automatic approval for `analytics`, plus `extra` flags.
+fn publish(node: &TestNode, name: &str, path: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "publish",
+        name,
+        "--from",
+        path.to_str().unwrap(),
+        "--approval",
+        "auto",
+        "--purpose",
+        "analytics",
+    ];
+    args.extend(extra);
+    let out = node.cli(&args);
+    assert!(out.success, "publish {name} failed: {}", out.stderr);
+}
+
+/// Agrees a contract on `product`, fetches it into `out` and compares it with pyarrow's
+/// reading of `source` (with `null_values`, comma-separated, when not empty).
+fn fetch_and_compare(
+    consumer: &TestNode,
+    product: &str,
+    out: &Path,
+    source: &Path,
+    null_values: &str,
+) -> Value {
+    let v = consumer
+        .cli(&[
+            "share",
+            "request",
+            product,
+            "--purpose",
+            "analytics",
+            "--json",
+        ])
+        .json();
+    assert_eq!(v["state"], "agreed", "{v}");
+    let fetched = consumer.fetch(product, out, &["--json"]);
+    assert!(fetched.success, "fetch failed: {}", fetched.stderr);
+    serde_json::from_str(&python(
+        COMPARE,
+        &[out.to_str().unwrap(), source.to_str().unwrap(), null_values],
+    ))
+    .unwrap()
+}
+
+/// `(type, values)` of a column in one reading.
+fn column(report: &Value, side: &str, name: &str) -> (String, Vec<Value>) {
+    let c = &report[side][name];
+    (
+        c["type"].as_str().unwrap_or_default().to_string(),
+        c["values"].as_array().cloned().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn csv_values_survive_publish_and_fetch_as_pyarrow_reads_them() {
+    if !require_pyarrow() {
+        return;
+    }
+    let sales = TestNode::start("sales", &[]);
+    let source = write_file(sales.dir.parent().unwrap(), "awkward.csv", AWKWARD_CSV);
+    publish(&sales, "awkward", &source, &[]);
+    publish(&sales, "awkward-na", &source, &["--null-values", "NA,null"]);
+    let churn = TestNode::start("churn", &[sales.addr()]);
+    wait_until(Duration::from_secs(20), || {
+        churn.version_of("sales/awkward").is_some()
+            && churn.version_of("sales/awkward-na").is_some()
+    })
+    .unwrap_or_else(|| panic!("catalog never synced: {}", churn.log()));
+    let dir = tempfile::tempdir().unwrap();
+
+    let report = fetch_and_compare(
+        &churn,
+        "sales/awkward",
+        &dir.path().join("awkward.arrow"),
+        &source,
+        "",
+    );
+    // Deliberate differences: (column, meshnode's type, meshnode's values, pyarrow's type).
+    let s = |v: &str| json!(v);
+    let n = Value::Null;
+    let differs: BTreeMap<&str, (&str, Vec<Value>, &str)> = BTreeMap::from([
+        // A date among datetimes is written differently: text, not timestamps.
+        (
+            "date_and_time",
+            (
+                "string",
+                vec![
+                    s("2024-12-31"),
+                    s("2024-12-31T00:00:00"),
+                    s(""),
+                    s(""),
+                    s(""),
+                ],
+                "timestamp[s]",
+            ),
+        ),
+        // `NaN` is a number, not a null marker (unless passed with --null-values).
+        (
+            "nan_num",
+            (
+                "double",
+                vec![s("1.5"), s("nan"), n.clone(), s("2.5"), s("3.0")],
+                "double",
+            ),
+        ),
+        // `NA` is text, not a null marker, so the column is text.
+        (
+            "int_na",
+            (
+                "string",
+                vec![s("1"), s("NA"), s("2"), s("3"), s("4")],
+                "int64",
+            ),
+        ),
+        // A column with no value: empty strings (pyarrow: a column of type null).
+        (
+            "all_empty",
+            ("string", vec![s(""), s(""), s(""), s(""), s("")], "null"),
+        ),
+    ]);
+    let order: Vec<String> = serde_json::from_value(report["order"].clone()).unwrap();
+    assert_eq!(order.len(), 18, "{report}");
+    let mut matched = Vec::new();
+    for name in &order {
+        let ours = column(&report, "fetched", name);
+        let theirs = column(&report, "pyarrow", name);
+        match differs.get(name.as_str()) {
+            Some((our_type, our_values, their_type)) => {
+                assert_eq!(
+                    (ours.0.as_str(), &ours.1),
+                    (*our_type, our_values),
+                    "{name}"
+                );
+                assert_eq!(theirs.0, *their_type, "{name}: pyarrow changed? {report}");
+                assert_ne!(ours, theirs, "{name} no longer differs from pyarrow");
+            }
+            None => {
+                assert_eq!(ours, theirs, "{name} differs from pyarrow");
+                matched.push(format!("{name}:{}", ours.0));
+            }
+        }
+    }
+    // The awkward columns that must match, with the types that prove the point.
+    for expected in [
+        "text:string",
+        "näme 名:string",
+        "empty_str:string",
+        "na_like:string",
+        "zeros:int64",
+        "extreme:int64",
+        "float:double",
+        "zoned:timestamp[s, tz=UTC]",
+        "naive:timestamp[s]",
+        "frac:timestamp[ns]",
+        "mixed_zone:string",
+        "flag:bool",
+        "day:date32[day]",
+    ] {
+        assert!(
+            matched.iter().any(|m| m == expected),
+            "{expected} not matched: {matched:?}"
+        );
+    }
+    assert_eq!(
+        column(&report, "fetched", "empty_str").1,
+        [s("x"), s(""), s(""), s(" "), s("tab\there")]
+    );
+    assert_eq!(
+        column(&report, "fetched", "zoned").1,
+        [
+            s("1735603200"),
+            s("1735596000"),
+            s("1717263000"),
+            n.clone(),
+            s("1735689599")
+        ]
+    );
+
+    // With --null-values NA,null those values are null in every column, text included, as
+    // pyarrow reads them with the same null_values and strings_can_be_null=True (pyarrow then
+    // no longer reads empty number fields as null, so only these columns are compared).
+    let report = fetch_and_compare(
+        &churn,
+        "sales/awkward-na",
+        &dir.path().join("awkward-na.arrow"),
+        &source,
+        "NA,null",
+    );
+    let ours = column(&report, "fetched", "na_like");
+    assert_eq!(
+        ours,
+        (
+            "string".to_string(),
+            vec![n.clone(), n.clone(), s("NaN"), s("N/A"), s("-")]
+        )
+    );
+    assert_eq!(ours, column(&report, "pyarrow", "na_like"), "{report}");
+    let ours = column(&report, "fetched", "int_na");
+    assert_eq!(ours.0, "int64");
+    assert_eq!(ours, column(&report, "pyarrow", "int_na"), "{report}");
+    assert_eq!(
+        column(&report, "fetched", "empty_str"),
+        column(&report, "pyarrow", "empty_str")
+    );
+}
