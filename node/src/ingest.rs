@@ -288,6 +288,22 @@ pub enum IngestError {
         /// Which limit, with the measured value.
         problem: BoundsError,
     },
+    /// A column's type cannot be written into a descriptor so that peers read back the same
+    /// type (a nested field name or time zone arrow cannot print and parse again).
+    #[error(
+        "input file `{}`: column `{column}`: {source}: rename the nested field or time zone \
+         to plain text and export the file again",
+        file.display()
+    )]
+    ColumnType {
+        /// The path as given.
+        file: PathBuf,
+        /// The top-level column whose type is at fault.
+        column: String,
+        /// Why its type text cannot be used.
+        #[source]
+        source: bounds::TypeError,
+    },
     /// Reading the input or writing the output failed at the operating-system level.
     #[error(
         "cannot {action} `{}`: {error}: check that the path is accessible and the disk has space",
@@ -359,6 +375,11 @@ pub fn check_schema(file: &Path, schema: &Schema) -> Result<(), IngestError> {
     bounds::check_count("the schema", schema.fields().len(), MAX_COLUMNS).map_err(over)?;
     for field in schema.fields() {
         bounds::check_len("a column name", field.name(), MAX_COLUMN_NAME_LEN).map_err(over)?;
+        bounds::type_text(field.data_type()).map_err(|source| IngestError::ColumnType {
+            file: file.to_path_buf(),
+            column: field.name().clone(),
+            source,
+        })?;
         bounds::check_data_type(field.data_type()).map_err(|problem| match problem {
             BoundsError::TooDeep { depth, max, .. } => over(BoundsError::TooDeep {
                 what: format!("the type of column `{}`", field.name()),
@@ -597,6 +618,26 @@ struct QuoteTracker<R> {
     opened_on: u64,
     /// The inner reader reported its end.
     at_end: bool,
+    /// Bytes of the record being read so far (since the last line break outside quotes).
+    record_bytes: u64,
+    /// Line where the record being read starts.
+    record_starts_on: u64,
+}
+
+/// Most bytes in one CSV record. The `csv` crate holds a whole record in memory, so a quote
+/// never closed in a large file would otherwise pull the rest of the file into memory before
+/// it could be refused.
+pub const MAX_CSV_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A CSV record over [`MAX_CSV_RECORD_BYTES`], raised by [`QuoteTracker`] as an I/O error so
+/// that the `csv` crate stops reading.
+#[derive(Debug, thiserror::Error)]
+#[error("a CSV record is over {MAX_CSV_RECORD_BYTES} bytes")]
+struct RecordTooLong {
+    /// Line of the opening quote when inside one, else where the record starts.
+    line: u64,
+    /// Whether the record ran on inside a quoted field (most likely a quote never closed).
+    in_quotes: bool,
 }
 
 /// Where in a CSV field the tracker is.
@@ -620,6 +661,8 @@ impl<R> QuoteTracker<R> {
             line: 1,
             opened_on: 1,
             at_end: false,
+            record_bytes: 0,
+            record_starts_on: 1,
         }
     }
 
@@ -655,6 +698,22 @@ impl<R: Read> Read for QuoteTracker<R> {
             };
             if byte == b'\n' {
                 self.line += 1;
+                if self.state == FieldStart {
+                    self.record_bytes = 0;
+                    self.record_starts_on = self.line;
+                }
+            }
+            self.record_bytes += 1;
+            if self.record_bytes > MAX_CSV_RECORD_BYTES {
+                let in_quotes = matches!(self.state, Quoted | QuoteInQuoted);
+                return Err(io::Error::other(RecordTooLong {
+                    line: if in_quotes {
+                        self.opened_on
+                    } else {
+                        self.record_starts_on
+                    },
+                    in_quotes,
+                }));
             }
         }
         Ok(n)
@@ -929,7 +988,31 @@ fn unclosed_quote(path: &Path, line: u64) -> IngestError {
 
 fn csv_crate_error(path: &Path, error: csv::Error) -> IngestError {
     match error.into_kind() {
-        csv::ErrorKind::Io(error) => io_error(path, "read", error),
+        csv::ErrorKind::Io(error) => {
+            match error
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<RecordTooLong>())
+            {
+                Some(too_long) if too_long.in_quotes => IngestError::Csv {
+                    file: path.to_path_buf(),
+                    line: Some(too_long.line),
+                    problem: format!(
+                        "a quoted field opens on this line and runs on for over \
+                         {MAX_CSV_RECORD_BYTES} bytes: most likely its quote is never closed; \
+                         close it (a quote inside a quoted field is written twice, `\"\"`)"
+                    ),
+                },
+                Some(too_long) => IngestError::Csv {
+                    file: path.to_path_buf(),
+                    line: Some(too_long.line),
+                    problem: format!(
+                        "the row starting on this line is over {MAX_CSV_RECORD_BYTES} bytes: \
+                         split it, or publish the data as Parquet"
+                    ),
+                },
+                None => io_error(path, "read", error),
+            }
+        }
         other => IngestError::Csv {
             file: path.to_path_buf(),
             line: None,
@@ -1439,7 +1522,7 @@ mod tests {
         Array, ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int32Array, Int64Array,
         StringArray,
     };
-    use arrow::datatypes::Int32Type;
+    use arrow::datatypes::{Fields, Int32Type};
     use arrow::ipc::writer::StreamWriter;
     use parquet::arrow::ArrowWriter;
     use parquet::file::properties::WriterProperties;
@@ -1724,6 +1807,30 @@ mod tests {
         // A closed quote at the very end, and a quote inside an unquoted field, are fine.
         let (_, batch) = ingest_with(&dir, "a,b\n1,\"x\"\"\"\n2,5\"\n", &[]).unwrap();
         assert_eq!(strings(&batch, "b"), [s("x\""), s("5\"")]);
+    }
+
+    #[test]
+    fn an_unclosed_quote_in_a_large_file_is_refused_before_it_fills_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.csv");
+        let mut out = BufWriter::new(File::create(&input).unwrap());
+        out.write_all(b"a,b\n1,2\n3,\"open\n").unwrap();
+        let line = vec![b'x'; 1024 * 1024];
+        for _ in 0..=MAX_CSV_RECORD_BYTES / (1024 * 1024) {
+            out.write_all(&line).unwrap();
+            out.write_all(b"\n").unwrap();
+        }
+        drop(out);
+        let output = dir.path().join("in.arrow.partial");
+        match ingest_file(&input, &output) {
+            Err(IngestError::Csv {
+                line: Some(3),
+                problem,
+                ..
+            }) => assert!(problem.contains("runs on for over"), "{problem}"),
+            other => panic!("expected a Csv error on line 3, got {other:?}"),
+        }
+        assert!(!output.exists());
     }
 
     #[test]
@@ -2363,6 +2470,29 @@ for row in table.to_pylist():
             );
             assert!(!output.exists());
         }
+    }
+
+    #[test]
+    fn a_nested_name_arrow_cannot_read_back_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("quoted.arrow");
+        let inner = Fields::from(vec![Field::new("a\"b", DataType::Int64, true)]);
+        let schema = Schema::new(vec![Field::new("s", DataType::Struct(inner), true)]);
+        FileWriter::try_new(File::create(&input).unwrap(), &schema)
+            .unwrap()
+            .finish()
+            .unwrap();
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(&error, IngestError::ColumnType { column, .. } if column == "s"),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("rename the nested field"),
+            "{error}"
+        );
+        assert!(!output.exists());
     }
 
     #[test]

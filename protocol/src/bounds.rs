@@ -107,6 +107,30 @@ pub enum TypeError {
         /// 4 x [`SHOWN_TYPE_CHARS`] characters).
         message: String,
     },
+    /// A type read from a file whose text form names a different type, or none, when parsed
+    /// back: arrow writes a nested field name or time zone holding a quote, a backslash or a
+    /// control character with escapes its own parser does not read.
+    #[error(
+        "its text form `{text}` does not read back as the same Arrow type (a nested field name \
+         or time zone holds a quote, a backslash or a control character)"
+    )]
+    NoRoundTrip {
+        /// The start of the type's text form (at most [`SHOWN_TYPE_CHARS`] characters).
+        text: String,
+    },
+}
+
+/// The text form of `data_type` that goes into a descriptor, checked to parse back (through
+/// [`parse_data_type`]) as exactly `data_type`, so every peer rebuilds the schema the file holds.
+pub fn type_text(data_type: &DataType) -> Result<String, TypeError> {
+    let text = data_type.to_string();
+    match parse_data_type(&text) {
+        Ok(parsed) if parsed == *data_type => Ok(text),
+        Ok(_) | Err(TypeError::Unknown { .. }) => Err(TypeError::NoRoundTrip {
+            text: text.chars().take(SHOWN_TYPE_CHARS).collect(),
+        }),
+        Err(bounds) => Err(bounds),
+    }
 }
 
 /// How much of an unparseable type string an error message repeats.
@@ -259,6 +283,25 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn type_text_refuses_names_arrow_cannot_read_back() {
+        let plain = DataType::Struct(Fields::from(vec![Field::new("a b", DataType::Int64, true)]));
+        assert_eq!(type_text(&plain).unwrap(), plain.to_string());
+        let zoned = DataType::Timestamp(TimeUnit::Microsecond, Some("+02:00".into()));
+        assert_eq!(parse_data_type(&type_text(&zoned).unwrap()).unwrap(), zoned);
+        for name in ["a\"b", "a\\b", "a\u{1}b"] {
+            let nested =
+                DataType::Struct(Fields::from(vec![Field::new(name, DataType::Int64, true)]));
+            assert!(
+                matches!(type_text(&nested), Err(TypeError::NoRoundTrip { .. })),
+                "{name:?}: {:?}",
+                type_text(&nested)
+            );
+            let zone = DataType::Timestamp(TimeUnit::Microsecond, Some(name.into()));
+            assert!(type_text(&zone).is_err(), "{name:?}");
+        }
+    }
 
     /// `List(` nested `n` deep around `Int32`: the shape of the type that crashed nodes.
     pub(crate) fn nested_list(n: usize) -> String {

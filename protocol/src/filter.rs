@@ -652,7 +652,7 @@ fn decimal_integer_digits(precision: u8, scale: i8) -> Option<u32> {
 fn check_predicate(p: &Predicate, column: &ColumnSchema) -> Result<(), String> {
     let data_type = crate::bounds::parse_data_type(&column.data_type).map_err(|e| match e {
         crate::bounds::TypeError::Bounds(bound) => format!("the schema's type is refused: {bound}"),
-        crate::bounds::TypeError::Unknown { .. } => {
+        crate::bounds::TypeError::Unknown { .. } | crate::bounds::TypeError::NoRoundTrip { .. } => {
             "the schema's type is not a known Arrow type".to_owned()
         }
     })?;
