@@ -214,7 +214,8 @@ pub enum IngestError {
         if found > expected {
             "fix the row or quote fields that contain commas"
         } else {
-            "fix the row or add the missing fields (leave them empty for null)"
+            "fix the row or add the missing fields (an empty field is null in a number, date \
+             or boolean column, an empty string in a text column)"
         }
     )]
     RaggedCsv {
@@ -1156,6 +1157,8 @@ struct Inference {
     shape: Option<TimestampShape>,
     /// Some timestamp has fractional seconds (the column is then in nanoseconds).
     fraction: bool,
+    /// Some timestamp is outside the nanosecond range (years 1677 to 2262).
+    beyond_nanos: bool,
 }
 
 impl Inference {
@@ -1169,10 +1172,13 @@ impl Inference {
             match timestamp_shape(value) {
                 Some((shape, fraction))
                     if self.shape.is_none_or(|first| first == shape)
-                        && parse_timestamp(value, fraction || self.fraction).is_some() =>
+                        && parse_timestamp(value, false).is_some() =>
                 {
                     self.shape = Some(shape);
                     self.fraction |= fraction;
+                    self.beyond_nanos |= parse_timestamp(value, true).is_none();
+                    // Fractions need nanoseconds, which cannot hold every value: text.
+                    self.not_timestamp = self.fraction && self.beyond_nanos;
                 }
                 _ => self.not_timestamp = true,
             }
@@ -1753,6 +1759,23 @@ mod tests {
         assert_eq!(
             strings(&batch, "mixed"),
             [s("2024-12-31T00:00:00Z"), s("2024-12-31T00:00:00")]
+        );
+    }
+
+    #[test]
+    fn fractional_timestamps_beyond_the_nanosecond_range_stay_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = "t\n1600-01-01T00:00:00\n2024-12-31T00:00:00.5\n";
+        let (schema, batch) = ingest_with(&dir, csv, &[]).unwrap();
+        assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
+        assert_eq!(
+            strings(&batch, "t"),
+            [s("1600-01-01T00:00:00"), s("2024-12-31T00:00:00.5")]
+        );
+        let (schema, _) = ingest_with(&dir, "t\n1600-01-01T00:00:00\n", &[]).unwrap();
+        assert_eq!(
+            schema.field(0).data_type(),
+            &DataType::Timestamp(TimeUnit::Second, None)
         );
     }
 

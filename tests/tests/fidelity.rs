@@ -117,6 +117,30 @@ fn csv_values_survive_publish_and_fetch_as_pyarrow_reads_them() {
     let source = write_file(sales.dir.parent().unwrap(), "awkward.csv", AWKWARD_CSV);
     publish(&sales, "awkward", &source, &[]);
     publish(&sales, "awkward-na", &source, &["--null-values", "NA,null"]);
+    // Refused inputs: the error names the line and what to do, and nothing is published.
+    for (name, csv, expected) in [
+        (
+            "dup",
+            "id,a,a\n1,2,3\n",
+            "line 1: column name `a` is used twice",
+        ),
+        (
+            "noname",
+            "id,,b\n1,2,3\n",
+            "line 1: column 2 of the header row has no name",
+        ),
+        (
+            "unclosed",
+            "id,a\n1,x\n2,\"oops\n3,y\n",
+            "line 3: a quoted field opens",
+        ),
+    ] {
+        let path = write_file(sales.dir.parent().unwrap(), &format!("{name}.csv"), csv);
+        let out = sales.cli(&["publish", name, "--from", path.to_str().unwrap()]);
+        assert!(!out.success, "{name} was accepted");
+        assert!(out.stderr.contains(expected), "{name}: {}", out.stderr);
+        assert_eq!(sales.version_of(&format!("sales/{name}")), None, "{name}");
+    }
     let churn = TestNode::start("churn", &[sales.addr()]);
     wait_until(Duration::from_secs(20), || {
         churn.version_of("sales/awkward").is_some()
