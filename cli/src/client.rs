@@ -3,21 +3,26 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use mesh_node::DataDir;
+use mesh_node::views::ErrorView;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Resolves `--data-dir`: the flag, then `$MESHNODE_DATA_DIR`, then `~/.meshnode`.
+use crate::exit::{Failure, fail};
+
+/// Resolves `--data-dir` (which clap fills from `$MESHNODE_DATA_DIR` when the flag is
+/// absent), then `~/.meshnode`.
 pub(crate) fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<DataDir> {
     if let Some(dir) = flag {
         return Ok(DataDir::new(dir));
     }
-    if let Some(dir) = std::env::var_os("MESHNODE_DATA_DIR") {
-        return Ok(DataDir::new(PathBuf::from(dir)));
-    }
-    let home = std::env::var_os("HOME")
-        .context("no --data-dir given, MESHNODE_DATA_DIR unset and HOME unknown")?;
+    let home = std::env::var_os("HOME").ok_or_else(|| {
+        fail(
+            Failure::Usage,
+            "no --data-dir given, MESHNODE_DATA_DIR unset and HOME unknown: pass --data-dir DIR",
+        )
+    })?;
     Ok(DataDir::new(PathBuf::from(home).join(".meshnode")))
 }
 
@@ -37,12 +42,18 @@ impl Client {
     pub(crate) fn for_data_dir(dir: &DataDir) -> anyhow::Result<Self> {
         let shown = dir.root().display();
         if !dir.config().exists() {
-            bail!(
-                "`{shown}` is not a meshnode data directory: run `meshnode init --data-dir {shown} --domain NAME` first"
-            );
+            return Err(fail(
+                Failure::NotFound,
+                format!(
+                    "`{shown}` is not a meshnode data directory: run `meshnode init --data-dir {shown} --domain NAME` first"
+                ),
+            ));
         }
-        let addr = read_trimmed(&dir.api_addr()).with_context(|| {
-            format!("no meshnode daemon is running for `{shown}`: start it with `meshnode run --data-dir {shown}`")
+        let addr = read_trimmed(&dir.api_addr()).map_err(|e| {
+            fail(
+                Failure::Unreachable,
+                format!("no meshnode daemon is running for `{shown}` ({e}): start it with `meshnode run --data-dir {shown}`"),
+            )
         })?;
         let token = read_trimmed(&dir.api_token())
             .with_context(|| format!("cannot read the API token in `{shown}`"))?;
@@ -61,21 +72,31 @@ impl Client {
     ) -> anyhow::Result<T> {
         let response = request.bearer_auth(&self.token).send().await.map_err(|e| {
             if e.is_connect() {
-                anyhow::anyhow!(
-                    "the meshnode daemon at {} is not answering (it may have stopped): start it with `meshnode run --data-dir DIR`",
-                    self.base
+                fail(
+                    Failure::Unreachable,
+                    format!(
+                        "the meshnode daemon at {} is not answering (it may have stopped): start it with `meshnode run --data-dir DIR`",
+                        self.base
+                    ),
                 )
             } else {
-                anyhow::anyhow!("request to the daemon failed: {e}")
+                fail(
+                    Failure::Unreachable,
+                    format!("request to the daemon failed: {e}"),
+                )
             }
         })?;
         let status = response.status();
         let body = response.bytes().await?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<mesh_node::views::ErrorView>(&body)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-            bail!("{message}");
+            let (message, kind) = match serde_json::from_slice::<ErrorView>(&body) {
+                Ok(e) => (e.error, e.kind),
+                Err(_) => (String::from_utf8_lossy(&body).into_owned(), None),
+            };
+            return Err(fail(
+                Failure::from_answer(status.as_u16(), kind.as_deref()),
+                message,
+            ));
         }
         serde_json::from_slice(&body).context("the daemon sent an unexpected answer")
     }

@@ -9,13 +9,14 @@ use mesh_node::{DataDir, NodeConfig};
 
 use crate::DirArg;
 use crate::client::{self, Client};
+use crate::exit::{Failure, fail};
 use crate::output;
 
 /// `meshnode init`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct InitArgs {
-    /// Data directory to create.
-    #[arg(long)]
+    /// Data directory to create (default: ~/.meshnode).
+    #[arg(long, env = "MESHNODE_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Domain name this node serves, e.g. `sales` ([a-z0-9-]).
     #[arg(long)]
@@ -58,7 +59,7 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
     std::fs::write(dir.config(), config.to_toml())
         .with_context(|| format!("cannot write `{}`", dir.config().display()))?;
     let pk = identity.public_key();
-    println!(
+    crate::outln!(
         "initialised domain `{}` in {}\n  key {} (fingerprint {})\n  back up {}: it is this domain's identity, and a damaged copy will not start\nstart it with: meshnode run --data-dir {}",
         config.domain,
         dir.root().display(),
@@ -150,7 +151,7 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     if args.json {
         return output::json(&view);
     }
-    println!(
+    crate::outln!(
         "published {} version {}: {} rows, {}, digest {}",
         output::clean(&view.product),
         view.version,
@@ -235,14 +236,17 @@ fn pick<'a>(
     products: &'a [ProductView],
 ) -> anyhow::Result<&'a ProductView> {
     let Some((domain_part, name)) = spec.split_once('/') else {
-        bail!("product `{spec}` is not of the form domain/product (see `meshnode catalog`)");
+        return Err(fail(
+            Failure::Usage,
+            format!("product `{spec}` is not of the form domain/product (see `meshnode catalog`)"),
+        ));
     };
     let (domain, fp) = match domain_part.split_once('@') {
         Some((d, f)) => (
             d,
             Some(
                 mesh_protocol::identity::parse_fingerprint(f)
-                    .with_context(|| format!("product `{spec}`"))?,
+                    .map_err(|e| fail(Failure::Usage, format!("product `{spec}`: {e}")))?,
             ),
         ),
         None => (domain_part, None),
@@ -255,9 +259,12 @@ fn pick<'a>(
         .map(|(i, _)| i)
         .collect();
     match hits.as_slice() {
-        [] => bail!(
-            "unknown product `{spec}`: it is not in this node's catalog (run `meshnode catalog` to see what the mesh offers)"
-        ),
+        [] => Err(fail(
+            Failure::NotFound,
+            format!(
+                "unknown product `{spec}`: it is not in this node's catalog (run `meshnode catalog` to see what the mesh offers)"
+            ),
+        )),
         [i] => Ok(&products[*i]),
         many => {
             let names: Vec<String> = many
@@ -269,10 +276,13 @@ fn pick<'a>(
                     )
                 })
                 .collect();
-            bail!(
-                "`{spec}` is ambiguous: several keys claim domain `{domain}`; name one of: {}",
-                names.join(", ")
-            )
+            Err(fail(
+                Failure::Usage,
+                format!(
+                    "`{spec}` is ambiguous: several keys claim domain `{domain}`; name one of: {}",
+                    names.join(", ")
+                ),
+            ))
         }
     }
 }
@@ -282,7 +292,7 @@ fn print_products(products: &[ProductView], json: bool) -> anyhow::Result<()> {
         return output::json(&products);
     }
     if products.is_empty() {
-        println!("the catalog is empty: publish with `meshnode publish NAME --from FILE`");
+        crate::outln!("the catalog is empty: publish with `meshnode publish NAME --from FILE`");
         return Ok(());
     }
     let mut table = output::table(&[
@@ -299,7 +309,7 @@ fn print_products(products: &[ProductView], json: bool) -> anyhow::Result<()> {
             p.title.clone(),
         ]));
     }
-    println!("{table}\n(* = published by this node)");
+    crate::outln!("{table}\n(* = published by this node)");
     Ok(())
 }
 
@@ -307,31 +317,31 @@ fn print_products(products: &[ProductView], json: bool) -> anyhow::Result<()> {
 /// file), so each goes through [`output::clean`].
 fn print_product(p: &ProductView) {
     use output::{clean, clean_join};
-    println!(
+    crate::outln!(
         "{}  (version {}, {})",
         clean(&p.product),
         p.version,
         clean(&p.status)
     );
-    println!("  title        {}", clean(&p.title));
+    crate::outln!("  title        {}", clean(&p.title));
     if !p.description.is_empty() {
-        println!("  description  {}", clean(&p.description));
+        crate::outln!("  description  {}", clean(&p.description));
     }
-    println!(
+    crate::outln!(
         "  owner        {} (fingerprint {})",
         clean(&p.owner),
         clean(&p.fingerprint)
     );
-    println!("  rows / size  {} / {}", p.rows, output::bytes(p.bytes));
-    println!("  digest       {}", clean(&p.digest));
-    println!("  tags         {}", clean_join(&p.tags, ", "));
-    println!(
+    crate::outln!("  rows / size  {} / {}", p.rows, output::bytes(p.bytes));
+    crate::outln!("  digest       {}", clean(&p.digest));
+    crate::outln!("  tags         {}", clean_join(&p.tags, ", "));
+    crate::outln!(
         "  sla          updated {}, fresh within {} h, availability {:.2} %",
         clean(&p.update_frequency),
         p.freshness_hours,
         p.availability_bp as f64 / 100.0
     );
-    println!(
+    crate::outln!(
         "  policy       approval {}, purposes [{}], max {} days, restricted [{}]",
         clean(&p.approval),
         clean_join(&p.purposes, ", "),
@@ -339,16 +349,16 @@ fn print_product(p: &ProductView) {
         clean_join(&p.restricted, ", ")
     );
     if !p.lineage.is_empty() {
-        println!("  lineage      {}", clean_join(&p.lineage, ", "));
+        crate::outln!("  lineage      {}", clean_join(&p.lineage, ", "));
     }
-    println!("  schema");
+    crate::outln!("  schema");
     for c in &p.schema {
         let restricted = if p.restricted.contains(&c.name) {
             "  [restricted]"
         } else {
             ""
         };
-        println!(
+        crate::outln!(
             "    {:<24} {}{}{}",
             clean(&c.name),
             clean(&c.data_type),
@@ -364,29 +374,29 @@ pub(crate) async fn status(dir: DataDir, json: bool) -> anyhow::Result<()> {
     if json {
         return output::json(&status);
     }
-    println!(
+    crate::outln!(
         "domain     {} (key {}, fingerprint {})",
         status.domain,
         &status.public_key[..16],
         status.fingerprint
     );
-    println!("peer id    {}", status.peer_id);
+    crate::outln!("peer id    {}", status.peer_id);
     for a in &status.listen_addrs {
-        println!("listen     {a}");
+        crate::outln!("listen     {a}");
     }
     if let Some(d) = &status.data_addr {
-        println!("data plane {d}");
+        crate::outln!("data plane {d}");
     }
-    println!("api        {}", status.api_addr);
-    println!("peers      {}", status.peers);
-    println!("catalog    {} products", status.catalog_size);
+    crate::outln!("api        {}", status.api_addr);
+    crate::outln!("peers      {}", status.peers);
+    crate::outln!("catalog    {} products", status.catalog_size);
     let rejected: Vec<String> = status
         .rejected
         .iter()
         .filter(|(_, n)| **n > 0)
         .map(|(r, n)| format!("{r}={n}"))
         .collect();
-    println!(
+    crate::outln!(
         "rejected   {}",
         if rejected.is_empty() {
             "none".to_owned()
@@ -404,7 +414,7 @@ pub(crate) async fn peers(dir: DataDir, json: bool) -> anyhow::Result<()> {
         return output::json(&peers);
     }
     if peers.is_empty() {
-        println!("no peers connected: check the bootstrap addresses in meshnode.toml");
+        crate::outln!("no peers connected: check the bootstrap addresses in meshnode.toml");
         return Ok(());
     }
     let now = std::time::SystemTime::now()
@@ -425,7 +435,7 @@ pub(crate) async fn peers(dir: DataDir, json: bool) -> anyhow::Result<()> {
             output::clean_join(&p.addresses, "\n"),
         ]);
     }
-    println!("{table}");
+    crate::outln!("{table}");
     Ok(())
 }
 
@@ -436,8 +446,9 @@ pub(crate) struct FetchArgs {
     dir: DirArg,
     /// The product: domain/product or domain@fingerprint/product.
     product: String,
-    /// Output Arrow IPC file, relative to the current directory. Its directory must exist;
-    /// it may not be inside a node's data directory (except its received/ directory).
+    /// Output Arrow IPC file (.arrow, .arrows or .ipc), relative to the current directory.
+    /// Its directory must exist; it may not be inside a node's data directory (except its
+    /// received/ directory).
     #[arg(long)]
     out: PathBuf,
     /// Replace the output file if it exists (otherwise the fetch is refused).
@@ -457,14 +468,41 @@ pub(crate) struct FetchArgs {
     json: bool,
 }
 
+/// Extensions of the one format a fetch writes: an Arrow IPC file.
+const ARROW_EXTENSIONS: [&str; 3] = ["arrow", "arrows", "ipc"];
+
+/// Refuses an `--out` the daemon cannot honour, before anything is sent: `-`, and a name
+/// whose extension promises another format (`x.parquet` would hold Arrow IPC otherwise).
+fn check_out(out: &std::path::Path) -> anyhow::Result<()> {
+    if out.as_os_str() == "-" {
+        return Err(fail(
+            Failure::Usage,
+            "`--out -` is not supported: the daemon writes an Arrow IPC file; name a file such as --out data.arrow",
+        ));
+    }
+    let extension = out
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    match extension {
+        Some(e) if ARROW_EXTENSIONS.contains(&e.as_str()) => Ok(()),
+        other => Err(fail(
+            Failure::Usage,
+            format!(
+                "`--out {}`: a fetch writes an Arrow IPC file, {}; name it with one of .arrow, .arrows, .ipc (to get Parquet or CSV, convert afterwards, e.g. `pyarrow.parquet.write_table(pyarrow.ipc.open_file(\"data.arrow\").read_all(), \"data.parquet\")` or DuckDB)",
+                output::clean(&out.display().to_string()),
+                match other {
+                    Some(e) => format!("not `.{}`", output::clean(&e)),
+                    None => "and this name has no extension".to_owned(),
+                }
+            ),
+        )),
+    }
+}
+
 pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal;
 
-    if args.out.as_os_str() == "-" {
-        anyhow::bail!(
-            "`--out -` is not supported: the daemon writes an Arrow IPC file; name a file such as --out data.arrow"
-        );
-    }
+    check_out(&args.out)?;
     let dir = client::data_dir(args.dir.data_dir)?;
     let client = Client::for_data_dir(&dir)?;
     // The daemon has another working directory: send the path resolved against ours.
@@ -515,7 +553,7 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     } else {
         String::new()
     };
-    println!(
+    crate::outln!(
         "fetched {} version {}: {} rows, {} in {:.2} s ({:.1} MiB/s){resumed}\n  -> {}\n  agreement {}  digest {}",
         args.product,
         outcome.version,

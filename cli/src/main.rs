@@ -4,6 +4,7 @@
 mod client;
 mod commands;
 mod demo;
+mod exit;
 mod output;
 mod share;
 
@@ -16,7 +17,8 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "meshnode",
     version,
-    about = "A peer-to-peer data-mesh node: publish data products, share them under signed contracts, fetch them over QUIC"
+    about = "A peer-to-peer data-mesh node: publish data products, share them under signed contracts, fetch them over QUIC",
+    after_help = exit::HELP_TABLE
 )]
 struct Cli {
     #[command(subcommand)]
@@ -26,8 +28,8 @@ struct Cli {
 /// `--data-dir` shared by every command that talks to a daemon.
 #[derive(Debug, clap::Args)]
 struct DirArg {
-    /// Data directory of the node (default: $MESHNODE_DATA_DIR, then ~/.meshnode).
-    #[arg(long, global = true)]
+    /// Data directory of the node (default: ~/.meshnode).
+    #[arg(long, global = true, env = "MESHNODE_DATA_DIR")]
     data_dir: Option<PathBuf>,
 }
 
@@ -37,8 +39,8 @@ enum Command {
     Init(commands::InitArgs),
     /// Run the daemon in the foreground until Ctrl-C or SIGTERM.
     Run {
-        /// Data directory of the node.
-        #[arg(long)]
+        /// Data directory of the node (default: ~/.meshnode).
+        #[arg(long, env = "MESHNODE_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// Start even though the database is behind its audit anchor, replaced or emptied
         /// (after a restore from an old backup, or a damaged disk): what it lost stays lost,
@@ -74,10 +76,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script, e.g. `meshnode completions bash > /etc/bash_completion.d/meshnode`.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `meshnode man | man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Generated from the argument definitions: no daemon, runtime or logging needed.
+    match cli.command {
+        Command::Completions { shell } => return completions(shell),
+        Command::Man => return man_page(),
+        _ => {}
+    }
     let default_filter = match cli.command {
         // libp2p-kad warns "Failed to trigger bootstrap: No known peers" whenever a node
         // starts listening before it has a DHT server in its routing table: every start.
@@ -103,7 +118,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // Errors carry the daemon's messages, and those quote what peers sent.
             eprintln!("error: {}", output::clean_lines(&format!("{e:#}")));
-            ExitCode::FAILURE
+            ExitCode::from(exit::Failure::of(&e).code())
         }
     }
 }
@@ -127,5 +142,42 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Peers { dir, json } => {
             commands::peers(client::data_dir(dir.data_dir)?, json).await
         }
+        Command::Completions { shell } => {
+            completions(shell);
+            Ok(())
+        }
+        Command::Man => {
+            man_page();
+            Ok(())
+        }
     }
+}
+
+/// `meshnode completions SHELL`: the script on standard output.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "meshnode", &mut script);
+    write_raw(&script)
+}
+
+/// `meshnode man`: the roff manual page on standard output.
+fn man_page() -> ExitCode {
+    use clap::CommandFactory;
+    let mut page = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut page) {
+        eprintln!("error: cannot render the manual page: {e}");
+        return ExitCode::from(exit::Failure::Other.code());
+    }
+    write_raw(&page)
+}
+
+/// Bytes to standard output, with the broken-pipe rule of [`output::write_stdout`].
+fn write_raw(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        output::stdout_failed(&e);
+    }
+    ExitCode::SUCCESS
 }

@@ -1,5 +1,7 @@
 //! Human output helpers.
 
+use std::io::Write as _;
+
 use comfy_table::{ContentArrangement, Table};
 
 /// A table with the house style.
@@ -29,8 +31,61 @@ pub(crate) fn bytes(n: u64) -> String {
 
 /// Prints any serialisable value as pretty JSON.
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    crate::outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// Writes to standard output: the one path every command prints through (see [`outln!`]
+/// and [`outp!`]). A reader that went away (`meshnode audit | head -1`) ends the process
+/// quietly with success, as Unix tools do; any other write error ends it with the I/O exit
+/// code and a message.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    let mut out = std::io::stdout().lock();
+    let result = out
+        .write_fmt(args)
+        .and_then(|()| {
+            if newline {
+                out.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| out.flush());
+    if let Err(e) = result {
+        stdout_failed(&e);
+    }
+}
+
+/// Ends the process after a failed write to standard output.
+pub(crate) fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    // Standard error may be gone too: nothing more to do if this fails.
+    let _ = writeln!(
+        std::io::stderr(),
+        "error: cannot write to standard output: {e}"
+    );
+    std::process::exit(i32::from(crate::exit::Failure::Io.code()));
+}
+
+/// `println!` through [`write_stdout`].
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*), true)
+    };
+}
+
+/// `print!` through [`write_stdout`].
+#[macro_export]
+macro_rules! outp {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*), false)
+    };
 }
 
 /// Whether `c` may not reach a terminal raw: C0 controls (newline and tab included), DEL,

@@ -1,6 +1,5 @@
 //! `meshnode share ...`: sharing contracts, and `meshnode audit`.
 
-use anyhow::bail;
 use mesh_node::agreements::Role;
 use mesh_node::odcs::DataContract;
 use mesh_node::views::{AgreementView, AuditView, ReasonRequest, ShareRequest};
@@ -8,6 +7,7 @@ use mesh_protocol::ContractState;
 
 use crate::DirArg;
 use crate::client::{self, Client};
+use crate::exit::{Failure, fail};
 use crate::output::{self, clean};
 
 /// `meshnode share`.
@@ -117,9 +117,12 @@ fn parse_validity(text: &str) -> Result<u64, String> {
 fn id_path(id: &str, suffix: &str) -> anyhow::Result<String> {
     let id = id.trim();
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        bail!(
-            "`{id}` is not a contract id: give the full id or at least 8 of its hex digits (see `meshnode share list`)"
-        );
+        return Err(fail(
+            Failure::Usage,
+            format!(
+                "`{id}` is not a contract id: give the full id or at least 8 of its hex digits (see `meshnode share list`)"
+            ),
+        ));
     }
     Ok(format!("/v1/share/{id}{suffix}"))
 }
@@ -152,17 +155,22 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
                 output::json(&view)?;
             }
             match view.state {
-                ContractState::Rejected => bail!(
-                    "{} rejected the request for {}: {} (contract {}; see `meshnode share show {}`)",
-                    clean(&view.provider),
-                    clean(&view.product),
-                    clean(view.reason.as_deref().unwrap_or("no reason given")),
-                    view.short_id,
-                    view.short_id
-                ),
+                ContractState::Rejected => {
+                    return Err(fail(
+                        Failure::Refused,
+                        format!(
+                            "{} rejected the request for {}: {} (contract {}; see `meshnode share show {}`)",
+                            clean(&view.provider),
+                            clean(&view.product),
+                            clean(view.reason.as_deref().unwrap_or("no reason given")),
+                            view.short_id,
+                            view.short_id
+                        ),
+                    ));
+                }
                 _ if json => {}
                 ContractState::Agreed => {
-                    println!(
+                    crate::outln!(
                         "agreed: contract {} with {} for {} ({}), columns {}, until {}",
                         view.short_id,
                         clean(&view.provider),
@@ -171,19 +179,19 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
                         columns_text(&view),
                         view.expires_at
                     );
-                    println!(
+                    crate::outln!(
                         "fetch with: meshnode fetch {} --agreement {}",
                         clean(&view.product),
                         view.short_id
                     );
                 }
-                ContractState::Pending | ContractState::Requested => println!(
+                ContractState::Pending | ContractState::Requested => crate::outln!(
                     "pending: contract {} waits for {}'s operator to accept it; this node checks every few seconds (see `meshnode share show {}`)",
                     view.short_id,
                     clean(&view.provider),
                     view.short_id
                 ),
-                state => println!("contract {} is {state}", view.short_id),
+                state => crate::outln!("contract {} is {state}", view.short_id),
             }
             Ok(())
         }
@@ -193,7 +201,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
                 return output::json(&views);
             }
             if views.is_empty() {
-                println!(
+                crate::outln!(
                     "no contracts yet: ask for one with `meshnode share request DOMAIN/PRODUCT --purpose P`"
                 );
                 return Ok(());
@@ -207,7 +215,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
                 return output::json(&views);
             }
             if views.is_empty() {
-                println!("no requests wait for a decision");
+                crate::outln!("no requests wait for a decision");
                 return Ok(());
             }
             let mut table = output::table(&[
@@ -225,7 +233,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
                     date(&v.expires_at).to_owned(),
                 ]));
             }
-            println!(
+            crate::outln!(
                 "{table}\ndecide with `meshnode share accept ID` or `meshnode share reject ID --reason R`"
             );
             Ok(())
@@ -235,7 +243,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             if json {
                 return output::json(&document);
             }
-            print!("{}", serde_yaml_ng::to_string(&document)?);
+            crate::outp!("{}", serde_yaml_ng::to_string(&document)?);
             Ok(())
         }
         ShareAction::Show { id, odcs: false } => {
@@ -253,7 +261,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             if json {
                 return output::json(&view);
             }
-            println!(
+            crate::outln!(
                 "accepted: contract {} gives {} {} ({}) until {}",
                 view.short_id,
                 clean(&view.consumer),
@@ -271,7 +279,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             if json {
                 return output::json(&view);
             }
-            println!(
+            crate::outln!(
                 "rejected: contract {} from {} for {}",
                 view.short_id,
                 clean(&view.consumer),
@@ -285,7 +293,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             if json {
                 return output::json(&view);
             }
-            println!(
+            crate::outln!(
                 "revoked: contract {} for {} between {} and {}; {} is told directly and through the mesh",
                 view.short_id,
                 clean(&view.product),
@@ -340,36 +348,36 @@ fn print_table(views: &[AgreementView]) {
             date(&v.expires_at).to_owned(),
         ]));
     }
-    println!("{table}");
+    crate::outln!("{table}");
 }
 
 /// One contract in full; every string the other party wrote is cleaned.
 fn print_view(v: &AgreementView) {
-    println!("contract {}  ({})", v.short_id, v.state);
-    println!("  id         {}", v.id);
-    println!(
+    crate::outln!("contract {}  ({})", v.short_id, v.state);
+    crate::outln!("  id         {}", v.id);
+    crate::outln!(
         "  product    {} (versions {})",
         clean(&v.product),
         clean(&v.version_range)
     );
-    println!(
+    crate::outln!(
         "  provider   {} (key {})",
         clean(&v.provider),
         clean(&v.provider_key)
     );
-    println!(
+    crate::outln!(
         "  consumer   {} (key {})",
         clean(&v.consumer),
         clean(&v.consumer_key)
     );
-    println!("  this node  {}", role(v.role));
-    println!("  purpose    {}", clean(&v.purpose));
-    println!("  columns    {}", columns_text(v));
-    println!(
+    crate::outln!("  this node  {}", role(v.role));
+    crate::outln!("  purpose    {}", clean(&v.purpose));
+    crate::outln!("  columns    {}", columns_text(v));
+    crate::outln!(
         "  filter     {}",
         clean(v.filter.as_deref().unwrap_or("none (all rows)"))
     );
-    println!(
+    crate::outln!(
         "  valid      {} .. {}",
         mesh_node::views::rfc3339(v.created_at_ms),
         v.expires_at
@@ -380,7 +388,7 @@ fn print_view(v: &AgreementView) {
             (ContractState::Revoked, None) => "revoked".to_owned(),
             _ => format!("rejected by {}", clean(&v.provider)),
         };
-        println!("  reason     {} ({who})", clean(reason));
+        crate::outln!("  reason     {} ({who})", clean(reason));
     }
 }
 
@@ -464,17 +472,22 @@ pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<()> {
                 extra.join(" "),
             ]));
         }
-        println!("{table}");
+        crate::outln!("{table}");
     }
     match (&view.error, args.verify) {
-        (Some(error), true) => bail!(
-            "the audit log does not verify: {} (the log of {} holds {} readable entries)",
-            clean(error),
-            dir.root().display(),
-            view.entries.len()
-        ),
+        (Some(error), true) => {
+            return Err(fail(
+                Failure::Verification,
+                format!(
+                    "the audit log does not verify: {} (the log of {} holds {} readable entries)",
+                    clean(error),
+                    dir.root().display(),
+                    view.entries.len()
+                ),
+            ));
+        }
         (None, true) if !args.json => {
-            println!(
+            crate::outln!(
                 "audit log verified: {} entries, hash chain intact",
                 view.intact_entries
             );

@@ -35,9 +35,22 @@ impl IntoResponse for NodeError {
             status,
             Json(ErrorView {
                 error: self.to_string(),
+                kind: Some(error_kind(&self).to_owned()),
             }),
         )
             .into_response()
+    }
+}
+
+/// The `kind` of an [`ErrorView`] for `e`.
+fn error_kind(e: &NodeError) -> &'static str {
+    match e {
+        NodeError::BadRequest(_) => "bad_request",
+        NodeError::NotFound(_) => "not_found",
+        NodeError::Conflict(_) => "conflict",
+        NodeError::Refused(_) => "refused",
+        NodeError::Unavailable(_) | NodeError::ActorClosed => "unavailable",
+        NodeError::Store(_) | NodeError::Internal(_) => "internal",
     }
 }
 
@@ -79,6 +92,7 @@ async fn authenticate(State(state): State<ApiState>, request: Request, next: Nex
             StatusCode::UNAUTHORIZED,
             Json(ErrorView {
                 error: "missing or wrong API token: use the token in <data-dir>/api.token".into(),
+                kind: Some("unauthorized".into()),
             }),
         )
             .into_response(),
@@ -144,5 +158,23 @@ async fn fetch(
         provider_addr: None,
         force: body.force,
     };
-    Ok(Json(data.fetch(options).await?))
+    match data.fetch(options).await {
+        Ok(outcome) => Ok(Json(outcome).into_response()),
+        // The fetch's own kind (`verification`, `unreachable`, a refusal code, ...) is finer
+        // than its HTTP status.
+        Err(e) => {
+            let kind = e.code();
+            let e = NodeError::from(e);
+            let status = StatusCode::from_u16(e.status_code())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Ok((
+                status,
+                Json(ErrorView {
+                    error: e.to_string(),
+                    kind: Some(kind.to_owned()),
+                }),
+            )
+                .into_response())
+        }
+    }
 }

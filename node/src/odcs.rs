@@ -6,10 +6,11 @@
 //! validity, parties, agreement id) as custom properties. The types serialise to the ODCS
 //! field names; the CLI prints them as YAML.
 
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit, UnionMode};
 use mesh_protocol::ProductDescriptor;
 use mesh_protocol::contract::ContractState;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::views::AgreementView;
 
@@ -49,6 +50,135 @@ pub struct DataContract {
     pub custom_properties: Vec<CustomProperty>,
 }
 
+impl DataContract {
+    /// The document as block YAML that YAML 1.1 loaders (pyyaml's `safe_load`) and YAML 1.2
+    /// loaders read alike: every string is double-quoted, so none is read as a timestamp
+    /// (`validFrom`, `expiresAt`), a boolean (`yes`, `on`), a number (`1_000`, `1:20`) or
+    /// null (`~`), and characters a loader refuses or folds are escaped.
+    pub fn to_yaml(&self) -> Result<String, serde_json::Error> {
+        let value = serde_json::to_value(self)?;
+        let mut out = String::new();
+        match &value {
+            Value::Object(map) if !map.is_empty() => write_map(&mut out, map, 0),
+            scalar => {
+                out.push_str(&yaml_scalar(scalar));
+                out.push('\n');
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Writes the entries of a non-empty `map` at `indent` spaces. Recursion follows the
+/// document's fixed shape (four levels), never input.
+fn write_map(out: &mut String, map: &serde_json::Map<String, Value>, indent: usize) {
+    for (key, value) in map {
+        out.push_str(&" ".repeat(indent));
+        out.push_str(&yaml_key(key));
+        out.push(':');
+        match value {
+            Value::Object(inner) if !inner.is_empty() => {
+                out.push('\n');
+                write_map(out, inner, indent + 2);
+            }
+            Value::Array(items) if !items.is_empty() => {
+                out.push('\n');
+                write_seq(out, items, indent + 2);
+            }
+            scalar => {
+                out.push(' ');
+                out.push_str(&yaml_scalar(scalar));
+                out.push('\n');
+            }
+        }
+    }
+}
+
+/// Writes the items of a non-empty sequence at `indent` spaces.
+fn write_seq(out: &mut String, items: &[Value], indent: usize) {
+    for item in items {
+        out.push_str(&" ".repeat(indent));
+        match item {
+            Value::Object(map) if !map.is_empty() => {
+                // The mapping's first entry goes on the dash's line.
+                let mut block = String::new();
+                write_map(&mut block, map, indent + 2);
+                out.push_str("- ");
+                out.push_str(block.get(indent + 2..).unwrap_or_default());
+            }
+            Value::Array(inner) if !inner.is_empty() => {
+                out.push_str("-\n");
+                write_seq(out, inner, indent + 2);
+            }
+            scalar => {
+                out.push_str("- ");
+                out.push_str(&yaml_scalar(scalar));
+                out.push('\n');
+            }
+        }
+    }
+}
+
+/// A mapping key: plain when it is an identifier no YAML 1.1 loader reads as anything but a
+/// string (all ODCS field names are), double-quoted otherwise.
+fn yaml_key(key: &str) -> String {
+    let identifier = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let special = ["y", "n", "yes", "no", "on", "off", "true", "false", "null"]
+        .contains(&key.to_ascii_lowercase().as_str());
+    if identifier && !special {
+        key.to_owned()
+    } else {
+        quoted(key)
+    }
+}
+
+/// A scalar, or an empty collection in flow style.
+fn yaml_scalar(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => match (n.as_f64(), n.is_f64()) {
+            // Rust prints floats without an exponent; YAML 1.1 floats need a point.
+            (Some(f), true) => {
+                let text = f.to_string();
+                if text.contains('.') {
+                    text
+                } else {
+                    format!("{text}.0")
+                }
+            }
+            _ => n.to_string(),
+        },
+        Value::String(s) => quoted(s),
+        Value::Array(_) => "[]".to_owned(),
+        Value::Object(_) => "{}".to_owned(),
+    }
+}
+
+/// `text` as a YAML double-quoted scalar: quotes, backslashes, line breaks (including the
+/// YAML 1.1 ones, U+0085, U+2028, U+2029), the byte-order mark and every character outside
+/// YAML's printable set are escaped.
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            ' '..='~' | '\u{a0}'..='\u{2027}' | '\u{202a}'..='\u{d7ff}' | '\u{e000}'..='\u{fefe}'
+            | '\u{ff00}'..='\u{fffd}' => out.push(c),
+            c if u32::from(c) > 0xffff => out.push(c),
+            c => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// ODCS `description`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Description {
@@ -85,7 +215,7 @@ pub struct SchemaProperty {
     pub name: String,
     /// ODCS logical type: string, integer, number, boolean, date, array or object.
     pub logical_type: String,
-    /// Arrow type.
+    /// Arrow type as the Arrow format names it (pyarrow's `str(type)`): `int64`, `string`.
     pub physical_type: String,
     /// Whether the column never holds nulls.
     pub required: bool,
@@ -154,6 +284,126 @@ pub fn logical_type(arrow_type: &str) -> &'static str {
     }
 }
 
+/// Arrow type in the naming of the Arrow format's reference implementation, as pyarrow prints
+/// it (`str(pyarrow type)`): `int64`, `string`, `timestamp[us, tz=UTC]`, `date32[day]`,
+/// `list<item: int64>`, `decimal128(10, 2)`. The type string is parsed with the bounded parser
+/// ([`mesh_protocol::bounds::parse_data_type`]), so the walk below is bounded in depth; a
+/// string that does not parse is returned as it is (it is already bounded by the descriptor).
+pub fn physical_type(arrow_type: &str) -> String {
+    match mesh_protocol::bounds::parse_data_type(arrow_type) {
+        Ok(data_type) => arrow_format_name(&data_type),
+        Err(_) => arrow_type.to_owned(),
+    }
+}
+
+fn time_unit(unit: &TimeUnit) -> &'static str {
+    match unit {
+        TimeUnit::Second => "s",
+        TimeUnit::Millisecond => "ms",
+        TimeUnit::Microsecond => "us",
+        TimeUnit::Nanosecond => "ns",
+    }
+}
+
+/// `name: type` of a child field, with ` not null` when it never holds nulls.
+fn field_name(field: &Field) -> String {
+    let not_null = if field.is_nullable() { "" } else { " not null" };
+    format!(
+        "{}: {}{not_null}",
+        field.name(),
+        arrow_format_name(field.data_type())
+    )
+}
+
+/// pyarrow's `str()` of `data_type`. Recursion depth is that of the type, bounded by
+/// [`mesh_protocol::bounds::parse_data_type`].
+fn arrow_format_name(data_type: &DataType) -> String {
+    let fields = |fields: &arrow::datatypes::Fields| {
+        fields
+            .iter()
+            .map(|f| field_name(f))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match data_type {
+        DataType::Null => "null".to_owned(),
+        DataType::Boolean => "bool".to_owned(),
+        DataType::Int8 => "int8".to_owned(),
+        DataType::Int16 => "int16".to_owned(),
+        DataType::Int32 => "int32".to_owned(),
+        DataType::Int64 => "int64".to_owned(),
+        DataType::UInt8 => "uint8".to_owned(),
+        DataType::UInt16 => "uint16".to_owned(),
+        DataType::UInt32 => "uint32".to_owned(),
+        DataType::UInt64 => "uint64".to_owned(),
+        DataType::Float16 => "halffloat".to_owned(),
+        DataType::Float32 => "float".to_owned(),
+        DataType::Float64 => "double".to_owned(),
+        DataType::Timestamp(unit, None) => format!("timestamp[{}]", time_unit(unit)),
+        DataType::Timestamp(unit, Some(tz)) => {
+            format!("timestamp[{}, tz={tz}]", time_unit(unit))
+        }
+        DataType::Date32 => "date32[day]".to_owned(),
+        DataType::Date64 => "date64[ms]".to_owned(),
+        DataType::Time32(unit) => format!("time32[{}]", time_unit(unit)),
+        DataType::Time64(unit) => format!("time64[{}]", time_unit(unit)),
+        DataType::Duration(unit) => format!("duration[{}]", time_unit(unit)),
+        DataType::Interval(IntervalUnit::YearMonth) => "month_interval".to_owned(),
+        DataType::Interval(IntervalUnit::DayTime) => "day_time_interval".to_owned(),
+        DataType::Interval(IntervalUnit::MonthDayNano) => "month_day_nano_interval".to_owned(),
+        DataType::Binary => "binary".to_owned(),
+        DataType::LargeBinary => "large_binary".to_owned(),
+        DataType::BinaryView => "binary_view".to_owned(),
+        DataType::FixedSizeBinary(size) => format!("fixed_size_binary[{size}]"),
+        DataType::Utf8 => "string".to_owned(),
+        DataType::LargeUtf8 => "large_string".to_owned(),
+        DataType::Utf8View => "string_view".to_owned(),
+        DataType::List(f) => format!("list<{}>", field_name(f)),
+        DataType::LargeList(f) => format!("large_list<{}>", field_name(f)),
+        DataType::ListView(f) => format!("list_view<{}>", field_name(f)),
+        DataType::LargeListView(f) => format!("large_list_view<{}>", field_name(f)),
+        DataType::FixedSizeList(f, size) => format!("fixed_size_list<{}>[{size}]", field_name(f)),
+        DataType::Struct(children) => format!("struct<{}>", fields(children)),
+        DataType::Map(entries, sorted) => {
+            let (key, value) = match entries.data_type() {
+                DataType::Struct(kv) if kv.len() == 2 => (
+                    arrow_format_name(kv[0].data_type()),
+                    arrow_format_name(kv[1].data_type()),
+                ),
+                other => ("null".to_owned(), arrow_format_name(other)),
+            };
+            let sorted = if *sorted { ", keys_sorted" } else { "" };
+            format!("map<{key}, {value}{sorted}>")
+        }
+        DataType::Union(children, mode) => {
+            let mode = match mode {
+                UnionMode::Sparse => "sparse",
+                UnionMode::Dense => "dense",
+            };
+            let children = children
+                .iter()
+                .map(|(code, f)| format!("{}={code}", field_name(f)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("{mode}_union<{children}>")
+        }
+        DataType::Dictionary(key, value) => format!(
+            "dictionary<values={}, indices={}, ordered=0>",
+            arrow_format_name(value),
+            arrow_format_name(key)
+        ),
+        DataType::Decimal32(p, s) => format!("decimal32({p}, {s})"),
+        DataType::Decimal64(p, s) => format!("decimal64({p}, {s})"),
+        DataType::Decimal128(p, s) => format!("decimal128({p}, {s})"),
+        DataType::Decimal256(p, s) => format!("decimal256({p}, {s})"),
+        DataType::RunEndEncoded(run_ends, values) => format!(
+            "run_end_encoded<run_ends: {}, values: {}>",
+            arrow_format_name(run_ends.data_type()),
+            arrow_format_name(values.data_type())
+        ),
+    }
+}
+
 fn status(state: ContractState) -> &'static str {
     match state {
         ContractState::Requested | ContractState::Pending => "proposed",
@@ -164,18 +414,26 @@ fn status(state: ContractState) -> &'static str {
 
 /// The ODCS document of a contract, with `descriptor` from this node's catalog.
 pub fn data_contract(view: &AgreementView, descriptor: &ProductDescriptor) -> DataContract {
-    let granted: Vec<String> = view
-        .granted_columns
-        .clone()
-        .unwrap_or_else(|| descriptor.column_names().map(str::to_owned).collect());
+    // The columns the terms name (all of them under `*`), restricted ones never: what an
+    // agreed contract grants, and what a pending or rejected one proposed. Computed here from
+    // the terms and the policy rather than taken from elsewhere, so that no state of the
+    // contract can put a restricted column in the schema.
+    let restricted = &descriptor.policy.restricted_columns;
     let properties = descriptor
         .schema
         .iter()
-        .filter(|c| granted.contains(&c.name))
+        .filter(|c| {
+            let asked = view.all_future_columns
+                || view
+                    .columns
+                    .as_ref()
+                    .is_some_and(|listed| listed.contains(&c.name));
+            asked && !restricted.contains(&c.name)
+        })
         .map(|c| SchemaProperty {
             name: c.name.clone(),
             logical_type: logical_type(&c.data_type).to_owned(),
-            physical_type: c.data_type.clone(),
+            physical_type: physical_type(&c.data_type),
             required: !c.nullable,
         })
         .collect();

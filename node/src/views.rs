@@ -213,6 +213,11 @@ pub struct PeerView {
 pub struct ErrorView {
     /// One sentence: what is wrong and what to do.
     pub error: String,
+    /// Machine-readable kind of the failure (`not_found`, `refused`, `verification`, ...):
+    /// tells apart failures that share an HTTP status, for the CLI's exit codes. Absent in
+    /// answers of older daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 /// `POST /v1/share/request`: what the consumer's operator asks for.

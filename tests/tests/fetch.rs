@@ -290,7 +290,7 @@ fn assert_refused(frame: &Frame, code: FetchRefusal, text: &str) {
 
 #[test]
 fn refused_fetches_say_why_and_leave_nothing_behind() {
-    let (sales, mut churn) = mesh(300);
+    let (mut sales, mut churn) = mesh(300);
     // A second version (agreements made from now on cover versions 2 and later) and a
     // second product.
     publish(&sales, "orders", &orders_csv(300), "email");
@@ -401,7 +401,14 @@ fn refused_fetches_say_why_and_leave_nothing_behind() {
     );
 
     // The provider enforces the same rules on its own: the consumer's key, asking directly
-    // with each of those agreements, is refused before any data.
+    // with each of those agreements, is refused before any data. Without a clock-skew
+    // tolerance, so that the agreement that just expired is refused at once.
+    sales.stop();
+    sales.edit_config(
+        "clock_skew_tolerance_secs = 300",
+        "clock_skew_tolerance_secs = 0",
+    );
+    sales.run();
     let status = sales.status();
     let provider = PublicKey::from_hex(status["public_key"].as_str().unwrap()).unwrap();
     let data_addr: SocketAddr = status["data_addr"].as_str().unwrap().parse().unwrap();

@@ -126,7 +126,7 @@ fn dir_of(root: &Path, domain: &str) -> String {
 }
 
 fn step(n: u32, title: &str) {
-    println!("\n[{n}] {title}");
+    crate::outln!("\n[{n}] {title}");
 }
 
 fn wait_for(
@@ -173,8 +173,10 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
     let root = std::path::absolute(&args.dir)?;
     prepare_dir(&root)?;
     let scale = if args.small { 100 } else { 1 };
-    println!("meshnode demo: the seed's e-commerce data mesh, six domains on 127.0.0.1, no hub");
-    println!("data directories: {}", root.display());
+    crate::outln!(
+        "meshnode demo: the seed's e-commerce data mesh, six domains on 127.0.0.1, no hub"
+    );
+    crate::outln!("data directories: {}", root.display());
 
     step(1, "Generating seeded data for the domains' products");
     let started = Instant::now();
@@ -185,7 +187,7 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
         data::generate(product, rows, customers, &data_file(&root, product))?;
         total_rows += rows;
     }
-    println!(
+    crate::outln!(
         "    {} products, {} rows in {:.1} s",
         PRODUCTS.len(),
         total_rows,
@@ -226,7 +228,7 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        println!(
+        crate::outln!(
             "    {:<17} key {}  {}",
             domain,
             status["fingerprint"].as_str().unwrap_or("?"),
@@ -243,7 +245,7 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
         let s = cli_json(&["status", "--json", "--data-dir", &churn])?;
         Ok(s["peers"].as_u64().unwrap_or(0) >= 2)
     })?;
-    println!(
+    crate::outln!(
         "    churn connected to the mesh in {} ms",
         peers_ready.as_millis()
     );
@@ -280,7 +282,7 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
             cmd.push(r);
         }
         let view = cli_json(&cmd)?;
-        println!(
+        crate::outln!(
             "    {:<42} v{}  {:>7} rows  {:>9}  approval {}{}",
             view["product"].as_str().unwrap_or("?"),
             view["version"],
@@ -301,7 +303,7 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
         let catalog = cli_json(&["catalog", "--json", "--data-dir", &churn])?;
         Ok(catalog.as_array().map_or(0, Vec::len) >= PRODUCTS.len())
     })?;
-    println!(
+    crate::outln!(
         "    churn's catalog holds all {} products {} ms after the last publish (publishing took {} ms)",
         PRODUCTS.len(),
         converged.as_millis(),
@@ -327,7 +329,7 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
         "--data-dir",
         &churn,
     ])?;
-    println!(
+    crate::outln!(
         "    order-processing-update, purpose churn-analysis: {} automatically (agreement {})",
         auto["state"].as_str().unwrap_or("?"),
         short(&auto["id"])
@@ -346,14 +348,14 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
         &churn,
     ])?;
     let manual_id = manual["id"].as_str().unwrap_or_default().to_owned();
-    println!(
+    crate::outln!(
         "    customer-segmentation, purpose churn-analysis: {} at the customer domain (agreement {})",
         manual["state"].as_str().unwrap_or("?"),
         short(&manual["id"])
     );
     let customer = dir_of(&root, "customer");
     let pending = cli_json(&["share", "pending", "--json", "--data-dir", &customer])?;
-    println!(
+    crate::outln!(
         "    customer's operator sees {} pending request(s) and runs `share accept {}`",
         pending.as_array().map_or(0, Vec::len),
         &manual_id[..12.min(manual_id.len())]
@@ -363,7 +365,7 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
         let v = cli_json(&["share", "show", &manual_id, "--json", "--data-dir", &churn])?;
         Ok(v["state"] == "agreed")
     })?;
-    println!(
+    crate::outln!(
         "    churn sees it agreed {} ms later",
         agreed_in.as_millis()
     );
@@ -381,7 +383,7 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
         "--data-dir",
         &churn,
     ])?;
-    println!(
+    crate::outln!(
         "    customer-data, purpose marketing: {} — {}",
         rejected["state"].as_str().unwrap_or("?"),
         rejected["reason"].as_str().unwrap_or("")
@@ -414,7 +416,7 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
             "--data-dir",
             &churn,
         ])?;
-        println!(
+        crate::outln!(
             "    {:<42} {:>7} rows  {:>9}  {:.1} MiB/s  digest {}",
             product,
             fetched["rows"].as_u64().unwrap_or(0),
@@ -423,19 +425,19 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
             short(&fetched["digest"])
         );
     }
-    println!(
+    crate::outln!(
         "    (order updates: only the 5 granted columns and region = 'EU' rows left the owner)"
     );
 
     step(7, "Explore");
-    println!("    meshnode catalog --data-dir {churn}");
-    println!("    meshnode share list --data-dir {churn}");
-    println!(
+    crate::outln!("    meshnode catalog --data-dir {churn}");
+    crate::outln!("    meshnode share list --data-dir {churn}");
+    crate::outln!(
         "    meshnode share show {} --odcs --data-dir {churn}",
         &manual_id[..12.min(manual_id.len())]
     );
-    println!("    meshnode audit --verify --data-dir {customer}");
-    println!(
+    crate::outln!("    meshnode audit --verify --data-dir {customer}");
+    crate::outln!(
         "    python3 -c \"import pyarrow.ipc as i; print(i.open_file('{}').read_all())\"",
         received
             .join("order-processing-order-processing-update.arrow")
@@ -443,19 +445,19 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
     );
     if args.no_wait {
         daemons.stop_all();
-        println!(
+        crate::outln!(
             "\nstopped the daemons; data directories left in {}",
             root.display()
         );
-        println!("restart one with: meshnode run --data-dir {churn}");
+        crate::outln!("restart one with: meshnode run --data-dir {churn}");
         return Ok(());
     }
-    println!("\nthe mesh is running; press Ctrl-C to stop every daemon");
+    crate::outln!("\nthe mesh is running; press Ctrl-C to stop every daemon");
     while !interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
     }
     daemons.stop_all();
-    println!("stopped; data directories left in {}", root.display());
+    crate::outln!("stopped; data directories left in {}", root.display());
     Ok(())
 }
 
