@@ -446,7 +446,8 @@ pub(crate) struct FetchArgs {
     dir: DirArg,
     /// The product: domain/product or domain@fingerprint/product.
     product: String,
-    /// Output Arrow IPC file (.arrow, .arrows or .ipc), relative to the current directory.
+    /// Output Arrow IPC file (.arrow, .arrows or .ipc; other formats' extensions such as
+    /// .parquet or .csv are refused), relative to the current directory.
     /// Its directory must exist; it may not be inside a node's data directory (except its
     /// received/ directory).
     #[arg(long)]
@@ -468,8 +469,13 @@ pub(crate) struct FetchArgs {
     json: bool,
 }
 
-/// Extensions of the one format a fetch writes: an Arrow IPC file.
-const ARROW_EXTENSIONS: [&str; 3] = ["arrow", "arrows", "ipc"];
+/// Extensions of other data formats: a fetch writes Arrow IPC only, so an `--out` named
+/// like one of these would hold something other than its name says. (`.arrow`, `.arrows`,
+/// `.ipc` and `.feather`, the Arrow IPC file format, are right; other names are left to the
+/// daemon's checks of the output path.)
+const OTHER_FORMATS: [&str; 12] = [
+    "parquet", "pq", "csv", "tsv", "json", "jsonl", "ndjson", "avro", "orc", "xlsx", "xls", "txt",
+];
 
 /// Refuses an `--out` the daemon cannot honour, before anything is sent: `-`, and a name
 /// whose extension promises another format (`x.parquet` would hold Arrow IPC otherwise).
@@ -480,23 +486,22 @@ fn check_out(out: &std::path::Path) -> anyhow::Result<()> {
             "`--out -` is not supported: the daemon writes an Arrow IPC file; name a file such as --out data.arrow",
         ));
     }
-    let extension = out
+    let Some(extension) = out
         .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase());
-    match extension {
-        Some(e) if ARROW_EXTENSIONS.contains(&e.as_str()) => Ok(()),
-        other => Err(fail(
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+    else {
+        return Ok(());
+    };
+    if OTHER_FORMATS.contains(&extension.as_str()) {
+        return Err(fail(
             Failure::Usage,
             format!(
-                "`--out {}`: a fetch writes an Arrow IPC file, {}; name it with one of .arrow, .arrows, .ipc (to get Parquet or CSV, convert afterwards, e.g. `pyarrow.parquet.write_table(pyarrow.ipc.open_file(\"data.arrow\").read_all(), \"data.parquet\")` or DuckDB)",
+                "`--out {}`: a fetch writes an Arrow IPC file, not `.{extension}`; name it .arrow (or .arrows, .ipc) and convert afterwards, e.g. to Parquet with `python -c 'import pyarrow.ipc as i, pyarrow.parquet as p; p.write_table(i.open_file(\"data.arrow\").read_all(), \"data.parquet\")'` or DuckDB",
                 output::clean(&out.display().to_string()),
-                match other {
-                    Some(e) => format!("not `.{}`", output::clean(&e)),
-                    None => "and this name has no extension".to_owned(),
-                }
             ),
-        )),
+        ));
     }
+    Ok(())
 }
 
 pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
@@ -566,4 +571,35 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         &outcome.digest[..16],
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn out_naming_another_format_is_refused_as_usage() {
+        use std::path::Path;
+        for ok in [
+            "d.arrow",
+            "d.ARROWS",
+            "dir/d.ipc",
+            "d.feather",
+            "no_extension",
+        ] {
+            assert!(super::check_out(Path::new(ok)).is_ok(), "{ok}");
+        }
+        for bad in ["x.parquet", "x.CSV", "-", "dir/x.jsonl"] {
+            let e = super::check_out(Path::new(bad)).unwrap_err();
+            assert_eq!(
+                crate::exit::Failure::of(&e),
+                crate::exit::Failure::Usage,
+                "{bad}"
+            );
+            let text = e.to_string();
+            assert!(text.contains("Arrow IPC"), "{text}");
+        }
+        let e = super::check_out(Path::new("x.parquet"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not `.parquet`") && e.contains("pyarrow"), "{e}");
+    }
 }

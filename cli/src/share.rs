@@ -243,7 +243,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             if json {
                 return output::json(&document);
             }
-            crate::outp!("{}", serde_yaml_ng::to_string(&document)?);
+            crate::outp!("{}", document.to_yaml()?);
             Ok(())
         }
         ShareAction::Show { id, odcs: false } => {

@@ -58,3 +58,96 @@ fn init_writes_a_private_identity_and_a_valid_config() {
         String::from_utf8_lossy(&no_daemon.stderr)
     );
 }
+
+#[test]
+fn help_documents_exit_codes_and_the_environment() {
+    let out = meshnode(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "Exit codes:",
+        "2   usage",
+        "3   not found",
+        "4   refused by policy",
+        "5   unreachable",
+        "6   verification failed",
+        "74  I/O",
+        "MESHNODE_DATA_DIR",
+    ] {
+        assert!(
+            help.contains(needle),
+            "`{needle}` missing from --help:\n{help}"
+        );
+    }
+    // The parser itself knows the variable: subcommands show it next to --data-dir.
+    let out = meshnode(&["status", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("[env: MESHNODE_DATA_DIR"), "{help}");
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_argument_definitions() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = meshnode(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {:?}", out);
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains("meshnode"), "{shell}: {script}");
+        assert!(script.contains("data-dir"), "{shell}: {script}");
+        assert!(script.contains("completions"), "{shell}: {script}");
+    }
+    let out = meshnode(&["completions", "tcsh"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+
+    let out = meshnode(&["man"]);
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.lines().any(|l| l.starts_with(".TH meshnode")),
+        "no .TH header: {page}"
+    );
+    for section in [".SH NAME", ".SH SYNOPSIS", "Exit codes:", "publish"] {
+        assert!(page.contains(section), "`{section}` missing: {page}");
+    }
+}
+
+#[test]
+fn exit_codes_for_usage_missing_directory_and_absent_daemon() {
+    let out = meshnode(&["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = meshnode(&["fetch", "sales/orders", "--out", "x.parquet"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("a fetch writes an Arrow IPC file, not `.parquet`"),
+        "{stderr}"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing");
+    let missing = missing.to_str().unwrap();
+    let out = meshnode(&["status", "--data-dir", missing]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    // The same directory named by the environment instead of the flag.
+    let out = Command::new(env!("CARGO_BIN_EXE_meshnode"))
+        .args(["status"])
+        .env("MESHNODE_DATA_DIR", missing)
+        .output()
+        .expect("run meshnode");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(missing), "{stderr}");
+
+    // Initialised, never started: no daemon answers.
+    let dir = tmp.path().join("idle");
+    let dir = dir.to_str().unwrap();
+    let out = meshnode(&["init", "--data-dir", dir, "--domain", "idle"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = meshnode(&["catalog", "--data-dir", dir]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no meshnode daemon is running"), "{stderr}");
+}

@@ -165,8 +165,8 @@ async fn fetch(
         Err(e) => {
             let kind = e.code();
             let e = NodeError::from(e);
-            let status = StatusCode::from_u16(e.status_code())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status =
+                StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             Ok((
                 status,
                 Json(ErrorView {

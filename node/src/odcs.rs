@@ -4,13 +4,21 @@
 //! The document describes what the agreement grants: the product's schema cut down to the
 //! granted columns, the provider's SLA, the purpose, and the contract-specific terms (filter,
 //! validity, parties, agreement id) as custom properties. The types serialise to the ODCS
-//! field names; the CLI prints them as YAML.
+//! field names; the CLI prints them with [`DataContract::to_yaml`], in which every string is
+//! quoted so that YAML 1.1 loaders read no date or boolean where a string is meant. Column
+//! types are named as the Arrow format (pyarrow) names them ([`physical_type`]).
+//!
+//! The schema lists the columns the terms name minus the product's restricted columns, in
+//! every state: what an agreed (or since revoked or expired) contract grants, and what a
+//! pending or rejected one proposed. A proposal is worth documenting (status `proposed` or
+//! `retired`), and its non-restricted column names are in the public catalog anyway; a
+//! restricted column is in no schema, whatever was asked.
 
 use arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit, UnionMode};
 use mesh_protocol::ProductDescriptor;
 use mesh_protocol::contract::ContractState;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_yaml_ng::Value as Yaml;
 
 use crate::views::AgreementView;
 
@@ -51,15 +59,15 @@ pub struct DataContract {
 }
 
 impl DataContract {
-    /// The document as block YAML that YAML 1.1 loaders (pyyaml's `safe_load`) and YAML 1.2
-    /// loaders read alike: every string is double-quoted, so none is read as a timestamp
-    /// (`validFrom`, `expiresAt`), a boolean (`yes`, `on`), a number (`1_000`, `1:20`) or
-    /// null (`~`), and characters a loader refuses or folds are escaped.
-    pub fn to_yaml(&self) -> Result<String, serde_json::Error> {
-        let value = serde_json::to_value(self)?;
+    /// The document as block YAML, fields in ODCS order, that YAML 1.1 loaders (pyyaml's
+    /// `safe_load`) and YAML 1.2 loaders read alike: every string is double-quoted, so none is
+    /// read as a timestamp (`validFrom`, `expiresAt`), a boolean (`yes`, `on`), a number
+    /// (`1_000`, `1:20`) or null (`~`), and characters a loader refuses or folds are escaped.
+    pub fn to_yaml(&self) -> Result<String, serde_yaml_ng::Error> {
+        let value = serde_yaml_ng::to_value(self)?;
         let mut out = String::new();
         match &value {
-            Value::Object(map) if !map.is_empty() => write_map(&mut out, map, 0),
+            Yaml::Mapping(map) if !map.is_empty() => write_map(&mut out, map, 0),
             scalar => {
                 out.push_str(&yaml_scalar(scalar));
                 out.push('\n');
@@ -71,17 +79,20 @@ impl DataContract {
 
 /// Writes the entries of a non-empty `map` at `indent` spaces. Recursion follows the
 /// document's fixed shape (four levels), never input.
-fn write_map(out: &mut String, map: &serde_json::Map<String, Value>, indent: usize) {
+fn write_map(out: &mut String, map: &serde_yaml_ng::Mapping, indent: usize) {
     for (key, value) in map {
         out.push_str(&" ".repeat(indent));
-        out.push_str(&yaml_key(key));
+        match key.as_str() {
+            Some(key) => out.push_str(&yaml_key(key)),
+            None => out.push_str(&yaml_scalar(key)),
+        }
         out.push(':');
         match value {
-            Value::Object(inner) if !inner.is_empty() => {
+            Yaml::Mapping(inner) if !inner.is_empty() => {
                 out.push('\n');
                 write_map(out, inner, indent + 2);
             }
-            Value::Array(items) if !items.is_empty() => {
+            Yaml::Sequence(items) if !items.is_empty() => {
                 out.push('\n');
                 write_seq(out, items, indent + 2);
             }
@@ -95,18 +106,18 @@ fn write_map(out: &mut String, map: &serde_json::Map<String, Value>, indent: usi
 }
 
 /// Writes the items of a non-empty sequence at `indent` spaces.
-fn write_seq(out: &mut String, items: &[Value], indent: usize) {
+fn write_seq(out: &mut String, items: &[Yaml], indent: usize) {
     for item in items {
         out.push_str(&" ".repeat(indent));
         match item {
-            Value::Object(map) if !map.is_empty() => {
+            Yaml::Mapping(map) if !map.is_empty() => {
                 // The mapping's first entry goes on the dash's line.
                 let mut block = String::new();
                 write_map(&mut block, map, indent + 2);
                 out.push_str("- ");
                 out.push_str(block.get(indent + 2..).unwrap_or_default());
             }
-            Value::Array(inner) if !inner.is_empty() => {
+            Yaml::Sequence(inner) if !inner.is_empty() => {
                 out.push_str("-\n");
                 write_seq(out, inner, indent + 2);
             }
@@ -134,13 +145,13 @@ fn yaml_key(key: &str) -> String {
 }
 
 /// A scalar, or an empty collection in flow style.
-fn yaml_scalar(value: &Value) -> String {
+fn yaml_scalar(value: &Yaml) -> String {
     match value {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => match (n.as_f64(), n.is_f64()) {
+        Yaml::Null => "null".to_owned(),
+        Yaml::Bool(b) => b.to_string(),
+        Yaml::Number(n) => match n.as_f64() {
             // Rust prints floats without an exponent; YAML 1.1 floats need a point.
-            (Some(f), true) => {
+            Some(f) if n.is_f64() && f.is_finite() => {
                 let text = f.to_string();
                 if text.contains('.') {
                     text
@@ -150,9 +161,10 @@ fn yaml_scalar(value: &Value) -> String {
             }
             _ => n.to_string(),
         },
-        Value::String(s) => quoted(s),
-        Value::Array(_) => "[]".to_owned(),
-        Value::Object(_) => "{}".to_owned(),
+        Yaml::String(s) => quoted(s),
+        Yaml::Sequence(_) => "[]".to_owned(),
+        Yaml::Mapping(_) => "{}".to_owned(),
+        Yaml::Tagged(tagged) => yaml_scalar(&tagged.value),
     }
 }
 
@@ -169,7 +181,10 @@ fn quoted(text: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            ' '..='~' | '\u{a0}'..='\u{2027}' | '\u{202a}'..='\u{d7ff}' | '\u{e000}'..='\u{fefe}'
+            ' '..='~'
+            | '\u{a0}'..='\u{2027}'
+            | '\u{202a}'..='\u{d7ff}'
+            | '\u{e000}'..='\u{fefe}'
             | '\u{ff00}'..='\u{fffd}' => out.push(c),
             c if u32::from(c) > 0xffff => out.push(c),
             c => out.push_str(&format!("\\u{:04x}", u32::from(c))),
@@ -456,7 +471,7 @@ pub fn data_contract(view: &AgreementView, descriptor: &ProductDescriptor) -> Da
         property: property.to_owned(),
         value,
     };
-    DataContract {
+    let mut document = DataContract {
         api_version: API_VERSION.to_owned(),
         kind: "DataContract".to_owned(),
         id: view.id.clone(),
@@ -513,12 +528,6 @@ pub fn data_contract(view: &AgreementView, descriptor: &ProductDescriptor) -> Da
             custom("agreementId", view.id.clone().into()),
             custom("contractState", view.state.as_str().into()),
             custom(
-                "filter",
-                view.filter
-                    .clone()
-                    .map_or(serde_json::Value::Null, Into::into),
-            ),
-            custom(
                 "validFrom",
                 crate::views::rfc3339(view.created_at_ms).into(),
             ),
@@ -528,7 +537,14 @@ pub fn data_contract(view: &AgreementView, descriptor: &ProductDescriptor) -> Da
             custom("consumerKey", view.consumer_key.clone().into()),
             custom("consumerDomain", view.consumer.clone().into()),
         ],
+    };
+    // Only when there is one: a null value would be the one non-string custom property.
+    if let Some(filter) = &view.filter {
+        document
+            .custom_properties
+            .insert(2, custom("filter", filter.clone().into()));
     }
+    document
 }
 
 #[cfg(test)]
@@ -552,6 +568,227 @@ mod tests {
         ] {
             assert_eq!(logical_type(arrow), odcs, "{arrow}");
         }
+    }
+
+    #[test]
+    fn physical_types_are_named_as_pyarrow_names_them() {
+        for (arrow, name) in [
+            ("Int64", "int64"),
+            ("UInt8", "uint8"),
+            ("Float64", "double"),
+            ("Float32", "float"),
+            ("Boolean", "bool"),
+            ("Utf8", "string"),
+            ("LargeUtf8", "large_string"),
+            ("Binary", "binary"),
+            ("Date32", "date32[day]"),
+            ("Date64", "date64[ms]"),
+            ("Timestamp(Microsecond, None)", "timestamp[us]"),
+            ("Timestamp(ms)", "timestamp[ms]"),
+            (
+                r#"Timestamp(Microsecond, Some("UTC"))"#,
+                "timestamp[us, tz=UTC]",
+            ),
+            (
+                r#"Timestamp(Nanosecond, Some("+01:00"))"#,
+                "timestamp[ns, tz=+01:00]",
+            ),
+            ("Time64(Microsecond)", "time64[us]"),
+            ("Duration(Second)", "duration[s]"),
+            ("Decimal128(10, 2)", "decimal128(10, 2)"),
+            ("FixedSizeBinary(16)", "fixed_size_binary[16]"),
+            ("List(Int64)", "list<item: int64>"),
+            ("List(non-null Int64)", "list<item: int64 not null>"),
+            (
+                "Dictionary(Int32, Utf8)",
+                "dictionary<values=string, indices=int32, ordered=0>",
+            ),
+            (
+                r#"Struct("a": Int64, "b": non-null Utf8)"#,
+                "struct<a: int64, b: string not null>",
+            ),
+            ("Null", "null"),
+        ] {
+            assert_eq!(physical_type(arrow), name, "{arrow}");
+        }
+        // What does not parse (unknown, or beyond the parser's bounds) is kept as it is.
+        assert_eq!(physical_type("not a type"), "not a type");
+        let deep = format!("{}Int32{}", "List(".repeat(3000), ")".repeat(3000));
+        assert_eq!(physical_type(&deep), deep);
+    }
+
+    #[test]
+    fn every_string_is_double_quoted_and_escaped() {
+        for (text, yaml) in [
+            ("2024-12-31T00:00:00Z", r#""2024-12-31T00:00:00Z""#),
+            ("yes", r#""yes""#),
+            ("1:20", r#""1:20""#),
+            ("~", r#""~""#),
+            ("", r#""""#),
+            ("a \"b\" \\ c", r#""a \"b\" \\ c""#),
+            ("line\nbreak\ttab", r#""line\nbreak\ttab""#),
+            (
+                "\u{85}\u{2028}\u{feff}\u{7f}\u{1}",
+                r#""\u0085\u2028\ufeff\u007f\u0001""#,
+            ),
+            ("été 🦀", "\"été 🦀\""),
+        ] {
+            assert_eq!(quoted(text), yaml, "{text:?}");
+        }
+        assert_eq!(yaml_key("apiVersion"), "apiVersion");
+        assert_eq!(yaml_key("on"), r#""on""#);
+        assert_eq!(yaml_key("a b"), r#""a b""#);
+        assert_eq!(yaml_scalar(&Yaml::from(100.0)), "100.0");
+        assert_eq!(yaml_scalar(&Yaml::from(99.9)), "99.9");
+        assert_eq!(yaml_scalar(&Yaml::from(24)), "24");
+        assert_eq!(yaml_scalar(&Yaml::Null), "null");
+    }
+
+    const NOW: u64 = 1_735_603_200_000;
+
+    fn descriptor() -> ProductDescriptor {
+        use mesh_protocol::descriptor::{
+            Approval, ColumnSchema, ContentDigest, Policy, Sla, Status,
+        };
+        let column = |name: &str, data_type: &str| ColumnSchema {
+            name: name.into(),
+            data_type: data_type.into(),
+            nullable: name != "order_id",
+        };
+        ProductDescriptor {
+            owner: mesh_protocol::Identity::from_secret_bytes([1; 32]).public_key(),
+            domain: "sales".into(),
+            name: "orders".into(),
+            version: 2,
+            title: "Orders".into(),
+            description: "Orders per region".into(),
+            tags: vec![],
+            schema: vec![
+                column("order_id", "Int64"),
+                column("region", "Utf8"),
+                column("email", "Utf8"),
+                column("at", r#"Timestamp(Microsecond, Some("UTC"))"#),
+            ],
+            rows: 3,
+            bytes: 100,
+            digest: ContentDigest([0; 32]),
+            published_at_ms: NOW,
+            sla: Sla {
+                update_frequency: "daily".into(),
+                freshness_hours: 24,
+                availability_bp: 10_000,
+            },
+            policy: Policy {
+                approval: Approval::Manual,
+                allowed_purposes: vec!["analytics".into()],
+                max_contract_days: 90,
+                restricted_columns: vec!["email".into()],
+            },
+            lineage: vec![],
+            data_addr: None,
+            status: Status::Active,
+        }
+    }
+
+    fn view(state: ContractState, columns: Option<&[&str]>) -> AgreementView {
+        AgreementView {
+            id: "ab".repeat(32),
+            short_id: "ab".repeat(6),
+            product: "sales/orders".into(),
+            provider: "sales".into(),
+            consumer: "yes".into(),
+            provider_key: "01".repeat(32),
+            consumer_key: "02".repeat(32),
+            role: crate::agreements::Role::Provider,
+            state,
+            purpose: "analytics".into(),
+            columns: columns.map(|c| c.iter().map(|s| (*s).to_owned()).collect()),
+            all_future_columns: columns.is_none(),
+            // Deliberately wrong: the document must not trust it.
+            granted_columns: Some(vec!["email".into()]),
+            filter: Some("region = 'EU'".into()),
+            version_range: "2..".into(),
+            min_version: 2,
+            max_version: None,
+            created_at_ms: NOW,
+            expires_at_ms: NOW + 86_400_000,
+            expires_at: crate::views::rfc3339(NOW + 86_400_000),
+            updated_at_ms: NOW,
+            reason: None,
+            revoked_by: None,
+        }
+    }
+
+    fn columns(doc: &DataContract) -> Vec<(&str, &str)> {
+        doc.schema[0]
+            .properties
+            .iter()
+            .map(|p| (p.name.as_str(), p.physical_type.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn restricted_columns_are_in_no_schema_whatever_the_state() {
+        let d = descriptor();
+        for state in [
+            ContractState::Requested,
+            ContractState::Pending,
+            ContractState::Agreed,
+            ContractState::Rejected,
+            ContractState::Revoked,
+            ContractState::Expired,
+        ] {
+            // Asked for by name (a request the policy rejects).
+            let doc = data_contract(&view(state, Some(&["email", "region"])), &d);
+            assert_eq!(columns(&doc), [("region", "string")], "{state:?}");
+            // Every current and future column.
+            let doc = data_contract(&view(state, None), &d);
+            assert_eq!(
+                columns(&doc),
+                [
+                    ("order_id", "int64"),
+                    ("region", "string"),
+                    ("at", "timestamp[us, tz=UTC]")
+                ],
+                "{state:?}"
+            );
+            assert!(!doc.to_yaml().unwrap().contains("name: \"email\""));
+        }
+    }
+
+    #[test]
+    fn yaml_keeps_every_value_a_string_where_it_is_one() {
+        let doc = data_contract(
+            &view(ContractState::Agreed, Some(&["order_id"])),
+            &descriptor(),
+        );
+        let yaml = doc.to_yaml().unwrap();
+        assert!(
+            yaml.starts_with("apiVersion: \"v3.0.2\"\nkind: \"DataContract\"\n"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("- property: \"validFrom\"\n    value: \"2024-12-31T00:00:00.000Z\"\n"),
+            "{yaml}"
+        );
+        assert!(yaml.contains("    value: 100.0\n"), "{yaml}");
+        assert!(yaml.contains("    required: true\n"), "{yaml}");
+        // No filter: no `filter` property (a null would be the one value that is no string).
+        let mut all_rows = view(ContractState::Agreed, None);
+        all_rows.filter = None;
+        let all_rows = data_contract(&all_rows, &descriptor());
+        assert!(
+            all_rows
+                .custom_properties
+                .iter()
+                .all(|p| p.property != "filter" && p.value.is_string())
+        );
+        assert!(doc.custom_properties.iter().any(|p| p.property == "filter"));
+        // The YAML reads back as the same document.
+        let back: DataContract = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(back, doc);
+        let back: Yaml = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(back, serde_yaml_ng::to_value(&doc).unwrap());
     }
 
     #[test]

@@ -232,8 +232,8 @@ fn auto_request_is_agreed_at_once_and_exports_odcs() {
         assert_eq!(
             columns,
             [
-                ("order_id", "integer", "Int64"),
-                ("region", "string", "Utf8")
+                ("order_id", "integer", "int64"),
+                ("region", "string", "string")
             ]
         );
         let sla: Vec<&str> = doc["slaProperties"]
@@ -258,6 +258,144 @@ fn auto_request_is_agreed_at_once_and_exports_odcs() {
             custom("consumerKey").as_str(),
             churn.status()["public_key"].as_str()
         );
+    }
+}
+
+/// Validates ODCS documents with the official ODCS v3.0.2 JSON schema (shipped in the
+/// `open-data-contract-standard` package) after reading them with pyyaml's `safe_load`, and
+/// reads the Arrow types of a fetched file with pyarrow. Argument 1: the Arrow file; the
+/// others: YAML files. Prints one JSON report.
+const ODCS_CHECK: &str = r#"
+import sys, json
+try:
+    import importlib.resources, yaml, jsonschema, pyarrow.ipc as ipc
+    schema_file = importlib.resources.files("open_data_contract_standard").joinpath("schema.json")
+    schema = json.loads(schema_file.read_text(encoding="utf-8"))
+except ImportError as e:
+    sys.exit(f"{e}: run `pip install -r scripts/test-requirements.txt` (or use scripts/test)")
+validator = jsonschema.validators.validator_for(schema)(schema)
+arrow = {f.name: str(f.type) for f in ipc.open_file(sys.argv[1]).schema}
+docs = []
+for path in sys.argv[2:]:
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    docs.append({
+        "schema_errors": [
+            "/".join(map(str, e.absolute_path)) + ": " + e.message
+            for e in validator.iter_errors(doc)
+        ],
+        "apiVersion": doc.get("apiVersion"),
+        "kind": doc.get("kind"),
+        "id": doc.get("id"),
+        "status": doc.get("status"),
+        "custom_types": {p["property"]: type(p["value"]).__name__ for p in doc["customProperties"]},
+        "custom": {p["property"]: str(p["value"]) for p in doc["customProperties"]},
+        "columns": [[p["name"], p["physicalType"]] for s in doc["schema"] for p in s["properties"]],
+    })
+print(json.dumps({"schema_id": schema["properties"]["apiVersion"]["default"], "arrow": arrow, "docs": docs}))
+"#;
+
+#[test]
+fn odcs_exports_of_every_state_pass_the_official_schema() {
+    mesh_tests::require_pyarrow();
+    let (sales, churn) = mesh("manual");
+    let request = |columns: &str| {
+        let mut args = vec!["share", "request", "sales/orders", "--purpose", "analytics"];
+        args.extend(["--columns", columns, "--json"]);
+        churn.cli(&args)
+    };
+    // Pending: asked for by name, waiting for the operator.
+    let pending = request("region,order_id").json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Rejected: the request names the restricted `email`.
+    assert!(!request("order_id,email").success);
+    let rejected = list(&sales)
+        .iter()
+        .find(|c| c["state"] == "rejected")
+        .expect("a signed rejection on the provider")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Agreed, and later revoked: every column, the restricted one resolved away.
+    let agreed = request("*").json()["id"].as_str().unwrap().to_owned();
+    assert!(sales.cli(&["share", "accept", &agreed]).success);
+    wait_for_state(&churn, &agreed, "agreed");
+
+    let dir = tempfile::tempdir().unwrap();
+    let fetched = dir.path().join("orders.arrow");
+    let out = churn.fetch("sales/orders", &fetched, &["--agreement", &agreed[..12]]);
+    assert!(out.success, "{}", out.stderr);
+    let mut files = vec![];
+    let mut export = |node: &TestNode, id: &str, label: &str| {
+        let out = node.cli(&["share", "show", id, "--odcs"]);
+        assert!(out.success, "{}", out.stderr);
+        let path = dir.path().join(format!("{label}-{}.yaml", node.domain));
+        std::fs::write(&path, &out.stdout).unwrap();
+        files.push((label.to_owned(), id.to_owned(), path));
+    };
+    for node in [&sales, &churn] {
+        export(node, &pending, "pending");
+        export(node, &rejected, "rejected");
+        export(node, &agreed, "agreed");
+    }
+    assert!(
+        sales
+            .cli(&["share", "revoke", &agreed, "--reason", "audit"])
+            .success
+    );
+    wait_for_state(&churn, &agreed, "revoked");
+    for node in [&sales, &churn] {
+        export(node, &agreed, "revoked");
+    }
+
+    let mut args = vec![fetched.to_str().unwrap()];
+    args.extend(files.iter().map(|(_, _, p)| p.to_str().unwrap()));
+    let report: Value = serde_json::from_str(mesh_tests::python(ODCS_CHECK, &args).trim()).unwrap();
+    assert_eq!(report["schema_id"], "v3.0.2");
+    let arrow = &report["arrow"];
+    assert_eq!(
+        arrow,
+        &serde_json::json!({"order_id": "int64", "region": "string", "amount": "double"})
+    );
+    for ((label, id, path), doc) in files.iter().zip(report["docs"].as_array().unwrap()) {
+        let yaml = std::fs::read_to_string(path).unwrap();
+        assert_eq!(
+            doc["schema_errors"],
+            serde_json::json!([]),
+            "{label}:\n{yaml}"
+        );
+        assert_eq!(doc["apiVersion"], "v3.0.2");
+        assert_eq!(doc["kind"], "DataContract");
+        assert_eq!(doc["id"], id.as_str());
+        let status = match label.as_str() {
+            "pending" => "proposed",
+            "agreed" => "active",
+            _ => "retired",
+        };
+        assert_eq!(doc["status"], status, "{label}");
+        // Every custom property is a string to a YAML 1.1 loader, the dates included.
+        for (name, kind) in doc["custom_types"].as_object().unwrap() {
+            assert_eq!(kind, "str", "{label}: {name}:\n{yaml}");
+        }
+        for name in ["validFrom", "expiresAt"] {
+            let value = doc["custom"][name].as_str().unwrap();
+            assert!(value.ends_with('Z') && value.contains('T'), "{value}");
+        }
+        // Physical types as pyarrow names them; never the restricted column.
+        let columns: Vec<(String, String)> =
+            serde_json::from_value(doc["columns"].clone()).unwrap();
+        for (name, physical) in &columns {
+            assert_eq!(arrow[name], physical.as_str(), "{label}: {name}");
+        }
+        let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+        let expected: &[&str] = match label.as_str() {
+            "pending" => &["order_id", "region"],
+            "rejected" => &["order_id"],
+            _ => &["order_id", "region", "amount"],
+        };
+        assert_eq!(names, expected, "{label}:\n{yaml}");
     }
 }
 
