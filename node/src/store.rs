@@ -760,7 +760,7 @@ impl Store {
     }
 
     /// Overwrites one stored audit entry: for tests of tamper detection only.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "test-util"))]
     pub fn audit_overwrite_for_tests(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
         self.audit.insert(seq.to_be_bytes(), bytes)?;
         Ok(())

@@ -128,7 +128,7 @@ impl<T: Signable> Signed<T> {
     }
 
     /// Signs arbitrary bytes as if they were a `T`: only for tests that need well-signed garbage.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "test-util"))]
     pub fn sign_raw_for_tests(identity: &Identity, body: Vec<u8>) -> Self {
         let signature = identity.sign(T::CONTEXT, &body);
         Self {
