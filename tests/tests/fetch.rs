@@ -443,6 +443,7 @@ fn refused_fetches_say_why_and_leave_nothing_behind() {
     // artefact of the raw client.)
     match ask(request(&orders_agreement, "orders", Some(2))) {
         Frame::Header(header) => assert_eq!(header.version, 2),
+        Frame::Error(refusal) => panic!("expected a transfer header, got a refusal: {refusal}"),
         other => panic!("expected a transfer header, got a {} frame", other.kind()),
     }
 

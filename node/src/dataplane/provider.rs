@@ -217,7 +217,7 @@ async fn serve_stream(
         Err(_) => return,
     };
     drop(recv);
-    let Some(_slot) = TransferSlot::acquire(&shared, peer) else {
+    let Some(slot) = TransferSlot::acquire(&shared, peer) else {
         let max = shared.config.max_transfers_per_peer;
         refuse(
             send,
@@ -236,16 +236,23 @@ async fn serve_stream(
         let request = request.clone();
         tokio::task::spawn_blocking(move || authorize(&shared, &request, &peer, now)).await
     };
+    // A refused request gives its slot back before the refusal is delivered: waiting for the
+    // consumer to acknowledge it must not count as a transfer.
     let (plan, version) = match prepared {
         Ok(Ok(p)) => p,
-        Ok(Err(refusal)) => return refuse(send, refusal).await,
+        Ok(Err(refusal)) => {
+            drop(slot);
+            return refuse(send, refusal).await;
+        }
         Err(e) => {
+            drop(slot);
             return refuse(send, Refusal::new(FetchRefusal::Internal, e.to_string())).await;
         }
     };
     let started = Instant::now();
     let agreement_id = request.agreement.id();
     let outcome = stream(&shared, send, &request, plan, version).await;
+    drop(slot);
     if let Ok((tally, sent_bytes)) = outcome {
         let seconds = started.elapsed().as_secs_f64();
         let detail = serde_json::json!({
