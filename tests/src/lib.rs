@@ -4,6 +4,8 @@
 //! CLI exactly as a user would. Each [`TestNode`] owns a temporary data directory and a
 //! daemon process that is killed when the node is dropped.
 
+pub mod raw;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

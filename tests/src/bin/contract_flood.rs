@@ -8,10 +8,9 @@
 //! elapsed time, then exits.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, StreamProtocol, request_response};
 use mesh_protocol::contract::{Columns, DAY_MS};
@@ -19,69 +18,7 @@ use mesh_protocol::{
     ContractMessage, ContractReply, ContractRequest, ContractTerms, Identity, ProductId, PublicKey,
     Signed,
 };
-
-/// Length-prefixed frames, as the node's codec.
-#[derive(Clone, Debug, Default)]
-struct Codec;
-
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > 1 << 20 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "frame too large",
-        ));
-    }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await?;
-    Ok(buf)
-}
-
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(data.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(data).await?;
-    io.close().await
-}
-
-impl request_response::Codec for Codec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        read_frame(io).await
-    }
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        read_frame(io).await
-    }
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> io::Result<()> {
-        write_frame(io, &req).await
-    }
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Vec<u8>,
-    ) -> io::Result<()> {
-        write_frame(io, &res).await
-    }
-}
+use mesh_tests::raw::RawCodec;
 
 /// Command-line arguments.
 #[derive(Debug)]
@@ -175,7 +112,7 @@ async fn main() {
         .with_quic()
         .with_behaviour(|_| {
             request_response::Behaviour::with_codec(
-                Codec,
+                RawCodec,
                 [(
                     StreamProtocol::new("/meshnode/contract/1"),
                     request_response::ProtocolSupport::Outbound,

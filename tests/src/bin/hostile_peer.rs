@@ -15,75 +15,22 @@
 //!
 //! It prints one line per action and exits after `--linger` seconds.
 
-use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, StreamProtocol, gossipsub, request_response};
 use mesh_protocol::codec;
 use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status};
 use mesh_protocol::wire::{CATALOG_TOPIC, GossipMessage, SyncRequest, SyncResponse};
 use mesh_protocol::{Identity, ProductDescriptor, Signed};
-
-#[derive(Clone, Debug, Default)]
-struct Codec;
-
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
-    io.read_exact(&mut buf).await?;
-    Ok(buf)
-}
-
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> io::Result<()> {
-    io.write_all(&(data.len() as u32).to_be_bytes()).await?;
-    io.write_all(data).await?;
-    io.close().await
-}
-
-impl request_response::Codec for Codec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        read_frame(io).await
-    }
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        read_frame(io).await
-    }
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> io::Result<()> {
-        write_frame(io, &req).await
-    }
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Vec<u8>,
-    ) -> io::Result<()> {
-        write_frame(io, &res).await
-    }
-}
+use mesh_tests::raw::RawCodec;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     gossipsub: gossipsub::Behaviour,
-    sync: request_response::Behaviour<Codec>,
+    sync: request_response::Behaviour<RawCodec>,
 }
 
 /// Which attack to run.
@@ -189,7 +136,7 @@ async fn main() {
             )
             .unwrap(),
             sync: request_response::Behaviour::with_codec(
-                Codec,
+                RawCodec,
                 // Both versions of the sync protocol: the attacks do not depend on its
                 // messages beyond the envelopes they carry.
                 ["/meshnode/sync/1", "/meshnode/sync/2"].map(|name| {
