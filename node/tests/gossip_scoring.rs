@@ -2,43 +2,27 @@
 //! validation rejects ends with a negative score, below the graylist threshold, while honest
 //! gossip between the other nodes still flows.
 
+mod common;
+
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, gossipsub};
-use mesh_node::node::{NodeOptions, spawn};
-use mesh_node::store::Store;
 use mesh_node::views::{PeerView, PublishRequest};
-use mesh_node::{DataDir, NetTuning, NodeConfig, NodeEvent, NodeHandle};
+use mesh_node::{NetTuning, NodeEvent, NodeHandle};
 use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status};
 use mesh_protocol::wire::{CATALOG_TOPIC, GossipMessage};
 use mesh_protocol::{Identity, ProductDescriptor, Signed};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use common::start;
+
 /// Longest wait for any one step.
 const STEP: Duration = Duration::from_secs(20);
 /// Graylist threshold the node configures (`net::GRAYLIST_THRESHOLD`).
 const GRAYLIST: f64 = -80.0;
-
-/// Starts a node with key `secret` in `dir`, bootstrapping from `bootstrap`.
-fn start(
-    dir: &std::path::Path,
-    domain: &str,
-    secret: [u8; 32],
-    bootstrap: Vec<String>,
-) -> (NodeHandle, tokio::task::JoinHandle<()>) {
-    let identity = Identity::from_secret_bytes(secret);
-    let data_dir = DataDir::new(dir);
-    let store = Store::open(&data_dir.db())
-        .expect("open the store")
-        .with_audit_signer(Identity::from_secret_bytes(secret));
-    let mut config = NodeConfig::new(domain);
-    config.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()];
-    config.bootstrap = bootstrap;
-    spawn(identity, config, data_dir, store, NodeOptions::default()).expect("spawn the node")
-}
 
 /// Polls `check` until it yields a value or `STEP` passes.
 async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
@@ -156,9 +140,15 @@ async fn attacker(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_gossiping_rejected_messages_is_scored_down_while_honest_gossip_flows() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, a_task) = start(&dir.path().join("a"), "sales", [1; 32], vec![]);
+    let (a, a_task) = start(&dir.path().join("a"), "sales", [1; 32], vec![], |_| {});
     let a_addr = listen_addr(&a).await;
-    let (b, b_task) = start(&dir.path().join("b"), "customer", [2; 32], vec![a_addr]);
+    let (b, b_task) = start(
+        &dir.path().join("b"),
+        "customer",
+        [2; 32],
+        vec![a_addr],
+        |_| {},
+    );
     let b_addr: Multiaddr = listen_addr(&b).await.parse().unwrap();
     let a_id = a.status().await.unwrap().peer_id;
     wait_for("a and b connected", || async { peer(&b, &a_id).await }).await;

@@ -4,15 +4,16 @@
 //! the per-key budget: of one key's 1,100 products the joiner keeps 1,024 and counts the
 //! rest as `over_budget`.
 
+mod common;
+
 use std::time::Duration;
 
-use mesh_node::node::{NodeOptions, spawn};
-use mesh_node::store::Store;
-use mesh_node::{DataDir, NodeConfig, NodeHandle};
 use mesh_protocol::catalog::MAX_PRODUCTS_PER_OWNER;
 use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status};
 use mesh_protocol::{Identity, ProductDescriptor, Signed};
 use tokio::time::Instant;
+
+use common::start;
 
 /// Keys with 1,000 products each, and one key with more than its budget.
 const OWNERS: u8 = 16;
@@ -43,31 +44,6 @@ fn descriptor(owner: &Identity, n: u64) -> ProductDescriptor {
         data_addr: None,
         status: Status::Active,
     }
-}
-
-fn start(
-    dir: &std::path::Path,
-    domain: &str,
-    secret: [u8; 32],
-    bootstrap: Vec<String>,
-    fill: impl FnOnce(&Store),
-) -> (NodeHandle, tokio::task::JoinHandle<()>) {
-    let data_dir = DataDir::new(dir);
-    let store = Store::open(&data_dir.db())
-        .unwrap()
-        .with_audit_signer(Identity::from_secret_bytes(secret));
-    fill(&store);
-    let mut config = NodeConfig::new(domain);
-    config.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()];
-    config.bootstrap = bootstrap;
-    spawn(
-        Identity::from_secret_bytes(secret),
-        config,
-        data_dir,
-        store,
-        NodeOptions::default(),
-    )
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
