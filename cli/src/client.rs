@@ -70,6 +70,14 @@ impl Client {
         &self,
         request: reqwest::RequestBuilder,
     ) -> anyhow::Result<T> {
+        let response = self.answer(request).await?;
+        let body = response.bytes().await?;
+        serde_json::from_slice(&body).context("the daemon sent an unexpected answer")
+    }
+
+    /// Sends `request` and returns a successful answer unread; an error answer becomes an
+    /// error of the kind it names.
+    async fn answer(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let response = request.bearer_auth(&self.token).send().await.map_err(|e| {
             if e.is_connect() {
                 fail(
@@ -87,8 +95,8 @@ impl Client {
             }
         })?;
         let status = response.status();
-        let body = response.bytes().await?;
         if !status.is_success() {
+            let body = response.bytes().await?;
             let (message, kind) = match serde_json::from_slice::<ErrorView>(&body) {
                 Ok(e) => (e.error, e.kind),
                 Err(_) => (String::from_utf8_lossy(&body).into_owned(), None),
@@ -98,7 +106,18 @@ impl Client {
                 message,
             ));
         }
-        serde_json::from_slice(&body).context("the daemon sent an unexpected answer")
+        Ok(response)
+    }
+
+    /// `POST path` with a JSON body, for an answer that is not JSON: returned unread once
+    /// its status says success.
+    pub(crate) async fn post_for_body<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<reqwest::Response> {
+        self.answer(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
     }
 
     /// `GET path`.

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use mesh_node::dataplane::{Compression, FetchOutcome};
+use mesh_node::dataplane::{Compression, FetchOutcome, OutputFormat};
+use mesh_node::progress::ProgressView;
 use mesh_node::views::{FetchRequestBody, PeerView, ProductView, PublishRequest, StatusView};
 use mesh_node::{DataDir, NodeConfig};
 
@@ -11,6 +12,7 @@ use crate::DirArg;
 use crate::client::{self, Client};
 use crate::exit::{Failure, fail};
 use crate::output;
+use crate::progress;
 
 /// `meshnode init`.
 #[derive(Debug, clap::Args)]
@@ -18,9 +20,9 @@ pub(crate) struct InitArgs {
     /// Data directory to create (default: ~/.meshnode).
     #[arg(long, env = "MESHNODE_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Domain name this node serves, e.g. `sales` ([a-z0-9-]).
-    #[arg(long)]
-    domain: String,
+    /// Domain name this node serves, e.g. `sales` ([a-z0-9-]); with --join, the ticket's.
+    #[arg(long, required_unless_present = "join")]
+    domain: Option<String>,
     /// Control-plane listen multiaddr (repeatable).
     #[arg(long)]
     listen: Vec<String>,
@@ -33,16 +35,50 @@ pub(crate) struct InitArgs {
     /// Multiaddr of a peer to join through (repeatable).
     #[arg(long)]
     bootstrap: Vec<String>,
+    /// Found the mesh from a written charter (charter.toml) instead of founding one with
+    /// this domain as its sole governor.
+    #[arg(long, conflicts_with = "join")]
+    charter: Option<PathBuf>,
+    /// Join a mesh with a ticket from `meshnode mesh invite` on one of its members.
+    #[arg(long, value_name = "TICKET")]
+    join: Option<String>,
 }
 
-pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
+pub(crate) async fn init(args: InitArgs) -> anyhow::Result<()> {
     let dir = client::data_dir(args.data_dir)?;
-    let mut config = NodeConfig::new(args.domain);
+    // A bad ticket is refused before anything is written.
+    let ticket = args
+        .join
+        .as_deref()
+        .map(crate::mesh::parse_ticket)
+        .transpose()?;
+    let domain = match (&args.domain, &ticket) {
+        (Some(d), Some(t)) if *d != t.domain => {
+            return Err(fail(
+                Failure::Usage,
+                format!(
+                    "the ticket is for domain `{}`, not `{d}`: drop --domain or ask for a ticket for `{d}`",
+                    output::clean(&t.domain)
+                ),
+            ));
+        }
+        (Some(d), _) => d.clone(),
+        (None, Some(t)) => t.domain.clone(),
+        (None, None) => unreachable!("clap requires --domain without --join"),
+    };
+    let mut config = NodeConfig::new(domain);
     if !args.listen.is_empty() {
         config.listen = args.listen;
     }
     config.api_port = args.api_port;
     config.bootstrap = args.bootstrap;
+    if let Some(t) = &ticket {
+        for addr in &t.bootstrap {
+            if !config.bootstrap.contains(addr) {
+                config.bootstrap.push(addr.clone());
+            }
+        }
+    }
     if let Some(d) = args.data_listen {
         config.data_listen = d;
     }
@@ -53,14 +89,29 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
             dir.identity().display()
         );
     }
+    let created = !dir.root().exists();
     std::fs::create_dir_all(dir.root())
         .with_context(|| format!("cannot create `{}`", dir.root().display()))?;
-    let identity = mesh_node::keyfile::create(&dir.identity(), rand::random())?;
+    let founded = found_or_join(&dir, &config, args.charter.as_deref(), ticket.as_ref()).await;
+    let mesh_line = match founded {
+        Ok(line) => line,
+        Err(e) => {
+            // Nothing half-made stays behind: the next `init` starts clean.
+            if created {
+                let _ = std::fs::remove_dir_all(dir.root());
+            } else {
+                let _ = std::fs::remove_file(dir.identity());
+                let _ = std::fs::remove_dir_all(dir.db());
+            }
+            return Err(e);
+        }
+    };
     std::fs::write(dir.config(), config.to_toml())
         .with_context(|| format!("cannot write `{}`", dir.config().display()))?;
+    let identity = mesh_node::keyfile::load(&dir.identity())?;
     let pk = identity.public_key();
     crate::outln!(
-        "initialised domain `{}` in {}\n  key {} (fingerprint {})\n  back up {}: it is this domain's identity, and a damaged copy will not start\nstart it with: meshnode run --data-dir {}",
+        "initialised domain `{}` in {}\n  key {} (fingerprint {})\n  {mesh_line}\n  back up {}: it is this domain's identity, and a damaged copy will not start\nstart it with: meshnode run --data-dir {}",
         config.domain,
         dir.root().display(),
         pk,
@@ -69,6 +120,57 @@ pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
         dir.root().display()
     );
     Ok(())
+}
+
+/// Creates the identity and the node's mesh: founded alone, from a written charter, or
+/// joined with a ticket. Returns a line for the operator.
+async fn found_or_join(
+    dir: &DataDir,
+    config: &NodeConfig,
+    charter: Option<&std::path::Path>,
+    ticket: Option<&mesh_protocol::governance::Ticket>,
+) -> anyhow::Result<String> {
+    let identity = mesh_node::keyfile::create(&dir.identity(), rand::random())?;
+    let now = crate::mesh::now_ms();
+    let store = mesh_node::store::Store::open(&dir.db())
+        .with_context(|| format!("cannot create the database in `{}`", dir.db().display()))?;
+    let line = if let Some(ticket) = ticket {
+        let welcome = crate::mesh::join_network(ticket, &identity, &config.domain).await?;
+        let state = mesh_node::governance::install(&store, &welcome.charter, &welcome.votes)?;
+        if welcome.admitted {
+            format!(
+                "joined mesh `{}` ({}) with {} members",
+                output::clean(&state.charter().name),
+                state.id().short(),
+                state.member_count()
+            )
+        } else {
+            format!(
+                "asked to join mesh `{}` ({}): the admission waits for the charter's quorum of governing domains (`meshnode governance status` on a member)",
+                output::clean(&state.charter().name),
+                state.id().short()
+            )
+        }
+    } else if let Some(path) = charter {
+        let signed = mesh_node::governance::read_charter(path, &identity, &config.domain, now)
+            .map_err(|e| fail(Failure::Usage, e.to_string()))?;
+        let state = mesh_node::governance::install(&store, &signed, &[])?;
+        format!(
+            "founded mesh `{}` ({}) from {}",
+            output::clean(&state.charter().name),
+            state.id().short(),
+            path.display()
+        )
+    } else {
+        let signed = mesh_node::governance::found_solo(&store, &identity, &config.domain, now)?;
+        format!(
+            "founded mesh `{}` ({}) with this domain as its sole governor; invite others with `meshnode mesh invite`",
+            output::clean(&config.domain),
+            mesh_protocol::governance::MeshId::of_body(signed.body()).short()
+        )
+    };
+    store.flush_blocking()?;
+    Ok(line)
 }
 
 pub(crate) async fn run(dir: DataDir, accept_rollback: bool) -> anyhow::Result<()> {
@@ -124,6 +226,16 @@ pub(crate) struct PublishArgs {
     /// number, boolean, date and timestamp columns).
     #[arg(long = "null-values", value_name = "V", value_delimiter = ',')]
     null_values: Vec<String>,
+    /// How to reach the owning team, e.g. an e-mail address (kept from the previous version).
+    #[arg(long)]
+    contact: Option<String>,
+    /// Classify a column, `column=tag`, e.g. `email=pii` (repeatable; replaces the previous
+    /// version's classification). The mesh's policies may require tagged columns restricted.
+    #[arg(long = "classify", value_name = "COLUMN=TAG")]
+    classify: Vec<String>,
+    /// Freshness promise: the newest data is at most this many hours old.
+    #[arg(long)]
+    freshness_hours: Option<u32>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -146,8 +258,29 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         max_days: args.max_days,
         lineage: args.lineage,
         null_values: args.null_values,
+        contact: args.contact,
+        classify: args.classify,
+        freshness_hours: args.freshness_hours,
+        progress: progress::id_for_terminal(),
     };
-    let view: ProductView = client.post("/v1/publish", &request).await?;
+    let label = format!("publishing {}", request.name);
+    let view: ProductView = progress::watch(
+        &client,
+        request.progress.as_deref(),
+        progress::Kind::Publish,
+        &label,
+        client.post("/v1/publish", &request),
+        // The input was read to its end.
+        |view: &ProductView| {
+            let size = std::fs::metadata(&from).ok()?.len();
+            Some(ProgressView {
+                bytes: size,
+                rows: view.rows,
+                total_bytes: Some(size),
+            })
+        },
+    )
+    .await?;
     if args.json {
         return output::json(&view);
     }
@@ -446,12 +579,16 @@ pub(crate) struct FetchArgs {
     dir: DirArg,
     /// The product: domain/product or domain@fingerprint/product.
     product: String,
-    /// Output Arrow IPC file (.arrow, .arrows or .ipc; other formats' extensions such as
-    /// .parquet or .csv are refused), relative to the current directory.
-    /// Its directory must exist; it may not be inside a node's data directory (except its
-    /// received/ directory).
-    #[arg(long)]
+    /// Output file, relative to the current directory, or `-` for standard output (an Arrow
+    /// IPC stream). The extension names the format: .arrow (also .ipc, .feather) an Arrow
+    /// IPC file, .arrows an Arrow IPC stream, .parquet (also .pq) Parquet; --format
+    /// overrides it. The directory must exist; it may not be inside a node's data directory
+    /// (except its received/ directory).
+    #[arg(long, value_name = "FILE|-")]
     out: PathBuf,
+    /// Output format when the extension of --out does not say, or says otherwise.
+    #[arg(long, value_parser = ["arrow", "arrows", "parquet"])]
+    format: Option<String>,
     /// Replace the output file if it exists (otherwise the fetch is refused).
     #[arg(long)]
     force: bool,
@@ -469,51 +606,107 @@ pub(crate) struct FetchArgs {
     json: bool,
 }
 
-/// Extensions of other data formats: a fetch writes Arrow IPC only, so an `--out` named
-/// like one of these would hold something other than its name says. (`.arrow`, `.arrows`,
-/// `.ipc` and `.feather`, the Arrow IPC file format, are right; other names are left to the
-/// daemon's checks of the output path.)
-const OTHER_FORMATS: [&str; 12] = [
-    "parquet", "pq", "csv", "tsv", "json", "jsonl", "ndjson", "avro", "orc", "xlsx", "xls", "txt",
-];
+/// Where a fetch's data goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// `--out -`: an Arrow IPC stream on standard output.
+    Stdout,
+    /// A file in this format.
+    File(OutputFormat),
+}
 
-/// Refuses an `--out` the daemon cannot honour, before anything is sent: `-`, and a name
-/// whose extension promises another format (`x.parquet` would hold Arrow IPC otherwise).
-fn check_out(out: &std::path::Path) -> anyhow::Result<()> {
+/// What `--out` and `--format` ask for, refused (as a usage error, before anything is sent)
+/// when the format cannot be told or standard output would get something other than a
+/// stream.
+fn output_target(out: &std::path::Path, format: Option<&str>) -> anyhow::Result<Target> {
+    let format = format.and_then(OutputFormat::from_name);
     if out.as_os_str() == "-" {
-        return Err(fail(
-            Failure::Usage,
-            "`--out -` is not supported: the daemon writes an Arrow IPC file; name a file such as --out data.arrow",
-        ));
+        return match format {
+            None | Some(OutputFormat::Arrows) => Ok(Target::Stdout),
+            Some(other) => Err(fail(
+                Failure::Usage,
+                format!(
+                    "`--out -` writes an Arrow IPC stream, not {other}: drop --format, or name a file such as --out data.{other}"
+                ),
+            )),
+        };
     }
-    let Some(extension) = out
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-    else {
-        return Ok(());
+    if let Some(format) = format.or_else(|| OutputFormat::from_extension(out)) {
+        return Ok(Target::File(format));
+    }
+    let shown = output::clean(&out.display().to_string()).into_owned();
+    let named = match out.extension() {
+        Some(e) => format!("from `.{}`", output::clean(&e.to_string_lossy())),
+        None => "from a name without an extension".to_owned(),
     };
-    if OTHER_FORMATS.contains(&extension.as_str()) {
-        return Err(fail(
-            Failure::Usage,
-            format!(
-                "`--out {}`: a fetch writes an Arrow IPC file, not `.{extension}`; name it .arrow (or .arrows, .ipc) and convert afterwards, e.g. to Parquet with `python -c 'import pyarrow.ipc as i, pyarrow.parquet as p; p.write_table(i.open_file(\"data.arrow\").read_all(), \"data.parquet\")'` or DuckDB",
-                output::clean(&out.display().to_string()),
-            ),
-        ));
-    }
-    Ok(())
+    Err(fail(
+        Failure::Usage,
+        format!(
+            "`--out {shown}`: cannot tell the output format {named}; name the file .arrow (Arrow IPC file), .arrows (Arrow IPC stream) or .parquet (Parquet), or pass --format arrow|arrows|parquet"
+        ),
+    ))
 }
 
 pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     use std::io::IsTerminal;
 
-    check_out(&args.out)?;
+    let target = output_target(&args.out, args.format.as_deref())?;
+    if target == Target::Stdout && args.json {
+        return Err(fail(
+            Failure::Usage,
+            "`--out -` puts the data on standard output, so --json cannot go there too: drop one of them",
+        ));
+    }
     let dir = client::data_dir(args.dir.data_dir)?;
     let client = Client::for_data_dir(&dir)?;
+    let compression = match args.compression.as_str() {
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        _ => Compression::None,
+    };
+    let mut request = FetchRequestBody {
+        product: args.product.clone(),
+        out: String::new(),
+        agreement: args.agreement,
+        version: args.version,
+        compression,
+        force: args.force,
+        format: OutputFormat::Arrows,
+        progress: progress::id_for_terminal(),
+    };
+    let label = format!("fetching {}", args.product);
+    let format = match target {
+        Target::File(format) => format,
+        Target::Stdout => {
+            let response = progress::watch(
+                &client,
+                request.progress.as_deref(),
+                progress::Kind::Fetch,
+                &label,
+                client.post_for_body("/v1/fetch/stream", &request),
+                crate::stream::announced,
+            )
+            .await
+            .with_context(|| format!("fetching `{}` failed", args.product))?;
+            let delivered = crate::stream::copy_to_stdout(response)
+                .await
+                .with_context(|| format!("fetching `{}` failed", args.product))?;
+            // Standard output is the data: a word for a person watching, nothing otherwise.
+            if std::io::stderr().is_terminal() {
+                eprintln!(
+                    "fetched {}: {} rows, {} verified, as an Arrow IPC stream on standard output",
+                    output::clean(&args.product),
+                    delivered.rows,
+                    output::bytes(delivered.bytes)
+                );
+            }
+            return Ok(());
+        }
+    };
     // The daemon has another working directory: send the path resolved against ours.
     let out = std::path::absolute(&args.out)
         .with_context(|| format!("bad output path `{}`", args.out.display()))?;
-    let out_text = out
+    request.out = out
         .to_str()
         .with_context(|| {
             format!(
@@ -522,34 +715,23 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
             )
         })?
         .to_owned();
-    let compression = match args.compression.as_str() {
-        "lz4" => Compression::Lz4,
-        "zstd" => Compression::Zstd,
-        _ => Compression::None,
-    };
-    let request = FetchRequestBody {
-        product: args.product.clone(),
-        out: out_text,
-        agreement: args.agreement,
-        version: args.version,
-        compression,
-        force: args.force,
-    };
-    let spinner = (!args.json && std::io::stdout().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        bar.set_message(format!("fetching {} into {}", args.product, out.display()));
-        bar.enable_steady_tick(std::time::Duration::from_millis(100));
-        bar
-    });
-    let result: anyhow::Result<FetchOutcome> = client.post("/v1/fetch", &request).await;
-    if let Some(bar) = spinner {
-        bar.finish_and_clear();
-    }
-    let outcome = result.with_context(|| format!("fetching `{}` failed", args.product))?;
+    request.format = format;
+    let outcome: FetchOutcome = progress::watch(
+        &client,
+        request.progress.as_deref(),
+        progress::Kind::Fetch,
+        &label,
+        client.post("/v1/fetch", &request),
+        |outcome: &FetchOutcome| {
+            Some(ProgressView {
+                bytes: outcome.bytes,
+                rows: outcome.rows,
+                total_bytes: None,
+            })
+        },
+    )
+    .await
+    .with_context(|| format!("fetching `{}` failed", args.product))?;
     if args.json {
         return output::json(&outcome);
     }
@@ -559,7 +741,7 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         String::new()
     };
     crate::outln!(
-        "fetched {} version {}: {} rows, {} in {:.2} s ({:.1} MiB/s){resumed}\n  -> {}\n  agreement {}  digest {}",
+        "fetched {} version {}: {} rows, {} in {:.2} s ({:.1} MiB/s){resumed}\n  -> {} ({})\n  agreement {}  digest {}",
         args.product,
         outcome.version,
         outcome.rows,
@@ -567,6 +749,7 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         outcome.seconds,
         outcome.mib_s,
         outcome.out,
+        outcome.format,
         &outcome.agreement[..12],
         &outcome.digest[..16],
     );
@@ -575,31 +758,71 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use super::{OutputFormat, Target, output_target};
+    use crate::exit::Failure;
+
     #[test]
-    fn out_naming_another_format_is_refused_as_usage() {
-        use std::path::Path;
-        for ok in [
-            "d.arrow",
-            "d.ARROWS",
-            "dir/d.ipc",
-            "d.feather",
-            "no_extension",
+    fn the_output_format_follows_the_extension_or_format() {
+        for (out, format, want) in [
+            ("d.arrow", None, Target::File(OutputFormat::Arrow)),
+            ("dir/d.ipc", None, Target::File(OutputFormat::Arrow)),
+            ("d.feather", None, Target::File(OutputFormat::Arrow)),
+            ("d.ARROWS", None, Target::File(OutputFormat::Arrows)),
+            ("d.parquet", None, Target::File(OutputFormat::Parquet)),
+            ("d.pq", None, Target::File(OutputFormat::Parquet)),
+            // --format wins over the extension, and names a format where none is.
+            (
+                "d.arrow",
+                Some("parquet"),
+                Target::File(OutputFormat::Parquet),
+            ),
+            ("d.dat", Some("arrows"), Target::File(OutputFormat::Arrows)),
+            (
+                "no_extension",
+                Some("arrow"),
+                Target::File(OutputFormat::Arrow),
+            ),
+            ("-", None, Target::Stdout),
+            ("-", Some("arrows"), Target::Stdout),
         ] {
-            assert!(super::check_out(Path::new(ok)).is_ok(), "{ok}");
-        }
-        for bad in ["x.parquet", "x.CSV", "-", "dir/x.jsonl"] {
-            let e = super::check_out(Path::new(bad)).unwrap_err();
             assert_eq!(
-                crate::exit::Failure::of(&e),
-                crate::exit::Failure::Usage,
-                "{bad}"
+                output_target(Path::new(out), format).unwrap(),
+                want,
+                "{out}"
             );
-            let text = e.to_string();
-            assert!(text.contains("Arrow IPC"), "{text}");
         }
-        let e = super::check_out(Path::new("x.parquet"))
+    }
+
+    #[test]
+    fn an_unknown_format_is_refused_as_usage_with_the_choices() {
+        for (out, format) in [
+            ("x.csv", None),
+            ("dir/x.jsonl", None),
+            ("no_extension", None),
+            ("-", Some("parquet")),
+            ("-", Some("arrow")),
+        ] {
+            let e = output_target(Path::new(out), format).unwrap_err();
+            assert_eq!(Failure::of(&e), Failure::Usage, "{out}");
+            let text = e.to_string();
+            if out == "-" {
+                assert!(text.contains("writes an Arrow IPC stream"), "{text}");
+            } else {
+                for choice in [
+                    ".arrow",
+                    ".arrows",
+                    ".parquet",
+                    "--format arrow|arrows|parquet",
+                ] {
+                    assert!(text.contains(choice), "{out}: {text}");
+                }
+            }
+        }
+        let e = output_target(Path::new("x.CSV"), None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not `.parquet`") && e.contains("pyarrow"), "{e}");
+        assert!(e.contains("from `.CSV`"), "{e}");
     }
 }

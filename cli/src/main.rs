@@ -5,8 +5,11 @@ mod client;
 mod commands;
 mod demo;
 mod exit;
+mod mesh;
 mod output;
+mod progress;
 mod share;
+mod stream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,7 +57,19 @@ enum Command {
     Catalog(commands::CatalogArgs),
     /// Run the seed's e-commerce mesh on loopback and tell its story.
     Demo(demo::DemoArgs),
-    /// Fetch a product you have an agreement for into an Arrow IPC file.
+    /// Fetch a product you have an agreement for: into an Arrow IPC file, an Arrow IPC
+    /// stream or Parquet, or to standard output.
+    ///
+    /// The received data is verified against the provider's signed digest before anything
+    /// is written; a file appears at --out only complete and verified. With `--out -` the
+    /// verified Arrow IPC stream goes to standard output and is checked again as it is
+    /// written, which can only conclude at its end: a program reading the stream must treat
+    /// a non-zero exit status of `meshnode` as "discard what was read" (6: the bytes did not
+    /// match, 5: the stream broke off). Progress (bytes, rows, rate) is drawn on standard
+    /// error when it is a terminal, never otherwise.
+    #[command(
+        after_help = "Example: meshnode fetch sales/orders --out - | python -c 'import sys, pyarrow.ipc as i; print(i.open_stream(sys.stdin.buffer).read_all().num_rows)'"
+    )]
     Fetch(commands::FetchArgs),
     /// Show this node's status.
     Status {
@@ -66,6 +81,10 @@ enum Command {
     },
     /// Sharing contracts: request, list, accept, reject, revoke.
     Share(share::ShareArgs),
+    /// Mesh membership: create from a charter, invite, join, members, remove.
+    Mesh(mesh::MeshArgs),
+    /// The mesh's global policies: show, propose an amendment, sign, status of motions.
+    Governance(mesh::GovernanceArgs),
     /// Show the hash-chained audit log; `--verify` checks the chain.
     Audit(share::AuditArgs),
     /// List connected peers.
@@ -125,7 +144,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Init(args) => commands::init(args),
+        Command::Init(args) => commands::init(args).await,
         Command::Run {
             data_dir,
             accept_rollback,
@@ -138,6 +157,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             commands::status(client::data_dir(dir.data_dir)?, json).await
         }
         Command::Share(args) => share::share(args).await,
+        Command::Mesh(args) => mesh::mesh(args).await,
+        Command::Governance(args) => mesh::governance(args).await,
         Command::Audit(args) => share::audit(args).await,
         Command::Peers { dir, json } => {
             commands::peers(client::data_dir(dir.data_dir)?, json).await

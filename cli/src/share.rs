@@ -86,7 +86,7 @@ enum ShareAction {
 }
 
 /// `--valid-for`: a whole number with a unit (`s`, `m`, `h` or `d`), in seconds.
-fn parse_validity(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_validity(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

@@ -118,11 +118,13 @@ fn completions_and_man_page_come_from_the_argument_definitions() {
 fn exit_codes_for_usage_missing_directory_and_absent_daemon() {
     let out = meshnode(&["no-such-command"]);
     assert_eq!(out.status.code(), Some(2));
-    let out = meshnode(&["fetch", "sales/orders", "--out", "x.parquet"]);
+    // An output format nobody can tell is refused before any daemon is looked for.
+    let out = meshnode(&["fetch", "sales/orders", "--out", "x.xlsx"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("a fetch writes an Arrow IPC file, not `.parquet`"),
+        stderr.contains("cannot tell the output format from `.xlsx`")
+            && stderr.contains("--format arrow|arrows|parquet"),
         "{stderr}"
     );
 

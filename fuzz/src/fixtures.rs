@@ -81,6 +81,7 @@ pub fn product() -> &'static ProductDescriptor {
             }],
             data_addr: Some("127.0.0.1:7000".into()),
             status: Status::Active,
+            stewardship: Default::default(),
         }
     })
 }

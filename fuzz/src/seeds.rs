@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow_schema::{DataType, Field, Fields, TimeUnit};
 use mesh_protocol::audit::{self, AuditEntry, AuditHead, AuditKind};
 use mesh_protocol::catalog::NodeRecord;
-use mesh_protocol::contract::{Agreement, ContractRequest, Rejection, Revocation};
+use mesh_protocol::contract::{Agreement, ContractRequest, Decision, Rejection, Revocation};
 use mesh_protocol::descriptor::ProductDescriptor;
 use mesh_protocol::envelope::Signed;
 use mesh_protocol::reconcile::{self, Reconciler, SetAnswer};
@@ -258,6 +258,7 @@ pub fn all() -> Vec<Seed> {
     let sync_request = SyncRequest {
         products: Reconciler::new(&requester).next_query(&requester, wire::MAX_SET_QUERY),
         nodes: Reconciler::new(nodes).next_query(nodes, wire::MAX_SET_QUERY),
+        votes: Default::default(),
     };
     let answer = reconcile::respond(fixtures::catalog_set(), &sync_request.products)
         .expect("a real query is within bounds");
@@ -287,6 +288,8 @@ pub fn all() -> Vec<Seed> {
                 nodes: SetAnswer::default(),
                 descriptors: vec![descriptor.clone()],
                 records: vec![node.clone()],
+                votes: SetAnswer::default(),
+                vote_envelopes: vec![],
                 truncated: true,
             }
             .to_bytes(),
@@ -323,6 +326,11 @@ pub fn all() -> Vec<Seed> {
             "contract_message",
             "revoke",
             ContractMessage::Revoke(revocation.clone()).to_bytes(),
+        ),
+        seed(
+            "contract_message",
+            "decided",
+            ContractMessage::Decided(Decision::Agreed(agreement.clone())).to_bytes(),
         ),
         seed(
             "contract_reply",

@@ -43,6 +43,9 @@ pub fn gossip_message(data: &[u8]) {
         GossipMessage::Descriptor(envelope) => descriptor_envelope(envelope),
         GossipMessage::Node(envelope) => node_record_envelope(envelope),
         GossipMessage::Revocation(envelope) => revocation_envelope(envelope),
+        GossipMessage::Vote(envelope) => {
+            let _ = envelope.verify();
+        }
     }
     // What was accepted is forwarded as is: re-encoding gives a message that decodes again.
     let again = GossipMessage::from_bytes(&message.to_bytes());
@@ -308,7 +311,8 @@ fn agreement_checks(agreement: &Agreement) {
     }
 }
 
-/// A message on `/meshnode/contract/1`, as the provider receives it.
+/// A message on `/meshnode/contract/1`, as the provider (or, for a decision notice, the
+/// consumer) receives it.
 pub fn contract_message(data: &[u8]) {
     let Ok(message) = ContractMessage::from_bytes(data) else {
         return;
@@ -322,6 +326,10 @@ pub fn contract_message(data: &[u8]) {
             let _ = ids.iter().map(AgreementId::short).count();
         }
         ContractMessage::Revoke(envelope) => revocation_envelope(envelope),
+        ContractMessage::Decided(decision) => {
+            let _ = decision.claimed_id();
+            status_entry(decision.clone().into_reply());
+        }
     }
 }
 

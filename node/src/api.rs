@@ -11,10 +11,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use crate::dataplane::{DataPlane, FetchOptions};
+use crate::dataplane::DataPlane;
 use crate::error::NodeError;
 use crate::node::NodeHandle;
-use crate::views::{ErrorView, FetchRequestBody, PublishRequest};
+use crate::views::{ErrorView, PublishRequest};
+
+mod contracts;
+mod governance;
+mod transfers;
+
+pub use transfers::{
+    AGREEMENT_HEADER, ARROW_STREAM_TYPE, BYTES_HEADER, DIGEST_HEADER, ROWS_HEADER, VERSION_HEADER,
+};
 
 /// Shared state of the API handlers.
 #[derive(Clone, Debug)]
@@ -25,6 +33,8 @@ pub(crate) struct ApiState {
     token: Arc<str>,
     /// The data plane, for fetches (absent in nodes started without one).
     data: Option<DataPlane>,
+    /// Progress of running publishes and fetches, polled by the CLI.
+    progress: crate::progress::ProgressBoard,
 }
 
 impl IntoResponse for NodeError {
@@ -65,16 +75,25 @@ pub fn router_with_data_plane(node: NodeHandle, token: String, data: Option<Data
         node,
         token: token.into(),
         data,
+        progress: crate::progress::ProgressBoard::default(),
     };
+    let api_metrics = crate::metrics::ApiMetrics::default();
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/catalog", get(catalog))
         .route("/v1/publish", post(publish))
         .route("/v1/peers", get(peers))
-        .route("/v1/fetch", post(fetch))
         .route("/metrics", get(metrics))
-        .merge(crate::contracts::routes())
+        .merge(contracts::routes())
+        .merge(governance::routes())
+        .merge(transfers::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        // Outside authentication, so refused tokens are counted too.
+        .layer(middleware::from_fn_with_state(
+            api_metrics.clone(),
+            crate::metrics::track_api,
+        ))
+        .layer(axum::Extension(api_metrics))
         .with_state(state)
 }
 
@@ -115,66 +134,34 @@ async fn publish(
     State(s): State<ApiState>,
     Json(request): Json<PublishRequest>,
 ) -> Result<impl IntoResponse, NodeError> {
-    Ok(Json(s.node.publish(request).await?))
+    let tracked = transfers::track(&s, request.progress.as_deref())?;
+    let progress = tracked.as_ref().map(crate::progress::Tracked::progress);
+    Ok(Json(s.node.publish_tracked(request, progress).await?))
 }
 
 async fn peers(State(s): State<ApiState>) -> Result<impl IntoResponse, NodeError> {
     Ok(Json(s.node.peers().await?))
 }
 
-async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, NodeError> {
-    let mut text = s.node.metrics().await?;
-    if let Some(data) = &s.data
-        && let Some(body) = text.strip_suffix("# EOF\n")
-    {
-        let mut joined = body.to_owned();
-        data.encode_metrics(&mut joined);
-        joined.push_str("# EOF\n");
-        text = joined;
-    }
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    ))
-}
-
-async fn fetch(
+/// `GET /metrics`: OpenMetrics when the `Accept` header asks for it, the classic Prometheus
+/// text format otherwise (see [`crate::metrics::exposition`]).
+async fn metrics(
     State(s): State<ApiState>,
-    Json(body): Json<FetchRequestBody>,
+    axum::Extension(api): axum::Extension<crate::metrics::ApiMetrics>,
+    headers: axum::http::HeaderMap,
 ) -> Result<impl IntoResponse, NodeError> {
-    let data = s
-        .data
-        .ok_or_else(|| NodeError::Unavailable("this node runs no data plane".into()))?;
-    let product = data.resolve_product(&body.product)?;
-    let options = FetchOptions {
-        product: product.id(),
-        out: body.out.into(),
-        agreement: body.agreement,
-        version: body.version,
-        compression: body.compression,
-        provider_addr: None,
-        force: body.force,
-    };
-    match data.fetch(options).await {
-        Ok(outcome) => Ok(Json(outcome).into_response()),
-        // The fetch's own kind (`verification`, `unreachable`, a refusal code, ...) is finer
-        // than its HTTP status.
-        Err(e) => {
-            let kind = e.code();
-            let e = NodeError::from(e);
-            let status =
-                StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Ok((
-                status,
-                Json(ErrorView {
-                    error: e.to_string(),
-                    kind: Some(kind.to_owned()),
-                }),
-            )
-                .into_response())
-        }
+    use crate::metrics::exposition::Format;
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let node = s.node.metrics().await?;
+    let mut text = node.strip_suffix("# EOF\n").unwrap_or(&node).to_owned();
+    if let Some(data) = &s.data {
+        data.encode_metrics(&mut text);
     }
+    api.encode(&mut text);
+    crate::metrics::process::encode(&mut text);
+    text.push_str("# EOF\n");
+    let body = format
+        .render(text)
+        .map_err(|e| NodeError::Internal(format!("cannot encode the metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body))
 }

@@ -49,7 +49,8 @@ pub struct NodeConfig {
     /// Defaults applied to `meshnode publish` when flags do not say otherwise.
     #[serde(default)]
     pub defaults: PublishDefaults,
-    /// What one consumer may make this node store and do with contract requests.
+    /// What one consumer may make this node store and do with contract requests, and how
+    /// often this node polls its own undecided requests.
     #[serde(default)]
     pub contracts: ContractLimits,
 }
@@ -57,7 +58,8 @@ pub struct NodeConfig {
 /// Default of `clock_skew_tolerance_secs`: five minutes.
 pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 300;
 
-/// Per-consumer budgets for contract requests received (see `mesh_protocol::budget`).
+/// Per-consumer budgets for contract requests received (see `mesh_protocol::budget`), and
+/// the poll interval of requests sent (see `mesh_protocol::contract_sync`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContractLimits {
@@ -76,6 +78,11 @@ pub struct ContractLimits {
     /// Days an undecided request waits for the operator before it expires (rejected).
     #[serde(default = "default_pending_ttl_days")]
     pub pending_request_ttl_days: u32,
+    /// Seconds between this node's status polls of each request it sent that is still
+    /// undecided. Polling is the fallback: a provider pushes its decision as soon as it is
+    /// made, so a larger value only slows down learning a decision whose push was lost.
+    #[serde(default = "default_status_poll_secs")]
+    pub status_poll_secs: u64,
 }
 
 impl Default for ContractLimits {
@@ -86,6 +93,7 @@ impl Default for ContractLimits {
             request_burst: default_request_burst(),
             request_refill_secs: default_request_refill_secs(),
             pending_request_ttl_days: default_pending_ttl_days(),
+            status_poll_secs: default_status_poll_secs(),
         }
     }
 }
@@ -100,6 +108,14 @@ impl ContractLimits {
             refill_ms: self.request_refill_secs.saturating_mul(1000),
             pending_ttl_ms: u64::from(self.pending_request_ttl_days)
                 .saturating_mul(mesh_protocol::contract::DAY_MS),
+            ..Default::default()
+        }
+    }
+
+    /// How often this node follows its contracts up.
+    pub fn poll_intervals(&self) -> mesh_protocol::contract_sync::PollIntervals {
+        mesh_protocol::contract_sync::PollIntervals {
+            undecided: Duration::from_secs(self.status_poll_secs),
             ..Default::default()
         }
     }
@@ -119,6 +135,9 @@ fn default_request_burst() -> u32 {
 }
 fn default_request_refill_secs() -> u64 {
     mesh_protocol::budget::DEFAULT_REFILL_MS / 1000
+}
+fn default_status_poll_secs() -> u64 {
+    mesh_protocol::contract_sync::DEFAULT_UNDECIDED_POLL.as_secs()
 }
 fn default_pending_ttl_days() -> u32 {
     (mesh_protocol::budget::DEFAULT_PENDING_TTL_MS / mesh_protocol::contract::DAY_MS) as u32
@@ -195,12 +214,23 @@ pub enum ConfigError {
         /// Underlying error.
         source: std::io::Error,
     },
-    /// The TOML is malformed or has unknown keys.
-    #[error("config `{path}` is not valid: {message}")]
+    /// The TOML is malformed, has unknown keys or a value of the wrong type. The parser's
+    /// error is rendered into the fields (its own text repeats line and column around a
+    /// multi-line excerpt of the file, which is not kept).
+    #[error(
+        "config `{path}` is not valid: line {line}, column {column}{}: {message} (fix it, or compare with configs/node-example.toml)",
+        key.as_deref().map(|k| format!(", key `{k}`")).unwrap_or_default()
+    )]
     Parse {
-        /// Config path.
+        /// Config path, so the operator knows which file to open.
         path: PathBuf,
-        /// Parser message, naming the key.
+        /// 1-based line of the fault, so the operator finds it.
+        line: usize,
+        /// 1-based column (in characters) of the fault within its line.
+        column: usize,
+        /// Dotted key at fault (`contracts.request_burst`) when one can be named.
+        key: Option<String>,
+        /// The parser's one-line message (`invalid type: string "x", expected u16`).
         message: String,
     },
     /// A value is out of range.
@@ -238,10 +268,7 @@ impl NodeConfig {
             path: path.to_owned(),
             source,
         })?;
-        let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.message().to_owned(),
-        })?;
+        let config: NodeConfig = toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?;
         config.validate()?;
         Ok(config)
     }
@@ -309,6 +336,7 @@ impl NodeConfig {
                 "contracts.pending_request_ttl_days",
                 u64::from(c.pending_request_ttl_days),
             ),
+            ("contracts.status_poll_secs", c.status_poll_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -316,6 +344,12 @@ impl NodeConfig {
                     message: "must be at least 1".into(),
                 });
             }
+        }
+        if c.status_poll_secs > 24 * 3600 {
+            return Err(ConfigError::Invalid {
+                key: "contracts.status_poll_secs",
+                message: "must be at most 86400 (a day): a decision whose notice was lost would wait that long".into(),
+            });
         }
         Ok(())
     }
@@ -331,6 +365,78 @@ impl NodeConfig {
         format!(
             "# meshnode node configuration; see configs/node-example.toml for every key.\n{body}"
         )
+    }
+}
+
+/// A [`ConfigError::Parse`] for `error` in `text`: the error's byte span becomes a line and
+/// column, and the key is read from the file around it.
+fn parse_error(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
+    let start = error.span().map_or(0, |s| s.start).min(text.len());
+    let (line, column) = line_column(text, start);
+    let key = quoted_key(error.message()).or_else(|| key_at(text, start));
+    ConfigError::Parse {
+        path: path.to_owned(),
+        line,
+        column,
+        key,
+        message: error.message().trim().to_owned(),
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// The key the parser names in messages such as ``unknown field `x`, expected ...`` and
+/// ``missing field `domain` ``.
+fn quoted_key(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("missing field `"))?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+/// The dotted key whose `key = value` line holds byte `offset` (or the nearest such line
+/// above it, for a value spread over lines), prefixed with its `[table]`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let line_index = line_column(text, offset).0 - 1;
+    let lines: Vec<&str> = text.lines().collect();
+    let upto = line_index.min(lines.len().checked_sub(1)?);
+    let mut key = None;
+    let mut table = None;
+    for line in lines[..=upto].iter().rev() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            let name = line.trim_start_matches('[').split(']').next()?.trim();
+            table = Some(name.to_owned());
+            break;
+        }
+        if key.is_none()
+            && let Some((name, _)) = line.split_once('=')
+        {
+            let name = name.trim();
+            let bare = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"'));
+            if bare && !line.starts_with('#') {
+                key = Some(name.trim_matches('"').to_owned());
+            }
+        }
+    }
+    match (table, key) {
+        (Some(t), Some(k)) => Some(format!("{t}.{k}")),
+        (None, Some(k)) => Some(k),
+        (Some(t), None) => Some(t),
+        (None, None) => None,
     }
 }
 
@@ -410,6 +516,52 @@ mod tests {
         let mut bad = c;
         bad.domain = "Sales Team".into();
         assert!(bad.validate().unwrap_err().to_string().contains("domain"));
+    }
+
+    #[test]
+    fn parse_errors_name_file_line_column_and_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CONFIG_FILE);
+        for (text, line, column, key) in [
+            // A value of the wrong type: the span is the value.
+            ("domain = \"a\"\napi_port = \"x\"\n", 2, 12, "api_port"),
+            // An unknown key in a table.
+            (
+                "domain = \"a\"\n\n[contracts]\nrequest_burst = 3\nburst = 4\n",
+                5,
+                1,
+                "burst",
+            ),
+            // A wrong type in a table: the key carries its table.
+            (
+                "domain = \"a\"\n[contracts]\nrequest_burst = -1\n",
+                3,
+                17,
+                "contracts.request_burst",
+            ),
+            // Broken syntax; columns count characters, not bytes.
+            ("domain = \"é\" x\n", 1, 14, "domain"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = NodeConfig::load(&path).unwrap_err();
+            let ConfigError::Parse {
+                line: l,
+                column: c,
+                key: k,
+                ..
+            } = &err
+            else {
+                panic!("not a parse error: {err}");
+            };
+            assert_eq!((*l, *c, k.as_deref()), (line, column, Some(key)), "{text}");
+            let shown = err.to_string();
+            assert!(
+                shown.contains(&format!("line {line}, column {column}"))
+                    && shown.contains(&format!("key `{key}`"))
+                    && shown.contains(&path.display().to_string()),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

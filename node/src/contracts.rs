@@ -1,37 +1,51 @@
-//! Contract negotiation over `/meshnode/contract/1`, revocations from gossip, the contract
-//! commands of [`NodeHandle`] and their control API routes.
+//! Contract negotiation over `/meshnode/contract/1` and revocations from gossip: the actor
+//! side, which only wires messages, the store and the pure rules together.
 //!
-//! The decisions live in [`crate::negotiation`]; this module moves messages:
+//! Contracts follow one layout, which other features with commands, peer messages and rules
+//! (governance) follow too:
+//!
+//! - HTTP routes: `crate::api::contracts` (thin: parse, call the handle, JSON);
+//! - typed requests to the actor: the contract methods of [`crate::NodeHandle`] in
+//!   [`handle`], one [`ContractCommand`] each;
+//! - actor handlers: this module (`impl Node`): messages in flight, poll schedules, sending;
+//! - decisions on top of the store: [`crate::negotiation`] (what a party answers and records);
+//! - pure rules: `mesh_protocol::contract` (terms, signatures, state machine, policy),
+//!   `mesh_protocol::budget` (request budgets) and `mesh_protocol::contract_sync` (what to
+//!   follow up when, which pushed decisions to apply).
+//!
+//! What moves:
 //!
 //! - `share request` stores the signed request as `requested`, sends it to the provider and
 //!   answers the user once the provider answered (agreed, pending or rejected). A provider
 //!   that cannot be dialled leaves nothing behind; a request whose answer was lost stays
 //!   `requested` and is sent again (requests are idempotent: same terms, same id).
-//! - The consumer learns the operator's decision on a pending request by polling: every
-//!   [`POLL_INTERVAL`] it sends one `StatusBatch` per provider carrying the ids of its due
-//!   pending records (at most [`MAX_STATUS_BATCH`], one batch in flight per provider, with
-//!   backoff up to `MAX_BACKOFF` when the provider does not answer). Batching, rather than a
-//!   push from the provider, keeps the provider from dialling consumers and works the same
-//!   for a consumer that was offline when the decision was made.
+//! - When its operator accepts or rejects a pending request, the provider pushes the signed
+//!   decision to the consumer (`ContractMessage::Decided`) if it is connected to it; the
+//!   consumer applies it only to an undecided request of its own to that provider, verified
+//!   like a status reply, and counts what it ignores.
+//! - Polling is the fallback (a lost notice, a consumer offline at the time): every
+//!   `contracts.status_poll_secs` (2 s by default) the consumer sends one `StatusBatch` per
+//!   provider carrying the ids of its due pending records (at most [`MAX_STATUS_BATCH`], one
+//!   batch in flight per provider, with backoff when the provider does not answer). Batching
+//!   keeps the provider from dialling consumers and works the same for a consumer that was
+//!   offline when the decision was made.
 //! - A provider admits a request only within the consumer's budget
 //!   ([`mesh_protocol::budget`]); over it, the consumer gets `Busy` and nothing is stored.
 //!   Undecided requests expire after the budget's time to live (a signed rejection).
 //! - Revocations go directly to the other party and on gossip. Agreed contracts are also
-//!   re-checked with a connected counterparty every [`AGREED_POLL_INTERVAL`], so a party that
-//!   was offline when the other revoked catches up. A revocation of an agreement this node
-//!   is not a party to is ignored (neither stored nor forwarded): only the parties act on
-//!   it, and they get it directly or by that re-check.
+//!   re-checked with a connected counterparty every 30 s, so a party that was offline when
+//!   the other revoked catches up. A revocation of an agreement this node is not a party to
+//!   is ignored (neither stored nor forwarded): only the parties act on it, and they get it
+//!   directly or by that re-check.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
 use libp2p::{Multiaddr, PeerId};
 use mesh_protocol::budget::{BudgetConfig, BudgetRefusal, RequestBudget};
-use mesh_protocol::contract::{MAX_STATUS_BATCH, Revocation};
+use mesh_protocol::contract::{Decision, MAX_STATUS_BATCH, Revocation};
+use mesh_protocol::contract_sync::{self, FollowUp, PollIntervals, Side};
 use mesh_protocol::wire::GossipMessage;
 use mesh_protocol::{
     AgreementId, ContractMessage, ContractReply, ContractState, PublicKey, RejectReason, Signed,
@@ -39,19 +53,16 @@ use mesh_protocol::{
 use tokio::sync::oneshot;
 
 use crate::agreements::{AgreementRecord, Role};
-use crate::api::ApiState;
 use crate::error::NodeError;
-use crate::negotiation::{self, Party, counterparty, peer_id_of};
-use crate::node::{Command, Node, NodeHandle, now_ms};
+use crate::negotiation::{self, NoticeRefused, Party, counterparty, peer_id_of};
+use crate::node::{Node, now_ms};
 use crate::odcs::{self, DataContract};
-use crate::views::{AgreementView, AuditView, ReasonRequest, ShareRequest};
+use crate::views::{AgreementView, AuditView, ShareRequest};
 
-/// How often a consumer asks about its requested and pending contracts.
-pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
-/// How often agreed contracts are re-checked with a connected counterparty.
-pub(crate) const AGREED_POLL_INTERVAL: Duration = Duration::from_secs(30);
-/// Longest delay between polls of an unreachable counterparty.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+mod handle;
+
+pub(crate) use handle::ContractCommand;
+
 /// How often the index of live contracts is read for due polls.
 const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 /// How often undecided requests are checked for expiry (also once at start).
@@ -88,6 +99,12 @@ enum Outbound {
         /// The contract.
         id: AgreementId,
     },
+    /// A decision pushed to the consumer (its answer is only logged: its poll is the
+    /// fallback).
+    Notice {
+        /// The contract.
+        id: AgreementId,
+    },
 }
 
 /// When to poll one contract next.
@@ -95,7 +112,7 @@ enum Outbound {
 struct Schedule {
     /// Earliest next poll.
     next: Instant,
-    /// Delay after the next failure (doubles up to [`MAX_BACKOFF`]).
+    /// Delay after the next failure (doubles up to the intervals' `max_backoff`).
     backoff: Duration,
 }
 
@@ -120,11 +137,13 @@ pub(crate) struct Negotiations {
     budget: std::sync::Mutex<RequestBudget>,
     /// Tolerated clock difference with other parties, ms.
     skew_ms: u64,
+    /// How often contracts are followed up (`contracts.status_poll_secs` for undecided ones).
+    intervals: PollIntervals,
 }
 
 impl Negotiations {
     /// Empty state with the node's limits.
-    pub(crate) fn new(budget: BudgetConfig, skew_ms: u64) -> Self {
+    pub(crate) fn new(budget: BudgetConfig, skew_ms: u64, intervals: PollIntervals) -> Self {
         Self {
             outbound: HashMap::new(),
             in_flight: HashSet::new(),
@@ -134,6 +153,7 @@ impl Negotiations {
             last_sweep: None,
             budget: std::sync::Mutex::new(RequestBudget::new(budget)),
             skew_ms,
+            intervals,
         }
     }
 }
@@ -143,145 +163,8 @@ impl Default for Negotiations {
         Self::new(
             BudgetConfig::default(),
             crate::config::DEFAULT_CLOCK_SKEW_SECS * 1000,
+            PollIntervals::default(),
         )
-    }
-}
-
-/// Contract commands from [`crate::NodeHandle`] to the actor.
-#[derive(Debug)]
-pub(crate) enum ContractCommand {
-    /// `share request`.
-    Request {
-        /// What the user asked for.
-        request: ShareRequest,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
-    },
-    /// `share list` (`pending_only`: `share pending`).
-    List {
-        /// Only requests waiting for this node's operator.
-        pending_only: bool,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<Vec<AgreementView>, NodeError>>,
-    },
-    /// `share show`.
-    Show {
-        /// Full id or unique prefix, as typed.
-        id: String,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
-    },
-    /// `share show --odcs`.
-    Odcs {
-        /// Full id or unique prefix, as typed.
-        id: String,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<DataContract, NodeError>>,
-    },
-    /// `share accept`.
-    Accept {
-        /// Full id or unique prefix, as typed.
-        id: String,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
-    },
-    /// `share reject`.
-    Reject {
-        /// Full id or unique prefix, as typed.
-        id: String,
-        /// Why, for the consumer.
-        reason: String,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
-    },
-    /// `share revoke`.
-    Revoke {
-        /// Full id or unique prefix, as typed.
-        id: String,
-        /// Why, for the other party.
-        reason: Option<String>,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
-    },
-    /// `audit`.
-    Audit {
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<AuditView, NodeError>>,
-    },
-}
-
-impl NodeHandle {
-    /// Requests a contract for a product; returns once the provider answered (agreed,
-    /// pending or rejected: the view's `state` says which).
-    pub async fn share_request(&self, request: ShareRequest) -> Result<AgreementView, NodeError> {
-        self.call(|reply| Command::Contract(ContractCommand::Request { request, reply }))
-            .await?
-    }
-
-    /// Every contract this node holds, newest first.
-    pub async fn share_list(&self) -> Result<Vec<AgreementView>, NodeError> {
-        self.call(|reply| {
-            Command::Contract(ContractCommand::List {
-                pending_only: false,
-                reply,
-            })
-        })
-        .await?
-    }
-
-    /// Requests waiting for this node's operator.
-    pub async fn share_pending(&self) -> Result<Vec<AgreementView>, NodeError> {
-        self.call(|reply| {
-            Command::Contract(ContractCommand::List {
-                pending_only: true,
-                reply,
-            })
-        })
-        .await?
-    }
-
-    /// One contract by full id or unique prefix.
-    pub async fn share_show(&self, id: String) -> Result<AgreementView, NodeError> {
-        self.call(|reply| Command::Contract(ContractCommand::Show { id, reply }))
-            .await?
-    }
-
-    /// One contract as an ODCS v3 document.
-    pub async fn share_odcs(&self, id: String) -> Result<DataContract, NodeError> {
-        self.call(|reply| Command::Contract(ContractCommand::Odcs { id, reply }))
-            .await?
-    }
-
-    /// Accepts a pending request (provider).
-    pub async fn share_accept(&self, id: String) -> Result<AgreementView, NodeError> {
-        self.call(|reply| Command::Contract(ContractCommand::Accept { id, reply }))
-            .await?
-    }
-
-    /// Rejects a pending request with a reason (provider).
-    pub async fn share_reject(
-        &self,
-        id: String,
-        reason: String,
-    ) -> Result<AgreementView, NodeError> {
-        self.call(|reply| Command::Contract(ContractCommand::Reject { id, reason, reply }))
-            .await?
-    }
-
-    /// Revokes an agreed contract (either party).
-    pub async fn share_revoke(
-        &self,
-        id: String,
-        reason: Option<String>,
-    ) -> Result<AgreementView, NodeError> {
-        self.call(|reply| Command::Contract(ContractCommand::Revoke { id, reason, reply }))
-            .await?
-    }
-
-    /// The audit log and its chain check.
-    pub async fn audit(&self) -> Result<AuditView, NodeError> {
-        self.call(|reply| Command::Contract(ContractCommand::Audit { reply }))
-            .await?
     }
 }
 
@@ -355,7 +238,15 @@ impl Node {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
-                    let reply = negotiation::answer(self.party(), peer, &request, now_ms()).await;
+                    let reply = match ContractMessage::from_bytes(&request) {
+                        Ok(ContractMessage::Decided(decision)) => {
+                            self.on_decision_notice(peer, decision).await
+                        }
+                        Ok(message) => {
+                            negotiation::answer_message(self.party(), peer, message, now_ms()).await
+                        }
+                        Err(e) => ContractReply::Error(format!("malformed contract message: {e}")),
+                    };
                     if let ContractReply::Busy(refusal) = &reply {
                         self.metrics.contract_refused(refusal);
                     }
@@ -420,24 +311,23 @@ impl Node {
                 for id in &ids {
                     self.negotiations.in_flight.remove(id);
                 }
-                let entries = match reply {
-                    ContractReply::Statuses(entries) if entries.len() <= ids.len() => entries,
-                    other => {
-                        tracing::warn!(?other, "contract status batch answered unexpectedly");
+                let answers = match contract_sync::pair_statuses(&ids, reply) {
+                    Ok(answers) => answers,
+                    Err(e) => {
+                        tracing::warn!("contract status batch not used: {e}");
                         for id in &ids {
                             self.poll_failed(id);
                         }
                         return;
                     }
                 };
-                // Answers come in the order asked; the ones left out are asked again soon.
-                for (id, entry) in ids.iter().zip(entries) {
-                    let reply = entry.into_reply();
-                    match negotiation::apply_reply(self.party(), id, reply, now_ms()).await {
-                        Ok(_) => self.poll_succeeded(id),
+                // The ones left out are asked again at their next poll.
+                for (id, reply) in answers {
+                    match negotiation::apply_reply(self.party(), &id, reply, now_ms()).await {
+                        Ok(_) => self.poll_succeeded(&id),
                         Err(e) => {
                             tracing::warn!(id = %id.short(), "contract poll: {e}");
-                            self.poll_failed(id);
+                            self.poll_failed(&id);
                         }
                     }
                 }
@@ -448,6 +338,9 @@ impl Node {
                 }
                 other => tracing::info!(id = %id.short(), ?other, "revocation answered"),
             },
+            Outbound::Notice { id } => {
+                tracing::debug!(id = %id.short(), ?reply, "decision notice answered");
+            }
         }
     }
 
@@ -543,22 +436,79 @@ impl Node {
             Outbound::Revoke { id } => {
                 tracing::info!(id = %id.short(), %peer, "revocation not delivered directly ({error}); gossip and the next status check deliver it");
             }
+            Outbound::Notice { id } => {
+                tracing::debug!(id = %id.short(), %peer, "decision notice not delivered ({error}); the consumer's next poll learns it");
+            }
         }
     }
 
     fn poll_succeeded(&mut self, id: &AgreementId) {
+        let first = self.negotiations.intervals.undecided;
         if let Some(s) = self.negotiations.schedule.get_mut(id) {
-            s.backoff = POLL_INTERVAL;
+            s.backoff = first;
         }
     }
 
     fn poll_failed(&mut self, id: &AgreementId) {
+        let intervals = self.negotiations.intervals;
         let s = self.negotiations.schedule.entry(*id).or_insert(Schedule {
             next: Instant::now(),
-            backoff: POLL_INTERVAL,
+            backoff: intervals.undecided,
         });
-        s.next = Instant::now() + s.backoff;
-        s.backoff = (s.backoff * 2).min(MAX_BACKOFF);
+        let (wait, backoff) = contract_sync::after_failure(s.backoff, &intervals);
+        s.next = Instant::now() + wait;
+        s.backoff = backoff;
+    }
+
+    /// Pushes the provider's decision on `record` (just accepted or rejected, flushed) to the
+    /// consumer, when connected to it: the consumer applies it at once instead of at its next
+    /// poll. Not dialled and not retried: a consumer with an undecided request keeps polling,
+    /// which is the fallback for a notice that is lost.
+    fn notify_decision(&mut self, id: &AgreementId, record: &AgreementRecord) {
+        let decision = match (&record.agreement, &record.rejection) {
+            (Some(agreement), _) if record.state == ContractState::Agreed => {
+                Decision::Agreed(agreement.clone())
+            }
+            (_, Some(rejection)) if record.state == ContractState::Rejected => {
+                Decision::Rejected(rejection.clone())
+            }
+            _ => return,
+        };
+        let Ok(terms) = record.terms() else { return };
+        let key = counterparty(record.role, &terms);
+        if !peer_id_of(&key).is_some_and(|peer| self.swarm.is_connected(&peer)) {
+            tracing::debug!(id = %id.short(), "consumer not connected: it learns the decision by polling");
+            return;
+        }
+        if let Some(request_id) = self.send_contract(&key, &ContractMessage::Decided(decision)) {
+            self.metrics.contract_notices_sent.inc();
+            self.negotiations
+                .outbound
+                .insert(request_id, Outbound::Notice { id: *id });
+        }
+    }
+
+    /// A decision pushed by a provider: applied to our own undecided request to it, like the
+    /// same decision in a status reply; anything else ignored. Either way counted by outcome.
+    async fn on_decision_notice(&mut self, peer: PeerId, decision: Decision) -> ContractReply {
+        match negotiation::apply_notice(self.party(), peer, decision, now_ms()).await {
+            Ok((id, record)) => {
+                self.metrics.contract_notice("applied");
+                self.poll_succeeded(&id);
+                tracing::info!(id = %id.short(), state = %record.state, "provider's decision received");
+                negotiation::reply_for(&id, &record)
+            }
+            Err(NoticeRefused::Ignored(id, reason)) => {
+                self.metrics.contract_notice(reason.as_str());
+                tracing::debug!(%peer, id = %id.short(), "decision notice ignored: {reason}");
+                ContractReply::Unknown(id)
+            }
+            Err(NoticeRefused::Invalid(e)) => {
+                self.metrics.contract_notice("invalid");
+                tracing::warn!(%peer, "decision notice refused: {e}");
+                ContractReply::Error(e.to_string())
+            }
+        }
     }
 
     /// Periodic work, called from the actor's housekeeping tick: expires undecided requests
@@ -628,21 +578,15 @@ impl Node {
                 }
                 continue;
             }
-            // (batched status poll, first delay, interval, dial when not connected)
-            let plan = match (record.role, state) {
-                (Role::Consumer, ContractState::Requested) if valid => {
-                    Some((false, Duration::ZERO, POLL_INTERVAL, true))
-                }
-                (Role::Consumer, ContractState::Pending) if valid => {
-                    Some((true, POLL_INTERVAL, POLL_INTERVAL, true))
-                }
-                (_, ContractState::Agreed) => {
-                    Some((true, AGREED_POLL_INTERVAL, AGREED_POLL_INTERVAL, false))
-                }
-                _ => None,
+            let side = match record.role {
+                Role::Provider => Side::Provider,
+                Role::Consumer => Side::Consumer,
             };
-            let Some((batched, first, interval, dial)) = plan else {
-                continue;
+            let plan = contract_sync::follow_up(side, state, valid, &self.negotiations.intervals);
+            let (batched, first, interval, dial) = match plan {
+                Some(FollowUp::Resend { first, every }) => (false, first, every, true),
+                Some(FollowUp::Status { first, every, dial }) => (true, first, every, dial),
+                None => continue,
             };
             live.insert(id);
             if self.negotiations.in_flight.contains(&id) {
@@ -672,6 +616,7 @@ impl Node {
             schedule.next = now + interval;
             let message = ContractMessage::Request(record.request.clone());
             if let Some(request_id) = self.send_contract(&key, &message) {
+                self.metrics.contract_polls.inc();
                 self.negotiations
                     .outbound
                     .insert(request_id, Outbound::Poll { id });
@@ -684,6 +629,7 @@ impl Node {
             }
             let message = ContractMessage::StatusBatch(ids.clone());
             if let Some(request_id) = self.send_contract(&key, &message) {
+                self.metrics.contract_polls.inc();
                 self.negotiations.in_flight.extend(ids.iter().copied());
                 self.negotiations.batch_in_flight.insert(key);
                 self.negotiations
@@ -765,14 +711,20 @@ impl Node {
             }
             ContractCommand::Accept { id, reply } => {
                 let result = match negotiation::accept(self.party(), &id, now_ms()).await {
-                    Ok((id, record)) => self.agreement_view(&id, &record),
+                    Ok((id, record)) => {
+                        self.notify_decision(&id, &record);
+                        self.agreement_view(&id, &record)
+                    }
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(result);
             }
             ContractCommand::Reject { id, reason, reply } => {
                 let result = match negotiation::reject(self.party(), &id, &reason, now_ms()).await {
-                    Ok((id, record)) => self.agreement_view(&id, &record),
+                    Ok((id, record)) => {
+                        self.notify_decision(&id, &record);
+                        self.agreement_view(&id, &record)
+                    }
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(result);
@@ -881,75 +833,4 @@ impl Node {
     fn audit_view(&self) -> Result<AuditView, NodeError> {
         Ok(crate::integrity::audit_view(&self.store)?)
     }
-}
-
-/// Control API routes for contracts and the audit log.
-pub(crate) fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/v1/share", get(list))
-        .route("/v1/share/request", post(request))
-        .route("/v1/share/pending", get(pending))
-        .route("/v1/share/{id}", get(show))
-        .route("/v1/share/{id}/odcs", get(show_odcs))
-        .route("/v1/share/{id}/accept", post(accept))
-        .route("/v1/share/{id}/reject", post(reject))
-        .route("/v1/share/{id}/revoke", post(revoke))
-        .route("/v1/audit", get(audit))
-}
-
-async fn request(
-    State(s): State<ApiState>,
-    Json(request): Json<ShareRequest>,
-) -> Result<Json<AgreementView>, NodeError> {
-    Ok(Json(s.node.share_request(request).await?))
-}
-
-async fn list(State(s): State<ApiState>) -> Result<Json<Vec<AgreementView>>, NodeError> {
-    Ok(Json(s.node.share_list().await?))
-}
-
-async fn pending(State(s): State<ApiState>) -> Result<Json<Vec<AgreementView>>, NodeError> {
-    Ok(Json(s.node.share_pending().await?))
-}
-
-async fn show(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Json<AgreementView>, NodeError> {
-    Ok(Json(s.node.share_show(id).await?))
-}
-
-async fn show_odcs(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Json<DataContract>, NodeError> {
-    Ok(Json(s.node.share_odcs(id).await?))
-}
-
-async fn accept(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<Json<AgreementView>, NodeError> {
-    Ok(Json(s.node.share_accept(id).await?))
-}
-
-async fn reject(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    Json(body): Json<ReasonRequest>,
-) -> Result<Json<AgreementView>, NodeError> {
-    let reason = body.reason.unwrap_or_default();
-    Ok(Json(s.node.share_reject(id, reason).await?))
-}
-
-async fn revoke(
-    State(s): State<ApiState>,
-    Path(id): Path<String>,
-    Json(body): Json<ReasonRequest>,
-) -> Result<Json<AgreementView>, NodeError> {
-    Ok(Json(s.node.share_revoke(id, body.reason).await?))
-}
-
-async fn audit(State(s): State<ApiState>) -> Result<Json<AuditView>, NodeError> {
-    Ok(Json(s.node.audit().await?))
 }

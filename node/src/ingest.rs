@@ -441,6 +441,17 @@ pub fn ingest_file_with(
     output: &Path,
     options: &CsvOptions,
 ) -> Result<IngestOutcome, IngestError> {
+    ingest_file_tracked(input, output, options, None)
+}
+
+/// [`ingest_file_with`], reporting to `progress` the input's size, then after each batch
+/// the bytes of the input read so far and the rows ingested.
+pub fn ingest_file_tracked(
+    input: &Path,
+    output: &Path,
+    options: &CsvOptions,
+    progress: Option<&crate::progress::Progress>,
+) -> Result<IngestOutcome, IngestError> {
     options.check(input)?;
     let metadata = fs::metadata(input).map_err(|error| match error.kind() {
         io::ErrorKind::NotFound => IngestError::NotFound {
@@ -461,7 +472,13 @@ pub fn ingest_file_with(
             reason: EmptyReason::NoBytes,
         });
     }
-    let mut source = Source::open(input, format, options)?;
+    if let Some(p) = progress {
+        p.set_total(metadata.len());
+    }
+    let opened = File::open(input).map_err(|e| io_error(input, "open", e))?;
+    // A second handle on the same open file shares its offset: how far the readers got.
+    let position = progress.and_then(|p| Some((p, opened.try_clone().ok()?)));
+    let mut source = Source::open(input, opened, format, options)?;
     if source.schema().fields().is_empty() {
         return Err(IngestError::Empty {
             file: input.to_path_buf(),
@@ -472,7 +489,7 @@ pub fn ingest_file_with(
     check_schema(input, &source.schema())?;
 
     let file = File::create(output).map_err(|e| io_error(output, "create", e))?;
-    let written = write_ipc(&mut source, file, output);
+    let written = write_ipc(&mut source, file, output, position);
     if written.is_err() {
         // Best effort: the error being returned is the one worth reporting.
         let _ = fs::remove_file(output);
@@ -529,7 +546,12 @@ fn sniff_arrow(path: &Path) -> Result<InputFormat, IngestError> {
 
 /// Writes every batch of `source` to `file` as an Arrow IPC file, hashing on the way, then
 /// fsyncs.
-fn write_ipc(source: &mut Source, file: File, output: &Path) -> Result<IngestOutcome, IngestError> {
+fn write_ipc(
+    source: &mut Source,
+    file: File,
+    output: &Path,
+    mut progress: Option<(&crate::progress::Progress, File)>,
+) -> Result<IngestOutcome, IngestError> {
     let write_error = |error: ArrowError| match error {
         ArrowError::IoError(_, error) => io_error(output, "write", error),
         error => IngestError::Write {
@@ -548,6 +570,9 @@ fn write_ipc(source: &mut Source, file: File, output: &Path) -> Result<IngestOut
         writer.write(&batch).map_err(write_error)?;
         rows += batch.num_rows() as u64;
         batches += 1;
+        if let Some((p, input)) = &mut progress {
+            p.set(input.stream_position().unwrap_or(0), rows);
+        }
     }
     let sink = writer.into_inner().map_err(write_error)?;
     let hashing = sink
@@ -769,8 +794,12 @@ struct CsvSource {
 }
 
 impl Source {
-    fn open(path: &Path, format: InputFormat, options: &CsvOptions) -> Result<Source, IngestError> {
-        let file = File::open(path).map_err(|e| io_error(path, "open", e))?;
+    fn open(
+        path: &Path,
+        file: File,
+        format: InputFormat,
+        options: &CsvOptions,
+    ) -> Result<Source, IngestError> {
         let arrow_error = |error| arrow_read_error(path, format, error);
         Ok(match format {
             InputFormat::Csv => Source::Csv(Box::new(open_csv(path, file, options)?)),

@@ -13,15 +13,20 @@
 //! - [`ingest`]: CSV / Parquet / Arrow input streamed into Arrow IPC files.
 //! - [`parquet_footer`]: the depth of a Parquet schema, measured before the parquet crate
 //!   recurses over it.
+//! - [`progress`]: figures of running publishes and fetches, polled by the CLI.
 //! - [`integrity`]: start-up checks (audit anchor, emptied store, staging sweep) and version
 //!   allocation that survives a rolled-back store.
 //! - `net`: the libp2p behaviour (gossipsub, Kademlia, identify, ping, request-response).
 //! - [`node`]: the actor: gossip validation, anti-entropy, publishing.
-//! - `contracts`: contract negotiation handlers of the actor, contract API routes.
+//! - [`governance`]: mesh membership and global policies: charter and votes on disk, the
+//!   member set the connection gates read, the join protocol.
+//! - `contracts`: contract negotiation handlers of the actor (`impl Node`), and in
+//!   `contracts::handle` the contract methods of [`NodeHandle`] (typed requests to the actor).
 //! - `negotiation`: what a party answers and records; operator decisions (store-level).
 //! - [`odcs`]: a contract as an Open Data Contract Standard v3 document.
 //! - [`dataplane`]: Arrow IPC over QUIC: contract-enforced serving, verified, resumable fetch.
-//! - [`api`]: HTTP/JSON control API with bearer-token authentication.
+//! - [`api`]: HTTP/JSON control API with bearer-token authentication; `api::contracts` holds
+//!   the contract and audit routes.
 //! - [`server`]: start and stop a whole node from its data directory.
 //! - [`views`]: JSON shapes shared with the CLI.
 
@@ -31,6 +36,7 @@ pub mod config;
 mod contracts;
 pub mod dataplane;
 pub mod error;
+pub mod governance;
 pub mod ingest;
 pub mod integrity;
 pub mod keyfile;
@@ -40,6 +46,7 @@ mod net;
 pub mod node;
 pub mod odcs;
 pub mod parquet_footer;
+pub mod progress;
 pub mod resolve;
 pub mod server;
 pub mod store;

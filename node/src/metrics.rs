@@ -1,10 +1,307 @@
 //! Prometheus metrics served at `/metrics` on the control API.
+//!
+//! The actor's families live in [`Metrics`]; the data plane's transfer families in
+//! [`TransferMetrics`]; the API's request families in [`ApiMetrics`]; process families are
+//! read at each scrape ([`process`]). Every label takes values from a fixed set (reasons,
+//! roles, states, route templates, status codes), so no peer or client can grow the number
+//! of series. [`exposition`] answers in OpenMetrics or the classic Prometheus text format.
 
+pub(crate) mod exposition;
+pub(crate) mod process;
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::agreements::Role;
+use crate::store::Store;
+
+/// Contracts counted per role and state at most; a count at this value means "at least".
+const MAX_CONTRACTS_COUNTED: usize = 100_000;
+
+/// Labels of the contract gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ContractLabels {
+    /// `provider` or `consumer`.
+    pub(crate) role: String,
+    /// Stored state (`requested`, `pending`, `agreed`, `rejected`, `revoked`, `expired`).
+    pub(crate) state: String,
+}
+
+/// Label of the decision notice counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct NoticeLabel {
+    /// `applied`, `invalid` or why the notice was ignored.
+    pub(crate) outcome: String,
+}
+
+/// Label of the gossip validation counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabel {
+    /// `accepted`, `ignored` or `rejected` (gossipsub's validation verdicts).
+    pub(crate) outcome: String,
+}
+
+/// The label of role-only families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RoleLabel {
+    /// `provider` (serving) or `consumer` (fetching).
+    pub(crate) role: String,
+}
+
+/// Labels of the transfer counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TransferLabels {
+    /// `provider` (serving) or `consumer` (fetching).
+    pub(crate) role: String,
+    /// `completed`, `refused`, or what failed (`failed` for a provider; a fetch error kind
+    /// such as `interrupted` or `verification` for a consumer).
+    pub(crate) outcome: String,
+}
+
+/// Labels of the transfer refusal counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RefusalLabels {
+    /// `provider`: refusals sent; `consumer`: refusals received.
+    pub(crate) role: String,
+    /// The refusal code (`no_agreement`, `busy`, ...).
+    pub(crate) reason: String,
+}
+
+/// Labels of the API request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ApiLabels {
+    /// HTTP method (`other` for methods outside the standard set).
+    pub(crate) method: String,
+    /// The route template (`/v1/contracts/{id}`), or `unmatched`: never the raw path.
+    pub(crate) route: String,
+    /// Response status code.
+    pub(crate) status: String,
+}
+
+/// The label of the API duration histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RouteLabel {
+    /// The route template, or `unmatched`.
+    pub(crate) route: String,
+}
+
+/// A histogram family with fixed buckets.
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Transfers: 10 ms to about 11 minutes, by factors of 4.
+fn transfer_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 4.0, 9))
+}
+
+/// API requests: 1 ms to about 16 s, by factors of 4.
+fn api_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 4.0, 8))
+}
+
+/// Data-plane transfer metrics, shared by the provider and consumer sides (cheap to clone:
+/// every metric is reference-counted).
+#[derive(Clone, Debug)]
+pub(crate) struct TransferMetrics {
+    /// Bytes written on data-plane streams while serving (frames, finished or not).
+    bytes_sent: Counter,
+    /// Bytes of the Arrow IPC streams of completed fetches (a resumed fetch counts its
+    /// whole stream).
+    bytes_received: Counter,
+    /// Ended transfers by role and outcome.
+    transfers: Family<TransferLabels, Counter>,
+    /// Duration of completed transfers by role.
+    duration: HistogramFamily<RoleLabel>,
+    /// Refusals sent (provider) and received (consumer), by code.
+    refusals: Family<RefusalLabels, Counter>,
+}
+
+impl Default for TransferMetrics {
+    fn default() -> Self {
+        Self {
+            bytes_sent: Counter::default(),
+            bytes_received: Counter::default(),
+            transfers: Family::default(),
+            duration: Family::new_with_constructor(transfer_buckets),
+            refusals: Family::default(),
+        }
+    }
+}
+
+impl TransferMetrics {
+    /// Counts `bytes` written to a consumer.
+    pub(crate) fn sent(&self, bytes: u64) {
+        self.bytes_sent.inc_by(bytes);
+    }
+
+    /// Counts one ended transfer; `seconds` is recorded for completed ones.
+    pub(crate) fn ended(&self, role: &str, outcome: &str, seconds: f64) {
+        self.transfers
+            .get_or_create(&TransferLabels {
+                role: role.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if outcome == "completed" {
+            self.duration
+                .get_or_create(&RoleLabel {
+                    role: role.to_owned(),
+                })
+                .observe(seconds);
+        }
+    }
+
+    /// Counts one refusal sent (`provider`) or received (`consumer`).
+    pub(crate) fn refused(&self, role: &str, refusal: mesh_protocol::FetchRefusal) {
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                role: role.to_owned(),
+                reason: refusal.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts the end of one fetch of this node (the consumer side).
+    pub(crate) fn fetched(
+        &self,
+        result: &Result<crate::dataplane::FetchOutcome, crate::dataplane::FetchError>,
+        seconds: f64,
+    ) {
+        use crate::dataplane::FetchError;
+        match result {
+            Ok(outcome) => {
+                self.bytes_received.inc_by(outcome.bytes);
+                self.ended("consumer", "completed", seconds);
+            }
+            Err(FetchError::Refused(r)) => {
+                self.refused("consumer", r.code);
+                self.ended("consumer", "refused", seconds);
+            }
+            Err(e) => self.ended("consumer", e.code(), seconds),
+        }
+    }
+
+    /// Appends the transfer families to `out` (OpenMetrics text, no `# EOF`).
+    pub(crate) fn encode(&self, out: &mut String) {
+        let mut registry = Registry::with_prefix("meshnode");
+        registry.register_with_unit(
+            "transfer_sent",
+            "Bytes written on data-plane streams while serving products",
+            Unit::Bytes,
+            self.bytes_sent.clone(),
+        );
+        registry.register_with_unit(
+            "transfer_received",
+            "Arrow IPC stream bytes of completed fetches",
+            Unit::Bytes,
+            self.bytes_received.clone(),
+        );
+        registry.register(
+            "transfers",
+            "Transfers ended, by role and outcome",
+            self.transfers.clone(),
+        );
+        registry.register_with_unit(
+            "transfer_duration",
+            "Duration of completed transfers, by role",
+            Unit::Seconds,
+            self.duration.clone(),
+        );
+        registry.register(
+            "transfer_refusals",
+            "Fetch refusals sent (provider) or received (consumer), by reason",
+            self.refusals.clone(),
+        );
+        let _ = prometheus_client::encoding::text::encode_registry(out, &registry);
+    }
+}
+
+/// Control-API request metrics, kept by the [`track_api`] middleware.
+#[derive(Clone, Debug)]
+pub(crate) struct ApiMetrics {
+    /// Requests by method, route template and status.
+    requests: Family<ApiLabels, Counter>,
+    /// Request duration by route template.
+    duration: HistogramFamily<RouteLabel>,
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(api_buckets),
+        }
+    }
+}
+
+impl ApiMetrics {
+    /// Appends the API families to `out` (OpenMetrics text, no `# EOF`).
+    pub(crate) fn encode(&self, out: &mut String) {
+        let mut registry = Registry::with_prefix("meshnode_api");
+        registry.register(
+            "requests",
+            "Control API requests, by method, route and status",
+            self.requests.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Control API request duration, by route",
+            Unit::Seconds,
+            self.duration.clone(),
+        );
+        let _ = prometheus_client::encoding::text::encode_registry(out, &registry);
+    }
+}
+
+/// Axum middleware counting each request under its route template (from [`MatchedPath`]),
+/// method and status. Installed outside authentication, so refused tokens show too.
+pub(crate) async fn track_api(
+    State(metrics): State<ApiMetrics>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics
+        .duration
+        .get_or_create(&RouteLabel {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&ApiLabels {
+            method: method.to_owned(),
+            route,
+            status: response.status().as_str().to_owned(),
+        })
+        .inc();
+    response
+}
 
 /// Label for rejected messages.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -42,6 +339,17 @@ pub(crate) struct Metrics {
     pub(crate) connections_trimmed: Counter,
     /// Contract requests refused over a consumer's budget, by reason: shows a flood.
     pub(crate) contract_refused: Family<ReasonLabel, Counter>,
+    /// Contract follow-ups sent (status batches and resent requests): with pushed decision
+    /// notices, shows how much still goes by polling.
+    pub(crate) contract_polls: Counter,
+    /// Decision notices this node pushed to consumers.
+    pub(crate) contract_notices_sent: Counter,
+    /// Decision notices received, by outcome (`applied`, `invalid` or why it was ignored).
+    contract_notices: Family<NoticeLabel, Counter>,
+    /// Stored contracts by role and state, counted at each scrape.
+    contracts: Family<ContractLabels, Gauge>,
+    /// Gossip messages by validation verdict.
+    gossip_validation: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -60,6 +368,11 @@ impl Metrics {
             connections_opened: Counter::default(),
             connections_trimmed: Counter::default(),
             contract_refused: Family::default(),
+            contract_polls: Counter::default(),
+            contract_notices_sent: Counter::default(),
+            contract_notices: Family::default(),
+            contracts: Family::default(),
+            gossip_validation: Family::default(),
             registry: Registry::default(),
         };
         registry.register("peers", "Connected peers", metrics.peers.clone());
@@ -118,10 +431,45 @@ impl Metrics {
             "Contract requests refused over the consumer's budget, by reason",
             metrics.contract_refused.clone(),
         );
+        registry.register(
+            "contract_polls",
+            "Contract follow-ups sent: status batches and resent requests",
+            metrics.contract_polls.clone(),
+        );
+        registry.register(
+            "contract_notices_sent",
+            "Decision notices pushed to consumers",
+            metrics.contract_notices_sent.clone(),
+        );
+        registry.register(
+            "contract_notices_received",
+            "Decision notices received, by outcome (applied, invalid, or why ignored)",
+            metrics.contract_notices.clone(),
+        );
+        registry.register(
+            "contracts",
+            "Stored contracts, by role and state",
+            metrics.contracts.clone(),
+        );
+        registry.register(
+            "gossip_validation",
+            "Catalog gossip messages by validation verdict (accepted, ignored, rejected)",
+            metrics.gossip_validation.clone(),
+        );
         Self {
             registry,
             ..metrics
         }
+    }
+
+    /// Counts one decision notice received, by `outcome`: `applied`, `invalid` or an
+    /// [`mesh_protocol::contract_sync::IgnoredNotice`] label (a fixed set).
+    pub(crate) fn contract_notice(&self, outcome: &'static str) {
+        self.contract_notices
+            .get_or_create(&NoticeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one contract request refused over budget.
@@ -137,6 +485,37 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts one gossip message's validation verdict.
+    pub(crate) fn gossip_validated(&self, verdict: &libp2p::gossipsub::MessageAcceptance) {
+        use libp2p::gossipsub::MessageAcceptance as A;
+        let outcome = match verdict {
+            A::Accept => "accepted",
+            A::Ignore => "ignored",
+            A::Reject => "rejected",
+        };
+        self.gossip_validation
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets the contract gauge from the store's index (at most [`MAX_CONTRACTS_COUNTED`]
+    /// per role and state, so a scrape costs a bounded number of index reads).
+    pub(crate) fn count_contracts(&self, store: &Store) {
+        for (role, role_name) in [(Role::Provider, "provider"), (Role::Consumer, "consumer")] {
+            for state in mesh_protocol::contract::ContractState::ALL {
+                let n = store.count_agreements_in(role, state, MAX_CONTRACTS_COUNTED);
+                self.contracts
+                    .get_or_create(&ContractLabels {
+                        role: role_name.to_owned(),
+                        state: state.as_str().to_owned(),
+                    })
+                    .set(n as i64);
+            }
+        }
     }
 
     /// Counts one rejection.

@@ -2,7 +2,8 @@
 //! answer, and the operator's decisions (accept, reject, revoke).
 //!
 //! No network here: the actor in `contracts` moves bytes over `/meshnode/contract/1` and
-//! calls these functions, which decide with the pure rules of `mesh_protocol::contract`,
+//! calls these functions, which decide with the pure rules of `mesh_protocol::contract` and
+//! `mesh_protocol::contract_sync`,
 //! persist, audit and flush. Every function that changes a record flushes the store before it
 //! returns, so whatever it returns may be acknowledged to a peer or a user.
 
@@ -11,10 +12,12 @@ use mesh_protocol::audit::AuditKind;
 use mesh_protocol::budget::RequestBudget;
 use mesh_protocol::contract::{
     Agreement, AgreementId, Columns, ContractEvent, ContractMessage, ContractReply,
-    ContractRequest, ContractState, ContractTerms, DAY_MS, MAX_CONTRACT_REPLY, MAX_STATUS_BATCH,
-    PolicyDecision, PolicyViolation, Rejection, Revocation, StatusEntry, evaluate, transition,
-    verify_rejection, verify_request, verify_revocation, verify_revocation_signer,
+    ContractRequest, ContractState, ContractTerms, DAY_MS, Decision, MAX_CONTRACT_REPLY,
+    MAX_STATUS_BATCH, PolicyDecision, PolicyViolation, Rejection, Revocation, StatusEntry,
+    evaluate, transition, verify_rejection, verify_request, verify_revocation,
+    verify_revocation_signer,
 };
+use mesh_protocol::contract_sync::{IgnoredNotice, check_notice};
 use mesh_protocol::{Filter, Identity, ProductDescriptor, PublicKey, Signed};
 
 use crate::agreements::{AgreementRecord, Role};
@@ -56,6 +59,17 @@ impl Party<'_> {
 pub(crate) fn peer_id_of(key: &PublicKey) -> Option<PeerId> {
     let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(&key.0).ok()?;
     Some(libp2p::identity::PublicKey::from(key).to_peer_id())
+}
+
+/// The domain key of a libp2p peer id (the inverse of [`peer_id_of`]), if it inlines an
+/// ed25519 key.
+pub(crate) fn key_of(peer: &PeerId) -> Option<PublicKey> {
+    // Code 0 is the identity multihash: the key itself, not a hash of it.
+    if peer.as_ref().code() != 0 {
+        return None;
+    }
+    let key = libp2p::identity::PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
+    Some(PublicKey(key.try_into_ed25519().ok()?.to_bytes()))
 }
 
 /// The other party's key.
@@ -292,23 +306,42 @@ pub(crate) async fn forget_request(party: Party<'_>, id: &AgreementId) -> Result
 
 // ------------------------------------------------------------------ answering a peer
 
-/// Answers one `/meshnode/contract/1` message from `sender`. Anything stored is flushed
-/// before this returns, so the reply may be sent at once.
+/// Answers the bytes of one `/meshnode/contract/1` message from `sender`, as the actor does
+/// (which decodes first, to count decision notices itself).
+#[cfg(test)]
 pub(crate) async fn answer(
     party: Party<'_>,
     sender: PeerId,
     bytes: &[u8],
     now_ms: u64,
 ) -> ContractReply {
-    let message = match ContractMessage::from_bytes(bytes) {
-        Ok(m) => m,
-        Err(e) => return ContractReply::Error(format!("malformed contract message: {e}")),
-    };
+    match ContractMessage::from_bytes(bytes) {
+        Ok(message) => answer_message(party, sender, message, now_ms).await,
+        Err(e) => ContractReply::Error(format!("malformed contract message: {e}")),
+    }
+}
+
+/// Answers one decoded `/meshnode/contract/1` message from `sender`. Anything stored is
+/// flushed before this returns, so the reply may be sent at once. A decision notice is
+/// applied with [`apply_notice`] (the actor calls that itself, to count what it ignores).
+pub(crate) async fn answer_message(
+    party: Party<'_>,
+    sender: PeerId,
+    message: ContractMessage,
+    now_ms: u64,
+) -> ContractReply {
     let result = match message {
         ContractMessage::Request(envelope) => answer_request(party, sender, envelope, now_ms).await,
         ContractMessage::Status(id) => answer_status(party, sender, &id),
         ContractMessage::StatusBatch(ids) => answer_status_batch(party, sender, &ids),
         ContractMessage::Revoke(envelope) => answer_revoke(party, envelope, now_ms).await,
+        ContractMessage::Decided(decision) => {
+            Ok(match apply_notice(party, sender, decision, now_ms).await {
+                Ok((id, record)) => reply_for(&id, &record),
+                Err(NoticeRefused::Ignored(id, _)) => ContractReply::Unknown(id),
+                Err(NoticeRefused::Invalid(e)) => ContractReply::Error(e.to_string()),
+            })
+        }
     };
     result.unwrap_or_else(|e| {
         tracing::error!("cannot answer a contract message: {e}");
@@ -319,7 +352,7 @@ pub(crate) async fn answer(
 }
 
 /// The reply that describes a stored record.
-fn reply_for(id: &AgreementId, record: &AgreementRecord) -> ContractReply {
+pub(crate) fn reply_for(id: &AgreementId, record: &AgreementRecord) -> ContractReply {
     let missing =
         |what: &str| ContractReply::Error(format!("contract {} has no {what}", id.short()));
     match record.state {
@@ -792,6 +825,52 @@ fn audit_sent(
     )
 }
 
+/// Why a decision notice was not applied.
+#[derive(Debug)]
+pub(crate) enum NoticeRefused {
+    /// Not about an undecided request of ours to the sender: nothing read beyond the record,
+    /// nothing stored (counted by reason).
+    Ignored(AgreementId, IgnoredNotice),
+    /// About one of our requests, but it does not verify against its terms (as a status reply
+    /// that does not verify).
+    Invalid(NodeError),
+}
+
+/// A provider's decision pushed to us ([`ContractMessage::Decided`]). Applied only when it
+/// names an undecided request this node sent to `sender` ([`check_notice`], before any
+/// signature is checked); then verified and recorded by [`apply_reply`], exactly like the
+/// same decision in a status reply.
+pub(crate) async fn apply_notice(
+    party: Party<'_>,
+    sender: PeerId,
+    decision: Decision,
+    now_ms: u64,
+) -> Result<(AgreementId, AgreementRecord), NoticeRefused> {
+    let Ok(id) = decision.claimed_id() else {
+        return Err(NoticeRefused::Ignored(
+            AgreementId([0; 32]),
+            IgnoredNotice::Unknown,
+        ));
+    };
+    let record = party
+        .store
+        .agreement(&id)
+        .map_err(|e| NoticeRefused::Invalid(e.into()))?;
+    let terms = match &record {
+        Some(record) => Some(terms_of(&id, record).map_err(NoticeRefused::Invalid)?),
+        None => None,
+    };
+    let held = terms.as_ref().zip(record.as_ref().map(|r| r.state));
+    // A sender whose peer id is not an ed25519 key is no contract's provider.
+    let from = key_of(&sender).unwrap_or(PublicKey([0; 32]));
+    check_notice(&party.identity.public_key(), &from, held)
+        .map_err(|reason| NoticeRefused::Ignored(id, reason))?;
+    apply_reply(party, &id, decision.into_reply(), now_ms)
+        .await
+        .map(|record| (id, record))
+        .map_err(NoticeRefused::Invalid)
+}
+
 // ------------------------------------------------------------------ operator decisions
 
 /// Finds a contract by its full id or a unique prefix of at least [`MIN_ID_PREFIX`] hex
@@ -1135,6 +1214,7 @@ mod tests {
             lineage: vec![],
             data_addr: None,
             status: Status::Active,
+            stewardship: Default::default(),
         }
     }
 
@@ -1811,6 +1891,107 @@ mod tests {
         let poll = ContractMessage::StatusBatch(vec![a; MAX_STATUS_BATCH + 1]).to_bytes();
         let reply = answer(mesh.provider(), peer(&mesh.churn), &poll, NOW).await;
         assert!(matches!(reply, ContractReply::Error(_)), "{reply:?}");
+    }
+
+    #[tokio::test]
+    async fn decision_notices_apply_only_to_our_undecided_requests_to_the_sender() {
+        let mesh = Mesh::new(Approval::Manual);
+        let (a, _) = mesh.negotiate(&analytics(), 1).await;
+        let (b, _) = mesh.negotiate(&analytics(), 2).await;
+        let (_, agreed) = accept(mesh.provider(), &a.short(), NOW).await.unwrap();
+        let (_, rejected) = reject(mesh.provider(), &b.short(), "not this quarter", NOW)
+            .await
+            .unwrap();
+        let agreement = Decision::Agreed(agreed.agreement.clone().unwrap());
+        let rejection = Decision::Rejected(rejected.rejection.clone().unwrap());
+        let ignored = |result: Result<(AgreementId, AgreementRecord), NoticeRefused>| match result {
+            Err(NoticeRefused::Ignored(_, reason)) => reason,
+            other => panic!("not ignored: {other:?}"),
+        };
+
+        // From someone else than the provider: ignored, nothing changes.
+        let notice = apply_notice(mesh.consumer(), peer(&mallory()), agreement.clone(), NOW);
+        assert_eq!(ignored(notice.await), IgnoredNotice::NotFromProvider);
+        // Sent to the provider itself (it did not request the contract): ignored.
+        let notice = apply_notice(mesh.provider(), peer(&mesh.churn), agreement.clone(), NOW);
+        assert_eq!(ignored(notice.await), IgnoredNotice::NotOurRequest);
+        assert_eq!(
+            mesh.states(&a),
+            (ContractState::Agreed, ContractState::Pending)
+        );
+        // A forged agreement from the provider: verified like a status reply, refused.
+        let forged = Agreement::from_parts_unchecked(
+            agreed.request.clone(),
+            mesh.sales.public_key(),
+            mallory().sign(
+                mesh_protocol::contract::AGREEMENT_CONTEXT,
+                agreed.request.body(),
+            ),
+        );
+        let notice = apply_notice(
+            mesh.consumer(),
+            peer(&mesh.sales),
+            Decision::Agreed(forged),
+            NOW,
+        );
+        assert!(
+            matches!(notice.await, Err(NoticeRefused::Invalid(_))),
+            "a forged agreement is applied"
+        );
+        assert_eq!(mesh.states(&a).1, ContractState::Pending);
+
+        // The real decisions from the provider: applied, signatures checked, audited.
+        let (id, record) = apply_notice(mesh.consumer(), peer(&mesh.sales), agreement.clone(), NOW)
+            .await
+            .unwrap();
+        assert_eq!((id, record.state), (a, ContractState::Agreed));
+        assert_eq!(record.agreement, agreed.agreement);
+        let (id, record) = apply_notice(mesh.consumer(), peer(&mesh.sales), rejection, NOW)
+            .await
+            .unwrap();
+        assert_eq!((id, record.state), (b, ContractState::Rejected));
+        assert_eq!(
+            record.rejection.unwrap().decode_trusted().unwrap().reason,
+            "not this quarter"
+        );
+        // Again (a repeat or a replay): ignored.
+        let notice = apply_notice(mesh.consumer(), peer(&mesh.sales), agreement, NOW);
+        assert_eq!(
+            ignored(notice.await),
+            IgnoredNotice::AlreadySettled(ContractState::Agreed)
+        );
+        // About a contract the consumer never held: ignored, nothing stored.
+        let stranger = Identity::from_secret_bytes([44; 32]);
+        let terms = build_terms(
+            &mesh.descriptor,
+            stranger.public_key(),
+            "stranger",
+            &analytics(),
+            NOW,
+            [9; 16],
+        )
+        .unwrap();
+        let request = Signed::sign(&stranger, &ContractRequest { terms });
+        let unknown = Agreement::countersign(&mesh.sales, request).unwrap();
+        let notice = apply_notice(
+            mesh.consumer(),
+            peer(&mesh.sales),
+            Decision::Agreed(unknown.clone()),
+            NOW,
+        );
+        assert_eq!(ignored(notice.await), IgnoredNotice::Unknown);
+        assert!(mesh.consumer.agreement(&unknown.id()).unwrap().is_none());
+        // Through the message path, an ignored notice is answered `Unknown`.
+        let bytes = ContractMessage::Decided(Decision::Agreed(unknown.clone())).to_bytes();
+        let reply = answer(mesh.consumer(), peer(&mesh.sales), &bytes, NOW).await;
+        assert_eq!(reply, ContractReply::Unknown(unknown.id()));
+    }
+
+    #[test]
+    fn a_peer_id_gives_back_its_domain_key() {
+        let key = mesh_protocol::Identity::from_secret_bytes([5; 32]).public_key();
+        assert_eq!(key_of(&peer_id_of(&key).unwrap()), Some(key));
+        assert_eq!(key_of(&PeerId::random()), None);
     }
 
     #[tokio::test]

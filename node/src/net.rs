@@ -9,22 +9,52 @@ use std::time::Duration;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    Multiaddr, StreamProtocol, Swarm, connection_limits, gossipsub, identify, identity, kad, ping,
-    request_response,
+    Multiaddr, StreamProtocol, Swarm, allow_block_list, connection_limits, gossipsub, identify,
+    identity, kad, ping, request_response,
 };
 use mesh_protocol::Identity;
+use mesh_protocol::governance::MeshId;
+use mesh_protocol::governance::join::MAX_JOIN_REPLY;
 use mesh_protocol::wire::{self, MAX_GOSSIP_MESSAGE};
 
 use crate::config::NodeConfig;
 
-/// Anti-entropy protocol name (version 2: range-based reconciliation, bounded requests).
-pub(crate) const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshnode/sync/2");
-/// Contract negotiation protocol name.
-pub(crate) const CONTRACT_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshnode/contract/1");
-/// Kademlia protocol name, separate from the public IPFS DHT.
-pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshnode/kad/1");
-/// Identify protocol version string.
-const IDENTIFY_PROTOCOL: &str = "/meshnode/1.0.0";
+/// The protocol names of one mesh: every name carries the mesh id, so that nodes of two
+/// meshes never speak to each other even where their connection gates would let them.
+#[derive(Clone, Debug)]
+pub(crate) struct Protocols {
+    /// Anti-entropy (version 3: range-based reconciliation of catalog, node records and votes).
+    pub(crate) sync: StreamProtocol,
+    /// Contract negotiation.
+    pub(crate) contract: StreamProtocol,
+    /// Kademlia, separate from the public IPFS DHT and from other meshes.
+    pub(crate) kad: StreamProtocol,
+    /// Joining with a ticket.
+    pub(crate) join: StreamProtocol,
+    /// Identify's protocol version string.
+    pub(crate) identify: String,
+}
+
+impl Protocols {
+    /// The names for `mesh`.
+    pub(crate) fn of(mesh: &MeshId) -> Self {
+        let m = mesh.short();
+        let name = |tail: &str| {
+            StreamProtocol::try_from_owned(format!("/meshnode/{m}/{tail}"))
+                .expect("a protocol name built from hex starts with `/`")
+        };
+        Self {
+            sync: name("sync/3"),
+            contract: name("contract/1"),
+            kad: name("kad/1"),
+            join: name("join/1"),
+            identify: format!("/meshnode/{m}/1.0.0"),
+        }
+    }
+}
+
+/// Largest join request (a signed claim).
+pub(crate) const MAX_JOIN_REQUEST: usize = 2 * 1024;
 /// Most concurrent inbound or outbound streams per request-response protocol and connection.
 const MAX_STREAMS_PER_PEER: usize = 16;
 /// How often Kademlia refreshes its routing table.
@@ -131,6 +161,10 @@ impl request_response::Codec for BytesCodec {
 /// Every protocol a meshnode speaks on its control plane.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// The membership gate: refuses every connection from or to a key that is not a member
+    /// (or an open invitation's), once its key is known and before any protocol runs.
+    /// First, so that no other behaviour sees a refused connection.
+    pub(crate) gate: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     /// Refuses connections beyond the configured budget.
     pub(crate) limits: connection_limits::Behaviour,
     /// Catalog gossip with application-level validation.
@@ -145,6 +179,8 @@ pub(crate) struct Behaviour {
     pub(crate) sync: request_response::Behaviour<BytesCodec>,
     /// Contract negotiation `/meshnode/contract/1`.
     pub(crate) contract: request_response::Behaviour<BytesCodec>,
+    /// Joining with a ticket: served to open invitations' keys only.
+    pub(crate) join: request_response::Behaviour<BytesCodec>,
 }
 
 /// Tunables of the control plane, mostly for simulations and benchmarks. The defaults are the
@@ -227,8 +263,10 @@ pub(crate) const APP_SPECIFIC_WEIGHT: f64 = 10.0;
 /// - P6 (IP colocation) is off: many organisations' nodes may sit behind one NAT, and test
 ///   meshes run on one loopback address.
 /// - P7 (behaviour: re-grafting during backoff, broken IHAVE promises) keeps a mild default.
-pub(crate) fn peer_score_params() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
-    let topic = gossipsub::IdentTopic::new(wire::CATALOG_TOPIC).hash();
+pub(crate) fn peer_score_params(
+    topic: &gossipsub::IdentTopic,
+) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let topic = topic.hash();
     let decay = |d: Duration| gossipsub::score_parameter_decay(d);
     let topic_params = gossipsub::TopicScoreParams {
         topic_weight: 1.0,
@@ -267,12 +305,16 @@ pub(crate) fn peer_score_params() -> (gossipsub::PeerScoreParams, gossipsub::Pee
     (params, thresholds)
 }
 
-/// Builds the swarm for `identity`, with the connection limit and Kademlia mode of `config`.
+/// Builds the swarm for `identity` in `mesh`, with the connection limit and Kademlia mode of
+/// `config`. The gate starts closed: the actor allows the members' peer ids.
 pub(crate) fn build_swarm(
     identity: &Identity,
     tuning: &NetTuning,
     config: &NodeConfig,
+    mesh: &MeshId,
 ) -> anyhow::Result<Swarm<Behaviour>> {
+    let protocols = Protocols::of(mesh);
+    let topic = gossipsub::IdentTopic::new(wire::catalog_topic(mesh));
     let keypair = keypair(identity);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -286,11 +328,11 @@ pub(crate) fn build_swarm(
                 gossip_config,
             )
             .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
-            let (score_params, thresholds) = peer_score_params();
+            let (score_params, thresholds) = peer_score_params(&topic);
             gossipsub
                 .with_peer_score(score_params, thresholds)
                 .map_err(|e| anyhow::anyhow!("gossipsub peer scoring: {e}"))?;
-            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            let mut kad_config = kad::Config::new(protocols.kad.clone());
             // Refreshing the routing table every few minutes is plenty for a mesh of domains;
             // each refresh queries (and connects to) dozens of peers.
             kad_config.set_periodic_bootstrap_interval(Some(KAD_REFRESH));
@@ -305,7 +347,7 @@ pub(crate) fn build_swarm(
                 kad::Mode::Client
             }));
             let identify = identify::Behaviour::new(
-                identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                identify::Config::new(protocols.identify.clone(), key.public())
                     .with_push_listen_addr_updates(true)
                     // With announced addresses, only those (the swarm's external addresses)
                     // are told to peers.
@@ -316,12 +358,26 @@ pub(crate) fn build_swarm(
                 .with_max_concurrent_streams(MAX_STREAMS_PER_PEER);
             let sync = request_response::Behaviour::with_codec(
                 BytesCodec::new(wire::MAX_SYNC_REQUEST, wire::MAX_SYNC_RESPONSE),
-                [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
+                [(
+                    protocols.sync.clone(),
+                    request_response::ProtocolSupport::Full,
+                )],
                 rr_config.clone(),
             );
             let contract = request_response::Behaviour::with_codec(
                 BytesCodec::new(MAX_CONTRACT_MESSAGE, MAX_CONTRACT_MESSAGE),
-                [(CONTRACT_PROTOCOL, request_response::ProtocolSupport::Full)],
+                [(
+                    protocols.contract.clone(),
+                    request_response::ProtocolSupport::Full,
+                )],
+                rr_config.clone(),
+            );
+            let join = request_response::Behaviour::with_codec(
+                BytesCodec::new(MAX_JOIN_REQUEST, MAX_JOIN_REPLY),
+                [(
+                    protocols.join.clone(),
+                    request_response::ProtocolSupport::Inbound,
+                )],
                 rr_config,
             );
             let limits = connection_limits::Behaviour::new(
@@ -330,6 +386,7 @@ pub(crate) fn build_swarm(
                     .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER)),
             );
             Ok(Behaviour {
+                gate: allow_block_list::Behaviour::default(),
                 limits,
                 gossipsub,
                 kad,
@@ -337,6 +394,7 @@ pub(crate) fn build_swarm(
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
                 sync,
                 contract,
+                join,
             })
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(tuning.idle_timeout))

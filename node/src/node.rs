@@ -14,7 +14,10 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, ping, request_response};
 use mesh_protocol::catalog::{self, MergeOutcome, merge_node_record};
-use mesh_protocol::descriptor::{self, ContentDigest, LineageRef, Policy, Sla, Status};
+use mesh_protocol::descriptor::{
+    self, ContentDigest, LineageRef, Policy, Sla, Status, Stewardship, parse_column_tags,
+};
+use mesh_protocol::governance::VoteKey;
 use mesh_protocol::peers::{Action, PeerPolicy, PolicyConfig, SyncOutcome};
 use mesh_protocol::reconcile::{self, Reconciler, SyncSet};
 use mesh_protocol::wire::{self, GossipMessage, SyncRequest, SyncResponse};
@@ -75,6 +78,17 @@ pub enum NodeEvent {
         /// Why.
         reason: RejectReason,
     },
+    /// A vote changed the mesh: members admitted or removed, or new policies in force.
+    MeshChanged {
+        /// Keys admitted.
+        admitted: Vec<PublicKey>,
+        /// Keys removed.
+        removed: Vec<PublicKey>,
+        /// The policy version now in force, if it changed.
+        policies: Option<u32>,
+        /// When the vote that changed it was stored.
+        at: Instant,
+    },
 }
 
 /// A publish whose data is already ingested into a temporary Arrow file.
@@ -110,6 +124,8 @@ pub(crate) enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// Mesh membership and governance commands, handled in `governance`.
+    Governance(crate::governance::GovernanceCommand),
     /// Contract negotiation commands, handled in `contracts`.
     #[allow(dead_code)] // sent once contract negotiation has commands
     Contract(crate::contracts::ContractCommand),
@@ -124,9 +140,16 @@ pub struct NodeHandle {
     events: broadcast::Sender<NodeEvent>,
     /// The data directory, for ingest temp files.
     data_dir: DataDir,
+    /// The mesh's member keys, for the data plane's gate.
+    members: crate::governance::MemberSet,
 }
 
 impl NodeHandle {
+    /// The mesh's member keys, kept current by the actor: the data plane admits only these.
+    pub fn members(&self) -> crate::governance::MemberSet {
+        self.members.clone()
+    }
+
     pub(crate) async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -152,6 +175,16 @@ impl NodeHandle {
     /// Ingests `request.from` and publishes a new version of `request.name`. Cancel-safe up to
     /// the commit: an abandoned ingest leaves only a temp file that is removed.
     pub async fn publish(&self, request: PublishRequest) -> Result<ProductView, NodeError> {
+        self.publish_tracked(request, None).await
+    }
+
+    /// [`NodeHandle::publish`], reporting the input bytes read and rows ingested so far to
+    /// `progress`.
+    pub async fn publish_tracked(
+        &self,
+        request: PublishRequest,
+        progress: Option<std::sync::Arc<crate::progress::Progress>>,
+    ) -> Result<ProductView, NodeError> {
         descriptor::validate_name("product", &request.name)
             .map_err(|e| NodeError::BadRequest(e.to_string()))?;
         // Text over its limit is refused before the file is read (the whole descriptor is
@@ -180,7 +213,7 @@ impl NodeHandle {
             null_values: request.null_values.clone(),
         };
         let outcome = tokio::task::spawn_blocking(move || {
-            crate::ingest::ingest_file_with(&input, &temp, &csv_options)
+            crate::ingest::ingest_file_tracked(&input, &temp, &csv_options, progress.as_deref())
         })
         .await
         .map_err(|e| NodeError::Internal(e.to_string()))?
@@ -239,6 +272,8 @@ struct SyncSession {
     products: Reconciler<ProductId>,
     /// Reconciliation of the node records.
     nodes: Reconciler<PublicKey>,
+    /// Reconciliation of the governance votes.
+    votes: Reconciler<VoteKey>,
     /// The request in flight.
     asked: SyncRequest,
     /// Entries stored from this session's answers so far.
@@ -256,6 +291,8 @@ struct SyncSets {
     products: Option<CachedSet<ProductId>>,
     /// The node-record digest the set was built from, and the set.
     nodes: Option<CachedSet<PublicKey>>,
+    /// The votes held, as a set; dropped whenever a vote is taken or pruned.
+    votes: Option<Arc<SyncSet<VoteKey>>>,
 }
 
 /// A reconciliation set and the digest it was built from.
@@ -285,6 +322,8 @@ pub struct NodeOptions {
     pub data_addr: Option<SocketAddr>,
     /// Control API address to show in `status`.
     pub api_addr: Option<SocketAddr>,
+    /// The member set to keep current, shared with the data plane (a fresh one if none).
+    pub members: crate::governance::MemberSet,
 }
 
 /// The actor. Fields are crate-visible so protocol handlers in sibling modules can extend it.
@@ -331,6 +370,10 @@ pub(crate) struct Node {
     record_dirty: bool,
     /// Contract messages in flight and poll schedules (see `contracts`).
     pub(crate) negotiations: crate::contracts::Negotiations,
+    /// The mesh: charter, members, policies (see `governance`).
+    pub(crate) governance: crate::governance::Governance,
+    /// Protocol names of this mesh.
+    pub(crate) protocols: net::Protocols,
 }
 
 impl std::fmt::Debug for Node {
@@ -350,8 +393,29 @@ pub fn spawn(
     store: Store,
     options: NodeOptions,
 ) -> Result<(NodeHandle, tokio::task::JoinHandle<()>), NodeError> {
-    let mut swarm = net::build_swarm(&identity, &options.tuning, &config)
+    let governance = crate::governance::Governance::load(
+        &store,
+        &identity,
+        &config.domain,
+        now_ms(),
+        options.members.clone(),
+    )
+    .map_err(|e| NodeError::Internal(format!("cannot load the mesh state: {e}")))?;
+    let mesh = governance.state.id();
+    let mut swarm = net::build_swarm(&identity, &options.tuning, &config, &mesh)
         .map_err(|e| NodeError::Internal(format!("cannot build the libp2p swarm: {e}")))?;
+    {
+        let gate = &mut swarm.behaviour_mut().gate;
+        for (key, _) in governance.state.members() {
+            if let Some(peer) = crate::negotiation::peer_id_of(key) {
+                gate.allow_peer(peer);
+            }
+        }
+        for peer in governance.invitation_peers() {
+            gate.allow_peer(*peer);
+        }
+    }
+    tracing::info!(mesh = %mesh, members = governance.state.member_count(), "mesh `{}`", governance.state.charter().name);
     for addr in &config.listen {
         let addr: Multiaddr = addr
             .parse()
@@ -360,7 +424,7 @@ pub fn spawn(
             .listen_on(addr.clone())
             .map_err(|e| NodeError::Internal(format!("cannot listen on `{addr}`: {e}")))?;
     }
-    let topic = gossipsub::IdentTopic::new(wire::CATALOG_TOPIC);
+    let topic = gossipsub::IdentTopic::new(wire::catalog_topic(&mesh));
     swarm
         .behaviour_mut()
         .gossipsub
@@ -396,10 +460,12 @@ pub fn spawn(
     let negotiations = crate::contracts::Negotiations::new(
         config.contracts.budget(),
         config.clock_skew_tolerance_secs.saturating_mul(1000),
+        config.contracts.poll_intervals(),
     );
     if let Err(e) = store.rebuild_agreement_index_if_missing() {
         tracing::error!("cannot index stored contracts: {e}");
     }
+    let node_members = governance.members.clone();
     let node = Node {
         identity,
         peer_id,
@@ -422,6 +488,8 @@ pub fn spawn(
         started: now,
         record_dirty: true,
         negotiations,
+        protocols: net::Protocols::of(&mesh),
+        governance,
     };
     let task = tokio::spawn(node.run());
     Ok((
@@ -429,6 +497,7 @@ pub fn spawn(
             commands: tx,
             events,
             data_dir,
+            members: node_members,
         },
         task,
     ))
@@ -495,16 +564,18 @@ impl Node {
                 self.metrics
                     .catalog_size
                     .set(self.store.catalog_len() as i64);
+                self.metrics.count_contracts(&self.store);
                 let _ = reply.send(self.metrics.render());
             }
             Command::Contract(command) => self.on_contract_command(command).await,
+            Command::Governance(command) => self.on_governance_command(command).await,
             Command::Shutdown { .. } => unreachable!("handled in the loop"),
         }
     }
 
     /// The addresses peers should dial, with `/p2p`: the announced ones if configured, else
     /// the listen addresses.
-    fn announced_addrs(&self) -> Vec<String> {
+    pub(crate) fn announced_addrs(&self) -> Vec<String> {
         let addrs = if self.announce_addrs.is_empty() {
             &self.listen_addrs
         } else {
@@ -530,6 +601,13 @@ impl Node {
             catalog_size: self.store.catalog_len(),
             rejected: self.metrics.rejected_counts(),
             uptime_secs: self.started.elapsed().as_secs(),
+            mesh_id: self.governance.state.id().short(),
+            mesh: self.governance.state.charter().name.clone(),
+            members: self.governance.state.member_count(),
+            policy_version: self.governance.state.policies().version,
+            non_compliant_products: self.own_violations().into_keys().collect(),
+            refused_non_members: self.governance.refused_inbound
+                + self.governance.members.refusals(),
         }
     }
 
@@ -550,6 +628,7 @@ impl Node {
                     .get(d.domain.as_str())
                     .is_some_and(|o| o.len() > 1);
                 ProductView::new(d, d.owner == me, ambiguous)
+                    .with_compliance(self.governance.state.policies(), d)
             })
             .collect();
         views.sort_by(|a, b| a.product.cmp(&b.product));
@@ -663,14 +742,20 @@ impl Node {
             bytes: outcome.bytes,
             digest: ContentDigest(outcome.digest),
             published_at_ms: now_ms(),
-            sla: previous
-                .as_ref()
-                .map(|p| p.sla.clone())
-                .unwrap_or_else(|| Sla {
-                    update_frequency: defaults.update_frequency.clone(),
-                    freshness_hours: defaults.freshness_hours,
-                    availability_bp: defaults.availability_bp,
-                }),
+            sla: {
+                let mut sla = previous
+                    .as_ref()
+                    .map(|p| p.sla.clone())
+                    .unwrap_or_else(|| Sla {
+                        update_frequency: defaults.update_frequency.clone(),
+                        freshness_hours: defaults.freshness_hours,
+                        availability_bp: defaults.availability_bp,
+                    });
+                if let Some(hours) = request.freshness_hours {
+                    sla.freshness_hours = hours;
+                }
+                sla
+            },
             policy: Policy {
                 approval,
                 allowed_purposes: inherit(
@@ -686,7 +771,36 @@ impl Node {
             lineage,
             data_addr: self.data_addr.map(|a| a.to_string()),
             status: Status::Active,
+            stewardship: Stewardship {
+                contact: request
+                    .contact
+                    .clone()
+                    .or_else(|| previous.as_ref().map(|p| p.stewardship.contact.clone()))
+                    .unwrap_or_default(),
+                column_tags: if request.classify.is_empty() {
+                    previous
+                        .as_ref()
+                        .map(|p| p.stewardship.column_tags.clone())
+                        .unwrap_or_default()
+                } else {
+                    parse_column_tags(&request.classify).map_err(|e| {
+                        NodeError::BadRequest(format!("cannot publish `{}`: {e}", request.name))
+                    })?
+                },
+            },
         };
+        // The mesh's policies in force: a non-conforming product is refused with each rule
+        // it breaks and what to change.
+        let violations = self.governance.state.policies().check_product(&descriptor);
+        if !violations.is_empty() {
+            let list: Vec<String> = violations.iter().map(|v| format!("  - {v}")).collect();
+            return Err(NodeError::Refused(format!(
+                "cannot publish `{}`: it breaks the mesh's policies (version {}):\n{}",
+                request.name,
+                self.governance.state.policies().version,
+                list.join("\n")
+            )));
+        }
         // The exact checks every peer runs (rules, limits, encoded size), before anything is
         // written: a descriptor peers would refuse is never signed into the store.
         let envelope = descriptor
@@ -791,6 +905,8 @@ impl Node {
                     _ => RejectReason::Malformed,
                 };
                 self.rejected(reason);
+                self.metrics
+                    .gossip_validated(&gossipsub::MessageAcceptance::Reject);
                 return gossipsub::MessageAcceptance::Reject;
             }
         };
@@ -798,18 +914,21 @@ impl Node {
             GossipMessage::Descriptor(envelope) => self.accept_descriptor(&envelope, "gossip"),
             GossipMessage::Node(envelope) => self.accept_node_record(&envelope),
             GossipMessage::Revocation(envelope) => self.accept_revocation(&envelope),
+            GossipMessage::Vote(envelope) => self.accept_vote(&envelope, "gossip"),
         };
-        match result {
+        let verdict = match result {
             Ok(true) => gossipsub::MessageAcceptance::Accept,
             Ok(false) => gossipsub::MessageAcceptance::Ignore,
             // Rejected: not forwarded, and the sender's gossip score pays for it.
             Err(reason) if penalised(reason) => gossipsub::MessageAcceptance::Reject,
             // Not forwarded, but an honest peer can send it: no penalty.
             Err(_) => gossipsub::MessageAcceptance::Ignore,
-        }
+        };
+        self.metrics.gossip_validated(&verdict);
+        verdict
     }
 
-    fn rejected(&self, reason: RejectReason) {
+    pub(crate) fn rejected(&self, reason: RejectReason) {
         self.metrics.reject(reason);
         self.emit(NodeEvent::Rejected { reason });
     }
@@ -821,6 +940,11 @@ impl Node {
         envelope: &Signed<ProductDescriptor>,
         via: &'static str,
     ) -> Result<bool, RejectReason> {
+        if !self.governance.is_member(&envelope.signer()) {
+            tracing::debug!(signer = %envelope.signer().fingerprint(), via, "refused a descriptor of a non-member");
+            self.rejected(RejectReason::NotMember);
+            return Err(RejectReason::NotMember);
+        }
         let store = &self.store;
         let mut held = false;
         let outcome = mesh_protocol::merge(envelope, |id| {
@@ -881,6 +1005,10 @@ impl Node {
     }
 
     fn accept_node_record(&mut self, envelope: &Signed<NodeRecord>) -> Result<bool, RejectReason> {
+        if !self.governance.is_member(&envelope.signer()) {
+            self.rejected(RejectReason::NotMember);
+            return Err(RejectReason::NotMember);
+        }
         let current = self.store.node_record(&envelope.signer()).ok().flatten();
         // Byte-identical to the stored record: verified when it was stored.
         if current
@@ -949,15 +1077,34 @@ impl Node {
         cached_set(&mut self.sync_sets.nodes, digest)
     }
 
+    /// Drops the cached vote set (a vote was taken or pruned).
+    pub(crate) fn drop_vote_set(&mut self) {
+        self.sync_sets.votes = None;
+    }
+
+    /// The reconciliation set of the votes held, rebuilt only when a vote was taken or pruned.
+    fn vote_set(&mut self) -> Arc<SyncSet<VoteKey>> {
+        if let Some(set) = &self.sync_sets.votes {
+            return set.clone();
+        }
+        let set = Arc::new(SyncSet::from_sorted(
+            self.governance.state.vote_keys().map(|k| (k, 0)),
+        ));
+        self.sync_sets.votes = Some(set.clone());
+        set
+    }
+
     /// Starts a sync session with `peer` (the policy decided it; see `execute`).
     fn start_sync(&mut self, peer: PeerId) {
         let products = self.product_set();
         let nodes = self.node_set();
+        let votes = self.vote_set();
         self.sync_sessions.insert(
             peer,
             SyncSession {
                 products: Reconciler::new(&products),
                 nodes: Reconciler::new(&nodes),
+                votes: Reconciler::new(&votes),
                 asked: SyncRequest::default(),
                 stored: 0,
             },
@@ -969,19 +1116,26 @@ impl Node {
     fn send_sync_round(&mut self, peer: PeerId) {
         let products = self.product_set();
         let nodes = self.node_set();
+        let votes = self.vote_set();
         let Some(session) = self.sync_sessions.get_mut(&peer) else {
             return;
         };
         let request = SyncRequest {
             products: session.products.next_query(&products, wire::MAX_SET_QUERY),
             nodes: session.nodes.next_query(&nodes, wire::MAX_SET_QUERY),
+            votes: session.votes.next_query(&votes, wire::MAX_SET_QUERY),
         };
         if request.products.ranges.is_empty()
             && request.products.want.is_empty()
             && request.nodes.ranges.is_empty()
             && request.nodes.want.is_empty()
+            && request.votes.ranges.is_empty()
+            && request.votes.want.is_empty()
         {
-            let outcome = if session.products.overflowed() || session.nodes.overflowed() {
+            let outcome = if session.products.overflowed()
+                || session.nodes.overflowed()
+                || session.votes.overflowed()
+            {
                 SyncOutcome::Truncated {
                     progress: session.stored > 0,
                 }
@@ -1035,12 +1189,14 @@ impl Node {
         };
         let products = self.product_set();
         let nodes = self.node_set();
-        let (products, nodes) = match (
+        let votes = self.vote_set();
+        let (products, nodes, votes) = match (
             reconcile::respond(&products, &request.products),
             reconcile::respond(&nodes, &request.nodes),
+            reconcile::respond(&votes, &request.votes),
         ) {
-            (Ok(p), Ok(n)) => (p, n),
-            (Err(e), _) | (_, Err(e)) => {
+            (Ok(p), Ok(n), Ok(v)) => (p, n, v),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 tracing::debug!(%peer, "refused a sync request: {e}");
                 self.rejected(RejectReason::OverLimit);
                 self.penalise(peer, SYNC_REJECT_PENALTY);
@@ -1050,7 +1206,8 @@ impl Node {
         let mut response = SyncResponse {
             products: products.answer,
             nodes: nodes.answer,
-            truncated: products.truncated || nodes.truncated,
+            votes: votes.answer,
+            truncated: products.truncated || nodes.truncated || votes.truncated,
             ..SyncResponse::default()
         };
         let mut budget = wire::MAX_SYNC_RESPONSE
@@ -1079,6 +1236,20 @@ impl Node {
                 }
                 budget -= len;
                 response.records.push(envelope);
+            }
+        }
+        for key in votes.send {
+            if response.truncated {
+                break;
+            }
+            if let Some(vote) = self.governance.state.vote(&key) {
+                let len = vote.to_bytes().len() + 8;
+                if len > budget {
+                    response.truncated = true;
+                    break;
+                }
+                budget -= len;
+                response.vote_envelopes.push(vote.clone());
             }
         }
         response.to_bytes()
@@ -1122,6 +1293,14 @@ impl Node {
         for envelope in regossip {
             self.gossip(GossipMessage::Descriptor(envelope));
         }
+        // Votes first: an admission learnt here lets the new member's records in.
+        for vote in &response.vote_envelopes {
+            match self.accept_vote(vote, "sync") {
+                Ok(true) => stored += 1,
+                Ok(false) => {}
+                Err(reason) => refused += usize::from(penalised(reason)),
+            }
+        }
         for envelope in &response.records {
             match self.accept_node_record(envelope) {
                 Ok(true) => stored += 1,
@@ -1135,6 +1314,7 @@ impl Node {
         session.stored += stored;
         let products = self.product_set();
         let nodes = self.node_set();
+        let votes = self.vote_set();
         let answered = session
             .products
             .on_answer(&products, &session.asked.products, response.products)
@@ -1142,6 +1322,11 @@ impl Node {
                 session
                     .nodes
                     .on_answer(&nodes, &session.asked.nodes, response.nodes)
+            })
+            .and_then(|()| {
+                session
+                    .votes
+                    .on_answer(&votes, &session.asked.votes, response.votes)
             });
         if let Err(e) = answered {
             tracing::debug!(%peer, "refused a sync answer: {e}");
@@ -1320,9 +1505,31 @@ impl Node {
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
+                error,
                 ..
             } => {
+                if let libp2p::swarm::DialError::Denied { cause } = &error
+                    && cause
+                        .downcast_ref::<libp2p::allow_block_list::NotAllowed>()
+                        .is_some()
+                {
+                    // We do not dial non-members (a bootstrap address of another mesh).
+                    self.governance.refused_outbound += 1;
+                }
                 self.policy.on_dial_failed(peer, Instant::now());
+            }
+            SwarmEvent::IncomingConnectionError {
+                error: libp2p::swarm::ListenError::Denied { cause },
+                send_back_addr,
+                ..
+            } => {
+                if cause
+                    .downcast_ref::<libp2p::allow_block_list::NotAllowed>()
+                    .is_some()
+                {
+                    tracing::debug!(%send_back_addr, "refused a connection from a non-member");
+                    self.governance.refused_inbound += 1;
+                }
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event).await,
             _ => {}
@@ -1345,7 +1552,7 @@ impl Node {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 // Only DHT servers belong in the routing table: a lookup sent to a client
                 // fails, and the failure empties the table entry it came from.
-                if info.protocols.contains(&net::KAD_PROTOCOL) {
+                if info.protocols.contains(&self.protocols.kad) {
                     let kad = &mut self.swarm.behaviour_mut().kad;
                     for addr in &info.listen_addrs {
                         if is_dialable(addr) {
@@ -1370,6 +1577,12 @@ impl Node {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.rtt = Some(rtt);
                 }
+            }
+            BehaviourEvent::Sync(request_response::Event::Message { peer, .. })
+                if !self.governance.is_member_peer(&peer) =>
+            {
+                // An invitation's connection speaks the join protocol only.
+                tracing::debug!(%peer, "ignored a sync message from a non-member");
             }
             BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => {
                 self.mark_used(peer);
@@ -1397,12 +1610,18 @@ impl Node {
                     self.finish_sync(peer, SyncOutcome::Failed);
                 }
             }
+            BehaviourEvent::Contract(request_response::Event::Message { peer, .. })
+                if !self.governance.is_member_peer(&peer) =>
+            {
+                tracing::debug!(%peer, "ignored a contract message from a non-member");
+            }
             BehaviourEvent::Contract(event) => {
                 if let request_response::Event::Message { peer, .. } = &event {
                     self.mark_used(*peer);
                 }
                 self.on_contract_event(event).await
             }
+            BehaviourEvent::Join(event) => self.on_join_event(event).await,
             _ => {}
         }
     }
@@ -1428,7 +1647,12 @@ fn parse_lineage(text: &str) -> Result<LineageRef, NodeError> {
 /// version, or a product over its key's budget, can reach an honest peer first (messages
 /// race, catalogs differ for a while): those are dropped without a penalty.
 fn penalised(reason: RejectReason) -> bool {
-    !matches!(reason, RejectReason::Stale | RejectReason::OverBudget)
+    // Not a member: only members connect, so the sender relays what a key signed before its
+    // removal reached the sender, or a vote that arrived before its signer's admission.
+    !matches!(
+        reason,
+        RejectReason::Stale | RejectReason::OverBudget | RejectReason::NotMember
+    )
 }
 
 /// Loopback and routable addresses are dialable; a wildcard listen address is not.

@@ -687,6 +687,7 @@ mod tests {
             lineage: vec![],
             data_addr: None,
             status: Status::Active,
+            stewardship: Default::default(),
         }
     }
 

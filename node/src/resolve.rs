@@ -85,6 +85,7 @@ mod tests {
             lineage: vec![],
             data_addr: None,
             status: Default::default(),
+            stewardship: Default::default(),
         }
     }
 

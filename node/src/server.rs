@@ -132,8 +132,11 @@ pub async fn start_with(
         .local_addr()
         .map_err(|e| ServeError::Other(e.to_string()))?;
 
+    let members = crate::governance::MemberSet::default();
+    let mut data_config = crate::dataplane::DataPlaneConfig::from_node(&config);
+    data_config.members = members.clone();
     let (data_plane, data_task) = crate::dataplane::DataPlane::start(
-        crate::dataplane::DataPlaneConfig::from_node(&config),
+        data_config,
         identity.clone(),
         store.clone(),
         data_dir.clone(),
@@ -143,6 +146,7 @@ pub async fn start_with(
     let options = NodeOptions {
         api_addr: Some(api_addr),
         data_addr: Some(data_plane.local_addr()),
+        members,
         ..NodeOptions::default()
     };
     let (handle, actor) = node::spawn(identity, config, data_dir.clone(), store, options)

@@ -225,6 +225,13 @@ impl Digests {
     /// updated in place (a new copy only if a sync round still holds the old one), so a
     /// burst of writes, such as a new node learning every node record, does not rescan the
     /// tree for each round.
+    fn forget<K: Ord + Clone>(&mut self, slot: fn(&mut Self) -> &mut Option<Digest<K>>, key: &K) {
+        self.generation += 1;
+        if let Some(digest) = slot(self) {
+            Arc::make_mut(digest).remove(key);
+        }
+    }
+
     fn record<K: Ord + Clone>(
         &mut self,
         slot: fn(&mut Self) -> &mut Option<Digest<K>>,
@@ -543,6 +550,34 @@ impl Store {
         )
     }
 
+    /// Deletes every catalog entry owned by `owner` and its node record: what a node keeps
+    /// of a key removed from the mesh. Returns how many descriptors went.
+    pub fn forget_owner(&self, owner: &PublicKey) -> Result<usize, StoreError> {
+        let mut digests = self.lock_digests();
+        let mut gone = 0;
+        let prefix = ProductId {
+            owner: *owner,
+            name: String::new(),
+        }
+        .storage_key();
+        for item in self.catalog.scan_prefix(prefix.as_bytes()) {
+            let (key, _) = item?;
+            self.catalog.remove(&key)?;
+            if let Some(id) = ProductId::from_storage_key(&String::from_utf8_lossy(&key)) {
+                digests.forget(|d| &mut d.catalog, &id);
+            }
+            gone += 1;
+        }
+        self.peers.remove(owner.to_hex().as_bytes())?;
+        digests.forget(|d| &mut d.nodes, owner);
+        Ok(gone)
+    }
+
+    /// A tree of the governance state (charter, votes, invitations), opened by name.
+    pub(crate) fn governance_tree(&self, name: &'static str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(format!("governance/{name}"))?)
+    }
+
     // ---- generic record trees (agreements, pending, revocations) ----
 
     /// The agreements tree.
@@ -816,6 +851,7 @@ mod tests {
                 lineage: vec![],
                 data_addr: None,
                 status: mesh_protocol::descriptor::Status::Active,
+                stewardship: Default::default(),
             };
             store
                 .put_descriptor(&descriptor, &Signed::sign(&owner, &descriptor))

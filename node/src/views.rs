@@ -34,6 +34,24 @@ pub struct StatusView {
     pub rejected: BTreeMap<String, u64>,
     /// Seconds since the daemon started.
     pub uptime_secs: u64,
+    /// Mesh id (first 16 hex digits).
+    #[serde(default)]
+    pub mesh_id: String,
+    /// Mesh name.
+    #[serde(default)]
+    pub mesh: String,
+    /// Number of members.
+    #[serde(default)]
+    pub members: usize,
+    /// Version of the mesh policies in force.
+    #[serde(default)]
+    pub policy_version: u32,
+    /// This node's products that break the policies in force.
+    #[serde(default)]
+    pub non_compliant_products: Vec<String>,
+    /// Connections refused because the key is not a member (control and data plane).
+    #[serde(default)]
+    pub refused_non_members: u64,
 }
 
 /// One column in JSON.
@@ -111,6 +129,23 @@ pub struct ProductView {
     pub lineage: Vec<String>,
     /// Data-plane address of the owner.
     pub data_addr: Option<String>,
+    /// How to reach the owning team.
+    #[serde(default)]
+    pub contact: String,
+    /// Classification tags by column (`pii`, `financial`).
+    #[serde(default)]
+    pub column_tags: BTreeMap<String, Vec<String>>,
+    /// Whether the product keeps the mesh's policies in force (a product published under
+    /// older policies may not): a non-compliant product cannot be negotiated.
+    #[serde(default = "yes")]
+    pub compliant: bool,
+    /// The rules it breaks, with what to change.
+    #[serde(default)]
+    pub violations: Vec<ViolationView>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl ProductView {
@@ -152,6 +187,40 @@ impl ProductView {
                 .map(|l| format!("{}/{}@{}", l.domain, l.product, l.version))
                 .collect(),
             data_addr: d.data_addr.clone(),
+            contact: d.stewardship.contact.clone(),
+            column_tags: d
+                .stewardship
+                .column_tags
+                .iter()
+                .map(|c| (c.column.clone(), c.tags.clone()))
+                .collect(),
+            compliant: true,
+            violations: Vec::new(),
+        }
+    }
+
+    /// Marks the view with the rules the product breaks under `policies`.
+    pub fn with_compliance(
+        mut self,
+        policies: &mesh_protocol::governance::Policies,
+        d: &ProductDescriptor,
+    ) -> Self {
+        self.violations = policies
+            .check_product(d)
+            .into_iter()
+            .map(ViolationView::from)
+            .collect();
+        self.compliant = self.violations.is_empty();
+        self
+    }
+}
+
+impl From<mesh_protocol::governance::Violation> for ViolationView {
+    fn from(v: mesh_protocol::governance::Violation) -> Self {
+        Self {
+            rule: v.rule,
+            problem: v.problem,
+            fix: v.fix,
         }
     }
 }
@@ -187,6 +256,20 @@ pub struct PublishRequest {
     /// and `NA`-like text stay text).
     #[serde(default)]
     pub null_values: Vec<String>,
+    /// How to reach the owning team (kept from the previous version when absent).
+    #[serde(default)]
+    pub contact: Option<String>,
+    /// Column classification, `column=tag` (repeatable; replaces the previous version's
+    /// classification when any is given).
+    #[serde(default)]
+    pub classify: Vec<String>,
+    /// Freshness promise in hours (kept from the previous version, or the node default).
+    #[serde(default)]
+    pub freshness_hours: Option<u32>,
+    /// Id under which the ingest's progress is reported at `GET /v1/progress/{id}`
+    /// (`[A-Za-z0-9_-]`, at most 64 characters), chosen by the caller.
+    #[serde(default)]
+    pub progress: Option<String>,
 }
 
 /// One connected or known peer.
@@ -430,7 +513,8 @@ pub fn rfc3339(ms: u64) -> String {
 pub struct FetchRequestBody {
     /// `domain/product` or `domain@fingerprint/product`.
     pub product: String,
-    /// Absolute output path (written by the daemon).
+    /// Absolute output path (written by the daemon); unused by `POST /v1/fetch/stream`.
+    #[serde(default)]
     pub out: String,
     /// Agreement id or id prefix; default: the usable agreement for the product.
     #[serde(default)]
@@ -444,6 +528,13 @@ pub struct FetchRequestBody {
     /// Replace a file that already exists at `out`.
     #[serde(default)]
     pub force: bool,
+    /// What to write at `out`: `arrow` (IPC file, the default), `arrows` (IPC stream) or
+    /// `parquet`; the received data is verified before it is converted.
+    #[serde(default)]
+    pub format: crate::dataplane::OutputFormat,
+    /// Id under which the transfer's progress is reported at `GET /v1/progress/{id}`.
+    #[serde(default)]
+    pub progress: Option<String>,
 }
 
 #[cfg(test)]
@@ -457,4 +548,140 @@ mod tests {
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339(4_107_542_399_000), "2100-02-28T23:59:59.000Z");
     }
+}
+
+/// A domain of the mesh.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberView {
+    /// Domain name.
+    pub domain: String,
+    /// Node key, hex.
+    pub public_key: String,
+    /// Key fingerprint.
+    pub fingerprint: String,
+    /// Whether it is a governing domain.
+    pub governor: bool,
+}
+
+/// One rule of the policies in force.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RuleView {
+    /// Stable id, e.g. `restricted-tag:pii`.
+    pub id: String,
+    /// What it asks.
+    pub explanation: String,
+}
+
+/// `GET /v1/mesh`: the charter, the members and the policies in force.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MeshView {
+    /// Mesh id (full hex).
+    pub mesh_id: String,
+    /// Mesh name.
+    pub name: String,
+    /// Decision rule: signatures of governing domains needed to carry a motion.
+    pub quorum: u16,
+    /// Number of governing domains.
+    pub governors: usize,
+    /// `any-member` or `quorum`.
+    pub admission: String,
+    /// Current members.
+    pub members: Vec<MemberView>,
+    /// Removed keys, hex.
+    pub removed: Vec<String>,
+    /// Version of the policies in force.
+    pub policy_version: u32,
+    /// The policies in force, as rules.
+    pub rules: Vec<RuleView>,
+    /// The policies in force, as data (for `governance propose` to start from).
+    pub policies: mesh_protocol::governance::Policies,
+}
+
+/// A motion and its signatures.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MotionJson {
+    /// Motion id (full hex).
+    pub id: String,
+    /// `admit`, `remove` or `amend`.
+    pub kind: String,
+    /// What it decides, in words.
+    pub summary: String,
+    /// The motion's action, as data.
+    pub action: mesh_protocol::governance::Action,
+    /// Proposer's domain (or fingerprint when unknown).
+    pub proposer: String,
+    /// Proposal time, RFC 3339.
+    pub proposed_at: String,
+    /// Domains (or fingerprints) that signed.
+    pub signed_by: Vec<String>,
+    /// Signatures needed.
+    pub needed: usize,
+    /// `governors` or `members`.
+    pub eligible: String,
+    /// Whether it is carried.
+    pub carried: bool,
+}
+
+/// `POST /v1/governance/propose`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ProposeRequest {
+    /// Classification tags whose columns must be restricted, added to the policies.
+    #[serde(default)]
+    pub restrict_tags: Vec<String>,
+    /// Restricted tags to drop.
+    #[serde(default)]
+    pub drop_restrict_tags: Vec<String>,
+    /// Required fields to add (`contact`, `description`, `freshness-sla`, `tags`).
+    #[serde(default)]
+    pub require: Vec<String>,
+    /// Required fields to drop.
+    #[serde(default)]
+    pub drop_require: Vec<String>,
+    /// Longest contract in days (0 lifts the cap).
+    #[serde(default)]
+    pub max_contract_days: Option<u32>,
+    /// The purpose vocabulary, replacing the current one (`Some(empty)` lifts it).
+    #[serde(default)]
+    pub purposes: Option<Vec<String>>,
+    /// What changes and why.
+    #[serde(default)]
+    pub summary: String,
+}
+
+/// `POST /v1/mesh/remove`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoveRequest {
+    /// Domain name or key fingerprint (prefix) of the member.
+    pub member: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /v1/mesh/invite`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InviteRequest {
+    /// Domain name the invitation is for.
+    pub domain: String,
+    /// Validity in seconds (default one day).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// The answer to an invite: the ticket alone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TicketView {
+    /// The ticket to pass to `meshnode init --join` or `meshnode mesh join`.
+    pub ticket: String,
+}
+
+/// A rule a product breaks under the policies in force.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ViolationView {
+    /// Rule id.
+    pub rule: String,
+    /// What is wrong.
+    pub problem: String,
+    /// What to change.
+    pub fix: String,
 }

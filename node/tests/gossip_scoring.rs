@@ -80,6 +80,7 @@ fn forged(signer: &Identity, owner: &Identity, n: u64) -> Vec<u8> {
         lineage: Vec::new(),
         data_addr: None,
         status: Status::Active,
+        stewardship: Default::default(),
     };
     GossipMessage::Descriptor(Signed::sign(signer, &descriptor)).to_bytes()
 }

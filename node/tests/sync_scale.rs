@@ -43,6 +43,7 @@ fn descriptor(owner: &Identity, n: u64) -> ProductDescriptor {
         lineage: Vec::new(),
         data_addr: None,
         status: Status::Active,
+        stewardship: Default::default(),
     }
 }
 

@@ -30,11 +30,13 @@ pub enum RejectReason {
     /// Well formed and signed, but its key already holds as many products as a node keeps
     /// for one key ([`MAX_PRODUCTS_PER_OWNER`]).
     OverBudget,
+    /// Signed by a key that is not a member of the mesh (never admitted, or removed).
+    NotMember,
 }
 
 impl RejectReason {
     /// Every reason, for metrics.
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::Malformed,
         RejectReason::Oversized,
         RejectReason::BadSignature,
@@ -43,6 +45,7 @@ impl RejectReason {
         RejectReason::Invalid,
         RejectReason::OverLimit,
         RejectReason::OverBudget,
+        RejectReason::NotMember,
     ];
 
     /// Label used in metrics and JSON.
@@ -56,6 +59,7 @@ impl RejectReason {
             RejectReason::Invalid => "invalid",
             RejectReason::OverLimit => "over_limit",
             RejectReason::OverBudget => "over_budget",
+            RejectReason::NotMember => "not_member",
         }
     }
 }

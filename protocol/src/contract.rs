@@ -9,8 +9,11 @@
 //!    [`evaluate`] and answers [`ContractReply::Agreed`] (auto approval, via
 //!    [`Agreement::countersign`]), [`ContractReply::Pending`] (manual approval) or
 //!    [`ContractReply::Rejected`].
-//! 3. The consumer polls with [`ContractMessage::Status`]; either side may send
-//!    [`ContractMessage::Revoke`]. Revocations are also gossiped.
+//! 3. When the operator decides later, the provider pushes the signed decision with
+//!    [`ContractMessage::Decided`]; the consumer also polls with
+//!    [`ContractMessage::StatusBatch`] (the fallback when a push is lost; see
+//!    [`crate::contract_sync`]). Either side may send [`ContractMessage::Revoke`].
+//!    Revocations are also gossiped.
 //!
 //! The lifecycle of one contract is [`transition`]; [`effective_state`] folds in expiry.
 
@@ -538,6 +541,42 @@ pub enum ContractMessage {
     StatusBatch(Vec<AgreementId>),
     /// End an agreement. Answered with `Revoked` (the revocation the receiver now holds).
     Revoke(Signed<Revocation>),
+    /// Provider → consumer, right after the provider decided a pending request: the signed
+    /// decision a status poll would return, so the consumer need not wait for its next poll.
+    /// Applied only to a pending request of the receiver's own to the sender
+    /// ([`crate::contract_sync::check_notice`]); answered with the receiver's state of the
+    /// contract (`Unknown` when ignored).
+    Decided(Decision),
+}
+
+/// A provider's decision on a request, as pushed in [`ContractMessage::Decided`]: exactly the
+/// signed agreement or signed rejection a status reply carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decision {
+    /// As [`ContractReply::Agreed`].
+    Agreed(Agreement),
+    /// As [`ContractReply::Rejected`].
+    Rejected(Signed<Rejection>),
+}
+
+impl Decision {
+    /// The contract the decision claims to be about, read without checking any signature:
+    /// only for finding the receiver's own record, against whose terms the decision is then
+    /// verified like a status reply.
+    pub fn claimed_id(&self) -> Result<AgreementId, DecodeError> {
+        match self {
+            Decision::Agreed(agreement) => Ok(agreement.id()),
+            Decision::Rejected(rejection) => rejection.decode_trusted().map(|r| r.agreement_id),
+        }
+    }
+
+    /// The decision as the status reply that carries the same signed record.
+    pub fn into_reply(self) -> ContractReply {
+        match self {
+            Decision::Agreed(agreement) => ContractReply::Agreed(agreement),
+            Decision::Rejected(rejection) => ContractReply::Rejected(rejection),
+        }
+    }
 }
 
 impl ContractMessage {

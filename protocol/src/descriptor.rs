@@ -239,6 +239,60 @@ impl fmt::Display for Status {
     }
 }
 
+/// Who answers for a product and what its columns hold: the fields the mesh's global
+/// policies ([`crate::governance::policy`]) check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Stewardship {
+    /// How to reach the owning team (an e-mail address or a chat channel); empty if not given.
+    pub contact: String,
+    /// Classification tags of columns (`pii`, `financial`), one entry per tagged column.
+    pub column_tags: Vec<ColumnTags>,
+}
+
+/// The classification tags of one column.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnTags {
+    /// Column name; must be in the schema.
+    pub column: String,
+    /// Tags, e.g. `pii`.
+    pub tags: Vec<String>,
+}
+
+impl Stewardship {
+    /// The classification tags of `column` (empty when it has none).
+    pub fn tags_of(&self, column: &str) -> &[String] {
+        self.column_tags
+            .iter()
+            .find(|c| c.column == column)
+            .map(|c| c.tags.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+/// Reads `column=tag` pairs (the operator's `--classify`) into per-column tag lists, in the
+/// order columns first appear. Tags are `[a-z0-9-]` names.
+pub fn parse_column_tags(pairs: &[String]) -> Result<Vec<ColumnTags>, DescriptorError> {
+    let mut out: Vec<ColumnTags> = Vec::new();
+    for pair in pairs {
+        let Some((column, tag)) = pair.split_once('=') else {
+            return Err(DescriptorError::Invalid(format!(
+                "classification `{}` is not `column=tag` (e.g. `email=pii`)",
+                shown(pair)
+            )));
+        };
+        validate_name("classification tag", tag)?;
+        match out.iter_mut().find(|c| c.column == column) {
+            Some(entry) if entry.tags.iter().any(|t| t == tag) => {}
+            Some(entry) => entry.tags.push(tag.to_owned()),
+            None => out.push(ColumnTags {
+                column: column.to_owned(),
+                tags: vec![tag.to_owned()],
+            }),
+        }
+    }
+    Ok(out)
+}
+
 /// A product this one was derived from, `domain/product@version`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineageRef {
@@ -288,10 +342,12 @@ pub struct ProductDescriptor {
     pub data_addr: Option<String>,
     /// Lifecycle status.
     pub status: Status,
+    /// Owner contact and column classification.
+    pub stewardship: Stewardship,
 }
 
 impl Signable for ProductDescriptor {
-    const CONTEXT: &'static str = "meshnode/descriptor/v1";
+    const CONTEXT: &'static str = "meshnode/descriptor/v2";
     const MAX_BODY: usize = MAX_DESCRIPTOR_BYTES;
 }
 
@@ -428,6 +484,18 @@ impl ProductDescriptor {
         if let Some(addr) = &self.data_addr {
             check_len("the data-plane address", addr, MAX_LABEL_LEN)?;
         }
+        check_len("the contact", &self.stewardship.contact, MAX_LABEL_LEN)?;
+        check_count(
+            "the classified columns",
+            self.stewardship.column_tags.len(),
+            MAX_COLUMNS,
+        )?;
+        for classified in &self.stewardship.column_tags {
+            check_count("a column's tag list", classified.tags.len(), MAX_TAGS)?;
+            for tag in &classified.tags {
+                check_len("a column tag", tag, MAX_TAG_LEN)?;
+            }
+        }
         if self.schema.is_empty() {
             return Err(DescriptorError::Invalid("the schema has no columns".into()));
         }
@@ -437,6 +505,14 @@ impl ProductDescriptor {
                 return Err(DescriptorError::Invalid(format!(
                     "restricted column `{}` is not in the schema",
                     shown(col)
+                )));
+            }
+        }
+        for classified in &self.stewardship.column_tags {
+            if !self.column_names().any(|c| c == classified.column) {
+                return Err(DescriptorError::Invalid(format!(
+                    "classified column `{}` is not in the schema",
+                    shown(&classified.column)
                 )));
             }
         }
@@ -505,7 +581,38 @@ pub(crate) mod tests {
             lineage: vec![],
             data_addr: None,
             status: Status::Active,
+            stewardship: Stewardship {
+                contact: "sales-data@example.com".into(),
+                column_tags: vec![ColumnTags {
+                    column: "email".into(),
+                    tags: vec!["pii".into()],
+                }],
+            },
         }
+    }
+
+    #[test]
+    fn column_tags_are_parsed_and_grouped() {
+        let pairs: Vec<String> = [
+            "email=pii",
+            "amount=financial",
+            "email=contact",
+            "email=pii",
+        ]
+        .map(String::from)
+        .to_vec();
+        let tags = parse_column_tags(&pairs).unwrap();
+        assert_eq!(tags.len(), 2);
+        assert_eq!(tags[0].column, "email");
+        assert_eq!(tags[0].tags, vec!["pii", "contact"]);
+        assert!(parse_column_tags(&["email".into()]).is_err());
+        assert!(parse_column_tags(&["email=PII".into()]).is_err());
+        let mut d = sample(&Identity::from_secret_bytes([1; 32]), "p", 1);
+        d.stewardship.column_tags[0].column = "nope".into();
+        assert!(
+            d.validate().is_err(),
+            "a classified column must be in the schema"
+        );
     }
 
     #[test]
@@ -661,6 +768,7 @@ pub(crate) mod tests {
             })
             .collect();
         d.policy.restricted_columns.clear();
+        d.stewardship.column_tags.clear();
         assert_eq!(d.validate(), Ok(()));
         let err = d.sign_for_publication(&id).unwrap_err();
         let DescriptorError::TooLarge { len, max } = err else {
@@ -685,6 +793,7 @@ pub(crate) mod tests {
         fits.description = "x".repeat(MAX_DESCRIPTION_LEN);
         fits.schema = d.schema[..1200].to_vec();
         fits.policy.restricted_columns.clear();
+        fits.stewardship.column_tags.clear();
         let envelope = fits.sign_for_publication(&id).unwrap();
         assert!(envelope.body().len() > MAX_DESCRIPTOR_BYTES - 8 * 1024);
         let gossip = crate::wire::GossipMessage::Descriptor(envelope.clone()).to_bytes();

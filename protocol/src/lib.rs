@@ -20,9 +20,13 @@
 //! - [`wire`]: gossip and anti-entropy sync messages.
 //! - [`reconcile`]: range-based set reconciliation, the bounded anti-entropy of the catalog.
 //! - [`peers`]: the peer policy: discovery, dial backoff, trimming, sync scheduling, scores.
+//! - [`governance`]: the mesh charter, membership motions and votes, the global policies,
+//!   join tickets.
 //! - [`filter`]: the row-filter language of contracts: parse, canonical text, type check.
 //! - [`contract`]: contract terms, co-signed agreements, rejections, revocations, the
 //!   `/meshnode/contract/1` messages, the negotiation state machine and policy evaluation.
+//! - [`contract_sync`]: keeping both parties' copies of a contract in step: follow-up polls,
+//!   their backoff, status batch answers, which pushed decision notices are applied.
 //! - [`transfer`]: data-plane framing, the incremental frame decoder, signed transfer trailers.
 
 pub mod admission;
@@ -32,9 +36,11 @@ pub mod budget;
 pub mod catalog;
 pub mod codec;
 pub mod contract;
+pub mod contract_sync;
 pub mod descriptor;
 pub mod envelope;
 pub mod filter;
+pub mod governance;
 pub mod identity;
 pub mod peers;
 pub mod reconcile;

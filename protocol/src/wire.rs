@@ -7,17 +7,25 @@ use crate::codec::{self, DecodeError};
 use crate::contract::Revocation;
 use crate::descriptor::{ProductDescriptor, ProductId};
 use crate::envelope::Signed;
+use crate::governance::{Motion, VoteKey};
 use crate::identity::PublicKey;
 use crate::reconcile::{SetAnswer, SetQuery};
 
-/// Gossipsub topic carrying the mesh catalog.
+/// Gossipsub topic of a bare catalog with no mesh (the gossip baseline of the benchmarks).
 pub const CATALOG_TOPIC: &str = "meshnode/catalog/v1";
+
+/// The gossipsub topic carrying a mesh's catalog, node records, revocations and votes: it
+/// names the mesh, so two meshes never mix.
+pub fn catalog_topic(mesh: &crate::governance::MeshId) -> String {
+    format!("meshnode/{}/catalog/v1", mesh.short())
+}
 /// Largest gossip message.
 pub const MAX_GOSSIP_MESSAGE: usize = 128 * 1024;
 /// Largest sync request: one reconciliation round, whatever the catalog's size.
 pub const MAX_SYNC_REQUEST: usize = 64 * 1024;
-/// Byte budget of each of the two set queries (catalog, node records) in a sync request.
-pub const MAX_SET_QUERY: usize = 28 * 1024;
+/// Byte budget of each of the three set queries (catalog, node records, votes) in a sync
+/// request.
+pub const MAX_SET_QUERY: usize = 20 * 1024;
 /// Largest sync response; a responder stops adding entries before it and the requester
 /// pulls the rest on its next round.
 pub const MAX_SYNC_RESPONSE: usize = 8 * 1024 * 1024;
@@ -32,6 +40,8 @@ pub enum GossipMessage {
     /// An agreement ended early by one of its parties. Relays can only check the signature
     /// (`contract::verify_revocation_signer`); the parties check it against their terms.
     Revocation(Signed<Revocation>),
+    /// A vote on a governance motion (an admission, a removal, an amendment).
+    Vote(Signed<Motion>),
 }
 
 impl GossipMessage {
@@ -55,6 +65,8 @@ pub struct SyncRequest {
     pub products: SetQuery<ProductId>,
     /// The node records' ranges and wanted node keys.
     pub nodes: SetQuery<PublicKey>,
+    /// The governance votes' ranges and wanted votes.
+    pub votes: SetQuery<VoteKey>,
 }
 
 /// Anti-entropy response: replies to the request's ranges, and the envelopes the requester
@@ -65,10 +77,14 @@ pub struct SyncResponse {
     pub products: SetAnswer<ProductId>,
     /// Replies to the node-record ranges that differ.
     pub nodes: SetAnswer<PublicKey>,
+    /// Replies to the vote ranges that differ.
+    pub votes: SetAnswer<VoteKey>,
     /// Descriptors newer than, or missing from, what the requester holds.
     pub descriptors: Vec<Signed<ProductDescriptor>>,
     /// Node records newer than, or missing from, what the requester holds.
     pub records: Vec<Signed<NodeRecord>>,
+    /// Votes missing from what the requester holds.
+    pub vote_envelopes: Vec<Signed<Motion>>,
     /// True when the size limit cut the envelopes short; the requester syncs again later.
     pub truncated: bool,
 }
@@ -80,6 +96,7 @@ impl SyncRequest {
         Self {
             products: SetQuery::everything(),
             nodes: SetQuery::everything(),
+            votes: SetQuery::everything(),
         }
     }
 

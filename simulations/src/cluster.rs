@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,7 +11,8 @@ use mesh_node::dataplane::{DataPlane, DataPlaneConfig};
 use mesh_node::node::{NodeOptions, spawn};
 use mesh_node::store::Store;
 use mesh_node::{DataDir, NetTuning, NodeConfig, NodeEvent, NodeHandle};
-use mesh_protocol::{Identity, PublicKey};
+use mesh_protocol::governance::{AdmissionRule, Charter, Member, Policies};
+use mesh_protocol::{Identity, PublicKey, Signed};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -106,6 +108,42 @@ pub struct NodeSpec {
     pub data_announce: Option<SocketAddr>,
     /// Serves the Kademlia DHT (`NodeConfig::dht_server`).
     pub dht_server: bool,
+    /// The mesh's charter, installed in the node's store before it starts (every node of a
+    /// simulated mesh holds the same one). `None`: the node founds a mesh alone.
+    pub charter: Option<Arc<Signed<Charter>>>,
+}
+
+/// A charter for a simulated mesh: `governors` (the first signs) carry motions by
+/// `quorum`; `members` belong from the start.
+pub fn charter(
+    name: &str,
+    governors: &[(String, Identity)],
+    members: &[(String, PublicKey)],
+    quorum: u16,
+) -> Signed<Charter> {
+    let member = |domain: &str, key: PublicKey| Member {
+        key,
+        domain: domain.to_owned(),
+    };
+    let governor_keys: Vec<PublicKey> = governors.iter().map(|(_, i)| i.public_key()).collect();
+    let charter = Charter {
+        name: name.to_owned(),
+        founded_at_ms: 0,
+        governors: governors
+            .iter()
+            .map(|(d, i)| member(d, i.public_key()))
+            .collect(),
+        quorum,
+        admission: AdmissionRule::AnyMember,
+        members: members
+            .iter()
+            .filter(|(_, k)| !governor_keys.contains(k))
+            .map(|(d, k)| member(d, *k))
+            .collect(),
+        policies: Policies::default(),
+        nonce: [0; 16],
+    };
+    Signed::sign(&governors[0].1, &charter)
 }
 
 /// A node running in this process.
@@ -163,10 +201,13 @@ impl NodeSpec {
         config.sync_interval_secs = self.sync_interval_secs;
         config.dht_server = self.dht_server;
         config.data_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let members = mesh_node::governance::MemberSet::default();
         let (data_plane, data_task) = match self.data_announce {
             Some(_) => {
+                let mut data_config = DataPlaneConfig::from_node(&config);
+                data_config.members = members.clone();
                 let (plane, task) = DataPlane::start(
-                    DataPlaneConfig::from_node(&config),
+                    data_config,
                     self.identity(),
                     store.clone(),
                     data_dir.clone(),
@@ -176,10 +217,15 @@ impl NodeSpec {
             }
             None => (None, None),
         };
+        if let Some(charter) = &self.charter {
+            mesh_node::governance::install(&store, charter, &[])
+                .with_context(|| format!("installing the mesh charter of {}", self.domain))?;
+        }
         let options = NodeOptions {
             tuning: self.tuning.clone(),
             data_addr: self.data_announce,
             api_addr: None,
+            members,
         };
         let (handle, task) = spawn(self.identity(), config, data_dir, store.clone(), options)
             .with_context(|| format!("starting node {}", self.domain))?;
@@ -321,6 +367,8 @@ impl Tracker {
             NodeEvent::Rejected { reason } => {
                 *self.rejected.entry(reason.as_str().to_owned()).or_default() += 1;
             }
+            // Membership and policy changes are timed by the scenario steps that cause them.
+            NodeEvent::MeshChanged { .. } => {}
         }
     }
 

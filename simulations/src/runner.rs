@@ -238,6 +238,29 @@ struct Runner<'t> {
     transfers: Vec<Transfer>,
     /// Per (consumer slot, `domain/product`): turns true when its latest negotiation ended.
     concluded: HashMap<(usize, String), watch::Receiver<bool>>,
+    /// The simulated mesh's charter: every domain of the scenario is a founding member; the
+    /// first initial node governs.
+    charter: Arc<Signed<mesh_protocol::governance::Charter>>,
+}
+
+/// The charter of a scenario's mesh: every domain it runs is a member from the start.
+fn scenario_charter(topology: &Topology, seed: u64) -> Signed<mesh_protocol::governance::Charter> {
+    let domains = topology.every_domain();
+    let identity = |d: &str| Identity::from_secret_bytes(identity_secret(seed, d));
+    let governor = domains.first().map(String::as_str).unwrap_or("founder");
+    let members: Vec<(String, PublicKey)> = domains
+        .iter()
+        .map(|d| (d.clone(), identity(d).public_key()))
+        .collect();
+    cluster::charter(
+        &topology
+            .name
+            .to_ascii_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
+        &[(governor.to_owned(), identity(governor))],
+        &members,
+        1,
+    )
 }
 
 /// Runs a topology and returns its report.
@@ -269,6 +292,7 @@ pub async fn run(topology: &Topology, options: &RunOptions) -> anyhow::Result<Re
         negotiations: Vec::new(),
         transfers: Vec::new(),
         concluded: HashMap::new(),
+        charter: Arc::new(scenario_charter(topology, seed)),
     };
     let result = runner.run().await;
     runner.shutdown().await;
@@ -496,6 +520,7 @@ impl Runner<'_> {
                 self.initial_nodes,
                 settings.dht_servers,
             ),
+            charter: Some(self.charter.clone()),
         };
         self.slots.push(Slot {
             spec,
@@ -1042,6 +1067,7 @@ impl Runner<'_> {
             lineage: Vec::new(),
             data_addr: None,
             status: Status::Active,
+            stewardship: Default::default(),
         };
         let envelope = Signed::sign(&attacker.identity, &forged);
         attacker
@@ -1415,6 +1441,8 @@ async fn fetch_once(
                 compression: Compression::None,
                 provider_addr: None,
                 force: false,
+                format: Default::default(),
+                progress: None,
             })
             .await
             .map_err(|e| format!("{e} ({})", e.code()))?;

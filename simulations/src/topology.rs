@@ -365,6 +365,19 @@ impl Topology {
             .collect()
     }
 
+    /// Every domain the scenario ever runs: the initial nodes, then those that join later.
+    pub fn every_domain(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.initial_nodes().into_iter().map(|(d, _)| d).collect();
+        for e in &self.events {
+            if let Action::Join { domain, .. } = &e.action
+                && !out.contains(domain)
+            {
+                out.push(domain.clone());
+            }
+        }
+        out
+    }
+
     /// Domains that take part in a contract or a fetch (consumers and providers): the nodes
     /// that run a data plane.
     pub fn data_plane_domains(&self) -> BTreeSet<String> {

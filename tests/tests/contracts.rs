@@ -952,3 +952,96 @@ fn an_agreement_does_not_grow_with_new_columns() {
         ["order_id", "region", "amount", "ssn"]
     );
 }
+
+/// A consumer `churn` whose status polls of undecided requests are an hour apart, holding
+/// `sales/orders`: whatever it learns of a decision within a test, the provider told it.
+fn slow_polling_consumer(sales: &TestNode) -> TestNode {
+    let mut churn = TestNode::init("churn", &[sales.addr()]);
+    churn.edit_config("status_poll_secs = 2", "status_poll_secs = 3600");
+    churn.run();
+    wait_until(Duration::from_secs(15), || {
+        churn.version_of("sales/orders").is_some()
+    })
+    .unwrap_or_else(|| panic!("churn never saw sales/orders: {}", churn.log()));
+    churn
+}
+
+/// `share request` for `columns` of `sales/orders`, answered `pending`; returns its id.
+fn request_pending(churn: &TestNode, columns: &str) -> String {
+    let v = share(
+        churn,
+        &[
+            "request",
+            "sales/orders",
+            "--purpose",
+            "analytics",
+            "--columns",
+            columns,
+        ],
+    );
+    assert_eq!(v["state"], "pending", "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_consumer_hears_of_an_accept_or_reject_from_the_provider_without_polling() {
+    let sales = manual_provider(&[]);
+    let churn = slow_polling_consumer(&sales);
+    let accepted = request_pending(&churn, "order_id,region");
+    let rejected = request_pending(&churn, "order_id");
+
+    // Well within the consumer's first poll (an hour away), each decision arrives.
+    let out = sales.cli(&["share", "accept", &accepted]);
+    assert!(out.success, "{}", out.stderr);
+    wait_until(Duration::from_secs(5), || {
+        state(&churn, &accepted) == "agreed"
+    })
+    .unwrap_or_else(|| panic!("the accept never reached churn:\n{}", churn.log()));
+    let out = sales.cli(&["share", "reject", &rejected, "--reason", "budget freeze"]);
+    assert!(out.success, "{}", out.stderr);
+    wait_until(Duration::from_secs(5), || {
+        state(&churn, &rejected) == "rejected"
+    })
+    .unwrap_or_else(|| panic!("the reject never reached churn:\n{}", churn.log()));
+
+    // What the consumer holds is the provider's signed record, as a poll would have given it.
+    let shown = share(&churn, &["show", &rejected]);
+    assert_eq!(shown["reason"], "budget freeze");
+    let shown = share(&churn, &["show", &accepted]);
+    assert_eq!(
+        shown["granted_columns"],
+        serde_json::json!(["order_id", "region"])
+    );
+    // Audited on the consumer's side like a polled decision: request sent, then the outcome.
+    let audit = churn.cli(&["audit", "--json"]).json();
+    let entries: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no entries: {audit}"))
+        .iter()
+        .map(|e| {
+            let kind = e["kind"].as_str().unwrap_or_default();
+            (kind, e["detail"]["agreement"].as_str().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("request", accepted.as_str()),
+            ("request", rejected.as_str()),
+            ("agreement", accepted.as_str()),
+            ("rejection", rejected.as_str()),
+        ]
+    );
+    assert_eq!(audit["verified"], true);
+
+    // Learnt from the two notices, not from a poll: none was sent.
+    assert_eq!(churn.metric("meshnode_contract_polls_total"), Some(0.0));
+    assert_eq!(
+        churn.metric("meshnode_contract_notices_received_total{outcome=\"applied\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        sales.metric("meshnode_contract_notices_sent_total"),
+        Some(2.0)
+    );
+}

@@ -3,7 +3,8 @@
 //! Data goes to `OUT.partial` (an Arrow file under construction, see `ipcfile`) with a small
 //! `OUT.partial.state` beside it. Only after the provider's signed trailer matches what was
 //! received (rows, batches, BLAKE3 of the stream) is the file completed, synced and renamed
-//! to `OUT`. A transfer that breaks off keeps both files; the next fetch of the same product,
+//! to `OUT` — or, for another output format (`convert`), written in that format to
+//! `OUT.partial.convert` and renamed to `OUT` when complete. A transfer that breaks off keeps both files; the next fetch of the same product,
 //! version and agreement continues from the last complete batch. Any other failure removes
 //! them. Before any of that, `outpath` checks and locks the output path.
 
@@ -21,6 +22,7 @@ use mesh_protocol::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::convert::{self, OutputFormat};
 use super::ipcfile::{AppendError, HEADER_LEN, IpcFileBuilder};
 use super::outpath::{self, PlaceError};
 use super::{FetchError, PartialPaths, ResumeState, Shared, tls};
@@ -55,6 +57,12 @@ pub struct FetchOptions {
     /// Replace a file that already exists at `out` (otherwise the fetch is refused).
     #[serde(default)]
     pub force: bool,
+    /// What to write at `out`: the IPC file as received, or a conversion of it.
+    #[serde(default)]
+    pub format: OutputFormat,
+    /// Where to report stream bytes and rows received so far (for a progress display).
+    #[serde(skip)]
+    pub progress: Option<std::sync::Arc<crate::progress::Progress>>,
 }
 
 /// A completed fetch.
@@ -84,6 +92,9 @@ pub struct FetchOutcome {
     pub file_bytes: u64,
     /// Data frames that were already held from an interrupted fetch.
     pub resumed_from_batch: u64,
+    /// Format of the output file.
+    #[serde(default)]
+    pub format: OutputFormat,
 }
 
 /// Finds the agreement to fetch under.
@@ -123,6 +134,13 @@ fn find_agreement(
             reasons.push(format!("agreement {} is {state}", id.short()));
             continue;
         };
+        if !shared.config.members.admits(&terms.provider) {
+            reasons.push(format!(
+                "agreement {} ended: its provider was removed from the mesh",
+                id.short()
+            ));
+            continue;
+        }
         if let Some(v) = options.version
             && !terms.covers_version(v)
         {
@@ -400,6 +418,9 @@ pub(super) async fn fetch(
     )
     .await;
     connection.close(quinn::VarInt::from_u32(0), b"done");
+    shared
+        .transfers
+        .fetched(&result, started.elapsed().as_secs_f64());
     // Keep a partial file when the transfer may still complete later; drop it when its
     // content or the right to complete it is in doubt.
     match &result {
@@ -511,6 +532,13 @@ async fn transfer(
     let writer_paths = paths.clone();
     let mut writer_state = state.clone();
     let expected_names: Vec<String> = header.schema.iter().map(|c| c.name.clone()).collect();
+    let progress = options.progress.clone();
+    let report = move |builder: &IpcFileBuilder| {
+        if let Some(p) = &progress {
+            p.set(builder.offset() - HEADER_LEN as u64, builder.rows());
+        }
+    };
+    report(&builder);
     let sync_file = builder.file_handle().map_err(|source| FetchError::Io {
         what: format!("cannot reopen `{}`", paths.partial.display()),
         source,
@@ -534,6 +562,7 @@ async fn transfer(
                 error = Some(e);
                 break;
             }
+            report(&builder);
             if frame.capacity() <= MAX_SPARE_BUFFER {
                 let _ = spare_tx.try_send(frame);
             }
@@ -636,11 +665,27 @@ async fn transfer(
     let t_trailer = started.elapsed();
     let stream_bytes = builder.offset() - HEADER_LEN as u64;
     let received_now = builder.offset() - start_bytes;
-    let file_bytes = builder.finish().map_err(|e| FetchError::Io {
+    let mut file_bytes = builder.finish().map_err(|e| FetchError::Io {
         what: format!("cannot complete `{}`", paths.partial.display()),
         source: std::io::Error::other(e),
     })?;
-    outpath::place(&paths.partial, &paths.out, options.force).map_err(|e| match e {
+    // Verified: now, and only now, converted when another format was asked for.
+    let placed = match options.format {
+        OutputFormat::Arrow => &paths.partial,
+        format => {
+            let (verified, dest) = (paths.partial.clone(), paths.converted.clone());
+            file_bytes = tokio::task::spawn_blocking(move || {
+                convert::convert(&verified, stream_bytes, format, &dest)
+            })
+            .await
+            .map_err(|e| FetchError::Io {
+                what: "the conversion failed".into(),
+                source: std::io::Error::other(e),
+            })??;
+            &paths.converted
+        }
+    };
+    outpath::place(placed, &paths.out, options.force).map_err(|e| match e {
         PlaceError::Exists(e) => FetchError::Output(e),
         PlaceError::Io(source) => FetchError::Io {
             what: format!("cannot move the verified file to `{}`", paths.out.display()),
@@ -648,6 +693,9 @@ async fn transfer(
         },
     })?;
     let _ = std::fs::remove_file(&paths.state);
+    if options.format != OutputFormat::Arrow {
+        let _ = std::fs::remove_file(&paths.partial);
+    }
     if let Some(parent) = paths.out.parent()
         && let Ok(dir) = std::fs::File::open(parent)
     {
@@ -673,6 +721,7 @@ async fn transfer(
         out: paths.out.display().to_string(),
         file_bytes,
         resumed_from_batch: resume_from,
+        format: options.format,
     })
 }
 

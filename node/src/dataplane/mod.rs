@@ -16,6 +16,10 @@
 //!   rename into place. `ipcfile` lays the received stream out as an Arrow IPC file;
 //!   `outpath` decides where a fetch may write (never inside a node's data directory, no
 //!   silent overwrite, one fetch per output path).
+//! - `convert`: the output formats (IPC file, IPC stream, Parquet), written from the
+//!   verified IPC file into a temporary file renamed into place; `staged`: a verified fetch
+//!   held in the daemon's staging area and handed to the caller as an IPC stream
+//!   (`meshnode fetch --out -`).
 //!
 //! Architecture invariant: no data byte leaves the provider before the agreement was
 //! verified against the TLS peer, the revocation list and the stored contract state, and no
@@ -23,11 +27,13 @@
 
 mod admit;
 mod consumer;
+mod convert;
 mod ipcfile;
 mod outpath;
 mod produce;
 mod provider;
 mod select;
+mod staged;
 #[cfg(test)]
 mod tests;
 pub mod tls;
@@ -45,8 +51,10 @@ use crate::config::{DataDir, NodeConfig};
 use crate::store::{Store, StoreError};
 
 pub use consumer::{FetchOptions, FetchOutcome};
+pub use convert::{ConvertError, OutputFormat};
 pub use mesh_protocol::Compression;
 pub use outpath::OutputError;
+pub use staged::StagedFetch;
 
 /// Settings of the data plane.
 #[derive(Clone, Debug)]
@@ -57,6 +65,10 @@ pub struct DataPlaneConfig {
     pub max_transfers_per_peer: u32,
     /// Clock difference tolerated with consumers on an agreement's validity window, ms.
     pub clock_skew_ms: u64,
+    /// The mesh's members: connections from other keys are refused after the handshake,
+    /// and fetches from a provider that is no longer a member are not attempted. Open (every
+    /// key passes) until the node's governance state fills it.
+    pub members: crate::governance::MemberSet,
 }
 
 impl DataPlaneConfig {
@@ -66,6 +78,7 @@ impl DataPlaneConfig {
             listen: config.data_listen,
             max_transfers_per_peer: config.max_transfers_per_peer,
             clock_skew_ms: config.clock_skew_tolerance_secs.saturating_mul(1000),
+            members: Default::default(),
         }
     }
 }
@@ -139,6 +152,9 @@ pub enum FetchError {
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The verified data could not be written in the output format asked for.
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
 }
 
 impl FetchError {
@@ -155,6 +171,8 @@ impl FetchError {
             FetchError::Output(e) => e.code(),
             FetchError::Io { .. } => "io",
             FetchError::Store(_) => "store",
+            FetchError::Convert(e) if e.io_error().is_some() => "io",
+            FetchError::Convert(_) => "convert",
         }
     }
 }
@@ -181,6 +199,11 @@ impl From<FetchError> for crate::error::NodeError {
             }
             FetchError::Io { .. } => N::Internal(e.to_string()),
             FetchError::Store(s) => N::Store(s),
+            FetchError::Convert(ref c) => match c.io_error() {
+                Some(io) if !outpath::is_user_fixable(io) => N::Internal(e.to_string()),
+                // Parquet cannot hold every Arrow type: the caller can choose another format.
+                _ => N::BadRequest(e.to_string()),
+            },
         }
     }
 }
@@ -229,6 +252,8 @@ struct Shared {
     admission: Mutex<Admission<PublicKey>>,
     /// Counters of the data plane that the admission state does not keep.
     counters: admit::Counters,
+    /// Transfer metrics (bytes, durations, outcomes, refusals) of both sides.
+    transfers: crate::metrics::TransferMetrics,
     /// Test behaviour.
     hooks: Hooks,
 }
@@ -264,6 +289,7 @@ impl DataPlane {
         let server = tls::server_config(&identity, config.max_transfers_per_peer.max(1))?;
         let endpoint = tls::endpoint(config.listen, Some(server))?;
         let limits = hooks.admission.clone().unwrap_or_default();
+        staged::sweep(&data_dir.received());
         let shared = Arc::new(Shared {
             identity,
             store,
@@ -273,6 +299,7 @@ impl DataPlane {
             client_configs: Mutex::new(HashMap::new()),
             admission: Mutex::new(Admission::new(limits)),
             counters: admit::Counters::default(),
+            transfers: crate::metrics::TransferMetrics::default(),
             hooks,
         });
         let task = tokio::spawn(provider::accept_loop(endpoint.clone(), shared.clone()));
@@ -303,10 +330,11 @@ impl DataPlane {
         crate::resolve::resolve(spec, entries.into_iter().map(|(d, _)| d))
     }
 
-    /// Appends the data plane's metrics (admission verdicts, handshakes, connections) to
-    /// an OpenMetrics text without its `# EOF` line.
+    /// Appends the data plane's metrics (admission verdicts, handshakes, connections,
+    /// transfers) to an OpenMetrics text without its `# EOF` line.
     pub fn encode_metrics(&self, out: &mut String) {
         admit::encode_metrics(&self.shared, out);
+        self.shared.transfers.encode(out);
     }
 
     /// Closes every connection and stops accepting.
@@ -329,6 +357,9 @@ pub(crate) struct PartialPaths {
     pub(crate) partial: PathBuf,
     /// `OUT.partial.state`: what the partial holds, for resuming.
     pub(crate) state: PathBuf,
+    /// `OUT.partial.convert`: the verified data being written in another format than the
+    /// Arrow IPC file, renamed to `OUT` once complete.
+    pub(crate) converted: PathBuf,
 }
 
 impl PartialPaths {
@@ -341,6 +372,7 @@ impl PartialPaths {
         Self {
             partial: with(".partial"),
             state: with(".partial.state"),
+            converted: with(".partial.convert"),
             out,
         }
     }
@@ -349,6 +381,7 @@ impl PartialPaths {
     pub(crate) fn discard(&self) {
         let _ = std::fs::remove_file(&self.partial);
         let _ = std::fs::remove_file(&self.state);
+        let _ = std::fs::remove_file(&self.converted);
     }
 }
 

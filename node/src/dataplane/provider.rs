@@ -79,6 +79,12 @@ async fn handshake(
             return;
         }
     };
+    if !shared.config.members.admits(&peer) {
+        shared.config.members.count_refusal();
+        tracing::info!(%peer, "data-plane connection refused: not a member of the mesh");
+        connection.close(quinn::VarInt::from_u32(3), b"not a member");
+        return;
+    }
     match guard.establish(peer) {
         Ok(slot) => serve_connection(connection, peer, shared, slot).await,
         Err(refusal) => {
@@ -195,8 +201,10 @@ async fn send_control(send: &mut quinn::SendStream, frame: &Frame) -> Result<(),
     send.write_all(&bytes).await.map_err(|e| e.to_string())
 }
 
-async fn refuse(mut send: quinn::SendStream, refusal: Refusal) {
+async fn refuse(shared: &Shared, mut send: quinn::SendStream, refusal: Refusal) {
     tracing::info!(code = %refusal.code, "fetch refused: {}", refusal.message);
+    shared.transfers.refused("provider", refusal.code);
+    shared.transfers.ended("provider", "refused", 0.0);
     let _ = send_control(&mut send, &Frame::Error(refusal)).await;
     let _ = send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
@@ -220,6 +228,7 @@ async fn serve_stream(
     let Some(slot) = TransferSlot::acquire(&shared, peer) else {
         let max = shared.config.max_transfers_per_peer;
         refuse(
+            &shared,
             send,
             Refusal::new(
                 FetchRefusal::Busy,
@@ -242,17 +251,30 @@ async fn serve_stream(
         Ok(Ok(p)) => p,
         Ok(Err(refusal)) => {
             drop(slot);
-            return refuse(send, refusal).await;
+            return refuse(&shared, send, refusal).await;
         }
         Err(e) => {
             drop(slot);
-            return refuse(send, Refusal::new(FetchRefusal::Internal, e.to_string())).await;
+            return refuse(
+                &shared,
+                send,
+                Refusal::new(FetchRefusal::Internal, e.to_string()),
+            )
+            .await;
         }
     };
     let started = Instant::now();
     let agreement_id = request.agreement.id();
     let outcome = stream(&shared, send, &request, plan, version).await;
     drop(slot);
+    let outcome_label = if outcome.is_ok() {
+        "completed"
+    } else {
+        "failed"
+    };
+    shared
+        .transfers
+        .ended("provider", outcome_label, started.elapsed().as_secs_f64());
     if let Ok((tally, sent_bytes)) = outcome {
         let seconds = started.elapsed().as_secs_f64();
         let detail = serde_json::json!({
@@ -444,6 +466,7 @@ async fn stream(
         }
         let header = encode_data_header(frame.len()).map_err(|_| ())?;
         sent_bytes += (header.len() + frame.len()) as u64;
+        shared.transfers.sent((header.len() + frame.len()) as u64);
         if send.write_all(&header).await.is_err()
             || send.write_chunk(Bytes::from(frame)).await.is_err()
         {

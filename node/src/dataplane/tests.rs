@@ -81,6 +81,7 @@ impl Side {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 max_transfers_per_peer: max_transfers,
                 clock_skew_ms: 0,
+                members: Default::default(),
             },
             identity.clone(),
             store.clone(),
@@ -180,6 +181,7 @@ fn publish(side: &Side, name: &str, version: u64, restricted: &[&str]) -> Produc
         lineage: vec![],
         data_addr: Some(side.addr().to_string()),
         status: Status::Active,
+        stewardship: Default::default(),
     };
     let envelope = Signed::sign(&side.identity, &descriptor);
     side.store.put_descriptor(&descriptor, &envelope).unwrap();
@@ -261,6 +263,8 @@ fn options(out: &Path, product: &ProductId) -> FetchOptions {
         compression: Compression::None,
         provider_addr: None,
         force: false,
+        format: Default::default(),
+        progress: None,
     }
 }
 

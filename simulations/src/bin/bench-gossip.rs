@@ -114,6 +114,21 @@ async fn main() -> anyhow::Result<()> {
     let (tracker, observations) = Tracker::spawn();
     let mut specs: Vec<NodeSpec> = Vec::new();
     let mut nodes: Vec<RunningNode> = Vec::new();
+    // One mesh: every node a founding member, the first one governing.
+    let charter = {
+        let ids: Vec<(String, mesh_protocol::Identity)> = (0..args.nodes)
+            .map(|i| {
+                let d = format!("n{i}");
+                let id = mesh_protocol::Identity::from_secret_bytes(identity_secret(args.seed, &d));
+                (d, id)
+            })
+            .collect();
+        let members: Vec<(String, mesh_protocol::PublicKey)> = ids
+            .iter()
+            .map(|(d, i)| (d.clone(), i.public_key()))
+            .collect();
+        std::sync::Arc::new(cluster::charter("bench", &ids[..1], &members, 1))
+    };
     for i in 0..args.nodes {
         let secret = identity_secret(args.seed, &format!("n{i}"));
         let degree = rng.random_range(2..=3).min(i);
@@ -136,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
             tuning: tuning.clone(),
             data_announce: None,
             dht_server: cluster::is_dht_server(i, args.nodes, dht_servers),
+            charter: Some(charter.clone()),
         };
         // A port found free can be taken by another process before the node binds it:
         // try another one.

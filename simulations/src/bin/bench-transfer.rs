@@ -353,6 +353,7 @@ fn descriptor(owner: &Identity, path: &Path, rows: u64, addr: SocketAddr) -> Pro
         lineage: vec![],
         data_addr: Some(addr.to_string()),
         status: Status::Active,
+        stewardship: Default::default(),
     }
 }
 
@@ -460,6 +461,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             listen: "127.0.0.1:0".parse()?,
             max_transfers_per_peer: 4,
             clock_skew_ms: 0,
+            members: Default::default(),
         },
         provider_id.clone(),
         provider_store.clone(),
@@ -816,6 +818,7 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
                     listen: "127.0.0.1:0".parse()?,
                     max_transfers_per_peer: 4,
                     clock_skew_ms: 0,
+                    members: Default::default(),
                 },
                 Identity::from_secret_bytes(CONSUMER_SECRET),
                 store,
@@ -835,6 +838,8 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
                     compression: Compression::None,
                     provider_addr: Some(addr),
                     force: false,
+                    format: Default::default(),
+                    progress: None,
                 })
                 .await?;
             Ok(Measurement {

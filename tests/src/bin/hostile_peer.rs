@@ -114,6 +114,7 @@ fn deep_descriptor(mallory: &Identity, depth: usize) -> Signed<ProductDescriptor
         lineage: Vec::new(),
         data_addr: None,
         status: Status::Active,
+        stewardship: Default::default(),
     };
     Signed::sign(mallory, &descriptor)
 }

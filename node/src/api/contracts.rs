@@ -1,0 +1,85 @@
+//! Control API routes for contracts (`/v1/share...`) and the audit log (`/v1/audit`).
+//!
+//! Thin like every handler of [`crate::api`]: parse, call the contract methods of
+//! [`crate::NodeHandle`] (in `crate::contracts::handle`), return JSON. No decision is made
+//! here.
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use super::ApiState;
+use crate::error::NodeError;
+use crate::odcs::DataContract;
+use crate::views::{AgreementView, AuditView, ReasonRequest, ShareRequest};
+
+/// The contract and audit routes, merged into [`super::router_with_data_plane`].
+pub(super) fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/share", get(list))
+        .route("/v1/share/request", post(request))
+        .route("/v1/share/pending", get(pending))
+        .route("/v1/share/{id}", get(show))
+        .route("/v1/share/{id}/odcs", get(show_odcs))
+        .route("/v1/share/{id}/accept", post(accept))
+        .route("/v1/share/{id}/reject", post(reject))
+        .route("/v1/share/{id}/revoke", post(revoke))
+        .route("/v1/audit", get(audit))
+}
+
+async fn request(
+    State(s): State<ApiState>,
+    Json(request): Json<ShareRequest>,
+) -> Result<Json<AgreementView>, NodeError> {
+    Ok(Json(s.node.share_request(request).await?))
+}
+
+async fn list(State(s): State<ApiState>) -> Result<Json<Vec<AgreementView>>, NodeError> {
+    Ok(Json(s.node.share_list().await?))
+}
+
+async fn pending(State(s): State<ApiState>) -> Result<Json<Vec<AgreementView>>, NodeError> {
+    Ok(Json(s.node.share_pending().await?))
+}
+
+async fn show(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<AgreementView>, NodeError> {
+    Ok(Json(s.node.share_show(id).await?))
+}
+
+async fn show_odcs(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<DataContract>, NodeError> {
+    Ok(Json(s.node.share_odcs(id).await?))
+}
+
+async fn accept(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<AgreementView>, NodeError> {
+    Ok(Json(s.node.share_accept(id).await?))
+}
+
+async fn reject(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Json(body): Json<ReasonRequest>,
+) -> Result<Json<AgreementView>, NodeError> {
+    let reason = body.reason.unwrap_or_default();
+    Ok(Json(s.node.share_reject(id, reason).await?))
+}
+
+async fn revoke(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Json(body): Json<ReasonRequest>,
+) -> Result<Json<AgreementView>, NodeError> {
+    Ok(Json(s.node.share_revoke(id, body.reason).await?))
+}
+
+async fn audit(State(s): State<ApiState>) -> Result<Json<AuditView>, NodeError> {
+    Ok(Json(s.node.audit().await?))
+}

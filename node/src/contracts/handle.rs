@@ -1,0 +1,148 @@
+//! The contract methods of [`NodeHandle`]: typed requests to the actor, each carrying a
+//! oneshot for its answer. The actor side is in [`super`]; the HTTP routes that call these
+//! are in `crate::api::contracts`.
+
+use tokio::sync::oneshot;
+
+use crate::error::NodeError;
+use crate::node::{Command, NodeHandle};
+use crate::odcs::DataContract;
+use crate::views::{AgreementView, AuditView, ShareRequest};
+
+/// Contract commands from [`crate::NodeHandle`] to the actor.
+#[derive(Debug)]
+pub(crate) enum ContractCommand {
+    /// `share request`.
+    Request {
+        /// What the user asked for.
+        request: ShareRequest,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
+    },
+    /// `share list` (`pending_only`: `share pending`).
+    List {
+        /// Only requests waiting for this node's operator.
+        pending_only: bool,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Vec<AgreementView>, NodeError>>,
+    },
+    /// `share show`.
+    Show {
+        /// Full id or unique prefix, as typed.
+        id: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
+    },
+    /// `share show --odcs`.
+    Odcs {
+        /// Full id or unique prefix, as typed.
+        id: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<DataContract, NodeError>>,
+    },
+    /// `share accept`.
+    Accept {
+        /// Full id or unique prefix, as typed.
+        id: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
+    },
+    /// `share reject`.
+    Reject {
+        /// Full id or unique prefix, as typed.
+        id: String,
+        /// Why, for the consumer.
+        reason: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
+    },
+    /// `share revoke`.
+    Revoke {
+        /// Full id or unique prefix, as typed.
+        id: String,
+        /// Why, for the other party.
+        reason: Option<String>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<AgreementView, NodeError>>,
+    },
+    /// `audit`.
+    Audit {
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<AuditView, NodeError>>,
+    },
+}
+
+impl NodeHandle {
+    /// Requests a contract for a product; returns once the provider answered (agreed,
+    /// pending or rejected: the view's `state` says which).
+    pub async fn share_request(&self, request: ShareRequest) -> Result<AgreementView, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::Request { request, reply }))
+            .await?
+    }
+
+    /// Every contract this node holds, newest first.
+    pub async fn share_list(&self) -> Result<Vec<AgreementView>, NodeError> {
+        self.call(|reply| {
+            Command::Contract(ContractCommand::List {
+                pending_only: false,
+                reply,
+            })
+        })
+        .await?
+    }
+
+    /// Requests waiting for this node's operator.
+    pub async fn share_pending(&self) -> Result<Vec<AgreementView>, NodeError> {
+        self.call(|reply| {
+            Command::Contract(ContractCommand::List {
+                pending_only: true,
+                reply,
+            })
+        })
+        .await?
+    }
+
+    /// One contract by full id or unique prefix.
+    pub async fn share_show(&self, id: String) -> Result<AgreementView, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::Show { id, reply }))
+            .await?
+    }
+
+    /// One contract as an ODCS v3 document.
+    pub async fn share_odcs(&self, id: String) -> Result<DataContract, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::Odcs { id, reply }))
+            .await?
+    }
+
+    /// Accepts a pending request (provider).
+    pub async fn share_accept(&self, id: String) -> Result<AgreementView, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::Accept { id, reply }))
+            .await?
+    }
+
+    /// Rejects a pending request with a reason (provider).
+    pub async fn share_reject(
+        &self,
+        id: String,
+        reason: String,
+    ) -> Result<AgreementView, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::Reject { id, reason, reply }))
+            .await?
+    }
+
+    /// Revokes an agreed contract (either party).
+    pub async fn share_revoke(
+        &self,
+        id: String,
+        reason: Option<String>,
+    ) -> Result<AgreementView, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::Revoke { id, reason, reply }))
+            .await?
+    }
+
+    /// The audit log and its chain check.
+    pub async fn audit(&self) -> Result<AuditView, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::Audit { reply }))
+            .await?
+    }
+}

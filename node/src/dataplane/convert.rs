@@ -1,0 +1,355 @@
+//! Output formats of a fetch, and the conversion of a verified transfer into them.
+//!
+//! Every fetch first assembles and verifies an Arrow IPC file (`ipcfile`: the stream the
+//! provider signed, byte for byte, between the file magic and the end-of-stream marker).
+//! Only then is it converted, into a temporary file that is renamed into place when
+//! complete, so a conversion that fails leaves nothing at the output path:
+//!
+//! - [`OutputFormat::Arrow`]: the IPC file itself, no conversion;
+//! - [`OutputFormat::Arrows`]: the IPC *stream*, which is those signed bytes plus the
+//!   end-of-stream marker: a byte copy, nothing decoded or re-encoded;
+//! - [`OutputFormat::Parquet`]: decoded batch by batch and written with the parquet crate,
+//!   row groups flushed at [`PARQUET_ROW_GROUP_BYTES`] so memory stays bounded.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use arrow::error::ArrowError;
+use arrow::ipc::reader::FileReader;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression as ParquetCompression;
+use parquet::errors::ParquetError;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use super::ipcfile::HEADER_LEN;
+
+/// The Arrow IPC end-of-stream marker: continuation, then a zero length.
+pub(crate) const END_OF_STREAM: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+/// A Parquet row group is written out once its encoded size reaches this.
+pub(crate) const PARQUET_ROW_GROUP_BYTES: usize = 64 * 1024 * 1024;
+/// Write buffer of converted files.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// What a fetch writes at its output path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// Arrow IPC file (random access; `pyarrow.ipc.open_file`).
+    #[default]
+    Arrow,
+    /// Arrow IPC stream (`pyarrow.ipc.open_stream`; what `--out -` writes).
+    Arrows,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl OutputFormat {
+    /// Every format, by the name `--format` takes.
+    pub const ALL: [OutputFormat; 3] = [
+        OutputFormat::Arrow,
+        OutputFormat::Arrows,
+        OutputFormat::Parquet,
+    ];
+
+    /// The name `--format` takes, and the usual extension.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Arrow => "arrow",
+            OutputFormat::Arrows => "arrows",
+            OutputFormat::Parquet => "parquet",
+        }
+    }
+
+    /// The format a `--format` name stands for.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The format a file name's extension stands for (case-insensitive): `.arrow`, `.ipc`
+    /// and `.feather` (Feather v2 is the IPC file), `.arrows`, `.parquet` and `.pq`.
+    pub fn from_extension(path: &Path) -> Option<Self> {
+        let extension = path.extension()?.to_str()?.to_ascii_lowercase();
+        match extension.as_str() {
+            "arrow" | "ipc" | "feather" => Some(OutputFormat::Arrow),
+            "arrows" => Some(OutputFormat::Arrows),
+            "parquet" | "pq" => Some(OutputFormat::Parquet),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a verified transfer could not be written in the format asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// Reading the verified file or writing the converted one failed.
+    #[error("cannot write the {format} output: {source}")]
+    Io {
+        /// Format being written.
+        format: OutputFormat,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The verified IPC data could not be decoded for conversion.
+    #[error("cannot read the received data for conversion to {format}: {source}")]
+    Arrow {
+        /// Format being written.
+        format: OutputFormat,
+        /// The Arrow reader's error.
+        #[source]
+        source: ArrowError,
+    },
+    /// The data cannot be written as Parquet (a type Parquet cannot hold, ...).
+    #[error(
+        "cannot write the data as Parquet: {source}; fetch it as Arrow IPC (--out FILE.arrow) instead"
+    )]
+    Parquet {
+        /// The Parquet writer's error.
+        #[source]
+        source: ParquetError,
+    },
+}
+
+impl ConvertError {
+    /// The I/O error underneath, if the file system failed.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            ConvertError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Writes the verified IPC file `verified` (whose stream is `stream_bytes` long after the
+/// file header) to `dest` in `format` (not [`OutputFormat::Arrow`], which needs no
+/// conversion), creating `dest` afresh (a link there is replaced, not followed) and syncing
+/// it. Returns the size of `dest`. On error `dest` is removed.
+pub(crate) fn convert(
+    verified: &Path,
+    stream_bytes: u64,
+    format: OutputFormat,
+    dest: &Path,
+) -> Result<u64, ConvertError> {
+    let result = match format {
+        OutputFormat::Arrow | OutputFormat::Arrows => write_stream(verified, stream_bytes, dest)
+            .map_err(|source| ConvertError::Io {
+                format: OutputFormat::Arrows,
+                source,
+            }),
+        OutputFormat::Parquet => write_parquet(verified, dest),
+    };
+    if result.is_err() {
+        let _ = std::fs::remove_file(dest);
+    }
+    result
+}
+
+/// A new file at `path` (whatever was there removed first, never followed).
+fn create_fresh(path: &Path) -> std::io::Result<File> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+/// The IPC stream of `verified`: its signed bytes, then the end-of-stream marker.
+pub(crate) fn open_stream(verified: &Path, stream_bytes: u64) -> std::io::Result<impl Read> {
+    let mut file = File::open(verified)?;
+    file.seek(SeekFrom::Start(HEADER_LEN as u64))?;
+    Ok(file.take(stream_bytes).chain(&END_OF_STREAM[..]))
+}
+
+fn write_stream(verified: &Path, stream_bytes: u64, dest: &Path) -> std::io::Result<u64> {
+    let mut source = open_stream(verified, stream_bytes)?;
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, create_fresh(dest)?);
+    let copied = std::io::copy(&mut source, &mut out)?;
+    if copied != stream_bytes + END_OF_STREAM.len() as u64 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the received file is shorter than its stream",
+        ));
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(copied)
+}
+
+fn write_parquet(verified: &Path, dest: &Path) -> Result<u64, ConvertError> {
+    let format = OutputFormat::Parquet;
+    let io = |source| ConvertError::Io { format, source };
+    let arrow = |source| ConvertError::Arrow { format, source };
+    let parquet = |source| ConvertError::Parquet { source };
+    let reader =
+        FileReader::try_new_buffered(File::open(verified).map_err(io)?, None).map_err(arrow)?;
+    let out = BufWriter::with_capacity(WRITE_BUFFER, create_fresh(dest).map_err(io)?);
+    let properties = WriterProperties::builder()
+        .set_compression(ParquetCompression::SNAPPY)
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(out, reader.schema(), Some(properties)).map_err(parquet)?;
+    for batch in reader {
+        writer.write(&batch.map_err(arrow)?).map_err(parquet)?;
+        if writer.in_progress_size() >= PARQUET_ROW_GROUP_BYTES {
+            writer.flush().map_err(parquet)?;
+        }
+    }
+    // Writes the footer, then hands back the buffered file.
+    let file = writer
+        .into_inner()
+        .map_err(parquet)?
+        .into_inner()
+        .map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    file.metadata().map(|m| m.len()).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::*;
+    use crate::dataplane::ipcfile::IpcFileBuilder;
+
+    /// An IPC file assembled as a fetch does, from the messages of an IPC stream.
+    fn received_file(dir: &Path) -> (std::path::PathBuf, Vec<RecordBatch>, u64) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let batches: Vec<RecordBatch> = (0..3)
+            .map(|b| {
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(Int64Array::from_iter_values(b * 10..b * 10 + 10)),
+                        Arc::new(StringArray::from_iter(
+                            (0..10).map(|i| (i % 3 != 0).then(|| format!("n{b}-{i} ,\"é"))),
+                        )),
+                    ],
+                )
+                .unwrap()
+            })
+            .collect();
+        let mut stream = Vec::new();
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut stream, &schema).unwrap();
+        for batch in &batches {
+            writer.write(batch).unwrap();
+        }
+        writer.finish().unwrap();
+        drop(writer);
+        let path = dir.join("x.partial");
+        let mut builder = IpcFileBuilder::create(&path).unwrap();
+        // Split the stream into its messages (continuation, length, metadata, body).
+        let mut at = 0;
+        while at + 8 <= stream.len() {
+            let meta = i32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
+            if meta == 0 {
+                break;
+            }
+            let message = arrow::ipc::root_as_message(&stream[at + 8..at + 8 + meta]).unwrap();
+            let end = at + 8 + meta + message.bodyLength() as usize;
+            builder.append(&stream[at..end]).unwrap();
+            at = end;
+        }
+        let stream_bytes = builder.offset() - HEADER_LEN as u64;
+        builder.finish().unwrap();
+        (path, batches, stream_bytes)
+    }
+
+    #[test]
+    fn formats_by_name_and_extension() {
+        for (file, want) in [
+            ("a.arrow", Some(OutputFormat::Arrow)),
+            ("a.IPC", Some(OutputFormat::Arrow)),
+            ("a.feather", Some(OutputFormat::Arrow)),
+            ("dir/a.Arrows", Some(OutputFormat::Arrows)),
+            ("a.parquet", Some(OutputFormat::Parquet)),
+            ("a.pq", Some(OutputFormat::Parquet)),
+            ("a.csv", None),
+            ("a", None),
+            ("a.arrow.bak", None),
+        ] {
+            assert_eq!(
+                OutputFormat::from_extension(Path::new(file)),
+                want,
+                "{file}"
+            );
+        }
+        for f in OutputFormat::ALL {
+            assert_eq!(OutputFormat::from_name(f.name()), Some(f));
+            let json = serde_json::to_string(&f).unwrap();
+            assert_eq!(json, format!("\"{}\"", f.name()));
+        }
+        assert_eq!(OutputFormat::from_name("csv"), None);
+    }
+
+    #[test]
+    fn stream_and_parquet_hold_the_verified_batches() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (verified, batches, stream_bytes) = received_file(tmp.path());
+        let expected = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+
+        let arrows = tmp.path().join("x.arrows");
+        std::fs::write(&arrows, "stale").unwrap();
+        let size = convert(&verified, stream_bytes, OutputFormat::Arrows, &arrows).unwrap();
+        assert_eq!(size, std::fs::metadata(&arrows).unwrap().len());
+        let bytes = std::fs::read(&arrows).unwrap();
+        // The signed bytes, verbatim, then the end-of-stream marker.
+        let file = std::fs::read(&verified).unwrap();
+        assert_eq!(
+            &bytes[..stream_bytes as usize],
+            &file[HEADER_LEN..HEADER_LEN + stream_bytes as usize]
+        );
+        assert!(bytes.ends_with(&END_OF_STREAM));
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+        let read: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        let got = arrow::compute::concat_batches(&read[0].schema(), &read).unwrap();
+        assert_eq!(got, expected);
+
+        let parquet = tmp.path().join("x.parquet");
+        convert(&verified, stream_bytes, OutputFormat::Parquet, &parquet).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&parquet).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let read: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        let got = arrow::compute::concat_batches(&read[0].schema(), &read).unwrap();
+        assert_eq!(got.columns(), expected.columns());
+        assert_eq!(got.schema().field(0).name(), "id");
+    }
+
+    #[test]
+    fn a_failed_conversion_leaves_no_output() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (verified, _, stream_bytes) = received_file(tmp.path());
+        // A file shorter than it claims: the copy notices, the output goes.
+        let dest = tmp.path().join("short.arrows");
+        let err = convert(&verified, stream_bytes + 4096, OutputFormat::Arrows, &dest);
+        assert!(err.is_err());
+        assert!(!dest.exists());
+        // Not an IPC file at all.
+        let junk = tmp.path().join("junk");
+        std::fs::write(&junk, b"not arrow").unwrap();
+        let dest = tmp.path().join("junk.parquet");
+        let err = convert(&junk, 9, OutputFormat::Parquet, &dest).unwrap_err();
+        assert!(matches!(err, ConvertError::Arrow { .. }), "{err}");
+        assert!(!dest.exists());
+    }
+}

@@ -1,0 +1,910 @@
+//! The state of a mesh: its charter and the votes it holds, and what they add up to (the
+//! members, the removed keys, the policies in force).
+//!
+//! The derived state is a function of the *set* of votes held, never of the order they
+//! arrived in, so every node that holds the same votes agrees:
+//!
+//! - a removal is carried by `quorum` governors' votes; a removed key never returns (a
+//!   domain rejoins with a new key) and governors cannot be removed;
+//! - the members are the governors and founding members, plus every admitted domain whose
+//!   admission is carried by members (computed to a fixed point), minus the removed keys;
+//!   under [`AdmissionRule::AnyMember`] one member's vote carries an admission, so removing
+//!   a member also removes the domains that no remaining member signed for;
+//! - the policies in force are those of the carried amendment with the highest version
+//!   (the lowest motion id on a tie), or the charter's.
+//!
+//! What a node keeps is bounded: only members vote, on at most [`MAX_OPEN_PER_SIGNER`] open
+//! motions each and [`MAX_VOTES_PER_SIGNER`] in all, and the mesh has at most [`MAX_MEMBERS`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::Signed;
+use crate::governance::GovernanceError;
+use crate::governance::charter::{AdmissionRule, Charter, Member, MeshId, verify_charter};
+use crate::governance::motion::{Action, MAX_NOTE_LEN, Motion, MotionId, VoteKey};
+use crate::governance::policy::Policies;
+use crate::identity::PublicKey;
+
+/// Most members of a mesh.
+pub const MAX_MEMBERS: usize = 4096;
+/// Most motions one key may have voted for that are not carried yet.
+pub const MAX_OPEN_PER_SIGNER: usize = 64;
+/// Most votes one key may have given in all (its admissions included).
+pub const MAX_VOTES_PER_SIGNER: usize = 1024;
+
+/// Why a vote was not taken.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VoteRefusal {
+    /// Undecodable, or a bad signature.
+    #[error("{0}")]
+    Envelope(String),
+    /// A motion of another mesh.
+    #[error("the motion belongs to another mesh")]
+    OtherMesh,
+    /// The signer may not vote on this motion (not a member, or not a governor).
+    #[error("{0}")]
+    NotEligible(String),
+    /// The motion cannot be carried (a governor's removal, a removed key's admission, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// Already decided: an amendment not newer than the policies in force, an admission of a
+    /// member.
+    #[error("{0}")]
+    Stale(String),
+    /// The signer or the mesh is at a limit.
+    #[error("{0}")]
+    OverBudget(String),
+}
+
+/// What a vote changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Domains that became members.
+    pub admitted: Vec<Member>,
+    /// Keys that stopped being members.
+    pub removed: Vec<PublicKey>,
+    /// The new policy version, if the policies changed.
+    pub policies: Option<u32>,
+    /// Votes dropped because they stopped counting (their signer left, or their
+    /// amendment was superseded): the store deletes them.
+    pub pruned: Vec<VoteKey>,
+}
+
+impl Changes {
+    /// True when membership or policies changed.
+    pub fn is_decision(&self) -> bool {
+        !self.admitted.is_empty() || !self.removed.is_empty() || self.policies.is_some()
+    }
+}
+
+/// Result of offering a vote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VoteOutcome {
+    /// New: store and forward it. What it changed.
+    Accepted(Changes),
+    /// Already held.
+    Duplicate,
+}
+
+/// One motion and its votes.
+#[derive(Clone, Debug)]
+struct Tally {
+    motion: Motion,
+    votes: BTreeMap<PublicKey, Signed<Motion>>,
+}
+
+/// A motion as `governance status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MotionView {
+    /// The motion's id.
+    pub id: MotionId,
+    /// The motion.
+    pub motion: Motion,
+    /// Who has signed.
+    pub signers: Vec<PublicKey>,
+    /// Who may sign (the governors, or every member for an admission under `any-member`).
+    pub eligible: Eligible,
+    /// How many eligible signatures carry it.
+    pub needed: usize,
+    /// Whether it is carried.
+    pub carried: bool,
+}
+
+/// Who may vote on a motion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Eligible {
+    /// Governing domains.
+    Governors,
+    /// Any member.
+    Members,
+}
+
+/// A mesh's charter and votes, and what they decide.
+#[derive(Clone, Debug)]
+pub struct MeshState {
+    id: MeshId,
+    charter: Charter,
+    charter_envelope: Signed<Charter>,
+    motions: BTreeMap<MotionId, Tally>,
+    members: BTreeMap<PublicKey, String>,
+    removed: BTreeSet<PublicKey>,
+    policies: Policies,
+}
+
+impl MeshState {
+    /// The state of a mesh that holds no votes yet.
+    pub fn new(charter: Signed<Charter>) -> Result<Self, GovernanceError> {
+        let (id, parsed) = verify_charter(&charter)?;
+        let mut state = Self {
+            id,
+            policies: parsed.policies.clone(),
+            charter: parsed,
+            charter_envelope: charter,
+            motions: BTreeMap::new(),
+            members: BTreeMap::new(),
+            removed: BTreeSet::new(),
+        };
+        state.recompute();
+        Ok(state)
+    }
+
+    /// A state from a charter and votes in any order (a store read back at start, a join
+    /// answer): offers them again until none more is taken, so a vote that arrived before
+    /// its signer's admission still counts. Returns the state and the votes refused.
+    pub fn restore(
+        charter: Signed<Charter>,
+        votes: impl IntoIterator<Item = Signed<Motion>>,
+    ) -> Result<(Self, Vec<(Signed<Motion>, VoteRefusal)>), GovernanceError> {
+        let mut state = Self::new(charter)?;
+        let mut waiting: Vec<Signed<Motion>> = votes.into_iter().collect();
+        loop {
+            let before = waiting.len();
+            let mut refused = Vec::new();
+            for vote in waiting {
+                if let Err(e) = state.offer(&vote) {
+                    refused.push((vote, e));
+                }
+            }
+            if refused.len() == before || refused.is_empty() {
+                return Ok((state, refused));
+            }
+            waiting = refused.into_iter().map(|(v, _)| v).collect();
+        }
+    }
+
+    /// The mesh id.
+    pub fn id(&self) -> MeshId {
+        self.id
+    }
+
+    /// The charter.
+    pub fn charter(&self) -> &Charter {
+        &self.charter
+    }
+
+    /// The charter as signed.
+    pub fn charter_envelope(&self) -> &Signed<Charter> {
+        &self.charter_envelope
+    }
+
+    /// The policies in force.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// Whether `key` is a member now.
+    pub fn is_member(&self, key: &PublicKey) -> bool {
+        self.members.contains_key(key)
+    }
+
+    /// Whether `key` was removed.
+    pub fn is_removed(&self, key: &PublicKey) -> bool {
+        self.removed.contains(key)
+    }
+
+    /// The members and their domain names.
+    pub fn members(&self) -> impl Iterator<Item = (&PublicKey, &str)> {
+        self.members.iter().map(|(k, d)| (k, d.as_str()))
+    }
+
+    /// Number of members.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The removed keys.
+    pub fn removed(&self) -> impl Iterator<Item = &PublicKey> {
+        self.removed.iter()
+    }
+
+    /// Every vote held, for the store and anti-entropy.
+    pub fn votes(&self) -> impl Iterator<Item = &Signed<Motion>> {
+        self.motions.values().flat_map(|t| t.votes.values())
+    }
+
+    /// The keys of every vote held.
+    pub fn vote_keys(&self) -> impl Iterator<Item = VoteKey> + '_ {
+        self.motions.iter().flat_map(|(id, t)| {
+            t.votes.keys().map(|signer| VoteKey {
+                motion: *id,
+                signer: *signer,
+            })
+        })
+    }
+
+    /// One vote.
+    pub fn vote(&self, key: &VoteKey) -> Option<&Signed<Motion>> {
+        self.motions.get(&key.motion)?.votes.get(&key.signer)
+    }
+
+    /// Every motion with its tally, open ones first, then by id.
+    pub fn motions(&self) -> Vec<MotionView> {
+        let mut out: Vec<MotionView> = self
+            .motions
+            .iter()
+            .map(|(id, t)| {
+                let (eligible, needed) = self.rule_for(&t.motion.action);
+                MotionView {
+                    id: *id,
+                    motion: t.motion.clone(),
+                    signers: t.votes.keys().copied().collect(),
+                    eligible,
+                    needed,
+                    carried: self.is_carried(t, &self.members),
+                }
+            })
+            .collect();
+        out.sort_by_key(|m| (m.carried, m.id));
+        out
+    }
+
+    /// The motion whose id starts with `prefix` (hex), if exactly one does.
+    pub fn find_motion(&self, prefix: &str) -> Result<&Motion, GovernanceError> {
+        let mut found = self.motions.iter().filter(|(id, _)| id.starts_with(prefix));
+        match (found.next(), found.next()) {
+            (Some((_, t)), None) => Ok(&t.motion),
+            (None, _) => Err(GovernanceError::UnknownMotion(prefix.into())),
+            (Some(_), Some(_)) => Err(GovernanceError::Invalid(format!(
+                "`{prefix}` names more than one motion: give more of its id"
+            ))),
+        }
+    }
+
+    /// Who may carry `action`, and how many signatures it takes.
+    pub fn rule_for(&self, action: &Action) -> (Eligible, usize) {
+        match action {
+            Action::Admit(_) if self.charter.admission == AdmissionRule::AnyMember => {
+                (Eligible::Members, 1)
+            }
+            _ => (Eligible::Governors, usize::from(self.charter.quorum)),
+        }
+    }
+
+    /// Checks that `signer` may vote on `motion` now, without changing anything. `held`:
+    /// the motion already has votes here, so a new vote is only one more signature.
+    pub fn check_vote(
+        &self,
+        motion: &Motion,
+        signer: &PublicKey,
+        held: bool,
+    ) -> Result<(), VoteRefusal> {
+        if motion.mesh != self.id {
+            return Err(VoteRefusal::OtherMesh);
+        }
+        let (eligible, _) = self.rule_for(&motion.action);
+        match eligible {
+            Eligible::Governors if !self.charter.is_governor(signer) => {
+                return Err(VoteRefusal::NotEligible(format!(
+                    "only governing domains vote on {} motions",
+                    motion.action.kind()
+                )));
+            }
+            Eligible::Members if !self.is_member(signer) => {
+                return Err(VoteRefusal::NotEligible(
+                    "only members admit domains".into(),
+                ));
+            }
+            _ => {}
+        }
+        match &motion.action {
+            Action::Admit(member) => {
+                crate::descriptor::validate_name("domain", &member.domain)
+                    .map_err(|e| VoteRefusal::Invalid(e.to_string()))?;
+                if self.is_removed(&member.key) {
+                    return Err(VoteRefusal::Invalid(
+                        "a removed key cannot be admitted again: the domain joins with a new key"
+                            .into(),
+                    ));
+                }
+                if !held && self.is_member(&member.key) {
+                    return Err(VoteRefusal::Stale("already a member".into()));
+                }
+                if self.members.len() >= MAX_MEMBERS {
+                    return Err(VoteRefusal::OverBudget(format!(
+                        "the mesh has {MAX_MEMBERS} members, the most a node keeps"
+                    )));
+                }
+            }
+            Action::Remove { key, reason } => {
+                if self.charter.is_governor(key) {
+                    return Err(VoteRefusal::Invalid(
+                        "a governing domain cannot be removed: the charter names it".into(),
+                    ));
+                }
+                if reason.len() > MAX_NOTE_LEN {
+                    return Err(VoteRefusal::Invalid("the reason is too long".into()));
+                }
+                if !held && self.is_removed(key) {
+                    return Err(VoteRefusal::Stale("already removed".into()));
+                }
+            }
+            Action::Amend { policies, summary } => {
+                policies
+                    .validate()
+                    .map_err(|e| VoteRefusal::Invalid(e.to_string()))?;
+                if summary.len() > MAX_NOTE_LEN {
+                    return Err(VoteRefusal::Invalid("the summary is too long".into()));
+                }
+                if !held && policies.version <= self.policies.version {
+                    return Err(VoteRefusal::Stale(format!(
+                        "policies version {} are in force; an amendment must be newer",
+                        self.policies.version
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Offers a vote: verifies it, checks that its signer may vote, stores it and works out
+    /// what changed.
+    pub fn offer(&mut self, vote: &Signed<Motion>) -> Result<VoteOutcome, VoteRefusal> {
+        let key = VoteKey::of(vote);
+        if self.vote(&key).is_some_and(|held| held == vote) {
+            return Ok(VoteOutcome::Duplicate);
+        }
+        let motion = vote
+            .verify()
+            .map_err(|e| VoteRefusal::Envelope(e.to_string()))?;
+        let signer = vote.signer();
+        // A vote on a motion already held (carried or not) is one more signature on the
+        // record: only the signer's eligibility is checked, not whether it is still news.
+        let held = self.motions.contains_key(&key.motion);
+        self.check_vote(&motion, &signer, held)?;
+        let given = self.votes().filter(|v| v.signer() == signer).count();
+        if given >= MAX_VOTES_PER_SIGNER {
+            return Err(VoteRefusal::OverBudget(format!(
+                "the signer has given {MAX_VOTES_PER_SIGNER} votes, the most a node keeps"
+            )));
+        }
+        let open = self
+            .motions
+            .values()
+            .filter(|t| t.votes.contains_key(&signer) && !self.is_carried(t, &self.members))
+            .count();
+        if open >= MAX_OPEN_PER_SIGNER {
+            return Err(VoteRefusal::OverBudget(format!(
+                "the signer has {MAX_OPEN_PER_SIGNER} open motions, the most a node keeps"
+            )));
+        }
+        let before_members = self.members.clone();
+        let before_version = self.policies.version;
+        self.motions
+            .entry(key.motion)
+            .or_insert_with(|| Tally {
+                motion,
+                votes: BTreeMap::new(),
+            })
+            .votes
+            .insert(signer, vote.clone());
+        let pruned = self.recompute();
+        let admitted = self
+            .members
+            .iter()
+            .filter(|(k, _)| !before_members.contains_key(k))
+            .map(|(k, d)| Member {
+                key: *k,
+                domain: d.clone(),
+            })
+            .collect();
+        let removed = before_members
+            .keys()
+            .filter(|k| !self.members.contains_key(k))
+            .copied()
+            .collect();
+        Ok(VoteOutcome::Accepted(Changes {
+            admitted,
+            removed,
+            policies: (self.policies.version != before_version).then_some(self.policies.version),
+            pruned,
+        }))
+    }
+
+    fn governor_votes(&self, tally: &Tally) -> usize {
+        tally
+            .votes
+            .keys()
+            .filter(|k| self.charter.is_governor(k))
+            .count()
+    }
+
+    fn is_carried(&self, tally: &Tally, members: &BTreeMap<PublicKey, String>) -> bool {
+        match (&tally.motion.action, self.charter.admission) {
+            (Action::Admit(_), AdmissionRule::AnyMember) => {
+                tally.votes.keys().any(|k| members.contains_key(k))
+            }
+            _ => self.governor_votes(tally) >= usize::from(self.charter.quorum),
+        }
+    }
+
+    /// Derives members, removals and policies from the votes, then drops the votes that no
+    /// longer count. Returns the dropped votes' keys.
+    fn recompute(&mut self) -> Vec<VoteKey> {
+        let removed: BTreeSet<PublicKey> = self
+            .motions
+            .values()
+            .filter_map(|t| match &t.motion.action {
+                Action::Remove { key, .. } if self.is_carried(t, &BTreeMap::new()) => Some(*key),
+                _ => None,
+            })
+            .collect();
+        let mut members: BTreeMap<PublicKey, String> = self
+            .charter
+            .governors
+            .iter()
+            .chain(&self.charter.members)
+            .filter(|m| !removed.contains(&m.key))
+            .map(|m| (m.key, m.domain.clone()))
+            .collect();
+        loop {
+            let newly: Vec<Member> = self
+                .motions
+                .values()
+                .filter_map(|t| match &t.motion.action {
+                    Action::Admit(m)
+                        if !members.contains_key(&m.key)
+                            && !removed.contains(&m.key)
+                            && self.is_carried(t, &members) =>
+                    {
+                        Some(m.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            if newly.is_empty() || members.len() >= MAX_MEMBERS {
+                break;
+            }
+            for m in newly {
+                if members.len() < MAX_MEMBERS {
+                    members.insert(m.key, m.domain);
+                }
+            }
+        }
+        let policies = self
+            .motions
+            .iter()
+            .filter_map(|(id, t)| match &t.motion.action {
+                Action::Amend { policies, .. } if self.is_carried(t, &members) => {
+                    Some((policies.version, std::cmp::Reverse(*id), policies))
+                }
+                _ => None,
+            })
+            .max_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
+            .map(|(_, _, p)| p.clone())
+            .unwrap_or_else(|| self.charter.policies.clone());
+
+        // Drop votes that no longer count: votes of keys that are neither members nor
+        // governors, and amendments the policies in force supersede.
+        let mut pruned = Vec::new();
+        let version = policies.version;
+        let winner = self
+            .motions
+            .iter()
+            .find_map(|(id, t)| match &t.motion.action {
+                Action::Amend { policies: p, .. } if p == &policies => Some(*id),
+                _ => None,
+            });
+        for (id, tally) in self.motions.iter_mut() {
+            let superseded = matches!(&tally.motion.action,
+                Action::Amend { policies: p, .. } if p.version <= version && Some(*id) != winner);
+            tally.votes.retain(|signer, _| {
+                let keep = !superseded
+                    && (members.contains_key(signer) || self.charter.is_governor(signer));
+                if !keep {
+                    pruned.push(VoteKey {
+                        motion: *id,
+                        signer: *signer,
+                    });
+                }
+                keep
+            });
+        }
+        self.motions.retain(|_, t| !t.votes.is_empty());
+        self.members = members;
+        self.removed = removed;
+        self.policies = policies;
+        pruned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::governance::policy::Policies;
+    use crate::identity::Identity;
+
+    struct Mesh {
+        governors: Vec<Identity>,
+        state: MeshState,
+    }
+
+    fn id(seed: u8) -> Identity {
+        Identity::from_secret_bytes([seed; 32])
+    }
+
+    fn member(identity: &Identity, domain: &str) -> Member {
+        Member {
+            key: identity.public_key(),
+            domain: domain.into(),
+        }
+    }
+
+    /// Three governors (product, customer, e-shop), 2 of 3, admission as given.
+    fn mesh(admission: AdmissionRule) -> Mesh {
+        let governors = vec![id(1), id(2), id(3)];
+        let names = ["product", "customer", "e-shop"];
+        let charter = Charter {
+            name: "shop".into(),
+            founded_at_ms: 1,
+            governors: governors
+                .iter()
+                .zip(names)
+                .map(|(g, n)| member(g, n))
+                .collect(),
+            quorum: 2,
+            admission,
+            members: vec![],
+            policies: Policies::default(),
+            nonce: [0; 16],
+        };
+        let state = MeshState::new(Signed::sign(&governors[0], &charter)).unwrap();
+        Mesh { governors, state }
+    }
+
+    fn motion(state: &MeshState, proposer: &Identity, action: Action) -> Motion {
+        Motion {
+            mesh: state.id(),
+            action,
+            proposer: proposer.public_key(),
+            proposed_at_ms: 10,
+        }
+    }
+
+    fn vote(state: &mut MeshState, signer: &Identity, m: &Motion) -> Result<Changes, VoteRefusal> {
+        match state.offer(&Signed::sign(signer, m))? {
+            VoteOutcome::Accepted(c) => Ok(c),
+            VoteOutcome::Duplicate => Ok(Changes::default()),
+        }
+    }
+
+    fn pii() -> Policies {
+        Policies {
+            version: 1,
+            restricted_tags: vec!["pii".into()],
+            ..Policies::default()
+        }
+    }
+
+    #[test]
+    fn an_amendment_needs_the_quorum() {
+        let Mesh {
+            governors,
+            mut state,
+        } = mesh(AdmissionRule::AnyMember);
+        let amend = motion(
+            &state,
+            &governors[0],
+            Action::Amend {
+                policies: pii(),
+                summary: "pii restricted".into(),
+            },
+        );
+        let first = vote(&mut state, &governors[0], &amend).unwrap();
+        assert_eq!(first.policies, None, "one of three changes nothing");
+        assert_eq!(state.policies().version, 0);
+        let views = state.motions();
+        assert_eq!(views[0].signers.len(), 1);
+        assert!(!views[0].carried);
+        let second = vote(&mut state, &governors[2], &amend).unwrap();
+        assert_eq!(second.policies, Some(1));
+        assert_eq!(state.policies(), &pii());
+        // A second copy of a vote is a duplicate.
+        assert_eq!(
+            state.offer(&Signed::sign(&governors[2], &amend)),
+            Ok(VoteOutcome::Duplicate)
+        );
+        // An amendment not newer than the one in force is stale.
+        let again = motion(
+            &state,
+            &governors[1],
+            Action::Amend {
+                policies: pii(),
+                summary: "again".into(),
+            },
+        );
+        assert!(matches!(
+            vote(&mut state, &governors[1], &again),
+            Err(VoteRefusal::Stale(_))
+        ));
+    }
+
+    #[test]
+    fn only_governors_vote_on_amendments_and_removals() {
+        let Mesh {
+            governors,
+            mut state,
+        } = mesh(AdmissionRule::AnyMember);
+        let newcomer = id(9);
+        let admit = motion(
+            &state,
+            &governors[0],
+            Action::Admit(member(&newcomer, "sales")),
+        );
+        let changes = vote(&mut state, &governors[0], &admit).unwrap();
+        assert_eq!(changes.admitted, vec![member(&newcomer, "sales")]);
+        assert!(state.is_member(&newcomer.public_key()));
+        let amend = motion(
+            &state,
+            &newcomer,
+            Action::Amend {
+                policies: pii(),
+                summary: String::new(),
+            },
+        );
+        assert!(matches!(
+            vote(&mut state, &newcomer, &amend),
+            Err(VoteRefusal::NotEligible(_))
+        ));
+        // A stranger cannot even admit.
+        let stranger = id(42);
+        let sneak = motion(&state, &stranger, Action::Admit(member(&id(43), "x")));
+        assert!(matches!(
+            vote(&mut state, &stranger, &sneak),
+            Err(VoteRefusal::NotEligible(_))
+        ));
+    }
+
+    #[test]
+    fn removal_cascades_to_admissions_nobody_else_signed() {
+        let Mesh {
+            governors,
+            mut state,
+        } = mesh(AdmissionRule::AnyMember);
+        let (sales, churn, orders) = (id(10), id(11), id(12));
+        let admit_sales = motion(
+            &state,
+            &governors[0],
+            Action::Admit(member(&sales, "sales")),
+        );
+        vote(&mut state, &governors[0], &admit_sales).unwrap();
+        let admit_churn = motion(&state, &sales, Action::Admit(member(&churn, "churn")));
+        vote(&mut state, &sales, &admit_churn).unwrap();
+        let admit_orders = motion(&state, &sales, Action::Admit(member(&orders, "orders")));
+        vote(&mut state, &sales, &admit_orders).unwrap();
+        // A governor vouches for orders too.
+        vote(&mut state, &governors[1], &admit_orders).unwrap();
+        assert_eq!(state.member_count(), 6);
+
+        let remove = motion(
+            &state,
+            &governors[0],
+            Action::Remove {
+                key: sales.public_key(),
+                reason: "leaked data".into(),
+            },
+        );
+        vote(&mut state, &governors[0], &remove).unwrap();
+        assert!(state.is_member(&sales.public_key()), "one of three");
+        let changes = vote(&mut state, &governors[1], &remove).unwrap();
+        let mut removed = changes.removed.clone();
+        removed.sort();
+        let mut expected = vec![sales.public_key(), churn.public_key()];
+        expected.sort();
+        assert_eq!(removed, expected, "churn had only sales' signature");
+        assert!(state.is_member(&orders.public_key()), "a governor vouched");
+        assert!(state.is_removed(&sales.public_key()));
+        // The removed key's votes were dropped from the record.
+        assert!(
+            changes
+                .pruned
+                .iter()
+                .any(|k| k.signer == sales.public_key())
+        );
+        assert!(state.votes().all(|v| v.signer() != sales.public_key()));
+        // It cannot come back, and it cannot vote.
+        let back = Motion {
+            proposed_at_ms: 11,
+            ..motion(
+                &state,
+                &governors[0],
+                Action::Admit(member(&sales, "sales")),
+            )
+        };
+        assert!(matches!(
+            vote(&mut state, &governors[0], &back),
+            Err(VoteRefusal::Invalid(_))
+        ));
+        // Governors cannot be removed.
+        let coup = motion(
+            &state,
+            &governors[1],
+            Action::Remove {
+                key: governors[0].public_key(),
+                reason: String::new(),
+            },
+        );
+        assert!(matches!(
+            vote(&mut state, &governors[1], &coup),
+            Err(VoteRefusal::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn quorum_admission_waits_for_the_quorum() {
+        let Mesh {
+            governors,
+            mut state,
+        } = mesh(AdmissionRule::Quorum);
+        let newcomer = id(9);
+        let admit = motion(
+            &state,
+            &governors[0],
+            Action::Admit(member(&newcomer, "sales")),
+        );
+        assert!(
+            vote(&mut state, &governors[0], &admit)
+                .unwrap()
+                .admitted
+                .is_empty()
+        );
+        assert!(!state.is_member(&newcomer.public_key()));
+        let changes = vote(&mut state, &governors[1], &admit).unwrap();
+        assert_eq!(changes.admitted.len(), 1);
+    }
+
+    #[test]
+    fn the_outcome_does_not_depend_on_arrival_order() {
+        let Mesh { governors, state } = mesh(AdmissionRule::AnyMember);
+        let mut scratch = state.clone();
+        let (a, b) = (id(20), id(21));
+        let mut votes = Vec::new();
+        let admit_a = motion(&scratch, &governors[0], Action::Admit(member(&a, "a")));
+        votes.push(Signed::sign(&governors[0], &admit_a));
+        vote(&mut scratch, &governors[0], &admit_a).unwrap();
+        // b is admitted by a: its vote only counts once a is a member.
+        let admit_b = motion(&scratch, &a, Action::Admit(member(&b, "b")));
+        votes.push(Signed::sign(&a, &admit_b));
+        let amend = motion(
+            &scratch,
+            &governors[1],
+            Action::Amend {
+                policies: pii(),
+                summary: String::new(),
+            },
+        );
+        votes.push(Signed::sign(&governors[1], &amend));
+        votes.push(Signed::sign(&governors[2], &amend));
+
+        let charter = state.charter_envelope().clone();
+        let (forward, refused) = MeshState::restore(charter.clone(), votes.clone()).unwrap();
+        assert!(refused.is_empty());
+        votes.reverse();
+        let (backward, refused) = MeshState::restore(charter, votes).unwrap();
+        assert!(
+            refused.is_empty(),
+            "b's admission waits for a's, then counts"
+        );
+        let keys = |s: &MeshState| s.members().map(|(k, _)| *k).collect::<Vec<_>>();
+        assert_eq!(keys(&forward), keys(&backward));
+        assert_eq!(forward.policies(), backward.policies());
+        assert_eq!(
+            forward.vote_keys().collect::<Vec<_>>(),
+            backward.vote_keys().collect::<Vec<_>>()
+        );
+        assert_eq!(forward.member_count(), 5);
+    }
+
+    #[test]
+    fn the_highest_carried_amendment_wins_and_supersedes() {
+        let Mesh {
+            governors,
+            mut state,
+        } = mesh(AdmissionRule::AnyMember);
+        let v1 = motion(
+            &state,
+            &governors[0],
+            Action::Amend {
+                policies: pii(),
+                summary: String::new(),
+            },
+        );
+        let v2 = motion(
+            &state,
+            &governors[0],
+            Action::Amend {
+                policies: Policies {
+                    version: 2,
+                    max_contract_days: Some(365),
+                    ..pii()
+                },
+                summary: String::new(),
+            },
+        );
+        for g in &governors[..2] {
+            vote(&mut state, g, &v2).unwrap();
+        }
+        assert_eq!(state.policies().version, 2);
+        // v1 is stale now; its votes are refused.
+        assert!(matches!(
+            vote(&mut state, &governors[0], &v1),
+            Err(VoteRefusal::Stale(_))
+        ));
+    }
+
+    #[test]
+    fn open_motions_per_signer_are_bounded() {
+        let Mesh {
+            governors,
+            mut state,
+        } = mesh(AdmissionRule::Quorum);
+        for n in 0..MAX_OPEN_PER_SIGNER {
+            let m = motion(
+                &state,
+                &governors[0],
+                Action::Remove {
+                    key: id(100).public_key(),
+                    reason: format!("{n}"),
+                },
+            );
+            vote(&mut state, &governors[0], &m).unwrap();
+        }
+        let m = motion(
+            &state,
+            &governors[0],
+            Action::Remove {
+                key: id(100).public_key(),
+                reason: "one more".into(),
+            },
+        );
+        assert!(matches!(
+            vote(&mut state, &governors[0], &m),
+            Err(VoteRefusal::OverBudget(_))
+        ));
+    }
+
+    #[test]
+    fn votes_of_another_mesh_and_forgeries_are_refused() {
+        let Mesh {
+            governors,
+            mut state,
+        } = mesh(AdmissionRule::AnyMember);
+        let mut m = motion(&state, &governors[0], Action::Admit(member(&id(9), "x")));
+        m.mesh = MeshId([7; 32]);
+        assert_eq!(
+            vote(&mut state, &governors[0], &m),
+            Err(VoteRefusal::OtherMesh)
+        );
+        let good = Signed::sign(
+            &governors[0],
+            &motion(&state, &governors[0], Action::Admit(member(&id(9), "x"))),
+        );
+        let forged = good.with_claimed_signer(governors[1].public_key());
+        assert!(matches!(
+            state.offer(&forged),
+            Err(VoteRefusal::Envelope(_))
+        ));
+    }
+}
