@@ -1355,6 +1355,7 @@ impl Node {
         if self.record_dirty && !self.listen_addrs.is_empty() {
             self.publish_node_record();
         }
+        self.close_spent_invitations();
         let now = Instant::now();
         let mesh: HashSet<PeerId> = self
             .swarm

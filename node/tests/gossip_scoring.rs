@@ -12,12 +12,13 @@ use libp2p::{Multiaddr, gossipsub};
 use mesh_node::views::{PeerView, PublishRequest};
 use mesh_node::{NetTuning, NodeEvent, NodeHandle};
 use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status};
-use mesh_protocol::wire::{CATALOG_TOPIC, GossipMessage};
+use mesh_protocol::governance::MeshId;
+use mesh_protocol::wire::{GossipMessage, catalog_topic};
 use mesh_protocol::{Identity, ProductDescriptor, Signed};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use common::start;
+use common::{charter, start};
 
 /// Longest wait for any one step.
 const STEP: Duration = Duration::from_secs(20);
@@ -85,12 +86,25 @@ fn forged(signer: &Identity, owner: &Identity, n: u64) -> Vec<u8> {
     GossipMessage::Descriptor(Signed::sign(signer, &descriptor)).to_bytes()
 }
 
-/// A bare gossipsub peer that publishes what it is given and never validates anything.
+/// What the bare peer reports.
+#[derive(Debug, PartialEq)]
+enum Report {
+    /// It published its n-th message.
+    Published(usize),
+    /// Its connection to the victim ended (or never came up).
+    Closed,
+    /// A publish after the connection ended failed, and why.
+    PublishFailed(String),
+}
+
+/// A bare gossipsub peer on `topic` that publishes what it is given and never validates
+/// anything.
 async fn attacker(
     secret: [u8; 32],
     dial: Multiaddr,
+    topic: String,
     mut garbage: mpsc::Receiver<Vec<u8>>,
-    published: mpsc::Sender<usize>,
+    reports: mpsc::Sender<Report>,
 ) {
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret).unwrap();
     let behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
@@ -105,11 +119,12 @@ async fn attacker(
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
-    let topic = gossipsub::IdentTopic::new(CATALOG_TOPIC);
+    let topic = gossipsub::IdentTopic::new(topic);
     swarm.behaviour_mut().subscribe(&topic).unwrap();
     swarm.dial(dial).unwrap();
     let mut pending: Option<Vec<u8>> = None;
     let mut sent = 0;
+    let mut closed = false;
     let mut retry = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
@@ -118,56 +133,102 @@ async fn attacker(
                 None => return,
             },
             _ = retry.tick() => {
-                // Publishing fails until the victim's subscription is known: retry.
+                // Publishing fails until the victim's subscription is known: retry, unless
+                // the connection is gone (then say why it fails, once).
                 if let Some(m) = pending.take() {
                     match swarm.behaviour_mut().publish(topic.clone(), m.clone()) {
                         Ok(_) => {
                             sent += 1;
-                            let _ = published.send(sent).await;
+                            let _ = reports.send(Report::Published(sent)).await;
+                        }
+                        Err(e) if closed => {
+                            let _ = reports.send(Report::PublishFailed(e.to_string())).await;
                         }
                         Err(_) => pending = Some(m),
                     }
                 }
             }
-            event = swarm.select_next_some() => {
-                if let SwarmEvent::Behaviour(gossipsub::Event::Message { .. }) = event {
-                    // Never validated: the honest messages it receives stay unforwarded.
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::ConnectionClosed { num_established: 0, .. }
+                | SwarmEvent::OutgoingConnectionError { .. } => {
+                    closed = true;
+                    let _ = reports.send(Report::Closed).await;
                 }
-            }
+                // Never validated: the honest messages it receives stay unforwarded.
+                _ => {}
+            },
         }
     }
+}
+
+/// Two members, a (sales, governor) and b (customer), connected; the attacker's key
+/// `insider` (if any) is a member too. Returns the nodes and the charter's mesh id.
+async fn two_members(
+    dir: &std::path::Path,
+    insider: Option<[u8; 32]>,
+) -> (
+    (NodeHandle, tokio::task::JoinHandle<()>),
+    (NodeHandle, tokio::task::JoinHandle<()>),
+    MeshId,
+) {
+    let members: Vec<(&str, mesh_protocol::PublicKey)> = insider
+        .map(|s| ("mallory", Identity::from_secret_bytes(s).public_key()))
+        .into_iter()
+        .collect();
+    let mesh = charter(&[("sales", [1; 32]), ("customer", [2; 32])], &members);
+    let mesh_id = MeshId::of_body(mesh.body());
+    let (a, a_task) = start(&dir.join("a"), "sales", [1; 32], &mesh, vec![], |_| {});
+    let a_addr = listen_addr(&a).await;
+    let (b, b_task) = start(
+        &dir.join("b"),
+        "customer",
+        [2; 32],
+        &mesh,
+        vec![a_addr],
+        |_| {},
+    );
+    let a_id = a.status().await.unwrap().peer_id;
+    wait_for("a and b connected", || async { peer(&b, &a_id).await }).await;
+    ((a, a_task), (b, b_task), mesh_id)
+}
+
+fn peer_id_of(secret: [u8; 32]) -> String {
+    libp2p::identity::Keypair::ed25519_from_bytes(secret)
+        .unwrap()
+        .public()
+        .to_peer_id()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_gossiping_rejected_messages_is_scored_down_while_honest_gossip_flows() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, a_task) = start(&dir.path().join("a"), "sales", [1; 32], vec![], |_| {});
-    let a_addr = listen_addr(&a).await;
-    let (b, b_task) = start(
-        &dir.path().join("b"),
-        "customer",
-        [2; 32],
-        vec![a_addr],
-        |_| {},
-    );
+    // The attacker is a member of the mesh (an insider): the gate lets it in, the
+    // validation and the scoring are what stop it.
+    let ((a, a_task), (b, b_task), mesh_id) = two_members(dir.path(), Some([66; 32])).await;
     let b_addr: Multiaddr = listen_addr(&b).await.parse().unwrap();
     let a_id = a.status().await.unwrap().peer_id;
-    wait_for("a and b connected", || async { peer(&b, &a_id).await }).await;
 
     // The attacker connects to b and gossips descriptors that claim a's key.
     let mallory = Identity::from_secret_bytes([66; 32]);
-    let mallory_peer = libp2p::identity::Keypair::ed25519_from_bytes([66; 32])
-        .unwrap()
-        .public()
-        .to_peer_id()
-        .to_string();
+    let mallory_peer = peer_id_of([66; 32]);
     let (garbage_tx, garbage_rx) = mpsc::channel(16);
-    let (published_tx, mut published_rx) = mpsc::channel(16);
-    let attack = tokio::spawn(attacker([66; 32], b_addr, garbage_rx, published_tx));
+    let (reports_tx, mut reports) = mpsc::channel(16);
+    let attack = tokio::spawn(attacker(
+        [66; 32],
+        b_addr,
+        catalog_topic(&mesh_id),
+        garbage_rx,
+        reports_tx,
+    ));
     let victim = Identity::from_secret_bytes([1; 32]);
     for n in 0..6 {
         garbage_tx.send(forged(&mallory, &victim, n)).await.unwrap();
-        published_rx.recv().await.expect("the attacker published");
+        assert_eq!(
+            reports.recv().await,
+            Some(Report::Published(n as usize + 1)),
+            "the insider publishes"
+        );
     }
 
     // b rejects them, counts them, and scores the attacker down past the graylist.
@@ -222,6 +283,67 @@ async fn a_peer_gossiping_rejected_messages_is_scored_down_while_honest_gossip_f
     .await
     .expect("b receives a's product");
     assert_eq!(via, "gossip");
+
+    attack.abort();
+    let _ = a.shutdown().await;
+    let _ = b.shutdown().await;
+    let _ = a_task.await;
+    let _ = b_task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_member_is_refused_at_the_connection_before_any_gossip() {
+    let dir = tempfile::tempdir().unwrap();
+    let ((a, a_task), (b, b_task), mesh_id) = two_members(dir.path(), None).await;
+    let b_addr: Multiaddr = listen_addr(&b).await.parse().unwrap();
+    let before = b.status().await.unwrap();
+    assert_eq!(before.refused_non_members, 0);
+
+    // An outsider with a valid key, the mesh's topic and b's address dials b.
+    let outsider = [67; 32];
+    let (garbage_tx, garbage_rx) = mpsc::channel(16);
+    let (reports_tx, mut reports) = mpsc::channel(16);
+    let attack = tokio::spawn(attacker(
+        outsider,
+        b_addr,
+        catalog_topic(&mesh_id),
+        garbage_rx,
+        reports_tx,
+    ));
+    // b's gate refuses the connection and counts it.
+    let refused = wait_for("b to refuse the outsider", || async {
+        let n = b.status().await.ok()?.refused_non_members;
+        (n >= 1).then_some(n)
+    })
+    .await;
+    assert!(refused >= 1);
+    let report = tokio::time::timeout(STEP, reports.recv()).await;
+    assert_eq!(
+        report.expect("the outsider learns its connection ended"),
+        Some(Report::Closed)
+    );
+    // No gossip can go out: no member ever announced a subscription to it.
+    let victim = Identity::from_secret_bytes([1; 32]);
+    let forger = Identity::from_secret_bytes(outsider);
+    garbage_tx.send(forged(&forger, &victim, 0)).await.unwrap();
+    match tokio::time::timeout(STEP, reports.recv()).await {
+        Ok(Some(Report::PublishFailed(why))) => {
+            assert!(why.contains("peers") || why.contains("Peers"), "{why}")
+        }
+        other => panic!("the outsider's publish should fail, got {other:?}"),
+    }
+    // b never held a session with it: no peer entry, nothing received, nothing rejected.
+    assert!(peer(&b, &peer_id_of(outsider)).await.is_none());
+    let after = b.status().await.unwrap();
+    assert_eq!(after.rejected, before.rejected, "no message got through");
+    assert!(
+        a.catalog()
+            .await
+            .unwrap()
+            .iter()
+            .chain(b.catalog().await.unwrap().iter())
+            .all(|p| !p.product.contains("forged"))
+    );
 
     attack.abort();
     let _ = a.shutdown().await;

@@ -13,7 +13,7 @@ use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status
 use mesh_protocol::{Identity, ProductDescriptor, Signed};
 use tokio::time::Instant;
 
-use common::start;
+use common::{charter, start};
 
 /// Keys with 1,000 products each, and one key with more than its budget.
 const OWNERS: u8 = 16;
@@ -51,17 +51,31 @@ fn descriptor(owner: &Identity, n: u64) -> ProductDescriptor {
 async fn a_joiner_reconciles_a_large_catalog_in_bounded_rounds() {
     let dir = tempfile::tempdir().unwrap();
     let greedy = Identity::from_secret_bytes([200; 32]);
-    let (a, a_task) = start(&dir.path().join("a"), "sales", [1; 32], vec![], |store| {
-        let put = |owner: &Identity, n| {
-            let d = descriptor(owner, n);
-            store.put_descriptor(&d, &Signed::sign(owner, &d)).unwrap();
-        };
-        for o in 0..OWNERS {
-            let owner = Identity::from_secret_bytes([100 + o; 32]);
-            (0..PER_OWNER).for_each(|n| put(&owner, n));
-        }
-        (0..GREEDY).for_each(|n| put(&greedy, n));
-    });
+    // The owners of the bulk products are members: a node keeps only members' descriptors.
+    let owners: Vec<(&str, mesh_protocol::PublicKey)> = (0..OWNERS)
+        .map(|o| Identity::from_secret_bytes([100 + o; 32]).public_key())
+        .chain([greedy.public_key()])
+        .map(|key| ("bulk", key))
+        .collect();
+    let mesh = charter(&[("sales", [1; 32]), ("churn", [2; 32])], &owners);
+    let (a, a_task) = start(
+        &dir.path().join("a"),
+        "sales",
+        [1; 32],
+        &mesh,
+        vec![],
+        |store| {
+            let put = |owner: &Identity, n| {
+                let d = descriptor(owner, n);
+                store.put_descriptor(&d, &Signed::sign(owner, &d)).unwrap();
+            };
+            for o in 0..OWNERS {
+                let owner = Identity::from_secret_bytes([100 + o; 32]);
+                (0..PER_OWNER).for_each(|n| put(&owner, n));
+            }
+            (0..GREEDY).for_each(|n| put(&greedy, n));
+        },
+    );
     let total = OWNERS as u64 * PER_OWNER + GREEDY;
     let expected = OWNERS as u64 * PER_OWNER + MAX_PRODUCTS_PER_OWNER as u64;
     assert_eq!(a.status().await.unwrap().catalog_size as u64, total);
@@ -77,6 +91,7 @@ async fn a_joiner_reconciles_a_large_catalog_in_bounded_rounds() {
         &dir.path().join("b"),
         "churn",
         [2; 32],
+        &mesh,
         vec![a_addr],
         |_| {},
     );

@@ -4,6 +4,7 @@
 //! CLI exactly as a user would. Each [`TestNode`] owns a temporary data directory and a
 //! daemon process that is killed when the node is dropped.
 
+pub mod insider;
 pub mod raw;
 
 use std::path::{Path, PathBuf};
@@ -109,7 +110,39 @@ impl TestNode {
         }
     }
 
-    /// Initialises and starts a node, waiting until its API answers.
+    /// A ticket for `domain` from this (running) node: `meshnode mesh invite`.
+    pub fn invite(&self, domain: &str) -> String {
+        let out = self.cli(&["mesh", "invite", "--domain", domain]);
+        assert!(out.success, "mesh invite failed: {}", out.stderr);
+        out.stdout.trim().to_owned()
+    }
+
+    /// `meshnode init --join` with a ticket from `member` (running), not started: the new
+    /// node belongs to `member`'s mesh and bootstraps to it.
+    pub fn init_joining(domain: &str, member: &TestNode) -> Self {
+        let ticket = member.invite(domain);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join(domain);
+        let dir_s = dir.to_str().expect("utf-8 path").to_owned();
+        let out = meshnode(&["init", "--data-dir", &dir_s, "--join", &ticket]);
+        assert!(out.success, "init --join failed: {}", out.stderr);
+        Self {
+            domain: domain.to_owned(),
+            _tmp: tmp,
+            dir,
+            child: None,
+        }
+    }
+
+    /// [`TestNode::init_joining`], then started.
+    pub fn start_joining(domain: &str, member: &TestNode) -> Self {
+        let mut node = Self::init_joining(domain, member);
+        node.run();
+        node
+    }
+
+    /// Initialises and starts a node, waiting until its API answers. The node founds a mesh
+    /// of its own: use [`TestNode::start_joining`] for a node of another node's mesh.
     pub fn start(domain: &str, bootstrap: &[String]) -> Self {
         let mut node = Self::init(domain, bootstrap);
         node.run();

@@ -34,7 +34,7 @@ fn mesh(approval: &str) -> (TestNode, TestNode) {
         "email",
     ]);
     assert!(out.success, "publish failed: {}", out.stderr);
-    let churn = TestNode::start("churn", &[sales.addr()]);
+    let churn = TestNode::start_joining("churn", &sales);
     wait_until(Duration::from_secs(15), || {
         churn.version_of("sales/orders").is_some()
     })
@@ -769,7 +769,7 @@ fn a_flood_of_2000_requests_from_one_consumer_stays_bounded() {
     assert_eq!(list(&sales).len(), 32, "refused requests left records");
 
     // Another consumer is answered normally, and learns the decision by its batched poll.
-    let churn = TestNode::start("churn", &[sales.addr()]);
+    let churn = TestNode::start_joining("churn", &sales);
     wait_until(Duration::from_secs(15), || {
         churn.version_of("sales/orders").is_some()
     })
@@ -791,9 +791,11 @@ fn a_flood_of_2000_requests_from_one_consumer_stays_bounded() {
     wait_for_state(&churn, &id, "agreed");
 }
 
-/// Runs the flood program against `sales`; returns its report and the wall time.
+/// Runs the flood program against `sales`, as a member of its mesh; returns its report and
+/// the wall time.
 fn flood(sales: &TestNode, count: usize) -> (Value, f64) {
     let status = sales.status();
+    let ticket = sales.invite("flood");
     let started = std::time::Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_contract-flood"))
         .args([
@@ -803,6 +805,8 @@ fn flood(sales: &TestNode, count: usize) -> (Value, f64) {
             status["public_key"].as_str().unwrap(),
             "--product",
             "orders",
+            "--ticket",
+            &ticket,
             "--count",
             &count.to_string(),
             "--in-flight",
@@ -845,7 +849,7 @@ fn a_consumer_over_its_budget_is_told_clearly_and_can_withdraw() {
         "max_open_requests_per_consumer = 32",
         "max_open_requests_per_consumer = 2",
     )]);
-    let churn = TestNode::start("churn", &[sales.addr()]);
+    let churn = TestNode::start_joining("churn", &sales);
     wait_until(Duration::from_secs(15), || {
         churn.version_of("sales/orders").is_some()
     })
@@ -956,7 +960,7 @@ fn an_agreement_does_not_grow_with_new_columns() {
 /// A consumer `churn` whose status polls of undecided requests are an hour apart, holding
 /// `sales/orders`: whatever it learns of a decision within a test, the provider told it.
 fn slow_polling_consumer(sales: &TestNode) -> TestNode {
-    let mut churn = TestNode::init("churn", &[sales.addr()]);
+    let mut churn = TestNode::init_joining("churn", sales);
     churn.edit_config("status_poll_secs = 2", "status_poll_secs = 3600");
     churn.run();
     wait_until(Duration::from_secs(15), || {

@@ -108,7 +108,7 @@ fn closed_pipes_end_quietly_and_exit_codes_name_the_failure() {
         assert!(stderr.is_empty(), "`{args:?}` wrote to stderr: {stderr}");
     }
 
-    let churn = TestNode::start("churn", &[sales.addr()]);
+    let churn = TestNode::start_joining("churn", &sales);
     wait_until(Duration::from_secs(20), || {
         churn.version_of("sales/orders").is_some()
     })
@@ -242,7 +242,7 @@ fn agreed_mesh(csv: &str) -> (TestNode, TestNode) {
         "analytics",
     ]);
     assert!(out.success, "publish failed: {}", out.stderr);
-    let churn = TestNode::start("churn", &[sales.addr()]);
+    let churn = TestNode::start_joining("churn", &sales);
     wait_until(Duration::from_secs(20), || {
         churn.version_of("sales/orders").is_some()
     })
@@ -553,7 +553,7 @@ fn progress_shows_bytes_rows_and_rate_on_a_terminal_only() {
     let shown = largest_before(&screen, " MiB read");
     assert!((shown - mib).abs() < 0.05, "{shown} MiB of {mib}: {screen}");
 
-    let churn = TestNode::start("churn", &[sales.addr()]);
+    let churn = TestNode::start_joining("churn", &sales);
     wait_until(Duration::from_secs(20), || {
         churn.version_of("sales/big").is_some()
     })

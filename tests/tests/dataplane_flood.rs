@@ -132,7 +132,7 @@ fn an_authorised_fetch_completes_during_an_unauthenticated_initial_flood() {
         "analytics",
     ]);
     assert!(published.success, "{}", published.stderr);
-    let churn = TestNode::start("churn", &[sales.addr()]);
+    let churn = TestNode::start_joining("churn", &sales);
     wait_until(Duration::from_secs(20), || {
         churn.version_of("sales/orders").is_some()
     })

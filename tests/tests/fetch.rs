@@ -83,7 +83,7 @@ fn wait_for_product(node: &TestNode, product: &str, version: u64) {
 fn mesh(rows: usize) -> (TestNode, TestNode) {
     let sales = TestNode::start("sales", &[]);
     publish(&sales, "orders", &orders_csv(rows), "email");
-    let churn = TestNode::start("churn", &[sales.addr()]);
+    let churn = TestNode::start_joining("churn", &sales);
     wait_for_product(&churn, "sales/orders", 1);
     (sales, churn)
 }
@@ -449,7 +449,7 @@ fn refused_fetches_say_why_and_leave_nothing_behind() {
 
     // Another node that copied the consumer's agreement into its own store: the provider
     // sees a TLS key that is not the agreement's consumer.
-    let mut mallory = TestNode::start("mallory", &[sales.addr()]);
+    let mut mallory = TestNode::start_joining("mallory", &sales);
     wait_for_product(&mallory, "sales/orders", 2);
     let mallory_key = mallory.status()["public_key"].as_str().unwrap().to_owned();
     mallory.stop();
@@ -511,7 +511,7 @@ fn a_provider_killed_mid_transfer_fails_the_fetch_and_the_retry_resumes_to_ident
     );
     sales.run();
     publish(&sales, "clicks", &clicks_csv(96), "");
-    let churn = TestNode::start("churn", &[sales.addr()]);
+    let churn = TestNode::start_joining("churn", &sales);
     wait_for_product(&churn, "sales/clicks", 1);
     agree(&churn, "sales/clicks", &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -783,7 +783,7 @@ fn fetch_out_never_lands_in_a_data_directory_nor_over_a_file_without_force() {
 fn two_fetches_to_one_path_give_one_file_and_one_clear_refusal() {
     let sales = TestNode::start("sales", &[]);
     publish(&sales, "clicks", &clicks_csv(64), "");
-    let churn = TestNode::start("churn", &[sales.addr()]);
+    let churn = TestNode::start_joining("churn", &sales);
     wait_for_product(&churn, "sales/clicks", 1);
     agree(&churn, "sales/clicks", &[]);
     let dir = tempfile::tempdir().unwrap();

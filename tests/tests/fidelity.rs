@@ -141,7 +141,7 @@ fn csv_values_survive_publish_and_fetch_as_pyarrow_reads_them() {
         assert!(out.stderr.contains(expected), "{name}: {}", out.stderr);
         assert_eq!(sales.version_of(&format!("sales/{name}")), None, "{name}");
     }
-    let churn = TestNode::start("churn", &[sales.addr()]);
+    let churn = TestNode::start_joining("churn", &sales);
     wait_until(Duration::from_secs(20), || {
         churn.version_of("sales/awkward").is_some()
             && churn.version_of("sales/awkward-na").is_some()

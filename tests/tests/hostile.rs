@@ -41,8 +41,8 @@ fn products(node: &TestNode) -> Vec<String> {
 #[test]
 fn deeply_nested_type_from_a_peer_is_refused_counted_and_not_forwarded() {
     let mut a = TestNode::start("sales", &[]);
-    let mut b = TestNode::start("churn", &[a.addr()]);
-    let mut c = TestNode::start("eshop", &[b.addr()]);
+    let mut b = TestNode::start_joining("churn", &a);
+    let mut c = TestNode::start_joining("eshop", &b);
     let inputs = tempfile::tempdir().unwrap();
     let csv = sample_csv(inputs.path(), 5);
     assert!(a.cli(&["publish", "orders", "--from", &csv]).success);

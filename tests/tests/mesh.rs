@@ -24,9 +24,9 @@ fn sample_csv(dir: &std::path::Path, rows: usize) -> String {
 #[test]
 fn line_of_four_converges_and_new_versions_replace_old() {
     let a = TestNode::start("sales", &[]);
-    let b = TestNode::start("customer", &[a.addr()]);
-    let c = TestNode::start("e-shop", &[b.addr()]);
-    let d = TestNode::start("churn", &[c.addr()]);
+    let b = TestNode::start_joining("customer", &a);
+    let c = TestNode::start_joining("e-shop", &b);
+    let d = TestNode::start_joining("churn", &c);
 
     let csv = sample_csv(&a.dir, 10);
     let out = a.cli(&["publish", "orders", "--from", &csv, "--json"]);
@@ -80,7 +80,7 @@ fn late_joiner_gets_the_catalog_through_sync() {
     assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
     assert!(a.cli(&["publish", "returns", "--from", &csv]).success);
 
-    let late = TestNode::start("churn", &[a.addr()]);
+    let late = TestNode::start_joining("churn", &a);
     wait_until(CONVERGE, || late.catalog().len() == 2)
         .unwrap_or_else(|| panic!("late joiner did not sync: {:?}", late.catalog()));
     assert_eq!(late.version_of("sales/returns"), Some(1));
@@ -89,7 +89,7 @@ fn late_joiner_gets_the_catalog_through_sync() {
 #[test]
 fn restarted_node_catches_up_on_missed_versions() {
     let a = TestNode::start("sales", &[]);
-    let mut b = TestNode::start("churn", &[a.addr()]);
+    let mut b = TestNode::start_joining("churn", &a);
     let csv = sample_csv(&a.dir, 5);
     assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
     wait_until(CONVERGE, || b.version_of("sales/orders") == Some(1)).expect("b sees v1");
@@ -110,7 +110,7 @@ fn restarted_node_catches_up_on_missed_versions() {
 #[test]
 fn peers_and_metrics_are_reported() {
     let a = TestNode::start("sales", &[]);
-    let b = TestNode::start("churn", &[a.addr()]);
+    let b = TestNode::start_joining("churn", &a);
     wait_until(CONVERGE, || {
         let peers = b.cli(&["peers", "--json"]).json();
         peers.as_array().is_some_and(|p| {
@@ -143,7 +143,7 @@ fn peers_and_metrics_are_reported() {
 #[test]
 fn hostile_peer_cannot_poison_the_catalog() {
     let a = TestNode::start("sales", &[]);
-    let b = TestNode::start("churn", &[a.addr()]);
+    let b = TestNode::start_joining("churn", &a);
     let csv = sample_csv(&a.dir, 5);
     assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
     wait_until(CONVERGE, || b.version_of("sales/orders") == Some(1)).expect("b sees v1");
@@ -218,8 +218,8 @@ fn hostile_peer_cannot_poison_the_catalog() {
 #[test]
 fn two_keys_claiming_one_domain_are_told_apart() {
     let a = TestNode::start("sales", &[]);
-    let impostor = TestNode::start("sales", &[a.addr()]);
-    let watcher = TestNode::start("churn", &[a.addr()]);
+    let impostor = TestNode::start_joining("sales", &a);
+    let watcher = TestNode::start_joining("churn", &a);
     let csv = sample_csv(&a.dir, 3);
     assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
     assert!(impostor.cli(&["publish", "orders", "--from", &csv]).success);
@@ -272,8 +272,8 @@ fn two_keys_claiming_one_domain_are_told_apart() {
 #[test]
 fn nodes_find_peers_they_were_not_told_about() {
     let a = TestNode::start("sales", &[]);
-    let mut b = TestNode::init("customer", &[a.addr()]);
-    let mut c = TestNode::init("churn", &[a.addr()]);
+    let mut b = TestNode::init_joining("customer", &a);
+    let mut c = TestNode::init_joining("churn", &a);
     for node in [&mut b, &mut c] {
         node.edit_config("dht_server = true", "dht_server = false");
         node.run();

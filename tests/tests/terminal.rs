@@ -58,7 +58,7 @@ fn hostile_strings_are_escaped_for_people_and_exact_in_json() {
     assert_safe("publish", &out.stdout);
 
     // The consumer learns the product by gossip: the strings crossed the mesh.
-    let churn = TestNode::start("churn", &[sales.addr()]);
+    let churn = TestNode::start_joining("churn", &sales);
     wait_until(Duration::from_secs(20), || {
         churn.version_of("sales/orders").is_some()
     })

@@ -68,6 +68,8 @@ pub(crate) struct DemoProduct {
     pub(crate) purposes: &'static [&'static str],
     /// Restricted columns.
     pub(crate) restricted: &'static [&'static str],
+    /// Columns classified as personal data (`pii`).
+    pub(crate) pii: &'static [&'static str],
     /// Rows at full size.
     pub(crate) rows: usize,
 }
@@ -81,6 +83,7 @@ pub(crate) const PRODUCTS: [DemoProduct; 8] = [
         approval: "auto",
         purposes: &[],
         restricted: &[],
+        pii: &[],
         rows: 200_000,
     },
     DemoProduct {
@@ -90,6 +93,7 @@ pub(crate) const PRODUCTS: [DemoProduct; 8] = [
         approval: "manual",
         purposes: &["churn-analysis", "support"],
         restricted: &["name", "email"],
+        pii: &["name", "email"],
         rows: 50_000,
     },
     DemoProduct {
@@ -99,6 +103,7 @@ pub(crate) const PRODUCTS: [DemoProduct; 8] = [
         approval: "manual",
         purposes: &["churn-analysis", "marketing"],
         restricted: &[],
+        pii: &[],
         rows: 50_000,
     },
     DemoProduct {
@@ -108,6 +113,7 @@ pub(crate) const PRODUCTS: [DemoProduct; 8] = [
         approval: "auto",
         purposes: &[],
         restricted: &[],
+        pii: &[],
         rows: 150_000,
     },
     DemoProduct {
@@ -117,6 +123,7 @@ pub(crate) const PRODUCTS: [DemoProduct; 8] = [
         approval: "auto",
         purposes: &[],
         restricted: &[],
+        pii: &[],
         rows: 100_000,
     },
     DemoProduct {
@@ -126,6 +133,7 @@ pub(crate) const PRODUCTS: [DemoProduct; 8] = [
         approval: "auto",
         purposes: &[],
         restricted: &[],
+        pii: &["session_id"],
         rows: 150_000,
     },
     DemoProduct {
@@ -135,6 +143,7 @@ pub(crate) const PRODUCTS: [DemoProduct; 8] = [
         approval: "auto",
         purposes: &["churn-analysis", "finance"],
         restricted: &[],
+        pii: &[],
         rows: 200_000,
     },
     DemoProduct {
@@ -144,6 +153,7 @@ pub(crate) const PRODUCTS: [DemoProduct; 8] = [
         approval: "auto",
         purposes: &[],
         restricted: &[],
+        pii: &[],
         rows: 100_000,
     },
 ];

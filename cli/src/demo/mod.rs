@@ -194,52 +194,19 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    step(2, "Starting one meshnode daemon per domain");
+    step(
+        2,
+        "Founding the e-commerce mesh by charter: product, customer and e-shop govern, 2 of 3 decide",
+    );
     let mut daemons = Daemons::default();
     let interrupted = install_ctrl_c();
-    let mut first_addr: Option<String> = None;
-    let mut prev_addr: Option<String> = None;
-    for domain in DOMAINS {
-        let dir = dir_of(&root, domain);
-        let mut init = vec!["init", "--data-dir", &dir, "--domain", domain];
-        let boots: Vec<String> = first_addr.iter().chain(prev_addr.iter()).cloned().collect();
-        let mut boots = boots;
-        boots.dedup();
-        for b in &boots {
-            init.push("--bootstrap");
-            init.push(b);
-        }
-        cli(&init)?;
-        let log = std::fs::File::create(root.join(format!("{domain}.log")))?;
-        let child = Command::new(std::env::current_exe()?)
-            .args(["run", "--data-dir", &dir])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start the {domain} daemon"))?;
-        daemons.children.push((domain.to_owned(), child));
-        wait_for(Duration::from_secs(20), || {
-            Ok(Path::new(&dir).join("api.addr").exists())
-        })
-        .with_context(|| format!("the {domain} daemon did not start; see {domain}.log"))?;
-        let status = cli_json(&["status", "--json", "--data-dir", &dir])?;
-        let addr = status["listen_addrs"][0]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        crate::outln!(
-            "    {:<17} key {}  {}",
-            domain,
-            status["fingerprint"].as_str().unwrap_or("?"),
-            addr
-        );
-        if first_addr.is_none() {
-            first_addr = Some(addr.clone());
-        }
-        prev_addr = Some(addr);
-        check_interrupted(&interrupted)?;
-    }
+    let mesh = found_mesh(&root, &mut daemons)?;
+    crate::outln!(
+        "    mesh `e-commerce` ({}): {} members, decisions by 2 of 3 governing domains",
+        &mesh[..16.min(mesh.len())],
+        DOMAINS.len()
+    );
+    check_interrupted(&interrupted)?;
     let churn = dir_of(&root, "churn");
     let peers_ready = wait_for(Duration::from_secs(20), || {
         let s = cli_json(&["status", "--json", "--data-dir", &churn])?;
@@ -281,6 +248,12 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
             cmd.push("--restricted");
             cmd.push(r);
         }
+        let classified: Vec<String> = product.pii.iter().map(|c| format!("{c}=pii")).collect();
+        for c in &classified {
+            cmd.push("--classify");
+            cmd.push(c);
+        }
+        cmd.extend(["--contact", "data-team@example.com"]);
         let view = cli_json(&cmd)?;
         crate::outln!(
             "    {:<42} v{}  {:>7} rows  {:>9}  approval {}{}",
@@ -311,7 +284,11 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
     );
     check_interrupted(&interrupted)?;
 
-    step(5, "Churn negotiates sharing contracts");
+    step(5, "A domain that was never admitted is refused");
+    show_non_member(&root, &mut daemons)?;
+    check_interrupted(&interrupted)?;
+
+    step(6, "Churn negotiates sharing contracts");
     // (a) approved automatically by the owner's policy.
     let auto = cli_json(&[
         "share",
@@ -391,7 +368,7 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
     check_interrupted(&interrupted)?;
 
     step(
-        6,
+        7,
         "Churn fetches governed data straight from the owners (Arrow IPC over QUIC)",
     );
     let received = root.join("churn").join("received");
@@ -429,7 +406,16 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
         "    (order updates: only the 5 granted columns and region = 'EU' rows left the owner)"
     );
 
-    step(7, "Explore");
+    step(
+        8,
+        "Federated governance: an amendment \"pii columns must be restricted\", signed by 2 of 3",
+    );
+    amend_pii(&root)?;
+    check_interrupted(&interrupted)?;
+
+    step(9, "Explore");
+    crate::outln!("    meshnode governance show --data-dir {churn}");
+    crate::outln!("    meshnode governance status --data-dir {churn}");
     crate::outln!("    meshnode catalog --data-dir {churn}");
     crate::outln!("    meshnode share list --data-dir {churn}");
     crate::outln!(
@@ -458,6 +444,276 @@ fn run_blocking(args: DemoArgs) -> anyhow::Result<()> {
     }
     daemons.stop_all();
     crate::outln!("stopped; data directories left in {}", root.display());
+    Ok(())
+}
+
+/// Starts `meshnode run` for `domain` and waits for its API.
+fn start_daemon(root: &Path, daemons: &mut Daemons, domain: &str) -> anyhow::Result<Value> {
+    let dir = dir_of(root, domain);
+    let log = std::fs::File::create(root.join(format!("{domain}.log")))?;
+    let child = Command::new(std::env::current_exe()?)
+        .args(["run", "--data-dir", &dir])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start the {domain} daemon"))?;
+    daemons.children.push((domain.to_owned(), child));
+    wait_for(Duration::from_secs(20), || {
+        Ok(Path::new(&dir).join("api.addr").exists())
+    })
+    .with_context(|| format!("the {domain} daemon did not start; see {domain}.log"))?;
+    cli_json(&["status", "--json", "--data-dir", &dir])
+}
+
+/// The three governing domains found the mesh from a written charter; the others join with
+/// tickets. Returns the mesh id.
+fn found_mesh(root: &Path, daemons: &mut Daemons) -> anyhow::Result<String> {
+    let governors = ["product", "customer", "e-shop"];
+    // The co-governors create their keys first: the charter names them.
+    let mut keys = Vec::new();
+    for domain in &governors[1..] {
+        let dir = dir_of(root, domain);
+        cli(&["init", "--data-dir", &dir, "--domain", domain])?;
+        let key = mesh_node::keyfile::load(&mesh_node::DataDir::new(&dir).identity())?.public_key();
+        keys.push((domain, key));
+    }
+    let mut charter = String::from(
+        "name = \"e-commerce\"\nquorum = 2\nadmission = \"any-member\"\n\n[[governors]]\ndomain = \"product\"\n",
+    );
+    for (domain, key) in &keys {
+        charter.push_str(&format!(
+            "\n[[governors]]\ndomain = \"{domain}\"\nkey = \"{}\"\n",
+            key.to_hex()
+        ));
+    }
+    let charter_path = root.join("charter.toml");
+    std::fs::write(&charter_path, charter)?;
+    let product = dir_of(root, "product");
+    cli(&[
+        "init",
+        "--data-dir",
+        &product,
+        "--domain",
+        "product",
+        "--charter",
+        &charter_path.display().to_string(),
+    ])?;
+    let status = start_daemon(root, daemons, "product")?;
+    let mesh = status["mesh_id"].as_str().unwrap_or("?").to_owned();
+    crate::outln!(
+        "    product    founds it from {} and signs the charter",
+        charter_path.display()
+    );
+    // Co-governors: named by the charter; a ticket brings them in.
+    for domain in &governors[1..] {
+        let dir = dir_of(root, domain);
+        let ticket = cli(&["mesh", "invite", "--domain", domain, "--data-dir", &product])?;
+        cli(&["mesh", "join", ticket.trim(), "--data-dir", &dir])?;
+        start_daemon(root, daemons, domain)?;
+        crate::outln!(
+            "    {domain:<10} joins with a ticket from product (a governor by the charter)"
+        );
+    }
+    // The other domains are admitted by any member's invitation.
+    for (domain, inviter) in [
+        ("order-processing", "customer"),
+        ("recommendation", "e-shop"),
+        ("churn", "customer"),
+    ] {
+        let ticket = cli(&[
+            "mesh",
+            "invite",
+            "--domain",
+            domain,
+            "--data-dir",
+            &dir_of(root, inviter),
+        ])?;
+        cli(&[
+            "init",
+            "--data-dir",
+            &dir_of(root, domain),
+            "--join",
+            ticket.trim(),
+        ])?;
+        let status = start_daemon(root, daemons, domain)?;
+        crate::outln!(
+            "    {domain:<17} admitted on {inviter}'s invitation  key {}",
+            status["fingerprint"].as_str().unwrap_or("?")
+        );
+    }
+    let churn = dir_of(root, "churn");
+    wait_for(Duration::from_secs(30), || {
+        let s = cli_json(&["status", "--json", "--data-dir", &churn])?;
+        Ok(s["members"].as_u64().unwrap_or(0) >= DOMAINS.len() as u64)
+    })
+    .context("churn did not learn every member")?;
+    Ok(mesh)
+}
+
+/// A domain with a valid key but no admission tries to reach the mesh: refused.
+fn show_non_member(root: &Path, daemons: &mut Daemons) -> anyhow::Result<()> {
+    let product = dir_of(root, "product");
+    let status = cli_json(&["status", "--json", "--data-dir", &product])?;
+    let refused_before = status["refused_non_members"].as_u64().unwrap_or(0);
+    // Its bootstrap address without the peer id: it dials without knowing whom it reaches.
+    let addr = status["listen_addrs"][0].as_str().unwrap_or_default();
+    let bare = addr.split("/p2p/").next().unwrap_or(addr).to_owned();
+    let dir = dir_of(root, "mallory");
+    cli(&[
+        "init",
+        "--data-dir",
+        &dir,
+        "--domain",
+        "mallory",
+        "--bootstrap",
+        &bare,
+    ])?;
+    start_daemon(root, daemons, "mallory")?;
+    let file = root.join("mallory.csv");
+    std::fs::write(&file, "customer_id,email\n1,someone@example.com\n")?;
+    cli(&[
+        "publish",
+        "stolen-customers",
+        "--from",
+        &file.display().to_string(),
+        "--data-dir",
+        &dir,
+    ])?;
+    let waited = wait_for(Duration::from_secs(20), || {
+        let s = cli_json(&["status", "--json", "--data-dir", &product])?;
+        Ok(s["refused_non_members"].as_u64().unwrap_or(0) > refused_before)
+    })
+    .context("product did not see the non-member's connection")?;
+    let churn = dir_of(root, "churn");
+    let catalog = cli_json(&["catalog", "--json", "--data-dir", &churn])?;
+    let leaked = catalog
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|p| p["domain"] == "mallory");
+    let mallory = cli_json(&["status", "--json", "--data-dir", &dir])?;
+    crate::outln!(
+        "    mallory (its own key, never admitted) dials product: refused at the connection, {} ms",
+        waited.as_millis()
+    );
+    crate::outln!(
+        "    mallory has {} peers; its product is in churn's catalog: {}",
+        mallory["peers"].as_u64().unwrap_or(0),
+        if leaked { "yes (!)" } else { "no" }
+    );
+    if leaked {
+        bail!("a non-member's product reached a member's catalog");
+    }
+    // Mallory is done: stop it, so the demo's mesh is the six domains again.
+    if let Some(pos) = daemons.children.iter().position(|(d, _)| d == "mallory") {
+        let (_, mut child) = daemons.children.remove(pos);
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    }
+    Ok(())
+}
+
+/// product proposes "pii columns must be restricted", customer signs, every node enforces.
+fn amend_pii(root: &Path) -> anyhow::Result<()> {
+    let product = dir_of(root, "product");
+    let customer = dir_of(root, "customer");
+    let eshop = dir_of(root, "e-shop");
+    let motion = cli_json(&[
+        "governance",
+        "propose",
+        "--restrict-tag",
+        "pii",
+        "--summary",
+        "personal data never leaves its domain",
+        "--json",
+        "--data-dir",
+        &product,
+    ])?;
+    let id = motion["id"].as_str().unwrap_or_default().to_owned();
+    crate::outln!(
+        "    product proposes motion {}: {}/{} signatures, not carried yet",
+        &id[..16.min(id.len())],
+        motion["signed_by"].as_array().map_or(0, Vec::len),
+        motion["needed"]
+    );
+    // The motion reaches customer by gossip; customer's operator signs it.
+    wait_for(Duration::from_secs(20), || {
+        let m = cli_json(&["governance", "status", "--json", "--data-dir", &customer])?;
+        Ok(m.as_array()
+            .is_some_and(|ms| ms.iter().any(|x| x["id"] == id.as_str())))
+    })?;
+    let carried = cli_json(&["governance", "sign", &id, "--json", "--data-dir", &customer])?;
+    crate::outln!(
+        "    customer signs: {}/{} — carried: {}",
+        carried["signed_by"].as_array().map_or(0, Vec::len),
+        carried["needed"],
+        carried["carried"]
+    );
+    let everywhere = wait_for(Duration::from_secs(30), || {
+        for domain in DOMAINS {
+            let s = cli_json(&["status", "--json", "--data-dir", &dir_of(root, domain)])?;
+            if s["policy_version"].as_u64().unwrap_or(0) < 1 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })?;
+    crate::outln!(
+        "    every node enforces policies version 1 {} ms after the second signature",
+        everywhere.as_millis()
+    );
+    let churn = dir_of(root, "churn");
+    let catalog = cli_json(&["catalog", "--json", "--data-dir", &churn])?;
+    for p in catalog.as_array().into_iter().flatten() {
+        for v in p["violations"].as_array().into_iter().flatten() {
+            crate::outln!(
+                "    churn's catalog: {} is non-compliant ({}) and cannot be negotiated",
+                p["product"].as_str().unwrap_or("?"),
+                v["problem"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    // e-shop republishes page-navigation: refused as it is, accepted once fixed.
+    let nav = PRODUCTS
+        .iter()
+        .find(|p| p.name == "page-navigation")
+        .context("page-navigation is a demo product")?;
+    let file = data_file(root, nav).display().to_string();
+    let base = [
+        "publish",
+        "page-navigation",
+        "--from",
+        file.as_str(),
+        "--data-dir",
+        eshop.as_str(),
+    ];
+    let exe = std::env::current_exe()?;
+    let refused = Command::new(&exe)
+        .args(base)
+        .stdin(Stdio::null())
+        .output()?;
+    let message = String::from_utf8_lossy(&refused.stderr);
+    crate::outln!(
+        "    e-shop republishes page-navigation as it was: {}",
+        message
+            .lines()
+            .find(|l| l.contains("rule"))
+            .unwrap_or("refused")
+            .trim()
+    );
+    if refused.status.success() {
+        bail!("a product breaking the amendment was published");
+    }
+    let mut fixed: Vec<&str> = base.to_vec();
+    fixed.extend(["--restricted", "session_id", "--json"]);
+    let view = cli_json(&fixed)?;
+    crate::outln!(
+        "    with --restricted session_id: published v{}, compliant",
+        view["version"]
+    );
     Ok(())
 }
 

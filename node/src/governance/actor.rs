@@ -448,11 +448,12 @@ impl Node {
             }
             request_response::Event::ResponseSent { peer, .. }
             | request_response::Event::InboundFailure { peer, .. } => {
-                // The invitation is spent or refused: its key may not stay connected.
+                // The invitation is spent or refused: its key may not stay connected, but
+                // closing now would drop the answer in flight.
                 if self.governance.invitation(&peer).is_none()
                     && !self.governance.is_member_peer(&peer)
                 {
-                    self.swarm.behaviour_mut().gate.disallow_peer(peer);
+                    self.governance.answered.push((peer, Instant::now()));
                 }
             }
             _ => {}
@@ -509,6 +510,25 @@ impl Node {
         JoinReply::Welcome {
             charter: self.governance.state.charter_envelope().clone(),
             votes,
+        }
+    }
+
+    /// Shuts the gate on invitation keys answered a while ago (see `Governance::answered`).
+    pub(crate) fn close_spent_invitations(&mut self) {
+        const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+        if self.governance.answered.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.governance.answered)
+            .into_iter()
+            .partition(|(_, at)| now.duration_since(*at) >= GRACE);
+        self.governance.answered = waiting;
+        for (peer, _) in due {
+            if self.governance.invitation(&peer).is_none() && !self.governance.is_member_peer(&peer)
+            {
+                self.swarm.behaviour_mut().gate.disallow_peer(peer);
+            }
         }
     }
 

@@ -52,6 +52,9 @@ pub(crate) struct Governance {
     pub(crate) refused_inbound: u64,
     /// Dials this node did not make because the key is not a member.
     pub(crate) refused_outbound: u64,
+    /// Invitation keys whose join was answered, and when: the gate shuts them out a little
+    /// later, once the answer has had time to arrive (closing at once drops it in flight).
+    pub(crate) answered: Vec<(PeerId, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for Governance {
@@ -104,6 +107,7 @@ impl Governance {
             invitations,
             refused_inbound: 0,
             refused_outbound: 0,
+            answered: Vec::new(),
         })
     }
 

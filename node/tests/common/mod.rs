@@ -3,14 +3,44 @@
 use mesh_node::node::{NodeOptions, spawn};
 use mesh_node::store::Store;
 use mesh_node::{DataDir, NodeConfig, NodeHandle};
-use mesh_protocol::Identity;
+use mesh_protocol::governance::{AdmissionRule, Charter, Member, Policies};
+use mesh_protocol::{Identity, PublicKey, Signed};
 
-/// Starts a node with key `secret` in `dir` on a free loopback port, bootstrapping from
-/// `bootstrap`; `fill` writes to its store before the actor starts.
+/// The charter of a test mesh: the first of `governors` (domain, secret) signs and the
+/// governors carry motions alone (quorum 1); `members` (domain, key) belong from the start.
+/// Every node of one test starts from the same charter, so they share one mesh.
+pub(crate) fn charter(
+    governors: &[(&str, [u8; 32])],
+    members: &[(&str, PublicKey)],
+) -> Signed<Charter> {
+    let member = |domain: &str, key: PublicKey| Member {
+        key,
+        domain: domain.to_owned(),
+    };
+    let charter = Charter {
+        name: "test-mesh".into(),
+        founded_at_ms: 1,
+        governors: governors
+            .iter()
+            .map(|(d, s)| member(d, Identity::from_secret_bytes(*s).public_key()))
+            .collect(),
+        quorum: 1,
+        admission: AdmissionRule::AnyMember,
+        members: members.iter().map(|(d, k)| member(d, *k)).collect(),
+        policies: Policies::default(),
+        nonce: [7; 16],
+    };
+    Signed::sign(&Identity::from_secret_bytes(governors[0].1), &charter)
+}
+
+/// Starts a node of the mesh `charter` founds, with key `secret`, in `dir` on a free
+/// loopback port, bootstrapping from `bootstrap`; `fill` writes to its store before the
+/// actor starts.
 pub(crate) fn start(
     dir: &std::path::Path,
     domain: &str,
     secret: [u8; 32],
+    charter: &Signed<Charter>,
     bootstrap: Vec<String>,
     fill: impl FnOnce(&Store),
 ) -> (NodeHandle, tokio::task::JoinHandle<()>) {
@@ -18,6 +48,7 @@ pub(crate) fn start(
     let store = Store::open(&data_dir.db())
         .expect("open the store")
         .with_audit_signer(Identity::from_secret_bytes(secret));
+    mesh_node::governance::install(&store, charter, &[]).expect("install the mesh charter");
     fill(&store);
     let mut config = NodeConfig::new(domain);
     config.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()];

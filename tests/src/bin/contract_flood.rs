@@ -3,16 +3,21 @@
 //! of the honest consumer's own checks apply: every request is well signed, by its own key,
 //! for the named product, with a fresh nonce.
 //!
+//! With `--ticket TICKET` (from `meshnode mesh invite --domain flood` on the provider) it
+//! first joins the provider's mesh, so the flood comes from a member; without, it is a
+//! non-member whose connection the provider refuses before any request is read (the report
+//! then says `"refused": true`).
+//!
 //! Usage: `contract-flood --provider MULTIADDR/p2p/ID --provider-key HEX --product NAME
-//! [--count N] [--in-flight N]`. Prints one JSON line with the tally of answers and the
-//! elapsed time, then exits.
+//! [--ticket TICKET] [--count N] [--in-flight N]`. Prints one JSON line with the tally of
+//! answers and the elapsed time, then exits.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, StreamProtocol, request_response};
+use libp2p::{Multiaddr, request_response};
 use mesh_protocol::contract::{Columns, DAY_MS};
 use mesh_protocol::{
     ContractMessage, ContractReply, ContractRequest, ContractTerms, Identity, ProductId, PublicKey,
@@ -33,10 +38,12 @@ struct Args {
     count: usize,
     /// Requests in flight at once.
     in_flight: usize,
+    /// A ticket to join the provider's mesh with first.
+    ticket: Option<String>,
 }
 
 fn args() -> Args {
-    let (mut provider, mut key, mut product) = (None, None, None);
+    let (mut provider, mut key, mut product, mut ticket) = (None, None, None, None);
     let (mut count, mut in_flight) = (2000, 64);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -45,6 +52,7 @@ fn args() -> Args {
             "--provider" => provider = value.and_then(|s| s.parse().ok()),
             "--provider-key" => key = value.and_then(|s| PublicKey::from_hex(&s).ok()),
             "--product" => product = value,
+            "--ticket" => ticket = value,
             "--count" => count = value.and_then(|s| s.parse().ok()).unwrap_or(count),
             "--in-flight" => in_flight = value.and_then(|s| s.parse().ok()).unwrap_or(in_flight),
             other => panic!("unknown argument {other}"),
@@ -56,6 +64,7 @@ fn args() -> Args {
         product: product.expect("--product NAME"),
         count,
         in_flight: in_flight.max(1),
+        ticket,
     }
 }
 
@@ -105,6 +114,11 @@ fn label(reply: &ContractReply) -> String {
 async fn main() {
     let args = args();
     let me = Identity::from_secret_bytes(rand::random());
+    let mesh = match &args.ticket {
+        Some(ticket) => Some(mesh_tests::insider::join(ticket, &me).await),
+        None => None,
+    };
+    let contract = mesh_tests::insider::protocol(mesh.as_ref(), "contract/1");
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(me.secret_bytes())
         .expect("an ed25519 secret");
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -113,10 +127,7 @@ async fn main() {
         .with_behaviour(|_| {
             request_response::Behaviour::with_codec(
                 RawCodec,
-                [(
-                    StreamProtocol::new("/meshnode/contract/1"),
-                    request_response::ProtocolSupport::Outbound,
-                )],
+                [(contract, request_response::ProtocolSupport::Outbound)],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
             )
         })
@@ -130,6 +141,7 @@ async fn main() {
     let (mut sent, mut answered) = (0usize, 0usize);
     let mut provider = None;
     let mut started = None;
+    let mut refused = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while answered < args.count {
         let event = tokio::select! {
@@ -142,8 +154,23 @@ async fn main() {
                 started.get_or_insert_with(Instant::now);
             }
             SwarmEvent::OutgoingConnectionError { error, .. } => {
+                if mesh.is_none() {
+                    // A non-member: the provider's gate turned the connection down.
+                    eprintln!("the provider refused the connection: {error}");
+                    refused = true;
+                    break;
+                }
                 eprintln!("cannot reach the provider: {error}");
                 std::process::exit(2);
+            }
+            SwarmEvent::ConnectionClosed {
+                num_established: 0,
+                cause,
+                ..
+            } if answered < args.count => {
+                eprintln!("the provider closed the connection: {cause:?}");
+                refused = true;
+                break;
             }
             SwarmEvent::Behaviour(request_response::Event::Message {
                 message: request_response::Message::Response { response, .. },
@@ -180,6 +207,7 @@ async fn main() {
         "answered": answered,
         "elapsed_ms": elapsed_ms,
         "replies": tally,
+        "refused": refused,
     });
     println!("{report}");
 }

@@ -13,18 +13,31 @@
 //! to the catalog topic (`deep-gossiped`), then reconnects and answers every sync request
 //! with it (`deep-served-by-sync`). `--go` is not needed for that attack.
 //!
-//! It prints one line per action and exits after `--linger` seconds.
+//! With `--attack own` it gossips a well-formed descriptor of its own (`mallory/own`) as
+//! soon as it is connected (`own-gossiped`) and serves it to every sync request
+//! (`own-served-by-sync`): what an honest node would do, so only membership can keep it out.
+//!
+//! With `--ticket TICKET` (from `meshnode mesh invite --domain mallory` on a member) it first
+//! joins the mesh with its own key, then speaks the mesh's topic and protocols under that
+//! key: an insider that misbehaves. Without a ticket it is a non-member, whose connections
+//! the mesh's nodes refuse before any protocol runs.
+//!
+//! It prints one line per action (`connected` when a connection is up, `disconnected` when
+//! the last one closes, `dial-failed` when a dial fails) and exits after `--linger` seconds
+//! once its attack ran, or (`gave-up`) when `--linger` seconds have passed since the start
+//! and no connection is up.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, StreamProtocol, gossipsub, request_response};
+use libp2p::{Multiaddr, gossipsub, request_response};
 use mesh_protocol::codec;
 use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status};
-use mesh_protocol::wire::{CATALOG_TOPIC, GossipMessage, SyncRequest, SyncResponse};
+use mesh_protocol::wire::{GossipMessage, SyncRequest, SyncResponse};
 use mesh_protocol::{Identity, ProductDescriptor, Signed};
+use mesh_tests::insider;
 use mesh_tests::raw::RawCodec;
 
 #[derive(NetworkBehaviour)]
@@ -40,6 +53,8 @@ enum Attack {
     Poison,
     /// A well-signed descriptor with a column type nested `depth` levels deep.
     DeepType,
+    /// A well-formed descriptor of its own, gossiped and served by sync.
+    Own,
 }
 
 struct Args {
@@ -48,6 +63,7 @@ struct Args {
     linger: u64,
     attack: Attack,
     depth: usize,
+    ticket: Option<String>,
 }
 
 fn args() -> Args {
@@ -56,6 +72,7 @@ fn args() -> Args {
     let mut linger = 10;
     let mut attack = Attack::Poison;
     let mut depth = 3000;
+    let mut ticket = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -66,15 +83,17 @@ fn args() -> Args {
                 attack = match it.next().as_deref() {
                     Some("poison") => Attack::Poison,
                     Some("deep-type") => Attack::DeepType,
-                    other => panic!("--attack poison|deep-type, not {other:?}"),
+                    Some("own") => Attack::Own,
+                    other => panic!("--attack poison|deep-type|own, not {other:?}"),
                 }
             }
             "--depth" => depth = it.next().and_then(|s| s.parse().ok()).expect("--depth N"),
+            "--ticket" => ticket = it.next(),
             other => panic!("unknown argument {other}"),
         }
     }
     assert!(
-        attack == Attack::DeepType || go.is_some(),
+        attack != Attack::Poison || go.is_some(),
         "--go FILE is needed for the poison attack"
     );
     Args {
@@ -83,26 +102,36 @@ fn args() -> Args {
         linger,
         attack,
         depth,
+        ticket,
     }
 }
 
 /// A descriptor of our own, correctly signed, whose one column has the type
 /// `List(List(...Int32...))` nested `depth` levels deep.
 fn deep_descriptor(mallory: &Identity, depth: usize) -> Signed<ProductDescriptor> {
+    own_descriptor(
+        mallory,
+        "deep",
+        format!("{}Int32{}", "List(".repeat(depth), ")".repeat(depth)),
+    )
+}
+
+/// A descriptor of our own named `name`, correctly signed, with one column of `data_type`.
+fn own_descriptor(mallory: &Identity, name: &str, data_type: String) -> Signed<ProductDescriptor> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let descriptor = ProductDescriptor {
         owner: mallory.public_key(),
         domain: "mallory".into(),
-        name: "deep".into(),
+        name: name.into(),
         version: 1,
-        title: "deep".into(),
+        title: name.into(),
         description: String::new(),
         tags: Vec::new(),
         schema: vec![ColumnSchema {
-            name: "deep".into(),
-            data_type: format!("{}Int32{}", "List(".repeat(depth), ")".repeat(depth)),
+            name: name.into(),
+            data_type,
             nullable: true,
         }],
         rows: 1,
@@ -123,6 +152,22 @@ fn deep_descriptor(mallory: &Identity, depth: usize) -> Signed<ProductDescriptor
 async fn main() {
     let args = args();
     let mallory = Identity::from_secret_bytes(rand::random());
+    let mesh = match &args.ticket {
+        Some(ticket) => {
+            let mesh = mesh_tests::insider::join(ticket, &mallory).await;
+            println!("joined");
+            Some(mesh)
+        }
+        None => None,
+    };
+    // A member speaks its mesh's names; a non-member both names nodes spoke before meshes.
+    let sync_protocols = match &mesh {
+        Some(m) => vec![insider::protocol(Some(m), "sync/3")],
+        None => vec![
+            insider::protocol(None, "sync/1"),
+            insider::protocol(None, "sync/2"),
+        ],
+    };
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(mallory.secret_bytes()).unwrap();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -138,21 +183,18 @@ async fn main() {
             .unwrap(),
             sync: request_response::Behaviour::with_codec(
                 RawCodec,
-                // Both versions of the sync protocol: the attacks do not depend on its
-                // messages beyond the envelopes they carry.
-                ["/meshnode/sync/1", "/meshnode/sync/2"].map(|name| {
-                    (
-                        StreamProtocol::new(name),
-                        request_response::ProtocolSupport::Full,
-                    )
-                }),
+                // The attacks do not depend on the sync messages beyond the envelopes they
+                // carry.
+                sync_protocols
+                    .into_iter()
+                    .map(|name| (name, request_response::ProtocolSupport::Full)),
                 request_response::Config::default(),
             ),
         })
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
-    let topic = gossipsub::IdentTopic::new(CATALOG_TOPIC);
+    let topic = gossipsub::IdentTopic::new(insider::catalog_topic(mesh.as_ref()));
     swarm.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
     swarm
         .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
@@ -160,14 +202,20 @@ async fn main() {
     swarm.dial(args.bootstrap.clone()).unwrap();
 
     let deep = deep_descriptor(&mallory, args.depth);
+    let own = own_descriptor(&mallory, "own", "Int64".into());
     let mut deep_gossiped = false;
+    let mut own_gossiped = false;
+    let mut connected = false;
     // Every descriptor version seen, oldest first.
     let mut seen: Vec<Signed<ProductDescriptor>> = Vec::new();
     let mut victim = None;
     let mut attacked = false;
     let mut replay_armed = false;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // An attack that cannot start (a non-member is refused) gives up after `linger` if no
+    // connection is up.
     let mut deadline = None;
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(args.linger);
     let mut reconnect_at = None;
     loop {
         tokio::select! {
@@ -176,6 +224,10 @@ async fn main() {
                     && tokio::time::Instant::now() >= d
                 {
                     println!("done");
+                    return;
+                }
+                if deadline.is_none() && !connected && tokio::time::Instant::now() >= give_up {
+                    println!("gave-up");
                     return;
                 }
                 if let Some(at) = reconnect_at
@@ -201,6 +253,15 @@ async fn main() {
                         deep_gossiped = true;
                         println!("deep-gossiped");
                         // Then make the victim sync with us, to serve it that way too.
+                        reconnect_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                        deadline = Some(tokio::time::Instant::now() + Duration::from_secs(args.linger));
+                    }
+                }
+                if args.attack == Attack::Own && !own_gossiped && victim.is_some() {
+                    let message = GossipMessage::Descriptor(own.clone()).to_bytes();
+                    if swarm.behaviour_mut().gossipsub.publish(topic.clone(), message).is_ok() {
+                        own_gossiped = true;
+                        println!("own-gossiped");
                         reconnect_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                         deadline = Some(tokio::time::Instant::now() + Duration::from_secs(args.linger));
                     }
@@ -234,9 +295,23 @@ async fn main() {
             event = swarm.select_next_some() => match event {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                     victim = Some(peer_id);
+                    if !connected {
+                        connected = true;
+                        println!("connected");
+                    }
                 }
-                SwarmEvent::ConnectionClosed { num_established: 0, .. } if replay_armed => {
-                    let _ = swarm.dial(args.bootstrap.clone());
+                SwarmEvent::OutgoingConnectionError { .. } => {
+                    println!("dial-failed");
+                }
+                SwarmEvent::ConnectionClosed { num_established: 0, .. } => {
+                    victim = None;
+                    if connected {
+                        connected = false;
+                        println!("disconnected");
+                    }
+                    if replay_armed {
+                        let _ = swarm.dial(args.bootstrap.clone());
+                    }
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) => {
                     if let Ok(GossipMessage::Descriptor(d)) = GossipMessage::from_bytes(&message.data) {
@@ -257,6 +332,9 @@ async fn main() {
                         let descriptors = if args.attack == Attack::DeepType {
                             println!("deep-served-by-sync");
                             vec![deep.clone()]
+                        } else if args.attack == Attack::Own {
+                            println!("own-served-by-sync");
+                            vec![own.clone()]
                         } else if replay_armed {
                             println!("replayed-old-version");
                             vec![seen.first().expect("seen a version").clone()]
