@@ -1,5 +1,5 @@
-//! Fixed keys, clock and reference product: what the targets verify against and what the
-//! seeds are made from. Everything is deterministic, so the seeds are too.
+//! Fixed keys, clock, reference product and mesh (charter, votes, invitation): what the
+//! targets verify against and what the seeds are made from. Everything is deterministic, so the seeds are too.
 
 use std::sync::OnceLock;
 
@@ -8,8 +8,12 @@ use mesh_protocol::descriptor::ProductId;
 use mesh_protocol::descriptor::{
     Approval, ColumnSchema, ContentDigest, LineageRef, Policy, ProductDescriptor, Sla, Status,
 };
+use mesh_protocol::governance::{
+    Action, AdmissionRule, Charter, Invitation, Member, MeshId, MeshState, Motion, Policies,
+    RequiredField, VoteKey,
+};
 use mesh_protocol::reconcile::SyncSet;
-use mesh_protocol::{ContractTerms, Identity, PublicKey};
+use mesh_protocol::{ContractTerms, Identity, PublicKey, Signed};
 
 /// "Now" for every validity check: 2023-11-14.
 pub const NOW_MS: u64 = 1_700_000_000_000;
@@ -153,4 +157,197 @@ pub fn requester_catalog_set() -> SyncSet<ProductId> {
         })
         .collect();
     SyncSet::from_map(&map)
+}
+
+/// Governance: the third governing domain of the fixture mesh (with [`provider`] and
+/// [`consumer`], 2 of 3 carry a motion).
+pub fn governor() -> &'static Identity {
+    static KEY: OnceLock<Identity> = OnceLock::new();
+    KEY.get_or_init(|| Identity::from_secret_bytes([0x33; 32]))
+}
+
+/// A founding member of the fixture mesh that governs nothing (it admits, under
+/// any-member admission).
+pub fn member() -> &'static Identity {
+    static KEY: OnceLock<Identity> = OnceLock::new();
+    KEY.get_or_init(|| Identity::from_secret_bytes([0x44; 32]))
+}
+
+/// A key that belongs to no mesh.
+pub fn outsider() -> &'static Identity {
+    static KEY: OnceLock<Identity> = OnceLock::new();
+    KEY.get_or_init(|| Identity::from_secret_bytes([0x55; 32]))
+}
+
+/// A domain the member admitted (in the fixture state).
+pub fn newcomer() -> &'static Identity {
+    static KEY: OnceLock<Identity> = OnceLock::new();
+    KEY.get_or_init(|| Identity::from_secret_bytes([0x66; 32]))
+}
+
+/// The key of the open invitation (its secret travels in a ticket).
+pub fn invitation_key() -> &'static Identity {
+    static KEY: OnceLock<Identity> = OnceLock::new();
+    KEY.get_or_init(|| Identity::from_secret_bytes([0x77; 32]))
+}
+
+/// A domain the member admitted and the governors then removed (in the fixture state).
+pub fn removed() -> &'static Identity {
+    static KEY: OnceLock<Identity> = OnceLock::new();
+    KEY.get_or_init(|| Identity::from_secret_bytes([0x88; 32]))
+}
+
+/// Every fixture key that can sign a vote, a claim or a charter, in a fixed order: what a
+/// target re-signs fuzzed bodies with.
+pub fn signers() -> [&'static Identity; 7] {
+    [
+        provider(),
+        consumer(),
+        governor(),
+        member(),
+        newcomer(),
+        outsider(),
+        removed(),
+    ]
+}
+
+/// The fixture key whose public half is `key`, if any.
+pub fn identity_of(key: &PublicKey) -> Option<&'static Identity> {
+    signers()
+        .into_iter()
+        .chain([invitation_key()])
+        .find(|i| &i.public_key() == key)
+}
+
+/// The charter of the fixture mesh: three governors (sales = [`provider`], churn =
+/// [`consumer`], product = [`governor`]), 2 of 3, any member admits, [`member`] belongs from
+/// the start, no policies yet. Signed by the provider.
+pub fn charter() -> &'static Signed<Charter> {
+    static CHARTER: OnceLock<Signed<Charter>> = OnceLock::new();
+    CHARTER.get_or_init(|| {
+        let m = |identity: &Identity, domain: &str| Member {
+            key: identity.public_key(),
+            domain: domain.into(),
+        };
+        let charter = Charter {
+            name: "shop".into(),
+            founded_at_ms: NOW_MS - 86_400_000,
+            governors: vec![
+                m(provider(), "sales"),
+                m(consumer(), "churn"),
+                m(governor(), "product"),
+            ],
+            quorum: 2,
+            admission: AdmissionRule::AnyMember,
+            members: vec![m(member(), "customer")],
+            policies: Policies::default(),
+            nonce: [1; 16],
+        };
+        Signed::sign(provider(), &charter)
+    })
+}
+
+/// The fixture mesh's id.
+pub fn mesh_id() -> MeshId {
+    MeshId::of_body(charter().body())
+}
+
+/// A motion of the fixture mesh.
+pub fn motion(proposer: &Identity, action: Action, at_ms: u64) -> Motion {
+    Motion {
+        mesh: mesh_id(),
+        action,
+        proposer: proposer.public_key(),
+        proposed_at_ms: at_ms,
+    }
+}
+
+/// The pii amendment (policies version 1): `pii` columns must be restricted, every product
+/// names a contact, contracts run at most a year.
+pub fn amendment() -> Motion {
+    motion(
+        provider(),
+        Action::Amend {
+            policies: Policies {
+                version: 1,
+                restricted_tags: vec!["pii".into()],
+                required_fields: vec![RequiredField::Contact],
+                max_contract_days: Some(365),
+                purposes: vec!["analytics".into(), "fraud".into()],
+            },
+            summary: "pii columns are restricted".into(),
+        },
+        NOW_MS - 1_000,
+    )
+}
+
+/// The votes of the fixture state, in the order they were given: the member admits the
+/// newcomer and the removed domain, two governors remove the latter, one governor signs
+/// the amendment (open: 1 of 2).
+pub fn votes() -> &'static [Signed<Motion>] {
+    static VOTES: OnceLock<Vec<Signed<Motion>>> = OnceLock::new();
+    VOTES.get_or_init(|| {
+        let admit = |identity: &Identity, domain: &str, at| {
+            motion(
+                member(),
+                Action::Admit(Member {
+                    key: identity.public_key(),
+                    domain: domain.into(),
+                }),
+                at,
+            )
+        };
+        let remove = motion(
+            provider(),
+            Action::Remove {
+                key: removed().public_key(),
+                reason: "leaked data".into(),
+            },
+            NOW_MS - 2_000,
+        );
+        vec![
+            Signed::sign(
+                member(),
+                &admit(newcomer(), "recommendation", NOW_MS - 5_000),
+            ),
+            Signed::sign(member(), &admit(removed(), "ads", NOW_MS - 4_000)),
+            Signed::sign(provider(), &remove),
+            Signed::sign(consumer(), &remove),
+            Signed::sign(provider(), &amendment()),
+        ]
+    })
+}
+
+/// The fixture mesh after [`votes`]: members, a removed key, carried and open motions.
+pub fn mesh_state() -> &'static MeshState {
+    static STATE: OnceLock<MeshState> = OnceLock::new();
+    STATE.get_or_init(|| {
+        let (state, refused) = MeshState::restore(charter().clone(), votes().iter().cloned())
+            .expect("the fixture charter is valid");
+        assert!(refused.is_empty(), "fixture votes refused: {refused:?}");
+        state
+    })
+}
+
+/// The fixture state's votes as a reconciliation set, as a node builds it.
+pub fn vote_set() -> &'static SyncSet<VoteKey> {
+    static SET: OnceLock<SyncSet<VoteKey>> = OnceLock::new();
+    SET.get_or_init(|| SyncSet::from_sorted(mesh_state().vote_keys().map(|k| (k, 0))))
+}
+
+/// A requester that holds only the first two votes.
+pub fn requester_vote_set() -> SyncSet<VoteKey> {
+    let mut keys: Vec<VoteKey> = votes()[..2].iter().map(VoteKey::of).collect();
+    keys.sort();
+    SyncSet::from_sorted(keys.into_iter().map(|k| (k, 0)))
+}
+
+/// The invitation the inviting member ([`member`]) holds for domain `analytics`.
+pub fn invitation() -> Invitation {
+    Invitation {
+        key: invitation_key().public_key(),
+        domain: "analytics".into(),
+        expires_at_ms: NOW_MS + 3_600_000,
+        used: false,
+    }
 }

@@ -42,17 +42,17 @@ pub struct Target {
 pub const TARGETS: &[Target] = &[
     Target {
         name: "gossip_message",
-        what: "catalog topic message (descriptor, node record, revocation)",
+        what: "catalog topic message (descriptor, node record, revocation, vote)",
         run: targets::gossip_message,
     },
     Target {
         name: "sync_request",
-        what: "anti-entropy request (catalog digest)",
+        what: "anti-entropy request (catalog, node record and vote ranges)",
         run: targets::sync_request,
     },
     Target {
         name: "sync_response",
-        what: "anti-entropy response (descriptors, node records)",
+        what: "anti-entropy response (descriptors, node records, votes)",
         run: targets::sync_response,
     },
     Target {
@@ -124,6 +124,31 @@ pub const TARGETS: &[Target] = &[
         name: "audit_entry",
         what: "stored audit entries: decode, detail JSON, hash-chain check",
         run: targets::audit_entry,
+    },
+    Target {
+        name: "vote",
+        what: "Signed<Motion> (a vote) offered to a mesh state, then the state's invariants",
+        run: targets::vote,
+    },
+    Target {
+        name: "charter",
+        what: "Signed<Charter>, then verify_charter and the state it founds",
+        run: targets::charter,
+    },
+    Target {
+        name: "ticket",
+        what: "join ticket text (`init --join`, `mesh join`)",
+        run: targets::ticket,
+    },
+    Target {
+        name: "join_claim",
+        what: "Signed<JoinClaim> checked against an invitation (check_claim)",
+        run: targets::join_claim,
+    },
+    Target {
+        name: "join_reply",
+        what: "the inviter's JoinReply: charter verification and state restore",
+        run: targets::join_reply,
     },
     Target {
         name: "text_ids",

@@ -10,6 +10,9 @@ use mesh_protocol::catalog::NodeRecord;
 use mesh_protocol::contract::{Agreement, ContractRequest, Decision, Rejection, Revocation};
 use mesh_protocol::descriptor::ProductDescriptor;
 use mesh_protocol::envelope::Signed;
+use mesh_protocol::governance::{
+    Action, Charter, JoinClaim, JoinReply, Member, Motion, Policies, Ticket,
+};
 use mesh_protocol::reconcile::{self, Reconciler, SetAnswer};
 use mesh_protocol::transfer::{
     self, Compression, FetchRefusal, FetchRequest, Frame, Refusal, TransferHeader,
@@ -262,6 +265,18 @@ pub fn all() -> Vec<Seed> {
     };
     let answer = reconcile::respond(fixtures::catalog_set(), &sync_request.products)
         .expect("a real query is within bounds");
+    // A requester that lacks some votes: its query over the votes, the answer, the votes.
+    let requester_votes = fixtures::requester_vote_set();
+    let vote_query =
+        Reconciler::new(&requester_votes).next_query(&requester_votes, wire::MAX_SET_QUERY);
+    let vote_answer = reconcile::respond(fixtures::vote_set(), &vote_query)
+        .expect("a real query is within bounds");
+    let missing_votes: Vec<Signed<Motion>> = vote_answer
+        .send
+        .iter()
+        .filter_map(|k| fixtures::mesh_state().vote(k).cloned())
+        .collect();
+    assert!(!missing_votes.is_empty(), "the requester lacks votes");
     let mut seeds = vec![
         seed(
             "gossip_message",
@@ -280,6 +295,25 @@ pub fn all() -> Vec<Seed> {
         ),
         seed("sync_request", "first-round", sync_request.to_bytes()),
         seed("sync_request", "empty", SyncRequest::default().to_bytes()),
+        seed(
+            "sync_request",
+            "votes",
+            SyncRequest {
+                votes: vote_query,
+                ..SyncRequest::default()
+            }
+            .to_bytes(),
+        ),
+        seed(
+            "sync_response",
+            "votes",
+            SyncResponse {
+                votes: vote_answer.answer,
+                vote_envelopes: missing_votes,
+                ..SyncResponse::default()
+            }
+            .to_bytes(),
+        ),
         seed(
             "sync_response",
             "first-round",
@@ -442,6 +476,7 @@ pub fn all() -> Vec<Seed> {
         broken.push(0);
         broken
     }));
+    seeds.extend(governance_seeds());
     seeds.push(seed(
         "text_ids",
         "agreement-id",
@@ -451,6 +486,189 @@ pub fn all() -> Vec<Seed> {
         "text_ids",
         "storage-key",
         fixtures::product().id().storage_key().into_bytes(),
+    ));
+    seeds
+}
+
+/// Seeds of the governance targets: the fixture mesh's votes, charter, a ticket, a claim and
+/// the join answer, as nodes send and store them, and hostile variants.
+fn governance_seeds() -> Vec<Seed> {
+    let votes = fixtures::votes();
+    let mut seeds: Vec<Seed> = votes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| seed("vote", &format!("fixture-{i}"), v.to_bytes()))
+        .collect();
+    // The second governor's signature carries the open amendment.
+    seeds.push(seed(
+        "vote",
+        "carry-amendment",
+        Signed::sign(fixtures::consumer(), &fixtures::amendment()).to_bytes(),
+    ));
+    seeds.push(seed(
+        "vote",
+        "admit",
+        Signed::sign(
+            fixtures::newcomer(),
+            &fixtures::motion(
+                fixtures::newcomer(),
+                Action::Admit(Member {
+                    key: fixtures::outsider().public_key(),
+                    domain: "partner".into(),
+                }),
+                NOW_MS,
+            ),
+        )
+        .to_bytes(),
+    ));
+    seeds.push(seed(
+        "vote",
+        "remove-newcomer",
+        Signed::sign(
+            fixtures::governor(),
+            &fixtures::motion(
+                fixtures::governor(),
+                Action::Remove {
+                    key: fixtures::newcomer().public_key(),
+                    reason: "left the company".into(),
+                },
+                NOW_MS,
+            ),
+        )
+        .to_bytes(),
+    ));
+    // Hostile: a governor's removal (never carried), a forged signer.
+    seeds.push(seed(
+        "vote",
+        "remove-governor",
+        Signed::sign(
+            fixtures::consumer(),
+            &fixtures::motion(
+                fixtures::consumer(),
+                Action::Remove {
+                    key: fixtures::provider().public_key(),
+                    reason: "coup".into(),
+                },
+                NOW_MS,
+            ),
+        )
+        .to_bytes(),
+    ));
+    seeds.push(hostile(
+        "vote",
+        "forged-signer",
+        votes[4]
+            .with_claimed_signer(fixtures::consumer().public_key())
+            .to_bytes(),
+    ));
+
+    let charter = fixtures::charter();
+    seeds.push(seed("charter", "shop", charter.to_bytes()));
+    let with_policies = Charter {
+        policies: Policies {
+            version: 0,
+            restricted_tags: vec!["pii".into(), "financial".into()],
+            ..Policies::default()
+        },
+        ..charter
+            .decode_trusted()
+            .expect("the fixture charter decodes")
+    };
+    seeds.push(seed(
+        "charter",
+        "policies",
+        Signed::sign(fixtures::consumer(), &with_policies).to_bytes(),
+    ));
+    seeds.push(hostile(
+        "charter",
+        "not-a-governor",
+        Signed::sign(fixtures::outsider(), &with_policies).to_bytes(),
+    ));
+    let unreachable = Charter {
+        quorum: 4,
+        ..with_policies.clone()
+    };
+    seeds.push(hostile(
+        "charter",
+        "quorum-over-governors",
+        Signed::sign(fixtures::provider(), &unreachable).to_bytes(),
+    ));
+
+    let ticket = Ticket {
+        mesh: fixtures::mesh_id(),
+        domain: "analytics".into(),
+        inviter: fixtures::member().public_key(),
+        bootstrap: vec![
+            "/ip4/127.0.0.1/udp/4001/quic-v1".into(),
+            "/ip6/::1/udp/4001/quic-v1".into(),
+        ],
+        secret: [0x77; 32],
+        expires_at_ms: NOW_MS + 3_600_000,
+    };
+    seeds.push(seed("ticket", "analytics", ticket.encode().into_bytes()));
+    seeds.push(hostile(
+        "ticket",
+        "too-long",
+        format!("meshnode-ticket-{}", "A".repeat(8_000)).into_bytes(),
+    ));
+    seeds.push(hostile(
+        "ticket",
+        "truncated",
+        ticket.encode()[..40].as_bytes().to_vec(),
+    ));
+
+    let claim = JoinClaim {
+        mesh: fixtures::mesh_id(),
+        invitation: fixtures::invitation_key().public_key(),
+        member: Member {
+            key: fixtures::outsider().public_key(),
+            domain: "analytics".into(),
+        },
+    };
+    seeds.push(seed(
+        "join_claim",
+        "analytics",
+        Signed::sign(fixtures::outsider(), &claim).to_bytes(),
+    ));
+    seeds.push(hostile(
+        "join_claim",
+        "other-domain",
+        Signed::sign(
+            fixtures::outsider(),
+            &JoinClaim {
+                member: Member {
+                    domain: "sales".into(),
+                    ..claim.member.clone()
+                },
+                ..claim.clone()
+            },
+        )
+        .to_bytes(),
+    ));
+    seeds.push(hostile(
+        "join_claim",
+        "signed-for-another",
+        Signed::sign(fixtures::newcomer(), &claim).to_bytes(),
+    ));
+
+    seeds.push(seed(
+        "join_reply",
+        "welcome",
+        JoinReply::Welcome {
+            charter: charter.clone(),
+            votes: votes.to_vec(),
+        }
+        .to_bytes(),
+    ));
+    seeds.push(seed(
+        "join_reply",
+        "refused",
+        JoinReply::Refused("the invitation was already used: ask for a new one".into()).to_bytes(),
+    ));
+    seeds.push(seed(
+        "gossip_message",
+        "vote",
+        GossipMessage::Vote(votes[4].clone()).to_bytes(),
     ));
     seeds
 }

@@ -14,6 +14,10 @@ use mesh_protocol::contract::{
 };
 use mesh_protocol::descriptor::{self, ColumnSchema, ProductDescriptor, ProductId};
 use mesh_protocol::envelope::{Signable, Signed};
+use mesh_protocol::governance::{
+    self, Action, Charter, JoinClaim, JoinReply, MeshId, MeshState, Motion, Ticket, VoteKey,
+    VoteRefusal, state::MAX_MEMBERS,
+};
 use mesh_protocol::reconcile::{self, Reconciler, SetQuery, SyncSet};
 use mesh_protocol::transfer::{
     self, Compression, ExpectedTrailer, FetchRequest, Frame, FrameDecoder, TransferTrailer,
@@ -44,7 +48,9 @@ pub fn gossip_message(data: &[u8]) {
         GossipMessage::Node(envelope) => node_record_envelope(envelope),
         GossipMessage::Revocation(envelope) => revocation_envelope(envelope),
         GossipMessage::Vote(envelope) => {
-            let _ = envelope.verify();
+            let mut state = fixtures::mesh_state().clone();
+            offer_checked(&mut state, envelope);
+            offer_checked(&mut state, &resign_as_claimed(envelope));
         }
     }
     // What was accepted is forwarded as is: re-encoding gives a message that decodes again.
@@ -60,6 +66,7 @@ pub fn sync_request(data: &[u8]) {
     };
     respond_checked(fixtures::catalog_set(), &request.products);
     respond_checked(fixtures::node_set(), &request.nodes);
+    respond_checked(fixtures::vote_set(), &request.votes);
 }
 
 fn respond_checked<K: reconcile::SyncKey>(ours: &SyncSet<K>, query: &SetQuery<K>) {
@@ -107,6 +114,17 @@ pub fn sync_response(data: &[u8]) {
     for envelope in &response.records {
         node_record_envelope(envelope);
     }
+    let ours = fixtures::requester_vote_set();
+    let mut reconciler = Reconciler::new(&ours);
+    let asked = reconciler.next_query(&ours, wire::MAX_SET_QUERY);
+    let _ = reconciler.on_answer(&ours, &asked, response.votes);
+    // Every vote goes through the same checks as a gossiped one, into one state.
+    let mut state = fixtures::mesh_state().clone();
+    for envelope in &response.vote_envelopes {
+        offer_checked(&mut state, envelope);
+        offer_checked(&mut state, &resign_as_claimed(envelope));
+    }
+    assert_order_free(&state);
 }
 
 /// `Signed<ProductDescriptor>` as gossiped, synced or read back from the store.
@@ -533,4 +551,286 @@ pub fn text_ids(data: &[u8]) {
         assert_eq!(ProductId::from_storage_key(&id.storage_key()), Some(id));
     }
     let _ = mesh_protocol::Identity::from_secret_slice(data);
+}
+
+/// The same body signed by the fixture key it claims as signer, if it claims one: what
+/// that member would send. Other envelopes are returned as they are.
+fn resign_as_claimed<T: Signable>(envelope: &Signed<T>) -> Signed<T> {
+    match fixtures::identity_of(&envelope.signer()) {
+        Some(identity) => resign(envelope, identity),
+        None => envelope.clone(),
+    }
+}
+
+/// Offers `vote` to `state` and checks the state's invariants whatever the outcome.
+fn offer_checked(state: &mut MeshState, vote: &Signed<Motion>) {
+    let before = state.vote_keys().count();
+    let outcome = state.offer(vote);
+    if let Err(refusal) = &outcome {
+        // A refused vote changes nothing.
+        assert_eq!(
+            state.vote_keys().count(),
+            before,
+            "refused ({refusal}) but changed"
+        );
+        if let VoteRefusal::Envelope(_) = refusal {
+            assert!(vote.verify().is_err());
+        }
+    }
+    check_state(state);
+}
+
+/// What any set of votes must leave true: members are governors, founding members or
+/// admitted by a carried motion; no member is removed; governors stay members; every vote
+/// held is a member's or a governor's; the mesh and each signer stay within their budgets.
+fn check_state(state: &MeshState) {
+    let charter = state.charter();
+    let motions = state.motions();
+    let admitted: BTreeSet<PublicKey> = motions
+        .iter()
+        .filter(|m| m.carried)
+        .filter_map(|m| match &m.motion.action {
+            Action::Admit(member) => Some(member.key),
+            _ => None,
+        })
+        .collect();
+    for (key, _) in state.members() {
+        assert!(
+            charter.is_governor(key)
+                || charter.members.iter().any(|m| &m.key == key)
+                || admitted.contains(key),
+            "a member nobody admitted"
+        );
+        assert!(!state.is_removed(key), "a removed key is a member");
+    }
+    for key in state.removed() {
+        assert!(!state.is_member(key), "a removed key is a member");
+        assert!(!charter.is_governor(key), "a governor was removed");
+    }
+    for g in &charter.governors {
+        assert!(state.is_member(&g.key), "a governor is not a member");
+    }
+    assert!(state.member_count() <= MAX_MEMBERS);
+    assert!(state.policies().version >= charter.policies.version);
+    state
+        .policies()
+        .validate()
+        .expect("the policies in force are valid");
+    let mut per_signer = std::collections::BTreeMap::<PublicKey, usize>::new();
+    for vote in state.votes() {
+        let signer = vote.signer();
+        assert!(
+            state.is_member(&signer) || charter.is_governor(&signer),
+            "a vote of a non-member is held"
+        );
+        assert_eq!(vote.verify().map(|m| m.mesh), Ok(state.id()));
+        *per_signer.entry(signer).or_default() += 1;
+    }
+    assert!(
+        per_signer
+            .values()
+            .all(|n| *n <= governance::state::MAX_VOTES_PER_SIGNER)
+    );
+    for m in &motions {
+        assert_eq!(
+            m.carried,
+            m.signers
+                .iter()
+                .filter(|s| match m.eligible {
+                    governance::Eligible::Governors => charter.is_governor(s),
+                    governance::Eligible::Members => state.is_member(s),
+                })
+                .count()
+                >= m.needed,
+            "a tally disagrees with its rule"
+        );
+    }
+}
+
+/// The state is a function of the set of votes: the same votes restored in another order
+/// decide the same members, removals and policies.
+fn assert_order_free(state: &MeshState) {
+    let mut votes: Vec<Signed<Motion>> = state.votes().cloned().collect();
+    votes.reverse();
+    let (again, refused) = MeshState::restore(state.charter_envelope().clone(), votes)
+        .expect("the charter was valid once");
+    assert!(
+        refused.is_empty(),
+        "held votes refused on restore: {refused:?}"
+    );
+    let members = |s: &MeshState| s.members().map(|(k, _)| *k).collect::<Vec<_>>();
+    assert_eq!(
+        members(&again),
+        members(state),
+        "members depend on vote order"
+    );
+    assert_eq!(
+        again.removed().collect::<Vec<_>>(),
+        state.removed().collect::<Vec<_>>(),
+        "removals depend on vote order"
+    );
+    assert_eq!(
+        again.policies(),
+        state.policies(),
+        "policies depend on vote order"
+    );
+}
+
+/// A vote (`Signed<Motion>`) from gossip or sync, offered to the fixture mesh as sent, as
+/// signed by each fixture key, and with the fixture mesh's id (the fuzzer cannot guess 32
+/// bytes); the state's invariants hold after every offer, and the votes held decide the
+/// same state in any order.
+pub fn vote(data: &[u8]) {
+    let Ok(envelope) = Signed::<Motion>::from_bytes(data) else {
+        return;
+    };
+    let _ = envelope.decode_trusted();
+    let _ = (
+        VoteKey::of(&envelope),
+        governance::MotionId::of(&envelope).to_hex(),
+    );
+    let mut state = fixtures::mesh_state().clone();
+    offer_checked(&mut state, &envelope);
+    for identity in fixtures::signers() {
+        offer_checked(&mut state, &resign(&envelope, identity));
+    }
+    if let Ok(mut motion) = envelope.decode_trusted()
+        && motion.mesh != state.id()
+    {
+        motion.mesh = state.id();
+        for identity in fixtures::signers() {
+            offer_checked(&mut state, &Signed::sign(identity, &motion));
+        }
+    }
+    // A second copy of a vote held is a duplicate and changes nothing.
+    let first = state.votes().next().cloned();
+    if let Some(held) = first {
+        let keys: Vec<VoteKey> = state.vote_keys().collect();
+        assert_eq!(state.offer(&held), Ok(governance::VoteOutcome::Duplicate));
+        assert_eq!(state.vote_keys().collect::<Vec<_>>(), keys);
+    }
+    let _ = state.motions();
+    assert_order_free(&state);
+}
+
+/// A charter envelope (`init --charter`, a join answer, the store): verified as sent and as
+/// signed by the fixture provider; a verified charter founds a state whose members are
+/// exactly its governors and founding members, under the id of its body.
+pub fn charter(data: &[u8]) {
+    let Ok(envelope) = Signed::<Charter>::from_bytes(data) else {
+        return;
+    };
+    let _ = envelope.decode_trusted();
+    charter_checked(&envelope);
+    charter_checked(&resign(&envelope, fixtures::provider()));
+}
+
+fn charter_checked(envelope: &Signed<Charter>) {
+    let Ok((id, charter)) = governance::verify_charter(envelope) else {
+        return;
+    };
+    assert_eq!(id, MeshId::of_body(envelope.body()));
+    assert!(charter.is_governor(&envelope.signer()));
+    assert!(charter.quorum >= 1 && usize::from(charter.quorum) <= charter.governors.len());
+    let state = MeshState::new(envelope.clone()).expect("a verified charter founds a mesh");
+    assert_eq!(state.id(), id);
+    assert_eq!(
+        state.member_count(),
+        charter.governors.len() + charter.members.len(),
+        "the founders are the members"
+    );
+    check_state(&state);
+    let _ = (id.short(), id.to_hex(), wire::catalog_topic(&id));
+}
+
+/// Ticket text, as pasted into `init --join` or `mesh join`: bounded before decoding; a
+/// ticket that decodes encodes to text that decodes to the same ticket.
+pub fn ticket(data: &[u8]) {
+    let Some(text) = text(data) else {
+        return;
+    };
+    let Ok(ticket) = Ticket::decode(text) else {
+        return;
+    };
+    assert!(ticket.bootstrap.len() <= governance::join::MAX_TICKET_ADDRS);
+    let again = Ticket::decode(&ticket.encode()).expect("an encoded ticket decodes");
+    assert_eq!(again, ticket);
+    let _ = ticket.invitation_identity().public_key();
+}
+
+/// A newcomer's join claim (`Signed<JoinClaim>`) on a connection made with the invitation
+/// key, checked against the fixture invitation: as sent, as signed by the newcomer key it
+/// claims, and re-aimed at the fixture mesh and invitation. A claim that passes admits
+/// exactly its signer under the invited domain.
+pub fn join_claim(data: &[u8]) {
+    let Ok(envelope) = Signed::<JoinClaim>::from_bytes(data) else {
+        return;
+    };
+    claim_checked(&envelope);
+    claim_checked(&resign_as_claimed(&envelope));
+    if let Ok(mut claim) = envelope.decode_trusted() {
+        claim.mesh = fixtures::mesh_id();
+        claim.invitation = fixtures::invitation_key().public_key();
+        for identity in fixtures::signers() {
+            let mut claim = claim.clone();
+            claim.member.key = identity.public_key();
+            claim_checked(&Signed::sign(identity, &claim));
+        }
+    }
+}
+
+fn claim_checked(claim: &Signed<JoinClaim>) {
+    let invitation = fixtures::invitation();
+    let mesh = fixtures::mesh_id();
+    let connection = invitation.key;
+    let _ = governance::check_claim(mesh, None, claim, &connection, NOW_MS);
+    let used = governance::Invitation {
+        used: true,
+        ..invitation.clone()
+    };
+    assert!(governance::check_claim(mesh, Some(&used), claim, &connection, NOW_MS).is_err());
+    let late = invitation.expires_at_ms;
+    assert!(governance::check_claim(mesh, Some(&invitation), claim, &connection, late).is_err());
+    let other = fixtures::outsider().public_key();
+    assert!(governance::check_claim(mesh, Some(&invitation), claim, &other, NOW_MS).is_err());
+    if let Ok(member) = governance::check_claim(mesh, Some(&invitation), claim, &connection, NOW_MS)
+    {
+        assert_eq!(
+            member.key,
+            claim.signer(),
+            "admits someone else than the signer"
+        );
+        assert_eq!(member.domain, invitation.domain, "admits another domain");
+        // The admission the inviter then signs is a vote the mesh takes.
+        let mut state = fixtures::mesh_state().clone();
+        let admit = fixtures::motion(fixtures::member(), Action::Admit(member.clone()), NOW_MS);
+        offer_checked(&mut state, &Signed::sign(fixtures::member(), &admit));
+    }
+}
+
+/// The inviter's answer to a join (`JoinReply`), as the newcomer reads it: the charter is
+/// verified and the state restored from the votes, as sent and re-signed by the keys they
+/// claim; the restored state keeps the invariants.
+pub fn join_reply(data: &[u8]) {
+    let Ok(reply) = JoinReply::from_bytes(data) else {
+        return;
+    };
+    let (charter, votes) = match &reply {
+        JoinReply::Welcome { charter, votes } => (charter, votes),
+        JoinReply::Refused(why) => {
+            let _ = why.len();
+            return;
+        }
+    };
+    for charter in [charter.clone(), resign_as_claimed(charter)] {
+        let resigned: Vec<Signed<Motion>> = votes.iter().map(resign_as_claimed).collect();
+        for votes in [votes, &resigned] {
+            if let Ok((state, refused)) = MeshState::restore(charter.clone(), votes.iter().cloned())
+            {
+                assert!(refused.len() <= votes.len());
+                check_state(&state);
+                assert_order_free(&state);
+            }
+        }
+    }
 }

@@ -11,6 +11,9 @@ use mesh_protocol::catalog::NodeRecord;
 use mesh_protocol::contract::{Agreement, ContractRequest, Rejection, Revocation};
 use mesh_protocol::descriptor::ProductDescriptor;
 use mesh_protocol::envelope::Signed;
+use mesh_protocol::governance::{
+    Charter, JoinClaim, JoinReply, Motion, Ticket, check_claim, verify_charter,
+};
 use mesh_protocol::transfer::TransferTrailer;
 use mesh_protocol::wire::{GossipMessage, SyncRequest, SyncResponse};
 use mesh_protocol::{ContractMessage, ContractReply, Filter};
@@ -80,6 +83,21 @@ fn accepts(seed: &Seed) -> bool {
             t.parse::<mesh_protocol::AgreementId>().is_ok()
                 || mesh_protocol::ProductId::from_storage_key(t).is_some()
         }),
+        "vote" => Signed::<Motion>::from_bytes(b).is_ok_and(|e| e.verify().is_ok()),
+        "charter" => Signed::<Charter>::from_bytes(b).is_ok_and(|e| verify_charter(&e).is_ok()),
+        "ticket" => text().is_some_and(|t| Ticket::decode(t).is_ok()),
+        "join_claim" => Signed::<JoinClaim>::from_bytes(b).is_ok_and(|e| {
+            let invitation = mesh_fuzz::fixtures::invitation();
+            check_claim(
+                mesh_fuzz::fixtures::mesh_id(),
+                Some(&invitation),
+                &e,
+                &invitation.key,
+                mesh_fuzz::fixtures::NOW_MS,
+            )
+            .is_ok()
+        }),
+        "join_reply" => JoinReply::from_bytes(b).is_ok(),
         other => panic!("no acceptance check for target {other}"),
     }
 }

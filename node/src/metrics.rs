@@ -9,13 +9,18 @@
 pub(crate) mod exposition;
 pub(crate) mod process;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -27,6 +32,67 @@ use crate::store::Store;
 
 /// Contracts counted per role and state at most; a count at this value means "at least".
 const MAX_CONTRACTS_COUNTED: usize = 100_000;
+
+/// Contract records written into each role and state since start, as the store writes
+/// them: the decisions (requested, pending, agreed, rejected, revoked, expired). Kept by the
+/// [`Store`] (every writer of a record goes through it) and read at each scrape.
+#[derive(Debug, Default)]
+pub(crate) struct ContractDecisions {
+    /// Counts by role (provider, consumer) and state, in [`ContractState::ALL`] order.
+    ///
+    /// [`ContractState::ALL`]: mesh_protocol::contract::ContractState::ALL
+    counts: [[AtomicU64; 6]; 2],
+}
+
+impl ContractDecisions {
+    /// Counts one record that entered `state`.
+    pub(crate) fn record(&self, role: Role, state: mesh_protocol::contract::ContractState) {
+        let Some(index) = mesh_protocol::contract::ContractState::ALL
+            .iter()
+            .position(|s| *s == state)
+        else {
+            return;
+        };
+        let role = match role {
+            Role::Provider => 0,
+            Role::Consumer => 1,
+        };
+        self.counts[role][index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The count for `role` and `state`.
+    pub(crate) fn get(&self, role: Role, state: mesh_protocol::contract::ContractState) -> u64 {
+        let role = match role {
+            Role::Provider => 0,
+            Role::Consumer => 1,
+        };
+        mesh_protocol::contract::ContractState::ALL
+            .iter()
+            .position(|s| *s == state)
+            .map_or(0, |i| self.counts[role][i].load(Ordering::Relaxed))
+    }
+}
+
+impl Collector for ContractDecisions {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "contract_decisions",
+            "Contract records that entered a state since start, by role and state",
+            None,
+            MetricType::Counter,
+        )?;
+        for (role, role_name) in [(Role::Provider, "provider"), (Role::Consumer, "consumer")] {
+            for state in mesh_protocol::contract::ContractState::ALL {
+                let labels = ContractLabels {
+                    role: role_name.to_owned(),
+                    state: state.as_str().to_owned(),
+                };
+                ConstCounter::new(self.get(role, state)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Labels of the contract gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -487,6 +553,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Exports `decisions` (kept by the store) as `meshnode_contract_decisions_total`.
+    pub(crate) fn register_contract_decisions(&mut self, decisions: Arc<ContractDecisions>) {
+        self.registry.register_collector(Box::new(decisions));
+    }
+
     /// Counts one gossip message's validation verdict.
     pub(crate) fn gossip_validated(&self, verdict: &libp2p::gossipsub::MessageAcceptance) {
         use libp2p::gossipsub::MessageAcceptance as A;
@@ -556,6 +627,33 @@ impl Metrics {
 mod tests {
     use super::*;
     use mesh_protocol::budget::BudgetRefusal;
+
+    #[test]
+    fn contract_decisions_are_exported_by_role_and_state() {
+        use mesh_protocol::contract::ContractState as S;
+        let mut metrics = Metrics::new();
+        let decisions = Arc::new(ContractDecisions::default());
+        metrics.register_contract_decisions(decisions.clone());
+        decisions.record(Role::Provider, S::Agreed);
+        decisions.record(Role::Provider, S::Agreed);
+        decisions.record(Role::Consumer, S::Revoked);
+        let text = metrics.render();
+        for line in [
+            "# TYPE meshnode_contract_decisions counter",
+            "meshnode_contract_decisions_total{role=\"provider\",state=\"agreed\"} 2",
+            "meshnode_contract_decisions_total{role=\"consumer\",state=\"revoked\"} 1",
+            "meshnode_contract_decisions_total{role=\"consumer\",state=\"agreed\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} not in {text}");
+        }
+        // Every role and state, so rates exist before the first decision.
+        assert_eq!(
+            text.matches("meshnode_contract_decisions_total{").count(),
+            12
+        );
+        let classic = exposition::Format::Prometheus.render(text).unwrap();
+        assert!(classic.contains("# TYPE meshnode_contract_decisions_total counter"));
+    }
 
     #[test]
     fn contract_refusals_are_counted_by_reason() {

@@ -18,6 +18,7 @@ use mesh_protocol::contract::{
     verify_revocation_signer,
 };
 use mesh_protocol::contract_sync::{IgnoredNotice, check_notice};
+use mesh_protocol::governance::{Policies, Violation};
 use mesh_protocol::{Filter, Identity, ProductDescriptor, PublicKey, Signed};
 
 use crate::agreements::{AgreementRecord, Role};
@@ -44,6 +45,31 @@ pub(crate) struct Party<'a> {
     pub(crate) budget: &'a std::sync::Mutex<RequestBudget>,
     /// Tolerated clock difference with the other party, ms (validity checks).
     pub(crate) skew_ms: u64,
+    /// The mesh's policies in force: a product that breaks them cannot be negotiated, and
+    /// their caps bound every contract.
+    pub(crate) policies: &'a Policies,
+}
+
+/// The mesh rules a contract for `descriptor` under `terms` breaks: the product's own
+/// compliance, then the caps on contracts. Empty: negotiable.
+pub(crate) fn mesh_violations(
+    policies: &Policies,
+    descriptor: &ProductDescriptor,
+    terms: &ContractTerms,
+) -> Vec<Violation> {
+    let mut out = policies.check_product(descriptor);
+    out.extend(policies.check_terms(terms));
+    out
+}
+
+/// One line naming every violated rule and its fix.
+pub(crate) fn describe_violations(policies: &Policies, violations: &[Violation]) -> String {
+    let list: Vec<String> = violations.iter().map(ToString::to_string).collect();
+    format!(
+        "the mesh's policies (version {}) forbid it: {}",
+        policies.version,
+        list.join("; ")
+    )
 }
 
 impl Party<'_> {
@@ -434,14 +460,23 @@ pub(crate) async fn answer_request(
         state: ContractState::Requested,
         updated_ms: now_ms,
     };
-    let outcome = match evaluate(&descriptor, &terms, now_ms, party.skew_ms) {
+    // The mesh's rules first: a product that breaks them is not negotiable, and the caps
+    // bind every contract, whatever the product's own policy allows.
+    let violations = mesh_violations(party.policies, &descriptor, &terms);
+    let evaluated = if violations.is_empty() {
+        evaluate(&descriptor, &terms, now_ms, party.skew_ms)
+            .map_err(|violation| violation.to_string())
+    } else {
+        Err(describe_violations(party.policies, &violations))
+    };
+    let outcome = match evaluated {
         Err(violation) => {
             let rejection = Signed::sign(
                 party.identity,
                 &Rejection {
                     agreement_id: id,
                     provider: me,
-                    reason: violation.to_string(),
+                    reason: violation.clone(),
                     at_ms: now_ms,
                 },
             );
@@ -449,7 +484,7 @@ pub(crate) async fn answer_request(
             record.rejection = Some(rejection.clone());
             Some((
                 AuditKind::Rejection,
-                serde_json::json!({ "reason": violation.to_string(), "decided_by": "policy" }),
+                serde_json::json!({ "reason": violation, "decided_by": "policy" }),
                 ContractReply::Rejected(rejection),
             ))
         }
@@ -955,6 +990,19 @@ pub(crate) async fn accept(
     let (id, mut record) = find(party.store, text)?;
     let terms = terms_of(&id, &record)?;
     pending_for_provider(&id, &record, &terms, "accept", now_ms)?;
+    // Policies may have been amended since the request arrived.
+    if let Some((_, envelope)) = party.store.descriptor(&terms.product)?
+        && let Ok(descriptor) = envelope.decode_trusted()
+    {
+        let violations = mesh_violations(party.policies, &descriptor, &terms);
+        if !violations.is_empty() {
+            return Err(NodeError::Refused(format!(
+                "cannot accept {}: {}; reject it instead",
+                id.short(),
+                describe_violations(party.policies, &violations)
+            )));
+        }
+    }
     if now_ms >= terms.valid_until_ms {
         return Err(NodeError::Conflict(format!(
             "the request {} asked for a contract that ended on {}: reject it instead",
@@ -1231,6 +1279,8 @@ mod tests {
         provider_budget: std::sync::Mutex<RequestBudget>,
         /// The consumer's (unused by these tests, but every party has one).
         consumer_budget: std::sync::Mutex<RequestBudget>,
+        /// The mesh's policies both parties apply.
+        policies: Policies,
     }
 
     impl Mesh {
@@ -1252,6 +1302,7 @@ mod tests {
                 churn: churn(),
                 provider_budget: std::sync::Mutex::new(RequestBudget::new(Default::default())),
                 consumer_budget: std::sync::Mutex::new(RequestBudget::new(Default::default())),
+                policies: Policies::default(),
             }
         }
 
@@ -1261,6 +1312,7 @@ mod tests {
                 identity: &self.sales,
                 budget: &self.provider_budget,
                 skew_ms: 0,
+                policies: &self.policies,
             }
         }
 
@@ -1270,6 +1322,7 @@ mod tests {
                 identity: &self.churn,
                 budget: &self.consumer_budget,
                 skew_ms: 0,
+                policies: &self.policies,
             }
         }
 
@@ -1408,6 +1461,78 @@ mod tests {
         assert_eq!(record.state, ContractState::Rejected);
         let reason = record.rejection.unwrap().decode_trusted().unwrap().reason;
         assert_eq!(reason, "not this quarter");
+    }
+
+    #[tokio::test]
+    async fn the_mesh_caps_bind_whatever_the_product_allows() {
+        let mut mesh = Mesh::new(Approval::Auto);
+        mesh.policies = Policies {
+            version: 3,
+            max_contract_days: Some(5),
+            ..Policies::default()
+        };
+        // The product offers 90 days, the mesh allows 5: not negotiable, a signed rejection
+        // names the rule and the fix.
+        let (id, reply) = mesh.negotiate(&analytics(), 1).await;
+        let ContractReply::Rejected(rejection) = reply else {
+            panic!("{reply:?}")
+        };
+        let reason = rejection.decode_trusted().unwrap().reason;
+        assert!(reason.contains("policies (version 3)"), "{reason}");
+        assert!(reason.contains("rule `max-contract-days`"), "{reason}");
+        assert!(reason.contains("--max-days 5 or fewer"), "{reason}");
+        assert_eq!(
+            mesh.states(&id),
+            (ContractState::Rejected, ContractState::Rejected)
+        );
+        // Republished within the cap, a request within it is agreed.
+        let mut descriptor = mesh.descriptor.clone();
+        descriptor.policy.max_contract_days = 5;
+        descriptor.version += 1;
+        let envelope = Signed::sign(&mesh.sales, &descriptor);
+        mesh.provider
+            .put_descriptor(&descriptor, &envelope)
+            .unwrap();
+        mesh.consumer
+            .put_descriptor(&descriptor, &envelope)
+            .unwrap();
+        mesh.descriptor = descriptor;
+        let short = ShareRequest {
+            days: Some(5),
+            ..analytics()
+        };
+        let (_, reply) = mesh.negotiate(&short, 2).await;
+        assert!(matches!(reply, ContractReply::Agreed(_)), "{reply:?}");
+    }
+
+    #[tokio::test]
+    async fn an_amendment_after_the_request_stops_the_operator_accepting() {
+        let mut mesh = Mesh::new(Approval::Manual);
+        let (id, reply) = mesh.negotiate(&analytics(), 1).await;
+        assert!(matches!(reply, ContractReply::Pending(..)), "{reply:?}");
+        // The provider classifies `email` as pii and no longer restricts it.
+        let mut descriptor = mesh.descriptor.clone();
+        descriptor.policy.restricted_columns.clear();
+        descriptor.stewardship.column_tags = vec![mesh_protocol::descriptor::ColumnTags {
+            column: "email".into(),
+            tags: vec!["pii".into()],
+        }];
+        let envelope = Signed::sign(&mesh.sales, &descriptor);
+        mesh.provider
+            .put_descriptor(&descriptor, &envelope)
+            .unwrap();
+        // Before the amendment the operator could accept; after it, not.
+        mesh.policies = Policies {
+            version: 1,
+            restricted_tags: vec!["pii".into()],
+            ..Policies::default()
+        };
+        let err = accept(mesh.provider(), &id.to_hex(), NOW)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NodeError::Refused(_)), "{err}");
+        assert!(err.to_string().contains("restricted-tag:pii"), "{err}");
+        assert_eq!(mesh.states(&id).0, ContractState::Pending);
     }
 
     #[tokio::test]

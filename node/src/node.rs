@@ -455,7 +455,8 @@ pub fn spawn(
         bootstrap,
         now,
     );
-    let metrics = Metrics::new();
+    let mut metrics = Metrics::new();
+    metrics.register_contract_decisions(store.contract_decisions());
     metrics.catalog_size.set(store.catalog_len() as i64);
     let negotiations = crate::contracts::Negotiations::new(
         config.contracts.budget(),

@@ -90,6 +90,8 @@ pub struct Store {
     /// Anti-entropy digests, kept up to date by every write: every sync round needs them on
     /// both sides, and reading them from sled costs a scan of the whole tree.
     digests: Arc<Mutex<Digests>>,
+    /// Contract records written into each role and state since open (for metrics).
+    contract_decisions: Arc<crate::metrics::ContractDecisions>,
 }
 
 /// The anchor file and the entry count it last recorded.
@@ -262,9 +264,15 @@ impl Store {
             signer: None,
             anchor: None,
             digests: Default::default(),
+            contract_decisions: Default::default(),
             audit_lock: Default::default(),
             db,
         })
+    }
+
+    /// Contract records written into each role and state since the store was opened.
+    pub(crate) fn contract_decisions(&self) -> Arc<crate::metrics::ContractDecisions> {
+        self.contract_decisions.clone()
     }
 
     /// Signs the audit chain's head with `identity` on every append, and checks it on verify.

@@ -49,9 +49,12 @@ fn deeply_nested_type_from_a_peer_is_refused_counted_and_not_forwarded() {
     wait_until(CONVERGE, || c.version_of("sales/orders") == Some(1)).expect("c sees v1");
 
     // A well-signed descriptor with a 3,000-deep column type, gossiped to `a` and served to
-    // it by sync.
+    // it by sync, by a member of the mesh.
+    let ticket = a.invite("mallory");
     let hostile = Command::new(mesh_tests::meshnode_bin().with_file_name("hostile-peer"))
         .args([
+            "--ticket",
+            &ticket,
             "--attack",
             "deep-type",
             "--depth",

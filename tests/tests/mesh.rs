@@ -141,7 +141,7 @@ fn peers_and_metrics_are_reported() {
 }
 
 #[test]
-fn hostile_peer_cannot_poison_the_catalog() {
+fn hostile_member_cannot_poison_the_catalog() {
     let a = TestNode::start("sales", &[]);
     let b = TestNode::start_joining("churn", &a);
     let csv = sample_csv(&a.dir, 5);
@@ -149,9 +149,13 @@ fn hostile_peer_cannot_poison_the_catalog() {
     wait_until(CONVERGE, || b.version_of("sales/orders") == Some(1)).expect("b sees v1");
 
     let go = a.dir.parent().unwrap().join("go");
+    // An insider: admitted to the mesh with a ticket, then misbehaving.
+    let ticket = b.invite("mallory");
     let hostile =
         std::process::Command::new(mesh_tests::meshnode_bin().with_file_name("hostile-peer"))
             .args([
+                "--ticket",
+                &ticket,
                 "--bootstrap",
                 &b.addr(),
                 "--go",

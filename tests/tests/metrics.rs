@@ -169,7 +169,10 @@ fn metrics_parse_in_both_formats_with_the_prometheus_parsers() {
     );
     // A wrong token and a path no route matches (its id must not become a label).
     assert_eq!(get(&sales, "/v1/status", None, Some("wrong")).0, 401);
-    assert_eq!(get(&sales, "/v1/no/such/route-4242", None, None).0, 404);
+    for i in 0..20 {
+        let path = format!("/v1/no/such/route-{}", 4242 + i);
+        assert_eq!(get(&sales, &path, None, None).0, 404);
+    }
 
     // A second version, which churn hears of by gossip (or, if anti-entropy is faster, by
     // gossip as a duplicate): either way a validation verdict.
@@ -317,6 +320,20 @@ fn metrics_parse_in_both_formats_with_the_prometheus_parsers() {
             ),
             Some(1.0)
         );
+        // The contract's decisions on the provider: agreed once, nothing rejected.
+        let decided = |state: &str| {
+            let labels = [("role", "provider"), ("state", state)];
+            value(
+                families,
+                "meshnode_contract_decisions",
+                "meshnode_contract_decisions_total",
+                &labels,
+            )
+        };
+        assert_eq!(
+            (decided("agreed"), decided("rejected")),
+            (Some(1.0), Some(0.0))
+        );
         // API requests by route template and status.
         let ok = [
             ("method", "GET"),
@@ -353,7 +370,7 @@ fn metrics_parse_in_both_formats_with_the_prometheus_parsers() {
                 "meshnode_api_requests_total",
                 &unmatched
             ),
-            Some(1.0)
+            Some(20.0)
         );
         // Existing names stay as they were.
         assert_eq!(families["meshnode_messages_rejected"]["type"], "counter");
@@ -391,9 +408,16 @@ fn metrics_parse_in_both_formats_with_the_prometheus_parsers() {
             "start {start}, now {now}"
         );
     }
+    // Twenty paths, one series: a client cannot grow the label set.
     assert!(
-        !text.contains("4242") && !om_text.contains("4242"),
+        !text.contains("route-42") && !om_text.contains("route-42"),
         "a raw path became a label"
+    );
+    // One request counter, and the duration histogram's 8 buckets, +Inf, sum and count.
+    assert_eq!(
+        text.matches("route=\"unmatched\"").count(),
+        1 + 8 + 1 + 2,
+        "{text}"
     );
     // Units survive in OpenMetrics only.
     assert_eq!(om["meshnode_transfer_sent_bytes"]["unit"], "bytes");

@@ -9,7 +9,9 @@
 //! - [`OutputFormat::Arrows`]: the IPC *stream*, which is those signed bytes plus the
 //!   end-of-stream marker: a byte copy, nothing decoded or re-encoded;
 //! - [`OutputFormat::Parquet`]: decoded batch by batch and written with the parquet crate,
-//!   row groups flushed at [`PARQUET_ROW_GROUP_BYTES`] so memory stays bounded.
+//!   row groups flushed at [`PARQUET_ROW_GROUP_BYTES`] so memory stays bounded. Parquet has
+//!   no unit of seconds: such timestamps are written in milliseconds (the same instants), as
+//!   pyarrow writes them.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom};
@@ -194,8 +196,12 @@ fn write_parquet(verified: &Path, dest: &Path) -> Result<u64, ConvertError> {
     let reader =
         FileReader::try_new_buffered(File::open(verified).map_err(io)?, None).map_err(arrow)?;
     let out = BufWriter::with_capacity(WRITE_BUFFER, create_fresh(dest).map_err(io)?);
+    // Types Parquet cannot name are written as the nearest it can, as pyarrow writes them
+    // (timestamps in seconds as milliseconds, the same instants), rather than as bare
+    // integers that readers other than arrow-rs take for numbers.
     let properties = WriterProperties::builder()
         .set_compression(ParquetCompression::SNAPPY)
+        .set_coerce_types(true)
         .build();
     let mut writer =
         ArrowWriter::try_new(out, reader.schema(), Some(properties)).map_err(parquet)?;
@@ -219,9 +225,9 @@ fn write_parquet(verified: &Path, dest: &Path) -> Result<u64, ConvertError> {
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{Int64Array, RecordBatch, StringArray};
-    use arrow::datatypes::{DataType, Field, Schema};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampSecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 
     use super::*;
     use crate::dataplane::ipcfile::IpcFileBuilder;
@@ -231,6 +237,11 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("name", DataType::Utf8, true),
+            Field::new(
+                "at",
+                DataType::Timestamp(TimeUnit::Second, Some("UTC".into())),
+                true,
+            ),
         ]));
         let batches: Vec<RecordBatch> = (0..3)
             .map(|b| {
@@ -241,6 +252,12 @@ mod tests {
                         Arc::new(StringArray::from_iter(
                             (0..10).map(|i| (i % 3 != 0).then(|| format!("n{b}-{i} ,\"é"))),
                         )),
+                        Arc::new(
+                            TimestampSecondArray::from_iter_values(
+                                (0..10).map(|i| 1_733_047_200 + b * 86_400 + i),
+                            )
+                            .with_timezone("UTC"),
+                        ),
                     ],
                 )
                 .unwrap()
@@ -331,8 +348,27 @@ mod tests {
             .unwrap();
         let read: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
         let got = arrow::compute::concat_batches(&read[0].schema(), &read).unwrap();
-        assert_eq!(got.columns(), expected.columns());
-        assert_eq!(got.schema().field(0).name(), "id");
+        // arrow-rs restores the exact types from the Arrow schema it stores beside the data.
+        assert_eq!(got, expected);
+        // Readers without it see what Parquet itself says: seconds became milliseconds, the
+        // same instants, still adjusted to UTC (not bare integers).
+        let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            File::open(&parquet).unwrap(),
+            options,
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let read: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        let plain = arrow::compute::concat_batches(&read[0].schema(), &read).unwrap();
+        let ms = plain.schema().field(2).data_type().clone();
+        assert!(
+            matches!(&ms, DataType::Timestamp(TimeUnit::Millisecond, Some(_))),
+            "{ms}"
+        );
+        let want = arrow::compute::cast(expected.column(2), &ms).unwrap();
+        assert_eq!(plain.column(2), &want);
     }
 
     #[test]

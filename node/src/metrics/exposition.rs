@@ -527,6 +527,13 @@ mod tests {
                 ),
                 OpenMetrics,
             ),
+            // What Prometheus 3 sends.
+            (
+                Some(
+                    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1",
+                ),
+                OpenMetrics,
+            ),
             // Plain text preferred over OpenMetrics.
             (
                 Some("application/openmetrics-text;q=0.2,text/plain;version=0.0.4;q=0.9"),

@@ -319,7 +319,11 @@ impl MeshState {
                             .into(),
                     ));
                 }
-                if !held && self.is_member(&member.key) {
+                // Only founders are refused as members already: another member's admission
+                // of an admitted domain is one more signature that keeps it in when its first
+                // admitter leaves, and whether a key is an admitted member depends on which
+                // votes arrived first; a founder's membership does not.
+                if !held && self.is_founder(&member.key) {
                     return Err(VoteRefusal::Stale("already a member".into()));
                 }
                 if self.members.len() >= MAX_MEMBERS {
@@ -348,7 +352,12 @@ impl MeshState {
                 if summary.len() > MAX_NOTE_LEN {
                     return Err(VoteRefusal::Invalid("the summary is too long".into()));
                 }
-                if !held && policies.version <= self.policies.version {
+                // An amendment of the version in force may still win on the tie rule (the
+                // lowest motion id): `offer` settles that with the motion's id.
+                if !held
+                    && (policies.version < self.policies.version
+                        || policies.version <= self.charter.policies.version)
+                {
                     return Err(VoteRefusal::Stale(format!(
                         "policies version {} are in force; an amendment must be newer",
                         self.policies.version
@@ -374,6 +383,11 @@ impl MeshState {
         // record: only the signer's eligibility is checked, not whether it is still news.
         let held = self.motions.contains_key(&key.motion);
         self.check_vote(&motion, &signer, held)?;
+        if !held && self.superseded(&key.motion, &motion.action) {
+            return Err(VoteRefusal::Stale(
+                "a motion of the same effect is carried already".into(),
+            ));
+        }
         let given = self.votes().filter(|v| v.signer() == signer).count();
         if given >= MAX_VOTES_PER_SIGNER {
             return Err(VoteRefusal::OverBudget(format!(
@@ -421,6 +435,59 @@ impl MeshState {
             policies: (self.policies.version != before_version).then_some(self.policies.version),
             pruned,
         }))
+    }
+
+    /// Whether `key` is a governor or founding member (a member unless removed).
+    fn is_founder(&self, key: &PublicKey) -> bool {
+        self.charter.is_governor(key) || self.charter.members.iter().any(|m| &m.key == key)
+    }
+
+    /// The carried amendment whose policies are in force: the highest version, the lowest
+    /// motion id on a tie.
+    fn policy_winner(&self) -> Option<(MotionId, &Policies)> {
+        self.motions
+            .iter()
+            .filter(|(_, t)| self.governor_votes(t) >= usize::from(self.charter.quorum))
+            .filter_map(|(id, t)| match &t.motion.action {
+                Action::Amend { policies, .. } => Some((*id, policies)),
+                _ => None,
+            })
+            .max_by_key(|(id, p)| (p.version, std::cmp::Reverse(*id)))
+    }
+
+    /// The lowest id among the carried removals of each removed key: the one removal the
+    /// mesh keeps on record.
+    fn canonical_removals(&self) -> BTreeMap<PublicKey, MotionId> {
+        let mut out = BTreeMap::new();
+        for (id, t) in &self.motions {
+            if let Action::Remove { key, .. } = &t.motion.action
+                && self.governor_votes(t) >= usize::from(self.charter.quorum)
+            {
+                out.entry(*key).or_insert(*id);
+            }
+        }
+        out
+    }
+
+    /// Whether the motion `id` would be dropped as soon as it is held, given what is carried:
+    /// an amendment the policies in force supersede (a lower version, or the same version
+    /// with a higher id than the winner's), a second removal of a removed key (a higher id
+    /// than the removal on record), an admission of a removed key. What this covers only
+    /// grows as votes arrive, so every node ends with the same votes whatever their order.
+    fn superseded(&self, id: &MotionId, action: &Action) -> bool {
+        match action {
+            Action::Amend { policies, .. } => match self.policy_winner() {
+                Some((winner, p)) => {
+                    policies.version < p.version || (policies.version == p.version && *id > winner)
+                }
+                None => policies.version <= self.charter.policies.version,
+            },
+            Action::Remove { key, .. } => self
+                .canonical_removals()
+                .get(key)
+                .is_some_and(|first| id > first),
+            Action::Admit(member) => self.removed.contains(&member.key),
+        }
     }
 
     fn governor_votes(&self, tally: &Tally) -> usize {
@@ -483,33 +550,28 @@ impl MeshState {
                 }
             }
         }
-        let policies = self
-            .motions
-            .iter()
-            .filter_map(|(id, t)| match &t.motion.action {
-                Action::Amend { policies, .. } if self.is_carried(t, &members) => {
-                    Some((policies.version, std::cmp::Reverse(*id), policies))
-                }
-                _ => None,
-            })
-            .max_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
-            .map(|(_, _, p)| p.clone())
+        let winner = self.policy_winner().map(|(id, p)| (id, p.clone()));
+        let policies = winner
+            .as_ref()
+            .map(|(_, p)| p.clone())
             .unwrap_or_else(|| self.charter.policies.clone());
+        let first_removals = self.canonical_removals();
 
         // Drop votes that no longer count: votes of keys that are neither members nor
-        // governors, and amendments the policies in force supersede.
+        // governors, and motions superseded by what is carried (see `superseded`; the same
+        // rule, so a vote refused on arrival and one dropped later leave the same set).
         let mut pruned = Vec::new();
         let version = policies.version;
-        let winner = self
-            .motions
-            .iter()
-            .find_map(|(id, t)| match &t.motion.action {
-                Action::Amend { policies: p, .. } if p == &policies => Some(*id),
-                _ => None,
-            });
+        let winner_id = winner.map(|(id, _)| id);
         for (id, tally) in self.motions.iter_mut() {
-            let superseded = matches!(&tally.motion.action,
-                Action::Amend { policies: p, .. } if p.version <= version && Some(*id) != winner);
+            let superseded = match &tally.motion.action {
+                Action::Amend { policies: p, .. } => {
+                    p.version < version
+                        || (p.version == version && winner_id.is_some_and(|w| *id > w))
+                }
+                Action::Remove { key, .. } => first_removals.get(key).is_some_and(|f| id > f),
+                Action::Admit(m) => removed.contains(&m.key),
+            };
             tally.votes.retain(|signer, _| {
                 let keep = !superseded
                     && (members.contains_key(signer) || self.charter.is_governor(signer));
