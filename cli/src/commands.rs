@@ -433,7 +433,12 @@ fn print_products(products: &[ProductView], json: bool) -> anyhow::Result<()> {
     ]);
     for p in products {
         table.add_row(output::row([
-            format!("{}{}", p.product, if p.local { " *" } else { "" }),
+            format!(
+                "{}{}{}",
+                p.product,
+                if p.local { " *" } else { "" },
+                if p.compliant { "" } else { " !" }
+            ),
             p.version.to_string(),
             p.rows.to_string(),
             output::bytes(p.bytes),
@@ -443,6 +448,11 @@ fn print_products(products: &[ProductView], json: bool) -> anyhow::Result<()> {
         ]));
     }
     crate::outln!("{table}\n(* = published by this node)");
+    if products.iter().any(|p| !p.compliant) {
+        crate::outln!(
+            "(! = breaks the mesh's policies in force, cannot be negotiated: `meshnode catalog show PRODUCT`)"
+        );
+    }
     Ok(())
 }
 
@@ -484,6 +494,22 @@ fn print_product(p: &ProductView) {
     if !p.lineage.is_empty() {
         crate::outln!("  lineage      {}", clean_join(&p.lineage, ", "));
     }
+    if !p.contact.is_empty() {
+        crate::outln!("  contact      {}", clean(&p.contact));
+    }
+    if p.compliant {
+        crate::outln!("  compliance   keeps the mesh's policies in force");
+    } else {
+        crate::outln!("  compliance   BREAKS the mesh's policies in force (cannot be negotiated):");
+        for v in &p.violations {
+            crate::outln!(
+                "    rule {}: {}; fix: {}",
+                clean(&v.rule),
+                clean(&v.problem),
+                clean(&v.fix)
+            );
+        }
+    }
     crate::outln!("  schema");
     for c in &p.schema {
         let restricted = if p.restricted.contains(&c.name) {
@@ -498,6 +524,9 @@ fn print_product(p: &ProductView) {
             if c.nullable { "" } else { " not null" },
             restricted
         );
+        if let Some(tags) = p.column_tags.get(&c.name) {
+            crate::outln!("      classified {}", clean_join(tags, ", "));
+        }
     }
 }
 
@@ -523,6 +552,22 @@ pub(crate) async fn status(dir: DataDir, json: bool) -> anyhow::Result<()> {
     crate::outln!("api        {}", status.api_addr);
     crate::outln!("peers      {}", status.peers);
     crate::outln!("catalog    {} products", status.catalog_size);
+    crate::outln!(
+        "mesh       {} ({}): {} members, policies version {}, {} non-member connections refused",
+        output::clean(&status.mesh),
+        status.mesh_id,
+        status.members,
+        status.policy_version,
+        status.refused_non_members
+    );
+    for product in &status.non_compliant_products {
+        crate::outln!(
+            "           {} breaks the mesh's policies: `meshnode catalog show {}/{}`",
+            output::clean(product),
+            output::clean(&status.domain),
+            output::clean(product)
+        );
+    }
     let rejected: Vec<String> = status
         .rejected
         .iter()

@@ -466,7 +466,6 @@ impl Node {
     /// poll. Not dialled and not retried: a consumer with an undecided request keeps polling,
     /// which is the fallback for a notice that is lost.
     fn notify_decision(&mut self, id: &AgreementId, record: &AgreementRecord) {
-        if std::env::var_os("MESHNODE_TMP_NO_NOTICE").is_some() { return; }
         let decision = match (&record.agreement, &record.rejection) {
             (Some(agreement), _) if record.state == ContractState::Agreed => {
                 Decision::Agreed(agreement.clone())

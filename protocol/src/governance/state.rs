@@ -688,19 +688,107 @@ mod tests {
             state.offer(&Signed::sign(&governors[2], &amend)),
             Ok(VoteOutcome::Duplicate)
         );
-        // An amendment not newer than the one in force is stale.
-        let again = motion(
+        // An amendment not newer than the one in force is stale, unless it is of the same
+        // version and would win the tie (a lower motion id): then it is an open contender.
+        let winner = MotionId::of_body(Signed::sign(&governors[0], &amend).body());
+        for (n, summary) in ["again", "once more", "and again"].into_iter().enumerate() {
+            let again = motion(
+                &state,
+                &governors[1],
+                Action::Amend {
+                    policies: pii(),
+                    summary: summary.into(),
+                },
+            );
+            let id = MotionId::of_body(Signed::sign(&governors[1], &again).body());
+            let outcome = vote(&mut state, &governors[1], &again);
+            if id > winner {
+                assert!(matches!(outcome, Err(VoteRefusal::Stale(_))), "{n}");
+            } else {
+                assert_eq!(outcome.map(|c| c.policies), Ok(None), "{n}");
+            }
+        }
+        assert_eq!(state.policies(), &pii());
+        let older = motion(
             &state,
             &governors[1],
             Action::Amend {
-                policies: pii(),
-                summary: "again".into(),
+                policies: Policies::default(),
+                summary: "back to nothing".into(),
             },
         );
         assert!(matches!(
-            vote(&mut state, &governors[1], &again),
+            vote(&mut state, &governors[1], &older),
             Err(VoteRefusal::Stale(_))
         ));
+    }
+
+    #[test]
+    fn votes_that_stop_counting_are_dropped_the_same_way_in_any_order() {
+        let Mesh {
+            governors,
+            mut state,
+        } = mesh(AdmissionRule::AnyMember);
+        let charter = state.charter_envelope().clone();
+        let (sales, churn) = (id(10), id(11));
+        let mut votes = Vec::new();
+        let mut give = |state: &mut MeshState, signer: &Identity, m: &Motion| {
+            let v = Signed::sign(signer, m);
+            votes.push(v.clone());
+            let _ = state.offer(&v);
+        };
+        // Two members admit churn (two motions), one of them sales, who is then removed
+        // twice over (two carried removals); two amendments of one version are carried.
+        let admit_sales = motion(&state, &governors[0], Action::Admit(member(&sales, "sales")));
+        give(&mut state, &governors[0], &admit_sales);
+        for admitter in [&governors[1], &sales] {
+            let m = motion(&state, admitter, Action::Admit(member(&churn, "churn")));
+            give(&mut state, admitter, &m);
+        }
+        for (n, g) in [(0, &governors[0]), (1, &governors[1])] {
+            let remove = Motion {
+                proposed_at_ms: 20 + n,
+                ..motion(
+                    &state,
+                    g,
+                    Action::Remove {
+                        key: sales.public_key(),
+                        reason: format!("{n}"),
+                    },
+                )
+            };
+            give(&mut state, &governors[0], &remove);
+            give(&mut state, &governors[1], &remove);
+        }
+        for summary in ["a", "b"] {
+            let amend = motion(
+                &state,
+                &governors[2],
+                Action::Amend {
+                    policies: pii(),
+                    summary: summary.into(),
+                },
+            );
+            give(&mut state, &governors[2], &amend);
+            give(&mut state, &governors[1], &amend);
+        }
+        let forward = MeshState::restore(charter.clone(), votes.clone()).unwrap().0;
+        votes.reverse();
+        let backward = MeshState::restore(charter, votes).unwrap().0;
+        for s in [&forward, &backward] {
+            assert!(s.is_member(&churn.public_key()), "a governor vouched for churn");
+            assert!(s.is_removed(&sales.public_key()));
+        }
+        assert_eq!(forward.policies(), backward.policies());
+        assert_eq!(
+            forward.vote_keys().collect::<Vec<_>>(),
+            backward.vote_keys().collect::<Vec<_>>(),
+            "the votes held do not depend on their order"
+        );
+        assert_eq!(
+            forward.vote_keys().collect::<Vec<_>>(),
+            state.vote_keys().collect::<Vec<_>>()
+        );
     }
 
     #[test]
