@@ -522,6 +522,12 @@ impl Metrics {
             "Catalog gossip messages by validation verdict (accepted, ignored, rejected)",
             metrics.gossip_validation.clone(),
         );
+        // Every verdict from the start, so a rate exists before the first message.
+        for outcome in ["accepted", "ignored", "rejected"] {
+            let _ = metrics.gossip_validation.get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            });
+        }
         Self {
             registry,
             ..metrics

@@ -1524,14 +1524,12 @@ impl Node {
                 error: libp2p::swarm::ListenError::Denied { cause },
                 send_back_addr,
                 ..
-            } => {
-                if cause
-                    .downcast_ref::<libp2p::allow_block_list::NotAllowed>()
-                    .is_some()
-                {
-                    tracing::debug!(%send_back_addr, "refused a connection from a non-member");
-                    self.governance.refused_inbound += 1;
-                }
+            } if cause
+                .downcast_ref::<libp2p::allow_block_list::NotAllowed>()
+                .is_some() =>
+            {
+                tracing::debug!(%send_back_addr, "refused a connection from a non-member");
+                self.governance.refused_inbound += 1;
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event).await,
             _ => {}

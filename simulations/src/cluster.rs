@@ -11,7 +11,7 @@ use mesh_node::dataplane::{DataPlane, DataPlaneConfig};
 use mesh_node::node::{NodeOptions, spawn};
 use mesh_node::store::Store;
 use mesh_node::{DataDir, NetTuning, NodeConfig, NodeEvent, NodeHandle};
-use mesh_protocol::governance::{AdmissionRule, Charter, Member, Policies};
+use mesh_protocol::governance::{AdmissionRule, Charter, Member, Motion, Policies};
 use mesh_protocol::{Identity, PublicKey, Signed};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -111,6 +111,9 @@ pub struct NodeSpec {
     /// The mesh's charter, installed in the node's store before it starts (every node of a
     /// simulated mesh holds the same one). `None`: the node founds a mesh alone.
     pub charter: Option<Arc<Signed<Charter>>>,
+    /// Votes installed with the charter: for a domain that joins, what its admitting member
+    /// answered (its admission among them), so that it starts as a member.
+    pub votes: Vec<Signed<Motion>>,
 }
 
 /// A charter for a simulated mesh: `governors` (the first signs) carry motions by
@@ -218,7 +221,7 @@ impl NodeSpec {
             None => (None, None),
         };
         if let Some(charter) = &self.charter {
-            mesh_node::governance::install(&store, charter, &[])
+            mesh_node::governance::install(&store, charter, &self.votes)
                 .with_context(|| format!("installing the mesh charter of {}", self.domain))?;
         }
         let options = NodeOptions {
@@ -251,7 +254,9 @@ async fn forward(
         match events.recv().await {
             Ok(event) => {
                 let at = match &event {
-                    NodeEvent::CatalogUpdated { at, .. } => Instant::from_std(*at),
+                    NodeEvent::CatalogUpdated { at, .. } | NodeEvent::MeshChanged { at, .. } => {
+                        Instant::from_std(*at)
+                    }
                     _ => Instant::now(),
                 };
                 if out.send(Observation { node, at, event }).await.is_err() {
@@ -332,6 +337,34 @@ pub struct Tracker {
     pub updates: u64,
     /// Catalog updates by how they arrived (`local`, `gossip`, `sync`).
     pub updates_via: std::collections::BTreeMap<&'static str, u64>,
+    /// Membership and policy changes, as each node applied them.
+    pub mesh_changes: Vec<MeshChange>,
+}
+
+/// One node's `MeshChanged` event.
+#[derive(Clone, Debug)]
+pub struct MeshChange {
+    /// Node index.
+    pub node: usize,
+    /// When the node applied it.
+    pub at: Instant,
+    /// Keys admitted.
+    pub admitted: Vec<PublicKey>,
+    /// Keys removed.
+    pub removed: Vec<PublicKey>,
+    /// Policy version now in force, if it changed.
+    pub policies: Option<u32>,
+}
+
+/// A membership or policy change the scenario waits for on every node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The key became a member.
+    Admitted(PublicKey),
+    /// The key was removed.
+    Removed(PublicKey),
+    /// Policies of this version or newer are in force.
+    Policies(u32),
 }
 
 impl Tracker {
@@ -367,9 +400,32 @@ impl Tracker {
             NodeEvent::Rejected { reason } => {
                 *self.rejected.entry(reason.as_str().to_owned()).or_default() += 1;
             }
-            // Membership and policy changes are timed by the scenario steps that cause them.
-            NodeEvent::MeshChanged { .. } => {}
+            NodeEvent::MeshChanged {
+                admitted,
+                removed,
+                policies,
+                ..
+            } => self.mesh_changes.push(MeshChange {
+                node: o.node,
+                at: o.at,
+                admitted,
+                removed,
+                policies,
+            }),
         }
+    }
+
+    /// When `node` first applied `change` (`None`: not yet).
+    pub fn changed_at(&self, node: usize, change: Change) -> Option<Instant> {
+        self.mesh_changes
+            .iter()
+            .filter(|c| c.node == node)
+            .find(|c| match change {
+                Change::Admitted(k) => c.admitted.contains(&k),
+                Change::Removed(k) => c.removed.contains(&k),
+                Change::Policies(v) => c.policies.is_some_and(|p| p >= v),
+            })
+            .map(|c| c.at)
     }
 
     /// When `node` first held version `version` or newer of product `key`.

@@ -77,6 +77,38 @@ pub struct Report {
     /// Partition and heal marks for the plot: (ms, label).
     #[serde(skip)]
     pub marks: Vec<(f64, String)>,
+    /// Membership changes and amendments: how long each took to reach every live member.
+    pub governance: Vec<GovernanceReport>,
+    /// Connections the live nodes refused because the key is not a member (control and
+    /// data plane), summed.
+    pub refused_non_members: u64,
+}
+
+/// One membership change or amendment (`join`, `remove`, `amend` events).
+#[derive(Clone, Debug, Serialize)]
+pub struct GovernanceReport {
+    /// Timeline time of the event, ms.
+    pub at_ms: u64,
+    /// What changed, e.g. `amend to policies v1 (by a, b)`.
+    pub what: String,
+    /// Whether a partition was active when it was carried.
+    pub during_partition: bool,
+    /// Whether some node applied it.
+    pub carried: bool,
+    /// Error of the proposal or a signature, if any.
+    pub error: Option<String>,
+    /// From the event to the first node applying it (proposal, signatures as each signer
+    /// saw the motion, and the carrying vote), ms.
+    pub carried_after_ms: Option<f64>,
+    /// Live members up since before it was carried (the removed domain excluded).
+    pub expected: usize,
+    /// How many of them applied it.
+    pub reached: usize,
+    /// From the first node applying it to each other node applying it, ms.
+    pub spread_ms: Option<Percentiles>,
+    /// From the first node applying it to the last expected node, ms (`None`: some node
+    /// never did).
+    pub all_ms: Option<f64>,
 }
 
 /// One publish.
@@ -122,6 +154,9 @@ pub struct ForgeryReport {
     pub sent: bool,
     /// Live nodes whose catalog holds it at the end (must be 0).
     pub accepted_by: usize,
+    /// Connections of non-members the `via` node refused by the end (the attacker is no
+    /// member: its connection is refused before any gossip, so it sends nothing).
+    pub refused_by_via: u64,
 }
 
 /// Every contract negotiation of the run.
@@ -372,8 +407,50 @@ impl Report {
                 "forgery at {} ms claiming {}: {}, accepted by {} nodes",
                 f.at_ms,
                 f.claims,
-                if f.sent { "sent" } else { "NOT SENT" },
+                if f.sent {
+                    "sent".to_owned()
+                } else if f.refused_by_via > 0 {
+                    format!(
+                        "not sent: the non-member attacker's connection was refused ({} refused at its target)",
+                        f.refused_by_via
+                    )
+                } else {
+                    "NOT SENT".to_owned()
+                },
                 f.accepted_by
+            );
+        }
+        let _ = writeln!(
+            s,
+            "connections refused to non-members: {}",
+            self.refused_non_members
+        );
+        for g in &self.governance {
+            let _ = writeln!(
+                s,
+                "{} at {} ms{}: {}; reached {}/{} members; spread {}; every member after {}{}",
+                g.what,
+                g.at_ms,
+                if g.during_partition {
+                    " (partition)"
+                } else {
+                    ""
+                },
+                match g.carried_after_ms {
+                    Some(ms) => format!("carried after {ms:.1} ms"),
+                    None => "NOT CARRIED".into(),
+                },
+                g.reached,
+                g.expected,
+                pc(&g.spread_ms),
+                match g.all_ms {
+                    Some(ms) => format!("{ms:.1} ms"),
+                    None => "never".into(),
+                },
+                match &g.error {
+                    Some(e) => format!(" (error: {e})"),
+                    None => String::new(),
+                }
             );
         }
         self.contracts_summary(&mut s, &pc);

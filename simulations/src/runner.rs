@@ -32,7 +32,7 @@ use libp2p::Multiaddr;
 use mesh_node::NetTuning;
 use mesh_node::dataplane::{Compression, DataPlane, FetchOptions, FetchOutcome};
 use mesh_node::store::Store;
-use mesh_node::views::{ProductView, PublishRequest, ShareRequest};
+use mesh_node::views::{ProductView, ProposeRequest, PublishRequest, RemoveRequest, ShareRequest};
 use mesh_node::{NodeError, NodeHandle};
 use mesh_protocol::contract::{AgreementId, ContractState};
 use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status};
@@ -47,13 +47,14 @@ use tokio::time::Instant;
 
 use crate::bare::{BareSwarm, Verdict};
 use crate::cluster::{
-    self, NodeSpec, Observation, RunningNode, Tracker, free_udp_port, identity_secret, quic_addr,
+    self, Change, NodeSpec, Observation, RunningNode, Tracker, free_udp_port, identity_secret,
+    quic_addr,
 };
 use crate::dataset;
 use crate::emulator::Emulator;
 use crate::report::{
-    ContractReport, ContractsReport, ForgeryReport, HealReport, LinkThroughput, PublishReport,
-    Report, Series, TransferReport, TransfersReport,
+    ContractReport, ContractsReport, ForgeryReport, GovernanceReport, HealReport, LinkThroughput,
+    PublishReport, Report, Series, TransferReport, TransfersReport,
 };
 use crate::stats::{Percentiles, metric, round1};
 use crate::topology::{Action, Decision, Topology, split_product};
@@ -65,6 +66,8 @@ pub const FORGED_TITLE: &str = "forged by the simulated attacker";
 /// Longest wait for a contract to conclude (a `manual` decision reaching the consumer), and
 /// for a fetch's contract to conclude before it starts.
 const CONTRACT_WAIT: Duration = Duration::from_secs(60);
+/// Longest wait for a signer to hold a motion before it signs (gossip, or sync after a heal).
+const MOTION_WAIT: Duration = Duration::from_secs(60);
 /// Reason given by a simulated operator's `reject`.
 const REJECT_REASON: &str = "declined by the provider's operator";
 
@@ -94,6 +97,26 @@ struct Slot {
     running: Option<RunningNode>,
     /// Last (re)start.
     started: Instant,
+    /// Removed from the mesh by a `remove` event: still running, refused by every member,
+    /// and left out of convergence.
+    removed: bool,
+}
+
+/// A membership change or amendment in flight or done.
+#[derive(Debug)]
+struct GovernanceStep {
+    /// Timeline time of the event.
+    at_ms: u64,
+    /// What it does, for the report.
+    what: String,
+    /// When the event ran.
+    started: Instant,
+    /// Whether a partition was active then.
+    during_partition: bool,
+    /// The slot it removes, which is not expected to apply it.
+    removes: Option<usize>,
+    /// Proposes and signs; yields the change every member then applies.
+    task: JoinHandle<Result<Change, String>>,
 }
 
 /// A publish in flight or done.
@@ -225,7 +248,7 @@ struct Runner<'t> {
     publishes: Vec<Publish>,
     heals: Vec<(u64, Instant, String)>,
     marks: Vec<(f64, String)>,
-    forgeries: Vec<(u64, String, PublicKey, String, bool)>,
+    forgeries: Vec<(u64, String, PublicKey, String, bool, String)>,
     skipped: Vec<String>,
     attacker: Option<Attacker>,
     /// Counter for generated files.
@@ -238,28 +261,40 @@ struct Runner<'t> {
     transfers: Vec<Transfer>,
     /// Per (consumer slot, `domain/product`): turns true when its latest negotiation ended.
     concluded: HashMap<(usize, String), watch::Receiver<bool>>,
-    /// The simulated mesh's charter: every domain of the scenario is a founding member; the
-    /// first initial node governs.
+    /// The simulated mesh's charter (the topology's `[charter]`).
     charter: Arc<Signed<mesh_protocol::governance::Charter>>,
+    /// Membership changes and amendments.
+    governance: Vec<GovernanceStep>,
 }
 
-/// The charter of a scenario's mesh: every domain it runs is a member from the start.
+/// The charter of a scenario's mesh: its governors and quorum, and its founding members;
+/// domains that join later are admitted by a member at their `join` event.
 fn scenario_charter(topology: &Topology, seed: u64) -> Signed<mesh_protocol::governance::Charter> {
-    let domains = topology.every_domain();
     let identity = |d: &str| Identity::from_secret_bytes(identity_secret(seed, d));
-    let governor = domains.first().map(String::as_str).unwrap_or("founder");
-    let members: Vec<(String, PublicKey)> = domains
-        .iter()
-        .map(|d| (d.clone(), identity(d).public_key()))
+    let governors: Vec<(String, Identity)> = topology
+        .governors()
+        .into_iter()
+        .map(|d| {
+            let i = identity(&d);
+            (d, i)
+        })
+        .collect();
+    let members: Vec<(String, PublicKey)> = topology
+        .founding_members()
+        .into_iter()
+        .map(|d| {
+            let k = identity(&d).public_key();
+            (d, k)
+        })
         .collect();
     cluster::charter(
         &topology
             .name
             .to_ascii_lowercase()
             .replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
-        &[(governor.to_owned(), identity(governor))],
+        &governors,
         &members,
-        1,
+        topology.quorum(),
     )
 }
 
@@ -293,6 +328,7 @@ pub async fn run(topology: &Topology, options: &RunOptions) -> anyhow::Result<Re
         transfers: Vec::new(),
         concluded: HashMap::new(),
         charter: Arc::new(scenario_charter(topology, seed)),
+        governance: Vec::new(),
     };
     let result = runner.run().await;
     runner.shutdown().await;
@@ -417,14 +453,35 @@ impl Runner<'_> {
             });
             transfers.push((t.at_ms, t.consumer, t.provider, t.product, outcome));
         }
+        let mut changes = Vec::new();
+        for g in std::mem::take(&mut self.governance) {
+            let outcome = g
+                .task
+                .await
+                .unwrap_or_else(|e| Err(format!("governance task: {e}")));
+            changes.push((
+                g.at_ms,
+                g.what,
+                g.started,
+                g.during_partition,
+                g.removes,
+                outcome,
+            ));
+        }
         let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-        for p in &published {
+        // A removed domain's products leave every member's catalog.
+        for p in published.iter().filter(|p| !self.slots[p.slot].removed) {
             let v = expected.entry(p.key.clone()).or_default();
             *v = (*v).max(p.version);
         }
         let expected_ref = &expected;
+        let wanted: Vec<Change> = changes
+            .iter()
+            .filter_map(|c| c.5.as_ref().ok().copied())
+            .collect();
+        let wanted_ref = &wanted;
         self.wait_until(Duration::from_millis(settings.settle_ms), |r| {
-            Box::pin(async move { r.all_hold(expected_ref) })
+            Box::pin(async move { r.all_hold(expected_ref) && r.all_applied(wanted_ref) })
         })
         .await;
         let run_ms = t0.elapsed().as_millis() as u64;
@@ -435,6 +492,7 @@ impl Runner<'_> {
         report.runtime_lag_ms = Percentiles::of(&runtime_lag).map(rounded);
         report.actor_lag_ms = Percentiles::of(&actor_lag).map(rounded);
         report.contracts = self.contracts_report(&contracts);
+        report.governance = self.governance_report(&changes);
         report.transfers = self.transfers_report(&transfers, &contracts, &published);
         Ok(report)
     }
@@ -456,11 +514,20 @@ impl Runner<'_> {
 
     fn all_hold(&self, expected: &BTreeMap<String, u64>) -> bool {
         let t = self.tracker.lock().expect("lock");
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.running.is_some())
-            .all(|(i, _)| expected.iter().all(|(k, v)| t.first_at(i, k, *v).is_some()))
+        self.member_slots()
+            .into_iter()
+            .all(|i| expected.iter().all(|(k, v)| t.first_at(i, k, *v).is_some()))
+    }
+
+    /// Whether every live member applied every change (the removed key's own node aside).
+    fn all_applied(&self, changes: &[Change]) -> bool {
+        let t = self.tracker.lock().expect("lock");
+        self.member_slots().into_iter().all(|i| {
+            changes.iter().all(|c| {
+                matches!(c, Change::Admitted(k) if *k == self.slots[i].key)
+                    || t.changed_at(i, *c).is_some()
+            })
+        })
     }
 
     async fn wait_until<F>(&self, timeout: Duration, mut check: F) -> bool
@@ -521,6 +588,7 @@ impl Runner<'_> {
                 settings.dht_servers,
             ),
             charter: Some(self.charter.clone()),
+            votes: Vec::new(),
         };
         self.slots.push(Slot {
             spec,
@@ -531,6 +599,7 @@ impl Runner<'_> {
             key: identity.public_key(),
             running: None,
             started: Instant::now(),
+            removed: false,
         });
         self.by_domain
             .insert(domain.to_owned(), self.slots.len() - 1);
@@ -617,13 +686,20 @@ impl Runner<'_> {
             .collect()
     }
 
+    /// Live nodes that are members (not removed).
+    fn member_slots(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].running.is_some() && !self.slots[i].removed)
+            .collect()
+    }
+
     async fn execute(&mut self, at_ms: u64, t0: Instant, step: Step) -> anyhow::Result<()> {
         let mark = |r: &mut Self, label: String| {
             r.marks.push((t0.elapsed().as_secs_f64() * 1000.0, label));
         };
         match step {
             Step::PublishAny { rows, n } => {
-                let live = self.live_slots();
+                let live = self.member_slots();
                 let Some(&slot) = live.choose(&mut self.rng) else {
                     anyhow::bail!("publish_random: no live node");
                 };
@@ -726,7 +802,7 @@ impl Runner<'_> {
                 }
                 Action::Join { domain, cloud } => {
                     let cloud = self.cloud_of(&cloud)?;
-                    let live = self.live_slots();
+                    let live = self.member_slots();
                     let picks: Vec<usize> = live
                         .sample(
                             &mut self.rng,
@@ -734,14 +810,143 @@ impl Runner<'_> {
                         )
                         .copied()
                         .collect();
+                    let admitter = *picks
+                        .first()
+                        .context("join: no live member to admit the domain")?;
+                    let started = Instant::now();
+                    let during_partition = self.emulator.any_partition();
                     let slot = self.add_slot(&domain, cloud, &picks).await?;
+                    let key = self.slots[slot].key;
+                    // A member admits it (what its answer to a join ticket does), and the
+                    // newcomer starts from the charter and the votes it was given.
+                    let handle = self.slots[admitter]
+                        .running
+                        .as_ref()
+                        .context("join: the admitting member is down")?
+                        .handle
+                        .clone();
+                    let admitted = handle
+                        .admit(mesh_protocol::governance::Member {
+                            key,
+                            domain: domain.clone(),
+                        })
+                        .await;
+                    let (outcome, votes) = match admitted {
+                        Ok((_, votes)) => (Ok(Change::Admitted(key)), votes),
+                        Err(e) => (
+                            Err(format!(
+                                "admission by {}: {e}",
+                                self.slots[admitter].spec.domain
+                            )),
+                            Vec::new(),
+                        ),
+                    };
+                    self.slots[slot].spec.votes = votes;
+                    self.governance.push(GovernanceStep {
+                        at_ms,
+                        what: format!("admit {domain} (by {})", self.slots[admitter].spec.domain),
+                        started,
+                        during_partition,
+                        removes: None,
+                        task: tokio::spawn(async move { outcome }),
+                    });
                     self.start_slot(slot).await?;
                     mark(self, format!("join {domain}"));
+                }
+                Action::Amend {
+                    by,
+                    signers,
+                    restrict_tags,
+                    require,
+                    max_contract_days,
+                    purposes,
+                    summary,
+                } => {
+                    let request = ProposeRequest {
+                        restrict_tags: restrict_tags.clone(),
+                        require,
+                        max_contract_days,
+                        purposes,
+                        summary,
+                        ..ProposeRequest::default()
+                    };
+                    let what = format!(
+                        "amend{} (by {})",
+                        if restrict_tags.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" restricting {}", restrict_tags.join(", "))
+                        },
+                        std::iter::once(&by)
+                            .chain(&signers)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    let proposer = self.handle_of(&by)?;
+                    let others = signers
+                        .iter()
+                        .map(|d| self.handle_of(d).map(|h| (d.clone(), h)))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let task = tokio::spawn(async move {
+                        let motion = proposer
+                            .propose(request)
+                            .await
+                            .map_err(|e| format!("proposal: {e}"))?;
+                        let version = match &motion.action {
+                            mesh_protocol::governance::Action::Amend { policies, .. } => {
+                                policies.version
+                            }
+                            other => return Err(format!("proposed a {} motion", other.kind())),
+                        };
+                        sign_when_held(&motion.id, others).await?;
+                        Ok(Change::Policies(version))
+                    });
+                    self.governance.push(GovernanceStep {
+                        at_ms,
+                        what,
+                        started: Instant::now(),
+                        during_partition: self.emulator.any_partition(),
+                        removes: None,
+                        task,
+                    });
+                    mark(self, "amend".to_owned());
+                }
+                Action::Remove { domain, by, reason } => {
+                    let slot = self.slot_of(&domain)?;
+                    let key = self.slots[slot].key;
+                    let mut handles = by
+                        .iter()
+                        .map(|d| self.handle_of(d).map(|h| (d.clone(), h)))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    let (_, proposer) = handles.remove(0);
+                    let request = RemoveRequest {
+                        member: domain.clone(),
+                        reason,
+                    };
+                    let task = tokio::spawn(async move {
+                        let motion = proposer
+                            .remove_member(request)
+                            .await
+                            .map_err(|e| format!("proposal: {e}"))?;
+                        sign_when_held(&motion.id, handles).await?;
+                        Ok(Change::Removed(key))
+                    });
+                    self.slots[slot].removed = true;
+                    self.governance.push(GovernanceStep {
+                        at_ms,
+                        what: format!("remove {domain} (by {})", by.join(", ")),
+                        started: Instant::now(),
+                        during_partition: self.emulator.any_partition(),
+                        removes: Some(slot),
+                        task,
+                    });
+                    mark(self, format!("remove {domain}"));
                 }
                 Action::InjectForgery {
                     victim,
                     product,
-                    via: _,
+                    via,
                 } => {
                     let slot = self.slot_of(&victim)?;
                     let key = self.slots[slot].key;
@@ -750,11 +955,94 @@ impl Runner<'_> {
                         tracing::warn!("forgery not sent: {e}");
                     }
                     self.forgeries
-                        .push((at_ms, victim, key, product, sent.is_ok()));
+                        .push((at_ms, victim, key, product, sent.is_ok(), via));
                 }
             },
         }
         Ok(())
+    }
+
+    /// The control handle of `domain`'s running node.
+    fn handle_of(&self, domain: &str) -> anyhow::Result<NodeHandle> {
+        let slot = self.slot_of(domain)?;
+        Ok(self.slots[slot]
+            .running
+            .as_ref()
+            .with_context(|| format!("`{domain}` is down"))?
+            .handle
+            .clone())
+    }
+
+    /// How long each membership change and amendment took to reach the live members.
+    fn governance_report(
+        &self,
+        changes: &[(
+            u64,
+            String,
+            Instant,
+            bool,
+            Option<usize>,
+            Result<Change, String>,
+        )],
+    ) -> Vec<GovernanceReport> {
+        let tracker = self.tracker.lock().expect("lock");
+        let members = self.member_slots();
+        changes
+            .iter()
+            .map(
+                |(at_ms, what, started, during_partition, removes, outcome)| {
+                    let mut report = GovernanceReport {
+                        at_ms: *at_ms,
+                        what: what.clone(),
+                        during_partition: *during_partition,
+                        carried: false,
+                        error: None,
+                        carried_after_ms: None,
+                        expected: 0,
+                        reached: 0,
+                        spread_ms: None,
+                        all_ms: None,
+                    };
+                    let change = match outcome {
+                        Ok(c) => *c,
+                        Err(e) => {
+                            report.error = Some(e.clone());
+                            return report;
+                        }
+                    };
+                    // The newcomer of an admission learns it from its join answer, not a vote.
+                    let newcomer =
+                        |i: usize| matches!(change, Change::Admitted(k) if k == self.slots[i].key);
+                    let applied: Vec<(usize, Instant)> = (0..self.slots.len())
+                        .filter(|&i| Some(i) != *removes && !newcomer(i))
+                        .filter_map(|i| tracker.changed_at(i, change).map(|t| (i, t)))
+                        .collect();
+                    let Some(first) = applied.iter().map(|(_, t)| *t).min() else {
+                        return report;
+                    };
+                    report.carried = true;
+                    report.carried_after_ms = Some(round1(
+                        first.saturating_duration_since(*started).as_secs_f64() * 1000.0,
+                    ));
+                    let expected: Vec<usize> = members
+                        .iter()
+                        .copied()
+                        .filter(|&i| !newcomer(i) && self.slots[i].started <= first)
+                        .collect();
+                    let samples: Vec<f64> = expected
+                        .iter()
+                        .filter_map(|i| applied.iter().find(|(j, _)| j == i))
+                        .map(|(_, t)| t.saturating_duration_since(first).as_secs_f64() * 1000.0)
+                        .collect();
+                    report.expected = expected.len();
+                    report.reached = samples.len();
+                    report.spread_ms = Percentiles::of(&samples).map(rounded);
+                    report.all_ms = (samples.len() == expected.len())
+                        .then(|| round1(samples.iter().copied().fold(0.0, f64::max)));
+                    report
+                },
+            )
+            .collect()
     }
 
     fn publish(
@@ -1085,7 +1373,19 @@ impl Runner<'_> {
         published: &[Published],
         expected: &BTreeMap<String, u64>,
     ) -> anyhow::Result<Report> {
-        let live = self.live_slots();
+        let live = self.member_slots();
+        let mut refused_non_members = 0;
+        let mut refused_at: HashMap<String, u64> = HashMap::new();
+        for &i in &self.live_slots() {
+            let node = self.slots[i].running.as_ref().expect("live");
+            if let Ok(status) = node.handle.status().await {
+                refused_non_members += status.refused_non_members;
+                refused_at.insert(
+                    self.slots[i].spec.domain.clone(),
+                    status.refused_non_members,
+                );
+            }
+        }
         // Catalogs, metrics.
         let mut catalogs: Vec<BTreeSet<(String, String, u64)>> = Vec::new();
         let mut forged_held: HashMap<(String, String), usize> = HashMap::new();
@@ -1215,10 +1515,11 @@ impl Runner<'_> {
         let forgeries = self
             .forgeries
             .iter()
-            .map(|(at_ms, victim, key, product, sent)| ForgeryReport {
+            .map(|(at_ms, victim, key, product, sent, via)| ForgeryReport {
                 at_ms: *at_ms,
                 claims: format!("{victim}/{product}"),
                 sent: *sent,
+                refused_by_via: refused_at.get(via).copied().unwrap_or(0),
                 accepted_by: forged_held
                     .get(&(key.to_hex(), product.clone()))
                     .copied()
@@ -1265,6 +1566,8 @@ impl Runner<'_> {
             run_ms,
             series,
             marks: self.marks.clone(),
+            governance: Vec::new(),
+            refused_non_members,
         })
     }
 
@@ -1479,4 +1782,35 @@ fn rounded(p: Percentiles) -> Percentiles {
         max: round1(p.max),
         samples: p.samples,
     }
+}
+
+/// Each of `signers` signs motion `id` once it holds it (gossip, or sync after a heal), as
+/// an operator signs what `governance status` shows.
+async fn sign_when_held(id: &str, signers: Vec<(String, NodeHandle)>) -> Result<(), String> {
+    for (domain, handle) in signers {
+        let deadline = Instant::now() + MOTION_WAIT;
+        loop {
+            let held = handle
+                .motions()
+                .await
+                .map_err(|e| format!("{domain}: {e}"))?
+                .iter()
+                .any(|m| m.id == id);
+            if held {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{domain} never received motion {}",
+                    &id[..16.min(id.len())]
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        handle
+            .sign_motion(id.to_owned())
+            .await
+            .map_err(|e| format!("{domain} signing: {e}"))?;
+    }
+    Ok(())
 }

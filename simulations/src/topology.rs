@@ -37,6 +37,38 @@ pub struct Topology {
     /// The timeline.
     #[serde(default)]
     pub events: Vec<Event>,
+    /// The mesh's charter (default: the first initial domain governs alone, every initial
+    /// domain is a founding member).
+    #[serde(default)]
+    pub charter: CharterSpec,
+}
+
+/// The charter the scenario's mesh is founded with (`[charter]`). Domains that are neither
+/// governors nor founding members join by admission at their `join` event.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CharterSpec {
+    /// Governing domains: they carry amendments and removals (default: the first initial
+    /// domain).
+    #[serde(default)]
+    pub governors: Vec<String>,
+    /// How many governors' signatures carry a motion (default 1).
+    #[serde(default)]
+    pub quorum: Option<u16>,
+    /// Founding members besides the governors: `"all"` (every initial domain, the default)
+    /// or a list of initial domains.
+    #[serde(default)]
+    pub members: Option<Members>,
+}
+
+/// `members = "all"` or `members = ["a", "b"]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Members {
+    /// `"all"`.
+    Keyword(String),
+    /// The listed domains.
+    List(Vec<String>),
 }
 
 /// How the runner drives the nodes.
@@ -261,12 +293,50 @@ pub enum Action {
         /// Domain.
         domain: String,
     },
-    /// A new domain joins `cloud`, bootstrapping to random live nodes.
+    /// A new domain joins `cloud`, bootstrapping to random live nodes; a live member admits
+    /// it first (its admission is timed like the other membership changes).
     Join {
         /// New domain name.
         domain: String,
         /// Its cloud.
         cloud: String,
+    },
+    /// Governor `by` proposes an amendment of the mesh's policies (the policies in force plus
+    /// the changes below, version + 1); each of `signers` signs it once it holds the motion.
+    /// It is carried when the charter's quorum of governors has signed.
+    Amend {
+        /// Proposing governor.
+        by: String,
+        /// Governors who sign after the proposer.
+        #[serde(default)]
+        signers: Vec<String>,
+        /// Classification tags whose columns must be restricted.
+        #[serde(default)]
+        restrict_tags: Vec<String>,
+        /// Descriptor fields every product must fill (`contact`, `description`,
+        /// `freshness-sla`, `tags`).
+        #[serde(default)]
+        require: Vec<String>,
+        /// Longest contract, days.
+        #[serde(default)]
+        max_contract_days: Option<u32>,
+        /// The purpose vocabulary.
+        #[serde(default)]
+        purposes: Option<Vec<String>>,
+        /// What changes and why.
+        #[serde(default)]
+        summary: String,
+    },
+    /// Governors `by` remove member `domain` (the first proposes, the others sign once they
+    /// hold the motion). Its node keeps running, refused by every member.
+    Remove {
+        /// The member removed.
+        domain: String,
+        /// Governors who sign, proposer first.
+        by: Vec<String>,
+        /// Why.
+        #[serde(default)]
+        reason: String,
     },
     /// An attacker attached to `via` gossips a descriptor claiming `victim`'s `product`,
     /// signed with the attacker's own key.
@@ -365,6 +435,38 @@ impl Topology {
             .collect()
     }
 
+    /// The governing domains of the charter.
+    pub fn governors(&self) -> Vec<String> {
+        if self.charter.governors.is_empty() {
+            self.initial_nodes()
+                .into_iter()
+                .take(1)
+                .map(|(d, _)| d)
+                .collect()
+        } else {
+            self.charter.governors.clone()
+        }
+    }
+
+    /// The charter's decision rule: governors' signatures that carry a motion.
+    pub fn quorum(&self) -> u16 {
+        self.charter.quorum.unwrap_or(1)
+    }
+
+    /// The founding members besides the governors.
+    pub fn founding_members(&self) -> Vec<String> {
+        let governors = self.governors();
+        let all = || self.initial_nodes().into_iter().map(|(d, _)| d).collect();
+        let members: Vec<String> = match &self.charter.members {
+            None | Some(Members::Keyword(_)) => all(),
+            Some(Members::List(list)) => list.clone(),
+        };
+        members
+            .into_iter()
+            .filter(|d| !governors.contains(d))
+            .collect()
+    }
+
     /// Every domain the scenario ever runs: the initial nodes, then those that join later.
     pub fn every_domain(&self) -> Vec<String> {
         let mut out: Vec<String> = self.initial_nodes().into_iter().map(|(d, _)| d).collect();
@@ -434,6 +536,7 @@ impl Topology {
             cloud(&l.a)?;
             cloud(&l.b)?;
         }
+        self.validate_charter(&domains)?;
         if self.settings.sync_interval_secs == 0 {
             return bad("settings.sync_interval_secs must be at least 1".into());
         }
@@ -521,7 +624,88 @@ impl Topology {
                         return bad(format!("product `{product}` must be of [a-z0-9-]"));
                     }
                 }
+                Action::Amend { by, signers, .. } => {
+                    for g in std::iter::once(by).chain(signers) {
+                        self.governor(g)?;
+                    }
+                }
+                Action::Remove { domain: d, by, .. } => {
+                    domain(d)?;
+                    if self.governors().contains(d) {
+                        return bad(format!(
+                            "`remove` names governor `{d}`: the charter's governors cannot be removed"
+                        ));
+                    }
+                    if by.is_empty() {
+                        return bad(format!(
+                            "`remove` of `{d}` needs `by`, the governors who sign"
+                        ));
+                    }
+                    for g in by {
+                        self.governor(g)?;
+                    }
+                }
                 Action::PublishRandom { .. } | Action::Join { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn governor(&self, name: &str) -> Result<(), TopologyError> {
+        if self.governors().iter().any(|g| g == name) {
+            Ok(())
+        } else {
+            Err(TopologyError::Invalid(format!(
+                "`{name}` signs a motion but is not a governor; governors are: {}",
+                self.governors().join(", ")
+            )))
+        }
+    }
+
+    fn validate_charter(&self, initial: &BTreeSet<String>) -> Result<(), TopologyError> {
+        let bad = |m: String| Err(TopologyError::Invalid(m));
+        let governors = self.governors();
+        let mut seen = BTreeSet::new();
+        for g in &governors {
+            if !initial.contains(g) {
+                return bad(format!(
+                    "charter governor `{g}` is not an initial domain of any cloud"
+                ));
+            }
+            if !seen.insert(g) {
+                return bad(format!("charter governor `{g}` is listed twice"));
+            }
+        }
+        let quorum = usize::from(self.quorum());
+        if quorum == 0 || quorum > governors.len() {
+            return bad(format!(
+                "charter quorum must be between 1 and the {} governors, not {quorum}",
+                governors.len()
+            ));
+        }
+        match &self.charter.members {
+            Some(Members::Keyword(k)) if k != "all" => {
+                return bad(format!(
+                    "charter members must be \"all\" or a list of domains, not \"{k}\""
+                ));
+            }
+            Some(Members::List(list)) => {
+                for m in list {
+                    if !initial.contains(m) {
+                        return bad(format!(
+                            "charter member `{m}` is not an initial domain (a domain that comes later joins with a `join` event)"
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        let members = self.founding_members();
+        for d in initial {
+            if !governors.contains(d) && !members.contains(d) {
+                return bad(format!(
+                    "initial domain `{d}` is neither a governor nor a member of the charter: list it in `members`"
+                ));
             }
         }
         Ok(())

@@ -1049,3 +1049,39 @@ fn the_consumer_hears_of_an_accept_or_reject_from_the_provider_without_polling()
         Some(2.0)
     );
 }
+
+#[test]
+fn a_consumer_offline_at_the_decision_learns_it_by_polling() {
+    let sales = manual_provider(&[]);
+    let mut churn = TestNode::start_joining("churn", &sales);
+    wait_until(Duration::from_secs(15), || {
+        churn.version_of("sales/orders").is_some()
+    })
+    .unwrap_or_else(|| panic!("churn never saw sales/orders: {}", churn.log()));
+    let id = request_pending(&churn, "order_id,region");
+
+    // No consumer to tell: the decision is only stored on the provider.
+    churn.stop();
+    wait_until(PROPAGATE, || sales.status()["peers"] == 0)
+        .unwrap_or_else(|| panic!("sales still connected to churn: {}", sales.status()));
+    let out = sales.cli(&["share", "accept", &id]);
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(
+        sales.metric("meshnode_contract_notices_sent_total"),
+        Some(0.0)
+    );
+
+    // Back online, the consumer's poll (every 2 s) fetches it.
+    churn.run();
+    wait_for_state(&churn, &id, "agreed");
+    assert!(
+        churn
+            .metric("meshnode_contract_polls_total")
+            .is_some_and(|n| n >= 1.0),
+        "learnt without a poll"
+    );
+    assert_eq!(
+        churn.metric("meshnode_contract_notices_received_total{outcome=\"applied\"}"),
+        None
+    );
+}

@@ -211,7 +211,11 @@ fn a_non_member_is_refused_at_every_door_and_tickets_are_single_use_and_expire()
         !actions.lines().any(|l| l == "own-served-by-sync"),
         "a member synced with a non-member: {actions}"
     );
-    let after_gossip = wait_refused_beyond(&sales, before, "hostile peer");
+    let after_hostile = wait_refused_beyond(&sales, before, "hostile peer");
+    // A node of another mesh, told of `sales` and publishing, is refused too.
+    let mut outsider = TestNode::start("outsider", &[sales.addr()]);
+    publish_ok(&outsider, "leak", ORDERS);
+    wait_refused_beyond(&sales, after_hostile, "node of another mesh");
     // The same peer as a member (the control: the attack itself works) gets in.
     let ticket = invite(&sales, "mallory", "1h");
     let actions = hostile_own(&sales, Some(&ticket));
@@ -220,16 +224,17 @@ fn a_non_member_is_refused_at_every_door_and_tickets_are_single_use_and_expire()
         "the member hostile peer did not gossip: {actions}"
     );
     wait_for_product(&churn, "mallory/own");
-    // ...while the non-member's attempt left no trace anywhere.
-    assert_eq!(
-        products(&sales)
-            .iter()
-            .filter(|p| p.starts_with("mallory"))
-            .count(),
-        1,
-        "{:?}",
-        products(&sales)
-    );
+    // ...while the non-members' attempts left no trace anywhere.
+    for node in [&sales, &churn] {
+        let mut seen = products(node);
+        seen.sort();
+        assert_eq!(seen, ["mallory/own", "sales/orders"], "{}", node.domain);
+    }
+    assert_eq!(products(&outsider), ["outsider/leak"]);
+    assert_eq!(outsider.status()["peers"], 0, "{}", outsider.status());
+    // (Stopped, so that what `sales` counts from here on is the next attempts'.)
+    outsider.stop();
+    let after_gossip = refused(&sales);
 
     // The contract protocol: a flood of requests from a non-member is refused at the
     // connection; the provider stores no request.
@@ -467,12 +472,29 @@ fn amendments_need_the_quorum_and_a_removed_member_is_cut_off() {
     }
     let out = publish(&customer, "contacts", PEOPLE, &["--classify", "email=pii"]);
     assert!(out.success, "refused before the quorum: {}", out.stderr);
+    // A member that does not govern cannot make up the quorum.
+    let out = churn.cli(&["governance", "sign", &id[..16]]);
+    assert!(
+        !out.success,
+        "a non-governing member signed: {}",
+        out.stdout
+    );
+    println!("non-governor's signature: {}", out.stderr.trim());
+    assert!(rules(&churn).is_empty() && rules(&sales).is_empty());
 
     // The second governing domain signs: carried, enforced on every running node.
     let signed = customer
         .cli(&["governance", "sign", &id[..16], "--json"])
         .json();
     assert_eq!(signed["carried"], true, "{signed}");
+    let carried_at = std::time::Instant::now();
+    for node in [&sales, &customer, &churn] {
+        wait_for_rule(node, "restricted-tag:pii");
+    }
+    println!(
+        "amendment in force on 3 running nodes {:?} after the deciding signature",
+        carried_at.elapsed()
+    );
     let refused_pii = |node: &TestNode| {
         let out = publish(node, "leads", PEOPLE, &["--classify", "email=pii"]);
         assert!(
@@ -488,7 +510,6 @@ fn amendments_need_the_quorum_and_a_removed_member_is_cut_off() {
         );
     };
     for node in [&sales, &customer, &churn] {
-        wait_for_rule(node, "restricted-tag:pii");
         assert_ne!(node.status()["policy_version"], version, "{}", node.domain);
         refused_pii(node);
     }
@@ -505,7 +526,12 @@ fn amendments_need_the_quorum_and_a_removed_member_is_cut_off() {
 
     // `eshop` comes back, syncs, and enforces the amendment it did not see voted.
     eshop.run();
+    let restarted_at = std::time::Instant::now();
     wait_for_rule(&eshop, "restricted-tag:pii");
+    println!(
+        "amendment in force on the restarted node {:?} after its API answered",
+        restarted_at.elapsed()
+    );
     refused_pii(&eshop);
     // The fix the refusal names works.
     let out = publish(
@@ -534,6 +560,7 @@ fn amendments_need_the_quorum_and_a_removed_member_is_cut_off() {
         .cli(&["governance", "sign", &removal_id[..16], "--json"])
         .json();
     assert_eq!(signed["carried"], true, "{signed}");
+    let carried_at = std::time::Instant::now();
     for node in [&sales, &customer, &eshop] {
         wait_until(CONVERGE, || node.status()["members"] == 3)
             .unwrap_or_else(|| panic!("{} still counts churn: {}", node.domain, node.status()));
@@ -549,14 +576,28 @@ fn amendments_need_the_quorum_and_a_removed_member_is_cut_off() {
             )
         });
     }
-    // Its agreements end on the next fetch, on both sides: `sales` as consumer refuses to
-    // fetch from the removed provider; as provider it refuses the removed consumer.
+    println!(
+        "removal in force on 3 nodes, products forgotten, {:?} after the deciding signature",
+        carried_at.elapsed()
+    );
+    // Its agreements end on the next fetch, on both sides: `sales` as consumer no longer
+    // fetches from the removed provider, whose products it forgot; as provider it refuses
+    // the removed consumer's connection, and the consumer is told why, not to retry.
     let out = fetch(&sales, "churn/scores");
     assert!(!out.success, "sales still fetched from a removed provider");
-    println!("consumer side: {}", out.stderr.trim());
+    assert!(
+        out.stderr.contains("not in this node's catalog"),
+        "{}",
+        out.stderr
+    );
     let before = refused(&sales);
     let out = fetch(&churn, "sales/orders");
     assert!(!out.success, "a removed consumer still fetched");
-    println!("provider side: {}", out.stderr.trim());
+    assert!(
+        out.stderr
+            .contains("provider sales refused the connection: this node is not a member"),
+        "{}",
+        out.stderr
+    );
     wait_refused_beyond(&sales, before, "removed consumer's fetch");
 }

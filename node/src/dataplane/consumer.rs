@@ -465,10 +465,9 @@ async fn transfer(
         batches: resume_from,
         reason,
     };
-    let (mut send, mut recv) = connection
-        .open_bi()
-        .await
-        .map_err(|e| broken(e.to_string()))?;
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| {
+        refused_as_non_member(connection, terms).unwrap_or_else(|| broken(e.to_string()))
+    })?;
     let request = FetchRequest {
         agreement,
         product: terms.product.clone(),
@@ -478,9 +477,9 @@ async fn transfer(
     };
     let bytes = encode_frame(&Frame::Request(Box::new(request)))
         .map_err(|e| FetchError::BadRequest(e.to_string()))?;
-    send.write_all(&bytes)
-        .await
-        .map_err(|e| broken(e.to_string()))?;
+    send.write_all(&bytes).await.map_err(|e| {
+        refused_as_non_member(connection, terms).unwrap_or_else(|| broken(e.to_string()))
+    })?;
     let _ = send.finish();
 
     let header: TransferHeader = match read_frame(&mut recv, Vec::new()).await {
@@ -492,10 +491,12 @@ async fn transfer(
             ));
         }
         Err(ReadFailure::Broken(e)) => {
-            return Err(FetchError::Interrupted {
-                batches: resume_from,
-                reason: e,
-            });
+            return Err(refused_as_non_member(connection, terms).unwrap_or(
+                FetchError::Interrupted {
+                    batches: resume_from,
+                    reason: e,
+                },
+            ));
         }
         Err(ReadFailure::Protocol(e)) => return Err(FetchError::Verification(e)),
     };
@@ -772,4 +773,23 @@ fn check_header(
         ));
     }
     Ok(())
+}
+
+/// The provider closed the connection because this node's key is not a member of its mesh
+/// (removed, or never admitted): no retry helps, so not an interruption to resume.
+fn refused_as_non_member(
+    connection: &quinn::Connection,
+    terms: &ContractTerms,
+) -> Option<FetchError> {
+    match connection.close_reason()? {
+        quinn::ConnectionError::ApplicationClosed(close)
+            if close.error_code == quinn::VarInt::from_u32(super::CLOSE_NOT_MEMBER) =>
+        {
+            Some(FetchError::NoAgreement(format!(
+                "provider {} refused the connection: this node is not a member of its mesh (removed, or not admitted); agreements with it no longer work",
+                terms.provider_domain
+            )))
+        }
+        _ => None,
+    }
 }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
+use arrow::ipc::MessageHeader;
 use arrow::ipc::reader::FileReader;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression as ParquetCompression;
@@ -29,12 +30,20 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
+use mesh_protocol::transfer::MAX_DATA_FRAME;
+
 use super::ipcfile::HEADER_LEN;
 
 /// The Arrow IPC end-of-stream marker: continuation, then a zero length.
 pub(crate) const END_OF_STREAM: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
 /// A Parquet row group is written out once its encoded size reaches this.
 pub(crate) const PARQUET_ROW_GROUP_BYTES: usize = 64 * 1024 * 1024;
+/// Most bytes the compressed buffers of one record batch may declare they decompress to:
+/// twice the largest data frame (a batch the provider could have sent uncompressed fits one
+/// frame).
+pub(crate) const MAX_DECODED_MESSAGE: u64 = 2 * MAX_DATA_FRAME as u64;
+/// Most rows in one record batch decoded for a conversion.
+pub(crate) const MAX_DECODED_ROWS: i64 = 1 << 24;
 /// Write buffer of converted files.
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -115,6 +124,16 @@ pub enum ConvertError {
         #[source]
         source: ArrowError,
     },
+    /// The received data would decode to more than the conversion lets into memory: a
+    /// batch declaring a huge uncompressed size or row count (a provider can declare what
+    /// it likes; the IPC reader would allocate it before looking).
+    #[error(
+        "the received data cannot be converted within bounds: {what}; fetch it as Arrow IPC (--out FILE.arrow) instead"
+    )]
+    Bounds {
+        /// What is over which limit.
+        what: String,
+    },
     /// The data cannot be written as Parquet (a type Parquet cannot hold, ...).
     #[error(
         "cannot write the data as Parquet: {source}; fetch it as Arrow IPC (--out FILE.arrow) instead"
@@ -152,7 +171,9 @@ pub(crate) fn convert(
                 format: OutputFormat::Arrows,
                 source,
             }),
-        OutputFormat::Parquet => write_parquet(verified, dest),
+        OutputFormat::Parquet => {
+            check_decodable(verified, stream_bytes).and_then(|()| write_parquet(verified, dest))
+        }
     };
     if result.is_err() {
         let _ = std::fs::remove_file(dest);
@@ -190,6 +211,85 @@ fn write_stream(verified: &Path, stream_bytes: u64, dest: &Path) -> std::io::Res
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     Ok(copied)
+}
+
+/// Walks the messages of the verified stream (without decoding any body) and refuses a
+/// record or dictionary batch over [`MAX_DECODED_ROWS`] rows, or whose compressed buffers
+/// declare more than [`MAX_DECODED_MESSAGE`] bytes once decompressed.
+fn check_decodable(verified: &Path, stream_bytes: u64) -> Result<(), ConvertError> {
+    let format = OutputFormat::Parquet;
+    let io = |source| ConvertError::Io { format, source };
+    let bounds = |what: String| ConvertError::Bounds { what };
+    let mut file = File::open(verified).map_err(io)?;
+    let end = HEADER_LEN as u64 + stream_bytes;
+    let mut at = HEADER_LEN as u64;
+    let mut meta = Vec::new();
+    let read_at = |file: &mut File, offset: u64, buf: &mut [u8]| {
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.read_exact(buf))
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => bounds(format!(
+                    "the received file ends inside the message at byte {offset}"
+                )),
+                _ => io(e),
+            })
+    };
+    while at + 8 <= end {
+        let mut prefix = [0u8; 8];
+        read_at(&mut file, at, &mut prefix)?;
+        let meta_len = i32::from_le_bytes(prefix[4..].try_into().expect("4 bytes"));
+        let meta_len = usize::try_from(meta_len)
+            .ok()
+            .filter(|m| prefix[..4] == [0xff; 4] && *m > 0 && *m <= MAX_DATA_FRAME)
+            .ok_or_else(|| bounds(format!("no IPC message at byte {at}")))?;
+        meta.resize(meta_len, 0);
+        read_at(&mut file, at + 8, &mut meta)?;
+        let message = arrow::ipc::root_as_message(&meta)
+            .map_err(|e| bounds(format!("an IPC message header does not decode: {e}")))?;
+        let body_len = u64::try_from(message.bodyLength())
+            .ok()
+            .filter(|b| *b <= MAX_DATA_FRAME as u64)
+            .ok_or_else(|| bounds("an IPC message body is out of bounds".into()))?;
+        let body = at + 8 + meta_len as u64;
+        let batch = match message.header_type() {
+            MessageHeader::RecordBatch => message.header_as_record_batch(),
+            MessageHeader::DictionaryBatch => {
+                message.header_as_dictionary_batch().and_then(|d| d.data())
+            }
+            _ => None,
+        };
+        if let Some(batch) = batch {
+            if batch.length() > MAX_DECODED_ROWS {
+                return Err(bounds(format!(
+                    "a batch declares {} rows, over the limit of {MAX_DECODED_ROWS}",
+                    batch.length()
+                )));
+            }
+            if batch.compression().is_some() {
+                let mut declared = 0u64;
+                for buffer in batch.buffers().iter().flatten() {
+                    if buffer.length() < 8 {
+                        continue;
+                    }
+                    let offset = u64::try_from(buffer.offset())
+                        .ok()
+                        .filter(|o| o.saturating_add(8) <= body_len)
+                        .ok_or_else(|| bounds("a buffer lies outside its message".into()))?;
+                    let mut length = [0u8; 8];
+                    read_at(&mut file, body + offset, &mut length)?;
+                    declared = declared
+                        .saturating_add(u64::try_from(i64::from_le_bytes(length)).unwrap_or(0));
+                }
+                if declared > MAX_DECODED_MESSAGE {
+                    return Err(bounds(format!(
+                        "a batch declares {declared} bytes once decompressed, over the limit of {MAX_DECODED_MESSAGE}"
+                    )));
+                }
+            }
+        }
+        at = body + body_len;
+    }
+    Ok(())
 }
 
 fn write_parquet(verified: &Path, dest: &Path) -> Result<u64, ConvertError> {
@@ -261,7 +361,7 @@ fn to_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Arro
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Int64Array, StringArray, TimestampSecondArray};
+    use arrow::array::{Int64Array, NullArray, StringArray, TimestampSecondArray};
     use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 
     use super::*;
@@ -410,6 +510,84 @@ mod tests {
         assert_eq!(plain.column(2), &want);
     }
 
+    /// A verified file holding the IPC stream `stream` (as a fetch would assemble it).
+    fn file_of_stream(dir: &Path, stream: &[u8]) -> (std::path::PathBuf, u64) {
+        let path = dir.join("bomb.partial");
+        let mut builder = IpcFileBuilder::create(&path).unwrap();
+        let mut at = 0;
+        while at + 8 <= stream.len() {
+            let meta = i32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
+            if meta == 0 {
+                break;
+            }
+            let message = arrow::ipc::root_as_message(&stream[at + 8..at + 8 + meta]).unwrap();
+            let end = at + 8 + meta + message.bodyLength() as usize;
+            builder.append(&stream[at..end]).unwrap();
+            at = end;
+        }
+        let bytes = builder.offset() - HEADER_LEN as u64;
+        builder.finish().unwrap();
+        (path, bytes)
+    }
+
+    #[test]
+    fn batches_declaring_huge_sizes_are_refused_before_decoding() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A compressed batch whose buffer claims 1 TiB once decompressed: the IPC reader
+        // would allocate that before decompressing a byte.
+        let schema = Arc::new(Schema::new(vec![Field::new("z", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(vec![0i64; 10_000]))],
+        )
+        .unwrap();
+        let options = arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+            .unwrap();
+        let mut stream = Vec::new();
+        let mut writer =
+            arrow::ipc::writer::StreamWriter::try_new_with_options(&mut stream, &schema, options)
+                .unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let declared = 80_000i64.to_le_bytes();
+        let at = stream
+            .windows(8)
+            .position(|w| w == declared)
+            .expect("the compressed buffer's length prefix");
+        stream[at..at + 8].copy_from_slice(&(1i64 << 40).to_le_bytes());
+        let (bomb, bytes) = file_of_stream(tmp.path(), &stream);
+        let dest = tmp.path().join("bomb.parquet");
+        let err = convert(&bomb, bytes, OutputFormat::Parquet, &dest).unwrap_err();
+        assert!(
+            matches!(&err, ConvertError::Bounds { what } if what.contains("decompressed")),
+            "{err}"
+        );
+        assert!(!dest.exists());
+
+        // Rows that cost nothing on the wire (a column of nulls) but a level each to write.
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Null, true)]));
+        let rows = MAX_DECODED_ROWS as usize + 1;
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(NullArray::new(rows))]).unwrap();
+        let mut stream = Vec::new();
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut stream, &schema).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let (many, bytes) = file_of_stream(tmp.path(), &stream);
+        let err = convert(&many, bytes, OutputFormat::Parquet, &dest).unwrap_err();
+        assert!(
+            matches!(&err, ConvertError::Bounds { what } if what.contains("rows")),
+            "{err}"
+        );
+        assert!(!dest.exists());
+        // As an IPC stream the same data is only copied, never decoded: no limit applies.
+        let arrows = tmp.path().join("many.arrows");
+        convert(&many, bytes, OutputFormat::Arrows, &arrows).unwrap();
+    }
+
     #[test]
     fn a_failed_conversion_leaves_no_output() {
         let tmp = tempfile::tempdir().unwrap();
@@ -424,7 +602,7 @@ mod tests {
         std::fs::write(&junk, b"not arrow").unwrap();
         let dest = tmp.path().join("junk.parquet");
         let err = convert(&junk, 9, OutputFormat::Parquet, &dest).unwrap_err();
-        assert!(matches!(err, ConvertError::Arrow { .. }), "{err}");
+        assert!(matches!(err, ConvertError::Bounds { .. }), "{err}");
         assert!(!dest.exists());
     }
 }

@@ -101,6 +101,10 @@ pub enum DataPlaneError {
     Tls(String),
 }
 
+/// Application close code of a data-plane connection refused because the peer's key is not
+/// a member of the mesh (the consumer tells its user so instead of offering a retry).
+pub(crate) const CLOSE_NOT_MEMBER: u32 = 3;
+
 /// Why a fetch failed. Each message says what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -172,6 +176,8 @@ impl FetchError {
             FetchError::Io { .. } => "io",
             FetchError::Store(_) => "store",
             FetchError::Convert(e) if e.io_error().is_some() => "io",
+            // What the provider sent is out of bounds, as data that fails its checks is.
+            FetchError::Convert(ConvertError::Bounds { .. }) => "verification",
             FetchError::Convert(_) => "convert",
         }
     }

@@ -82,7 +82,10 @@ async fn handshake(
     if !shared.config.members.admits(&peer) {
         shared.config.members.count_refusal();
         tracing::info!(%peer, "data-plane connection refused: not a member of the mesh");
-        connection.close(quinn::VarInt::from_u32(3), b"not a member");
+        connection.close(
+            quinn::VarInt::from_u32(super::CLOSE_NOT_MEMBER),
+            b"not a member",
+        );
         return;
     }
     match guard.establish(peer) {

@@ -55,6 +55,12 @@ pub(crate) enum GovernanceCommand {
         request: InviteRequest,
         reply: oneshot::Sender<Result<TicketView, NodeError>>,
     },
+    /// Admit a domain whose key the operator already knows (no ticket), and answer with
+    /// what a join brings the newcomer.
+    Admit {
+        member: Member,
+        reply: oneshot::Sender<Result<JoinReply, NodeError>>,
+    },
 }
 
 fn refusal_reason(refusal: &VoteRefusal) -> RejectReason {
@@ -424,6 +430,9 @@ impl Node {
             GovernanceCommand::Invite { request, reply } => {
                 let _ = reply.send(self.invite(request));
             }
+            GovernanceCommand::Admit { member, reply } => {
+                let _ = reply.send(self.admit(member));
+            }
         }
     }
 
@@ -446,15 +455,14 @@ impl Node {
                     .join
                     .send_response(channel, reply.to_bytes());
             }
+            // The invitation is spent or refused: its key may not stay connected, but
+            // closing now would drop the answer in flight.
             request_response::Event::ResponseSent { peer, .. }
-            | request_response::Event::InboundFailure { peer, .. } => {
-                // The invitation is spent or refused: its key may not stay connected, but
-                // closing now would drop the answer in flight.
+            | request_response::Event::InboundFailure { peer, .. }
                 if self.governance.invitation(&peer).is_none()
-                    && !self.governance.is_member_peer(&peer)
-                {
-                    self.governance.answered.push((peer, Instant::now()));
-                }
+                    && !self.governance.is_member_peer(&peer) =>
+            {
+                self.governance.answered.push((peer, Instant::now()));
             }
             _ => {}
         }
@@ -495,6 +503,23 @@ impl Node {
             }
         }
         tracing::info!(domain = %member.domain, key = %member.key.fingerprint(), "welcomed a domain with an invitation");
+        self.welcome()
+    }
+
+    /// Admits `member` on this domain's signature (the charter's rule decides whether that
+    /// carries it) and returns the welcome a join answers with.
+    fn admit(&mut self, member: Member) -> Result<JoinReply, NodeError> {
+        mesh_protocol::descriptor::validate_name("domain", &member.domain)
+            .map_err(|e| NodeError::BadRequest(e.to_string()))?;
+        if !self.governance.is_member(&member.key) {
+            let motion = self.new_motion(Action::Admit(member));
+            self.sign_and_gossip(&motion)?;
+        }
+        Ok(self.welcome())
+    }
+
+    /// The charter and as many votes as fit in a join answer.
+    fn welcome(&self) -> JoinReply {
         let mut votes = Vec::new();
         let mut budget = mesh_protocol::governance::join::MAX_JOIN_REPLY
             - self.governance.state.charter_envelope().to_bytes().len()

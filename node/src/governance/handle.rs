@@ -1,5 +1,8 @@
 //! Typed governance requests from the control API to the actor.
 
+use mesh_protocol::Signed;
+use mesh_protocol::governance::{Charter, JoinReply, Member, Motion};
+
 use super::GovernanceCommand;
 use crate::error::NodeError;
 use crate::node::{Command, NodeHandle};
@@ -36,6 +39,22 @@ impl NodeHandle {
     pub async fn remove_member(&self, request: RemoveRequest) -> Result<MotionJson, NodeError> {
         self.call(|reply| Command::Governance(GovernanceCommand::Remove { request, reply }))
             .await?
+    }
+
+    /// Admits a domain whose key is known here without a ticket (in-process tools such as
+    /// the simulator): signs its admission and returns the charter and the votes a join
+    /// would bring it, to install in its store before it starts.
+    pub async fn admit(
+        &self,
+        member: Member,
+    ) -> Result<(Signed<Charter>, Vec<Signed<Motion>>), NodeError> {
+        let reply = self
+            .call(|reply| Command::Governance(GovernanceCommand::Admit { member, reply }))
+            .await??;
+        match reply {
+            JoinReply::Welcome { charter, votes } => Ok((charter, votes)),
+            JoinReply::Refused(why) => Err(NodeError::Refused(why)),
+        }
     }
 
     /// Makes an invitation; the ticket carries it.

@@ -88,6 +88,9 @@ pub enum VoteOutcome {
     Duplicate,
 }
 
+/// A vote [`MeshState::restore`] could not take, and why.
+pub type RefusedVote = (Signed<Motion>, VoteRefusal);
+
 /// One motion and its votes.
 #[derive(Clone, Debug)]
 struct Tally {
@@ -157,7 +160,7 @@ impl MeshState {
     pub fn restore(
         charter: Signed<Charter>,
         votes: impl IntoIterator<Item = Signed<Motion>>,
-    ) -> Result<(Self, Vec<(Signed<Motion>, VoteRefusal)>), GovernanceError> {
+    ) -> Result<(Self, Vec<RefusedVote>), GovernanceError> {
         let mut state = Self::new(charter)?;
         let mut waiting: Vec<Signed<Motion>> = votes.into_iter().collect();
         loop {
@@ -341,9 +344,8 @@ impl MeshState {
                 if reason.len() > MAX_NOTE_LEN {
                     return Err(VoteRefusal::Invalid("the reason is too long".into()));
                 }
-                if !held && self.is_removed(key) {
-                    return Err(VoteRefusal::Stale("already removed".into()));
-                }
+                // A second removal of a removed key may still become the one on record
+                // (the lowest id): `offer` settles that with the motion's id.
             }
             Action::Amend { policies, summary } => {
                 policies
@@ -739,7 +741,11 @@ mod tests {
         };
         // Two members admit churn (two motions), one of them sales, who is then removed
         // twice over (two carried removals); two amendments of one version are carried.
-        let admit_sales = motion(&state, &governors[0], Action::Admit(member(&sales, "sales")));
+        let admit_sales = motion(
+            &state,
+            &governors[0],
+            Action::Admit(member(&sales, "sales")),
+        );
         give(&mut state, &governors[0], &admit_sales);
         for admitter in [&governors[1], &sales] {
             let m = motion(&state, admitter, Action::Admit(member(&churn, "churn")));
@@ -772,11 +778,16 @@ mod tests {
             give(&mut state, &governors[2], &amend);
             give(&mut state, &governors[1], &amend);
         }
-        let forward = MeshState::restore(charter.clone(), votes.clone()).unwrap().0;
+        let forward = MeshState::restore(charter.clone(), votes.clone())
+            .unwrap()
+            .0;
         votes.reverse();
         let backward = MeshState::restore(charter, votes).unwrap().0;
         for s in [&forward, &backward] {
-            assert!(s.is_member(&churn.public_key()), "a governor vouched for churn");
+            assert!(
+                s.is_member(&churn.public_key()),
+                "a governor vouched for churn"
+            );
             assert!(s.is_removed(&sales.public_key()));
         }
         assert_eq!(forward.policies(), backward.policies());

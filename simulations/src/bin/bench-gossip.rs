@@ -152,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
             data_announce: None,
             dht_server: cluster::is_dht_server(i, args.nodes, dht_servers),
             charter: Some(charter.clone()),
+            votes: Vec::new(),
         };
         // A port found free can be taken by another process before the node binds it:
         // try another one.
