@@ -45,7 +45,7 @@ use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
 use libp2p::{Multiaddr, PeerId};
 use mesh_protocol::budget::{BudgetConfig, BudgetRefusal, RequestBudget};
 use mesh_protocol::contract::{Decision, MAX_STATUS_BATCH, Revocation};
-use mesh_protocol::contract_sync::{self, FollowUp, PollIntervals, Side};
+use mesh_protocol::contract_sync::{self, FirstAnswer, FollowUp, PollIntervals, Side};
 use mesh_protocol::wire::GossipMessage;
 use mesh_protocol::{
     AgreementId, ContractMessage, ContractReply, ContractState, PublicKey, RejectReason, Signed,
@@ -352,28 +352,27 @@ impl Node {
         provider: &str,
         reply: ContractReply,
     ) -> Result<AgreementView, NodeError> {
-        if let ContractReply::Busy(refusal) = &reply {
-            negotiation::forget_request(self.party(), id).await?;
-            let message = match refusal {
-                BudgetRefusal::TooManyOpen { open, max } => format!(
-                    "too many open requests to {provider}: {open} pending (at most {max}); wait for answers or withdraw some with `meshnode share revoke ID` (nothing was stored)"
-                ),
-                other => format!("{provider} refused the request: {other} (nothing was stored)"),
-            };
-            return Err(NodeError::Refused(message));
-        }
-        let refused = match &reply {
-            ContractReply::Error(message) => Some(message.clone()),
-            ContractReply::Unknown(_) => Some("it does not know the request".to_owned()),
-            ContractReply::Statuses(_) => Some("it answered with a status batch".to_owned()),
-            _ => None,
+        let reply = match contract_sync::first_answer(reply) {
+            FirstAnswer::Record(reply) => reply,
+            FirstAnswer::Busy(refusal) => {
+                negotiation::forget_request(self.party(), id).await?;
+                let message = match refusal {
+                    BudgetRefusal::TooManyOpen { open, max } => format!(
+                        "too many open requests to {provider}: {open} pending (at most {max}); wait for answers or withdraw some with `meshnode share revoke ID` (nothing was stored)"
+                    ),
+                    other => {
+                        format!("{provider} refused the request: {other} (nothing was stored)")
+                    }
+                };
+                return Err(NodeError::Refused(message));
+            }
+            FirstAnswer::Refused(message) => {
+                negotiation::forget_request(self.party(), id).await?;
+                return Err(NodeError::Refused(format!(
+                    "{provider} refused the request: {message} (nothing was stored)"
+                )));
+            }
         };
-        if let Some(message) = refused {
-            negotiation::forget_request(self.party(), id).await?;
-            return Err(NodeError::Refused(format!(
-                "{provider} refused the request: {message} (nothing was stored)"
-            )));
-        }
         match negotiation::apply_reply(self.party(), id, reply, now_ms()).await {
             Ok(record) => {
                 self.poll_succeeded(id);

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use crate::budget::BudgetRefusal;
 use crate::contract::{AgreementId, ContractReply, ContractState, ContractTerms, StatusEntry};
 use crate::identity::PublicKey;
 
@@ -109,6 +110,35 @@ pub fn follow_up(
 pub fn after_failure(backoff: Duration, intervals: &PollIntervals) -> (Duration, Duration) {
     let cap = intervals.max_backoff.max(backoff);
     (backoff, backoff.saturating_mul(2).min(cap))
+}
+
+/// What a consumer does with the provider's first answer to its request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FirstAnswer {
+    /// A signed answer or a state (agreed, pending, rejected, revoked): verified and recorded
+    /// like any status reply.
+    Record(ContractReply),
+    /// Over the consumer's budget: the provider stored nothing, so neither does the consumer.
+    Busy(BudgetRefusal),
+    /// Refused without a signed answer (malformed, unknown to it, the wrong kind of answer):
+    /// the provider stored nothing, so neither does the consumer. Says why.
+    Refused(String),
+}
+
+/// Sorts the provider's first answer to a request ([`FirstAnswer`]).
+pub fn first_answer(reply: ContractReply) -> FirstAnswer {
+    match reply {
+        ContractReply::Busy(refusal) => FirstAnswer::Busy(refusal),
+        ContractReply::Error(message) => FirstAnswer::Refused(message),
+        ContractReply::Unknown(_) => FirstAnswer::Refused("it does not know the request".into()),
+        ContractReply::Statuses(_) => {
+            FirstAnswer::Refused("it answered with a status batch".into())
+        }
+        reply @ (ContractReply::Agreed(_)
+        | ContractReply::Pending(_)
+        | ContractReply::Rejected(_)
+        | ContractReply::Revoked(_)) => FirstAnswer::Record(reply),
+    }
 }
 
 /// A status batch answered with more entries than asked for, or with something else than
@@ -374,6 +404,28 @@ mod tests {
         // An interval above the cap stays as it is.
         let hour = Duration::from_secs(3600);
         assert_eq!(after_failure(hour, &i), (hour, hour));
+    }
+
+    #[test]
+    fn first_answers_are_recorded_only_when_they_are_a_state() {
+        let id = AgreementId([1; 32]);
+        let pending = ContractReply::Pending(id);
+        assert_eq!(first_answer(pending.clone()), FirstAnswer::Record(pending));
+        let busy = BudgetRefusal::TooManyOpen { open: 32, max: 32 };
+        assert_eq!(
+            first_answer(ContractReply::Busy(busy.clone())),
+            FirstAnswer::Busy(busy)
+        );
+        assert_eq!(
+            first_answer(ContractReply::Error("malformed".into())),
+            FirstAnswer::Refused("malformed".into())
+        );
+        for reply in [ContractReply::Unknown(id), ContractReply::Statuses(vec![])] {
+            assert!(
+                matches!(first_answer(reply.clone()), FirstAnswer::Refused(_)),
+                "{reply:?}"
+            );
+        }
     }
 
     #[test]

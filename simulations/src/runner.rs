@@ -16,6 +16,13 @@
 //! Times come from node events (`CatalogUpdated`), stamped by the node when it stores the
 //! descriptor.
 //!
+//! Every node starts with the topology's charter (`[charter]`). `join` has a live member
+//! admit the newcomer (`NodeHandle::admit`) and starts it from the charter and votes it was
+//! given; `amend` and `remove` are proposed by one governor and signed by the others once
+//! they hold the motion. Each change is timed from the first node's `MeshChanged` (the one
+//! where it was carried) to every live member's. A removed domain's node keeps running,
+//! refused by the members, and is left out of convergence.
+//!
 //! Domains named by `contract_request` and `fetch` events (consumers and providers) also run
 //! a data plane. Its socket is behind the emulator as well: it gets a second emulator slot in
 //! the same cloud, whose front address is the data-plane address the node announces, so

@@ -1,8 +1,10 @@
-//! A small scenario in the test suite: ten nodes in two clouds, a partition that heals, a
-//! forged descriptor, contracts (auto, manual with a scripted accept, and one the policy
-//! rejects) and fetches across the clouds. Asserts convergence, the heal, that no node took
-//! the forgery, co-signed agreements on both sides, and fetched rows equal to the rows the
-//! filter lets through.
+//! A small scenario in the test suite: ten nodes in two clouds founded by a charter with
+//! three governors (2 of 3), a partition that heals, an amendment carried during the
+//! partition, a removal and an admission, a forgery from a non-member, contracts (auto,
+//! manual with a scripted accept, and one the policy rejects) and fetches across the clouds.
+//! Asserts convergence, the heal, that every membership change and the amendment reached
+//! every member, that the non-member was refused and no node took the forgery, co-signed
+//! agreements on both sides, and fetched rows equal to the rows the filter lets through.
 
 use mesh_simulations::runner::{self, RunOptions};
 use mesh_simulations::topology::Topology;
@@ -19,6 +21,11 @@ sync_interval_secs = 1
 redial_max_ms = 1000
 warmup_ms = 2000
 settle_ms = 20000
+
+[charter]
+governors = ["aws-eu-0", "gcp-asia-0", "aws-eu-4"]
+quorum = 2
+members = "all"
 
 [[clouds]]
 name = "aws-eu"
@@ -67,6 +74,14 @@ at_ms = 1200
 kind = "publish"
 domain = "gcp-asia-3"
 product = "asia-during"
+
+[[events]]
+at_ms = 1500
+kind = "amend"
+by = "aws-eu-0"
+signers = ["aws-eu-4"]
+restrict_tags = ["pii"]
+summary = "pii columns are restricted"
 
 [[events]]
 at_ms = 6000
@@ -121,6 +136,19 @@ at_ms = 8200
 kind = "fetch"
 consumer = "aws-eu-3"
 product = "gcp-asia-2/segments"
+
+[[events]]
+at_ms = 9000
+kind = "remove"
+domain = "gcp-asia-3"
+by = ["gcp-asia-0", "aws-eu-0"]
+reason = "left the company"
+
+[[events]]
+at_ms = 9500
+kind = "join"
+domain = "late"
+cloud = "aws-eu"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,12 +159,35 @@ async fn ten_nodes_partition_heal_forgery_contracts_and_fetches() {
         .expect("the run completes");
     let summary = report.summary();
     println!("{summary}");
-    assert_eq!(report.nodes, 10, "{summary}");
+    // Eleven started, one removed (still running, refused by every member).
+    assert_eq!((report.nodes, report.nodes_started), (10, 11), "{summary}");
     assert!(
         report.converged,
-        "every node ends with the same catalog:\n{summary}"
+        "every member ends with the same catalog:\n{summary}"
     );
-    assert_eq!(report.catalog_size, 6, "{summary}");
+    // The removed domain's product left every catalog.
+    assert_eq!(report.catalog_size, 5, "{summary}");
+
+    // The amendment (carried on one side of the partition), the removal and the admission
+    // reached every member; the amendment crossed the partition only after the heal.
+    let what: Vec<&str> = report.governance.iter().map(|g| g.what.as_str()).collect();
+    assert_eq!(report.governance.len(), 3, "{summary}");
+    for g in &report.governance {
+        assert!(g.carried && g.error.is_none(), "{what:?}\n{summary}");
+        assert_eq!(g.reached, g.expected, "{summary}");
+        assert!(g.all_ms.is_some(), "{summary}");
+    }
+    let amend = &report.governance[0];
+    assert!(
+        amend.what.starts_with("amend") && amend.during_partition,
+        "{summary}"
+    );
+    assert!(
+        amend.all_ms.expect("reached all") >= 3000.0,
+        "the amendment crossed the partition early:\n{summary}"
+    );
+    // Every member but the one that joined later and the removed one.
+    assert_eq!(amend.expected, 9, "{summary}");
 
     // The products published on each side during the partition did not cross it before the
     // heal, and did after.
@@ -149,11 +200,13 @@ async fn ten_nodes_partition_heal_forgery_contracts_and_fetches() {
     let heal = report.heal_convergence_ms[0].expect("converged after the heal");
     assert!(heal < 15_000.0, "heal took {heal} ms:\n{summary}");
 
-    // The forgery was sent, rejected and stored nowhere.
+    // The attacker is no member: its connection was refused before any gossip, so the
+    // forgery was never sent, and no node holds it.
     assert_eq!(report.forgeries.len(), 1);
-    assert!(report.forgeries[0].sent, "{summary}");
+    assert!(!report.forgeries[0].sent, "{summary}");
+    assert!(report.forgeries[0].refused_by_via >= 1, "{summary}");
     assert_eq!(report.forgeries[0].accepted_by, 0, "{summary}");
-    assert!(report.rejected["not_owner"] >= 1, "{summary}");
+    assert!(report.refused_non_members >= 1, "{summary}");
     assert!(report.emulator.dropped_partition > 0, "{summary}");
 
     // Contracts: one auto-approved, one manual accepted by the provider's operator, one the

@@ -40,6 +40,30 @@ fn demo_builds_a_governed_mesh() {
         );
     }
 
+    // One mesh, founded by charter: the same id everywhere, three governors deciding by two,
+    // six members, and the "pii must be restricted" amendment in force on every node.
+    let mut mesh_ids = std::collections::BTreeSet::new();
+    for domain in DOMAINS {
+        let store = Store::open(&root.join(domain).join("db")).unwrap();
+        let state = mesh_node::governance::load_state(&store)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{domain} holds no mesh"));
+        mesh_ids.insert(state.id());
+        assert_eq!(state.charter().name, "e-commerce");
+        assert_eq!(state.charter().governors.len(), 3);
+        assert_eq!(state.charter().quorum, 2);
+        assert_eq!(state.member_count(), DOMAINS.len(), "{domain}'s members");
+        assert_eq!(state.policies().version, 1, "{domain}'s policies");
+        assert_eq!(state.policies().restricted_tags, vec!["pii"]);
+    }
+    assert_eq!(mesh_ids.len(), 1, "every domain in one mesh");
+    // The non-member's product never reached a member.
+    let outsider = Store::open(&root.join("mallory").join("db")).unwrap();
+    let outsider_mesh = mesh_node::governance::load_state(&outsider)
+        .unwrap()
+        .unwrap();
+    assert!(!mesh_ids.contains(&outsider_mesh.id()));
+
     // The consumer's catalog replica holds the eight published products.
     let churn = Store::open(&root.join("churn/db")).unwrap();
     let mut products: Vec<String> = churn
@@ -62,6 +86,16 @@ fn demo_builds_a_governed_mesh() {
             "recommendation/recommendation",
         ]
     );
+    // Republished under the amendment: its pii column restricted, compliant everywhere.
+    let (navigation, _) = churn
+        .catalog()
+        .unwrap()
+        .into_iter()
+        .find(|(d, _)| d.name == "page-navigation")
+        .unwrap();
+    assert_eq!(navigation.version, 2);
+    assert_eq!(navigation.policy.restricted_columns, vec!["session_id"]);
+    assert_eq!(navigation.stewardship.tags_of("session_id"), ["pii"]);
 
     // Three contracts: two agreed (one automatic, one by the operator), one rejected for its
     // purpose, with the reason kept.

@@ -11,7 +11,10 @@
 //! - [`OutputFormat::Parquet`]: decoded batch by batch and written with the parquet crate,
 //!   row groups flushed at [`PARQUET_ROW_GROUP_BYTES`] so memory stays bounded. Parquet has
 //!   no unit of seconds: such timestamps are written in milliseconds (the same instants), as
-//!   pyarrow writes them.
+//!   pyarrow writes them. This is the one output that decodes what the provider sent, so
+//!   the batches are walked first (headers only) and refused when one declares more than
+//!   [`MAX_DECODED_ROWS`] rows or more than [`MAX_DECODED_MESSAGE`] bytes once
+//!   decompressed: the IPC reader allocates a declared size before it decompresses a byte.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom};

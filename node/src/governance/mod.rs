@@ -23,7 +23,7 @@ mod persist;
 pub(crate) use actor::GovernanceCommand;
 pub use charter_file::{CharterFileError, read_charter};
 pub use gate::MemberSet;
-pub use persist::{GovernanceStoreError, found_solo, install, load_charter, refound};
+pub use persist::{GovernanceStoreError, found_solo, install, load_charter, load_state, refound};
 
 use std::collections::HashMap;
 

@@ -215,3 +215,15 @@ pub fn refound(
     }
     install(store, charter, votes)
 }
+
+/// The mesh state a store holds (charter and votes), read offline; `None` before a mesh
+/// was founded or joined.
+pub fn load_state(store: &Store) -> Result<Option<MeshState>, GovernanceStoreError> {
+    let trees = Trees::open(store)?;
+    let Some(charter) = trees.charter()? else {
+        return Ok(None);
+    };
+    let (state, _) =
+        MeshState::restore(charter, trees.votes()?).map_err(GovernanceStoreError::Charter)?;
+    Ok(Some(state))
+}
