@@ -614,7 +614,7 @@ fn governance_seeds() -> Vec<Seed> {
     seeds.push(hostile(
         "ticket",
         "truncated",
-        ticket.encode()[..40].as_bytes().to_vec(),
+        ticket.encode().as_bytes()[..40].to_vec(),
     ));
 
     let claim = JoinClaim {

@@ -1,7 +1,7 @@
-//! Keeping both parties' copies of a contract in step after the first answer: which
-//! contracts a party follows up and when, how it backs off from a silent counterparty, how it
-//! pairs a status batch's answers with what it asked, and which decision notices from a
-//! provider it applies.
+//! Keeping both parties' copies of a contract in step: what a consumer does with the first
+//! answer to its request, which contracts a party follows up and when, how it backs off from
+//! a silent counterparty, how it pairs a status batch's answers with what it asked, and which
+//! decision notices from a provider it applies.
 //!
 //! Pure, like the rest of the crate: the node passes in the state of its records, the
 //! sender's key and its intervals, and does the sending and the storing itself

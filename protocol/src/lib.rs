@@ -25,8 +25,9 @@
 //! - [`filter`]: the row-filter language of contracts: parse, canonical text, type check.
 //! - [`contract`]: contract terms, co-signed agreements, rejections, revocations, the
 //!   `/meshnode/contract/1` messages, the negotiation state machine and policy evaluation.
-//! - [`contract_sync`]: keeping both parties' copies of a contract in step: follow-up polls,
-//!   their backoff, status batch answers, which pushed decision notices are applied.
+//! - [`contract_sync`]: keeping both parties' copies of a contract in step: first answers,
+//!   follow-up polls and their backoff, status batch answers, which pushed decision notices
+//!   are applied.
 //! - [`transfer`]: data-plane framing, the incremental frame decoder, signed transfer trailers.
 
 pub mod admission;

@@ -109,6 +109,15 @@ struct Slot {
     removed: bool,
 }
 
+/// A membership change or amendment whose proposal and signatures are done.
+#[derive(Debug)]
+struct GovernanceDone {
+    /// The step.
+    step: GovernanceStep,
+    /// The change every member then applies, or why the proposal or a signature failed.
+    outcome: Result<Change, String>,
+}
+
 /// A membership change or amendment in flight or done.
 #[derive(Debug)]
 struct GovernanceStep {
@@ -461,19 +470,11 @@ impl Runner<'_> {
             transfers.push((t.at_ms, t.consumer, t.provider, t.product, outcome));
         }
         let mut changes = Vec::new();
-        for g in std::mem::take(&mut self.governance) {
-            let outcome = g
-                .task
+        for mut step in std::mem::take(&mut self.governance) {
+            let outcome = (&mut step.task)
                 .await
                 .unwrap_or_else(|e| Err(format!("governance task: {e}")));
-            changes.push((
-                g.at_ms,
-                g.what,
-                g.started,
-                g.during_partition,
-                g.removes,
-                outcome,
-            ));
+            changes.push(GovernanceDone { step, outcome });
         }
         let mut expected: BTreeMap<String, u64> = BTreeMap::new();
         // A removed domain's products leave every member's catalog.
@@ -484,7 +485,7 @@ impl Runner<'_> {
         let expected_ref = &expected;
         let wanted: Vec<Change> = changes
             .iter()
-            .filter_map(|c| c.5.as_ref().ok().copied())
+            .filter_map(|c| c.outcome.as_ref().ok().copied())
             .collect();
         let wanted_ref = &wanted;
         self.wait_until(Duration::from_millis(settings.settle_ms), |r| {
@@ -981,23 +982,24 @@ impl Runner<'_> {
     }
 
     /// How long each membership change and amendment took to reach the live members.
-    fn governance_report(
-        &self,
-        changes: &[(
-            u64,
-            String,
-            Instant,
-            bool,
-            Option<usize>,
-            Result<Change, String>,
-        )],
-    ) -> Vec<GovernanceReport> {
+    fn governance_report(&self, changes: &[GovernanceDone]) -> Vec<GovernanceReport> {
         let tracker = self.tracker.lock().expect("lock");
         let members = self.member_slots();
         changes
             .iter()
             .map(
-                |(at_ms, what, started, during_partition, removes, outcome)| {
+                |GovernanceDone {
+                     step:
+                         GovernanceStep {
+                             at_ms,
+                             what,
+                             started,
+                             during_partition,
+                             removes,
+                             ..
+                         },
+                     outcome,
+                 }| {
                     let mut report = GovernanceReport {
                         at_ms: *at_ms,
                         what: what.clone(),

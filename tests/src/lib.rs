@@ -420,6 +420,27 @@ pub fn require_pyarrow() -> bool {
 }
 
 /// Runs a Python snippet and returns its stdout.
+/// `datacontract lint FILE` (the `datacontract-cli` package, installed by scripts/test):
+/// whether it passed, and what it printed.
+pub fn datacontract_lint(file: &Path) -> (bool, String) {
+    let out = Command::new("datacontract")
+        .arg("lint")
+        .arg(file)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `datacontract` ({e}): run the tests with scripts/test, which installs datacontract-cli"
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 pub fn python(script: &str, args: &[&str]) -> String {
     let out = Command::new("python3")
         .arg("-c")

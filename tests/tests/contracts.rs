@@ -261,19 +261,21 @@ fn auto_request_is_agreed_at_once_and_exports_odcs() {
     }
 }
 
-/// Validates ODCS documents with the official ODCS v3.0.2 JSON schema (shipped in the
-/// `open-data-contract-standard` package) after reading them with pyyaml's `safe_load`, and
-/// reads the Arrow types of a fetched file with pyarrow. Argument 1: the Arrow file; the
-/// others: YAML files. Prints one JSON report.
+/// Validates ODCS documents with the official ODCS v3.0.2 and v3.1.0 JSON schemas (as shipped
+/// in the `datacontract-cli` package) after reading them with pyyaml's `safe_load`, and reads
+/// the Arrow types of a fetched file with pyarrow. Argument 1: the Arrow file; the others:
+/// YAML files. Prints one JSON report.
 const ODCS_CHECK: &str = r#"
 import sys, json
 try:
     import importlib.resources, yaml, jsonschema, pyarrow.ipc as ipc
-    schema_file = importlib.resources.files("open_data_contract_standard").joinpath("schema.json")
-    schema = json.loads(schema_file.read_text(encoding="utf-8"))
+    schemas = [
+        json.loads(importlib.resources.files("datacontract").joinpath(f"schemas/odcs-{v}.schema.json").read_text(encoding="utf-8"))
+        for v in ("3.0.2", "3.1.0")
+    ]
 except ImportError as e:
     sys.exit(f"{e}: run `pip install -r scripts/test-requirements.txt` (or use scripts/test)")
-validator = jsonschema.validators.validator_for(schema)(schema)
+validators = [jsonschema.validators.validator_for(s)(s) for s in schemas]
 arrow = {f.name: str(f.type) for f in ipc.open_file(sys.argv[1]).schema}
 docs = []
 for path in sys.argv[2:]:
@@ -281,7 +283,8 @@ for path in sys.argv[2:]:
         doc = yaml.safe_load(f)
     docs.append({
         "schema_errors": [
-            "/".join(map(str, e.absolute_path)) + ": " + e.message
+            s["properties"]["apiVersion"]["default"] + ": " + "/".join(map(str, e.absolute_path)) + ": " + e.message
+            for s, validator in zip(schemas, validators)
             for e in validator.iter_errors(doc)
         ],
         "apiVersion": doc.get("apiVersion"),
@@ -292,7 +295,7 @@ for path in sys.argv[2:]:
         "custom": {p["property"]: str(p["value"]) for p in doc["customProperties"]},
         "columns": [[p["name"], p["physicalType"]] for s in doc["schema"] for p in s["properties"]],
     })
-print(json.dumps({"schema_id": schema["properties"]["apiVersion"]["default"], "arrow": arrow, "docs": docs}))
+print(json.dumps({"schema_ids": [s["properties"]["apiVersion"]["default"] for s in schemas], "arrow": arrow, "docs": docs}))
 "#;
 
 #[test]
@@ -353,7 +356,10 @@ fn odcs_exports_of_every_state_pass_the_official_schema() {
     let mut args = vec![fetched.to_str().unwrap()];
     args.extend(files.iter().map(|(_, _, p)| p.to_str().unwrap()));
     let report: Value = serde_json::from_str(mesh_tests::python(ODCS_CHECK, &args).trim()).unwrap();
-    assert_eq!(report["schema_id"], "v3.0.2");
+    assert_eq!(
+        report["schema_ids"],
+        serde_json::json!(["v3.0.2", "v3.1.0"])
+    );
     let arrow = &report["arrow"];
     assert_eq!(
         arrow,
@@ -396,6 +402,13 @@ fn odcs_exports_of_every_state_pass_the_official_schema() {
             _ => &["order_id", "region", "amount"],
         };
         assert_eq!(names, expected, "{label}:\n{yaml}");
+        // The Data Contract CLI's own linter agrees.
+        let (passed, report) = mesh_tests::datacontract_lint(path);
+        assert!(
+            passed,
+            "{label}: datacontract lint failed:\n{report}\n{yaml}"
+        );
+        assert!(report.contains("valid against ODCS v3.0.2"), "{report}");
     }
 }
 

@@ -666,10 +666,13 @@ async fn transfer(
     let t_trailer = started.elapsed();
     let stream_bytes = builder.offset() - HEADER_LEN as u64;
     let received_now = builder.offset() - start_bytes;
-    let mut file_bytes = builder.finish().map_err(|e| FetchError::Io {
-        what: format!("cannot complete `{}`", paths.partial.display()),
-        source: std::io::Error::other(e),
-    })?;
+    // A file converted into another format is a temporary: only the conversion is synced.
+    let mut file_bytes = builder
+        .finish_with(options.format == OutputFormat::Arrow)
+        .map_err(|e| FetchError::Io {
+            what: format!("cannot complete `{}`", paths.partial.display()),
+            source: std::io::Error::other(e),
+        })?;
     // Verified: now, and only now, converted when another format was asked for.
     let placed = match options.format {
         OutputFormat::Arrow => &paths.partial,

@@ -423,7 +423,7 @@ mod tests {
             at = end;
         }
         let stream_bytes = builder.offset() - HEADER_LEN as u64;
-        builder.finish().unwrap();
+        builder.finish_with(false).unwrap();
         (path, batches, stream_bytes)
     }
 
@@ -529,7 +529,7 @@ mod tests {
             at = end;
         }
         let bytes = builder.offset() - HEADER_LEN as u64;
-        builder.finish().unwrap();
+        builder.finish_with(false).unwrap();
         (path, bytes)
     }
 

@@ -3,7 +3,7 @@
 //! An IPC file is the 8-byte magic, the stream's messages, an end-of-stream marker and a
 //! footer that indexes the dictionary and record batch messages. Each received data frame is
 //! one encapsulated message, so the builder appends it verbatim (no decoding of the body,
-//! no re-encoding) and remembers its block; [`IpcFileBuilder::finish`] writes the footer.
+//! no re-encoding) and remembers its block; [`IpcFileBuilder::finish_with`] writes the footer.
 //! The bytes between the magic and the end-of-stream marker are exactly the stream the
 //! provider hashed, which makes resuming simple: [`IpcFileBuilder::resume`] re-reads the
 //! complete messages of a partial file, re-hashes them and truncates whatever follows.
@@ -325,8 +325,10 @@ impl IpcFileBuilder {
         self.file.sync_data()
     }
 
-    /// Writes the end-of-stream marker and the footer, and syncs the file.
-    pub(crate) fn finish(mut self) -> Result<u64, String> {
+    /// Writes the end-of-stream marker and the footer, and syncs the file when `sync`: a
+    /// file that is converted into another (which is synced) and then removed need not
+    /// reach the disk itself.
+    pub(crate) fn finish_with(mut self, sync: bool) -> Result<u64, String> {
         let schema = self
             .schema
             .take()
@@ -352,7 +354,9 @@ impl IpcFileBuilder {
         tail.extend_from_slice(&(data.len() as i32).to_le_bytes());
         tail.extend_from_slice(MAGIC);
         self.file.write_all(&tail).map_err(|e| e.to_string())?;
-        self.file.sync_all().map_err(|e| e.to_string())?;
+        if sync {
+            self.file.sync_all().map_err(|e| e.to_string())?;
+        }
         Ok(self.offset + tail.len() as u64)
     }
 }
