@@ -560,6 +560,11 @@ pub(crate) async fn status(dir: DataDir, json: bool) -> anyhow::Result<()> {
         status.policy_version,
         status.refused_non_members
     );
+    if !status.member {
+        crate::outln!(
+            "           this domain is NOT a member: removed from the mesh, or its admission waits for the governing domains (`meshnode governance status` on a member)"
+        );
+    }
     for product in &status.non_compliant_products {
         crate::outln!(
             "           {} breaks the mesh's policies: `meshnode catalog show {}/{}`",

@@ -43,6 +43,9 @@ pub struct StatusView {
     /// Number of members.
     #[serde(default)]
     pub members: usize,
+    /// Whether this node is a member (false: removed, or its admission waits for a quorum).
+    #[serde(default)]
+    pub member: bool,
     /// Version of the mesh policies in force.
     #[serde(default)]
     pub policy_version: u32,

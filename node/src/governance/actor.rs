@@ -112,8 +112,10 @@ impl Node {
         }
         for key in &changes.removed {
             if let Some(peer) = peer_id_of(key) {
-                // Closes every connection to it at once.
-                self.swarm.behaviour_mut().gate.disallow_peer(peer);
+                // Its messages are refused from now on and the data plane refuses it at once;
+                // the control-plane connections close after a grace period, so the vote that
+                // removed it reaches it too.
+                self.governance.answered.push((peer, Instant::now()));
             }
             match self.store.forget_owner(key) {
                 Ok(n) => {

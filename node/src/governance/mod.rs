@@ -52,8 +52,9 @@ pub(crate) struct Governance {
     pub(crate) refused_inbound: u64,
     /// Dials this node did not make because the key is not a member.
     pub(crate) refused_outbound: u64,
-    /// Invitation keys whose join was answered, and when: the gate shuts them out a little
-    /// later, once the answer has had time to arrive (closing at once drops it in flight).
+    /// Keys to shut out a little later, and since when: invitation keys whose join was
+    /// answered (closing at once drops the answer in flight) and removed members (so the
+    /// vote that removed them reaches them too, and they learn it).
     pub(crate) answered: Vec<(PeerId, std::time::Instant)>,
 }
 
