@@ -419,7 +419,6 @@ pub fn require_pyarrow() -> bool {
     ok
 }
 
-/// Runs a Python snippet and returns its stdout.
 /// `datacontract lint FILE` (the `datacontract-cli` package, installed by scripts/test):
 /// whether it passed, and what it printed.
 pub fn datacontract_lint(file: &Path) -> (bool, String) {
@@ -441,6 +440,7 @@ pub fn datacontract_lint(file: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Runs a Python snippet and returns its stdout.
 pub fn python(script: &str, args: &[&str]) -> String {
     let out = Command::new("python3")
         .arg("-c")

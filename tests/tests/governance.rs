@@ -160,9 +160,9 @@ fn hostile_own(target: &TestNode, ticket: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Opens a data-plane connection to `addr` as `identity` and sends one stream's worth of
-/// bytes; returns how the provider ended it (the connection error), or `None` if it
-/// answered on the stream.
+/// Opens a data-plane connection to `addr` as `identity` and sends bytes that are not a
+/// request; says how the provider ended it (`closed: REASON`), or `answered with N bytes`
+/// if it answered on the stream.
 fn data_plane_attempt(identity: &Identity, provider: &PublicKey, addr: SocketAddr) -> String {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

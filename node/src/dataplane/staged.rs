@@ -78,22 +78,27 @@ impl DataPlane {
         options.out = path.clone();
         options.format = OutputFormat::Arrow;
         options.force = false;
-        let result = self.fetch(options).await;
-        let paths = PartialPaths::new(path.clone());
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                paths.discard();
-                return Err(e);
-            }
-        };
+        // Whatever happens from here, even the caller going away mid-transfer (which drops
+        // this future), the staging files go.
+        let _cleanup = Cleanup(path.clone());
+        let outcome = self.fetch(options).await?;
         let opened = std::fs::File::open(&path);
-        let _ = std::fs::remove_file(&path);
         let file = opened.map_err(|source| FetchError::Io {
             what: format!("cannot open the verified `{}`", path.display()),
             source,
         })?;
         Ok(StagedFetch { outcome, file })
+    }
+}
+
+/// Removes a staged fetch's file and its partial files when dropped.
+#[derive(Debug)]
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        PartialPaths::new(self.0.clone()).discard();
     }
 }
 
