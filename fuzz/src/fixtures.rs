@@ -349,5 +349,6 @@ pub fn invitation() -> Invitation {
         domain: "analytics".into(),
         expires_at_ms: NOW_MS + 3_600_000,
         used: false,
+        claimed_by: None,
     }
 }

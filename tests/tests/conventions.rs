@@ -565,6 +565,48 @@ fn progress_shows_bytes_rows_and_rate_on_a_terminal_only() {
     let shown = largest_before(&screen, " MiB read");
     assert!((shown - mib).abs() < 0.05, "{shown} MiB of {mib}: {screen}");
 
+    // What the bar polls: the daemon's figures while the ingest runs (a new version, through
+    // the API), at most the input's size, and gone once the publish answered.
+    let body = serde_json::json!({
+        "name": "big", "from": path.to_str().unwrap(), "progress": "conventions-1",
+    })
+    .to_string();
+    let publisher = std::thread::scope(|scope| {
+        let publisher = scope.spawn(|| sales.api("POST", "/v1/publish", Some(&body)));
+        let mut seen = Vec::new();
+        while !publisher.is_finished() {
+            let (status, text) = sales.api("GET", "/v1/progress/conventions-1", None);
+            if status == 200 {
+                seen.push(serde_json::from_str::<serde_json::Value>(&text).unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (status, text) = publisher.join().unwrap();
+        assert_eq!(status, 200, "{text}");
+        seen
+    });
+    let total = csv.len() as u64;
+    assert!(
+        publisher
+            .iter()
+            .any(|v| v["rows"].as_u64() > Some(0) && v["bytes"].as_u64() > Some(0)),
+        "no figures while publishing: {publisher:?}"
+    );
+    for v in &publisher {
+        // Unknown only until the ingest opened the input.
+        let known = v["total_bytes"].as_u64();
+        assert!(
+            known == Some(total) || (known.is_none() && v["bytes"] == 0),
+            "{v}"
+        );
+        assert!(v["bytes"].as_u64().unwrap() <= total, "{v}");
+        assert!(v["rows"].as_u64().unwrap() <= rows as u64, "{v}");
+    }
+    let (status, _) = sales.api("GET", "/v1/progress/conventions-1", None);
+    assert_eq!(status, 404);
+    let (status, text) = sales.api("GET", "/v1/progress/not%20an%20id", None);
+    assert_eq!(status, 404, "{text}");
+
     let churn = TestNode::start_joining("churn", &sales);
     wait_until(Duration::from_secs(20), || {
         churn.version_of("sales/big").is_some()

@@ -390,6 +390,7 @@ impl Node {
             domain: request.domain.clone(),
             expires_at_ms: now.saturating_add(ttl),
             used: false,
+            claimed_by: None,
         };
         let peer = self.governance.add_invitation(invitation.clone(), now)?;
         self.swarm.behaviour_mut().gate.allow_peer(peer);
@@ -461,7 +462,7 @@ impl Node {
             // closing now would drop the answer in flight.
             request_response::Event::ResponseSent { peer, .. }
             | request_response::Event::InboundFailure { peer, .. }
-                if self.governance.invitation(&peer).is_none()
+                if self.governance.invitation(&peer).is_none_or(|i| i.used)
                     && !self.governance.is_member_peer(&peer) =>
             {
                 self.governance.answered.push((peer, Instant::now()));
@@ -496,7 +497,7 @@ impl Node {
                 return JoinReply::Refused(e.to_string());
             }
         };
-        self.governance.spend_invitation(peer);
+        self.governance.spend_invitation(peer, member.key);
         if !self.governance.is_member(&member.key) {
             let motion = self.new_motion(Action::Admit(member.clone()));
             if let Err(e) = self.sign_and_gossip(&motion) {
@@ -542,7 +543,8 @@ impl Node {
 
     /// Shuts the gate on invitation keys answered a while ago (see `Governance::answered`).
     pub(crate) fn close_spent_invitations(&mut self) {
-        const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+        // Long enough for a newcomer whose answer was lost to claim again.
+        const GRACE: std::time::Duration = std::time::Duration::from_secs(30);
         if self.governance.answered.is_empty() {
             return;
         }
@@ -552,7 +554,8 @@ impl Node {
             .partition(|(_, at)| now.duration_since(*at) >= GRACE);
         self.governance.answered = waiting;
         for (peer, _) in due {
-            if self.governance.invitation(&peer).is_none() && !self.governance.is_member_peer(&peer)
+            if self.governance.invitation(&peer).is_none_or(|i| i.used)
+                && !self.governance.is_member_peer(&peer)
             {
                 self.swarm.behaviour_mut().gate.disallow_peer(peer);
             }

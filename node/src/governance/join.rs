@@ -15,6 +15,9 @@ use mesh_protocol::{Identity, Signed};
 
 use crate::net::{BytesCodec, MAX_JOIN_REQUEST, Protocols, keypair};
 
+/// Attempts at the exchange before a join gives up.
+const MAX_ATTEMPTS: u32 = 3;
+
 /// Why a join failed.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -117,8 +120,11 @@ pub async fn join(
         addrs: ticket.bootstrap.join(", "),
         secs: timeout.as_secs(),
     };
+    // A connection lost before the answer arrived is tried again: the member answers the
+    // same claim from the same newcomer again, so a retry is safe.
     let exchange = async {
         let mut sent = false;
+        let mut failures = 0;
         loop {
             match swarm.select_next_some().await {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } if !sent => {
@@ -136,7 +142,23 @@ pub async fn join(
                 )) => return Ok(response),
                 SwarmEvent::Behaviour(JoinBehaviourEvent::Join(
                     request_response::Event::OutboundFailure { error, .. },
-                )) => return Err(JoinError::Refused(error.to_string())),
+                )) if failures < MAX_ATTEMPTS - 1 => {
+                    failures += 1;
+                    tracing::debug!("join attempt {failures} failed, trying again: {error}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    sent = false;
+                    for addr in &addrs {
+                        let _ = swarm.dial(addr.clone());
+                    }
+                }
+                SwarmEvent::Behaviour(JoinBehaviourEvent::Join(
+                    request_response::Event::OutboundFailure { error, .. },
+                )) => {
+                    return Err(JoinError::Unreachable {
+                        addrs: format!("{} ({error})", ticket.bootstrap.join(", ")),
+                        secs: timeout.as_secs(),
+                    });
+                }
                 _ => {}
             }
         }

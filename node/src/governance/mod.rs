@@ -98,7 +98,7 @@ impl Governance {
         let invitations = trees
             .invitations()?
             .into_iter()
-            .filter(|i| !i.used && i.expires_at_ms > now_ms)
+            .filter(|i| i.expires_at_ms > now_ms)
             .filter_map(|i| crate::negotiation::peer_id_of(&i.key).map(|p| (p, i)))
             .collect();
         Ok(Self {
@@ -147,9 +147,12 @@ impl Governance {
         self.invitations.get(peer)
     }
 
-    /// Peer ids of the open invitations (the gate lets them in for the join protocol).
+    /// Peer ids of the unused invitations (the gate lets them in for the join protocol).
     pub(crate) fn invitation_peers(&self) -> impl Iterator<Item = &PeerId> {
-        self.invitations.keys()
+        self.invitations
+            .iter()
+            .filter(|(_, i)| !i.used)
+            .map(|(p, _)| p)
     }
 }
 
@@ -174,7 +177,7 @@ impl Governance {
         let expired: Vec<PeerId> = self
             .invitations
             .iter()
-            .filter(|(_, i)| i.used || i.expires_at_ms <= now_ms)
+            .filter(|(_, i)| i.expires_at_ms <= now_ms)
             .map(|(p, _)| *p)
             .collect();
         for peer in expired {
@@ -182,7 +185,7 @@ impl Governance {
                 let _ = self.trees.delete_invitation(&i);
             }
         }
-        if self.invitations.len() >= MAX_OPEN_INVITATIONS {
+        if self.invitations.values().filter(|i| !i.used).count() >= MAX_OPEN_INVITATIONS {
             return Err(NodeError::Conflict(format!(
                 "{MAX_OPEN_INVITATIONS} invitations are open, the most a node keeps: wait until some are used or expire"
             )));
@@ -196,11 +199,13 @@ impl Governance {
         Ok(peer)
     }
 
-    /// Marks the invitation held by `peer` used (persisted) and forgets it.
-    pub(crate) fn spend_invitation(&mut self, peer: &PeerId) {
-        if let Some(mut invitation) = self.invitations.remove(peer) {
+    /// Marks the invitation held by `peer` used by `member` (persisted). It stays known
+    /// until it expires, so the same newcomer can claim again if its answer was lost.
+    pub(crate) fn spend_invitation(&mut self, peer: &PeerId, member: PublicKey) {
+        if let Some(invitation) = self.invitations.get_mut(peer) {
             invitation.used = true;
-            if let Err(e) = self.trees.put_invitation(&invitation) {
+            invitation.claimed_by = Some(member);
+            if let Err(e) = self.trees.put_invitation(invitation) {
                 tracing::error!("cannot record a used invitation: {e}");
             }
         }

@@ -104,6 +104,10 @@ pub struct Invitation {
     pub expires_at_ms: u64,
     /// Whether it was used (an invitation admits one domain).
     pub used: bool,
+    /// The key that used it: the same newcomer claiming again (its answer was lost on the
+    /// way) gets the same answer; anyone else is refused.
+    #[serde(default)]
+    pub claimed_by: Option<PublicKey>,
 }
 
 /// A newcomer's claim on an invitation, signed by the newcomer's own node key.
@@ -203,7 +207,7 @@ pub fn check_claim(
     if invitation.key != parsed.invitation {
         return Err(ClaimRefusal::WrongInvitation);
     }
-    if invitation.used {
+    if invitation.used && invitation.claimed_by != Some(parsed.member.key) {
         return Err(ClaimRefusal::Used);
     }
     if now_ms >= invitation.expires_at_ms {
@@ -231,6 +235,7 @@ mod tests {
             domain: "churn".into(),
             expires_at_ms: 1_000,
             used: false,
+            claimed_by: None,
         };
         let claim = Signed::sign(
             &newcomer,
@@ -290,6 +295,20 @@ mod tests {
         };
         assert_eq!(
             check_claim(mesh, Some(&used), &claim, &key, 10),
+            Err(ClaimRefusal::Used)
+        );
+        // The newcomer that used it may claim again (its answer was lost), nobody else.
+        let used_by_it = Invitation {
+            claimed_by: Some(claim.signer()),
+            ..used.clone()
+        };
+        assert!(check_claim(mesh, Some(&used_by_it), &claim, &key, 10).is_ok());
+        let used_by_other = Invitation {
+            claimed_by: Some(Identity::from_secret_bytes([99; 32]).public_key()),
+            ..used
+        };
+        assert_eq!(
+            check_claim(mesh, Some(&used_by_other), &claim, &key, 10),
             Err(ClaimRefusal::Used)
         );
         assert_eq!(
