@@ -162,7 +162,39 @@ impl MeshState {
         votes: impl IntoIterator<Item = Signed<Motion>>,
     ) -> Result<(Self, Vec<RefusedVote>), GovernanceError> {
         let mut state = Self::new(charter)?;
-        let mut waiting: Vec<Signed<Motion>> = votes.into_iter().collect();
+        // First pass: every vote once. A vote whose signer is not a member yet waits, filed
+        // under its signer, and is offered again as soon as that signer is admitted: a
+        // chain of admissions in any order costs one offer per vote, not one per vote and
+        // link.
+        let mut by_signer: BTreeMap<PublicKey, Vec<Signed<Motion>>> = BTreeMap::new();
+        let mut waiting: Vec<Signed<Motion>> = Vec::new();
+        let mut admitted: Vec<PublicKey> = Vec::new();
+        for vote in votes {
+            match state.offer(&vote) {
+                Ok(VoteOutcome::Accepted(changes)) => {
+                    admitted.extend(changes.admitted.iter().map(|m| m.key));
+                }
+                Ok(VoteOutcome::Duplicate) => {}
+                Err(VoteRefusal::NotEligible(_)) => {
+                    by_signer.entry(vote.signer()).or_default().push(vote);
+                }
+                Err(_) => waiting.push(vote),
+            }
+        }
+        while let Some(key) = admitted.pop() {
+            for vote in by_signer.remove(&key).unwrap_or_default() {
+                match state.offer(&vote) {
+                    Ok(VoteOutcome::Accepted(changes)) => {
+                        admitted.extend(changes.admitted.iter().map(|m| m.key));
+                    }
+                    Ok(VoteOutcome::Duplicate) => {}
+                    Err(_) => waiting.push(vote),
+                }
+            }
+        }
+        waiting.extend(by_signer.into_values().flatten());
+        // What is left is offered again until a pass takes nothing more (a refusal may
+        // depend on what arrived after it).
         loop {
             let before = waiting.len();
             let mut refused = Vec::new();
@@ -528,28 +560,39 @@ impl MeshState {
             .filter(|m| !removed.contains(&m.key))
             .map(|m| (m.key, m.domain.clone()))
             .collect();
-        loop {
-            let newly: Vec<Member> = self
-                .motions
-                .values()
-                .filter_map(|t| match &t.motion.action {
-                    Action::Admit(m)
-                        if !members.contains_key(&m.key)
-                            && !removed.contains(&m.key)
-                            && self.is_carried(t, &members) =>
-                    {
-                        Some(m.clone())
-                    }
-                    _ => None,
-                })
-                .collect();
-            if newly.is_empty() || members.len() >= MAX_MEMBERS {
-                break;
+        // Admissions, breadth first from the founders. Under `quorum` an admission is carried
+        // by the governors' signatures alone; under `any-member`, once one of its signers is
+        // a member: an index of admissions by signer makes the walk linear in the votes
+        // (a fixed-point loop over every motion was quadratic in the length of a chain of
+        // admissions, which an insider could build).
+        let any_member = self.charter.admission == AdmissionRule::AnyMember;
+        let mut by_signer: BTreeMap<PublicKey, Vec<&Member>> = BTreeMap::new();
+        let mut queue: std::collections::VecDeque<PublicKey> = members.keys().copied().collect();
+        let admit = |m: &Member,
+                     members: &mut BTreeMap<PublicKey, String>,
+                     queue: &mut std::collections::VecDeque<PublicKey>| {
+            if !members.contains_key(&m.key)
+                && !removed.contains(&m.key)
+                && members.len() < MAX_MEMBERS
+            {
+                members.insert(m.key, m.domain.clone());
+                queue.push_back(m.key);
             }
-            for m in newly {
-                if members.len() < MAX_MEMBERS {
-                    members.insert(m.key, m.domain);
+        };
+        for tally in self.motions.values() {
+            if let Action::Admit(m) = &tally.motion.action {
+                if any_member {
+                    for signer in tally.votes.keys() {
+                        by_signer.entry(*signer).or_default().push(m);
+                    }
+                } else if self.governor_votes(tally) >= usize::from(self.charter.quorum) {
+                    admit(m, &mut members, &mut queue);
                 }
+            }
+        }
+        while let Some(key) = queue.pop_front() {
+            for m in by_signer.get(&key).into_iter().flatten() {
+                admit(m, &mut members, &mut queue);
             }
         }
         let winner = self.policy_winner().map(|(id, p)| (id, p.clone()));
@@ -1013,6 +1056,50 @@ mod tests {
             vote(&mut state, &governors[0], &v1),
             Err(VoteRefusal::Stale(_))
         ));
+    }
+
+    #[test]
+    fn a_long_chain_of_admissions_restores_in_any_order() {
+        let Mesh { governors, state } = mesh(AdmissionRule::AnyMember);
+        let charter = state.charter_envelope().clone();
+        // g0 admits k0, k0 admits k1, ... : each admission counts only once its admitter is
+        // a member.
+        let chain: Vec<Identity> = (0..300u32)
+            .map(|i| {
+                let mut secret = [7u8; 32];
+                secret[..4].copy_from_slice(&i.to_be_bytes());
+                Identity::from_secret_bytes(secret)
+            })
+            .collect();
+        let mut votes = Vec::new();
+        let mut admitter = &governors[0];
+        for (i, newcomer) in chain.iter().enumerate() {
+            let m = motion(
+                &state,
+                admitter,
+                Action::Admit(member(newcomer, &format!("d{i}"))),
+            );
+            votes.push(Signed::sign(admitter, &m));
+            admitter = newcomer;
+        }
+        votes.reverse();
+        let (restored, refused) = MeshState::restore(charter, votes).unwrap();
+        assert!(refused.is_empty());
+        assert_eq!(restored.member_count(), 3 + chain.len());
+        // Removing the head of the chain removes every link it alone carried.
+        let mut state = restored;
+        let remove = motion(
+            &state,
+            &governors[0],
+            Action::Remove {
+                key: chain[0].public_key(),
+                reason: String::new(),
+            },
+        );
+        vote(&mut state, &governors[0], &remove).unwrap();
+        let changes = vote(&mut state, &governors[1], &remove).unwrap();
+        assert_eq!(changes.removed.len(), chain.len());
+        assert_eq!(state.member_count(), 3);
     }
 
     #[test]
