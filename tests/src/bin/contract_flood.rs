@@ -185,6 +185,11 @@ async fn main() {
             SwarmEvent::Behaviour(request_response::Event::OutboundFailure { error, .. }) => {
                 answered += 1;
                 *tally.entry(format!("failure: {error}")).or_default() += 1;
+                // A non-member's requests fail only because the provider closed the
+                // connection it refused; the failures may be reported before the close.
+                if mesh.is_none() {
+                    refused = true;
+                }
             }
             _ => {}
         }
