@@ -140,16 +140,9 @@ pub struct NodeHandle {
     events: broadcast::Sender<NodeEvent>,
     /// The data directory, for ingest temp files.
     data_dir: DataDir,
-    /// The mesh's member keys, for the data plane's gate.
-    members: crate::governance::MemberSet,
 }
 
 impl NodeHandle {
-    /// The mesh's member keys, kept current by the actor: the data plane admits only these.
-    pub fn members(&self) -> crate::governance::MemberSet {
-        self.members.clone()
-    }
-
     pub(crate) async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -466,7 +459,6 @@ pub fn spawn(
     if let Err(e) = store.rebuild_agreement_index_if_missing() {
         tracing::error!("cannot index stored contracts: {e}");
     }
-    let node_members = governance.members.clone();
     let node = Node {
         identity,
         peer_id,
@@ -498,7 +490,6 @@ pub fn spawn(
             commands: tx,
             events,
             data_dir,
-            members: node_members,
         },
         task,
     ))
@@ -1508,17 +1499,8 @@ impl Node {
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
-                error,
                 ..
             } => {
-                if let libp2p::swarm::DialError::Denied { cause } = &error
-                    && cause
-                        .downcast_ref::<libp2p::allow_block_list::NotAllowed>()
-                        .is_some()
-                {
-                    // We do not dial non-members (a bootstrap address of another mesh).
-                    self.governance.refused_outbound += 1;
-                }
                 self.policy.on_dial_failed(peer, Instant::now());
             }
             SwarmEvent::IncomingConnectionError {

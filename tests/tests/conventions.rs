@@ -78,19 +78,7 @@ fn with_closed_pipe(args: &[&str], read_first: usize) -> (bool, String) {
 
 #[test]
 fn closed_pipes_end_quietly_and_exit_codes_name_the_failure() {
-    let sales = TestNode::start("sales", &[]);
-    let csv = write_file(sales.dir.parent().unwrap(), "orders.csv", ORDERS);
-    let out = sales.cli(&[
-        "publish",
-        "orders",
-        "--from",
-        csv.to_str().unwrap(),
-        "--approval",
-        "auto",
-        "--purpose",
-        "analytics",
-    ]);
-    assert!(out.success, "publish failed: {}", out.stderr);
+    let sales = sales_with_orders(ORDERS);
 
     // `meshnode audit | head -1`, and a reader gone before the first write (which, before
     // the write errors were handled, made `println!` panic: exit 101).
@@ -227,8 +215,9 @@ fn awkward_csv(rows: usize) -> String {
     csv
 }
 
-/// Provider `sales` publishing `orders` from `csv`, consumer `churn` holding an agreement.
-fn agreed_mesh(csv: &str) -> (TestNode, TestNode) {
+/// A running `sales` node that has published `orders` from `csv` (auto approval, purpose
+/// `analytics`).
+fn sales_with_orders(csv: &str) -> TestNode {
     let sales = TestNode::start("sales", &[]);
     let path = write_file(sales.dir.parent().unwrap(), "orders.csv", csv);
     let out = sales.cli(&[
@@ -242,6 +231,12 @@ fn agreed_mesh(csv: &str) -> (TestNode, TestNode) {
         "analytics",
     ]);
     assert!(out.success, "publish failed: {}", out.stderr);
+    sales
+}
+
+/// Provider `sales` publishing `orders` from `csv`, consumer `churn` holding an agreement.
+fn agreed_mesh(csv: &str) -> (TestNode, TestNode) {
+    let sales = sales_with_orders(csv);
     let churn = TestNode::start_joining("churn", &sales);
     wait_until(Duration::from_secs(20), || {
         churn.version_of("sales/orders").is_some()

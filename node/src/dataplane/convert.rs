@@ -408,22 +408,7 @@ mod tests {
         }
         writer.finish().unwrap();
         drop(writer);
-        let path = dir.join("x.partial");
-        let mut builder = IpcFileBuilder::create(&path).unwrap();
-        // Split the stream into its messages (continuation, length, metadata, body).
-        let mut at = 0;
-        while at + 8 <= stream.len() {
-            let meta = i32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
-            if meta == 0 {
-                break;
-            }
-            let message = arrow::ipc::root_as_message(&stream[at + 8..at + 8 + meta]).unwrap();
-            let end = at + 8 + meta + message.bodyLength() as usize;
-            builder.append(&stream[at..end]).unwrap();
-            at = end;
-        }
-        let stream_bytes = builder.offset() - HEADER_LEN as u64;
-        builder.finish_with(false).unwrap();
+        let (path, stream_bytes) = file_of_stream(dir, &stream);
         (path, batches, stream_bytes)
     }
 
@@ -513,9 +498,10 @@ mod tests {
         assert_eq!(plain.column(2), &want);
     }
 
-    /// A verified file holding the IPC stream `stream` (as a fetch would assemble it).
+    /// A verified file holding the IPC stream `stream` (as a fetch would assemble it): the
+    /// stream split into its messages (continuation, length, metadata, body).
     fn file_of_stream(dir: &Path, stream: &[u8]) -> (std::path::PathBuf, u64) {
-        let path = dir.join("bomb.partial");
+        let path = dir.join("stream.partial");
         let mut builder = IpcFileBuilder::create(&path).unwrap();
         let mut at = 0;
         while at + 8 <= stream.len() {

@@ -50,8 +50,6 @@ pub(crate) struct Governance {
     invitations: HashMap<PeerId, Invitation>,
     /// Control-plane connections refused because the key is not a member.
     pub(crate) refused_inbound: u64,
-    /// Dials this node did not make because the key is not a member.
-    pub(crate) refused_outbound: u64,
     /// Keys to shut out a little later, and since when: invitation keys whose join was
     /// answered (closing at once drops the answer in flight) and removed members (so the
     /// vote that removed them reaches them too, and they learn it).
@@ -107,7 +105,6 @@ impl Governance {
             trees,
             invitations,
             refused_inbound: 0,
-            refused_outbound: 0,
             answered: Vec::new(),
         })
     }
