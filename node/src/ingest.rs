@@ -852,11 +852,13 @@ impl Source {
             }
             InputFormat::ArrowFile => Source::ArrowFile {
                 path: path.to_path_buf(),
-                reader: FileReader::try_new_buffered(file, None).map_err(arrow_error)?,
+                reader: crate::arrow_guard::contain(|| FileReader::try_new_buffered(file, None))
+                    .map_err(arrow_error)?,
             },
             InputFormat::ArrowStream => Source::ArrowStream {
                 path: path.to_path_buf(),
-                reader: StreamReader::try_new_buffered(file, None).map_err(arrow_error)?,
+                reader: crate::arrow_guard::contain(|| StreamReader::try_new_buffered(file, None))
+                    .map_err(arrow_error)?,
             },
         })
     }

@@ -32,6 +32,7 @@
 
 pub mod agreements;
 pub mod api;
+mod arrow_guard;
 pub mod config;
 mod contracts;
 pub mod dataplane;

@@ -300,8 +300,9 @@ fn write_parquet(verified: &Path, dest: &Path) -> Result<u64, ConvertError> {
     let io = |source| ConvertError::Io { format, source };
     let arrow = |source| ConvertError::Arrow { format, source };
     let parquet = |source| ConvertError::Parquet { source };
+    let file = File::open(verified).map_err(io)?;
     let reader =
-        FileReader::try_new_buffered(File::open(verified).map_err(io)?, None).map_err(arrow)?;
+        crate::arrow_guard::contain(|| FileReader::try_new_buffered(file, None)).map_err(arrow)?;
     let out = BufWriter::with_capacity(WRITE_BUFFER, create_fresh(dest).map_err(io)?);
     let properties = WriterProperties::builder()
         .set_compression(ParquetCompression::SNAPPY)

@@ -14,7 +14,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use arrow::datatypes::Schema;
-use arrow::ipc::convert::{IpcSchemaEncoder, try_fb_to_schema};
+use arrow::ipc::convert::{IpcSchemaEncoder, fb_to_schema};
 use arrow::ipc::writer::DictionaryTracker;
 use arrow::ipc::{Block, FooterBuilder, MessageHeader, MetadataVersion};
 use mesh_protocol::transfer::{MAX_DATA_FRAME, TransferTally};
@@ -76,7 +76,7 @@ pub(crate) fn inspect(frame: &[u8]) -> Result<MessageInfo, String> {
                 .header_as_schema()
                 .ok_or("a schema message has no schema")?;
             info.schema = Some(
-                try_fb_to_schema(schema)
+                crate::arrow_guard::contain(|| Ok(fb_to_schema(schema)))
                     .map_err(|e| format!("the stream schema does not decode: {e}"))?,
             );
         }

@@ -88,7 +88,8 @@ pub(crate) fn plan(
     compression: Compression,
 ) -> Result<ServePlan, ProduceError> {
     let file = File::open(path).map_err(|e| file_error(path, e))?;
-    let reader = FileReader::try_new_buffered(file, None).map_err(|e| file_error(path, e))?;
+    let reader = crate::arrow_guard::contain(|| FileReader::try_new_buffered(file, None))
+        .map_err(|e| file_error(path, e))?;
     let schema = reader.schema();
     let all = columns_from_arrow(&schema);
     // Only the columns the agreement pins (restricted ones never), whatever this version adds.
@@ -343,7 +344,7 @@ fn select<F: FnMut(Vec<u8>) -> bool>(
 ) -> Result<(), ProduceError> {
     let path = &plan.path;
     let file = File::open(path).map_err(|e| file_error(path, e))?;
-    let full = FileReader::try_new_buffered(file, None)
+    let full = crate::arrow_guard::contain(|| FileReader::try_new_buffered(file, None))
         .map_err(|e| file_error(path, e))?
         .schema();
     // Read only the granted columns and those the filter needs, in file order.
@@ -358,8 +359,10 @@ fn select<F: FnMut(Vec<u8>) -> bool>(
         })
         .collect();
     let file = File::open(path).map_err(|e| file_error(path, e))?;
-    let reader = FileReader::try_new(BufReader::with_capacity(READ_BUFFER, file), Some(needed))
-        .map_err(|e| file_error(path, e))?;
+    let reader = crate::arrow_guard::contain(|| {
+        FileReader::try_new(BufReader::with_capacity(READ_BUFFER, file), Some(needed))
+    })
+    .map_err(|e| file_error(path, e))?;
     let read_schema = reader.schema();
     let filter = plan
         .filter
