@@ -723,6 +723,7 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         force: args.force,
         format: OutputFormat::Arrows,
         progress: progress::id_for_terminal(),
+        narrowing: None,
     };
     let label = format!("fetching {}", args.product);
     let format = match target {

@@ -9,6 +9,7 @@ mod mesh;
 mod output;
 mod progress;
 mod share;
+mod sql;
 mod stream;
 
 use std::path::PathBuf;
@@ -71,6 +72,14 @@ enum Command {
         after_help = "Example: meshnode fetch sales/orders --out - | python -c 'import sys, pyarrow.ipc as i; print(i.open_stream(sys.stdin.buffer).read_all().num_rows)'"
     )]
     Fetch(commands::FetchArgs),
+    /// Run SQL over the products you hold agreements for: each is a table named by its
+    /// product, in double quotes (`"sales/orders"`). Only the columns and rows the query
+    /// needs are fetched (never more than the agreement grants); received data is cached
+    /// under the data directory while its version is the latest.
+    #[command(
+        after_help = "Examples:\n  meshnode sql --tables\n  meshnode sql 'SELECT region, sum(amount) FROM \"sales/orders\" GROUP BY region'\n  meshnode sql --out result.parquet 'SELECT * FROM \"sales/orders\" WHERE amount > 100'"
+    )]
+    Sql(sql::SqlArgs),
     /// Show this node's status.
     Status {
         #[command(flatten)]
@@ -118,13 +127,7 @@ fn main() -> ExitCode {
         Command::Run { .. } => "info,libp2p_gossipsub=warn,libp2p_kad=error",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MESHNODE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    mesh_node::logging::init("MESHNODE_LOG", default_filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -153,6 +156,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Catalog(args) => commands::catalog(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Fetch(args) => commands::fetch(args).await,
+        Command::Sql(args) => sql::sql(args).await,
         Command::Status { dir, json } => {
             commands::status(client::data_dir(dir.data_dir)?, json).await
         }

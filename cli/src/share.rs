@@ -40,7 +40,7 @@ enum ShareAction {
         /// the agreement then covers columns added by later versions, and the approver sees so.
         #[arg(long, conflicts_with = "columns")]
         all_columns_including_future: bool,
-        /// Row filter, e.g. "region = 'EU' AND amount > 10".
+        /// Row filter, a SQL condition, e.g. "region IN ('EU', 'US') AND amount > 10".
         #[arg(long)]
         filter: Option<String>,
         /// Validity in days (default: 30, or the product's maximum if lower).

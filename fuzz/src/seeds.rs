@@ -125,6 +125,7 @@ fn frames() -> (Frame, Vec<Frame>) {
         version: Some(product.version),
         resume_from_batch: 0,
         compression: Compression::None,
+        narrowing: None,
     }));
     let expected = crate::targets::expected_trailer();
     let mut tally = transfer::TransferTally::new();
@@ -433,13 +434,32 @@ pub fn all() -> Vec<Seed> {
             "day >= '2024-03-01' AND at < '2024-03-01T12:00:00Z'",
         ),
         ("decimal", "price >= 12.34 AND small < 255"),
+        (
+            "sql",
+            "(region IN ('EU', 'US') OR NOT (amount BETWEEN 1 AND 9.5)) \
+             AND email IS NOT NULL AND sku NOT LIKE 'x\\_%' AND day < DATE '2024-03-01'",
+        ),
+        (
+            "sql-temporal",
+            "at >= TIMESTAMP '2024-03-01 12:00:00.5' OR \"odd name\" ILIKE '%é%'",
+        ),
     ] {
         seeds.push(seed("filter", name, text.as_bytes().to_vec()));
     }
     seeds.push(hostile(
         "filter",
         "many-predicates",
-        vec!["a = 1"; 40].join(" AND ").into_bytes(),
+        vec!["a = 1"; 300].join(" AND ").into_bytes(),
+    ));
+    seeds.push(hostile(
+        "filter",
+        "deep-nesting",
+        format!("{}a = 1{}", "(".repeat(1000), ")".repeat(1000)).into_bytes(),
+    ));
+    seeds.push(hostile(
+        "filter",
+        "function-call",
+        b"lower(region) = 'eu' OR amount + 1 > 2".to_vec(),
     ));
     // Type strings exactly as publish writes them: Arrow's own display of real types.
     for (name, data_type) in data_types() {

@@ -300,6 +300,7 @@ fn agreement_checks(agreement: &Agreement) {
         version: Some(fixtures::product().version),
         resume_from_batch: 0,
         compression: Compression::None,
+        narrowing: None,
     };
     let (provider, consumer) = (fixtures::provider(), fixtures::consumer());
     let as_sent = fetch(agreement.clone(), fixtures::product().id());

@@ -18,6 +18,7 @@ use crate::views::{ErrorView, PublishRequest};
 
 mod contracts;
 mod governance;
+mod sql;
 mod transfers;
 
 pub use transfers::{
@@ -35,6 +36,8 @@ pub(crate) struct ApiState {
     data: Option<DataPlane>,
     /// Progress of running publishes and fetches, polled by the CLI.
     progress: crate::progress::ProgressBoard,
+    /// The query engine of `POST /v1/sql` (absent without a data plane).
+    sql: Option<crate::sql::SqlEngine>,
 }
 
 impl IntoResponse for NodeError {
@@ -69,13 +72,25 @@ pub fn router(node: NodeHandle, token: String) -> Router {
     router_with_data_plane(node, token, None)
 }
 
-/// [`router`] plus the data-plane routes served by `data`.
+/// [`router`] plus the data-plane routes served by `data` (with a query engine of its own).
 pub fn router_with_data_plane(node: NodeHandle, token: String, data: Option<DataPlane>) -> Router {
+    let sql = data.clone().map(crate::sql::SqlEngine::new);
+    router_with_engines(node, token, data, sql)
+}
+
+/// [`router_with_data_plane`] with the query engine `sql` (shared with other endpoints).
+pub fn router_with_engines(
+    node: NodeHandle,
+    token: String,
+    data: Option<DataPlane>,
+    sql: Option<crate::sql::SqlEngine>,
+) -> Router {
     let state = ApiState {
         node,
         token: token.into(),
         data,
         progress: crate::progress::ProgressBoard::default(),
+        sql,
     };
     let api_metrics = crate::metrics::ApiMetrics::default();
     Router::new()
@@ -87,6 +102,7 @@ pub fn router_with_data_plane(node: NodeHandle, token: String, data: Option<Data
         .merge(contracts::routes())
         .merge(governance::routes())
         .merge(transfers::routes())
+        .merge(sql::routes())
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         // Outside authentication, so refused tokens are counted too.
         .layer(middleware::from_fn_with_state(
@@ -118,7 +134,8 @@ async fn authenticate(State(state): State<ApiState>, request: Request, next: Nex
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether `a` equals `b`, in a time that does not depend on where they differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -27,6 +27,11 @@ pub struct NodeConfig {
     /// Data-plane (quinn) listen address; port 0 picks a free port.
     #[serde(default = "default_data_listen")]
     pub data_listen: SocketAddr,
+    /// Address of the local Arrow Flight / Flight SQL endpoint: loopback only (it takes
+    /// the control API's token in plain gRPC); port 0 picks a free port, which
+    /// `meshnode status --json` shows as `flight_addr`.
+    #[serde(default = "default_flight_listen")]
+    pub flight_listen: SocketAddr,
     /// Seconds between anti-entropy rounds with a random connected peer.
     #[serde(default = "default_sync_interval")]
     pub sync_interval_secs: u64,
@@ -178,6 +183,9 @@ fn default_listen() -> Vec<String> {
 fn default_data_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
+fn default_flight_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
 fn default_sync_interval() -> u64 {
     10
 }
@@ -252,6 +260,7 @@ impl NodeConfig {
             bootstrap: Vec::new(),
             api_port: 0,
             data_listen: default_data_listen(),
+            flight_listen: default_flight_listen(),
             sync_interval_secs: default_sync_interval(),
             max_transfers_per_peer: default_transfers_per_peer(),
             max_connections: default_max_connections(),
@@ -306,6 +315,15 @@ impl NodeConfig {
             return Err(ConfigError::Invalid {
                 key: "max_connections",
                 message: "must be at least 8: gossip alone keeps up to a dozen peers".into(),
+            });
+        }
+        if !self.flight_listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                key: "flight_listen",
+                message: format!(
+                    "{} is not a loopback address: the Flight endpoint takes the API token in plain gRPC and serves this host only (use 127.0.0.1:PORT)",
+                    self.flight_listen
+                ),
             });
         }
         if self.max_transfers_per_peer == 0 {
@@ -562,6 +580,23 @@ mod tests {
                 "{shown}"
             );
         }
+    }
+
+    #[test]
+    fn flight_listen_is_loopback_only() {
+        let c = NodeConfig::new("sales");
+        assert_eq!(c.flight_listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+        let parsed: NodeConfig =
+            toml::from_str("domain = \"a\"\nflight_listen = \"127.0.0.1:50051\"\n").unwrap();
+        assert_eq!(parsed.flight_listen.port(), 50051);
+        parsed.validate().unwrap();
+        let mut bad = c;
+        bad.flight_listen = "0.0.0.0:50051".parse().unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("flight_listen") && err.contains("loopback"),
+            "{err}"
+        );
     }
 
     #[test]

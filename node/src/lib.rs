@@ -27,7 +27,11 @@
 //! - [`dataplane`]: Arrow IPC over QUIC: contract-enforced serving, verified, resumable fetch.
 //! - [`api`]: HTTP/JSON control API with bearer-token authentication; `api::contracts` holds
 //!   the contract and audit routes.
+//! - [`flight`]: the local Arrow Flight / Flight SQL endpoint (127.0.0.1, the API token):
+//!   products streamed while they are fetched, statements run by [`sql`].
 //! - [`server`]: start and stop a whole node from its data directory.
+//! - [`sql`]: the query engine (DataFusion) over the products this node holds usable
+//!   agreements for; scans push projections and filters into the fetch.
 //! - [`views`]: JSON shapes shared with the CLI.
 
 pub mod agreements;
@@ -37,10 +41,12 @@ pub mod config;
 mod contracts;
 pub mod dataplane;
 pub mod error;
+pub mod flight;
 pub mod governance;
 pub mod ingest;
 pub mod integrity;
 pub mod keyfile;
+pub mod logging;
 mod metrics;
 mod negotiation;
 mod net;
@@ -50,6 +56,7 @@ pub mod parquet_footer;
 pub mod progress;
 pub mod resolve;
 pub mod server;
+pub mod sql;
 pub mod store;
 pub mod views;
 

@@ -315,6 +315,8 @@ pub struct NodeOptions {
     pub data_addr: Option<SocketAddr>,
     /// Control API address to show in `status`.
     pub api_addr: Option<SocketAddr>,
+    /// Local Flight endpoint address to show in `status`, if it runs.
+    pub flight_addr: Option<SocketAddr>,
     /// The member set to keep current, shared with the data plane (a fresh one if none).
     pub members: crate::governance::MemberSet,
 }
@@ -357,6 +359,8 @@ pub(crate) struct Node {
     pub(crate) data_addr: Option<SocketAddr>,
     /// Control API address.
     api_addr: Option<SocketAddr>,
+    /// Local Flight endpoint address, if it runs (shown in `status`).
+    flight_addr: Option<SocketAddr>,
     /// Start time.
     started: Instant,
     /// Our node record needs to be re-issued (addresses changed).
@@ -478,6 +482,7 @@ pub fn spawn(
         sync_sets: SyncSets::default(),
         data_addr: options.data_addr,
         api_addr: options.api_addr,
+        flight_addr: options.flight_addr,
         started: now,
         record_dirty: true,
         negotiations,
@@ -589,6 +594,7 @@ impl Node {
             listen_addrs: self.announced_addrs(),
             data_addr: self.data_addr.map(|a| a.to_string()),
             api_addr: self.api_addr.map(|a| a.to_string()).unwrap_or_default(),
+            flight_addr: self.flight_addr.map(|a| a.to_string()),
             peers: self.peers.len(),
             catalog_size: self.store.catalog_len(),
             rejected: self.metrics.rejected_counts(),

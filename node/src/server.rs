@@ -46,6 +46,9 @@ pub enum ServeError {
         /// Underlying error.
         source: std::io::Error,
     },
+    /// The Flight endpoint could not start (address not loopback, port taken).
+    #[error(transparent)]
+    Flight(#[from] crate::flight::FlightStartError),
     /// Another failure.
     #[error("{0}")]
     Other(String),
@@ -64,6 +67,8 @@ pub struct RunningNode {
     api: tokio::task::JoinHandle<()>,
     /// The data plane task.
     data_plane: Option<tokio::task::JoinHandle<()>>,
+    /// The local Flight endpoint task.
+    flight: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningNode {
@@ -72,6 +77,9 @@ impl RunningNode {
         let _ = self.handle.shutdown().await;
         let _ = self.actor.await;
         self.api.abort();
+        if let Some(f) = self.flight {
+            f.abort();
+        }
         if let Some(d) = self.data_plane {
             d.abort();
         }
@@ -132,6 +140,11 @@ pub async fn start_with(
         .local_addr()
         .map_err(|e| ServeError::Other(e.to_string()))?;
 
+    let flight_listener = crate::flight::bind(config.flight_listen).await?;
+    let flight_addr = flight_listener
+        .local_addr()
+        .map_err(|e| ServeError::Other(e.to_string()))?;
+
     let members = crate::governance::MemberSet::default();
     let mut data_config = crate::dataplane::DataPlaneConfig::from_node(&config);
     data_config.members = members.clone();
@@ -146,6 +159,7 @@ pub async fn start_with(
     let options = NodeOptions {
         api_addr: Some(api_addr),
         data_addr: Some(data_plane.local_addr()),
+        flight_addr: Some(flight_addr),
         members,
         ..NodeOptions::default()
     };
@@ -155,7 +169,19 @@ pub async fn start_with(
     let token = hex::encode(rand::random::<[u8; 32]>());
     keyfile::write_secret_file(&data_dir.api_token(), &token)
         .map_err(|e| ServeError::Other(format!("cannot write the API token: {e}")))?;
-    let router = crate::api::router_with_data_plane(handle.clone(), token, Some(data_plane));
+    // One query engine for every endpoint that runs SQL (its cache and query slots).
+    let sql = crate::sql::SqlEngine::new(data_plane.clone());
+    let flight = crate::flight::serve(
+        flight_listener,
+        crate::flight::FlightContext {
+            token: token.as_str().into(),
+            data: data_plane.clone(),
+            engine: sql.clone(),
+        },
+    );
+    tracing::info!(%flight_addr, "Flight endpoint listening");
+    let router =
+        crate::api::router_with_engines(handle.clone(), token, Some(data_plane), Some(sql));
     let api = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!("control API stopped: {e}");
@@ -171,6 +197,7 @@ pub async fn start_with(
         actor,
         api,
         data_plane: Some(data_task),
+        flight: Some(flight),
     })
 }
 

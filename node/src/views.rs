@@ -26,6 +26,9 @@ pub struct StatusView {
     pub data_addr: Option<String>,
     /// Control API address.
     pub api_addr: String,
+    /// Address of the local Arrow Flight / Flight SQL endpoint (`host:port`), if it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flight_addr: Option<String>,
     /// Connected peers.
     pub peers: usize,
     /// Entries in the catalog replica (local and remote).
@@ -538,6 +541,30 @@ pub struct FetchRequestBody {
     /// Id under which the transfer's progress is reported at `GET /v1/progress/{id}`.
     #[serde(default)]
     pub progress: Option<String>,
+    /// Fewer columns or rows than the agreement grants (`columns`, `filter`); absent for
+    /// everything granted. The provider refuses what the agreement does not grant.
+    #[serde(default)]
+    pub narrowing: Option<mesh_protocol::Narrowing>,
+}
+
+/// `POST /v1/sql`: a query over the products this node holds usable agreements for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SqlRequestBody {
+    /// The SQL text (one `SELECT`; tables are products, quoted: `"sales/orders"`).
+    pub query: String,
+}
+
+/// One table of `GET /v1/sql/tables`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SqlTableView {
+    /// Name in SQL (quote it: `"sales/orders"`).
+    pub name: String,
+    /// Agreement the data is fetched under, hex.
+    pub agreement: String,
+    /// Version a query reads.
+    pub version: u64,
+    /// Granted columns: name and Arrow type.
+    pub columns: Vec<(String, String)>,
 }
 
 #[cfg(test)]

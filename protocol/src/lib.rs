@@ -57,10 +57,10 @@ pub use contract::{
 };
 pub use descriptor::{ProductDescriptor, ProductId};
 pub use envelope::{Signable, Signed};
-pub use filter::{CompareOp, Filter, FilterError, Literal, Predicate};
+pub use filter::{CompareOp, Filter, FilterError, Literal};
 pub use identity::{Identity, PublicKey, Signature};
 pub use transfer::{
     Compression, ExpectedTrailer, FetchRefusal, FetchRequest, Frame, FrameDecoder, FrameError,
-    Refusal, TransferHeader, TransferTally, TransferTrailer, encode_data_header, encode_frame,
-    verify_trailer,
+    Narrowing, Refusal, TransferHeader, TransferTally, TransferTrailer, encode_data_header,
+    encode_frame, verify_trailer,
 };

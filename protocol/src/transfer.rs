@@ -1,4 +1,4 @@
-//! Data-plane framing: what travels on one QUIC bidirectional stream of `meshnode-data/1`.
+//! Data-plane framing: what travels on one QUIC bidirectional stream of `meshnode-data/2`.
 //!
 //! The consumer sends one [`Frame::Request`]. The provider answers with either
 //! [`Frame::Error`], or [`Frame::Header`], any number of [`Frame::Data`] and a
@@ -27,8 +27,9 @@ use crate::descriptor::{ColumnSchema, ProductId};
 use crate::envelope::{EnvelopeError, Signable, Signed};
 use crate::identity::PublicKey;
 
-/// ALPN of the data-plane QUIC endpoint.
-pub const DATA_ALPN: &[u8] = b"meshnode-data/1";
+/// ALPN of the data-plane QUIC endpoint. Version 2: a fetch request may narrow the columns and
+/// rows it asks for ([`FetchRequest::narrowing`]), which version 1 peers cannot decode.
+pub const DATA_ALPN: &[u8] = b"meshnode-data/2";
 /// Bytes before each payload: tag and length.
 pub const FRAME_HEADER_LEN: usize = 5;
 /// Largest data frame payload.
@@ -131,6 +132,163 @@ pub struct FetchRequest {
     pub resume_from_batch: u64,
     /// IPC compression wanted.
     pub compression: Compression,
+    /// Fewer columns or rows than the agreement grants; `None` for everything it grants.
+    /// The provider intersects it with the agreement ([`narrow_fetch`]), never widens.
+    pub narrowing: Option<Narrowing>,
+}
+
+/// Most columns a [`Narrowing`] may name (a product has at most this many).
+pub const MAX_NARROWING_COLUMNS: usize = crate::descriptor::MAX_COLUMNS;
+
+/// What a consumer asks on top of an agreement to receive less: a subset of the granted
+/// columns and an extra row filter. Used by queries that need only part of a product.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Narrowing {
+    /// Columns wanted, each one the agreement grants; `None` for all granted columns.
+    /// The stream keeps the file's column order whatever the order here.
+    pub columns: Option<Vec<String>>,
+    /// A row filter in the filter language, applied together with (AND) the agreement's;
+    /// it may read only granted columns.
+    pub filter: Option<String>,
+}
+
+/// What the provider serves for one fetch once agreement and narrowing are intersected.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Served {
+    /// Columns sent, in the product's column order: granted ∩ requested.
+    pub columns: Vec<ColumnSchema>,
+    /// Rows sent: the agreement's filter AND the request's, `None` when neither has one.
+    pub filter: Option<crate::filter::Filter>,
+    /// Whether the request narrowed anything (then the stream is always re-encoded).
+    pub narrowed: bool,
+}
+
+/// The provider's decision on what a fetch under `terms` sends from a version whose columns
+/// are `schema`, with the product policy's `restricted` columns and the consumer's optional
+/// `narrowing`. Never wider than the agreement: a requested column the agreement does not
+/// grant, or a request filter that reads a column outside the granted set (it would reveal
+/// values of that column through which rows come back), is refused, not dropped.
+pub fn narrow_fetch(
+    terms: &ContractTerms,
+    schema: &[ColumnSchema],
+    restricted: &[String],
+    narrowing: Option<&Narrowing>,
+) -> Result<Served, Refusal> {
+    use FetchRefusal as R;
+    let id = terms.id().short();
+    let granted_names = terms.granted_columns(schema, restricted);
+    let granted: Vec<ColumnSchema> = schema
+        .iter()
+        .filter(|c| granted_names.contains(&c.name))
+        .cloned()
+        .collect();
+    if granted.is_empty() {
+        return Err(Refusal::new(
+            R::NotCovered,
+            format!("agreement {id} grants no column of this version"),
+        ));
+    }
+    let agreement_filter = terms.parsed_filter().map_err(|e| {
+        Refusal::new(
+            R::NotCovered,
+            format!("the filter of agreement {id} is invalid: {e}"),
+        )
+    })?;
+    if let Some(f) = &agreement_filter {
+        if let Some(c) = f.columns().find(|c| restricted.iter().any(|r| r == c)) {
+            return Err(Refusal::new(
+                R::NotCovered,
+                format!("agreement {id} filters on restricted column `{c}`"),
+            ));
+        }
+        f.check(schema).map_err(|e| {
+            Refusal::new(
+                R::NotCovered,
+                format!("the filter of agreement {id} does not fit this version: {e}"),
+            )
+        })?;
+    }
+    let granted_list = || {
+        granted
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(narrowing) = narrowing else {
+        return Ok(Served {
+            columns: granted,
+            filter: agreement_filter,
+            narrowed: false,
+        });
+    };
+    let mut columns = granted.clone();
+    if let Some(wanted) = &narrowing.columns {
+        if wanted.len() > MAX_NARROWING_COLUMNS {
+            return Err(Refusal::new(
+                R::NotCovered,
+                format!(
+                    "the request names {} columns, more than the limit of {MAX_NARROWING_COLUMNS}",
+                    wanted.len()
+                ),
+            ));
+        }
+        if wanted.is_empty() {
+            return Err(Refusal::new(
+                R::NotCovered,
+                "the request asks for no column: name at least one, or none to get all granted"
+                    .to_owned(),
+            ));
+        }
+        if let Some(c) = wanted.iter().find(|w| !granted_names.contains(w)) {
+            return Err(Refusal::new(
+                R::NotCovered,
+                format!(
+                    "column `{c}` is not granted by agreement {id}; granted: {}",
+                    granted_list()
+                ),
+            ));
+        }
+        columns.retain(|c| wanted.contains(&c.name));
+    }
+    let filter = match &narrowing.filter {
+        None => agreement_filter,
+        Some(text) => {
+            let extra = crate::filter::Filter::parse(text).map_err(|e| {
+                Refusal::new(
+                    R::NotCovered,
+                    format!("the request's filter is invalid: {e}"),
+                )
+            })?;
+            if let Some(c) = extra
+                .columns()
+                .find(|c| !granted_names.iter().any(|g| g == c))
+            {
+                return Err(Refusal::new(
+                    R::NotCovered,
+                    format!(
+                        "the request's filter reads column `{c}`, which agreement {id} does not grant; granted: {}",
+                        granted_list()
+                    ),
+                ));
+            }
+            extra.check(&granted).map_err(|e| {
+                Refusal::new(
+                    R::NotCovered,
+                    format!("the request's filter does not fit the data: {e}"),
+                )
+            })?;
+            Some(match agreement_filter {
+                Some(a) => a.and(extra),
+                None => extra,
+            })
+        }
+    };
+    Ok(Served {
+        columns,
+        filter,
+        narrowed: true,
+    })
 }
 
 /// Provider → consumer: what follows.
@@ -774,6 +932,7 @@ mod tests {
     use super::*;
     use crate::contract::tests::{NOW, agreement, consumer, descriptor, provider, terms};
     use crate::contract::{ContractRequest, DAY_MS};
+    use crate::filter::Filter;
     use crate::identity::{Identity, SignatureError};
     use proptest::prelude::*;
 
@@ -784,6 +943,7 @@ mod tests {
             version: Some(3),
             resume_from_batch: 0,
             compression: Compression::Zstd,
+            narrowing: None,
         }
     }
 
@@ -971,6 +1131,125 @@ mod tests {
         assert_eq!(d.buffered(), 8);
         assert_eq!(d.finish(), Err(FrameError::Incomplete { buffered: 8 }));
         assert_eq!(FrameDecoder::new().finish(), Ok(()));
+    }
+
+    /// The test descriptor's columns plus `amount`, which the test agreement does not grant.
+    fn narrowing_schema() -> Vec<ColumnSchema> {
+        let mut schema = descriptor().schema;
+        schema.push(ColumnSchema {
+            name: "amount".into(),
+            data_type: "Float64".into(),
+            nullable: true,
+        });
+        schema
+    }
+
+    fn narrow(columns: Option<&[&str]>, filter: Option<&str>) -> Result<Served, Refusal> {
+        let narrowing = Narrowing {
+            columns: columns.map(|c| c.iter().map(|s| (*s).to_owned()).collect()),
+            filter: filter.map(str::to_owned),
+        };
+        narrow_fetch(
+            &terms(),
+            &narrowing_schema(),
+            &descriptor().policy.restricted_columns,
+            Some(&narrowing),
+        )
+    }
+
+    fn names(served: &Served) -> Vec<&str> {
+        served.columns.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    fn refused(result: Result<Served, Refusal>) -> Refusal {
+        let refusal = result.expect_err("the narrowing must be refused");
+        assert_eq!(refusal.code, FetchRefusal::NotCovered, "{refusal}");
+        refusal
+    }
+
+    #[test]
+    fn without_narrowing_the_agreement_decides() {
+        let served = narrow_fetch(
+            &terms(),
+            &narrowing_schema(),
+            &descriptor().policy.restricted_columns,
+            None,
+        )
+        .unwrap();
+        // The product's order, not the agreement's; `email` (restricted) and `amount` (not
+        // listed) never.
+        assert_eq!(names(&served), ["order_id", "region"]);
+        assert_eq!(served.filter, Some(Filter::parse("region = 'EU'").unwrap()));
+        assert!(!served.narrowed);
+    }
+
+    #[test]
+    fn narrowing_selects_fewer_columns_and_rows() {
+        let served = narrow(Some(&["order_id"]), None).unwrap();
+        assert_eq!(names(&served), ["order_id"]);
+        assert_eq!(served.filter, Some(Filter::parse("region = 'EU'").unwrap()));
+        assert!(served.narrowed);
+        // The request's filter is added to the agreement's, and may read a granted column
+        // that is not sent.
+        let served = narrow(Some(&["order_id"]), Some("region = 'US'")).unwrap();
+        assert_eq!(
+            served.filter,
+            Some(
+                Filter::parse("region = 'EU'")
+                    .unwrap()
+                    .and(Filter::parse("region = 'US'").unwrap())
+            )
+        );
+        let served = narrow(None, Some("order_id > 5")).unwrap();
+        assert_eq!(names(&served), ["order_id", "region"]);
+        assert!(served.narrowed);
+    }
+
+    #[test]
+    fn narrowing_never_widens() {
+        // A column outside the grant: not listed, or restricted.
+        let r = refused(narrow(Some(&["order_id", "amount"]), None));
+        assert!(r.message.contains("`amount`"), "{r}");
+        assert!(r.message.contains(&terms().id().short()), "{r}");
+        assert!(r.message.contains("granted: order_id, region"), "{r}");
+        let r = refused(narrow(Some(&["email"]), None));
+        assert!(r.message.contains("`email`"), "{r}");
+        // A filter reading a column outside the grant would reveal its values through the
+        // rows that come back.
+        let r = refused(narrow(None, Some("amount > 100")));
+        assert!(r.message.contains("`amount`"), "{r}");
+        let r = refused(narrow(Some(&["order_id"]), Some("email = 'a@b.c'")));
+        assert!(r.message.contains("`email`"), "{r}");
+        // Bad filters and empty or oversized lists.
+        refused(narrow(None, Some("order_id = 'x'")));
+        refused(narrow(None, Some("region ===")));
+        refused(narrow(
+            None,
+            Some(&"x".repeat(crate::filter::MAX_FILTER_LEN + 1)),
+        ));
+        refused(narrow(Some(&[]), None));
+        let many: Vec<String> = (0..=MAX_NARROWING_COLUMNS)
+            .map(|i| format!("c{i}"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        refused(narrow(Some(&many), None));
+    }
+
+    proptest! {
+        #[test]
+        fn served_columns_are_always_granted_and_asked_for(
+            picks in prop::collection::vec(0usize..5, 0..6),
+        ) {
+            const POOL: [&str; 5] = ["order_id", "region", "email", "amount", "nope"];
+            let wanted: Vec<&str> = picks.iter().map(|&i| POOL[i]).collect();
+            if let Ok(served) = narrow(Some(&wanted), None) {
+                for c in &served.columns {
+                    prop_assert!(wanted.contains(&c.name.as_str()));
+                    prop_assert!(["order_id", "region"].contains(&c.name.as_str()));
+                }
+                prop_assert!(served.filter.is_some());
+            }
+        }
     }
 
     fn expected(tally: &TransferTally, resume: u64) -> ExpectedTrailer {

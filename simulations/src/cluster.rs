@@ -228,6 +228,7 @@ impl NodeSpec {
             tuning: self.tuning.clone(),
             data_addr: self.data_announce,
             api_addr: None,
+            flight_addr: None,
             members,
         };
         let (handle, task) = spawn(self.identity(), config, data_dir, store.clone(), options)

@@ -1755,6 +1755,7 @@ async fn fetch_once(
                 force: false,
                 format: Default::default(),
                 progress: None,
+                narrowing: None,
             })
             .await
             .map_err(|e| format!("{e} ({})", e.code()))?;

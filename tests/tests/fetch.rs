@@ -425,6 +425,7 @@ fn refused_fetches_say_why_and_leave_nothing_behind() {
         version,
         resume_from_batch: 0,
         compression: Compression::None,
+        narrowing: None,
     };
     let ask = |request| ask_provider(&churn_identity, &provider, data_addr, request);
     let answer = ask(request(&revoked_agreement, "orders", None));

@@ -72,6 +72,7 @@ fn prepare(
         force: body.force,
         format: body.format,
         progress: tracked.map(Tracked::progress),
+        narrowing: body.narrowing,
     };
     Ok((data, options))
 }

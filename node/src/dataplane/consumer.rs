@@ -63,6 +63,10 @@ pub struct FetchOptions {
     /// Where to report stream bytes and rows received so far (for a progress display).
     #[serde(skip)]
     pub progress: Option<std::sync::Arc<crate::progress::Progress>>,
+    /// Fewer columns or rows than the agreement grants (asked of the provider, which
+    /// intersects it with the agreement); `None` for everything granted.
+    #[serde(default)]
+    pub narrowing: Option<mesh_protocol::Narrowing>,
 }
 
 /// A completed fetch.
@@ -239,6 +243,7 @@ fn load_resume(
         && state.product == terms.product.storage_key()
         && state.provider == terms.provider.to_hex()
         && state.compression == options.compression
+        && state.narrowing == options.narrowing
         && options.version.is_none_or(|v| v == state.version);
     if !matches {
         return None;
@@ -359,11 +364,31 @@ struct Written {
     error: Option<AppendError>,
 }
 
+/// Where a copy of each data frame goes as it is appended to the partial file (see
+/// [`fetch_observed`]).
+pub(crate) type FrameObserver = mpsc::Sender<bytes::Bytes>;
+
 /// Fetches `options.product` into `options.out`.
 pub(super) async fn fetch(
     endpoint: &quinn::Endpoint,
     shared: &std::sync::Arc<Shared>,
     options: FetchOptions,
+) -> Result<FetchOutcome, FetchError> {
+    fetch_observed(endpoint, shared, options, None).await
+}
+
+/// [`fetch`], sending a copy of each data frame (one encapsulated IPC message: schema,
+/// dictionary or record batch) to `observer` right after it is appended, so a caller can
+/// decode the stream while it arrives. The channel is bounded and the writer waits for
+/// room: a slow observer slows the transfer down instead of growing a queue. Only frames
+/// of this transfer are sent: with an observer nothing is resumed from an earlier attempt.
+/// The frames are unverified until the fetch returns `Ok`; a receiver gone away stops
+/// the copies, not the fetch.
+pub(super) async fn fetch_observed(
+    endpoint: &quinn::Endpoint,
+    shared: &std::sync::Arc<Shared>,
+    options: FetchOptions,
+    observer: Option<FrameObserver>,
 ) -> Result<FetchOutcome, FetchError> {
     let started = Instant::now();
     // Held until this function returns: no other fetch writes this path meanwhile.
@@ -385,7 +410,7 @@ pub(super) async fn fetch(
     let addr = provider_addr(shared, &options, &terms).await?;
     let paths = PartialPaths::new(target.path.clone());
 
-    let resume = load_resume(&paths, &id, &terms, &options);
+    let resume = load_resume(&paths, &id, &terms, &options).filter(|_| observer.is_none());
     if resume.is_none() {
         paths.discard();
     }
@@ -415,6 +440,7 @@ pub(super) async fn fetch(
         version_wanted,
         resume,
         started,
+        observer,
     )
     .await;
     connection.close(quinn::VarInt::from_u32(0), b"done");
@@ -459,6 +485,7 @@ async fn transfer(
     version_wanted: Option<u64>,
     resume: Option<(ResumeState, IpcFileBuilder)>,
     started: Instant,
+    mut observer: Option<FrameObserver>,
 ) -> Result<FetchOutcome, FetchError> {
     let resume_from = resume.as_ref().map_or(0, |(_, b)| b.messages());
     let broken = |reason: String| FetchError::Interrupted {
@@ -474,6 +501,7 @@ async fn transfer(
         version: version_wanted,
         resume_from_batch: resume_from,
         compression: options.compression,
+        narrowing: options.narrowing.clone(),
     };
     let bytes = encode_frame(&Frame::Request(Box::new(request)))
         .map_err(|e| FetchError::BadRequest(e.to_string()))?;
@@ -516,6 +544,7 @@ async fn transfer(
         provider: terms.provider.to_hex(),
         version,
         compression: options.compression,
+        narrowing: options.narrowing.clone(),
         batches: builder.messages(),
         rows: builder.rows(),
         bytes: builder.offset(),
@@ -564,6 +593,12 @@ async fn transfer(
                 break;
             }
             report(&builder);
+            if let Some(o) = &observer
+                && o.blocking_send(bytes::Bytes::copy_from_slice(&frame))
+                    .is_err()
+            {
+                observer = None;
+            }
             if frame.capacity() <= MAX_SPARE_BUFFER {
                 let _ = spare_tx.try_send(frame);
             }
@@ -772,6 +807,14 @@ fn check_header(
     {
         return bad(format!(
             "the provider sends column `{}`, which the agreement does not grant",
+            extra.name
+        ));
+    }
+    if let Some(wanted) = options.narrowing.as_ref().and_then(|n| n.columns.as_ref())
+        && let Some(extra) = header.schema.iter().find(|c| !wanted.contains(&c.name))
+    {
+        return bad(format!(
+            "the provider sends column `{}`, which the request did not ask for",
             extra.name
         ));
     }

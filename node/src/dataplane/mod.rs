@@ -1,4 +1,4 @@
-//! The data plane: Arrow IPC over QUIC (`meshnode-data/1`), contract-enforced at the
+//! The data plane: Arrow IPC over QUIC (`meshnode-data/2`), contract-enforced at the
 //! provider.
 //!
 //! One quinn endpoint per node both serves (provider) and dials (consumer). TLS uses the
@@ -32,6 +32,10 @@ mod ipcfile;
 mod outpath;
 mod produce;
 mod provider;
+// Public with `test-util` so that reference tests can evaluate filters directly.
+#[cfg(feature = "test-util")]
+pub mod select;
+#[cfg(not(feature = "test-util"))]
 mod select;
 mod staged;
 #[cfg(test)]
@@ -343,6 +347,21 @@ impl DataPlane {
         self.shared.transfers.encode(out);
     }
 
+    /// The node's store (agreements and catalog, read by the query engine).
+    pub(crate) fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// The node's data directory.
+    pub(crate) fn data_dir(&self) -> &DataDir {
+        &self.shared.data_dir
+    }
+
+    /// The mesh's members (a provider removed from the mesh is not fetched from).
+    pub(crate) fn members(&self) -> &crate::governance::MemberSet {
+        &self.shared.config.members
+    }
+
     /// Closes every connection and stops accepting.
     pub fn close(&self) {
         self.endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");
@@ -404,6 +423,9 @@ pub(crate) struct ResumeState {
     pub(crate) version: u64,
     /// IPC compression asked for (the bytes depend on it).
     pub(crate) compression: Compression,
+    /// Narrowing asked for (the bytes depend on it).
+    #[serde(default)]
+    pub(crate) narrowing: Option<mesh_protocol::Narrowing>,
     /// Complete data frames at the last checkpoint.
     pub(crate) batches: u64,
     /// Rows at the last checkpoint.

@@ -25,7 +25,7 @@ use arrow::ipc::writer::{
 use arrow::ipc::{CompressionType, MessageHeader};
 use arrow::record_batch::RecordBatch;
 use mesh_protocol::descriptor::{ColumnSchema, columns_from_arrow};
-use mesh_protocol::transfer::{MAX_DATA_FRAME, TransferTally};
+use mesh_protocol::transfer::{MAX_DATA_FRAME, Narrowing, TransferTally, narrow_fetch};
 use mesh_protocol::{Compression, ContractTerms, Filter};
 
 use super::select::BoundFilter;
@@ -81,11 +81,14 @@ fn file_error(path: &Path, reason: impl ToString) -> ProduceError {
 
 /// Decides what to send for `terms` from the file at `path`. `restricted` is the product
 /// policy's restricted columns: a second line of defence, the protocol never grants them.
+/// `narrowing` is the consumer's request for fewer columns or rows, intersected with the
+/// agreement by [`narrow_fetch`] (a narrowed fetch is always re-encoded).
 pub(crate) fn plan(
     path: &Path,
     terms: &ContractTerms,
     restricted: &[String],
     compression: Compression,
+    narrowing: Option<&Narrowing>,
 ) -> Result<ServePlan, ProduceError> {
     let file = File::open(path).map_err(|e| file_error(path, e))?;
     let reader = crate::arrow_guard::contain(|| FileReader::try_new_buffered(file, None))
@@ -93,38 +96,18 @@ pub(crate) fn plan(
     let schema = reader.schema();
     let all = columns_from_arrow(&schema);
     // Only the columns the agreement pins (restricted ones never), whatever this version adds.
-    let granted_names = terms.granted_columns(&all, restricted);
-    if let Some(c) = granted_names.iter().find(|c| restricted.contains(c)) {
+    let served = narrow_fetch(terms, &all, restricted, narrowing)
+        .map_err(|refusal| ProduceError::Terms(refusal.message))?;
+    if let Some(c) = served.columns.iter().find(|c| restricted.contains(&c.name)) {
         return Err(ProduceError::Terms(format!(
-            "column `{c}` is restricted by the product policy and is never served"
+            "column `{}` is restricted by the product policy and is never served",
+            c.name
         )));
     }
-    if granted_names.is_empty() {
-        return Err(ProduceError::Terms(
-            "the agreement grants no column of this version".into(),
-        ));
-    }
-    let filter = terms
-        .parsed_filter()
-        .map_err(|e| ProduceError::Terms(format!("the agreement's filter is invalid: {e}")))?;
-    if let Some(f) = &filter {
-        if let Some(c) = f.columns().find(|c| restricted.iter().any(|r| r == c)) {
-            return Err(ProduceError::Terms(format!(
-                "the agreement filters on restricted column `{c}`"
-            )));
-        }
-        f.check(&all).map_err(|e| {
-            ProduceError::Terms(format!("the agreement's filter does not fit: {e}"))
-        })?;
-    }
-    let granted: Vec<ColumnSchema> = all
-        .iter()
-        .filter(|c| granted_names.contains(&c.name))
-        .cloned()
-        .collect();
-    let mut passthrough = filter.is_none()
+    let mut passthrough = served.filter.is_none()
+        && !served.narrowed
         && compression == Compression::None
-        && granted.len() == all.len()
+        && served.columns.len() == all.len()
         && !has_dictionaries(&schema);
     let mut total_batches = None;
     if passthrough {
@@ -135,8 +118,8 @@ pub(crate) fn plan(
     }
     Ok(ServePlan {
         path: path.to_owned(),
-        schema: granted,
-        filter,
+        schema: served.columns,
+        filter: served.filter,
         compression,
         passthrough,
         total_batches,
@@ -359,17 +342,20 @@ fn select<F: FnMut(Vec<u8>) -> bool>(
         })
         .collect();
     let file = File::open(path).map_err(|e| file_error(path, e))?;
+    // The batches carry the projected columns; `FileReader::schema` is the file's whole
+    // schema, so the indices below are taken from the projection itself.
+    let read_schema: SchemaRef =
+        std::sync::Arc::new(full.project(&needed).map_err(|e| file_error(path, e))?);
     let reader = crate::arrow_guard::contain(|| {
         FileReader::try_new(BufReader::with_capacity(READ_BUFFER, file), Some(needed))
     })
     .map_err(|e| file_error(path, e))?;
-    let read_schema = reader.schema();
     let filter = plan
         .filter
         .as_ref()
         .map(|f| BoundFilter::bind(f, &read_schema))
         .transpose()
-        .map_err(ProduceError::Terms)?;
+        .map_err(|e| ProduceError::Terms(e.to_string()))?;
     let out_indices: Vec<usize> = plan
         .schema
         .iter()

@@ -417,11 +417,17 @@ fn authorize(
         .and_then(|(_, envelope)| envelope.decode_trusted().ok())
         .map(|d| d.policy.restricted_columns)
         .unwrap_or_default();
-    let plan =
-        produce::plan(&path, &terms, &restricted, request.compression).map_err(|e| match e {
-            ProduceError::Terms(m) => Refusal::new(R::NotCovered, m),
-            other => Refusal::new(R::Internal, other.to_string()),
-        })?;
+    let plan = produce::plan(
+        &path,
+        &terms,
+        &restricted,
+        request.compression,
+        request.narrowing.as_ref(),
+    )
+    .map_err(|e| match e {
+        ProduceError::Terms(m) => Refusal::new(R::NotCovered, m),
+        other => Refusal::new(R::Internal, other.to_string()),
+    })?;
     Ok((plan, version))
 }
 

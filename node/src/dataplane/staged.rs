@@ -91,6 +91,31 @@ impl DataPlane {
     }
 }
 
+impl DataPlane {
+    /// Fetches `options.product` into a fresh file of the staging area, sending a copy of
+    /// each data frame to `observer` as it arrives (see `consumer::fetch_observed`), and
+    /// removes the file when done, whatever the outcome: the caller decodes the stream
+    /// as it comes and learns from the result whether it verified. `options.out`, `format`
+    /// and `force` are ignored.
+    pub(crate) async fn fetch_observed(
+        &self,
+        mut options: FetchOptions,
+        observer: super::consumer::FrameObserver,
+    ) -> Result<FetchOutcome, FetchError> {
+        let dir = staging_dir(self);
+        create_private_dir(&dir).map_err(|source| FetchError::Io {
+            what: format!("cannot create `{}`", dir.display()),
+            source,
+        })?;
+        let path = dir.join(format!("{}.arrow", hex::encode(rand::random::<[u8; 16]>())));
+        options.out = path.clone();
+        options.format = OutputFormat::Arrow;
+        options.force = false;
+        let _cleanup = Cleanup(path);
+        super::consumer::fetch_observed(&self.endpoint, &self.shared, options, Some(observer)).await
+    }
+}
+
 /// Removes a staged fetch's file and its partial files when dropped.
 #[derive(Debug)]
 struct Cleanup(PathBuf);

@@ -88,13 +88,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,libp2p_kad=error".into()),
-        )
-        .init();
+    mesh_node::logging::init("RUST_LOG", "warn,libp2p_kad=error");
     let args = Args::parse();
     anyhow::ensure!(args.nodes >= 2, "--nodes must be at least 2");
     cluster::raise_fd_limit();

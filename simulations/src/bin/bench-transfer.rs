@@ -840,6 +840,7 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
                     force: false,
                     format: Default::default(),
                     progress: None,
+                    narrowing: None,
                 })
                 .await?;
             Ok(Measurement {

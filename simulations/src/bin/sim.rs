@@ -32,13 +32,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,libp2p_kad=error".into()),
-        )
-        .init();
+    mesh_node::logging::init("RUST_LOG", "warn,libp2p_kad=error");
     let args = Args::parse();
     let topology = Topology::load(&args.topology)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

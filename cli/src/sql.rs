@@ -1,0 +1,384 @@
+//! `meshnode sql "SELECT ..."`: a query over the products this node holds usable agreements
+//! for, run by the daemon (`POST /v1/sql`), whose answer is an Arrow IPC stream decoded here
+//! batch by batch and printed as a table, JSON rows or CSV, or written to a file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use arrow::array::RecordBatch;
+use arrow::buffer::Buffer;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::StreamDecoder;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use mesh_node::dataplane::OutputFormat;
+use mesh_node::views::{SqlRequestBody, SqlTableView};
+
+use crate::DirArg;
+use crate::client::{self, Client};
+use crate::exit::{Failure, fail};
+use crate::output;
+
+/// Rows a terminal table shows at most (the rest is counted; use --csv or --out for all).
+const MAX_TABLE_ROWS: usize = 10_000;
+
+/// `meshnode sql`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SqlArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// The query: one SELECT over the products you hold agreements for, each a table named
+    /// by its product in double quotes, e.g. `SELECT count(*) FROM "sales/orders"`.
+    #[arg(required_unless_present = "tables")]
+    query: Option<String>,
+    /// List the tables a query can use (products with a usable agreement) and their
+    /// granted columns.
+    #[arg(long, conflicts_with_all = ["csv", "out"])]
+    tables: bool,
+    /// Print the rows as a JSON array of objects.
+    #[arg(long, conflicts_with_all = ["csv", "out"])]
+    json: bool,
+    /// Print the rows as CSV with a header line.
+    #[arg(long, conflicts_with = "out")]
+    csv: bool,
+    /// Write the rows to a file instead: .arrow (Arrow IPC file), .arrows (Arrow IPC
+    /// stream) or .parquet, by its extension.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Replace the --out file if it exists (otherwise the query is refused).
+    #[arg(long)]
+    force: bool,
+}
+
+/// Where the rows go.
+enum Sink {
+    /// A table on standard output.
+    Table,
+    /// JSON rows on standard output.
+    Json,
+    /// CSV on standard output.
+    Csv,
+    /// A file in this format.
+    File(PathBuf, OutputFormat),
+}
+
+pub(crate) async fn sql(args: SqlArgs) -> anyhow::Result<()> {
+    let dir = client::data_dir(args.dir.data_dir)?;
+    if args.tables {
+        let client = Client::for_data_dir(&dir)?;
+        return tables(&client, args.json).await;
+    }
+    let query = args.query.unwrap_or_default();
+    let sink = match &args.out {
+        Some(out) => {
+            let format = OutputFormat::from_extension(out).ok_or_else(|| {
+                fail(
+                    Failure::Usage,
+                    format!(
+                        "`--out {}`: name the file .arrow (Arrow IPC file), .arrows (Arrow IPC stream) or .parquet",
+                        output::clean(&out.display().to_string())
+                    ),
+                )
+            })?;
+            if !args.force && std::fs::symlink_metadata(out).is_ok() {
+                return Err(fail(
+                    Failure::Usage,
+                    format!(
+                        "`{}` exists: pass --force to replace it, or choose another --out",
+                        output::clean(&out.display().to_string())
+                    ),
+                ));
+            }
+            Sink::File(out.clone(), format)
+        }
+        None if args.json => Sink::Json,
+        None if args.csv => Sink::Csv,
+        None => Sink::Table,
+    };
+    let client = Client::for_data_dir(&dir)?;
+    let response = client
+        .post_for_body("/v1/sql", &SqlRequestBody { query })
+        .await
+        .context("the query failed")?;
+    let mut rows = Rows::new(response);
+    match sink {
+        Sink::Table => print_table(&mut rows).await,
+        Sink::Json => print_json(&mut rows).await,
+        Sink::Csv => print_csv(&mut rows).await,
+        Sink::File(path, format) => write_file(&mut rows, &path, format).await,
+    }
+}
+
+/// `meshnode sql --tables`.
+async fn tables(client: &Client, json: bool) -> anyhow::Result<()> {
+    let tables: Vec<SqlTableView> = client.get("/v1/sql/tables").await?;
+    if json {
+        return output::json(&tables);
+    }
+    if tables.is_empty() {
+        crate::outln!(
+            "no tables: this node holds no usable agreement (request one with `meshnode share request`)"
+        );
+        return Ok(());
+    }
+    let mut table = output::table(&["table", "version", "agreement", "columns"]);
+    for t in &tables {
+        let columns: Vec<String> = t
+            .columns
+            .iter()
+            .map(|(name, ty)| format!("{name} {ty}"))
+            .collect();
+        table.add_row(output::row([
+            format!("\"{}\"", t.name),
+            t.version.to_string(),
+            t.agreement.chars().take(12).collect(),
+            columns.join(", "),
+        ]));
+    }
+    crate::outln!("{table}");
+    Ok(())
+}
+
+/// The record batches of the daemon's answer, decoded as they arrive.
+struct Rows {
+    /// The answer's body.
+    response: reqwest::Response,
+    /// The IPC stream decoder.
+    decoder: StreamDecoder,
+    /// Bytes received but not decoded yet.
+    pending: Buffer,
+    /// The end of the body was reached.
+    done: bool,
+}
+
+impl Rows {
+    fn new(response: reqwest::Response) -> Self {
+        Self {
+            response,
+            decoder: StreamDecoder::new(),
+            pending: Buffer::from(Vec::<u8>::new()),
+            done: false,
+        }
+    }
+
+    /// The next batch, `None` at the end of a complete stream.
+    async fn next(&mut self) -> anyhow::Result<Option<RecordBatch>> {
+        loop {
+            while !self.pending.is_empty() {
+                if let Some(batch) = self.decoder.decode(&mut self.pending).map_err(bad)? {
+                    return Ok(Some(batch));
+                }
+            }
+            if self.done {
+                return Ok(None);
+            }
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => self.pending = Buffer::from(chunk.to_vec()),
+                Ok(None) => {
+                    self.done = true;
+                    self.decoder.finish().map_err(|_| {
+                        fail(
+                            Failure::Unreachable,
+                            "the daemon's answer broke off before the end of the results: the query failed while running (see the daemon's log); what was printed is incomplete",
+                        )
+                    })?;
+                }
+                Err(e) => {
+                    return Err(fail(
+                        Failure::Unreachable,
+                        format!(
+                            "the daemon's answer broke off ({e}): the query failed while running; what was printed is incomplete"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The schema, once the stream's first message was decoded.
+    async fn schema(&mut self) -> anyhow::Result<(SchemaRef, Option<RecordBatch>)> {
+        let first = self.next().await?;
+        let schema = match (&first, self.decoder.schema()) {
+            (Some(b), _) => b.schema(),
+            (None, Some(s)) => s,
+            (None, None) => {
+                return Err(fail(
+                    Failure::Other,
+                    "the daemon's answer holds no Arrow IPC stream",
+                ));
+            }
+        };
+        Ok((schema, first))
+    }
+}
+
+fn bad(e: arrow::error::ArrowError) -> anyhow::Error {
+    fail(
+        Failure::Other,
+        format!("the daemon's answer is not a valid Arrow IPC stream: {e}"),
+    )
+}
+
+/// Standard output, buffered; a reader that went away ends the process as `outln!` does.
+struct Stdout(std::io::BufWriter<std::io::StdoutLock<'static>>);
+
+impl Stdout {
+    fn new() -> Self {
+        Self(std::io::BufWriter::new(std::io::stdout().lock()))
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.write(buf) {
+            Ok(n) => Ok(n),
+            Err(e) => output::stdout_failed(&e),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.0.flush() {
+            Ok(()) => Ok(()),
+            Err(e) => output::stdout_failed(&e),
+        }
+    }
+}
+
+async fn print_table(rows: &mut Rows) -> anyhow::Result<()> {
+    let (schema, mut batch) = rows.schema().await?;
+    let header: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let mut table = output::table(&header);
+    let options = FormatOptions::default().with_null("NULL");
+    let (mut shown, mut total) = (0usize, 0usize);
+    while let Some(b) = batch {
+        total += b.num_rows();
+        let formatters = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        for row in 0..b.num_rows() {
+            if shown == MAX_TABLE_ROWS {
+                break;
+            }
+            // Values come from other domains: `row` escapes what a terminal would obey.
+            table.add_row(output::row(
+                formatters.iter().map(|f| f.value(row).to_string()),
+            ));
+            shown += 1;
+        }
+        batch = rows.next().await?;
+    }
+    crate::outln!("{table}");
+    let more = if shown < total {
+        format!(" ({} shown: use --csv or --out for all)", shown)
+    } else {
+        String::new()
+    };
+    crate::outln!("{total} row{}{more}", if total == 1 { "" } else { "s" });
+    Ok(())
+}
+
+async fn print_json(rows: &mut Rows) -> anyhow::Result<()> {
+    let (_, mut batch) = rows.schema().await?;
+    let mut writer = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow::json::writer::JsonArray>(Stdout::new());
+    while let Some(b) = batch {
+        writer.write(&b).map_err(bad)?;
+        batch = rows.next().await?;
+    }
+    writer.finish().map_err(bad)?;
+    let mut out = writer.into_inner();
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn print_csv(rows: &mut Rows) -> anyhow::Result<()> {
+    let (schema, mut batch) = rows.schema().await?;
+    let mut out = Stdout::new();
+    if batch.is_none() {
+        // The CSV writer writes the header with the first batch; an empty result still
+        // gets its header line.
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        writeln!(out, "{}", names.join(","))?;
+        out.flush()?;
+        return Ok(());
+    }
+    let mut writer = arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .build(out);
+    while let Some(b) = batch {
+        writer.write(&b).map_err(bad)?;
+        batch = rows.next().await?;
+    }
+    writer.into_inner().flush()?;
+    Ok(())
+}
+
+/// Writes the rows to `OUT.partial`, then renames it to `OUT`: a file appears only complete.
+async fn write_file(rows: &mut Rows, out: &Path, format: OutputFormat) -> anyhow::Result<()> {
+    let (schema, mut batch) = rows.schema().await?;
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let file = std::fs::File::create(&partial)
+        .with_context(|| format!("cannot create `{}`", partial.display()))?;
+    let file = std::io::BufWriter::new(file);
+    let result: anyhow::Result<u64> = async {
+        let mut count = 0u64;
+        match format {
+            OutputFormat::Parquet => {
+                let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None)
+                    .context("cannot write Parquet")?;
+                while let Some(b) = batch {
+                    count += b.num_rows() as u64;
+                    writer.write(&b).context("cannot write Parquet")?;
+                    batch = rows.next().await?;
+                }
+                writer.close().context("cannot write Parquet")?;
+            }
+            OutputFormat::Arrows => {
+                let mut writer =
+                    arrow::ipc::writer::StreamWriter::try_new(file, &schema).map_err(bad)?;
+                while let Some(b) = batch {
+                    count += b.num_rows() as u64;
+                    writer.write(&b).map_err(bad)?;
+                    batch = rows.next().await?;
+                }
+                writer.finish().map_err(bad)?;
+                writer.into_inner().map_err(bad)?.flush()?;
+            }
+            _ => {
+                let mut writer =
+                    arrow::ipc::writer::FileWriter::try_new(file, &schema).map_err(bad)?;
+                while let Some(b) = batch {
+                    count += b.num_rows() as u64;
+                    writer.write(&b).map_err(bad)?;
+                    batch = rows.next().await?;
+                }
+                writer.finish().map_err(bad)?;
+                writer.into_inner().map_err(bad)?.flush()?;
+            }
+        }
+        Ok(count)
+    }
+    .await;
+    let count = match result {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&partial, out)
+        .with_context(|| format!("cannot move the result to `{}`", out.display()))?;
+    crate::outln!(
+        "wrote {count} row{} to {} ({format})",
+        if count == 1 { "" } else { "s" },
+        output::clean(&out.display().to_string())
+    );
+    Ok(())
+}

@@ -1,0 +1,354 @@
+//! The local Arrow Flight / Flight SQL endpoint: mesh data for the tools people already
+//! have (`pyarrow.flight`, the ADBC Flight SQL driver, and through them polars, pandas and
+//! DuckDB), without meshnode code on the client side.
+//!
+//! One tonic server on 127.0.0.1 (`flight_listen` in `meshnode.toml`, its address shown by
+//! `meshnode status --json` as `flight_addr`) serves both protocols on one port:
+//!
+//! - plain Flight: `ListFlights` and `GetFlightInfo` (descriptor path `[product]`, or a
+//!   command holding a product ticket) for the products with a usable agreement (the
+//!   tables of the query engine), and `DoGet` with a product ticket ([`ticket`]) that streams the product
+//!   batch by batch while the fetch runs ([`stream`]);
+//! - Flight SQL ([`sql`]): statements run by the engine of `meshnode sql`, and
+//!   `GetSqlInfo`. Other commands answer `Unimplemented`.
+//!
+//! Every call needs `authorization: Bearer <token>` with the control API's token
+//! (`<data-dir>/api.token`, [`auth`]). What a client can make the daemon keep is bounded:
+//! request messages ([`MAX_REQUEST`]), tickets and statements, HTTP/2 streams per
+//! connection ([`MAX_STREAMS_PER_CONNECTION`]) and concurrent `DoGet`s ([`MAX_DO_GETS`]).
+//!
+//! Architecture invariant: the endpoint reads products only through the data plane's
+//! verified fetch and the query engine; it holds no agreement logic of its own beyond
+//! listing what is usable.
+
+mod auth;
+mod sql;
+pub(crate) mod stream;
+mod ticket;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_descriptor::DescriptorType;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+};
+use futures::{Stream, TryStreamExt};
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::dataplane::{Compression, DataPlane, FetchOptions, OutputFormat};
+use crate::sql::{SqlEngine, TableInfo};
+use ticket::ProductTicket;
+
+pub use sql::MAX_STATEMENT;
+
+/// Largest request message a client may send (descriptors, tickets, statements), bytes.
+pub const MAX_REQUEST: usize = 256 * 1024;
+/// Most concurrent HTTP/2 streams (calls) on one client connection.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+/// Most product `DoGet`s running at once; more are refused with `ResourceExhausted`.
+pub const MAX_DO_GETS: usize = 8;
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FlightStartError {
+    /// The address is not a loopback address: the endpoint speaks plain gRPC with a bearer
+    /// token and must not be reachable from other hosts.
+    #[error(
+        "flight_listen {0} is not a loopback address: the Flight endpoint serves 127.0.0.1 (or ::1) only"
+    )]
+    NotLoopback(SocketAddr),
+    /// The port is taken.
+    #[error(
+        "cannot bind the Flight endpoint on {addr}: {source} (choose another flight_listen in meshnode.toml)"
+    )]
+    Bind {
+        /// Address tried.
+        addr: SocketAddr,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the endpoint's listener (before the daemon announces its addresses).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, FlightStartError> {
+    if !addr.ip().is_loopback() {
+        return Err(FlightStartError::NotLoopback(addr));
+    }
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| FlightStartError::Bind { addr, source })
+}
+
+/// What the endpoint serves from.
+#[derive(Clone, Debug)]
+pub struct FlightContext {
+    /// The control API's bearer token.
+    pub token: Arc<str>,
+    /// The data plane that fetches products.
+    pub data: DataPlane,
+    /// The engine of `meshnode sql`: its tables are the flights, it runs the statements.
+    pub engine: SqlEngine,
+}
+
+/// Serves the endpoint on `listener` until the task is aborted.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    context: FlightContext,
+) -> tokio::task::JoinHandle<()> {
+    let check = auth::TokenCheck::new(context.token.clone());
+    let service = Endpoint {
+        data: context.data,
+        do_gets: Arc::new(Semaphore::new(MAX_DO_GETS)),
+        sql: sql::SqlService {
+            engine: context.engine,
+        },
+    };
+    let server = tonic::service::interceptor::InterceptedService::new(
+        FlightServiceServer::new(service).max_decoding_message_size(MAX_REQUEST),
+        check,
+    );
+    tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .add_service(server)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await;
+        if let Err(e) = result {
+            tracing::error!("Flight endpoint stopped: {e}");
+        }
+    })
+}
+
+/// The service: plain Flight here, Flight SQL in [`sql::SqlService`].
+#[derive(Clone, Debug)]
+struct Endpoint {
+    /// Fetches products.
+    data: DataPlane,
+    /// Slots of concurrent product `DoGet`s.
+    do_gets: Arc<Semaphore>,
+    /// The Flight SQL half.
+    sql: sql::SqlService,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The flight of one table: its granted schema and a ticket naming product, version and
+/// agreement.
+fn table_info(table: &TableInfo) -> Result<FlightInfo, Status> {
+    let ticket = ProductTicket {
+        product: table.name.clone(),
+        version: Some(table.version),
+        agreement: Some(table.agreement.to_hex()),
+    };
+    Ok(FlightInfo::new()
+        .try_with_schema(&table.schema)
+        .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?
+        .with_descriptor(FlightDescriptor::new_path(vec![table.name.clone()]))
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket.to_bytes())))
+        .with_total_records(-1)
+        .with_total_bytes(-1)
+        .with_ordered(true))
+}
+
+impl Endpoint {
+    async fn tables(&self) -> Result<Vec<TableInfo>, Status> {
+        self.sql
+            .engine
+            .tables()
+            .await
+            .map_err(|e| sql::sql_status(&e))
+    }
+
+    /// The table `name` designates (as listed, or any spelling the catalog resolves to it).
+    async fn table(&self, name: &str) -> Result<TableInfo, Status> {
+        let tables = self.tables().await?;
+        if let Some(t) = tables.iter().find(|t| t.name == name) {
+            return Ok(t.clone());
+        }
+        let descriptor = self
+            .data
+            .resolve_product(name)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        tables
+            .into_iter()
+            .find(|t| t.product == descriptor.id())
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no usable agreement lets this node read `{name}`: request one with `meshnode share request`"
+                ))
+            })
+    }
+
+    /// The table a descriptor names: path `[product]`, or a command holding a product
+    /// ticket; `None` for any other command (Flight SQL).
+    async fn described(&self, descriptor: &FlightDescriptor) -> Result<Option<TableInfo>, Status> {
+        match descriptor.r#type() {
+            DescriptorType::Path => match descriptor.path.as_slice() {
+                [name] if name.len() <= ticket::MAX_PRODUCT_TICKET => {
+                    Ok(Some(self.table(name).await?))
+                }
+                _ => Err(Status::invalid_argument(
+                    "a path descriptor names one product: [\"domain/product\"]",
+                )),
+            },
+            DescriptorType::Cmd if ticket::is_product_ticket(&descriptor.cmd) => {
+                let t = ProductTicket::parse(&descriptor.cmd)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                Ok(Some(self.table(&t.product).await?))
+            }
+            DescriptorType::Cmd => Ok(None),
+            DescriptorType::Unknown => Err(Status::invalid_argument("the descriptor has no type")),
+        }
+    }
+
+    /// Streams the product a ticket names.
+    fn do_get_product(&self, bytes: &[u8]) -> Result<BoxStream<FlightData>, Status> {
+        let ticket =
+            ProductTicket::parse(bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let data = self.data.clone();
+        let descriptor = data
+            .resolve_product(&ticket.product)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let permit = self.do_gets.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{MAX_DO_GETS} reads are running already; retry when one has finished"
+            ))
+        })?;
+        let options = FetchOptions {
+            product: descriptor.id(),
+            out: std::path::PathBuf::new(),
+            agreement: ticket.agreement,
+            version: ticket.version,
+            compression: Compression::None,
+            provider_addr: None,
+            force: false,
+            format: OutputFormat::Arrow,
+            progress: None,
+            narrowing: None,
+        };
+        let batches = stream::product_batches(data, options, permit);
+        Ok(Box::pin(
+            FlightDataEncoderBuilder::new()
+                .build(batches)
+                .map_err(Status::from),
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl FlightService for Endpoint {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = BoxStream<FlightData>;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoActionStream = BoxStream<arrow_flight::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+    type DoExchangeStream = BoxStream<FlightData>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented(
+            "no handshake: send `authorization: Bearer <token>` with every call",
+        ))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let infos: Vec<Result<FlightInfo, Status>> =
+            self.tables().await?.iter().map(table_info).collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(infos))))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        match self.described(request.get_ref()).await? {
+            Some(table) => Ok(Response::new(table_info(&table)?)),
+            None => FlightService::get_flight_info(&self.sql, request).await,
+        }
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented(
+            "PollFlightInfo is not supported: use GetFlightInfo",
+        ))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        match self.described(request.get_ref()).await? {
+            Some(table) => {
+                let options = arrow::ipc::writer::IpcWriteOptions::default();
+                let result = SchemaResult::try_from(SchemaAsIpc::new(&table.schema, &options))
+                    .map_err(|e| Status::internal(format!("cannot encode the schema: {e}")))?;
+                Ok(Response::new(result))
+            }
+            None => FlightService::get_schema(&self.sql, request).await,
+        }
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let bytes = &request.get_ref().ticket;
+        if bytes.len() > MAX_STATEMENT + 1024 {
+            return Err(Status::invalid_argument(format!(
+                "the ticket has {} bytes, more than any ticket of this endpoint",
+                bytes.len()
+            )));
+        }
+        if ticket::is_product_ticket(bytes) {
+            return Ok(Response::new(self.do_get_product(bytes)?));
+        }
+        FlightService::do_get(&self.sql, request).await
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented(
+            "the endpoint is read-only: publish with `meshnode publish`",
+        ))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        FlightService::do_action(&self.sql, request).await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        FlightService::list_actions(&self.sql, request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("DoExchange is not supported"))
+    }
+}

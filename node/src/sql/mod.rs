@@ -1,0 +1,448 @@
+//! SQL over the mesh: the query engine behind `meshnode sql`, `POST /v1/sql` and the
+//! Flight SQL endpoint.
+//!
+//! A DataFusion `SessionContext` per query, whose tables are the products this node holds a
+//! usable agreement for as a consumer (agreed, not revoked, not expired, provider still a
+//! member), each named by its product (`"sales/orders"`, or `"sales@fingerprint/orders"`
+//! when two keys claim the domain). A table's schema is the agreement's granted columns.
+//!
+//! - `table`: the `TableProvider` of one product. A scan fetches through the data plane
+//!   only the projected columns and the rows of the pushed-down filters (the provider
+//!   intersects that narrowing with the agreement, never widens it), then reads the
+//!   received Arrow file batch by batch.
+//! - `pushdown`: which DataFusion filter expressions become the filter language (unparsed
+//!   to SQL text, then `Filter::parse` and a type check against the granted columns);
+//!   anything else is evaluated locally.
+//! - `cache`: received files under `<data-dir>/received/.sql-cache/`, keyed by agreement,
+//!   version, columns and filter, reused while that version is the latest the agreement
+//!   covers, evicted oldest first above a size cap.
+//!
+//! Queries are read-only (no DDL, DML, `COPY` or `SET`), bounded in length
+//! ([`MAX_QUERY_LEN`]), in parser recursion (DataFusion's limit plus its stack-growing
+//! recursion protection), in memory ([`QUERY_MEMORY`]) and in how many run at once
+//! ([`MAX_CONCURRENT_QUERIES`]).
+
+mod cache;
+mod pushdown;
+mod table;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use futures::StreamExt;
+use mesh_protocol::contract::{AgreementId, ContractState};
+use mesh_protocol::descriptor::ColumnSchema;
+use mesh_protocol::{ContractTerms, ProductId};
+
+use crate::agreements::Role;
+use crate::dataplane::DataPlane;
+use crate::error::NodeError;
+use crate::store::StoreError;
+
+pub use table::ScanError;
+
+/// Longest query text accepted, in bytes.
+pub const MAX_QUERY_LEN: usize = 64 * 1024;
+/// Memory a query's operators (joins, aggregates, sorts) may hold; past it the query fails
+/// with "resources exhausted" rather than the daemon growing without bound.
+pub const QUERY_MEMORY: usize = 1024 * 1024 * 1024;
+/// Queries running at once; more wait for a slot.
+pub const MAX_CONCURRENT_QUERIES: usize = 4;
+/// Partitions DataFusion plans for (the machine's cores are shared with the daemon).
+const TARGET_PARTITIONS: usize = 2;
+
+/// One table a query can use.
+#[derive(Clone, Debug)]
+pub struct TableInfo {
+    /// The table's name in SQL (quoted there): `domain/product`, or
+    /// `domain@fingerprint/product` when two keys claim the domain.
+    pub name: String,
+    /// The product.
+    pub product: ProductId,
+    /// The agreement the data is fetched under (the most recently concluded usable one).
+    pub agreement: AgreementId,
+    /// The version a query reads: the latest in the catalog that the agreement covers.
+    pub version: u64,
+    /// The granted columns, in the product's order.
+    pub schema: SchemaRef,
+}
+
+/// A table plus what the engine needs beyond [`TableInfo`].
+#[derive(Debug)]
+pub(crate) struct Table {
+    /// What callers see.
+    pub(crate) info: TableInfo,
+    /// The granted columns with their catalog types (what pushed-down filters are
+    /// checked against).
+    pub(crate) granted: Vec<ColumnSchema>,
+    /// Columns of the version the agreement does not grant (for the error that names them).
+    pub(crate) ungranted: Vec<String>,
+}
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The query text is longer than [`MAX_QUERY_LEN`].
+    #[error("the query is {len} bytes long, more than the limit of {max} bytes: shorten it")]
+    TooLong {
+        /// Length of the text.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The query reads a column that an agreement does not grant.
+    #[error("{0}")]
+    NotGranted(String),
+    /// DataFusion refused or failed the query (syntax, unknown table, a fetch that failed).
+    #[error("{}", describe(.0))]
+    Query(#[source] DataFusionError),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A DataFusion error as one sentence: the fetch error inside it when there is one.
+fn describe(e: &DataFusionError) -> String {
+    match scan_error(e) {
+        Some(scan) => scan.to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// The scan failure at the root of `e`, if any.
+fn scan_error(e: &DataFusionError) -> Option<&ScanError> {
+    match e.find_root() {
+        DataFusionError::External(inner) => inner.downcast_ref::<ScanError>(),
+        _ => None,
+    }
+}
+
+impl SqlError {
+    /// HTTP status for the control API.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            SqlError::TooLong { .. } | SqlError::NotGranted(_) => 400,
+            SqlError::Query(e) => match scan_error(e) {
+                Some(scan) => scan.status_code(),
+                None => match e.find_root() {
+                    DataFusionError::ResourcesExhausted(_) => 503,
+                    DataFusionError::Internal(_) => 500,
+                    _ => 400,
+                },
+            },
+            SqlError::Store(_) => 500,
+        }
+    }
+
+    /// Short machine-readable label (the `kind` of an error answer).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SqlError::TooLong { .. } => "bad_request",
+            SqlError::NotGranted(_) => "not_granted",
+            SqlError::Query(e) => match scan_error(e) {
+                Some(scan) => scan.kind(),
+                None => match e.find_root() {
+                    DataFusionError::ResourcesExhausted(_) => "unavailable",
+                    DataFusionError::Internal(_) => "internal",
+                    _ => "bad_request",
+                },
+            },
+            SqlError::Store(_) => "internal",
+        }
+    }
+}
+
+impl From<SqlError> for NodeError {
+    fn from(e: SqlError) -> Self {
+        match e.status_code() {
+            400 => NodeError::BadRequest(e.to_string()),
+            403 => NodeError::Refused(e.to_string()),
+            404 => NodeError::NotFound(e.to_string()),
+            409 => NodeError::Conflict(e.to_string()),
+            503 => NodeError::Unavailable(e.to_string()),
+            _ => match e {
+                SqlError::Store(s) => NodeError::Store(s),
+                other => NodeError::Internal(other.to_string()),
+            },
+        }
+    }
+}
+
+/// State shared by every clone of the engine.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    /// Fetches go through it; agreements and the catalog are read from its store.
+    pub(crate) data: DataPlane,
+    /// Received files, reused across queries.
+    pub(crate) cache: cache::Cache,
+    /// Slots of running queries.
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// The query engine. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SqlEngine {
+    /// Shared state.
+    inner: Arc<Inner>,
+}
+
+impl SqlEngine {
+    /// An engine fetching through `data`, caching under `<data-dir>/received/.sql-cache/`
+    /// (files an earlier run left half-written are removed here).
+    pub fn new(data: DataPlane) -> Self {
+        let dir = data.data_dir().received().join(cache::CACHE_DIR);
+        Self {
+            inner: Arc::new(Inner {
+                cache: cache::Cache::new(dir, cache::CACHE_CAP_BYTES),
+                data,
+                slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_QUERIES)),
+            }),
+        }
+    }
+
+    /// Tables the local domain can query: one per product with a usable agreement.
+    pub async fn tables(&self) -> Result<Vec<TableInfo>, SqlError> {
+        Ok(self
+            .usable_tables()?
+            .into_iter()
+            .map(|t| t.info.clone())
+            .collect())
+    }
+
+    /// Plans and runs `sql`; batches stream as they are produced. Fetches happen when the
+    /// stream is first polled; their failures arrive as the stream's error (see
+    /// [`SqlError::from_stream`]).
+    pub async fn execute(&self, sql: &str) -> Result<SendableRecordBatchStream, SqlError> {
+        let permit = self
+            .inner
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SqlError::Query(DataFusionError::Internal("engine closed".into())))?;
+        let (frame, tables) = self.plan(sql).await?;
+        let stream = frame
+            .execute_stream()
+            .await
+            .map_err(|e| explain(&tables, e))?;
+        let schema = stream.schema();
+        // The slot is held until the stream is dropped.
+        let stream = stream.map(move |item| {
+            let _held = &permit;
+            item
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+
+    /// The schema `sql` would produce, without running it (Flight SQL GetFlightInfo).
+    pub async fn schema_of(&self, sql: &str) -> Result<SchemaRef, SqlError> {
+        let (frame, _) = self.plan(sql).await?;
+        Ok(Arc::new(frame.schema().as_arrow().clone()))
+    }
+
+    /// A fresh context holding the usable tables, and the logical plan of `sql` in it.
+    async fn plan(&self, sql: &str) -> Result<(DataFrame, Vec<Arc<Table>>), SqlError> {
+        if sql.len() > MAX_QUERY_LEN {
+            return Err(SqlError::TooLong {
+                len: sql.len(),
+                max: MAX_QUERY_LEN,
+            });
+        }
+        let tables: Vec<Arc<Table>> = self.usable_tables()?.into_iter().map(Arc::new).collect();
+        let config = SessionConfig::new()
+            .with_target_partitions(TARGET_PARTITIONS)
+            .with_information_schema(false);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(QUERY_MEMORY, 1.0)
+            .build_arc()
+            .map_err(SqlError::Query)?;
+        let context = SessionContext::new_with_config_rt(config, runtime);
+        for t in &tables {
+            let provider = table::MeshTable::new(t.clone(), self.inner.clone());
+            context
+                .register_table(
+                    datafusion::common::TableReference::bare(t.info.name.as_str()),
+                    Arc::new(provider),
+                )
+                .map_err(SqlError::Query)?;
+        }
+        let read_only = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = context
+            .sql_with_options(sql, read_only)
+            .await
+            .map_err(|e| explain(&tables, e))?;
+        Ok((frame, tables))
+    }
+
+    /// The products with a usable consumer agreement, as tables.
+    fn usable_tables(&self) -> Result<Vec<Table>, SqlError> {
+        let store = self.inner.data.store();
+        let now = crate::node::now_ms();
+        // The most recently concluded usable agreement per product.
+        let mut best: HashMap<ProductId, (AgreementId, ContractTerms, u64)> = HashMap::new();
+        for (id, record) in store.agreement_records()? {
+            if record.role != Role::Consumer || record.agreement.is_none() {
+                continue;
+            }
+            let Ok(terms) = record.terms() else { continue };
+            let revoked = record.revocation.is_some() || store.revocation(&id)?.is_some();
+            if revoked || record.state_at(now) != ContractState::Agreed {
+                continue;
+            }
+            if !self.inner.data.members().admits(&terms.provider) {
+                continue;
+            }
+            let newer = best
+                .get(&terms.product)
+                .is_none_or(|(_, _, at)| record.updated_ms > *at);
+            if newer {
+                best.insert(terms.product.clone(), (id, terms, record.updated_ms));
+            }
+        }
+        let mut found = Vec::new();
+        for (product, (agreement, terms, _)) in best {
+            let Some((_, envelope)) = store.descriptor(&product)? else {
+                continue;
+            };
+            let Ok(descriptor) = envelope.decode_trusted() else {
+                continue;
+            };
+            let version = terms
+                .max_version
+                .map_or(descriptor.version, |m| m.min(descriptor.version));
+            if !terms.covers_version(version) {
+                continue;
+            }
+            let restricted = &descriptor.policy.restricted_columns;
+            let granted_names = terms.granted_columns(&descriptor.schema, restricted);
+            let granted: Vec<ColumnSchema> = descriptor
+                .schema
+                .iter()
+                .filter(|c| granted_names.contains(&c.name))
+                .cloned()
+                .collect();
+            if granted.is_empty() {
+                continue;
+            }
+            let fields: Result<Vec<Field>, _> = granted
+                .iter()
+                .map(|c| {
+                    mesh_protocol::bounds::parse_data_type(&c.data_type)
+                        .map(|t| Field::new(c.name.clone(), t, c.nullable))
+                })
+                .collect();
+            let Ok(fields) = fields else {
+                tracing::warn!(product = %product.name, "a column type of the catalog entry does not parse; the product is left out of SQL");
+                continue;
+            };
+            let ungranted = descriptor
+                .schema
+                .iter()
+                .filter(|c| !granted_names.contains(&c.name))
+                .map(|c| c.name.clone())
+                .collect();
+            found.push((
+                descriptor.domain.clone(),
+                descriptor.owner,
+                Table {
+                    info: TableInfo {
+                        name: String::new(),
+                        product,
+                        agreement,
+                        version,
+                        schema: Arc::new(Schema::new(fields)),
+                    },
+                    granted,
+                    ungranted,
+                },
+            ));
+        }
+        // `domain/product`, qualified by the owner's fingerprint where two keys claim it.
+        let mut owners: HashMap<(String, String), usize> = HashMap::new();
+        for (domain, _, t) in &found {
+            *owners
+                .entry((domain.clone(), t.info.product.name.clone()))
+                .or_default() += 1;
+        }
+        let mut tables: Vec<Table> = found
+            .into_iter()
+            .map(|(domain, owner, mut t)| {
+                let shared = owners[&(domain.clone(), t.info.product.name.clone())] > 1;
+                t.info.name = if shared {
+                    format!("{domain}@{}/{}", owner.fingerprint(), t.info.product.name)
+                } else {
+                    format!("{domain}/{}", t.info.product.name)
+                };
+                t
+            })
+            .collect();
+        tables.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+        Ok(tables)
+    }
+}
+
+impl SqlError {
+    /// An error that ended a result stream, as a query error (a failed fetch keeps its
+    /// kind and status).
+    pub fn from_stream(e: DataFusionError) -> Self {
+        SqlError::Query(e)
+    }
+}
+
+/// `e` as a [`SqlError`]; a column the query names that exists in a product but is not
+/// granted becomes a message naming the agreement and what it grants.
+fn explain(tables: &[Arc<Table>], e: DataFusionError) -> SqlError {
+    use datafusion::common::SchemaError;
+    let DataFusionError::SchemaError(schema_error, _) = e.find_root() else {
+        return SqlError::Query(e);
+    };
+    let SchemaError::FieldNotFound { field, .. } = schema_error.as_ref() else {
+        return SqlError::Query(e);
+    };
+    let name = field.name.as_str();
+    let named = |t: &&Arc<Table>| {
+        field
+            .relation
+            .as_ref()
+            .is_none_or(|r| r.table() == t.info.name)
+    };
+    let holders: Vec<&Arc<Table>> = tables
+        .iter()
+        .filter(|t| t.ungranted.iter().any(|c| c == name))
+        .collect();
+    let matching: Vec<&Arc<Table>> = holders.iter().copied().filter(named).collect();
+    let chosen = if matching.is_empty() {
+        holders
+    } else {
+        matching
+    };
+    if chosen.is_empty() {
+        return SqlError::Query(e);
+    }
+    let parts: Vec<String> = chosen
+        .iter()
+        .map(|t| {
+            let granted: Vec<&str> = t.granted.iter().map(|c| c.name.as_str()).collect();
+            format!(
+                "column `{name}` of {} is not granted by agreement {}; granted: {}",
+                t.info.name,
+                t.info.agreement.short(),
+                granted.join(", ")
+            )
+        })
+        .collect();
+    SqlError::NotGranted(format!(
+        "{} (request an agreement that grants it with `meshnode share request`)",
+        parts.join("; ")
+    ))
+}

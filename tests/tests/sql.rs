@@ -1,0 +1,297 @@
+//! `meshnode sql` end to end: two domains' products queried by a third, checked against
+//! DuckDB over the same CSV files; a column the agreement does not grant; projections and
+//! filters pushed into the fetch (asserted from the transfer metrics); the cache.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use mesh_tests::{TestNode, wait_until, write_file};
+use serde_json::Value;
+
+/// Received bytes of completed fetches, as exported at `/metrics`.
+const RECEIVED: &str = "meshnode_transfer_received_bytes_total";
+
+/// `orders`: order_id, customer_id, region, amount (integer cents), email (restricted).
+fn orders_csv(rows: usize) -> String {
+    const REGIONS: [&str; 4] = ["EU", "US", "APAC", "LATAM"];
+    let mut csv = String::from("order_id,customer_id,region,amount,email\n");
+    for i in 0..rows {
+        let _ = writeln!(
+            csv,
+            "{i},{},{},{},buyer{i}@example.com",
+            i % 37,
+            REGIONS[i % 4],
+            (i * 7919) % 10_000
+        );
+    }
+    csv
+}
+
+/// `customers`: customer_id, country, segment, phone (not asked for by the consumer).
+fn customers_csv() -> String {
+    const COUNTRIES: [&str; 5] = ["FR", "DE", "US", "JP", "BR"];
+    let mut csv = String::from("customer_id,country,segment,phone\n");
+    for i in 0..37 {
+        let segment = if i % 3 == 0 { "pro" } else { "retail" };
+        let _ = writeln!(csv, "{i},{},{segment},+33-{i:04}", COUNTRIES[i % 5]);
+    }
+    csv
+}
+
+/// Publishes `csv` as `name` on `node` (automatic approval for `analytics`); returns the
+/// CSV file's path.
+fn publish(node: &TestNode, name: &str, csv: &str, restricted: Option<&str>) -> PathBuf {
+    let path = write_file(node.dir.parent().unwrap(), &format!("{name}.csv"), csv);
+    let mut args = vec![
+        "publish",
+        name,
+        "--from",
+        path.to_str().unwrap(),
+        "--approval",
+        "auto",
+        "--purpose",
+        "analytics",
+    ];
+    if let Some(r) = restricted {
+        args.extend(["--restricted", r]);
+    }
+    let out = node.cli(&args);
+    assert!(out.success, "publish {name} failed: {}", out.stderr);
+    path
+}
+
+fn wait_for_product(node: &TestNode, product: &str) {
+    wait_until(Duration::from_secs(30), || {
+        node.version_of(product).is_some()
+    })
+    .unwrap_or_else(|| panic!("{} never saw {product}: {}", node.domain, node.log()));
+}
+
+/// `share request PRODUCT --purpose analytics --columns COLUMNS`, agreed at once; the id.
+fn agree(consumer: &TestNode, product: &str, columns: &str) -> String {
+    let v = consumer
+        .cli(&[
+            "share",
+            "request",
+            product,
+            "--purpose",
+            "analytics",
+            "--columns",
+            columns,
+            "--json",
+        ])
+        .json();
+    assert_eq!(v["state"], "agreed", "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// `meshnode sql --json QUERY` on `node`: the rows.
+fn sql_rows(node: &TestNode, query: &str) -> Vec<Value> {
+    match node.cli(&["sql", "--json", query]).json() {
+        Value::Array(rows) => rows,
+        other => panic!("not an array of rows: {other}"),
+    }
+}
+
+/// The Python of the repository's virtual environment (made by scripts/test), else the
+/// `python3` on the path; the test fails, never skips, when DuckDB is missing.
+fn python_bin() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// Runs `query` in DuckDB with views `orders` and `customers` over the CSV files; the rows
+/// as JSON objects.
+fn duckdb_rows(orders: &Path, customers: &Path, query: &str) -> Vec<Value> {
+    const SCRIPT: &str = "\
+import json, sys
+import duckdb
+con = duckdb.connect()
+q = lambda p: \"'\" + p.replace(\"'\", \"''\") + \"'\"
+con.execute('CREATE VIEW orders AS SELECT * FROM read_csv_auto(' + q(sys.argv[1]) + ')')
+con.execute('CREATE VIEW customers AS SELECT * FROM read_csv_auto(' + q(sys.argv[2]) + ')')
+cur = con.execute(sys.argv[3])
+names = [d[0] for d in cur.description]
+print(json.dumps([dict(zip(names, row)) for row in cur.fetchall()]))
+";
+    let out = Command::new(python_bin())
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(orders)
+        .arg(customers)
+        .arg(query)
+        .output()
+        .expect("run python (run the tests with scripts/test, which makes .venv)");
+    assert!(
+        out.status.success(),
+        "DuckDB failed (is duckdb installed? scripts/test installs it):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout).expect("DuckDB printed JSON") {
+        Value::Array(rows) => rows,
+        other => panic!("not an array: {other}"),
+    }
+}
+
+/// Rows as sorted JSON texts (numbers compared as numbers: `3` and `3.0` are one value).
+fn sorted(rows: &[Value]) -> Vec<String> {
+    let normal = |v: &Value| -> Value {
+        match v {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        let v = match v.as_f64() {
+                            Some(x) if v.is_number() => Value::from(x),
+                            _ => v.clone(),
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    };
+    let mut out: Vec<String> = rows.iter().map(|r| normal(r).to_string()).collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn join_and_aggregate_match_duckdb_and_ungranted_columns_are_named() {
+    let sales = TestNode::start("sales", &[]);
+    let orders = publish(&sales, "orders", &orders_csv(2_000), Some("email"));
+    let customer = TestNode::start_joining("customer", &sales);
+    let customers = publish(&customer, "customers", &customers_csv(), None);
+    let churn = TestNode::start_joining("churn", &sales);
+    wait_for_product(&churn, "sales/orders");
+    wait_for_product(&churn, "customer/customers");
+    let orders_id = agree(&churn, "sales/orders", "order_id,customer_id,region,amount");
+    agree(&churn, "customer/customers", "customer_id,country,segment");
+
+    // A join and an aggregate, each the same query text but for the table names.
+    let join = "SELECT c.country, c.segment, count(*) AS n, sum(o.amount) AS total \
+                FROM {orders} o JOIN {customers} c ON o.customer_id = c.customer_id \
+                WHERE o.region <> 'US' GROUP BY c.country, c.segment";
+    let aggregate = "SELECT region, count(*) AS n, min(amount) AS low, max(amount) AS high, \
+                     sum(amount) AS total FROM {orders} WHERE amount >= 2500 GROUP BY region";
+    for query in [join, aggregate] {
+        let mesh = query
+            .replace("{orders}", "\"sales/orders\"")
+            .replace("{customers}", "\"customer/customers\"");
+        let local = query
+            .replace("{orders}", "orders")
+            .replace("{customers}", "customers");
+        let ours = sql_rows(&churn, &mesh);
+        let theirs = duckdb_rows(&orders, &customers, &local);
+        assert!(!ours.is_empty(), "{mesh} returned no rows");
+        assert_eq!(sorted(&ours), sorted(&theirs), "{mesh}");
+    }
+
+    // A column of the product that the agreement does not grant (restricted, and merely
+    // not asked for): a non-zero exit and a message naming the agreement and the column.
+    let out = churn.cli(&["sql", "SELECT order_id, email FROM \"sales/orders\""]);
+    assert!(!out.success, "{}", out.stdout);
+    let message = out.stderr;
+    assert!(message.contains("`email`"), "{message}");
+    assert!(message.contains("sales/orders"), "{message}");
+    assert!(message.contains(&orders_id[..8]), "{message}");
+    assert!(
+        message.contains("granted: order_id, customer_id, region, amount"),
+        "{message}"
+    );
+    let out = churn.cli(&["sql", "SELECT c.phone FROM \"customer/customers\" c"]);
+    assert!(!out.success);
+    assert!(out.stderr.contains("`phone`"), "{}", out.stderr);
+    assert!(out.stderr.contains("not granted"), "{}", out.stderr);
+    // Usage exit code (2) for a query the user must change, not a crash.
+    assert_eq!(
+        Command::new(mesh_tests::meshnode_bin())
+            .args(["sql", "SELECT email FROM \"sales/orders\"", "--data-dir"])
+            .arg(&churn.dir)
+            .status()
+            .unwrap()
+            .code(),
+        Some(2)
+    );
+    // Read-only: no statement that writes or changes the session.
+    let out = churn.cli(&["sql", "COPY (SELECT 1) TO '/tmp/x.csv'"]);
+    assert!(!out.success);
+    let out = churn.cli(&["sql", "CREATE TABLE t AS SELECT 1"]);
+    assert!(!out.success);
+}
+
+/// `events`: 60,000 rows of twelve columns; `ev_type` is `rare` on 1 % of them.
+fn events_csv() -> String {
+    let mut csv = String::from(
+        "id,ev_type,user_id,score,a_text,b_text,c_text,d_num,e_num,f_num,g_text,h_text\n",
+    );
+    for i in 0..60_000u64 {
+        let ev_type = if i % 100 == 7 { "rare" } else { "common" };
+        let _ = writeln!(
+            csv,
+            "{i},{ev_type},{},{},alpha-{i:08},beta-{:08},gamma-{i:06}-x,{},{},{},delta {i},epsilon {}",
+            i % 977,
+            (i * 31) % 1000,
+            i * 3,
+            i * 7,
+            i * 11,
+            i * 13,
+            i % 97
+        );
+    }
+    csv
+}
+
+#[test]
+fn pushdown_moves_a_fraction_of_the_bytes_and_the_cache_answers_again() {
+    let sales = TestNode::start("sales", &[]);
+    publish(&sales, "events", &events_csv(), None);
+    let churn = TestNode::start_joining("churn", &sales);
+    wait_for_product(&churn, "sales/events");
+    let all_columns =
+        "id,ev_type,user_id,score,a_text,b_text,c_text,d_num,e_num,f_num,g_text,h_text";
+    agree(&churn, "sales/events", all_columns);
+    let received = || churn.metric(RECEIVED).unwrap_or(0.0);
+
+    // Two of twelve columns, 1 % of the rows.
+    let query = "SELECT id, ev_type FROM \"sales/events\" WHERE ev_type = 'rare'";
+    let before = received();
+    let rows = sql_rows(&churn, query);
+    assert_eq!(rows.len(), 600);
+    assert!(rows.iter().all(|r| r["ev_type"] == "rare"));
+    let selective = received() - before;
+    assert!(selective > 0.0, "the query fetched nothing");
+
+    // The same query again: answered from the cache, nothing crosses the network.
+    let rows_again = sql_rows(&churn, query);
+    assert_eq!(sorted(&rows_again), sorted(&rows));
+    assert_eq!(
+        received() - before,
+        selective,
+        "the second query fetched again"
+    );
+
+    // The whole product, for comparison.
+    let out_file = churn.dir.parent().unwrap().join("events.arrow");
+    let out = churn.fetch("sales/events", &out_file, &["--json"]);
+    assert!(out.success, "{}", out.stderr);
+    let full = received() - before - selective;
+    eprintln!("received: selective query {selective} bytes, full fetch {full} bytes");
+    assert!(
+        selective < full * 0.10,
+        "a selective query received {selective} bytes, a full fetch {full}"
+    );
+
+    // The narrowing is checked by the provider: a column outside the grant is refused,
+    // not dropped.
+    let body = r#"{"product":"sales/events","out":"","narrowing":{"columns":["id","secret"]}}"#;
+    let (status, text) = churn.api("POST", "/v1/fetch/stream", Some(body));
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("`secret`"), "{text}");
+}
