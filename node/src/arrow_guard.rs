@@ -71,7 +71,7 @@ mod tests {
             err.to_string().contains("malformed Arrow IPC schema"),
             "{err}"
         );
-        assert!(err.to_string().contains("bitwidth"), "{err}");
+        assert!(err.to_string().contains("bit width of 7"), "{err}");
     }
 
     #[test]

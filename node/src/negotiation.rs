@@ -1655,7 +1655,7 @@ mod tests {
                     filter: Some("amount > 'big'".into()),
                     ..analytics()
                 },
-                "invalid filter: cannot filter column `amount` of type Float64",
+                "invalid filter: cannot apply `>` to column `amount` of type Float64",
             ),
             (
                 ShareRequest {

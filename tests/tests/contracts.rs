@@ -623,7 +623,7 @@ fn bad_input_is_refused_with_clear_errors_and_nothing_is_stored() {
         ),
         (
             &["--columns", "order_id", "--filter", "amount > 'big'"],
-            "invalid filter: cannot filter column `amount` of type Float64",
+            "invalid filter: cannot apply `>` to column `amount` of type Float64",
         ),
         (
             &["--columns", "order_id", "--filter", "amount >"],
