@@ -65,10 +65,8 @@ pub(crate) fn sweep(received: &Path) {
 }
 
 impl DataPlane {
-    /// Fetches `options.product` into the staging area, verifies it, and returns it open
-    /// for streaming (see the module documentation). `options.out`, `format` and `force`
-    /// are ignored; nothing is resumed from an earlier attempt.
-    pub async fn fetch_staged(&self, mut options: FetchOptions) -> Result<StagedFetch, FetchError> {
+    /// Points `options` at a fresh Arrow file of the staging area and returns its path.
+    fn stage(&self, options: &mut FetchOptions) -> Result<PathBuf, FetchError> {
         let dir = staging_dir(self);
         create_private_dir(&dir).map_err(|source| FetchError::Io {
             what: format!("cannot create `{}`", dir.display()),
@@ -78,6 +76,14 @@ impl DataPlane {
         options.out = path.clone();
         options.format = OutputFormat::Arrow;
         options.force = false;
+        Ok(path)
+    }
+
+    /// Fetches `options.product` into the staging area, verifies it, and returns it open
+    /// for streaming (see the module documentation). `options.out`, `format` and `force`
+    /// are ignored; nothing is resumed from an earlier attempt.
+    pub async fn fetch_staged(&self, mut options: FetchOptions) -> Result<StagedFetch, FetchError> {
+        let path = self.stage(&mut options)?;
         // Whatever happens from here, even the caller going away mid-transfer (which drops
         // this future), the staging files go.
         let _cleanup = Cleanup(path.clone());
@@ -102,15 +108,7 @@ impl DataPlane {
         mut options: FetchOptions,
         observer: super::consumer::FrameObserver,
     ) -> Result<FetchOutcome, FetchError> {
-        let dir = staging_dir(self);
-        create_private_dir(&dir).map_err(|source| FetchError::Io {
-            what: format!("cannot create `{}`", dir.display()),
-            source,
-        })?;
-        let path = dir.join(format!("{}.arrow", hex::encode(rand::random::<[u8; 16]>())));
-        options.out = path.clone();
-        options.format = OutputFormat::Arrow;
-        options.force = false;
+        let path = self.stage(&mut options)?;
         let _cleanup = Cleanup(path);
         super::consumer::fetch_observed(&self.endpoint, &self.shared, options, Some(observer)).await
     }
