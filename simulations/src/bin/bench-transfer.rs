@@ -14,7 +14,11 @@
 //! - **quinn**: one bidirectional quinn stream with the same TLS and transport configuration
 //!   carrying the same bytes from memory, discarded by the receiver;
 //! - **flight**: Arrow Flight `DoGet` of the same batches over gRPC with TLS, decoded into
-//!   record batches by the client.
+//!   record batches by the client;
+//! - **local flight**: the consumer node's own Flight endpoint (`flight_listen`, the one
+//!   pyarrow and ADBC use) answering a product `DoGet`: a verified fetch whose batches are
+//!   decoded and streamed to the client as they arrive. Time to the first batch is reported
+//!   next to the time a `fetch` needs before its file can be read (the whole transfer).
 //!
 //! Two stages are also measured alone, in the same run, to show what bounds the fetch: the
 //! consumer's disk (the same number of bytes written to the same directory and fsynced, in a
@@ -116,6 +120,11 @@ enum ConsumeJob {
         /// Product owner, hex.
         owner: String,
     },
+    /// `DoGet` of the product through the consumer node's local Flight endpoint.
+    LocalFlight {
+        /// Consumer data directory (store with the agreement and the descriptor).
+        data_dir: PathBuf,
+    },
     /// Read one raw quinn stream.
     Quinn {
         /// Server address.
@@ -153,6 +162,10 @@ struct Measurement {
     /// CPU seconds of the serving process while the child ran.
     #[serde(default)]
     provider_cpu_s: f64,
+    /// Seconds from the request to the first record batch in the client's hands (local
+    /// Flight only).
+    #[serde(default)]
+    first_batch_seconds: f64,
 }
 
 impl Measurement {
@@ -411,6 +424,14 @@ struct Report {
     meshnode_mib_s: f64,
     quinn_mib_s: f64,
     flight_mib_s: f64,
+    /// The consumer node's Flight endpoint serving a product `DoGet` (fetch, verify, decode).
+    local_flight_mib_s: f64,
+    /// Seconds to the first record batch of that `DoGet`.
+    local_flight_first_batch_seconds: f64,
+    /// Seconds to its last batch.
+    local_flight_seconds: f64,
+    /// `local_flight_mib_s / meshnode_mib_s`.
+    local_flight_vs_fetch: f64,
     ratio_vs_quinn: f64,
     ratio_vs_flight: f64,
     consumer_peak_rss_mib: f64,
@@ -490,7 +511,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let quinn_addr = start_raw_quinn(&provider_id, stream.clone())?;
     let (flight_addr, cert_pem) = start_flight(path.clone()).await?;
 
-    let mut best: [Option<Measurement>; 3] = [None, None, None];
+    let mut best: [Option<Measurement>; 4] = [None, None, None, None];
     let mut disk: Option<Measurement> = None;
     for run in 0..args.runs {
         let out = root.join(format!("fetched-{run}.arrow"));
@@ -506,15 +527,19 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 addr: flight_addr,
                 cert_pem: cert_pem.clone(),
             },
+            ConsumeJob::LocalFlight {
+                data_dir: consumer_dir.root().to_owned(),
+            },
         ];
         for (i, job) in jobs.into_iter().enumerate() {
+            let job_name = ["meshnode", "quinn", "flight", "local flight"][i];
             let before = cpu_seconds();
             let mut m = run_child(&job).await?;
             m.provider_cpu_s = cpu_seconds() - before;
             if !args.json {
                 eprintln!(
                     "run {run} {:>8}: {:>8.1} MiB/s ({:.0} MiB in {:.2} s, peak RSS {:.0} MiB, CPU s/GiB provider {:.2} consumer {:.2})",
-                    ["meshnode", "quinn", "flight"][i],
+                    job_name,
                     m.mib_s(),
                     m.bytes as f64 / 1048576.0,
                     m.seconds,
@@ -529,8 +554,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 }
                 let _ = std::fs::remove_file(&out);
             }
-            if i == 2 && m.rows != rows {
-                bail!("flight fetched {} rows, expected {rows}", m.rows);
+            if i >= 2 && m.rows != rows {
+                bail!("{job_name} fetched {} rows, expected {rows}", m.rows);
             }
             if best[i].as_ref().is_none_or(|b| m.mib_s() > b.mib_s()) {
                 best[i] = Some(m);
@@ -549,7 +574,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         }
     }
     plane.close();
-    let [m, q, f] = best.map(|b| b.unwrap_or_default());
+    let [m, q, f, l] = best.map(|b| b.unwrap_or_default());
     let disk = disk.unwrap_or_default();
     let blake3 = tokio::task::spawn_blocking(blake3_mib_s).await?;
     let report = Report {
@@ -560,6 +585,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         meshnode_mib_s: round(m.mib_s()),
         quinn_mib_s: round(q.mib_s()),
         flight_mib_s: round(f.mib_s()),
+        local_flight_mib_s: round(l.mib_s()),
+        local_flight_first_batch_seconds: round(l.first_batch_seconds),
+        local_flight_seconds: round(l.seconds),
+        local_flight_vs_fetch: round(l.mib_s() / m.mib_s()),
         ratio_vs_quinn: round(m.mib_s() / q.mib_s()),
         ratio_vs_flight: round(m.mib_s() / f.mib_s()),
         consumer_peak_rss_mib: round(m.peak_rss_mib),
@@ -850,6 +879,7 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
                 ..Measurement::default()
             })
         }
+        ConsumeJob::LocalFlight { data_dir } => local_flight(DataDir::new(data_dir)).await,
         ConsumeJob::Quinn { addr } => {
             let me = Identity::from_secret_bytes(CONSUMER_SECRET);
             let provider = Identity::from_secret_bytes(PROVIDER_SECRET).public_key();
@@ -919,4 +949,74 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
             })
         }
     }
+}
+
+/// The consumer node's data plane and Flight endpoint in this process, and a Flight client
+/// reading the product from it as pyarrow would: bearer token, JSON product ticket.
+async fn local_flight(data_dir: DataDir) -> anyhow::Result<Measurement> {
+    let store = Store::open(&data_dir.db())?;
+    let (plane, _task) = DataPlane::start(
+        DataPlaneConfig {
+            listen: "127.0.0.1:0".parse()?,
+            max_transfers_per_peer: 4,
+            clock_skew_ms: 0,
+            members: Default::default(),
+        },
+        Identity::from_secret_bytes(CONSUMER_SECRET),
+        store,
+        data_dir,
+    )?;
+    let listener = mesh_node::flight::bind("127.0.0.1:0".parse()?).await?;
+    let addr = listener.local_addr()?;
+    let token = "bench-token";
+    let _server = mesh_node::flight::serve(
+        listener,
+        mesh_node::flight::FlightContext {
+            token: token.into(),
+            data: plane.clone(),
+            engine: mesh_node::sql::SqlEngine::new(plane.clone()),
+        },
+    );
+    let started = Instant::now();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .initial_stream_window_size(Some(H2_WINDOW))
+        .initial_connection_window_size(Some(H2_WINDOW))
+        .connect()
+        .await?;
+    let mut client = FlightServiceClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let mut request = tonic::Request::new(Ticket {
+        ticket: Bytes::from(format!(r#"{{"product":"orders/{PRODUCT}"}}"#)),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let data = client.do_get(request).await?.into_inner();
+    let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = bytes.clone();
+    let counted = data.inspect_ok(move |d: &FlightData| {
+        counter.fetch_add(
+            (d.data_header.len() + d.data_body.len()) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    });
+    let mut batches = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+        counted.map_err(arrow_flight::error::FlightError::from),
+    );
+    let (mut rows, mut first_batch_seconds) = (0u64, None);
+    while let Some(batch) = batches.next().await {
+        rows += batch?.num_rows() as u64;
+        first_batch_seconds.get_or_insert_with(|| started.elapsed().as_secs_f64());
+    }
+    drop(batches);
+    let seconds = started.elapsed().as_secs_f64();
+    plane.close();
+    Ok(Measurement {
+        bytes: bytes.load(std::sync::atomic::Ordering::Relaxed),
+        rows,
+        seconds,
+        first_batch_seconds: first_batch_seconds.unwrap_or(seconds),
+        ..Measurement::default()
+    })
 }

@@ -4,8 +4,6 @@
 //! the per-key budget: of one key's 1,100 products the joiner keeps 1,024 and counts the
 //! rest as `over_budget`.
 
-mod common;
-
 use std::time::Duration;
 
 use mesh_protocol::catalog::MAX_PRODUCTS_PER_OWNER;
@@ -13,7 +11,7 @@ use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status
 use mesh_protocol::{Identity, ProductDescriptor, Signed};
 use tokio::time::Instant;
 
-use common::{charter, start};
+use crate::common::{charter, start};
 
 /// Keys with 1,000 products each, and one key with more than its budget.
 const OWNERS: u8 = 16;

@@ -2,8 +2,6 @@
 //! validation rejects ends with a negative score, below the graylist threshold, while honest
 //! gossip between the other nodes still flows.
 
-mod common;
-
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,7 +16,7 @@ use mesh_protocol::{Identity, ProductDescriptor, Signed};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use common::{charter, start};
+use crate::common::{charter, start};
 
 /// Longest wait for any one step.
 const STEP: Duration = Duration::from_secs(20);
