@@ -318,6 +318,63 @@ async fn print_csv(rows: &mut Rows) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The writer of the format `--out` chose.
+enum FileSink {
+    Parquet(parquet::arrow::ArrowWriter<std::fs::File>),
+    Stream(arrow::ipc::writer::StreamWriter<std::io::BufWriter<std::fs::File>>),
+    File(arrow::ipc::writer::FileWriter<std::io::BufWriter<std::fs::File>>),
+}
+
+impl FileSink {
+    fn new(format: OutputFormat, file: std::fs::File, schema: &SchemaRef) -> anyhow::Result<Self> {
+        // The Parquet writer buffers on its own.
+        if format == OutputFormat::Parquet {
+            return Ok(Self::Parquet(
+                parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)
+                    .context("cannot write Parquet")?,
+            ));
+        }
+        let file = std::io::BufWriter::new(file);
+        Ok(match format {
+            OutputFormat::Arrows => {
+                Self::Stream(arrow::ipc::writer::StreamWriter::try_new(file, schema).map_err(bad)?)
+            }
+            _ => Self::File(arrow::ipc::writer::FileWriter::try_new(file, schema).map_err(bad)?),
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
+        match self {
+            Self::Parquet(w) => w.write(batch).context("cannot write Parquet"),
+            Self::Stream(w) => w.write(batch).map_err(bad),
+            Self::File(w) => w.write(batch).map_err(bad),
+        }
+    }
+
+    /// Ends the format and forces the file to disk.
+    fn finish(self) -> anyhow::Result<()> {
+        let file = match self {
+            Self::Parquet(w) => w.into_inner().context("cannot write Parquet")?,
+            Self::Stream(mut w) => {
+                w.finish().map_err(bad)?;
+                w.into_inner()
+                    .map_err(bad)?
+                    .into_inner()
+                    .map_err(|e| e.into_error())?
+            }
+            Self::File(mut w) => {
+                w.finish().map_err(bad)?;
+                w.into_inner()
+                    .map_err(bad)?
+                    .into_inner()
+                    .map_err(|e| e.into_error())?
+            }
+        };
+        file.sync_all()?;
+        Ok(())
+    }
+}
+
 /// Writes the rows to `OUT.partial`, then renames it to `OUT`: a file appears only complete.
 async fn write_file(rows: &mut Rows, out: &Path, format: OutputFormat) -> anyhow::Result<()> {
     let (schema, mut batch) = rows.schema().await?;
@@ -326,43 +383,15 @@ async fn write_file(rows: &mut Rows, out: &Path, format: OutputFormat) -> anyhow
     let partial = PathBuf::from(partial);
     let file = std::fs::File::create(&partial)
         .with_context(|| format!("cannot create `{}`", partial.display()))?;
-    let file = std::io::BufWriter::new(file);
     let result: anyhow::Result<u64> = async {
+        let mut sink = FileSink::new(format, file, &schema)?;
         let mut count = 0u64;
-        match format {
-            OutputFormat::Parquet => {
-                let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None)
-                    .context("cannot write Parquet")?;
-                while let Some(b) = batch {
-                    count += b.num_rows() as u64;
-                    writer.write(&b).context("cannot write Parquet")?;
-                    batch = rows.next().await?;
-                }
-                writer.close().context("cannot write Parquet")?;
-            }
-            OutputFormat::Arrows => {
-                let mut writer =
-                    arrow::ipc::writer::StreamWriter::try_new(file, &schema).map_err(bad)?;
-                while let Some(b) = batch {
-                    count += b.num_rows() as u64;
-                    writer.write(&b).map_err(bad)?;
-                    batch = rows.next().await?;
-                }
-                writer.finish().map_err(bad)?;
-                writer.into_inner().map_err(bad)?.flush()?;
-            }
-            _ => {
-                let mut writer =
-                    arrow::ipc::writer::FileWriter::try_new(file, &schema).map_err(bad)?;
-                while let Some(b) = batch {
-                    count += b.num_rows() as u64;
-                    writer.write(&b).map_err(bad)?;
-                    batch = rows.next().await?;
-                }
-                writer.finish().map_err(bad)?;
-                writer.into_inner().map_err(bad)?.flush()?;
-            }
+        while let Some(b) = batch {
+            count += b.num_rows() as u64;
+            sink.write(&b)?;
+            batch = rows.next().await?;
         }
+        sink.finish()?;
         Ok(count)
     }
     .await;

@@ -38,6 +38,10 @@ pub struct NodeConfig {
     /// Most concurrent transfers served to one peer.
     #[serde(default = "default_transfers_per_peer")]
     pub max_transfers_per_peer: u32,
+    /// Congestion controller of data-plane connections: `cubic` (default), `bbr` or
+    /// `newreno`. BBR keeps long links with random loss (between clouds) fuller.
+    #[serde(default)]
+    pub congestion: crate::dataplane::tls::Congestion,
     /// Most established control-plane connections (inbound and outbound together). Beyond
     /// it new connections are refused; Kademlia queries and gossip work with what is open.
     #[serde(default = "default_max_connections")]
@@ -263,6 +267,7 @@ impl NodeConfig {
             flight_listen: default_flight_listen(),
             sync_interval_secs: default_sync_interval(),
             max_transfers_per_peer: default_transfers_per_peer(),
+            congestion: Default::default(),
             max_connections: default_max_connections(),
             dht_server: true,
             clock_skew_tolerance_secs: DEFAULT_CLOCK_SKEW_SECS,
@@ -615,5 +620,32 @@ mod example_tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/node-example.toml");
         let config = super::NodeConfig::load(std::path::Path::new(path)).unwrap();
         assert_eq!(config.domain, "sales");
+    }
+
+    #[test]
+    fn the_congestion_controller_is_chosen_by_name() {
+        use crate::dataplane::tls::Congestion;
+        let parse = |text: &str| toml::from_str::<super::NodeConfig>(text);
+        assert_eq!(
+            parse("domain = \"sales\"").unwrap().congestion,
+            Congestion::Cubic
+        );
+        assert_eq!(
+            parse("domain = \"sales\"\ncongestion = \"bbr\"")
+                .unwrap()
+                .congestion,
+            Congestion::Bbr
+        );
+        let err = parse("domain = \"sales\"\ncongestion = \"reno\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("newreno") && err.contains("reno"), "{err}");
+        assert_eq!("newreno".parse::<Congestion>(), Ok(Congestion::NewReno));
+        assert!(
+            "fast"
+                .parse::<Congestion>()
+                .unwrap_err()
+                .contains("cubic, bbr or newreno")
+        );
     }
 }

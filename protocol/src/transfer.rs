@@ -467,18 +467,64 @@ pub enum FrameError {
     Poisoned,
 }
 
+/// The 5-byte header of a frame: its kind and payload length, checked against the kind's
+/// limit. The one parser of frame headers: [`FrameDecoder`] and the stream readers of both
+/// sides use it, so a length is refused before any payload byte is buffered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// The frame kind.
+    pub kind: FrameKind,
+    /// Payload bytes that follow the header (at most `kind.max_len()`).
+    pub len: usize,
+}
+
+impl FrameHeader {
+    /// A header for `len` payload bytes of `kind`; fails over the kind's limit.
+    pub fn new(kind: FrameKind, len: usize) -> Result<Self, FrameError> {
+        if len > kind.max_len() {
+            return Err(FrameError::TooLarge {
+                kind,
+                len: len as u64,
+                max: kind.max_len(),
+            });
+        }
+        Ok(Self { kind, len })
+    }
+
+    /// Parses the header at stream offset `offset` (used in error messages).
+    pub fn parse(bytes: [u8; FRAME_HEADER_LEN], offset: u64) -> Result<Self, FrameError> {
+        let kind = Self::kind_of(bytes[0], offset)?;
+        let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        Self::new(kind, len as usize)
+    }
+
+    /// The kind named by a tag byte: checked as soon as the first byte arrives.
+    fn kind_of(tag: u8, offset: u64) -> Result<FrameKind, FrameError> {
+        FrameKind::from_tag(tag).ok_or(FrameError::UnknownTag { tag, offset })
+    }
+
+    /// The header's bytes.
+    pub fn encode(self) -> [u8; FRAME_HEADER_LEN] {
+        // `new` bounds `len` by max_len() < u32::MAX, so the cast is exact.
+        let len = (self.len as u32).to_be_bytes();
+        [self.kind.tag(), len[0], len[1], len[2], len[3]]
+    }
+
+    /// Decodes the payload that followed this header into a frame (a data payload is
+    /// copied; readers that keep data frames as buffers take them before calling this).
+    pub fn decode(self, payload: &[u8]) -> Result<Frame, FrameError> {
+        if payload.len() != self.len {
+            return Err(FrameError::Incomplete {
+                buffered: payload.len(),
+            });
+        }
+        decode_payload(self.kind, payload)
+    }
+}
+
 /// The 5-byte header of a frame.
 fn frame_header(kind: FrameKind, len: usize) -> Result<[u8; FRAME_HEADER_LEN], FrameError> {
-    if len > kind.max_len() {
-        return Err(FrameError::TooLarge {
-            kind,
-            len: len as u64,
-            max: kind.max_len(),
-        });
-    }
-    // max_len() < u32::MAX, so the cast is exact.
-    let len = (len as u32).to_be_bytes();
-    Ok([kind.tag(), len[0], len[1], len[2], len[3]])
+    FrameHeader::new(kind, len).map(FrameHeader::encode)
 }
 
 /// The header of a data frame of `len` payload bytes: write it, then the payload slice, with
@@ -603,26 +649,16 @@ impl FrameDecoder {
         let Some(&tag) = avail.first() else {
             return Ok(None);
         };
-        let kind = FrameKind::from_tag(tag).ok_or(FrameError::UnknownTag {
-            tag,
-            offset: self.offset,
-        })?;
-        if avail.len() < FRAME_HEADER_LEN {
+        FrameHeader::kind_of(tag, self.offset)?;
+        let Some(&bytes) = avail.first_chunk::<FRAME_HEADER_LEN>() else {
             return Ok(None);
-        }
-        let len = u32::from_be_bytes([avail[1], avail[2], avail[3], avail[4]]);
-        if len as usize > kind.max_len() {
-            return Err(FrameError::TooLarge {
-                kind,
-                len: len.into(),
-                max: kind.max_len(),
-            });
-        }
-        let total = FRAME_HEADER_LEN + len as usize;
+        };
+        let header = FrameHeader::parse(bytes, self.offset)?;
+        let total = FRAME_HEADER_LEN + header.len;
         if avail.len() < total {
             return Ok(None);
         }
-        let frame = decode_payload(kind, &avail[FRAME_HEADER_LEN..total])?;
+        let frame = decode_payload(header.kind, &avail[FRAME_HEADER_LEN..total])?;
         self.start += total;
         self.offset += total as u64;
         if self.start == self.buf.len() {
@@ -694,6 +730,15 @@ impl TransferTally {
         *self.hasher.finalize().as_bytes()
     }
 
+    /// What was counted and hashed, from batch 0.
+    pub fn summary(&self) -> StreamSummary {
+        StreamSummary {
+            batches: self.batches,
+            rows: self.rows,
+            digest: self.digest(),
+        }
+    }
+
     /// The provider's trailer for what was counted.
     pub fn trailer(
         &self,
@@ -702,15 +747,8 @@ impl TransferTally {
         version: u64,
         resume_from_batch: u64,
     ) -> TransferTrailer {
-        TransferTrailer {
-            agreement_id,
-            product,
-            version,
-            rows: self.rows,
-            batches: self.batches,
-            digest: self.digest(),
-            resume_from_batch,
-        }
+        self.summary()
+            .trailer(agreement_id, product, version, resume_from_batch)
     }
 
     /// The consumer's expectation for what was counted (rows included; set `rows` to `None`
@@ -729,6 +767,41 @@ impl TransferTally {
             rows: Some(self.rows),
             batches: self.batches,
             digest: self.digest(),
+            resume_from_batch,
+        }
+    }
+}
+
+/// The counts and digest of a whole data stream. A provider that serves the same stored
+/// stream again (a whole product, sent as stored) can keep this from the first time and
+/// sign it without hashing the bytes again: the consumer hashes what it receives either
+/// way, so a summary that no longer matches the file fails the transfer, never passes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// Data frames from batch 0.
+    pub batches: u64,
+    /// Rows from batch 0.
+    pub rows: u64,
+    /// BLAKE3 of the data payloads from batch 0.
+    pub digest: [u8; 32],
+}
+
+impl StreamSummary {
+    /// The provider's trailer for this stream.
+    pub fn trailer(
+        &self,
+        agreement_id: AgreementId,
+        product: ProductId,
+        version: u64,
+        resume_from_batch: u64,
+    ) -> TransferTrailer {
+        TransferTrailer {
+            agreement_id,
+            product,
+            version,
+            rows: self.rows,
+            batches: self.batches,
+            digest: self.digest,
             resume_from_batch,
         }
     }
@@ -1105,6 +1178,43 @@ mod tests {
             Err(FrameError::Malformed {
                 kind: FrameKind::Error,
                 error: DecodeError::TrailingBytes(1)
+            })
+        );
+    }
+
+    #[test]
+    fn frame_headers_parse_encode_and_refuse() {
+        for kind in FrameKind::ALL {
+            let header = FrameHeader::new(kind, 1234).unwrap();
+            assert_eq!(FrameHeader::parse(header.encode(), 0), Ok(header));
+            let largest = FrameHeader::new(kind, kind.max_len()).unwrap();
+            assert_eq!(FrameHeader::parse(largest.encode(), 0), Ok(largest));
+        }
+        assert_eq!(
+            FrameHeader::parse([0x42, 0, 0, 0, 0], 17),
+            Err(FrameError::UnknownTag {
+                tag: 0x42,
+                offset: 17
+            })
+        );
+        assert_eq!(
+            FrameHeader::parse([1, 0, 0x10, 0, 1], 0),
+            Err(FrameError::TooLarge {
+                kind: FrameKind::Request,
+                len: MAX_CONTROL_FRAME as u64 + 1,
+                max: MAX_CONTROL_FRAME
+            })
+        );
+        assert!(FrameHeader::new(FrameKind::Data, MAX_DATA_FRAME + 1).is_err());
+        // A payload decodes only with the length its header announced.
+        let refusal = Frame::Error(Refusal::new(FetchRefusal::Busy, "later"));
+        let bytes = encode_frame(&refusal).unwrap();
+        let header = FrameHeader::parse(bytes[..FRAME_HEADER_LEN].try_into().unwrap(), 0).unwrap();
+        assert_eq!(header.decode(&bytes[FRAME_HEADER_LEN..]), Ok(refusal));
+        assert_eq!(
+            header.decode(&bytes[FRAME_HEADER_LEN + 1..]),
+            Err(FrameError::Incomplete {
+                buffered: bytes.len() - FRAME_HEADER_LEN - 1
             })
         );
     }

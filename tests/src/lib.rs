@@ -141,6 +141,17 @@ impl TestNode {
         node
     }
 
+    /// [`TestNode::start_joining`], then waits (up to 20 s) until the new node's catalog
+    /// holds `product` (`domain/name`).
+    pub fn start_seeing(domain: &str, member: &TestNode, product: &str) -> Self {
+        let node = Self::start_joining(domain, member);
+        wait_until(Duration::from_secs(20), || {
+            node.version_of(product).is_some()
+        })
+        .unwrap_or_else(|| panic!("{domain} never saw {product}: {}", node.log()));
+        node
+    }
+
     /// Initialises and starts a node, waiting until its API answers. The node founds a mesh
     /// of its own: use [`TestNode::start_joining`] for a node of another node's mesh.
     pub fn start(domain: &str, bootstrap: &[String]) -> Self {
@@ -227,6 +238,17 @@ impl TestNode {
             Value::Array(items) => items,
             other => panic!("catalog is not an array: {other}"),
         }
+    }
+
+    /// `share request PRODUCT --purpose PURPOSE EXTRA --json`, which must conclude an
+    /// agreement at once (the provider approves automatically); returns the contract.
+    pub fn share_agreed(&self, product: &str, purpose: &str, extra: &[&str]) -> Value {
+        let mut args = vec!["share", "request", product, "--purpose", purpose];
+        args.extend(extra);
+        args.push("--json");
+        let v = self.cli(&args).json();
+        assert_eq!(v["state"], "agreed", "{v}");
+        v
     }
 
     /// Version of `domain/product` in this node's catalog.

@@ -114,8 +114,11 @@ pub(crate) struct IpcFileBuilder {
     batches: Vec<Block>,
     /// Dictionary ids seen (a replacement cannot be expressed in a file).
     dictionary_ids: HashSet<i64>,
-    /// Count and hash of the stream from batch 0.
+    /// Count and hash of the stream from batch 0 (only counts after
+    /// [`IpcFileBuilder::hash_elsewhere`]).
     pub(crate) tally: TransferTally,
+    /// Whether appended messages are hashed here.
+    hashing: bool,
 }
 
 /// Whether `path` names the open `file` itself and that is a regular file (not reached
@@ -168,6 +171,7 @@ impl IpcFileBuilder {
             batches: Vec::new(),
             dictionary_ids: HashSet::new(),
             tally: TransferTally::new(),
+            hashing: true,
         }
     }
 
@@ -245,6 +249,13 @@ impl IpcFileBuilder {
         Ok(builder)
     }
 
+    /// Stops hashing appended messages (they are still counted) and returns the hash so
+    /// far, for a thread that hashes the rest: the digest then comes from that thread.
+    pub(crate) fn hash_elsewhere(&mut self) -> TransferTally {
+        self.hashing = false;
+        self.tally.clone()
+    }
+
     /// Data frames held (the next one to ask for when resuming).
     pub(crate) fn messages(&self) -> u64 {
         self.tally.batches()
@@ -296,7 +307,11 @@ impl IpcFileBuilder {
             }
             _ => self.batches.push(block),
         }
-        self.tally.add_batch(frame, info.rows);
+        if self.hashing {
+            self.tally.add_batch(frame, info.rows);
+        } else {
+            self.tally.count(1, info.rows);
+        }
         self.offset += frame.len() as u64;
         Ok(())
     }

@@ -38,6 +38,7 @@ pub mod select;
 #[cfg(not(feature = "test-util"))]
 mod select;
 mod staged;
+mod summaries;
 #[cfg(test)]
 mod tests;
 pub mod tls;
@@ -73,6 +74,8 @@ pub struct DataPlaneConfig {
     /// and fetches from a provider that is no longer a member are not attempted. Open (every
     /// key passes) until the node's governance state fills it.
     pub members: crate::governance::MemberSet,
+    /// The congestion controller of data-plane connections, both directions.
+    pub congestion: tls::Congestion,
 }
 
 impl DataPlaneConfig {
@@ -83,6 +86,15 @@ impl DataPlaneConfig {
             max_transfers_per_peer: config.max_transfers_per_peer,
             clock_skew_ms: config.clock_skew_tolerance_secs.saturating_mul(1000),
             members: Default::default(),
+            congestion: config.congestion,
+        }
+    }
+
+    /// The transport of this data plane's connections.
+    pub(crate) fn transport(&self) -> tls::Transport {
+        tls::Transport {
+            max_streams: self.max_transfers_per_peer.max(1),
+            congestion: self.congestion,
         }
     }
 }
@@ -264,8 +276,19 @@ struct Shared {
     counters: admit::Counters,
     /// Transfer metrics (bytes, durations, outcomes, refusals) of both sides.
     transfers: crate::metrics::TransferMetrics,
+    /// Summaries of whole products served as stored.
+    summaries: Mutex<summaries::Summaries>,
     /// Test behaviour.
     hooks: Hooks,
+}
+
+impl Shared {
+    /// The stream summaries (never held across an await).
+    fn summaries(&self) -> std::sync::MutexGuard<'_, summaries::Summaries> {
+        self.summaries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// A running data plane: serves fetches and performs them. Cheap to clone.
@@ -296,7 +319,7 @@ impl DataPlane {
         data_dir: DataDir,
         hooks: Hooks,
     ) -> Result<(DataPlane, tokio::task::JoinHandle<()>), DataPlaneError> {
-        let server = tls::server_config(&identity, config.max_transfers_per_peer.max(1))?;
+        let server = tls::server_config(&identity, config.transport())?;
         let endpoint = tls::endpoint(config.listen, Some(server))?;
         let limits = hooks.admission.clone().unwrap_or_default();
         staged::sweep(&data_dir.received());
@@ -310,6 +333,7 @@ impl DataPlane {
             admission: Mutex::new(Admission::new(limits)),
             counters: admit::Counters::default(),
             transfers: crate::metrics::TransferMetrics::default(),
+            summaries: Mutex::default(),
             hooks,
         });
         let task = tokio::spawn(provider::accept_loop(endpoint.clone(), shared.clone()));

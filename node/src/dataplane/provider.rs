@@ -13,16 +13,17 @@ use mesh_protocol::audit::AuditKind;
 use mesh_protocol::contract::ContractState;
 use mesh_protocol::descriptor::validate_name;
 use mesh_protocol::transfer::{
-    FRAME_HEADER_LEN, FrameKind, MAX_CONTROL_FRAME, TransferHeader, authorize_fetch,
-    encode_data_header,
+    FRAME_HEADER_LEN, FrameKind, TransferHeader, authorize_fetch, encode_data_header,
 };
 use mesh_protocol::{
-    FetchRefusal, FetchRequest, Frame, FrameDecoder, PublicKey, Refusal, Signed, encode_frame,
+    FetchRefusal, FetchRequest, Frame, FrameHeader, PublicKey, Refusal, Signed, StreamSummary,
+    encode_frame,
 };
 use tokio::sync::mpsc;
 
 use super::admit::{self, HandshakeGuard, SlotGuard};
 use super::produce::{self, Emitter, ProduceError, ServePlan};
+use super::summaries::FileStamp;
 use super::{Shared, Tamper, tls};
 use crate::agreements::Role;
 use crate::node::now_ms;
@@ -172,29 +173,31 @@ impl Drop for TransferSlot {
     }
 }
 
-/// Reads the one request frame of a stream, bounded by [`MAX_CONTROL_FRAME`].
+/// Reads the one request frame of a stream, bounded by
+/// [`MAX_CONTROL_FRAME`](mesh_protocol::transfer::MAX_CONTROL_FRAME) before the
+/// payload is read.
 async fn read_request(recv: &mut quinn::RecvStream) -> Result<FetchRequest, String> {
-    let mut header = [0u8; FRAME_HEADER_LEN];
-    recv.read_exact(&mut header)
+    let mut bytes = [0u8; FRAME_HEADER_LEN];
+    recv.read_exact(&mut bytes)
         .await
         .map_err(|e| format!("no request: {e}"))?;
-    if FrameKind::from_tag(header[0]) != Some(FrameKind::Request) {
-        return Err(format!("expected a request frame, got tag {}", header[0]));
+    let header = FrameHeader::parse(bytes, 0).map_err(|e| e.to_string())?;
+    if header.kind != FrameKind::Request {
+        return Err(format!(
+            "expected a request frame, got a {} frame",
+            header.kind
+        ));
     }
-    let len = u32::from_be_bytes(header[1..].try_into().expect("4 bytes")) as usize;
-    if len > MAX_CONTROL_FRAME {
-        return Err(format!("request of {len} bytes is over the limit"));
-    }
-    let mut payload = vec![0u8; len];
+    let mut payload = vec![0u8; header.len];
     recv.read_exact(&mut payload)
         .await
         .map_err(|e| format!("truncated request: {e}"))?;
-    let mut decoder = FrameDecoder::new();
-    decoder.push(&header);
-    decoder.push(&payload);
-    match decoder.next_frame() {
-        Ok(Some(Frame::Request(r))) => Ok(*r),
-        Ok(_) => Err("incomplete request".into()),
+    match header.decode(&payload) {
+        Ok(Frame::Request(r)) => Ok(*r),
+        Ok(other) => Err(format!(
+            "expected a request frame, got a {} frame",
+            other.kind()
+        )),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -278,24 +281,24 @@ async fn serve_stream(
     shared
         .transfers
         .ended("provider", outcome_label, started.elapsed().as_secs_f64());
-    if let Ok((tally, sent_bytes)) = outcome {
+    if let Ok((summary, sent_bytes)) = outcome {
         let seconds = started.elapsed().as_secs_f64();
         let detail = serde_json::json!({
             "agreement": agreement_id.to_hex(),
             "product": request.product.name,
             "version": version,
             "consumer": peer.to_hex(),
-            "rows": tally.rows(),
-            "batches": tally.batches(),
+            "rows": summary.rows,
+            "batches": summary.batches,
             "bytes_sent": sent_bytes,
             "resume_from_batch": request.resume_from_batch,
             "seconds": seconds,
-            "digest": hex::encode(tally.digest()),
+            "digest": hex::encode(summary.digest),
         });
         if let Err(e) = store.audit_append(AuditKind::TransferServed, &detail, now_ms()) {
             tracing::error!("cannot audit a served transfer: {e}");
         }
-        tracing::info!(%peer, product = %request.product.name, version, rows = tally.rows(), "transfer served");
+        tracing::info!(%peer, product = %request.product.name, version, rows = summary.rows, "transfer served");
     }
 }
 
@@ -431,14 +434,15 @@ fn authorize(
     Ok((plan, version))
 }
 
-/// Sends header, data and trailer. Returns the tally and the bytes sent on success.
+/// Sends header, data and trailer. Returns the stream's summary and the bytes sent on
+/// success.
 async fn stream(
     shared: &Arc<Shared>,
     mut send: quinn::SendStream,
     request: &FetchRequest,
     plan: ServePlan,
     version: u64,
-) -> Result<(mesh_protocol::TransferTally, u64), ()> {
+) -> Result<(StreamSummary, u64), ()> {
     let header = TransferHeader {
         agreement_id: request.agreement.id(),
         version,
@@ -454,8 +458,18 @@ async fn stream(
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(FRAME_QUEUE);
     let resume_from = request.resume_from_batch;
     let tamper = shared.hooks.tamper;
+    // A whole product sent as stored: the summary of an earlier serve of the same file
+    // spares hashing it again (see `summaries`).
+    let stamp = plan
+        .passthrough
+        .then(|| FileStamp::of(&plan.path).ok())
+        .flatten();
+    let known = stamp.and_then(|stamp| shared.summaries().get(&plan.path, stamp));
+    let path = plan.path.clone();
     let producer = tokio::task::spawn_blocking(move || {
-        let mut emitter = Emitter::new(resume_from, |frame| tx.blocking_send(frame).is_ok());
+        let mut emitter = Emitter::new(resume_from, known.is_none(), |frame| {
+            tx.blocking_send(frame).is_ok()
+        });
         let result = produce::produce(&plan, &mut emitter);
         (result, emitter.tally)
     });
@@ -496,7 +510,35 @@ async fn stream(
             return Err(());
         }
     }
-    let mut trailer = tally.trailer(
+    let summary = match known {
+        Some(known) if (known.batches, known.rows) == (tally.batches(), tally.rows()) => known,
+        Some(_) => {
+            // Counted differently from the summary: the file changed under the stamp. The
+            // consumer would refuse the trailer; say why instead of signing it.
+            let message = format!(
+                "the file of {} changed while it was served; fetch again",
+                request.product.name
+            );
+            tracing::error!("{message}");
+            let _ = send_control(
+                &mut send,
+                &Frame::Error(Refusal::new(FetchRefusal::Internal, message)),
+            )
+            .await;
+            let _ = send.finish();
+            return Err(());
+        }
+        None => {
+            let summary = tally.summary();
+            if let Some(stamp) = stamp
+                && FileStamp::of(&path).ok() == Some(stamp)
+            {
+                shared.summaries().insert(&path, stamp, summary);
+            }
+            summary
+        }
+    };
+    let mut trailer = summary.trailer(
         request.agreement.id(),
         request.product.clone(),
         version,
@@ -517,5 +559,5 @@ async fn stream(
     let _ = send.finish();
     // Wait until the consumer has everything (or is gone) before the slot is released.
     let _ = send.stopped().await;
-    Ok((tally, sent_bytes))
+    Ok((summary, sent_bytes))
 }

@@ -55,10 +55,26 @@ impl Side {
     }
 
     fn start_with(identity: Identity, hooks: Hooks, max_transfers: u32) -> Self {
+        Self::start_full(identity, hooks, max_transfers, tls::Congestion::default())
+    }
+
+    fn start_full(
+        identity: Identity,
+        hooks: Hooks,
+        max_transfers: u32,
+        congestion: tls::Congestion,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = DataDir::new(dir.path());
         let store = Store::open(&data_dir.db()).unwrap();
-        let (plane, task) = Self::plane(&identity, &store, &data_dir, hooks, max_transfers);
+        let (plane, task) = Self::plane(
+            &identity,
+            &store,
+            &data_dir,
+            hooks,
+            max_transfers,
+            congestion,
+        );
         Side {
             _dir: dir,
             identity,
@@ -75,6 +91,7 @@ impl Side {
         data_dir: &DataDir,
         hooks: Hooks,
         max_transfers: u32,
+        congestion: tls::Congestion,
     ) -> (DataPlane, tokio::task::JoinHandle<()>) {
         DataPlane::start_with_hooks(
             DataPlaneConfig {
@@ -82,6 +99,7 @@ impl Side {
                 max_transfers_per_peer: max_transfers,
                 clock_skew_ms: 0,
                 members: Default::default(),
+                congestion,
             },
             identity.clone(),
             store.clone(),
@@ -95,7 +113,14 @@ impl Side {
     fn restart(&mut self, hooks: Hooks) {
         self.plane.close();
         self.task.abort();
-        let (plane, task) = Self::plane(&self.identity, &self.store, &self.data_dir, hooks, 4);
+        let (plane, task) = Self::plane(
+            &self.identity,
+            &self.store,
+            &self.data_dir,
+            hooks,
+            4,
+            tls::Congestion::default(),
+        );
         self.plane = plane;
         self.task = task;
     }
@@ -428,6 +453,111 @@ async fn whole_product_passthrough_and_compressed_fetches_read_back() {
         if let Some(py) = pyarrow_check(&out) {
             assert_eq!(py["rows"], BATCHES * ROWS_PER_BATCH);
         }
+    }
+}
+
+#[tokio::test]
+async fn a_whole_product_served_again_is_not_hashed_again_and_a_stale_summary_never_passes() {
+    let provider = Side::start(provider_id());
+    let consumer = Side::start(consumer_id());
+    let product = publish(&provider, "orders", 1, &[]);
+    replicate_catalog(&provider, &consumer, &product);
+    let mut t = terms(&product, &consumer.identity);
+    t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
+    t.filter = None;
+    agree(&provider, &consumer, t);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| out_dir.path().join(name);
+    let hits = || provider.plane.shared.summaries().hits;
+
+    let first = consumer
+        .plane
+        .fetch(options(&out("1.arrow"), &product))
+        .await
+        .unwrap();
+    assert_eq!((hits(), provider.plane.shared.summaries().len()), (0, 1));
+    let second = consumer
+        .plane
+        .fetch(options(&out("2.arrow"), &product))
+        .await
+        .unwrap();
+    assert_eq!(
+        hits(),
+        1,
+        "the second whole-product fetch reuses the summary"
+    );
+    assert_eq!(second.digest, first.digest);
+    assert_eq!(
+        std::fs::read(out("2.arrow")).unwrap(),
+        std::fs::read(out("1.arrow")).unwrap()
+    );
+
+    // The stored file changed in place behind the same stamp (same inode, length and
+    // modification time): the signed summary is stale and the consumer's own digest
+    // refuses the transfer.
+    let path = provider.data_dir.product_file("orders", 1);
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(10)
+        .position(|w| w == b"customer5@")
+        .expect("an email in the file");
+    bytes[at] = b'C';
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(SeekFrom::Start(at as u64)).unwrap();
+        file.write_all(b"C").unwrap();
+        file.set_modified(modified).unwrap();
+    }
+    let err = consumer
+        .plane
+        .fetch(options(&out("3.arrow"), &product))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::Verification(_)), "{err}");
+    assert!(err.to_string().contains("digest"), "{err}");
+    no_output(&out("3.arrow"));
+    assert_eq!(hits(), 2);
+
+    // Replaced by a rename, as publishing does: a new file, hashed again and served.
+    let next = path.with_extension("next");
+    std::fs::write(&next, &bytes).unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    let fourth = consumer
+        .plane
+        .fetch(options(&out("4.arrow"), &product))
+        .await
+        .unwrap();
+    assert_eq!(hits(), 2);
+    assert_ne!(fourth.digest, first.digest);
+    let (_, batches) = read_arrow(&out("4.arrow"));
+    let emails = batches[0]
+        .column(3)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    assert_eq!(emails.value(5), "Customer5@example.com");
+}
+
+#[tokio::test]
+async fn every_congestion_controller_carries_a_verified_fetch() {
+    for congestion in tls::Congestion::ALL {
+        let provider = Side::start_full(provider_id(), Hooks::default(), 4, congestion);
+        let consumer = Side::start_full(consumer_id(), Hooks::default(), 4, congestion);
+        let product = publish(&provider, "orders", 1, &["email"]);
+        replicate_catalog(&provider, &consumer, &product);
+        agree(&provider, &consumer, terms(&product, &consumer.identity));
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join("o.arrow");
+        let outcome = consumer
+            .plane
+            .fetch(options(&out, &product))
+            .await
+            .unwrap_or_else(|e| panic!("{congestion:?}: {e}"));
+        assert!(outcome.rows > 0, "{congestion:?}");
+        let (names, _) = read_arrow(&out);
+        assert!(!names.contains(&"email".to_string()), "{congestion:?}");
     }
 }
 
@@ -790,7 +920,8 @@ async fn raw_fetch(
     agreement: &Agreement,
     version: Option<u64>,
 ) -> Vec<Frame> {
-    let client = tls::client_config(&from.identity, &provider.key(), 4).unwrap();
+    let client =
+        tls::client_config(&from.identity, &provider.key(), tls::Transport::streams(4)).unwrap();
     let connection = from
         .plane
         .endpoint

@@ -65,14 +65,82 @@ fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(provider)
 }
 
+/// The congestion controller of the data plane's connections (`congestion` in
+/// `meshnode.toml`). CUBIC, quinn's default, suits most links; BBR keeps a long fat link
+/// with random loss fuller, because it does not read each loss as congestion.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    /// CUBIC (RFC 9438).
+    #[default]
+    Cubic,
+    /// BBR, version 1 as quinn implements it.
+    Bbr,
+    /// NewReno (RFC 6582).
+    NewReno,
+}
+
+impl Congestion {
+    /// Every controller, for benchmarks.
+    pub const ALL: [Congestion; 3] = [Congestion::Cubic, Congestion::Bbr, Congestion::NewReno];
+
+    /// The name in `meshnode.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Congestion::Cubic => "cubic",
+            Congestion::Bbr => "bbr",
+            Congestion::NewReno => "newreno",
+        }
+    }
+}
+
+impl std::str::FromStr for Congestion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown congestion controller `{s}` (cubic, bbr or newreno)"))
+    }
+}
+
+/// What a connection's transport is built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transport {
+    /// Concurrent streams (transfers) the peer may open.
+    pub max_streams: u32,
+    /// The congestion controller.
+    pub congestion: Congestion,
+}
+
+impl Transport {
+    /// `max_streams` streams, the default congestion controller.
+    pub fn streams(max_streams: u32) -> Self {
+        Self {
+            max_streams,
+            congestion: Congestion::default(),
+        }
+    }
+}
+
 /// Transport parameters shared by both sides.
 ///
 /// Datagrams stay at quinn's default size (path MTU discovery up to 1452 bytes of payload,
 /// and 1472 advertised as the largest accepted): with segmentation offload batching the
 /// system calls, 9000- and 65000-byte datagrams measured slower on loopback, not faster.
-pub fn transport_config(max_streams: u32) -> TransportConfig {
+pub fn transport_config(transport: Transport) -> TransportConfig {
     let mut t = TransportConfig::default();
-    t.max_concurrent_bidi_streams(VarInt::from_u32(max_streams))
+    match transport.congestion {
+        Congestion::Cubic => {}
+        Congestion::Bbr => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+        }
+        Congestion::NewReno => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()));
+        }
+    }
+    t.max_concurrent_bidi_streams(VarInt::from_u32(transport.max_streams))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
         .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
@@ -89,7 +157,7 @@ pub fn transport_config(max_streams: u32) -> TransportConfig {
 /// The server side: requires and verifies the client's libp2p certificate.
 pub fn server_config(
     identity: &Identity,
-    max_streams: u32,
+    transport: Transport,
 ) -> Result<quinn::ServerConfig, DataPlaneError> {
     let keypair = crate::net::keypair(identity);
     // `libp2p-tls` makes the certificate; its resolver presents it.
@@ -104,7 +172,7 @@ pub fn server_config(
     let crypto = QuicServerConfig::try_from(Arc::new(tls))
         .map_err(|e| DataPlaneError::Tls(format!("TLS config unusable for QUIC: {e}")))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport_config(max_streams)));
+    server.transport_config(Arc::new(transport_config(transport)));
     server.migration(false);
     // Attempts wait in quinn only until the accept loop decides about them (at once):
     // keep what they may buffer small.
@@ -120,7 +188,7 @@ pub fn server_config(
 pub fn client_config(
     identity: &Identity,
     provider: &PublicKey,
-    max_streams: u32,
+    transport: Transport,
 ) -> Result<quinn::ClientConfig, DataPlaneError> {
     let keypair = crate::net::keypair(identity);
     let libp2p = libp2p_tls::make_client_config(&keypair, None)
@@ -137,7 +205,7 @@ pub fn client_config(
     let crypto = QuicClientConfig::try_from(Arc::new(tls))
         .map_err(|e| DataPlaneError::Tls(format!("TLS config unusable for QUIC: {e}")))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(Arc::new(transport_config(max_streams)));
+    client.transport_config(Arc::new(transport_config(transport)));
     Ok(client)
 }
 

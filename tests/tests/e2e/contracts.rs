@@ -34,11 +34,7 @@ fn mesh(approval: &str) -> (TestNode, TestNode) {
         "email",
     ]);
     assert!(out.success, "publish failed: {}", out.stderr);
-    let churn = TestNode::start_joining("churn", &sales);
-    wait_until(Duration::from_secs(15), || {
-        churn.version_of("sales/orders").is_some()
-    })
-    .unwrap_or_else(|| panic!("churn never saw sales/orders: {}", churn.log()));
+    let churn = TestNode::start_seeing("churn", &sales, "sales/orders");
     (sales, churn)
 }
 
@@ -782,11 +778,7 @@ fn a_flood_of_2000_requests_from_one_consumer_stays_bounded() {
     assert_eq!(list(&sales).len(), 32, "refused requests left records");
 
     // Another consumer is answered normally, and learns the decision by its batched poll.
-    let churn = TestNode::start_joining("churn", &sales);
-    wait_until(Duration::from_secs(15), || {
-        churn.version_of("sales/orders").is_some()
-    })
-    .unwrap_or_else(|| panic!("churn never saw sales/orders: {}", churn.log()));
+    let churn = TestNode::start_seeing("churn", &sales, "sales/orders");
     let v = share(
         &churn,
         &[
@@ -862,11 +854,7 @@ fn a_consumer_over_its_budget_is_told_clearly_and_can_withdraw() {
         "max_open_requests_per_consumer = 32",
         "max_open_requests_per_consumer = 2",
     )]);
-    let churn = TestNode::start_joining("churn", &sales);
-    wait_until(Duration::from_secs(15), || {
-        churn.version_of("sales/orders").is_some()
-    })
-    .unwrap_or_else(|| panic!("churn never saw sales/orders: {}", churn.log()));
+    let churn = TestNode::start_seeing("churn", &sales, "sales/orders");
     let args = [
         "request",
         "sales/orders",
@@ -1066,11 +1054,7 @@ fn the_consumer_hears_of_an_accept_or_reject_from_the_provider_without_polling()
 #[test]
 fn a_consumer_offline_at_the_decision_learns_it_by_polling() {
     let sales = manual_provider(&[]);
-    let mut churn = TestNode::start_joining("churn", &sales);
-    wait_until(Duration::from_secs(15), || {
-        churn.version_of("sales/orders").is_some()
-    })
-    .unwrap_or_else(|| panic!("churn never saw sales/orders: {}", churn.log()));
+    let mut churn = TestNode::start_seeing("churn", &sales, "sales/orders");
     let id = request_pending(&churn, "order_id,region");
 
     // No consumer to tell: the decision is only stored on the provider.

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mesh_tests::{TestNode, meshnode_bin, wait_until, write_file};
+use mesh_tests::{TestNode, meshnode_bin, write_file};
 
 const ORDERS: &str = "order_id,region,amount\n1,EU,10.5\n2,US,20.0\n3,EU,7.25\n";
 
@@ -96,11 +96,7 @@ fn closed_pipes_end_quietly_and_exit_codes_name_the_failure() {
         assert!(stderr.is_empty(), "`{args:?}` wrote to stderr: {stderr}");
     }
 
-    let churn = TestNode::start_joining("churn", &sales);
-    wait_until(Duration::from_secs(20), || {
-        churn.version_of("sales/orders").is_some()
-    })
-    .unwrap_or_else(|| panic!("churn never saw sales/orders: {}", churn.log()));
+    let churn = TestNode::start_seeing("churn", &sales, "sales/orders");
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("x.arrow");
     let out = out.to_str().unwrap();
@@ -237,22 +233,8 @@ fn sales_with_orders(csv: &str) -> TestNode {
 /// Provider `sales` publishing `orders` from `csv`, consumer `churn` holding an agreement.
 fn agreed_mesh(csv: &str) -> (TestNode, TestNode) {
     let sales = sales_with_orders(csv);
-    let churn = TestNode::start_joining("churn", &sales);
-    wait_until(Duration::from_secs(20), || {
-        churn.version_of("sales/orders").is_some()
-    })
-    .unwrap_or_else(|| panic!("churn never saw sales/orders: {}", churn.log()));
-    let v = churn
-        .cli(&[
-            "share",
-            "request",
-            "sales/orders",
-            "--purpose",
-            "analytics",
-            "--json",
-        ])
-        .json();
-    assert_eq!(v["state"], "agreed", "{v}");
+    let churn = TestNode::start_seeing("churn", &sales, "sales/orders");
+    churn.share_agreed("sales/orders", "analytics", &[]);
     (sales, churn)
 }
 
@@ -602,22 +584,8 @@ fn progress_shows_bytes_rows_and_rate_on_a_terminal_only() {
     let (status, text) = sales.api("GET", "/v1/progress/not%20an%20id", None);
     assert_eq!(status, 404, "{text}");
 
-    let churn = TestNode::start_joining("churn", &sales);
-    wait_until(Duration::from_secs(20), || {
-        churn.version_of("sales/big").is_some()
-    })
-    .unwrap_or_else(|| panic!("churn never saw sales/big: {}", churn.log()));
-    let v = churn
-        .cli(&[
-            "share",
-            "request",
-            "sales/big",
-            "--purpose",
-            "any",
-            "--json",
-        ])
-        .json();
-    assert_eq!(v["state"], "agreed", "{v}");
+    let churn = TestNode::start_seeing("churn", &sales, "sales/big");
+    churn.share_agreed("sales/big", "any", &[]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("big.arrow");
     let (code, screen) = on_terminal(&[

@@ -54,7 +54,8 @@ fn flood(target: SocketAddr, provider: PublicKey, stop: Arc<AtomicBool>) -> Floo
     }
     // Any key will do: the provider sees the certificate only if a handshake completes.
     let stranger = Identity::from_secret_bytes(rand::random());
-    let client = tls::client_config(&stranger, &provider, 1).expect("client config");
+    let client = tls::client_config(&stranger, &provider, tls::Transport::streams(1))
+        .expect("client config");
     let mut endpoint = new_endpoint();
     let mut buf = Vec::with_capacity(1500);
     let mut report = FloodReport {
@@ -132,22 +133,8 @@ fn an_authorised_fetch_completes_during_an_unauthenticated_initial_flood() {
         "analytics",
     ]);
     assert!(published.success, "{}", published.stderr);
-    let churn = TestNode::start_joining("churn", &sales);
-    wait_until(Duration::from_secs(20), || {
-        churn.version_of("sales/orders").is_some()
-    })
-    .expect("churn never saw sales/orders");
-    let agreed = churn
-        .cli(&[
-            "share",
-            "request",
-            "sales/orders",
-            "--purpose",
-            "analytics",
-            "--json",
-        ])
-        .json();
-    assert_eq!(agreed["state"], "agreed", "{agreed}");
+    let churn = TestNode::start_seeing("churn", &sales, "sales/orders");
+    churn.share_agreed("sales/orders", "analytics", &[]);
 
     let status = sales.status();
     let provider = PublicKey::from_hex(status["public_key"].as_str().unwrap()).unwrap();

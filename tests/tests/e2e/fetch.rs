@@ -260,7 +260,7 @@ fn ask_provider(
         .unwrap();
     runtime.block_on(async {
         let endpoint = tls::endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
-        let client = tls::client_config(identity, provider, 1).unwrap();
+        let client = tls::client_config(identity, provider, tls::Transport::streams(1)).unwrap();
         let connection = endpoint
             .connect_with(client, addr, tls::SERVER_NAME)
             .unwrap()

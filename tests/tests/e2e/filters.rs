@@ -6,7 +6,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
@@ -19,7 +18,7 @@ use mesh_node::dataplane::select::BoundFilter;
 use mesh_protocol::descriptor::ColumnSchema;
 use mesh_protocol::filter::{Expr, FiniteF64};
 use mesh_protocol::{CompareOp, Filter, Literal};
-use mesh_tests::{TestNode, wait_until};
+use mesh_tests::TestNode;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use serde_json::Value;
@@ -388,11 +387,7 @@ fn mesh_with_table(batch: &RecordBatch) -> (TestNode, TestNode, PathBuf) {
         "secret",
     ]);
     assert!(out.success, "publish failed: {}", out.stderr);
-    let churn = TestNode::start_joining("churn", &sales);
-    wait_until(Duration::from_secs(20), || {
-        churn.version_of("sales/typed").is_some()
-    })
-    .unwrap_or_else(|| panic!("churn never saw sales/typed: {}", churn.log()));
+    let churn = TestNode::start_seeing("churn", &sales, "sales/typed");
     (sales, churn, source)
 }
 

@@ -6,9 +6,8 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
-use mesh_tests::{TestNode, wait_until, write_file};
+use mesh_tests::{TestNode, write_file};
 use serde_json::Value;
 
 /// `orders` of the README's tour: `email` is restricted by the provider's policy.
@@ -45,24 +44,12 @@ fn mesh(rows: usize) -> (TestNode, TestNode, PathBuf) {
         "email",
     ]);
     assert!(out.success, "publish failed: {}", out.stderr);
-    let churn = TestNode::start_joining("churn", &sales);
-    wait_until(Duration::from_secs(20), || {
-        churn.version_of("sales/orders").is_some()
-    })
-    .unwrap_or_else(|| panic!("churn never saw sales/orders: {}", churn.log()));
-    let v = churn
-        .cli(&[
-            "share",
-            "request",
-            "sales/orders",
-            "--purpose",
-            "churn-analysis",
-            "--columns",
-            "order_id,region,amount",
-            "--json",
-        ])
-        .json();
-    assert_eq!(v["state"], "agreed", "{v}");
+    let churn = TestNode::start_seeing("churn", &sales, "sales/orders");
+    churn.share_agreed(
+        "sales/orders",
+        "churn-analysis",
+        &["--columns", "order_id,region,amount"],
+    );
     (sales, churn, csv)
 }
 

@@ -170,7 +170,8 @@ fn data_plane_attempt(identity: &Identity, provider: &PublicKey, addr: SocketAdd
         .unwrap()
         .block_on(async {
             let endpoint = tls::endpoint("127.0.0.1:0".parse().unwrap(), None).unwrap();
-            let client = tls::client_config(identity, provider, 1).unwrap();
+            let client =
+                tls::client_config(identity, provider, tls::Transport::streams(1)).unwrap();
             let connection = match endpoint
                 .connect_with(client, addr, tls::SERVER_NAME)
                 .unwrap()

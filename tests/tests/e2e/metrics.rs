@@ -135,17 +135,7 @@ fn metrics_parse_in_both_formats_with_the_prometheus_parsers() {
         churn.version_of("sales/orders").is_some()
     })
     .unwrap_or_else(|| panic!("churn never saw sales/orders: {}", churn.log()));
-    let agreed = churn
-        .cli(&[
-            "share",
-            "request",
-            "sales/orders",
-            "--purpose",
-            "analytics",
-            "--json",
-        ])
-        .json();
-    assert_eq!(agreed["state"], "agreed", "{agreed}");
+    churn.share_agreed("sales/orders", "analytics", &[]);
     let dir = tempfile::tempdir().unwrap();
     let fetched = churn
         .fetch(

@@ -58,11 +58,7 @@ fn hostile_strings_are_escaped_for_people_and_exact_in_json() {
     assert_safe("publish", &out.stdout);
 
     // The consumer learns the product by gossip: the strings crossed the mesh.
-    let churn = TestNode::start_joining("churn", &sales);
-    wait_until(Duration::from_secs(20), || {
-        churn.version_of("sales/orders").is_some()
-    })
-    .unwrap_or_else(|| panic!("churn never saw sales/orders: {}", churn.log()));
+    let churn = TestNode::start_seeing("churn", &sales, "sales/orders");
 
     for node in [&sales, &churn] {
         let list = node.cli(&["catalog"]);

@@ -1,0 +1,377 @@
+//! One transfer on an open connection, as a small state object with named steps:
+//!
+//! 1. [`Transfer::request`]: open a stream and send the fetch request;
+//! 2. [`Transfer::receive_header`]: the provider's header, checked against the request and
+//!    the agreement (or its refusal);
+//! 3. [`Transfer::open_file`]: the partial file, new or resumed, and its state file;
+//! 4. [`Transfer::receive`]: data frames from the network to the [`writer`] thread until the
+//!    trailer;
+//! 5. [`Transfer::settle`]: what the writer and the reader ended with, into a trailer to
+//!    verify, a refusal, or a checkpoint to resume from;
+//! 6. [`Transfer::complete`]: verify the signed trailer, finish (and convert) the file and
+//!    move it to `OUT`.
+//!
+//! The network reader and the file writer run concurrently: this task only reads frames,
+//! a blocking thread appends, hashes and checkpoints them.
+
+use std::time::Instant;
+
+use mesh_protocol::contract::{AgreementId, ContractTerms};
+use mesh_protocol::{
+    Agreement, FetchRequest, Frame, Signed, TransferHeader, TransferTrailer, encode_frame,
+    verify_trailer,
+};
+
+use super::reader::{FrameReader, Incoming, ReadFailure};
+use super::writer::{self, Writer};
+use super::{FetchOptions, FetchOutcome, FrameObserver, refused_as_non_member, write_state};
+use crate::dataplane::convert::{self, OutputFormat};
+use crate::dataplane::ipcfile::{AppendError, HEADER_LEN, IpcFileBuilder};
+use crate::dataplane::outpath::{self, PlaceError};
+use crate::dataplane::{FetchError, PartialPaths, ResumeState};
+use crate::node::now_ms;
+
+/// A transfer under way on `connection`.
+pub(super) struct Transfer<'a> {
+    pub(super) connection: &'a quinn::Connection,
+    pub(super) paths: &'a PartialPaths,
+    pub(super) id: AgreementId,
+    pub(super) terms: &'a ContractTerms,
+    pub(super) options: &'a FetchOptions,
+    /// The version asked for: the resumed one, the requested one, or `None` for the latest.
+    pub(super) version_wanted: Option<u64>,
+    /// Data frames already held from an interrupted fetch.
+    pub(super) resume_from: u64,
+    /// When the fetch started (for the outcome's figures).
+    pub(super) started: Instant,
+}
+
+/// How the data stream ended, as seen by the reader.
+type StreamEnd = Result<Signed<TransferTrailer>, ReadFailure>;
+
+impl Transfer<'_> {
+    /// Runs every step, from the request to the file at `OUT`.
+    pub(super) async fn run(
+        self,
+        agreement: Agreement,
+        resume: Option<IpcFileBuilder>,
+        observer: Option<FrameObserver>,
+    ) -> Result<FetchOutcome, FetchError> {
+        let mut reader = self.request(agreement).await?;
+        let header = self.receive_header(&mut reader).await?;
+        let (builder, state) = self.open_file(resume, header.version)?;
+        let start_bytes = builder.offset();
+        let expected_columns = header.schema.iter().map(|c| c.name.clone()).collect();
+        let writer = Writer::spawn(
+            builder,
+            writer::Setup {
+                paths: self.paths.clone(),
+                state: state.clone(),
+                expected_columns,
+                progress: self.options.progress.clone(),
+                observer,
+            },
+        )
+        .map_err(|source| FetchError::Io {
+            what: format!("cannot reopen `{}`", self.paths.partial.display()),
+            source,
+        })?;
+        let (end, writer) = self.receive(&mut reader, writer).await?;
+        let written = writer.finish().await?;
+        let digest = written.digest;
+        let (trailer, builder) = self.settle(end, written, state)?;
+        self.complete(trailer, builder, digest, header.version, start_bytes)
+            .await
+    }
+
+    /// An interruption after `batches` complete data frames.
+    fn broken(&self, reason: String) -> FetchError {
+        refused_as_non_member(self.connection, self.terms).unwrap_or(FetchError::Interrupted {
+            batches: self.resume_from,
+            reason,
+        })
+    }
+
+    /// Step 1: opens the stream and sends the request.
+    async fn request(&self, agreement: Agreement) -> Result<FrameReader, FetchError> {
+        let (mut send, recv) = self
+            .connection
+            .open_bi()
+            .await
+            .map_err(|e| self.broken(e.to_string()))?;
+        let request = FetchRequest {
+            agreement,
+            product: self.terms.product.clone(),
+            version: self.version_wanted,
+            resume_from_batch: self.resume_from,
+            compression: self.options.compression,
+            narrowing: self.options.narrowing.clone(),
+        };
+        let bytes = encode_frame(&Frame::Request(Box::new(request)))
+            .map_err(|e| FetchError::BadRequest(e.to_string()))?;
+        send.write_all(&bytes)
+            .await
+            .map_err(|e| self.broken(e.to_string()))?;
+        let _ = send.finish();
+        Ok(FrameReader::new(recv))
+    }
+
+    /// Step 2: the provider's header (or its refusal), checked.
+    async fn receive_header(&self, reader: &mut FrameReader) -> Result<TransferHeader, FetchError> {
+        let header = match reader.read(Vec::new()).await {
+            Ok(Incoming::Control(Frame::Header(h))) => h,
+            Ok(Incoming::Control(Frame::Error(refusal))) => {
+                return Err(FetchError::Refused(refusal));
+            }
+            Ok(_) => {
+                return Err(FetchError::Verification(
+                    "the provider did not start with a transfer header".into(),
+                ));
+            }
+            Err(ReadFailure::Broken(e)) => return Err(self.broken(e)),
+            Err(ReadFailure::Protocol(e)) => return Err(FetchError::Verification(e)),
+        };
+        self.check_header(&header)?;
+        Ok(header)
+    }
+
+    /// The header must describe the transfer asked for, and only granted columns.
+    fn check_header(&self, header: &TransferHeader) -> Result<(), FetchError> {
+        let (id, terms) = (&self.id, self.terms);
+        let bad = |m: String| Err(FetchError::Verification(m));
+        if header.agreement_id != *id {
+            return bad(format!(
+                "the provider answered for agreement {}, not {}",
+                header.agreement_id.short(),
+                id.short()
+            ));
+        }
+        if header.resume_from_batch != self.resume_from
+            || header.compression != self.options.compression
+        {
+            return bad("the provider's header does not match the request".into());
+        }
+        if let Some(v) = self.version_wanted
+            && header.version != v
+        {
+            return bad(format!(
+                "the provider sends version {}, not the requested {v}",
+                header.version
+            ));
+        }
+        if !terms.covers_version(header.version) {
+            return bad(format!(
+                "the provider sends version {}, which the agreement does not cover",
+                header.version
+            ));
+        }
+        if let Some(extra) = header
+            .schema
+            .iter()
+            .find(|c| !terms.columns.covers(&c.name))
+        {
+            return bad(format!(
+                "the provider sends column `{}`, which the agreement does not grant",
+                extra.name
+            ));
+        }
+        if let Some(wanted) = self
+            .options
+            .narrowing
+            .as_ref()
+            .and_then(|n| n.columns.as_ref())
+            && let Some(extra) = header.schema.iter().find(|c| !wanted.contains(&c.name))
+        {
+            return bad(format!(
+                "the provider sends column `{}`, which the request did not ask for",
+                extra.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// Step 3: the partial file (created, or the resumed one) and its first checkpoint.
+    fn open_file(
+        &self,
+        resume: Option<IpcFileBuilder>,
+        version: u64,
+    ) -> Result<(IpcFileBuilder, ResumeState), FetchError> {
+        let builder = match resume {
+            Some(b) => b,
+            None => {
+                IpcFileBuilder::create(&self.paths.partial).map_err(|source| FetchError::Io {
+                    what: format!("cannot create `{}`", self.paths.partial.display()),
+                    source,
+                })?
+            }
+        };
+        let state = ResumeState {
+            agreement: self.id.to_hex(),
+            product: self.terms.product.storage_key(),
+            provider: self.terms.provider.to_hex(),
+            version,
+            compression: self.options.compression,
+            narrowing: self.options.narrowing.clone(),
+            batches: builder.messages(),
+            rows: builder.rows(),
+            bytes: builder.offset(),
+            updated_ms: now_ms(),
+        };
+        write_state(self.paths, &state).map_err(|source| FetchError::Io {
+            what: format!("cannot write `{}`", self.paths.state.display()),
+            source,
+        })?;
+        Ok((builder, state))
+    }
+
+    /// Step 4: data frames to the writer until the trailer, a refusal or a failure. A
+    /// refusal in the middle of the data ends the transfer here, once the writer stopped.
+    async fn receive(
+        &self,
+        reader: &mut FrameReader,
+        mut writer: Writer,
+    ) -> Result<(StreamEnd, Writer), FetchError> {
+        let end = loop {
+            match reader.read(writer.spare_buffer()).await {
+                Ok(Incoming::Data(frame)) => {
+                    if !writer.write(frame).await {
+                        break Err(ReadFailure::Protocol("the writer stopped".into()));
+                    }
+                }
+                Ok(Incoming::Control(Frame::Trailer(t))) => break Ok(t),
+                Ok(Incoming::Control(Frame::Error(refusal))) => {
+                    let _ = writer.finish().await;
+                    return Err(FetchError::Refused(refusal));
+                }
+                Ok(Incoming::Control(other)) => {
+                    break Err(ReadFailure::Protocol(format!(
+                        "unexpected {} frame in the data",
+                        other.kind()
+                    )));
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        Ok((end, writer))
+    }
+
+    /// Step 5: the writer's error comes first (it explains a reader that stopped); a broken
+    /// stream records a checkpoint of what arrived, for the next attempt.
+    fn settle(
+        &self,
+        end: StreamEnd,
+        written: writer::Written,
+        mut state: ResumeState,
+    ) -> Result<(Signed<TransferTrailer>, IpcFileBuilder), FetchError> {
+        let writer::Written { builder, error, .. } = written;
+        if let Some(error) = error {
+            return Err(match error {
+                AppendError::Protocol(m) => FetchError::Verification(m),
+                AppendError::Io(source) => FetchError::Io {
+                    what: format!("cannot write `{}`", self.paths.partial.display()),
+                    source,
+                },
+            });
+        }
+        match end {
+            Ok(trailer) => Ok((trailer, builder)),
+            Err(ReadFailure::Protocol(m)) => Err(FetchError::Verification(m)),
+            Err(ReadFailure::Broken(reason)) => {
+                let _ = builder.sync();
+                state.batches = builder.messages();
+                state.rows = builder.rows();
+                state.bytes = builder.offset();
+                state.updated_ms = now_ms();
+                let _ = write_state(self.paths, &state);
+                Err(FetchError::Interrupted {
+                    batches: builder.messages(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Step 6: the signed trailer must match what was received; only then is the file
+    /// completed (or converted) and moved to `OUT`.
+    async fn complete(
+        &self,
+        trailer: Signed<TransferTrailer>,
+        builder: IpcFileBuilder,
+        digest: [u8; 32],
+        version: u64,
+        start_bytes: u64,
+    ) -> Result<FetchOutcome, FetchError> {
+        let (paths, options, terms) = (self.paths, self.options, self.terms);
+        // Counted by the writer, hashed by the hasher.
+        let mut expected =
+            builder
+                .tally
+                .expected(self.id, terms.product.clone(), version, self.resume_from);
+        expected.digest = digest;
+        let verified = verify_trailer(&trailer, &terms.provider, &expected)
+            .map_err(|e| FetchError::Verification(e.to_string()))?;
+        let t_trailer = self.started.elapsed();
+        let stream_bytes = builder.offset() - HEADER_LEN as u64;
+        let received_now = builder.offset() - start_bytes;
+        // A file converted into another format is a temporary: only the conversion is synced.
+        let mut file_bytes = builder
+            .finish_with(options.format == OutputFormat::Arrow)
+            .map_err(|e| FetchError::Io {
+                what: format!("cannot complete `{}`", paths.partial.display()),
+                source: std::io::Error::other(e),
+            })?;
+        let placed = match options.format {
+            OutputFormat::Arrow => &paths.partial,
+            format => {
+                let (verified, dest) = (paths.partial.clone(), paths.converted.clone());
+                file_bytes = tokio::task::spawn_blocking(move || {
+                    convert::convert(&verified, stream_bytes, format, &dest)
+                })
+                .await
+                .map_err(|e| FetchError::Io {
+                    what: "the conversion failed".into(),
+                    source: std::io::Error::other(e),
+                })??;
+                &paths.converted
+            }
+        };
+        outpath::place(placed, &paths.out, options.force).map_err(|e| match e {
+            PlaceError::Exists(e) => FetchError::Output(e),
+            PlaceError::Io(source) => FetchError::Io {
+                what: format!("cannot move the verified file to `{}`", paths.out.display()),
+                source,
+            },
+        })?;
+        let _ = std::fs::remove_file(&paths.state);
+        if options.format != OutputFormat::Arrow {
+            let _ = std::fs::remove_file(&paths.partial);
+        }
+        if let Some(parent) = paths.out.parent()
+            && let Ok(dir) = std::fs::File::open(parent)
+        {
+            let _ = dir.sync_all();
+        }
+        let seconds = self.started.elapsed().as_secs_f64();
+        tracing::debug!(
+            receive_s = t_trailer.as_secs_f64(),
+            total_s = seconds,
+            "fetch of {} complete",
+            terms.product.name
+        );
+        Ok(FetchOutcome {
+            rows: verified.rows,
+            bytes: stream_bytes,
+            batches: verified.batches,
+            seconds,
+            mib_s: received_now as f64 / (1024.0 * 1024.0) / seconds.max(1e-9),
+            digest: hex::encode(verified.digest),
+            agreement: self.id.to_hex(),
+            provider: terms.provider.to_hex(),
+            version,
+            out: paths.out.display().to_string(),
+            file_bytes,
+            resumed_from_batch: self.resume_from,
+            format: options.format,
+        })
+    }
+}
