@@ -425,8 +425,9 @@ fn no_output_partials(out: &Path) {
     assert!(!paths.partial.exists() && !paths.state.exists());
 }
 
-#[tokio::test]
-async fn whole_product_passthrough_and_compressed_fetches_read_back() {
+/// `orders` version 1 with no restricted column, and an agreement for all of it (every
+/// column, no filter: served as stored).
+fn whole_product_agreed() -> (Side, Side, ProductId) {
     let provider = Side::start(provider_id());
     let consumer = Side::start(consumer_id());
     let product = publish(&provider, "orders", 1, &[]);
@@ -435,6 +436,12 @@ async fn whole_product_passthrough_and_compressed_fetches_read_back() {
     t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
     t.filter = None;
     agree(&provider, &consumer, t);
+    (provider, consumer, product)
+}
+
+#[tokio::test]
+async fn whole_product_passthrough_and_compressed_fetches_read_back() {
+    let (_provider, consumer, product) = whole_product_agreed();
     let out_dir = tempfile::tempdir().unwrap();
     let expected: Vec<RecordBatch> = (0..BATCHES).map(sales_batch).collect();
     for compression in [Compression::None, Compression::Lz4, Compression::Zstd] {
@@ -458,14 +465,7 @@ async fn whole_product_passthrough_and_compressed_fetches_read_back() {
 
 #[tokio::test]
 async fn a_whole_product_served_again_is_not_hashed_again_and_a_stale_summary_never_passes() {
-    let provider = Side::start(provider_id());
-    let consumer = Side::start(consumer_id());
-    let product = publish(&provider, "orders", 1, &[]);
-    replicate_catalog(&provider, &consumer, &product);
-    let mut t = terms(&product, &consumer.identity);
-    t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
-    t.filter = None;
-    agree(&provider, &consumer, t);
+    let (provider, consumer, product) = whole_product_agreed();
     let out_dir = tempfile::tempdir().unwrap();
     let out = |name: &str| out_dir.path().join(name);
     let hits = || provider.plane.shared.summaries().hits;
