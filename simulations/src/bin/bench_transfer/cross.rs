@@ -168,8 +168,10 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
             let clouds = Clouds::new(*link, plane.local_addr(), quinn_real).await?;
             let (mut best_m, mut best_q) = (None::<crate::Measurement>, None::<crate::Measurement>);
             for run in 0..args.runs {
-                let fetched = PathBuf::from(&setup.consumer_dir)
-                    .join(format!("cross-{}-{run}.arrow", congestion.as_str()));
+                // Beside the consumer's data directory: a fetch never writes inside one.
+                let fetched = setup
+                    .consumer_dir
+                    .with_file_name(format!("cross-{}-{run}.arrow", congestion.as_str()));
                 let m = run_child(&ConsumeJob::Meshnode {
                     data_dir: setup.consumer_dir.clone(),
                     out: fetched.clone(),
