@@ -25,22 +25,82 @@
 //! Losses and jitter come from per-socket ChaCha RNGs seeded from the run seed: a given
 //! sequence of datagrams gets the same fate, but the sequence itself depends on the OS
 //! scheduler and is not reproducible.
+//!
+//! The relay must not become the link: at a few hundred Mbit/s a relay moves tens of
+//! thousands of datagrams a second, two system calls each if done one by one. So each relay
+//! socket reads many datagrams per call (`recvmmsg`) and takes a sender's segmentation-offload
+//! batch whole (UDP GRO); a batch keeps its datagrams together, fates drawn one by one, and
+//! leaves in one call (UDP GSO) after one delay. Payloads wait in reused buffers, and the
+//! sockets ask the kernel for large buffers so that a burst waits instead of being dropped.
+//! What is dropped anyway is counted apart from the links' loss
+//! ([`EmulatorTotals::dropped_overflow`]).
 
-use std::cmp::Reverse;
+use std::cell::RefCell;
+use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use quinn_udp::{EcnCodepoint, RecvMeta, Transmit, UdpSocketState};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Largest datagram relayed (QUIC uses at most ~1500 bytes on loopback paths by default).
-const MAX_DATAGRAM: usize = 65_536;
+/// Bytes of one receive buffer: the largest UDP datagram, and the most that GRO coalesces
+/// into one batch.
+const RECV_BUFFER: usize = 65_536;
+/// Datagrams (or GRO batches) read per system call.
+const BATCH: usize = quinn_udp::BATCH_SIZE;
+/// Kernel buffers asked for each relay socket (the kernel caps them at `net.core.rmem_max`
+/// and `wmem_max`): a congestion window released at once waits here while the relay's task
+/// waits for a core, instead of being dropped.
+const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+/// Bytes of spare payload buffers a thread keeps for reuse.
+const SPARE_BYTES: usize = 8 * 1024 * 1024;
+
+thread_local! {
+    /// Receive buffers and spare payload buffers of the relays polled on this thread: a
+    /// relay reads and routes a batch within one poll, so the thousand relays of a large
+    /// simulation share a few sets instead of holding one each.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// See [`SCRATCH`].
+#[derive(Default)]
+struct Scratch {
+    /// [`BATCH`] receive buffers of [`RECV_BUFFER`] bytes, allocated on first use.
+    bufs: Vec<Vec<u8>>,
+    /// What each buffer received.
+    metas: [RecvMeta; BATCH],
+    /// Payload buffers to reuse.
+    spare: Vec<Vec<u8>>,
+    /// Their capacity, at most [`SPARE_BYTES`].
+    spare_bytes: usize,
+}
+
+impl Scratch {
+    /// An empty payload buffer.
+    fn take(&mut self) -> Vec<u8> {
+        let mut buffer = self.spare.pop().unwrap_or_default();
+        self.spare_bytes -= buffer.capacity();
+        buffer.clear();
+        buffer
+    }
+
+    /// Keeps `buffer` for [`Scratch::take`], unless enough are kept.
+    fn recycle(&mut self, buffer: Vec<u8>) {
+        if self.spare_bytes + buffer.capacity() <= SPARE_BYTES {
+            self.spare_bytes += buffer.capacity();
+            self.spare.push(buffer);
+        }
+    }
+}
 
 /// Properties of one direction of a link.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -73,6 +133,10 @@ pub struct EmulatorTotals {
     pub dropped_partition: u64,
     /// Datagrams from an address that is no node's (e.g. a killed node's old socket).
     pub dropped_unknown: u64,
+    /// Datagrams lost because the emulator fell behind: dropped by the kernel at a relay
+    /// socket's full receive buffer (Linux, from `/proc/net/udp`) or refused by a full send
+    /// buffer. Not part of any link's loss: a run with many is measuring the emulator.
+    pub dropped_overflow: u64,
 }
 
 /// One node as the emulator sees it.
@@ -83,9 +147,9 @@ struct Slot {
     /// Real QUIC socket of the node, once known.
     real: RwLock<Option<SocketAddr>>,
     /// The node's front socket (its relay address, what peers dial).
-    front: Arc<UdpSocket>,
+    front: Arc<RelaySocket>,
     /// The node's back socket (where its peers see it).
-    back: Arc<UdpSocket>,
+    back: Arc<RelaySocket>,
     /// Counters.
     counters: NodeCounters,
 }
@@ -113,6 +177,8 @@ struct Inner {
     dropped_partition: AtomicU64,
     /// Totals.
     dropped_unknown: AtomicU64,
+    /// Sends refused by a full send buffer.
+    dropped_send: AtomicU64,
 }
 
 /// Handle to the emulator; cheap to clone. Its sockets live until [`Emulator::shutdown`].
@@ -122,15 +188,94 @@ pub struct Emulator {
     inner: Arc<Inner>,
 }
 
-/// A datagram waiting for its delivery time.
+/// A relay socket: tokio's for readiness, quinn-udp's state for batched and segmented I/O.
+#[derive(Debug)]
+struct RelaySocket {
+    /// The socket.
+    io: UdpSocket,
+    /// GRO and GSO support, as quinn-udp found it.
+    state: UdpSocketState,
+}
+
+impl RelaySocket {
+    /// A socket on 127.0.0.1 with large kernel buffers.
+    fn bind() -> std::io::Result<Self> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        // Best effort: the kernel caps these, and a smaller buffer only drops bursts sooner.
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        socket.set_nonblocking(true)?;
+        let state = UdpSocketState::new((&socket).into())?;
+        let io = UdpSocket::from_std(socket.into())?;
+        Ok(Self { io, state })
+    }
+
+    /// Sends `data`, datagrams of `segment` bytes (the last one may be shorter), to `to`;
+    /// false if the send buffer was full.
+    fn try_send(
+        &self,
+        to: SocketAddr,
+        data: &[u8],
+        segment: usize,
+        ecn: Option<EcnCodepoint>,
+    ) -> bool {
+        let per_call = self.state.max_gso_segments().max(1) * segment;
+        data.chunks(per_call).all(|contents| {
+            let transmit = Transmit {
+                destination: to,
+                ecn,
+                contents,
+                segment_size: (contents.len() > segment).then_some(segment),
+                src_ip: None,
+            };
+            self.io
+                .try_io(Interest::WRITABLE, || {
+                    self.state.try_send((&self.io).into(), &transmit)
+                })
+                .is_ok()
+        })
+    }
+}
+
+/// A batch of datagrams waiting for its delivery time.
 #[derive(Debug)]
 struct Pending {
+    /// When it is due.
+    at: Instant,
+    /// Arrival order, so that equal times keep it.
+    seq: u64,
     /// Socket to send from.
-    out: Arc<UdpSocket>,
+    out: Arc<RelaySocket>,
     /// Node to deliver to (its real address is looked up at delivery, so restarts work).
     to: usize,
-    /// Payload.
+    /// Payloads: datagrams of `segment` bytes, the last one possibly shorter.
     data: Vec<u8>,
+    /// Size of each datagram in `data`.
+    segment: usize,
+    /// ECN codepoint they arrived with.
+    ecn: Option<EcnCodepoint>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
 }
 
 /// Which of its owner's sockets a relay serves. Either way a datagram from node `X` is for
@@ -161,15 +306,16 @@ impl Emulator {
                 dropped_loss: AtomicU64::new(0),
                 dropped_partition: AtomicU64::new(0),
                 dropped_unknown: AtomicU64::new(0),
+                dropped_send: AtomicU64::new(0),
             }),
         }
     }
 
     /// Adds a node in `cloud`; returns its index and relay address.
     pub async fn add_node(&self, cloud: usize) -> std::io::Result<(usize, SocketAddr)> {
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-        let addr = front.local_addr()?;
+        let front = Arc::new(RelaySocket::bind()?);
+        let back = Arc::new(RelaySocket::bind()?);
+        let addr = front.io.local_addr()?;
         let index = {
             let mut slots = self.inner.slots.write().expect("lock");
             slots.push(Arc::new(Slot {
@@ -240,7 +386,25 @@ impl Emulator {
             dropped_loss: i.dropped_loss.load(Ordering::Relaxed),
             dropped_partition: i.dropped_partition.load(Ordering::Relaxed),
             dropped_unknown: i.dropped_unknown.load(Ordering::Relaxed),
+            dropped_overflow: i.dropped_send.load(Ordering::Relaxed) + self.kernel_drops(),
         }
+    }
+
+    /// Datagrams the kernel dropped at the relay sockets' full receive buffers (0 where
+    /// `/proc/net/udp` cannot be read).
+    fn kernel_drops(&self) -> u64 {
+        let ports: Vec<u16> = self
+            .inner
+            .slots
+            .read()
+            .expect("lock")
+            .iter()
+            .flat_map(|s| [&s.front, &s.back])
+            .filter_map(|socket| socket.io.local_addr().ok().map(|a| a.port()))
+            .collect();
+        std::fs::read_to_string("/proc/net/udp")
+            .map(|table| udp_drops(&table, &ports))
+            .unwrap_or(0)
     }
 
     /// Number of sockets the emulator holds (front and back of every node).
@@ -274,104 +438,241 @@ impl Inner {
     }
 }
 
+/// What a relay keeps between batches.
+struct Relay {
+    /// Shared state.
+    inner: Arc<Inner>,
+    /// Which socket this is.
+    role: Role,
+    /// Fates of its datagrams.
+    rng: ChaCha8Rng,
+    /// Batches not yet due, earliest first.
+    queue: BinaryHeap<Reverse<Pending>>,
+    /// Arrival counter, for [`Pending::seq`].
+    seq: u64,
+    /// Latest delivery time per (from, to) direction handled here: no reordering.
+    last: HashMap<(usize, usize), Instant>,
+}
+
 /// Receives on one socket and schedules each datagram for delivery.
-async fn relay(inner: Arc<Inner>, socket: Arc<UdpSocket>, role: Role, mut rng: ChaCha8Rng) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut queue: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
-    let mut pending: HashMap<u64, Pending> = HashMap::new();
-    let mut seq = 0u64;
-    // Latest delivery time per (from, to) direction handled here: no reordering.
-    let mut last: HashMap<(usize, usize), Instant> = HashMap::new();
+async fn relay(inner: Arc<Inner>, socket: Arc<RelaySocket>, role: Role, rng: ChaCha8Rng) {
+    let mut relay = Relay {
+        inner,
+        role,
+        rng,
+        queue: BinaryHeap::new(),
+        seq: 0,
+        last: HashMap::new(),
+    };
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
-        let next = queue.peek().map(|Reverse((t, _))| *t);
-        tokio::select! {
-            received = socket.recv_from(&mut buf) => {
-                let Ok((len, src)) = received else { continue };
-                let (Role::Front { owner: to } | Role::Back { owner: to }) = role;
-                let from = inner.by_real.read().expect("lock").get(&src).copied();
-                let Some(from) = from else {
-                    inner.dropped_unknown.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                let (Some(from_slot), Some(to_slot)) = (inner.slot(from), inner.slot(to)) else {
-                    continue;
-                };
-                let out = match role {
-                    Role::Front { .. } => from_slot.back.clone(),
-                    Role::Back { .. } => from_slot.front.clone(),
-                };
-                from_slot.counters.bytes_sent.fetch_add(len as u64, Ordering::Relaxed);
-                let (params, partitioned) = inner.link(from_slot.cloud, to_slot.cloud);
-                if partitioned {
-                    inner.dropped_partition.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                if params.loss > 0.0 && rng.random_bool(params.loss.min(1.0)) {
-                    inner.dropped_loss.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                let mut delay = params.latency;
-                if !params.jitter.is_zero() {
-                    let j = params.jitter.as_secs_f64();
-                    let d = params.latency.as_secs_f64() + rng.random_range(-j..=j);
-                    delay = Duration::from_secs_f64(d.max(0.0));
-                }
-                let now = Instant::now();
-                let mut at = now + delay;
-                if let Some(prev) = last.get(&(from, to)) {
-                    at = at.max(*prev);
-                }
-                if at <= now {
-                    deliver(&inner, &out, to, &buf[..len]);
-                } else {
-                    last.insert((from, to), at);
-                    seq += 1;
-                    queue.push(Reverse((at, seq)));
-                    pending.insert(seq, Pending { out, to, data: buf[..len].to_vec() });
-                }
+        let next = relay.queue.peek().map(|Reverse(p)| p.at);
+        if next != armed {
+            if let Some(at) = next {
+                timer.as_mut().reset(at);
             }
-            _ = sleep_until(next), if next.is_some() => {
-                let now = Instant::now();
-                while let Some(Reverse((t, id))) = queue.peek().copied() {
-                    if t > now {
-                        break;
-                    }
-                    queue.pop();
-                    if let Some(p) = pending.remove(&id) {
-                        deliver(&inner, &p.out, p.to, &p.data);
-                    }
-                }
-                if queue.is_empty() {
-                    last.clear();
-                }
+            armed = next;
+        }
+        tokio::select! {
+            // Reads and routes one batch; `Err` when nothing was waiting or the read failed.
+            _ = socket.io.async_io(Interest::READABLE, || {
+                SCRATCH.with_borrow_mut(|scratch| relay.receive(&socket, scratch))
+            }) => {}
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
+                SCRATCH.with_borrow_mut(|scratch| relay.deliver_due(Instant::now(), scratch));
             }
         }
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at).await;
+impl Relay {
+    /// Reads a batch from `socket` and routes each datagram or GRO batch in it.
+    fn receive(&mut self, socket: &RelaySocket, scratch: &mut Scratch) -> std::io::Result<()> {
+        if scratch.bufs.is_empty() {
+            scratch.bufs = vec![vec![0u8; RECV_BUFFER]; BATCH];
+        }
+        let mut bufs = std::mem::take(&mut scratch.bufs);
+        let received = {
+            let mut iovs: Vec<IoSliceMut<'_>> =
+                bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            socket
+                .state
+                .recv((&socket.io).into(), &mut iovs, &mut scratch.metas)
+        };
+        if let Ok(n) = received {
+            let metas = scratch.metas;
+            for (buf, meta) in bufs.iter().zip(&metas).take(n) {
+                self.route(&buf[..meta.len], meta, scratch);
+            }
+        }
+        scratch.bufs = bufs;
+        received.map(|_| ())
+    }
+
+    /// Applies the link to one received datagram or GRO batch from `meta.addr`.
+    fn route(&mut self, data: &[u8], meta: &RecvMeta, scratch: &mut Scratch) {
+        let inner = &self.inner;
+        let (Role::Front { owner: to } | Role::Back { owner: to }) = self.role;
+        let segment = if meta.stride == 0 {
+            data.len()
+        } else {
+            meta.stride
+        }
+        .max(1);
+        let datagrams = data.len().div_ceil(segment) as u64;
+        let from = inner.by_real.read().expect("lock").get(&meta.addr).copied();
+        let Some(from) = from else {
+            inner
+                .dropped_unknown
+                .fetch_add(datagrams, Ordering::Relaxed);
+            return;
+        };
+        let (Some(from_slot), Some(to_slot)) = (inner.slot(from), inner.slot(to)) else {
+            return;
+        };
+        let out = match self.role {
+            Role::Front { .. } => from_slot.back.clone(),
+            Role::Back { .. } => from_slot.front.clone(),
+        };
+        from_slot
+            .counters
+            .bytes_sent
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        let (params, partitioned) = inner.link(from_slot.cloud, to_slot.cloud);
+        if partitioned {
+            inner
+                .dropped_partition
+                .fetch_add(datagrams, Ordering::Relaxed);
+            return;
+        }
+        let mut delay = params.latency;
+        if !params.jitter.is_zero() {
+            let j = params.jitter.as_secs_f64();
+            let d = params.latency.as_secs_f64() + self.rng.random_range(-j..=j);
+            delay = Duration::from_secs_f64(d.max(0.0));
+        }
+        let now = Instant::now();
+        let mut at = now + delay;
+        if let Some(prev) = self.last.get(&(from, to)) {
+            at = at.max(*prev);
+        }
+        let lossy = params.loss > 0.0;
+        if at <= now && !lossy {
+            deliver(inner, &out, to, data, segment, meta.ecn);
+            return;
+        }
+        // Survivors, in order: equal-sized datagrams, a shorter last one staying last, so
+        // the batch still leaves in one segmented send.
+        let mut kept = scratch.take();
+        if lossy {
+            let mut lost = 0;
+            for datagram in data.chunks(segment) {
+                if self.rng.random_bool(params.loss.min(1.0)) {
+                    lost += 1;
+                } else {
+                    kept.extend_from_slice(datagram);
+                }
+            }
+            inner.dropped_loss.fetch_add(lost, Ordering::Relaxed);
+        } else {
+            kept.extend_from_slice(data);
+        }
+        if at <= now || kept.is_empty() {
+            deliver(inner, &out, to, &kept, segment, meta.ecn);
+            scratch.recycle(kept);
+            return;
+        }
+        self.last.insert((from, to), at);
+        self.seq += 1;
+        self.queue.push(Reverse(Pending {
+            at,
+            seq: self.seq,
+            out,
+            to,
+            data: kept,
+            segment,
+            ecn: meta.ecn,
+        }));
+    }
+
+    /// Sends every batch due by `now`.
+    fn deliver_due(&mut self, now: Instant, scratch: &mut Scratch) {
+        while self.queue.peek().is_some_and(|Reverse(p)| p.at <= now) {
+            let Some(Reverse(p)) = self.queue.pop() else {
+                break;
+            };
+            deliver(&self.inner, &p.out, p.to, &p.data, p.segment, p.ecn);
+            scratch.recycle(p.data);
+        }
+        if self.queue.is_empty() {
+            self.last.clear();
+        }
     }
 }
 
-fn deliver(inner: &Inner, out: &UdpSocket, to: usize, data: &[u8]) {
+/// Sends `data` (datagrams of `segment` bytes) to node `to` out of `out`.
+fn deliver(
+    inner: &Inner,
+    out: &RelaySocket,
+    to: usize,
+    data: &[u8],
+    segment: usize,
+    ecn: Option<EcnCodepoint>,
+) {
+    if data.is_empty() {
+        return;
+    }
     let Some(slot) = inner.slot(to) else { return };
     let Some(real) = *slot.real.read().expect("lock") else {
         return;
     };
+    let datagrams = data.len().div_ceil(segment) as u64;
     // A full socket buffer is a loss, as on a real link.
-    if out.try_send_to(data, real).is_ok() {
+    if out.try_send(real, data, segment, ecn) {
         slot.counters
             .bytes_received
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        inner.delivered.fetch_add(1, Ordering::Relaxed);
+        inner.delivered.fetch_add(datagrams, Ordering::Relaxed);
+    } else {
+        inner.dropped_send.fetch_add(datagrams, Ordering::Relaxed);
     }
+}
+
+/// The `drops` column of the 127.0.0.1 sockets bound to `ports` in `/proc/net/udp`, summed.
+fn udp_drops(table: &str, ports: &[u16]) -> u64 {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (ip, port) = fields.get(1)?.split_once(':')?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            (ip == "0100007F" && ports.contains(&port))
+                .then(|| fields.get(12)?.parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_drops_are_read_from_the_relay_sockets_rows() {
+        let table = "\
+   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  101: 0100007F:B2F1 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1001 2 0000000000000000 258
+  102: 0100007F:9C6B 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1002 2 0000000000000000 7
+  103: 00000000:B2F1 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1003 2 0000000000000000 1000
+";
+        assert_eq!(udp_drops(table, &[0xB2F1, 0x9C6B]), 265);
+        assert_eq!(udp_drops(table, &[0x9C6B]), 7);
+        assert_eq!(udp_drops(table, &[1]), 0);
+    }
 
     #[tokio::test]
     async fn relays_both_ways_with_latency_and_partitions() {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::PeerId;
-use mesh_protocol::transfer::DATA_ALPN;
+use mesh_protocol::transfer::{DATA_ALPN, FRAME_HEADER_LEN, MAX_CONTROL_FRAME};
 use mesh_protocol::{Identity, PublicKey};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{TransportConfig, VarInt};
@@ -29,12 +29,18 @@ use super::DataPlaneError;
 
 /// Server name sent in the TLS handshake; the libp2p verifier ignores it.
 pub const SERVER_NAME: &str = "meshnode";
-/// Receive window of one stream: the provider may run this far ahead of the consumer.
-const STREAM_WINDOW: u32 = 32 * 1024 * 1024;
-/// Receive window of a whole connection.
-const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
-/// Bytes a sender keeps in flight per connection.
-const SEND_WINDOW: u64 = 64 * 1024 * 1024;
+/// The long fat link the data plane's windows are sized for: 500 Mbit/s between clouds
+/// 200 ms apart (a 12.5 MB bandwidth-delay product). A shorter or slower path needs less; a
+/// faster one is held to `window / RTT` per transfer by flow control.
+pub const DESIGN_LINK: LongFatLink = LongFatLink {
+    bits_per_s: 500_000_000,
+    rtt: Duration::from_millis(200),
+};
+/// Window for what travels towards a provider: requests, each of at most one control frame,
+/// so a request fits in one flight.
+const REQUEST_WINDOW: u64 = (MAX_CONTROL_FRAME + FRAME_HEADER_LEN) as u64;
+/// A mebibyte.
+const MIB: u64 = 1024 * 1024;
 /// UDP socket buffers asked of the kernel (capped by `net.core.rmem_max`/`wmem_max`).
 const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 /// A connection without any packet for this long is dead (the provider vanished).
@@ -124,12 +130,88 @@ impl Transport {
     }
 }
 
-/// Transport parameters shared by both sides.
+/// A path the flow-control windows are sized for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LongFatLink {
+    /// Rate to sustain, bits per second.
+    pub bits_per_s: u64,
+    /// Round-trip time.
+    pub rtt: Duration,
+}
+
+impl LongFatLink {
+    /// Bytes in flight at full rate: the bandwidth-delay product.
+    pub fn bdp(self) -> u64 {
+        let bytes = u128::from(self.bits_per_s) * self.rtt.as_micros() / 8_000_000;
+        u64::try_from(bytes).unwrap_or(u64::MAX)
+    }
+
+    /// The receive window of one stream that keeps the link full: the bandwidth-delay
+    /// product and a quarter more (quinn grants credit in steps of an eighth of the window,
+    /// and a queue on the path stretches the RTT), in whole MiB.
+    pub fn stream_window(self) -> u64 {
+        let bdp = self.bdp();
+        bdp.saturating_add(bdp / 4)
+            .div_ceil(MIB)
+            .max(1)
+            .saturating_mul(MIB)
+    }
+}
+
+/// The flow-control windows of one connection. A connection carries bulk data one way only
+/// (provider to consumer), so each side opens wide only the window that direction needs:
+/// what a peer can make us buffer is bounded by [`Windows::memory_bound`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Windows {
+    /// Bytes the peer may send on one stream before we read them.
+    pub stream_receive: u64,
+    /// Bytes the peer may send on all streams together before we read them.
+    pub receive: u64,
+    /// Bytes of our own writes kept until the peer acknowledges them (and, behind a lost
+    /// packet, until the gap is filled).
+    pub send: u64,
+}
+
+impl Windows {
+    /// A connection that fetches over `link`: receives transfers, sends requests. A transfer
+    /// may fill `link`; the connection's window is two of those, so that one transfer whose
+    /// data waits unread does not stall the others.
+    pub fn fetching(link: LongFatLink) -> Self {
+        let stream = link.stream_window();
+        Self {
+            stream_receive: stream,
+            receive: stream.saturating_mul(2),
+            send: REQUEST_WINDOW,
+        }
+    }
+
+    /// A connection that serves over `link`: receives requests, sends transfers. It keeps
+    /// two bandwidth-delay products of writes: one in flight, one behind a loss being
+    /// repaired, so that recovery does not stop the sender.
+    pub fn serving(link: LongFatLink) -> Self {
+        Self {
+            stream_receive: REQUEST_WINDOW,
+            receive: REQUEST_WINDOW,
+            send: link.stream_window().saturating_mul(2),
+        }
+    }
+
+    /// Most stream bytes a peer can make us hold on one connection: what it may send that
+    /// we have not read, and what we keep of our writes until it acknowledges them. quinn
+    /// defragments a stream's received data once its allocations exceed 1.5 times what is
+    /// buffered (or 32 KiB), so a peer sending tiny frames can make the receive part cost up
+    /// to 2.5 times its size in memory.
+    pub fn memory_bound(self) -> u64 {
+        self.receive.saturating_add(self.send)
+    }
+}
+
+/// Transport parameters of a connection with `windows`.
 ///
 /// Datagrams stay at quinn's default size (path MTU discovery up to 1452 bytes of payload,
 /// and 1472 advertised as the largest accepted): with segmentation offload batching the
 /// system calls, 9000- and 65000-byte datagrams measured slower on loopback, not faster.
-pub fn transport_config(transport: Transport) -> TransportConfig {
+pub fn transport_config(transport: Transport, windows: Windows) -> TransportConfig {
     let mut t = TransportConfig::default();
     match transport.congestion {
         Congestion::Cubic => {}
@@ -140,11 +222,12 @@ pub fn transport_config(transport: Transport) -> TransportConfig {
             t.congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()));
         }
     }
+    let var = |bytes: u64| VarInt::from_u64(bytes).unwrap_or(VarInt::MAX);
     t.max_concurrent_bidi_streams(VarInt::from_u32(transport.max_streams))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
-        .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
-        .send_window(SEND_WINDOW)
+        .stream_receive_window(var(windows.stream_receive))
+        .receive_window(var(windows.receive))
+        .send_window(windows.send)
         .max_idle_timeout(Some(
             IDLE_TIMEOUT
                 .try_into()
@@ -154,7 +237,11 @@ pub fn transport_config(transport: Transport) -> TransportConfig {
     t
 }
 
-/// The server side: requires and verifies the client's libp2p certificate.
+/// The server side: requires and verifies the client's libp2p certificate. Its connections
+/// serve transfers ([`Windows::serving`] over [`DESIGN_LINK`]: 1 MiB of requests received,
+/// 30 MiB of writes kept, so a consumer can make a provider hold at most 31 MiB of stream
+/// data per connection, under 34 MiB of allocations in quinn's worst case); the client may
+/// open `transport.max_streams` streams.
 pub fn server_config(
     identity: &Identity,
     transport: Transport,
@@ -172,7 +259,10 @@ pub fn server_config(
     let crypto = QuicServerConfig::try_from(Arc::new(tls))
         .map_err(|e| DataPlaneError::Tls(format!("TLS config unusable for QUIC: {e}")))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport_config(transport)));
+    server.transport_config(Arc::new(transport_config(
+        transport,
+        Windows::serving(DESIGN_LINK),
+    )));
     server.migration(false);
     // Attempts wait in quinn only until the accept loop decides about them (at once):
     // keep what they may buffer small.
@@ -184,7 +274,11 @@ pub fn server_config(
 }
 
 /// The client side, pinned to `provider`: the handshake fails unless the server proves that
-/// key.
+/// key. Its connections fetch ([`Windows::fetching`] over [`DESIGN_LINK`]: 15 MiB per
+/// transfer, 30 MiB in all received, 1 MiB of requests kept, so a provider can make a
+/// consumer hold at most 31 MiB of stream data per connection, under 77 MiB of allocations
+/// in quinn's worst case); the server may open no streams (`transport.max_streams` applies
+/// to the server's side only).
 pub fn client_config(
     identity: &Identity,
     provider: &PublicKey,
@@ -205,7 +299,14 @@ pub fn client_config(
     let crypto = QuicClientConfig::try_from(Arc::new(tls))
         .map_err(|e| DataPlaneError::Tls(format!("TLS config unusable for QUIC: {e}")))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(Arc::new(transport_config(transport)));
+    let fetching = Transport {
+        max_streams: 0,
+        ..transport
+    };
+    client.transport_config(Arc::new(transport_config(
+        fetching,
+        Windows::fetching(DESIGN_LINK),
+    )));
     Ok(client)
 }
 
@@ -418,6 +519,48 @@ mod tests {
                 C::TLS13_CHACHA20_POLY1305_SHA256
             ]
         );
+    }
+
+    #[test]
+    fn windows_fill_long_fat_links_and_bound_what_a_peer_can_make_us_hold() {
+        let link = |mbit: u64, rtt_ms: u64| LongFatLink {
+            bits_per_s: mbit * 1_000_000,
+            rtt: Duration::from_millis(rtt_ms),
+        };
+        assert_eq!(link(500, 200).bdp(), 12_500_000);
+        assert_eq!(link(1, 1).bdp(), 125);
+        let absurd = LongFatLink {
+            bits_per_s: u64::MAX,
+            rtt: Duration::from_secs(1_000_000),
+        };
+        assert_eq!(absurd.bdp(), u64::MAX);
+        // BDP and a quarter, whole MiB, at least one.
+        assert_eq!(link(500, 200).stream_window(), 15 * MIB);
+        assert_eq!(link(100, 80).stream_window(), 2 * MIB);
+        assert_eq!(link(1, 1).stream_window(), MIB);
+        assert_eq!(absurd.stream_window(), u64::MAX);
+
+        // The design link: one transfer fills 500 Mbit/s at 200 ms (and more at less RTT).
+        let fetching = Windows::fetching(DESIGN_LINK);
+        let serving = Windows::serving(DESIGN_LINK);
+        assert!(fetching.stream_receive >= DESIGN_LINK.bdp() * 9 / 8);
+        assert!(serving.send >= 2 * DESIGN_LINK.bdp());
+        // Bulk one way only: requests travel in small windows.
+        assert_eq!(fetching.send, REQUEST_WINDOW);
+        assert_eq!(
+            (serving.stream_receive, serving.receive),
+            (REQUEST_WINDOW, REQUEST_WINDOW)
+        );
+        assert!(REQUEST_WINDOW >= (MAX_CONTROL_FRAME + FRAME_HEADER_LEN) as u64);
+        // The bounds `server_config` and `client_config` state: 31 MiB a connection.
+        assert_eq!(fetching.memory_bound(), 30 * MIB + REQUEST_WINDOW);
+        assert_eq!(serving.memory_bound(), 30 * MIB + REQUEST_WINDOW);
+        // quinn accepts every window (they fit its variable-length integers).
+        for w in [fetching, serving] {
+            for bytes in [w.stream_receive, w.receive] {
+                assert!(VarInt::from_u64(bytes).is_ok());
+            }
+        }
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! stream of the same bytes run on the same link, so `ratio_vs_quinn` compares like with
 //! like. The emulator's own ceiling is measured first: raw quinn through it with no latency
 //! and no loss.
+//!
+//! Beside throughput, each link reports what explains it: the raw quinn sender's losses,
+//! congestion events, final window and RTT (a loss-based controller with random loss holds
+//! about `cwnd / RTT`), and the emulator's counts, whose `dropped_overflow` must stay near
+//! zero for the figures to measure the link rather than the emulator.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,10 +20,13 @@ use bytes::Bytes;
 use mesh_node::DataDir;
 use mesh_node::store::Store;
 use mesh_protocol::Identity;
-use mesh_simulations::emulator::{Emulator, LinkParams};
+use mesh_simulations::emulator::{Emulator, EmulatorTotals, LinkParams};
 use serde::Serialize;
 
-use crate::{Args, ConsumeJob, PROVIDER_SECRET, provider_plane, round, run_child, start_raw_quinn};
+use crate::{
+    Args, ConsumeJob, PROVIDER_SECRET, SenderStats, provider_plane, round, run_child,
+    start_raw_quinn,
+};
 
 /// A link between the two clouds.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -78,6 +86,10 @@ pub(crate) struct LinkResult {
     ratio_vs_quinn: f64,
     meshnode_seconds: f64,
     quinn_seconds: f64,
+    /// The raw quinn server's view of its best run: losses, congestion events, window, RTT.
+    quinn_sender: SenderStats,
+    /// The emulator's counts over every run on this link, both transfers.
+    emulator: EmulatorTotals,
 }
 
 /// The scenario's report.
@@ -87,6 +99,9 @@ pub(crate) struct Report {
     runs: usize,
     /// Raw quinn through the emulator with no latency and no loss: the emulator's ceiling.
     emulator_ceiling_mib_s: f64,
+    /// The emulator's counts over the ceiling's runs: `dropped_overflow` is what it could
+    /// not relay in time.
+    emulator_ceiling: EmulatorTotals,
     links: Vec<LinkResult>,
 }
 
@@ -137,9 +152,11 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let stream_bytes: u64 = setup.stream.iter().map(|b| b.len() as u64).sum();
     let mut out = Vec::new();
     let mut ceiling = 0.0f64;
+    let mut ceiling_totals = EmulatorTotals::default();
     for congestion in args.congestion.iter().copied() {
         let plane = provider_plane(&setup.provider_store, &setup.provider_dir, congestion)?;
-        let quinn_real = start_raw_quinn(&identity, setup.stream.clone(), congestion)?;
+        let mut raw = start_raw_quinn(&identity, setup.stream.clone(), congestion)?;
+        let quinn_real = raw.addr;
         if ceiling == 0.0 {
             let clouds = Clouds::new(
                 Link {
@@ -158,15 +175,22 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 })
                 .await?;
                 ceiling = ceiling.max(m.mib_s());
+                raw.next_finished().await;
             }
+            ceiling_totals = clouds.emulator.totals();
             clouds.emulator.shutdown();
             if !args.json {
-                eprintln!("emulator ceiling (raw quinn, no latency, no loss): {ceiling:.1} MiB/s");
+                eprintln!(
+                    "emulator ceiling (raw quinn, no latency, no loss): {ceiling:.1} MiB/s \
+                     ({} datagrams relayed, {} lost to overflow)",
+                    ceiling_totals.delivered, ceiling_totals.dropped_overflow
+                );
             }
         }
         for link in &args.link {
             let clouds = Clouds::new(*link, plane.local_addr(), quinn_real).await?;
             let (mut best_m, mut best_q) = (None::<crate::Measurement>, None::<crate::Measurement>);
+            let mut sender = SenderStats::default();
             for run in 0..args.runs {
                 // Beside the consumer's data directory: a fetch never writes inside one.
                 let fetched = setup
@@ -196,14 +220,23 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 })
                 .await?;
                 anyhow::ensure!(q.bytes == stream_bytes, "raw quinn got {} bytes", q.bytes);
+                let s = raw.next_finished().await.unwrap_or_default();
                 if !args.json {
                     eprintln!(
-                        "{:>5} ms RTT, {:.2} % loss, {:>7}: meshnode {:>7.1} MiB/s, quinn {:>7.1} MiB/s",
+                        "{:>5} ms RTT, {:.2} % loss, {:>7}: meshnode {:>7.1} MiB/s, quinn {:>7.1} MiB/s \
+                         (quinn sender: {} of {} packets lost, {} congestion events, cwnd {:.0} KiB, \
+                         RTT {:.0} ms; emulator overflow so far {})",
                         link.rtt_ms,
                         link.loss * 100.0,
                         congestion.as_str(),
                         m.mib_s(),
-                        q.mib_s()
+                        q.mib_s(),
+                        s.lost_packets,
+                        s.sent_packets,
+                        s.congestion_events,
+                        s.cwnd_kib,
+                        s.rtt_ms,
+                        clouds.emulator.totals().dropped_overflow,
                     );
                 }
                 if best_m.as_ref().is_none_or(|b| m.mib_s() > b.mib_s()) {
@@ -211,8 +244,10 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 }
                 if best_q.as_ref().is_none_or(|b| q.mib_s() > b.mib_s()) {
                     best_q = Some(q);
+                    sender = s;
                 }
             }
+            let totals = clouds.emulator.totals();
             clouds.emulator.shutdown();
             let (m, q) = (best_m.unwrap_or_default(), best_q.unwrap_or_default());
             out.push(LinkResult {
@@ -224,6 +259,8 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 ratio_vs_quinn: round(m.mib_s() / q.mib_s()),
                 meshnode_seconds: round(m.seconds),
                 quinn_seconds: round(q.seconds),
+                quinn_sender: sender,
+                emulator: totals,
             });
         }
         plane.close();
@@ -232,6 +269,7 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
         stream_mib: round(stream_bytes as f64 / 1_048_576.0),
         runs: args.runs,
         emulator_ceiling_mib_s: round(ceiling),
+        emulator_ceiling: ceiling_totals,
         links: out,
     })
 }

@@ -351,7 +351,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
-    let quinn_addr = start_raw_quinn(&provider_id, stream.clone(), Congestion::default())?;
+    let quinn_addr = start_raw_quinn(&provider_id, stream.clone(), Congestion::default())?.addr;
     let (flight_addr, cert_pem) = start_flight(path.clone()).await?;
 
     const MODES: [&str; 6] = [
@@ -527,12 +527,64 @@ async fn run_child(job: &ConsumeJob) -> anyhow::Result<Measurement> {
 
 // ------------------------------------------------------------------ raw quinn
 
+/// The link as the raw quinn server's congestion controller met it, from quinn's statistics
+/// of the server's side of its last connection.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+struct SenderStats {
+    /// Packets sent.
+    sent_packets: u64,
+    /// Packets declared lost.
+    lost_packets: u64,
+    /// Congestion events: times the controller cut its window.
+    congestion_events: u64,
+    /// Congestion window at the end, KiB: over `rtt_ms`, the rate the controller allowed.
+    cwnd_kib: f64,
+    /// Smoothed RTT at the end, ms.
+    rtt_ms: f64,
+    /// UDP payload size of the path at the end, bytes.
+    mtu: u16,
+}
+
+impl SenderStats {
+    fn of(connection: &quinn::Connection) -> Self {
+        let s = connection.stats();
+        Self {
+            sent_packets: s.path.sent_packets,
+            lost_packets: s.path.lost_packets,
+            congestion_events: s.path.congestion_events,
+            cwnd_kib: round(s.path.cwnd as f64 / 1024.0),
+            rtt_ms: round(s.path.rtt.as_secs_f64() * 1000.0),
+            mtu: s.path.current_mtu,
+        }
+    }
+}
+
+/// A running raw quinn server.
+struct RawQuinn {
+    /// Its address.
+    addr: SocketAddr,
+    /// Statistics of each finished stream's connection, once the consumer has acknowledged
+    /// the whole stream (the newest few; older ones are dropped when nobody reads them).
+    finished: tokio::sync::mpsc::Receiver<SenderStats>,
+}
+
+impl RawQuinn {
+    /// The statistics of the next stream to finish, if it finishes within a few seconds
+    /// (the consumer has read everything by then: only the last acknowledgements are due).
+    async fn next_finished(&mut self) -> Option<SenderStats> {
+        tokio::time::timeout(std::time::Duration::from_secs(5), self.finished.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
 /// A server that sends `stream` on every bidirectional stream opened to it.
 fn start_raw_quinn(
     identity: &Identity,
     stream: Arc<Vec<Bytes>>,
     congestion: Congestion,
-) -> anyhow::Result<SocketAddr> {
+) -> anyhow::Result<RawQuinn> {
     let transport = Transport {
         max_streams: 4,
         congestion,
@@ -540,9 +592,11 @@ fn start_raw_quinn(
     let server = dataplane::tls::server_config(identity, transport)?;
     let endpoint = dataplane::tls::endpoint("127.0.0.1:0".parse()?, Some(server))?;
     let addr = endpoint.local_addr()?;
+    let (record, finished) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
             let stream = stream.clone();
+            let record = record.clone();
             tokio::spawn(async move {
                 let Ok(connection) = incoming.await else {
                     return;
@@ -559,11 +613,12 @@ fn start_raw_quinn(
                     }
                     let _ = send.finish();
                     let _ = send.stopped().await;
+                    let _ = record.try_send(SenderStats::of(&connection));
                 }
             });
         }
     });
-    Ok(addr)
+    Ok(RawQuinn { addr, finished })
 }
 
 // ------------------------------------------------------------------ consumers
@@ -660,6 +715,10 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
             }
             let seconds = started.elapsed().as_secs_f64();
             connection.close(0u32.into(), b"done");
+            // Send the close before exiting: without it the server learns that the stream is
+            // done only from acknowledgements, and waits for its idle timeout if the last
+            // ones were lost.
+            endpoint.wait_idle().await;
             Ok(Measurement {
                 bytes,
                 rows: 0,
