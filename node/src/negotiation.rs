@@ -81,21 +81,33 @@ impl Party<'_> {
     }
 }
 
-/// The libp2p peer id of a domain key (the same ed25519 key), if it is a valid key.
+/// How libp2p encodes an ed25519 public key before it inlines it in a peer id (protobuf:
+/// field 1, key type 1 = Ed25519; field 2, 32 bytes of key).
+const ED25519_KEY_PREFIX: [u8; 4] = [0x08, 0x01, 0x12, 0x20];
+
+/// The libp2p peer id of a domain key (the same ed25519 key): the identity multihash of the
+/// key's protobuf encoding, built without decompressing the curve point. A node derives one
+/// for every member at start-up and for every record it dials from, so this stays cheap; a
+/// peer id built from bytes that are no valid key is one nobody can authenticate as.
 pub(crate) fn peer_id_of(key: &PublicKey) -> Option<PeerId> {
-    let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(&key.0).ok()?;
-    Some(libp2p::identity::PublicKey::from(key).to_peer_id())
+    // Multihash: code 0 (identity), length 36, then the encoded key.
+    let mut bytes = Vec::with_capacity(2 + ED25519_KEY_PREFIX.len() + 32);
+    bytes.extend_from_slice(&[0x00, (ED25519_KEY_PREFIX.len() + 32) as u8]);
+    bytes.extend_from_slice(&ED25519_KEY_PREFIX);
+    bytes.extend_from_slice(&key.0);
+    PeerId::from_bytes(&bytes).ok()
 }
 
 /// The domain key of a libp2p peer id (the inverse of [`peer_id_of`]), if it inlines an
-/// ed25519 key.
+/// ed25519 key. The key is not decompressed: a connected peer proved it holds the key in
+/// the handshake, and every other use compares the key with known ones.
 pub(crate) fn key_of(peer: &PeerId) -> Option<PublicKey> {
     // Code 0 is the identity multihash: the key itself, not a hash of it.
     if peer.as_ref().code() != 0 {
         return None;
     }
-    let key = libp2p::identity::PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
-    Some(PublicKey(key.try_into_ed25519().ok()?.to_bytes()))
+    let key = peer.as_ref().digest().strip_prefix(&ED25519_KEY_PREFIX)?;
+    Some(PublicKey(key.try_into().ok()?))
 }
 
 /// The other party's key.
@@ -1223,6 +1235,22 @@ mod tests {
     }
     fn peer(identity: &Identity) -> PeerId {
         peer_id_of(&identity.public_key()).unwrap()
+    }
+
+    #[test]
+    fn peer_ids_are_libp2p_s_and_map_back_to_their_keys() {
+        for identity in [sales(), churn(), mallory()] {
+            let key = identity.public_key();
+            let libp2p_id = crate::net::keypair(&identity).public().to_peer_id();
+            assert_eq!(peer_id_of(&key), Some(libp2p_id));
+            assert_eq!(key_of(&libp2p_id), Some(key));
+        }
+        // A peer id hashing its key (SHA-256 multihash), and one inlining 32 bytes that are
+        // no encoded ed25519 key, have no domain key.
+        let mut hashed = vec![0x12, 0x20];
+        hashed.extend_from_slice(&[7; 32]);
+        assert_eq!(key_of(&PeerId::from_bytes(&hashed).unwrap()), None);
+        assert_eq!(key_of(&PeerId::random()), None);
     }
 
     fn column(name: &str, data_type: &str) -> ColumnSchema {

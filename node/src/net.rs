@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     Multiaddr, StreamProtocol, Swarm, allow_block_list, connection_limits, gossipsub, identify,
     identity, kad, ping, request_response,
@@ -61,8 +62,11 @@ const MAX_STREAMS_PER_PEER: usize = 16;
 const KAD_REFRESH: Duration = Duration::from_secs(300);
 /// Most connections to one peer (a simultaneous dial from both ends makes two).
 const MAX_CONNECTIONS_PER_PEER: u32 = 2;
-/// How often each connection is pinged (round-trip times for `meshnode peers`).
-const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// How often each connection is pinged (round-trip times for `meshnode peers`). QUIC keeps
+/// an idle connection alive by itself; every ping is a stream, four packets and a wake-up of
+/// both connection tasks and both actors, and at every 15 s pings were a quarter of an idle
+/// node's packets (docs/ARCHITECTURE.md, "Changes from the initial design").
+const PING_INTERVAL: Duration = Duration::from_secs(60);
 /// Largest contract message either way.
 pub(crate) const MAX_CONTRACT_MESSAGE: usize = 1024 * 1024;
 
@@ -169,8 +173,11 @@ pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
     /// Catalog gossip with application-level validation.
     pub(crate) gossipsub: gossipsub::Behaviour,
-    /// Peer routing: finds peers nobody told us about.
-    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Peer routing among the DHT servers (`NodeConfig::dht_server`); absent on the other
+    /// nodes, which find peers from node records only. libp2p-kad's client mode would still
+    /// bootstrap by itself (a lookup per bucket, each connecting to about 20 servers) while
+    /// the node never asks Kademlia anything.
+    pub(crate) kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     /// Learns peers' listen addresses and protocols.
     pub(crate) identify: identify::Behaviour,
     /// Round-trip times for `meshnode peers`.
@@ -203,6 +210,11 @@ pub struct NetTuning {
     /// this). Default 30 s; partition simulations use a few seconds so a healed link is
     /// retried promptly.
     pub redial_max: Duration,
+    /// Sign every gossipsub message with the node's key and require a valid signature on
+    /// every message received ([`gossipsub_authenticity`]). Off by default, and every node
+    /// of a mesh must agree: a node with it on counts every message of one with it off as
+    /// invalid, and the other way round. Benchmarks turn it on to measure its cost.
+    pub author_signatures: bool,
 }
 
 impl Default for NetTuning {
@@ -212,17 +224,41 @@ impl Default for NetTuning {
             idle_timeout: Duration::from_secs(120),
             announce_addrs: Vec::new(),
             redial_max: Duration::from_secs(30),
+            author_signatures: false,
         }
     }
 }
 
+/// How a node's gossipsub messages are authenticated: by default they are not. A message
+/// carries no author, sequence number or signature, and one that does is invalid. Every
+/// payload is an envelope signed by the key it speaks for and verified before it is stored
+/// or forwarded, message ids are content hashes, and only members' keys connect; an author
+/// signature adds a verification per copy received and proves nothing those do not
+/// (docs/ARCHITECTURE.md, "Gossip without author signatures"). `NetTuning::author_signatures`
+/// turns them back on, for benchmarks that measure what they cost. Public, with
+/// [`gossipsub_config`], so that benchmarks and test peers speak exactly the node's gossip.
+pub fn gossipsub_authenticity(
+    tuning: &NetTuning,
+    key: &identity::Keypair,
+) -> gossipsub::MessageAuthenticity {
+    if tuning.author_signatures {
+        gossipsub::MessageAuthenticity::Signed(key.clone())
+    } else {
+        gossipsub::MessageAuthenticity::Anonymous
+    }
+}
+
 /// The gossipsub configuration of a node. Public so that benchmarks can run bare gossipsub
-/// swarms with exactly the parameters the node uses.
+/// swarms with exactly the parameters the node uses (with [`gossipsub_authenticity`]).
 pub fn gossipsub_config(
     tuning: &NetTuning,
 ) -> Result<gossipsub::Config, gossipsub::ConfigBuilderError> {
     gossipsub::ConfigBuilder::default()
-        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validation_mode(if tuning.author_signatures {
+            gossipsub::ValidationMode::Strict
+        } else {
+            gossipsub::ValidationMode::Anonymous
+        })
         .validate_messages()
         .max_transmit_size(MAX_GOSSIP_MESSAGE)
         .heartbeat_interval(tuning.heartbeat)
@@ -305,8 +341,8 @@ pub(crate) fn peer_score_params(
     (params, thresholds)
 }
 
-/// Builds the swarm for `identity` in `mesh`, with the connection limit and Kademlia mode of
-/// `config`. The gate starts closed: the actor allows the members' peer ids.
+/// Builds the swarm for `identity` in `mesh`, with the connection limit of `config`, and
+/// Kademlia if it serves the DHT. The gate starts closed: the actor allows the members' peer ids.
 pub(crate) fn build_swarm(
     identity: &Identity,
     tuning: &NetTuning,
@@ -323,29 +359,26 @@ pub(crate) fn build_swarm(
             let peer_id = key.public().to_peer_id();
             let gossip_config =
                 gossipsub_config(tuning).map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
-            let mut gossipsub = gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
-                gossip_config,
-            )
-            .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+            let mut gossipsub =
+                gossipsub::Behaviour::new(gossipsub_authenticity(tuning, key), gossip_config)
+                    .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
             let (score_params, thresholds) = peer_score_params(&topic);
             gossipsub
                 .with_peer_score(score_params, thresholds)
                 .map_err(|e| anyhow::anyhow!("gossipsub peer scoring: {e}"))?;
-            let mut kad_config = kad::Config::new(protocols.kad.clone());
-            // Refreshing the routing table every few minutes is plenty for a mesh of domains;
-            // each refresh queries (and connects to) dozens of peers.
-            kad_config.set_periodic_bootstrap_interval(Some(KAD_REFRESH));
-            let mut kad = kad::Behaviour::with_config(
-                peer_id,
-                kad::store::MemoryStore::new(peer_id),
-                kad_config,
-            );
-            kad.set_mode(Some(if config.dht_server {
-                kad::Mode::Server
-            } else {
-                kad::Mode::Client
-            }));
+            let kad = config.dht_server.then(|| {
+                let mut kad_config = kad::Config::new(protocols.kad.clone());
+                // Refreshing the routing table every few minutes is plenty for a mesh of
+                // domains; each refresh queries (and connects to) dozens of servers.
+                kad_config.set_periodic_bootstrap_interval(Some(KAD_REFRESH));
+                let mut kad = kad::Behaviour::with_config(
+                    peer_id,
+                    kad::store::MemoryStore::new(peer_id),
+                    kad_config,
+                );
+                kad.set_mode(Some(kad::Mode::Server));
+                kad
+            });
             let identify = identify::Behaviour::new(
                 identify::Config::new(protocols.identify.clone(), key.public())
                     .with_push_listen_addr_updates(true)
@@ -389,7 +422,7 @@ pub(crate) fn build_swarm(
                 gate: allow_block_list::Behaviour::default(),
                 limits,
                 gossipsub,
-                kad,
+                kad: kad.into(),
                 identify,
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
                 sync,

@@ -2,7 +2,7 @@
 //! everything else holds a [`NodeHandle`] and talks to it over a bounded channel with
 //! oneshot replies.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
@@ -848,19 +848,19 @@ impl Node {
     }
 
     fn peer_views(&self) -> Vec<PeerView> {
-        let domains: HashMap<String, String> = self
-            .store
-            .node_records()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(r, _)| (r.peer_id, r.domain))
-            .collect();
+        // The record of each connected peer, by the key its peer id inlines: as many reads as
+        // peers, not one per node of the mesh.
+        let domain = |peer: &PeerId| {
+            let key = crate::negotiation::key_of(peer)?;
+            let (_, envelope) = self.store.node_record(&key).ok()??;
+            Some(envelope.decode_trusted().ok()?.domain)
+        };
         let mut views: Vec<PeerView> = self
             .peers
             .iter()
             .map(|(id, p)| PeerView {
                 peer_id: id.to_string(),
-                domain: domains.get(&id.to_string()).cloned(),
+                domain: domain(id),
                 addresses: p.addrs.iter().map(|a| a.to_string()).collect(),
                 connected_since_ms: p.since_ms,
                 rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
@@ -1356,16 +1356,16 @@ impl Node {
         }
         self.close_spent_invitations();
         let now = Instant::now();
-        let mesh: HashSet<PeerId> = self
-            .swarm
-            .behaviour()
-            .gossipsub
-            .mesh_peers(&self.topic.hash())
-            .copied()
-            .collect();
-        let actions = self.policy.tick(now, |peer| mesh.contains(peer));
+        // Asked only of the few connections the policy would close.
+        let topic = self.topic.hash();
+        let gossipsub = &self.swarm.behaviour().gossipsub;
+        let actions = self
+            .policy
+            .tick(now, |peer| gossipsub.mesh_peers(&topic).any(|p| p == peer));
         self.execute(actions);
-        self.discover_from_records(now);
+        if self.policy.discovery_due(now) {
+            self.discover_from_records(now);
+        }
         self.contract_housekeeping();
     }
 
@@ -1406,35 +1406,55 @@ impl Node {
     }
 
     /// Dials peers named in stored node records while the node is short of peers (the
-    /// policy says how many, and when). Every node holds the signed record, with its
-    /// addresses, of every other node it has heard of, so finding peers needs no Kademlia
-    /// lookup (each of which connects to a few dozen nodes); Kademlia is left to find the
-    /// peers not heard of yet.
+    /// policy says how many, when, and which records to read: a bounded random sample).
+    /// Every node holds the signed record, with its addresses, of every other node it has
+    /// heard of, so finding peers needs no Kademlia lookup (each of which connects to a few
+    /// dozen nodes). The sample is picked from the cached digest's keys, so a look decodes
+    /// the same few records whatever the size of the mesh.
     fn discover_from_records(&mut self, now: Instant) {
-        // The cached digest counts the records without decoding one.
-        let known = self.store.node_digest().map_or(usize::MAX, |d| d.len());
-        let Some(wanted) = self.policy.discovery_wanted(known, now) else {
+        let Ok(digest) = self.store.node_digest() else {
             return;
         };
-        let records = match self.store.node_records() {
-            Ok(records) => records,
-            Err(e) => {
-                tracing::warn!("cannot read node records to find peers: {e}");
-                return;
-            }
+        let Some(look) = self
+            .policy
+            .discovery_wanted(digest.len(), now, rand::random())
+        else {
+            return;
         };
-        let candidates = records.into_iter().filter_map(|(record, _)| {
+        let mut positions = look.positions.iter().copied().peekable();
+        let mut candidates = Vec::with_capacity(look.positions.len());
+        for (i, key) in digest.keys().enumerate() {
+            let Some(&next) = positions.peek() else {
+                break;
+            };
+            if i != next {
+                continue;
+            }
+            positions.next();
+            let record = match self.store.node_record(key) {
+                Ok(Some((_, envelope))) => envelope.decode_trusted(),
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!("cannot read a node record to find peers: {e}");
+                    continue;
+                }
+            };
+            let Ok(record) = record else { continue };
             // The peer id the record's key implies, not the one it states.
-            let peer = crate::negotiation::peer_id_of(&record.key)?;
+            let Some(peer) = crate::negotiation::peer_id_of(&record.key) else {
+                continue;
+            };
             let addrs: Vec<Multiaddr> = record
                 .addrs
                 .iter()
                 .filter_map(|a| a.parse().ok())
                 .filter(is_dialable)
                 .collect();
-            Some((peer, addrs))
-        });
-        let actions = self.policy.choose_dials(candidates, wanted, rand::random());
+            candidates.push((peer, addrs));
+        }
+        let actions = self
+            .policy
+            .choose_dials(candidates, look.wanted, rand::random());
         self.execute(actions);
     }
 
@@ -1482,6 +1502,7 @@ impl Node {
                     peer_id,
                     &addr,
                     num_established.get() == 1,
+                    endpoint.is_dialer(),
                     Instant::now(),
                 );
                 self.execute(actions);
@@ -1539,10 +1560,11 @@ impl Node {
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                // Only DHT servers belong in the routing table: a lookup sent to a client
-                // fails, and the failure empties the table entry it came from.
-                if info.protocols.contains(&self.protocols.kad) {
-                    let kad = &mut self.swarm.behaviour_mut().kad;
+                // Only DHT servers belong in the routing table (only they speak the
+                // Kademlia protocol), and only a DHT server keeps one.
+                if info.protocols.contains(&self.protocols.kad)
+                    && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
+                {
                     for addr in &info.listen_addrs {
                         if is_dialable(addr) {
                             kad.add_address(&peer_id, addr.clone());

@@ -8,7 +8,8 @@
 //! randomness is passed in as a seed.
 //!
 //! What it keeps per peer is bounded by the number of connected peers, the configured
-//! bootstrap list and [`MAX_REMEMBERED`] entries of dial failures and penalties.
+//! bootstrap list and [`MAX_REMEMBERED`] entries each of dial failures, closed connections,
+//! sync backoffs and penalties.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
@@ -30,6 +31,9 @@ pub struct PolicyConfig {
     pub peers_high: usize,
     /// How often a node short of peers looks for more in the node records it holds.
     pub discover_every: Duration,
+    /// Most node records one look reads: a random sample of those held, so that a look
+    /// costs the same whether the mesh has fifty nodes or five thousand.
+    pub discovery_sample: usize,
     /// A peer whose dial failed is not dialed again from its node record for this long.
     pub dial_retry: Duration,
     /// First delay between redials of a bootstrap peer.
@@ -43,6 +47,10 @@ pub struct PolicyConfig {
     pub unused_grace: Duration,
     /// How often unused connections are looked for.
     pub trim_every: Duration,
+    /// A peer whose unused connection was closed and that connects again within this long
+    /// is kept: it dials on purpose (this node is its bootstrap peer), and closing it again
+    /// would only make it redial, a connection every `unused_grace` for good.
+    pub trim_memory: Duration,
     /// Most connections closed per look.
     pub trim_per_round: usize,
     /// Most sync sessions in flight. Each new connection starts one; during a burst of
@@ -73,11 +81,13 @@ impl Default for PolicyConfig {
             target_peers: 8,
             peers_high: 24,
             discover_every: Duration::from_secs(2),
+            discovery_sample: 32,
             dial_retry: Duration::from_secs(60),
             redial_min: Duration::from_millis(500),
             redial_max: Duration::from_secs(30),
             unused_grace: Duration::from_secs(30),
             trim_every: Duration::from_secs(2),
+            trim_memory: Duration::from_secs(600),
             trim_per_round: 16,
             max_syncs_in_flight: 4,
             sync_retry_min: Duration::from_secs(1),
@@ -116,6 +126,16 @@ pub enum Action<P, A> {
     },
 }
 
+/// A look for peers in the node records: how many to dial, and which records to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Discovery {
+    /// Most peers to dial.
+    pub wanted: usize,
+    /// Positions of the records to read, in the order the node keeps them (by key):
+    /// distinct, ascending, at most `discovery_sample` of them.
+    pub positions: Vec<usize>,
+}
+
 /// How a sync session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncOutcome {
@@ -148,6 +168,10 @@ struct Bootstrap<P, A> {
 struct Connected {
     /// Last sync or contract message either way (or the connection time).
     last_used: Instant,
+    /// Never closed as unused: it came back after we closed it once.
+    keep: bool,
+    /// This node dialed one of the connections.
+    dialed: bool,
     /// Sync answers it may still ask for (a token bucket), as of `tokens_at`.
     answer_tokens: f64,
     /// When `answer_tokens` was last brought up to date.
@@ -190,6 +214,9 @@ pub struct PeerPolicy<P, A> {
     dialing: HashSet<P>,
     /// Peers whose last dial failed, and when they may be dialed again from their record.
     dial_failed: HashMap<P, Instant>,
+    /// Peers whose unused connection was closed, and until when one that connects again
+    /// is kept.
+    trimmed: HashMap<P, Instant>,
     /// Next look for peers in the node records.
     next_discovery: Instant,
     /// Last look for unused connections.
@@ -232,6 +259,7 @@ where
             bootstrap,
             dialing: HashSet::new(),
             dial_failed: HashMap::new(),
+            trimmed: HashMap::new(),
             next_discovery: now,
             last_trim: now,
             syncing: BTreeSet::new(),
@@ -262,12 +290,14 @@ where
     }
 
     /// A connection to `peer` was established; `remote` is the address it came from or
-    /// went to, `first` whether it is the first connection to this peer.
+    /// went to, `first` whether it is the first connection to this peer, `dialed` whether
+    /// this node dialed it (the peer dialed the others, for reasons of its own).
     pub fn on_connected(
         &mut self,
         peer: P,
         remote: &A,
         first: bool,
+        dialed: bool,
         now: Instant,
     ) -> Vec<Action<P, A>> {
         self.dialing.remove(&peer);
@@ -281,11 +311,15 @@ where
             }
         }
         let burst = self.config.sync_answer_burst;
-        self.connected.entry(peer.clone()).or_insert(Connected {
+        let keep = self.trimmed.remove(&peer).is_some_and(|until| now < until);
+        let connected = self.connected.entry(peer.clone()).or_insert(Connected {
             last_used: now,
+            keep,
+            dialed,
             answer_tokens: burst,
             tokens_at: now,
         });
+        connected.dialed |= dialed;
         let mut actions = Vec::new();
         if first && self.may_sync(&peer, now) {
             actions.extend(self.start_sync(peer));
@@ -366,11 +400,24 @@ where
         }]
     }
 
-    /// How many peers to dial from node records now, if it is time to look: the node then
-    /// loads its records and calls [`PeerPolicy::choose_dials`]. `known_nodes` is how many
-    /// node records it holds (its own included): connected to all of them, there is no one
-    /// left to find and the records are not read.
-    pub fn discovery_wanted(&mut self, known_nodes: usize, now: Instant) -> Option<usize> {
+    /// Whether a look for peers may be wanted now (short of peers, and time to look): a cheap
+    /// check before the node counts its records for [`PeerPolicy::discovery_wanted`].
+    pub fn discovery_due(&self, now: Instant) -> bool {
+        now >= self.next_discovery
+            && self.connected.len() + self.dialing.len() < self.config.target_peers
+    }
+
+    /// Whether to look for peers in the node records now, and if so how many to dial and
+    /// which records to read: the node loads those and calls [`PeerPolicy::choose_dials`].
+    /// `known_nodes` is how many node records it holds (its own included): connected to all
+    /// of them, there is no one left to find and no record is read. The records to read are
+    /// a random sample (from `seed`) of at most `discovery_sample`, whatever `known_nodes`.
+    pub fn discovery_wanted(
+        &mut self,
+        known_nodes: usize,
+        now: Instant,
+        seed: u64,
+    ) -> Option<Discovery> {
         let busy = self.connected.len() + self.dialing.len();
         let wanted = self.config.target_peers.saturating_sub(busy);
         if wanted == 0 || now < self.next_discovery {
@@ -381,7 +428,10 @@ where
             return None;
         }
         self.dial_failed.retain(|_, retry_at| *retry_at > now);
-        Some(wanted)
+        Some(Discovery {
+            wanted,
+            positions: sample_positions(known_nodes, self.config.discovery_sample, seed),
+        })
     }
 
     /// Picks up to `wanted` peers at random (from `seed`) among `candidates` (peer, dialable
@@ -581,19 +631,22 @@ where
     }
 
     /// Closes connections nobody uses while above `peers_high`: not in the gossip mesh, not
-    /// a bootstrap peer, no sync or contract message for `unused_grace`, no sync in flight.
-    /// The longest unused go first, at most `trim_per_round` per look.
+    /// a bootstrap peer, no sync or contract message for `unused_grace`, no sync in flight,
+    /// not closed once already and back since. Peers this node dialed go first (a peer that
+    /// dialed wanted the connection, and may be short of peers without it), then the
+    /// longest unused, at most `trim_per_round` per look.
     fn trim(&mut self, now: Instant, in_mesh: impl Fn(&P) -> bool) -> Vec<Action<P, A>> {
         let excess = self.connected.len().saturating_sub(self.config.peers_high);
         if excess == 0 || now.duration_since(self.last_trim) < self.config.trim_every {
             return Vec::new();
         }
         self.last_trim = now;
-        let mut unused: Vec<(Instant, &P)> = self
+        let mut unused: Vec<(bool, Instant, &P)> = self
             .connected
             .iter()
             .filter(|(peer, c)| {
-                now.duration_since(c.last_used) >= self.config.unused_grace
+                !c.keep
+                    && now.duration_since(c.last_used) >= self.config.unused_grace
                     && !in_mesh(peer)
                     && !self.syncing.contains(*peer)
                     && !self
@@ -601,15 +654,41 @@ where
                         .iter()
                         .any(|b| b.peer.as_ref() == Some(*peer))
             })
-            .map(|(peer, c)| (c.last_used, peer))
+            .map(|(peer, c)| (!c.dialed, c.last_used, peer))
             .collect();
         unused.sort();
-        unused
+        let closed: Vec<P> = unused
             .into_iter()
             .take(excess.min(self.config.trim_per_round))
-            .map(|(_, peer)| Action::Disconnect(peer.clone()))
-            .collect()
+            .map(|(_, _, peer)| peer.clone())
+            .collect();
+        if !closed.is_empty() && self.trimmed.len() + closed.len() > MAX_REMEMBERED {
+            self.trimmed.retain(|_, until| *until > now);
+        }
+        let until = now + self.config.trim_memory;
+        for peer in &closed {
+            if self.trimmed.len() < MAX_REMEMBERED {
+                self.trimmed.insert(peer.clone(), until);
+            }
+        }
+        closed.into_iter().map(Action::Disconnect).collect()
     }
+}
+
+/// `count` distinct positions in `0..len` drawn at random from `seed` (all of them when
+/// `len <= count`), ascending. Floyd's algorithm: `count` draws, whatever `len`.
+pub fn sample_positions(len: usize, count: usize, seed: u64) -> Vec<usize> {
+    if len <= count {
+        return (0..len).collect();
+    }
+    let mut chosen = BTreeSet::new();
+    for (draw, j) in (len - count..len).enumerate() {
+        let pick = (mix(seed ^ mix(draw as u64)) % (j as u64 + 1)) as usize;
+        if !chosen.insert(pick) {
+            chosen.insert(j);
+        }
+    }
+    chosen.into_iter().collect()
 }
 
 /// splitmix64: spreads a seed into a well-mixed rank.
@@ -650,6 +729,22 @@ mod tests {
         range.map(|p| (p, vec!["addr"])).collect()
     }
 
+    /// The peers `actions` disconnect.
+    fn disconnects(actions: Vec<Action<u32, &'static str>>) -> Vec<u32> {
+        actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Disconnect(peer) => Some(peer),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many peers a look wants, if it is time to look.
+    fn wanted_now(p: &mut Policy, known: usize, now: Instant) -> Option<usize> {
+        p.discovery_wanted(known, now, 7).map(|d| d.wanted)
+    }
+
     #[test]
     fn bootstrap_redials_back_off_and_reset_on_connect() {
         let t0 = Instant::now();
@@ -675,7 +770,7 @@ mod tests {
         }
         // Connected through that address: no redial while connected, and the backoff resets.
         let now = t0 + secs(10);
-        p.on_connected(7, &"boot", true, now);
+        p.on_connected(7, &"boot", true, true, now);
         assert!(
             !p.tick(now + secs(60), never)
                 .contains(&Action::DialAddr("boot"))
@@ -717,9 +812,10 @@ mod tests {
         let mut p = policy(vec![], t0);
         // Connected to 3 of 100 known nodes: wants 5 more.
         for peer in 1..=3 {
-            p.on_connected(peer, &"x", true, t0);
+            p.on_connected(peer, &"x", true, true, t0);
         }
-        let wanted = p.discovery_wanted(100, t0).expect("short of peers");
+        assert!(p.discovery_due(t0));
+        let wanted = wanted_now(&mut p, 100, t0).expect("short of peers");
         assert_eq!(wanted, 5);
         let actions = p.choose_dials(candidates(1..100), wanted, 42);
         let chosen = dials(&actions);
@@ -730,13 +826,14 @@ mod tests {
         );
         // The dials in flight count against the target: nothing more is wanted, not even
         // after the discovery interval, and routing updates dial nobody.
-        assert_eq!(p.discovery_wanted(100, t0 + secs(3)), None);
+        assert!(!p.discovery_due(t0 + secs(3)));
+        assert_eq!(wanted_now(&mut p, 100, t0 + secs(3)), None);
         assert!(p.on_routing_updated(50).is_empty());
         // A failed dial frees its place, at the next look; looks are `discover_every` apart.
         p.on_dial_failed(chosen[0], t0 + secs(3));
-        assert_eq!(p.discovery_wanted(100, t0 + secs(4)), Some(1));
-        assert_eq!(p.discovery_wanted(100, t0 + secs(5)), None);
-        assert_eq!(p.discovery_wanted(100, t0 + secs(6)), Some(1));
+        assert_eq!(wanted_now(&mut p, 100, t0 + secs(4)), Some(1));
+        assert_eq!(wanted_now(&mut p, 100, t0 + secs(5)), None);
+        assert_eq!(wanted_now(&mut p, 100, t0 + secs(6)), Some(1));
     }
 
     #[test]
@@ -749,7 +846,7 @@ mod tests {
             let now = t0 + secs(s);
             // A fresh policy clock for discovery each time.
             p.next_discovery = now;
-            let wanted = p.discovery_wanted(100, now).unwrap();
+            let wanted = wanted_now(&mut p, 100, now).unwrap();
             let chosen = dials(&p.choose_dials(candidates(5..6), wanted, 1));
             assert_eq!(chosen.contains(&5), expected, "{s} s after the failure");
             p.dialing.clear();
@@ -761,11 +858,48 @@ mod tests {
     fn no_discovery_when_connected_to_everyone_known() {
         let t0 = Instant::now();
         let mut p = policy(vec![], t0);
-        p.on_connected(1, &"x", true, t0);
-        p.on_connected(2, &"x", true, t0);
+        p.on_connected(1, &"x", true, true, t0);
+        p.on_connected(2, &"x", true, true, t0);
         // Three records known (ours and two peers): nobody left to find.
-        assert_eq!(p.discovery_wanted(3, t0), None);
-        assert_eq!(p.discovery_wanted(4, t0 + secs(2)), Some(6));
+        assert_eq!(wanted_now(&mut p, 3, t0), None);
+        assert_eq!(wanted_now(&mut p, 4, t0 + secs(2)), Some(6));
+    }
+
+    #[test]
+    fn a_look_reads_a_bounded_random_sample_of_the_records() {
+        let t0 = Instant::now();
+        let sample = PolicyConfig::default().discovery_sample;
+        // (records held, records a look reads)
+        for (known, expected) in [(5, 5), (32, 32), (33, 32), (1_000, 32), (1_000_000, 32)] {
+            let mut p = policy(vec![], t0);
+            let look = p.discovery_wanted(known, t0, 3).expect("short of peers");
+            assert_eq!(look.wanted, 8);
+            assert_eq!(look.positions.len(), expected, "{known} records");
+            assert!(look.positions.len() <= sample);
+            assert!(
+                look.positions.windows(2).all(|w| w[0] < w[1]),
+                "distinct, ascending"
+            );
+            assert!(look.positions.iter().all(|&i| i < known));
+        }
+        // Reproducible from the seed, different across seeds, and every record gets read
+        // sooner or later.
+        assert_eq!(
+            sample_positions(1_000, 32, 9),
+            sample_positions(1_000, 32, 9)
+        );
+        assert_ne!(
+            sample_positions(1_000, 32, 9),
+            sample_positions(1_000, 32, 10)
+        );
+        let mut seen = vec![0u32; 200];
+        for seed in 0..200 {
+            for i in sample_positions(200, 32, seed) {
+                seen[i] += 1;
+            }
+        }
+        // 32 of 200 per look over 200 looks: 32 expected per record.
+        assert!(seen.iter().all(|&n| (10..=60).contains(&n)), "{seen:?}");
     }
 
     #[test]
@@ -789,7 +923,7 @@ mod tests {
         for (n, expected) in [(8usize, 0usize), (24, 0), (25, 1), (30, 6), (60, 16)] {
             let mut p = policy(vec![], t0);
             for peer in 1..=n as u32 {
-                p.on_connected(peer, &"x", false, t0);
+                p.on_connected(peer, &"x", false, true, t0);
             }
             let now = t0 + config.unused_grace + secs(1);
             let closes = p
@@ -801,20 +935,13 @@ mod tests {
         }
         // Above the high mark, only the unused, non-mesh, non-bootstrap peers go.
         for peer in 1..=30 {
-            p.on_connected(peer, &"x", false, t0);
+            p.on_connected(peer, &"x", false, true, t0);
         }
         let now = t0 + config.unused_grace + secs(1);
         for peer in 2..=10 {
             p.on_used(&peer, now);
         }
-        let closed: Vec<u32> = p
-            .tick(now, |peer| (11..=20).contains(peer))
-            .into_iter()
-            .filter_map(|a| match a {
-                Action::Disconnect(peer) => Some(peer),
-                _ => None,
-            })
-            .collect();
+        let closed: Vec<u32> = disconnects(p.tick(now, |peer| (11..=20).contains(peer)));
         assert_eq!(closed.len(), 6);
         assert!(closed.iter().all(|p| (21..=30).contains(p)), "{closed:?}");
         // Not again before `trim_every`.
@@ -826,17 +953,63 @@ mod tests {
     }
 
     #[test]
+    fn peers_this_node_dialed_are_closed_first() {
+        let t0 = Instant::now();
+        let config = PolicyConfig::default();
+        let mut p = policy(vec![], t0);
+        // 30 peers: the even ones dialed us, the odd ones we dialed; the even ones have been
+        // unused longest.
+        for peer in 1..=30u32 {
+            let at = if peer % 2 == 0 { t0 } else { t0 + secs(5) };
+            p.on_connected(peer, &"x", true, peer % 2 == 1, at);
+        }
+        let now = t0 + config.unused_grace + secs(10);
+        let closed: Vec<u32> = disconnects(p.tick(now, |_| false));
+        assert_eq!(closed.len(), 6);
+        assert!(closed.iter().all(|peer| peer % 2 == 1), "{closed:?}");
+    }
+
+    #[test]
+    fn a_closed_peer_that_comes_back_is_kept() {
+        let t0 = Instant::now();
+        let config = PolicyConfig::default();
+        let mut p = policy(vec![], t0);
+        let n = config.peers_high as u32 + 1;
+        for peer in 1..=n {
+            p.on_connected(peer, &"x", true, true, t0);
+        }
+        let mut now = t0 + config.unused_grace + secs(1);
+        let first = disconnects(p.tick(now, |_| false));
+        assert_eq!(first.len(), 1);
+        let gone = first[0];
+        p.on_disconnected(&gone, 0, now);
+        // It dials back at once (we are its bootstrap peer): it stays, however unused, and
+        // another one goes instead.
+        p.on_connected(gone, &"x", true, true, now);
+        now += config.unused_grace + secs(1);
+        let second = disconnects(p.tick(now, |_| false));
+        assert_eq!(second.len(), 1);
+        assert_ne!(second[0], gone);
+        // One that comes back only after `trim_memory` is a new connection like any other.
+        let late = second[0];
+        p.on_disconnected(&late, 0, now);
+        p.on_connected(late, &"x", true, true, now + config.trim_memory + secs(1));
+        assert!(p.connected[&gone].keep);
+        assert!(!p.connected[&late].keep);
+    }
+
+    #[test]
     fn new_connections_start_syncs_up_to_the_limit() {
         let t0 = Instant::now();
         let mut p = policy(vec![], t0);
         let syncs = (1..=6)
-            .flat_map(|peer| p.on_connected(peer, &"x", true, t0))
+            .flat_map(|peer| p.on_connected(peer, &"x", true, true, t0))
             .filter(|a| matches!(a, Action::Sync(_)))
             .count();
         assert_eq!(syncs, 4);
         // A second connection to a peer starts nothing.
         p.on_sync_finished(&1, SyncOutcome::Complete, t0);
-        assert!(p.on_connected(1, &"x", false, t0).is_empty());
+        assert!(p.on_connected(1, &"x", false, true, t0).is_empty());
         // The periodic round picks an idle peer.
         let round = p.sync_round(t0, 9);
         assert!(
@@ -850,7 +1023,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = policy(vec![], t0);
         let cfg = PolicyConfig::default();
-        p.on_connected(1, &"x", true, t0);
+        p.on_connected(1, &"x", true, true, t0);
         // (outcome, delay before the next sync is due)
         let table = [
             (
@@ -899,8 +1072,8 @@ mod tests {
         let t0 = Instant::now();
         let mut p = policy(vec![], t0);
         assert!(!p.allow_sync_answer(&1, t0), "not connected: no answer");
-        p.on_connected(1, &"x", true, t0);
-        p.on_connected(2, &"x", true, t0);
+        p.on_connected(1, &"x", true, true, t0);
+        p.on_connected(2, &"x", true, true, t0);
         let burst = PolicyConfig::default().sync_answer_burst as usize;
         let answered = (0..burst * 2)
             .filter(|_| p.allow_sync_answer(&1, t0))
@@ -921,7 +1094,7 @@ mod tests {
     fn misbehaviour_lowers_the_score_and_decays() {
         let t0 = Instant::now();
         let mut p = policy(vec![], t0);
-        p.on_connected(1, &"x", true, t0);
+        p.on_connected(1, &"x", true, true, t0);
         p.on_sync_finished(&1, SyncOutcome::Complete, t0);
         let actions = p.on_misbehaviour(1, 3.0, t0);
         assert_eq!(

@@ -15,9 +15,11 @@ use crate::reconcile::{SetAnswer, SetQuery};
 pub const CATALOG_TOPIC: &str = "meshnode/catalog/v1";
 
 /// The gossipsub topic carrying a mesh's catalog, node records, revocations and votes: it
-/// names the mesh, so two meshes never mix.
+/// names the mesh, so two meshes never mix. Version 2: messages carry no author signature
+/// (`mesh_node::gossipsub_authenticity`); a node of version 1 would count each one invalid
+/// against the peer that sent it, so the two never share a topic.
 pub fn catalog_topic(mesh: &crate::governance::MeshId) -> String {
-    format!("meshnode/{}/catalog/v1", mesh.short())
+    format!("meshnode/{}/catalog/v2", mesh.short())
 }
 /// Largest gossip message.
 pub const MAX_GOSSIP_MESSAGE: usize = 128 * 1024;

@@ -1,11 +1,10 @@
 //! Bare libp2p gossipsub swarms over QUIC, with no meshnode logic: the baseline of
 //! `bench-gossip`, and the attacker of the simulator's `inject_forgery` event.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub};
+use mesh_node::NetTuning;
 use mesh_protocol::wire::CATALOG_TOPIC;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -59,24 +58,25 @@ pub struct BareSwarm {
 }
 
 impl BareSwarm {
-    /// Starts a swarm listening on `listen` with the given gossipsub config, subscribed to the
-    /// catalog topic. Every message received goes to `received`, if given.
+    /// Starts a swarm listening on `listen` with a node's gossipsub configuration and message
+    /// authenticity for `tuning` (`mesh_node::gossipsub_config`,
+    /// `mesh_node::gossipsub_authenticity`), subscribed to the catalog topic. Every message
+    /// received goes to `received`, if given.
     pub fn spawn(
         index: usize,
         secret: [u8; 32],
         listen: Multiaddr,
-        config: gossipsub::Config,
+        tuning: &NetTuning,
         verdict: Verdict,
-        idle_timeout: Duration,
         received: Option<mpsc::Sender<Received>>,
     ) -> anyhow::Result<Self> {
         let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret)?;
         let peer_id = keypair.public().to_peer_id();
-        let behaviour = gossipsub::Behaviour::new(
-            gossipsub::MessageAuthenticity::Signed(keypair.clone()),
-            config,
-        )
-        .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+        let config = mesh_node::gossipsub_config(tuning)?;
+        let behaviour =
+            gossipsub::Behaviour::new(mesh_node::gossipsub_authenticity(tuning, &keypair), config)
+                .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+        let idle_timeout = tuning.idle_timeout;
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_quic()

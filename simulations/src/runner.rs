@@ -588,6 +588,7 @@ impl Runner<'_> {
                 announce_addrs: vec![relay_ma.clone()],
                 redial_max: Duration::from_millis(settings.redial_max_ms),
                 idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
+                ..NetTuning::default()
             },
             data_announce,
             dht_server: cluster::is_dht_server(
@@ -658,9 +659,8 @@ impl Runner<'_> {
             usize::MAX,
             secret,
             quic_addr(port),
-            mesh_node::gossipsub_config(&tuning)?,
+            &tuning,
             Verdict::Ignore,
-            tuning.idle_timeout,
             None,
         )?;
         for via in vias {

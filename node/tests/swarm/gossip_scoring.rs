@@ -106,7 +106,7 @@ async fn attacker(
 ) {
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret).unwrap();
     let behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
-        gossipsub::MessageAuthenticity::Signed(keypair.clone()),
+        mesh_node::gossipsub_authenticity(&NetTuning::default(), &keypair),
         mesh_node::gossipsub_config(&NetTuning::default()).unwrap(),
     )
     .unwrap();

@@ -7,16 +7,18 @@
 //!
 //! 1. Starts `--nodes` real meshnode nodes in this process on 127.0.0.1 (QUIC, no link
 //!    emulation); node i bootstraps to 2–3 random earlier nodes (seeded). Waits until every
-//!    node has a peer and the number of connections has stopped changing (`--settle-ms`:
-//!    Kademlia's first refreshes connect nodes to many peers for a while), then
+//!    node has a peer (`first_peer_ms`) and the number of connections has stopped changing
+//!    (`formation_ms`, when it last changed; `--settle-ms` without a change: the DHT servers'
+//!    Kademlia refreshes connect them to many others, closed once unused for 30 s), then
 //!    `--warmup-ms`.
 //! 2. Publishes `--publishes` products from random nodes, one at a time (each from a fresh
 //!    CSV of `--rows` rows), and records when each node's catalog took the descriptor
 //!    (`CatalogUpdated`, i.e. stored after signature verification), measured from the
 //!    publisher's own `CatalogUpdated` (emitted right before it gossips).
-//! 3. Records the connection graph the mesh actually formed (bootstrap plus Kademlia),
-//!    stops the nodes and starts bare gossipsub swarms with the node's exact gossipsub
-//!    configuration (`mesh_node::gossipsub_config`) on that graph. The same publishers send
+//! 3. Records the connection graph the mesh actually formed (bootstrap, node records and
+//!    Kademlia), stops the nodes and starts bare gossipsub swarms with the node's exact
+//!    gossipsub configuration (`mesh_node::gossipsub_config` and
+//!    `mesh_node::gossipsub_authenticity`) on that graph. The same publishers send
 //!    payloads of the same sizes (the encoded descriptor messages); receipt time is measured
 //!    in each swarm's task.
 //!
@@ -59,13 +61,16 @@ struct Args {
     /// gossipsub heartbeat (both meshnode and baseline), ms.
     #[arg(long, default_value_t = 500)]
     heartbeat_ms: u64,
-    /// Pause between node starts, ms. 0 starts them all at once; a few hundred nodes started
-    /// together spend minutes on Kademlia's first refreshes, each of which connects a node to
-    /// a score of peers per bucket.
+    /// Sign every gossipsub message and check the signature on every copy received, in both
+    /// meshnode and the baseline (`NetTuning::author_signatures`): measures what the node
+    /// saves by going without.
+    #[arg(long)]
+    author_signatures: bool,
+    /// Pause between node starts, ms. 0 starts them all at once.
     #[arg(long, default_value_t = 0)]
     join_ms: u64,
-    /// Nodes that serve the Kademlia DHT, spread evenly over the nodes; the others run
-    /// Kademlia as clients (`dht_server = false`) and find peers from node records.
+    /// Nodes that serve the Kademlia DHT, spread evenly over the nodes; the others run no
+    /// Kademlia (`dht_server = false`) and find peers from node records.
     /// Default: one node in ten, as a large mesh would be deployed (a node's own config
     /// defaults to serving; `--dht-servers N` with N = `--nodes` measures that).
     #[arg(long)]
@@ -74,9 +79,10 @@ struct Args {
     #[arg(long)]
     warmup_ms: Option<u64>,
     /// The mesh counts as settled once the number of connections has not changed for this
-    /// long, ms. Kademlia's first routing-table refreshes connect nodes to many peers; the
-    /// benchmark measures the steady state after them.
-    #[arg(long, default_value_t = 5000)]
+    /// long, ms: longer than a node leaves an unused connection open above its high mark
+    /// (30 s), so that closing the DHT servers' surplus Kademlia contacts counts as
+    /// formation. The benchmark measures the steady state after it.
+    #[arg(long, default_value_t = 40_000)]
     settle_ms: u64,
     /// Longest wait for one publish to reach every node, ms.
     #[arg(long, default_value_t = 30_000)]
@@ -95,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
     let warmup = Duration::from_millis(args.warmup_ms.unwrap_or(3000 + 10 * args.nodes as u64));
     let tuning = NetTuning {
         heartbeat: Duration::from_millis(args.heartbeat_ms),
+        author_signatures: args.author_signatures,
         ..NetTuning::default()
     };
     let dht_servers = Some(args.dht_servers.unwrap_or(args.nodes.div_ceil(10)));
@@ -164,23 +171,23 @@ async fn main() -> anyhow::Result<()> {
         };
         nodes.push(node);
         specs.push(spec);
+        // Starting a node does not wait for anything: without a yield, this task would hold
+        // a runtime thread for the whole loop while the started nodes' handshakes time out.
+        tokio::task::yield_now().await;
         if args.join_ms > 0 {
             tokio::time::sleep(Duration::from_millis(args.join_ms)).await;
         }
     }
     progress(setup, format_args!("{} nodes started", args.nodes));
-    wait_until(Duration::from_secs(120), || async {
-        for n in &nodes {
-            if n.handle.status().await.map(|s| s.peers).unwrap_or(0) == 0 {
-                return false;
-            }
-        }
-        true
+    wait_until(Duration::from_secs(120), NODE_POLL, || async {
+        peer_counts(&nodes).await.iter().all(|&p| p > 0)
     })
     .await
     .context("the mesh did not form: some node has no peer")?;
+    let first_peer_ms = setup.elapsed().as_millis();
     progress(setup, format_args!("every node has a peer"));
-    let settled = settle(&nodes, Duration::from_millis(args.settle_ms)).await;
+    let settled = settle(&nodes, Duration::from_millis(args.settle_ms), setup).await;
+    let formation_ms = settled.last_change.duration_since(setup).as_millis();
     progress(
         setup,
         format_args!(
@@ -220,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
         .storage_key();
         let version = view.version;
         let deadline = Duration::from_millis(args.timeout_ms);
-        let done = wait_until(deadline, || async {
+        let done = wait_until(deadline, Duration::from_millis(20), || async {
             let t = tracker.lock().expect("lock");
             (0..args.nodes).all(|n| t.first_at(n, &key, version).is_some())
         })
@@ -282,7 +289,6 @@ async fn main() -> anyhow::Result<()> {
 
     // ---- baseline: bare gossipsub on the same graph
     progress(setup, format_args!("baseline on {} edges", edges.len()));
-    let config = mesh_node::gossipsub_config(&tuning)?;
     let (tx, mut rx) = mpsc::channel::<Received>(1 << 16);
     let mut swarms = Vec::new();
     let mut addrs = Vec::new();
@@ -293,9 +299,8 @@ async fn main() -> anyhow::Result<()> {
             i,
             secret,
             addr.clone(),
-            config.clone(),
+            &tuning,
             Verdict::Accept,
-            tuning.idle_timeout,
             Some(tx.clone()),
         )?;
         addrs.push(format!("{addr}/p2p/{}", swarm.peer_id));
@@ -310,7 +315,7 @@ async fn main() -> anyhow::Result<()> {
         degree[a] += 1;
         degree[b] += 1;
     }
-    let _ = wait_until(Duration::from_secs(60), || async {
+    let _ = wait_until(Duration::from_secs(60), NODE_POLL, || async {
         for (i, s) in swarms.iter().enumerate() {
             if s.peers().await.len() < degree[i] {
                 return false;
@@ -356,6 +361,7 @@ async fn main() -> anyhow::Result<()> {
     let out = serde_json::json!({
         "nodes": args.nodes,
         "publishes": args.publishes,
+        "author_signatures": args.author_signatures,
         "p50_ms": round1(m.p50),
         "p99_ms": round1(m.p99),
         "max_ms": round1(m.max),
@@ -370,6 +376,8 @@ async fn main() -> anyhow::Result<()> {
         "edges": edges.len(),
         "dht_servers": (0..args.nodes).filter(|&i| cluster::is_dht_server(i, args.nodes, dht_servers)).count(),
         "setup_ms": setup_ms,
+        "first_peer_ms": first_peer_ms,
+        "formation_ms": formation_ms,
         "settle_ms": settled.ms,
         "peak_connections": settled.peak / 2,
         "opened_per_node": round1(opened / args.nodes as f64),
@@ -401,22 +409,45 @@ async fn main() -> anyhow::Result<()> {
 
 /// How the connection count settled.
 struct Settled {
-    /// Time until it stopped changing, ms.
+    /// Time until it had not changed for the quiet period, ms.
     ms: u128,
+    /// When it last changed: the mesh's formation ended then.
+    last_change: Instant,
     /// Highest sum of per-node peer counts seen (twice the connections).
     peak: usize,
 }
 
 /// Waits until the total number of connections stays the same for `quiet` (at most
-/// `SETTLE_LIMIT`).
-async fn settle(nodes: &[RunningNode], quiet: Duration) -> Settled {
+/// `SETTLE_LIMIT`). Shows the connections every `REPORT_EVERY` (on stderr, with the time
+/// since `since`).
+async fn settle(nodes: &[RunningNode], quiet: Duration, since: Instant) -> Settled {
     const SETTLE_LIMIT: Duration = Duration::from_secs(300);
+    const REPORT_EVERY: Duration = Duration::from_secs(10);
     let start = Instant::now();
     let mut last = usize::MAX;
     let mut peak = 0;
     let mut stable_since = Instant::now();
+    let mut next_report = start;
     while start.elapsed() < SETTLE_LIMIT {
-        let total = total_peers(nodes).await;
+        let counts = peer_counts(nodes).await;
+        let total: usize = counts.iter().sum();
+        if Instant::now() >= next_report {
+            next_report += REPORT_EVERY;
+            // The policy's marks: nodes below dial, nodes above close unused connections.
+            let policy = mesh_protocol::peers::PolicyConfig::default();
+            let (low, high) = (policy.target_peers, policy.peers_high);
+            progress(
+                since,
+                format_args!(
+                    "{} connections; {} nodes with fewer than {low} peers, {} with more than \
+                     {high}, at most {}",
+                    total / 2,
+                    counts.iter().filter(|&&c| c < low).count(),
+                    counts.iter().filter(|&&c| c > high).count(),
+                    counts.iter().max().unwrap_or(&0)
+                ),
+            );
+        }
         peak = peak.max(total);
         if total != last {
             last = total;
@@ -428,17 +459,26 @@ async fn settle(nodes: &[RunningNode], quiet: Duration) -> Settled {
     }
     Settled {
         ms: start.elapsed().as_millis(),
+        last_change: stable_since,
         peak,
     }
 }
 
 /// Sum over the nodes of their connected peers.
 async fn total_peers(nodes: &[RunningNode]) -> usize {
-    let mut total = 0;
-    for n in nodes {
-        total += n.handle.status().await.map(|s| s.peers).unwrap_or(0);
-    }
-    total
+    peer_counts(nodes).await.iter().sum()
+}
+
+/// Connected peers of each node, asked of all nodes at once: asked one after the other, a
+/// thousand busy actors took tens of seconds to answer one round, and the benchmark measured
+/// its own polling.
+async fn peer_counts(nodes: &[RunningNode]) -> Vec<usize> {
+    futures::future::join_all(
+        nodes
+            .iter()
+            .map(|n| async { n.handle.status().await.map(|s| s.peers).unwrap_or(0) }),
+    )
+    .await
 }
 
 /// One progress line on stderr (stdout carries only the result).
@@ -452,8 +492,12 @@ async fn bytes_out(node: &RunningNode) -> u64 {
     metric(&text, "meshnode_gossip_bytes_out_total").unwrap_or(0.0) as u64
 }
 
-/// Polls `check` every 20 ms until it holds or `timeout` passes.
-async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<()>
+/// How often checks that ask every node (or swarm) are repeated: each asks up to a thousand
+/// actors, and the benchmark must not measure itself.
+const NODE_POLL: Duration = Duration::from_millis(250);
+
+/// Polls `check` every `every` until it holds or `timeout` passes.
+async fn wait_until<F, Fut>(timeout: Duration, every: Duration, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -466,6 +510,6 @@ where
         if Instant::now() >= deadline {
             anyhow::bail!("timed out after {timeout:?}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
     }
 }
