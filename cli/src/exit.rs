@@ -157,6 +157,11 @@ mod tests {
         assert_eq!(Failure::from_status(400), Failure::Usage);
         assert_eq!(Failure::from_status(503), Failure::Unreachable);
         assert_eq!(Failure::from_status(500), Failure::Other);
+        // A daemon built without the query engine answers `meshnode sql` with 501.
+        assert_eq!(
+            Failure::from_answer(501, Some("not_implemented")),
+            Failure::Other
+        );
         assert_eq!(
             Failure::from_answer(503, Some("verification")),
             Failure::Verification

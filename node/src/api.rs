@@ -18,6 +18,11 @@ use crate::views::{ErrorView, PublishRequest};
 
 mod contracts;
 mod governance;
+#[cfg(feature = "query")]
+mod sql;
+/// A build without the `query` feature: the SQL routes answer 501.
+#[cfg(not(feature = "query"))]
+#[path = "api/no_query.rs"]
 mod sql;
 mod transfers;
 
@@ -36,8 +41,6 @@ pub(crate) struct ApiState {
     data: Option<DataPlane>,
     /// Progress of running publishes and fetches, polled by the CLI.
     progress: crate::progress::ProgressBoard,
-    /// The query engine of `POST /v1/sql` (absent without a data plane).
-    sql: Option<crate::sql::SqlEngine>,
 }
 
 impl IntoResponse for NodeError {
@@ -74,23 +77,33 @@ pub fn router(node: NodeHandle, token: String) -> Router {
 
 /// [`router`] plus the data-plane routes served by `data` (with a query engine of its own).
 pub fn router_with_data_plane(node: NodeHandle, token: String, data: Option<DataPlane>) -> Router {
-    let sql = data.clone().map(crate::sql::SqlEngine::new);
-    router_with_engines(node, token, data, sql)
+    let sql = sql::routes_for(data.as_ref());
+    build(node, token, data, sql)
 }
 
 /// [`router_with_data_plane`] with the query engine `sql` (shared with other endpoints).
+#[cfg(feature = "query")]
 pub fn router_with_engines(
     node: NodeHandle,
     token: String,
     data: Option<DataPlane>,
     sql: Option<crate::sql::SqlEngine>,
 ) -> Router {
+    build(node, token, data, sql::routes(sql))
+}
+
+/// The router with the SQL routes `sql` (which carry their own engine).
+fn build(
+    node: NodeHandle,
+    token: String,
+    data: Option<DataPlane>,
+    sql: Router<ApiState>,
+) -> Router {
     let state = ApiState {
         node,
         token: token.into(),
         data,
         progress: crate::progress::ProgressBoard::default(),
-        sql,
     };
     let api_metrics = crate::metrics::ApiMetrics::default();
     Router::new()
@@ -102,7 +115,7 @@ pub fn router_with_engines(
         .merge(contracts::routes())
         .merge(governance::routes())
         .merge(transfers::routes())
-        .merge(sql::routes())
+        .merge(sql)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         // Outside authentication, so refused tokens are counted too.
         .layer(middleware::from_fn_with_state(

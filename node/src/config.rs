@@ -29,7 +29,8 @@ pub struct NodeConfig {
     pub data_listen: SocketAddr,
     /// Address of the local Arrow Flight / Flight SQL endpoint: loopback only (it takes
     /// the control API's token in plain gRPC); port 0 picks a free port, which
-    /// `meshnode status --json` shows as `flight_addr`.
+    /// `meshnode status --json` shows as `flight_addr`. A build without the `query` cargo
+    /// feature starts no Flight endpoint and says so in one log line at start.
     #[serde(default = "default_flight_listen")]
     pub flight_listen: SocketAddr,
     /// Seconds between anti-entropy rounds with a random connected peer.

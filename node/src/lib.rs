@@ -33,6 +33,12 @@
 //! - [`sql`]: the query engine (DataFusion) over the products this node holds usable
 //!   agreements for; scans push projections and filters into the fetch.
 //! - [`views`]: JSON shapes shared with the CLI.
+//!
+//! ## Features
+//!
+//! - `query` (default): the modules `sql` and `flight`, with DataFusion, arrow-flight and
+//!   tonic. Without it the daemon runs everything else; `POST /v1/sql` and
+//!   `GET /v1/sql/tables` answer 501 and no Flight endpoint is started.
 
 pub mod agreements;
 pub mod api;
@@ -41,6 +47,7 @@ pub mod config;
 mod contracts;
 pub mod dataplane;
 pub mod error;
+#[cfg(feature = "query")]
 pub mod flight;
 pub mod governance;
 pub mod ingest;
@@ -56,11 +63,12 @@ pub mod parquet_footer;
 pub mod progress;
 pub mod resolve;
 pub mod server;
+#[cfg(feature = "query")]
 pub mod sql;
 pub mod store;
 pub mod views;
 
 pub use config::{DataDir, NodeConfig};
 pub use error::NodeError;
-pub use net::{NetTuning, gossipsub_config};
+pub use net::{NetTuning, gossipsub_authenticity, gossipsub_config};
 pub use node::{NodeEvent, NodeHandle};

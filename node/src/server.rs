@@ -47,6 +47,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// The Flight endpoint could not start (address not loopback, port taken).
+    #[cfg(feature = "query")]
     #[error(transparent)]
     Flight(#[from] crate::flight::FlightStartError),
     /// Another failure.
@@ -140,9 +141,11 @@ pub async fn start_with(
         .local_addr()
         .map_err(|e| ServeError::Other(e.to_string()))?;
 
-    let flight_listener = crate::flight::bind(config.flight_listen).await?;
+    let flight_listener = query::bind_flight(&config).await?;
     let flight_addr = flight_listener
-        .local_addr()
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()
         .map_err(|e| ServeError::Other(e.to_string()))?;
 
     let members = crate::governance::MemberSet::default();
@@ -159,7 +162,7 @@ pub async fn start_with(
     let options = NodeOptions {
         api_addr: Some(api_addr),
         data_addr: Some(data_plane.local_addr()),
-        flight_addr: Some(flight_addr),
+        flight_addr,
         members,
         ..NodeOptions::default()
     };
@@ -169,19 +172,10 @@ pub async fn start_with(
     let token = hex::encode(rand::random::<[u8; 32]>());
     keyfile::write_secret_file(&data_dir.api_token(), &token)
         .map_err(|e| ServeError::Other(format!("cannot write the API token: {e}")))?;
-    // One query engine for every endpoint that runs SQL (its cache and query slots).
-    let sql = crate::sql::SqlEngine::new(data_plane.clone());
-    let flight = crate::flight::serve(
-        flight_listener,
-        crate::flight::FlightContext {
-            token: token.as_str().into(),
-            data: data_plane.clone(),
-            engine: sql.clone(),
-        },
-    );
-    tracing::info!(%flight_addr, "Flight endpoint listening");
-    let router =
-        crate::api::router_with_engines(handle.clone(), token, Some(data_plane), Some(sql));
+    let (router, flight) = query::serve(flight_listener, handle.clone(), token, data_plane);
+    if let Some(flight_addr) = flight_addr {
+        tracing::info!(%flight_addr, "Flight endpoint listening");
+    }
     let api = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!("control API stopped: {e}");
@@ -197,8 +191,82 @@ pub async fn start_with(
         actor,
         api,
         data_plane: Some(data_task),
-        flight: Some(flight),
+        flight,
     })
+}
+
+/// The query engine's endpoints: the local Flight endpoint and the engine of `/v1/sql`.
+#[cfg(feature = "query")]
+mod query {
+    use tokio::net::TcpListener;
+    use tokio::task::JoinHandle;
+
+    use super::{NodeConfig, NodeHandle, ServeError};
+    use crate::dataplane::DataPlane;
+
+    /// Binds the Flight endpoint's listener (before the daemon announces its addresses).
+    pub(super) async fn bind_flight(
+        config: &NodeConfig,
+    ) -> Result<Option<TcpListener>, ServeError> {
+        Ok(Some(crate::flight::bind(config.flight_listen).await?))
+    }
+
+    /// Serves Flight on `flight` and returns the control API's router: one query engine
+    /// for every endpoint that runs SQL (its cache and query slots).
+    pub(super) fn serve(
+        flight: Option<TcpListener>,
+        handle: NodeHandle,
+        token: String,
+        data: DataPlane,
+    ) -> (axum::Router, Option<JoinHandle<()>>) {
+        let sql = crate::sql::SqlEngine::new(data.clone());
+        let flight = flight.map(|listener| {
+            crate::flight::serve(
+                listener,
+                crate::flight::FlightContext {
+                    token: token.as_str().into(),
+                    data: data.clone(),
+                    engine: sql.clone(),
+                },
+            )
+        });
+        let router = crate::api::router_with_engines(handle, token, Some(data), Some(sql));
+        (router, flight)
+    }
+}
+
+/// A build without the `query` feature: no Flight endpoint (one log line says so), and the
+/// control API's SQL routes answer 501.
+#[cfg(not(feature = "query"))]
+mod query {
+    use tokio::net::TcpListener;
+    use tokio::task::JoinHandle;
+
+    use super::{NodeConfig, NodeHandle, ServeError};
+    use crate::dataplane::DataPlane;
+
+    /// Binds nothing: `flight_listen` has a default, so every config names one, and a
+    /// node must start from the same config whichever build runs it.
+    pub(super) async fn bind_flight(
+        config: &NodeConfig,
+    ) -> Result<Option<TcpListener>, ServeError> {
+        tracing::info!(
+            flight_listen = %config.flight_listen,
+            "no Flight endpoint: this meshnode was built without the query engine (cargo feature `query`); build it with the default features (`cargo build --release -p meshnode`) for Flight and `meshnode sql`"
+        );
+        Ok(None)
+    }
+
+    /// The control API's router; there is no Flight endpoint to serve.
+    pub(super) fn serve(
+        _flight: Option<TcpListener>,
+        handle: NodeHandle,
+        token: String,
+        data: DataPlane,
+    ) -> (axum::Router, Option<JoinHandle<()>>) {
+        let router = crate::api::router_with_data_plane(handle, token, Some(data));
+        (router, None)
+    }
 }
 
 /// Runs a node until `shutdown` resolves, then stops it cleanly (store flushed).

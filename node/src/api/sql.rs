@@ -19,21 +19,26 @@ use futures::StreamExt;
 
 use super::ApiState;
 use super::transfers::ARROW_STREAM_TYPE;
+use crate::dataplane::DataPlane;
 use crate::error::NodeError;
 use crate::sql::{SqlEngine, SqlError};
 use crate::views::{SqlRequestBody, SqlTableView};
 
-/// The SQL routes.
-pub(super) fn routes() -> Router<ApiState> {
+/// The SQL routes with an engine of their own over `data` (none without a data plane).
+pub(super) fn routes_for(data: Option<&DataPlane>) -> Router<ApiState> {
+    routes(data.cloned().map(SqlEngine::new))
+}
+
+/// The SQL routes, run by `engine` (absent without a data plane).
+pub(super) fn routes(engine: Option<SqlEngine>) -> Router<ApiState> {
     Router::new()
         .route("/v1/sql", post(query))
         .route("/v1/sql/tables", get(tables))
+        .with_state(engine)
 }
 
-fn engine(s: &ApiState) -> Result<SqlEngine, NodeError> {
-    s.sql
-        .clone()
-        .ok_or_else(|| NodeError::Unavailable("this node runs no data plane".into()))
+fn engine(engine: Option<SqlEngine>) -> Result<SqlEngine, NodeError> {
+    engine.ok_or_else(|| NodeError::Unavailable("this node runs no data plane".into()))
 }
 
 /// An error answer with the query error's own kind.
@@ -52,8 +57,8 @@ fn failed(e: SqlError) -> Response {
         .into_response()
 }
 
-async fn tables(State(s): State<ApiState>) -> Result<Response, NodeError> {
-    let tables = match engine(&s)?.tables().await {
+async fn tables(State(s): State<Option<SqlEngine>>) -> Result<Response, NodeError> {
+    let tables = match engine(s)?.tables().await {
         Ok(t) => t,
         Err(e) => return Ok(failed(e)),
     };
@@ -75,10 +80,10 @@ async fn tables(State(s): State<ApiState>) -> Result<Response, NodeError> {
 }
 
 async fn query(
-    State(s): State<ApiState>,
+    State(s): State<Option<SqlEngine>>,
     Json(body): Json<SqlRequestBody>,
 ) -> Result<Response, NodeError> {
-    let engine = engine(&s)?;
+    let engine = engine(s)?;
     let mut stream = match engine.execute(&body.query).await {
         Ok(stream) => stream,
         Err(e) => return Ok(failed(e)),

@@ -371,6 +371,20 @@ impl DataPlane {
         self.shared.transfers.encode(out);
     }
 
+    /// Closes every connection and stops accepting.
+    pub fn close(&self) {
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");
+    }
+
+    /// Waits until the endpoint's connections are closed (after [`DataPlane::close`]).
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// What the query engine reads through the data plane (only in builds with it).
+#[cfg(feature = "query")]
+impl DataPlane {
     /// The node's store (agreements and catalog, read by the query engine).
     pub(crate) fn store(&self) -> &Store {
         &self.shared.store
@@ -384,16 +398,6 @@ impl DataPlane {
     /// The mesh's members (a provider removed from the mesh is not fetched from).
     pub(crate) fn members(&self) -> &crate::governance::MemberSet {
         &self.shared.config.members
-    }
-
-    /// Closes every connection and stops accepting.
-    pub fn close(&self) {
-        self.endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");
-    }
-
-    /// Waits until the endpoint's connections are closed (after [`DataPlane::close`]).
-    pub async fn wait_idle(&self) {
-        self.endpoint.wait_idle().await;
     }
 }
 

@@ -97,6 +97,8 @@ impl DataPlane {
     }
 }
 
+/// The fetch of the Flight endpoint's stream (only in builds with the query engine).
+#[cfg(feature = "query")]
 impl DataPlane {
     /// Fetches `options.product` into a fresh file of the staging area, sending a copy of
     /// each data frame to `observer` as it arrives (see `consumer::fetch_observed`), and
