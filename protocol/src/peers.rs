@@ -15,6 +15,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+
 /// Most peers remembered beyond the connected ones (failed dials, penalties, sync backoffs).
 pub const MAX_REMEMBERED: usize = 4096;
 
@@ -676,19 +679,15 @@ where
 }
 
 /// `count` distinct positions in `0..len` drawn at random from `seed` (all of them when
-/// `len <= count`), ascending. Floyd's algorithm: `count` draws, whatever `len`.
+/// `len <= count`), ascending; the cost depends on `count`, not on `len`.
 pub fn sample_positions(len: usize, count: usize, seed: u64) -> Vec<usize> {
     if len <= count {
         return (0..len).collect();
     }
-    let mut chosen = BTreeSet::new();
-    for (draw, j) in (len - count..len).enumerate() {
-        let pick = (mix(seed ^ mix(draw as u64)) % (j as u64 + 1)) as usize;
-        if !chosen.insert(pick) {
-            chosen.insert(j);
-        }
-    }
-    chosen.into_iter().collect()
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut positions = rand::seq::index::sample(&mut rng, len, count).into_vec();
+    positions.sort_unstable();
+    positions
 }
 
 /// splitmix64: spreads a seed into a well-mixed rank.

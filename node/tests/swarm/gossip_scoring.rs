@@ -57,10 +57,15 @@ async fn peer(node: &NodeHandle, peer_id: &str) -> Option<PeerView> {
 /// A descriptor signed by `signer` that claims `owner`'s key: every node rejects it
 /// (`not_owner`) and must not forward it.
 fn forged(signer: &Identity, owner: &Identity, n: u64) -> Vec<u8> {
+    descriptor(signer, owner, "sales", &format!("forged-{n}"))
+}
+
+/// A gossip message of a descriptor `domain/name` owned by `owner`, signed by `signer`.
+fn descriptor(signer: &Identity, owner: &Identity, domain: &str, name: &str) -> Vec<u8> {
     let descriptor = ProductDescriptor {
         owner: owner.public_key(),
-        domain: "sales".into(),
-        name: format!("forged-{n}"),
+        domain: domain.into(),
+        name: name.into(),
         version: 1,
         title: "forged".into(),
         description: String::new(),
@@ -96,18 +101,24 @@ enum Report {
 }
 
 /// A bare gossipsub peer on `topic` that publishes what it is given and never validates
-/// anything.
+/// anything. It speaks the node's gossip, signing every message as its author only if
+/// `author_signatures` (which the node's gossip does not do).
 async fn attacker(
     secret: [u8; 32],
     dial: Multiaddr,
     topic: String,
+    author_signatures: bool,
     mut garbage: mpsc::Receiver<Vec<u8>>,
     reports: mpsc::Sender<Report>,
 ) {
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret).unwrap();
+    let tuning = NetTuning {
+        author_signatures,
+        ..NetTuning::default()
+    };
     let behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
-        mesh_node::gossipsub_authenticity(&NetTuning::default(), &keypair),
-        mesh_node::gossipsub_config(&NetTuning::default()).unwrap(),
+        mesh_node::gossipsub_authenticity(&tuning, &keypair),
+        mesh_node::gossipsub_config(&tuning).unwrap(),
     )
     .unwrap();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -190,6 +201,15 @@ async fn two_members(
     ((a, a_task), (b, b_task), mesh_id)
 }
 
+/// Whether `node`'s catalog holds `product` (`domain/name`).
+async fn holds(node: &NodeHandle, product: &str) -> bool {
+    node.catalog()
+        .await
+        .unwrap()
+        .iter()
+        .any(|p| p.product == product)
+}
+
 fn peer_id_of(secret: [u8; 32]) -> String {
     libp2p::identity::Keypair::ed25519_from_bytes(secret)
         .unwrap()
@@ -216,6 +236,7 @@ async fn a_peer_gossiping_rejected_messages_is_scored_down_while_honest_gossip_f
         [66; 32],
         b_addr,
         catalog_topic(&mesh_id),
+        false,
         garbage_rx,
         reports_tx,
     ));
@@ -305,6 +326,7 @@ async fn a_non_member_is_refused_at_the_connection_before_any_gossip() {
         outsider,
         b_addr,
         catalog_topic(&mesh_id),
+        false,
         garbage_rx,
         reports_tx,
     ));
@@ -344,6 +366,79 @@ async fn a_non_member_is_refused_at_the_connection_before_any_gossip() {
     );
 
     attack.abort();
+    let _ = a.shutdown().await;
+    let _ = b.shutdown().await;
+    let _ = a_task.await;
+    let _ = b_task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_carrying_an_author_signature_is_invalid_and_never_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let ((a, a_task), (b, b_task), mesh_id) = two_members(dir.path(), Some([66; 32])).await;
+    let b_addr: Multiaddr = listen_addr(&b).await.parse().unwrap();
+    let mallory = Identity::from_secret_bytes([66; 32]);
+    let mallory_peer = peer_id_of([66; 32]);
+
+    // The control: the member's own well-formed descriptor, gossiped as the node gossips
+    // (no author signature), is stored.
+    let (tx, rx) = mpsc::channel(16);
+    let (reports_tx, mut reports) = mpsc::channel(16);
+    let honest = tokio::spawn(attacker(
+        [66; 32],
+        b_addr.clone(),
+        catalog_topic(&mesh_id),
+        false,
+        rx,
+        reports_tx,
+    ));
+    tx.send(descriptor(&mallory, &mallory, "mallory", "plain"))
+        .await
+        .unwrap();
+    assert_eq!(reports.recv().await, Some(Report::Published(1)));
+    wait_for("b to store mallory/plain", || async {
+        holds(&b, "mallory/plain").await.then_some(())
+    })
+    .await;
+    honest.abort();
+    let _ = honest.await;
+
+    // The same member, the same kind of descriptor, but each message signed by its author:
+    // gossipsub refuses it before validation, and the sender's score pays for each one.
+    let (tx, rx) = mpsc::channel(16);
+    let (reports_tx, mut reports) = mpsc::channel(16);
+    let signing = tokio::spawn(attacker(
+        [66; 32],
+        b_addr,
+        catalog_topic(&mesh_id),
+        true,
+        rx,
+        reports_tx,
+    ));
+    for n in 0..4 {
+        tx.send(descriptor(
+            &mallory,
+            &mallory,
+            "mallory",
+            &format!("signed-{n}"),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(reports.recv().await, Some(Report::Published(n + 1)));
+    }
+    let score = wait_for("the signing peer's score to fall below zero", || async {
+        let score = peer(&b, &mallory_peer).await?.gossip_score?;
+        (score < 0.0).then_some(score)
+    })
+    .await;
+    assert!(score < 0.0);
+    for n in 0..4 {
+        let product = format!("mallory/signed-{n}");
+        assert!(!holds(&b, &product).await, "b stored {product}");
+        assert!(!holds(&a, &product).await, "a got {product}");
+    }
+
+    signing.abort();
     let _ = a.shutdown().await;
     let _ = b.shutdown().await;
     let _ = a_task.await;
