@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 use arrow::datatypes::Schema;
@@ -18,6 +18,8 @@ use arrow::ipc::convert::{IpcSchemaEncoder, fb_to_schema};
 use arrow::ipc::writer::DictionaryTracker;
 use arrow::ipc::{Block, FooterBuilder, MessageHeader, MetadataVersion};
 use mesh_protocol::transfer::{MAX_DATA_FRAME, TransferTally};
+
+use super::appendfile::AppendFile;
 
 /// Magic at both ends of an Arrow IPC file.
 const MAGIC: &[u8; 6] = b"ARROW1";
@@ -100,8 +102,8 @@ pub(crate) fn inspect(frame: &[u8]) -> Result<MessageInfo, String> {
 /// Appends received messages to a partial Arrow file and finishes it with a footer.
 #[derive(Debug)]
 pub(crate) struct IpcFileBuilder {
-    /// The partial file, positioned at its end.
-    file: File,
+    /// The partial file, appended to without the page cache where the file system allows.
+    out: AppendFile,
     /// Current length of the file.
     offset: u64,
     /// The stream schema, from the first message.
@@ -150,20 +152,21 @@ impl IpcFileBuilder {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(path)?;
+        let mut out = AppendFile::new(file, 0, true)?;
         let mut header = [0u8; HEADER_LEN];
         header[..MAGIC.len()].copy_from_slice(MAGIC);
-        file.write_all(&header)?;
-        Ok(Self::empty(file))
+        out.append(&header)?;
+        Ok(Self::empty(out))
     }
 
-    fn empty(file: File) -> Self {
+    fn empty(out: AppendFile) -> Self {
         Self {
-            file,
+            out,
             offset: HEADER_LEN as u64,
             schema: None,
             version: MetadataVersion::V5,
@@ -194,7 +197,8 @@ impl IpcFileBuilder {
         if &header[..MAGIC.len()] != MAGIC || header[MAGIC.len()..].iter().any(|b| *b != 0) {
             return Err("the partial file does not start with the Arrow magic".into());
         }
-        let mut builder = Self::empty(file);
+        let out = AppendFile::new(file, len, false).map_err(|e| e.to_string())?;
+        let mut builder = Self::empty(out);
         let mut frame = Vec::new();
         loop {
             let start = builder.offset;
@@ -238,13 +242,8 @@ impl IpcFileBuilder {
             }
         }
         drop(reader);
-        builder
-            .file
-            .set_len(builder.offset)
-            .map_err(|e| e.to_string())?;
-        builder
-            .file
-            .seek(SeekFrom::Start(builder.offset))
+        // Whatever follows the last complete message is cut; appending goes on from there.
+        builder.out = AppendFile::new(builder.out.into_file(), builder.offset, true)
             .map_err(|e| e.to_string())?;
         Ok(builder)
     }
@@ -326,18 +325,18 @@ impl IpcFileBuilder {
                 "the stream's schema message is missing or repeated".into(),
             ));
         }
-        self.file.write_all(frame).map_err(AppendError::Io)?;
+        self.out.append(frame).map_err(AppendError::Io)?;
         self.record(frame, info).map_err(AppendError::Protocol)
     }
 
     /// Another handle to the partial file (for syncing from another thread).
     pub(crate) fn file_handle(&self) -> std::io::Result<File> {
-        self.file.try_clone()
+        self.out.file().try_clone()
     }
 
-    /// Forces the data written so far to disk.
-    pub(crate) fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
+    /// Forces the data appended so far to disk.
+    pub(crate) fn sync(&mut self) -> std::io::Result<()> {
+        self.out.sync_data()
     }
 
     /// Writes the end-of-stream marker and the footer, and syncs the file when `sync`: a
@@ -368,10 +367,13 @@ impl IpcFileBuilder {
         tail.extend_from_slice(data);
         tail.extend_from_slice(&(data.len() as i32).to_le_bytes());
         tail.extend_from_slice(MAGIC);
-        self.file.write_all(&tail).map_err(|e| e.to_string())?;
+        self.out.append(&tail).map_err(|e| e.to_string())?;
         if sync {
-            self.file.sync_all().map_err(|e| e.to_string())?;
+            self.out.sync_all()
+        } else {
+            self.out.flush()
         }
+        .map_err(|e| e.to_string())?;
         Ok(self.offset + tail.len() as u64)
     }
 }

@@ -26,6 +26,7 @@
 //! column outside the granted set is ever encoded.
 
 mod admit;
+mod appendfile;
 mod consumer;
 mod convert;
 mod ipcfile;

@@ -263,7 +263,9 @@ impl Transfer<'_> {
         written: writer::Written,
         mut state: ResumeState,
     ) -> Result<(Signed<TransferTrailer>, IpcFileBuilder), FetchError> {
-        let writer::Written { builder, error, .. } = written;
+        let writer::Written {
+            mut builder, error, ..
+        } = written;
         if let Some(error) = error {
             return Err(match error {
                 AppendError::Protocol(m) => FetchError::Verification(m),

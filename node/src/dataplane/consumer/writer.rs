@@ -25,9 +25,11 @@ const FRAME_QUEUE: usize = 8;
 /// Data frames queued between the writer and the hasher (the hasher keeps pace with the
 /// disk; a short queue bounds the memory a slow one can hold).
 const HASH_QUEUE: usize = 2;
-/// Frame buffers the writer hands back to the reader for reuse (fresh multi-MiB buffers
-/// cost a page fault per 4 KiB page).
-const SPARE_BUFFERS: usize = 4;
+/// Frame buffers the hasher hands back to the reader for reuse: as many as can be in flight
+/// (both queues, and one each in the reader's, the writer's and the hasher's hands), so a
+/// steady transfer allocates none. A fresh multi-MiB buffer costs a page fault per 4 KiB
+/// page; kept ones cost no more memory than the queues can hold anyway.
+const SPARE_BUFFERS: usize = FRAME_QUEUE + HASH_QUEUE + 3;
 /// Buffers larger than this are not kept for reuse.
 const MAX_SPARE_BUFFER: usize = 16 * 1024 * 1024;
 /// The state file is rewritten after this many bytes.
