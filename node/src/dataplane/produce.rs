@@ -179,8 +179,6 @@ fn footer_blocks(path: &Path) -> Result<FooterBlocks, String> {
 pub(crate) struct Emitter<F: FnMut(Vec<u8>) -> bool> {
     /// Everything produced so far, from batch 0.
     pub(crate) tally: TransferTally,
-    /// Buffers of frames already sent, back for reuse (see [`Emitter::recycling`]).
-    spares: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
     /// Whether the tally hashes the frames.
     hashing: bool,
     /// Index of the next frame.
@@ -196,31 +194,11 @@ impl<F: FnMut(Vec<u8>) -> bool> Emitter<F> {
     pub(crate) fn new(resume_from: u64, hashing: bool, forward: F) -> Self {
         Self {
             tally: TransferTally::new(),
-            spares: None,
             hashing,
             index: 0,
             resume_from,
             forward,
         }
-    }
-
-    /// Takes frame buffers for passthrough from `spares`: a fresh multi-MiB buffer costs a
-    /// page fault per 4 KiB page, a reused one none.
-    pub(crate) fn recycling(mut self, spares: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
-        self.spares = Some(spares);
-        self
-    }
-
-    /// An empty buffer with room for `len` bytes.
-    fn buffer(&mut self, len: usize) -> Vec<u8> {
-        let mut buffer = self
-            .spares
-            .as_ref()
-            .and_then(|s| s.try_recv().ok())
-            .unwrap_or_default();
-        buffer.clear();
-        buffer.reserve(len);
-        buffer
     }
 
     fn emit(&mut self, frame: Vec<u8>, rows: u64) -> Result<(), ProduceError> {
@@ -310,7 +288,7 @@ fn passthrough<F: FnMut(Vec<u8>) -> bool>(
             .filter(|b| 8 + meta_len + b <= MAX_DATA_FRAME)
             .ok_or_else(|| file_error(path, "message larger than a data frame"))?;
         // Read the body straight into the frame's spare capacity (no zero-filling first).
-        let mut frame = emitter.buffer(8 + meta_len + body_len);
+        let mut frame = Vec::with_capacity(8 + meta_len + body_len);
         frame.extend_from_slice(&head);
         let read = (&mut reader)
             .take(body_len as u64)

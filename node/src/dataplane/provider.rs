@@ -30,33 +30,6 @@ use crate::node::now_ms;
 
 /// Data frames queued between the file reader and the network writer.
 const FRAME_QUEUE: usize = 4;
-/// Sent frame buffers kept for reuse: the queue's, and those quinn holds until the consumer
-/// acknowledges them (the send window holds a few frames).
-const SPARE_FRAMES: usize = FRAME_QUEUE + 8;
-/// Frame buffers larger than this are not kept.
-const MAX_SPARE_FRAME: usize = 16 * 1024 * 1024;
-
-/// A frame's buffer as quinn holds it; once quinn lets go (the data was acknowledged), the
-/// buffer goes back to the producer.
-struct Recycled {
-    buffer: Vec<u8>,
-    home: std::sync::mpsc::SyncSender<Vec<u8>>,
-}
-
-impl AsRef<[u8]> for Recycled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buffer
-    }
-}
-
-impl Drop for Recycled {
-    fn drop(&mut self) {
-        if self.buffer.capacity() <= MAX_SPARE_FRAME {
-            // Dropped when the producer is gone or has enough.
-            let _ = self.home.try_send(std::mem::take(&mut self.buffer));
-        }
-    }
-}
 /// Time a consumer has to send its request after opening a stream.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection without any open stream for this long is closed and gives its slot back.
@@ -493,12 +466,10 @@ async fn stream(
         .flatten();
     let known = stamp.and_then(|stamp| shared.summaries().get(&plan.path, stamp));
     let path = plan.path.clone();
-    let (home, spares) = std::sync::mpsc::sync_channel(SPARE_FRAMES);
     let producer = tokio::task::spawn_blocking(move || {
         let mut emitter = Emitter::new(resume_from, known.is_none(), |frame| {
             tx.blocking_send(frame).is_ok()
-        })
-        .recycling(spares);
+        });
         let result = produce::produce(&plan, &mut emitter);
         (result, emitter.tally)
     });
@@ -520,13 +491,7 @@ async fn stream(
         sent_bytes += (header.len() + frame.len()) as u64;
         shared.transfers.sent((header.len() + frame.len()) as u64);
         if send.write_all(&header).await.is_err()
-            || send
-                .write_chunk(Bytes::from_owner(Recycled {
-                    buffer: frame,
-                    home: home.clone(),
-                }))
-                .await
-                .is_err()
+            || send.write_chunk(Bytes::from(frame)).await.is_err()
         {
             return Err(()); // the consumer went away; the producer stops on its own
         }
