@@ -3,10 +3,11 @@
 //! A fetch writes every byte of a product once and then fsyncs it: the page cache buys it
 //! nothing, yet a buffered `write` copies each byte into freshly allocated cache pages, which
 //! was the largest single cost of the consumer (docs/ARCHITECTURE.md, "Writing the fetched
-//! file"). [`AppendFile`] stages appended bytes in one reused, 4 KiB-aligned buffer and writes
-//! it with `O_DIRECT` in whole aligned blocks. [`AppendFile::flush`] writes the unaligned tail
-//! as one more block padded with zeros and then cuts the file back to its true length, so the
-//! file on disk always ends with the last byte appended.
+//! file, reading quinn's chunks"). [`AppendFile`] stages appended bytes in one reused,
+//! 4 KiB-aligned buffer and writes it with `O_DIRECT` in whole aligned blocks.
+//! [`AppendFile::flush`] writes the unaligned tail as one more block padded with zeros and
+//! then cuts the file back to its true length, so the file on disk always ends with the last
+//! byte appended.
 //!
 //! Where the file system refuses direct I/O (or off Linux), the file is written through the
 //! page cache as before; nothing else changes.

@@ -179,7 +179,9 @@ fn write(
             state.rows = builder.rows();
             state.bytes = builder.offset();
             state.updated_ms = now_ms();
-            // Skipped while the previous sync is still running.
+            // Skipped while the previous sync is still running. The sync makes durable what
+            // was written, not the last few MiB still staged for a direct write; a resume
+            // takes the complete messages of the file as it finds them, not these counts.
             let _ = sync_tx.try_send(state.clone());
         }
     }
