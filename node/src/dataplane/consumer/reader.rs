@@ -34,7 +34,9 @@ pub(super) enum ReadFailure {
 /// Reads frames from the provider's side of the stream.
 pub(super) struct FrameReader {
     recv: quinn::RecvStream,
-    /// Bytes received and not yet consumed, in stream order.
+    /// Bytes received and not yet consumed, in stream order. Refilled only once empty, so
+    /// it holds at most one batch of chunks: no more than quinn had buffered, which the
+    /// stream's receive window bounds.
     pending: VecDeque<Bytes>,
     /// Slots `read_chunks` fills.
     slots: Vec<Bytes>,
