@@ -1553,7 +1553,11 @@ impl Node {
                 message_id,
                 message,
             }) => {
+                let started = Instant::now();
                 let acceptance = self.on_gossip(&message.data);
+                self.metrics
+                    .gossip_validation_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 self.swarm
                     .behaviour_mut()
                     .gossipsub

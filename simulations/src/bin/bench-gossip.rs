@@ -261,8 +261,11 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (mut bytes, mut opened, mut trimmed) = (0.0, 0.0, 0.0);
+    let (mut validation_s, mut validations) = (0.0, 0.0);
     for n in &nodes {
         let text = n.handle.metrics().await.unwrap_or_default();
+        validation_s += metric(&text, "meshnode_gossip_validation_seconds_sum").unwrap_or(0.0);
+        validations += metric(&text, "meshnode_gossip_validation_seconds_count").unwrap_or(0.0);
         bytes += metric(&text, "meshnode_gossip_bytes_in_total").unwrap_or(0.0)
             + metric(&text, "meshnode_gossip_bytes_out_total").unwrap_or(0.0);
         opened += metric(&text, "meshnode_connections_opened_total").unwrap_or(0.0);
@@ -366,6 +369,9 @@ async fn main() -> anyhow::Result<()> {
         "p99_ms": round1(m.p99),
         "max_ms": round1(m.max),
         "bytes_per_node": bytes_per_node.round(),
+        // Mean time a node takes from a gossip message's arrival to its verdict (every hop
+        // pays it before forwarding), over all messages of the run, formation included.
+        "validation_mean_us": if validations > 0.0 { (validation_s / validations * 1e6).round() } else { 0.0 },
         "baseline_p50_ms": round1(b.p50),
         "baseline_p99_ms": round1(b.p99),
         "baseline_max_ms": round1(b.max),

@@ -190,6 +190,23 @@ fn metrics_parse_in_both_formats_with_the_prometheus_parsers() {
         verdict("accepted") + verdict("ignored") >= 1.0
     })
     .unwrap_or_else(|| panic!("churn validated no gossip: {}", churn.log()));
+    // Every verdict is timed: the histogram counts at least the verdicts, and its sum is a
+    // time (positive, well under the seconds this test runs).
+    let verdicts = verdict("accepted") + verdict("ignored") + verdict("rejected");
+    let timed = churn
+        .metric("meshnode_gossip_validation_seconds_count")
+        .unwrap_or(0.0);
+    let spent = churn
+        .metric("meshnode_gossip_validation_seconds_sum")
+        .unwrap_or(-1.0);
+    assert!(
+        timed >= verdicts && timed >= 1.0,
+        "{timed} timed, {verdicts} verdicts"
+    );
+    assert!(
+        spent > 0.0 && spent < 5.0,
+        "validation took {spent} s in all"
+    );
 
     // The provider's data-plane side ends after the consumer's; wait for its count.
     let served = "meshnode_transfers_total{role=\"provider\",outcome=\"completed\"}";
