@@ -128,3 +128,154 @@ impl FrameReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use mesh_protocol::transfer::{FetchRefusal, MAX_DATA_FRAME};
+    use mesh_protocol::{Identity, Refusal, encode_frame};
+
+    use super::*;
+    use crate::dataplane::tls;
+
+    /// What a test keeps alive while it reads.
+    struct Link {
+        reader: FrameReader,
+        connection: quinn::Connection,
+        _client: quinn::Endpoint,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    /// A provider that answers the consumer's stream with `writes`, each written on its own
+    /// (so frames straddle quinn's chunks), then finishes the stream.
+    async fn provider_sending(writes: Vec<Vec<u8>>) -> Link {
+        let provider = Identity::from_secret_bytes([1; 32]);
+        let consumer = Identity::from_secret_bytes([2; 32]);
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let server_config = tls::server_config(&provider, tls::Transport::streams(4)).unwrap();
+        let server = tls::endpoint(any, Some(server_config)).unwrap();
+        let addr = server.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let connection = server.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = connection.accept_bi().await.unwrap();
+            let mut request = [0u8; 1];
+            recv.read_exact(&mut request).await.unwrap();
+            for bytes in writes {
+                send.write_all(&bytes).await.unwrap();
+            }
+            send.finish().unwrap();
+            connection.closed().await;
+        });
+        let client = tls::endpoint(any, None).unwrap();
+        let config = tls::client_config(
+            &consumer,
+            &provider.public_key(),
+            tls::Transport::streams(4),
+        )
+        .unwrap();
+        let connection = client
+            .connect_with(config, addr, tls::SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, recv) = connection.open_bi().await.unwrap();
+        send.write_all(&[0]).await.unwrap();
+        Link {
+            reader: FrameReader::new(recv),
+            connection,
+            _client: client,
+            server,
+        }
+    }
+
+    fn data_frame(payload: &[u8]) -> Vec<u8> {
+        let mut frame = mesh_protocol::encode_data_header(payload.len())
+            .unwrap()
+            .to_vec();
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    fn broken(result: Result<Incoming, ReadFailure>) -> String {
+        match result {
+            Err(ReadFailure::Broken(reason)) => reason,
+            Err(ReadFailure::Protocol(reason)) => panic!("a protocol error: {reason}"),
+            Ok(_) => panic!("a frame where the stream had ended"),
+        }
+    }
+
+    fn protocol_error(result: Result<Incoming, ReadFailure>) -> String {
+        match result {
+            Err(ReadFailure::Protocol(reason)) => reason,
+            Err(ReadFailure::Broken(reason)) => panic!("a broken stream: {reason}"),
+            Ok(_) => panic!("a frame from a malformed stream"),
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_are_read_whole_however_the_stream_is_cut() {
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let small = b"a small frame".to_vec();
+        let refusal = Refusal::new(FetchRefusal::Internal, "stopped");
+        let control = encode_frame(&Frame::Error(refusal.clone())).unwrap();
+        // A header cut after two bytes, a large payload in odd pieces, then a small frame
+        // and a control frame in one write.
+        let first = data_frame(&big);
+        let mut writes = vec![first[..2].to_vec(), first[2..7].to_vec()];
+        writes.extend(first[7..].chunks(77_777).map(<[u8]>::to_vec));
+        writes.push([data_frame(&small), control].concat());
+        let mut link = provider_sending(writes).await;
+
+        let mut payloads = Vec::new();
+        loop {
+            match link.reader.read(Vec::new()).await {
+                Ok(Incoming::Data(payload)) => payloads.push(payload),
+                Ok(Incoming::Control(Frame::Error(got))) => {
+                    assert_eq!(got, refusal);
+                    break;
+                }
+                Ok(Incoming::Control(other)) => panic!("unexpected {}", other.kind()),
+                Err(_) => panic!("the stream failed"),
+            }
+        }
+        assert_eq!(payloads, vec![big, small]);
+        // Then the provider finished without a trailer.
+        let reason = broken(link.reader.read(Vec::new()).await);
+        assert!(reason.contains("without a trailer"), "{reason}");
+        // The provider wrote everything without failing.
+        link.connection.close(0u32.into(), b"done");
+        link.server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_inside_a_frame_is_broken_not_complete() {
+        let frame = data_frame(&[7u8; 1000]);
+        for cut in [2, 999] {
+            let mut link = provider_sending(vec![frame[..cut].to_vec()]).await;
+            let reason = broken(link.reader.read(Vec::new()).await);
+            assert!(reason.contains("inside a frame"), "cut at {cut}: {reason}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_or_unknown_frame_is_refused_before_its_payload() {
+        // A data frame one byte over the limit, with no payload behind it: the header alone
+        // is refused, nothing is allocated or awaited for the payload.
+        let len = u32::try_from(MAX_DATA_FRAME + 1).unwrap().to_be_bytes();
+        let oversized = vec![FrameKind::Data.tag(), len[0], len[1], len[2], len[3]];
+        let mut link = provider_sending(vec![oversized]).await;
+        let reason = protocol_error(link.reader.read(Vec::new()).await);
+        assert!(
+            reason.contains("large") || reason.contains("limit"),
+            "{reason}"
+        );
+
+        let mut link = provider_sending(vec![vec![0xee, 0, 0, 0, 1, 0]]).await;
+        let reason = protocol_error(link.reader.read(Vec::new()).await);
+        assert!(
+            reason.contains("tag") || reason.contains("0xee") || reason.contains("238"),
+            "{reason}"
+        );
+    }
+}
