@@ -10,6 +10,10 @@
 //! congestion events, final window and RTT (a loss-based controller with random loss holds
 //! about `cwnd / RTT`), and the emulator's counts, whose `dropped_overflow` must stay near
 //! zero for the figures to measure the link rather than the emulator.
+//!
+//! With `--parallel N`, raw quinn also moves the stream over N connections from the one
+//! consumer endpoint, connection k carrying the frames i with i mod N = k, each with its own
+//! congestion controller and flow-control windows.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -88,6 +92,12 @@ pub(crate) struct LinkResult {
     quinn_seconds: f64,
     /// The raw quinn server's view of its best run: losses, congestion events, window, RTT.
     quinn_sender: SenderStats,
+    /// With `--parallel N`: N.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_connections: Option<usize>,
+    /// With `--parallel N`: raw quinn moving the same bytes over N connections at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quinn_parallel_mib_s: Option<f64>,
     /// The emulator's counts over every run on this link, both transfers.
     emulator: EmulatorTotals,
 }
@@ -172,6 +182,7 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                     addr: clouds.quinn,
                     bind: Some(clouds.consumer_addr()?),
                     congestion,
+                    connections: 1,
                 })
                 .await?;
                 ceiling = ceiling.max(m.mib_s());
@@ -217,6 +228,7 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                     addr: clouds.quinn,
                     bind: Some(clouds.consumer_addr()?),
                     congestion,
+                    connections: 1,
                 })
                 .await?;
                 anyhow::ensure!(q.bytes == stream_bytes, "raw quinn got {} bytes", q.bytes);
@@ -247,6 +259,40 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                     sender = s;
                 }
             }
+            // The same bytes split over several connections, each with its own congestion
+            // window: what striping a product would gain on this link.
+            let mut parallel = None::<f64>;
+            if args.parallel > 1 {
+                for _ in 0..args.runs {
+                    let p = run_child(&ConsumeJob::Quinn {
+                        addr: clouds.quinn,
+                        bind: Some(clouds.consumer_addr()?),
+                        congestion,
+                        connections: args.parallel,
+                    })
+                    .await?;
+                    anyhow::ensure!(
+                        p.bytes == stream_bytes,
+                        "raw quinn over {} connections got {} bytes",
+                        args.parallel,
+                        p.bytes
+                    );
+                    for _ in 0..args.parallel {
+                        raw.next_finished().await;
+                    }
+                    if !args.json {
+                        eprintln!(
+                            "{:>5} ms RTT, {:.2} % loss, {:>7}: quinn over {} connections {:>7.1} MiB/s",
+                            link.rtt_ms,
+                            link.loss * 100.0,
+                            congestion.as_str(),
+                            args.parallel,
+                            p.mib_s(),
+                        );
+                    }
+                    parallel = Some(parallel.unwrap_or(0.0).max(p.mib_s()));
+                }
+            }
             let totals = clouds.emulator.totals();
             clouds.emulator.shutdown();
             let (m, q) = (best_m.unwrap_or_default(), best_q.unwrap_or_default());
@@ -260,6 +306,8 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 meshnode_seconds: round(m.seconds),
                 quinn_seconds: round(q.seconds),
                 quinn_sender: sender,
+                parallel_connections: parallel.map(|_| args.parallel),
+                quinn_parallel_mib_s: parallel.map(round),
                 emulator: totals,
             });
         }

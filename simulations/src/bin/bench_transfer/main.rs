@@ -37,6 +37,9 @@
 //!     --link 80:0.001 --link 80:0 --congestion cubic,bbr
 //! ```
 //!
+//! `--parallel N` adds, on each link, raw quinn moving the same bytes over N connections at
+//! once (`quinn_parallel_mib_s`): what a fetch striped over connections could gain there.
+//!
 //! It prints one JSON object (`--json`) or a short table. Each mode runs `--runs` times and
 //! the best run counts. Beside throughput, each side's CPU time per GiB is reported (user +
 //! system, from `/proc`): on a shared machine it is the steadier figure.
@@ -103,6 +106,11 @@ struct Args {
     /// Congestion controllers to measure on `--link`s.
     #[arg(long, value_delimiter = ',', default_value = "cubic,bbr")]
     congestion: Vec<Congestion>,
+    /// With `--link`: also move the stream over this many raw quinn connections at once
+    /// (connection k sends every frame i with i mod N = k), and report
+    /// `quinn_parallel_mib_s`: whether splitting a product over connections would help.
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
 }
 
 /// The consumer side, run in a child process.
@@ -143,7 +151,7 @@ enum ConsumeJob {
         /// Consumer data directory (store with the agreement and the descriptor).
         data_dir: PathBuf,
     },
-    /// Read one raw quinn stream.
+    /// Read one raw quinn stream, or the stream split over several connections.
     Quinn {
         /// Server address.
         addr: SocketAddr,
@@ -153,6 +161,9 @@ enum ConsumeJob {
         /// The consumer's congestion controller.
         #[serde(default)]
         congestion: Congestion,
+        /// Connections opened at once, each carrying its share of the frames (0 or 1: one).
+        #[serde(default)]
+        connections: usize,
     },
     /// Flight `DoGet`.
     Flight {
@@ -380,6 +391,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 addr: quinn_addr,
                 bind: None,
                 congestion: Congestion::default(),
+                connections: 1,
             },
             ConsumeJob::Flight {
                 addr: flight_addr,
@@ -602,11 +614,14 @@ fn start_raw_quinn(
                     return;
                 };
                 while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-                    let mut request = [0u8; 1];
+                    // `[parts, part]`: send the frames i with i mod parts = part.
+                    let mut request = [0u8; 2];
                     if recv.read_exact(&mut request).await.is_err() {
                         return;
                     }
-                    for chunk in stream.iter() {
+                    let parts = usize::from(request[0].max(1));
+                    let part = usize::from(request[1]);
+                    for chunk in stream.iter().skip(part).step_by(parts) {
                         if send.write_chunk(chunk.clone()).await.is_err() {
                             return;
                         }
@@ -692,6 +707,7 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
             addr,
             bind,
             congestion,
+            connections,
         } => {
             let me = Identity::from_secret_bytes(CONSUMER_SECRET);
             let provider = Identity::from_secret_bytes(PROVIDER_SECRET).public_key();
@@ -702,22 +718,34 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
                 congestion,
             };
             let client = dataplane::tls::client_config(&me, &provider, transport)?;
+            let parts = u8::try_from(connections.max(1)).context("at most 255 connections")?;
             let started = Instant::now();
-            let connection = endpoint
-                .connect_with(client, addr, dataplane::tls::SERVER_NAME)?
-                .await?;
-            let (mut send, mut recv) = connection.open_bi().await?;
-            send.write_all(&[1]).await?;
-            let _ = send.finish();
+            // Every connection from the one endpoint: the emulator knows one consumer address.
+            let mut readers = tokio::task::JoinSet::new();
+            for part in 0..parts {
+                let connecting =
+                    endpoint.connect_with(client.clone(), addr, dataplane::tls::SERVER_NAME)?;
+                readers.spawn(async move {
+                    let connection = connecting.await?;
+                    let (mut send, mut recv) = connection.open_bi().await?;
+                    send.write_all(&[parts, part]).await?;
+                    let _ = send.finish();
+                    let mut bytes = 0u64;
+                    // Many chunks per call, as quinn's own perf tool drains a stream.
+                    let mut chunks = vec![Bytes::new(); 32];
+                    while let Some(n) = recv.read_chunks(&mut chunks).await? {
+                        bytes += chunks[..n].iter().map(|c| c.len() as u64).sum::<u64>();
+                    }
+                    connection.close(0u32.into(), b"done");
+                    anyhow::Ok(bytes)
+                });
+            }
             let mut bytes = 0u64;
-            // Many chunks per call, as quinn's own perf tool drains a stream.
-            let mut chunks = vec![Bytes::new(); 32];
-            while let Some(n) = recv.read_chunks(&mut chunks).await? {
-                bytes += chunks[..n].iter().map(|c| c.len() as u64).sum::<u64>();
+            while let Some(read) = readers.join_next().await {
+                bytes += read??;
             }
             let seconds = started.elapsed().as_secs_f64();
-            connection.close(0u32.into(), b"done");
-            // Send the close before exiting: without it the server learns that the stream is
+            // Send the closes before exiting: without them the server learns that a stream is
             // done only from acknowledgements, and waits for its idle timeout if the last
             // ones were lost.
             endpoint.wait_idle().await;
