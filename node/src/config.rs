@@ -43,6 +43,11 @@ pub struct NodeConfig {
     /// `newreno`. BBR keeps long links with random loss (between clouds) fuller.
     #[serde(default)]
     pub congestion: crate::dataplane::tls::Congestion,
+    /// The path between clouds the data plane's flow-control windows are sized for. One
+    /// transfer moves at most about a window per round trip, and a peer can make the node
+    /// hold about two windows per connection.
+    #[serde(default)]
+    pub data_link: DataLink,
     /// Most established control-plane connections (inbound and outbound together). Beyond
     /// it new connections are refused; Kademlia queries and gossip work with what is open.
     #[serde(default = "default_max_connections")]
@@ -256,6 +261,66 @@ pub enum ConfigError {
     },
 }
 
+/// `[data_link]`: the longest, fastest path a transfer should fill (default: 500 Mbit/s at
+/// 200 ms of round trip, a 12.5 MB bandwidth-delay product).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataLink {
+    /// Rate one transfer should reach, Mbit/s.
+    pub mbit_s: u64,
+    /// Round-trip time of the path, ms.
+    pub rtt_ms: u64,
+}
+
+impl DataLink {
+    /// Largest bandwidth-delay product accepted: 256 MiB (a connection may then make the
+    /// node hold about 640 MiB).
+    const MAX_BDP: u64 = 256 * 1024 * 1024;
+
+    /// The link the windows are sized for.
+    pub fn link(self) -> crate::dataplane::tls::LongFatLink {
+        crate::dataplane::tls::LongFatLink {
+            bits_per_s: self.mbit_s.saturating_mul(1_000_000),
+            rtt: std::time::Duration::from_millis(self.rtt_ms),
+        }
+    }
+
+    fn validate(self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if self.mbit_s == 0 {
+            return invalid("data_link.mbit_s", "must be at least 1".into());
+        }
+        if self.rtt_ms == 0 || self.rtt_ms > 10_000 {
+            return invalid("data_link.rtt_ms", "must be between 1 and 10000".into());
+        }
+        let bdp = self.link().bdp();
+        if bdp > Self::MAX_BDP {
+            return invalid(
+                "data_link",
+                format!(
+                    "{} Mbit/s at {} ms is a {} MiB bandwidth-delay product, more than the 256 MiB \
+                     a connection's window may be (each connection could make the node hold twice \
+                     its window): lower mbit_s or rtt_ms",
+                    self.mbit_s,
+                    self.rtt_ms,
+                    bdp / (1024 * 1024)
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Default for DataLink {
+    fn default() -> Self {
+        let link = crate::dataplane::tls::DESIGN_LINK;
+        Self {
+            mbit_s: link.bits_per_s / 1_000_000,
+            rtt_ms: u64::try_from(link.rtt.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
 impl NodeConfig {
     /// A config with defaults for `domain`.
     pub fn new(domain: impl Into<String>) -> Self {
@@ -269,6 +334,7 @@ impl NodeConfig {
             sync_interval_secs: default_sync_interval(),
             max_transfers_per_peer: default_transfers_per_peer(),
             congestion: Default::default(),
+            data_link: DataLink::default(),
             max_connections: default_max_connections(),
             dht_server: true,
             clock_skew_tolerance_secs: DEFAULT_CLOCK_SKEW_SECS,
@@ -338,6 +404,7 @@ impl NodeConfig {
                 message: "must be at least 1".into(),
             });
         }
+        self.data_link.validate()?;
         if self.clock_skew_tolerance_secs > 24 * 3600 {
             return Err(ConfigError::Invalid {
                 key: "clock_skew_tolerance_secs",
@@ -621,6 +688,34 @@ mod example_tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/node-example.toml");
         let config = super::NodeConfig::load(std::path::Path::new(path)).unwrap();
         assert_eq!(config.domain, "sales");
+    }
+
+    #[test]
+    fn the_data_link_sizes_the_windows_within_bounds() {
+        use crate::dataplane::tls::{DESIGN_LINK, Windows};
+        let parse = |text: &str| {
+            let config = toml::from_str::<super::NodeConfig>(text).map_err(|e| e.to_string())?;
+            config.validate().map_err(|e| e.to_string())?;
+            Ok::<_, String>(config)
+        };
+        let default = parse("domain = \"sales\"").unwrap();
+        assert_eq!(default.data_link.link(), DESIGN_LINK);
+        let fast = parse("domain = \"sales\"\n[data_link]\nmbit_s = 2000\nrtt_ms = 80\n").unwrap();
+        let link = fast.data_link.link();
+        assert_eq!(link.bdp(), 20_000_000);
+        assert_eq!(Windows::fetching(link).stream_receive, 24 * 1024 * 1024);
+        let data_plane = crate::dataplane::DataPlaneConfig::from_node(&fast);
+        assert_eq!(data_plane.transport().link, link);
+        let err =
+            parse("domain = \"sales\"\n[data_link]\nmbit_s = 100000\nrtt_ms = 200\n").unwrap_err();
+        assert!(
+            err.contains("data_link") && err.contains("256 MiB"),
+            "{err}"
+        );
+        let err = parse("domain = \"sales\"\n[data_link]\nmbit_s = 0\nrtt_ms = 80\n").unwrap_err();
+        assert!(err.contains("data_link.mbit_s"), "{err}");
+        let err = parse("domain = \"sales\"\n[data_link]\nmbit_s = 500\n").unwrap_err();
+        assert!(err.contains("rtt_ms"), "{err}");
     }
 
     #[test]

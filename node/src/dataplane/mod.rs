@@ -77,6 +77,8 @@ pub struct DataPlaneConfig {
     pub members: crate::governance::MemberSet,
     /// The congestion controller of data-plane connections, both directions.
     pub congestion: tls::Congestion,
+    /// The path the flow-control windows are sized for (`data_link` in the node config).
+    pub link: tls::LongFatLink,
 }
 
 impl DataPlaneConfig {
@@ -88,6 +90,7 @@ impl DataPlaneConfig {
             clock_skew_ms: config.clock_skew_tolerance_secs.saturating_mul(1000),
             members: Default::default(),
             congestion: config.congestion,
+            link: config.data_link.link(),
         }
     }
 
@@ -96,6 +99,7 @@ impl DataPlaneConfig {
         tls::Transport {
             max_streams: self.max_transfers_per_peer.max(1),
             congestion: self.congestion,
+            link: self.link,
         }
     }
 }

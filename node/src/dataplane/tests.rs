@@ -100,6 +100,7 @@ impl Side {
                 clock_skew_ms: 0,
                 members: Default::default(),
                 congestion,
+                link: tls::DESIGN_LINK,
             },
             identity.clone(),
             store.clone(),

@@ -118,14 +118,17 @@ pub struct Transport {
     pub max_streams: u32,
     /// The congestion controller.
     pub congestion: Congestion,
+    /// The path the flow-control windows are sized for ([`Windows`]).
+    pub link: LongFatLink,
 }
 
 impl Transport {
-    /// `max_streams` streams, the default congestion controller.
+    /// `max_streams` streams, the default congestion controller, windows for [`DESIGN_LINK`].
     pub fn streams(max_streams: u32) -> Self {
         Self {
             max_streams,
             congestion: Congestion::default(),
+            link: DESIGN_LINK,
         }
     }
 }
@@ -238,10 +241,10 @@ pub fn transport_config(transport: Transport, windows: Windows) -> TransportConf
 }
 
 /// The server side: requires and verifies the client's libp2p certificate. Its connections
-/// serve transfers ([`Windows::serving`] over [`DESIGN_LINK`]: 1 MiB of requests received,
-/// 30 MiB of writes kept, so a consumer can make a provider hold at most 31 MiB of stream
-/// data per connection, under 34 MiB of allocations in quinn's worst case); the client may
-/// open `transport.max_streams` streams.
+/// serve transfers ([`Windows::serving`] over `transport.link`; over [`DESIGN_LINK`], 1 MiB of
+/// requests received and 30 MiB of writes kept, so a consumer can make a provider hold at
+/// most 31 MiB of stream data per connection, under 34 MiB of allocations in quinn's worst
+/// case); the client may open `transport.max_streams` streams.
 pub fn server_config(
     identity: &Identity,
     transport: Transport,
@@ -261,7 +264,7 @@ pub fn server_config(
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config(
         transport,
-        Windows::serving(DESIGN_LINK),
+        Windows::serving(transport.link),
     )));
     server.migration(false);
     // Attempts wait in quinn only until the accept loop decides about them (at once):
@@ -274,11 +277,11 @@ pub fn server_config(
 }
 
 /// The client side, pinned to `provider`: the handshake fails unless the server proves that
-/// key. Its connections fetch ([`Windows::fetching`] over [`DESIGN_LINK`]: 15 MiB per
-/// transfer, 30 MiB in all received, 1 MiB of requests kept, so a provider can make a
-/// consumer hold at most 31 MiB of stream data per connection, under 77 MiB of allocations
-/// in quinn's worst case); the server may open no streams (`transport.max_streams` applies
-/// to the server's side only).
+/// key. Its connections fetch ([`Windows::fetching`] over `transport.link`; over
+/// [`DESIGN_LINK`], 15 MiB per transfer, 30 MiB in all received, 1 MiB of requests kept, so
+/// a provider can make a consumer hold at most 31 MiB of stream data per connection, under
+/// 77 MiB of allocations in quinn's worst case); the server may open no streams
+/// (`transport.max_streams` applies to the server's side only).
 pub fn client_config(
     identity: &Identity,
     provider: &PublicKey,
@@ -305,7 +308,7 @@ pub fn client_config(
     };
     client.transport_config(Arc::new(transport_config(
         fetching,
-        Windows::fetching(DESIGN_LINK),
+        Windows::fetching(transport.link),
     )));
     Ok(client)
 }

@@ -164,8 +164,13 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let mut ceiling = 0.0f64;
     let mut ceiling_totals = EmulatorTotals::default();
     for congestion in args.congestion.iter().copied() {
-        let plane = provider_plane(&setup.provider_store, &setup.provider_dir, congestion)?;
-        let mut raw = start_raw_quinn(&identity, setup.stream.clone(), congestion)?;
+        let plane = provider_plane(
+            &setup.provider_store,
+            &setup.provider_dir,
+            congestion,
+            args.data_link,
+        )?;
+        let mut raw = start_raw_quinn(&identity, setup.stream.clone(), congestion, args.data_link)?;
         let quinn_real = raw.addr;
         if ceiling == 0.0 {
             let clouds = Clouds::new(
@@ -182,6 +187,7 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                     addr: clouds.quinn,
                     bind: Some(clouds.consumer_addr()?),
                     congestion,
+                    link: args.data_link,
                     connections: 1,
                 })
                 .await?;
@@ -215,6 +221,7 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                     narrowing: None,
                     bind: Some(clouds.consumer_addr()?),
                     congestion,
+                    link: args.data_link,
                 })
                 .await?;
                 let _ = std::fs::remove_file(&fetched);
@@ -228,6 +235,7 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                     addr: clouds.quinn,
                     bind: Some(clouds.consumer_addr()?),
                     congestion,
+                    link: args.data_link,
                     connections: 1,
                 })
                 .await?;
@@ -268,6 +276,7 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                         addr: clouds.quinn,
                         bind: Some(clouds.consumer_addr()?),
                         congestion,
+                        link: args.data_link,
                         connections: args.parallel,
                     })
                     .await?;

@@ -54,6 +54,7 @@ use arrow_flight::Ticket;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use mesh_node::DataDir;
+use mesh_node::config::DataLink;
 use mesh_node::dataplane::tls::{Congestion, Transport};
 use mesh_node::dataplane::{self, Compression, DataPlane, DataPlaneConfig, FetchOptions};
 use mesh_node::store::Store;
@@ -111,6 +112,21 @@ struct Args {
     /// `quinn_parallel_mib_s`: whether splitting a product over connections would help.
     #[arg(long, default_value_t = 1)]
     parallel: usize,
+    /// The path every data plane and raw quinn connection of the run sizes its flow-control
+    /// windows for, `MBIT_S:RTT_MS` (the node's `[data_link]`; default 500:200).
+    #[arg(long, value_name = "MBIT_S:RTT_MS", value_parser = parse_data_link, default_value = "500:200")]
+    data_link: DataLink,
+}
+
+fn parse_data_link(s: &str) -> Result<DataLink, String> {
+    let (mbit, rtt) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not MBIT_S:RTT_MS"))?;
+    let number = |v: &str| v.trim().parse::<u64>().map_err(|e| format!("`{v}`: {e}"));
+    Ok(DataLink {
+        mbit_s: number(mbit)?,
+        rtt_ms: number(rtt)?,
+    })
 }
 
 /// The consumer side, run in a child process.
@@ -145,6 +161,9 @@ enum ConsumeJob {
         /// The consumer's congestion controller.
         #[serde(default)]
         congestion: Congestion,
+        /// The path its windows are sized for.
+        #[serde(default)]
+        link: DataLink,
     },
     /// `DoGet` of the product through the consumer node's local Flight endpoint.
     LocalFlight {
@@ -161,6 +180,9 @@ enum ConsumeJob {
         /// The consumer's congestion controller.
         #[serde(default)]
         congestion: Congestion,
+        /// The path its windows are sized for.
+        #[serde(default)]
+        link: DataLink,
         /// Connections opened at once, each carrying its share of the frames (0 or 1: one).
         #[serde(default)]
         connections: usize,
@@ -328,7 +350,12 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     // Provider node: store, product, agreement, data plane.
     let provider_id = Identity::from_secret_bytes(PROVIDER_SECRET);
     let provider_store = Store::open(&provider_dir.db())?;
-    let plane = provider_plane(&provider_store, &provider_dir, Congestion::default())?;
+    let plane = provider_plane(
+        &provider_store,
+        &provider_dir,
+        Congestion::default(),
+        args.data_link,
+    )?;
     let d = descriptor(&provider_id, &path, rows, plane.local_addr());
     let envelope = Signed::sign(&provider_id, &d);
     provider_store.put_descriptor(&d, &envelope)?;
@@ -362,7 +389,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
-    let quinn_addr = start_raw_quinn(&provider_id, stream.clone(), Congestion::default())?.addr;
+    let quinn_addr = start_raw_quinn(
+        &provider_id,
+        stream.clone(),
+        Congestion::default(),
+        args.data_link,
+    )?
+    .addr;
     let (flight_addr, cert_pem) = start_flight(path.clone()).await?;
 
     const MODES: [&str; 6] = [
@@ -386,11 +419,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 narrowing: None,
                 bind: None,
                 congestion: Congestion::default(),
+                link: args.data_link,
             },
             ConsumeJob::Quinn {
                 addr: quinn_addr,
                 bind: None,
                 congestion: Congestion::default(),
+                link: args.data_link,
                 connections: 1,
             },
             ConsumeJob::Flight {
@@ -417,6 +452,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 }),
                 bind: None,
                 congestion: Congestion::default(),
+                link: args.data_link,
             },
         ];
         for (i, job) in jobs.into_iter().enumerate() {
@@ -596,10 +632,12 @@ fn start_raw_quinn(
     identity: &Identity,
     stream: Arc<Vec<Bytes>>,
     congestion: Congestion,
+    link: DataLink,
 ) -> anyhow::Result<RawQuinn> {
     let transport = Transport {
         max_streams: 4,
         congestion,
+        link: link.link(),
     };
     let server = dataplane::tls::server_config(identity, transport)?;
     let endpoint = dataplane::tls::endpoint("127.0.0.1:0".parse()?, Some(server))?;
@@ -671,8 +709,9 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
             narrowing,
             bind,
             congestion,
+            link,
         } => {
-            let plane = consumer_plane(data_dir, bind, congestion)?;
+            let plane = consumer_plane(data_dir, bind, congestion, link)?;
             let product = ProductId {
                 owner: mesh_protocol::PublicKey::from_hex(&owner)?,
                 name: PRODUCT.into(),
@@ -700,13 +739,14 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
             })
         }
         ConsumeJob::LocalFlight { data_dir } => {
-            let plane = consumer_plane(data_dir, None, Congestion::default())?;
+            let plane = consumer_plane(data_dir, None, Congestion::default(), DataLink::default())?;
             local_flight(plane).await
         }
         ConsumeJob::Quinn {
             addr,
             bind,
             congestion,
+            link,
             connections,
         } => {
             let me = Identity::from_secret_bytes(CONSUMER_SECRET);
@@ -716,6 +756,7 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
             let transport = Transport {
                 max_streams: 4,
                 congestion,
+                link: link.link(),
             };
             let client = dataplane::tls::client_config(&me, &provider, transport)?;
             let parts = u8::try_from(connections.max(1)).context("at most 255 connections")?;
@@ -780,6 +821,7 @@ fn provider_plane(
     store: &Store,
     data_dir: &DataDir,
     congestion: Congestion,
+    link: DataLink,
 ) -> anyhow::Result<DataPlane> {
     let (plane, _task) = DataPlane::start(
         DataPlaneConfig {
@@ -788,6 +830,7 @@ fn provider_plane(
             clock_skew_ms: 0,
             members: Default::default(),
             congestion,
+            link: link.link(),
         },
         Identity::from_secret_bytes(PROVIDER_SECRET),
         store.clone(),
@@ -802,6 +845,7 @@ fn consumer_plane(
     data_dir: PathBuf,
     bind: Option<SocketAddr>,
     congestion: Congestion,
+    link: DataLink,
 ) -> anyhow::Result<DataPlane> {
     let data_dir = DataDir::new(data_dir);
     let store = Store::open(&data_dir.db())?;
@@ -812,6 +856,7 @@ fn consumer_plane(
             clock_skew_ms: 0,
             members: Default::default(),
             congestion,
+            link: link.link(),
         },
         Identity::from_secret_bytes(CONSUMER_SECRET),
         store,
