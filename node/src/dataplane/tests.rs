@@ -55,26 +55,15 @@ impl Side {
     }
 
     fn start_with(identity: Identity, hooks: Hooks, max_transfers: u32) -> Self {
-        Self::start_full(identity, hooks, max_transfers, tls::Congestion::default())
+        Self::start_full(identity, hooks, tls::Transport::streams(max_transfers))
     }
 
-    fn start_full(
-        identity: Identity,
-        hooks: Hooks,
-        max_transfers: u32,
-        congestion: tls::Congestion,
-    ) -> Self {
+    /// A side whose connections use `transport` (`max_streams`: transfers served per peer).
+    fn start_full(identity: Identity, hooks: Hooks, transport: tls::Transport) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = DataDir::new(dir.path());
         let store = Store::open(&data_dir.db()).unwrap();
-        let (plane, task) = Self::plane(
-            &identity,
-            &store,
-            &data_dir,
-            hooks,
-            max_transfers,
-            congestion,
-        );
+        let (plane, task) = Self::plane(&identity, &store, &data_dir, hooks, transport);
         Side {
             _dir: dir,
             identity,
@@ -90,17 +79,16 @@ impl Side {
         store: &Store,
         data_dir: &DataDir,
         hooks: Hooks,
-        max_transfers: u32,
-        congestion: tls::Congestion,
+        transport: tls::Transport,
     ) -> (DataPlane, tokio::task::JoinHandle<()>) {
         DataPlane::start_with_hooks(
             DataPlaneConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
-                max_transfers_per_peer: max_transfers,
+                max_transfers_per_peer: transport.max_streams,
                 clock_skew_ms: 0,
                 members: Default::default(),
-                congestion,
-                link: tls::DESIGN_LINK,
+                congestion: transport.congestion,
+                link: transport.link,
             },
             identity.clone(),
             store.clone(),
@@ -119,8 +107,7 @@ impl Side {
             &self.store,
             &self.data_dir,
             hooks,
-            4,
-            tls::Congestion::default(),
+            tls::Transport::streams(4),
         );
         self.plane = plane;
         self.task = task;
@@ -542,10 +529,73 @@ async fn a_whole_product_served_again_is_not_hashed_again_and_a_stale_summary_ne
 }
 
 #[tokio::test]
+async fn windows_sized_for_a_slow_link_still_carry_a_product_many_times_larger() {
+    // 8 Mbit/s at 10 ms: the smallest windows (1 MiB per stream), against a transfer of
+    // several MiB, so it runs on many rounds of flow-control credit.
+    let slow = tls::LongFatLink {
+        bits_per_s: 8_000_000,
+        rtt: Duration::from_millis(10),
+    };
+    assert_eq!(tls::Windows::fetching(slow).stream_receive, 1024 * 1024);
+    let transport = tls::Transport {
+        link: slow,
+        ..tls::Transport::streams(4)
+    };
+    let provider = Side::start_full(provider_id(), Hooks::default(), transport);
+    let consumer = Side::start_full(consumer_id(), Hooks::default(), transport);
+    let product = publish(&provider, "orders", 1, &[]);
+    // Replace the file with a larger one of the same schema (the descriptor keeps its
+    // metadata; the provider serves what the file holds).
+    let path = provider.data_dir.product_file("orders", 1);
+    let schema = Arc::new(sales_schema());
+    let mut writer = FileWriter::try_new(File::create(&path).unwrap(), &schema).unwrap();
+    let batches = 400;
+    for b in 0..batches {
+        writer.write(&sales_batch(b)).unwrap();
+    }
+    writer.finish().unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() > 8 * 1024 * 1024);
+    replicate_catalog(&provider, &consumer, &product);
+    let mut terms = terms(&product, &consumer.identity);
+    terms.filter = None;
+    agree(&provider, &consumer, terms);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("o.arrow");
+    let outcome = consumer.plane.fetch(options(&out, &product)).await.unwrap();
+    assert_eq!(outcome.rows, (batches * ROWS_PER_BATCH) as u64);
+    assert!(
+        outcome.bytes > 4 * 1024 * 1024,
+        "{} bytes: not several windows",
+        outcome.bytes
+    );
+    let (names, batches_read) = read_arrow(&out);
+    assert_eq!(names, ["order_id", "region", "amount"]);
+    let ids: Vec<i64> = batches_read
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        (0..(batches * ROWS_PER_BATCH) as i64).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn every_congestion_controller_carries_a_verified_fetch() {
     for congestion in tls::Congestion::ALL {
-        let provider = Side::start_full(provider_id(), Hooks::default(), 4, congestion);
-        let consumer = Side::start_full(consumer_id(), Hooks::default(), 4, congestion);
+        let transport = tls::Transport {
+            congestion,
+            ..tls::Transport::streams(4)
+        };
+        let provider = Side::start_full(provider_id(), Hooks::default(), transport);
+        let consumer = Side::start_full(consumer_id(), Hooks::default(), transport);
         let product = publish(&provider, "orders", 1, &["email"]);
         replicate_catalog(&provider, &consumer, &product);
         agree(&provider, &consumer, terms(&product, &consumer.identity));
