@@ -946,10 +946,24 @@ impl Node {
         }
         let store = &self.store;
         let mut held = false;
-        let outcome = mesh_protocol::merge(envelope, |id| {
-            let current = store.descriptor(id).ok().flatten();
-            held = current.is_some();
-            current
+        // The cached digest knows every stored version: the stored envelope is read only when
+        // the incoming one claims that same version (a possible duplicate).
+        let outcome = mesh_protocol::merge_lazy(envelope, |id| {
+            let version = match store.catalog_digest() {
+                Ok(digest) => digest.get(id).copied(),
+                Err(_) => store.descriptor(id).ok().flatten().map(|(v, _)| v),
+            };
+            held = version.is_some();
+            let id = id.clone();
+            version.map(|v| {
+                (v, move || {
+                    store
+                        .descriptor(&id)
+                        .ok()
+                        .flatten()
+                        .map(|(_, envelope)| envelope)
+                })
+            })
         });
         match outcome {
             MergeOutcome::Accepted(descriptor)

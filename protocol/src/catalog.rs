@@ -126,22 +126,40 @@ pub fn merge(
     incoming: &Signed<ProductDescriptor>,
     current: impl FnOnce(&ProductId) -> Option<(u64, Signed<ProductDescriptor>)>,
 ) -> MergeOutcome {
+    merge_lazy(incoming, |id| {
+        current(id).map(|(version, envelope)| (version, move || Some(envelope)))
+    })
+}
+
+/// [`merge`] for a catalog that knows its versions without reading its envelopes: `current`
+/// returns the stored version and a loader of the stored envelope, which is called only when
+/// the stored version is the one the incoming envelope claims (only then can the bytes be
+/// identical). Same outcomes as [`merge`].
+pub fn merge_lazy<L: FnOnce() -> Option<Signed<ProductDescriptor>>>(
+    incoming: &Signed<ProductDescriptor>,
+    current: impl FnOnce(&ProductId) -> Option<(u64, L)>,
+) -> MergeOutcome {
     // An envelope byte-identical to the stored one was verified when it was stored: a
     // duplicate (sync answers from several peers, gossip's second copy) costs no signature
     // check. Anything else is verified before its version is even compared.
-    let stored = incoming
-        .decode_trusted()
-        .ok()
-        .and_then(|claimed| current(&claimed.id()));
-    if stored.as_ref().is_some_and(|(_, s)| s == incoming) {
-        return MergeOutcome::Duplicate;
-    }
+    let stored_version = match incoming.decode_trusted() {
+        Ok(claimed) => match current(&claimed.id()) {
+            Some((version, load)) => {
+                if version == claimed.version && load().is_some_and(|s| &s == incoming) {
+                    return MergeOutcome::Duplicate;
+                }
+                Some(version)
+            }
+            None => None,
+        },
+        Err(_) => None,
+    };
     let descriptor = match verify_descriptor(incoming) {
         Ok(d) => d,
         Err(reason) => return MergeOutcome::Rejected(reason),
     };
-    match stored {
-        Some((version, _)) if version >= descriptor.version => {
+    match stored_version {
+        Some(version) if version >= descriptor.version => {
             MergeOutcome::Rejected(RejectReason::Stale)
         }
         _ => MergeOutcome::Accepted(Box::new(descriptor)),
@@ -232,6 +250,45 @@ mod tests {
         assert_eq!(
             merge(&other, |_| Some((2, v2.clone()))),
             MergeOutcome::Rejected(RejectReason::Stale)
+        );
+    }
+
+    #[test]
+    fn the_stored_envelope_is_read_only_when_the_versions_match() {
+        let id = owner();
+        let v1 = Signed::sign(&id, &sample(&id, "p", 1));
+        let v2 = Signed::sign(&id, &sample(&id, "p", 2));
+        let unread = || -> Option<Signed<ProductDescriptor>> {
+            panic!("the stored envelope was read although the versions differ")
+        };
+        assert!(
+            matches!(merge_lazy(&v2, |_| Some((1, unread))), MergeOutcome::Accepted(d) if d.version == 2)
+        );
+        assert_eq!(
+            merge_lazy(&v1, |_| Some((2, unread))),
+            MergeOutcome::Rejected(RejectReason::Stale)
+        );
+        // At the same version the bytes decide: identical is a duplicate, different is stale.
+        let mut loads = 0;
+        let outcome = merge_lazy(&v2, |_| {
+            Some((2, || {
+                loads += 1;
+                Some(v2.clone())
+            }))
+        });
+        assert_eq!((outcome, loads), (MergeOutcome::Duplicate, 1));
+        let mut other = sample(&id, "p", 2);
+        other.title = "changed".into();
+        let other = Signed::sign(&id, &other);
+        assert_eq!(
+            merge_lazy(&other, |_| Some((2, || Some(v2.clone())))),
+            MergeOutcome::Rejected(RejectReason::Stale)
+        );
+        // A forgery claiming a newer version is refused without any read.
+        let forged = Signed::sign(&Identity::from_secret_bytes([9; 32]), &sample(&id, "p", 3));
+        assert_eq!(
+            merge_lazy(&forged, |_| Some((2, unread))),
+            MergeOutcome::Rejected(RejectReason::NotOwner)
         );
     }
 

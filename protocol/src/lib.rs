@@ -48,7 +48,7 @@ pub mod reconcile;
 pub mod transfer;
 pub mod wire;
 
-pub use catalog::{MergeOutcome, NodeRecord, RejectReason, merge};
+pub use catalog::{MergeOutcome, NodeRecord, RejectReason, merge, merge_lazy};
 pub use contract::{
     Agreement, AgreementError, AgreementId, Columns, ContractEvent, ContractMessage, ContractReply,
     ContractRequest, ContractState, ContractTerms, NoticeError, PolicyDecision, PolicyViolation,
