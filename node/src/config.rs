@@ -716,6 +716,23 @@ mod example_tests {
         assert!(err.contains("data_link.mbit_s"), "{err}");
         let err = parse("domain = \"sales\"\n[data_link]\nmbit_s = 500\n").unwrap_err();
         assert!(err.contains("rtt_ms"), "{err}");
+        for rtt in [0, 10_001] {
+            let err = parse(&format!(
+                "domain = \"sales\"\n[data_link]\nmbit_s = 500\nrtt_ms = {rtt}\n"
+            ))
+            .unwrap_err();
+            assert!(err.contains("data_link.rtt_ms"), "{rtt}: {err}");
+        }
+        // The largest rate does not overflow into a small window: it is refused.
+        let err = parse(&format!(
+            "domain = \"sales\"\n[data_link]\nmbit_s = {}\nrtt_ms = 1\n",
+            u64::MAX
+        ))
+        .unwrap_err();
+        assert!(err.contains("256 MiB"), "{err}");
+        let err = parse("domain = \"sales\"\n[data_link]\nmbit_s = 500\nrtt_ms = 80\nloss = 1\n")
+            .unwrap_err();
+        assert!(err.contains("loss"), "{err}");
     }
 
     #[test]

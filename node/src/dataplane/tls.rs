@@ -29,9 +29,10 @@ use super::DataPlaneError;
 
 /// Server name sent in the TLS handshake; the libp2p verifier ignores it.
 pub const SERVER_NAME: &str = "meshnode";
-/// The long fat link the data plane's windows are sized for: 500 Mbit/s between clouds
-/// 200 ms apart (a 12.5 MB bandwidth-delay product). A shorter or slower path needs less; a
-/// faster one is held to `window / RTT` per transfer by flow control.
+/// The long fat link the data plane's windows are sized for unless the node config's
+/// `[data_link]` says otherwise: 500 Mbit/s between clouds 200 ms apart (a 12.5 MB
+/// bandwidth-delay product). A shorter or slower path needs less; a faster one is held to
+/// `window / RTT` per transfer by flow control.
 pub const DESIGN_LINK: LongFatLink = LongFatLink {
     bits_per_s: 500_000_000,
     rtt: Duration::from_millis(200),

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mesh_node::DataDir;
+use mesh_node::config::DataLink;
+use mesh_node::dataplane::tls::Congestion;
 use mesh_node::store::Store;
 use mesh_protocol::Identity;
 use mesh_simulations::emulator::{Emulator, EmulatorTotals, LinkParams};
@@ -146,6 +148,22 @@ impl Clouds {
         })
     }
 
+    /// Raw quinn from cloud 1 over `connections` connections, windows sized for `link`.
+    fn quinn_job(
+        &self,
+        congestion: Congestion,
+        link: DataLink,
+        connections: usize,
+    ) -> anyhow::Result<ConsumeJob> {
+        Ok(ConsumeJob::Quinn {
+            addr: self.quinn,
+            bind: Some(self.consumer_addr()?),
+            congestion,
+            link,
+            connections,
+        })
+    }
+
     /// A free local address for the next consumer, known to the emulator as cloud 1's node.
     fn consumer_addr(&self) -> anyhow::Result<SocketAddr> {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
@@ -159,6 +177,7 @@ impl Clouds {
 /// Runs every `--link` with every `--congestion`.
 pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
     let identity = Identity::from_secret_bytes(PROVIDER_SECRET);
+    let data_link = args.data_link.unwrap_or_default();
     let stream_bytes: u64 = setup.stream.iter().map(|b| b.len() as u64).sum();
     let mut out = Vec::new();
     let mut ceiling = 0.0f64;
@@ -168,9 +187,9 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
             &setup.provider_store,
             &setup.provider_dir,
             congestion,
-            args.data_link,
+            data_link,
         )?;
-        let mut raw = start_raw_quinn(&identity, setup.stream.clone(), congestion, args.data_link)?;
+        let mut raw = start_raw_quinn(&identity, setup.stream.clone(), congestion, data_link)?;
         let quinn_real = raw.addr;
         if ceiling == 0.0 {
             let clouds = Clouds::new(
@@ -183,14 +202,7 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
             )
             .await?;
             for _ in 0..args.runs {
-                let m = run_child(&ConsumeJob::Quinn {
-                    addr: clouds.quinn,
-                    bind: Some(clouds.consumer_addr()?),
-                    congestion,
-                    link: args.data_link,
-                    connections: 1,
-                })
-                .await?;
+                let m = run_child(&clouds.quinn_job(congestion, data_link, 1)?).await?;
                 ceiling = ceiling.max(m.mib_s());
                 raw.next_finished().await;
             }
@@ -221,7 +233,7 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                     narrowing: None,
                     bind: Some(clouds.consumer_addr()?),
                     congestion,
-                    link: args.data_link,
+                    link: data_link,
                 })
                 .await?;
                 let _ = std::fs::remove_file(&fetched);
@@ -231,14 +243,7 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                     m.rows,
                     setup.rows
                 );
-                let q = run_child(&ConsumeJob::Quinn {
-                    addr: clouds.quinn,
-                    bind: Some(clouds.consumer_addr()?),
-                    congestion,
-                    link: args.data_link,
-                    connections: 1,
-                })
-                .await?;
+                let q = run_child(&clouds.quinn_job(congestion, data_link, 1)?).await?;
                 anyhow::ensure!(q.bytes == stream_bytes, "raw quinn got {} bytes", q.bytes);
                 let s = raw.next_finished().await.unwrap_or_default();
                 if !args.json {
@@ -272,14 +277,8 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
             let mut parallel = None::<f64>;
             if args.parallel > 1 {
                 for _ in 0..args.runs {
-                    let p = run_child(&ConsumeJob::Quinn {
-                        addr: clouds.quinn,
-                        bind: Some(clouds.consumer_addr()?),
-                        congestion,
-                        link: args.data_link,
-                        connections: args.parallel,
-                    })
-                    .await?;
+                    let p =
+                        run_child(&clouds.quinn_job(congestion, data_link, args.parallel)?).await?;
                     anyhow::ensure!(
                         p.bytes == stream_bytes,
                         "raw quinn over {} connections got {} bytes",

@@ -113,9 +113,9 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     parallel: usize,
     /// The path every data plane and raw quinn connection of the run sizes its flow-control
-    /// windows for, `MBIT_S:RTT_MS` (the node's `[data_link]`; default 500:200).
-    #[arg(long, value_name = "MBIT_S:RTT_MS", value_parser = parse_data_link, default_value = "500:200")]
-    data_link: DataLink,
+    /// windows for, `MBIT_S:RTT_MS` (the node's `[data_link]`; default: the node's default).
+    #[arg(long, value_name = "MBIT_S:RTT_MS", value_parser = parse_data_link)]
+    data_link: Option<DataLink>,
 }
 
 fn parse_data_link(s: &str) -> Result<DataLink, String> {
@@ -350,11 +350,12 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     // Provider node: store, product, agreement, data plane.
     let provider_id = Identity::from_secret_bytes(PROVIDER_SECRET);
     let provider_store = Store::open(&provider_dir.db())?;
+    let data_link = args.data_link.unwrap_or_default();
     let plane = provider_plane(
         &provider_store,
         &provider_dir,
         Congestion::default(),
-        args.data_link,
+        data_link,
     )?;
     let d = descriptor(&provider_id, &path, rows, plane.local_addr());
     let envelope = Signed::sign(&provider_id, &d);
@@ -393,7 +394,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         &provider_id,
         stream.clone(),
         Congestion::default(),
-        args.data_link,
+        data_link,
     )?
     .addr;
     let (flight_addr, cert_pem) = start_flight(path.clone()).await?;
@@ -419,13 +420,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 narrowing: None,
                 bind: None,
                 congestion: Congestion::default(),
-                link: args.data_link,
+                link: data_link,
             },
             ConsumeJob::Quinn {
                 addr: quinn_addr,
                 bind: None,
                 congestion: Congestion::default(),
-                link: args.data_link,
+                link: data_link,
                 connections: 1,
             },
             ConsumeJob::Flight {
@@ -452,7 +453,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 }),
                 bind: None,
                 congestion: Congestion::default(),
-                link: args.data_link,
+                link: data_link,
             },
         ];
         for (i, job) in jobs.into_iter().enumerate() {
