@@ -40,6 +40,8 @@ const COMMAND_CAPACITY: usize = 64;
 const EVENT_CAPACITY: usize = 1024;
 /// How often the peer policy runs (dials, trims, due syncs, scores).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(250);
+/// Longest a stopping node waits for its connections to close.
+const GOODBYE: Duration = Duration::from_millis(500);
 /// Penalty points for each message from a peer that our validation rejects outside gossip
 /// (sync answers and requests); gossipsub scores gossip rejections itself.
 const SYNC_REJECT_PENALTY: f64 = 1.0;
@@ -532,6 +534,24 @@ impl Node {
         if let Err(e) = self.store.flush().await {
             tracing::error!("flushing the store on shutdown failed: {e}");
         }
+        self.say_goodbye().await;
+    }
+
+    /// Closes every connection and drives the swarm until they are gone (at most
+    /// [`GOODBYE`]), so peers learn of the departure from the close itself rather than
+    /// from their idle timeout seconds later.
+    async fn say_goodbye(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let swarm = &mut self.swarm;
+        let _ = tokio::time::timeout(GOODBYE, async {
+            while swarm.network_info().num_peers() > 0 {
+                swarm.select_next_some().await;
+            }
+        })
+        .await;
     }
 
     fn emit(&self, event: NodeEvent) {
