@@ -126,6 +126,7 @@ fn frames() -> (Frame, Vec<Frame>) {
         resume_from_batch: 0,
         compression: Compression::None,
         narrowing: None,
+        stripe: transfer::Stripe::WHOLE,
     }));
     let expected = crate::targets::expected_trailer();
     let mut tally = transfer::TransferTally::new();
@@ -151,6 +152,7 @@ fn frames() -> (Frame, Vec<Frame>) {
             total_batches_hint: Some(2),
             resume_from_batch: 0,
             compression: Compression::None,
+            stripe: transfer::Stripe::WHOLE,
         }),
         Frame::Data(b"batch-0".to_vec()),
         Frame::Data(b"batch-1".to_vec()),

@@ -301,6 +301,7 @@ fn agreement_checks(agreement: &Agreement) {
         resume_from_batch: 0,
         compression: Compression::None,
         narrowing: None,
+        stripe: transfer::Stripe::WHOLE,
     };
     let (provider, consumer) = (fixtures::provider(), fixtures::consumer());
     let as_sent = fetch(agreement.clone(), fixtures::product().id());

@@ -270,6 +270,15 @@ pub struct DataLink {
     pub mbit_s: u64,
     /// Round-trip time of the path, ms.
     pub rtt_ms: u64,
+    /// Connections a fetch of a whole product is striped over (1 to 8, default 1). Between
+    /// clouds, one connection is held back by its window and by every loss; several share
+    /// that out. Each stripe counts as one of the provider's `max_transfers_per_peer`.
+    #[serde(default = "default_connections")]
+    pub connections: u8,
+}
+
+fn default_connections() -> u8 {
+    1
 }
 
 impl DataLink {
@@ -292,6 +301,15 @@ impl DataLink {
         }
         if self.rtt_ms == 0 || self.rtt_ms > 10_000 {
             return invalid("data_link.rtt_ms", "must be between 1 and 10000".into());
+        }
+        if mesh_protocol::Stripe::new(self.connections, 0).is_none() {
+            return invalid(
+                "data_link.connections",
+                format!(
+                    "must be between 1 and {}",
+                    mesh_protocol::transfer::MAX_STRIPES
+                ),
+            );
         }
         let bdp = self.link().bdp();
         if bdp > Self::MAX_BDP {
@@ -317,6 +335,7 @@ impl Default for DataLink {
         Self {
             mbit_s: link.bits_per_s / 1_000_000,
             rtt_ms: u64::try_from(link.rtt.as_millis()).unwrap_or(u64::MAX),
+            connections: default_connections(),
         }
     }
 }
@@ -706,6 +725,22 @@ mod example_tests {
         assert_eq!(Windows::fetching(link).stream_receive, 24 * 1024 * 1024);
         let data_plane = crate::dataplane::DataPlaneConfig::from_node(&fast);
         assert_eq!(data_plane.transport().link, link);
+        assert_eq!(data_plane.connections, 1, "one connection unless asked");
+        let striped =
+            parse("domain = \"sales\"\n[data_link]\nmbit_s = 2000\nrtt_ms = 80\nconnections = 4\n")
+                .unwrap();
+        let data_plane = crate::dataplane::DataPlaneConfig::from_node(&striped);
+        assert_eq!(data_plane.connections, 4);
+        for connections in [0, 9, 255] {
+            let err = parse(&format!(
+                "domain = \"sales\"\n[data_link]\nmbit_s = 500\nrtt_ms = 80\nconnections = {connections}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                err.contains("data_link.connections") && err.contains("between 1 and 8"),
+                "{connections}: {err}"
+            );
+        }
         let err =
             parse("domain = \"sales\"\n[data_link]\nmbit_s = 100000\nrtt_ms = 200\n").unwrap_err();
         assert!(

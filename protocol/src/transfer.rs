@@ -119,6 +119,76 @@ pub enum Compression {
     Zstd,
 }
 
+/// Most connections one fetch may be striped over. Each stripe is a transfer of its own at
+/// the provider (it takes one of the consumer's `max_transfers_per_peer`).
+pub const MAX_STRIPES: u8 = 8;
+
+/// The share of a transfer's data frames one stream carries: frame `i` (counted from frame
+/// 0 of the whole stream, the schema) travels on stripe `i % count`. Every stripe is a
+/// complete transfer (header, its frames, the same signed trailer) on its own connection,
+/// so that a window or a loss on one path holds back only a share of the data; the
+/// consumer reads them round-robin, which restores the stream's order without a reorder
+/// buffer beyond the streams' own receive windows.
+///
+/// Only valid stripes deserialise: `1 <= count <= MAX_STRIPES` and `index < count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "(u8, u8)", into = "(u8, u8)")]
+pub struct Stripe {
+    count: u8,
+    index: u8,
+}
+
+impl Stripe {
+    /// The whole stream on one connection.
+    pub const WHOLE: Stripe = Stripe { count: 1, index: 0 };
+
+    /// Stripe `index` of `count`, if valid.
+    pub fn new(count: u8, index: u8) -> Option<Self> {
+        ((1..=MAX_STRIPES).contains(&count) && index < count).then_some(Self { count, index })
+    }
+
+    /// How many stripes the stream is cut into.
+    pub fn count(self) -> u8 {
+        self.count
+    }
+
+    /// Which of them this is.
+    pub fn index(self) -> u8 {
+        self.index
+    }
+
+    /// Whether this stripe carries data frame `frame`.
+    pub fn carries(self, frame: u64) -> bool {
+        frame % u64::from(self.count) == u64::from(self.index)
+    }
+
+    /// The stripe of `count` that carries `frame`: the stream a consumer reads it from.
+    pub fn carrying(count: u8, frame: u64) -> usize {
+        (frame % u64::from(count.max(1))) as usize
+    }
+}
+
+impl Default for Stripe {
+    fn default() -> Self {
+        Self::WHOLE
+    }
+}
+
+impl TryFrom<(u8, u8)> for Stripe {
+    type Error = String;
+    fn try_from((count, index): (u8, u8)) -> Result<Self, String> {
+        Stripe::new(count, index).ok_or_else(|| {
+            format!("stripe {index} of {count} is invalid (at most {MAX_STRIPES} stripes)")
+        })
+    }
+}
+
+impl From<Stripe> for (u8, u8) {
+    fn from(s: Stripe) -> Self {
+        (s.count, s.index)
+    }
+}
+
 /// Consumer → provider: fetch a product under an agreement.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchRequest {
@@ -135,6 +205,8 @@ pub struct FetchRequest {
     /// Fewer columns or rows than the agreement grants; `None` for everything it grants.
     /// The provider intersects it with the agreement ([`narrow_fetch`]), never widens.
     pub narrowing: Option<Narrowing>,
+    /// The share of the data frames wanted on this stream ([`Stripe::WHOLE`] for all).
+    pub stripe: Stripe,
 }
 
 /// Most columns a [`Narrowing`] may name (a product has at most this many).
@@ -306,6 +378,11 @@ pub struct TransferHeader {
     pub resume_from_batch: u64,
     /// IPC compression used.
     pub compression: Compression,
+    /// The data frames this stream carries: the request's stripe when the provider stripes
+    /// the fetch, [`Stripe::WHOLE`] when it sends everything on the first stripe's stream
+    /// (a fetch it re-encodes is never striped: each stripe would encode the whole product
+    /// to sign its digest).
+    pub stripe: Stripe,
 }
 
 /// What the provider attests it sent, signed by the provider.
@@ -1017,6 +1094,7 @@ mod tests {
             resume_from_batch: 0,
             compression: Compression::Zstd,
             narrowing: None,
+            stripe: Stripe::WHOLE,
         }
     }
 
@@ -1028,6 +1106,7 @@ mod tests {
             total_batches_hint: Some(2),
             resume_from_batch: 0,
             compression: Compression::Zstd,
+            stripe: Stripe::new(2, 1).unwrap(),
         }
     }
 
@@ -1244,6 +1323,43 @@ mod tests {
     }
 
     /// The test descriptor's columns plus `amount`, which the test agreement does not grant.
+    #[test]
+    fn every_frame_travels_on_exactly_one_stripe_in_round_robin() {
+        for count in 1..=MAX_STRIPES {
+            let stripes: Vec<Stripe> = (0..count).map(|i| Stripe::new(count, i).unwrap()).collect();
+            for frame in 0..50u64 {
+                let carriers: Vec<u8> = stripes
+                    .iter()
+                    .filter(|s| s.carries(frame))
+                    .map(|s| s.index())
+                    .collect();
+                assert_eq!(carriers.len(), 1, "frame {frame} of {count} stripes");
+                assert_eq!(usize::from(carriers[0]), Stripe::carrying(count, frame));
+            }
+        }
+        assert!(Stripe::WHOLE.carries(0) && Stripe::WHOLE.carries(12345));
+        assert_eq!(Stripe::default(), Stripe::WHOLE);
+    }
+
+    #[test]
+    fn only_valid_stripes_exist_even_on_the_wire() {
+        for (count, index) in [(0, 0), (2, 2), (3, 7), (MAX_STRIPES + 1, 0), (255, 254)] {
+            assert_eq!(Stripe::new(count, index), None, "{index} of {count}");
+            let forged = postcard::to_stdvec(&(count, index)).unwrap();
+            let err = postcard::from_bytes::<Stripe>(&forged);
+            assert!(err.is_err(), "{index} of {count} decoded");
+        }
+        // A request naming such a stripe is refused by the frame decoder, before any check.
+        let mut request = fetch_request();
+        request.stripe = Stripe::new(4, 3).unwrap();
+        let mut bytes = encode_frame(&Frame::Request(Box::new(request.clone()))).unwrap();
+        let decoded = decode_all(&bytes, bytes.len()).unwrap();
+        assert_eq!(decoded, vec![Frame::Request(Box::new(request))]);
+        let last = bytes.len() - 1; // the stripe index is the request's last byte
+        bytes[last] = 4;
+        assert!(decode_all(&bytes, bytes.len()).is_err());
+    }
+
     fn narrowing_schema() -> Vec<ColumnSchema> {
         let mut schema = descriptor().schema;
         schema.push(ColumnSchema {

@@ -79,6 +79,8 @@ pub struct DataPlaneConfig {
     pub congestion: tls::Congestion,
     /// The path the flow-control windows are sized for (`data_link` in the node config).
     pub link: tls::LongFatLink,
+    /// Connections a whole-product fetch is striped over (`data_link.connections`).
+    pub connections: u8,
 }
 
 impl DataPlaneConfig {
@@ -91,6 +93,7 @@ impl DataPlaneConfig {
             members: Default::default(),
             congestion: config.congestion,
             link: config.data_link.link(),
+            connections: config.data_link.connections,
         }
     }
 

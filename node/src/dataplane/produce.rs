@@ -26,7 +26,7 @@ use arrow::ipc::{CompressionType, MessageHeader};
 use arrow::record_batch::RecordBatch;
 use mesh_protocol::descriptor::{ColumnSchema, columns_from_arrow};
 use mesh_protocol::transfer::{MAX_DATA_FRAME, Narrowing, TransferTally, narrow_fetch};
-use mesh_protocol::{Compression, ContractTerms, Filter};
+use mesh_protocol::{Compression, ContractTerms, Filter, Stripe};
 
 use super::select::BoundFilter;
 
@@ -185,18 +185,22 @@ pub(crate) struct Emitter<F: FnMut(Vec<u8>) -> bool> {
     index: u64,
     /// First frame to forward.
     resume_from: u64,
+    /// The frames to forward from there on.
+    stripe: Stripe,
     /// Forwards a frame; `false` when the consumer is gone.
     forward: F,
 }
 
 impl<F: FnMut(Vec<u8>) -> bool> Emitter<F> {
-    /// An emitter starting at batch 0.
-    pub(crate) fn new(resume_from: u64, hashing: bool, forward: F) -> Self {
+    /// An emitter starting at batch 0 that forwards the frames of `stripe` from
+    /// `resume_from` on, and counts (and, if `hashing`, hashes) all of them.
+    pub(crate) fn new(resume_from: u64, stripe: Stripe, hashing: bool, forward: F) -> Self {
         Self {
             tally: TransferTally::new(),
             hashing,
             index: 0,
             resume_from,
+            stripe,
             forward,
         }
     }
@@ -209,7 +213,7 @@ impl<F: FnMut(Vec<u8>) -> bool> Emitter<F> {
         }
         let index = self.index;
         self.index += 1;
-        if index >= self.resume_from && !(self.forward)(frame) {
+        if index >= self.resume_from && self.stripe.carries(index) && !(self.forward)(frame) {
             return Err(ProduceError::Cancelled);
         }
         Ok(())

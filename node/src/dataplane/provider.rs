@@ -17,7 +17,7 @@ use mesh_protocol::transfer::{
 };
 use mesh_protocol::{
     FetchRefusal, FetchRequest, Frame, FrameHeader, PublicKey, Refusal, Signed, StreamSummary,
-    encode_frame,
+    Stripe, encode_frame,
 };
 use tokio::sync::mpsc;
 
@@ -271,7 +271,8 @@ async fn serve_stream(
     };
     let started = Instant::now();
     let agreement_id = request.agreement.id();
-    let outcome = stream(&shared, send, &request, plan, version).await;
+    let stripe = served_stripe(&plan, &request);
+    let outcome = stream(&shared, send, &request, plan, version, stripe).await;
     drop(slot);
     let outcome_label = if outcome.is_ok() {
         "completed"
@@ -292,6 +293,7 @@ async fn serve_stream(
             "batches": summary.batches,
             "bytes_sent": sent_bytes,
             "resume_from_batch": request.resume_from_batch,
+            "stripe": [stripe.index(), stripe.count()],
             "seconds": seconds,
             "digest": hex::encode(summary.digest),
         });
@@ -431,10 +433,31 @@ fn authorize(
         ProduceError::Terms(m) => Refusal::new(R::NotCovered, m),
         other => Refusal::new(R::Internal, other.to_string()),
     })?;
+    // A re-encoded stream goes whole on the first stripe's stream (see `served_stripe`); a
+    // consumer asks for the others only when that stream's header says it is striped.
+    if !plan.passthrough && request.stripe.index() > 0 {
+        return Err(Refusal::new(
+            R::NotCovered,
+            format!(
+                "`{name}` is re-encoded for this fetch's terms and is not striped: fetch it over one connection"
+            ),
+        ));
+    }
     Ok((plan, version))
 }
 
-/// Sends header, data and trailer. Returns the stream's summary and the bytes sent on
+/// What one stream of a fetch carries: the requested stripe when the stored messages go
+/// as they are, everything otherwise (every stripe would have to re-encode the whole
+/// product to sign its digest).
+fn served_stripe(plan: &ServePlan, request: &FetchRequest) -> Stripe {
+    if plan.passthrough {
+        request.stripe
+    } else {
+        Stripe::WHOLE
+    }
+}
+
+/// Sends header, the data frames of `stripe` and the trailer. Returns the stream's summary and the bytes sent on
 /// success.
 async fn stream(
     shared: &Arc<Shared>,
@@ -442,6 +465,7 @@ async fn stream(
     request: &FetchRequest,
     plan: ServePlan,
     version: u64,
+    stripe: Stripe,
 ) -> Result<(StreamSummary, u64), ()> {
     let header = TransferHeader {
         agreement_id: request.agreement.id(),
@@ -450,6 +474,7 @@ async fn stream(
         total_batches_hint: plan.total_batches,
         resume_from_batch: request.resume_from_batch,
         compression: plan.compression,
+        stripe,
     };
     send_control(&mut send, &Frame::Header(header))
         .await
@@ -467,7 +492,7 @@ async fn stream(
     let known = stamp.and_then(|stamp| shared.summaries().get(&plan.path, stamp));
     let path = plan.path.clone();
     let producer = tokio::task::spawn_blocking(move || {
-        let mut emitter = Emitter::new(resume_from, known.is_none(), |frame| {
+        let mut emitter = Emitter::new(resume_from, stripe, known.is_none(), |frame| {
             tx.blocking_send(frame).is_ok()
         });
         let result = produce::produce(&plan, &mut emitter);

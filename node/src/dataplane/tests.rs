@@ -60,10 +60,21 @@ impl Side {
 
     /// A side whose connections use `transport` (`max_streams`: transfers served per peer).
     fn start_full(identity: Identity, hooks: Hooks, transport: tls::Transport) -> Self {
+        Self::start_striped(identity, hooks, transport, 1)
+    }
+
+    /// [`Side::start_full`], striping its whole-product fetches over `connections`.
+    fn start_striped(
+        identity: Identity,
+        hooks: Hooks,
+        transport: tls::Transport,
+        connections: u8,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = DataDir::new(dir.path());
         let store = Store::open(&data_dir.db()).unwrap();
-        let (plane, task) = Self::plane(&identity, &store, &data_dir, hooks, transport);
+        let (plane, task) =
+            Self::plane(&identity, &store, &data_dir, hooks, transport, connections);
         Side {
             _dir: dir,
             identity,
@@ -80,6 +91,7 @@ impl Side {
         data_dir: &DataDir,
         hooks: Hooks,
         transport: tls::Transport,
+        connections: u8,
     ) -> (DataPlane, tokio::task::JoinHandle<()>) {
         DataPlane::start_with_hooks(
             DataPlaneConfig {
@@ -89,6 +101,7 @@ impl Side {
                 members: Default::default(),
                 congestion: transport.congestion,
                 link: transport.link,
+                connections,
             },
             identity.clone(),
             store.clone(),
@@ -108,6 +121,7 @@ impl Side {
             &self.data_dir,
             hooks,
             tls::Transport::streams(4),
+            1,
         );
         self.plane = plane;
         self.task = task;
@@ -988,6 +1002,7 @@ async fn raw_fetch(
         resume_from_batch: 0,
         compression: Compression::None,
         narrowing: None,
+        stripe: mesh_protocol::Stripe::WHOLE,
     };
     send.write_all(&encode_frame(&Frame::Request(Box::new(request))).unwrap())
         .await
@@ -1092,3 +1107,4 @@ async fn links_planted_beside_the_output_are_replaced_not_followed() {
 /// The Flight endpoint's stream (`crate::flight`, only with the `query` feature).
 #[cfg(feature = "query")]
 mod flight_stream;
+mod striped;

@@ -15,7 +15,7 @@ use mesh_protocol::contract::AgreementId;
 use mesh_protocol::transfer::MAX_CONTROL_FRAME;
 use mesh_protocol::{
     Agreement, Compression, FetchRefusal, FetchRequest, Frame, FrameDecoder, Identity, ProductId,
-    PublicKey, encode_frame,
+    PublicKey, Stripe, encode_frame,
 };
 use mesh_tests::{
     TestNode, fetch_files, free_udp_port, python, require_pyarrow, wait_output, wait_until,
@@ -426,6 +426,7 @@ fn refused_fetches_say_why_and_leave_nothing_behind() {
         resume_from_batch: 0,
         compression: Compression::None,
         narrowing: None,
+        stripe: Stripe::WHOLE,
     };
     let ask = |request| ask_provider(&churn_identity, &provider, data_addr, request);
     let answer = ask(request(&revoked_agreement, "orders", None));

@@ -341,19 +341,29 @@ pub(super) async fn fetch_observed(
         reason: e.to_string(),
     })?;
     let connect_err = |reason: String| FetchError::Connect { addr, reason };
+    // A fetch the provider may stripe opens its connections at once; the others are
+    // closed unused when the provider sends everything on the first.
+    let count = if could_be_striped(&terms, &options) {
+        shared.config.connections.max(1)
+    } else {
+        1
+    };
+    let connect = |_| async {
+        endpoint
+            .connect_with(client.clone(), addr, tls::SERVER_NAME)
+            .map_err(|e| connect_err(e.to_string()))?
+            .await
+            .map_err(|e| {
+                connect_err(format!(
+                    "{e} (is the provider running, and is it the key {}?)",
+                    terms.provider.fingerprint()
+                ))
+            })
+    };
     // A failed connection leaves any partial file in place for a later attempt.
-    let connection = endpoint
-        .connect_with(client, addr, tls::SERVER_NAME)
-        .map_err(|e| connect_err(e.to_string()))?
-        .await
-        .map_err(|e| {
-            connect_err(format!(
-                "{e} (is the provider running, and is it the key {}?)",
-                terms.provider.fingerprint()
-            ))
-        })?;
+    let connections = futures::future::try_join_all((0..count).map(connect)).await?;
     let result = Transfer {
-        connection: &connection,
+        connections: &connections,
         paths: &paths,
         id,
         terms: &terms,
@@ -364,7 +374,9 @@ pub(super) async fn fetch_observed(
     }
     .run(agreement, resume.map(|(_, b)| b), observer)
     .await;
-    connection.close(quinn::VarInt::from_u32(0), b"done");
+    for connection in &connections {
+        connection.close(quinn::VarInt::from_u32(0), b"done");
+    }
     shared
         .transfers
         .fetched(&result, started.elapsed().as_secs_f64());
@@ -395,6 +407,15 @@ pub(super) async fn fetch_observed(
         tracing::error!("cannot audit a received transfer: {e}");
     }
     Ok(outcome)
+}
+
+/// Whether the provider may stripe this fetch: it does so only when it sends the stored
+/// messages as they are: no row filter, no compression, no narrowing (it also needs every
+/// column granted, which the provider decides against the file).
+fn could_be_striped(terms: &ContractTerms, options: &FetchOptions) -> bool {
+    options.narrowing.is_none()
+        && options.compression == Compression::None
+        && terms.filter.is_none()
 }
 
 /// The provider closed the connection because this node's key is not a member of its mesh

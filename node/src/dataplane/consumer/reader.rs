@@ -9,8 +9,8 @@
 use std::collections::VecDeque;
 
 use bytes::{Buf, Bytes};
-use mesh_protocol::transfer::{FRAME_HEADER_LEN, FrameKind};
-use mesh_protocol::{Frame, FrameHeader};
+use mesh_protocol::transfer::{FRAME_HEADER_LEN, FrameKind, MAX_STRIPES};
+use mesh_protocol::{Frame, FrameHeader, Stripe};
 
 /// Chunks taken from quinn at once.
 const CHUNKS_PER_READ: usize = 32;
@@ -129,6 +129,58 @@ impl FrameReader {
     }
 }
 
+/// The frames of a transfer striped over several streams (one per connection), read
+/// round-robin in the stream's order: frame `i` from stripe `i % count` (see
+/// [`Stripe`]). Each stripe's reader holds at most one batch of chunks; the rest waits in
+/// that stream's receive window, which is what bounds the reordering.
+pub(super) struct StripedReader {
+    stripes: Vec<FrameReader>,
+    /// Index of the next data frame of the whole stream.
+    next: u64,
+}
+
+impl StripedReader {
+    /// Reads `stripes` (stripe `k` at index `k`) from data frame `resume_from` on.
+    pub(super) fn new(stripes: Vec<FrameReader>, resume_from: u64) -> Self {
+        debug_assert!(!stripes.is_empty() && stripes.len() <= usize::from(MAX_STRIPES));
+        Self {
+            stripes,
+            next: resume_from,
+        }
+    }
+
+    /// Reads the stream's next frame. The trailer is returned once every stripe ended with
+    /// the same one; a stripe that goes on with data or ends otherwise is a protocol error.
+    pub(super) async fn read(&mut self, buffer: Vec<u8>) -> Result<Incoming, ReadFailure> {
+        let count = self.stripes.len();
+        let at = Stripe::carrying(count as u8, self.next);
+        match self.stripes[at].read(buffer).await? {
+            Incoming::Data(frame) => {
+                self.next += 1;
+                Ok(Incoming::Data(frame))
+            }
+            Incoming::Control(Frame::Trailer(trailer)) => {
+                for k in (1..count).map(|step| (at + step) % count) {
+                    match self.stripes[k].read(Vec::new()).await? {
+                        Incoming::Control(Frame::Trailer(other)) if other == trailer => {}
+                        Incoming::Control(Frame::Error(refusal)) => {
+                            return Ok(Incoming::Control(Frame::Error(refusal)));
+                        }
+                        _ => {
+                            return Err(ReadFailure::Protocol(format!(
+                                "stripe {k} did not end where stripe {at} did, with the same trailer (after {} data frames)",
+                                self.next
+                            )));
+                        }
+                    }
+                }
+                Ok(Incoming::Control(Frame::Trailer(trailer)))
+            }
+            control => Ok(control),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -141,10 +193,16 @@ mod tests {
 
     /// What a test keeps alive while it reads.
     struct Link {
-        reader: FrameReader,
+        reader: Option<FrameReader>,
         connection: quinn::Connection,
         _client: quinn::Endpoint,
         server: tokio::task::JoinHandle<()>,
+    }
+
+    impl Link {
+        fn reader(&mut self) -> &mut FrameReader {
+            self.reader.as_mut().expect("the reader was not taken")
+        }
     }
 
     /// A provider that answers the consumer's stream with `writes`, each written on its own
@@ -182,7 +240,7 @@ mod tests {
         let (mut send, recv) = connection.open_bi().await.unwrap();
         send.write_all(&[0]).await.unwrap();
         Link {
-            reader: FrameReader::new(recv),
+            reader: Some(FrameReader::new(recv)),
             connection,
             _client: client,
             server,
@@ -229,7 +287,7 @@ mod tests {
 
         let mut payloads = Vec::new();
         loop {
-            match link.reader.read(Vec::new()).await {
+            match link.reader().read(Vec::new()).await {
                 Ok(Incoming::Data(payload)) => payloads.push(payload),
                 Ok(Incoming::Control(Frame::Error(got))) => {
                     assert_eq!(got, refusal);
@@ -241,7 +299,7 @@ mod tests {
         }
         assert_eq!(payloads, vec![big, small]);
         // Then the provider finished without a trailer.
-        let reason = broken(link.reader.read(Vec::new()).await);
+        let reason = broken(link.reader().read(Vec::new()).await);
         assert!(reason.contains("without a trailer"), "{reason}");
         // The provider wrote everything without failing.
         link.connection.close(0u32.into(), b"done");
@@ -253,7 +311,7 @@ mod tests {
         let frame = data_frame(&[7u8; 1000]);
         for cut in [2, 999] {
             let mut link = provider_sending(vec![frame[..cut].to_vec()]).await;
-            let reason = broken(link.reader.read(Vec::new()).await);
+            let reason = broken(link.reader().read(Vec::new()).await);
             assert!(reason.contains("inside a frame"), "cut at {cut}: {reason}");
         }
     }
@@ -265,17 +323,100 @@ mod tests {
         let len = u32::try_from(MAX_DATA_FRAME + 1).unwrap().to_be_bytes();
         let oversized = vec![FrameKind::Data.tag(), len[0], len[1], len[2], len[3]];
         let mut link = provider_sending(vec![oversized]).await;
-        let reason = protocol_error(link.reader.read(Vec::new()).await);
+        let reason = protocol_error(link.reader().read(Vec::new()).await);
         assert!(
             reason.contains("large") || reason.contains("limit"),
             "{reason}"
         );
 
         let mut link = provider_sending(vec![vec![0xee, 0, 0, 0, 1, 0]]).await;
-        let reason = protocol_error(link.reader.read(Vec::new()).await);
+        let reason = protocol_error(link.reader().read(Vec::new()).await);
         assert!(
             reason.contains("tag") || reason.contains("0xee") || reason.contains("238"),
             "{reason}"
         );
+    }
+
+    /// A trailer signed by the test provider for `batches` frames.
+    fn trailer(batches: u64) -> Vec<u8> {
+        let trailer = mesh_protocol::TransferTrailer {
+            agreement_id: mesh_protocol::contract::AgreementId([9; 32]),
+            product: mesh_protocol::ProductId {
+                owner: Identity::from_secret_bytes([1; 32]).public_key(),
+                name: "orders".into(),
+            },
+            version: 1,
+            rows: 10,
+            batches,
+            digest: [7; 32],
+            resume_from_batch: 0,
+        };
+        let signed = mesh_protocol::Signed::sign(&Identity::from_secret_bytes([1; 32]), &trailer);
+        encode_frame(&Frame::Trailer(signed)).unwrap()
+    }
+
+    /// Takes a link's reader, keeping the link (its connection and server) alive.
+    fn take_reader(link: &mut Link) -> FrameReader {
+        link.reader.take().expect("a reader")
+    }
+
+    #[tokio::test]
+    async fn stripes_are_read_round_robin_back_into_the_stream_order() {
+        let f = |i: u8| data_frame(&[i; 10]);
+        // Stripe 0 carries frames 0, 2 and 4; stripe 1 carries 1 and 3.
+        let mut links = [
+            provider_sending(vec![[f(0), f(2), f(4), trailer(5)].concat()]).await,
+            provider_sending(vec![[f(1), f(3), trailer(5)].concat()]).await,
+        ];
+        let mut reader = StripedReader::new(links.iter_mut().map(take_reader).collect(), 0);
+        let mut got = Vec::new();
+        loop {
+            match reader.read(Vec::new()).await {
+                Ok(Incoming::Data(payload)) => got.push(payload[0]),
+                Ok(Incoming::Control(Frame::Trailer(t))) => {
+                    assert_eq!(t.decode_trusted().unwrap().batches, 5);
+                    break;
+                }
+                Ok(Incoming::Control(other)) => panic!("unexpected {}", other.kind()),
+                Err(_) => panic!("the stripes failed"),
+            }
+        }
+        assert_eq!(got, [0, 1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_stripe_that_ends_elsewhere_or_with_another_trailer_is_refused() {
+        let f = |i: u8| data_frame(&[i; 10]);
+        let cases = [
+            // Stripe 1 ends after frame 1 with a trailer for 3 frames; stripe 0 sends 2 and 4.
+            (
+                vec![[f(0), f(2), f(4), trailer(5)].concat()],
+                vec![[f(1), trailer(3)].concat()],
+            ),
+            // Both claim 3 frames, but stripe 0 goes on with one more.
+            (
+                vec![[f(0), f(2), f(4), trailer(3)].concat()],
+                vec![[f(1), trailer(3)].concat()],
+            ),
+            // Same place, different trailers.
+            (
+                vec![[f(0), trailer(2)].concat()],
+                vec![[f(1), trailer(3)].concat()],
+            ),
+        ];
+        for (case, (zero, one)) in cases.into_iter().enumerate() {
+            let mut links = [provider_sending(zero).await, provider_sending(one).await];
+            let mut reader = StripedReader::new(links.iter_mut().map(take_reader).collect(), 0);
+            let failure = loop {
+                match reader.read(Vec::new()).await {
+                    Ok(Incoming::Data(_)) => {}
+                    Ok(Incoming::Control(Frame::Trailer(_))) => panic!("case {case}: accepted"),
+                    Ok(Incoming::Control(other)) => panic!("unexpected {}", other.kind()),
+                    Err(e) => break e,
+                }
+            };
+            let reason = protocol_error(Err(failure));
+            assert!(reason.contains("same trailer"), "case {case}: {reason}");
+        }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! 1. [`Transfer::request`]: open a stream and send the fetch request;
 //! 2. [`Transfer::receive_header`]: the provider's header, checked against the request and
-//!    the agreement (or its refusal);
+//!    the agreement (or its refusal); when it says the fetch is striped, the other stripes
+//!    are asked for on the other connections ([`Transfer::open_stripes`]);
 //! 3. [`Transfer::open_file`]: the partial file, new or resumed, and its state file;
 //! 4. [`Transfer::receive`]: data frames from the network to the [`writer`] thread until the
 //!    trailer;
@@ -11,18 +12,19 @@
 //! 6. [`Transfer::complete`]: verify the signed trailer, finish (and convert) the file and
 //!    move it to `OUT`.
 //!
-//! The network reader and the file writer run concurrently: this task only reads frames,
-//! a blocking thread appends, hashes and checkpoints them.
+//! The network reader and the file writer run concurrently: this task only reads frames
+//! (round-robin from the stripes, which restores the stream's order), a blocking thread
+//! appends, hashes and checkpoints them.
 
 use std::time::Instant;
 
 use mesh_protocol::contract::{AgreementId, ContractTerms};
 use mesh_protocol::{
-    Agreement, FetchRequest, Frame, Signed, TransferHeader, TransferTrailer, encode_frame,
-    verify_trailer,
+    Agreement, FetchRefusal, FetchRequest, Frame, Signed, Stripe, TransferHeader, TransferTrailer,
+    encode_frame, verify_trailer,
 };
 
-use super::reader::{FrameReader, Incoming, ReadFailure};
+use super::reader::{FrameReader, Incoming, ReadFailure, StripedReader};
 use super::writer::{self, Writer};
 use super::{FetchOptions, FetchOutcome, FrameObserver, refused_as_non_member, write_state};
 use crate::dataplane::convert::{self, OutputFormat};
@@ -31,9 +33,10 @@ use crate::dataplane::outpath::{self, PlaceError};
 use crate::dataplane::{FetchError, PartialPaths, ResumeState};
 use crate::node::now_ms;
 
-/// A transfer under way on `connection`.
+/// A transfer under way on `connections` (to one provider): the first carries the whole
+/// stream or its first stripe, the others are used only when the provider stripes it.
 pub(super) struct Transfer<'a> {
-    pub(super) connection: &'a quinn::Connection,
+    pub(super) connections: &'a [quinn::Connection],
     pub(super) paths: &'a PartialPaths,
     pub(super) id: AgreementId,
     pub(super) terms: &'a ContractTerms,
@@ -57,8 +60,11 @@ impl Transfer<'_> {
         resume: Option<IpcFileBuilder>,
         observer: Option<FrameObserver>,
     ) -> Result<FetchOutcome, FetchError> {
-        let mut reader = self.request(agreement).await?;
-        let header = self.receive_header(&mut reader).await?;
+        let count = self.connections.len() as u8;
+        let first = Stripe::new(count, 0).unwrap_or(Stripe::WHOLE);
+        let mut reader = self.request(0, &agreement, first).await?;
+        let header = self.receive_header(&mut reader, first).await?;
+        let mut reader = self.open_stripes(reader, &header, &agreement).await?;
         let (builder, state) = self.open_file(resume, header.version)?;
         let start_bytes = builder.offset();
         let expected_columns = header.schema.iter().map(|c| c.name.clone()).collect();
@@ -86,26 +92,31 @@ impl Transfer<'_> {
 
     /// An interruption after `batches` complete data frames.
     fn broken(&self, reason: String) -> FetchError {
-        refused_as_non_member(self.connection, self.terms).unwrap_or(FetchError::Interrupted {
+        refused_as_non_member(&self.connections[0], self.terms).unwrap_or(FetchError::Interrupted {
             batches: self.resume_from,
             reason,
         })
     }
 
-    /// Step 1: opens the stream and sends the request.
-    async fn request(&self, agreement: Agreement) -> Result<FrameReader, FetchError> {
-        let (mut send, recv) = self
-            .connection
+    /// Step 1: opens a stream on connection `at` and asks for `stripe` on it.
+    async fn request(
+        &self,
+        at: usize,
+        agreement: &Agreement,
+        stripe: Stripe,
+    ) -> Result<FrameReader, FetchError> {
+        let (mut send, recv) = self.connections[at]
             .open_bi()
             .await
             .map_err(|e| self.broken(e.to_string()))?;
         let request = FetchRequest {
-            agreement,
+            agreement: agreement.clone(),
             product: self.terms.product.clone(),
             version: self.version_wanted,
             resume_from_batch: self.resume_from,
             compression: self.options.compression,
             narrowing: self.options.narrowing.clone(),
+            stripe,
         };
         let bytes = encode_frame(&Frame::Request(Box::new(request)))
             .map_err(|e| FetchError::BadRequest(e.to_string()))?;
@@ -117,7 +128,11 @@ impl Transfer<'_> {
     }
 
     /// Step 2: the provider's header (or its refusal), checked.
-    async fn receive_header(&self, reader: &mut FrameReader) -> Result<TransferHeader, FetchError> {
+    async fn receive_header(
+        &self,
+        reader: &mut FrameReader,
+        stripe: Stripe,
+    ) -> Result<TransferHeader, FetchError> {
         let header = match reader.read(Vec::new()).await {
             Ok(Incoming::Control(Frame::Header(h))) => h,
             Ok(Incoming::Control(Frame::Error(refusal))) => {
@@ -132,7 +147,58 @@ impl Transfer<'_> {
             Err(ReadFailure::Protocol(e)) => return Err(FetchError::Verification(e)),
         };
         self.check_header(&header)?;
+        // The first stripe's stream may carry everything instead; any other, only itself.
+        if header.stripe != stripe && !(stripe.index() == 0 && header.stripe == Stripe::WHOLE) {
+            return Err(FetchError::Verification(format!(
+                "asked for stripe {} of {}, the provider sends stripe {} of {}",
+                stripe.index(),
+                stripe.count(),
+                header.stripe.index(),
+                header.stripe.count()
+            )));
+        }
         Ok(header)
+    }
+
+    /// Step 2, continued: when the first stream's header says the fetch is striped, asks
+    /// for the other stripes, one per connection, all at once. Each must describe the same
+    /// transfer as the first.
+    async fn open_stripes(
+        &self,
+        first: FrameReader,
+        header: &TransferHeader,
+        agreement: &Agreement,
+    ) -> Result<StripedReader, FetchError> {
+        let count = header.stripe.count();
+        let others = (1..count).map(|k| async move {
+            let stripe = Stripe::new(count, k).expect("k < count <= MAX_STRIPES");
+            let mut reader = self.request(usize::from(k), agreement, stripe).await?;
+            let theirs = match self.receive_header(&mut reader, stripe).await {
+                Err(FetchError::Refused(r)) if r.code == FetchRefusal::Busy => {
+                    return Err(FetchError::Refused(mesh_protocol::Refusal::new(
+                        FetchRefusal::Busy,
+                        format!(
+                            "{} (this fetch is striped over {count} connections, `data_link.connections`, and each is one of the transfers the provider allows at once; retry when other fetches end, or lower it)",
+                            r.message
+                        ),
+                    )));
+                }
+                other => other?,
+            };
+            let same = TransferHeader {
+                stripe: header.stripe,
+                ..theirs
+            };
+            if same != *header {
+                return Err(FetchError::Verification(format!(
+                    "stripe {k} of {count} describes another transfer than stripe 0"
+                )));
+            }
+            Ok(reader)
+        });
+        let mut readers = vec![first];
+        readers.extend(futures::future::try_join_all(others).await?);
+        Ok(StripedReader::new(readers, self.resume_from))
     }
 
     /// The header must describe the transfer asked for, and only granted columns.
@@ -228,7 +294,7 @@ impl Transfer<'_> {
     /// refusal in the middle of the data ends the transfer here, once the writer stopped.
     async fn receive(
         &self,
-        reader: &mut FrameReader,
+        reader: &mut StripedReader,
         mut writer: Writer,
     ) -> Result<(StreamEnd, Writer), FetchError> {
         let end = loop {

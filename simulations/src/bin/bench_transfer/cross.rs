@@ -13,7 +13,8 @@
 //!
 //! With `--parallel N`, raw quinn also moves the stream over N connections from the one
 //! consumer endpoint, connection k carrying the frames i with i mod N = k, each with its own
-//! congestion controller and flow-control windows.
+//! congestion controller and flow-control windows; and meshnode fetches the product striped
+//! the same way (`data_link.connections = N`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,6 +101,12 @@ pub(crate) struct LinkResult {
     /// With `--parallel N`: raw quinn moving the same bytes over N connections at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     quinn_parallel_mib_s: Option<f64>,
+    /// With `--parallel N`: a meshnode fetch striped over N connections.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meshnode_striped_mib_s: Option<f64>,
+    /// `meshnode_striped_mib_s / quinn_parallel_mib_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_striped_vs_quinn_parallel: Option<f64>,
     /// The emulator's counts over every run on this link, both transfers.
     emulator: EmulatorTotals,
 }
@@ -275,8 +282,35 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
             // The same bytes split over several connections, each with its own congestion
             // window: what striping a product would gain on this link.
             let mut parallel = None::<f64>;
+            let mut striped = None::<f64>;
             if args.parallel > 1 {
-                for _ in 0..args.runs {
+                let connections = u8::try_from(args.parallel)?;
+                for run in 0..args.runs {
+                    let fetched = setup.consumer_dir.with_file_name(format!(
+                        "cross-{}-striped-{run}.arrow",
+                        congestion.as_str()
+                    ));
+                    let m = run_child(&ConsumeJob::Meshnode {
+                        data_dir: setup.consumer_dir.clone(),
+                        out: fetched.clone(),
+                        addr: clouds.meshnode,
+                        owner: setup.owner.clone(),
+                        narrowing: None,
+                        bind: Some(clouds.consumer_addr()?),
+                        congestion,
+                        link: DataLink {
+                            connections,
+                            ..data_link
+                        },
+                    })
+                    .await?;
+                    let _ = std::fs::remove_file(&fetched);
+                    anyhow::ensure!(
+                        m.rows == setup.rows,
+                        "the fetch over {connections} connections got {} of {} rows",
+                        m.rows,
+                        setup.rows
+                    );
                     let p =
                         run_child(&clouds.quinn_job(congestion, data_link, args.parallel)?).await?;
                     anyhow::ensure!(
@@ -290,15 +324,17 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                     }
                     if !args.json {
                         eprintln!(
-                            "{:>5} ms RTT, {:.2} % loss, {:>7}: quinn over {} connections {:>7.1} MiB/s",
+                            "{:>5} ms RTT, {:.2} % loss, {:>7}: over {} connections meshnode {:>7.1} MiB/s, quinn {:>7.1} MiB/s",
                             link.rtt_ms,
                             link.loss * 100.0,
                             congestion.as_str(),
                             args.parallel,
+                            m.mib_s(),
                             p.mib_s(),
                         );
                     }
                     parallel = Some(parallel.unwrap_or(0.0).max(p.mib_s()));
+                    striped = Some(striped.unwrap_or(0.0).max(m.mib_s()));
                 }
             }
             let totals = clouds.emulator.totals();
@@ -316,6 +352,8 @@ pub(crate) async fn run(setup: &Setup, args: &Args) -> anyhow::Result<Report> {
                 quinn_sender: sender,
                 parallel_connections: parallel.map(|_| args.parallel),
                 quinn_parallel_mib_s: parallel.map(round),
+                meshnode_striped_mib_s: striped.map(round),
+                ratio_striped_vs_quinn_parallel: striped.zip(parallel).map(|(m, p)| round(m / p)),
                 emulator: totals,
             });
         }

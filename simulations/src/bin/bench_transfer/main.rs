@@ -38,7 +38,8 @@
 //! ```
 //!
 //! `--parallel N` adds, on each link, raw quinn moving the same bytes over N connections at
-//! once (`quinn_parallel_mib_s`): what a fetch striped over connections could gain there.
+//! once (`quinn_parallel_mib_s`) and a meshnode fetch striped over N connections
+//! (`meshnode_striped_mib_s`, `ratio_striped_vs_quinn_parallel`).
 //!
 //! It prints one JSON object (`--json`) or a short table. Each mode runs `--runs` times and
 //! the best run counts. Beside throughput, each side's CPU time per GiB is reported (user +
@@ -108,8 +109,9 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "cubic,bbr")]
     congestion: Vec<Congestion>,
     /// With `--link`: also move the stream over this many raw quinn connections at once
-    /// (connection k sends every frame i with i mod N = k), and report
-    /// `quinn_parallel_mib_s`: whether splitting a product over connections would help.
+    /// (connection k sends every frame i with i mod N = k), and fetch it with meshnode
+    /// striped over as many (`data_link.connections`); reports `quinn_parallel_mib_s`,
+    /// `meshnode_striped_mib_s` and `ratio_striped_vs_quinn_parallel`.
     #[arg(long, default_value_t = 1)]
     parallel: usize,
     /// The path every data plane and raw quinn connection of the run sizes its flow-control
@@ -126,6 +128,7 @@ fn parse_data_link(s: &str) -> Result<DataLink, String> {
     Ok(DataLink {
         mbit_s: number(mbit)?,
         rtt_ms: number(rtt)?,
+        ..DataLink::default()
     })
 }
 
@@ -827,11 +830,13 @@ fn provider_plane(
     let (plane, _task) = DataPlane::start(
         DataPlaneConfig {
             listen: "127.0.0.1:0".parse()?,
-            max_transfers_per_peer: 4,
+            // A striped fetch takes one transfer per stripe.
+            max_transfers_per_peer: u32::from(mesh_protocol::transfer::MAX_STRIPES),
             clock_skew_ms: 0,
             members: Default::default(),
             congestion,
             link: link.link(),
+            connections: 1,
         },
         Identity::from_secret_bytes(PROVIDER_SECRET),
         store.clone(),
@@ -858,6 +863,7 @@ fn consumer_plane(
             members: Default::default(),
             congestion,
             link: link.link(),
+            connections: link.connections,
         },
         Identity::from_secret_bytes(CONSUMER_SECRET),
         store,
