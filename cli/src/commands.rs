@@ -651,6 +651,10 @@ pub(crate) struct FetchArgs {
     /// Arrow IPC compression on the wire and in the file.
     #[arg(long, default_value = "none", value_parser = ["none", "lz4", "zstd"])]
     compression: String,
+    /// Stripe the fetch of a whole product over this many connections (1 to 8), for long,
+    /// fast paths between clouds (default: the node's `data_link.connections`).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
+    connections: Option<u8>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -724,6 +728,7 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         format: OutputFormat::Arrows,
         progress: progress::id_for_terminal(),
         narrowing: None,
+        connections: args.connections,
     };
     let label = format!("fetching {}", args.product);
     let format = match target {

@@ -545,6 +545,10 @@ pub struct FetchRequestBody {
     /// everything granted. The provider refuses what the agreement does not grant.
     #[serde(default)]
     pub narrowing: Option<mesh_protocol::Narrowing>,
+    /// Connections to stripe a whole-product fetch over (1 to 8); default: the node's
+    /// `data_link.connections`.
+    #[serde(default)]
+    pub connections: Option<u8>,
 }
 
 /// `POST /v1/sql`: a query over the products this node holds usable agreements for.

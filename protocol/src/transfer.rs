@@ -1,4 +1,4 @@
-//! Data-plane framing: what travels on one QUIC bidirectional stream of `meshnode-data/2`.
+//! Data-plane framing: what travels on one QUIC bidirectional stream of `meshnode-data/3`.
 //!
 //! The consumer sends one [`Frame::Request`]. The provider answers with either
 //! [`Frame::Error`], or [`Frame::Header`], any number of [`Frame::Data`] and a
@@ -29,7 +29,7 @@ use crate::identity::PublicKey;
 
 /// ALPN of the data-plane QUIC endpoint. Version 2: a fetch request may narrow the columns and
 /// rows it asks for ([`FetchRequest::narrowing`]), which version 1 peers cannot decode.
-pub const DATA_ALPN: &[u8] = b"meshnode-data/2";
+pub const DATA_ALPN: &[u8] = b"meshnode-data/3";
 /// Bytes before each payload: tag and length.
 pub const FRAME_HEADER_LEN: usize = 5;
 /// Largest data frame payload.

@@ -1756,6 +1756,7 @@ async fn fetch_once(
                 format: Default::default(),
                 progress: None,
                 narrowing: None,
+                connections: None,
             })
             .await
             .map_err(|e| format!("{e} ({})", e.code()))?;

@@ -73,6 +73,7 @@ fn prepare(
         format: body.format,
         progress: tracked.map(Tracked::progress),
         narrowing: body.narrowing,
+        connections: body.connections,
     };
     Ok((data, options))
 }

@@ -1,4 +1,4 @@
-//! The data plane: Arrow IPC over QUIC (`meshnode-data/2`), contract-enforced at the
+//! The data plane: Arrow IPC over QUIC (`meshnode-data/3`), contract-enforced at the
 //! provider.
 //!
 //! One quinn endpoint per node both serves (provider) and dials (consumer). TLS uses the

@@ -205,6 +205,18 @@ impl<F: FnMut(Vec<u8>) -> bool> Emitter<F> {
         }
     }
 
+    /// Whether the next frame's bytes are needed: to hash them, or to forward them.
+    fn needs_next(&self) -> bool {
+        self.hashing || (self.index >= self.resume_from && self.stripe.carries(self.index))
+    }
+
+    /// Counts the next frame without its bytes (when [`Emitter::needs_next`] says so).
+    fn skip(&mut self, rows: u64) {
+        debug_assert!(!self.needs_next());
+        self.tally.count(1, rows);
+        self.index += 1;
+    }
+
     fn emit(&mut self, frame: Vec<u8>, rows: u64) -> Result<(), ProduceError> {
         if self.hashing {
             self.tally.add_batch(&frame, rows);
@@ -291,6 +303,15 @@ fn passthrough<F: FnMut(Vec<u8>) -> bool>(
             .ok()
             .filter(|b| 8 + meta_len + b <= MAX_DATA_FRAME)
             .ok_or_else(|| file_error(path, "message larger than a data frame"))?;
+        // Another stripe's frame, or one the consumer already holds, with the summary known:
+        // counted, not read. A file cut short shows at the next message.
+        if !emitter.needs_next() {
+            reader
+                .seek_relative(body_len as i64)
+                .map_err(|e| file_error(path, e))?;
+            emitter.skip(rows);
+            continue;
+        }
         // Read the body straight into the frame's spare capacity (no zero-filling first).
         let mut frame = Vec::with_capacity(8 + meta_len + body_len);
         frame.extend_from_slice(&head);

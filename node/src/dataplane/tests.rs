@@ -293,6 +293,7 @@ fn options(out: &Path, product: &ProductId) -> FetchOptions {
         format: Default::default(),
         progress: None,
         narrowing: None,
+        connections: None,
     }
 }
 

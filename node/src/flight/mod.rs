@@ -233,6 +233,7 @@ impl Endpoint {
             format: OutputFormat::Arrow,
             progress: None,
             narrowing: None,
+            connections: None,
         };
         let batches = stream::product_batches(data, options, permit);
         Ok(Box::pin(

@@ -255,6 +255,7 @@ async fn obtain(
         format: OutputFormat::Arrow,
         progress: None,
         narrowing,
+        connections: None,
     };
     engine.data.fetch(options).await.map_err(|source| {
         let kind = source.code();

@@ -612,6 +612,61 @@ fn a_provider_killed_mid_transfer_fails_the_fetch_and_the_retry_resumes_to_ident
     }
 }
 
+#[test]
+fn a_whole_product_fetched_over_three_connections_is_the_same_file() {
+    let sales = TestNode::start("sales", &[]);
+    publish(&sales, "clicks", &clicks_csv(12), "");
+    let churn = TestNode::start_joining("churn", &sales);
+    wait_for_product(&churn, "sales/clicks", 1);
+    agree(&churn, "sales/clicks", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one.arrow");
+    let three = dir.path().join("three.arrow");
+    let single = fetch_ok(&churn, "sales/clicks", &one, &[]);
+    let striped = fetch_ok(&churn, "sales/clicks", &three, &["--connections", "3"]);
+    for field in ["digest", "rows", "batches", "bytes"] {
+        assert_eq!(
+            striped[field], single[field],
+            "{field}: {striped} vs {single}"
+        );
+    }
+    assert!(
+        std::fs::read(&three).unwrap() == std::fs::read(&one).unwrap(),
+        "the striped fetch wrote another file"
+    );
+    // The provider served the second fetch as three stripes (each audited once the consumer
+    // acknowledged all of it).
+    let served = || -> Vec<String> {
+        let log = sales.cli(&["audit", "--json"]).json();
+        let mut stripes: Vec<String> = log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "transfer_served")
+            .map(|e| e["detail"]["stripe"].to_string())
+            .collect();
+        stripes.sort();
+        stripes
+    };
+    wait_until(Duration::from_secs(10), || served().len() >= 4);
+    assert_eq!(served(), ["[0,1]", "[0,3]", "[1,3]", "[2,3]"]);
+    if let Some(py) = read_back_rows(&three) {
+        assert_eq!(py, single["rows"].as_u64().unwrap());
+    }
+
+    // Out of range: a usage error before anything is sent.
+    let out = dir.path().join("nine.arrow");
+    let result = churn.fetch("sales/clicks", &out, &["--connections", "9"]);
+    assert!(!result.success);
+    assert!(result.stderr.contains("--connections"), "{}", result.stderr);
+    assert_nothing_left(&out);
+}
+
+/// Rows in the Arrow file at `path` as pyarrow reads them, when pyarrow is required.
+fn read_back_rows(path: &Path) -> Option<u64> {
+    require_pyarrow().then(|| read_back(path)["rows"].as_u64().unwrap())
+}
+
 /// `meshnode fetch PRODUCT ARGS... --data-dir DIR` run from `cwd`.
 fn fetch_in(node: &TestNode, cwd: &Path, product: &str, args: &[&str]) -> mesh_tests::CliOutput {
     let output = std::process::Command::new(mesh_tests::meshnode_bin())

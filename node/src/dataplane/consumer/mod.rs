@@ -64,6 +64,11 @@ pub struct FetchOptions {
     /// intersects it with the agreement); `None` for everything granted.
     #[serde(default)]
     pub narrowing: Option<mesh_protocol::Narrowing>,
+    /// Connections to stripe a whole-product fetch over (1 to
+    /// [`MAX_STRIPES`](mesh_protocol::transfer::MAX_STRIPES)); `None` for the node's
+    /// `data_link.connections`.
+    #[serde(default)]
+    pub connections: Option<u8>,
 }
 
 /// A completed fetch.
@@ -311,6 +316,14 @@ pub(super) async fn fetch_observed(
     observer: Option<FrameObserver>,
 ) -> Result<FetchOutcome, FetchError> {
     let started = Instant::now();
+    if let Some(n) = options.connections
+        && mesh_protocol::Stripe::new(n, 0).is_none()
+    {
+        return Err(FetchError::BadRequest(format!(
+            "a fetch can be striped over 1 to {} connections, not {n}",
+            mesh_protocol::transfer::MAX_STRIPES
+        )));
+    }
     // Held until this function returns: no other fetch writes this path meanwhile.
     let target = {
         let (out, own, force) = (
@@ -344,7 +357,7 @@ pub(super) async fn fetch_observed(
     // A fetch the provider may stripe opens its connections at once; the others are
     // closed unused when the provider sends everything on the first.
     let count = if could_be_striped(&terms, &options) {
-        shared.config.connections.max(1)
+        options.connections.unwrap_or(shared.config.connections)
     } else {
         1
     };

@@ -4,8 +4,21 @@
 
 use super::*;
 
-/// The details of the provider's `TransferServed` audit records: which stripes it served.
-fn served_stripes(provider: &Side) -> Vec<(u8, u8)> {
+/// Which stripes the provider's `TransferServed` audit records name, once there are
+/// `count` of them (a stream is audited when the consumer has acknowledged all of it,
+/// which may be just after the fetch returned).
+async fn served_stripes(provider: &Side, count: usize) -> Vec<(u8, u8)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stripes = audited_stripes(provider);
+        if stripes.len() >= count || tokio::time::Instant::now() > deadline {
+            return stripes;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn audited_stripes(provider: &Side) -> Vec<(u8, u8)> {
     let mut stripes: Vec<(u8, u8)> = provider
         .store
         .audit_raw()
@@ -58,7 +71,7 @@ async fn a_whole_product_striped_over_three_connections_arrives_whole_and_in_ord
     assert_eq!(names, ["order_id", "region", "amount", "email", "day"]);
     let expected: Vec<RecordBatch> = (0..BATCHES).map(sales_batch).collect();
     assert_eq!(batches, expected, "every batch, in the owner's order");
-    assert_eq!(served_stripes(&provider), [(0, 3), (1, 3), (2, 3)]);
+    assert_eq!(served_stripes(&provider, 3).await, [(0, 3), (1, 3), (2, 3)]);
     if let Some(py) = pyarrow_check(&out) {
         assert_eq!(py["rows"], BATCHES * ROWS_PER_BATCH);
     }
@@ -154,7 +167,7 @@ async fn a_fetch_the_provider_re_encodes_goes_whole_on_one_connection() {
     assert_eq!(outcome.rows, (BATCHES * ROWS_PER_BATCH) as u64);
     let (names, _) = read_arrow(&out);
     assert_eq!(names, ["order_id", "region", "amount", "day"]);
-    assert_eq!(served_stripes(&provider), [(0, 1)]);
+    assert_eq!(served_stripes(&provider, 1).await, [(0, 1)]);
 }
 
 #[tokio::test]
@@ -175,5 +188,5 @@ async fn more_stripes_than_the_provider_serves_at_once_is_refused_with_what_to_c
         other => panic!("expected busy, got {other}"),
     }
     no_output(&out);
-    assert_eq!(served_stripes(&provider), []);
+    assert_eq!(audited_stripes(&provider), []);
 }

@@ -733,6 +733,7 @@ async fn consume(job: ConsumeJob) -> anyhow::Result<Measurement> {
                     format: Default::default(),
                     progress: None,
                     narrowing,
+                    connections: None,
                 })
                 .await?;
             Ok(Measurement {
