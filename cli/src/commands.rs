@@ -791,11 +791,14 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     if args.json {
         return output::json(&outcome);
     }
-    let resumed = if outcome.resumed_from_batch > 0 {
+    let mut resumed = if outcome.resumed_from_batch > 0 {
         format!(" (resumed after batch {})", outcome.resumed_from_batch)
     } else {
         String::new()
     };
+    if outcome.connections > 1 {
+        resumed.push_str(&format!(" over {} connections", outcome.connections));
+    }
     crate::outln!(
         "fetched {} version {}: {} rows, {} in {:.2} s ({:.1} MiB/s){resumed}\n  -> {} ({})\n  agreement {}  digest {}",
         args.product,

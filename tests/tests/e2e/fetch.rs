@@ -630,6 +630,13 @@ fn a_whole_product_fetched_over_three_connections_is_the_same_file() {
             "{field}: {striped} vs {single}"
         );
     }
+    assert_eq!(
+        (
+            single["connections"].as_u64(),
+            striped["connections"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
     assert!(
         std::fs::read(&three).unwrap() == std::fs::read(&one).unwrap(),
         "the striped fetch wrote another file"

@@ -101,6 +101,13 @@ pub struct FetchOutcome {
     /// Format of the output file.
     #[serde(default)]
     pub format: OutputFormat,
+    /// Connections the data came over: more than one when the fetch was striped.
+    #[serde(default = "one_connection")]
+    pub connections: u8,
+}
+
+fn one_connection() -> u8 {
+    1
 }
 
 /// Finds the agreement to fetch under.

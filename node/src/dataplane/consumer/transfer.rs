@@ -86,7 +86,7 @@ impl Transfer<'_> {
         let written = writer.finish().await?;
         let digest = written.digest;
         let (trailer, builder) = self.settle(end, written, state)?;
-        self.complete(trailer, builder, digest, header.version, start_bytes)
+        self.complete(trailer, builder, digest, &header, start_bytes)
             .await
     }
 
@@ -366,10 +366,11 @@ impl Transfer<'_> {
         trailer: Signed<TransferTrailer>,
         builder: IpcFileBuilder,
         digest: [u8; 32],
-        version: u64,
+        header: &TransferHeader,
         start_bytes: u64,
     ) -> Result<FetchOutcome, FetchError> {
         let (paths, options, terms) = (self.paths, self.options, self.terms);
+        let version = header.version;
         // Counted by the writer, hashed by the hasher.
         let mut expected =
             builder
@@ -440,6 +441,7 @@ impl Transfer<'_> {
             file_bytes,
             resumed_from_batch: self.resume_from,
             format: options.format,
+            connections: header.stripe.count(),
         })
     }
 }

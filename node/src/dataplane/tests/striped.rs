@@ -67,6 +67,7 @@ async fn a_whole_product_striped_over_three_connections_arrives_whole_and_in_ord
     let outcome = consumer.plane.fetch(options(&out, &product)).await.unwrap();
     assert_eq!(outcome.rows, (BATCHES * ROWS_PER_BATCH) as u64);
     assert_eq!(outcome.batches, 1 + BATCHES as u64);
+    assert_eq!(outcome.connections, 3);
     let (names, batches) = read_arrow(&out);
     assert_eq!(names, ["order_id", "region", "amount", "email", "day"]);
     let expected: Vec<RecordBatch> = (0..BATCHES).map(sales_batch).collect();
@@ -165,6 +166,7 @@ async fn a_fetch_the_provider_re_encodes_goes_whole_on_one_connection() {
     let out = out_dir.path().join("reencoded.arrow");
     let outcome = consumer.plane.fetch(options(&out, &product)).await.unwrap();
     assert_eq!(outcome.rows, (BATCHES * ROWS_PER_BATCH) as u64);
+    assert_eq!(outcome.connections, 1, "sent whole on the first stream");
     let (names, _) = read_arrow(&out);
     assert_eq!(names, ["order_id", "region", "amount", "day"]);
     assert_eq!(served_stripes(&provider, 1).await, [(0, 1)]);
