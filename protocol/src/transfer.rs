@@ -166,6 +166,32 @@ impl Stripe {
     pub fn carrying(count: u8, frame: u64) -> usize {
         (frame % u64::from(count.max(1))) as usize
     }
+
+    /// What a provider sends on the stream that asked for this stripe: the stripe itself
+    /// when it sends the stored messages as they are (`as_stored`); otherwise everything,
+    /// on the first stripe's stream, since every stripe would have to re-encode the whole
+    /// product to sign its digest. `None` for another stripe of a fetch that is not striped,
+    /// which the provider refuses (a consumer asks for it only after the first stream's
+    /// header said the fetch is striped).
+    pub fn served(self, as_stored: bool) -> Option<Stripe> {
+        match (as_stored, self.index) {
+            (true, _) => Some(self),
+            (false, 0) => Some(Stripe::WHOLE),
+            (false, _) => None,
+        }
+    }
+
+    /// Whether a fetch under `terms` asking for `narrowing` and `compression` may be
+    /// striped: only a stream sent as stored can be, so not a narrowed, filtered or
+    /// compressed one. (The provider also needs every column granted, which it decides
+    /// against the file; the consumer opens its connections on this answer.)
+    pub fn may_stripe(
+        terms: &ContractTerms,
+        narrowing: Option<&Narrowing>,
+        compression: Compression,
+    ) -> bool {
+        narrowing.is_none() && compression == Compression::None && terms.filter.is_none()
+    }
 }
 
 impl Default for Stripe {
@@ -1339,6 +1365,32 @@ mod tests {
         }
         assert!(Stripe::WHOLE.carries(0) && Stripe::WHOLE.carries(12345));
         assert_eq!(Stripe::default(), Stripe::WHOLE);
+    }
+
+    #[test]
+    fn only_a_stream_sent_as_stored_is_striped() {
+        let (first, second) = (Stripe::new(3, 0).unwrap(), Stripe::new(3, 2).unwrap());
+        assert_eq!(first.served(true), Some(first));
+        assert_eq!(second.served(true), Some(second));
+        assert_eq!(
+            first.served(false),
+            Some(Stripe::WHOLE),
+            "all on the first stream"
+        );
+        assert_eq!(second.served(false), None, "refused");
+        assert_eq!(Stripe::WHOLE.served(false), Some(Stripe::WHOLE));
+
+        let mut whole = terms();
+        whole.filter = None;
+        assert!(Stripe::may_stripe(&whole, None, Compression::None));
+        assert!(!Stripe::may_stripe(&whole, None, Compression::Lz4));
+        let fewer = Narrowing {
+            columns: Some(vec!["order_id".into()]),
+            filter: None,
+        };
+        assert!(!Stripe::may_stripe(&whole, Some(&fewer), Compression::None));
+        whole.filter = Some("amount > 1".into());
+        assert!(!Stripe::may_stripe(&whole, None, Compression::None));
     }
 
     #[test]

@@ -253,7 +253,7 @@ async fn serve_stream(
     };
     // A refused request gives its slot back before the refusal is delivered: waiting for the
     // consumer to acknowledge it must not count as a transfer.
-    let (plan, version) = match prepared {
+    let (plan, version, stripe) = match prepared {
         Ok(Ok(p)) => p,
         Ok(Err(refusal)) => {
             drop(slot);
@@ -271,7 +271,6 @@ async fn serve_stream(
     };
     let started = Instant::now();
     let agreement_id = request.agreement.id();
-    let stripe = served_stripe(&plan, &request);
     let outcome = stream(&shared, send, &request, plan, version, stripe).await;
     drop(slot);
     let outcome_label = if outcome.is_ok() {
@@ -304,13 +303,14 @@ async fn serve_stream(
     }
 }
 
-/// Every check before the first data byte. Returns the plan and the version served.
+/// Every check before the first data byte. Returns the plan, the version served and what
+/// this stream carries of it.
 fn authorize(
     shared: &Shared,
     request: &FetchRequest,
     peer: &PublicKey,
     now: u64,
-) -> Result<(ServePlan, u64), Refusal> {
+) -> Result<(ServePlan, u64, Stripe), Refusal> {
     use FetchRefusal as R;
     let me = shared.identity.public_key();
     let skew = shared.config.clock_skew_ms;
@@ -433,28 +433,15 @@ fn authorize(
         ProduceError::Terms(m) => Refusal::new(R::NotCovered, m),
         other => Refusal::new(R::Internal, other.to_string()),
     })?;
-    // A re-encoded stream goes whole on the first stripe's stream (see `served_stripe`); a
-    // consumer asks for the others only when that stream's header says it is striped.
-    if !plan.passthrough && request.stripe.index() > 0 {
-        return Err(Refusal::new(
+    let stripe = request.stripe.served(plan.passthrough).ok_or_else(|| {
+        Refusal::new(
             R::NotCovered,
             format!(
                 "`{name}` is re-encoded for this fetch's terms and is not striped: fetch it over one connection"
             ),
-        ));
-    }
-    Ok((plan, version))
-}
-
-/// What one stream of a fetch carries: the requested stripe when the stored messages go
-/// as they are, everything otherwise (every stripe would have to re-encode the whole
-/// product to sign its digest).
-fn served_stripe(plan: &ServePlan, request: &FetchRequest) -> Stripe {
-    if plan.passthrough {
-        request.stripe
-    } else {
-        Stripe::WHOLE
-    }
+        )
+    })?;
+    Ok((plan, version, stripe))
 }
 
 /// Sends header, the data frames of `stripe` and the trailer. Returns the stream's summary and the bytes sent on

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use mesh_protocol::audit::AuditKind;
 use mesh_protocol::contract::{AgreementId, ContractState, ContractTerms};
-use mesh_protocol::{Agreement, Compression, ProductId};
+use mesh_protocol::{Agreement, Compression, ProductId, Stripe};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -324,7 +324,7 @@ pub(super) async fn fetch_observed(
 ) -> Result<FetchOutcome, FetchError> {
     let started = Instant::now();
     if let Some(n) = options.connections
-        && mesh_protocol::Stripe::new(n, 0).is_none()
+        && Stripe::new(n, 0).is_none()
     {
         return Err(FetchError::BadRequest(format!(
             "a fetch can be striped over 1 to {} connections, not {n}",
@@ -363,7 +363,7 @@ pub(super) async fn fetch_observed(
     let connect_err = |reason: String| FetchError::Connect { addr, reason };
     // A fetch the provider may stripe opens its connections at once; the others are
     // closed unused when the provider sends everything on the first.
-    let count = if could_be_striped(&terms, &options) {
+    let count = if Stripe::may_stripe(&terms, options.narrowing.as_ref(), options.compression) {
         options.connections.unwrap_or(shared.config.connections)
     } else {
         1
@@ -427,15 +427,6 @@ pub(super) async fn fetch_observed(
         tracing::error!("cannot audit a received transfer: {e}");
     }
     Ok(outcome)
-}
-
-/// Whether the provider may stripe this fetch: it does so only when it sends the stored
-/// messages as they are: no row filter, no compression, no narrowing (it also needs every
-/// column granted, which the provider decides against the file).
-fn could_be_striped(terms: &ContractTerms, options: &FetchOptions) -> bool {
-    options.narrowing.is_none()
-        && options.compression == Compression::None
-        && terms.filter.is_none()
 }
 
 /// The provider closed the connection because this node's key is not a member of its mesh

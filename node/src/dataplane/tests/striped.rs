@@ -93,8 +93,8 @@ async fn a_whole_product_striped_over_three_connections_arrives_whole_and_in_ord
 
 #[tokio::test]
 async fn a_striped_fetch_broken_off_resumes_to_an_identical_file() {
-    // Stripe 0 carries frames 0, 3 and 6 and stalls before 6; stripes 1 and 2 send all of
-    // theirs (1, 4; 2, 5) and end. The consumer holds 0..=5 when the provider disappears.
+    // Stripe 0 of 3 carries frames 0, 3 and 6 and stalls before 6; stripes 1 and 2 send all
+    // of theirs (1, 4; 2, 5) and end. The consumer holds 0..=5 when the provider disappears.
     let (mut provider, consumer, product, _) = striped_agreed(
         3,
         Hooks {
@@ -126,12 +126,14 @@ async fn a_striped_fetch_broken_off_resumes_to_an_identical_file() {
     }
     assert!(!out.exists() && partials.partial.exists() && partials.state.exists());
 
-    // Resumed from frame 6, which only stripe 0 carries; the others send just the trailer.
+    // Resumed over two connections instead of three: from frame 6 (6 mod 2 = 0, stripe 0
+    // of 2 carries it), the other stripe sends just the trailer.
     provider.restart(Hooks::default());
     let mut o = options(&out, &product);
     o.provider_addr = Some(provider.addr());
+    o.connections = Some(2);
     let outcome = consumer.plane.fetch(o).await.unwrap();
-    assert_eq!(outcome.resumed_from_batch, 6);
+    assert_eq!((outcome.resumed_from_batch, outcome.connections), (6, 2));
     assert!(!partials.partial.exists() && !partials.state.exists());
     let (_, batches) = read_arrow(&out);
     let expected: Vec<RecordBatch> = (0..BATCHES).map(sales_batch).collect();
@@ -140,7 +142,9 @@ async fn a_striped_fetch_broken_off_resumes_to_an_identical_file() {
     let whole = out_dir.path().join("whole.arrow");
     let mut o = options(&whole, &product);
     o.provider_addr = Some(provider.addr());
+    o.connections = Some(1);
     let reference = consumer.plane.fetch(o).await.unwrap();
+    assert_eq!(reference.connections, 1);
     assert_eq!(reference.digest, outcome.digest);
     assert_eq!(std::fs::read(&whole).unwrap(), std::fs::read(&out).unwrap());
 }
