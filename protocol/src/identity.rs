@@ -61,6 +61,51 @@ impl fmt::Debug for Identity {
     }
 }
 
+/// Decompressed verifying keys, by their 32 bytes. Decompressing a key (a square root on the
+/// curve) is about a seventh of a signature check, and a node checks the same few keys (its
+/// mesh's members) again and again. A pure function's memo, least recently used first out:
+/// it holds at most [`verifying_keys::CAPACITY`] keys, so fresh keys from a peer cost it
+/// memory no more than that, and time no more than they would without it.
+mod verifying_keys {
+    use std::sync::{Mutex, OnceLock, PoisonError};
+
+    use ed25519_dalek::VerifyingKey;
+    use hashlink::LruCache;
+
+    /// Most keys held.
+    pub(super) const CAPACITY: usize = 4096;
+
+    fn cache() -> &'static Mutex<LruCache<[u8; 32], VerifyingKey>> {
+        static CACHE: OnceLock<Mutex<LruCache<[u8; 32], VerifyingKey>>> = OnceLock::new();
+        CACHE.get_or_init(|| Mutex::new(LruCache::new(CAPACITY)))
+    }
+
+    /// The key for `bytes`, `None` when they are not a point on the curve (never cached).
+    pub(super) fn get(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+        if let Some(key) = cache()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(bytes)
+        {
+            return Some(*key);
+        }
+        // Decompressed outside the lock: two threads may both do it for a new key, and
+        // insert the same value.
+        let key = VerifyingKey::from_bytes(bytes).ok()?;
+        cache()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(*bytes, key);
+        Some(key)
+    }
+
+    /// Keys held now.
+    #[cfg(test)]
+    pub(super) fn len() -> usize {
+        cache().lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
 fn signing_input(context: &str, message: &[u8]) -> Vec<u8> {
     let mut input = Vec::with_capacity(context.len() + 1 + message.len());
     input.extend_from_slice(context.as_bytes());
@@ -131,8 +176,7 @@ impl PublicKey {
         message: &[u8],
         signature: &Signature,
     ) -> Result<(), SignatureError> {
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.0)
-            .map_err(|_| SignatureError::InvalidKey)?;
+        let key = verifying_keys::get(&self.0).ok_or(SignatureError::InvalidKey)?;
         let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
         key.verify_strict(&signing_input(context, message), &signature)
             .map_err(|_| SignatureError::Mismatch)
@@ -258,6 +302,43 @@ impl<'de> Deserialize<'de> for Signature {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_keys_verify_like_fresh_ones_and_the_cache_stays_bounded() {
+        let signer = Identity::from_secret_bytes([42; 32]);
+        let key = signer.public_key();
+        let signature = signer.sign("ctx", b"message");
+        // Twice: decompressed, then from the cache; the answer is the same.
+        for _ in 0..2 {
+            assert_eq!(key.verify("ctx", b"message", &signature), Ok(()));
+            assert_eq!(
+                key.verify("ctx", b"other", &signature),
+                Err(SignatureError::Mismatch)
+            );
+        }
+        // Bytes that are not a point are refused every time and never cached. (The
+        // y-coordinate 2 has no x on the curve.)
+        let mut not_a_point = [0u8; 32];
+        not_a_point[0] = 2;
+        for _ in 0..2 {
+            assert_eq!(
+                PublicKey(not_a_point).verify("ctx", b"message", &signature),
+                Err(SignatureError::InvalidKey)
+            );
+        }
+        // Many fresh keys: the cache never holds more than its capacity.
+        for i in 0..(verifying_keys::CAPACITY as u32 + 10) {
+            let mut secret = [7u8; 32];
+            secret[..4].copy_from_slice(&i.to_le_bytes());
+            let key = Identity::from_secret_bytes(secret).public_key();
+            assert_eq!(
+                key.verify("ctx", b"message", &signature),
+                Err(SignatureError::Mismatch)
+            );
+            assert!(verifying_keys::len() <= verifying_keys::CAPACITY);
+        }
+        assert_eq!(key.verify("ctx", b"message", &signature), Ok(()));
+    }
 
     #[test]
     fn sign_and_verify_with_context() {

@@ -196,7 +196,10 @@ async fn main() -> anyhow::Result<()> {
             settled.peak / 2
         ),
     );
+    let idle_cpu = cpu_seconds();
     tokio::time::sleep(warmup).await;
+    // What the formed mesh costs when nothing is published, in CPU seconds per second.
+    let idle_cpu_per_s = (cpu_seconds() - idle_cpu) / warmup.as_secs_f64();
     let setup_ms = setup.elapsed().as_millis();
     let setup_cpu_s = cpu_seconds();
     let connections = total_peers(&nodes).await / 2;
@@ -331,7 +334,9 @@ async fn main() -> anyhow::Result<()> {
         true
     })
     .await;
+    let base_idle_cpu = cpu_seconds();
     tokio::time::sleep(warmup).await;
+    let base_idle_cpu_per_s = (cpu_seconds() - base_idle_cpu) / warmup.as_secs_f64();
     let mut base_samples = Vec::new();
     let mut base_converged = true;
     for (p, &from) in publishers.iter().enumerate() {
@@ -395,6 +400,10 @@ async fn main() -> anyhow::Result<()> {
         "connections": connections,
         "setup_cpu_s": round1(setup_cpu_s),
         "publish_cpu_s": round1(mesh_cpu_s - setup_cpu_s),
+        // CPU seconds per second while the formed mesh is idle (the warm-up), against the
+        // baseline's on the same graph: the share of the cores left to the publishes.
+        "idle_cpu_per_s": (idle_cpu_per_s * 100.0).round() / 100.0,
+        "baseline_idle_cpu_per_s": (base_idle_cpu_per_s * 100.0).round() / 100.0,
         "peak_rss_mib": mesh_peak_rss_mib.round(),
     });
     if args.json {
