@@ -33,7 +33,9 @@ pub struct NodeConfig {
     /// feature starts no Flight endpoint and says so in one log line at start.
     #[serde(default = "default_flight_listen")]
     pub flight_listen: SocketAddr,
-    /// Seconds between anti-entropy rounds with a random connected peer.
+    /// Seconds between anti-entropy rounds with a random connected peer. While rounds find
+    /// nothing new, the peer policy leaves out more of them (see
+    /// `PolicyConfig::quiet_rounds_skipped`).
     #[serde(default = "default_sync_interval")]
     pub sync_interval_secs: u64,
     /// Most concurrent transfers served to one peer.

@@ -1173,7 +1173,9 @@ impl Node {
                     progress: session.stored > 0,
                 }
             } else {
-                SyncOutcome::Complete
+                SyncOutcome::Complete {
+                    progress: session.stored > 0,
+                }
             };
             self.finish_sync(peer, outcome);
             return;

@@ -76,6 +76,13 @@ pub struct PolicyConfig {
     /// Sync requests per second one peer may have answered on average; beyond, it gets an
     /// empty answer marked truncated, and backs off.
     pub sync_answer_rate: f64,
+    /// Most periodic rounds left out in a row while sessions find nothing new. After `k`
+    /// quiet sessions in a row the node leaves out the next `2^k - 1` rounds, up to this
+    /// many; a session that stores anything (gossip had missed it) brings it back to every
+    /// round. A mesh whose gossip reaches everyone then costs a sync per node every
+    /// `1 + this` intervals (every 80 s with the defaults), and a node that gossip misses
+    /// finds out within as many.
+    pub quiet_rounds_skipped: u32,
 }
 
 impl Default for PolicyConfig {
@@ -100,6 +107,7 @@ impl Default for PolicyConfig {
             score_refresh: Duration::from_secs(5),
             sync_answer_burst: 64.0,
             sync_answer_rate: 4.0,
+            quiet_rounds_skipped: 7,
         }
     }
 }
@@ -142,8 +150,12 @@ pub struct Discovery {
 /// How a sync session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncOutcome {
-    /// Both sides agree (as far as the session's bounds could tell).
-    Complete,
+    /// Both sides agree (as far as the session's bounds could tell); `progress` if this
+    /// side stored anything on the way.
+    Complete {
+        /// Whether anything new was stored from it.
+        progress: bool,
+    },
     /// The answer was cut short by its size limit; `progress` if it brought new entries.
     Truncated {
         /// Whether anything new was stored from it.
@@ -232,6 +244,10 @@ pub struct PeerPolicy<P, A> {
     penalties: HashMap<P, Penalty>,
     /// Last time decayed scores were handed out.
     last_score_refresh: Instant,
+    /// Sync sessions in a row that found nothing new.
+    quiet_sessions: u32,
+    /// Periodic rounds still to leave out.
+    rounds_to_skip: u32,
 }
 
 impl<P, A> PeerPolicy<P, A>
@@ -269,6 +285,8 @@ where
             sync_retry: HashMap::new(),
             penalties: HashMap::new(),
             last_score_refresh: now,
+            quiet_sessions: 0,
+            rounds_to_skip: 0,
         }
     }
 
@@ -509,8 +527,13 @@ where
     }
 
     /// The periodic anti-entropy round: a sync with one connected peer chosen at random
-    /// (from `seed`) among those not syncing, not backing off and not penalised.
+    /// (from `seed`) among those not syncing, not backing off and not penalised. Left out
+    /// while sessions keep finding nothing new (see [`PolicyConfig::quiet_rounds_skipped`]).
     pub fn sync_round(&mut self, now: Instant, seed: u64) -> Vec<Action<P, A>> {
+        if self.rounds_to_skip > 0 {
+            self.rounds_to_skip -= 1;
+            return Vec::new();
+        }
         let mut eligible: Vec<&P> = self
             .connected
             .keys()
@@ -528,9 +551,25 @@ where
     /// a delay (short while answers bring news, doubling while they do not), never at once.
     pub fn on_sync_finished(&mut self, peer: &P, outcome: SyncOutcome, now: Instant) {
         self.syncing.remove(peer);
+        match outcome {
+            // Gossip missed something this session found: sync every round again.
+            SyncOutcome::Complete { progress: true }
+            | SyncOutcome::Truncated { progress: true } => {
+                self.quiet_sessions = 0;
+                self.rounds_to_skip = 0;
+            }
+            SyncOutcome::Complete { progress: false } => {
+                self.quiet_sessions = self.quiet_sessions.saturating_add(1);
+                let skip = 1u32
+                    .checked_shl(self.quiet_sessions)
+                    .map_or(u32::MAX, |n| n - 1);
+                self.rounds_to_skip = skip.min(self.config.quiet_rounds_skipped);
+            }
+            SyncOutcome::Truncated { progress: false } | SyncOutcome::Failed => {}
+        }
         let previous = self.sync_retry.get(peer).map(|r| r.backoff);
         let backoff = match (outcome, previous) {
-            (SyncOutcome::Complete, _) => {
+            (SyncOutcome::Complete { .. }, _) => {
                 self.sync_retry.remove(peer);
                 return;
             }
@@ -968,6 +1007,64 @@ mod tests {
         assert!(closed.iter().all(|peer| peer % 2 == 1), "{closed:?}");
     }
 
+    /// Runs `rounds` periodic rounds (one every 10 s from `*now`), each session finishing
+    /// at once with `outcome`; returns which rounds started a sync.
+    fn rounds(p: &mut Policy, now: &mut Instant, rounds: usize, outcome: SyncOutcome) -> Vec<bool> {
+        (0..rounds)
+            .map(|_| {
+                *now += secs(10);
+                let started: Vec<u32> = p
+                    .sync_round(*now, 7)
+                    .into_iter()
+                    .filter_map(|a| match a {
+                        Action::Sync(peer) => Some(peer),
+                        _ => None,
+                    })
+                    .collect();
+                for peer in &started {
+                    p.on_sync_finished(peer, outcome, *now);
+                }
+                !started.is_empty()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quiet_syncs_back_off_and_news_from_a_sync_brings_them_back() {
+        let t0 = Instant::now();
+        let mut p = policy(vec![], t0);
+        for peer in 1..=3 {
+            p.on_connected(peer, &"x", false, true, t0);
+        }
+        let mut now = t0;
+        let quiet = SyncOutcome::Complete { progress: false };
+        // Rounds that find nothing: 1, 2, 4, 8 intervals apart, then every 8 at most.
+        let pattern = rounds(&mut p, &mut now, 40, quiet);
+        let started: Vec<usize> = (0..pattern.len()).filter(|&i| pattern[i]).collect();
+        assert_eq!(started, [0, 2, 6, 14, 22, 30, 38]);
+        let max = PolicyConfig::default().quiet_rounds_skipped as usize;
+        assert!(started.windows(2).all(|w| w[1] - w[0] <= max + 1));
+        // A session that stores something (gossip missed it): every round again, until they
+        // are quiet once more.
+        let news = SyncOutcome::Complete { progress: true };
+        let mut skipped = 0;
+        while !rounds(&mut p, &mut now, 1, news)[0] {
+            skipped += 1;
+        }
+        assert!(skipped <= max);
+        assert_eq!(rounds(&mut p, &mut now, 3, news), [true, true, true]);
+        assert_eq!(rounds(&mut p, &mut now, 3, quiet), [true, false, true]);
+        // A truncated session with news counts as news; a failure changes nothing.
+        let cut = SyncOutcome::Truncated { progress: true };
+        assert_eq!(
+            rounds(&mut p, &mut now, 5, cut),
+            [false, false, false, true, true]
+        );
+        let failed = SyncOutcome::Failed;
+        assert_eq!(rounds(&mut p, &mut now, 2, failed), [true, true]);
+        assert_eq!(rounds(&mut p, &mut now, 2, quiet), [true, false]);
+    }
+
     #[test]
     fn a_closed_peer_that_comes_back_is_kept() {
         let t0 = Instant::now();
@@ -1007,7 +1104,7 @@ mod tests {
             .count();
         assert_eq!(syncs, 4);
         // A second connection to a peer starts nothing.
-        p.on_sync_finished(&1, SyncOutcome::Complete, t0);
+        p.on_sync_finished(&1, SyncOutcome::Complete { progress: true }, t0);
         assert!(p.on_connected(1, &"x", false, true, t0).is_empty());
         // The periodic round picks an idle peer.
         let round = p.sync_round(t0, 9);
@@ -1059,7 +1156,7 @@ mod tests {
             );
         }
         // A complete session clears the backoff; a failure waits but schedules nothing.
-        p.on_sync_finished(&1, SyncOutcome::Complete, now);
+        p.on_sync_finished(&1, SyncOutcome::Complete { progress: true }, now);
         assert_eq!(p.sync_round(now, 1), vec![Action::Sync(1)]);
         p.on_sync_finished(&1, SyncOutcome::Failed, now);
         assert!(p.tick(now + secs(120), |_| false).is_empty());
@@ -1094,7 +1191,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = policy(vec![], t0);
         p.on_connected(1, &"x", true, true, t0);
-        p.on_sync_finished(&1, SyncOutcome::Complete, t0);
+        p.on_sync_finished(&1, SyncOutcome::Complete { progress: false }, t0);
         let actions = p.on_misbehaviour(1, 3.0, t0);
         assert_eq!(
             actions,
