@@ -22,6 +22,10 @@
 //!    payloads of the same sizes (the encoded descriptor messages); receipt time is measured
 //!    in each swarm's task.
 //!
+//! 4. Measures what each mesh costs while nothing is published: CPU seconds per second of
+//!    its warm-up (`idle_cpu_per_s`, `baseline_idle_cpu_per_s`); the nodes share the
+//!    machine's cores, so this is CPU the publish waves do not get.
+//!
 //! Prints a JSON object with `--json`, a short text otherwise.
 
 use std::collections::BTreeSet;
