@@ -560,9 +560,7 @@ where
             }
             SyncOutcome::Complete { progress: false } => {
                 self.quiet_sessions = self.quiet_sessions.saturating_add(1);
-                let skip = 1u32
-                    .checked_shl(self.quiet_sessions)
-                    .map_or(u32::MAX, |n| n - 1);
+                let skip = 2u32.saturating_pow(self.quiet_sessions) - 1;
                 self.rounds_to_skip = skip.min(self.config.quiet_rounds_skipped);
             }
             SyncOutcome::Truncated { progress: false } | SyncOutcome::Failed => {}
@@ -765,6 +763,17 @@ mod tests {
 
     fn candidates(range: std::ops::Range<u32>) -> Vec<(u32, Vec<&'static str>)> {
         range.map(|p| (p, vec!["addr"])).collect()
+    }
+
+    /// The peers `actions` start a sync with.
+    fn syncs(actions: Vec<Action<u32, &'static str>>) -> Vec<u32> {
+        actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Sync(peer) => Some(peer),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The peers `actions` disconnect.
@@ -1013,14 +1022,7 @@ mod tests {
         (0..rounds)
             .map(|_| {
                 *now += secs(10);
-                let started: Vec<u32> = p
-                    .sync_round(*now, 7)
-                    .into_iter()
-                    .filter_map(|a| match a {
-                        Action::Sync(peer) => Some(peer),
-                        _ => None,
-                    })
-                    .collect();
+                let started = syncs(p.sync_round(*now, 7));
                 for peer in &started {
                     p.on_sync_finished(peer, outcome, *now);
                 }
