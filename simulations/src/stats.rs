@@ -67,6 +67,26 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// UDP datagrams sent in this process's network namespace so far (`OutDatagrams` of
+/// `/proc/self/net/snmp`), 0 where it cannot be read. Every QUIC packet is one, so the
+/// difference over a quiet period is the packet rate of everything running in it.
+pub fn udp_datagrams_sent() -> u64 {
+    let Ok(snmp) = std::fs::read_to_string("/proc/self/net/snmp") else {
+        return 0;
+    };
+    // Two lines per protocol: the field names, then the values.
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "OutDatagrams")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// User + system CPU seconds of this process so far (all threads).
 pub fn cpu_seconds() -> f64 {
     // Fields 14 and 15 of /proc/self/stat, in clock ticks; the command name (field 2) may

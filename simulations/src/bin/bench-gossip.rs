@@ -24,7 +24,9 @@
 //!
 //! 4. Measures what each mesh costs while nothing is published: CPU seconds per second of
 //!    its warm-up (`idle_cpu_per_s`, `baseline_idle_cpu_per_s`); the nodes share the
-//!    machine's cores, so this is CPU the publish waves do not get.
+//!    machine's cores, so this is CPU the publish waves do not get. The UDP datagrams sent
+//!    in the same periods (`idle_datagrams_per_s`, `baseline_idle_datagrams_per_s`) tell
+//!    packets apart from work per packet.
 //!
 //! Prints a JSON object with `--json`, a short text otherwise.
 
@@ -40,7 +42,9 @@ use mesh_simulations::bare::{BareSwarm, Received, Verdict};
 use mesh_simulations::cluster::{
     self, NodeSpec, RunningNode, Tracker, free_udp_port, identity_secret, quic_addr,
 };
-use mesh_simulations::stats::{Percentiles, cpu_seconds, metric, peak_rss_mib, round1};
+use mesh_simulations::stats::{
+    Percentiles, cpu_seconds, metric, peak_rss_mib, round1, udp_datagrams_sent,
+};
 use rand::rngs::ChaCha8Rng;
 use rand::seq::IndexedRandom;
 use rand::{RngExt, SeedableRng};
@@ -201,10 +205,14 @@ async fn main() -> anyhow::Result<()> {
         ),
     );
     let idle_cpu = cpu_seconds();
+    let idle_datagrams = udp_datagrams_sent();
     tokio::time::sleep(warmup).await;
     // What the formed mesh costs when nothing is published, in CPU seconds per second.
     let idle_cpu_per_s = (cpu_seconds() - idle_cpu) / warmup.as_secs_f64();
+    let idle_datagrams_per_s =
+        udp_datagrams_sent().saturating_sub(idle_datagrams) as f64 / warmup.as_secs_f64();
     let setup_ms = setup.elapsed().as_millis();
+    let sync_before = sync_totals(&nodes).await;
     let setup_cpu_s = cpu_seconds();
     let connections = total_peers(&nodes).await / 2;
 
@@ -271,6 +279,9 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The publishing phase alone, idle included, like the baseline's below.
+    let publish_cpu_s = cpu_seconds() - setup_cpu_s;
+    let sync_after = sync_totals(&nodes).await;
     let (mut bytes, mut opened, mut trimmed) = (0.0, 0.0, 0.0);
     let (mut validation_s, mut validations) = (0.0, 0.0);
     for n in &nodes {
@@ -295,7 +306,6 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let mesh_cpu_s = cpu_seconds();
     let mesh_peak_rss_mib = peak_rss_mib();
     for n in nodes {
         n.stop().await;
@@ -339,10 +349,14 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     let base_idle_cpu = cpu_seconds();
+    let base_idle_datagrams = udp_datagrams_sent();
     tokio::time::sleep(warmup).await;
     let base_idle_cpu_per_s = (cpu_seconds() - base_idle_cpu) / warmup.as_secs_f64();
+    let base_idle_datagrams_per_s =
+        udp_datagrams_sent().saturating_sub(base_idle_datagrams) as f64 / warmup.as_secs_f64();
     let mut base_samples = Vec::new();
     let mut base_converged = true;
+    let base_publish_cpu = cpu_seconds();
     for (p, &from) in publishers.iter().enumerate() {
         let tag = 0x5eed_0000_0000_0000u64 | p as u64;
         let mut payload = tag.to_be_bytes().to_vec();
@@ -369,6 +383,7 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let base_publish_cpu_s = cpu_seconds() - base_publish_cpu;
     drop(swarms);
 
     let m = Percentiles::of(&samples).unwrap_or_default();
@@ -403,11 +418,19 @@ async fn main() -> anyhow::Result<()> {
         "trimmed_per_node": round1(trimmed / args.nodes as f64),
         "connections": connections,
         "setup_cpu_s": round1(setup_cpu_s),
-        "publish_cpu_s": round1(mesh_cpu_s - setup_cpu_s),
+        "publish_cpu_s": round1(publish_cpu_s),
+        "baseline_publish_cpu_s": round1(base_publish_cpu_s),
+        // Anti-entropy during the publishing phase, all nodes: sessions started, and
+        // descriptors and records they stored before gossip brought them.
+        "publish_sync_rounds": sync_after.0 - sync_before.0,
+        "publish_sync_entries": sync_after.1 - sync_before.1,
         // CPU seconds per second while the formed mesh is idle (the warm-up), against the
         // baseline's on the same graph: the share of the cores left to the publishes.
         "idle_cpu_per_s": (idle_cpu_per_s * 100.0).round() / 100.0,
         "baseline_idle_cpu_per_s": (base_idle_cpu_per_s * 100.0).round() / 100.0,
+        // UDP datagrams per second in the same periods: every QUIC packet of either mesh.
+        "idle_datagrams_per_s": idle_datagrams_per_s.round(),
+        "baseline_idle_datagrams_per_s": base_idle_datagrams_per_s.round(),
         "peak_rss_mib": mesh_peak_rss_mib.round(),
     });
     if args.json {
@@ -428,6 +451,17 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Anti-entropy sessions started and entries they stored, summed over `nodes`.
+async fn sync_totals(nodes: &[RunningNode]) -> (f64, f64) {
+    let (mut rounds, mut entries) = (0.0, 0.0);
+    for n in nodes {
+        let text = n.handle.metrics().await.unwrap_or_default();
+        rounds += metric(&text, "meshnode_sync_rounds_total").unwrap_or(0.0);
+        entries += metric(&text, "meshnode_sync_entries_total").unwrap_or(0.0);
+    }
+    (rounds, entries)
 }
 
 /// How the connection count settled.
