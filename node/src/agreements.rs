@@ -190,6 +190,8 @@ impl Store {
                     StoreError::Sled(sled::Error::ReportableBug("aborted index write".into()))
                 }
             });
+        // Also after a failed write: a reader rescans rather than trust a guess.
+        self.bump_agreement_generation();
         if let (Ok(()), Some(record)) = (&written, record)
             && previous.get() != Some(record.state)
         {
@@ -209,6 +211,7 @@ impl Store {
                 self.agreement_index().insert(key, value)?;
             }
         }
+        self.bump_agreement_generation();
         Ok(records.len())
     }
 

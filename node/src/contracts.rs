@@ -130,6 +130,9 @@ pub(crate) struct Negotiations {
     schedule: HashMap<AgreementId, Schedule>,
     /// Last scan of the store for due polls.
     last_scan: Option<Instant>,
+    /// The live contracts that scan found, and the store's agreement generation read
+    /// before it: while no agreement is written, the next scans reuse them.
+    scanned: Option<(u64, Vec<AgreementId>)>,
     /// Last expiry sweep of undecided requests; `None` until the first, at start.
     last_sweep: Option<Instant>,
     /// Per-consumer budgets of requests received (a mutex only so that `Party` stays a
@@ -150,11 +153,24 @@ impl Negotiations {
             batch_in_flight: HashSet::new(),
             schedule: HashMap::new(),
             last_scan: None,
+            scanned: None,
             last_sweep: None,
             budget: std::sync::Mutex::new(RequestBudget::new(budget)),
             skew_ms,
             intervals,
         }
+    }
+}
+
+impl Negotiations {
+    /// Whether contracts are being followed up: a message in flight, or live contracts
+    /// found by the last scan. The housekeeping then runs at its shortest interval.
+    pub(crate) fn busy(&self) -> bool {
+        !self.outbound.is_empty()
+            || self
+                .scanned
+                .as_ref()
+                .is_some_and(|(_, ids)| !ids.is_empty())
     }
 }
 
@@ -543,21 +559,9 @@ impl Node {
             return;
         }
         self.negotiations.last_scan = Some(now);
-        let mut ids = Vec::new();
-        for (role, state) in [
-            (Role::Consumer, ContractState::Requested),
-            (Role::Consumer, ContractState::Pending),
-            (Role::Consumer, ContractState::Agreed),
-            (Role::Provider, ContractState::Agreed),
-        ] {
-            match self.store.agreement_ids_in(role, state, SCAN_LIMIT) {
-                Ok(found) => ids.extend(found),
-                Err(e) => {
-                    tracing::error!("cannot read the contract index: {e}");
-                    return;
-                }
-            }
-        }
+        let Some(ids) = self.live_contract_ids() else {
+            return;
+        };
         let wall = now_ms();
         let mut live = HashSet::new();
         // Status polls due, per counterparty: sent as one batch each.
@@ -638,6 +642,35 @@ impl Node {
             }
         }
         self.negotiations.schedule.retain(|id, _| live.contains(id));
+    }
+
+    /// The contracts that may need a poll (requested, pending or agreed on the consumer's
+    /// side, agreed on the provider's), from the store's index; read again only after an
+    /// agreement was written. `None` when the index cannot be read.
+    fn live_contract_ids(&mut self) -> Option<Vec<AgreementId>> {
+        let generation = self.store.agreement_generation();
+        if let Some((seen, ids)) = &self.negotiations.scanned
+            && *seen == generation
+        {
+            return Some(ids.clone());
+        }
+        let mut ids = Vec::new();
+        for (role, state) in [
+            (Role::Consumer, ContractState::Requested),
+            (Role::Consumer, ContractState::Pending),
+            (Role::Consumer, ContractState::Agreed),
+            (Role::Provider, ContractState::Agreed),
+        ] {
+            match self.store.agreement_ids_in(role, state, SCAN_LIMIT) {
+                Ok(found) => ids.extend(found),
+                Err(e) => {
+                    tracing::error!("cannot read the contract index: {e}");
+                    return None;
+                }
+            }
+        }
+        self.negotiations.scanned = Some((generation, ids.clone()));
+        Some(ids)
     }
 
     /// A revocation heard on gossip. Checked against the agreement's parties when this node

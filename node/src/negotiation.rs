@@ -2223,10 +2223,24 @@ mod tests {
         let (b, _) = mesh.negotiate(&analytics(), 2).await;
         let count = |role, state| mesh.provider.count_agreements_in(role, state, usize::MAX);
         assert_eq!(count(Role::Provider, ContractState::Pending), 2);
+        // Readers that keep what they read of the index see every write as a new generation.
+        let before = mesh.provider.agreement_generation();
         accept(mesh.provider(), &a.short(), NOW).await.unwrap();
+        let accepted = mesh.provider.agreement_generation();
+        assert!(accepted > before);
         reject(mesh.provider(), &b.short(), "no", NOW)
             .await
             .unwrap();
+        assert!(mesh.provider.agreement_generation() > accepted);
+        let settled = mesh.provider.agreement_generation();
+        let _ = mesh
+            .provider
+            .agreement_ids_in(Role::Provider, ContractState::Agreed, 10);
+        assert_eq!(
+            mesh.provider.agreement_generation(),
+            settled,
+            "reads are no writes"
+        );
         assert_eq!(count(Role::Provider, ContractState::Pending), 0);
         assert_eq!(count(Role::Provider, ContractState::Agreed), 1);
         assert_eq!(count(Role::Provider, ContractState::Rejected), 1);

@@ -92,6 +92,9 @@ pub struct Store {
     digests: Arc<Mutex<Digests>>,
     /// Contract records written into each role and state since open (for metrics).
     contract_decisions: Arc<crate::metrics::ContractDecisions>,
+    /// Bumped by every write of the agreement index, so that a reader can keep what it
+    /// last read of the index until the next write instead of scanning it again.
+    agreement_generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The anchor file and the entry count it last recorded.
@@ -265,6 +268,7 @@ impl Store {
             anchor: None,
             digests: Default::default(),
             contract_decisions: Default::default(),
+            agreement_generation: Default::default(),
             audit_lock: Default::default(),
             db,
         })
@@ -273,6 +277,19 @@ impl Store {
     /// Contract records written into each role and state since the store was opened.
     pub(crate) fn contract_decisions(&self) -> Arc<crate::metrics::ContractDecisions> {
         self.contract_decisions.clone()
+    }
+
+    /// Changes whenever the agreement index is written (never goes back). Read it before
+    /// reading the index: an unchanged value afterwards means nothing was written since.
+    pub(crate) fn agreement_generation(&self) -> u64 {
+        self.agreement_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks a write of the agreement index.
+    pub(crate) fn bump_agreement_generation(&self) {
+        self.agreement_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Signs the audit chain's head with `identity` on every append, and checks it on verify.
