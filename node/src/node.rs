@@ -38,8 +38,12 @@ use crate::views::{PeerView, ProductView, PublishRequest, StatusView};
 const COMMAND_CAPACITY: usize = 64;
 /// Capacity of the event broadcast (slow subscribers miss events, never block the actor).
 const EVENT_CAPACITY: usize = 1024;
-/// How often the peer policy runs (dials, trims, due syncs, scores).
-const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(250);
+/// Shortest gap between two runs of the housekeeping (the peer policy's dials, trims, due
+/// syncs and scores; contract polls; the node record): while something is due soon.
+const HOUSEKEEPING_BUSY: Duration = Duration::from_millis(250);
+/// Longest gap: a settled node (peers enough, nothing to redial, retry, decay or poll)
+/// runs it this often, and handles what events changed meanwhile at most this late.
+const HOUSEKEEPING_IDLE: Duration = Duration::from_secs(1);
 /// Longest a stopping node waits for its connections to close.
 const GOODBYE: Duration = Duration::from_millis(500);
 /// Penalty points for each message from a peer that our validation rejects outside gossip
@@ -506,8 +510,8 @@ impl Node {
     async fn run(mut self) {
         let mut sync_tick = tokio::time::interval(self.config.sync_interval());
         sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
-        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let housekeeping = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(housekeeping);
         loop {
             tokio::select! {
                 biased;
@@ -523,7 +527,10 @@ impl Node {
                         return;
                     }
                 },
-                _ = housekeeping.tick() => self.housekeeping(),
+                _ = &mut housekeeping => {
+                    self.housekeeping();
+                    housekeeping.as_mut().reset(self.next_housekeeping());
+                }
                 _ = sync_tick.tick() => self.sync_with_random_peer(),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
             }
@@ -1403,6 +1410,21 @@ impl Node {
             self.discover_from_records(now);
         }
         self.contract_housekeeping();
+    }
+
+    /// When the housekeeping runs next: as soon as [`HOUSEKEEPING_BUSY`] allows while the
+    /// node record is unpublished or contracts are being followed up, else when the peer
+    /// policy next has something to do, at most [`HOUSEKEEPING_IDLE`] from now. In a large
+    /// settled mesh most nodes wake for it once a second instead of four times.
+    fn next_housekeeping(&self) -> tokio::time::Instant {
+        let now = Instant::now();
+        let soonest = now + HOUSEKEEPING_BUSY;
+        let next = if self.record_dirty || self.negotiations.busy() {
+            soonest
+        } else {
+            self.policy.next_tick(now, HOUSEKEEPING_IDLE).max(soonest)
+        };
+        next.into()
     }
 
     /// Carries out what the peer policy decided.

@@ -526,6 +526,43 @@ where
         actions
     }
 
+    /// When [`PeerPolicy::tick`] (and [`PeerPolicy::discovery_due`]) next has something to
+    /// do: the earliest of a bootstrap redial, a due sync retry, a look for unused
+    /// connections while above `peers_high`, the decay of penalties handed out, and a look
+    /// for peers while short of them; at the latest `now + idle`. A settled node (bootstrap
+    /// peers connected, enough peers, nothing to retry or decay) needs no tick before
+    /// `now + idle`; what events change meanwhile (a disconnect, a penalty) waits for the
+    /// next tick, so `idle` bounds how late it is handled.
+    pub fn next_tick(&self, now: Instant, idle: Duration) -> Instant {
+        let bootstrap = self
+            .bootstrap
+            .iter()
+            .filter(|b| {
+                b.peer
+                    .as_ref()
+                    .is_none_or(|p| *p != self.me && !self.connected.contains_key(p))
+            })
+            .map(|b| b.next_attempt);
+        let retries = self
+            .sync_retry
+            .iter()
+            .filter(|(p, r)| r.due && self.connected.contains_key(*p))
+            .map(|(_, r)| r.not_before);
+        let trim = (self.connected.len() > self.config.peers_high)
+            .then(|| self.last_trim + self.config.trim_every);
+        let decay = (!self.penalties.is_empty())
+            .then(|| self.last_score_refresh + self.config.score_refresh);
+        let discovery = (self.connected.len() + self.dialing.len() < self.config.target_peers)
+            .then_some(self.next_discovery);
+        bootstrap
+            .chain(retries)
+            .chain(trim)
+            .chain(decay)
+            .chain(discovery)
+            .fold(now + idle, Instant::min)
+            .max(now)
+    }
+
     /// The periodic anti-entropy round: a sync with one connected peer chosen at random
     /// (from `seed`) among those not syncing, not backing off and not penalised. Left out
     /// while sessions keep finding nothing new (see [`PolicyConfig::quiet_rounds_skipped`]).
@@ -1029,6 +1066,49 @@ mod tests {
                 !started.is_empty()
             })
             .collect()
+    }
+
+    #[test]
+    fn a_settled_policy_needs_no_tick_until_idle_and_pending_work_brings_it_forward() {
+        let t0 = Instant::now();
+        let idle = secs(1);
+        let mut p = policy(vec![("boot", Some(1))], t0);
+        // Not connected to its bootstrap peer yet: dial it now.
+        assert_eq!(p.next_tick(t0, idle), t0);
+        for peer in 1..=9 {
+            p.on_connected(peer, &"x", true, true, t0);
+        }
+        // The bootstrap peer and more than enough peers: nothing before `idle`.
+        let later = t0 + secs(10);
+        assert_eq!(p.next_tick(later, idle), later + idle);
+        // A bootstrap peer lost: redial when its backoff ends, before `idle`.
+        p.on_disconnected(&1, 0, later);
+        assert_eq!(
+            p.next_tick(later, idle),
+            later + PolicyConfig::default().redial_min
+        );
+        p.on_connected(1, &"boot", true, true, later);
+        assert_eq!(p.next_tick(later, idle), later + idle);
+        // Short of peers: look for more at once (the last look is long past).
+        p.on_disconnected(&2, 0, later);
+        p.on_disconnected(&3, 0, later);
+        assert_eq!(p.next_tick(later, idle), later);
+        p.on_connected(2, &"x", true, true, later);
+        p.on_connected(3, &"x", true, true, later);
+        // Penalties decay at the next refresh; a quiet policy later waits `idle` again.
+        p.on_misbehaviour(3, 1.0, later);
+        let refresh = PolicyConfig::default().score_refresh;
+        p.tick(later, |_| false);
+        assert_eq!(p.next_tick(later, secs(60)), later + refresh);
+        p.tick(later + secs(3600), |_| false);
+        let much_later = later + secs(3600);
+        assert_eq!(p.next_tick(much_later, idle), much_later + idle);
+        // A truncated sync asks for the rest after its backoff.
+        p.on_sync_finished(&4, SyncOutcome::Truncated { progress: true }, much_later);
+        assert_eq!(
+            p.next_tick(much_later, idle),
+            much_later + PolicyConfig::default().sync_retry_min.min(idle)
+        );
     }
 
     #[test]
