@@ -269,6 +269,14 @@ pub fn gossipsub_config(
         .build()
 }
 
+/// How often gossip scores decay. Every decay walks every peer's counters, and at the
+/// libp2p default (every second) that was a quarter of what scoring costs an idle node;
+/// the counters decay over five and ten minutes (see [`peer_score_params`]), which a step
+/// every ten seconds follows as closely as one every second.
+const SCORE_DECAY_INTERVAL: Duration = Duration::from_secs(10);
+/// A decayed counter below this counts as zero (the libp2p default).
+const SCORE_DECAY_TO_ZERO: f64 = 0.1;
+
 /// Gossip score thresholds. A peer below zero is pruned from the mesh at the next heartbeat;
 /// below `GOSSIP_THRESHOLD` it gets no gossip (IHAVE/IWANT) either way; below
 /// `GRAYLIST_THRESHOLD` everything it sends is dropped unread.
@@ -303,7 +311,9 @@ pub(crate) fn peer_score_params(
     topic: &gossipsub::IdentTopic,
 ) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
     let topic = topic.hash();
-    let decay = |d: Duration| gossipsub::score_parameter_decay(d);
+    let decay = |d: Duration| {
+        gossipsub::score_parameter_decay_with_base(d, SCORE_DECAY_INTERVAL, SCORE_DECAY_TO_ZERO)
+    };
     let topic_params = gossipsub::TopicScoreParams {
         topic_weight: 1.0,
         time_in_mesh_weight: 0.01,
@@ -327,8 +337,9 @@ pub(crate) fn peer_score_params(
         behaviour_penalty_threshold: 6.0,
         behaviour_penalty_decay: decay(Duration::from_secs(300)),
         slow_peer_weight: 0.0,
-        // The decay factors above assume one decay per second.
-        decay_interval: Duration::from_secs(1),
+        // The decay factors above are computed for this interval.
+        decay_interval: SCORE_DECAY_INTERVAL,
+        decay_to_zero: SCORE_DECAY_TO_ZERO,
         ..Default::default()
     };
     let thresholds = gossipsub::PeerScoreThresholds {
