@@ -42,7 +42,7 @@ const EVENT_CAPACITY: usize = 1024;
 /// syncs and scores; contract polls; the node record): while something is due soon.
 const HOUSEKEEPING_BUSY: Duration = Duration::from_millis(250);
 /// Longest gap: a settled node (peers enough, nothing to redial, retry, decay or poll)
-/// runs it this often, and handles what events changed meanwhile at most this late.
+/// runs it this often.
 const HOUSEKEEPING_IDLE: Duration = Duration::from_secs(1);
 /// Longest a stopping node waits for its connections to close.
 const GOODBYE: Duration = Duration::from_millis(500);
@@ -533,6 +533,13 @@ impl Node {
                 }
                 _ = sync_tick.tick() => self.sync_with_random_peer(),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+            }
+            // A command or an event may have brought work forward (a retry, a contract
+            // message, a new listen address): the housekeeping then runs when it is due,
+            // not when the settled deadline set before would have woken it.
+            let due = self.next_housekeeping();
+            if due < housekeeping.deadline() {
+                housekeeping.as_mut().reset(due);
             }
         }
     }
@@ -1415,7 +1422,8 @@ impl Node {
     /// When the housekeeping runs next: as soon as [`HOUSEKEEPING_BUSY`] allows while the
     /// node record is unpublished or contracts are being followed up, else when the peer
     /// policy next has something to do, at most [`HOUSEKEEPING_IDLE`] from now. In a large
-    /// settled mesh most nodes wake for it once a second instead of four times.
+    /// settled mesh most nodes wake for it once a second instead of four times. Checked
+    /// again after every command and event, so work they bring forward is not held back.
     fn next_housekeeping(&self) -> tokio::time::Instant {
         let now = Instant::now();
         let soonest = now + HOUSEKEEPING_BUSY;
