@@ -133,6 +133,9 @@ pub(crate) struct Negotiations {
     /// The live contracts that scan found, and the store's agreement generation read
     /// before it: while no agreement is written, the next scans reuse them.
     scanned: Option<(u64, Vec<AgreementId>)>,
+    /// The earliest poll in `schedule` when the last scan ended. Polls only move later
+    /// between scans, so the housekeeping is not needed for polls before this.
+    next_poll: Option<Instant>,
     /// Last expiry sweep of undecided requests; `None` until the first, at start.
     last_sweep: Option<Instant>,
     /// Per-consumer budgets of requests received (a mutex only so that `Party` stays a
@@ -154,23 +157,23 @@ impl Negotiations {
             schedule: HashMap::new(),
             last_scan: None,
             scanned: None,
+            next_poll: None,
             last_sweep: None,
             budget: std::sync::Mutex::new(RequestBudget::new(budget)),
             skew_ms,
             intervals,
         }
     }
-}
 
-impl Negotiations {
-    /// Whether contracts are being followed up: a message in flight, or live contracts
-    /// found by the last scan. The housekeeping then runs at its shortest interval.
-    pub(crate) fn busy(&self) -> bool {
-        !self.outbound.is_empty()
-            || self
-                .scanned
-                .as_ref()
-                .is_some_and(|(_, ids)| !ids.is_empty())
+    /// When the contract follow-ups next need the housekeeping, given the store's agreement
+    /// generation: at once while an agreement written since the last scan (or no scan yet)
+    /// is to be read, else at the earliest scheduled poll; `None` with nothing scheduled.
+    /// Constant time: the actor asks after every event.
+    pub(crate) fn next_due(&self, generation: u64, now: Instant) -> Option<Instant> {
+        match &self.scanned {
+            Some((seen, _)) if *seen == generation => self.next_poll,
+            _ => Some(now),
+        }
     }
 }
 
@@ -642,6 +645,7 @@ impl Node {
             }
         }
         self.negotiations.schedule.retain(|id, _| live.contains(id));
+        self.negotiations.next_poll = self.negotiations.schedule.values().map(|s| s.next).min();
     }
 
     /// The contracts that may need a poll (requested, pending or agreed on the consumer's
@@ -874,5 +878,32 @@ impl Node {
 
     fn audit_view(&self) -> Result<AuditView, NodeError> {
         Ok(crate::integrity::audit_view(&self.store)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_polls_wake_the_housekeeping_when_due_or_after_a_write() {
+        let now = Instant::now();
+        let mut negotiations = Negotiations::default();
+        assert_eq!(negotiations.next_due(0, now), Some(now), "never scanned");
+        negotiations.scanned = Some((3, Vec::new()));
+        assert_eq!(
+            negotiations.next_due(3, now),
+            None,
+            "nothing live, nothing written"
+        );
+        assert_eq!(
+            negotiations.next_due(4, now),
+            Some(now),
+            "an agreement written since the scan"
+        );
+        let poll = now + Duration::from_secs(30);
+        negotiations.next_poll = Some(poll);
+        assert_eq!(negotiations.next_due(3, now), Some(poll));
+        assert_eq!(negotiations.next_due(5, now), Some(now));
     }
 }

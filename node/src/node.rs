@@ -1419,20 +1419,24 @@ impl Node {
         self.contract_housekeeping();
     }
 
-    /// When the housekeeping runs next: as soon as [`HOUSEKEEPING_BUSY`] allows while the
-    /// node record is unpublished or contracts are being followed up, else when the peer
-    /// policy next has something to do, at most [`HOUSEKEEPING_IDLE`] from now. In a large
+    /// When the housekeeping runs next: when the peer policy or a contract poll next has
+    /// something to do, at once while the node record is unpublished, at most
+    /// [`HOUSEKEEPING_IDLE`] from now and at least [`HOUSEKEEPING_BUSY`]. In a large
     /// settled mesh most nodes wake for it once a second instead of four times. Checked
     /// again after every command and event, so work they bring forward is not held back.
     fn next_housekeeping(&self) -> tokio::time::Instant {
         let now = Instant::now();
-        let soonest = now + HOUSEKEEPING_BUSY;
-        let next = if self.record_dirty || self.negotiations.busy() {
-            soonest
-        } else {
-            self.policy.next_tick(now, HOUSEKEEPING_IDLE).max(soonest)
-        };
-        next.into()
+        let mut next = self.policy.next_tick(now, HOUSEKEEPING_IDLE);
+        if self.record_dirty {
+            next = now;
+        }
+        if let Some(poll) = self
+            .negotiations
+            .next_due(self.store.agreement_generation(), now)
+        {
+            next = next.min(poll);
+        }
+        next.max(now + HOUSEKEEPING_BUSY).into()
     }
 
     /// Carries out what the peer policy decided.
