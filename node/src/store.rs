@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mesh_protocol::audit::{self, AuditEntry, AuditHead, AuditKind, ChainError};
@@ -94,7 +95,7 @@ pub struct Store {
     contract_decisions: Arc<crate::metrics::ContractDecisions>,
     /// Bumped by every write of the agreement index, so that a reader can keep what it
     /// last read of the index until the next write instead of scanning it again.
-    agreement_generation: Arc<std::sync::atomic::AtomicU64>,
+    agreement_generation: Arc<AtomicU64>,
 }
 
 /// The anchor file and the entry count it last recorded.
@@ -282,14 +283,12 @@ impl Store {
     /// Changes whenever the agreement index is written (never goes back). Read it before
     /// reading the index: an unchanged value afterwards means nothing was written since.
     pub(crate) fn agreement_generation(&self) -> u64 {
-        self.agreement_generation
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.agreement_generation.load(Ordering::Acquire)
     }
 
     /// Marks a write of the agreement index.
     pub(crate) fn bump_agreement_generation(&self) {
-        self.agreement_generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.agreement_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Signs the audit chain's head with `identity` on every append, and checks it on verify.

@@ -212,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
     let idle_datagrams_per_s =
         udp_datagrams_sent().saturating_sub(idle_datagrams) as f64 / warmup.as_secs_f64();
     let setup_ms = setup.elapsed().as_millis();
-    let sync_before = sync_totals(&nodes).await;
+    let [rounds_before, entries_before] = metric_totals(&nodes, SYNC_METRICS).await;
     let setup_cpu_s = cpu_seconds();
     let connections = total_peers(&nodes).await / 2;
 
@@ -281,19 +281,30 @@ async fn main() -> anyhow::Result<()> {
     }
     // The publishing phase alone, idle included, like the baseline's below.
     let publish_cpu_s = cpu_seconds() - setup_cpu_s;
-    let sync_after = sync_totals(&nodes).await;
-    let (mut bytes, mut opened, mut trimmed) = (0.0, 0.0, 0.0);
-    let (mut validation_s, mut validations) = (0.0, 0.0);
-    for n in &nodes {
-        let text = n.handle.metrics().await.unwrap_or_default();
-        validation_s += metric(&text, "meshnode_gossip_validation_seconds_sum").unwrap_or(0.0);
-        validations += metric(&text, "meshnode_gossip_validation_seconds_count").unwrap_or(0.0);
-        bytes += metric(&text, "meshnode_gossip_bytes_in_total").unwrap_or(0.0)
-            + metric(&text, "meshnode_gossip_bytes_out_total").unwrap_or(0.0);
-        opened += metric(&text, "meshnode_connections_opened_total").unwrap_or(0.0);
-        trimmed += metric(&text, "meshnode_connections_trimmed_total").unwrap_or(0.0);
-    }
-    let bytes_per_node = bytes / args.nodes as f64;
+    let [
+        rounds_after,
+        entries_after,
+        validation_s,
+        validations,
+        bytes_in,
+        bytes_out,
+        opened,
+        trimmed,
+    ] = metric_totals(
+        &nodes,
+        [
+            SYNC_METRICS[0],
+            SYNC_METRICS[1],
+            "meshnode_gossip_validation_seconds_sum",
+            "meshnode_gossip_validation_seconds_count",
+            "meshnode_gossip_bytes_in_total",
+            "meshnode_gossip_bytes_out_total",
+            "meshnode_connections_opened_total",
+            "meshnode_connections_trimmed_total",
+        ],
+    )
+    .await;
+    let bytes_per_node = (bytes_in + bytes_out) / args.nodes as f64;
     let peer_index: std::collections::HashMap<String, usize> = specs
         .iter()
         .map(|s| (cluster::peer_id(&s.identity()).to_string(), s.index))
@@ -422,8 +433,8 @@ async fn main() -> anyhow::Result<()> {
         "baseline_publish_cpu_s": round1(base_publish_cpu_s),
         // Anti-entropy during the publishing phase, all nodes: sessions started, and
         // descriptors and records they stored before gossip brought them.
-        "publish_sync_rounds": sync_after.0 - sync_before.0,
-        "publish_sync_entries": sync_after.1 - sync_before.1,
+        "publish_sync_rounds": rounds_after - rounds_before,
+        "publish_sync_entries": entries_after - entries_before,
         // CPU seconds per second while the formed mesh is idle (the warm-up), against the
         // baseline's on the same graph: the share of the cores left to the publishes.
         "idle_cpu_per_s": (idle_cpu_per_s * 100.0).round() / 100.0,
@@ -453,15 +464,20 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Anti-entropy sessions started and entries they stored, summed over `nodes`.
-async fn sync_totals(nodes: &[RunningNode]) -> (f64, f64) {
-    let (mut rounds, mut entries) = (0.0, 0.0);
+/// Anti-entropy sessions started, and entries they stored.
+const SYNC_METRICS: [&str; 2] = ["meshnode_sync_rounds_total", "meshnode_sync_entries_total"];
+
+/// The sums over `nodes` of the metrics `names`, in their order (0 for a node that does not
+/// export one).
+async fn metric_totals<const N: usize>(nodes: &[RunningNode], names: [&str; N]) -> [f64; N] {
+    let mut totals = [0.0; N];
     for n in nodes {
         let text = n.handle.metrics().await.unwrap_or_default();
-        rounds += metric(&text, "meshnode_sync_rounds_total").unwrap_or(0.0);
-        entries += metric(&text, "meshnode_sync_entries_total").unwrap_or(0.0);
+        for (total, name) in totals.iter_mut().zip(names) {
+            *total += metric(&text, name).unwrap_or(0.0);
+        }
     }
-    (rounds, entries)
+    totals
 }
 
 /// How the connection count settled.
