@@ -243,6 +243,8 @@ impl Measurement {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The nodes' diagnostics, on stderr, as the daemon filters them (`MESHNODE_LOG`).
+    mesh_node::logging::init("MESHNODE_LOG", "warn");
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -250,7 +252,9 @@ fn main() -> anyhow::Result<()> {
     match args.child {
         Some(Child::Consume { ref job }) => {
             let job: ConsumeJob = serde_json::from_str(job)?;
-            let mut m = runtime.block_on(consume(job))?;
+            // On a worker thread, as a daemon runs a fetch, not on the thread that blocks on
+            // the runtime: every mode is measured where the quinn drivers can wake it cheaply.
+            let mut m = runtime.block_on(async { tokio::spawn(consume(job)).await? })?;
             m.peak_rss_mib = peak_rss_mib();
             m.consumer_cpu_s = cpu_seconds();
             println!("{}", serde_json::to_string(&m)?);
