@@ -29,6 +29,7 @@ mod admit;
 mod appendfile;
 mod consumer;
 mod convert;
+mod framepool;
 mod ipcfile;
 mod outpath;
 mod produce;

@@ -28,6 +28,7 @@ use mesh_protocol::descriptor::{ColumnSchema, columns_from_arrow};
 use mesh_protocol::transfer::{MAX_DATA_FRAME, Narrowing, TransferTally, narrow_fetch};
 use mesh_protocol::{Compression, ContractTerms, Filter, Stripe};
 
+use super::framepool::Spares;
 use super::select::BoundFilter;
 
 /// Record batches larger than this in memory are sliced before encoding, so that a frame
@@ -187,6 +188,8 @@ pub(crate) struct Emitter<F: FnMut(Vec<u8>) -> bool> {
     resume_from: u64,
     /// The frames to forward from there on.
     stripe: Stripe,
+    /// Buffers of frames already sent, for passthrough frames (see `framepool`).
+    spares: Option<Spares>,
     /// Forwards a frame; `false` when the consumer is gone.
     forward: F,
 }
@@ -201,7 +204,22 @@ impl<F: FnMut(Vec<u8>) -> bool> Emitter<F> {
             index: 0,
             resume_from,
             stripe,
+            spares: None,
             forward,
+        }
+    }
+
+    /// Takes passthrough frame buffers from `spares` instead of allocating each.
+    pub(crate) fn reusing(mut self, spares: Spares) -> Self {
+        self.spares = Some(spares);
+        self
+    }
+
+    /// An empty buffer with room for `len` bytes.
+    fn buffer(&self, len: usize) -> Vec<u8> {
+        match &self.spares {
+            Some(spares) => spares.take(len),
+            None => Vec::with_capacity(len),
         }
     }
 
@@ -313,7 +331,7 @@ fn passthrough<F: FnMut(Vec<u8>) -> bool>(
             continue;
         }
         // Read the body straight into the frame's spare capacity (no zero-filling first).
-        let mut frame = Vec::with_capacity(8 + meta_len + body_len);
+        let mut frame = emitter.buffer(8 + meta_len + body_len);
         frame.extend_from_slice(&head);
         let read = (&mut reader)
             .take(body_len as u64)

@@ -24,12 +24,15 @@ use tokio::sync::mpsc;
 use super::admit::{self, HandshakeGuard, SlotGuard};
 use super::produce::{self, Emitter, ProduceError, ServePlan};
 use super::summaries::FileStamp;
-use super::{Shared, Tamper, tls};
+use super::{Shared, Tamper, framepool, tls};
 use crate::agreements::Role;
 use crate::node::now_ms;
 
 /// Data frames queued between the file reader and the network writer.
 const FRAME_QUEUE: usize = 4;
+/// Sent frame buffers kept for the file reader: the queue's, and about as many as quinn holds
+/// until the consumer acknowledges them (a send window of 30 MiB in frames of a few MiB).
+const SPARE_FRAMES: usize = FRAME_QUEUE + 8;
 /// Time a consumer has to send its request after opening a stream.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection without any open stream for this long is closed and gives its slot back.
@@ -478,10 +481,22 @@ async fn stream(
         .flatten();
     let known = stamp.and_then(|stamp| shared.summaries().get(&plan.path, stamp));
     let path = plan.path.clone();
+    // Frames read from the file reuse the buffers quinn has released; encoded ones vary in
+    // size and are allocated as they come.
+    let (home, spares) = match plan.passthrough {
+        true => {
+            let (home, spares) = framepool::pool(SPARE_FRAMES);
+            (Some(home), Some(spares))
+        }
+        false => (None, None),
+    };
     let producer = tokio::task::spawn_blocking(move || {
         let mut emitter = Emitter::new(resume_from, stripe, known.is_none(), |frame| {
             tx.blocking_send(frame).is_ok()
         });
+        if let Some(spares) = spares {
+            emitter = emitter.reusing(spares);
+        }
         let result = produce::produce(&plan, &mut emitter);
         (result, emitter.tally)
     });
@@ -500,11 +515,13 @@ async fn stream(
             frame[last] ^= 0x5a;
         }
         let header = encode_data_header(frame.len()).map_err(|_| ())?;
+        let frame = match &home {
+            Some(home) => home.share(frame),
+            None => Bytes::from(frame),
+        };
         sent_bytes += (header.len() + frame.len()) as u64;
         shared.transfers.sent((header.len() + frame.len()) as u64);
-        if send.write_all(&header).await.is_err()
-            || send.write_chunk(Bytes::from(frame)).await.is_err()
-        {
+        if send.write_all(&header).await.is_err() || send.write_chunk(frame).await.is_err() {
             return Err(()); // the consumer went away; the producer stops on its own
         }
         sent_frames += 1;
