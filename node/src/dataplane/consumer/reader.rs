@@ -14,6 +14,8 @@ use mesh_protocol::{Frame, FrameHeader, Stripe};
 
 /// Chunks taken from quinn at once.
 const CHUNKS_PER_READ: usize = 32;
+/// Frame buffers are allocated in multiples of this.
+const BUFFER_GRAIN: usize = 1024 * 1024;
 
 /// One frame read from the provider.
 pub(super) enum Incoming {
@@ -74,9 +76,16 @@ impl FrameReader {
         }
         let header = FrameHeader::parse(bytes, self.offset)
             .map_err(|e| ReadFailure::Protocol(e.to_string()))?;
-        let mut payload = buffer;
+        // A spare too small is freed, not grown: growing copies its old contents into new,
+        // unfaulted pages. New buffers get room to spare, so frames of similar size share them.
+        let mut payload = match buffer.capacity() >= header.len {
+            true => buffer,
+            false if header.kind == FrameKind::Data => {
+                Vec::with_capacity(header.len.next_multiple_of(BUFFER_GRAIN))
+            }
+            false => Vec::with_capacity(header.len),
+        };
         payload.clear();
-        payload.reserve(header.len);
         while payload.len() < header.len {
             let n = self.take(header.len - payload.len(), |chunk| {
                 payload.extend_from_slice(chunk)
