@@ -9,6 +9,10 @@
 //! then cuts the file back to its true length, so the file on disk always ends with the last
 //! byte appended.
 //!
+//! Bytes that the caller placed in memory at the alignment of their offset in the file
+//! (see [`lead_for`]) skip the stage: their whole blocks are written from where they are,
+//! and only the partial blocks at either end are staged.
+//!
 //! Where the file system refuses direct I/O (or off Linux), the file is written through the
 //! page cache as before; nothing else changes.
 
@@ -81,6 +85,10 @@ impl std::fmt::Debug for Stage {
         f.debug_struct("Stage").field("len", &self.len).finish()
     }
 }
+
+/// Whole blocks written straight from the caller's memory, when it is aligned as the file
+/// is, at least: below this the stage's copy costs less than another system call.
+const IN_PLACE: usize = 256 * 1024;
 
 /// How bytes reach the file.
 #[derive(Debug)]
@@ -155,6 +163,28 @@ impl AppendFile {
                     return Ok(());
                 }
                 Mode::Direct { stage, base } => {
+                    if let Some((head, whole)) = in_place(bytes, self.len) {
+                        // Complete the staged partial block, write the stage, then the whole
+                        // blocks of `bytes` from where they are.
+                        stage.fill(&bytes[..head]);
+                        self.len += head as u64;
+                        bytes = &bytes[head..];
+                        let staged = (*base, stage.len);
+                        if let Err(e) = write_all_at(&self.file, stage.bytes(), staged.0) {
+                            self.fall_back(e)?;
+                            continue;
+                        }
+                        *base += staged.1 as u64;
+                        stage.len = 0;
+                        if let Err(e) = write_all_at(&self.file, &bytes[..whole], *base) {
+                            self.fall_back(e)?;
+                            continue;
+                        }
+                        *base += whole as u64;
+                        self.len += whole as u64;
+                        bytes = &bytes[whole..];
+                        continue;
+                    }
                     let n = stage.fill(bytes);
                     bytes = &bytes[n..];
                     self.len += n as u64;
@@ -224,6 +254,31 @@ impl AppendFile {
         self.file.set_len(self.len)
     }
 }
+
+/// When `bytes`, appended at file offset `at`, lie in memory at the alignment of their
+/// place in the file and hold at least [`IN_PLACE`] bytes of whole blocks: how many bytes
+/// complete the partial block before them, and how many whole blocks' bytes follow. Those
+/// blocks can be written with `O_DIRECT` straight from `bytes`.
+fn in_place(bytes: &[u8], at: u64) -> Option<(usize, usize)> {
+    let misalignment = (at % ALIGN as u64) as usize;
+    if bytes.as_ptr() as usize % ALIGN != misalignment {
+        return None;
+    }
+    let head = (ALIGN - misalignment) % ALIGN;
+    let whole = bytes.len().checked_sub(head)? / ALIGN * ALIGN;
+    (whole >= IN_PLACE).then_some((head, whole))
+}
+
+/// The offset in a buffer at which bytes bound for file offset `at` lie at the alignment of
+/// their place in the file (see [`AppendFile::append`]), for a buffer whose data starts at
+/// `address`: less than 4 KiB.
+pub(crate) fn lead_for(address: usize, at: u64) -> usize {
+    let want = (at % ALIGN as u64) as usize;
+    (want + ALIGN - address % ALIGN) % ALIGN
+}
+
+/// Extra room a buffer needs for [`lead_for`].
+pub(crate) const MAX_LEAD: usize = ALIGN - 1;
 
 #[cfg(target_os = "linux")]
 fn set_direct(file: &File, on: bool) -> io::Result<()> {
@@ -311,6 +366,82 @@ mod tests {
             out.sync_data().unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), expected, "direct: {direct}");
         }
+    }
+
+    /// `bytes` copied into a buffer at the alignment of file offset `at` (as the consumer's
+    /// reader places frames); the buffer and where they start in it.
+    fn placed(bytes: &[u8], at: u64) -> (Vec<u8>, usize) {
+        let mut buffer = Vec::with_capacity(bytes.len() + MAX_LEAD);
+        let lead = lead_for(buffer.as_ptr() as usize, at);
+        assert!(lead <= MAX_LEAD);
+        buffer.resize(lead, 0);
+        buffer.extend_from_slice(bytes);
+        assert_eq!(
+            buffer[lead..].as_ptr() as u64 % ALIGN as u64,
+            at % ALIGN as u64
+        );
+        (buffer, lead)
+    }
+
+    #[test]
+    fn placed_bytes_skip_the_stage_and_read_back_exactly() {
+        for direct in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            let mut out = AppendFile::new(open(&path), 0, direct).unwrap();
+            let mut expected = Vec::new();
+            // Placed frames at every kind of offset, between unplaced ones; one placed frame
+            // too small to skip the stage, one ending on a block boundary.
+            let frames = [
+                (64, false),
+                (IN_PLACE + ALIGN + 17, true),
+                (3, false),
+                (2 * IN_PLACE, true),
+                (ALIGN - 1, true),
+                (STAGE + 5, false),
+                (IN_PLACE + 1, true),
+            ];
+            for (i, (len, place)) in frames.into_iter().enumerate() {
+                let frame = pattern(len, i as u8);
+                let at = expected.len() as u64;
+                if place {
+                    let (buffer, lead) = placed(&frame, at);
+                    if direct && out.is_direct() && len >= IN_PLACE + ALIGN {
+                        assert!(in_place(&buffer[lead..], at).is_some(), "frame {i}");
+                    }
+                    out.append(&buffer[lead..]).unwrap();
+                } else {
+                    out.append(&frame).unwrap();
+                }
+                expected.extend_from_slice(&frame);
+                if i == 3 {
+                    // A flush between placed frames keeps the partial block staged.
+                    out.flush().unwrap();
+                    assert_eq!(std::fs::read(&path).unwrap(), expected);
+                }
+            }
+            out.sync_data().unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), expected, "direct: {direct}");
+        }
+    }
+
+    #[test]
+    fn only_bytes_aligned_as_their_file_offset_and_large_enough_go_in_place() {
+        let at = 3 * ALIGN as u64 + 100;
+        let frame = pattern(IN_PLACE + 2 * ALIGN, 5);
+        let (buffer, lead) = placed(&frame, at);
+        let placed_bytes = &buffer[lead..];
+        // The rest of the first block is staged, then whole blocks, then the tail.
+        let (head, whole) = in_place(placed_bytes, at).unwrap();
+        assert_eq!(head, ALIGN - 100);
+        assert_eq!(whole, (frame.len() - head) / ALIGN * ALIGN);
+        assert_eq!((placed_bytes.as_ptr() as usize + head) % ALIGN, 0);
+        // The same bytes bound for another offset, or one byte further on, are not aligned.
+        assert!(in_place(placed_bytes, at + 1).is_none());
+        assert!(in_place(&placed_bytes[1..], at).is_none());
+        // Too few whole blocks: the stage's copy is cheaper.
+        assert!(in_place(&placed_bytes[..head + IN_PLACE - ALIGN], at).is_none());
+        assert!(in_place(&placed_bytes[..head + IN_PLACE], at).is_some());
     }
 
     #[test]

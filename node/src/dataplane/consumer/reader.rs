@@ -12,15 +12,41 @@ use bytes::{Buf, Bytes};
 use mesh_protocol::transfer::{FRAME_HEADER_LEN, FrameKind, MAX_STRIPES};
 use mesh_protocol::{Frame, FrameHeader, Stripe};
 
+use crate::dataplane::appendfile;
+
 /// Chunks taken from quinn at once.
 const CHUNKS_PER_READ: usize = 32;
 /// Frame buffers are allocated in multiples of this.
 const BUFFER_GRAIN: usize = 1024 * 1024;
 
+/// A data frame's payload (one encapsulated IPC message), placed in its buffer where the
+/// file writer can write its whole blocks without copying them (see `appendfile`).
+#[derive(Debug)]
+pub(super) struct DataFrame {
+    buffer: Vec<u8>,
+    /// Where the payload starts in `buffer`.
+    lead: usize,
+}
+
+impl DataFrame {
+    /// The buffer, for reuse.
+    pub(super) fn into_buffer(self) -> Vec<u8> {
+        self.buffer
+    }
+}
+
+impl std::ops::Deref for DataFrame {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buffer[self.lead..]
+    }
+}
+
 /// One frame read from the provider.
 pub(super) enum Incoming {
-    /// A data frame's payload: one encapsulated IPC message.
-    Data(Vec<u8>),
+    /// A data frame.
+    Data(DataFrame),
     /// A decoded control frame.
     Control(Frame),
 }
@@ -59,6 +85,16 @@ impl FrameReader {
     /// Reads one frame; a data frame's payload goes into `buffer` (cleared first), so the
     /// caller can hand back buffers for reuse.
     pub(super) async fn read(&mut self, buffer: Vec<u8>) -> Result<Incoming, ReadFailure> {
+        self.read_placed(buffer, None).await
+    }
+
+    /// Reads one frame like [`FrameReader::read`]; a data frame bound for file offset `at`
+    /// is placed in its buffer at the alignment of that offset.
+    async fn read_placed(
+        &mut self,
+        buffer: Vec<u8>,
+        at: Option<u64>,
+    ) -> Result<Incoming, ReadFailure> {
         let mut bytes = [0u8; FRAME_HEADER_LEN];
         let mut filled = 0;
         while filled < FRAME_HEADER_LEN {
@@ -78,16 +114,21 @@ impl FrameReader {
             .map_err(|e| ReadFailure::Protocol(e.to_string()))?;
         // A spare too small is freed, not grown: growing copies its old contents into new,
         // unfaulted pages. New buffers get room to spare, so frames of similar size share them.
-        let mut payload = match buffer.capacity() >= header.len {
+        let at = at.filter(|_| header.kind == FrameKind::Data);
+        let room = header.len + at.map_or(0, |_| appendfile::MAX_LEAD);
+        let mut payload = match buffer.capacity() >= room {
             true => buffer,
             false if header.kind == FrameKind::Data => {
-                Vec::with_capacity(header.len.next_multiple_of(BUFFER_GRAIN))
+                Vec::with_capacity(room.next_multiple_of(BUFFER_GRAIN))
             }
-            false => Vec::with_capacity(header.len),
+            false => Vec::with_capacity(room),
         };
         payload.clear();
-        while payload.len() < header.len {
-            let n = self.take(header.len - payload.len(), |chunk| {
+        let lead = at.map_or(0, |at| appendfile::lead_for(payload.as_ptr() as usize, at));
+        payload.resize(lead, 0);
+        let end = lead + header.len;
+        while payload.len() < end {
+            let n = self.take(end - payload.len(), |chunk| {
                 payload.extend_from_slice(chunk)
             });
             if n == 0 && !self.receive().await? {
@@ -98,10 +139,13 @@ impl FrameReader {
         }
         self.offset += (FRAME_HEADER_LEN + header.len) as u64;
         if header.kind == FrameKind::Data {
-            return Ok(Incoming::Data(payload));
+            return Ok(Incoming::Data(DataFrame {
+                buffer: payload,
+                lead,
+            }));
         }
         header
-            .decode(&payload)
+            .decode(&payload[lead..])
             .map(Incoming::Control)
             .map_err(|e| ReadFailure::Protocol(e.to_string()))
     }
@@ -146,6 +190,8 @@ pub(super) struct StripedReader {
     stripes: Vec<FrameReader>,
     /// Index of the next data frame of the whole stream.
     next: u64,
+    /// File offset of the next data frame, once known (see [`StripedReader::place_from`]).
+    at: Option<u64>,
 }
 
 impl StripedReader {
@@ -155,7 +201,14 @@ impl StripedReader {
         Self {
             stripes,
             next: resume_from,
+            at: None,
         }
+    }
+
+    /// The next data frame goes to file offset `at`, and each one after it follows the last:
+    /// frames are then placed for the file writer (see [`DataFrame`]).
+    pub(super) fn place_from(&mut self, at: u64) {
+        self.at = Some(at);
     }
 
     /// Reads the stream's next frame. The trailer is returned once every stripe ended with
@@ -163,9 +216,10 @@ impl StripedReader {
     pub(super) async fn read(&mut self, buffer: Vec<u8>) -> Result<Incoming, ReadFailure> {
         let count = self.stripes.len();
         let at = Stripe::carrying(count as u8, self.next);
-        match self.stripes[at].read(buffer).await? {
+        match self.stripes[at].read_placed(buffer, self.at).await? {
             Incoming::Data(frame) => {
                 self.next += 1;
+                self.at = self.at.map(|at| at + frame.len() as u64);
                 Ok(Incoming::Data(frame))
             }
             Incoming::Control(Frame::Trailer(trailer)) => {
@@ -297,7 +351,7 @@ mod tests {
         let mut payloads = Vec::new();
         loop {
             match link.reader().read(Vec::new()).await {
-                Ok(Incoming::Data(payload)) => payloads.push(payload),
+                Ok(Incoming::Data(payload)) => payloads.push(payload.to_vec()),
                 Ok(Incoming::Control(Frame::Error(got))) => {
                     assert_eq!(got, refusal);
                     break;

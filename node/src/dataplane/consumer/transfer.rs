@@ -67,6 +67,7 @@ impl Transfer<'_> {
         let mut reader = self.open_stripes(reader, &header, &agreement).await?;
         let (builder, state) = self.open_file(resume, header.version)?;
         let start_bytes = builder.offset();
+        reader.place_from(start_bytes);
         let expected_columns = header.schema.iter().map(|c| c.name.clone()).collect();
         let writer = Writer::spawn(
             builder,

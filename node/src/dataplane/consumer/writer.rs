@@ -14,6 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use mesh_protocol::TransferTally;
 use tokio::sync::mpsc;
 
+use super::reader::DataFrame;
 use super::{FrameObserver, write_state};
 use crate::dataplane::ipcfile::{AppendError, HEADER_LEN, IpcFileBuilder};
 use crate::dataplane::{FetchError, PartialPaths, ResumeState};
@@ -57,7 +58,7 @@ pub(super) struct Written {
 
 /// The running writer, as the reader sees it.
 pub(super) struct Writer {
-    frames: mpsc::Sender<Vec<u8>>,
+    frames: mpsc::Sender<DataFrame>,
     spares: Receiver<Vec<u8>>,
     thread: tokio::task::JoinHandle<Written>,
 }
@@ -66,7 +67,7 @@ impl Writer {
     /// Starts the writer thread on `builder`.
     pub(super) fn spawn(builder: IpcFileBuilder, setup: Setup) -> std::io::Result<Self> {
         let sync_file = builder.file_handle()?;
-        let (frames, rx) = mpsc::channel::<Vec<u8>>(FRAME_QUEUE);
+        let (frames, rx) = mpsc::channel::<DataFrame>(FRAME_QUEUE);
         let (spare_tx, spares) = sync_channel::<Vec<u8>>(SPARE_BUFFERS);
         let thread =
             tokio::task::spawn_blocking(move || write(builder, setup, rx, spare_tx, sync_file));
@@ -83,7 +84,7 @@ impl Writer {
     }
 
     /// Queues a frame; `false` when the writer has stopped.
-    pub(super) async fn write(&mut self, frame: Vec<u8>) -> bool {
+    pub(super) async fn write(&mut self, frame: DataFrame) -> bool {
         self.frames.send(frame).await.is_ok()
     }
 
@@ -100,13 +101,14 @@ impl Writer {
 /// The hasher thread: the stream's hash from where `tally` left off, frames in order.
 fn hash(
     mut tally: TransferTally,
-    frames: Receiver<Vec<u8>>,
+    frames: Receiver<DataFrame>,
     spares: SyncSender<Vec<u8>>,
 ) -> [u8; 32] {
     for frame in frames {
         tally.update(&frame);
-        if frame.capacity() <= MAX_SPARE_BUFFER {
-            let _ = spares.try_send(frame);
+        let buffer = frame.into_buffer();
+        if buffer.capacity() <= MAX_SPARE_BUFFER {
+            let _ = spares.try_send(buffer);
         }
     }
     tally.digest()
@@ -116,7 +118,7 @@ fn hash(
 fn write(
     mut builder: IpcFileBuilder,
     setup: Setup,
-    mut frames: mpsc::Receiver<Vec<u8>>,
+    mut frames: mpsc::Receiver<DataFrame>,
     spares: SyncSender<Vec<u8>>,
     sync_file: std::fs::File,
 ) -> Written {
@@ -141,7 +143,7 @@ fn write(
             }
         }
     });
-    let (hash_tx, hash_rx) = sync_channel::<Vec<u8>>(HASH_QUEUE);
+    let (hash_tx, hash_rx) = sync_channel::<DataFrame>(HASH_QUEUE);
     let tally = builder.hash_elsewhere();
     let hasher = std::thread::spawn(move || hash(tally, hash_rx, spares));
     let mut last_checkpoint = builder.offset();
