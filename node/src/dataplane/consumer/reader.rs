@@ -424,6 +424,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn placed_frames_lie_at_the_alignment_of_their_file_offsets_in_reused_buffers() {
+        let sizes = [100usize, 5000, 70_000, 3, 4096];
+        let payloads: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, len)| (0..*len).map(|b| (b * 7 + i) as u8).collect())
+            .collect();
+        let mut stream: Vec<u8> = payloads.iter().flat_map(|p| data_frame(p)).collect();
+        stream.extend(trailer(sizes.len() as u64));
+        let mut link = provider_sending(vec![stream]).await;
+        let mut reader = StripedReader::new(vec![take_reader(&mut link)], 0);
+        let start = 64 + 4093; // after the file header and a resumed, unaligned prefix
+        reader.place_from(start);
+        let mut at = start;
+        let mut spare = Vec::new();
+        for payload in &payloads {
+            let Ok(Incoming::Data(frame)) = reader.read(spare).await else {
+                panic!("a data frame");
+            };
+            assert_eq!(&frame[..], &payload[..], "the payload, whole");
+            assert_eq!(
+                frame.as_ptr() as u64 % 4096,
+                at % 4096,
+                "frame at offset {at}"
+            );
+            at += payload.len() as u64;
+            // The next frame reuses this buffer, as the hasher hands it back.
+            spare = frame.into_buffer();
+        }
+        assert!(matches!(
+            reader.read(spare).await,
+            Ok(Incoming::Control(Frame::Trailer(_)))
+        ));
+    }
+
+    #[tokio::test]
     async fn stripes_are_read_round_robin_back_into_the_stream_order() {
         let f = |i: u8| data_frame(&[i; 10]);
         // Stripe 0 carries frames 0, 2 and 4; stripe 1 carries 1 and 3.
