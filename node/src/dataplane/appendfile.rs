@@ -311,7 +311,6 @@ fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
 fn write_both_at(file: &File, first: &[u8], second: &[u8], mut offset: u64) -> io::Result<()> {
     let mut slices = [io::IoSlice::new(first), io::IoSlice::new(second)];
     let mut slices = &mut slices[..];
-    io::IoSlice::advance_slices(&mut slices, 0);
     while !slices.is_empty() {
         match rustix::io::pwritev(file, slices, offset) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -1,4 +1,5 @@
-//! The provider's frame buffers, handed back once quinn lets go of them.
+//! Frame buffers that are reused: the provider's, handed back once quinn lets go of them,
+//! and the rule both sides follow to reuse one ([`fitting`]).
 //!
 //! A passthrough frame is a multi-MiB buffer read from the product file. Allocated fresh per
 //! frame, each one costs a page fault and a cleared page per 4 KiB, since the allocator hands
@@ -8,8 +9,10 @@
 //!
 //! Bounds: the pool keeps at most `keep` buffers, each at most [`MAX_KEPT`] bytes; a buffer
 //! that comes back to a full pool, or to a transfer that has ended, is freed. A spare too
-//! small for the next frame is freed rather than grown (growing would copy it), and new
-//! buffers are rounded up to [`GRAIN`] so that frames of similar size reuse each other's.
+//! small for the next frame is freed rather than grown (growing would copy its old contents
+//! into new pages), and new buffers are rounded up to [`GRAIN`] so that frames of similar
+//! size reuse each other's. The consumer's reader reuses the buffers its hasher hands back
+//! by the same rule.
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
@@ -19,6 +22,17 @@ use bytes::Bytes;
 pub(crate) const GRAIN: usize = 1024 * 1024;
 /// Buffers larger than this are never kept.
 pub(crate) const MAX_KEPT: usize = 16 * 1024 * 1024;
+
+/// `spare`, emptied, if it has room for `len` bytes; otherwise a new buffer with room for
+/// `len` rounded up to [`GRAIN`], and `spare` is freed.
+pub(crate) fn fitting(mut spare: Vec<u8>, len: usize) -> Vec<u8> {
+    if spare.capacity() >= len {
+        spare.clear();
+        spare
+    } else {
+        Vec::with_capacity(len.div_ceil(GRAIN).max(1) * GRAIN)
+    }
+}
 
 /// The reading side: where the file reader takes its buffers.
 pub(crate) struct Spares(Receiver<Vec<u8>>);
@@ -36,13 +50,10 @@ pub(crate) fn pool(keep: usize) -> (Home, Spares) {
 impl Spares {
     /// An empty buffer with room for `len` bytes: a spare that fits, or a new one.
     pub(crate) fn take(&self, len: usize) -> Vec<u8> {
-        while let Ok(mut spare) = self.0.try_recv() {
-            if spare.capacity() >= len {
-                spare.clear();
-                return spare;
-            }
-        }
-        Vec::with_capacity(len.div_ceil(GRAIN).max(1) * GRAIN)
+        let spare = std::iter::from_fn(|| self.0.try_recv().ok())
+            .find(|spare| spare.capacity() >= len)
+            .unwrap_or_default();
+        fitting(spare, len)
     }
 }
 

@@ -209,9 +209,9 @@ impl<F: FnMut(Vec<u8>) -> bool> Emitter<F> {
         }
     }
 
-    /// Takes passthrough frame buffers from `spares` instead of allocating each.
-    pub(crate) fn reusing(mut self, spares: Spares) -> Self {
-        self.spares = Some(spares);
+    /// Takes passthrough frame buffers from `spares`, if any, instead of allocating each.
+    pub(crate) fn reusing(mut self, spares: Option<Spares>) -> Self {
+        self.spares = spares;
         self
     }
 

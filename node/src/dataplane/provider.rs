@@ -483,20 +483,15 @@ async fn stream(
     let path = plan.path.clone();
     // Frames read from the file reuse the buffers quinn has released; encoded ones vary in
     // size and are allocated as they come.
-    let (home, spares) = match plan.passthrough {
-        true => {
-            let (home, spares) = framepool::pool(SPARE_FRAMES);
-            (Some(home), Some(spares))
-        }
-        false => (None, None),
-    };
+    let (home, spares) = plan
+        .passthrough
+        .then(|| framepool::pool(SPARE_FRAMES))
+        .unzip();
     let producer = tokio::task::spawn_blocking(move || {
         let mut emitter = Emitter::new(resume_from, stripe, known.is_none(), |frame| {
             tx.blocking_send(frame).is_ok()
-        });
-        if let Some(spares) = spares {
-            emitter = emitter.reusing(spares);
-        }
+        })
+        .reusing(spares);
         let result = produce::produce(&plan, &mut emitter);
         (result, emitter.tally)
     });

@@ -12,12 +12,10 @@ use bytes::{Buf, Bytes};
 use mesh_protocol::transfer::{FRAME_HEADER_LEN, FrameKind, MAX_STRIPES};
 use mesh_protocol::{Frame, FrameHeader, Stripe};
 
-use crate::dataplane::appendfile;
+use crate::dataplane::{appendfile, framepool};
 
 /// Chunks taken from quinn at once.
 const CHUNKS_PER_READ: usize = 32;
-/// Frame buffers are allocated in multiples of this.
-const BUFFER_GRAIN: usize = 1024 * 1024;
 
 /// A data frame's payload (one encapsulated IPC message), placed in its buffer where the
 /// file writer can write its whole blocks without copying them (see `appendfile`).
@@ -112,18 +110,14 @@ impl FrameReader {
         }
         let header = FrameHeader::parse(bytes, self.offset)
             .map_err(|e| ReadFailure::Protocol(e.to_string()))?;
-        // A spare too small is freed, not grown: growing copies its old contents into new,
-        // unfaulted pages. New buffers get room to spare, so frames of similar size share them.
         let at = at.filter(|_| header.kind == FrameKind::Data);
         let room = header.len + at.map_or(0, |_| appendfile::MAX_LEAD);
-        let mut payload = match buffer.capacity() >= room {
-            true => buffer,
-            false if header.kind == FrameKind::Data => {
-                Vec::with_capacity(room.next_multiple_of(BUFFER_GRAIN))
-            }
-            false => Vec::with_capacity(room),
+        let mut payload = match header.kind {
+            FrameKind::Data => framepool::fitting(buffer, room),
+            _ => buffer,
         };
         payload.clear();
+        payload.reserve(room);
         let lead = at.map_or(0, |at| appendfile::lead_for(payload.as_ptr() as usize, at));
         payload.resize(lead, 0);
         let end = lead + header.len;

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::reader::DataFrame;
 use super::{FrameObserver, write_state};
+use crate::dataplane::framepool;
 use crate::dataplane::ipcfile::{AppendError, HEADER_LEN, IpcFileBuilder};
 use crate::dataplane::{FetchError, PartialPaths, ResumeState};
 use crate::node::now_ms;
@@ -31,8 +32,6 @@ const HASH_QUEUE: usize = 2;
 /// steady transfer allocates none. A fresh multi-MiB buffer costs a page fault per 4 KiB
 /// page; kept ones cost no more memory than the queues can hold anyway.
 const SPARE_BUFFERS: usize = FRAME_QUEUE + HASH_QUEUE + 3;
-/// Buffers larger than this are not kept for reuse.
-const MAX_SPARE_BUFFER: usize = 16 * 1024 * 1024;
 /// The state file is rewritten after this many bytes.
 const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -107,7 +106,7 @@ fn hash(
     for frame in frames {
         tally.update(&frame);
         let buffer = frame.into_buffer();
-        if buffer.capacity() <= MAX_SPARE_BUFFER {
+        if buffer.capacity() <= framepool::MAX_KEPT {
             let _ = spares.try_send(buffer);
         }
     }
