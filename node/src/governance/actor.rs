@@ -422,21 +422,35 @@ impl Node {
                 let _ = reply.send(views);
             }
             GovernanceCommand::Propose { request, reply } => {
-                let _ = reply.send(self.propose_amendment(request));
+                let result = self.propose_amendment(request);
+                let _ = reply.send(self.durable(result).await);
             }
             GovernanceCommand::Sign { motion, reply } => {
-                let _ = reply.send(self.sign_motion(&motion));
+                let result = self.sign_motion(&motion);
+                let _ = reply.send(self.durable(result).await);
             }
             GovernanceCommand::Remove { request, reply } => {
-                let _ = reply.send(self.propose_removal(request));
+                let result = self.propose_removal(request);
+                let _ = reply.send(self.durable(result).await);
             }
             GovernanceCommand::Invite { request, reply } => {
-                let _ = reply.send(self.invite(request));
+                let result = self.invite(request);
+                let _ = reply.send(self.durable(result).await);
             }
             GovernanceCommand::Admit { member, reply } => {
-                let _ = reply.send(self.admit(member));
+                let result = self.admit(member);
+                let _ = reply.send(self.durable(result).await);
             }
         }
+    }
+
+    /// Flushes the store before a governance change is acknowledged: the operator (or the
+    /// joiner) is told it happened only once it survives a crash. The store's own periodic
+    /// flush is seconds apart ([`crate::store::FLUSH_EVERY`]).
+    async fn durable<T>(&mut self, result: Result<T, NodeError>) -> Result<T, NodeError> {
+        let value = result?;
+        self.store.flush().await?;
+        Ok(value)
     }
 
     /// The join protocol, server side: only connections holding an open invitation get an
@@ -451,7 +465,16 @@ impl Node {
                     },
                 ..
             } => {
-                let reply = self.answer_join(&peer, &request);
+                let mut reply = self.answer_join(&peer, &request);
+                // The joiner is welcomed only once its admission survives a crash.
+                if matches!(reply, JoinReply::Welcome { .. })
+                    && let Err(e) = self.store.flush().await
+                {
+                    tracing::error!("flushing an admission failed: {e}");
+                    reply = JoinReply::Refused(
+                        "the admission could not be stored: try again later".into(),
+                    );
+                }
                 let _ = self
                     .swarm
                     .behaviour_mut()
