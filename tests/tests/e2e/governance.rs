@@ -605,3 +605,33 @@ fn amendments_need_the_quorum_and_a_removed_member_is_cut_off() {
     );
     wait_refused_beyond(&sales, before, "removed consumer's fetch");
 }
+
+#[test]
+fn a_governance_change_survives_a_crash_once_acknowledged() {
+    // Alone in its mesh, `sales` carries its own motions. Killed right after the answer, long
+    // before sled's periodic flush, it must still hold what it said it did.
+    let mut sales = TestNode::init("sales", &[]);
+    sales.run();
+    let motion = sales
+        .cli(&[
+            "governance",
+            "propose",
+            "--restrict-tag",
+            "pii",
+            "--summary",
+            "personal data stays restricted",
+            "--json",
+        ])
+        .json();
+    assert_eq!(motion["carried"], true, "{motion}");
+    let version = sales.status()["policy_version"].clone();
+    sales.kill9();
+    sales.run();
+    assert!(
+        rules(&sales).iter().any(|r| r == "restricted-tag:pii"),
+        "the carried amendment was lost: {:?}\n{}",
+        rules(&sales),
+        sales.log()
+    );
+    assert_eq!(sales.status()["policy_version"], version);
+}
