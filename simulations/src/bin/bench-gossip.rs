@@ -26,7 +26,10 @@
 //!    its warm-up (`idle_cpu_per_s`, `baseline_idle_cpu_per_s`); the nodes share the
 //!    machine's cores, so this is CPU the publish waves do not get. The UDP datagrams sent
 //!    in the same periods (`idle_datagrams_per_s`, `baseline_idle_datagrams_per_s`) tell
-//!    packets apart from work per packet.
+//!    packets apart from work per packet. The anti-entropy rounds and the connections opened
+//!    in the warm-up (`idle_sync_rounds_per_s`, `idle_connections_opened_per_s`, summed over
+//!    the nodes, so a connection counts at both ends) are what the idle mesh still does
+//!    besides keeping its connections alive.
 //!
 //! Prints a JSON object with `--json`, a short text otherwise.
 
@@ -204,6 +207,9 @@ async fn main() -> anyhow::Result<()> {
             settled.peak / 2
         ),
     );
+    // Read outside the measured window: rendering every node's metrics costs CPU.
+    let idle_counts = metric_totals(&nodes, IDLE_METRICS).await;
+    let idle_counted = Instant::now();
     let idle_cpu = cpu_seconds();
     let idle_datagrams = udp_datagrams_sent();
     tokio::time::sleep(warmup).await;
@@ -211,6 +217,13 @@ async fn main() -> anyhow::Result<()> {
     let idle_cpu_per_s = (cpu_seconds() - idle_cpu) / warmup.as_secs_f64();
     let idle_datagrams_per_s =
         udp_datagrams_sent().saturating_sub(idle_datagrams) as f64 / warmup.as_secs_f64();
+    // What the idle mesh still does: anti-entropy rounds, and connections opened (each a
+    // QUIC handshake, identify both ways and a first sync round).
+    let [idle_rounds, idle_opened] = {
+        let after = metric_totals(&nodes, IDLE_METRICS).await;
+        let seconds = idle_counted.elapsed().as_secs_f64();
+        [0, 1].map(|i| (after[i] - idle_counts[i]) / seconds)
+    };
     let setup_ms = setup.elapsed().as_millis();
     let [rounds_before, entries_before] = metric_totals(&nodes, SYNC_METRICS).await;
     let setup_cpu_s = cpu_seconds();
@@ -441,6 +454,8 @@ async fn main() -> anyhow::Result<()> {
         "baseline_idle_cpu_per_s": (base_idle_cpu_per_s * 100.0).round() / 100.0,
         // UDP datagrams per second in the same periods: every QUIC packet of either mesh.
         "idle_datagrams_per_s": idle_datagrams_per_s.round(),
+        "idle_sync_rounds_per_s": round1(idle_rounds),
+        "idle_connections_opened_per_s": round1(idle_opened),
         "baseline_idle_datagrams_per_s": base_idle_datagrams_per_s.round(),
         "peak_rss_mib": mesh_peak_rss_mib.round(),
     });
@@ -466,6 +481,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// Anti-entropy sessions started, and entries they stored.
 const SYNC_METRICS: [&str; 2] = ["meshnode_sync_rounds_total", "meshnode_sync_entries_total"];
+/// Counted over the warm-up: anti-entropy rounds and connections opened.
+const IDLE_METRICS: [&str; 2] = [
+    "meshnode_sync_rounds_total",
+    "meshnode_connections_opened_total",
+];
 
 /// The sums over `nodes` of the metrics `names`, in their order (0 for a node that does not
 /// export one).
