@@ -383,6 +383,8 @@ pub(crate) struct Metrics {
     registry: Registry,
     /// Connected peers.
     pub(crate) peers: Gauge,
+    /// Open control-plane connections, set when the metrics are read.
+    pub(crate) connections: Gauge,
     /// Catalog entries.
     pub(crate) catalog_size: Gauge,
     /// Gossip messages received.
@@ -427,6 +429,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("meshnode");
         let metrics = Self {
             peers: Gauge::default(),
+            connections: Gauge::default(),
             catalog_size: Gauge::default(),
             gossip_in: Counter::default(),
             gossip_out: Counter::default(),
@@ -447,6 +450,11 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("peers", "Connected peers", metrics.peers.clone());
+        registry.register(
+            "connections",
+            "Open control-plane connections",
+            metrics.connections.clone(),
+        );
         registry.register(
             "catalog_size",
             "Products in the local catalog replica",

@@ -592,6 +592,12 @@ impl Node {
             }
             Command::Metrics { reply } => {
                 self.metrics.peers.set(self.peers.len() as i64);
+                self.metrics.connections.set(i64::from(
+                    self.swarm
+                        .network_info()
+                        .connection_counters()
+                        .num_established(),
+                ));
                 self.metrics
                     .catalog_size
                     .set(self.store.catalog_len() as i64);

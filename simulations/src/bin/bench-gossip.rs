@@ -29,7 +29,8 @@
 //!    packets apart from work per packet. The anti-entropy rounds and the connections opened
 //!    in the warm-up (`idle_sync_rounds_per_s`, `idle_connections_opened_per_s`, summed over
 //!    the nodes, so a connection counts at both ends) are what the idle mesh still does
-//!    besides keeping its connections alive.
+//!    besides keeping its connections alive; `extra_connections` counts the connections the
+//!    swarms hold beyond one per connected pair (`meshnode_connections`).
 //!
 //! Prints a JSON object with `--json`, a short text otherwise.
 
@@ -219,10 +220,14 @@ async fn main() -> anyhow::Result<()> {
         udp_datagrams_sent().saturating_sub(idle_datagrams) as f64 / warmup.as_secs_f64();
     // What the idle mesh still does: anti-entropy rounds, and connections opened (each a
     // QUIC handshake, identify both ways and a first sync round).
-    let [idle_rounds, idle_opened] = {
+    let ([idle_rounds, idle_opened], open_connections) = {
         let after = metric_totals(&nodes, IDLE_METRICS).await;
         let seconds = idle_counted.elapsed().as_secs_f64();
-        [0, 1].map(|i| (after[i] - idle_counts[i]) / seconds)
+        // Every connection is open at both ends.
+        (
+            [0, 1].map(|i| (after[i] - idle_counts[i]) / seconds),
+            after[2] / 2.0,
+        )
     };
     let setup_ms = setup.elapsed().as_millis();
     let [rounds_before, entries_before] = metric_totals(&nodes, SYNC_METRICS).await;
@@ -456,6 +461,8 @@ async fn main() -> anyhow::Result<()> {
         "idle_datagrams_per_s": idle_datagrams_per_s.round(),
         "idle_sync_rounds_per_s": round1(idle_rounds),
         "idle_connections_opened_per_s": round1(idle_opened),
+        // Connections the nodes' swarms hold beyond one per connected pair (`connections`).
+        "extra_connections": (open_connections - connections as f64).round(),
         "baseline_idle_datagrams_per_s": base_idle_datagrams_per_s.round(),
         "peak_rss_mib": mesh_peak_rss_mib.round(),
     });
@@ -482,9 +489,12 @@ async fn main() -> anyhow::Result<()> {
 /// Anti-entropy sessions started, and entries they stored.
 const SYNC_METRICS: [&str; 2] = ["meshnode_sync_rounds_total", "meshnode_sync_entries_total"];
 /// Counted over the warm-up: anti-entropy rounds and connections opened.
-const IDLE_METRICS: [&str; 2] = [
+/// Counted over the warm-up: anti-entropy rounds and connections opened; and the connections
+/// open at its end.
+const IDLE_METRICS: [&str; 3] = [
     "meshnode_sync_rounds_total",
     "meshnode_connections_opened_total",
+    "meshnode_connections",
 ];
 
 /// The sums over `nodes` of the metrics `names`, in their order (0 for a node that does not

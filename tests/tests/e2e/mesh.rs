@@ -133,6 +133,7 @@ fn peers_and_metrics_are_reported() {
         &[api.trim(), token.trim()],
     );
     assert!(metrics.contains("meshnode_peers 1"), "{metrics}");
+    assert!(metrics.contains("meshnode_connections 1"), "{metrics}");
     assert!(metrics.contains("meshnode_catalog_size"), "{metrics}");
     assert!(
         metrics.contains("meshnode_messages_rejected_total"),
