@@ -388,6 +388,20 @@ fn fetch(node: &TestNode, product: &str) -> mesh_tests::CliOutput {
     node.fetch(product, &dir.path().join("out.arrow"), &[])
 }
 
+/// `governance propose --restrict-tag pii` on `node`: the motion as JSON.
+fn propose_pii_restriction(node: &TestNode) -> serde_json::Value {
+    node.cli(&[
+        "governance",
+        "propose",
+        "--restrict-tag",
+        "pii",
+        "--summary",
+        "personal data stays restricted",
+        "--json",
+    ])
+    .json()
+}
+
 #[test]
 fn amendments_need_the_quorum_and_a_removed_member_is_cut_off() {
     // Three governing domains, any two of which carry a motion. `customer` and `eshop`
@@ -451,17 +465,7 @@ fn amendments_need_the_quorum_and_a_removed_member_is_cut_off() {
 
     // `eshop` is down during the vote.
     eshop.stop();
-    let motion = sales
-        .cli(&[
-            "governance",
-            "propose",
-            "--restrict-tag",
-            "pii",
-            "--summary",
-            "personal data stays restricted",
-            "--json",
-        ])
-        .json();
+    let motion = propose_pii_restriction(&sales);
     assert_eq!(motion["carried"], false, "{motion}");
     assert_eq!(motion["needed"], 2, "{motion}");
     let id = motion["id"].as_str().unwrap().to_owned();
@@ -612,17 +616,7 @@ fn a_governance_change_survives_a_crash_once_acknowledged() {
     // before sled's periodic flush, it must still hold what it said it did.
     let mut sales = TestNode::init("sales", &[]);
     sales.run();
-    let motion = sales
-        .cli(&[
-            "governance",
-            "propose",
-            "--restrict-tag",
-            "pii",
-            "--summary",
-            "personal data stays restricted",
-            "--json",
-        ])
-        .json();
+    let motion = propose_pii_restriction(&sales);
     assert_eq!(motion["carried"], true, "{motion}");
     let version = sales.status()["policy_version"].clone();
     sales.kill9();
