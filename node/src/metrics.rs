@@ -405,6 +405,9 @@ pub(crate) struct Metrics {
     pub(crate) connections_opened: Counter,
     /// Unused connections this node closed (see `Node::trim_connections`).
     pub(crate) connections_trimmed: Counter,
+    /// Second connections to a connected peer this node closed (see
+    /// `mesh_protocol::peers::duplicates`).
+    pub(crate) connections_duplicate: Counter,
     /// Contract requests refused over a consumer's budget, by reason: shows a flood.
     pub(crate) contract_refused: Family<ReasonLabel, Counter>,
     /// Contract follow-ups sent (status batches and resent requests): with pushed decision
@@ -440,6 +443,7 @@ impl Metrics {
             sync_entries: Counter::default(),
             connections_opened: Counter::default(),
             connections_trimmed: Counter::default(),
+            connections_duplicate: Counter::default(),
             contract_refused: Family::default(),
             contract_polls: Counter::default(),
             contract_notices_sent: Counter::default(),
@@ -509,6 +513,11 @@ impl Metrics {
             "connections_trimmed",
             "Connections closed because neither gossip nor requests used them",
             metrics.connections_trimmed.clone(),
+        );
+        registry.register(
+            "connections_duplicate_closed",
+            "Second connections to an already connected peer closed, such as both ends' of a simultaneous dial",
+            metrics.connections_duplicate.clone(),
         );
         registry.register(
             "contract_requests_refused",

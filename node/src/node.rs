@@ -10,14 +10,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, ping, request_response};
 use mesh_protocol::catalog::{self, MergeOutcome, merge_node_record};
 use mesh_protocol::descriptor::{
     self, ContentDigest, LineageRef, Policy, Sla, Status, Stewardship, parse_column_tags,
 };
 use mesh_protocol::governance::VoteKey;
+use mesh_protocol::peers::duplicates::{self, Link};
 use mesh_protocol::peers::{Action, PeerPolicy, PolicyConfig, SyncOutcome};
 use mesh_protocol::reconcile::{self, Reconciler, SyncSet};
 use mesh_protocol::wire::{self, GossipMessage, SyncRequest, SyncResponse};
@@ -259,8 +260,8 @@ struct PeerState {
     addrs: BTreeSet<Multiaddr>,
     /// Latest ping round trip.
     rtt: Option<Duration>,
-    /// Open connections.
-    connections: u32,
+    /// Open connections, in the order they were established.
+    links: Vec<Link<ConnectionId>>,
 }
 
 /// A sync session in flight with one peer: one reconciliation per set, and the request in
@@ -1455,10 +1456,15 @@ impl Node {
                     }
                 }
                 Action::DialPeer { peer, addrs } => {
-                    let opts = DialOpts::peer_id(peer)
-                        .addresses(addrs)
-                        .condition(PeerCondition::DisconnectedAndNotDialing)
-                        .build();
+                    let opts =
+                        DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing);
+                    // No addresses given: those the behaviours know (Kademlia's routing
+                    // table), else the swarm would refuse the dial for want of any.
+                    let opts = if addrs.is_empty() {
+                        opts.build()
+                    } else {
+                        opts.addresses(addrs).build()
+                    };
                     if let Err(e) = self.swarm.dial(opts) {
                         tracing::debug!(%peer, "cannot dial a peer: {e}");
                         self.policy.on_dial_not_started(&peer);
@@ -1557,6 +1563,7 @@ impl Node {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
@@ -1567,11 +1574,20 @@ impl Node {
                     since_ms: now_ms(),
                     addrs: BTreeSet::new(),
                     rtt: None,
-                    connections: 0,
+                    links: Vec::new(),
                 });
-                state.connections += 1;
+                state.links.push(Link {
+                    id: connection_id,
+                    dialed: endpoint.is_dialer(),
+                });
                 if endpoint.is_dialer() {
                     state.addrs.insert(addr.clone());
+                }
+                for surplus in duplicates::surplus(&self.peer_id, &peer_id, &state.links) {
+                    tracing::debug!(%peer_id, ?surplus, "closing a second connection");
+                    if self.swarm.close_connection(surplus) {
+                        self.metrics.connections_duplicate.inc();
+                    }
                 }
                 self.metrics.peers.set(self.peers.len() as i64);
                 let actions = self.policy.on_connected(
@@ -1585,6 +1601,7 @@ impl Node {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 cause,
                 ..
@@ -1596,7 +1613,7 @@ impl Node {
                     self.peers.remove(&peer_id);
                     self.sync_sessions.remove(&peer_id);
                 } else if let Some(p) = self.peers.get_mut(&peer_id) {
-                    p.connections = p.connections.saturating_sub(1);
+                    p.links.retain(|l| l.id != connection_id);
                 }
                 self.metrics.peers.set(self.peers.len() as i64);
             }

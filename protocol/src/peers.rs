@@ -10,6 +10,10 @@
 //! What it keeps per peer is bounded by the number of connected peers, the configured
 //! bootstrap list and [`MAX_REMEMBERED`] entries each of dial failures, closed connections,
 //! sync backoffs and penalties.
+//!
+//! [`duplicates`] says which of several connections to one peer to close.
+
+pub mod duplicates;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::Hash;

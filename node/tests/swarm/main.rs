@@ -1,5 +1,6 @@
 //! In-process swarms: several `mesh_node` actors on 127.0.0.1 in one test binary.
 
 mod common;
+mod duplicates;
 mod gossip_scoring;
 mod sync_scale;

@@ -30,7 +30,9 @@
 //!    in the warm-up (`idle_sync_rounds_per_s`, `idle_connections_opened_per_s`, summed over
 //!    the nodes, so a connection counts at both ends) are what the idle mesh still does
 //!    besides keeping its connections alive; `extra_connections` counts the connections the
-//!    swarms hold beyond one per connected pair (`meshnode_connections`).
+//!    swarms hold beyond one per connected pair (`meshnode_connections`), and
+//!    `duplicate_connections_closed` the second connections to a peer the nodes closed while
+//!    the mesh formed (counted at each end that closed one).
 //!
 //! Prints a JSON object with `--json`, a short text otherwise.
 
@@ -463,6 +465,7 @@ async fn main() -> anyhow::Result<()> {
         "idle_connections_opened_per_s": round1(idle_opened),
         // Connections the nodes' swarms hold beyond one per connected pair (`connections`).
         "extra_connections": (open_connections - connections as f64).round(),
+        "duplicate_connections_closed": idle_counts[3],
         "baseline_idle_datagrams_per_s": base_idle_datagrams_per_s.round(),
         "peak_rss_mib": mesh_peak_rss_mib.round(),
     });
@@ -489,12 +492,13 @@ async fn main() -> anyhow::Result<()> {
 /// Anti-entropy sessions started, and entries they stored.
 const SYNC_METRICS: [&str; 2] = ["meshnode_sync_rounds_total", "meshnode_sync_entries_total"];
 /// Counted over the warm-up: anti-entropy rounds and connections opened.
-/// Counted over the warm-up: anti-entropy rounds and connections opened; and the connections
-/// open at its end.
-const IDLE_METRICS: [&str; 3] = [
+/// Counted over the warm-up: anti-entropy rounds and connections opened; the connections
+/// open at its end; second connections closed.
+const IDLE_METRICS: [&str; 4] = [
     "meshnode_sync_rounds_total",
     "meshnode_connections_opened_total",
     "meshnode_connections",
+    "meshnode_connections_duplicate_closed_total",
 ];
 
 /// The sums over `nodes` of the metrics `names`, in their order (0 for a node that does not

@@ -1,0 +1,155 @@
+//! Two connections between the same two nodes: the node closes the one the rule of
+//! `mesh_protocol::peers::duplicates` names, and keeps the other.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, SwarmEvent, dummy};
+use libp2p::{Multiaddr, PeerId};
+use mesh_protocol::Identity;
+
+use crate::common::{charter, start};
+
+/// Longest wait for any one step.
+const STEP: Duration = Duration::from_secs(20);
+
+/// The value of the metric `name` (a counter or gauge without labels) in `text`.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn peer_id_of(secret: [u8; 32]) -> PeerId {
+    libp2p::identity::Keypair::ed25519_from_bytes(secret)
+        .unwrap()
+        .public()
+        .to_peer_id()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_to_a_connected_peer_is_closed_by_the_rule() {
+    // The node's key is [1; 32]; one bare peer whose id sorts below it, one above.
+    let node = peer_id_of([1; 32]);
+    let lower = (2..=255).find(|&b| peer_id_of([b; 32]) < node).unwrap();
+    let higher = (2..=255).find(|&b| peer_id_of([b; 32]) > node).unwrap();
+    for byte in [lower, higher] {
+        second_connection([byte; 32]).await;
+    }
+}
+
+/// A node dials a bare peer with key `secret`, which then dials the node too.
+async fn second_connection(secret: [u8; 32]) {
+    let dir = tempfile::tempdir().unwrap();
+    // The other end is a bare libp2p peer with a member's key: it holds its connections
+    // open (no idle timeout within the test) and tells us which of them close.
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret).unwrap();
+    let mut other = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|_| dummy::Behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    let other_id = *other.local_peer_id();
+    other
+        .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
+        .unwrap();
+    let other_addr = tokio::time::timeout(STEP, async {
+        loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = other.select_next_some().await {
+                return address;
+            }
+        }
+    })
+    .await
+    .expect("the bare peer listens");
+
+    // The node dials it first, as a bootstrap peer.
+    let mesh = charter(
+        &[("sales", [1; 32])],
+        &[("mallory", Identity::from_secret_bytes(secret).public_key())],
+    );
+    let (node, task) = start(
+        &dir.path().join("a"),
+        "sales",
+        [1; 32],
+        &mesh,
+        vec![format!("{other_addr}/p2p/{other_id}")],
+        |_| {},
+    );
+    let node_id: PeerId = node.status().await.unwrap().peer_id.parse().unwrap();
+    // The bare swarm is driven all along: the handshake needs both ends.
+    let (first, node_addr) = tokio::time::timeout(STEP, async {
+        let (mut first, mut addr) = (None, None);
+        let mut look = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            if let (Some(first), Some(addr)) = (first, addr.clone()) {
+                return (first, addr);
+            }
+            tokio::select! {
+                event = other.select_next_some() => {
+                    if let SwarmEvent::ConnectionEstablished { peer_id, connection_id, .. } = event
+                        && peer_id == node_id
+                    {
+                        first = Some(connection_id);
+                    }
+                }
+                _ = look.tick(), if addr.is_none() => {
+                    addr = node.status().await.unwrap().listen_addrs.first().map(|a| {
+                        a.parse::<Multiaddr>().unwrap()
+                    });
+                }
+            }
+        }
+    })
+    .await
+    .expect("the node listens and dials its bootstrap peer");
+
+    // Then the bare peer dials the node as well, while connected: as if both had dialled
+    // at once.
+    let dial = DialOpts::peer_id(node_id)
+        .addresses(vec![node_addr])
+        .condition(PeerCondition::Always)
+        .build();
+    let second: ConnectionId = dial.connection_id();
+    other.dial(dial).unwrap();
+
+    // Both ends keep the connection the lower peer id dialled, so the node closes the
+    // other one.
+    let expect_closed = if node_id < other_id { second } else { first };
+    let (closed, remaining) = tokio::time::timeout(STEP, async {
+        loop {
+            match other.select_next_some().await {
+                SwarmEvent::ConnectionClosed {
+                    connection_id,
+                    num_established,
+                    ..
+                } => return (connection_id, num_established),
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    panic!("the second dial failed: {error}")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the node closes one of the two connections");
+    assert_eq!(
+        closed, expect_closed,
+        "the higher id's dial is closed (node {node_id}, bare peer {other_id})"
+    );
+    assert_eq!(remaining, 1, "the other connection stays");
+
+    let metrics = node.metrics().await.unwrap();
+    assert_eq!(
+        metric(&metrics, "meshnode_connections_duplicate_closed_total"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "meshnode_connections"), Some(1.0));
+    assert_eq!(node.peers().await.unwrap().len(), 1);
+
+    let _ = node.shutdown().await;
+    let _ = task.await;
+}
