@@ -32,7 +32,8 @@
 //!    besides keeping its connections alive; `extra_connections` counts the connections the
 //!    swarms hold beyond one per connected pair (`meshnode_connections`), and
 //!    `duplicate_connections_closed` the second connections to a peer the nodes closed while
-//!    the mesh formed (counted at each end that closed one).
+//!    the mesh formed (counted at each end that closed one). `publish_datagrams` and
+//!    `baseline_publish_datagrams` are the datagrams sent over each publishing phase.
 //!
 //! Prints a JSON object with `--json`, a short text otherwise.
 
@@ -236,6 +237,7 @@ async fn main() -> anyhow::Result<()> {
     let setup_cpu_s = cpu_seconds();
     let connections = total_peers(&nodes).await / 2;
 
+    let publish_datagrams = udp_datagrams_sent();
     let mut samples = Vec::new();
     let mut sizes = Vec::new();
     let mut publishers = Vec::new();
@@ -301,6 +303,7 @@ async fn main() -> anyhow::Result<()> {
     }
     // The publishing phase alone, idle included, like the baseline's below.
     let publish_cpu_s = cpu_seconds() - setup_cpu_s;
+    let publish_datagrams = udp_datagrams_sent().saturating_sub(publish_datagrams);
     let [
         rounds_after,
         entries_after,
@@ -388,6 +391,7 @@ async fn main() -> anyhow::Result<()> {
     let mut base_samples = Vec::new();
     let mut base_converged = true;
     let base_publish_cpu = cpu_seconds();
+    let base_publish_datagrams = udp_datagrams_sent();
     for (p, &from) in publishers.iter().enumerate() {
         let tag = 0x5eed_0000_0000_0000u64 | p as u64;
         let mut payload = tag.to_be_bytes().to_vec();
@@ -415,6 +419,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let base_publish_cpu_s = cpu_seconds() - base_publish_cpu;
+    let base_publish_datagrams = udp_datagrams_sent().saturating_sub(base_publish_datagrams);
     drop(swarms);
 
     let m = Percentiles::of(&samples).unwrap_or_default();
@@ -451,6 +456,9 @@ async fn main() -> anyhow::Result<()> {
         "setup_cpu_s": round1(setup_cpu_s),
         "publish_cpu_s": round1(publish_cpu_s),
         "baseline_publish_cpu_s": round1(base_publish_cpu_s),
+        // UDP datagrams sent over the same publishing phases, idle moments included.
+        "publish_datagrams": publish_datagrams,
+        "baseline_publish_datagrams": base_publish_datagrams,
         // Anti-entropy during the publishing phase, all nodes: sessions started, and
         // descriptors and records they stored before gossip brought them.
         "publish_sync_rounds": rounds_after - rounds_before,
