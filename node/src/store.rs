@@ -22,7 +22,26 @@ const HEAD_KEY: &[u8] = b"head";
 /// walks every thread registered with sled's epoch-based reclamation: with a thousand stores
 /// in one process (`bench-gossip --nodes 1000`), at 500 ms this was the largest item of the
 /// publish waves' CPU.
-pub(crate) const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How a [`Store`] is opened.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Period of sled's background flush ([`FLUSH_EVERY`] by default). `None`: no background
+    /// thread; writes become durable only through the explicit flushes before every answer
+    /// and when sled's write buffer fills. For simulations that run hundreds of stores in one
+    /// process, where each store's thread is walked by every other's epoch reclamation
+    /// (docs/ARCHITECTURE.md); a deployed node has one store and keeps the default.
+    pub flush_every: Option<std::time::Duration>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            flush_every: Some(FLUSH_EVERY),
+        }
+    }
+}
 
 /// Tree names, as listed in the design.
 mod trees {
@@ -264,9 +283,17 @@ impl Digests {
 impl Store {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, &StoreOptions::default())
+    }
+
+    /// Opens (or creates) the database at `path` with `options`.
+    pub fn open_with(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        let flush_every_ms = options
+            .flush_every
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
         let db = sled::Config::new()
             .path(path)
-            .flush_every_ms(Some(FLUSH_EVERY.as_millis() as u64))
+            .flush_every_ms(flush_every_ms)
             .open()?;
         Ok(Self {
             catalog: db.open_tree(trees::CATALOG)?,

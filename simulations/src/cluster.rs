@@ -9,7 +9,7 @@ use anyhow::Context;
 use libp2p::{Multiaddr, PeerId};
 use mesh_node::dataplane::{DataPlane, DataPlaneConfig};
 use mesh_node::node::{NodeOptions, spawn};
-use mesh_node::store::Store;
+use mesh_node::store::{Store, StoreOptions};
 use mesh_node::{DataDir, NetTuning, NodeConfig, NodeEvent, NodeHandle};
 use mesh_protocol::governance::{AdmissionRule, Charter, Member, Motion, Policies};
 use mesh_protocol::{Identity, PublicKey, Signed};
@@ -114,6 +114,8 @@ pub struct NodeSpec {
     /// Votes installed with the charter: for a domain that joins, what its admitting member
     /// answered (its admission among them), so that it starts as a member.
     pub votes: Vec<Signed<Motion>>,
+    /// Period of the store's background flush (`StoreOptions::flush_every`); `None`: none.
+    pub store_flush_every: Option<Duration>,
 }
 
 /// A charter for a simulated mesh: `governors` (the first signs) carry motions by
@@ -188,7 +190,10 @@ impl NodeSpec {
         // A killed node's database may take a moment to release its lock.
         let mut attempt = 0;
         let store = loop {
-            match Store::open(&data_dir.db()) {
+            let options = StoreOptions {
+                flush_every: self.store_flush_every,
+            };
+            match Store::open_with(&data_dir.db(), &options) {
                 Ok(s) => break s.with_audit_signer(self.identity()),
                 Err(e) if attempt < 50 => {
                     attempt += 1;

@@ -598,6 +598,7 @@ impl Runner<'_> {
             ),
             charter: Some(self.charter.clone()),
             votes: Vec::new(),
+            store_flush_every: Some(mesh_node::store::FLUSH_EVERY),
         };
         self.slots.push(Slot {
             spec,
