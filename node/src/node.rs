@@ -1583,9 +1583,13 @@ impl Node {
                 if endpoint.is_dialer() {
                     state.addrs.insert(addr.clone());
                 }
-                for surplus in duplicates::surplus(&self.peer_id, &peer_id, &state.links) {
-                    tracing::debug!(%peer_id, ?surplus, "closing a second connection");
-                    if self.swarm.close_connection(surplus) {
+                // A connection being closed no longer counts, so it is closed (and
+                // counted) once.
+                let surplus = duplicates::surplus(&self.peer_id, &peer_id, &state.links);
+                state.links.retain(|l| !surplus.contains(&l.id));
+                for id in surplus {
+                    tracing::debug!(%peer_id, connection = ?id, "closing a second connection");
+                    if self.swarm.close_connection(id) {
                         self.metrics.connections_duplicate.inc();
                     }
                 }
