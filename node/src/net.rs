@@ -60,7 +60,8 @@ pub(crate) const MAX_JOIN_REQUEST: usize = 2 * 1024;
 const MAX_STREAMS_PER_PEER: usize = 16;
 /// How often Kademlia refreshes its routing table.
 const KAD_REFRESH: Duration = Duration::from_secs(300);
-/// Most connections to one peer (a simultaneous dial from both ends makes two).
+/// Most connections to one peer (a simultaneous dial from both ends makes two; the node then
+/// closes one, `mesh_protocol::peers::duplicates`).
 const MAX_CONNECTIONS_PER_PEER: u32 = 2;
 /// How often each connection is pinged (round-trip times for `meshnode peers`). QUIC keeps
 /// an idle connection alive by itself; every ping is a stream, four packets and a wake-up of
