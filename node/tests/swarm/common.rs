@@ -1,5 +1,7 @@
 //! Helpers shared by the node crate's in-process integration tests.
 
+use std::time::Duration;
+
 use mesh_node::node::{NodeOptions, spawn};
 use mesh_node::store::Store;
 use mesh_node::{DataDir, NodeConfig, NodeHandle};
@@ -61,4 +63,34 @@ pub(crate) fn start(
         NodeOptions::default(),
     )
     .expect("spawn the node")
+}
+
+/// Longest wait for any one step.
+pub(crate) const STEP: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it yields a value or `STEP` passes.
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The libp2p peer id of the node key `secret`.
+pub(crate) fn peer_id_of(secret: [u8; 32]) -> libp2p::PeerId {
+    libp2p::identity::Keypair::ed25519_from_bytes(secret)
+        .unwrap()
+        .public()
+        .to_peer_id()
 }

@@ -10,22 +10,12 @@ use libp2p::swarm::{ConnectionId, SwarmEvent, dummy};
 use libp2p::{Multiaddr, PeerId};
 use mesh_protocol::Identity;
 
-use crate::common::{charter, start};
-
-/// Longest wait for any one step.
-const STEP: Duration = Duration::from_secs(20);
+use crate::common::{STEP, charter, peer_id_of, start, wait_for};
 
 /// The value of the metric `name` (a counter or gauge without labels) in `text`.
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-fn peer_id_of(secret: [u8; 32]) -> PeerId {
-    libp2p::identity::Keypair::ed25519_from_bytes(secret)
-        .unwrap()
-        .public()
-        .to_peer_id()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,20 +148,16 @@ async fn second_connection(secret: [u8; 32]) {
     );
 
     // The node counts the one it closed and holds one connection.
-    let deadline = tokio::time::Instant::now() + STEP;
-    loop {
-        let metrics = node.metrics().await.unwrap();
-        let closes = metric(&metrics, "meshnode_connections_duplicate_closed_total");
-        let open = metric(&metrics, "meshnode_connections");
-        if closes == Some(1.0) && open == Some(1.0) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "closed {closes:?}, open {open:?}:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "the node to count one close and hold one connection",
+        || async {
+            let metrics = node.metrics().await.ok()?;
+            let closes = metric(&metrics, "meshnode_connections_duplicate_closed_total");
+            let open = metric(&metrics, "meshnode_connections");
+            (closes == Some(1.0) && open == Some(1.0)).then_some(())
+        },
+    )
+    .await;
     assert_eq!(node.peers().await.unwrap().len(), 1);
 
     let _ = node.shutdown().await;

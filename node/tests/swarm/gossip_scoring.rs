@@ -14,30 +14,11 @@ use mesh_protocol::governance::MeshId;
 use mesh_protocol::wire::{GossipMessage, catalog_topic};
 use mesh_protocol::{Identity, ProductDescriptor, Signed};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
-use crate::common::{charter, start};
+use crate::common::{STEP, charter, peer_id_of, start, wait_for};
 
-/// Longest wait for any one step.
-const STEP: Duration = Duration::from_secs(20);
 /// Graylist threshold the node configures (`net::GRAYLIST_THRESHOLD`).
 const GRAYLIST: f64 = -80.0;
-
-/// Polls `check` until it yields a value or `STEP` passes.
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + STEP;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn listen_addr(node: &NodeHandle) -> String {
     wait_for("a listen address", || async {
@@ -210,14 +191,6 @@ async fn holds(node: &NodeHandle, product: &str) -> bool {
         .any(|p| p.product == product)
 }
 
-fn peer_id_of(secret: [u8; 32]) -> String {
-    libp2p::identity::Keypair::ed25519_from_bytes(secret)
-        .unwrap()
-        .public()
-        .to_peer_id()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_gossiping_rejected_messages_is_scored_down_while_honest_gossip_flows() {
     let dir = tempfile::tempdir().unwrap();
@@ -229,7 +202,7 @@ async fn a_peer_gossiping_rejected_messages_is_scored_down_while_honest_gossip_f
 
     // The attacker connects to b and gossips descriptors that claim a's key.
     let mallory = Identity::from_secret_bytes([66; 32]);
-    let mallory_peer = peer_id_of([66; 32]);
+    let mallory_peer = peer_id_of([66; 32]).to_string();
     let (garbage_tx, garbage_rx) = mpsc::channel(16);
     let (reports_tx, mut reports) = mpsc::channel(16);
     let attack = tokio::spawn(attacker(
@@ -353,7 +326,7 @@ async fn a_non_member_is_refused_at_the_connection_before_any_gossip() {
         other => panic!("the outsider's publish should fail, got {other:?}"),
     }
     // b never held a session with it: no peer entry, nothing received, nothing rejected.
-    assert!(peer(&b, &peer_id_of(outsider)).await.is_none());
+    assert!(peer(&b, &peer_id_of(outsider).to_string()).await.is_none());
     let after = b.status().await.unwrap();
     assert_eq!(after.rejected, before.rejected, "no message got through");
     assert!(
@@ -378,7 +351,7 @@ async fn a_message_carrying_an_author_signature_is_invalid_and_never_stored() {
     let ((a, a_task), (b, b_task), mesh_id) = two_members(dir.path(), Some([66; 32])).await;
     let b_addr: Multiaddr = listen_addr(&b).await.parse().unwrap();
     let mallory = Identity::from_secret_bytes([66; 32]);
-    let mallory_peer = peer_id_of([66; 32]);
+    let mallory_peer = peer_id_of([66; 32]).to_string();
 
     // The control: the member's own well-formed descriptor, gossiped as the node gossips
     // (no author signature), is stored.
