@@ -114,8 +114,8 @@ pub struct NodeSpec {
     /// Votes installed with the charter: for a domain that joins, what its admitting member
     /// answered (its admission among them), so that it starts as a member.
     pub votes: Vec<Signed<Motion>>,
-    /// Period of the store's background flush (`StoreOptions::flush_every`); `None`: none.
-    pub store_flush_every: Option<Duration>,
+    /// How the node's store is opened (`StoreOptions::default()`: as a deployed node's).
+    pub store: StoreOptions,
 }
 
 /// A charter for a simulated mesh: `governors` (the first signs) carry motions by
@@ -190,10 +190,7 @@ impl NodeSpec {
         // A killed node's database may take a moment to release its lock.
         let mut attempt = 0;
         let store = loop {
-            let options = StoreOptions {
-                flush_every: self.store_flush_every,
-            };
-            match Store::open_with(&data_dir.db(), &options) {
+            match Store::open_with(&data_dir.db(), &self.store) {
                 Ok(s) => break s.with_audit_signer(self.identity()),
                 Err(e) if attempt < 50 => {
                     attempt += 1;

@@ -38,7 +38,7 @@ use anyhow::Context;
 use libp2p::Multiaddr;
 use mesh_node::NetTuning;
 use mesh_node::dataplane::{Compression, DataPlane, FetchOptions, FetchOutcome};
-use mesh_node::store::Store;
+use mesh_node::store::{Store, StoreOptions};
 use mesh_node::views::{ProductView, ProposeRequest, PublishRequest, RemoveRequest, ShareRequest};
 use mesh_node::{NodeError, NodeHandle};
 use mesh_protocol::contract::{AgreementId, ContractState};
@@ -598,7 +598,7 @@ impl Runner<'_> {
             ),
             charter: Some(self.charter.clone()),
             votes: Vec::new(),
-            store_flush_every: Some(mesh_node::store::FLUSH_EVERY),
+            store: StoreOptions::default(),
         };
         self.slots.push(Slot {
             spec,

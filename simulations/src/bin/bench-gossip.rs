@@ -46,6 +46,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use mesh_node::NetTuning;
+use mesh_node::store::StoreOptions;
 use mesh_node::views::PublishRequest;
 use mesh_protocol::{ProductId, PublicKey};
 use mesh_simulations::bare::{BareSwarm, Received, Verdict};
@@ -180,8 +181,10 @@ async fn main() -> anyhow::Result<()> {
             dht_server: cluster::is_dht_server(i, args.nodes, dht_servers),
             charter: Some(charter.clone()),
             votes: Vec::new(),
-            store_flush_every: (args.store_flush_ms > 0)
-                .then(|| Duration::from_millis(args.store_flush_ms)),
+            store: StoreOptions {
+                flush_every: (args.store_flush_ms > 0)
+                    .then(|| Duration::from_millis(args.store_flush_ms)),
+            },
         };
         // A port found free can be taken by another process before the node binds it:
         // try another one.
@@ -513,7 +516,6 @@ async fn main() -> anyhow::Result<()> {
 
 /// Anti-entropy sessions started, and entries they stored.
 const SYNC_METRICS: [&str; 2] = ["meshnode_sync_rounds_total", "meshnode_sync_entries_total"];
-/// Counted over the warm-up: anti-entropy rounds and connections opened.
 /// Counted over the warm-up: anti-entropy rounds and connections opened; the connections
 /// open at its end; second connections closed.
 const IDLE_METRICS: [&str; 4] = [
