@@ -70,5 +70,5 @@ pub mod views;
 
 pub use config::{DataDir, NodeConfig};
 pub use error::NodeError;
-pub use net::{NetTuning, gossipsub_authenticity, gossipsub_config};
+pub use net::{NetTuning, gossipsub_authenticity, gossipsub_config, peer_score_params};
 pub use node::{NodeEvent, NodeHandle};

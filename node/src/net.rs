@@ -308,7 +308,9 @@ pub(crate) const APP_SPECIFIC_WEIGHT: f64 = 10.0;
 /// - P6 (IP colocation) is off: many organisations' nodes may sit behind one NAT, and test
 ///   meshes run on one loopback address.
 /// - P7 (behaviour: re-grafting during backoff, broken IHAVE promises) keeps a mild default.
-pub(crate) fn peer_score_params(
+///
+/// Public, like [`gossipsub_config`], so that benchmarks can score peers as a node does.
+pub fn peer_score_params(
     topic: &gossipsub::IdentTopic,
 ) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
     let topic = topic.hash();

@@ -662,6 +662,7 @@ impl Runner<'_> {
             quic_addr(port),
             &tuning,
             Verdict::Ignore,
+            false,
             None,
         )?;
         for via in vias {

@@ -21,6 +21,12 @@
 //!    `mesh_node::gossipsub_authenticity`) on that graph. The same publishers send
 //!    payloads of the same sizes (the encoded descriptor messages); receipt time is measured
 //!    in each swarm's task.
+//!    With `--checked-baseline` the baseline runs again, on fresh swarms and the same graph,
+//!    publishing the very envelopes meshnode gossiped; each swarm decodes and verifies every
+//!    descriptor before it accepts it (signature and descriptor rules, what any node must
+//!    check before it forwards) and scores its peers with the node's parameters
+//!    (`mesh_node::peer_score_params`). `ratio_p99_vs_checked` is then what meshnode adds
+//!    beyond that work: membership, the merge rule, the store, its other protocols.
 //!
 //! 4. Measures what each mesh costs while nothing is published: CPU seconds per second of
 //!    its warm-up (`idle_cpu_per_s`, `baseline_idle_cpu_per_s`); the nodes share the
@@ -48,8 +54,9 @@ use clap::Parser;
 use mesh_node::NetTuning;
 use mesh_node::store::StoreOptions;
 use mesh_node::views::PublishRequest;
+use mesh_protocol::wire::GossipMessage;
 use mesh_protocol::{ProductId, PublicKey};
-use mesh_simulations::bare::{BareSwarm, Received, Verdict};
+use mesh_simulations::bare::{BareSwarm, Received, Verdict, tag_of};
 use mesh_simulations::cluster::{
     self, NodeSpec, RunningNode, Tracker, free_udp_port, identity_secret, quic_addr,
 };
@@ -114,6 +121,12 @@ struct Args {
     /// (docs/ARCHITECTURE.md). Every answer to a user or peer is flushed either way.
     #[arg(long, default_value_t = 0)]
     store_flush_ms: u64,
+    /// Also run the baseline a third time, checking what every node must check before it
+    /// forwards (each descriptor's signature and rules, on the envelopes meshnode gossiped)
+    /// and scoring peers as a node does: `ratio_p99_vs_checked` is what meshnode adds to
+    /// that work.
+    #[arg(long)]
+    checked_baseline: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -257,6 +270,7 @@ async fn main() -> anyhow::Result<()> {
     let mut samples = Vec::new();
     let mut sizes = Vec::new();
     let mut publishers = Vec::new();
+    let mut checked_payloads = args.checked_baseline.then(Vec::new);
     let mut all_converged = true;
     for p in 0..args.publishes {
         let from = rng.random_range(0..args.nodes);
@@ -273,11 +287,18 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
             .with_context(|| format!("publish {p}"))?;
-        let key = ProductId {
+        let id = ProductId {
             owner: PublicKey::from_hex(&view.owner)?,
             name: view.name.clone(),
+        };
+        if let Some(payloads) = &mut checked_payloads {
+            let (_, envelope) = nodes[from]
+                .store
+                .descriptor(&id)?
+                .context("the publisher holds its descriptor")?;
+            payloads.push(GossipMessage::Descriptor(envelope).to_bytes());
         }
-        .storage_key();
+        let key = id.storage_key();
         let version = view.version;
         let deadline = Duration::from_millis(args.timeout_ms);
         // `try_lock`: a runtime thread never waits for the collector, which is busy exactly
@@ -361,85 +382,44 @@ async fn main() -> anyhow::Result<()> {
         n.stop().await;
     }
 
-    // ---- baseline: bare gossipsub on the same graph
+    // ---- baselines: bare gossipsub on the same graph, then (`--checked-baseline`) with the
+    // checks every node must make
+    let graph = Graph {
+        nodes: args.nodes,
+        edges: &edges,
+        publishers: &publishers,
+    };
     progress(setup, format_args!("baseline on {} edges", edges.len()));
-    let (tx, mut rx) = mpsc::channel::<Received>(1 << 16);
-    let mut swarms = Vec::new();
-    let mut addrs = Vec::new();
-    for i in 0..args.nodes {
-        let addr = quic_addr(free_udp_port()?);
-        let secret = identity_secret(args.seed ^ 0xba5e, &format!("n{i}"));
-        let swarm = BareSwarm::spawn(
-            i,
-            secret,
-            addr.clone(),
-            &tuning,
-            Verdict::Accept,
-            Some(tx.clone()),
-        )?;
-        addrs.push(format!("{addr}/p2p/{}", swarm.peer_id));
-        swarms.push(swarm);
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    for &(a, b) in &edges {
-        swarms[b].dial(addrs[a].parse()?).await;
-    }
-    let mut degree = vec![0usize; args.nodes];
-    for &(a, b) in &edges {
-        degree[a] += 1;
-        degree[b] += 1;
-    }
-    let _ = wait_until(Duration::from_secs(60), NODE_POLL, || async {
-        for (i, s) in swarms.iter().enumerate() {
-            if s.peers().await.len() < degree[i] {
-                return false;
-            }
+    let payloads: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(p, &size)| {
+            let mut payload = (0x5eed_0000_0000_0000u64 | p as u64).to_be_bytes().to_vec();
+            payload.extend((8..size.max(8)).map(|_| rng.random::<u8>()));
+            payload
+        })
+        .collect();
+    let base = baseline(&args, &tuning, &graph, &payloads, Verdict::Accept, warmup).await?;
+    let checked = match checked_payloads {
+        Some(payloads) => {
+            progress(
+                setup,
+                format_args!("checked baseline on {} edges", edges.len()),
+            );
+            Some(baseline(&args, &tuning, &graph, &payloads, Verdict::Check, warmup).await?)
         }
-        true
-    })
-    .await;
-    let base_idle_cpu = cpu_seconds();
-    let base_idle_datagrams = udp_datagrams_sent();
-    tokio::time::sleep(warmup).await;
-    let base_idle_cpu_per_s = (cpu_seconds() - base_idle_cpu) / warmup.as_secs_f64();
-    let base_idle_datagrams_per_s =
-        udp_datagrams_sent().saturating_sub(base_idle_datagrams) as f64 / warmup.as_secs_f64();
-    let mut base_samples = Vec::new();
-    let mut base_converged = true;
-    let base_publish_cpu = cpu_seconds();
-    let base_publish_datagrams = udp_datagrams_sent();
-    for (p, &from) in publishers.iter().enumerate() {
-        let tag = 0x5eed_0000_0000_0000u64 | p as u64;
-        let mut payload = tag.to_be_bytes().to_vec();
-        payload.extend((8..sizes[p].max(8)).map(|_| rng.random::<u8>()));
-        let origin = Instant::now();
-        swarms[from]
-            .publish(payload)
-            .await
-            .map_err(|e| anyhow::anyhow!("baseline publish {p}: {e}"))?;
-        let mut got = BTreeSet::new();
-        let deadline = origin + Duration::from_millis(args.timeout_ms);
-        while got.len() < args.nodes - 1 {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) if r.tag == tag && got.insert(r.node) => {
-                    base_samples
-                        .push(r.at.saturating_duration_since(origin).as_secs_f64() * 1000.0);
-                }
-                Ok(Some(_)) => {}
-                _ => {
-                    base_converged = false;
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let base_publish_cpu_s = cpu_seconds() - base_publish_cpu;
-    let base_publish_datagrams = udp_datagrams_sent().saturating_sub(base_publish_datagrams);
-    drop(swarms);
+        None => None,
+    };
 
     let m = Percentiles::of(&samples).unwrap_or_default();
-    let b = Percentiles::of(&base_samples).unwrap_or_default();
+    let b = Percentiles::of(&base.samples).unwrap_or_default();
+    let ratio = |base: f64| {
+        if base > 0.0 {
+            (m.p99 / base * 100.0).round() / 100.0
+        } else {
+            0.0
+        }
+    };
     let expected = args.publishes * (args.nodes - 1);
     let out = serde_json::json!({
         "nodes": args.nodes,
@@ -456,9 +436,9 @@ async fn main() -> anyhow::Result<()> {
         "baseline_p50_ms": round1(b.p50),
         "baseline_p99_ms": round1(b.p99),
         "baseline_max_ms": round1(b.max),
-        "ratio_p99": if b.p99 > 0.0 { (m.p99 / b.p99 * 100.0).round() / 100.0 } else { 0.0 },
+        "ratio_p99": ratio(b.p99),
         "converged": all_converged && samples.len() == expected,
-        "baseline_converged": base_converged && base_samples.len() == expected,
+        "baseline_converged": base.converged && base.samples.len() == expected,
         "payload_bytes": sizes.iter().sum::<usize>() / sizes.len().max(1),
         "edges": edges.len(),
         "dht_servers": (0..args.nodes).filter(|&i| cluster::is_dht_server(i, args.nodes, dht_servers)).count(),
@@ -472,10 +452,10 @@ async fn main() -> anyhow::Result<()> {
         "connections": connections,
         "setup_cpu_s": round1(setup_cpu_s),
         "publish_cpu_s": round1(publish_cpu_s),
-        "baseline_publish_cpu_s": round1(base_publish_cpu_s),
+        "baseline_publish_cpu_s": round1(base.publish_cpu_s),
         // UDP datagrams sent over the same publishing phases, idle moments included.
         "publish_datagrams": publish_datagrams,
-        "baseline_publish_datagrams": base_publish_datagrams,
+        "baseline_publish_datagrams": base.publish_datagrams,
         // Anti-entropy during the publishing phase, all nodes: sessions started, and
         // descriptors and records they stored before gossip brought them.
         "publish_sync_rounds": rounds_after - rounds_before,
@@ -483,7 +463,7 @@ async fn main() -> anyhow::Result<()> {
         // CPU seconds per second while the formed mesh is idle (the warm-up), against the
         // baseline's on the same graph: the share of the cores left to the publishes.
         "idle_cpu_per_s": (idle_cpu_per_s * 100.0).round() / 100.0,
-        "baseline_idle_cpu_per_s": (base_idle_cpu_per_s * 100.0).round() / 100.0,
+        "baseline_idle_cpu_per_s": (base.idle_cpu_per_s * 100.0).round() / 100.0,
         // UDP datagrams per second in the same periods: every QUIC packet of either mesh.
         "idle_datagrams_per_s": idle_datagrams_per_s.round(),
         "idle_sync_rounds_per_s": round1(idle_rounds),
@@ -491,9 +471,28 @@ async fn main() -> anyhow::Result<()> {
         // Connections the nodes' swarms hold beyond one per connected pair (`connections`).
         "extra_connections": (open_connections - connections as f64).round(),
         "duplicate_connections_closed": idle_counts[3],
-        "baseline_idle_datagrams_per_s": base_idle_datagrams_per_s.round(),
+        "baseline_idle_datagrams_per_s": base.idle_datagrams_per_s.round(),
         "peak_rss_mib": mesh_peak_rss_mib.round(),
     });
+    let mut out = out;
+    if let Some(checked) = &checked {
+        let c = Percentiles::of(&checked.samples).unwrap_or_default();
+        // The same baseline checking what every node must check before it forwards (see
+        // `Verdict::Check`) and scoring its peers as a node does: what meshnode adds beyond
+        // the work any such node does.
+        let fields = serde_json::json!({
+            "checked_baseline_p50_ms": round1(c.p50),
+            "checked_baseline_p99_ms": round1(c.p99),
+            "checked_baseline_max_ms": round1(c.max),
+            "ratio_p99_vs_checked": ratio(c.p99),
+            "checked_baseline_converged": checked.converged && checked.samples.len() == expected,
+            "checked_baseline_publish_cpu_s": round1(checked.publish_cpu_s),
+            "checked_baseline_idle_cpu_per_s": (checked.idle_cpu_per_s * 100.0).round() / 100.0,
+        });
+        if let (Some(out), Some(fields)) = (out.as_object_mut(), fields.as_object()) {
+            out.extend(fields.clone());
+        }
+    }
     if args.json {
         println!("{out}");
     } else {
@@ -512,6 +511,117 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The graph a baseline runs on and who publishes, as the meshnode run formed and drew them.
+struct Graph<'a> {
+    nodes: usize,
+    edges: &'a BTreeSet<(usize, usize)>,
+    /// The publishing node of each publish.
+    publishers: &'a [usize],
+}
+
+/// What one baseline run measured.
+struct Baseline {
+    /// Receipt latencies, ms, every publish and node.
+    samples: Vec<f64>,
+    /// Every publish reached every node in time.
+    converged: bool,
+    idle_cpu_per_s: f64,
+    idle_datagrams_per_s: f64,
+    publish_cpu_s: f64,
+    publish_datagrams: u64,
+}
+
+/// Runs bare gossipsub swarms on `graph` answering validation with `verdict` (scoring their
+/// peers as a node does for [`Verdict::Check`]): a warm-up, then `payloads[p]` from
+/// `graph.publishers[p]`, one at a time, each timed until every swarm accepted it.
+async fn baseline(
+    args: &Args,
+    tuning: &NetTuning,
+    graph: &Graph<'_>,
+    payloads: &[Vec<u8>],
+    verdict: Verdict,
+    warmup: Duration,
+) -> anyhow::Result<Baseline> {
+    let (tx, mut rx) = mpsc::channel::<Received>(1 << 16);
+    let scored = matches!(verdict, Verdict::Check);
+    let mut swarms = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 0..graph.nodes {
+        let addr = quic_addr(free_udp_port()?);
+        let secret = identity_secret(args.seed ^ 0xba5e, &format!("n{i}"));
+        let swarm = BareSwarm::spawn(
+            i,
+            secret,
+            addr.clone(),
+            tuning,
+            verdict,
+            scored,
+            Some(tx.clone()),
+        )?;
+        addrs.push(format!("{addr}/p2p/{}", swarm.peer_id));
+        swarms.push(swarm);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for &(a, b) in graph.edges {
+        swarms[b].dial(addrs[a].parse()?).await;
+    }
+    let mut degree = vec![0usize; graph.nodes];
+    for &(a, b) in graph.edges {
+        degree[a] += 1;
+        degree[b] += 1;
+    }
+    let _ = wait_until(Duration::from_secs(60), NODE_POLL, || async {
+        for (i, s) in swarms.iter().enumerate() {
+            if s.peers().await.len() < degree[i] {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let idle_cpu = cpu_seconds();
+    let idle_datagrams = udp_datagrams_sent();
+    tokio::time::sleep(warmup).await;
+    let idle_cpu_per_s = (cpu_seconds() - idle_cpu) / warmup.as_secs_f64();
+    let idle_datagrams_per_s =
+        udp_datagrams_sent().saturating_sub(idle_datagrams) as f64 / warmup.as_secs_f64();
+    let mut samples = Vec::new();
+    let mut converged = true;
+    let publish_cpu = cpu_seconds();
+    let publish_datagrams = udp_datagrams_sent();
+    for (payload, &from) in payloads.iter().zip(graph.publishers) {
+        let tag = tag_of(payload);
+        let origin = Instant::now();
+        swarms[from]
+            .publish(payload.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("baseline publish: {e}"))?;
+        let mut got = BTreeSet::new();
+        let deadline = origin + Duration::from_millis(args.timeout_ms);
+        while got.len() < graph.nodes - 1 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) if r.tag == tag && got.insert(r.node) => {
+                    samples.push(r.at.saturating_duration_since(origin).as_secs_f64() * 1000.0);
+                }
+                Ok(Some(_)) => {}
+                _ => {
+                    converged = false;
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(Baseline {
+        samples,
+        converged,
+        idle_cpu_per_s,
+        idle_datagrams_per_s,
+        publish_cpu_s: cpu_seconds() - publish_cpu,
+        publish_datagrams: udp_datagrams_sent().saturating_sub(publish_datagrams),
+    })
 }
 
 /// Anti-entropy sessions started, and entries they stored.
