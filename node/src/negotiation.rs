@@ -1630,6 +1630,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_of_any_size_keeps_the_audit_log_verifiable() {
+        let mesh = Mesh::new(Approval::Auto);
+        let mut terms = mesh.terms(&analytics(), 9).unwrap();
+        // 30,000 control characters: within the terms' 32 KiB, six times that in JSON.
+        terms.purpose = "\u{1}".repeat(30_000);
+        let envelope = Signed::sign(&mesh.churn, &ContractRequest { terms });
+        let bytes = ContractMessage::Request(envelope).to_bytes();
+        let _ = answer(mesh.provider(), peer(&mesh.churn), &bytes, NOW).await;
+        assert!(
+            !audit_kinds(&mesh.provider).is_empty(),
+            "the request is audited"
+        );
+        let verified = mesh.provider.audit_verify().unwrap();
+        assert!(verified.is_ok(), "{verified:?}");
+    }
+
+    #[tokio::test]
     async fn replays_never_make_a_second_agreement() {
         let mesh = Mesh::new(Approval::Auto);
         let terms = mesh.terms(&analytics(), 1).unwrap();

@@ -693,7 +693,7 @@ impl Store {
             prev,
             at_ms,
             kind,
-            detail: detail.to_string(),
+            detail: audit::bounded_detail(detail),
         };
         let bytes = entry.to_bytes();
         let head = self.signer.as_ref().map(|signer| {

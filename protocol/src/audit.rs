@@ -82,6 +82,72 @@ impl AuditEntry {
     }
 }
 
+/// Longest detail text an entry keeps: what [`MAX_AUDIT_ENTRY`] leaves after the other
+/// fields (at most 10 + 32 + 10 + 1 bytes and a 5-byte length).
+pub const MAX_AUDIT_DETAIL: usize = MAX_AUDIT_ENTRY - 64;
+/// A string in a detail longer than this is cut when the detail is over [`MAX_AUDIT_DETAIL`].
+const CLIPPED_STRING_CHARS: usize = 1024;
+/// An array in a detail longer than this is cut when the detail is over [`MAX_AUDIT_DETAIL`].
+const CLIPPED_ARRAY_ITEMS: usize = 64;
+
+/// The detail text of an entry about `detail`, at most [`MAX_AUDIT_DETAIL`] bytes, so that
+/// every entry appended can be read back: readers refuse entries over [`MAX_AUDIT_ENTRY`],
+/// and one unreadable entry would leave the rest of the chain unverifiable.
+///
+/// Details carry values peers chose (a contract request's purpose, its columns), and JSON
+/// may spell a byte as six (`\u0001`). A detail over the bound keeps its shape with every
+/// string cut to 1,024 characters and every array to 64 items, and gains `"clipped": true`
+/// and the BLAKE3 of the whole text (`"detail_blake3"`); if even that is too long, only
+/// those two fields and the whole text's length remain.
+pub fn bounded_detail(detail: &serde_json::Value) -> String {
+    let text = detail.to_string();
+    if text.len() <= MAX_AUDIT_DETAIL {
+        return text;
+    }
+    let digest = blake3::hash(text.as_bytes()).to_hex().to_string();
+    let mut clipped = clip(detail);
+    if let Some(fields) = clipped.as_object_mut() {
+        fields.insert("clipped".into(), true.into());
+        fields.insert("detail_blake3".into(), digest.clone().into());
+        let shorter = clipped.to_string();
+        if shorter.len() <= MAX_AUDIT_DETAIL {
+            return shorter;
+        }
+    }
+    serde_json::json!({
+        "clipped": true,
+        "detail_blake3": digest,
+        "detail_bytes": text.len(),
+    })
+    .to_string()
+}
+
+/// `value` with long strings and arrays cut (see [`bounded_detail`]).
+fn clip(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.chars().count() > CLIPPED_STRING_CHARS => {
+            let mut cut: String = s.chars().take(CLIPPED_STRING_CHARS).collect();
+            cut.push('…');
+            Value::String(cut)
+        }
+        Value::Array(items) => {
+            let mut kept: Vec<Value> = items.iter().take(CLIPPED_ARRAY_ITEMS).map(clip).collect();
+            if items.len() > CLIPPED_ARRAY_ITEMS {
+                kept.push(Value::String(format!(
+                    "… {} more",
+                    items.len() - CLIPPED_ARRAY_ITEMS
+                )));
+            }
+            Value::Array(kept)
+        }
+        Value::Object(fields) => {
+            Value::Object(fields.iter().map(|(k, v)| (k.clone(), clip(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
 /// Hash of an entry's stored bytes; the next entry's `prev`.
 pub fn entry_hash(bytes: &[u8]) -> [u8; 32] {
     let mut hasher = blake3::Hasher::new();
@@ -360,6 +426,56 @@ mod tests {
                 bytes
             })
             .collect()
+    }
+
+    /// An entry with `detail`, encoded as the store appends it.
+    fn entry_with(detail: &serde_json::Value) -> Vec<u8> {
+        AuditEntry {
+            seq: u64::MAX,
+            prev: GENESIS,
+            at_ms: u64::MAX,
+            kind: AuditKind::Request,
+            detail: bounded_detail(detail),
+        }
+        .to_bytes()
+    }
+
+    #[test]
+    fn a_detail_of_any_size_makes_a_readable_entry() {
+        // A purpose of control characters: 30,000 bytes in the request, six times as many
+        // in JSON.
+        let purpose = "\u{1}".repeat(30_000);
+        let columns: Vec<String> = (0..2000).map(|i| format!("column_{i}")).collect();
+        let detail =
+            serde_json::json!({ "purpose": purpose, "columns": columns, "agreement": "ab" });
+        assert!(detail.to_string().len() > MAX_AUDIT_ENTRY);
+        let bytes = entry_with(&detail);
+        let entry = AuditEntry::from_bytes(&bytes).expect("readable");
+        let kept: serde_json::Value = serde_json::from_str(&entry.detail).unwrap();
+        assert_eq!(kept["clipped"], true);
+        assert_eq!(
+            kept["agreement"], "ab",
+            "short fields are kept as they were"
+        );
+        assert_eq!(
+            kept["detail_blake3"],
+            blake3::hash(detail.to_string().as_bytes())
+                .to_hex()
+                .as_str()
+        );
+        assert_eq!(kept["purpose"].as_str().unwrap().chars().count(), 1025);
+        assert_eq!(kept["columns"].as_array().unwrap().len(), 65);
+        assert_eq!(kept["columns"][64], "… 1936 more");
+        // Too many short strings to fit even when clipped: only the summary remains.
+        let many: serde_json::Map<String, serde_json::Value> =
+            (0..20_000).map(|i| (format!("k{i}"), "v".into())).collect();
+        let many = serde_json::Value::Object(many);
+        let entry = AuditEntry::from_bytes(&entry_with(&many)).expect("readable");
+        let kept: serde_json::Value = serde_json::from_str(&entry.detail).unwrap();
+        assert_eq!(kept["detail_bytes"], many.to_string().len());
+        // Within the bound, the text is exactly the detail's.
+        let small = serde_json::json!({ "purpose": "fraud", "columns": ["a", "b"] });
+        assert_eq!(bounded_detail(&small), small.to_string());
     }
 
     #[test]
