@@ -256,8 +256,11 @@ impl NodeHandle {
 struct PeerState {
     /// When the first connection was established.
     since_ms: u64,
-    /// Addresses it listens on (from identify) or we reached it at.
-    addrs: BTreeSet<Multiaddr>,
+    /// Addresses we reached it at (our dials of its open connections).
+    dialed: BTreeSet<Multiaddr>,
+    /// Addresses it listens on, from its latest identify message: each replaces the list
+    /// before, at most [`catalog::MAX_NODE_ADDRS`] kept, so pushes cannot grow it.
+    listening: Vec<Multiaddr>,
     /// Latest ping round trip.
     rtt: Option<Duration>,
     /// Open connections, in the order they were established.
@@ -902,7 +905,12 @@ impl Node {
             .map(|(id, p)| PeerView {
                 peer_id: id.to_string(),
                 domain: domain(id),
-                addresses: p.addrs.iter().map(|a| a.to_string()).collect(),
+                addresses: p
+                    .dialed
+                    .iter()
+                    .chain(p.listening.iter().filter(|a| !p.dialed.contains(a)))
+                    .map(|a| a.to_string())
+                    .collect(),
                 connected_since_ms: p.since_ms,
                 rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
                 gossip_score: self.swarm.behaviour().gossipsub.peer_score(id),
@@ -1572,7 +1580,8 @@ impl Node {
                 self.metrics.connections_opened.inc();
                 let state = self.peers.entry(peer_id).or_insert_with(|| PeerState {
                     since_ms: now_ms(),
-                    addrs: BTreeSet::new(),
+                    dialed: BTreeSet::new(),
+                    listening: Vec::new(),
                     rtt: None,
                     links: Vec::new(),
                 });
@@ -1581,7 +1590,7 @@ impl Node {
                     dialed: endpoint.is_dialer(),
                 });
                 if endpoint.is_dialer() {
-                    state.addrs.insert(addr.clone());
+                    state.dialed.insert(addr.clone());
                 }
                 // A connection being closed no longer counts, so it is closed (and
                 // counted) once.
@@ -1661,20 +1670,30 @@ impl Node {
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                // A peer may push its list as often as it likes: it is bounded, and replaces
+                // the one before.
+                let listening: Vec<Multiaddr> = info
+                    .listen_addrs
+                    .into_iter()
+                    .filter(is_dialable)
+                    .take(catalog::MAX_NODE_ADDRS)
+                    .collect();
                 // Only DHT servers belong in the routing table (only they speak the
-                // Kademlia protocol), and only a DHT server keeps one.
+                // Kademlia protocol), and only a DHT server keeps one. Its entry for a peer
+                // outlives the connection and only grows: it takes new addresses while it
+                // holds fewer than a node record may name.
                 if info.protocols.contains(&self.protocols.kad)
                     && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
                 {
-                    for addr in &info.listen_addrs {
-                        if is_dialable(addr) {
-                            kad.add_address(&peer_id, addr.clone());
+                    for addr in &listening {
+                        if kad_addresses(kad, &peer_id) >= catalog::MAX_NODE_ADDRS {
+                            break;
                         }
+                        kad.add_address(&peer_id, addr.clone());
                     }
                 }
                 if let Some(p) = self.peers.get_mut(&peer_id) {
-                    p.addrs
-                        .extend(info.listen_addrs.into_iter().filter(is_dialable));
+                    p.listening = listening;
                 }
             }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
@@ -1765,6 +1784,18 @@ fn penalised(reason: RejectReason) -> bool {
         reason,
         RejectReason::Stale | RejectReason::OverBudget | RejectReason::NotMember
     )
+}
+
+/// Addresses Kademlia's routing table holds for `peer` (0 when it has no entry).
+fn kad_addresses(kad: &mut kad::Behaviour<kad::store::MemoryStore>, peer: &PeerId) -> usize {
+    kad.kbucket(*peer)
+        .and_then(|bucket| {
+            bucket
+                .iter()
+                .find(|entry| entry.node.key.preimage() == peer)
+                .map(|entry| entry.node.value.len())
+        })
+        .unwrap_or(0)
 }
 
 /// Loopback and routable addresses are dialable; a wildcard listen address is not.

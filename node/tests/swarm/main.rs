@@ -3,4 +3,5 @@
 mod common;
 mod duplicates;
 mod gossip_scoring;
+mod identify_push;
 mod sync_scale;
