@@ -13,9 +13,9 @@ use mesh_protocol::budget::RequestBudget;
 use mesh_protocol::contract::{
     Agreement, AgreementId, Columns, ContractEvent, ContractMessage, ContractReply,
     ContractRequest, ContractState, ContractTerms, DAY_MS, Decision, MAX_CONTRACT_REPLY,
-    MAX_STATUS_BATCH, PolicyDecision, PolicyViolation, Rejection, Revocation, StatusEntry,
-    evaluate, transition, verify_rejection, verify_request, verify_revocation,
-    verify_revocation_signer,
+    MAX_REASON_BYTES, MAX_STATUS_BATCH, PolicyDecision, PolicyViolation, Rejection, Revocation,
+    StatusEntry, clipped_reason, evaluate, transition, verify_rejection, verify_request,
+    verify_revocation, verify_revocation_signer,
 };
 use mesh_protocol::contract_sync::{IgnoredNotice, check_notice};
 use mesh_protocol::governance::{Policies, Violation};
@@ -480,7 +480,9 @@ pub(crate) async fn answer_request(
             .map_err(|violation| violation.to_string())
     } else {
         Err(describe_violations(party.policies, &violations))
-    };
+    }
+    // A verdict can name every column of a wide product: it must still fit the notice.
+    .map_err(|violation| clipped_reason(&violation));
     let outcome = match evaluated {
         Err(violation) => {
             let rejection = Signed::sign(
@@ -1112,6 +1114,7 @@ pub(crate) async fn reject(
             "say why with --reason: the consumer sees it".into(),
         ));
     }
+    check_reason_length(reason)?;
     let (id, mut record) = find(party.store, text)?;
     let terms = terms_of(&id, &record)?;
     pending_for_provider(&id, &record, &terms, "reject", now_ms)?;
@@ -1142,6 +1145,18 @@ pub(crate) async fn reject(
     Ok((id, record))
 }
 
+/// Refuses an operator's reason that a signed notice cannot carry: receivers refuse notices
+/// over their bound, so it would reach nobody.
+fn check_reason_length(reason: &str) -> Result<(), NodeError> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(NodeError::BadRequest(format!(
+            "the reason is {} bytes; a signed notice carries at most {MAX_REASON_BYTES}: shorten --reason",
+            reason.len()
+        )));
+    }
+    Ok(())
+}
+
 /// `share revoke`: either party ends an agreed contract. Returns the signed revocation to
 /// send to the other party and to gossip.
 pub(crate) async fn revoke(
@@ -1150,6 +1165,9 @@ pub(crate) async fn revoke(
     reason: Option<&str>,
     now_ms: u64,
 ) -> Result<(AgreementId, AgreementRecord, Signed<Revocation>), NodeError> {
+    if let Some(reason) = reason {
+        check_reason_length(reason.trim())?;
+    }
     let (id, record) = find(party.store, text)?;
     let terms = terms_of(&id, &record)?;
     let short = id.short();
@@ -1480,6 +1498,16 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, NodeError::BadRequest(_)), "{err}");
+        // A reason no receiver could verify inside the signed notice: refused, not signed.
+        let long = "x".repeat(MAX_REASON_BYTES + 1);
+        let err = reject(mesh.provider(), &id.short(), &long, NOW)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, NodeError::BadRequest(m) if m.contains("shorten --reason")),
+            "{err}"
+        );
+        assert_eq!(mesh.states(&id).0, ContractState::Pending);
         reject(mesh.provider(), &id.short(), "not this quarter", NOW)
             .await
             .unwrap();
@@ -1791,6 +1819,12 @@ mod tests {
     async fn revocation_reaches_the_other_side_once() {
         let mesh = Mesh::new(Approval::Auto);
         let (id, _) = mesh.negotiate(&analytics(), 1).await;
+        let long = "x".repeat(MAX_REASON_BYTES + 1);
+        let err = revoke(mesh.provider(), &id.short(), Some(&long), NOW)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, NodeError::BadRequest(_)), "{err}");
+        assert_eq!(mesh.states(&id).0, ContractState::Agreed);
         let (_, record, envelope) = revoke(mesh.provider(), &id.short(), Some("breach"), NOW)
             .await
             .unwrap();

@@ -33,6 +33,26 @@ use crate::identity::{Identity, PublicKey, Signature, SignatureError};
 pub const MAX_TERMS_BYTES: usize = 32 * 1024;
 /// Largest encoded [`Rejection`] or [`Revocation`] body.
 pub const MAX_NOTICE_BYTES: usize = 4 * 1024;
+/// Longest reason a [`Rejection`] or [`Revocation`] carries, in bytes: with the other fields
+/// (an id, a key, a time and two lengths, under 100 bytes) the body stays within
+/// [`MAX_NOTICE_BYTES`], so every receiver can verify what a party signs.
+pub const MAX_REASON_BYTES: usize = 2 * 1024;
+
+/// `reason` cut to at most [`MAX_REASON_BYTES`] bytes on a character boundary, with `…` at
+/// the end if anything was cut: for reasons the node words itself (a policy's verdict can
+/// list every column of a wide product). An operator's own reason is refused instead when
+/// too long, so that it is never signed other than as written.
+pub fn clipped_reason(reason: &str) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason.to_owned();
+    }
+    const ELLIPSIS: &str = "…";
+    let mut end = MAX_REASON_BYTES - ELLIPSIS.len();
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ELLIPSIS}", &reason[..end])
+}
 /// Largest encoded [`Agreement`].
 pub const MAX_AGREEMENT_BYTES: usize = Signed::<ContractRequest>::max_encoded_len() + 32 + 64 + 16;
 /// Largest [`ContractMessage`] on `/meshnode/contract/1`.
@@ -1060,6 +1080,49 @@ fn distinct<'a, S: AsRef<str> + 'a + ?Sized>(items: impl Iterator<Item = &'a S>)
 
 #[cfg(test)]
 pub(crate) mod tests {
+
+    #[test]
+    fn a_clipped_reason_fits_a_notice_that_verifies() {
+        let identity = Identity::from_secret_bytes([3; 32]);
+        for reason in [
+            "short".to_owned(),
+            "é".repeat(5000),
+            "x".repeat(MAX_REASON_BYTES),
+        ] {
+            let clipped = clipped_reason(&reason);
+            assert!(clipped.len() <= MAX_REASON_BYTES);
+            if reason.len() <= MAX_REASON_BYTES {
+                assert_eq!(clipped, reason);
+            } else {
+                assert!(
+                    clipped.ends_with('…') && reason.starts_with(clipped.trim_end_matches('…'))
+                );
+            }
+            let notice = Signed::sign(
+                &identity,
+                &Revocation {
+                    agreement_id: AgreementId([9; 32]),
+                    by: identity.public_key(),
+                    reason: clipped.clone(),
+                    at_ms: u64::MAX,
+                },
+            );
+            let bytes = notice.to_bytes();
+            let back = Signed::<Revocation>::from_bytes(&bytes).unwrap();
+            assert_eq!(back.verify().unwrap().reason, clipped);
+            let rejection = Signed::sign(
+                &identity,
+                &Rejection {
+                    agreement_id: AgreementId([9; 32]),
+                    provider: identity.public_key(),
+                    reason: clipped.clone(),
+                    at_ms: u64::MAX,
+                },
+            );
+            assert_eq!(rejection.verify().unwrap().reason, clipped);
+        }
+    }
+
     use super::*;
     use crate::descriptor::tests::sample;
     use crate::descriptor::{Approval, ColumnSchema};
