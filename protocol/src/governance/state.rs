@@ -416,7 +416,21 @@ impl MeshState {
         // A vote on a motion already held (carried or not) is one more signature on the
         // record: only the signer's eligibility is checked, not whether it is still news.
         let held = self.motions.contains_key(&key.motion);
-        self.check_vote(&motion, &signer, held)?;
+        self.check_vote(&motion, &signer, held).map_err(|refusal| {
+            match (&refusal, &motion.action) {
+                // A node that was away when a key was removed still holds the votes that
+                // admitted it, and offers them to its peers: relaying them is no fault.
+                (VoteRefusal::Invalid(_), Action::Admit(member))
+                    if self.is_removed(&member.key) =>
+                {
+                    VoteRefusal::Stale(
+                        "a removed key cannot be admitted again: the domain joins with a new key"
+                            .into(),
+                    )
+                }
+                _ => refusal,
+            }
+        })?;
         if !held && self.superseded(&key.motion, &motion.action) {
             return Err(VoteRefusal::Stale(
                 "a motion of the same effect is carried already".into(),
@@ -846,6 +860,51 @@ mod tests {
     }
 
     #[test]
+    fn an_admission_of_a_key_removed_since_is_stale_not_invalid() {
+        let Mesh {
+            governors,
+            mut state,
+        } = mesh(AdmissionRule::AnyMember);
+        let sales = id(9);
+        let admit = motion(
+            &state,
+            &governors[0],
+            Action::Admit(member(&sales, "sales")),
+        );
+        let admission = Signed::sign(&governors[0], &admit);
+        vote(&mut state, &governors[0], &admit).unwrap();
+        assert!(state.is_member(&sales.public_key()));
+        let remove = motion(
+            &state,
+            &governors[1],
+            Action::Remove {
+                key: sales.public_key(),
+                reason: "left".into(),
+            },
+        );
+        vote(&mut state, &governors[1], &remove).unwrap();
+        vote(&mut state, &governors[2], &remove).unwrap();
+        assert!(state.is_removed(&sales.public_key()));
+        // The admission vote, as a peer that missed the removal relays it: not news, and no
+        // fault of the relay.
+        assert!(
+            matches!(state.offer(&admission), Err(VoteRefusal::Stale(_))),
+            "{:?}",
+            state.offer(&admission)
+        );
+        // A new motion to admit the removed key is refused with the reason, as before.
+        let again = motion(
+            &state,
+            &governors[1],
+            Action::Admit(member(&sales, "sales")),
+        );
+        assert!(matches!(
+            state.check_vote(&again, &governors[1].public_key(), false),
+            Err(VoteRefusal::Invalid(_))
+        ));
+    }
+
+    #[test]
     fn only_governors_vote_on_amendments_and_removals() {
         let Mesh {
             governors,
@@ -928,7 +987,8 @@ mod tests {
                 .any(|k| k.signer == sales.public_key())
         );
         assert!(state.votes().all(|v| v.signer() != sales.public_key()));
-        // It cannot come back, and it cannot vote.
+        // It cannot come back (refused as a proposal; as a vote from a peer, not news), and
+        // it cannot vote.
         let back = Motion {
             proposed_at_ms: 11,
             ..motion(
@@ -938,8 +998,12 @@ mod tests {
             )
         };
         assert!(matches!(
-            vote(&mut state, &governors[0], &back),
+            state.check_vote(&back, &governors[0].public_key(), false),
             Err(VoteRefusal::Invalid(_))
+        ));
+        assert!(matches!(
+            vote(&mut state, &governors[0], &back),
+            Err(VoteRefusal::Stale(_))
         ));
         // Governors cannot be removed.
         let coup = motion(
