@@ -532,8 +532,10 @@ impl Node {
 
     /// Periodic work, called from the actor's housekeeping tick: expires undecided requests
     /// (at start, then every [`SWEEP_INTERVAL`]) and sends due polls for requested, pending
-    /// and agreed contracts, found through the store's index of live contracts.
-    pub(crate) fn contract_housekeeping(&mut self) {
+    /// and agreed contracts, found through the store's index of live contracts. The
+    /// rejections of expired requests are durable before the actor answers anything else:
+    /// a status poll may report them at once.
+    pub(crate) async fn contract_housekeeping(&mut self) {
         let now = Instant::now();
         if self
             .negotiations
@@ -544,12 +546,9 @@ impl Node {
             match negotiation::expire_pending(self.party(), now_ms()) {
                 Ok(0) => {}
                 Ok(_) => {
-                    let store = self.store.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = store.flush().await {
-                            tracing::error!("flushing expired requests failed: {e}");
-                        }
-                    });
+                    if let Err(e) = self.store.flush().await {
+                        tracing::error!("flushing expired requests failed: {e}");
+                    }
                 }
                 Err(e) => tracing::error!("cannot expire pending requests: {e}"),
             }

@@ -532,7 +532,7 @@ impl Node {
                     }
                 },
                 _ = &mut housekeeping => {
-                    self.housekeeping();
+                    self.housekeeping().await;
                     housekeeping.as_mut().reset(self.next_housekeeping());
                 }
                 _ = sync_tick.tick() => self.sync_with_random_peer(),
@@ -1415,7 +1415,7 @@ impl Node {
 
     // ---------------------------------------------------------------- housekeeping
 
-    fn housekeeping(&mut self) {
+    async fn housekeeping(&mut self) {
         if self.record_dirty && !self.listen_addrs.is_empty() {
             self.publish_node_record();
         }
@@ -1431,7 +1431,7 @@ impl Node {
         if self.policy.discovery_due(now) {
             self.discover_from_records(now);
         }
-        self.contract_housekeeping();
+        self.contract_housekeeping().await;
     }
 
     /// When the housekeeping runs next: when the peer policy or a contract poll next has
