@@ -1669,6 +1669,15 @@ impl Node {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
+            // An invitation's key connects to speak the join protocol only: gossip is for
+            // members (the gate admits nobody else), so a subscription from it ends the
+            // connection before gossipsub can graft it and forward it the catalog.
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, .. })
+                if !self.governance.is_member_peer(&peer_id) =>
+            {
+                tracing::info!(%peer_id, "closed the connection of a non-member that subscribed to gossip");
+                let _ = self.swarm.disconnect_peer_id(peer_id);
+            }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 // A peer may push its list as often as it likes: it is bounded, and replaces
                 // the one before.

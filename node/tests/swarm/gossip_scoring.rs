@@ -7,10 +7,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, gossipsub};
-use mesh_node::views::{PeerView, PublishRequest};
+use mesh_node::views::{InviteRequest, PeerView, PublishRequest};
 use mesh_node::{NetTuning, NodeEvent, NodeHandle};
 use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status};
-use mesh_protocol::governance::MeshId;
+use mesh_protocol::governance::{MeshId, Ticket};
 use mesh_protocol::wire::{GossipMessage, catalog_topic};
 use mesh_protocol::{Identity, ProductDescriptor, Signed};
 use tokio::sync::mpsc;
@@ -412,6 +412,47 @@ async fn a_message_carrying_an_author_signature_is_invalid_and_never_stored() {
     }
 
     signing.abort();
+    let _ = a.shutdown().await;
+    let _ = b.shutdown().await;
+    let _ = a_task.await;
+    let _ = b_task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_key_that_subscribes_to_gossip_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let ((a, a_task), (b, b_task), mesh_id) = two_members(dir.path(), None).await;
+    let a_addr: Multiaddr = listen_addr(&a).await.parse().unwrap();
+    // The gate lets an open invitation's key in, for the join protocol.
+    let ticket = a
+        .invite(InviteRequest {
+            domain: "newcomer".into(),
+            ttl_secs: None,
+        })
+        .await
+        .unwrap();
+    let ticket = Ticket::decode(&ticket.ticket).unwrap();
+
+    // Its holder speaks gossip instead: it subscribes to the catalog topic.
+    let (_garbage, garbage_rx) = mpsc::channel(1);
+    let (reports_tx, mut reports) = mpsc::channel(16);
+    let intruder = tokio::spawn(attacker(
+        ticket.secret,
+        a_addr,
+        catalog_topic(&mesh_id),
+        false,
+        garbage_rx,
+        reports_tx,
+    ));
+    let report = tokio::time::timeout(STEP, reports.recv()).await;
+    assert_eq!(
+        report.expect("the node closes the connection"),
+        Some(Report::Closed)
+    );
+    let invited = peer_id_of(ticket.secret).to_string();
+    assert!(peer(&a, &invited).await.is_none());
+
+    intruder.abort();
     let _ = a.shutdown().await;
     let _ = b.shutdown().await;
     let _ = a_task.await;
