@@ -105,7 +105,7 @@ pub(crate) async fn sql(args: SqlArgs) -> anyhow::Result<()> {
         Sink::Table => print_table(&mut rows).await,
         Sink::Json => print_json(&mut rows).await,
         Sink::Csv => print_csv(&mut rows).await,
-        Sink::File(path, format) => write_file(&mut rows, &path, format).await,
+        Sink::File(path, format) => write_file(&mut rows, &path, format, args.force).await,
     }
 }
 
@@ -375,35 +375,54 @@ impl FileSink {
     }
 }
 
-/// Writes the rows to `OUT.partial`, then renames it to `OUT`: a file appears only complete.
-async fn write_file(rows: &mut Rows, out: &Path, format: OutputFormat) -> anyhow::Result<()> {
+/// Writes the rows to a fresh file of their own beside `out` (created exclusively, never a
+/// fetch's resumable `OUT.partial`, never through a link), then moves it to `out`: a file
+/// appears only complete, and replaces one that appeared meanwhile only with `force`.
+async fn write_file(
+    rows: &mut Rows,
+    out: &Path,
+    format: OutputFormat,
+    force: bool,
+) -> anyhow::Result<()> {
     let (schema, mut batch) = rows.schema().await?;
-    let mut partial = out.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let file = std::fs::File::create(&partial)
-        .with_context(|| format!("cannot create `{}`", partial.display()))?;
-    let result: anyhow::Result<u64> = async {
-        let mut sink = FileSink::new(format, file, &schema)?;
-        let mut count = 0u64;
-        while let Some(b) = batch {
-            count += b.num_rows() as u64;
-            sink.write(&b)?;
-            batch = rows.next().await?;
-        }
-        sink.finish()?;
-        Ok(count)
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // Removed when dropped: on every error below, nothing is left behind.
+    let staged = tempfile::Builder::new()
+        .prefix(".meshnode-sql-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in `{}`", dir.display()))?;
+    let file = staged.as_file().try_clone()?;
+    let mut sink = FileSink::new(format, file, &schema)?;
+    let mut count = 0u64;
+    while let Some(b) = batch {
+        count += b.num_rows() as u64;
+        sink.write(&b)?;
+        batch = rows.next().await?;
     }
-    .await;
-    let count = match result {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e);
-        }
+    sink.finish()?;
+    let placed = if force {
+        staged.persist(out)
+    } else {
+        staged.persist_noclobber(out)
     };
-    std::fs::rename(&partial, out)
-        .with_context(|| format!("cannot move the result to `{}`", out.display()))?;
+    placed.map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            fail(
+                Failure::Usage,
+                format!(
+                    "`{}` appeared while the query ran: pass --force to replace it, or choose another --out",
+                    output::clean(&out.display().to_string())
+                ),
+            )
+        } else {
+            anyhow::Error::new(e.error)
+                .context(format!("cannot move the result to `{}`", out.display()))
+        }
+    })?;
     crate::outln!(
         "wrote {count} row{} to {} ({format})",
         if count == 1 { "" } else { "s" },

@@ -224,6 +224,26 @@ fn join_and_aggregate_match_duckdb_and_ungranted_columns_are_named() {
     assert!(!out.success);
     let out = churn.cli(&["sql", "CREATE TABLE t AS SELECT 1"]);
     assert!(!out.success);
+
+    // `--out`: the result appears complete under its name, staged in a file of its own, so
+    // a fetch's resumable partial of the same name is left as it was.
+    let result = churn.dir.join("regions.arrow");
+    let partial = churn.dir.join("regions.arrow.partial");
+    std::fs::write(&partial, b"a fetch's partial").unwrap();
+    let query = "SELECT region, count(*) AS n FROM \"sales/orders\" GROUP BY region";
+    let out = churn.cli(&["sql", "--out", result.to_str().unwrap(), query]);
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(std::fs::read(&partial).unwrap(), b"a fetch's partial");
+    assert!(std::fs::read(&result).unwrap().starts_with(b"ARROW1"));
+    let out = churn.cli(&["sql", "--out", result.to_str().unwrap(), query]);
+    assert!(!out.success);
+    assert!(out.stderr.contains("--force"), "{}", out.stderr);
+    let staged: Vec<String> = std::fs::read_dir(&churn.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".meshnode-sql-"))
+        .collect();
+    assert!(staged.is_empty(), "{staged:?}");
 }
 
 /// `events`: 60,000 rows of twelve columns; `ev_type` is `rare` on 1 % of them.
