@@ -33,8 +33,8 @@ pub struct NodeConfig {
     /// feature starts no Flight endpoint and says so in one log line at start.
     #[serde(default = "default_flight_listen")]
     pub flight_listen: SocketAddr,
-    /// Seconds between anti-entropy rounds with a random connected peer. While rounds find
-    /// nothing new, the peer policy leaves out more of them (see
+    /// Seconds between anti-entropy rounds with a random connected peer, 1 to 86,400. While
+    /// rounds find nothing new, the peer policy leaves out more of them (see
     /// `PolicyConfig::quiet_rounds_skipped`).
     #[serde(default = "default_sync_interval")]
     pub sync_interval_secs: u64,
@@ -398,10 +398,10 @@ impl NodeConfig {
                     })?;
             }
         }
-        if self.sync_interval_secs == 0 {
+        if self.sync_interval_secs == 0 || self.sync_interval_secs > 24 * 3600 {
             return Err(ConfigError::Invalid {
                 key: "sync_interval_secs",
-                message: "must be at least 1".into(),
+                message: "must be between 1 and 86400 (a day)".into(),
             });
         }
         if self.max_connections < 8 {
@@ -709,6 +709,21 @@ mod example_tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/node-example.toml");
         let config = super::NodeConfig::load(std::path::Path::new(path)).unwrap();
         assert_eq!(config.domain, "sales");
+    }
+
+    #[test]
+    fn an_anti_entropy_interval_beyond_a_day_is_refused() {
+        let check = |secs: u64| {
+            let mut config = super::NodeConfig::new("sales");
+            config.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()];
+            config.sync_interval_secs = secs;
+            config.validate().map_err(|e| e.to_string())
+        };
+        assert!(check(86_400).is_ok());
+        for secs in [0, 86_401, u64::MAX / 2] {
+            let err = check(secs).unwrap_err();
+            assert!(err.contains("sync_interval_secs"), "{err}");
+        }
     }
 
     #[test]
