@@ -39,6 +39,7 @@
 //!   directly or by that re-check.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
@@ -114,6 +115,24 @@ struct Schedule {
     next: Instant,
     /// Delay after the next failure (doubles up to the intervals' `max_backoff`).
     backoff: Duration,
+    /// Until when the contract is valid (Unix ms): from then on its record is read again at
+    /// every scan, to record its expiry. 0: read it at the next scan.
+    until_ms: u64,
+    /// The counterparty, and whether a poll may dial it: a poll that may not waits, without
+    /// its record being read, until the counterparty is connected.
+    peer: Option<PeerId>,
+    dial: bool,
+}
+
+impl Schedule {
+    /// Whether a scan can pass this contract over without reading its record: nothing is
+    /// due, whatever the record says (the live index only holds contracts whose state
+    /// changes by a write, which starts a new scan of a new index, or by time).
+    fn idle(&self, now: Instant, wall_ms: u64, connected: impl Fn(&PeerId) -> bool) -> bool {
+        wall_ms < self.until_ms
+            && (now < self.next
+                || (!self.dial && self.peer.as_ref().is_some_and(|p| !connected(p))))
+    }
 }
 
 /// The actor's negotiation state: messages in flight, poll schedules and request budgets.
@@ -132,7 +151,7 @@ pub(crate) struct Negotiations {
     last_scan: Option<Instant>,
     /// The live contracts that scan found, and the store's agreement generation read
     /// before it: while no agreement is written, the next scans reuse them.
-    scanned: Option<(u64, Vec<AgreementId>)>,
+    scanned: Option<(u64, Arc<Vec<AgreementId>>)>,
     /// The earliest poll in `schedule` when the last scan ended. Polls only move later
     /// between scans, so the housekeeping is not needed for polls before this.
     next_poll: Option<Instant>,
@@ -473,6 +492,9 @@ impl Node {
         let s = self.negotiations.schedule.entry(*id).or_insert(Schedule {
             next: Instant::now(),
             backoff: intervals.undecided,
+            until_ms: 0,
+            peer: None,
+            dial: true,
         });
         let (wait, backoff) = contract_sync::after_failure(s.backoff, &intervals);
         s.next = Instant::now() + wait;
@@ -568,7 +590,14 @@ impl Node {
         let mut live = HashSet::new();
         // Status polls due, per counterparty: sent as one batch each.
         let mut batches: BTreeMap<PublicKey, Vec<AgreementId>> = BTreeMap::new();
-        for id in ids {
+        for id in ids.iter().copied() {
+            // Most live contracts have nothing due at most scans: their records stay unread.
+            if let Some(s) = self.negotiations.schedule.get(&id)
+                && s.idle(now, wall, |p| self.swarm.is_connected(p))
+            {
+                live.insert(id);
+                continue;
+            }
             let Ok(Some(record)) = self.store.agreement(&id) else {
                 continue;
             };
@@ -605,7 +634,13 @@ impl Node {
             let schedule = self.negotiations.schedule.entry(id).or_insert(Schedule {
                 next: now + first,
                 backoff: interval,
+                until_ms: 0,
+                peer: None,
+                dial: true,
             });
+            schedule.until_ms = terms.valid_until_ms;
+            schedule.peer = Some(peer);
+            schedule.dial = dial;
             if now < schedule.next || (!dial && !self.swarm.is_connected(&peer)) {
                 continue;
             }
@@ -650,7 +685,7 @@ impl Node {
     /// The contracts that may need a poll (requested, pending or agreed on the consumer's
     /// side, agreed on the provider's), from the store's index; read again only after an
     /// agreement was written. `None` when the index cannot be read.
-    fn live_contract_ids(&mut self) -> Option<Vec<AgreementId>> {
+    fn live_contract_ids(&mut self) -> Option<Arc<Vec<AgreementId>>> {
         let generation = self.store.agreement_generation();
         if let Some((seen, ids)) = &self.negotiations.scanned
             && *seen == generation
@@ -672,6 +707,7 @@ impl Node {
                 }
             }
         }
+        let ids = Arc::new(ids);
         self.negotiations.scanned = Some((generation, ids.clone()));
         Some(ids)
     }
@@ -885,11 +921,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_scan_reads_a_contract_only_when_something_may_be_due() {
+        let now = Instant::now();
+        let peer = PeerId::random();
+        let scheduled = Schedule {
+            next: now + Duration::from_secs(60),
+            backoff: Duration::from_secs(60),
+            until_ms: 2_000,
+            peer: Some(peer),
+            dial: false,
+        };
+        let connected = |_: &PeerId| true;
+        let away = |_: &PeerId| false;
+        // Not due, valid: passed over.
+        assert!(scheduled.idle(now, 1_000, connected));
+        // Due: read.
+        let due = now + Duration::from_secs(61);
+        assert!(!scheduled.idle(due, 1_000, connected));
+        // Due, but a poll may not dial and the counterparty is away: passed over until it
+        // connects.
+        assert!(scheduled.idle(due, 1_000, away));
+        let dialling = Schedule {
+            dial: true,
+            ..scheduled
+        };
+        assert!(!dialling.idle(due, 1_000, away));
+        // Expired meanwhile: read, to record the expiry.
+        assert!(!scheduled.idle(now, 2_000, connected));
+        // A schedule made by a failure before any scan: read.
+        let blank = Schedule {
+            until_ms: 0,
+            peer: None,
+            dial: true,
+            ..scheduled
+        };
+        assert!(!blank.idle(now, 1_000, connected));
+    }
+
+    #[test]
     fn contract_polls_wake_the_housekeeping_when_due_or_after_a_write() {
         let now = Instant::now();
         let mut negotiations = Negotiations::default();
         assert_eq!(negotiations.next_due(0, now), Some(now), "never scanned");
-        negotiations.scanned = Some((3, Vec::new()));
+        negotiations.scanned = Some((3, Arc::new(Vec::new())));
         assert_eq!(
             negotiations.next_due(3, now),
             None,
