@@ -5,6 +5,10 @@
 //! - [`InputFormat::detect`] picks the reader from the file name (and, for `.arrow`, the magic).
 //! - A `Source` yields record batches one at a time, whatever the format; nothing ever holds the
 //!   whole input. CSV gets its schema from the first [`CSV_INFER_RECORDS`] data rows.
+//! - Inputs are checked before a parser sees them: a Parquet footer's schema depth
+//!   (`parquet_footer`), an Arrow IPC input's messages against the file's length and
+//!   [`MAX_DECOMPRESSED_BATCH`] (`arrow_guard`); and reader calls that can panic on hostile
+//!   input run inside `arrow_guard`, so such input is an error, never a crashed task.
 //! - `write_ipc` writes the batches to an uncompressed Arrow IPC *file* through a writer that
 //!   hashes (BLAKE3) and counts the bytes on their way to disk, then fsyncs.
 //! - CSV is decoded with the `csv` crate into Arrow builders, so that the rules for empty fields,
@@ -15,7 +19,7 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,6 +39,8 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
     ParquetRecordBatchReaderBuilder,
 };
+
+use crate::arrow_guard::{self, MessageBounds, MessageError};
 
 /// How many CSV data rows schema inference looks at. A value of another type further down is
 /// an error ([`IngestError::Csv`]) rather than a silent re-typing, as in pyarrow.
@@ -56,6 +62,22 @@ const READ_BUFFER: usize = 1024 * 1024;
 
 /// Write buffer in front of the hashing writer: BLAKE3 is fastest on large chunks.
 const WRITE_BUFFER: usize = 1024 * 1024;
+
+/// Most bytes the compressed buffers of one record batch of an Arrow IPC input may declare
+/// once decompressed (the reader reserves that much before decompressing a byte): a batch as
+/// pyarrow's Feather writer cuts it (64Ki rows) of the widest schema a descriptor carries
+/// ([`MAX_COLUMNS`] columns) of 8-byte values, 1 GiB.
+pub const MAX_DECOMPRESSED_BATCH: u64 = 64 * 1024 * MAX_COLUMNS as u64 * 8;
+
+/// What each message of an Arrow IPC input may declare: any metadata, body and row count that
+/// fit in the file (the walk checks that), and at most [`MAX_DECOMPRESSED_BATCH`] bytes once
+/// decompressed.
+const ARROW_INPUT_BOUNDS: MessageBounds = MessageBounds {
+    max_metadata: u64::MAX,
+    max_body: u64::MAX,
+    max_rows: i64::MAX,
+    max_decompressed: MAX_DECOMPRESSED_BATCH,
+};
 
 /// The magic that opens an Arrow IPC file (a stream starts with a message instead).
 const ARROW_FILE_MAGIC: &[u8; 6] = b"ARROW1";
@@ -262,6 +284,19 @@ pub enum IngestError {
         format: InputFormat,
         /// The reader's error.
         error: ArrowError,
+    },
+    /// An Arrow IPC input's messages, walked before any reader is built, declare a size the
+    /// reader would allocate before checking it (a message longer than the rest of the file,
+    /// a batch that decompresses to more than [`MAX_DECOMPRESSED_BATCH`]) or cannot be walked
+    /// (a header that does not decode).
+    #[error("cannot read {format} `{}`: {problem}", file.display())]
+    ArrowBounds {
+        /// The path as given.
+        file: PathBuf,
+        /// Which IPC layout was being read, from [`InputFormat::detect`].
+        format: InputFormat,
+        /// Which message declares what, and what to do.
+        problem: String,
     },
     /// The Arrow IPC writer refused the data (not an I/O failure: those are [`Self::Io`]).
     #[error(
@@ -489,12 +524,30 @@ pub fn ingest_file_tracked(
     check_schema(input, &source.schema())?;
 
     let file = File::create(output).map_err(|e| io_error(output, "create", e))?;
-    let written = write_ipc(&mut source, file, output, position);
-    if written.is_err() {
-        // Best effort: the error being returned is the one worth reporting.
-        let _ = fs::remove_file(output);
+    let mut partial = PartialOutput {
+        path: output,
+        keep: false,
+    };
+    let outcome = write_ipc(&mut source, file, output, position)?;
+    partial.keep = true;
+    Ok(outcome)
+}
+
+/// Removes the output being written when dropped before it is complete: on every error, and
+/// while a panic unwinds (best effort: the error being returned is the one worth reporting).
+struct PartialOutput<'a> {
+    /// The output file.
+    path: &'a Path,
+    /// Set once the output is complete and fsynced.
+    keep: bool,
+}
+
+impl Drop for PartialOutput<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(self.path);
+        }
     }
-    written
 }
 
 /// BLAKE3 and length of an existing file, read in chunks (memory does not grow with the file).
@@ -804,10 +857,6 @@ impl Source {
         Ok(match format {
             InputFormat::Csv => Source::Csv(Box::new(open_csv(path, file, options)?)),
             InputFormat::Parquet => {
-                let parquet_error = |error: parquet::errors::ParquetError| IngestError::Parquet {
-                    file: path.to_path_buf(),
-                    detail: error.to_string(),
-                };
                 // The parquet crate builds the schema by recursion: measure its depth from
                 // the flat footer first, so a hostile file cannot overflow the stack.
                 let mut file = file;
@@ -832,34 +881,31 @@ impl Source {
                         });
                     }
                 }
-                let mut metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
-                    .map_err(parquet_error)?;
-                let schema = Arc::new(without_dictionaries(metadata.schema()));
-                if schema != *metadata.schema() {
-                    let options = ArrowReaderOptions::new().with_schema(schema.clone());
-                    metadata = ArrowReaderMetadata::try_new(metadata.metadata().clone(), options)
-                        .map_err(parquet_error)?;
-                }
-                let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
-                    .with_batch_size(BATCH_ROWS)
-                    .build()
-                    .map_err(parquet_error)?;
-                Source::Parquet {
+                // parquet decodes the `ARROW:schema` hint with arrow-ipc, which panics on some
+                // inputs: contain it.
+                arrow_guard::catch(|| open_parquet(path, file)).unwrap_or_else(|why| {
+                    Err(IngestError::Parquet {
+                        file: path.to_path_buf(),
+                        detail: format!("the reader failed on malformed data ({why})"),
+                    })
+                })?
+            }
+            InputFormat::ArrowFile => {
+                let file = check_arrow_sizes(path, format, file)?;
+                Source::ArrowFile {
                     path: path.to_path_buf(),
-                    schema,
-                    reader,
+                    reader: arrow_guard::contain(|| FileReader::try_new_buffered(file, None))
+                        .map_err(arrow_error)?,
                 }
             }
-            InputFormat::ArrowFile => Source::ArrowFile {
-                path: path.to_path_buf(),
-                reader: crate::arrow_guard::contain(|| FileReader::try_new_buffered(file, None))
-                    .map_err(arrow_error)?,
-            },
-            InputFormat::ArrowStream => Source::ArrowStream {
-                path: path.to_path_buf(),
-                reader: crate::arrow_guard::contain(|| StreamReader::try_new_buffered(file, None))
-                    .map_err(arrow_error)?,
-            },
+            InputFormat::ArrowStream => {
+                let file = check_arrow_sizes(path, format, file)?;
+                Source::ArrowStream {
+                    path: path.to_path_buf(),
+                    reader: arrow_guard::contain(|| StreamReader::try_new_buffered(file, None))
+                        .map_err(arrow_error)?,
+                }
+            }
         })
     }
 
@@ -876,25 +922,92 @@ impl Source {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, IngestError> {
         match self {
             Source::Csv(csv) => csv.next_batch(),
-            Source::Parquet { path, reader, .. } => {
-                reader.next().transpose().map_err(|error| match error {
+            Source::Parquet { path, reader, .. } => contained(|| reader.next().transpose())
+                .map_err(|error| match error {
                     ArrowError::IoError(_, error) => io_error(path, "read", error),
                     error => IngestError::Parquet {
                         file: path.clone(),
                         detail: error.to_string(),
                     },
-                })
-            }
-            Source::ArrowFile { path, reader } => reader
-                .next()
-                .transpose()
+                }),
+            Source::ArrowFile { path, reader } => contained(|| reader.next().transpose())
                 .map_err(|e| arrow_read_error(path, InputFormat::ArrowFile, e)),
-            Source::ArrowStream { path, reader } => reader
-                .next()
-                .transpose()
+            Source::ArrowStream { path, reader } => contained(|| reader.next().transpose())
                 .map_err(|e| arrow_read_error(path, InputFormat::ArrowStream, e)),
         }
     }
+}
+
+/// Runs a reader call over the input, turning a panic inside arrow or parquet (an assertion
+/// on a buffer outside its message, ...) into an error.
+fn contained<T>(read: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, ArrowError> {
+    arrow_guard::catch(read).unwrap_or_else(|why| {
+        Err(ArrowError::IpcError(format!(
+            "the reader failed on malformed data ({why})"
+        )))
+    })
+}
+
+/// Opens a Parquet file whose footer was checked, with top-level dictionaries read as their
+/// values (see [`without_dictionaries`]).
+fn open_parquet(path: &Path, file: File) -> Result<Source, IngestError> {
+    let parquet_error = |error: parquet::errors::ParquetError| IngestError::Parquet {
+        file: path.to_path_buf(),
+        detail: error.to_string(),
+    };
+    let mut metadata =
+        ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(parquet_error)?;
+    let schema = Arc::new(without_dictionaries(metadata.schema()));
+    if schema != *metadata.schema() {
+        let options = ArrowReaderOptions::new().with_schema(schema.clone());
+        metadata = ArrowReaderMetadata::try_new(metadata.metadata().clone(), options)
+            .map_err(parquet_error)?;
+    }
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(parquet_error)?;
+    Ok(Source::Parquet {
+        path: path.to_path_buf(),
+        schema,
+        reader,
+    })
+}
+
+/// Walks the messages of an Arrow IPC input (headers only, with [`arrow_guard::check_file`]
+/// or [`arrow_guard::check_stream`]) and refuses one that declares more than its reader should
+/// allocate; returns `file` rewound for the reader.
+fn check_arrow_sizes(
+    path: &Path,
+    format: InputFormat,
+    mut file: File,
+) -> Result<File, IngestError> {
+    let walked = match format {
+        InputFormat::ArrowFile => arrow_guard::check_file(&mut file, &ARROW_INPUT_BOUNDS),
+        _ => arrow_guard::check_stream(&mut file, 0, u64::MAX, &ARROW_INPUT_BOUNDS).map(drop),
+    };
+    let refused = |problem: String| IngestError::ArrowBounds {
+        file: path.to_path_buf(),
+        format,
+        problem,
+    };
+    match walked {
+        Ok(()) => {}
+        Err(MessageError::Io(error)) => return Err(io_error(path, "read", error)),
+        Err(MessageError::Malformed(what)) => {
+            return Err(refused(format!(
+                "{what}: check that it is a complete, valid Arrow IPC file"
+            )));
+        }
+        Err(MessageError::OverBound(what)) => {
+            return Err(refused(format!(
+                "{what}: export it in smaller record batches or without compression"
+            )));
+        }
+    }
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| io_error(path, "read", e))?;
+    Ok(file)
 }
 
 fn arrow_read_error(path: &Path, format: InputFormat, error: ArrowError) -> IngestError {
@@ -2286,11 +2399,9 @@ mod tests {
         let input = write_input(&dir, "cut.arrows", &bytes);
         let output = dir.path().join("out.arrow.partial");
         let error = ingest_file(&input, &output).unwrap_err();
+        // The walk before the reader finds the last body cut short.
         assert!(
-            matches!(
-                error,
-                IngestError::Arrow { .. } | IngestError::Io { action: "read", .. }
-            ),
+            matches!(&error, IngestError::ArrowBounds { problem, .. } if problem.contains("bytes follow")),
             "{error:?}"
         );
         assert!(!output.exists());
@@ -2512,13 +2623,16 @@ for row in table.to_pylist():
             let output = dir.path().join("out.arrow.partial");
             let out = output.clone();
             // arrow-ipc verifies the flatbuffer schema with a depth limit (64 tables) before
-            // it converts it: the file is refused as unreadable, on a blocking thread's stack.
+            // it converts it, and so does the walk over the file's footer: the file is refused
+            // as unreadable, on a blocking thread's stack.
             let error =
                 on_stack(2 << 20, move || ingest_file(&input, &out).map(|_| ())).unwrap_err();
             assert!(
                 matches!(
                     error,
-                    IngestError::Arrow { .. } | IngestError::OverLimit { .. }
+                    IngestError::Arrow { .. }
+                        | IngestError::ArrowBounds { .. }
+                        | IngestError::OverLimit { .. }
                 ),
                 "{name}: {error:?}"
             );
@@ -2610,6 +2724,372 @@ for row in table.to_pylist():
             ),
             "{error:?}"
         );
+        assert!(!output.exists());
+    }
+
+    /// The schema message of an IPC stream for `schema`, without the end-of-stream marker.
+    fn schema_message(schema: &Schema) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        StreamWriter::try_new(&mut bytes, schema)
+            .unwrap()
+            .finish()
+            .unwrap();
+        bytes.truncate(bytes.len() - 8);
+        bytes
+    }
+
+    /// A hand-made record batch message (prefix and metadata, no body) of `rows` rows with one
+    /// field node of as many rows and no nulls, the `buffers` given as (offset, length), and a
+    /// declared body of `body_len` bytes.
+    fn batch_message(rows: i64, buffers: &[(i64, i64)], body_len: i64) -> Vec<u8> {
+        use arrow::ipc::{
+            FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder,
+        };
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let nodes = fbb.create_vector(&[FieldNode::new(rows, 0)]);
+        let buffers: Vec<_> = buffers
+            .iter()
+            .map(|(offset, length)| arrow::ipc::Buffer::new(*offset, *length))
+            .collect();
+        let buffers = fbb.create_vector(&buffers);
+        let batch = {
+            let mut b = RecordBatchBuilder::new(&mut fbb);
+            b.add_length(rows);
+            b.add_nodes(nodes);
+            b.add_buffers(buffers);
+            b.finish()
+        };
+        let message = {
+            let mut b = MessageBuilder::new(&mut fbb);
+            b.add_version(MetadataVersion::V5);
+            b.add_header_type(MessageHeader::RecordBatch);
+            b.add_header(batch.as_union_value());
+            b.add_bodyLength(body_len);
+            b.finish()
+        };
+        fbb.finish(message, None);
+        let mut meta = fbb.finished_data().to_vec();
+        meta.resize(meta.len().next_multiple_of(8), 0);
+        let mut out = vec![0xff; 4];
+        out.extend(i32::try_from(meta.len()).unwrap().to_le_bytes());
+        out.extend(meta);
+        out
+    }
+
+    /// An `.arrows` input: a real schema message for one Int64 column, then a hand-made batch
+    /// declaring a body of `declared` bytes, then 8 body bytes.
+    fn stream_declaring_body(dir: &TempDir, declared: i64) -> (PathBuf, usize) {
+        let schema = Schema::new(vec![Field::new("v", DataType::Int64, false)]);
+        let mut bytes = schema_message(&schema);
+        let batch_at = bytes.len();
+        bytes.extend(batch_message(1, &[(0, 0), (0, 8)], declared));
+        bytes.extend(7i64.to_le_bytes());
+        (write_input(dir, "huge.arrows", &bytes), batch_at)
+    }
+
+    fn walk_stream(input: &Path) -> Result<u64, MessageError> {
+        let mut file = File::open(input).unwrap();
+        arrow_guard::check_stream(&mut file, 0, u64::MAX, &ARROW_INPUT_BOUNDS)
+    }
+
+    #[test]
+    fn an_arrow_stream_declaring_a_body_past_its_end_is_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        // The walk itself: were it missing, the reader would ask for a terabyte here.
+        let (input, batch_at) = stream_declaring_body(&dir, 1 << 40);
+        match walk_stream(&input) {
+            Err(MessageError::Malformed(what)) => assert_eq!(
+                what,
+                format!(
+                    "the message at byte {batch_at} declares a body of {} bytes, but only 8 \
+                     bytes follow",
+                    1u64 << 40
+                )
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // Through `publish`, with a body so large the reader cannot even lay it out (without
+        // the walk it panics rather than aborts, so this test cannot take the runner down).
+        let (input, _) = stream_declaring_body(&dir, i64::MAX);
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                IngestError::ArrowBounds {
+                    format: InputFormat::ArrowStream,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("huge.arrows"), "{message}");
+        assert!(
+            message.contains("bytes, but only 8 bytes follow"),
+            "{message}"
+        );
+        assert!(!output.exists());
+        // A metadata length past the end is refused the same way (the reader would size a
+        // buffer of 2 GiB from these 8 bytes).
+        let input = write_input(
+            &dir,
+            "meta.arrows",
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        );
+        assert!(matches!(
+            walk_stream(&input),
+            Err(MessageError::Malformed(_))
+        ));
+        assert!(matches!(
+            ingest_file(&input, &output),
+            Err(IngestError::ArrowBounds { .. })
+        ));
+    }
+
+    /// An IPC file of `batch`, written with `options`.
+    fn ipc_file(batch: &RecordBatch, options: arrow::ipc::writer::IpcWriteOptions) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut writer =
+            FileWriter::try_new_with_options(&mut bytes, &batch.schema(), options).unwrap();
+        writer.write(batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        bytes
+    }
+
+    /// `file` (an IPC file) with the body length of its first record batch block set to `body`.
+    fn with_block_body(file: &[u8], body: i64) -> Vec<u8> {
+        let n = file.len();
+        let footer_len = i32::from_le_bytes(file[n - 10..n - 6].try_into().unwrap()) as usize;
+        let footer_at = n - 10 - footer_len;
+        let footer = arrow::ipc::root_as_footer(&file[footer_at..n - 10]).unwrap();
+        let block = footer.recordBatches().unwrap().get(0);
+        let mut head = block.offset().to_le_bytes().to_vec();
+        head.extend(block.metaDataLength().to_le_bytes());
+        let at = footer_at
+            + file[footer_at..]
+                .windows(head.len())
+                .position(|w| w == head)
+                .expect("the block in the footer");
+        let mut out = file.to_vec();
+        out[at + 16..at + 24].copy_from_slice(&body.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn an_arrow_file_whose_footer_declares_too_much_is_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = ipc_file(&sample_batch(), Default::default());
+        let walk = |bytes: &[u8]| {
+            let input = write_input(&dir, "lying.arrow", bytes);
+            let mut file = File::open(&input).unwrap();
+            arrow_guard::check_file(&mut file, &ARROW_INPUT_BOUNDS)
+        };
+        walk(&good).unwrap();
+        // A block whose body runs a terabyte past the end of the file.
+        let err = walk(&with_block_body(&good, 1 << 40)).unwrap_err();
+        assert!(
+            matches!(&err, MessageError::Malformed(what) if what.contains("declares a body of 1099511627776 bytes")),
+            "{err}"
+        );
+        // A footer longer than the file (the reader would allocate 2 GiB for it).
+        let mut long_footer = good.clone();
+        let n = long_footer.len();
+        long_footer[n - 10..n - 6].copy_from_slice(&i32::MAX.to_le_bytes());
+        assert!(matches!(
+            walk(&long_footer),
+            Err(MessageError::Malformed(_))
+        ));
+        // Through `publish` (a body the reader cannot lay out: it would panic, not abort).
+        let input = write_input(&dir, "lying.arrow", &with_block_body(&good, i64::MAX));
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                IngestError::ArrowBounds {
+                    format: InputFormat::ArrowFile,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("lying.arrow"), "{error}");
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn a_compressed_batch_declaring_too_much_is_refused_before_decompressing() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("z", DataType::Int64, false)]));
+        let zeros: ArrayRef = Arc::new(Int64Array::from(vec![0i64; 10_000]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![zeros]).unwrap();
+        let options = arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+            .unwrap();
+        let mut stream = Vec::new();
+        let mut writer =
+            StreamWriter::try_new_with_options(&mut stream, &schema, options.clone()).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let output = dir.path().join("out.arrow.partial");
+        // Compressed inputs are read, stream and file alike.
+        let input = write_input(&dir, "lz4.arrows", &stream);
+        assert_eq!(ingest_file(&input, &output).unwrap().rows, 10_000);
+        let input = write_input(&dir, "lz4.arrow", &ipc_file(&batch, options));
+        assert_eq!(ingest_file(&input, &output).unwrap().rows, 10_000);
+        fs::remove_file(&output).unwrap();
+        // The values buffer's prefix says 80,000 bytes once decompressed.
+        let declared = 80_000i64.to_le_bytes();
+        let at = stream
+            .windows(8)
+            .position(|w| w == declared)
+            .expect("the compressed buffer's length prefix");
+        let bomb = |size: u64| {
+            let mut bytes = stream.clone();
+            bytes[at..at + 8].copy_from_slice(&size.to_le_bytes());
+            write_input(&dir, "bomb.arrows", &bytes)
+        };
+        // A terabyte, checked on the walk (the reader would reserve it and abort).
+        let err = walk_stream(&bomb(1 << 40)).unwrap_err();
+        assert!(
+            matches!(&err, MessageError::OverBound(what) if what.contains("1099511627776 bytes once decompressed")),
+            "{err}"
+        );
+        // Just over the bound, through `publish` (without the walk the reader reserves it,
+        // decompresses 80 kB and fails: no abort either way).
+        let error = ingest_file(&bomb(MAX_DECOMPRESSED_BATCH + 1), &output).unwrap_err();
+        assert!(
+            matches!(&error, IngestError::ArrowBounds { problem, .. } if problem.contains("smaller record batches")),
+            "{error:?}"
+        );
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn a_panic_in_the_arrow_reader_is_an_error_and_leaves_no_output() {
+        let dir = tempfile::tempdir().unwrap();
+        // A batch whose values buffer (offset 0, 1 MiB) runs past its 24-byte body: arrow-ipc
+        // asserts when it slices it.
+        let schema = Schema::new(vec![Field::new("v", DataType::Int64, false)]);
+        let mut bytes = schema_message(&schema);
+        bytes.extend(batch_message(3, &[(0, 0), (0, 1 << 20)], 24));
+        bytes.extend([0u8; 24]);
+        let input = write_input(&dir, "lying.arrows", &bytes);
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                IngestError::Arrow {
+                    format: InputFormat::ArrowStream,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("lying.arrows"), "{message}");
+        assert!(message.contains("malformed"), "{message}");
+        assert!(!output.exists());
+    }
+
+    /// Standard base64 with padding.
+    fn base64(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..4 {
+                out.push(if i <= chunk.len() {
+                    ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char
+                } else {
+                    '='
+                });
+            }
+        }
+        out
+    }
+
+    /// An IPC schema message whose one field is a 7-bit integer: arrow-ipc's schema
+    /// conversion panics on it.
+    fn seven_bit_schema_message() -> Vec<u8> {
+        use arrow::ipc::{
+            FieldBuilder, IntBuilder, MessageBuilder, MessageHeader, MetadataVersion,
+            SchemaBuilder, Type,
+        };
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let int = {
+            let mut b = IntBuilder::new(&mut fbb);
+            b.add_bitWidth(7);
+            b.add_is_signed(true);
+            b.finish()
+        };
+        let name = fbb.create_string("a");
+        let field = {
+            let mut b = FieldBuilder::new(&mut fbb);
+            b.add_name(name);
+            b.add_type_type(Type::Int);
+            b.add_type_(int.as_union_value());
+            b.add_nullable(true);
+            b.finish()
+        };
+        let fields = fbb.create_vector(&[field]);
+        let schema = {
+            let mut b = SchemaBuilder::new(&mut fbb);
+            b.add_fields(fields);
+            b.finish()
+        };
+        let message = {
+            let mut b = MessageBuilder::new(&mut fbb);
+            b.add_version(MetadataVersion::V5);
+            b.add_header_type(MessageHeader::Schema);
+            b.add_header(schema.as_union_value());
+            b.finish()
+        };
+        fbb.finish(message, None);
+        fbb.finished_data().to_vec()
+    }
+
+    #[test]
+    fn a_panic_reading_a_parquet_arrow_schema_hint_is_an_error() {
+        use parquet::arrow::arrow_writer::ArrowWriterOptions;
+        use parquet::file::metadata::KeyValue;
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("hint.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, true)]));
+        let properties = WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                "ARROW:schema".into(),
+                base64(&seven_bit_schema_message()),
+            )]))
+            .build();
+        let options = ArrowWriterOptions::new()
+            .with_skip_arrow_metadata(true)
+            .with_properties(properties);
+        let mut writer = ArrowWriter::try_new_with_options(
+            File::create(&input).unwrap(),
+            schema.clone(),
+            options,
+        )
+        .unwrap();
+        let column: ArrayRef = Arc::new(Int32Array::from(vec![1, 2]));
+        writer
+            .write(&RecordBatch::try_new(schema, vec![column]).unwrap())
+            .unwrap();
+        writer.close().unwrap();
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(matches!(&error, IngestError::Parquet { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("hint.parquet"), "{message}");
+        assert!(message.contains("bit width of 7"), "{message}");
         assert!(!output.exists());
     }
 

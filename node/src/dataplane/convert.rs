@@ -25,7 +25,6 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
-use arrow::ipc::MessageHeader;
 use arrow::ipc::reader::FileReader;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression as ParquetCompression;
@@ -216,81 +215,33 @@ fn write_stream(verified: &Path, stream_bytes: u64, dest: &Path) -> std::io::Res
     Ok(copied)
 }
 
-/// Walks the messages of the verified stream (without decoding any body) and refuses a
-/// record or dictionary batch over [`MAX_DECODED_ROWS`] rows, or whose compressed buffers
-/// declare more than [`MAX_DECODED_MESSAGE`] bytes once decompressed.
+/// Walks the messages of the verified stream (without decoding any body, with
+/// [`check_stream`](crate::arrow_guard::check_stream)) and refuses a message over a data frame,
+/// a record or dictionary batch over [`MAX_DECODED_ROWS`] rows or whose compressed buffers
+/// declare more than [`MAX_DECODED_MESSAGE`] bytes once decompressed, and a stream that does
+/// not end where the verified file says it does.
 fn check_decodable(verified: &Path, stream_bytes: u64) -> Result<(), ConvertError> {
-    let format = OutputFormat::Parquet;
-    let io = |source| ConvertError::Io { format, source };
-    let bounds = |what: String| ConvertError::Bounds { what };
-    let mut file = File::open(verified).map_err(io)?;
-    let end = HEADER_LEN as u64 + stream_bytes;
-    let mut at = HEADER_LEN as u64;
-    let mut meta = Vec::new();
-    let read_at = |file: &mut File, offset: u64, buf: &mut [u8]| {
-        file.seek(SeekFrom::Start(offset))
-            .and_then(|_| file.read_exact(buf))
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => bounds(format!(
-                    "the received file ends inside the message at byte {offset}"
-                )),
-                _ => io(e),
-            })
+    use crate::arrow_guard::{MessageBounds, MessageError, check_stream};
+    const BOUNDS: MessageBounds = MessageBounds {
+        max_metadata: MAX_DATA_FRAME as u64,
+        max_body: MAX_DATA_FRAME as u64,
+        max_rows: MAX_DECODED_ROWS,
+        max_decompressed: MAX_DECODED_MESSAGE,
     };
-    while at + 8 <= end {
-        let mut prefix = [0u8; 8];
-        read_at(&mut file, at, &mut prefix)?;
-        let meta_len = i32::from_le_bytes(prefix[4..].try_into().expect("4 bytes"));
-        let meta_len = usize::try_from(meta_len)
-            .ok()
-            .filter(|m| prefix[..4] == [0xff; 4] && *m > 0 && *m <= MAX_DATA_FRAME)
-            .ok_or_else(|| bounds(format!("no IPC message at byte {at}")))?;
-        meta.resize(meta_len, 0);
-        read_at(&mut file, at + 8, &mut meta)?;
-        let message = arrow::ipc::root_as_message(&meta)
-            .map_err(|e| bounds(format!("an IPC message header does not decode: {e}")))?;
-        let body_len = u64::try_from(message.bodyLength())
-            .ok()
-            .filter(|b| *b <= MAX_DATA_FRAME as u64)
-            .ok_or_else(|| bounds("an IPC message body is out of bounds".into()))?;
-        let body = at + 8 + meta_len as u64;
-        let batch = match message.header_type() {
-            MessageHeader::RecordBatch => message.header_as_record_batch(),
-            MessageHeader::DictionaryBatch => {
-                message.header_as_dictionary_batch().and_then(|d| d.data())
-            }
-            _ => None,
-        };
-        if let Some(batch) = batch {
-            if batch.length() > MAX_DECODED_ROWS {
-                return Err(bounds(format!(
-                    "a batch declares {} rows, over the limit of {MAX_DECODED_ROWS}",
-                    batch.length()
-                )));
-            }
-            if batch.compression().is_some() {
-                let mut declared = 0u64;
-                for buffer in batch.buffers().iter().flatten() {
-                    if buffer.length() < 8 {
-                        continue;
-                    }
-                    let offset = u64::try_from(buffer.offset())
-                        .ok()
-                        .filter(|o| o.saturating_add(8) <= body_len)
-                        .ok_or_else(|| bounds("a buffer lies outside its message".into()))?;
-                    let mut length = [0u8; 8];
-                    read_at(&mut file, body + offset, &mut length)?;
-                    declared = declared
-                        .saturating_add(u64::try_from(i64::from_le_bytes(length)).unwrap_or(0));
-                }
-                if declared > MAX_DECODED_MESSAGE {
-                    return Err(bounds(format!(
-                        "a batch declares {declared} bytes once decompressed, over the limit of {MAX_DECODED_MESSAGE}"
-                    )));
-                }
-            }
-        }
-        at = body + body_len;
+    let format = OutputFormat::Parquet;
+    let mut file = File::open(verified).map_err(|source| ConvertError::Io { format, source })?;
+    let start = HEADER_LEN as u64;
+    let end = start + stream_bytes;
+    let stopped = check_stream(&mut file, start, end, &BOUNDS).map_err(|e| match e {
+        MessageError::Io(source) => ConvertError::Io { format, source },
+        refused => ConvertError::Bounds {
+            what: refused.to_string(),
+        },
+    })?;
+    if stopped != end {
+        return Err(ConvertError::Bounds {
+            what: format!("no IPC message at byte {stopped}"),
+        });
     }
     Ok(())
 }
