@@ -320,7 +320,9 @@ async fn print_csv(rows: &mut Rows) -> anyhow::Result<()> {
 
 /// The writer of the format `--out` chose.
 enum FileSink {
-    Parquet(parquet::arrow::ArrowWriter<std::fs::File>),
+    /// With the schema written: types Parquet has no name for replaced
+    /// (`dataplane::parquet_schema`), as a fetch writes them.
+    Parquet(parquet::arrow::ArrowWriter<std::fs::File>, SchemaRef),
     Stream(arrow::ipc::writer::StreamWriter<std::io::BufWriter<std::fs::File>>),
     File(arrow::ipc::writer::FileWriter<std::io::BufWriter<std::fs::File>>),
 }
@@ -329,9 +331,11 @@ impl FileSink {
     fn new(format: OutputFormat, file: std::fs::File, schema: &SchemaRef) -> anyhow::Result<Self> {
         // The Parquet writer buffers on its own.
         if format == OutputFormat::Parquet {
+            let schema = mesh_node::dataplane::parquet_schema(schema);
             return Ok(Self::Parquet(
                 parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)
                     .context("cannot write Parquet")?,
+                schema,
             ));
         }
         let file = std::io::BufWriter::new(file);
@@ -345,7 +349,11 @@ impl FileSink {
 
     fn write(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
         match self {
-            Self::Parquet(w) => w.write(batch).context("cannot write Parquet"),
+            Self::Parquet(w, schema) => {
+                let batch = mesh_node::dataplane::cast_to_schema(batch.clone(), schema)
+                    .context("cannot write Parquet")?;
+                w.write(&batch).context("cannot write Parquet")
+            }
             Self::Stream(w) => w.write(batch).map_err(bad),
             Self::File(w) => w.write(batch).map_err(bad),
         }
@@ -354,7 +362,7 @@ impl FileSink {
     /// Ends the format and forces the file to disk.
     fn finish(self) -> anyhow::Result<()> {
         let file = match self {
-            Self::Parquet(w) => w.into_inner().context("cannot write Parquet")?,
+            Self::Parquet(w, _) => w.into_inner().context("cannot write Parquet")?,
             Self::Stream(mut w) => {
                 w.finish().map_err(bad)?;
                 w.into_inner()

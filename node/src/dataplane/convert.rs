@@ -262,7 +262,7 @@ fn write_parquet(verified: &Path, dest: &Path) -> Result<u64, ConvertError> {
     let mut writer =
         ArrowWriter::try_new(out, schema.clone(), Some(properties)).map_err(parquet)?;
     for batch in reader {
-        let batch = to_schema(batch.map_err(arrow)?, &schema).map_err(arrow)?;
+        let batch = cast_to_schema(batch.map_err(arrow)?, &schema).map_err(arrow)?;
         writer.write(&batch).map_err(parquet)?;
         if writer.in_progress_size() >= PARQUET_ROW_GROUP_BYTES {
             writer.flush().map_err(parquet)?;
@@ -280,28 +280,36 @@ fn write_parquet(verified: &Path, dest: &Path) -> Result<u64, ConvertError> {
 
 /// `schema` with the types Parquet has no name for replaced by the nearest it has, as
 /// pyarrow writes them: timestamps and times in seconds become milliseconds (the same
-/// instants). The parquet crate would otherwise write them as bare integers, which readers
-/// other than arrow-rs take for numbers. (Top-level columns: what a publish produces.)
-fn parquet_schema(schema: &SchemaRef) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let data_type = match f.data_type() {
-                DataType::Timestamp(TimeUnit::Second, tz) => {
-                    DataType::Timestamp(TimeUnit::Millisecond, tz.clone())
-                }
-                DataType::Time32(TimeUnit::Second) => DataType::Time32(TimeUnit::Millisecond),
-                other => other.clone(),
-            };
-            f.as_ref().clone().with_data_type(data_type)
-        })
-        .collect();
+/// instants), `Date64` becomes `Date32` (the same days), at any depth (inside lists, structs
+/// and maps too). The parquet crate would otherwise write them as bare integers, which
+/// readers other than arrow-rs take for numbers. Used for every Parquet file meshnode writes
+/// (`fetch --format parquet`, `sql --out x.parquet`), with [`cast_to_schema`].
+pub fn parquet_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema.fields().iter().map(|f| parquet_field(f)).collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
+/// `field` with [`parquet_schema`]'s replacements, its children included.
+fn parquet_field(field: &Field) -> Field {
+    let child = |f: &arrow::datatypes::FieldRef| Arc::new(parquet_field(f));
+    let data_type = match field.data_type() {
+        DataType::Timestamp(TimeUnit::Second, tz) => {
+            DataType::Timestamp(TimeUnit::Millisecond, tz.clone())
+        }
+        DataType::Time32(TimeUnit::Second) => DataType::Time32(TimeUnit::Millisecond),
+        DataType::Date64 => DataType::Date32,
+        DataType::List(f) => DataType::List(child(f)),
+        DataType::LargeList(f) => DataType::LargeList(child(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(child(f), *n),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(child).collect()),
+        DataType::Map(f, sorted) => DataType::Map(child(f), *sorted),
+        other => other.clone(),
+    };
+    field.clone().with_data_type(data_type)
+}
+
 /// `batch` with its columns cast to the types of `schema` where they differ.
-fn to_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+pub fn cast_to_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
     if batch.schema().fields() == schema.fields() {
         return Ok(batch);
     }
@@ -362,6 +370,91 @@ mod tests {
         drop(writer);
         let (path, stream_bytes) = file_of_stream(dir, &stream);
         (path, batches, stream_bytes)
+    }
+
+    #[test]
+    fn nested_seconds_and_date64_keep_their_meaning_in_parquet() {
+        use arrow::array::{
+            ArrayRef, Date64Array, ListArray, StructArray, Time32SecondArray, TimestampSecondArray,
+        };
+        use arrow::datatypes::Int32Type;
+        let instants = TimestampSecondArray::from(vec![Some(1_733_047_200), None, Some(0)]);
+        let list: ListArray = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(1)]),
+            None,
+            Some(vec![]),
+        ]);
+        // A list of timestamps in seconds: the offsets of `list`, the values of `instants`.
+        let item = Arc::new(Field::new(
+            "item",
+            DataType::Timestamp(TimeUnit::Second, None),
+            true,
+        ));
+        let seconds = ListArray::new(
+            item,
+            list.offsets().clone(),
+            Arc::new(TimestampSecondArray::from(vec![1_733_047_200])),
+            arrow::array::Array::nulls(&list).cloned(),
+        );
+        let at = StructArray::from(vec![
+            (
+                Arc::new(Field::new("when", DataType::Time32(TimeUnit::Second), true)),
+                Arc::new(Time32SecondArray::from(vec![Some(3_600), Some(0), None])) as ArrayRef,
+            ),
+            (
+                Arc::new(Field::new("day", DataType::Date64, true)),
+                Arc::new(Date64Array::from(vec![Some(86_400_000), None, Some(0)])) as ArrayRef,
+            ),
+        ]);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(instants),
+            Arc::new(seconds),
+            Arc::new(at),
+            Arc::new(Date64Array::from(vec![Some(0), Some(172_800_000), None])),
+        ];
+        let batch =
+            RecordBatch::try_from_iter(["at", "history", "slot", "day"].into_iter().zip(columns))
+                .unwrap();
+        let schema = parquet_schema(&batch.schema());
+        let cast = cast_to_schema(batch.clone(), &schema).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("x.parquet");
+        let mut writer = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+        writer.write(&cast).unwrap();
+        writer.close().unwrap();
+
+        // What a reader that ignores the stored Arrow schema (any other tool) sees.
+        let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            File::open(&path).unwrap(),
+            options,
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let read = reader.map(Result::unwrap).next().unwrap();
+        let types: Vec<String> = read
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().to_string())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "Timestamp(ms)",
+                "List(Timestamp(ms))",
+                "Struct(\"when\": Time32(ms), \"day\": Date32)",
+                "Date32",
+            ],
+            "{:#?}",
+            read.schema()
+        );
+        // The same instants, times and days as written.
+        for (i, column) in batch.columns().iter().enumerate() {
+            let back = arrow::compute::cast(read.column(i), column.data_type()).unwrap();
+            assert_eq!(&back, column, "column {i}");
+        }
     }
 
     #[test]

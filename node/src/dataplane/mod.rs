@@ -58,7 +58,7 @@ use crate::config::{DataDir, NodeConfig};
 use crate::store::{Store, StoreError};
 
 pub use consumer::{FetchOptions, FetchOutcome};
-pub use convert::{ConvertError, OutputFormat};
+pub use convert::{ConvertError, OutputFormat, cast_to_schema, parquet_schema};
 pub use mesh_protocol::Compression;
 pub use outpath::OutputError;
 pub use staged::StagedFetch;

@@ -244,6 +244,26 @@ fn join_and_aggregate_match_duckdb_and_ungranted_columns_are_named() {
         .filter(|name| name.starts_with(".meshnode-sql-"))
         .collect();
     assert!(staged.is_empty(), "{staged:?}");
+
+    // `--out x.parquet` writes timestamps in seconds as Parquet timestamps (milliseconds),
+    // which other tools read as the same instants, not as bare integers.
+    let parquet = churn.dir.join("instants.parquet");
+    let query = "SELECT arrow_cast(order_id, 'Timestamp(Second, None)') AS instant \
+                 FROM \"sales/orders\" WHERE order_id < 3";
+    let out = churn.cli(&["sql", "--out", parquet.to_str().unwrap(), query]);
+    assert!(out.success, "{}", out.stderr);
+    let read = format!(
+        "SELECT typeof(instant) AS t, CAST(epoch(instant) AS BIGINT) AS s \
+         FROM read_parquet('{}') ORDER BY s",
+        parquet.display()
+    );
+    let rows = duckdb_rows(&orders, &customers, &read);
+    assert_eq!(
+        rows,
+        (0..3)
+            .map(|s| serde_json::json!({ "t": "TIMESTAMP", "s": s }))
+            .collect::<Vec<_>>()
+    );
 }
 
 /// `events`: 60,000 rows of twelve columns; `ev_type` is `rare` on 1 % of them.
