@@ -49,6 +49,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mesh_protocol::admission::{Admission, AdmissionLimits};
 use mesh_protocol::{Identity, PublicKey, Refusal};
@@ -239,7 +240,29 @@ impl From<FetchError> for crate::error::NodeError {
     }
 }
 
-/// Test-only behaviour of the provider.
+/// How long a data stream may go without progress, in either direction, before the
+/// transfer is given up: the consumer receiving no byte, or the provider's writes taking
+/// none. QUIC's idle timeout cannot catch this, since keep-alives flow whatever the
+/// application does. Progress is bytes moved, not time spent: a large product takes as long
+/// as it takes. A consumer ends a stalled fetch as interrupted (resumable); a provider
+/// resets the stream, which gives back its transfer slot, its reader thread and the file.
+pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reset code of a stream the provider gave up on because the consumer took nothing for
+/// the stall bound (see [`STALL_TIMEOUT`]).
+pub(crate) const RESET_STALLED: u32 = 1;
+
+/// A duration for a message: whole seconds, or milliseconds below that (tests shorten the
+/// bounds).
+pub(crate) fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+/// Test-only behaviour of the data plane (the defaults are production's).
 #[derive(Debug, Default)]
 pub(crate) struct Hooks {
     /// After forwarding this many data frames, stop sending and signal `paused`.
@@ -250,6 +273,8 @@ pub(crate) struct Hooks {
     pub(crate) tamper: Option<Tamper>,
     /// Admission limits other than the defaults.
     pub(crate) admission: Option<AdmissionLimits>,
+    /// A stall bound other than [`STALL_TIMEOUT`], both sides (tests shorten it).
+    pub(crate) stall: Option<Duration>,
 }
 
 /// How a test provider misbehaves.
@@ -292,6 +317,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// How long a data stream may make no progress (see [`STALL_TIMEOUT`]).
+    fn stall(&self) -> Duration {
+        self.hooks.stall.unwrap_or(STALL_TIMEOUT)
+    }
+
     /// The stream summaries (never held across an await).
     fn summaries(&self) -> std::sync::MutexGuard<'_, summaries::Summaries> {
         self.summaries

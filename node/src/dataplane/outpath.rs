@@ -8,7 +8,9 @@
 //! - an existing file is replaced only when asked (`--force`), and the final step of a
 //!   fetch without `--force` cannot replace a file that appeared meanwhile;
 //! - one fetch per output path at a time: an advisory lock on `OUT.partial.lock`, held for
-//!   the whole fetch and released by the kernel if the daemon dies.
+//!   the whole fetch and released by the kernel if the daemon dies. A symbolic link planted
+//!   there is removed, never followed (the file is opened with `O_NOFOLLOW`), like the links
+//!   planted at the partial file and its state.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::ErrorKind;
@@ -226,24 +228,35 @@ impl OutputLock {
         let mut name = out.file_name().unwrap_or_default().to_os_string();
         name.push(".partial.lock");
         let path = out.with_file_name(name);
+        let not_writable = |source| OutputError::NotWritable {
+            dir: dir.to_owned(),
+            source,
+        };
         // A holder removes the file before it unlocks it; if that happened between our open
         // and our lock, we hold a lock on a removed file and must try again.
         for _ in 0..16 {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|source| match source.kind() {
-                    ErrorKind::AlreadyExists | ErrorKind::IsADirectory => {
-                        OutputError::Locked(out.to_owned())
-                    }
-                    _ => OutputError::NotWritable {
-                        dir: dir.to_owned(),
-                        source,
-                    },
-                })?;
+            // A lock file is always a plain file: a symbolic link there was planted, and is
+            // removed (not what it points to). One planted between this check and the open
+            // makes the open fail rather than follow it, and the next round removes it.
+            if is_link(&path) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(not_writable(e)),
+                }
+            }
+            let file = match open_lock_file(&path) {
+                Ok(file) => file,
+                Err(_) if is_link(&path) => continue,
+                Err(source) => {
+                    return Err(match source.kind() {
+                        ErrorKind::AlreadyExists | ErrorKind::IsADirectory => {
+                            OutputError::Locked(out.to_owned())
+                        }
+                        _ => not_writable(source),
+                    });
+                }
+            };
             match file.try_lock() {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => return Err(OutputError::Locked(out.to_owned())),
@@ -257,6 +270,25 @@ impl OutputLock {
         }
         Err(OutputError::Locked(out.to_owned()))
     }
+}
+
+/// Whether `path` is a symbolic link.
+fn is_link(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// Opens `path` for the lock, creating it, without following a symbolic link there
+/// (`O_NOFOLLOW`: the open fails instead). Off Linux the node has no binding for the flag
+/// (`rustix` is a Linux-only dependency), and only the check before the open guards it.
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    options.open(path)
 }
 
 impl Drop for OutputLock {
@@ -410,6 +442,28 @@ mod tests {
         let third = prepare(&out, &own, false).unwrap();
         drop(third);
         assert!(!tmp.path().join("x.arrow.partial.lock").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_at_the_lock_is_removed_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let own = tmp.path().join("node");
+        let out = tmp.path().join("x.arrow");
+        let lock = tmp.path().join("x.arrow.partial.lock");
+        let absent = tmp.path().join("absent");
+        let precious = tmp.path().join("precious");
+        std::fs::write(&precious, "precious").unwrap();
+        for target in [&absent, &precious] {
+            std::os::unix::fs::symlink(target, &lock).unwrap();
+            let held = prepare(&out, &own, false).unwrap();
+            let meta = std::fs::symlink_metadata(&lock).unwrap();
+            assert!(meta.is_file(), "the lock is a plain file of its own");
+            drop(held);
+            assert!(std::fs::symlink_metadata(&lock).is_err());
+        }
+        assert!(std::fs::symlink_metadata(&absent).is_err());
+        assert_eq!(std::fs::read(&precious).unwrap(), b"precious");
     }
 
     #[test]

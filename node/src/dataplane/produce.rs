@@ -371,6 +371,14 @@ fn skip_file_header(reader: &mut impl BufRead) -> Result<(), String> {
 }
 
 /// Reads, filters, projects and re-encodes batch by batch.
+/// Stored batches in a row that a filter may drop entirely before an empty batch is sent in
+/// their place. A consumer takes a stream that moves no byte for the stall bound
+/// ([`STALL_TIMEOUT`](super::STALL_TIMEOUT)) for a provider that stopped, and a filter that
+/// matches nothing in a large product would otherwise send nothing while it scans. A count of
+/// batches, not a time, so that the frames (and a resumed fetch's frame numbers) are the same
+/// on every run.
+pub(crate) const EMPTY_RUN: usize = 64;
+
 fn select<F: FnMut(Vec<u8>) -> bool>(
     plan: &ServePlan,
     emitter: &mut Emitter<F>,
@@ -441,6 +449,7 @@ fn select<F: FnMut(Vec<u8>) -> bool>(
     write_message(&mut frame, schema_message, &options).map_err(encode_err)?;
     emitter.emit(frame, 0)?;
 
+    let mut dropped = 0;
     for batch in reader {
         let batch = batch.map_err(|e| file_error(path, e))?;
         let batch = match &filter {
@@ -448,8 +457,12 @@ fn select<F: FnMut(Vec<u8>) -> bool>(
             None => batch,
         };
         if batch.num_rows() == 0 {
-            continue;
+            dropped += 1;
+            if dropped < EMPTY_RUN {
+                continue;
+            }
         }
+        dropped = 0;
         let batch = batch.project(&out_indices).map_err(encode_err)?;
         for slice in slices(&batch) {
             let (dictionaries, message) = generator

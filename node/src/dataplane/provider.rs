@@ -4,6 +4,11 @@
 //! handshake; the handshake must complete within the policy's deadline, and only then, with
 //! the peer's key known, does the connection take a slot. A connection with no stream open
 //! for [`IDLE_CONNECTION`] is closed, so that a slot is not held by keep-alives alone.
+//!
+//! Nor is a transfer: every wait for the consumer goes through an [`Outlet`], which resets
+//! the stream once the consumer has taken nothing for the stall bound
+//! ([`STALL_TIMEOUT`](super::STALL_TIMEOUT)), giving back the transfer slot, the file
+//! reader's thread and the open file.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +29,7 @@ use tokio::sync::mpsc;
 use super::admit::{self, HandshakeGuard, SlotGuard};
 use super::produce::{self, Emitter, ProduceError, ServePlan};
 use super::summaries::FileStamp;
-use super::{Shared, Tamper, framepool, tls};
+use super::{RESET_STALLED, Shared, Tamper, framepool, human, tls};
 use crate::agreements::Role;
 use crate::node::now_ms;
 
@@ -115,7 +120,13 @@ async fn serve_connection(
             // Cancel-safe: a stream is taken only when the future completes.
             accepted = connection.accept_bi() => match accepted {
                 Ok((send, recv)) => {
-                    streams.spawn(serve_stream(shared.clone(), peer, send, recv));
+                    let outlet = Outlet {
+                        send,
+                        connection: connection.clone(),
+                        stall: shared.stall(),
+                        peer,
+                    };
+                    streams.spawn(serve_stream(shared.clone(), peer, outlet, recv));
                 }
                 Err(_) => break,
             },
@@ -222,7 +233,7 @@ async fn refuse(shared: &Shared, mut send: quinn::SendStream, refusal: Refusal) 
 async fn serve_stream(
     shared: Arc<Shared>,
     peer: PublicKey,
-    send: quinn::SendStream,
+    outlet: Outlet,
     mut recv: quinn::RecvStream,
 ) {
     let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut recv)).await {
@@ -238,7 +249,7 @@ async fn serve_stream(
         let max = shared.config.max_transfers_per_peer;
         refuse(
             &shared,
-            send,
+            outlet.send,
             Refusal::new(
                 FetchRefusal::Busy,
                 format!("this provider already serves {max} transfers to you; retry when one ends"),
@@ -260,13 +271,13 @@ async fn serve_stream(
         Ok(Ok(p)) => p,
         Ok(Err(refusal)) => {
             drop(slot);
-            return refuse(&shared, send, refusal).await;
+            return refuse(&shared, outlet.send, refusal).await;
         }
         Err(e) => {
             drop(slot);
             return refuse(
                 &shared,
-                send,
+                outlet.send,
                 Refusal::new(FetchRefusal::Internal, e.to_string()),
             )
             .await;
@@ -274,7 +285,7 @@ async fn serve_stream(
     };
     let started = Instant::now();
     let agreement_id = request.agreement.id();
-    let outcome = stream(&shared, send, &request, plan, version, stripe).await;
+    let outcome = stream(&shared, outlet, &request, plan, version, stripe).await;
     drop(slot);
     let outcome_label = if outcome.is_ok() {
         "completed"
@@ -451,7 +462,7 @@ fn authorize(
 /// success.
 async fn stream(
     shared: &Arc<Shared>,
-    mut send: quinn::SendStream,
+    mut outlet: Outlet,
     request: &FetchRequest,
     plan: ServePlan,
     version: u64,
@@ -466,9 +477,7 @@ async fn stream(
         compression: plan.compression,
         stripe,
     };
-    send_control(&mut send, &Frame::Header(header))
-        .await
-        .map_err(|_| ())?;
+    outlet.control(&Frame::Header(header)).await?;
 
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(FRAME_QUEUE);
     let resume_from = request.resume_from_batch;
@@ -516,9 +525,11 @@ async fn stream(
         };
         sent_bytes += (header.len() + frame.len()) as u64;
         shared.transfers.sent((header.len() + frame.len()) as u64);
-        if send.write_all(&header).await.is_err() || send.write_chunk(frame).await.is_err() {
-            return Err(()); // the consumer went away; the producer stops on its own
-        }
+        // On failure the consumer went away or stalled; the producer stops on its own once
+        // `rx` is dropped.
+        outlet
+            .write(&mut [Bytes::copy_from_slice(&header), frame])
+            .await?;
         sent_frames += 1;
     }
     drop(rx);
@@ -529,8 +540,8 @@ async fn stream(
         Err(e) => {
             tracing::error!("serving {} failed: {e}", request.product.name);
             let refusal = Refusal::new(FetchRefusal::Internal, e.to_string());
-            let _ = send_control(&mut send, &Frame::Error(refusal)).await;
-            let _ = send.finish();
+            let _ = outlet.control(&Frame::Error(refusal)).await;
+            let _ = outlet.send.finish();
             return Err(());
         }
     }
@@ -544,12 +555,9 @@ async fn stream(
                 request.product.name
             );
             tracing::error!("{message}");
-            let _ = send_control(
-                &mut send,
-                &Frame::Error(Refusal::new(FetchRefusal::Internal, message)),
-            )
-            .await;
-            let _ = send.finish();
+            let refusal = Refusal::new(FetchRefusal::Internal, message);
+            let _ = outlet.control(&Frame::Error(refusal)).await;
+            let _ = outlet.send.finish();
             return Err(());
         }
         None => {
@@ -577,11 +585,82 @@ async fn stream(
         _ => shared.identity.clone(),
     };
     let signed = Signed::sign(&signer, &trailer);
-    send_control(&mut send, &Frame::Trailer(signed))
-        .await
-        .map_err(|_| ())?;
-    let _ = send.finish();
+    outlet.control(&Frame::Trailer(signed)).await?;
     // Wait until the consumer has everything (or is gone) before the slot is released.
-    let _ = send.stopped().await;
+    outlet.finish().await?;
     Ok((summary, sent_bytes))
+}
+
+/// The provider's end of a transfer stream, where every wait for the consumer is bounded:
+/// once the consumer has taken nothing for `stall`, the stream is reset (quinn drops what it
+/// still buffers for it) and the transfer ends. Progress is bytes moved, so a slow consumer
+/// that keeps reading is served however long the product takes.
+struct Outlet {
+    /// The stream.
+    send: quinn::SendStream,
+    /// Its connection, whose counters show whether a finished stream's tail still moves.
+    connection: quinn::Connection,
+    /// The stall bound ([`STALL_TIMEOUT`](super::STALL_TIMEOUT) unless a test shortens it).
+    stall: Duration,
+    /// The consumer, for the log.
+    peer: PublicKey,
+}
+
+impl Outlet {
+    /// Writes `chunks` whole. Fails when the consumer stopped the stream or closed the
+    /// connection, or when no byte of them was taken for the stall bound (the consumer does
+    /// not read, so flow control holds every write): then the stream is reset.
+    async fn write(&mut self, mut chunks: &mut [Bytes]) -> Result<(), ()> {
+        while !chunks.is_empty() {
+            // Cancel-safe: a `write_chunks` that does not complete wrote nothing.
+            match tokio::time::timeout(self.stall, self.send.write_chunks(chunks)).await {
+                Ok(Ok(written)) => chunks = &mut chunks[written.chunks..],
+                Ok(Err(_)) => return Err(()),
+                Err(_) => {
+                    self.stalled();
+                    return Err(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one control frame, as [`Outlet::write`].
+    async fn control(&mut self, frame: &Frame) -> Result<(), ()> {
+        let bytes = encode_frame(frame).map_err(|_| ())?;
+        self.write(&mut [Bytes::from(bytes)]).await
+    }
+
+    /// Finishes the stream and waits until the consumer acknowledged all of it or stopped
+    /// it. What remains to be delivered is at most a flow-control window, which the
+    /// consumer's QUIC stack acknowledges whether or not it reads; while stream data still
+    /// goes out on the connection (sent or resent) the wait goes on, and once none has for
+    /// the stall bound the stream is reset.
+    async fn finish(&mut self) -> Result<(), ()> {
+        let _ = self.send.finish();
+        let mut sent = self.connection.stats().frame_tx.stream;
+        loop {
+            match tokio::time::timeout(self.stall, self.send.stopped()).await {
+                Ok(_) => return Ok(()),
+                Err(_) => {
+                    let now = self.connection.stats().frame_tx.stream;
+                    if now == sent {
+                        self.stalled();
+                        return Err(());
+                    }
+                    sent = now;
+                }
+            }
+        }
+    }
+
+    /// Gives up on a consumer that took nothing for the stall bound.
+    fn stalled(&mut self) {
+        tracing::info!(
+            peer = %self.peer,
+            "transfer given up: the consumer took nothing for {}; stream reset",
+            human(self.stall)
+        );
+        let _ = self.send.reset(quinn::VarInt::from_u32(RESET_STALLED));
+    }
 }

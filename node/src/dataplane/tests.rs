@@ -216,6 +216,18 @@ fn publish(side: &Side, name: &str, version: u64, restricted: &[&str]) -> Produc
     descriptor.id()
 }
 
+/// Replaces the file of `name` version `version` with one of `batches` batches of the same
+/// schema (the descriptor keeps its metadata; the provider serves what the file holds).
+fn enlarge(side: &Side, name: &str, version: u64, batches: usize) {
+    let path = side.data_dir.product_file(name, version);
+    let schema = Arc::new(sales_schema());
+    let mut writer = FileWriter::try_new(File::create(&path).unwrap(), &schema).unwrap();
+    for b in 0..batches {
+        writer.write(&sales_batch(b)).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
 fn terms(product: &ProductId, consumer: &Identity) -> ContractTerms {
     let now = now_ms();
     ContractTerms {
@@ -423,6 +435,40 @@ async fn fetch_applies_projection_and_filter() {
     assert!(consumer.store.audit_verify().unwrap().is_ok());
 }
 
+#[tokio::test]
+async fn a_filter_that_drops_long_runs_still_sends_a_frame_every_run() {
+    let provider = Side::start(provider_id());
+    let consumer = Side::start(consumer_id());
+    let product = publish(&provider, "sales", 1, &["email"]);
+    // 2 runs and a half of batches the filter drops entirely, then one it keeps part of.
+    let batches = super::produce::EMPTY_RUN * 5 / 2 + 1;
+    enlarge(&provider, "sales", 1, batches);
+    replicate_catalog(&provider, &consumer, &product);
+    agree(&provider, &consumer, terms(&product, &consumer.identity));
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("late.arrow");
+    let first_kept = ((batches - 1) * ROWS_PER_BATCH) as i64;
+    let outcome = consumer
+        .plane
+        .fetch(FetchOptions {
+            narrowing: Some(mesh_protocol::Narrowing {
+                columns: None,
+                filter: Some(format!("order_id >= {first_kept}")),
+            }),
+            ..options(&out, &product)
+        })
+        .await
+        .unwrap();
+    let (_, read) = read_arrow(&out);
+    let rows: Vec<usize> = read.iter().map(RecordBatch::num_rows).collect();
+    // One empty batch for each full run dropped, then the rows kept (the agreement's filter
+    // keeps a third of them): the same rows as without the empty batches.
+    assert_eq!(rows[..2], [0, 0], "{rows:?}");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[2], ROWS_PER_BATCH / 3 + 1);
+    assert_eq!(outcome.rows, rows.iter().sum::<usize>() as u64);
+}
+
 fn no_output_partials(out: &Path) {
     let paths = PartialPaths::new(out.to_owned());
     assert!(!paths.partial.exists() && !paths.state.exists());
@@ -559,16 +605,9 @@ async fn windows_sized_for_a_slow_link_still_carry_a_product_many_times_larger()
     let provider = Side::start_full(provider_id(), Hooks::default(), transport);
     let consumer = Side::start_full(consumer_id(), Hooks::default(), transport);
     let product = publish(&provider, "orders", 1, &[]);
-    // Replace the file with a larger one of the same schema (the descriptor keeps its
-    // metadata; the provider serves what the file holds).
-    let path = provider.data_dir.product_file("orders", 1);
-    let schema = Arc::new(sales_schema());
-    let mut writer = FileWriter::try_new(File::create(&path).unwrap(), &schema).unwrap();
     let batches = 400;
-    for b in 0..batches {
-        writer.write(&sales_batch(b)).unwrap();
-    }
-    writer.finish().unwrap();
+    enlarge(&provider, "orders", 1, batches);
+    let path = provider.data_dir.product_file("orders", 1);
     assert!(std::fs::metadata(&path).unwrap().len() > 8 * 1024 * 1024);
     replicate_catalog(&provider, &consumer, &product);
     let mut terms = terms(&product, &consumer.identity);
@@ -897,6 +936,170 @@ async fn interrupted_fetch_resumes_to_an_identical_file() {
     assert_eq!(rows, BATCHES * ROWS_PER_BATCH - 80);
 }
 
+/// Polls `check` until it holds; panics with `what` after `limit`.
+async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Transfers the provider `side` serves to `peer` right now.
+fn active_transfers(side: &Side, peer: &mesh_protocol::PublicKey) -> u32 {
+    let active = side.plane.shared.active.lock().unwrap();
+    active.get(peer).copied().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_provider_that_stops_sending_ends_the_fetch_as_interrupted_within_the_stall_bound() {
+    // The provider parks after three frames and stays up: its QUIC stack answers keep-alives,
+    // so the connection's idle timeout never fires and only the stall bound ends the fetch.
+    let mut provider = Side::start_with(
+        provider_id(),
+        Hooks {
+            pause_after_frames: Some(3),
+            ..Hooks::default()
+        },
+        4,
+    );
+    let stall = Duration::from_secs(1);
+    let consumer = Side::start_with(
+        consumer_id(),
+        Hooks {
+            stall: Some(stall),
+            ..Hooks::default()
+        },
+        4,
+    );
+    let product = publish(&provider, "orders", 1, &[]);
+    replicate_catalog(&provider, &consumer, &product);
+    let mut t = terms(&product, &consumer.identity);
+    t.filter = Some("amount >= 100.0".into());
+    agree(&provider, &consumer, t);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("stalled.arrow");
+    let partials = PartialPaths::new(out.clone());
+
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(15),
+        consumer.plane.fetch(options(&out, &product)),
+    )
+    .await
+    .expect("the fetch ends once the provider stopped sending")
+    .unwrap_err();
+    assert!(started.elapsed() >= stall);
+    match &err {
+        FetchError::Interrupted { batches, .. } => assert_eq!(*batches, 3, "{err}"),
+        other => panic!("expected an interruption, got {other}"),
+    }
+    assert_eq!(err.code(), "interrupted");
+    let text = err.to_string();
+    assert!(
+        text.contains("the provider stopped sending: nothing arrived for 1 s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("run the same fetch again to resume"),
+        "{text}"
+    );
+    assert!(!out.exists());
+    assert!(partials.partial.exists() && partials.state.exists());
+
+    // Run again against the provider, back on its feet: the fetch resumes.
+    provider.restart(Hooks::default());
+    let mut o = options(&out, &product);
+    o.provider_addr = Some(provider.addr());
+    let outcome = consumer.plane.fetch(o).await.unwrap();
+    assert_eq!(outcome.resumed_from_batch, 3);
+    assert!(!partials.partial.exists() && !partials.state.exists());
+    let (_, batches) = read_arrow(&out);
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, BATCHES * ROWS_PER_BATCH - 80);
+}
+
+#[tokio::test]
+async fn a_consumer_that_stops_reading_is_cut_off_and_gives_its_transfer_back() {
+    let stall = Duration::from_secs(1);
+    let provider = Side::start_with(
+        provider_id(),
+        Hooks {
+            stall: Some(stall),
+            ..Hooks::default()
+        },
+        4,
+    );
+    let consumer = Side::start(consumer_id());
+    // A product of about 4 MiB, served as stored, against a consumer's stream window of 1 MiB.
+    let product = publish(&provider, "orders", 1, &[]);
+    enlarge(&provider, "orders", 1, 200);
+    let mut t = terms(&product, &consumer.identity);
+    t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
+    t.filter = None;
+    let agreement = agree(&provider, &consumer, t);
+    let slow = tls::Transport {
+        link: tls::LongFatLink {
+            bits_per_s: 8_000_000,
+            rtt: Duration::from_millis(10),
+        },
+        ..tls::Transport::streams(4)
+    };
+    assert_eq!(
+        tls::Windows::fetching(slow.link).stream_receive,
+        1024 * 1024
+    );
+
+    // A raw client that sends a valid request and then never reads.
+    let client = tls::client_config(&consumer.identity, &provider.key(), slow).unwrap();
+    let connection = consumer
+        .plane
+        .endpoint
+        .connect_with(client, provider.addr(), tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let request = FetchRequest {
+        agreement: agreement.clone(),
+        product: product.clone(),
+        version: None,
+        resume_from_batch: 0,
+        compression: Compression::None,
+        narrowing: None,
+        stripe: mesh_protocol::Stripe::WHOLE,
+    };
+    send.write_all(&encode_frame(&Frame::Request(Box::new(request))).unwrap())
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let peer = consumer.key();
+    wait_until(
+        "the provider takes the transfer",
+        Duration::from_secs(10),
+        || active_transfers(&provider, &peer) == 1,
+    )
+    .await;
+    // The window fills, the provider's writes take nothing more, and after the stall bound
+    // it resets the stream and gives the transfer back.
+    wait_until(
+        "the provider gives the stalled transfer back",
+        Duration::from_secs(15),
+        || active_transfers(&provider, &peer) == 0,
+    )
+    .await;
+    match recv.read_to_end(64 << 20).await {
+        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
+            assert_eq!(code, quinn::VarInt::from_u32(RESET_STALLED));
+        }
+        other => panic!("expected the stream reset as stalled, got {other:?}"),
+    }
+    connection.close(0u32.into(), b"");
+}
+
 /// The provider's node record, issued now, as the consumer would receive it.
 fn announce_node_record(provider: &Side, consumer: &Side) {
     let record = mesh_protocol::catalog::NodeRecord {
@@ -1097,11 +1300,24 @@ async fn links_planted_beside_the_output_are_replaced_not_followed() {
         std::os::unix::fs::symlink(&victim, &link).unwrap();
         planted.push(victim);
     }
+    // A dangling link at the lock: following it would create its target with the daemon's
+    // rights (and then report the output as locked).
+    let lock = out.with_file_name("x.arrow.partial.lock");
+    let absent = victims.path().join("created-through-the-lock");
+    std::os::unix::fs::symlink(&absent, &lock).unwrap();
     let outcome = consumer.plane.fetch(options(&out, &product)).await.unwrap();
     assert_eq!(outcome.rows, (BATCHES * ROWS_PER_BATCH / 3) as u64);
     for victim in planted {
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     }
+    assert!(
+        std::fs::symlink_metadata(&absent).is_err(),
+        "the lock's link was followed"
+    );
+    assert!(
+        std::fs::symlink_metadata(&lock).is_err(),
+        "the lock is left"
+    );
     no_output_partials(&out);
 }
 

@@ -34,6 +34,7 @@ mod reader;
 mod transfer;
 mod writer;
 
+use reader::Patience;
 use transfer::Transfer;
 
 /// What to fetch and where to put it.
@@ -350,10 +351,28 @@ pub(super) async fn fetch_observed(
     let addr = provider_addr(shared, &options, &terms).await?;
     let paths = PartialPaths::new(target.path.clone());
 
-    let resume = load_resume(&paths, &id, &terms, &options).filter(|_| observer.is_none());
-    if resume.is_none() {
-        paths.discard();
-    }
+    // Resuming reads and hashes the whole partial file again: on the blocking pool.
+    let resume = {
+        let (paths, terms, options) = (paths.clone(), terms.clone(), options.clone());
+        let observed = observer.is_some();
+        tokio::task::spawn_blocking(move || {
+            // With an observer nothing is resumed (see above): the file is not even read.
+            let resume = if observed {
+                None
+            } else {
+                load_resume(&paths, &id, &terms, &options)
+            };
+            if resume.is_none() {
+                paths.discard();
+            }
+            resume
+        })
+        .await
+        .map_err(|e| FetchError::Io {
+            what: "reading the partial file to resume".into(),
+            source: std::io::Error::other(e),
+        })?
+    };
     let version_wanted = resume.as_ref().map(|(s, _)| s.version).or(options.version);
 
     let client = client_config(shared, &terms.provider).map_err(|e| FetchError::Connect {
@@ -390,6 +409,10 @@ pub(super) async fn fetch_observed(
         options: &options,
         version_wanted,
         resume_from: resume.as_ref().map_or(0, |(_, b)| b.messages()),
+        patience: Patience::resuming(
+            shared.stall(),
+            resume.as_ref().map_or(0, |(_, b)| b.offset()),
+        ),
         started,
     }
     .run(agreement, resume.map(|(_, b)| b), observer)

@@ -5,14 +5,19 @@
 //! batch instead of per packet. A reader that takes them one by one falls behind the
 //! connection driver, and quinn then copies what waits in its reassembly buffer into fresh
 //! buffers (`Assembler::defragment`), which cost the consumer about a sixth of its CPU.
+//!
+//! Every wait for the provider is bounded by [`Patience`]: a provider whose QUIC stack keeps
+//! the connection alive but that sends nothing more ends the read as a broken (resumable)
+//! transfer instead of holding the fetch, and the output's lock, forever.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use mesh_protocol::transfer::{FRAME_HEADER_LEN, FrameKind, MAX_STRIPES};
 use mesh_protocol::{Frame, FrameHeader, Stripe};
 
-use crate::dataplane::{appendfile, framepool};
+use crate::dataplane::{RESET_STALLED, appendfile, framepool, human};
 
 /// Chunks taken from quinn at once.
 const CHUNKS_PER_READ: usize = 32;
@@ -57,9 +62,41 @@ pub(super) enum ReadFailure {
     Protocol(String),
 }
 
+/// How long a reader waits for the provider's next bytes.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Patience {
+    /// No byte for this long ends the read as broken (see
+    /// [`STALL_TIMEOUT`](crate::dataplane::STALL_TIMEOUT)).
+    pub(super) stall: Duration,
+    /// Added to `stall` until the first data frame has arrived. A resumed transfer's provider
+    /// reads again the part this node already holds (to hash it, or to encode it again)
+    /// before it sends the next frame, and sends nothing meanwhile.
+    pub(super) first_frame: Duration,
+}
+
+/// The rate at which a provider is assumed, at the least, to read again the part of a
+/// resumed transfer that the consumer holds (see [`Patience::first_frame`]): well under
+/// what hashing or encoding a stored product runs at, so that a resume is not given up
+/// while the provider works through a large prefix.
+const RESCAN_BYTES_PER_S: u64 = 8 << 20;
+
+impl Patience {
+    /// The bounds of a transfer that resumes after `held` bytes of its stream.
+    pub(super) fn resuming(stall: Duration, held: u64) -> Self {
+        Self {
+            stall,
+            first_frame: Duration::from_secs(held / RESCAN_BYTES_PER_S),
+        }
+    }
+}
+
 /// Reads frames from the provider's side of the stream.
 pub(super) struct FrameReader {
     recv: quinn::RecvStream,
+    /// How long to wait for the provider's next bytes.
+    patience: Patience,
+    /// Whether a whole data frame has arrived (then `patience.first_frame` no longer applies).
+    data_seen: bool,
     /// Bytes received and not yet consumed, in stream order. Refilled only once empty, so
     /// it holds at most one batch of chunks: no more than quinn had buffered, which the
     /// stream's receive window bounds.
@@ -71,9 +108,11 @@ pub(super) struct FrameReader {
 }
 
 impl FrameReader {
-    pub(super) fn new(recv: quinn::RecvStream) -> Self {
+    pub(super) fn new(recv: quinn::RecvStream, patience: Patience) -> Self {
         Self {
             recv,
+            patience,
+            data_seen: false,
             pending: VecDeque::new(),
             slots: vec![Bytes::new(); CHUNKS_PER_READ],
             offset: 0,
@@ -133,6 +172,7 @@ impl FrameReader {
         }
         self.offset += (FRAME_HEADER_LEN + header.len) as u64;
         if header.kind == FrameKind::Data {
+            self.data_seen = true;
             return Ok(Incoming::Data(DataFrame {
                 buffer: payload,
                 lead,
@@ -162,16 +202,33 @@ impl FrameReader {
         taken
     }
 
-    /// Waits for more of the stream; `false` when it ended.
+    /// Waits for more of the stream; `false` when it ended. Nothing for the stall bound
+    /// (see [`Patience`]) breaks the stream.
     async fn receive(&mut self) -> Result<bool, ReadFailure> {
-        match self.recv.read_chunks(&mut self.slots).await {
-            Ok(Some(n)) => {
+        let bound = if self.data_seen {
+            self.patience.stall
+        } else {
+            self.patience.stall + self.patience.first_frame
+        };
+        match tokio::time::timeout(bound, self.recv.read_chunks(&mut self.slots)).await {
+            Ok(Ok(Some(n))) => {
                 self.pending
                     .extend(self.slots[..n].iter_mut().map(std::mem::take));
                 Ok(true)
             }
-            Ok(None) => Ok(false),
-            Err(e) => Err(ReadFailure::Broken(e.to_string())),
+            Ok(Ok(None)) => Ok(false),
+            Ok(Err(quinn::ReadError::Reset(code)))
+                if code == quinn::VarInt::from_u32(RESET_STALLED) =>
+            {
+                Err(ReadFailure::Broken(
+                    "the provider gave up: this node took nothing from it for too long (a stalled disk, or a reader of the stream that stopped)".into(),
+                ))
+            }
+            Ok(Err(e)) => Err(ReadFailure::Broken(e.to_string())),
+            Err(_) => Err(ReadFailure::Broken(format!(
+                "the provider stopped sending: nothing arrived for {}",
+                human(bound)
+            ))),
         }
     }
 }
@@ -265,6 +322,13 @@ mod tests {
     /// A provider that answers the consumer's stream with `writes`, each written on its own
     /// (so frames straddle quinn's chunks), then finishes the stream.
     async fn provider_sending(writes: Vec<Vec<u8>>) -> Link {
+        let patience = Patience::resuming(crate::dataplane::STALL_TIMEOUT, 0);
+        provider_link(writes, true, patience).await
+    }
+
+    /// A provider that answers with `writes` and finishes the stream if `finish`, else
+    /// keeps it open and sends nothing more; the reader waits with `patience`.
+    async fn provider_link(writes: Vec<Vec<u8>>, finish: bool, patience: Patience) -> Link {
         let provider = Identity::from_secret_bytes([1; 32]);
         let consumer = Identity::from_secret_bytes([2; 32]);
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -279,7 +343,9 @@ mod tests {
             for bytes in writes {
                 send.write_all(&bytes).await.unwrap();
             }
-            send.finish().unwrap();
+            if finish {
+                send.finish().unwrap();
+            }
             connection.closed().await;
         });
         let client = tls::endpoint(any, None).unwrap();
@@ -297,7 +363,7 @@ mod tests {
         let (mut send, recv) = connection.open_bi().await.unwrap();
         send.write_all(&[0]).await.unwrap();
         Link {
-            reader: Some(FrameReader::new(recv)),
+            reader: Some(FrameReader::new(recv, patience)),
             connection,
             _client: client,
             server,
@@ -371,6 +437,37 @@ mod tests {
             let reason = broken(link.reader().read(Vec::new()).await);
             assert!(reason.contains("inside a frame"), "cut at {cut}: {reason}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_sends_nothing_more_breaks_the_read_after_the_stall_bound() {
+        let patience = Patience {
+            stall: Duration::from_millis(200),
+            first_frame: Duration::from_millis(300),
+        };
+        // Before the first data frame the bound is the stall bound plus the allowance.
+        let mut link = provider_link(vec![], false, patience).await;
+        let reason = broken(link.reader().read(Vec::new()).await);
+        assert_eq!(
+            reason,
+            "the provider stopped sending: nothing arrived for 500 ms"
+        );
+        // After it, the stall bound alone, also in the middle of a frame.
+        let frame = data_frame(&[7u8; 1000]);
+        let writes = vec![frame.clone(), frame[..700].to_vec()];
+        let mut link = provider_link(writes, false, patience).await;
+        let Ok(Incoming::Data(payload)) = link.reader().read(Vec::new()).await else {
+            panic!("a data frame");
+        };
+        assert_eq!(&payload[..], &[7u8; 1000][..]);
+        let reason = broken(link.reader().read(Vec::new()).await);
+        assert_eq!(
+            reason,
+            "the provider stopped sending: nothing arrived for 200 ms"
+        );
+        // A resumed transfer allows its provider time to read again what this node holds.
+        let resumed = Patience::resuming(Duration::from_secs(60), 80 << 20);
+        assert_eq!(resumed.first_frame, Duration::from_secs(10));
     }
 
     #[tokio::test]

@@ -14,7 +14,10 @@
 //!
 //! The network reader and the file writer run concurrently: this task only reads frames
 //! (round-robin from the stripes, which restores the stream's order), a blocking thread
-//! appends, hashes and checkpoints them.
+//! appends, hashes and checkpoints them. What else waits on the disk (the checkpoint of an
+//! interrupted transfer, the footer, the fsyncs, the conversion and the rename into place)
+//! runs on the blocking pool too, never on a runtime worker. Every wait for the provider is
+//! bounded by the stall bound ([`Patience`]).
 
 use std::time::Instant;
 
@@ -24,13 +27,13 @@ use mesh_protocol::{
     encode_frame, verify_trailer,
 };
 
-use super::reader::{FrameReader, Incoming, ReadFailure, StripedReader};
+use super::reader::{FrameReader, Incoming, Patience, ReadFailure, StripedReader};
 use super::writer::{self, Writer};
 use super::{FetchOptions, FetchOutcome, FrameObserver, refused_as_non_member, write_state};
 use crate::dataplane::convert::{self, OutputFormat};
 use crate::dataplane::ipcfile::{AppendError, HEADER_LEN, IpcFileBuilder};
 use crate::dataplane::outpath::{self, PlaceError};
-use crate::dataplane::{FetchError, PartialPaths, ResumeState};
+use crate::dataplane::{FetchError, PartialPaths, ResumeState, human};
 use crate::node::now_ms;
 
 /// A transfer under way on `connections` (to one provider): the first carries the whole
@@ -45,6 +48,8 @@ pub(super) struct Transfer<'a> {
     pub(super) version_wanted: Option<u64>,
     /// Data frames already held from an interrupted fetch.
     pub(super) resume_from: u64,
+    /// How long to wait for the provider before the transfer counts as interrupted.
+    pub(super) patience: Patience,
     /// When the fetch started (for the outcome's figures).
     pub(super) started: Instant,
 }
@@ -86,7 +91,7 @@ impl Transfer<'_> {
         let (end, writer) = self.receive(&mut reader, writer).await?;
         let written = writer.finish().await?;
         let digest = written.digest;
-        let (trailer, builder) = self.settle(end, written, state)?;
+        let (trailer, builder) = self.settle(end, written, state).await?;
         self.complete(trailer, builder, digest, &header, start_bytes)
             .await
     }
@@ -99,17 +104,14 @@ impl Transfer<'_> {
         })
     }
 
-    /// Step 1: opens a stream on connection `at` and asks for `stripe` on it.
+    /// Step 1: opens a stream on connection `at` and asks for `stripe` on it, within the
+    /// stall bound (a provider that grants no stream or takes no byte would hold it forever).
     async fn request(
         &self,
         at: usize,
         agreement: &Agreement,
         stripe: Stripe,
     ) -> Result<FrameReader, FetchError> {
-        let (mut send, recv) = self.connections[at]
-            .open_bi()
-            .await
-            .map_err(|e| self.broken(e.to_string()))?;
         let request = FetchRequest {
             agreement: agreement.clone(),
             product: self.terms.product.clone(),
@@ -121,11 +123,23 @@ impl Transfer<'_> {
         };
         let bytes = encode_frame(&Frame::Request(Box::new(request)))
             .map_err(|e| FetchError::BadRequest(e.to_string()))?;
-        send.write_all(&bytes)
-            .await
-            .map_err(|e| self.broken(e.to_string()))?;
-        let _ = send.finish();
-        Ok(FrameReader::new(recv))
+        let send_request = async {
+            let (mut send, recv) = self.connections[at]
+                .open_bi()
+                .await
+                .map_err(|e| e.to_string())?;
+            send.write_all(&bytes).await.map_err(|e| e.to_string())?;
+            let _ = send.finish();
+            Ok::<_, String>(recv)
+        };
+        let stall = self.patience.stall;
+        match tokio::time::timeout(stall, send_request).await {
+            Ok(Ok(recv)) => Ok(FrameReader::new(recv, self.patience)),
+            Ok(Err(reason)) => Err(self.broken(reason)),
+            Err(_) => {
+                Err(self.broken(format!("the provider took no request for {}", human(stall))))
+            }
+        }
     }
 
     /// Step 2: the provider's header (or its refusal), checked.
@@ -323,8 +337,9 @@ impl Transfer<'_> {
     }
 
     /// Step 5: the writer's error comes first (it explains a reader that stopped); a broken
-    /// stream records a checkpoint of what arrived, for the next attempt.
-    fn settle(
+    /// stream records a checkpoint of what arrived, for the next attempt (synced on the
+    /// blocking pool).
+    async fn settle(
         &self,
         end: StreamEnd,
         written: writer::Written,
@@ -346,16 +361,21 @@ impl Transfer<'_> {
             Ok(trailer) => Ok((trailer, builder)),
             Err(ReadFailure::Protocol(m)) => Err(FetchError::Verification(m)),
             Err(ReadFailure::Broken(reason)) => {
-                let _ = builder.sync();
-                state.batches = builder.messages();
-                state.rows = builder.rows();
-                state.bytes = builder.offset();
-                state.updated_ms = now_ms();
-                let _ = write_state(self.paths, &state);
-                Err(FetchError::Interrupted {
-                    batches: builder.messages(),
-                    reason,
-                })
+                let paths = self.paths.clone();
+                let checkpoint = tokio::task::spawn_blocking(move || {
+                    let _ = builder.sync();
+                    state.batches = builder.messages();
+                    state.rows = builder.rows();
+                    state.bytes = builder.offset();
+                    state.updated_ms = now_ms();
+                    let _ = write_state(&paths, &state);
+                    state.batches
+                });
+                let batches = checkpoint.await.map_err(|e| FetchError::Io {
+                    what: "the checkpoint of the interrupted transfer failed".into(),
+                    source: std::io::Error::other(e),
+                })?;
+                Err(FetchError::Interrupted { batches, reason })
             }
         }
     }
@@ -383,44 +403,15 @@ impl Transfer<'_> {
         let t_trailer = self.started.elapsed();
         let stream_bytes = builder.offset() - HEADER_LEN as u64;
         let received_now = builder.offset() - start_bytes;
-        // A file converted into another format is a temporary: only the conversion is synced.
-        let mut file_bytes = builder
-            .finish_with(options.format == OutputFormat::Arrow)
-            .map_err(|e| FetchError::Io {
-                what: format!("cannot complete `{}`", paths.partial.display()),
-                source: std::io::Error::other(e),
-            })?;
-        let placed = match options.format {
-            OutputFormat::Arrow => &paths.partial,
-            format => {
-                let (verified, dest) = (paths.partial.clone(), paths.converted.clone());
-                file_bytes = tokio::task::spawn_blocking(move || {
-                    convert::convert(&verified, stream_bytes, format, &dest)
-                })
+        let file_bytes = {
+            let (paths, format, force) = (paths.clone(), options.format, options.force);
+            tokio::task::spawn_blocking(move || seal(builder, &paths, format, force, stream_bytes))
                 .await
                 .map_err(|e| FetchError::Io {
-                    what: "the conversion failed".into(),
+                    what: "completing the verified file failed".into(),
                     source: std::io::Error::other(e),
-                })??;
-                &paths.converted
-            }
+                })??
         };
-        outpath::place(placed, &paths.out, options.force).map_err(|e| match e {
-            PlaceError::Exists(e) => FetchError::Output(e),
-            PlaceError::Io(source) => FetchError::Io {
-                what: format!("cannot move the verified file to `{}`", paths.out.display()),
-                source,
-            },
-        })?;
-        let _ = std::fs::remove_file(&paths.state);
-        if options.format != OutputFormat::Arrow {
-            let _ = std::fs::remove_file(&paths.partial);
-        }
-        if let Some(parent) = paths.out.parent()
-            && let Ok(dir) = std::fs::File::open(parent)
-        {
-            let _ = dir.sync_all();
-        }
         let seconds = self.started.elapsed().as_secs_f64();
         tracing::debug!(
             receive_s = t_trailer.as_secs_f64(),
@@ -445,4 +436,47 @@ impl Transfer<'_> {
             connections: header.stripe.count(),
         })
     }
+}
+
+/// Step 6's disk work (blocking: run it on the blocking pool): completes the verified file,
+/// converts it when another format was asked for, moves the result to `OUT` and syncs the
+/// directory. Returns the size of the file at `OUT`.
+fn seal(
+    builder: IpcFileBuilder,
+    paths: &PartialPaths,
+    format: OutputFormat,
+    force: bool,
+    stream_bytes: u64,
+) -> Result<u64, FetchError> {
+    // A file converted into another format is a temporary: only the conversion is synced.
+    let mut file_bytes = builder
+        .finish_with(format == OutputFormat::Arrow)
+        .map_err(|e| FetchError::Io {
+            what: format!("cannot complete `{}`", paths.partial.display()),
+            source: std::io::Error::other(e),
+        })?;
+    let placed = match format {
+        OutputFormat::Arrow => &paths.partial,
+        format => {
+            file_bytes = convert::convert(&paths.partial, stream_bytes, format, &paths.converted)?;
+            &paths.converted
+        }
+    };
+    outpath::place(placed, &paths.out, force).map_err(|e| match e {
+        PlaceError::Exists(e) => FetchError::Output(e),
+        PlaceError::Io(source) => FetchError::Io {
+            what: format!("cannot move the verified file to `{}`", paths.out.display()),
+            source,
+        },
+    })?;
+    let _ = std::fs::remove_file(&paths.state);
+    if format != OutputFormat::Arrow {
+        let _ = std::fs::remove_file(&paths.partial);
+    }
+    if let Some(parent) = paths.out.parent()
+        && let Ok(dir) = std::fs::File::open(parent)
+    {
+        let _ = dir.sync_all();
+    }
+    Ok(file_bytes)
 }
