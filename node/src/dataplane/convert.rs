@@ -252,7 +252,7 @@ fn write_parquet(verified: &Path, dest: &Path) -> Result<u64, ConvertError> {
     let arrow = |source| ConvertError::Arrow { format, source };
     let parquet = |source| ConvertError::Parquet { source };
     let file = File::open(verified).map_err(io)?;
-    let reader =
+    let mut reader =
         crate::arrow_guard::contain(|| FileReader::try_new_buffered(file, None)).map_err(arrow)?;
     let out = BufWriter::with_capacity(WRITE_BUFFER, create_fresh(dest).map_err(io)?);
     let properties = WriterProperties::builder()
@@ -261,8 +261,19 @@ fn write_parquet(verified: &Path, dest: &Path) -> Result<u64, ConvertError> {
     let schema = parquet_schema(&reader.schema());
     let mut writer =
         ArrowWriter::try_new(out, schema.clone(), Some(properties)).map_err(parquet)?;
-    for batch in reader {
-        let batch = cast_to_schema(batch.map_err(arrow)?, &schema).map_err(arrow)?;
+    // The batches were signed by a peer: should one get past `check_decodable`, arrow's
+    // assertions (a buffer outside its message) end the conversion, not the daemon.
+    let next = |reader: &mut FileReader<_>| {
+        crate::arrow_guard::catch(|| reader.next().transpose())
+            .unwrap_or_else(|why| {
+                Err(ArrowError::IpcError(format!(
+                    "malformed Arrow IPC batch ({why})"
+                )))
+            })
+            .map_err(arrow)
+    };
+    while let Some(batch) = next(&mut reader)? {
+        let batch = cast_to_schema(batch, &schema).map_err(arrow)?;
         writer.write(&batch).map_err(parquet)?;
         if writer.in_progress_size() >= PARQUET_ROW_GROUP_BYTES {
             writer.flush().map_err(parquet)?;

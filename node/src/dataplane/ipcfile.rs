@@ -26,6 +26,12 @@ const MAGIC: &[u8; 6] = b"ARROW1";
 /// The magic padded with zeros to 64 bytes, as arrow-rs writes it, so that every message
 /// starts 64-byte aligned.
 pub(crate) const HEADER_LEN: usize = 64;
+/// Most messages one file holds. Each costs the builder 24 bytes of index until the footer
+/// is written, and a footer must stay under flatbuffers' 2 GiB: without a bound a provider
+/// streaming tiny batches could grow the index until writing the footer panicked. 4 Mi
+/// messages is an index of at most 96 MiB, and a product of 65,536-row batches (what a
+/// publish writes) would need 2^38 rows to reach it.
+pub(crate) const MAX_MESSAGES: u64 = 1 << 22;
 
 /// What one data frame holds.
 #[derive(Debug)]
@@ -317,6 +323,12 @@ impl IpcFileBuilder {
 
     /// Checks one received data frame and appends it.
     pub(crate) fn append(&mut self, frame: &[u8]) -> Result<(), AppendError> {
+        if self.tally.batches() >= MAX_MESSAGES {
+            return Err(AppendError::Protocol(format!(
+                "the stream carries more than {MAX_MESSAGES} messages, the most a file holds here: \
+                 the product's batches are too small to fetch (ask its owner to publish larger ones)"
+            )));
+        }
         let info = inspect(frame).map_err(AppendError::Protocol)?;
         // Validate before writing so a refused frame leaves the file as it was.
         let first = self.tally.batches() == 0;
@@ -385,4 +397,59 @@ pub(crate) enum AppendError {
     Protocol(String),
     /// The disk failed.
     Io(std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// The messages of an IPC stream of one schema and one batch, one frame each.
+    fn frames() -> Vec<Vec<u8>> {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))])
+                .unwrap();
+        let mut stream = Vec::new();
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut stream, &schema).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at + 8 <= stream.len() {
+            let meta = i32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
+            if meta == 0 {
+                break;
+            }
+            let message = arrow::ipc::root_as_message(&stream[at + 8..at + 8 + meta]).unwrap();
+            let end = at + 8 + meta + message.bodyLength() as usize;
+            frames.push(stream[at..end].to_vec());
+            at = end;
+        }
+        frames
+    }
+
+    #[test]
+    fn a_stream_of_more_messages_than_a_file_holds_is_refused_before_the_footer_overflows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut builder = IpcFileBuilder::create(&tmp.path().join("x.partial")).unwrap();
+        let frames = frames();
+        builder.append(&frames[0]).unwrap();
+        builder.append(&frames[1]).unwrap();
+        // As if all but one of the messages a file may hold had come already.
+        builder.tally.count(MAX_MESSAGES - 3, 0);
+        builder.append(&frames[1]).unwrap();
+        assert_eq!(builder.messages(), MAX_MESSAGES);
+        let offset = builder.offset();
+        match builder.append(&frames[1]) {
+            Err(AppendError::Protocol(why)) => assert!(why.contains("more than"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(builder.offset(), offset, "the refused frame is not written");
+    }
 }

@@ -404,7 +404,7 @@ fn select<F: FnMut(Vec<u8>) -> bool>(
     // schema, so the indices below are taken from the projection itself.
     let read_schema: SchemaRef =
         std::sync::Arc::new(full.project(&needed).map_err(|e| file_error(path, e))?);
-    let reader = crate::arrow_guard::contain(|| {
+    let mut reader = crate::arrow_guard::contain(|| {
         FileReader::try_new(BufReader::with_capacity(READ_BUFFER, file), Some(needed))
     })
     .map_err(|e| file_error(path, e))?;
@@ -450,7 +450,16 @@ fn select<F: FnMut(Vec<u8>) -> bool>(
     emitter.emit(frame, 0)?;
 
     let mut dropped = 0;
-    for batch in reader {
+    // A damaged product file must not take the serving thread down with an assertion of
+    // arrow's (a buffer outside its message): the consumer is told, and the daemon goes on.
+    let mut next = || {
+        crate::arrow_guard::catch(|| reader.next()).unwrap_or_else(|why| {
+            Some(Err(arrow::error::ArrowError::IpcError(format!(
+                "malformed batch ({why})"
+            ))))
+        })
+    };
+    while let Some(batch) = next() {
         let batch = batch.map_err(|e| file_error(path, e))?;
         let batch = match &filter {
             Some(f) => f.apply(&batch).map_err(encode_err)?,
@@ -471,6 +480,12 @@ fn select<F: FnMut(Vec<u8>) -> bool>(
             for d in dictionaries {
                 let mut frame = Vec::new();
                 write_message(&mut frame, d, &options).map_err(encode_err)?;
+                if frame.len() > MAX_DATA_FRAME {
+                    return Err(file_error(
+                        path,
+                        "an encoded dictionary exceeds the frame limit",
+                    ));
+                }
                 emitter.emit(frame, 0)?;
             }
             let mut frame =

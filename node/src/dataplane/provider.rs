@@ -18,7 +18,8 @@ use mesh_protocol::audit::AuditKind;
 use mesh_protocol::contract::ContractState;
 use mesh_protocol::descriptor::validate_name;
 use mesh_protocol::transfer::{
-    FRAME_HEADER_LEN, FrameKind, TransferHeader, authorize_fetch, encode_data_header,
+    FRAME_HEADER_LEN, FrameKind, MAX_DATA_FRAME, TransferHeader, authorize_fetch,
+    encode_data_header,
 };
 use mesh_protocol::{
     FetchRefusal, FetchRequest, Frame, FrameHeader, PublicKey, Refusal, Signed, StreamSummary,
@@ -518,7 +519,18 @@ async fn stream(
             let last = frame.len() - 1;
             frame[last] ^= 0x5a;
         }
-        let header = encode_data_header(frame.len()).map_err(|_| ())?;
+        let Ok(header) = encode_data_header(frame.len()) else {
+            // Said, not just dropped: a stream that merely ends looks like a broken
+            // connection, and the consumer would resume into the same frame forever.
+            let message = format!(
+                "a message of {} bytes of {} exceeds the data frame limit ({MAX_DATA_FRAME} bytes) \
+                 and cannot be served: its owner must publish it again with smaller batches",
+                frame.len(),
+                request.product.name
+            );
+            outlet.fail(message).await;
+            return Err(());
+        };
         let frame = match &home {
             Some(home) => home.share(frame),
             None => Bytes::from(frame),
@@ -533,7 +545,14 @@ async fn stream(
         sent_frames += 1;
     }
     drop(rx);
-    let (result, tally) = producer.await.map_err(|_| ())?;
+    let (result, tally) = match producer.await {
+        Ok(done) => done,
+        Err(e) => {
+            let message = format!("serving {} failed: {e}", request.product.name);
+            outlet.fail(message).await;
+            return Err(());
+        }
+    };
     match result {
         Ok(()) => {}
         Err(ProduceError::Cancelled) => return Err(()),
@@ -655,6 +674,15 @@ impl Outlet {
     }
 
     /// Gives up on a consumer that took nothing for the stall bound.
+    /// Tells the consumer that serving failed (an internal error, not resumable as it is),
+    /// logs why, and finishes the stream.
+    async fn fail(&mut self, message: String) {
+        tracing::error!("{message}");
+        let refusal = Refusal::new(FetchRefusal::Internal, message);
+        let _ = self.control(&Frame::Error(refusal)).await;
+        let _ = self.send.finish();
+    }
+
     fn stalled(&mut self) {
         tracing::info!(
             peer = %self.peer,

@@ -489,6 +489,47 @@ fn whole_product_agreed() -> (Side, Side, ProductId) {
 }
 
 #[tokio::test]
+async fn a_stored_batch_over_the_frame_limit_is_served_in_slices_with_the_same_rows() {
+    let (provider, consumer, product) = whole_product_agreed();
+    // One batch of about 90 MiB, stored as it is: more than a data frame may carry (64 MiB),
+    // so the provider does not stream the file's messages as they are but encodes the batch
+    // again in slices.
+    let rows = 1_500_000usize;
+    let ids: Vec<i64> = (0..rows as i64).collect();
+    let batch = RecordBatch::try_new(
+        Arc::new(sales_schema()),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| REGIONS[*i as usize % 3]),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                ids.iter().map(|i| *i as f64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("customer{i:012}@example.com")),
+            )),
+            Arc::new(Date32Array::from_iter_values(ids.iter().map(|_| 19_700))),
+        ],
+    )
+    .unwrap();
+    let path = provider.data_dir.product_file("orders", 1);
+    let mut writer =
+        FileWriter::try_new(File::create(&path).unwrap(), &Arc::new(sales_schema())).unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+    drop(writer);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("orders.arrow");
+    let outcome = consumer.plane.fetch(options(&out, &product)).await.unwrap();
+    let (_, read) = read_arrow(&out);
+    assert!(read.len() > 1, "one frame per slice");
+    assert_eq!(outcome.rows, rows as u64);
+    let got = arrow::compute::concat_batches(&read[0].schema(), &read).unwrap();
+    assert_eq!(got, batch);
+}
+
+#[tokio::test]
 async fn whole_product_passthrough_and_compressed_fetches_read_back() {
     let (_provider, consumer, product) = whole_product_agreed();
     let out_dir = tempfile::tempdir().unwrap();
