@@ -9,6 +9,9 @@
 //!   (`parquet_footer`), an Arrow IPC input's messages against the file's length and
 //!   [`MAX_DECOMPRESSED_BATCH`] (`arrow_guard`); and reader calls that can panic on hostile
 //!   input run inside `arrow_guard`, so such input is an error, never a crashed task.
+//! - The input's stamp (length, times, device and inode: `InputStamp`) is taken when it is
+//!   opened and compared after its last read: a file that changed while it was read (still being
+//!   written, or replaced) is refused, never published half old, half new or cut inside a row.
 //! - `write_ipc` writes the batches to an uncompressed Arrow IPC *file* through a writer that
 //!   hashes (BLAKE3) and counts the bytes on their way to disk, then fsyncs.
 //! - CSV is decoded with the `csv` crate into Arrow builders, so that the rules for empty fields,
@@ -22,6 +25,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arrow::array::timezone::Tz;
 use arrow::array::{
@@ -53,8 +57,11 @@ const BATCH_ROWS: usize = 64 * 1024;
 /// cell, so a very wide CSV gets shorter batches instead of a huge allocation.
 const CSV_BATCH_CELLS: usize = 2 * 1024 * 1024;
 
-/// Rough most raw CSV bytes in one batch, judged from the average record length of the
-/// inference prefix, so that files with long text fields also get shorter batches.
+/// Raw CSV bytes in one batch, about: rows per batch are first judged from the average record
+/// length of the inference prefix (so uniform files with long text fields get shorter batches),
+/// and a batch also ends as soon as the records it took reach this many bytes, so that long
+/// records after short ones cannot fill one batch. A batch thus holds less than this plus one
+/// record ([`MAX_CSV_RECORD_BYTES`]).
 const CSV_BATCH_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Read buffer for input files.
@@ -340,6 +347,20 @@ pub enum IngestError {
         #[source]
         source: bounds::TypeError,
     },
+    /// The input changed between the moment it was opened and its last read (something was
+    /// still writing it, or put another file in its place): what was read may mix old and new
+    /// contents, or end inside a row.
+    #[error(
+        "input file `{}` changed while it was read ({change}): publish it again once it is \
+         complete and nothing writes to it any more",
+        file.display()
+    )]
+    Changed {
+        /// The path as given.
+        file: PathBuf,
+        /// What differs from when it was opened.
+        change: InputChange,
+    },
     /// Reading the input or writing the output failed at the operating-system level.
     #[error(
         "cannot {action} `{}`: {error}: check that the path is accessible and the disk has space",
@@ -463,6 +484,13 @@ fn csv_message(file: &Path, line: Option<u64>, problem: &str) -> String {
 /// doubled quotes and line breaks; a quote never closed is refused; text must be UTF-8. Line
 /// numbers in errors are physical, 1-based lines.
 ///
+/// The input must not change while it is read: the file system's stamp of it (length,
+/// modification time and, on Unix, status change time, device and inode) is taken when it is
+/// opened and compared after its last read; a difference is [`IngestError::Changed`], which
+/// also wins over any error the read ran into (a file still being written fails wherever its
+/// cut happens to fall). A rewrite of the same length within the file system's timestamp
+/// granularity cannot be seen.
+///
 /// On any error after `output` was created it is removed; an input rejected before that
 /// ([`IngestError::NotFound`], [`IngestError::UnsupportedExtension`], ...) leaves `output`
 /// untouched.
@@ -510,27 +538,174 @@ pub fn ingest_file_tracked(
     if let Some(p) = progress {
         p.set_total(metadata.len());
     }
-    let opened = File::open(input).map_err(|e| io_error(input, "open", e))?;
+    let file = File::open(input).map_err(|e| io_error(input, "open", e))?;
+    let stamp = InputStamp::of(&file.metadata().map_err(|e| io_error(input, "read", e))?);
+    let opened = Opened {
+        file,
+        stamp,
+        format,
+    };
+    ingest_opened(input, opened, output, options, progress)
+}
+
+/// An input file just opened, with what the file system said about it then.
+#[derive(Debug)]
+struct Opened {
+    /// The handle every reader reads through.
+    file: File,
+    /// The file's stamp when it was opened, compared after the last read.
+    stamp: InputStamp,
+    /// Its format, from [`InputFormat::detect`].
+    format: InputFormat,
+}
+
+/// The rest of [`ingest_file_tracked`] once `input` is open: read, convert, write, then check
+/// that `input` still has the stamp it had when it was opened. Separate so that tests can
+/// change the file after it was opened.
+fn ingest_opened(
+    input: &Path,
+    opened: Opened,
+    output: &Path,
+    options: &CsvOptions,
+    progress: Option<&crate::progress::Progress>,
+) -> Result<IngestOutcome, IngestError> {
+    let Opened {
+        file: opened,
+        stamp,
+        format,
+    } = opened;
+    // Any error reading a changed input is reported as the change, which is what to fix.
+    let or_changed = |error| match check_unchanged(input, &stamp) {
+        Err(changed @ IngestError::Changed { .. }) => changed,
+        _ => error,
+    };
     // A second handle on the same open file shares its offset: how far the readers got.
     let position = progress.and_then(|p| Some((p, opened.try_clone().ok()?)));
-    let mut source = Source::open(input, opened, format, options)?;
+    let mut source = Source::open(input, opened, format, options).map_err(or_changed)?;
     if source.schema().fields().is_empty() {
-        return Err(IngestError::Empty {
+        return Err(or_changed(IngestError::Empty {
             file: input.to_path_buf(),
             format,
             reason: EmptyReason::NoColumns,
-        });
+        }));
     }
-    check_schema(input, &source.schema())?;
+    check_schema(input, &source.schema()).map_err(or_changed)?;
 
     let file = File::create(output).map_err(|e| io_error(output, "create", e))?;
     let mut partial = PartialOutput {
         path: output,
         keep: false,
     };
-    let outcome = write_ipc(&mut source, file, output, position)?;
+    let outcome = write_ipc(&mut source, file, output, position).map_err(or_changed)?;
+    check_unchanged(input, &stamp)?;
     partial.keep = true;
     Ok(outcome)
+}
+
+/// What the file system says about an input file, taken when ingest opens it and again after
+/// its last read: when any part differs, the file changed (or was replaced) while it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InputStamp {
+    /// Length in bytes: grows while a writer appends.
+    len: u64,
+    /// Last modification time, where the platform reports one: moves on every write.
+    modified: Option<SystemTime>,
+    /// Status change time (Unix) in seconds and nanoseconds: a writer can set the modification
+    /// time back (`cp -p`, `touch -r`), not this.
+    status_changed: Option<(i64, i64)>,
+    /// Device and inode (Unix): another file renamed over the path has other ones.
+    identity: Option<(u64, u64)>,
+}
+
+impl InputStamp {
+    #[cfg(unix)]
+    fn of(metadata: &fs::Metadata) -> InputStamp {
+        use std::os::unix::fs::MetadataExt;
+        InputStamp {
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+            status_changed: Some((metadata.ctime(), metadata.ctime_nsec())),
+            identity: Some((metadata.dev(), metadata.ino())),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn of(metadata: &fs::Metadata) -> InputStamp {
+        InputStamp {
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+            status_changed: None,
+            identity: None,
+        }
+    }
+}
+
+/// How an input file changed while it was read ([`IngestError::Changed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputChange {
+    /// Its path no longer names a file.
+    Removed,
+    /// Another file was put at its path (it has another device or inode).
+    Replaced,
+    /// Its length changed.
+    Resized {
+        /// Length in bytes when it was opened.
+        before: u64,
+        /// Length in bytes after the last read.
+        after: u64,
+    },
+    /// Same length, but it was written to (its modification or status change time moved).
+    Modified,
+}
+
+impl fmt::Display for InputChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputChange::Removed => f.write_str("it was removed"),
+            InputChange::Replaced => f.write_str("another file was put in its place"),
+            InputChange::Resized { before, after } => {
+                write!(f, "its size went from {before} to {after} bytes")
+            }
+            InputChange::Modified => f.write_str("it was written to"),
+        }
+    }
+}
+
+/// How the file stamped `before` differs from what its path names now (`after`, `None` when
+/// nothing): `None` when it is the same file, unchanged.
+fn input_change(before: &InputStamp, after: Option<&InputStamp>) -> Option<InputChange> {
+    let Some(after) = after else {
+        return Some(InputChange::Removed);
+    };
+    if before.identity != after.identity {
+        Some(InputChange::Replaced)
+    } else if before.len != after.len {
+        Some(InputChange::Resized {
+            before: before.len,
+            after: after.len,
+        })
+    } else if before.modified != after.modified || before.status_changed != after.status_changed {
+        Some(InputChange::Modified)
+    } else {
+        None
+    }
+}
+
+/// Fails with [`IngestError::Changed`] when the file at `input` is not the one stamped `stamp`,
+/// unchanged.
+fn check_unchanged(input: &Path, stamp: &InputStamp) -> Result<(), IngestError> {
+    let now = match fs::metadata(input) {
+        Ok(metadata) => Some(InputStamp::of(&metadata)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+        Err(error) => return Err(io_error(input, "read", error)),
+    };
+    match input_change(stamp, now.as_ref()) {
+        None => Ok(()),
+        Some(change) => Err(IngestError::Changed {
+            file: input.to_path_buf(),
+            change,
+        }),
+    }
 }
 
 /// Removes the output being written when dropped before it is complete: on every error, and
@@ -1563,7 +1738,8 @@ impl ColumnBuilder {
 }
 
 impl CsvSource {
-    /// Decodes up to `batch_rows` records; `None` at the end of the input.
+    /// Decodes up to `batch_rows` records, fewer once they took [`CSV_BATCH_BYTES`] of the
+    /// input; `None` at the end of the input.
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, IngestError> {
         let fields = self.schema.fields();
         let mut columns: Vec<ColumnBuilder> = fields
@@ -1571,6 +1747,8 @@ impl CsvSource {
             .map(|field| ColumnBuilder::new(field.data_type(), self.batch_rows))
             .collect();
         let mut rows = 0usize;
+        // Where the reader stands: the end of the last record read (blank lines included).
+        let starts_at = self.reader.position().byte();
         while rows < self.batch_rows
             && read_csv_record(&self.path, &mut self.reader, &mut self.record)?
         {
@@ -1597,6 +1775,9 @@ impl CsvSource {
                 }
             }
             rows += 1;
+            if self.reader.position().byte() - starts_at >= CSV_BATCH_BYTES {
+                break;
+            }
         }
         if rows == 0 {
             return Ok(None);
@@ -2033,6 +2214,64 @@ mod tests {
         assert_eq!(csv_batch_rows(1, u64::MAX), 1);
     }
 
+    /// 10,000 short rows make the inference prefix promise short records; the long rows after
+    /// them must still be cut into batches of about [`CSV_BATCH_BYTES`], not one batch of all.
+    #[test]
+    fn long_rows_after_short_ones_still_get_batches_of_bounded_bytes() {
+        const SHORT: usize = 10_000;
+        const LONG: usize = 20;
+        const NOTE_BYTES: usize = 8 * 1024 * 1024;
+        let long_note = |i: usize| {
+            let mut note = format!("{i}:");
+            note.push_str(&"x".repeat(NOTE_BYTES - note.len()));
+            note
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("long.csv");
+        let mut out = BufWriter::new(File::create(&input).unwrap());
+        writeln!(out, "id,note").unwrap();
+        for i in 0..SHORT {
+            writeln!(out, "{i},short {i}").unwrap();
+        }
+        for i in SHORT..SHORT + LONG {
+            writeln!(out, "{i},{}", long_note(i)).unwrap();
+        }
+        out.into_inner().unwrap().sync_all().unwrap();
+        // Judged by the prefix (records of about a dozen bytes), a batch may take every row.
+        assert_eq!(csv_batch_rows(2, 16), BATCH_ROWS);
+
+        let output = dir.path().join("long.arrow.partial");
+        let outcome = ingest_file(&input, &output).unwrap();
+        assert_eq!(outcome.rows, (SHORT + LONG) as u64);
+        let reader = FileReader::try_new_buffered(File::open(&output).unwrap(), None).unwrap();
+        let mut next = 0usize;
+        let mut batches = 0u64;
+        for batch in reader {
+            let batch = batch.unwrap();
+            batches += 1;
+            let notes = column::<StringArray>(&batch, "note");
+            let offsets = notes.value_offsets();
+            let note_bytes = (offsets[offsets.len() - 1] - offsets[0]) as u64;
+            assert!(
+                note_bytes < 2 * CSV_BATCH_BYTES,
+                "batch {batches} holds {note_bytes} bytes of notes in {} rows",
+                batch.num_rows()
+            );
+            let ids = column::<Int64Array>(&batch, "id");
+            for row in 0..batch.num_rows() {
+                assert_eq!(ids.value(row), next as i64);
+                if next < SHORT {
+                    assert_eq!(notes.value(row), format!("short {next}"));
+                } else {
+                    assert!(notes.value(row) == long_note(next), "note of row {next}");
+                }
+                next += 1;
+            }
+        }
+        assert_eq!(next, SHORT + LONG);
+        assert_eq!(batches, outcome.batches);
+    }
+
     #[test]
     fn ragged_rows_give_the_physical_line() {
         let dir = tempfile::tempdir().unwrap();
@@ -2405,6 +2644,243 @@ mod tests {
             "{error:?}"
         );
         assert!(!output.exists());
+    }
+
+    #[test]
+    fn input_change_compares_every_part_of_the_stamp() {
+        use InputChange::*;
+        let opened_at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let later = opened_at + std::time::Duration::from_millis(4);
+        let before = InputStamp {
+            len: 100,
+            modified: Some(opened_at),
+            status_changed: Some((1_700_000_000, 0)),
+            identity: Some((1, 42)),
+        };
+        let cases: [(&str, Option<InputStamp>, Option<InputChange>); 10] = [
+            ("unchanged", Some(before), None),
+            ("removed", None, Some(Removed)),
+            (
+                "renamed over, same length and times",
+                Some(InputStamp {
+                    identity: Some((1, 43)),
+                    ..before
+                }),
+                Some(Replaced),
+            ),
+            (
+                "on another device",
+                Some(InputStamp {
+                    identity: Some((2, 42)),
+                    ..before
+                }),
+                Some(Replaced),
+            ),
+            (
+                "renamed over, longer",
+                Some(InputStamp {
+                    len: 200,
+                    identity: Some((1, 43)),
+                    ..before
+                }),
+                Some(Replaced),
+            ),
+            (
+                "appended to",
+                Some(InputStamp {
+                    len: 120,
+                    modified: Some(later),
+                    status_changed: Some((1_700_000_000, 4_000_000)),
+                    ..before
+                }),
+                Some(Resized {
+                    before: 100,
+                    after: 120,
+                }),
+            ),
+            (
+                "truncated",
+                Some(InputStamp { len: 0, ..before }),
+                Some(Resized {
+                    before: 100,
+                    after: 0,
+                }),
+            ),
+            (
+                "rewritten in place, same length",
+                Some(InputStamp {
+                    modified: Some(later),
+                    ..before
+                }),
+                Some(Modified),
+            ),
+            (
+                "rewritten with its modification time set back",
+                Some(InputStamp {
+                    status_changed: Some((1_700_000_001, 0)),
+                    ..before
+                }),
+                Some(Modified),
+            ),
+            (
+                "modification time no longer reported",
+                Some(InputStamp {
+                    modified: None,
+                    ..before
+                }),
+                Some(Modified),
+            ),
+        ];
+        for (what, after, want) in cases {
+            assert_eq!(input_change(&before, after.as_ref()), want, "{what}");
+        }
+        // Where the platform reports neither inodes nor status change times.
+        let bare = InputStamp {
+            identity: None,
+            status_changed: None,
+            ..before
+        };
+        let written = InputStamp {
+            modified: Some(later),
+            ..bare
+        };
+        assert_eq!(input_change(&bare, Some(&bare)), None);
+        assert_eq!(input_change(&bare, Some(&written)), Some(Modified));
+
+        let words = [
+            (Removed, "it was removed"),
+            (Replaced, "another file was put in its place"),
+            (
+                Resized {
+                    before: 100,
+                    after: 120,
+                },
+                "its size went from 100 to 120 bytes",
+            ),
+            (Modified, "it was written to"),
+        ];
+        for (change, want) in words {
+            assert_eq!(change.to_string(), want);
+        }
+    }
+
+    /// Opens `input` as [`ingest_file_tracked`] does, stamp included.
+    fn open_input(input: &Path) -> Opened {
+        let file = File::open(input).unwrap();
+        let stamp = InputStamp::of(&file.metadata().unwrap());
+        Opened {
+            file,
+            stamp,
+            format: InputFormat::detect(input).unwrap(),
+        }
+    }
+
+    /// How a test input changes after it was opened.
+    #[derive(Debug, Clone, Copy)]
+    enum Mutation {
+        /// A writer appends these bytes.
+        Append(&'static [u8]),
+        /// Same bytes, but the modification time is set (to a time long past).
+        Touch,
+        /// A copy of it is renamed over its path (Unix: the inode changes).
+        #[cfg(unix)]
+        Replace,
+    }
+
+    impl Mutation {
+        /// Changes `path`, `len` bytes long, and returns the change ingest should report.
+        fn apply(self, path: &Path, len: u64) -> InputChange {
+            match self {
+                Mutation::Append(bytes) => {
+                    let mut file = File::options().append(true).open(path).unwrap();
+                    file.write_all(bytes).unwrap();
+                    InputChange::Resized {
+                        before: len,
+                        after: len + bytes.len() as u64,
+                    }
+                }
+                Mutation::Touch => {
+                    let past = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+                    let file = File::options().append(true).open(path).unwrap();
+                    file.set_modified(past).unwrap();
+                    InputChange::Modified
+                }
+                #[cfg(unix)]
+                Mutation::Replace => {
+                    let copy = path.with_extension("copy");
+                    fs::copy(path, &copy).unwrap();
+                    fs::rename(&copy, path).unwrap();
+                    InputChange::Replaced
+                }
+            }
+        }
+    }
+
+    /// The input is changed after it was opened and before ingest reads it: whichever format,
+    /// and whether the read itself succeeds or not, ingest reports the change and removes the
+    /// output. Each input unchanged goes through first, so that the change is what fails.
+    #[test]
+    fn an_input_that_changes_while_it_is_read_is_refused_and_leaves_no_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = sample_batch();
+        let mut parquet = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut parquet, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let mut arrow_file = Vec::new();
+        let mut writer = FileWriter::try_new(&mut arrow_file, &batch.schema()).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        let mut arrow_stream = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut arrow_stream, &batch.schema()).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+
+        let mut cases: Vec<(&str, Vec<u8>, Mutation)> = vec![
+            // A writer still appending: `3,12345` cut to `3,12` still parses.
+            (
+                "appended.csv",
+                b"id,n\n1,10\n2,20\n".to_vec(),
+                Mutation::Append(b"3,12"),
+            ),
+            // A row cut to one field: the read fails, and the change is what is reported.
+            ("cut.csv", b"a,b\n1,2\n".to_vec(), Mutation::Append(b"3")),
+            ("touched.csv", b"a,b\n1,2\n".to_vec(), Mutation::Touch),
+            ("touched.parquet", parquet, Mutation::Touch),
+            ("touched.arrow", arrow_file, Mutation::Touch),
+            ("touched.arrows", arrow_stream, Mutation::Touch),
+        ];
+        #[cfg(unix)]
+        cases.push(("replaced.csv", b"a,b\n1,2\n".to_vec(), Mutation::Replace));
+
+        let options = CsvOptions::default();
+        let output = dir.path().join("changing.arrow.partial");
+        for (name, bytes, mutation) in cases {
+            let input = write_input(&dir, name, &bytes);
+            ingest_opened(&input, open_input(&input), &output, &options, None)
+                .unwrap_or_else(|e| panic!("{name} unchanged: {e}"));
+            fs::remove_file(&output).unwrap();
+
+            let opened = open_input(&input);
+            let want = mutation.apply(&input, bytes.len() as u64);
+            let error = ingest_opened(&input, opened, &output, &options, None).unwrap_err();
+            match &error {
+                IngestError::Changed { file, change } => {
+                    assert_eq!((file, *change), (&input, want), "{name}");
+                }
+                other => panic!("{name}: expected Changed, got {other:?}"),
+            }
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "input file `{}` changed while it was read ({want}): publish it again once \
+                     it is complete and nothing writes to it any more",
+                    input.display()
+                ),
+                "{name}"
+            );
+            assert!(!output.exists(), "{name}");
+        }
     }
 
     #[test]
