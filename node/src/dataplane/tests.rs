@@ -1366,3 +1366,162 @@ async fn links_planted_beside_the_output_are_replaced_not_followed() {
 #[cfg(feature = "query")]
 mod flight_stream;
 mod striped;
+
+/// A provider may send data frames of up to 64 MiB. A fetch whose writer is held back (here
+/// by an observer that takes nothing) holds no more than its budget in frame buffers, plus
+/// the frame its reader fills, however many large frames the provider sends; once the
+/// writer moves again the fetch completes.
+#[tokio::test]
+async fn a_held_back_fetch_holds_its_frame_budget_and_one_frame_however_large_the_frames() {
+    use arrow::array::BinaryArray;
+    use arrow::ipc::writer::{
+        DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions, write_message,
+    };
+
+    const FRAME: usize = 32 << 20;
+    const FRAMES: u64 = 12;
+    let consumer = Side::start(consumer_id());
+    let provider = provider_id();
+    let product = ProductId {
+        owner: provider.public_key(),
+        name: "blobs".into(),
+    };
+    let mut terms = terms(&product, &consumer.identity);
+    terms.columns = mesh_protocol::Columns::Listed(vec!["blob".into()]);
+    terms.filter = None;
+    let request = Signed::sign(&consumer.identity, &ContractRequest { terms });
+    let agreement = Agreement::countersign(&provider, request).unwrap();
+    consumer
+        .store
+        .put_agreement(&agreement.id(), &record(Role::Consumer, &agreement))
+        .unwrap();
+
+    // A schema message, then one 32 MiB record batch of one binary value, sent again and again.
+    let schema = Schema::new(vec![Field::new("blob", DataType::Binary, false)]);
+    let options_ipc = IpcWriteOptions::default();
+    let generator = IpcDataGenerator::default();
+    let mut tracker = DictionaryTracker::new(false);
+    let mut schema_frame = Vec::new();
+    let message =
+        generator.schema_to_bytes_with_dictionary_tracker(&schema, &mut tracker, &options_ipc);
+    write_message(&mut schema_frame, message, &options_ipc).unwrap();
+    let batch_frame = {
+        let blob = vec![7u8; FRAME];
+        let column = BinaryArray::from_vec(vec![&blob[..]]);
+        let batch = RecordBatch::try_new(Arc::new(schema.clone()), vec![Arc::new(column)]).unwrap();
+        let (dictionaries, message) = generator
+            .encode(
+                &batch,
+                &mut tracker,
+                &options_ipc,
+                &mut IpcWriteContext::default(),
+            )
+            .unwrap();
+        assert!(dictionaries.is_empty());
+        let mut frame = Vec::new();
+        write_message(&mut frame, message, &options_ipc).unwrap();
+        bytes::Bytes::from(frame)
+    };
+    let frames: Vec<bytes::Bytes> = std::iter::once(bytes::Bytes::from(schema_frame))
+        .chain(std::iter::repeat_n(batch_frame.clone(), FRAMES as usize))
+        .collect();
+    let mut tally = mesh_protocol::TransferTally::new();
+    for (i, frame) in frames.iter().enumerate() {
+        tally.add_batch(frame, u64::from(i > 0));
+    }
+
+    // The provider: header, frames as fast as the consumer takes them, signed trailer.
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server_config = tls::server_config(&provider, tls::Transport::streams(4)).unwrap();
+    let server = tls::endpoint(any, Some(server_config)).unwrap();
+    let addr = server.local_addr().unwrap();
+    let header = mesh_protocol::TransferHeader {
+        agreement_id: agreement.id(),
+        version: 1,
+        schema: columns_from_arrow(&schema),
+        total_batches_hint: Some(frames.len() as u64),
+        resume_from_batch: 0,
+        compression: Compression::None,
+        stripe: mesh_protocol::Stripe::WHOLE,
+    };
+    let trailer = Signed::sign(
+        &provider,
+        &tally.trailer(agreement.id(), product.clone(), 1, 0),
+    );
+    let serving = tokio::spawn(async move {
+        let connection = server.accept().await?.await.ok()?;
+        let (mut send, mut recv) = connection.accept_bi().await.ok()?;
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&recv.read_to_end(2 << 20).await.ok()?);
+        let Ok(Some(Frame::Request(_))) = decoder.next_frame() else {
+            return None;
+        };
+        send.write_all(&encode_frame(&Frame::Header(header)).ok()?)
+            .await
+            .ok()?;
+        for frame in frames {
+            let head = mesh_protocol::encode_data_header(frame.len()).ok()?;
+            send.write_all(&head).await.ok()?;
+            send.write_chunk(frame).await.ok()?;
+        }
+        send.write_all(&encode_frame(&Frame::Trailer(trailer)).ok()?)
+            .await
+            .ok()?;
+        send.finish().ok()?;
+        connection.closed().await;
+        Some(())
+    });
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut fetch_options = options(&out_dir.path().join("blobs.arrow"), &product);
+    fetch_options.provider_addr = Some(addr);
+    let (observer, mut observed) = tokio::sync::mpsc::channel(1);
+    let gauge = Arc::new(framepool::gauge::Gauge::default());
+    let fetch = framepool::gauge::GAUGE.scope(
+        gauge.clone(),
+        consumer::fetch_observed(
+            &consumer.plane.endpoint,
+            &consumer.plane.shared,
+            fetch_options,
+            Some(observer),
+        ),
+    );
+    tokio::pin!(fetch);
+    // Nobody reads the observer: the writer stops at the first record batch, and the reader
+    // goes on until it waits for the writer.
+    tokio::select! {
+        () = gauge.waiting.notified() => {}
+        result = &mut fetch => panic!("the fetch ended while held back: {result:?}"),
+    }
+    let buffer =
+        (batch_frame.len() + appendfile::MAX_LEAD).div_ceil(framepool::GRAIN) * framepool::GRAIN;
+    let peak = gauge.peak();
+    assert!(
+        peak <= framepool::FETCH_BUDGET + buffer,
+        "the held-back fetch held {} MiB of frames, over its budget of {} MiB and one {} MiB frame",
+        peak >> 20,
+        framepool::FETCH_BUDGET >> 20,
+        buffer >> 20
+    );
+    assert!(
+        peak >= 2 * buffer,
+        "the reader read on while the writer was held back: {} MiB",
+        peak >> 20
+    );
+
+    // The observer reads again: the fetch moves on within its budget and completes.
+    let reading = tokio::spawn(async move {
+        let mut count = 0u64;
+        while observed.recv().await.is_some() {
+            count += 1;
+        }
+        count
+    });
+    let outcome = fetch.await.unwrap();
+    assert_eq!(outcome.batches, FRAMES + 1);
+    assert_eq!(outcome.rows, FRAMES);
+    assert_eq!(reading.await.unwrap(), FRAMES + 1);
+    assert!(gauge.peak() <= framepool::FETCH_BUDGET + buffer);
+    assert_eq!(gauge.held(), 0, "every frame buffer was freed");
+    serving.abort();
+}

@@ -17,7 +17,8 @@ use bytes::{Buf, Bytes};
 use mesh_protocol::transfer::{FRAME_HEADER_LEN, FrameKind, MAX_STRIPES};
 use mesh_protocol::{Frame, FrameHeader, Stripe};
 
-use crate::dataplane::{RESET_STALLED, appendfile, framepool, human};
+use crate::dataplane::framepool::Buffer;
+use crate::dataplane::{RESET_STALLED, appendfile, human};
 
 /// Chunks taken from quinn at once.
 const CHUNKS_PER_READ: usize = 32;
@@ -26,15 +27,22 @@ const CHUNKS_PER_READ: usize = 32;
 /// file writer can write its whole blocks without copying them (see `appendfile`).
 #[derive(Debug)]
 pub(super) struct DataFrame {
-    buffer: Vec<u8>,
+    /// The buffer, with its share of the fetch's budget once the writer took the frame (a
+    /// reused spare has one already).
+    buffer: Buffer,
     /// Where the payload starts in `buffer`.
     lead: usize,
 }
 
 impl DataFrame {
     /// The buffer, for reuse.
-    pub(super) fn into_buffer(self) -> Vec<u8> {
+    pub(super) fn into_buffer(self) -> Buffer {
         self.buffer
+    }
+
+    /// The buffer, to give it its share of the budget.
+    pub(super) fn buffer_mut(&mut self) -> &mut Buffer {
+        &mut self.buffer
     }
 }
 
@@ -42,7 +50,7 @@ impl std::ops::Deref for DataFrame {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.buffer[self.lead..]
+        &self.buffer.bytes[self.lead..]
     }
 }
 
@@ -119,9 +127,9 @@ impl FrameReader {
         }
     }
 
-    /// Reads one frame; a data frame's payload goes into `buffer` (cleared first), so the
-    /// caller can hand back buffers for reuse.
-    pub(super) async fn read(&mut self, buffer: Vec<u8>) -> Result<Incoming, ReadFailure> {
+    /// Reads one frame; a data frame's payload goes into `buffer` (cleared first) if it has
+    /// room, else into a new buffer, so the caller can hand back buffers for reuse.
+    pub(super) async fn read(&mut self, buffer: Buffer) -> Result<Incoming, ReadFailure> {
         self.read_placed(buffer, None).await
     }
 
@@ -129,7 +137,7 @@ impl FrameReader {
     /// is placed in its buffer at the alignment of that offset.
     async fn read_placed(
         &mut self,
-        buffer: Vec<u8>,
+        buffer: Buffer,
         at: Option<u64>,
     ) -> Result<Incoming, ReadFailure> {
         let mut bytes = [0u8; FRAME_HEADER_LEN];
@@ -151,10 +159,11 @@ impl FrameReader {
             .map_err(|e| ReadFailure::Protocol(e.to_string()))?;
         let at = at.filter(|_| header.kind == FrameKind::Data);
         let room = header.len + at.map_or(0, |_| appendfile::MAX_LEAD);
-        let mut payload = match header.kind {
-            FrameKind::Data => framepool::fitting(buffer, room),
+        let mut buffer = match header.kind {
+            FrameKind::Data => buffer.fitting(room),
             _ => buffer,
         };
+        let payload = &mut buffer.bytes;
         payload.clear();
         payload.reserve(room);
         let lead = at.map_or(0, |at| appendfile::lead_for(payload.as_ptr() as usize, at));
@@ -173,13 +182,10 @@ impl FrameReader {
         self.offset += (FRAME_HEADER_LEN + header.len) as u64;
         if header.kind == FrameKind::Data {
             self.data_seen = true;
-            return Ok(Incoming::Data(DataFrame {
-                buffer: payload,
-                lead,
-            }));
+            return Ok(Incoming::Data(DataFrame { buffer, lead }));
         }
         header
-            .decode(&payload[lead..])
+            .decode(&buffer.bytes[lead..])
             .map(Incoming::Control)
             .map_err(|e| ReadFailure::Protocol(e.to_string()))
     }
@@ -264,7 +270,7 @@ impl StripedReader {
 
     /// Reads the stream's next frame. The trailer is returned once every stripe ended with
     /// the same one; a stripe that goes on with data or ends otherwise is a protocol error.
-    pub(super) async fn read(&mut self, buffer: Vec<u8>) -> Result<Incoming, ReadFailure> {
+    pub(super) async fn read(&mut self, buffer: Buffer) -> Result<Incoming, ReadFailure> {
         let count = self.stripes.len();
         let at = Stripe::carrying(count as u8, self.next);
         match self.stripes[at].read_placed(buffer, self.at).await? {
@@ -275,7 +281,7 @@ impl StripedReader {
             }
             Incoming::Control(Frame::Trailer(trailer)) => {
                 for k in (1..count).map(|step| (at + step) % count) {
-                    match self.stripes[k].read(Vec::new()).await? {
+                    match self.stripes[k].read(Buffer::default()).await? {
                         Incoming::Control(Frame::Trailer(other)) if other == trailer => {}
                         Incoming::Control(Frame::Error(refusal)) => {
                             return Ok(Incoming::Control(Frame::Error(refusal)));
@@ -410,7 +416,7 @@ mod tests {
 
         let mut payloads = Vec::new();
         loop {
-            match link.reader().read(Vec::new()).await {
+            match link.reader().read(Buffer::default()).await {
                 Ok(Incoming::Data(payload)) => payloads.push(payload.to_vec()),
                 Ok(Incoming::Control(Frame::Error(got))) => {
                     assert_eq!(got, refusal);
@@ -422,7 +428,7 @@ mod tests {
         }
         assert_eq!(payloads, vec![big, small]);
         // Then the provider finished without a trailer.
-        let reason = broken(link.reader().read(Vec::new()).await);
+        let reason = broken(link.reader().read(Buffer::default()).await);
         assert!(reason.contains("without a trailer"), "{reason}");
         // The provider wrote everything without failing.
         link.connection.close(0u32.into(), b"done");
@@ -434,7 +440,7 @@ mod tests {
         let frame = data_frame(&[7u8; 1000]);
         for cut in [2, 999] {
             let mut link = provider_sending(vec![frame[..cut].to_vec()]).await;
-            let reason = broken(link.reader().read(Vec::new()).await);
+            let reason = broken(link.reader().read(Buffer::default()).await);
             assert!(reason.contains("inside a frame"), "cut at {cut}: {reason}");
         }
     }
@@ -447,7 +453,7 @@ mod tests {
         };
         // Before the first data frame the bound is the stall bound plus the allowance.
         let mut link = provider_link(vec![], false, patience).await;
-        let reason = broken(link.reader().read(Vec::new()).await);
+        let reason = broken(link.reader().read(Buffer::default()).await);
         assert_eq!(
             reason,
             "the provider stopped sending: nothing arrived for 500 ms"
@@ -456,11 +462,11 @@ mod tests {
         let frame = data_frame(&[7u8; 1000]);
         let writes = vec![frame.clone(), frame[..700].to_vec()];
         let mut link = provider_link(writes, false, patience).await;
-        let Ok(Incoming::Data(payload)) = link.reader().read(Vec::new()).await else {
+        let Ok(Incoming::Data(payload)) = link.reader().read(Buffer::default()).await else {
             panic!("a data frame");
         };
         assert_eq!(&payload[..], &[7u8; 1000][..]);
-        let reason = broken(link.reader().read(Vec::new()).await);
+        let reason = broken(link.reader().read(Buffer::default()).await);
         assert_eq!(
             reason,
             "the provider stopped sending: nothing arrived for 200 ms"
@@ -477,14 +483,14 @@ mod tests {
         let len = u32::try_from(MAX_DATA_FRAME + 1).unwrap().to_be_bytes();
         let oversized = vec![FrameKind::Data.tag(), len[0], len[1], len[2], len[3]];
         let mut link = provider_sending(vec![oversized]).await;
-        let reason = protocol_error(link.reader().read(Vec::new()).await);
+        let reason = protocol_error(link.reader().read(Buffer::default()).await);
         assert!(
             reason.contains("large") || reason.contains("limit"),
             "{reason}"
         );
 
         let mut link = provider_sending(vec![vec![0xee, 0, 0, 0, 1, 0]]).await;
-        let reason = protocol_error(link.reader().read(Vec::new()).await);
+        let reason = protocol_error(link.reader().read(Buffer::default()).await);
         assert!(
             reason.contains("tag") || reason.contains("0xee") || reason.contains("238"),
             "{reason}"
@@ -529,7 +535,7 @@ mod tests {
         let start = 64 + 4093; // after the file header and a resumed, unaligned prefix
         reader.place_from(start);
         let mut at = start;
-        let mut spare = Vec::new();
+        let mut spare = Buffer::default();
         for payload in &payloads {
             let Ok(Incoming::Data(frame)) = reader.read(spare).await else {
                 panic!("a data frame");
@@ -561,7 +567,7 @@ mod tests {
         let mut reader = StripedReader::new(links.iter_mut().map(take_reader).collect(), 0);
         let mut got = Vec::new();
         loop {
-            match reader.read(Vec::new()).await {
+            match reader.read(Buffer::default()).await {
                 Ok(Incoming::Data(payload)) => got.push(payload[0]),
                 Ok(Incoming::Control(Frame::Trailer(t))) => {
                     assert_eq!(t.decode_trusted().unwrap().batches, 5);
@@ -598,7 +604,7 @@ mod tests {
             let mut links = [provider_sending(zero).await, provider_sending(one).await];
             let mut reader = StripedReader::new(links.iter_mut().map(take_reader).collect(), 0);
             let failure = loop {
-                match reader.read(Vec::new()).await {
+                match reader.read(Buffer::default()).await {
                     Ok(Incoming::Data(_)) => {}
                     Ok(Incoming::Control(Frame::Trailer(_))) => panic!("case {case}: accepted"),
                     Ok(Incoming::Control(other)) => panic!("unexpected {}", other.kind()),

@@ -31,6 +31,7 @@ use super::reader::{FrameReader, Incoming, Patience, ReadFailure, StripedReader}
 use super::writer::{self, Writer};
 use super::{FetchOptions, FetchOutcome, FrameObserver, refused_as_non_member, write_state};
 use crate::dataplane::convert::{self, OutputFormat};
+use crate::dataplane::framepool::Buffer;
 use crate::dataplane::ipcfile::{AppendError, HEADER_LEN, IpcFileBuilder};
 use crate::dataplane::outpath::{self, PlaceError};
 use crate::dataplane::{FetchError, PartialPaths, ResumeState, human};
@@ -148,7 +149,7 @@ impl Transfer<'_> {
         reader: &mut FrameReader,
         stripe: Stripe,
     ) -> Result<TransferHeader, FetchError> {
-        let header = match reader.read(Vec::new()).await {
+        let header = match reader.read(Buffer::default()).await {
             Ok(Incoming::Control(Frame::Header(h))) => h,
             Ok(Incoming::Control(Frame::Error(refusal))) => {
                 return Err(FetchError::Refused(refusal));
@@ -313,7 +314,7 @@ impl Transfer<'_> {
         mut writer: Writer,
     ) -> Result<(StreamEnd, Writer), FetchError> {
         let end = loop {
-            match reader.read(writer.spare_buffer()).await {
+            match reader.read(writer.spare_buffer().await).await {
                 Ok(Incoming::Data(frame)) => {
                     if !writer.write(frame).await {
                         break Err(ReadFailure::Protocol("the writer stopped".into()));
