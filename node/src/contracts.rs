@@ -321,7 +321,11 @@ impl Node {
         }
     }
 
-    async fn on_contract_reply(&mut self, request_id: OutboundRequestId, reply: ContractReply) {
+    pub(crate) async fn on_contract_reply(
+        &mut self,
+        request_id: OutboundRequestId,
+        reply: ContractReply,
+    ) {
         let Some(outbound) = self.negotiations.outbound.remove(&request_id) else {
             return;
         };

@@ -1338,6 +1338,15 @@ impl Node {
         let mut regossip = Vec::new();
         let mut stored = 0;
         let mut refused = 0usize;
+        // Votes first: an admission learnt here lets the new member's descriptors and
+        // records in.
+        for vote in &response.vote_envelopes {
+            match self.accept_vote(vote, "sync") {
+                Ok(true) => stored += 1,
+                Ok(false) => {}
+                Err(reason) => refused += usize::from(penalised(reason)),
+            }
+        }
         for envelope in &response.descriptors {
             match self.accept_descriptor(envelope, "sync") {
                 Ok(true) => {
@@ -1356,14 +1365,6 @@ impl Node {
         }
         for envelope in regossip {
             self.gossip(GossipMessage::Descriptor(envelope));
-        }
-        // Votes first: an admission learnt here lets the new member's records in.
-        for vote in &response.vote_envelopes {
-            match self.accept_vote(vote, "sync") {
-                Ok(true) => stored += 1,
-                Ok(false) => {}
-                Err(reason) => refused += usize::from(penalised(reason)),
-            }
         }
         for envelope in &response.records {
             match self.accept_node_record(envelope) {
@@ -1750,10 +1751,21 @@ impl Node {
                     self.finish_sync(peer, SyncOutcome::Failed);
                 }
             }
-            BehaviourEvent::Contract(request_response::Event::Message { peer, .. })
-                if !self.governance.is_member_peer(&peer) =>
-            {
+            BehaviourEvent::Contract(request_response::Event::Message {
+                peer, message, ..
+            }) if !self.governance.is_member_peer(&peer) => {
                 tracing::debug!(%peer, "ignored a contract message from a non-member");
+                // An answer to a request of ours (its peer was removed meanwhile) still
+                // settles that request, as a failure: nothing it says is used, and whoever
+                // waits for it is told.
+                if let request_response::Message::Response { request_id, .. } = message {
+                    let refusal = "the peer is no longer a member of the mesh".to_owned();
+                    self.on_contract_reply(
+                        request_id,
+                        mesh_protocol::ContractReply::Error(refusal),
+                    )
+                    .await;
+                }
             }
             BehaviourEvent::Contract(event) => {
                 if let request_response::Event::Message { peer, .. } = &event {
