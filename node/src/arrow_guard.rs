@@ -118,7 +118,9 @@ pub(crate) fn check_stream(
         let message = decode(&meta, at)?;
         let body = at + prefix + meta_len;
         let body_len = check_body(message.bodyLength(), end - body, at, bounds)?;
-        check_batch(file, &message, body, body_len, at, bounds)?;
+        check_batch(&message, body_len, at, bounds, |offset| {
+            prefix_at(file, body + offset)
+        })?;
         at = body + body_len;
     }
 }
@@ -190,7 +192,9 @@ fn check_block(
     // The reader takes the block's body length, not the header's.
     let body = at + meta_len;
     let body_len = check_body(block.bodyLength(), len - body, at, bounds)?;
-    check_batch(file, &message, body, body_len, at, bounds)
+    check_batch(&message, body_len, at, bounds, |offset| {
+        prefix_at(file, body + offset)
+    })
 }
 
 /// A message's metadata length, refused when negative or over `left` or the bound.
@@ -269,13 +273,37 @@ fn first_line(error: &impl std::fmt::Display) -> String {
 /// Refuses a record or dictionary batch over `bounds.max_rows` rows, or whose compressed
 /// buffers declare more than `bounds.max_decompressed` bytes once decompressed (read from
 /// the 8-byte prefix of each, at `body` + its offset).
-fn check_batch(
-    file: &mut File,
+/// Checks one message held in memory, `body` being its body: a batch within `bounds` (rows,
+/// and bytes once decompressed). For the frames of a transfer, before anything decodes them.
+pub(crate) fn check_message(
     message: &Message<'_>,
-    body: u64,
+    body: &[u8],
+    bounds: &MessageBounds,
+) -> Result<(), MessageError> {
+    check_batch(message, body.len() as u64, 0, bounds, |offset| {
+        let at = usize::try_from(offset).unwrap_or(usize::MAX);
+        body.get(at..at.saturating_add(8))
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| MessageError::Malformed("a buffer lies outside its body".into()))
+    })
+}
+
+/// The 8 bytes at `offset` of `file`.
+fn prefix_at(file: &mut File, offset: u64) -> Result<[u8; 8], MessageError> {
+    let mut prefix = [0u8; 8];
+    read_at(file, offset, &mut prefix)?;
+    Ok(prefix)
+}
+
+/// A batch message's rows and, when compressed, the bytes its buffers declare once
+/// decompressed (the 8-byte prefix of each, read by `prefix`, at an offset in the body of
+/// `body_len` bytes), against `bounds`.
+fn check_batch(
+    message: &Message<'_>,
     body_len: u64,
     at: u64,
     bounds: &MessageBounds,
+    mut prefix: impl FnMut(u64) -> Result<[u8; 8], MessageError>,
 ) -> Result<(), MessageError> {
     let batch = match message.header_type() {
         MessageHeader::RecordBatch => message.header_as_record_batch(),
@@ -312,8 +340,7 @@ fn check_batch(
                     "a buffer of the message at byte {at} lies outside its body"
                 ))
             })?;
-        let mut length = [0u8; 8];
-        read_at(file, body + offset, &mut length)?;
+        let length = prefix(offset)?;
         declared = declared.saturating_add(u64::try_from(i64::from_le_bytes(length)).unwrap_or(0));
     }
     if declared > bounds.max_decompressed {

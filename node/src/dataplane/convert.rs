@@ -46,6 +46,16 @@ pub(crate) const PARQUET_ROW_GROUP_BYTES: usize = 64 * 1024 * 1024;
 pub(crate) const MAX_DECODED_MESSAGE: u64 = 2 * MAX_DATA_FRAME as u64;
 /// Most rows in one record batch decoded for a conversion.
 pub(crate) const MAX_DECODED_ROWS: i64 = 1 << 24;
+/// What each message of a received file may declare before anything decodes it (a
+/// conversion, a query): a data frame's lengths, [`MAX_DECODED_ROWS`] rows and
+/// [`MAX_DECODED_MESSAGE`] bytes once decompressed.
+pub(crate) const DECODE_BOUNDS: crate::arrow_guard::MessageBounds =
+    crate::arrow_guard::MessageBounds {
+        max_metadata: MAX_DATA_FRAME as u64,
+        max_body: MAX_DATA_FRAME as u64,
+        max_rows: MAX_DECODED_ROWS,
+        max_decompressed: MAX_DECODED_MESSAGE,
+    };
 /// Write buffer of converted files.
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -222,12 +232,7 @@ fn write_stream(verified: &Path, stream_bytes: u64, dest: &Path) -> std::io::Res
 /// not end where the verified file says it does.
 fn check_decodable(verified: &Path, stream_bytes: u64) -> Result<(), ConvertError> {
     use crate::arrow_guard::{MessageBounds, MessageError, check_stream};
-    const BOUNDS: MessageBounds = MessageBounds {
-        max_metadata: MAX_DATA_FRAME as u64,
-        max_body: MAX_DATA_FRAME as u64,
-        max_rows: MAX_DECODED_ROWS,
-        max_decompressed: MAX_DECODED_MESSAGE,
-    };
+    const BOUNDS: MessageBounds = DECODE_BOUNDS;
     let format = OutputFormat::Parquet;
     let mut file = File::open(verified).map_err(|source| ConvertError::Io { format, source })?;
     let start = HEADER_LEN as u64;
@@ -602,14 +607,25 @@ mod tests {
             .position(|w| w == declared)
             .expect("the compressed buffer's length prefix");
         stream[at..at + 8].copy_from_slice(&(1i64 << 40).to_le_bytes());
-        let (bomb, bytes) = file_of_stream(tmp.path(), &stream);
+        // Such a frame is refused as it arrives (`ipcfile::inspect`), so no received file
+        // holds it: the schema message is taken, the batch is not.
+        let mut builder = IpcFileBuilder::create(&tmp.path().join("bomb.partial")).unwrap();
+        let meta = i32::from_le_bytes(stream[4..8].try_into().unwrap()) as usize;
+        let message = arrow::ipc::root_as_message(&stream[8..8 + meta]).unwrap();
+        let schema_end = 8 + meta + message.bodyLength() as usize;
+        builder.append(&stream[..schema_end]).unwrap();
+        let meta = i32::from_le_bytes(stream[schema_end + 4..schema_end + 8].try_into().unwrap());
+        let message =
+            arrow::ipc::root_as_message(&stream[schema_end + 8..schema_end + 8 + meta as usize])
+                .unwrap();
+        let end = schema_end + 8 + meta as usize + message.bodyLength() as usize;
+        match builder.append(&stream[schema_end..end]) {
+            Err(crate::dataplane::ipcfile::AppendError::Protocol(why)) => {
+                assert!(why.contains("decompressed"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
         let dest = tmp.path().join("bomb.parquet");
-        let err = convert(&bomb, bytes, OutputFormat::Parquet, &dest).unwrap_err();
-        assert!(
-            matches!(&err, ConvertError::Bounds { what } if what.contains("decompressed")),
-            "{err}"
-        );
-        assert!(!dest.exists());
 
         // Rows that cost nothing on the wire (a column of nulls) but a level each to write.
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Null, true)]));

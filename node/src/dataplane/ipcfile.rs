@@ -68,6 +68,15 @@ pub(crate) fn inspect(frame: &[u8]) -> Result<MessageInfo, String> {
         .ok()
         .filter(|b| 8 + meta + b == frame.len())
         .ok_or("an IPC message body does not fill its data frame")?;
+    // Whatever reads these bytes later (a query, the Flight endpoint's stream, a
+    // conversion) would allocate what a compressed batch declares before it decompresses a
+    // byte, and a failed allocation aborts the process.
+    let received = crate::arrow_guard::MessageBounds {
+        max_rows: i64::MAX,
+        ..super::convert::DECODE_BOUNDS
+    };
+    crate::arrow_guard::check_message(&message, &frame[8 + meta..], &received)
+        .map_err(|e| format!("a data frame is refused: {e}"))?;
     let kind = message.header_type();
     let mut info = MessageInfo {
         kind,
@@ -410,12 +419,21 @@ mod tests {
 
     /// The messages of an IPC stream of one schema and one batch, one frame each.
     fn frames() -> Vec<Vec<u8>> {
+        frames_with(arrow::ipc::writer::IpcWriteOptions::default())
+    }
+
+    /// [`frames`], written with `options`.
+    fn frames_with(options: arrow::ipc::writer::IpcWriteOptions) -> Vec<Vec<u8>> {
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        let batch =
-            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))])
-                .unwrap();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..1000))],
+        )
+        .unwrap();
         let mut stream = Vec::new();
-        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut stream, &schema).unwrap();
+        let mut writer =
+            arrow::ipc::writer::StreamWriter::try_new_with_options(&mut stream, &schema, options)
+                .unwrap();
         writer.write(&batch).unwrap();
         writer.finish().unwrap();
         drop(writer);
@@ -432,6 +450,26 @@ mod tests {
             at = end;
         }
         frames
+    }
+
+    #[test]
+    fn a_compressed_batch_declaring_too_much_is_refused_before_anything_decodes_it() {
+        let options = arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+            .unwrap();
+        let frames = frames_with(options);
+        let mut batch = frames[1].clone();
+        inspect(&batch).expect("an honest compressed batch passes");
+        // Its values buffer now claims 16 TiB once decompressed: a reader would reserve that.
+        let meta = i32::from_le_bytes(batch[4..8].try_into().unwrap()) as usize;
+        let message = arrow::ipc::root_as_message(&batch[8..8 + meta]).unwrap();
+        let header = message.header_as_record_batch().unwrap();
+        let buffers: Vec<_> = header.buffers().unwrap().iter().copied().collect();
+        let values = buffers.iter().rfind(|b| b.length() >= 8).unwrap();
+        let at = 8 + meta + values.offset() as usize;
+        batch[at..at + 8].copy_from_slice(&(1i64 << 44).to_le_bytes());
+        let why = inspect(&batch).unwrap_err();
+        assert!(why.contains("decompressed"), "{why}");
     }
 
     #[test]

@@ -304,7 +304,7 @@ fn read(
             reason,
         }))
     };
-    let file = match File::open(&path) {
+    let mut file = match File::open(&path) {
         Ok(f) => f,
         Err(e) => {
             let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(ScanError::Cache {
@@ -314,6 +314,12 @@ fn read(
             return;
         }
     };
+    // The batches came from a peer: their declared sizes are checked before a reader
+    // allocates them (and a failed allocation aborts the process).
+    if let Err(e) = crate::arrow_guard::check_file(&mut file, &crate::dataplane::DECODE_BOUNDS) {
+        let _ = tx.blocking_send(Err(fail(e.to_string())));
+        return;
+    }
     let reader = crate::arrow_guard::contain(|| {
         FileReader::try_new(BufReader::with_capacity(READ_BUFFER, file), None)
     });
