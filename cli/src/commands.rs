@@ -89,10 +89,30 @@ pub(crate) async fn init(args: InitArgs) -> anyhow::Result<()> {
             dir.identity().display()
         );
     }
+    // A node's database or config without its identity is a node whose key was lost or
+    // moved: `init` must not make a new node there (and could not: its failure would leave
+    // the database as it found it only by luck).
+    for existing in [dir.db(), dir.config()] {
+        if std::fs::symlink_metadata(&existing).is_ok() {
+            bail!(
+                "`{}` already holds a node's `{}` but no identity: restore `identity.key` from \
+                 its backup to start that node again, or use another --data-dir for a new one",
+                dir.root().display(),
+                existing
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            );
+        }
+    }
     let created = !dir.root().exists();
     std::fs::create_dir_all(dir.root())
         .with_context(|| format!("cannot create `{}`", dir.root().display()))?;
     let founded = found_or_join(&dir, &config, args.charter.as_deref(), ticket.as_ref()).await;
+    let founded = match founded {
+        Ok(line) => write_config(&dir, &config).map(|()| line),
+        Err(e) => Err(e),
+    };
     let mesh_line = match founded {
         Ok(line) => line,
         Err(e) => {
@@ -106,8 +126,6 @@ pub(crate) async fn init(args: InitArgs) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    std::fs::write(dir.config(), config.to_toml())
-        .with_context(|| format!("cannot write `{}`", dir.config().display()))?;
     let identity = mesh_node::keyfile::load(&dir.identity())?;
     let pk = identity.public_key();
     crate::outln!(
@@ -119,6 +137,30 @@ pub(crate) async fn init(args: InitArgs) -> anyhow::Result<()> {
         dir.identity().display(),
         dir.root().display()
     );
+    Ok(())
+}
+
+/// Writes `config` as the node's `meshnode.toml`, whole or not at all: a file of its own
+/// beside it, forced to disk, renamed over it, and the directory forced to disk.
+pub(crate) fn write_config(dir: &DataDir, config: &NodeConfig) -> anyhow::Result<()> {
+    use std::io::Write;
+    let path = dir.config();
+    let what = || format!("cannot write `{}`", path.display());
+    let mut staged = tempfile::Builder::new()
+        .prefix(".meshnode.toml-")
+        .tempfile_in(dir.root())
+        .with_context(what)?;
+    staged
+        .write_all(config.to_toml().as_bytes())
+        .with_context(what)?;
+    staged.as_file().sync_all().with_context(what)?;
+    staged
+        .persist(&path)
+        .map_err(|e| e.error)
+        .with_context(what)?;
+    std::fs::File::open(dir.root())
+        .and_then(|d| d.sync_all())
+        .with_context(what)?;
     Ok(())
 }
 

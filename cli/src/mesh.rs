@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use mesh_node::views::{
     InviteRequest, MeshView, MotionJson, ProposeRequest, RemoveRequest, TicketView,
 };
@@ -324,8 +323,16 @@ async fn join_offline(dir: &DataDir, ticket: &str, json: bool) -> anyhow::Result
             config.bootstrap.push(addr.clone());
         }
     }
-    std::fs::write(dir.config(), config.to_toml())
-        .with_context(|| format!("cannot write `{}`", dir.config().display()))?;
+    // The node is in the new mesh from here: if its config cannot be written, say what the
+    // operator has to add by hand.
+    if let Err(e) = crate::commands::write_config(dir, &config) {
+        return Err(e.context(format!(
+            "joined the mesh, but could not record its members' addresses: add `bootstrap = {:?}` \
+             to `{}` before the next start",
+            ticket.bootstrap,
+            dir.config().display()
+        )));
+    }
     report_mesh(&state, json)
 }
 

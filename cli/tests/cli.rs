@@ -28,6 +28,36 @@ fn help_lists_every_command() {
 }
 
 #[test]
+fn init_never_replaces_a_node_that_lost_its_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("node");
+    let dir = root.to_str().unwrap();
+    let out = meshnode(&["init", "--data-dir", dir, "--domain", "sales"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = std::fs::read(root.join("meshnode.toml")).unwrap();
+    // A careless operator moves the key away, and follows `run`'s advice to `init`.
+    std::fs::remove_file(root.join("identity.key")).unwrap();
+    let again = meshnode(&["init", "--data-dir", dir, "--domain", "sales"]);
+    assert!(!again.status.success());
+    let message = String::from_utf8_lossy(&again.stderr);
+    assert!(message.contains("restore `identity.key`"), "{message}");
+    // The node's database and config are as they were; no new identity was made.
+    assert!(root.join("db").is_dir());
+    assert_eq!(std::fs::read(root.join("meshnode.toml")).unwrap(), config);
+    assert!(!root.join("identity.key").exists());
+    let leftovers: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".meshnode.toml-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
 fn init_writes_a_private_identity_and_a_valid_config() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
