@@ -6,18 +6,37 @@
 //! is sent in the fetch's narrowing; what does not stays with DataFusion. Pushed filters
 //! are declared `Inexact`, so DataFusion applies them again on what arrives: a difference
 //! between the two evaluations can only drop rows the provider already left out, never
-//! add rows.
+//! add rows. So nothing is pushed whose meaning the filter language would change: a
+//! decimal literal (the language reads a number with a fraction as a 64-bit float, which
+//! holds about 15 significant digits, and the provider would then leave out rows the query
+//! matches) stays with DataFusion.
 
 use datafusion::common::Column;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::Expr;
 use datafusion::sql::unparser::expr_to_sql;
 use mesh_protocol::Filter;
 use mesh_protocol::descriptor::ColumnSchema;
 use mesh_protocol::filter::MAX_FILTER_LEN;
 
-/// `expr` in the filter language, if it converts and fits the `granted` columns.
+/// `expr` in the filter language, if it converts exactly and fits the `granted` columns.
 pub(super) fn to_filter(expr: &Expr, granted: &[ColumnSchema]) -> Option<Filter> {
+    let mut decimal = false;
+    expr.apply(|e| {
+        decimal |= matches!(
+            e,
+            Expr::Literal(
+                ScalarValue::Decimal128(..) | ScalarValue::Decimal256(..),
+                ..
+            )
+        );
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .ok()?;
+    if decimal {
+        return None;
+    }
     let unqualified = expr
         .clone()
         .transform(|e| match e {
@@ -72,6 +91,31 @@ mod tests {
             nullable: true,
         };
         vec![column("region", "Utf8"), column("amount", "Float64")]
+    }
+
+    #[test]
+    fn decimal_literals_stay_local() {
+        let granted = vec![ColumnSchema {
+            name: "cost".into(),
+            data_type: "Decimal128(38, 2)".into(),
+            nullable: true,
+        }];
+        // 1234567890123456.78: a float would read it as 1234567890123456.8, and the
+        // provider would leave out the row that holds it.
+        let exact = lit(ScalarValue::Decimal128(
+            Some(123_456_789_012_345_678),
+            38,
+            2,
+        ));
+        assert!(to_filter(&col("cost").eq(exact.clone()), &granted).is_none());
+        assert!(to_filter(&col("cost").lt(exact), &granted).is_none());
+        assert!(
+            combine(
+                &[col("cost").gt(lit(ScalarValue::Decimal128(Some(5), 38, 2)))],
+                &granted
+            )
+            .is_none()
+        );
     }
 
     #[test]
