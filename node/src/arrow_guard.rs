@@ -358,15 +358,17 @@ fn read_at(file: &mut File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use arrow::ipc::convert::fb_to_schema;
-    use arrow::ipc::{FieldBuilder, IntBuilder, SchemaBuilder, Type, root_as_schema};
+    use arrow::ipc::{FieldBuilder, IntBuilder, SchemaBuilder, Type};
     use flatbuffers::FlatBufferBuilder;
 
     use super::*;
 
-    /// A valid flatbuffer schema whose one field is a 7-bit integer.
-    fn seven_bit_schema() -> Vec<u8> {
+    /// An IPC schema message (a valid flatbuffer) whose one field is a 7-bit integer:
+    /// arrow-ipc's schema conversion panics on it. Shared with `ingest`'s tests.
+    pub(crate) fn seven_bit_schema_message() -> Vec<u8> {
+        use arrow::ipc::{MessageBuilder, MetadataVersion};
         let mut fbb = FlatBufferBuilder::new();
         let int = {
             let mut b = IntBuilder::new(&mut fbb);
@@ -389,14 +391,22 @@ mod tests {
             b.add_fields(fields);
             b.finish()
         };
-        fbb.finish(schema, None);
+        let message = {
+            let mut b = MessageBuilder::new(&mut fbb);
+            b.add_version(MetadataVersion::V5);
+            b.add_header_type(MessageHeader::Schema);
+            b.add_header(schema.as_union_value());
+            b.finish()
+        };
+        fbb.finish(message, None);
         fbb.finished_data().to_vec()
     }
 
     #[test]
     fn a_decoder_panic_becomes_an_error() {
-        let bytes = seven_bit_schema();
-        let fb = root_as_schema(&bytes).expect("the flatbuffer itself is well formed");
+        let bytes = seven_bit_schema_message();
+        let message = arrow::ipc::root_as_message(&bytes).expect("the flatbuffer is well formed");
+        let fb = message.header_as_schema().expect("a schema message");
         let err = contain(|| Ok(fb_to_schema(fb))).unwrap_err();
         assert!(
             err.to_string().contains("malformed Arrow IPC schema"),

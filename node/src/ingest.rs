@@ -3493,46 +3493,6 @@ for row in table.to_pylist():
         out
     }
 
-    /// An IPC schema message whose one field is a 7-bit integer: arrow-ipc's schema
-    /// conversion panics on it.
-    fn seven_bit_schema_message() -> Vec<u8> {
-        use arrow::ipc::{
-            FieldBuilder, IntBuilder, MessageBuilder, MessageHeader, MetadataVersion,
-            SchemaBuilder, Type,
-        };
-        let mut fbb = flatbuffers::FlatBufferBuilder::new();
-        let int = {
-            let mut b = IntBuilder::new(&mut fbb);
-            b.add_bitWidth(7);
-            b.add_is_signed(true);
-            b.finish()
-        };
-        let name = fbb.create_string("a");
-        let field = {
-            let mut b = FieldBuilder::new(&mut fbb);
-            b.add_name(name);
-            b.add_type_type(Type::Int);
-            b.add_type_(int.as_union_value());
-            b.add_nullable(true);
-            b.finish()
-        };
-        let fields = fbb.create_vector(&[field]);
-        let schema = {
-            let mut b = SchemaBuilder::new(&mut fbb);
-            b.add_fields(fields);
-            b.finish()
-        };
-        let message = {
-            let mut b = MessageBuilder::new(&mut fbb);
-            b.add_version(MetadataVersion::V5);
-            b.add_header_type(MessageHeader::Schema);
-            b.add_header(schema.as_union_value());
-            b.finish()
-        };
-        fbb.finish(message, None);
-        fbb.finished_data().to_vec()
-    }
-
     #[test]
     fn a_panic_reading_a_parquet_arrow_schema_hint_is_an_error() {
         use parquet::arrow::arrow_writer::ArrowWriterOptions;
@@ -3543,7 +3503,7 @@ for row in table.to_pylist():
         let properties = WriterProperties::builder()
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 "ARROW:schema".into(),
-                base64(&seven_bit_schema_message()),
+                base64(&crate::arrow_guard::tests::seven_bit_schema_message()),
             )]))
             .build();
         let options = ArrowWriterOptions::new()

@@ -345,6 +345,7 @@ mod tests {
 
     use super::*;
     use crate::dataplane::ipcfile::IpcFileBuilder;
+    use crate::dataplane::ipcfile::tests::messages;
 
     /// An IPC file assembled as a fetch does, from the messages of an IPC stream.
     fn received_file(dir: &Path) -> (std::path::PathBuf, Vec<RecordBatch>, u64) {
@@ -564,16 +565,8 @@ mod tests {
     fn file_of_stream(dir: &Path, stream: &[u8]) -> (std::path::PathBuf, u64) {
         let path = dir.join("stream.partial");
         let mut builder = IpcFileBuilder::create(&path).unwrap();
-        let mut at = 0;
-        while at + 8 <= stream.len() {
-            let meta = i32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
-            if meta == 0 {
-                break;
-            }
-            let message = arrow::ipc::root_as_message(&stream[at + 8..at + 8 + meta]).unwrap();
-            let end = at + 8 + meta + message.bodyLength() as usize;
-            builder.append(&stream[at..end]).unwrap();
-            at = end;
+        for message in messages(stream) {
+            builder.append(message).unwrap();
         }
         let bytes = builder.offset() - HEADER_LEN as u64;
         builder.finish_with(false).unwrap();
@@ -610,16 +603,9 @@ mod tests {
         // Such a frame is refused as it arrives (`ipcfile::inspect`), so no received file
         // holds it: the schema message is taken, the batch is not.
         let mut builder = IpcFileBuilder::create(&tmp.path().join("bomb.partial")).unwrap();
-        let meta = i32::from_le_bytes(stream[4..8].try_into().unwrap()) as usize;
-        let message = arrow::ipc::root_as_message(&stream[8..8 + meta]).unwrap();
-        let schema_end = 8 + meta + message.bodyLength() as usize;
-        builder.append(&stream[..schema_end]).unwrap();
-        let meta = i32::from_le_bytes(stream[schema_end + 4..schema_end + 8].try_into().unwrap());
-        let message =
-            arrow::ipc::root_as_message(&stream[schema_end + 8..schema_end + 8 + meta as usize])
-                .unwrap();
-        let end = schema_end + 8 + meta as usize + message.bodyLength() as usize;
-        match builder.append(&stream[schema_end..end]) {
+        let frames = messages(&stream);
+        builder.append(frames[0]).unwrap();
+        match builder.append(frames[1]) {
             Err(crate::dataplane::ipcfile::AppendError::Protocol(why)) => {
                 assert!(why.contains("decompressed"), "{why}")
             }

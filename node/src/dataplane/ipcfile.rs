@@ -409,7 +409,7 @@ pub(crate) enum AppendError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use arrow::array::{Int64Array, RecordBatch};
@@ -437,7 +437,13 @@ mod tests {
         writer.write(&batch).unwrap();
         writer.finish().unwrap();
         drop(writer);
-        let mut frames = Vec::new();
+        messages(&stream).into_iter().map(<[u8]>::to_vec).collect()
+    }
+
+    /// The encapsulated messages of an IPC stream (continuation, length, metadata, body),
+    /// up to its end-of-stream marker: the data frames a provider sends.
+    pub(crate) fn messages(stream: &[u8]) -> Vec<&[u8]> {
+        let mut messages = Vec::new();
         let mut at = 0;
         while at + 8 <= stream.len() {
             let meta = i32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
@@ -446,10 +452,10 @@ mod tests {
             }
             let message = arrow::ipc::root_as_message(&stream[at + 8..at + 8 + meta]).unwrap();
             let end = at + 8 + meta + message.bodyLength() as usize;
-            frames.push(stream[at..end].to_vec());
+            messages.push(&stream[at..end]);
             at = end;
         }
-        frames
+        messages
     }
 
     #[test]

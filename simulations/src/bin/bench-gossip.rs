@@ -243,13 +243,8 @@ async fn main() -> anyhow::Result<()> {
     // Read outside the measured window: rendering every node's metrics costs CPU.
     let idle_counts = metric_totals(&nodes, IDLE_METRICS).await;
     let idle_counted = Instant::now();
-    let idle_cpu = cpu_seconds();
-    let idle_datagrams = udp_datagrams_sent();
-    tokio::time::sleep(warmup).await;
-    // What the formed mesh costs when nothing is published, in CPU seconds per second.
-    let idle_cpu_per_s = (cpu_seconds() - idle_cpu) / warmup.as_secs_f64();
-    let idle_datagrams_per_s =
-        udp_datagrams_sent().saturating_sub(idle_datagrams) as f64 / warmup.as_secs_f64();
+    // What the formed mesh costs when nothing is published.
+    let (idle_cpu_per_s, idle_datagrams_per_s) = idle_cost(warmup).await;
     // What the idle mesh still does: anti-entropy rounds, and connections opened (each a
     // QUIC handshake, identify both ways and a first sync round).
     let ([idle_rounds, idle_opened], open_connections) = {
@@ -581,12 +576,7 @@ async fn baseline(
         true
     })
     .await;
-    let idle_cpu = cpu_seconds();
-    let idle_datagrams = udp_datagrams_sent();
-    tokio::time::sleep(warmup).await;
-    let idle_cpu_per_s = (cpu_seconds() - idle_cpu) / warmup.as_secs_f64();
-    let idle_datagrams_per_s =
-        udp_datagrams_sent().saturating_sub(idle_datagrams) as f64 / warmup.as_secs_f64();
+    let (idle_cpu_per_s, idle_datagrams_per_s) = idle_cost(warmup).await;
     let mut samples = Vec::new();
     let mut converged = true;
     let publish_cpu = cpu_seconds();
@@ -622,6 +612,19 @@ async fn baseline(
         publish_cpu_s: cpu_seconds() - publish_cpu,
         publish_datagrams: udp_datagrams_sent().saturating_sub(publish_datagrams),
     })
+}
+
+/// CPU seconds per second and UDP datagrams sent per second over `warmup`, while this
+/// process's mesh is idle.
+async fn idle_cost(warmup: Duration) -> (f64, f64) {
+    let cpu = cpu_seconds();
+    let datagrams = udp_datagrams_sent();
+    tokio::time::sleep(warmup).await;
+    let seconds = warmup.as_secs_f64();
+    (
+        (cpu_seconds() - cpu) / seconds,
+        udp_datagrams_sent().saturating_sub(datagrams) as f64 / seconds,
+    )
 }
 
 /// Anti-entropy sessions started, and entries they stored.
