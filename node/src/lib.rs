@@ -67,6 +67,7 @@ pub mod server;
 pub mod sql;
 pub mod store;
 pub mod views;
+mod woken;
 
 pub use config::{DataDir, NodeConfig};
 pub use error::NodeError;

@@ -19,6 +19,7 @@ use mesh_protocol::governance::join::MAX_JOIN_REPLY;
 use mesh_protocol::wire::{self, MAX_GOSSIP_MESSAGE};
 
 use crate::config::NodeConfig;
+use crate::woken::WhenWoken;
 
 /// The protocol names of one mesh: every name carries the mesh id, so that nodes of two
 /// meshes never speak to each other even where their connection gates would let them.
@@ -178,17 +179,17 @@ pub(crate) struct Behaviour {
     /// nodes, which find peers from node records only. libp2p-kad's client mode would still
     /// bootstrap by itself (a lookup per bucket, each connecting to about 20 servers) while
     /// the node never asks Kademlia anything.
-    pub(crate) kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+    pub(crate) kad: Toggle<WhenWoken<kad::Behaviour<kad::store::MemoryStore>>>,
     /// Learns peers' listen addresses and protocols.
-    pub(crate) identify: identify::Behaviour,
+    pub(crate) identify: WhenWoken<identify::Behaviour>,
     /// Round-trip times for `meshnode peers`.
-    pub(crate) ping: ping::Behaviour,
+    pub(crate) ping: WhenWoken<ping::Behaviour>,
     /// Anti-entropy `/meshnode/sync/1`.
-    pub(crate) sync: request_response::Behaviour<BytesCodec>,
+    pub(crate) sync: WhenWoken<request_response::Behaviour<BytesCodec>>,
     /// Contract negotiation `/meshnode/contract/1`.
-    pub(crate) contract: request_response::Behaviour<BytesCodec>,
+    pub(crate) contract: WhenWoken<request_response::Behaviour<BytesCodec>>,
     /// Joining with a ticket: served to open invitations' keys only.
-    pub(crate) join: request_response::Behaviour<BytesCodec>,
+    pub(crate) join: WhenWoken<request_response::Behaviour<BytesCodec>>,
 }
 
 /// Tunables of the control plane, mostly for simulations and benchmarks. The defaults are the
@@ -436,12 +437,12 @@ pub(crate) fn build_swarm(
                 gate: allow_block_list::Behaviour::default(),
                 limits,
                 gossipsub,
-                kad: kad.into(),
-                identify,
-                ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
-                sync,
-                contract,
-                join,
+                kad: kad.map(WhenWoken).into(),
+                identify: identify.into(),
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)).into(),
+                sync: sync.into(),
+                contract: contract.into(),
+                join: join.into(),
             })
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(tuning.idle_timeout))
