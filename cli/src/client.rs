@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mesh_node::DataDir;
+use mesh_node::localfile::LocalFileError;
 use mesh_node::views::ErrorView;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -49,14 +50,20 @@ impl Client {
                 ),
             ));
         }
-        let addr = read_trimmed(&dir.api_addr()).map_err(|e| {
-            fail(
+        let addr = read_trimmed(&dir.api_addr()).map_err(|e| match e {
+            LocalFileError::Io(_) => fail(
                 Failure::Unreachable,
                 format!("no meshnode daemon is running for `{shown}` ({e}): start it with `meshnode run --data-dir {shown}`"),
-            )
+            ),
+            refused => refused_api_file(&dir.api_addr(), &refused, dir.root()),
         })?;
-        let token = read_trimmed(&dir.api_token())
-            .with_context(|| format!("cannot read the API token in `{shown}`"))?;
+        let token = read_trimmed(&dir.api_token()).map_err(|e| match e {
+            LocalFileError::Io(_) => anyhow::Error::new(e).context(format!(
+                "cannot read the API token `{}`",
+                dir.api_token().display()
+            )),
+            refused => refused_api_file(&dir.api_token(), &refused, dir.root()),
+        })?;
         Ok(Self {
             base: format!("http://{addr}"),
             token,
@@ -137,6 +144,50 @@ impl Client {
     }
 }
 
-fn read_trimmed(path: &Path) -> std::io::Result<String> {
-    Ok(std::fs::read_to_string(path)?.trim().to_owned())
+/// Largest `api.addr` or `api.token` read: the daemon writes a few dozen bytes.
+const MAX_API_FILE: u64 = 4096;
+
+fn read_trimmed(path: &Path) -> Result<String, LocalFileError> {
+    Ok(mesh_node::localfile::read_to_string(path, MAX_API_FILE)?
+        .trim()
+        .to_owned())
+}
+
+/// The error for an `api.addr` or `api.token` that is not what the daemon writes there.
+fn refused_api_file(path: &Path, refused: &LocalFileError, root: &Path) -> anyhow::Error {
+    fail(
+        Failure::Io,
+        format!(
+            "`{}` is not the file the daemon writes ({refused}): remove it and start the daemon with `meshnode run --data-dir {}`",
+            path.display(),
+            root.display()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_api_token_over_the_limit_is_refused_with_its_size_and_the_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        std::fs::write(dir.config(), "domain = \"sales\"\n").unwrap();
+        std::fs::write(dir.api_addr(), "127.0.0.1:4000\n").unwrap();
+        std::fs::write(dir.api_token(), "t".repeat(5000)).unwrap();
+        let err = Client::for_data_dir(&dir).unwrap_err();
+        let shown = format!("{err:#}");
+        for part in [
+            dir.api_token().display().to_string(),
+            "5000".into(),
+            MAX_API_FILE.to_string(),
+        ] {
+            assert!(shown.contains(&part), "{part} in {shown}");
+        }
+        assert_eq!(Failure::of(&err), Failure::Io);
+        // Within the limit it is read (and trimmed).
+        std::fs::write(dir.api_token(), "token\n").unwrap();
+        assert_eq!(Client::for_data_dir(&dir).unwrap().token, "token");
+    }
 }

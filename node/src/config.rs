@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 /// Name of the config file inside a data directory.
 pub const CONFIG_FILE: &str = "meshnode.toml";
+/// Largest config file read: a config is a few KiB.
+pub const MAX_CONFIG_FILE: u64 = 1024 * 1024;
 
 /// Settings of one node, as written by `meshnode init` and read by `meshnode run`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -86,6 +88,11 @@ pub struct ContractLimits {
     /// Most undecided requests from all consumers together.
     #[serde(default = "default_max_open_total")]
     pub max_open_requests: u32,
+    /// Most agreements in force (neither expired nor revoked) one consumer may hold with
+    /// this node: automatic approval waits for no operator, so this bounds what one
+    /// consumer adds to the store over time.
+    #[serde(default = "default_max_live_per_consumer")]
+    pub max_live_agreements_per_consumer: u32,
     /// Requests one consumer may send back to back.
     #[serde(default = "default_request_burst")]
     pub request_burst: u32,
@@ -107,6 +114,7 @@ impl Default for ContractLimits {
         Self {
             max_open_requests_per_consumer: default_max_open_per_consumer(),
             max_open_requests: default_max_open_total(),
+            max_live_agreements_per_consumer: default_max_live_per_consumer(),
             request_burst: default_request_burst(),
             request_refill_secs: default_request_refill_secs(),
             pending_request_ttl_days: default_pending_ttl_days(),
@@ -121,6 +129,7 @@ impl ContractLimits {
         mesh_protocol::budget::BudgetConfig {
             max_open_per_consumer: self.max_open_requests_per_consumer,
             max_open_total: self.max_open_requests,
+            max_live_per_consumer: self.max_live_agreements_per_consumer,
             burst: self.request_burst,
             refill_ms: self.request_refill_secs.saturating_mul(1000),
             pending_ttl_ms: u64::from(self.pending_request_ttl_days)
@@ -146,6 +155,9 @@ fn default_max_open_per_consumer() -> u32 {
 }
 fn default_max_open_total() -> u32 {
     mesh_protocol::budget::DEFAULT_MAX_OPEN_TOTAL
+}
+fn default_max_live_per_consumer() -> u32 {
+    mesh_protocol::budget::DEFAULT_MAX_LIVE_PER_CONSUMER
 }
 fn default_request_burst() -> u32 {
     mesh_protocol::budget::DEFAULT_BURST
@@ -226,13 +238,15 @@ fn default_availability() -> u32 {
 /// A config that failed to load or validate; the message names the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
+    /// The file could not be read, is not a regular file or is larger than
+    /// [`MAX_CONFIG_FILE`].
     #[error("cannot read config `{path}`: {source}")]
     Read {
         /// Config path.
         path: PathBuf,
         /// Underlying error.
-        source: std::io::Error,
+        #[source]
+        source: crate::localfile::LocalFileError,
     },
     /// The TOML is malformed, has unknown keys or a value of the wrong type. The parser's
     /// error is rendered into the fields (its own text repeats line and column around a
@@ -366,9 +380,11 @@ impl NodeConfig {
 
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
+        let text = crate::localfile::read_to_string(path, MAX_CONFIG_FILE).map_err(|source| {
+            ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }
         })?;
         let config: NodeConfig = toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?;
         config.validate()?;
@@ -441,6 +457,10 @@ impl NodeConfig {
             (
                 "contracts.max_open_requests",
                 u64::from(c.max_open_requests),
+            ),
+            (
+                "contracts.max_live_agreements_per_consumer",
+                u64::from(c.max_live_agreements_per_consumer),
             ),
             ("contracts.request_burst", u64::from(c.request_burst)),
             ("contracts.request_refill_secs", c.request_refill_secs),
@@ -700,6 +720,39 @@ mod tests {
             .to_string();
         assert!(err.contains("listen_port"), "{err}");
     }
+
+    #[test]
+    fn a_config_over_the_limit_is_refused_with_its_size_and_the_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CONFIG_FILE);
+        // Valid TOML throughout: only the size is wrong.
+        let mut text = NodeConfig::new("sales").to_toml();
+        text.push_str(&"# padding\n".repeat(MAX_CONFIG_FILE as usize / 10 + 1));
+        std::fs::write(&path, &text).unwrap();
+        let err = NodeConfig::load(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+        let shown = err.to_string();
+        for part in [
+            path.display().to_string(),
+            text.len().to_string(),
+            MAX_CONFIG_FILE.to_string(),
+        ] {
+            assert!(shown.contains(&part), "{part} in {shown}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_fifo_in_place_of_the_config_is_refused_without_waiting_for_a_writer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CONFIG_FILE);
+        crate::localfile::tests::make_fifo(&path);
+        let shown = path.display().to_string();
+        let err = crate::localfile::tests::without_blocking(move || NodeConfig::load(&path))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&shown) && err.contains("FIFO"), "{err}");
+    }
 }
 
 #[cfg(test)]
@@ -724,6 +777,28 @@ mod example_tests {
             let err = check(secs).unwrap_err();
             assert!(err.contains("sync_interval_secs"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_live_agreements_per_consumer_are_bounded_and_validated() {
+        let parse = |text: &str| {
+            let config = toml::from_str::<super::NodeConfig>(text).map_err(|e| e.to_string())?;
+            config.validate().map_err(|e| e.to_string())?;
+            Ok::<_, String>(config)
+        };
+        let default = parse("domain = \"sales\"").unwrap();
+        assert_eq!(default.contracts.max_live_agreements_per_consumer, 256);
+        assert_eq!(default.contracts.budget().max_live_per_consumer, 256);
+        let low = parse("domain = \"sales\"\n[contracts]\nmax_live_agreements_per_consumer = 3\n")
+            .unwrap();
+        assert_eq!(low.contracts.budget().max_live_per_consumer, 3);
+        let err = parse("domain = \"sales\"\n[contracts]\nmax_live_agreements_per_consumer = 0\n")
+            .unwrap_err();
+        assert!(
+            err.contains("contracts.max_live_agreements_per_consumer")
+                && err.contains("at least 1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 use mesh_protocol::Identity;
 
+use crate::localfile::LocalFileError;
+
 /// Largest identity file read.
 const MAX_KEY_FILE: u64 = 4096;
 
@@ -167,26 +169,19 @@ fn parse_key_file(text: &str) -> Result<KeyFileParts, String> {
 
 /// Loads an identity, checking that it is a 32-byte hex secret.
 pub fn load(path: &Path) -> Result<Identity, KeyFileError> {
-    // Size first: an identity file is about 200 bytes, and nothing of any length is read.
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.len() > MAX_KEY_FILE
-    {
-        return Err(KeyFileError::Corrupt {
-            path: path.to_owned(),
-            reason: format!("{} bytes, an identity file has a few hundred", meta.len()),
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => KeyFileError::Missing(path.to_owned()),
-        std::io::ErrorKind::InvalidData => KeyFileError::Corrupt {
-            path: path.to_owned(),
-            reason: "not text".into(),
-        },
-        _ => KeyFileError::Io {
-            path: path.to_owned(),
-            source,
-        },
-    })?;
+    // An identity file is about 200 bytes: nothing of any length is read, and only a file.
+    let text =
+        crate::localfile::read_to_string(path, MAX_KEY_FILE).map_err(|error| match error {
+            e if e.is_not_found() => KeyFileError::Missing(path.to_owned()),
+            LocalFileError::Io(source) => KeyFileError::Io {
+                path: path.to_owned(),
+                source,
+            },
+            refused => KeyFileError::Corrupt {
+                path: path.to_owned(),
+                reason: refused.to_string(),
+            },
+        })?;
     let corrupt = |reason: String| KeyFileError::Corrupt {
         path: path.to_owned(),
         reason,
@@ -297,6 +292,17 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_fifo_in_place_of_the_identity_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.key");
+        crate::localfile::tests::make_fifo(&path);
+        let err = crate::localfile::tests::without_blocking(move || load(&path)).unwrap_err();
+        assert!(matches!(err, KeyFileError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("FIFO"), "{err}");
     }
 
     #[test]

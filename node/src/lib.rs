@@ -8,6 +8,8 @@
 //!
 //! - [`config`]: `meshnode.toml` and the data-directory layout.
 //! - [`keyfile`]: the identity file and other secret files (mode 0600).
+//! - [`localfile`]: bounded whole reads of small local files (config, identity, API address
+//!   and token, audit anchor), regular files only.
 //! - [`agreements`]: stored contract records, shared by negotiation and the data plane.
 //! - [`store`]: sled trees (catalog, products, agreements, pending, revocations, audit, peers).
 //! - [`ingest`]: CSV / Parquet / Arrow input streamed into Arrow IPC files.
@@ -53,6 +55,7 @@ pub mod governance;
 pub mod ingest;
 pub mod integrity;
 pub mod keyfile;
+pub mod localfile;
 pub mod logging;
 mod metrics;
 mod negotiation;

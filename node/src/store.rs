@@ -174,16 +174,13 @@ pub fn read_anchor(path: &Path) -> Result<Option<Signed<AuditHead>>, AnchorFileE
         path: path.to_owned(),
         reason,
     };
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(e)),
+    // Never a file of any length, nor anything but a file, read into memory.
+    let bytes = match crate::localfile::read(path, MAX_ANCHOR_FILE) {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(crate::localfile::LocalFileError::Io(e)) => return Err(io(e)),
+        Err(refused) => return Err(damaged(refused.to_string())),
     };
-    // Size first: never read a file of any length into memory.
-    if meta.len() > MAX_ANCHOR_FILE {
-        return Err(damaged(format!("{} bytes", meta.len())));
-    }
-    let bytes = std::fs::read(path).map_err(io)?;
     Signed::from_bytes(&bytes)
         .map(Some)
         .map_err(|e| damaged(e.to_string()))

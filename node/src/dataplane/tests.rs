@@ -1362,6 +1362,32 @@ async fn links_planted_beside_the_output_are_replaced_not_followed() {
     no_output_partials(&out);
 }
 
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_fifo_planted_as_the_state_file_does_not_hold_the_fetch() {
+    let provider = Side::start(provider_id());
+    let consumer = Side::start(consumer_id());
+    let product = publish(&provider, "sales", 1, &["email"]);
+    replicate_catalog(&provider, &consumer, &product);
+    agree(&provider, &consumer, terms(&product, &consumer.identity));
+    let shared_dir = tempfile::tempdir().unwrap();
+    let out = shared_dir.path().join("x.arrow");
+    let state = PartialPaths::new(out.clone()).state;
+    crate::localfile::tests::make_fifo(&state);
+    let fetch = consumer.plane.fetch(options(&out, &product));
+    let Ok(outcome) = tokio::time::timeout(Duration::from_secs(30), fetch).await else {
+        // Let a reader blocked on the FIFO go, so that the runtime can shut down.
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&state);
+        panic!("the fetch waited on the FIFO planted as its state file");
+    };
+    assert_eq!(outcome.unwrap().rows, (BATCHES * ROWS_PER_BATCH / 3) as u64);
+    no_output_partials(&out);
+}
+
 /// The Flight endpoint's stream (`crate::flight`, only with the `query` feature).
 #[cfg(feature = "query")]
 mod flight_stream;

@@ -37,6 +37,10 @@ mod writer;
 use reader::Patience;
 use transfer::Transfer;
 
+/// Largest state file read to resume: a few hundred bytes, more with a narrowing that
+/// names thousands of columns. A larger one is not resumed from.
+const MAX_STATE_FILE: u64 = 4 * 1024 * 1024;
+
 /// What to fetch and where to put it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FetchOptions {
@@ -247,7 +251,9 @@ fn load_resume(
     if is_link(&paths.state) || is_link(&paths.partial) {
         return None;
     }
-    let text = std::fs::read_to_string(&paths.state).ok()?;
+    // Bounded, and a regular file only: the output directory may be shared, and a FIFO or
+    // a huge file planted there must not hold the fetch or fill memory.
+    let text = crate::localfile::read_to_string(&paths.state, MAX_STATE_FILE).ok()?;
     let state: ResumeState = serde_json::from_str(&text).ok()?;
     let matches = state.agreement == id.to_hex()
         && state.product == terms.product.storage_key()
