@@ -217,6 +217,22 @@ impl Endpoint {
         let descriptor = data
             .resolve_product(&ticket.product)
             .map_err(|e| Status::not_found(e.to_string()))?;
+        // The catalog holds the latest entry only: a ticket for another version is served
+        // as its provider's header describes it.
+        let declared = match ticket.version {
+            Some(v) if v != descriptor.version => None,
+            _ => Some(stream::Declared {
+                product: ticket.product.clone(),
+                schema: Arc::new(crate::sql::declared_schema(&descriptor.schema).map_err(
+                    |e| {
+                        Status::failed_precondition(format!(
+                            "the catalog entry of `{}` declares a column type that does not parse: {e}",
+                            ticket.product
+                        ))
+                    },
+                )?),
+            }),
+        };
         let permit = self.do_gets.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "{MAX_DO_GETS} reads are running already; retry when one has finished"
@@ -235,7 +251,7 @@ impl Endpoint {
             narrowing: None,
             connections: None,
         };
-        let batches = stream::product_batches(data, options, permit);
+        let batches = stream::product_batches(data, options, declared, permit);
         Ok(Box::pin(
             FlightDataEncoderBuilder::new()
                 .build(batches)

@@ -5,12 +5,20 @@
 //! client slows the transfer down (QUIC flow control reaches the provider), memory stays
 //! bounded.
 //!
+//! The stream's columns are checked against the product's catalog entry before the first
+//! batch leaves: the client was told the catalog's schema (`GetFlightInfo`, `GetSchema`),
+//! and the fetch checks the stream's column names, not their types. A column the entry does
+//! not declare, or one of another type, ends the stream with `FailedPrecondition` before any
+//! batch is sent (the check the query engine applies to what it reads,
+//! [`crate::sql::type_mismatch`]).
+//!
 //! The provider's signed trailer is checked after the last batch. When it does not verify
 //! (or the transfer breaks off), the stream ends with an error status instead of ending
 //! normally: the client sees an error, never a silently complete result, and must discard
 //! what it received.
 
 use arrow::buffer::Buffer;
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::reader::StreamDecoder;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::error::FlightError;
@@ -46,8 +54,43 @@ struct Decoding {
     /// Whether a batch went out (a product without rows still sends its schema, as an
     /// empty batch).
     emitted: bool,
+    /// What the catalog entry declares, when the version read is the one it describes.
+    declared: Option<Declared>,
     /// A slot of the endpoint's stream budget, held until the stream ends.
     _permit: OwnedSemaphorePermit,
+}
+
+/// The product as its catalog entry declares it, which the stream must match.
+#[derive(Clone, Debug)]
+pub(crate) struct Declared {
+    /// The product, as named to the client.
+    pub(crate) product: String,
+    /// Every column of the entry, with its declared type.
+    pub(crate) schema: SchemaRef,
+}
+
+impl Declared {
+    /// Refuses a stream with a column the entry does not declare, or of another type.
+    fn check(&self, schema: &Schema) -> Result<(), Status> {
+        let product = &self.product;
+        let fault = if let Some(extra) = schema
+            .fields()
+            .iter()
+            .find(|f| self.schema.column_with_name(f.name()).is_none())
+        {
+            format!(
+                "the provider's data has column `{}`, which the catalog entry of `{product}` does not declare",
+                extra.name()
+            )
+        } else if let Some(mismatch) = crate::sql::type_mismatch(schema, &self.schema) {
+            format!("{mismatch} (product `{product}`)")
+        } else {
+            return Ok(());
+        };
+        Err(Status::failed_precondition(format!(
+            "{fault}: none of this data was sent. Fetch again (GetFlightInfo, then DoGet) once this node's catalog has the provider's current entry; if it persists, the provider serves data its catalog entry does not describe"
+        )))
+    }
 }
 
 /// The status a failed fetch ends the stream with.
@@ -67,10 +110,12 @@ pub(crate) fn fetch_status(e: &FetchError) -> Status {
     }
 }
 
-/// Starts fetching `options` and returns the batches as they arrive.
+/// Starts fetching `options` and returns the batches as they arrive, each checked against
+/// `declared`.
 pub(crate) fn product_batches(
     data: DataPlane,
     options: FetchOptions,
+    declared: Option<Declared>,
     permit: OwnedSemaphorePermit,
 ) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static {
     let (tx, rx) = mpsc::channel(FRAME_QUEUE);
@@ -81,6 +126,7 @@ pub(crate) fn product_batches(
         pending: Buffer::from(Vec::<u8>::new()),
         fetch: Some(AbortOnDrop(fetch)),
         emitted: false,
+        declared,
         _permit: permit,
     };
     futures::stream::unfold(Some(state), |state| async move {
@@ -102,6 +148,12 @@ async fn next_batch(state: &mut Decoding) -> Result<Option<RecordBatch>, Status>
                 Status::data_loss(format!("the provider's stream does not decode: {e}"))
             })?;
             if let Some(batch) = decoded {
+                // One schema for the whole stream: checked before the first batch leaves.
+                if !state.emitted
+                    && let Some(declared) = &state.declared
+                {
+                    declared.check(batch.schema_ref())?;
+                }
                 state.emitted = true;
                 return Ok(Some(batch));
             }
@@ -125,6 +177,9 @@ async fn next_batch(state: &mut Decoding) -> Result<Option<RecordBatch>, Status>
             })?;
             match state.decoder.schema() {
                 Some(schema) if !state.emitted => {
+                    if let Some(declared) = &state.declared {
+                        declared.check(&schema)?;
+                    }
                     state.emitted = true;
                     Ok(Some(RecordBatch::new_empty(schema)))
                 }

@@ -47,6 +47,7 @@ use crate::error::NodeError;
 use crate::store::StoreError;
 
 pub use table::ScanError;
+pub(crate) use table::type_mismatch;
 
 /// Longest query text accepted, in bytes.
 pub const MAX_QUERY_LEN: usize = 64 * 1024;
@@ -334,14 +335,7 @@ impl SqlEngine {
             if granted.is_empty() {
                 continue;
             }
-            let fields: Result<Vec<Field>, _> = granted
-                .iter()
-                .map(|c| {
-                    mesh_protocol::bounds::parse_data_type(&c.data_type)
-                        .map(|t| Field::new(c.name.clone(), t, c.nullable))
-                })
-                .collect();
-            let Ok(fields) = fields else {
+            let Ok(schema) = declared_schema(&granted) else {
                 tracing::warn!(product = %product.name, "a column type of the catalog entry does not parse; the product is left out of SQL");
                 continue;
             };
@@ -360,7 +354,7 @@ impl SqlEngine {
                         product,
                         agreement,
                         version,
-                        schema: Arc::new(Schema::new(fields)),
+                        schema: Arc::new(schema),
                     },
                     granted,
                     ungranted,
@@ -389,6 +383,21 @@ impl SqlEngine {
         tables.sort_by(|a, b| a.info.name.cmp(&b.info.name));
         Ok(tables)
     }
+}
+
+/// The schema that catalog `columns` declare: their types parsed by the protocol's bounded
+/// parser.
+pub(crate) fn declared_schema(
+    columns: &[ColumnSchema],
+) -> Result<Schema, mesh_protocol::bounds::TypeError> {
+    columns
+        .iter()
+        .map(|c| {
+            mesh_protocol::bounds::parse_data_type(&c.data_type)
+                .map(|t| Field::new(c.name.clone(), t, c.nullable))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Schema::new)
 }
 
 impl SqlError {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::RecordBatchOptions;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::ipc::reader::FileReader;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -344,9 +344,40 @@ fn read(
     }
 }
 
+/// A column of received data whose type is not the one the catalog entry declares.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "column `{column}` is {received} in the provider's data, but the catalog entry declares {declared}"
+)]
+pub(crate) struct TypeMismatch {
+    /// The column.
+    pub(crate) column: String,
+    /// Its type in the catalog entry.
+    pub(crate) declared: DataType,
+    /// Its type in the data received.
+    pub(crate) received: DataType,
+}
+
+/// The first column of `declared` (the catalog entry's types) that `received` has under
+/// the same name with another type. Nested field names and metadata are not compared (as
+/// arrow compares a batch with its schema); columns only one side has are not either.
+pub(crate) fn type_mismatch(received: &Schema, declared: &Schema) -> Option<TypeMismatch> {
+    declared.fields().iter().find_map(|want| {
+        let (_, got) = received.column_with_name(want.name())?;
+        (!got.data_type().equals_datatype(want.data_type())).then(|| TypeMismatch {
+            column: want.name().clone(),
+            declared: want.data_type().clone(),
+            received: got.data_type().clone(),
+        })
+    })
+}
+
 /// `batch` with exactly the columns of `schema`, by name (the same rows when `schema` has
 /// no column). Fails when a column is missing or of another type than the catalog says.
 fn shape(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String> {
+    if let Some(mismatch) = type_mismatch(batch.schema_ref(), schema) {
+        return Err(mismatch.to_string());
+    }
     let columns = schema
         .fields()
         .iter()
@@ -364,7 +395,7 @@ fn shape(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String>
 #[cfg(test)]
 mod tests {
     use arrow::array::{Int64Array, StringArray};
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::datatypes::Field;
 
     use super::*;
 
@@ -400,7 +431,11 @@ mod tests {
     #[test]
     fn a_type_other_than_the_catalogs_is_refused() {
         let wrong = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
-        assert!(shape(&batch(), &wrong).is_err());
+        let err = shape(&batch(), &wrong).unwrap_err();
+        assert!(
+            err.contains("`id`") && err.contains("Int64") && err.contains("Utf8"),
+            "{err}"
+        );
         let missing = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
         assert!(shape(&batch(), &missing).unwrap_err().contains("`x`"));
     }

@@ -14,9 +14,16 @@ async fn flight_stream(
         .try_acquire_owned()
         .unwrap();
     let o = options(Path::new(""), product);
+    let (_, envelope) = consumer.store.descriptor(product).unwrap().unwrap();
+    let descriptor = envelope.decode_trusted().unwrap();
+    let declared = crate::flight::stream::Declared {
+        product: format!("sales/{}", product.name),
+        schema: Arc::new(crate::sql::declared_schema(&descriptor.schema).unwrap()),
+    };
     Box::pin(crate::flight::stream::product_batches(
         consumer.plane.clone(),
         o,
+        Some(declared),
         permit,
     ))
 }
@@ -112,4 +119,52 @@ async fn flight_stream_of_a_transfer_that_fails_verification_ends_with_an_error(
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Replaces the provider's file of `name` version `version` with the same rows, `amount`
+/// as text: data of other types than its catalog entry declares.
+fn retype_amount(side: &Side, name: &str, version: u64) {
+    let path = side.data_dir.product_file(name, version);
+    let fields: Vec<Field> = sales_schema()
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "amount" => Field::new("amount", DataType::Utf8, false),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let mut writer = FileWriter::try_new(File::create(&path).unwrap(), &schema).unwrap();
+    for b in 0..BATCHES {
+        let batch = sales_batch(b);
+        let mut columns = batch.columns().to_vec();
+        let at = batch.schema().index_of("amount").unwrap();
+        columns[at] = arrow::compute::cast(&columns[at], &DataType::Utf8).unwrap();
+        writer
+            .write(&RecordBatch::try_new(schema.clone(), columns).unwrap())
+            .unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+#[tokio::test]
+async fn flight_stream_of_other_types_than_the_catalog_declares_is_refused_before_any_batch() {
+    use futures::StreamExt;
+    let provider = Side::start(provider_id());
+    let consumer = Side::start(consumer_id());
+    let product = publish(&provider, "orders", 1, &["email"]);
+    retype_amount(&provider, "orders", 1);
+    replicate_catalog(&provider, &consumer, &product);
+    agree(&provider, &consumer, terms(&product, &consumer.identity));
+    let mut stream = flight_stream(&consumer, &product).await;
+    let first = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("the stream answers")
+        .expect("an error, not a silent end");
+    let status = tonic::Status::from(first.expect_err("no batch of the wrong types is sent"));
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
+    for part in ["`amount`", "Utf8", "Float64", "sales/orders", "Fetch again"] {
+        assert!(status.message().contains(part), "{part} in {status}");
+    }
+    assert!(stream.next().await.is_none());
 }
