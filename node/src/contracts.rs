@@ -402,6 +402,9 @@ impl Node {
                     BudgetRefusal::TooManyOpen { open, max } => format!(
                         "too many open requests to {provider}: {open} pending (at most {max}); wait for answers or withdraw some with `meshnode share revoke ID` (nothing was stored)"
                     ),
+                    BudgetRefusal::TooManyLive { live, max } => format!(
+                        "too many agreements in force with {provider}: {live} (at most {max}); let one expire or revoke one no longer needed with `meshnode share revoke ID` (nothing was stored)"
+                    ),
                     other => {
                         format!("{provider} refused the request: {other} (nothing was stored)")
                     }

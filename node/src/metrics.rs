@@ -576,6 +576,7 @@ impl Metrics {
         use mesh_protocol::budget::BudgetRefusal as B;
         let reason = match refusal {
             B::TooManyOpen { .. } => "too_many_open",
+            B::TooManyLive { .. } => "too_many_live",
             B::RateLimited { .. } => "rate_limited",
             B::ProviderFull { .. } => "provider_full",
         };

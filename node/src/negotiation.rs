@@ -503,6 +503,25 @@ pub(crate) async fn answer_request(
             ))
         }
         Ok(PolicyDecision::AutoApprove) => {
+            // Approval at once waits for no one: what bounds the agreements one consumer
+            // keeps here is the live-agreement limit. The count stops at it.
+            let per_consumer = party.budget().config().max_live_per_consumer;
+            let live = store.count_agreements_of(
+                &terms.consumer,
+                Role::Provider,
+                ContractState::Agreed,
+                per_consumer as usize,
+            );
+            let live = party
+                .budget()
+                .check_live(u32::try_from(live).unwrap_or(u32::MAX));
+            if let Err(refusal) = live {
+                tracing::debug!(
+                    consumer = terms.consumer_domain,
+                    "contract request over budget: {refusal}"
+                );
+                return Ok(ContractReply::Busy(refusal));
+            }
             let agreement = Agreement::countersign(party.identity, envelope)
                 .map_err(|e| NodeError::Internal(format!("cannot countersign: {e}")))?;
             record.state = transition(record.state, ContractEvent::Approve).map_err(illegal)?;
@@ -2386,6 +2405,7 @@ mod tests {
         let mut mesh = Mesh::new(Approval::Auto);
         mesh.provider_budget = std::sync::Mutex::new(RequestBudget::new(BudgetConfig {
             burst: 1_000_000,
+            max_live_per_consumer: u32::MAX,
             ..Default::default()
         }));
         let mut at = 0u32;
@@ -2447,5 +2467,59 @@ mod tests {
         mesh.provider.put_agreement(&terms.id(), &record).unwrap();
         let (_, reply) = mesh.negotiate(&analytics(), 1).await;
         assert!(matches!(reply, ContractReply::Agreed(_)), "{reply:?}");
+    }
+
+    #[tokio::test]
+    async fn automatic_approval_is_bounded_by_the_live_agreements_per_consumer() {
+        let mut mesh = Mesh::new(Approval::Auto);
+        mesh.provider_budget = std::sync::Mutex::new(RequestBudget::new(BudgetConfig {
+            burst: 10_000,
+            max_live_per_consumer: 3,
+            ..Default::default()
+        }));
+        let live = |mesh: &Mesh, consumer: &Identity| {
+            mesh.provider.count_agreements_of(
+                &consumer.public_key(),
+                Role::Provider,
+                ContractState::Agreed,
+                usize::MAX,
+            )
+        };
+        let mut agreed = Vec::new();
+        for i in 0..3 {
+            match send_request(&mesh, &mesh.churn, &analytics(), nonce(i)).await {
+                ContractReply::Agreed(a) => agreed.push(a.id()),
+                other => panic!("{other:?}"),
+            }
+        }
+        let reply = send_request(&mesh, &mesh.churn, &analytics(), nonce(3)).await;
+        let ContractReply::Busy(refusal) = reply else {
+            panic!("{reply:?}");
+        };
+        assert_eq!(refusal, BudgetRefusal::TooManyLive { live: 3, max: 3 });
+        assert!(
+            refusal.to_string().contains("let one expire or revoke one"),
+            "{refusal}"
+        );
+        // The earlier agreements stand; the refused request left no trace.
+        assert_eq!(live(&mesh, &mesh.churn), 3);
+        for id in &agreed {
+            let record = mesh.provider.agreement(id).unwrap().unwrap();
+            assert_eq!(record.state, ContractState::Agreed);
+        }
+        assert_eq!(mesh.provider.agreement_records().unwrap().len(), 3);
+        assert_eq!(audit_kinds(&mesh.provider).len(), 3 * 2);
+        // Another consumer is not affected.
+        let other = Identity::from_secret_bytes([42; 32]);
+        let reply = send_request(&mesh, &other, &analytics(), nonce(0)).await;
+        assert!(matches!(reply, ContractReply::Agreed(_)), "{reply:?}");
+        // A revoked agreement no longer counts: the consumer gets a new one.
+        revoke(mesh.provider(), &agreed[0].to_hex(), None, NOW)
+            .await
+            .unwrap();
+        assert_eq!(live(&mesh, &mesh.churn), 2);
+        let reply = send_request(&mesh, &mesh.churn, &analytics(), nonce(4)).await;
+        assert!(matches!(reply, ContractReply::Agreed(_)), "{reply:?}");
+        assert_eq!(live(&mesh, &mesh.churn), 3);
     }
 }

@@ -8,6 +8,8 @@
 //! request; the counts of open requests come from the provider's store (its index), the
 //! clock from the caller. A refusal is a [`BudgetRefusal`], sent back as
 //! [`crate::contract::ContractReply::Busy`]: nothing is stored and nothing is audited.
+//! Automatic approval waits for nobody, so the agreements one consumer holds in force are
+//! bounded too ([`RequestBudget::check_live`]).
 //!
 //! The rate limit is a token bucket per consumer key. The buckets themselves are state a
 //! peer can make us keep (keys are free to make), so their number is bounded too: a bucket
@@ -24,6 +26,9 @@ use crate::identity::PublicKey;
 pub const DEFAULT_MAX_OPEN_PER_CONSUMER: u32 = 32;
 /// Default most open requests a provider keeps from all consumers together.
 pub const DEFAULT_MAX_OPEN_TOTAL: u32 = 1024;
+/// Default most live (agreed, neither expired nor revoked) agreements one consumer may hold
+/// with one provider.
+pub const DEFAULT_MAX_LIVE_PER_CONSUMER: u32 = 256;
 /// Default burst of requests one consumer may send at once.
 pub const DEFAULT_BURST: u32 = 20;
 /// Default refill of the request budget: one request per this many milliseconds.
@@ -41,6 +46,9 @@ pub struct BudgetConfig {
     pub max_open_per_consumer: u32,
     /// Most open requests from all consumers together: bounds the queue against many keys.
     pub max_open_total: u32,
+    /// Most live agreements per consumer key: bounds what automatic approval, which waits
+    /// for nobody, lets one key add to the provider's store over time.
+    pub max_live_per_consumer: u32,
     /// Requests one consumer may send back to back (the bucket's size).
     pub burst: u32,
     /// One more request is allowed every `refill_ms` milliseconds.
@@ -56,6 +64,7 @@ impl Default for BudgetConfig {
         Self {
             max_open_per_consumer: DEFAULT_MAX_OPEN_PER_CONSUMER,
             max_open_total: DEFAULT_MAX_OPEN_TOTAL,
+            max_live_per_consumer: DEFAULT_MAX_LIVE_PER_CONSUMER,
             burst: DEFAULT_BURST,
             refill_ms: DEFAULT_REFILL_MS,
             pending_ttl_ms: DEFAULT_PENDING_TTL_MS,
@@ -92,6 +101,17 @@ pub enum BudgetRefusal {
         /// Open requests from everyone.
         open: u32,
         /// The provider's limit.
+        max: u32,
+    },
+    /// The consumer already holds `live` agreements in force with this provider. (Last:
+    /// postcard encodes a variant by its index, so earlier ones keep theirs.)
+    #[error(
+        "too many live agreements: {live} in force with this provider (at most {max}); let one expire or revoke one that is no longer needed"
+    )]
+    TooManyLive {
+        /// Live agreements of this consumer.
+        live: u32,
+        /// The provider's limit per consumer.
         max: u32,
     },
 }
@@ -218,6 +238,21 @@ impl RequestBudget {
         Ok(())
     }
 
+    /// The live-agreement limit, for a request that would be approved at once: automatic
+    /// approval waits for nobody, so without it one consumer adds an agreement at every
+    /// token for as long as contracts last. `live_by_consumer` is the provider's count of
+    /// the consumer's agreements in force (from its store).
+    pub fn check_live(&self, live_by_consumer: u32) -> Result<(), BudgetRefusal> {
+        let max = self.config.max_live_per_consumer;
+        if live_by_consumer >= max {
+            return Err(BudgetRefusal::TooManyLive {
+                live: live_by_consumer,
+                max,
+            });
+        }
+        Ok(())
+    }
+
     /// Keeps a bucket, evicting others when the table is full.
     fn store(&mut self, consumer: PublicKey, tat_ms: u64, now_ms: u64) {
         let max = self.config.max_tracked.max(1);
@@ -269,6 +304,7 @@ mod tests {
         BudgetConfig {
             max_open_per_consumer: 3,
             max_open_total: 10,
+            max_live_per_consumer: 5,
             burst: 4,
             refill_ms: 1000,
             pending_ttl_ms: 5000,
@@ -374,6 +410,28 @@ mod tests {
         assert_eq!(
             b.check_open(0, 10),
             Err(BudgetRefusal::ProviderFull { open: 10, max: 10 })
+        );
+    }
+
+    #[test]
+    fn live_agreements_per_consumer_are_bounded() {
+        let b = RequestBudget::new(config());
+        assert_eq!(b.check_live(0), Ok(()));
+        assert_eq!(b.check_live(4), Ok(()));
+        let refusal = b.check_live(5).unwrap_err();
+        assert_eq!(refusal, BudgetRefusal::TooManyLive { live: 5, max: 5 });
+        assert!(
+            refusal.to_string().contains("let one expire or revoke one"),
+            "{refusal}"
+        );
+        assert_eq!(
+            RequestBudget::new(BudgetConfig::default()).check_live(255),
+            Ok(())
+        );
+        assert!(
+            RequestBudget::new(BudgetConfig::default())
+                .check_live(256)
+                .is_err()
         );
     }
 

@@ -392,6 +392,7 @@ impl Node {
             used: false,
             claimed_by: None,
         };
+        self.shut_expired_invitations(now);
         let peer = self.governance.add_invitation(invitation.clone(), now)?;
         self.swarm.behaviour_mut().gate.allow_peer(peer);
         let ticket = Ticket {
@@ -564,10 +565,12 @@ impl Node {
         }
     }
 
-    /// Shuts the gate on invitation keys answered a while ago (see `Governance::answered`).
+    /// Shuts the gate on invitation keys answered a while ago (see `Governance::answered`)
+    /// and on expired invitations (the periodic sweep of the housekeeping).
     pub(crate) fn close_spent_invitations(&mut self) {
         // Long enough for a newcomer whose answer was lost to claim again.
         const GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+        self.shut_expired_invitations(now_ms());
         if self.governance.answered.is_empty() {
             return;
         }
@@ -582,6 +585,13 @@ impl Node {
             {
                 self.swarm.behaviour_mut().gate.disallow_peer(peer);
             }
+        }
+    }
+
+    /// Forgets the invitations expired at `now_ms` and shuts the gate on their keys.
+    fn shut_expired_invitations(&mut self, now_ms: u64) {
+        for peer in self.governance.expire_invitations(now_ms) {
+            self.swarm.behaviour_mut().gate.disallow_peer(peer);
         }
     }
 

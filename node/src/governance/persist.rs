@@ -32,6 +32,17 @@ pub enum GovernanceStoreError {
     /// The charter is not valid.
     #[error("the mesh charter is not valid: {0}")]
     Charter(#[source] GovernanceError),
+    /// The store holds a mesh's votes or invitations but no charter: the charter record was
+    /// lost, and founding a new mesh in its place would detach the node from its mesh.
+    #[error(
+        "the store holds {what} of a mesh but no mesh charter: the charter record is lost (a damaged or edited database). \
+         The node does not found a new mesh in its place, which would detach it from its own: restore the data directory from a backup, \
+         or, with the daemon stopped, join the mesh again with `meshnode mesh join TICKET` (a new ticket from a member)"
+    )]
+    CharterMissing {
+        /// What the store still holds (`votes`, `invitations`).
+        what: &'static str,
+    },
     /// A mesh is already founded or joined here.
     #[error(
         "this node already belongs to mesh {0}: a node runs in exactly one mesh; initialise a new data directory to found or join another"
@@ -69,6 +80,19 @@ impl Trees {
                 what: "charter",
                 reason: e.to_string(),
             })
+    }
+
+    /// What of a mesh the store holds besides its charter, if anything: a store initialised
+    /// before meshes had charters holds neither votes nor invitations. Reads one key per tree.
+    pub(super) fn mesh_records(&self) -> Result<Option<&'static str>, GovernanceStoreError> {
+        let votes = self.votes.first()?.is_some();
+        let invitations = self.invitations.first()?.is_some();
+        Ok(match (votes, invitations) {
+            (true, true) => Some("votes and invitations"),
+            (true, false) => Some("votes"),
+            (false, true) => Some("invitations"),
+            (false, false) => None,
+        })
     }
 
     fn put_charter(&self, charter: &Signed<Charter>) -> Result<(), GovernanceStoreError> {

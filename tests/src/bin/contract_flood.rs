@@ -103,6 +103,7 @@ fn label(reply: &ContractReply) -> String {
             use mesh_protocol::budget::BudgetRefusal as B;
             match refusal {
                 B::TooManyOpen { .. } => "busy_too_many_open".into(),
+                B::TooManyLive { .. } => "busy_too_many_live".into(),
                 B::RateLimited { .. } => "busy_rate_limited".into(),
                 B::ProviderFull { .. } => "busy_provider_full".into(),
             }
