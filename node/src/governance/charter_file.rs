@@ -24,6 +24,8 @@ use mesh_protocol::governance::{AdmissionRule, Charter, Member, Policies, Requir
 use mesh_protocol::{Identity, PublicKey, Signed};
 use serde::Deserialize;
 
+use crate::localfile::LocalFileError;
+
 /// Largest charter file read.
 const MAX_CHARTER_FILE: u64 = 1024 * 1024;
 
@@ -37,7 +39,7 @@ pub enum CharterFileError {
         path: String,
         /// Why.
         #[source]
-        source: std::io::Error,
+        source: LocalFileError,
     },
     /// Too large.
     #[error("the charter `{0}` is larger than 1 MiB: is it the right file?")]
@@ -111,15 +113,15 @@ pub fn read_charter(
     founded_at_ms: u64,
 ) -> Result<Signed<Charter>, CharterFileError> {
     let shown = path.display().to_string();
-    let read = |source| CharterFileError::Read {
-        path: shown.clone(),
-        source,
-    };
-    let len = std::fs::metadata(path).map_err(read)?.len();
-    if len > MAX_CHARTER_FILE {
-        return Err(CharterFileError::TooLarge(shown));
-    }
-    let text = std::fs::read_to_string(path).map_err(read)?;
+    // Bounded, and a regular file only: a FIFO or a device named by mistake is refused, not
+    // waited on or read without end.
+    let text = crate::localfile::read_to_string(path, MAX_CHARTER_FILE).map_err(|e| match e {
+        LocalFileError::TooLarge { .. } => CharterFileError::TooLarge(shown.clone()),
+        source => CharterFileError::Read {
+            path: shown.clone(),
+            source,
+        },
+    })?;
     let parsed: CharterToml = toml::from_str(&text).map_err(|source| CharterFileError::Parse {
         path: shown.clone(),
         source,
@@ -255,5 +257,30 @@ mod tests {
         let (_d, path) = write("name = \"shop\"\ngovernors = 3\n");
         let err = read_charter(&path, &founder, "product", 5).unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_fifo_named_as_the_charter_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("charter.toml");
+        crate::localfile::tests::make_fifo(&path);
+        let err = crate::localfile::tests::without_blocking(move || {
+            read_charter(&path, &Identity::from_secret_bytes([1; 32]), "product", 5)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("charter.toml") && err.contains("FIFO"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_charter_over_the_limit_is_refused_unread() {
+        let (_d, path) = write(&"#".repeat(MAX_CHARTER_FILE as usize + 1));
+        let err =
+            read_charter(&path, &Identity::from_secret_bytes([1; 32]), "product", 5).unwrap_err();
+        assert!(matches!(err, CharterFileError::TooLarge(_)), "{err}");
     }
 }
