@@ -1,5 +1,6 @@
 //! Whole reads of the small local files the node and the CLI take in one piece: the config,
-//! the identity, the control API's address and token, the audit anchor.
+//! the identity, a charter, the control API's address and token, the audit anchor, a
+//! fetch's resume state.
 //!
 //! Each read is bounded and reads a regular file only: a path pointed at a huge file,
 //! `/dev/zero` or a FIFO is refused, with the file's size and the limit, instead of hanging
