@@ -264,6 +264,17 @@ fn record(role: Role, agreement: &Agreement) -> AgreementRecord {
 }
 
 /// Co-signs `terms` and stores the agreement on both sides (as the real negotiation would).
+/// A provider that published `sales` (version 1, `email` restricted), a consumer whose
+/// catalog holds it, and an agreement between them with the default terms.
+fn agreed_sales() -> (Side, Side, ProductId) {
+    let provider = Side::start(provider_id());
+    let consumer = Side::start(consumer_id());
+    let product = publish(&provider, "sales", 1, &["email"]);
+    replicate_catalog(&provider, &consumer, &product);
+    agree(&provider, &consumer, terms(&product, &consumer.identity));
+    (provider, consumer, product)
+}
+
 fn agree(provider: &Side, consumer: &Side, terms: ContractTerms) -> Agreement {
     let consumer_identity = Identity::from_secret_bytes(match terms.consumer {
         k if k == consumer_id().public_key() => [2; 32],
@@ -1318,11 +1329,7 @@ async fn a_provider_under_load_makes_the_consumer_validate_its_address_and_still
 #[cfg(unix)]
 #[tokio::test]
 async fn links_planted_beside_the_output_are_replaced_not_followed() {
-    let provider = Side::start(provider_id());
-    let consumer = Side::start(consumer_id());
-    let product = publish(&provider, "sales", 1, &["email"]);
-    replicate_catalog(&provider, &consumer, &product);
-    agree(&provider, &consumer, terms(&product, &consumer.identity));
+    let (_provider, consumer, product) = agreed_sales();
     let shared_dir = tempfile::tempdir().unwrap();
     let victims = tempfile::tempdir().unwrap();
     let out = shared_dir.path().join("x.arrow");
@@ -1365,11 +1372,7 @@ async fn links_planted_beside_the_output_are_replaced_not_followed() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_fifo_planted_as_the_state_file_does_not_hold_the_fetch() {
-    let provider = Side::start(provider_id());
-    let consumer = Side::start(consumer_id());
-    let product = publish(&provider, "sales", 1, &["email"]);
-    replicate_catalog(&provider, &consumer, &product);
-    agree(&provider, &consumer, terms(&product, &consumer.identity));
+    let (_provider, consumer, product) = agreed_sales();
     let shared_dir = tempfile::tempdir().unwrap();
     let out = shared_dir.path().join("x.arrow");
     let state = PartialPaths::new(out.clone()).state;
