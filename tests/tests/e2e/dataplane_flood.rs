@@ -27,20 +27,38 @@ const FLOOD_SOCKETS: usize = 64;
 
 /// What the flood sent.
 #[derive(Debug, Default)]
-struct FloodReport {
+pub(super) struct FloodReport {
     /// Datagrams sent.
-    packets: u64,
+    pub(super) packets: u64,
     /// Bytes sent.
-    bytes: u64,
+    pub(super) bytes: u64,
     /// Time from the first to the last datagram.
-    elapsed: Duration,
+    pub(super) elapsed: Duration,
     /// Distinct source addresses used.
-    sources: usize,
+    pub(super) sources: usize,
+    /// Datagrams the target sent back (handshake packets or Retries), read and dropped.
+    pub(super) answers: u64,
 }
 
-/// Sends fresh Initial packets to `target` at [`FLOOD_RATE`] until `stop` or
+/// Sends fresh Initial packets to the data port `target` at [`FLOOD_RATE`] until `stop` or
 /// [`FLOOD_MAX_PACKETS`].
 fn flood(target: SocketAddr, provider: PublicKey, stop: Arc<AtomicBool>) -> FloodReport {
+    // Any key will do: the provider sees the certificate only if a handshake completes.
+    let stranger = Identity::from_secret_bytes(rand::random());
+    let client = tls::client_config(&stranger, &provider, tls::Transport::streams(1))
+        .expect("client config");
+    flood_with(target, client, tls::SERVER_NAME, stop, None)
+}
+
+/// Sends fresh Initial packets of `client` (for `server_name`) to `target` at
+/// [`FLOOD_RATE`] until `stop` or [`FLOOD_MAX_PACKETS`], counting them in `sent` if given.
+pub(super) fn flood_with(
+    target: SocketAddr,
+    client: quinn_proto::ClientConfig,
+    server_name: &str,
+    stop: Arc<AtomicBool>,
+    sent: Option<Arc<std::sync::atomic::AtomicU64>>,
+) -> FloodReport {
     // Loopback addresses beyond 127.0.0.1 exist on Linux without configuration; use what binds.
     let mut sockets = Vec::new();
     let mut sources = std::collections::HashSet::new();
@@ -50,12 +68,9 @@ fn flood(target: SocketAddr, provider: PublicKey, stop: Arc<AtomicBool>) -> Floo
             .or_else(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)))
             .expect("bind a flood socket");
         sources.insert(socket.local_addr().unwrap().ip());
+        socket.set_nonblocking(true).expect("a non-blocking socket");
         sockets.push(socket);
     }
-    // Any key will do: the provider sees the certificate only if a handshake completes.
-    let stranger = Identity::from_secret_bytes(rand::random());
-    let client = tls::client_config(&stranger, &provider, tls::Transport::streams(1))
-        .expect("client config");
     let mut endpoint = new_endpoint();
     let mut buf = Vec::with_capacity(1500);
     let mut report = FloodReport {
@@ -79,7 +94,7 @@ fn flood(target: SocketAddr, provider: PublicKey, stop: Arc<AtomicBool>) -> Floo
         }
         let now = Instant::now();
         let (_, mut connection) = endpoint
-            .connect(now, client.clone(), target, tls::SERVER_NAME)
+            .connect(now, client.clone(), target, server_name)
             .expect("a client connection");
         buf.clear();
         let Some(transmit) = connection.poll_transmit(now, 1, &mut buf) else {
@@ -93,6 +108,14 @@ fn flood(target: SocketAddr, provider: PublicKey, stop: Arc<AtomicBool>) -> Floo
             report.bytes += transmit.size as u64;
         }
         report.packets += 1;
+        // Read what came back, so that it is counted and never fills the socket's buffer.
+        let mut answer = [0u8; 1500];
+        while socket.recv(&mut answer).is_ok() {
+            report.answers += 1;
+        }
+        if let Some(sent) = &sent {
+            sent.store(report.packets, Ordering::Relaxed);
+        }
         // `connection` is dropped here: no retransmission, no answer to anything.
     }
     report.elapsed = started.elapsed();

@@ -3,6 +3,7 @@
 //! engine are linked once. `scripts/test -p mesh-tests --test e2e fetch::` runs one module.
 
 mod contracts;
+mod control_flood;
 mod conventions;
 mod dataplane_flood;
 mod demo;
