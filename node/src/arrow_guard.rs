@@ -402,6 +402,57 @@ pub(crate) mod tests {
         fbb.finished_data().to_vec()
     }
 
+    /// A batch of 10,000 zeros in one Int64 column `z`, and the LZ4 write options that
+    /// compress it: its values buffer says 80,000 bytes once decompressed ([`ZEROS_BYTES`]).
+    /// Shared with `ingest`'s and the data plane's tests.
+    pub(crate) fn lz4_zeros() -> (
+        arrow::record_batch::RecordBatch,
+        arrow::ipc::writer::IpcWriteOptions,
+    ) {
+        use arrow::array::Int64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        let schema =
+            std::sync::Arc::new(Schema::new(vec![Field::new("z", DataType::Int64, false)]));
+        let batch = arrow::record_batch::RecordBatch::try_new(
+            schema,
+            vec![std::sync::Arc::new(Int64Array::from(vec![0i64; 10_000]))],
+        )
+        .unwrap();
+        let options = arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+            .unwrap();
+        (batch, options)
+    }
+
+    /// What [`lz4_zeros`]' values buffer declares once decompressed.
+    pub(crate) const ZEROS_BYTES: i64 = 80_000;
+
+    /// [`lz4_zeros`] as an IPC stream (schema, batch, end-of-stream marker).
+    pub(crate) fn lz4_zeros_stream() -> Vec<u8> {
+        let (batch, options) = lz4_zeros();
+        let mut stream = Vec::new();
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new_with_options(
+            &mut stream,
+            &batch.schema(),
+            options,
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        stream
+    }
+
+    /// Where in `bytes` (a stream or one of its messages made from [`lz4_zeros`]) the
+    /// values buffer's decompressed length is written: overwrite it to make a batch
+    /// declare another size.
+    pub(crate) fn declared_length_at(bytes: &[u8]) -> usize {
+        bytes
+            .windows(8)
+            .position(|w| w == ZEROS_BYTES.to_le_bytes())
+            .expect("the compressed buffer's length prefix")
+    }
+
     #[test]
     fn a_decoder_panic_becomes_an_error() {
         let bytes = seven_bit_schema_message();

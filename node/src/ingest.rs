@@ -3398,18 +3398,8 @@ for row in table.to_pylist():
     #[test]
     fn a_compressed_batch_declaring_too_much_is_refused_before_decompressing() {
         let dir = tempfile::tempdir().unwrap();
-        let schema = Arc::new(Schema::new(vec![Field::new("z", DataType::Int64, false)]));
-        let zeros: ArrayRef = Arc::new(Int64Array::from(vec![0i64; 10_000]));
-        let batch = RecordBatch::try_new(schema.clone(), vec![zeros]).unwrap();
-        let options = arrow::ipc::writer::IpcWriteOptions::default()
-            .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
-            .unwrap();
-        let mut stream = Vec::new();
-        let mut writer =
-            StreamWriter::try_new_with_options(&mut stream, &schema, options.clone()).unwrap();
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        drop(writer);
+        let (batch, options) = crate::arrow_guard::tests::lz4_zeros();
+        let stream = crate::arrow_guard::tests::lz4_zeros_stream();
         let output = dir.path().join("out.arrow.partial");
         // Compressed inputs are read, stream and file alike.
         let input = write_input(&dir, "lz4.arrows", &stream);
@@ -3418,11 +3408,7 @@ for row in table.to_pylist():
         assert_eq!(ingest_file(&input, &output).unwrap().rows, 10_000);
         fs::remove_file(&output).unwrap();
         // The values buffer's prefix says 80,000 bytes once decompressed.
-        let declared = 80_000i64.to_le_bytes();
-        let at = stream
-            .windows(8)
-            .position(|w| w == declared)
-            .expect("the compressed buffer's length prefix");
+        let at = crate::arrow_guard::tests::declared_length_at(&stream);
         let bomb = |size: u64| {
             let mut bytes = stream.clone();
             bytes[at..at + 8].copy_from_slice(&size.to_le_bytes());

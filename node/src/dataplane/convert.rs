@@ -578,27 +578,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         // A compressed batch whose buffer claims 1 TiB once decompressed: the IPC reader
         // would allocate that before decompressing a byte.
-        let schema = Arc::new(Schema::new(vec![Field::new("z", DataType::Int64, false)]));
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(Int64Array::from(vec![0i64; 10_000]))],
-        )
-        .unwrap();
-        let options = arrow::ipc::writer::IpcWriteOptions::default()
-            .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
-            .unwrap();
-        let mut stream = Vec::new();
-        let mut writer =
-            arrow::ipc::writer::StreamWriter::try_new_with_options(&mut stream, &schema, options)
-                .unwrap();
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        drop(writer);
-        let declared = 80_000i64.to_le_bytes();
-        let at = stream
-            .windows(8)
-            .position(|w| w == declared)
-            .expect("the compressed buffer's length prefix");
+        let mut stream = crate::arrow_guard::tests::lz4_zeros_stream();
+        let at = crate::arrow_guard::tests::declared_length_at(&stream);
         stream[at..at + 8].copy_from_slice(&(1i64 << 40).to_le_bytes());
         // Such a frame is refused as it arrives (`ipcfile::inspect`), so no received file
         // holds it: the schema message is taken, the batch is not.

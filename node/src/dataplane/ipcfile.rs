@@ -419,11 +419,6 @@ pub(crate) mod tests {
 
     /// The messages of an IPC stream of one schema and one batch, one frame each.
     fn frames() -> Vec<Vec<u8>> {
-        frames_with(arrow::ipc::writer::IpcWriteOptions::default())
-    }
-
-    /// [`frames`], written with `options`.
-    fn frames_with(options: arrow::ipc::writer::IpcWriteOptions) -> Vec<Vec<u8>> {
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
         let batch = RecordBatch::try_new(
             schema.clone(),
@@ -431,9 +426,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         let mut stream = Vec::new();
-        let mut writer =
-            arrow::ipc::writer::StreamWriter::try_new_with_options(&mut stream, &schema, options)
-                .unwrap();
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut stream, &schema).unwrap();
         writer.write(&batch).unwrap();
         writer.finish().unwrap();
         drop(writer);
@@ -460,19 +453,11 @@ pub(crate) mod tests {
 
     #[test]
     fn a_compressed_batch_declaring_too_much_is_refused_before_anything_decodes_it() {
-        let options = arrow::ipc::writer::IpcWriteOptions::default()
-            .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
-            .unwrap();
-        let frames = frames_with(options);
-        let mut batch = frames[1].clone();
+        let stream = crate::arrow_guard::tests::lz4_zeros_stream();
+        let mut batch = messages(&stream)[1].to_vec();
         inspect(&batch).expect("an honest compressed batch passes");
         // Its values buffer now claims 16 TiB once decompressed: a reader would reserve that.
-        let meta = i32::from_le_bytes(batch[4..8].try_into().unwrap()) as usize;
-        let message = arrow::ipc::root_as_message(&batch[8..8 + meta]).unwrap();
-        let header = message.header_as_record_batch().unwrap();
-        let buffers: Vec<_> = header.buffers().unwrap().iter().copied().collect();
-        let values = buffers.iter().rfind(|b| b.length() >= 8).unwrap();
-        let at = 8 + meta + values.offset() as usize;
+        let at = crate::arrow_guard::tests::declared_length_at(&batch);
         batch[at..at + 8].copy_from_slice(&(1i64 << 44).to_le_bytes());
         let why = inspect(&batch).unwrap_err();
         assert!(why.contains("decompressed"), "{why}");
