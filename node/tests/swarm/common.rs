@@ -94,3 +94,37 @@ pub(crate) fn peer_id_of(secret: [u8; 32]) -> libp2p::PeerId {
         .public()
         .to_peer_id()
 }
+
+/// Starts `sales` (the one governor, secret `[1; 32]`) in a mesh where the key of
+/// `member_secret` is the member `mallory`, which a test then drives as a bare libp2p peer
+/// ([`bare_peer`]).
+pub(crate) fn start_sales_with_mallory(
+    dir: &std::path::Path,
+    member_secret: [u8; 32],
+    bootstrap: Vec<String>,
+) -> (NodeHandle, tokio::task::JoinHandle<()>) {
+    let mesh = charter(
+        &[("sales", [1; 32])],
+        &[(
+            "mallory",
+            Identity::from_secret_bytes(member_secret).public_key(),
+        )],
+    );
+    start(dir, "sales", [1; 32], &mesh, bootstrap, |_| {})
+}
+
+/// A bare libp2p peer over QUIC with the key of `secret` and the behaviour `behaviour`
+/// makes: no node logic, and connections held open for the length of any test.
+pub(crate) fn bare_peer<B: libp2p::swarm::NetworkBehaviour>(
+    secret: [u8; 32],
+    behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> libp2p::Swarm<B> {
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret).unwrap();
+    libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build()
+}

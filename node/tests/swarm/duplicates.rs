@@ -8,9 +8,8 @@ use futures::StreamExt;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent, dummy};
 use libp2p::{Multiaddr, PeerId};
-use mesh_protocol::Identity;
 
-use crate::common::{STEP, charter, peer_id_of, start, wait_for};
+use crate::common::{STEP, bare_peer, peer_id_of, start_sales_with_mallory, wait_for};
 
 /// The value of the metric `name` (a counter or gauge without labels) in `text`.
 fn metric(text: &str, name: &str) -> Option<f64> {
@@ -34,14 +33,7 @@ async fn second_connection(secret: [u8; 32]) {
     let dir = tempfile::tempdir().unwrap();
     // The other end is a bare libp2p peer with a member's key: it holds its connections
     // open (no idle timeout within the test) and tells us which of them close.
-    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret).unwrap();
-    let mut other = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_quic()
-        .with_behaviour(|_| dummy::Behaviour)
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
-        .build();
+    let mut other = bare_peer(secret, |_| dummy::Behaviour);
     let other_id = *other.local_peer_id();
     other
         .listen_on("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
@@ -57,17 +49,10 @@ async fn second_connection(secret: [u8; 32]) {
     .expect("the bare peer listens");
 
     // The node dials it first, as a bootstrap peer.
-    let mesh = charter(
-        &[("sales", [1; 32])],
-        &[("mallory", Identity::from_secret_bytes(secret).public_key())],
-    );
-    let (node, task) = start(
+    let (node, task) = start_sales_with_mallory(
         &dir.path().join("a"),
-        "sales",
-        [1; 32],
-        &mesh,
+        secret,
         vec![format!("{other_addr}/p2p/{other_id}")],
-        |_| {},
     );
     let node_id: PeerId = node.status().await.unwrap().peer_id.parse().unwrap();
     // The bare swarm is driven all along: the handshake needs both ends.

@@ -1,32 +1,18 @@
 //! A connected peer that pushes identify updates over and over: the node keeps the latest
 //! list of its addresses, bounded, not every address ever announced.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, identify};
-use mesh_protocol::Identity;
 use mesh_protocol::catalog::MAX_NODE_ADDRS;
 
-use crate::common::{STEP, charter, start, wait_for};
+use crate::common::{STEP, bare_peer, start_sales_with_mallory, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identify_pushes_cannot_grow_a_peers_address_list() {
     let dir = tempfile::tempdir().unwrap();
     let secret = [42; 32];
-    let mesh = charter(
-        &[("sales", [1; 32])],
-        &[("mallory", Identity::from_secret_bytes(secret).public_key())],
-    );
-    let (node, task) = start(
-        &dir.path().join("a"),
-        "sales",
-        [1; 32],
-        &mesh,
-        vec![],
-        |_| {},
-    );
+    let (node, task) = start_sales_with_mallory(&dir.path().join("a"), secret, vec![]);
     let node_id: PeerId = node.status().await.unwrap().peer_id.parse().unwrap();
     let node_addr: Multiaddr = wait_for("the node to listen", || async {
         node.status().await.ok()?.listen_addrs.first()?.parse().ok()
@@ -34,16 +20,9 @@ async fn identify_pushes_cannot_grow_a_peers_address_list() {
     .await;
 
     // A member's key, speaking identify, connected to the node.
-    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret).unwrap();
-    let mut mallory = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_quic()
-        .with_behaviour(|key| {
-            identify::Behaviour::new(identify::Config::new("mallory/1".into(), key.public()))
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
-        .build();
+    let mut mallory = bare_peer(secret, |key| {
+        identify::Behaviour::new(identify::Config::new("mallory/1".into(), key.public()))
+    });
     mallory
         .dial(node_addr.with(libp2p::multiaddr::Protocol::P2p(node_id)))
         .unwrap();
