@@ -304,6 +304,14 @@ fn replicate_catalog(provider: &Side, consumer: &Side, product: &ProductId) {
         .unwrap();
 }
 
+/// [`options`], fetching from `provider`'s current address instead of the catalog's.
+fn options_via(out: &Path, product: &ProductId, provider: &Side) -> FetchOptions {
+    FetchOptions {
+        provider_addr: Some(provider.addr()),
+        ..options(out, product)
+    }
+}
+
 fn options(out: &Path, product: &ProductId) -> FetchOptions {
     FetchOptions {
         product: product.clone(),
@@ -864,8 +872,7 @@ async fn agreement_presented_by_another_key_is_refused() {
 
     // A provider that is not who the catalog says: the TLS pin fails.
     let impostor = Side::start(mallory_id());
-    let mut o = options(&out, &product);
-    o.provider_addr = Some(impostor.addr());
+    let o = options_via(&out, &product, &impostor);
     let err = consumer.plane.fetch(o).await.unwrap_err();
     assert!(matches!(err, FetchError::Connect { .. }), "{err}");
     no_output(&out);
@@ -960,24 +967,21 @@ async fn interrupted_fetch_resumes_to_an_identical_file() {
 
     // Meanwhile a retry that cannot reach the right provider keeps the partial file.
     let impostor = Side::start(mallory_id());
-    let mut o = options(&out, &product);
-    o.provider_addr = Some(impostor.addr());
+    let o = options_via(&out, &product, &impostor);
     let err = consumer.plane.fetch(o).await.unwrap_err();
     assert!(matches!(err, FetchError::Connect { .. }), "{err}");
     assert!(partials.partial.exists() && partials.state.exists());
 
     // The provider comes back on a new port.
     provider.restart(Hooks::default());
-    let mut o = options(&out, &product);
-    o.provider_addr = Some(provider.addr());
+    let o = options_via(&out, &product, &provider);
     let outcome = consumer.plane.fetch(o).await.unwrap();
     assert_eq!(outcome.resumed_from_batch, 3);
     assert!(!partials.partial.exists() && !partials.state.exists());
 
     // The same fetch without interruption gives the same bytes.
     let whole = out_dir.path().join("whole.arrow");
-    let mut o = options(&whole, &product);
-    o.provider_addr = Some(provider.addr());
+    let o = options_via(&whole, &product, &provider);
     let reference = consumer.plane.fetch(o).await.unwrap();
     assert_eq!(reference.resumed_from_batch, 0);
     assert_eq!(reference.digest, outcome.digest);
@@ -1064,8 +1068,7 @@ async fn a_provider_that_stops_sending_ends_the_fetch_as_interrupted_within_the_
 
     // Run again against the provider, back on its feet: the fetch resumes.
     provider.restart(Hooks::default());
-    let mut o = options(&out, &product);
-    o.provider_addr = Some(provider.addr());
+    let o = options_via(&out, &product, &provider);
     let outcome = consumer.plane.fetch(o).await.unwrap();
     assert_eq!(outcome.resumed_from_batch, 3);
     assert!(!partials.partial.exists() && !partials.state.exists());

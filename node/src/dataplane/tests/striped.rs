@@ -129,8 +129,7 @@ async fn a_striped_fetch_broken_off_resumes_to_an_identical_file() {
     // Resumed over two connections instead of three: from frame 6 (6 mod 2 = 0, stripe 0
     // of 2 carries it), the other stripe sends just the trailer.
     provider.restart(Hooks::default());
-    let mut o = options(&out, &product);
-    o.provider_addr = Some(provider.addr());
+    let mut o = options_via(&out, &product, &provider);
     o.connections = Some(2);
     let outcome = consumer.plane.fetch(o).await.unwrap();
     assert_eq!((outcome.resumed_from_batch, outcome.connections), (6, 2));
@@ -140,8 +139,7 @@ async fn a_striped_fetch_broken_off_resumes_to_an_identical_file() {
     assert_eq!(batches, expected);
 
     let whole = out_dir.path().join("whole.arrow");
-    let mut o = options(&whole, &product);
-    o.provider_addr = Some(provider.addr());
+    let mut o = options_via(&whole, &product, &provider);
     o.connections = Some(1);
     let reference = consumer.plane.fetch(o).await.unwrap();
     assert_eq!(reference.connections, 1);
