@@ -114,7 +114,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_or_help(&e),
+    };
     // Generated from the argument definitions: no daemon, runtime or logging needed.
     match cli.command {
         Command::Completions { shell } => return completions(shell),
@@ -195,6 +198,26 @@ fn man_page() -> ExitCode {
         return ExitCode::from(exit::Failure::Other.code());
     }
     write_raw(&page)
+}
+
+/// What clap stopped at: `--help` and `--version` go to standard output through
+/// [`write_raw`], so that a full disk or a closed pipe behaves as for every other command
+/// (clap's own printing ignores write errors); usage errors go to standard error with
+/// clap's exit code.
+fn usage_or_help(error: &clap::Error) -> ExitCode {
+    use std::io::IsTerminal;
+    if error.use_stderr() {
+        // Standard error may be gone: nothing more to do then.
+        let _ = error.print();
+        return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+    }
+    let text = error.render();
+    let text = if std::io::stdout().is_terminal() {
+        text.ansi().to_string()
+    } else {
+        text.to_string()
+    };
+    write_raw(text.as_bytes())
 }
 
 /// Bytes to standard output, with the broken-pipe rule of [`output::write_stdout`].

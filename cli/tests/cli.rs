@@ -183,3 +183,38 @@ fn exit_codes_for_usage_missing_directory_and_absent_daemon() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no meshnode daemon is running"), "{stderr}");
 }
+
+#[test]
+fn output_that_cannot_be_written_is_an_io_failure() {
+    // A full disk behind standard output: every command that prints says so and exits 74,
+    // `--help` and `--version` (printed by clap) as much as the generated pages.
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full");
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["fetch", "--help"],
+        &["man"],
+        &["completions", "bash"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_meshnode"))
+            .args(args)
+            .env_remove("MESHNODE_DATA_DIR")
+            .stdout(full().expect("open /dev/full"))
+            .output()
+            .expect("run meshnode");
+        assert_eq!(out.status.code(), Some(74), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("cannot write to standard output: No space left on device"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // Usage errors still go to standard error, with clap's exit code.
+    let out = Command::new(env!("CARGO_BIN_EXE_meshnode"))
+        .args(["fetch"])
+        .stdout(full().expect("open /dev/full"))
+        .output()
+        .expect("run meshnode");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--out"));
+}
