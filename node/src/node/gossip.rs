@@ -1,0 +1,230 @@
+//! The catalog topic: what the node publishes and how it judges what gossip brings.
+
+use std::time::Instant;
+
+use libp2p::gossipsub;
+use mesh_protocol::catalog::{self, MergeOutcome, merge_node_record};
+use mesh_protocol::wire::GossipMessage;
+use mesh_protocol::{NodeRecord, ProductDescriptor, ProductId, PublicKey, RejectReason, Signed};
+
+use super::{Node, NodeEvent, now_ms};
+
+impl Node {
+    /// Publishes on the catalog topic. No peers yet is fine: anti-entropy delivers later.
+    pub(crate) fn gossip(&mut self, message: GossipMessage) {
+        let bytes = message.to_bytes();
+        let len = bytes.len() as u64;
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topic.clone(), bytes)
+        {
+            Ok(_) => {
+                self.metrics.gossip_out.inc();
+                self.metrics.gossip_bytes_out.inc_by(len);
+            }
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic)
+            | Err(gossipsub::PublishError::Duplicate) => {}
+            Err(e) => tracing::warn!("gossip publish failed: {e}"),
+        }
+    }
+
+    pub(super) fn on_gossip(&mut self, data: &[u8]) -> gossipsub::MessageAcceptance {
+        self.metrics.gossip_in.inc();
+        self.metrics.gossip_bytes_in.inc_by(data.len() as u64);
+        let message = match GossipMessage::from_bytes(data) {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = match e {
+                    mesh_protocol::codec::DecodeError::TooLarge { .. } => RejectReason::Oversized,
+                    _ => RejectReason::Malformed,
+                };
+                self.rejected(reason);
+                self.metrics
+                    .gossip_validated(&gossipsub::MessageAcceptance::Reject);
+                return gossipsub::MessageAcceptance::Reject;
+            }
+        };
+        let result = match message {
+            GossipMessage::Descriptor(envelope) => self.accept_descriptor(&envelope, "gossip"),
+            GossipMessage::Node(envelope) => self.accept_node_record(&envelope),
+            GossipMessage::Revocation(envelope) => self.accept_revocation(&envelope),
+            GossipMessage::Vote(envelope) => self.accept_vote(&envelope, "gossip"),
+        };
+        let verdict = match result {
+            Ok(true) => gossipsub::MessageAcceptance::Accept,
+            Ok(false) => gossipsub::MessageAcceptance::Ignore,
+            // Rejected: not forwarded, and the sender's gossip score pays for it.
+            Err(reason) if penalised(reason) => gossipsub::MessageAcceptance::Reject,
+            // Not forwarded, but an honest peer can send it: no penalty.
+            Err(_) => gossipsub::MessageAcceptance::Ignore,
+        };
+        self.metrics.gossip_validated(&verdict);
+        verdict
+    }
+
+    pub(crate) fn rejected(&self, reason: RejectReason) {
+        self.metrics.reject(reason);
+        self.emit(NodeEvent::Rejected { reason });
+    }
+
+    /// Offers a descriptor to the catalog. `Ok(true)`: stored (new or newer); `Ok(false)`:
+    /// duplicate; `Err`: rejected and counted.
+    pub(super) fn accept_descriptor(
+        &mut self,
+        envelope: &Signed<ProductDescriptor>,
+        via: &'static str,
+    ) -> Result<bool, RejectReason> {
+        if !self.governance.is_member(&envelope.signer()) {
+            tracing::debug!(signer = %envelope.signer().fingerprint(), via, "refused a descriptor of a non-member");
+            self.rejected(RejectReason::NotMember);
+            return Err(RejectReason::NotMember);
+        }
+        let store = &self.store;
+        let mut held = false;
+        // The cached digest knows every stored version: the stored envelope is read only when
+        // the incoming one claims that same version (a possible duplicate).
+        let outcome = mesh_protocol::merge_lazy(envelope, |id| {
+            let version = match store.catalog_digest() {
+                Ok(digest) => digest.get(id).copied(),
+                Err(_) => store.descriptor(id).ok().flatten().map(|(v, _)| v),
+            };
+            held = version.is_some();
+            let id = id.clone();
+            version.map(|v| {
+                (v, move || {
+                    store
+                        .descriptor(&id)
+                        .ok()
+                        .flatten()
+                        .map(|(_, envelope)| envelope)
+                })
+            })
+        });
+        match outcome {
+            MergeOutcome::Accepted(descriptor)
+                if !held && !self.owner_has_room(descriptor.owner) =>
+            {
+                tracing::info!(owner = %descriptor.owner.fingerprint(), via, "refused a product over its key's budget");
+                self.rejected(RejectReason::OverBudget);
+                Err(RejectReason::OverBudget)
+            }
+            MergeOutcome::Accepted(descriptor) => {
+                if let Err(e) = self.store.put_descriptor(&descriptor, envelope) {
+                    tracing::error!("cannot store descriptor: {e}");
+                    return Ok(false);
+                }
+                self.metrics
+                    .catalog_size
+                    .set(self.store.catalog_len() as i64);
+                tracing::debug!(product = %descriptor.display_name(), version = descriptor.version, via, "catalog updated");
+                self.emit(NodeEvent::CatalogUpdated {
+                    id: descriptor.id(),
+                    version: descriptor.version,
+                    via,
+                    at: Instant::now(),
+                });
+                Ok(true)
+            }
+            MergeOutcome::Duplicate => Ok(false),
+            MergeOutcome::Rejected(reason) => {
+                tracing::info!(?reason, via, "rejected a descriptor");
+                self.rejected(reason);
+                Err(reason)
+            }
+        }
+    }
+
+    /// Whether `owner` may add one more product to our catalog
+    /// (`catalog::MAX_PRODUCTS_PER_OWNER`); counted from the cached digest.
+    pub(super) fn owner_has_room(&self, owner: PublicKey) -> bool {
+        let Ok(digest) = self.store.catalog_digest() else {
+            return true;
+        };
+        let first = ProductId {
+            owner,
+            name: String::new(),
+        };
+        let held = digest
+            .range(first..)
+            .take_while(|(id, _)| id.owner == owner)
+            .take(catalog::MAX_PRODUCTS_PER_OWNER)
+            .count();
+        catalog::owner_has_room(held)
+    }
+
+    pub(super) fn accept_node_record(
+        &mut self,
+        envelope: &Signed<NodeRecord>,
+    ) -> Result<bool, RejectReason> {
+        if !self.governance.is_member(&envelope.signer()) {
+            self.rejected(RejectReason::NotMember);
+            return Err(RejectReason::NotMember);
+        }
+        let current = self.store.node_record(&envelope.signer()).ok().flatten();
+        // Byte-identical to the stored record: verified when it was stored.
+        if current
+            .as_ref()
+            .is_some_and(|(_, stored)| stored == envelope)
+        {
+            return Ok(false);
+        }
+        match merge_node_record(envelope, current.map(|(t, _)| t)) {
+            Ok(Some(record)) => {
+                if let Err(e) = self.store.put_node_record(&record, envelope) {
+                    tracing::error!("cannot store node record: {e}");
+                    return Ok(false);
+                }
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(reason) => {
+                self.rejected(reason);
+                Err(reason)
+            }
+        }
+    }
+
+    pub(super) fn publish_node_record(&mut self) {
+        let me = self.identity.public_key();
+        let previous = self
+            .store
+            .node_record(&me)
+            .ok()
+            .flatten()
+            .map(|(t, _)| t)
+            .unwrap_or(0);
+        let record = NodeRecord {
+            key: me,
+            domain: self.config.domain.clone(),
+            peer_id: self.peer_id.to_string(),
+            // Peers refuse records with more addresses than this.
+            addrs: self
+                .announced_addrs()
+                .into_iter()
+                .take(catalog::MAX_NODE_ADDRS)
+                .collect(),
+            data_addr: self.data_addr.map(|a| a.to_string()),
+            issued_at_ms: now_ms().max(previous + 1),
+        };
+        let envelope = Signed::sign(&self.identity, &record);
+        if let Err(e) = self.store.put_node_record(&record, &envelope) {
+            tracing::error!("cannot store our node record: {e}");
+        }
+        self.gossip(GossipMessage::Node(envelope));
+        self.record_dirty = false;
+    }
+}
+
+/// Whether a rejection is the sender's fault, so it costs the sender gossip score. A stale
+/// version, or a product over its key's budget, can reach an honest peer first (messages
+/// race, catalogs differ for a while): those are dropped without a penalty.
+pub(super) fn penalised(reason: RejectReason) -> bool {
+    // Not a member: only members connect, so the sender relays what a key signed before its
+    // removal reached the sender, or a vote that arrived before its signer's admission.
+    !matches!(
+        reason,
+        RejectReason::Stale | RejectReason::OverBudget | RejectReason::NotMember
+    )
+}
