@@ -12,18 +12,19 @@
 //! The readers also allocate what a message declares before anything checks it: the stream
 //! reader the metadata length of its 4-byte prefix and then the header's `bodyLength`, the
 //! file reader the footer's length and each block's `metaDataLength + bodyLength`, the
-//! decompressor each compressed buffer's declared length. A few hundred bytes can ask for
-//! terabytes, and a failed allocation aborts the process, which no `catch_unwind` stops. So
-//! before a reader is built over such bytes, [`check_stream`] or [`check_file`] walks the
-//! messages (headers and compressed-length prefixes only, no body) and refuses any that
-//! declares more than the file holds or more than the caller's [`MessageBounds`].
+//! decompressor each compressed buffer's declared length (and an LZ4 frame whatever it holds,
+//! past that length). A few hundred bytes can ask for terabytes, and a failed allocation
+//! aborts the process, which no `catch_unwind` stops. So before a reader is built over such
+//! bytes, [`check_stream`] or [`check_file`] walks the messages (headers, compressed-length
+//! prefixes and LZ4 block headers only) and refuses any that declares more than the file
+//! holds or more than the caller's [`MessageBounds`].
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use arrow::error::ArrowError;
-use arrow::ipc::{Block, Message, MessageHeader};
+use arrow::ipc::{Block, CompressionType, Message, MessageHeader};
 
 /// The marker in front of an IPC message's metadata length.
 const CONTINUATION: [u8; 4] = [0xff; 4];
@@ -58,7 +59,8 @@ pub(crate) struct MessageBounds {
     pub(crate) max_body: u64,
     /// Most rows in one record or dictionary batch.
     pub(crate) max_rows: i64,
-    /// Most bytes the compressed buffers of one batch may declare once decompressed.
+    /// Most bytes the compressed buffers of one batch may declare once decompressed, and
+    /// (with a sixteenth of slack) that its LZ4 frames' blocks can decompress to.
     pub(crate) max_decompressed: u64,
 }
 
@@ -118,8 +120,9 @@ pub(crate) fn check_stream(
         let message = decode(&meta, at)?;
         let body = at + prefix + meta_len;
         let body_len = check_body(message.bodyLength(), end - body, at, bounds)?;
-        check_batch(&message, body_len, at, bounds, |offset| {
-            prefix_at(file, body + offset)
+        let mut window = Window::new(file, body);
+        check_batch(&message, body_len, at, bounds, |offset, out| {
+            window.read(offset, out)
         })?;
         at = body + body_len;
     }
@@ -192,8 +195,9 @@ fn check_block(
     // The reader takes the block's body length, not the header's.
     let body = at + meta_len;
     let body_len = check_body(block.bodyLength(), len - body, at, bounds)?;
-    check_batch(&message, body_len, at, bounds, |offset| {
-        prefix_at(file, body + offset)
+    let mut window = Window::new(file, body);
+    check_batch(&message, body_len, at, bounds, |offset, out| {
+        window.read(offset, out)
     })
 }
 
@@ -270,9 +274,6 @@ fn first_line(error: &impl std::fmt::Display) -> String {
         .to_owned()
 }
 
-/// Refuses a record or dictionary batch over `bounds.max_rows` rows, or whose compressed
-/// buffers declare more than `bounds.max_decompressed` bytes once decompressed (read from
-/// the 8-byte prefix of each, at `body` + its offset).
 /// Checks one message held in memory, `body` being its body: a batch within `bounds` (rows,
 /// and bytes once decompressed). For the frames of a transfer, before anything decodes them.
 pub(crate) fn check_message(
@@ -280,30 +281,75 @@ pub(crate) fn check_message(
     body: &[u8],
     bounds: &MessageBounds,
 ) -> Result<(), MessageError> {
-    check_batch(message, body.len() as u64, 0, bounds, |offset| {
+    check_batch(message, body.len() as u64, 0, bounds, |offset, out| {
         let at = usize::try_from(offset).unwrap_or(usize::MAX);
-        body.get(at..at.saturating_add(8))
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| MessageError::Malformed("a buffer lies outside its body".into()))
+        let bytes = body
+            .get(at..at.saturating_add(out.len()))
+            .ok_or_else(|| MessageError::Malformed("a buffer lies outside its body".into()))?;
+        out.copy_from_slice(bytes);
+        Ok(())
     })
 }
 
-/// The 8 bytes at `offset` of `file`.
-fn prefix_at(file: &mut File, offset: u64) -> Result<[u8; 8], MessageError> {
-    let mut prefix = [0u8; 8];
-    read_at(file, offset, &mut prefix)?;
-    Ok(prefix)
+/// Reads a message body from a file through a 64 KiB window: the walk of an LZ4 frame reads
+/// 4 bytes per block.
+struct Window<'f> {
+    /// The file.
+    file: &'f mut File,
+    /// Where the body starts in the file.
+    body: u64,
+    /// Offset in the body of `bytes[0]`.
+    start: u64,
+    /// Bytes of the body from `start`.
+    bytes: Vec<u8>,
+}
+
+impl<'f> Window<'f> {
+    const SIZE: usize = 64 * 1024;
+
+    fn new(file: &'f mut File, body: u64) -> Window<'f> {
+        Window {
+            file,
+            body,
+            start: 0,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// The bytes at `offset` of the body (callers stay inside it).
+    fn read(&mut self, offset: u64, out: &mut [u8]) -> Result<(), MessageError> {
+        let end = offset.saturating_add(out.len() as u64);
+        if offset < self.start || end > self.start + self.bytes.len() as u64 {
+            if out.len() > Self::SIZE {
+                return Ok(read_at(self.file, self.body + offset, out)?);
+            }
+            self.file.seek(SeekFrom::Start(self.body + offset))?;
+            self.bytes.clear();
+            (&mut *self.file)
+                .take(Self::SIZE as u64)
+                .read_to_end(&mut self.bytes)?;
+            self.start = offset;
+            if self.bytes.len() < out.len() {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+        let from = (offset - self.start) as usize;
+        out.copy_from_slice(&self.bytes[from..from + out.len()]);
+        Ok(())
+    }
 }
 
 /// A batch message's rows and, when compressed, the bytes its buffers declare once
-/// decompressed (the 8-byte prefix of each, read by `prefix`, at an offset in the body of
-/// `body_len` bytes), against `bounds`.
+/// decompressed (the 8-byte prefix of each, read by `read` at an offset in the body of
+/// `body_len` bytes), against `bounds`. LZ4 frames are also counted for what their blocks can
+/// decompress to, which must stay within the bound (with a sixteenth of slack): the reader
+/// decodes the whole frame before it compares it with the prefix ([`lz4_frame_bound`]).
 fn check_batch(
     message: &Message<'_>,
     body_len: u64,
     at: u64,
     bounds: &MessageBounds,
-    mut prefix: impl FnMut(u64) -> Result<[u8; 8], MessageError>,
+    mut read: impl FnMut(u64, &mut [u8]) -> Result<(), MessageError>,
 ) -> Result<(), MessageError> {
     let batch = match message.header_type() {
         MessageHeader::RecordBatch => message.header_as_record_batch(),
@@ -322,10 +368,11 @@ fn check_batch(
             bounds.max_rows
         )));
     }
-    if batch.compression().is_none() {
+    let Some(compression) = batch.compression() else {
         return Ok(());
-    }
-    let mut declared = 0u64;
+    };
+    let lz4 = compression.codec() == CompressionType::LZ4_FRAME;
+    let (mut declared, mut expands) = (0u64, 0u64);
     for buffer in batch.buffers().iter().flatten() {
         // The reader decompresses only buffers that hold at least the 8-byte prefix (a
         // shorter one is an error, a negative length a contained panic).
@@ -340,8 +387,17 @@ fn check_batch(
                     "a buffer of the message at byte {at} lies outside its body"
                 ))
             })?;
-        let length = prefix(offset)?;
-        declared = declared.saturating_add(u64::try_from(i64::from_le_bytes(length)).unwrap_or(0));
+        let mut prefix = [0u8; 8];
+        read(offset, &mut prefix)?;
+        // -1 (not compressed) and 0 (empty) are not decompressed.
+        let length = u64::try_from(i64::from_le_bytes(prefix)).unwrap_or(0);
+        declared = declared.saturating_add(length);
+        let mut counted = length;
+        if lz4 && length > 0 {
+            let end = offset.saturating_add(buffer.length() as u64).min(body_len);
+            counted = counted.max(lz4_frame_bound(offset + 8, end, &mut read)?);
+        }
+        expands = expands.saturating_add(counted);
     }
     if declared > bounds.max_decompressed {
         return Err(MessageError::OverBound(format!(
@@ -349,7 +405,95 @@ fn check_batch(
             bounds.max_decompressed
         )));
     }
+    // The bound of a block overestimates the most compressible data by up to 4% (255 bytes
+    // per byte against about 245 for a run of zeros): a sixteenth of slack lets such a
+    // batch declare up to the limit.
+    if expands
+        > bounds
+            .max_decompressed
+            .saturating_add(bounds.max_decompressed / 16)
+    {
+        return Err(MessageError::OverBound(format!(
+            "the LZ4 frames of a batch can decompress to {expands} bytes (they declare \
+             {declared}), over the limit of {}",
+            bounds.max_decompressed
+        )));
+    }
     Ok(())
+}
+
+/// Most bytes the LZ4 frame between body offsets `start` and `end` can decompress to, as
+/// lz4_flex 0.14's `FrameDecoder::read_to_end` (what arrow-ipc's decompressor calls) reads
+/// it: one frame, block after block until the end mark, the end of the bytes or a block it
+/// refuses. A compressed block of `n` bytes yields at most its frame's block size and at
+/// most 255 bytes per byte (a match length grows by 255 per byte); a stored one its size.
+/// Reads the 4-byte header of each block, not the blocks.
+fn lz4_frame_bound(
+    start: u64,
+    end: u64,
+    read: &mut impl FnMut(u64, &mut [u8]) -> Result<(), MessageError>,
+) -> Result<u64, MessageError> {
+    const MAGIC: u32 = 0x184D_2204;
+    const LEGACY_MAGIC: u32 = 0x184C_2102;
+    let (max_block, legacy, checksums, mut at) = match word_at(start, end, read)? {
+        Some(LEGACY_MAGIC) => (8u64 << 20, true, false, start + 4),
+        Some(MAGIC) if end.saturating_sub(start) >= 7 => {
+            let mut descriptor = [0u8; 2];
+            read(start + 4, &mut descriptor)?;
+            let [flags, block] = descriptor;
+            let max_block = match (block >> 4) & 0x07 {
+                4 => 64u64 << 10,
+                5 => 256 << 10,
+                6 => 1 << 20,
+                7 => 4 << 20,
+                // lz4_flex refuses the frame.
+                _ => return Ok(0),
+            };
+            let content_size = if flags & 0x08 != 0 { 8 } else { 0 };
+            let dictionary = if flags & 0x01 != 0 { 4 } else { 0 };
+            // Magic, descriptor, the optional fields, the header checksum.
+            let header = 4 + 2 + content_size + dictionary + 1;
+            (max_block, false, flags & 0x10 != 0, start + header)
+        }
+        // Skippable frames and other magic numbers are refused: nothing is decompressed.
+        _ => return Ok(0),
+    };
+    let mut total = 0u64;
+    while let Some(info) = word_at(at, end, read)? {
+        if info == 0 {
+            break;
+        }
+        let (stored, size) = if legacy {
+            (false, u64::from(info))
+        } else {
+            (info & 0x8000_0000 != 0, u64::from(info & 0x7fff_ffff))
+        };
+        if size > max_block {
+            break;
+        }
+        total = total.saturating_add(if stored {
+            size
+        } else {
+            max_block.min(size.saturating_mul(255))
+        });
+        at = at.saturating_add(4 + size + if checksums { 4 } else { 0 });
+    }
+    Ok(total)
+}
+
+/// The little-endian u32 at body offset `at`, `None` when fewer than 4 bytes are left
+/// before `end`.
+fn word_at(
+    at: u64,
+    end: u64,
+    read: &mut impl FnMut(u64, &mut [u8]) -> Result<(), MessageError>,
+) -> Result<Option<u32>, MessageError> {
+    if end.saturating_sub(at) < 4 {
+        return Ok(None);
+    }
+    let mut word = [0u8; 4];
+    read(at, &mut word)?;
+    Ok(Some(u32::from_le_bytes(word)))
 }
 
 fn read_at(file: &mut File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
@@ -451,6 +595,125 @@ pub(crate) mod tests {
             .windows(8)
             .position(|w| w == ZEROS_BYTES.to_le_bytes())
             .expect("the compressed buffer's length prefix")
+    }
+
+    /// An LZ4 block that decompresses to 64 KiB of zeros from 267 bytes: a zero, a match of
+    /// 65,530 bytes at distance 1 (a length of 15 + 4 grown by 256 bytes of 255 and one of
+    /// 231), then the five literal zeros a block ends with.
+    fn lz4_block_of_zeros() -> Vec<u8> {
+        let mut block = vec![0x1f, 0x00, 0x01, 0x00];
+        block.extend([0xff; 256]);
+        block.extend([0xe7, 0x50, 0, 0, 0, 0, 0]);
+        let mut out = (block.len() as u32).to_le_bytes().to_vec();
+        out.extend(block);
+        out
+    }
+
+    /// An IPC stream of one Int64 column `z` whose one batch of `rows` rows has an LZ4 values
+    /// buffer declaring `declared` bytes, holding a frame of `blocks` blocks of 64 KiB of
+    /// zeros (the frame header is the one arrow writes). Shared with `ingest`'s tests.
+    pub(crate) fn lz4_frame_stream(rows: i64, declared: i64, blocks: usize) -> Vec<u8> {
+        use arrow::ipc::{
+            BodyCompressionBuilder, BodyCompressionMethod, FieldNode, MessageBuilder,
+            MetadataVersion, RecordBatchBuilder,
+        };
+        let real = lz4_zeros_stream();
+        let at = declared_length_at(&real) + 8;
+        let mut values = declared.to_le_bytes().to_vec();
+        // Magic, flags, block size, header checksum.
+        values.extend(&real[at..at + 7]);
+        assert!(real[at + 5] >> 4 & 7 >= 4, "blocks of at least 64 KiB");
+        for _ in 0..blocks {
+            values.extend(lz4_block_of_zeros());
+        }
+        values.extend([0; 4]);
+        let body_len = values.len().next_multiple_of(8);
+        values.resize(body_len, 0);
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let nodes = fbb.create_vector(&[FieldNode::new(rows, 0)]);
+        let buffers = fbb.create_vector(&[
+            arrow::ipc::Buffer::new(0, 0),
+            arrow::ipc::Buffer::new(0, body_len as i64),
+        ]);
+        let compression = {
+            let mut b = BodyCompressionBuilder::new(&mut fbb);
+            b.add_codec(CompressionType::LZ4_FRAME);
+            b.add_method(BodyCompressionMethod::BUFFER);
+            b.finish()
+        };
+        let batch = {
+            let mut b = RecordBatchBuilder::new(&mut fbb);
+            b.add_length(rows);
+            b.add_nodes(nodes);
+            b.add_buffers(buffers);
+            b.add_compression(compression);
+            b.finish()
+        };
+        let message = {
+            let mut b = MessageBuilder::new(&mut fbb);
+            b.add_version(MetadataVersion::V5);
+            b.add_header_type(MessageHeader::RecordBatch);
+            b.add_header(batch.as_union_value());
+            b.add_bodyLength(body_len as i64);
+            b.finish()
+        };
+        fbb.finish(message, None);
+        let mut meta = fbb.finished_data().to_vec();
+        meta.resize(meta.len().next_multiple_of(8), 0);
+        // The schema message of the real stream, up to its first batch.
+        let schema_len = 8 + i32::from_le_bytes(real[4..8].try_into().unwrap()) as usize;
+        let mut stream = real[..schema_len].to_vec();
+        stream.extend([0xff; 4]);
+        stream.extend((meta.len() as i32).to_le_bytes());
+        stream.extend(meta);
+        stream.extend(values);
+        stream.extend([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        stream
+    }
+
+    #[test]
+    fn an_lz4_frame_is_counted_for_what_it_can_decompress_to() {
+        use std::io::Write;
+        let walk = |bytes: &[u8], max_decompressed: u64| {
+            let mut file = tempfile::tempfile().unwrap();
+            file.write_all(bytes).unwrap();
+            let bounds = MessageBounds {
+                max_metadata: u64::MAX,
+                max_body: u64::MAX,
+                max_rows: i64::MAX,
+                max_decompressed,
+            };
+            check_stream(&mut file, 0, u64::MAX, &bounds)
+        };
+        // 16 blocks, 1 MiB of zeros, that declare 8 bytes (1 row). The reader decodes the
+        // whole frame before it compares: a frame of 4 MB declaring 8 bytes takes 1 GiB.
+        let lying = lz4_frame_stream(1, 8, 16);
+        let reader = arrow::ipc::reader::StreamReader::try_new(&lying[..], None).unwrap();
+        let error = reader.into_iter().next().unwrap().unwrap_err().to_string();
+        assert!(
+            error.contains("Expected compressed length of 8 got 1048576"),
+            "{error}"
+        );
+        // Each block of 267 bytes can yield up to 255 bytes per byte.
+        let error = walk(&lying, 512 << 10).unwrap_err();
+        assert!(
+            matches!(&error, MessageError::OverBound(what) if what == &format!(
+                "the LZ4 frames of a batch can decompress to {} bytes (they declare 8), over \
+                 the limit of {}", 16 * 267 * 255, 512 << 10)),
+            "{error}"
+        );
+        // An honest frame passes under what it declares, which counts too.
+        let honest = lz4_frame_stream(1 << 17, 1 << 20, 16);
+        let reader = arrow::ipc::reader::StreamReader::try_new(&honest[..], None).unwrap();
+        assert_eq!(
+            reader.into_iter().next().unwrap().unwrap().num_rows(),
+            1 << 17
+        );
+        walk(&honest, 1 << 20).unwrap();
+        assert!(walk(&honest, (1 << 20) - 1).is_err());
+        // Frames arrow wrote pass under what they declare.
+        let real = lz4_zeros_stream();
+        walk(&real, ZEROS_BYTES as u64).unwrap();
     }
 
     #[test]

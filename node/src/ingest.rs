@@ -5,10 +5,12 @@
 //! - [`InputFormat::detect`] picks the reader from the file name (and, for `.arrow`, the magic).
 //! - A `Source` yields record batches one at a time, whatever the format; nothing ever holds the
 //!   whole input. CSV gets its schema from the first [`CSV_INFER_RECORDS`] data rows.
-//! - Inputs are checked before a parser sees them: a Parquet footer's schema depth
-//!   (`parquet_footer`), an Arrow IPC input's messages against the file's length and
-//!   [`MAX_DECOMPRESSED_BATCH`] (`arrow_guard`); and reader calls that can panic on hostile
-//!   input run inside `arrow_guard`, so such input is an error, never a crashed task.
+//! - Inputs are checked before a parser sees them: a Parquet footer's schema depth, its page
+//!   headers, delta-encoded lengths and the rows per batch that keep a batch bounded
+//!   (`parquet_footer`), an Arrow IPC input's messages against the file's length,
+//!   [`MAX_BATCH_ROWS`] and [`MAX_DECOMPRESSED_BATCH`] (`arrow_guard`); and reader calls that
+//!   can panic on hostile input run inside `arrow_guard`, so such input is an error, never a
+//!   crashed task. A seeded mutation soak (`soak`, tests only) feeds every format to ingest.
 //! - The input's stamp (length, times, device and inode: `InputStamp`) is taken when it is
 //!   opened and compared after its last read: a file that changed while it was read (still being
 //!   written, or replaced) is refused, never published half old, half new or cut inside a row.
@@ -76,13 +78,19 @@ const WRITE_BUFFER: usize = 1024 * 1024;
 /// ([`MAX_COLUMNS`] columns) of 8-byte values, 1 GiB.
 pub const MAX_DECOMPRESSED_BATCH: u64 = 64 * 1024 * MAX_COLUMNS as u64 * 8;
 
-/// What each message of an Arrow IPC input may declare: any metadata, body and row count that
-/// fit in the file (the walk checks that), and at most [`MAX_DECOMPRESSED_BATCH`] bytes once
-/// decompressed.
+/// Most rows in one record or dictionary batch of an Arrow IPC input. Columns of type Null
+/// (and other types of no width) take no byte per row, so nothing else bounds a batch of
+/// them: a 490-byte stream would otherwise publish a batch of 2^40 rows, which whatever
+/// reads the product next may materialise.
+pub const MAX_BATCH_ROWS: i64 = i32::MAX as i64;
+
+/// What each message of an Arrow IPC input may declare: any metadata and body that fit in
+/// the file (the walk checks that), at most [`MAX_BATCH_ROWS`] rows and at most
+/// [`MAX_DECOMPRESSED_BATCH`] bytes once decompressed.
 const ARROW_INPUT_BOUNDS: MessageBounds = MessageBounds {
     max_metadata: u64::MAX,
     max_body: u64::MAX,
-    max_rows: i64::MAX,
+    max_rows: MAX_BATCH_ROWS,
     max_decompressed: MAX_DECOMPRESSED_BATCH,
 };
 
@@ -278,6 +286,18 @@ pub enum IngestError {
         file: PathBuf,
         /// The reader's explanation (Parquet errors reach us as text through the Arrow reader).
         detail: String,
+    },
+    /// A Parquet input's pages, walked before any reader is built, declare what the reader
+    /// would allocate before checking it (a page past its column chunk or the file, a
+    /// dictionary of more values than its bytes hold) or more than a bound
+    /// ([`MAX_PARQUET_PAGE`](crate::parquet_footer::MAX_PARQUET_PAGE),
+    /// [`MAX_PARQUET_PAGES_HELD`](crate::parquet_footer::MAX_PARQUET_PAGES_HELD)).
+    #[error("cannot read Parquet file `{}`: {problem}", file.display())]
+    ParquetBounds {
+        /// The path as given.
+        file: PathBuf,
+        /// Where, what it declares, and what to do.
+        problem: String,
     },
     /// The Arrow IPC reader rejected the input.
     #[error(
@@ -1099,7 +1119,9 @@ impl Source {
             Source::Csv(csv) => csv.next_batch(),
             Source::Parquet { path, reader, .. } => contained(|| reader.next().transpose())
                 .map_err(|error| match error {
-                    ArrowError::IoError(_, error) => io_error(path, "read", error),
+                    ArrowError::IoError(_, error) if reading_failed(&error) => {
+                        io_error(path, "read", error)
+                    }
                     error => IngestError::Parquet {
                         file: path.clone(),
                         detail: error.to_string(),
@@ -1132,6 +1154,7 @@ fn open_parquet(path: &Path, file: File) -> Result<Source, IngestError> {
     };
     let mut metadata =
         ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(parquet_error)?;
+    let batch_rows = check_parquet_pages(path, &file, metadata.metadata())?;
     let schema = Arc::new(without_dictionaries(metadata.schema()));
     if schema != *metadata.schema() {
         let options = ArrowReaderOptions::new().with_schema(schema.clone());
@@ -1139,7 +1162,7 @@ fn open_parquet(path: &Path, file: File) -> Result<Source, IngestError> {
             .map_err(parquet_error)?;
     }
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
-        .with_batch_size(BATCH_ROWS)
+        .with_batch_size(batch_rows)
         .build()
         .map_err(parquet_error)?;
     Ok(Source::Parquet {
@@ -1147,6 +1170,38 @@ fn open_parquet(path: &Path, file: File) -> Result<Source, IngestError> {
         schema,
         reader,
     })
+}
+
+/// Walks the page headers of a Parquet input with [`crate::parquet_footer::check_pages`]
+/// before a reader is built over it, and returns the rows per batch that keep a batch
+/// within [`MAX_PARQUET_BATCH`](crate::parquet_footer::MAX_PARQUET_BATCH)
+/// ([`crate::parquet_footer::batch_rows`], at most [`BATCH_ROWS`]).
+fn check_parquet_pages(
+    path: &Path,
+    file: &File,
+    metadata: &parquet::file::metadata::ParquetMetaData,
+) -> Result<usize, IngestError> {
+    use crate::parquet_footer::{PageError, batch_rows, check_pages};
+    let refused = |error: PageError| {
+        let hint = match error {
+            PageError::Malformed { .. } => "check that it is a complete, valid Parquet file",
+            PageError::OverBound { .. } => {
+                "write it with smaller pages (e.g. pyarrow's `data_page_size`), smaller row \
+                 groups, fewer or narrower columns, compressed with ZSTD or Snappy"
+            }
+        };
+        IngestError::ParquetBounds {
+            file: path.to_path_buf(),
+            problem: format!("{error}: {hint}"),
+        }
+    };
+    let read_error = |e| io_error(path, "read", e);
+    check_pages(file, metadata)
+        .map_err(read_error)?
+        .map_err(refused)?;
+    batch_rows(file, metadata, BATCH_ROWS)
+        .map_err(read_error)?
+        .map_err(refused)
 }
 
 /// Walks the messages of an Arrow IPC input (headers only, with [`arrow_guard::check_file`]
@@ -1187,13 +1242,24 @@ fn check_arrow_sizes(
 
 fn arrow_read_error(path: &Path, format: InputFormat, error: ArrowError) -> IngestError {
     match error {
-        ArrowError::IoError(_, error) => io_error(path, "read", error),
+        ArrowError::IoError(_, error) if reading_failed(&error) => io_error(path, "read", error),
         error => IngestError::Arrow {
             file: path.to_path_buf(),
             format,
             error,
         },
     }
+}
+
+/// Whether an I/O error a reader returned is the input failing to read, rather than a
+/// decompressor refusing the data (ZSTD's "Src size is incorrect" and LZ4's errors reach us
+/// as `io::Error`s of kind `Other` or `InvalidData`): only the first is worth an
+/// [`IngestError::Io`], which sends the user to check the path and the disk.
+fn reading_failed(error: &io::Error) -> bool {
+    !matches!(
+        error.kind(),
+        io::ErrorKind::Other | io::ErrorKind::InvalidData
+    )
 }
 
 /// The Parquet file's Arrow schema with top-level dictionary columns read as their value type.
@@ -1844,6 +1910,9 @@ fn shorten(value: &str) -> String {
         format!("{cut}…")
     }
 }
+
+#[cfg(test)]
+mod soak;
 
 #[cfg(test)]
 mod tests {
@@ -3431,6 +3500,127 @@ for row in table.to_pylist():
     }
 
     #[test]
+    fn an_lz4_frame_that_decompresses_past_its_declared_length_is_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        // A batch of 1 row whose 4.5 MB LZ4 frame declares 8 bytes and decompresses to over
+        // 1 GiB of zeros (blocks of 267 bytes that can yield 255 times as much, past the
+        // bound and its sixteenth of slack): the reader would decode it all first.
+        let most = MAX_DECOMPRESSED_BATCH + MAX_DECOMPRESSED_BATCH / 16;
+        let blocks = (most / (267 * 255)) as usize + 1;
+        let bytes = crate::arrow_guard::tests::lz4_frame_stream(1, 8, blocks);
+        let input = write_input(&dir, "frame.arrows", &bytes);
+        let output = dir.path().join("out.arrow.partial");
+        let started = std::time::Instant::now();
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(&error, IngestError::ArrowBounds { problem, .. }
+                if problem.contains("LZ4 frames of a batch can decompress to")
+                    && problem.contains("(they declare 8)")),
+            "{error:?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn a_batch_of_more_rows_than_a_batch_may_hold_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2^40 rows of a Null column: no buffer, so nothing else bounds them.
+        let schema = Schema::new(vec![Field::new("n", DataType::Null, true)]);
+        let mut bytes = schema_message(&schema);
+        let rows = 1i64 << 40;
+        bytes.extend(null_batch_message(rows));
+        let input = write_input(&dir, "nulls.arrows", &bytes);
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(&error, IngestError::ArrowBounds { problem, .. }
+            if problem.contains(&format!(
+                "a batch declares {rows} rows, over the limit of {MAX_BATCH_ROWS}"
+            ))),
+            "{error:?}"
+        );
+        assert!(!output.exists());
+        // At the limit it is read.
+        let mut bytes = schema_message(&schema);
+        bytes.extend(null_batch_message(MAX_BATCH_ROWS));
+        let input = write_input(&dir, "nulls.arrows", &bytes);
+        assert_eq!(
+            ingest_file(&input, &output).unwrap().rows,
+            MAX_BATCH_ROWS as u64
+        );
+    }
+
+    /// A record batch message of `rows` rows of one Null column: a field node, no buffers,
+    /// no body.
+    fn null_batch_message(rows: i64) -> Vec<u8> {
+        use arrow::ipc::{
+            FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder,
+        };
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let nodes = fbb.create_vector(&[FieldNode::new(rows, rows)]);
+        let buffers = fbb.create_vector::<arrow::ipc::Buffer>(&[]);
+        let batch = {
+            let mut b = RecordBatchBuilder::new(&mut fbb);
+            b.add_length(rows);
+            b.add_nodes(nodes);
+            b.add_buffers(buffers);
+            b.finish()
+        };
+        let message = {
+            let mut b = MessageBuilder::new(&mut fbb);
+            b.add_version(MetadataVersion::V5);
+            b.add_header_type(MessageHeader::RecordBatch);
+            b.add_header(batch.as_union_value());
+            b.add_bodyLength(0);
+            b.finish()
+        };
+        fbb.finish(message, None);
+        let mut meta = fbb.finished_data().to_vec();
+        meta.resize(meta.len().next_multiple_of(8), 0);
+        let mut out = vec![0xff; 4];
+        out.extend(i32::try_from(meta.len()).unwrap().to_le_bytes());
+        out.extend(meta);
+        out
+    }
+
+    #[test]
+    fn a_batch_that_does_not_decompress_is_a_format_error_not_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // A ZSTD batch whose values buffer declares 16 bytes: the decompressor refuses it
+        // with an `io::Error`, which is not the disk's fault.
+        let (batch, _) = crate::arrow_guard::tests::lz4_zeros();
+        let options = arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(arrow::ipc::CompressionType::ZSTD))
+            .unwrap();
+        let mut stream = Vec::new();
+        let mut writer =
+            StreamWriter::try_new_with_options(&mut stream, &batch.schema(), options).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let at = crate::arrow_guard::tests::declared_length_at(&stream);
+        stream[at..at + 8].copy_from_slice(&16i64.to_le_bytes());
+        let input = write_input(&dir, "zstd.arrows", &stream);
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                IngestError::Arrow {
+                    format: InputFormat::ArrowStream,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("valid Arrow IPC file"), "{message}");
+        assert!(!message.contains("disk"), "{message}");
+        assert!(!output.exists());
+    }
+
+    #[test]
     fn a_panic_in_the_arrow_reader_is_an_error_and_leaves_no_output() {
         let dir = tempfile::tempdir().unwrap();
         // A batch whose values buffer (offset 0, 1 MiB) runs past its 24-byte body: arrow-ipc
@@ -3513,6 +3703,77 @@ for row in table.to_pylist():
         assert!(message.contains("hint.parquet"), "{message}");
         assert!(message.contains("bit width of 7"), "{message}");
         assert!(!output.exists());
+    }
+
+    #[test]
+    fn a_parquet_dictionary_of_more_values_than_its_page_holds_is_refused_before_reading() {
+        use crate::parquet_footer::tests::{page_header, with_pages};
+        let dir = tempfile::tempdir().unwrap();
+        // A dictionary page declaring 2^26 INT64 values in 8 bytes: the reader would allocate
+        // 512 MiB for it before decoding (2^30, which the soak found, is an 8 GiB abort).
+        let pages = [
+            (page_header(2, 8, 8, 1 << 26, &[]), vec![0; 8]),
+            (page_header(0, 2, 2, 1, &[]), vec![0; 2]),
+        ];
+        let bytes = with_pages(1, &pages, parquet::basic::Compression::UNCOMPRESSED);
+        let input = write_input(&dir, "dictionary.parquet", &bytes);
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(&error, IngestError::ParquetBounds { .. }),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        for part in [
+            "dictionary.parquet",
+            "row group 0, column `c0`",
+            "the dictionary page at byte 4 declares 67108864 values",
+        ] {
+            assert!(message.contains(part), "{message}");
+        }
+        assert!(!output.exists());
+        // The same file with a dictionary of one value is read.
+        let pages = [
+            (page_header(2, 8, 8, 1, &[]), 7i64.to_le_bytes().to_vec()),
+            pages[1].clone(),
+        ];
+        let bytes = with_pages(1, &pages, parquet::basic::Compression::UNCOMPRESSED);
+        let input = write_input(&dir, "dictionary.parquet", &bytes);
+        let error = ingest_file(&input, &output).map(|o| o.rows);
+        assert!(
+            !matches!(error, Err(IngestError::ParquetBounds { .. })),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn delta_encoded_lengths_declaring_more_values_than_their_page_are_refused_before_reading() {
+        use crate::parquet_footer::tests::delta_strings;
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.arrow.partial");
+        // A page of 200 strings whose delta-encoded lengths declare 2^26 of them: the reader
+        // allocates 256 MiB of lengths before decoding one (2^33, which the soak's seeds led
+        // to, is a 32 GiB abort from a 359-byte file).
+        for prefixed in [false, true] {
+            let input = write_input(
+                &dir,
+                "delta.parquet",
+                &delta_strings(200, 1 << 26, prefixed),
+            );
+            let error = ingest_file(&input, &output).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                matches!(&error, IngestError::ParquetBounds { .. })
+                    && message.contains("delta.parquet")
+                    && message.contains("declares 67108864 value lengths"),
+                "{error:?}"
+            );
+            assert!(!output.exists());
+            // The honest page is read.
+            let input = write_input(&dir, "delta.parquet", &delta_strings(200, 200, prefixed));
+            assert_eq!(ingest_file(&input, &output).unwrap().rows, 200);
+            fs::remove_file(&output).unwrap();
+        }
     }
 
     fn peak_rss_kib() -> u64 {

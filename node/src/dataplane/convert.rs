@@ -17,7 +17,7 @@
 //!   decompressed: the IPC reader allocates a declared size before it decompresses a byte.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use std::sync::Arc;
@@ -251,14 +251,64 @@ fn check_decodable(verified: &Path, stream_bytes: u64) -> Result<(), ConvertErro
     Ok(())
 }
 
+/// The first column (by its path) of a type the parquet crate cannot write: a union, on
+/// which its writer panics (`unimplemented!`, arrow-rs issue ARROW-8817) rather than
+/// return an error.
+fn parquet_unwritable(schema: &Schema) -> Option<String> {
+    fn find(path: &str, data_type: &DataType) -> Option<String> {
+        let child = |f: &Field| find(&format!("{path}.{}", f.name()), f.data_type());
+        match data_type {
+            DataType::Union(..) => Some(path.to_owned()),
+            DataType::List(f)
+            | DataType::LargeList(f)
+            | DataType::ListView(f)
+            | DataType::LargeListView(f)
+            | DataType::FixedSizeList(f, _)
+            | DataType::Map(f, _) => child(f),
+            DataType::Struct(fields) => fields.iter().find_map(|f| child(f)),
+            DataType::RunEndEncoded(_, values) => child(values),
+            DataType::Dictionary(_, values) => find(path, values),
+            _ => None,
+        }
+    }
+    schema
+        .fields()
+        .iter()
+        .find_map(|f| find(f.name(), f.data_type()))
+}
+
 fn write_parquet(verified: &Path, dest: &Path) -> Result<u64, ConvertError> {
     let format = OutputFormat::Parquet;
     let io = |source| ConvertError::Io { format, source };
     let arrow = |source| ConvertError::Arrow { format, source };
-    let parquet = |source| ConvertError::Parquet { source };
     let file = File::open(verified).map_err(io)?;
-    let mut reader =
+    let reader =
         crate::arrow_guard::contain(|| FileReader::try_new_buffered(file, None)).map_err(arrow)?;
+    if let Some(column) = parquet_unwritable(&reader.schema()) {
+        return Err(ConvertError::Parquet {
+            source: ParquetError::NYI(format!(
+                "column `{column}` is a union, which the Parquet writer does not support"
+            )),
+        });
+    }
+    // The parquet crate has panics of its own (`unimplemented!`, `unreachable!` on types it
+    // does not expect): one ends the conversion, not the thread that runs it.
+    crate::arrow_guard::catch(|| write_batches(reader, dest)).unwrap_or_else(|why| {
+        Err(ConvertError::Parquet {
+            source: ParquetError::General(format!("the Parquet writer failed ({why})")),
+        })
+    })
+}
+
+/// Writes the batches of `reader` to a new Parquet file at `dest`.
+fn write_batches(
+    mut reader: FileReader<BufReader<File>>,
+    dest: &Path,
+) -> Result<u64, ConvertError> {
+    let format = OutputFormat::Parquet;
+    let io = |source| ConvertError::Io { format, source };
+    let arrow = |source| ConvertError::Arrow { format, source };
+    let parquet = |source| ConvertError::Parquet { source };
     let out = BufWriter::with_capacity(WRITE_BUFFER, create_fresh(dest).map_err(io)?);
     let properties = WriterProperties::builder()
         .set_compression(ParquetCompression::SNAPPY)
@@ -614,6 +664,62 @@ mod tests {
         // As an IPC stream the same data is only copied, never decoded: no limit applies.
         let arrows = tmp.path().join("many.arrows");
         convert(&many, bytes, OutputFormat::Arrows, &arrows).unwrap();
+    }
+
+    /// The parquet crate panics (`unimplemented!`) on a union column instead of returning
+    /// an error: the conversion refuses it first, naming the column, and leaves no output.
+    #[test]
+    fn a_union_column_is_refused_as_parquet_without_a_panic() {
+        use arrow::array::{Array as _, Int32Array, StructArray, UnionArray};
+        use arrow::datatypes::UnionFields;
+        let fields = UnionFields::try_new(
+            [0, 1],
+            [
+                Field::new("n", DataType::Int32, true),
+                Field::new("s", DataType::Utf8, true),
+            ],
+        )
+        .unwrap();
+        let union = UnionArray::try_new(
+            fields,
+            vec![0i8, 1, 0].into(),
+            None,
+            vec![
+                Arc::new(Int32Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec!["a", "b", "c"])),
+            ],
+        )
+        .unwrap();
+        let nested = StructArray::from(vec![(
+            Arc::new(Field::new("choice", union.data_type().clone(), true)),
+            Arc::new(union) as arrow::array::ArrayRef,
+        )]);
+        let batch = RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(Int64Array::from(vec![1, 2, 3])) as arrow::array::ArrayRef,
+            ),
+            ("detail", Arc::new(nested)),
+        ])
+        .unwrap();
+        let mut stream = Vec::new();
+        let mut writer =
+            arrow::ipc::writer::StreamWriter::try_new(&mut stream, &batch.schema()).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let tmp = tempfile::tempdir().unwrap();
+        let (verified, bytes) = file_of_stream(tmp.path(), &stream);
+        let dest = tmp.path().join("x.parquet");
+        let err = convert(&verified, bytes, OutputFormat::Parquet, &dest).unwrap_err();
+        assert!(
+            matches!(&err, ConvertError::Parquet { .. })
+                && err
+                    .to_string()
+                    .contains("column `detail.choice` is a union"),
+            "{err}"
+        );
+        assert!(!dest.exists());
     }
 
     #[test]

@@ -1397,6 +1397,7 @@ async fn a_fifo_planted_as_the_state_file_does_not_hold_the_fetch() {
 /// The Flight endpoint's stream (`crate::flight`, only with the `query` feature).
 #[cfg(feature = "query")]
 mod flight_stream;
+mod soak;
 mod striped;
 
 /// A provider may send data frames of up to 64 MiB. A fetch whose writer is held back (here

@@ -47,6 +47,9 @@ use crate::error::NodeError;
 use crate::store::StoreError;
 
 pub use table::ScanError;
+/// How a query reads a received file (for the data plane's tests of hostile data).
+#[cfg(test)]
+pub(crate) use table::read as read_received;
 pub(crate) use table::type_mismatch;
 
 /// Longest query text accepted, in bytes.

@@ -292,7 +292,7 @@ fn fetch_status(e: &FetchError) -> u16 {
 
 /// Reads the cached file at `path` batch by batch into `tx`, each batch shaped as `schema`
 /// (blocking: runs on a blocking thread).
-fn read(
+pub(crate) fn read(
     path: PathBuf,
     schema: SchemaRef,
     table: String,
