@@ -331,6 +331,14 @@ impl FileSink {
     fn new(format: OutputFormat, file: std::fs::File, schema: &SchemaRef) -> anyhow::Result<Self> {
         // The Parquet writer buffers on its own.
         if format == OutputFormat::Parquet {
+            // The parquet crate panics on a union rather than refuse it.
+            if let Some(column) = mesh_node::dataplane::parquet_unwritable(schema) {
+                anyhow::bail!(
+                    "cannot write Parquet: column `{column}` is a union, which Parquet cannot \
+                     hold; write the result as .arrow or .arrows, or select the union's \
+                     members as columns of their own"
+                );
+            }
             let schema = mesh_node::dataplane::parquet_schema(schema);
             return Ok(Self::Parquet(
                 parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None)
@@ -437,4 +445,40 @@ async fn write_file(
         output::clean(&out.display().to_string())
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema, UnionFields, UnionMode};
+
+    use super::*;
+
+    #[test]
+    fn a_union_column_is_refused_as_parquet_by_name_and_kept_as_arrow() {
+        let union = DataType::Union(
+            UnionFields::try_new(
+                [0, 1],
+                [
+                    Field::new("i", DataType::Int32, true),
+                    Field::new("s", DataType::Utf8, true),
+                ],
+            )
+            .unwrap(),
+            UnionMode::Dense,
+        );
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("u", union, true),
+        ]));
+        let dir = tempfile::tempdir().unwrap();
+        let file = || std::fs::File::create(dir.path().join("out")).unwrap();
+        let error = FileSink::new(OutputFormat::Parquet, file(), &schema)
+            .err()
+            .expect("a union is refused as Parquet");
+        let message = format!("{error:#}");
+        assert!(message.contains("column `u` is a union"), "{message}");
+        assert!(FileSink::new(OutputFormat::Arrows, file(), &schema).is_ok());
+    }
 }

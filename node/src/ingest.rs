@@ -47,6 +47,7 @@ use parquet::arrow::arrow_reader::{
 };
 
 use crate::arrow_guard::{self, MessageBounds, MessageError};
+use crate::batch_values::{self, MAX_BATCH_VALUES};
 
 /// How many CSV data rows schema inference looks at. A value of another type further down is
 /// an error ([`IngestError::Csv`]) rather than a silent re-typing, as in pyarrow.
@@ -351,6 +352,23 @@ pub enum IngestError {
         /// Which limit, with the measured value.
         problem: BoundsError,
     },
+    /// One row holds more values than a stored batch may ([`MAX_BATCH_VALUES`], counting
+    /// the items of its lists and other nested values): consumers refuse such a batch.
+    #[error(
+        "input file `{}` cannot be published: row {row} holds {values} values (the items of \
+         its lists and other nested values included), and a batch may hold at most \
+         {MAX_BATCH_VALUES}, which every consumer enforces: spread the nested values of that \
+         row over several rows",
+        file.display()
+    )]
+    RowTooLarge {
+        /// The path as given.
+        file: PathBuf,
+        /// The row, from 1.
+        row: u64,
+        /// The values it holds.
+        values: u64,
+    },
     /// A column's type cannot be written into a descriptor so that peers read back the same
     /// type (a nested field name or time zone arrow cannot print and parse again).
     #[error(
@@ -616,7 +634,7 @@ fn ingest_opened(
         path: output,
         keep: false,
     };
-    let outcome = write_ipc(&mut source, file, output, position).map_err(or_changed)?;
+    let outcome = write_ipc(input, &mut source, file, output, position).map_err(or_changed)?;
     check_unchanged(input, &stamp)?;
     partial.keep = true;
     Ok(outcome)
@@ -792,9 +810,11 @@ fn sniff_arrow(path: &Path) -> Result<InputFormat, IngestError> {
     })
 }
 
-/// Writes every batch of `source` to `file` as an Arrow IPC file, hashing on the way, then
-/// fsyncs.
+/// Writes every batch of `source` (read from `input`) to `file` as an Arrow IPC file,
+/// hashing on the way, then fsyncs. A batch of more values than a consumer accepts
+/// ([`MAX_BATCH_VALUES`]) is stored as several.
 fn write_ipc(
+    input: &Path,
     source: &mut Source,
     file: File,
     output: &Path,
@@ -815,9 +835,19 @@ fn write_ipc(
         if batch.num_rows() == 0 {
             continue;
         }
-        writer.write(&batch).map_err(write_error)?;
+        // A consumer refuses a batch of more values than MAX_BATCH_VALUES: store none.
+        let pieces = batch_values::cut_to(&batch, MAX_BATCH_VALUES).map_err(|too_large| {
+            IngestError::RowTooLarge {
+                file: input.to_path_buf(),
+                row: rows + too_large.row as u64 + 1,
+                values: too_large.values,
+            }
+        })?;
+        for piece in &pieces {
+            writer.write(piece).map_err(write_error)?;
+        }
         rows += batch.num_rows() as u64;
-        batches += 1;
+        batches += pieces.len() as u64;
         if let Some((p, input)) = &mut progress {
             p.set(input.stream_position().unwrap_or(0), rows);
         }
@@ -3549,6 +3579,67 @@ for row in table.to_pylist():
             ingest_file(&input, &output).unwrap().rows,
             MAX_BATCH_ROWS as u64
         );
+    }
+
+    /// A list column of `items` nulls per row, one row per entry: nulls take no memory, so a
+    /// batch can hold more values than a consumer accepts at no cost.
+    fn lists_of_nulls(items: &[usize]) -> RecordBatch {
+        let field = Arc::new(Field::new_list_field(DataType::Null, true));
+        let offsets = arrow::buffer::OffsetBuffer::from_lengths(items.iter().copied());
+        let total = items.iter().sum();
+        let lists = arrow::array::ListArray::new(
+            field,
+            offsets,
+            Arc::new(arrow::array::NullArray::new(total)),
+            None,
+        );
+        RecordBatch::try_from_iter([("l", Arc::new(lists) as ArrayRef)]).unwrap()
+    }
+
+    #[test]
+    fn a_batch_of_more_values_than_a_consumer_accepts_is_stored_as_several() {
+        let dir = tempfile::tempdir().unwrap();
+        let quarter = (MAX_BATCH_VALUES / 4) as usize;
+        let batch = lists_of_nulls(&[quarter; 4]);
+        assert!(batch_values::batch_values(&batch) > MAX_BATCH_VALUES);
+        let mut bytes = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema()).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let input = write_input(&dir, "lists.arrows", &bytes);
+        let output = dir.path().join("out.arrow");
+        let outcome = ingest_file(&input, &output).unwrap();
+        assert_eq!((outcome.rows, outcome.batches), (4, 2));
+        let reader = FileReader::try_new(File::open(&output).unwrap(), None).unwrap();
+        let stored: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+        assert_eq!(stored.len(), 2);
+        for piece in &stored {
+            assert!(batch_values::batch_values(piece) <= MAX_BATCH_VALUES);
+        }
+        let joined = arrow::compute::concat_batches(&batch.schema(), &stored).unwrap();
+        assert_eq!(joined, batch);
+    }
+
+    #[test]
+    fn a_row_of_more_values_than_a_batch_may_hold_is_refused_by_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = lists_of_nulls(&[1, 2, MAX_BATCH_VALUES as usize, 3]);
+        let mut bytes = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema()).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let input = write_input(&dir, "lists.arrows", &bytes);
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(error, IngestError::RowTooLarge { row: 3, values, .. }
+                if values == MAX_BATCH_VALUES + 2),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("row 3 holds"), "{error}");
+        assert!(!output.exists());
     }
 
     /// A record batch message of `rows` rows of one Null column: a field node, no buffers,

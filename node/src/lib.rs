@@ -45,6 +45,7 @@
 pub mod agreements;
 pub mod api;
 mod arrow_guard;
+mod batch_values;
 pub mod config;
 mod contracts;
 pub mod dataplane;

@@ -254,7 +254,7 @@ fn check_decodable(verified: &Path, stream_bytes: u64) -> Result<(), ConvertErro
 /// The first column (by its path) of a type the parquet crate cannot write: a union, on
 /// which its writer panics (`unimplemented!`, arrow-rs issue ARROW-8817) rather than
 /// return an error.
-fn parquet_unwritable(schema: &Schema) -> Option<String> {
+pub fn parquet_unwritable(schema: &Schema) -> Option<String> {
     fn find(path: &str, data_type: &DataType) -> Option<String> {
         let child = |f: &Field| find(&format!("{path}.{}", f.name()), f.data_type());
         match data_type {

@@ -49,15 +49,7 @@ pub(crate) const MAX_MESSAGES: u64 = 1 << 22;
 /// the concatenation. Without a bound a provider could make each reader hold the bodies of
 /// any number of 64 MiB dictionary messages.
 pub(crate) const MAX_DICTIONARY_BYTES: usize = 256 * 1024 * 1024;
-/// Most values one record batch may hold, counting its rows and the values of all its
-/// arrays, nested ones included (a list's items, a struct's fields, a dictionary's values):
-/// about the widest product (2,048 columns) in batches of 65,536 rows, as a publish writes
-/// them. Whatever converts or queries a batch
-/// spends memory per value (the Parquet writer two levels and a value for each leaf),
-/// while a list of nulls, a run-end encoded column or compressed booleans declare millions
-/// of values in a few bytes: a 512-byte message holding a list of 2^30 nulls made the
-/// Parquet conversion ask for 4 GiB at once, and abort.
-pub(crate) const MAX_BATCH_VALUES: u64 = 1 << 27;
+use crate::batch_values::MAX_BATCH_VALUES;
 
 /// What one data frame holds.
 #[derive(Debug)]
@@ -483,15 +475,6 @@ fn footer(
     fbb.finished_data().to_vec()
 }
 
-/// The values `data` holds, its children's included.
-fn values_in(data: &arrow::array::ArrayData) -> u64 {
-    data.child_data()
-        .iter()
-        .fold(data.len() as u64, |sum, child| {
-            sum.saturating_add(values_in(child))
-        })
-}
-
 /// Calls `visit` on each of `fields` and the fields nested in them, depth first.
 fn each_field(fields: &[arrow::datatypes::FieldRef], visit: &mut impl FnMut(&Field)) {
     for field in fields {
@@ -723,11 +706,8 @@ impl Decoding {
                         None,
                         &version,
                     )
-                    .map(|batch| {
-                        let columns = batch.columns().iter().map(|c| values_in(&c.to_data()));
-                        // A batch without columns holds its rows all the same.
-                        columns.fold(batch.num_rows() as u64, u64::saturating_add)
-                    })
+                    // A batch without columns holds its rows all the same.
+                    .map(|batch| crate::batch_values::batch_values(&batch))
                 })
                 .unwrap_or_else(|why| Err(arrow::error::ArrowError::IpcError(why)));
                 // Reused unless a large frame made it large (spares are kept the same way).

@@ -60,7 +60,7 @@ use crate::store::{Store, StoreError};
 
 pub use consumer::{FetchOptions, FetchOutcome};
 pub(crate) use convert::DECODE_BOUNDS;
-pub use convert::{ConvertError, OutputFormat, cast_to_schema, parquet_schema};
+pub use convert::{ConvertError, OutputFormat, cast_to_schema, parquet_schema, parquet_unwritable};
 pub use mesh_protocol::Compression;
 pub use outpath::OutputError;
 pub use staged::StagedFetch;
