@@ -191,10 +191,35 @@ struct Connected {
     keep: bool,
     /// This node dialed one of the connections.
     dialed: bool,
-    /// Sync answers it may still ask for (a token bucket), as of `tokens_at`.
-    answer_tokens: f64,
-    /// When `answer_tokens` was last brought up to date.
-    tokens_at: Instant,
+    /// Sync answers it may still ask for.
+    answers: AnswerBucket,
+}
+
+/// The sync answers one peer may still ask for: a token bucket (`sync_answer_burst`,
+/// refilled at `sync_answer_rate`), as of `at`. It outlives the peer's connections, so that
+/// reconnecting does not refill it.
+#[derive(Clone, Copy, Debug)]
+struct AnswerBucket {
+    /// Answers left.
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    at: Instant,
+}
+
+impl AnswerBucket {
+    /// The bucket as of `now`, refilled for the time since it was last brought up to date.
+    fn refilled(self, config: &PolicyConfig, now: Instant) -> AnswerBucket {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        AnswerBucket {
+            tokens: (self.tokens + elapsed * config.sync_answer_rate).min(config.sync_answer_burst),
+            at: now,
+        }
+    }
+
+    /// Whether the bucket is full as of `now`, which is the same as having no bucket.
+    fn full(self, config: &PolicyConfig, now: Instant) -> bool {
+        self.refilled(config, now).tokens >= config.sync_answer_burst
+    }
 }
 
 /// When a peer may be synced with again.
@@ -246,6 +271,8 @@ pub struct PeerPolicy<P, A> {
     sync_retry: HashMap<P, SyncRetry>,
     /// Penalty points of peers that sent what our validation rejects.
     penalties: HashMap<P, Penalty>,
+    /// Sync-answer buckets of disconnected peers that were not full when they left.
+    spent_answers: HashMap<P, AnswerBucket>,
     /// Last time decayed scores were handed out.
     last_score_refresh: Instant,
     /// Sync sessions in a row that found nothing new.
@@ -288,6 +315,7 @@ where
             syncing: BTreeSet::new(),
             sync_retry: HashMap::new(),
             penalties: HashMap::new(),
+            spent_answers: HashMap::new(),
             last_score_refresh: now,
             quiet_sessions: 0,
             rounds_to_skip: 0,
@@ -335,15 +363,23 @@ where
                 b.backoff = self.config.redial_min;
             }
         }
-        let burst = self.config.sync_answer_burst;
         let keep = self.trimmed.remove(&peer).is_some_and(|until| now < until);
-        let connected = self.connected.entry(peer.clone()).or_insert(Connected {
-            last_used: now,
-            keep,
-            dialed,
-            answer_tokens: burst,
-            tokens_at: now,
-        });
+        if !self.connected.contains_key(&peer) {
+            let answers = self.spent_answers.remove(&peer).unwrap_or(AnswerBucket {
+                tokens: self.config.sync_answer_burst,
+                at: now,
+            });
+            self.connected.insert(
+                peer.clone(),
+                Connected {
+                    last_used: now,
+                    keep,
+                    dialed,
+                    answers,
+                },
+            );
+        }
+        let connected = self.connected.get_mut(&peer).expect("inserted above");
         connected.dialed |= dialed;
         let mut actions = Vec::new();
         if first && self.may_sync(&peer, now) {
@@ -357,13 +393,41 @@ where
         if remaining > 0 {
             return;
         }
-        self.connected.remove(peer);
+        if let Some(gone) = self.connected.remove(peer) {
+            self.remember_answers(peer, gone.answers, now);
+        }
         self.syncing.remove(peer);
         for b in &mut self.bootstrap {
             if b.peer.as_ref() == Some(peer) {
                 b.next_attempt = now + b.backoff;
             }
         }
+    }
+
+    /// Keeps the sync-answer bucket of `peer`, which disconnected, unless it is full. At most
+    /// [`MAX_REMEMBERED`] are kept: full ones are dropped first, then the fullest.
+    fn remember_answers(&mut self, peer: &P, answers: AnswerBucket, now: Instant) {
+        let config = &self.config;
+        if answers.full(config, now) {
+            return;
+        }
+        if self.spent_answers.len() >= MAX_REMEMBERED {
+            self.spent_answers.retain(|_, b| !b.full(config, now));
+        }
+        if self.spent_answers.len() >= MAX_REMEMBERED {
+            let fullest = self
+                .spent_answers
+                .iter()
+                .max_by(|(_, a), (_, b)| {
+                    let (a, b) = (a.refilled(config, now), b.refilled(config, now));
+                    a.tokens.total_cmp(&b.tokens)
+                })
+                .map(|(p, _)| p.clone());
+            if let Some(fullest) = fullest {
+                self.spent_answers.remove(&fullest);
+            }
+        }
+        self.spent_answers.insert(peer.clone(), answers);
     }
 
     /// A dial of `peer` failed: not again from its record for `dial_retry`.
@@ -382,19 +446,16 @@ where
         self.dialing.remove(peer);
     }
 
-    /// Whether to answer a sync request from `peer` now: a token bucket per connected peer
-    /// (`sync_answer_burst`, refilled at `sync_answer_rate`). A peer not known as connected
-    /// gets no answer.
+    /// Whether to answer a sync request from `peer` now: a token bucket per peer
+    /// (`sync_answer_burst`, refilled at `sync_answer_rate`), kept across its reconnections.
+    /// A peer not known as connected gets no answer.
     pub fn allow_sync_answer(&mut self, peer: &P, now: Instant) -> bool {
-        let (burst, rate) = (self.config.sync_answer_burst, self.config.sync_answer_rate);
         let Some(c) = self.connected.get_mut(peer) else {
             return false;
         };
-        let elapsed = now.saturating_duration_since(c.tokens_at).as_secs_f64();
-        c.answer_tokens = (c.answer_tokens + elapsed * rate).min(burst);
-        c.tokens_at = now;
-        if c.answer_tokens >= 1.0 {
-            c.answer_tokens -= 1.0;
+        c.answers = c.answers.refilled(&self.config, now);
+        if c.answers.tokens >= 1.0 {
+            c.answers.tokens -= 1.0;
             true
         } else {
             false
@@ -1267,9 +1328,57 @@ mod tests {
         let later = t0 + secs(1);
         let answered = (0..100).filter(|_| p.allow_sync_answer(&1, later)).count();
         assert_eq!(answered, PolicyConfig::default().sync_answer_rate as usize);
-        // A disconnected peer's budget is forgotten with it.
+        // A disconnected peer gets no answer.
         p.on_disconnected(&1, 0, later);
         assert!(!p.allow_sync_answer(&1, later));
+    }
+
+    #[test]
+    fn reconnecting_does_not_refill_the_sync_answer_bucket() {
+        let t0 = Instant::now();
+        let config = PolicyConfig::default();
+        let (burst, rate) = (config.sync_answer_burst as usize, config.sync_answer_rate);
+        let mut p = policy(vec![], t0);
+        p.on_connected(1, &"x", true, true, t0);
+        let drain = |p: &mut PeerPolicy<u32, &str>, at| {
+            (0..burst * 2).filter(|_| p.allow_sync_answer(&1, at)).count()
+        };
+        assert_eq!(drain(&mut p, t0), burst);
+        // Straight back: the bucket is still empty.
+        p.on_disconnected(&1, 0, t0);
+        p.on_connected(1, &"x", true, true, t0);
+        assert_eq!(drain(&mut p, t0), 0);
+        // It refills while the peer is away, as while it is connected.
+        p.on_disconnected(&1, 0, t0);
+        let later = t0 + secs(2);
+        p.on_connected(1, &"x", true, false, later);
+        assert_eq!(drain(&mut p, later), 2 * rate as usize);
+        // A bucket that has refilled is forgotten: nothing is kept for a peer that left full.
+        p.on_disconnected(&1, 0, later);
+        let much_later = later + secs(60);
+        p.on_connected(1, &"x", true, false, much_later);
+        p.on_disconnected(&1, 0, much_later);
+        assert!(p.spent_answers.is_empty());
+    }
+
+    #[test]
+    fn remembered_sync_answer_buckets_are_bounded() {
+        let t0 = Instant::now();
+        let mut p = policy(vec![], t0);
+        let peers = MAX_REMEMBERED as u32 + 10;
+        for peer in 1..=peers {
+            p.on_connected(peer, &"x", true, true, t0);
+            // Peer k spends k answers (the burst at most), so later peers leave emptier.
+            let spend = (peer as usize).min(PolicyConfig::default().sync_answer_burst as usize);
+            for _ in 0..spend {
+                p.allow_sync_answer(&peer, t0);
+            }
+            p.on_disconnected(&peer, 0, t0);
+        }
+        assert_eq!(p.spent_answers.len(), MAX_REMEMBERED);
+        // The fullest were dropped; the peer that left last (and empty) is remembered.
+        assert!(!p.spent_answers.contains_key(&1));
+        assert!(p.spent_answers.contains_key(&peers));
     }
 
     #[test]
