@@ -335,17 +335,13 @@ async fn main() {
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) => {
                     if let Ok(GossipMessage::Descriptor(d)) = GossipMessage::from_bytes(&message.data) {
-                        seen.push(d);
-                        seen.sort_by_key(|d| d.decode_trusted().map(|d| d.version).unwrap_or(0));
-                        seen.dedup_by_key(|d| d.decode_trusted().map(|d| d.version).unwrap_or(0));
+                        learn(&mut seen, [d]);
                     }
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message { message, .. })) => match message {
                     request_response::Message::Response { response, .. } => {
                         if let Ok(r) = SyncResponse::from_bytes(&response) {
-                            seen.extend(r.descriptors);
-                            seen.sort_by_key(|d| d.decode_trusted().map(|d| d.version).unwrap_or(0));
-                            seen.dedup_by_key(|d| d.decode_trusted().map(|d| d.version).unwrap_or(0));
+                            learn(&mut seen, r.descriptors);
                         }
                     }
                     request_response::Message::Request { channel, .. } => {
@@ -368,6 +364,23 @@ async fn main() {
                 _ => {}
             }
         }
+    }
+}
+
+/// Adds `descriptors` to the versions `seen` (oldest first, one per version) and prints
+/// `seen N` when that makes N versions, so a test can wait for it.
+fn learn(
+    seen: &mut Vec<Signed<ProductDescriptor>>,
+    descriptors: impl IntoIterator<Item = Signed<ProductDescriptor>>,
+) {
+    let before = seen.len();
+    seen.extend(descriptors);
+    let version =
+        |d: &Signed<ProductDescriptor>| d.decode_trusted().map(|d| d.version).unwrap_or(0);
+    seen.sort_by_key(version);
+    seen.dedup_by_key(|d| version(d));
+    if seen.len() > before {
+        println!("seen {}", seen.len());
     }
 }
 

@@ -1,5 +1,6 @@
 //! The mesh end to end: real daemons on 127.0.0.1 gossiping and syncing the catalog.
 
+use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
 
 use mesh_tests::{TestNode, wait_until, write_file};
@@ -152,7 +153,7 @@ fn hostile_member_cannot_poison_the_catalog() {
     let go = a.dir.parent().unwrap().join("go");
     // An insider: admitted to the mesh with a ticket, then misbehaving.
     let ticket = b.invite("mallory");
-    let hostile =
+    let mut hostile =
         std::process::Command::new(mesh_tests::meshnode_bin().with_file_name("hostile-peer"))
             .args([
                 "--ticket",
@@ -167,7 +168,20 @@ fn hostile_member_cannot_poison_the_catalog() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start hostile-peer");
-    std::thread::sleep(Duration::from_secs(2));
+    // The replay needs a version older than the newest: the insider must have learnt v1
+    // (a sync answers the newest only) before v2 exists. It ends on its own (`--linger`,
+    // a hard stop), so reading its output cannot hang.
+    let mut stdout = BufReader::new(hostile.stdout.take().expect("hostile-peer stdout"));
+    let mut actions = String::new();
+    while !actions.lines().any(|l| l == "seen 1") {
+        let read = stdout
+            .read_line(&mut actions)
+            .expect("read hostile-peer output");
+        assert!(
+            read > 0,
+            "hostile-peer ended before it learnt v1: {actions}"
+        );
+    }
     assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
     wait_until(CONVERGE, || b.version_of("sales/orders") == Some(2)).expect("b sees v2");
     let honest = |n: &TestNode| {
@@ -184,8 +198,10 @@ fn hostile_member_cannot_poison_the_catalog() {
     };
     let before = honest(&b);
     std::fs::write(&go, b"go").unwrap();
-    let output = hostile.wait_with_output().expect("hostile-peer output");
-    let actions = String::from_utf8_lossy(&output.stdout).into_owned();
+    stdout
+        .read_to_string(&mut actions)
+        .expect("read hostile-peer output");
+    hostile.wait().expect("hostile-peer ends");
     for action in [
         "forged-owner",
         "tampered",
