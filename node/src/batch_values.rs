@@ -29,43 +29,51 @@ pub(crate) fn batch_values(batch: &RecordBatch) -> u64 {
         .fold(batch.num_rows() as u64, u64::saturating_add)
 }
 
-/// The values `data` holds, its children's included (see [`batch_values`]).
+/// The values `data` holds, its children's included (see [`batch_values`]). Reads offsets
+/// byte by byte and slices only within bounds, so that it could not panic even on an array
+/// that skipped validation (it would count whole children).
 pub(crate) fn values_in(data: &ArrayData) -> u64 {
-    let (offset, len) = (data.offset(), data.len());
-    let child = data.child_data().first();
-    // `buffer` starts at the array's offset.
-    let written_child = match (data.data_type(), child) {
-        (DataType::List(_) | DataType::Map(_, _), Some(child)) => {
-            let offsets = data.buffer::<i32>(0);
-            offsets
-                .first()
-                .zip(offsets.get(len))
-                .and_then(|(&start, &end)| Some((usize::try_from(start).ok()?, end - start)))
-                .and_then(|(start, count)| Some(child.slice(start, usize::try_from(count).ok()?)))
-        }
-        (DataType::LargeList(_), Some(child)) => {
-            let offsets = data.buffer::<i64>(0);
-            offsets
-                .first()
-                .zip(offsets.get(len))
-                .and_then(|(&start, &end)| {
-                    Some((usize::try_from(start).ok()?, usize::try_from(end - start).ok()?))
-                })
-                .map(|(start, count)| child.slice(start, count))
-        }
-        (DataType::FixedSizeList(_, size), Some(child)) => {
-            let size = usize::try_from(*size).unwrap_or(0);
-            Some(child.slice(offset * size, len * size))
-        }
-        _ => None,
-    };
-    match written_child {
+    let len = data.len();
+    let written = data.child_data().first().and_then(|child| {
+        // The items of rows `offset..offset + len`, as the writer cuts them.
+        let (start, end) = match data.data_type() {
+            DataType::List(_) | DataType::Map(_, _) => {
+                (offset_at::<4>(data, 0)?, offset_at::<4>(data, len)?)
+            }
+            DataType::LargeList(_) => (offset_at::<8>(data, 0)?, offset_at::<8>(data, len)?),
+            DataType::FixedSizeList(_, size) => {
+                let size = usize::try_from(*size).ok()?;
+                let start = data.offset().checked_mul(size)?;
+                (start, start.checked_add(len.checked_mul(size)?)?)
+            }
+            _ => return None,
+        };
+        (start <= end && end <= child.len()).then(|| child.slice(start, end - start))
+    });
+    match written {
         Some(child) => (len as u64).saturating_add(values_in(&child)),
-        None => data
-            .child_data()
-            .iter()
-            .fold(len as u64, |sum, child| sum.saturating_add(values_in(child))),
+        None => data.child_data().iter().fold(len as u64, |sum, child| {
+            sum.saturating_add(values_in(child))
+        }),
     }
+}
+
+/// The `index`th offset of a list array (from its own offset on), `WIDTH` bytes little
+/// endian, if its offsets buffer holds it and it is not negative.
+fn offset_at<const WIDTH: usize>(data: &ArrayData, index: usize) -> Option<usize> {
+    let at = data.offset().checked_add(index)?.checked_mul(WIDTH)?;
+    let bytes: [u8; WIDTH] = data
+        .buffers()
+        .first()?
+        .as_slice()
+        .get(at..at + WIDTH)?
+        .try_into()
+        .ok()?;
+    let value = match WIDTH {
+        4 => i64::from(i32::from_le_bytes(bytes[..4].try_into().ok()?)),
+        _ => i64::from_le_bytes(bytes[..8].try_into().ok()?),
+    };
+    usize::try_from(value).ok()
 }
 
 /// A row that holds more values than a batch may.
@@ -144,7 +152,12 @@ mod tests {
         )]);
         let batch = batch_of(vec![
             ("n", Arc::new(Int64Array::from_iter_values(0..100))),
-            ("s", Arc::new(StringArray::from_iter_values((0..100).map(|i| i.to_string())))),
+            (
+                "s",
+                Arc::new(StringArray::from_iter_values(
+                    (0..100).map(|i| i.to_string()),
+                )),
+            ),
             ("l", Arc::new(lists())),
             ("st", Arc::new(strukt)),
         ]);
@@ -181,11 +194,18 @@ mod tests {
         let max = 500;
         let pieces = cut_to(&batch, max).unwrap();
         assert!(pieces.len() > 1);
-        assert!(pieces.iter().all(|p| batch_values(p) <= max && p.num_rows() > 0));
+        assert!(
+            pieces
+                .iter()
+                .all(|p| batch_values(p) <= max && p.num_rows() > 0)
+        );
         let joined = arrow::compute::concat_batches(&batch.schema(), &pieces).unwrap();
         assert_eq!(joined, batch);
         // A batch within the bound is kept whole.
-        assert_eq!(cut_to(&batch, batch_values(&batch)).unwrap(), vec![batch.clone()]);
+        assert_eq!(
+            cut_to(&batch, batch_values(&batch)).unwrap(),
+            vec![batch.clone()]
+        );
         let empty = RecordBatch::new_empty(Arc::new(Schema::new(vec![Field::new(
             "n",
             DataType::Int64,
