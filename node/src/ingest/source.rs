@@ -1,0 +1,1096 @@
+//! Parquet and Arrow IPC inputs, and [`Source`], which yields the record batches of any input
+//! one at a time. Each input is checked before a reader is built over it (a Parquet file's
+//! schema depth and pages, an Arrow IPC input's messages), and reader calls run where a panic
+//! on hostile input is contained.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::ipc::reader::{FileReader, StreamReader};
+use mesh_protocol::bounds::BoundsError;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
+};
+
+use super::csv::{CsvSource, open_csv};
+use super::error::{IngestError, io_error};
+use super::{BATCH_ROWS, CsvOptions, InputFormat, MAX_BATCH_ROWS, MAX_DECOMPRESSED_BATCH};
+use crate::arrow_guard::{self, MessageBounds, MessageError};
+
+/// What each message of an Arrow IPC input may declare: any metadata and body that fit in
+/// the file (the walk checks that), at most [`MAX_BATCH_ROWS`] rows and at most
+/// [`MAX_DECOMPRESSED_BATCH`] bytes once decompressed.
+const ARROW_INPUT_BOUNDS: MessageBounds = MessageBounds {
+    max_metadata: u64::MAX,
+    max_body: u64::MAX,
+    max_rows: MAX_BATCH_ROWS,
+    max_decompressed: MAX_DECOMPRESSED_BATCH,
+};
+
+/// The magic that opens an Arrow IPC file (a stream starts with a message instead).
+const ARROW_FILE_MAGIC: &[u8; 6] = b"ARROW1";
+
+/// Reads the first bytes of an `.arrow`-like file to tell the IPC file from the IPC stream.
+pub(super) fn sniff_arrow(path: &Path) -> Result<InputFormat, IngestError> {
+    let file = File::open(path).map_err(|error| match error.kind() {
+        io::ErrorKind::NotFound => IngestError::NotFound {
+            file: path.to_path_buf(),
+        },
+        _ => io_error(path, "open", error),
+    })?;
+    let mut magic = Vec::with_capacity(ARROW_FILE_MAGIC.len());
+    file.take(ARROW_FILE_MAGIC.len() as u64)
+        .read_to_end(&mut magic)
+        .map_err(|e| io_error(path, "read", e))?;
+    Ok(if magic == ARROW_FILE_MAGIC {
+        InputFormat::ArrowFile
+    } else {
+        InputFormat::ArrowStream
+    })
+}
+
+/// One input, as a sequence of record batches.
+pub(super) enum Source {
+    /// A CSV being decoded record by record.
+    Csv(Box<CsvSource>),
+    /// A Parquet file, decoded row group by row group.
+    Parquet {
+        /// Input path, for error messages.
+        path: PathBuf,
+        /// The file's Arrow schema with its metadata (the reader's own schema drops it).
+        schema: SchemaRef,
+        /// The streaming reader.
+        reader: ParquetRecordBatchReader,
+    },
+    /// An Arrow IPC file (random-access layout), read batch by batch.
+    ArrowFile {
+        /// Input path, for error messages.
+        path: PathBuf,
+        /// The streaming reader.
+        reader: FileReader<BufReader<File>>,
+    },
+    /// An Arrow IPC stream, read message by message.
+    ArrowStream {
+        /// Input path, for error messages.
+        path: PathBuf,
+        /// The streaming reader.
+        reader: StreamReader<BufReader<File>>,
+    },
+}
+
+impl Source {
+    pub(super) fn open(
+        path: &Path,
+        file: File,
+        format: InputFormat,
+        options: &CsvOptions,
+    ) -> Result<Source, IngestError> {
+        let arrow_error = |error| arrow_read_error(path, format, error);
+        Ok(match format {
+            InputFormat::Csv => Source::Csv(Box::new(open_csv(path, file, options)?)),
+            InputFormat::Parquet => {
+                // The parquet crate builds the schema by recursion: measure its depth from
+                // the flat footer first, so a hostile file cannot overflow the stack.
+                let mut file = file;
+                match crate::parquet_footer::check_file(&mut file)
+                    .map_err(|e| io_error(path, "read", e))?
+                {
+                    Ok(()) => {}
+                    Err(crate::parquet_footer::FooterError::TooDeep { depth, max }) => {
+                        return Err(IngestError::OverLimit {
+                            file: path.to_path_buf(),
+                            problem: BoundsError::TooDeep {
+                                what: "the Parquet schema".into(),
+                                depth,
+                                max,
+                            },
+                        });
+                    }
+                    Err(e) => {
+                        return Err(IngestError::Parquet {
+                            file: path.to_path_buf(),
+                            detail: e.to_string(),
+                        });
+                    }
+                }
+                // parquet decodes the `ARROW:schema` hint with arrow-ipc, which panics on some
+                // inputs: contain it.
+                arrow_guard::catch(|| open_parquet(path, file)).unwrap_or_else(|why| {
+                    Err(IngestError::Parquet {
+                        file: path.to_path_buf(),
+                        detail: format!("the reader failed on malformed data ({why})"),
+                    })
+                })?
+            }
+            InputFormat::ArrowFile => {
+                let file = check_arrow_sizes(path, format, file)?;
+                Source::ArrowFile {
+                    path: path.to_path_buf(),
+                    reader: arrow_guard::contain(|| FileReader::try_new_buffered(file, None))
+                        .map_err(arrow_error)?,
+                }
+            }
+            InputFormat::ArrowStream => {
+                let file = check_arrow_sizes(path, format, file)?;
+                Source::ArrowStream {
+                    path: path.to_path_buf(),
+                    reader: arrow_guard::contain(|| StreamReader::try_new_buffered(file, None))
+                        .map_err(arrow_error)?,
+                }
+            }
+        })
+    }
+
+    pub(super) fn schema(&self) -> SchemaRef {
+        match self {
+            Source::Csv(csv) => csv.schema.clone(),
+            Source::Parquet { schema, .. } => schema.clone(),
+            Source::ArrowFile { reader, .. } => reader.schema(),
+            Source::ArrowStream { reader, .. } => reader.schema(),
+        }
+    }
+
+    /// The next batch, `None` at the end of the input.
+    pub(super) fn next_batch(&mut self) -> Result<Option<RecordBatch>, IngestError> {
+        match self {
+            Source::Csv(csv) => csv.next_batch(),
+            Source::Parquet { path, reader, .. } => contained(|| reader.next().transpose())
+                .map_err(|error| match error {
+                    ArrowError::IoError(_, error) if reading_failed(&error) => {
+                        io_error(path, "read", error)
+                    }
+                    error => IngestError::Parquet {
+                        file: path.clone(),
+                        detail: error.to_string(),
+                    },
+                }),
+            Source::ArrowFile { path, reader } => contained(|| reader.next().transpose())
+                .map_err(|e| arrow_read_error(path, InputFormat::ArrowFile, e)),
+            Source::ArrowStream { path, reader } => contained(|| reader.next().transpose())
+                .map_err(|e| arrow_read_error(path, InputFormat::ArrowStream, e)),
+        }
+    }
+}
+
+/// Runs a reader call over the input, turning a panic inside arrow or parquet (an assertion
+/// on a buffer outside its message, ...) into an error.
+fn contained<T>(read: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, ArrowError> {
+    arrow_guard::catch(read).unwrap_or_else(|why| {
+        Err(ArrowError::IpcError(format!(
+            "the reader failed on malformed data ({why})"
+        )))
+    })
+}
+
+/// Opens a Parquet file whose footer was checked, with top-level dictionaries read as their
+/// values (see [`without_dictionaries`]).
+fn open_parquet(path: &Path, file: File) -> Result<Source, IngestError> {
+    let parquet_error = |error: parquet::errors::ParquetError| IngestError::Parquet {
+        file: path.to_path_buf(),
+        detail: error.to_string(),
+    };
+    let mut metadata =
+        ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(parquet_error)?;
+    let batch_rows = check_parquet_pages(path, &file, metadata.metadata())?;
+    let schema = Arc::new(without_dictionaries(metadata.schema()));
+    if schema != *metadata.schema() {
+        let options = ArrowReaderOptions::new().with_schema(schema.clone());
+        metadata = ArrowReaderMetadata::try_new(metadata.metadata().clone(), options)
+            .map_err(parquet_error)?;
+    }
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+        .with_batch_size(batch_rows)
+        .build()
+        .map_err(parquet_error)?;
+    Ok(Source::Parquet {
+        path: path.to_path_buf(),
+        schema,
+        reader,
+    })
+}
+
+/// Walks the page headers of a Parquet input with [`crate::parquet_footer::check_pages`]
+/// before a reader is built over it, and returns the rows per batch that keep a batch
+/// within [`MAX_PARQUET_BATCH`](crate::parquet_footer::MAX_PARQUET_BATCH)
+/// ([`crate::parquet_footer::batch_rows`], at most [`BATCH_ROWS`]).
+fn check_parquet_pages(
+    path: &Path,
+    file: &File,
+    metadata: &parquet::file::metadata::ParquetMetaData,
+) -> Result<usize, IngestError> {
+    use crate::parquet_footer::{PageError, batch_rows, check_pages};
+    let refused = |error: PageError| {
+        let hint = match error {
+            PageError::Malformed { .. } => "check that it is a complete, valid Parquet file",
+            PageError::OverBound { .. } => {
+                "write it with smaller pages (e.g. pyarrow's `data_page_size`), smaller row \
+                 groups, fewer or narrower columns, compressed with ZSTD or Snappy"
+            }
+        };
+        IngestError::ParquetBounds {
+            file: path.to_path_buf(),
+            problem: format!("{error}: {hint}"),
+        }
+    };
+    let read_error = |e| io_error(path, "read", e);
+    check_pages(file, metadata)
+        .map_err(read_error)?
+        .map_err(refused)?;
+    batch_rows(file, metadata, BATCH_ROWS)
+        .map_err(read_error)?
+        .map_err(refused)
+}
+
+/// Walks the messages of an Arrow IPC input (headers only, with [`arrow_guard::check_file`]
+/// or [`arrow_guard::check_stream`]) and refuses one that declares more than its reader should
+/// allocate; returns `file` rewound for the reader.
+fn check_arrow_sizes(
+    path: &Path,
+    format: InputFormat,
+    mut file: File,
+) -> Result<File, IngestError> {
+    let walked = match format {
+        InputFormat::ArrowFile => arrow_guard::check_file(&mut file, &ARROW_INPUT_BOUNDS),
+        _ => arrow_guard::check_stream(&mut file, 0, u64::MAX, &ARROW_INPUT_BOUNDS).map(drop),
+    };
+    let refused = |problem: String| IngestError::ArrowBounds {
+        file: path.to_path_buf(),
+        format,
+        problem,
+    };
+    match walked {
+        Ok(()) => {}
+        Err(MessageError::Io(error)) => return Err(io_error(path, "read", error)),
+        Err(MessageError::Malformed(what)) => {
+            return Err(refused(format!(
+                "{what}: check that it is a complete, valid Arrow IPC file"
+            )));
+        }
+        Err(MessageError::OverBound(what)) => {
+            return Err(refused(format!(
+                "{what}: export it in smaller record batches or without compression"
+            )));
+        }
+    }
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| io_error(path, "read", e))?;
+    Ok(file)
+}
+
+fn arrow_read_error(path: &Path, format: InputFormat, error: ArrowError) -> IngestError {
+    match error {
+        ArrowError::IoError(_, error) if reading_failed(&error) => io_error(path, "read", error),
+        error => IngestError::Arrow {
+            file: path.to_path_buf(),
+            format,
+            error,
+        },
+    }
+}
+
+/// Whether an I/O error a reader returned is the input failing to read, rather than a
+/// decompressor refusing the data (ZSTD's "Src size is incorrect" and LZ4's errors reach us
+/// as `io::Error`s of kind `Other` or `InvalidData`): only the first is worth an
+/// [`IngestError::Io`], which sends the user to check the path and the disk.
+fn reading_failed(error: &io::Error) -> bool {
+    !matches!(
+        error.kind(),
+        io::ErrorKind::Other | io::ErrorKind::InvalidData
+    )
+}
+
+/// The Parquet file's Arrow schema with top-level dictionary columns read as their value type.
+/// Parquet dictionaries are per row group (a pandas categorical comes back as a different
+/// dictionary in each), while an Arrow IPC file holds one dictionary per column, so keeping the
+/// dictionary type would fail on any file with more than one row group.
+fn without_dictionaries(schema: &Schema) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Dictionary(_, value) => field.as_ref().clone().with_data_type(*value.clone()),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::fs;
+
+    use arrow::array::{Array, ArrayRef, DictionaryArray, Int32Array, StringArray};
+    use arrow::datatypes::Int32Type;
+    use arrow::ipc::writer::{FileWriter, StreamWriter};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+    use tempfile::TempDir;
+
+    use crate::ingest::ingest_file;
+    use crate::ingest::test_support::{column, ingest_ok, nested_list, sample_batch, write_input};
+
+    fn assert_same_data(expected: &RecordBatch, actual: &RecordBatch) {
+        assert_eq!(expected.num_rows(), actual.num_rows());
+        for (want, got) in expected.columns().iter().zip(actual.columns()) {
+            assert_eq!(want.to_data(), got.to_data());
+        }
+    }
+
+    #[test]
+    fn parquet_round_trips_with_its_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = sample_batch();
+        let input = dir.path().join("sample.PQ");
+        let properties = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(2))
+            .build();
+        let mut writer = ArrowWriter::try_new(
+            File::create(&input).unwrap(),
+            batch.schema(),
+            Some(properties),
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+
+        assert_eq!(InputFormat::detect(&input).unwrap(), InputFormat::Parquet);
+        let (outcome, read, _) = ingest_ok(&dir, &input);
+        assert_eq!(outcome.schema.fields(), batch.schema().fields());
+        assert_eq!(outcome.schema.metadata().get("origin").unwrap(), "test");
+        let row_groups = ParquetRecordBatchReaderBuilder::try_new(File::open(&input).unwrap())
+            .unwrap()
+            .metadata()
+            .num_row_groups();
+        assert_eq!(row_groups, 2);
+        assert_same_data(&batch, &read);
+    }
+
+    #[test]
+    fn parquet_with_dictionaries_per_row_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "category",
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            true,
+        )]));
+        let input = dir.path().join("dict.parquet");
+        // Two row groups with disjoint values, each bigger than a batch, so the reader's
+        // batches carry different dictionaries.
+        const GROUP: usize = BATCH_ROWS + 1000;
+        let properties = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(GROUP))
+            .build();
+        let mut writer = ArrowWriter::try_new(
+            File::create(&input).unwrap(),
+            schema.clone(),
+            Some(properties),
+        )
+        .unwrap();
+        for group in ["a", "b"] {
+            let values: Vec<String> = (0..GROUP).map(|i| format!("{group}{}", i % 7)).collect();
+            let array: DictionaryArray<Int32Type> = values.iter().map(String::as_str).collect();
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(array)]).unwrap();
+            writer.write(&batch).unwrap();
+        }
+        writer.close().unwrap();
+
+        let (outcome, read, _) = ingest_ok(&dir, &input);
+        assert_eq!(outcome.rows, 2 * GROUP as u64);
+        assert_eq!(outcome.schema.field(0).data_type(), &DataType::Utf8);
+        let values = column::<StringArray>(&read, "category");
+        assert_eq!(values.value(0), "a0");
+        assert_eq!(values.value(GROUP + 8), "b1");
+    }
+
+    #[test]
+    fn parquet_with_zero_rows_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = sample_batch().schema();
+        let input = dir.path().join("none.parquet");
+        let writer = ArrowWriter::try_new(File::create(&input).unwrap(), schema, None).unwrap();
+        writer.close().unwrap();
+        let (outcome, _, _) = ingest_ok(&dir, &input);
+        assert_eq!((outcome.rows, outcome.batches), (0, 0));
+        assert_eq!(outcome.schema.fields().len(), 3);
+    }
+
+    #[test]
+    fn corrupt_parquet_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = write_input(&dir, "broken.parquet", b"not parquet at all");
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(matches!(error, IngestError::Parquet { .. }), "{error:?}");
+        assert!(error.to_string().contains("broken.parquet"), "{error}");
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn arrow_file_and_stream_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = sample_batch();
+        let halves = [batch.slice(0, 2), batch.slice(2, 2)];
+
+        let file_input = dir.path().join("sample.feather");
+        let mut writer =
+            FileWriter::try_new(File::create(&file_input).unwrap(), &batch.schema()).unwrap();
+        for half in &halves {
+            writer.write(half).unwrap();
+        }
+        writer.finish().unwrap();
+
+        let mut stream_bytes = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut stream_bytes, &batch.schema()).unwrap();
+        for half in &halves {
+            writer.write(half).unwrap();
+        }
+        writer.finish().unwrap();
+        let stream_input = write_input(&dir, "sample.arrows", &stream_bytes);
+        // A stream under the `.arrow` name is recognised by the missing file magic.
+        let sniffed_input = write_input(&dir, "stream.arrow", &stream_bytes);
+
+        let cases = [
+            (file_input, InputFormat::ArrowFile),
+            (stream_input, InputFormat::ArrowStream),
+            (sniffed_input, InputFormat::ArrowStream),
+        ];
+        for (input, format) in cases {
+            assert_eq!(InputFormat::detect(&input).unwrap(), format);
+            let (outcome, read, _) = ingest_ok(&dir, &input);
+            assert_eq!(outcome.schema, batch.schema(), "{format}");
+            assert_eq!(outcome.batches, 2, "{format}");
+            assert_same_data(&batch, &read);
+        }
+    }
+
+    #[test]
+    fn truncated_arrow_stream_is_an_arrow_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = sample_batch();
+        let mut bytes = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema()).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        bytes.truncate(bytes.len() - 40);
+        let input = write_input(&dir, "cut.arrows", &bytes);
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        // The walk before the reader finds the last body cut short.
+        assert!(
+            matches!(&error, IngestError::ArrowBounds { problem, .. } if problem.contains("bytes follow")),
+            "{error:?}"
+        );
+        assert!(!output.exists());
+    }
+
+    /// Runs `f` on a thread with `stack` bytes of stack.
+    fn on_stack<T: Send + 'static>(stack: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn deeply_nested_parquet_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("deep.parquet");
+        let path = input.clone();
+        // Writing such a file takes deep recursion in the writer: give it a large stack.
+        on_stack(256 << 20, move || {
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("deep", nested_list(3000), true),
+            ]));
+            let mut writer =
+                ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+            writer.flush().unwrap();
+            writer.close().unwrap();
+        });
+        let output = dir.path().join("out.arrow.partial");
+        let out = output.clone();
+        // The stack of a tokio blocking thread, where `publish` ingests.
+        let error = on_stack(2 << 20, move || {
+            let result = ingest_file(&input, &out).map(|_| ());
+            // Dropping the error is cheap; the deep schema was dropped inside the thread.
+            result
+        })
+        .unwrap_err();
+        match &error {
+            IngestError::OverLimit {
+                problem: BoundsError::TooDeep { what, depth, max },
+                ..
+            } => {
+                assert_eq!(what, "the Parquet schema");
+                assert_eq!(
+                    (*depth, *max),
+                    (6001, crate::parquet_footer::MAX_PARQUET_DEPTH)
+                );
+            }
+            other => panic!("expected OverLimit, got {other:?}"),
+        }
+        assert!(
+            error.to_string().ends_with(
+                "the Parquet schema is nested 6001 levels deep; the limit is 66; peers refuse \
+                 such a schema: flatten the nested column types"
+            ),
+            "{error}"
+        );
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn deeply_nested_arrow_ipc_is_refused_without_overflowing() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, stream) in [("deep.arrow", false), ("deep.arrows", true)] {
+            let input = dir.path().join(name);
+            let path = input.clone();
+            on_stack(256 << 20, move || {
+                let schema = Schema::new(vec![Field::new("deep", nested_list(3000), true)]);
+                let file = File::create(&path).unwrap();
+                if stream {
+                    StreamWriter::try_new(file, &schema)
+                        .unwrap()
+                        .finish()
+                        .unwrap();
+                } else {
+                    FileWriter::try_new(file, &schema)
+                        .unwrap()
+                        .finish()
+                        .unwrap();
+                }
+            });
+            let output = dir.path().join("out.arrow.partial");
+            let out = output.clone();
+            // arrow-ipc verifies the flatbuffer schema with a depth limit (64 tables) before
+            // it converts it, and so does the walk over the file's footer: the file is refused
+            // as unreadable, on a blocking thread's stack.
+            let error =
+                on_stack(2 << 20, move || ingest_file(&input, &out).map(|_| ())).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    IngestError::Arrow { .. }
+                        | IngestError::ArrowBounds { .. }
+                        | IngestError::OverLimit { .. }
+                ),
+                "{name}: {error:?}"
+            );
+            assert!(!output.exists());
+        }
+    }
+
+    /// The schema message of an IPC stream for `schema`, without the end-of-stream marker.
+    fn schema_message(schema: &Schema) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        StreamWriter::try_new(&mut bytes, schema)
+            .unwrap()
+            .finish()
+            .unwrap();
+        bytes.truncate(bytes.len() - 8);
+        bytes
+    }
+
+    /// A hand-made record batch message (prefix and metadata, no body) of `rows` rows with one
+    /// field node of as many rows and no nulls, the `buffers` given as (offset, length), and a
+    /// declared body of `body_len` bytes.
+    fn batch_message(rows: i64, buffers: &[(i64, i64)], body_len: i64) -> Vec<u8> {
+        use arrow::ipc::{
+            FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder,
+        };
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let nodes = fbb.create_vector(&[FieldNode::new(rows, 0)]);
+        let buffers: Vec<_> = buffers
+            .iter()
+            .map(|(offset, length)| arrow::ipc::Buffer::new(*offset, *length))
+            .collect();
+        let buffers = fbb.create_vector(&buffers);
+        let batch = {
+            let mut b = RecordBatchBuilder::new(&mut fbb);
+            b.add_length(rows);
+            b.add_nodes(nodes);
+            b.add_buffers(buffers);
+            b.finish()
+        };
+        let message = {
+            let mut b = MessageBuilder::new(&mut fbb);
+            b.add_version(MetadataVersion::V5);
+            b.add_header_type(MessageHeader::RecordBatch);
+            b.add_header(batch.as_union_value());
+            b.add_bodyLength(body_len);
+            b.finish()
+        };
+        fbb.finish(message, None);
+        let mut meta = fbb.finished_data().to_vec();
+        meta.resize(meta.len().next_multiple_of(8), 0);
+        let mut out = vec![0xff; 4];
+        out.extend(i32::try_from(meta.len()).unwrap().to_le_bytes());
+        out.extend(meta);
+        out
+    }
+
+    /// An `.arrows` input: a real schema message for one Int64 column, then a hand-made batch
+    /// declaring a body of `declared` bytes, then 8 body bytes.
+    fn stream_declaring_body(dir: &TempDir, declared: i64) -> (PathBuf, usize) {
+        let schema = Schema::new(vec![Field::new("v", DataType::Int64, false)]);
+        let mut bytes = schema_message(&schema);
+        let batch_at = bytes.len();
+        bytes.extend(batch_message(1, &[(0, 0), (0, 8)], declared));
+        bytes.extend(7i64.to_le_bytes());
+        (write_input(dir, "huge.arrows", &bytes), batch_at)
+    }
+
+    fn walk_stream(input: &Path) -> Result<u64, MessageError> {
+        let mut file = File::open(input).unwrap();
+        arrow_guard::check_stream(&mut file, 0, u64::MAX, &ARROW_INPUT_BOUNDS)
+    }
+
+    #[test]
+    fn an_arrow_stream_declaring_a_body_past_its_end_is_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        // The walk itself: were it missing, the reader would ask for a terabyte here.
+        let (input, batch_at) = stream_declaring_body(&dir, 1 << 40);
+        match walk_stream(&input) {
+            Err(MessageError::Malformed(what)) => assert_eq!(
+                what,
+                format!(
+                    "the message at byte {batch_at} declares a body of {} bytes, but only 8 \
+                     bytes follow",
+                    1u64 << 40
+                )
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // Through `publish`, with a body so large the reader cannot even lay it out (without
+        // the walk it panics rather than aborts, so this test cannot take the runner down).
+        let (input, _) = stream_declaring_body(&dir, i64::MAX);
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                IngestError::ArrowBounds {
+                    format: InputFormat::ArrowStream,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("huge.arrows"), "{message}");
+        assert!(
+            message.contains("bytes, but only 8 bytes follow"),
+            "{message}"
+        );
+        assert!(!output.exists());
+        // A metadata length past the end is refused the same way (the reader would size a
+        // buffer of 2 GiB from these 8 bytes).
+        let input = write_input(
+            &dir,
+            "meta.arrows",
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        );
+        assert!(matches!(
+            walk_stream(&input),
+            Err(MessageError::Malformed(_))
+        ));
+        assert!(matches!(
+            ingest_file(&input, &output),
+            Err(IngestError::ArrowBounds { .. })
+        ));
+    }
+
+    /// An IPC file of `batch`, written with `options`.
+    fn ipc_file(batch: &RecordBatch, options: arrow::ipc::writer::IpcWriteOptions) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut writer =
+            FileWriter::try_new_with_options(&mut bytes, &batch.schema(), options).unwrap();
+        writer.write(batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        bytes
+    }
+
+    /// `file` (an IPC file) with the body length of its first record batch block set to `body`.
+    fn with_block_body(file: &[u8], body: i64) -> Vec<u8> {
+        let n = file.len();
+        let footer_len = i32::from_le_bytes(file[n - 10..n - 6].try_into().unwrap()) as usize;
+        let footer_at = n - 10 - footer_len;
+        let footer = arrow::ipc::root_as_footer(&file[footer_at..n - 10]).unwrap();
+        let block = footer.recordBatches().unwrap().get(0);
+        let mut head = block.offset().to_le_bytes().to_vec();
+        head.extend(block.metaDataLength().to_le_bytes());
+        let at = footer_at
+            + file[footer_at..]
+                .windows(head.len())
+                .position(|w| w == head)
+                .expect("the block in the footer");
+        let mut out = file.to_vec();
+        out[at + 16..at + 24].copy_from_slice(&body.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn an_arrow_file_whose_footer_declares_too_much_is_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = ipc_file(&sample_batch(), Default::default());
+        let walk = |bytes: &[u8]| {
+            let input = write_input(&dir, "lying.arrow", bytes);
+            let mut file = File::open(&input).unwrap();
+            arrow_guard::check_file(&mut file, &ARROW_INPUT_BOUNDS)
+        };
+        walk(&good).unwrap();
+        // A block whose body runs a terabyte past the end of the file.
+        let err = walk(&with_block_body(&good, 1 << 40)).unwrap_err();
+        assert!(
+            matches!(&err, MessageError::Malformed(what) if what.contains("declares a body of 1099511627776 bytes")),
+            "{err}"
+        );
+        // A footer longer than the file (the reader would allocate 2 GiB for it).
+        let mut long_footer = good.clone();
+        let n = long_footer.len();
+        long_footer[n - 10..n - 6].copy_from_slice(&i32::MAX.to_le_bytes());
+        assert!(matches!(
+            walk(&long_footer),
+            Err(MessageError::Malformed(_))
+        ));
+        // Through `publish` (a body the reader cannot lay out: it would panic, not abort).
+        let input = write_input(&dir, "lying.arrow", &with_block_body(&good, i64::MAX));
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                IngestError::ArrowBounds {
+                    format: InputFormat::ArrowFile,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("lying.arrow"), "{error}");
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn a_compressed_batch_declaring_too_much_is_refused_before_decompressing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (batch, options) = crate::arrow_guard::tests::lz4_zeros();
+        let stream = crate::arrow_guard::tests::lz4_zeros_stream();
+        let output = dir.path().join("out.arrow.partial");
+        // Compressed inputs are read, stream and file alike.
+        let input = write_input(&dir, "lz4.arrows", &stream);
+        assert_eq!(ingest_file(&input, &output).unwrap().rows, 10_000);
+        let input = write_input(&dir, "lz4.arrow", &ipc_file(&batch, options));
+        assert_eq!(ingest_file(&input, &output).unwrap().rows, 10_000);
+        fs::remove_file(&output).unwrap();
+        // The values buffer's prefix says 80,000 bytes once decompressed.
+        let at = crate::arrow_guard::tests::declared_length_at(&stream);
+        let bomb = |size: u64| {
+            let mut bytes = stream.clone();
+            bytes[at..at + 8].copy_from_slice(&size.to_le_bytes());
+            write_input(&dir, "bomb.arrows", &bytes)
+        };
+        // A terabyte, checked on the walk (the reader would reserve it and abort).
+        let err = walk_stream(&bomb(1 << 40)).unwrap_err();
+        assert!(
+            matches!(&err, MessageError::OverBound(what) if what.contains("1099511627776 bytes once decompressed")),
+            "{err}"
+        );
+        // Just over the bound, through `publish` (without the walk the reader reserves it,
+        // decompresses 80 kB and fails: no abort either way).
+        let error = ingest_file(&bomb(MAX_DECOMPRESSED_BATCH + 1), &output).unwrap_err();
+        assert!(
+            matches!(&error, IngestError::ArrowBounds { problem, .. } if problem.contains("smaller record batches")),
+            "{error:?}"
+        );
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn an_lz4_frame_that_decompresses_past_its_declared_length_is_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        // A batch of 1 row whose 4.5 MB LZ4 frame declares 8 bytes and decompresses to over
+        // 1 GiB of zeros (blocks of 267 bytes that can yield 255 times as much, past the
+        // bound and its sixteenth of slack): the reader would decode it all first.
+        let most = MAX_DECOMPRESSED_BATCH + MAX_DECOMPRESSED_BATCH / 16;
+        let blocks = (most / (267 * 255)) as usize + 1;
+        let bytes = crate::arrow_guard::tests::lz4_frame_stream(1, 8, blocks);
+        let input = write_input(&dir, "frame.arrows", &bytes);
+        let output = dir.path().join("out.arrow.partial");
+        let started = std::time::Instant::now();
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(&error, IngestError::ArrowBounds { problem, .. }
+                if problem.contains("LZ4 frames of a batch can decompress to")
+                    && problem.contains("(they declare 8)")),
+            "{error:?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn a_batch_of_more_rows_than_a_batch_may_hold_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2^40 rows of a Null column: no buffer, so nothing else bounds them.
+        let schema = Schema::new(vec![Field::new("n", DataType::Null, true)]);
+        let mut bytes = schema_message(&schema);
+        let rows = 1i64 << 40;
+        bytes.extend(null_batch_message(rows));
+        let input = write_input(&dir, "nulls.arrows", &bytes);
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(&error, IngestError::ArrowBounds { problem, .. }
+            if problem.contains(&format!(
+                "a batch declares {rows} rows, over the limit of {MAX_BATCH_ROWS}"
+            ))),
+            "{error:?}"
+        );
+        assert!(!output.exists());
+        // At the limit it is read.
+        let mut bytes = schema_message(&schema);
+        bytes.extend(null_batch_message(MAX_BATCH_ROWS));
+        let input = write_input(&dir, "nulls.arrows", &bytes);
+        assert_eq!(
+            ingest_file(&input, &output).unwrap().rows,
+            MAX_BATCH_ROWS as u64
+        );
+    }
+
+    /// A record batch message of `rows` rows of one Null column: a field node, no buffers,
+    /// no body.
+    fn null_batch_message(rows: i64) -> Vec<u8> {
+        use arrow::ipc::{
+            FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder,
+        };
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let nodes = fbb.create_vector(&[FieldNode::new(rows, rows)]);
+        let buffers = fbb.create_vector::<arrow::ipc::Buffer>(&[]);
+        let batch = {
+            let mut b = RecordBatchBuilder::new(&mut fbb);
+            b.add_length(rows);
+            b.add_nodes(nodes);
+            b.add_buffers(buffers);
+            b.finish()
+        };
+        let message = {
+            let mut b = MessageBuilder::new(&mut fbb);
+            b.add_version(MetadataVersion::V5);
+            b.add_header_type(MessageHeader::RecordBatch);
+            b.add_header(batch.as_union_value());
+            b.add_bodyLength(0);
+            b.finish()
+        };
+        fbb.finish(message, None);
+        let mut meta = fbb.finished_data().to_vec();
+        meta.resize(meta.len().next_multiple_of(8), 0);
+        let mut out = vec![0xff; 4];
+        out.extend(i32::try_from(meta.len()).unwrap().to_le_bytes());
+        out.extend(meta);
+        out
+    }
+
+    #[test]
+    fn a_batch_that_does_not_decompress_is_a_format_error_not_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // A ZSTD batch whose values buffer declares 16 bytes: the decompressor refuses it
+        // with an `io::Error`, which is not the disk's fault.
+        let (batch, _) = crate::arrow_guard::tests::lz4_zeros();
+        let options = arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(arrow::ipc::CompressionType::ZSTD))
+            .unwrap();
+        let mut stream = Vec::new();
+        let mut writer =
+            StreamWriter::try_new_with_options(&mut stream, &batch.schema(), options).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let at = crate::arrow_guard::tests::declared_length_at(&stream);
+        stream[at..at + 8].copy_from_slice(&16i64.to_le_bytes());
+        let input = write_input(&dir, "zstd.arrows", &stream);
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                IngestError::Arrow {
+                    format: InputFormat::ArrowStream,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("valid Arrow IPC file"), "{message}");
+        assert!(!message.contains("disk"), "{message}");
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn a_panic_in_the_arrow_reader_is_an_error_and_leaves_no_output() {
+        let dir = tempfile::tempdir().unwrap();
+        // A batch whose values buffer (offset 0, 1 MiB) runs past its 24-byte body: arrow-ipc
+        // asserts when it slices it.
+        let schema = Schema::new(vec![Field::new("v", DataType::Int64, false)]);
+        let mut bytes = schema_message(&schema);
+        bytes.extend(batch_message(3, &[(0, 0), (0, 1 << 20)], 24));
+        bytes.extend([0u8; 24]);
+        let input = write_input(&dir, "lying.arrows", &bytes);
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                IngestError::Arrow {
+                    format: InputFormat::ArrowStream,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("lying.arrows"), "{message}");
+        assert!(message.contains("malformed"), "{message}");
+        assert!(!output.exists());
+    }
+
+    /// Standard base64 with padding.
+    fn base64(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..4 {
+                out.push(if i <= chunk.len() {
+                    ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char
+                } else {
+                    '='
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_panic_reading_a_parquet_arrow_schema_hint_is_an_error() {
+        use parquet::arrow::arrow_writer::ArrowWriterOptions;
+        use parquet::file::metadata::KeyValue;
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("hint.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, true)]));
+        let properties = WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                "ARROW:schema".into(),
+                base64(&crate::arrow_guard::tests::seven_bit_schema_message()),
+            )]))
+            .build();
+        let options = ArrowWriterOptions::new()
+            .with_skip_arrow_metadata(true)
+            .with_properties(properties);
+        let mut writer = ArrowWriter::try_new_with_options(
+            File::create(&input).unwrap(),
+            schema.clone(),
+            options,
+        )
+        .unwrap();
+        let column: ArrayRef = Arc::new(Int32Array::from(vec![1, 2]));
+        writer
+            .write(&RecordBatch::try_new(schema, vec![column]).unwrap())
+            .unwrap();
+        writer.close().unwrap();
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(matches!(&error, IngestError::Parquet { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("hint.parquet"), "{message}");
+        assert!(message.contains("bit width of 7"), "{message}");
+        assert!(!output.exists());
+    }
+
+    #[test]
+    fn a_parquet_dictionary_of_more_values_than_its_page_holds_is_refused_before_reading() {
+        use crate::parquet_footer::tests::{page_header, with_pages};
+        let dir = tempfile::tempdir().unwrap();
+        // A dictionary page declaring 2^26 INT64 values in 8 bytes: the reader would allocate
+        // 512 MiB for it before decoding (2^30, which the soak found, is an 8 GiB abort).
+        let pages = [
+            (page_header(2, 8, 8, 1 << 26, &[]), vec![0; 8]),
+            (page_header(0, 2, 2, 1, &[]), vec![0; 2]),
+        ];
+        let bytes = with_pages(1, &pages, parquet::basic::Compression::UNCOMPRESSED);
+        let input = write_input(&dir, "dictionary.parquet", &bytes);
+        let output = dir.path().join("out.arrow.partial");
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(
+            matches!(&error, IngestError::ParquetBounds { .. }),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        for part in [
+            "dictionary.parquet",
+            "row group 0, column `c0`",
+            "the dictionary page at byte 4 declares 67108864 values",
+        ] {
+            assert!(message.contains(part), "{message}");
+        }
+        assert!(!output.exists());
+        // The same file with a dictionary of one value is read.
+        let pages = [
+            (page_header(2, 8, 8, 1, &[]), 7i64.to_le_bytes().to_vec()),
+            pages[1].clone(),
+        ];
+        let bytes = with_pages(1, &pages, parquet::basic::Compression::UNCOMPRESSED);
+        let input = write_input(&dir, "dictionary.parquet", &bytes);
+        let error = ingest_file(&input, &output).map(|o| o.rows);
+        assert!(
+            !matches!(error, Err(IngestError::ParquetBounds { .. })),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn delta_encoded_lengths_declaring_more_values_than_their_page_are_refused_before_reading() {
+        use crate::parquet_footer::tests::delta_strings;
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.arrow.partial");
+        // A page of 200 strings whose delta-encoded lengths declare 2^26 of them: the reader
+        // allocates 256 MiB of lengths before decoding one (2^33, which the soak's seeds led
+        // to, is a 32 GiB abort from a 359-byte file).
+        for prefixed in [false, true] {
+            let input = write_input(
+                &dir,
+                "delta.parquet",
+                &delta_strings(200, 1 << 26, prefixed),
+            );
+            let error = ingest_file(&input, &output).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                matches!(&error, IngestError::ParquetBounds { .. })
+                    && message.contains("delta.parquet")
+                    && message.contains("declares 67108864 value lengths"),
+                "{error:?}"
+            );
+            assert!(!output.exists());
+            // The honest page is read.
+            let input = write_input(&dir, "delta.parquet", &delta_strings(200, 200, prefixed));
+            assert_eq!(ingest_file(&input, &output).unwrap().rows, 200);
+            fs::remove_file(&output).unwrap();
+        }
+    }
+}
