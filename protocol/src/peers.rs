@@ -1341,7 +1341,9 @@ mod tests {
         let mut p = policy(vec![], t0);
         p.on_connected(1, &"x", true, true, t0);
         let drain = |p: &mut PeerPolicy<u32, &str>, at| {
-            (0..burst * 2).filter(|_| p.allow_sync_answer(&1, at)).count()
+            (0..burst * 2)
+                .filter(|_| p.allow_sync_answer(&1, at))
+                .count()
         };
         assert_eq!(drain(&mut p, t0), burst);
         // Straight back: the bucket is still empty.
