@@ -11,7 +11,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::Token;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::check::{is_iso_timestamp, parse_iso_date};
 use super::{CompareOp, Expr, FilterError, FiniteF64, Literal, MAX_DEPTH, MAX_IN_LIST, MAX_NODES};
@@ -23,10 +23,15 @@ const PARSER_RECURSION_LIMIT: usize = 2 * MAX_DEPTH + 8;
 /// Parses `text` (already length-checked) into an expression (not yet normalised).
 pub(super) fn parse(text: &str) -> Result<Expr, FilterError> {
     let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, text)
+        .tokenize_with_location()
+        .map_err(|e| syntax(e.into()))?;
+    if let Some(refused) = tokens.iter().find(|t| !in_filter_alphabet(&t.token)) {
+        return Err(unsupported(describe_token(&refused.token), CONDITION_HINT));
+    }
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(PARSER_RECURSION_LIMIT)
-        .try_with_sql(text)
-        .map_err(syntax)?;
+        .with_tokens_with_locations(tokens);
     let sql = parser.parse_expr().map_err(syntax)?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
@@ -36,6 +41,76 @@ pub(super) fn parse(text: &str) -> Result<Expr, FilterError> {
         ))));
     }
     Converter { nodes: 0 }.expr(&sql, 1)
+}
+
+/// Whether `token` can be part of a filter: words (names, keywords, quoted names), numbers,
+/// single-quoted strings, commas, parentheses, comparisons, and the operators whose refusal
+/// the conversion explains. sqlparser's expression parser backtracks, and other tokens lead
+/// it into constructs where it does so exponentially: a 370-byte text of subscripts (`[`)
+/// and field accesses (`.`) took it over four minutes (found by the `filter` fuzz target).
+/// The tokenizer is linear, so such a text is refused before the parser sees it.
+fn in_filter_alphabet(token: &Token) -> bool {
+    matches!(
+        token,
+        Token::EOF
+            | Token::Word(_)
+            | Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::Whitespace(_)
+            | Token::Comma
+            | Token::LParen
+            | Token::RParen
+            | Token::Period
+            | Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+    )
+}
+
+/// A token outside the filter's alphabet, as a refusal names it.
+fn describe_token(token: &Token) -> String {
+    match token {
+        Token::DoubleQuotedString(_)
+        | Token::TripleSingleQuotedString(_)
+        | Token::TripleDoubleQuotedString(_)
+        | Token::DollarQuotedString(_)
+        | Token::SingleQuotedByteStringLiteral(_)
+        | Token::DoubleQuotedByteStringLiteral(_)
+        | Token::TripleSingleQuotedByteStringLiteral(_)
+        | Token::TripleDoubleQuotedByteStringLiteral(_)
+        | Token::SingleQuotedRawStringLiteral(_)
+        | Token::DoubleQuotedRawStringLiteral(_)
+        | Token::TripleSingleQuotedRawStringLiteral(_)
+        | Token::TripleDoubleQuotedRawStringLiteral(_)
+        | Token::NationalStringLiteral(_)
+        | Token::QuoteDelimitedStringLiteral(_)
+        | Token::NationalQuoteDelimitedStringLiteral(_)
+        | Token::EscapedStringLiteral(_)
+        | Token::UnicodeStringLiteral(_)
+        | Token::HexStringLiteral(_) => format!("the literal {token}"),
+        Token::Placeholder(_) => format!("the placeholder `{token}`"),
+        Token::LParen
+        | Token::RParen
+        | Token::LBracket
+        | Token::RBracket
+        | Token::LBrace
+        | Token::RBrace
+        | Token::Colon
+        | Token::SemiColon
+        | Token::Backslash
+        | Token::Char(_) => format!("`{token}`"),
+        _ => format!("the operator `{token}`"),
+    }
 }
 
 fn syntax(e: ParserError) -> FilterError {

@@ -825,3 +825,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn tokens_no_filter_uses_are_refused_before_the_parser_backtracks_over_them() {
+    // Found by the `filter` fuzz target: subscripts and field accesses that sqlparser's
+    // expression parser took more than four minutes over (370 bytes).
+    let text = include_str!("../../../fuzz/corpus/filter/sqlparser-backtracking-subscripts");
+    assert!(text.len() < 400);
+    match err(text) {
+        FilterError::Unsupported { construct, .. } => assert_eq!(construct, "`[`"),
+        other => panic!("expected `[` to be refused, got {other:?}"),
+    }
+    for (text, construct) in [
+        ("a[1] = 2", "`[`"),
+        ("a = {'x': 1}", "`{`"),
+        ("a::int = 1", "the operator `::`"),
+        ("a = $1", "the placeholder `$1`"),
+        ("a = N'x'", "the literal N'x'"),
+        ("a ~ 'x'", "the operator `~`"),
+    ] {
+        match err(text) {
+            FilterError::Unsupported { construct: c, .. } => assert_eq!(c, construct, "{text}"),
+            other => panic!("{text}: expected Unsupported, got {other:?}"),
+        }
+    }
+    // Brackets and the like inside quotes are text, not tokens.
+    Filter::parse("\"a[1]\" = '{x}: [y]'").unwrap();
+}
