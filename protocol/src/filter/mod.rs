@@ -350,6 +350,17 @@ pub enum FilterError {
         /// The limit.
         max: usize,
     },
+    /// The text made the SQL parser try more alternatives than any filter within the other
+    /// bounds needs (its expression parser backtracks: nested `NOT (` with an error deep
+    /// inside doubles its work per level).
+    #[error(
+        "the filter is too complex to parse (over {max} expressions tried); simplify its \
+         nesting"
+    )]
+    TooComplex {
+        /// The limit on expressions tried.
+        max: usize,
+    },
     /// An `IN` list longer than [`MAX_IN_LIST`].
     #[error("an IN list on column `{column}` has {len} values; the limit is {max}")]
     InListTooLong {

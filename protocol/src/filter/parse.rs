@@ -9,7 +9,10 @@
 use sqlparser::ast::{
     BinaryOperator, DataType, Expr as SqlExpr, TimezoneInfo, UnaryOperator, Value,
 };
-use sqlparser::dialect::GenericDialect;
+use std::any::TypeId;
+use std::cell::Cell;
+
+use sqlparser::dialect::{Dialect, GenericDialect};
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, Tokenizer};
 
@@ -20,9 +23,56 @@ use super::{CompareOp, Expr, FilterError, FiniteF64, Literal, MAX_DEPTH, MAX_IN_
 /// this allows about [`MAX_DEPTH`] levels of nesting.
 const PARSER_RECURSION_LIMIT: usize = 2 * MAX_DEPTH + 8;
 
+/// Most expression prefixes (a literal, a name, a parenthesis, `NOT`, ...) the parser may
+/// try for one text. Every alternative sqlparser tries starts with one, so this bounds its
+/// backtracking: a filter of [`MAX_NODES`] nodes and [`MAX_DEPTH`] levels needs a few per
+/// node, while `NOT (` nested 30 deep around an error made it try 2^30.
+pub(super) const MAX_PREFIXES_TRIED: usize = 8192;
+
+/// sqlparser's generic dialect, with a budget on the expression prefixes its parser tries
+/// ([`MAX_PREFIXES_TRIED`]).
+#[derive(Debug, Default)]
+struct FilterDialect {
+    /// Prefixes tried so far.
+    tried: Cell<usize>,
+}
+
+impl Dialect for FilterDialect {
+    fn dialect(&self) -> TypeId {
+        // The parser checks for the generic dialect by type: parse as it does.
+        TypeId::of::<GenericDialect>()
+    }
+
+    fn is_identifier_start(&self, ch: char) -> bool {
+        GenericDialect {}.is_identifier_start(ch)
+    }
+
+    fn is_identifier_part(&self, ch: char) -> bool {
+        GenericDialect {}.is_identifier_part(ch)
+    }
+
+    fn is_delimited_identifier_start(&self, ch: char) -> bool {
+        GenericDialect {}.is_delimited_identifier_start(ch)
+    }
+
+    fn parse_prefix(&self, _parser: &mut Parser) -> Option<Result<SqlExpr, ParserError>> {
+        let tried = self.tried.get() + 1;
+        self.tried.set(tried);
+        // The one error sqlparser's alternatives do not swallow: every later attempt fails
+        // at once, so the parse ends.
+        (tried > MAX_PREFIXES_TRIED).then_some(Err(ParserError::RecursionLimitExceeded))
+    }
+}
+
+impl FilterDialect {
+    fn exhausted(&self) -> bool {
+        self.tried.get() > MAX_PREFIXES_TRIED
+    }
+}
+
 /// Parses `text` (already length-checked) into an expression (not yet normalised).
 pub(super) fn parse(text: &str) -> Result<Expr, FilterError> {
-    let dialect = GenericDialect {};
+    let dialect = FilterDialect::default();
     let tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()
         .map_err(|e| syntax(e.into()))?;
@@ -32,7 +82,15 @@ pub(super) fn parse(text: &str) -> Result<Expr, FilterError> {
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(PARSER_RECURSION_LIMIT)
         .with_tokens_with_locations(tokens);
-    let sql = parser.parse_expr().map_err(syntax)?;
+    let sql = parser.parse_expr().map_err(|e| {
+        if dialect.exhausted() {
+            FilterError::TooComplex {
+                max: MAX_PREFIXES_TRIED,
+            }
+        } else {
+            syntax(e)
+        }
+    })?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
         return Err(FilterError::Syntax(ParserError::ParserError(format!(
