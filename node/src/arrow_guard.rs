@@ -512,11 +512,21 @@ pub(crate) mod tests {
     /// An IPC schema message (a valid flatbuffer) whose one field is a 7-bit integer:
     /// arrow-ipc's schema conversion panics on it. Shared with `ingest`'s tests.
     pub(crate) fn seven_bit_schema_message() -> Vec<u8> {
+        int_schema_message(7, arrow::ipc::Endianness::Little)
+    }
+
+    /// The metadata of a hand-made IPC schema message (a valid flatbuffer, no prefix) of one
+    /// nullable integer field of `bit_width` bits, declaring `endianness`. Shared with the
+    /// data plane's tests.
+    pub(crate) fn int_schema_message(
+        bit_width: i32,
+        endianness: arrow::ipc::Endianness,
+    ) -> Vec<u8> {
         use arrow::ipc::{MessageBuilder, MetadataVersion};
         let mut fbb = FlatBufferBuilder::new();
         let int = {
             let mut b = IntBuilder::new(&mut fbb);
-            b.add_bitWidth(7);
+            b.add_bitWidth(bit_width);
             b.add_is_signed(true);
             b.finish()
         };
@@ -532,6 +542,7 @@ pub(crate) mod tests {
         let fields = fbb.create_vector(&[field]);
         let schema = {
             let mut b = SchemaBuilder::new(&mut fbb);
+            b.add_endianness(endianness);
             b.add_fields(fields);
             b.finish()
         };
@@ -609,14 +620,65 @@ pub(crate) mod tests {
         out
     }
 
-    /// An IPC stream of one Int64 column `z` whose one batch of `rows` rows has an LZ4 values
-    /// buffer declaring `declared` bytes, holding a frame of `blocks` blocks of 64 KiB of
-    /// zeros (the frame header is the one arrow writes). Shared with `ingest`'s tests.
-    pub(crate) fn lz4_frame_stream(rows: i64, declared: i64, blocks: usize) -> Vec<u8> {
+    /// A hand-made record batch message (continuation, length and metadata; no body) of
+    /// `rows` rows: one field node of as many rows with `nulls` nulls, the `buffers` given as
+    /// (offset, length), a declared body of `body_len` bytes, and buffers compressed as LZ4
+    /// frames if `lz4`. Shared with `ingest`'s tests.
+    pub(crate) fn batch_message(
+        rows: i64,
+        nulls: i64,
+        buffers: &[(i64, i64)],
+        body_len: i64,
+        lz4: bool,
+    ) -> Vec<u8> {
         use arrow::ipc::{
             BodyCompressionBuilder, BodyCompressionMethod, FieldNode, MessageBuilder,
             MetadataVersion, RecordBatchBuilder,
         };
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let nodes = fbb.create_vector(&[FieldNode::new(rows, nulls)]);
+        let buffers: Vec<_> = buffers
+            .iter()
+            .map(|(offset, length)| arrow::ipc::Buffer::new(*offset, *length))
+            .collect();
+        let buffers = fbb.create_vector(&buffers);
+        let compression = lz4.then(|| {
+            let mut b = BodyCompressionBuilder::new(&mut fbb);
+            b.add_codec(CompressionType::LZ4_FRAME);
+            b.add_method(BodyCompressionMethod::BUFFER);
+            b.finish()
+        });
+        let batch = {
+            let mut b = RecordBatchBuilder::new(&mut fbb);
+            b.add_length(rows);
+            b.add_nodes(nodes);
+            b.add_buffers(buffers);
+            if let Some(compression) = compression {
+                b.add_compression(compression);
+            }
+            b.finish()
+        };
+        let message = {
+            let mut b = MessageBuilder::new(&mut fbb);
+            b.add_version(MetadataVersion::V5);
+            b.add_header_type(MessageHeader::RecordBatch);
+            b.add_header(batch.as_union_value());
+            b.add_bodyLength(body_len);
+            b.finish()
+        };
+        fbb.finish(message, None);
+        let mut meta = fbb.finished_data().to_vec();
+        meta.resize(meta.len().next_multiple_of(8), 0);
+        let mut out = vec![0xff; 4];
+        out.extend(i32::try_from(meta.len()).unwrap().to_le_bytes());
+        out.extend(meta);
+        out
+    }
+
+    /// An IPC stream of one Int64 column `z` whose one batch of `rows` rows has an LZ4 values
+    /// buffer declaring `declared` bytes, holding a frame of `blocks` blocks of 64 KiB of
+    /// zeros (the frame header is the one arrow writes). Shared with `ingest`'s tests.
+    pub(crate) fn lz4_frame_stream(rows: i64, declared: i64, blocks: usize) -> Vec<u8> {
         let real = lz4_zeros_stream();
         let at = declared_length_at(&real) + 8;
         let mut values = declared.to_le_bytes().to_vec();
@@ -629,43 +691,17 @@ pub(crate) mod tests {
         values.extend([0; 4]);
         let body_len = values.len().next_multiple_of(8);
         values.resize(body_len, 0);
-        let mut fbb = flatbuffers::FlatBufferBuilder::new();
-        let nodes = fbb.create_vector(&[FieldNode::new(rows, 0)]);
-        let buffers = fbb.create_vector(&[
-            arrow::ipc::Buffer::new(0, 0),
-            arrow::ipc::Buffer::new(0, body_len as i64),
-        ]);
-        let compression = {
-            let mut b = BodyCompressionBuilder::new(&mut fbb);
-            b.add_codec(CompressionType::LZ4_FRAME);
-            b.add_method(BodyCompressionMethod::BUFFER);
-            b.finish()
-        };
-        let batch = {
-            let mut b = RecordBatchBuilder::new(&mut fbb);
-            b.add_length(rows);
-            b.add_nodes(nodes);
-            b.add_buffers(buffers);
-            b.add_compression(compression);
-            b.finish()
-        };
-        let message = {
-            let mut b = MessageBuilder::new(&mut fbb);
-            b.add_version(MetadataVersion::V5);
-            b.add_header_type(MessageHeader::RecordBatch);
-            b.add_header(batch.as_union_value());
-            b.add_bodyLength(body_len as i64);
-            b.finish()
-        };
-        fbb.finish(message, None);
-        let mut meta = fbb.finished_data().to_vec();
-        meta.resize(meta.len().next_multiple_of(8), 0);
+        let batch = batch_message(
+            rows,
+            0,
+            &[(0, 0), (0, body_len as i64)],
+            body_len as i64,
+            true,
+        );
         // The schema message of the real stream, up to its first batch.
         let schema_len = 8 + i32::from_le_bytes(real[4..8].try_into().unwrap()) as usize;
         let mut stream = real[..schema_len].to_vec();
-        stream.extend([0xff; 4]);
-        stream.extend((meta.len() as i32).to_le_bytes());
-        stream.extend(meta);
+        stream.extend(batch);
         stream.extend(values);
         stream.extend([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
         stream

@@ -768,7 +768,7 @@ pub(crate) mod tests {
     }
 
     /// The data frames of an IPC stream of `batches` written with `options`.
-    fn frames_of(batches: &[RecordBatch], options: IpcWriteOptions) -> Vec<Vec<u8>> {
+    pub(crate) fn frames_of(batches: &[RecordBatch], options: IpcWriteOptions) -> Vec<Vec<u8>> {
         let mut stream = Vec::new();
         let mut writer =
             StreamWriter::try_new_with_options(&mut stream, &batches[0].schema(), options).unwrap();
@@ -925,38 +925,7 @@ pub(crate) mod tests {
     /// writes says little-endian: a schema message declaring big-endian data is refused.
     #[test]
     fn a_big_endian_schema_is_refused() {
-        use arrow::ipc::{FieldBuilder, IntBuilder, MessageBuilder, SchemaBuilder, Type};
-        let mut fbb = flatbuffers::FlatBufferBuilder::new();
-        let int = {
-            let mut b = IntBuilder::new(&mut fbb);
-            b.add_bitWidth(64);
-            b.add_is_signed(true);
-            b.finish()
-        };
-        let name = fbb.create_string("n");
-        let field = {
-            let mut b = FieldBuilder::new(&mut fbb);
-            b.add_name(name);
-            b.add_type_type(Type::Int);
-            b.add_type_(int.as_union_value());
-            b.finish()
-        };
-        let fields = fbb.create_vector(&[field]);
-        let schema = {
-            let mut b = SchemaBuilder::new(&mut fbb);
-            b.add_endianness(Endianness::Big);
-            b.add_fields(fields);
-            b.finish()
-        };
-        let message = {
-            let mut b = MessageBuilder::new(&mut fbb);
-            b.add_version(MetadataVersion::V5);
-            b.add_header_type(MessageHeader::Schema);
-            b.add_header(schema.as_union_value());
-            b.finish()
-        };
-        fbb.finish(message, None);
-        let mut meta = fbb.finished_data().to_vec();
+        let mut meta = crate::arrow_guard::tests::int_schema_message(64, Endianness::Big);
         meta.resize(meta.len().next_multiple_of(8), 0);
         let mut frame = vec![0xff; 4];
         frame.extend_from_slice(&(meta.len() as i32).to_le_bytes());

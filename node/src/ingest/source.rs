@@ -335,7 +335,9 @@ mod tests {
     use tempfile::TempDir;
 
     use crate::ingest::ingest_file;
-    use crate::ingest::test_support::{column, ingest_ok, nested_list, sample_batch, write_input};
+    use crate::ingest::test_support::{
+        column, ingest_ok, nested_list, refused, sample_batch, write_input,
+    };
 
     fn assert_same_data(expected: &RecordBatch, actual: &RecordBatch) {
         assert_eq!(expected.num_rows(), actual.num_rows());
@@ -425,12 +427,9 @@ mod tests {
     #[test]
     fn corrupt_parquet_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let input = write_input(&dir, "broken.parquet", b"not parquet at all");
-        let output = dir.path().join("out.arrow.partial");
-        let error = ingest_file(&input, &output).unwrap_err();
+        let error = refused(&dir, "broken.parquet", b"not parquet at all");
         assert!(matches!(error, IngestError::Parquet { .. }), "{error:?}");
         assert!(error.to_string().contains("broken.parquet"), "{error}");
-        assert!(!output.exists());
     }
 
     #[test]
@@ -480,15 +479,12 @@ mod tests {
         writer.write(&batch).unwrap();
         writer.finish().unwrap();
         bytes.truncate(bytes.len() - 40);
-        let input = write_input(&dir, "cut.arrows", &bytes);
-        let output = dir.path().join("out.arrow.partial");
-        let error = ingest_file(&input, &output).unwrap_err();
+        let error = refused(&dir, "cut.arrows", &bytes);
         // The walk before the reader finds the last body cut short.
         assert!(
             matches!(&error, IngestError::ArrowBounds { problem, .. } if problem.contains("bytes follow")),
             "{error:?}"
         );
-        assert!(!output.exists());
     }
 
     /// Runs `f` on a thread with `stack` bytes of stack.
@@ -605,38 +601,7 @@ mod tests {
     /// field node of as many rows and no nulls, the `buffers` given as (offset, length), and a
     /// declared body of `body_len` bytes.
     fn batch_message(rows: i64, buffers: &[(i64, i64)], body_len: i64) -> Vec<u8> {
-        use arrow::ipc::{
-            FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder,
-        };
-        let mut fbb = flatbuffers::FlatBufferBuilder::new();
-        let nodes = fbb.create_vector(&[FieldNode::new(rows, 0)]);
-        let buffers: Vec<_> = buffers
-            .iter()
-            .map(|(offset, length)| arrow::ipc::Buffer::new(*offset, *length))
-            .collect();
-        let buffers = fbb.create_vector(&buffers);
-        let batch = {
-            let mut b = RecordBatchBuilder::new(&mut fbb);
-            b.add_length(rows);
-            b.add_nodes(nodes);
-            b.add_buffers(buffers);
-            b.finish()
-        };
-        let message = {
-            let mut b = MessageBuilder::new(&mut fbb);
-            b.add_version(MetadataVersion::V5);
-            b.add_header_type(MessageHeader::RecordBatch);
-            b.add_header(batch.as_union_value());
-            b.add_bodyLength(body_len);
-            b.finish()
-        };
-        fbb.finish(message, None);
-        let mut meta = fbb.finished_data().to_vec();
-        meta.resize(meta.len().next_multiple_of(8), 0);
-        let mut out = vec![0xff; 4];
-        out.extend(i32::try_from(meta.len()).unwrap().to_le_bytes());
-        out.extend(meta);
-        out
+        crate::arrow_guard::tests::batch_message(rows, 0, buffers, body_len, false)
     }
 
     /// An `.arrows` input: a real schema message for one Int64 column, then a hand-made batch
@@ -872,34 +837,7 @@ mod tests {
     /// A record batch message of `rows` rows of one Null column: a field node, no buffers,
     /// no body.
     fn null_batch_message(rows: i64) -> Vec<u8> {
-        use arrow::ipc::{
-            FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder,
-        };
-        let mut fbb = flatbuffers::FlatBufferBuilder::new();
-        let nodes = fbb.create_vector(&[FieldNode::new(rows, rows)]);
-        let buffers = fbb.create_vector::<arrow::ipc::Buffer>(&[]);
-        let batch = {
-            let mut b = RecordBatchBuilder::new(&mut fbb);
-            b.add_length(rows);
-            b.add_nodes(nodes);
-            b.add_buffers(buffers);
-            b.finish()
-        };
-        let message = {
-            let mut b = MessageBuilder::new(&mut fbb);
-            b.add_version(MetadataVersion::V5);
-            b.add_header_type(MessageHeader::RecordBatch);
-            b.add_header(batch.as_union_value());
-            b.add_bodyLength(0);
-            b.finish()
-        };
-        fbb.finish(message, None);
-        let mut meta = fbb.finished_data().to_vec();
-        meta.resize(meta.len().next_multiple_of(8), 0);
-        let mut out = vec![0xff; 4];
-        out.extend(i32::try_from(meta.len()).unwrap().to_le_bytes());
-        out.extend(meta);
-        out
+        crate::arrow_guard::tests::batch_message(rows, rows, &[], 0, false)
     }
 
     #[test]
@@ -919,9 +857,7 @@ mod tests {
         drop(writer);
         let at = crate::arrow_guard::tests::declared_length_at(&stream);
         stream[at..at + 8].copy_from_slice(&16i64.to_le_bytes());
-        let input = write_input(&dir, "zstd.arrows", &stream);
-        let output = dir.path().join("out.arrow.partial");
-        let error = ingest_file(&input, &output).unwrap_err();
+        let error = refused(&dir, "zstd.arrows", &stream);
         assert!(
             matches!(
                 &error,
@@ -935,7 +871,6 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("valid Arrow IPC file"), "{message}");
         assert!(!message.contains("disk"), "{message}");
-        assert!(!output.exists());
     }
 
     #[test]
@@ -947,9 +882,7 @@ mod tests {
         let mut bytes = schema_message(&schema);
         bytes.extend(batch_message(3, &[(0, 0), (0, 1 << 20)], 24));
         bytes.extend([0u8; 24]);
-        let input = write_input(&dir, "lying.arrows", &bytes);
-        let output = dir.path().join("out.arrow.partial");
-        let error = ingest_file(&input, &output).unwrap_err();
+        let error = refused(&dir, "lying.arrows", &bytes);
         assert!(
             matches!(
                 &error,
@@ -963,7 +896,6 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("lying.arrows"), "{message}");
         assert!(message.contains("malformed"), "{message}");
-        assert!(!output.exists());
     }
 
     /// Standard base64 with padding.

@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::reader::FileReader;
 use tempfile::TempDir;
 
-use super::{IngestOutcome, ingest_file};
+use super::{IngestError, IngestOutcome, ingest_file};
 
 /// The CSV that exercises quoting, unicode, nulls and type inference.
 pub(super) const TRICKY_CSV: &str = concat!(
@@ -26,6 +26,19 @@ pub(super) fn write_input(dir: &TempDir, name: &str, contents: &[u8]) -> PathBuf
     let path = dir.path().join(name);
     fs::write(&path, contents).unwrap();
     path
+}
+
+/// Ingests `contents`, written to `dir` as `name`, expecting a refusal that leaves no output.
+pub(super) fn refused(dir: &TempDir, name: &str, contents: &[u8]) -> IngestError {
+    let input = write_input(dir, name, contents);
+    let output = dir.path().join("out.arrow.partial");
+    let error = ingest_file(&input, &output).unwrap_err();
+    assert!(
+        !output.exists(),
+        "a refused input left {}",
+        output.display()
+    );
+    error
 }
 
 /// Reads an Arrow IPC file back into one batch (tests use small files).

@@ -47,13 +47,13 @@ use arrow::datatypes::{
     DataType, Field, Float32Type, Int8Type, Int16Type, Int32Type, IntervalDayTime,
     IntervalMonthDayNano, Schema, UnionFields, i256,
 };
-use arrow::ipc::writer::{DictionaryHandling, IpcWriteOptions, StreamWriter};
+use arrow::ipc::writer::{DictionaryHandling, IpcWriteOptions};
 use arrow::ipc::{CompressionType, MetadataVersion};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
 use crate::dataplane::convert::{self, OutputFormat};
-use crate::dataplane::ipcfile::tests::messages;
+use crate::dataplane::ipcfile::tests::frames_of;
 use crate::dataplane::ipcfile::{AppendError, HEADER_LEN, IpcFileBuilder};
 
 /// Cases of the run in the normal test suite.
@@ -68,19 +68,6 @@ type Frames = Vec<Vec<u8>>;
 // ---------------------------------------------------------------------------------------
 // Valid streams
 // ---------------------------------------------------------------------------------------
-
-/// The data frames of an IPC stream of `batches` written with `options`.
-fn frames_of(batches: &[RecordBatch], options: IpcWriteOptions) -> Frames {
-    let mut stream = Vec::new();
-    let mut writer =
-        StreamWriter::try_new_with_options(&mut stream, &batches[0].schema(), options).unwrap();
-    for batch in batches {
-        writer.write(batch).unwrap();
-    }
-    writer.finish().unwrap();
-    drop(writer);
-    messages(&stream).into_iter().map(<[u8]>::to_vec).collect()
-}
 
 fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
     RecordBatch::try_from_iter(columns).unwrap()
