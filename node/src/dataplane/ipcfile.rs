@@ -49,6 +49,12 @@ pub(crate) const MAX_MESSAGES: u64 = 1 << 22;
 /// the concatenation. Without a bound a provider could make each reader hold the bodies of
 /// any number of 64 MiB dictionary messages.
 pub(crate) const MAX_DICTIONARY_BYTES: usize = 256 * 1024 * 1024;
+/// Most bytes the delta dictionaries of one stream may make a reader copy: a delta is
+/// concatenated to the dictionary so far, so many small deltas cost time quadratic in their
+/// number (4 million one-value deltas: tens of terabytes copied) while the dictionary stays
+/// small. 4 GiB is about a second of copying; meshnode's own providers send no deltas (a
+/// stored product is an IPC file written without them).
+pub(crate) const MAX_DELTA_COPY: u64 = 4 * 1024 * 1024 * 1024;
 use crate::batch_values::MAX_BATCH_VALUES;
 
 /// What one data frame holds.
@@ -552,6 +558,10 @@ struct Decoding {
     scratch: Option<MutableBuffer>,
     /// The most bytes `held` may add up to ([`MAX_DICTIONARY_BYTES`]; lower in tests).
     max_dictionary_bytes: usize,
+    /// Bytes the deltas so far made a reader copy (each, the dictionary it produced).
+    delta_copy: u64,
+    /// The most `delta_copy` may reach ([`MAX_DELTA_COPY`]; lower in tests).
+    max_delta_copy: u64,
 }
 
 impl Decoding {
@@ -600,6 +610,8 @@ impl Decoding {
             held: HashMap::new(),
             scratch: None,
             max_dictionary_bytes: MAX_DICTIONARY_BYTES,
+            delta_copy: 0,
+            max_delta_copy: MAX_DELTA_COPY,
         })
     }
 
@@ -679,6 +691,16 @@ impl Decoding {
                     body.len()
                 };
                 self.held.insert(id, held);
+                if delta {
+                    self.delta_copy = self.delta_copy.saturating_add(held as u64);
+                    if self.delta_copy > self.max_delta_copy {
+                        return Err(format!(
+                            "the stream's delta dictionaries would make every reader copy \
+                             {} bytes, over the limit of {}",
+                            self.delta_copy, self.max_delta_copy
+                        ));
+                    }
+                }
                 let total: usize = self.held.values().sum();
                 if total > self.max_dictionary_bytes {
                     return Err(format!(
@@ -1107,6 +1129,58 @@ pub(crate) mod tests {
             Err(AppendError::Protocol(why)) => assert!(
                 why.contains("dictionary batch for dictionary 3")
                     && why.contains("over the limit of 1048576"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Each delta dictionary is concatenated to the dictionary so far: many deltas cost
+    /// quadratic time while the dictionary stays small, so what they copy is bounded.
+    #[test]
+    fn delta_dictionaries_copying_more_than_the_bound_are_refused() {
+        // Batch k's dictionary is the words 0..=k: the writer sends a one-word delta each.
+        let batches: Vec<RecordBatch> = (0..8)
+            .map(|k| {
+                let words: Vec<String> = (0..=k).map(|w| format!("word{w}")).collect();
+                let keys = Int8Array::from_iter_values([k as i8]);
+                let values = Arc::new(StringArray::from(words)) as ArrayRef;
+                let array = DictionaryArray::<Int8Type>::try_new(keys, values).unwrap();
+                RecordBatch::try_from_iter([("w", Arc::new(array) as ArrayRef)]).unwrap()
+            })
+            .collect();
+        let options = IpcWriteOptions::default()
+            .with_dictionary_handling(arrow::ipc::writer::DictionaryHandling::Delta);
+        let frames = frames_of(&batches, options);
+        let deltas = frames
+            .iter()
+            .filter(|f| {
+                header(f)
+                    .header_as_dictionary_batch()
+                    .is_some_and(|d| d.isDelta())
+            })
+            .count();
+        assert_eq!(deltas, 7, "one delta per batch after the first");
+        assert!(matches!(seal_and_read(&frames), Sealed::Read(8)));
+        let tmp = tempfile::tempdir().unwrap();
+        let mut builder = IpcFileBuilder::create(&tmp.path().join("x.partial")).unwrap();
+        builder.append(&frames[0]).unwrap();
+        // Room for a few deltas' copies, not for seven.
+        builder.decoding.as_mut().unwrap().max_delta_copy = 512;
+        let (mut accepted, mut refusal) = (0, None);
+        for frame in &frames[1..] {
+            match builder.append(frame) {
+                Ok(()) => accepted += 1,
+                Err(e) => {
+                    refusal = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(accepted >= 2, "the first deltas fit: {accepted}");
+        match refusal {
+            Some(AppendError::Protocol(why)) => assert!(
+                why.contains("delta dictionaries") && why.contains("over the limit of 512"),
                 "{why}"
             ),
             other => panic!("{other:?}"),
