@@ -582,20 +582,31 @@ pub(crate) mod tests {
     /// What [`lz4_zeros`]' values buffer declares once decompressed.
     pub(crate) const ZEROS_BYTES: i64 = 80_000;
 
-    /// [`lz4_zeros`] as an IPC stream (schema, batch, end-of-stream marker).
-    pub(crate) fn lz4_zeros_stream() -> Vec<u8> {
-        let (batch, options) = lz4_zeros();
+    /// An IPC stream of `batches` (schema, batches, end-of-stream marker) written with
+    /// `options`. Shared with `ingest`'s and the data plane's tests.
+    pub(crate) fn ipc_stream(
+        batches: &[arrow::record_batch::RecordBatch],
+        options: arrow::ipc::writer::IpcWriteOptions,
+    ) -> Vec<u8> {
         let mut stream = Vec::new();
         let mut writer = arrow::ipc::writer::StreamWriter::try_new_with_options(
             &mut stream,
-            &batch.schema(),
+            &batches[0].schema(),
             options,
         )
         .unwrap();
-        writer.write(&batch).unwrap();
+        for batch in batches {
+            writer.write(batch).unwrap();
+        }
         writer.finish().unwrap();
         drop(writer);
         stream
+    }
+
+    /// [`lz4_zeros`] as an IPC stream (schema, batch, end-of-stream marker).
+    pub(crate) fn lz4_zeros_stream() -> Vec<u8> {
+        let (batch, options) = lz4_zeros();
+        ipc_stream(&[batch], options)
     }
 
     /// Where in `bytes` (a stream or one of its messages made from [`lz4_zeros`]) the

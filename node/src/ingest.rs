@@ -496,7 +496,9 @@ mod tests {
     use arrow::array::{ArrayRef, RecordBatch};
     use arrow::datatypes::{DataType, Field, Fields};
     use arrow::ipc::reader::FileReader;
-    use arrow::ipc::writer::StreamWriter;
+    use arrow::ipc::writer::IpcWriteOptions;
+
+    use crate::arrow_guard::tests::ipc_stream;
     use parquet::arrow::ArrowWriter;
 
     use super::test_support::{TRICKY_CSV, ingest_ok, nested_list, refused, write_input};
@@ -766,11 +768,7 @@ for row in table.to_pylist():
         let quarter = (MAX_BATCH_VALUES / 4) as usize;
         let batch = lists_of_nulls(&[quarter; 4]);
         assert!(batch_values::batch_values(&batch) > MAX_BATCH_VALUES);
-        let mut bytes = Vec::new();
-        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema()).unwrap();
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        drop(writer);
+        let bytes = ipc_stream(std::slice::from_ref(&batch), IpcWriteOptions::default());
         let input = write_input(&dir, "lists.arrows", &bytes);
         let output = dir.path().join("out.arrow");
         let outcome = ingest_file(&input, &output).unwrap();
@@ -789,11 +787,7 @@ for row in table.to_pylist():
     fn a_row_of_more_values_than_a_batch_may_hold_is_refused_by_its_number() {
         let dir = tempfile::tempdir().unwrap();
         let batch = lists_of_nulls(&[1, 2, MAX_BATCH_VALUES as usize, 3]);
-        let mut bytes = Vec::new();
-        let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema()).unwrap();
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        drop(writer);
+        let bytes = ipc_stream(std::slice::from_ref(&batch), IpcWriteOptions::default());
         let error = refused(&dir, "lists.arrows", &bytes);
         assert!(
             matches!(error, IngestError::RowTooLarge { row: 3, values, .. }

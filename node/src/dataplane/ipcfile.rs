@@ -769,7 +769,7 @@ pub(crate) mod tests {
     };
     use arrow::buffer::OffsetBuffer;
     use arrow::datatypes::{DataType, Field, Int8Type, Int32Type, Schema};
-    use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+    use arrow::ipc::writer::IpcWriteOptions;
 
     use super::*;
 
@@ -791,14 +791,7 @@ pub(crate) mod tests {
 
     /// The data frames of an IPC stream of `batches` written with `options`.
     pub(crate) fn frames_of(batches: &[RecordBatch], options: IpcWriteOptions) -> Vec<Vec<u8>> {
-        let mut stream = Vec::new();
-        let mut writer =
-            StreamWriter::try_new_with_options(&mut stream, &batches[0].schema(), options).unwrap();
-        for batch in batches {
-            writer.write(batch).unwrap();
-        }
-        writer.finish().unwrap();
-        drop(writer);
+        let stream = crate::arrow_guard::tests::ipc_stream(batches, options);
         messages(&stream).into_iter().map(<[u8]>::to_vec).collect()
     }
 

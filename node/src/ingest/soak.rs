@@ -40,7 +40,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Fields, Int32Type, Schema, TimeUnit};
 use arrow::ipc::CompressionType;
 use arrow::ipc::reader::FileReader;
-use arrow::ipc::writer::{FileWriter, IpcWriteOptions, StreamWriter};
+use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -447,15 +447,7 @@ fn ipc_file_bytes(batches: &[RecordBatch], options: IpcWriteOptions) -> Vec<u8> 
 }
 
 fn ipc_stream_bytes(batches: &[RecordBatch], options: IpcWriteOptions) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut writer =
-        StreamWriter::try_new_with_options(&mut out, &batches[0].schema(), options).unwrap();
-    for batch in batches {
-        writer.write(batch).unwrap();
-    }
-    writer.finish().unwrap();
-    drop(writer);
-    out
+    crate::arrow_guard::tests::ipc_stream(batches, options)
 }
 
 /// Where slice `part` of `buf` starts, as a byte offset of the file where `buf` starts at

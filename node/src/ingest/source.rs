@@ -849,12 +849,7 @@ mod tests {
         let options = arrow::ipc::writer::IpcWriteOptions::default()
             .try_with_compression(Some(arrow::ipc::CompressionType::ZSTD))
             .unwrap();
-        let mut stream = Vec::new();
-        let mut writer =
-            StreamWriter::try_new_with_options(&mut stream, &batch.schema(), options).unwrap();
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        drop(writer);
+        let mut stream = crate::arrow_guard::tests::ipc_stream(&[batch], options);
         let at = crate::arrow_guard::tests::declared_length_at(&stream);
         stream[at..at + 8].copy_from_slice(&16i64.to_le_bytes());
         let error = refused(&dir, "zstd.arrows", &stream);
