@@ -33,7 +33,8 @@ Exit codes:
   4   refused by policy: contract rejected, fetch or decision refused
   5   unreachable: no daemon answers for the data directory, or a peer it needs is unavailable
   6   verification failed: audit chain broken, digest mismatch
-  74  I/O error on a local file or standard output
+  74  I/O error on a local file or standard output, or a disk too full to go on
+      (the node keeps `disk_reserve_mib` free)
 
 Environment:
   MESHNODE_DATA_DIR  data directory when --data-dir is not given (default ~/.meshnode)
@@ -61,6 +62,8 @@ impl Failure {
             404 => Failure::NotFound,
             401 | 403 | 409 => Failure::Refused,
             502..=504 => Failure::Unreachable,
+            // Insufficient Storage: the disk reserve (`disk_reserve_mib`) was reached.
+            507 => Failure::Io,
             _ => Failure::Other,
         }
     }
@@ -71,7 +74,7 @@ impl Failure {
     pub(crate) fn from_answer(status: u16, kind: Option<&str>) -> Self {
         match kind {
             Some("verification") => Failure::Verification,
-            Some("io") => Failure::Io,
+            Some("io") | Some("no_room") => Failure::Io,
             _ => Failure::from_status(status),
         }
     }

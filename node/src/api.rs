@@ -67,6 +67,7 @@ fn error_kind(e: &NodeError) -> &'static str {
         NodeError::Refused(_) => "refused",
         NodeError::Unavailable(_) | NodeError::ActorClosed => "unavailable",
         NodeError::Store(_) | NodeError::Internal(_) => "internal",
+        NodeError::NoRoom(_) => "no_room",
     }
 }
 

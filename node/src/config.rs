@@ -65,6 +65,12 @@ pub struct NodeConfig {
     /// validity window (not yet valid, expired): clocks of independent organisations drift.
     #[serde(default = "default_clock_skew")]
     pub clock_skew_tolerance_secs: u64,
+    /// MiB kept free on every disk this node writes product data to (`publish` ingesting
+    /// its input, a fetch receiving a product): past it the write stops with an error that
+    /// says so, before the disk fills and the node's own state can no longer be written.
+    /// 0 turns the check off.
+    #[serde(default = "default_disk_reserve")]
+    pub disk_reserve_mib: u64,
     /// Defaults applied to `meshnode publish` when flags do not say otherwise.
     #[serde(default)]
     pub defaults: PublishDefaults,
@@ -149,6 +155,9 @@ impl ContractLimits {
 
 fn default_clock_skew() -> u64 {
     DEFAULT_CLOCK_SKEW_SECS
+}
+fn default_disk_reserve() -> u64 {
+    crate::diskroom::DEFAULT_RESERVE_MIB
 }
 fn default_max_open_per_consumer() -> u32 {
     mesh_protocol::budget::DEFAULT_MAX_OPEN_PER_CONSUMER
@@ -373,9 +382,15 @@ impl NodeConfig {
             max_connections: default_max_connections(),
             dht_server: true,
             clock_skew_tolerance_secs: DEFAULT_CLOCK_SKEW_SECS,
+            disk_reserve_mib: default_disk_reserve(),
             defaults: PublishDefaults::default(),
             contracts: ContractLimits::default(),
         }
+    }
+
+    /// The disk space kept free (`disk_reserve_mib`).
+    pub fn disk_reserve(&self) -> crate::diskroom::Reserve {
+        crate::diskroom::Reserve::mib(self.disk_reserve_mib)
     }
 
     /// Reads and validates a config file.

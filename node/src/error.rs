@@ -29,6 +29,10 @@ pub enum NodeError {
     /// The node actor has stopped.
     #[error("the node is shutting down")]
     ActorClosed,
+    /// A write of product data stopped before it ate into the disk space the node keeps
+    /// free (`disk_reserve_mib`).
+    #[error("{0}")]
+    NoRoom(String),
 }
 
 impl NodeError {
@@ -41,6 +45,8 @@ impl NodeError {
             NodeError::Refused(_) => 403,
             NodeError::Unavailable(_) => 503,
             NodeError::ActorClosed => 503,
+            // Insufficient Storage.
+            NodeError::NoRoom(_) => 507,
             NodeError::Store(_) | NodeError::Internal(_) => 500,
         }
     }

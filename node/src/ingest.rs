@@ -52,6 +52,7 @@ use mesh_protocol::bounds::{self, BoundsError};
 use mesh_protocol::descriptor::{MAX_COLUMN_NAME_LEN, MAX_COLUMNS};
 
 use crate::batch_values::{self, MAX_BATCH_VALUES};
+use crate::diskroom::Room;
 use error::io_error;
 use source::{Source, sniff_arrow};
 use stamp::{InputStamp, check_unchanged};
@@ -255,16 +256,19 @@ pub fn ingest_file_with(
     output: &Path,
     options: &CsvOptions,
 ) -> Result<IngestOutcome, IngestError> {
-    ingest_file_tracked(input, output, options, None)
+    ingest_file_tracked(input, output, options, None, Room::default())
 }
 
 /// [`ingest_file_with`], reporting to `progress` the input's size, then after each batch
-/// the bytes of the input read so far and the rows ingested.
+/// the bytes of the input read so far and the rows ingested, and leaving `room`'s reserve
+/// free on the disk of `output`: a batch that would eat into it stops the ingest
+/// ([`IngestError::NoRoom`]).
 pub fn ingest_file_tracked(
     input: &Path,
     output: &Path,
     options: &CsvOptions,
     progress: Option<&crate::progress::Progress>,
+    room: Room,
 ) -> Result<IngestOutcome, IngestError> {
     options.check(input)?;
     let metadata = fs::metadata(input).map_err(|error| match error.kind() {
@@ -296,7 +300,7 @@ pub fn ingest_file_tracked(
         stamp,
         format,
     };
-    ingest_opened(input, opened, output, options, progress)
+    ingest_opened(input, opened, output, options, progress, room)
 }
 
 /// An input file just opened, with what the file system said about it then.
@@ -319,6 +323,7 @@ fn ingest_opened(
     output: &Path,
     options: &CsvOptions,
     progress: Option<&crate::progress::Progress>,
+    room: Room,
 ) -> Result<IngestOutcome, IngestError> {
     let Opened {
         file: opened,
@@ -347,7 +352,8 @@ fn ingest_opened(
         path: output,
         keep: false,
     };
-    let outcome = write_ipc(input, &mut source, file, output, position).map_err(or_changed)?;
+    let outcome =
+        write_ipc(input, &mut source, file, output, position, room).map_err(or_changed)?;
     check_unchanged(input, &stamp)?;
     partial.keep = true;
     Ok(outcome)
@@ -399,6 +405,7 @@ fn write_ipc(
     file: File,
     output: &Path,
     mut progress: Option<(&crate::progress::Progress, File)>,
+    room: Room,
 ) -> Result<IngestOutcome, IngestError> {
     let write_error = |error: ArrowError| match error {
         ArrowError::IoError(_, error) => io_error(output, "write", error),
@@ -415,6 +422,15 @@ fn write_ipc(
         if batch.num_rows() == 0 {
             continue;
         }
+        // Its size in memory is about what it takes in the file (more for slices of a
+        // larger batch): room for it, or stop while the reserve is free.
+        let more = batch.get_array_memory_size() as u64;
+        room.check(output, more)
+            .map_err(|source| IngestError::NoRoom {
+                file: input.to_path_buf(),
+                rows,
+                source,
+            })?;
         // A consumer refuses a batch of more values than MAX_BATCH_VALUES: store none.
         let pieces = batch_values::cut_to(&batch, MAX_BATCH_VALUES).map_err(|too_large| {
             IngestError::RowTooLarge {
@@ -587,6 +603,55 @@ mod tests {
             ),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn an_input_that_would_eat_into_the_disk_reserve_stops_and_leaves_nothing() {
+        use crate::diskroom::{Probe, Reserve};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// Room for the first batch only.
+        fn filling(_: &Path) -> u64 {
+            static LOOKS: AtomicUsize = AtomicUsize::new(0);
+            match LOOKS.fetch_add(1, Ordering::SeqCst) {
+                0 => 1 << 40,
+                _ => Reserve::default().bytes(),
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // More rows than one batch holds.
+        let mut csv = b"id,name\n".to_vec();
+        for i in 0..200_000 {
+            csv.extend_from_slice(format!("{i},row {i}\n").as_bytes());
+        }
+        let input = write_input(&dir, "big.csv", &csv);
+        let output = dir.path().join("out.arrow.partial");
+        let room = Room {
+            reserve: Reserve::default(),
+            probe: Probe::With(filling),
+        };
+        let error =
+            ingest_file_tracked(&input, &output, &CsvOptions::default(), None, room).unwrap_err();
+        let IngestError::NoRoom { rows, source, .. } = &error else {
+            panic!("expected a refusal for want of room, got {error:?}");
+        };
+        assert!(*rows > 0 && *rows < 200_000, "{error}");
+        assert_eq!(source.dir, dir.path());
+        let message = error.to_string();
+        assert!(
+            message.contains("big.csv") && message.contains("disk_reserve_mib"),
+            "{message}"
+        );
+        assert!(!output.exists(), "a partial output was left behind");
+
+        // A disk that has no room at all is refused before a row is written.
+        let none = Room::keeping(Reserve::mib(u64::MAX));
+        let error =
+            ingest_file_tracked(&input, &output, &CsvOptions::default(), None, none).unwrap_err();
+        assert!(
+            matches!(error, IngestError::NoRoom { rows: 0, .. }),
+            "{error:?}"
+        );
+        assert!(!output.exists());
     }
 
     #[test]

@@ -49,6 +49,7 @@ mod batch_values;
 pub mod config;
 mod contracts;
 pub mod dataplane;
+pub mod diskroom;
 pub mod error;
 #[cfg(feature = "query")]
 pub mod flight;

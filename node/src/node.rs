@@ -136,6 +136,8 @@ pub struct NodeHandle {
     events: broadcast::Sender<NodeEvent>,
     /// The data directory, for ingest temp files.
     data_dir: DataDir,
+    /// The disk space `publish` leaves free (`disk_reserve_mib`).
+    disk_reserve: crate::diskroom::Reserve,
 }
 
 impl NodeHandle {
@@ -201,12 +203,22 @@ impl NodeHandle {
         let csv_options = crate::ingest::CsvOptions {
             null_values: request.null_values.clone(),
         };
+        let reserve = self.disk_reserve;
         let outcome = tokio::task::spawn_blocking(move || {
-            crate::ingest::ingest_file_tracked(&input, &temp, &csv_options, progress.as_deref())
+            crate::ingest::ingest_file_tracked(
+                &input,
+                &temp,
+                &csv_options,
+                progress.as_deref(),
+                crate::diskroom::Room::keeping(reserve),
+            )
         })
         .await
         .map_err(|e| NodeError::Internal(e.to_string()))?
-        .map_err(|e| NodeError::BadRequest(e.to_string()))?;
+        .map_err(|e| match e {
+            crate::ingest::IngestError::NoRoom { .. } => NodeError::NoRoom(e.to_string()),
+            e => NodeError::BadRequest(e.to_string()),
+        })?;
         let product = Box::new(IngestedProduct {
             request,
             temp_file: temp_file.clone(),
@@ -439,12 +451,14 @@ pub fn spawn(
         protocols: net::Protocols::of(&mesh),
         governance,
     };
+    let disk_reserve = node.config.disk_reserve();
     let task = tokio::spawn(node.run());
     Ok((
         NodeHandle {
             commands: tx,
             events,
             data_dir,
+            disk_reserve,
         },
         task,
     ))

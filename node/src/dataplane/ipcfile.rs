@@ -757,6 +757,8 @@ pub(crate) enum AppendError {
     Protocol(String),
     /// The disk failed.
     Io(std::io::Error),
+    /// The writer found the disk too full to go on (`crate::diskroom`).
+    NoRoom(crate::diskroom::NoRoom),
 }
 
 #[cfg(test)]

@@ -84,6 +84,8 @@ pub struct DataPlaneConfig {
     pub link: tls::LongFatLink,
     /// Connections a whole-product fetch is striped over (`data_link.connections`).
     pub connections: u8,
+    /// Space a fetch leaves free on the disk it writes to (`disk_reserve_mib`).
+    pub disk_reserve: crate::diskroom::Reserve,
 }
 
 impl DataPlaneConfig {
@@ -97,6 +99,7 @@ impl DataPlaneConfig {
             congestion: config.congestion,
             link: config.data_link.link(),
             connections: config.data_link.connections,
+            disk_reserve: config.disk_reserve(),
         }
     }
 
@@ -180,6 +183,10 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+    /// The disk of the output is too full to go on without eating into the space the node
+    /// keeps free; what arrived is kept for the next attempt.
+    #[error("{0}; what already arrived is kept, and the same fetch resumes from there")]
+    NoRoom(#[source] crate::diskroom::NoRoom),
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -201,6 +208,7 @@ impl FetchError {
             FetchError::Verification(_) => "verification",
             FetchError::Output(e) => e.code(),
             FetchError::Io { .. } => "io",
+            FetchError::NoRoom(_) => "no_room",
             FetchError::Store(_) => "store",
             FetchError::Convert(e) if e.io_error().is_some() => "io",
             // What the provider sent is out of bounds, as data that fails its checks is.
@@ -231,6 +239,7 @@ impl From<FetchError> for crate::error::NodeError {
                 N::BadRequest(e.to_string())
             }
             FetchError::Io { .. } => N::Internal(e.to_string()),
+            FetchError::NoRoom(_) => N::NoRoom(e.to_string()),
             FetchError::Store(s) => N::Store(s),
             FetchError::Convert(ref c) => match c.io_error() {
                 Some(io) if !outpath::is_user_fixable(io) => N::Internal(e.to_string()),
@@ -276,6 +285,8 @@ pub(crate) struct Hooks {
     pub(crate) admission: Option<AdmissionLimits>,
     /// A stall bound other than [`STALL_TIMEOUT`], both sides (tests shorten it).
     pub(crate) stall: Option<Duration>,
+    /// Where a fetch learns the free space of its disk (tests: a disk that fills up).
+    pub(crate) disk_probe: crate::diskroom::Probe,
 }
 
 /// How a test provider misbehaves.

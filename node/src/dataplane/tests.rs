@@ -102,6 +102,7 @@ impl Side {
                 congestion: transport.congestion,
                 link: transport.link,
                 connections,
+                disk_reserve: Default::default(),
             },
             identity.clone(),
             store.clone(),
@@ -990,6 +991,114 @@ async fn interrupted_fetch_resumes_to_an_identical_file() {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows as u64, outcome.rows);
     assert_eq!(rows, BATCHES * ROWS_PER_BATCH - 80);
+}
+
+/// A disk that has just the reserve free: any write eats into it.
+fn full_disk(_: &Path) -> u64 {
+    crate::diskroom::Reserve::default().bytes()
+}
+
+#[tokio::test]
+async fn a_fetch_that_would_eat_into_the_disk_reserve_is_refused_before_it_starts() {
+    let (provider, _, product) = whole_product_agreed();
+    let consumer = Side::start_with(
+        consumer_id(),
+        Hooks {
+            disk_probe: crate::diskroom::Probe::With(full_disk),
+            ..Hooks::default()
+        },
+        4,
+    );
+    replicate_catalog(&provider, &consumer, &product);
+    let mut t = terms(&product, &consumer.identity);
+    t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
+    t.filter = None;
+    agree(&provider, &consumer, t);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("orders.arrow");
+    let err = consumer
+        .plane
+        .fetch(options(&out, &product))
+        .await
+        .unwrap_err();
+    let FetchError::NoRoom(no_room) = &err else {
+        panic!("expected a refusal for want of room, got {err}");
+    };
+    // The whole product's stored size was asked for, on the output's disk.
+    let stored = std::fs::metadata(provider.data_dir.product_file("orders", 1))
+        .unwrap()
+        .len();
+    assert_eq!(
+        (no_room.dir.as_path(), no_room.more),
+        (out_dir.path(), stored)
+    );
+    assert_eq!(err.code(), "no_room");
+    assert!(err.to_string().contains("disk_reserve_mib"), "{err}");
+    no_output(&out);
+    assert_eq!(active_transfers(&provider, &consumer.key()), 0);
+}
+
+#[tokio::test]
+async fn a_fetch_stopped_by_the_disk_reserve_keeps_what_arrived_and_resumes_once_there_is_room() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    /// Room for the check before the fetch and for the first few MiB; then the disk is full.
+    fn filling(dir: &Path) -> u64 {
+        static LOOKS: AtomicUsize = AtomicUsize::new(0);
+        match LOOKS.fetch_add(1, Ordering::SeqCst) {
+            0 | 1 => 1 << 40,
+            _ => full_disk(dir),
+        }
+    }
+    // About 10 MiB in 400 batches: the writer looks at the disk again after 4 MiB.
+    const MANY: usize = 400;
+    let (provider, _, product) = whole_product_agreed();
+    enlarge(&provider, "orders", 1, MANY);
+    let mut consumer = Side::start_with(
+        consumer_id(),
+        Hooks {
+            disk_probe: crate::diskroom::Probe::With(filling),
+            ..Hooks::default()
+        },
+        4,
+    );
+    replicate_catalog(&provider, &consumer, &product);
+    let mut t = terms(&product, &consumer.identity);
+    t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
+    t.filter = None;
+    agree(&provider, &consumer, t);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("orders.arrow");
+    let partials = PartialPaths::new(out.clone());
+
+    let err = consumer
+        .plane
+        .fetch(options(&out, &product))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FetchError::NoRoom(_)), "{err}");
+    assert!(err.to_string().contains("resumes"), "{err}");
+    assert!(!out.exists());
+    let state: ResumeState =
+        serde_json::from_slice(&std::fs::read(&partials.state).unwrap()).unwrap();
+    assert!(
+        state.batches > 1 && state.batches < MANY as u64,
+        "{state:?}"
+    );
+
+    // Space was freed: the same fetch goes on from there.
+    consumer.restart(Hooks::default());
+    let outcome = consumer.plane.fetch(options(&out, &product)).await.unwrap();
+    assert_eq!(outcome.resumed_from_batch, state.batches);
+    assert!(!partials.partial.exists() && !partials.state.exists());
+    let (_, batches) = read_arrow(&out);
+    let ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            ids.values().to_vec()
+        })
+        .collect();
+    assert_eq!(ids, (0..(MANY * ROWS_PER_BATCH) as i64).collect::<Vec<_>>());
 }
 
 /// Polls `check` until it holds; panics with `what` after `limit`.

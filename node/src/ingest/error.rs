@@ -188,6 +188,18 @@ pub enum IngestError {
         /// The values it holds.
         values: u64,
     },
+    /// Writing on would eat into the disk space the node keeps free (`disk_reserve_mib`):
+    /// the input expands to more than that disk can take.
+    #[error("input file `{}`: publishing stopped after {rows} rows: {source}", file.display())]
+    NoRoom {
+        /// The path as given.
+        file: PathBuf,
+        /// Rows written before it stopped.
+        rows: u64,
+        /// Where, and how much was free.
+        #[source]
+        source: crate::diskroom::NoRoom,
+    },
     /// A column's type cannot be written into a descriptor so that peers read back the same
     /// type (a nested field name or time zone arrow cannot print and parse again).
     #[error(

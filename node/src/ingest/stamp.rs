@@ -118,6 +118,7 @@ pub(super) fn check_unchanged(input: &Path, stamp: &InputStamp) -> Result<(), In
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diskroom::Room;
 
     use std::fs::File;
     use std::io::Write;
@@ -339,13 +340,21 @@ mod tests {
         let output = dir.path().join("changing.arrow.partial");
         for (name, bytes, mutation) in cases {
             let input = write_input(&dir, name, &bytes);
-            ingest_opened(&input, open_input(&input), &output, &options, None)
-                .unwrap_or_else(|e| panic!("{name} unchanged: {e}"));
+            ingest_opened(
+                &input,
+                open_input(&input),
+                &output,
+                &options,
+                None,
+                Room::default(),
+            )
+            .unwrap_or_else(|e| panic!("{name} unchanged: {e}"));
             fs::remove_file(&output).unwrap();
 
             let opened = open_input(&input);
             let want = mutation.apply(&input, bytes.len() as u64);
-            let error = ingest_opened(&input, opened, &output, &options, None).unwrap_err();
+            let error = ingest_opened(&input, opened, &output, &options, None, Room::default())
+                .unwrap_err();
             match &error {
                 IngestError::Changed { file, change } => {
                     assert_eq!((file, *change), (&input, want), "{name}");

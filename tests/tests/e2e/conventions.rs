@@ -473,6 +473,29 @@ fn config_errors_name_the_file_line_column_and_key() {
     }
 }
 
+#[test]
+fn a_publish_that_would_eat_into_the_disk_reserve_stops_with_exit_74_and_leaves_nothing() {
+    let mut sales = TestNode::init("sales", &[]);
+    // More than any disk has free: every write of product data would eat into it.
+    sales.edit_config("disk_reserve_mib = 256", "disk_reserve_mib = 1000000000000");
+    sales.run();
+    let input = write_file(sales.dir.parent().unwrap(), "orders.csv", ORDERS);
+    let out = cli(
+        &sales,
+        &["publish", "orders", "--from", input.to_str().unwrap()],
+    );
+    assert_exit(&out, 74, "disk_reserve_mib");
+    assert!(out.stderr.contains("orders.csv"), "{}", out.stderr);
+    let catalog = cli(&sales, &["catalog", "--json"]);
+    assert_eq!(catalog.code, Some(0), "{}", catalog.stderr);
+    assert!(!catalog.stdout.contains("orders"), "{}", catalog.stdout);
+    let staged = sales.dir.join("products").join(".staging");
+    let left: Vec<_> = std::fs::read_dir(&staged)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", staged.display());
+}
+
 /// Runs `args` of `meshnode` with a pseudo-terminal as standard output and error (through
 /// util-linux `script`), returning the exit code and everything written to the terminal.
 fn on_terminal(args: &[&str]) -> (Option<i32>, String) {

@@ -28,6 +28,7 @@ use super::ipcfile::IpcFileBuilder;
 use super::outpath;
 use super::{FetchError, PartialPaths, ResumeState, Shared, tls};
 use crate::agreements::Role;
+use crate::diskroom::Room;
 use crate::node::now_ms;
 
 mod reader;
@@ -236,6 +237,28 @@ async fn provider_addr(
     })
 }
 
+/// The bytes a fetch will write to its partial file, as far as the catalog tells: the
+/// stored size of the version fetched when the whole product comes as stored, else 0
+/// (the writer checks the disk as the data arrives anyway).
+fn expected_bytes(
+    shared: &Shared,
+    options: &FetchOptions,
+    terms: &ContractTerms,
+    version_wanted: Option<u64>,
+) -> Result<u64, FetchError> {
+    if options.narrowing.is_some() || options.compression != Compression::None {
+        return Ok(0);
+    }
+    let Some((_, envelope)) = shared.store.descriptor(&terms.product)? else {
+        return Ok(0);
+    };
+    Ok(envelope
+        .decode_trusted()
+        .ok()
+        .filter(|d| version_wanted.is_none_or(|v| v == d.version))
+        .map_or(0, |d| d.bytes))
+}
+
 /// A partial file worth continuing, if the state matches this fetch.
 fn load_resume(
     paths: &PartialPaths,
@@ -380,6 +403,17 @@ pub(super) async fn fetch_observed(
         })?
     };
     let version_wanted = resume.as_ref().map(|(s, _)| s.version).or(options.version);
+    // Before any connection: a whole product needs about its stored size on OUT's disk.
+    let held = resume.as_ref().map_or(0, |(_, b)| b.offset());
+    let room = Room {
+        reserve: shared.config.disk_reserve,
+        probe: shared.hooks.disk_probe,
+    };
+    room.check(
+        &paths.partial,
+        expected_bytes(shared, &options, &terms, version_wanted)?.saturating_sub(held),
+    )
+    .map_err(FetchError::NoRoom)?;
 
     let client = client_config(shared, &terms.provider).map_err(|e| FetchError::Connect {
         addr,
@@ -420,6 +454,7 @@ pub(super) async fn fetch_observed(
             resume.as_ref().map_or(0, |(_, b)| b.offset()),
         ),
         started,
+        room,
     }
     .run(agreement, resume.map(|(_, b)| b), observer)
     .await;
@@ -432,7 +467,7 @@ pub(super) async fn fetch_observed(
     // Keep a partial file when the transfer may still complete later; drop it when its
     // content or the right to complete it is in doubt.
     match &result {
-        Ok(_) | Err(FetchError::Interrupted { .. }) => {}
+        Ok(_) | Err(FetchError::Interrupted { .. }) | Err(FetchError::NoRoom(_)) => {}
         Err(FetchError::Refused(r)) if r.code == mesh_protocol::FetchRefusal::Busy => {}
         Err(_) => paths.discard(),
     }

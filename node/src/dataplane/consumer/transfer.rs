@@ -35,6 +35,7 @@ use crate::dataplane::framepool::Buffer;
 use crate::dataplane::ipcfile::{AppendError, HEADER_LEN, IpcFileBuilder};
 use crate::dataplane::outpath::{self, PlaceError};
 use crate::dataplane::{FetchError, PartialPaths, ResumeState, human};
+use crate::diskroom::Room;
 use crate::node::now_ms;
 
 /// A transfer under way on `connections` (to one provider): the first carries the whole
@@ -53,6 +54,8 @@ pub(super) struct Transfer<'a> {
     pub(super) patience: Patience,
     /// When the fetch started (for the outcome's figures).
     pub(super) started: Instant,
+    /// The space to leave free on the output's disk, and where to learn what is free.
+    pub(super) room: Room,
 }
 
 /// How the data stream ended, as seen by the reader.
@@ -83,6 +86,7 @@ impl Transfer<'_> {
                 expected_columns,
                 progress: self.options.progress.clone(),
                 observer,
+                room: self.room,
             },
         )
         .map_err(|source| FetchError::Io {
@@ -338,8 +342,8 @@ impl Transfer<'_> {
     }
 
     /// Step 5: the writer's error comes first (it explains a reader that stopped); a broken
-    /// stream records a checkpoint of what arrived, for the next attempt (synced on the
-    /// blocking pool).
+    /// stream or a disk without room records a checkpoint of what arrived, for the next
+    /// attempt (synced on the blocking pool).
     async fn settle(
         &self,
         end: StreamEnd,
@@ -349,36 +353,46 @@ impl Transfer<'_> {
         let writer::Written {
             mut builder, error, ..
         } = written;
-        if let Some(error) = error {
-            return Err(match error {
-                AppendError::Protocol(m) => FetchError::Verification(m),
-                AppendError::Io(source) => FetchError::Io {
+        // Why the transfer stopped with a sound part worth keeping.
+        enum Stop {
+            Broken(String),
+            NoRoom(crate::diskroom::NoRoom),
+        }
+        let stop = match (error, end) {
+            (Some(AppendError::Protocol(m)), _) => return Err(FetchError::Verification(m)),
+            (Some(AppendError::Io(source)), _) => {
+                return Err(FetchError::Io {
                     what: format!("cannot write `{}`", self.paths.partial.display()),
                     source,
-                },
-            });
-        }
-        match end {
-            Ok(trailer) => Ok((trailer, builder)),
-            Err(ReadFailure::Protocol(m)) => Err(FetchError::Verification(m)),
-            Err(ReadFailure::Broken(reason)) => {
-                let paths = self.paths.clone();
-                let checkpoint = tokio::task::spawn_blocking(move || {
-                    let _ = builder.sync();
-                    state.batches = builder.messages();
-                    state.rows = builder.rows();
-                    state.bytes = builder.offset();
-                    state.updated_ms = now_ms();
-                    let _ = write_state(&paths, &state);
-                    state.batches
                 });
-                let batches = checkpoint.await.map_err(|e| FetchError::Io {
-                    what: "the checkpoint of the interrupted transfer failed".into(),
-                    source: std::io::Error::other(e),
-                })?;
-                Err(FetchError::Interrupted { batches, reason })
             }
-        }
+            (Some(AppendError::NoRoom(no_room)), _) => Stop::NoRoom(no_room),
+            (None, Ok(trailer)) => return Ok((trailer, builder)),
+            (None, Err(ReadFailure::Protocol(m))) => return Err(FetchError::Verification(m)),
+            (None, Err(ReadFailure::Broken(reason))) => Stop::Broken(reason),
+        };
+        // What arrived is sound and stays for the next attempt: checkpoint it.
+        let paths = self.paths.clone();
+        let checkpoint = tokio::task::spawn_blocking(move || {
+            let _ = builder.sync();
+            state.batches = builder.messages();
+            state.rows = builder.rows();
+            state.bytes = builder.offset();
+            state.updated_ms = now_ms();
+            let _ = write_state(&paths, &state);
+            state.batches
+        });
+        let kept = checkpoint.await.map_err(|e| FetchError::Io {
+            what: "the checkpoint of the interrupted transfer failed".into(),
+            source: std::io::Error::other(e),
+        })?;
+        Err(match stop {
+            Stop::Broken(reason) => FetchError::Interrupted {
+                batches: kept,
+                reason,
+            },
+            Stop::NoRoom(no_room) => FetchError::NoRoom(no_room),
+        })
     }
 
     /// Step 6: the signed trailer must match what was received; only then is the file

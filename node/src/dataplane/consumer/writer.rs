@@ -28,6 +28,7 @@ use super::{FrameObserver, write_state};
 use crate::dataplane::framepool::{self, Budget, Buffer, Share};
 use crate::dataplane::ipcfile::{AppendError, HEADER_LEN, IpcFileBuilder};
 use crate::dataplane::{FetchError, PartialPaths, ResumeState};
+use crate::diskroom::Room;
 use crate::node::now_ms;
 use crate::progress::Progress;
 
@@ -45,6 +46,9 @@ const HASH_QUEUE: usize = 2;
 const SPARE_BUFFERS: usize = FRAME_QUEUE + HASH_QUEUE + 3;
 /// The state file is rewritten after this many bytes.
 const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+/// The disk's free space is looked up again after this many bytes (or before a larger
+/// frame): the reserve is kept to within this.
+const ROOM_STEP: u64 = 4 * 1024 * 1024;
 
 /// What the writer needs besides the file.
 pub(super) struct Setup {
@@ -55,6 +59,8 @@ pub(super) struct Setup {
     pub(super) expected_columns: Vec<String>,
     pub(super) progress: Option<Arc<Progress>>,
     pub(super) observer: Option<FrameObserver>,
+    /// The space to leave free on the partial file's disk, and where to learn what is free.
+    pub(super) room: Room,
 }
 
 /// What the writer thread ends with.
@@ -206,7 +212,9 @@ fn write(
         expected_columns,
         progress,
         mut observer,
+        room,
     } = setup;
+    let partial = paths.partial.clone();
     let report = |builder: &IpcFileBuilder| {
         if let Some(p) = &progress {
             p.set(builder.offset() - HEADER_LEN as u64, builder.rows());
@@ -225,8 +233,18 @@ fn write(
     let tally = builder.hash_elsewhere();
     let hasher = std::thread::spawn(move || hash(tally, hash_rx, spares));
     let mut last_checkpoint = builder.offset();
+    // The file offset up to which the disk was last found to have room.
+    let mut room_until = builder.offset();
     let mut error = None;
     while let Some(frame) = frames.blocking_recv() {
+        if builder.offset() + frame.len() as u64 > room_until {
+            let more = (frame.len() as u64).max(ROOM_STEP);
+            if let Err(no_room) = room.check(&partial, more) {
+                error = Some(AppendError::NoRoom(no_room));
+                break;
+            }
+            room_until = builder.offset() + more;
+        }
         if let Err(e) = builder.append(&frame) {
             error = Some(e);
             break;

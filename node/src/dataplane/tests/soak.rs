@@ -1035,6 +1035,7 @@ fn consume(frames: &[Vec<u8>], partial: &Path) -> Result<(Verdict, usize), Failu
             }
             Err(AppendError::Protocol(why)) => return Ok((Verdict::Refused(why), n)),
             Err(AppendError::Io(e)) => return Err(failure("append", e)),
+            Err(AppendError::NoRoom(e)) => return Err(failure("append", std::io::Error::other(e))),
         }
     }
     let (rows, stream_bytes) = (builder.rows(), builder.offset() - HEADER_LEN as u64);
