@@ -37,14 +37,15 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
+mod metadata;
 mod pages;
 mod rows;
 mod schema;
 mod thrift;
 
+pub use metadata::check_footer;
 pub use pages::{MAX_PARQUET_PAGE, MAX_PARQUET_PAGES_HELD, PageError, check_pages};
 pub use rows::{MAX_PARQUET_BATCH, batch_rows};
-pub use schema::check_schema_depth;
 
 /// Deepest Parquet schema accepted. An Arrow list is two Parquet levels (the `LIST` group
 /// and its `repeated` group), a map two as well, a struct one, and the root message one: so
@@ -73,7 +74,7 @@ pub enum FooterError {
 }
 
 /// Reads the footer of the Parquet file `file` (positioned anywhere) and checks the depth of
-/// its schema with [`check_schema_depth`]. The footer read is bounded by the file's size.
+/// its schema with [`check_footer`]. The footer read is bounded by the file's size.
 /// I/O errors are returned as such; the caller's reader reports them better.
 pub fn check_file(file: &mut File) -> io::Result<Result<(), FooterError>> {
     let len = file.seek(SeekFrom::End(0))?;
@@ -96,7 +97,7 @@ pub fn check_file(file: &mut File) -> io::Result<Result<(), FooterError>> {
     file.seek(SeekFrom::End(-8 - meta_len as i64))?;
     file.read_exact(&mut metadata)?;
     file.seek(SeekFrom::Start(0))?;
-    Ok(check_schema_depth(&metadata))
+    Ok(check_footer(&metadata))
 }
 
 #[cfg(test)]
@@ -107,9 +108,9 @@ pub(crate) mod tests {
     use parquet::arrow::ArrowWriter;
     use parquet::file::metadata::ParquetMetaDataReader;
 
+    use super::metadata::*;
     use super::pages::*;
     use super::rows::*;
-    use super::schema::*;
     use super::thrift::*;
     use super::*;
 
@@ -152,14 +153,14 @@ pub(crate) mod tests {
                 true,
             ),
         ]);
-        assert_eq!(check_schema_depth(&footer(flat)), Ok(()));
+        assert_eq!(check_footer(&footer(flat)), Ok(()));
         let limit = mesh_protocol::bounds::MAX_TYPE_DEPTH;
         let at_limit = Schema::new(vec![Field::new("deep", nested_list(limit), true)]);
-        assert_eq!(check_schema_depth(&footer(at_limit)), Ok(()));
+        assert_eq!(check_footer(&footer(at_limit)), Ok(()));
         let deep = Schema::new(vec![Field::new("deep", nested_list(3000), true)]);
         // Each Arrow list is two Parquet levels, under the root message.
         assert_eq!(
-            check_schema_depth(&footer(deep)),
+            check_footer(&footer(deep)),
             Err(FooterError::TooDeep {
                 depth: 6001,
                 max: MAX_PARQUET_DEPTH
@@ -171,20 +172,20 @@ pub(crate) mod tests {
     fn garbage_never_panics() {
         let real = footer(Schema::new(vec![Field::new("a", nested_list(3), true)]));
         for cut in 0..real.len() {
-            let _ = check_schema_depth(&real[..cut]);
+            let _ = check_footer(&real[..cut]);
         }
         for i in 0..real.len() {
             let mut bad = real.clone();
             bad[i] ^= 0xff;
-            let _ = check_schema_depth(&bad);
+            let _ = check_footer(&bad);
         }
         // Deeply nested Thrift structs are refused, not followed.
         let mut nested = vec![0x1c; 10_000];
         nested.extend(vec![0; 10_000]);
-        assert!(check_schema_depth(&nested).is_err());
-        assert!(check_schema_depth(&[]).is_err());
+        assert!(check_footer(&nested).is_err());
+        assert!(check_footer(&[]).is_err());
         // A list that claims more elements than there are bytes.
-        assert!(check_schema_depth(&[0x19, 0xfc, 0xff, 0xff, 0xff, 0x0f]).is_err());
+        assert!(check_footer(&[0x19, 0xfc, 0xff, 0xff, 0xff, 0x0f]).is_err());
     }
 
     // ---- Hand-made footers, encoded as a hostile writer would. ----
@@ -245,7 +246,7 @@ pub(crate) mod tests {
     }
 
     fn too_deep(footer: &[u8]) -> bool {
-        matches!(check_schema_depth(footer), Err(FooterError::TooDeep { .. }))
+        matches!(check_footer(footer), Err(FooterError::TooDeep { .. }))
     }
 
     /// Depth of the schema tree parquet itself builds from `footer`.
@@ -273,7 +274,7 @@ pub(crate) mod tests {
         // parquet reads field 2 as a list whatever type its header declares.
         let footer = chain(100_000, SET, &children(I32, 1));
         assert_eq!(
-            check_schema_depth(&footer),
+            check_footer(&footer),
             Err(FooterError::TooDeep {
                 depth: 100_000,
                 max: MAX_PARQUET_DEPTH
@@ -332,7 +333,7 @@ pub(crate) mod tests {
         early.extend([0x29, 0x0c, 0x00]);
         assert_eq!(parquet_depth(&early), 3);
         assert_eq!(
-            check_schema_depth(&early),
+            check_footer(&early),
             Err(FooterError::Malformed(
                 "a field other than the version comes before the schema"
             ))
@@ -379,13 +380,13 @@ pub(crate) mod tests {
         let negative = chain(3, LIST, &children(I32, -1));
         assert!(ParquetMetaDataReader::decode_metadata(&negative).is_err());
         assert_eq!(
-            check_schema_depth(&negative),
+            check_footer(&negative),
             Err(FooterError::Malformed(
                 "a schema element has a negative number of children"
             ))
         );
         // 2^32 - 1 is -1 once truncated.
-        assert!(check_schema_depth(&chain(3, LIST, &children(I64, (1 << 32) - 1))).is_err());
+        assert!(check_footer(&chain(3, LIST, &children(I64, (1 << 32) - 1))).is_err());
         // More children than elements follow: parquet would reserve room for 2^31 - 1
         // children (16 GiB) before finding out.
         let mut huge = vec![0x15, 0x02, 0x19, 0x2c, 0x48, 1, b'r'];
@@ -393,7 +394,7 @@ pub(crate) mod tests {
         huge.extend([0, 0x15, 0x02, 0x25, 0x02, 0x18, 1, b'x', 0]);
         huge.extend(AFTER_SCHEMA);
         assert_eq!(
-            check_schema_depth(&huge),
+            check_footer(&huge),
             Err(FooterError::Malformed(
                 "a schema element has more children than elements follow it"
             ))
@@ -415,7 +416,7 @@ pub(crate) mod tests {
         footer.extend(AFTER_SCHEMA);
         let started = std::time::Instant::now();
         assert_eq!(
-            check_schema_depth(&footer),
+            check_footer(&footer),
             Err(FooterError::Malformed(TOO_MANY_ELEMENTS))
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(1));

@@ -1,53 +1,15 @@
-//! The depth of the schema tree parquet builds from a footer, measured without recursion.
+//! The depth of the schema tree parquet builds from a footer's schema list, measured without
+//! recursion.
 
+use super::FooterError;
 use super::thrift::{Input, STRUCT};
-use super::{FooterError, MAX_PARQUET_DEPTH};
-
-/// Checks that the schema in a Thrift-encoded `FileMetaData` is nested at most
-/// [`MAX_PARQUET_DEPTH`] levels (the root message is level 0). A footer without a schema
-/// field passes: the `parquet` crate refuses it. Never panics.
-pub fn check_schema_depth(metadata: &[u8]) -> Result<(), FooterError> {
-    let depth = schema_depth(metadata)?;
-    if depth > MAX_PARQUET_DEPTH {
-        return Err(FooterError::TooDeep {
-            depth,
-            max: MAX_PARQUET_DEPTH,
-        });
-    }
-    Ok(())
-}
-
-/// The depth of the schema tree parquet would build from the encoded `FileMetaData` (0 when
-/// there is no schema field).
-///
-/// parquet 59.3 (`parquet_metadata_from_bytes`, file/metadata/thrift/mod.rs:782-855) reads the
-/// fields in the order they come, each by its IDL type whatever its header declares, and
-/// builds the schema tree from the first `schema` field it meets (:792-801, a list through
-/// `read_thrift_vec` even when the header says set, or anything else).
-pub(super) fn schema_depth(metadata: &[u8]) -> Result<usize, FooterError> {
-    let mut input = Input::new(metadata);
-    let mut last_id = 0i16;
-    while let Some((id, _declared)) = input.field_header(&mut last_id)? {
-        match id {
-            // `version`: `i32::read_thrift`, a zigzag varint.
-            1 => input.varint().map(drop)?,
-            2 => return element_tree_depth(&mut input),
-            _ => {
-                return Err(FooterError::Malformed(
-                    "a field other than the version comes before the schema",
-                ));
-            }
-        }
-    }
-    Ok(0)
-}
 
 /// Walks the `list<SchemaElement>` the way `parquet_schema_from_array` (schema/types.rs:
 /// 1293-1420) builds its tree, without recursion: in pre-order, each group takes the next
 /// `num_children` subtrees, and elements left after the first tree are further roots (parquet
 /// builds them too before refusing the schema). Open groups are tracked by their remaining
 /// children.
-fn element_tree_depth(input: &mut Input<'_>) -> Result<usize, FooterError> {
+pub(super) fn element_tree_depth(input: &mut Input<'_>) -> Result<usize, FooterError> {
     let (count, elem) = input.list_header()?;
     if elem != STRUCT {
         return Err(FooterError::Malformed("schema elements are not structs"));

@@ -33,6 +33,20 @@ pub(super) enum Typed {
     Binary,
     /// A `TimeUnit` union.
     TimeUnit,
+    /// A double: eight bytes.
+    Double,
+    /// An empty struct as `skip_empty_struct` reads it: one zero byte.
+    Empty,
+    /// A struct read by `thrift_struct!` (or by a loop of parquet's own that reads it the
+    /// same way), with these known fields.
+    Struct(&'static [(i16, Typed)]),
+    /// A union read by `thrift_union_with_unknown!` or its like: one field, a known one by its
+    /// type and another skipped by its declared type, then a stop.
+    Union(&'static [(i16, Typed)]),
+    /// A list read by `read_thrift_vec` (or a loop of parquet's own that reads its header the
+    /// same way): the header's element type must be the one given (parquet's
+    /// `validate_list_type`), then each element is read as the `Typed` given.
+    List(u8, &'static Typed),
 }
 
 /// A cursor over the footer bytes.
@@ -156,27 +170,71 @@ impl Input<'_> {
         Ok(())
     }
 
-    /// A struct parquet reads with `thrift_struct!`: the fields in `known` by their type,
-    /// others skipped by their declared type.
+    /// A struct parquet reads with `thrift_struct!` (parquet_macros.rs:363-388): the fields
+    /// in `known` by their type whatever type their header declares, others skipped by their
+    /// declared type (each skip counting its nesting afresh, as parquet's does).
     pub(super) fn typed_struct(&mut self, known: &[(i16, Typed)]) -> Result<(), FooterError> {
         let mut last_id = 0i16;
         while let Some((id, declared)) = self.field_header(&mut last_id)? {
-            match known.iter().find(|(k, _)| *k == id).map(|(_, t)| *t) {
-                Some(Typed::Varint) => self.varint().map(drop)?,
-                Some(Typed::Byte) => self.advance(1)?,
-                // `bool_val` (parquet_thrift.rs:259-265) refuses any other declared type.
-                Some(Typed::Bool) if matches!(declared, BOOL_TRUE | BOOL_FALSE) => {}
-                Some(Typed::Bool) => {
-                    return Err(FooterError::Malformed(
-                        "a bool field is declared as another type",
-                    ));
-                }
-                Some(Typed::Binary) => self.binary()?,
-                Some(Typed::TimeUnit) => self.time_unit()?,
-                None => self.skip(declared, 2)?,
+            match known.iter().find(|(k, _)| *k == id) {
+                Some(&(_, typed)) => self.typed(typed, declared)?,
+                None => self.skip(declared, 1)?,
             }
         }
         Ok(())
+    }
+
+    /// One value of a field parquet knows, read as `typed` says whatever the field header
+    /// declared (`declared`, which only a bool looks at).
+    pub(super) fn typed(&mut self, typed: Typed, declared: u8) -> Result<(), FooterError> {
+        match typed {
+            Typed::Varint => self.varint().map(drop),
+            Typed::Byte => self.advance(1),
+            // `bool_val` (parquet_thrift.rs:259-265) refuses any other declared type.
+            Typed::Bool if matches!(declared, BOOL_TRUE | BOOL_FALSE) => Ok(()),
+            Typed::Bool => Err(FooterError::Malformed(
+                "a bool field is declared as another type",
+            )),
+            Typed::Binary => self.binary(),
+            Typed::TimeUnit => self.time_unit(),
+            Typed::Double => self.advance(8),
+            Typed::Empty => self.empty_struct(),
+            Typed::Struct(known) => self.typed_struct(known),
+            Typed::Union(known) => {
+                let mut last_id = 0i16;
+                let (id, declared) = self
+                    .field_header(&mut last_id)?
+                    .ok_or(FooterError::Malformed("an empty union"))?;
+                match known.iter().find(|(k, _)| *k == id) {
+                    Some(&(_, typed)) => self.typed(typed, declared)?,
+                    None => self.skip(declared, 1)?,
+                }
+                self.union_end(id)
+            }
+            Typed::List(element, typed) => {
+                // `read_list_begin` (parquet_thrift.rs:334-365) and `validate_list_type`
+                // (:757-766); an empty list written as a single 0 is a list of bytes to it.
+                let (count, declared) = self.list_header()?;
+                let declared = if declared == BOOL_TRUE {
+                    BOOL_FALSE
+                } else {
+                    declared
+                };
+                if declared != element {
+                    return Err(FooterError::Malformed(
+                        "a list's elements are not of the type parquet reads",
+                    ));
+                }
+                for _ in 0..count {
+                    match typed {
+                        // `bool::read_thrift` reads a byte for a list element.
+                        Typed::Bool => self.advance(1)?,
+                        typed => self.typed(*typed, element)?,
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 
     /// A struct parquet reads with its own reader: the fields in `ints` as i32s (a zigzag
