@@ -179,6 +179,16 @@ pub(crate) mod tests {
             bad[i] ^= 0xff;
             let _ = check_footer(&bad);
         }
+        // A footer with every struct parquet decodes, cut and flipped everywhere.
+        let rich = real_footers().swap_remove(0);
+        for cut in 0..rich.len() {
+            let _ = check_footer(&rich[..cut]);
+        }
+        for i in 0..rich.len() {
+            let mut bad = rich.clone();
+            bad[i] ^= 0xff;
+            let _ = check_footer(&bad);
+        }
         // Deeply nested Thrift structs are refused, not followed.
         let mut nested = vec![0x1c; 10_000];
         nested.extend(vec![0; 10_000]);
@@ -420,6 +430,425 @@ pub(crate) mod tests {
             Err(FooterError::Malformed(TOO_MANY_ELEMENTS))
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    // ---- The rest of the footer ----
+
+    /// A struct of the footer, where [`one_column_footer`] puts extra fields.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Place {
+        File,
+        RowGroup,
+        ColumnChunk,
+        ColumnMetaData,
+        Statistics,
+        PageEncodingStats,
+        SizeStatistics,
+        SortingColumn,
+        KeyValue,
+        ColumnOrder,
+    }
+
+    const PLACES: [Place; 10] = [
+        Place::File,
+        Place::RowGroup,
+        Place::ColumnChunk,
+        Place::ColumnMetaData,
+        Place::Statistics,
+        Place::PageEncodingStats,
+        Place::SizeStatistics,
+        Place::SortingColumn,
+        Place::KeyValue,
+        Place::ColumnOrder,
+    ];
+
+    /// The footer of a file of one required INT64 column `x` in one row group, with
+    /// statistics, encoding and size statistics, a sorting column, a key-value pair, a creator
+    /// and a column order, encoded as a writer encodes it, with `extra` (fields under full
+    /// ids) before the stop of the struct at `place` (the column order's one field replaced
+    /// by it).
+    fn one_column_footer(place: Place, extra: &[u8]) -> Vec<u8> {
+        let here = |p: Place, out: &mut Vec<u8>| {
+            if p == place {
+                out.extend(extra);
+            }
+        };
+        // version 2; schema: the root of one child, the leaf x (INT64, REQUIRED).
+        let mut out = vec![0x15, 0x04, 0x19, 0x2c, 0x48, 1, b'r', 0x15, 0x02, 0x00];
+        out.extend([0x15, 0x04, 0x25, 0x00, 0x18, 1, b'x', 0x00]);
+        // num_rows 1; one row group of one column chunk: file_offset 4, meta_data.
+        out.extend([0x16, 0x02, 0x19, 0x1c, 0x19, 0x1c, 0x26, 0x08, 0x1c]);
+        // type INT64, encodings [PLAIN], path_in_schema ["x"], codec UNCOMPRESSED,
+        // num_values 1, sizes 16 and 16, data_page_offset 4.
+        out.extend([
+            0x15, 0x04, 0x19, 0x15, 0x00, 0x19, 0x18, 1, b'x', 0x15, 0x00,
+        ]);
+        out.extend([0x16, 0x02, 0x16, 0x20, 0x16, 0x20, 0x26, 0x08]);
+        // statistics (12): null_count 0.
+        out.extend([0x0c, 0x18, 0x36, 0x00]);
+        here(Place::Statistics, &mut out);
+        out.push(0);
+        // encoding_stats (13): one DATA_PAGE, PLAIN, count 1.
+        out.extend([0x09, 0x1a, 0x1c, 0x15, 0x00, 0x15, 0x00, 0x15, 0x02]);
+        here(Place::PageEncodingStats, &mut out);
+        out.push(0);
+        // size_statistics (16): unencoded_byte_array_data_bytes 0.
+        out.extend([0x0c, 0x20, 0x16, 0x00]);
+        here(Place::SizeStatistics, &mut out);
+        out.push(0);
+        here(Place::ColumnMetaData, &mut out);
+        out.push(0);
+        here(Place::ColumnChunk, &mut out);
+        out.push(0);
+        // total_byte_size 16, num_rows 1; sorting_columns (4): column 0, both flags false.
+        out.extend([
+            0x16, 0x20, 0x16, 0x02, 0x09, 0x08, 0x1c, 0x15, 0x00, 0x12, 0x12,
+        ]);
+        here(Place::SortingColumn, &mut out);
+        out.push(0);
+        here(Place::RowGroup, &mut out);
+        out.push(0);
+        // key_value_metadata (5): one key "k"; created_by (6) "test".
+        out.extend([0x09, 0x0a, 0x1c, 0x18, 1, b'k']);
+        here(Place::KeyValue, &mut out);
+        out.push(0);
+        out.extend([0x08, 0x0c, 4, b't', b'e', b's', b't']);
+        // column_orders (7): one TYPE_DEFINED_ORDER (a union whose field 1 is empty).
+        out.extend([0x09, 0x0e, 0x1c]);
+        if place == Place::ColumnOrder {
+            out.extend(extra);
+        } else {
+            out.extend([0x1c, 0x00]);
+        }
+        out.push(0);
+        here(Place::File, &mut out);
+        out.push(0);
+        out
+    }
+
+    /// An unknown field (100) holding a list of 3 bools (no byte to parquet's skipper; the
+    /// walk's wants 3 bytes after it, as Thrift writes them), then one (101) holding a binary
+    /// of 2 bytes.
+    const THREE_BOOLS: [u8; 10] = [0x09, 0xc8, 0x01, 0x31, 0x08, 0xca, 0x01, 0x02, b'.', b'.'];
+
+    /// An unknown field (100) holding a list of 2^31 - 1 bools: 6 bytes, and about 6 s of
+    /// parquet's CPU.
+    fn hostile_bools() -> Vec<u8> {
+        let mut out = vec![0x09, 0xc8, 0x01, 0xf1];
+        varint(i32::MAX as u64, &mut out);
+        out
+    }
+
+    /// Checks that `footer` is refused as lists declaring more elements than bytes, within a
+    /// second, and returns how long that took.
+    fn refused_quickly(footer: &[u8]) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        assert_eq!(
+            check_footer(footer),
+            Err(FooterError::Malformed(TOO_MANY_ELEMENTS))
+        );
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(1), "{took:?}");
+        took
+    }
+
+    /// Checks that parquet decodes `footer`, and that the walk accepts it and ends where it
+    /// ends.
+    fn walked_like_parquet(footer: &[u8], what: &str) {
+        if let Err(e) = ParquetMetaDataReader::decode_metadata(footer) {
+            panic!("parquet refuses {what}: {e}");
+        }
+        assert_eq!(
+            walk(footer, MAX_PARQUET_DEPTH),
+            Ok((1, footer.len())),
+            "{what}"
+        );
+    }
+
+    #[test]
+    fn a_row_group_field_parquet_would_loop_over_is_refused() {
+        // parquet skips the unknown field without reading a byte per bool: the hand-made
+        // footer is one parquet reads, with the field where parquet skips it.
+        walked_like_parquet(&one_column_footer(Place::RowGroup, &[]), "the plain footer");
+        walked_like_parquet(&one_column_footer(Place::RowGroup, &THREE_BOOLS), "3 bools");
+        refused_quickly(&one_column_footer(Place::RowGroup, &hostile_bools()));
+        // Behind a list of 3 bools, where a Thrift skipper would read 3 bytes of it.
+        let mut hidden = THREE_BOOLS.to_vec();
+        hidden.extend(hostile_bools());
+        refused_quickly(&one_column_footer(Place::RowGroup, &hidden));
+    }
+
+    #[test]
+    fn a_column_metadata_field_parquet_would_loop_over_is_refused() {
+        let place = Place::ColumnMetaData;
+        walked_like_parquet(&one_column_footer(place, &THREE_BOOLS), "3 bools");
+        refused_quickly(&one_column_footer(place, &hostile_bools()));
+        // num_values (5) declared as a binary: parquet reads a varint whatever the header
+        // declares, then the next field; a Thrift skipper would take the varint as a length
+        // and read the next field's first byte as the binary.
+        let binary_num_values = [0x08, 0x0a, 0x02];
+        let footer = one_column_footer(place, &binary_num_values);
+        walked_like_parquet(&footer, "num_values declared as a binary");
+        let metadata = ParquetMetaDataReader::decode_metadata(&footer).unwrap();
+        assert_eq!(metadata.row_group(0).column(0).num_values(), 1);
+        let mut hidden = binary_num_values.to_vec();
+        hidden.extend(hostile_bools());
+        refused_quickly(&one_column_footer(place, &hidden));
+        // path_in_schema (3) parquet skips: by its declared type, counted.
+        let mut path = vec![0x09, 0x06];
+        path.extend(&hostile_bools()[3..]);
+        refused_quickly(&one_column_footer(place, &path));
+    }
+
+    #[test]
+    fn a_footer_field_after_the_schema_parquet_would_loop_over_is_refused() {
+        walked_like_parquet(&one_column_footer(Place::File, &THREE_BOOLS), "3 bools");
+        refused_quickly(&one_column_footer(Place::File, &hostile_bools()));
+        // A second schema field, which parquet skips by its declared type.
+        let mut second_schema = vec![0x09, 0x04];
+        second_schema.extend(&hostile_bools()[3..]);
+        refused_quickly(&one_column_footer(Place::File, &second_schema));
+        let mut harmless = vec![0x09, 0x04];
+        harmless.extend(&THREE_BOOLS[3..]);
+        assert_eq!(harmless.len(), 9);
+        walked_like_parquet(
+            &one_column_footer(Place::File, &harmless),
+            "a second schema",
+        );
+        // The encryption fields parquet skips (it is built without encryption).
+        for id in [8u8, 9] {
+            let mut encryption = vec![0x09, id * 2];
+            encryption.extend(&hostile_bools()[3..]);
+            refused_quickly(&one_column_footer(Place::File, &encryption));
+        }
+    }
+
+    #[test]
+    fn unknown_fields_of_every_footer_struct_are_walked() {
+        for place in PLACES {
+            // A union has one field: there, an unknown variant holding a list of 1 bool.
+            let harmless = match place {
+                Place::ColumnOrder => &[0x09, 0xc8, 0x01, 0x11][..],
+                _ => &THREE_BOOLS[..],
+            };
+            let what = format!("bools in {place:?}");
+            walked_like_parquet(&one_column_footer(place, harmless), &what);
+            let took = refused_quickly(&one_column_footer(place, &hostile_bools()));
+            eprintln!("{place:?}: refused in {took:?}");
+        }
+        // Lists of bools nested in lists and maps, each under the bytes that follow, but not
+        // together: 2,000 lists of 2,000 bools in a row group (8 kB, 4 million skips).
+        let mut nested = vec![0x09, 0xc8, 0x01, 0xf9];
+        varint(2000, &mut nested);
+        for _ in 0..2000 {
+            nested.push(0xf1);
+            varint(2000, &mut nested);
+        }
+        refused_quickly(&one_column_footer(Place::RowGroup, &nested));
+        // A map of 2^31 - 1 bool pairs.
+        let mut map = vec![0x0b, 0xc8, 0x01];
+        varint(i32::MAX as u64, &mut map);
+        map.push(0x11);
+        refused_quickly(&one_column_footer(Place::ColumnChunk, &map));
+    }
+
+    #[test]
+    fn known_lists_are_read_as_parquet_reads_them() {
+        // A known list whose elements are not of the type parquet reads: parquet refuses it,
+        // so does the walk (it could not follow it).
+        let footer = one_column_footer(Place::File, &[]);
+        let encodings = footer
+            .windows(3)
+            .position(|w| w == [0x19, 0x15, 0x00])
+            .unwrap();
+        let mut bools = footer.clone();
+        bools[encodings + 1] = 0x12;
+        assert!(ParquetMetaDataReader::decode_metadata(&bools).is_err());
+        assert!(matches!(
+            check_footer(&bools),
+            Err(FooterError::Malformed(_))
+        ));
+        // More row groups than parquet numbers: it reserves room for them all, then refuses
+        // the 32,769th.
+        let mut many = vec![
+            0x15, 0x04, 0x19, 0x1c, 0x48, 1, b'r', 0x00, 0x16, 0x00, 0x19, 0xfc,
+        ];
+        varint(1 << 20, &mut many);
+        many.extend(vec![0u8; 1 << 21]);
+        assert_eq!(
+            check_footer(&many),
+            Err(FooterError::Malformed(
+                "more row groups than parquet numbers (32,768)"
+            ))
+        );
+    }
+
+    /// Footers the parquet crate writes: every column kind, dictionaries, statistics of
+    /// pages, bloom filters, page indexes, sorting columns, key-value metadata, v1 and v2.
+    fn real_footers() -> Vec<Vec<u8>> {
+        use arrow::array::{
+            ArrayRef, BooleanArray, FixedSizeBinaryArray, Int64Array, MapBuilder, RecordBatch,
+            StringArray, StringBuilder, StructArray,
+        };
+        use parquet::file::metadata::{KeyValue, SortingColumn};
+        use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+        let n = 3000;
+        let mut map = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        for i in 0..n {
+            map.keys().append_value(format!("k{}", i % 7));
+            map.values().append_value("v");
+            map.append(i % 5 != 0).unwrap();
+        }
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "i",
+                Arc::new(Int64Array::from_iter((0..n).map(|i| Some(i as i64)))),
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from_iter(
+                    (0..n).map(|i| (i % 3 != 0).then(|| format!("v{}", i % 40))),
+                )),
+            ),
+            (
+                "b",
+                Arc::new(BooleanArray::from_iter((0..n).map(|i| Some(i % 2 == 0)))),
+            ),
+            (
+                "f",
+                Arc::new(
+                    FixedSizeBinaryArray::try_from_iter((0..n).map(|i| (i as u32).to_le_bytes()))
+                        .unwrap(),
+                ),
+            ),
+            ("l", arrow::array::new_null_array(&nested_list(3), n)),
+            (
+                "st",
+                Arc::new(StructArray::from(vec![(
+                    Arc::new(Field::new("x", DataType::Int64, true)),
+                    Arc::new(Int64Array::from_iter((0..n).map(|i| Some(i as i64 * 3)))) as ArrayRef,
+                )])),
+            ),
+            ("m", Arc::new(map.finish())),
+        ];
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let mut footers = Vec::new();
+        for (version, statistics, bloom) in [
+            (WriterVersion::PARQUET_1_0, EnabledStatistics::Page, true),
+            (WriterVersion::PARQUET_2_0, EnabledStatistics::Chunk, false),
+            (WriterVersion::PARQUET_2_0, EnabledStatistics::None, true),
+        ] {
+            let properties = WriterProperties::builder()
+                .set_writer_version(version)
+                .set_statistics_enabled(statistics)
+                .set_write_page_header_statistics(statistics == EnabledStatistics::Page)
+                .set_bloom_filter_enabled(bloom)
+                .set_max_row_group_row_count(Some(1000))
+                .set_data_page_row_count_limit(100)
+                .set_write_batch_size(100)
+                .set_sorting_columns(Some(vec![SortingColumn {
+                    column_idx: 0,
+                    descending: false,
+                    nulls_first: true,
+                }]))
+                .set_key_value_metadata(Some(vec![
+                    KeyValue::new("origin".into(), "test".to_string()),
+                    KeyValue::new("empty".into(), None),
+                ]))
+                .build();
+            let mut bytes = Vec::new();
+            let mut writer =
+                ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties)).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            footers.push(footer_of(&bytes));
+        }
+        footers
+    }
+
+    /// The footer bytes of a Parquet file.
+    fn footer_of(bytes: &[u8]) -> Vec<u8> {
+        let n = bytes.len();
+        assert_eq!(&bytes[n - 4..], b"PAR1");
+        let meta_len = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
+        bytes[n - 8 - meta_len..n - 8].to_vec()
+    }
+
+    #[test]
+    fn real_footers_are_walked_to_their_end() {
+        for (i, footer) in real_footers().iter().enumerate() {
+            let metadata = ParquetMetaDataReader::decode_metadata(footer).unwrap();
+            assert_eq!(metadata.num_row_groups(), 3, "footer {i}");
+            assert_eq!(
+                walk(footer, MAX_PARQUET_DEPTH),
+                Ok((parquet_depth(footer), footer.len())),
+                "footer {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn pyarrow_footers_are_walked_to_their_end() {
+        if std::env::var("MESHNODE_SKIP_PYARROW").as_deref() == Ok("1") {
+            eprintln!("MESHNODE_SKIP_PYARROW=1: skipping the pyarrow footers");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let script = r#"
+import sys
+import pyarrow as pa, pyarrow.parquet as pq
+n = 3000
+table = pa.table({
+    "i": pa.array(range(n), pa.int64()),
+    "s": pa.array([None if i % 3 == 0 else f"v{i % 40}" for i in range(n)]),
+    "b": pa.array([i % 2 == 0 for i in range(n)]),
+    "d": pa.array([i / 7 for i in range(n)], pa.float64()),
+    "t": pa.array(range(n), pa.timestamp("us", tz="UTC")),
+    "dec": pa.array([i for i in range(n)], pa.decimal128(12, 3)),
+    "l": pa.array([[i, None] if i % 4 else None for i in range(n)], pa.list_(pa.int32())),
+    "st": pa.array([{"x": i, "y": str(i)} for i in range(n)]),
+    "m": pa.array([[("k", i)] for i in range(n)], pa.map_(pa.string(), pa.int64())),
+}).replace_schema_metadata({"origin": "pyarrow"})
+sort = [pq.SortingColumn(0)]
+for k, options in enumerate([
+    dict(),
+    dict(write_page_index=True, data_page_version="2.0", compression="zstd",
+         sorting_columns=sort, write_page_checksum=True),
+    dict(use_dictionary=False, write_statistics=False, store_schema=False, version="1.0"),
+    dict(bloom_filter_options={"s": {}}, max_rows_per_page=100, compression="gzip",
+         write_page_index=True),
+]):
+    try:
+        pq.write_table(table, f"{sys.argv[1]}/{k}.parquet", row_group_size=1000, **options)
+    except TypeError:
+        options.pop("bloom_filter_options", None)
+        pq.write_table(table, f"{sys.argv[1]}/{k}.parquet", row_group_size=1000, **options)
+"#;
+        let run = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "pyarrow could not write the files (install pyarrow, or set \
+             MESHNODE_SKIP_PYARROW=1): {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        for k in 0..4 {
+            let bytes = std::fs::read(dir.path().join(format!("{k}.parquet"))).unwrap();
+            let footer = footer_of(&bytes);
+            let metadata = ParquetMetaDataReader::decode_metadata(&footer).unwrap();
+            assert_eq!(metadata.num_row_groups(), 3, "file {k}");
+            assert_eq!(
+                walk(&footer, MAX_PARQUET_DEPTH),
+                Ok((parquet_depth(&footer), footer.len())),
+                "file {k}"
+            );
+            let mut file = File::open(dir.path().join(format!("{k}.parquet"))).unwrap();
+            assert_eq!(check_file(&mut file).unwrap(), Ok(()), "file {k}");
+        }
     }
 
     // ---- Pages ----
