@@ -13,8 +13,8 @@
 //! - [`agreements`]: stored contract records, shared by negotiation and the data plane.
 //! - [`store`]: sled trees (catalog, products, agreements, pending, revocations, audit, peers).
 //! - [`ingest`]: CSV / Parquet / Arrow input streamed into Arrow IPC files.
-//! - [`parquet_footer`]: the depth of a Parquet schema, measured before the parquet crate
-//!   recurses over it.
+//! - [`parquet_footer`]: a Parquet footer walked before the parquet crate reads it (the
+//!   schema's depth, what parquet's skipper would loop over), and the bounds of its pages.
 //! - [`progress`]: figures of running publishes and fetches, polled by the CLI.
 //! - [`integrity`]: start-up checks (audit anchor, emptied store, staging sweep) and version
 //!   allocation that survives a rolled-back store.

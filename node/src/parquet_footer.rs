@@ -1,5 +1,5 @@
-//! Depth of a Parquet file's schema, read from its footer *before* the `parquet` crate sees it,
-//! and the bounds of its pages.
+//! A Parquet file's footer, walked whole *before* the `parquet` crate sees it (the depth of
+//! its schema measured, what parquet would loop over refused), and the bounds of its pages.
 //!
 //! The `parquet` crate builds its schema tree, and the Arrow schema from it, by recursion: a
 //! file whose schema is nested a few thousand levels deep overflows the stack of the thread
@@ -7,20 +7,33 @@
 //! footer stores the schema flat, as a list of `SchemaElement`s in pre-order where each group
 //! says how many children it has, so its depth can be measured in one loop.
 //!
-//! This module reads the footer's Thrift compact encoding as parquet 59.3 reads it, up to the
-//! end of the schema, because the depth it measures must be that of the tree parquet builds:
-//! where parquet's decoder departs from Thrift, this module departs with it. A field of a known
-//! struct is read by the type the IDL gives it, whatever type its header declares (the schema
-//! list even when declared a set, `num_children` from any integer encoding, truncated to 32
-//! bits); a field parquet does not know is skipped by its declared type, with a skipper whose
-//! own nesting is bounded ([`MAX_THRIFT_NESTING`]) and which, like parquet's, reads no byte for
-//! a `bool` inside a list, but counts it: lists, sets and maps declaring more elements in all
-//! than the input has bytes are refused (parquet would loop over each). What it does not copy
-//! it refuses ([`FooterError::Malformed`]): a
-//! footer field other than `version` before the schema (writers write `version`, then the
-//! schema), a negative child count, a group with more children than elements follow it. It
-//! never panics on any input and allocates only for the open groups it tracks, at most one per
-//! schema element.
+//! parquet's Thrift skipper, which it calls on every field it does not know, skips a `bool`
+//! element of a list without reading a byte: a list declaring 2^31 - 1 bools, 6 bytes of an
+//! unknown field anywhere in the footer, costs it about 3 s of CPU while it opens the file
+//! (measured), and a footer may hold thousands. So this module walks every byte of the footer
+//! parquet 59.3 decodes, every struct as parquet reads it: `FileMetaData`, `SchemaElement`
+//! and its `LogicalType`, `RowGroup`, `ColumnChunk`, `ColumnMetaData`, `Statistics`,
+//! `PageEncodingStats`, `SizeStatistics`, `GeospatialStatistics` and its `BoundingBox`,
+//! `SortingColumn`, `KeyValue`, `ColumnOrder` (`metadata` lists the field ids parquet knows
+//! in each, with the lines of its decoder they come from). Each field parquet skips is
+//! skipped here over the same bytes, by a skipper whose own nesting is bounded
+//! ([`MAX_THRIFT_NESTING`]) and which, like parquet's, reads no byte for a `bool` inside a
+//! list, but counts it: lists, sets and maps declaring more elements in all than the input
+//! has bytes are refused (parquet would loop over each).
+//!
+//! Where parquet's decoder departs from Thrift, this module departs with it, for the two
+//! walks to stay in step and the depth measured to be that of the tree parquet builds. A
+//! field of a known struct is read by the type the IDL gives it, whatever type its header
+//! declares (the schema list even when declared a set, `num_children` from any integer
+//! encoding, truncated to 32 bits, `num_values` declared a binary); a field parquet does not
+//! know, or knows but skips (`path_in_schema`, a second schema, the encryption fields of a
+//! build without encryption), is skipped by its declared type. What it does not copy it
+//! refuses ([`FooterError::Malformed`]): a footer field other than `version` before the
+//! schema (writers write `version`, then the schema), a negative child count, a group with
+//! more children than elements follow it, a known list whose elements are not of the type
+//! parquet reads (parquet refuses it too), more row groups than parquet numbers (32,768; it
+//! reserves room for all of them before refusing the list). It never panics on any input
+//! and allocates only for the open groups it tracks, at most one per schema element.
 //!
 //! Past the footer, [`check_pages`] walks every page header of every column chunk the same
 //! way (as parquet's page reader decodes them, before any reader is built) and refuses what
@@ -30,9 +43,10 @@
 //! the reader holds for a batch (null slots of fixed-size columns, the values of long list
 //! rows) stays within [`MAX_PARQUET_BATCH`].
 //!
-//! Files: `thrift` (the compact encoding as parquet decodes it), `schema` (the depth of the
-//! schema tree), `pages` (page headers), `rows` (rows per batch); the tests of all four
-//! share this module's fixtures of real and hand-made files.
+//! Files: `thrift` (the compact encoding as parquet decodes it), `metadata` (the footer's
+//! structs), `schema` (the depth of the schema tree), `pages` (page headers), `rows` (rows
+//! per batch); the tests of all five share this module's fixtures of real and hand-made
+//! files.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -68,13 +82,14 @@ pub enum FooterError {
         /// The limit.
         max: usize,
     },
-    /// The bytes are not a footer this module can measure the way parquet would read it.
+    /// The bytes are not a footer this module can walk the way parquet would read it, or
+    /// they declare what parquet would loop over.
     #[error("unreadable Parquet footer: {0}")]
     Malformed(&'static str),
 }
 
-/// Reads the footer of the Parquet file `file` (positioned anywhere) and checks the depth of
-/// its schema with [`check_footer`]. The footer read is bounded by the file's size.
+/// Reads the footer of the Parquet file `file` (positioned anywhere) and walks it with
+/// [`check_footer`]. The footer read is bounded by the file's size.
 /// I/O errors are returned as such; the caller's reader reports them better.
 pub fn check_file(file: &mut File) -> io::Result<Result<(), FooterError>> {
     let len = file.seek(SeekFrom::End(0))?;

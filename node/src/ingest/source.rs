@@ -95,8 +95,10 @@ impl Source {
         Ok(match format {
             InputFormat::Csv => Source::Csv(Box::new(open_csv(path, file, options)?)),
             InputFormat::Parquet => {
-                // The parquet crate builds the schema by recursion: measure its depth from
-                // the flat footer first, so a hostile file cannot overflow the stack.
+                // The parquet crate builds the schema by recursion, and its Thrift skipper
+                // loops once per bool of a list it skips: walk the footer first (measuring
+                // the schema's depth from its flat list), so a hostile file can neither
+                // overflow the stack nor hold the thread.
                 let mut file = file;
                 match crate::parquet_footer::check_file(&mut file)
                     .map_err(|e| io_error(path, "read", e))?
@@ -948,6 +950,51 @@ mod tests {
         assert!(message.contains("hint.parquet"), "{message}");
         assert!(message.contains("bit width of 7"), "{message}");
         assert!(!output.exists());
+    }
+
+    #[test]
+    fn a_parquet_footer_the_reader_would_loop_over_is_refused_quickly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(arrow::array::Int64Array::from(vec![1, 2, 3]))],
+        )
+        .unwrap();
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        // Before the footer's last stop: an unknown field (100) of 1,000 lists of 2^31 - 1
+        // bools each, which the reader would skip one bool at a time (about 3 s a list).
+        let n = bytes.len();
+        let meta_len = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
+        let footer_end = n - 9;
+        let mut hostile = vec![0x09, 0xc8, 0x01, 0xf9, 0xe8, 0x07];
+        for _ in 0..1000 {
+            hostile.extend([0xf1, 0xff, 0xff, 0xff, 0xff, 0x07]);
+        }
+        let mut file = bytes[..footer_end].to_vec();
+        file.extend(&hostile);
+        file.push(0);
+        file.extend(((meta_len + hostile.len()) as u32).to_le_bytes());
+        file.extend(b"PAR1");
+        let input = write_input(&dir, "loop.parquet", &file);
+        let output = dir.path().join("out.arrow.partial");
+        let started = std::time::Instant::now();
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(matches!(&error, IngestError::Parquet { .. }), "{error:?}");
+        assert!(
+            error
+                .to_string()
+                .contains("lists declare more elements than bytes follow"),
+            "{error}"
+        );
+        assert!(!output.exists());
+        // The same file without the field is read.
+        let input = write_input(&dir, "plain.parquet", &bytes);
+        assert!(ingest_file(&input, &output).is_ok());
     }
 
     #[test]
