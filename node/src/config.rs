@@ -108,6 +108,13 @@ pub struct ContractLimits {
     /// Days an undecided request waits for the operator before it expires (rejected).
     #[serde(default = "default_pending_ttl_days")]
     pub pending_request_ttl_days: u32,
+    /// Contract messages of any kind (requests, status polls, revocations, notices) one peer
+    /// may send back to back; beyond, they are answered `Busy` before they are read.
+    #[serde(default = "default_message_burst")]
+    pub message_burst: u32,
+    /// After the burst, one message per this many milliseconds.
+    #[serde(default = "default_message_refill_ms")]
+    pub message_refill_ms: u64,
     /// Seconds between this node's status polls of each request it sent that is still
     /// undecided. Polling is the fallback: a provider pushes its decision as soon as it is
     /// made, so a larger value only slows down learning a decision whose push was lost.
@@ -124,6 +131,8 @@ impl Default for ContractLimits {
             request_burst: default_request_burst(),
             request_refill_secs: default_request_refill_secs(),
             pending_request_ttl_days: default_pending_ttl_days(),
+            message_burst: default_message_burst(),
+            message_refill_ms: default_message_refill_ms(),
             status_poll_secs: default_status_poll_secs(),
         }
     }
@@ -140,6 +149,8 @@ impl ContractLimits {
             refill_ms: self.request_refill_secs.saturating_mul(1000),
             pending_ttl_ms: u64::from(self.pending_request_ttl_days)
                 .saturating_mul(mesh_protocol::contract::DAY_MS),
+            message_burst: self.message_burst,
+            message_refill_ms: self.message_refill_ms,
             ..Default::default()
         }
     }
@@ -173,6 +184,12 @@ fn default_request_burst() -> u32 {
 }
 fn default_request_refill_secs() -> u64 {
     mesh_protocol::budget::DEFAULT_REFILL_MS / 1000
+}
+fn default_message_burst() -> u32 {
+    mesh_protocol::budget::DEFAULT_MESSAGE_BURST
+}
+fn default_message_refill_ms() -> u64 {
+    mesh_protocol::budget::DEFAULT_MESSAGE_REFILL_MS
 }
 fn default_status_poll_secs() -> u64 {
     mesh_protocol::contract_sync::DEFAULT_UNDECIDED_POLL.as_secs()
@@ -483,6 +500,8 @@ impl NodeConfig {
                 "contracts.pending_request_ttl_days",
                 u64::from(c.pending_request_ttl_days),
             ),
+            ("contracts.message_burst", u64::from(c.message_burst)),
+            ("contracts.message_refill_ms", c.message_refill_ms),
             ("contracts.status_poll_secs", c.status_poll_secs),
         ] {
             if value == 0 {
@@ -791,6 +810,30 @@ mod example_tests {
         for secs in [0, 86_401, u64::MAX / 2] {
             let err = check(secs).unwrap_err();
             assert!(err.contains("sync_interval_secs"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_disk_reserve_and_the_message_budget_have_defaults_and_are_validated() {
+        let parse = |text: &str| {
+            let config = toml::from_str::<super::NodeConfig>(text).map_err(|e| e.to_string())?;
+            config.validate().map_err(|e| e.to_string())?;
+            Ok::<_, String>(config)
+        };
+        let default = parse("domain = \"sales\"").unwrap();
+        assert_eq!(default.disk_reserve().bytes(), 256 << 20);
+        let budget = default.contracts.budget();
+        assert_eq!((budget.message_burst, budget.message_refill_ms), (64, 50));
+        let set = parse(
+            "domain = \"sales\"\ndisk_reserve_mib = 0\n[contracts]\nmessage_burst = 8\nmessage_refill_ms = 1000\n",
+        )
+        .unwrap();
+        assert_eq!(set.disk_reserve().bytes(), 0);
+        let budget = set.contracts.budget();
+        assert_eq!((budget.message_burst, budget.message_refill_ms), (8, 1000));
+        for key in ["message_burst", "message_refill_ms"] {
+            let err = parse(&format!("domain = \"sales\"\n[contracts]\n{key} = 0\n")).unwrap_err();
+            assert!(err.contains(&format!("contracts.{key}")), "{err}");
         }
     }
 

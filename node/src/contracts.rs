@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
 use libp2p::{Multiaddr, PeerId};
-use mesh_protocol::budget::{BudgetConfig, BudgetRefusal, RequestBudget};
+use mesh_protocol::budget::{BudgetConfig, BudgetRefusal, RateTable, RequestBudget};
 use mesh_protocol::contract::{Decision, MAX_STATUS_BATCH, Revocation};
 use mesh_protocol::contract_sync::{self, FirstAnswer, FollowUp, PollIntervals, Side};
 use mesh_protocol::wire::GossipMessage;
@@ -160,6 +160,8 @@ pub(crate) struct Negotiations {
     /// Per-consumer budgets of requests received (a mutex only so that `Party` stays a
     /// shared borrow; the actor is its only user).
     budget: std::sync::Mutex<RequestBudget>,
+    /// Per-peer budget of contract messages of any kind, taken before one is decoded.
+    messages: RateTable<PeerId>,
     /// Tolerated clock difference with other parties, ms.
     skew_ms: u64,
     /// How often contracts are followed up (`contracts.status_poll_secs` for undecided ones).
@@ -179,6 +181,7 @@ impl Negotiations {
             next_poll: None,
             last_sweep: None,
             budget: std::sync::Mutex::new(RequestBudget::new(budget)),
+            messages: budget.message_table(),
             skew_ms,
             intervals,
         }
@@ -277,14 +280,12 @@ impl Node {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
-                    let reply = match ContractMessage::from_bytes(&request) {
-                        Ok(ContractMessage::Decided(decision)) => {
-                            self.on_decision_notice(peer, decision).await
+                    let reply = match self.negotiations.messages.take(&peer, now_ms()) {
+                        // Over the peer's message budget: not even decoded.
+                        Err(retry_after_ms) => {
+                            ContractReply::Busy(BudgetRefusal::RateLimited { retry_after_ms })
                         }
-                        Ok(message) => {
-                            negotiation::answer_message(self.party(), peer, message, now_ms()).await
-                        }
-                        Err(e) => ContractReply::Error(format!("malformed contract message: {e}")),
+                        Ok(()) => self.answer_contract_message(peer, &request).await,
                     };
                     if let ContractReply::Busy(refusal) = &reply {
                         self.metrics.contract_refused(refusal);
@@ -318,6 +319,15 @@ impl Node {
                 tracing::debug!(%peer, "inbound contract message failed: {error}");
             }
             request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Decodes a peer's contract message and answers it.
+    async fn answer_contract_message(&mut self, peer: PeerId, request: &[u8]) -> ContractReply {
+        match ContractMessage::from_bytes(request) {
+            Ok(ContractMessage::Decided(decision)) => self.on_decision_notice(peer, decision).await,
+            Ok(message) => negotiation::answer_message(self.party(), peer, message, now_ms()).await,
+            Err(e) => ContractReply::Error(format!("malformed contract message: {e}")),
         }
     }
 

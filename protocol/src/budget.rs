@@ -11,12 +11,20 @@
 //! Automatic approval waits for nobody, so the agreements one consumer holds in force are
 //! bounded too ([`RequestBudget::check_live`]).
 //!
-//! The rate limit is a token bucket per consumer key. The buckets themselves are state a
-//! peer can make us keep (keys are free to make), so their number is bounded too: a bucket
-//! that has refilled is the same as no bucket and is dropped first, then the least recently
-//! used.
+//! The rate limit is a token bucket per consumer key ([`RateTable`]). The buckets
+//! themselves are state a peer can make us keep (keys are free to make), so their number is
+//! bounded too: a bucket that has refilled is the same as no bucket and is dropped first,
+//! then the least recently used.
+//!
+//! Every contract message, a request or not, is answered by the node's actor: a status
+//! batch reads up to [`MAX_STATUS_BATCH`](crate::contract::MAX_STATUS_BATCH) records, a
+//! request or a revocation costs a signature check before any budget sees it. So each
+//! peer's messages pass a second, wider bucket first ([`BudgetConfig::message_burst`],
+//! [`BudgetConfig::message_refill_ms`]), before they are even decoded: an honest node sends
+//! a status batch per provider every few seconds, a flood is answered `Busy` at once.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +45,11 @@ pub const DEFAULT_REFILL_MS: u64 = 3_000;
 pub const DEFAULT_PENDING_TTL_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// Default most consumers whose request rate is tracked at once.
 pub const DEFAULT_MAX_TRACKED: usize = 4096;
+/// Default burst of contract messages of any kind one peer may send at once.
+pub const DEFAULT_MESSAGE_BURST: u32 = 64;
+/// Default refill of the message budget: one message per this many milliseconds (20 a
+/// second, against the one status batch per provider every 2 s an honest node sends).
+pub const DEFAULT_MESSAGE_REFILL_MS: u64 = 50;
 
 /// The limits, from the node's configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +70,17 @@ pub struct BudgetConfig {
     pub pending_ttl_ms: u64,
     /// Most token buckets kept (one per consumer key seen recently).
     pub max_tracked: usize,
+    /// Contract messages of any kind one peer may send back to back.
+    pub message_burst: u32,
+    /// One more message is allowed every `message_refill_ms` milliseconds.
+    pub message_refill_ms: u64,
+}
+
+impl BudgetConfig {
+    /// The message limit: a bucket per peer, keyed as the caller knows its peers.
+    pub fn message_table<K: Hash + Eq + Clone>(&self) -> RateTable<K> {
+        RateTable::new(self.message_burst, self.message_refill_ms, self.max_tracked)
+    }
 }
 
 impl Default for BudgetConfig {
@@ -69,6 +93,8 @@ impl Default for BudgetConfig {
             refill_ms: DEFAULT_REFILL_MS,
             pending_ttl_ms: DEFAULT_PENDING_TTL_MS,
             max_tracked: DEFAULT_MAX_TRACKED,
+            message_burst: DEFAULT_MESSAGE_BURST,
+            message_refill_ms: DEFAULT_MESSAGE_REFILL_MS,
         }
     }
 }
@@ -116,14 +142,98 @@ pub enum BudgetRefusal {
     },
 }
 
-/// One consumer's token bucket, kept as its theoretical arrival time (the generic cell rate
-/// algorithm): exact integer arithmetic, one number per consumer.
+/// One key's token bucket, kept as its theoretical arrival time (the generic cell rate
+/// algorithm): exact integer arithmetic, one number per key.
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
     /// The time at which the bucket will be full again, Unix ms; at or before now: full.
     tat_ms: u64,
-    /// Last time this consumer was seen, for least-recently-used eviction.
+    /// Last time this key was seen, for least-recently-used eviction.
     seen_ms: u64,
+}
+
+/// Token buckets by key: `burst` back to back, then one every `refill_ms`; at most
+/// `max_tracked` buckets kept (full ones dropped first, then the least recently seen).
+#[derive(Debug)]
+pub struct RateTable<K> {
+    burst: u32,
+    refill_ms: u64,
+    max_tracked: usize,
+    buckets: HashMap<K, Bucket>,
+}
+
+impl<K: Hash + Eq + Clone> RateTable<K> {
+    /// Empty buckets (all full).
+    pub fn new(burst: u32, refill_ms: u64, max_tracked: usize) -> Self {
+        Self {
+            burst,
+            refill_ms: refill_ms.max(1),
+            max_tracked: max_tracked.max(1),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// How far the arrival time may run ahead of now: the burst after the first token.
+    fn tolerance_ms(&self) -> u64 {
+        u64::from(self.burst.max(1) - 1).saturating_mul(self.refill_ms)
+    }
+
+    /// When `key` has no token at `now_ms`: how long until it has one. Takes nothing, but
+    /// counts as seeing `key`.
+    pub fn limited(&mut self, key: &K, now_ms: u64) -> Option<u64> {
+        let tat = self
+            .buckets
+            .get(key)
+            .map_or(now_ms, |b| b.tat_ms.max(now_ms));
+        let ahead = tat - now_ms;
+        (ahead > self.tolerance_ms()).then(|| {
+            self.store(key.clone(), tat, now_ms);
+            ahead - self.tolerance_ms()
+        })
+    }
+
+    /// Takes one of `key`'s tokens at `now_ms`, or says how long until there is one (a
+    /// refusal takes nothing, so a peer that waits as told gets through).
+    pub fn take(&mut self, key: &K, now_ms: u64) -> Result<(), u64> {
+        if let Some(retry_after_ms) = self.limited(key, now_ms) {
+            return Err(retry_after_ms);
+        }
+        let tat = self
+            .buckets
+            .get(key)
+            .map_or(now_ms, |b| b.tat_ms.max(now_ms));
+        self.store(key.clone(), tat.saturating_add(self.refill_ms), now_ms);
+        Ok(())
+    }
+
+    /// Keeps a bucket, evicting others when the table is full.
+    fn store(&mut self, key: K, tat_ms: u64, now_ms: u64) {
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_tracked {
+            // A full bucket is the same as none.
+            self.buckets.retain(|_, b| b.tat_ms > now_ms);
+            if self.buckets.len() >= self.max_tracked
+                && let Some(oldest) = self
+                    .buckets
+                    .iter()
+                    .min_by_key(|(_, b)| b.seen_ms)
+                    .map(|(k, _)| k.clone())
+            {
+                self.buckets.remove(&oldest);
+            }
+        }
+        self.buckets.insert(
+            key,
+            Bucket {
+                tat_ms,
+                seen_ms: now_ms,
+            },
+        );
+    }
+
+    /// Buckets held now (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
 }
 
 /// The provider's request budgets: token buckets per consumer and the open-request limits.
@@ -131,8 +241,8 @@ struct Bucket {
 pub struct RequestBudget {
     /// The limits.
     config: BudgetConfig,
-    /// Buckets of consumers seen recently; at most `config.max_tracked`.
-    buckets: HashMap<PublicKey, Bucket>,
+    /// Request buckets of consumers seen recently; at most `config.max_tracked`.
+    buckets: RateTable<PublicKey>,
 }
 
 impl RequestBudget {
@@ -140,18 +250,13 @@ impl RequestBudget {
     pub fn new(config: BudgetConfig) -> Self {
         Self {
             config,
-            buckets: HashMap::new(),
+            buckets: RateTable::new(config.burst, config.refill_ms, config.max_tracked),
         }
     }
 
     /// The limits in force.
     pub fn config(&self) -> &BudgetConfig {
         &self.config
-    }
-
-    /// How far the arrival time may run ahead of now: the burst after the first request.
-    fn tolerance_ms(&self) -> u64 {
-        u64::from(self.config.burst.max(1) - 1).saturating_mul(self.config.refill_ms)
     }
 
     /// Decides whether a verified request from `consumer` may be considered at `now_ms`.
@@ -172,14 +277,7 @@ impl RequestBudget {
                 max,
             });
         }
-        let tat = self
-            .buckets
-            .get(consumer)
-            .map_or(now_ms, |b| b.tat_ms.max(now_ms));
-        let ahead = tat - now_ms;
-        if ahead > self.tolerance_ms() {
-            let retry_after_ms = ahead - self.tolerance_ms();
-            self.store(*consumer, tat, now_ms);
+        if let Some(retry_after_ms) = self.buckets.limited(consumer, now_ms) {
             return Err(BudgetRefusal::RateLimited { retry_after_ms });
         }
         let max_total = self.config.max_open_total;
@@ -189,35 +287,16 @@ impl RequestBudget {
                 max: max_total,
             });
         }
-        self.store(
-            *consumer,
-            tat.saturating_add(self.config.refill_ms.max(1)),
-            now_ms,
-        );
-        Ok(())
+        self.take_token(consumer, now_ms)
     }
 
     /// The rate limit alone: takes one token of `consumer`'s bucket at `now_ms`, or refuses.
     /// With [`RequestBudget::check_open`], the two halves of [`RequestBudget::admit`] for a
     /// provider that applies the open-request limits only to requests it would park.
     pub fn take_token(&mut self, consumer: &PublicKey, now_ms: u64) -> Result<(), BudgetRefusal> {
-        let tat = self
-            .buckets
-            .get(consumer)
-            .map_or(now_ms, |b| b.tat_ms.max(now_ms));
-        let ahead = tat - now_ms;
-        if ahead > self.tolerance_ms() {
-            self.store(*consumer, tat, now_ms);
-            return Err(BudgetRefusal::RateLimited {
-                retry_after_ms: ahead - self.tolerance_ms(),
-            });
-        }
-        self.store(
-            *consumer,
-            tat.saturating_add(self.config.refill_ms.max(1)),
-            now_ms,
-        );
-        Ok(())
+        self.buckets
+            .take(consumer, now_ms)
+            .map_err(|retry_after_ms| BudgetRefusal::RateLimited { retry_after_ms })
     }
 
     /// The open-request limits alone, for a request that would wait for the operator.
@@ -253,34 +332,9 @@ impl RequestBudget {
         Ok(())
     }
 
-    /// Keeps a bucket, evicting others when the table is full.
-    fn store(&mut self, consumer: PublicKey, tat_ms: u64, now_ms: u64) {
-        let max = self.config.max_tracked.max(1);
-        if !self.buckets.contains_key(&consumer) && self.buckets.len() >= max {
-            // A full bucket is the same as none.
-            self.buckets.retain(|_, b| b.tat_ms > now_ms);
-            if self.buckets.len() >= max
-                && let Some(oldest) = self
-                    .buckets
-                    .iter()
-                    .min_by_key(|(_, b)| b.seen_ms)
-                    .map(|(k, _)| *k)
-            {
-                self.buckets.remove(&oldest);
-            }
-        }
-        self.buckets.insert(
-            consumer,
-            Bucket {
-                tat_ms,
-                seen_ms: now_ms,
-            },
-        );
-    }
-
     /// Buckets held now (for tests and metrics).
     pub fn tracked(&self) -> usize {
-        self.buckets.len()
+        self.buckets.tracked()
     }
 
     /// Whether a request made at `requested_ms` and still undecided has expired at `now_ms`.
@@ -309,6 +363,8 @@ mod tests {
             refill_ms: 1000,
             pending_ttl_ms: 5000,
             max_tracked: 3,
+            message_burst: 6,
+            message_refill_ms: 100,
         }
     }
 
@@ -411,6 +467,38 @@ mod tests {
             b.check_open(0, 10),
             Err(BudgetRefusal::ProviderFull { open: 10, max: 10 })
         );
+    }
+
+    #[test]
+    fn messages_pass_a_wider_bucket_of_their_own_per_peer() {
+        let mut messages = config().message_table::<u32>();
+        // The burst of 6, then one per 100 ms; the refusal says when.
+        for _ in 0..6 {
+            assert_eq!(messages.take(&1, NOW), Ok(()));
+        }
+        assert_eq!(messages.take(&1, NOW), Err(100));
+        assert_eq!(messages.take(&1, NOW + 40), Err(60));
+        assert_eq!(messages.take(&1, NOW + 100), Ok(()));
+        // Another peer has its own bucket.
+        assert_eq!(messages.take(&2, NOW), Ok(()));
+        // The table is bounded like the request buckets.
+        for peer in 10..100 {
+            let _ = messages.take(&peer, NOW + 200);
+            assert!(messages.tracked() <= 3);
+        }
+    }
+
+    #[test]
+    fn a_flood_of_messages_is_answered_at_the_default_burst_then_the_rate() {
+        let mut messages = BudgetConfig::default().message_table::<u8>();
+        // A message every millisecond for 10 s: the burst of 64 plus 20 a second.
+        let taken = (0..=10_000u64)
+            .filter(|i| messages.take(&7, NOW + i).is_ok())
+            .count();
+        assert_eq!(taken, 64 + 200);
+        // An honest node's status batch every 2 s is never refused.
+        let mut honest = BudgetConfig::default().message_table::<u8>();
+        assert!((0..1000u64).all(|i| honest.take(&1, NOW + i * 2000).is_ok()));
     }
 
     #[test]

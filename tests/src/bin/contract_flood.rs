@@ -8,9 +8,12 @@
 //! non-member whose connection the provider refuses before any request is read (the report
 //! then says `"refused": true`).
 //!
+//! With `--kind status` it sends status batches instead: each asks for the largest number of
+//! contracts a batch may name (ids nobody holds), which the provider reads one by one.
+//!
 //! Usage: `contract-flood --provider MULTIADDR/p2p/ID --provider-key HEX --product NAME
-//! [--ticket TICKET] [--count N] [--in-flight N]`. Prints one JSON line with the tally of
-//! answers and the elapsed time, then exits.
+//! [--ticket TICKET] [--count N] [--in-flight N] [--kind request|status]`. Prints one JSON
+//! line with the tally of answers and the elapsed time, then exits.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, request_response};
-use mesh_protocol::contract::{Columns, DAY_MS};
+use mesh_protocol::contract::{AgreementId, Columns, DAY_MS, MAX_STATUS_BATCH};
 use mesh_protocol::{
     ContractMessage, ContractReply, ContractRequest, ContractTerms, Identity, ProductId, PublicKey,
     Signed,
@@ -40,11 +43,13 @@ struct Args {
     in_flight: usize,
     /// A ticket to join the provider's mesh with first.
     ticket: Option<String>,
+    /// Status batches instead of requests.
+    status: bool,
 }
 
 fn args() -> Args {
     let (mut provider, mut key, mut product, mut ticket) = (None, None, None, None);
-    let (mut count, mut in_flight) = (2000, 64);
+    let (mut count, mut in_flight, mut status) = (2000, 64, false);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let value = it.next();
@@ -55,6 +60,11 @@ fn args() -> Args {
             "--ticket" => ticket = value,
             "--count" => count = value.and_then(|s| s.parse().ok()).unwrap_or(count),
             "--in-flight" => in_flight = value.and_then(|s| s.parse().ok()).unwrap_or(in_flight),
+            "--kind" => match value.as_deref() {
+                Some("request") => status = false,
+                Some("status") => status = true,
+                other => panic!("--kind request|status, not {other:?}"),
+            },
             other => panic!("unknown argument {other}"),
         }
     }
@@ -65,6 +75,7 @@ fn args() -> Args {
         count,
         in_flight: in_flight.max(1),
         ticket,
+        status,
     }
 }
 
@@ -88,6 +99,14 @@ fn request(me: &Identity, args: &Args, now_ms: u64) -> Vec<u8> {
         nonce: rand::random(),
     };
     ContractMessage::Request(Signed::sign(me, &ContractRequest { terms })).to_bytes()
+}
+
+/// A status batch of the most ids a batch may name, none of them held by anyone.
+fn status_batch() -> Vec<u8> {
+    let ids = (0..MAX_STATUS_BATCH)
+        .map(|_| AgreementId(rand::random()))
+        .collect();
+    ContractMessage::StatusBatch(ids).to_bytes()
 }
 
 fn label(reply: &ContractReply) -> String {
@@ -200,9 +219,12 @@ async fn main() {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
             while sent < args.count && sent - answered < args.in_flight {
-                swarm
-                    .behaviour_mut()
-                    .send_request(&peer, request(&me, &args, now_ms));
+                let message = if args.status {
+                    status_batch()
+                } else {
+                    request(&me, &args, now_ms)
+                };
+                swarm.behaviour_mut().send_request(&peer, message);
                 sent += 1;
             }
         }

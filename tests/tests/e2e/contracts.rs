@@ -754,7 +754,10 @@ fn manual_provider(edits: &[(&str, &str)]) -> TestNode {
 #[test]
 fn a_flood_of_2000_requests_from_one_consumer_stays_bounded() {
     // A burst big enough that the open-request bound, not the rate limit, is what holds.
-    let sales = manual_provider(&[("request_burst = 20", "request_burst = 100000")]);
+    let sales = manual_provider(&[
+        ("request_burst = 20", "request_burst = 100000"),
+        ("message_burst = 64", "message_burst = 100000"),
+    ]);
     // The flood keeps its requests below the provider's stream limit per peer (more are
     // refused by the transport before the budget sees them): every request reaches the budget.
     let (report, flood_secs) = flood(&sales, 2000);
@@ -799,6 +802,11 @@ fn a_flood_of_2000_requests_from_one_consumer_stays_bounded() {
 /// Runs the flood program against `sales`, as a member of its mesh; returns its report and
 /// the wall time.
 fn flood(sales: &TestNode, count: usize) -> (Value, f64) {
+    flood_of(sales, "request", count)
+}
+
+/// [`flood`] with messages of `kind` (`request` or `status`).
+fn flood_of(sales: &TestNode, kind: &str, count: usize) -> (Value, f64) {
     let status = sales.status();
     let ticket = sales.invite("flood");
     let started = std::time::Instant::now();
@@ -816,6 +824,8 @@ fn flood(sales: &TestNode, count: usize) -> (Value, f64) {
             &count.to_string(),
             "--in-flight",
             "12",
+            "--kind",
+            kind,
         ])
         .output()
         .unwrap();
@@ -846,6 +856,46 @@ fn a_flood_with_default_limits_is_held_by_the_rate_limit() {
         "{report}"
     );
     assert_eq!(list(&sales).len() as u64, pending);
+}
+
+#[test]
+fn a_flood_of_status_polls_is_answered_busy_past_the_message_budget() {
+    let sales = manual_provider(&[]);
+    let (report, secs) = flood_of(&sales, "status", 3000);
+    println!("flood of 3000 status batches: {secs:.1} s, {report}");
+    assert_eq!(report["answered"], 3000, "{report}");
+    // The burst of 64, plus 20 a second of flood at most, were read; the rest were
+    // answered `Busy` before they were decoded.
+    let read = report["replies"]["statuses"].as_u64().unwrap_or(0);
+    let limit = 64 + (secs * 20.0).ceil() as u64;
+    assert!((64..=limit).contains(&read), "{report}");
+    assert_eq!(
+        report["replies"]["busy_rate_limited"].as_u64().unwrap_or(0),
+        3000 - read,
+        "{report}"
+    );
+    // The provider's operator is answered at once, and an honest consumer's request goes
+    // through: its messages have a bucket of their own.
+    let asked = std::time::Instant::now();
+    assert!(share(&sales, &["pending"]).as_array().unwrap().is_empty());
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    let churn = TestNode::start_seeing("churn", &sales, "sales/orders");
+    let v = share(
+        &churn,
+        &[
+            "request",
+            "sales/orders",
+            "--purpose",
+            "analytics",
+            "--columns",
+            "region",
+        ],
+    );
+    assert_eq!(v["state"], "pending", "{v}");
 }
 
 #[test]
