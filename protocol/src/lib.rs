@@ -23,6 +23,8 @@
 //! - [`governance`]: the mesh charter, membership motions and votes, the global policies,
 //!   join tickets.
 //! - [`filter`]: the row-filter language of contracts: parse, canonical text, type check.
+//! - [`sqlbudget`]: the budget on `sqlparser`'s backtracking that the filter parser and the
+//!   local SQL engine parse under.
 //! - [`contract`]: contract terms, co-signed agreements, rejections, revocations, the
 //!   `/meshnode/contract/1` messages, the negotiation state machine and policy evaluation.
 //! - [`contract_sync`]: keeping both parties' copies of a contract in step: first answers,
@@ -45,6 +47,7 @@ pub mod governance;
 pub mod identity;
 pub mod peers;
 pub mod reconcile;
+pub mod sqlbudget;
 pub mod transfer;
 pub mod wire;
 

@@ -9,15 +9,12 @@
 use sqlparser::ast::{
     BinaryOperator, DataType, Expr as SqlExpr, TimezoneInfo, UnaryOperator, Value,
 };
-use std::any::TypeId;
-use std::cell::Cell;
-
-use sqlparser::dialect::{Dialect, GenericDialect};
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::check::{is_iso_timestamp, parse_iso_date};
 use super::{CompareOp, Expr, FilterError, FiniteF64, Literal, MAX_DEPTH, MAX_IN_LIST, MAX_NODES};
+use crate::sqlbudget::BudgetedDialect;
 
 /// Recursion limit given to `sqlparser`: each parenthesis or `NOT` costs it a few levels, so
 /// this allows about [`MAX_DEPTH`] levels of nesting.
@@ -26,53 +23,15 @@ const PARSER_RECURSION_LIMIT: usize = 2 * MAX_DEPTH + 8;
 /// Most expression prefixes (a literal, a name, a parenthesis, `NOT`, ...) the parser may
 /// try for one text. Every alternative sqlparser tries starts with one, so this bounds its
 /// backtracking: a filter of [`MAX_NODES`] nodes and [`MAX_DEPTH`] levels needs a few per
-/// node, while `NOT (` nested 30 deep around an error made it try 2^30.
+/// node, while `NOT (` nested 30 deep around an error made it try 2^30. Counted by
+/// [`BudgetedDialect`].
 pub(super) const MAX_PREFIXES_TRIED: usize = 8192;
-
-/// sqlparser's generic dialect, with a budget on the expression prefixes its parser tries
-/// ([`MAX_PREFIXES_TRIED`]).
-#[derive(Debug, Default)]
-struct FilterDialect {
-    /// Prefixes tried so far.
-    tried: Cell<usize>,
-}
-
-impl Dialect for FilterDialect {
-    fn dialect(&self) -> TypeId {
-        // The parser checks for the generic dialect by type: parse as it does.
-        TypeId::of::<GenericDialect>()
-    }
-
-    fn is_identifier_start(&self, ch: char) -> bool {
-        GenericDialect {}.is_identifier_start(ch)
-    }
-
-    fn is_identifier_part(&self, ch: char) -> bool {
-        GenericDialect {}.is_identifier_part(ch)
-    }
-
-    fn is_delimited_identifier_start(&self, ch: char) -> bool {
-        GenericDialect {}.is_delimited_identifier_start(ch)
-    }
-
-    fn parse_prefix(&self, _parser: &mut Parser) -> Option<Result<SqlExpr, ParserError>> {
-        let tried = self.tried.get() + 1;
-        self.tried.set(tried);
-        // The one error sqlparser's alternatives do not swallow: every later attempt fails
-        // at once, so the parse ends.
-        (tried > MAX_PREFIXES_TRIED).then_some(Err(ParserError::RecursionLimitExceeded))
-    }
-}
-
-impl FilterDialect {
-    fn exhausted(&self) -> bool {
-        self.tried.get() > MAX_PREFIXES_TRIED
-    }
-}
 
 /// Parses `text` (already length-checked) into an expression (not yet normalised).
 pub(super) fn parse(text: &str) -> Result<Expr, FilterError> {
-    let dialect = FilterDialect::default();
+    // The generic dialect's names, none of its optional syntax: the language as it has
+    // always been parsed.
+    let dialect = BudgetedDialect::plain(MAX_PREFIXES_TRIED);
     let tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()
         .map_err(|e| syntax(e.into()))?;
