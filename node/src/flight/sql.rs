@@ -224,3 +224,18 @@ impl FlightSqlService for SqlService {
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_too_complex_to_parse_is_an_invalid_argument() {
+        let e = crate::sql::SqlError::TooComplex {
+            max: crate::sql::MAX_PREFIXES_TRIED,
+        };
+        let status = sql_status(&e);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("too complex to parse"));
+    }
+}
