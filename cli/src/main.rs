@@ -131,7 +131,11 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     mesh_node::logging::init("MESHNODE_LOG", default_filter);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(mesh_node::server::WORKER_STACK)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

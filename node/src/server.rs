@@ -9,6 +9,15 @@ use crate::keyfile::{self, KeyFileError};
 use crate::node::{self, NodeHandle, NodeOptions};
 use crate::store::{Store, StoreError};
 
+/// Stack of each thread of the runtime a daemon runs on. A SQL query (`meshnode sql`,
+/// Flight SQL) is parsed, planned and executed on those threads, and sqlparser and
+/// DataFusion recurse at each level of its nesting, up to the parser's recursion limit (50).
+/// On tokio's default 2 MiB a debug build overflowed at about 20 nested subqueries or
+/// parenthesised table factors, aborting the daemon; 16 MiB holds every nesting the limit
+/// lets through (`tests/tests/e2e/sql.rs`). It is address space, touched only as deep as a
+/// query goes.
+pub const WORKER_STACK: usize = 16 << 20;
+
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

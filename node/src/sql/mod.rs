@@ -24,6 +24,7 @@
 
 mod cache;
 mod pushdown;
+mod shape;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -135,6 +136,30 @@ pub enum SqlError {
         /// The budget of expressions tried.
         max: usize,
     },
+    /// The query nests deeper than the parser's recursion limit.
+    #[error(
+        "the query nests deeper than the parser follows (its limit is {max}, and each level of \
+         parentheses, subquery or CASE takes one or two): flatten it, for instance with WITH"
+    )]
+    TooDeep {
+        /// The parser's recursion limit.
+        max: usize,
+    },
+    /// The query chains more operators or joins than the engine plans ([`shape`]).
+    #[error(
+        "the query chains {count} {what}, more than the {max} the query engine plans (it walks \
+         such a chain by recursion): {advice}"
+    )]
+    TooLarge {
+        /// What was counted: `operators` or `joins`.
+        what: &'static str,
+        /// How many the query has.
+        count: usize,
+        /// The bound.
+        max: usize,
+        /// What to change.
+        advice: &'static str,
+    },
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -160,7 +185,11 @@ impl SqlError {
     /// HTTP status for the control API.
     pub fn status_code(&self) -> u16 {
         match self {
-            SqlError::TooLong { .. } | SqlError::NotGranted(_) | SqlError::TooComplex { .. } => 400,
+            SqlError::TooLong { .. }
+            | SqlError::NotGranted(_)
+            | SqlError::TooComplex { .. }
+            | SqlError::TooDeep { .. }
+            | SqlError::TooLarge { .. } => 400,
             SqlError::Query(e) => match scan_error(e) {
                 Some(scan) => scan.status_code(),
                 None => match e.find_root() {
@@ -176,7 +205,10 @@ impl SqlError {
     /// Short machine-readable label (the `kind` of an error answer).
     pub fn kind(&self) -> &'static str {
         match self {
-            SqlError::TooLong { .. } | SqlError::TooComplex { .. } => "bad_request",
+            SqlError::TooLong { .. }
+            | SqlError::TooComplex { .. }
+            | SqlError::TooDeep { .. }
+            | SqlError::TooLarge { .. } => "bad_request",
             SqlError::NotGranted(_) => "not_granted",
             SqlError::Query(e) => match scan_error(e) {
                 Some(scan) => scan.kind(),
@@ -478,10 +510,34 @@ fn parse_under(
     let tokens = Tokenizer::new(dialect, sql)
         .tokenize_with_location()
         .map_err(|e| SqlError::Query(ParserError::from(e).into()))?;
+    let chains = shape::count(&tokens);
+    if chains.operators > shape::MAX_OPERATORS {
+        return Err(SqlError::TooLarge {
+            what: "operators (`+`, `=`, `AND`, `UNION`, ...)",
+            count: chains.operators,
+            max: shape::MAX_OPERATORS,
+            advice: "split it, or write a long list of alternatives as `IN (...)`",
+        });
+    }
+    if chains.joins > shape::MAX_JOINS {
+        return Err(SqlError::TooLarge {
+            what: "joins",
+            count: chains.joins,
+            max: shape::MAX_JOINS,
+            advice: "join fewer tables in one query",
+        });
+    }
     let refused = |e: DataFusionError| {
         if dialect.exhausted() {
             SqlError::TooComplex {
                 max: dialect.budget(),
+            }
+        } else if matches!(
+            e,
+            DataFusionError::SQL(ref p, _) if matches!(**p, ParserError::RecursionLimitExceeded)
+        ) {
+            SqlError::TooDeep {
+                max: recursion_limit,
             }
         } else {
             SqlError::Query(e)

@@ -335,3 +335,66 @@ fn pushdown_moves_a_fraction_of_the_bytes_and_the_cache_answers_again() {
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("`secret`"), "{text}");
 }
+
+/// `meshnode sql QUERY` on `node` that must fail; its standard error.
+fn sql_refused(node: &TestNode, query: &str) -> String {
+    let out = node.cli(&["sql", "--json", query]);
+    assert!(!out.success, "answered: {}", out.stdout);
+    out.stderr
+}
+
+#[test]
+fn chains_and_nesting_up_to_the_bounds_are_answered_and_past_them_refused_without_harm() {
+    // Each of these shapes, a little longer, once aborted the daemon with a stack overflow.
+    let node = TestNode::start("analytics", &[]);
+    let subqueries = |depth: usize| {
+        let mut q = "SELECT 1 AS x".to_owned();
+        for i in 0..depth {
+            q = format!("SELECT x + 1 AS x FROM ({q}) AS a{i}");
+        }
+        q
+    };
+    let additions = |n: usize| format!("SELECT 1{} AS x", " + 1".repeat(n));
+    let unions = |n: usize| vec!["SELECT 1 AS x"; n].join(" UNION ALL ");
+    let joins = |n: usize| {
+        let mut q = "SELECT 1 AS x FROM (SELECT 1) AS a0".to_owned();
+        for i in 1..=n {
+            let _ = write!(q, " JOIN (SELECT 1) AS a{i} ON true");
+        }
+        q
+    };
+    let tables = |n: usize| {
+        let from: Vec<String> = (0..=n).map(|i| format!("(SELECT 1) AS a{i}")).collect();
+        format!("SELECT 1 AS x FROM {}", from.join(", "))
+    };
+    let x = |rows: &[Value]| {
+        rows.iter()
+            .map(|r| r["x"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
+
+    // At the bounds: answered, with the right values.
+    assert_eq!(x(&sql_rows(&node, &additions(1000))), [1001]);
+    assert_eq!(sql_rows(&node, &unions(1001)).len(), 1001);
+    assert_eq!(x(&sql_rows(&node, &joins(256))), [1]);
+    assert_eq!(x(&sql_rows(&node, &tables(256))), [1]);
+    assert_eq!(x(&sql_rows(&node, &subqueries(23))), [24]);
+
+    // Past them: refused with what to change.
+    let e = sql_refused(&node, &additions(1001));
+    assert!(
+        e.contains("chains 1001 operators") && e.contains("IN (...)"),
+        "{e}"
+    );
+    let e = sql_refused(&node, &unions(1002));
+    assert!(e.contains("chains 1001 operators"), "{e}");
+    let e = sql_refused(&node, &joins(257));
+    assert!(e.contains("chains 257 joins"), "{e}");
+    let e = sql_refused(&node, &tables(300));
+    assert!(e.contains("chains 300 joins"), "{e}");
+    let e = sql_refused(&node, &subqueries(40));
+    assert!(e.contains("nests deeper") && e.contains("WITH"), "{e}");
+
+    // And the daemon is still there.
+    assert_eq!(node.status()["domain"], "analytics");
+}
