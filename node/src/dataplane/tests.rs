@@ -497,8 +497,13 @@ fn no_output_partials(out: &Path) {
 /// `orders` version 1 with no restricted column, and an agreement for all of it (every
 /// column, no filter: served as stored).
 fn whole_product_agreed() -> (Side, Side, ProductId) {
+    whole_product_agreed_with(Hooks::default())
+}
+
+/// [`whole_product_agreed`] with a consumer whose data plane has `hooks`.
+fn whole_product_agreed_with(hooks: Hooks) -> (Side, Side, ProductId) {
     let provider = Side::start(provider_id());
-    let consumer = Side::start(consumer_id());
+    let consumer = Side::start_with(consumer_id(), hooks, 4);
     let product = publish(&provider, "orders", 1, &[]);
     replicate_catalog(&provider, &consumer, &product);
     let mut t = terms(&product, &consumer.identity);
@@ -1000,20 +1005,10 @@ fn full_disk(_: &Path) -> u64 {
 
 #[tokio::test]
 async fn a_fetch_that_would_eat_into_the_disk_reserve_is_refused_before_it_starts() {
-    let (provider, _, product) = whole_product_agreed();
-    let consumer = Side::start_with(
-        consumer_id(),
-        Hooks {
-            disk_probe: crate::diskroom::Probe::With(full_disk),
-            ..Hooks::default()
-        },
-        4,
-    );
-    replicate_catalog(&provider, &consumer, &product);
-    let mut t = terms(&product, &consumer.identity);
-    t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
-    t.filter = None;
-    agree(&provider, &consumer, t);
+    let (provider, consumer, product) = whole_product_agreed_with(Hooks {
+        disk_probe: crate::diskroom::Probe::With(full_disk),
+        ..Hooks::default()
+    });
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("orders.arrow");
     let err = consumer
@@ -1051,21 +1046,11 @@ async fn a_fetch_stopped_by_the_disk_reserve_keeps_what_arrived_and_resumes_once
     }
     // About 10 MiB in 400 batches: the writer looks at the disk again after 4 MiB.
     const MANY: usize = 400;
-    let (provider, _, product) = whole_product_agreed();
+    let (provider, mut consumer, product) = whole_product_agreed_with(Hooks {
+        disk_probe: crate::diskroom::Probe::With(filling),
+        ..Hooks::default()
+    });
     enlarge(&provider, "orders", 1, MANY);
-    let mut consumer = Side::start_with(
-        consumer_id(),
-        Hooks {
-            disk_probe: crate::diskroom::Probe::With(filling),
-            ..Hooks::default()
-        },
-        4,
-    );
-    replicate_catalog(&provider, &consumer, &product);
-    let mut t = terms(&product, &consumer.identity);
-    t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
-    t.filter = None;
-    agree(&provider, &consumer, t);
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("orders.arrow");
     let partials = PartialPaths::new(out.clone());

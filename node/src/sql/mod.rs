@@ -510,22 +510,8 @@ fn parse_under(
     let tokens = Tokenizer::new(dialect, sql)
         .tokenize_with_location()
         .map_err(|e| SqlError::Query(ParserError::from(e).into()))?;
-    let chains = shape::count(&tokens);
-    if chains.operators > shape::MAX_OPERATORS {
-        return Err(SqlError::TooLarge {
-            what: "operators (`+`, `=`, `AND`, `UNION`, ...)",
-            count: chains.operators,
-            max: shape::MAX_OPERATORS,
-            advice: "split it, or write a long list of alternatives as `IN (...)`",
-        });
-    }
-    if chains.joins > shape::MAX_JOINS {
-        return Err(SqlError::TooLarge {
-            what: "joins",
-            count: chains.joins,
-            max: shape::MAX_JOINS,
-            advice: "join fewer tables in one query",
-        });
+    if let Some(over) = shape::over_a_bound(shape::count(&tokens)) {
+        return Err(over);
     }
     let refused = |e: DataFusionError| {
         if dialect.exhausted() {

@@ -83,6 +83,32 @@ pub(super) fn count(tokens: &[TokenWithSpan]) -> Chains {
     chains
 }
 
+/// The refusal for the first bound `chains` is over, if any.
+pub(super) fn over_a_bound(chains: Chains) -> Option<super::SqlError> {
+    [
+        (
+            chains.operators,
+            MAX_OPERATORS,
+            "operators (`+`, `=`, `AND`, `UNION`, ...)",
+            "split it, or write a long list of alternatives as `IN (...)`",
+        ),
+        (
+            chains.joins,
+            MAX_JOINS,
+            "joins",
+            "join fewer tables in one query",
+        ),
+    ]
+    .into_iter()
+    .find(|(count, max, ..)| count > max)
+    .map(|(count, max, what, advice)| super::SqlError::TooLarge {
+        what,
+        count,
+        max,
+        advice,
+    })
+}
+
 fn set_last(in_from: &mut [bool], value: bool) {
     if let Some(last) = in_from.last_mut() {
         *last = value;

@@ -781,7 +781,15 @@ fn a_flood_of_2000_requests_from_one_consumer_stays_bounded() {
     assert_eq!(list(&sales).len(), 32, "refused requests left records");
 
     // Another consumer is answered normally, and learns the decision by its batched poll.
-    let churn = TestNode::start_seeing("churn", &sales, "sales/orders");
+    let (churn, id) = another_consumer_is_answered(&sales);
+    assert!(sales.cli(&["share", "accept", &id]).success);
+    wait_for_state(&churn, &id, "agreed");
+}
+
+/// A consumer `churn` started after a flood at `sales` has its request answered (pending);
+/// returns it and the request's id.
+fn another_consumer_is_answered(sales: &TestNode) -> (TestNode, String) {
+    let churn = TestNode::start_seeing("churn", sales, "sales/orders");
     let v = share(
         &churn,
         &[
@@ -795,8 +803,7 @@ fn a_flood_of_2000_requests_from_one_consumer_stays_bounded() {
     );
     assert_eq!(v["state"], "pending", "{v}");
     let id = v["id"].as_str().unwrap().to_owned();
-    assert!(sales.cli(&["share", "accept", &id]).success);
-    wait_for_state(&churn, &id, "agreed");
+    (churn, id)
 }
 
 /// Runs the flood program against `sales`, as a member of its mesh; returns its report and
@@ -883,19 +890,7 @@ fn a_flood_of_status_polls_is_answered_busy_past_the_message_budget() {
         "{:?}",
         asked.elapsed()
     );
-    let churn = TestNode::start_seeing("churn", &sales, "sales/orders");
-    let v = share(
-        &churn,
-        &[
-            "request",
-            "sales/orders",
-            "--purpose",
-            "analytics",
-            "--columns",
-            "region",
-        ],
-    );
-    assert_eq!(v["state"], "pending", "{v}");
+    another_consumer_is_answered(&sales);
 }
 
 #[test]
