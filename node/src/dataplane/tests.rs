@@ -1030,6 +1030,17 @@ async fn a_fetch_that_would_eat_into_the_disk_reserve_is_refused_before_it_start
     assert_eq!(err.code(), "no_room");
     assert!(err.to_string().contains("disk_reserve_mib"), "{err}");
     no_output(&out);
+    // Converted, it is written twice over (the received file, then the conversion).
+    let parquet = out_dir.path().join("orders.parquet");
+    let o = FetchOptions {
+        format: convert::OutputFormat::Parquet,
+        ..options(&parquet, &product)
+    };
+    let Err(FetchError::NoRoom(no_room)) = consumer.plane.fetch(o).await else {
+        panic!("a converted fetch was not refused for want of room");
+    };
+    assert_eq!(no_room.more, 2 * stored);
+    no_output(&parquet);
     assert_eq!(active_transfers(&provider, &consumer.key()), 0);
 }
 

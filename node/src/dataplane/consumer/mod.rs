@@ -237,9 +237,10 @@ async fn provider_addr(
     })
 }
 
-/// The bytes a fetch will write to its partial file, as far as the catalog tells: the
-/// stored size of the version fetched when the whole product comes as stored, else 0
-/// (the writer checks the disk as the data arrives anyway).
+/// The bytes a fetch will write next to `OUT`, as far as the catalog tells: the stored size
+/// of the version fetched when the whole product comes as stored (twice that when it is
+/// converted to another format, which is written beside the received file), else 0 (the
+/// writer checks the disk as the data arrives anyway).
 fn expected_bytes(
     shared: &Shared,
     options: &FetchOptions,
@@ -252,11 +253,16 @@ fn expected_bytes(
     let Some((_, envelope)) = shared.store.descriptor(&terms.product)? else {
         return Ok(0);
     };
+    let copies = if options.format == OutputFormat::Arrow {
+        1
+    } else {
+        2
+    };
     Ok(envelope
         .decode_trusted()
         .ok()
         .filter(|d| version_wanted.is_none_or(|v| v == d.version))
-        .map_or(0, |d| d.bytes))
+        .map_or(0, |d| d.bytes.saturating_mul(copies)))
 }
 
 /// A partial file worth continuing, if the state matches this fetch.
