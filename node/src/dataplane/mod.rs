@@ -59,6 +59,7 @@ use crate::config::{DataDir, NodeConfig};
 use crate::store::{Store, StoreError};
 
 pub use consumer::{FetchOptions, FetchOutcome};
+#[cfg(feature = "query")]
 pub(crate) use convert::DECODE_BOUNDS;
 pub use convert::{ConvertError, OutputFormat, cast_to_schema, parquet_schema, parquet_unwritable};
 pub use mesh_protocol::Compression;
