@@ -5,7 +5,10 @@
 //!   its own key),
 //! - gossips a victim's envelope with its body altered (victim's key, broken signature),
 //! - gossips garbage bytes,
-//! - reconnects and answers the victim's sync request with a replayed older version.
+//! - reconnects and answers the victim's sync request with a replayed older version (again
+//!   every 2 s until the victim asks: a sync of ours the disconnect broke makes it wait).
+//!
+//! Until then it answers sync requests as a node holding nothing would.
 //!
 //! With `--attack deep-type` it instead signs, with its own key, a descriptor whose column
 //! type is `List(` nested `--depth` levels deep (3,000 by default: the type string that
@@ -36,6 +39,7 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, gossipsub, request_response};
 use mesh_protocol::codec;
 use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status};
+use mesh_protocol::reconcile::{self, SyncSet};
 use mesh_protocol::wire::{GossipMessage, SyncRequest, SyncResponse};
 use mesh_protocol::{Identity, ProductDescriptor, Signed};
 use mesh_tests::insider;
@@ -215,6 +219,11 @@ async fn main() {
     let mut victim = None;
     let mut attacked = false;
     let mut replay_armed = false;
+    // When the connection the replay waits on came up, until the victim asked for it: a
+    // victim whose sync with us broke off when we disconnected waits out a retry delay and
+    // then its next round, which may pick another peer, so we reconnect again after a while.
+    let mut replay_wait: Option<tokio::time::Instant> = None;
+    let mut replayed = false;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     // An attack that cannot start (a non-member is refused) gives up after `linger` if no
     // connection is up.
@@ -241,6 +250,13 @@ async fn main() {
                 if deadline.is_none() && !connected && tokio::time::Instant::now() >= give_up {
                     println!("gave-up");
                     return;
+                }
+                if let Some(since) = replay_wait
+                    && connected
+                    && tokio::time::Instant::now() >= since + Duration::from_secs(2)
+                {
+                    replay_wait = None;
+                    reconnect_at = Some(tokio::time::Instant::now());
                 }
                 if let Some(at) = reconnect_at
                     && tokio::time::Instant::now() >= at
@@ -315,6 +331,9 @@ async fn main() {
             event = swarm.select_next_some() => match event {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                     victim = Some(peer_id);
+                    if replay_armed && !replayed && args.attack == Attack::Poison {
+                        replay_wait.get_or_insert_with(tokio::time::Instant::now);
+                    }
                     if !connected {
                         connected = true;
                         println!("connected");
@@ -344,7 +363,7 @@ async fn main() {
                             learn(&mut seen, r.descriptors);
                         }
                     }
-                    request_response::Message::Request { channel, .. } => {
+                    request_response::Message::Request { request, channel, .. } => {
                         let descriptors = if args.attack == Attack::DeepType {
                             println!("deep-served-by-sync");
                             vec![deep.clone()]
@@ -352,18 +371,43 @@ async fn main() {
                             println!("own-served-by-sync");
                             vec![own.clone()]
                         } else if replay_armed {
+                            (replay_wait, replayed) = (None, true);
                             println!("replayed-old-version");
                             vec![seen.first().expect("seen a version").clone()]
                         } else {
                             Vec::new()
                         };
-                        let response = SyncResponse { descriptors, ..SyncResponse::default() };
+                        // The ranges answered as an honest node holding nothing would: the
+                        // victim then keeps syncing with us (a malformed answer would cost us
+                        // its sync penalty, and after a few the replay would never be asked).
+                        let response = SyncResponse { descriptors, ..holding_nothing(&request) };
                         let _ = swarm.behaviour_mut().sync.send_response(channel, response.to_bytes());
                     }
                 },
                 _ => {}
             }
         }
+    }
+}
+
+/// The answer of a node that holds no product, node record or vote to the sync `request`
+/// (an empty answer when the request does not decode).
+fn holding_nothing(request: &[u8]) -> SyncResponse {
+    let Ok(request) = SyncRequest::from_bytes(request) else {
+        return SyncResponse::default();
+    };
+    let (Ok(products), Ok(nodes), Ok(votes)) = (
+        reconcile::respond(&SyncSet::from_sorted([]), &request.products),
+        reconcile::respond(&SyncSet::from_sorted([]), &request.nodes),
+        reconcile::respond(&SyncSet::from_sorted([]), &request.votes),
+    ) else {
+        return SyncResponse::default();
+    };
+    SyncResponse {
+        products: products.answer,
+        nodes: nodes.answer,
+        votes: votes.answer,
+        ..SyncResponse::default()
     }
 }
 

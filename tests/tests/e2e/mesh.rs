@@ -163,7 +163,7 @@ fn hostile_member_cannot_poison_the_catalog() {
                 "--go",
                 go.to_str().unwrap(),
                 "--linger",
-                "6",
+                "10",
             ])
             .stdout(std::process::Stdio::piped())
             .spawn()
