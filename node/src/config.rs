@@ -775,6 +775,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_config_nested_as_deep_as_its_size_allows_is_refused_where_it_is_too_deep() {
+        // Within the size limit, arrays and inline tables nested hundreds of thousands deep:
+        // the TOML parser's own recursion limit refuses them, on a test thread's small stack.
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CONFIG_FILE);
+        let depth = MAX_CONFIG_FILE as usize / 4;
+        for (open, close) in [("[", "]"), ("{ a = ", " }")] {
+            let mut text = NodeConfig::new("sales").to_toml();
+            text.push_str(&format!(
+                "\n[defaults]\ndeep = {}1{}\n",
+                open.repeat(depth / open.len()),
+                close.repeat(depth / open.len())
+            ));
+            text.truncate(MAX_CONFIG_FILE as usize);
+            std::fs::write(&path, &text).unwrap();
+            let shown = NodeConfig::load(&path).unwrap_err().to_string();
+            assert!(
+                shown.contains("recurs") && shown.contains(&path.display().to_string()),
+                "{shown}"
+            );
+        }
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn a_fifo_in_place_of_the_config_is_refused_without_waiting_for_a_writer() {
