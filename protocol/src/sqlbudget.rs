@@ -20,6 +20,30 @@ use std::cell::Cell;
 use sqlparser::ast::Expr;
 use sqlparser::dialect::{Dialect, GenericDialect};
 use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::Token;
+
+/// Whether `token` is a comparison (`=`, `==`, `<>`, `<`, `>`, `<=`, `>=`), an arithmetic
+/// operator (`+`, `-`, `*`, `/`, `%`) or `||`: the operators of a filter, and the most
+/// common of a query. Both parsers look at the tokens before sqlparser runs: the filter
+/// parser to refuse anything else, the SQL engine to count a query's operators.
+pub fn is_common_operator(token: &Token) -> bool {
+    matches!(
+        token,
+        Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+    )
+}
 
 /// A dialect that parses as sqlparser's [`GenericDialect`] reports itself to, with a budget on
 /// the expression prefixes its parser may try. One value serves one parse: the count is

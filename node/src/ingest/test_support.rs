@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::reader::FileReader;
 use tempfile::TempDir;
 
-use super::{IngestError, IngestOutcome, ingest_file};
+use super::{IngestError, IngestOutcome, InputFormat, ingest_file};
 
 /// The CSV that exercises quoting, unicode, nulls and type inference.
 pub(super) const TRICKY_CSV: &str = concat!(
@@ -39,6 +39,26 @@ pub(super) fn refused(dir: &TempDir, name: &str, contents: &[u8]) -> IngestError
         output.display()
     );
     error
+}
+
+/// The message of `error`, which must be an Arrow reader's refusal of a `format` input
+/// ([`IngestError::Arrow`]).
+pub(super) fn arrow_refusal(error: &IngestError, format: InputFormat) -> String {
+    assert!(
+        matches!(error, IngestError::Arrow { format: f, .. } if *f == format),
+        "{error:?}"
+    );
+    error.to_string()
+}
+
+/// The message of `error`, which must be a size a `format` input declares and the walk
+/// before the reader refused ([`IngestError::ArrowBounds`]).
+pub(super) fn bounds_refusal(error: &IngestError, format: InputFormat) -> String {
+    assert!(
+        matches!(error, IngestError::ArrowBounds { format: f, .. } if *f == format),
+        "{error:?}"
+    );
+    error.to_string()
 }
 
 /// Reads an Arrow IPC file back into one batch (tests use small files).

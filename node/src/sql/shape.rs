@@ -15,6 +15,7 @@
 
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
+use mesh_protocol::sqlbudget::is_common_operator;
 
 /// Most binary operators (arithmetic, comparison, `AND`/`OR`, `LIKE`, `||`, ...) and set
 /// operations (`UNION`, `EXCEPT`, `INTERSECT`) in one query. A debug build plans 2,000
@@ -117,45 +118,33 @@ fn set_last(in_from: &mut [bool], value: bool) {
 
 /// Whether `token` is a symbol of a binary (or unary) operator.
 fn is_operator(token: &Token) -> bool {
-    matches!(
-        token,
-        Token::Plus
-            | Token::Minus
-            | Token::Mul
-            | Token::Div
-            | Token::Mod
-            | Token::StringConcat
-            | Token::Eq
-            | Token::DoubleEq
-            | Token::Neq
-            | Token::Lt
-            | Token::Gt
-            | Token::LtEq
-            | Token::GtEq
-            | Token::Spaceship
-            | Token::Caret
-            | Token::Ampersand
-            | Token::Pipe
-            | Token::ShiftLeft
-            | Token::ShiftRight
-            | Token::Tilde
-            | Token::TildeAsterisk
-            | Token::ExclamationMarkTilde
-            | Token::ExclamationMarkTildeAsterisk
-            | Token::DoubleTilde
-            | Token::DoubleTildeAsterisk
-            | Token::ExclamationMarkDoubleTilde
-            | Token::ExclamationMarkDoubleTildeAsterisk
-            | Token::Arrow
-            | Token::LongArrow
-            | Token::HashArrow
-            | Token::HashLongArrow
-            | Token::AtArrow
-            | Token::ArrowAt
-            | Token::Question
-            | Token::QuestionAnd
-            | Token::QuestionPipe
-    )
+    is_common_operator(token)
+        || matches!(
+            token,
+            Token::Spaceship
+                | Token::Caret
+                | Token::Ampersand
+                | Token::Pipe
+                | Token::ShiftLeft
+                | Token::ShiftRight
+                | Token::Tilde
+                | Token::TildeAsterisk
+                | Token::ExclamationMarkTilde
+                | Token::ExclamationMarkTildeAsterisk
+                | Token::DoubleTilde
+                | Token::DoubleTildeAsterisk
+                | Token::ExclamationMarkDoubleTilde
+                | Token::ExclamationMarkDoubleTildeAsterisk
+                | Token::Arrow
+                | Token::LongArrow
+                | Token::HashArrow
+                | Token::HashLongArrow
+                | Token::AtArrow
+                | Token::ArrowAt
+                | Token::Question
+                | Token::QuestionAnd
+                | Token::QuestionPipe
+        )
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::check::{is_iso_timestamp, parse_iso_date};
 use super::{CompareOp, Expr, FilterError, FiniteF64, Literal, MAX_DEPTH, MAX_IN_LIST, MAX_NODES};
-use crate::sqlbudget::BudgetedDialect;
+use crate::sqlbudget::{self, BudgetedDialect};
 
 /// Recursion limit given to `sqlparser`: each parenthesis or `NOT` costs it a few levels, so
 /// this allows about [`MAX_DEPTH`] levels of nesting.
@@ -67,31 +67,19 @@ pub(super) fn parse(text: &str) -> Result<Expr, FilterError> {
 /// and field accesses (`.`) took it over four minutes (found by the `filter` fuzz target).
 /// The tokenizer is linear, so such a text is refused before the parser sees it.
 fn in_filter_alphabet(token: &Token) -> bool {
-    matches!(
-        token,
-        Token::EOF
-            | Token::Word(_)
-            | Token::Number(..)
-            | Token::SingleQuotedString(_)
-            | Token::Whitespace(_)
-            | Token::Comma
-            | Token::LParen
-            | Token::RParen
-            | Token::Period
-            | Token::Eq
-            | Token::DoubleEq
-            | Token::Neq
-            | Token::Lt
-            | Token::Gt
-            | Token::LtEq
-            | Token::GtEq
-            | Token::Plus
-            | Token::Minus
-            | Token::Mul
-            | Token::Div
-            | Token::Mod
-            | Token::StringConcat
-    )
+    sqlbudget::is_common_operator(token)
+        || matches!(
+            token,
+            Token::EOF
+                | Token::Word(_)
+                | Token::Number(..)
+                | Token::SingleQuotedString(_)
+                | Token::Whitespace(_)
+                | Token::Comma
+                | Token::LParen
+                | Token::RParen
+                | Token::Period
+        )
 }
 
 /// A token outside the filter's alphabet, as a refusal names it.

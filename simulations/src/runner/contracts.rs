@@ -32,9 +32,9 @@ const CONTRACT_WAIT: Duration = Duration::from_secs(60);
 /// Reason given by a simulated operator's `reject`.
 const REJECT_REASON: &str = "declined by the provider's operator";
 
-/// A `contract_request` in flight or done.
+/// A `contract_request` or a `fetch` of the timeline, in flight or done.
 #[derive(Debug)]
-pub(super) struct Negotiation {
+pub(super) struct InFlight<T> {
     /// Timeline time.
     pub(super) at_ms: u64,
     /// Consumer slot.
@@ -43,9 +43,12 @@ pub(super) struct Negotiation {
     pub(super) provider: usize,
     /// `domain/product`.
     pub(super) product: String,
-    /// The negotiation.
-    pub(super) task: JoinHandle<ContractOutcome>,
+    /// The negotiation or the fetch.
+    pub(super) task: JoinHandle<T>,
 }
+
+/// A `contract_request` in flight or done.
+pub(super) type Negotiation = InFlight<ContractOutcome>;
 
 /// What a negotiation ended with.
 #[derive(Debug, Default)]
@@ -71,19 +74,7 @@ pub(super) struct ContractOutcome {
 }
 
 /// A `fetch` in flight or done.
-#[derive(Debug)]
-pub(super) struct Transfer {
-    /// Timeline time.
-    pub(super) at_ms: u64,
-    /// Consumer slot.
-    pub(super) consumer: usize,
-    /// Provider slot.
-    pub(super) provider: usize,
-    /// `domain/product`.
-    pub(super) product: String,
-    /// The fetch.
-    pub(super) task: JoinHandle<TransferOutcome>,
-}
+pub(super) type Transfer = InFlight<TransferOutcome>;
 
 /// What a fetch ended with.
 #[derive(Debug)]
