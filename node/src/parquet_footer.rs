@@ -151,10 +151,7 @@ pub(crate) mod tests {
             .unwrap()
             .join()
             .unwrap();
-        let n = bytes.len();
-        assert_eq!(&bytes[n - 4..], b"PAR1");
-        let meta_len = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
-        bytes[n - 8 - meta_len..n - 8].to_vec()
+        footer_of(&bytes)
     }
 
     #[test]
