@@ -10,7 +10,11 @@
 //!
 //! - `S role state id`: records by role and stored state (polls, `share pending`, counts);
 //! - `C consumer role state id`: records by consumer key (open requests per consumer);
-//! - `N consumer nonce` -> id: the nonce replay check.
+//! - `N consumer nonce` -> id: the nonce replay check;
+//! - `R consumer updated_ms id` and `A updated_ms id`: closed records on the provider's side
+//!   (rejected, revoked, expired), oldest first, per consumer and in all, so that what
+//!   [`ClosedRetention`] does not keep is found without reading a record;
+//! - `V` -> the index's version, so that a store indexed by an older build is indexed again.
 
 use mesh_protocol::PublicKey;
 use mesh_protocol::Signed;
@@ -19,6 +23,7 @@ use mesh_protocol::contract::effective_state;
 use mesh_protocol::contract::{
     Agreement, AgreementId, ContractRequest, ContractState, ContractTerms, Rejection, Revocation,
 };
+use mesh_protocol::retention::ClosedRetention;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
@@ -28,6 +33,11 @@ use crate::store::{Store, StoreError};
 const BY_STATE: u8 = b'S';
 const BY_CONSUMER: u8 = b'C';
 const BY_NONCE: u8 = b'N';
+const CLOSED_OF: u8 = b'R';
+const CLOSED: u8 = b'A';
+const VERSION: &[u8] = b"V";
+/// Version of the index's layout; an index of another version is built again at start.
+const INDEX_VERSION: u8 = 2;
 
 /// Largest stored record.
 const MAX_RECORD: usize = 512 * 1024;
@@ -61,11 +71,29 @@ fn index_keys(id: &AgreementId, record: &AgreementRecord) -> Vec<(Vec<u8>, Vec<u
     let mut by_nonce = vec![BY_NONCE];
     by_nonce.extend_from_slice(&terms.consumer.0);
     by_nonce.extend_from_slice(&terms.nonce);
-    vec![
+    let mut keys = vec![
         (by_state, Vec::new()),
         (by_consumer, Vec::new()),
         (by_nonce, id.0.to_vec()),
-    ]
+    ];
+    if is_closed(record.role, record.state) {
+        let at = record.updated_ms.to_be_bytes();
+        let mut of_consumer = vec![CLOSED_OF];
+        of_consumer.extend_from_slice(&terms.consumer.0);
+        of_consumer.extend_from_slice(&at);
+        of_consumer.extend_from_slice(&id.0);
+        let mut closed = vec![CLOSED];
+        closed.extend_from_slice(&at);
+        closed.extend_from_slice(&id.0);
+        keys.push((of_consumer, Vec::new()));
+        keys.push((closed, Vec::new()));
+    }
+    keys
+}
+
+/// A record [`ClosedRetention`] bounds: one of ours as provider, in a state no event leaves.
+fn is_closed(role: Role, state: ContractState) -> bool {
+    role == Role::Provider && state.is_final()
 }
 
 fn ids_of(
@@ -143,13 +171,26 @@ impl AgreementRecord {
 
 impl Store {
     /// Stores (or replaces) a contract record and its index entries, in one transaction.
+    /// When the record is a closed one of ours as provider, then removes the oldest closed
+    /// records past the store's [`ClosedRetention`]: of the same consumer, then of all.
     /// Callers flush before acknowledging.
     pub fn put_agreement(
         &self,
         id: &AgreementId,
         record: &AgreementRecord,
     ) -> Result<(), StoreError> {
-        self.write_agreement(id, Some(record))
+        self.write_agreement(id, Some(record))?;
+        if !is_closed(record.role, record.state) {
+            return Ok(());
+        }
+        let Ok(terms) = record.terms() else {
+            return Ok(());
+        };
+        let removed = self.prune_closed(&terms.consumer, self.retention)?;
+        if removed > 0 {
+            tracing::debug!(removed, "removed the oldest closed contract records");
+        }
+        Ok(())
     }
 
     /// Removes a contract record and its index entries, in one transaction.
@@ -164,7 +205,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let new_keys = record.map(|r| index_keys(id, r)).unwrap_or_default();
         let bytes = record.map(AgreementRecord::to_bytes);
-        // The state the record had, from the transaction's last (successful) run.
+        // The role and state the record had, from the transaction's last (successful) run.
         let previous = std::cell::Cell::new(None);
         let written = (self.agreements(), self.agreement_index())
             .transaction(|(agreements, index)| {
@@ -174,7 +215,7 @@ impl Store {
                 };
                 previous.set(None);
                 if let Some(old) = old.and_then(|b| AgreementRecord::from_bytes(&b).ok()) {
-                    previous.set(Some(old.state));
+                    previous.set(Some((old.role, old.state)));
                     for (key, _) in index_keys(id, &old) {
                         index.remove(key)?;
                     }
@@ -192,25 +233,103 @@ impl Store {
             });
         // Also after a failed write: a reader rescans rather than trust a guess.
         self.bump_agreement_generation();
-        if let (Ok(()), Some(record)) = (&written, record)
-            && previous.get() != Some(record.state)
+        written?;
+        let was_closed = previous
+            .get()
+            .is_some_and(|(role, state)| is_closed(role, state));
+        let now_closed = record.is_some_and(|r| is_closed(r.role, r.state));
+        self.count_closed(i64::from(now_closed) - i64::from(was_closed));
+        if let Some(record) = record
+            && previous.get().map(|(_, state)| state) != Some(record.state)
         {
             self.contract_decisions().record(record.role, record.state);
         }
-        written
+        Ok(())
     }
 
-    /// Builds the index when it is empty but records exist (a store written before it).
-    pub fn rebuild_agreement_index_if_missing(&self) -> Result<usize, StoreError> {
-        if !self.agreement_index().is_empty() || self.agreements().is_empty() {
+    /// Adds `delta` to the count of closed records, when it has been counted.
+    fn count_closed(&self, delta: i64) {
+        let mut count = self.closed_count.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = count.as_mut() {
+            *n = n.saturating_add_signed(delta);
+        }
+    }
+
+    /// Closed records stored, counted on the index the first time.
+    fn closed_records(&self) -> Result<u64, StoreError> {
+        let mut count = self.closed_count.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = *count {
+            return Ok(n);
+        }
+        let mut n = 0u64;
+        for key in self.agreement_index().scan_prefix([CLOSED]).keys() {
+            key?;
+            n += 1;
+        }
+        *count = Some(n);
+        Ok(n)
+    }
+
+    /// Removes the oldest closed records of `consumer`, then of all consumers, past
+    /// `retention`, at most a batch of each.
+    fn prune_closed(
+        &self,
+        consumer: &PublicKey,
+        retention: ClosedRetention,
+    ) -> Result<usize, StoreError> {
+        let mut prefix = vec![CLOSED_OF];
+        prefix.extend_from_slice(&consumer.0);
+        let of_consumer = self
+            .agreement_index()
+            .scan_prefix(&prefix)
+            .keys()
+            .take(retention.consumer_count_limit())
+            .count();
+        let surplus = retention.surplus(of_consumer, self.closed_records()?);
+        if surplus.is_empty() {
             return Ok(0);
         }
+        // Keys are ordered oldest first; the id is the key's last 32 bytes.
+        let mut oldest = ids_of(
+            self.agreement_index(),
+            &prefix,
+            prefix.len() + 8,
+            surplus.of_consumer,
+        )?;
+        oldest.extend(ids_of(
+            self.agreement_index(),
+            &[CLOSED],
+            1 + 8,
+            surplus.overall,
+        )?);
+        let mut removed = 0;
+        for id in oldest {
+            // Already gone when it is among the oldest of both.
+            if self.agreements().contains_key(id.0)? {
+                self.remove_agreement(&id)?;
+                self.revocations().remove(id.0)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Builds the index again when it was written by a build with another layout (or by
+    /// one before it); returns the records indexed.
+    pub fn rebuild_agreement_index_if_stale(&self) -> Result<usize, StoreError> {
+        let index = self.agreement_index();
+        if index.get(VERSION)?.as_deref() == Some(&[INDEX_VERSION]) {
+            return Ok(0);
+        }
+        index.clear()?;
         let records = self.agreement_records()?;
         for (id, record) in &records {
             for (key, value) in index_keys(id, record) {
-                self.agreement_index().insert(key, value)?;
+                index.insert(key, value)?;
             }
         }
+        index.insert(VERSION, &[INDEX_VERSION])?;
+        *self.closed_count.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.bump_agreement_generation();
         Ok(records.len())
     }
@@ -351,5 +470,253 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.revocations().insert(id.0, revocation.to_bytes())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_protocol::contract::{Columns, DAY_MS};
+    use mesh_protocol::{Identity, ProductId};
+
+    use super::*;
+
+    fn provider() -> Identity {
+        Identity::from_secret_bytes([1; 32])
+    }
+
+    fn consumer(n: u8) -> Identity {
+        Identity::from_secret_bytes([10 + n; 32])
+    }
+
+    fn open(retention: ClosedRetention) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path())
+            .unwrap()
+            .with_closed_retention(retention);
+        (dir, store)
+    }
+
+    /// A record of `consumer`'s request (nonce `n`), in `state` on our `role`, written at
+    /// `at_ms`.
+    fn record(
+        role: Role,
+        consumer: &Identity,
+        n: u8,
+        state: ContractState,
+        at_ms: u64,
+    ) -> AgreementRecord {
+        let terms = ContractTerms {
+            product: ProductId {
+                owner: provider().public_key(),
+                name: "orders".into(),
+            },
+            provider_domain: "sales".into(),
+            consumer_domain: "churn".into(),
+            provider: provider().public_key(),
+            consumer: consumer.public_key(),
+            min_version: 1,
+            max_version: None,
+            purpose: "marketing".into(),
+            columns: Columns::Listed(vec!["order_id".into()]),
+            filter: None,
+            valid_from_ms: 0,
+            valid_until_ms: DAY_MS,
+            nonce: [n; 16],
+        };
+        AgreementRecord {
+            role,
+            request: Signed::sign(consumer, &ContractRequest { terms }),
+            agreement: None,
+            rejection: None,
+            revocation: None,
+            state,
+            updated_ms: at_ms,
+        }
+    }
+
+    /// Writes `record` and returns its id.
+    fn put(store: &Store, record: &AgreementRecord) -> AgreementId {
+        let id = record.terms().unwrap().id();
+        store.put_agreement(&id, record).unwrap();
+        id
+    }
+
+    fn held(store: &Store, ids: &[AgreementId]) -> Vec<bool> {
+        ids.iter()
+            .map(|id| store.agreement(id).unwrap().is_some())
+            .collect()
+    }
+
+    #[test]
+    fn a_consumer_keeps_only_its_newest_closed_records_with_their_index_and_revocations() {
+        let (_dir, store) = open(ClosedRetention {
+            per_consumer: 3,
+            total: 100,
+        });
+        let (a, b) = (consumer(1), consumer(2));
+        let open_request = put(
+            &store,
+            &record(Role::Provider, &a, 0, ContractState::Pending, 0),
+        );
+        let other = put(
+            &store,
+            &record(Role::Provider, &b, 1, ContractState::Rejected, 1),
+        );
+        // A's oldest closed record is a revoked agreement whose revocation is stored.
+        let revoked = record(Role::Provider, &a, 1, ContractState::Revoked, 1);
+        let revoked_id = revoked.terms().unwrap().id();
+        let revocation = Signed::sign(
+            &provider(),
+            &Revocation {
+                agreement_id: revoked_id,
+                by: provider().public_key(),
+                reason: "test".into(),
+                at_ms: 1,
+            },
+        );
+        store.put_revocation(&revoked_id, &revocation).unwrap();
+        put(&store, &revoked);
+        let mut closed = vec![revoked_id];
+        for n in 2..=5 {
+            let state = if n % 2 == 0 {
+                ContractState::Rejected
+            } else {
+                ContractState::Expired
+            };
+            closed.push(put(
+                &store,
+                &record(Role::Provider, &a, n, state, u64::from(n)),
+            ));
+        }
+        // The two oldest of A's five are gone, with the index keys that name them.
+        assert_eq!(held(&store, &closed), [false, false, true, true, true]);
+        assert_eq!(store.revocation(&revoked_id).unwrap(), None);
+        let a_key = a.public_key();
+        assert_eq!(store.agreement_with_nonce(&a_key, &[1; 16]).unwrap(), None);
+        assert_eq!(store.agreement_with_nonce(&a_key, &[2; 16]).unwrap(), None);
+        assert_eq!(
+            store.agreement_with_nonce(&a_key, &[5; 16]).unwrap(),
+            Some(closed[4])
+        );
+        let rejected =
+            store.count_agreements_of(&a_key, Role::Provider, ContractState::Rejected, 9);
+        assert_eq!(
+            rejected, 1,
+            "only the request written at 4 is left rejected"
+        );
+        // Open requests and other consumers' records are not A's closed records.
+        assert_eq!(held(&store, &[open_request, other]), [true, true]);
+        assert_eq!(store.closed_records().unwrap(), 4);
+    }
+
+    #[test]
+    fn all_consumers_together_keep_only_the_newest_closed_records() {
+        let (_dir, store) = open(ClosedRetention {
+            per_consumer: 10,
+            total: 4,
+        });
+        let mut closed = Vec::new();
+        for n in 0..7u8 {
+            let who = consumer(n % 3);
+            closed.push(put(
+                &store,
+                &record(
+                    Role::Provider,
+                    &who,
+                    n,
+                    ContractState::Rejected,
+                    u64::from(n),
+                ),
+            ));
+        }
+        assert_eq!(
+            held(&store, &closed),
+            [false, false, false, true, true, true, true]
+        );
+        assert_eq!(store.closed_records().unwrap(), 4);
+        // A record removed otherwise is counted out.
+        store.remove_agreement(&closed[6]).unwrap();
+        assert_eq!(store.closed_records().unwrap(), 3);
+    }
+
+    #[test]
+    fn records_of_our_own_requests_are_never_removed() {
+        let (_dir, store) = open(ClosedRetention {
+            per_consumer: 1,
+            total: 1,
+        });
+        let me = consumer(1);
+        let ours: Vec<_> = (0..5u8)
+            .map(|n| {
+                put(
+                    &store,
+                    &record(
+                        Role::Consumer,
+                        &me,
+                        n,
+                        ContractState::Rejected,
+                        u64::from(n),
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(held(&store, &ours), [true; 5]);
+    }
+
+    #[test]
+    fn an_index_of_an_older_layout_is_built_again_and_the_excess_goes_a_batch_at_a_time() {
+        let (dir, store) = open(ClosedRetention {
+            per_consumer: 1_000,
+            total: 1_000,
+        });
+        let a = consumer(1);
+        let written = 150u64;
+        for n in 0..written {
+            let mut r = record(Role::Provider, &a, 0, ContractState::Rejected, n);
+            r.request = {
+                let mut terms = r.terms().unwrap();
+                terms.nonce[..8].copy_from_slice(&n.to_be_bytes());
+                Signed::sign(&a, &ContractRequest { terms })
+            };
+            put(&store, &r);
+        }
+        // An index as a build before the closed keys wrote it: no version, no closed keys.
+        let index = store.agreement_index();
+        for prefix in [[CLOSED_OF], [CLOSED]] {
+            for key in index.scan_prefix(prefix).keys() {
+                index.remove(key.unwrap()).unwrap();
+            }
+        }
+        index.remove(VERSION).unwrap();
+        drop(store);
+        let store = Store::open(dir.path())
+            .unwrap()
+            .with_closed_retention(ClosedRetention {
+                per_consumer: 10,
+                total: 1_000,
+            });
+        assert_eq!(
+            store.rebuild_agreement_index_if_stale().unwrap(),
+            written as usize
+        );
+        assert_eq!(store.rebuild_agreement_index_if_stale().unwrap(), 0);
+        assert_eq!(store.closed_records().unwrap(), written);
+        // Each closed record written removes at most a batch of the oldest.
+        let next = |n: u8| {
+            record(
+                Role::Provider,
+                &a,
+                n,
+                ContractState::Rejected,
+                1_000 + u64::from(n),
+            )
+        };
+        put(&store, &next(1));
+        let batch = mesh_protocol::retention::PRUNE_BATCH as u64;
+        assert_eq!(store.closed_records().unwrap(), written + 1 - batch);
+        put(&store, &next(2));
+        put(&store, &next(3));
+        assert_eq!(store.closed_records().unwrap(), 10);
+        assert_eq!(store.agreement_records().unwrap().len(), 10);
     }
 }

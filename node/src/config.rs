@@ -115,6 +115,13 @@ pub struct ContractLimits {
     /// After the burst, one message per this many milliseconds.
     #[serde(default = "default_message_refill_ms")]
     pub message_refill_ms: u64,
+    /// Closed contracts (rejected, revoked or expired) of one consumer this node keeps the
+    /// records of, as their provider; older ones are removed (the audit keeps them).
+    #[serde(default = "default_max_closed_per_consumer")]
+    pub max_closed_per_consumer: u32,
+    /// Closed contracts of all consumers together this node keeps the records of.
+    #[serde(default = "default_max_closed_records")]
+    pub max_closed_records: u32,
     /// Seconds between this node's status polls of each request it sent that is still
     /// undecided. Polling is the fallback: a provider pushes its decision as soon as it is
     /// made, so a larger value only slows down learning a decision whose push was lost.
@@ -133,6 +140,8 @@ impl Default for ContractLimits {
             pending_request_ttl_days: default_pending_ttl_days(),
             message_burst: default_message_burst(),
             message_refill_ms: default_message_refill_ms(),
+            max_closed_per_consumer: default_max_closed_per_consumer(),
+            max_closed_records: default_max_closed_records(),
             status_poll_secs: default_status_poll_secs(),
         }
     }
@@ -152,6 +161,14 @@ impl ContractLimits {
             message_burst: self.message_burst,
             message_refill_ms: self.message_refill_ms,
             ..Default::default()
+        }
+    }
+
+    /// What this node keeps of closed contracts it provided.
+    pub fn retention(&self) -> mesh_protocol::retention::ClosedRetention {
+        mesh_protocol::retention::ClosedRetention {
+            per_consumer: self.max_closed_per_consumer,
+            total: self.max_closed_records,
         }
     }
 
@@ -190,6 +207,12 @@ fn default_message_burst() -> u32 {
 }
 fn default_message_refill_ms() -> u64 {
     mesh_protocol::budget::DEFAULT_MESSAGE_REFILL_MS
+}
+fn default_max_closed_per_consumer() -> u32 {
+    mesh_protocol::retention::DEFAULT_CLOSED_PER_CONSUMER
+}
+fn default_max_closed_records() -> u32 {
+    mesh_protocol::retention::DEFAULT_CLOSED_TOTAL
 }
 fn default_status_poll_secs() -> u64 {
     mesh_protocol::contract_sync::DEFAULT_UNDECIDED_POLL.as_secs()
@@ -502,6 +525,14 @@ impl NodeConfig {
             ),
             ("contracts.message_burst", u64::from(c.message_burst)),
             ("contracts.message_refill_ms", c.message_refill_ms),
+            (
+                "contracts.max_closed_per_consumer",
+                u64::from(c.max_closed_per_consumer),
+            ),
+            (
+                "contracts.max_closed_records",
+                u64::from(c.max_closed_records),
+            ),
             ("contracts.status_poll_secs", c.status_poll_secs),
         ] {
             if value == 0 {
@@ -856,6 +887,38 @@ mod example_tests {
         let budget = set.contracts.budget();
         assert_eq!((budget.message_burst, budget.message_refill_ms), (8, 1000));
         for key in ["message_burst", "message_refill_ms"] {
+            let err = parse(&format!("domain = \"sales\"\n[contracts]\n{key} = 0\n")).unwrap_err();
+            assert!(err.contains(&format!("contracts.{key}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_closed_records_kept_have_defaults_and_are_validated() {
+        let parse = |text: &str| {
+            let config = toml::from_str::<super::NodeConfig>(text).map_err(|e| e.to_string())?;
+            config.validate().map_err(|e| e.to_string())?;
+            Ok::<_, String>(config)
+        };
+        let default = parse("domain = \"sales\"").unwrap();
+        assert_eq!(
+            default.contracts.retention(),
+            mesh_protocol::retention::ClosedRetention {
+                per_consumer: 256,
+                total: 16_384
+            }
+        );
+        let set = parse(
+            "domain = \"sales\"\n[contracts]\nmax_closed_per_consumer = 5\nmax_closed_records = 40\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                set.contracts.retention().per_consumer,
+                set.contracts.retention().total
+            ),
+            (5, 40)
+        );
+        for key in ["max_closed_per_consumer", "max_closed_records"] {
             let err = parse(&format!("domain = \"sales\"\n[contracts]\n{key} = 0\n")).unwrap_err();
             assert!(err.contains(&format!("contracts.{key}")), "{err}");
         }

@@ -2055,6 +2055,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn rejected_requests_past_the_retention_go_and_are_evaluated_anew_if_sent_again() {
+        let mut mesh = Mesh::new(Approval::Auto);
+        mesh.provider =
+            mesh.provider
+                .with_closed_retention(mesh_protocol::retention::ClosedRetention {
+                    per_consumer: 2,
+                    total: 100,
+                });
+        let marketing = ShareRequest {
+            purpose: "marketing".into(),
+            ..analytics()
+        };
+        let requests: Vec<Vec<u8>> = (0..5)
+            .map(|i| {
+                let terms = build_terms(
+                    &mesh.descriptor,
+                    mesh.churn.public_key(),
+                    "churn",
+                    &marketing,
+                    NOW,
+                    nonce(i),
+                )
+                .unwrap();
+                ContractMessage::Request(Signed::sign(&mesh.churn, &ContractRequest { terms }))
+                    .to_bytes()
+            })
+            .collect();
+        let sender = peer(&mesh.churn);
+        for (i, bytes) in requests.iter().enumerate() {
+            let reply = answer(mesh.provider(), sender, bytes, NOW + i as u64).await;
+            assert!(matches!(reply, ContractReply::Rejected(_)), "{reply:?}");
+        }
+        assert_eq!(mesh.provider.agreement_records().unwrap().len(), 2);
+        let rejections = |store: &Store| {
+            audit_kinds(store)
+                .into_iter()
+                .filter(|k| *k == AuditKind::Rejection)
+                .count()
+        };
+        assert_eq!(rejections(&mesh.provider), 5);
+        // A request still held is answered from its record: nothing new is decided.
+        let kept = answer(mesh.provider(), sender, &requests[4], NOW + 10).await;
+        assert!(matches!(kept, ContractReply::Rejected(_)), "{kept:?}");
+        assert_eq!(rejections(&mesh.provider), 5);
+        // One whose record is gone is a new request of the same consumer: evaluated by the
+        // policy again (and rejected again), audited, and it takes the place of the oldest.
+        let again = answer(mesh.provider(), sender, &requests[0], NOW + 11).await;
+        assert!(matches!(again, ContractReply::Rejected(_)), "{again:?}");
+        assert_eq!(rejections(&mesh.provider), 6);
+        let records = mesh.provider.agreement_records().unwrap();
+        assert_eq!(records.len(), 2);
+        let ids: Vec<_> = records.iter().map(|(id, _)| *id).collect();
+        let first = ContractMessage::from_bytes(&requests[0]).unwrap();
+        let ContractMessage::Request(first) = first else {
+            panic!("a request")
+        };
+        assert!(ids.contains(&first.verify().unwrap().terms.id()));
+    }
+
+    #[tokio::test]
     async fn undecided_requests_expire_with_a_signed_rejection() {
         let mesh = Mesh::new(Approval::Manual);
         let (id, _) = mesh.negotiate(&analytics(), 1).await;

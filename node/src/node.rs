@@ -422,7 +422,7 @@ pub fn spawn(
         config.clock_skew_tolerance_secs.saturating_mul(1000),
         config.contracts.poll_intervals(),
     );
-    if let Err(e) = store.rebuild_agreement_index_if_missing() {
+    if let Err(e) = store.rebuild_agreement_index_if_stale() {
         tracing::error!("cannot index stored contracts: {e}");
     }
     let node = Node {

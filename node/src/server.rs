@@ -128,7 +128,8 @@ pub async fn start_with(
             source,
         })?
         .with_audit_signer(identity.clone())
-        .with_audit_anchor(data_dir.audit_anchor());
+        .with_audit_anchor(data_dir.audit_anchor())
+        .with_closed_retention(config.contracts.retention());
     // Before anything is served: a rolled-back or emptied store refuses to start, and what
     // a crash left in the staging area goes.
     let report = integrity::check_at_start(&data_dir, &store, start_options.accept_rollback)?;

@@ -125,6 +125,11 @@ pub struct Store {
     /// Bumped by every write of the agreement index, so that a reader can keep what it
     /// last read of the index until the next write instead of scanning it again.
     agreement_generation: Arc<AtomicU64>,
+    /// How many closed contract records a provider keeps (see `mesh_protocol::retention`).
+    pub(crate) retention: mesh_protocol::retention::ClosedRetention,
+    /// Closed provider records stored, counted once from the index and then kept up to
+    /// date by every write; `None` until first needed.
+    pub(crate) closed_count: Arc<Mutex<Option<u64>>>,
 }
 
 /// The anchor file and the entry count it last recorded.
@@ -307,6 +312,8 @@ impl Store {
             digests: Default::default(),
             contract_decisions: Default::default(),
             agreement_generation: Default::default(),
+            retention: Default::default(),
+            closed_count: Default::default(),
             audit_lock: Default::default(),
             db,
         })
@@ -326,6 +333,15 @@ impl Store {
     /// Marks a write of the agreement index.
     pub(crate) fn bump_agreement_generation(&self) {
         self.agreement_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Keeps at most `retention`'s closed contract records (the default bounds otherwise).
+    pub fn with_closed_retention(
+        mut self,
+        retention: mesh_protocol::retention::ClosedRetention,
+    ) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// Signs the audit chain's head with `identity` on every append, and checks it on verify.

@@ -47,6 +47,7 @@ pub mod governance;
 pub mod identity;
 pub mod peers;
 pub mod reconcile;
+pub mod retention;
 pub mod sqlbudget;
 pub mod transfer;
 pub mod wire;

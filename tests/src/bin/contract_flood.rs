@@ -11,8 +11,11 @@
 //! With `--kind status` it sends status batches instead: each asks for the largest number of
 //! contracts a batch may name (ids nobody holds), which the provider reads one by one.
 //!
+//! With `--purpose P` its requests name that purpose (`analytics` by default): one the
+//! product's policy does not allow makes every request a signed rejection the provider stores.
+//!
 //! Usage: `contract-flood --provider MULTIADDR/p2p/ID --provider-key HEX --product NAME
-//! [--ticket TICKET] [--count N] [--in-flight N] [--kind request|status]`. Prints one JSON
+//! [--ticket TICKET] [--count N] [--in-flight N] [--kind request|status] [--purpose P]`. Prints one JSON
 //! line with the tally of answers and the elapsed time, then exits.
 
 use std::collections::BTreeMap;
@@ -45,11 +48,14 @@ struct Args {
     ticket: Option<String>,
     /// Status batches instead of requests.
     status: bool,
+    /// The purpose the requests name.
+    purpose: String,
 }
 
 fn args() -> Args {
     let (mut provider, mut key, mut product, mut ticket) = (None, None, None, None);
     let (mut count, mut in_flight, mut status) = (2000, 64, false);
+    let mut purpose = "analytics".to_owned();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let value = it.next();
@@ -58,6 +64,7 @@ fn args() -> Args {
             "--provider-key" => key = value.and_then(|s| PublicKey::from_hex(&s).ok()),
             "--product" => product = value,
             "--ticket" => ticket = value,
+            "--purpose" => purpose = value.expect("--purpose PURPOSE"),
             "--count" => count = value.and_then(|s| s.parse().ok()).unwrap_or(count),
             "--in-flight" => in_flight = value.and_then(|s| s.parse().ok()).unwrap_or(in_flight),
             "--kind" => match value.as_deref() {
@@ -76,6 +83,7 @@ fn args() -> Args {
         in_flight: in_flight.max(1),
         ticket,
         status,
+        purpose,
     }
 }
 
@@ -91,7 +99,7 @@ fn request(me: &Identity, args: &Args, now_ms: u64) -> Vec<u8> {
         consumer: me.public_key(),
         min_version: 1,
         max_version: None,
-        purpose: "analytics".into(),
+        purpose: args.purpose.clone(),
         columns: Columns::Listed(vec!["order_id".into()]),
         filter: None,
         valid_from_ms: now_ms,

@@ -814,6 +814,11 @@ fn flood(sales: &TestNode, count: usize) -> (Value, f64) {
 
 /// [`flood`] with messages of `kind` (`request` or `status`).
 fn flood_of(sales: &TestNode, kind: &str, count: usize) -> (Value, f64) {
+    flood_with(sales, &["--kind", kind], count)
+}
+
+/// [`flood`] with more arguments to the flood program.
+fn flood_with(sales: &TestNode, extra: &[&str], count: usize) -> (Value, f64) {
     let status = sales.status();
     let ticket = sales.invite("flood");
     let started = std::time::Instant::now();
@@ -831,9 +836,8 @@ fn flood_of(sales: &TestNode, kind: &str, count: usize) -> (Value, f64) {
             &count.to_string(),
             "--in-flight",
             "12",
-            "--kind",
-            kind,
         ])
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -891,6 +895,46 @@ fn a_flood_of_status_polls_is_answered_busy_past_the_message_budget() {
         asked.elapsed()
     );
     another_consumer_is_answered(&sales);
+}
+
+#[test]
+fn a_flood_of_rejected_requests_leaves_only_the_newest_closed_records() {
+    let sales = manual_provider(&[
+        ("request_burst = 20", "request_burst = 100000"),
+        ("message_burst = 64", "message_burst = 100000"),
+        (
+            "max_closed_per_consumer = 256",
+            "max_closed_per_consumer = 16",
+        ),
+    ]);
+    // `orders` is shared for analytics only: every request is a signed rejection, stored.
+    let (report, secs) = flood_with(&sales, &["--purpose", "marketing"], 300);
+    println!("flood of 300 rejected requests: {secs:.1} s, {report}");
+    assert_eq!(report["replies"]["rejected"], 300, "{report}");
+    // The provider keeps the newest 16 of them; the audit chain keeps every decision.
+    let records = list(&sales);
+    assert_eq!(records.len(), 16, "{records:?}");
+    assert!(
+        records.iter().all(|r| r["state"] == "rejected"),
+        "{records:?}"
+    );
+    let audit = sales.cli(&["audit", "--json"]).json();
+    let rejections = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "rejection")
+        .count();
+    assert_eq!(rejections, 300);
+    assert!(sales.cli(&["audit", "--verify"]).success);
+    // The records kept survive a restart, and the bound still holds after it.
+    let mut sales = sales;
+    sales.stop();
+    sales.run();
+    assert_eq!(list(&sales).len(), 16);
+    // Another consumer is answered as before.
+    another_consumer_is_answered(&sales);
+    assert_eq!(list(&sales).len(), 17);
 }
 
 #[test]
