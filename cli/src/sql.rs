@@ -12,6 +12,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::StreamDecoder;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use mesh_node::dataplane::OutputFormat;
+use mesh_node::diskroom::Room;
 use mesh_node::views::{SqlRequestBody, SqlTableView};
 
 use crate::DirArg;
@@ -105,7 +106,15 @@ pub(crate) async fn sql(args: SqlArgs) -> anyhow::Result<()> {
         Sink::Table => print_table(&mut rows).await,
         Sink::Json => print_json(&mut rows).await,
         Sink::Csv => print_csv(&mut rows).await,
-        Sink::File(path, format) => write_file(&mut rows, &path, format, args.force).await,
+        Sink::File(path, format) => {
+            // The node's disk reserve holds for what the query writes too (its default when
+            // the config cannot be read: the node then is not running either).
+            let reserve = mesh_node::NodeConfig::load(&dir.config())
+                .map(|c| c.disk_reserve())
+                .unwrap_or_default();
+            let room = Room::keeping(reserve);
+            write_file(&mut rows, &path, format, args.force, room).await
+        }
     }
 }
 
@@ -318,6 +327,10 @@ async fn print_csv(rows: &mut Rows) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Added to what each batch written to `--out` asks room for: the writer's buffer and the
+/// file's footer.
+const WRITE_MARGIN: u64 = 1 << 20;
+
 /// The writer of the format `--out` chose.
 enum FileSink {
     /// With the schema written: types Parquet has no name for replaced
@@ -353,6 +366,15 @@ impl FileSink {
             }
             _ => Self::File(arrow::ipc::writer::FileWriter::try_new(file, schema).map_err(bad)?),
         })
+    }
+
+    /// Bytes the writer holds that will still reach the file: the Parquet row group in
+    /// progress (the IPC writers write each batch through a small buffer).
+    fn pending(&self) -> u64 {
+        match self {
+            Self::Parquet(w, _) => w.in_progress_size() as u64,
+            Self::Stream(_) | Self::File(_) => 0,
+        }
     }
 
     fn write(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
@@ -393,12 +415,14 @@ impl FileSink {
 
 /// Writes the rows to a fresh file of their own beside `out` (created exclusively, never a
 /// fetch's resumable `OUT.partial`, never through a link), then moves it to `out`: a file
-/// appears only complete, and replaces one that appeared meanwhile only with `force`.
+/// appears only complete, and replaces one that appeared meanwhile only with `force`. Stops,
+/// leaving nothing, before a batch would eat into the disk reserve `room` keeps.
 async fn write_file(
     rows: &mut Rows,
     out: &Path,
     format: OutputFormat,
     force: bool,
+    room: Room,
 ) -> anyhow::Result<()> {
     let (schema, mut batch) = rows.schema().await?;
     let dir = out
@@ -415,6 +439,18 @@ async fn write_file(
     let mut sink = FileSink::new(format, file, &schema)?;
     let mut count = 0u64;
     while let Some(b) = batch {
+        // The batch at its decoded size, which an encoding seldom exceeds, what the writer
+        // holds, and a margin for its buffer and the file's footer.
+        let step = sink.pending() + b.get_array_memory_size() as u64 + WRITE_MARGIN;
+        room.check(staged.path(), step).map_err(|no_room| {
+            fail(
+                Failure::Io,
+                format!(
+                    "{no_room}; nothing was written to `{}`",
+                    output::clean(&out.display().to_string())
+                ),
+            )
+        })?;
         count += b.num_rows() as u64;
         sink.write(&b)?;
         batch = rows.next().await?;

@@ -38,6 +38,8 @@ pub fn meshnode_bin() -> PathBuf {
 pub struct CliOutput {
     /// Exit status was success.
     pub success: bool,
+    /// Exit code (`None` when a signal ended the process).
+    pub code: Option<i32>,
     /// Standard output.
     pub stdout: String,
     /// Standard error.
@@ -45,9 +47,11 @@ pub struct CliOutput {
 }
 
 impl CliOutput {
-    fn from(output: Output) -> Self {
+    /// What a finished `meshnode` process left.
+    pub fn of(output: Output) -> Self {
         Self {
             success: output.status.success(),
+            code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
@@ -73,7 +77,7 @@ pub fn meshnode(args: &[&str]) -> CliOutput {
         .stdin(Stdio::null())
         .output()
         .expect("run meshnode");
-    CliOutput::from(output)
+    CliOutput::of(output)
 }
 
 /// A daemon with its own data directory.
@@ -402,7 +406,7 @@ pub fn free_udp_port() -> u16 {
 
 /// Waits for a child started with piped output and collects it.
 pub fn wait_output(child: Child) -> CliOutput {
-    CliOutput::from(child.wait_with_output().expect("wait for the child"))
+    CliOutput::of(child.wait_with_output().expect("wait for the child"))
 }
 
 /// Polls `check` every 100 ms until it holds or `timeout` passes.

@@ -15,6 +15,10 @@
 //!   the batches are walked first (headers only) and refused when one declares more than
 //!   [`MAX_DECODED_ROWS`] rows or more than [`MAX_DECODED_MESSAGE`] bytes once
 //!   decompressed: the IPC reader allocates a declared size before it decompresses a byte.
+//!
+//! A conversion writes a second file next to the first, so it keeps the node's disk reserve
+//! free as the received data did ([`Room`]): a stream copy asks for its whole size before it
+//! starts, a Parquet file for each row group before it is written out and for the footer.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
@@ -35,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use mesh_protocol::transfer::MAX_DATA_FRAME;
 
 use super::ipcfile::HEADER_LEN;
+use crate::diskroom::{NoRoom, Room};
 
 /// The Arrow IPC end-of-stream marker: continuation, then a zero length.
 pub(crate) const END_OF_STREAM: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
@@ -58,6 +63,9 @@ pub(crate) const DECODE_BOUNDS: crate::arrow_guard::MessageBounds =
     };
 /// Write buffer of converted files.
 const WRITE_BUFFER: usize = 1 << 20;
+/// Added to what a Parquet conversion asks room for: bytes its write buffer may still hold,
+/// and the footer.
+const BUFFERED: u64 = WRITE_BUFFER as u64;
 
 /// What a fetch writes at its output path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +154,18 @@ pub enum ConvertError {
         /// What is over which limit.
         what: String,
     },
+    /// The output's disk has no room for the converted file beside the reserve the node
+    /// keeps free; nothing is left at the output path.
+    #[error(
+        "{source}; the conversion to {format} stopped and left nothing at the output path: free some space and fetch again, or fetch as Arrow IPC (--out FILE.arrow), which needs no second file"
+    )]
+    NoRoom {
+        /// Format being written.
+        format: OutputFormat,
+        /// Where, what is free and the reserve.
+        #[source]
+        source: NoRoom,
+    },
     /// The data cannot be written as Parquet (a type Parquet cannot hold, ...).
     #[error(
         "cannot write the data as Parquet: {source}; fetch it as Arrow IPC (--out FILE.arrow) instead"
@@ -170,22 +190,27 @@ impl ConvertError {
 /// Writes the verified IPC file `verified` (whose stream is `stream_bytes` long after the
 /// file header) to `dest` in `format` (not [`OutputFormat::Arrow`], which needs no
 /// conversion), creating `dest` afresh (a link there is replaced, not followed) and syncing
-/// it. Returns the size of `dest`. On error `dest` is removed.
+/// it, while `room` says its disk has room. Returns the size of `dest`. On error `dest` is
+/// removed.
 pub(crate) fn convert(
     verified: &Path,
     stream_bytes: u64,
     format: OutputFormat,
     dest: &Path,
+    room: Room,
 ) -> Result<u64, ConvertError> {
     let result = match format {
-        OutputFormat::Arrow | OutputFormat::Arrows => write_stream(verified, stream_bytes, dest)
-            .map_err(|source| ConvertError::Io {
-                format: OutputFormat::Arrows,
-                source,
-            }),
-        OutputFormat::Parquet => {
-            check_decodable(verified, stream_bytes).and_then(|()| write_parquet(verified, dest))
+        OutputFormat::Arrow | OutputFormat::Arrows => {
+            let format = OutputFormat::Arrows;
+            room.check(dest, stream_bytes + END_OF_STREAM.len() as u64)
+                .map_err(|source| ConvertError::NoRoom { format, source })
+                .and_then(|()| {
+                    write_stream(verified, stream_bytes, dest)
+                        .map_err(|source| ConvertError::Io { format, source })
+                })
         }
+        OutputFormat::Parquet => check_decodable(verified, stream_bytes)
+            .and_then(|()| write_parquet(verified, dest, room)),
     };
     if result.is_err() {
         let _ = std::fs::remove_file(dest);
@@ -277,7 +302,7 @@ pub fn parquet_unwritable(schema: &Schema) -> Option<String> {
         .find_map(|f| find(f.name(), f.data_type()))
 }
 
-fn write_parquet(verified: &Path, dest: &Path) -> Result<u64, ConvertError> {
+fn write_parquet(verified: &Path, dest: &Path, room: Room) -> Result<u64, ConvertError> {
     let format = OutputFormat::Parquet;
     let io = |source| ConvertError::Io { format, source };
     let arrow = |source| ConvertError::Arrow { format, source };
@@ -293,20 +318,23 @@ fn write_parquet(verified: &Path, dest: &Path) -> Result<u64, ConvertError> {
     }
     // The parquet crate has panics of its own (`unimplemented!`, `unreachable!` on types it
     // does not expect): one ends the conversion, not the thread that runs it.
-    crate::arrow_guard::catch(|| write_batches(reader, dest)).unwrap_or_else(|why| {
+    crate::arrow_guard::catch(|| write_batches(reader, dest, room)).unwrap_or_else(|why| {
         Err(ConvertError::Parquet {
             source: ParquetError::General(format!("the Parquet writer failed ({why})")),
         })
     })
 }
 
-/// Writes the batches of `reader` to a new Parquet file at `dest`.
+/// Writes the batches of `reader` to a new Parquet file at `dest`, asking `room` before each
+/// row group goes to disk.
 fn write_batches(
     mut reader: FileReader<BufReader<File>>,
     dest: &Path,
+    room: Room,
 ) -> Result<u64, ConvertError> {
     let format = OutputFormat::Parquet;
     let io = |source| ConvertError::Io { format, source };
+    let no_room = |source| ConvertError::NoRoom { format, source };
     let arrow = |source| ConvertError::Arrow { format, source };
     let parquet = |source| ConvertError::Parquet { source };
     let out = BufWriter::with_capacity(WRITE_BUFFER, create_fresh(dest).map_err(io)?);
@@ -329,11 +357,19 @@ fn write_batches(
     };
     while let Some(batch) = next(&mut reader)? {
         let batch = cast_to_schema(batch, &schema).map_err(arrow)?;
+        // What may reach the disk in this step: the row group in progress (the writer also
+        // writes it out by itself at its row limit) and this batch, at its decoded size,
+        // which an encoding seldom exceeds. One `statvfs` per batch.
+        let step = writer.in_progress_size() + batch.get_array_memory_size();
+        room.check(dest, step as u64 + BUFFERED).map_err(no_room)?;
         writer.write(&batch).map_err(parquet)?;
         if writer.in_progress_size() >= PARQUET_ROW_GROUP_BYTES {
             writer.flush().map_err(parquet)?;
         }
     }
+    // The last row group and the footer.
+    room.check(dest, writer.in_progress_size() as u64 + BUFFERED)
+        .map_err(no_room)?;
     // Writes the footer, then hands back the buffered file.
     let file = writer
         .into_inner()
@@ -437,6 +473,99 @@ mod tests {
         drop(writer);
         let (path, stream_bytes) = file_of_stream(dir, &stream);
         (path, batches, stream_bytes)
+    }
+
+    /// Room on any disk: the tests of what is written do not depend on the machine's disk.
+    fn any_room() -> Room {
+        Room::keeping(crate::diskroom::Reserve::mib(0))
+    }
+
+    /// A disk with 1 MiB of reserve and 2 MiB more, less what the test's output files hold.
+    fn two_mib_free(dir: &Path) -> u64 {
+        let written: u64 = ["x.parquet", "x.arrows"]
+            .iter()
+            .filter_map(|name| std::fs::metadata(dir.join(name)).ok())
+            .map(|m| m.len())
+            .sum();
+        (3 << 20) - written.min(3 << 20)
+    }
+
+    #[test]
+    fn a_conversion_that_would_eat_into_the_disk_reserve_stops_and_leaves_nothing() {
+        let room = Room {
+            reserve: crate::diskroom::Reserve::mib(1),
+            probe: crate::diskroom::Probe::With(two_mib_free),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        // 40 batches of 32,768 pseudo-random integers: 10 MiB that do not compress.
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let mut stream = Vec::new();
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut stream, &schema).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..40 {
+            let values = (0..32_768).map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as i64
+            });
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from_iter_values(values))],
+            )
+            .unwrap();
+            writer.write(&batch).unwrap();
+        }
+        writer.finish().unwrap();
+        drop(writer);
+        let (verified, stream_bytes) = file_of_stream(tmp.path(), &stream);
+
+        // The Parquet writer stops before the row group it holds would eat into the reserve.
+        let parquet = tmp.path().join("x.parquet");
+        let err = convert(
+            &verified,
+            stream_bytes,
+            OutputFormat::Parquet,
+            &parquet,
+            room,
+        )
+        .unwrap_err();
+        let ConvertError::NoRoom { source, .. } = &err else {
+            panic!("expected a refusal for want of room, got {err}");
+        };
+        assert_eq!(source.reserve, 1 << 20);
+        assert!(source.available <= 3 << 20, "{err}");
+        assert!(source.more > 2 << 20, "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("left nothing at the output path"),
+            "{message}"
+        );
+        assert!(message.contains("--out FILE.arrow"), "{message}");
+        assert!(!parquet.exists());
+        // The stream copy asks for its whole size before it writes a byte.
+        let arrows = tmp.path().join("x.arrows");
+        let err =
+            convert(&verified, stream_bytes, OutputFormat::Arrows, &arrows, room).unwrap_err();
+        assert!(matches!(err, ConvertError::NoRoom { .. }), "{err}");
+        assert!(!arrows.exists());
+        // The same conversions with room: the files are whole.
+        let size = convert(
+            &verified,
+            stream_bytes,
+            OutputFormat::Parquet,
+            &parquet,
+            any_room(),
+        )
+        .unwrap();
+        assert!(size > 2 << 20, "{size}");
+        let rows: usize = ParquetRecordBatchReaderBuilder::try_new(File::open(&parquet).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum();
+        assert_eq!(rows, 40 * 32_768);
     }
 
     #[test]
@@ -559,7 +688,14 @@ mod tests {
 
         let arrows = tmp.path().join("x.arrows");
         std::fs::write(&arrows, "stale").unwrap();
-        let size = convert(&verified, stream_bytes, OutputFormat::Arrows, &arrows).unwrap();
+        let size = convert(
+            &verified,
+            stream_bytes,
+            OutputFormat::Arrows,
+            &arrows,
+            any_room(),
+        )
+        .unwrap();
         assert_eq!(size, std::fs::metadata(&arrows).unwrap().len());
         let bytes = std::fs::read(&arrows).unwrap();
         // The signed bytes, verbatim, then the end-of-stream marker.
@@ -576,7 +712,14 @@ mod tests {
         assert_eq!(got, expected);
 
         let parquet = tmp.path().join("x.parquet");
-        convert(&verified, stream_bytes, OutputFormat::Parquet, &parquet).unwrap();
+        convert(
+            &verified,
+            stream_bytes,
+            OutputFormat::Parquet,
+            &parquet,
+            any_room(),
+        )
+        .unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&parquet).unwrap())
             .unwrap()
             .build()
@@ -655,7 +798,7 @@ mod tests {
         writer.finish().unwrap();
         drop(writer);
         let (many, bytes) = file_of_stream(tmp.path(), &stream);
-        let err = convert(&many, bytes, OutputFormat::Parquet, &dest).unwrap_err();
+        let err = convert(&many, bytes, OutputFormat::Parquet, &dest, any_room()).unwrap_err();
         assert!(
             matches!(&err, ConvertError::Bounds { what } if what.contains("rows")),
             "{err}"
@@ -663,7 +806,7 @@ mod tests {
         assert!(!dest.exists());
         // As an IPC stream the same data is only copied, never decoded: no limit applies.
         let arrows = tmp.path().join("many.arrows");
-        convert(&many, bytes, OutputFormat::Arrows, &arrows).unwrap();
+        convert(&many, bytes, OutputFormat::Arrows, &arrows, any_room()).unwrap();
     }
 
     /// The parquet crate panics (`unimplemented!`) on a union column instead of returning
@@ -711,7 +854,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (verified, bytes) = file_of_stream(tmp.path(), &stream);
         let dest = tmp.path().join("x.parquet");
-        let err = convert(&verified, bytes, OutputFormat::Parquet, &dest).unwrap_err();
+        let err = convert(&verified, bytes, OutputFormat::Parquet, &dest, any_room()).unwrap_err();
         assert!(
             matches!(&err, ConvertError::Parquet { .. })
                 && err
@@ -728,14 +871,20 @@ mod tests {
         let (verified, _, stream_bytes) = received_file(tmp.path());
         // A file shorter than it claims: the copy notices, the output goes.
         let dest = tmp.path().join("short.arrows");
-        let err = convert(&verified, stream_bytes + 4096, OutputFormat::Arrows, &dest);
+        let err = convert(
+            &verified,
+            stream_bytes + 4096,
+            OutputFormat::Arrows,
+            &dest,
+            any_room(),
+        );
         assert!(err.is_err());
         assert!(!dest.exists());
         // Not an IPC file at all.
         let junk = tmp.path().join("junk");
         std::fs::write(&junk, b"not arrow").unwrap();
         let dest = tmp.path().join("junk.parquet");
-        let err = convert(&junk, 9, OutputFormat::Parquet, &dest).unwrap_err();
+        let err = convert(&junk, 9, OutputFormat::Parquet, &dest, any_room()).unwrap_err();
         assert!(matches!(err, ConvertError::Bounds { .. }), "{err}");
         assert!(!dest.exists());
     }

@@ -209,7 +209,7 @@ impl FetchError {
             FetchError::Verification(_) => "verification",
             FetchError::Output(e) => e.code(),
             FetchError::Io { .. } => "io",
-            FetchError::NoRoom(_) => "no_room",
+            FetchError::NoRoom(_) | FetchError::Convert(ConvertError::NoRoom { .. }) => "no_room",
             FetchError::Store(_) => "store",
             FetchError::Convert(e) if e.io_error().is_some() => "io",
             // What the provider sent is out of bounds, as data that fails its checks is.
@@ -240,7 +240,9 @@ impl From<FetchError> for crate::error::NodeError {
                 N::BadRequest(e.to_string())
             }
             FetchError::Io { .. } => N::Internal(e.to_string()),
-            FetchError::NoRoom(_) => N::NoRoom(e.to_string()),
+            FetchError::NoRoom(_) | FetchError::Convert(ConvertError::NoRoom { .. }) => {
+                N::NoRoom(e.to_string())
+            }
             FetchError::Store(s) => N::Store(s),
             FetchError::Convert(ref c) => match c.io_error() {
                 Some(io) if !outpath::is_user_fixable(io) => N::Internal(e.to_string()),

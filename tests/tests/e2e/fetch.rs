@@ -685,11 +685,7 @@ fn fetch_in(node: &TestNode, cwd: &Path, product: &str, args: &[&str]) -> mesh_t
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run meshnode fetch");
-    mesh_tests::CliOutput {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    mesh_tests::CliOutput::of(output)
 }
 
 /// Asserts that `result` failed with one line containing every `expected` text.

@@ -26,11 +26,7 @@ fn run_refused(node: &TestNode, extra: &[&str]) -> CliOutput {
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             let out = child.wait_with_output().expect("collect output");
-            let out = CliOutput {
-                success: out.status.success(),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            };
+            let out = CliOutput::of(out);
             assert!(!out.success, "`run` exited successfully: {}", out.stderr);
             return out;
         }

@@ -264,6 +264,25 @@ fn join_and_aggregate_match_duckdb_and_ungranted_columns_are_named() {
             .map(|s| serde_json::json!({ "t": "TIMESTAMP", "s": s }))
             .collect::<Vec<_>>()
     );
+
+    // A result that would eat into the node's disk reserve stops with exit 74 and leaves
+    // nothing, staged or not. (The reserve is read when the query runs.)
+    churn.edit_config("disk_reserve_mib = 256", "disk_reserve_mib = 1000000000000");
+    let big = churn.dir.join("big.parquet");
+    let query = "SELECT * FROM \"sales/orders\"";
+    let out = churn.cli(&["sql", "--out", big.to_str().unwrap(), query]);
+    assert_eq!(out.code, Some(74), "{}", out.stderr);
+    assert!(out.stderr.contains("disk_reserve_mib"), "{}", out.stderr);
+    assert!(out.stderr.contains("nothing was written"), "{}", out.stderr);
+    assert!(!big.exists());
+    let staged = std::fs::read_dir(&churn.dir)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with(".meshnode-sql-")
+        })
+        .count();
+    assert_eq!(staged, 0);
 }
 
 /// `events`: 60,000 rows of twelve columns; `ev_type` is `rare` on 1 % of them.

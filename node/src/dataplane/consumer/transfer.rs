@@ -420,12 +420,15 @@ impl Transfer<'_> {
         let received_now = builder.offset() - start_bytes;
         let file_bytes = {
             let (paths, format, force) = (paths.clone(), options.format, options.force);
-            tokio::task::spawn_blocking(move || seal(builder, &paths, format, force, stream_bytes))
-                .await
-                .map_err(|e| FetchError::Io {
-                    what: "completing the verified file failed".into(),
-                    source: std::io::Error::other(e),
-                })??
+            let room = self.room;
+            tokio::task::spawn_blocking(move || {
+                seal(builder, &paths, format, force, stream_bytes, room)
+            })
+            .await
+            .map_err(|e| FetchError::Io {
+                what: "completing the verified file failed".into(),
+                source: std::io::Error::other(e),
+            })??
         };
         let seconds = self.started.elapsed().as_secs_f64();
         tracing::debug!(
@@ -462,6 +465,7 @@ fn seal(
     format: OutputFormat,
     force: bool,
     stream_bytes: u64,
+    room: Room,
 ) -> Result<u64, FetchError> {
     // A file converted into another format is a temporary: only the conversion is synced.
     let mut file_bytes = builder
@@ -473,7 +477,8 @@ fn seal(
     let placed = match format {
         OutputFormat::Arrow => &paths.partial,
         format => {
-            file_bytes = convert::convert(&paths.partial, stream_bytes, format, &paths.converted)?;
+            file_bytes =
+                convert::convert(&paths.partial, stream_bytes, format, &paths.converted, room)?;
             &paths.converted
         }
     };

@@ -992,7 +992,13 @@ fn check(frames: &[Vec<u8>], dir: &Path) -> Result<Verdict, Failure> {
     }
     let arrows = dir.join("out.arrows");
     guarded("arrows", || {
-        convert::convert(&partial, stream_bytes, OutputFormat::Arrows, &arrows)
+        convert::convert(
+            &partial,
+            stream_bytes,
+            OutputFormat::Arrows,
+            &arrows,
+            crate::diskroom::Room::keeping(crate::diskroom::Reserve::mib(0)),
+        )
     })?
     .map_err(|e| failure("arrows", e))?;
     let streamed = guarded("stream reader", || read_stream(&arrows))?.map_err(|e| {
@@ -1009,7 +1015,13 @@ fn check(frames: &[Vec<u8>], dir: &Path) -> Result<Verdict, Failure> {
     }
     let parquet = dir.join("out.parquet");
     let converted = guarded("parquet", || {
-        convert::convert(&partial, stream_bytes, OutputFormat::Parquet, &parquet)
+        convert::convert(
+            &partial,
+            stream_bytes,
+            OutputFormat::Parquet,
+            &parquet,
+            crate::diskroom::Room::keeping(crate::diskroom::Reserve::mib(0)),
+        )
     })?;
     if converted.is_err() && parquet.exists() {
         return Err(failure("parquet", "a failed conversion left its output"));
