@@ -43,6 +43,13 @@ pub struct NodeConfig {
     /// Most concurrent transfers served to one peer.
     #[serde(default = "default_transfers_per_peer")]
     pub max_transfers_per_peer: u32,
+    /// Fetch requests one consumer may send back to back (a stripe of a fetch is one);
+    /// beyond, they are refused as busy before the agreement is read.
+    #[serde(default = "default_fetch_burst")]
+    pub fetch_burst: u32,
+    /// After the burst, one fetch request per this many milliseconds.
+    #[serde(default = "default_fetch_refill_ms")]
+    pub fetch_refill_ms: u64,
     /// Congestion controller of data-plane connections: `cubic` (default), `bbr` or
     /// `newreno`. BBR keeps long links with random loss (between clouds) fuller.
     #[serde(default)]
@@ -265,6 +272,12 @@ fn default_sync_interval() -> u64 {
 fn default_transfers_per_peer() -> u32 {
     4
 }
+fn default_fetch_burst() -> u32 {
+    crate::dataplane::DEFAULT_FETCH_BURST
+}
+fn default_fetch_refill_ms() -> u64 {
+    crate::dataplane::DEFAULT_FETCH_REFILL_MS
+}
 fn default_max_connections() -> u32 {
     128
 }
@@ -417,6 +430,8 @@ impl NodeConfig {
             flight_listen: default_flight_listen(),
             sync_interval_secs: default_sync_interval(),
             max_transfers_per_peer: default_transfers_per_peer(),
+            fetch_burst: default_fetch_burst(),
+            fetch_refill_ms: default_fetch_refill_ms(),
             congestion: Default::default(),
             data_link: DataLink::default(),
             max_connections: default_max_connections(),
@@ -490,11 +505,20 @@ impl NodeConfig {
                 ),
             });
         }
-        if self.max_transfers_per_peer == 0 {
-            return Err(ConfigError::Invalid {
-                key: "max_transfers_per_peer",
-                message: "must be at least 1".into(),
-            });
+        for (key, value) in [
+            (
+                "max_transfers_per_peer",
+                u64::from(self.max_transfers_per_peer),
+            ),
+            ("fetch_burst", u64::from(self.fetch_burst)),
+            ("fetch_refill_ms", self.fetch_refill_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 1".into(),
+                });
+            }
         }
         self.data_link.validate()?;
         if self.clock_skew_tolerance_secs > 24 * 3600 {
@@ -889,6 +913,37 @@ mod example_tests {
         for key in ["message_burst", "message_refill_ms"] {
             let err = parse(&format!("domain = \"sales\"\n[contracts]\n{key} = 0\n")).unwrap_err();
             assert!(err.contains(&format!("contracts.{key}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_fetch_rate_has_defaults_and_is_validated() {
+        let parse = |text: &str| {
+            let config = toml::from_str::<super::NodeConfig>(text).map_err(|e| e.to_string())?;
+            config.validate().map_err(|e| e.to_string())?;
+            Ok::<_, String>(config)
+        };
+        let rate =
+            |c: &super::NodeConfig| crate::dataplane::DataPlaneConfig::from_node(c).fetch_rate;
+        let default = parse("domain = \"sales\"").unwrap();
+        assert_eq!(
+            rate(&default),
+            crate::dataplane::FetchRate {
+                burst: 64,
+                refill_ms: 100
+            }
+        );
+        let set = parse("domain = \"sales\"\nfetch_burst = 2\nfetch_refill_ms = 5000\n").unwrap();
+        assert_eq!(
+            rate(&set),
+            crate::dataplane::FetchRate {
+                burst: 2,
+                refill_ms: 5000
+            }
+        );
+        for key in ["fetch_burst", "fetch_refill_ms"] {
+            let err = parse(&format!("domain = \"sales\"\n{key} = 0\n")).unwrap_err();
+            assert!(err.contains(key), "{err}");
         }
     }
 

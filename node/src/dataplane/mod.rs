@@ -87,6 +87,35 @@ pub struct DataPlaneConfig {
     pub connections: u8,
     /// Space a fetch leaves free on the disk it writes to (`disk_reserve_mib`).
     pub disk_reserve: crate::diskroom::Reserve,
+    /// How often one consumer may ask this provider for data (`fetch_burst`,
+    /// `fetch_refill_ms`).
+    pub fetch_rate: FetchRate,
+}
+
+/// Default fetch requests one consumer may send back to back.
+pub const DEFAULT_FETCH_BURST: u32 = 64;
+/// Default refill of the fetch budget: one request per this many milliseconds.
+pub const DEFAULT_FETCH_REFILL_MS: u64 = 100;
+
+/// The fetch requests a provider reads from one consumer key: `burst` back to back, then
+/// one every `refill_ms`. Each request costs a signature check of the agreement, store
+/// reads and, once served, an audit entry; without a bound a consumer holding one agreement
+/// makes the provider do that at wire speed. A stripe of a striped fetch is one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchRate {
+    /// Requests back to back.
+    pub burst: u32,
+    /// Then one per this many milliseconds.
+    pub refill_ms: u64,
+}
+
+impl Default for FetchRate {
+    fn default() -> Self {
+        Self {
+            burst: DEFAULT_FETCH_BURST,
+            refill_ms: DEFAULT_FETCH_REFILL_MS,
+        }
+    }
 }
 
 impl DataPlaneConfig {
@@ -101,6 +130,10 @@ impl DataPlaneConfig {
             link: config.data_link.link(),
             connections: config.data_link.connections,
             disk_reserve: config.disk_reserve(),
+            fetch_rate: FetchRate {
+                burst: config.fetch_burst,
+                refill_ms: config.fetch_refill_ms,
+            },
         }
     }
 
@@ -286,6 +319,8 @@ pub(crate) struct Hooks {
     pub(crate) tamper: Option<Tamper>,
     /// Admission limits other than the defaults.
     pub(crate) admission: Option<AdmissionLimits>,
+    /// A fetch rate other than the config's.
+    pub(crate) fetch_rate: Option<FetchRate>,
     /// A stall bound other than [`STALL_TIMEOUT`], both sides (tests shorten it).
     pub(crate) stall: Option<Duration>,
     /// Where a fetch learns the free space of its disk (tests: a disk that fills up).
@@ -327,6 +362,8 @@ struct Shared {
     transfers: crate::metrics::TransferMetrics,
     /// Summaries of whole products served as stored.
     summaries: Mutex<summaries::Summaries>,
+    /// The fetch requests each consumer key may still send ([`FetchRate`]).
+    fetch_rates: Mutex<mesh_protocol::budget::RateTable<PublicKey>>,
     /// Test behaviour.
     hooks: Hooks,
 }
@@ -377,11 +414,21 @@ impl DataPlane {
         let endpoint = tls::endpoint(config.listen, Some(server))?;
         let limits = hooks.admission.clone().unwrap_or_default();
         staged::sweep(&data_dir.received());
+        let mut config = config;
+        if let Some(rate) = hooks.fetch_rate {
+            config.fetch_rate = rate;
+        }
+        let fetch_rates = mesh_protocol::budget::RateTable::new(
+            config.fetch_rate.burst,
+            config.fetch_rate.refill_ms,
+            mesh_protocol::budget::DEFAULT_MAX_TRACKED,
+        );
         let shared = Arc::new(Shared {
             identity,
             store,
             data_dir,
             config,
+            fetch_rates: Mutex::new(fetch_rates),
             active: Mutex::new(HashMap::new()),
             client_configs: Mutex::new(HashMap::new()),
             admission: Mutex::new(Admission::new(limits)),

@@ -246,6 +246,29 @@ async fn serve_stream(
         Err(_) => return,
     };
     drop(recv);
+    // The consumer's rate before anything is checked, read or audited for it.
+    let limited = shared
+        .fetch_rates
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take(&peer, now_ms())
+        .err();
+    if let Some(retry_ms) = limited {
+        let rate = shared.config.fetch_rate;
+        refuse(
+            &shared,
+            outlet.send,
+            Refusal::new(
+                FetchRefusal::Busy,
+                format!(
+                    "this provider takes {} fetch requests from you back to back, then one every {} ms; retry in {retry_ms} ms",
+                    rate.burst, rate.refill_ms
+                ),
+            ),
+        )
+        .await;
+        return;
+    }
     let Some(slot) = TransferSlot::acquire(&shared, peer) else {
         let max = shared.config.max_transfers_per_peer;
         refuse(

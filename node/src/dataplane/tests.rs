@@ -103,6 +103,7 @@ impl Side {
                 link: transport.link,
                 connections,
                 disk_reserve: Default::default(),
+                fetch_rate: Default::default(),
             },
             identity.clone(),
             store.clone(),
@@ -1662,4 +1663,57 @@ async fn a_held_back_fetch_holds_its_frame_budget_and_one_frame_however_large_th
     assert!(gauge.peak() <= framepool::FETCH_BUDGET + buffer);
     assert_eq!(gauge.held(), 0, "every frame buffer was freed");
     serving.abort();
+}
+
+#[tokio::test]
+async fn fetch_requests_past_the_consumers_rate_are_refused_busy_before_the_agreement_is_read() {
+    let provider = Side::start_with(
+        provider_id(),
+        Hooks {
+            fetch_rate: Some(super::FetchRate {
+                burst: 2,
+                refill_ms: 60_000,
+            }),
+            ..Hooks::default()
+        },
+        4,
+    );
+    let consumer = Side::start(consumer_id());
+    let product = publish(&provider, "orders", 1, &[]);
+    replicate_catalog(&provider, &consumer, &product);
+    let mut t = terms(&product, &consumer.identity);
+    t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
+    t.filter = None;
+    agree(&provider, &consumer, t);
+    let out_dir = tempfile::tempdir().unwrap();
+    let fetch = |n: u32| {
+        let out = out_dir.path().join(format!("orders-{n}.arrow"));
+        consumer.plane.fetch(options(&out, &product))
+    };
+    fetch(1).await.unwrap();
+    fetch(2).await.unwrap();
+    let err = fetch(3).await.unwrap_err();
+    let FetchError::Refused(refusal) = &err else {
+        panic!("expected a busy refusal, got {err}");
+    };
+    assert_eq!(refusal.code, FetchRefusal::Busy, "{err}");
+    assert!(refusal.message.contains("one every 60000 ms"), "{err}");
+    assert!(refusal.message.contains("retry in"), "{err}");
+    no_output(&out_dir.path().join("orders-3.arrow"));
+    // Only what was served is audited (the provider audits after the consumer closed), and
+    // no transfer slot is left taken.
+    let served = || {
+        audit_kinds(&provider.store)
+            .iter()
+            .filter(|k| **k == AuditKind::TransferServed)
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (served() < 2 || active_transfers(&provider, &consumer.key()) > 0)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served(), 2);
+    assert_eq!(active_transfers(&provider, &consumer.key()), 0);
 }
