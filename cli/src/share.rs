@@ -2,7 +2,9 @@
 
 use mesh_node::agreements::Role;
 use mesh_node::odcs::DataContract;
-use mesh_node::views::{AgreementView, AuditView, ReasonRequest, ShareRequest};
+use mesh_node::views::{
+    AgreementView, ArchiveRequest, ArchiveView, AuditView, ReasonRequest, ShareRequest,
+};
 use mesh_protocol::ContractState;
 
 use crate::DirArg;
@@ -398,12 +400,23 @@ pub(crate) struct AuditArgs {
     #[command(flatten)]
     dir: DirArg,
     /// Check the hash chain; fails naming the first broken entry.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "archive")]
     verify: bool,
+    /// Move the oldest entries out of the store into a file of JSON lines under
+    /// `<data-dir>/audit-archive/`, keeping the newest (`--keep`); the store's chain then
+    /// starts from a signed base that links to the file's last entry.
+    #[arg(long)]
+    archive: bool,
+    /// With --archive: entries to keep in the store, the newest.
+    #[arg(long, default_value_t = DEFAULT_KEEP, requires = "archive", value_parser = clap::value_parser!(u64).range(1..))]
+    keep: u64,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
+
+/// Entries `audit --archive` keeps in the store unless told otherwise.
+const DEFAULT_KEEP: u64 = 10_000;
 
 /// The audit log from the daemon or, when no daemon answers (one that refused to start on
 /// a rolled-back store, say), read from the data directory. The database's lock keeps the
@@ -436,6 +449,9 @@ async fn audit_view(dir: &mesh_node::DataDir) -> anyhow::Result<AuditView> {
 
 pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     let dir = client::data_dir(args.dir.data_dir)?;
+    if args.archive {
+        return archive(&dir, args.keep, args.json).await;
+    }
     let view = audit_view(&dir).await?;
     if args.json {
         output::json(&view)?;
@@ -496,6 +512,31 @@ pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<()> {
             eprintln!("warning: {} (run `meshnode audit --verify`)", clean(error));
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// `audit --archive`: through the daemon, which holds the store.
+async fn archive(dir: &mesh_node::DataDir, keep: u64, json: bool) -> anyhow::Result<()> {
+    let client = Client::for_data_dir(dir)?;
+    let view: ArchiveView = client
+        .post("/v1/audit/archive", &ArchiveRequest { keep })
+        .await?;
+    if json {
+        return output::json(&view);
+    }
+    match &view.archived {
+        Some(a) => crate::outln!(
+            "archived audit entries {} to {} ({}) to {}; the store keeps the newest {}",
+            a.first,
+            a.last,
+            a.last - a.first + 1,
+            a.path.display(),
+            a.kept
+        ),
+        None => {
+            crate::outln!("nothing to archive: the audit log holds no more than {keep} entries")
+        }
     }
     Ok(())
 }

@@ -714,6 +714,10 @@ impl DataDir {
     pub fn audit_anchor(&self) -> PathBuf {
         self.root.join("audit.anchor")
     }
+    /// `audit-archive/`: files of audit entries moved out of the store (`audit --archive`).
+    pub fn audit_archive(&self) -> PathBuf {
+        self.root.join("audit-archive")
+    }
     /// Received data.
     pub fn received(&self) -> PathBuf {
         self.root.join("received")

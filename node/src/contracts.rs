@@ -825,6 +825,14 @@ impl Node {
             ContractCommand::Audit { reply } => {
                 let _ = reply.send(self.audit_view());
             }
+            ContractCommand::ArchiveAudit { keep, reply } => {
+                // Off the actor: the file may hold millions of entries.
+                let store = self.store.clone();
+                let dir = self.data_dir.audit_archive();
+                tokio::task::spawn_blocking(move || {
+                    let _ = reply.send(store.audit_archive(keep, &dir).map_err(NodeError::from));
+                });
+            }
         }
     }
 

@@ -51,3 +51,18 @@ impl NodeError {
         }
     }
 }
+
+impl From<crate::store::ArchiveError> for NodeError {
+    fn from(e: crate::store::ArchiveError) -> Self {
+        use crate::store::ArchiveError as A;
+        match e {
+            A::Broken(_) => NodeError::Conflict(e.to_string()),
+            A::KeepNothing => NodeError::BadRequest(e.to_string()),
+            A::Write { ref source, .. } if crate::dataplane::outpath_is_user_fixable(source) => {
+                NodeError::BadRequest(e.to_string())
+            }
+            A::NoSigner | A::Write { .. } => NodeError::Internal(e.to_string()),
+            A::Store(s) => NodeError::Store(s),
+        }
+    }
+}

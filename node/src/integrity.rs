@@ -337,7 +337,7 @@ pub fn audit_view(store: &Store) -> Result<AuditView, StoreError> {
                 ChainError::Sequence { position, .. } => *position,
                 ChainError::BrokenLink { seq, .. } => *seq,
                 // The end of the log does not match its signed head: the last entry.
-                ChainError::Head(_) => entries.len().saturating_sub(1) as u64,
+                ChainError::Head(_) => entries.last().map_or(0, |e| e.seq),
                 // The first entry the store lacks, or the anchored entry it replaced.
                 ChainError::RolledBack { store, .. } => *store,
                 ChainError::Diverged { anchor } => anchor.saturating_sub(1),
@@ -346,6 +346,7 @@ pub fn audit_view(store: &Store) -> Result<AuditView, StoreError> {
         }
     };
     Ok(AuditView {
+        first_seq: store.audit_first()?,
         entries,
         verified,
         intact_entries,

@@ -14,6 +14,9 @@ use mesh_protocol::{Identity, NodeRecord, ProductDescriptor, ProductId, PublicKe
 /// Key of the one record in the `audit_head` tree.
 const HEAD_KEY: &[u8] = b"head";
 
+mod archive;
+pub use archive::{ArchiveError, Archived};
+
 /// How often sled's background thread makes recent writes durable (sled's default is every
 /// 500 ms). Every write a peer or a user is told about is flushed before the answer
 /// ([`Store::flush`]); what only this flush covers can be had again after a crash (gossip and
@@ -826,19 +829,24 @@ impl Store {
         }))
     }
 
-    /// Every audit entry's stored bytes, in order.
+    /// The stored bytes of every audit entry the store keeps (from its archive base on), in
+    /// order.
     pub fn audit_raw(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         self.audit
-            .iter()
+            .range(self.audit_first()?.to_be_bytes()..)
             .values()
             .map(|v| Ok(v?.to_vec()))
             .collect()
     }
 
-    /// Checks the whole chain.
+    /// Checks the whole chain the store keeps, from its signed archive base.
     pub fn audit_verify(&self) -> Result<Result<u64, ChainError>, StoreError> {
+        let start = match self.audit_start()? {
+            Ok(start) => start,
+            Err(e) => return Ok(Err(e)),
+        };
         let raw = self.audit_raw()?;
-        let (count, last) = match audit::verify_chain(raw.iter().map(Vec::as_slice)) {
+        let (count, last) = match audit::verify_chain_from(start, raw.iter().map(Vec::as_slice)) {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };

@@ -479,16 +479,35 @@ pub struct AuditEntryView {
 /// The audit log and the result of its chain check (`GET /v1/audit`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditView {
-    /// Every readable entry, in order.
+    /// Every readable entry the store keeps, in order.
     pub entries: Vec<AuditEntryView>,
+    /// Sequence number of the first entry the store keeps: the ones before were archived
+    /// (`meshnode audit --archive`); 0 when none were.
+    #[serde(default)]
+    pub first_seq: u64,
     /// Whether the whole hash chain is intact.
     pub verified: bool,
-    /// Entries checked before the first break (all of them when `verified`).
+    /// Entries of the whole chain (archived ones counted) before the first break (all of
+    /// them when `verified`).
     pub intact_entries: u64,
     /// The first entry at which the chain breaks, if any.
     pub broken_entry: Option<u64>,
     /// What is wrong, naming the entry.
     pub error: Option<String>,
+}
+
+/// Body of `POST /v1/audit/archive`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ArchiveRequest {
+    /// Entries to keep in the store, the newest (at least 1).
+    pub keep: u64,
+}
+
+/// Answer of `POST /v1/audit/archive`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ArchiveView {
+    /// What was moved to a file; `None` when the log held no more than `keep` entries.
+    pub archived: Option<crate::store::Archived>,
 }
 
 /// `ms` since the Unix epoch as RFC 3339 in UTC, e.g. `2024-03-01T12:00:00.000Z`.

@@ -376,13 +376,61 @@ pub enum ChainError {
     },
 }
 
+/// Where the entries a store keeps begin once the older ones were archived (`meshnode audit
+/// --archive`): the first entry kept and the hash of the entry before it, the last one
+/// archived. Signed by the node when it archives, so entries removed from the start of the
+/// chain otherwise are found, and the archive file's last entry is tied to what the store
+/// keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditBase {
+    /// Sequence number of the first entry kept.
+    pub first: u64,
+    /// Hash of entry `first - 1`.
+    pub prev: [u8; 32],
+}
+
+impl Signable for AuditBase {
+    const CONTEXT: &'static str = "meshnode/audit-base/v1";
+    const MAX_BODY: usize = 128;
+}
+
+impl AuditBase {
+    /// The start of a chain nothing was archived from.
+    pub const GENESIS: AuditBase = AuditBase {
+        first: 0,
+        prev: GENESIS,
+    };
+
+    /// The base `owner` signed, checked.
+    pub fn verified(signed: &Signed<AuditBase>, owner: &PublicKey) -> Result<Self, ChainError> {
+        if signed.signer() != *owner {
+            return Err(ChainError::Head(
+                "the archive base is signed by another key".into(),
+            ));
+        }
+        signed
+            .verify()
+            .map_err(|e| ChainError::Head(format!("the archive base signature is invalid ({e})")))
+    }
+}
+
 /// Verifies a whole chain given the stored bytes in order. Returns the number of entries and
 /// the hash of the last one.
 pub fn verify_chain<'a>(
     entries: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<(u64, [u8; 32]), ChainError> {
-    let mut prev = GENESIS;
-    let mut count = 0u64;
+    verify_chain_from(AuditBase::GENESIS, entries)
+}
+
+/// Verifies the entries a store keeps from `base` on, in order. Returns the number of
+/// entries of the whole chain (archived ones included: the next sequence number) and the
+/// hash of the last one.
+pub fn verify_chain_from<'a>(
+    base: AuditBase,
+    entries: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<(u64, [u8; 32]), ChainError> {
+    let mut prev = base.prev;
+    let mut count = base.first;
     for bytes in entries {
         let entry = AuditEntry::from_bytes(bytes).map_err(|e| ChainError::Unreadable {
             seq: count,
@@ -483,6 +531,52 @@ mod tests {
         let c = chain(5);
         assert_eq!(verify_chain(c.iter().map(Vec::as_slice)).unwrap().0, 5);
         assert_eq!(verify_chain(std::iter::empty()).unwrap(), (0, GENESIS));
+    }
+
+    #[test]
+    fn a_chain_kept_from_its_archive_base_verifies_and_its_start_is_checked() {
+        let c = chain(6);
+        let base = AuditBase {
+            first: 2,
+            prev: entry_hash(&c[1]),
+        };
+        let kept = || c[2..].iter().map(Vec::as_slice);
+        assert_eq!(
+            verify_chain_from(base, kept()).unwrap(),
+            (6, entry_hash(&c[5]))
+        );
+        // One more entry gone from the start, or a base that names another predecessor.
+        assert_eq!(
+            verify_chain_from(base, c[3..].iter().map(Vec::as_slice)),
+            Err(ChainError::Sequence {
+                position: 2,
+                claimed: 3
+            })
+        );
+        let other = AuditBase {
+            first: 2,
+            prev: entry_hash(&c[0]),
+        };
+        assert_eq!(
+            verify_chain_from(other, kept()),
+            Err(ChainError::BrokenLink {
+                seq: 2,
+                prev_seq: 1
+            })
+        );
+        // Without a base, a chain that does not start at 0 lost its start.
+        assert!(matches!(
+            verify_chain(kept()),
+            Err(ChainError::Sequence { position: 0, .. })
+        ));
+        // The base is the node's: another key's, or an altered one, is refused.
+        let node = crate::Identity::from_secret_bytes([4; 32]);
+        let signed = Signed::sign(&node, &base);
+        assert_eq!(AuditBase::verified(&signed, &node.public_key()), Ok(base));
+        let stranger = crate::Identity::from_secret_bytes([5; 32]);
+        assert!(AuditBase::verified(&signed, &stranger.public_key()).is_err());
+        let forged = Signed::sign(&stranger, &base);
+        assert!(AuditBase::verified(&forged, &node.public_key()).is_err());
     }
 
     #[test]

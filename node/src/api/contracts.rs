@@ -25,6 +25,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/v1/share/{id}/reject", post(reject))
         .route("/v1/share/{id}/revoke", post(revoke))
         .route("/v1/audit", get(audit))
+        .route("/v1/audit/archive", post(archive))
 }
 
 async fn request(
@@ -82,4 +83,12 @@ async fn revoke(
 
 async fn audit(State(s): State<ApiState>) -> Result<Json<AuditView>, NodeError> {
     Ok(Json(s.node.audit().await?))
+}
+
+async fn archive(
+    State(s): State<ApiState>,
+    Json(body): Json<crate::views::ArchiveRequest>,
+) -> Result<Json<crate::views::ArchiveView>, NodeError> {
+    let archived = s.node.archive_audit(body.keep).await?;
+    Ok(Json(crate::views::ArchiveView { archived }))
 }

@@ -70,6 +70,13 @@ pub(crate) enum ContractCommand {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<AuditView, NodeError>>,
     },
+    /// `audit --archive`.
+    ArchiveAudit {
+        /// Entries to keep in the store, the newest.
+        keep: u64,
+        /// Where the answer goes: what was archived, if anything.
+        reply: oneshot::Sender<Result<Option<crate::store::Archived>, NodeError>>,
+    },
 }
 
 impl NodeHandle {
@@ -143,6 +150,16 @@ impl NodeHandle {
     /// The audit log and its chain check.
     pub async fn audit(&self) -> Result<AuditView, NodeError> {
         self.call(|reply| Command::Contract(ContractCommand::Audit { reply }))
+            .await?
+    }
+
+    /// Moves the audit log's entries but the newest `keep` to a file under
+    /// `<data-dir>/audit-archive/`.
+    pub async fn archive_audit(
+        &self,
+        keep: u64,
+    ) -> Result<Option<crate::store::Archived>, NodeError> {
+        self.call(|reply| Command::Contract(ContractCommand::ArchiveAudit { keep, reply }))
             .await?
     }
 }

@@ -64,6 +64,7 @@ pub(crate) use convert::DECODE_BOUNDS;
 pub use convert::{ConvertError, OutputFormat, cast_to_schema, parquet_schema, parquet_unwritable};
 pub use mesh_protocol::Compression;
 pub use outpath::OutputError;
+pub(crate) use outpath::is_user_fixable as outpath_is_user_fixable;
 pub use staged::StagedFetch;
 
 /// Settings of the data plane.

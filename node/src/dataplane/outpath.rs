@@ -124,7 +124,7 @@ impl OutputError {
 
 /// Whether an I/O error is one the operator fixes (permissions, read-only or full disk, a
 /// missing directory) rather than a fault of the daemon.
-pub(super) fn is_user_fixable(e: &std::io::Error) -> bool {
+pub(crate) fn is_user_fixable(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         ErrorKind::PermissionDenied

@@ -935,6 +935,45 @@ fn a_flood_of_rejected_requests_leaves_only_the_newest_closed_records() {
     // Another consumer is answered as before.
     another_consumer_is_answered(&sales);
     assert_eq!(list(&sales).len(), 17);
+
+    // The operator moves all but the newest 10 audit entries to a file: the store's chain
+    // starts after it, verifies, and survives a restart.
+    let total = sales.cli(&["audit", "--json"]).json()["entries"]
+        .as_array()
+        .unwrap()
+        .len();
+    let archived = sales
+        .cli(&["audit", "--archive", "--keep", "10", "--json"])
+        .json();
+    let archived = &archived["archived"];
+    assert_eq!(archived["first"], 0, "{archived}");
+    assert_eq!(archived["last"], total as u64 - 11, "{archived}");
+    let file = std::fs::read_to_string(archived["path"].as_str().unwrap()).unwrap();
+    let lines: Vec<Value> = file
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), total - 10);
+    for pair in lines.windows(2) {
+        assert_eq!(pair[1]["prev"], pair[0]["hash"]);
+    }
+    let log = sales.cli(&["audit", "--json"]).json();
+    assert_eq!(log["entries"].as_array().unwrap().len(), 10);
+    assert_eq!(log["first_seq"], total as u64 - 10);
+    assert_eq!(
+        log["entries"][0]["seq"],
+        lines.last().unwrap()["seq"].as_u64().unwrap() + 1
+    );
+    assert!(sales.cli(&["audit", "--verify"]).success);
+    sales.stop();
+    sales.run();
+    let out = sales.cli(&["audit", "--verify"]);
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!("{total} entries")),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
