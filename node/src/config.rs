@@ -874,6 +874,13 @@ mod tests {
 
 #[cfg(test)]
 mod example_tests {
+    /// A config from `text`, validated; the error as text.
+    fn parse(text: &str) -> Result<super::NodeConfig, String> {
+        let config = toml::from_str::<super::NodeConfig>(text).map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
     #[test]
     fn shipped_example_config_is_valid() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/node-example.toml");
@@ -898,11 +905,6 @@ mod example_tests {
 
     #[test]
     fn the_disk_reserve_and_the_message_budget_have_defaults_and_are_validated() {
-        let parse = |text: &str| {
-            let config = toml::from_str::<super::NodeConfig>(text).map_err(|e| e.to_string())?;
-            config.validate().map_err(|e| e.to_string())?;
-            Ok::<_, String>(config)
-        };
         let default = parse("domain = \"sales\"").unwrap();
         assert_eq!(default.disk_reserve().bytes(), 256 << 20);
         let budget = default.contracts.budget();
@@ -922,11 +924,6 @@ mod example_tests {
 
     #[test]
     fn the_fetch_rate_has_defaults_and_is_validated() {
-        let parse = |text: &str| {
-            let config = toml::from_str::<super::NodeConfig>(text).map_err(|e| e.to_string())?;
-            config.validate().map_err(|e| e.to_string())?;
-            Ok::<_, String>(config)
-        };
         let rate =
             |c: &super::NodeConfig| crate::dataplane::DataPlaneConfig::from_node(c).fetch_rate;
         let default = parse("domain = \"sales\"").unwrap();
@@ -953,11 +950,6 @@ mod example_tests {
 
     #[test]
     fn the_closed_records_kept_have_defaults_and_are_validated() {
-        let parse = |text: &str| {
-            let config = toml::from_str::<super::NodeConfig>(text).map_err(|e| e.to_string())?;
-            config.validate().map_err(|e| e.to_string())?;
-            Ok::<_, String>(config)
-        };
         let default = parse("domain = \"sales\"").unwrap();
         assert_eq!(
             default.contracts.retention(),
@@ -985,11 +977,6 @@ mod example_tests {
 
     #[test]
     fn the_live_agreements_per_consumer_are_bounded_and_validated() {
-        let parse = |text: &str| {
-            let config = toml::from_str::<super::NodeConfig>(text).map_err(|e| e.to_string())?;
-            config.validate().map_err(|e| e.to_string())?;
-            Ok::<_, String>(config)
-        };
         let default = parse("domain = \"sales\"").unwrap();
         assert_eq!(default.contracts.max_live_agreements_per_consumer, 256);
         assert_eq!(default.contracts.budget().max_live_per_consumer, 256);
@@ -1008,11 +995,6 @@ mod example_tests {
     #[test]
     fn the_data_link_sizes_the_windows_within_bounds() {
         use crate::dataplane::tls::{DESIGN_LINK, Windows};
-        let parse = |text: &str| {
-            let config = toml::from_str::<super::NodeConfig>(text).map_err(|e| e.to_string())?;
-            config.validate().map_err(|e| e.to_string())?;
-            Ok::<_, String>(config)
-        };
         let default = parse("domain = \"sales\"").unwrap();
         assert_eq!(default.data_link.link(), DESIGN_LINK);
         let fast = parse("domain = \"sales\"\n[data_link]\nmbit_s = 2000\nrtt_ms = 80\n").unwrap();

@@ -480,6 +480,16 @@ mod tests {
         Room::keeping(crate::diskroom::Reserve::mib(0))
     }
 
+    /// [`convert`] with [`any_room`].
+    fn convert_anywhere(
+        verified: &Path,
+        stream_bytes: u64,
+        format: OutputFormat,
+        dest: &Path,
+    ) -> Result<u64, ConvertError> {
+        convert(verified, stream_bytes, format, dest, any_room())
+    }
+
     /// A disk with 1 MiB of reserve and 2 MiB more, less what the test's output files hold.
     fn two_mib_free(dir: &Path) -> u64 {
         let written: u64 = ["x.parquet", "x.arrows"]
@@ -550,14 +560,8 @@ mod tests {
         assert!(matches!(err, ConvertError::NoRoom { .. }), "{err}");
         assert!(!arrows.exists());
         // The same conversions with room: the files are whole.
-        let size = convert(
-            &verified,
-            stream_bytes,
-            OutputFormat::Parquet,
-            &parquet,
-            any_room(),
-        )
-        .unwrap();
+        let size =
+            convert_anywhere(&verified, stream_bytes, OutputFormat::Parquet, &parquet).unwrap();
         assert!(size > 2 << 20, "{size}");
         let rows: usize = ParquetRecordBatchReaderBuilder::try_new(File::open(&parquet).unwrap())
             .unwrap()
@@ -688,14 +692,8 @@ mod tests {
 
         let arrows = tmp.path().join("x.arrows");
         std::fs::write(&arrows, "stale").unwrap();
-        let size = convert(
-            &verified,
-            stream_bytes,
-            OutputFormat::Arrows,
-            &arrows,
-            any_room(),
-        )
-        .unwrap();
+        let size =
+            convert_anywhere(&verified, stream_bytes, OutputFormat::Arrows, &arrows).unwrap();
         assert_eq!(size, std::fs::metadata(&arrows).unwrap().len());
         let bytes = std::fs::read(&arrows).unwrap();
         // The signed bytes, verbatim, then the end-of-stream marker.
@@ -712,14 +710,7 @@ mod tests {
         assert_eq!(got, expected);
 
         let parquet = tmp.path().join("x.parquet");
-        convert(
-            &verified,
-            stream_bytes,
-            OutputFormat::Parquet,
-            &parquet,
-            any_room(),
-        )
-        .unwrap();
+        convert_anywhere(&verified, stream_bytes, OutputFormat::Parquet, &parquet).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&parquet).unwrap())
             .unwrap()
             .build()
@@ -798,7 +789,7 @@ mod tests {
         writer.finish().unwrap();
         drop(writer);
         let (many, bytes) = file_of_stream(tmp.path(), &stream);
-        let err = convert(&many, bytes, OutputFormat::Parquet, &dest, any_room()).unwrap_err();
+        let err = convert_anywhere(&many, bytes, OutputFormat::Parquet, &dest).unwrap_err();
         assert!(
             matches!(&err, ConvertError::Bounds { what } if what.contains("rows")),
             "{err}"
@@ -806,7 +797,7 @@ mod tests {
         assert!(!dest.exists());
         // As an IPC stream the same data is only copied, never decoded: no limit applies.
         let arrows = tmp.path().join("many.arrows");
-        convert(&many, bytes, OutputFormat::Arrows, &arrows, any_room()).unwrap();
+        convert_anywhere(&many, bytes, OutputFormat::Arrows, &arrows).unwrap();
     }
 
     /// The parquet crate panics (`unimplemented!`) on a union column instead of returning
@@ -854,7 +845,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (verified, bytes) = file_of_stream(tmp.path(), &stream);
         let dest = tmp.path().join("x.parquet");
-        let err = convert(&verified, bytes, OutputFormat::Parquet, &dest, any_room()).unwrap_err();
+        let err = convert_anywhere(&verified, bytes, OutputFormat::Parquet, &dest).unwrap_err();
         assert!(
             matches!(&err, ConvertError::Parquet { .. })
                 && err
@@ -871,20 +862,14 @@ mod tests {
         let (verified, _, stream_bytes) = received_file(tmp.path());
         // A file shorter than it claims: the copy notices, the output goes.
         let dest = tmp.path().join("short.arrows");
-        let err = convert(
-            &verified,
-            stream_bytes + 4096,
-            OutputFormat::Arrows,
-            &dest,
-            any_room(),
-        );
+        let err = convert_anywhere(&verified, stream_bytes + 4096, OutputFormat::Arrows, &dest);
         assert!(err.is_err());
         assert!(!dest.exists());
         // Not an IPC file at all.
         let junk = tmp.path().join("junk");
         std::fs::write(&junk, b"not arrow").unwrap();
         let dest = tmp.path().join("junk.parquet");
-        let err = convert(&junk, 9, OutputFormat::Parquet, &dest, any_room()).unwrap_err();
+        let err = convert_anywhere(&junk, 9, OutputFormat::Parquet, &dest).unwrap_err();
         assert!(matches!(err, ConvertError::Bounds { .. }), "{err}");
         assert!(!dest.exists());
     }

@@ -502,15 +502,22 @@ fn whole_product_agreed() -> (Side, Side, ProductId) {
 }
 
 /// [`whole_product_agreed`] with a consumer whose data plane has `hooks`.
-fn whole_product_agreed_with(hooks: Hooks) -> (Side, Side, ProductId) {
-    let provider = Side::start(provider_id());
-    let consumer = Side::start_with(consumer_id(), hooks, 4);
-    let product = publish(&provider, "orders", 1, &[]);
-    replicate_catalog(&provider, &consumer, &product);
+/// Publishes `orders` version 1 at `provider` (with `restricted` columns), shows it to
+/// `consumer` and agrees on the whole of it: every column, every row.
+fn agree_whole(provider: &Side, consumer: &Side, restricted: &[&str]) -> (ProductId, Agreement) {
+    let product = publish(provider, "orders", 1, restricted);
+    replicate_catalog(provider, consumer, &product);
     let mut t = terms(&product, &consumer.identity);
     t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
     t.filter = None;
-    agree(&provider, &consumer, t);
+    let agreement = agree(provider, consumer, t);
+    (product, agreement)
+}
+
+fn whole_product_agreed_with(hooks: Hooks) -> (Side, Side, ProductId) {
+    let provider = Side::start(provider_id());
+    let consumer = Side::start_with(consumer_id(), hooks, 4);
+    let (product, _) = agree_whole(&provider, &consumer, &[]);
     (provider, consumer, product)
 }
 
@@ -1279,12 +1286,7 @@ fn announce_node_record(provider: &Side, consumer: &Side) {
 async fn a_provider_restarted_on_another_port_is_found_through_its_node_record() {
     let mut provider = Side::start(provider_id());
     let consumer = Side::start(consumer_id());
-    let product = publish(&provider, "orders", 1, &[]);
-    replicate_catalog(&provider, &consumer, &product);
-    let mut t = terms(&product, &consumer.identity);
-    t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
-    t.filter = None;
-    agree(&provider, &consumer, t);
+    let (product, _) = agree_whole(&provider, &consumer, &[]);
     let out_dir = tempfile::tempdir().unwrap();
     let before = provider.addr();
     provider.restart(Hooks::default());
@@ -1679,12 +1681,7 @@ async fn fetch_requests_past_the_consumers_rate_are_refused_busy_before_the_agre
         4,
     );
     let consumer = Side::start(consumer_id());
-    let product = publish(&provider, "orders", 1, &[]);
-    replicate_catalog(&provider, &consumer, &product);
-    let mut t = terms(&product, &consumer.identity);
-    t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
-    t.filter = None;
-    agree(&provider, &consumer, t);
+    let (product, _) = agree_whole(&provider, &consumer, &[]);
     let out_dir = tempfile::tempdir().unwrap();
     let fetch = |n: u32| {
         let out = out_dir.path().join(format!("orders-{n}.arrow"));

@@ -50,12 +50,7 @@ fn striped_agreed(
         tls::Transport::streams(4),
         connections,
     );
-    let product = publish(&provider, "orders", 1, &[]);
-    replicate_catalog(&provider, &consumer, &product);
-    let mut t = terms(&product, &consumer.identity);
-    t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
-    t.filter = None;
-    let agreement = agree(&provider, &consumer, t);
+    let (product, agreement) = agree_whole(&provider, &consumer, &[]);
     (provider, consumer, product, agreement)
 }
 
@@ -158,12 +153,7 @@ async fn a_fetch_the_provider_re_encodes_goes_whole_on_one_connection() {
         tls::Transport::streams(4),
         3,
     );
-    let product = publish(&provider, "orders", 1, &["email"]);
-    replicate_catalog(&provider, &consumer, &product);
-    let mut t = terms(&product, &consumer.identity);
-    t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
-    t.filter = None;
-    agree(&provider, &consumer, t);
+    let (product, _) = agree_whole(&provider, &consumer, &["email"]);
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("reencoded.arrow");
     let outcome = consumer.plane.fetch(options(&out, &product)).await.unwrap();
