@@ -13,7 +13,7 @@
 //! - `N consumer nonce` -> id: the nonce replay check;
 //! - `R consumer updated_ms id` and `A updated_ms id`: closed records on the provider's side
 //!   (rejected, revoked, expired), oldest first, per consumer and in all, so that what
-//!   [`ClosedRetention`] does not keep is found without reading a record;
+//!   [`ClosedRetention`](mesh_protocol::retention::ClosedRetention) does not keep is found without reading a record;
 //! - `V` -> the index's version, so that a store indexed by an older build is indexed again.
 
 use mesh_protocol::PublicKey;
@@ -23,7 +23,6 @@ use mesh_protocol::contract::effective_state;
 use mesh_protocol::contract::{
     Agreement, AgreementId, ContractRequest, ContractState, ContractTerms, Rejection, Revocation,
 };
-use mesh_protocol::retention::ClosedRetention;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
@@ -91,7 +90,7 @@ fn index_keys(id: &AgreementId, record: &AgreementRecord) -> Vec<(Vec<u8>, Vec<u
     keys
 }
 
-/// A record [`ClosedRetention`] bounds: one of ours as provider, in a state no event leaves.
+/// A record [`ClosedRetention`](mesh_protocol::retention::ClosedRetention) bounds: one of ours as provider, in a state no event leaves.
 fn is_closed(role: Role, state: ContractState) -> bool {
     role == Role::Provider && state.is_final()
 }
@@ -172,7 +171,7 @@ impl AgreementRecord {
 impl Store {
     /// Stores (or replaces) a contract record and its index entries, in one transaction.
     /// When the record is a closed one of ours as provider, then removes the oldest closed
-    /// records past the store's [`ClosedRetention`]: of the same consumer, then of all.
+    /// records past the store's [`ClosedRetention`](mesh_protocol::retention::ClosedRetention): of the same consumer, then of all.
     /// Callers flush before acknowledging.
     pub fn put_agreement(
         &self,
@@ -186,7 +185,7 @@ impl Store {
         let Ok(terms) = record.terms() else {
             return Ok(());
         };
-        let removed = self.prune_closed(&terms.consumer, self.retention)?;
+        let removed = self.prune_closed(&terms.consumer)?;
         if removed > 0 {
             tracing::debug!(removed, "removed the oldest closed contract records");
         }
@@ -270,13 +269,10 @@ impl Store {
         Ok(n)
     }
 
-    /// Removes the oldest closed records of `consumer`, then of all consumers, past
-    /// `retention`, at most a batch of each.
-    fn prune_closed(
-        &self,
-        consumer: &PublicKey,
-        retention: ClosedRetention,
-    ) -> Result<usize, StoreError> {
+    /// Removes the oldest closed records of `consumer` past the store's [`ClosedRetention`](mesh_protocol::retention::ClosedRetention),
+    /// then, counting what is left, the oldest of all consumers; at most a batch of each.
+    fn prune_closed(&self, consumer: &PublicKey) -> Result<usize, StoreError> {
+        let retention = self.retention;
         let mut prefix = vec![CLOSED_OF];
         prefix.extend_from_slice(&consumer.0);
         let of_consumer = self
@@ -285,33 +281,23 @@ impl Store {
             .keys()
             .take(retention.consumer_count_limit())
             .count();
-        let surplus = retention.surplus(of_consumer, self.closed_records()?);
-        if surplus.is_empty() {
-            return Ok(0);
-        }
-        // Keys are ordered oldest first; the id is the key's last 32 bytes.
-        let mut oldest = ids_of(
-            self.agreement_index(),
-            &prefix,
-            prefix.len() + 8,
-            surplus.of_consumer,
-        )?;
-        oldest.extend(ids_of(
-            self.agreement_index(),
-            &[CLOSED],
-            1 + 8,
-            surplus.overall,
-        )?);
-        let mut removed = 0;
-        for id in oldest {
-            // Already gone when it is among the oldest of both.
-            if self.agreements().contains_key(id.0)? {
-                self.remove_agreement(&id)?;
-                self.revocations().remove(id.0)?;
-                removed += 1;
-            }
-        }
+        // Keys are ordered oldest first; the id follows the 8 bytes of the time.
+        let surplus = retention.surplus_of_consumer(of_consumer);
+        let oldest = ids_of(self.agreement_index(), &prefix, prefix.len() + 8, surplus)?;
+        let mut removed = self.remove_closed(&oldest)?;
+        let surplus = retention.surplus_overall(self.closed_records()?);
+        let oldest = ids_of(self.agreement_index(), &[CLOSED], 1 + 8, surplus)?;
+        removed += self.remove_closed(&oldest)?;
         Ok(removed)
+    }
+
+    /// Removes closed records with their index entries and stored revocations.
+    fn remove_closed(&self, ids: &[AgreementId]) -> Result<usize, StoreError> {
+        for id in ids {
+            self.remove_agreement(id)?;
+            self.revocations().remove(id.0)?;
+        }
+        Ok(ids.len())
     }
 
     /// Builds the index again when it was written by a build with another layout (or by
@@ -476,6 +462,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use mesh_protocol::contract::{Columns, DAY_MS};
+    use mesh_protocol::retention::ClosedRetention;
     use mesh_protocol::{Identity, ProductId};
 
     use super::*;

@@ -18,7 +18,7 @@
 //! - an expired or revoked agreement cannot be used once its record is gone: the data plane
 //!   serves only agreements it finds in the store.
 //!
-//! The counting is in the store; what to remove, given the counts, is decided here.
+//! The counting is in the store; how many to remove, given the counts, is decided here.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,22 +49,6 @@ impl Default for ClosedRetention {
     }
 }
 
-/// How many of the oldest closed records to remove.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Surplus {
-    /// Oldest records of the consumer just written.
-    pub of_consumer: usize,
-    /// Oldest records of all consumers.
-    pub overall: usize,
-}
-
-impl Surplus {
-    /// Nothing to remove.
-    pub fn is_empty(&self) -> bool {
-        self.of_consumer == 0 && self.overall == 0
-    }
-}
-
 impl ClosedRetention {
     /// How many closed records of one consumer the store needs to count to decide: one
     /// past what may be removed at once.
@@ -72,19 +56,20 @@ impl ClosedRetention {
         (self.per_consumer as usize).saturating_add(PRUNE_BATCH)
     }
 
-    /// What to remove when one consumer has `of_consumer` closed records (counted up to
-    /// [`Self::consumer_count_limit`]) and all consumers have `overall`; at most
-    /// [`PRUNE_BATCH`] of each.
-    pub fn surplus(&self, of_consumer: usize, overall: u64) -> Surplus {
-        let over_total = overall.saturating_sub(u64::from(self.total));
-        Surplus {
-            of_consumer: of_consumer
-                .saturating_sub(self.per_consumer as usize)
-                .min(PRUNE_BATCH),
-            overall: usize::try_from(over_total)
-                .unwrap_or(usize::MAX)
-                .min(PRUNE_BATCH),
-        }
+    /// How many of one consumer's oldest closed records to remove when it has `count`
+    /// (counted up to [`Self::consumer_count_limit`]); at most [`PRUNE_BATCH`].
+    pub fn surplus_of_consumer(&self, count: usize) -> usize {
+        count
+            .saturating_sub(self.per_consumer as usize)
+            .min(PRUNE_BATCH)
+    }
+
+    /// How many of all consumers' oldest closed records to remove when there are `count`;
+    /// at most [`PRUNE_BATCH`].
+    pub fn surplus_overall(&self, count: u64) -> usize {
+        usize::try_from(count.saturating_sub(u64::from(self.total)))
+            .unwrap_or(usize::MAX)
+            .min(PRUNE_BATCH)
     }
 }
 
@@ -99,33 +84,24 @@ mod tests {
 
     #[test]
     fn nothing_is_removed_within_the_bounds() {
-        assert!(SMALL.surplus(0, 0).is_empty());
-        assert!(SMALL.surplus(3, 10).is_empty());
+        assert_eq!(SMALL.surplus_of_consumer(0), 0);
+        assert_eq!(SMALL.surplus_of_consumer(3), 0);
+        assert_eq!(SMALL.surplus_overall(10), 0);
     }
 
     #[test]
     fn the_records_past_each_bound_are_removed() {
-        assert_eq!(
-            SMALL.surplus(4, 10),
-            Surplus {
-                of_consumer: 1,
-                overall: 0
-            }
-        );
-        assert_eq!(
-            SMALL.surplus(2, 12),
-            Surplus {
-                of_consumer: 0,
-                overall: 2
-            }
-        );
+        assert_eq!(SMALL.surplus_of_consumer(4), 1);
+        assert_eq!(SMALL.surplus_overall(12), 2);
     }
 
     #[test]
     fn a_store_far_past_its_bounds_shrinks_a_batch_at_a_time() {
-        let surplus = SMALL.surplus(SMALL.consumer_count_limit(), u64::MAX);
-        assert_eq!(surplus.of_consumer, PRUNE_BATCH);
-        assert_eq!(surplus.overall, PRUNE_BATCH);
+        assert_eq!(
+            SMALL.surplus_of_consumer(SMALL.consumer_count_limit()),
+            PRUNE_BATCH
+        );
+        assert_eq!(SMALL.surplus_overall(u64::MAX), PRUNE_BATCH);
         // Counting stops where it decides nothing more: a count at the limit removes a
         // whole batch, as any larger one would.
         assert_eq!(SMALL.consumer_count_limit(), 3 + PRUNE_BATCH);
