@@ -78,6 +78,12 @@ pub struct NodeConfig {
     /// 0 turns the check off.
     #[serde(default = "default_disk_reserve")]
     pub disk_reserve_mib: u64,
+    /// MiB of other domains' descriptors this node's catalog keeps, all keys together. Once
+    /// full, a key may still grow to its fair share (this divided by the number of keys
+    /// holding descriptors) by removing descriptors of the key holding the most; past its
+    /// share it is refused (`over_budget`). This node's own products always stay.
+    #[serde(default = "default_max_catalog_mib")]
+    pub max_catalog_mib: u64,
     /// Defaults applied to `meshnode publish` when flags do not say otherwise.
     #[serde(default)]
     pub defaults: PublishDefaults,
@@ -278,6 +284,9 @@ fn default_fetch_burst() -> u32 {
 fn default_fetch_refill_ms() -> u64 {
     crate::dataplane::DEFAULT_FETCH_REFILL_MS
 }
+fn default_max_catalog_mib() -> u64 {
+    mesh_protocol::quota::DEFAULT_CATALOG_BYTES >> 20
+}
 fn default_max_connections() -> u32 {
     128
 }
@@ -438,8 +447,20 @@ impl NodeConfig {
             dht_server: true,
             clock_skew_tolerance_secs: DEFAULT_CLOCK_SKEW_SECS,
             disk_reserve_mib: default_disk_reserve(),
+            max_catalog_mib: default_max_catalog_mib(),
             defaults: PublishDefaults::default(),
             contracts: ContractLimits::default(),
+        }
+    }
+
+    /// The bound on the catalog's bytes (`max_catalog_mib`), for a node whose key is `own`.
+    pub fn catalog_quota(
+        &self,
+        own: mesh_protocol::PublicKey,
+    ) -> mesh_protocol::quota::CatalogQuota {
+        mesh_protocol::quota::CatalogQuota {
+            max_bytes: self.max_catalog_mib.saturating_mul(1 << 20),
+            own,
         }
     }
 
@@ -512,6 +533,7 @@ impl NodeConfig {
             ),
             ("fetch_burst", u64::from(self.fetch_burst)),
             ("fetch_refill_ms", self.fetch_refill_ms),
+            ("max_catalog_mib", self.max_catalog_mib),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {
@@ -946,6 +968,18 @@ mod example_tests {
             let err = parse(&format!("domain = \"sales\"\n{key} = 0\n")).unwrap_err();
             assert!(err.contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn the_catalog_quota_has_a_default_and_is_validated() {
+        let own = mesh_protocol::Identity::from_secret_bytes([3; 32]).public_key();
+        let default = parse("domain = \"sales\"").unwrap();
+        assert_eq!(default.catalog_quota(own).max_bytes, 1 << 30);
+        assert_eq!(default.catalog_quota(own).own, own);
+        let set = parse("domain = \"sales\"\nmax_catalog_mib = 3\n").unwrap();
+        assert_eq!(set.catalog_quota(own).max_bytes, 3 << 20);
+        let err = parse("domain = \"sales\"\nmax_catalog_mib = 0\n").unwrap_err();
+        assert!(err.contains("max_catalog_mib"), "{err}");
     }
 
     #[test]

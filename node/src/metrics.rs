@@ -387,6 +387,10 @@ pub(crate) struct Metrics {
     pub(crate) connections: Gauge,
     /// Catalog entries.
     pub(crate) catalog_size: Gauge,
+    /// Bytes of catalog entries, all owners together.
+    pub(crate) catalog_bytes: Gauge,
+    /// Descriptors removed from a full catalog to make room for a key under its share.
+    pub(crate) catalog_evicted: Counter,
     /// Gossip messages received.
     pub(crate) gossip_in: Counter,
     /// Gossip messages published by this node.
@@ -434,6 +438,8 @@ impl Metrics {
             peers: Gauge::default(),
             connections: Gauge::default(),
             catalog_size: Gauge::default(),
+            catalog_bytes: Gauge::default(),
+            catalog_evicted: Counter::default(),
             gossip_in: Counter::default(),
             gossip_out: Counter::default(),
             gossip_bytes_in: Counter::default(),
@@ -463,6 +469,16 @@ impl Metrics {
             "catalog_size",
             "Products in the local catalog replica",
             metrics.catalog_size.clone(),
+        );
+        registry.register(
+            "catalog_bytes",
+            "Bytes of descriptors in the local catalog replica (bounded by max_catalog_mib)",
+            metrics.catalog_bytes.clone(),
+        );
+        registry.register(
+            "catalog_evicted",
+            "Descriptors removed from a full catalog to make room for a key under its fair share",
+            metrics.catalog_evicted.clone(),
         );
         registry.register(
             "gossip_messages_in",

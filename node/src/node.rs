@@ -559,6 +559,9 @@ impl Node {
                 self.metrics
                     .catalog_size
                     .set(self.store.catalog_len() as i64);
+                self.metrics
+                    .catalog_bytes
+                    .set(i64::try_from(self.store.catalog_bytes()).unwrap_or(i64::MAX));
                 self.metrics.count_contracts(&self.store);
                 let _ = reply.send(self.metrics.render());
             }
@@ -595,6 +598,8 @@ impl Node {
             flight_addr: self.flight_addr.map(|a| a.to_string()),
             peers: self.peers.len(),
             catalog_size: self.store.catalog_len(),
+            catalog_bytes: self.store.catalog_bytes(),
+            catalog_max_bytes: self.config.catalog_quota(pk).max_bytes,
             rejected: self.metrics.rejected_counts(),
             uptime_secs: self.started.elapsed().as_secs(),
             mesh_id: self.governance.state.id().short(),

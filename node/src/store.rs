@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mesh_protocol::audit::{self, AuditEntry, AuditHead, AuditKind, ChainError};
-use mesh_protocol::{Identity, NodeRecord, ProductDescriptor, ProductId, PublicKey, Signed};
+use mesh_protocol::{Identity, NodeRecord, ProductId, PublicKey, Signed};
 
 /// Key of the one record in the `audit_head` tree.
 const HEAD_KEY: &[u8] = b"head";
 
 mod archive;
+mod catalog;
 pub use archive::{ArchiveError, Archived};
 
 /// How often sled's background thread makes recent writes durable (sled's default is every
@@ -231,6 +232,8 @@ struct Digests {
     generation: u64,
     catalog: Option<Digest<ProductId>>,
     nodes: Option<Digest<PublicKey>>,
+    /// Bytes of catalog entries per owner: counted at open, then kept by every write.
+    usage: mesh_protocol::quota::CatalogUsage,
 }
 
 fn split_versioned(
@@ -300,8 +303,13 @@ impl Store {
             .path(path)
             .flush_every_ms(flush_every_ms)
             .open()?;
+        let catalog = db.open_tree(trees::CATALOG)?;
+        let digests = Digests {
+            usage: catalog::usage_of(&catalog)?,
+            ..Digests::default()
+        };
         Ok(Self {
-            catalog: db.open_tree(trees::CATALOG)?,
+            catalog,
             products: db.open_tree(trees::PRODUCTS)?,
             agreements: db.open_tree(trees::AGREEMENTS)?,
             pending: db.open_tree(trees::PENDING)?,
@@ -312,7 +320,7 @@ impl Store {
             audit_head: db.open_tree(trees::AUDIT_HEAD)?,
             signer: None,
             anchor: None,
-            digests: Default::default(),
+            digests: Arc::new(Mutex::new(digests)),
             contract_decisions: Default::default(),
             agreement_generation: Default::default(),
             retention: Default::default(),
@@ -430,84 +438,6 @@ impl Store {
             return Ok(());
         };
         self.advance_anchor(anchor, &head, true)
-    }
-
-    // ---- catalog ----
-
-    /// The stored envelope for a product and its version.
-    pub fn descriptor(
-        &self,
-        id: &ProductId,
-    ) -> Result<Option<(u64, Signed<ProductDescriptor>)>, StoreError> {
-        let key = id.storage_key();
-        let Some(value) = self.catalog.get(key.as_bytes())? else {
-            return Ok(None);
-        };
-        let (version, bytes) = split_versioned(trees::CATALOG, key.as_bytes(), &value)?;
-        let envelope = Signed::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
-            tree: trees::CATALOG,
-            key,
-            reason: e.to_string(),
-        })?;
-        Ok(Some((version, envelope)))
-    }
-
-    /// Stores a verified descriptor envelope, replacing any older version.
-    pub fn put_descriptor(
-        &self,
-        descriptor: &ProductDescriptor,
-        envelope: &Signed<ProductDescriptor>,
-    ) -> Result<(), StoreError> {
-        // The digest lock orders writes, so the cached digest ends with the version sled has.
-        let mut digests = self.lock_digests();
-        self.catalog.insert(
-            descriptor.id().storage_key().as_bytes(),
-            versioned(descriptor.version, &envelope.to_bytes()),
-        )?;
-        digests.record(|d| &mut d.catalog, descriptor.id(), descriptor.version);
-        Ok(())
-    }
-
-    /// Every catalog entry, decoded.
-    pub fn catalog(
-        &self,
-    ) -> Result<Vec<(ProductDescriptor, Signed<ProductDescriptor>)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.catalog.iter() {
-            let (key, value) = item?;
-            let (_, bytes) = split_versioned(trees::CATALOG, &key, &value)?;
-            let corrupt = |reason: String| StoreError::Corrupt {
-                tree: trees::CATALOG,
-                key: String::from_utf8_lossy(&key).into_owned(),
-                reason,
-            };
-            let envelope: Signed<ProductDescriptor> =
-                Signed::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
-            let descriptor = envelope
-                .decode_trusted()
-                .map_err(|e| corrupt(e.to_string()))?;
-            out.push((descriptor, envelope));
-        }
-        Ok(out)
-    }
-
-    /// Number of catalog entries.
-    pub fn catalog_len(&self) -> usize {
-        // sled counts a tree by walking it; the digest is cached and has one entry per key.
-        match self.catalog_digest() {
-            Ok(digest) => digest.len(),
-            Err(_) => self.catalog.len(),
-        }
-    }
-
-    /// `{product id -> version}` for anti-entropy.
-    pub fn catalog_digest(&self) -> Result<Digest<ProductId>, StoreError> {
-        self.digest(
-            &self.catalog,
-            trees::CATALOG,
-            |d| &mut d.catalog,
-            ProductId::from_storage_key,
-        )
     }
 
     /// The cached digest in `slot`, or one built from `tree` (keys parsed by `parse_key`,
@@ -628,29 +558,6 @@ impl Store {
             |d| &mut d.nodes,
             |key| PublicKey::from_hex(key).ok(),
         )
-    }
-
-    /// Deletes every catalog entry owned by `owner` and its node record: what a node keeps
-    /// of a key removed from the mesh. Returns how many descriptors went.
-    pub fn forget_owner(&self, owner: &PublicKey) -> Result<usize, StoreError> {
-        let mut digests = self.lock_digests();
-        let mut gone = 0;
-        let prefix = ProductId {
-            owner: *owner,
-            name: String::new(),
-        }
-        .storage_key();
-        for item in self.catalog.scan_prefix(prefix.as_bytes()) {
-            let (key, _) = item?;
-            self.catalog.remove(&key)?;
-            if let Some(id) = ProductId::from_storage_key(&String::from_utf8_lossy(&key)) {
-                digests.forget(|d| &mut d.catalog, &id);
-            }
-            gone += 1;
-        }
-        self.peers.remove(owner.to_hex().as_bytes())?;
-        digests.forget(|d| &mut d.nodes, owner);
-        Ok(gone)
     }
 
     /// A tree of the governance state (charter, votes, invitations), opened by name.
@@ -890,6 +797,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mesh_protocol::ProductDescriptor;
 
     #[test]
     fn editing_the_last_entry_is_caught_by_the_signed_head() {

@@ -33,6 +33,12 @@ pub struct StatusView {
     pub peers: usize,
     /// Entries in the catalog replica (local and remote).
     pub catalog_size: usize,
+    /// Bytes of those entries.
+    #[serde(default)]
+    pub catalog_bytes: u64,
+    /// The most bytes of descriptors the catalog keeps (`max_catalog_mib`).
+    #[serde(default)]
+    pub catalog_max_bytes: u64,
     /// Gossip and sync messages rejected, by reason.
     pub rejected: BTreeMap<String, u64>,
     /// Seconds since the daemon started.

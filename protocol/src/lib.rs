@@ -20,6 +20,7 @@
 //! - [`wire`]: gossip and anti-entropy sync messages.
 //! - [`reconcile`]: range-based set reconciliation, the bounded anti-entropy of the catalog.
 //! - [`peers`]: the peer policy: discovery, dial backoff, trimming, sync scheduling, scores.
+//! - [`quota`]: the bytes of descriptors a node keeps, and each key's fair share of them.
 //! - [`governance`]: the mesh charter, membership motions and votes, the global policies,
 //!   join tickets.
 //! - [`filter`]: the row-filter language of contracts: parse, canonical text, type check.
@@ -46,6 +47,7 @@ pub mod filter;
 pub mod governance;
 pub mod identity;
 pub mod peers;
+pub mod quota;
 pub mod reconcile;
 pub mod retention;
 pub mod sqlbudget;

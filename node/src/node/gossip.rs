@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use libp2p::gossipsub;
 use mesh_protocol::catalog::{self, MergeOutcome, merge_node_record};
+use mesh_protocol::quota::Admission;
 use mesh_protocol::wire::GossipMessage;
 use mesh_protocol::{NodeRecord, ProductDescriptor, ProductId, PublicKey, RejectReason, Signed};
 
@@ -111,6 +112,10 @@ impl Node {
                 Err(RejectReason::OverBudget)
             }
             MergeOutcome::Accepted(descriptor) => {
+                if let Err(reason) = self.make_room_for(&descriptor, envelope, via) {
+                    self.rejected(reason);
+                    return Err(reason);
+                }
                 if let Err(e) = self.store.put_descriptor(&descriptor, envelope) {
                     tracing::error!("cannot store descriptor: {e}");
                     return Ok(false);
@@ -134,6 +139,57 @@ impl Node {
                 Err(reason)
             }
         }
+    }
+
+    /// Makes room in the catalog's byte quota (`max_catalog_mib`) for a verified
+    /// `descriptor`: while it would not fit, descriptors of the key holding the most past its
+    /// fair share are removed (see `mesh_protocol::quota`). `Err(OverBudget)` when the
+    /// descriptor's own key would be past its share. Our own descriptors are never refused.
+    pub(super) fn make_room_for(
+        &mut self,
+        descriptor: &ProductDescriptor,
+        envelope: &Signed<ProductDescriptor>,
+        via: &'static str,
+    ) -> Result<(), RejectReason> {
+        let quota = self.config.catalog_quota(self.identity.public_key());
+        let id = descriptor.id();
+        // Each round empties one key down to its share, and no key is asked twice for the
+        // same write: one round per member at most.
+        for _ in 0..=mesh_protocol::governance::state::MAX_MEMBERS {
+            let admission =
+                match self
+                    .store
+                    .catalog_admission(&quota, &id, descriptor.version, envelope)
+                {
+                    Ok(admission) => admission,
+                    Err(e) => {
+                        // The write that follows reports the store's failure.
+                        tracing::error!("cannot read the catalog's usage: {e}");
+                        return Ok(());
+                    }
+                };
+            match admission {
+                Admission::Fits => return Ok(()),
+                Admission::Refuse { held, share } => {
+                    tracing::info!(owner = %descriptor.owner.fingerprint(), held, share, via,
+                        "refused a descriptor: the catalog is full and its key is past its fair share");
+                    return Err(RejectReason::OverBudget);
+                }
+                Admission::MakeRoom { owner, bytes } => match self.store.make_room(&owner, bytes) {
+                    Ok(gone) if !gone.is_empty() => {
+                        self.metrics.catalog_evicted.inc_by(gone.len() as u64);
+                        tracing::info!(owner = %owner.fingerprint(), removed = gone.len(), for_owner = %descriptor.owner.fingerprint(),
+                            "the catalog is full: removed descriptors of the key holding the most, past its fair share");
+                    }
+                    Ok(_) => return Err(RejectReason::OverBudget),
+                    Err(e) => {
+                        tracing::error!("cannot make room in the catalog: {e}");
+                        return Err(RejectReason::OverBudget);
+                    }
+                },
+            }
+        }
+        Err(RejectReason::OverBudget)
     }
 
     /// Whether `owner` may add one more product to our catalog

@@ -97,6 +97,10 @@ impl Node {
         // The rename is durable before the store says the version exists.
         crate::keyfile::sync_parent(&final_path)
             .map_err(|e| NodeError::Internal(format!("cannot sync the product directory: {e}")))?;
+        // Our own products always stay; others' make room for them while past their share.
+        if self.make_room_for(&descriptor, &envelope, "local").is_err() {
+            tracing::warn!(product = %descriptor.display_name(), "could not make room in the catalog (max_catalog_mib) for our own product; stored past the quota");
+        }
         self.store.put_descriptor(&descriptor, &envelope)?;
         self.store.set_local_version(&request.name, version)?;
         self.store.audit_append(
