@@ -20,6 +20,8 @@
 //! soon as it is connected (`own-gossiped`, or `own-already-gossiped` when the victim took it
 //! by sync first and gossiped it back) and serves it to every sync request
 //! (`own-served-by-sync`): what an honest node would do, so only membership can keep it out.
+//! With `--count N` it publishes N such descriptors (`own`, `own-1`, ...), each with a
+//! description of `--pad BYTES` (at most 16 KiB): a member filling every node's catalog.
 //!
 //! With `--ticket TICKET` (from `meshnode mesh invite --domain mallory` on a member) it first
 //! joins the mesh with its own key, then speaks the mesh's topic and protocols under that
@@ -68,6 +70,8 @@ struct Args {
     linger: u64,
     attack: Attack,
     depth: usize,
+    count: usize,
+    pad: usize,
     ticket: Option<String>,
 }
 
@@ -77,6 +81,8 @@ fn args() -> Args {
     let mut linger = 10;
     let mut attack = Attack::Poison;
     let mut depth = 3000;
+    let mut count = 1;
+    let mut pad = 0;
     let mut ticket = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -93,6 +99,8 @@ fn args() -> Args {
                 }
             }
             "--depth" => depth = it.next().and_then(|s| s.parse().ok()).expect("--depth N"),
+            "--count" => count = it.next().and_then(|s| s.parse().ok()).expect("--count N"),
+            "--pad" => pad = it.next().and_then(|s| s.parse().ok()).expect("--pad BYTES"),
             "--ticket" => ticket = it.next(),
             other => panic!("unknown argument {other}"),
         }
@@ -107,6 +115,8 @@ fn args() -> Args {
         linger,
         attack,
         depth,
+        count,
+        pad,
         ticket,
     }
 }
@@ -123,6 +133,16 @@ fn deep_descriptor(mallory: &Identity, depth: usize) -> Signed<ProductDescriptor
 
 /// A descriptor of our own named `name`, correctly signed, with one column of `data_type`.
 fn own_descriptor(mallory: &Identity, name: &str, data_type: String) -> Signed<ProductDescriptor> {
+    padded_descriptor(mallory, name, data_type, 0)
+}
+
+/// [`own_descriptor`] with a description of `pad` bytes.
+fn padded_descriptor(
+    mallory: &Identity,
+    name: &str,
+    data_type: String,
+    pad: usize,
+) -> Signed<ProductDescriptor> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -132,7 +152,7 @@ fn own_descriptor(mallory: &Identity, name: &str, data_type: String) -> Signed<P
         name: name.into(),
         version: 1,
         title: name.into(),
-        description: String::new(),
+        description: "x".repeat(pad),
         tags: Vec::new(),
         schema: vec![ColumnSchema {
             name: name.into(),
@@ -210,9 +230,20 @@ async fn main() {
     swarm.dial(args.bootstrap.clone()).unwrap();
 
     let deep = deep_descriptor(&mallory, args.depth);
-    let own = own_descriptor(&mallory, "own", "Int64".into());
+    let own: Vec<Signed<ProductDescriptor>> = (0..args.count)
+        .map(|i| {
+            let name = if i == 0 {
+                "own".to_owned()
+            } else {
+                format!("own-{i}")
+            };
+            padded_descriptor(&mallory, &name, "Int64".into(), args.pad)
+        })
+        .collect();
     let mut deep_gossiped = false;
-    let mut own_gossiped = false;
+    // How many of `own` went out, and whether any of them was new to the mesh.
+    let mut own_gossiped = 0;
+    let mut own_new = false;
     let mut connected = false;
     // Every descriptor version seen, oldest first.
     let mut seen: Vec<Signed<ProductDescriptor>> = Vec::new();
@@ -285,19 +316,21 @@ async fn main() {
                         deadline = Some(tokio::time::Instant::now() + Duration::from_secs(args.linger));
                     }
                 }
-                if args.attack == Attack::Own && !own_gossiped && victim.is_some() {
-                    let message = GossipMessage::Descriptor(own.clone()).to_bytes();
+                if args.attack == Attack::Own && own_gossiped < own.len() && victim.is_some() {
                     // Retried each tick until the victim is in our topic mesh. Message ids
-                    // are content hashes: once the victim has taken the descriptor by sync
+                    // are content hashes: once the victim has taken a descriptor by sync
                     // and gossiped it back, ours is a duplicate, already in the mesh.
-                    let gossiped = match swarm.behaviour_mut().gossipsub.publish(topic.clone(), message) {
-                        Ok(_) => Some("own-gossiped"),
-                        Err(gossipsub::PublishError::Duplicate) => Some("own-already-gossiped"),
-                        Err(_) => None,
-                    };
-                    if let Some(what) = gossiped {
-                        own_gossiped = true;
-                        println!("{what}");
+                    while let Some(next) = own.get(own_gossiped) {
+                        let message = GossipMessage::Descriptor(next.clone()).to_bytes();
+                        match swarm.behaviour_mut().gossipsub.publish(topic.clone(), message) {
+                            Ok(_) => own_new = true,
+                            Err(gossipsub::PublishError::Duplicate) => {}
+                            Err(_) => break,
+                        }
+                        own_gossiped += 1;
+                    }
+                    if own_gossiped == own.len() {
+                        println!("{}", if own_new { "own-gossiped" } else { "own-already-gossiped" });
                         reconnect_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                         deadline = Some(tokio::time::Instant::now() + Duration::from_secs(args.linger));
                     }
@@ -369,7 +402,7 @@ async fn main() {
                             vec![deep.clone()]
                         } else if args.attack == Attack::Own {
                             println!("own-served-by-sync");
-                            vec![own.clone()]
+                            own.clone()
                         } else if replay_armed {
                             (replay_wait, replayed) = (None, true);
                             println!("replayed-old-version");

@@ -219,3 +219,82 @@ fn publish_refuses_what_peers_would_reject_and_stores_nothing() {
     let catalog: Value = a.cli(&["catalog", "--json"]).json();
     assert_eq!(catalog.as_array().map(Vec::len), Some(1));
 }
+
+#[test]
+fn a_member_filling_the_catalog_is_cut_to_its_share_and_others_still_get_in() {
+    let mut sales = TestNode::init("sales", &[]);
+    sales.edit_config("max_catalog_mib = 1024", "max_catalog_mib = 1");
+    sales.run();
+    let churn = TestNode::start_joining("churn", &sales);
+    let inputs = tempfile::tempdir().unwrap();
+    let csv = sample_csv(inputs.path(), 5);
+    assert!(sales.cli(&["publish", "orders", "--from", &csv]).success);
+    wait_until(CONVERGE, || churn.version_of("sales/orders") == Some(1))
+        .expect("churn sees orders");
+
+    // A member gossips (and serves by sync) 100 descriptors of 16 kB: 1.6 MB into a
+    // catalog of 1 MiB.
+    let ticket = sales.invite("mallory");
+    let out = Command::new(mesh_tests::meshnode_bin().with_file_name("hostile-peer"))
+        .args([
+            "--ticket", &ticket, "--attack", "own", "--count", "100", "--pad", "16000",
+        ])
+        .args(["--bootstrap", &sales.addr(), "--linger", "4"])
+        .output()
+        .expect("run hostile-peer");
+    let actions = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        actions.lines().any(|l| l == "own-gossiped"),
+        "hostile did not flood: {actions}"
+    );
+    wait_until(CONVERGE, || rejected(&sales, "over_budget") > 0)
+        .unwrap_or_else(|| panic!("nothing refused: {}\n{}", sales.status(), sales.log()));
+    let mallory_held = |node: &TestNode| {
+        products(node)
+            .iter()
+            .filter(|p| p.starts_with("mallory/"))
+            .count()
+    };
+    let status = sales.status();
+    let (bytes, max) = (
+        status["catalog_bytes"].as_u64().unwrap(),
+        status["catalog_max_bytes"].as_u64().unwrap(),
+    );
+    assert_eq!(max, 1 << 20);
+    assert!(bytes <= max, "{bytes} bytes in a catalog of {max}");
+    let flooded = mallory_held(&sales);
+    assert!((40..100).contains(&flooded), "mallory holds {flooded}");
+    assert!(products(&sales).contains(&"sales/orders".to_owned()));
+
+    // An honest member publishing after the flood gets in: room is made with the flooding
+    // key's descriptors, not refused. Two descriptors of 16 kB are more than the room a
+    // refused one of mallory's could have left.
+    let long = "y".repeat(16_000);
+    for name in ["signups", "visits"] {
+        let out = churn.cli(&["publish", name, "--from", &csv, "--description", &long]);
+        assert!(out.success, "{}", out.stderr);
+        wait_until(CONVERGE, || {
+            sales.version_of(&format!("churn/{name}")) == Some(1)
+        })
+        .unwrap_or_else(|| panic!("sales never took churn/{name}: {}", sales.log()));
+    }
+    assert!(
+        sales
+            .metric("meshnode_catalog_evicted_total")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(mallory_held(&sales) < flooded);
+    let bytes = sales.status()["catalog_bytes"].as_u64().unwrap();
+    assert!(bytes <= max, "{bytes} bytes in a catalog of {max}");
+    // Our own products are never what gives room.
+    assert!(sales.cli(&["publish", "orders", "--from", &csv]).success);
+    assert_eq!(sales.version_of("sales/orders"), Some(2));
+
+    // The count of bytes is the store's: the same after a restart.
+    sales.stop();
+    sales.run();
+    let after = sales.status()["catalog_bytes"].as_u64().unwrap();
+    assert!(after <= max, "{after} bytes after a restart");
+    assert!(products(&sales).contains(&"churn/signups".to_owned()));
+}
