@@ -593,7 +593,12 @@ pub(crate) async fn status(dir: DataDir, json: bool) -> anyhow::Result<()> {
     }
     crate::outln!("api        {}", status.api_addr);
     crate::outln!("peers      {}", status.peers);
-    crate::outln!("catalog    {} products", status.catalog_size);
+    crate::outln!(
+        "catalog    {} products, {:.1} of {:.0} MiB",
+        status.catalog_size,
+        status.catalog_bytes as f64 / (1 << 20) as f64,
+        status.catalog_max_bytes as f64 / (1 << 20) as f64
+    );
     crate::outln!(
         "mesh       {} ({}): {} members, policies version {}, {} non-member connections refused",
         output::clean(&status.mesh),

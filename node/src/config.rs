@@ -84,6 +84,11 @@ pub struct NodeConfig {
     /// share it is refused (`over_budget`). This node's own products always stay.
     #[serde(default = "default_max_catalog_mib")]
     pub max_catalog_mib: u64,
+    /// Audit entries the store keeps when it archives the start of the chain on its own:
+    /// once it holds more than twice this, all but the newest this many move to a file under
+    /// `<data-dir>/audit-archive/` (as `meshnode audit --archive` does). 0: only when asked.
+    #[serde(default = "default_audit_keep_entries")]
+    pub audit_keep_entries: u64,
     /// Defaults applied to `meshnode publish` when flags do not say otherwise.
     #[serde(default)]
     pub defaults: PublishDefaults,
@@ -284,6 +289,9 @@ fn default_fetch_burst() -> u32 {
 fn default_fetch_refill_ms() -> u64 {
     crate::dataplane::DEFAULT_FETCH_REFILL_MS
 }
+fn default_audit_keep_entries() -> u64 {
+    mesh_protocol::audit::DEFAULT_AUTO_ARCHIVE_KEEP
+}
 fn default_max_catalog_mib() -> u64 {
     mesh_protocol::quota::DEFAULT_CATALOG_BYTES >> 20
 }
@@ -448,8 +456,16 @@ impl NodeConfig {
             clock_skew_tolerance_secs: DEFAULT_CLOCK_SKEW_SECS,
             disk_reserve_mib: default_disk_reserve(),
             max_catalog_mib: default_max_catalog_mib(),
+            audit_keep_entries: default_audit_keep_entries(),
             defaults: PublishDefaults::default(),
             contracts: ContractLimits::default(),
+        }
+    }
+
+    /// When the node archives its audit chain on its own (`audit_keep_entries`).
+    pub fn auto_archive(&self) -> mesh_protocol::audit::AutoArchive {
+        mesh_protocol::audit::AutoArchive {
+            keep: self.audit_keep_entries,
         }
     }
 
@@ -980,6 +996,14 @@ mod example_tests {
         assert_eq!(set.catalog_quota(own).max_bytes, 3 << 20);
         let err = parse("domain = \"sales\"\nmax_catalog_mib = 0\n").unwrap_err();
         assert!(err.contains("max_catalog_mib"), "{err}");
+    }
+
+    #[test]
+    fn the_audit_is_archived_on_its_own_by_default_and_can_be_left_to_the_operator() {
+        let default = parse("domain = \"sales\"").unwrap();
+        assert_eq!(default.auto_archive().keep, 100_000);
+        let off = parse("domain = \"sales\"\naudit_keep_entries = 0\n").unwrap();
+        assert_eq!(off.auto_archive().due(u64::MAX), None);
     }
 
     #[test]

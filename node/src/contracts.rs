@@ -155,8 +155,11 @@ pub(crate) struct Negotiations {
     /// The earliest poll in `schedule` when the last scan ended. Polls only move later
     /// between scans, so the housekeeping is not needed for polls before this.
     next_poll: Option<Instant>,
-    /// Last expiry sweep of undecided requests; `None` until the first, at start.
+    /// Last expiry sweep of undecided requests (and check of the audit's length); `None`
+    /// until the first, at start.
     last_sweep: Option<Instant>,
+    /// Set while an archive the node started on its own runs.
+    archiving: Arc<std::sync::atomic::AtomicBool>,
     /// Per-consumer budgets of requests received (a mutex only so that `Party` stays a
     /// shared borrow; the actor is its only user).
     budget: std::sync::Mutex<RequestBudget>,
@@ -180,6 +183,7 @@ impl Negotiations {
             scanned: None,
             next_poll: None,
             last_sweep: None,
+            archiving: Default::default(),
             budget: std::sync::Mutex::new(RequestBudget::new(budget)),
             messages: budget.message_table(),
             skew_ms,
@@ -591,6 +595,7 @@ impl Node {
                 }
                 Err(e) => tracing::error!("cannot expire pending requests: {e}"),
             }
+            self.archive_audit_if_due();
         }
         if self
             .negotiations
@@ -834,6 +839,38 @@ impl Node {
                 });
             }
         }
+    }
+
+    /// Archives the start of the audit chain, off the actor, when the store holds more
+    /// entries than `audit_keep_entries` allows (see `mesh_protocol::audit::AutoArchive`).
+    fn archive_audit_if_due(&self) {
+        use std::sync::atomic::Ordering;
+        let held = match (self.store.audit_len(), self.store.audit_first()) {
+            (Ok(len), Ok(first)) => len.saturating_sub(first),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!("cannot count the audit entries: {e}");
+                return;
+            }
+        };
+        let Some(keep) = self.config.auto_archive().due(held) else {
+            return;
+        };
+        if self.negotiations.archiving.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (store, dir) = (self.store.clone(), self.data_dir.audit_archive());
+        let archiving = self.negotiations.archiving.clone();
+        tokio::task::spawn_blocking(move || {
+            match store.audit_archive(keep, &dir) {
+                Ok(Some(archived)) => tracing::info!(
+                    path = %archived.path.display(), first = archived.first, last = archived.last,
+                    kept = archived.kept, "archived the start of the audit chain (audit_keep_entries)"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::error!("cannot archive the audit chain: {e}"),
+            }
+            archiving.store(false, Ordering::Release);
+        });
     }
 
     /// Builds, signs and stores a request; returns what to send to whom.

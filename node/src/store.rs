@@ -96,6 +96,9 @@ pub struct Store {
     db: sled::Db,
     /// Held while appending to the audit chain: an append reads the head, then links to it.
     audit_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Held while archiving the start of the audit chain: one archive at a time (the
+    /// operator's and the node's own), without holding back appends.
+    archive_lock: std::sync::Arc<std::sync::Mutex<()>>,
     /// Signed descriptors by product storage key: `version (u64 BE) || envelope`.
     catalog: sled::Tree,
     /// Local products: name -> latest published version (u64 BE).
@@ -326,6 +329,7 @@ impl Store {
             retention: Default::default(),
             closed_count: Default::default(),
             audit_lock: Default::default(),
+            archive_lock: Default::default(),
             db,
         })
     }

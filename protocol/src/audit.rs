@@ -454,6 +454,26 @@ pub fn verify_chain_from<'a>(
     Ok((count, prev))
 }
 
+/// Default of [`AutoArchive::keep`]: the newest 100,000 entries stay in the store.
+pub const DEFAULT_AUTO_ARCHIVE_KEEP: u64 = 100_000;
+
+/// When a node archives the start of its audit chain on its own: once the store holds more
+/// than twice `keep` entries, all but the newest `keep` go to a file. The slack makes each
+/// archive move at least `keep` entries into one file, rather than a file for every few
+/// entries appended past the bound. `keep` 0: never on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AutoArchive {
+    /// Entries left in the store by an archive.
+    pub keep: u64,
+}
+
+impl AutoArchive {
+    /// The entries to keep if an archive is due with `held` entries in the store.
+    pub fn due(&self, held: u64) -> Option<u64> {
+        (self.keep > 0 && held > self.keep.saturating_mul(2)).then_some(self.keep)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,5 +730,18 @@ mod tests {
             verify_chain(c.iter().map(Vec::as_slice)),
             Err(ChainError::Unreadable { seq: 1, .. })
         ));
+    }
+
+    #[test]
+    fn an_archive_is_due_past_twice_the_entries_kept_and_never_when_off() {
+        let auto = AutoArchive { keep: 100 };
+        assert_eq!(auto.due(0), None);
+        assert_eq!(auto.due(200), None);
+        assert_eq!(auto.due(201), Some(100));
+        assert_eq!(auto.due(u64::MAX), Some(100));
+        let off = AutoArchive { keep: 0 };
+        assert_eq!(off.due(u64::MAX), None);
+        let huge = AutoArchive { keep: u64::MAX };
+        assert_eq!(huge.due(u64::MAX), None);
     }
 }

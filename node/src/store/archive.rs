@@ -122,6 +122,9 @@ impl Store {
         let Some(signer) = self.signer.clone() else {
             return Err(ArchiveError::NoSigner);
         };
+        // The lock guards no data a panic could leave half-written: the steps below are
+        // each safe to stop after.
+        let _one_at_a_time = self.archive_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.audit_verify()?.map_err(ArchiveError::Broken)?;
         let start = self.audit_start()?.map_err(ArchiveError::Broken)?;
         let count = self.audit_len()?;

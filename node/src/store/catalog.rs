@@ -126,6 +126,12 @@ impl Store {
         version: u64,
         envelope: &Signed<ProductDescriptor>,
     ) -> Result<Admission, StoreError> {
+        // Far from the quota (the common case), no entry can take the catalog past it: the
+        // envelope need not even be encoded to be measured.
+        let largest = 8 + Signed::<ProductDescriptor>::max_encoded_len() as u64;
+        if self.lock_digests().usage.total().saturating_add(largest) <= quota.max_bytes {
+            return Ok(Admission::Fits);
+        }
         let new = versioned(version, &envelope.to_bytes()).len() as u64;
         let digests = self.lock_digests();
         if digests.usage.total().saturating_add(new) <= quota.max_bytes {

@@ -974,6 +974,27 @@ fn a_flood_of_rejected_requests_leaves_only_the_newest_closed_records() {
         "{}",
         out.stdout
     );
+
+    // Left to itself with `audit_keep_entries = 3`, the node archives at start (and each
+    // minute) once it holds more than twice that: all but the newest 3 of its 10 (and the
+    // entries the restarts added) go to a second file.
+    sales.stop();
+    sales.edit_config("audit_keep_entries = 100000", "audit_keep_entries = 3");
+    sales.run();
+    let held = || {
+        sales.cli(&["audit", "--json"]).json()["entries"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    wait_until(Duration::from_secs(30), || held() == 3)
+        .unwrap_or_else(|| panic!("the node did not archive on its own: {}", sales.log()));
+    let files = std::fs::read_dir(sales.dir.join("audit-archive"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 2);
+    let out = sales.cli(&["audit", "--verify"]);
+    assert!(out.success, "{}", out.stderr);
 }
 
 #[test]
