@@ -911,6 +911,9 @@ mod tests {
 }
 
 #[cfg(test)]
+mod soak;
+
+#[cfg(test)]
 mod example_tests {
     /// A config from `text`, validated; the error as text.
     fn parse(text: &str) -> Result<super::NodeConfig, String> {
