@@ -43,6 +43,14 @@ pub struct NodeConfig {
     /// Most concurrent transfers served to one peer.
     #[serde(default = "default_transfers_per_peer")]
     pub max_transfers_per_peer: u32,
+    /// New descriptor versions and node records one key may gossip through this node back to
+    /// back; past them, one every `gossip_refill_ms`. What is over is neither stored nor
+    /// forwarded (`rate_limited`): anti-entropy brings the newest version later.
+    #[serde(default = "default_gossip_burst")]
+    pub gossip_burst: u32,
+    /// Milliseconds per gossip token of one key (see `gossip_burst`).
+    #[serde(default = "default_gossip_refill_ms")]
+    pub gossip_refill_ms: u64,
     /// Fetch requests one consumer may send back to back (a stripe of a fetch is one);
     /// beyond, they are refused as busy before the agreement is read.
     #[serde(default = "default_fetch_burst")]
@@ -283,6 +291,12 @@ fn default_sync_interval() -> u64 {
 fn default_transfers_per_peer() -> u32 {
     4
 }
+fn default_gossip_burst() -> u32 {
+    mesh_protocol::budget::DEFAULT_GOSSIP_BURST
+}
+fn default_gossip_refill_ms() -> u64 {
+    mesh_protocol::budget::DEFAULT_GOSSIP_REFILL_MS
+}
 fn default_fetch_burst() -> u32 {
     crate::dataplane::DEFAULT_FETCH_BURST
 }
@@ -447,6 +461,8 @@ impl NodeConfig {
             flight_listen: default_flight_listen(),
             sync_interval_secs: default_sync_interval(),
             max_transfers_per_peer: default_transfers_per_peer(),
+            gossip_burst: default_gossip_burst(),
+            gossip_refill_ms: default_gossip_refill_ms(),
             fetch_burst: default_fetch_burst(),
             fetch_refill_ms: default_fetch_refill_ms(),
             congestion: Default::default(),
@@ -460,6 +476,15 @@ impl NodeConfig {
             defaults: PublishDefaults::default(),
             contracts: ContractLimits::default(),
         }
+    }
+
+    /// The gossip bucket of each key (`gossip_burst`, `gossip_refill_ms`), one per member.
+    pub fn gossip_rates(&self) -> mesh_protocol::budget::RateTable<mesh_protocol::PublicKey> {
+        mesh_protocol::budget::RateTable::new(
+            self.gossip_burst,
+            self.gossip_refill_ms,
+            mesh_protocol::governance::state::MAX_MEMBERS,
+        )
     }
 
     /// When the node archives its audit chain on its own (`audit_keep_entries`).
@@ -547,6 +572,8 @@ impl NodeConfig {
                 "max_transfers_per_peer",
                 u64::from(self.max_transfers_per_peer),
             ),
+            ("gossip_burst", u64::from(self.gossip_burst)),
+            ("gossip_refill_ms", self.gossip_refill_ms),
             ("fetch_burst", u64::from(self.fetch_burst)),
             ("fetch_refill_ms", self.fetch_refill_ms),
             ("max_catalog_mib", self.max_catalog_mib),

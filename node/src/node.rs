@@ -299,6 +299,9 @@ pub(crate) struct Node {
     pub(crate) swarm: Swarm<Behaviour>,
     /// Catalog topic.
     topic: gossipsub::IdentTopic,
+    /// Gossip tokens of each member key (`gossip_burst`), charged for what it gossips that
+    /// is verified and new.
+    pub(crate) gossip_rates: mesh_protocol::budget::RateTable<PublicKey>,
     /// Commands from handles.
     commands: mpsc::Receiver<Command>,
     /// Event fan-out.
@@ -429,6 +432,7 @@ pub fn spawn(
         identity,
         peer_id,
         data_dir: data_dir.clone(),
+        gossip_rates: config.gossip_rates(),
         config,
         store,
         swarm,

@@ -42,6 +42,16 @@ pub const DEFAULT_BURST: u32 = 20;
 /// Default refill of the request budget: one request per this many milliseconds.
 pub const DEFAULT_REFILL_MS: u64 = 3_000;
 /// Default time an undecided request waits for the provider's operator: 7 days.
+/// Default burst of new descriptor versions and node records one key may gossip through a
+/// node: past it, one every [`DEFAULT_GOSSIP_REFILL_MS`]. Every node forwards what it takes
+/// to all its mesh peers, so without a bound one member publishing version after version
+/// would make the whole mesh carry (and verify) its flood; with it, each node passes on at
+/// most this rate per key, and the newest version still arrives by anti-entropy. Charged
+/// only after the signature verifies and the version is new, so forgeries and copies of
+/// another key's messages cannot spend that key's tokens.
+pub const DEFAULT_GOSSIP_BURST: u32 = 16;
+/// Default refill of the gossip bucket of one key: one message every 5 s.
+pub const DEFAULT_GOSSIP_REFILL_MS: u64 = 5_000;
 pub const DEFAULT_PENDING_TTL_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// Default most consumers whose request rate is tracked at once.
 pub const DEFAULT_MAX_TRACKED: usize = 4096;

@@ -32,11 +32,15 @@ pub enum RejectReason {
     OverBudget,
     /// Signed by a key that is not a member of the mesh (never admitted, or removed).
     NotMember,
+    /// Well formed, signed and new, but gossiped faster than a node takes one key's
+    /// descriptors and node records ([`crate::budget::DEFAULT_GOSSIP_BURST`]): not stored
+    /// nor forwarded; anti-entropy brings the newest version later.
+    RateLimited,
 }
 
 impl RejectReason {
     /// Every reason, for metrics.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::Malformed,
         RejectReason::Oversized,
         RejectReason::BadSignature,
@@ -46,6 +50,7 @@ impl RejectReason {
         RejectReason::OverLimit,
         RejectReason::OverBudget,
         RejectReason::NotMember,
+        RejectReason::RateLimited,
     ];
 
     /// Label used in metrics and JSON.
@@ -60,6 +65,7 @@ impl RejectReason {
             RejectReason::OverLimit => "over_limit",
             RejectReason::OverBudget => "over_budget",
             RejectReason::NotMember => "not_member",
+            RejectReason::RateLimited => "rate_limited",
         }
     }
 }

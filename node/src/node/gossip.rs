@@ -49,7 +49,7 @@ impl Node {
         };
         let result = match message {
             GossipMessage::Descriptor(envelope) => self.accept_descriptor(&envelope, "gossip"),
-            GossipMessage::Node(envelope) => self.accept_node_record(&envelope),
+            GossipMessage::Node(envelope) => self.accept_node_record(&envelope, "gossip"),
             GossipMessage::Revocation(envelope) => self.accept_revocation(&envelope),
             GossipMessage::Vote(envelope) => self.accept_vote(&envelope, "gossip"),
         };
@@ -112,7 +112,10 @@ impl Node {
                 Err(RejectReason::OverBudget)
             }
             MergeOutcome::Accepted(descriptor) => {
-                if let Err(reason) = self.make_room_for(&descriptor, envelope, via) {
+                if let Err(reason) = self
+                    .gossip_rate(descriptor.owner, via)
+                    .and_then(|()| self.make_room_for(&descriptor, envelope, via))
+                {
                     self.rejected(reason);
                     return Err(reason);
                 }
@@ -210,9 +213,24 @@ impl Node {
         catalog::owner_has_room(held)
     }
 
+    /// Takes one of `signer`'s gossip tokens for a verified, new message that came by
+    /// `via`; only gossip is charged (sync is pulled, one version per product a round).
+    fn gossip_rate(&mut self, signer: PublicKey, via: &'static str) -> Result<(), RejectReason> {
+        if via != "gossip" {
+            return Ok(());
+        }
+        self.gossip_rates
+            .take(&signer, now_ms())
+            .map_err(|retry_after_ms| {
+                tracing::debug!(signer = %signer.fingerprint(), retry_after_ms, "a key gossips faster than its rate");
+                RejectReason::RateLimited
+            })
+    }
+
     pub(super) fn accept_node_record(
         &mut self,
         envelope: &Signed<NodeRecord>,
+        via: &'static str,
     ) -> Result<bool, RejectReason> {
         if !self.governance.is_member(&envelope.signer()) {
             self.rejected(RejectReason::NotMember);
@@ -228,6 +246,10 @@ impl Node {
         }
         match merge_node_record(envelope, current.map(|(t, _)| t)) {
             Ok(Some(record)) => {
+                if let Err(reason) = self.gossip_rate(record.key, via) {
+                    self.rejected(reason);
+                    return Err(reason);
+                }
                 if let Err(e) = self.store.put_node_record(&record, envelope) {
                     tracing::error!("cannot store node record: {e}");
                     return Ok(false);
@@ -281,6 +303,9 @@ pub(super) fn penalised(reason: RejectReason) -> bool {
     // removal reached the sender, or a vote that arrived before its signer's admission.
     !matches!(
         reason,
-        RejectReason::Stale | RejectReason::OverBudget | RejectReason::NotMember
+        RejectReason::Stale
+            | RejectReason::OverBudget
+            | RejectReason::NotMember
+            | RejectReason::RateLimited
     )
 }

@@ -317,7 +317,7 @@ impl Node {
             self.gossip(GossipMessage::Descriptor(envelope));
         }
         for envelope in &response.records {
-            match self.accept_node_record(envelope) {
+            match self.accept_node_record(envelope, "sync") {
                 Ok(true) => stored += 1,
                 Ok(false) => {}
                 Err(reason) => refused += usize::from(penalised(reason)),

@@ -22,6 +22,8 @@
 //! (`own-served-by-sync`): what an honest node would do, so only membership can keep it out.
 //! With `--count N` it publishes N such descriptors (`own`, `own-1`, ...), each with a
 //! description of `--pad BYTES` (at most 16 KiB): a member filling every node's catalog.
+//! `--attack versions --count N` gossips versions 1 to N of `own` back to back (printing
+//! `own-gossiped` too) and serves the newest by sync: a member flooding the mesh's gossip.
 //!
 //! With `--ticket TICKET` (from `meshnode mesh invite --domain mallory` on a member) it first
 //! joins the mesh with its own key, then speaks the mesh's topic and protocols under that
@@ -62,6 +64,8 @@ enum Attack {
     DeepType,
     /// A well-formed descriptor of its own, gossiped and served by sync.
     Own,
+    /// Many versions of one descriptor of its own, gossiped back to back.
+    Versions,
 }
 
 struct Args {
@@ -95,7 +99,8 @@ fn args() -> Args {
                     Some("poison") => Attack::Poison,
                     Some("deep-type") => Attack::DeepType,
                     Some("own") => Attack::Own,
-                    other => panic!("--attack poison|deep-type|own, not {other:?}"),
+                    Some("versions") => Attack::Versions,
+                    other => panic!("--attack poison|deep-type|own|versions, not {other:?}"),
                 }
             }
             "--depth" => depth = it.next().and_then(|s| s.parse().ok()).expect("--depth N"),
@@ -134,6 +139,15 @@ fn deep_descriptor(mallory: &Identity, depth: usize) -> Signed<ProductDescriptor
 /// A descriptor of our own named `name`, correctly signed, with one column of `data_type`.
 fn own_descriptor(mallory: &Identity, name: &str, data_type: String) -> Signed<ProductDescriptor> {
     padded_descriptor(mallory, name, data_type, 0)
+}
+
+/// Version `version` of `own`, with a description of `pad` bytes.
+fn versioned_descriptor(mallory: &Identity, version: u64, pad: usize) -> Signed<ProductDescriptor> {
+    let mut descriptor = padded_descriptor(mallory, "own", "Int64".into(), pad)
+        .decode_trusted()
+        .expect("our own descriptor decodes");
+    descriptor.version = version;
+    Signed::sign(mallory, &descriptor)
 }
 
 /// [`own_descriptor`] with a description of `pad` bytes.
@@ -232,6 +246,9 @@ async fn main() {
     let deep = deep_descriptor(&mallory, args.depth);
     let own: Vec<Signed<ProductDescriptor>> = (0..args.count)
         .map(|i| {
+            if args.attack == Attack::Versions {
+                return versioned_descriptor(&mallory, i as u64 + 1, args.pad);
+            }
             let name = if i == 0 {
                 "own".to_owned()
             } else {
@@ -316,7 +333,10 @@ async fn main() {
                         deadline = Some(tokio::time::Instant::now() + Duration::from_secs(args.linger));
                     }
                 }
-                if args.attack == Attack::Own && own_gossiped < own.len() && victim.is_some() {
+                if matches!(args.attack, Attack::Own | Attack::Versions)
+                    && own_gossiped < own.len()
+                    && victim.is_some()
+                {
                     // Retried each tick until the victim is in our topic mesh. Message ids
                     // are content hashes: once the victim has taken a descriptor by sync
                     // and gossiped it back, ours is a duplicate, already in the mesh.
@@ -403,6 +423,9 @@ async fn main() {
                         } else if args.attack == Attack::Own {
                             println!("own-served-by-sync");
                             own.clone()
+                        } else if args.attack == Attack::Versions {
+                            println!("own-served-by-sync");
+                            own.last().into_iter().cloned().collect()
                         } else if replay_armed {
                             (replay_wait, replayed) = (None, true);
                             println!("replayed-old-version");

@@ -298,3 +298,54 @@ fn a_member_filling_the_catalog_is_cut_to_its_share_and_others_still_get_in() {
     assert!(after <= max, "{after} bytes after a restart");
     assert!(products(&sales).contains(&"churn/signups".to_owned()));
 }
+
+#[test]
+fn a_member_gossiping_version_after_version_is_passed_on_at_its_rate_and_the_newest_arrives() {
+    let mut sales = TestNode::init("sales", &[]);
+    sales.edit_config("gossip_burst = 16", "gossip_burst = 4");
+    sales.run();
+    let churn = TestNode::start_joining("churn", &sales);
+    let inputs = tempfile::tempdir().unwrap();
+    let csv = sample_csv(inputs.path(), 5);
+    assert!(sales.cli(&["publish", "orders", "--from", &csv]).success);
+    wait_until(CONVERGE, || churn.version_of("sales/orders") == Some(1))
+        .expect("churn sees orders");
+
+    // A member gossips 60 versions of its product back to back, through `sales` only.
+    let ticket = sales.invite("mallory");
+    let out = Command::new(mesh_tests::meshnode_bin().with_file_name("hostile-peer"))
+        .args(["--ticket", &ticket, "--attack", "versions", "--count", "60"])
+        .args(["--bootstrap", &sales.addr(), "--linger", "4"])
+        .output()
+        .expect("run hostile-peer");
+    let actions = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        actions.lines().any(|l| l == "own-gossiped"),
+        "hostile did not gossip: {actions}"
+    );
+    // `sales` took its burst of 4 and one more per 5 s, and passed on no more than that:
+    // the rest was neither stored nor forwarded.
+    wait_until(CONVERGE, || rejected(&sales, "rate_limited") >= 50).unwrap_or_else(|| {
+        panic!(
+            "sales did not hold the flood back: {}\n{}",
+            sales.status()["rejected"],
+            sales.log()
+        )
+    });
+    let forwarded = sales
+        .metric("meshnode_gossip_validation_total{outcome=\"accepted\"}")
+        .unwrap_or(0.0);
+    assert!(forwarded <= 10.0, "sales passed on {forwarded} messages");
+    assert_eq!(rejected(&churn, "rate_limited"), 0);
+    // The newest version still arrives, by anti-entropy, at both.
+    for node in [&sales, &churn] {
+        wait_until(CONVERGE, || node.version_of("mallory/own") == Some(60)).unwrap_or_else(|| {
+            panic!(
+                "{} never got the newest version: {:?}\n{}",
+                node.domain,
+                node.version_of("mallory/own"),
+                node.log()
+            )
+        });
+    }
+}
