@@ -29,8 +29,12 @@ use crate::envelope::{EnvelopeError, Signable, Signed};
 use crate::filter::{Filter, FilterError};
 use crate::identity::{Identity, PublicKey, Signature, SignatureError};
 
-/// Largest encoded [`ContractTerms`] (and so [`ContractRequest`]) body.
-pub const MAX_TERMS_BYTES: usize = 32 * 1024;
+/// Largest encoded [`ContractTerms`] (and so [`ContractRequest`]) body: room for every column
+/// name of the largest descriptor a node takes (which holds them all within
+/// [`MAX_DESCRIPTOR_BYTES`](crate::descriptor::MAX_DESCRIPTOR_BYTES)), listed, with a filter
+/// of [`MAX_FILTER_LEN`](crate::filter::MAX_FILTER_LEN) and the other terms: a product that
+/// can be published can be requested whole.
+pub const MAX_TERMS_BYTES: usize = crate::descriptor::MAX_DESCRIPTOR_BYTES + 16 * 1024;
 /// Largest encoded [`Rejection`] or [`Revocation`] body.
 pub const MAX_NOTICE_BYTES: usize = 4 * 1024;
 /// Longest reason a [`Rejection`] or [`Revocation`] carries, in bytes: with the other fields
@@ -55,10 +59,10 @@ pub fn clipped_reason(reason: &str) -> String {
 }
 /// Largest encoded [`Agreement`].
 pub const MAX_AGREEMENT_BYTES: usize = Signed::<ContractRequest>::max_encoded_len() + 32 + 64 + 16;
-/// Largest [`ContractMessage`] on `/meshnode/contract/1`.
-pub const MAX_CONTRACT_MESSAGE: usize = 64 * 1024;
-/// Largest [`ContractReply`] on `/meshnode/contract/1`.
-pub const MAX_CONTRACT_REPLY: usize = 64 * 1024;
+/// Largest [`ContractMessage`] on `/meshnode/contract/1`: a request of the largest terms.
+pub const MAX_CONTRACT_MESSAGE: usize = MAX_TERMS_BYTES + 16 * 1024;
+/// Largest [`ContractReply`] on `/meshnode/contract/1`: an agreement of the largest terms.
+pub const MAX_CONTRACT_REPLY: usize = MAX_TERMS_BYTES + 16 * 1024;
 /// Most ids in one [`ContractMessage::StatusBatch`].
 pub const MAX_STATUS_BATCH: usize = 64;
 /// Request-response protocol name of contract negotiation.
@@ -1174,6 +1178,38 @@ pub(crate) mod tests {
             valid_until_ms: NOW + 30 * DAY_MS,
             nonce: [7; 16],
         }
+    }
+
+    #[test]
+    fn every_column_of_the_widest_publishable_product_can_be_requested_and_agreed() {
+        // 1,100 columns of 48-byte names: a descriptor near MAX_DESCRIPTOR_BYTES.
+        let mut wide = descriptor();
+        wide.schema = (0..1100)
+            .map(|i| ColumnSchema {
+                name: format!("c{i:04}_{}", "x".repeat(42)),
+                data_type: "Int64".into(),
+                nullable: true,
+            })
+            .collect();
+        wide.policy.restricted_columns.clear();
+        wide.stewardship.column_tags.clear();
+        let envelope = wide.sign_for_publication(&provider()).unwrap();
+        assert!(envelope.body().len() > crate::descriptor::MAX_DESCRIPTOR_BYTES / 2);
+        let terms = ContractTerms {
+            product: wide.id(),
+            columns: Columns::Listed(wide.schema.iter().map(|c| c.name.clone()).collect()),
+            filter: Some(format!("region = '{}'", "e".repeat(3900))),
+            ..terms()
+        };
+        let request = Signed::sign(&consumer(), &ContractRequest { terms });
+        assert_eq!(verify_request(&request).map(|_| ()), Ok(()));
+        let message = ContractMessage::Request(request.clone()).to_bytes();
+        // Past the 32 KiB terms this limit once was.
+        assert!(message.len() > 48 * 1024, "{}", message.len());
+        assert!(ContractMessage::from_bytes(&message).is_ok());
+        let agreement = Agreement::countersign(&provider(), request).unwrap();
+        let reply = ContractReply::Agreed(agreement).to_bytes();
+        assert!(ContractReply::from_bytes(&reply).is_ok());
     }
 
     pub(crate) fn agreement() -> Agreement {

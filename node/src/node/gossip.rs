@@ -1,14 +1,21 @@
 //! The catalog topic: what the node publishes and how it judges what gossip brings.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use libp2p::gossipsub;
 use mesh_protocol::catalog::{self, MergeOutcome, merge_node_record};
 use mesh_protocol::quota::Admission;
 use mesh_protocol::wire::GossipMessage;
-use mesh_protocol::{NodeRecord, ProductDescriptor, ProductId, PublicKey, RejectReason, Signed};
+use mesh_protocol::{
+    ContractState, NodeRecord, ProductDescriptor, ProductId, PublicKey, RejectReason, Signed,
+};
 
 use super::{Node, NodeEvent, now_ms};
+use crate::agreements::Role;
+
+/// Most contracts of each open state read to find the products this node consumes.
+const MAX_CONSUMED: usize = 4096;
 
 impl Node {
     /// Publishes on the catalog topic. No peers yet is fine: anti-entropy delivers later.
@@ -156,6 +163,8 @@ impl Node {
     ) -> Result<(), RejectReason> {
         let quota = self.config.catalog_quota(self.identity.public_key());
         let id = descriptor.id();
+        // Read only once room is to be made.
+        let mut consumed: Option<HashSet<ProductId>> = None;
         // Each round empties one key down to its share, and no key is asked twice for the
         // same write: one round per member at most.
         for _ in 0..=mesh_protocol::governance::state::MAX_MEMBERS {
@@ -178,21 +187,51 @@ impl Node {
                         "refused a descriptor: the catalog is full and its key is past its fair share");
                     return Err(RejectReason::OverBudget);
                 }
-                Admission::MakeRoom { owner, bytes } => match self.store.make_room(&owner, bytes) {
-                    Ok(gone) if !gone.is_empty() => {
-                        self.metrics.catalog_evicted.inc_by(gone.len() as u64);
-                        tracing::info!(owner = %owner.fingerprint(), removed = gone.len(), for_owner = %descriptor.owner.fingerprint(),
+                Admission::MakeRoom { owner, bytes } => {
+                    match self.store.make_room(&owner, bytes, |id| {
+                        consumed
+                            .get_or_insert_with(|| self.products_we_consume())
+                            .contains(id)
+                    }) {
+                        Ok(gone) if !gone.is_empty() => {
+                            self.metrics.catalog_evicted.inc_by(gone.len() as u64);
+                            tracing::info!(owner = %owner.fingerprint(), removed = gone.len(), for_owner = %descriptor.owner.fingerprint(),
                             "the catalog is full: removed descriptors of the key holding the most, past its fair share");
+                        }
+                        Ok(_) => return Err(RejectReason::OverBudget),
+                        Err(e) => {
+                            tracing::error!("cannot make room in the catalog: {e}");
+                            return Err(RejectReason::OverBudget);
+                        }
                     }
-                    Ok(_) => return Err(RejectReason::OverBudget),
-                    Err(e) => {
-                        tracing::error!("cannot make room in the catalog: {e}");
-                        return Err(RejectReason::OverBudget);
-                    }
-                },
+                }
             }
         }
         Err(RejectReason::OverBudget)
+    }
+
+    /// Products this node has asked for or holds an agreement on, as a consumer: their
+    /// descriptors are not removed to make room (a fetch resolves the product from them).
+    fn products_we_consume(&self) -> HashSet<ProductId> {
+        let mut products = HashSet::new();
+        for state in [
+            ContractState::Requested,
+            ContractState::Pending,
+            ContractState::Agreed,
+        ] {
+            let ids = self
+                .store
+                .agreement_ids_in(Role::Consumer, state, MAX_CONSUMED)
+                .unwrap_or_default();
+            for id in ids {
+                if let Ok(Some(record)) = self.store.agreement(&id)
+                    && let Ok(terms) = record.terms()
+                {
+                    products.insert(terms.product);
+                }
+            }
+        }
+        products
     }
 
     /// Whether `owner` may add one more product to our catalog

@@ -142,8 +142,14 @@ impl Store {
     }
 
     /// Removes `owner`'s largest descriptors until at least `bytes` are freed (or none is
-    /// left), to make room in a full catalog. Returns the products removed, largest first.
-    pub fn make_room(&self, owner: &PublicKey, bytes: u64) -> Result<Vec<ProductId>, StoreError> {
+    /// left), to make room in a full catalog; those `kept` says to keep stay. Returns the
+    /// products removed, largest first.
+    pub fn make_room(
+        &self,
+        owner: &PublicKey,
+        bytes: u64,
+        mut kept: impl FnMut(&ProductId) -> bool,
+    ) -> Result<Vec<ProductId>, StoreError> {
         let mut digests = self.lock_digests();
         let prefix = ProductId {
             owner: *owner,
@@ -154,12 +160,16 @@ impl Store {
         let mut entries = Vec::new();
         for item in self.catalog.scan_prefix(prefix.as_bytes()) {
             let (key, value) = item?;
-            entries.push((key, value.len() as u64));
+            if let Some(id) = ProductId::from_storage_key(&String::from_utf8_lossy(&key))
+                && !kept(&id)
+            {
+                entries.push((key, id, value.len() as u64));
+            }
         }
-        entries.sort_by_key(|(_, len)| std::cmp::Reverse(*len));
+        entries.sort_by_key(|(_, _, len)| std::cmp::Reverse(*len));
         let mut freed = 0u64;
         let mut gone = Vec::new();
-        for (key, _) in entries {
+        for (key, id, _) in entries {
             if freed >= bytes {
                 break;
             }
@@ -167,10 +177,8 @@ impl Store {
                 digests.usage.record(*owner, old.len() as u64, 0);
                 freed += old.len() as u64;
             }
-            if let Some(id) = ProductId::from_storage_key(&String::from_utf8_lossy(&key)) {
-                digests.forget(|d| &mut d.catalog, &id);
-                gone.push(id);
-            }
+            digests.forget(|d| &mut d.catalog, &id);
+            gone.push(id);
         }
         Ok(gone)
     }
@@ -281,7 +289,7 @@ mod tests {
             panic!("no room asked for")
         };
         assert_eq!(owner, flood.public_key());
-        let gone = store.make_room(&owner, bytes).unwrap();
+        let gone = store.make_room(&owner, bytes, |_| false).unwrap();
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].name, "big");
         assert!(store.descriptor(&gone[0]).unwrap().is_none());

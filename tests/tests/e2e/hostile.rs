@@ -349,3 +349,72 @@ fn a_member_gossiping_version_after_version_is_passed_on_at_its_rate_and_the_new
         });
     }
 }
+
+/// A CSV of `columns` columns with names of 250 bytes and one row: its descriptor is about
+/// `columns` × 260 bytes.
+fn wide_csv(dir: &Path, columns: usize) -> String {
+    let names: Vec<String> = (0..columns)
+        .map(|i| format!("c{i:03}{}", "x".repeat(246)))
+        .collect();
+    let row: Vec<String> = (0..columns).map(|i| i.to_string()).collect();
+    let text = format!("{}\n{}\n", names.join(","), row.join(","));
+    write_file(dir, &format!("wide-{columns}.csv"), &text)
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_full_catalog_keeps_the_descriptors_of_products_this_node_consumes() {
+    let mut sales = TestNode::init("sales", &[]);
+    sales.edit_config("max_catalog_mib = 1024", "max_catalog_mib = 1");
+    sales.run();
+    let churn = TestNode::start_joining("churn", &sales);
+    let eshop = TestNode::start_joining("eshop", &sales);
+    let inputs = tempfile::tempdir().unwrap();
+    let wide = wide_csv(inputs.path(), 180);
+
+    // `churn` fills `sales`'s catalog with descriptors of about 47 kB. The one `sales`
+    // consumes has the longest name, so it is the largest: the first to go, were it not kept.
+    let consumed = "consumed-by-sales-with-the-longest-name";
+    let mut names = vec![consumed.to_owned()];
+    names.extend((0..22).map(|i| format!("p-{i:02}")));
+    for name in &names {
+        let out = churn.cli(&["publish", name, "--from", &wide]);
+        assert!(out.success, "{}", out.stderr);
+    }
+    wait_until(Duration::from_secs(60), || {
+        rejected(&sales, "over_budget") > 0
+    })
+    .unwrap_or_else(|| panic!("sales never filled up: {}", sales.status()));
+    wait_until(CONVERGE, || {
+        sales.version_of(&format!("churn/{consumed}")) == Some(1)
+    })
+    .expect("sales holds the product it will consume");
+    sales.share_agreed(&format!("churn/{consumed}"), "analytics", &[]);
+
+    // `eshop` publishes after it: room is made with `churn`'s descriptors, the largest
+    // first, passing over the one `sales` consumes.
+    for name in ["e-0", "e-1", "e-2"] {
+        let out = eshop.cli(&["publish", name, "--from", &wide]);
+        assert!(out.success, "{}", out.stderr);
+        wait_until(CONVERGE, || {
+            sales.version_of(&format!("eshop/{name}")) == Some(1)
+        })
+        .unwrap_or_else(|| panic!("sales never took eshop/{name}: {}", sales.log()));
+    }
+    assert!(
+        sales
+            .metric("meshnode_catalog_evicted_total")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(sales.version_of(&format!("churn/{consumed}")), Some(1));
+    let out_dir = tempfile::tempdir().unwrap();
+    let fetched = sales.fetch(
+        &format!("churn/{consumed}"),
+        &out_dir.path().join("c.arrow"),
+        &[],
+    );
+    assert!(fetched.success, "{}", fetched.stderr);
+}
