@@ -30,6 +30,7 @@ use crate::views::{PeerView, ProductView, PublishRequest, StatusView};
 
 mod gossip;
 mod publish;
+mod quota;
 mod sync;
 
 use sync::{SyncSession, SyncSets};

@@ -1,21 +1,13 @@
 //! The catalog topic: what the node publishes and how it judges what gossip brings.
 
-use std::collections::HashSet;
 use std::time::Instant;
 
 use libp2p::gossipsub;
 use mesh_protocol::catalog::{self, MergeOutcome, merge_node_record};
-use mesh_protocol::quota::Admission;
 use mesh_protocol::wire::GossipMessage;
-use mesh_protocol::{
-    ContractState, NodeRecord, ProductDescriptor, ProductId, PublicKey, RejectReason, Signed,
-};
+use mesh_protocol::{NodeRecord, ProductDescriptor, PublicKey, RejectReason, Signed};
 
 use super::{Node, NodeEvent, now_ms};
-use crate::agreements::Role;
-
-/// Most contracts of each open state read to find the products this node consumes.
-const MAX_CONSUMED: usize = 4096;
 
 impl Node {
     /// Publishes on the catalog topic. No peers yet is fine: anti-entropy delivers later.
@@ -149,107 +141,6 @@ impl Node {
                 Err(reason)
             }
         }
-    }
-
-    /// Makes room in the catalog's byte quota (`max_catalog_mib`) for a verified
-    /// `descriptor`: while it would not fit, descriptors of the key holding the most past its
-    /// fair share are removed (see `mesh_protocol::quota`). `Err(OverBudget)` when the
-    /// descriptor's own key would be past its share. Our own descriptors are never refused.
-    pub(super) fn make_room_for(
-        &mut self,
-        descriptor: &ProductDescriptor,
-        envelope: &Signed<ProductDescriptor>,
-        via: &'static str,
-    ) -> Result<(), RejectReason> {
-        let quota = self.config.catalog_quota(self.identity.public_key());
-        let id = descriptor.id();
-        // Read only once room is to be made.
-        let mut consumed: Option<HashSet<ProductId>> = None;
-        // Each round empties one key down to its share, and no key is asked twice for the
-        // same write: one round per member at most.
-        for _ in 0..=mesh_protocol::governance::state::MAX_MEMBERS {
-            let admission =
-                match self
-                    .store
-                    .catalog_admission(&quota, &id, descriptor.version, envelope)
-                {
-                    Ok(admission) => admission,
-                    Err(e) => {
-                        // The write that follows reports the store's failure.
-                        tracing::error!("cannot read the catalog's usage: {e}");
-                        return Ok(());
-                    }
-                };
-            match admission {
-                Admission::Fits => return Ok(()),
-                Admission::Refuse { held, share } => {
-                    tracing::info!(owner = %descriptor.owner.fingerprint(), held, share, via,
-                        "refused a descriptor: the catalog is full and its key is past its fair share");
-                    return Err(RejectReason::OverBudget);
-                }
-                Admission::MakeRoom { owner, bytes } => {
-                    match self.store.make_room(&owner, bytes, |id| {
-                        consumed
-                            .get_or_insert_with(|| self.products_we_consume())
-                            .contains(id)
-                    }) {
-                        Ok(gone) if !gone.is_empty() => {
-                            self.metrics.catalog_evicted.inc_by(gone.len() as u64);
-                            tracing::info!(owner = %owner.fingerprint(), removed = gone.len(), for_owner = %descriptor.owner.fingerprint(),
-                            "the catalog is full: removed descriptors of the key holding the most, past its fair share");
-                        }
-                        Ok(_) => return Err(RejectReason::OverBudget),
-                        Err(e) => {
-                            tracing::error!("cannot make room in the catalog: {e}");
-                            return Err(RejectReason::OverBudget);
-                        }
-                    }
-                }
-            }
-        }
-        Err(RejectReason::OverBudget)
-    }
-
-    /// Products this node has asked for or holds an agreement on, as a consumer: their
-    /// descriptors are not removed to make room (a fetch resolves the product from them).
-    fn products_we_consume(&self) -> HashSet<ProductId> {
-        let mut products = HashSet::new();
-        for state in [
-            ContractState::Requested,
-            ContractState::Pending,
-            ContractState::Agreed,
-        ] {
-            let ids = self
-                .store
-                .agreement_ids_in(Role::Consumer, state, MAX_CONSUMED)
-                .unwrap_or_default();
-            for id in ids {
-                if let Ok(Some(record)) = self.store.agreement(&id)
-                    && let Ok(terms) = record.terms()
-                {
-                    products.insert(terms.product);
-                }
-            }
-        }
-        products
-    }
-
-    /// Whether `owner` may add one more product to our catalog
-    /// (`catalog::MAX_PRODUCTS_PER_OWNER`); counted from the cached digest.
-    pub(super) fn owner_has_room(&self, owner: PublicKey) -> bool {
-        let Ok(digest) = self.store.catalog_digest() else {
-            return true;
-        };
-        let first = ProductId {
-            owner,
-            name: String::new(),
-        };
-        let held = digest
-            .range(first..)
-            .take_while(|(id, _)| id.owner == owner)
-            .take(catalog::MAX_PRODUCTS_PER_OWNER)
-            .count();
-        catalog::owner_has_room(held)
     }
 
     /// Takes one of `signer`'s gossip tokens for a verified, new message that came by
