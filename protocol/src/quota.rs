@@ -161,15 +161,18 @@ mod tests {
         }
     }
 
+    /// Stored entries by `(owner, product)`: their bytes.
+    type Entries = BTreeMap<(u8, u32), u64>;
+
     /// Plays writes of `(owner, product, bytes)` against a quota the way the store does:
     /// room is made by removing the largest entries of the key named, refusals store
     /// nothing. Returns the usage and the refused writes.
     fn play(
         quota: &CatalogQuota,
         writes: &[(u8, u32, u64)],
-    ) -> (CatalogUsage, BTreeMap<(u8, u32), u64>, Vec<(u8, u32)>) {
+    ) -> (CatalogUsage, Entries, Vec<(u8, u32)>) {
         let mut usage = CatalogUsage::new();
-        let mut entries: BTreeMap<(u8, u32), u64> = BTreeMap::new();
+        let mut entries = Entries::new();
         let mut refused = Vec::new();
         for &(owner, product, bytes) in writes {
             let old = entries.get(&(owner, product)).copied().unwrap_or(0);

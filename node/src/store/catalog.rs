@@ -300,13 +300,25 @@ mod tests {
                 .unwrap(),
             Admission::Fits
         );
+        // Descriptors the caller keeps (products it consumes) are passed over.
+        let gone = store
+            .make_room(&flood.public_key(), 1, |id| id.name == "middle")
+            .unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].name, "small");
+        let gone = store
+            .make_room(&flood.public_key(), u64::MAX, |id| id.name == "middle")
+            .unwrap();
+        assert!(gone.is_empty());
         // Asked for more than it holds, a key gives all it has and no more.
-        let all = store.make_room(&flood.public_key(), u64::MAX).unwrap();
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[1].name, "small");
+        let all = store
+            .make_room(&flood.public_key(), u64::MAX, |_| false)
+            .unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].name, "middle");
         assert!(
             store
-                .make_room(&flood.public_key(), small)
+                .make_room(&flood.public_key(), small, |_| false)
                 .unwrap()
                 .is_empty()
         );
