@@ -23,7 +23,8 @@
 //! With `--count N` it publishes N such descriptors (`own`, `own-1`, ...), each with a
 //! description of `--pad BYTES` (at most 16 KiB): a member filling every node's catalog.
 //! `--attack versions --count N` gossips versions 1 to N of `own` back to back (printing
-//! `own-gossiped` too) and serves the newest by sync: a member flooding the mesh's gossip.
+//! `own-gossiped` too) and then serves the newest by sync: a member flooding the mesh's
+//! gossip.
 //!
 //! With `--ticket TICKET` (from `meshnode mesh invite --domain mallory` on a member) it first
 //! joins the mesh with its own key, then speaks the mesh's topic and protocols under that
@@ -423,7 +424,9 @@ async fn main() {
                         } else if args.attack == Attack::Own {
                             println!("own-served-by-sync");
                             own.clone()
-                        } else if args.attack == Attack::Versions {
+                        } else if args.attack == Attack::Versions && own_gossiped == own.len() {
+                            // Only once every version went out by gossip: served first,
+                            // the newest would make the gossiped ones stale.
                             println!("own-served-by-sync");
                             own.last().into_iter().cloned().collect()
                         } else if replay_armed {
