@@ -925,7 +925,7 @@ impl Node {
                 message,
             }) => {
                 let started = Instant::now();
-                let acceptance = self.on_gossip(&message.data);
+                let acceptance = self.on_gossip(&message.data, propagation_source);
                 self.metrics
                     .gossip_validation_seconds
                     .observe(started.elapsed().as_secs_f64());

@@ -269,6 +269,9 @@ pub struct PeerPolicy<P, A> {
     syncing: BTreeSet<P>,
     /// Sync backoffs of peers whose sessions were cut short or failed.
     sync_retry: HashMap<P, SyncRetry>,
+    /// Connected peers that relayed something held back by its signer's gossip rate, and
+    /// when to sync with them (see [`PeerPolicy::sync_after`]).
+    held_back: HashMap<P, Instant>,
     /// Penalty points of peers that sent what our validation rejects.
     penalties: HashMap<P, Penalty>,
     /// Sync-answer buckets of disconnected peers that were not full when they left.
@@ -314,6 +317,7 @@ where
             last_trim: now,
             syncing: BTreeSet::new(),
             sync_retry: HashMap::new(),
+            held_back: HashMap::new(),
             penalties: HashMap::new(),
             spent_answers: HashMap::new(),
             last_score_refresh: now,
@@ -397,6 +401,7 @@ where
             self.remember_answers(peer, gone.answers, now);
         }
         self.syncing.remove(peer);
+        self.held_back.remove(peer);
         for b in &mut self.bootstrap {
             if b.peer.as_ref() == Some(peer) {
                 b.next_attempt = now + b.backoff;
@@ -583,6 +588,20 @@ where
                 actions.extend(self.start_sync(peer));
             }
         }
+        let held_back: Vec<P> = self
+            .held_back
+            .iter()
+            .filter(|(_, at)| now >= **at)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in held_back {
+            // Due once: a sync in flight brings the news too, a backoff or a penalty says
+            // not now.
+            self.held_back.remove(&peer);
+            if self.may_sync(&peer, now) {
+                actions.extend(self.start_sync(peer));
+            }
+        }
         actions.extend(self.trim(now, in_mesh));
         if now.duration_since(self.last_score_refresh) >= self.config.score_refresh {
             self.last_score_refresh = now;
@@ -613,6 +632,7 @@ where
             .iter()
             .filter(|(p, r)| r.due && self.connected.contains_key(*p))
             .map(|(_, r)| r.not_before);
+        let held_back = self.held_back.values().copied();
         let trim = (self.connected.len() > self.config.peers_high)
             .then(|| self.last_trim + self.config.trim_every);
         let decay = (!self.penalties.is_empty())
@@ -621,6 +641,7 @@ where
             .then_some(self.next_discovery);
         bootstrap
             .chain(retries)
+            .chain(held_back)
             .chain(trim)
             .chain(decay)
             .chain(discovery)
@@ -692,6 +713,18 @@ where
                 due: matches!(outcome, SyncOutcome::Truncated { .. }),
             },
         );
+    }
+
+    /// `peer` relayed a message newer than what this node took (held back by its signer's
+    /// gossip rate): a sync with `peer` is due `after` from `now`, so the newest version
+    /// arrives without waiting for a periodic round that quiet sessions may leave out. One
+    /// sync per peer however many messages are held back meanwhile; a backoff set for `peer`
+    /// still applies, and any other sync with it (a new connection's) goes ahead as before.
+    pub fn sync_after(&mut self, peer: P, after: Duration, now: Instant) {
+        // Only connected peers: the map is bounded by the connection limit.
+        if self.connected.contains_key(&peer) {
+            self.held_back.entry(peer).or_insert(now + after);
+        }
     }
 
     /// `peer` sent something our validation rejects: `points` more penalty points, and its
@@ -1308,6 +1341,42 @@ mod tests {
         p.on_sync_finished(&1, SyncOutcome::Failed, now);
         assert!(p.tick(now + secs(120), |_| false).is_empty());
         assert_eq!(p.sync_round(now + secs(2), 1), vec![Action::Sync(1)]);
+    }
+
+    #[test]
+    fn a_peer_that_relayed_what_was_held_back_is_synced_with_once_the_delay_has_passed() {
+        let t0 = Instant::now();
+        let mut p = policy(vec![], t0);
+        p.sync_after(1, secs(5), t0);
+        assert!(
+            !p.tick(t0 + secs(10), |_| false).contains(&Action::Sync(1)),
+            "not connected: nothing to do"
+        );
+        p.on_connected(1, &"x", true, true, t0);
+        p.on_connected(2, &"x", true, true, t0);
+        // The syncs of new connections are over.
+        for peer in [1, 2] {
+            p.on_sync_finished(&peer, SyncOutcome::Complete { progress: false }, t0);
+        }
+        // Held back three times in a row: one sync, after the delay, with that peer only.
+        for ms in [0, 100, 200] {
+            p.sync_after(1, secs(5), t0 + Duration::from_millis(ms));
+        }
+        assert!(!p.tick(t0 + secs(4), |_| false).contains(&Action::Sync(1)));
+        assert!(p.next_tick(t0, secs(60)) <= t0 + secs(5));
+        let due = p.tick(t0 + secs(5), |_| false);
+        assert_eq!(
+            due.iter().filter(|a| matches!(a, Action::Sync(_))).count(),
+            1
+        );
+        assert!(due.contains(&Action::Sync(1)));
+        assert!(!p.tick(t0 + secs(6), |_| false).contains(&Action::Sync(1)));
+        // Quiet rounds skipped by the periodic schedule do not hold it back.
+        for _ in 0..4 {
+            p.on_sync_finished(&1, SyncOutcome::Complete { progress: false }, t0 + secs(6));
+        }
+        p.sync_after(1, secs(5), t0 + secs(6));
+        assert!(p.tick(t0 + secs(11), |_| false).contains(&Action::Sync(1)));
     }
 
     #[test]

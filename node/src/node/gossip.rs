@@ -30,7 +30,11 @@ impl Node {
         }
     }
 
-    pub(super) fn on_gossip(&mut self, data: &[u8]) -> gossipsub::MessageAcceptance {
+    pub(super) fn on_gossip(
+        &mut self,
+        data: &[u8],
+        source: libp2p::PeerId,
+    ) -> gossipsub::MessageAcceptance {
         self.metrics.gossip_in.inc();
         self.metrics.gossip_bytes_in.inc_by(data.len() as u64);
         let message = match GossipMessage::from_bytes(data) {
@@ -52,6 +56,12 @@ impl Node {
             GossipMessage::Revocation(envelope) => self.accept_revocation(&envelope),
             GossipMessage::Vote(envelope) => self.accept_vote(&envelope, "gossip"),
         };
+        if result == Err(RejectReason::RateLimited) {
+            // `source` holds a version newer than the one this node took: sync with it once
+            // the signer's bucket has a token again.
+            let after = std::time::Duration::from_millis(self.config.gossip_refill_ms);
+            self.policy.sync_after(source, after, Instant::now());
+        }
         let verdict = match result {
             Ok(true) => gossipsub::MessageAcceptance::Accept,
             Ok(false) => gossipsub::MessageAcceptance::Ignore,

@@ -315,7 +315,7 @@ fn a_member_gossiping_version_after_version_is_passed_on_at_its_rate_and_the_new
     let ticket = sales.invite("mallory");
     let out = Command::new(mesh_tests::meshnode_bin().with_file_name("hostile-peer"))
         .args(["--ticket", &ticket, "--attack", "versions", "--count", "60"])
-        .args(["--bootstrap", &sales.addr(), "--linger", "4"])
+        .args(["--bootstrap", &sales.addr(), "--linger", "8"])
         .output()
         .expect("run hostile-peer");
     let actions = String::from_utf8_lossy(&out.stdout).into_owned();
