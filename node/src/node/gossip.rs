@@ -121,13 +121,16 @@ impl Node {
                 Err(RejectReason::OverBudget)
             }
             MergeOutcome::Accepted(descriptor) => {
+                // The rate is asked first (nothing is removed to make room for a message
+                // then dropped) and charged only once the quota took it.
                 if let Err(reason) = self
-                    .gossip_rate(descriptor.owner, via)
+                    .gossip_rate_allows(descriptor.owner, via)
                     .and_then(|()| self.make_room_for(&descriptor, envelope, via))
                 {
                     self.rejected(reason);
                     return Err(reason);
                 }
+                self.charge_gossip_rate(descriptor.owner, via);
                 if let Err(e) = self.store.put_descriptor(&descriptor, envelope) {
                     tracing::error!("cannot store descriptor: {e}");
                     return Ok(false);
@@ -153,18 +156,31 @@ impl Node {
         }
     }
 
-    /// Takes one of `signer`'s gossip tokens for a verified, new message that came by
-    /// `via`; only gossip is charged (sync is pulled, one version per product a round).
-    fn gossip_rate(&mut self, signer: PublicKey, via: &'static str) -> Result<(), RejectReason> {
+    /// Whether `signer` has a gossip token for a verified, new message that came by `via`;
+    /// only gossip is limited (sync is pulled, one version per product a round).
+    fn gossip_rate_allows(
+        &mut self,
+        signer: PublicKey,
+        via: &'static str,
+    ) -> Result<(), RejectReason> {
         if via != "gossip" {
             return Ok(());
         }
-        self.gossip_rates
-            .take(&signer, now_ms())
-            .map_err(|retry_after_ms| {
+        match self.gossip_rates.limited(&signer, now_ms()) {
+            None => Ok(()),
+            Some(retry_after_ms) => {
                 tracing::debug!(signer = %signer.fingerprint(), retry_after_ms, "a key gossips faster than its rate");
-                RejectReason::RateLimited
-            })
+                Err(RejectReason::RateLimited)
+            }
+        }
+    }
+
+    /// Takes the token [`Self::gossip_rate_allows`] found, for a message now stored.
+    fn charge_gossip_rate(&mut self, signer: PublicKey, via: &'static str) {
+        if via == "gossip" {
+            // A token is there: asked just before, with no other message in between.
+            let _ = self.gossip_rates.take(&signer, now_ms());
+        }
     }
 
     pub(super) fn accept_node_record(
@@ -186,10 +202,11 @@ impl Node {
         }
         match merge_node_record(envelope, current.map(|(t, _)| t)) {
             Ok(Some(record)) => {
-                if let Err(reason) = self.gossip_rate(record.key, via) {
+                if let Err(reason) = self.gossip_rate_allows(record.key, via) {
                     self.rejected(reason);
                     return Err(reason);
                 }
+                self.charge_gossip_rate(record.key, via);
                 if let Err(e) = self.store.put_node_record(&record, envelope) {
                     tracing::error!("cannot store node record: {e}");
                     return Ok(false);
