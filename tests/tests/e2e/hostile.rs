@@ -220,32 +220,52 @@ fn publish_refuses_what_peers_would_reject_and_stores_nothing() {
     assert_eq!(catalog.as_array().map(Vec::len), Some(1));
 }
 
-#[test]
-fn a_member_filling_the_catalog_is_cut_to_its_share_and_others_still_get_in() {
+/// `sales`, started with `from` replaced by `to` in its config, and `churn` joined to it and
+/// holding `sales/orders` (five rows of `csv`, written in `inputs`).
+fn sales_and_churn(from: &str, to: &str, inputs: &Path) -> (TestNode, TestNode, String) {
     let mut sales = TestNode::init("sales", &[]);
-    sales.edit_config("max_catalog_mib = 1024", "max_catalog_mib = 1");
+    sales.edit_config(from, to);
     sales.run();
     let churn = TestNode::start_joining("churn", &sales);
-    let inputs = tempfile::tempdir().unwrap();
-    let csv = sample_csv(inputs.path(), 5);
+    let csv = sample_csv(inputs, 5);
     assert!(sales.cli(&["publish", "orders", "--from", &csv]).success);
     wait_until(CONVERGE, || churn.version_of("sales/orders") == Some(1))
         .expect("churn sees orders");
+    (sales, churn, csv)
+}
+
+/// Runs `hostile-peer` as a member invited by `target`, with `args`, against `target`, and
+/// checks that it printed `own-gossiped`.
+fn hostile_member(target: &TestNode, args: &[&str]) {
+    let ticket = target.invite("mallory");
+    let out = Command::new(mesh_tests::meshnode_bin().with_file_name("hostile-peer"))
+        .args(["--ticket", &ticket, "--bootstrap", &target.addr()])
+        .args(args)
+        .output()
+        .expect("run hostile-peer");
+    let actions = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        actions.lines().any(|l| l == "own-gossiped"),
+        "hostile did not gossip: {actions}"
+    );
+}
+
+#[test]
+fn a_member_filling_the_catalog_is_cut_to_its_share_and_others_still_get_in() {
+    let inputs = tempfile::tempdir().unwrap();
+    let (mut sales, churn, csv) = sales_and_churn(
+        "max_catalog_mib = 1024",
+        "max_catalog_mib = 1",
+        inputs.path(),
+    );
 
     // A member gossips (and serves by sync) 100 descriptors of 16 kB: 1.6 MB into a
     // catalog of 1 MiB.
-    let ticket = sales.invite("mallory");
-    let out = Command::new(mesh_tests::meshnode_bin().with_file_name("hostile-peer"))
-        .args([
-            "--ticket", &ticket, "--attack", "own", "--count", "100", "--pad", "16000",
-        ])
-        .args(["--bootstrap", &sales.addr(), "--linger", "4"])
-        .output()
-        .expect("run hostile-peer");
-    let actions = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        actions.lines().any(|l| l == "own-gossiped"),
-        "hostile did not flood: {actions}"
+    hostile_member(
+        &sales,
+        &[
+            "--attack", "own", "--count", "100", "--pad", "16000", "--linger", "4",
+        ],
     );
     wait_until(CONVERGE, || rejected(&sales, "over_budget") > 0)
         .unwrap_or_else(|| panic!("nothing refused: {}\n{}", sales.status(), sales.log()));
@@ -301,27 +321,13 @@ fn a_member_filling_the_catalog_is_cut_to_its_share_and_others_still_get_in() {
 
 #[test]
 fn a_member_gossiping_version_after_version_is_passed_on_at_its_rate_and_the_newest_arrives() {
-    let mut sales = TestNode::init("sales", &[]);
-    sales.edit_config("gossip_burst = 16", "gossip_burst = 4");
-    sales.run();
-    let churn = TestNode::start_joining("churn", &sales);
     let inputs = tempfile::tempdir().unwrap();
-    let csv = sample_csv(inputs.path(), 5);
-    assert!(sales.cli(&["publish", "orders", "--from", &csv]).success);
-    wait_until(CONVERGE, || churn.version_of("sales/orders") == Some(1))
-        .expect("churn sees orders");
+    let (sales, churn, _) = sales_and_churn("gossip_burst = 16", "gossip_burst = 4", inputs.path());
 
     // A member gossips 60 versions of its product back to back, through `sales` only.
-    let ticket = sales.invite("mallory");
-    let out = Command::new(mesh_tests::meshnode_bin().with_file_name("hostile-peer"))
-        .args(["--ticket", &ticket, "--attack", "versions", "--count", "60"])
-        .args(["--bootstrap", &sales.addr(), "--linger", "8"])
-        .output()
-        .expect("run hostile-peer");
-    let actions = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        actions.lines().any(|l| l == "own-gossiped"),
-        "hostile did not gossip: {actions}"
+    hostile_member(
+        &sales,
+        &["--attack", "versions", "--count", "60", "--linger", "8"],
     );
     // `sales` took its burst of 4 and one more per 5 s, and passed on no more than that:
     // the rest was neither stored nor forwarded.
