@@ -421,6 +421,14 @@ pub fn spawn(
     let mut metrics = Metrics::new();
     metrics.register_contract_decisions(store.contract_decisions());
     metrics.catalog_size.set(store.catalog_len() as i64);
+    let quota = config.catalog_quota(identity.public_key());
+    if store.catalog_bytes() > quota.max_bytes {
+        tracing::warn!(
+            bytes = store.catalog_bytes(),
+            max_bytes = quota.max_bytes,
+            "the catalog holds more than max_catalog_mib: descriptors of keys past their share go as new ones arrive"
+        );
+    }
     let negotiations = crate::contracts::Negotiations::new(
         config.contracts.budget(),
         config.clock_skew_tolerance_secs.saturating_mul(1000),

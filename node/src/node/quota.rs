@@ -12,6 +12,10 @@ use crate::agreements::Role;
 
 /// Most contracts of each open state read to find the products this node consumes.
 const MAX_CONSUMED: usize = 4096;
+/// Most descriptors removed to make room for one write: a catalog far past its quota (one
+/// whose `max_catalog_mib` was lowered) shrinks over the next writes instead of in one long
+/// pause of the actor; a write that does not fit yet is refused meanwhile.
+const MAX_REMOVED_PER_WRITE: usize = 64;
 
 impl Node {
     /// Makes room in the catalog's byte quota (`max_catalog_mib`) for a verified
@@ -28,6 +32,7 @@ impl Node {
         let id = descriptor.id();
         // Read only once room is to be made.
         let mut consumed: Option<HashSet<ProductId>> = None;
+        let mut removed = 0;
         // Each round empties one key down to its share, and no key is asked twice for the
         // same write: one round per member at most.
         for _ in 0..=mesh_protocol::governance::state::MAX_MEMBERS {
@@ -51,12 +56,25 @@ impl Node {
                     return Err(RejectReason::OverBudget);
                 }
                 Admission::MakeRoom { owner, bytes } => {
-                    match self.store.make_room(&owner, bytes, |id| {
+                    let limit = MAX_REMOVED_PER_WRITE.saturating_sub(removed);
+                    if limit == 0 {
+                        tracing::info!(
+                            via,
+                            "the catalog is far past its quota: it shrinks over the next writes"
+                        );
+                        return if descriptor.owner == quota.own {
+                            Ok(())
+                        } else {
+                            Err(RejectReason::OverBudget)
+                        };
+                    }
+                    match self.store.make_room(&owner, bytes, limit, |id| {
                         consumed
                             .get_or_insert_with(|| self.products_we_consume())
                             .contains(id)
                     }) {
                         Ok(gone) if !gone.is_empty() => {
+                            removed += gone.len();
                             self.metrics.catalog_evicted.inc_by(gone.len() as u64);
                             tracing::info!(owner = %owner.fingerprint(), removed = gone.len(), for_owner = %descriptor.owner.fingerprint(),
                             "the catalog is full: removed descriptors of the key holding the most, past its fair share");

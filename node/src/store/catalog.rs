@@ -141,13 +141,14 @@ impl Store {
         Ok(quota.admit(&digests.usage, id.owner, stored_len(old.as_deref()), new))
     }
 
-    /// Removes `owner`'s largest descriptors until at least `bytes` are freed (or none is
-    /// left), to make room in a full catalog; those `kept` says to keep stay. Returns the
-    /// products removed, largest first.
+    /// Removes `owner`'s largest descriptors until at least `bytes` are freed, none is left
+    /// or `limit` are gone, to make room in a full catalog; those `kept` says to keep stay.
+    /// Returns the products removed, largest first.
     pub fn make_room(
         &self,
         owner: &PublicKey,
         bytes: u64,
+        limit: usize,
         mut kept: impl FnMut(&ProductId) -> bool,
     ) -> Result<Vec<ProductId>, StoreError> {
         let mut digests = self.lock_digests();
@@ -170,7 +171,7 @@ impl Store {
         let mut freed = 0u64;
         let mut gone = Vec::new();
         for (key, id, _) in entries {
-            if freed >= bytes {
+            if freed >= bytes || gone.len() >= limit {
                 break;
             }
             if let Some(old) = self.catalog.remove(&key)? {
@@ -289,7 +290,9 @@ mod tests {
             panic!("no room asked for")
         };
         assert_eq!(owner, flood.public_key());
-        let gone = store.make_room(&owner, bytes, |_| false).unwrap();
+        let gone = store
+            .make_room(&owner, bytes, usize::MAX, |_| false)
+            .unwrap();
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].name, "big");
         assert!(store.descriptor(&gone[0]).unwrap().is_none());
@@ -302,23 +305,32 @@ mod tests {
         );
         // Descriptors the caller keeps (products it consumes) are passed over.
         let gone = store
-            .make_room(&flood.public_key(), 1, |id| id.name == "middle")
+            .make_room(&flood.public_key(), 1, usize::MAX, |id| id.name == "middle")
             .unwrap();
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].name, "small");
         let gone = store
-            .make_room(&flood.public_key(), u64::MAX, |id| id.name == "middle")
+            .make_room(&flood.public_key(), u64::MAX, usize::MAX, |id| {
+                id.name == "middle"
+            })
             .unwrap();
         assert!(gone.is_empty());
-        // Asked for more than it holds, a key gives all it has and no more.
+        // At most `limit` go at once; asked for more than it holds, a key gives all it has
+        // and no more.
+        put(&store, &flood, "again", 9000);
+        let one = store
+            .make_room(&flood.public_key(), u64::MAX, 1, |_| false)
+            .unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].name, "again");
         let all = store
-            .make_room(&flood.public_key(), u64::MAX, |_| false)
+            .make_room(&flood.public_key(), u64::MAX, usize::MAX, |_| false)
             .unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].name, "middle");
         assert!(
             store
-                .make_room(&flood.public_key(), small, |_| false)
+                .make_room(&flood.public_key(), small, usize::MAX, |_| false)
                 .unwrap()
                 .is_empty()
         );
