@@ -599,6 +599,21 @@ pub(crate) async fn status(dir: DataDir, json: bool) -> anyhow::Result<()> {
         status.catalog_bytes as f64 / (1 << 20) as f64,
         status.catalog_max_bytes as f64 / (1 << 20) as f64
     );
+    if !status.catalog_largest_holders.is_empty() {
+        let holders: Vec<String> = status
+            .catalog_largest_holders
+            .iter()
+            .map(|h| {
+                format!(
+                    "{}@{} {:.1} MiB",
+                    output::clean(h.domain.as_deref().unwrap_or("?")),
+                    h.fingerprint,
+                    h.bytes as f64 / (1 << 20) as f64
+                )
+            })
+            .collect();
+        crate::outln!("           largest: {}", holders.join(", "));
+    }
     crate::outln!(
         "mesh       {} ({}): {} members, policies version {}, {} non-member connections refused",
         output::clean(&status.mesh),

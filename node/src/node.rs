@@ -613,6 +613,21 @@ impl Node {
             catalog_size: self.store.catalog_len(),
             catalog_bytes: self.store.catalog_bytes(),
             catalog_max_bytes: self.config.catalog_quota(pk).max_bytes,
+            catalog_largest_holders: self
+                .store
+                .catalog_largest_holders(5)
+                .into_iter()
+                .map(|(key, bytes)| crate::views::HolderView {
+                    domain: self
+                        .governance
+                        .state
+                        .members()
+                        .find(|(k, _)| **k == key)
+                        .map(|(_, d)| d.to_owned()),
+                    fingerprint: key.fingerprint(),
+                    bytes,
+                })
+                .collect(),
             rejected: self.metrics.rejected_counts(),
             uptime_secs: self.started.elapsed().as_secs(),
             mesh_id: self.governance.state.id().short(),

@@ -39,6 +39,10 @@ pub struct StatusView {
     /// The most bytes of descriptors the catalog keeps (`max_catalog_mib`).
     #[serde(default)]
     pub catalog_max_bytes: u64,
+    /// The keys holding the most of those bytes, most first (at most five): who a full
+    /// catalog takes room from, and whose descriptors it refuses.
+    #[serde(default)]
+    pub catalog_largest_holders: Vec<HolderView>,
     /// Gossip and sync messages rejected, by reason.
     pub rejected: BTreeMap<String, u64>,
     /// Seconds since the daemon started.
@@ -86,6 +90,17 @@ impl From<&ColumnSchema> for ColumnView {
             nullable: c.nullable,
         }
     }
+}
+
+/// A key's bytes in the catalog, in `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderView {
+    /// The member's domain, if it is a member.
+    pub domain: Option<String>,
+    /// Key fingerprint.
+    pub fingerprint: String,
+    /// Bytes of its descriptors.
+    pub bytes: u64,
 }
 
 /// One catalog entry in JSON.

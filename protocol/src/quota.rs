@@ -69,6 +69,15 @@ impl CatalogUsage {
         self.owners.len()
     }
 
+    /// The `n` keys holding the most bytes, most first (ties by key).
+    pub fn largest_holders(&self, n: usize) -> Vec<(PublicKey, u64)> {
+        let mut holders: Vec<(PublicKey, u64)> =
+            self.owners.iter().map(|(k, b)| (*k, *b)).collect();
+        holders.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        holders.truncate(n);
+        holders
+    }
+
     /// The key holding the most bytes, among those `eligible`.
     fn largest(&self, eligible: impl Fn(&PublicKey) -> bool) -> Option<(PublicKey, u64)> {
         self.owners
@@ -237,6 +246,10 @@ mod tests {
             (usage.total(), usage.held(&key(2)), usage.owners()),
             (80, 0, 1)
         );
+        usage.record(key(3), 0, 500);
+        usage.record(key(4), 0, 5);
+        assert_eq!(usage.largest_holders(2), [(key(3), 500), (key(1), 80)]);
+        assert_eq!(usage.largest_holders(10).len(), 3);
     }
 
     #[test]

@@ -112,6 +112,11 @@ impl Store {
         Ok(gone)
     }
 
+    /// The `n` owner keys holding the most bytes of stored descriptors, most first.
+    pub fn catalog_largest_holders(&self, n: usize) -> Vec<(PublicKey, u64)> {
+        self.lock_digests().usage.largest_holders(n)
+    }
+
     /// Bytes of stored descriptors, all owners together.
     pub fn catalog_bytes(&self) -> u64 {
         self.lock_digests().usage.total()

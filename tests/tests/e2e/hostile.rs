@@ -281,6 +281,10 @@ fn a_member_filling_the_catalog_is_cut_to_its_share_and_others_still_get_in() {
         status["catalog_max_bytes"].as_u64().unwrap(),
     );
     assert_eq!(max, 1 << 20);
+    // The operator sees whose descriptors fill the catalog.
+    let largest = &status["catalog_largest_holders"][0];
+    assert_eq!(largest["domain"], "mallory", "{status}");
+    assert!(largest["bytes"].as_u64().unwrap() > max / 2, "{status}");
     assert!(bytes <= max, "{bytes} bytes in a catalog of {max}");
     let flooded = mallory_held(&sales);
     assert!((40..100).contains(&flooded), "mallory holds {flooded}");
