@@ -91,6 +91,10 @@ impl Node {
             self.rejected(RejectReason::NotMember);
             return Err(RejectReason::NotMember);
         }
+        if self.past_share_of_full_catalog(envelope) {
+            self.rejected(RejectReason::OverBudget);
+            return Err(RejectReason::OverBudget);
+        }
         let store = &self.store;
         let mut held = false;
         // The cached digest knows every stored version: the stored envelope is read only when
