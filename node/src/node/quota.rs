@@ -33,9 +33,8 @@ impl Node {
         // Read only once room is to be made.
         let mut consumed: Option<HashSet<ProductId>> = None;
         let mut removed = 0;
-        // Each round empties one key down to its share, and no key is asked twice for the
-        // same write: one round per member at most.
-        for _ in 0..=mesh_protocol::governance::state::MAX_MEMBERS {
+        // Each round removes at least one descriptor or ends the loop.
+        for _ in 0..=MAX_REMOVED_PER_WRITE {
             let admission =
                 match self
                     .store
