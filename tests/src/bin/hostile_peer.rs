@@ -22,6 +22,8 @@
 //! (`own-served-by-sync`): what an honest node would do, so only membership can keep it out.
 //! With `--count N` it publishes N such descriptors (`own`, `own-1`, ...), each with a
 //! description of `--pad BYTES` (at most 16 KiB): a member filling every node's catalog.
+//! `--forge-last` appends to what it serves by sync a copy of the last one, renamed, whose
+//! signature no longer matches.
 //! `--attack versions --count N` gossips versions 1 to N of `own` back to back (printing
 //! `own-gossiped` too) and then serves the newest by sync: a member flooding the mesh's
 //! gossip.
@@ -77,6 +79,7 @@ struct Args {
     depth: usize,
     count: usize,
     pad: usize,
+    forge_last: bool,
     ticket: Option<String>,
 }
 
@@ -88,6 +91,7 @@ fn args() -> Args {
     let mut depth = 3000;
     let mut count = 1;
     let mut pad = 0;
+    let mut forge_last = false;
     let mut ticket = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -107,6 +111,7 @@ fn args() -> Args {
             "--depth" => depth = it.next().and_then(|s| s.parse().ok()).expect("--depth N"),
             "--count" => count = it.next().and_then(|s| s.parse().ok()).expect("--count N"),
             "--pad" => pad = it.next().and_then(|s| s.parse().ok()).expect("--pad BYTES"),
+            "--forge-last" => forge_last = true,
             "--ticket" => ticket = it.next(),
             other => panic!("unknown argument {other}"),
         }
@@ -123,6 +128,7 @@ fn args() -> Args {
         depth,
         count,
         pad,
+        forge_last,
         ticket,
     }
 }
@@ -140,6 +146,14 @@ fn deep_descriptor(mallory: &Identity, depth: usize) -> Signed<ProductDescriptor
 /// A descriptor of our own named `name`, correctly signed, with one column of `data_type`.
 fn own_descriptor(mallory: &Identity, name: &str, data_type: String) -> Signed<ProductDescriptor> {
     padded_descriptor(mallory, name, data_type, 0)
+}
+
+/// A copy of `last` under a new name whose body no longer matches its signature.
+fn forged_copy(last: Option<&Signed<ProductDescriptor>>) -> Option<Signed<ProductDescriptor>> {
+    let last = last?;
+    let mut altered = last.decode_trusted().ok()?;
+    altered.name = "forged".into();
+    Some(last.with_tampered_body(codec::encode(&altered)))
 }
 
 /// Version `version` of `own`, with a description of `pad` bytes.
@@ -423,7 +437,11 @@ async fn main() {
                             vec![deep.clone()]
                         } else if args.attack == Attack::Own {
                             println!("own-served-by-sync");
-                            own.clone()
+                            let mut served = own.clone();
+                            if args.forge_last {
+                                served.extend(forged_copy(own.last()));
+                            }
+                            served
                         } else if args.attack == Attack::Versions && own_gossiped == own.len() {
                             // Only once every version went out by gossip: served first,
                             // the newest would make the gossiped ones stale.

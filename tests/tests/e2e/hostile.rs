@@ -260,11 +260,19 @@ fn a_member_filling_the_catalog_is_cut_to_its_share_and_others_still_get_in() {
     );
 
     // A member gossips (and serves by sync) 100 descriptors of 16 kB: 1.6 MB into a
-    // catalog of 1 MiB.
+    // catalog of 1 MiB, and serves a forged copy of the last one after them.
     hostile_member(
         &sales,
         &[
-            "--attack", "own", "--count", "100", "--pad", "16000", "--linger", "4",
+            "--attack",
+            "own",
+            "--count",
+            "100",
+            "--pad",
+            "16000",
+            "--forge-last",
+            "--linger",
+            "4",
         ],
     );
     wait_until(CONVERGE, || rejected(&sales, "over_budget") > 0)
@@ -286,6 +294,10 @@ fn a_member_filling_the_catalog_is_cut_to_its_share_and_others_still_get_in() {
     assert_eq!(largest["domain"], "mallory", "{status}");
     assert!(largest["bytes"].as_u64().unwrap() > max / 2, "{status}");
     assert!(bytes <= max, "{bytes} bytes in a catalog of {max}");
+    // A forged copy served after the flood is refused as the flood is, before its signature
+    // is checked: a key past its share costs a decode, not a verification.
+    assert_eq!(rejected(&sales, "bad_signature"), 0, "{status}");
+    assert!(!products(&sales).contains(&"mallory/forged".to_owned()));
     let flooded = mallory_held(&sales);
     assert!((40..100).contains(&flooded), "mallory holds {flooded}");
     assert!(products(&sales).contains(&"sales/orders".to_owned()));
