@@ -96,10 +96,13 @@ impl Node {
     /// from missing), and this way they cost a decode, not a signature check. Nothing is
     /// removed here; a descriptor that may fit goes on to be verified.
     pub(super) fn past_share_of_full_catalog(&self, envelope: &Signed<ProductDescriptor>) -> bool {
+        let quota = self.config.catalog_quota(self.identity.public_key());
+        if !self.store.catalog_near_quota(&quota) {
+            return false;
+        }
         let Ok(claimed) = envelope.decode_trusted() else {
             return false;
         };
-        let quota = self.config.catalog_quota(self.identity.public_key());
         matches!(
             self.store
                 .catalog_admission(&quota, &claimed.id(), claimed.version, envelope),

@@ -122,6 +122,13 @@ impl Store {
         self.lock_digests().usage.total()
     }
 
+    /// Whether one more entry could take the catalog past `quota`. Far from it (the common
+    /// case) every write fits: nothing need be decoded or encoded to be measured.
+    pub fn catalog_near_quota(&self, quota: &CatalogQuota) -> bool {
+        let largest = 8 + Signed::<ProductDescriptor>::max_encoded_len() as u64;
+        self.lock_digests().usage.total().saturating_add(largest) > quota.max_bytes
+    }
+
     /// What the catalog's `quota` says of storing `envelope` (a verified descriptor of
     /// `id`), given what each owner holds now.
     pub fn catalog_admission(
@@ -131,10 +138,7 @@ impl Store {
         version: u64,
         envelope: &Signed<ProductDescriptor>,
     ) -> Result<Admission, StoreError> {
-        // Far from the quota (the common case), no entry can take the catalog past it: the
-        // envelope need not even be encoded to be measured.
-        let largest = 8 + Signed::<ProductDescriptor>::max_encoded_len() as u64;
-        if self.lock_digests().usage.total().saturating_add(largest) <= quota.max_bytes {
+        if !self.catalog_near_quota(quota) {
             return Ok(Admission::Fits);
         }
         let new = versioned(version, &envelope.to_bytes()).len() as u64;
