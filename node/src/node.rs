@@ -422,9 +422,11 @@ pub fn spawn(
     metrics.register_contract_decisions(store.contract_decisions());
     metrics.catalog_size.set(store.catalog_len() as i64);
     let quota = config.catalog_quota(identity.public_key());
-    if store.catalog_bytes() > quota.max_bytes {
+    // Counted here, once, from the catalog tree; kept by every write after.
+    let catalog_bytes = store.catalog_bytes()?;
+    if catalog_bytes > quota.max_bytes {
         tracing::warn!(
-            bytes = store.catalog_bytes(),
+            bytes = catalog_bytes,
             max_bytes = quota.max_bytes,
             "the catalog holds more than max_catalog_mib: descriptors of keys past their share go as new ones arrive"
         );
@@ -572,9 +574,9 @@ impl Node {
                 self.metrics
                     .catalog_size
                     .set(self.store.catalog_len() as i64);
-                self.metrics
-                    .catalog_bytes
-                    .set(i64::try_from(self.store.catalog_bytes()).unwrap_or(i64::MAX));
+                self.metrics.catalog_bytes.set(
+                    i64::try_from(self.store.catalog_bytes().unwrap_or(0)).unwrap_or(i64::MAX),
+                );
                 self.metrics.count_contracts(&self.store);
                 let _ = reply.send(self.metrics.render());
             }
@@ -611,11 +613,12 @@ impl Node {
             flight_addr: self.flight_addr.map(|a| a.to_string()),
             peers: self.peers.len(),
             catalog_size: self.store.catalog_len(),
-            catalog_bytes: self.store.catalog_bytes(),
+            catalog_bytes: self.store.catalog_bytes().unwrap_or(0),
             catalog_max_bytes: self.config.catalog_quota(pk).max_bytes,
             catalog_largest_holders: self
                 .store
                 .catalog_largest_holders(5)
+                .unwrap_or_default()
                 .into_iter()
                 .map(|(key, bytes)| crate::views::HolderView {
                     domain: self

@@ -235,8 +235,10 @@ struct Digests {
     generation: u64,
     catalog: Option<Digest<ProductId>>,
     nodes: Option<Digest<PublicKey>>,
-    /// Bytes of catalog entries per owner: counted at open, then kept by every write.
-    usage: mesh_protocol::quota::CatalogUsage,
+    /// Bytes of catalog entries per owner: counted from the tree when first asked for (a
+    /// tool that opens the store to read the audit chain never pays for it), then kept by
+    /// every write.
+    usage: Option<mesh_protocol::quota::CatalogUsage>,
 }
 
 fn split_versioned(
@@ -306,13 +308,8 @@ impl Store {
             .path(path)
             .flush_every_ms(flush_every_ms)
             .open()?;
-        let catalog = db.open_tree(trees::CATALOG)?;
-        let digests = Digests {
-            usage: catalog::usage_of(&catalog)?,
-            ..Digests::default()
-        };
         Ok(Self {
-            catalog,
+            catalog: db.open_tree(trees::CATALOG)?,
             products: db.open_tree(trees::PRODUCTS)?,
             agreements: db.open_tree(trees::AGREEMENTS)?,
             pending: db.open_tree(trees::PENDING)?,
@@ -323,7 +320,7 @@ impl Store {
             audit_head: db.open_tree(trees::AUDIT_HEAD)?,
             signer: None,
             anchor: None,
-            digests: Arc::new(Mutex::new(digests)),
+            digests: Default::default(),
             contract_decisions: Default::default(),
             agreement_generation: Default::default(),
             retention: Default::default(),

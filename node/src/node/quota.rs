@@ -97,7 +97,7 @@ impl Node {
     /// removed here; a descriptor that may fit goes on to be verified.
     pub(super) fn past_share_of_full_catalog(&self, envelope: &Signed<ProductDescriptor>) -> bool {
         let quota = self.config.catalog_quota(self.identity.public_key());
-        if !self.store.catalog_near_quota(&quota) {
+        if !self.store.catalog_near_quota(&quota).unwrap_or(false) {
             return false;
         }
         let Ok(claimed) = envelope.decode_trusted() else {

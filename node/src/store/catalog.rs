@@ -5,7 +5,7 @@
 use mesh_protocol::quota::{Admission, CatalogQuota, CatalogUsage};
 use mesh_protocol::{ProductDescriptor, ProductId, PublicKey, Signed};
 
-use super::{Digest, Store, StoreError, split_versioned, trees, versioned};
+use super::{Digest, Digests, Store, StoreError, split_versioned, trees, versioned};
 
 impl Store {
     /// The stored envelope for a product and its version.
@@ -39,9 +39,9 @@ impl Store {
         let old = self
             .catalog
             .insert(descriptor.id().storage_key().as_bytes(), value)?;
-        digests
-            .usage
-            .record(descriptor.owner, stored_len(old.as_deref()), new);
+        if let Some(usage) = digests.usage.as_mut() {
+            usage.record(descriptor.owner, stored_len(old.as_deref()), new);
+        }
         digests.record(|d| &mut d.catalog, descriptor.id(), descriptor.version);
         Ok(())
     }
@@ -101,7 +101,9 @@ impl Store {
         for item in self.catalog.scan_prefix(prefix.as_bytes()) {
             let (key, _) = item?;
             let old = self.catalog.remove(&key)?;
-            digests.usage.record(*owner, stored_len(old.as_deref()), 0);
+            if let Some(usage) = digests.usage.as_mut() {
+                usage.record(*owner, stored_len(old.as_deref()), 0);
+            }
             if let Some(id) = ProductId::from_storage_key(&String::from_utf8_lossy(&key)) {
                 digests.forget(|d| &mut d.catalog, &id);
             }
@@ -112,21 +114,29 @@ impl Store {
         Ok(gone)
     }
 
+    /// The catalog's usage in `digests`, counted from the tree if it was not yet.
+    fn usage<'a>(&self, digests: &'a mut Digests) -> Result<&'a mut CatalogUsage, StoreError> {
+        match digests.usage {
+            Some(ref mut usage) => Ok(usage),
+            None => Ok(digests.usage.insert(usage_of(&self.catalog)?)),
+        }
+    }
+
     /// The `n` owner keys holding the most bytes of stored descriptors, most first.
-    pub fn catalog_largest_holders(&self, n: usize) -> Vec<(PublicKey, u64)> {
-        self.lock_digests().usage.largest_holders(n)
+    pub fn catalog_largest_holders(&self, n: usize) -> Result<Vec<(PublicKey, u64)>, StoreError> {
+        Ok(self.usage(&mut self.lock_digests())?.largest_holders(n))
     }
 
     /// Bytes of stored descriptors, all owners together.
-    pub fn catalog_bytes(&self) -> u64 {
-        self.lock_digests().usage.total()
+    pub fn catalog_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.usage(&mut self.lock_digests())?.total())
     }
 
     /// Whether one more entry could take the catalog past `quota`. Far from it (the common
     /// case) every write fits: nothing need be decoded or encoded to be measured.
-    pub fn catalog_near_quota(&self, quota: &CatalogQuota) -> bool {
+    pub fn catalog_near_quota(&self, quota: &CatalogQuota) -> Result<bool, StoreError> {
         let largest = 8 + Signed::<ProductDescriptor>::max_encoded_len() as u64;
-        self.lock_digests().usage.total().saturating_add(largest) > quota.max_bytes
+        Ok(self.catalog_bytes()?.saturating_add(largest) > quota.max_bytes)
     }
 
     /// What the catalog's `quota` says of storing `envelope` (a verified descriptor of
@@ -138,16 +148,17 @@ impl Store {
         version: u64,
         envelope: &Signed<ProductDescriptor>,
     ) -> Result<Admission, StoreError> {
-        if !self.catalog_near_quota(quota) {
+        if !self.catalog_near_quota(quota)? {
             return Ok(Admission::Fits);
         }
         let new = versioned(version, &envelope.to_bytes()).len() as u64;
-        let digests = self.lock_digests();
-        if digests.usage.total().saturating_add(new) <= quota.max_bytes {
+        let mut digests = self.lock_digests();
+        let usage = self.usage(&mut digests)?;
+        if usage.total().saturating_add(new) <= quota.max_bytes {
             return Ok(Admission::Fits);
         }
         let old = self.catalog.get(id.storage_key().as_bytes())?;
-        Ok(quota.admit(&digests.usage, id.owner, stored_len(old.as_deref()), new))
+        Ok(quota.admit(usage, id.owner, stored_len(old.as_deref()), new))
     }
 
     /// Removes `owner`'s largest descriptors until at least `bytes` are freed, none is left
@@ -184,7 +195,9 @@ impl Store {
                 break;
             }
             if let Some(old) = self.catalog.remove(&key)? {
-                digests.usage.record(*owner, old.len() as u64, 0);
+                if let Some(usage) = digests.usage.as_mut() {
+                    usage.record(*owner, old.len() as u64, 0);
+                }
                 freed += old.len() as u64;
             }
             digests.forget(|d| &mut d.catalog, &id);
@@ -194,8 +207,8 @@ impl Store {
     }
 }
 
-/// What each owner holds in `catalog`, counted with one scan (at open).
-pub(super) fn usage_of(catalog: &sled::Tree) -> Result<CatalogUsage, StoreError> {
+/// What each owner holds in `catalog`, counted with one scan.
+fn usage_of(catalog: &sled::Tree) -> Result<CatalogUsage, StoreError> {
     let mut usage = CatalogUsage::new();
     for item in catalog.iter() {
         let (key, value) = item?;
@@ -260,16 +273,16 @@ mod tests {
         let a1 = put(&store, &a, "one", 1000);
         let a2 = put(&store, &a, "two", 3000);
         let b1 = put(&store, &b, "one", 500);
-        assert_eq!(store.catalog_bytes(), a1 + a2 + b1);
+        assert_eq!(store.catalog_bytes().unwrap(), a1 + a2 + b1);
         // A new version replaces the old entry's bytes.
         let a2_smaller = put(&store, &a, "two", 100);
-        assert_eq!(store.catalog_bytes(), a1 + a2_smaller + b1);
+        assert_eq!(store.catalog_bytes().unwrap(), a1 + a2_smaller + b1);
         assert_eq!(store.forget_owner(&b.public_key()).unwrap(), 1);
-        assert_eq!(store.catalog_bytes(), a1 + a2_smaller);
-        let counted = store.catalog_bytes();
+        assert_eq!(store.catalog_bytes().unwrap(), a1 + a2_smaller);
+        let counted = store.catalog_bytes().unwrap();
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();
-        assert_eq!(reopened.catalog_bytes(), counted);
+        assert_eq!(reopened.catalog_bytes().unwrap(), counted);
     }
 
     #[test]
@@ -286,7 +299,7 @@ mod tests {
         put(&store, &flood, "middle", 4000);
         put(&store, &own, "ours", 2000);
         let quota = CatalogQuota {
-            max_bytes: store.catalog_bytes() + 500,
+            max_bytes: store.catalog_bytes().unwrap() + 500,
             own: own.public_key(),
         };
         // Room for the honest key's 3,000 bytes comes from the flooding key's largest entry.
