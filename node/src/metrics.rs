@@ -391,6 +391,8 @@ pub(crate) struct Metrics {
     pub(crate) catalog_bytes: Gauge,
     /// Descriptors removed from a full catalog to make room for a key under its share.
     pub(crate) catalog_evicted: Counter,
+    /// Audit entries the store holds (those archived to files not counted).
+    pub(crate) audit_entries: Gauge,
     /// Gossip messages received.
     pub(crate) gossip_in: Counter,
     /// Gossip messages published by this node.
@@ -440,6 +442,7 @@ impl Metrics {
             catalog_size: Gauge::default(),
             catalog_bytes: Gauge::default(),
             catalog_evicted: Counter::default(),
+            audit_entries: Gauge::default(),
             gossip_in: Counter::default(),
             gossip_out: Counter::default(),
             gossip_bytes_in: Counter::default(),
@@ -479,6 +482,11 @@ impl Metrics {
             "catalog_evicted",
             "Descriptors removed from a full catalog to make room for a key under its fair share",
             metrics.catalog_evicted.clone(),
+        );
+        registry.register(
+            "audit_entries",
+            "Audit entries held in the store; past twice audit_keep_entries the oldest are archived",
+            metrics.audit_entries.clone(),
         );
         registry.register(
             "gossip_messages_in",

@@ -577,6 +577,13 @@ impl Node {
                 self.metrics.catalog_bytes.set(
                     i64::try_from(self.store.catalog_bytes().unwrap_or(0)).unwrap_or(i64::MAX),
                 );
+                let held = self
+                    .store
+                    .audit_len()
+                    .and_then(|len| Ok(len.saturating_sub(self.store.audit_first()?)));
+                self.metrics
+                    .audit_entries
+                    .set(i64::try_from(held.unwrap_or(0)).unwrap_or(i64::MAX));
                 self.metrics.count_contracts(&self.store);
                 let _ = reply.send(self.metrics.render());
             }

@@ -993,6 +993,7 @@ fn a_flood_of_rejected_requests_leaves_only_the_newest_closed_records() {
         .unwrap()
         .count();
     assert_eq!(files, 2);
+    assert_eq!(sales.metric("meshnode_audit_entries"), Some(3.0));
     let out = sales.cli(&["audit", "--verify"]);
     assert!(out.success, "{}", out.stderr);
 }
