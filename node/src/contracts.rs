@@ -845,9 +845,9 @@ impl Node {
     /// entries than `audit_keep_entries` allows (see `mesh_protocol::audit::AutoArchive`).
     fn archive_audit_if_due(&self) {
         use std::sync::atomic::Ordering;
-        let held = match (self.store.audit_len(), self.store.audit_first()) {
-            (Ok(len), Ok(first)) => len.saturating_sub(first),
-            (Err(e), _) | (_, Err(e)) => {
+        let held = match self.store.audit_held() {
+            Ok(held) => held,
+            Err(e) => {
                 tracing::error!("cannot count the audit entries: {e}");
                 return;
             }

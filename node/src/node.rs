@@ -577,13 +577,10 @@ impl Node {
                 self.metrics.catalog_bytes.set(
                     i64::try_from(self.store.catalog_bytes().unwrap_or(0)).unwrap_or(i64::MAX),
                 );
-                let held = self
-                    .store
-                    .audit_len()
-                    .and_then(|len| Ok(len.saturating_sub(self.store.audit_first()?)));
+                let held = self.store.audit_held().unwrap_or(0);
                 self.metrics
                     .audit_entries
-                    .set(i64::try_from(held.unwrap_or(0)).unwrap_or(i64::MAX));
+                    .set(i64::try_from(held).unwrap_or(i64::MAX));
                 self.metrics.count_contracts(&self.store);
                 let _ = reply.send(self.metrics.render());
             }
@@ -628,12 +625,7 @@ impl Node {
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(key, bytes)| crate::views::HolderView {
-                    domain: self
-                        .governance
-                        .state
-                        .members()
-                        .find(|(k, _)| **k == key)
-                        .map(|(_, d)| d.to_owned()),
+                    domain: self.governance.state.domain_of(&key).map(str::to_owned),
                     fingerprint: key.fingerprint(),
                     bytes,
                 })

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mesh_protocol::audit::{self, AuditEntry, AuditHead, AuditKind, ChainError};
-use mesh_protocol::{Identity, NodeRecord, ProductId, PublicKey, Signed};
+use mesh_protocol::{Identity, NodeRecord, ProductId, PublicKey, Signable, Signed};
 
 /// Key of the one record in the `audit_head` tree.
 const HEAD_KEY: &[u8] = b"head";
@@ -235,9 +235,9 @@ struct Digests {
     generation: u64,
     catalog: Option<Digest<ProductId>>,
     nodes: Option<Digest<PublicKey>>,
-    /// Bytes of catalog entries per owner: counted from the tree when first asked for (a
-    /// tool that opens the store to read the audit chain never pays for it), then kept by
-    /// every write.
+    /// Bytes of catalog entries per owner: counted by the scan that builds the catalog
+    /// digest (a tool that opens the store to read the audit chain never pays for it), then
+    /// kept by every write.
     usage: Option<mesh_protocol::quota::CatalogUsage>,
 }
 
@@ -259,6 +259,29 @@ fn version_of(tree: &'static str, key: &[u8], value: &[u8]) -> Result<u64, Store
             reason: "value shorter than its version prefix".into(),
         }),
     }
+}
+
+/// Every entry of `tree` (`version || envelope`, verified when it was stored), decoded.
+fn decoded<T: Signable>(
+    tree: &sled::Tree,
+    name: &'static str,
+) -> Result<Vec<(T, Signed<T>)>, StoreError> {
+    let mut out = Vec::new();
+    for item in tree.iter() {
+        let (key, value) = item?;
+        let (_, bytes) = split_versioned(name, &key, &value)?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            tree: name,
+            key: String::from_utf8_lossy(&key).into_owned(),
+            reason,
+        };
+        let envelope: Signed<T> = Signed::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let body = envelope
+            .decode_trusted()
+            .map_err(|e| corrupt(e.to_string()))?;
+        out.push((body, envelope));
+    }
+    Ok(out)
 }
 
 fn versioned(version: u64, bytes: &[u8]) -> Vec<u8> {
@@ -532,23 +555,7 @@ impl Store {
 
     /// Every node record, decoded.
     pub fn node_records(&self) -> Result<Vec<(NodeRecord, Signed<NodeRecord>)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.peers.iter() {
-            let (key, value) = item?;
-            let (_, bytes) = split_versioned(trees::PEERS, &key, &value)?;
-            let corrupt = |reason: String| StoreError::Corrupt {
-                tree: trees::PEERS,
-                key: String::from_utf8_lossy(&key).into_owned(),
-                reason,
-            };
-            let envelope: Signed<NodeRecord> =
-                Signed::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
-            let record = envelope
-                .decode_trusted()
-                .map_err(|e| corrupt(e.to_string()))?;
-            out.push((record, envelope));
-        }
-        Ok(out)
+        decoded(&self.peers, trees::PEERS)
     }
 
     /// `{node key -> issued_at}` for anti-entropy.

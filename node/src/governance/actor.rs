@@ -195,10 +195,8 @@ impl Node {
     fn domain_of(&self, key: &PublicKey) -> String {
         self.governance
             .state
-            .members()
-            .find(|(k, _)| *k == key)
-            .map(|(_, d)| d.to_owned())
-            .unwrap_or_else(|| key.fingerprint())
+            .domain_of(key)
+            .map_or_else(|| key.fingerprint(), str::to_owned)
     }
 
     fn motion_view(&self, m: MotionView) -> MotionJson {

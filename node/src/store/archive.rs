@@ -112,6 +112,11 @@ impl Store {
         Ok(self.audit_start()?.map_or(0, |base| base.first))
     }
 
+    /// Audit entries the store holds: those appended, less those archived to files.
+    pub fn audit_held(&self) -> Result<u64, StoreError> {
+        Ok(self.audit_len()?.saturating_sub(self.audit_first()?))
+    }
+
     /// Moves the chain's entries but the newest `keep` into a new file under `dir`, then
     /// records the store's new start and removes them from the store. `Ok(None)` when there
     /// are no more than `keep` entries.

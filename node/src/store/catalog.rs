@@ -5,7 +5,10 @@
 use mesh_protocol::quota::{Admission, CatalogQuota, CatalogUsage};
 use mesh_protocol::{ProductDescriptor, ProductId, PublicKey, Signed};
 
-use super::{Digest, Digests, Store, StoreError, split_versioned, trees, versioned};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{Digest, Store, StoreError, split_versioned, trees, version_of, versioned};
 
 impl Store {
     /// The stored envelope for a product and its version.
@@ -50,23 +53,7 @@ impl Store {
     pub fn catalog(
         &self,
     ) -> Result<Vec<(ProductDescriptor, Signed<ProductDescriptor>)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.catalog.iter() {
-            let (key, value) = item?;
-            let (_, bytes) = split_versioned(trees::CATALOG, &key, &value)?;
-            let corrupt = |reason: String| StoreError::Corrupt {
-                tree: trees::CATALOG,
-                key: String::from_utf8_lossy(&key).into_owned(),
-                reason,
-            };
-            let envelope: Signed<ProductDescriptor> =
-                Signed::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
-            let descriptor = envelope
-                .decode_trusted()
-                .map_err(|e| corrupt(e.to_string()))?;
-            out.push((descriptor, envelope));
-        }
-        Ok(out)
+        super::decoded(&self.catalog, trees::CATALOG)
     }
 
     /// Number of catalog entries.
@@ -78,14 +65,25 @@ impl Store {
         }
     }
 
-    /// `{product id -> version}` for anti-entropy.
+    /// `{product id -> version}` for anti-entropy. Built with one scan of the tree, which
+    /// counts the bytes each owner holds as well; both are cached unless a write ran during
+    /// the scan, then kept up to date by every write.
     pub fn catalog_digest(&self) -> Result<Digest<ProductId>, StoreError> {
-        self.digest(
-            &self.catalog,
-            trees::CATALOG,
-            |d| &mut d.catalog,
-            ProductId::from_storage_key,
-        )
+        let generation = {
+            let digests = self.lock_digests();
+            if let Some(cached) = &digests.catalog {
+                return Ok(cached.clone());
+            }
+            digests.generation
+        };
+        let (versions, usage) = scan(&self.catalog)?;
+        let versions = Arc::new(versions);
+        let mut digests = self.lock_digests();
+        if digests.generation == generation {
+            digests.catalog = Some(versions.clone());
+            digests.usage.get_or_insert(usage);
+        }
+        Ok(versions)
     }
 
     /// Deletes every catalog entry owned by `owner` and its node record: what a node keeps
@@ -114,22 +112,28 @@ impl Store {
         Ok(gone)
     }
 
-    /// The catalog's usage in `digests`, counted from the tree if it was not yet.
-    fn usage<'a>(&self, digests: &'a mut Digests) -> Result<&'a mut CatalogUsage, StoreError> {
-        match digests.usage {
-            Some(ref mut usage) => Ok(usage),
-            None => Ok(digests.usage.insert(usage_of(&self.catalog)?)),
+    /// Runs `f` on the catalog's usage, counted with the digest's scan the first time.
+    fn with_usage<R>(&self, f: impl FnOnce(&CatalogUsage) -> R) -> Result<R, StoreError> {
+        if self.lock_digests().usage.is_none() {
+            self.catalog_digest()?;
         }
+        let mut digests = self.lock_digests();
+        let usage = match digests.usage {
+            Some(ref usage) => usage,
+            // A write ran during the digest's scan: count again, under the lock.
+            None => digests.usage.insert(scan(&self.catalog)?.1),
+        };
+        Ok(f(usage))
     }
 
     /// The `n` owner keys holding the most bytes of stored descriptors, most first.
     pub fn catalog_largest_holders(&self, n: usize) -> Result<Vec<(PublicKey, u64)>, StoreError> {
-        Ok(self.usage(&mut self.lock_digests())?.largest_holders(n))
+        self.with_usage(|usage| usage.largest_holders(n))
     }
 
     /// Bytes of stored descriptors, all owners together.
     pub fn catalog_bytes(&self) -> Result<u64, StoreError> {
-        Ok(self.usage(&mut self.lock_digests())?.total())
+        self.with_usage(CatalogUsage::total)
     }
 
     /// Whether one more entry could take the catalog past `quota`. Far from it (the common
@@ -152,13 +156,15 @@ impl Store {
             return Ok(Admission::Fits);
         }
         let new = versioned(version, &envelope.to_bytes()).len() as u64;
-        let mut digests = self.lock_digests();
-        let usage = self.usage(&mut digests)?;
-        if usage.total().saturating_add(new) <= quota.max_bytes {
-            return Ok(Admission::Fits);
-        }
-        let old = self.catalog.get(id.storage_key().as_bytes())?;
-        Ok(quota.admit(usage, id.owner, stored_len(old.as_deref()), new))
+        // The actor is the catalog's only writer: the entry cannot change before the decision.
+        let old = stored_len(self.catalog.get(id.storage_key().as_bytes())?.as_deref());
+        self.with_usage(|usage| {
+            if usage.total().saturating_add(new) <= quota.max_bytes {
+                Admission::Fits
+            } else {
+                quota.admit(usage, id.owner, old, new)
+            }
+        })
     }
 
     /// Removes `owner`'s largest descriptors until at least `bytes` are freed, none is left
@@ -207,16 +213,20 @@ impl Store {
     }
 }
 
-/// What each owner holds in `catalog`, counted with one scan.
-fn usage_of(catalog: &sled::Tree) -> Result<CatalogUsage, StoreError> {
+/// The version of every entry in `catalog` and the bytes each owner holds, with one scan
+/// (keys that do not parse are skipped).
+fn scan(catalog: &sled::Tree) -> Result<(BTreeMap<ProductId, u64>, CatalogUsage), StoreError> {
+    let mut versions = BTreeMap::new();
     let mut usage = CatalogUsage::new();
     for item in catalog.iter() {
         let (key, value) = item?;
+        let version = version_of(trees::CATALOG, &key, &value)?;
         if let Some(id) = ProductId::from_storage_key(&String::from_utf8_lossy(&key)) {
             usage.record(id.owner, 0, value.len() as u64);
+            versions.insert(id, version);
         }
     }
-    Ok(usage)
+    Ok((versions, usage))
 }
 
 /// Bytes of a stored entry (0 when there is none).

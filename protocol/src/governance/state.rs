@@ -245,6 +245,11 @@ impl MeshState {
         self.members.iter().map(|(k, d)| (k, d.as_str()))
     }
 
+    /// The domain name of the member `key`, if it is one.
+    pub fn domain_of(&self, key: &PublicKey) -> Option<&str> {
+        self.members.get(key).map(String::as_str)
+    }
+
     /// Number of members.
     pub fn member_count(&self) -> usize {
         self.members.len()
