@@ -261,6 +261,24 @@ fn version_of(tree: &'static str, key: &[u8], value: &[u8]) -> Result<u64, Store
     }
 }
 
+/// The entry `key` of `tree` (`version || envelope`, verified when it was stored).
+fn stored<T: Signable>(
+    tree: &sled::Tree,
+    name: &'static str,
+    key: &str,
+) -> Result<Option<(u64, Signed<T>)>, StoreError> {
+    let Some(value) = tree.get(key.as_bytes())? else {
+        return Ok(None);
+    };
+    let (version, bytes) = split_versioned(name, key.as_bytes(), &value)?;
+    let envelope = Signed::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
+        tree: name,
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some((version, envelope)))
+}
+
 /// Every entry of `tree` (`version || envelope`, verified when it was stored), decoded.
 fn decoded<T: Signable>(
     tree: &sled::Tree,
@@ -525,17 +543,7 @@ impl Store {
         &self,
         key: &PublicKey,
     ) -> Result<Option<(u64, Signed<NodeRecord>)>, StoreError> {
-        let k = key.to_hex();
-        let Some(value) = self.peers.get(k.as_bytes())? else {
-            return Ok(None);
-        };
-        let (issued, bytes) = split_versioned(trees::PEERS, k.as_bytes(), &value)?;
-        let envelope = Signed::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
-            tree: trees::PEERS,
-            key: k,
-            reason: e.to_string(),
-        })?;
-        Ok(Some((issued, envelope)))
+        stored(&self.peers, trees::PEERS, &key.to_hex())
     }
 
     /// Stores a verified node record.

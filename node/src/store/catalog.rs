@@ -8,7 +8,7 @@ use mesh_protocol::{ProductDescriptor, ProductId, PublicKey, Signed};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Digest, Store, StoreError, split_versioned, trees, version_of, versioned};
+use super::{Digest, Store, StoreError, trees, version_of, versioned};
 
 impl Store {
     /// The stored envelope for a product and its version.
@@ -16,17 +16,7 @@ impl Store {
         &self,
         id: &ProductId,
     ) -> Result<Option<(u64, Signed<ProductDescriptor>)>, StoreError> {
-        let key = id.storage_key();
-        let Some(value) = self.catalog.get(key.as_bytes())? else {
-            return Ok(None);
-        };
-        let (version, bytes) = split_versioned(trees::CATALOG, key.as_bytes(), &value)?;
-        let envelope = Signed::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
-            tree: trees::CATALOG,
-            key,
-            reason: e.to_string(),
-        })?;
-        Ok(Some((version, envelope)))
+        super::stored(&self.catalog, trees::CATALOG, &id.storage_key())
     }
 
     /// Stores a verified descriptor envelope, replacing any older version.
