@@ -615,10 +615,11 @@ pub(crate) async fn status(dir: DataDir, json: bool) -> anyhow::Result<()> {
         crate::outln!("           largest: {}", holders.join(", "));
     }
     crate::outln!(
-        "mesh       {} ({}): {} members, policies version {}, {} non-member connections refused",
+        "mesh       {} ({}): {} members, {} governance votes, policies version {}, {} non-member connections refused",
         output::clean(&status.mesh),
         status.mesh_id,
         status.members,
+        status.governance_votes,
         status.policy_version,
         status.refused_non_members
     );

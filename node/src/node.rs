@@ -635,6 +635,7 @@ impl Node {
             mesh_id: self.governance.state.id().short(),
             mesh: self.governance.state.charter().name.clone(),
             members: self.governance.state.member_count(),
+            governance_votes: self.governance.state.vote_count(),
             member: self.governance.is_member(&self.identity.public_key()),
             policy_version: self.governance.state.policies().version,
             non_compliant_products: self.own_violations().into_keys().collect(),

@@ -56,6 +56,10 @@ pub struct StatusView {
     /// Number of members.
     #[serde(default)]
     pub members: usize,
+    /// Governance votes held (admissions, removals, amendments): bounded by the members, see
+    /// `mesh_protocol::governance::MAX_ADMITTERS`.
+    #[serde(default)]
+    pub governance_votes: usize,
     /// Whether this node is a member (false: removed, or its admission waits for a quorum).
     #[serde(default)]
     pub member: bool,

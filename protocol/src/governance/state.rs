@@ -14,7 +14,14 @@
 //!   (the lowest motion id on a tie), or the charter's.
 //!
 //! What a node keeps is bounded: only members vote, on at most [`MAX_OPEN_PER_SIGNER`] open
-//! motions each and [`MAX_VOTES_PER_SIGNER`] in all, and the mesh has at most [`MAX_MEMBERS`].
+//! motions each and [`MAX_VOTES_PER_SIGNER`] in all, the mesh has at most [`MAX_MEMBERS`],
+//! and a domain's admission carries at most [`MAX_ADMITTERS`] members' signatures besides the
+//! governors', so the votes held grow with the members, not with members times votes.
+//!
+//! What one vote costs does not grow with the votes held either: a vote that carries nothing
+//! new changes nothing, an admission it carries admits one key, and only a removal or an
+//! amendment it carries derives the state again from every vote (governors' votes, bounded by
+//! their budgets).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,6 +40,11 @@ pub const MAX_MEMBERS: usize = 4096;
 pub const MAX_OPEN_PER_SIGNER: usize = 64;
 /// Most votes one key may have given in all (its admissions included).
 pub const MAX_VOTES_PER_SIGNER: usize = 1024;
+/// Most members, governors aside, whose signatures a node keeps on the admissions of one
+/// domain (all motions admitting its key together). Under `any-member` one signature keeps a
+/// domain in; more keep it in when its first admitter leaves. Without this bound every member
+/// could co-sign every admission: 4,096 members × 1,024 votes.
+pub const MAX_ADMITTERS: usize = 8;
 
 /// Why a vote was not taken.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +103,15 @@ pub enum VoteOutcome {
 /// A vote [`MeshState::restore`] could not take, and why.
 pub type RefusedVote = (Signed<Motion>, VoteRefusal);
 
+/// A vote whose signature was checked: its key, its motion and the vote.
+type Checked = (VoteKey, Motion, Signed<Motion>);
+
+/// The motion a vote signs, if its signature holds.
+fn verified(vote: &Signed<Motion>) -> Result<Motion, VoteRefusal> {
+    vote.verify()
+        .map_err(|e| VoteRefusal::Envelope(e.to_string()))
+}
+
 /// One motion and its votes.
 #[derive(Clone, Debug)]
 struct Tally {
@@ -135,6 +156,46 @@ pub struct MeshState {
     members: BTreeMap<PublicKey, String>,
     removed: BTreeSet<PublicKey>,
     policies: Policies,
+    index: VoteIndex,
+}
+
+/// What the budget checks read, kept as votes come and go so that a check costs no scan of
+/// every vote held.
+#[derive(Clone, Debug, Default)]
+struct VoteIndex {
+    /// The motions each key has voted for.
+    by_signer: BTreeMap<PublicKey, BTreeSet<MotionId>>,
+    /// Per domain key, the signatures of members other than governors on its admissions.
+    admitters: BTreeMap<PublicKey, usize>,
+}
+
+impl VoteIndex {
+    fn add(&mut self, id: MotionId, motion: &Motion, signer: PublicKey, governor: bool) {
+        self.by_signer.entry(signer).or_default().insert(id);
+        if let Action::Admit(m) = &motion.action
+            && !governor
+        {
+            *self.admitters.entry(m.key).or_default() += 1;
+        }
+    }
+
+    fn of(motions: &BTreeMap<MotionId, Tally>, charter: &Charter) -> Self {
+        let mut index = Self::default();
+        for (id, tally) in motions {
+            for signer in tally.votes.keys() {
+                index.add(*id, &tally.motion, *signer, charter.is_governor(signer));
+            }
+        }
+        index
+    }
+
+    fn given(&self, signer: &PublicKey) -> usize {
+        self.by_signer.get(signer).map_or(0, BTreeSet::len)
+    }
+
+    fn admitters(&self, key: &PublicKey) -> usize {
+        self.admitters.get(key).copied().unwrap_or(0)
+    }
 }
 
 impl MeshState {
@@ -149,6 +210,7 @@ impl MeshState {
             motions: BTreeMap::new(),
             members: BTreeMap::new(),
             removed: BTreeSet::new(),
+            index: VoteIndex::default(),
         };
         state.recompute();
         Ok(state)
@@ -162,28 +224,37 @@ impl MeshState {
         votes: impl IntoIterator<Item = Signed<Motion>>,
     ) -> Result<(Self, Vec<RefusedVote>), GovernanceError> {
         let mut state = Self::new(charter)?;
+        // Each signature is checked once, however many passes offer its vote.
+        let mut refused = Vec::new();
+        let mut checked = Vec::new();
+        for vote in votes {
+            match verified(&vote) {
+                Ok(motion) => checked.push((VoteKey::of(&vote), motion, vote)),
+                Err(e) => refused.push((vote, e)),
+            }
+        }
         // First pass: every vote once. A vote whose signer is not a member yet waits, filed
         // under its signer, and is offered again as soon as that signer is admitted: a
         // chain of admissions in any order costs one offer per vote, not one per vote and
         // link.
-        let mut by_signer: BTreeMap<PublicKey, Vec<Signed<Motion>>> = BTreeMap::new();
-        let mut waiting: Vec<Signed<Motion>> = Vec::new();
+        let mut by_signer: BTreeMap<PublicKey, Vec<Checked>> = BTreeMap::new();
+        let mut waiting: Vec<Checked> = Vec::new();
         let mut admitted: Vec<PublicKey> = Vec::new();
-        for vote in votes {
-            match state.offer(&vote) {
+        for vote in checked {
+            match state.offer_checked(&vote) {
                 Ok(VoteOutcome::Accepted(changes)) => {
                     admitted.extend(changes.admitted.iter().map(|m| m.key));
                 }
                 Ok(VoteOutcome::Duplicate) => {}
                 Err(VoteRefusal::NotEligible(_)) => {
-                    by_signer.entry(vote.signer()).or_default().push(vote);
+                    by_signer.entry(vote.2.signer()).or_default().push(vote);
                 }
                 Err(_) => waiting.push(vote),
             }
         }
         while let Some(key) = admitted.pop() {
             for vote in by_signer.remove(&key).unwrap_or_default() {
-                match state.offer(&vote) {
+                match state.offer_checked(&vote) {
                     Ok(VoteOutcome::Accepted(changes)) => {
                         admitted.extend(changes.admitted.iter().map(|m| m.key));
                     }
@@ -197,17 +268,22 @@ impl MeshState {
         // depend on what arrived after it).
         loop {
             let before = waiting.len();
-            let mut refused = Vec::new();
+            let mut left = Vec::new();
             for vote in waiting {
-                if let Err(e) = state.offer(&vote) {
-                    refused.push((vote, e));
+                if let Err(e) = state.offer_checked(&vote) {
+                    left.push((vote, e));
                 }
             }
-            if refused.len() == before || refused.is_empty() {
+            if left.len() == before || left.is_empty() {
+                refused.extend(left.into_iter().map(|((_, _, vote), e)| (vote, e)));
                 return Ok((state, refused));
             }
-            waiting = refused.into_iter().map(|(v, _)| v).collect();
+            waiting = left.into_iter().map(|(v, _)| v).collect();
         }
+    }
+
+    fn offer_checked(&mut self, (key, motion, vote): &Checked) -> Result<VoteOutcome, VoteRefusal> {
+        self.offer_verified(vote, *key, motion.clone())
     }
 
     /// The mesh id.
@@ -263,6 +339,11 @@ impl MeshState {
     /// Every vote held, for the store and anti-entropy.
     pub fn votes(&self) -> impl Iterator<Item = &Signed<Motion>> {
         self.motions.values().flat_map(|t| t.votes.values())
+    }
+
+    /// How many votes are held.
+    pub fn vote_count(&self) -> usize {
+        self.motions.values().map(|t| t.votes.len()).sum()
     }
 
     /// The keys of every vote held.
@@ -414,9 +495,20 @@ impl MeshState {
         if self.vote(&key).is_some_and(|held| held == vote) {
             return Ok(VoteOutcome::Duplicate);
         }
-        let motion = vote
-            .verify()
-            .map_err(|e| VoteRefusal::Envelope(e.to_string()))?;
+        let motion = verified(vote)?;
+        self.offer_verified(vote, key, motion)
+    }
+
+    /// [`Self::offer`] of a vote whose signature was checked and whose `motion` is its body.
+    fn offer_verified(
+        &mut self,
+        vote: &Signed<Motion>,
+        key: VoteKey,
+        motion: Motion,
+    ) -> Result<VoteOutcome, VoteRefusal> {
+        if self.vote(&key).is_some_and(|held| held == vote) {
+            return Ok(VoteOutcome::Duplicate);
+        }
         let signer = vote.signer();
         // A vote on a motion already held (carried or not) is one more signature on the
         // record: only the signer's eligibility is checked, not whether it is still news.
@@ -441,32 +533,66 @@ impl MeshState {
                 "a motion of the same effect is carried already".into(),
             ));
         }
-        let given = self.votes().filter(|v| v.signer() == signer).count();
-        if given >= MAX_VOTES_PER_SIGNER {
+        let governor = self.charter.is_governor(&signer);
+        if self.index.given(&signer) >= MAX_VOTES_PER_SIGNER {
             return Err(VoteRefusal::OverBudget(format!(
                 "the signer has given {MAX_VOTES_PER_SIGNER} votes, the most a node keeps"
             )));
         }
-        let open = self
-            .motions
-            .values()
-            .filter(|t| t.votes.contains_key(&signer) && !self.is_carried(t, &self.members))
-            .count();
+        if let Action::Admit(m) = &motion.action
+            && !governor
+            && self.index.admitters(&m.key) >= MAX_ADMITTERS
+        {
+            return Err(VoteRefusal::OverBudget(format!(
+                "the domain's admission has {MAX_ADMITTERS} members' signatures besides the governors', the most a node keeps"
+            )));
+        }
+        let open = self.index.by_signer.get(&signer).map_or(0, |ids| {
+            ids.iter()
+                .filter_map(|id| self.motions.get(id))
+                .filter(|t| !self.is_carried(t, &self.members))
+                .count()
+        });
         if open >= MAX_OPEN_PER_SIGNER {
             return Err(VoteRefusal::OverBudget(format!(
                 "the signer has {MAX_OPEN_PER_SIGNER} open motions, the most a node keeps"
             )));
         }
+        let was_carried = self
+            .motions
+            .get(&key.motion)
+            .is_some_and(|t| self.is_carried(t, &self.members));
+        self.index.add(key.motion, &motion, signer, governor);
+        let tally = self.motions.entry(key.motion).or_insert_with(|| Tally {
+            motion,
+            votes: BTreeMap::new(),
+        });
+        tally.votes.insert(signer, vote.clone());
+        let carried = self.is_carried(&self.motions[&key.motion], &self.members);
+        // A vote that carries nothing new changes nothing (every vote held has a member or
+        // governor signer and a motion not superseded); an admission it carries admits one
+        // key, whose own votes cannot be held yet (they were refused: it was no member).
+        // Only a removal or an amendment it carries needs the state derived again.
+        let changes = match &self.motions[&key.motion].motion.action {
+            _ if was_carried || !carried => Changes::default(),
+            Action::Admit(m) => {
+                let mut changes = Changes::default();
+                if !self.members.contains_key(&m.key) && self.members.len() < MAX_MEMBERS {
+                    debug_assert_eq!(self.index.given(&m.key), 0);
+                    self.members.insert(m.key, m.domain.clone());
+                    changes.admitted.push(m.clone());
+                }
+                changes
+            }
+            Action::Remove { .. } | Action::Amend { .. } => self.recompute_changes(),
+        };
+        Ok(VoteOutcome::Accepted(changes))
+    }
+
+    /// Derives the state again from every vote and says what changed.
+    fn recompute_changes(&mut self) -> Changes {
         let before_members = self.members.clone();
         let before_version = self.policies.version;
-        self.motions
-            .entry(key.motion)
-            .or_insert_with(|| Tally {
-                motion,
-                votes: BTreeMap::new(),
-            })
-            .votes
-            .insert(signer, vote.clone());
         let pruned = self.recompute();
         let admitted = self
             .members
@@ -482,12 +608,12 @@ impl MeshState {
             .filter(|k| !self.members.contains_key(k))
             .copied()
             .collect();
-        Ok(VoteOutcome::Accepted(Changes {
+        Changes {
             admitted,
             removed,
             policies: (self.policies.version != before_version).then_some(self.policies.version),
             pruned,
-        }))
+        }
     }
 
     /// Whether `key` is a governor or founding member (a member unless removed).
@@ -649,6 +775,7 @@ impl MeshState {
             });
         }
         self.motions.retain(|_, t| !t.votes.is_empty());
+        self.index = VoteIndex::of(&self.motions, &self.charter);
         self.members = members;
         self.removed = removed;
         self.policies = policies;
@@ -657,571 +784,4 @@ impl MeshState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::governance::policy::Policies;
-    use crate::identity::Identity;
-
-    struct Mesh {
-        governors: Vec<Identity>,
-        state: MeshState,
-    }
-
-    fn id(seed: u8) -> Identity {
-        Identity::from_secret_bytes([seed; 32])
-    }
-
-    fn member(identity: &Identity, domain: &str) -> Member {
-        Member {
-            key: identity.public_key(),
-            domain: domain.into(),
-        }
-    }
-
-    /// Three governors (product, customer, e-shop), 2 of 3, admission as given.
-    fn mesh(admission: AdmissionRule) -> Mesh {
-        let governors = vec![id(1), id(2), id(3)];
-        let names = ["product", "customer", "e-shop"];
-        let charter = Charter {
-            name: "shop".into(),
-            founded_at_ms: 1,
-            governors: governors
-                .iter()
-                .zip(names)
-                .map(|(g, n)| member(g, n))
-                .collect(),
-            quorum: 2,
-            admission,
-            members: vec![],
-            policies: Policies::default(),
-            nonce: [0; 16],
-        };
-        let state = MeshState::new(Signed::sign(&governors[0], &charter)).unwrap();
-        Mesh { governors, state }
-    }
-
-    fn motion(state: &MeshState, proposer: &Identity, action: Action) -> Motion {
-        Motion {
-            mesh: state.id(),
-            action,
-            proposer: proposer.public_key(),
-            proposed_at_ms: 10,
-        }
-    }
-
-    fn vote(state: &mut MeshState, signer: &Identity, m: &Motion) -> Result<Changes, VoteRefusal> {
-        match state.offer(&Signed::sign(signer, m))? {
-            VoteOutcome::Accepted(c) => Ok(c),
-            VoteOutcome::Duplicate => Ok(Changes::default()),
-        }
-    }
-
-    fn pii() -> Policies {
-        Policies {
-            version: 1,
-            restricted_tags: vec!["pii".into()],
-            ..Policies::default()
-        }
-    }
-
-    #[test]
-    fn an_amendment_needs_the_quorum() {
-        let Mesh {
-            governors,
-            mut state,
-        } = mesh(AdmissionRule::AnyMember);
-        let amend = motion(
-            &state,
-            &governors[0],
-            Action::Amend {
-                policies: pii(),
-                summary: "pii restricted".into(),
-            },
-        );
-        let first = vote(&mut state, &governors[0], &amend).unwrap();
-        assert_eq!(first.policies, None, "one of three changes nothing");
-        assert_eq!(state.policies().version, 0);
-        let views = state.motions();
-        assert_eq!(views[0].signers.len(), 1);
-        assert!(!views[0].carried);
-        let second = vote(&mut state, &governors[2], &amend).unwrap();
-        assert_eq!(second.policies, Some(1));
-        assert_eq!(state.policies(), &pii());
-        // A second copy of a vote is a duplicate.
-        assert_eq!(
-            state.offer(&Signed::sign(&governors[2], &amend)),
-            Ok(VoteOutcome::Duplicate)
-        );
-        // An amendment not newer than the one in force is stale, unless it is of the same
-        // version and would win the tie (a lower motion id): then it is an open contender.
-        let winner = MotionId::of_body(Signed::sign(&governors[0], &amend).body());
-        for (n, summary) in ["again", "once more", "and again"].into_iter().enumerate() {
-            let again = motion(
-                &state,
-                &governors[1],
-                Action::Amend {
-                    policies: pii(),
-                    summary: summary.into(),
-                },
-            );
-            let id = MotionId::of_body(Signed::sign(&governors[1], &again).body());
-            let outcome = vote(&mut state, &governors[1], &again);
-            if id > winner {
-                assert!(matches!(outcome, Err(VoteRefusal::Stale(_))), "{n}");
-            } else {
-                assert_eq!(outcome.map(|c| c.policies), Ok(None), "{n}");
-            }
-        }
-        assert_eq!(state.policies(), &pii());
-        let older = motion(
-            &state,
-            &governors[1],
-            Action::Amend {
-                policies: Policies::default(),
-                summary: "back to nothing".into(),
-            },
-        );
-        assert!(matches!(
-            vote(&mut state, &governors[1], &older),
-            Err(VoteRefusal::Stale(_))
-        ));
-    }
-
-    #[test]
-    fn votes_that_stop_counting_are_dropped_the_same_way_in_any_order() {
-        let Mesh {
-            governors,
-            mut state,
-        } = mesh(AdmissionRule::AnyMember);
-        let charter = state.charter_envelope().clone();
-        let (sales, churn) = (id(10), id(11));
-        let mut votes = Vec::new();
-        let mut give = |state: &mut MeshState, signer: &Identity, m: &Motion| {
-            let v = Signed::sign(signer, m);
-            votes.push(v.clone());
-            let _ = state.offer(&v);
-        };
-        // Two members admit churn (two motions), one of them sales, who is then removed
-        // twice over (two carried removals); two amendments of one version are carried.
-        let admit_sales = motion(
-            &state,
-            &governors[0],
-            Action::Admit(member(&sales, "sales")),
-        );
-        give(&mut state, &governors[0], &admit_sales);
-        for admitter in [&governors[1], &sales] {
-            let m = motion(&state, admitter, Action::Admit(member(&churn, "churn")));
-            give(&mut state, admitter, &m);
-        }
-        for (n, g) in [(0, &governors[0]), (1, &governors[1])] {
-            let remove = Motion {
-                proposed_at_ms: 20 + n,
-                ..motion(
-                    &state,
-                    g,
-                    Action::Remove {
-                        key: sales.public_key(),
-                        reason: format!("{n}"),
-                    },
-                )
-            };
-            give(&mut state, &governors[0], &remove);
-            give(&mut state, &governors[1], &remove);
-        }
-        for summary in ["a", "b"] {
-            let amend = motion(
-                &state,
-                &governors[2],
-                Action::Amend {
-                    policies: pii(),
-                    summary: summary.into(),
-                },
-            );
-            give(&mut state, &governors[2], &amend);
-            give(&mut state, &governors[1], &amend);
-        }
-        let forward = MeshState::restore(charter.clone(), votes.clone())
-            .unwrap()
-            .0;
-        votes.reverse();
-        let backward = MeshState::restore(charter, votes).unwrap().0;
-        for s in [&forward, &backward] {
-            assert!(
-                s.is_member(&churn.public_key()),
-                "a governor vouched for churn"
-            );
-            assert!(s.is_removed(&sales.public_key()));
-        }
-        assert_eq!(forward.policies(), backward.policies());
-        assert_eq!(
-            forward.vote_keys().collect::<Vec<_>>(),
-            backward.vote_keys().collect::<Vec<_>>(),
-            "the votes held do not depend on their order"
-        );
-        assert_eq!(
-            forward.vote_keys().collect::<Vec<_>>(),
-            state.vote_keys().collect::<Vec<_>>()
-        );
-    }
-
-    #[test]
-    fn an_admission_of_a_key_removed_since_is_stale_not_invalid() {
-        let Mesh {
-            governors,
-            mut state,
-        } = mesh(AdmissionRule::AnyMember);
-        let sales = id(9);
-        let admit = motion(
-            &state,
-            &governors[0],
-            Action::Admit(member(&sales, "sales")),
-        );
-        let admission = Signed::sign(&governors[0], &admit);
-        vote(&mut state, &governors[0], &admit).unwrap();
-        assert!(state.is_member(&sales.public_key()));
-        let remove = motion(
-            &state,
-            &governors[1],
-            Action::Remove {
-                key: sales.public_key(),
-                reason: "left".into(),
-            },
-        );
-        vote(&mut state, &governors[1], &remove).unwrap();
-        vote(&mut state, &governors[2], &remove).unwrap();
-        assert!(state.is_removed(&sales.public_key()));
-        // The admission vote, as a peer that missed the removal relays it: not news, and no
-        // fault of the relay.
-        assert!(
-            matches!(state.offer(&admission), Err(VoteRefusal::Stale(_))),
-            "{:?}",
-            state.offer(&admission)
-        );
-        // A new motion to admit the removed key is refused with the reason, as before.
-        let again = motion(
-            &state,
-            &governors[1],
-            Action::Admit(member(&sales, "sales")),
-        );
-        assert!(matches!(
-            state.check_vote(&again, &governors[1].public_key(), false),
-            Err(VoteRefusal::Invalid(_))
-        ));
-    }
-
-    #[test]
-    fn only_governors_vote_on_amendments_and_removals() {
-        let Mesh {
-            governors,
-            mut state,
-        } = mesh(AdmissionRule::AnyMember);
-        let newcomer = id(9);
-        let admit = motion(
-            &state,
-            &governors[0],
-            Action::Admit(member(&newcomer, "sales")),
-        );
-        let changes = vote(&mut state, &governors[0], &admit).unwrap();
-        assert_eq!(changes.admitted, vec![member(&newcomer, "sales")]);
-        assert!(state.is_member(&newcomer.public_key()));
-        let amend = motion(
-            &state,
-            &newcomer,
-            Action::Amend {
-                policies: pii(),
-                summary: String::new(),
-            },
-        );
-        assert!(matches!(
-            vote(&mut state, &newcomer, &amend),
-            Err(VoteRefusal::NotEligible(_))
-        ));
-        // A stranger cannot even admit.
-        let stranger = id(42);
-        let sneak = motion(&state, &stranger, Action::Admit(member(&id(43), "x")));
-        assert!(matches!(
-            vote(&mut state, &stranger, &sneak),
-            Err(VoteRefusal::NotEligible(_))
-        ));
-    }
-
-    #[test]
-    fn removal_cascades_to_admissions_nobody_else_signed() {
-        let Mesh {
-            governors,
-            mut state,
-        } = mesh(AdmissionRule::AnyMember);
-        let (sales, churn, orders) = (id(10), id(11), id(12));
-        let admit_sales = motion(
-            &state,
-            &governors[0],
-            Action::Admit(member(&sales, "sales")),
-        );
-        vote(&mut state, &governors[0], &admit_sales).unwrap();
-        let admit_churn = motion(&state, &sales, Action::Admit(member(&churn, "churn")));
-        vote(&mut state, &sales, &admit_churn).unwrap();
-        let admit_orders = motion(&state, &sales, Action::Admit(member(&orders, "orders")));
-        vote(&mut state, &sales, &admit_orders).unwrap();
-        // A governor vouches for orders too.
-        vote(&mut state, &governors[1], &admit_orders).unwrap();
-        assert_eq!(state.member_count(), 6);
-
-        let remove = motion(
-            &state,
-            &governors[0],
-            Action::Remove {
-                key: sales.public_key(),
-                reason: "leaked data".into(),
-            },
-        );
-        vote(&mut state, &governors[0], &remove).unwrap();
-        assert!(state.is_member(&sales.public_key()), "one of three");
-        let changes = vote(&mut state, &governors[1], &remove).unwrap();
-        let mut removed = changes.removed.clone();
-        removed.sort();
-        let mut expected = vec![sales.public_key(), churn.public_key()];
-        expected.sort();
-        assert_eq!(removed, expected, "churn had only sales' signature");
-        assert!(state.is_member(&orders.public_key()), "a governor vouched");
-        assert!(state.is_removed(&sales.public_key()));
-        // The removed key's votes were dropped from the record.
-        assert!(
-            changes
-                .pruned
-                .iter()
-                .any(|k| k.signer == sales.public_key())
-        );
-        assert!(state.votes().all(|v| v.signer() != sales.public_key()));
-        // It cannot come back (refused as a proposal; as a vote from a peer, not news), and
-        // it cannot vote.
-        let back = Motion {
-            proposed_at_ms: 11,
-            ..motion(
-                &state,
-                &governors[0],
-                Action::Admit(member(&sales, "sales")),
-            )
-        };
-        assert!(matches!(
-            state.check_vote(&back, &governors[0].public_key(), false),
-            Err(VoteRefusal::Invalid(_))
-        ));
-        assert!(matches!(
-            vote(&mut state, &governors[0], &back),
-            Err(VoteRefusal::Stale(_))
-        ));
-        // Governors cannot be removed.
-        let coup = motion(
-            &state,
-            &governors[1],
-            Action::Remove {
-                key: governors[0].public_key(),
-                reason: String::new(),
-            },
-        );
-        assert!(matches!(
-            vote(&mut state, &governors[1], &coup),
-            Err(VoteRefusal::Invalid(_))
-        ));
-    }
-
-    #[test]
-    fn quorum_admission_waits_for_the_quorum() {
-        let Mesh {
-            governors,
-            mut state,
-        } = mesh(AdmissionRule::Quorum);
-        let newcomer = id(9);
-        let admit = motion(
-            &state,
-            &governors[0],
-            Action::Admit(member(&newcomer, "sales")),
-        );
-        assert!(
-            vote(&mut state, &governors[0], &admit)
-                .unwrap()
-                .admitted
-                .is_empty()
-        );
-        assert!(!state.is_member(&newcomer.public_key()));
-        let changes = vote(&mut state, &governors[1], &admit).unwrap();
-        assert_eq!(changes.admitted.len(), 1);
-    }
-
-    #[test]
-    fn the_outcome_does_not_depend_on_arrival_order() {
-        let Mesh { governors, state } = mesh(AdmissionRule::AnyMember);
-        let mut scratch = state.clone();
-        let (a, b) = (id(20), id(21));
-        let mut votes = Vec::new();
-        let admit_a = motion(&scratch, &governors[0], Action::Admit(member(&a, "a")));
-        votes.push(Signed::sign(&governors[0], &admit_a));
-        vote(&mut scratch, &governors[0], &admit_a).unwrap();
-        // b is admitted by a: its vote only counts once a is a member.
-        let admit_b = motion(&scratch, &a, Action::Admit(member(&b, "b")));
-        votes.push(Signed::sign(&a, &admit_b));
-        let amend = motion(
-            &scratch,
-            &governors[1],
-            Action::Amend {
-                policies: pii(),
-                summary: String::new(),
-            },
-        );
-        votes.push(Signed::sign(&governors[1], &amend));
-        votes.push(Signed::sign(&governors[2], &amend));
-
-        let charter = state.charter_envelope().clone();
-        let (forward, refused) = MeshState::restore(charter.clone(), votes.clone()).unwrap();
-        assert!(refused.is_empty());
-        votes.reverse();
-        let (backward, refused) = MeshState::restore(charter, votes).unwrap();
-        assert!(
-            refused.is_empty(),
-            "b's admission waits for a's, then counts"
-        );
-        let keys = |s: &MeshState| s.members().map(|(k, _)| *k).collect::<Vec<_>>();
-        assert_eq!(keys(&forward), keys(&backward));
-        assert_eq!(forward.policies(), backward.policies());
-        assert_eq!(
-            forward.vote_keys().collect::<Vec<_>>(),
-            backward.vote_keys().collect::<Vec<_>>()
-        );
-        assert_eq!(forward.member_count(), 5);
-    }
-
-    #[test]
-    fn the_highest_carried_amendment_wins_and_supersedes() {
-        let Mesh {
-            governors,
-            mut state,
-        } = mesh(AdmissionRule::AnyMember);
-        let v1 = motion(
-            &state,
-            &governors[0],
-            Action::Amend {
-                policies: pii(),
-                summary: String::new(),
-            },
-        );
-        let v2 = motion(
-            &state,
-            &governors[0],
-            Action::Amend {
-                policies: Policies {
-                    version: 2,
-                    max_contract_days: Some(365),
-                    ..pii()
-                },
-                summary: String::new(),
-            },
-        );
-        for g in &governors[..2] {
-            vote(&mut state, g, &v2).unwrap();
-        }
-        assert_eq!(state.policies().version, 2);
-        // v1 is stale now; its votes are refused.
-        assert!(matches!(
-            vote(&mut state, &governors[0], &v1),
-            Err(VoteRefusal::Stale(_))
-        ));
-    }
-
-    #[test]
-    fn a_long_chain_of_admissions_restores_in_any_order() {
-        let Mesh { governors, state } = mesh(AdmissionRule::AnyMember);
-        let charter = state.charter_envelope().clone();
-        // g0 admits k0, k0 admits k1, ... : each admission counts only once its admitter is
-        // a member.
-        let chain: Vec<Identity> = (0..300u32)
-            .map(|i| {
-                let mut secret = [7u8; 32];
-                secret[..4].copy_from_slice(&i.to_be_bytes());
-                Identity::from_secret_bytes(secret)
-            })
-            .collect();
-        let mut votes = Vec::new();
-        let mut admitter = &governors[0];
-        for (i, newcomer) in chain.iter().enumerate() {
-            let m = motion(
-                &state,
-                admitter,
-                Action::Admit(member(newcomer, &format!("d{i}"))),
-            );
-            votes.push(Signed::sign(admitter, &m));
-            admitter = newcomer;
-        }
-        votes.reverse();
-        let (restored, refused) = MeshState::restore(charter, votes).unwrap();
-        assert!(refused.is_empty());
-        assert_eq!(restored.member_count(), 3 + chain.len());
-        // Removing the head of the chain removes every link it alone carried.
-        let mut state = restored;
-        let remove = motion(
-            &state,
-            &governors[0],
-            Action::Remove {
-                key: chain[0].public_key(),
-                reason: String::new(),
-            },
-        );
-        vote(&mut state, &governors[0], &remove).unwrap();
-        let changes = vote(&mut state, &governors[1], &remove).unwrap();
-        assert_eq!(changes.removed.len(), chain.len());
-        assert_eq!(state.member_count(), 3);
-    }
-
-    #[test]
-    fn open_motions_per_signer_are_bounded() {
-        let Mesh {
-            governors,
-            mut state,
-        } = mesh(AdmissionRule::Quorum);
-        for n in 0..MAX_OPEN_PER_SIGNER {
-            let m = motion(
-                &state,
-                &governors[0],
-                Action::Remove {
-                    key: id(100).public_key(),
-                    reason: format!("{n}"),
-                },
-            );
-            vote(&mut state, &governors[0], &m).unwrap();
-        }
-        let m = motion(
-            &state,
-            &governors[0],
-            Action::Remove {
-                key: id(100).public_key(),
-                reason: "one more".into(),
-            },
-        );
-        assert!(matches!(
-            vote(&mut state, &governors[0], &m),
-            Err(VoteRefusal::OverBudget(_))
-        ));
-    }
-
-    #[test]
-    fn votes_of_another_mesh_and_forgeries_are_refused() {
-        let Mesh {
-            governors,
-            mut state,
-        } = mesh(AdmissionRule::AnyMember);
-        let mut m = motion(&state, &governors[0], Action::Admit(member(&id(9), "x")));
-        m.mesh = MeshId([7; 32]);
-        assert_eq!(
-            vote(&mut state, &governors[0], &m),
-            Err(VoteRefusal::OtherMesh)
-        );
-        let good = Signed::sign(
-            &governors[0],
-            &motion(&state, &governors[0], Action::Admit(member(&id(9), "x"))),
-        );
-        let forged = good.with_claimed_signer(governors[1].public_key());
-        assert!(matches!(
-            state.offer(&forged),
-            Err(VoteRefusal::Envelope(_))
-        ));
-    }
-}
+mod tests;

@@ -28,6 +28,11 @@
 //! `own-gossiped` too) and then serves the newest by sync: a member flooding the mesh's
 //! gossip.
 //!
+//! `--attack sybils --count N` admits N keys of its own (one admission vote each, signed by
+//! the member), then has each of them sign an admission of every other: N × (N - 1) votes,
+//! all gossiped back to back (`sybils-gossiped`). Under `any-member` admission that is a
+//! member growing every node's governance state with the square of its keys.
+//!
 //! With `--ticket TICKET` (from `meshnode mesh invite --domain mallory` on a member) it first
 //! joins the mesh with its own key, then speaks the mesh's topic and protocols under that
 //! key: an insider that misbehaves. Without a ticket it is a non-member, whose connections
@@ -46,6 +51,7 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, gossipsub, request_response};
 use mesh_protocol::codec;
 use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status};
+use mesh_protocol::governance::{Action, Member, MeshId, Motion};
 use mesh_protocol::reconcile::{self, SyncSet};
 use mesh_protocol::wire::{GossipMessage, SyncRequest, SyncResponse};
 use mesh_protocol::{Identity, ProductDescriptor, Signed};
@@ -69,6 +75,8 @@ enum Attack {
     Own,
     /// Many versions of one descriptor of its own, gossiped back to back.
     Versions,
+    /// Keys of its own admitted, each co-signing the admission of every other.
+    Sybils,
 }
 
 struct Args {
@@ -105,7 +113,8 @@ fn args() -> Args {
                     Some("deep-type") => Attack::DeepType,
                     Some("own") => Attack::Own,
                     Some("versions") => Attack::Versions,
-                    other => panic!("--attack poison|deep-type|own|versions, not {other:?}"),
+                    Some("sybils") => Attack::Sybils,
+                    other => panic!("--attack poison|deep-type|own|versions|sybils, not {other:?}"),
                 }
             }
             "--depth" => depth = it.next().and_then(|s| s.parse().ok()).expect("--depth N"),
@@ -202,6 +211,31 @@ fn padded_descriptor(
     Signed::sign(mallory, &descriptor)
 }
 
+/// The votes of the Sybil attack: `mallory` admits `count` keys of its own, then each of
+/// them signs an admission of every other (a motion of its own, so each is a new motion).
+fn sybil_votes(mallory: &Identity, mesh: MeshId, count: usize) -> Vec<Signed<Motion>> {
+    let sybils: Vec<Identity> = (0..count)
+        .map(|_| Identity::from_secret_bytes(rand::random()))
+        .collect();
+    let admit = |proposer: &Identity, n: usize| {
+        let motion = Motion {
+            mesh,
+            action: Action::Admit(Member {
+                key: sybils[n].public_key(),
+                domain: format!("sybil-{n}"),
+            }),
+            proposer: proposer.public_key(),
+            proposed_at_ms: 1,
+        };
+        Signed::sign(proposer, &motion)
+    };
+    let mut votes: Vec<Signed<Motion>> = (0..count).map(|n| admit(mallory, n)).collect();
+    for (i, sybil) in sybils.iter().enumerate() {
+        votes.extend((0..count).filter(|&n| n != i).map(|n| admit(sybil, n)));
+    }
+    votes
+}
+
 #[tokio::main]
 async fn main() {
     let args = args();
@@ -272,6 +306,12 @@ async fn main() {
             padded_descriptor(&mallory, &name, "Int64".into(), args.pad)
         })
         .collect();
+    let sybils = match (args.attack, mesh) {
+        (Attack::Sybils, Some(mesh)) => sybil_votes(&mallory, mesh, args.count),
+        (Attack::Sybils, None) => panic!("--attack sybils needs --ticket: only members admit"),
+        _ => Vec::new(),
+    };
+    let mut sybils_gossiped = 0;
     let mut deep_gossiped = false;
     // How many of `own` went out, and whether any of them was new to the mesh.
     let mut own_gossiped = 0;
@@ -367,6 +407,21 @@ async fn main() {
                     if own_gossiped == own.len() {
                         println!("{}", if own_new { "own-gossiped" } else { "own-already-gossiped" });
                         reconnect_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                        deadline = Some(tokio::time::Instant::now() + Duration::from_secs(args.linger));
+                    }
+                }
+                if args.attack == Attack::Sybils && sybils_gossiped < sybils.len() && victim.is_some() {
+                    // In order (a co-signature counts only once its signer is admitted),
+                    // resumed at the next tick when gossipsub's queue is full.
+                    while let Some(next) = sybils.get(sybils_gossiped) {
+                        let message = GossipMessage::Vote(next.clone()).to_bytes();
+                        match swarm.behaviour_mut().gossipsub.publish(topic.clone(), message) {
+                            Ok(_) | Err(gossipsub::PublishError::Duplicate) => sybils_gossiped += 1,
+                            Err(_) => break,
+                        }
+                    }
+                    if sybils_gossiped == sybils.len() {
+                        println!("sybils-gossiped");
                         deadline = Some(tokio::time::Instant::now() + Duration::from_secs(args.linger));
                     }
                 }

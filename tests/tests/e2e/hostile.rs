@@ -237,6 +237,12 @@ fn sales_and_churn(from: &str, to: &str, inputs: &Path) -> (TestNode, TestNode, 
 /// Runs `hostile-peer` as a member invited by `target`, with `args`, against `target`, and
 /// checks that it printed `own-gossiped`.
 fn hostile_member(target: &TestNode, args: &[&str]) {
+    hostile_member_until(target, args, "own-gossiped");
+}
+
+/// Runs `hostile-peer` as a member invited by `target`, with `args`, against `target`, and
+/// checks that it printed `done`.
+fn hostile_member_until(target: &TestNode, args: &[&str], done: &str) {
     let ticket = target.invite("mallory");
     let out = Command::new(mesh_tests::meshnode_bin().with_file_name("hostile-peer"))
         .args(["--ticket", &ticket, "--bootstrap", &target.addr()])
@@ -245,8 +251,8 @@ fn hostile_member(target: &TestNode, args: &[&str]) {
         .expect("run hostile-peer");
     let actions = String::from_utf8_lossy(&out.stdout);
     assert!(
-        actions.lines().any(|l| l == "own-gossiped"),
-        "hostile did not gossip: {actions}"
+        actions.lines().any(|l| l == done),
+        "hostile did not print `{done}`: {actions}"
     );
 }
 
@@ -439,4 +445,62 @@ fn a_full_catalog_keeps_the_descriptors_of_products_this_node_consumes() {
         &[],
     );
     assert!(fetched.success, "{}", fetched.stderr);
+}
+
+#[test]
+fn a_member_whose_own_keys_cosign_each_others_admissions_leaves_each_admission_bounded() {
+    // Under `any-member` admission (a mesh's default) a member admits 30 keys of its own,
+    // and each of them signs an admission of every other: 30 + 870 votes. Without a bound per
+    // domain the mesh keeps all of them, and 4,096 members could make every node keep
+    // 4,096 × 1,024.
+    const SYBILS: usize = 30;
+    const ADMITTERS: usize = mesh_protocol::governance::state::MAX_ADMITTERS;
+    let mut sales = TestNode::init("sales", &[]);
+    sales.run();
+    let churn = TestNode::start_joining("churn", &sales);
+    let sybils = SYBILS.to_string();
+    hostile_member_until(
+        &sales,
+        &["--attack", "sybils", "--count", &sybils, "--linger", "2"],
+        "sybils-gossiped",
+    );
+    // sales (the governor) signed churn's and mallory's admissions; mallory signed one per
+    // key, and each key takes 7 more signatures besides: 2 + 30 × 8.
+    let held = 2 + SYBILS * ADMITTERS;
+    let members = 3 + SYBILS;
+    let settled = |node: &TestNode| {
+        let status = node.status();
+        status["members"].as_u64() == Some(members as u64)
+            && status["governance_votes"].as_u64() == Some(held as u64)
+    };
+    wait_until(CONVERGE, || settled(&sales))
+        .unwrap_or_else(|| panic!("{}\n{}", sales.status(), sales.log()));
+    let refused = SYBILS * (SYBILS - 1) - SYBILS * (ADMITTERS - 1);
+    assert!(
+        rejected(&sales, "over_budget") >= refused as u64,
+        "{}",
+        sales.status()
+    );
+    // Every admission of a key, all its motions together, holds at most 8 signatures.
+    let motions: Value = sales.cli(&["governance", "status", "--json"]).json();
+    let mut per_domain = std::collections::BTreeMap::<String, usize>::new();
+    for m in motions.as_array().unwrap() {
+        if let Some(domain) = m["action"]["Admit"]["domain"].as_str() {
+            *per_domain.entry(domain.to_owned()).or_default() +=
+                m["signed_by"].as_array().unwrap().len();
+        }
+    }
+    let sybil_counts: Vec<usize> = per_domain
+        .iter()
+        .filter(|(d, _)| d.starts_with("sybil-"))
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(sybil_counts, vec![ADMITTERS; SYBILS], "{per_domain:?}");
+    // The other member holds the same votes and members (anti-entropy), and so does sales
+    // read back from its store.
+    wait_until(CONVERGE, || settled(&churn))
+        .unwrap_or_else(|| panic!("{}\n{}", churn.status(), churn.log()));
+    sales.stop();
+    sales.run();
+    assert!(settled(&sales), "{}", sales.status());
 }
