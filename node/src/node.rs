@@ -303,6 +303,9 @@ pub(crate) struct Node {
     /// Gossip tokens of each member key (`gossip_burst`), charged for what it gossips that
     /// is verified and new.
     pub(crate) gossip_rates: mesh_protocol::budget::RateTable<PublicKey>,
+    /// Descriptor versions refused for their owner's budget, which this node's sync
+    /// queries claim as held so that peers stop sending them.
+    pub(crate) refused: mesh_protocol::refused::RefusedVersions<mesh_protocol::ProductId>,
     /// Commands from handles.
     commands: mpsc::Receiver<Command>,
     /// Event fan-out.
@@ -444,6 +447,10 @@ pub fn spawn(
         peer_id,
         data_dir: data_dir.clone(),
         gossip_rates: config.gossip_rates(),
+        refused: mesh_protocol::refused::RefusedVersions::new(
+            mesh_protocol::refused::MAX_REFUSED,
+            mesh_protocol::refused::REFUSED_TTL_MS,
+        ),
         config,
         store,
         swarm,

@@ -49,6 +49,7 @@ pub mod identity;
 pub mod peers;
 pub mod quota;
 pub mod reconcile;
+pub mod refused;
 pub mod retention;
 pub mod sqlbudget;
 pub mod transfer;

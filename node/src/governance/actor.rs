@@ -124,6 +124,10 @@ impl Node {
                 Err(e) => tracing::error!("cannot forget a removed member's products: {e}"),
             }
         }
+        if !changes.removed.is_empty() {
+            // Their descriptors made room: what was refused for want of it may fit now.
+            self.refused.forget_all();
+        }
         if let Some(version) = changes.policies {
             tracing::info!(version, "new mesh policies in force");
             for (product, violations) in self.own_violations() {

@@ -92,8 +92,9 @@ impl Node {
             return Err(RejectReason::NotMember);
         }
         if self.past_share_of_full_catalog(envelope) {
-            self.rejected(RejectReason::OverBudget);
-            return Err(RejectReason::OverBudget);
+            let reason = self.refuse_past_share(envelope);
+            self.rejected(reason);
+            return Err(reason);
         }
         let store = &self.store;
         let mut held = false;
@@ -121,6 +122,8 @@ impl Node {
                 if !held && !self.owner_has_room(descriptor.owner) =>
             {
                 tracing::info!(owner = %descriptor.owner.fingerprint(), via, "refused a product over its key's budget");
+                self.refused
+                    .note(descriptor.id(), descriptor.version, now_ms());
                 self.rejected(RejectReason::OverBudget);
                 Err(RejectReason::OverBudget)
             }
@@ -131,6 +134,10 @@ impl Node {
                     .gossip_rate_allows(descriptor.owner, via)
                     .and_then(|()| self.make_room_for(&descriptor, envelope, via))
                 {
+                    if reason == RejectReason::OverBudget {
+                        self.refused
+                            .note(descriptor.id(), descriptor.version, now_ms());
+                    }
                     self.rejected(reason);
                     return Err(reason);
                 }
@@ -157,6 +164,26 @@ impl Node {
                 self.rejected(reason);
                 Err(reason)
             }
+        }
+    }
+
+    /// Why a descriptor whose claimed owner is past its share of a full catalog is refused.
+    /// Its signature is checked once, to remember the refusal (only a genuine version may
+    /// hold back what peers send: a forged one could claim any version); a version already
+    /// remembered is refused for its budget at once, and a forgery as one.
+    fn refuse_past_share(&mut self, envelope: &Signed<ProductDescriptor>) -> RejectReason {
+        let now = now_ms();
+        if let Ok(claimed) = envelope.decode_trusted()
+            && self.refused.holds(&claimed.id(), claimed.version, now)
+        {
+            return RejectReason::OverBudget;
+        }
+        match catalog::verify_descriptor(envelope) {
+            Ok(descriptor) => {
+                self.refused.note(descriptor.id(), descriptor.version, now);
+                RejectReason::OverBudget
+            }
+            Err(reason) => reason,
         }
     }
 

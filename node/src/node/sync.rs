@@ -56,7 +56,14 @@ pub(super) struct SyncSets {
     nodes: Option<CachedSet<PublicKey>>,
     /// The votes held, as a set; dropped whenever a vote is taken or pruned.
     votes: Option<Arc<SyncSet<VoteKey>>>,
+    /// What our queries claim of the catalog (held, and refused versions), the set of held
+    /// entries and the refusals' generation it was built from.
+    claimed: Option<ClaimedSet>,
 }
+
+/// The catalog set our queries claim, the held set and the refusals' generation it was
+/// built from.
+type ClaimedSet = (Weak<SyncSet<ProductId>>, u64, Arc<SyncSet<ProductId>>);
 
 /// A reconciliation set and the digest it was built from.
 type CachedSet<K> = (Weak<BTreeMap<K, u64>>, Arc<SyncSet<K>>);
@@ -81,6 +88,28 @@ impl Node {
     pub(super) fn product_set(&mut self) -> Arc<SyncSet<ProductId>> {
         let digest = self.store.catalog_digest().unwrap_or_default();
         cached_set(&mut self.sync_sets.products, digest)
+    }
+
+    /// What this node's sync queries claim of the catalog: the entries held, and the
+    /// versions it refused for their owner's budget (`refused`), so that a peer holding them
+    /// does not send them again. Answers to peers are built from [`Self::product_set`].
+    pub(super) fn product_query_set(&mut self) -> Arc<SyncSet<ProductId>> {
+        let held = self.product_set();
+        let now = now_ms();
+        self.refused.expire(now);
+        if self.refused.is_empty() {
+            return held;
+        }
+        let generation = self.refused.generation();
+        if let Some((from, built_at, set)) = &self.sync_sets.claimed
+            && *built_at == generation
+            && from.upgrade().is_some_and(|f| Arc::ptr_eq(&f, &held))
+        {
+            return set.clone();
+        }
+        let set = Arc::new(self.refused.claimed(&held, now));
+        self.sync_sets.claimed = Some((Arc::downgrade(&held), generation, set.clone()));
+        set
     }
 
     /// The reconciliation set of the node records, rebuilt only when they changed.
@@ -108,7 +137,7 @@ impl Node {
 
     /// Starts a sync session with `peer` (the policy decided it; see `execute`).
     pub(super) fn start_sync(&mut self, peer: PeerId) {
-        let products = self.product_set();
+        let products = self.product_query_set();
         let nodes = self.node_set();
         let votes = self.vote_set();
         self.sync_sessions.insert(
@@ -126,7 +155,7 @@ impl Node {
 
     /// Sends the next round of the session with `peer`, or ends it when nothing is left.
     pub(super) fn send_sync_round(&mut self, peer: PeerId) {
-        let products = self.product_set();
+        let products = self.product_query_set();
         let nodes = self.node_set();
         let votes = self.vote_set();
         let Some(session) = self.sync_sessions.get_mut(&peer) else {
@@ -327,7 +356,7 @@ impl Node {
             self.penalise(peer, SYNC_REJECT_PENALTY * refused as f64);
         }
         session.stored += stored;
-        let products = self.product_set();
+        let products = self.product_query_set();
         let nodes = self.node_set();
         let votes = self.vote_set();
         let answered = session
