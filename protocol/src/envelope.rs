@@ -139,8 +139,9 @@ impl<T: Signable> Signed<T> {
         }
     }
 
-    /// Decodes the body without checking the signature. Only for envelopes read back from
-    /// the local store, which verified them before storing.
+    /// Decodes the body without checking the signature. For envelopes read back from the
+    /// local store, which verified them before storing, and to refuse an envelope on what
+    /// it claims before paying for the check: nothing it says is stored or acted on.
     pub fn decode_trusted(&self) -> Result<T, DecodeError> {
         codec::decode(&self.body, T::MAX_BODY)
     }

@@ -495,6 +495,14 @@ impl MeshState {
         if self.vote(&key).is_some_and(|held| held == vote) {
             return Ok(VoteOutcome::Duplicate);
         }
+        // Refused on what it claims before its signature is checked: each refusal below
+        // holds whoever signed, so a flood of votes a node would not keep (a signer past its
+        // budget, a domain whose admission has its signers, a non-member) costs a decode,
+        // not an Ed25519 check. Only a vote that would be taken is verified.
+        let claimed = vote
+            .decode_trusted()
+            .map_err(|e| VoteRefusal::Envelope(e.to_string()))?;
+        self.admissible(&claimed, &vote.signer(), &key.motion)?;
         let motion = verified(vote)?;
         self.offer_verified(vote, key, motion)
     }
@@ -510,54 +518,8 @@ impl MeshState {
             return Ok(VoteOutcome::Duplicate);
         }
         let signer = vote.signer();
-        // A vote on a motion already held (carried or not) is one more signature on the
-        // record: only the signer's eligibility is checked, not whether it is still news.
-        let held = self.motions.contains_key(&key.motion);
-        self.check_vote(&motion, &signer, held).map_err(|refusal| {
-            match (&refusal, &motion.action) {
-                // A node that was away when a key was removed still holds the votes that
-                // admitted it, and offers them to its peers: relaying them is no fault.
-                (VoteRefusal::Invalid(_), Action::Admit(member))
-                    if self.is_removed(&member.key) =>
-                {
-                    VoteRefusal::Stale(
-                        "a removed key cannot be admitted again: the domain joins with a new key"
-                            .into(),
-                    )
-                }
-                _ => refusal,
-            }
-        })?;
-        if !held && self.superseded(&key.motion, &motion.action) {
-            return Err(VoteRefusal::Stale(
-                "a motion of the same effect is carried already".into(),
-            ));
-        }
+        self.admissible(&motion, &signer, &key.motion)?;
         let governor = self.charter.is_governor(&signer);
-        if self.index.given(&signer) >= MAX_VOTES_PER_SIGNER {
-            return Err(VoteRefusal::OverBudget(format!(
-                "the signer has given {MAX_VOTES_PER_SIGNER} votes, the most a node keeps"
-            )));
-        }
-        if let Action::Admit(m) = &motion.action
-            && !governor
-            && self.index.admitters(&m.key) >= MAX_ADMITTERS
-        {
-            return Err(VoteRefusal::OverBudget(format!(
-                "the domain's admission has {MAX_ADMITTERS} members' signatures besides the governors', the most a node keeps"
-            )));
-        }
-        let open = self.index.by_signer.get(&signer).map_or(0, |ids| {
-            ids.iter()
-                .filter_map(|id| self.motions.get(id))
-                .filter(|t| !self.is_carried(t, &self.members))
-                .count()
-        });
-        if open >= MAX_OPEN_PER_SIGNER {
-            return Err(VoteRefusal::OverBudget(format!(
-                "the signer has {MAX_OPEN_PER_SIGNER} open motions, the most a node keeps"
-            )));
-        }
         let was_carried = self
             .motions
             .get(&key.motion)
@@ -587,6 +549,65 @@ impl MeshState {
             Action::Remove { .. } | Action::Amend { .. } => self.recompute_changes(),
         };
         Ok(VoteOutcome::Accepted(changes))
+    }
+
+    /// Whether `signer` may add a vote for `motion` (id `id`) now: eligibility, staleness
+    /// and the budgets, without changing anything.
+    fn admissible(
+        &self,
+        motion: &Motion,
+        signer: &PublicKey,
+        id: &MotionId,
+    ) -> Result<(), VoteRefusal> {
+        // A vote on a motion already held (carried or not) is one more signature on the
+        // record: only the signer's eligibility is checked, not whether it is still news.
+        let held = self.motions.contains_key(id);
+        self.check_vote(motion, signer, held).map_err(|refusal| {
+            match (&refusal, &motion.action) {
+                // A node that was away when a key was removed still holds the votes that
+                // admitted it, and offers them to its peers: relaying them is no fault.
+                (VoteRefusal::Invalid(_), Action::Admit(member))
+                    if self.is_removed(&member.key) =>
+                {
+                    VoteRefusal::Stale(
+                        "a removed key cannot be admitted again: the domain joins with a new key"
+                            .into(),
+                    )
+                }
+                _ => refusal,
+            }
+        })?;
+        if !held && self.superseded(id, &motion.action) {
+            return Err(VoteRefusal::Stale(
+                "a motion of the same effect is carried already".into(),
+            ));
+        }
+        let governor = self.charter.is_governor(signer);
+        if self.index.given(signer) >= MAX_VOTES_PER_SIGNER {
+            return Err(VoteRefusal::OverBudget(format!(
+                "the signer has given {MAX_VOTES_PER_SIGNER} votes, the most a node keeps"
+            )));
+        }
+        if let Action::Admit(m) = &motion.action
+            && !governor
+            && self.index.admitters(&m.key) >= MAX_ADMITTERS
+        {
+            return Err(VoteRefusal::OverBudget(format!(
+                "the domain's admission has {MAX_ADMITTERS} members' signatures besides the governors', the most a node keeps"
+            )));
+        }
+        let open = self.index.by_signer.get(signer).map_or(0, |ids| {
+            ids.iter()
+                .filter_map(|id| self.motions.get(id))
+                .filter(|t| !self.is_carried(t, &self.members))
+                .count()
+        });
+        if open >= MAX_OPEN_PER_SIGNER {
+            return Err(VoteRefusal::OverBudget(format!(
+                "the signer has {MAX_OPEN_PER_SIGNER} open motions, the most a node keeps"
+            )));
+        }
+        Ok(())
     }
 
     /// Derives the state again from every vote and says what changed.

@@ -631,6 +631,58 @@ fn a_domain_keeps_a_bounded_number_of_admitters_besides_the_governors() {
     assert!(state.is_member(&newcomer.public_key()));
 }
 
+#[test]
+fn a_vote_refused_on_what_it_claims_is_refused_before_its_signature_is_checked() {
+    let Mesh {
+        governors,
+        mut state,
+    } = mesh(AdmissionRule::AnyMember);
+    let members: Vec<Identity> = (20..20 + MAX_ADMITTERS as u8 + 1).map(id).collect();
+    for (n, m) in members.iter().enumerate() {
+        let admit = motion(
+            &state,
+            &governors[0],
+            Action::Admit(member(m, &format!("m{n}"))),
+        );
+        vote(&mut state, &governors[0], &admit).unwrap();
+    }
+    let newcomer = id(40);
+    for m in &members[..MAX_ADMITTERS] {
+        let admit = motion(&state, m, Action::Admit(member(&newcomer, "orders")));
+        vote(&mut state, m, &admit).unwrap();
+    }
+    let last = &members[MAX_ADMITTERS];
+    let admit = motion(&state, last, Action::Admit(member(&newcomer, "orders")));
+    let good = Signed::sign(last, &admit);
+    // The same vote signed by another key: refused for the budget, as the genuine one is,
+    // so no signature was checked.
+    let forged = Signed::sign(&id(99), &admit).with_claimed_signer(last.public_key());
+    assert!(matches!(
+        state.offer(&forged),
+        Err(VoteRefusal::OverBudget(_))
+    ));
+    assert!(matches!(
+        state.offer(&good),
+        Err(VoteRefusal::OverBudget(_))
+    ));
+    // A non-member's claimed vote likewise.
+    let stranger = id(41);
+    let admit = motion(&state, &stranger, Action::Admit(member(&id(42), "x")));
+    let forged = Signed::sign(&id(99), &admit).with_claimed_signer(stranger.public_key());
+    assert!(matches!(
+        state.offer(&forged),
+        Err(VoteRefusal::NotEligible(_))
+    ));
+    // A forgery of a vote that would be taken is refused as a forgery.
+    let admit = motion(&state, &members[0], Action::Admit(member(&id(43), "y")));
+    let forged = Signed::sign(&id(99), &admit).with_claimed_signer(members[0].public_key());
+    assert!(matches!(
+        state.offer(&forged),
+        Err(VoteRefusal::Envelope(_))
+    ));
+    assert!(!state.is_member(&id(43).public_key()));
+}
+
 /// One step of a random history: who signs what.
 #[derive(Clone, Debug)]
 enum Step {
