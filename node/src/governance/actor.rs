@@ -547,13 +547,14 @@ impl Node {
         Ok(self.welcome())
     }
 
-    /// The charter and as many votes as fit in a join answer.
+    /// The charter and as many votes as fit in a join answer, those that carry the mesh's
+    /// current state first (`MeshState::votes_for_newcomer`): what does not fit comes by sync.
     fn welcome(&self) -> JoinReply {
         let mut votes = Vec::new();
         let mut budget = mesh_protocol::governance::join::MAX_JOIN_REPLY
             - self.governance.state.charter_envelope().to_bytes().len()
             - 1024;
-        for vote in self.governance.state.votes() {
+        for vote in self.governance.state.votes_for_newcomer() {
             let len = vote.to_bytes().len() + 8;
             if len > budget {
                 break;

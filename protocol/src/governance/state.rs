@@ -346,6 +346,93 @@ impl MeshState {
         self.motions.values().map(|t| t.votes.len()).sum()
     }
 
+    /// Every vote held, those a newcomer needs to derive the mesh's state first: the votes
+    /// carrying the removals on record and the policies in force, then, member by member in
+    /// the order of their admission from the founders, the votes carrying each admission,
+    /// then the rest. A join answer is cut at a byte bound: a mesh of 4,096 members needs
+    /// about one vote each, which fits, while all it holds (up to 8 admitters per domain)
+    /// does not, and a cut in another order could leave out the newcomer's own admission
+    /// or its inviter's.
+    pub fn votes_for_newcomer(&self) -> Vec<&Signed<Motion>> {
+        let mut placed: BTreeSet<VoteKey> = BTreeSet::new();
+        let mut out: Vec<VoteKey> = Vec::new();
+        let mut place = |id: &MotionId, signer: &PublicKey, out: &mut Vec<VoteKey>| {
+            let key = VoteKey {
+                motion: *id,
+                signer: *signer,
+            };
+            if placed.insert(key) {
+                out.push(key);
+            }
+        };
+        // The first `quorum` governors' signatures on a motion: what carries it.
+        let quorum = |id: &MotionId| -> Vec<PublicKey> {
+            self.motions.get(id).map_or_else(Vec::new, |t| {
+                t.votes
+                    .keys()
+                    .filter(|k| self.charter.is_governor(k))
+                    .take(usize::from(self.charter.quorum))
+                    .copied()
+                    .collect()
+            })
+        };
+        let decisive = self
+            .canonical_removals()
+            .into_values()
+            .chain(self.policy_winner().map(|(id, _)| id));
+        for id in decisive {
+            for signer in quorum(&id) {
+                place(&id, &signer, &mut out);
+            }
+        }
+        // Admissions, breadth first from the founders, as `recompute` admits them.
+        let mut admitted: BTreeSet<PublicKey> = BTreeSet::new();
+        let mut queue: std::collections::VecDeque<PublicKey> = self
+            .members
+            .keys()
+            .filter(|k| self.is_founder(k))
+            .copied()
+            .collect();
+        if self.charter.admission == AdmissionRule::AnyMember {
+            while let Some(signer) = queue.pop_front() {
+                for id in self.index.by_signer.get(&signer).into_iter().flatten() {
+                    if let Some(Tally {
+                        motion:
+                            Motion {
+                                action: Action::Admit(m),
+                                ..
+                            },
+                        ..
+                    }) = self.motions.get(id)
+                        && self.members.contains_key(&m.key)
+                        && !self.is_founder(&m.key)
+                        && admitted.insert(m.key)
+                    {
+                        place(id, &signer, &mut out);
+                        queue.push_back(m.key);
+                    }
+                }
+            }
+        } else {
+            for (id, tally) in &self.motions {
+                if let Action::Admit(m) = &tally.motion.action
+                    && self.members.contains_key(&m.key)
+                    && admitted.insert(m.key)
+                {
+                    for signer in quorum(id) {
+                        place(id, &signer, &mut out);
+                    }
+                }
+            }
+        }
+        for (id, tally) in &self.motions {
+            for signer in tally.votes.keys() {
+                place(id, signer, &mut out);
+            }
+        }
+        out.iter().filter_map(|key| self.vote(key)).collect()
+    }
+
     /// The keys of every vote held.
     pub fn vote_keys(&self) -> impl Iterator<Item = VoteKey> + '_ {
         self.motions.iter().flat_map(|(id, t)| {

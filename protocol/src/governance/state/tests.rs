@@ -851,4 +851,130 @@ fn vote_cost_as_the_votes_held_grow() {
         "restore of {} votes, newest first: {restoring:?}",
         held.len()
     );
+    // A join answer: the votes that carry the state come first and fit, all of them do not.
+    let budget = crate::governance::join::MAX_JOIN_REPLY - 64 * 1024;
+    let size = |v: &Signed<Motion>| v.to_bytes().len() + 8;
+    let all: usize = held.iter().map(size).sum();
+    let mut used = 0;
+    let answer: Vec<Signed<Motion>> = state
+        .votes_for_newcomer()
+        .into_iter()
+        .take_while(|v| {
+            used += size(v);
+            used <= budget
+        })
+        .cloned()
+        .collect();
+    let (joined, _) = MeshState::restore(charter, answer.iter().cloned()).unwrap();
+    eprintln!(
+        "join answer: {} of {} votes ({} of {all} bytes), {} members of {}",
+        answer.len(),
+        held.len(),
+        used.min(budget),
+        joined.member_count(),
+        state.member_count()
+    );
+    assert!(all > budget);
+    assert_eq!(joined.member_count(), state.member_count());
+}
+
+/// A newcomer restoring only the first votes of [`MeshState::votes_for_newcomer`], as many as
+/// the mesh's decisions need, derives the same members, removals and policies; the same
+/// number of votes in the order they are held does not.
+#[test]
+fn the_votes_a_newcomer_needs_come_first() {
+    for admission in [AdmissionRule::AnyMember, AdmissionRule::Quorum] {
+        let Mesh {
+            governors,
+            mut state,
+        } = mesh(admission);
+        let any_member = admission == AdmissionRule::AnyMember;
+        let keys: Vec<Identity> = (0..120u32)
+            .map(|i| {
+                let mut secret = [5u8; 32];
+                secret[..4].copy_from_slice(&i.to_be_bytes());
+                Identity::from_secret_bytes(secret)
+            })
+            .collect();
+        // Under `any-member` a chain (g0 admits k0, k0 admits k1, ...) and then every key
+        // co-signs the next ones' admissions as far as the bound allows; under `quorum`
+        // two governors carry each admission and the third signs some too.
+        for (i, k) in keys.iter().enumerate() {
+            let admitter = if any_member && i > 0 {
+                &keys[i - 1]
+            } else {
+                &governors[0]
+            };
+            let admit = motion(&state, admitter, Action::Admit(member(k, &format!("d{i}"))));
+            vote(&mut state, admitter, &admit).unwrap();
+            if !any_member {
+                vote(&mut state, &governors[1], &admit).unwrap();
+                if i % 3 == 0 {
+                    vote(&mut state, &governors[2], &admit).unwrap();
+                }
+            }
+        }
+        if any_member {
+            for (i, signer) in keys.iter().enumerate() {
+                for d in 2..12 {
+                    let j = (i + d) % keys.len();
+                    let admit = motion(
+                        &state,
+                        signer,
+                        Action::Admit(member(&keys[j], &format!("d{j}"))),
+                    );
+                    let _ = vote(&mut state, signer, &admit);
+                }
+            }
+        }
+        let remove = motion(
+            &state,
+            &governors[0],
+            Action::Remove {
+                key: keys[100].public_key(),
+                reason: "gone".into(),
+            },
+        );
+        vote(&mut state, &governors[0], &remove).unwrap();
+        vote(&mut state, &governors[1], &remove).unwrap();
+        let amend = motion(
+            &state,
+            &governors[1],
+            Action::Amend {
+                policies: pii(),
+                summary: String::new(),
+            },
+        );
+        vote(&mut state, &governors[1], &amend).unwrap();
+        vote(&mut state, &governors[2], &amend).unwrap();
+        // Removing k100 under `any-member` removes the chain after it unless co-signed: some
+        // stay in by their co-signers.
+        let admitted = state.member_count() - 3;
+        let decisions = 2 + 2;
+        let per_admission = if any_member { 1 } else { 2 };
+        let needed = decisions + admitted * per_admission;
+        assert!(state.vote_count() > needed, "{}", state.vote_count());
+        let charter = state.charter_envelope().clone();
+        let ordered: Vec<Signed<Motion>> = state
+            .votes_for_newcomer()
+            .into_iter()
+            .take(needed)
+            .cloned()
+            .collect();
+        let (restored, refused) = MeshState::restore(charter.clone(), ordered).unwrap();
+        assert!(refused.is_empty(), "{admission:?}: {refused:?}");
+        assert!(
+            restored.members == state.members,
+            "{admission:?}: {} members of {}",
+            restored.member_count(),
+            state.member_count()
+        );
+        assert_eq!(restored.removed, state.removed, "{admission:?}");
+        assert_eq!(restored.policies, state.policies, "{admission:?}");
+        // Every vote is in the order, once.
+        assert_eq!(state.votes_for_newcomer().len(), state.vote_count());
+        let unordered: Vec<Signed<Motion>> = state.votes().take(needed).cloned().collect();
+        let (cut, _) = MeshState::restore(charter, unordered).unwrap();
+        assert!(cut.members != state.members, "{admission:?}");
+    }
 }
