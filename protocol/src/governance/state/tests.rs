@@ -573,6 +573,14 @@ fn votes_of_another_mesh_and_forgeries_are_refused() {
     ));
 }
 
+/// `admitter` admits each of `keys`, as domains `m0`, `m1`, ...
+fn admit_all(state: &mut MeshState, admitter: &Identity, keys: &[Identity]) {
+    for (n, k) in keys.iter().enumerate() {
+        let admit = motion(state, admitter, Action::Admit(member(k, &format!("m{n}"))));
+        vote(state, admitter, &admit).unwrap();
+    }
+}
+
 #[test]
 fn a_domain_keeps_a_bounded_number_of_admitters_besides_the_governors() {
     let Mesh {
@@ -580,14 +588,7 @@ fn a_domain_keeps_a_bounded_number_of_admitters_besides_the_governors() {
         mut state,
     } = mesh(AdmissionRule::AnyMember);
     let members: Vec<Identity> = (20..30).map(id).collect();
-    for (n, m) in members.iter().enumerate() {
-        let admit = motion(
-            &state,
-            &governors[0],
-            Action::Admit(member(m, &format!("m{n}"))),
-        );
-        vote(&mut state, &governors[0], &admit).unwrap();
-    }
+    admit_all(&mut state, &governors[0], &members);
     let newcomer = id(40);
     // Each member co-signs, half of them on motions of their own: all count together.
     let mut given = Vec::new();
@@ -638,14 +639,7 @@ fn a_vote_refused_on_what_it_claims_is_refused_before_its_signature_is_checked()
         mut state,
     } = mesh(AdmissionRule::AnyMember);
     let members: Vec<Identity> = (20..20 + MAX_ADMITTERS as u8 + 1).map(id).collect();
-    for (n, m) in members.iter().enumerate() {
-        let admit = motion(
-            &state,
-            &governors[0],
-            Action::Admit(member(m, &format!("m{n}"))),
-        );
-        vote(&mut state, &governors[0], &admit).unwrap();
-    }
+    admit_all(&mut state, &governors[0], &members);
     let newcomer = id(40);
     for m in &members[..MAX_ADMITTERS] {
         let admit = motion(&state, m, Action::Admit(member(&newcomer, "orders")));
