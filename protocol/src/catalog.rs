@@ -36,11 +36,15 @@ pub enum RejectReason {
     /// descriptors and node records ([`crate::budget::DEFAULT_GOSSIP_BURST`]): not stored
     /// nor forwarded; anti-entropy brings the newest version later.
     RateLimited,
+    /// Sent in a sync answer that did not ask for it: an entry the query claimed to hold at
+    /// that version or newer, or outside every range it listed. An honest responder sends
+    /// only what the query lacks.
+    Unsolicited,
 }
 
 impl RejectReason {
     /// Every reason, for metrics.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::Malformed,
         RejectReason::Oversized,
         RejectReason::BadSignature,
@@ -51,6 +55,7 @@ impl RejectReason {
         RejectReason::OverBudget,
         RejectReason::NotMember,
         RejectReason::RateLimited,
+        RejectReason::Unsolicited,
     ];
 
     /// Label used in metrics and JSON.
@@ -66,6 +71,7 @@ impl RejectReason {
             RejectReason::OverBudget => "over_budget",
             RejectReason::NotMember => "not_member",
             RejectReason::RateLimited => "rate_limited",
+            RejectReason::Unsolicited => "unsolicited",
         }
     }
 }

@@ -275,6 +275,23 @@ impl<K: Ord> SetQuery<K> {
     }
 }
 
+impl<K: Ord> SetQuery<K> {
+    /// Whether an answer to this query may carry `version` of `key`: it is a wanted key, or
+    /// lies in a range whose entries the query listed without it or at an older version.
+    /// A responder sends nothing else ([`respond`]): a range claimed by fingerprint is
+    /// answered with fingerprints or entries, never with envelopes.
+    pub fn solicits(&self, key: &K, version: u64) -> bool {
+        self.want.contains(key)
+            || self.ranges.iter().any(|rc| match &rc.claim {
+                Claim::Items(items) if rc.range.contains(key) => items
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .is_none_or(|(_, claimed)| *claimed < version),
+                _ => false,
+            })
+    }
+}
+
 impl<K> Default for SetQuery<K> {
     fn default() -> Self {
         Self {
@@ -685,6 +702,47 @@ mod tests {
         b.iter()
             .filter(|(k, v)| a.get(*k).is_none_or(|have| have < *v))
             .count()
+    }
+
+    #[test]
+    fn an_answer_may_carry_only_what_its_query_solicits() {
+        let mut all: Vec<(PublicKey, u64)> = (0..40u64).map(|i| (key(i), 2)).collect();
+        all.sort();
+        let theirs = SyncSet::from_sorted(all);
+        let mut held: Vec<(PublicKey, u64)> = (0..10u64).map(|i| (key(i), 2)).collect();
+        held.extend((10..20u64).map(|i| (key(i), 1)));
+        held.sort();
+        let ours = SyncSet::from_sorted(held);
+        // Listed entries (we hold few), and one wanted key.
+        let mut query = SetQuery {
+            ranges: vec![RangeClaim {
+                range: KeyRange::full(),
+                claim: Claim::Items(ours.items(&KeyRange::full()).to_vec()),
+            }],
+            want: vec![key(5)],
+        };
+        let response = respond(&theirs, &query).unwrap();
+        assert_eq!(response.send.len(), 31, "20 lacked, 10 older, 1 wanted");
+        assert!(response.send.iter().all(|k| query.solicits(k, 2)));
+        // Claimed at that version or newer: not solicited, unless wanted.
+        assert!(!query.solicits(&key(3), 2));
+        assert!(!query.solicits(&key(3), 1));
+        assert!(query.solicits(&key(3), 3));
+        assert!(query.solicits(&key(5), 1));
+        // Outside every listed range, or in a range claimed by fingerprint: not solicited.
+        query.ranges[0].range = KeyRange {
+            start: None,
+            end: Some(key(0)),
+        };
+        let outside = (0..40u64)
+            .map(key)
+            .find(|k| !query.ranges[0].range.contains(k));
+        assert!(!query.solicits(&outside.unwrap(), 9));
+        query.ranges[0] = RangeClaim {
+            range: KeyRange::full(),
+            claim: Claim::Fingerprint(ours.fingerprint(&KeyRange::full())),
+        };
+        assert!(!query.solicits(&key(30), 2));
     }
 
     #[test]

@@ -6,11 +6,12 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use libp2p::PeerId;
+use mesh_protocol::governance::Motion;
 use mesh_protocol::governance::VoteKey;
 use mesh_protocol::peers::SyncOutcome;
 use mesh_protocol::reconcile::{self, Reconciler, SyncSet};
 use mesh_protocol::wire::{self, GossipMessage, SyncRequest, SyncResponse};
-use mesh_protocol::{ProductId, PublicKey, RejectReason};
+use mesh_protocol::{NodeRecord, ProductDescriptor, ProductId, PublicKey, RejectReason, Signed};
 
 use super::gossip::penalised;
 use super::{Node, now_ms};
@@ -317,16 +318,38 @@ impl Node {
         let mut regossip = Vec::new();
         let mut stored = 0;
         let mut refused = 0usize;
+        // An answer carries only what its query asked for; anything else is refused before
+        // it is verified and costs the responder, which no honest one does.
+        let asked = &session.asked;
+        let (votes, extra_votes): (Vec<&Signed<Motion>>, Vec<_>) = response
+            .vote_envelopes
+            .iter()
+            .partition(|v| asked.votes.solicits(&VoteKey::of(v), 0));
+        let (descriptors, extra_descriptors): (Vec<&Signed<ProductDescriptor>>, Vec<_>) =
+            response.descriptors.iter().partition(|d| {
+                d.decode_trusted()
+                    .is_ok_and(|d| asked.products.solicits(&d.id(), d.version))
+            });
+        let (records, extra_records): (Vec<&Signed<NodeRecord>>, Vec<_>) =
+            response.records.iter().partition(|r| {
+                r.decode_trusted()
+                    .is_ok_and(|r| asked.nodes.solicits(&r.key, r.issued_at_ms))
+            });
+        let unsolicited = extra_votes.len() + extra_descriptors.len() + extra_records.len();
+        for _ in 0..unsolicited {
+            self.rejected(RejectReason::Unsolicited);
+        }
+        refused += unsolicited;
         // Votes first: an admission learnt here lets the new member's descriptors and
         // records in.
-        for vote in &response.vote_envelopes {
+        for vote in votes {
             match self.accept_vote(vote, "sync") {
                 Ok(true) => stored += 1,
                 Ok(false) => {}
                 Err(reason) => refused += usize::from(penalised(reason)),
             }
         }
-        for envelope in &response.descriptors {
+        for envelope in descriptors {
             match self.accept_descriptor(envelope, "sync") {
                 Ok(true) => {
                     stored += 1;
@@ -345,7 +368,7 @@ impl Node {
         for envelope in regossip {
             self.gossip(GossipMessage::Descriptor(envelope));
         }
-        for envelope in &response.records {
+        for envelope in records {
             match self.accept_node_record(envelope, "sync") {
                 Ok(true) => stored += 1,
                 Ok(false) => {}

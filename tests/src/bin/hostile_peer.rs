@@ -54,7 +54,7 @@ use mesh_protocol::descriptor::{ColumnSchema, ContentDigest, Policy, Sla, Status
 use mesh_protocol::governance::{Action, Member, MeshId, Motion};
 use mesh_protocol::reconcile::{self, SyncSet};
 use mesh_protocol::wire::{GossipMessage, SyncRequest, SyncResponse};
-use mesh_protocol::{Identity, ProductDescriptor, Signed};
+use mesh_protocol::{Identity, ProductDescriptor, ProductId, Signed};
 use mesh_tests::insider;
 use mesh_tests::raw::RawCodec;
 
@@ -487,32 +487,35 @@ async fn main() {
                         }
                     }
                     request_response::Message::Request { request, channel, .. } => {
-                        let descriptors = if args.attack == Attack::DeepType {
+                        // The attacks served by sync answer as an honest node holding their
+                        // descriptors would: only what the request lacks.
+                        let response = if args.attack == Attack::DeepType {
                             println!("deep-served-by-sync");
-                            vec![deep.clone()]
+                            holding(&request, std::slice::from_ref(&deep))
                         } else if args.attack == Attack::Own {
                             println!("own-served-by-sync");
                             let mut served = own.clone();
                             if args.forge_last {
                                 served.extend(forged_copy(own.last()));
                             }
-                            served
+                            holding(&request, &served)
                         } else if args.attack == Attack::Versions && own_gossiped == own.len() {
                             // Only once every version went out by gossip: served first,
                             // the newest would make the gossiped ones stale.
                             println!("own-served-by-sync");
-                            own.last().into_iter().cloned().collect()
+                            holding(&request, &own[own.len() - 1..])
                         } else if replay_armed {
+                            // Pushed whatever the request claims: an answer no honest node
+                            // gives.
                             (replay_wait, replayed) = (None, true);
                             println!("replayed-old-version");
-                            vec![seen.first().expect("seen a version").clone()]
+                            SyncResponse {
+                                descriptors: vec![seen.first().expect("seen a version").clone()],
+                                ..holding(&request, &[])
+                            }
                         } else {
-                            Vec::new()
+                            holding(&request, &[])
                         };
-                        // The ranges answered as an honest node holding nothing would: the
-                        // victim then keeps syncing with us (a malformed answer would cost us
-                        // its sync penalty, and after a few the replay would never be asked).
-                        let response = SyncResponse { descriptors, ..holding_nothing(&request) };
                         let _ = swarm.behaviour_mut().sync.send_response(channel, response.to_bytes());
                     }
                 },
@@ -522,23 +525,38 @@ async fn main() {
     }
 }
 
-/// The answer of a node that holds no product, node record or vote to the sync `request`
-/// (an empty answer when the request does not decode).
-fn holding_nothing(request: &[u8]) -> SyncResponse {
+/// The answer to the sync `request` of a node that holds the descriptors `held` and no node
+/// record or vote: the ranges answered as an honest node's, and the envelopes the request
+/// lacks (an empty answer when the request does not decode).
+fn holding(request: &[u8], held: &[Signed<ProductDescriptor>]) -> SyncResponse {
     let Ok(request) = SyncRequest::from_bytes(request) else {
         return SyncResponse::default();
     };
+    let mut entries: Vec<(ProductId, u64, &Signed<ProductDescriptor>)> = held
+        .iter()
+        .filter_map(|e| e.decode_trusted().ok().map(|d| (d.id(), d.version, e)))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    entries.dedup_by(|a, b| a.0 == b.0);
+    let set = SyncSet::from_sorted(entries.iter().map(|(id, v, _)| (id.clone(), *v)));
     let (Ok(products), Ok(nodes), Ok(votes)) = (
-        reconcile::respond(&SyncSet::from_sorted([]), &request.products),
+        reconcile::respond(&set, &request.products),
         reconcile::respond(&SyncSet::from_sorted([]), &request.nodes),
         reconcile::respond(&SyncSet::from_sorted([]), &request.votes),
     ) else {
         return SyncResponse::default();
     };
+    let descriptors = products
+        .send
+        .iter()
+        .filter_map(|id| entries.iter().find(|(held, _, _)| held == id))
+        .map(|(_, _, e)| (*e).clone())
+        .collect();
     SyncResponse {
         products: products.answer,
         nodes: nodes.answer,
         votes: votes.answer,
+        descriptors,
         ..SyncResponse::default()
     }
 }

@@ -218,9 +218,10 @@ fn hostile_member_cannot_poison_the_catalog() {
     assert_eq!(honest(&b), before);
     assert_eq!(honest(&a), before);
     assert_eq!(b.catalog().len(), 1);
-    // The direct neighbour rejected and counted each attack...
+    // The direct neighbour rejected and counted each attack (the replayed old version, sent
+    // in a sync answer whose query claimed a newer one, as unsolicited)...
     let rejected = &b.status()["rejected"];
-    for reason in ["not_owner", "bad_signature", "malformed", "stale"] {
+    for reason in ["not_owner", "bad_signature", "malformed", "unsolicited"] {
         assert!(
             rejected[reason].as_u64().unwrap() >= 1,
             "no {reason} rejection counted: {rejected}"
