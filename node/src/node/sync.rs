@@ -318,24 +318,14 @@ impl Node {
         let mut regossip = Vec::new();
         let mut stored = 0;
         let mut refused = 0usize;
-        // An answer carries only what its query asked for; anything else is refused before
-        // it is verified and costs the responder, which no honest one does.
-        let asked = &session.asked;
-        let (votes, extra_votes): (Vec<&Signed<Motion>>, Vec<_>) = response
-            .vote_envelopes
-            .iter()
-            .partition(|v| asked.votes.solicits(&VoteKey::of(v), 0));
-        let (descriptors, extra_descriptors): (Vec<&Signed<ProductDescriptor>>, Vec<_>) =
-            response.descriptors.iter().partition(|d| {
-                d.decode_trusted()
-                    .is_ok_and(|d| asked.products.solicits(&d.id(), d.version))
-            });
-        let (records, extra_records): (Vec<&Signed<NodeRecord>>, Vec<_>) =
-            response.records.iter().partition(|r| {
-                r.decode_trusted()
-                    .is_ok_and(|r| asked.nodes.solicits(&r.key, r.issued_at_ms))
-            });
-        let unsolicited = extra_votes.len() + extra_descriptors.len() + extra_records.len();
+        let (
+            Solicited {
+                votes,
+                descriptors,
+                records,
+            },
+            unsolicited,
+        ) = solicited(&session.asked, &response);
         for _ in 0..unsolicited {
             self.rejected(RejectReason::Unsolicited);
         }
@@ -415,6 +405,41 @@ impl Node {
         self.sync_sessions.insert(peer, session);
         self.send_sync_round(peer);
     }
+}
+
+/// The entries of a sync answer that its query asked for.
+struct Solicited<'r> {
+    votes: Vec<&'r Signed<Motion>>,
+    descriptors: Vec<&'r Signed<ProductDescriptor>>,
+    records: Vec<&'r Signed<NodeRecord>>,
+}
+
+/// Splits `response` into what the query `asked` solicits ([`reconcile::SetQuery::solicits`])
+/// and the number of entries it carried besides, which no honest responder sends. Read
+/// from the claimed bodies, before any signature is checked.
+fn solicited<'r>(asked: &SyncRequest, response: &'r SyncResponse) -> (Solicited<'r>, usize) {
+    let (votes, extra_votes): (Vec<_>, Vec<_>) = response
+        .vote_envelopes
+        .iter()
+        .partition(|v| asked.votes.solicits(&VoteKey::of(v), 0));
+    let (descriptors, extra_descriptors): (Vec<_>, Vec<_>) =
+        response.descriptors.iter().partition(|d| {
+            d.decode_trusted()
+                .is_ok_and(|d| asked.products.solicits(&d.id(), d.version))
+        });
+    let (records, extra_records): (Vec<_>, Vec<_>) = response.records.iter().partition(|r| {
+        r.decode_trusted()
+            .is_ok_and(|r| asked.nodes.solicits(&r.key, r.issued_at_ms))
+    });
+    let extra = extra_votes.len() + extra_descriptors.len() + extra_records.len();
+    (
+        Solicited {
+            votes,
+            descriptors,
+            records,
+        },
+        extra,
+    )
 }
 
 #[cfg(test)]
