@@ -62,7 +62,16 @@ pub(crate) struct MessageBounds {
     /// Most bytes the compressed buffers of one batch may declare once decompressed, and
     /// (with a sixteenth of slack) that its LZ4 frames' blocks can decompress to.
     pub(crate) max_decompressed: u64,
+    /// Most bytes a stream's delta dictionaries may make its reader copy, counted from the
+    /// messages' bodies ([`check_stream`]): each delta is concatenated to the dictionary so
+    /// far, so many small deltas cost time quadratic in their number while the dictionary
+    /// stays small. A file holds no deltas.
+    pub(crate) max_delta_copy: u64,
 }
+
+/// Most dictionary ids one stream's messages may name (the schema defines far fewer; the
+/// walk keeps a count per id).
+const MAX_DICTIONARY_IDS: usize = 1 << 16;
 
 /// Why [`check_stream`] or [`check_file`] refused the messages.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +103,7 @@ pub(crate) fn check_stream(
     let end = end.min(file.metadata()?.len());
     let mut at = start;
     let mut meta = Vec::new();
+    let mut deltas = DeltaCopy::default();
     loop {
         if end.saturating_sub(at) < 4 {
             return Ok(at);
@@ -120,11 +130,56 @@ pub(crate) fn check_stream(
         let message = decode(&meta, at)?;
         let body = at + prefix + meta_len;
         let body_len = check_body(message.bodyLength(), end - body, at, bounds)?;
+        if let Some(dictionary) = message.header_as_dictionary_batch() {
+            deltas.add(dictionary.id(), dictionary.isDelta(), body_len, at, bounds)?;
+        }
         let mut window = Window::new(file, body);
         check_batch(&message, body_len, at, bounds, |offset, out| {
             window.read(offset, out)
         })?;
         at = body + body_len;
+    }
+}
+
+/// What a stream's dictionaries hold so far (by the bodies of their messages) and what
+/// their deltas have made a reader copy.
+#[derive(Default)]
+struct DeltaCopy {
+    held: std::collections::HashMap<i64, u64>,
+    copied: u64,
+}
+
+impl DeltaCopy {
+    /// A dictionary message of `body_len` bytes for dictionary `id` at byte `at`: a
+    /// replacement holds its body, a delta adds it and copies all the dictionary holds.
+    fn add(
+        &mut self,
+        id: i64,
+        delta: bool,
+        body_len: u64,
+        at: u64,
+        bounds: &MessageBounds,
+    ) -> Result<(), MessageError> {
+        if !self.held.contains_key(&id) && self.held.len() >= MAX_DICTIONARY_IDS {
+            return Err(MessageError::OverBound(format!(
+                "the message at byte {at} names a dictionary beyond the {MAX_DICTIONARY_IDS} a stream may hold"
+            )));
+        }
+        let held = self.held.entry(id).or_default();
+        if delta {
+            *held = held.saturating_add(body_len);
+            self.copied = self.copied.saturating_add(*held);
+        } else {
+            *held = body_len;
+        }
+        if self.copied > bounds.max_delta_copy {
+            return Err(MessageError::OverBound(format!(
+                "the stream's delta dictionaries would make its reader copy {} bytes by the \
+                 message at byte {at}, over the limit of {}",
+                self.copied, bounds.max_delta_copy
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -580,6 +635,58 @@ pub(crate) mod tests {
     }
 
     /// What [`lz4_zeros`]' values buffer declares once decompressed.
+    /// Each delta dictionary is concatenated to the dictionary so far: what a stream's
+    /// deltas make its reader copy is counted from their bodies and bounded; replacements
+    /// copy nothing.
+    #[test]
+    fn delta_dictionaries_are_counted_for_what_they_make_the_reader_copy() {
+        use arrow::array::{ArrayRef, DictionaryArray, Int8Array, StringArray};
+        use arrow::datatypes::Int8Type;
+        use arrow::ipc::writer::{DictionaryHandling, IpcWriteOptions};
+        use std::io::Write;
+        use std::sync::Arc;
+        // Batch k's dictionary is the words 0..=k: with deltas the writer sends one word
+        // each, as replacements the whole dictionary each.
+        let batches: Vec<arrow::record_batch::RecordBatch> = (0..50)
+            .map(|k| {
+                let words: Vec<String> = (0..=k).map(|w| format!("word{w}")).collect();
+                let keys = Int8Array::from_iter_values([k as i8]);
+                let values = Arc::new(StringArray::from(words)) as ArrayRef;
+                let array = DictionaryArray::<Int8Type>::try_new(keys, values).unwrap();
+                arrow::record_batch::RecordBatch::try_from_iter([(
+                    "w",
+                    Arc::new(array) as ArrayRef,
+                )])
+                .unwrap()
+            })
+            .collect();
+        let walk = |handling: DictionaryHandling, max_delta_copy: u64| {
+            let options = IpcWriteOptions::default().with_dictionary_handling(handling);
+            let mut file = tempfile::tempfile().unwrap();
+            file.write_all(&ipc_stream(&batches, options)).unwrap();
+            let bounds = MessageBounds {
+                max_metadata: u64::MAX,
+                max_body: u64::MAX,
+                max_rows: i64::MAX,
+                max_decompressed: u64::MAX,
+                max_delta_copy,
+            };
+            check_stream(&mut file, 0, u64::MAX, &bounds)
+        };
+        walk(DictionaryHandling::Delta, u64::MAX).unwrap();
+        walk(DictionaryHandling::Resend, 0).unwrap();
+        // 49 deltas: the dictionary's bodies copied again at each, about 49 × 50 / 2 of
+        // them; a bound under that refuses the stream, naming what it would copy.
+        let error = walk(DictionaryHandling::Delta, 20_000).unwrap_err();
+        assert!(
+            matches!(&error, MessageError::OverBound(what)
+                if what.contains("delta dictionaries would make its reader copy")
+                    && what.ends_with("over the limit of 20000")),
+            "{error}"
+        );
+        walk(DictionaryHandling::Delta, 10_000_000).unwrap();
+    }
+
     pub(crate) const ZEROS_BYTES: i64 = 80_000;
 
     /// An IPC stream of `batches` (schema, batches, end-of-stream marker) written with
@@ -729,6 +836,7 @@ pub(crate) mod tests {
                 max_body: u64::MAX,
                 max_rows: i64::MAX,
                 max_decompressed,
+                max_delta_copy: u64::MAX,
             };
             check_stream(&mut file, 0, u64::MAX, &bounds)
         };

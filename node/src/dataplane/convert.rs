@@ -60,6 +60,9 @@ pub(crate) const DECODE_BOUNDS: crate::arrow_guard::MessageBounds =
         max_body: MAX_DATA_FRAME as u64,
         max_rows: MAX_DECODED_ROWS,
         max_decompressed: MAX_DECODED_MESSAGE,
+        // Received files hold no deltas; a received stream's are bounded as they arrive
+        // (`ipcfile::MAX_DELTA_COPY`).
+        max_delta_copy: u64::MAX,
     };
 /// Write buffer of converted files.
 const WRITE_BUFFER: usize = 1 << 20;

@@ -31,7 +31,14 @@ const ARROW_INPUT_BOUNDS: MessageBounds = MessageBounds {
     max_body: u64::MAX,
     max_rows: MAX_BATCH_ROWS,
     max_decompressed: MAX_DECOMPRESSED_BATCH,
+    max_delta_copy: MAX_DELTA_COPY,
 };
+
+/// Most bytes the delta dictionaries of an Arrow stream input may make its reader copy,
+/// counted from their messages' bodies: 64 GiB, some seconds of copying. A dictionary that
+/// grows by 10 kB in each of 1,000 batches copies 5 GB; 4 million one-value deltas in a
+/// 400 MB file would copy hundreds of terabytes.
+const MAX_DELTA_COPY: u64 = 64 << 30;
 
 /// The magic that opens an Arrow IPC file (a stream starts with a message instead).
 const ARROW_FILE_MAGIC: &[u8; 6] = b"ARROW1";
