@@ -47,6 +47,11 @@ enum MeshAction {
         /// Validity, e.g. 30m, 12h, 7d (default 1d).
         #[arg(long, value_parser = crate::share::parse_validity, default_value = "1d")]
         ttl: u64,
+        /// Invite under a domain name a member already carries: the domain moving to a new
+        /// key (remove its old key with `meshnode mesh remove`). Without it, a taken name is
+        /// refused: two keys under one name show in the catalog as `domain@fingerprint`.
+        #[arg(long)]
+        reuse_name: bool,
     },
     /// Join a mesh with a ticket, leaving the mesh this node founded alone at `init`. The
     /// daemon must be stopped.
@@ -123,7 +128,11 @@ pub(crate) async fn mesh(args: MeshArgs) -> anyhow::Result<()> {
     match args.action {
         MeshAction::Create { charter } => create(&dir, &charter, args.json),
         MeshAction::Join { ticket } => join_offline(&dir, &ticket, args.json).await,
-        MeshAction::Invite { domain, ttl } => {
+        MeshAction::Invite {
+            domain,
+            ttl,
+            reuse_name,
+        } => {
             let client = Client::for_data_dir(&dir)?;
             let view: TicketView = client
                 .post(
@@ -131,6 +140,7 @@ pub(crate) async fn mesh(args: MeshArgs) -> anyhow::Result<()> {
                     &InviteRequest {
                         domain,
                         ttl_secs: Some(ttl),
+                        reuse_name,
                     },
                 )
                 .await?;

@@ -744,6 +744,10 @@ pub struct InviteRequest {
     /// Validity in seconds (default one day).
     #[serde(default)]
     pub ttl_secs: Option<u64>,
+    /// Invite under a domain name a member already carries (the domain moving to a new key,
+    /// before its old key is removed). Otherwise such an invitation is refused.
+    #[serde(default)]
+    pub reuse_name: bool,
 }
 
 /// The answer to an invite: the ticket alone.

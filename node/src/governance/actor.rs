@@ -365,6 +365,22 @@ impl Node {
             .map_err(|e| NodeError::BadRequest(e.to_string()))?;
         let me = self.identity.public_key();
         let state = &self.governance.state;
+        // A domain the charter names joins with its chartered key under its chartered name:
+        // only the names of admitted members are taken.
+        if !request.reuse_name
+            && let Some((key, _)) = state
+                .members()
+                .find(|(k, d)| *d == request.domain && !state.is_founder(k))
+        {
+            return Err(NodeError::Conflict(format!(
+                "the domain name `{}` is carried by the member {} already: choose another name, \
+                 or, to move that domain to a new key, pass --reuse-name and remove the old key \
+                 (`meshnode mesh remove {}`)",
+                request.domain,
+                key.fingerprint(),
+                key.fingerprint()
+            )));
+        }
         let probe = Motion {
             mesh: state.id(),
             action: Action::Admit(Member {

@@ -725,7 +725,7 @@ impl MeshState {
     }
 
     /// Whether `key` is a governor or founding member (a member unless removed).
-    fn is_founder(&self, key: &PublicKey) -> bool {
+    pub fn is_founder(&self, key: &PublicKey) -> bool {
         self.charter.is_governor(key) || self.charter.members.iter().any(|m| &m.key == key)
     }
 

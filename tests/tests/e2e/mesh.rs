@@ -240,8 +240,21 @@ fn hostile_member_cannot_poison_the_catalog() {
 #[test]
 fn two_keys_claiming_one_domain_are_told_apart() {
     let a = TestNode::start("sales", &[]);
+    // A key joining under the name of a domain the charter names is let in (the chartered
+    // key joins that way), so two keys can carry one name.
     let impostor = TestNode::start_joining("sales", &a);
     let watcher = TestNode::start_joining("churn", &a);
+    // The name of an admitted member is refused, saying how to reuse it on purpose.
+    let taken = a.cli(&["mesh", "invite", "--domain", "churn"]);
+    assert!(!taken.success);
+    assert!(
+        taken.stderr.contains("`churn` is carried by the member")
+            && taken.stderr.contains("--reuse-name"),
+        "{}",
+        taken.stderr
+    );
+    let reused = a.cli(&["mesh", "invite", "--domain", "churn", "--reuse-name"]);
+    assert!(reused.success, "{}", reused.stderr);
     let csv = sample_csv(&a.dir, 3);
     assert!(a.cli(&["publish", "orders", "--from", &csv]).success);
     assert!(impostor.cli(&["publish", "orders", "--from", &csv]).success);
