@@ -428,6 +428,7 @@ async fn an_invitation_key_that_subscribes_to_gossip_is_disconnected() {
         .invite(InviteRequest {
             domain: "newcomer".into(),
             ttl_secs: None,
+            reuse_name: false,
         })
         .await
         .unwrap();
