@@ -13,6 +13,7 @@
 //! ones). A refusal is forgotten after a time to live, when the bound is reached (least
 //! recently noted first), or all at once when room may have been made.
 
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use hashlink::LruCache;
@@ -111,36 +112,12 @@ impl<K: SyncKey + Hash + Eq> RefusedVersions<K> {
     /// a newer version than held (or not held), the refused version. Expired refusals are
     /// left out; call [`Self::expire`] to drop them for good.
     pub fn claimed(&self, held: &SyncSet<K>, now_ms: u64) -> SyncSet<K> {
-        let mut refused: Vec<(K, u64)> = self
-            .entries
-            .iter()
-            .filter(|(_, r)| r.until_ms > now_ms)
-            .map(|(k, r)| (k.clone(), r.version))
-            .collect();
-        refused.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let held = held.items(&KeyRange::full());
-        let mut merged = Vec::with_capacity(held.len() + refused.len());
-        let (mut h, mut r) = (held.iter().peekable(), refused.into_iter().peekable());
-        loop {
-            let next = match (h.peek(), r.peek()) {
-                (None, None) => break,
-                (Some(_), None) => h.next().cloned(),
-                (None, Some(_)) => r.next(),
-                (Some((hk, hv)), Some((rk, rv))) => match hk.cmp(rk) {
-                    std::cmp::Ordering::Less => h.next().cloned(),
-                    std::cmp::Ordering::Greater => r.next(),
-                    std::cmp::Ordering::Equal => {
-                        let version = (*hv).max(*rv);
-                        let key = hk.clone();
-                        h.next();
-                        r.next();
-                        Some((key, version))
-                    }
-                },
-            };
-            merged.extend(next);
+        let mut claims: BTreeMap<K, u64> = held.items(&KeyRange::full()).iter().cloned().collect();
+        for (key, refused) in self.entries.iter().filter(|(_, r)| r.until_ms > now_ms) {
+            let version = claims.entry(key.clone()).or_default();
+            *version = (*version).max(refused.version);
         }
-        SyncSet::from_sorted(merged)
+        SyncSet::from_map(&claims)
     }
 }
 

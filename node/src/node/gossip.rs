@@ -91,8 +91,8 @@ impl Node {
             self.rejected(RejectReason::NotMember);
             return Err(RejectReason::NotMember);
         }
-        if self.past_share_of_full_catalog(envelope) {
-            let reason = self.refuse_past_share(envelope);
+        if let Some(claimed) = self.past_share_of_full_catalog(envelope) {
+            let reason = self.refuse_past_share(envelope, &claimed);
             self.rejected(reason);
             return Err(reason);
         }
@@ -167,15 +167,17 @@ impl Node {
         }
     }
 
-    /// Why a descriptor whose claimed owner is past its share of a full catalog is refused.
-    /// Its signature is checked once, to remember the refusal (only a genuine version may
-    /// hold back what peers send: a forged one could claim any version); a version already
-    /// remembered is refused for its budget at once, and a forgery as one.
-    fn refuse_past_share(&mut self, envelope: &Signed<ProductDescriptor>) -> RejectReason {
+    /// Why a descriptor whose `claimed` owner is past its share of a full catalog is
+    /// refused. Its signature is checked once, to remember the refusal (only a genuine
+    /// version may hold back what peers send: a forged one could claim any version); a
+    /// version already remembered is refused for its budget at once, and a forgery as one.
+    fn refuse_past_share(
+        &mut self,
+        envelope: &Signed<ProductDescriptor>,
+        claimed: &ProductDescriptor,
+    ) -> RejectReason {
         let now = now_ms();
-        if let Ok(claimed) = envelope.decode_trusted()
-            && self.refused.holds(&claimed.id(), claimed.version, now)
-        {
+        if self.refused.holds(&claimed.id(), claimed.version, now) {
             return RejectReason::OverBudget;
         }
         match catalog::verify_descriptor(envelope) {

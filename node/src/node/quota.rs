@@ -90,24 +90,25 @@ impl Node {
         Err(RejectReason::OverBudget)
     }
 
-    /// Whether the key `envelope` claims as owner is past its share of a full catalog for
-    /// it, checked before its signature is: whoever signed it, it would not be stored. Sync
-    /// sessions offer such descriptors again and again (reconciliation cannot tell refused
-    /// from missing), and this way they cost a decode, not a signature check. Nothing is
-    /// removed here; a descriptor that may fit goes on to be verified.
-    pub(super) fn past_share_of_full_catalog(&self, envelope: &Signed<ProductDescriptor>) -> bool {
+    /// The descriptor `envelope` claims, if the key it claims as owner is past its share of
+    /// a full catalog for it, checked before its signature is: whoever signed it, it would
+    /// not be stored. Nothing is removed here; a descriptor that may fit goes on to be
+    /// verified.
+    pub(super) fn past_share_of_full_catalog(
+        &self,
+        envelope: &Signed<ProductDescriptor>,
+    ) -> Option<ProductDescriptor> {
         let quota = self.config.catalog_quota(self.identity.public_key());
         if !self.store.catalog_near_quota(&quota).unwrap_or(false) {
-            return false;
+            return None;
         }
-        let Ok(claimed) = envelope.decode_trusted() else {
-            return false;
-        };
+        let claimed = envelope.decode_trusted().ok()?;
         matches!(
             self.store
                 .catalog_admission(&quota, &claimed.id(), claimed.version, envelope),
             Ok(Admission::Refuse { .. })
         )
+        .then_some(claimed)
     }
 
     /// Products this node has asked for or holds an agreement on, as a consumer: their

@@ -282,8 +282,17 @@ impl MeshState {
         }
     }
 
+    /// [`Self::offer`] of a vote whose signature was checked.
     fn offer_checked(&mut self, (key, motion, vote): &Checked) -> Result<VoteOutcome, VoteRefusal> {
-        self.offer_verified(vote, *key, motion.clone())
+        if self.vote(key).is_some_and(|held| held == vote) {
+            return Ok(VoteOutcome::Duplicate);
+        }
+        self.admissible(motion, &vote.signer(), &key.motion)?;
+        Ok(VoteOutcome::Accepted(self.insert(
+            vote,
+            *key,
+            motion.clone(),
+        )))
     }
 
     /// The mesh id.
@@ -590,22 +599,14 @@ impl MeshState {
             .decode_trusted()
             .map_err(|e| VoteRefusal::Envelope(e.to_string()))?;
         self.admissible(&claimed, &vote.signer(), &key.motion)?;
-        let motion = verified(vote)?;
-        self.offer_verified(vote, key, motion)
+        // The signature covers the very bytes `claimed` was decoded from.
+        verified(vote)?;
+        Ok(VoteOutcome::Accepted(self.insert(vote, key, claimed)))
     }
 
-    /// [`Self::offer`] of a vote whose signature was checked and whose `motion` is its body.
-    fn offer_verified(
-        &mut self,
-        vote: &Signed<Motion>,
-        key: VoteKey,
-        motion: Motion,
-    ) -> Result<VoteOutcome, VoteRefusal> {
-        if self.vote(&key).is_some_and(|held| held == vote) {
-            return Ok(VoteOutcome::Duplicate);
-        }
+    /// Adds a vote found admissible, whose signature holds, and says what it changed.
+    fn insert(&mut self, vote: &Signed<Motion>, key: VoteKey, motion: Motion) -> Changes {
         let signer = vote.signer();
-        self.admissible(&motion, &signer, &key.motion)?;
         let governor = self.charter.is_governor(&signer);
         let was_carried = self
             .motions
@@ -622,7 +623,7 @@ impl MeshState {
         // governor signer and a motion not superseded); an admission it carries admits one
         // key, whose own votes cannot be held yet (they were refused: it was no member).
         // Only a removal or an amendment it carries needs the state derived again.
-        let changes = match &self.motions[&key.motion].motion.action {
+        match &self.motions[&key.motion].motion.action {
             _ if was_carried || !carried => Changes::default(),
             Action::Admit(m) => {
                 let mut changes = Changes::default();
@@ -634,8 +635,7 @@ impl MeshState {
                 changes
             }
             Action::Remove { .. } | Action::Amend { .. } => self.recompute_changes(),
-        };
-        Ok(VoteOutcome::Accepted(changes))
+        }
     }
 
     /// Whether `signer` may add a vote for `motion` (id `id`) now: eligibility, staleness

@@ -220,6 +220,33 @@ fn publish_refuses_what_peers_would_reject_and_stores_nothing() {
     assert_eq!(catalog.as_array().map(Vec::len), Some(1));
 }
 
+/// How many products of the hostile member `node`'s catalog holds.
+fn mallory_held(node: &TestNode) -> usize {
+    products(node)
+        .iter()
+        .filter(|p| p.starts_with("mallory/"))
+        .count()
+}
+
+/// `publisher` (domain `domain`) publishes each of `names` with `args`, and each reaches
+/// `node` before the next is published.
+fn publish_reaching(
+    publisher: &TestNode,
+    domain: &str,
+    names: &[&str],
+    args: &[&str],
+    node: &TestNode,
+) {
+    for name in names {
+        let out = publisher.cli(&[&["publish", name][..], args].concat());
+        assert!(out.success, "{}", out.stderr);
+        wait_until(CONVERGE, || {
+            node.version_of(&format!("{domain}/{name}")) == Some(1)
+        })
+        .unwrap_or_else(|| panic!("{domain}/{name} never reached: {}", node.log()));
+    }
+}
+
 /// `sales`, started with each `(from, to)` of `edits` made in its config, and `churn` joined
 /// to it and holding `sales/orders` (five rows of `csv`, written in `inputs`).
 fn sales_and_churn(edits: &[(&str, &str)], inputs: &Path) -> (TestNode, TestNode, String) {
@@ -284,12 +311,6 @@ fn a_member_filling_the_catalog_is_cut_to_its_share_and_others_still_get_in() {
     );
     wait_until(CONVERGE, || rejected(&sales, "over_budget") > 0)
         .unwrap_or_else(|| panic!("nothing refused: {}\n{}", sales.status(), sales.log()));
-    let mallory_held = |node: &TestNode| {
-        products(node)
-            .iter()
-            .filter(|p| p.starts_with("mallory/"))
-            .count()
-    };
     let status = sales.status();
     let (bytes, max) = (
         status["catalog_bytes"].as_u64().unwrap(),
@@ -313,14 +334,13 @@ fn a_member_filling_the_catalog_is_cut_to_its_share_and_others_still_get_in() {
     // key's descriptors, not refused. Two descriptors of 16 kB are more than the room a
     // refused one of mallory's could have left.
     let long = "y".repeat(16_000);
-    for name in ["signups", "visits"] {
-        let out = churn.cli(&["publish", name, "--from", &csv, "--description", &long]);
-        assert!(out.success, "{}", out.stderr);
-        wait_until(CONVERGE, || {
-            sales.version_of(&format!("churn/{name}")) == Some(1)
-        })
-        .unwrap_or_else(|| panic!("sales never took churn/{name}: {}", sales.log()));
-    }
+    publish_reaching(
+        &churn,
+        "churn",
+        &["signups", "visits"],
+        &["--from", &csv, "--description", &long],
+        &sales,
+    );
     assert!(
         sales
             .metric("meshnode_catalog_evicted_total")
@@ -425,14 +445,13 @@ fn a_full_catalog_keeps_the_descriptors_of_products_this_node_consumes() {
 
     // `eshop` publishes after it: room is made with `churn`'s descriptors, the largest
     // first, passing over the one `sales` consumes.
-    for name in ["e-0", "e-1", "e-2"] {
-        let out = eshop.cli(&["publish", name, "--from", &wide]);
-        assert!(out.success, "{}", out.stderr);
-        wait_until(CONVERGE, || {
-            sales.version_of(&format!("eshop/{name}")) == Some(1)
-        })
-        .unwrap_or_else(|| panic!("sales never took eshop/{name}: {}", sales.log()));
-    }
+    publish_reaching(
+        &eshop,
+        "eshop",
+        &["e-0", "e-1", "e-2"],
+        &["--from", &wide],
+        &sales,
+    );
     assert!(
         sales
             .metric("meshnode_catalog_evicted_total")
@@ -525,12 +544,6 @@ fn descriptors_refused_for_their_owners_budget_are_not_brought_back_by_every_syn
             "--attack", "own", "--count", "100", "--pad", "16000", "--linger", "4",
         ],
     );
-    let mallory_held = |node: &TestNode| {
-        products(node)
-            .iter()
-            .filter(|p| p.starts_with("mallory/"))
-            .count()
-    };
     assert_eq!(mallory_held(&churn), 100);
     wait_until(CONVERGE, || rejected(&sales, "over_budget") > 0)
         .unwrap_or_else(|| panic!("nothing refused: {}\n{}", sales.status(), sales.log()));
