@@ -656,6 +656,16 @@ impl Metrics {
             .inc();
     }
 
+    /// The counter of one rejection reason, for what counts outside the actor (gossipsub's
+    /// inbound transform).
+    pub(crate) fn reject_counter(&self, reason: mesh_protocol::RejectReason) -> Counter {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str().to_owned(),
+            })
+            .clone()
+    }
+
     /// Rejections by reason, for `status`.
     pub(crate) fn rejected_counts(&self) -> std::collections::BTreeMap<String, u64> {
         mesh_protocol::RejectReason::ALL

@@ -173,8 +173,8 @@ pub(crate) struct Behaviour {
     pub(crate) gate: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     /// Refuses connections beyond the configured budget.
     pub(crate) limits: connection_limits::Behaviour,
-    /// Catalog gossip with application-level validation.
-    pub(crate) gossipsub: gossipsub::Behaviour,
+    /// Catalog gossip with application-level validation, on the catalog topic only.
+    pub(crate) gossipsub: CatalogGossip,
     /// Peer routing among the DHT servers (`NodeConfig::dht_server`); absent on the other
     /// nodes, which find peers from node records only. libp2p-kad's client mode would still
     /// bootstrap by itself (a lookup per bucket, each connecting to about 20 servers) while
@@ -356,6 +356,58 @@ pub fn peer_score_params(
     (params, thresholds)
 }
 
+/// Gossipsub held to the mesh's catalog topic: a peer's subscriptions to other topics are
+/// dropped ([`gossipsub::WhitelistSubscriptionFilter`]), and its messages on them are refused
+/// before gossipsub caches anything ([`CatalogOnly`]).
+pub(crate) type CatalogGossip =
+    gossipsub::Behaviour<CatalogOnly, gossipsub::WhitelistSubscriptionFilter>;
+
+/// Refuses every inbound gossip message on a topic other than the catalog's. gossipsub keeps
+/// a message it does not validate (any topic the node does not take part in) in its duplicate
+/// cache, its message cache and its score records for a minute or two, without judging it,
+/// so a peer could make a node hold them in proportion to the rate it sends. The transform is
+/// the first thing gossipsub runs on a message: a failure drops it there, counted as
+/// `off_topic`.
+pub(crate) struct CatalogOnly {
+    /// The catalog topic of the mesh.
+    topic: gossipsub::TopicHash,
+    /// Messages refused (the node's `rejected{reason="off_topic"}` counter).
+    refused: prometheus_client::metrics::counter::Counter,
+}
+
+impl CatalogOnly {
+    pub(crate) fn new(
+        topic: gossipsub::TopicHash,
+        refused: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        Self { topic, refused }
+    }
+}
+
+impl gossipsub::DataTransform for CatalogOnly {
+    fn inbound_transform(
+        &self,
+        raw: gossipsub::RawMessage,
+    ) -> Result<gossipsub::Message, io::Error> {
+        if raw.topic != self.topic {
+            self.refused.inc();
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a message on a topic other than the catalog's",
+            ));
+        }
+        gossipsub::IdentityTransform.inbound_transform(raw)
+    }
+
+    fn outbound_transform(
+        &self,
+        topic: &gossipsub::TopicHash,
+        data: Vec<u8>,
+    ) -> Result<Vec<u8>, io::Error> {
+        gossipsub::IdentityTransform.outbound_transform(topic, data)
+    }
+}
+
 /// Builds the swarm for `identity` in `mesh`, with the connection limit of `config`, and
 /// Kademlia if it serves the DHT. The gate starts closed: the actor allows the members' peer ids.
 pub(crate) fn build_swarm(
@@ -363,6 +415,7 @@ pub(crate) fn build_swarm(
     tuning: &NetTuning,
     config: &NodeConfig,
     mesh: &MeshId,
+    off_topic: prometheus_client::metrics::counter::Counter,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let protocols = Protocols::of(mesh);
     let topic = gossipsub::IdentTopic::new(wire::catalog_topic(mesh));
@@ -374,9 +427,13 @@ pub(crate) fn build_swarm(
             let peer_id = key.public().to_peer_id();
             let gossip_config =
                 gossipsub_config(tuning).map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
-            let mut gossipsub =
-                gossipsub::Behaviour::new(gossipsub_authenticity(tuning, key), gossip_config)
-                    .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+            let mut gossipsub = CatalogGossip::new_with_subscription_filter_and_transform(
+                gossipsub_authenticity(tuning, key),
+                gossip_config,
+                gossipsub::WhitelistSubscriptionFilter([topic.hash()].into_iter().collect()),
+                CatalogOnly::new(topic.hash(), off_topic),
+            )
+            .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
             let (score_params, thresholds) = peer_score_params(&topic);
             gossipsub
                 .with_peer_score(score_params, thresholds)
@@ -386,6 +443,15 @@ pub(crate) fn build_swarm(
                 // Refreshing the routing table every few minutes is plenty for a mesh of
                 // domains; each refresh queries (and connects to) dozens of servers.
                 kad_config.set_periodic_bootstrap_interval(Some(KAD_REFRESH));
+                // Kademlia routes to peers here and stores nothing: the node never puts or
+                // looks up records, and a member's PUT_VALUE or ADD_PROVIDER would otherwise be
+                // kept (unsigned, unverified, outside the catalog quota) for 48 hours, served
+                // to others and replicated every hour. Inbound records come to the actor as
+                // events, which drops them; with nothing stored nothing is republished.
+                kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+                kad_config.set_replication_interval(None);
+                kad_config.set_publication_interval(None);
+                kad_config.set_provider_publication_interval(None);
                 let mut kad = kad::Behaviour::with_config(
                     peer_id,
                     kad::store::MemoryStore::new(peer_id),
@@ -452,4 +518,52 @@ pub(crate) fn build_swarm(
         swarm.add_external_address(addr.clone());
     }
     Ok(swarm)
+}
+
+#[cfg(test)]
+mod tests {
+    use gossipsub::DataTransform;
+
+    use super::*;
+
+    fn message(topic: &str) -> gossipsub::RawMessage {
+        gossipsub::RawMessage {
+            source: None,
+            data: b"payload".to_vec(),
+            sequence_number: None,
+            topic: gossipsub::IdentTopic::new(topic).hash(),
+            signature: None,
+            key: None,
+            validated: false,
+        }
+    }
+
+    #[test]
+    fn only_catalog_messages_pass_the_inbound_transform_and_the_rest_are_counted() {
+        let catalog = gossipsub::IdentTopic::new("meshnode/catalog/abc");
+        let refused = prometheus_client::metrics::counter::Counter::<u64>::default();
+        let transform = CatalogOnly::new(catalog.hash(), refused.clone());
+
+        let taken = transform
+            .inbound_transform(message("meshnode/catalog/abc"))
+            .expect("the catalog topic passes");
+        assert_eq!(taken.data, b"payload");
+        assert_eq!(taken.topic, catalog.hash());
+        assert_eq!(refused.get(), 0);
+
+        for topic in ["x", "meshnode/catalog/abd", ""] {
+            assert!(
+                transform.inbound_transform(message(topic)).is_err(),
+                "{topic}"
+            );
+        }
+        assert_eq!(refused.get(), 3);
+        // What the node publishes is untouched.
+        assert_eq!(
+            transform
+                .outbound_transform(&catalog.hash(), b"out".to_vec())
+                .unwrap(),
+            b"out"
+        );
+    }
 }

@@ -368,7 +368,9 @@ pub fn spawn(
     )
     .map_err(|e| NodeError::Internal(format!("cannot load the mesh state: {e}")))?;
     let mesh = governance.state.id();
-    let mut swarm = net::build_swarm(&identity, &options.tuning, &config, &mesh)
+    let mut metrics = Metrics::new();
+    let off_topic = metrics.reject_counter(mesh_protocol::RejectReason::OffTopic);
+    let mut swarm = net::build_swarm(&identity, &options.tuning, &config, &mesh, off_topic)
         .map_err(|e| NodeError::Internal(format!("cannot build the libp2p swarm: {e}")))?;
     {
         let gate = &mut swarm.behaviour_mut().gate;
@@ -421,7 +423,6 @@ pub fn spawn(
         bootstrap,
         now,
     );
-    let mut metrics = Metrics::new();
     metrics.register_contract_decisions(store.contract_decisions());
     metrics.catalog_size.set(store.catalog_len() as i64);
     let quota = config.catalog_quota(identity.public_key());
@@ -690,6 +691,13 @@ impl Node {
             let (_, envelope) = self.store.node_record(&key).ok()??;
             Some(envelope.decode_trusted().ok()?.domain)
         };
+        let topics: HashMap<&PeerId, usize> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .map(|(id, topics)| (id, topics.len()))
+            .collect();
         let mut views: Vec<PeerView> = self
             .peers
             .iter()
@@ -705,6 +713,7 @@ impl Node {
                 connected_since_ms: p.since_ms,
                 rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
                 gossip_score: self.swarm.behaviour().gossipsub.peer_score(id),
+                gossip_topics: topics.get(id).copied().unwrap_or(0),
             })
             .collect();
         views.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
@@ -1006,6 +1015,12 @@ impl Node {
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
                 let actions = self.policy.on_routing_updated(peer);
                 self.execute(actions);
+            }
+            // A peer's record or provider record (`StoreInserts::FilterBoth`): never stored.
+            BehaviourEvent::Kad(kad::Event::InboundRequest { request }) => {
+                if let kad::InboundRequest::PutRecord { source, .. } = request {
+                    tracing::debug!(peer = %source, "dropped a Kademlia record put");
+                }
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,

@@ -320,6 +320,10 @@ pub struct PeerView {
     /// validation rejects (below zero it is pruned from the mesh, below -80 ignored).
     #[serde(default)]
     pub gossip_score: Option<f64>,
+    /// The gossip topics the node keeps for the peer's subscriptions: only the mesh's
+    /// catalog topic is kept, whatever the peer subscribes to.
+    #[serde(default)]
+    pub gossip_topics: usize,
 }
 
 /// Error body of every failed API call.

@@ -40,11 +40,14 @@ pub enum RejectReason {
     /// that version or newer, or outside every range it listed. An honest responder sends
     /// only what the query lacks.
     Unsolicited,
+    /// A gossip message on a topic other than the mesh's catalog: refused before gossipsub
+    /// keeps anything of it.
+    OffTopic,
 }
 
 impl RejectReason {
     /// Every reason, for metrics.
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::Malformed,
         RejectReason::Oversized,
         RejectReason::BadSignature,
@@ -56,6 +59,7 @@ impl RejectReason {
         RejectReason::NotMember,
         RejectReason::RateLimited,
         RejectReason::Unsolicited,
+        RejectReason::OffTopic,
     ];
 
     /// Label used in metrics and JSON.
@@ -72,6 +76,7 @@ impl RejectReason {
             RejectReason::NotMember => "not_member",
             RejectReason::RateLimited => "rate_limited",
             RejectReason::Unsolicited => "unsolicited",
+            RejectReason::OffTopic => "off_topic",
         }
     }
 }

@@ -463,3 +463,85 @@ async fn an_invitation_key_that_subscribes_to_gossip_is_disconnected() {
     let _ = a_task.await;
     let _ = b_task.await;
 }
+
+/// A member that subscribes to the catalog topic, connects, then subscribes to `topics`
+/// more, one message each (all at once would make one message past the size limit), and
+/// then gossips one undecodable message on the catalog topic: the node reads the stream in
+/// order, so once it has counted that message it has handled every subscription before it.
+async fn subscriber(secret: [u8; 32], dial: Multiaddr, catalog: String, topics: usize) {
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret).unwrap();
+    let tuning = NetTuning::default();
+    let mut behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
+        mesh_node::gossipsub_authenticity(&tuning, &keypair),
+        mesh_node::gossipsub_config(&tuning).unwrap(),
+    )
+    .unwrap();
+    let catalog = gossipsub::IdentTopic::new(catalog);
+    behaviour.subscribe(&catalog).unwrap();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|_| behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm.dial(dial).unwrap();
+    let mut subscribed = false;
+    let mut marked = false;
+    let mut retry = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            event = swarm.select_next_some() => {
+                if let SwarmEvent::ConnectionEstablished { .. } = event {
+                    for n in 0..topics {
+                        swarm
+                            .behaviour_mut()
+                            .subscribe(&gossipsub::IdentTopic::new(format!("t{n}")))
+                            .unwrap();
+                    }
+                    subscribed = true;
+                }
+            }
+            // Publishing fails until the node's subscription is known.
+            _ = retry.tick(), if subscribed && !marked => {
+                marked = swarm
+                    .behaviour_mut()
+                    .publish(catalog.clone(), b"not an envelope".to_vec())
+                    .is_ok();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_subscribing_to_thousands_of_topics_leaves_the_node_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ((a, a_task), (b, b_task), mesh_id) = two_members(dir.path(), Some([68; 32])).await;
+    let b_addr: Multiaddr = listen_addr(&b).await.parse().unwrap();
+    let a_id = a.status().await.unwrap().peer_id;
+    // The honest peer's subscription is kept: the catalog topic.
+    let honest = wait_for("b to know a's subscription", || async {
+        let topics = peer(&b, &a_id).await?.gossip_topics;
+        (topics > 0).then_some(topics)
+    })
+    .await;
+    assert_eq!(honest, 1);
+
+    // A member subscribes to 5,000 topics besides the catalog's: gossipsub would keep
+    // every one for the connection's life.
+    let mallory = peer_id_of([68; 32]).to_string();
+    let flood = tokio::spawn(subscriber([68; 32], b_addr, catalog_topic(&mesh_id), 5_000));
+    wait_for("b to read past the member's subscriptions", || async {
+        let rejected = b.status().await.ok()?.rejected;
+        (rejected.get("malformed").copied().unwrap_or(0) > 0).then_some(())
+    })
+    .await;
+    let kept = peer(&b, &mallory).await.expect("connected").gossip_topics;
+    assert_eq!(kept, 1, "only the catalog topic is kept");
+
+    flood.abort();
+    let _ = a.shutdown().await;
+    let _ = b.shutdown().await;
+    let _ = a_task.await;
+    let _ = b_task.await;
+}

@@ -4,4 +4,5 @@ mod common;
 mod duplicates;
 mod gossip_scoring;
 mod identify_push;
+mod kad_records;
 mod sync_scale;
