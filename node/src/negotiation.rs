@@ -181,6 +181,8 @@ fn is_malformed(violation: &PolicyViolation) -> bool {
             | V::MissingPurpose
             | V::NoColumns
             | V::UnknownColumns { .. }
+            | V::TooManyColumns { .. }
+            | V::DuplicateColumn { .. }
             | V::BadFilter(_)
     )
 }

@@ -17,6 +17,7 @@
 //!
 //! The lifecycle of one contract is [`transition`]; [`effective_state`] folds in expiry.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::BudgetRefusal;
 use crate::codec::{self, DecodeError};
-use crate::descriptor::{ColumnSchema, ProductDescriptor, ProductId, Status};
+use crate::descriptor::{ColumnSchema, MAX_COLUMNS, ProductDescriptor, ProductId, Status};
 use crate::envelope::{EnvelopeError, Signable, Signed};
 use crate::filter::{Filter, FilterError};
 use crate::identity::{Identity, PublicKey, Signature, SignatureError};
@@ -112,11 +113,19 @@ impl ContractTerms {
 
     /// Columns granted from `schema` (the version served), in schema order: the listed ones
     /// that it has, or every column under [`Columns::AllCurrentAndFuture`]. A column in
-    /// `restricted` is never granted, whatever the terms say.
+    /// `restricted` is never granted, whatever the terms say. One pass over each list.
     pub fn granted_columns(&self, schema: &[ColumnSchema], restricted: &[String]) -> Vec<String> {
+        let listed: Option<HashSet<&str>> = self
+            .columns
+            .listed()
+            .map(|list| list.iter().map(String::as_str).collect());
+        let restricted: HashSet<&str> = restricted.iter().map(String::as_str).collect();
         schema
             .iter()
-            .filter(|c| self.columns.covers(&c.name) && !restricted.contains(&c.name))
+            .filter(|c| {
+                listed.as_ref().is_none_or(|l| l.contains(c.name.as_str()))
+                    && !restricted.contains(c.name.as_str())
+            })
             .map(|c| c.name.clone())
             .collect()
     }
@@ -160,7 +169,8 @@ pub enum Columns {
 }
 
 impl Columns {
-    /// Whether the column `name` is granted (restricted columns aside).
+    /// Whether the column `name` is granted (restricted columns aside). A scan of the list:
+    /// for many names, [`ContractTerms::granted_columns`].
     pub fn covers(&self, name: &str) -> bool {
         match self {
             Columns::Listed(list) => list.iter().any(|c| c == name),
@@ -294,10 +304,19 @@ pub enum AgreementError {
     /// The provider's countersignature does not verify.
     #[error("the provider's countersignature is invalid: {0}")]
     ProviderSignature(SignatureError),
+    /// The terms list more columns than a product can have ([`MAX_COLUMNS`]).
+    #[error("the terms list {count} columns; a product has at most {max}: list each column once")]
+    TooManyColumns {
+        /// Entries in the list.
+        count: usize,
+        /// [`MAX_COLUMNS`].
+        max: usize,
+    },
 }
 
 /// Checks a request on its own: consumer signature, signer is `terms.consumer`, canonical
-/// encoding, provider owns the product. Returns the terms.
+/// encoding, provider owns the product, at most [`MAX_COLUMNS`] columns listed (so that no
+/// party ever handles a longer list, in a request or in an agreement). Returns the terms.
 pub fn verify_request(request: &Signed<ContractRequest>) -> Result<ContractTerms, AgreementError> {
     let ContractRequest { terms } = request.verify()?;
     if request.signer() != terms.consumer {
@@ -314,6 +333,14 @@ pub fn verify_request(request: &Signed<ContractRequest>) -> Result<ContractTerms
         return Err(AgreementError::ProviderNotOwner {
             provider: terms.provider,
             owner: terms.product.owner,
+        });
+    }
+    if let Some(listed) = terms.columns.listed()
+        && listed.len() > MAX_COLUMNS
+    {
+        return Err(AgreementError::TooManyColumns {
+            count: listed.len(),
+            max: MAX_COLUMNS,
         });
     }
     Ok(terms)
@@ -918,6 +945,22 @@ pub enum PolicyViolation {
     /// `columns` is an empty list.
     #[error("the request asks for no columns")]
     NoColumns,
+    /// `columns` lists more names than a product can have columns.
+    #[error(
+        "the request lists {count} columns; a product has at most {max}: list each column once"
+    )]
+    TooManyColumns {
+        /// Entries in the list.
+        count: usize,
+        /// [`MAX_COLUMNS`].
+        max: usize,
+    },
+    /// `columns` names a column more than once.
+    #[error("column `{column}` is listed more than once: list each column once")]
+    DuplicateColumn {
+        /// The first name listed again.
+        column: String,
+    },
     /// Requested columns are not in the schema.
     #[error("unknown columns: {}; the product has: {}", columns.join(", "), available.join(", "))]
     UnknownColumns {
@@ -957,8 +1000,9 @@ pub enum PolicyViolation {
 /// Evaluates `terms` against the product policy of `descriptor` at `now_ms`, tolerating
 /// clocks that differ by up to `skew_ms`. Checks, in this order (the first violation is
 /// returned): product and provider, product status, validity window, version range,
-/// purpose, columns (empty, unknown, restricted), duration, filter. The signature and
-/// consumer checks are [`verify_request`]'s.
+/// purpose, columns (empty, more than [`MAX_COLUMNS`], unknown, restricted, listed twice),
+/// duration, filter. The signature and consumer checks are [`verify_request`]'s. The column
+/// checks are hash lookups, so their cost is linear in the list and the schema.
 pub fn evaluate(
     descriptor: &ProductDescriptor,
     terms: &ContractTerms,
@@ -1015,27 +1059,40 @@ pub fn evaluate(
             allowed: policy.allowed_purposes.clone(),
         });
     }
-    let available: Vec<String> = descriptor.column_names().map(str::to_owned).collect();
+    let restricted: HashSet<&str> = policy
+        .restricted_columns
+        .iter()
+        .map(String::as_str)
+        .collect();
     match &terms.columns {
         Columns::Listed(columns) => {
             if columns.is_empty() {
                 return Err(V::NoColumns);
             }
-            let unknown = distinct(columns.iter().filter(|c| !available.contains(c)));
+            if columns.len() > MAX_COLUMNS {
+                return Err(V::TooManyColumns {
+                    count: columns.len(),
+                    max: MAX_COLUMNS,
+                });
+            }
+            let schema: HashSet<&str> = descriptor.column_names().collect();
+            let unknown = distinct(columns.iter().filter(|c| !schema.contains(c.as_str())));
             if !unknown.is_empty() {
                 return Err(V::UnknownColumns {
                     columns: unknown,
-                    available,
+                    available: descriptor.column_names().map(str::to_owned).collect(),
                 });
             }
-            let restricted = distinct(
-                columns
-                    .iter()
-                    .filter(|c| policy.restricted_columns.contains(c)),
-            );
+            let restricted = distinct(columns.iter().filter(|c| restricted.contains(c.as_str())));
             if !restricted.is_empty() {
                 return Err(V::RestrictedColumns {
                     columns: restricted,
+                });
+            }
+            let mut seen = HashSet::with_capacity(columns.len());
+            if let Some(column) = columns.iter().find(|c| !seen.insert(c.as_str())) {
+                return Err(V::DuplicateColumn {
+                    column: column.clone(),
                 });
             }
         }
@@ -1056,11 +1113,7 @@ pub fn evaluate(
     }
     if let Some(filter) = terms.parsed_filter().map_err(V::BadFilter)? {
         filter.check(&descriptor.schema).map_err(V::BadFilter)?;
-        let leaked = distinct(
-            filter
-                .columns()
-                .filter(|c| policy.restricted_columns.iter().any(|r| r == c)),
-        );
+        let leaked = distinct(filter.columns().filter(|c| restricted.contains(c)));
         if !leaked.is_empty() {
             return Err(V::FilterOnRestricted { columns: leaked });
         }
@@ -1073,13 +1126,12 @@ pub fn evaluate(
 
 /// The items, once each, in first-seen order.
 fn distinct<'a, S: AsRef<str> + 'a + ?Sized>(items: impl Iterator<Item = &'a S>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for item in items {
-        if !out.iter().any(|o| o == item.as_ref()) {
-            out.push(item.as_ref().to_owned());
-        }
-    }
-    out
+    let mut seen: HashSet<&str> = HashSet::new();
+    items
+        .map(AsRef::as_ref)
+        .filter(|item| seen.insert(item))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]
@@ -1898,6 +1950,152 @@ pub(crate) mod tests {
         assert_eq!(
             violation(|t| t.columns = Columns::Listed(vec![])),
             PolicyViolation::NoColumns
+        );
+    }
+
+    /// `n` distinct names of three characters of `[a-z0-9]` (`n` at most 36³).
+    fn short_names(n: usize) -> Vec<String> {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        (0..n)
+            .map(|i| {
+                [i / 1296, i / 36 % 36, i % 36]
+                    .into_iter()
+                    .map(|d| char::from(ALPHABET[d]))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// A generous bound for work that is linear in a contract message: a quadratic scan of
+    /// the lists these tests build takes seconds in a debug build.
+    const QUICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+    #[test]
+    fn a_request_listing_thousands_of_distinct_columns_is_refused_quickly() {
+        let mut t = terms();
+        t.filter = None;
+        t.columns = Columns::Listed(short_names(20_000));
+        let request = Signed::sign(&consumer(), &ContractRequest { terms: t.clone() });
+        // It fits one contract message: only the column bound stands against it.
+        assert!(request.body().len() <= MAX_TERMS_BYTES);
+        let message = ContractMessage::Request(request.clone()).to_bytes();
+        assert!(ContractMessage::from_bytes(&message).is_ok());
+
+        let started = std::time::Instant::now();
+        let verdict = evaluate(&descriptor(), &t, NOW, 0);
+        let elapsed = started.elapsed();
+        assert!(elapsed < QUICK, "evaluate took {elapsed:?}");
+        let violation = verdict.unwrap_err();
+        assert_eq!(
+            violation,
+            PolicyViolation::TooManyColumns {
+                count: 20_000,
+                max: MAX_COLUMNS
+            }
+        );
+        assert_eq!(
+            violation.to_string(),
+            "the request lists 20000 columns; a product has at most 2048: list each column once"
+        );
+
+        let started = std::time::Instant::now();
+        let verified = verify_request(&request);
+        let elapsed = started.elapsed();
+        assert!(elapsed < QUICK, "verify_request took {elapsed:?}");
+        let err = verified.unwrap_err();
+        assert_eq!(
+            err,
+            AgreementError::TooManyColumns {
+                count: 20_000,
+                max: MAX_COLUMNS
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "the terms list 20000 columns; a product has at most 2048: list each column once"
+        );
+    }
+
+    #[test]
+    fn a_request_repeating_a_granted_column_is_refused_quickly() {
+        let mut d = descriptor();
+        d.schema.push(ColumnSchema {
+            name: "sku".into(),
+            data_type: "Utf8".into(),
+            nullable: false,
+        });
+        let mut t = terms();
+        t.filter = None;
+        t.columns = Columns::Listed(vec!["sku".into(); 16_000]);
+        let request = Signed::sign(&consumer(), &ContractRequest { terms: t.clone() });
+        assert!(request.body().len() <= MAX_TERMS_BYTES);
+
+        let started = std::time::Instant::now();
+        let verdict = evaluate(&d, &t, NOW, 0);
+        let elapsed = started.elapsed();
+        assert!(elapsed < QUICK, "evaluate took {elapsed:?}");
+        let too_many = PolicyViolation::TooManyColumns {
+            count: 16_000,
+            max: MAX_COLUMNS,
+        };
+        assert_eq!(verdict, Err(too_many));
+        let refused = AgreementError::TooManyColumns {
+            count: 16_000,
+            max: MAX_COLUMNS,
+        };
+        assert_eq!(verify_request(&request).unwrap_err(), refused);
+        // Countersigned as a provider without this bound would have: it does not verify, so
+        // no fetch is served under it.
+        let countersigned = Agreement::from_parts_unchecked(
+            request.clone(),
+            provider().public_key(),
+            provider().sign(AGREEMENT_CONTEXT, request.body()),
+        );
+        assert_eq!(countersigned.verify().unwrap_err(), refused);
+        // What such terms grant from the widest schema still takes one pass over each list.
+        let mut wide: Vec<ColumnSchema> = short_names(MAX_COLUMNS - 1)
+            .into_iter()
+            .map(|name| ColumnSchema {
+                name,
+                data_type: "Int64".into(),
+                nullable: true,
+            })
+            .collect();
+        wide.push(d.schema.last().unwrap().clone());
+        let started = std::time::Instant::now();
+        let granted = t.granted_columns(&wide, &d.policy.restricted_columns);
+        let elapsed = started.elapsed();
+        assert!(elapsed < QUICK, "granted_columns took {elapsed:?}");
+        assert_eq!(granted, ["sku"]);
+    }
+
+    #[test]
+    fn policy_refuses_a_column_listed_twice() {
+        let v = violation(|t| {
+            t.columns = Columns::Listed(vec!["region".into(), "order_id".into(), "region".into()])
+        });
+        assert_eq!(
+            v,
+            PolicyViolation::DuplicateColumn {
+                column: "region".into()
+            }
+        );
+        assert_eq!(
+            v.to_string(),
+            "column `region` is listed more than once: list each column once"
+        );
+        // Within the count bound, a granted name repeated is refused just the same.
+        assert_eq!(
+            violation(|t| t.columns = Columns::Listed(vec!["order_id".into(); MAX_COLUMNS])),
+            PolicyViolation::DuplicateColumn {
+                column: "order_id".into()
+            }
+        );
+        // As many distinct names as a product may have columns pass the count check.
+        let v = violation(|t| t.columns = Columns::Listed(short_names(MAX_COLUMNS)));
+        assert!(
+            v.to_string().starts_with("unknown columns: aaa, aab, "),
+            "{v}"
         );
     }
 

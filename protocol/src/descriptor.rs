@@ -1,5 +1,6 @@
 //! Product descriptors: the signed metadata every node gossips about a data product.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -447,8 +448,10 @@ impl ProductDescriptor {
     }
 
     /// Checks the rules a signature cannot: names, version, every length, count and nesting
-    /// limit, restricted columns in the schema, types parseable. Limits come first, so no
-    /// parser sees a field that is over its bound. Never panics.
+    /// limit, column names distinct, restricted and classified columns in the schema and
+    /// each named once, types parseable. Limits come first, so no parser sees a field that is
+    /// over its bound. Linear in the descriptor's size (name checks are hash lookups). Never
+    /// panics.
     pub fn validate(&self) -> Result<(), DescriptorError> {
         validate_name("domain", &self.domain)?;
         validate_name("product", &self.name)?;
@@ -499,20 +502,44 @@ impl ProductDescriptor {
         if self.schema.is_empty() {
             return Err(DescriptorError::Invalid("the schema has no columns".into()));
         }
+        let mut names: HashSet<&str> = HashSet::with_capacity(self.schema.len());
+        for name in self.column_names() {
+            if !names.insert(name) {
+                return Err(DescriptorError::Invalid(format!(
+                    "column name `{}` is used twice in the schema: rename one of the columns",
+                    shown(name)
+                )));
+            }
+        }
         columns_to_arrow(&self.schema)?;
-        for col in &self.policy.restricted_columns {
-            if !self.column_names().any(|c| c == col) {
+        let mut restricted: HashSet<&str> = HashSet::with_capacity(policy.restricted_columns.len());
+        for col in &policy.restricted_columns {
+            if !names.contains(col.as_str()) {
                 return Err(DescriptorError::Invalid(format!(
                     "restricted column `{}` is not in the schema",
                     shown(col)
                 )));
             }
+            if !restricted.insert(col) {
+                return Err(DescriptorError::Invalid(format!(
+                    "restricted column `{}` is listed twice: list each column once",
+                    shown(col)
+                )));
+            }
         }
-        for classified in &self.stewardship.column_tags {
-            if !self.column_names().any(|c| c == classified.column) {
+        let column_tags = &self.stewardship.column_tags;
+        let mut classified: HashSet<&str> = HashSet::with_capacity(column_tags.len());
+        for entry in column_tags {
+            if !names.contains(entry.column.as_str()) {
                 return Err(DescriptorError::Invalid(format!(
                     "classified column `{}` is not in the schema",
-                    shown(&classified.column)
+                    shown(&entry.column)
+                )));
+            }
+            if !classified.insert(&entry.column) {
+                return Err(DescriptorError::Invalid(format!(
+                    "classified column `{}` has two entries: give all its tags in one entry",
+                    shown(&entry.column)
                 )));
             }
         }
@@ -796,6 +823,113 @@ pub(crate) mod tests {
         fits.stewardship.column_tags.clear();
         let envelope = fits.sign_for_publication(&id).unwrap();
         assert!(envelope.body().len() > MAX_DESCRIPTOR_BYTES - 8 * 1024);
+        let gossip = crate::wire::GossipMessage::Descriptor(envelope.clone()).to_bytes();
+        assert!(gossip.len() <= crate::wire::MAX_GOSSIP_MESSAGE);
+        assert!(matches!(
+            crate::catalog::merge(&envelope, |_| None),
+            crate::catalog::MergeOutcome::Accepted(_)
+        ));
+    }
+
+    #[test]
+    fn names_listed_twice_are_refused() {
+        let id = Identity::from_secret_bytes([1; 32]);
+        let refused = |change: &dyn Fn(&mut ProductDescriptor)| {
+            let mut d = sample(&id, "p", 1);
+            change(&mut d);
+            let err = d.validate().unwrap_err();
+            assert!(!err.is_over_limit(), "{err}");
+            assert_eq!(
+                crate::catalog::merge(&Signed::sign(&id, &d), |_| None),
+                crate::catalog::MergeOutcome::Rejected(crate::catalog::RejectReason::Invalid)
+            );
+            err.to_string()
+        };
+        assert_eq!(
+            refused(&|d| d.schema.push(d.schema[0].clone())),
+            "column name `order_id` is used twice in the schema: rename one of the columns"
+        );
+        assert_eq!(
+            refused(&|d| d.policy.restricted_columns.push("email".into())),
+            "restricted column `email` is listed twice: list each column once"
+        );
+        assert_eq!(
+            refused(&|d| {
+                d.stewardship.column_tags.push(ColumnTags {
+                    column: "email".into(),
+                    tags: vec!["contact".into()],
+                })
+            }),
+            "classified column `email` has two entries: give all its tags in one entry"
+        );
+        // The widest lists of repeated entries, refused as quickly.
+        let started = std::time::Instant::now();
+        let err = refused(&|d| {
+            d.schema = wide_schema();
+            let last = d.schema[MAX_COLUMNS - 1].name.clone();
+            d.policy.restricted_columns = vec![last.clone(); MAX_COLUMNS];
+            d.stewardship.column_tags = vec![
+                ColumnTags {
+                    column: last.clone(),
+                    tags: vec!["pii".into()],
+                };
+                MAX_COLUMNS
+            ];
+        });
+        assert!(started.elapsed() < QUICK, "{:?}", started.elapsed());
+        assert_eq!(
+            err,
+            "restricted column `c2047` is listed twice: list each column once"
+        );
+    }
+
+    /// A generous bound for work linear in a descriptor: a quadratic scan of the widest one
+    /// takes far longer in a debug build.
+    pub(crate) const QUICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// [`MAX_COLUMNS`] columns `c0`, `c1`, ...: short names, so that a descriptor restricting
+    /// and classifying every one of them still fits one gossip message.
+    pub(crate) fn wide_schema() -> Vec<ColumnSchema> {
+        (0..MAX_COLUMNS)
+            .map(|i| ColumnSchema {
+                name: format!("c{i}"),
+                data_type: "Int8".into(),
+                nullable: true,
+            })
+            .collect()
+    }
+
+    /// [`sample`] with [`wide_schema`], every column restricted and classified `pii`, in
+    /// reverse order.
+    pub(crate) fn widest(owner: &Identity) -> ProductDescriptor {
+        let mut d = sample(owner, "p", 1);
+        d.schema = wide_schema();
+        d.policy.restricted_columns = d.schema.iter().rev().map(|c| c.name.clone()).collect();
+        d.stewardship.column_tags = d
+            .schema
+            .iter()
+            .rev()
+            .map(|c| ColumnTags {
+                column: c.name.clone(),
+                tags: vec!["pii".into()],
+            })
+            .collect();
+        d
+    }
+
+    #[test]
+    fn the_widest_descriptor_validates_quickly() {
+        let id = Identity::from_secret_bytes([1; 32]);
+        let d = widest(&id);
+        let started = std::time::Instant::now();
+        for _ in 0..5 {
+            assert_eq!(d.validate(), Ok(()));
+        }
+        let elapsed = started.elapsed();
+        // Five validations: the gossip of a few copies.
+        assert!(elapsed < QUICK, "five validations took {elapsed:?}");
+        // It is a descriptor peers take: it fits one gossip message.
+        let envelope = d.sign_for_publication(&id).unwrap();
         let gossip = crate::wire::GossipMessage::Descriptor(envelope.clone()).to_bytes();
         assert!(gossip.len() <= crate::wire::MAX_GOSSIP_MESSAGE);
         assert!(matches!(
