@@ -18,6 +18,12 @@
 //! bytes, [`check_stream`] or [`check_file`] walks the messages (headers, compressed-length
 //! prefixes and LZ4 block headers only) and refuses any that declares more than the file
 //! holds or more than the caller's [`MessageBounds`].
+//!
+//! A reader also keeps every dictionary it decodes, for as long as it reads, and a compressed
+//! dictionary message of a few kilobytes can decode to a hundred mebibytes. The walk counts
+//! each dictionary for what it will hold once decoded ([`Dictionaries`], from the lengths its
+//! compressed buffers declare) and refuses a stream or file whose dictionaries would hold
+//! more than [`MAX_DICTIONARY_BYTES`]; the data plane counts a received stream's the same way.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -62,12 +68,20 @@ pub(crate) struct MessageBounds {
     /// Most bytes the compressed buffers of one batch may declare once decompressed, and
     /// (with a sixteenth of slack) that its LZ4 frames' blocks can decompress to.
     pub(crate) max_decompressed: u64,
-    /// Most bytes a stream's delta dictionaries may make its reader copy, counted from the
-    /// messages' bodies ([`check_stream`]): each delta is concatenated to the dictionary so
-    /// far, so many small deltas cost time quadratic in their number while the dictionary
-    /// stays small. A file holds no deltas.
+    /// Most bytes a stream's (or a file's) delta dictionaries may make its reader copy,
+    /// counted for what the dictionaries hold once decoded ([`Dictionaries`]): each delta
+    /// is concatenated to the dictionary so far, so many small deltas cost time quadratic in
+    /// their number while the dictionary stays small.
     pub(crate) max_delta_copy: u64,
 }
+
+/// Most bytes the dictionaries of one stream or file may hold once decoded, in all: every
+/// reader (the stream and file readers, the data plane's decoding of a received stream)
+/// keeps each dictionary for as long as it reads, a delta's concatenation in place of what
+/// it extends. A compressed dictionary message of a few kilobytes may decode to 128 MiB;
+/// without a bound, a few hundred of them would make a reader hold tens of gibibytes. A
+/// consumer fetches no product whose dictionaries hold more (`dataplane::ipcfile`).
+pub(crate) const MAX_DICTIONARY_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Most dictionary ids one stream's messages may name (the schema defines far fewer; the
 /// walk keeps a count per id).
@@ -100,10 +114,21 @@ pub(crate) fn check_stream(
     end: u64,
     bounds: &MessageBounds,
 ) -> Result<u64, MessageError> {
+    walk_stream(file, start, end, bounds, MAX_DICTIONARY_BYTES)
+}
+
+/// [`check_stream`], the dictionaries holding at most `max_dictionary_bytes`.
+fn walk_stream(
+    file: &mut File,
+    start: u64,
+    end: u64,
+    bounds: &MessageBounds,
+    max_dictionary_bytes: u64,
+) -> Result<u64, MessageError> {
     let end = end.min(file.metadata()?.len());
     let mut at = start;
     let mut meta = Vec::new();
-    let mut deltas = DeltaCopy::default();
+    let mut dictionaries = Dictionaries::default();
     loop {
         if end.saturating_sub(at) < 4 {
             return Ok(at);
@@ -130,55 +155,139 @@ pub(crate) fn check_stream(
         let message = decode(&meta, at)?;
         let body = at + prefix + meta_len;
         let body_len = check_body(message.bodyLength(), end - body, at, bounds)?;
-        if let Some(dictionary) = message.header_as_dictionary_batch() {
-            deltas.add(dictionary.id(), dictionary.isDelta(), body_len, at, bounds)?;
-        }
         let mut window = Window::new(file, body);
-        check_batch(&message, body_len, at, bounds, |offset, out| {
+        let decoded = check_batch(&message, body_len, at, bounds, |offset, out| {
             window.read(offset, out)
         })?;
+        dictionaries.walk(&message, decoded, at, bounds, max_dictionary_bytes)?;
         at = body + body_len;
     }
 }
 
-/// What a stream's dictionaries hold so far (by the bodies of their messages) and what
-/// their deltas have made a reader copy.
-#[derive(Default)]
-struct DeltaCopy {
+/// What the dictionaries of a stream (or of a file, in its footer's order) hold so far once
+/// decoded, by id, and what their deltas have made a reader copy: a dictionary message is
+/// counted by the bytes it decodes to ([`check_message`] gives them, from its body and the
+/// lengths its compressed buffers declare), a replacement in place of the dictionary it
+/// replaces, a delta on top of the dictionary it extends (which a reader copies whole).
+/// Shared by the walk of a file or stream and by the data plane's decoding of a received
+/// stream.
+#[derive(Debug, Default)]
+pub(crate) struct Dictionaries {
+    /// Bytes each dictionary holds, by id.
     held: std::collections::HashMap<i64, u64>,
+    /// The sum of `held`.
+    total: u64,
+    /// Bytes the deltas so far made a reader copy.
     copied: u64,
 }
 
-impl DeltaCopy {
-    /// A dictionary message of `body_len` bytes for dictionary `id` at byte `at`: a
-    /// replacement holds its body, a delta adds it and copies all the dictionary holds.
-    fn add(
-        &mut self,
+/// A dictionary message [`Dictionaries::count`] admitted, for [`Dictionaries::record`] once
+/// the message is taken.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counted {
+    id: i64,
+    held: u64,
+    total: u64,
+    copied: u64,
+}
+
+/// Why [`Dictionaries::count`] refused a dictionary message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DictionaryError {
+    /// The message names one id more than a stream may hold.
+    #[error("it names a dictionary beyond the {MAX_DICTIONARY_IDS} a stream may hold")]
+    Ids,
+    /// The dictionaries would hold more than the bound.
+    #[error(
+        "the dictionaries would hold {held} bytes once decoded (a reader keeps them all), \
+         over the limit of {limit}"
+    )]
+    Held { held: u64, limit: u64 },
+    /// The deltas would make a reader copy more than the bound.
+    #[error(
+        "the delta dictionaries would make a reader copy {copied} bytes, over the limit of {limit}"
+    )]
+    Copied { copied: u64, limit: u64 },
+}
+
+impl Dictionaries {
+    /// What the dictionaries would hold and copy once a dictionary message for `id`
+    /// (`delta` or not) that decodes to `decoded` bytes is taken, refused over
+    /// `max_held` or `max_copied`. Nothing changes until [`Dictionaries::record`].
+    pub(crate) fn count(
+        &self,
         id: i64,
         delta: bool,
-        body_len: u64,
+        decoded: u64,
+        max_held: u64,
+        max_copied: u64,
+    ) -> Result<Counted, DictionaryError> {
+        let before = self.held.get(&id).copied();
+        if before.is_none() && self.held.len() >= MAX_DICTIONARY_IDS {
+            return Err(DictionaryError::Ids);
+        }
+        let before = before.unwrap_or(0);
+        let (held, copied) = if delta {
+            let held = before.saturating_add(decoded);
+            (held, self.copied.saturating_add(held))
+        } else {
+            (decoded, self.copied)
+        };
+        // `total` includes `before` (saturating all the same).
+        let total = self.total.saturating_sub(before).saturating_add(held);
+        if copied > max_copied {
+            return Err(DictionaryError::Copied {
+                copied,
+                limit: max_copied,
+            });
+        }
+        if total > max_held {
+            return Err(DictionaryError::Held {
+                held: total,
+                limit: max_held,
+            });
+        }
+        Ok(Counted {
+            id,
+            held,
+            total,
+            copied,
+        })
+    }
+
+    /// Takes a dictionary message [`Dictionaries::count`] admitted (and nothing was taken
+    /// since).
+    pub(crate) fn record(&mut self, counted: Counted) {
+        self.held.insert(counted.id, counted.held);
+        self.total = counted.total;
+        self.copied = counted.copied;
+    }
+
+    /// Counts and takes `message` if it is a dictionary batch decoding to `decoded` bytes,
+    /// for the walk: a refusal names the message at byte `at`.
+    fn walk(
+        &mut self,
+        message: &Message<'_>,
+        decoded: u64,
         at: u64,
         bounds: &MessageBounds,
+        max_held: u64,
     ) -> Result<(), MessageError> {
-        if !self.held.contains_key(&id) && self.held.len() >= MAX_DICTIONARY_IDS {
-            return Err(MessageError::OverBound(format!(
-                "the message at byte {at} names a dictionary beyond the {MAX_DICTIONARY_IDS} a stream may hold"
-            )));
-        }
-        let held = self.held.entry(id).or_default();
-        if delta {
-            *held = held.saturating_add(body_len);
-            self.copied = self.copied.saturating_add(*held);
-        } else {
-            *held = body_len;
-        }
-        if self.copied > bounds.max_delta_copy {
-            return Err(MessageError::OverBound(format!(
-                "the stream's delta dictionaries would make its reader copy {} bytes by the \
-                 message at byte {at}, over the limit of {}",
-                self.copied, bounds.max_delta_copy
-            )));
-        }
+        let Some(dictionary) = message.header_as_dictionary_batch() else {
+            return Ok(());
+        };
+        let counted = self
+            .count(
+                dictionary.id(),
+                dictionary.isDelta(),
+                decoded,
+                max_held,
+                bounds.max_delta_copy,
+            )
+            .map_err(|e| {
+                MessageError::OverBound(format!("the message at byte {at} is refused: {e}"))
+            })?;
+        self.record(counted);
         Ok(())
     }
 }
@@ -189,6 +298,15 @@ impl DeltaCopy {
 /// there, a message at the block's offset whose metadata and body must lie inside the file
 /// and within `bounds`.
 pub(crate) fn check_file(file: &mut File, bounds: &MessageBounds) -> Result<(), MessageError> {
+    walk_file(file, bounds, MAX_DICTIONARY_BYTES)
+}
+
+/// [`check_file`], the dictionaries holding at most `max_dictionary_bytes`.
+fn walk_file(
+    file: &mut File,
+    bounds: &MessageBounds,
+    max_dictionary_bytes: u64,
+) -> Result<(), MessageError> {
     let len = file.metadata()?.len();
     if len < 10 {
         return Err(MessageError::Malformed(
@@ -209,19 +327,32 @@ pub(crate) fn check_file(file: &mut File, bounds: &MessageBounds) -> Result<(), 
     let footer = arrow::ipc::root_as_footer(&footer).map_err(|e| {
         MessageError::Malformed(format!("the footer does not decode: {}", first_line(&e)))
     })?;
-    let dictionaries = footer.dictionaries().into_iter().flatten();
-    for block in dictionaries.chain(footer.recordBatches().into_iter().flatten()) {
-        check_block(file, block, len, bounds)?;
+    // The reader decodes the dictionary blocks first, in the footer's order, and keeps
+    // them all.
+    let mut dictionaries = Dictionaries::default();
+    for block in footer.dictionaries().into_iter().flatten() {
+        check_block(
+            file,
+            block,
+            len,
+            bounds,
+            Some((&mut dictionaries, max_dictionary_bytes)),
+        )?;
+    }
+    for block in footer.recordBatches().into_iter().flatten() {
+        check_block(file, block, len, bounds, None)?;
     }
     Ok(())
 }
 
-/// One block of a file's footer: its message, as `read_block` and `parse_message` read it.
+/// One block of a file's footer: its message, as `read_block` and `parse_message` read it;
+/// a dictionary batch is counted in `dictionaries` (with their bound) when given.
 fn check_block(
     file: &mut File,
     block: &Block,
     len: u64,
     bounds: &MessageBounds,
+    dictionaries: Option<(&mut Dictionaries, u64)>,
 ) -> Result<(), MessageError> {
     let at = u64::try_from(block.offset())
         .ok()
@@ -251,9 +382,13 @@ fn check_block(
     let body = at + meta_len;
     let body_len = check_body(block.bodyLength(), len - body, at, bounds)?;
     let mut window = Window::new(file, body);
-    check_batch(&message, body_len, at, bounds, |offset, out| {
+    let decoded = check_batch(&message, body_len, at, bounds, |offset, out| {
         window.read(offset, out)
-    })
+    })?;
+    if let Some((dictionaries, max_held)) = dictionaries {
+        dictionaries.walk(&message, decoded, at, bounds, max_held)?;
+    }
+    Ok(())
 }
 
 /// A message's metadata length, refused when negative or over `left` or the bound.
@@ -331,11 +466,12 @@ fn first_line(error: &impl std::fmt::Display) -> String {
 
 /// Checks one message held in memory, `body` being its body: a batch within `bounds` (rows,
 /// and bytes once decompressed). For the frames of a transfer, before anything decodes them.
+/// Returns the bytes the message holds once decoded (see [`check_batch`]).
 pub(crate) fn check_message(
     message: &Message<'_>,
     body: &[u8],
     bounds: &MessageBounds,
-) -> Result<(), MessageError> {
+) -> Result<u64, MessageError> {
     check_batch(message, body.len() as u64, 0, bounds, |offset, out| {
         let at = usize::try_from(offset).unwrap_or(usize::MAX);
         let bytes = body
@@ -399,13 +535,19 @@ impl<'f> Window<'f> {
 /// `body_len` bytes), against `bounds`. LZ4 frames are also counted for what their blocks can
 /// decompress to, which must stay within the bound (with a sixteenth of slack): the reader
 /// decodes the whole frame before it compares it with the prefix ([`lz4_frame_bound`]).
+///
+/// Returns the bytes the message holds once a reader decoded it: its body when it is not
+/// compressed (the arrays are slices of it); when it is, the lengths its buffers declare
+/// once decompressed (a decompressed buffer is exactly that long, or the reader fails), and
+/// the body as well if a buffer is stored uncompressed (its array is a slice of the body,
+/// which it keeps).
 fn check_batch(
     message: &Message<'_>,
     body_len: u64,
     at: u64,
     bounds: &MessageBounds,
     mut read: impl FnMut(u64, &mut [u8]) -> Result<(), MessageError>,
-) -> Result<(), MessageError> {
+) -> Result<u64, MessageError> {
     let batch = match message.header_type() {
         MessageHeader::RecordBatch => message.header_as_record_batch(),
         MessageHeader::DictionaryBatch => {
@@ -414,7 +556,7 @@ fn check_batch(
         _ => None,
     };
     let Some(batch) = batch else {
-        return Ok(());
+        return Ok(body_len);
     };
     if batch.length() > bounds.max_rows {
         return Err(MessageError::OverBound(format!(
@@ -424,10 +566,10 @@ fn check_batch(
         )));
     }
     let Some(compression) = batch.compression() else {
-        return Ok(());
+        return Ok(body_len);
     };
     let lz4 = compression.codec() == CompressionType::LZ4_FRAME;
-    let (mut declared, mut expands) = (0u64, 0u64);
+    let (mut declared, mut expands, mut stored) = (0u64, 0u64, false);
     for buffer in batch.buffers().iter().flatten() {
         // The reader decompresses only buffers that hold at least the 8-byte prefix (a
         // shorter one is an error, a negative length a contained panic).
@@ -444,8 +586,20 @@ fn check_batch(
             })?;
         let mut prefix = [0u8; 8];
         read(offset, &mut prefix)?;
-        // -1 (not compressed) and 0 (empty) are not decompressed.
-        let length = u64::try_from(i64::from_le_bytes(prefix)).unwrap_or(0);
+        // -1 (stored as it is) and 0 (empty) are not decompressed; the reader refuses any
+        // other negative length.
+        let length = match i64::from_le_bytes(prefix) {
+            -1 => {
+                stored = true;
+                0
+            }
+            length => u64::try_from(length).map_err(|_| {
+                MessageError::Malformed(format!(
+                    "a buffer of the message at byte {at} declares {length} bytes once \
+                     decompressed"
+                ))
+            })?,
+        };
         declared = declared.saturating_add(length);
         let mut counted = length;
         if lz4 && length > 0 {
@@ -474,7 +628,11 @@ fn check_batch(
             bounds.max_decompressed
         )));
     }
-    Ok(())
+    Ok(if stored {
+        declared.saturating_add(body_len)
+    } else {
+        declared
+    })
 }
 
 /// Most bytes the LZ4 frame between body offsets `start` and `end` can decompress to, as
@@ -634,7 +792,37 @@ pub(crate) mod tests {
         (batch, options)
     }
 
-    /// What [`lz4_zeros`]' values buffer declares once decompressed.
+    /// A batch of one row in `columns` dictionary columns (`d0`, `d1`, ...), each with its
+    /// own dictionary (ids 0, 1, ... in a stream arrow writes) of `values` Int64 zeros:
+    /// `8 × values` bytes once decoded, a few kilobytes at most compressed. Shared with the
+    /// data plane's tests.
+    pub(crate) fn zero_dictionaries(
+        columns: usize,
+        values: usize,
+    ) -> arrow::record_batch::RecordBatch {
+        use arrow::array::{ArrayRef, DictionaryArray, Int8Array, Int64Array};
+        use arrow::datatypes::Int8Type;
+        use std::sync::Arc;
+        let zeros = Arc::new(Int64Array::from(vec![0i64; values])) as ArrayRef;
+        let columns: Vec<(String, ArrayRef)> = (0..columns)
+            .map(|c| {
+                let keys = Int8Array::from(vec![0i8]);
+                let array = DictionaryArray::<Int8Type>::try_new(keys, zeros.clone()).unwrap();
+                (format!("d{c}"), Arc::new(array) as ArrayRef)
+            })
+            .collect();
+        arrow::record_batch::RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    /// Write options compressing with `codec` (none for `None`).
+    pub(crate) fn compressed(
+        codec: Option<CompressionType>,
+    ) -> arrow::ipc::writer::IpcWriteOptions {
+        arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(codec)
+            .unwrap()
+    }
+
     /// Each delta dictionary is concatenated to the dictionary so far: what a stream's
     /// deltas make its reader copy is counted from their bodies and bounded; replacements
     /// copy nothing.
@@ -680,13 +868,14 @@ pub(crate) mod tests {
         let error = walk(DictionaryHandling::Delta, 20_000).unwrap_err();
         assert!(
             matches!(&error, MessageError::OverBound(what)
-                if what.contains("delta dictionaries would make its reader copy")
+                if what.contains("delta dictionaries would make a reader copy")
                     && what.ends_with("over the limit of 20000")),
             "{error}"
         );
         walk(DictionaryHandling::Delta, 10_000_000).unwrap();
     }
 
+    /// What [`lz4_zeros`]' values buffer declares once decompressed.
     pub(crate) const ZEROS_BYTES: i64 = 80_000;
 
     /// An IPC stream of `batches` (schema, batches, end-of-stream marker) written with
@@ -708,6 +897,308 @@ pub(crate) mod tests {
         writer.finish().unwrap();
         drop(writer);
         stream
+    }
+
+    /// An IPC file of `batches` written with `options`, in a temporary file.
+    fn ipc_file(
+        batches: &[arrow::record_batch::RecordBatch],
+        options: arrow::ipc::writer::IpcWriteOptions,
+    ) -> File {
+        let mut file = tempfile::tempfile().unwrap();
+        let mut writer = arrow::ipc::writer::FileWriter::try_new_with_options(
+            &mut file,
+            &batches[0].schema(),
+            options,
+        )
+        .unwrap();
+        for batch in batches {
+            writer.write(batch).unwrap();
+        }
+        writer.finish().unwrap();
+        drop(writer);
+        file
+    }
+
+    /// `bytes` in a temporary file.
+    fn in_file(bytes: &[u8]) -> File {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        file
+    }
+
+    /// Bounds that leave only the dictionaries' to refuse a message, and deltas copying at
+    /// most `max_delta_copy`.
+    fn copying_at_most(max_delta_copy: u64) -> MessageBounds {
+        MessageBounds {
+            max_metadata: u64::MAX,
+            max_body: u64::MAX,
+            max_rows: i64::MAX,
+            max_decompressed: u64::MAX,
+            max_delta_copy,
+        }
+    }
+
+    /// A compressed delta is a few hundred bytes for a mebibyte of dictionary: what the
+    /// deltas of a stream or a file make a reader copy is counted from the lengths their
+    /// buffers declare once decompressed, as it is from an uncompressed body.
+    #[test]
+    fn compressed_delta_dictionaries_are_counted_for_what_they_decode_to() {
+        use arrow::array::{Array, ArrayRef, DictionaryArray, Int8Array, Int64Array};
+        use arrow::datatypes::Int8Type;
+        use arrow::ipc::writer::DictionaryHandling;
+        use std::sync::Arc;
+        // Batch k's dictionary is k MiB of zeros: a dictionary of 1 MiB, then three deltas
+        // of 1 MiB, which leave it holding 2, 3 and 4 MiB: 9 MiB copied.
+        let zeros = Arc::new(Int64Array::from(vec![0i64; 4 << 17])) as ArrayRef;
+        let batches: Vec<arrow::record_batch::RecordBatch> = (1..=4)
+            .map(|k| {
+                let keys = Int8Array::from(vec![0i8]);
+                let values = zeros.slice(0, k << 17);
+                let array = DictionaryArray::<Int8Type>::try_new(keys, values).unwrap();
+                arrow::record_batch::RecordBatch::try_from_iter([(
+                    "d",
+                    Arc::new(array) as ArrayRef,
+                )])
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(batches[3].column(0).len(), 1);
+        let copied = 9u64 << 20;
+        for codec in [
+            Some(CompressionType::ZSTD),
+            Some(CompressionType::LZ4_FRAME),
+            None,
+        ] {
+            let options = compressed(codec).with_dictionary_handling(DictionaryHandling::Delta);
+            let stream = ipc_stream(&batches, options.clone());
+            if codec.is_some() {
+                assert!(stream.len() < 64 << 10, "{codec:?}: {}", stream.len());
+            }
+            let walk =
+                |max| check_stream(&mut in_file(&stream), 0, u64::MAX, &copying_at_most(max));
+            walk(copied).unwrap();
+            let error = walk(copied - 1).unwrap_err();
+            assert!(
+                matches!(&error, MessageError::OverBound(what)
+                    if what.contains(&format!("delta dictionaries would make a reader copy {copied} bytes"))
+                        && what.ends_with(&format!("over the limit of {}", copied - 1))),
+                "{codec:?}: {error}"
+            );
+            // An IPC file may hold deltas too (arrow's file reader applies them).
+            let mut file = ipc_file(&batches, options);
+            check_file(&mut file, &copying_at_most(copied)).unwrap();
+            let error = check_file(&mut file, &copying_at_most(copied - 1)).unwrap_err();
+            assert!(
+                matches!(&error, MessageError::OverBound(what)
+                    if what.contains("delta dictionaries")),
+                "{codec:?}: {error}"
+            );
+        }
+    }
+
+    /// Seventeen dictionaries of 16 MiB of zeros each, a few kilobytes compressed: every
+    /// reader would hold 272 MiB, over [`MAX_DICTIONARY_BYTES`]: a stream or a file of them
+    /// is refused before a reader is built; four of them pass.
+    #[test]
+    fn dictionaries_are_counted_for_what_they_hold_once_decoded() {
+        let unbounded = copying_at_most(u64::MAX);
+        for codec in [CompressionType::ZSTD, CompressionType::LZ4_FRAME] {
+            let options = compressed(Some(codec));
+            let batch = zero_dictionaries(17, 2 << 20);
+            let stream = ipc_stream(std::slice::from_ref(&batch), options.clone());
+            assert!(stream.len() < 2 << 20, "{codec:?}: {}", stream.len());
+            let error = check_stream(&mut in_file(&stream), 0, u64::MAX, &unbounded).unwrap_err();
+            assert!(
+                matches!(&error, MessageError::OverBound(what)
+                    if what.contains("285212672 bytes once decoded")
+                        && what.ends_with("over the limit of 268435456")),
+                "{codec:?}: {error}"
+            );
+            if codec == CompressionType::ZSTD {
+                let error =
+                    check_file(&mut ipc_file(&[batch], options.clone()), &unbounded).unwrap_err();
+                assert!(
+                    matches!(&error, MessageError::OverBound(what)
+                        if what.ends_with("over the limit of 268435456")),
+                    "{codec:?}: {error}"
+                );
+            }
+            let fine = zero_dictionaries(4, 2 << 20);
+            let stream = ipc_stream(std::slice::from_ref(&fine), options.clone());
+            check_stream(&mut in_file(&stream), 0, u64::MAX, &unbounded).unwrap();
+            check_file(&mut ipc_file(&[fine], options), &unbounded).unwrap();
+        }
+    }
+
+    /// Four dictionaries of 1 MiB once decoded under a bound of 2 MiB: the third is
+    /// refused, naming the bound, whether they are compressed (a few kilobytes each) or not,
+    /// in a stream or in a file.
+    #[test]
+    fn dictionaries_over_the_bound_are_refused_at_the_one_that_crosses_it() {
+        let unbounded = copying_at_most(u64::MAX);
+        let batch = zero_dictionaries(4, 1 << 17);
+        for codec in [
+            Some(CompressionType::ZSTD),
+            Some(CompressionType::LZ4_FRAME),
+            None,
+        ] {
+            let options = compressed(codec);
+            let stream = ipc_stream(std::slice::from_ref(&batch), options.clone());
+            if codec.is_some() {
+                assert!(stream.len() < 64 << 10, "{codec:?}: {}", stream.len());
+            }
+            // The third dictionary message, after the schema and two dictionaries.
+            let third = {
+                let mut at = 0;
+                for _ in 0..3 {
+                    let meta = i32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap());
+                    let meta = meta as usize;
+                    let message = arrow::ipc::root_as_message(&stream[at + 8..at + 8 + meta]);
+                    at += 8 + meta + message.unwrap().bodyLength() as usize;
+                }
+                at
+            };
+            let refusal = format!(
+                "the message at byte {third} is refused: the dictionaries would hold 3145728 \
+                 bytes once decoded (a reader keeps them all), over the limit of 2097152"
+            );
+            let walked = walk_stream(&mut in_file(&stream), 0, u64::MAX, &unbounded, 2 << 20);
+            assert!(
+                matches!(&walked, Err(MessageError::OverBound(what)) if what == &refusal),
+                "{codec:?}: {walked:?}"
+            );
+            walk_stream(&mut in_file(&stream), 0, u64::MAX, &unbounded, 4 << 20).unwrap();
+            let mut file = ipc_file(std::slice::from_ref(&batch), options);
+            let walked = walk_file(&mut file, &unbounded, 2 << 20);
+            assert!(
+                matches!(&walked, Err(MessageError::OverBound(what))
+                    if what.ends_with("3145728 bytes once decoded (a reader keeps them all), \
+                        over the limit of 2097152")),
+                "{codec:?}: {walked:?}"
+            );
+            walk_file(&mut file, &unbounded, 4 << 20).unwrap();
+        }
+    }
+
+    /// A dictionary that replaces one of the same id holds its own bytes in place of the
+    /// other's (a reader drops the one replaced): four replacements of 1 MiB hold 1 MiB.
+    #[test]
+    fn a_replaced_dictionary_is_counted_in_place_of_the_one_it_replaces() {
+        use arrow::array::{ArrayRef, DictionaryArray, Int8Array, Int64Array};
+        use arrow::datatypes::Int8Type;
+        use std::sync::Arc;
+        let batches: Vec<arrow::record_batch::RecordBatch> = (0..4)
+            .map(|k| {
+                let values = Arc::new(Int64Array::from(vec![k; 1 << 17])) as ArrayRef;
+                let keys = Int8Array::from(vec![0i8]);
+                let array = DictionaryArray::<Int8Type>::try_new(keys, values).unwrap();
+                arrow::record_batch::RecordBatch::try_from_iter([(
+                    "d",
+                    Arc::new(array) as ArrayRef,
+                )])
+                .unwrap()
+            })
+            .collect();
+        let unbounded = copying_at_most(u64::MAX);
+        for codec in [Some(CompressionType::ZSTD), None] {
+            let stream = ipc_stream(&batches, compressed(codec));
+            let replaced = stream_dictionaries(&stream);
+            assert_eq!(replaced, [(0, false); 4], "{codec:?}: four replacements");
+            walk_stream(&mut in_file(&stream), 0, u64::MAX, &unbounded, 1 << 20).unwrap();
+            let walked = walk_stream(&mut in_file(&stream), 0, u64::MAX, &unbounded, 1 << 19);
+            assert!(
+                matches!(&walked, Err(MessageError::OverBound(what))
+                    if what.contains("1048576 bytes once decoded")),
+                "{codec:?}: {walked:?}"
+            );
+        }
+    }
+
+    /// Where the 8-byte decompressed length of each compressed buffer of the dictionary
+    /// messages of `stream` lies.
+    fn dictionary_length_prefixes(stream: &[u8]) -> Vec<usize> {
+        let mut found = Vec::new();
+        let mut at = 0;
+        while at + 8 <= stream.len() {
+            let meta = i32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
+            if meta == 0 {
+                break;
+            }
+            let message = arrow::ipc::root_as_message(&stream[at + 8..at + 8 + meta]).unwrap();
+            let body = at + 8 + meta;
+            if let Some(data) = message.header_as_dictionary_batch().and_then(|d| d.data()) {
+                assert!(data.compression().is_some());
+                let buffers = data.buffers().unwrap();
+                let compressed = buffers.iter().filter(|b| b.length() >= 8);
+                found.extend(compressed.map(|b| body + b.offset() as usize));
+            }
+            at = body + message.bodyLength() as usize;
+        }
+        found
+    }
+
+    /// `(id, is_delta)` of each dictionary message of `stream`.
+    fn stream_dictionaries(stream: &[u8]) -> Vec<(i64, bool)> {
+        let mut found = Vec::new();
+        let mut at = 0;
+        while at + 8 <= stream.len() {
+            let meta = i32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
+            if meta == 0 {
+                break;
+            }
+            let message = arrow::ipc::root_as_message(&stream[at + 8..at + 8 + meta]).unwrap();
+            if let Some(dictionary) = message.header_as_dictionary_batch() {
+                found.push((dictionary.id(), dictionary.isDelta()));
+            }
+            at += 8 + meta + message.bodyLength() as usize;
+        }
+        found
+    }
+
+    /// A compressed buffer declaring a length no reader can decompress to (more than an
+    /// i64 sum holds, negative but not the -1 of a stored buffer) is refused without a
+    /// panic, the dictionaries' bound refusing what the batch's bound lets through.
+    #[test]
+    fn a_buffer_declaring_an_impossible_decompressed_length_is_refused() {
+        let batch = zero_dictionaries(2, 1 << 17);
+        let stream = ipc_stream(&[batch], compressed(Some(CompressionType::ZSTD)));
+        let prefixes = dictionary_length_prefixes(&stream);
+        assert_eq!(prefixes.len(), 2, "one values buffer per dictionary");
+        let unbounded = copying_at_most(u64::MAX);
+        for (length, refusal) in [
+            (i64::MAX, "9223372036854775807 bytes once decoded"),
+            (1 << 40, "1099511627776 bytes once decoded"),
+            (-2, "declares -2 bytes once decompressed"),
+            (
+                i64::MIN,
+                "declares -9223372036854775808 bytes once decompressed",
+            ),
+        ] {
+            let mut bytes = stream.clone();
+            for at in &prefixes {
+                bytes[*at..*at + 8].copy_from_slice(&length.to_le_bytes());
+            }
+            let walked = catch(|| check_stream(&mut in_file(&bytes), 0, u64::MAX, &unbounded));
+            assert!(
+                matches!(&walked, Ok(Err(MessageError::OverBound(what) | MessageError::Malformed(what)))
+                    if what.contains(refusal)),
+                "{length}: {walked:?}"
+            );
+        }
+        // Past what the batch may declare: refused by that bound first.
+        let mut bytes = stream.clone();
+        bytes[prefixes[0]..prefixes[0] + 8].copy_from_slice(&i64::MAX.to_le_bytes());
+        let bounds = MessageBounds {
+            max_decompressed: 1 << 30,
+            ..unbounded
+        };
+        let walked = check_stream(&mut in_file(&bytes), 0, u64::MAX, &bounds);
+        assert!(
+            matches!(&walked, Err(MessageError::OverBound(what))
+                if what.contains("once decompressed, over the limit of 1073741824")),
+            "{walked:?}"
+        );
     }
 
     /// [`lz4_zeros`] as an IPC stream (schema, batch, end-of-stream marker).

@@ -43,12 +43,13 @@ pub(crate) const HEADER_LEN: usize = 64;
 /// messages is an index of at most 96 MiB, and a product of 65,536-row batches (what a
 /// publish writes) would need 2^38 rows to reach it.
 pub(crate) const MAX_MESSAGES: u64 = 1 << 22;
-/// Most bytes the dictionaries of one stream may hold at once: every reader of the file
-/// (the query engine, the Flight endpoint, a conversion, arrow's `FileReader`) keeps all of
-/// them in memory, each a whole dictionary message's body until a delta replaces it with
-/// the concatenation. Without a bound a provider could make each reader hold the bodies of
-/// any number of 64 MiB dictionary messages.
-pub(crate) const MAX_DICTIONARY_BYTES: usize = 256 * 1024 * 1024;
+/// Most bytes the dictionaries of one stream may hold at once, counted for what each holds
+/// once decoded ([`crate::arrow_guard::Dictionaries`]): every reader of the file (the query
+/// engine, the Flight endpoint, a conversion, arrow's `FileReader`) keeps all of them in
+/// memory, and so does the builder while it decodes the stream. Without a bound a provider
+/// could make each reader hold any number of dictionaries, each of a 64 MiB body or of a
+/// compressed body of a few kilobytes that decodes to 128 MiB.
+pub(crate) const MAX_DICTIONARY_BYTES: u64 = crate::arrow_guard::MAX_DICTIONARY_BYTES;
 /// Most bytes the delta dictionaries of one stream may make a reader copy: a delta is
 /// concatenated to the dictionary so far, so many small deltas cost time quadratic in their
 /// number (4 million one-value deltas: tens of terabytes copied) while the dictionary stays
@@ -66,6 +67,9 @@ pub(crate) struct MessageInfo {
     meta_len: usize,
     /// Body bytes.
     body_len: usize,
+    /// Bytes the message holds once decoded: its body, or what its compressed buffers
+    /// declare they decompress to ([`crate::arrow_guard::check_message`]).
+    decoded: u64,
     /// Rows of a record batch (0 otherwise).
     pub(crate) rows: u64,
     /// Metadata version, for the footer.
@@ -115,13 +119,14 @@ pub(crate) fn inspect(frame: &[u8]) -> Result<MessageInfo, String> {
         max_rows: i64::MAX,
         ..super::convert::DECODE_BOUNDS
     };
-    crate::arrow_guard::check_message(&message, &frame[8 + meta..], &received)
+    let decoded = crate::arrow_guard::check_message(&message, &frame[8 + meta..], &received)
         .map_err(|e| format!("a data frame is refused: {e}"))?;
     let kind = message.header_type();
     let mut info = MessageInfo {
         kind,
         meta_len: 8 + meta,
         body_len,
+        decoded,
         rows: 0,
         version: message.version(),
         schema: None,
@@ -550,17 +555,16 @@ struct Decoding {
     version: MetadataVersion,
     /// The dictionaries so far, by id, as a reader holds them.
     dictionaries: HashMap<i64, ArrayRef>,
-    /// What each dictionary keeps in memory in a reader, by id: the body of the message it
-    /// came in, or the concatenation a delta made.
-    held: HashMap<i64, usize>,
+    /// What the dictionaries so far hold once decoded, by id, and what their deltas made
+    /// a reader copy.
+    held: crate::arrow_guard::Dictionaries,
     /// Kept between record batches for their bodies, so that a steady stream does not
     /// allocate (and fault in) a new buffer per frame.
     scratch: Option<MutableBuffer>,
-    /// The most bytes `held` may add up to ([`MAX_DICTIONARY_BYTES`]; lower in tests).
-    max_dictionary_bytes: usize,
-    /// Bytes the deltas so far made a reader copy (each, the dictionary it produced).
-    delta_copy: u64,
-    /// The most `delta_copy` may reach ([`MAX_DELTA_COPY`]; lower in tests).
+    /// The most bytes the dictionaries may hold ([`MAX_DICTIONARY_BYTES`]; lower in tests).
+    max_dictionary_bytes: u64,
+    /// The most bytes the deltas may make a reader copy ([`MAX_DELTA_COPY`]; lower in
+    /// tests).
     max_delta_copy: u64,
 }
 
@@ -607,10 +611,9 @@ impl Decoding {
             schema,
             version,
             dictionaries: HashMap::new(),
-            held: HashMap::new(),
+            held: crate::arrow_guard::Dictionaries::default(),
             scratch: None,
             max_dictionary_bytes: MAX_DICTIONARY_BYTES,
-            delta_copy: 0,
             max_delta_copy: MAX_DELTA_COPY,
         })
     }
@@ -669,6 +672,19 @@ impl Decoding {
                 if batch.data().is_none() {
                     return Err("the dictionary batch carries no data".into());
                 }
+                // Counted for what it will hold once decoded before it is: a compressed
+                // body of a few kilobytes may decode to 128 MiB, which the builder and
+                // every reader keep.
+                let counted = self
+                    .held
+                    .count(
+                        id,
+                        delta,
+                        info.decoded,
+                        self.max_dictionary_bytes,
+                        self.max_delta_copy,
+                    )
+                    .map_err(|e| e.to_string())?;
                 // Its own buffer: the dictionary keeps it (as a reader keeps the message).
                 let buffer = Buffer::from_slice_ref(body);
                 let dictionaries = &mut self.dictionaries;
@@ -683,32 +699,7 @@ impl Decoding {
                 })
                 .unwrap_or_else(|why| Err(arrow::error::ArrowError::IpcError(why)))
                 .map_err(|e| e.to_string())?;
-                let held = if delta {
-                    self.dictionaries
-                        .get(&id)
-                        .map_or(0, |d| d.get_array_memory_size())
-                } else {
-                    body.len()
-                };
-                self.held.insert(id, held);
-                if delta {
-                    self.delta_copy = self.delta_copy.saturating_add(held as u64);
-                    if self.delta_copy > self.max_delta_copy {
-                        return Err(format!(
-                            "the stream's delta dictionaries would make every reader copy \
-                             {} bytes, over the limit of {}",
-                            self.delta_copy, self.max_delta_copy
-                        ));
-                    }
-                }
-                let total: usize = self.held.values().sum();
-                if total > self.max_dictionary_bytes {
-                    return Err(format!(
-                        "the stream's dictionaries would hold {total} bytes in every reader, \
-                         over the limit of {}",
-                        self.max_dictionary_bytes
-                    ));
-                }
+                self.held.record(counted);
                 Ok(())
             }
             MessageHeader::RecordBatch => {
@@ -1127,6 +1118,113 @@ pub(crate) mod tests {
                 "{why}"
             ),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// A compressed dictionary message of a few kilobytes may hold mebibytes once
+    /// decoded, and every reader keeps it so: dictionaries are counted by the lengths their
+    /// buffers declare once decompressed. Four dictionaries of 1 MiB each under a bound of
+    /// 2 MiB: the third is refused, compressed (ZSTD, LZ4) or not; the same stream under
+    /// the real bound seals and reads back.
+    #[test]
+    fn compressed_dictionaries_are_counted_for_what_they_hold_once_decoded() {
+        use arrow::ipc::CompressionType;
+        let batch = crate::arrow_guard::tests::zero_dictionaries(4, 1 << 17);
+        for codec in [
+            Some(CompressionType::ZSTD),
+            Some(CompressionType::LZ4_FRAME),
+            None,
+        ] {
+            let options = crate::arrow_guard::tests::compressed(codec);
+            let frames = frames_of(std::slice::from_ref(&batch), options);
+            assert_eq!(frames.len(), 6, "schema, four dictionaries, the batch");
+            if codec.is_some() {
+                assert!(
+                    frames[1..5].iter().all(|f| f.len() < 16 << 10),
+                    "{codec:?}: a few kilobytes each"
+                );
+            }
+            assert!(
+                matches!(seal_and_read(&frames), Sealed::Read(1)),
+                "{codec:?}: 4 MiB of dictionaries are well under the bound"
+            );
+            let tmp = tempfile::tempdir().unwrap();
+            let mut builder = IpcFileBuilder::create(&tmp.path().join("x.partial")).unwrap();
+            builder.append(&frames[0]).unwrap();
+            builder.decoding.as_mut().unwrap().max_dictionary_bytes = 2 << 20;
+            builder.append(&frames[1]).unwrap();
+            builder.append(&frames[2]).unwrap();
+            let offset = builder.offset();
+            match builder.append(&frames[3]) {
+                Err(AppendError::Protocol(why)) => assert!(
+                    why.starts_with("message 3 (a dictionary batch for dictionary 2) is refused")
+                        && why.contains("3145728 bytes")
+                        && why.ends_with("over the limit of 2097152"),
+                    "{codec:?}: {why}"
+                ),
+                other => panic!("{codec:?}: {other:?}"),
+            }
+            assert_eq!(builder.offset(), offset, "the refused frame is not written");
+        }
+    }
+
+    /// Where the 8-byte decompressed length of each compressed buffer of the dictionary or
+    /// record batch in `frame` lies in the frame.
+    fn compressed_length_prefixes(frame: &[u8]) -> Vec<usize> {
+        let message = header(frame);
+        let meta_len = 8 + i32::from_le_bytes(frame[4..8].try_into().unwrap()) as usize;
+        let batch = message
+            .header_as_dictionary_batch()
+            .and_then(|d| d.data())
+            .or_else(|| message.header_as_record_batch())
+            .unwrap();
+        assert!(batch.compression().is_some());
+        batch
+            .buffers()
+            .unwrap()
+            .iter()
+            .filter(|b| b.length() >= 8)
+            .map(|b| meta_len + b.offset() as usize)
+            .collect()
+    }
+
+    /// A compressed buffer whose declared length is absurd (more than any bound, more
+    /// than an i64 sum holds, negative but not the -1 of a stored buffer) is refused as
+    /// the frame arrives, without a panic and before anything decompresses it.
+    #[test]
+    fn a_compressed_buffer_declaring_an_impossible_length_is_refused_without_panicking() {
+        use arrow::ipc::CompressionType;
+        let words = Arc::new(StringArray::from_iter_values(
+            (0..4096).map(|i| format!("{:0>64}", i % 7)),
+        )) as ArrayRef;
+        let keys = Int8Array::from(vec![0i8, 1, 2]);
+        let array = DictionaryArray::<Int8Type>::try_new(keys, words).unwrap();
+        let batch = RecordBatch::try_from_iter([("w", Arc::new(array) as ArrayRef)]).unwrap();
+        let options = crate::arrow_guard::tests::compressed(Some(CompressionType::ZSTD));
+        let frames = frames_of(&[batch], options);
+        assert!(matches!(seal_and_read(&frames), Sealed::Read(3)));
+        let prefixes = compressed_length_prefixes(&frames[1]);
+        assert_eq!(prefixes.len(), 2, "offsets and values, compressed");
+        for (what, lengths) in [
+            ("i64::MAX", [i64::MAX, i64::MAX]),
+            ("1 TiB", [1 << 40, 1 << 40]),
+            ("negative", [-2, 16_384]),
+            ("i64::MIN", [i64::MIN, 16_384]),
+        ] {
+            let mut frame = frames[1].clone();
+            for (at, length) in prefixes.iter().zip(lengths) {
+                put_i64(&mut frame, *at, length);
+            }
+            let why = match crate::arrow_guard::catch(|| inspect(&frame)) {
+                Ok(Err(why)) => why,
+                other => panic!("{what}: {other:?}"),
+            };
+            assert!(why.starts_with("a data frame is refused"), "{what}: {why}");
+            let stream = [frames[0].clone(), frame];
+            match crate::arrow_guard::catch(|| seal_and_read(&stream)) {
+                Ok(Sealed::Refused(why)) => assert!(why.contains("refused"), "{what}: {why}"),
+                other => panic!("{what}: {other:?}"),
+            }
         }
     }
 
