@@ -1017,10 +1017,10 @@ impl Node {
                 self.execute(actions);
             }
             // A peer's record or provider record (`StoreInserts::FilterBoth`): never stored.
-            BehaviourEvent::Kad(kad::Event::InboundRequest { request }) => {
-                if let kad::InboundRequest::PutRecord { source, .. } = request {
-                    tracing::debug!(peer = %source, "dropped a Kademlia record put");
-                }
+            BehaviourEvent::Kad(kad::Event::InboundRequest {
+                request: kad::InboundRequest::PutRecord { source, .. },
+            }) => {
+                tracing::debug!(peer = %source, "dropped a Kademlia record put");
             }
             BehaviourEvent::Ping(ping::Event {
                 peer,
