@@ -254,9 +254,14 @@ pub(crate) struct PublishArgs {
     /// Allowed purpose (repeatable; none means any).
     #[arg(long = "purpose")]
     purposes: Vec<String>,
-    /// Column no contract may grant, e.g. PII (repeatable).
+    /// Column no contract may grant, e.g. PII (repeatable). A restriction stays from version
+    /// to version, also while the column is absent from the data, until --unrestrict lifts it.
     #[arg(long = "restricted")]
     restricted: Vec<String>,
+    /// Lift a column's restriction (repeatable): from this version on, agreements for all
+    /// columns share it, in every version held.
+    #[arg(long = "unrestrict", value_name = "COLUMN")]
+    unrestrict: Vec<String>,
     /// Longest contract in days.
     #[arg(long)]
     max_days: Option<u32>,
@@ -297,6 +302,7 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         approval: args.approval,
         purposes: args.purposes,
         restricted: args.restricted,
+        unrestrict: args.unrestrict,
         max_days: args.max_days,
         lineage: args.lineage,
         null_values: args.null_values,

@@ -51,6 +51,7 @@ impl Default for StoreOptions {
 mod trees {
     pub(super) const CATALOG: &str = "catalog";
     pub(super) const PRODUCTS: &str = "products";
+    pub(super) const RESTRICTED: &str = "restricted";
     pub(super) const AGREEMENTS: &str = "agreements";
     pub(super) const PENDING: &str = "pending";
     pub(super) const REVOCATIONS: &str = "revocations";
@@ -103,6 +104,9 @@ pub struct Store {
     catalog: sled::Tree,
     /// Local products: name -> latest published version (u64 BE).
     products: sled::Tree,
+    /// Local products: name -> the columns restricted in any version and not lifted since
+    /// (a JSON list; see [`Store::restricted_columns`]).
+    restricted: sled::Tree,
     /// Agreements by id.
     agreements: sled::Tree,
     /// Contract requests waiting for the operator, by id.
@@ -352,6 +356,7 @@ impl Store {
         Ok(Self {
             catalog: db.open_tree(trees::CATALOG)?,
             products: db.open_tree(trees::PRODUCTS)?,
+            restricted: db.open_tree(trees::RESTRICTED)?,
             agreements: db.open_tree(trees::AGREEMENTS)?,
             pending: db.open_tree(trees::PENDING)?,
             revocations: db.open_tree(trees::REVOCATIONS)?,
@@ -533,6 +538,41 @@ impl Store {
     pub fn set_local_version(&self, name: &str, version: u64) -> Result<(), StoreError> {
         self.products
             .insert(name.as_bytes(), &version.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The columns of this node's product `name` restricted in any version and not lifted
+    /// since, whether or not the latest version's schema has them: what every version is
+    /// served under. `None` for a product published before the store kept them (the latest
+    /// descriptor's restrictions are all there is then).
+    pub fn restricted_columns(
+        &self,
+        name: &str,
+    ) -> Result<Option<std::collections::BTreeSet<String>>, StoreError> {
+        let Some(bytes) = self.restricted.get(name.as_bytes())? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                tree: trees::RESTRICTED,
+                key: name.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Records the restricted columns of this node's product `name`.
+    pub fn set_restricted_columns(
+        &self,
+        name: &str,
+        columns: &std::collections::BTreeSet<String>,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(columns).map_err(|e| StoreError::Corrupt {
+            tree: trees::RESTRICTED,
+            key: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+        self.restricted.insert(name.as_bytes(), bytes)?;
         Ok(())
     }
 

@@ -275,9 +275,14 @@ pub struct PublishRequest {
     /// Allowed purposes.
     #[serde(default)]
     pub purposes: Vec<String>,
-    /// Restricted columns.
+    /// Columns to restrict, besides those restricted already: a restriction stays, from
+    /// version to version and whether or not the column is in the schema, until lifted.
     #[serde(default)]
     pub restricted: Vec<String>,
+    /// Restricted columns to lift: from this version on they are shared like any other
+    /// column (every version, under agreements for all columns).
+    #[serde(default)]
+    pub unrestrict: Vec<String>,
     /// Longest contract in days.
     pub max_days: Option<u32>,
     /// Lineage inputs, `domain/product@version`.

@@ -453,13 +453,31 @@ fn authorize(
             format!("version {version} of `{name}` is no longer held by this provider"),
         ));
     }
-    let restricted = shared
+    // Every version is served under the product's restrictions now: those of the latest
+    // version and those of columns it no longer has (an older file may hold them). Without
+    // the latest descriptor nothing is served: no restriction is assumed away.
+    let described = shared
         .store
         .descriptor(&terms.product)
         .map_err(internal)?
         .and_then(|(_, envelope)| envelope.decode_trusted().ok())
-        .map(|d| d.policy.restricted_columns)
-        .unwrap_or_default();
+        .ok_or_else(|| {
+            Refusal::new(
+                R::Internal,
+                format!("the descriptor of `{name}` cannot be read: nothing is served"),
+            )
+        })?;
+    let mut restricted = described.policy.restricted_columns;
+    for column in shared
+        .store
+        .restricted_columns(name)
+        .map_err(internal)?
+        .unwrap_or_default()
+    {
+        if !restricted.contains(&column) {
+            restricted.push(column);
+        }
+    }
     let plan = produce::plan(
         &path,
         &terms,

@@ -1,6 +1,7 @@
 //! Publishing a product: the ingested file becomes a signed descriptor, a stored version
 //! and a gossip message.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use mesh_protocol::catalog;
@@ -52,10 +53,12 @@ impl Node {
         .ok_or_else(|| {
             NodeError::BadRequest(format!("product `{}` has no version left", request.name))
         })?;
-        let descriptor = next_descriptor(
+        let restricted = self.store.restricted_columns(&request.name)?;
+        let (descriptor, restricted) = next_descriptor(
             &request,
             &outcome,
             previous.as_ref(),
+            restricted.as_ref(),
             Publisher {
                 owner: me,
                 domain: &self.config.domain,
@@ -103,6 +106,8 @@ impl Node {
         }
         self.store.put_descriptor(&descriptor, &envelope)?;
         self.store.set_local_version(&request.name, version)?;
+        self.store
+            .set_restricted_columns(&request.name, &restricted)?;
         self.store.audit_append(
             mesh_protocol::audit::AuditKind::Publish,
             &serde_json::json!({
@@ -163,38 +168,81 @@ pub(super) struct Publisher<'a> {
     pub(super) defaults: &'a PublishDefaults,
 }
 
-/// The descriptor of a new version. It keeps the previous version's metadata, policy,
-/// lineage, stewardship and service levels unless the request overrides them (restricted
-/// columns only while they are still in the schema); a first version takes the node's
-/// defaults. Refuses a restricted column that is not in the schema, an unknown approval
-/// mode, a malformed lineage reference or column classification.
+/// Most columns a product remembers as restricted, in the schema or not.
+pub(crate) const MAX_REMEMBERED_RESTRICTIONS: usize = 4_096;
+
+/// The descriptor of a new version, and the columns restricted from now on. It keeps the
+/// previous version's metadata, policy, lineage, stewardship and service levels unless the
+/// request overrides them; a first version takes the node's defaults. A restriction stays
+/// until the request lifts it (`unrestrict`): the columns restricted are those restricted
+/// before (`restricted`, what the store remembers, or the previous version's when it
+/// remembers nothing) and those the request names, and the descriptor lists those of them
+/// its schema has, so a column that leaves the schema and comes back is restricted again.
+/// Refuses a restricted column that is not in the schema, lifting a column that is not
+/// restricted, an unknown approval mode, a malformed lineage reference or column
+/// classification.
 pub(super) fn next_descriptor(
     request: &PublishRequest,
     outcome: &IngestOutcome,
     previous: Option<&ProductDescriptor>,
+    restricted: Option<&BTreeSet<String>>,
     publisher: Publisher<'_>,
-) -> Result<ProductDescriptor, NodeError> {
+) -> Result<(ProductDescriptor, BTreeSet<String>), NodeError> {
     let schema = descriptor::columns_from_arrow(&outcome.schema);
-    let restricted = match (previous, request.restricted.is_empty()) {
-        (Some(p), true) => p
-            .policy
-            .restricted_columns
+    let names = || {
+        schema
             .iter()
-            .filter(|c| schema.iter().any(|s| &s.name == *c))
-            .cloned()
-            .collect(),
-        _ => request.restricted.clone(),
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    for col in &restricted {
+    for col in &request.restricted {
         if !schema.iter().any(|c| &c.name == col) {
-            let names: Vec<_> = schema.iter().map(|c| c.name.as_str()).collect();
             return Err(NodeError::BadRequest(format!(
                 "restricted column `{col}` is not in the schema of `{}`; its columns are: {}",
                 request.from,
-                names.join(", ")
+                names()
             )));
         }
     }
+    let mut remembered: BTreeSet<String> = restricted.cloned().unwrap_or_default();
+    if let Some(p) = previous {
+        remembered.extend(p.policy.restricted_columns.iter().cloned());
+    }
+    for col in &request.unrestrict {
+        if request.restricted.contains(col) {
+            return Err(NodeError::BadRequest(format!(
+                "column `{col}` is both restricted and lifted: name it in one of the two"
+            )));
+        }
+        if !remembered.remove(col) {
+            let now: Vec<&str> = remembered.iter().map(String::as_str).collect();
+            return Err(NodeError::BadRequest(format!(
+                "column `{col}` of `{}` is not restricted, so there is nothing to lift; \
+                 restricted now: {}",
+                request.name,
+                if now.is_empty() {
+                    "none".to_owned()
+                } else {
+                    now.join(", ")
+                }
+            )));
+        }
+    }
+    remembered.extend(request.restricted.iter().cloned());
+    if remembered.len() > MAX_REMEMBERED_RESTRICTIONS {
+        return Err(NodeError::BadRequest(format!(
+            "`{}` would keep {} restricted columns, past the {MAX_REMEMBERED_RESTRICTIONS} a \
+             product may have: lift (--unrestrict) those that will not come back",
+            request.name,
+            remembered.len()
+        )));
+    }
+    let restricted: Vec<String> = schema
+        .iter()
+        .filter(|c| remembered.contains(&c.name))
+        .map(|c| c.name.clone())
+        .collect();
     let approval = match (&request.approval, previous) {
         (Some(a), _) => a.parse().map_err(NodeError::BadRequest)?,
         (None, Some(p)) => p.policy.approval,
@@ -220,7 +268,23 @@ pub(super) fn next_descriptor(
             new.clone()
         }
     };
-    Ok(ProductDescriptor {
+    // Inherited, a column's classification leaves with the column.
+    let column_tags = if request.classify.is_empty() {
+        previous
+            .map(|p| {
+                p.stewardship
+                    .column_tags
+                    .iter()
+                    .filter(|t| schema.iter().any(|c| c.name == t.column))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        parse_column_tags(&request.classify)
+            .map_err(|e| NodeError::BadRequest(format!("cannot publish `{}`: {e}", request.name)))?
+    };
+    let descriptor = ProductDescriptor {
         owner: publisher.owner,
         domain: publisher.domain.to_owned(),
         name: request.name.clone(),
@@ -273,18 +337,10 @@ pub(super) fn next_descriptor(
                 .clone()
                 .or_else(|| previous.map(|p| p.stewardship.contact.clone()))
                 .unwrap_or_default(),
-            column_tags: if request.classify.is_empty() {
-                previous
-                    .as_ref()
-                    .map(|p| p.stewardship.column_tags.clone())
-                    .unwrap_or_default()
-            } else {
-                parse_column_tags(&request.classify).map_err(|e| {
-                    NodeError::BadRequest(format!("cannot publish `{}`: {e}", request.name))
-                })?
-            },
+            column_tags,
         },
-    })
+    };
+    Ok((descriptor, remembered))
 }
 
 #[cfg(test)]
@@ -316,10 +372,21 @@ mod tests {
         previous: Option<&ProductDescriptor>,
         version: u64,
     ) -> Result<ProductDescriptor, NodeError> {
+        publish_remembering(request, columns, previous, None, version).map(|(d, _)| d)
+    }
+
+    fn publish_remembering(
+        request: &PublishRequest,
+        columns: &[&str],
+        previous: Option<&ProductDescriptor>,
+        restricted: Option<&BTreeSet<String>>,
+        version: u64,
+    ) -> Result<(ProductDescriptor, BTreeSet<String>), NodeError> {
         next_descriptor(
             request,
             &outcome(columns),
             previous,
+            restricted,
             Publisher {
                 owner: PublicKey([1; 32]),
                 domain: "sales",
@@ -404,7 +471,7 @@ mod tests {
         assert_eq!(v2.sla, v1.sla);
         assert_eq!(v2.schema.len(), 2);
 
-        // What the request names replaces the previous version's.
+        // What the request names replaces the previous version's; restrictions add up.
         let changed = PublishRequest {
             name: "orders".into(),
             title: Some("All orders".into()),
@@ -417,7 +484,7 @@ mod tests {
         let v3 = publish(&changed, &["id", "email"], Some(&v2), 3).unwrap();
         assert_eq!(v3.title, "All orders");
         assert_eq!(v3.policy.approval, Approval::Auto);
-        assert_eq!(v3.policy.restricted_columns, ["id"]);
+        assert_eq!(v3.policy.restricted_columns, ["id", "email"]);
         assert_eq!(
             v3.stewardship.column_tags,
             [ColumnTags {
@@ -428,6 +495,84 @@ mod tests {
         assert_eq!(v3.sla.freshness_hours, 1);
         assert_eq!(v3.sla.update_frequency, v1.sla.update_frequency);
         assert_eq!(v3.description, "Every order");
+    }
+
+    fn names(set: &BTreeSet<String>) -> Vec<&str> {
+        set.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn a_restriction_outlives_its_column_and_stays_until_lifted() {
+        let again = || PublishRequest {
+            name: "orders".into(),
+            ..PublishRequest::default()
+        };
+        let v1 = first_version();
+        // v2 drops `email`: the descriptor cannot list it, the product still restricts it.
+        let (v2, kept) =
+            publish_remembering(&again(), &["id", "phone"], Some(&v1), None, 2).expect("v2");
+        assert_eq!(v2.policy.restricted_columns, ["phone"]);
+        assert_eq!(names(&kept), ["email", "phone"]);
+        // v3 brings it back with nothing said: restricted again.
+        let (v3, kept) = publish_remembering(
+            &again(),
+            &["id", "email", "phone"],
+            Some(&v2),
+            Some(&kept),
+            3,
+        )
+        .expect("v3");
+        assert_eq!(v3.policy.restricted_columns, ["email", "phone"]);
+        assert_eq!(names(&kept), ["email", "phone"]);
+        // Naming another column adds it; the others stay.
+        let more = PublishRequest {
+            restricted: vec!["id".into()],
+            ..again()
+        };
+        let (v4, kept) =
+            publish_remembering(&more, &["id", "email", "phone"], Some(&v3), Some(&kept), 4)
+                .expect("v4");
+        assert_eq!(v4.policy.restricted_columns, ["id", "email", "phone"]);
+        // Lifting is said in so many words, also for a column the schema no longer has.
+        let lift = PublishRequest {
+            unrestrict: vec!["email".into(), "id".into()],
+            ..again()
+        };
+        let (v5, kept) =
+            publish_remembering(&lift, &["id", "phone"], Some(&v4), Some(&kept), 5).expect("v5");
+        assert_eq!(v5.policy.restricted_columns, ["phone"]);
+        assert_eq!(names(&kept), ["phone"]);
+        // A classification leaves with its column instead of blocking the publish.
+        let (v6, _) = publish_remembering(&again(), &["id"], Some(&v1), None, 6).expect("v6");
+        assert!(v6.stewardship.column_tags.is_empty());
+        assert!(v6.policy.restricted_columns.is_empty());
+
+        // Lifting what is not restricted, or restricting and lifting one column, is refused.
+        let refused = |request: PublishRequest| match publish_remembering(
+            &request,
+            &["id", "phone"],
+            Some(&v5),
+            Some(&kept),
+            7,
+        ) {
+            Err(NodeError::BadRequest(message)) => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let message = refused(PublishRequest {
+            unrestrict: vec!["email".into()],
+            ..again()
+        });
+        assert!(
+            message.contains("`email` of `orders` is not restricted")
+                && message.contains("restricted now: phone"),
+            "{message}"
+        );
+        let message = refused(PublishRequest {
+            restricted: vec!["phone".into()],
+            unrestrict: vec!["phone".into()],
+            ..again()
+        });
+        assert!(message.contains("both restricted and lifted"), "{message}");
     }
 
     #[test]

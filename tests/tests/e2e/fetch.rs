@@ -891,3 +891,90 @@ fn two_fetches_to_one_path_give_one_file_and_one_clear_refusal() {
     assert_eq!(again["digest"], v["digest"]);
     drop(sales);
 }
+
+/// `orders` without the `email` column.
+fn orders_without_email_csv(rows: usize) -> String {
+    let mut csv = String::from("order_id,region,amount\n");
+    for i in 0..rows {
+        let _ = writeln!(csv, "{i},EU,{i}.50");
+    }
+    csv
+}
+
+#[test]
+fn a_restriction_holds_for_every_version_until_the_owner_lifts_it() {
+    if !require_pyarrow() {
+        return;
+    }
+    // v1 restricts `email`; the consumer agrees to every column, present and future.
+    let (sales, churn) = mesh(50);
+    agree(&churn, "sales/orders", &["--columns", "*"]);
+    let dir = tempfile::tempdir().unwrap();
+    let fetched = std::cell::Cell::new(0);
+    let columns = |version: &str| {
+        fetched.set(fetched.get() + 1);
+        let out = dir
+            .path()
+            .join(format!("{}-v{version}.arrow", fetched.get()));
+        fetch_ok(&churn, "sales/orders", &out, &["--version", version]);
+        read_back(&out)["columns"].clone()
+    };
+    let without_email = serde_json::json!(["order_id", "region", "amount", "note"]);
+    let restricted = || {
+        let catalog = churn.cli(&["catalog", "--json"]).json();
+        catalog
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["product"] == "sales/orders")
+            .map(|p| p["restricted"].clone())
+    };
+
+    // v2 has no `email` column and says nothing of restrictions: its descriptor cannot
+    // list `email`, and v1, which holds it, is still served without it.
+    publish(&sales, "orders", &orders_without_email_csv(40), "");
+    wait_for_product(&churn, "sales/orders", 2);
+    assert_eq!(restricted(), Some(serde_json::json!([])));
+    assert_eq!(columns("1"), without_email);
+    assert_eq!(
+        columns("2"),
+        serde_json::json!(["order_id", "region", "amount"])
+    );
+    // v3 brings `email` back, restricted again without being told.
+    publish(&sales, "orders", &orders_csv(30), "");
+    wait_for_product(&churn, "sales/orders", 3);
+    assert_eq!(restricted(), Some(serde_json::json!(["email"])));
+    assert_eq!(columns("3"), without_email);
+
+    // Lifting is explicit, and lifting a column that is not restricted is refused.
+    let csv = write_file(sales.dir.parent().unwrap(), "v4.csv", &orders_csv(20));
+    let out = sales.cli(&[
+        "publish",
+        "orders",
+        "--from",
+        csv.to_str().unwrap(),
+        "--unrestrict",
+        "amount",
+    ]);
+    assert!(!out.success);
+    assert!(
+        out.stderr
+            .contains("`amount` of `orders` is not restricted"),
+        "{}",
+        out.stderr
+    );
+    let out = sales.cli(&[
+        "publish",
+        "orders",
+        "--from",
+        csv.to_str().unwrap(),
+        "--unrestrict",
+        "email",
+    ]);
+    assert!(out.success, "{}", out.stderr);
+    wait_for_product(&churn, "sales/orders", 4);
+    assert_eq!(
+        columns("1"),
+        serde_json::json!(["order_id", "region", "email", "amount", "note"])
+    );
+}
