@@ -80,6 +80,15 @@ pub struct PolicyConfig {
     /// Sync requests per second one peer may have answered on average; beyond, it gets an
     /// empty answer marked truncated, and backs off.
     pub sync_answer_rate: f64,
+    /// Bytes of sync answers one peer may have in a burst. A request of a few bytes (one
+    /// that claims to hold nothing) asks for an answer of up to 8 MiB, so answers are
+    /// charged by their size too: what a peer can make a node send, and hold in answers
+    /// not yet read, is this plus `sync_answer_bytes_rate` a second.
+    pub sync_answer_bytes_burst: f64,
+    /// Bytes of sync answers per second one peer may have on average; an answer is cut at
+    /// what is left (marked truncated, so the peer backs off), and none is built below
+    /// [`MIN_SYNC_ANSWER_BYTES`].
+    pub sync_answer_bytes_rate: f64,
     /// Most periodic rounds left out in a row while sessions find nothing new. After `k`
     /// quiet sessions in a row the node leaves out the next `2^k - 1` rounds, up to this
     /// many; a session that stores anything (gossip had missed it) brings it back to every
@@ -111,6 +120,8 @@ impl Default for PolicyConfig {
             score_refresh: Duration::from_secs(5),
             sync_answer_burst: 64.0,
             sync_answer_rate: 4.0,
+            sync_answer_bytes_burst: 64.0 * 1024.0 * 1024.0,
+            sync_answer_bytes_rate: 8.0 * 1024.0 * 1024.0,
             quiet_rounds_skipped: 7,
         }
     }
@@ -195,13 +206,20 @@ struct Connected {
     answers: AnswerBucket,
 }
 
-/// The sync answers one peer may still ask for: a token bucket (`sync_answer_burst`,
-/// refilled at `sync_answer_rate`), as of `at`. It outlives the peer's connections, so that
-/// reconnecting does not refill it.
+/// Fewest bytes an answer is built with: below, the peer gets an empty answer marked
+/// truncated, as when it asks too often.
+pub const MIN_SYNC_ANSWER_BYTES: usize = 64 * 1024;
+
+/// The sync answers one peer may still ask for: token buckets of answers
+/// (`sync_answer_burst`, refilled at `sync_answer_rate`) and of their bytes
+/// (`sync_answer_bytes_burst`, refilled at `sync_answer_bytes_rate`), as of `at`. It outlives
+/// the peer's connections, so that reconnecting does not refill it.
 #[derive(Clone, Copy, Debug)]
 struct AnswerBucket {
     /// Answers left.
     tokens: f64,
+    /// Bytes left.
+    bytes: f64,
     /// When `tokens` was last brought up to date.
     at: Instant,
 }
@@ -212,13 +230,25 @@ impl AnswerBucket {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         AnswerBucket {
             tokens: (self.tokens + elapsed * config.sync_answer_rate).min(config.sync_answer_burst),
+            bytes: (self.bytes + elapsed * config.sync_answer_bytes_rate)
+                .min(config.sync_answer_bytes_burst),
+            at: now,
+        }
+    }
+
+    /// A full bucket as of `now`.
+    fn new(config: &PolicyConfig, now: Instant) -> AnswerBucket {
+        AnswerBucket {
+            tokens: config.sync_answer_burst,
+            bytes: config.sync_answer_bytes_burst,
             at: now,
         }
     }
 
     /// Whether the bucket is full as of `now`, which is the same as having no bucket.
     fn full(self, config: &PolicyConfig, now: Instant) -> bool {
-        self.refilled(config, now).tokens >= config.sync_answer_burst
+        let b = self.refilled(config, now);
+        b.tokens >= config.sync_answer_burst && b.bytes >= config.sync_answer_bytes_burst
     }
 }
 
@@ -369,10 +399,10 @@ where
         }
         let keep = self.trimmed.remove(&peer).is_some_and(|until| now < until);
         if !self.connected.contains_key(&peer) {
-            let answers = self.spent_answers.remove(&peer).unwrap_or(AnswerBucket {
-                tokens: self.config.sync_answer_burst,
-                at: now,
-            });
+            let answers = self
+                .spent_answers
+                .remove(&peer)
+                .unwrap_or_else(|| AnswerBucket::new(&self.config, now));
             self.connected.insert(
                 peer.clone(),
                 Connected {
@@ -451,19 +481,26 @@ where
         self.dialing.remove(peer);
     }
 
-    /// Whether to answer a sync request from `peer` now: a token bucket per peer
-    /// (`sync_answer_burst`, refilled at `sync_answer_rate`), kept across its reconnections.
-    /// A peer not known as connected gets no answer.
-    pub fn allow_sync_answer(&mut self, peer: &P, now: Instant) -> bool {
-        let Some(c) = self.connected.get_mut(peer) else {
-            return false;
-        };
+    /// Whether to answer a sync request from `peer` now, and with at most how many bytes:
+    /// token buckets per peer of answers (`sync_answer_burst`, refilled at
+    /// `sync_answer_rate`) and of bytes (`sync_answer_bytes_burst`, refilled at
+    /// `sync_answer_bytes_rate`), kept across its reconnections. `None`: no answer (over
+    /// either budget, fewer than [`MIN_SYNC_ANSWER_BYTES`] left, or not known as connected).
+    /// The answer built is charged with [`PeerPolicy::charge_sync_answer`].
+    pub fn allow_sync_answer(&mut self, peer: &P, now: Instant) -> Option<usize> {
+        let c = self.connected.get_mut(peer)?;
         c.answers = c.answers.refilled(&self.config, now);
-        if c.answers.tokens >= 1.0 {
-            c.answers.tokens -= 1.0;
-            true
-        } else {
-            false
+        if c.answers.tokens < 1.0 || c.answers.bytes < MIN_SYNC_ANSWER_BYTES as f64 {
+            return None;
+        }
+        c.answers.tokens -= 1.0;
+        Some(c.answers.bytes as usize)
+    }
+
+    /// Charges `peer`'s byte budget with an answer of `bytes` it was allowed.
+    pub fn charge_sync_answer(&mut self, peer: &P, bytes: usize) {
+        if let Some(c) = self.connected.get_mut(peer) {
+            c.answers.bytes = (c.answers.bytes - bytes as f64).max(0.0);
         }
     }
 
@@ -1383,23 +1420,73 @@ mod tests {
     fn sync_answers_per_peer_are_rate_limited() {
         let t0 = Instant::now();
         let mut p = policy(vec![], t0);
-        assert!(!p.allow_sync_answer(&1, t0), "not connected: no answer");
+        assert!(
+            p.allow_sync_answer(&1, t0).is_none(),
+            "not connected: no answer"
+        );
         p.on_connected(1, &"x", true, true, t0);
         p.on_connected(2, &"x", true, true, t0);
         let burst = PolicyConfig::default().sync_answer_burst as usize;
         let answered = (0..burst * 2)
-            .filter(|_| p.allow_sync_answer(&1, t0))
+            .filter(|_| p.allow_sync_answer(&1, t0).is_some())
             .count();
         assert_eq!(answered, burst);
         // Another peer has its own budget.
-        assert!(p.allow_sync_answer(&2, t0));
+        assert!(p.allow_sync_answer(&2, t0).is_some());
         // One second later, `sync_answer_rate` more.
         let later = t0 + secs(1);
-        let answered = (0..100).filter(|_| p.allow_sync_answer(&1, later)).count();
+        let answered = (0..100)
+            .filter(|_| p.allow_sync_answer(&1, later).is_some())
+            .count();
         assert_eq!(answered, PolicyConfig::default().sync_answer_rate as usize);
         // A disconnected peer gets no answer.
         p.on_disconnected(&1, 0, later);
-        assert!(!p.allow_sync_answer(&1, later));
+        assert!(p.allow_sync_answer(&1, later).is_none());
+    }
+
+    #[test]
+    fn sync_answers_per_peer_are_charged_by_their_bytes() {
+        let t0 = Instant::now();
+        let config = PolicyConfig::default();
+        let (burst, rate) = (
+            config.sync_answer_bytes_burst as usize,
+            config.sync_answer_bytes_rate as usize,
+        );
+        let mut p = policy(vec![], t0);
+        p.on_connected(1, &"x", true, true, t0);
+        p.on_connected(2, &"x", true, true, t0);
+        // Full answers of 8 MiB, as a request claiming to hold nothing asks for: the byte
+        // budget runs out long before the count of answers does.
+        let full = 8 << 20;
+        let mut sent = 0;
+        while let Some(allowed) = p.allow_sync_answer(&1, t0) {
+            let answer = allowed.min(full);
+            p.charge_sync_answer(&1, answer);
+            sent += answer;
+            assert!(sent <= burst, "{sent}");
+        }
+        assert!(sent + MIN_SYNC_ANSWER_BYTES > burst, "{sent} of {burst}");
+        // Another peer has its own budget.
+        assert_eq!(p.allow_sync_answer(&2, t0), Some(burst));
+        // A second later, `sync_answer_bytes_rate` more, in answers cut to what is left.
+        let later = t0 + secs(1);
+        let allowed = p.allow_sync_answer(&1, later).expect("refilled");
+        assert!(
+            (rate..rate + MIN_SYNC_ANSWER_BYTES).contains(&allowed),
+            "{allowed}"
+        );
+        p.charge_sync_answer(&1, allowed);
+        assert_eq!(p.allow_sync_answer(&1, later), None);
+        // Small answers are charged only what they hold.
+        let much_later = later + secs(60);
+        assert_eq!(p.allow_sync_answer(&1, much_later), Some(burst));
+        p.charge_sync_answer(&1, 1_000);
+        assert_eq!(p.allow_sync_answer(&1, much_later), Some(burst - 1_000));
+        // Reconnecting does not refill it.
+        p.charge_sync_answer(&1, burst);
+        p.on_disconnected(&1, 0, much_later);
+        p.on_connected(1, &"x", true, true, much_later);
+        assert_eq!(p.allow_sync_answer(&1, much_later), None);
     }
 
     #[test]
@@ -1411,7 +1498,7 @@ mod tests {
         p.on_connected(1, &"x", true, true, t0);
         let drain = |p: &mut PeerPolicy<u32, &str>, at| {
             (0..burst * 2)
-                .filter(|_| p.allow_sync_answer(&1, at))
+                .filter(|_| p.allow_sync_answer(&1, at).is_some())
                 .count()
         };
         assert_eq!(drain(&mut p, t0), burst);

@@ -213,7 +213,7 @@ impl Node {
     }
 
     pub(super) fn answer_sync(&mut self, peer: PeerId, request: &[u8]) -> Vec<u8> {
-        if !self.policy.allow_sync_answer(&peer, Instant::now()) {
+        let Some(allowed) = self.policy.allow_sync_answer(&peer, Instant::now()) else {
             // Over its budget: an empty answer marked truncated makes it back off.
             tracing::debug!(%peer, "sync request over the peer's budget");
             return SyncResponse {
@@ -221,7 +221,7 @@ impl Node {
                 ..SyncResponse::default()
             }
             .to_bytes();
-        }
+        };
         let request = match SyncRequest::from_bytes(request) {
             Ok(r) => r,
             Err(e) => {
@@ -254,7 +254,9 @@ impl Node {
             truncated: products.truncated || nodes.truncated || votes.truncated,
             ..SyncResponse::default()
         };
+        // At most what the peer's byte budget has left.
         let mut budget = wire::MAX_SYNC_RESPONSE
+            .min(allowed)
             .saturating_sub(1024)
             .saturating_sub(response.to_bytes().len());
         for id in products.send {
@@ -296,7 +298,9 @@ impl Node {
                 response.vote_envelopes.push(vote.clone());
             }
         }
-        response.to_bytes()
+        let answer = response.to_bytes();
+        self.policy.charge_sync_answer(&peer, answer.len());
+        answer
     }
 
     pub(super) fn on_sync_response(&mut self, peer: PeerId, bytes: &[u8]) {
