@@ -68,6 +68,7 @@ fn error_kind(e: &NodeError) -> &'static str {
         NodeError::Unavailable(_) | NodeError::ActorClosed => "unavailable",
         NodeError::Store(_) | NodeError::Internal(_) => "internal",
         NodeError::NoRoom(_) => "no_room",
+        NodeError::Io(_) => "io",
     }
 }
 

@@ -33,6 +33,10 @@ pub enum NodeError {
     /// free (`disk_reserve_mib`).
     #[error("{0}")]
     NoRoom(String),
+    /// A local file could not be read or written at the operating system's level (a
+    /// permission, a failing disk): not the request's fault, nor the node's.
+    #[error("{0}")]
+    Io(String),
 }
 
 impl NodeError {
@@ -47,6 +51,7 @@ impl NodeError {
             NodeError::ActorClosed => 503,
             // Insufficient Storage.
             NodeError::NoRoom(_) => 507,
+            NodeError::Io(_) => 500,
             NodeError::Store(_) | NodeError::Internal(_) => 500,
         }
     }

@@ -218,6 +218,8 @@ impl NodeHandle {
         .map_err(|e| NodeError::Internal(e.to_string()))?
         .map_err(|e| match e {
             crate::ingest::IngestError::NoRoom { .. } => NodeError::NoRoom(e.to_string()),
+            crate::ingest::IngestError::Io { .. } => NodeError::Io(e.to_string()),
+            crate::ingest::IngestError::NotFound { .. } => NodeError::NotFound(e.to_string()),
             e => NodeError::BadRequest(e.to_string()),
         })?;
         let product = Box::new(IngestedProduct {

@@ -190,6 +190,9 @@ fn bad_inputs_are_refused_and_nothing_is_stored() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = node.cli(&args);
         assert!(!out.success, "{args:?} should fail");
+        // A missing input is not found (3); the rest are requests to change (2).
+        let code = if expected == "does not exist" { 3 } else { 2 };
+        assert_eq!(out.code, Some(code), "{args:?}: {}", out.stderr);
         assert!(
             out.stderr.to_lowercase().contains(&expected.to_lowercase()),
             "{args:?}: expected `{expected}` in: {}",
