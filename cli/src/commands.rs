@@ -303,6 +303,7 @@ pub(crate) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         purposes: args.purposes,
         restricted: args.restricted,
         unrestrict: args.unrestrict,
+        from_file: mesh_node::sameview::identity(&from),
         max_days: args.max_days,
         lineage: args.lineage,
         null_values: args.null_values,
@@ -790,6 +791,7 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let mut request = FetchRequestBody {
         product: args.product.clone(),
         out: String::new(),
+        out_dir: None,
         agreement: args.agreement,
         version: args.version,
         compression,
@@ -840,6 +842,8 @@ pub(crate) async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
             )
         })?
         .to_owned();
+    // What this command sees there: the daemon refuses a directory it sees otherwise.
+    request.out_dir = out.parent().and_then(mesh_node::sameview::identity);
     request.format = format;
     let outcome: FetchOutcome = progress::watch(
         &client,

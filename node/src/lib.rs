@@ -67,6 +67,7 @@ pub mod odcs;
 pub mod parquet_footer;
 pub mod progress;
 pub mod resolve;
+pub mod sameview;
 pub mod server;
 #[cfg(feature = "query")]
 pub mod sql;

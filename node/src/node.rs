@@ -193,6 +193,13 @@ impl NodeHandle {
             ))
         })?;
         let input = PathBuf::from(&request.from);
+        crate::sameview::check(
+            &input,
+            request.from_file,
+            "publish from a directory the service can read (ProtectSystem=strict leaves /srv \
+             and /opt readable, ProtectHome= and PrivateTmp= hide homes and /tmp)",
+        )
+        .map_err(|e| NodeError::BadRequest(e.to_string()))?;
         let staging = self.data_dir.staging();
         std::fs::create_dir_all(&staging).map_err(|e| NodeError::Internal(e.to_string()))?;
         let temp_file = staging.join(format!(

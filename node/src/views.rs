@@ -283,6 +283,10 @@ pub struct PublishRequest {
     /// column (every version, under agreements for all columns).
     #[serde(default)]
     pub unrestrict: Vec<String>,
+    /// What the caller sees at `from` (device and inode): the daemon refuses to read
+    /// another file there (`sameview`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_file: Option<FileIdentity>,
     /// Longest contract in days.
     pub max_days: Option<u32>,
     /// Lineage inputs, `domain/product@version`.
@@ -575,6 +579,10 @@ pub struct FetchRequestBody {
     /// Absolute output path (written by the daemon); unused by `POST /v1/fetch/stream`.
     #[serde(default)]
     pub out: String,
+    /// What the caller sees at the output's directory (device and inode): the daemon
+    /// refuses to write into another one (`sameview`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_dir: Option<FileIdentity>,
     /// Agreement id or id prefix; default: the usable agreement for the product.
     #[serde(default)]
     pub agreement: Option<String>,
@@ -602,6 +610,15 @@ pub struct FetchRequestBody {
     /// `data_link.connections`.
     #[serde(default)]
     pub connections: Option<u8>,
+}
+
+/// A file or directory as one process sees it: its device and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIdentity {
+    /// Device number.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
 }
 
 /// `POST /v1/sql`: a query over the products this node holds usable agreements for.

@@ -176,6 +176,41 @@ impl TestNode {
 
     /// [`TestNode::run`] with extra `meshnode run` arguments (`--accept-rollback`).
     pub fn run_with(&mut self, extra: &[&str]) {
+        self.spawn(Command::new(meshnode_bin()), extra);
+    }
+
+    /// Whether this host lets a test give a process a mount namespace of its own
+    /// (`unshare -m`: root, or unprivileged user namespaces).
+    pub fn can_hide_directories() -> bool {
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// [`TestNode::run`] in a mount namespace of the daemon's own where `hidden` is an
+    /// empty file system, as systemd's `PrivateTmp=yes` makes `/tmp`: the daemon and the
+    /// CLI see different directories at one path. See [`TestNode::can_hide_directories`].
+    pub fn run_hiding(&mut self, hidden: &Path) {
+        let mut command = Command::new("unshare");
+        command.args([
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount -t tmpfs meshnode-test \"$0\" && shift && exec \"$@\"",
+        ]);
+        command.arg(hidden).arg("--").arg(meshnode_bin());
+        self.spawn(command, &[]);
+    }
+
+    /// Starts `command` (the daemon, or what runs it) with `run --data-dir DIR EXTRA...`
+    /// and waits for its API.
+    fn spawn(&mut self, mut command: Command, extra: &[&str]) {
         assert!(self.child.is_none(), "already running");
         let _ = std::fs::remove_file(self.dir.join("api.addr"));
         let log = std::fs::OpenOptions::new()
@@ -188,7 +223,7 @@ impl TestNode {
                     .join(format!("{}.log", self.domain)),
             )
             .expect("log file");
-        let child = Command::new(meshnode_bin())
+        let child = command
             .args(["run", "--data-dir", self.dir_str()])
             .args(extra)
             .env("MESHNODE_LOG", "info")

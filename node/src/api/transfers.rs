@@ -62,6 +62,15 @@ fn prepare(
         .clone()
         .ok_or_else(|| NodeError::Unavailable("this node runs no data plane".into()))?;
     let product = data.resolve_product(&body.product)?;
+    if let Some(dir) = std::path::Path::new(&body.out).parent() {
+        crate::sameview::check(
+            dir,
+            body.out_dir,
+            "write under a directory the service can write to (one its unit lists in \
+             ReadWritePaths=), or stream through this command with --out -",
+        )
+        .map_err(|e| NodeError::BadRequest(e.to_string()))?;
+    }
     let options = FetchOptions {
         product: product.id(),
         out: body.out.into(),

@@ -978,3 +978,53 @@ fn a_restriction_holds_for_every_version_until_the_owner_lifts_it() {
         serde_json::json!(["order_id", "region", "email", "amount", "note"])
     );
 }
+
+/// A daemon in a mount namespace of its own (as under systemd's `PrivateTmp=yes`) sees
+/// other directories than the CLI at some paths: a fetch there is refused instead of written
+/// where the user will never find it, and a publish from there says why the daemon cannot
+/// see the file.
+#[test]
+fn a_path_the_daemon_sees_otherwise_than_the_command_is_refused_with_the_cause() {
+    if !TestNode::can_hide_directories() {
+        eprintln!("skipped: this host gives no process a mount namespace of its own");
+        return;
+    }
+    let (sales, mut churn) = mesh(20);
+    agree(&churn, "sales/orders", &["--columns", "order_id,region"]);
+    let shared = tempfile::tempdir().unwrap();
+    let hidden = shared.path().join("private");
+    std::fs::create_dir(&hidden).unwrap();
+    churn.stop();
+    churn.run_hiding(&hidden);
+
+    let out = hidden.join("orders.arrow");
+    let refused = churn.fetch("sales/orders", &out, &[]);
+    assert!(!refused.success);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("sees another file at")
+            && refused.stderr.contains("mount namespace of its own")
+            && refused.stderr.contains("--out -"),
+        "{}",
+        refused.stderr
+    );
+    assert_nothing_left(&out);
+    // Beside it, where both see the same directory, the fetch lands.
+    fetch_ok(
+        &churn,
+        "sales/orders",
+        &shared.path().join("orders.arrow"),
+        &[],
+    );
+
+    // A publish from the hidden directory names the cause rather than a missing file.
+    let csv = write_file(&hidden, "local.csv", "id\n1\n");
+    let refused = churn.cli(&["publish", "local", "--from", csv.to_str().unwrap()]);
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("sees nothing at") && refused.stderr.contains("PrivateTmp="),
+        "{}",
+        refused.stderr
+    );
+    drop(sales);
+}
