@@ -7,6 +7,12 @@
 //! the latest the agreement covers, so a newer version is fetched anew and the old files
 //! age out. Above the size cap the least recently used files are removed (an open file
 //! stays readable on Unix until its reader closes it).
+//!
+//! Each complete file has a seal beside it, `<key>.seal`: the BLAKE3 and length of the
+//! file as it was written right after its content was verified against the provider's
+//! signed digest. A lookup reads the file through once against its seal: a file truncated,
+//! edited or damaged on disk (or one without its seal) is removed and fetched again,
+//! instead of failing every query or answering with altered values.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +28,10 @@ pub(super) const CACHE_DIR: &str = ".sql-cache";
 pub(super) const CACHE_CAP_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// Prefix of files being fetched.
 const TEMP_PREFIX: &str = "fetching-";
+/// Extension of a complete file's seal.
+const SEAL_EXTENSION: &str = "seal";
+/// Bytes of a seal: the BLAKE3 of the file, then its length (u64 little-endian).
+const SEAL_LEN: usize = 40;
 
 /// The cache directory and the fills in progress.
 #[derive(Debug)]
@@ -40,7 +50,8 @@ impl Cache {
     pub(super) fn new(dir: PathBuf, cap: u64) -> Self {
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(TEMP_PREFIX) || name.ends_with(".tmp") {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
@@ -112,6 +123,50 @@ impl Cache {
         lock.lock_owned().await
     }
 
+    /// The seal of `data`: its BLAKE3 and length.
+    fn seal_of(data: &Path) -> std::io::Result<[u8; SEAL_LEN]> {
+        let mut hasher = blake3::Hasher::new();
+        let file = std::fs::File::open(data)?;
+        let len = file.metadata()?.len();
+        hasher.update_reader(file)?;
+        let mut seal = [0; SEAL_LEN];
+        seal[..32].copy_from_slice(hasher.finalize().as_bytes());
+        seal[32..].copy_from_slice(&len.to_le_bytes());
+        Ok(seal)
+    }
+
+    /// Writes the seal of the verified file `data` for the complete file `path` it is about
+    /// to become (before it is renamed there: a file never stands in the cache without it).
+    pub(super) fn seal(data: &Path, path: &Path) -> std::io::Result<()> {
+        let seal = Self::seal_of(data)?;
+        let seal_path = path.with_extension(SEAL_EXTENSION);
+        let mut temp = seal_path.clone().into_os_string();
+        temp.push(".tmp");
+        std::fs::write(&temp, seal)?;
+        std::fs::rename(&temp, &seal_path)
+    }
+
+    /// Whether the complete file `path` is still what its seal says was verified.
+    pub(super) fn intact(path: &Path) -> bool {
+        let Ok(expected) = std::fs::read(path.with_extension(SEAL_EXTENSION)) else {
+            return false;
+        };
+        let Ok(len) = std::fs::metadata(path).map(|m| m.len()) else {
+            return false;
+        };
+        // The length first: a truncated file costs no read.
+        if expected.len() != SEAL_LEN || expected[32..] != len.to_le_bytes() {
+            return false;
+        }
+        Self::seal_of(path).is_ok_and(|seal| seal[..] == expected[..])
+    }
+
+    /// Removes the complete file `path` and its seal.
+    pub(super) fn discard(path: &Path) {
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(path.with_extension(SEAL_EXTENSION));
+    }
+
     /// Marks `path` as just used (least recently used files go first).
     pub(super) fn touch(path: &Path) {
         if let Ok(file) = std::fs::File::options().append(true).open(path) {
@@ -146,6 +201,7 @@ impl Cache {
                 continue;
             }
             if std::fs::remove_file(&path).is_ok() {
+                let _ = std::fs::remove_file(path.with_extension(SEAL_EXTENSION));
                 total -= len;
             }
         }
@@ -196,6 +252,42 @@ mod tests {
         cache.evict(&paths[0]);
         let left: Vec<bool> = paths.iter().map(|p| p.exists()).collect();
         assert_eq!(left, [true, false, false, true]);
+    }
+
+    #[test]
+    fn a_file_altered_on_disk_or_without_its_seal_is_not_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().to_owned(), 1 << 20);
+        let path = cache.path("k");
+        let fill = |bytes: &[u8]| {
+            let temp = cache.temp_path();
+            std::fs::write(&temp, bytes).unwrap();
+            Cache::seal(&temp, &path).unwrap();
+            std::fs::rename(&temp, &path).unwrap();
+        };
+        fill(b"verified content");
+        assert!(Cache::intact(&path));
+        // One byte changed, the length the same.
+        std::fs::write(&path, b"verified cONtent").unwrap();
+        assert!(!Cache::intact(&path));
+        // Truncated.
+        fill(b"verified content");
+        std::fs::write(&path, b"verified").unwrap();
+        assert!(!Cache::intact(&path));
+        // Its seal lost or damaged.
+        fill(b"verified content");
+        let seal = path.with_extension(SEAL_EXTENSION);
+        std::fs::write(&seal, b"short").unwrap();
+        assert!(!Cache::intact(&path));
+        std::fs::remove_file(&seal).unwrap();
+        assert!(!Cache::intact(&path));
+        // Discarding removes both; eviction removes the seal with its file.
+        fill(b"verified content");
+        Cache::discard(&path);
+        assert!(!path.exists() && !seal.exists());
+        fill(&[7; 4096]);
+        Cache::new(dir.path().to_owned(), 0).evict(Path::new("/nothing"));
+        assert!(!path.exists() && !seal.exists());
     }
 
     #[test]

@@ -235,8 +235,17 @@ async fn obtain(
     let path = cache.path(&key);
     let _filling = cache.lock(&key).await;
     if path.is_file() {
-        Cache::touch(&path);
-        return Ok(path);
+        if Cache::intact(&path) {
+            Cache::touch(&path);
+            return Ok(path);
+        }
+        tracing::warn!(
+            table = %info.name,
+            file = %path.display(),
+            "a received file kept for queries is no longer what was verified (truncated, \
+             edited or damaged on disk): removed, and fetched again"
+        );
+        Cache::discard(&path);
     }
     cache.ensure_dir().map_err(|source| ScanError::Cache {
         what: "cannot create the cache directory".into(),
@@ -266,6 +275,10 @@ async fn obtain(
             kind,
             source,
         }
+    })?;
+    Cache::seal(&temp, &path).map_err(|source| ScanError::Cache {
+        what: format!("cannot seal the received file for `{}`", path.display()),
+        source,
     })?;
     std::fs::rename(&temp, &path).map_err(|source| ScanError::Cache {
         what: format!("cannot move the received file to `{}`", path.display()),
