@@ -46,8 +46,9 @@ struct QuoteTracker<R> {
     inner: R,
     /// Where in a field the last byte read left us.
     state: QuoteState,
-    /// 1-based count of `\n` seen so far plus one: the physical line of the next byte.
-    line: u64,
+    /// Line ends seen so far (`\n`, `\r\n`, or a `\r` alone, as the `csv` crate ends
+    /// records): the physical line of the next byte.
+    lines: LineEnds,
     /// Line of the opening quote of the quoted field we are in.
     opened_on: u64,
     /// The inner reader reported its end.
@@ -87,7 +88,7 @@ impl<R> QuoteTracker<R> {
         QuoteTracker {
             inner,
             state: QuoteState::FieldStart,
-            line: 1,
+            lines: LineEnds::default(),
             opened_on: 1,
             at_end: false,
             record_bytes: 0,
@@ -119,17 +120,18 @@ impl<R: Read> Read for QuoteTracker<R> {
                 (Quoted, _) => Quoted,
                 (QuoteInQuoted, b'"') => Quoted,
                 (FieldStart, b'"') => {
-                    self.opened_on = self.line;
+                    self.opened_on = self.lines.line;
                     Quoted
                 }
                 (_, _) if separator => FieldStart,
                 (_, _) => Unquoted,
             };
-            if byte == b'\n' {
-                self.line += 1;
+            // A `\r` ends a line too (files saved with classic Mac line ends have no `\n`
+            // at all); the `\n` of a `\r\n` then ends none.
+            if self.lines.count(byte) {
                 if self.state == FieldStart {
                     self.record_bytes = 0;
-                    self.record_starts_on = self.line;
+                    self.record_starts_on = self.lines.line;
                 }
             }
             self.record_bytes += 1;
@@ -768,17 +770,64 @@ fn csv_batch_rows(columns: usize, record_bytes: u64) -> usize {
 /// position before it skips the line breaks of blank lines (and the `\n` of a `\r\n` that ended
 /// the previous record), so count those.
 fn record_line(path: &Path, position: &csv::Position) -> io::Result<u64> {
+    // The `csv` crate counts `\n` only: the physical lines before the record are counted
+    // again here, with `\r` and `\r\n` line ends too (an error path: one read of the file
+    // up to the record).
+    let mut lines = LineEnds::default();
     let mut file = File::open(path)?;
-    file.seek(io::SeekFrom::Start(position.byte()))?;
-    let mut line = position.line();
+    let mut left = position.byte();
+    let mut buffer = vec![0; 64 * 1024];
+    while left > 0 {
+        let want = buffer
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = file.read(&mut buffer[..want])?;
+        if n == 0 {
+            break;
+        }
+        for &byte in &buffer[..n] {
+            lines.count(byte);
+        }
+        left -= n as u64;
+    }
+    // Past the line breaks of blank lines, to the record's first byte.
     for byte in BufReader::new(file).bytes() {
         match byte? {
-            b'\n' => line += 1,
-            b'\r' => {}
+            b @ (b'\n' | b'\r') => {
+                lines.count(b);
+            }
             _ => break,
         }
     }
-    Ok(line)
+    Ok(lines.line)
+}
+
+/// Physical lines, counted as the `csv` crate ends records: at `\n`, `\r\n` or `\r`.
+#[derive(Debug)]
+struct LineEnds {
+    /// The line of the next byte (1-based).
+    line: u64,
+    /// The last byte was a `\r`.
+    after_cr: bool,
+}
+
+impl Default for LineEnds {
+    fn default() -> Self {
+        Self {
+            line: 1,
+            after_cr: false,
+        }
+    }
+}
+
+impl LineEnds {
+    /// Counts `byte`; whether it ended a line.
+    fn count(&mut self, byte: u8) -> bool {
+        let end = byte == b'\r' || (byte == b'\n' && !self.after_cr);
+        self.after_cr = byte == b'\r';
+        self.line += u64::from(end);
+        end
+    }
 }
 
 /// Words for a column type in an error message.
@@ -1188,11 +1237,15 @@ mod tests {
     #[test]
     fn ragged_rows_give_the_physical_line() {
         let dir = tempfile::tempdir().unwrap();
-        let cases: [(&str, u64, usize, usize); 4] = [
+        let cases: [(&str, u64, usize, usize); 7] = [
             ("a,b,c\n1,2,3\n4,5,6,7\n", 3, 4, 3),
             ("a,b\n1,\"x\ny\"\n2\n", 4, 1, 2),
             ("a,b\n\n1,2\n\n3,4,5\n", 5, 3, 2),
             ("a,b\r\n\r\n1,2,3\r\n", 3, 3, 2),
+            // Classic Mac line ends: a `\r` alone ends each line.
+            ("a,b,c\r1,2,3\r4,5,6,7\r", 3, 4, 3),
+            ("a,b\r\r1,2\r\r3,4,5\r", 5, 3, 2),
+            ("a,b\r1,\"x\ry\"\r2\r", 4, 1, 2),
         ];
         for (csv, want_line, want_found, want_expected) in cases {
             let input = write_input(&dir, "ragged.csv", csv.as_bytes());
@@ -1211,6 +1264,34 @@ mod tests {
                 other => panic!("{csv:?}: expected RaggedCsv, got {other:?}"),
             }
             assert!(!output.exists());
+        }
+    }
+
+    #[test]
+    fn a_file_with_classic_mac_line_ends_has_lines_and_rows_of_their_own_size() {
+        // Every record ends with a `\r` alone: the record-size bound counts each row, not the
+        // whole file, and an error names its physical line.
+        let mut tracker = QuoteTracker::new(&b"a,b\r1,\"x\ry\"\r2,3\r"[..]);
+        let mut sink = Vec::new();
+        tracker.read_to_end(&mut sink).unwrap();
+        assert_eq!(tracker.lines.line, 5);
+        assert_eq!(tracker.record_starts_on, 5);
+        assert_eq!(tracker.record_bytes, 1, "the last line end, counted from a new record");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("n,label\r");
+        for i in 0..20_000 {
+            csv.push_str(&format!("{i},row {i}\r"));
+        }
+        csv.push_str("abc,last\r");
+        let input = write_input(&dir, "mac.csv", csv.as_bytes());
+        let output = dir.path().join("mac.arrow.partial");
+        match ingest_file(&input, &output).unwrap_err() {
+            IngestError::Csv { line, problem, .. } => {
+                assert_eq!(line, Some(20_002), "{problem}");
+                assert!(problem.contains("column `n` holds `abc`"), "{problem}");
+            }
+            other => panic!("expected Csv, got {other:?}"),
         }
     }
 
