@@ -315,6 +315,9 @@ pub(crate) struct Node {
     /// Descriptor versions refused for their owner's budget, which this node's sync
     /// queries claim as held so that peers stop sending them.
     pub(crate) refused: mesh_protocol::refused::RefusedVersions<mesh_protocol::ProductId>,
+    /// Gossip messages each peer sent that were dropped without a penalty (see
+    /// [`gossip::IGNORED_GOSSIP_BURST`]).
+    pub(crate) ignored_gossip: mesh_protocol::budget::RateTable<PeerId>,
     /// Commands from handles.
     commands: mpsc::Receiver<Command>,
     /// Event fan-out.
@@ -457,6 +460,11 @@ pub fn spawn(
         peer_id,
         data_dir: data_dir.clone(),
         gossip_rates: config.gossip_rates(),
+        ignored_gossip: mesh_protocol::budget::RateTable::new(
+            gossip::IGNORED_GOSSIP_BURST,
+            gossip::IGNORED_GOSSIP_REFILL_MS,
+            gossip::IGNORED_GOSSIP_PEERS,
+        ),
         refused: mesh_protocol::refused::RefusedVersions::new(
             mesh_protocol::refused::MAX_REFUSED,
             mesh_protocol::refused::REFUSED_TTL_MS,

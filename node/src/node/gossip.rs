@@ -62,7 +62,7 @@ impl Node {
             let after = std::time::Duration::from_millis(self.config.gossip_refill_ms);
             self.policy.sync_after(source, after, Instant::now());
         }
-        let verdict = match result {
+        let mut verdict = match result {
             Ok(true) => gossipsub::MessageAcceptance::Accept,
             Ok(false) => gossipsub::MessageAcceptance::Ignore,
             // Rejected: not forwarded, and the sender's gossip score pays for it.
@@ -70,6 +70,15 @@ impl Node {
             // Not forwarded, but an honest peer can send it: no penalty.
             Err(_) => gossipsub::MessageAcceptance::Ignore,
         };
+        // gossipsub keeps what it hands us (its duplicate cache, its score records) for a
+        // minute or two whatever the verdict, and what is ignored costs its sender nothing:
+        // past a budget an honest relay does not reach, it costs the sender as a rejection.
+        if verdict == gossipsub::MessageAcceptance::Ignore
+            && self.ignored_gossip.take(&source, now_ms()).is_err()
+        {
+            tracing::debug!(peer = %source, "past its budget of ignored gossip: rejected");
+            verdict = gossipsub::MessageAcceptance::Reject;
+        }
         self.metrics.gossip_validated(&verdict);
         verdict
     }
@@ -284,6 +293,19 @@ impl Node {
         self.record_dirty = false;
     }
 }
+
+/// Gossip messages from one peer that may be dropped without a penalty in a burst: what
+/// its validation ignores (a stale version, a product over its key's budget, a key no longer
+/// a member, one over its gossip rate, a copy of what sync brought first). An honest relay
+/// forwards only what it took itself, each message once, and every key's gossip is rate
+/// limited (`gossip_burst`), so it stays far within this; a peer pushing what is ignored
+/// (descriptors signed by any key it makes up cost a decode each) would make gossipsub
+/// hold every one of them for a minute.
+pub(crate) const IGNORED_GOSSIP_BURST: u32 = 1_024;
+/// Milliseconds per further ignored message (100 a second).
+pub(crate) const IGNORED_GOSSIP_REFILL_MS: u64 = 10;
+/// Peers whose ignored messages are counted (the connected ones at most).
+pub(crate) const IGNORED_GOSSIP_PEERS: usize = 4_096;
 
 /// Whether a rejection is the sender's fault, so it costs the sender gossip score. A stale
 /// version, or a product over its key's budget, can reach an honest peer first (messages

@@ -545,3 +545,84 @@ async fn a_member_subscribing_to_thousands_of_topics_leaves_the_node_one() {
     let _ = a_task.await;
     let _ = b_task.await;
 }
+
+/// A member that gossips `messages` as fast as gossipsub takes them, once it can.
+async fn flooder(secret: [u8; 32], dial: Multiaddr, topic: String, messages: Vec<Vec<u8>>) {
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret).unwrap();
+    let tuning = NetTuning::default();
+    let behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
+        mesh_node::gossipsub_authenticity(&tuning, &keypair),
+        mesh_node::gossipsub_config(&tuning).unwrap(),
+    )
+    .unwrap();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|_| behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let topic = gossipsub::IdentTopic::new(topic);
+    swarm.behaviour_mut().subscribe(&topic).unwrap();
+    swarm.dial(dial).unwrap();
+    let mut messages = messages.into_iter().peekable();
+    let mut retry = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            _ = retry.tick() => {
+                // Until the victim's subscription is known (or its queue has room), publishing
+                // fails: try again at the next tick.
+                while let Some(m) = messages.peek() {
+                    if swarm.behaviour_mut().publish(topic.clone(), m.clone()).is_err() {
+                        break;
+                    }
+                    messages.next();
+                }
+            }
+            _ = swarm.select_next_some() => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_pushing_gossip_that_is_dropped_without_penalty_is_scored_down_past_a_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let ((a, a_task), (b, b_task), mesh_id) = two_members(dir.path(), Some([70; 32])).await;
+    let b_addr: Multiaddr = listen_addr(&b).await.parse().unwrap();
+    // Descriptors signed by keys the member makes up: no member signed them, so each is
+    // dropped without a penalty (an honest relay can forward what a removed member signed)
+    // and costs a decode; gossipsub keeps each for a minute.
+    let messages: Vec<Vec<u8>> = (0..1_500u32)
+        .map(|n| {
+            let mut secret = [0; 32];
+            secret[..4].copy_from_slice(&n.to_le_bytes());
+            secret[31] = 9;
+            let key = Identity::from_secret_bytes(secret);
+            descriptor(&key, &key, "nobody", &format!("p{n}"))
+        })
+        .collect();
+    let mallory = peer_id_of([70; 32]).to_string();
+    let flood = tokio::spawn(flooder([70; 32], b_addr, catalog_topic(&mesh_id), messages));
+    let score = wait_for("the member's score to fall below the graylist", || async {
+        let score = peer(&b, &mallory).await?.gossip_score?;
+        (score < GRAYLIST).then_some(score)
+    })
+    .await;
+    assert!(score < GRAYLIST);
+    // The first ones were only dropped: a whole budget of them.
+    let rejected = b.status().await.unwrap().rejected;
+    assert!(
+        rejected.get("not_member").copied().unwrap_or(0) >= 1_024,
+        "{rejected:?}"
+    );
+    // The honest member is not affected.
+    let a_id = a.status().await.unwrap().peer_id;
+    let a_score = peer(&b, &a_id).await.unwrap().gossip_score.unwrap();
+    assert!(a_score >= 0.0, "honest peer scored {a_score}");
+
+    flood.abort();
+    let _ = a.shutdown().await;
+    let _ = b.shutdown().await;
+    let _ = a_task.await;
+    let _ = b_task.await;
+}
