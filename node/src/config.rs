@@ -43,6 +43,11 @@ pub struct NodeConfig {
     /// Most concurrent transfers served to one peer.
     #[serde(default = "default_transfers_per_peer")]
     pub max_transfers_per_peer: u32,
+    /// Most concurrent transfers served to all peers together, 1 to
+    /// [`MAX_TRANSFERS_LIMIT`]; beyond, requests are refused as busy. Each transfer served
+    /// holds a thread of the node's blocking pool (512 threads, shared with the store).
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: u32,
     /// New descriptor versions and node records one key may gossip through this node back to
     /// back; past them, one every `gossip_refill_ms`. What is over is neither stored nor
     /// forwarded (`rate_limited`): anti-entropy brings the newest version later.
@@ -291,6 +296,14 @@ fn default_sync_interval() -> u64 {
 fn default_transfers_per_peer() -> u32 {
     4
 }
+/// Default of `max_transfers`.
+pub const DEFAULT_MAX_TRANSFERS: u32 = 64;
+/// Largest `max_transfers`: half the runtime's blocking pool (512 threads), which the store,
+/// fetches and queries use too.
+pub const MAX_TRANSFERS_LIMIT: u32 = 256;
+fn default_max_transfers() -> u32 {
+    DEFAULT_MAX_TRANSFERS
+}
 fn default_gossip_burst() -> u32 {
     mesh_protocol::budget::DEFAULT_GOSSIP_BURST
 }
@@ -461,6 +474,7 @@ impl NodeConfig {
             flight_listen: default_flight_listen(),
             sync_interval_secs: default_sync_interval(),
             max_transfers_per_peer: default_transfers_per_peer(),
+            max_transfers: default_max_transfers(),
             gossip_burst: default_gossip_burst(),
             gossip_refill_ms: default_gossip_refill_ms(),
             fetch_burst: default_fetch_burst(),
@@ -584,6 +598,14 @@ impl NodeConfig {
                     message: "must be at least 1".into(),
                 });
             }
+        }
+        if self.max_transfers == 0 || self.max_transfers > MAX_TRANSFERS_LIMIT {
+            return Err(ConfigError::Invalid {
+                key: "max_transfers",
+                message: format!(
+                    "must be between 1 and {MAX_TRANSFERS_LIMIT}: each transfer served holds one of the node's 512 blocking threads"
+                ),
+            });
         }
         self.data_link.validate()?;
         if self.clock_skew_tolerance_secs > 24 * 3600 {
@@ -1013,6 +1035,25 @@ mod example_tests {
         for key in ["fetch_burst", "fetch_refill_ms"] {
             let err = parse(&format!("domain = \"sales\"\n{key} = 0\n")).unwrap_err();
             assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_transfers_served_in_all_have_a_default_and_are_validated() {
+        let max =
+            |c: &super::NodeConfig| crate::dataplane::DataPlaneConfig::from_node(c).max_transfers;
+        let default = parse("domain = \"sales\"").unwrap();
+        assert_eq!(max(&default), 64);
+        let set = parse("domain = \"sales\"\nmax_transfers = 2\n").unwrap();
+        assert_eq!(max(&set), 2);
+        assert_eq!(
+            max(&parse("domain = \"sales\"\nmax_transfers = 256\n").unwrap()),
+            256
+        );
+        for value in [0, 257] {
+            let err = parse(&format!("domain = \"sales\"\nmax_transfers = {value}\n")).unwrap_err();
+            assert!(err.contains("max_transfers"), "{err}");
+            assert!(err.contains("between 1 and 256"), "{err}");
         }
     }
 

@@ -19,6 +19,11 @@
 //! Initial packets from addresses that never answer a Retry therefore holds a bounded,
 //! short-lived number of handshakes and no slot.
 //!
+//! Once connected, each fetch request takes a transfer slot ([`TransferSlots`]) for as long
+//! as it is served: at most [`TransferLimits::max_per_key`] per consumer key and
+//! [`TransferLimits::max_transfers`] over all keys, so that consumers which read slowly
+//! cannot together hold more of the provider than that, however many keys they have.
+//!
 //! Pure state: no clock, no sockets. Time is passed in as Unix milliseconds.
 
 use std::collections::HashMap;
@@ -425,6 +430,93 @@ impl<K: Clone + Eq + Hash> Admission<K> {
     }
 }
 
+/// Limits of the transfers a provider serves at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransferLimits {
+    /// Most transfers over all consumer keys.
+    pub max_transfers: u32,
+    /// Most transfers of one consumer key.
+    pub max_per_key: u32,
+}
+
+/// Why a fetch request gets no transfer slot; either way the consumer may retry later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransferRefusal {
+    /// The consumer's key holds its maximum of transfers.
+    #[error("this provider already serves {0} transfers to you; retry when one ends")]
+    PerKey(u32),
+    /// Every transfer slot is taken, by all consumers together.
+    #[error(
+        "this provider already serves its maximum of {0} transfers to all consumers together; retry later"
+    )]
+    Full(u32),
+}
+
+/// The transfers a provider serves right now, per consumer key and in all. A slot is taken
+/// by [`TransferSlots::take`] and given back by [`TransferSlots::give_back`] once the
+/// transfer ended, however it ended.
+#[derive(Clone, Debug)]
+pub struct TransferSlots<K> {
+    /// The limits.
+    limits: TransferLimits,
+    /// Transfers of each key (entries removed at zero).
+    by_key: HashMap<K, u32>,
+    /// Transfers in all: the sum of `by_key`.
+    total: u32,
+}
+
+impl<K: Clone + Eq + Hash> TransferSlots<K> {
+    /// No transfer yet.
+    pub fn new(limits: TransferLimits) -> Self {
+        Self {
+            limits,
+            by_key: HashMap::new(),
+            total: 0,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> TransferLimits {
+        self.limits
+    }
+
+    /// Transfers served in all.
+    pub fn active(&self) -> u32 {
+        self.total
+    }
+
+    /// Transfers served to `key`.
+    pub fn active_of(&self, key: &K) -> u32 {
+        self.by_key.get(key).copied().unwrap_or(0)
+    }
+
+    /// Takes a slot for a transfer to `key`, or says why not (and takes nothing). The key's
+    /// own limit is named first: it is the one the consumer can do something about.
+    pub fn take(&mut self, key: &K) -> Result<(), TransferRefusal> {
+        if self.active_of(key) >= self.limits.max_per_key {
+            return Err(TransferRefusal::PerKey(self.limits.max_per_key));
+        }
+        if self.total >= self.limits.max_transfers {
+            return Err(TransferRefusal::Full(self.limits.max_transfers));
+        }
+        *self.by_key.entry(key.clone()).or_insert(0) += 1;
+        self.total += 1;
+        Ok(())
+    }
+
+    /// Gives back a slot of `key`. A key holding none is ignored.
+    pub fn give_back(&mut self, key: &K) {
+        let Some(n) = self.by_key.get_mut(key) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.by_key.remove(key);
+        }
+        self.total -= 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,5 +742,54 @@ mod tests {
         assert!(adm.on_established(t6, 1).is_ok());
         assert_eq!(adm.stats().slot_refused, 2);
         assert_eq!(adm.stats().established, 4);
+    }
+
+    #[test]
+    fn transfers_are_bounded_per_key_and_in_all_and_a_refusal_takes_nothing() {
+        let mut slots = TransferSlots::<u8>::new(TransferLimits {
+            max_transfers: 3,
+            max_per_key: 2,
+        });
+        slots.take(&1).unwrap();
+        slots.take(&1).unwrap();
+        assert_eq!(slots.take(&1), Err(TransferRefusal::PerKey(2)));
+        slots.take(&2).unwrap();
+        assert_eq!(slots.active(), 3);
+        // Full: another key is refused, and the key at its own limit hears of that limit.
+        assert_eq!(slots.take(&3), Err(TransferRefusal::Full(3)));
+        assert_eq!(slots.take(&1), Err(TransferRefusal::PerKey(2)));
+        assert_eq!((slots.active(), slots.active_of(&3)), (3, 0));
+        // A transfer that ends makes room for any key.
+        slots.give_back(&1);
+        assert_eq!(slots.active_of(&1), 1);
+        slots.take(&3).unwrap();
+        assert_eq!(slots.take(&2), Err(TransferRefusal::Full(3)));
+        // Giving back what a key does not hold changes nothing.
+        slots.give_back(&4);
+        assert_eq!(slots.active(), 3);
+        for key in [1, 2, 3] {
+            slots.give_back(&key);
+        }
+        assert_eq!(slots.active(), 0);
+        assert!(slots.by_key.is_empty());
+        slots.give_back(&1);
+        assert_eq!(slots.active(), 0);
+    }
+
+    #[test]
+    fn many_keys_each_under_their_own_limit_still_take_at_most_the_total() {
+        let mut slots = TransferSlots::<u16>::new(TransferLimits {
+            max_transfers: 64,
+            max_per_key: 4,
+        });
+        let mut served = 0;
+        for key in 0..128u16 {
+            for _ in 0..4 {
+                if slots.take(&key).is_ok() {
+                    served += 1;
+                }
+            }
+        }
+        assert_eq!((served, slots.active()), (64, 64));
     }
 }

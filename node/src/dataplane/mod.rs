@@ -22,8 +22,8 @@
 //!   (`meshnode fetch --out -`).
 //!
 //! Architecture invariant: no data byte leaves the provider before the agreement was
-//! verified against the TLS peer, the revocation list and the stored contract state, and no
-//! column outside the granted set is ever encoded.
+//! verified against the TLS peer, the member set, the revocation list and the stored
+//! contract state, and no column outside the granted set is ever encoded.
 
 mod admit;
 mod appendfile;
@@ -51,7 +51,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mesh_protocol::admission::{Admission, AdmissionLimits};
+use mesh_protocol::admission::{Admission, AdmissionLimits, TransferLimits, TransferSlots};
 use mesh_protocol::{Identity, PublicKey, Refusal};
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,9 @@ pub struct DataPlaneConfig {
     pub listen: SocketAddr,
     /// Most concurrent transfers served to one peer (more are refused as busy).
     pub max_transfers_per_peer: u32,
+    /// Most concurrent transfers served to all peers together (more are refused as busy):
+    /// each holds a thread of the runtime's blocking pool while it lasts.
+    pub max_transfers: u32,
     /// Clock difference tolerated with consumers on an agreement's validity window, ms.
     pub clock_skew_ms: u64,
     /// The mesh's members: connections from other keys are refused after the handshake,
@@ -125,6 +128,7 @@ impl DataPlaneConfig {
         Self {
             listen: config.data_listen,
             max_transfers_per_peer: config.max_transfers_per_peer,
+            max_transfers: config.max_transfers,
             clock_skew_ms: config.clock_skew_tolerance_secs.saturating_mul(1000),
             members: Default::default(),
             congestion: config.congestion,
@@ -322,6 +326,8 @@ pub(crate) struct Hooks {
     pub(crate) admission: Option<AdmissionLimits>,
     /// A fetch rate other than the config's.
     pub(crate) fetch_rate: Option<FetchRate>,
+    /// A `max_transfers` other than the config's.
+    pub(crate) max_transfers: Option<u32>,
     /// A stall bound other than [`STALL_TIMEOUT`], both sides (tests shorten it).
     pub(crate) stall: Option<Duration>,
     /// Where a fetch learns the free space of its disk (tests: a disk that fills up).
@@ -351,8 +357,8 @@ struct Shared {
     data_dir: DataDir,
     /// Limits.
     config: DataPlaneConfig,
-    /// Transfers in progress per consumer key.
-    active: Mutex<HashMap<PublicKey, u32>>,
+    /// Transfers in progress, per consumer key and in all.
+    active: Mutex<TransferSlots<PublicKey>>,
     /// Client configurations pinned to each provider fetched from.
     client_configs: Mutex<HashMap<PublicKey, quinn::ClientConfig>>,
     /// Who may start a handshake and who holds a connection slot.
@@ -373,6 +379,13 @@ impl Shared {
     /// How long a data stream may make no progress (see [`STALL_TIMEOUT`]).
     fn stall(&self) -> Duration {
         self.hooks.stall.unwrap_or(STALL_TIMEOUT)
+    }
+
+    /// The transfer slots (never held across an await).
+    fn transfer_slots(&self) -> std::sync::MutexGuard<'_, TransferSlots<PublicKey>> {
+        self.active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The stream summaries (never held across an await).
@@ -419,18 +432,25 @@ impl DataPlane {
         if let Some(rate) = hooks.fetch_rate {
             config.fetch_rate = rate;
         }
+        if let Some(max) = hooks.max_transfers {
+            config.max_transfers = max;
+        }
         let fetch_rates = mesh_protocol::budget::RateTable::new(
             config.fetch_rate.burst,
             config.fetch_rate.refill_ms,
             mesh_protocol::budget::DEFAULT_MAX_TRACKED,
         );
+        let active = TransferSlots::new(TransferLimits {
+            max_transfers: config.max_transfers,
+            max_per_key: config.max_transfers_per_peer,
+        });
         let shared = Arc::new(Shared {
             identity,
             store,
             data_dir,
             config,
             fetch_rates: Mutex::new(fetch_rates),
-            active: Mutex::new(HashMap::new()),
+            active: Mutex::new(active),
             client_configs: Mutex::new(HashMap::new()),
             admission: Mutex::new(Admission::new(limits)),
             counters: admit::Counters::default(),

@@ -8,14 +8,20 @@
 //! Nor is a transfer: every wait for the consumer goes through an [`Outlet`], which resets
 //! the stream once the consumer has taken nothing for the stall bound
 //! ([`STALL_TIMEOUT`](super::STALL_TIMEOUT)), giving back the transfer slot, the file
-//! reader's thread and the open file.
+//! reader's thread and the open file. Transfer slots are bounded per consumer key and in
+//! all (`max_transfers`), so slow consumers together hold at most that many reader threads.
+//!
+//! Membership is checked at the handshake and at every request, and a connection whose key
+//! leaves the member set is closed, with every transfer on it. A transfer whose agreement is
+//! revoked while it runs ends at its next frame with a `revoked` refusal.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mesh_protocol::admission::TransferRefusal;
 use mesh_protocol::audit::AuditKind;
-use mesh_protocol::contract::ContractState;
+use mesh_protocol::contract::{AgreementId, ContractState};
 use mesh_protocol::descriptor::validate_name;
 use mesh_protocol::transfer::{
     FRAME_HEADER_LEN, FrameKind, MAX_DATA_FRAME, TransferHeader, authorize_fetch,
@@ -89,17 +95,19 @@ async fn handshake(
             return;
         }
     };
+    // Watched from before the check: a removal after it still closes the connection.
+    let changes = shared.config.members.changes();
     if !shared.config.members.admits(&peer) {
-        shared.config.members.count_refusal();
-        tracing::info!(%peer, "data-plane connection refused: not a member of the mesh");
-        connection.close(
-            quinn::VarInt::from_u32(super::CLOSE_NOT_MEMBER),
-            b"not a member",
+        close_not_member(
+            &shared,
+            &connection,
+            &peer,
+            "data-plane connection refused: not a member of the mesh",
         );
         return;
     }
     match guard.establish(peer) {
-        Ok(slot) => serve_connection(connection, peer, shared, slot).await,
+        Ok(slot) => serve_connection(connection, peer, shared, slot, changes).await,
         Err(refusal) => {
             tracing::info!(%peer, "data-plane connection refused: {refusal}");
             connection.close(quinn::VarInt::from_u32(2), b"busy");
@@ -107,12 +115,29 @@ async fn handshake(
     }
 }
 
-/// Serves the streams of one connection while it holds `_slot`.
+/// Closes `connection` because `peer` is not, or no longer, a member of the mesh, with the
+/// code the consumer reports as such ([`CLOSE_NOT_MEMBER`](super::CLOSE_NOT_MEMBER)). Every
+/// stream on it ends, and with them their transfers.
+fn close_not_member(shared: &Shared, connection: &quinn::Connection, peer: &PublicKey, why: &str) {
+    if connection.close_reason().is_some() {
+        return;
+    }
+    shared.config.members.count_refusal();
+    tracing::info!(%peer, "{why}");
+    connection.close(
+        quinn::VarInt::from_u32(super::CLOSE_NOT_MEMBER),
+        b"not a member",
+    );
+}
+
+/// Serves the streams of one connection while it holds `_slot`, until it closes, stays
+/// idle, or `changes` of the member set leave `peer` out.
 async fn serve_connection(
     connection: quinn::Connection,
     peer: PublicKey,
     shared: Arc<Shared>,
     _slot: SlotGuard,
+    mut changes: tokio::sync::watch::Receiver<u64>,
 ) {
     let mut streams = tokio::task::JoinSet::new();
     loop {
@@ -132,6 +157,18 @@ async fn serve_connection(
                 Err(_) => break,
             },
             Some(_) = streams.join_next(), if !idle => {}
+            // The sender lives as long as the member set: no error while `shared` does.
+            Ok(()) = changes.changed() => {
+                if !shared.config.members.admits(&peer) {
+                    close_not_member(
+                        &shared,
+                        &connection,
+                        &peer,
+                        "data-plane connection closed: the key was removed from the mesh",
+                    );
+                    break;
+                }
+            }
             () = tokio::time::sleep(IDLE_CONNECTION), if idle => {
                 shared
                     .counters
@@ -146,26 +183,20 @@ async fn serve_connection(
     while streams.join_next().await.is_some() {}
 }
 
-/// Counts a transfer for a peer while alive.
+/// A transfer slot of a peer ([`TransferSlots`](mesh_protocol::admission::TransferSlots)),
+/// given back when dropped.
 struct TransferSlot {
-    /// The state holding the counters.
+    /// The state holding the slots.
     shared: Arc<Shared>,
     /// The consumer.
     peer: PublicKey,
 }
 
 impl TransferSlot {
-    fn acquire(shared: &Arc<Shared>, peer: PublicKey) -> Option<Self> {
-        let mut active = shared
-            .active
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = active.entry(peer).or_insert(0);
-        if *count >= shared.config.max_transfers_per_peer {
-            return None;
-        }
-        *count += 1;
-        Some(Self {
+    /// A slot for a transfer to `peer`, or why there is none (nothing is taken then).
+    fn acquire(shared: &Arc<Shared>, peer: PublicKey) -> Result<Self, TransferRefusal> {
+        shared.transfer_slots().take(&peer)?;
+        Ok(Self {
             shared: shared.clone(),
             peer,
         })
@@ -174,17 +205,7 @@ impl TransferSlot {
 
 impl Drop for TransferSlot {
     fn drop(&mut self) {
-        let mut active = self
-            .shared
-            .active
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = active.get_mut(&self.peer) {
-            *count -= 1;
-            if *count == 0 {
-                active.remove(&self.peer);
-            }
-        }
+        self.shared.transfer_slots().give_back(&self.peer);
     }
 }
 
@@ -246,6 +267,17 @@ async fn serve_stream(
         Err(_) => return,
     };
     drop(recv);
+    // Membership at every request, not only at the handshake (the connection is also closed
+    // when the key is removed; this covers a removal the connection has not acted on yet).
+    if !shared.config.members.admits(&peer) {
+        close_not_member(
+            &shared,
+            &outlet.connection,
+            &peer,
+            "fetch refused: the key is no longer a member of the mesh; connection closed",
+        );
+        return;
+    }
     // The consumer's rate before anything is checked, read or audited for it.
     let limited = shared
         .fetch_rates
@@ -269,18 +301,14 @@ async fn serve_stream(
         .await;
         return;
     }
-    let Some(slot) = TransferSlot::acquire(&shared, peer) else {
-        let max = shared.config.max_transfers_per_peer;
-        refuse(
-            &shared,
-            outlet.send,
-            Refusal::new(
-                FetchRefusal::Busy,
-                format!("this provider already serves {max} transfers to you; retry when one ends"),
-            ),
-        )
-        .await;
-        return;
+    // Taken before anything blocking is spawned for the request: the slots bound the
+    // threads of the blocking pool that transfers hold, however slowly their consumers read.
+    let slot = match TransferSlot::acquire(&shared, peer) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            let refusal = Refusal::new(FetchRefusal::Busy, refusal.to_string());
+            return refuse(&shared, outlet.send, refusal).await;
+        }
     };
     let now = now_ms();
     let store = shared.store.clone();
@@ -500,6 +528,22 @@ fn authorize(
     Ok((plan, version, stripe))
 }
 
+/// Whether the agreement `id` still holds while one of its transfers runs: the refusal to
+/// end it with once a revocation is recorded (or the revocations cannot be read).
+fn still_agreed(store: &crate::store::Store, id: &AgreementId) -> Result<(), Refusal> {
+    match store.revocation(id) {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(Refusal::new(
+            FetchRefusal::Revoked,
+            format!(
+                "agreement {} was revoked while this transfer ran",
+                id.short()
+            ),
+        )),
+        Err(e) => Err(Refusal::new(FetchRefusal::Internal, e.to_string())),
+    }
+}
+
 /// Sends header, the data frames of `stripe` and the trailer. Returns the stream's summary and the bytes sent on
 /// success.
 async fn stream(
@@ -538,13 +582,20 @@ async fn stream(
         .passthrough
         .then(|| framepool::pool(SPARE_FRAMES))
         .unzip();
+    // A revocation heard while the transfer runs stops it at the next frame (the reader
+    // thread does the store read): what is queued still goes out, then the refusal.
+    let store = shared.store.clone();
+    let agreement_id = request.agreement.id();
     let producer = tokio::task::spawn_blocking(move || {
+        let mut stopped = None;
         let mut emitter = Emitter::new(resume_from, stripe, known.is_none(), |frame| {
-            tx.blocking_send(frame).is_ok()
+            stopped = still_agreed(&store, &agreement_id).err();
+            stopped.is_none() && tx.blocking_send(frame).is_ok()
         })
         .reusing(spares);
         let result = produce::produce(&plan, &mut emitter);
-        (result, emitter.tally)
+        let tally = emitter.tally;
+        (result, tally, stopped)
     });
     let mut sent_frames = 0u64;
     let mut sent_bytes = 0u64;
@@ -586,7 +637,7 @@ async fn stream(
         sent_frames += 1;
     }
     drop(rx);
-    let (result, tally) = match producer.await {
+    let (result, tally, stopped) = match producer.await {
         Ok(done) => done,
         Err(e) => {
             let message = format!("serving {} failed: {e}", request.product.name);
@@ -594,6 +645,12 @@ async fn stream(
             return Err(());
         }
     };
+    if let Some(refusal) = stopped {
+        tracing::info!(peer = %outlet.peer, code = %refusal.code, "transfer stopped: {}", refusal.message);
+        let _ = outlet.control(&Frame::Error(refusal)).await;
+        let _ = outlet.send.finish();
+        return Err(());
+    }
     match result {
         Ok(()) => {}
         Err(ProduceError::Cancelled) => return Err(()),

@@ -97,6 +97,7 @@ impl Side {
             DataPlaneConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 max_transfers_per_peer: transport.max_streams,
+                max_transfers: crate::config::DEFAULT_MAX_TRANSFERS,
                 clock_skew_ms: 0,
                 members: Default::default(),
                 congestion: transport.congestion,
@@ -1119,8 +1120,7 @@ async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool
 
 /// Transfers the provider `side` serves to `peer` right now.
 fn active_transfers(side: &Side, peer: &mesh_protocol::PublicKey) -> u32 {
-    let active = side.plane.shared.active.lock().unwrap();
-    active.get(peer).copied().unwrap_or(0)
+    side.plane.shared.transfer_slots().active_of(peer)
 }
 
 #[tokio::test]
@@ -1505,6 +1505,7 @@ async fn a_fifo_planted_as_the_state_file_does_not_hold_the_fetch() {
 /// The Flight endpoint's stream (`crate::flight`, only with the `query` feature).
 #[cfg(feature = "query")]
 mod flight_stream;
+mod ongoing;
 mod soak;
 mod striped;
 

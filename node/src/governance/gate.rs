@@ -22,6 +22,9 @@ struct Inner {
     keys: RwLock<Option<HashSet<PublicKey>>>,
     /// Data-plane connections refused because their key is not a member.
     refused: AtomicU64,
+    /// Counts replacements, so that readers learn of each (the data plane closes removed
+    /// members' connections).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl MemberSet {
@@ -47,6 +50,12 @@ impl MemberSet {
     pub fn replace(&self, keys: impl IntoIterator<Item = PublicKey>) {
         let set = keys.into_iter().collect();
         *self.0.keys.write().unwrap_or_else(|e| e.into_inner()) = Some(set);
+        self.0.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Wakes on every [`MemberSet::replace`] after this call.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.changes.subscribe()
     }
 
     /// Number of members (0 while open).
@@ -74,8 +83,13 @@ mod tests {
         let set = MemberSet::default();
         let k = PublicKey([1; 32]);
         assert!(set.admits(&k));
+        let changes = set.changes();
         set.replace([PublicKey([2; 32])]);
         assert!(!set.admits(&k));
+        assert!(
+            changes.has_changed().unwrap_or(false),
+            "readers learn of the change"
+        );
         assert!(
             set.clone().admits(&PublicKey([2; 32])),
             "clones share the set"

@@ -837,6 +837,7 @@ fn provider_plane(
             listen: "127.0.0.1:0".parse()?,
             // A striped fetch takes one transfer per stripe.
             max_transfers_per_peer: u32::from(mesh_protocol::transfer::MAX_STRIPES),
+            max_transfers: mesh_node::config::DEFAULT_MAX_TRANSFERS,
             clock_skew_ms: 0,
             members: Default::default(),
             congestion,
@@ -866,6 +867,7 @@ fn consumer_plane(
         DataPlaneConfig {
             listen: bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
             max_transfers_per_peer: 4,
+            max_transfers: mesh_node::config::DEFAULT_MAX_TRANSFERS,
             clock_skew_ms: 0,
             members: Default::default(),
             congestion,
