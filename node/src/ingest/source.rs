@@ -1,7 +1,7 @@
 //! Parquet and Arrow IPC inputs, and [`Source`], which yields the record batches of any input
 //! one at a time. Each input is checked before a reader is built over it (a Parquet file's
-//! schema depth and pages, an Arrow IPC input's messages), and reader calls run where a panic
-//! on hostile input is contained.
+//! schema depth, pages and INT96 timestamps, an Arrow IPC input's messages), and reader calls
+//! run where a panic on hostile input is contained.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::ipc::reader::{FileReader, StreamReader};
 use mesh_protocol::bounds::BoundsError;
@@ -17,6 +17,12 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
     ParquetRecordBatchReaderBuilder,
 };
+use parquet::basic::Type as PhysicalType;
+use parquet::column::reader::ColumnReaderImpl;
+use parquet::data_type::{Int96, Int96Type};
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::serialized_reader::SerializedPageReader;
+use parquet::schema::types::SchemaDescriptor;
 
 use super::csv::{CsvSource, open_csv};
 use super::error::{IngestError, io_error};
@@ -197,8 +203,9 @@ fn contained<T>(read: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, Arrow
     })
 }
 
-/// Opens a Parquet file whose footer was checked, with top-level dictionaries read as their
-/// values (see [`without_dictionaries`]).
+/// Opens a Parquet file whose footer was checked, reading the types of [`reader_schema`]
+/// (dictionaries as their values, INT96 timestamps as microseconds) once [`check_int96`] has
+/// seen every INT96 value fit.
 fn open_parquet(path: &Path, file: File) -> Result<Source, IngestError> {
     let parquet_error = |error: parquet::errors::ParquetError| IngestError::Parquet {
         file: path.to_path_buf(),
@@ -207,12 +214,19 @@ fn open_parquet(path: &Path, file: File) -> Result<Source, IngestError> {
     let mut metadata =
         ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(parquet_error)?;
     let batch_rows = check_parquet_pages(path, &file, metadata.metadata())?;
-    let schema = Arc::new(without_dictionaries(metadata.schema()));
+    let schema = reader_schema(metadata.schema(), metadata.parquet_schema()).map_err(|detail| {
+        IngestError::Parquet {
+            file: path.to_path_buf(),
+            detail,
+        }
+    })?;
+    let schema = Arc::new(schema);
     if schema != *metadata.schema() {
         let options = ArrowReaderOptions::new().with_schema(schema.clone());
         metadata = ArrowReaderMetadata::try_new(metadata.metadata().clone(), options)
             .map_err(parquet_error)?;
     }
+    check_int96(path, &file, metadata.metadata(), batch_rows)?;
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
         .with_batch_size(batch_rows)
         .build()
@@ -231,7 +245,7 @@ fn open_parquet(path: &Path, file: File) -> Result<Source, IngestError> {
 fn check_parquet_pages(
     path: &Path,
     file: &File,
-    metadata: &parquet::file::metadata::ParquetMetaData,
+    metadata: &ParquetMetaData,
 ) -> Result<usize, IngestError> {
     use crate::parquet_footer::{PageError, batch_rows, check_pages};
     let refused = |error: PageError| {
@@ -314,20 +328,191 @@ fn reading_failed(error: &io::Error) -> bool {
     )
 }
 
-/// The Parquet file's Arrow schema with top-level dictionary columns read as their value type.
-/// Parquet dictionaries are per row group (a pandas categorical comes back as a different
-/// dictionary in each), while an Arrow IPC file holds one dictionary per column, so keeping the
-/// dictionary type would fail on any file with more than one row group.
-fn without_dictionaries(schema: &Schema) -> Schema {
-    let fields: Vec<Field> = schema
-        .fields()
+/// The Arrow schema a Parquet input is read with (asked of the reader through
+/// [`ArrowReaderOptions::with_schema`]): the file's own, from its Parquet types and any
+/// `ARROW:schema` it stores, with two changes.
+///
+/// Top-level dictionary columns are read as their value type. Parquet dictionaries are per row
+/// group (a pandas categorical comes back as a different dictionary in each), while an Arrow
+/// IPC file holds one dictionary per column, so keeping the dictionary type would fail on any
+/// file with more than one row group.
+///
+/// INT96 columns, at any depth, are read as `Timestamp(Microsecond)`, with the time zone an
+/// `ARROW:schema` gives them, if any. INT96 is the legacy timestamp of Spark and Impala (Spark
+/// still writes it by default in many setups): a julian day and a nanosecond of that day. The
+/// reader's default, nanoseconds since 1970, only reaches the years 1677 to 2262, and parquet
+/// converts with wrapping arithmetic: a date outside that range, such as Spark's usual "end of
+/// time" 9999-12-31, would silently become another (1816-03-29) and be signed and served as
+/// such. Microseconds reach about 292,000 years either side of 1970 and are what Spark and
+/// DuckDB read INT96 as. The cost: the sub-microsecond digits of an INT96 value are dropped.
+/// Spark never writes them (its timestamps are microseconds); Impala, whose timestamps have
+/// nanoseconds, can, and such a value loses its last three digits. A value even microseconds
+/// cannot hold is refused by [`check_int96`].
+fn reader_schema(schema: &Schema, parquet: &SchemaDescriptor) -> Result<Schema, String> {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let int96: Vec<bool> = parquet
+        .columns()
         .iter()
-        .map(|field| match field.data_type() {
-            DataType::Dictionary(_, value) => field.as_ref().clone().with_data_type(*value.clone()),
-            _ => field.as_ref().clone(),
-        })
+        .map(|column| column.physical_type() == PhysicalType::INT96)
         .collect();
-    Schema::new_with_metadata(fields, schema.metadata().clone())
+    if int96.contains(&true) {
+        // parquet turns each leaf column into one Arrow leaf, in the same order.
+        let mut leaves = int96.into_iter();
+        for field in &mut fields {
+            *field = with_int96_micros(field, &mut leaves)?;
+        }
+        if leaves.next().is_some() {
+            return Err("its Arrow schema has fewer leaf columns than its Parquet schema".into());
+        }
+    }
+    for field in &mut fields {
+        if let DataType::Dictionary(_, value) = field.data_type() {
+            let value = value.as_ref().clone();
+            *field = field.clone().with_data_type(value);
+        }
+    }
+    Ok(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `field` with its INT96 leaves read as microseconds ([`reader_schema`]). `leaves` says of
+/// each leaf column of the Parquet schema, in order, whether it is INT96; the leaves of
+/// `field` are taken from it.
+fn with_int96_micros(
+    field: &Field,
+    leaves: &mut impl Iterator<Item = bool>,
+) -> Result<Field, String> {
+    let data_type = match field.data_type() {
+        DataType::Struct(children) => DataType::Struct(
+            children
+                .iter()
+                .map(|child| with_int96_micros(child, leaves))
+                .collect::<Result<Vec<Field>, String>>()?
+                .into(),
+        ),
+        DataType::List(item) => DataType::List(item_with_int96_micros(item, leaves)?),
+        DataType::LargeList(item) => DataType::LargeList(item_with_int96_micros(item, leaves)?),
+        DataType::ListView(item) => DataType::ListView(item_with_int96_micros(item, leaves)?),
+        DataType::LargeListView(item) => {
+            DataType::LargeListView(item_with_int96_micros(item, leaves)?)
+        }
+        DataType::FixedSizeList(item, size) => {
+            DataType::FixedSizeList(item_with_int96_micros(item, leaves)?, *size)
+        }
+        DataType::Map(entries, sorted) => {
+            DataType::Map(item_with_int96_micros(entries, leaves)?, *sorted)
+        }
+        leaf => match leaves.next() {
+            Some(false) => return Ok(field.clone()),
+            Some(true) => {
+                // A dictionary of them (pyarrow records one) is read as its values: parquet
+                // cannot decode INT96 into a dictionary below the top level.
+                let mut values = leaf;
+                while let DataType::Dictionary(_, inner) = values {
+                    values = inner;
+                }
+                let DataType::Timestamp(_, zone) = values else {
+                    return Err(format!(
+                        "its INT96 column `{}` has the Arrow type {leaf}, not a timestamp",
+                        field.name()
+                    ));
+                };
+                DataType::Timestamp(TimeUnit::Microsecond, zone.clone())
+            }
+            None => {
+                return Err(
+                    "its Arrow schema has more leaf columns than its Parquet schema".into(),
+                );
+            }
+        },
+    };
+    Ok(field.clone().with_data_type(data_type))
+}
+
+fn item_with_int96_micros(
+    item: &FieldRef,
+    leaves: &mut impl Iterator<Item = bool>,
+) -> Result<FieldRef, String> {
+    with_int96_micros(item, leaves).map(Arc::new)
+}
+
+/// Decodes every INT96 value of a Parquet input before the reader is built (the INT96 column
+/// chunks only, [`batch_rows`](crate::parquet_footer::batch_rows) records at a time, as the
+/// reader would) and refuses one whose microseconds since 1970 an `i64` cannot hold
+/// ([`int96_micros`]): parquet's conversion wraps, and would turn it into another date
+/// without a word. Only inputs with INT96 columns pay for this second decoding of them.
+fn check_int96(
+    path: &Path,
+    file: &File,
+    metadata: &ParquetMetaData,
+    batch_rows: usize,
+) -> Result<(), IngestError> {
+    let refused = |detail: String| IngestError::Parquet {
+        file: path.to_path_buf(),
+        detail,
+    };
+    let schema = metadata.file_metadata().schema_descr();
+    let columns: Vec<usize> = (0..schema.num_columns())
+        .filter(|&i| schema.column(i).physical_type() == PhysicalType::INT96)
+        .collect();
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let chunks = Arc::new(file.try_clone().map_err(|e| io_error(path, "read", e))?);
+    let (mut values, mut definitions, mut repetitions) = (Vec::new(), Vec::new(), Vec::new());
+    for (index, group) in metadata.row_groups().iter().enumerate() {
+        let rows = usize::try_from(group.num_rows()).map_err(|_| {
+            refused(format!(
+                "row group {index} declares {} rows",
+                group.num_rows()
+            ))
+        })?;
+        for &column in &columns {
+            let pages = SerializedPageReader::new(chunks.clone(), group.column(column), rows, None)
+                .map_err(|e| refused(e.to_string()))?;
+            let descriptor = schema.column(column);
+            let mut reader =
+                ColumnReaderImpl::<Int96Type>::new(descriptor.clone(), Box::new(pages));
+            loop {
+                values.clear();
+                definitions.clear();
+                repetitions.clear();
+                let (records, _, levels) = reader
+                    .read_records(
+                        batch_rows,
+                        Some(&mut definitions),
+                        Some(&mut repetitions),
+                        &mut values,
+                    )
+                    .map_err(|e| refused(e.to_string()))?;
+                if let Some(value) = values.iter().find(|v| int96_micros(v).is_none()) {
+                    return Err(refused(format!(
+                        "column `{}` of row group {index} holds an INT96 timestamp at julian \
+                         day {}, which microseconds since 1970 cannot hold (they reach about \
+                         292,000 years either side of it)",
+                        descriptor.path().string(),
+                        value.data()[2] as i32,
+                    )));
+                }
+                if records == 0 && levels == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The microseconds since 1970 of an INT96 timestamp, as parquet's `Int96::to_micros` makes
+/// them (sub-microsecond digits dropped), or `None` where its wrapping arithmetic would
+/// overflow.
+fn int96_micros(value: &Int96) -> Option<i64> {
+    const JULIAN_DAY_OF_EPOCH: i64 = 2_440_588;
+    const MICROS_PER_DAY: i64 = 86_400_000_000;
+    let data = value.data();
+    let nanos = (u64::from(data[1]) << 32 | u64::from(data[0])) as i64;
+    (i64::from(data[2] as i32) - JULIAN_DAY_OF_EPOCH)
+        .checked_mul(MICROS_PER_DAY)?
+        .checked_add(nanos / 1_000)
 }
 
 #[cfg(test)]
@@ -336,11 +521,17 @@ mod tests {
 
     use std::fs;
 
-    use arrow::array::{Array, ArrayRef, DictionaryArray, Int32Array, StringArray};
+    use arrow::array::{
+        Array, ArrayRef, DictionaryArray, Int32Array, ListArray, StringArray,
+        TimestampMicrosecondArray,
+    };
     use arrow::datatypes::Int32Type;
     use arrow::ipc::writer::{FileWriter, StreamWriter};
-    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::{ARROW_SCHEMA_META_KEY, ArrowWriter, encode_arrow_schema};
+    use parquet::file::metadata::KeyValue;
     use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
     use tempfile::TempDir;
 
     use crate::ingest::ingest_file;
@@ -888,7 +1079,6 @@ mod tests {
     #[test]
     fn a_panic_reading_a_parquet_arrow_schema_hint_is_an_error() {
         use parquet::arrow::arrow_writer::ArrowWriterOptions;
-        use parquet::file::metadata::KeyValue;
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("hint.parquet");
         let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, true)]));
@@ -1034,6 +1224,203 @@ mod tests {
             let input = write_input(&dir, "delta.parquet", &delta_strings(200, 200, prefixed));
             assert_eq!(ingest_file(&input, &output).unwrap().rows, 200);
             fs::remove_file(&output).unwrap();
+        }
+    }
+
+    /// The julian day of 1970-01-01.
+    const EPOCH_DAY: u32 = 2_440_588;
+
+    /// An INT96 timestamp as Spark and Impala write it: the nanosecond of the day in the
+    /// first eight bytes, the julian day in the last four.
+    fn int96(julian_day: u32, nanos_of_day: u64) -> Int96 {
+        let mut value = Int96::new();
+        value.set_data(nanos_of_day as u32, (nanos_of_day >> 32) as u32, julian_day);
+        value
+    }
+
+    /// 9999-12-31T00:00:00 (Spark's usual "end of time"), 1970-01-01T00:00:00.000001 and
+    /// 2024-02-29T12:34:56.789012, with the microseconds since 1970 each stands for.
+    fn spark_values() -> ([Int96; 3], [i64; 3]) {
+        let half_past_noon = (12 * 3600 + 34 * 60 + 56) * 1_000_000_000 + 789_012_000;
+        (
+            [
+                int96(EPOCH_DAY + 2_932_896, 0),
+                int96(EPOCH_DAY, 1_000),
+                int96(EPOCH_DAY + 19_782, half_past_noon),
+            ],
+            [253_402_214_400_000_000, 1, 1_709_210_096_789_012],
+        )
+    }
+
+    /// Writes a Parquet file as Spark writes timestamps, with no `ARROW:schema` unless `hint`:
+    /// `ts` (required INT96) holds `ts`, one per row; `tss` (a list of nullable INT96) holds
+    /// `first_list` and a null element in its first row, and is null in the others.
+    fn int96_parquet(path: &Path, ts: &[Int96], first_list: &[Int96], hint: Option<&Schema>) {
+        let schema = parse_message_type(
+            "message spark_schema {
+                required int96 ts;
+                optional group tss (LIST) { repeated group list { optional int96 element; } }
+            }",
+        )
+        .unwrap();
+        let metadata = hint.map(|hint| {
+            vec![KeyValue::new(
+                ARROW_SCHEMA_META_KEY.into(),
+                encode_arrow_schema(hint),
+            )]
+        });
+        let properties = WriterProperties::builder()
+            .set_key_value_metadata(metadata)
+            .build();
+        let mut writer = SerializedFileWriter::new(
+            File::create(path).unwrap(),
+            Arc::new(schema),
+            Arc::new(properties),
+        )
+        .unwrap();
+        let mut group = writer.next_row_group().unwrap();
+        let mut column = group.next_column().unwrap().unwrap();
+        column
+            .typed::<Int96Type>()
+            .write_batch(ts, None, None)
+            .unwrap();
+        column.close().unwrap();
+        // Row 0: the values then a null element (definition 2); rows 1..: a null list.
+        let mut definitions = vec![3; first_list.len()];
+        definitions.push(2);
+        definitions.extend(vec![0; ts.len() - 1]);
+        let mut repetitions = vec![1; first_list.len() + 1];
+        repetitions[0] = 0;
+        repetitions.extend(vec![0; ts.len() - 1]);
+        let mut column = group.next_column().unwrap().unwrap();
+        column
+            .typed::<Int96Type>()
+            .write_batch(first_list, Some(&definitions), Some(&repetitions))
+            .unwrap();
+        column.close().unwrap();
+        group.close().unwrap();
+        writer.close().unwrap();
+    }
+
+    /// The microseconds of a timestamp column, `None` for nulls.
+    fn micros(array: &dyn Array) -> Vec<Option<i64>> {
+        let array = array
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap_or_else(|| panic!("not microseconds: {}", array.data_type()));
+        array.iter().collect()
+    }
+
+    fn check_read(zone: Option<&str>, hint: Option<&Schema>) {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("spark.parquet");
+        let (values, expected) = spark_values();
+        int96_parquet(&input, &values, &values, hint);
+        let (outcome, read, _) = ingest_ok(&dir, &input);
+        let micros_type = DataType::Timestamp(TimeUnit::Microsecond, zone.map(Into::into));
+        assert_eq!(outcome.schema.field(0).data_type(), &micros_type);
+        assert_eq!(
+            outcome.schema.field(1).data_type(),
+            &DataType::List(Arc::new(Field::new("element", micros_type, true)))
+        );
+        let want: Vec<Option<i64>> = expected.iter().copied().map(Some).collect();
+        assert_eq!(micros(read.column(0)), want);
+        let lists = column::<ListArray>(&read, "tss");
+        let mut first = want.clone();
+        first.push(None);
+        assert_eq!(micros(lists.value(0).as_ref()), first);
+        assert_eq!(lists.null_count(), 2);
+    }
+
+    #[test]
+    fn int96_timestamps_are_read_as_microseconds_without_wrapping() {
+        check_read(None, None);
+    }
+
+    #[test]
+    fn int96_timestamps_keep_the_time_zone_of_the_arrow_schema() {
+        // pyarrow records the Arrow type it wrote from, here nanoseconds in UTC, or a
+        // dictionary of them: the time zone is kept, the unit and the dictionary are not.
+        let nanos = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(nanos.clone()));
+        for hinted in [nanos, dictionary] {
+            let hint = Schema::new(vec![
+                Field::new("ts", hinted.clone(), false),
+                Field::new(
+                    "tss",
+                    DataType::List(Arc::new(Field::new("element", hinted, true))),
+                    true,
+                ),
+            ]);
+            check_read(Some("UTC"), Some(&hint));
+        }
+    }
+
+    #[test]
+    fn an_int96_timestamp_microseconds_cannot_hold_is_refused_naming_its_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let (values, _) = spark_values();
+        let output = dir.path().join("out.arrow.partial");
+        // Julian days whose microseconds since 1970 overflow an i64 either way (days read as
+        // a signed 32-bit number), in the list and at the top level.
+        for (ts, list, column, day) in [
+            (
+                int96(EPOCH_DAY, 0),
+                int96(i32::MAX as u32, 0),
+                "tss.list.element",
+                "2147483647",
+            ),
+            (int96(1 << 31, 0), int96(EPOCH_DAY, 0), "ts", "-2147483648"),
+        ] {
+            let input = dir.path().join("absurd.parquet");
+            int96_parquet(&input, &[values[0], ts], &[values[1], list], None);
+            let error = ingest_file(&input, &output).unwrap_err();
+            assert!(matches!(&error, IngestError::Parquet { .. }), "{error:?}");
+            let message = error.to_string();
+            for part in [
+                "absurd.parquet",
+                &format!("column `{column}`"),
+                &format!("julian day {day}"),
+                "microsecond",
+            ] {
+                assert!(message.contains(part), "{part}: {message}");
+            }
+            assert!(!output.exists());
+        }
+        // Days just inside the range are read.
+        let last_day = EPOCH_DAY as i64 + i64::MAX / 86_400_000_000 - 1;
+        let input = dir.path().join("edge.parquet");
+        int96_parquet(&input, &[int96(last_day as u32, 0)], &[], None);
+        let read = ingest_file(&input, &output).map(|o| o.rows);
+        assert_eq!(read.unwrap(), 1);
+    }
+
+    #[test]
+    fn int96_microseconds_are_the_parquet_crates_where_they_fit() {
+        let days = [
+            0,
+            1,
+            EPOCH_DAY - 1,
+            EPOCH_DAY,
+            5_373_484,
+            1 << 30,
+            (1 << 31) - 1,
+        ];
+        let days = days.iter().copied().chain(days.map(|d| d.wrapping_neg()));
+        let nanos = [0u64, 999, 1_000, 86_399_999_999_999, u64::MAX, 1 << 63];
+        for day in days {
+            for nanos in nanos {
+                let value = int96(day, nanos);
+                match int96_micros(&value) {
+                    Some(micros) => assert_eq!(micros, value.to_micros(), "{day} {nanos}"),
+                    None => {
+                        let exact = (i128::from(day as i32) - i128::from(EPOCH_DAY))
+                            * 86_400_000_000
+                            + i128::from(nanos as i64 / 1_000);
+                        assert!(i64::try_from(exact).is_err(), "{day} {nanos}")
+                    }
+                }
+            }
         }
     }
 }

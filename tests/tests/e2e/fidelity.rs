@@ -284,3 +284,85 @@ fn csv_values_survive_publish_and_fetch_as_pyarrow_reads_them() {
         column(&report, "pyarrow", "empty_str")
     );
 }
+
+/// Writes a Parquet file of INT96 timestamps as Spark writes them (no `ARROW:schema`), top
+/// level and in a list: 9999-12-31 (Spark's usual "end of time", past what nanoseconds since
+/// 1970 reach), the first microsecond after 1970, a leap day with microseconds, and nulls.
+const INT96_WRITE: &str = r#"
+import sys, datetime as dt, pyarrow as pa, pyarrow.parquet as pq
+values = [dt.datetime(9999, 12, 31), dt.datetime(1970, 1, 1, 0, 0, 0, 1),
+          dt.datetime(2024, 2, 29, 12, 34, 56, 789012), None]
+table = pa.table({
+    'ts': pa.array(values, pa.timestamp('us')),
+    'tss': pa.array([values, None, [values[2]], []], pa.list_(pa.timestamp('us'))),
+})
+pq.write_table(table, sys.argv[1], use_deprecated_int96_timestamps=True, store_schema=False)
+assert 'int96' in str(pq.ParquetFile(sys.argv[1]).schema)
+"#;
+
+/// Reads the fetched Arrow file, and the Parquet file as pyarrow reads INT96 in microseconds,
+/// and prints per column its type and its values as integers since 1970 (in the type's unit).
+const INT96_COMPARE: &str = r#"
+import json, sys
+import pyarrow as pa, pyarrow.ipc as ipc, pyarrow.parquet as pq
+fetched = ipc.open_file(sys.argv[1]).read_all()
+reference = pq.read_table(sys.argv[2], coerce_int96_timestamp_unit='us')
+def integers(t):
+    if pa.types.is_list(t):
+        return pa.list_(pa.field(t.value_field.name, integers(t.value_type)))
+    return pa.int64() if pa.types.is_timestamp(t) else t
+def describe(table):
+    return {f.name: {'type': str(f.type), 'values': c.cast(integers(f.type)).to_pylist()}
+            for f, c in zip(table.schema, table.columns)}
+print(json.dumps({'fetched': describe(fetched), 'pyarrow': describe(reference)}))
+"#;
+
+#[test]
+fn int96_timestamps_survive_publish_and_fetch_as_pyarrow_reads_them_in_microseconds() {
+    if !require_pyarrow() {
+        return;
+    }
+    let sales = TestNode::start("sales", &[]);
+    let source = sales.dir.parent().unwrap().join("spark.parquet");
+    python(INT96_WRITE, &[source.to_str().unwrap()]);
+    publish(&sales, "spark", &source, &[]);
+    let churn = TestNode::start_seeing("churn", &sales, "sales/spark");
+    let v = churn
+        .cli(&[
+            "share",
+            "request",
+            "sales/spark",
+            "--purpose",
+            "analytics",
+            "--json",
+        ])
+        .json();
+    assert_eq!(v["state"], "agreed", "{v}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("spark.arrow");
+    let fetched = churn.fetch("sales/spark", &out, &["--json"]);
+    assert!(fetched.success, "fetch failed: {}", fetched.stderr);
+    let report: Value = serde_json::from_str(&python(
+        INT96_COMPARE,
+        &[out.to_str().unwrap(), source.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(report["fetched"], report["pyarrow"], "{report}");
+    // Not only equal but right: 9999-12-31 is not wrapped into 1816.
+    let values = json!([
+        253_402_214_400_000_000i64,
+        1,
+        1_709_210_096_789_012i64,
+        null
+    ]);
+    assert_eq!(
+        report["fetched"]["ts"],
+        json!({"type": "timestamp[us]", "values": values}),
+        "{report}"
+    );
+    assert_eq!(
+        report["fetched"]["tss"]["values"],
+        json!([values, null, [1_709_210_096_789_012i64], []]),
+        "{report}"
+    );
+}
