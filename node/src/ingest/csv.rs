@@ -128,11 +128,9 @@ impl<R: Read> Read for QuoteTracker<R> {
             };
             // A `\r` ends a line too (files saved with classic Mac line ends have no `\n`
             // at all); the `\n` of a `\r\n` then ends none.
-            if self.lines.count(byte) {
-                if self.state == FieldStart {
-                    self.record_bytes = 0;
-                    self.record_starts_on = self.lines.line;
-                }
+            if self.lines.count(byte) && self.state == FieldStart {
+                self.record_bytes = 0;
+                self.record_starts_on = self.lines.line;
             }
             self.record_bytes += 1;
             if self.record_bytes > MAX_CSV_RECORD_BYTES {
@@ -1276,7 +1274,10 @@ mod tests {
         tracker.read_to_end(&mut sink).unwrap();
         assert_eq!(tracker.lines.line, 5);
         assert_eq!(tracker.record_starts_on, 5);
-        assert_eq!(tracker.record_bytes, 1, "the last line end, counted from a new record");
+        assert_eq!(
+            tracker.record_bytes, 1,
+            "the last line end, counted from a new record"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let mut csv = String::from("n,label\r");

@@ -82,11 +82,11 @@ async fn put_then_get(
                 return outcomes;
             }
             QueryResult::GetRecord(Ok(GetRecordOk::FinishedWithNoAdditionalRecord { .. }))
-            | QueryResult::GetRecord(Err(_)) => {
-                if step.last {
-                    outcomes.push(Outcome::NotFound);
-                    return outcomes;
-                }
+            | QueryResult::GetRecord(Err(_))
+                if step.last =>
+            {
+                outcomes.push(Outcome::NotFound);
+                return outcomes;
             }
             _ => {}
         }
