@@ -158,7 +158,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run {
             data_dir,
             accept_rollback,
-        } => commands::run(client::data_dir(data_dir)?, accept_rollback).await,
+        } => commands::run(client::data_dir(data_dir)?, accept_rollback)
+            .await
+            .map_err(run_failure),
         Command::Publish(args) => commands::publish(args).await,
         Command::Catalog(args) => commands::catalog(args).await,
         Command::Demo(args) => demo::run(args).await,
@@ -182,6 +184,17 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             man_page();
             Ok(())
         }
+    }
+}
+
+/// The kind of a failure of `meshnode run`: a data directory that was never initialised is
+/// not found, as for every other command (its message says to run `meshnode init`).
+fn run_failure(error: anyhow::Error) -> anyhow::Error {
+    match error.downcast_ref::<mesh_node::server::ServeError>() {
+        Some(not_initialised @ mesh_node::server::ServeError::NotInitialised(_)) => {
+            exit::fail(exit::Failure::NotFound, not_initialised.to_string())
+        }
+        _ => error,
     }
 }
 
@@ -232,4 +245,26 @@ fn write_raw(bytes: &[u8]) -> ExitCode {
         output::stdout_failed(&e);
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_node::server::ServeError;
+
+    use super::*;
+
+    #[test]
+    fn run_on_an_uninitialised_data_directory_fails_as_not_found_and_says_to_init() {
+        let error = run_failure(ServeError::NotInitialised("/tmp/x".into()).into());
+        assert_eq!(exit::Failure::of(&error), exit::Failure::NotFound);
+        assert!(
+            error
+                .to_string()
+                .contains("run `meshnode init --data-dir /tmp/x --domain NAME` first"),
+            "{error}"
+        );
+        // Other failures to start keep their kind.
+        let error = run_failure(ServeError::Other("bad".into()).into());
+        assert_eq!(exit::Failure::of(&error), exit::Failure::Other);
+    }
 }

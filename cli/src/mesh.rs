@@ -302,7 +302,7 @@ fn create(dir: &DataDir, path: &std::path::Path, json: bool) -> anyhow::Result<(
     let store = open_store(dir)?;
     let state = mesh_node::governance::refound(&store, &identity, &charter, &[])?;
     store.flush_blocking()?;
-    report_mesh(&state, json)
+    report_mesh(&state, true, json)
 }
 
 /// `mesh join TICKET` on an initialised node whose daemon is stopped.
@@ -343,7 +343,7 @@ async fn join_offline(dir: &DataDir, ticket: &str, json: bool) -> anyhow::Result
             dir.config().display()
         )));
     }
-    report_mesh(&state, json)
+    report_mesh(&state, welcome.admitted, json)
 }
 
 /// Reads a ticket, with a usage error that says what to do.
@@ -371,23 +371,46 @@ pub(crate) async fn join_network(
         })
 }
 
-fn report_mesh(state: &mesh_protocol::governance::MeshState, json: bool) -> anyhow::Result<()> {
+/// What `mesh create` and `mesh join` leave the node in: the mesh, and whether this domain is
+/// a member of it yet (`admitted`: `false` while a join waits for the charter's quorum).
+fn report_mesh(
+    state: &mesh_protocol::governance::MeshState,
+    admitted: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
         return output::json(&serde_json::json!({
             "mesh_id": state.id().to_hex(),
             "name": state.charter().name,
             "members": state.member_count(),
             "policy_version": state.policies().version,
+            "admitted": admitted,
         }));
     }
-    crate::outln!(
-        "this node is in mesh `{}` ({}): {} member(s), policies version {}",
-        clean(&state.charter().name),
-        state.id().short(),
-        state.member_count(),
-        state.policies().version
-    );
+    crate::outln!("{}", mesh_line(state, admitted));
     Ok(())
+}
+
+/// The line [`report_mesh`] prints.
+fn mesh_line(state: &mesh_protocol::governance::MeshState, admitted: bool) -> String {
+    if admitted {
+        format!(
+            "this node is in mesh `{}` ({}): {} member(s), policies version {}",
+            clean(&state.charter().name),
+            state.id().short(),
+            state.member_count(),
+            state.policies().version
+        )
+    } else {
+        format!(
+            "asked to join mesh `{}` ({}): the admission waits for the charter's quorum of \
+             governing domains (`meshnode governance status` on a member shows it, \
+             `meshnode governance sign` there adds a signature); start this node with \
+             `meshnode run`: the members let it in once the admission is carried",
+            clean(&state.charter().name),
+            state.id().short()
+        )
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {

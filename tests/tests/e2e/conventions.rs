@@ -474,6 +474,39 @@ fn config_errors_name_the_file_line_column_and_key() {
 }
 
 #[test]
+fn run_and_status_on_an_uninitialised_data_directory_both_exit_3_and_say_to_init() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let missing = tmp.path().join("missing");
+    for dir in [&empty, &missing] {
+        let dir = dir.to_str().unwrap();
+        for command in ["run", "status"] {
+            let out = Command::new(meshnode_bin())
+                .args([command, "--data-dir", dir])
+                .env_remove("MESHNODE_DATA_DIR")
+                .stdin(Stdio::null())
+                .output()
+                .expect("run meshnode");
+            let out = Exit {
+                code: out.status.code(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            };
+            assert_exit(&out, 3, "is not a meshnode data directory");
+            assert!(
+                out.stderr
+                    .contains(&format!("meshnode init --data-dir {dir} --domain NAME")),
+                "`{command}`: {}",
+                out.stderr
+            );
+        }
+    }
+    // Nothing was created where nothing was.
+    assert!(!missing.exists());
+}
+
+#[test]
 fn a_publish_that_would_eat_into_the_disk_reserve_stops_with_exit_74_and_leaves_nothing() {
     let mut sales = TestNode::init("sales", &[]);
     // More than any disk has free: every write of product data would eat into it.

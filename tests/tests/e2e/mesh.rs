@@ -339,3 +339,61 @@ fn nodes_find_peers_they_were_not_told_about() {
         )
     });
 }
+
+#[test]
+fn a_join_waiting_for_the_quorum_says_so_and_json_tells_admitted() {
+    // Two governing domains, both needed to admit anyone else.
+    let mut sales = TestNode::init("sales", &[]);
+    let customer = TestNode::init("customer", &[]);
+    let key = mesh_node::keyfile::load(&mesh_node::DataDir::new(&customer.dir).identity())
+        .expect("customer's identity")
+        .public_key()
+        .to_hex();
+    let charter = write_file(
+        sales.dir.parent().unwrap(),
+        "charter.toml",
+        &format!(
+            "name = \"e-commerce\"\nquorum = 2\nadmission = \"quorum\"\n\n\
+             [[governors]]\ndomain = \"sales\"\n\n\
+             [[governors]]\ndomain = \"customer\"\nkey = \"{key}\"\n"
+        ),
+    );
+    let created = sales.cli(&["mesh", "create", "--charter", charter.to_str().unwrap()]);
+    assert!(created.success, "mesh create: {}", created.stderr);
+    sales.run();
+
+    // A governing domain is a member by the charter: admitted at once.
+    let joined = customer
+        .cli(&["mesh", "join", &sales.invite("customer"), "--json"])
+        .json();
+    assert_eq!(joined["admitted"], true, "{joined}");
+    assert_eq!(joined["name"], "e-commerce", "{joined}");
+
+    // Anyone else waits for the second signature, and is told so.
+    let churn = TestNode::init("churn", &[]);
+    let out = churn.cli(&["mesh", "join", &sales.invite("churn")]);
+    assert!(out.success, "mesh join: {}", out.stderr);
+    assert!(
+        !out.stdout.contains("this node is in mesh"),
+        "{}",
+        out.stdout
+    );
+    for needle in [
+        "e-commerce",
+        "admission waits",
+        "meshnode governance sign",
+        "meshnode run",
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "`{needle}` not in: {}",
+            out.stdout
+        );
+    }
+    let crm = TestNode::init("crm", &[]);
+    let joined = crm
+        .cli(&["mesh", "join", &sales.invite("crm"), "--json"])
+        .json();
+    assert_eq!(joined["admitted"], false, "{joined}");
+    assert_eq!(joined["name"], "e-commerce", "{joined}");
+}

@@ -417,3 +417,44 @@ fn chains_and_nesting_up_to_the_bounds_are_answered_and_past_them_refused_withou
     // And the daemon is still there.
     assert_eq!(node.status()["domain"], "analytics");
 }
+
+#[test]
+fn json_tells_nan_and_the_infinities_apart_from_null() {
+    let node = TestNode::start("analytics", &[]);
+    let query = "SELECT CAST('NaN' AS DOUBLE) AS nan, CAST('inf' AS DOUBLE) AS pos, \
+                 CAST('-inf' AS DOUBLE) AS neg, CAST(NULL AS DOUBLE) AS missing, \
+                 1.5 AS plain, CAST('NaN' AS REAL) AS nan32, \
+                 named_struct('v', CAST('-inf' AS DOUBLE)) AS nested";
+    let rows = sql_rows(&node, query);
+    assert_eq!(
+        rows,
+        [serde_json::json!({
+            "nan": "NaN",
+            "pos": "Infinity",
+            "neg": "-Infinity",
+            "missing": null,
+            "plain": 1.5,
+            "nan32": "NaN",
+            "nested": { "v": "-Infinity" },
+        })]
+    );
+}
+
+#[test]
+fn csv_of_an_empty_result_quotes_its_header_as_a_full_one_does() {
+    let node = TestNode::start("analytics", &[]);
+    let query = |filter: &str| {
+        format!("SELECT 1 AS \"net, eur\", 2 AS \"say \"\"hi\"\"\", 3 AS plain {filter}")
+    };
+    let full = node.cli(&["sql", "--csv", &query("")]);
+    assert!(full.success, "{}", full.stderr);
+    let header = full.stdout.lines().next().unwrap_or_default();
+    assert_eq!(
+        header, "\"net, eur\",\"say \"\"hi\"\"\",plain",
+        "{}",
+        full.stdout
+    );
+    let empty = node.cli(&["sql", "--csv", &query("WHERE false")]);
+    assert!(empty.success, "{}", empty.stderr);
+    assert_eq!(empty.stdout, format!("{header}\n"));
+}

@@ -1,7 +1,7 @@
 //! Remote strings never reach the operator's terminal raw: a product whose title, description,
 //! tag and column name carry escape sequences, carriage returns and bidi overrides, and a
-//! request whose purpose does, are shown escaped by every human view on both nodes, while
-//! `--json` keeps the exact strings.
+//! request whose purpose does, and a query's column names in `meshnode sql`'s table, are shown
+//! escaped by every human view on both nodes, while `--json` keeps the exact strings.
 
 use std::time::Duration;
 
@@ -100,6 +100,26 @@ fn hostile_strings_are_escaped_for_people_and_exact_in_json() {
             .collect();
         assert_eq!(names, ["order_id", column.as_str(), "amount"]);
     }
+
+    // A query's column names reach the table header: an alias here, and a product's column
+    // (from a peer's descriptor or a CSV header) in general.
+    let alias = format!("red\x1b[31m{RLO}x");
+    let query = format!("SELECT 1 AS \"{alias}\", 'v' AS \"{column}\"");
+    let table = sales.cli(&["sql", &query]);
+    assert!(table.success, "{}", table.stderr);
+    assert_safe("sql", &table.stdout);
+    for escaped in ["red\\x1b[31m\\u{202e}x", "na\\x1b[2Jme\\u{202e}x"] {
+        assert!(
+            table.stdout.contains(escaped),
+            "`sql` lacks {escaped}:\n{}",
+            table.stdout
+        );
+    }
+    let rows = sales.cli(&["sql", "--json", &query]).json();
+    assert_eq!(
+        rows,
+        serde_json::json!([{ alias.as_str(): 1, column.as_str(): "v" }])
+    );
 
     // A request whose purpose would hide itself from the approver.
     let purpose = format!("analytics{CLEAR}\rbenign{RLO}lanoitan");
