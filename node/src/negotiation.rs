@@ -724,8 +724,12 @@ pub(crate) fn revocation_from_gossip(
     now_ms: u64,
 ) -> Result<bool, mesh_protocol::RejectReason> {
     use mesh_protocol::RejectReason;
-    let revocation = verify_revocation_signer(envelope).map_err(|_| RejectReason::BadSignature)?;
-    let id = revocation.agreement_id;
+    // The agreement is looked up first: a revocation of one this node does not hold is
+    // dropped without a signature check, whoever claims to have signed it.
+    let id = envelope
+        .decode_trusted()
+        .map_err(|_| RejectReason::Malformed)?
+        .agreement_id;
     let record = match store.agreement(&id) {
         Ok(Some(record)) => record,
         Ok(None) => {
@@ -737,6 +741,7 @@ pub(crate) fn revocation_from_gossip(
             return Ok(false);
         }
     };
+    verify_revocation_signer(envelope).map_err(|_| RejectReason::BadSignature)?;
     let Ok(terms) = record.terms() else {
         return Ok(false);
     };
@@ -2428,6 +2433,26 @@ mod tests {
         assert!(mesh.provider.revocations().is_empty());
         // One of ours, by a stranger: rejected. By the other party: applied once.
         let (id, _) = mesh.negotiate(&analytics(), 1).await;
+        // A signature that does not verify: refused as a forgery when it is about one of
+        // ours; about an agreement nobody here holds, dropped before any check.
+        let revocation = |agreement_id| Revocation {
+            agreement_id,
+            by: mesh.churn.public_key(),
+            reason: "forged".into(),
+            at_ms: NOW,
+        };
+        let forge = |agreement_id| {
+            Signed::sign(&stranger, &revocation(agreement_id))
+                .with_claimed_signer(mesh.churn.public_key())
+        };
+        assert_eq!(
+            revocation_from_gossip(&mesh.provider, &forge(id), NOW),
+            Err(mesh_protocol::RejectReason::BadSignature)
+        );
+        assert_eq!(
+            revocation_from_gossip(&mesh.provider, &forge(AgreementId([200; 32])), NOW),
+            Ok(false)
+        );
         let forged = Signed::sign(
             &stranger,
             &Revocation {
