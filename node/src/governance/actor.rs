@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use libp2p::request_response;
 use mesh_protocol::catalog::RejectReason;
-use mesh_protocol::governance::join::{DEFAULT_INVITE_TTL_MS, MAX_TICKET_ADDRS};
+use mesh_protocol::governance::join::{DEFAULT_INVITE_TTL_MS, MAX_INVITE_TTL_MS, MAX_TICKET_ADDRS};
 use mesh_protocol::governance::{
     Action, Changes, Invitation, JoinClaim, JoinReply, Member, Motion, MotionView, Policies,
     RequiredField, Ticket, VoteRefusal, check_claim,
@@ -403,6 +403,12 @@ impl Node {
             .ttl_secs
             .map(|s| s.saturating_mul(1000))
             .unwrap_or(DEFAULT_INVITE_TTL_MS);
+        if ttl == 0 || ttl > MAX_INVITE_TTL_MS {
+            return Err(NodeError::BadRequest(format!(
+                "an invitation lasts from 1 s to {} days: give --ttl within that",
+                MAX_INVITE_TTL_MS / (24 * 60 * 60 * 1000)
+            )));
+        }
         let invitation = Invitation {
             key: invitation_key,
             domain: request.domain.clone(),
@@ -540,12 +546,9 @@ impl Node {
             }
         };
         self.governance.spend_invitation(peer, member.key);
-        if !self.governance.is_member(&member.key) {
-            let motion = self.new_motion(Action::Admit(member.clone()));
-            if let Err(e) = self.sign_and_gossip(&motion) {
-                tracing::warn!("cannot admit {}: {e}", member.domain);
-                return JoinReply::Refused(format!("the admission failed: {e}"));
-            }
+        if let Err(e) = self.sign_admission(member.clone()) {
+            tracing::warn!("cannot admit {}: {e}", member.domain);
+            return JoinReply::Refused(format!("the admission failed: {e}"));
         }
         tracing::info!(domain = %member.domain, key = %member.key.fingerprint(), "welcomed a domain with an invitation");
         self.welcome()
@@ -556,11 +559,32 @@ impl Node {
     fn admit(&mut self, member: Member) -> Result<JoinReply, NodeError> {
         mesh_protocol::descriptor::validate_name("domain", &member.domain)
             .map_err(|e| NodeError::BadRequest(e.to_string()))?;
-        if !self.governance.is_member(&member.key) {
-            let motion = self.new_motion(Action::Admit(member));
-            self.sign_and_gossip(&motion)?;
-        }
+        self.sign_admission(member)?;
         Ok(self.welcome())
+    }
+
+    /// Signs the admission of `member` unless it is a member already: an open admission of
+    /// the same key and domain is signed rather than a second one proposed, and one this
+    /// domain signed already is left as it is. So a newcomer that claims its invitation
+    /// again (its answer was lost, or it does so on purpose, as often as the grace lets it)
+    /// costs no vote of this domain's budgets.
+    fn sign_admission(&mut self, member: Member) -> Result<(), NodeError> {
+        if self.governance.is_member(&member.key) {
+            return Ok(());
+        }
+        let me = self.identity.public_key();
+        let open = self.governance.state.motions().into_iter().find(|m| {
+            !m.carried
+                && matches!(&m.motion.action, Action::Admit(a) if a.key == member.key && a.domain == member.domain)
+        });
+        match open {
+            Some(m) if m.signers.contains(&me) => Ok(()),
+            Some(m) => self.sign_and_gossip(&m.motion).map(drop),
+            None => {
+                let motion = self.new_motion(Action::Admit(member));
+                self.sign_and_gossip(&motion).map(drop)
+            }
+        }
     }
 
     /// The charter and as many votes as fit in a join answer, those that carry the mesh's

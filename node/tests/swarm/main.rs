@@ -5,4 +5,5 @@ mod duplicates;
 mod gossip_scoring;
 mod identify_push;
 mod kad_records;
+mod reclaim;
 mod sync_scale;

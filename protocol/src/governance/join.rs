@@ -25,6 +25,10 @@ pub const MAX_TICKET_ADDRS: usize = 8;
 pub const MAX_JOIN_REPLY: usize = 4 * 1024 * 1024;
 /// How long an invitation is valid by default.
 pub const DEFAULT_INVITE_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+/// Longest an invitation may stay open: a claimed one is kept until it expires (so that a
+/// newcomer whose answer was lost can claim again), so its lifetime bounds what invitations
+/// a node holds.
+pub const MAX_INVITE_TTL_MS: u64 = 30 * 24 * 60 * 60 * 1000;
 
 /// What `mesh invite` prints: everything a newcomer needs to join in one step.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

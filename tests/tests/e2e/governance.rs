@@ -285,7 +285,15 @@ fn a_non_member_is_refused_at_every_door_and_tickets_are_single_use_and_expire()
     let answered = data_plane_attempt(&member, &provider, data_addr);
     assert!(!answered.contains("not a member"), "{answered}");
 
-    // Tickets. One that expired is refused, by the newcomer and by the member.
+    // Tickets. An invitation lasts at most 30 days: a claimed one is kept until it expires.
+    let too_long = sales.cli(&["mesh", "invite", "--domain", "forever", "--ttl", "31d"]);
+    assert!(!too_long.success);
+    assert!(
+        too_long.stderr.contains("1 s to 30 days"),
+        "{}",
+        too_long.stderr
+    );
+    // One that expired is refused, by the newcomer and by the member.
     let root = tempfile::tempdir().unwrap();
     let expired = invite(&sales, "late", "1s");
     let expires_at = Ticket::decode(&expired).unwrap().expires_at_ms;
