@@ -495,11 +495,12 @@ struct TimestampShape {
     separator: u8,
     /// Whether seconds are written.
     seconds: bool,
-    /// Whether a zone (`Z`, `+hh:mm`, `+hhmm`) is written; such values are stored in UTC.
+    /// Whether a zone (`Z`, `+hh:mm`, `+hhmm`, `+hh`) is written; such values are stored in
+    /// UTC.
     zoned: bool,
 }
 
-/// The shape of `YYYY-MM-DD[T ]hh:mm[:ss[.f…]][Z|±hh:mm|±hhmm]`, and whether it has fractional
+/// The shape of `YYYY-MM-DD[T ]hh:mm[:ss[.f…]][Z|±hh:mm|±hhmm|±hh]`, and whether it has fractional
 /// seconds; `None` for anything else.
 fn timestamp_shape(value: &str) -> Option<(TimestampShape, bool)> {
     let b = value.as_bytes();
@@ -540,6 +541,8 @@ fn timestamp_shape(value: &str) -> Option<(TimestampShape, bool)> {
         [b'+' | b'-', h1, h2, b':', m1, m2] | [b'+' | b'-', h1, h2, m1, m2] => {
             zone_digits(&[*h1, *h2, *m1, *m2])
         }
+        // Hours only, as PostgreSQL writes a `timestamptz` (`+01`).
+        [b'+' | b'-', h1, h2] => zone_digits(&[*h1, *h2]),
         _ => return None,
     };
     if !zoned && !rest.is_empty() {
@@ -560,7 +563,17 @@ fn timestamp_shape(value: &str) -> Option<(TimestampShape, bool)> {
 /// timestamp without a zone). `None` when it does not parse or does not fit.
 fn parse_timestamp(value: &str, nanos: bool) -> Option<i64> {
     let utc: Tz = "+00:00".parse().ok()?;
-    let time = string_to_datetime(&utc, value).ok()?;
+    // An offset of whole hours (`+01`, as PostgreSQL writes one) is read as `+01:00`.
+    let b = value.as_bytes();
+    let hours_only = b.len() > 3
+        && matches!(b[b.len() - 3], b'+' | b'-')
+        && b[b.len() - 2..].iter().all(u8::is_ascii_digit)
+        && b[b.len() - 4].is_ascii_digit();
+    let time = if hours_only {
+        string_to_datetime(&utc, &format!("{value}:00")).ok()?
+    } else {
+        string_to_datetime(&utc, value).ok()?
+    };
     if nanos {
         time.timestamp_nanos_opt()
     } else {
@@ -1045,6 +1058,27 @@ mod tests {
             strings(&batch, "mixed"),
             [s("2024-12-31T00:00:00Z"), s("2024-12-31T00:00:00")]
         );
+    }
+
+    #[test]
+    fn offsets_of_whole_hours_are_zones_as_pyarrow_reads_them() {
+        // What PostgreSQL writes for a `timestamptz`; pyarrow reads timestamp[s, tz=UTC]
+        // with these instants.
+        let dir = tempfile::tempdir().unwrap();
+        let csv = "ts\n2024-01-01 12:00:00+01\n2024-06-01 08:30:00-05\n";
+        let (schema, batch) = ingest_with(&dir, csv, &[]).unwrap();
+        assert_eq!(
+            schema.field(0).data_type(),
+            &DataType::Timestamp(TimeUnit::Second, Some("UTC".into()))
+        );
+        let array = arrow::compute::cast(batch.column(0), &DataType::Int64).unwrap();
+        let values: Vec<Option<i64>> = array
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(values, [Some(1_704_106_800), Some(1_717_248_600)]);
     }
 
     #[test]
