@@ -237,7 +237,7 @@ fn literal_scalar(
             Arc::new(StringArray::from(vec![s.as_str()]))
         }
         Literal::Int(i) => Arc::new(Int64Array::from(vec![*i])),
-        Literal::Float(x) => Arc::new(Float64Array::from(vec![x.get()])),
+        Literal::Float(x) => Arc::new(Float64Array::from(vec![x.get() + 0.0])),
         Literal::Bool(b) => Arc::new(BooleanArray::from(vec![*b])),
     };
     let options = cast::CastOptions {
@@ -257,6 +257,33 @@ fn literal_scalar(
         ))));
     }
     Ok(Scalar::new(typed))
+}
+
+/// `column` with every `-0.0` read as `0.0`, for comparisons: arrow's kernels order floats
+/// totally, so `-0.0 < 0.0` there, where SQL (PostgreSQL, DuckDB) and pyarrow hold them
+/// equal. (`x + 0.0` is `x` for every other value, NaN included.) Other types as they are.
+fn signless_zeros(column: &ArrayRef) -> ArrayRef {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float16Type, Float32Type, Float64Type};
+    match column.data_type() {
+        DataType::Float64 => Arc::new(
+            column
+                .as_primitive::<Float64Type>()
+                .unary::<_, Float64Type>(|x| x + 0.0),
+        ),
+        DataType::Float32 => Arc::new(
+            column
+                .as_primitive::<Float32Type>()
+                .unary::<_, Float32Type>(|x| x + 0.0),
+        ),
+        DataType::Float16 => Arc::new(
+            column
+                .as_primitive::<Float16Type>()
+                // `-0.0 - -0.0` is `0.0`.
+                .unary::<_, Float16Type>(|x| if x.to_bits() == 0x8000 { x - x } else { x }),
+        ),
+        _ => column.clone(),
+    }
 }
 
 /// Evaluates `node` over `batch` (recursion bounded by the filter's depth bound).
@@ -279,7 +306,7 @@ fn evaluate(node: &Node, batch: &RecordBatch) -> Result<BooleanArray, ArrowError
         }
         Node::Not(operand) => boolean::not(&evaluate(operand, batch)?),
         Node::Compare { index, op, scalar } => {
-            let column = batch.column(*index);
+            let column = &signless_zeros(batch.column(*index));
             match op {
                 CompareOp::Eq => cmp::eq(column, scalar),
                 CompareOp::NotEq => cmp::neq(column, scalar),
@@ -376,6 +403,56 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_negative_zero_compares_equal_to_zero_as_sql_and_pyarrow_have_it() {
+        let schema = Schema::new(vec![
+            Field::new("x", DataType::Float64, false),
+            Field::new("y", DataType::Float32, false),
+            Field::new("id", DataType::Int32, false),
+        ]);
+        let b = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Float64Array::from(vec![-0.0, 0.0, 1.0, -1.0, f64::NAN])),
+                Arc::new(arrow::array::Float32Array::from(vec![
+                    -0.0,
+                    0.0,
+                    1.0,
+                    -1.0,
+                    f32::NAN,
+                ])),
+                Arc::new(arrow::array::Int32Array::from(vec![0, 1, 2, 3, 4])),
+            ],
+        )
+        .unwrap();
+        let ids = |filter: &str| -> Vec<i32> {
+            let f = BoundFilter::bind(&Filter::parse(filter).unwrap(), &b.schema()).unwrap();
+            let out = f.apply(&b).unwrap();
+            out.column(2)
+                .as_any()
+                .downcast_ref::<arrow::array::Int32Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        };
+        for column in ["x", "y"] {
+            assert_eq!(ids(&format!("{column} = 0")), [0, 1], "{column}");
+            assert_eq!(ids(&format!("{column} = -0.0")), [0, 1], "{column}");
+            assert_eq!(ids(&format!("{column} >= 0 AND {column} <= 1")), [0, 1, 2]);
+            assert_eq!(ids(&format!("{column} < 0")), [3], "{column}");
+            assert_eq!(ids(&format!("{column} <> 0")), [2, 3, 4], "{column}");
+        }
+        // The rows sent keep their own zero.
+        let f = BoundFilter::bind(&Filter::parse("x = 0").unwrap(), &b.schema()).unwrap();
+        let out = f.apply(&b).unwrap();
+        let x = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        assert!(x.value(0).is_sign_negative() && x.value(1).is_sign_positive());
     }
 
     fn rows(filter: &str) -> Vec<i32> {
