@@ -445,7 +445,7 @@ impl Inference {
         self.not_int = self.not_int || parse_int(value).is_none();
         self.not_bool = self.not_bool || parse_bool(value).is_none();
         self.not_date = self.not_date || parse_date(value).is_none();
-        self.not_float = self.not_float || value.parse::<f64>().is_err();
+        self.not_float = self.not_float || parse_float(value).is_none();
         if !self.not_timestamp {
             match timestamp_shape(value) {
                 Some((shape, fraction))
@@ -581,8 +581,21 @@ fn parse_timestamp(value: &str, nanos: bool) -> Option<i64> {
     }
 }
 
-/// A whole number as pyarrow reads one: an optional `-` and digits (leading zeros allowed).
+/// `value` without the spaces and tabs around it, which pyarrow ignores around numbers and
+/// dates (not around booleans, timestamps or text).
+fn trimmed(value: &str) -> &str {
+    value.trim_matches([' ', '\t'])
+}
+
+/// A number as pyarrow reads one (`f64`'s syntax, spaces around it ignored).
+fn parse_float(value: &str) -> Option<f64> {
+    trimmed(value).parse().ok()
+}
+
+/// A whole number as pyarrow reads one: an optional `-` and digits (leading zeros allowed),
+/// spaces around it ignored.
 fn parse_int(value: &str) -> Option<i64> {
+    let value = trimmed(value);
     let digits = value.strip_prefix('-').unwrap_or(value);
     if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
         return None;
@@ -599,8 +612,9 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-/// A `YYYY-MM-DD` date as days since the epoch.
+/// A `YYYY-MM-DD` date as days since the epoch, spaces around it ignored.
 fn parse_date(value: &str) -> Option<i32> {
+    let value = trimmed(value);
     let b = value.as_bytes();
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
@@ -671,7 +685,7 @@ impl ColumnBuilder {
         }
         match self {
             ColumnBuilder::Int(b) => parse_int(value).map(|v| b.append_value(v)).is_some(),
-            ColumnBuilder::Float(b) => value.parse().map(|v| b.append_value(v)).is_ok(),
+            ColumnBuilder::Float(b) => parse_float(value).map(|v| b.append_value(v)).is_some(),
             ColumnBuilder::Bool(b) => parse_bool(value).map(|v| b.append_value(v)).is_some(),
             ColumnBuilder::Date(b) => parse_date(value).map(|v| b.append_value(v)).is_some(),
             ColumnBuilder::Timestamp {
@@ -1058,6 +1072,40 @@ mod tests {
             strings(&batch, "mixed"),
             [s("2024-12-31T00:00:00Z"), s("2024-12-31T00:00:00")]
         );
+    }
+
+    #[test]
+    fn spaces_around_numbers_and_dates_are_ignored_as_pyarrow_ignores_them() {
+        // pyarrow reads a: int64, b: double, c: date32, d: string (' x' kept), e: string
+        // (booleans and timestamps are not trimmed).
+        let dir = tempfile::tempdir().unwrap();
+        let csv = "a,b,c,d,e\n1, 9.99, 2024-01-05, x, true\n 2 ,3.5\t,2024-01-06,y,false\n";
+        let (schema, batch) = ingest_with(&dir, csv, &[]).unwrap();
+        let types: Vec<&DataType> = schema.fields().iter().map(|f| f.data_type()).collect();
+        assert_eq!(
+            types,
+            [
+                &DataType::Int64,
+                &DataType::Float64,
+                &DataType::Date32,
+                &DataType::Utf8,
+                &DataType::Utf8
+            ]
+        );
+        let a = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(a.values(), &[1, 2]);
+        let b = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .unwrap();
+        assert_eq!(b.values(), &[9.99, 3.5]);
+        assert_eq!(strings(&batch, "d"), [s(" x"), s("y")]);
+        assert_eq!(strings(&batch, "e"), [s(" true"), s("false")]);
     }
 
     #[test]
