@@ -279,8 +279,8 @@ fn signless_zeros(column: &ArrayRef) -> ArrayRef {
         DataType::Float16 => Arc::new(
             column
                 .as_primitive::<Float16Type>()
-                // `-0.0 - -0.0` is `0.0`.
-                .unary::<_, Float16Type>(|x| if x.to_bits() == 0x8000 { x - x } else { x }),
+                // The sign bit alone is `-0.0`: negated, `0.0`.
+                .unary::<_, Float16Type>(|x| if x.to_bits() == 0x8000 { -x } else { x }),
         ),
         _ => column.clone(),
     }
