@@ -1,7 +1,7 @@
 //! Parquet and Arrow IPC inputs, and [`Source`], which yields the record batches of any input
 //! one at a time. Each input is checked before a reader is built over it (a Parquet file's
-//! schema depth, pages and INT96 timestamps, an Arrow IPC input's messages), and reader calls
-//! run where a panic on hostile input is contained.
+//! schema depth, pages, INT96 timestamps and intervals, an Arrow IPC input's messages), and
+//! reader calls run where a panic on hostile input is contained.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, FieldRef, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::ipc::reader::{FileReader, StreamReader};
 use mesh_protocol::bounds::BoundsError;
@@ -19,7 +19,7 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::basic::Type as PhysicalType;
 use parquet::column::reader::ColumnReaderImpl;
-use parquet::data_type::{Int96, Int96Type};
+use parquet::data_type::{FixedLenByteArray, FixedLenByteArrayType, Int96, Int96Type};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::schema::types::SchemaDescriptor;
@@ -205,7 +205,7 @@ fn contained<T>(read: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, Arrow
 
 /// Opens a Parquet file whose footer was checked, reading the types of [`reader_schema`]
 /// (dictionaries as their values, INT96 timestamps as microseconds) once [`check_int96`] has
-/// seen every INT96 value fit.
+/// seen every INT96 value fit and [`check_intervals`] every interval read whole.
 fn open_parquet(path: &Path, file: File) -> Result<Source, IngestError> {
     let parquet_error = |error: parquet::errors::ParquetError| IngestError::Parquet {
         file: path.to_path_buf(),
@@ -227,6 +227,13 @@ fn open_parquet(path: &Path, file: File) -> Result<Source, IngestError> {
             .map_err(parquet_error)?;
     }
     check_int96(path, &file, metadata.metadata(), batch_rows)?;
+    check_intervals(
+        path,
+        &file,
+        metadata.metadata(),
+        metadata.schema(),
+        batch_rows,
+    )?;
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
         .with_batch_size(batch_rows)
         .build()
@@ -435,9 +442,8 @@ fn item_with_int96_micros(
     with_int96_micros(item, leaves).map(Arc::new)
 }
 
-/// Decodes every INT96 value of a Parquet input before the reader is built (the INT96 column
-/// chunks only, [`batch_rows`](crate::parquet_footer::batch_rows) records at a time, as the
-/// reader would) and refuses one whose microseconds since 1970 an `i64` cannot hold
+/// Decodes every INT96 value of a Parquet input before the reader is built (with
+/// [`scan_values`]) and refuses one whose microseconds since 1970 an `i64` cannot hold
 /// ([`int96_micros`]): parquet's conversion wraps, and would turn it into another date
 /// without a word. Only inputs with INT96 columns pay for this second decoding of them.
 fn check_int96(
@@ -446,17 +452,167 @@ fn check_int96(
     metadata: &ParquetMetaData,
     batch_rows: usize,
 ) -> Result<(), IngestError> {
-    let refused = |detail: String| IngestError::Parquet {
-        file: path.to_path_buf(),
-        detail,
-    };
     let schema = metadata.file_metadata().schema_descr();
     let columns: Vec<usize> = (0..schema.num_columns())
         .filter(|&i| schema.column(i).physical_type() == PhysicalType::INT96)
         .collect();
+    scan_values::<Int96Type>(
+        path,
+        file,
+        metadata,
+        &columns,
+        batch_rows,
+        |column, row_group, values| match values.iter().find(|v| int96_micros(v).is_none()) {
+            None => Ok(()),
+            Some(value) => Err(IngestError::Parquet {
+                file: path.to_path_buf(),
+                detail: format!(
+                    "column `{}` of row group {row_group} holds an INT96 timestamp at julian \
+                     day {}, which microseconds since 1970 cannot hold (they reach about \
+                     292,000 years either side of it)",
+                    schema.column(column).path().string(),
+                    value.data()[2] as i32,
+                ),
+            }),
+        },
+    )
+}
+
+/// Decodes every interval of a Parquet input before the reader is built (with
+/// [`scan_values`]) and refuses one the reader would not read whole.
+///
+/// A Parquet INTERVAL (a `FIXED_LEN_BYTE_ARRAY(12)` of the INTERVAL converted type) holds
+/// months, days and milliseconds, three little-endian 32-bit integers. parquet 59.3 reads it
+/// as Arrow's `Interval(DayTime)` when the file has no `ARROW:schema` (DuckDB writes none;
+/// `schema/primitive.rs`), keeping the days and milliseconds and dropping the months without
+/// a word (`array_reader/fixed_len_byte_array.rs`): DuckDB's `1 month 2 days 3 seconds`
+/// would be signed and served as 2 days and 3,000 ms. An `ARROW:schema` may ask for
+/// `Interval(YearMonth)` instead, which keeps the months and drops the rest. The type that
+/// holds all three, `Interval(MonthDayNano)`, the reader accepts as a hint but refuses to
+/// decode ("MonthDayNano intervals not supported"), so a value with a part its column's type
+/// drops is refused, naming the column, and the owner re-exports it another way. Intervals
+/// whose dropped part is zero (DuckDB's `36 hours`, arrow-rs's own intervals) are read
+/// unchanged. Only inputs with interval columns pay for this second decoding of them.
+fn check_intervals(
+    path: &Path,
+    file: &File,
+    metadata: &ParquetMetaData,
+    arrow: &Schema,
+    batch_rows: usize,
+) -> Result<(), IngestError> {
+    let schema = metadata.file_metadata().schema_descr();
+    let mut leaves = Vec::with_capacity(schema.num_columns());
+    for field in arrow.fields() {
+        leaf_types(field.data_type(), &mut leaves);
+    }
+    // The leaf columns the reader decodes as intervals, with the unit it decodes them to.
+    let mut units = Vec::new();
+    for (index, (column, mut leaf)) in schema.columns().iter().zip(leaves).enumerate() {
+        while let DataType::Dictionary(_, value) = leaf {
+            leaf = value;
+        }
+        if let DataType::Interval(unit @ (IntervalUnit::DayTime | IntervalUnit::YearMonth)) = leaf
+            && column.physical_type() == PhysicalType::FIXED_LEN_BYTE_ARRAY
+            && column.type_length() == 12
+        {
+            units.push((index, *unit));
+        }
+    }
+    let columns: Vec<usize> = units.iter().map(|&(index, _)| index).collect();
+    scan_values::<FixedLenByteArrayType>(
+        path,
+        file,
+        metadata,
+        &columns,
+        batch_rows,
+        |column, row_group, values| {
+            let year_month = units.contains(&(column, IntervalUnit::YearMonth));
+            // Months, days and milliseconds (the reader reads them as signed).
+            let parts = |value: &FixedLenByteArray| {
+                let part = |at: usize| {
+                    value
+                        .data()
+                        .get(at..at + 4)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(0, i32::from_le_bytes)
+                };
+                (part(0), part(4), part(8))
+            };
+            let Some((months, days, millis)) = values.iter().map(parts).find(|&(m, d, ms)| {
+                if year_month {
+                    d != 0 || ms != 0
+                } else {
+                    m != 0
+                }
+            }) else {
+                return Ok(());
+            };
+            let (read_as, dropped) = if year_month {
+                (
+                    "months (`Interval(YearMonth)`, as the file's Arrow schema asks)",
+                    "days and milliseconds",
+                )
+            } else {
+                ("days and milliseconds (`Interval(DayTime)`)", "months")
+            };
+            let count = |n: i32, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+            Err(IngestError::ParquetBounds {
+                file: path.to_path_buf(),
+                problem: format!(
+                    "column `{}` of row group {row_group} holds the INTERVAL {}, {} and {}, \
+                     and Parquet intervals are read as {read_as}, which would drop its \
+                     {dropped} (the Parquet reader cannot read all three): re-export the \
+                     interval as separate integer columns (months, days, milliseconds) or as \
+                     a string",
+                    schema.column(column).path().string(),
+                    count(months, "month"),
+                    count(days, "day"),
+                    count(millis, "millisecond"),
+                ),
+            })
+        },
+    )
+}
+
+/// The leaf types of `data_type`, in the order of the Parquet leaf columns they are read
+/// from (the order [`with_int96_micros`] walks them in), appended to `leaves`.
+fn leaf_types<'a>(data_type: &'a DataType, leaves: &mut Vec<&'a DataType>) {
+    match data_type {
+        DataType::Struct(children) => {
+            for child in children {
+                leaf_types(child.data_type(), leaves);
+            }
+        }
+        DataType::List(item)
+        | DataType::LargeList(item)
+        | DataType::ListView(item)
+        | DataType::LargeListView(item)
+        | DataType::FixedSizeList(item, _)
+        | DataType::Map(item, _) => leaf_types(item.data_type(), leaves),
+        leaf => leaves.push(leaf),
+    }
+}
+
+/// Decodes every value of the leaf columns `columns` of a Parquet input before the reader is
+/// built (those column chunks only, [`batch_rows`](crate::parquet_footer::batch_rows)
+/// records at a time, as the reader would) and hands each run of values to `check`, with the
+/// index of their column and of their row group; the first error `check` returns is returned.
+fn scan_values<T: parquet::data_type::DataType>(
+    path: &Path,
+    file: &File,
+    metadata: &ParquetMetaData,
+    columns: &[usize],
+    batch_rows: usize,
+    mut check: impl FnMut(usize, usize, &[T::T]) -> Result<(), IngestError>,
+) -> Result<(), IngestError> {
+    let refused = |detail: String| IngestError::Parquet {
+        file: path.to_path_buf(),
+        detail,
+    };
     if columns.is_empty() {
         return Ok(());
     }
+    let schema = metadata.file_metadata().schema_descr();
     let chunks = Arc::new(file.try_clone().map_err(|e| io_error(path, "read", e))?);
     let (mut values, mut definitions, mut repetitions) = (Vec::new(), Vec::new(), Vec::new());
     for (index, group) in metadata.row_groups().iter().enumerate() {
@@ -466,12 +622,10 @@ fn check_int96(
                 group.num_rows()
             ))
         })?;
-        for &column in &columns {
+        for &column in columns {
             let pages = SerializedPageReader::new(chunks.clone(), group.column(column), rows, None)
                 .map_err(|e| refused(e.to_string()))?;
-            let descriptor = schema.column(column);
-            let mut reader =
-                ColumnReaderImpl::<Int96Type>::new(descriptor.clone(), Box::new(pages));
+            let mut reader = ColumnReaderImpl::<T>::new(schema.column(column), Box::new(pages));
             loop {
                 values.clear();
                 definitions.clear();
@@ -484,15 +638,7 @@ fn check_int96(
                         &mut values,
                     )
                     .map_err(|e| refused(e.to_string()))?;
-                if let Some(value) = values.iter().find(|v| int96_micros(v).is_none()) {
-                    return Err(refused(format!(
-                        "column `{}` of row group {index} holds an INT96 timestamp at julian \
-                         day {}, which microseconds since 1970 cannot hold (they reach about \
-                         292,000 years either side of it)",
-                        descriptor.path().string(),
-                        value.data()[2] as i32,
-                    )));
-                }
+                check(column, index, &values)?;
                 if records == 0 && levels == 0 {
                     break;
                 }
@@ -522,8 +668,8 @@ mod tests {
     use std::fs;
 
     use arrow::array::{
-        Array, ArrayRef, DictionaryArray, Int32Array, ListArray, StringArray,
-        TimestampMicrosecondArray,
+        Array, ArrayRef, DictionaryArray, Int32Array, IntervalDayTimeArray, IntervalYearMonthArray,
+        ListArray, StringArray, TimestampMicrosecondArray,
     };
     use arrow::datatypes::Int32Type;
     use arrow::ipc::writer::{FileWriter, StreamWriter};
@@ -1422,5 +1568,227 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A Parquet INTERVAL as DuckDB writes it: months, days and milliseconds, each a
+    /// little-endian unsigned 32-bit integer.
+    fn interval(months: u32, days: u32, millis: u32) -> FixedLenByteArray {
+        let bytes: Vec<u8> = [months, days, millis]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        bytes.into()
+    }
+
+    /// Writes a Parquet file of intervals as DuckDB writes them, with no `ARROW:schema`
+    /// unless `hint`: `i` (optional INTERVAL) holds `top`, one per row, then a null; `is` (a
+    /// list of them) holds `first_list` in its first row and is empty in the others.
+    fn interval_parquet(
+        path: &Path,
+        top: &[FixedLenByteArray],
+        first_list: &[FixedLenByteArray],
+        hint: Option<&Schema>,
+    ) {
+        let schema = parse_message_type(
+            "message duckdb_schema {
+                optional fixed_len_byte_array(12) i (INTERVAL);
+                optional group is (LIST) {
+                    repeated group list { optional fixed_len_byte_array(12) element (INTERVAL); }
+                }
+            }",
+        )
+        .unwrap();
+        let metadata = hint.map(|hint| {
+            vec![KeyValue::new(
+                ARROW_SCHEMA_META_KEY.into(),
+                encode_arrow_schema(hint),
+            )]
+        });
+        let properties = WriterProperties::builder()
+            .set_key_value_metadata(metadata)
+            .build();
+        let mut writer = SerializedFileWriter::new(
+            File::create(path).unwrap(),
+            Arc::new(schema),
+            Arc::new(properties),
+        )
+        .unwrap();
+        let rows = top.len() + 1;
+        let mut group = writer.next_row_group().unwrap();
+        let mut column = group.next_column().unwrap().unwrap();
+        let mut definitions = vec![1; top.len()];
+        definitions.push(0);
+        column
+            .typed::<FixedLenByteArrayType>()
+            .write_batch(top, Some(&definitions), None)
+            .unwrap();
+        column.close().unwrap();
+        // Row 0: the values; rows 1..: an empty list (definition 1).
+        let mut definitions = vec![3; first_list.len()];
+        let mut repetitions = vec![1; first_list.len()];
+        repetitions[0] = 0;
+        definitions.extend(vec![1; rows - 1]);
+        repetitions.extend(vec![0; rows - 1]);
+        let mut column = group.next_column().unwrap().unwrap();
+        column
+            .typed::<FixedLenByteArrayType>()
+            .write_batch(first_list, Some(&definitions), Some(&repetitions))
+            .unwrap();
+        column.close().unwrap();
+        group.close().unwrap();
+        writer.close().unwrap();
+    }
+
+    /// The `(days, milliseconds)` of an `Interval(DayTime)` column, `None` for nulls.
+    fn days_and_millis(array: &dyn Array) -> Vec<Option<(i32, i32)>> {
+        let array = array
+            .as_any()
+            .downcast_ref::<IntervalDayTimeArray>()
+            .unwrap_or_else(|| panic!("not days and milliseconds: {}", array.data_type()));
+        array
+            .iter()
+            .map(|v| v.map(|v| (v.days, v.milliseconds)))
+            .collect()
+    }
+
+    #[test]
+    fn parquet_intervals_without_months_are_read_as_days_and_milliseconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("duckdb.parquet");
+        // DuckDB's `2 days 3 seconds` and `36 hours` (it writes hours as milliseconds).
+        let top = [interval(0, 2, 3_000), interval(0, 0, 129_600_000)];
+        interval_parquet(&input, &top, &[interval(0, 1, 1)], None);
+        let (outcome, read, _) = ingest_ok(&dir, &input);
+        let day_time = DataType::Interval(IntervalUnit::DayTime);
+        assert_eq!(outcome.schema.field(0).data_type(), &day_time);
+        assert_eq!(
+            days_and_millis(read.column(0)),
+            [Some((2, 3_000)), Some((0, 129_600_000)), None]
+        );
+        let lists = column::<ListArray>(&read, "is");
+        assert_eq!(days_and_millis(lists.value(0).as_ref()), [Some((1, 1))]);
+        assert_eq!(lists.value(1).len(), 0);
+    }
+
+    #[test]
+    fn a_parquet_interval_with_months_is_refused_naming_its_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.arrow.partial");
+        let plain = interval(0, 2, 3_000);
+        // DuckDB's `1 month 2 days 3 seconds` at the top level, `14 months` in the list: the
+        // reader would keep `2 days 3000 ms` and `0 days 0 ms`.
+        for (top, list, column, months) in [
+            (interval(1, 2, 3_000), plain.clone(), "i", "1 month"),
+            (
+                plain.clone(),
+                interval(14, 0, 0),
+                "is.list.element",
+                "14 months",
+            ),
+        ] {
+            let input = dir.path().join("months.parquet");
+            interval_parquet(&input, &[plain.clone(), top], &[plain.clone(), list], None);
+            let error = ingest_file(&input, &output).unwrap_err();
+            assert!(
+                matches!(&error, IngestError::ParquetBounds { .. }),
+                "{error:?}"
+            );
+            let message = error.to_string();
+            for part in [
+                "months.parquet",
+                &format!("column `{column}` of row group 0"),
+                months,
+                "would drop its months",
+                "re-export the interval as separate integer columns",
+                "or as a string",
+            ] {
+                assert!(message.contains(part), "{part}: {message}");
+            }
+            assert!(!output.exists());
+        }
+    }
+
+    #[test]
+    fn a_parquet_interval_an_arrow_schema_reads_as_months_is_refused_if_it_has_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.arrow.partial");
+        // An `ARROW:schema` (arrow-rs writes one) can ask for years and months, which the
+        // reader takes from the first four bytes alone.
+        let year_month = DataType::Interval(IntervalUnit::YearMonth);
+        let hint = Schema::new(vec![
+            Field::new("i", year_month.clone(), true),
+            Field::new(
+                "is",
+                DataType::List(Arc::new(Field::new("element", year_month.clone(), true))),
+                true,
+            ),
+        ]);
+        let input = dir.path().join("months.parquet");
+        interval_parquet(
+            &input,
+            &[interval(14, 0, 0)],
+            &[interval(1, 0, 0)],
+            Some(&hint),
+        );
+        let (outcome, read, _) = ingest_ok(&dir, &input);
+        assert_eq!(outcome.schema.field(0).data_type(), &year_month);
+        let months = read
+            .column(0)
+            .as_any()
+            .downcast_ref::<IntervalYearMonthArray>()
+            .unwrap();
+        assert_eq!(months.iter().collect::<Vec<_>>(), [Some(14), None]);
+        fs::remove_file(&output).unwrap();
+        for (top, list, column) in [
+            (interval(1, 2, 0), interval(1, 0, 0), "i"),
+            (interval(1, 0, 0), interval(1, 0, 3), "is.list.element"),
+        ] {
+            interval_parquet(&input, &[top], &[list], Some(&hint));
+            let error = ingest_file(&input, &output).unwrap_err();
+            assert!(
+                matches!(&error, IngestError::ParquetBounds { .. }),
+                "{error:?}"
+            );
+            let message = error.to_string();
+            for part in [
+                &format!("column `{column}` of row group 0"),
+                "would drop its days and milliseconds",
+                "re-export the interval",
+            ] {
+                assert!(message.contains(part), "{part}: {message}");
+            }
+            assert!(!output.exists());
+        }
+    }
+
+    #[test]
+    fn the_parquet_reader_cannot_read_intervals_as_months_days_and_nanoseconds() {
+        // Why [`check_intervals`] refuses rather than asking for `Interval(MonthDayNano)`,
+        // which holds all three parts: the reader takes the hint, then cannot decode it. When
+        // this fails, parquet can, and `reader_schema` should ask for it instead.
+        let dir = tempfile::tempdir().unwrap();
+        let nanos = DataType::Interval(IntervalUnit::MonthDayNano);
+        let hint = Schema::new(vec![
+            Field::new("i", nanos.clone(), true),
+            Field::new(
+                "is",
+                DataType::List(Arc::new(Field::new("element", nanos, true))),
+                true,
+            ),
+        ]);
+        let input = dir.path().join("nanos.parquet");
+        interval_parquet(
+            &input,
+            &[interval(1, 2, 3)],
+            &[interval(0, 0, 1)],
+            Some(&hint),
+        );
+        let error = ingest_file(&input, &dir.path().join("out.arrow.partial")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("MonthDayNano intervals not supported"),
+            "{error}"
+        );
     }
 }
