@@ -399,9 +399,22 @@ fn print_view(v: &AgreementView) {
 pub(crate) struct AuditArgs {
     #[command(flatten)]
     dir: DirArg,
-    /// Check the hash chain; fails naming the first broken entry.
+    /// Check the whole hash chain and print only the verdict and the count (no entries);
+    /// fails naming the first broken entry.
     #[arg(long, conflicts_with = "archive")]
     verify: bool,
+    /// Entries to show: the newest (before `--before`), at most this many and at most 8 MiB
+    /// of them.
+    #[arg(
+        long,
+        default_value_t = PAGE,
+        conflicts_with_all = ["archive", "verify"],
+        value_parser = clap::value_parser!(u64).range(1..=MAX_PAGE)
+    )]
+    limit: u64,
+    /// Show the entries before this sequence number: the older page a listing names.
+    #[arg(long, value_name = "SEQ", conflicts_with_all = ["archive", "verify"])]
+    before: Option<u64>,
     /// Move the oldest entries out of the store into a file of JSON lines under
     /// `<data-dir>/audit-archive/`, keeping the newest (`--keep`); the store's chain then
     /// starts from a signed base that links to the file's last entry.
@@ -417,14 +430,23 @@ pub(crate) struct AuditArgs {
 
 /// Entries `audit --archive` keeps in the store unless told otherwise.
 const DEFAULT_KEEP: u64 = 10_000;
+/// Entries `audit` shows unless told otherwise.
+const PAGE: u64 = mesh_node::integrity::DEFAULT_AUDIT_PAGE as u64;
+/// Most entries `audit --limit` may ask for.
+const MAX_PAGE: u64 = mesh_node::integrity::MAX_AUDIT_PAGE as u64;
 
 /// The audit log from the daemon or, when no daemon answers (one that refused to start on
 /// a rolled-back store, say), read from the data directory. The database's lock keeps the
 /// second from ever opening the store of a running node.
-async fn audit_view(dir: &mesh_node::DataDir) -> anyhow::Result<AuditView> {
+async fn audit_view(
+    dir: &mesh_node::DataDir,
+    query: &mesh_node::integrity::AuditQuery,
+) -> anyhow::Result<AuditView> {
     let from_daemon = async {
         let client = Client::for_data_dir(dir)?;
-        client.get::<AuditView>("/v1/audit").await
+        client
+            .get::<AuditView>(&format!("/v1/audit{}", query.to_query_string()))
+            .await
     };
     let daemon_error = match from_daemon.await {
         Ok(view) => return Ok(view),
@@ -433,7 +455,7 @@ async fn audit_view(dir: &mesh_node::DataDir) -> anyhow::Result<AuditView> {
     if !dir.config().exists() {
         return Err(daemon_error);
     }
-    match mesh_node::integrity::offline_audit(dir) {
+    match mesh_node::integrity::offline_audit(dir, query) {
         Ok(view) => {
             eprintln!(
                 "note: no daemon answers for `{}`: the audit log was read from disk",
@@ -452,7 +474,12 @@ pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     if args.archive {
         return archive(&dir, args.keep, args.json).await;
     }
-    let view = audit_view(&dir).await?;
+    let query = mesh_node::integrity::AuditQuery {
+        limit: (!args.verify).then_some(args.limit as usize),
+        before: args.before,
+        verify: args.verify,
+    };
+    let view = audit_view(&dir, &query).await?;
     if args.json {
         output::json(&view)?;
     } else if !args.verify {
@@ -489,16 +516,24 @@ pub(crate) async fn audit(args: AuditArgs) -> anyhow::Result<()> {
             ]));
         }
         crate::outln!("{table}");
+        if let (Some(before), Some(first)) = (view.next_before, view.entries.first()) {
+            eprintln!(
+                "note: entries {} to {} of the {} the store keeps; older ones: `meshnode audit --before {before}`",
+                first.seq,
+                view.entries.last().map_or(first.seq, |e| e.seq),
+                view.held_entries
+            );
+        }
     }
     match (&view.error, args.verify) {
         (Some(error), true) => {
             return Err(fail(
                 Failure::Verification,
                 format!(
-                    "the audit log does not verify: {} (the log of {} holds {} readable entries)",
+                    "the audit log does not verify: {} (the store of {} keeps {} entries)",
                     clean(error),
                     dir.root().display(),
-                    view.entries.len()
+                    view.held_entries
                 ),
             ));
         }

@@ -58,7 +58,7 @@ use crate::error::NodeError;
 use crate::negotiation::{self, NoticeRefused, Party, counterparty, peer_id_of};
 use crate::node::{Node, now_ms};
 use crate::odcs::{self, DataContract};
-use crate::views::{AgreementView, AuditView, ShareRequest};
+use crate::views::{AgreementView, ShareRequest};
 
 mod handle;
 
@@ -827,8 +827,13 @@ impl Node {
                 let result = self.revoke(&id, reason.as_deref()).await;
                 let _ = reply.send(result);
             }
-            ContractCommand::Audit { reply } => {
-                let _ = reply.send(self.audit_view());
+            ContractCommand::Audit { query, reply } => {
+                // Off the actor: the whole chain is read to check it.
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    let view = crate::integrity::audit_view(&store, &query);
+                    let _ = reply.send(view.map_err(NodeError::from));
+                });
             }
             ContractCommand::ArchiveAudit { keep, reply } => {
                 // Off the actor: the file may hold millions of entries.
@@ -842,32 +847,31 @@ impl Node {
     }
 
     /// Archives the start of the audit chain, off the actor, when the store holds more
-    /// entries than `audit_keep_entries` allows (see `mesh_protocol::audit::AutoArchive`).
+    /// entries than `audit_keep_entries` allows or more than
+    /// [`mesh_protocol::audit::AUTO_ARCHIVE_MAX_BYTES`] of them (see
+    /// `Store::audit_archive_due`). The check runs off the actor too: the first one after a
+    /// start reads the size of every entry held.
     fn archive_audit_if_due(&self) {
         use std::sync::atomic::Ordering;
-        let held = match self.store.audit_held() {
-            Ok(held) => held,
-            Err(e) => {
-                tracing::error!("cannot count the audit entries: {e}");
-                return;
-            }
-        };
-        let Some(keep) = self.config.auto_archive().due(held) else {
-            return;
-        };
-        if self.negotiations.archiving.swap(true, Ordering::AcqRel) {
+        let auto = self.config.auto_archive();
+        if auto.keep == 0 || self.negotiations.archiving.swap(true, Ordering::AcqRel) {
             return;
         }
         let (store, dir) = (self.store.clone(), self.data_dir.audit_archive());
         let archiving = self.negotiations.archiving.clone();
         tokio::task::spawn_blocking(move || {
-            match store.audit_archive(keep, &dir) {
-                Ok(Some(archived)) => tracing::info!(
-                    path = %archived.path.display(), first = archived.first, last = archived.last,
-                    kept = archived.kept, "archived the start of the audit chain (audit_keep_entries)"
-                ),
+            match store.audit_archive_due(auto, mesh_protocol::audit::AUTO_ARCHIVE_MAX_BYTES) {
+                Ok(Some(keep)) => match store.audit_archive(keep, &dir) {
+                    Ok(Some(archived)) => tracing::info!(
+                        path = %archived.path.display(), first = archived.first, last = archived.last,
+                        kept = archived.kept,
+                        "archived the start of the audit chain (audit_keep_entries, or 256 MiB held)"
+                    ),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!("cannot archive the audit chain: {e}"),
+                },
                 Ok(None) => {}
-                Err(e) => tracing::error!("cannot archive the audit chain: {e}"),
+                Err(e) => tracing::error!("cannot count the audit entries: {e}"),
             }
             archiving.store(false, Ordering::Release);
         });
@@ -971,10 +975,6 @@ impl Node {
                 ))
             })?;
         Ok(odcs::data_contract(&view, &descriptor))
-    }
-
-    fn audit_view(&self) -> Result<AuditView, NodeError> {
-        Ok(crate::integrity::audit_view(&self.store)?)
     }
 }
 

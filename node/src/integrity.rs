@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mesh_protocol::audit::{AnchorCheck, AuditEntry, AuditKind, ChainError};
+use mesh_protocol::audit::{AnchorCheck, AuditKind, ChainError};
 
 use crate::config::DataDir;
 use crate::store::{AnchorStatus, Store, StoreError};
@@ -313,23 +313,94 @@ pub fn next_version(known: impl IntoIterator<Item = Option<u64>>) -> Option<u64>
         .checked_add(1)
 }
 
-/// The audit log as shown by `meshnode audit`, with the verdict of the chain check (the
-/// chain, its signed head and its anchor).
-pub fn audit_view(store: &Store) -> Result<AuditView, StoreError> {
-    let raw = store.audit_raw()?;
-    let entries: Vec<AuditEntryView> = raw
-        .iter()
-        .filter_map(|bytes| AuditEntry::from_bytes(bytes).ok())
+/// Entries of a page of the audit log unless told otherwise (`GET /v1/audit`,
+/// `meshnode audit`).
+pub const DEFAULT_AUDIT_PAGE: usize = 1000;
+/// Most entries a page of the audit log may be asked for.
+pub const MAX_AUDIT_PAGE: usize = 10_000;
+/// Most stored bytes of entries a page holds, whatever its limit: 8 MiB, about 130 entries of
+/// the largest size ([`mesh_protocol::audit::MAX_AUDIT_ENTRY`]), so the answer and what is
+/// parsed to build it stay small however big the entries are. A page holds at least one
+/// entry.
+pub const MAX_AUDIT_PAGE_BYTES: usize = 8 << 20;
+
+/// What `GET /v1/audit` answers with: a page of the newest entries (before `before`), or with
+/// `verify` only the verdict of the chain check and the counts. The chain is checked in
+/// both cases.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditQuery {
+    /// Entries of the page, at most ([`DEFAULT_AUDIT_PAGE`] when absent, up to
+    /// [`MAX_AUDIT_PAGE`]).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Only entries before this sequence number: the `next_before` of the newer page.
+    #[serde(default)]
+    pub before: Option<u64>,
+    /// No entries: the verdict and the counts only.
+    #[serde(default)]
+    pub verify: bool,
+}
+
+impl AuditQuery {
+    /// The page's limit, checked.
+    pub fn page_limit(&self) -> Result<usize, String> {
+        match self.limit {
+            None => Ok(DEFAULT_AUDIT_PAGE),
+            Some(n) if (1..=MAX_AUDIT_PAGE).contains(&n) => Ok(n),
+            Some(n) => Err(format!(
+                "an audit page holds 1 to {MAX_AUDIT_PAGE} entries, not {n}"
+            )),
+        }
+    }
+
+    /// The query string of `GET /v1/audit` for this query (with its `?`, empty when all is
+    /// default).
+    pub fn to_query_string(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(limit) = self.limit {
+            parts.push(format!("limit={limit}"));
+        }
+        if let Some(before) = self.before {
+            parts.push(format!("before={before}"));
+        }
+        if self.verify {
+            parts.push("verify=true".to_owned());
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
+    }
+}
+
+/// The audit log as shown by `meshnode audit`: the page `query` asks for, with the verdict of
+/// the chain check (the chain, its signed head and its anchor). The page is read backwards
+/// from its end and the chain one entry at a time, so memory stays within a page
+/// ([`MAX_AUDIT_PAGE_BYTES`]) however long the chain is. A blocking call: the whole chain the
+/// store keeps is read.
+pub fn audit_view(store: &Store, query: &AuditQuery) -> Result<AuditView, StoreError> {
+    let page = if query.verify {
+        Default::default()
+    } else {
+        let limit = query.page_limit().unwrap_or(DEFAULT_AUDIT_PAGE);
+        store.audit_page(query.before, limit, MAX_AUDIT_PAGE_BYTES)?
+    };
+    let entries: Vec<AuditEntryView> = page
+        .entries
+        .into_iter()
         .map(|e| AuditEntryView {
             seq: e.seq,
             at_ms: e.at_ms,
             at: crate::views::rfc3339(e.at_ms),
             kind: e.kind.as_str().to_owned(),
-            detail: serde_json::from_str(&e.detail)
-                .unwrap_or(serde_json::Value::String(e.detail.clone())),
+            detail: serde_json::from_str(&e.detail).unwrap_or(serde_json::Value::String(e.detail)),
         })
         .collect();
-    let (verified, intact_entries, broken_entry, error) = match store.audit_verify()? {
+    let verdict = store.audit_verify()?;
+    let count = store.audit_len()?;
+    let first_seq = store.audit_first()?;
+    let (verified, intact_entries, broken_entry, error) = match verdict {
         Ok(n) => (true, n, None, None),
         Err(e) => {
             let at = match &e {
@@ -337,7 +408,7 @@ pub fn audit_view(store: &Store) -> Result<AuditView, StoreError> {
                 ChainError::Sequence { position, .. } => *position,
                 ChainError::BrokenLink { seq, .. } => *seq,
                 // The end of the log does not match its signed head: the last entry.
-                ChainError::Head(_) => entries.last().map_or(0, |e| e.seq),
+                ChainError::Head(_) => count.saturating_sub(1),
                 // The first entry the store lacks, or the anchored entry it replaced.
                 ChainError::RolledBack { store, .. } => *store,
                 ChainError::Diverged { anchor } => anchor.saturating_sub(1),
@@ -346,7 +417,9 @@ pub fn audit_view(store: &Store) -> Result<AuditView, StoreError> {
         }
     };
     Ok(AuditView {
-        first_seq: store.audit_first()?,
+        first_seq,
+        held_entries: count.saturating_sub(first_seq),
+        next_before: page.next_before,
         entries,
         verified,
         intact_entries,
@@ -376,21 +449,25 @@ pub enum OfflineAuditError {
 }
 
 /// Reads and checks the audit log of a node that is not running (`meshnode audit` when no
-/// daemon answers, such as one that refused to start). Writes nothing: the anchor is read,
-/// never rewritten.
-pub fn offline_audit(data_dir: &DataDir) -> Result<AuditView, OfflineAuditError> {
+/// daemon answers, such as one that refused to start): the page `query` asks for. Writes
+/// nothing: the anchor is read, never rewritten.
+pub fn offline_audit(
+    data_dir: &DataDir,
+    query: &AuditQuery,
+) -> Result<AuditView, OfflineAuditError> {
     let identity = crate::keyfile::load(&data_dir.identity())?;
     let path = data_dir.db();
     let store = Store::open(&path)
         .map_err(|source| OfflineAuditError::Open { path, source })?
         .with_audit_signer(identity)
         .with_audit_anchor(data_dir.audit_anchor());
-    Ok(audit_view(&store)?)
+    Ok(audit_view(&store, query)?)
 }
 
 #[cfg(test)]
 mod tests {
     use mesh_protocol::Identity;
+    use mesh_protocol::audit::AuditEntry;
 
     use super::*;
 
@@ -466,7 +543,7 @@ mod tests {
         let report = check_at_start(&data_dir, &store, true).unwrap();
         assert!(report.accepted.unwrap().contains("rolled back"));
         assert_eq!(store.audit_verify().unwrap(), Ok(3));
-        let view = audit_view(&store).unwrap();
+        let view = audit_view(&store, &AuditQuery::default()).unwrap();
         assert_eq!(view.entries[2].kind, "rollback_accepted");
         assert_eq!(view.entries[2].detail["anchor_entries"], 5);
         check_at_start(&data_dir, &store, false).unwrap();
@@ -496,7 +573,7 @@ mod tests {
             ),
             "{err}"
         );
-        let view = audit_view(&store).unwrap();
+        let view = audit_view(&store, &AuditQuery::default()).unwrap();
         assert!(!view.verified);
         assert!(view.error.unwrap().contains("rolled back"));
         drop(store);
@@ -559,6 +636,74 @@ mod tests {
         assert!(err.to_string().contains("entry 2"), "{err}");
         assert!(check_at_start(&data_dir, &store, true).is_ok());
         assert_eq!(store.audit_verify().unwrap(), Ok(4));
+    }
+
+    #[test]
+    fn the_audit_view_is_a_page_of_the_newest_entries_or_the_verdict_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = DataDir::new(tmp.path());
+        let store = node_store(&data_dir);
+        append(&store, 25);
+        let page = |limit, before| {
+            let query = AuditQuery {
+                limit,
+                before,
+                verify: false,
+            };
+            audit_view(&store, &query).unwrap()
+        };
+        let seqs = |view: &AuditView| view.entries.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let newest = page(Some(10), None);
+        assert_eq!(seqs(&newest), (15..25).collect::<Vec<_>>());
+        assert_eq!(newest.next_before, Some(15));
+        assert_eq!(newest.entries[0].detail["i"], 15);
+        assert!(newest.verified);
+        assert_eq!((newest.intact_entries, newest.held_entries), (25, 25));
+        let older = page(Some(10), newest.next_before);
+        assert_eq!(seqs(&older), (5..15).collect::<Vec<_>>());
+        let oldest = page(Some(10), older.next_before);
+        assert_eq!(seqs(&oldest), (0..5).collect::<Vec<_>>());
+        assert_eq!(oldest.next_before, None);
+        assert_eq!(seqs(&page(None, None)).len(), 25);
+        // The verdict alone: the whole chain checked, no entry.
+        let verdict = audit_view(
+            &store,
+            &AuditQuery {
+                verify: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(verdict.verified && verdict.entries.is_empty());
+        assert_eq!((verdict.intact_entries, verdict.next_before), (25, None));
+        // A break is named whatever page is shown.
+        let mut entry = AuditEntry::from_bytes(&store.audit_raw().unwrap()[3]).unwrap();
+        entry.detail = "{}".into();
+        store
+            .audit_overwrite_for_tests(3, &entry.to_bytes())
+            .unwrap();
+        let broken = page(Some(2), None);
+        assert_eq!(seqs(&broken), [23, 24]);
+        assert!(!broken.verified);
+        assert_eq!(broken.broken_entry, Some(4));
+        // Limits past the bounds are refused before anything is read.
+        for limit in [0, MAX_AUDIT_PAGE + 1] {
+            let query = AuditQuery {
+                limit: Some(limit),
+                ..Default::default()
+            };
+            assert!(query.page_limit().is_err(), "{limit}");
+        }
+        assert_eq!(
+            AuditQuery {
+                limit: Some(5),
+                before: Some(9),
+                verify: false
+            }
+            .to_query_string(),
+            "?limit=5&before=9"
+        );
+        assert_eq!(AuditQuery::default().to_query_string(), "");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use mesh_protocol::audit::{self, AuditEntry, AuditHead, AuditKind, ChainError};
+use mesh_protocol::audit::{self, AuditEntry, AuditHead, AuditKind, ChainError, ChainVerifier};
 use mesh_protocol::{Identity, NodeRecord, ProductId, PublicKey, Signable, Signed};
 
 /// Key of the one record in the `audit_head` tree.
@@ -141,6 +141,9 @@ pub struct Store {
     /// Closed provider records stored, counted once from the index and then kept up to
     /// date by every write; `None` until first needed.
     pub(crate) closed_count: Arc<Mutex<Option<u64>>>,
+    /// Bytes of the audit entries the store keeps, counted once and then kept up to date by
+    /// appends and archives ([`Store::audit_held_bytes`]); `None` until first needed.
+    audit_bytes: Arc<Mutex<Option<archive::HeldBytes>>>,
 }
 
 /// The anchor file and the entry count it last recorded.
@@ -371,6 +374,7 @@ impl Store {
             agreement_generation: Default::default(),
             retention: Default::default(),
             closed_count: Default::default(),
+            audit_bytes: Default::default(),
             audit_lock: Default::default(),
             archive_lock: Default::default(),
             db,
@@ -702,6 +706,7 @@ impl Store {
                     StoreError::Sled(sled::Error::ReportableBug("aborted audit append".into()))
                 }
             })?;
+        self.count_appended(seq, bytes.len());
         Ok(seq)
     }
 
@@ -793,7 +798,9 @@ impl Store {
     }
 
     /// The stored bytes of every audit entry the store keeps (from its archive base on), in
-    /// order.
+    /// order. For tests only: the chain may take gigabytes, so the node reads it a page
+    /// ([`Store::audit_page`]) or one entry at a time ([`Store::audit_verify`]).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn audit_raw(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         self.audit
             .range(self.audit_first()?.to_be_bytes()..)
@@ -802,17 +809,80 @@ impl Store {
             .collect()
     }
 
-    /// Checks the whole chain the store keeps, from its signed archive base.
+    /// The newest audit entries the store keeps before sequence number `before` (from the
+    /// end when `None`), oldest first: at most `limit` stored entries, and no more than
+    /// `max_bytes` of them once the first is taken. Unreadable entries are left out (the
+    /// chain check names them). Reads the page only, backwards from its end.
+    pub fn audit_page(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<AuditPage, StoreError> {
+        use std::ops::Bound;
+        let first = self.audit_first()?;
+        let mut page = AuditPage::default();
+        if before.is_some_and(|before| before <= first) || limit == 0 {
+            return Ok(page);
+        }
+        let end = before.map_or(Bound::Unbounded, |b| Bound::Excluded(b.to_be_bytes()));
+        // The oldest entry taken so far (its key) and the stored bytes taken.
+        let (mut oldest, mut bytes) = (None, 0usize);
+        let newest_first = self
+            .audit
+            .range((Bound::Included(first.to_be_bytes()), end))
+            .rev();
+        for (taken, item) in newest_first.enumerate() {
+            let (key, value) = item?;
+            if taken == limit || (taken > 0 && bytes.saturating_add(value.len()) > max_bytes) {
+                // One more entry is there: the next page ends where this one begins.
+                page.next_before = oldest;
+                break;
+            }
+            oldest = Some(audit_seq(&key)?);
+            bytes += value.len();
+            if let Ok(entry) = AuditEntry::from_bytes(&value) {
+                page.entries.push(entry);
+            }
+        }
+        page.entries.reverse();
+        Ok(page)
+    }
+
+    /// Checks the whole chain the store keeps, from its signed archive base, reading one entry
+    /// at a time (the chain may take gigabytes): the links, then the anchor and the signed
+    /// head. Waits for an archive under way, which removes entries from the start.
     pub fn audit_verify(&self) -> Result<Result<u64, ChainError>, StoreError> {
+        let _no_archive = self
+            .archive_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let start = match self.audit_start()? {
             Ok(start) => start,
             Err(e) => return Ok(Err(e)),
         };
-        let raw = self.audit_raw()?;
-        let (count, last) = match audit::verify_chain_from(start, raw.iter().map(Vec::as_slice)) {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
-        };
+        self.audit_verify_rest(ChainVerifier::new(start))
+    }
+
+    /// Completes a check that reached `chain`'s position: the stored entries from there to
+    /// the end, then the anchor and the signed head. The entries appended while the bulk was
+    /// read are read with appends held back, so the end of the chain and the head are read
+    /// together. Call with the archive lock held.
+    pub(super) fn audit_verify_rest(
+        &self,
+        mut chain: ChainVerifier,
+    ) -> Result<Result<u64, ChainError>, StoreError> {
+        if let Err(e) = self.audit_verify_stream(&mut chain)? {
+            return Ok(Err(e));
+        }
+        let _no_append = self
+            .audit_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = self.audit_verify_stream(&mut chain)? {
+            return Ok(Err(e));
+        }
+        let (count, last) = (chain.count(), chain.last());
         // A chain shorter than, or off, its anchor is reported as such before the head is
         // looked at: a rolled-back database usually holds a consistent older head.
         match self.audit_anchor_check()? {
@@ -842,12 +912,47 @@ impl Store {
         Ok(audit::verify_head(&head, &signer.public_key(), count, last).map(|()| count))
     }
 
+    /// Feeds `chain` the stored entries from its position to the current end, one at a time.
+    fn audit_verify_stream(
+        &self,
+        chain: &mut ChainVerifier,
+    ) -> Result<Result<(), ChainError>, StoreError> {
+        for bytes in self.audit.range(chain.count().to_be_bytes()..).values() {
+            if let Err(e) = chain.push(&bytes?) {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
+    }
+
     /// Overwrites one stored audit entry: for tests of tamper detection only.
     #[cfg(any(test, feature = "test-util"))]
     pub fn audit_overwrite_for_tests(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
         self.audit.insert(seq.to_be_bytes(), bytes)?;
+        self.forget_held_bytes();
         Ok(())
     }
+}
+
+/// A page of the audit log ([`Store::audit_page`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditPage {
+    /// The entries, oldest first.
+    pub entries: Vec<AuditEntry>,
+    /// The `before` of the page of older entries: this page's first sequence number, when the
+    /// store keeps entries before it; `None` when the page reaches the first entry kept.
+    pub next_before: Option<u64>,
+}
+
+/// The sequence number an `audit` tree key stands for.
+fn audit_seq(key: &[u8]) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(key.try_into().map_err(|_| {
+        StoreError::Corrupt {
+            tree: trees::AUDIT,
+            key: hex::encode(key),
+            reason: "key is not a sequence number".into(),
+        }
+    })?))
 }
 
 #[cfg(test)]
@@ -874,6 +979,68 @@ mod tests {
             .unwrap();
         let err = store.audit_verify().unwrap().unwrap_err().to_string();
         assert!(err.contains("entry 2"), "{err}");
+    }
+
+    #[test]
+    fn a_page_is_the_newest_entries_before_a_point_and_names_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path())
+            .unwrap()
+            .with_audit_signer(Identity::from_secret_bytes([3; 32]));
+        for i in 0..10 {
+            store
+                .audit_append(AuditKind::Publish, &serde_json::json!({ "i": i }), i)
+                .unwrap();
+        }
+        let seqs = |page: &AuditPage| page.entries.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let page = store.audit_page(None, 3, usize::MAX).unwrap();
+        assert_eq!((seqs(&page), page.next_before), (vec![7, 8, 9], Some(7)));
+        let page = store.audit_page(Some(7), 3, usize::MAX).unwrap();
+        assert_eq!((seqs(&page), page.next_before), (vec![4, 5, 6], Some(4)));
+        // The last page reaches the first entry and names no next one.
+        let page = store.audit_page(Some(3), 5, usize::MAX).unwrap();
+        assert_eq!((seqs(&page), page.next_before), (vec![0, 1, 2], None));
+        let page = store.audit_page(Some(4), 4, usize::MAX).unwrap();
+        assert_eq!((seqs(&page), page.next_before), (vec![0, 1, 2, 3], None));
+        assert_eq!(
+            store.audit_page(Some(0), 5, usize::MAX).unwrap(),
+            AuditPage::default()
+        );
+        let page = store.audit_page(Some(100), 100, usize::MAX).unwrap();
+        assert_eq!((seqs(&page).len(), page.next_before), (10, None));
+        // A byte bound smaller than an entry: one entry, the newest.
+        let page = store.audit_page(None, 100, 1).unwrap();
+        assert_eq!((seqs(&page), page.next_before), (vec![9], Some(9)));
+        let one = store.audit.get(9u64.to_be_bytes()).unwrap().unwrap().len();
+        let page = store.audit_page(None, 100, 2 * one + 1).unwrap();
+        assert_eq!((seqs(&page), page.next_before), (vec![8, 9], Some(8)));
+        // An unreadable entry is left out of the page (the chain check names it).
+        store.audit_overwrite_for_tests(8, b"\xff\xff").unwrap();
+        let page = store.audit_page(None, 3, usize::MAX).unwrap();
+        assert_eq!((seqs(&page), page.next_before), (vec![7, 9], Some(7)));
+        assert!(matches!(
+            store.audit_verify().unwrap(),
+            Err(ChainError::Unreadable { seq: 8, .. })
+        ));
+        // After an archive, pages stop at the first entry the store keeps.
+        let dir2 = tempfile::tempdir().unwrap();
+        let store = Store::open(dir2.path())
+            .unwrap()
+            .with_audit_signer(Identity::from_secret_bytes([3; 32]));
+        for i in 0..10 {
+            store
+                .audit_append(AuditKind::Publish, &serde_json::json!({ "i": i }), i)
+                .unwrap();
+        }
+        store
+            .audit_archive(5, &dir2.path().join("archive"))
+            .unwrap();
+        let page = store.audit_page(Some(7), 10, usize::MAX).unwrap();
+        assert_eq!((seqs(&page), page.next_before), (vec![5, 6], None));
+        assert_eq!(
+            store.audit_page(Some(5), 10, usize::MAX).unwrap(),
+            AuditPage::default()
+        );
     }
 
     #[test]

@@ -514,15 +514,23 @@ pub struct AuditEntryView {
     pub detail: serde_json::Value,
 }
 
-/// The audit log and the result of its chain check (`GET /v1/audit`).
+/// A page of the audit log and the result of the whole chain's check (`GET /v1/audit`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditView {
-    /// Every readable entry the store keeps, in order.
+    /// The readable entries of the page asked for, the newest (before `before`), in order;
+    /// none with `verify`.
     pub entries: Vec<AuditEntryView>,
     /// Sequence number of the first entry the store keeps: the ones before were archived
     /// (`meshnode audit --archive`); 0 when none were.
     #[serde(default)]
     pub first_seq: u64,
+    /// Entries the store keeps, from `first_seq` on (on this page or not).
+    #[serde(default)]
+    pub held_entries: u64,
+    /// The `before` that asks for the page of older entries; `None` when this page reaches
+    /// the first entry the store keeps.
+    #[serde(default)]
+    pub next_before: Option<u64>,
     /// Whether the whole hash chain is intact.
     pub verified: bool,
     /// Entries of the whole chain (archived ones counted) before the first break (all of

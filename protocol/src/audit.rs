@@ -429,29 +429,67 @@ pub fn verify_chain_from<'a>(
     base: AuditBase,
     entries: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<(u64, [u8; 32]), ChainError> {
-    let mut prev = base.prev;
-    let mut count = base.first;
+    let mut chain = ChainVerifier::new(base);
     for bytes in entries {
+        chain.push(bytes)?;
+    }
+    Ok((chain.count(), chain.last()))
+}
+
+/// A chain check fed one entry at a time, in order, so that a reader holds one entry, not the
+/// chain: what [`verify_chain_from`] does over a collection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainVerifier {
+    /// Hash of the last entry checked (the base's `prev` before any).
+    prev: [u8; 32],
+    /// Sequence number the next entry must carry.
+    next: u64,
+}
+
+impl ChainVerifier {
+    /// A check of the entries from `base` on.
+    pub fn new(base: AuditBase) -> Self {
+        Self {
+            prev: base.prev,
+            next: base.first,
+        }
+    }
+
+    /// Checks the next entry's stored bytes: it decodes, carries the next sequence number and
+    /// links to the entry before. Returns it decoded. After an error the check is over (the
+    /// position is not advanced).
+    pub fn push(&mut self, bytes: &[u8]) -> Result<AuditEntry, ChainError> {
         let entry = AuditEntry::from_bytes(bytes).map_err(|e| ChainError::Unreadable {
-            seq: count,
+            seq: self.next,
             reason: e.to_string(),
         })?;
-        if entry.seq != count {
+        if entry.seq != self.next {
             return Err(ChainError::Sequence {
-                position: count,
+                position: self.next,
                 claimed: entry.seq,
             });
         }
-        if entry.prev != prev {
+        if entry.prev != self.prev {
             return Err(ChainError::BrokenLink {
-                seq: count,
-                prev_seq: count.saturating_sub(1),
+                seq: self.next,
+                prev_seq: self.next.saturating_sub(1),
             });
         }
-        prev = entry_hash(bytes);
-        count += 1;
+        self.prev = entry_hash(bytes);
+        self.next += 1;
+        Ok(entry)
     }
-    Ok((count, prev))
+
+    /// Entries of the whole chain checked so far, archived ones included: the sequence number
+    /// the next entry must carry.
+    pub fn count(&self) -> u64 {
+        self.next
+    }
+
+    /// Hash of the last entry checked (the base's `prev` before any).
+    pub fn last(&self) -> [u8; 32] {
+        self.prev
+    }
 }
 
 /// Default of [`AutoArchive::keep`]: the newest 100,000 entries stay in the store.
@@ -472,7 +510,22 @@ impl AutoArchive {
     pub fn due(&self, held: u64) -> Option<u64> {
         (self.keep > 0 && held > self.keep.saturating_mul(2)).then_some(self.keep)
     }
+
+    /// Whether an archive is due because the entries in the store take `held_bytes`, more
+    /// than `max_bytes` (never when archiving on its own is off). Such an archive keeps the
+    /// newest entries that take no more than half of `max_bytes` (and at most `keep` of them):
+    /// the same slack as [`AutoArchive::due`], for entries of up to [`MAX_AUDIT_ENTRY`].
+    pub fn due_by_bytes(&self, held_bytes: u64, max_bytes: u64) -> bool {
+        self.keep > 0 && held_bytes > max_bytes
+    }
 }
+
+/// Bytes of entries past which a node archives the start of its chain on its own, whatever
+/// their number ([`AutoArchive::due_by_bytes`]): 256 MiB. Entries are up to
+/// [`MAX_AUDIT_ENTRY`] each, and a member can make a provider append two of that size every
+/// few seconds (a contract request its policy rejects, with a long purpose), so a bound on
+/// the count alone (twice [`DEFAULT_AUTO_ARCHIVE_KEEP`]) would let the store hold gigabytes.
+pub const AUTO_ARCHIVE_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -743,5 +796,37 @@ mod tests {
         assert_eq!(off.due(u64::MAX), None);
         let huge = AutoArchive { keep: u64::MAX };
         assert_eq!(huge.due(u64::MAX), None);
+        // By bytes: past the bound, whatever the count; never when off.
+        assert!(!auto.due_by_bytes(AUTO_ARCHIVE_MAX_BYTES, AUTO_ARCHIVE_MAX_BYTES));
+        assert!(auto.due_by_bytes(AUTO_ARCHIVE_MAX_BYTES + 1, AUTO_ARCHIVE_MAX_BYTES));
+        assert!(!off.due_by_bytes(u64::MAX, AUTO_ARCHIVE_MAX_BYTES));
+    }
+
+    #[test]
+    fn a_chain_fed_one_entry_at_a_time_verifies_as_a_whole_one_does() {
+        let c = chain(5);
+        let mut one_by_one = ChainVerifier::new(AuditBase::GENESIS);
+        for (seq, bytes) in c.iter().enumerate() {
+            assert_eq!(one_by_one.push(bytes).unwrap().seq, seq as u64);
+        }
+        assert_eq!(
+            (one_by_one.count(), one_by_one.last()),
+            verify_chain(c.iter().map(Vec::as_slice)).unwrap()
+        );
+        // A failed entry leaves the position where it was.
+        let mut from_two = ChainVerifier::new(AuditBase {
+            first: 2,
+            prev: entry_hash(&c[1]),
+        });
+        assert!(matches!(
+            from_two.push(&c[3]),
+            Err(ChainError::Sequence {
+                position: 2,
+                claimed: 3
+            })
+        ));
+        assert_eq!(from_two.count(), 2);
+        from_two.push(&c[2]).unwrap();
+        assert_eq!(from_two.count(), 3);
     }
 }

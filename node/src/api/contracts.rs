@@ -4,7 +4,7 @@
 //! [`crate::NodeHandle`] (in `crate::contracts::handle`), return JSON. No decision is made
 //! here.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
@@ -81,8 +81,13 @@ async fn revoke(
     Ok(Json(s.node.share_revoke(id, body.reason).await?))
 }
 
-async fn audit(State(s): State<ApiState>) -> Result<Json<AuditView>, NodeError> {
-    Ok(Json(s.node.audit().await?))
+/// `GET /v1/audit[?limit=N][&before=SEQ][&verify=true]`: a page of the newest entries (see
+/// [`crate::integrity::AuditQuery`]) and the whole chain's check.
+async fn audit(
+    State(s): State<ApiState>,
+    Query(query): Query<crate::integrity::AuditQuery>,
+) -> Result<Json<AuditView>, NodeError> {
+    Ok(Json(s.node.audit(query).await?))
 }
 
 async fn archive(

@@ -67,6 +67,8 @@ pub(crate) enum ContractCommand {
     },
     /// `audit`.
     Audit {
+        /// The page asked for, or only the verdict.
+        query: crate::integrity::AuditQuery,
         /// Where the answer goes.
         reply: oneshot::Sender<Result<AuditView, NodeError>>,
     },
@@ -147,9 +149,10 @@ impl NodeHandle {
             .await?
     }
 
-    /// The audit log and its chain check.
-    pub async fn audit(&self) -> Result<AuditView, NodeError> {
-        self.call(|reply| Command::Contract(ContractCommand::Audit { reply }))
+    /// A page of the audit log (or none, with `query.verify`) and the whole chain's check.
+    pub async fn audit(&self, query: crate::integrity::AuditQuery) -> Result<AuditView, NodeError> {
+        query.page_limit().map_err(NodeError::BadRequest)?;
+        self.call(|reply| Command::Contract(ContractCommand::Audit { query, reply }))
             .await?
     }
 

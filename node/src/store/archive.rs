@@ -12,12 +12,21 @@
 //! then the archived entries are removed. A crash before the base leaves the store as it
 //! was (and a file whose entries are still in the store); one after it leaves entries below
 //! the base, which nothing reads and the next archive removes.
+//!
+//! An archive reads the chain once, one entry at a time, checking it as it goes: the entries
+//! it moves as it writes them to the file, then the ones it keeps, the anchor and the signed
+//! head. A chain that does not verify is not archived (the file is removed). Its memory does
+//! not grow with the chain, which may hold gigabytes when big entries came fast.
+//!
+//! The node archives on its own ([`Store::audit_archive_due`]) when the store holds more than
+//! twice `audit_keep_entries` entries, or more than
+//! [`mesh_protocol::audit::AUTO_ARCHIVE_MAX_BYTES`] of them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use mesh_protocol::Signed;
-use mesh_protocol::audit::{self, AuditBase, AuditEntry, ChainError};
+use mesh_protocol::audit::{AuditBase, AutoArchive, ChainError, ChainVerifier};
 
 use super::{Store, StoreError};
 
@@ -25,6 +34,18 @@ use super::{Store, StoreError};
 pub(super) const BASE_KEY: &[u8] = b"base";
 /// Entries removed from the store per batch once archived.
 const REMOVE_BATCH: usize = 4096;
+
+/// The bytes of the stored entries `[first, upto)`: what [`Store::audit_held_bytes`] counted,
+/// kept up to date by appends (while `upto` is the end of the chain) and archives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct HeldBytes {
+    /// The first entry the store keeps, when counted.
+    first: u64,
+    /// The entry after the last one counted.
+    upto: u64,
+    /// Bytes of the stored entries `[first, upto)`.
+    bytes: u64,
+}
 
 /// What an archive did.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -117,9 +138,114 @@ impl Store {
         Ok(self.audit_len()?.saturating_sub(self.audit_first()?))
     }
 
+    /// Bytes of the audit entries the store keeps (their stored encoding). Counted once, one
+    /// entry at a time, then kept up to date by appends and archives: later calls read only
+    /// the entries appended since.
+    pub fn audit_held_bytes(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        // An archive or another count that moves the count meanwhile makes this one count
+        // again (from where the other stopped); a few rounds, then the last count is returned.
+        for _ in 0..4 {
+            let first = self.audit_first()?;
+            let end = self.audit_len()?;
+            let known = *self.lock_held_bytes();
+            let (from, counted) = match known {
+                Some(h) if h.first == first && h.upto <= end => (h.upto, h.bytes),
+                _ => (first, 0),
+            };
+            let mut more = 0u64;
+            if from < end {
+                for value in self
+                    .audit
+                    .range(from.to_be_bytes()..end.to_be_bytes())
+                    .values()
+                {
+                    more += value?.len() as u64;
+                }
+            }
+            total = counted + more;
+            let mut held = self.lock_held_bytes();
+            if *held == known {
+                *held = Some(HeldBytes {
+                    first,
+                    upto: end.max(from),
+                    bytes: total,
+                });
+                return Ok(total);
+            }
+        }
+        Ok(total)
+    }
+
+    /// Counts an entry appended at `seq` taking `len` bytes, if the count reaches it. Call
+    /// with the append lock held.
+    pub(super) fn count_appended(&self, seq: u64, len: usize) {
+        if let Some(held) = self.lock_held_bytes().as_mut()
+            && held.upto == seq
+        {
+            held.upto = seq + 1;
+            held.bytes += len as u64;
+        }
+    }
+
+    /// Forgets the count of bytes held: the next [`Store::audit_held_bytes`] counts again.
+    #[cfg(any(test, feature = "test-util"))]
+    pub(super) fn forget_held_bytes(&self) {
+        *self.lock_held_bytes() = None;
+    }
+
+    fn lock_held_bytes(&self) -> std::sync::MutexGuard<'_, Option<HeldBytes>> {
+        // A count left half-updated by a panic is only a count: at worst counted again.
+        self.audit_bytes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The entries to keep if the node's own archive is due (`Ok(None)` when it is not):
+    /// when the store holds more entries than `auto` allows, `auto.keep`; when its entries
+    /// take more than `max_bytes`, the newest that take no more than half of that (at least
+    /// one, at most `auto.keep`). So the store holds at most `max_bytes` of entries, and
+    /// twice `auto.keep` of them, plus what is appended between two checks. Reads the
+    /// entries' sizes (once, then those appended since) and, when an archive is due by bytes,
+    /// the newest half of `max_bytes` of them again.
+    pub fn audit_archive_due(
+        &self,
+        auto: AutoArchive,
+        max_bytes: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        if auto.keep == 0 {
+            return Ok(None);
+        }
+        let by_count = auto.due(self.audit_held()?);
+        if !auto.due_by_bytes(self.audit_held_bytes()?, max_bytes) {
+            return Ok(by_count);
+        }
+        let fit = self.audit_newest_within(max_bytes / 2)?;
+        Ok(Some(fit.clamp(1, auto.keep)))
+    }
+
+    /// How many of the newest entries the store keeps take no more than `budget` bytes.
+    fn audit_newest_within(&self, budget: u64) -> Result<u64, StoreError> {
+        let (mut n, mut bytes) = (0, 0u64);
+        for value in self
+            .audit
+            .range(self.audit_first()?.to_be_bytes()..)
+            .values()
+            .rev()
+        {
+            bytes = bytes.saturating_add(value?.len() as u64);
+            if bytes > budget {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Moves the chain's entries but the newest `keep` into a new file under `dir`, then
     /// records the store's new start and removes them from the store. `Ok(None)` when there
-    /// are no more than `keep` entries.
+    /// are no more than `keep` entries. The whole chain is checked on the way (one entry at a
+    /// time): one that does not verify is not archived.
     pub fn audit_archive(&self, keep: u64, dir: &Path) -> Result<Option<Archived>, ArchiveError> {
         if keep == 0 {
             return Err(ArchiveError::KeepNothing);
@@ -130,20 +256,43 @@ impl Store {
         // The lock guards no data a panic could leave half-written: the steps below are
         // each safe to stop after.
         let _one_at_a_time = self.archive_lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.audit_verify()?.map_err(ArchiveError::Broken)?;
         let start = self.audit_start()?.map_err(ArchiveError::Broken)?;
         let count = self.audit_len()?;
         let end = count.saturating_sub(keep);
         if end <= start.first {
+            // Nothing to move; a broken chain is still reported as such.
+            self.audit_verify_rest(ChainVerifier::new(start))?
+                .map_err(ArchiveError::Broken)?;
             return Ok(None);
         }
         let path = dir.join(format!("audit-{:012}-{:012}.jsonl", start.first, end - 1));
-        let prev = self
-            .write_archive(start, end, &path)
+        let mut chain = ChainVerifier::new(start);
+        let moved = self
+            .write_archive(&mut chain, end, &path)
             .map_err(|source| ArchiveError::Write {
                 path: path.clone(),
                 source,
             })?;
+        // The rest of the chain, its anchor and its signed head, before anything is signed:
+        // the file is removed if they do not verify.
+        let prev = chain.last();
+        let checked = match moved {
+            Ok(moved) => self
+                .audit_verify_rest(chain)
+                .map(|rest| rest.map(|_| moved)),
+            Err(e) => Ok(Err(e)),
+        };
+        let moved = match checked {
+            Ok(Ok(moved)) => moved,
+            Ok(Err(e)) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(ArchiveError::Broken(e));
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e.into());
+            }
+        };
         // The file is on disk: the store's chain now starts after it.
         let base = Signed::sign(&signer, &AuditBase { first: end, prev });
         self.audit_head
@@ -151,6 +300,7 @@ impl Store {
             .map_err(StoreError::from)?;
         self.flush_blocking()?;
         self.remove_audit_below(end)?;
+        self.count_archived(start.first, end, moved);
         Ok(Some(Archived {
             path,
             first: start.first,
@@ -159,11 +309,30 @@ impl Store {
         }))
     }
 
-    /// Writes entries `[start.first, end)` to a new file at `path` as JSON lines, syncs it
-    /// and its directory, and returns the hash of the last one. The entries are checked to
-    /// link up as they are written (they were verified just before, but the file is what
-    /// outlives them).
-    fn write_archive(&self, start: AuditBase, end: u64, path: &Path) -> std::io::Result<[u8; 32]> {
+    /// Takes the `moved` bytes of entries `[first, end)` off the count of bytes held.
+    fn count_archived(&self, first: u64, end: u64, moved: u64) {
+        let mut held = self.lock_held_bytes();
+        *held = match *held {
+            Some(h) if h.first == first && h.upto >= end => Some(HeldBytes {
+                first: end,
+                upto: h.upto,
+                bytes: h.bytes.saturating_sub(moved),
+            }),
+            // Counted from another start, or not up to `end`: counted again when needed.
+            _ => None,
+        };
+    }
+
+    /// Writes the entries from `chain`'s position up to `end` to a new file at `path` as JSON
+    /// lines, checking each with `chain` as it goes, syncs the file and its directory, and
+    /// returns the bytes of the stored entries written. `Ok(Err(_))` (and no file) when an
+    /// entry does not verify.
+    fn write_archive(
+        &self,
+        chain: &mut ChainVerifier,
+        end: u64,
+        path: &Path,
+    ) -> std::io::Result<Result<u64, ChainError>> {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let file = std::fs::OpenOptions::new()
@@ -172,20 +341,18 @@ impl Store {
             .open(path)?;
         let written = (|| {
             let mut out = std::io::BufWriter::new(&file);
-            let mut prev = start.prev;
+            let mut moved = 0u64;
             for item in self
                 .audit
-                .range(start.first.to_be_bytes()..end.to_be_bytes())
+                .range(chain.count().to_be_bytes()..end.to_be_bytes())
             {
                 let (_, bytes) = item.map_err(std::io::Error::other)?;
-                let entry = AuditEntry::from_bytes(&bytes).map_err(std::io::Error::other)?;
-                if entry.prev != prev {
-                    return Err(std::io::Error::other(format!(
-                        "audit entry {} does not link to its predecessor",
-                        entry.seq
-                    )));
-                }
-                let hash = audit::entry_hash(&bytes);
+                let prev = chain.last();
+                let entry = match chain.push(&bytes) {
+                    Ok(entry) => entry,
+                    Err(e) => return Ok(Err(e)),
+                };
+                moved += bytes.len() as u64;
                 let line = ArchivedLine {
                     seq: entry.seq,
                     at_ms: entry.at_ms,
@@ -193,12 +360,11 @@ impl Store {
                     kind: entry.kind.as_str(),
                     detail: serde_json::from_str(&entry.detail)
                         .unwrap_or(serde_json::Value::String(entry.detail.clone())),
-                    prev: hex::encode(entry.prev),
-                    hash: hex::encode(hash),
+                    prev: hex::encode(prev),
+                    hash: hex::encode(chain.last()),
                 };
                 serde_json::to_writer(&mut out, &line)?;
                 out.write_all(b"\n")?;
-                prev = hash;
             }
             out.flush()?;
             drop(out);
@@ -206,9 +372,9 @@ impl Store {
             if let Ok(d) = std::fs::File::open(dir) {
                 d.sync_all()?;
             }
-            Ok(prev)
+            Ok(Ok(moved))
         })();
-        if written.is_err() {
+        if !matches!(written, Ok(Ok(_))) {
             let _ = std::fs::remove_file(path);
         }
         written
@@ -241,7 +407,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use mesh_protocol::Identity;
-    use mesh_protocol::audit::AuditKind;
+    use mesh_protocol::audit::{self, AuditEntry, AuditKind};
 
     use super::*;
 
@@ -367,5 +533,150 @@ mod tests {
         assert_eq!((archived.first, archived.last), (3, 4));
         assert_eq!(store.audit.len(), 1);
         assert_eq!(store.audit_verify().unwrap(), Ok(6));
+    }
+
+    /// Appends `n` entries of about 60 KiB each (a purpose of 60,000 bytes, as a member's
+    /// rejected contract requests make).
+    fn append_big(store: &Store, n: u64) {
+        let purpose = "x".repeat(60_000);
+        let from = store.audit_len().unwrap();
+        for i in from..from + n {
+            store
+                .audit_append(
+                    AuditKind::Rejection,
+                    &serde_json::json!({ "i": i, "purpose": purpose }),
+                    1_000 + i,
+                )
+                .unwrap();
+        }
+    }
+
+    /// Bytes of the stored entries the store keeps, counted from scratch.
+    fn recount(store: &Store) -> u64 {
+        store.forget_held_bytes();
+        store.audit_held_bytes().unwrap()
+    }
+
+    #[test]
+    fn a_chain_of_big_entries_is_verified_and_archived_one_entry_at_a_time() {
+        // 3,000 entries of about 60 KiB: 180 MB that the verification and the archive read
+        // one entry at a time (`audit_raw`, which collects them all, exists only in tests).
+        let (dir, store) = store_with(0);
+        append_big(&store, 3_000);
+        assert_eq!(store.audit_verify().unwrap(), Ok(3_000));
+        let held = store.audit_held_bytes().unwrap();
+        assert!(held > 3_000 * 60_000, "{held}");
+        // The count follows appends without reading the chain again.
+        append_big(&store, 1);
+        let one = store.audit_held_bytes().unwrap() - held;
+        assert!((60_000..64 * 1024).contains(&one), "{one}");
+        assert_eq!(recount(&store), held + one);
+
+        // Under the default bounds (256 MiB, twice 100,000 entries) nothing is due yet; with
+        // a bound of 64 MiB, an archive keeps the newest that fit in 32 MiB.
+        let auto = AutoArchive { keep: 100_000 };
+        assert_eq!(
+            store
+                .audit_archive_due(auto, audit::AUTO_ARCHIVE_MAX_BYTES)
+                .unwrap(),
+            None
+        );
+        let keep = store
+            .audit_archive_due(auto, 64 << 20)
+            .unwrap()
+            .expect("due by bytes");
+        assert_eq!(keep, (32 << 20) / one, "entries of {one} bytes in 32 MiB");
+        // Never more than `keep` entries, never when off.
+        assert_eq!(
+            store
+                .audit_archive_due(AutoArchive { keep: 10 }, 64 << 20)
+                .unwrap(),
+            Some(10)
+        );
+        assert_eq!(
+            store.audit_archive_due(AutoArchive { keep: 0 }, 1).unwrap(),
+            None
+        );
+
+        let archive_dir = dir.path().join("audit-archive");
+        let archived = store.audit_archive(keep, &archive_dir).unwrap().unwrap();
+        assert_eq!((archived.first, archived.kept), (0, keep));
+        assert_eq!(archived.last, 3_000 - keep);
+        // The file's lines link up, read one at a time.
+        use std::io::BufRead;
+        let file = std::io::BufReader::new(std::fs::File::open(&archived.path).unwrap());
+        let (mut n, mut prev) = (0, hex::encode(audit::GENESIS));
+        for line in file.lines() {
+            let line: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            assert_eq!(line["seq"], n);
+            assert_eq!(line["prev"], prev.as_str());
+            assert_eq!(line["detail"]["i"], n);
+            prev = line["hash"].as_str().unwrap().to_owned();
+            n += 1;
+        }
+        assert_eq!(n, 3_001 - keep);
+        // The store keeps the newest 32 MiB at most, and its count of bytes followed.
+        let after = store.audit_held_bytes().unwrap();
+        assert!(after <= 32 << 20, "{after}");
+        assert_eq!(after, recount(&store));
+        assert_eq!(store.audit_held().unwrap(), keep);
+        assert_eq!(store.audit_verify().unwrap(), Ok(3_001));
+        assert_eq!(
+            store.audit_archive_due(auto, 64 << 20).unwrap(),
+            None,
+            "nothing due right after"
+        );
+    }
+
+    #[test]
+    fn a_chain_broken_in_the_entries_kept_is_not_archived_and_leaves_no_file() {
+        let (dir, store) = store_with(10);
+        let mut entry =
+            AuditEntry::from_bytes(&store.audit.get(8u64.to_be_bytes()).unwrap().unwrap()).unwrap();
+        entry.detail = "{\"i\":80}".into();
+        store
+            .audit_overwrite_for_tests(8, &entry.to_bytes())
+            .unwrap();
+        let archive_dir = dir.path().join("audit-archive");
+        let err = store.audit_archive(3, &archive_dir).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ArchiveError::Broken(ChainError::BrokenLink {
+                    seq: 9,
+                    prev_seq: 8
+                })
+            ),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(&archive_dir).unwrap().count(), 0);
+        assert_eq!(store.audit_first().unwrap(), 0);
+        assert_eq!(store.audit.len(), 10);
+    }
+
+    #[test]
+    fn a_check_while_another_thread_appends_finds_no_break() {
+        // The bulk of the chain is read while appends go on; its end and the signed head are
+        // read together, so an entry appended between the two is not taken for damage.
+        let (_dir, store) = store_with(1);
+        let appender = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 1..1_500u64 {
+                    store
+                        .audit_append(AuditKind::Publish, &serde_json::json!({ "i": i }), i)
+                        .unwrap();
+                }
+            })
+        };
+        let mut checks = 0;
+        while !appender.is_finished() {
+            let verdict = store.audit_verify().unwrap();
+            assert!(verdict.is_ok(), "{verdict:?} after {checks} checks");
+            checks += 1;
+        }
+        appender.join().unwrap();
+        assert_eq!(store.audit_verify().unwrap(), Ok(1_500));
+        println!("{checks} checks while appending");
     }
 }

@@ -998,6 +998,127 @@ fn a_flood_of_rejected_requests_leaves_only_the_newest_closed_records() {
     assert!(out.success, "{}", out.stderr);
 }
 
+/// `audit ARGS --json` on `node`, parsed; its output must stay under `max` bytes (so a reply
+/// holding the whole log fails here, not in a panic message quoting it).
+fn audit_json(node: &TestNode, args: &[&str], max: usize) -> Value {
+    let mut all = vec!["audit", "--json"];
+    all.extend(args);
+    let out = node.cli(&all);
+    assert!(
+        out.success,
+        "`audit {}` failed: {}",
+        args.join(" "),
+        out.stderr
+    );
+    assert!(
+        out.stdout.len() <= max,
+        "`audit {}` printed {} bytes, more than the {max} expected",
+        args.join(" "),
+        out.stdout.len()
+    );
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON: {e}"))
+}
+
+/// The sequence numbers of a page's entries.
+fn seqs(page: &Value) -> Vec<u64> {
+    page["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no entries in {}", page["error"]))
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_audit_log_of_a_flood_of_large_rejected_requests_is_read_in_pages_and_verified_whole() {
+    let sales = manual_provider(&[
+        ("request_burst = 20", "request_burst = 100000"),
+        ("message_burst = 64", "message_burst = 100000"),
+    ]);
+    // Each request names a purpose of 60,000 bytes the policy does not allow: two audit
+    // entries of about 60 KB (the request and its rejection), about 72 MB in all.
+    let purpose = "x".repeat(60_000);
+    let (report, secs) = flood_with(&sales, &["--purpose", &purpose], 600);
+    println!("flood of 600 large rejected requests: {secs:.1} s, {report}");
+    assert_eq!(report["replies"]["rejected"], 600, "{report}");
+    // The publish, then a request and a rejection per request.
+    let total: u64 = 1 + 2 * 600;
+
+    // `--verify` reads the whole chain but answers with the verdict and the counts only.
+    let verdict = audit_json(&sales, &["--verify"], 64 * 1024);
+    assert_eq!(verdict["verified"], true, "{verdict}");
+    assert_eq!(verdict["intact_entries"], total, "{verdict}");
+    assert_eq!(verdict["held_entries"], total, "{verdict}");
+    assert_eq!(verdict["entries"], serde_json::json!([]), "{verdict}");
+    let out = sales.cli(&["audit", "--verify"]);
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!("{total} entries")),
+        "{}",
+        out.stdout
+    );
+
+    // Without flags: the newest entries, at most a page's worth of bytes, and where the
+    // next page starts.
+    let page = audit_json(&sales, &[], 24 << 20);
+    let newest = seqs(&page);
+    assert!(
+        !newest.is_empty() && (newest.len() as u64) < total,
+        "{} entries",
+        newest.len()
+    );
+    assert_eq!(newest.last(), Some(&(total - 1)));
+    assert!(newest.windows(2).all(|w| w[1] == w[0] + 1), "{newest:?}");
+    assert_eq!(page["next_before"], newest[0]);
+    assert_eq!(page["verified"], true);
+    assert_eq!(page["held_entries"], total);
+    assert_eq!(page["entries"][newest.len() - 1]["kind"], "rejection");
+    let older = sales.cli(&["audit"]);
+    assert!(older.success, "{}", older.stderr);
+    assert!(
+        older
+            .stderr
+            .contains(&format!("meshnode audit --before {}", newest[0])),
+        "{}",
+        older.stderr
+    );
+
+    // `--limit` and `--before` walk the whole log back to its first entry, each entry once.
+    let mut seen = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let mut args = vec!["--limit", "500"];
+        if let Some(b) = &before {
+            args.extend(["--before", b.as_str()]);
+        }
+        let page = audit_json(&sales, &args, 24 << 20);
+        let mut got = seqs(&page);
+        assert!(!got.is_empty() && got.len() <= 500, "{} entries", got.len());
+        got.extend(seen);
+        seen = got;
+        match page["next_before"].as_u64() {
+            Some(next) => {
+                assert_eq!(next, seen[0]);
+                before = Some(next.to_string());
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..total).collect::<Vec<_>>());
+    let small = audit_json(&sales, &["--limit", "3", "--before", "10"], 1 << 20);
+    assert_eq!(seqs(&small), [7, 8, 9]);
+    assert_eq!(small["next_before"], 7);
+    assert_eq!(small["entries"][0]["detail"]["purpose"], purpose.as_str());
+    let first = audit_json(&sales, &["--limit", "3", "--before", "2"], 1 << 20);
+    assert_eq!(seqs(&first), [0, 1]);
+    assert_eq!(first["entries"][0]["kind"], "publish");
+    assert_eq!(first["next_before"], Value::Null);
+    // A limit past the bound is refused by the CLI and by the API.
+    assert!(!sales.cli(&["audit", "--limit", "100000"]).success);
+    let (status, body) = sales.api("GET", "/v1/audit?limit=100000", None);
+    assert_eq!(status, 400, "{body}");
+}
+
 #[test]
 fn a_consumer_over_its_budget_is_told_clearly_and_can_withdraw() {
     let sales = manual_provider(&[(
