@@ -105,9 +105,20 @@ pub(crate) async fn init(args: InitArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let created = !dir.root().exists();
-    std::fs::create_dir_all(dir.root())
-        .with_context(|| format!("cannot create `{}`", dir.root().display()))?;
+    // The data directory is this user's alone (0700), and everything made in it private
+    // (umask 077): it holds the key, the API token, products and other domains' data.
+    let created = std::fs::symlink_metadata(dir.root()).is_err();
+    if created {
+        mesh_node::keyfile::create_private_dir(dir.root())
+            .with_context(|| format!("cannot create `{}`", dir.root().display()))?;
+    } else {
+        match mesh_node::keyfile::make_private_dir(dir.root()) {
+            Ok(_) => {}
+            Err(unfit) if unfit.is_unfit() => return Err(fail(Failure::Usage, unfit.to_string())),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    mesh_node::keyfile::restrict_umask();
     let founded = found_or_join(&dir, &config, args.charter.as_deref(), ticket.as_ref()).await;
     let founded = match founded {
         Ok(line) => write_config(&dir, &config).map(|()| line),
@@ -216,6 +227,9 @@ async fn found_or_join(
 }
 
 pub(crate) async fn run(dir: DataDir, accept_rollback: bool) -> anyhow::Result<()> {
+    // Every file and directory the daemon makes is its user's alone, whatever umask it was
+    // started with.
+    mesh_node::keyfile::restrict_umask();
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing a SIGTERM handler");

@@ -94,7 +94,7 @@ enum Command {
     Mesh(mesh::MeshArgs),
     /// The mesh's global policies: show, propose an amendment, sign, status of motions.
     Governance(mesh::GovernanceArgs),
-    /// Show the hash-chained audit log; `--verify` checks the chain.
+    /// Show the newest entries of the hash-chained audit log; `--verify` checks the whole chain.
     Audit(share::AuditArgs),
     /// List connected peers.
     Peers {
@@ -188,11 +188,15 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 }
 
 /// The kind of a failure of `meshnode run`: a data directory that was never initialised is
-/// not found, as for every other command (its message says to run `meshnode init`).
+/// not found, as for every other command (its message says to run `meshnode init`); one of
+/// another user or writable by others is a usage error (its message says what to change).
 fn run_failure(error: anyhow::Error) -> anyhow::Error {
     match error.downcast_ref::<mesh_node::server::ServeError>() {
         Some(not_initialised @ mesh_node::server::ServeError::NotInitialised(_)) => {
             exit::fail(exit::Failure::NotFound, not_initialised.to_string())
+        }
+        Some(mesh_node::server::ServeError::DataDir(unfit)) if unfit.is_unfit() => {
+            exit::fail(exit::Failure::Usage, unfit.to_string())
         }
         _ => error,
     }
@@ -266,5 +270,28 @@ mod tests {
         // Other failures to start keep their kind.
         let error = run_failure(ServeError::Other("bad".into()).into());
         assert_eq!(exit::Failure::of(&error), exit::Failure::Other);
+    }
+
+    #[test]
+    fn run_on_a_data_directory_others_may_write_fails_as_usage_and_says_what_to_change() {
+        use mesh_node::keyfile::DataDirError;
+        let error = run_failure(
+            ServeError::DataDir(DataDirError::Writable {
+                path: "/tmp/x".into(),
+                mode: 0o777,
+            })
+            .into(),
+        );
+        assert_eq!(exit::Failure::of(&error), exit::Failure::Usage);
+        assert!(error.to_string().contains("chmod 700 /tmp/x"), "{error}");
+        // Failing to look at it is an I/O failure, with its cause.
+        let error = run_failure(
+            ServeError::DataDir(DataDirError::Io {
+                path: "/tmp/x".into(),
+                source: std::io::Error::other("gone"),
+            })
+            .into(),
+        );
+        assert_eq!(exit::Failure::of(&error), exit::Failure::Io);
     }
 }

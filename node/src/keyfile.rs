@@ -231,6 +231,145 @@ pub fn load(path: &Path) -> Result<Identity, KeyFileError> {
     Ok(identity)
 }
 
+/// Why a data directory may not hold a node: another user could read or replace what the
+/// node keeps there (its key, the API token and `api.addr`, products, received data, the
+/// store).
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// The directory belongs to another user.
+    #[error(
+        "the data directory `{path}` belongs to user {owner}, not to this user ({user}): its owner could replace `api.addr` to receive the API token, and read the node's data. Use a directory of your own, or have root run `chown -R {user} {path}` if this user is meant to own it"
+    )]
+    OtherOwner {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// This process's effective uid.
+        user: u32,
+    },
+    /// Group or others may create, rename or delete entries in the directory.
+    #[error(
+        "the data directory `{path}` is writable by other users (mode {mode:04o}): they could replace its files and read the node's data; run `chmod 700 {path}`"
+    )]
+    Writable {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Something else is at the path.
+    #[error("the data directory `{0}` is not a directory")]
+    NotADirectory(PathBuf),
+    /// The directory could not be inspected or its mode changed.
+    #[error("cannot check the permissions of the data directory `{path}`: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DataDirError {
+    /// Whether the directory is unfit rather than unreadable: the operator has to change its
+    /// owner or mode (or choose another), which is a usage error.
+    pub fn is_unfit(&self) -> bool {
+        !matches!(self, DataDirError::Io { .. })
+    }
+}
+
+/// This process's effective uid, where the platform tells it without `unsafe` code.
+fn effective_uid() -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        Some(rustix::process::geteuid().as_raw())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// Checks that the existing data directory `path` is this user's and that no one else may
+/// write to it, and removes the group's and others' read and search permissions if it has
+/// them (a directory made before meshnode kept it private, or by `mkdir` under umask 022),
+/// with a warning. Returns the mode it had when it was changed.
+///
+/// A directory of another user or writable by others is refused ([`DataDirError::is_unfit`]):
+/// whoever can write it can replace `api.addr` to receive the API token, or the node's files.
+pub fn make_private_dir(path: &Path) -> Result<Option<u32>, DataDirError> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |source| DataDirError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_dir() {
+        return Err(DataDirError::NotADirectory(path.to_owned()));
+    }
+    if let Some(user) = effective_uid()
+        && meta.uid() != user
+    {
+        return Err(DataDirError::OtherOwner {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            user,
+        });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(DataDirError::Writable {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    tracing::warn!(
+        path = %path.display(),
+        was = %format!("{mode:04o}"),
+        "the data directory was readable by other users: its mode is now 0700"
+    );
+    Ok(Some(mode))
+}
+
+/// Creates the data directory `path` with mode 0700; missing parents are created as the
+/// process's umask makes them.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(path)
+}
+
+/// Makes every file and directory this process creates from now on private to its user:
+/// adds group and other bits to the umask (022 becomes 077; a stricter mask stays). Returns
+/// the mask the process had, or `None` where the platform offers no safe call for it (the
+/// files keep the modes meshnode gives them: 0600 for keys, tokens and staged data).
+pub fn restrict_umask() -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::Mode;
+        let private = Mode::from_raw_mode(0o077);
+        let was = rustix::process::umask(private);
+        if !private.contains(was) {
+            rustix::process::umask(was | private);
+        }
+        Some(was.as_raw_mode())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 /// Writes a secret token file (mode 0600), replacing any previous one atomically.
 pub fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -325,6 +464,75 @@ mod tests {
             assert!(shown.contains("identity.key"), "{shown}");
             assert!(shown.contains("backup"), "{shown}");
         }
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_new_data_directory_is_private_and_its_parents_are_not_touched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("parent").join("node");
+        create_private_dir(&dir).unwrap();
+        assert_eq!(mode_of(&dir), 0o700);
+        assert!(
+            create_private_dir(&dir).is_err(),
+            "an existing one is not created"
+        );
+        assert_eq!(make_private_dir(&dir).unwrap(), None);
+    }
+
+    #[test]
+    fn a_readable_data_directory_is_made_private_and_a_writable_one_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("node");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(make_private_dir(&dir).unwrap(), Some(0o755));
+        assert_eq!(mode_of(&dir), 0o700);
+        for mode in [0o777, 0o770, 0o702, 0o1777] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = make_private_dir(&dir).unwrap_err();
+            assert!(
+                matches!(err, DataDirError::Writable { .. }),
+                "{mode:o}: {err}"
+            );
+            assert!(err.is_unfit());
+            assert!(err.to_string().contains("chmod 700"), "{err}");
+            assert_eq!(mode_of(&dir), mode, "a refused directory is left as it is");
+        }
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(matches!(
+            make_private_dir(&file),
+            Err(DataDirError::NotADirectory(_))
+        ));
+        let err = make_private_dir(&tmp.path().join("missing")).unwrap_err();
+        assert!(
+            matches!(err, DataDirError::Io { .. }) && !err.is_unfit(),
+            "{err}"
+        );
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    /// As root (the tests' container): a directory of another user is refused.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_data_directory_of_another_user_is_refused() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("node");
+        create_private_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+        let err = make_private_dir(&dir).unwrap_err();
+        assert!(
+            matches!(err, DataDirError::OtherOwner { owner: 65534, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chown"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,11 @@
 //! Every call needs `authorization: Bearer <token>` with the control API's token
 //! (`<data-dir>/api.token`, [`auth`]). What a client can make the daemon keep is bounded:
 //! request messages ([`MAX_REQUEST`]), tickets and statements, HTTP/2 streams per
-//! connection ([`MAX_STREAMS_PER_CONNECTION`]) and concurrent `DoGet`s ([`MAX_DO_GETS`]).
+//! connection ([`MAX_STREAMS_PER_CONNECTION`]), concurrent `DoGet`s ([`MAX_DO_GETS`]) and
+//! connections ([`MAX_CONNECTIONS`]): one that has made no call with the token within
+//! [`FIRST_CALL_DEADLINE`] is closed, and gives way to a new one before that when all are
+//! open. A connection lives at most [`MAX_CONNECTION_AGE`] (then new calls go to a new
+//! one), and one whose client stops answering HTTP/2 pings is closed.
 //!
 //! Architecture invariant: the endpoint reads products only through the data plane's
 //! verified fetch and the query engine; it holds no agreement logic of its own beyond
@@ -29,6 +33,7 @@ mod ticket;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_descriptor::DescriptorType;
@@ -42,6 +47,7 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::dataplane::{Compression, DataPlane, FetchOptions, OutputFormat};
+use crate::server::connections::{self, ConnectionSlots, Guarded, Trust};
 use crate::sql::{SqlEngine, TableInfo};
 use ticket::ProductTicket;
 
@@ -53,6 +59,20 @@ pub const MAX_REQUEST: usize = 256 * 1024;
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 /// Most product `DoGet`s running at once; more are refused with `ResourceExhausted`.
 pub const MAX_DO_GETS: usize = 8;
+/// Most connections open at once.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Time a new connection has to make a call with the token before it is closed.
+pub const FIRST_CALL_DEADLINE: Duration = Duration::from_secs(10);
+/// Longest a call may take to answer (its first message; a stream then runs as long as it
+/// needs): a call waiting longer, for a query slot say, ends with `CANCELLED`.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Interval of the HTTP/2 pings on an open connection.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Time a client has to answer a ping before its connection is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Age at which a connection is asked to close (HTTP/2 `GOAWAY`): the calls it carries
+/// finish, new calls open a new connection.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30 * 60);
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +122,9 @@ pub fn serve(
     listener: tokio::net::TcpListener,
     context: FlightContext,
 ) -> tokio::task::JoinHandle<()> {
-    let check = auth::TokenCheck::new(context.token.clone());
+    let check = Admission {
+        check: auth::TokenCheck::new(context.token.clone()),
+    };
     let service = Endpoint {
         data: context.data,
         do_gets: Arc::new(Semaphore::new(MAX_DO_GETS)),
@@ -114,17 +136,64 @@ pub fn serve(
         FlightServiceServer::new(service).max_decoding_message_size(MAX_REQUEST),
         check,
     );
+    let slots = ConnectionSlots::new("Flight endpoint", MAX_CONNECTIONS, FIRST_CALL_DEADLINE);
+    let incoming = futures::stream::unfold(listener, move |listener| {
+        let slots = slots.clone();
+        async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        if let Some(stream) = slots.admit(stream) {
+                            return Some((Ok::<_, std::io::Error>(stream), listener));
+                        }
+                    }
+                    Err(e) => connections::accept_failed("Flight endpoint", &e).await,
+                }
+            }
+        }
+    });
     tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+            .timeout(CALL_TIMEOUT)
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .max_connection_age(MAX_CONNECTION_AGE)
             .add_service(server)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .serve_with_incoming(incoming)
             .await;
         if let Err(e) = result {
             tracing::error!("Flight endpoint stopped: {e}");
         }
     })
+}
+
+/// The token check of every call, which also marks the call's connection as one that
+/// made a call with the token (so it is neither closed at its deadline nor to make room).
+#[derive(Clone, Debug)]
+struct Admission {
+    /// The token check.
+    check: auth::TokenCheck,
+}
+
+impl tonic::service::Interceptor for Admission {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.check.check(&request)?;
+        if let Some(trust) = request.extensions().get::<Trust>() {
+            trust.trust();
+        }
+        Ok(request)
+    }
+}
+
+/// What tonic attaches to each call of a connection: the handle that marks it trusted.
+impl tonic::transport::server::Connected for Guarded<tokio::net::TcpStream> {
+    type ConnectInfo = Trust;
+
+    fn connect_info(&self) -> Trust {
+        self.trust()
+    }
 }
 
 /// The service: plain Flight here, Flight SQL in [`sql::SqlService`].

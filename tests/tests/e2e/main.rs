@@ -16,6 +16,7 @@ mod foundation;
 mod governance;
 mod hostile;
 mod integrity;
+mod local;
 mod mesh;
 mod metrics;
 mod sql;
