@@ -427,16 +427,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let ids = |filter: &str| -> Vec<i32> {
-            let f = BoundFilter::bind(&Filter::parse(filter).unwrap(), &b.schema()).unwrap();
-            let out = f.apply(&b).unwrap();
-            out.column(2)
-                .as_any()
-                .downcast_ref::<arrow::array::Int32Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        };
+        let ids = |filter: &str| selected(&b, filter);
         for column in ["x", "y"] {
             assert_eq!(ids(&format!("{column} = 0")), [0, 1], "{column}");
             assert_eq!(ids(&format!("{column} = -0.0")), [0, 1], "{column}");
@@ -455,16 +446,20 @@ mod tests {
         assert!(x.value(0).is_sign_negative() && x.value(1).is_sign_positive());
     }
 
-    fn rows(filter: &str) -> Vec<i32> {
-        let b = batch();
+    /// The third column (Int32) of the rows of `b` that `filter` selects.
+    fn selected(b: &RecordBatch, filter: &str) -> Vec<i32> {
         let f = BoundFilter::bind(&Filter::parse(filter).unwrap(), &b.schema()).unwrap();
-        let out = f.apply(&b).unwrap();
+        let out = f.apply(b).unwrap();
         out.column(2)
             .as_any()
             .downcast_ref::<arrow::array::Int32Array>()
             .unwrap()
             .values()
             .to_vec()
+    }
+
+    fn rows(filter: &str) -> Vec<i32> {
+        selected(&batch(), filter)
     }
 
     #[test]

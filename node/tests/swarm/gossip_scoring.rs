@@ -81,6 +81,28 @@ enum Report {
     PublishFailed(String),
 }
 
+/// A bare gossipsub swarm with the key `secret`, speaking the node's gossip (signing every
+/// message as its author only if `author_signatures`, which the node's gossip does not do).
+fn bare_swarm(secret: [u8; 32], author_signatures: bool) -> libp2p::Swarm<gossipsub::Behaviour> {
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret).unwrap();
+    let tuning = NetTuning {
+        author_signatures,
+        ..NetTuning::default()
+    };
+    let behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
+        mesh_node::gossipsub_authenticity(&tuning, &keypair),
+        mesh_node::gossipsub_config(&tuning).unwrap(),
+    )
+    .unwrap();
+    libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|_| behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
 /// A bare gossipsub peer on `topic` that publishes what it is given and never validates
 /// anything. It speaks the node's gossip, signing every message as its author only if
 /// `author_signatures` (which the node's gossip does not do).
@@ -92,23 +114,7 @@ async fn attacker(
     mut garbage: mpsc::Receiver<Vec<u8>>,
     reports: mpsc::Sender<Report>,
 ) {
-    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret).unwrap();
-    let tuning = NetTuning {
-        author_signatures,
-        ..NetTuning::default()
-    };
-    let behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
-        mesh_node::gossipsub_authenticity(&tuning, &keypair),
-        mesh_node::gossipsub_config(&tuning).unwrap(),
-    )
-    .unwrap();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_quic()
-        .with_behaviour(|_| behaviour)
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = bare_swarm(secret, author_signatures);
     let topic = gossipsub::IdentTopic::new(topic);
     swarm.behaviour_mut().subscribe(&topic).unwrap();
     swarm.dial(dial).unwrap();
@@ -480,22 +486,9 @@ async fn an_invitation_key_that_subscribes_to_gossip_is_disconnected() {
 /// then gossips one undecodable message on the catalog topic: the node reads the stream in
 /// order, so once it has counted that message it has handled every subscription before it.
 async fn subscriber(secret: [u8; 32], dial: Multiaddr, catalog: String, topics: usize) {
-    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret).unwrap();
-    let tuning = NetTuning::default();
-    let mut behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
-        mesh_node::gossipsub_authenticity(&tuning, &keypair),
-        mesh_node::gossipsub_config(&tuning).unwrap(),
-    )
-    .unwrap();
+    let mut swarm = bare_swarm(secret, false);
     let catalog = gossipsub::IdentTopic::new(catalog);
-    behaviour.subscribe(&catalog).unwrap();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_quic()
-        .with_behaviour(|_| behaviour)
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    swarm.behaviour_mut().subscribe(&catalog).unwrap();
     swarm.dial(dial).unwrap();
     let mut subscribed = false;
     let mut marked = false;
@@ -559,20 +552,7 @@ async fn a_member_subscribing_to_thousands_of_topics_leaves_the_node_one() {
 
 /// A member that gossips `messages` as fast as gossipsub takes them, once it can.
 async fn flooder(secret: [u8; 32], dial: Multiaddr, topic: String, messages: Vec<Vec<u8>>) {
-    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(secret).unwrap();
-    let tuning = NetTuning::default();
-    let behaviour: gossipsub::Behaviour = gossipsub::Behaviour::new(
-        mesh_node::gossipsub_authenticity(&tuning, &keypair),
-        mesh_node::gossipsub_config(&tuning).unwrap(),
-    )
-    .unwrap();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_quic()
-        .with_behaviour(|_| behaviour)
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = bare_swarm(secret, false);
     let topic = gossipsub::IdentTopic::new(topic);
     swarm.behaviour_mut().subscribe(&topic).unwrap();
     swarm.dial(dial).unwrap();
