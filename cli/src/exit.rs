@@ -28,8 +28,9 @@ pub(crate) const HELP_TABLE: &str = "\
 Exit codes:
   0   success (also when standard output is closed early, as by `| head`)
   1   any other failure
-  2   usage: bad arguments or a malformed request
-  3   not found: unknown product, contract or data directory
+  2   usage: bad arguments, a malformed request, or a data directory of another user or
+      writable by others
+  3   not found: unknown product, contract, data directory or `publish --from` file
   4   refused by policy: contract rejected, fetch or decision refused
   5   unreachable: no daemon answers for the data directory, or a peer it needs is unavailable
   6   verification failed: audit chain broken, digest mismatch
