@@ -1118,29 +1118,39 @@ pub(crate) mod tests {
     /// Where the 8-byte decompressed length of each compressed buffer of the dictionary
     /// messages of `stream` lies.
     fn dictionary_length_prefixes(stream: &[u8]) -> Vec<usize> {
-        let mut found = Vec::new();
-        let mut at = 0;
-        while at + 8 <= stream.len() {
-            let meta = i32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
-            if meta == 0 {
-                break;
-            }
-            let message = arrow::ipc::root_as_message(&stream[at + 8..at + 8 + meta]).unwrap();
-            let body = at + 8 + meta;
-            if let Some(data) = message.header_as_dictionary_batch().and_then(|d| d.data()) {
-                assert!(data.compression().is_some());
-                let buffers = data.buffers().unwrap();
-                let compressed = buffers.iter().filter(|b| b.length() >= 8);
-                found.extend(compressed.map(|b| body + b.offset() as usize));
-            }
-            at = body + message.bodyLength() as usize;
-        }
-        found
+        messages(stream)
+            .into_iter()
+            .filter(|m| message_of(m).header_as_dictionary_batch().is_some())
+            .flat_map(|m| {
+                let at = m.as_ptr() as usize - stream.as_ptr() as usize;
+                compressed_length_prefixes(m)
+                    .into_iter()
+                    .map(move |p| at + p)
+            })
+            .collect()
     }
 
     /// `(id, is_delta)` of each dictionary message of `stream`.
     fn stream_dictionaries(stream: &[u8]) -> Vec<(i64, bool)> {
-        let mut found = Vec::new();
+        messages(stream)
+            .into_iter()
+            .filter_map(|m| {
+                let dictionary = message_of(m).header_as_dictionary_batch()?;
+                Some((dictionary.id(), dictionary.isDelta()))
+            })
+            .collect()
+    }
+
+    /// The metadata of the encapsulated message `frame`.
+    fn message_of(frame: &[u8]) -> arrow::ipc::Message<'_> {
+        let meta = i32::from_le_bytes(frame[4..8].try_into().unwrap()) as usize;
+        arrow::ipc::root_as_message(&frame[8..8 + meta]).unwrap()
+    }
+
+    /// The encapsulated messages of an IPC stream (continuation, length, metadata, body),
+    /// up to its end-of-stream marker. Shared with the data plane's tests (its data frames).
+    pub(crate) fn messages(stream: &[u8]) -> Vec<&[u8]> {
+        let mut messages = Vec::new();
         let mut at = 0;
         while at + 8 <= stream.len() {
             let meta = i32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
@@ -1148,12 +1158,31 @@ pub(crate) mod tests {
                 break;
             }
             let message = arrow::ipc::root_as_message(&stream[at + 8..at + 8 + meta]).unwrap();
-            if let Some(dictionary) = message.header_as_dictionary_batch() {
-                found.push((dictionary.id(), dictionary.isDelta()));
-            }
-            at += 8 + meta + message.bodyLength() as usize;
+            let end = at + 8 + meta + message.bodyLength() as usize;
+            messages.push(&stream[at..end]);
+            at = end;
         }
-        found
+        messages
+    }
+
+    /// Where the 8-byte decompressed length of each compressed buffer of the dictionary or
+    /// record batch in `frame` lies in the frame.
+    pub(crate) fn compressed_length_prefixes(frame: &[u8]) -> Vec<usize> {
+        let message = message_of(frame);
+        let meta_len = 8 + i32::from_le_bytes(frame[4..8].try_into().unwrap()) as usize;
+        let batch = message
+            .header_as_dictionary_batch()
+            .and_then(|d| d.data())
+            .or_else(|| message.header_as_record_batch())
+            .unwrap();
+        assert!(batch.compression().is_some());
+        batch
+            .buffers()
+            .unwrap()
+            .iter()
+            .filter(|b| b.length() >= 8)
+            .map(|b| meta_len + b.offset() as usize)
+            .collect()
     }
 
     /// A compressed buffer declaring a length no reader can decompress to (more than an

@@ -1168,26 +1168,6 @@ pub(crate) mod tests {
         }
     }
 
-    /// Where the 8-byte decompressed length of each compressed buffer of the dictionary or
-    /// record batch in `frame` lies in the frame.
-    fn compressed_length_prefixes(frame: &[u8]) -> Vec<usize> {
-        let message = header(frame);
-        let meta_len = 8 + i32::from_le_bytes(frame[4..8].try_into().unwrap()) as usize;
-        let batch = message
-            .header_as_dictionary_batch()
-            .and_then(|d| d.data())
-            .or_else(|| message.header_as_record_batch())
-            .unwrap();
-        assert!(batch.compression().is_some());
-        batch
-            .buffers()
-            .unwrap()
-            .iter()
-            .filter(|b| b.length() >= 8)
-            .map(|b| meta_len + b.offset() as usize)
-            .collect()
-    }
-
     /// A compressed buffer whose declared length is absurd (more than any bound, more
     /// than an i64 sum holds, negative but not the -1 of a stored buffer) is refused as
     /// the frame arrives, without a panic and before anything decompresses it.
@@ -1203,7 +1183,7 @@ pub(crate) mod tests {
         let options = crate::arrow_guard::tests::compressed(Some(CompressionType::ZSTD));
         let frames = frames_of(&[batch], options);
         assert!(matches!(seal_and_read(&frames), Sealed::Read(3)));
-        let prefixes = compressed_length_prefixes(&frames[1]);
+        let prefixes = crate::arrow_guard::tests::compressed_length_prefixes(&frames[1]);
         assert_eq!(prefixes.len(), 2, "offsets and values, compressed");
         for (what, lengths) in [
             ("i64::MAX", [i64::MAX, i64::MAX]),
@@ -1280,23 +1260,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// The encapsulated messages of an IPC stream (continuation, length, metadata, body),
-    /// up to its end-of-stream marker: the data frames a provider sends.
-    pub(crate) fn messages(stream: &[u8]) -> Vec<&[u8]> {
-        let mut messages = Vec::new();
-        let mut at = 0;
-        while at + 8 <= stream.len() {
-            let meta = i32::from_le_bytes(stream[at + 4..at + 8].try_into().unwrap()) as usize;
-            if meta == 0 {
-                break;
-            }
-            let message = arrow::ipc::root_as_message(&stream[at + 8..at + 8 + meta]).unwrap();
-            let end = at + 8 + meta + message.bodyLength() as usize;
-            messages.push(&stream[at..end]);
-            at = end;
-        }
-        messages
-    }
+    /// The encapsulated messages of an IPC stream: the data frames a provider sends.
+    pub(crate) use crate::arrow_guard::tests::messages;
 
     #[test]
     fn a_compressed_batch_declaring_too_much_is_refused_before_anything_decodes_it() {

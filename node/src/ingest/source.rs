@@ -1398,6 +1398,30 @@ mod tests {
         )
     }
 
+    /// A low-level writer of a Parquet file of `schema` at `path`, with the Arrow schema
+    /// `hint` stored as arrow-rs stores it, or none (as Spark and DuckDB write files).
+    fn parquet_writer(
+        path: &Path,
+        schema: parquet::schema::types::Type,
+        hint: Option<&Schema>,
+    ) -> SerializedFileWriter<File> {
+        let metadata = hint.map(|hint| {
+            vec![KeyValue::new(
+                ARROW_SCHEMA_META_KEY.into(),
+                encode_arrow_schema(hint),
+            )]
+        });
+        let properties = WriterProperties::builder()
+            .set_key_value_metadata(metadata)
+            .build();
+        SerializedFileWriter::new(
+            File::create(path).unwrap(),
+            Arc::new(schema),
+            Arc::new(properties),
+        )
+        .unwrap()
+    }
+
     /// Writes a Parquet file as Spark writes timestamps, with no `ARROW:schema` unless `hint`:
     /// `ts` (required INT96) holds `ts`, one per row; `tss` (a list of nullable INT96) holds
     /// `first_list` and a null element in its first row, and is null in the others.
@@ -1409,21 +1433,7 @@ mod tests {
             }",
         )
         .unwrap();
-        let metadata = hint.map(|hint| {
-            vec![KeyValue::new(
-                ARROW_SCHEMA_META_KEY.into(),
-                encode_arrow_schema(hint),
-            )]
-        });
-        let properties = WriterProperties::builder()
-            .set_key_value_metadata(metadata)
-            .build();
-        let mut writer = SerializedFileWriter::new(
-            File::create(path).unwrap(),
-            Arc::new(schema),
-            Arc::new(properties),
-        )
-        .unwrap();
+        let mut writer = parquet_writer(path, schema, hint);
         let mut group = writer.next_row_group().unwrap();
         let mut column = group.next_column().unwrap().unwrap();
         column
@@ -1598,21 +1608,7 @@ mod tests {
             }",
         )
         .unwrap();
-        let metadata = hint.map(|hint| {
-            vec![KeyValue::new(
-                ARROW_SCHEMA_META_KEY.into(),
-                encode_arrow_schema(hint),
-            )]
-        });
-        let properties = WriterProperties::builder()
-            .set_key_value_metadata(metadata)
-            .build();
-        let mut writer = SerializedFileWriter::new(
-            File::create(path).unwrap(),
-            Arc::new(schema),
-            Arc::new(properties),
-        )
-        .unwrap();
+        let mut writer = parquet_writer(path, schema, hint);
         let rows = top.len() + 1;
         let mut group = writer.next_row_group().unwrap();
         let mut column = group.next_column().unwrap().unwrap();
