@@ -68,6 +68,6 @@ pub use filter::{CompareOp, Filter, FilterError, Literal};
 pub use identity::{Identity, PublicKey, Signature};
 pub use transfer::{
     Compression, ExpectedTrailer, FetchRefusal, FetchRequest, Frame, FrameDecoder, FrameError,
-    FrameHeader, Narrowing, Refusal, StreamSummary, Stripe, TransferHeader, TransferTally,
-    TransferTrailer, encode_data_header, encode_frame, verify_trailer,
+    FrameHeader, Narrowing, Refusal, RunningAgreement, StreamSummary, Stripe, TransferHeader,
+    TransferTally, TransferTrailer, encode_data_header, encode_frame, verify_trailer,
 };

@@ -1103,6 +1103,57 @@ pub fn authorize_fetch(
     Ok(terms)
 }
 
+/// The agreement a running transfer was authorized under, checked again before every data
+/// frame it sends: a transfer ends at its next frame once its agreement is revoked or its
+/// validity ends (with the same clock-skew tolerance as [`authorize_fetch`]), however slowly
+/// its consumer reads. A transfer authorized a second before expiry would otherwise go on
+/// for as long as its consumer kept it open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningAgreement {
+    id: AgreementId,
+    valid_until_ms: u64,
+    skew_ms: u64,
+}
+
+impl RunningAgreement {
+    /// The agreement `id` with `terms`, under a tolerated clock skew of `skew_ms`.
+    pub fn new(id: AgreementId, terms: &ContractTerms, skew_ms: u64) -> Self {
+        Self {
+            id,
+            valid_until_ms: terms.valid_until_ms,
+            skew_ms,
+        }
+    }
+
+    /// The agreement's id.
+    pub fn id(&self) -> &AgreementId {
+        &self.id
+    }
+
+    /// Whether the transfer may send another frame at `now_ms`, given whether a revocation of
+    /// the agreement is recorded: the refusal to end the transfer with if not.
+    pub fn check(&self, now_ms: u64, revoked: bool) -> Result<(), Refusal> {
+        let id = self.id.short();
+        if revoked {
+            return Err(Refusal::new(
+                FetchRefusal::Revoked,
+                format!("agreement {id} was revoked while this transfer ran"),
+            ));
+        }
+        if now_ms >= self.valid_until_ms.saturating_add(self.skew_ms) {
+            return Err(Refusal::new(
+                FetchRefusal::Expired,
+                format!(
+                    "agreement {id} expired at {} while this transfer ran; a new agreement \
+                     (`meshnode share`) is needed to fetch again",
+                    self.valid_until_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1820,5 +1871,37 @@ mod tests {
             decoder.push(&bytes);
             let _ = decoder.next_frame();
         }
+    }
+
+    #[test]
+    fn a_running_transfer_ends_once_its_agreement_is_revoked_or_expires() {
+        let t = terms();
+        let id = agreement().id();
+        let running = RunningAgreement::new(id, &t, 1_000);
+        let until = t.valid_until_ms;
+        assert_eq!(running.check(until - 1, false), Ok(()));
+        // The skew tolerance, as at authorization.
+        assert_eq!(running.check(until + 999, false), Ok(()));
+        let expired = running.check(until + 1_000, false).unwrap_err();
+        assert_eq!(expired.code, FetchRefusal::Expired);
+        assert!(expired.message.contains("expired at"), "{expired}");
+        assert!(expired.message.contains(&id.short()), "{expired}");
+        // A revocation ends it whatever the time, and is named first.
+        let revoked = running.check(until - 1, true).unwrap_err();
+        assert_eq!(revoked.code, FetchRefusal::Revoked);
+        assert!(revoked.message.contains("was revoked"), "{revoked}");
+        assert_eq!(
+            running.check(until + 5_000, true).unwrap_err().code,
+            FetchRefusal::Revoked
+        );
+        // No overflow at the end of time.
+        let forever = ContractTerms {
+            valid_until_ms: u64::MAX,
+            ..t
+        };
+        assert_eq!(
+            RunningAgreement::new(id, &forever, u64::MAX).check(u64::MAX - 1, false),
+            Ok(())
+        );
     }
 }

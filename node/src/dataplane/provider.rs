@@ -13,7 +13,8 @@
 //!
 //! Membership is checked at the handshake and at every request, and a connection whose key
 //! leaves the member set is closed, with every transfer on it. A transfer whose agreement is
-//! revoked while it runs ends at its next frame with a `revoked` refusal.
+//! revoked, or ends, while it runs stops at its next frame with a `revoked` or `expired`
+//! refusal.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,15 +22,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mesh_protocol::admission::TransferRefusal;
 use mesh_protocol::audit::AuditKind;
-use mesh_protocol::contract::{AgreementId, ContractState};
+use mesh_protocol::contract::ContractState;
 use mesh_protocol::descriptor::validate_name;
 use mesh_protocol::transfer::{
     FRAME_HEADER_LEN, FrameKind, MAX_DATA_FRAME, TransferHeader, authorize_fetch,
     encode_data_header,
 };
 use mesh_protocol::{
-    FetchRefusal, FetchRequest, Frame, FrameHeader, PublicKey, Refusal, Signed, StreamSummary,
-    Stripe, encode_frame,
+    FetchRefusal, FetchRequest, Frame, FrameHeader, PublicKey, Refusal, RunningAgreement, Signed,
+    StreamSummary, Stripe, encode_frame,
 };
 use tokio::sync::mpsc;
 
@@ -319,7 +320,7 @@ async fn serve_stream(
     };
     // A refused request gives its slot back before the refusal is delivered: waiting for the
     // consumer to acknowledge it must not count as a transfer.
-    let (plan, version, stripe) = match prepared {
+    let authorized = match prepared {
         Ok(Ok(p)) => p,
         Ok(Err(refusal)) => {
             drop(slot);
@@ -337,7 +338,8 @@ async fn serve_stream(
     };
     let started = Instant::now();
     let agreement_id = request.agreement.id();
-    let outcome = stream(&shared, outlet, &request, plan, version, stripe).await;
+    let (version, stripe) = (authorized.version, authorized.stripe);
+    let outcome = stream(&shared, outlet, &request, authorized).await;
     drop(slot);
     let outcome_label = if outcome.is_ok() {
         "completed"
@@ -369,14 +371,25 @@ async fn serve_stream(
     }
 }
 
-/// Every check before the first data byte. Returns the plan, the version served and what
-/// this stream carries of it.
+/// What a request was authorized for.
+struct Authorized {
+    /// What is read and how it is encoded.
+    plan: ServePlan,
+    /// The version served.
+    version: u64,
+    /// What this stream carries of it.
+    stripe: Stripe,
+    /// The agreement, checked again at every frame.
+    agreement: RunningAgreement,
+}
+
+/// Every check before the first data byte.
 fn authorize(
     shared: &Shared,
     request: &FetchRequest,
     peer: &PublicKey,
     now: u64,
-) -> Result<(ServePlan, u64, Stripe), Refusal> {
+) -> Result<Authorized, Refusal> {
     use FetchRefusal as R;
     let me = shared.identity.public_key();
     let skew = shared.config.clock_skew_ms;
@@ -525,23 +538,22 @@ fn authorize(
             ),
         )
     })?;
-    Ok((plan, version, stripe))
+    Ok(Authorized {
+        plan,
+        version,
+        stripe,
+        agreement: RunningAgreement::new(id, &terms, skew),
+    })
 }
 
-/// Whether the agreement `id` still holds while one of its transfers runs: the refusal to
-/// end it with once a revocation is recorded (or the revocations cannot be read).
-fn still_agreed(store: &crate::store::Store, id: &AgreementId) -> Result<(), Refusal> {
-    match store.revocation(id) {
-        Ok(None) => Ok(()),
-        Ok(Some(_)) => Err(Refusal::new(
-            FetchRefusal::Revoked,
-            format!(
-                "agreement {} was revoked while this transfer ran",
-                id.short()
-            ),
-        )),
-        Err(e) => Err(Refusal::new(FetchRefusal::Internal, e.to_string())),
-    }
+/// Whether the agreement of a running transfer still holds: the refusal to end it with once
+/// a revocation is recorded or the agreement expired (or the revocations cannot be read).
+fn still_agreed(store: &crate::store::Store, agreement: &RunningAgreement) -> Result<(), Refusal> {
+    let revoked = store
+        .revocation(agreement.id())
+        .map_err(|e| Refusal::new(FetchRefusal::Internal, e.to_string()))?
+        .is_some();
+    agreement.check(now_ms(), revoked)
 }
 
 /// Sends header, the data frames of `stripe` and the trailer. Returns the stream's summary and the bytes sent on
@@ -550,10 +562,14 @@ async fn stream(
     shared: &Arc<Shared>,
     mut outlet: Outlet,
     request: &FetchRequest,
-    plan: ServePlan,
-    version: u64,
-    stripe: Stripe,
+    authorized: Authorized,
 ) -> Result<(StreamSummary, u64), ()> {
+    let Authorized {
+        plan,
+        version,
+        stripe,
+        agreement,
+    } = authorized;
     let header = TransferHeader {
         agreement_id: request.agreement.id(),
         version,
@@ -582,14 +598,14 @@ async fn stream(
         .passthrough
         .then(|| framepool::pool(SPARE_FRAMES))
         .unzip();
-    // A revocation heard while the transfer runs stops it at the next frame (the reader
-    // thread does the store read): what is queued still goes out, then the refusal.
+    // A revocation heard, or the agreement's end reached, while the transfer runs stops it at
+    // the next frame (the reader thread does the store read): what is queued still goes out,
+    // then the refusal.
     let store = shared.store.clone();
-    let agreement_id = request.agreement.id();
     let producer = tokio::task::spawn_blocking(move || {
         let mut stopped = None;
         let mut emitter = Emitter::new(resume_from, stripe, known.is_none(), |frame| {
-            stopped = still_agreed(&store, &agreement_id).err();
+            stopped = still_agreed(&store, &agreement).err();
             stopped.is_none() && tx.blocking_send(frame).is_ok()
         })
         .reusing(spares);

@@ -21,9 +21,20 @@ fn publish_large(provider: &Side) -> ProductId {
 /// An agreement of `consumer` with `provider` for all of `product` (every column, no
 /// filter), stored at the provider.
 fn agree_as(provider: &Side, consumer: &Side, product: &ProductId) -> Agreement {
+    agree_until(provider, consumer, product, now_ms() + 30 * DAY_MS)
+}
+
+/// [`agree_as`], valid until `valid_until_ms`.
+fn agree_until(
+    provider: &Side,
+    consumer: &Side,
+    product: &ProductId,
+    valid_until_ms: u64,
+) -> Agreement {
     let mut t = terms(product, &consumer.identity);
     t.columns = mesh_protocol::Columns::AllCurrentAndFuture;
     t.filter = None;
+    t.valid_until_ms = valid_until_ms;
     let request = Signed::sign(&consumer.identity, &ContractRequest { terms: t });
     let agreement = Agreement::countersign(&provider.identity, request).unwrap();
     provider
@@ -229,6 +240,45 @@ async fn a_transfer_running_when_its_agreement_is_revoked_ends_with_a_revoked_re
     // The next request on the same connection is refused.
     let frames = frames_of(&mut request_on(&connection, &agreement).await).await;
     refused(&frames, FetchRefusal::Revoked, "was revoked");
+    connection.close(0u32.into(), b"");
+}
+
+#[tokio::test]
+async fn a_transfer_running_when_its_agreement_expires_ends_with_an_expired_refusal() {
+    let provider = Side::start(provider_id());
+    let consumer = Side::start(consumer_id());
+    let product = publish_large(&provider);
+    // Long enough to be authorized on a busy machine; the providers of these tests tolerate
+    // no clock skew.
+    let until = now_ms() + 5_000;
+    let agreement = agree_until(&provider, &consumer, &product, until);
+    let peer = consumer.key();
+    let connection = slow_connection(&consumer, &provider).await;
+    let mut held = request_on(&connection, &agreement).await;
+    serving(&provider, &peer, 1, "the provider takes the transfer").await;
+    assert!(now_ms() < until, "the transfer was not authorized in time");
+
+    // The consumer reads nothing until the agreement has ended.
+    let wait = Duration::from_millis((until + 50).saturating_sub(now_ms()));
+    tokio::time::sleep(wait).await;
+    let frames = frames_of(&mut held).await;
+    assert!(matches!(frames.first(), Some(Frame::Header(_))));
+    match frames.last() {
+        Some(Frame::Error(r)) => {
+            assert_eq!(r.code, FetchRefusal::Expired, "{r}");
+            assert!(r.message.contains("expired at"), "{r}");
+            assert!(r.message.contains("while this transfer ran"), "{r}");
+        }
+        other => panic!(
+            "expected an expired refusal last, got {:?}",
+            other.map(Frame::kind)
+        ),
+    }
+    assert!(data_frames(&frames) < 1 + LARGE_BATCHES);
+    serving(&provider, &peer, 0, "the transfer is given back").await;
+    // A new request under the same agreement is refused from the start.
+    let frames = frames_of(&mut request_on(&connection, &agreement).await).await;
+    refused(&frames, FetchRefusal::Expired, "expired at");
     connection.close(0u32.into(), b"");
 }
 
