@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use libp2p::request_response;
 use mesh_protocol::catalog::RejectReason;
-use mesh_protocol::governance::join::{DEFAULT_INVITE_TTL_MS, MAX_INVITE_TTL_MS, MAX_TICKET_ADDRS};
+use mesh_protocol::governance::join::{
+    DEFAULT_INVITE_TTL_MS, MAX_INVITE_TTL_MS, MAX_JOIN_ANSWERS, MAX_TICKET_ADDRS,
+};
 use mesh_protocol::governance::{
     Action, Changes, Invitation, JoinClaim, JoinReply, Member, Motion, MotionView, Policies,
     RequiredField, Ticket, VoteRefusal, check_claim,
@@ -508,10 +510,12 @@ impl Node {
             }
             // The invitation is spent or refused: its key may not stay connected, but
             // closing now would drop the answer in flight.
+            // Once per key: a key that keeps asking does not grow the list.
             request_response::Event::ResponseSent { peer, .. }
             | request_response::Event::InboundFailure { peer, .. }
-                if self.governance.invitation(&peer).is_none_or(|i| i.used)
-                    && !self.governance.is_member_peer(&peer) =>
+                if self.governance.join_done(&peer)
+                    && !self.governance.is_member_peer(&peer)
+                    && !self.governance.is_answered(&peer) =>
             {
                 self.governance.answered.push((peer, Instant::now()));
             }
@@ -528,6 +532,12 @@ impl Node {
         let Some(connection_key) = key_of(peer) else {
             return JoinReply::Refused("the connection's key is not an ed25519 key".into());
         };
+        if !self.governance.join_answers.take(&connection_key) {
+            return JoinReply::Refused(format!(
+                "this invitation was asked about {MAX_JOIN_ANSWERS} times already and is \
+                 closed: ask a member for a new ticket"
+            ));
+        }
         let claim = match Signed::<JoinClaim>::from_bytes(request) {
             Ok(c) => c,
             Err(e) => return JoinReply::Refused(format!("malformed join claim: {e}")),
@@ -623,9 +633,7 @@ impl Node {
             .partition(|(_, at)| now.duration_since(*at) >= GRACE);
         self.governance.answered = waiting;
         for (peer, _) in due {
-            if self.governance.invitation(&peer).is_none_or(|i| i.used)
-                && !self.governance.is_member_peer(&peer)
-            {
+            if self.governance.join_done(&peer) && !self.governance.is_member_peer(&peer) {
                 self.swarm.behaviour_mut().gate.disallow_peer(peer);
             }
         }

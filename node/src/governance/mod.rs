@@ -29,7 +29,7 @@ use std::collections::HashMap;
 
 use libp2p::PeerId;
 use mesh_protocol::governance::{
-    Changes, Invitation, MeshState, Motion, VoteKey, VoteOutcome, VoteRefusal,
+    Changes, Invitation, JoinAnswers, MeshState, Motion, VoteKey, VoteOutcome, VoteRefusal,
 };
 use mesh_protocol::{PublicKey, Signed};
 
@@ -54,6 +54,8 @@ pub(crate) struct Governance {
     /// answered (closing at once drops the answer in flight) and removed members (so the
     /// vote that removed them reaches them too, and they learn it).
     pub(crate) answered: Vec<(PeerId, std::time::Instant)>,
+    /// Join requests answered per invitation key.
+    pub(crate) join_answers: JoinAnswers,
 }
 
 impl std::fmt::Debug for Governance {
@@ -110,6 +112,7 @@ impl Governance {
             invitations,
             refused_inbound: 0,
             answered: Vec::new(),
+            join_answers: JoinAnswers::default(),
         };
         // The gate is opened after this, for the invitations that remain.
         governance.expire_invitations(now_ms);
@@ -149,6 +152,19 @@ impl Governance {
     /// The open invitation a connection from `peer` holds, if any.
     pub(crate) fn invitation(&self, peer: &PeerId) -> Option<&Invitation> {
         self.invitations.get(peer)
+    }
+
+    /// Whether the join protocol is over for `peer`'s key: it holds no invitation, or one
+    /// used or asked about too often.
+    pub(crate) fn join_done(&self, peer: &PeerId) -> bool {
+        self.invitations
+            .get(peer)
+            .is_none_or(|i| i.used || self.join_answers.exhausted(&i.key))
+    }
+
+    /// Whether `peer` is already waiting in [`Governance::answered`].
+    pub(crate) fn is_answered(&self, peer: &PeerId) -> bool {
+        self.answered.iter().any(|(p, _)| p == peer)
     }
 
     /// Peer ids of the unused invitations (the gate lets them in for the join protocol).
@@ -206,6 +222,7 @@ impl Governance {
             if let Err(e) = self.trees.delete_invitation(&invitation) {
                 tracing::error!("cannot delete an expired invitation: {e}");
             }
+            self.join_answers.forget(&invitation.key);
             tracing::debug!(domain = %invitation.domain, %peer, "invitation expired");
             let answering = self.answered.iter().any(|(p, _)| *p == peer);
             if !answering && !self.is_member_peer(&peer) {

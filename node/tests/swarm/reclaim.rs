@@ -1,12 +1,14 @@
 //! A newcomer that claims its invitation again and again (its answer was lost, or it does so
 //! on purpose within the grace) costs the inviting governor one admission vote, not one per
-//! claim: its budgets stay free for the mesh's governance.
+//! claim: its budgets stay free for the mesh's governance; and it gets a bounded number of
+//! answers (each up to 4 MiB, flushed to disk first).
 
 use std::time::Duration;
 
 use mesh_node::views::{InviteRequest, ProposeRequest};
 use mesh_protocol::Identity;
 use mesh_protocol::Signed;
+use mesh_protocol::governance::join::MAX_JOIN_ANSWERS;
 use mesh_protocol::governance::{Action, AdmissionRule, Charter, Member, Policies, Ticket};
 
 use crate::common::{start, wait_for};
@@ -54,8 +56,8 @@ async fn claiming_an_invitation_again_signs_no_second_admission() {
         .unwrap();
     let ticket = Ticket::decode(&ticket.ticket).unwrap();
     let newcomer = Identity::from_secret_bytes([30; 32]);
-    for claim in 0..6 {
-        let welcome = mesh_node::governance::join::join(
+    let claim = || {
+        mesh_node::governance::join::join(
             &ticket,
             &newcomer,
             "churn",
@@ -65,10 +67,14 @@ async fn claiming_an_invitation_again_signs_no_second_admission() {
                 .as_millis() as u64,
             Duration::from_secs(20),
         )
-        .await
-        .unwrap_or_else(|e| panic!("claim {claim}: {e}"));
+    };
+    for n in 0..MAX_JOIN_ANSWERS {
+        let welcome = claim().await.unwrap_or_else(|e| panic!("claim {n}: {e}"));
         assert!(!welcome.admitted, "one of two governors carries nothing");
     }
+    // Past its answers the invitation gets a short refusal, not another welcome.
+    let refused = claim().await.expect_err("one claim too many");
+    assert!(refused.to_string().contains("new ticket"), "{refused}");
     let admissions: Vec<_> = a
         .motions()
         .await

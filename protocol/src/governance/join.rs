@@ -226,6 +226,52 @@ pub fn check_claim(
     Ok(parsed.member)
 }
 
+/// Most join requests answered on one invitation key, whatever the answers: the claim and a
+/// few repeats of a newcomer whose answer was lost. Each welcome carries up to
+/// [`MAX_JOIN_REPLY`] bytes and is flushed to disk first, so without a count a ticket holder
+/// could ask for one after another (or send refused claims until the invitation expires).
+pub const MAX_JOIN_ANSWERS: u32 = 8;
+
+/// Join requests answered per invitation key (sans I/O: the node keeps one and forgets a key
+/// when its invitation goes). Holds at most one entry per invitation the node keeps.
+#[derive(Clone, Debug, Default)]
+pub struct JoinAnswers {
+    given: std::collections::HashMap<PublicKey, u32>,
+}
+
+impl JoinAnswers {
+    /// Counts a request on invitation key `key`: whether it may still be answered in full
+    /// (otherwise it gets a short refusal and the connection is shut like a spent one's).
+    pub fn take(&mut self, key: &PublicKey) -> bool {
+        let given = self.given.entry(*key).or_insert(0);
+        if *given >= MAX_JOIN_ANSWERS {
+            return false;
+        }
+        *given += 1;
+        true
+    }
+
+    /// Whether `key` has had all its answers.
+    pub fn exhausted(&self, key: &PublicKey) -> bool {
+        self.given.get(key).is_some_and(|n| *n >= MAX_JOIN_ANSWERS)
+    }
+
+    /// Forgets `key` (its invitation expired or was removed).
+    pub fn forget(&mut self, key: &PublicKey) {
+        self.given.remove(key);
+    }
+
+    /// Keys counted.
+    pub fn len(&self) -> usize {
+        self.given.len()
+    }
+
+    /// Whether no key is counted.
+    pub fn is_empty(&self) -> bool {
+        self.given.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,5 +387,28 @@ mod tests {
             check_claim(mesh, Some(&sales), &forged, &key, 10),
             Err(ClaimRefusal::BadSignature)
         );
+    }
+
+    #[test]
+    fn an_invitation_key_gets_a_bounded_number_of_answers() {
+        let mut answers = JoinAnswers::default();
+        let (a, b) = (
+            Identity::from_secret_bytes([1; 32]).public_key(),
+            Identity::from_secret_bytes([2; 32]).public_key(),
+        );
+        for _ in 0..MAX_JOIN_ANSWERS {
+            assert!(answers.take(&a));
+        }
+        assert!(!answers.take(&a));
+        assert!(!answers.take(&a));
+        assert!(answers.exhausted(&a));
+        assert!(!answers.exhausted(&b));
+        // Each key has its own count.
+        assert!(answers.take(&b));
+        assert_eq!(answers.len(), 2);
+        // A forgotten key (its invitation went) holds nothing.
+        answers.forget(&a);
+        answers.forget(&b);
+        assert!(answers.is_empty());
     }
 }

@@ -15,7 +15,9 @@ pub mod policy;
 pub mod state;
 
 pub use charter::{AdmissionRule, Charter, Member, MeshId, verify_charter};
-pub use join::{ClaimRefusal, Invitation, JoinClaim, JoinReply, Ticket, TicketError, check_claim};
+pub use join::{
+    ClaimRefusal, Invitation, JoinAnswers, JoinClaim, JoinReply, Ticket, TicketError, check_claim,
+};
 pub use motion::{Action, Motion, MotionId, VoteKey};
 pub use policy::{Policies, RequiredField, Rule, Violation};
 pub use state::{Changes, Eligible, MeshState, MotionView, VoteOutcome, VoteRefusal};
