@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod csvout;
 mod demo;
 mod exit;
 mod mesh;

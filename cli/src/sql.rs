@@ -381,21 +381,16 @@ impl Encoder for NonFiniteEncoder<'_> {
     }
 }
 
+/// `--csv`: NULL as an empty field, an empty text as `""` (see `csvout`).
 async fn print_csv(rows: &mut Rows) -> anyhow::Result<()> {
     let (schema, mut batch) = rows.schema().await?;
-    let mut writer = arrow::csv::WriterBuilder::new()
-        .with_header(true)
-        .build(Stdout::new());
-    if batch.is_none() {
-        // The CSV writer writes the header with the first batch: an empty result still gets
-        // its header line, quoted as that of rows would be.
-        writer.write(&RecordBatch::new_empty(schema)).map_err(bad)?;
-    }
+    let mut writer = crate::csvout::CsvWriter::new(Stdout::new());
+    writer.header(&schema)?;
     while let Some(b) = batch {
         writer.write(&b).map_err(bad)?;
         batch = rows.next().await?;
     }
-    writer.into_inner().flush()?;
+    writer.into_inner()?;
     Ok(())
 }
 

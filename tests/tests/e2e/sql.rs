@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use mesh_tests::{TestNode, wait_until, write_file};
+use mesh_tests::{TestNode, python, wait_until, write_file};
 use serde_json::Value;
 
 /// Received bytes of completed fetches, as exported at `/metrics`.
@@ -457,4 +457,36 @@ fn csv_of_an_empty_result_quotes_its_header_as_a_full_one_does() {
     let empty = node.cli(&["sql", "--csv", &query("WHERE false")]);
     assert!(empty.success, "{}", empty.stderr);
     assert_eq!(empty.stdout, format!("{header}\n"));
+}
+
+#[test]
+fn csv_tells_a_null_from_an_empty_text_as_duckdb_and_postgresql_write_them() {
+    let node = TestNode::start("analytics", &[]);
+    let out = node.cli(&[
+        "sql",
+        "--csv",
+        "SELECT * FROM (VALUES ('x', 1), ('', NULL), (NULL, 3), ('a,b', 4)) AS t(s, n)",
+    ]);
+    assert!(out.success, "{}", out.stderr);
+    // NULL an empty field, the empty text `""`: DuckDB's `COPY ... TO` writes the same.
+    assert_eq!(out.stdout, "s,n\nx,1\n\"\",\n,3\n\"a,b\",4\n");
+    // A reader that tells them apart (pyarrow, as PostgreSQL's `COPY ... CSV` reads them)
+    // gets both back.
+    let csv = write_file(node.dir.parent().unwrap(), "out.csv", &out.stdout);
+    let read = python(
+        "import sys, json, pyarrow.csv as c\n\
+         o = c.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False)\n\
+         print(json.dumps(c.read_csv(sys.argv[1], convert_options=o).to_pylist()))",
+        &[csv.to_str().unwrap()],
+    );
+    let rows: Value = serde_json::from_str(&read).unwrap();
+    assert_eq!(
+        rows,
+        serde_json::json!([
+            {"s": "x", "n": 1},
+            {"s": "", "n": null},
+            {"s": null, "n": 3},
+            {"s": "a,b", "n": 4},
+        ])
+    );
 }
