@@ -104,7 +104,8 @@ fn push_field(line: &mut Vec<u8>, text: &[u8], quote_empty: bool) {
     let special = text
         .iter()
         .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'));
-    if !special && !(quote_empty && text.is_empty()) {
+    let quoted = special || (quote_empty && text.is_empty());
+    if !quoted {
         line.extend_from_slice(text);
         return;
     }
