@@ -284,7 +284,7 @@ pub(crate) struct PublishArgs {
     lineage: Vec<String>,
     /// CSV value to read as null in every column, e.g. NA (repeatable or comma-separated;
     /// none by default: empty fields in text columns are empty strings, and are null in
-    /// number, boolean, date and timestamp columns).
+    /// number, boolean, date, time of day and timestamp columns).
     #[arg(long = "null-values", value_name = "V", value_delimiter = ',')]
     null_values: Vec<String>,
     /// How to reach the owning team, e.g. an e-mail address (kept from the previous version).

@@ -223,7 +223,8 @@ pub fn check_schema(file: &Path, schema: &Schema) -> Result<(), IngestError> {
 /// CSV semantics (values as `pyarrow.csv.read_csv` gives them, except where noted): a header row
 /// is required, with no empty and no repeated column name. Column types are inferred from the
 /// first [`CSV_INFER_RECORDS`] data rows, in pyarrow's order: Int64 (leading zeros allowed, so
-/// `007` is 7), Boolean (`true`/`True`/`TRUE` and the like), Date32 (`YYYY-MM-DD`), Timestamp,
+/// `007` is 7), Boolean (`true`/`True`/`TRUE` and the like), Date32 (`YYYY-MM-DD`), Time32 in
+/// seconds (`HH:MM:SS` or `HH:MM`, hours 00-23; fractions of a second stay text), Timestamp,
 /// Float64, else Utf8; a column with no value there is Utf8 (pyarrow: null type). A column is
 /// Timestamp only if every value is written the same way (same separator, seconds or not, all
 /// zoned or all zone-less; a date mixed in keeps it Utf8, where pyarrow makes timestamps):

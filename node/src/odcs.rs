@@ -292,6 +292,9 @@ pub fn logical_type(arrow_type: &str) -> &'static str {
         match data_type {
             DataType::Boolean => "boolean",
             DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => "date",
+            // v3.0.2 has no logical type for a time of day (v3.1.0 adds `time`); the
+            // physical type says `time32[s]`.
+            DataType::Time32(_) | DataType::Time64(_) => "string",
             DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => "array",
             DataType::Struct(_) | DataType::Map(..) => "object",
             _ => "string",
@@ -563,6 +566,8 @@ mod tests {
             ("Boolean", "boolean"),
             ("Date32", "date"),
             ("Timestamp(Microsecond, None)", "date"),
+            ("Time32(s)", "string"),
+            ("Time64(Microsecond)", "string"),
             ("Dictionary(Int32, Utf8)", "string"),
             ("not a type", "string"),
         ] {
@@ -593,6 +598,7 @@ mod tests {
                 r#"Timestamp(Nanosecond, Some("+01:00"))"#,
                 "timestamp[ns, tz=+01:00]",
             ),
+            ("Time32(s)", "time32[s]"),
             ("Time64(Microsecond)", "time64[us]"),
             ("Duration(Second)", "duration[s]"),
             ("Decimal128(10, 2)", "decimal128(10, 2)"),

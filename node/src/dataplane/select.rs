@@ -446,6 +446,59 @@ mod tests {
         assert!(x.value(0).is_sign_negative() && x.value(1).is_sign_positive());
     }
 
+    #[test]
+    fn time_of_day_columns_compare_with_times_written_as_text() {
+        use arrow::array::{Time32MillisecondArray, Time32SecondArray, Time64NanosecondArray};
+        let schema = Schema::new(vec![
+            Field::new("t", DataType::Time32(TimeUnit::Second), true),
+            Field::new("ms", DataType::Time32(TimeUnit::Millisecond), false),
+            Field::new("id", DataType::Int32, false),
+            Field::new("ns", DataType::Time64(TimeUnit::Nanosecond), false),
+        ]);
+        // 00:00:00, 07:08:09, 12:34:00, 12:34:56, 23:59:59 and a null.
+        let t = [
+            Some(0),
+            Some(25_689),
+            Some(45_240),
+            Some(45_296),
+            Some(86_399),
+            None,
+        ];
+        let b = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Time32SecondArray::from(t.to_vec())),
+                Arc::new(Time32MillisecondArray::from(
+                    t.map(|s| s.unwrap_or(0) * 1000 + 500).to_vec(),
+                )),
+                Arc::new(arrow::array::Int32Array::from(vec![0, 1, 2, 3, 4, 5])),
+                Arc::new(Time64NanosecondArray::from(
+                    t.map(|s| i64::from(s.unwrap_or(0)) * 1_000_000_000 + 1)
+                        .to_vec(),
+                )),
+            ],
+        )
+        .unwrap();
+        let ids = |filter: &str| selected(&b, filter);
+        assert_eq!(ids("t = '12:34:56'"), [3]);
+        assert_eq!(ids("t = '12:34'"), [2]);
+        assert_eq!(ids("t >= '12:34'"), [2, 3, 4]);
+        assert_eq!(ids("t BETWEEN '07:00' AND '12:59:59'"), [1, 2, 3]);
+        assert_eq!(ids("t NOT IN ('00:00', '23:59:59')"), [1, 2, 3]);
+        assert_eq!(ids("t IS NULL"), [5]);
+        assert_eq!(ids("ms = '12:34:56.5'"), [3]);
+        assert_eq!(ids("ms < '07:08:09.5'"), [0, 5]);
+        assert_eq!(ids("ns > '12:34:56.000000001'"), [4]);
+        // A fraction the unit cannot hold is refused, not cut.
+        let refused = BoundFilter::bind(&Filter::parse("t > '12:34:56.5'").unwrap(), &b.schema());
+        match refused {
+            Err(BindError::Check(error)) => {
+                assert!(error.to_string().contains("whole seconds"), "{error}")
+            }
+            other => panic!("expected a Check error, got {other:?}"),
+        }
+    }
+
     /// The third column (Int32) of the rows of `b` that `filter` selects.
     fn selected(b: &RecordBatch, filter: &str) -> Vec<i32> {
         let f = BoundFilter::bind(&Filter::parse(filter).unwrap(), &b.schema()).unwrap();

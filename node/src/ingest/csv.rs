@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arrow::array::timezone::Tz;
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder, RecordBatch,
-    StringBuilder,
+    StringBuilder, Time32SecondBuilder,
 };
 use arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
 use arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit};
@@ -415,8 +415,8 @@ fn csv_record_error(path: &Path, record: &csv::ByteRecord, problem: String) -> I
 }
 
 /// What the values of one column seen so far could be. Inference follows pyarrow's order
-/// (Int64, Boolean, Date32, Timestamp, Float64, else Utf8) over the values that are neither
-/// empty nor a null marker; a column with no such value is Utf8.
+/// (Int64, Boolean, Date32, Time32, Timestamp, Float64, else Utf8) over the values that are
+/// neither empty nor a null marker; a column with no such value is Utf8.
 #[derive(Debug, Clone, Default)]
 struct Inference {
     /// Some value was seen.
@@ -427,6 +427,8 @@ struct Inference {
     not_bool: bool,
     /// Some value is not a `YYYY-MM-DD` date.
     not_date: bool,
+    /// Some value is not a `HH:MM:SS` or `HH:MM` time of day ([`parse_time`]).
+    not_time: bool,
     /// Some value is not a number.
     not_float: bool,
     /// Some value is not a timestamp, or not of the same shape as the first one.
@@ -445,6 +447,7 @@ impl Inference {
         self.not_int = self.not_int || parse_int(value).is_none();
         self.not_bool = self.not_bool || parse_bool(value).is_none();
         self.not_date = self.not_date || parse_date(value).is_none();
+        self.not_time = self.not_time || parse_time(value).is_none();
         self.not_float = self.not_float || parse_float(value).is_none();
         if !self.not_timestamp {
             match timestamp_shape(value) {
@@ -472,6 +475,10 @@ impl Inference {
             DataType::Boolean
         } else if !self.not_date {
             DataType::Date32
+        } else if !self.not_time {
+            // `HH:MM:SS` and `HH:MM` only, as pyarrow 26 infers `time32[s]`; fractions of a
+            // second, `24:00` and the rest stay text (the rules pinned at [`parse_time`]).
+            DataType::Time32(TimeUnit::Second)
         } else if let (false, Some(shape)) = (self.not_timestamp, self.shape) {
             let unit = if self.fraction {
                 TimeUnit::Nanosecond
@@ -581,8 +588,8 @@ fn parse_timestamp(value: &str, nanos: bool) -> Option<i64> {
     }
 }
 
-/// `value` without the spaces and tabs around it, which pyarrow ignores around numbers and
-/// dates (not around booleans, timestamps or text).
+/// `value` without the spaces and tabs around it, which pyarrow ignores around numbers, dates
+/// and times of day (not around booleans, timestamps or text).
 fn trimmed(value: &str) -> &str {
     value.trim_matches([' ', '\t'])
 }
@@ -622,6 +629,44 @@ fn parse_date(value: &str) -> Option<i32> {
     Date32Type::parse(value)
 }
 
+/// A time of day as seconds since midnight, as pyarrow 26 reads one into `time32[s]`
+/// (probed with `pyarrow.csv.read_csv`):
+///
+/// - `HH:MM:SS` or `HH:MM`, two digits each, hours 00-23, minutes and seconds 00-59; the two
+///   forms may be mixed in one column (`12:34` is 12:34:00). Spaces and tabs around the value
+///   are ignored, as around numbers and dates, quoted or not.
+/// - Text, not a time: a single-digit field (`1:02:03`, `12:3`), `24:00`, `24:00:00`, a leap
+///   second `23:59:60`, fractions of a second (`12:34:56.5`: pyarrow 26 reads them as
+///   strings, not `time32[ms]` or wider), a zone (`12:34:56Z`, `+01:00`), spaces inside
+///   (`12: 34`), other white space around (a vertical tab), non-ASCII digits.
+/// - A column of times with a date, a timestamp, a number, or a field of spaces alone is text;
+///   empty fields (and null markers) are null, as in every column that is not text.
+///
+/// Two of these are odd, and followed anyway because neither loses data (the values stay
+/// text, as written): fractions of a second, which Arrow's `time32[ms]` and `time64` could
+/// hold, and `24:00:00`, which ISO 8601 allows for the end of a day. Mixing `HH:MM` with
+/// `HH:MM:SS` loses nothing either (unlike timestamps, whose mixed shapes stay text here).
+fn parse_time(value: &str) -> Option<i32> {
+    let b = trimmed(value).as_bytes();
+    let two = |at: usize, max: i32| -> Option<i32> {
+        let (tens, ones) = (*b.get(at)?, *b.get(at + 1)?);
+        if !(tens.is_ascii_digit() && ones.is_ascii_digit()) {
+            return None;
+        }
+        let number = i32::from(tens - b'0') * 10 + i32::from(ones - b'0');
+        (number <= max).then_some(number)
+    };
+    let seconds = match b.len() {
+        5 => 0,
+        8 if b[5] == b':' => two(6, 59)?,
+        _ => return None,
+    };
+    if b[2] != b':' {
+        return None;
+    }
+    Some(two(0, 23)? * 3600 + two(3, 59)? * 60 + seconds)
+}
+
 /// One column of the batch being built.
 enum ColumnBuilder {
     /// Int64 values.
@@ -632,6 +677,8 @@ enum ColumnBuilder {
     Bool(BooleanBuilder),
     /// Date32 values.
     Date(Date32Builder),
+    /// Times of day in seconds.
+    Time(Time32SecondBuilder),
     /// Timestamps in seconds or nanoseconds (`nanos`) with the column's zone; `shape` is how
     /// every value must be written.
     Timestamp {
@@ -653,6 +700,9 @@ impl ColumnBuilder {
             DataType::Float64 => ColumnBuilder::Float(Float64Builder::with_capacity(rows)),
             DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
             DataType::Date32 => ColumnBuilder::Date(Date32Builder::with_capacity(rows)),
+            DataType::Time32(TimeUnit::Second) => {
+                ColumnBuilder::Time(Time32SecondBuilder::with_capacity(rows))
+            }
             DataType::Timestamp(unit, _) => ColumnBuilder::Timestamp {
                 builder: Int64Builder::with_capacity(rows),
                 data_type: data_type.clone(),
@@ -678,6 +728,7 @@ impl ColumnBuilder {
                 ColumnBuilder::Float(b) => b.append_null(),
                 ColumnBuilder::Bool(b) => b.append_null(),
                 ColumnBuilder::Date(b) => b.append_null(),
+                ColumnBuilder::Time(b) => b.append_null(),
                 ColumnBuilder::Timestamp { builder, .. } => builder.append_null(),
                 ColumnBuilder::Utf8(b) => b.append_null(),
             }
@@ -688,6 +739,7 @@ impl ColumnBuilder {
             ColumnBuilder::Float(b) => parse_float(value).map(|v| b.append_value(v)).is_some(),
             ColumnBuilder::Bool(b) => parse_bool(value).map(|v| b.append_value(v)).is_some(),
             ColumnBuilder::Date(b) => parse_date(value).map(|v| b.append_value(v)).is_some(),
+            ColumnBuilder::Time(b) => parse_time(value).map(|v| b.append_value(v)).is_some(),
             ColumnBuilder::Timestamp {
                 builder,
                 data_type,
@@ -713,6 +765,7 @@ impl ColumnBuilder {
             ColumnBuilder::Float(mut b) => Arc::new(b.finish()),
             ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
             ColumnBuilder::Date(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Time(mut b) => Arc::new(b.finish()),
             ColumnBuilder::Timestamp {
                 mut builder,
                 data_type,
@@ -862,6 +915,7 @@ fn describe_type(data_type: &DataType) -> String {
         DataType::Int64 => "whole numbers (Int64)".into(),
         DataType::Float64 => "numbers (Float64)".into(),
         DataType::Date32 => "dates like 2024-01-31 (Date32)".into(),
+        DataType::Time32(_) => "times of day like 12:34:56 (Time32)".into(),
         DataType::Timestamp(..) => "timestamps like 2024-01-31T12:00:00 (Timestamp)".into(),
         other => format!("{other}"),
     }
@@ -885,7 +939,9 @@ mod tests {
     use std::fs;
     use std::io::{BufWriter, Write};
 
-    use arrow::array::{Array, BooleanArray, Float64Array, Int64Array, StringArray};
+    use arrow::array::{
+        Array, BooleanArray, Float64Array, Int64Array, StringArray, Time32SecondArray,
+    };
     use arrow::ipc::reader::FileReader;
     use tempfile::TempDir;
 
@@ -1144,6 +1200,146 @@ mod tests {
             schema.field(0).data_type(),
             &DataType::Timestamp(TimeUnit::Second, None)
         );
+    }
+
+    /// The seconds since midnight of a `Time32(Second)` column.
+    fn times(batch: &RecordBatch, name: &str) -> Vec<Option<i32>> {
+        let array = batch.column_by_name(name).unwrap();
+        assert_eq!(
+            array.data_type(),
+            &DataType::Time32(TimeUnit::Second),
+            "column {name}"
+        );
+        column::<Time32SecondArray>(batch, name).iter().collect()
+    }
+
+    #[test]
+    fn times_of_day_are_time32_seconds_as_pyarrow_reads_them() {
+        // pyarrow 26 (default options) reads a, b, mixed and spaced as time32[s], empty
+        // fields as nulls, and frac as string.
+        let dir = tempfile::tempdir().unwrap();
+        let csv = "a,b,frac,mixed,spaced\n\
+                   12:34:56,12:34,12:34:56.123,12:34:56, 09:05 \n\
+                   01:02:03,23:59,00:00:00.5,07:08,\t23:59:59\n\
+                   00:00:00,,00:00:00.000,,\"  00:00:01\t \"\n";
+        let (schema, batch) = ingest_with(&dir, csv, &[]).unwrap();
+        let types: Vec<(&str, &DataType)> = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().as_str(), f.data_type()))
+            .collect();
+        let time = DataType::Time32(TimeUnit::Second);
+        assert_eq!(
+            types,
+            [
+                ("a", &time),
+                ("b", &time),
+                ("frac", &DataType::Utf8),
+                ("mixed", &time),
+                ("spaced", &time),
+            ]
+        );
+        assert_eq!(times(&batch, "a"), [Some(45_296), Some(3_723), Some(0)]);
+        assert_eq!(times(&batch, "b"), [Some(45_240), Some(86_340), None]);
+        assert_eq!(times(&batch, "mixed"), [Some(45_296), Some(25_680), None]);
+        assert_eq!(
+            times(&batch, "spaced"),
+            [Some(32_700), Some(86_399), Some(1)]
+        );
+        assert_eq!(
+            strings(&batch, "frac"),
+            [s("12:34:56.123"), s("00:00:00.5"), s("00:00:00.000")]
+        );
+    }
+
+    #[test]
+    fn what_pyarrow_does_not_read_as_a_time_stays_text() {
+        // Each column is text in pyarrow 26, its values kept as written.
+        let dir = tempfile::tempdir().unwrap();
+        let columns: [&[&str]; 20] = [
+            &["24:00:00"],
+            &["24:00"],
+            &["23:59:60"],
+            &["23:60:00"],
+            &["25:00:00"],
+            &["1:02:03"],
+            &["1:02"],
+            &["01:2:03"],
+            &["01:02:3"],
+            &["12:34:56."],
+            &["12:34:56Z"],
+            &["12:34:56+01:00"],
+            &["12: 34"],
+            &["12:34:56:78"],
+            &["T12:34:56"],
+            &["\u{b}12:34"],
+            &["１２:34:56"],
+            // A time mixed with a date, a timestamp, a number or spaces alone.
+            &["12:34:56", "2024-01-01"],
+            &["12:34:56", "2024-01-01T00:00:00"],
+            &["12:34", "1", " "],
+        ];
+        for values in columns {
+            let csv = format!("t\n{}\n", values.join("\n"));
+            let (schema, batch) = ingest_with(&dir, &csv, &[]).unwrap();
+            assert_eq!(schema.field(0).data_type(), &DataType::Utf8, "{values:?}");
+            let kept: Vec<Option<String>> = values.iter().map(|v| s(v)).collect();
+            assert_eq!(strings(&batch, "t"), kept, "{values:?}");
+        }
+        // `12:34` and `1234` apart: a time and a whole number.
+        let (schema, _) = ingest_with(&dir, "a,b\n12:34,1234\n", &[]).unwrap();
+        assert_eq!(
+            schema.field(0).data_type(),
+            &DataType::Time32(TimeUnit::Second)
+        );
+        assert_eq!(schema.field(1).data_type(), &DataType::Int64);
+    }
+
+    #[test]
+    fn time_columns_read_empty_fields_and_null_markers_as_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = "id,t\n1,12:34:56\n2,\n3,NA\n4,\"\"\n5,23:59\n";
+        let (schema, batch) = ingest_with(&dir, csv, &["NA"]).unwrap();
+        assert_eq!(
+            schema.field(1).data_type(),
+            &DataType::Time32(TimeUnit::Second)
+        );
+        assert_eq!(
+            times(&batch, "t"),
+            [Some(45_296), None, None, None, Some(86_340)]
+        );
+        // Without the marker, `NA` is text and so is the column.
+        let (schema, batch) = ingest_with(&dir, csv, &[]).unwrap();
+        assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
+        assert_eq!(
+            strings(&batch, "t"),
+            [s("12:34:56"), s(""), s("NA"), s(""), s("23:59")]
+        );
+    }
+
+    #[test]
+    fn a_value_that_is_no_time_after_the_prefix_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("t\n");
+        for i in 0..CSV_INFER_RECORDS {
+            csv.push_str(&format!("{:02}:{:02}:00\n", (i / 60) % 24, i % 60));
+        }
+        csv.push_str("24:00:00\n");
+        match ingest_with(&dir, &csv, &[]) {
+            Err(IngestError::Csv {
+                line: Some(line),
+                problem,
+                ..
+            }) => {
+                assert_eq!(line, CSV_INFER_RECORDS as u64 + 2);
+                assert!(problem.contains("column `t` holds `24:00:00`"), "{problem}");
+                assert!(
+                    problem.contains("times of day like 12:34:56 (Time32)"),
+                    "{problem}"
+                );
+            }
+            other => panic!("expected a Csv error, got {other:?}"),
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! Type-checking a filter against a product schema, and the ISO date and date-time forms
-//! that string, `DATE` and `TIMESTAMP` literals must take.
+//! Type-checking a filter against a product schema, and the ISO date, date-time and time of
+//! day forms that string, `DATE` and `TIMESTAMP` literals must take.
 
-use arrow_schema::DataType;
+use arrow_schema::{DataType, TimeUnit};
 
 use super::{Expr, FilterError, Literal};
 use crate::descriptor::ColumnSchema;
@@ -103,8 +103,8 @@ fn on_column(
     })?;
     match column_kind(&data_type) {
         ColumnKind::Unsupported => Err(incompatible(
-            "filters support text, numeric, boolean, date and timestamp columns only \
-             (IS NULL works on any column)"
+            "filters support text, numeric, boolean, date, timestamp and time of day columns \
+             only (IS NULL works on any column)"
                 .to_owned(),
         )),
         kind => fits(kind).map_err(incompatible),
@@ -121,6 +121,7 @@ enum ColumnKind {
     Boolean,
     Date,
     Timestamp,
+    Time { fraction_digits: usize },
     Unsupported,
 }
 
@@ -147,6 +148,15 @@ fn column_kind(data_type: &DataType) -> ColumnKind {
         D::Boolean => ColumnKind::Boolean,
         D::Date32 | D::Date64 => ColumnKind::Date,
         D::Timestamp(_, _) => ColumnKind::Timestamp,
+        // A time of day, with the digits of a fraction of a second its unit holds.
+        D::Time32(unit) | D::Time64(unit) => ColumnKind::Time {
+            fraction_digits: match unit {
+                TimeUnit::Second => 0,
+                TimeUnit::Millisecond => 3,
+                TimeUnit::Microsecond => 6,
+                TimeUnit::Nanosecond => 9,
+            },
+        },
         D::Dictionary(_, values) => column_kind(values),
         _ => ColumnKind::Unsupported,
     }
@@ -168,8 +178,8 @@ fn decimal_integer_digits(precision: u8, scale: i8) -> Option<u32> {
 fn check_literal(kind: ColumnKind, value: &Literal, ordering: bool) -> Result<(), String> {
     let mismatch = || format!("it cannot be compared with {} ({value})", value.kind());
     match (kind, value) {
-        (ColumnKind::Unsupported, _) => Err("filters support text, numeric, boolean, date and \
-                                             timestamp columns only"
+        (ColumnKind::Unsupported, _) => Err("filters support text, numeric, boolean, date, \
+                                             timestamp and time of day columns only"
             .to_owned()),
         (ColumnKind::Text, Literal::Str(_)) => Ok(()),
         (ColumnKind::Date, Literal::Str(s)) => {
@@ -193,6 +203,19 @@ fn check_literal(kind: ColumnKind, value: &Literal, ordering: bool) -> Result<()
                 ))
             }
         }
+        (ColumnKind::Time { fraction_digits }, Literal::Str(s)) => match iso_time_fraction(s) {
+            Some(digits) if digits <= fraction_digits => Ok(()),
+            Some(_) if fraction_digits == 0 => Err(format!(
+                "{value} has a fraction of a second, which a column of whole seconds cannot \
+                 hold; write a time like '12:34:56'"
+            )),
+            Some(_) => Err(format!(
+                "{value} has more than the {fraction_digits} digits of a second the column holds"
+            )),
+            None => Err(format!(
+                "{value} is not a time of day like '12:34:56' or '12:34' (hours 00-23)"
+            )),
+        },
         (ColumnKind::Integer { min, max }, Literal::Int(v)) => {
             if (min..=max).contains(&i128::from(*v)) {
                 Ok(())
@@ -271,6 +294,32 @@ pub fn parse_iso_date(s: &str) -> Option<i64> {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     Some(era * 146_097 + doe - 719_468)
+}
+
+/// The digits of the fraction of a second of `HH:MM`, `HH:MM:SS` or `HH:MM:SS.f` (1-9 digits),
+/// hours 00-23, minutes and seconds 00-59; `None` for anything else. What a string literal
+/// compared with a time of day column must be: Arrow's cast would also read a single-digit hour,
+/// `AM`/`PM` or surrounding spaces, and would cut a fraction its unit cannot hold.
+fn iso_time_fraction(s: &str) -> Option<usize> {
+    let field = |part: Option<&str>, max: u32| {
+        part.filter(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|n| n <= max)
+    };
+    let (hms, fraction) = match s.split_once('.') {
+        Some((hms, f)) if (1..=9).contains(&f.len()) && f.bytes().all(|c| c.is_ascii_digit()) => {
+            (hms, Some(f.len()))
+        }
+        Some(_) => return None,
+        None => (s, None),
+    };
+    let mut parts = hms.split(':');
+    let (hours, minutes, seconds) = (parts.next(), parts.next(), parts.next());
+    let valid = field(hours, 23)
+        && field(minutes, 59)
+        && ((seconds.is_none() && fraction.is_none()) || field(seconds, 59))
+        && parts.next().is_none();
+    valid.then_some(fraction.unwrap_or(0))
 }
 
 /// `YYYY-MM-DD`, optionally followed by `T` or a space, `HH:MM:SS`, an optional fraction of

@@ -42,8 +42,11 @@
 //! Temporal columns: `Date32`/`Date64` columns may be compared with `DATE '...'` or a string
 //! holding an ISO date (`'2024-03-01'`); `Timestamp` columns also with `TIMESTAMP '...'` or a
 //! string holding an ISO date-time (`'2024-03-01T12:00:00'`, optional fraction of a second,
-//! optional `Z`). The provider compares them by casting the value to the column's type. Numbers
-//! are never compared with temporal columns: their unit would be ambiguous.
+//! optional `Z`). Time of day columns (`Time32`/`Time64`) may be compared with a string holding
+//! a time, `'12:34:56'` or `'12:34'` (hours 00-23), with a fraction of a second only when the
+//! column's unit holds it (`'12:34:56.5'` not with seconds); there is no `TIME '...'` literal.
+//! The provider compares them by casting the value to the column's type. Numbers are never
+//! compared with temporal columns: their unit would be ambiguous.
 //!
 //! Bounds: the text is at most [`MAX_FILTER_LEN`] bytes (checked before any parser sees it),
 //! nests at most [`MAX_DEPTH`] levels, has at most [`MAX_NODES`] conditions, operators and
@@ -527,7 +530,8 @@ impl Filter {
     ///
     /// - strings with `Utf8`, `LargeUtf8`, `Utf8View` (and dictionaries of them); with `Date32`
     ///   and `Date64` when they hold an ISO date; with `Timestamp` when they hold an ISO date or
-    ///   date-time;
+    ///   date-time; with `Time32` and `Time64` when they hold a time of day (`HH:MM[:SS[.f]]`,
+    ///   no more fraction digits than the unit holds);
     /// - `DATE` literals with date and timestamp columns, `TIMESTAMP` literals with timestamp
     ///   columns;
     /// - integers with integer, float and decimal types, when the value fits the type;

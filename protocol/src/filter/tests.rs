@@ -590,8 +590,8 @@ fn check_refuses_incompatible_conditions() {
         (
             "tags = 'x'",
             "=",
-            "filters support text, numeric, boolean, date and timestamp columns only \
-             (IS NULL works on any column)",
+            "filters support text, numeric, boolean, date, timestamp and time of day columns \
+             only (IS NULL works on any column)",
         ),
         (
             "amount IN (1, 'x')",
@@ -633,6 +633,83 @@ fn check_refuses_incompatible_conditions() {
             reason: "the schema's type is not a known Arrow type".into()
         }
     );
+}
+
+#[test]
+fn check_compares_time_of_day_columns_with_times_written_as_text() {
+    let columns = [
+        col("t", "Time32(s)"),
+        col("ms", "Time32(ms)"),
+        col("ns", "Time64(ns)"),
+    ];
+    let check = |text: &str| Filter::parse(text).unwrap().check(&columns);
+    for text in [
+        "t >= '12:34:56'",
+        "t < '12:34'",
+        "t BETWEEN '07:00' AND '23:59:59'",
+        "t NOT IN ('00:00', '23:59:59')",
+        "ms = '12:34:56.123'",
+        "ms > '12:34:56.5'",
+        "ns = '12:34:56.123456789'",
+        "t IS NULL",
+    ] {
+        assert_eq!(check(text), Ok(()), "{text}");
+    }
+    let not_a_time =
+        |v: &str| format!("'{v}' is not a time of day like '12:34:56' or '12:34' (hours 00-23)");
+    let cases = [
+        (
+            "t = '12:34:56.5'",
+            "=",
+            "'12:34:56.5' has a fraction of a second, which a column of whole seconds cannot \
+             hold; write a time like '12:34:56'"
+                .to_owned(),
+        ),
+        (
+            "ms = '12:34:56.1234'",
+            "=",
+            "'12:34:56.1234' has more than the 3 digits of a second the column holds".to_owned(),
+        ),
+        ("t = '24:00:00'", "=", not_a_time("24:00:00")),
+        ("t = '23:59:60'", "=", not_a_time("23:59:60")),
+        ("t < '12:60'", "<", not_a_time("12:60")),
+        ("t = '1:02:03'", "=", not_a_time("1:02:03")),
+        ("t = ' 12:34'", "=", not_a_time(" 12:34")),
+        ("t = '12:34:56 PM'", "=", not_a_time("12:34:56 PM")),
+        ("t = '12:34.5'", "=", not_a_time("12:34.5")),
+        ("t = '12:34:56:00'", "=", not_a_time("12:34:56:00")),
+        ("ns = '12:34:56.'", "=", not_a_time("12:34:56.")),
+        ("t IN ('12:34', 'noon')", "IN", not_a_time("noon")),
+        (
+            "t = 45296",
+            "=",
+            "it cannot be compared with an integer (45296)".to_owned(),
+        ),
+        (
+            "t = TIMESTAMP '2024-01-01 10:00:00'",
+            "=",
+            "it cannot be compared with a timestamp (TIMESTAMP '2024-01-01 10:00:00')".to_owned(),
+        ),
+        (
+            "t LIKE '12%'",
+            "LIKE",
+            "patterns match text columns only".to_owned(),
+        ),
+    ];
+    for (text, operator, reason) in cases {
+        match check(text) {
+            Err(FilterError::Incompatible {
+                operator: got_operator,
+                reason: got_reason,
+                ..
+            }) => assert_eq!(
+                (got_operator.as_str(), got_reason.as_str()),
+                (operator, reason.as_str()),
+                "{text}"
+            ),
+            other => panic!("expected Incompatible for {text}, got {other:?}"),
+        }
+    }
 }
 
 #[test]
