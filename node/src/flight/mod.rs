@@ -15,7 +15,11 @@
 //! Every call needs `authorization: Bearer <token>` with the control API's token
 //! (`<data-dir>/api.token`, [`auth`]). What a client can make the daemon keep is bounded:
 //! request messages ([`MAX_REQUEST`]), tickets and statements, HTTP/2 streams per
-//! connection ([`MAX_STREAMS_PER_CONNECTION`]), concurrent `DoGet`s ([`MAX_DO_GETS`]) and
+//! connection ([`MAX_STREAMS_PER_CONNECTION`]), concurrent `DoGet`s ([`MAX_DO_GETS`]),
+//! metadata calls that list the tables or plan a statement (`ListFlights`, `GetFlightInfo`,
+//! `GetSchema`, `CreatePreparedStatement`: the query engine's
+//! [`MAX_CONCURRENT_PLANS`](crate::sql::MAX_CONCURRENT_PLANS) at once, the rest refused
+//! with `RESOURCE_EXHAUSTED` after waiting [`PLAN_WAIT`](crate::sql::PLAN_WAIT)) and
 //! connections ([`MAX_CONNECTIONS`]): one that has made no call with the token within
 //! [`FIRST_CALL_DEADLINE`] is closed, and gives way to a new one before that when all are
 //! open. A connection lives at most [`MAX_CONNECTION_AGE`] (then new calls go to a new
@@ -436,5 +440,125 @@ impl FlightService for Endpoint {
         _request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         Err(Status::unimplemented("DoExchange is not supported"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use arrow_flight::sql::{
+        ActionCreatePreparedStatementRequest, CommandStatementQuery, ProstMessageExt,
+    };
+    use prost::Message;
+
+    use super::*;
+    use crate::sql::testkit;
+
+    /// Metadata calls (ListFlights, GetFlightInfo of a product or a statement, GetSchema,
+    /// CreatePreparedStatement) beyond the engine's planning slots end with
+    /// `RESOURCE_EXHAUSTED` once they have waited the engine's bound, and are answered when
+    /// a slot is free.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metadata_calls_beyond_the_planning_slots_are_refused_after_a_bounded_wait() {
+        let node = testkit::Node::new();
+        let sales = testkit::provider(0);
+        let orders = testkit::publish(&node.store, &sales, "sales", "orders");
+        testkit::consume(&node.store, &sales, &orders, crate::node::now_ms());
+        let wait = Duration::from_millis(300);
+        let engine = SqlEngine::with_plan_wait(node.plane.clone(), wait);
+        let endpoint = Endpoint {
+            data: node.plane.clone(),
+            do_gets: Arc::new(Semaphore::new(MAX_DO_GETS)),
+            sql: sql::SqlService {
+                engine: engine.clone(),
+            },
+        };
+        let statement = || {
+            FlightDescriptor::new_cmd(
+                CommandStatementQuery {
+                    query: "SELECT region FROM \"sales/orders\"".into(),
+                    transaction_id: None,
+                }
+                .as_any()
+                .encode_to_vec(),
+            )
+        };
+        let product = || FlightDescriptor::new_path(vec!["sales/orders".into()]);
+        let prepare = || Action {
+            r#type: "CreatePreparedStatement".into(),
+            body: ActionCreatePreparedStatementRequest {
+                query: "SELECT region FROM \"sales/orders\"".into(),
+                transaction_id: None,
+            }
+            .as_any()
+            .encode_to_vec()
+            .into(),
+        };
+        let info = endpoint
+            .get_flight_info(Request::new(product()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            info.flight_descriptor.unwrap().path,
+            vec!["sales/orders".to_string()]
+        );
+
+        let held = engine
+            .plan_slots()
+            .acquire_many(crate::sql::MAX_CONCURRENT_PLANS as u32)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let calls = (0..40).map(|i| {
+            let endpoint = endpoint.clone();
+            async move {
+                match i % 5 {
+                    0 => endpoint
+                        .list_flights(Request::new(Criteria::default()))
+                        .await
+                        .map(|_| ()),
+                    1 => endpoint
+                        .get_flight_info(Request::new(product()))
+                        .await
+                        .map(|_| ()),
+                    2 => endpoint
+                        .get_flight_info(Request::new(statement()))
+                        .await
+                        .map(|_| ()),
+                    3 => endpoint
+                        .get_schema(Request::new(product()))
+                        .await
+                        .map(|_| ()),
+                    _ => endpoint
+                        .do_action(Request::new(prepare()))
+                        .await
+                        .map(|_| ()),
+                }
+            }
+        });
+        let results = futures::future::join_all(calls).await;
+        let elapsed = started.elapsed();
+        for (i, result) in results.into_iter().enumerate() {
+            let status = result.expect_err("no planning slot was free");
+            assert_eq!(
+                status.code(),
+                tonic::Code::ResourceExhausted,
+                "call {i}: {status}"
+            );
+            assert!(status.message().contains("busy"), "call {i}: {status}");
+        }
+        assert!(elapsed >= wait, "refused after {elapsed:?}");
+        assert!(elapsed < wait * 10, "refused after {elapsed:?}");
+
+        drop(held);
+        let info = endpoint
+            .get_flight_info(Request::new(statement()))
+            .await
+            .unwrap()
+            .into_inner();
+        let schema = info.try_decode_schema().unwrap();
+        assert_eq!(schema.field(0).name(), "region");
     }
 }

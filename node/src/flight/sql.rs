@@ -53,9 +53,13 @@ pub(crate) struct SqlService {
     pub(crate) engine: crate::sql::SqlEngine,
 }
 
-/// A failed query as a status: what the caller did wrong, or what failed.
+/// A failed query as a status: what the caller did wrong, or what failed. A call refused
+/// for want of a planning slot is `RESOURCE_EXHAUSTED`, as a product read past the bound.
 pub(crate) fn sql_status(e: &crate::sql::SqlError) -> Status {
     let message = e.to_string();
+    if matches!(e, crate::sql::SqlError::Busy { .. }) {
+        return Status::resource_exhausted(message);
+    }
     match e.status_code() {
         400 => Status::invalid_argument(message),
         403 => Status::permission_denied(message),

@@ -13,6 +13,9 @@
 //! - `pushdown`: which DataFusion filter expressions become the filter language (unparsed
 //!   to SQL text, then `Filter::parse` and a type check against the granted columns);
 //!   anything else is evaluated locally.
+//! - `listing`: the usable tables, found through the store's agreement index: a listing
+//!   reads this node's own agreed requests, never the provider-side records other members'
+//!   requests make it keep.
 //! - `cache`: received files under `<data-dir>/received/.sql-cache/`, keyed by agreement,
 //!   version, columns and filter, reused while that version is the latest the agreement
 //!   covers, evicted oldest first above a size cap.
@@ -20,17 +23,22 @@
 //! Queries are read-only (no DDL, DML, `COPY` or `SET`), bounded in length
 //! ([`MAX_QUERY_LEN`]), in parser recursion (DataFusion's limit plus its stack-growing
 //! recursion protection), in parser backtracking ([`MAX_PREFIXES_TRIED`]), in memory ([`QUERY_MEMORY`]) and in how many run at once
-//! ([`MAX_CONCURRENT_QUERIES`]).
+//! ([`MAX_CONCURRENT_QUERIES`]). Listing the tables and planning without running (Flight
+//! metadata calls) take one of [`MAX_CONCURRENT_PLANS`] slots of their own, waiting at most
+//! [`PLAN_WAIT`] for one ([`SqlError::Busy`] past it).
 
 mod cache;
+mod listing;
 mod pushdown;
 mod shape;
 mod table;
 #[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::error::DataFusionError;
@@ -43,12 +51,12 @@ use datafusion::sql::parser::{DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
 use futures::StreamExt;
-use mesh_protocol::contract::{AgreementId, ContractState};
+use mesh_protocol::ProductId;
+use mesh_protocol::contract::AgreementId;
 use mesh_protocol::descriptor::ColumnSchema;
 use mesh_protocol::sqlbudget::BudgetedDialect;
-use mesh_protocol::{ContractTerms, ProductId};
+use tokio::sync::Semaphore;
 
-use crate::agreements::Role;
 use crate::dataplane::DataPlane;
 use crate::error::NodeError;
 use crate::store::StoreError;
@@ -66,6 +74,19 @@ pub const MAX_QUERY_LEN: usize = 64 * 1024;
 pub const QUERY_MEMORY: usize = 1024 * 1024 * 1024;
 /// Queries running at once; more wait for a slot.
 pub const MAX_CONCURRENT_QUERIES: usize = 4;
+/// Table listings and plans made without running a query ([`SqlEngine::tables`],
+/// [`SqlEngine::schema_of`]: Flight's `ListFlights`, `GetFlightInfo`, `GetSchema` and
+/// prepared statements, `GET /v1/sql/tables`) at once. Separate from the query slots,
+/// which a query holds until its last batch (minutes for a large product): metadata calls
+/// do not wait behind running queries, and running queries do not wait behind a flood of
+/// metadata calls. Planning is CPU work, mostly on the runtime's worker threads, so the
+/// bound is small; a query's own planning is bounded by its query slot.
+pub const MAX_CONCURRENT_PLANS: usize = 2;
+/// Longest a listing or a plan without a query waits for one of the
+/// [`MAX_CONCURRENT_PLANS`] slots before it is refused ([`SqlError::Busy`]). A plan takes
+/// milliseconds; waiting longer than this means calls are arriving faster than they are
+/// answered, and a client is better told so than queued for as long as it keeps sending.
+pub const PLAN_WAIT: Duration = Duration::from_secs(5);
 /// Most expression prefixes (a literal, a name, a parenthesis, `NOT`, ...) the parser may
 /// try on one query (see [`mesh_protocol::sqlbudget`]). sqlparser backtracks, exponentially
 /// on some shapes (`NOT (` nested 30 deep around an error: about 2^30 tries, hours of one
@@ -160,6 +181,21 @@ pub enum SqlError {
         /// What to change.
         advice: &'static str,
     },
+    /// Every planning slot stayed taken for as long as a call waits for one
+    /// ([`MAX_CONCURRENT_PLANS`], [`PLAN_WAIT`]).
+    #[error(
+        "the query engine is busy: {slots} listings or plans were running and none finished \
+         within {waited:?}; retry later"
+    )]
+    Busy {
+        /// The planning slots.
+        slots: usize,
+        /// How long the call waited.
+        waited: Duration,
+    },
+    /// The table listing did not finish (its blocking task panicked or was cancelled).
+    #[error("listing the tables failed: {0}")]
+    Listing(#[source] tokio::task::JoinError),
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -198,7 +234,8 @@ impl SqlError {
                     _ => 400,
                 },
             },
-            SqlError::Store(_) => 500,
+            SqlError::Busy { .. } => 503,
+            SqlError::Listing(_) | SqlError::Store(_) => 500,
         }
     }
 
@@ -218,7 +255,8 @@ impl SqlError {
                     _ => "bad_request",
                 },
             },
-            SqlError::Store(_) => "internal",
+            SqlError::Busy { .. } => "unavailable",
+            SqlError::Listing(_) | SqlError::Store(_) => "internal",
         }
     }
 }
@@ -247,7 +285,11 @@ pub(crate) struct Inner {
     /// Received files, reused across queries.
     pub(crate) cache: cache::Cache,
     /// Slots of running queries.
-    slots: Arc<tokio::sync::Semaphore>,
+    slots: Arc<Semaphore>,
+    /// Slots of listings and plans made without running a query.
+    plan_slots: Semaphore,
+    /// Longest a call waits for a planning slot.
+    plan_wait: Duration,
 }
 
 /// The query engine. Cheap to clone.
@@ -261,23 +303,52 @@ impl SqlEngine {
     /// An engine fetching through `data`, caching under `<data-dir>/received/.sql-cache/`
     /// (files an earlier run left half-written are removed here).
     pub fn new(data: DataPlane) -> Self {
+        Self::with_plan_wait(data, PLAN_WAIT)
+    }
+
+    /// [`SqlEngine::new`], refusing a listing or plan after `plan_wait` without a slot.
+    pub(crate) fn with_plan_wait(data: DataPlane, plan_wait: Duration) -> Self {
         let dir = data.data_dir().received().join(cache::CACHE_DIR);
         Self {
             inner: Arc::new(Inner {
                 cache: cache::Cache::new(dir, cache::CACHE_CAP_BYTES),
                 data,
-                slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_QUERIES)),
+                slots: Arc::new(Semaphore::new(MAX_CONCURRENT_QUERIES)),
+                plan_slots: Semaphore::new(MAX_CONCURRENT_PLANS),
+                plan_wait,
             }),
         }
     }
 
-    /// Tables the local domain can query: one per product with a usable agreement.
+    /// Tables the local domain can query: one per product with a usable agreement. Takes
+    /// a planning slot ([`SqlError::Busy`] when none frees up in time).
     pub async fn tables(&self) -> Result<Vec<TableInfo>, SqlError> {
+        let _slot = self.plan_slot().await?;
         Ok(self
-            .usable_tables()?
+            .usable_tables()
+            .await?
             .into_iter()
-            .map(|t| t.info.clone())
+            .map(|t| t.info)
             .collect())
+    }
+
+    /// One of the [`MAX_CONCURRENT_PLANS`] planning slots, waited for at most the engine's
+    /// plan wait.
+    async fn plan_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, SqlError> {
+        let busy = || SqlError::Busy {
+            slots: MAX_CONCURRENT_PLANS,
+            waited: self.inner.plan_wait,
+        };
+        tokio::time::timeout(self.inner.plan_wait, self.inner.plan_slots.acquire())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| SqlError::Query(DataFusionError::Internal("engine closed".into())))
+    }
+
+    /// The planning slots (held by tests to fill them).
+    #[cfg(test)]
+    pub(crate) fn plan_slots(&self) -> &Semaphore {
+        &self.inner.plan_slots
     }
 
     /// Plans and runs `sql`; batches stream as they are produced. Fetches happen when the
@@ -306,7 +377,9 @@ impl SqlEngine {
     }
 
     /// The schema `sql` would produce, without running it (Flight SQL GetFlightInfo).
+    /// Takes a planning slot ([`SqlError::Busy`] when none frees up in time).
     pub async fn schema_of(&self, sql: &str) -> Result<SchemaRef, SqlError> {
+        let _slot = self.plan_slot().await?;
         let (frame, _) = self.plan(sql).await?;
         Ok(Arc::new(frame.schema().as_arrow().clone()))
     }
@@ -319,7 +392,12 @@ impl SqlEngine {
                 max: MAX_QUERY_LEN,
             });
         }
-        let tables: Vec<Arc<Table>> = self.usable_tables()?.into_iter().map(Arc::new).collect();
+        let tables: Vec<Arc<Table>> = self
+            .usable_tables()
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let context = session()?;
         for t in &tables {
             let provider = table::MeshTable::new(t.clone(), self.inner.clone());
@@ -337,103 +415,22 @@ impl SqlEngine {
         Ok((frame, tables))
     }
 
-    /// The products with a usable consumer agreement, as tables.
-    fn usable_tables(&self) -> Result<Vec<Table>, SqlError> {
-        let store = self.inner.data.store();
+    /// The products with a usable consumer agreement, as tables; read on a blocking thread
+    /// (sled reads and record decoding).
+    async fn usable_tables(&self) -> Result<Vec<Table>, SqlError> {
+        let inner = self.inner.clone();
         let now = crate::node::now_ms();
-        // The most recently concluded usable agreement per product.
-        let mut best: HashMap<ProductId, (AgreementId, ContractTerms, u64)> = HashMap::new();
-        for (id, record) in store.agreement_records()? {
-            if record.role != Role::Consumer || record.agreement.is_none() {
-                continue;
-            }
-            let Ok(terms) = record.terms() else { continue };
-            let revoked = record.revocation.is_some() || store.revocation(&id)?.is_some();
-            if revoked || record.state_at(now) != ContractState::Agreed {
-                continue;
-            }
-            if !self.inner.data.members().admits(&terms.provider) {
-                continue;
-            }
-            let newer = best
-                .get(&terms.product)
-                .is_none_or(|(_, _, at)| record.updated_ms > *at);
-            if newer {
-                best.insert(terms.product.clone(), (id, terms, record.updated_ms));
-            }
-        }
-        let mut found = Vec::new();
-        for (product, (agreement, terms, _)) in best {
-            let Some((_, envelope)) = store.descriptor(&product)? else {
-                continue;
-            };
-            let Ok(descriptor) = envelope.decode_trusted() else {
-                continue;
-            };
-            let version = terms
-                .max_version
-                .map_or(descriptor.version, |m| m.min(descriptor.version));
-            if !terms.covers_version(version) {
-                continue;
-            }
-            let restricted = &descriptor.policy.restricted_columns;
-            let granted_names = terms.granted_columns(&descriptor.schema, restricted);
-            let granted: Vec<ColumnSchema> = descriptor
-                .schema
-                .iter()
-                .filter(|c| granted_names.contains(&c.name))
-                .cloned()
-                .collect();
-            if granted.is_empty() {
-                continue;
-            }
-            let Ok(schema) = declared_schema(&granted) else {
-                tracing::warn!(product = %product.name, "a column type of the catalog entry does not parse; the product is left out of SQL");
-                continue;
-            };
-            let ungranted = descriptor
-                .schema
-                .iter()
-                .filter(|c| !granted_names.contains(&c.name))
-                .map(|c| c.name.clone())
-                .collect();
-            found.push((
-                descriptor.domain.clone(),
-                descriptor.owner,
-                Table {
-                    info: TableInfo {
-                        name: String::new(),
-                        product,
-                        agreement,
-                        version,
-                        schema: Arc::new(schema),
-                    },
-                    granted,
-                    ungranted,
-                },
-            ));
-        }
-        // `domain/product`, qualified by the owner's fingerprint where two keys claim it.
-        let mut owners: HashMap<(String, String), usize> = HashMap::new();
-        for (domain, _, t) in &found {
-            *owners
-                .entry((domain.clone(), t.info.product.name.clone()))
-                .or_default() += 1;
-        }
-        let mut tables: Vec<Table> = found
-            .into_iter()
-            .map(|(domain, owner, mut t)| {
-                let shared = owners[&(domain.clone(), t.info.product.name.clone())] > 1;
-                t.info.name = if shared {
-                    format!("{domain}@{}/{}", owner.fingerprint(), t.info.product.name)
-                } else {
-                    format!("{domain}/{}", t.info.product.name)
-                };
-                t
-            })
-            .collect();
-        tables.sort_by(|a, b| a.info.name.cmp(&b.info.name));
-        Ok(tables)
+        let listing = tokio::task::spawn_blocking(move || {
+            listing::usable_tables(inner.data.store(), inner.data.members(), now)
+        })
+        .await
+        .map_err(SqlError::Listing)??;
+        tracing::debug!(
+            tables = listing.tables.len(),
+            records_read = listing.records_read,
+            "listed the usable tables"
+        );
+        Ok(listing.tables)
     }
 }
 

@@ -1,5 +1,5 @@
-//! The engine's parsing: a budget on sqlparser's backtracking, DataFusion's behaviour
-//! otherwise.
+//! The engine's parsing (a budget on sqlparser's backtracking, DataFusion's behaviour
+//! otherwise) and its planning slots.
 
 use std::sync::Arc;
 
@@ -240,4 +240,71 @@ fn prefixes_and_time() {
             started.elapsed()
         );
     }
+}
+
+/// Listings and plans beyond the planning slots wait at most the engine's plan wait, then
+/// are refused as busy; a query's own planning does not wait for them, and a freed slot
+/// serves the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planning_calls_beyond_the_slots_wait_a_bounded_time_then_are_refused() {
+    let node = testkit::Node::new();
+    let sales = testkit::provider(0);
+    let orders = testkit::publish(&node.store, &sales, "sales", "orders");
+    testkit::consume(&node.store, &sales, &orders, crate::node::now_ms());
+    let wait = std::time::Duration::from_millis(300);
+    let engine = SqlEngine::with_plan_wait(node.plane.clone(), wait);
+    let sql = "SELECT region FROM \"sales/orders\"";
+    let names =
+        |tables: Vec<TableInfo>| -> Vec<String> { tables.into_iter().map(|t| t.name).collect() };
+    assert_eq!(names(engine.tables().await.unwrap()), ["sales/orders"]);
+
+    let held = engine
+        .plan_slots()
+        .acquire_many(MAX_CONCURRENT_PLANS as u32)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let calls = (0..16).map(|i| {
+        let engine = engine.clone();
+        async move {
+            if i % 2 == 0 {
+                engine.tables().await.map(|_| ())
+            } else {
+                engine.schema_of(sql).await.map(|_| ())
+            }
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let elapsed = started.elapsed();
+    for result in results {
+        let e = result.expect_err("no planning slot was free");
+        assert!(
+            matches!(e, SqlError::Busy { slots: MAX_CONCURRENT_PLANS, waited } if waited == wait),
+            "{e:?}"
+        );
+        assert_eq!((e.status_code(), e.kind()), (503, "unavailable"));
+        assert!(e.to_string().contains("busy"), "{e}");
+    }
+    assert!(elapsed >= wait, "refused after {elapsed:?}");
+    assert!(elapsed < wait * 10, "refused after {elapsed:?}");
+
+    // A query plans under its own slot and runs meanwhile.
+    let mut stream = engine.execute("SELECT 41 + 1 AS answer").await.unwrap();
+    let batch = stream.next().await.unwrap().unwrap();
+    let answer = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    assert_eq!(answer.value(0), 42);
+    drop(stream);
+
+    // A slot given back serves the next call.
+    let waiting = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.schema_of(sql).await }
+    });
+    drop(held);
+    let schema = waiting.await.unwrap().unwrap();
+    assert_eq!(schema.field(0).name(), "region");
 }
