@@ -331,6 +331,56 @@ impl Store {
         ids_of(self.agreement_index(), &prefix, 3, limit)
     }
 
+    /// The records with `role`, in any state, found through the index: what this node asked
+    /// for (consumer), without reading the records other members' requests leave here.
+    pub fn agreement_records_of(
+        &self,
+        role: Role,
+    ) -> Result<Vec<(AgreementId, AgreementRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for state in ContractState::ALL {
+            for id in self.agreement_ids_in(role, state, usize::MAX)? {
+                if let Some(record) = self.agreement(&id)? {
+                    out.push((id, record));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The records whose id, in hex, starts with `prefix` (case-insensitive): a range of the
+    /// agreements tree, not a walk of it. A prefix that is not hex, or longer than an id,
+    /// matches nothing.
+    pub fn agreement_records_by_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(AgreementId, AgreementRecord)>, StoreError> {
+        let prefix = prefix.to_ascii_lowercase();
+        let bound = |fill: char| -> Option<[u8; 32]> {
+            let mut text = prefix.clone();
+            text.extend(std::iter::repeat_n(
+                fill,
+                64usize.checked_sub(prefix.len())?,
+            ));
+            hex::decode(text).ok()?.try_into().ok()
+        };
+        let (Some(low), Some(high)) = (bound('0'), bound('f')) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in self.agreements().range(low..=high) {
+            let (key, _) = item?;
+            let Ok(id) = <[u8; 32]>::try_from(key.as_ref()) else {
+                continue;
+            };
+            let id = AgreementId(id);
+            if let Some(record) = self.agreement(&id)? {
+                out.push((id, record));
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of records with `role` in stored `state`, counted on the index keys up to
     /// `limit` (a budget check needs no more than its limit, whatever the store holds).
     pub fn count_agreements_in(&self, role: Role, state: ContractState, limit: usize) -> usize {
@@ -705,5 +755,83 @@ mod tests {
         put(&store, &next(3));
         assert_eq!(store.closed_records().unwrap(), 10);
         assert_eq!(store.agreement_records().unwrap().len(), 10);
+    }
+
+    #[test]
+    fn own_records_and_an_id_prefix_are_found_without_reading_the_others() {
+        let (_dir, store) = open(ClosedRetention {
+            per_consumer: 1_000,
+            total: 10_000,
+        });
+        let me = consumer(0);
+        let mine: Vec<AgreementId> = [
+            ContractState::Requested,
+            ContractState::Agreed,
+            ContractState::Revoked,
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(n, state)| put(&store, &record(Role::Consumer, &me, n as u8, state, 0)))
+        .collect();
+        let others: Vec<AgreementId> = (0..40)
+            .map(|n| {
+                let state = [ContractState::Pending, ContractState::Agreed][n % 2];
+                put(
+                    &store,
+                    &record(
+                        Role::Provider,
+                        &consumer(1 + n as u8 % 4),
+                        n as u8,
+                        state,
+                        0,
+                    ),
+                )
+            })
+            .collect();
+        let mut found: Vec<AgreementId> = store
+            .agreement_records_of(Role::Consumer)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        found.sort_by_key(|id| id.0);
+        let mut want = mine.clone();
+        want.sort_by_key(|id| id.0);
+        assert_eq!(found, want);
+
+        // A prefix finds exactly the ids it begins, of any role, in either case.
+        for id in mine.iter().chain(&others) {
+            let hex = id.to_hex();
+            for len in [1, 5, 12, 64] {
+                let prefix = &hex[..len];
+                let expected: Vec<AgreementId> = mine
+                    .iter()
+                    .chain(&others)
+                    .filter(|other| other.to_hex().starts_with(prefix))
+                    .copied()
+                    .collect();
+                for text in [prefix.to_owned(), prefix.to_ascii_uppercase()] {
+                    let mut got: Vec<AgreementId> = store
+                        .agreement_records_by_prefix(&text)
+                        .unwrap()
+                        .into_iter()
+                        .map(|(id, _)| id)
+                        .collect();
+                    got.sort_by_key(|id| id.0);
+                    let mut expected = expected.clone();
+                    expected.sort_by_key(|id| id.0);
+                    assert_eq!(got, expected, "prefix {text}");
+                }
+            }
+        }
+        for nonsense in ["xyz", "0g", &"0".repeat(65)] {
+            assert!(
+                store
+                    .agreement_records_by_prefix(nonsense)
+                    .unwrap()
+                    .is_empty(),
+                "{nonsense}"
+            );
+        }
     }
 }
