@@ -348,39 +348,6 @@ impl Store {
         Ok(out)
     }
 
-    /// The records whose id, in hex, starts with `prefix` (case-insensitive): a range of the
-    /// agreements tree, not a walk of it. A prefix that is not hex, or longer than an id,
-    /// matches nothing.
-    pub fn agreement_records_by_prefix(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<(AgreementId, AgreementRecord)>, StoreError> {
-        let prefix = prefix.to_ascii_lowercase();
-        let bound = |fill: char| -> Option<[u8; 32]> {
-            let mut text = prefix.clone();
-            text.extend(std::iter::repeat_n(
-                fill,
-                64usize.checked_sub(prefix.len())?,
-            ));
-            hex::decode(text).ok()?.try_into().ok()
-        };
-        let (Some(low), Some(high)) = (bound('0'), bound('f')) else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for item in self.agreements().range(low..=high) {
-            let (key, _) = item?;
-            let Ok(id) = <[u8; 32]>::try_from(key.as_ref()) else {
-                continue;
-            };
-            let id = AgreementId(id);
-            if let Some(record) = self.agreement(&id)? {
-                out.push((id, record));
-            }
-        }
-        Ok(out)
-    }
-
     /// Number of records with `role` in stored `state`, counted on the index keys up to
     /// `limit` (a budget check needs no more than its limit, whatever the store holds).
     pub fn count_agreements_in(&self, role: Role, state: ContractState, limit: usize) -> usize {
@@ -448,6 +415,28 @@ impl Store {
             out.push((AgreementId(id), record));
         }
         Ok(out)
+    }
+
+    /// The records whose id, in hex, starts with `prefix` (hex digits, either case), of the
+    /// first `limit` whose id starts with its whole bytes: a seek in the tree, not a walk of
+    /// it. A prefix that is not hex, or longer than an id, matches nothing.
+    pub fn agreements_with_hex_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(AgreementId, AgreementRecord)>, StoreError> {
+        if prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Vec::new());
+        }
+        let prefix = prefix.to_ascii_lowercase();
+        let Ok(bytes) = hex::decode(&prefix[..prefix.len() / 2 * 2]) else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .agreements_with_prefix(&bytes, limit)?
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&prefix))
+            .collect())
     }
 
     /// One contract record.
@@ -812,7 +801,7 @@ mod tests {
                     .collect();
                 for text in [prefix.to_owned(), prefix.to_ascii_uppercase()] {
                     let mut got: Vec<AgreementId> = store
-                        .agreement_records_by_prefix(&text)
+                        .agreements_with_hex_prefix(&text, usize::MAX)
                         .unwrap()
                         .into_iter()
                         .map(|(id, _)| id)
@@ -827,7 +816,7 @@ mod tests {
         for nonsense in ["xyz", "0g", &"0".repeat(65)] {
             assert!(
                 store
-                    .agreement_records_by_prefix(nonsense)
+                    .agreements_with_hex_prefix(nonsense, usize::MAX)
                     .unwrap()
                     .is_empty(),
                 "{nonsense}"

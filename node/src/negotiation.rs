@@ -970,14 +970,9 @@ pub(crate) fn find(store: &Store, text: &str) -> Result<(AgreementId, AgreementR
                 })?;
         store.agreement(&id)?.map(|r| (id, r)).into_iter().collect()
     } else {
-        // Seek to the whole bytes of the prefix; an odd last digit is filtered after.
-        let bytes = hex::decode(&prefix[..prefix.len() / 2 * 2]).map_err(|e| {
-            NodeError::BadRequest(format!("`{text}` is not a contract id: {e} ({see})"))
-        })?;
         store
-            .agreements_with_prefix(&bytes, 64)?
+            .agreements_with_hex_prefix(&prefix, 64)?
             .into_iter()
-            .filter(|(id, _)| id.to_hex().starts_with(&prefix))
             .take(2)
             .collect()
     };

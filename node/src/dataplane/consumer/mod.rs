@@ -128,7 +128,9 @@ fn find_agreement(
     // Through the store's ranges and index: the records other members' requests leave at
     // this node (hundreds per member) are not read for a fetch of this node's own.
     let candidates = match &options.agreement {
-        Some(prefix) => shared.store.agreement_records_by_prefix(prefix)?,
+        Some(prefix) => shared
+            .store
+            .agreements_with_hex_prefix(prefix, usize::MAX)?,
         None => shared.store.agreement_records_of(Role::Consumer)?,
     };
     for (id, record) in candidates {
