@@ -39,9 +39,10 @@
 //! way (as parquet's page reader decodes them, before any reader is built) and refuses what
 //! parquet would allocate before checking it: pages past their chunk or the file, sizes over
 //! [`MAX_PARQUET_PAGE`], dictionaries of more values than their bytes hold, delta-encoded
-//! lengths over their page's values; and [`batch_rows`] picks rows per batch so that what
-//! the reader holds for a batch (null slots of fixed-size columns, the values of long list
-//! rows) stays within [`MAX_PARQUET_BATCH`].
+//! lengths over their page's values, BROTLI pages that do not decode to the size they
+//! declare (decoded here, bounded, as parquet's codec is not); and [`batch_rows`] picks
+//! rows per batch so that what the reader holds for a batch (null slots of fixed-size
+//! columns, the values of long list rows) stays within [`MAX_PARQUET_BATCH`].
 //!
 //! Files: `thrift` (the compact encoding as parquet decodes it), `metadata` (the footer's
 //! structs), `schema` (the depth of the schema tree), `pages` (page headers), `rows` (rows
@@ -1417,5 +1418,324 @@ for k, options in enumerate([
         let page = data_page(0, 64 << 20, body);
         let bytes = with_nullable_pages_of(Arc::new(list), 64, &[page]);
         assert_eq!(batch_rows_of(&bytes), Ok(32));
+    }
+
+    // ---- BROTLI pages ----
+
+    /// `bytes` compressed as parquet's writer compresses a BROTLI page (quality 1, a
+    /// window of 22 bits), or with `params`.
+    pub(crate) fn brotli_with(
+        bytes: &[u8],
+        params: Option<&brotli::enc::BrotliEncoderParams>,
+    ) -> Vec<u8> {
+        use std::io::Write;
+        let mut out = Vec::new();
+        let mut writer = match params {
+            Some(params) => brotli::CompressorWriter::with_params(&mut out, 4096, params),
+            None => brotli::CompressorWriter::new(&mut out, 4096, 1, 22),
+        };
+        writer.write_all(bytes).unwrap();
+        drop(writer);
+        out
+    }
+
+    /// A Brotli stream (RFC 7932) of `16 + blocks * 2^24` zero bytes in about `13 * blocks`
+    /// bytes: a window of 16 bits, an uncompressed meta-block of 16 zeros, then `blocks`
+    /// meta-blocks of 2^24 bytes, each one command (insert nothing, copy 2^24 bytes from
+    /// the last distance, 4) under prefix codes of a single symbol, which take no bits.
+    pub(crate) fn brotli_zeros(blocks: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (mut acc, mut held) = (0u64, 0u32);
+        let mut put = |value: u64, bits: u32| {
+            acc |= value << held;
+            held += bits;
+            while held >= 8 {
+                out.push(acc as u8);
+                acc >>= 8;
+                held -= 8;
+            }
+        };
+        // WBITS 16; ISLAST 0, 4 nibbles of MLEN - 1 = 15, ISUNCOMPRESSED 1, byte aligned.
+        put(0, 1);
+        put(0, 1);
+        put(0, 2);
+        put(15, 16);
+        put(1, 1);
+        put(0, 3);
+        put(0, 128);
+        for _ in 0..blocks {
+            // ISLAST 0, 6 nibbles of MLEN - 1 = 2^24 - 1, compressed.
+            put(0, 1);
+            put(2, 2);
+            put((1 << 24) - 1, 24);
+            put(0, 1);
+            // One block type of each category, NPOSTFIX and NDIRECT 0, the literal
+            // context mode, one literal and one distance prefix code.
+            put(0, 3);
+            put(0, 6);
+            put(0, 2);
+            put(0, 2);
+            // Simple prefix codes of one symbol: literal 0; insert-and-copy 391 (insert
+            // code 0, copy code 23: 2118 + 24 extra bits); distance code 0.
+            for (symbol, bits) in [(0, 8), (391, 10), (0, 6)] {
+                put(1, 2);
+                put(0, 2);
+                put(symbol, bits);
+            }
+            put((1 << 24) - 2118, 24);
+        }
+        // ISLAST, ISLASTEMPTY, byte aligned.
+        put(3, 2);
+        put(0, 6);
+        out
+    }
+
+    /// A data page v2 header (one value, PLAIN) declaring `levels` bytes of definition
+    /// levels and `is_compressed`.
+    fn v2_page_header(
+        uncompressed: i64,
+        compressed: i64,
+        levels: i64,
+        is_compressed: bool,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        i32_field(1, 3, &mut out);
+        i32_field(1, uncompressed, &mut out);
+        i32_field(1, compressed, &mut out);
+        out.push(0x5c);
+        for value in [1, 0, 1, 0, levels, 0] {
+            i32_field(1, value, &mut out);
+        }
+        out.push(if is_compressed { 0x11 } else { 0x12 });
+        out.extend([0, 0]);
+        out
+    }
+
+    /// The values of the one INT64 column of `bytes`, as parquet's own reader reads them.
+    fn int64s_read_by_parquet(bytes: Vec<u8>) -> parquet::errors::Result<Vec<i64>> {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        use parquet::record::RowAccessor;
+        let reader = SerializedFileReader::new(bytes::Bytes::from(bytes))?;
+        reader
+            .get_row_iter(None)?
+            .map(|row| row?.get_long(0))
+            .collect()
+    }
+
+    #[test]
+    fn brotli_files_the_parquet_writer_writes_pass_and_read_back() {
+        use parquet::basic::{BrotliLevel, Compression};
+        use parquet::file::properties::{WriterProperties, WriterVersion};
+        // Nulls (definition levels), lists (repetition levels), dictionaries and plain
+        // strings: data pages v2 keep their levels out of the compressed part.
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("l", nested_list(2), true),
+        ]));
+        let list = arrow::array::ListArray::from_iter_primitive::<arrow::datatypes::Int32Type, _, _>(
+            (0..5000).map(|i| (i % 7 != 0).then(|| (0..i % 5).map(Some).collect::<Vec<_>>())),
+        );
+        let outer = Field::new("item", arrow::array::Array::data_type(&list).clone(), true);
+        let nested = arrow::array::ListArray::new(
+            Arc::new(outer),
+            arrow::buffer::OffsetBuffer::from_lengths(std::iter::repeat_n(1, 5000)),
+            Arc::new(list),
+            None,
+        );
+        let batch = arrow::array::RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(arrow::array::Int64Array::from_iter(
+                    (0..5000).map(|i| (i % 3 != 0).then_some(i * 1_000_003)),
+                )),
+                Arc::new(arrow::array::StringArray::from_iter(
+                    (0..5000).map(|i| (i % 11 != 0).then(|| format!("v{}", i % 300))),
+                )),
+                Arc::new(nested),
+            ],
+        )
+        .unwrap();
+        for version in [WriterVersion::PARQUET_1_0, WriterVersion::PARQUET_2_0] {
+            for level in [1, 11] {
+                let properties = WriterProperties::builder()
+                    .set_compression(Compression::BROTLI(BrotliLevel::try_new(level).unwrap()))
+                    .set_writer_version(version)
+                    .set_data_page_row_count_limit(100)
+                    .set_write_batch_size(100)
+                    .set_max_row_group_row_count(Some(2000))
+                    .build();
+                let mut bytes = Vec::new();
+                let mut writer =
+                    ArrowWriter::try_new(&mut bytes, schema.clone(), Some(properties)).unwrap();
+                writer.write(&batch).unwrap();
+                writer.close().unwrap();
+                assert_eq!(pages_of(&bytes), Ok(()), "{version:?} {level}");
+                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+                    bytes::Bytes::from(bytes),
+                    5000,
+                )
+                .unwrap();
+                let read: Vec<_> = reader.map(Result::unwrap).collect();
+                let read = arrow::compute::concat_batches(&schema, &read).unwrap();
+                assert_eq!(read, batch, "{version:?} {level}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_brotli_page_holding_more_than_it_declares_is_refused_without_decoding_it() {
+        use parquet::basic::{BrotliLevel, Compression};
+        let codec = Compression::BROTLI(BrotliLevel::default());
+        // 3.3 kB holding 4 GiB of zeros, declaring 8 bytes: parquet's codec would write all
+        // of it into one vector before comparing sizes.
+        let bomb = brotli_zeros(256);
+        assert!(bomb.len() < 4000, "{}", bomb.len());
+        let page = |declared: i64, body: &[u8]| {
+            let header = page_header(0, declared, body.len() as i64, 1, &[]);
+            vec![(header, body.to_vec())]
+        };
+        let started = std::time::Instant::now();
+        let result = pages_of(&with_pages(1, &page(8, &bomb), codec));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        match result {
+            Err(PageError::Malformed {
+                row_group: 0,
+                column,
+                problem,
+            }) => {
+                assert_eq!(column, "c0");
+                assert!(
+                    problem.contains(
+                        "the BROTLI page at byte 4 decodes to more than the 8 bytes its header \
+                         declares"
+                    ),
+                    "{problem}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Declaring the most a page may: decoding stops one byte past it.
+        let most = MAX_PARQUET_PAGE as i64;
+        let p = problem(pages_of(&with_pages(1, &page(most, &bomb), codec)));
+        assert!(
+            p.contains(&format!("decodes to more than the {most} bytes")),
+            "{p}"
+        );
+        // The exact size passes; a byte more or less is refused (parquet refuses it too).
+        let held = 16 + 2 * (1 << 24);
+        let small = brotli_zeros(2);
+        assert_eq!(pages_of(&with_pages(1, &page(held, &small), codec)), Ok(()));
+        let p = problem(pages_of(&with_pages(1, &page(held + 1, &small), codec)));
+        assert!(
+            p.contains(&format!(
+                "decodes to {held} bytes, not the {} bytes",
+                held + 1
+            )),
+            "{p}"
+        );
+        assert!(
+            problem(pages_of(&with_pages(1, &page(held - 1, &small), codec)))
+                .contains("decodes to more than")
+        );
+        // A dictionary page is decoded too.
+        let dictionary = page_header(DICTIONARY_PAGE, 8, bomb.len() as i64, 1, &[]);
+        let data = page_header(0, 8, 8, 1, &[]);
+        let pages = [(dictionary, bomb.clone()), (data, vec![0; 8])];
+        let p = problem(pages_of(&with_pages(1, &pages, codec)));
+        assert!(
+            p.contains("the BROTLI page at byte 4 decodes to more than"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn a_brotli_page_is_decoded_past_its_levels_as_parquet_decodes_it() {
+        use parquet::basic::{BrotliLevel, Compression};
+        let codec = Compression::BROTLI(BrotliLevel::default());
+        // A v2 page of one value: 2 bytes of definition levels (an RLE run of one 1) left
+        // uncompressed, then the value's 8 bytes compressed.
+        let levels = [0x02, 0x01];
+        let value = brotli_with(&7i64.to_le_bytes(), None);
+        let mut body = levels.to_vec();
+        body.extend(&value);
+        let header = v2_page_header(10, body.len() as i64, 2, true);
+        let bytes = with_pages(1, &[(header, body)], codec);
+        assert_eq!(pages_of(&bytes), Ok(()));
+        assert_eq!(int64s_read_by_parquet(bytes).unwrap(), [7]);
+        // Not compressed at all: nothing is decoded.
+        let mut body = levels.to_vec();
+        body.extend(7i64.to_le_bytes());
+        let header = v2_page_header(10, 10, 2, false);
+        let bytes = with_pages(1, &[(header, body)], codec);
+        assert_eq!(pages_of(&bytes), Ok(()));
+        assert_eq!(int64s_read_by_parquet(bytes).unwrap(), [7]);
+        // The values hold 4 GiB.
+        let mut body = levels.to_vec();
+        body.extend(brotli_zeros(256));
+        let header = v2_page_header(10, body.len() as i64, 2, true);
+        let p = problem(pages_of(&with_pages(1, &[(header, body)], codec)));
+        assert!(
+            p.contains(
+                "decodes to more than the 8 bytes its header declares after 2 bytes of levels"
+            ),
+            "{p}"
+        );
+        // Levels longer than the page: parquet refuses the page.
+        let mut body = levels.to_vec();
+        body.extend(&value);
+        let header = v2_page_header(10, body.len() as i64, 11, true);
+        let bytes = with_pages(1, &[(header, body)], codec);
+        let p = problem(pages_of(&bytes));
+        assert!(p.contains("declares 11 bytes of definition levels"), "{p}");
+        assert!(int64s_read_by_parquet(bytes).is_err());
+    }
+
+    #[test]
+    fn a_brotli_page_that_is_not_a_brotli_stream_parquet_decodes_is_refused() {
+        use parquet::basic::{BrotliLevel, Compression};
+        let codec = Compression::BROTLI(BrotliLevel::default());
+        let values = 7i64.to_le_bytes();
+        let page = |body: Vec<u8>| {
+            let header = page_header(0, 8, body.len() as i64, 1, &[]);
+            with_pages(1, &[(header, body)], codec)
+        };
+        // What parquet's writer makes passes, and parquet reads it (one INT64 of a nullable
+        // column: v1 definition levels, then the value).
+        let mut plain = rle_levels(&[(1, 1)]);
+        plain.extend(values);
+        let compressed = brotli_with(&plain, None);
+        let mut header = Vec::new();
+        for value in [0, plain.len() as i64, compressed.len() as i64] {
+            i32_field(1, value, &mut header);
+        }
+        header.push(0x2c);
+        for value in [1, 0, 3, 3] {
+            i32_field(1, value, &mut header);
+        }
+        header.extend([0, 0]);
+        let bytes = with_pages(1, &[(header, compressed.clone())], codec);
+        assert_eq!(pages_of(&bytes), Ok(()));
+        assert_eq!(int64s_read_by_parquet(bytes).unwrap(), [7]);
+        // Cut short, or not Brotli at all.
+        let cut = compressed[..compressed.len() / 2].to_vec();
+        for body in [cut, b"not brotli at all".to_vec(), Vec::new()] {
+            let bytes = page(body);
+            let p = problem(pages_of(&bytes));
+            assert!(
+                p.contains("the BROTLI page at byte 4 is not a Brotli stream parquet decodes"),
+                "{p}"
+            );
+            assert!(int64s_read_by_parquet(bytes).is_err());
+        }
+        // A large-window stream: parquet's decoder reads it, with a window of up to 1 GiB.
+        let params = brotli::enc::BrotliEncoderParams {
+            large_window: true,
+            lgwin: 30,
+            ..Default::default()
+        };
+        let body = brotli_with(&values, Some(&params));
+        let p = problem(pages_of(&page(body)));
+        assert!(p.contains("is a large-window Brotli stream"), "{p}");
     }
 }

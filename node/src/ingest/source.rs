@@ -1787,4 +1787,79 @@ mod tests {
             "{error}"
         );
     }
+
+    #[test]
+    fn a_brotli_parquet_file_is_published_whole() {
+        use parquet::basic::{BrotliLevel, Compression};
+        use parquet::file::properties::WriterVersion;
+        let dir = tempfile::tempdir().unwrap();
+        let batch = sample_batch();
+        let list = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(1), None]),
+            None,
+            Some(vec![]),
+            Some(vec![Some(4)]),
+        ]);
+        let mut fields = batch.schema().fields().to_vec();
+        fields.push(Arc::new(Field::new("list", list.data_type().clone(), true)));
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            batch.schema().metadata().clone(),
+        ));
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(list));
+        let batch = RecordBatch::try_new(schema, columns).unwrap();
+        let input = dir.path().join("brotli.parquet");
+        for version in [WriterVersion::PARQUET_1_0, WriterVersion::PARQUET_2_0] {
+            let properties = WriterProperties::builder()
+                .set_compression(Compression::BROTLI(BrotliLevel::default()))
+                .set_writer_version(version)
+                .set_max_row_group_row_count(Some(2))
+                .build();
+            let mut writer = ArrowWriter::try_new(
+                File::create(&input).unwrap(),
+                batch.schema(),
+                Some(properties),
+            )
+            .unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            let (outcome, read, output) = ingest_ok(&dir, &input);
+            assert_eq!(outcome.schema.fields(), batch.schema().fields());
+            assert_eq!(outcome.schema.metadata().get("origin").unwrap(), "test");
+            assert_same_data(&batch, &read);
+            fs::remove_file(output).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_brotli_page_holding_gigabytes_is_refused_before_reading_naming_its_column() {
+        use crate::parquet_footer::tests::{brotli_zeros, page_header, with_pages};
+        use parquet::basic::{BrotliLevel, Compression};
+        let dir = tempfile::tempdir().unwrap();
+        // 53 kB of Brotli holding 64 GiB of zeros in a page declaring 8 bytes: parquet's
+        // codec would write all of it into one vector before it compares the sizes.
+        let bomb = brotli_zeros(4096);
+        let pages = [(page_header(0, 8, bomb.len() as i64, 1, &[]), bomb)];
+        let bytes = with_pages(1, &pages, Compression::BROTLI(BrotliLevel::default()));
+        let input = write_input(&dir, "bomb.parquet", &bytes);
+        let output = dir.path().join("out.arrow.partial");
+        let started = std::time::Instant::now();
+        let error = ingest_file(&input, &output).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(
+            matches!(&error, IngestError::ParquetBounds { .. }),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        for part in [
+            "bomb.parquet",
+            "row group 0, column `c0`",
+            "the BROTLI page at byte 4 decodes to more than the 8 bytes its header declares",
+            "check that it is a complete, valid Parquet file",
+        ] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+        assert!(!output.exists());
+    }
 }

@@ -68,7 +68,17 @@ enum ChunkProblem {
 ///   allocates the dictionary from that count: 2^31 values of 8 bytes);
 /// - a GZIP or LZ4 page that could decompress to more than [`MAX_PARQUET_PAGES_HELD`]
 ///   (those decoders write what the data holds, whatever the header declares);
+/// - a BROTLI page that does not decode to exactly the size its header declares, or is not
+///   a Brotli stream parquet decodes: the page is decoded here, into a small buffer that is
+///   reused and never past one byte more than declared, because parquet's Brotli codec
+///   writes whatever the stream holds and a few hundred bytes of it can hold gigabytes
+///   ([`check_brotli_page`]);
 /// - a row group whose largest pages add up to more than [`MAX_PARQUET_PAGES_HELD`].
+///
+/// The pages are read through `file`, the handle the reader is then built over, not
+/// opened again by path: what the reader reads can differ from what was checked here only
+/// if someone writes into the file itself in between (whoever may write the input file
+/// while it is published), which ingest's input stamp reveals only after the read.
 ///
 /// Never panics. I/O errors are returned as such.
 pub fn check_pages(
@@ -133,8 +143,23 @@ struct PageHeader {
     dictionary_values: Option<i32>,
     /// The values' encoding of a data page (v1 or v2).
     encoding: Option<i32>,
+    /// What a `data_page_header_v2` says of the page's levels, if the header has one.
+    v2: Option<V2Levels>,
     /// Bytes of the header.
     len: usize,
+}
+
+/// The fields of a `DataPageHeaderV2` that say what parquet decompresses: the repetition
+/// and definition levels open the page uncompressed, and `is_compressed` (true when
+/// absent) says whether the rest is.
+#[derive(Debug, Clone, Copy)]
+struct V2Levels {
+    /// `definition_levels_byte_length` (absent: parquet refuses the header).
+    definition: Option<i32>,
+    /// `repetition_levels_byte_length` (absent: parquet refuses the header).
+    repetition: Option<i32>,
+    /// `is_compressed`.
+    is_compressed: bool,
 }
 
 pub(super) const DICTIONARY_PAGE: i32 = 2;
@@ -174,7 +199,9 @@ fn check_chunk(
     };
     // How much one byte of a page can expand to when the decoder writes whatever the data
     // holds: deflate's limit, and about 255 for an LZ4 frame (parquet's LZ4 codec falls back
-    // to frames). The other codecs write into the declared size.
+    // to frames). Snappy, LZ4_RAW and ZSTD write into a buffer of the declared size
+    // (compression.rs: `resize` then a slice, or a cursor within its capacity) and fail past
+    // it. Brotli's ratio has no useful bound: its pages are decoded instead.
     let expansion = match chunk.compression() {
         Compression::GZIP(_) => 1032,
         Compression::LZ4 => 255,
@@ -190,6 +217,8 @@ fn check_chunk(
             8 * u64::try_from(chunk.column_descr().type_length()).map_or(1, |n| n.max(1))
         }
     };
+    let brotli = matches!(chunk.compression(), Compression::BROTLI(_));
+    let mut brotli_buffer = Vec::new();
     let mut at = start as u64;
     let (mut dictionary, mut data) = (0u64, 0u64);
     let mut delta = false;
@@ -243,6 +272,20 @@ fn check_chunk(
                 chunk.compression()
             ));
         }
+        // parquet's page reader skips index pages before it decompresses anything.
+        if brotli && header.page_type != Some(INDEX_PAGE) {
+            let body = at + header.len as u64;
+            let page = BrotliPage {
+                at,
+                body,
+                compressed,
+                uncompressed,
+                v2: header.v2,
+            };
+            if let Err(problem) = check_brotli_page(file, &page, &mut brotli_buffer)? {
+                return malformed(problem);
+            }
+        }
         match header.page_type {
             Some(DICTIONARY_PAGE) => {
                 let values = header.dictionary_values.unwrap_or(0);
@@ -268,6 +311,156 @@ fn check_chunk(
         return malformed(problem);
     }
     Ok(Ok(dictionary.saturating_add(data)))
+}
+
+/// Most bytes of a Brotli page decoded at a time, into one buffer reused page after page;
+/// the decoder reads the file in pieces of this size too.
+const BROTLI_CHUNK: usize = 64 * 1024;
+
+/// The first 7 bits of a large-window Brotli stream, low bit first (brotli's
+/// `DecodeWindowBits`: 1, then 000, then 001).
+const LARGE_WINDOW: u8 = 0x11;
+
+/// A BROTLI page, where its header places it and what it declares.
+struct BrotliPage {
+    /// Byte of the file where its header starts, to name it.
+    at: u64,
+    /// Byte where its body starts.
+    body: u64,
+    /// `compressed_page_size`: bytes of the body.
+    compressed: u64,
+    /// `uncompressed_page_size`.
+    uncompressed: u64,
+    /// Its data page v2 header's levels, if it has one.
+    v2: Option<V2Levels>,
+}
+
+/// Decodes the body of a BROTLI page as parquet 59.3 decompresses it, and refuses it unless
+/// it decodes to exactly the bytes its header declares.
+///
+/// parquet's codec (`BrotliCodec::decompress`, compression.rs:386-395) reads a
+/// `brotli::Decompressor` to its end into a vector, which grows for as long as the stream
+/// yields bytes: a few kilobytes of stream can yield gigabytes, and no ratio bounds it.
+/// Here the same decoder is read through `Read::take(declared + 1)` into `buffer` (at most
+/// [`BROTLI_CHUNK`] bytes, reused), from the file in pieces: nothing decoded is kept, and
+/// decoding stops one byte past the declared size. The decoder's own memory is its
+/// window, at most 16 MiB, and its prefix code tables, as large-window streams are
+/// refused: they are not RFC 7932, which Parquet's BROTLI is, and parquet's decoder, which
+/// reads them, would reserve a window of up to 1 GiB for one.
+///
+/// What is decoded is what `decode_page` (serialized_reader.rs:393-455) decompresses: a
+/// `data_page_header_v2`, on a page of any type, leaves its repetition and definition
+/// levels at the start of the body uncompressed, and the whole page when `is_compressed`
+/// is false; nothing is decompressed when no byte is left to. Levels that parquet finds
+/// implausible (negative, more than the page) are refused as it refuses them.
+fn check_brotli_page(
+    file: &File,
+    page: &BrotliPage,
+    buffer: &mut Vec<u8>,
+) -> io::Result<Result<(), String>> {
+    let at = page.at;
+    let mut levels = 0u64;
+    if let Some(v2) = page.v2 {
+        let definition = v2.definition.unwrap_or(0);
+        let repetition = v2.repetition.unwrap_or(0);
+        let sum = u64::try_from(i64::from(definition) + i64::from(repetition));
+        let implausible = |limit: u64, what: &str| {
+            format!(
+                "the data page at byte {at} declares {definition} bytes of definition levels \
+                 and {repetition} of repetition levels, which its {limit} bytes {what} cannot \
+                 hold"
+            )
+        };
+        let sum = match sum {
+            Ok(sum) if definition >= 0 && repetition >= 0 && sum <= page.uncompressed => sum,
+            _ => return Ok(Err(implausible(page.uncompressed, "once decompressed"))),
+        };
+        if !v2.is_compressed {
+            return Ok(Ok(()));
+        }
+        if sum > page.compressed {
+            return Ok(Err(implausible(page.compressed, "compressed")));
+        }
+        levels = sum;
+    }
+    let declared = page.uncompressed - levels;
+    if declared == 0 {
+        return Ok(Ok(()));
+    }
+    let declares = if levels == 0 {
+        format!("the {declared} bytes its header declares")
+    } else {
+        format!("the {declared} bytes its header declares after {levels} bytes of levels")
+    };
+    let (start, len) = (page.body + levels, page.compressed - levels);
+    if len > 0 {
+        let mut first = [0u8; 1];
+        read_at(file, start, &mut first)?;
+        if first[0] & 0x7f == LARGE_WINDOW {
+            return Ok(Err(format!(
+                "the BROTLI page at byte {at} is a large-window Brotli stream, which \
+                 Parquet's BROTLI (RFC 7932) does not allow"
+            )));
+        }
+    }
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(start))?;
+    let source = KeepError {
+        inner: reader.take(len),
+        error: None,
+    };
+    let mut stream = brotli::Decompressor::new(source, BROTLI_CHUNK).take(declared + 1);
+    buffer.resize(BROTLI_CHUNK, 0);
+    let mut decoded = 0u64;
+    loop {
+        match stream.read(buffer) {
+            Ok(0) => break,
+            Ok(n) => decoded += n as u64,
+            Err(error) => {
+                if let Some(error) = stream.get_mut().get_mut().error.take() {
+                    return Err(error);
+                }
+                return Ok(Err(format!(
+                    "the BROTLI page at byte {at} is not a Brotli stream parquet decodes \
+                     ({error}), after {decoded} bytes of {declares}"
+                )));
+            }
+        }
+    }
+    Ok(match decoded.cmp(&declared) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(format!(
+            "the BROTLI page at byte {at} decodes to more than {declares} (parquet's \
+             decoder would write all it holds, whatever its header declares)"
+        )),
+        std::cmp::Ordering::Less => Err(format!(
+            "the BROTLI page at byte {at} decodes to {decoded} bytes, not {declares}"
+        )),
+    })
+}
+
+/// A reader that keeps its source's error aside, so that the caller can tell an I/O error
+/// on the file from a stream the decoder refused (the decoder hands both on as
+/// `io::Error`s). Interrupted reads are tried again.
+struct KeepError<R> {
+    inner: R,
+    error: Option<io::Error>,
+}
+
+impl<R: Read> Read for KeepError<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    let kind = error.kind();
+                    self.error = Some(error);
+                    return Err(kind.into());
+                }
+                read => return read,
+            }
+        }
+    }
 }
 
 /// Reads the data pages of a column chunk whose page headers passed [`check_chunk`], through
@@ -520,8 +713,14 @@ fn page_header(input: &mut Input<'_>) -> Result<PageHeader, FooterError> {
             }
             // DataPageHeaderV2 (:1096-1180).
             8 => {
-                let ints = input.int_struct(&[1, 2, 3, 4, 5, 6], &[7])?;
-                header.encoding = ints.iter().rev().find(|f| f.0 == 4).map(|f| f.1);
+                let fields = input.int_struct(&[1, 2, 3, 4, 5, 6], &[7])?;
+                let last = |id: i16| fields.iter().rev().find(|f| f.0 == id).map(|f| f.1);
+                header.encoding = last(4);
+                header.v2 = Some(V2Levels {
+                    definition: last(5),
+                    repetition: last(6),
+                    is_compressed: last(7).is_none_or(|b| b != 0),
+                });
             }
             _ => input.skip(declared, 1)?,
         }

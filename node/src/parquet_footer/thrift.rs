@@ -240,7 +240,8 @@ impl Input<'_> {
     /// A struct parquet reads with its own reader: the fields in `ints` as i32s (a zigzag
     /// varint truncated to 32 bits, whatever type is declared), those in `bools` from the
     /// field header (which must declare a bool), others skipped by their declared type.
-    /// Returns the ints in the order read (a repeated field replaces the earlier value).
+    /// Returns the ints and the bools (as 1 or 0) in the order read (a repeated field
+    /// replaces the earlier value).
     pub(super) fn int_struct(
         &mut self,
         ints: &[i16],
@@ -257,6 +258,7 @@ impl Input<'_> {
                         "a bool field is declared as another type",
                     ));
                 }
+                read.push((id, i32::from(declared == BOOL_TRUE)));
             } else {
                 self.skip(declared, 2)?;
             }

@@ -488,3 +488,285 @@ fn duckdb_intervals_survive_publish_and_fetch_or_are_refused_when_they_hold_mont
         ])
     );
 }
+
+/// Times of day. pyarrow 26 reads `HH:MM:SS` and `HH:MM` (hours 00-23, spaces and tabs
+/// around ignored, empty fields null) as time32[s], `HH:MM` and `HH:MM:SS` mixed in one
+/// column; fractions of a second, `24:00`, leap seconds, single-digit hours and times mixed
+/// with dates stay text.
+const TIMES_CSV: &str = concat!(
+    "id,hms,hm,mixed,frac,late,short,with_date\n",
+    "1,12:34:56,12:34,12:34:56,12:34:56.123,24:00:00,1:02:03,12:34:56\n",
+    "2,00:00:00,23:59, 08:00 ,00:00:00.5,23:59:60,9:05,2024-01-01\n",
+    "3,23:59:59,00:00,\t23:59:59,,24:00,12:34,\n",
+    "4,,09:05,,00:00:01.000001,12:34,1:2,23:59\n",
+    "5,07:08:09,,\"  06:00\",23:59:59.9,,,\n",
+);
+
+/// Reads the product `argv[3]` through Arrow Flight (`argv[1]` the endpoint, `argv[2]` the
+/// token) and writes it to the Arrow IPC file `argv[4]`.
+const FLIGHT_SAVE: &str = r#"
+import sys
+import pyarrow.flight as flight, pyarrow.ipc as ipc
+client = flight.FlightClient(sys.argv[1])
+auth = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {sys.argv[2]}".encode())])
+info = client.get_flight_info(flight.FlightDescriptor.for_path(sys.argv[3]), auth)
+table = client.do_get(info.endpoints[0].ticket, auth).read_all()
+with ipc.new_file(sys.argv[4], table.schema) as writer:
+    writer.write_table(table)
+"#;
+
+/// The ids of a fetched Arrow file, in order.
+fn fetched_ids(path: &Path) -> Vec<i64> {
+    use arrow::array::{Array, Int64Array};
+    let reader =
+        arrow::ipc::reader::FileReader::try_new(std::fs::File::open(path).unwrap(), None).unwrap();
+    let mut ids = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let column = batch.column_by_name("id").unwrap();
+        let column = column.as_any().downcast_ref::<Int64Array>().unwrap();
+        ids.extend(column.iter().flatten());
+    }
+    ids
+}
+
+#[test]
+fn csv_times_of_day_survive_publish_fetch_sql_flight_filters_and_odcs_as_pyarrow_reads_them() {
+    if !require_pyarrow() {
+        return;
+    }
+    let sales = TestNode::start("sales", &[]);
+    let source = write_file(sales.dir.parent().unwrap(), "times.csv", TIMES_CSV);
+    publish(&sales, "times", &source, &[]);
+    let churn = TestNode::start_seeing("churn", &sales, "sales/times");
+    let dir = tempfile::tempdir().unwrap();
+
+    // Fetched, every column is what pyarrow.csv.read_csv makes of the file: types and values.
+    let agreed = churn.share_agreed("sales/times", "analytics", &[]);
+    let id = agreed["id"].as_str().unwrap().to_owned();
+    let out = dir.path().join("times.arrow");
+    let fetched = churn.fetch("sales/times", &out, &["--agreement", &id]);
+    assert!(fetched.success, "fetch failed: {}", fetched.stderr);
+    let report: Value = serde_json::from_str(&python(
+        COMPARE,
+        &[out.to_str().unwrap(), source.to_str().unwrap(), ""],
+    ))
+    .unwrap();
+    let order: Vec<String> = serde_json::from_value(report["order"].clone()).unwrap();
+    assert_eq!(order.len(), 8, "{report}");
+    for name in &order {
+        assert_eq!(
+            column(&report, "fetched", name),
+            column(&report, "pyarrow", name),
+            "{name} differs from pyarrow: {report}"
+        );
+    }
+    let s = |v: &str| json!(v);
+    let n = Value::Null;
+    let types: Vec<String> = order
+        .iter()
+        .map(|name| column(&report, "fetched", name).0)
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "int64",
+            "time32[s]",
+            "time32[s]",
+            "time32[s]",
+            "string",
+            "string",
+            "string",
+            "string"
+        ],
+        "{report}"
+    );
+    assert_eq!(
+        column(&report, "fetched", "hms").1,
+        [
+            s("12:34:56"),
+            s("00:00:00"),
+            s("23:59:59"),
+            n.clone(),
+            s("07:08:09")
+        ]
+    );
+    assert_eq!(
+        column(&report, "fetched", "mixed").1,
+        [
+            s("12:34:56"),
+            s("08:00:00"),
+            s("23:59:59"),
+            n.clone(),
+            s("06:00:00")
+        ]
+    );
+
+    // Through Arrow Flight, the same table.
+    let status = churn.status();
+    let flight_addr = status["flight_addr"]
+        .as_str()
+        .unwrap_or_else(|| panic!("status has no flight_addr: {status}"));
+    let token = std::fs::read_to_string(churn.dir.join("api.token")).unwrap();
+    let through_flight = dir.path().join("flight.arrow");
+    python(
+        FLIGHT_SAVE,
+        &[
+            &format!("grpc://{flight_addr}"),
+            token.trim(),
+            "sales/times",
+            through_flight.to_str().unwrap(),
+        ],
+    );
+    let flight_report: Value = serde_json::from_str(&python(
+        COMPARE,
+        &[
+            through_flight.to_str().unwrap(),
+            source.to_str().unwrap(),
+            "",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        flight_report["fetched"], report["pyarrow"],
+        "{flight_report}"
+    );
+
+    // SQL compares the column with a time written as text.
+    let sql = churn
+        .cli(&[
+            "sql",
+            "--json",
+            r#"SELECT id, hms FROM "sales/times" WHERE hms > '12:00:00' ORDER BY id"#,
+        ])
+        .json();
+    assert_eq!(
+        sql,
+        json!([{"id": 1, "hms": "12:34:56"}, {"id": 3, "hms": "23:59:59"}])
+    );
+
+    // The agreement's ODCS document names the type as pyarrow does; ODCS v3.0.2 has no
+    // logical type for a time of day, so it is a string there.
+    let odcs = churn.cli(&["share", "show", &id, "--odcs"]);
+    assert!(odcs.success, "{}", odcs.stderr);
+    let document: serde_yaml_ng::Value = serde_yaml_ng::from_str(&odcs.stdout).unwrap();
+    let hms = document["schema"][0]["properties"]
+        .as_sequence()
+        .and_then(|properties| {
+            properties
+                .iter()
+                .find(|p| p["name"].as_str() == Some("hms"))
+        })
+        .unwrap_or_else(|| panic!("no property hms:\n{}", odcs.stdout));
+    assert_eq!(hms["physicalType"].as_str(), Some("time32[s]"), "{hms:?}");
+    assert_eq!(hms["logicalType"].as_str(), Some("string"), "{hms:?}");
+    let yaml = dir.path().join("times-odcs.yaml");
+    std::fs::write(&yaml, &odcs.stdout).unwrap();
+    let (passed, lint) = mesh_tests::datacontract_lint(&yaml);
+    assert!(passed, "datacontract lint failed:\n{lint}\n{}", odcs.stdout);
+
+    // A row filter compares a time column with times written as text, minutes or seconds.
+    let filtered = churn.share_agreed(
+        "sales/times",
+        "analytics",
+        &["--filter", "hms BETWEEN '07:00' AND '12:59:59'"],
+    );
+    let out = dir.path().join("filtered.arrow");
+    let fetched = churn.fetch(
+        "sales/times",
+        &out,
+        &["--agreement", filtered["id"].as_str().unwrap()],
+    );
+    assert!(fetched.success, "fetch failed: {}", fetched.stderr);
+    assert_eq!(fetched_ids(&out), [1, 5]);
+}
+
+/// Writes a table of many types to the Parquet file `argv[1]` as pyarrow does with
+/// `compression='brotli'`, in data pages of version `argv[2]` (`1.0`, or `2.0`, whose levels
+/// are not compressed), several pages to a column chunk and two row groups.
+const BROTLI_WRITE: &str = r#"
+import sys, datetime as dt, decimal, pyarrow as pa, pyarrow.parquet as pq
+n = 3000
+utc = dt.timezone.utc
+table = pa.table({
+    'id': pa.array(range(n), pa.int64()),
+    'small': pa.array([None if i % 7 == 0 else i % 100 - 50 for i in range(n)], pa.int32()),
+    'price': pa.array([None if i % 13 == 0 else i * 1.25 - 7 for i in range(n)], pa.float64()),
+    'name': pa.array([None if i % 11 == 0 else f'customer {i % 37}, José 中文' for i in range(n)]),
+    'flag': pa.array([None if i % 17 == 0 else i % 3 == 0 for i in range(n)]),
+    'day': pa.array([dt.date(2024, 2, 28) + dt.timedelta(days=i) for i in range(n)]),
+    'at': pa.array([dt.datetime(2024, 1, 1, tzinfo=utc) + dt.timedelta(seconds=i * 37, microseconds=i) for i in range(n)], pa.timestamp('us', 'UTC')),
+    'amount': pa.array([decimal.Decimal(i * 7919 - 10**6) / 100 for i in range(n)], pa.decimal128(12, 2)),
+    'tags': pa.array([None if i % 5 == 0 else [f't{j}' for j in range(i % 4)] for i in range(n)], pa.list_(pa.string())),
+    'point': pa.array([None if i % 19 == 0 else {'x': i, 'y': None if i % 2 else f'y{i}'} for i in range(n)]),
+})
+pq.write_table(table, sys.argv[1], compression='brotli', data_page_version=sys.argv[2],
+               data_page_size=4096, row_group_size=2000)
+meta = pq.ParquetFile(sys.argv[1]).metadata
+assert meta.num_row_groups == 2
+assert {meta.row_group(g).column(c).compression for g in range(2) for c in range(meta.num_columns)} == {'BROTLI'}
+"#;
+
+/// Compares the fetched Arrow file `argv[1]` with the Parquet file `argv[2]` as pyarrow reads
+/// it: the schemas (metadata aside), and each column's values.
+const BROTLI_COMPARE: &str = r#"
+import json, sys
+import pyarrow.ipc as ipc, pyarrow.parquet as pq
+fetched = ipc.open_file(sys.argv[1]).read_all()
+reference = pq.read_table(sys.argv[2])
+print(json.dumps({
+    'rows': [fetched.num_rows, reference.num_rows],
+    'schema': [str(fetched.schema.remove_metadata()), str(reference.schema.remove_metadata())],
+    'differ': [name for name in reference.column_names
+               if name not in fetched.column_names
+               or not fetched.column(name).equals(reference.column(name))],
+    'equal': fetched.equals(reference),
+}))
+"#;
+
+#[test]
+fn brotli_parquet_survives_publish_and_fetch_as_pyarrow_reads_it() {
+    if !require_pyarrow() {
+        return;
+    }
+    let sales = TestNode::start("sales", &[]);
+    let dir = sales.dir.parent().unwrap().to_path_buf();
+    let versions = [("brotli-v1", "1.0"), ("brotli-v2", "2.0")];
+    for (name, version) in versions {
+        let source = dir.join(format!("{name}.parquet"));
+        python(BROTLI_WRITE, &[source.to_str().unwrap(), version]);
+        publish(&sales, name, &source, &[]);
+    }
+    let churn = TestNode::start_seeing("churn", &sales, "sales/brotli-v2");
+    for (name, _) in versions {
+        let product = format!("sales/{name}");
+        wait_until(Duration::from_secs(20), || {
+            churn.version_of(&product).is_some()
+        })
+        .unwrap_or_else(|| panic!("churn never saw {product}"));
+        let v = churn
+            .cli(&[
+                "share",
+                "request",
+                &product,
+                "--purpose",
+                "analytics",
+                "--json",
+            ])
+            .json();
+        assert_eq!(v["state"], "agreed", "{v}");
+        let out = dir.join(format!("{name}.arrow"));
+        let fetched = churn.fetch(&product, &out, &["--json"]);
+        assert!(fetched.success, "fetch failed: {}", fetched.stderr);
+        let source = dir.join(format!("{name}.parquet"));
+        let report: Value = serde_json::from_str(&python(
+            BROTLI_COMPARE,
+            &[out.to_str().unwrap(), source.to_str().unwrap()],
+        ))
+        .unwrap();
+        assert_eq!(report["rows"], json!([3000, 3000]), "{name}: {report}");
+        assert_eq!(report["schema"][0], report["schema"][1], "{name}: {report}");
+        assert_eq!(report["differ"], json!([]), "{name}: {report}");
+        assert_eq!(report["equal"], true, "{name}: {report}");
+    }
+}
