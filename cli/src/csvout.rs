@@ -65,13 +65,16 @@ impl<W: Write> CsvWriter<W> {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Logical nulls: a Null column, a dictionary's null values, a run-end-encoded
+        // column's null runs are nulls too, though their own validity says nothing.
+        let nulls: Vec<_> = batch.columns().iter().map(|c| c.logical_nulls()).collect();
         for row in 0..batch.num_rows() {
             self.line.clear();
             for (column, formatter) in formatters.iter().enumerate() {
                 if column > 0 {
                     self.line.push(b',');
                 }
-                if batch.column(column).is_null(row) {
+                if nulls[column].as_ref().is_some_and(|n| n.is_null(row)) {
                     continue;
                 }
                 self.field.clear();
@@ -228,5 +231,28 @@ mod tests {
         let batch = RecordBatch::try_from_iter([("items", Arc::new(lists) as ArrayRef)]).unwrap();
         let err = CsvWriter::new(Vec::new()).write(&batch).unwrap_err();
         assert!(err.to_string().contains("`items`"), "{err}");
+    }
+
+    #[test]
+    fn nulls_that_only_the_values_or_the_type_say_are_empty_fields() {
+        use arrow::array::{DictionaryArray, NullArray, RunArray};
+        use arrow::datatypes::Int32Type;
+
+        let dictionary = DictionaryArray::<Int32Type>::new(
+            vec![Some(0), Some(1), None].into(),
+            Arc::new(StringArray::from(vec![Some(""), None])),
+        );
+        let runs = RunArray::<Int32Type>::try_new(
+            &vec![1, 3].into(),
+            &StringArray::from(vec![Some("a"), None]),
+        )
+        .unwrap();
+        let batch = RecordBatch::try_from_iter([
+            ("d", Arc::new(dictionary) as ArrayRef),
+            ("n", Arc::new(NullArray::new(3))),
+            ("r", Arc::new(runs)),
+        ])
+        .unwrap();
+        assert_eq!(csv_of(&batch), "d,n,r\n\"\",,a\n,,\n,,\n");
     }
 }

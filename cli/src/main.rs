@@ -6,6 +6,7 @@ mod commands;
 mod csvout;
 mod demo;
 mod exit;
+mod jsonout;
 mod mesh;
 mod output;
 mod progress;

@@ -4,14 +4,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock};
 
 use anyhow::Context;
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::buffer::Buffer;
-use arrow::datatypes::{DataType, FieldRef, Float16Type, Float32Type, Float64Type, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::StreamDecoder;
-use arrow::json::writer::{Encoder, EncoderFactory, EncoderOptions, NullableEncoder};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use mesh_node::dataplane::OutputFormat;
 use mesh_node::diskroom::Room;
@@ -296,7 +294,7 @@ async fn print_table(rows: &mut Rows) -> anyhow::Result<()> {
 
 async fn print_json(rows: &mut Rows) -> anyhow::Result<()> {
     let (_, mut batch) = rows.schema().await?;
-    let mut writer = json_writer(Stdout::new());
+    let mut writer = crate::jsonout::json_writer(Stdout::new());
     while let Some(b) = batch {
         writer.write(&b).map_err(bad)?;
         batch = rows.next().await?;
@@ -306,79 +304,6 @@ async fn print_json(rows: &mut Rows) -> anyhow::Result<()> {
     out.write_all(b"\n")?;
     out.flush()?;
     Ok(())
-}
-
-/// The JSON rows writer of `--json`: an array of objects, nulls written out, and NaN and the
-/// infinities, which JSON has no number for, as the strings `"NaN"`, `"Infinity"` and
-/// `"-Infinity"`, so that they stay apart from null: the spellings DuckDB and Python's `json`
-/// write bare (which strict parsers refuse), quoted as the JSON mapping of Protocol Buffers
-/// quotes them.
-fn json_writer<W: Write>(out: W) -> arrow::json::Writer<W, arrow::json::writer::JsonArray> {
-    arrow::json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .with_encoder_factory(Arc::new(NonFiniteAsStrings))
-        .build(out)
-}
-
-/// Encodes float columns (at any depth) as the JSON writer does, but for NaN and the
-/// infinities, which it would write as `null`.
-#[derive(Debug)]
-struct NonFiniteAsStrings;
-
-/// Encoder options without [`NonFiniteAsStrings`]: the writer's own float encoder.
-static PLAIN_JSON: LazyLock<EncoderOptions> = LazyLock::new(EncoderOptions::default);
-
-impl EncoderFactory for NonFiniteAsStrings {
-    fn make_default_encoder<'a>(
-        &self,
-        field: &'a FieldRef,
-        array: &'a dyn Array,
-        _options: &'a EncoderOptions,
-    ) -> Result<Option<NullableEncoder<'a>>, arrow::error::ArrowError> {
-        let value: Box<dyn Fn(usize) -> f64 + 'a> = match array.data_type() {
-            DataType::Float16 => {
-                let values = array.as_primitive::<Float16Type>();
-                Box::new(move |i| values.value(i).to_f64())
-            }
-            DataType::Float32 => {
-                let values = array.as_primitive::<Float32Type>();
-                Box::new(move |i| f64::from(values.value(i)))
-            }
-            DataType::Float64 => {
-                let values = array.as_primitive::<Float64Type>();
-                Box::new(move |i| values.value(i))
-            }
-            _ => return Ok(None),
-        };
-        let finite = arrow::json::writer::make_encoder(field, array, &PLAIN_JSON)?;
-        Ok(Some(NullableEncoder::new(
-            Box::new(NonFiniteEncoder { value, finite }),
-            array.nulls().cloned(),
-        )))
-    }
-}
-
-/// See [`NonFiniteAsStrings`].
-struct NonFiniteEncoder<'a> {
-    /// The value at a row, widened.
-    value: Box<dyn Fn(usize) -> f64 + 'a>,
-    /// The writer's own encoder, for finite values.
-    finite: NullableEncoder<'a>,
-}
-
-impl Encoder for NonFiniteEncoder<'_> {
-    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
-        let value = (self.value)(idx);
-        if value.is_nan() {
-            out.extend_from_slice(b"\"NaN\"");
-        } else if value == f64::INFINITY {
-            out.extend_from_slice(b"\"Infinity\"");
-        } else if value == f64::NEG_INFINITY {
-            out.extend_from_slice(b"\"-Infinity\"");
-        } else {
-            self.finite.encode(idx, out);
-        }
-    }
 }
 
 /// `--csv`: NULL as an empty field, an empty text as `""` (see `csvout`).
@@ -557,88 +482,6 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema, UnionFields, UnionMode};
 
     use super::*;
-
-    fn json_of(batch: &RecordBatch) -> String {
-        let mut writer = json_writer(Vec::new());
-        writer.write(batch).unwrap();
-        writer.finish().unwrap();
-        String::from_utf8(writer.into_inner()).unwrap()
-    }
-
-    #[test]
-    fn json_writes_nan_and_the_infinities_as_strings_at_any_depth_and_null_as_null() {
-        use arrow::array::{Float32Array, Float64Array, ListArray};
-
-        let special = [
-            Some(f64::NAN),
-            Some(f64::INFINITY),
-            Some(f64::NEG_INFINITY),
-            None,
-            Some(-0.5),
-        ];
-        let f64s = Float64Array::from(special.to_vec());
-        let f32s = Float32Array::from(special.map(|v| v.map(|v| v as f32)).to_vec());
-        let f16s = arrow::compute::cast(&f64s, &DataType::Float16).unwrap();
-        let lists = ListArray::from_iter_primitive::<Float64Type, _, _>(
-            special.map(|v| Some(vec![v, Some(2.0)])),
-        );
-        let batch = RecordBatch::try_from_iter([
-            ("d", Arc::new(f64s) as arrow::array::ArrayRef),
-            ("f", Arc::new(f32s)),
-            ("h", f16s),
-            ("l", Arc::new(lists)),
-        ])
-        .unwrap();
-        let rows: serde_json::Value = serde_json::from_str(&json_of(&batch)).unwrap();
-        let expected = ["\"NaN\"", "\"Infinity\"", "\"-Infinity\"", "null", "-0.5"];
-        for (row, value) in expected.iter().enumerate() {
-            let value: serde_json::Value = serde_json::from_str(value).unwrap();
-            let want = serde_json::json!({
-                "d": value, "f": value, "h": value, "l": [value, 2.0]
-            });
-            assert_eq!(rows[row], want, "row {row}");
-        }
-    }
-
-    #[test]
-    fn json_writes_finite_floats_as_the_plain_writer_does() {
-        use arrow::array::{Float32Array, Float64Array};
-
-        let batch = RecordBatch::try_from_iter([
-            (
-                "d",
-                Arc::new(Float64Array::from(vec![
-                    Some(1.0),
-                    Some(-0.0),
-                    Some(1e300),
-                    Some(f64::MIN_POSITIVE),
-                    Some(0.1),
-                    None,
-                ])) as arrow::array::ArrayRef,
-            ),
-            (
-                "f",
-                Arc::new(Float32Array::from(vec![
-                    Some(1.0),
-                    Some(-0.0),
-                    Some(3e38),
-                    Some(f32::MIN_POSITIVE),
-                    Some(0.1),
-                    None,
-                ])),
-            ),
-        ])
-        .unwrap();
-        let mut plain = arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow::json::writer::JsonArray>(Vec::new());
-        plain.write(&batch).unwrap();
-        plain.finish().unwrap();
-        assert_eq!(
-            json_of(&batch),
-            String::from_utf8(plain.into_inner()).unwrap()
-        );
-    }
 
     #[test]
     fn a_union_column_is_refused_as_parquet_by_name_and_kept_as_arrow() {
