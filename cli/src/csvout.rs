@@ -54,9 +54,7 @@ impl<W: Write> CsvWriter<W> {
             .map(|(array, field)| {
                 if array.data_type().is_nested() {
                     Err(ArrowError::CsvError(format!(
-                        "column `{}` is of the nested type {}, which CSV cannot hold: select \
-                         its members as columns of their own, or write the result with --out \
-                         as .parquet or .arrow",
+                        "column `{}` is of the nested type {}, which CSV cannot hold",
                         field.name(),
                         array.data_type()
                     )))

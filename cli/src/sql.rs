@@ -229,6 +229,20 @@ fn bad(e: arrow::error::ArrowError) -> anyhow::Error {
     )
 }
 
+/// A result this command received whole but cannot write as `what` (a union or a map
+/// column as JSON, say).
+fn unwritable(what: &'static str) -> impl Fn(arrow::error::ArrowError) -> anyhow::Error {
+    move |e| {
+        fail(
+            Failure::Other,
+            format!(
+                "cannot write the result as {what}: {e}; select other columns, or write it \
+                 with --out as .arrow, .arrows or .parquet"
+            ),
+        )
+    }
+}
+
 /// Standard output, buffered; a reader that went away ends the process as `outln!` does.
 struct Stdout(std::io::BufWriter<std::io::StdoutLock<'static>>);
 
@@ -269,7 +283,7 @@ async fn print_table(rows: &mut Rows) -> anyhow::Result<()> {
             .iter()
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(bad)?;
+            .map_err(unwritable("a table"))?;
         for row in 0..b.num_rows() {
             if shown == MAX_TABLE_ROWS {
                 break;
@@ -296,10 +310,10 @@ async fn print_json(rows: &mut Rows) -> anyhow::Result<()> {
     let (_, mut batch) = rows.schema().await?;
     let mut writer = crate::jsonout::json_writer(Stdout::new());
     while let Some(b) = batch {
-        writer.write(&b).map_err(bad)?;
+        writer.write(&b).map_err(unwritable("JSON"))?;
         batch = rows.next().await?;
     }
-    writer.finish().map_err(bad)?;
+    writer.finish().map_err(unwritable("JSON"))?;
     let mut out = writer.into_inner();
     out.write_all(b"\n")?;
     out.flush()?;
@@ -312,7 +326,7 @@ async fn print_csv(rows: &mut Rows) -> anyhow::Result<()> {
     let mut writer = crate::csvout::CsvWriter::new(Stdout::new());
     writer.header(&schema)?;
     while let Some(b) = batch {
-        writer.write(&b).map_err(bad)?;
+        writer.write(&b).map_err(unwritable("CSV"))?;
         batch = rows.next().await?;
     }
     writer.into_inner()?;
