@@ -756,9 +756,14 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Wraps a path (not created here).
+    /// Wraps a path (not created here), made absolute against the current directory: every
+    /// path derived from it stays right whatever the process's directory later is, and the
+    /// paths the daemon hands its own writers (the SQL cache's files) must be absolute.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        Self {
+            root: std::path::absolute(&root).unwrap_or(root),
+        }
     }
     /// The directory.
     pub fn root(&self) -> &Path {
@@ -814,6 +819,19 @@ impl DataDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_data_directory_is_made_absolute_once() {
+        let dir = DataDir::new("nodes/churn");
+        assert!(dir.root().is_absolute(), "{}", dir.root().display());
+        assert_eq!(
+            dir.root(),
+            std::env::current_dir().unwrap().join("nodes/churn")
+        );
+        assert!(dir.received().is_absolute());
+        let absolute = DataDir::new("/srv/meshnode");
+        assert_eq!(absolute.root(), Path::new("/srv/meshnode"));
+    }
 
     #[test]
     fn round_trip_and_validation() {
