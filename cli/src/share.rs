@@ -1,9 +1,10 @@
 //! `meshnode share ...`: sharing contracts, and `meshnode audit`.
 
-use mesh_node::agreements::Role;
+use mesh_node::agreements::{ListCursor, Role};
 use mesh_node::odcs::DataContract;
 use mesh_node::views::{
-    AgreementView, ArchiveRequest, ArchiveView, AuditView, ReasonRequest, ShareRequest,
+    AgreementView, ArchiveRequest, ArchiveView, AuditView, ReasonRequest, SharePage, ShareQuery,
+    ShareRequest,
 };
 use mesh_protocol::ContractState;
 
@@ -52,8 +53,29 @@ enum ShareAction {
         #[arg(long, value_name = "DURATION", value_parser = parse_validity)]
         valid_for: Option<u64>,
     },
-    /// Every contract this node holds, as provider or consumer.
-    List,
+    /// The contracts this node holds, as provider or consumer: the newest 1,000 unless
+    /// `--limit` says otherwise, newest first; older ones with `--before`.
+    List {
+        /// Contracts to show: the newest (after `--before`), at most this many and at most
+        /// 8 MiB of stored contracts.
+        #[arg(
+            long,
+            default_value_t = SHARE_PAGE,
+            value_parser = clap::value_parser!(u64).range(1..=MAX_SHARE_PAGE)
+        )]
+        limit: u64,
+        /// Show the contracts after this position: the `MS-ID` a listing names for its next
+        /// page, or a time in ms since the epoch (the contracts created before it).
+        #[arg(long, value_name = "MS-ID")]
+        before: Option<ListCursor>,
+        /// Only the contracts where this node is the `provider` or the `consumer`.
+        #[arg(long)]
+        role: Option<Role>,
+        /// Only the contracts in this state now: requested, pending, agreed, rejected,
+        /// revoked or expired.
+        #[arg(long)]
+        state: Option<ContractState>,
+    },
     /// Requests waiting for this node's operator (`share accept` / `share reject`).
     Pending,
     /// One contract in full.
@@ -197,18 +219,46 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ShareAction::List => {
-            let views: Vec<AgreementView> = client.get("/v1/share").await?;
+        ShareAction::List {
+            limit,
+            before,
+            role,
+            state,
+        } => {
+            let query = ShareQuery {
+                limit: Some(limit as usize),
+                before,
+                role,
+                state,
+            };
+            let page: SharePage = client
+                .get(&format!("/v1/share/page{}", query.to_query_string()))
+                .await?;
             if json {
-                return output::json(&views);
+                // The array `share list --json` always printed; the rest is in the note.
+                output::json(&page.contracts)?;
+            } else if page.contracts.is_empty() {
+                if query.before.is_none() && query.role.is_none() && query.state.is_none() {
+                    crate::outln!(
+                        "no contracts yet: ask for one with `meshnode share request DOMAIN/PRODUCT --purpose P`"
+                    );
+                } else {
+                    crate::outln!("no contracts match");
+                }
+            } else {
+                print_table(&page.contracts);
             }
-            if views.is_empty() {
-                crate::outln!(
-                    "no contracts yet: ask for one with `meshnode share request DOMAIN/PRODUCT --purpose P`"
+            if let Some(next) = page.next_before {
+                eprintln!(
+                    "note: {} contracts shown, newest first; {} more: see them with `meshnode share list{}` (or a larger --limit, up to {MAX_SHARE_PAGE})",
+                    page.contracts.len(),
+                    page.more,
+                    list_args(&ShareQuery {
+                        before: Some(next),
+                        ..query
+                    })
                 );
-                return Ok(());
             }
-            print_table(&views);
             Ok(())
         }
         ShareAction::Pending => {
@@ -306,6 +356,29 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Contracts `share list` shows unless told otherwise.
+const SHARE_PAGE: u64 = mesh_node::views::DEFAULT_SHARE_PAGE as u64;
+/// Most contracts `share list --limit` may ask for.
+const MAX_SHARE_PAGE: u64 = mesh_node::views::MAX_SHARE_PAGE as u64;
+
+/// The arguments of `share list` that ask for `query` (each with its leading space).
+fn list_args(query: &ShareQuery) -> String {
+    let mut args = String::new();
+    if let Some(limit) = query.limit.filter(|n| *n as u64 != SHARE_PAGE) {
+        args.push_str(&format!(" --limit {limit}"));
+    }
+    if let Some(before) = &query.before {
+        args.push_str(&format!(" --before {before}"));
+    }
+    if let Some(role) = query.role {
+        args.push_str(&format!(" --role {}", role.as_str()));
+    }
+    if let Some(state) = query.state {
+        args.push_str(&format!(" --state {state}"));
+    }
+    args
 }
 
 /// `2024-03-01T12:00:00.000Z` -> `2024-03-01`.

@@ -16,6 +16,11 @@
 //!   [`ClosedRetention`](mesh_protocol::retention::ClosedRetention) does not keep is found without reading a record;
 //! - `V` -> the index's version, so that a store indexed by an older build is indexed again.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::str::FromStr;
+
 use mesh_protocol::PublicKey;
 use mesh_protocol::Signed;
 use mesh_protocol::codec::{self, DecodeError};
@@ -23,7 +28,7 @@ use mesh_protocol::contract::effective_state;
 use mesh_protocol::contract::{
     Agreement, AgreementId, ContractRequest, ContractState, ContractTerms, Rejection, Revocation,
 };
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sled::Transactional;
 
 use crate::store::{Store, StoreError};
@@ -114,6 +119,131 @@ fn ids_of(
     Ok(out)
 }
 
+/// Decodes one entry of the `agreements` tree.
+fn decode_agreement(
+    key: &[u8],
+    value: &[u8],
+) -> Result<(AgreementId, AgreementRecord), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        tree: "agreements",
+        key: hex::encode(key),
+        reason,
+    };
+    let id: [u8; 32] = key
+        .try_into()
+        .map_err(|_| corrupt("key is not an agreement id".into()))?;
+    let record = AgreementRecord::from_bytes(value).map_err(|e| corrupt(e.to_string()))?;
+    Ok((AgreementId(id), record))
+}
+
+/// A stored record as a listing reads it: its id, the record and its stored size in bytes.
+type Stored = (AgreementId, AgreementRecord, usize);
+
+/// Where a contract comes in a listing (newest first, then by id): a greater rank comes
+/// first. The creation time is the start of the terms' validity.
+type Rank = (u64, Reverse<[u8; 32]>);
+
+/// Where a listing of contracts resumes (`share list --before`): after the contract created
+/// at `created_ms` with id `id` in the listing's order (newest first, then by id), or, with no
+/// id, at the contracts created before `created_ms`. Written `MS-ID` (the id in 64 hex
+/// digits, as a listing names the next page) or `MS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListCursor {
+    /// Creation time (start of validity), ms since the epoch.
+    pub created_ms: u64,
+    /// The last contract of the newer page, if any.
+    pub id: Option<AgreementId>,
+}
+
+impl ListCursor {
+    /// Whether a contract of `rank` comes after the cursor in a listing.
+    fn admits(&self, rank: &Rank) -> bool {
+        match self.id {
+            Some(id) => *rank < (self.created_ms, Reverse(id.0)),
+            None => rank.0 < self.created_ms,
+        }
+    }
+}
+
+impl fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "{}-{}", self.created_ms, id.to_hex()),
+            None => write!(f, "{}", self.created_ms),
+        }
+    }
+}
+
+/// Why a text is not a [`ListCursor`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{0}` is not a position in the contract list: give a time in ms since the epoch (contracts created before it) or the `MS-ID` a listing names for its next page"
+)]
+pub struct BadListCursor(String);
+
+impl FromStr for ListCursor {
+    type Err = BadListCursor;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || BadListCursor(text.chars().take(100).collect());
+        let (ms, id) = match text.split_once('-') {
+            Some((ms, id)) => (ms, Some(id)),
+            None => (text, None),
+        };
+        if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let created_ms = ms.parse().map_err(|_| bad())?;
+        let id = match id {
+            None => None,
+            Some(hex) => {
+                let bytes: [u8; 32] = hex::decode(hex)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(bad)?;
+                Some(AgreementId(bytes))
+            }
+        };
+        Ok(Self { created_ms, id })
+    }
+}
+
+impl Serialize for ListCursor {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListCursor {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which contracts a listing shows: of one role, in one state now (an agreed contract past
+/// its end is expired), or all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only this node's side.
+    pub role: Option<Role>,
+    /// Only contracts in this state now.
+    pub state: Option<ContractState>,
+}
+
+/// A page of stored contracts, newest first (see [`Store::agreement_page`]).
+#[derive(Debug, Default)]
+pub struct AgreementPage {
+    /// The page's records, newest first (then by id).
+    pub records: Vec<(AgreementId, AgreementRecord)>,
+    /// Contracts the filter and the cursor admit that are not on the page (all older).
+    pub more: u64,
+    /// The cursor of the next page, when there are more.
+    pub next_before: Option<ListCursor>,
+    /// Records read to choose the page, each decoded once and dropped before the next.
+    pub read: u64,
+}
+
 /// Which side of the contract this node is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -122,6 +252,27 @@ pub enum Role {
     Provider,
     /// We asked for it.
     Consumer,
+}
+
+impl Role {
+    /// Lowercase label used in the CLI and JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Provider => "provider",
+            Role::Consumer => "consumer",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        [Role::Provider, Role::Consumer]
+            .into_iter()
+            .find(|role| role.as_str() == text)
+            .ok_or_else(|| format!("unknown role `{text}`: provider or consumer"))
+    }
 }
 
 /// Everything this node knows about one contract.
@@ -308,16 +459,18 @@ impl Store {
             return Ok(0);
         }
         index.clear()?;
-        let records = self.agreement_records()?;
-        for (id, record) in &records {
-            for (key, value) in index_keys(id, record) {
+        let mut indexed = 0;
+        for item in self.agreement_iter() {
+            let (id, record) = item?;
+            for (key, value) in index_keys(&id, &record) {
                 index.insert(key, value)?;
             }
+            indexed += 1;
         }
         index.insert(VERSION, &[INDEX_VERSION])?;
         *self.closed_count.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.bump_agreement_generation();
-        Ok(records.len())
+        Ok(indexed)
     }
 
     /// Ids of the records with `role` in stored `state`, at most `limit`.
@@ -402,17 +555,7 @@ impl Store {
         let mut out = Vec::new();
         for item in self.agreements().scan_prefix(bytes).take(limit) {
             let (key, value) = item?;
-            let corrupt = |reason: String| StoreError::Corrupt {
-                tree: "agreements",
-                key: hex::encode(&key),
-                reason,
-            };
-            let id: [u8; 32] = key
-                .as_ref()
-                .try_into()
-                .map_err(|_| corrupt("key is not an agreement id".into()))?;
-            let record = AgreementRecord::from_bytes(&value).map_err(|e| corrupt(e.to_string()))?;
-            out.push((AgreementId(id), record));
+            out.push(decode_agreement(&key, &value)?);
         }
         Ok(out)
     }
@@ -453,24 +596,151 @@ impl Store {
             })
     }
 
-    /// Every contract record with its id.
+    /// Every contract record with its id, collected: for tests and small stores only; a
+    /// reader of a store other members fill goes through [`Self::agreement_iter`] or
+    /// [`Self::agreement_page`].
     pub fn agreement_records(&self) -> Result<Vec<(AgreementId, AgreementRecord)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.agreements().iter() {
-            let (key, value) = item?;
-            let id: [u8; 32] = key.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                tree: "agreements",
-                key: hex::encode(&key),
-                reason: "key is not an agreement id".into(),
-            })?;
-            let record = AgreementRecord::from_bytes(&value).map_err(|e| StoreError::Corrupt {
-                tree: "agreements",
-                key: hex::encode(&key),
-                reason: e.to_string(),
-            })?;
-            out.push((AgreementId(id), record));
+        self.agreement_iter().collect()
+    }
+
+    /// Every contract record with its id, in id order, each read and decoded when the
+    /// iterator reaches it: memory holds one record at a time, whatever the store holds.
+    pub fn agreement_iter(
+        &self,
+    ) -> impl Iterator<Item = Result<(AgreementId, AgreementRecord), StoreError>> + use<> {
+        self.stored_agreements(ListFilter::default())
+            .map(|item| item.map(|(id, record, _)| (id, record)))
+    }
+
+    /// The records a listing with `filter` looks at, read one at a time with their stored
+    /// size: every record without a filter (a walk of the tree); else, through the index,
+    /// only those of the role and the stored states the filter can admit (an agreed record
+    /// may show as expired). The filter's state is not checked here: it depends on the time.
+    fn stored_agreements(
+        &self,
+        filter: ListFilter,
+    ) -> Box<dyn Iterator<Item = Result<Stored, StoreError>>> {
+        let agreements = self.agreements().clone();
+        if filter == ListFilter::default() {
+            return Box::new(agreements.iter().map(|item| {
+                let (key, value) = item?;
+                let (id, record) = decode_agreement(&key, &value)?;
+                Ok((id, record, value.len()))
+            }));
         }
-        Ok(out)
+        let roles: Vec<Role> = match filter.role {
+            Some(role) => vec![role],
+            None => vec![Role::Provider, Role::Consumer],
+        };
+        let states: Vec<ContractState> = match filter.state {
+            None => ContractState::ALL.to_vec(),
+            Some(ContractState::Expired) => vec![ContractState::Agreed, ContractState::Expired],
+            Some(state) => vec![state],
+        };
+        let prefixes: Vec<[u8; 3]> = roles
+            .iter()
+            .flat_map(|role| {
+                states
+                    .iter()
+                    .map(|state| [BY_STATE, role_byte(*role), state_byte(*state)])
+            })
+            .collect();
+        let index = self.agreement_index().clone();
+        Box::new(
+            prefixes
+                .into_iter()
+                .flat_map(move |prefix| index.scan_prefix(prefix).keys())
+                .filter_map(move |key| {
+                    let key = match key {
+                        Ok(key) => key,
+                        Err(e) => return Some(Err(e.into())),
+                    };
+                    // `S role state id`: the id follows the three bytes of the prefix.
+                    let id = key.get(3..)?;
+                    match agreements.get(id) {
+                        // Removed since the index was read.
+                        Ok(None) => None,
+                        Ok(Some(value)) => {
+                            Some(decode_agreement(id, &value).map(|(id, r)| (id, r, value.len())))
+                        }
+                        Err(e) => Some(Err(e.into())),
+                    }
+                }),
+        )
+    }
+
+    /// The newest contracts `filter` admits after `before` (all when `None`), newest first
+    /// (then by id): at most `limit` (at least one) and at most `max_bytes` of stored
+    /// records (at least one record). Records are read one at a time and only the ids of the
+    /// best `limit` so far are kept (a heap); the page's records are read again at the end.
+    /// Memory is bounded by the page, time by the records the filter reaches. A blocking
+    /// call.
+    pub fn agreement_page(
+        &self,
+        filter: ListFilter,
+        before: Option<ListCursor>,
+        limit: usize,
+        max_bytes: usize,
+        now_ms: u64,
+    ) -> Result<AgreementPage, StoreError> {
+        let limit = limit.max(1);
+        // The best candidates so far, the one listed last on top.
+        let mut best: BinaryHeap<Reverse<(Rank, usize)>> = BinaryHeap::new();
+        let (mut read, mut matched) = (0u64, 0u64);
+        for item in self.stored_agreements(filter) {
+            let (id, record, bytes) = item?;
+            read += 1;
+            let terms = record.terms().map_err(|e| StoreError::Corrupt {
+                tree: "agreements",
+                key: id.to_hex(),
+                reason: format!("the request does not decode: {e}"),
+            })?;
+            if filter.role.is_some_and(|role| role != record.role)
+                || filter.state.is_some_and(|state| {
+                    effective_state(record.state, terms.valid_until_ms, now_ms) != state
+                })
+            {
+                continue;
+            }
+            let rank: Rank = (terms.valid_from_ms, Reverse(id.0));
+            if before.is_some_and(|cursor| !cursor.admits(&rank)) {
+                continue;
+            }
+            matched += 1;
+            if best.len() < limit {
+                best.push(Reverse((rank, bytes)));
+            } else if best.peek().is_some_and(|Reverse((last, _))| rank > *last) {
+                best.pop();
+                best.push(Reverse((rank, bytes)));
+            }
+        }
+        // Ascending order of `Reverse`: the newest first.
+        let chosen = best.into_sorted_vec();
+        let mut page = AgreementPage {
+            read,
+            ..Default::default()
+        };
+        let (mut taken, mut bytes_taken) = (0u64, 0usize);
+        let mut last = None;
+        for Reverse(((created_ms, Reverse(id)), bytes)) in chosen {
+            if taken > 0 && bytes_taken.saturating_add(bytes) > max_bytes {
+                break;
+            }
+            taken += 1;
+            bytes_taken = bytes_taken.saturating_add(bytes);
+            let id = AgreementId(id);
+            last = Some(ListCursor {
+                created_ms,
+                id: Some(id),
+            });
+            // Removed since it was read: left out.
+            if let Some(record) = self.agreement(&id)? {
+                page.records.push((id, record));
+            }
+        }
+        page.more = matched - taken;
+        page.next_before = if page.more > 0 { last } else { None };
+        Ok(page)
     }
 
     /// The signed revocation of an agreement, if this node has heard of one.

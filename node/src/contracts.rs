@@ -49,16 +49,18 @@ use mesh_protocol::contract::{Decision, MAX_STATUS_BATCH, Revocation};
 use mesh_protocol::contract_sync::{self, FirstAnswer, FollowUp, PollIntervals, Side};
 use mesh_protocol::wire::GossipMessage;
 use mesh_protocol::{
-    AgreementId, ContractMessage, ContractReply, ContractState, PublicKey, RejectReason, Signed,
+    AgreementId, ContractMessage, ContractReply, ContractState, ProductDescriptor, ProductId,
+    PublicKey, RejectReason, Signed,
 };
 use tokio::sync::oneshot;
 
-use crate::agreements::{AgreementRecord, Role};
+use crate::agreements::{AgreementRecord, ListFilter, Role};
 use crate::error::NodeError;
 use crate::negotiation::{self, NoticeRefused, Party, counterparty, peer_id_of};
 use crate::node::{Node, now_ms};
 use crate::odcs::{self, DataContract};
-use crate::views::{AgreementView, ShareRequest};
+use crate::store::Store;
+use crate::views::{AgreementView, MAX_SHARE_PAGE_BYTES, SharePage, ShareQuery, ShareRequest};
 
 mod handle;
 
@@ -230,23 +232,7 @@ impl Node {
         id: &AgreementId,
         record: &AgreementRecord,
     ) -> Result<AgreementView, NodeError> {
-        let terms = record.terms().map_err(|e| {
-            NodeError::Internal(format!(
-                "stored contract {} does not decode: {e}",
-                id.short()
-            ))
-        })?;
-        let descriptor = self
-            .store
-            .descriptor(&terms.product)?
-            .and_then(|(_, envelope)| envelope.decode_trusted().ok());
-        Ok(AgreementView::new(
-            id,
-            record,
-            &terms,
-            descriptor.as_ref(),
-            now_ms(),
-        ))
+        view_of(&self.store, &mut HashMap::new(), id, record, now_ms())
     }
 
     /// Sends a contract message to the holder of `key`, dialling it with the addresses of
@@ -789,11 +775,15 @@ impl Node {
                     }
                 }
             }
-            ContractCommand::List {
-                pending_only,
-                reply,
-            } => {
-                let _ = reply.send(self.list_views(pending_only));
+            ContractCommand::List { query, reply } => {
+                // Off the actor: the page is chosen among every record the query reaches.
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = reply.send(share_page(&store, &query, now_ms()));
+                });
+            }
+            ContractCommand::Pending { reply } => {
+                let _ = reply.send(self.pending_views());
             }
             ContractCommand::Show { id, reply } => {
                 let result = negotiation::find(&self.store, &id)
@@ -923,32 +913,21 @@ impl Node {
         self.agreement_view(&id, &record)
     }
 
-    fn list_views(&self, pending_only: bool) -> Result<Vec<AgreementView>, NodeError> {
+    /// Requests waiting for this node's operator, newest first, through the index: the
+    /// queue is bounded by the request budget.
+    fn pending_views(&self) -> Result<Vec<AgreementView>, NodeError> {
         let now = now_ms();
         let mut views = Vec::new();
-        let records = if pending_only {
-            // Through the index: the queue is bounded by the request budget.
-            let mut records = Vec::new();
-            for id in
-                self.store
-                    .agreement_ids_in(Role::Provider, ContractState::Pending, SCAN_LIMIT)?
-            {
-                if let Some(record) = self.store.agreement(&id)? {
-                    records.push((id, record));
-                }
-            }
-            records
-        } else {
-            self.store.agreement_records()?
-        };
-        for (id, record) in records {
-            if pending_only
-                && !(record.role == Role::Provider
-                    && record.state_at(now) == ContractState::Pending)
-            {
+        for id in self
+            .store
+            .agreement_ids_in(Role::Provider, ContractState::Pending, SCAN_LIMIT)?
+        {
+            let Some(record) = self.store.agreement(&id)? else {
                 continue;
+            };
+            if record.role == Role::Provider && record.state_at(now) == ContractState::Pending {
+                views.push(self.agreement_view(&id, &record)?);
             }
-            views.push(self.agreement_view(&id, &record)?);
         }
         views.sort_by(|a, b| {
             b.created_at_ms
@@ -978,9 +957,73 @@ impl Node {
     }
 }
 
+/// The view of a stored record, with granted columns from the catalog when known;
+/// `descriptors` keeps the product descriptors read so far, so that a page reads each once.
+fn view_of(
+    store: &Store,
+    descriptors: &mut HashMap<ProductId, Option<ProductDescriptor>>,
+    id: &AgreementId,
+    record: &AgreementRecord,
+    now: u64,
+) -> Result<AgreementView, NodeError> {
+    let terms = record.terms().map_err(|e| {
+        NodeError::Internal(format!(
+            "stored contract {} does not decode: {e}",
+            id.short()
+        ))
+    })?;
+    if !descriptors.contains_key(&terms.product) {
+        let read = store
+            .descriptor(&terms.product)?
+            .and_then(|(_, envelope)| envelope.decode_trusted().ok());
+        descriptors.insert(terms.product.clone(), read);
+    }
+    let descriptor = descriptors.get(&terms.product).and_then(Option::as_ref);
+    Ok(AgreementView::new(id, record, &terms, descriptor, now))
+}
+
+/// `share list`: the page `query` asks for, newest first. The store reads the records the
+/// query reaches one at a time and keeps the ids of the best candidates only
+/// ([`Store::agreement_page`]), so memory stays within the page ([`crate::views::MAX_SHARE_PAGE`]
+/// contracts, [`MAX_SHARE_PAGE_BYTES`] of records) whatever the store holds. A blocking
+/// call, run off the actor.
+fn share_page(store: &Store, query: &ShareQuery, now: u64) -> Result<SharePage, NodeError> {
+    let limit = query.page_limit().map_err(NodeError::BadRequest)?;
+    let filter = ListFilter {
+        role: query.role,
+        state: query.state,
+    };
+    let started = Instant::now();
+    let page = store.agreement_page(filter, query.before, limit, MAX_SHARE_PAGE_BYTES, now)?;
+    let mut descriptors = HashMap::new();
+    let contracts = page
+        .records
+        .iter()
+        .map(|(id, record)| view_of(store, &mut descriptors, id, record, now))
+        .collect::<Result<Vec<_>, _>>()?;
+    tracing::debug!(
+        read = page.read,
+        shown = contracts.len(),
+        more = page.more,
+        took_ms = started.elapsed().as_millis() as u64,
+        "listed contracts"
+    );
+    Ok(SharePage {
+        contracts,
+        more: page.more,
+        next_before: page.next_before,
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use mesh_protocol::contract::{Agreement, Columns, ContractRequest, ContractTerms, DAY_MS};
+    use mesh_protocol::retention::ClosedRetention;
+    use mesh_protocol::{Identity, ProductId};
+
     use super::*;
+    use crate::agreements::ListCursor;
+    use crate::views::{DEFAULT_SHARE_PAGE, MAX_SHARE_PAGE};
 
     #[test]
     fn a_scan_reads_a_contract_only_when_something_may_be_due() {
@@ -1040,5 +1083,376 @@ mod tests {
         negotiations.next_poll = Some(poll);
         assert_eq!(negotiations.next_due(3, now), Some(poll));
         assert_eq!(negotiations.next_due(5, now), Some(now));
+    }
+
+    /// Records written, of `MEMBERS` consumers, each with a purpose of `PURPOSE` bytes.
+    const RECORDS: u64 = 2_000;
+    const MEMBERS: u64 = 20;
+    const PURPOSE: usize = 8 * 1024;
+    /// When the listing is asked for, ms since the epoch.
+    const NOW: u64 = 10 * DAY_MS;
+
+    fn provider() -> Identity {
+        Identity::from_secret_bytes([1; 32])
+    }
+
+    /// A record of request `n`: created at `NOW - DAY - n / 3` seconds (three at a time, so
+    /// that the id orders contracts created at once), of one of `MEMBERS` consumers; a
+    /// quarter each pending, agreed, agreed past its end (expired) and rejected on the
+    /// provider's side, and every 100th one this node's own request.
+    fn record(n: u64) -> AgreementRecord {
+        let consumer = Identity::from_secret_bytes([10 + (n % MEMBERS) as u8; 32]);
+        let created = NOW - DAY_MS + (n / 3) * 1000;
+        let state = match n % 4 {
+            0 => ContractState::Pending,
+            1 | 2 => ContractState::Agreed,
+            _ => ContractState::Rejected,
+        };
+        let valid_until = if n % 4 == 2 { NOW - 1 } else { NOW + DAY_MS };
+        let mut nonce = [0; 16];
+        nonce[..8].copy_from_slice(&n.to_be_bytes());
+        let terms = ContractTerms {
+            product: ProductId {
+                owner: provider().public_key(),
+                name: "orders".into(),
+            },
+            provider_domain: "sales".into(),
+            consumer_domain: format!("member{}", n % MEMBERS),
+            provider: provider().public_key(),
+            consumer: consumer.public_key(),
+            min_version: 1,
+            max_version: None,
+            purpose: format!("{n:08} {}", "p".repeat(PURPOSE)),
+            columns: Columns::Listed(vec!["order_id".into()]),
+            filter: None,
+            valid_from_ms: created,
+            valid_until_ms: valid_until,
+            nonce,
+        };
+        let request = Signed::sign(&consumer, &ContractRequest { terms });
+        let agreement = (state == ContractState::Agreed)
+            .then(|| Agreement::countersign(&provider(), request.clone()).unwrap());
+        AgreementRecord {
+            role: if n % 100 == 7 {
+                Role::Consumer
+            } else {
+                Role::Provider
+            },
+            request,
+            agreement,
+            rejection: None,
+            revocation: None,
+            state,
+            updated_ms: created,
+        }
+    }
+
+    /// A store holding the `RECORDS` records; returns it with the ids in the order a
+    /// listing shows them (newest first, then by id), each with its role and state now.
+    fn filled() -> (
+        tempfile::TempDir,
+        Store,
+        Vec<(AgreementId, Role, ContractState)>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path())
+            .unwrap()
+            .with_closed_retention(ClosedRetention {
+                per_consumer: 10_000,
+                total: 100_000,
+            });
+        let mut listed = Vec::new();
+        for n in 0..RECORDS {
+            let record = record(n);
+            let terms = record.terms().unwrap();
+            let id = terms.id();
+            store.put_agreement(&id, &record).unwrap();
+            listed.push((terms.valid_from_ms, id, record.role, record.state_at(NOW)));
+        }
+        listed.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.0.cmp(&b.1.0)));
+        let listed = listed
+            .into_iter()
+            .map(|(_, id, role, state)| (id, role, state))
+            .collect();
+        (dir, store, listed)
+    }
+
+    fn ids(page: &SharePage) -> Vec<String> {
+        page.contracts.iter().map(|v| v.id.clone()).collect()
+    }
+
+    fn hex(ids: &[(AgreementId, Role, ContractState)]) -> Vec<String> {
+        ids.iter().map(|(id, _, _)| id.to_hex()).collect()
+    }
+
+    fn query(limit: usize, before: Option<ListCursor>) -> ShareQuery {
+        ShareQuery {
+            limit: Some(limit),
+            before,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn share_list_of_thousands_of_large_contracts_holds_a_page_and_pages_to_the_oldest() {
+        let (_dir, store, listed) = filled();
+        let stored: usize = store
+            .agreements()
+            .iter()
+            .map(|item| item.unwrap().1.len())
+            .sum();
+
+        // The newest 100, in order; every record read once to choose them, one at a time,
+        // and only the page's records held.
+        let page = store
+            .agreement_page(ListFilter::default(), None, 100, MAX_SHARE_PAGE_BYTES, NOW)
+            .unwrap();
+        assert_eq!(page.read, RECORDS);
+        assert_eq!(page.records.len(), 100);
+        assert_eq!(page.more, RECORDS - 100);
+        let first = share_page(&store, &query(100, None), NOW).unwrap();
+        assert_eq!(ids(&first), hex(&listed[..100]));
+        assert_eq!(first.more, RECORDS - 100);
+        let last = &first.contracts[99];
+        assert_eq!(
+            first.next_before.map(|c| c.to_string()),
+            Some(format!("{}-{}", last.created_at_ms, last.id))
+        );
+
+        // Without a limit: the default page, cut at the page's bytes, which the whole
+        // store's records are many times over; the answer stays that small.
+        let default = share_page(&store, &ShareQuery::default(), NOW).unwrap();
+        let shown = default.contracts.len();
+        assert!(
+            (100..DEFAULT_SHARE_PAGE).contains(&shown),
+            "{shown} contracts on the default page"
+        );
+        assert_eq!(ids(&default), hex(&listed[..shown]));
+        assert_eq!(default.more, RECORDS - shown as u64);
+        let answer = serde_json::to_vec(&default.contracts).unwrap().len();
+        assert!(stored > 3 * MAX_SHARE_PAGE_BYTES, "{stored} bytes stored");
+        assert!(
+            answer < MAX_SHARE_PAGE_BYTES + (1 << 20),
+            "an answer of {answer} bytes"
+        );
+
+        // `before` walks to the oldest, each contract once and in order.
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = share_page(&store, &query(DEFAULT_SHARE_PAGE, before), NOW).unwrap();
+            assert!(!page.contracts.is_empty());
+            seen.extend(ids(&page));
+            assert_eq!(page.more, RECORDS - seen.len() as u64);
+            match page.next_before {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, hex(&listed));
+
+        // A time alone: the contracts created before it.
+        let cut = listed[500].0;
+        let created = store.agreement(&cut).unwrap().unwrap().terms().unwrap();
+        let at = ListCursor {
+            created_ms: created.valid_from_ms,
+            id: None,
+        };
+        let older = share_page(&store, &query(10, Some(at)), NOW).unwrap();
+        let expected: Vec<String> = listed
+            .iter()
+            .filter(|(id, _, _)| {
+                store
+                    .agreement(id)
+                    .unwrap()
+                    .unwrap()
+                    .terms()
+                    .unwrap()
+                    .valid_from_ms
+                    < created.valid_from_ms
+            })
+            .take(10)
+            .map(|(id, _, _)| id.to_hex())
+            .collect();
+        assert_eq!(ids(&older), expected);
+
+        // Filters go through the index: this node's own requests without reading the
+        // others', and the state now (agreed past its end is expired).
+        let own = store
+            .agreement_page(
+                ListFilter {
+                    role: Some(Role::Consumer),
+                    state: None,
+                },
+                None,
+                DEFAULT_SHARE_PAGE,
+                MAX_SHARE_PAGE_BYTES,
+                NOW,
+            )
+            .unwrap();
+        let mine: Vec<_> = listed
+            .iter()
+            .filter(|(_, role, _)| *role == Role::Consumer)
+            .cloned()
+            .collect();
+        assert_eq!(own.read, mine.len() as u64);
+        assert_eq!(
+            own.records
+                .iter()
+                .map(|(id, _)| id.to_hex())
+                .collect::<Vec<_>>(),
+            hex(&mine)
+        );
+        for state in [ContractState::Agreed, ContractState::Expired] {
+            let page = share_page(
+                &store,
+                &ShareQuery {
+                    limit: Some(5),
+                    role: Some(Role::Provider),
+                    state: Some(state),
+                    ..Default::default()
+                },
+                NOW,
+            )
+            .unwrap();
+            let expected: Vec<_> = listed
+                .iter()
+                .filter(|(_, role, now)| *role == Role::Provider && *now == state)
+                .cloned()
+                .collect();
+            assert_eq!(ids(&page), hex(&expected[..5]), "{state}");
+            assert!(page.contracts.iter().all(|v| v.state == state));
+            assert_eq!(page.more, expected.len() as u64 - 5);
+        }
+    }
+
+    /// Peak memory (VmHWM) and time of `share list` over the store of
+    /// `share_list_of_thousands_...`, with purposes of 64 KB, against collecting every record
+    /// and building every view as `share list` did before (a measurement:
+    /// `cargo test -p mesh-node --lib share_list_cost -- --ignored --nocapture`). Each phase
+    /// runs on a warm store and starts from a reset peak, so sled's cache is not counted.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn share_list_cost_against_reading_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path())
+            .unwrap()
+            .with_closed_retention(ClosedRetention {
+                per_consumer: 10_000,
+                total: 100_000,
+            });
+        let large = |n: u64| {
+            let mut record = record(n);
+            let mut terms = record.terms().unwrap();
+            terms.purpose = format!("{n:08} {}", "p".repeat(64_000));
+            let consumer = Identity::from_secret_bytes([10 + (n % MEMBERS) as u8; 32]);
+            record.request = Signed::sign(&consumer, &ContractRequest { terms });
+            if record.agreement.is_some() {
+                record.agreement =
+                    Some(Agreement::countersign(&provider(), record.request.clone()).unwrap());
+            }
+            record
+        };
+        for n in 0..RECORDS {
+            let record = large(n);
+            store
+                .put_agreement(&record.terms().unwrap().id(), &record)
+                .unwrap();
+        }
+        let stored: usize = store
+            .agreements()
+            .iter()
+            .map(|item| item.unwrap().1.len())
+            .sum();
+        // Warm sled's cache, then measure each way from a reset peak.
+        share_page(&store, &ShareQuery::default(), NOW).unwrap();
+        let measure = |name: &str, run: &dyn Fn() -> usize| {
+            std::fs::write("/proc/self/clear_refs", "5").unwrap();
+            let base = rss_kib("VmRSS:");
+            let started = Instant::now();
+            let answer = run();
+            let took = started.elapsed();
+            let peak = rss_kib("VmHWM:");
+            println!(
+                "{name}: {took:.2?}, peak {} MiB above the {} MiB before, answer {} MiB",
+                (peak - base) / 1024,
+                base / 1024,
+                answer >> 20
+            );
+        };
+        println!("{RECORDS} records, {} MiB stored", stored >> 20);
+        measure("share list (default page)", &|| {
+            let page = share_page(&store, &ShareQuery::default(), NOW).unwrap();
+            serde_json::to_vec(&page.contracts).unwrap().len()
+        });
+        measure("every record, every view (before)", &|| {
+            let mut views: Vec<AgreementView> = store
+                .agreement_records()
+                .unwrap()
+                .iter()
+                .map(|(id, record)| view_of(&store, &mut HashMap::new(), id, record, NOW).unwrap())
+                .collect();
+            views.sort_by(|a, b| {
+                b.created_at_ms
+                    .cmp(&a.created_at_ms)
+                    .then_with(|| a.id.cmp(&b.id))
+            });
+            serde_json::to_vec(&views).unwrap().len()
+        });
+    }
+
+    /// A line of `/proc/self/status`, in KiB.
+    fn rss_kib(field: &str) -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_list_position_reads_back_as_written_and_nonsense_is_refused() {
+        let id = AgreementId([0xab; 32]);
+        for cursor in [
+            ListCursor {
+                created_ms: 1_712_345_678_901,
+                id: Some(id),
+            },
+            ListCursor {
+                created_ms: 5,
+                id: None,
+            },
+        ] {
+            assert_eq!(cursor.to_string().parse::<ListCursor>().unwrap(), cursor);
+        }
+        for nonsense in [
+            "",
+            "-",
+            "12-",
+            "x",
+            "-5",
+            "1-abc",
+            &format!("1-{}", "g".repeat(64)),
+            "99999999999999999999999",
+        ] {
+            assert!(nonsense.parse::<ListCursor>().is_err(), "{nonsense}");
+        }
+        // A limit past the bound is refused before the actor is asked.
+        assert!(query(MAX_SHARE_PAGE + 1, None).page_limit().is_err());
+        assert!(query(0, None).page_limit().is_err());
+        assert_eq!(
+            ShareQuery {
+                limit: Some(3),
+                before: Some(ListCursor {
+                    created_ms: 5,
+                    id: None
+                }),
+                role: Some(Role::Provider),
+                state: Some(ContractState::Agreed),
+            }
+            .to_query_string(),
+            "?limit=3&before=5&role=provider&state=agreed"
+        );
     }
 }

@@ -7,7 +7,7 @@ use mesh_protocol::contract::{AgreementId, ContractState, ContractTerms};
 use mesh_protocol::descriptor::ColumnSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::agreements::{AgreementRecord, Role};
+use crate::agreements::{AgreementRecord, ListCursor, Role};
 
 /// `GET /v1/status`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -380,6 +380,88 @@ pub struct ReasonRequest {
     /// Why, for the other party (required to reject, optional to revoke).
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// Contracts `GET /v1/share` and `meshnode share list` show unless told otherwise.
+pub const DEFAULT_SHARE_PAGE: usize = 1000;
+/// Most contracts a page of `GET /v1/share` may be asked for.
+pub const MAX_SHARE_PAGE: usize = 10_000;
+/// Most stored bytes of contract records a page holds, whatever its limit: 8 MiB, about 100
+/// records of the largest terms (a purpose of 64 KB), 50 once co-signed, so the answer and
+/// what is read to build it stay small however big the contracts are. A page holds at least
+/// one.
+pub const MAX_SHARE_PAGE_BYTES: usize = 8 << 20;
+/// Header of `GET /v1/share`: contracts the query admits that are not on the page.
+pub const SHARE_MORE_HEADER: &str = "x-meshnode-more";
+/// Header of `GET /v1/share`: the `before` that asks for the next page, when there is one.
+pub const SHARE_NEXT_BEFORE_HEADER: &str = "x-meshnode-next-before";
+
+/// What `GET /v1/share` and `GET /v1/share/page` are asked for: the newest contracts (after
+/// `before`), of one role or in one state if asked, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareQuery {
+    /// Contracts of the page, at most ([`DEFAULT_SHARE_PAGE`] when absent, up to
+    /// [`MAX_SHARE_PAGE`]).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Only contracts after this position: the `next_before` of the newer page, or a time
+    /// (contracts created before it).
+    #[serde(default)]
+    pub before: Option<ListCursor>,
+    /// Only this node's side.
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// Only contracts in this state now.
+    #[serde(default)]
+    pub state: Option<ContractState>,
+}
+
+impl ShareQuery {
+    /// The page's limit, checked.
+    pub fn page_limit(&self) -> Result<usize, String> {
+        match self.limit {
+            None => Ok(DEFAULT_SHARE_PAGE),
+            Some(n) if (1..=MAX_SHARE_PAGE).contains(&n) => Ok(n),
+            Some(n) => Err(format!(
+                "a page of contracts holds 1 to {MAX_SHARE_PAGE} of them, not {n}"
+            )),
+        }
+    }
+
+    /// The query string of `GET /v1/share` for this query (with its `?`, empty when all is
+    /// default).
+    pub fn to_query_string(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(limit) = self.limit {
+            parts.push(format!("limit={limit}"));
+        }
+        if let Some(before) = &self.before {
+            parts.push(format!("before={before}"));
+        }
+        if let Some(role) = self.role {
+            parts.push(format!("role={}", role.as_str()));
+        }
+        if let Some(state) = self.state {
+            parts.push(format!("state={}", state.as_str()));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
+    }
+}
+
+/// A page of contracts with where the next one starts (`GET /v1/share/page`; `GET
+/// /v1/share` answers with `contracts` alone, and the rest in headers).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SharePage {
+    /// The newest contracts the query admits, newest first.
+    pub contracts: Vec<AgreementView>,
+    /// Contracts the query admits that are not on this page (all older).
+    pub more: u64,
+    /// The `before` that asks for the next page; `None` when this page is the last.
+    pub next_before: Option<ListCursor>,
 }
 
 /// One sharing contract as this node holds it (`GET /v1/share/{id}`).

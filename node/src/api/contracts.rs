@@ -5,18 +5,24 @@
 //! here.
 
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::ApiState;
 use crate::error::NodeError;
 use crate::odcs::DataContract;
-use crate::views::{AgreementView, AuditView, ReasonRequest, ShareRequest};
+use crate::views::{
+    AgreementView, AuditView, ReasonRequest, SHARE_MORE_HEADER, SHARE_NEXT_BEFORE_HEADER,
+    SharePage, ShareQuery, ShareRequest,
+};
 
 /// The contract and audit routes, merged into [`super::router_with_data_plane`].
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/share", get(list))
+        .route("/v1/share/page", get(page))
         .route("/v1/share/request", post(request))
         .route("/v1/share/pending", get(pending))
         .route("/v1/share/{id}", get(show))
@@ -35,8 +41,33 @@ async fn request(
     Ok(Json(s.node.share_request(request).await?))
 }
 
-async fn list(State(s): State<ApiState>) -> Result<Json<Vec<AgreementView>>, NodeError> {
-    Ok(Json(s.node.share_list().await?))
+/// `GET /v1/share[?limit=N][&before=MS-ID][&role=R][&state=S]`: a page of the newest
+/// contracts (see [`ShareQuery`]) as a JSON array, the shape it always had; how many more
+/// there are and where their page starts come in headers ([`SHARE_MORE_HEADER`],
+/// [`SHARE_NEXT_BEFORE_HEADER`]).
+async fn list(
+    State(s): State<ApiState>,
+    Query(query): Query<ShareQuery>,
+) -> Result<Response, NodeError> {
+    let page = s.node.share_list(query).await?;
+    let mut response = Json(page.contracts).into_response();
+    let headers = response.headers_mut();
+    headers.insert(SHARE_MORE_HEADER, HeaderValue::from(page.more));
+    if let Some(next) = page.next_before
+        && let Ok(value) = HeaderValue::from_str(&next.to_string())
+    {
+        headers.insert(SHARE_NEXT_BEFORE_HEADER, value);
+    }
+    Ok(response)
+}
+
+/// `GET /v1/share/page`, with the query of `GET /v1/share`: the same page as one object
+/// ([`SharePage`]), the count of the older contracts and where their page starts included.
+async fn page(
+    State(s): State<ApiState>,
+    Query(query): Query<ShareQuery>,
+) -> Result<Json<SharePage>, NodeError> {
+    Ok(Json(s.node.share_list(query).await?))
 }
 
 async fn pending(State(s): State<ApiState>) -> Result<Json<Vec<AgreementView>>, NodeError> {

@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 use crate::error::NodeError;
 use crate::node::{Command, NodeHandle};
 use crate::odcs::DataContract;
-use crate::views::{AgreementView, AuditView, ShareRequest};
+use crate::views::{AgreementView, AuditView, SharePage, ShareQuery, ShareRequest};
 
 /// Contract commands from [`crate::NodeHandle`] to the actor.
 #[derive(Debug)]
@@ -19,10 +19,15 @@ pub(crate) enum ContractCommand {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<AgreementView, NodeError>>,
     },
-    /// `share list` (`pending_only`: `share pending`).
+    /// `share list`: a page of contracts, read off the actor.
     List {
-        /// Only requests waiting for this node's operator.
-        pending_only: bool,
+        /// The page asked for.
+        query: ShareQuery,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<SharePage, NodeError>>,
+    },
+    /// `share pending`.
+    Pending {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Vec<AgreementView>, NodeError>>,
     },
@@ -89,26 +94,19 @@ impl NodeHandle {
             .await?
     }
 
-    /// Every contract this node holds, newest first.
-    pub async fn share_list(&self) -> Result<Vec<AgreementView>, NodeError> {
-        self.call(|reply| {
-            Command::Contract(ContractCommand::List {
-                pending_only: false,
-                reply,
-            })
-        })
-        .await?
+    /// A page of the contracts this node holds, newest first (see [`ShareQuery`]), with
+    /// the count of older ones and where their page starts. Read off the actor, one record
+    /// at a time: memory stays within the page whatever other members' requests left here.
+    pub async fn share_list(&self, query: ShareQuery) -> Result<SharePage, NodeError> {
+        query.page_limit().map_err(NodeError::BadRequest)?;
+        self.call(|reply| Command::Contract(ContractCommand::List { query, reply }))
+            .await?
     }
 
     /// Requests waiting for this node's operator.
     pub async fn share_pending(&self) -> Result<Vec<AgreementView>, NodeError> {
-        self.call(|reply| {
-            Command::Contract(ContractCommand::List {
-                pending_only: true,
-                reply,
-            })
-        })
-        .await?
+        self.call(|reply| Command::Contract(ContractCommand::Pending { reply }))
+            .await?
     }
 
     /// One contract by full id or unique prefix.

@@ -1353,3 +1353,274 @@ fn a_consumer_offline_at_the_decision_learns_it_by_polling() {
         None
     );
 }
+
+/// `GET path` on `node`'s control API: the status, the headers (names in lowercase) and the
+/// body.
+fn api_get_with_headers(node: &TestNode, path: &str) -> (u16, Vec<(String, String)>, String) {
+    use std::io::{Read, Write};
+    let read = |name: &str| {
+        std::fs::read_to_string(node.dir.join(name))
+            .unwrap_or_else(|e| panic!("read {name}: {e}"))
+            .trim()
+            .to_owned()
+    };
+    let (addr, token) = (read("api.addr"), read("api.token"));
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect to the API");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {head}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+/// [`flood_with`] from a member invited as `domain`: each run of the flood program is a new
+/// member, and a domain names one.
+fn flood_as(sales: &TestNode, domain: &str, extra: &[&str], count: usize) -> (Value, f64) {
+    let status = sales.status();
+    let ticket = sales.invite(domain);
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_contract-flood"))
+        .args([
+            "--provider",
+            &sales.addr(),
+            "--provider-key",
+            status["public_key"].as_str().unwrap(),
+            "--product",
+            "orders",
+            "--ticket",
+            &ticket,
+            "--count",
+            &count.to_string(),
+            "--in-flight",
+            "12",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        serde_json::from_slice(&out.stdout).unwrap(),
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+/// `share list ARGS --json` on `node`: the contracts printed, and what it wrote to stderr.
+fn share_list_page(node: &TestNode, args: &[&str]) -> (Vec<Value>, String) {
+    let mut all = vec!["share", "list", "--json"];
+    all.extend(args);
+    let out = node.cli(&all);
+    assert!(
+        out.success,
+        "`share list {}` failed: {}",
+        args.join(" "),
+        out.stderr
+    );
+    match out.json() {
+        Value::Array(items) => (items, out.stderr),
+        other => panic!("not a list: {other}"),
+    }
+}
+
+/// Where `share list --before` resumes after `contract`: `CREATED-ID`.
+fn position_after(contract: &Value) -> String {
+    format!(
+        "{}-{}",
+        contract["created_at_ms"].as_u64().unwrap(),
+        contract["id"].as_str().unwrap()
+    )
+}
+
+#[test]
+fn share_list_shows_the_newest_page_and_pages_to_the_oldest() {
+    let sales = manual_provider(&[
+        ("request_burst = 20", "request_burst = 100000"),
+        ("message_burst = 64", "message_burst = 100000"),
+        (
+            "max_closed_per_consumer = 256",
+            "max_closed_per_consumer = 5000",
+        ),
+    ]);
+    // `orders` is shared for analytics only: each request leaves a rejected record.
+    let total = 1_100;
+    let (report, secs) = flood_with(&sales, &["--purpose", "marketing"], total);
+    println!("flood of {total} rejected requests: {secs:.1} s, {report}");
+    assert_eq!(report["replies"]["rejected"], total, "{report}");
+
+    // Without flags: the newest 1,000, newest first (then by id), and a note naming the
+    // next page.
+    let asked = std::time::Instant::now();
+    let (newest, note) = share_list_page(&sales, &[]);
+    println!("share list of {total}: {:?}", asked.elapsed());
+    assert_eq!(newest.len(), 1_000);
+    let order = |page: &[Value]| {
+        page.windows(2).all(|w| {
+            let (a, b) = (&w[0], &w[1]);
+            let (ca, cb) = (a["created_at_ms"].as_u64(), b["created_at_ms"].as_u64());
+            ca > cb || (ca == cb && a["id"].as_str() < b["id"].as_str())
+        })
+    };
+    assert!(order(&newest), "not newest first");
+    assert!(note.contains("100 more"), "{note}");
+    assert!(
+        note.contains(&format!(
+            "meshnode share list --before {}",
+            position_after(&newest[999])
+        )),
+        "{note}"
+    );
+
+    // `--limit` and `--before` walk to the oldest, each contract once, in order.
+    let mut seen: Vec<Value> = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let mut args = vec!["--limit", "300"];
+        if let Some(b) = &before {
+            args.extend(["--before", b.as_str()]);
+        }
+        let (page, note) = share_list_page(&sales, &args);
+        assert!(
+            !page.is_empty() && page.len() <= 300,
+            "{} on a page",
+            page.len()
+        );
+        seen.extend(page);
+        if seen.len() == total {
+            assert!(note.is_empty(), "{note}");
+            break;
+        }
+        let next = position_after(seen.last().unwrap());
+        assert!(
+            note.contains(&format!("{} more", total - seen.len())),
+            "{note}"
+        );
+        assert!(
+            note.contains(&format!("--limit 300 --before {next}")),
+            "{note}"
+        );
+        before = Some(next);
+    }
+    assert!(order(&seen));
+    let ids = |page: &[Value]| page.iter().map(|c| c["id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&seen[..1_000]), ids(&newest));
+    let distinct: std::collections::HashSet<&str> =
+        seen.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(distinct.len(), total);
+
+    // The table says how many more there are and how to see them.
+    let table = sales.cli(&["share", "list", "--limit", "5"]);
+    assert!(table.success, "{}", table.stderr);
+    assert_eq!(
+        table.stdout.matches("rejected").count(),
+        5,
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stderr.contains(&format!("{} more", total - 5))
+            && table.stderr.contains("--limit 5 --before"),
+        "{}",
+        table.stderr
+    );
+    // Filters: none of these records is this node's own request; all are rejected.
+    let (own, _) = share_list_page(&sales, &["--role", "consumer"]);
+    assert!(own.is_empty());
+    let mine = sales.cli(&["share", "list", "--role", "consumer"]);
+    assert!(
+        mine.stdout.contains("no contracts match"),
+        "{}",
+        mine.stdout
+    );
+    let (rejected, note) = share_list_page(&sales, &["--state", "rejected", "--limit", "2"]);
+    assert_eq!(
+        rejected.iter().map(|c| &c["id"]).collect::<Vec<_>>(),
+        [&newest[0]["id"], &newest[1]["id"]]
+    );
+    assert!(note.contains("--limit 2 --before"), "{note}");
+    assert!(note.contains("--state rejected"), "{note}");
+
+    // The API: the same array, with the count of older ones and the next page in headers;
+    // a limit past the bound or a position that is none is refused.
+    let (status, headers, body) = api_get_with_headers(&sales, "/v1/share?limit=3");
+    assert_eq!(status, 200, "{body}");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body.as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        header("x-meshnode-more").as_deref(),
+        Some((total - 3).to_string().as_str())
+    );
+    assert_eq!(
+        header("x-meshnode-next-before"),
+        Some(position_after(&newest[2]))
+    );
+    for bad in ["limit=100000", "limit=0", "before=yesterday", "state=lost"] {
+        let (status, body) = sales.api("GET", &format!("/v1/share?{bad}"), None);
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    assert!(!sales.cli(&["share", "list", "--limit", "100000"]).success);
+    assert!(
+        !sales
+            .cli(&["share", "list", "--before", "yesterday"])
+            .success
+    );
+
+    // Large contracts: the page stops at 8 MiB of them, whatever the store holds, and the
+    // note counts the rest.
+    let purpose = "x".repeat(60_000);
+    let large = 200;
+    let (report, _) = flood_as(&sales, "flood2", &["--purpose", &purpose], large);
+    assert_eq!(report["replies"]["rejected"], large, "{report}");
+    let out = sales.cli(&["share", "list", "--json"]);
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stdout.len() < 12 << 20,
+        "{} bytes printed",
+        out.stdout.len()
+    );
+    let page = match out.json() {
+        Value::Array(items) => items,
+        other => panic!("not a list: {other}"),
+    };
+    assert!(
+        (1..large).contains(&page.len()),
+        "{} large contracts on the page",
+        page.len()
+    );
+    assert!(page.iter().all(|c| c["purpose"] == purpose.as_str()));
+    assert!(
+        out.stderr
+            .contains(&format!("{} more", total + large - page.len())),
+        "{}",
+        out.stderr
+    );
+}
