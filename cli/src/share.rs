@@ -39,9 +39,13 @@ enum ShareAction {
         /// for all current and future non-restricted columns.
         #[arg(long, value_delimiter = ',')]
         columns: Option<Vec<String>>,
+        /// One column wanted, its name taken whole (a name holding a comma, such as
+        /// "Revenue, EUR", which --columns would split); repeatable, and added to --columns.
+        #[arg(long = "column", value_name = "NAME")]
+        column: Vec<String>,
         /// Ask for all current and future non-restricted columns (the same as `--columns '*'`):
         /// the agreement then covers columns added by later versions, and the approver sees so.
-        #[arg(long, conflicts_with = "columns")]
+        #[arg(long, conflicts_with_all = ["columns", "column"])]
         all_columns_including_future: bool,
         /// Row filter, a SQL condition, e.g. "region IN ('EU', 'US') AND amount > 10".
         #[arg(long)]
@@ -160,6 +164,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             product,
             purpose,
             columns,
+            column,
             filter,
             days,
             valid_for,
@@ -168,7 +173,7 @@ pub(crate) async fn share(args: ShareArgs) -> anyhow::Result<()> {
             let request = ShareRequest {
                 product,
                 purpose,
-                columns,
+                columns: wanted_columns(columns, column),
                 filter,
                 days,
                 valid_for_secs: valid_for,
@@ -384,6 +389,17 @@ fn list_args(query: &ShareQuery) -> String {
 /// `2024-03-01T12:00:00.000Z` -> `2024-03-01`.
 fn date(rfc3339: &str) -> &str {
     rfc3339.get(..10).unwrap_or(rfc3339)
+}
+
+/// The columns of `--columns` (split at commas) and of each `--column` (whole), in that
+/// order; none given: the default.
+fn wanted_columns(listed: Option<Vec<String>>, whole: Vec<String>) -> Option<Vec<String>> {
+    if listed.is_none() && whole.is_empty() {
+        return None;
+    }
+    let mut columns = listed.unwrap_or_default();
+    columns.extend(whole);
+    Some(columns)
 }
 
 /// The columns of a contract for people: names come from the product's schema or the
@@ -651,7 +667,54 @@ async fn archive(dir: &mesh_node::DataDir, keep: u64, json: bool) -> anyhow::Res
 
 #[cfg(test)]
 mod tests {
-    use super::parse_validity;
+    use super::{parse_validity, wanted_columns};
+
+    #[test]
+    fn a_column_named_whole_keeps_its_comma() {
+        use clap::Parser;
+
+        #[derive(Parser)]
+        struct Args {
+            #[command(subcommand)]
+            action: super::ShareAction,
+        }
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["share", "request", "sales/orders", "--purpose", "p"];
+            argv.extend_from_slice(args);
+            match Args::try_parse_from(argv).unwrap().action {
+                super::ShareAction::Request {
+                    columns, column, ..
+                } => wanted_columns(columns, column),
+                _ => unreachable!(),
+            }
+        };
+        assert_eq!(
+            parse(&["--columns", "region,amount", "--column", "Revenue, EUR"]),
+            Some(vec![
+                "region".into(),
+                "amount".into(),
+                "Revenue, EUR".into()
+            ])
+        );
+        assert_eq!(
+            parse(&["--column", "a,b", "--column", "c"]),
+            Some(vec!["a,b".into(), "c".into()])
+        );
+        assert_eq!(parse(&[]), None);
+        assert!(
+            Args::try_parse_from([
+                "share",
+                "request",
+                "sales/orders",
+                "--purpose",
+                "p",
+                "--column",
+                "x",
+                "--all-columns-including-future",
+            ])
+            .is_err()
+        );
+    }
 
     #[test]
     fn validity_durations() {
