@@ -18,7 +18,7 @@ use mesh_protocol::ProductId;
 use mesh_protocol::contract::{AgreementId, ContractState, ContractTerms};
 use mesh_protocol::descriptor::ColumnSchema;
 
-use super::{SqlError, Table, TableInfo, declared_schema};
+use super::{SqlError, Table, TableInfo, query_columns};
 use crate::agreements::Role;
 use crate::governance::MemberSet;
 use crate::store::Store;
@@ -94,7 +94,7 @@ pub(super) fn usable_tables(
         if granted.is_empty() {
             continue;
         }
-        let Ok(schema) = declared_schema(&granted) else {
+        let Ok(columns) = query_columns(&granted) else {
             tracing::warn!(product = %product.name, "a column type of the catalog entry does not parse; the product is left out of SQL");
             continue;
         };
@@ -113,10 +113,13 @@ pub(super) fn usable_tables(
                     product,
                     agreement,
                     version,
-                    schema: Arc::new(schema),
+                    schema: Arc::new(columns.query),
                 },
                 granted,
+                declared: Arc::new(columns.declared),
+                pushable: columns.pushable,
                 ungranted,
+                unqueryable: columns.unqueryable,
             },
         ));
     }

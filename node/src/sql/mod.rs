@@ -19,6 +19,9 @@
 //! - `cache`: received files under `<data-dir>/received/.sql-cache/`, keyed by agreement,
 //!   version, columns and filter, reused while that version is the latest the agreement
 //!   covers, evicted oldest first above a size cap.
+//! - `retype`: a column of a decimal type of negative scale, which DataFusion mishandles
+//!   (panics, or wrong answers once overflow wraps), is presented as a decimal of scale 0
+//!   holding the same values; queries that write such a type themselves are refused.
 //!
 //! Queries are read-only (no DDL, DML, `COPY` or `SET`), bounded in length
 //! ([`MAX_QUERY_LEN`]), in parser recursion (DataFusion's limit plus its stack-growing
@@ -30,6 +33,7 @@
 mod cache;
 mod listing;
 mod pushdown;
+mod retype;
 mod shape;
 mod table;
 #[cfg(test)]
@@ -37,10 +41,11 @@ pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
@@ -50,7 +55,7 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParserBuilder, Statement};
 use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use mesh_protocol::ProductId;
 use mesh_protocol::contract::AgreementId;
 use mesh_protocol::descriptor::ColumnSchema;
@@ -112,7 +117,8 @@ pub struct TableInfo {
     pub agreement: AgreementId,
     /// The version a query reads: the latest in the catalog that the agreement covers.
     pub version: u64,
-    /// The granted columns, in the product's order.
+    /// The granted columns a query can read, in the product's order, with the types queries
+    /// see (a decimal of negative scale as one of scale 0, see `retype`).
     pub schema: SchemaRef,
 }
 
@@ -121,11 +127,58 @@ pub struct TableInfo {
 pub(crate) struct Table {
     /// What callers see.
     pub(crate) info: TableInfo,
-    /// The granted columns with their catalog types (what pushed-down filters are
-    /// checked against).
+    /// The granted columns with their catalog types.
     pub(crate) granted: Vec<ColumnSchema>,
+    /// The columns of `info.schema` with their catalog types (what the received data
+    /// holds), in the same order.
+    pub(crate) declared: SchemaRef,
+    /// The granted columns queries see with their catalog types: what pushed-down filters
+    /// are checked against (a filter on a re-typed column is evaluated locally).
+    pub(crate) pushable: Vec<ColumnSchema>,
     /// Columns of the version the agreement does not grant (for the error that names them).
     pub(crate) ungranted: Vec<String>,
+    /// Granted columns left out of `info.schema`, and why (for the error that names them).
+    pub(crate) unqueryable: Vec<(String, retype::Unqueryable)>,
+}
+
+/// The granted columns as queries see them ([`query_columns`]).
+#[derive(Debug)]
+pub(crate) struct QueryColumns {
+    /// The columns queries read, with their catalog types.
+    pub(crate) declared: Schema,
+    /// The same columns with the types queries see.
+    pub(crate) query: Schema,
+    /// The granted columns whose type queries see unchanged.
+    pub(crate) pushable: Vec<ColumnSchema>,
+    /// The granted columns queries cannot read, and why.
+    pub(crate) unqueryable: Vec<(String, retype::Unqueryable)>,
+}
+
+/// The `granted` columns as queries see them: each with the type of `retype::query_type`,
+/// left out when it has none.
+pub(crate) fn query_columns(
+    granted: &[ColumnSchema],
+) -> Result<QueryColumns, mesh_protocol::bounds::TypeError> {
+    let declared = declared_schema(granted)?;
+    let (mut kept, mut query, mut pushable, mut unqueryable) = (vec![], vec![], vec![], vec![]);
+    for (field, column) in declared.fields().iter().zip(granted) {
+        match retype::query_type(field.data_type()) {
+            Ok(t) => {
+                if &t == field.data_type() {
+                    pushable.push(column.clone());
+                }
+                kept.push(field.clone());
+                query.push(Arc::new(field.as_ref().clone().with_data_type(t)));
+            }
+            Err(why) => unqueryable.push((column.name.clone(), why)),
+        }
+    }
+    Ok(QueryColumns {
+        declared: Schema::new(kept),
+        query: Schema::new(query),
+        pushable,
+        unqueryable,
+    })
 }
 
 /// Why a query failed.
@@ -142,6 +195,21 @@ pub enum SqlError {
     /// The query reads a column that an agreement does not grant.
     #[error("{0}")]
     NotGranted(String),
+    /// The query reads a granted column whose type the engine cannot compute with exactly
+    /// (see `retype`).
+    #[error("{0}")]
+    Unqueryable(String),
+    /// The query writes a decimal type of negative scale (`CAST(x AS DECIMAL(5, -2))`,
+    /// `arrow_cast(x, 'Decimal128(5, -2)')`), which the engine does not compute with exactly.
+    #[error(
+        "the query uses {data_type}, a decimal of negative scale, which the query engine does \
+         not compute with exactly: use a decimal of scale 0 with as many more digits \
+         (DECIMAL(p - s, 0))"
+    )]
+    NegativeScale {
+        /// The type.
+        data_type: DataType,
+    },
     /// DataFusion refused or failed the query (syntax, unknown table, a fetch that failed).
     #[error("{}", describe(.0))]
     Query(#[source] DataFusionError),
@@ -201,6 +269,33 @@ pub enum SqlError {
     Store(#[from] StoreError),
 }
 
+/// A panic of the query engine while it planned or ran one query, caught there: the caller
+/// gets this error and the daemon goes on.
+#[derive(Debug, thiserror::Error)]
+#[error("the query engine failed on this query (it panicked: {message})")]
+pub struct EnginePanic {
+    /// What the panic said.
+    message: String,
+}
+
+impl EnginePanic {
+    /// The panic of `payload`, as a query error.
+    fn error(payload: Box<dyn std::any::Any + Send>) -> DataFusionError {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no detail".to_owned());
+        tracing::error!("the query engine panicked on a query: {message}");
+        DataFusionError::External(Box::new(EnginePanic { message }))
+    }
+}
+
+/// Whether `e` is a caught panic of the engine.
+fn is_panic(e: &DataFusionError) -> bool {
+    matches!(e.find_root(), DataFusionError::External(inner) if inner.is::<EnginePanic>())
+}
+
 /// A DataFusion error as one sentence: the fetch error inside it when there is one.
 fn describe(e: &DataFusionError) -> String {
     match scan_error(e) {
@@ -223,9 +318,12 @@ impl SqlError {
         match self {
             SqlError::TooLong { .. }
             | SqlError::NotGranted(_)
+            | SqlError::Unqueryable(_)
+            | SqlError::NegativeScale { .. }
             | SqlError::TooComplex { .. }
             | SqlError::TooDeep { .. }
             | SqlError::TooLarge { .. } => 400,
+            SqlError::Query(e) if is_panic(e) => 500,
             SqlError::Query(e) => match scan_error(e) {
                 Some(scan) => scan.status_code(),
                 None => match e.find_root() {
@@ -243,10 +341,13 @@ impl SqlError {
     pub fn kind(&self) -> &'static str {
         match self {
             SqlError::TooLong { .. }
+            | SqlError::Unqueryable(_)
+            | SqlError::NegativeScale { .. }
             | SqlError::TooComplex { .. }
             | SqlError::TooDeep { .. }
             | SqlError::TooLarge { .. } => "bad_request",
             SqlError::NotGranted(_) => "not_granted",
+            SqlError::Query(e) if is_panic(e) => "internal",
             SqlError::Query(e) => match scan_error(e) {
                 Some(scan) => scan.kind(),
                 None => match e.find_root() {
@@ -353,7 +454,8 @@ impl SqlEngine {
 
     /// Plans and runs `sql`; batches stream as they are produced. Fetches happen when the
     /// stream is first polled; their failures arrive as the stream's error (see
-    /// [`SqlError::from_stream`]).
+    /// [`SqlError::from_stream`]). A panic of the engine while it plans or runs the query
+    /// is caught and becomes the query's error ([`EnginePanic`]).
     pub async fn execute(&self, sql: &str) -> Result<SendableRecordBatchStream, SqlError> {
         let permit = self
             .inner
@@ -362,25 +464,23 @@ impl SqlEngine {
             .acquire_owned()
             .await
             .map_err(|_| SqlError::Query(DataFusionError::Internal("engine closed".into())))?;
-        let (frame, tables) = self.plan(sql).await?;
-        let stream = frame
-            .execute_stream()
-            .await
-            .map_err(|e| explain(&tables, e))?;
-        let schema = stream.schema();
+        let stream = caught(async {
+            let (frame, tables) = self.plan(sql).await?;
+            frame
+                .execute_stream()
+                .await
+                .map_err(|e| explain(&tables, e))
+        })
+        .await?;
         // The slot is held until the stream is dropped.
-        let stream = stream.map(move |item| {
-            let _held = &permit;
-            item
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        Ok(guarded(stream, permit))
     }
 
     /// The schema `sql` would produce, without running it (Flight SQL GetFlightInfo).
     /// Takes a planning slot ([`SqlError::Busy`] when none frees up in time).
     pub async fn schema_of(&self, sql: &str) -> Result<SchemaRef, SqlError> {
         let _slot = self.plan_slot().await?;
-        let (frame, _) = self.plan(sql).await?;
+        let (frame, _) = caught(self.plan(sql)).await?;
         Ok(Arc::new(frame.schema().as_arrow().clone()))
     }
 
@@ -434,6 +534,29 @@ impl SqlEngine {
     }
 }
 
+/// What `work` (planning, starting a query) returns, a panic inside it being the query's
+/// error ([`EnginePanic`]) rather than the end of the request's task.
+async fn caught<T>(work: impl Future<Output = Result<T, SqlError>>) -> Result<T, SqlError> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|panic| SqlError::Query(EnginePanic::error(panic)))?
+}
+
+/// `stream`, keeping `held` until it is dropped; a panic while it is polled becomes its
+/// last item, an error ([`EnginePanic`]).
+fn guarded<H: Send + 'static>(
+    stream: SendableRecordBatchStream,
+    held: H,
+) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let stream = AssertUnwindSafe(stream).catch_unwind().map(move |item| {
+        let _held = &held;
+        item.unwrap_or_else(|panic| Err(EnginePanic::error(panic)))
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+}
+
 /// The schema that catalog `columns` declare: their types parsed by the protocol's bounded
 /// parser.
 pub(crate) fn declared_schema(
@@ -477,6 +600,9 @@ async fn plan_in(context: &SessionContext, sql: &str) -> Result<DataFrame, SqlEr
         .await
         .map_err(SqlError::Query)?;
     read_only.verify_plan(&plan).map_err(SqlError::Query)?;
+    if let Some(data_type) = retype::written_in(&plan) {
+        return Err(SqlError::NegativeScale { data_type });
+    }
     context
         .execute_logical_plan(plan)
         .await
@@ -607,6 +733,31 @@ fn explain(tables: &[Arc<Table>], e: DataFusionError) -> SqlError {
             .as_ref()
             .is_none_or(|r| r.table() == t.info.name)
     };
+    // A granted column the engine cannot read: in the table the query names, else in any
+    // (an alias hides the table's name).
+    let unreadable = |t: &&Arc<Table>| t.unqueryable.iter().any(|(c, _)| c == name);
+    let mut readers: Vec<&Arc<Table>> = tables.iter().filter(unreadable).collect();
+    if readers.iter().any(named) {
+        readers.retain(named);
+    }
+    if !readers.is_empty() {
+        let parts: Vec<String> = readers
+            .iter()
+            .flat_map(|t| {
+                t.unqueryable
+                    .iter()
+                    .filter(|(column, _)| column == name)
+                    .map(|(_, why)| {
+                        format!(
+                            "column `{name}` of {} cannot be queried: {why} (`meshnode fetch` \
+                             delivers it as the product holds it)",
+                            t.info.name
+                        )
+                    })
+            })
+            .collect();
+        return SqlError::Unqueryable(parts.join("; "));
+    }
     let holders: Vec<&Arc<Table>> = tables
         .iter()
         .filter(|t| t.ungranted.iter().any(|c| c == name))

@@ -1,4 +1,9 @@
 //! One product as a DataFusion table: scans fetch only what the query needs.
+//!
+//! The table's schema is what queries see; a column re-typed for queries (a decimal of
+//! negative scale, `retype`) is read with its catalog type and converted batch by batch,
+//! and filters on it are never pushed to the provider (the filter language compares on
+//! the catalog type): DataFusion evaluates them on the converted values.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -22,7 +27,7 @@ use futures::StreamExt;
 use mesh_protocol::Narrowing;
 
 use super::cache::Cache;
-use super::{Inner, Table, pushdown};
+use super::{Inner, Table, pushdown, retype};
 use crate::dataplane::{FetchError, FetchOptions, OutputFormat, PartialPaths};
 
 /// Record batches read ahead of the query.
@@ -116,7 +121,7 @@ impl TableProvider for MeshTable {
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
-            .map(|f| match pushdown::to_filter(f, &self.table.granted) {
+            .map(|f| match pushdown::to_filter(f, &self.table.pushable) {
                 Some(_) => TableProviderFilterPushDown::Inexact,
                 None => TableProviderFilterPushDown::Unsupported,
             })
@@ -132,8 +137,9 @@ impl TableProvider for MeshTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = self.schema();
         let all: Vec<usize> = (0..schema.fields().len()).collect();
-        let indices = projection.cloned().unwrap_or_else(|| all.clone());
+        let indices = projection.cloned().unwrap_or(all);
         let projected = Arc::new(schema.project(&indices)?);
+        let declared = Arc::new(self.table.declared.project(&indices)?);
         let mut columns: Vec<String> = projected
             .fields()
             .iter()
@@ -141,16 +147,21 @@ impl TableProvider for MeshTable {
             .collect();
         if columns.is_empty() {
             // `count(*)` needs rows, not values: fetch the first granted column only.
-            columns.push(schema.field(0).name().clone());
+            let first = self.table.granted.first().ok_or_else(|| {
+                DataFusionError::Plan(format!("{} has no granted column", self.table.info.name))
+            })?;
+            columns.push(first.name.clone());
         }
-        let filter = pushdown::combine(filters, &self.table.granted).map(|f| f.to_string());
-        let all_columns = columns.len() == all.len();
+        let filter = pushdown::combine(filters, &self.table.pushable).map(|f| f.to_string());
+        // The names are distinct granted columns: as many means all of them.
+        let all_columns = columns.len() == self.table.granted.len();
         let narrowing = (!all_columns || filter.is_some()).then(|| Narrowing {
             columns: (!all_columns).then_some(columns),
             filter,
         });
         let partition = Arc::new(MeshPartition {
             schema: projected.clone(),
+            declared,
             table: self.table.clone(),
             engine: self.engine.clone(),
             narrowing,
@@ -171,6 +182,8 @@ impl TableProvider for MeshTable {
 struct MeshPartition {
     /// Columns delivered to the query (possibly none, for `count(*)`).
     schema: SchemaRef,
+    /// The same columns with their catalog types (what the received file holds).
+    declared: SchemaRef,
     /// The table.
     table: Arc<Table>,
     /// The engine.
@@ -185,8 +198,9 @@ impl PartitionStream for MeshPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (schema, table, engine, narrowing) = (
+        let (schema, declared, table, engine, narrowing) = (
             self.schema.clone(),
+            self.declared.clone(),
             self.table.clone(),
             self.engine.clone(),
             self.narrowing.clone(),
@@ -196,12 +210,28 @@ impl PartitionStream for MeshPartition {
             let path = obtain(&engine, &table, narrowing).await?;
             let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
             let name = table.info.name.clone();
-            tokio::task::spawn_blocking(move || read(path, read_schema, name, tx));
-            Ok::<_, ScanError>(rx)
+            let reading = name.clone();
+            let reader = tokio::task::spawn_blocking(move || {
+                read_as(path, declared, read_schema, reading, tx)
+            });
+            Ok::<_, ScanError>((rx, reader, name))
         })
         .flat_map(|opened| match opened {
-            Ok(rx) => futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|item| (item, rx))
+            Ok(reading) => futures::stream::unfold(Some(reading), |state| async move {
+                let (mut rx, reader, table) = state?;
+                if let Some(item) = rx.recv().await {
+                    return Some((item, Some((rx, reader, table))));
+                }
+                // The reader is done: a panic that ended it early is the query's error,
+                // not the end of the data.
+                match reader.await {
+                    Ok(()) => None,
+                    Err(e) => {
+                        let reason = format!("reading it stopped: {e}");
+                        let error = ScanError::Data { table, reason };
+                        Some((Err(DataFusionError::External(Box::new(error))), None))
+                    }
+                }
             })
             .boxed(),
             Err(e) => futures::stream::iter([Err(DataFusionError::External(Box::new(e)))]).boxed(),
@@ -305,12 +335,28 @@ fn fetch_status(e: &FetchError) -> u16 {
 
 /// Reads the cached file at `path` batch by batch into `tx`, each batch shaped as `schema`
 /// (blocking: runs on a blocking thread).
+#[cfg(test)]
 pub(crate) fn read(
     path: PathBuf,
     schema: SchemaRef,
     table: String,
     tx: tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
 ) {
+    read_as(path, schema.clone(), schema, table, tx);
+}
+
+/// Reads the cached file at `path` batch by batch into `tx`, each batch shaped as
+/// `declared` (the catalog's types, checked), then converted to `schema` (the types queries
+/// see, [`retype::present_batch`]) where the two differ (blocking: runs on a blocking
+/// thread).
+fn read_as(
+    path: PathBuf,
+    declared: SchemaRef,
+    schema: SchemaRef,
+    table: String,
+    tx: tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
+) {
+    let retyped = declared != schema;
     let fail = |reason: String| {
         DataFusionError::External(Box::new(ScanError::Data {
             table: table.clone(),
@@ -347,7 +393,15 @@ pub(crate) fn read(
         let next = crate::arrow_guard::contain(|| reader.next().transpose());
         let item = match next {
             Ok(None) => return,
-            Ok(Some(batch)) => shape(&batch, &schema).map_err(fail),
+            Ok(Some(batch)) => shape(&batch, &declared)
+                .and_then(|b| {
+                    if retyped {
+                        retype::present_batch(&b, &schema)
+                    } else {
+                        Ok(b)
+                    }
+                })
+                .map_err(fail),
             Err(e) => Err(fail(e.to_string())),
         };
         let failed = item.is_err();

@@ -45,6 +45,43 @@ fn column(name: &str, data_type: &str) -> ColumnSchema {
 /// Stores `owner`'s descriptor of `domain/name` (columns `order_id`, `region`, `email`)
 /// and returns the product.
 pub(crate) fn publish(store: &Store, owner: &Identity, domain: &str, name: &str) -> ProductId {
+    let columns = ["order_id", "region", "email"];
+    let types = ["Int64", "Utf8", "Utf8"];
+    let schema = columns
+        .iter()
+        .zip(types)
+        .map(|(name, data_type)| column(name, data_type))
+        .collect();
+    publish_schema(store, owner, domain, name, schema)
+}
+
+/// Stores `owner`'s descriptor of `domain/name` with nullable `columns` (name, Arrow
+/// type) and returns the product.
+pub(crate) fn publish_columns(
+    store: &Store,
+    owner: &Identity,
+    domain: &str,
+    name: &str,
+    columns: &[(&str, &str)],
+) -> ProductId {
+    let schema = columns
+        .iter()
+        .map(|(name, data_type)| ColumnSchema {
+            nullable: true,
+            ..column(name, data_type)
+        })
+        .collect();
+    publish_schema(store, owner, domain, name, schema)
+}
+
+/// Stores `owner`'s descriptor of `domain/name` with `schema` and returns the product.
+fn publish_schema(
+    store: &Store,
+    owner: &Identity,
+    domain: &str,
+    name: &str,
+    schema: Vec<ColumnSchema>,
+) -> ProductId {
     let descriptor = ProductDescriptor {
         owner: owner.public_key(),
         domain: domain.into(),
@@ -53,11 +90,7 @@ pub(crate) fn publish(store: &Store, owner: &Identity, domain: &str, name: &str)
         title: name.into(),
         description: String::new(),
         tags: vec![],
-        schema: vec![
-            column("order_id", "Int64"),
-            column("region", "Utf8"),
-            column("email", "Utf8"),
-        ],
+        schema,
         rows: 0,
         bytes: 0,
         digest: ContentDigest([0; 32]),
@@ -93,6 +126,25 @@ pub(crate) fn request(
     until_ms: u64,
     purpose_len: usize,
 ) -> Signed<ContractRequest> {
+    request_columns(
+        provider,
+        consumer,
+        product,
+        until_ms,
+        purpose_len,
+        Columns::Listed(vec!["order_id".into(), "region".into()]),
+    )
+}
+
+/// [`request`] granting `columns`.
+pub(crate) fn request_columns(
+    provider: &Identity,
+    consumer: &Identity,
+    product: &ProductId,
+    until_ms: u64,
+    purpose_len: usize,
+    columns: Columns,
+) -> Signed<ContractRequest> {
     let terms = ContractTerms {
         product: product.clone(),
         provider_domain: "sales".into(),
@@ -102,7 +154,7 @@ pub(crate) fn request(
         min_version: 1,
         max_version: None,
         purpose: "p".repeat(purpose_len),
-        columns: Columns::Listed(vec!["order_id".into(), "region".into()]),
+        columns,
         filter: None,
         valid_from_ms: now_ms() - DAY_MS,
         valid_until_ms: until_ms,
@@ -157,6 +209,33 @@ pub(crate) fn consume(
     at_ms: u64,
 ) -> AgreementId {
     let r = request(provider, &us(), product, now_ms() + 30 * DAY_MS, 9);
+    put(
+        store,
+        Role::Consumer,
+        provider,
+        r,
+        ContractState::Agreed,
+        at_ms,
+    )
+}
+
+/// An agreement of this node, as consumer, on every column of `provider`'s `product`,
+/// valid for 30 days and concluded at `at_ms`.
+pub(crate) fn consume_all(
+    store: &Store,
+    provider: &Identity,
+    product: &ProductId,
+    at_ms: u64,
+) -> AgreementId {
+    let until = now_ms() + 30 * DAY_MS;
+    let r = request_columns(
+        provider,
+        &us(),
+        product,
+        until,
+        9,
+        Columns::AllCurrentAndFuture,
+    );
     put(
         store,
         Role::Consumer,

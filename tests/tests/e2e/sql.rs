@@ -490,3 +490,121 @@ fn csv_tells_a_null_from_an_empty_text_as_duckdb_and_postgresql_write_them() {
         ])
     );
 }
+
+/// `prices` written by pyarrow as Arrow IPC: `amount` is `decimal128(5, -2)` (100, 200,
+/// -100, NULL, 9999900, held as 1, 2, -1, NULL, 99999), a decimal of negative scale, which
+/// Parquet refuses and DataFusion mishandled (a comparison or `AVG` panicked in the daemon,
+/// and the request ended without an answer).
+#[test]
+fn a_decimal_column_of_negative_scale_is_queried_exactly() {
+    let sales = TestNode::start("sales", &[]);
+    let arrow = sales.dir.parent().unwrap().join("prices.arrow");
+    python(
+        "import sys, decimal, pyarrow as pa\n\
+         amounts = [100, 200, -100, None, 9999900]\n\
+         amount = pa.array([None if a is None else decimal.Decimal(a) for a in amounts], \
+                           pa.decimal128(5, -2))\n\
+         t = pa.table({'id': pa.array([1, 2, 3, 4, 5], pa.int64()), \
+                       'region': ['EU', 'US', 'EU', 'US', 'EU'], 'amount': amount})\n\
+         with pa.ipc.new_file(sys.argv[1], t.schema) as w:\n    w.write_table(t)\n",
+        &[arrow.to_str().unwrap()],
+    );
+    let out = sales.cli(&[
+        "publish",
+        "prices",
+        "--from",
+        arrow.to_str().unwrap(),
+        "--approval",
+        "auto",
+        "--purpose",
+        "analytics",
+    ]);
+    assert!(out.success, "publish failed: {}", out.stderr);
+    let churn = TestNode::start_joining("churn", &sales);
+    wait_for_product(&churn, "sales/prices");
+    agree(&churn, "sales/prices", "id,region,amount");
+
+    let ids = |query: &str| -> Vec<i64> {
+        sql_rows(&churn, query)
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap_or_else(|| panic!("{query}: {r}")))
+            .collect()
+    };
+    let table = "\"sales/prices\"";
+    assert_eq!(
+        ids(&format!("SELECT id FROM {table} WHERE amount = 100")),
+        [1]
+    );
+    assert_eq!(
+        ids(&format!(
+            "SELECT id FROM {table} WHERE amount < 150 ORDER BY id"
+        )),
+        [1, 3]
+    );
+    assert_eq!(
+        ids(&format!(
+            "SELECT id FROM {table} WHERE CAST(amount AS BIGINT) = 100"
+        )),
+        [1]
+    );
+    // `region` travels to the provider, `amount` is compared here.
+    assert_eq!(
+        ids(&format!(
+            "SELECT id FROM {table} WHERE region = 'EU' AND amount > 0 ORDER BY id"
+        )),
+        [1, 5]
+    );
+    assert_eq!(
+        ids(&format!(
+            "SELECT id FROM {table} ORDER BY amount DESC NULLS LAST"
+        )),
+        [5, 2, 1, 3, 4]
+    );
+    let totals = sql_rows(
+        &churn,
+        &format!(
+            "SELECT CAST(sum(amount) AS VARCHAR) AS total, CAST(avg(amount) AS VARCHAR) AS mean \
+             FROM {table}"
+        ),
+    );
+    assert_eq!(
+        totals,
+        [serde_json::json!({ "total": "10000100", "mean": "2500025.0000" })]
+    );
+    let groups = sql_rows(
+        &churn,
+        &format!(
+            "SELECT region, CAST(sum(amount) AS VARCHAR) AS total FROM {table} \
+             GROUP BY region ORDER BY region"
+        ),
+    );
+    assert_eq!(
+        groups,
+        [
+            serde_json::json!({ "region": "EU", "total": "9999900" }),
+            serde_json::json!({ "region": "US", "total": "200" }),
+        ]
+    );
+
+    // The column reads as a decimal of scale 0, which Parquet holds.
+    let parquet = churn.dir.join("prices.parquet");
+    let query = format!("SELECT id, amount FROM {table} ORDER BY id");
+    let out = churn.cli(&["sql", "--out", parquet.to_str().unwrap(), &query]);
+    assert!(out.success, "{}", out.stderr);
+    let read = python(
+        "import sys, pyarrow.parquet as pq\n\
+         t = pq.read_table(sys.argv[1])\n\
+         print(t.schema.field('amount').type, [None if a is None else int(a) for a in t['amount'].to_pylist()])",
+        &[parquet.to_str().unwrap()],
+    );
+    assert_eq!(
+        read.trim(),
+        "decimal128(7, 0) [100, 200, -100, None, 9999900]"
+    );
+    // A query that writes a negative scale itself is refused (it made the daemon's
+    // request end without an answer, with no product involved), and the daemon goes on.
+    let out = churn.cli(&["sql", "SELECT AVG(CAST(100 AS DECIMAL(5, -2)))"]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("negative scale"), "{}", out.stderr);
+    assert_eq!(churn.status()["domain"], "churn");
+}
