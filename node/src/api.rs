@@ -10,6 +10,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::dataplane::DataPlane;
 use crate::error::NodeError;
@@ -108,7 +109,7 @@ fn build(
         progress: crate::progress::ProgressBoard::default(),
     };
     let api_metrics = crate::metrics::ApiMetrics::default();
-    Router::new()
+    let router = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/catalog", get(catalog))
         .route("/v1/publish", post(publish))
@@ -125,7 +126,30 @@ fn build(
             crate::metrics::track_api,
         ))
         .layer(axum::Extension(api_metrics))
-        .with_state(state)
+        .with_state(state);
+    catch_panics(router)
+}
+
+/// `router`, answering a request whose handler panics with a 500 that says so.
+pub(crate) fn catch_panics(router: Router) -> Router {
+    router.layer(CatchPanicLayer::custom(panicked))
+}
+
+/// The answer to a request whose handler panicked: a 500 that says so, where the connection
+/// would otherwise just close (the panic's message is in the daemon's log).
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!("a control API request failed with a panic: {what}");
+    NodeError::Internal(
+        "the daemon failed while answering this request (a bug: its log has the details); \
+         the daemon itself keeps running"
+            .into(),
+    )
+    .into_response()
 }
 
 async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {

@@ -846,4 +846,55 @@ mod tests {
         );
         api.abort();
     }
+
+    #[tokio::test]
+    async fn a_request_whose_handler_panics_is_answered_500_and_the_api_goes_on() {
+        use axum::http::StatusCode;
+        let router = |caught: bool| {
+            let router = axum::Router::new()
+                .route(
+                    "/v1/status",
+                    axum::routing::get(|| async { StatusCode::OK }),
+                )
+                .route(
+                    "/v1/broken",
+                    axum::routing::get(|| async {
+                        if std::hint::black_box(true) {
+                            panic!("a bug");
+                        }
+                        StatusCode::OK
+                    }),
+                );
+            if caught {
+                crate::api::catch_panics(router)
+            } else {
+                router
+            }
+        };
+        let request = |path: &str| {
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\nConnection: close\r\n\r\n"
+            )
+        };
+        for caught in [false, true] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let api = serve_api(listener, router(caught), "t".into());
+            let answer = exchange(addr, &request("/v1/broken")).await;
+            if caught {
+                assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+                assert!(
+                    answer.contains("the daemon failed while answering this request"),
+                    "{answer}"
+                );
+                assert!(answer.contains("\"kind\":\"internal\""), "{answer}");
+            } else {
+                // Without the layer the client learns nothing: the connection just ends.
+                assert_eq!(answer, "");
+            }
+            let answer = exchange(addr, &request("/v1/status")).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            api.abort();
+        }
+    }
 }
