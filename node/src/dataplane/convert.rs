@@ -11,7 +11,9 @@
 //! - [`OutputFormat::Parquet`]: decoded batch by batch and written with the parquet crate,
 //!   row groups flushed at [`PARQUET_ROW_GROUP_BYTES`] so memory stays bounded. Parquet has
 //!   no unit of seconds: such timestamps are written in milliseconds (the same instants), as
-//!   pyarrow writes them. This is the one output that decodes what the provider sent, so
+//!   pyarrow writes them, at any depth ([`parquet_schema`]); a value the new type cannot hold
+//!   is refused, naming its column, as pyarrow refuses it ([`cast_to_schema`]), rather than
+//!   written as a null. This is the one output that decodes what the provider sent, so
 //!   the batches are walked first (headers only) and refused when one declares more than
 //!   [`MAX_DECODED_ROWS`] rows or more than [`MAX_DECODED_MESSAGE`] bytes once
 //!   decompressed: the IPC reader allocates a declared size before it decompresses a byte.
@@ -168,6 +170,16 @@ pub enum ConvertError {
         /// Where, what is free and the reserve.
         #[source]
         source: NoRoom,
+    },
+    /// A value cannot be given the type Parquet writes its column as (a timestamp in seconds
+    /// beyond what milliseconds reach, ...); nothing is left at the output path.
+    #[error(
+        "cannot write the data as Parquet: {source}; nothing was written: fetch it as Arrow IPC (--out FILE.arrow), which holds it as it is"
+    )]
+    Value {
+        /// Which column, which types, which value.
+        #[source]
+        source: ParquetCastError,
     },
     /// The data cannot be written as Parquet (a type Parquet cannot hold, ...).
     #[error(
@@ -359,7 +371,8 @@ fn write_batches(
             .map_err(arrow)
     };
     while let Some(batch) = next(&mut reader)? {
-        let batch = cast_to_schema(batch, &schema).map_err(arrow)?;
+        let batch =
+            cast_to_schema(batch, &schema).map_err(|source| ConvertError::Value { source })?;
         // What may reach the disk in this step: the row group in progress (the writer also
         // writes it out by itself at its row limit) and this batch, at its decoded size,
         // which an encoding seldom exceeds. One `statvfs` per batch.
@@ -385,10 +398,13 @@ fn write_batches(
 
 /// `schema` with the types Parquet has no name for replaced by the nearest it has, as
 /// pyarrow writes them: timestamps and times in seconds become milliseconds (the same
-/// instants), `Date64` becomes `Date32` (the same days), at any depth (inside lists, structs
-/// and maps too). The parquet crate would otherwise write them as bare integers, which
-/// readers other than arrow-rs take for numbers. Used for every Parquet file meshnode writes
-/// (`fetch --format parquet`, `sql --out x.parquet`), with [`cast_to_schema`].
+/// instants), `Date64` becomes `Date32` (the same days), at any depth: inside lists, large
+/// lists, list views, fixed-size lists, structs, maps, dictionaries and run-end encoded
+/// arrays. The parquet crate would otherwise write them as bare integers, which readers
+/// other than arrow-rs take for numbers. (A union is left as it is: the parquet crate cannot
+/// write one, and [`parquet_unwritable`] refuses it first.) Used for every Parquet file
+/// meshnode writes (`fetch --format parquet`, `sql --out x.parquet`), with
+/// [`cast_to_schema`].
 pub fn parquet_schema(schema: &SchemaRef) -> SchemaRef {
     let fields: Vec<Field> = schema.fields().iter().map(|f| parquet_field(f)).collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
@@ -396,8 +412,15 @@ pub fn parquet_schema(schema: &SchemaRef) -> SchemaRef {
 
 /// `field` with [`parquet_schema`]'s replacements, its children included.
 fn parquet_field(field: &Field) -> Field {
+    field
+        .clone()
+        .with_data_type(parquet_type(field.data_type()))
+}
+
+/// The type of [`parquet_field`].
+fn parquet_type(data_type: &DataType) -> DataType {
     let child = |f: &arrow::datatypes::FieldRef| Arc::new(parquet_field(f));
-    let data_type = match field.data_type() {
+    match data_type {
         DataType::Timestamp(TimeUnit::Second, tz) => {
             DataType::Timestamp(TimeUnit::Millisecond, tz.clone())
         }
@@ -405,31 +428,121 @@ fn parquet_field(field: &Field) -> Field {
         DataType::Date64 => DataType::Date32,
         DataType::List(f) => DataType::List(child(f)),
         DataType::LargeList(f) => DataType::LargeList(child(f)),
+        DataType::ListView(f) => DataType::ListView(child(f)),
+        DataType::LargeListView(f) => DataType::LargeListView(child(f)),
         DataType::FixedSizeList(f, n) => DataType::FixedSizeList(child(f), *n),
         DataType::Struct(fields) => DataType::Struct(fields.iter().map(child).collect()),
         DataType::Map(f, sorted) => DataType::Map(child(f), *sorted),
+        DataType::Dictionary(key, value) => {
+            DataType::Dictionary(key.clone(), Box::new(parquet_type(value)))
+        }
+        DataType::RunEndEncoded(run_ends, values) => {
+            DataType::RunEndEncoded(run_ends.clone(), child(values))
+        }
         other => other.clone(),
-    };
-    field.clone().with_data_type(data_type)
+    }
 }
 
-/// `batch` with its columns cast to the types of `schema` where they differ.
-pub fn cast_to_schema(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+/// Why [`cast_to_schema`] could not give a batch the types Parquet writes it as.
+#[derive(Debug, thiserror::Error)]
+pub enum ParquetCastError {
+    /// A value the new type cannot hold: a timestamp in seconds whose milliseconds an `i64`
+    /// cannot hold, a `Date64` beyond the days a `Date32` holds, a `Time32` in seconds whose
+    /// milliseconds overflow. pyarrow refuses such a value too; writing it as null would
+    /// change the data without a word.
+    #[error(
+        "column `{column}` holds a value out of the range of {to}, the type Parquet holds its \
+         {from} as: {source}"
+    )]
+    OutOfRange {
+        /// The column (top level) holding the value.
+        column: String,
+        /// The column's type.
+        from: DataType,
+        /// The type Parquet writes it as ([`parquet_schema`]).
+        to: DataType,
+        /// The cast's refusal, naming the value.
+        #[source]
+        source: ArrowError,
+    },
+    /// Any other refusal of the cast.
+    #[error(
+        "column `{column}` cannot be written as {to}, the type Parquet holds its {from} as: {source}"
+    )]
+    Cast {
+        /// The column (top level).
+        column: String,
+        /// The column's type.
+        from: DataType,
+        /// The type Parquet writes it as ([`parquet_schema`]).
+        to: DataType,
+        /// The cast's error.
+        #[source]
+        source: ArrowError,
+    },
+    /// The cast columns do not make a batch of the schema.
+    #[error("the batch does not fit the Parquet schema: {0}")]
+    Batch(#[source] ArrowError),
+}
+
+/// `batch` with its columns cast to the types of `schema` where they differ. A value the new
+/// type cannot hold is refused ([`ParquetCastError::OutOfRange`]), never turned into a null.
+pub fn cast_to_schema(
+    batch: RecordBatch,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, ParquetCastError> {
     if batch.schema().fields() == schema.fields() {
         return Ok(batch);
     }
+    let options = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let refused = |field: &Field, to: &DataType, source: ArrowError| {
+        let (column, from, to) = (field.name().clone(), field.data_type().clone(), to.clone());
+        // What the casts of `parquet_schema`'s types refuse: `mul_checked`'s overflow
+        // (timestamps, times), the Date64 to Date32 cast's "without overflow".
+        let overflow = match &source {
+            ArrowError::ArithmeticOverflow(_) => true,
+            ArrowError::CastError(why) => why.contains("overflow"),
+            _ => false,
+        };
+        if overflow {
+            ParquetCastError::OutOfRange {
+                column,
+                from,
+                to,
+                source,
+            }
+        } else {
+            ParquetCastError::Cast {
+                column,
+                from,
+                to,
+                source,
+            }
+        }
+    };
+    let from = batch.schema();
     let columns = batch
         .columns()
         .iter()
+        .zip(from.fields())
         .zip(schema.fields())
-        .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
+        .map(|((column, field), to)| {
+            if column.data_type() == to.data_type() {
+                return Ok(column.clone());
+            }
+            arrow::compute::cast_with_options(column, to.data_type(), &options)
+                .map_err(|source| refused(field, to.data_type(), source))
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(schema.clone(), columns)
+    RecordBatch::try_new(schema.clone(), columns).map_err(ParquetCastError::Batch)
 }
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Int64Array, NullArray, StringArray, TimestampSecondArray};
+    use arrow::array::{Array, ArrayRef, Int64Array, NullArray, StringArray, TimestampSecondArray};
     use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 
     use super::*;
@@ -875,5 +988,330 @@ mod tests {
         let err = convert_anywhere(&junk, 9, OutputFormat::Parquet, &dest).unwrap_err();
         assert!(matches!(err, ConvertError::Bounds { .. }), "{err}");
         assert!(!dest.exists());
+    }
+
+    /// A verified file of the batch decoded from the JSON lines `rows` with the types of
+    /// `schema`, where the JSON reader reads dictionaries as their values (cast afterwards).
+    fn received_json(
+        dir: &Path,
+        schema: Schema,
+        rows: &str,
+    ) -> (std::path::PathBuf, RecordBatch, u64) {
+        let plain: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .clone()
+                    .with_data_type(undictionaried(f.data_type()))
+            })
+            .collect();
+        let batch = arrow::json::ReaderBuilder::new(Arc::new(Schema::new(plain)))
+            .build(rows.as_bytes())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let schema = Arc::new(schema);
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| arrow::compute::cast(c, f.data_type()).unwrap())
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let mut stream = Vec::new();
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut stream, &schema).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let (path, bytes) = file_of_stream(dir, &stream);
+        (path, batch, bytes)
+    }
+
+    /// `data_type` with each dictionary replaced by its value type, at any depth.
+    fn undictionaried(data_type: &DataType) -> DataType {
+        let item = |f: &arrow::datatypes::FieldRef| {
+            Arc::new(
+                f.as_ref()
+                    .clone()
+                    .with_data_type(undictionaried(f.data_type())),
+            )
+        };
+        match data_type {
+            DataType::Dictionary(_, value) => undictionaried(value),
+            DataType::List(f) => DataType::List(item(f)),
+            DataType::ListView(f) => DataType::ListView(item(f)),
+            DataType::Struct(fields) => DataType::Struct(fields.iter().map(item).collect()),
+            other => other.clone(),
+        }
+    }
+
+    /// The types of a Parquet file as a reader that ignores the stored Arrow schema (any tool
+    /// but arrow-rs) sees them.
+    fn plain_types(path: &Path) -> Vec<String> {
+        let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            File::open(path).unwrap(),
+            options,
+        )
+        .unwrap();
+        builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+            .collect()
+    }
+
+    /// What pyarrow reads from the Parquet file `path`: `name: type` per column, then each
+    /// column's values as Python prints them; `None` with MESHNODE_SKIP_PYARROW=1.
+    fn pyarrow_reads(path: &Path) -> Option<Vec<String>> {
+        if std::env::var("MESHNODE_SKIP_PYARROW").as_deref() == Ok("1") {
+            eprintln!("MESHNODE_SKIP_PYARROW=1: skipping the pyarrow cross-check");
+            return None;
+        }
+        let script = "import sys, pyarrow.parquet as pq\n\
+                      t = pq.read_table(sys.argv[1])\n\
+                      for f, c in zip(t.schema, t.columns):\n    \
+                      print(f'{f.name}: {f.type}')\n\
+                      for c in t.columns:\n    print(c.to_pylist())";
+        let output = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(path)
+            .output()
+            .expect("python3 with pyarrow (or set MESHNODE_SKIP_PYARROW=1)");
+        assert!(
+            output.status.success(),
+            "pyarrow cannot read {} (install pyarrow or set MESHNODE_SKIP_PYARROW=1): {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Some(
+            String::from_utf8(output.stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn seconds_and_date64_in_list_views_dictionaries_and_run_ends_keep_their_meaning_in_parquet() {
+        let ts = DataType::Timestamp(TimeUnit::Second, None);
+        let tokyo = DataType::Timestamp(TimeUnit::Second, Some("Asia/Tokyo".into()));
+        let t32 = DataType::Time32(TimeUnit::Second);
+        let item = |data_type: &DataType| Arc::new(Field::new("item", data_type.clone(), true));
+        let dict = |key: DataType, value: &DataType| {
+            DataType::Dictionary(Box::new(key), Box::new(value.clone()))
+        };
+        let ree = |value: &DataType| {
+            DataType::RunEndEncoded(
+                Arc::new(Field::new("run_ends", DataType::Int32, false)),
+                Arc::new(Field::new("values", value.clone(), true)),
+            )
+        };
+        let schema = Schema::new(vec![
+            Field::new("lv_ts", DataType::ListView(item(&ts)), true),
+            Field::new("llv_t32", DataType::LargeListView(item(&t32)), true),
+            Field::new("lv_d64", DataType::ListView(item(&DataType::Date64)), true),
+            Field::new("dict_d64", dict(DataType::Int32, &DataType::Date64), true),
+            Field::new("dict_ts", dict(DataType::Int32, &tokyo), true),
+            Field::new("dict_t32", dict(DataType::Int16, &t32), true),
+            Field::new("ree_ts", ree(&ts), true),
+            Field::new("ree_d64", ree(&DataType::Date64), true),
+            Field::new("ree_t32", ree(&t32), true),
+            Field::new(
+                "l_dict",
+                DataType::List(item(&dict(DataType::Int8, &DataType::Date64))),
+                true,
+            ),
+            Field::new(
+                "lv_struct",
+                DataType::ListView(item(&DataType::Struct(
+                    vec![Field::new("at", ts.clone(), true)].into(),
+                ))),
+                true,
+            ),
+        ]);
+        let day = 86_400_000;
+        let rows = format!(
+            "{{\"lv_ts\": [1, 2], \"llv_t32\": [3600], \"lv_d64\": [{day}], \"dict_d64\": {day}, \
+             \"dict_ts\": 5, \"dict_t32\": 60, \"ree_ts\": 7, \"ree_d64\": {day}, \"ree_t32\": 8, \
+             \"l_dict\": [{day}, null], \"lv_struct\": [{{\"at\": 9}}]}}\n\
+             {{\"lv_ts\": [], \"dict_d64\": 0, \"ree_ts\": 7, \"ree_t32\": null}}\n"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let (verified, batch, bytes) = received_json(tmp.path(), schema, &rows);
+        let parquet = tmp.path().join("x.parquet");
+        convert_anywhere(&verified, bytes, OutputFormat::Parquet, &parquet).unwrap();
+
+        // Any reader sees times, timestamps and dates, not bare integers.
+        assert_eq!(
+            plain_types(&parquet),
+            [
+                "lv_ts: List(Timestamp(ms))",
+                "llv_t32: List(Time32(ms))",
+                "lv_d64: List(Date32)",
+                "dict_d64: Date32",
+                "dict_ts: Timestamp(ms, \"UTC\")",
+                "dict_t32: Time32(ms)",
+                "ree_ts: Timestamp(ms)",
+                "ree_d64: Date32",
+                "ree_t32: Time32(ms)",
+                "l_dict: List(Date32)",
+                "lv_struct: List(Struct(\"at\": Timestamp(ms)))",
+            ]
+        );
+        // arrow-rs reads the same values back, in the types of `parquet_schema`.
+        let read = ParquetRecordBatchReaderBuilder::try_new(File::open(&parquet).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let want = cast_to_schema(batch.clone(), &parquet_schema(&batch.schema())).unwrap();
+        for (index, column) in want.columns().iter().enumerate() {
+            let back = arrow::compute::cast(read.column(index), column.data_type()).unwrap();
+            assert_eq!(&back, column, "{}", want.schema().field(index).name());
+        }
+
+        // pyarrow reads the types it reads from a file it wrote itself from the same columns
+        // (its Parquet writer refuses run-end encoded arrays; it reads their values), and
+        // the same values.
+        let Some(read) = pyarrow_reads(&parquet) else {
+            return;
+        };
+        let (types, values) = read.split_at(11);
+        assert_eq!(
+            types,
+            [
+                "lv_ts: list_view<item: timestamp[ms]>",
+                "llv_t32: large_list_view<item: time32[ms]>",
+                "lv_d64: list_view<item: date32[day]>",
+                "dict_d64: date32[day]",
+                "dict_ts: timestamp[ms, tz=UTC]",
+                "dict_t32: time32[ms]",
+                "ree_ts: timestamp[ms]",
+                "ree_d64: date32[day]",
+                "ree_t32: time32[ms]",
+                "l_dict: list<item: date32[day]>",
+                "lv_struct: list_view<item: struct<at: timestamp[ms]>>",
+            ],
+            "{read:#?}"
+        );
+        assert_eq!(
+            values,
+            [
+                "[[datetime.datetime(1970, 1, 1, 0, 0, 1), datetime.datetime(1970, 1, 1, 0, 0, 2)], []]",
+                "[[datetime.time(1, 0)], None]",
+                "[[datetime.date(1970, 1, 2)], None]",
+                "[datetime.date(1970, 1, 2), datetime.date(1970, 1, 1)]",
+                "[datetime.datetime(1970, 1, 1, 0, 0, 5, tzinfo=zoneinfo.ZoneInfo(key='UTC')), None]",
+                "[datetime.time(0, 1), None]",
+                "[datetime.datetime(1970, 1, 1, 0, 0, 7), datetime.datetime(1970, 1, 1, 0, 0, 7)]",
+                "[datetime.date(1970, 1, 2), None]",
+                "[datetime.time(0, 0, 8), None]",
+                "[[datetime.date(1970, 1, 2), None], None]",
+                "[[{'at': datetime.datetime(1970, 1, 1, 0, 0, 9)}], None]",
+            ],
+            "{read:#?}"
+        );
+    }
+
+    #[test]
+    fn a_value_parquet_cannot_hold_is_refused_naming_its_column_and_leaves_no_output() {
+        use arrow::array::{Date64Array, ListArray, Time32SecondArray};
+        let tmp = tempfile::tempdir().unwrap();
+        let day = 86_400_000i64;
+        let list = |values: ArrayRef| {
+            let field = Arc::new(Field::new("item", values.data_type().clone(), true));
+            let offsets = arrow::buffer::OffsetBuffer::from_lengths([1, values.len() - 1]);
+            Arc::new(ListArray::new(field, offsets, values, None)) as ArrayRef
+        };
+        // The seconds of pyarrow's example, whose milliseconds overflow an i64; a Date64 one
+        // day past the last Date32; a Time32 in seconds whose milliseconds overflow an i32; and
+        // the first one in a list.
+        let seconds: ArrayRef = Arc::new(TimestampSecondArray::from(vec![1 << 62, -(1 << 62)]));
+        let cases: [(&str, ArrayRef, &str); 4] = [
+            (
+                "ts",
+                seconds.clone(),
+                "Overflow happened on: 4611686018427387904 * 1000",
+            ),
+            (
+                "day",
+                Arc::new(Date64Array::from(vec![0, (i64::from(i32::MAX) + 1) * day])),
+                "Cannot cast Date64 value 185542587187200000 to Date32 without overflow",
+            ),
+            (
+                "time",
+                Arc::new(Time32SecondArray::from(vec![Some(i32::MAX), None])),
+                "Overflow happened on: 2147483647 * 1000",
+            ),
+            ("history", list(seconds), "Overflow happened on"),
+        ];
+        for (name, column, problem) in cases {
+            // Nullable, as pyarrow's columns are: a cast that makes nulls of what it cannot
+            // hold would pass unnoticed.
+            let batch = RecordBatch::try_from_iter_with_nullable([
+                (
+                    "id",
+                    Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+                    false,
+                ),
+                (name, column, true),
+            ])
+            .unwrap();
+            let mut stream = Vec::new();
+            let mut writer =
+                arrow::ipc::writer::StreamWriter::try_new(&mut stream, &batch.schema()).unwrap();
+            writer.write(&batch).unwrap();
+            writer.finish().unwrap();
+            drop(writer);
+            let (verified, bytes) = file_of_stream(tmp.path(), &stream);
+            let dest = tmp.path().join("x.parquet");
+            let err = convert_anywhere(&verified, bytes, OutputFormat::Parquet, &dest).unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    ConvertError::Value {
+                        source: ParquetCastError::OutOfRange { .. }
+                    }
+                ),
+                "{err:?}"
+            );
+            let message = err.to_string();
+            for part in [
+                &format!("column `{name}` holds a value out of the range of"),
+                problem,
+                "fetch it as Arrow IPC (--out FILE.arrow)",
+            ] {
+                assert!(message.contains(part), "{part}: {message}");
+            }
+            assert!(!dest.exists(), "{name}");
+        }
+    }
+
+    #[test]
+    fn only_the_values_of_a_column_are_checked_not_what_its_nulls_hide() {
+        use arrow::buffer::NullBuffer;
+        // A null slot may hold any bits: it is not a value, and stays a null.
+        let hidden = arrow::array::PrimitiveArray::<arrow::datatypes::TimestampSecondType>::new(
+            vec![i64::MAX, 1_733_047_200].into(),
+            Some(NullBuffer::from(vec![false, true])),
+        );
+        let batch = RecordBatch::try_from_iter([("at", Arc::new(hidden) as ArrayRef)]).unwrap();
+        let cast = cast_to_schema(batch.clone(), &parquet_schema(&batch.schema())).unwrap();
+        let at = cast.column(0);
+        assert_eq!(
+            at.data_type(),
+            &DataType::Timestamp(TimeUnit::Millisecond, None)
+        );
+        assert!(at.is_null(0));
+        let back = arrow::compute::cast(at, &DataType::Int64).unwrap();
+        let back = back.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(back.value(1), 1_733_047_200_000);
     }
 }

@@ -12,7 +12,9 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, FieldRef, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::ipc::reader::{FileReader, StreamReader};
+use base64::Engine as _;
 use mesh_protocol::bounds::BoundsError;
+use parquet::arrow::ARROW_SCHEMA_META_KEY;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
     ParquetRecordBatchReaderBuilder,
@@ -49,7 +51,12 @@ const MAX_DELTA_COPY: u64 = 64 << 30;
 /// The magic that opens an Arrow IPC file (a stream starts with a message instead).
 const ARROW_FILE_MAGIC: &[u8; 6] = b"ARROW1";
 
+/// The magic that opens (and ends) a Feather version 1 file, the layout Feather had before it
+/// became the Arrow IPC file (Feather version 2).
+const FEATHER_V1_MAGIC: &[u8; 4] = b"FEA1";
+
 /// Reads the first bytes of an `.arrow`-like file to tell the IPC file from the IPC stream.
+/// A Feather version 1 file, which is neither, is refused with what to do about it.
 pub(super) fn sniff_arrow(path: &Path) -> Result<InputFormat, IngestError> {
     let file = File::open(path).map_err(|error| match error.kind() {
         io::ErrorKind::NotFound => IngestError::NotFound {
@@ -61,6 +68,23 @@ pub(super) fn sniff_arrow(path: &Path) -> Result<InputFormat, IngestError> {
     file.take(ARROW_FILE_MAGIC.len() as u64)
         .read_to_end(&mut magic)
         .map_err(|e| io_error(path, "read", e))?;
+    if magic.starts_with(FEATHER_V1_MAGIC) {
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        return Err(IngestError::ArrowBounds {
+            file: path.to_path_buf(),
+            format: InputFormat::ArrowFile,
+            problem: format!(
+                "it is a Feather version 1 file (it starts with `FEA1`), the layout Feather had \
+                 before it became the Arrow IPC file, which meshnode does not read: re-save it \
+                 as Feather version 2, for example with `pyarrow.feather.write_feather(\
+                 pyarrow.feather.read_table('{name}'), 'v2.feather')` (version 2 is the \
+                 default; pass `version=2` to say so), and publish that file"
+            ),
+        });
+    }
     Ok(if magic == ARROW_FILE_MAGIC {
         InputFormat::ArrowFile
     } else {
@@ -204,8 +228,9 @@ fn contained<T>(read: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, Arrow
 }
 
 /// Opens a Parquet file whose footer was checked, reading the types of [`reader_schema`]
-/// (dictionaries as their values, INT96 timestamps as microseconds) once [`check_int96`] has
-/// seen every INT96 value fit and [`check_intervals`] every interval read whole.
+/// (dictionaries as their values, INT96 timestamps as microseconds, timestamps in the time
+/// zones of the `ARROW:schema` whatever their unit) once [`check_int96`] has seen every INT96
+/// value fit and [`check_intervals`] every interval read whole.
 fn open_parquet(path: &Path, file: File) -> Result<Source, IngestError> {
     let parquet_error = |error: parquet::errors::ParquetError| IngestError::Parquet {
         file: path.to_path_buf(),
@@ -214,12 +239,28 @@ fn open_parquet(path: &Path, file: File) -> Result<Source, IngestError> {
     let mut metadata =
         ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(parquet_error)?;
     let batch_rows = check_parquet_pages(path, &file, metadata.metadata())?;
-    let schema = reader_schema(metadata.schema(), metadata.parquet_schema()).map_err(|detail| {
-        IngestError::Parquet {
-            file: path.to_path_buf(),
-            detail,
-        }
-    })?;
+    let refused = |detail| IngestError::Parquet {
+        file: path.to_path_buf(),
+        detail,
+    };
+    // Only a file whose reader schema has a timestamp adjusted to UTC can need a time zone
+    // from its `ARROW:schema`: the others are not made to decode it a second time.
+    let recorded = if metadata
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| has_zoned_timestamp(f.data_type()))
+    {
+        recorded_schema(metadata.metadata()).map_err(refused)?
+    } else {
+        None
+    };
+    let schema = reader_schema(
+        metadata.schema(),
+        metadata.parquet_schema(),
+        recorded.as_ref(),
+    )
+    .map_err(refused)?;
     let schema = Arc::new(schema);
     if schema != *metadata.schema() {
         let options = ArrowReaderOptions::new().with_schema(schema.clone());
@@ -337,7 +378,16 @@ fn reading_failed(error: &io::Error) -> bool {
 
 /// The Arrow schema a Parquet input is read with (asked of the reader through
 /// [`ArrowReaderOptions::with_schema`]): the file's own, from its Parquet types and any
-/// `ARROW:schema` it stores, with two changes.
+/// `ARROW:schema` it stores (`recorded`, decoded by [`recorded_schema`]), with three changes.
+///
+/// A timestamp stored adjusted to UTC takes the time zone `recorded` gives it, at any depth
+/// ([`with_recorded_zone`]), whatever the unit it was written from. Parquet has no time zones,
+/// so pyarrow records the column's Arrow type and its reader puts the zone back (ARROW-9634);
+/// the parquet crate does so only when the recorded unit is the stored one, which is never the
+/// case for seconds (pyarrow stores them as milliseconds) nor after `coerce_timestamps` or
+/// `version='1.0'` (nanoseconds stored as microseconds): such a column would be read in
+/// `"UTC"`, the same instants shown at another wall-clock time. The unit stays the stored
+/// one, as pyarrow reads it.
 ///
 /// Top-level dictionary columns are read as their value type. Parquet dictionaries are per row
 /// group (a pandas categorical comes back as a different dictionary in each), while an Arrow
@@ -355,8 +405,21 @@ fn reading_failed(error: &io::Error) -> bool {
 /// Spark never writes them (its timestamps are microseconds); Impala, whose timestamps have
 /// nanoseconds, can, and such a value loses its last three digits. A value even microseconds
 /// cannot hold is refused by [`check_int96`].
-fn reader_schema(schema: &Schema, parquet: &SchemaDescriptor) -> Result<Schema, String> {
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+fn reader_schema(
+    schema: &Schema,
+    parquet: &SchemaDescriptor,
+    recorded: Option<&Schema>,
+) -> Result<Schema, String> {
+    let mut fields: Vec<Field> = match recorded {
+        // parquet refuses a recorded schema of another shape, so fields pair by position.
+        Some(recorded) if recorded.fields().len() == schema.fields().len() => schema
+            .fields()
+            .iter()
+            .zip(recorded.fields())
+            .map(|(field, recorded)| with_recorded_zone(field, recorded))
+            .collect(),
+        _ => schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
+    };
     let int96: Vec<bool> = parquet
         .columns()
         .iter()
@@ -379,6 +442,129 @@ fn reader_schema(schema: &Schema, parquet: &SchemaDescriptor) -> Result<Schema, 
         }
     }
     Ok(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Whether `data_type` holds a timestamp with a time zone, at any depth: what the reader makes
+/// of a Parquet timestamp adjusted to UTC, whose zone the `ARROW:schema` may record.
+fn has_zoned_timestamp(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Timestamp(_, zone) => zone.is_some(),
+        DataType::Struct(children) => children.iter().any(|c| has_zoned_timestamp(c.data_type())),
+        DataType::List(item)
+        | DataType::LargeList(item)
+        | DataType::ListView(item)
+        | DataType::LargeListView(item)
+        | DataType::FixedSizeList(item, _)
+        | DataType::Map(item, _) => has_zoned_timestamp(item.data_type()),
+        DataType::Dictionary(_, value) => has_zoned_timestamp(value),
+        _ => false,
+    }
+}
+
+/// The Arrow schema a Parquet file records under `ARROW:schema`, decoded as parquet decodes
+/// it (the last such key, base64, an optional IPC continuation and length, then a flatbuffer
+/// `Message` holding the schema), or `None` when there is none.
+///
+/// Bounds: the text is part of the footer, which [`crate::parquet_footer::check_file`] has
+/// walked whole (it is no longer than the file), and parquet has already decoded these very
+/// bytes once, with the same flatbuffers verifier (at most 64 tables deep and a million
+/// tables) and inside [`arrow_guard::catch`], before this is called; arrow-ipc's panics on a
+/// malformed schema are contained here too. The caller decodes it only for a file with a
+/// timestamp adjusted to UTC, and [`with_recorded_zone`] recurses no deeper than the reader's
+/// schema, whose depth the footer check bounds.
+fn recorded_schema(metadata: &ParquetMetaData) -> Result<Option<Schema>, String> {
+    let Some(text) = metadata
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|pairs| {
+            pairs
+                .iter()
+                .rev()
+                .find(|kv| kv.key == ARROW_SCHEMA_META_KEY && kv.value.is_some())
+        })
+        .and_then(|kv| kv.value.as_deref())
+    else {
+        return Ok(None);
+    };
+    // Standard base64 with padding, as pyarrow writes it and parquet reads it.
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("its `{ARROW_SCHEMA_META_KEY}` is not valid base64: {e}"))?;
+    let message = match bytes.get(..4) {
+        Some([0xff, 0xff, 0xff, 0xff]) if bytes.len() > 8 => &bytes[8..],
+        _ => &bytes[..],
+    };
+    arrow_guard::contain(|| arrow::ipc::convert::try_schema_from_flatbuffer_bytes(message))
+        .map(Some)
+        .map_err(|e| format!("cannot decode its `{ARROW_SCHEMA_META_KEY}`: {e}"))
+}
+
+/// `field`, as the reader infers it, with the time zones `recorded` (the same column in the
+/// file's `ARROW:schema`) gives its timestamps, at any depth: a timestamp the reader reads
+/// with a zone (stored adjusted to UTC) takes the recorded type's zone, when it has one, and
+/// keeps its unit. This is pyarrow's rule (`ApplyOriginalStorageMetadata`): a timestamp stored
+/// as local time stays without a zone, and a recorded type without one changes nothing.
+/// Unlike pyarrow, which reads a dictionary of zoned timestamps in `"UTC"` whatever its unit,
+/// the zone is also put back under a recorded dictionary, as the parquet crate already does
+/// when the units match. Types that do not pair up are left as the reader infers them.
+fn with_recorded_zone(field: &Field, recorded: &Field) -> Field {
+    field
+        .clone()
+        .with_data_type(zoned_type(field.data_type(), recorded.data_type()))
+}
+
+/// The type of [`with_recorded_zone`].
+fn zoned_type(data_type: &DataType, mut recorded: &DataType) -> DataType {
+    while let DataType::Dictionary(_, value) = recorded {
+        recorded = value;
+    }
+    let item = |item: &FieldRef, recorded_item: &FieldRef| {
+        Arc::new(with_recorded_zone(item, recorded_item))
+    };
+    let recorded_item = match recorded {
+        DataType::List(item)
+        | DataType::LargeList(item)
+        | DataType::ListView(item)
+        | DataType::LargeListView(item)
+        | DataType::FixedSizeList(item, _) => Some(item),
+        _ => None,
+    };
+    match (data_type, recorded, recorded_item) {
+        (DataType::Timestamp(unit, Some(_)), DataType::Timestamp(_, Some(zone)), _)
+            if !zone.is_empty() =>
+        {
+            DataType::Timestamp(*unit, Some(zone.clone()))
+        }
+        (DataType::Dictionary(key, value), _, _) => {
+            DataType::Dictionary(key.clone(), Box::new(zoned_type(value, recorded)))
+        }
+        (DataType::Struct(children), DataType::Struct(recorded), _)
+            if children.len() == recorded.len() =>
+        {
+            DataType::Struct(
+                children
+                    .iter()
+                    .zip(recorded.iter())
+                    .map(|(child, recorded)| item(child, recorded))
+                    .collect(),
+            )
+        }
+        (DataType::Map(entries, sorted), DataType::Map(recorded, _), _) => {
+            DataType::Map(item(entries, recorded), *sorted)
+        }
+        (DataType::List(inner), _, Some(recorded)) => DataType::List(item(inner, recorded)),
+        (DataType::LargeList(inner), _, Some(recorded)) => {
+            DataType::LargeList(item(inner, recorded))
+        }
+        (DataType::ListView(inner), _, Some(recorded)) => DataType::ListView(item(inner, recorded)),
+        (DataType::LargeListView(inner), _, Some(recorded)) => {
+            DataType::LargeListView(item(inner, recorded))
+        }
+        (DataType::FixedSizeList(inner, size), _, Some(recorded)) => {
+            DataType::FixedSizeList(item(inner, recorded), *size)
+        }
+        (other, _, _) => other.clone(),
+    }
 }
 
 /// `field` with its INT96 leaves read as microseconds ([`reader_schema`]). `leaves` says of
@@ -671,9 +857,9 @@ mod tests {
         Array, ArrayRef, DictionaryArray, Int32Array, IntervalDayTimeArray, IntervalYearMonthArray,
         ListArray, StringArray, TimestampMicrosecondArray,
     };
-    use arrow::datatypes::Int32Type;
+    use arrow::datatypes::{Fields, Int32Type};
     use arrow::ipc::writer::{FileWriter, StreamWriter};
-    use parquet::arrow::{ARROW_SCHEMA_META_KEY, ArrowWriter, encode_arrow_schema};
+    use parquet::arrow::{ArrowWriter, encode_arrow_schema};
     use parquet::file::metadata::KeyValue;
     use parquet::file::properties::WriterProperties;
     use parquet::file::writer::SerializedFileWriter;
@@ -1203,23 +1389,7 @@ mod tests {
 
     /// Standard base64 with padding.
     fn base64(bytes: &[u8]) -> String {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-            for i in 0..4 {
-                out.push(if i <= chunk.len() {
-                    ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char
-                } else {
-                    '='
-                });
-            }
-        }
-        out
+        base64::engine::general_purpose::STANDARD.encode(bytes)
     }
 
     #[test]
@@ -1861,5 +2031,293 @@ mod tests {
             assert!(message.contains(part), "{part}: {message}");
         }
         assert!(!output.exists());
+    }
+
+    /// `data` as the same values of the type `to`, whose layout is that of `data`'s type at
+    /// every depth (here: timestamps given a time zone).
+    fn retyped(data: &arrow::array::ArrayData, to: &DataType) -> arrow::array::ArrayData {
+        let children: Vec<DataType> = match to {
+            DataType::List(f)
+            | DataType::LargeList(f)
+            | DataType::ListView(f)
+            | DataType::LargeListView(f)
+            | DataType::FixedSizeList(f, _)
+            | DataType::Map(f, _) => vec![f.data_type().clone()],
+            DataType::Struct(fields) => fields.iter().map(|f| f.data_type().clone()).collect(),
+            DataType::Dictionary(_, value) => vec![value.as_ref().clone()],
+            _ => Vec::new(),
+        };
+        let child_data = data
+            .child_data()
+            .iter()
+            .zip(children)
+            .map(|(child, to)| retyped(child, &to))
+            .collect();
+        data.clone()
+            .into_builder()
+            .data_type(to.clone())
+            .child_data(child_data)
+            .build()
+            .unwrap()
+    }
+
+    /// The columns of pyarrow's zoned timestamps, in `unit`, at every depth the reader pairs
+    /// with the `ARROW:schema`: the time zones are `zone`, `Europe/Paris` and `+01:00`.
+    fn zoned_schema(unit: TimeUnit, zone: &str) -> Schema {
+        let ts = |zone: Option<&str>| DataType::Timestamp(unit, zone.map(Into::into));
+        let item = |data_type| Arc::new(Field::new("element", data_type, true));
+        let entries = Fields::from(vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("value", ts(Some(zone)), true),
+        ]);
+        Schema::new(vec![
+            Field::new("top", ts(Some(zone)), true),
+            Field::new("naive", ts(None), true),
+            Field::new(
+                "list_struct",
+                DataType::List(item(DataType::Struct(
+                    vec![Field::new("ts", ts(Some("Europe/Paris")), true)].into(),
+                ))),
+                true,
+            ),
+            Field::new("large", DataType::LargeList(item(ts(Some(zone)))), true),
+            Field::new(
+                "fixed",
+                DataType::FixedSizeList(item(ts(Some(zone))), 2),
+                true,
+            ),
+            Field::new(
+                "map",
+                DataType::Map(
+                    Arc::new(Field::new("entries", DataType::Struct(entries), false)),
+                    false,
+                ),
+                true,
+            ),
+            Field::new("view", DataType::ListView(item(ts(Some(zone)))), true),
+            Field::new(
+                "nested",
+                DataType::Struct(
+                    vec![Field::new(
+                        "a",
+                        DataType::Struct(vec![Field::new("b", ts(Some("+01:00")), true)].into()),
+                        true,
+                    )]
+                    .into(),
+                ),
+                true,
+            ),
+            Field::new(
+                "dict",
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(ts(Some(zone)))),
+                true,
+            ),
+            Field::new(
+                "dicts",
+                DataType::List(item(DataType::Dictionary(
+                    Box::new(DataType::Int16),
+                    Box::new(ts(Some(zone))),
+                ))),
+                true,
+            ),
+        ])
+    }
+
+    /// Two rows of [`zoned_schema`] in `unit` (values, then nulls), made by the JSON reader
+    /// without zones and then given them.
+    fn zoned_batch(unit: TimeUnit, zone: &str) -> RecordBatch {
+        let schema = Arc::new(zoned_schema(unit, zone));
+        let plain: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let data_type = match f.data_type() {
+                    DataType::Dictionary(_, value) => value.as_ref().clone(),
+                    DataType::List(item)
+                        if matches!(item.data_type(), DataType::Dictionary(..)) =>
+                    {
+                        DataType::List(Arc::new(Field::new(
+                            "element",
+                            DataType::Timestamp(unit, None),
+                            true,
+                        )))
+                    }
+                    other => other.clone(),
+                };
+                let naive = strip_zones(&data_type);
+                f.as_ref().clone().with_data_type(naive)
+            })
+            .collect();
+        let rows = concat!(
+            r#"{"top": 1700000000123, "naive": 1700000000456, "list_struct": [{"ts": 1}, null],"#,
+            r#" "large": [2, null], "fixed": [3, 4], "map": {"a": 5}, "view": [6, 7],"#,
+            r#" "nested": {"a": {"b": 8}}, "dict": 1700000000123, "dicts": [9, 9, null]}"#,
+            "\n",
+            r#"{"list_struct": [{"ts": null}], "fixed": null, "nested": {"a": null}}"#,
+            "\n",
+        );
+        let mut reader = arrow::json::ReaderBuilder::new(Arc::new(Schema::new(plain)))
+            .build(rows.as_bytes())
+            .unwrap();
+        let plain = reader.next().unwrap().unwrap();
+        let columns = plain
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(column, field)| {
+                let naive = strip_zones(field.data_type());
+                let column = arrow::compute::cast(column, &naive).unwrap();
+                arrow::array::make_array(retyped(&column.to_data(), field.data_type()))
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    fn strip_zones(data_type: &DataType) -> DataType {
+        let item = |f: &FieldRef| {
+            Arc::new(
+                f.as_ref()
+                    .clone()
+                    .with_data_type(strip_zones(f.data_type())),
+            )
+        };
+        match data_type {
+            DataType::Timestamp(unit, _) => DataType::Timestamp(*unit, None),
+            DataType::List(f) => DataType::List(item(f)),
+            DataType::LargeList(f) => DataType::LargeList(item(f)),
+            DataType::ListView(f) => DataType::ListView(item(f)),
+            DataType::FixedSizeList(f, n) => DataType::FixedSizeList(item(f), *n),
+            DataType::Map(f, sorted) => DataType::Map(item(f), *sorted),
+            DataType::Struct(fields) => DataType::Struct(fields.iter().map(item).collect()),
+            DataType::Dictionary(key, value) => {
+                DataType::Dictionary(key.clone(), Box::new(strip_zones(value)))
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// Writes `batch` as pyarrow writes timestamps it cannot store in their unit: the Parquet
+    /// timestamps adjusted to UTC, and the `ARROW:schema` of `recorded`, the types it was
+    /// written from.
+    fn pyarrow_like_parquet(path: &Path, batch: &RecordBatch, recorded: &Schema) {
+        use parquet::arrow::arrow_writer::ArrowWriterOptions;
+        let properties = WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                ARROW_SCHEMA_META_KEY.into(),
+                encode_arrow_schema(recorded),
+            )]))
+            .build();
+        let options = ArrowWriterOptions::new()
+            .with_skip_arrow_metadata(true)
+            .with_properties(properties);
+        let mut writer =
+            ArrowWriter::try_new_with_options(File::create(path).unwrap(), batch.schema(), options)
+                .unwrap();
+        writer.write(batch).unwrap();
+        writer.close().unwrap();
+    }
+
+    #[test]
+    fn parquet_timestamps_keep_the_recorded_time_zone_whatever_unit_they_are_stored_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("zoned.parquet");
+        use TimeUnit::{Microsecond as Us, Millisecond as Ms, Nanosecond as Ns, Second as S};
+        // (unit written from, unit stored): pyarrow stores seconds as milliseconds,
+        // `coerce_timestamps` and `version='1.0'` (nanoseconds as microseconds) others; the
+        // same unit is what the parquet crate already read right.
+        let units = [
+            (S, Ms),
+            (Ns, Us),
+            (Us, Ms),
+            (Ns, Ms),
+            (S, Us),
+            (Ms, Ms),
+            (Ns, Ns),
+        ];
+        for (written, stored) in units {
+            for zone in ["America/New_York", "+05:30", "UTC"] {
+                let batch = zoned_batch(stored, zone);
+                let recorded = zoned_schema(written, zone);
+                pyarrow_like_parquet(&input, &batch, &recorded);
+                let (outcome, read, output) = ingest_ok(&dir, &input);
+                // The stored unit, the recorded zone (pyarrow reads the same); a top-level
+                // dictionary is read as its values.
+                let mut want: Vec<Field> = batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+                let zoned = DataType::Timestamp(stored, Some(zone.into()));
+                let dict = want.len() - 2;
+                want[dict] = want[dict].clone().with_data_type(zoned.clone());
+                // A dictionary the parquet crate cannot read in the recorded unit it reads
+                // as its values (pyarrow reads every dictionary so).
+                if written != stored {
+                    let item = Arc::new(Field::new("element", zoned, true));
+                    want[dict + 1] = want[dict + 1].clone().with_data_type(DataType::List(item));
+                }
+                for (got, want) in outcome.schema.fields().iter().zip(&want) {
+                    assert_eq!(
+                        got.data_type(),
+                        want.data_type(),
+                        "{written:?} stored as {stored:?} in {zone}: `{}`",
+                        want.name()
+                    );
+                }
+                // The same instants.
+                for (index, column) in batch.columns().iter().enumerate() {
+                    let back = arrow::compute::cast(read.column(index), column.data_type());
+                    assert_eq!(&back.unwrap(), column, "{written:?} in {zone}: {index}");
+                }
+                fs::remove_file(output).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_parquet_timestamp_stored_as_local_time_gets_no_recorded_zone() {
+        // pyarrow's rule: only a timestamp stored adjusted to UTC takes the recorded zone.
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("local.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            true,
+        )]));
+        let column = arrow::array::TimestampMillisecondArray::from(vec![Some(1_000), None]);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(column)]).unwrap();
+        let recorded = Schema::new(vec![Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Second, Some("Asia/Tokyo".into())),
+            true,
+        )]);
+        pyarrow_like_parquet(&input, &batch, &recorded);
+        let (outcome, read, _) = ingest_ok(&dir, &input);
+        assert_eq!(
+            outcome.schema.field(0).data_type(),
+            &DataType::Timestamp(TimeUnit::Millisecond, None)
+        );
+        assert_same_data(&batch, &read);
+    }
+
+    #[test]
+    fn a_feather_version_1_file_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        // The opening of a Feather version 1 file as pyarrow's `version=1` writes it.
+        let mut bytes = b"FEA1\0\0\0\0".to_vec();
+        bytes.extend([0u8; 56]);
+        bytes.extend(b"\x80\0\0\0FEA1");
+        let error = refused(&dir, "old.feather", &bytes);
+        let message = bounds_refusal(&error, InputFormat::ArrowFile);
+        for part in [
+            "old.feather",
+            "Feather version 1",
+            "pyarrow.feather.write_feather(pyarrow.feather.read_table('old.feather')",
+            "version=2",
+        ] {
+            assert!(message.contains(part), "{part}: {message}");
+        }
+        assert!(!message.contains("metadata"), "{message}");
     }
 }

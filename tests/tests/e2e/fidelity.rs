@@ -770,3 +770,299 @@ fn brotli_parquet_survives_publish_and_fetch_as_pyarrow_reads_it() {
         assert_eq!(report["equal"], true, "{name}: {report}");
     }
 }
+
+/// Writes to `argv[1]` a Parquet file of zoned timestamps of every unit, at the top level and
+/// nested (list of structs, large list, fixed-size list, list view, map keys and values,
+/// struct of struct), plus naive and UTC ones and a dictionary, as pyarrow writes them with the
+/// options `argv[2]` names: `default`, `coerce-ms` (`coerce_timestamps='ms'`) or `v1`
+/// (`version='1.0'`, nanoseconds stored as microseconds). Parquet has no time zones and no
+/// seconds: the stored unit differs from the written one, and the `ARROW:schema` pyarrow
+/// records holds the zone.
+const ZONED_WRITE: &str = r#"
+import sys, pyarrow as pa, pyarrow.parquet as pq
+scale = {'s': 1, 'ms': 10**3, 'us': 10**6, 'ns': 10**9}
+def at(unit, millis=0):
+    return (1_700_000_000_000 + millis) * scale[unit] // 1000
+ny, paris = 'America/New_York', 'Europe/Paris'
+cols = {}
+for u in scale:
+    cols[f'ny_{u}'] = pa.array([at(u, 123), None, -at(u, 7)], pa.timestamp(u, ny))
+    cols[f'off_{u}'] = pa.array([at(u, 1), at(u), None], pa.timestamp(u, '+05:30'))
+    cols[f'utc_{u}'] = pa.array([at(u), None, 0], pa.timestamp(u, 'UTC'))
+    cols[f'naive_{u}'] = pa.array([at(u, 5), 0, None], pa.timestamp(u))
+    cols[f'list_struct_{u}'] = pa.array(
+        [[{'ts': at(u)}, None, {'ts': None}], None, []],
+        pa.list_(pa.struct([('ts', pa.timestamp(u, paris))])))
+cols['large_ns'] = pa.array([[at('ns', 9)], [], None], pa.large_list(pa.timestamp('ns', 'Asia/Tokyo')))
+cols['fixed_s'] = pa.array([[at('s'), None], None, [0, 1]], pa.list_(pa.timestamp('s', paris), 2))
+cols['view_s'] = pa.array([[at('s')], None, []], pa.list_view(pa.timestamp('s', ny)))
+cols['map_values_s'] = pa.array([[('a', at('s'))], None, [('b', None)]], pa.map_(pa.string(), pa.timestamp('s', paris)))
+cols['map_keys_us'] = pa.array([[(at('us'), 'a')], None, []], pa.map_(pa.timestamp('us', paris), pa.string()))
+cols['struct_struct_s'] = pa.array([{'a': {'b': at('s')}}, {'a': None}, None],
+    pa.struct([('a', pa.struct([('b', pa.timestamp('s', '+01:00'))]))]))
+cols['dict_s'] = pa.array([at('s'), None, at('s')], pa.timestamp('s', paris)).dictionary_encode()
+options = {'default': {}, 'coerce-ms': {'coerce_timestamps': 'ms'}, 'v1': {'version': '1.0'}}[sys.argv[2]]
+pq.write_table(pa.table(cols), sys.argv[1], **options)
+"#;
+
+/// Compares the fetched file `argv[1]` (Arrow IPC, or Parquet by its extension) with the
+/// Parquet file `argv[2]` as `pq.read_table` reads it: types and values, column by column
+/// (`dict_s` apart, printed as its type on each side and its values as integers).
+const ZONED_COMPARE: &str = r#"
+import json, sys
+import pyarrow as pa, pyarrow.ipc as ipc, pyarrow.parquet as pq
+path = sys.argv[1]
+fetched = pq.read_table(path) if path.endswith('.parquet') else ipc.open_file(path).read_all()
+reference = pq.read_table(sys.argv[2])
+def dict_s(t):
+    c = t.column('dict_s')
+    return {'type': str(c.type), 'values': c.cast(pa.int64()).to_pylist()}
+print(json.dumps({
+    'rows': [fetched.num_rows, reference.num_rows],
+    'differ': [{'column': f.name, 'fetched': str(fetched.schema.field(f.name).type)
+                if f.name in fetched.column_names else None, 'pyarrow': str(f.type)}
+               for f in reference.schema if f.name != 'dict_s' and (
+                   f.name not in fetched.column_names
+                   or not fetched.column(f.name).equals(reference.column(f.name)))],
+    'types': {f.name: str(f.type) for f in fetched.schema},
+    'dict_s': [dict_s(fetched), dict_s(reference)],
+}))
+"#;
+
+#[test]
+fn zoned_parquet_timestamps_survive_publish_and_fetch_as_pyarrow_reads_them() {
+    if !require_pyarrow() {
+        return;
+    }
+    let sales = TestNode::start("sales", &[]);
+    let dir = sales.dir.parent().unwrap().to_path_buf();
+    let written = ["default", "coerce-ms", "v1"];
+    for options in written {
+        let source = dir.join(format!("zoned-{options}.parquet"));
+        python(ZONED_WRITE, &[source.to_str().unwrap(), options]);
+        publish(&sales, &format!("zoned-{options}"), &source, &[]);
+    }
+    let churn = TestNode::start_seeing("churn", &sales, "sales/zoned-v1");
+    let out_dir = tempfile::tempdir().unwrap();
+    for options in written {
+        let product = format!("sales/zoned-{options}");
+        wait_until(Duration::from_secs(20), || {
+            churn.version_of(&product).is_some()
+        })
+        .unwrap_or_else(|| panic!("churn never saw {product}"));
+        let agreed = churn.share_agreed(&product, "analytics", &[]);
+        let agreement = agreed["id"].as_str().unwrap();
+        let source = dir.join(format!("zoned-{options}.parquet"));
+        for extension in ["arrow", "parquet"] {
+            let out = out_dir.path().join(format!("zoned-{options}.{extension}"));
+            let fetched = churn.fetch(&product, &out, &["--agreement", agreement]);
+            assert!(fetched.success, "fetch failed: {}", fetched.stderr);
+            let report: Value = serde_json::from_str(&python(
+                ZONED_COMPARE,
+                &[out.to_str().unwrap(), source.to_str().unwrap()],
+            ))
+            .unwrap();
+            let what = format!("{options} fetched as .{extension}");
+            assert_eq!(report["rows"], json!([3, 3]), "{what}: {report}");
+            // Every column has pyarrow's type, the zone included, and its values.
+            assert_eq!(report["differ"], json!([]), "{what}: {report}");
+            // Seconds are stored, and read, as milliseconds in their zone.
+            let types = &report["types"];
+            assert_eq!(
+                types["ny_s"], "timestamp[ms, tz=America/New_York]",
+                "{what}: {report}"
+            );
+            assert_eq!(
+                types["list_struct_s"], "list<element: struct<ts: timestamp[ms, tz=Europe/Paris]>>",
+                "{what}: {report}"
+            );
+            // Nanoseconds in the unit each writer option stores them in.
+            let stored = match options {
+                "default" => "ns",
+                "v1" => "us",
+                _ => "ms",
+            };
+            assert_eq!(
+                types["off_ns"],
+                format!("timestamp[{stored}, tz=+05:30]"),
+                "{what}: {report}"
+            );
+            // A dictionary of zoned timestamps: pyarrow reads it in UTC, whatever its unit;
+            // meshnode keeps its zone, as it does for every other timestamp. The instants
+            // are the same.
+            let [ours, theirs] = [&report["dict_s"][0], &report["dict_s"][1]];
+            assert_eq!(
+                ours["type"], "timestamp[ms, tz=Europe/Paris]",
+                "{what}: {report}"
+            );
+            assert_eq!(theirs["type"], "timestamp[ms, tz=UTC]", "{what}: {report}");
+            assert_eq!(ours["values"], theirs["values"], "{what}: {report}");
+        }
+    }
+}
+
+/// Writes to the Arrow IPC file `argv[1]` times, timestamps in seconds and `date64` values
+/// inside list views, large list views, dictionaries, run-end encoded arrays, fixed-size
+/// lists, maps and structs: types Parquet has no name for, in containers it flattens.
+const NESTED_TEMPORAL_WRITE: &str = r#"
+import sys, pyarrow as pa, pyarrow.feather as feather
+day = 86_400_000
+def ree(values, ends):
+    return pa.RunEndEncodedArray.from_arrays(pa.array(ends, pa.int32()), values)
+table = pa.table({
+    'lv_ts': pa.array([[1, 2], None, []], pa.list_view(pa.timestamp('s'))),
+    'llv_t32': pa.array([[3600], [None], None], pa.large_list_view(pa.time32('s'))),
+    'lv_d64': pa.array([[day], None, [0]], pa.list_view(pa.date64())),
+    'dict_d64': pa.array([day, None, day], pa.date64()).dictionary_encode(),
+    'dict_t32': pa.array([60, 61, None], pa.time32('s')).dictionary_encode(),
+    'dict_ts': pa.array([5, None, 5], pa.timestamp('s', 'Asia/Tokyo')).dictionary_encode(),
+    'ree_ts': ree(pa.array([7, None], pa.timestamp('s')), [2, 3]),
+    'ree_d64': ree(pa.array([day, 2 * day], pa.date64()), [1, 3]),
+    'ree_t32': ree(pa.array([8], pa.time32('s')), [3]),
+    'fixed_ts': pa.array([[1, None], None, [2, 3]], pa.list_(pa.timestamp('s', 'Europe/Paris'), 2)),
+    'map_t32': pa.array([[('a', 1)], None, []], pa.map_(pa.string(), pa.time32('s'))),
+    'struct_d64': pa.array([{'d': day}, {'d': None}, None], pa.struct([('d', pa.date64())])),
+})
+feather.write_feather(table, sys.argv[1], compression='uncompressed')
+"#;
+
+/// Prints per column of the Parquet file `argv[1]` the type pyarrow reads and its values as
+/// text, and the same for a Parquet file pyarrow writes itself from the Arrow file `argv[2]`
+/// (run-end encoded columns decoded first: its writer refuses them).
+const NESTED_TEMPORAL_COMPARE: &str = r#"
+import json, sys
+import pyarrow as pa, pyarrow.compute as pc, pyarrow.feather as feather, pyarrow.parquet as pq
+fetched = pq.read_table(sys.argv[1])
+source = feather.read_table(sys.argv[2])
+plain = pa.table({n: (pc.run_end_decode(c) if pa.types.is_run_end_encoded(c.type) else c)
+                  for n, c in zip(source.column_names, source.columns)})
+pq.write_table(plain, sys.argv[3])
+own = pq.read_table(sys.argv[3])
+def describe(t):
+    # pyarrow's writer names list items `element`, as Parquet does; meshnode's keeps Arrow's
+    # `item`. The name is not the type.
+    return {f.name: {'type': str(f.type).replace('<item: ', '<element: '),
+                     'values': [str(v) for v in c.to_pylist()]}
+            for f, c in zip(t.schema, t.columns)}
+print(json.dumps({'fetched': describe(fetched), 'pyarrow': describe(own)}))
+"#;
+
+/// A product of one timestamp in seconds whose milliseconds overflow (pyarrow's own example)
+/// and a `date64` past the last `date32` day, both in nullable columns.
+const OUT_OF_RANGE_WRITE: &str = r#"
+import sys, pyarrow as pa, pyarrow.feather as feather
+feather.write_feather(pa.table({
+    'id': pa.array([1, 2], pa.int64()),
+    'ts': pa.array([2**62, -2**62], pa.timestamp('s')),
+}), sys.argv[1], compression='uncompressed')
+feather.write_feather(pa.table({
+    'id': pa.array([1, 2], pa.int64()),
+    'day': pa.array([0, (2**31) * 86_400_000], pa.date64()),
+}), sys.argv[2], compression='uncompressed')
+"#;
+
+#[test]
+fn nested_temporal_values_fetched_as_parquet_read_back_in_pyarrow_and_out_of_range_ones_are_refused()
+ {
+    if !require_pyarrow() {
+        return;
+    }
+    let sales = TestNode::start("sales", &[]);
+    let dir = sales.dir.parent().unwrap().to_path_buf();
+    let source = dir.join("temporal.arrow");
+    python(NESTED_TEMPORAL_WRITE, &[source.to_str().unwrap()]);
+    publish(&sales, "temporal", &source, &[]);
+    let (seconds, days) = (dir.join("seconds.arrow"), dir.join("days.arrow"));
+    python(
+        OUT_OF_RANGE_WRITE,
+        &[seconds.to_str().unwrap(), days.to_str().unwrap()],
+    );
+    publish(&sales, "far-seconds", &seconds, &[]);
+    publish(&sales, "far-days", &days, &[]);
+    let churn = TestNode::start_seeing("churn", &sales, "sales/temporal");
+    let out_dir = tempfile::tempdir().unwrap();
+
+    // pyarrow reads every column as it reads a file it wrote itself from the same data:
+    // timestamps, times and dates (in milliseconds and days), not integers, with the same
+    // values.
+    churn.share_agreed("sales/temporal", "analytics", &[]);
+    let out = out_dir.path().join("temporal.parquet");
+    let fetched = churn.fetch("sales/temporal", &out, &[]);
+    assert!(fetched.success, "fetch failed: {}", fetched.stderr);
+    let own = out_dir.path().join("own.parquet");
+    let report: Value = serde_json::from_str(&python(
+        NESTED_TEMPORAL_COMPARE,
+        &[
+            out.to_str().unwrap(),
+            source.to_str().unwrap(),
+            own.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(report["fetched"], report["pyarrow"], "{report}");
+    let types: BTreeMap<String, String> = report["fetched"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, c)| (name.clone(), c["type"].as_str().unwrap().to_owned()))
+        .collect();
+    for (name, want) in [
+        ("lv_ts", "list_view<element: timestamp[ms]>"),
+        ("llv_t32", "large_list_view<element: time32[ms]>"),
+        ("lv_d64", "list_view<element: date32[day]>"),
+        ("dict_d64", "date32[day]"),
+        ("dict_t32", "time32[ms]"),
+        ("ree_ts", "timestamp[ms]"),
+        ("ree_d64", "date32[day]"),
+        ("ree_t32", "time32[ms]"),
+        (
+            "fixed_ts",
+            "fixed_size_list<element: timestamp[ms, tz=Europe/Paris]>[2]",
+        ),
+        ("struct_d64", "struct<d: date32[day]>"),
+    ] {
+        assert_eq!(
+            types.get(name).map(String::as_str),
+            Some(want),
+            "{name}: {report}"
+        );
+    }
+
+    // A value Parquet's type cannot hold: the fetch fails, naming the column and the value,
+    // and leaves nothing at --out (nor beside it); as Arrow IPC the same product is whole.
+    for (product, column, value) in [
+        ("far-seconds", "ts", "4611686018427387904 * 1000"),
+        ("far-days", "day", "Date64 value 185542587187200000"),
+    ] {
+        let product = format!("sales/{product}");
+        wait_until(Duration::from_secs(20), || {
+            churn.version_of(&product).is_some()
+        })
+        .unwrap_or_else(|| panic!("churn never saw {product}"));
+        churn.share_agreed(&product, "analytics", &[]);
+        let out = out_dir.path().join("far.parquet");
+        let fetched = churn.fetch(&product, &out, &[]);
+        assert!(
+            !fetched.success,
+            "{product} was written: {}",
+            fetched.stdout
+        );
+        for part in [
+            &format!("column `{column}` holds a value out of the range of"),
+            value,
+            "--out FILE.arrow",
+        ] {
+            assert!(fetched.stderr.contains(part), "{part}: {}", fetched.stderr);
+        }
+        let left: Vec<_> = std::fs::read_dir(out_dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("far"))
+            .collect();
+        assert_eq!(left, Vec::<String>::new(), "{product}");
+        let out = out_dir.path().join("far.arrow");
+        let fetched = churn.fetch(&product, &out, &[]);
+        assert!(fetched.success, "fetch failed: {}", fetched.stderr);
+        std::fs::remove_file(&out).unwrap();
+    }
+}
