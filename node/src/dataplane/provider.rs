@@ -670,6 +670,16 @@ async fn stream(
     match result {
         Ok(()) => {}
         Err(ProduceError::Cancelled) => return Err(()),
+        Err(ProduceError::Terms(message)) => {
+            // The terms do not fit the data as read, e.g. a filter literal that does not bind
+            // to its column's type: the agreement does not cover a fetch of this data, and the
+            // consumer is told why, as when the terms are checked before the transfer.
+            tracing::info!(peer = %outlet.peer, "transfer refused: {message}");
+            let refusal = Refusal::new(FetchRefusal::NotCovered, message);
+            let _ = outlet.control(&Frame::Error(refusal)).await;
+            let _ = outlet.send.finish();
+            return Err(());
+        }
         Err(e) => {
             tracing::error!("serving {} failed: {e}", request.product.name);
             let refusal = Refusal::new(FetchRefusal::Internal, e.to_string());

@@ -1,11 +1,15 @@
 //! Row filters of contracts, evaluated with Arrow compute kernels.
 //!
 //! A [`Filter`] is bound once to the schema of the data read: column names become indices,
-//! each literal is cast to its column's Arrow type (the cast parses ISO dates for
-//! `Date32`/`Date64` and date-times for `Timestamp`). Each batch is then evaluated bottom-up
-//! with the `cmp`, `like`, `is_null` and Kleene `boolean` kernels, which keeps SQL's
-//! three-valued logic: a comparison with a null cell is null, `NOT` of null is null, and the
-//! `filter` kernel keeps only rows whose result is true.
+//! each literal becomes a value of its column's Arrow type. Numbers are built exactly for
+//! decimal columns (from their unscaled digits) and for `UInt64` beyond `i64`; other literals
+//! are cast (the cast parses ISO dates for `Date32`/`Date64` and date-times for `Timestamp`),
+//! after the filter's check has made sure that the type holds each literal exactly: a
+//! fraction finer than a decimal's scale or a time unit, a decimal off its grid or a timestamp
+//! outside its unit's range is refused, never cut or rounded by the cast. Each batch is then
+//! evaluated bottom-up with the `cmp`, `like`, `is_null` and Kleene `boolean` kernels, which
+//! keeps SQL's three-valued logic: a comparison with a null cell is null, `NOT` of null is
+//! null, and the `filter` kernel keeps only rows whose result is true.
 
 // The module is public only with the `test-util` feature.
 #![cfg_attr(not(feature = "test-util"), allow(unreachable_pub))]
@@ -13,13 +17,14 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, Scalar, StringArray,
+    Array, ArrayRef, BooleanArray, Decimal32Array, Decimal64Array, Decimal128Array,
+    Decimal256Array, Float64Array, Int64Array, RecordBatch, Scalar, StringArray, UInt64Array,
 };
 use arrow::compute::filter_record_batch;
 use arrow::compute::kernels::comparison::{ilike, like, nilike, nlike};
 use arrow::compute::kernels::{boolean, cast, cmp};
 use arrow::compute::{is_not_null, is_null};
-use arrow::datatypes::{DataType, Schema};
+use arrow::datatypes::{DataType, Schema, i256};
 use arrow::error::ArrowError;
 use mesh_protocol::descriptor::ColumnSchema;
 use mesh_protocol::filter::Expr;
@@ -80,7 +85,7 @@ pub enum BindError {
     #[error("the filter does not fit the data: {0}")]
     Check(#[source] mesh_protocol::FilterError),
     /// A literal does not convert to its column's type.
-    #[error("cannot compare column `{column}` of type {data_type} with {value}")]
+    #[error("cannot compare column `{column}` of type {data_type} with {value}: {source}")]
     Cast {
         /// The column.
         column: String,
@@ -226,29 +231,55 @@ fn bind_expr(expr: &Expr, schema: &Schema) -> Result<Node, BindError> {
     })
 }
 
-/// `value` as a one-element array of `data_type`, for the comparison kernels.
+/// `value` as a one-element array of `data_type`, for the comparison kernels. Numbers are
+/// built exactly for decimal and integer columns (never through a cast that would round or
+/// cut them: the filter's check has made sure the type holds them); everything else is cast.
 fn literal_scalar(
     column: &str,
     value: &Literal,
     data_type: &DataType,
 ) -> Result<Scalar<ArrayRef>, BindError> {
-    let literal: ArrayRef = match value {
-        Literal::Str(s) | Literal::Date(s) | Literal::Timestamp(s) => {
-            Arc::new(StringArray::from(vec![s.as_str()]))
-        }
-        Literal::Int(i) => Arc::new(Int64Array::from(vec![*i])),
-        Literal::Float(x) => Arc::new(Float64Array::from(vec![x.get() + 0.0])),
-        Literal::Bool(b) => Arc::new(BooleanArray::from(vec![*b])),
-    };
-    let options = cast::CastOptions {
-        safe: false,
-        ..Default::default()
-    };
     let cast_error = |source| BindError::Cast {
         column: column.to_owned(),
         data_type: data_type.clone(),
         value: value.to_string(),
         source,
+    };
+    let value_type = match data_type {
+        DataType::Dictionary(_, values) => values.as_ref(),
+        other => other,
+    };
+    let literal: ArrayRef = match value {
+        Literal::Str(s) | Literal::Date(s) | Literal::Timestamp(s) => {
+            Arc::new(StringArray::from(vec![s.as_str()]))
+        }
+        Literal::Int(_) | Literal::Float(_) | Literal::Exact(_) if value_type.is_decimal() => {
+            decimal_literal(value, value_type).map_err(cast_error)?
+        }
+        Literal::Int(i) => Arc::new(Int64Array::from(vec![*i])),
+        Literal::Float(x) => Arc::new(Float64Array::from(vec![x.get() + 0.0])),
+        Literal::Exact(n) if n.is_integer() && value_type.is_integer() => {
+            // Beyond `i64` (else it would be `Int`): only a `UInt64` column holds it.
+            let v: u64 = n.as_str().parse().map_err(|_| {
+                cast_error(ArrowError::CastError(format!(
+                    "{n} is not a value of type {value_type}"
+                )))
+            })?;
+            Arc::new(UInt64Array::from(vec![v]))
+        }
+        // A float column: the nearest f64 (then the column's float type), as for `Float`.
+        Literal::Exact(n) => {
+            let x: f64 = n
+                .as_str()
+                .parse()
+                .map_err(|_| cast_error(ArrowError::CastError(format!("{n} is not a number"))))?;
+            Arc::new(Float64Array::from(vec![x + 0.0]))
+        }
+        Literal::Bool(b) => Arc::new(BooleanArray::from(vec![*b])),
+    };
+    let options = cast::CastOptions {
+        safe: false,
+        ..Default::default()
     };
     let typed = cast::cast_with_options(&literal, data_type, &options).map_err(cast_error)?;
     if typed.null_count() > 0 {
@@ -257,6 +288,49 @@ fn literal_scalar(
         ))));
     }
     Ok(Scalar::new(typed))
+}
+
+/// The number `value` as a one-element array of the decimal type `data_type`, built from its
+/// exact unscaled digits: arrow's casts from integers and floats to decimals cut or round
+/// (150 becomes 100 in a decimal of scale -2).
+fn decimal_literal(value: &Literal, data_type: &DataType) -> Result<ArrayRef, ArrowError> {
+    let (precision, scale) = match data_type {
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => (*p, *s),
+        other => {
+            return Err(ArrowError::CastError(format!(
+                "{other} is not a decimal type"
+            )));
+        }
+    };
+    let unscaled =
+        mesh_protocol::filter::unscaled_decimal(value, precision, scale).map_err(|reason| {
+            ArrowError::CastError(format!(
+                "{value} is not a value of type {data_type}: {reason}"
+            ))
+        })?;
+    let out_of_range =
+        || ArrowError::CastError(format!("{value} is outside the range of type {data_type}"));
+    Ok(match data_type {
+        DataType::Decimal32(..) => Arc::new(
+            Decimal32Array::from(vec![unscaled.parse::<i32>().map_err(|_| out_of_range())?])
+                .with_precision_and_scale(precision, scale)?,
+        ),
+        DataType::Decimal64(..) => Arc::new(
+            Decimal64Array::from(vec![unscaled.parse::<i64>().map_err(|_| out_of_range())?])
+                .with_precision_and_scale(precision, scale)?,
+        ),
+        DataType::Decimal128(..) => Arc::new(
+            Decimal128Array::from(vec![unscaled.parse::<i128>().map_err(|_| out_of_range())?])
+                .with_precision_and_scale(precision, scale)?,
+        ),
+        _ => Arc::new(
+            Decimal256Array::from(vec![i256::from_string(&unscaled).ok_or_else(out_of_range)?])
+                .with_precision_and_scale(precision, scale)?,
+        ),
+    })
 }
 
 /// `column` with every `-0.0` read as `0.0`, for comparisons: arrow's kernels order floats
@@ -497,6 +571,303 @@ mod tests {
             }
             other => panic!("expected a Check error, got {other:?}"),
         }
+    }
+
+    /// The reason `filter` is refused when bound to `b`'s schema (it must be refused by the
+    /// filter's check, as at agreement time, not by a cast).
+    fn refused(b: &RecordBatch, filter: &str) -> String {
+        match BoundFilter::bind(&Filter::parse(filter).unwrap(), &b.schema()) {
+            Err(BindError::Check(error)) => error.to_string(),
+            other => panic!("{filter}: expected a Check error, got {other:?}"),
+        }
+    }
+
+    /// Decimal columns compare with the exact value written, as DuckDB compares a decimal
+    /// column with a literal (a negative scale, which DuckDB lacks, by the same rule): never
+    /// with a value a cast cut to the column's scale. Expected rows worked out by hand.
+    #[test]
+    fn decimal_columns_compare_with_the_exact_value_written() {
+        use arrow::array::{Decimal128Array, Decimal256Array, Int32Array};
+        use arrow::datatypes::i256;
+        let schema = Schema::new(vec![
+            Field::new("dn", DataType::Decimal128(5, -2), true),
+            Field::new("cost", DataType::Decimal128(10, 2), true),
+            Field::new("id", DataType::Int32, false),
+            Field::new("wide", DataType::Decimal128(38, 10), true),
+            Field::new("big", DataType::Decimal256(40, 0), true),
+        ]);
+        let big = |s: &str| i256::from_string(s).unwrap();
+        let b = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                // 100, 200, 0, null, -100, 300.
+                Arc::new(
+                    Decimal128Array::from(vec![Some(1), Some(2), Some(0), None, Some(-1), Some(3)])
+                        .with_precision_and_scale(5, -2)
+                        .unwrap(),
+                ),
+                // 1.23, 1.24, 0.00, 12345678.99, -1.23, null.
+                Arc::new(
+                    Decimal128Array::from(vec![
+                        Some(123),
+                        Some(124),
+                        Some(0),
+                        Some(1_234_567_899),
+                        Some(-123),
+                        None,
+                    ])
+                    .with_precision_and_scale(10, 2)
+                    .unwrap(),
+                ),
+                Arc::new(Int32Array::from(vec![0, 1, 2, 3, 4, 5])),
+                // 1234567890123456.78, 1234567890123456.75, 1234567890123456.8, 0.1, null,
+                // -0.1000000001.
+                Arc::new(
+                    Decimal128Array::from(vec![
+                        Some(12_345_678_901_234_567_800_000_000),
+                        Some(12_345_678_901_234_567_500_000_000),
+                        Some(12_345_678_901_234_568_000_000_000),
+                        Some(1_000_000_000),
+                        None,
+                        Some(-1_000_000_001),
+                    ])
+                    .with_precision_and_scale(38, 10)
+                    .unwrap(),
+                ),
+                Arc::new(
+                    Decimal256Array::from(vec![
+                        Some(big("12345678901234567890")),
+                        Some(big("12345678901234567891")),
+                        Some(big("0")),
+                        Some(big("-12345678901234567890")),
+                        None,
+                        Some(big(&format!("1{}", "0".repeat(39)))),
+                    ])
+                    .with_precision_and_scale(40, 0)
+                    .unwrap(),
+                ),
+            ],
+        )
+        .unwrap();
+        let ids = |filter: &str| selected(&b, filter);
+        // Negative scale: every value is a multiple of 100.
+        assert_eq!(ids("dn = 100"), [0]);
+        assert_eq!(ids("dn = 200"), [1]);
+        assert_eq!(ids("dn <> 200"), [0, 2, 4, 5]);
+        assert_eq!(ids("dn < 200"), [0, 2, 4]);
+        assert_eq!(ids("dn <= 100"), [0, 2, 4]);
+        assert_eq!(ids("dn >= 100"), [0, 1, 5]);
+        assert_eq!(ids("dn IN (0, -100)"), [2, 4]);
+        assert_eq!(ids("dn NOT IN (0, -100)"), [0, 1, 5]);
+        assert_eq!(ids("dn BETWEEN -100 AND 200"), [0, 1, 2, 4]);
+        assert_eq!(ids("dn > -9999900"), [0, 1, 2, 4, 5]);
+        // A value the type cannot hold: refused whatever the operator, never cut to 100.
+        for filter in [
+            "dn = 150",
+            "dn = 250",
+            "dn < 150",
+            "dn <> 150",
+            "dn >= 150",
+            "dn IN (100, 150)",
+            "dn BETWEEN 150 AND 300",
+            "NOT (dn = 150)",
+        ] {
+            let reason = refused(&b, filter);
+            assert!(
+                reason.contains("column `dn` of type Decimal128(5, -2)")
+                    && reason.contains("is not a multiple of 100"),
+                "{filter}: {reason}"
+            );
+        }
+        assert!(refused(&b, "dn = 150").ends_with("the nearest values it holds are 100 and 200"));
+        // A number written with a point that the type holds.
+        assert_eq!(ids("dn = 100.0"), [0]);
+        assert_eq!(ids("dn <> -100.00"), [0, 1, 2, 5]);
+        // Positive scale.
+        assert_eq!(ids("cost = 1.23"), [0]);
+        assert_eq!(ids("cost > 1.23"), [1, 3]);
+        assert_eq!(ids("cost = 12345678.99"), [3]);
+        assert_eq!(ids("cost < 0"), [4]);
+        assert_eq!(ids("cost = -1.23"), [4]);
+        assert_eq!(ids("cost >= 0.0"), [0, 1, 2, 3]);
+        assert!(
+            refused(&b, "cost = 1.234").contains("the nearest values it holds are 1.23 and 1.24")
+        );
+        assert!(refused(&b, "cost > 1.234").contains("more fraction digits than the scale 2"));
+        // More digits than an f64 keeps.
+        assert_eq!(ids("wide = 1234567890123456.78"), [0]);
+        assert_eq!(ids("wide = 1234567890123456.75"), [1]);
+        assert_eq!(ids("wide > 1234567890123456.78"), [2]);
+        assert_eq!(ids("wide = 0.1"), [3]);
+        assert_eq!(ids("wide < -0.1"), [5]);
+        assert_eq!(ids("wide = -0.1000000001"), [5]);
+        // Integers beyond i64.
+        assert_eq!(ids("big > 12345678901234567890"), [1, 5]);
+        assert_eq!(ids("big = -12345678901234567890"), [3]);
+        assert_eq!(ids("big = 1000000000000000000000000000000000000000"), [5]);
+        assert_eq!(ids("big < 0"), [3]);
+        assert_eq!(ids("big BETWEEN 0 AND 12345678901234567890"), [0, 2]);
+    }
+
+    /// A `UInt64` column compares with integers up to `u64::MAX`, as DuckDB compares a
+    /// `UBIGINT` column; beyond, the filter is refused.
+    #[test]
+    fn unsigned_64_bit_columns_compare_with_integers_beyond_i64() {
+        use arrow::array::{Int32Array, UInt64Array};
+        let schema = Schema::new(vec![
+            Field::new("u", DataType::UInt64, true),
+            Field::new("f", DataType::Float64, false),
+            Field::new("id", DataType::Int32, false),
+            Field::new(
+                "dict",
+                DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::UInt64)),
+                true,
+            ),
+        ]);
+        let u = vec![
+            Some(0),
+            Some(1),
+            Some(u64::MAX),
+            None,
+            Some(1 << 63),
+            Some(u64::MAX - 1),
+        ];
+        let b = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(UInt64Array::from(u.clone())),
+                Arc::new(Float64Array::from(vec![0.0, 1.0, 1.8e19, 0.1, 1e20, -1e20])),
+                Arc::new(Int32Array::from(vec![0, 1, 2, 3, 4, 5])),
+                cast::cast(
+                    &UInt64Array::from(u),
+                    &DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::UInt64)),
+                )
+                .unwrap(),
+            ],
+        )
+        .unwrap();
+        let ids = |filter: &str| selected(&b, filter);
+        assert_eq!(ids("u = 18446744073709551615"), [2]);
+        assert_eq!(ids("u > 9223372036854775807"), [2, 4, 5]);
+        assert_eq!(ids("u >= 9223372036854775808"), [2, 4, 5]);
+        assert_eq!(ids("u < 9223372036854775808"), [0, 1]);
+        assert_eq!(ids("u IN (0, 18446744073709551614)"), [0, 5]);
+        assert_eq!(ids("u <> 1"), [0, 2, 4, 5]);
+        assert_eq!(ids("u BETWEEN 1 AND 18446744073709551614"), [1, 4, 5]);
+        assert_eq!(ids("dict = 18446744073709551615"), [2]);
+        assert_eq!(ids("dict > 9223372036854775807"), [2, 4, 5]);
+        assert_eq!(ids("f > 18446744073709551616"), [4]);
+        assert_eq!(ids("f = 0.1000000000000000055511151231257827"), [3]);
+        let reason = refused(&b, "u = 18446744073709551616");
+        assert!(
+            reason.contains("outside the range 0..=18446744073709551615"),
+            "{reason}"
+        );
+        let reason = refused(&b, "u = -1");
+        assert!(reason.contains("outside the range"), "{reason}");
+    }
+
+    /// A date-time with a finer fraction of a second than a timestamp column's unit, or
+    /// outside the range of the unit, is refused when the filter is checked: the cast would
+    /// cut the fraction (DuckDB selects only 00:00:01 for `>= '... 00:00:00.5'`), or fail on
+    /// every fetch.
+    #[test]
+    fn timestamp_literals_the_unit_cannot_hold_are_refused_not_cut() {
+        use arrow::array::{Int32Array, TimestampNanosecondArray, TimestampSecondArray};
+        let schema = Schema::new(vec![
+            Field::new("ts_s", DataType::Timestamp(TimeUnit::Second, None), true),
+            Field::new(
+                "ts_ns",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                true,
+            ),
+            Field::new("id", DataType::Int32, false),
+            Field::new(
+                "ts_tz",
+                DataType::Timestamp(TimeUnit::Nanosecond, Some("+01:00".into())),
+                true,
+            ),
+        ]);
+        // 2024-01-01 00:00:00, 00:00:01, 00:00:02 and a null; the ns column holds the
+        // extremes of its range, 2024-01-01 and 1970-01-01.
+        let base = 1_704_067_200i64;
+        let b = RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(TimestampSecondArray::from(vec![
+                    Some(base),
+                    Some(base + 1),
+                    Some(base + 2),
+                    None,
+                ])),
+                Arc::new(TimestampNanosecondArray::from(vec![
+                    Some(i64::MIN),
+                    Some(i64::MAX),
+                    Some(base * 1_000_000_000),
+                    Some(0),
+                ])),
+                Arc::new(Int32Array::from(vec![0, 1, 2, 3])),
+                Arc::new(
+                    TimestampNanosecondArray::from(vec![
+                        Some(i64::MIN + 86_400_000_000_000),
+                        Some(i64::MAX - 86_400_000_000_000),
+                        Some(0),
+                        None,
+                    ])
+                    .with_timezone("+01:00"),
+                ),
+            ],
+        )
+        .unwrap();
+        let ids = |filter: &str| selected(&b, filter);
+        assert_eq!(ids("ts_s = '2024-01-01 00:00:00'"), [0]);
+        assert_eq!(ids("ts_s = '2024-01-01 00:00:00.000'"), [0]);
+        assert_eq!(ids("ts_s >= '2024-01-01 00:00:01'"), [1, 2]);
+        assert_eq!(ids("ts_s > TIMESTAMP '2024-01-01T00:00:01Z'"), [2]);
+        for filter in [
+            "ts_s = '2024-01-01 00:00:00.5'",
+            "ts_s >= '2024-01-01 00:00:00.5'",
+            "ts_s < TIMESTAMP '2024-01-01 00:00:01.999'",
+            "ts_s IN ('2024-01-01 00:00:00', '2024-01-01T00:00:02.1Z')",
+        ] {
+            let reason = refused(&b, filter);
+            assert!(
+                reason.contains("column `ts_s` of type Timestamp(s)")
+                    && reason.contains("which a column of whole seconds cannot hold"),
+                "{filter}: {reason}"
+            );
+        }
+        // The whole range of nanoseconds, and nothing outside it.
+        assert_eq!(ids("ts_ns <= '1677-09-21 00:12:43.145224192'"), [0]);
+        assert_eq!(ids("ts_ns >= '2262-04-11T23:47:16.854775807Z'"), [1]);
+        assert_eq!(
+            ids("ts_ns BETWEEN DATE '1970-01-01' AND '2024-01-01'"),
+            [2, 3]
+        );
+        for filter in [
+            "ts_ns >= '1677-01-01'",
+            "ts_ns < '2300-01-01'",
+            "ts_ns = DATE '2300-01-01'",
+            "ts_ns > '1677-09-21 00:12:43.145224191'",
+            "ts_ns < TIMESTAMP '2262-04-11 23:47:16.854775808'",
+        ] {
+            let reason = refused(&b, filter);
+            assert!(
+                reason.contains("is outside the range of a timestamp in nanoseconds"),
+                "{filter}: {reason}"
+            );
+        }
+        // With a time zone, a time without Z is read in the zone: a day less at each end.
+        assert_eq!(ids("ts_tz <= '1677-09-22 01:12:43.145224192'"), [0]);
+        assert_eq!(ids("ts_tz >= '2262-04-10 23:47:16.854775807'"), [1]);
+        assert_eq!(ids("ts_tz = '1970-01-01T00:00:00Z'"), [2]);
+        assert_eq!(ids("ts_tz = '1970-01-01 01:00:00'"), [2]);
+        assert_eq!(ids("ts_tz < '2262-04-11T23:47:16.854775807Z'"), [0, 1, 2]);
+        let reason = refused(&b, "ts_tz < '2262-04-11 00:00:00'");
+        assert!(
+            reason.contains("read in the column's time zone"),
+            "{reason}"
+        );
     }
 
     /// The third column (Int32) of the rows of `b` that `filter` selects.

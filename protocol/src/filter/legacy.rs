@@ -7,17 +7,20 @@
 //! column  := [A-Za-z_][A-Za-z0-9_]*  |  "any name"     -- "" inside quotes is a quote
 //! op      := =  |  !=  |  <  |  <=  |  >  |  >=
 //! literal := 'string'                    -- '' inside quotes is a quote
-//!          | -?[0-9]+                    -- integer (i64)
-//!          | -?[0-9]+.[0-9]+             -- decimal number (finite f64)
+//!          | -?[0-9]+                    -- integer
+//!          | -?[0-9]+.[0-9]+             -- decimal number
 //!          | true | false                -- in any case
 //! ```
+//!
+//! Numbers are read as the SQL reading reads them (`parse::number`: an integer beyond `i64`,
+//! or a fraction an `f64` does not keep, is an exact number).
 //!
 //! It differs from the SQL reading in two ways only: a bare column name may be a SQL keyword
 //! (`date = '2024-03-01'`, `order > 5`), and nothing in a string is special but the quote.
 //! Text outside this grammar goes to the SQL parser. The parser has no recursion: one loop
 //! over predicates, over text already bounded by [`super::MAX_FILTER_LEN`].
 
-use super::{CompareOp, Expr, FiniteF64, Literal};
+use super::{CompareOp, Expr, Literal};
 
 /// The expression of `text` if it is in the earlier language, `None` otherwise.
 pub(super) fn parse(text: &str) -> Option<Expr> {
@@ -120,22 +123,20 @@ impl Parser<'_> {
         if !self.digits() {
             return None;
         }
-        let mut is_float = false;
         if self.peek() == Some('.') {
             self.pos += 1;
             if !self.digits() {
                 return None;
             }
-            is_float = true;
         }
         if self.peek().is_some_and(|c| is_word_char(c) || c == '.') {
             return None;
         }
         let text = &self.src[start..self.pos];
-        if is_float {
-            FiniteF64::new(text.parse().ok()?).map(Literal::Float)
-        } else {
-            text.parse().ok().map(Literal::Int)
+        // Read as the SQL language reads numbers.
+        match text.strip_prefix('-') {
+            Some(unsigned) => super::parse::number(unsigned, true).ok(),
+            None => super::parse::number(text, false).ok(),
         }
     }
 

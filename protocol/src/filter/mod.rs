@@ -15,8 +15,8 @@
 //! op        := =  |  <>  |  !=  |  <  |  <=  |  >  |  >=
 //! column    := name  |  "any name"                  -- "" inside quotes is a quote
 //! value     := 'string'                             -- '' inside quotes is a quote
-//!            | -?[0-9]+                             -- integer (i64)
-//!            | -?[0-9]+.[0-9]+                      -- decimal number (finite f64)
+//!            | -?[0-9]+                             -- integer (at most 76 digits)
+//!            | -?[0-9]+.[0-9]+                      -- decimal number (76 digits each side)
 //!            | TRUE | FALSE
 //!            | DATE 'YYYY-MM-DD'
 //!            | TIMESTAMP 'YYYY-MM-DD[( |T)HH:MM:SS[.fraction][Z]]'
@@ -39,14 +39,42 @@
 //! `!=`, bare column names that may be SQL keywords, backslashes taken literally) is read by
 //! that language's own parser first, so filters in existing agreements keep their meaning.
 //!
+//! Numbers keep the value written. An integer within `i64` is [`Literal::Int`]; a number with
+//! a point is [`Literal::Float`] when an `f64` keeps its digits (the shortest digits of the
+//! nearest `f64` are those written, trailing zeros aside), so that its canonical text is the
+//! value written; any other number (an integer beyond `i64`, up to the 76 digits of the widest
+//! decimal, or more fraction digits than an `f64` keeps) is an [`ExactNumber`], kept as its
+//! digits. Integer and decimal columns compare with the exact value; float columns with the
+//! nearest `f64`, cast to the column's float type.
+//!
 //! Temporal columns: `Date32`/`Date64` columns may be compared with `DATE '...'` or a string
 //! holding an ISO date (`'2024-03-01'`); `Timestamp` columns also with `TIMESTAMP '...'` or a
 //! string holding an ISO date-time (`'2024-03-01T12:00:00'`, optional fraction of a second,
 //! optional `Z`). Time of day columns (`Time32`/`Time64`) may be compared with a string holding
-//! a time, `'12:34:56'` or `'12:34'` (hours 00-23), with a fraction of a second only when the
-//! column's unit holds it (`'12:34:56.5'` not with seconds); there is no `TIME '...'` literal.
-//! The provider compares them by casting the value to the column's type. Numbers are never
+//! a time, `'12:34:56'` or `'12:34'` (hours 00-23); there is no `TIME '...'` literal. The
+//! provider compares them by casting the value to the column's type. Numbers are never
 //! compared with temporal columns: their unit would be ambiguous.
+//!
+//! Exactness: a value that the column's type cannot hold exactly is refused by
+//! [`Filter::check`] (when a contract is requested, agreed and fetched), whatever the
+//! operator, never rounded or cut by a cast, which would select other rows than the text
+//! says. Refused, with the nearest values the type holds:
+//!
+//! - for a decimal column, more fraction digits than its scale (`1.234` in scale 2), or, for
+//!   a negative scale, a number that is not a multiple of 10^-scale (`150` in scale -2: its
+//!   values are multiples of 100); and more integer digits than `precision - scale`;
+//! - for an integer column, a value outside the type's range;
+//! - for a timestamp or time of day column, a fraction of a second finer than its unit
+//!   (`'2024-01-01 00:00:00.5'` with seconds; trailing zeros are no finer);
+//! - for a timestamp column, an instant outside the range of an `i64` of its unit (in
+//!   nanoseconds, 1677-09-21 00:12:43.145224192 to 2262-04-11 23:47:16.854775807), a day less
+//!   at each end when the column has a time zone and the text no `Z` (it is then read in that
+//!   zone).
+//!
+//! `<` and `>` with such a value would have an exact meaning (`dn < 150` is `dn <= 100` in
+//! scale -2), but they are refused too: one rule for every operator and type, and a contract
+//! whose text names a value the data cannot hold is more likely a misreading of the column
+//! than an intent; the refusal names the values that say the same exactly.
 //!
 //! Bounds: the text is at most [`MAX_FILTER_LEN`] bytes (checked before any parser sees it),
 //! nests at most [`MAX_DEPTH`] levels, has at most [`MAX_NODES`] conditions, operators and
@@ -65,7 +93,7 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use check::parse_iso_date;
+pub use check::{parse_iso_date, unscaled_decimal};
 
 /// Longest filter text accepted, in bytes; also the longest canonical text.
 pub const MAX_FILTER_LEN: usize = 4096;
@@ -255,15 +283,87 @@ impl fmt::Display for FiniteF64 {
     }
 }
 
+/// Most digits a number in a filter may have before, and after, its point when it is kept
+/// as an [`ExactNumber`]: the precision of the widest decimal type, `Decimal256(76, _)`.
+pub const MAX_NUMBER_DIGITS: usize = 76;
+
+/// A number that neither [`Literal::Int`] nor [`Literal::Float`] holds exactly: an integer
+/// beyond the range of `i64` (which a `UInt64` or a decimal column may hold), or a number with
+/// a fraction whose digits an `f64` does not keep (`12345678901234567.89`). Kept as its
+/// digits, so that an integer or decimal column is compared with exactly the value written;
+/// a float column reads it as the nearest `f64`.
+///
+/// The text is normalised, and is the number's canonical text: an optional `-`, no leading
+/// zeros, and, when written with a point, a fraction of at least one digit without trailing
+/// zeros (`12345678901234567890.0` for a whole number written with a point); at most
+/// [`MAX_NUMBER_DIGITS`] digits before and after the point; never zero. It is built only by
+/// the parser (or from text that the parser reads as this same value), so that a number has
+/// one representation only.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ExactNumber {
+    /// The normalised text.
+    text: String,
+}
+
+impl ExactNumber {
+    /// The number's canonical text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether it was written without a point (an integer).
+    pub fn is_integer(&self) -> bool {
+        !self.text.contains('.')
+    }
+}
+
+impl TryFrom<String> for ExactNumber {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let (negative, unsigned) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text.as_str()),
+        };
+        match parse::number(unsigned, negative) {
+            Ok(Literal::Exact(number)) if number.text == text => Ok(number),
+            _ => Err(format!(
+                "{text:?} is not the canonical text of a number beyond i64 or f64"
+            )),
+        }
+    }
+}
+
+impl From<ExactNumber> for String {
+    fn from(value: ExactNumber) -> String {
+        value.text
+    }
+}
+
+impl fmt::Debug for ExactNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Display for ExactNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// A literal value in a condition.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Literal {
     /// `'text'`
     Str(String),
-    /// An integer without a decimal point.
+    /// An integer without a decimal point, within the range of `i64`.
     Int(i64),
-    /// A number with a decimal point.
+    /// A number with a decimal point whose digits an `f64` keeps: the shortest digits that
+    /// read back as the same `f64` are the digits written (trailing zeros aside).
     Float(FiniteF64),
+    /// Any other number (see [`ExactNumber`]).
+    Exact(ExactNumber),
     /// `TRUE` or `FALSE`.
     Bool(bool),
     /// `DATE 'YYYY-MM-DD'`; the text is a valid ISO date.
@@ -279,6 +379,8 @@ impl Literal {
             Literal::Str(_) => "a string",
             Literal::Int(_) => "an integer",
             Literal::Float(_) => "a decimal number",
+            Literal::Exact(n) if n.is_integer() => "an integer",
+            Literal::Exact(_) => "a decimal number",
             Literal::Bool(_) => "a boolean",
             Literal::Date(_) => "a date",
             Literal::Timestamp(_) => "a timestamp",
@@ -296,6 +398,7 @@ impl fmt::Display for Literal {
             Literal::Str(s) => quoted_string(f, s),
             Literal::Int(i) => write!(f, "{i}"),
             Literal::Float(x) => write!(f, "{x}"),
+            Literal::Exact(n) => write!(f, "{n}"),
             Literal::Bool(true) => f.write_str("TRUE"),
             Literal::Bool(false) => f.write_str("FALSE"),
             Literal::Date(s) => {
@@ -385,8 +488,9 @@ pub enum FilterError {
         /// What to write instead.
         hint: String,
     },
-    /// A number that does not fit an `i64` (integers) or a finite `f64` (decimals), or that
-    /// uses a form the language does not have (exponents, hexadecimal).
+    /// A number with more than [`MAX_NUMBER_DIGITS`] digits before or after its point (and
+    /// no exact `f64`), or that uses a form the language does not have (exponents,
+    /// hexadecimal).
     #[error("the number {text} is {reason}")]
     BadNumber {
         /// The number as written.
@@ -534,8 +638,13 @@ impl Filter {
     ///   no more fraction digits than the unit holds);
     /// - `DATE` literals with date and timestamp columns, `TIMESTAMP` literals with timestamp
     ///   columns;
-    /// - integers with integer, float and decimal types, when the value fits the type;
-    /// - decimal numbers with float and decimal types (no more fraction digits than the scale);
+    /// - integers with integer, float and decimal types, when the type holds the value
+    ///   exactly (within an integer type's range; for a decimal, within its integer digits and,
+    ///   for a negative scale, a multiple of 10^-scale);
+    /// - decimal numbers with float and decimal types (for a decimal, no more fraction digits
+    ///   than the scale and a multiple of 10^-scale);
+    /// - dates and date-times with timestamp columns when the unit holds them: no finer
+    ///   fraction of a second, within the range of an `i64` of the unit;
     /// - booleans with `Boolean`, and only with `=`, `<>` and `IN`;
     /// - `LIKE` and `ILIKE` with text columns only;
     /// - `IS [NOT] NULL` with a column of any type.

@@ -13,7 +13,10 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::check::{is_iso_timestamp, parse_iso_date};
-use super::{CompareOp, Expr, FilterError, FiniteF64, Literal, MAX_DEPTH, MAX_IN_LIST, MAX_NODES};
+use super::{
+    CompareOp, ExactNumber, Expr, FilterError, FiniteF64, Literal, MAX_DEPTH, MAX_IN_LIST,
+    MAX_NODES, MAX_NUMBER_DIGITS,
+};
 use crate::sqlbudget::{self, BudgetedDialect};
 
 /// Recursion limit given to `sqlparser`: each parenthesis or `NOT` costs it a few levels, so
@@ -449,10 +452,16 @@ fn literal(sql: &SqlExpr) -> Result<Literal, FilterError> {
     }
 }
 
-/// A number as the tokenizer gave it: digits with an optional fraction. Exponents, hex and
-/// digit separators are refused so that the canonical text is never much longer than the
-/// input.
-fn number(text: &str, negative: bool) -> Result<Literal, FilterError> {
+/// A number as the tokenizer gave it: digits with an optional fraction, `negative` when a
+/// `-` came before it. Exponents, hex and digit separators are refused so that the canonical
+/// text is never much longer than the input.
+///
+/// An integer within `i64` is [`Literal::Int`]; a number with a point is [`Literal::Float`]
+/// when the shortest digits of the nearest `f64` are the digits written (trailing zeros aside),
+/// so that the float's canonical text says the same value; anything else is kept as its
+/// digits, [`Literal::Exact`], and refused past [`MAX_NUMBER_DIGITS`] digits before or after
+/// the point.
+pub(super) fn number(text: &str, negative: bool) -> Result<Literal, FilterError> {
     let signed = if negative {
         format!("-{text}")
     } else {
@@ -469,18 +478,55 @@ fn number(text: &str, negative: bool) -> Result<Literal, FilterError> {
             reason: "not plain digits with an optional fraction (like 42 or -4.25)",
         });
     }
-    let out_of_range = || FilterError::BadNumber {
-        text: signed.clone(),
-        reason: "out of range",
-    };
-    if fraction.is_some() {
-        let value: f64 = signed.parse().map_err(|_| out_of_range())?;
-        FiniteF64::new(value)
-            .map(Literal::Float)
-            .ok_or_else(out_of_range)
-    } else {
-        signed.parse().map(Literal::Int).map_err(|_| out_of_range())
+    let int = whole.trim_start_matches('0');
+    let frac = fraction.map(|f| f.trim_end_matches('0'));
+    if int.len() > MAX_NUMBER_DIGITS || frac.is_some_and(|f| f.len() > MAX_NUMBER_DIGITS) {
+        // Unless an f64 holds it exactly: such digits have always been read as a float.
+        if let Some(x) = frac.and_then(|frac| float_with_digits(&signed, negative, int, frac)) {
+            return Ok(Literal::Float(x));
+        }
+        return Err(FilterError::BadNumber {
+            text: signed,
+            reason: NUMBER_TOO_LONG,
+        });
     }
+    let sign = if negative { "-" } else { "" };
+    let text = match frac {
+        None => match signed.parse::<i64>() {
+            Ok(value) => return Ok(Literal::Int(value)),
+            // Digits only, so the only failure is the range; zero is in it.
+            Err(_) => format!("{sign}{int}"),
+        },
+        Some(frac) => {
+            if let Some(x) = float_with_digits(&signed, negative, int, frac) {
+                return Ok(Literal::Float(x));
+            }
+            let int = if int.is_empty() { "0" } else { int };
+            let frac = if frac.is_empty() { "0" } else { frac };
+            format!("{sign}{int}.{frac}")
+        }
+    };
+    Ok(Literal::Exact(ExactNumber { text }))
+}
+
+/// Why a number with too many digits is refused.
+const NUMBER_TOO_LONG: &str = "out of range: a number in a filter has at most 76 digits before \
+                               and after its point, as many as the widest decimal column holds";
+
+/// The `f64` nearest to `signed` if its shortest digits are `int`.`frac` (leading zeros of
+/// `int` and trailing zeros of `frac` removed), with the same sign unless zero.
+fn float_with_digits(signed: &str, negative: bool, int: &str, frac: &str) -> Option<FiniteF64> {
+    let x = FiniteF64::new(signed.parse().ok()?)?;
+    let shown = x.to_string();
+    let (shown_negative, shown) = match shown.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, shown.as_str()),
+    };
+    let (shown_int, shown_frac) = shown.split_once('.').unwrap_or((shown, ""));
+    let shown_int = shown_int.trim_start_matches('0');
+    let shown_frac = shown_frac.trim_end_matches('0');
+    let zero = int.is_empty() && frac.is_empty();
+    (shown_int == int && shown_frac == frac && (zero || shown_negative == negative)).then_some(x)
 }
 
 /// A short name for a construct the language does not have; never prints sub-expressions

@@ -283,19 +283,23 @@ fn refusals_name_the_construct() {
          value: 'text', 42, 4.2, TRUE, DATE '2024-03-01' or TIMESTAMP '2024-03-01 12:00:00'"
     );
     assert!(matches!(err("a = 1e5"), FilterError::BadNumber { .. }));
-    assert!(matches!(
-        err("a = 99999999999999999999"),
-        FilterError::BadNumber {
-            reason: "out of range",
-            ..
+    // Numbers of more digits than any column holds.
+    let too_long = "out of range: a number in a filter has at most 76 digits before and after \
+                    its point, as many as the widest decimal column holds";
+    for text in [
+        format!("a = 1{}", "0".repeat(76)),
+        format!("a = -1{}", "0".repeat(76)),
+        format!("a = 1{}.5", "0".repeat(400)),
+        format!("a = 0.{}1", "3".repeat(76)),
+    ] {
+        match err(&text) {
+            FilterError::BadNumber { reason, .. } => assert_eq!(reason, too_long, "{text}"),
+            other => panic!("{text}: expected BadNumber, got {other:?}"),
         }
-    ));
+    }
     assert!(matches!(
         err(&format!("a = 1{}.0", "0".repeat(400))),
-        FilterError::BadNumber {
-            reason: "out of range",
-            ..
-        }
+        FilterError::BadNumber { .. }
     ));
     assert_eq!(
         err("d = DATE '2023-02-29'").to_string(),
@@ -539,7 +543,8 @@ fn check_refuses_incompatible_conditions() {
         (
             "cost = 1.125",
             "=",
-            "1.125 has more fraction digits than the scale 2 of the type",
+            "1.125 has more fraction digits than the scale 2 of the type; the nearest values \
+             it holds are 1.12 and 1.13",
         ),
         (
             "price = true",
@@ -964,4 +969,387 @@ fn nesting_that_makes_the_parser_backtrack_is_refused_within_a_budget() {
     Filter::parse(&deep).unwrap();
     let values: Vec<String> = (0..MAX_IN_LIST).map(|i| i.to_string()).collect();
     Filter::parse(&format!("a IN ({})", values.join(", "))).unwrap();
+}
+
+/// The reason `text` is refused by `check` against `columns`, or `Ok` when it is accepted.
+fn check_with(columns: &[ColumnSchema], text: &str) -> Result<(), String> {
+    match Filter::parse(text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .check(columns)
+    {
+        Ok(()) => Ok(()),
+        Err(FilterError::Incompatible { reason, .. }) => Err(reason),
+        Err(other) => panic!("{text}: expected Incompatible, got {other:?}"),
+    }
+}
+
+/// A decimal column compares with a number only when its type holds the number exactly: a
+/// fraction finer than the scale, or (negative scale) a number that is not a multiple of
+/// 10^-scale, is refused with the nearest values the type holds, whatever the operator.
+#[test]
+fn decimal_columns_take_only_numbers_their_type_holds_exactly() {
+    let columns = [
+        col("dn", "Decimal128(5, -2)"),
+        col("cost", "Decimal128(10, 2)"),
+        col("tiny", "Decimal128(3, 2)"),
+        col("wide", "Decimal128(38, 10)"),
+        col("d256", "Decimal256(40, 0)"),
+        col("dict", "Dictionary(Int32, Decimal128(5, -2))"),
+    ];
+    for text in [
+        "dn = 100",
+        "dn = -300",
+        "dn = 0",
+        "dn = 100.0",
+        "dn IN (0, 200, 9999900)",
+        "dn < 200 AND dn > -9999900",
+        "dn BETWEEN -100 AND 300",
+        "dict <> 200",
+        "cost = 1.23",
+        "cost = 12345678.99",
+        "cost > -0.5",
+        "tiny = 9.99",
+        "wide = 1234567890123456.78",
+        "wide = 1234567890123456789012345678.0123456789",
+        "d256 > 12345678901234567890",
+        "d256 = -9999999999999999999999999999999999999999",
+    ] {
+        assert_eq!(check_with(&columns, text), Ok(()), "{text}");
+    }
+    let off_grid = |v: &str, low: &str, high: &str| {
+        format!(
+            "{v} is not a multiple of 100, as every value of the type is (scale -2); the \
+             nearest values it holds are {low} and {high}"
+        )
+    };
+    for (text, reason) in [
+        ("dn = 150", off_grid("150", "100", "200")),
+        ("dn < 150", off_grid("150", "100", "200")),
+        ("dn <> 150", off_grid("150", "100", "200")),
+        ("dn >= -150", off_grid("-150", "-200", "-100")),
+        ("dn = 1.5", off_grid("1.5", "0", "100")),
+        ("dn = -0.5", off_grid("-0.5", "-100", "0")),
+        ("dn IN (100, 250)", off_grid("250", "200", "300")),
+        ("dn BETWEEN 100 AND 150", off_grid("150", "100", "200")),
+        ("dict = 150", off_grid("150", "100", "200")),
+        (
+            "dn = 10000000",
+            "10000000 has more than the 7 integer digits the type allows".to_owned(),
+        ),
+        (
+            "cost = 1.234",
+            "1.234 has more fraction digits than the scale 2 of the type; the nearest values \
+             it holds are 1.23 and 1.24"
+                .to_owned(),
+        ),
+        (
+            "cost < -0.001",
+            "-0.001 has more fraction digits than the scale 2 of the type; the nearest values \
+             it holds are -0.01 and 0"
+                .to_owned(),
+        ),
+        (
+            "tiny = 9.999",
+            "9.999 has more fraction digits than the scale 2 of the type; the nearest value \
+             it holds is 9.99"
+                .to_owned(),
+        ),
+        (
+            "wide = 1234567890123456.123456789012",
+            "1234567890123456.123456789012 has more fraction digits than the scale 10 of the \
+             type; the nearest values it holds are 1234567890123456.1234567890 and \
+             1234567890123456.1234567891"
+                .to_owned(),
+        ),
+        (
+            "d256 = 1.5",
+            "1.5 has more fraction digits than the scale 0 of the type; the nearest values it \
+             holds are 1 and 2"
+                .to_owned(),
+        ),
+        (
+            "d256 > 12345678901234567890123456789012345678901",
+            "12345678901234567890123456789012345678901 has more than the 40 integer digits the \
+             type allows"
+                .to_owned(),
+        ),
+    ] {
+        assert_eq!(check_with(&columns, text), Err(reason), "{text}");
+    }
+}
+
+/// Integers beyond `i64` are read (up to 76 digits) and compared with the columns that hold
+/// them; digits an `f64` does not keep are kept, not rounded.
+#[test]
+fn numbers_beyond_i64_and_f64_are_kept_exactly() {
+    let columns = [
+        col("u", "UInt64"),
+        col("i", "Int64"),
+        col("f", "Float64"),
+        col("d256", "Decimal256(76, 0)"),
+        col("wide", "Decimal128(38, 10)"),
+    ];
+    let max76 = "9".repeat(76);
+    for text in [
+        "u = 18446744073709551615",
+        "u BETWEEN 9223372036854775808 AND 18446744073709551615",
+        "u IN (0, 18446744073709551614)",
+        "i = -9223372036854775808",
+        "f > 18446744073709551616",
+        "f = 0.1000000000000000055511151231257827",
+        &format!("d256 = {max76}"),
+        &format!("d256 > -{max76}"),
+        "wide = 0.1000000001",
+    ] {
+        assert_eq!(check_with(&columns, text), Ok(()), "{text}");
+        // The canonical text keeps every digit.
+        assert_eq!(canonical(text), text, "{text}");
+    }
+    assert_eq!(
+        check_with(&columns, "u = 18446744073709551616"),
+        Err(
+            "18446744073709551616 is outside the range 0..=18446744073709551615 of the type".into()
+        )
+    );
+    assert_eq!(
+        check_with(&columns, "i > 9223372036854775808"),
+        Err(
+            "9223372036854775808 is outside the range -9223372036854775808..=9223372036854775807 \
+             of the type"
+                .into()
+        )
+    );
+    assert_eq!(
+        check_with(&columns, "u = 18446744073709551615.0"),
+        Err("it cannot be compared with a decimal number (18446744073709551615.0)".into())
+    );
+    assert_eq!(
+        check_with(&columns, "i = 0.1000000000000000055511151231257827"),
+        Err("it cannot be compared with a decimal number \
+             (0.1000000000000000055511151231257827)"
+            .into())
+    );
+    // Digits an f64 keeps are still read as one; leading and trailing zeros are dropped.
+    assert_eq!(canonical("f = 007.50"), "f = 7.5");
+    assert_eq!(
+        canonical("f = 12345678901234567890.0"),
+        "f = 12345678901234567890.0"
+    );
+    assert_eq!(
+        canonical("f = 0012345678901234567.890"),
+        "f = 12345678901234567.89"
+    );
+    assert_eq!(
+        canonical("u = 0018446744073709551615"),
+        "u = 18446744073709551615"
+    );
+    assert_eq!(canonical("f = -0.0"), "f = -0.0");
+    assert_eq!(
+        parse("f = 12345678901234567.89"),
+        parse("f = 12345678901234567.8900")
+    );
+    assert_ne!(
+        parse("f = 12345678901234567.89"),
+        parse("f = 12345678901234568.0")
+    );
+    assert_eq!(parse("f = 0.5"), cmp("f", CompareOp::Eq, float(0.5)));
+    // The earlier language reads numbers the same way.
+    assert_eq!(
+        canonical("date >= 18446744073709551615 AND date < 0.1000000000000000055511151231257827"),
+        "\"date\" >= 18446744073709551615 AND \"date\" < 0.1000000000000000055511151231257827"
+    );
+}
+
+/// A timestamp column compares with a date or date-time only when its unit holds it exactly:
+/// no finer fraction of a second, and within the range of an `i64` of the unit.
+#[test]
+fn timestamp_columns_take_only_instants_their_unit_holds() {
+    let columns = [
+        col("ts_s", "Timestamp(Second, None)"),
+        col("ts_ms", "Timestamp(Millisecond, None)"),
+        col("ts_ns", "Timestamp(Nanosecond, None)"),
+        col("ts_tz", "Timestamp(Nanosecond, Some(\"+01:00\"))"),
+        col("t", "Time32(Second)"),
+    ];
+    for text in [
+        "ts_s = '2024-01-01 00:00:00'",
+        "ts_s = '2024-01-01 00:00:00.000'",
+        "ts_s >= TIMESTAMP '2024-01-01T00:00:01Z'",
+        "ts_s < DATE '2024-01-01'",
+        "ts_ms BETWEEN '2024-01-01 00:00:00.123' AND '2024-01-01 00:00:00.124000'",
+        "ts_ns > '1677-09-21 00:12:43.145224192'",
+        "ts_ns <= '2262-04-11 23:47:16.854775807'",
+        "ts_ns >= DATE '1678-01-01'",
+        "ts_ns = '2024-01-01 00:00:00.000000001'",
+        "ts_tz < '2262-04-10 23:47:16'",
+        "ts_tz < '2262-04-11 23:47:16.854775807Z'",
+        "ts_tz > '1677-09-22 00:12:44'",
+    ] {
+        assert_eq!(check_with(&columns, text), Ok(()), "{text}");
+    }
+    let ns_range = "'1677-09-21 00:12:43.145224192' to '2262-04-11 23:47:16.854775807'";
+    for (text, reason) in [
+        (
+            "ts_s = '2024-01-01 00:00:00.5'",
+            "'2024-01-01 00:00:00.5' has a fraction of a second, which a column of whole \
+             seconds cannot hold; the nearest values it holds are '2024-01-01 00:00:00' and \
+             '2024-01-01 00:00:01'"
+                .to_owned(),
+        ),
+        (
+            "ts_s >= TIMESTAMP '2023-12-31 23:59:59.5'",
+            "TIMESTAMP '2023-12-31 23:59:59.5' has a fraction of a second, which a column of \
+             whole seconds cannot hold; the nearest values it holds are '2023-12-31 23:59:59' \
+             and '2024-01-01 00:00:00'"
+                .to_owned(),
+        ),
+        (
+            "ts_s NOT BETWEEN '2024-01-01' AND '1969-12-31T23:59:59.25Z'",
+            "'1969-12-31T23:59:59.25Z' has a fraction of a second, which a column of whole \
+             seconds cannot hold; the nearest values it holds are '1969-12-31 23:59:59' and \
+             '1970-01-01 00:00:00'"
+                .to_owned(),
+        ),
+        (
+            "ts_ms IN ('2024-01-01 00:00:00.1235')",
+            "'2024-01-01 00:00:00.1235' has more than the 3 digits of a second the column \
+             holds; the nearest values it holds are '2024-01-01 00:00:00.123' and \
+             '2024-01-01 00:00:00.124'"
+                .to_owned(),
+        ),
+        (
+            "ts_ns >= '1677-01-01'",
+            format!("'1677-01-01' is outside the range of a timestamp in nanoseconds, {ns_range}"),
+        ),
+        (
+            "ts_ns < '2300-01-01'",
+            format!("'2300-01-01' is outside the range of a timestamp in nanoseconds, {ns_range}"),
+        ),
+        (
+            "ts_ns = DATE '2300-01-01'",
+            format!(
+                "DATE '2300-01-01' is outside the range of a timestamp in nanoseconds, \
+                 {ns_range}"
+            ),
+        ),
+        (
+            "ts_ns > TIMESTAMP '1677-09-21 00:12:43.145224191'",
+            format!(
+                "TIMESTAMP '1677-09-21 00:12:43.145224191' is outside the range of a timestamp \
+                 in nanoseconds, {ns_range}"
+            ),
+        ),
+        (
+            "ts_tz < '2262-04-11 00:00:00'",
+            "'2262-04-11 00:00:00' is outside the range of a timestamp in nanoseconds, \
+             '1677-09-22 00:12:43.145224192' to '2262-04-10 23:47:16.854775807' (for a time \
+             without Z, which is read in the column's time zone)"
+                .to_owned(),
+        ),
+    ] {
+        assert_eq!(check_with(&columns, text), Err(reason), "{text}");
+    }
+    // Trailing zeros of a fraction are no finer a fraction, for times of day too.
+    assert_eq!(check_with(&columns, "t = '12:34:56.000'"), Ok(()));
+    assert_eq!(
+        check_with(&columns, "ts_s = '2024-01-01T00:00:00.000000000Z'"),
+        Ok(())
+    );
+}
+
+proptest! {
+    /// Any number of up to 76 digits before and after the point reads back from its
+    /// canonical text as the same literal, and a decimal column of enough precision and
+    /// scale holds it.
+    #[test]
+    fn long_numbers_round_trip_exactly(
+        negative in any::<bool>(),
+        int in "[0-9]{1,76}",
+        frac in prop::option::of("[0-9]{1,76}"),
+    ) {
+        let sign = if negative { "-" } else { "" };
+        let text = match &frac {
+            Some(frac) => format!("x = {sign}{int}.{frac}"),
+            None => format!("x = {sign}{int}"),
+        };
+        let filter = Filter::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let canonical = filter.to_string();
+        let again = Filter::parse(&canonical).unwrap();
+        prop_assert_eq!(&again, &filter);
+        prop_assert_eq!(again.to_string(), canonical.clone());
+        let serde = serde_json::to_string(&filter).unwrap();
+        prop_assert_eq!(serde_json::from_str::<Filter>(&serde).unwrap(), filter.clone());
+        // The value is unchanged: the canonical digits are the written ones, give or take
+        // leading and trailing zeros (or, for a float, the shortest digits of the same f64).
+        let Expr::Compare { value, .. } = filter.expr() else {
+            panic!("{text}");
+        };
+        let normal = |t: &str| {
+            let (sign, t) = t.strip_prefix('-').map_or(("", t), |t| ("-", t));
+            let (i, f) = t.split_once('.').unwrap_or((t, ""));
+            let (i, f) = (i.trim_start_matches('0'), f.trim_end_matches('0'));
+            if i.is_empty() && f.is_empty() {
+                "0".to_owned()
+            } else {
+                format!("{sign}{i}.{f}")
+            }
+        };
+        let written = &text["x = ".len()..];
+        let shown = value.to_string();
+        let same_float = written.parse::<f64>().ok() == shown.parse::<f64>().ok();
+        prop_assert!(
+            normal(written) == normal(&shown) || (matches!(value, Literal::Float(_)) && same_float),
+            "{} read as {}", written, shown
+        );
+        if normal(written) == normal(&shown) {
+            let wide = [col("x", "Decimal256(76, 76)"), col("y", "Decimal256(76, 0)")];
+            let frac_len = frac.as_deref().map_or(0, |f| f.trim_end_matches('0').len());
+            let int_len = int.trim_start_matches('0').len();
+            let fits = |precision: usize, scale: usize| {
+                frac_len <= scale && int_len + scale <= precision
+            };
+            let checked = filter.check(&wide[..1]).is_ok();
+            prop_assert_eq!(checked, fits(76, 76), "{}", text);
+            let y = Filter::parse(&text.replacen('x', "y", 1)).unwrap();
+            prop_assert_eq!(y.check(&wide[1..]).is_ok(), fits(76, 0), "{}", text);
+        }
+    }
+}
+
+/// An exact number decodes only from its canonical text, and only when no `Int` or `Float`
+/// holds it: a number has one representation.
+#[test]
+fn exact_numbers_decode_only_from_their_canonical_text() {
+    let decode = |text: &str| serde_json::from_str::<ExactNumber>(&format!("\"{text}\""));
+    for text in [
+        "18446744073709551615",
+        "-9223372036854775809",
+        "12345678901234567.89",
+        "12345678901234567890.0",
+    ] {
+        let number = decode(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(number.as_str(), text);
+        assert_eq!(
+            serde_json::to_string(&number).unwrap(),
+            format!("\"{text}\"")
+        );
+        assert_eq!(
+            parse(&format!("x = {text}")),
+            cmp("x", CompareOp::Eq, Literal::Exact(number))
+        );
+    }
+    for text in [
+        "5",
+        "1.5",
+        "9223372036854775807",
+        "018446744073709551615",
+        "12345678901234567.890",
+        "+18446744073709551615",
+        "1e30",
+        "",
+        "-",
+        &"9".repeat(77),
+    ] {
+        assert!(decode(text).is_err(), "{text}");
+    }
 }
