@@ -1012,6 +1012,28 @@ for k, options in enumerate([
         out
     }
 
+    /// `batch` written to Parquet with `codec` and `version` in pages of 100 rows, row groups
+    /// of 2,000.
+    fn small_pages(
+        batch: &arrow::array::RecordBatch,
+        codec: parquet::basic::Compression,
+        version: parquet::file::properties::WriterVersion,
+    ) -> Vec<u8> {
+        let properties = parquet::file::properties::WriterProperties::builder()
+            .set_compression(codec)
+            .set_writer_version(version)
+            .set_data_page_row_count_limit(100)
+            .set_write_batch_size(100)
+            .set_max_row_group_row_count(Some(2000))
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer =
+            ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties)).unwrap();
+        writer.write(batch).unwrap();
+        writer.close().unwrap();
+        bytes
+    }
+
     fn pages_of(bytes: &[u8]) -> Result<(), PageError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pages.parquet");
@@ -1034,7 +1056,7 @@ for k, options in enumerate([
     #[test]
     fn the_pages_of_real_files_pass() {
         use parquet::basic::{Compression, GzipLevel, ZstdLevel};
-        use parquet::file::properties::{WriterProperties, WriterVersion};
+        use parquet::file::properties::WriterVersion;
         let schema = Arc::new(Schema::new(vec![
             Field::new("a", DataType::Int64, true),
             Field::new("s", DataType::Utf8, true),
@@ -1064,18 +1086,7 @@ for k, options in enumerate([
             (Compression::LZ4_RAW, WriterVersion::PARQUET_2_0),
             (Compression::UNCOMPRESSED, WriterVersion::PARQUET_1_0),
         ] {
-            let properties = WriterProperties::builder()
-                .set_compression(codec)
-                .set_writer_version(version)
-                .set_data_page_row_count_limit(100)
-                .set_write_batch_size(100)
-                .set_max_row_group_row_count(Some(2000))
-                .build();
-            let mut bytes = Vec::new();
-            let mut writer =
-                ArrowWriter::try_new(&mut bytes, schema.clone(), Some(properties)).unwrap();
-            writer.write(&batch).unwrap();
-            writer.close().unwrap();
+            let bytes = small_pages(&batch, codec, version);
             assert_eq!(pages_of(&bytes), Ok(()), "{codec:?}");
         }
     }
@@ -1525,7 +1536,7 @@ for k, options in enumerate([
     #[test]
     fn brotli_files_the_parquet_writer_writes_pass_and_read_back() {
         use parquet::basic::{BrotliLevel, Compression};
-        use parquet::file::properties::{WriterProperties, WriterVersion};
+        use parquet::file::properties::WriterVersion;
         // Nulls (definition levels), lists (repetition levels), dictionaries and plain
         // strings: data pages v2 keep their levels out of the compressed part.
         let schema = Arc::new(Schema::new(vec![
@@ -1558,18 +1569,8 @@ for k, options in enumerate([
         .unwrap();
         for version in [WriterVersion::PARQUET_1_0, WriterVersion::PARQUET_2_0] {
             for level in [1, 11] {
-                let properties = WriterProperties::builder()
-                    .set_compression(Compression::BROTLI(BrotliLevel::try_new(level).unwrap()))
-                    .set_writer_version(version)
-                    .set_data_page_row_count_limit(100)
-                    .set_write_batch_size(100)
-                    .set_max_row_group_row_count(Some(2000))
-                    .build();
-                let mut bytes = Vec::new();
-                let mut writer =
-                    ArrowWriter::try_new(&mut bytes, schema.clone(), Some(properties)).unwrap();
-                writer.write(&batch).unwrap();
-                writer.close().unwrap();
+                let codec = Compression::BROTLI(BrotliLevel::try_new(level).unwrap());
+                let bytes = small_pages(&batch, codec, version);
                 assert_eq!(pages_of(&bytes), Ok(()), "{version:?} {level}");
                 let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
                     bytes::Bytes::from(bytes),

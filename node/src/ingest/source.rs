@@ -879,6 +879,18 @@ mod tests {
         }
     }
 
+    /// Writes `batch` to `path` as Parquet with `properties`.
+    fn write_parquet(path: &Path, batch: &RecordBatch, properties: WriterProperties) {
+        let mut writer = ArrowWriter::try_new(
+            File::create(path).unwrap(),
+            batch.schema(),
+            Some(properties),
+        )
+        .unwrap();
+        writer.write(batch).unwrap();
+        writer.close().unwrap();
+    }
+
     #[test]
     fn parquet_round_trips_with_its_schema() {
         let dir = tempfile::tempdir().unwrap();
@@ -887,14 +899,7 @@ mod tests {
         let properties = WriterProperties::builder()
             .set_max_row_group_row_count(Some(2))
             .build();
-        let mut writer = ArrowWriter::try_new(
-            File::create(&input).unwrap(),
-            batch.schema(),
-            Some(properties),
-        )
-        .unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
+        write_parquet(&input, &batch, properties);
 
         assert_eq!(InputFormat::detect(&input).unwrap(), InputFormat::Parquet);
         let (outcome, read, _) = ingest_ok(&dir, &input);
@@ -1986,14 +1991,7 @@ mod tests {
                 .set_writer_version(version)
                 .set_max_row_group_row_count(Some(2))
                 .build();
-            let mut writer = ArrowWriter::try_new(
-                File::create(&input).unwrap(),
-                batch.schema(),
-                Some(properties),
-            )
-            .unwrap();
-            writer.write(&batch).unwrap();
-            writer.close().unwrap();
+            write_parquet(&input, &batch, properties);
             let (outcome, read, output) = ingest_ok(&dir, &input);
             assert_eq!(outcome.schema.fields(), batch.schema().fields());
             assert_eq!(outcome.schema.metadata().get("origin").unwrap(), "test");

@@ -819,36 +819,7 @@ fn flood_of(sales: &TestNode, kind: &str, count: usize) -> (Value, f64) {
 
 /// [`flood`] with more arguments to the flood program.
 fn flood_with(sales: &TestNode, extra: &[&str], count: usize) -> (Value, f64) {
-    let status = sales.status();
-    let ticket = sales.invite("flood");
-    let started = std::time::Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_contract-flood"))
-        .args([
-            "--provider",
-            &sales.addr(),
-            "--provider-key",
-            status["public_key"].as_str().unwrap(),
-            "--product",
-            "orders",
-            "--ticket",
-            &ticket,
-            "--count",
-            &count.to_string(),
-            "--in-flight",
-            "12",
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        serde_json::from_slice(&out.stdout).unwrap(),
-        started.elapsed().as_secs_f64(),
-    )
+    flood_as(sales, "flood", extra, count)
 }
 
 #[test]
