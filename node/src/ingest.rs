@@ -45,7 +45,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::Path;
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ipc::writer::FileWriter;
 use mesh_protocol::bounds::{self, BoundsError};
@@ -204,8 +204,41 @@ pub fn check_schema(file: &Path, schema: &Schema) -> Result<(), IngestError> {
             }),
             other => over(other),
         })?;
+        check_extension_storage(file, field)?;
     }
     Ok(())
+}
+
+/// Refuses a column marked as one of Arrow's canonical extension types that its data type
+/// cannot be stored as, as pyarrow refuses to open such a file: `arrow.uuid` (16-byte
+/// binary), `arrow.json` (text), `arrow.bool8` (Int8). Other extension names pass as they are.
+fn check_extension_storage(file: &Path, field: &Field) -> Result<(), IngestError> {
+    use arrow::datatypes::DataType as D;
+    let Some(extension) = field.metadata().get(source::EXTENSION_NAME_KEY) else {
+        return Ok(());
+    };
+    let (fits, expected) = match extension.as_str() {
+        "arrow.uuid" => (
+            matches!(field.data_type(), D::FixedSizeBinary(16)),
+            "FixedSizeBinary(16)",
+        ),
+        "arrow.json" => (
+            matches!(field.data_type(), D::Utf8 | D::LargeUtf8 | D::Utf8View),
+            "text (Utf8, LargeUtf8 or Utf8View)",
+        ),
+        "arrow.bool8" => (matches!(field.data_type(), D::Int8), "Int8"),
+        _ => return Ok(()),
+    };
+    if fits {
+        return Ok(());
+    }
+    Err(IngestError::ExtensionStorage {
+        file: file.to_path_buf(),
+        column: field.name().clone(),
+        extension: extension.clone(),
+        storage: field.data_type().clone(),
+        expected,
+    })
 }
 
 /// Streams `input` into an Arrow IPC *file* at `output` (which the caller names `*.partial` and

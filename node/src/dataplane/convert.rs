@@ -1314,4 +1314,67 @@ mod tests {
         let back = back.as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(back.value(1), 1_733_047_200_000);
     }
+
+    #[test]
+    fn uuid_and_json_extension_columns_keep_their_logical_types_in_parquet() {
+        use arrow::array::FixedSizeBinaryArray;
+        use parquet::basic::LogicalType;
+        use std::collections::HashMap;
+        let annotated = |name: &str, data_type: DataType, extension: &str, parameters: &str| {
+            Field::new(name, data_type, true).with_metadata(HashMap::from([
+                ("ARROW:extension:name".to_owned(), extension.to_owned()),
+                ("ARROW:extension:metadata".to_owned(), parameters.to_owned()),
+            ]))
+        };
+        // As pyarrow writes `pa.uuid()` and `pa.json_()`, and a column whose annotation does
+        // not fit its type (`arrow.uuid` over text), which is written as what it holds.
+        let schema = Arc::new(Schema::new(vec![
+            annotated("u", DataType::FixedSizeBinary(16), "arrow.uuid", ""),
+            annotated("j", DataType::Utf8, "arrow.json", ""),
+            annotated("t", DataType::Utf8, "arrow.uuid", ""),
+        ]));
+        let uuids = FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+            [Some([0x11u8; 16]), None].into_iter(),
+            16,
+        )
+        .unwrap();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(uuids),
+                Arc::new(StringArray::from(vec![Some(r#"{"a":1}"#), None])),
+                Arc::new(StringArray::from(vec![Some("x"), None])),
+            ],
+        )
+        .unwrap();
+        let mut stream = Vec::new();
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut stream, &schema).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let tmp = tempfile::tempdir().unwrap();
+        let (verified, stream_bytes) = file_of_stream(tmp.path(), &stream);
+        let dest = tmp.path().join("x.parquet");
+        convert_anywhere(&verified, stream_bytes, OutputFormat::Parquet, &dest).unwrap();
+
+        // The Parquet logical types, which readers without the Arrow schema (DuckDB) go by.
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&dest).unwrap()).unwrap();
+        let logical: Vec<Option<LogicalType>> = builder
+            .parquet_schema()
+            .columns()
+            .iter()
+            .map(|c| c.logical_type_ref().cloned())
+            .collect();
+        assert_eq!(
+            logical,
+            [
+                Some(LogicalType::Uuid),
+                Some(LogicalType::Json),
+                Some(LogicalType::String)
+            ]
+        );
+        let read = builder.build().unwrap().next().unwrap().unwrap();
+        assert_eq!(read.schema(), schema);
+        assert_eq!(read, batch);
+    }
 }

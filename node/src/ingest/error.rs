@@ -171,6 +171,28 @@ pub enum IngestError {
         /// Which limit, with the measured value.
         problem: BoundsError,
     },
+    /// A column carries the metadata of an Arrow canonical extension type that its data type
+    /// cannot be stored as (`arrow.uuid` on text, say): every reader that knows the
+    /// extension (pyarrow among them) refuses the file a consumer would receive.
+    #[error(
+        "input file `{}`: column `{column}` is marked as the extension type `{extension}` \
+         (field metadata `ARROW:extension:name`), which is stored as {expected}, but the column \
+         holds {storage}; readers that know `{extension}` refuse such a file: remove the \
+         marker or store the column as {expected}",
+        file.display()
+    )]
+    ExtensionStorage {
+        /// The path as given.
+        file: PathBuf,
+        /// The column.
+        column: String,
+        /// The extension type's name.
+        extension: String,
+        /// What the column holds.
+        storage: arrow::datatypes::DataType,
+        /// What the extension type is stored as.
+        expected: &'static str,
+    },
     /// One row holds more values than a stored batch may ([`MAX_BATCH_VALUES`], counting
     /// the items of its lists and other nested values): consumers refuse such a batch.
     #[error(

@@ -255,10 +255,20 @@ fn open_parquet(path: &Path, file: File) -> Result<Source, IngestError> {
     } else {
         None
     };
+    let hinted = metadata
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .is_some_and(|pairs| {
+            pairs
+                .iter()
+                .any(|kv| kv.key == ARROW_SCHEMA_META_KEY && kv.value.is_some())
+        });
     let schema = reader_schema(
         metadata.schema(),
         metadata.parquet_schema(),
         recorded.as_ref(),
+        hinted,
     )
     .map_err(refused)?;
     let schema = Arc::new(schema);
@@ -378,7 +388,7 @@ fn reading_failed(error: &io::Error) -> bool {
 
 /// The Arrow schema a Parquet input is read with (asked of the reader through
 /// [`ArrowReaderOptions::with_schema`]): the file's own, from its Parquet types and any
-/// `ARROW:schema` it stores (`recorded`, decoded by [`recorded_schema`]), with three changes.
+/// `ARROW:schema` it stores (`recorded`, decoded by [`recorded_schema`]), with four changes.
 ///
 /// A timestamp stored adjusted to UTC takes the time zone `recorded` gives it, at any depth
 /// ([`with_recorded_zone`]), whatever the unit it was written from. Parquet has no time zones,
@@ -405,10 +415,19 @@ fn reading_failed(error: &io::Error) -> bool {
 /// Spark never writes them (its timestamps are microseconds); Impala, whose timestamps have
 /// nanoseconds, can, and such a value loses its last three digits. A value even microseconds
 /// cannot hold is refused by [`check_int96`].
+///
+/// In a file that records no `ARROW:schema` (`hinted` false: DuckDB's files, pyarrow's with
+/// `store_schema=False`), a column of Parquet's UUID or JSON logical type is read as the
+/// canonical extension type pyarrow reads it as (`arrow.uuid` over `FixedSizeBinary(16)`,
+/// `arrow.json` over `Utf8`, named in the field's metadata); a recorded schema gives its own.
+/// Below the top level such a file's fields are read as their storage types
+/// ([`without_nested_extensions`]): a descriptor's type text holds no field metadata, so a
+/// nested field carrying some could not be published at all.
 fn reader_schema(
     schema: &Schema,
     parquet: &SchemaDescriptor,
     recorded: Option<&Schema>,
+    hinted: bool,
 ) -> Result<Schema, String> {
     let mut fields: Vec<Field> = match recorded {
         // parquet refuses a recorded schema of another shape, so fields pair by position.
@@ -441,7 +460,52 @@ fn reader_schema(
             *field = field.clone().with_data_type(value);
         }
     }
+    if !hinted {
+        for field in &mut fields {
+            let data_type = without_nested_extensions(field.data_type());
+            *field = field.clone().with_data_type(data_type);
+        }
+    }
     Ok(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The field metadata key naming a field's extension type.
+pub(super) const EXTENSION_NAME_KEY: &str = "ARROW:extension:name";
+
+/// The field metadata key holding a field's extension type parameters.
+const EXTENSION_METADATA_KEY: &str = "ARROW:extension:metadata";
+
+/// `data_type` with the `arrow.uuid` and `arrow.json` annotations the reader derives from
+/// Parquet's logical types removed from its fields, at any depth ([`reader_schema`]). The
+/// recursion goes no deeper than the reader's schema, whose depth the footer check bounds.
+fn without_nested_extensions(data_type: &DataType) -> DataType {
+    let child = |field: &FieldRef| {
+        let mut metadata = field.metadata().clone();
+        if matches!(
+            metadata.get(EXTENSION_NAME_KEY).map(String::as_str),
+            Some("arrow.uuid" | "arrow.json")
+        ) {
+            metadata.remove(EXTENSION_NAME_KEY);
+            metadata.remove(EXTENSION_METADATA_KEY);
+        }
+        Arc::new(
+            field
+                .as_ref()
+                .clone()
+                .with_data_type(without_nested_extensions(field.data_type()))
+                .with_metadata(metadata),
+        )
+    };
+    match data_type {
+        DataType::Struct(children) => DataType::Struct(children.iter().map(child).collect()),
+        DataType::List(item) => DataType::List(child(item)),
+        DataType::LargeList(item) => DataType::LargeList(child(item)),
+        DataType::ListView(item) => DataType::ListView(child(item)),
+        DataType::LargeListView(item) => DataType::LargeListView(child(item)),
+        DataType::FixedSizeList(item, size) => DataType::FixedSizeList(child(item), *size),
+        DataType::Map(entries, sorted) => DataType::Map(child(entries), *sorted),
+        other => other.clone(),
+    }
 }
 
 /// Whether `data_type` holds a timestamp with a time zone, at any depth: what the reader makes
@@ -968,6 +1032,81 @@ mod tests {
         let error = refused(&dir, "broken.parquet", b"not parquet at all");
         assert!(matches!(error, IngestError::Parquet { .. }), "{error:?}");
         assert!(error.to_string().contains("broken.parquet"), "{error}");
+    }
+
+    #[test]
+    fn a_column_marked_as_an_extension_type_it_cannot_be_stored_as_is_refused() {
+        use std::collections::HashMap;
+
+        use arrow::array::{FixedSizeBinaryArray, StringArray};
+
+        let dir = tempfile::tempdir().unwrap();
+        let marked = |name: &str, data_type: DataType, extension: &str| {
+            Field::new(name, data_type, true).with_metadata(HashMap::from([(
+                "ARROW:extension:name".to_owned(),
+                extension.to_owned(),
+            )]))
+        };
+        let write = |name: &str, field: Field, column: ArrayRef| {
+            let schema = Arc::new(Schema::new(vec![field]));
+            let batch = RecordBatch::try_new(schema.clone(), vec![column]).unwrap();
+            let input = dir.path().join(name);
+            let mut writer = FileWriter::try_new(File::create(&input).unwrap(), &schema).unwrap();
+            writer.write(&batch).unwrap();
+            writer.finish().unwrap();
+            input
+        };
+        let uuids: ArrayRef = Arc::new(
+            FixedSizeBinaryArray::try_from_iter([[7u8; 16], [9u8; 16]].into_iter()).unwrap(),
+        );
+        let texts: ArrayRef = Arc::new(StringArray::from(vec!["a", "{}"]));
+        // Stored as the extension type is stored: published with its marker.
+        for (name, field, column) in [
+            (
+                "uuid.arrow",
+                marked("u", DataType::FixedSizeBinary(16), "arrow.uuid"),
+                uuids.clone(),
+            ),
+            (
+                "json.arrow",
+                marked("j", DataType::Utf8, "arrow.json"),
+                texts.clone(),
+            ),
+            (
+                "other.arrow",
+                marked("x", DataType::Utf8, "example.unknown"),
+                texts.clone(),
+            ),
+        ] {
+            let input = write(name, field.clone(), column);
+            let (outcome, _, _) = ingest_ok(&dir, &input);
+            assert_eq!(outcome.schema.field(0), &field, "{name}");
+        }
+        // Marked as a type it cannot be: refused, naming the column and what it needs.
+        for (name, field, column, needs) in [
+            (
+                "bad-uuid.arrow",
+                marked("u", DataType::Utf8, "arrow.uuid"),
+                texts.clone(),
+                "FixedSizeBinary(16)",
+            ),
+            (
+                "bad-json.arrow",
+                marked("j", DataType::FixedSizeBinary(16), "arrow.json"),
+                uuids.clone(),
+                "text",
+            ),
+        ] {
+            let input = write(name, field, column);
+            let error = ingest_file(&input, &dir.path().join("out.arrow.partial")).unwrap_err();
+            assert!(
+                matches!(error, IngestError::ExtensionStorage { .. }),
+                "{name}: {error:?}"
+            );
+            let message = error.to_string();
+            assert!(message.contains(needs), "{message}");
+            assert!(message.contains(name), "{message}");
+        }
     }
 
     #[test]
@@ -2317,5 +2456,97 @@ mod tests {
             assert!(message.contains(part), "{part}: {message}");
         }
         assert!(!message.contains("metadata"), "{message}");
+    }
+
+    /// Writes a Parquet file as DuckDB writes UUID and JSON columns, with no `ARROW:schema`:
+    /// `u` (UUID, `FIXED_LEN_BYTE_ARRAY(16)`), `j` (JSON) and `us`, a list of UUIDs.
+    fn uuid_json_parquet(path: &Path, uuids: &[[u8; 16]]) {
+        use parquet::data_type::{ByteArray, ByteArrayType};
+        let schema = parse_message_type(
+            "message duckdb_schema {
+                required fixed_len_byte_array(16) u (UUID);
+                optional binary j (JSON);
+                optional group us (LIST) {
+                    repeated group list { optional fixed_len_byte_array(16) element (UUID); }
+                }
+            }",
+        )
+        .unwrap();
+        let mut writer = parquet_writer(path, schema, None);
+        let mut group = writer.next_row_group().unwrap();
+        let values: Vec<FixedLenByteArray> = uuids
+            .iter()
+            .map(|u| FixedLenByteArray::from(u.to_vec()))
+            .collect();
+        let mut column = group.next_column().unwrap().unwrap();
+        column
+            .typed::<FixedLenByteArrayType>()
+            .write_batch(&values, None, None)
+            .unwrap();
+        column.close().unwrap();
+        // `{"a":1}` in every row but the last, which is null.
+        let texts = vec![ByteArray::from(r#"{"a":1}"#); uuids.len() - 1];
+        let mut definitions = vec![1; uuids.len() - 1];
+        definitions.push(0);
+        let mut column = group.next_column().unwrap().unwrap();
+        column
+            .typed::<ByteArrayType>()
+            .write_batch(&texts, Some(&definitions), None)
+            .unwrap();
+        column.close().unwrap();
+        // One list of every UUID in each row.
+        let mut repetitions = Vec::new();
+        let mut items = Vec::new();
+        for _ in uuids {
+            for (i, value) in values.iter().enumerate() {
+                repetitions.push(i16::from(i > 0));
+                items.push(value.clone());
+            }
+        }
+        let definitions = vec![3; items.len()];
+        let mut column = group.next_column().unwrap().unwrap();
+        column
+            .typed::<FixedLenByteArrayType>()
+            .write_batch(&items, Some(&definitions), Some(&repetitions))
+            .unwrap();
+        column.close().unwrap();
+        group.close().unwrap();
+        writer.close().unwrap();
+    }
+
+    /// The `ARROW:extension:name` of `field`, if any.
+    fn extension_name(field: &Field) -> Option<&str> {
+        field
+            .metadata()
+            .get("ARROW:extension:name")
+            .map(String::as_str)
+    }
+
+    #[test]
+    fn parquet_uuid_and_json_columns_are_stored_as_their_canonical_extension_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("duckdb.parquet");
+        let uuids = [[0x11; 16], [0x22; 16], [0x33; 16]];
+        uuid_json_parquet(&input, &uuids);
+        let (outcome, read, _) = ingest_ok(&dir, &input);
+        let schema = &outcome.schema;
+        assert_eq!(schema.field(0).data_type(), &DataType::FixedSizeBinary(16));
+        assert_eq!(extension_name(schema.field(0)), Some("arrow.uuid"));
+        assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
+        assert_eq!(extension_name(schema.field(1)), Some("arrow.json"));
+        // Below the top level, the storage type: a descriptor cannot carry the annotation.
+        let DataType::List(item) = schema.field(2).data_type() else {
+            panic!("not a list: {}", schema.field(2));
+        };
+        assert_eq!(item.data_type(), &DataType::FixedSizeBinary(16));
+        assert!(item.metadata().is_empty(), "{item}");
+        let u = column::<arrow::array::FixedSizeBinaryArray>(&read, "u");
+        let stored: Vec<&[u8]> = u.iter().flatten().collect();
+        assert_eq!(stored, uuids.iter().map(|u| &u[..]).collect::<Vec<_>>());
+        let j = column::<StringArray>(&read, "j");
+        assert_eq!(
+            j.iter().collect::<Vec<_>>(),
+            [Some(r#"{"a":1}"#), Some(r#"{"a":1}"#), None]
+        );
     }
 }

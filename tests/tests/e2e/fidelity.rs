@@ -1066,3 +1066,81 @@ fn nested_temporal_values_fetched_as_parquet_read_back_in_pyarrow_and_out_of_ran
         std::fs::remove_file(&out).unwrap();
     }
 }
+
+/// Writes with DuckDB the Parquet file `argv[1]`: `id`, `u` (UUID, written as
+/// `FIXED_LEN_BYTE_ARRAY(16)` annotated UUID) and `j` (JSON, a byte array annotated JSON), a
+/// null in each of the last row. DuckDB writes no `ARROW:schema`: the logical types are all
+/// a reader has.
+const UUID_JSON_WRITE: &str = r#"
+import sys, duckdb
+duckdb.sql(f"""COPY (
+    SELECT i::BIGINT AS id,
+           CASE WHEN i < 3 THEN uuid() END AS u,
+           CASE WHEN i < 3 THEN ('{{"a":' || i || ',"b":[true,null]}}')::JSON END AS j
+    FROM range(4) t(i)
+) TO '{sys.argv[1]}' (FORMAT parquet)""")
+"#;
+
+/// Compares the fetched Arrow file `argv[1]` with `pyarrow.parquet.read_table` of the source
+/// `argv[2]` (schema as text, and whether the tables are equal), and prints the column types
+/// DuckDB reads in the fetched Parquet file `argv[3]` and whether its rows are the source's.
+const UUID_JSON_COMPARE: &str = r#"
+import json, sys, duckdb
+import pyarrow.ipc as ipc, pyarrow.parquet as pq
+fetched = ipc.open_file(sys.argv[1]).read_all()
+reference = pq.read_table(sys.argv[2])
+rows = lambda path: duckdb.sql(f"SELECT * FROM '{path}' ORDER BY id").fetchall()
+print(json.dumps({
+    'fetched': str(fetched.schema),
+    'pyarrow': str(reference.schema),
+    'equal': fetched.equals(reference),
+    'duckdb_types': {name: kind for name, kind, *_ in duckdb.sql(f"DESCRIBE SELECT * FROM '{sys.argv[3]}'").fetchall()},
+    'duckdb_rows_equal': rows(sys.argv[3]) == rows(sys.argv[2]),
+}))
+"#;
+
+#[test]
+fn duckdb_uuid_and_json_columns_survive_publish_and_fetch_as_pyarrow_and_duckdb_read_them() {
+    if !require_pyarrow() {
+        return;
+    }
+    let sales = TestNode::start("sales", &[]);
+    let source = sales.dir.parent().unwrap().join("uuids.parquet");
+    python(UUID_JSON_WRITE, &[source.to_str().unwrap()]);
+    publish(&sales, "uuids", &source, &[]);
+    let churn = TestNode::start_seeing("churn", &sales, "sales/uuids");
+    churn.share_agreed("sales/uuids", "analytics", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (arrow_out, parquet_out) = (
+        dir.path().join("uuids.arrow"),
+        dir.path().join("uuids.parquet"),
+    );
+    for out in [&arrow_out, &parquet_out] {
+        let fetched = churn.fetch("sales/uuids", out, &[]);
+        assert!(fetched.success, "fetch failed: {}", fetched.stderr);
+    }
+    let report: Value = serde_json::from_str(&python(
+        UUID_JSON_COMPARE,
+        &[
+            arrow_out.to_str().unwrap(),
+            source.to_str().unwrap(),
+            parquet_out.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    // As pyarrow reads the source: the canonical extension types, not their storage types
+    // (`fixed_size_binary[16]`, `string`).
+    assert_eq!(report["fetched"], report["pyarrow"], "{report}");
+    let fetched = report["fetched"].as_str().unwrap_or_default();
+    for part in ["u: extension<arrow.uuid>", "j: extension<arrow.json>"] {
+        assert!(fetched.contains(part), "{part}: {report}");
+    }
+    assert_eq!(report["equal"], true, "{report}");
+    // As Parquet, DuckDB reads UUID and JSON again, not BLOB and VARCHAR, and the same rows.
+    assert_eq!(
+        report["duckdb_types"],
+        json!({"id": "BIGINT", "u": "UUID", "j": "JSON"}),
+        "{report}"
+    );
+    assert_eq!(report["duckdb_rows_equal"], true, "{report}");
+}
