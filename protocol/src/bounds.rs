@@ -118,11 +118,67 @@ pub enum TypeError {
         /// The start of the type's text form (at most [`SHOWN_TYPE_CHARS`] characters).
         text: String,
     },
+    /// A field inside the type carries metadata (an extension type such as `arrow.uuid`, a
+    /// Parquet field id), which a type's text form has no room for: every peer would rebuild
+    /// the type without it.
+    #[error(
+        "its nested field `{field}` carries metadata ({keys}), which a descriptor's type cannot \
+         record; remove the metadata of nested fields (a top-level column may keep its own)"
+    )]
+    NestedMetadata {
+        /// The field's path from the column (`item`, `address.zip`), at most
+        /// [`SHOWN_TYPE_CHARS`] characters.
+        field: String,
+        /// The metadata keys, at most [`SHOWN_TYPE_CHARS`] characters.
+        keys: String,
+    },
+}
+
+/// The first field inside `data_type` (not the column itself) that carries metadata, as its
+/// path and its keys. Iterative: no recursion however deep the type.
+fn nested_metadata(data_type: &DataType) -> Option<(String, String)> {
+    let mut pending: Vec<(String, &DataType)> = vec![(String::new(), data_type)];
+    while let Some((path, data_type)) = pending.pop() {
+        let children: Vec<&arrow_schema::FieldRef> = match data_type {
+            DataType::List(f)
+            | DataType::LargeList(f)
+            | DataType::ListView(f)
+            | DataType::LargeListView(f)
+            | DataType::FixedSizeList(f, _)
+            | DataType::Map(f, _) => vec![f],
+            DataType::Struct(fields) => fields.iter().collect(),
+            DataType::Union(fields, _) => fields.iter().map(|(_, f)| f).collect(),
+            DataType::Dictionary(_, values) => {
+                pending.push((path, values));
+                continue;
+            }
+            DataType::RunEndEncoded(ends, values) => vec![ends, values],
+            _ => continue,
+        };
+        for child in children {
+            let child_path = if path.is_empty() {
+                child.name().clone()
+            } else {
+                format!("{path}.{}", child.name())
+            };
+            if !child.metadata().is_empty() {
+                let mut keys: Vec<&str> = child.metadata().keys().map(String::as_str).collect();
+                keys.sort_unstable();
+                let cut = |text: String| text.chars().take(SHOWN_TYPE_CHARS).collect();
+                return Some((cut(child_path), cut(keys.join(", "))));
+            }
+            pending.push((child_path, child.data_type()));
+        }
+    }
+    None
 }
 
 /// The text form of `data_type` that goes into a descriptor, checked to parse back (through
 /// [`parse_data_type`]) as exactly `data_type`, so every peer rebuilds the schema the file holds.
 pub fn type_text(data_type: &DataType) -> Result<String, TypeError> {
+    if let Some((field, keys)) = nested_metadata(data_type) {
+        return Err(TypeError::NestedMetadata { field, keys });
+    }
     let text = data_type.to_string();
     match parse_data_type(&text) {
         Ok(parsed) if parsed == *data_type => Ok(text),
@@ -493,5 +549,45 @@ mod tests {
             let text: String = parts.concat();
             let _ = on_small_stack(move || parse_data_type(&text).is_ok());
         }
+    }
+
+    #[test]
+    fn a_nested_field_with_metadata_is_refused_naming_it() {
+        use std::collections::HashMap;
+
+        let marked =
+            Field::new("zip", DataType::FixedSizeBinary(16), true).with_metadata(HashMap::from([
+                ("ARROW:extension:name".to_owned(), "arrow.uuid".to_owned()),
+            ]));
+        let address = DataType::Struct(Fields::from(vec![
+            Field::new("street", DataType::Utf8, true),
+            marked,
+        ]));
+        let column = DataType::List(Arc::new(Field::new("item", address.clone(), true)));
+        match type_text(&column) {
+            Err(TypeError::NestedMetadata { field, keys }) => {
+                assert_eq!(field, "item.zip");
+                assert_eq!(keys, "ARROW:extension:name");
+            }
+            other => panic!("expected a nested-metadata refusal, got {other:?}"),
+        }
+        let message = type_text(&column).unwrap_err().to_string();
+        assert!(message.contains("`item.zip`"), "{message}");
+        // Without the metadata the same shape passes.
+        let plain = DataType::List(Arc::new(Field::new(
+            "item",
+            DataType::Struct(Fields::from(vec![
+                Field::new("street", DataType::Utf8, true),
+                Field::new("zip", DataType::FixedSizeBinary(16), true),
+            ])),
+            true,
+        )));
+        assert!(type_text(&plain).is_ok());
+        // Deep types are walked without recursion.
+        let mut deep = DataType::Int64;
+        for _ in 0..2_000 {
+            deep = DataType::List(Arc::new(Field::new("item", deep, true)));
+        }
+        assert_eq!(nested_metadata(&deep), None);
     }
 }

@@ -420,9 +420,11 @@ fn reading_failed(error: &io::Error) -> bool {
 /// `store_schema=False`), a column of Parquet's UUID or JSON logical type is read as the
 /// canonical extension type pyarrow reads it as (`arrow.uuid` over `FixedSizeBinary(16)`,
 /// `arrow.json` over `Utf8`, named in the field's metadata); a recorded schema gives its own.
-/// Below the top level such a file's fields are read as their storage types
-/// ([`without_nested_extensions`]): a descriptor's type text holds no field metadata, so a
-/// nested field carrying some could not be published at all.
+/// Below the top level such a file's fields are read as their storage types, and any file's
+/// nested fields without the Parquet field ids the reader notes in their metadata (Iceberg's
+/// and Spark's files carry ids on every field) ([`without_nested_metadata`]): a descriptor's
+/// type text holds no field metadata, so a nested field carrying some could not be published
+/// at all. A top-level column keeps its field id.
 fn reader_schema(
     schema: &Schema,
     parquet: &SchemaDescriptor,
@@ -460,11 +462,9 @@ fn reader_schema(
             *field = field.clone().with_data_type(value);
         }
     }
-    if !hinted {
-        for field in &mut fields {
-            let data_type = without_nested_extensions(field.data_type());
-            *field = field.clone().with_data_type(data_type);
-        }
+    for field in &mut fields {
+        let data_type = without_nested_metadata(field.data_type(), !hinted);
+        *field = field.clone().with_data_type(data_type);
     }
     Ok(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
@@ -475,16 +475,20 @@ pub(super) const EXTENSION_NAME_KEY: &str = "ARROW:extension:name";
 /// The field metadata key holding a field's extension type parameters.
 const EXTENSION_METADATA_KEY: &str = "ARROW:extension:metadata";
 
-/// `data_type` with the `arrow.uuid` and `arrow.json` annotations the reader derives from
-/// Parquet's logical types removed from its fields, at any depth ([`reader_schema`]). The
-/// recursion goes no deeper than the reader's schema, whose depth the footer check bounds.
-fn without_nested_extensions(data_type: &DataType) -> DataType {
+/// `data_type` with the Parquet field ids the reader notes in its fields' metadata removed,
+/// and with `extensions` the `arrow.uuid` and `arrow.json` annotations it derives from
+/// Parquet's logical types too, at any depth ([`reader_schema`]). The recursion goes no
+/// deeper than the reader's schema, whose depth the footer check bounds.
+fn without_nested_metadata(data_type: &DataType, extensions: bool) -> DataType {
     let child = |field: &FieldRef| {
         let mut metadata = field.metadata().clone();
-        if matches!(
-            metadata.get(EXTENSION_NAME_KEY).map(String::as_str),
-            Some("arrow.uuid" | "arrow.json")
-        ) {
+        metadata.remove(parquet::arrow::PARQUET_FIELD_ID_META_KEY);
+        if extensions
+            && matches!(
+                metadata.get(EXTENSION_NAME_KEY).map(String::as_str),
+                Some("arrow.uuid" | "arrow.json")
+            )
+        {
             metadata.remove(EXTENSION_NAME_KEY);
             metadata.remove(EXTENSION_METADATA_KEY);
         }
@@ -492,7 +496,7 @@ fn without_nested_extensions(data_type: &DataType) -> DataType {
             field
                 .as_ref()
                 .clone()
-                .with_data_type(without_nested_extensions(field.data_type()))
+                .with_data_type(without_nested_metadata(field.data_type(), extensions))
                 .with_metadata(metadata),
         )
     };
@@ -953,6 +957,76 @@ mod tests {
         .unwrap();
         writer.write(batch).unwrap();
         writer.close().unwrap();
+    }
+
+    #[test]
+    fn parquet_field_ids_on_nested_fields_do_not_stop_a_publish() {
+        use std::collections::HashMap;
+
+        use arrow::array::{Int64Array, ListArray, StructArray};
+        use arrow::datatypes::Int64Type;
+
+        let id = |n: i32| {
+            HashMap::from([(
+                parquet::arrow::PARQUET_FIELD_ID_META_KEY.to_owned(),
+                n.to_string(),
+            )])
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // As Iceberg and Spark write them: an id on every field, nested ones included.
+        let amount = Field::new("amount", DataType::Int64, true).with_metadata(id(3));
+        let item = Field::new("element", DataType::Int64, true).with_metadata(id(5));
+        let lists =
+            ListArray::from_iter_primitive::<Int64Type, _, _>([Some(vec![Some(1), None]), None]);
+        let lists = ListArray::new(
+            Arc::new(item.clone()),
+            lists.offsets().clone(),
+            lists.values().clone(),
+            lists.nulls().cloned(),
+        );
+        let order = StructArray::from(vec![(
+            Arc::new(amount.clone()),
+            Arc::new(Int64Array::from(vec![Some(7), None])) as ArrayRef,
+        )]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("order", order.data_type().clone(), true).with_metadata(id(1)),
+            Field::new("codes", lists.data_type().clone(), true).with_metadata(id(4)),
+        ]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(order), Arc::new(lists)]).unwrap();
+        let input = dir.path().join("ids.parquet");
+        write_parquet(&input, &batch, WriterProperties::builder().build());
+
+        let (outcome, read, _) = ingest_ok(&dir, &input);
+        // The values are the file's; the columns keep their ids, their nested fields lose them.
+        for (column, n) in [("order", 1), ("codes", 4)] {
+            let field = outcome.schema.field_with_name(column).unwrap();
+            assert_eq!(field.metadata(), &id(n), "{column}");
+        }
+        let nested = |data_type: &DataType| match data_type {
+            DataType::Struct(fields) => fields[0].metadata().clone(),
+            DataType::List(item) => item.metadata().clone(),
+            other => panic!("unexpected {other}"),
+        };
+        for field in outcome.schema.fields() {
+            assert!(nested(field.data_type()).is_empty(), "{field}");
+        }
+        assert_eq!(
+            read.column(0).to_data().child_data(),
+            batch.column(0).to_data().child_data()
+        );
+        assert_eq!(
+            read.column(1)
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .unwrap()
+                .values(),
+            batch
+                .column(1)
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .unwrap()
+                .values()
+        );
     }
 
     #[test]

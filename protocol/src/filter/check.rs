@@ -96,7 +96,8 @@ fn on_column(
                 format!("the schema's type is refused: {bound}")
             }
             crate::bounds::TypeError::Unknown { .. }
-            | crate::bounds::TypeError::NoRoundTrip { .. } => {
+            | crate::bounds::TypeError::NoRoundTrip { .. }
+            | crate::bounds::TypeError::NestedMetadata { .. } => {
                 "the schema's type is not a known Arrow type".to_owned()
             }
         })
