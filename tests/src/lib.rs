@@ -361,6 +361,17 @@ impl TestNode {
     /// the CLI does not show: the status code of an error, `/metrics`. Returns the status
     /// and the body.
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let (status, _, body) = self.api_with_headers(method, path, body);
+        (status, body)
+    }
+
+    /// [`TestNode::api`], also returning the answer's headers (names in lowercase).
+    pub fn api_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, Vec<(String, String)>, String) {
         use std::io::{Read, Write};
         let read = |name: &str| {
             std::fs::read_to_string(self.dir.join(name))
@@ -384,16 +395,18 @@ impl TestNode {
         stream
             .read_to_string(&mut response)
             .expect("read the response");
-        let status = response
-            .split(' ')
-            .nth(1)
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        (status, headers, body.to_owned())
     }
 
     /// The value of one metric (a line `NAME VALUE`) at `/metrics`, if exported.

@@ -1325,46 +1325,6 @@ fn a_consumer_offline_at_the_decision_learns_it_by_polling() {
     );
 }
 
-/// `GET path` on `node`'s control API: the status, the headers (names in lowercase) and the
-/// body.
-fn api_get_with_headers(node: &TestNode, path: &str) -> (u16, Vec<(String, String)>, String) {
-    use std::io::{Read, Write};
-    let read = |name: &str| {
-        std::fs::read_to_string(node.dir.join(name))
-            .unwrap_or_else(|e| panic!("read {name}: {e}"))
-            .trim()
-            .to_owned()
-    };
-    let (addr, token) = (read("api.addr"), read("api.token"));
-    let mut stream = std::net::TcpStream::connect(&addr).expect("connect to the API");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .expect("read timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("read the response");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {head}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers, body.to_owned())
-}
-
 /// [`flood_with`] from a member invited as `domain`: each run of the flood program is a new
 /// member, and a domain names one.
 fn flood_as(sales: &TestNode, domain: &str, extra: &[&str], count: usize) -> (Value, f64) {
@@ -1536,7 +1496,7 @@ fn share_list_shows_the_newest_page_and_pages_to_the_oldest() {
 
     // The API: the same array, with the count of older ones and the next page in headers;
     // a limit past the bound or a position that is none is refused.
-    let (status, headers, body) = api_get_with_headers(&sales, "/v1/share?limit=3");
+    let (status, headers, body) = sales.api_with_headers("GET", "/v1/share?limit=3", None);
     assert_eq!(status, 200, "{body}");
     let header = |name: &str| {
         headers
