@@ -783,7 +783,11 @@ impl Node {
                 });
             }
             ContractCommand::Pending { reply } => {
-                let _ = reply.send(self.pending_views());
+                // Off the actor too: up to the request budget's records, of up to 80 KiB.
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = reply.send(pending_views(&store, now_ms()));
+                });
             }
             ContractCommand::Show { id, reply } => {
                 let result = negotiation::find(&self.store, &id)
@@ -915,28 +919,6 @@ impl Node {
 
     /// Requests waiting for this node's operator, newest first, through the index: the
     /// queue is bounded by the request budget.
-    fn pending_views(&self) -> Result<Vec<AgreementView>, NodeError> {
-        let now = now_ms();
-        let mut views = Vec::new();
-        for id in self
-            .store
-            .agreement_ids_in(Role::Provider, ContractState::Pending, SCAN_LIMIT)?
-        {
-            let Some(record) = self.store.agreement(&id)? else {
-                continue;
-            };
-            if record.role == Role::Provider && record.state_at(now) == ContractState::Pending {
-                views.push(self.agreement_view(&id, &record)?);
-            }
-        }
-        views.sort_by(|a, b| {
-            b.created_at_ms
-                .cmp(&a.created_at_ms)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        Ok(views)
-    }
-
     fn odcs(&self, id: &str) -> Result<DataContract, NodeError> {
         let (id, record) = negotiation::find(&self.store, id)?;
         let view = self.agreement_view(&id, &record)?;
@@ -980,6 +962,27 @@ fn view_of(
     }
     let descriptor = descriptors.get(&terms.product).and_then(Option::as_ref);
     Ok(AgreementView::new(id, record, &terms, descriptor, now))
+}
+
+/// `share pending`: the requests waiting for this node's operator, newest first, found
+/// through the index (bounded by the request budget). A blocking call, run off the actor.
+fn pending_views(store: &Store, now: u64) -> Result<Vec<AgreementView>, NodeError> {
+    let mut views = Vec::new();
+    let mut descriptors = HashMap::new();
+    for id in store.agreement_ids_in(Role::Provider, ContractState::Pending, SCAN_LIMIT)? {
+        let Some(record) = store.agreement(&id)? else {
+            continue;
+        };
+        if record.role == Role::Provider && record.state_at(now) == ContractState::Pending {
+            views.push(view_of(store, &mut descriptors, &id, &record, now)?);
+        }
+    }
+    views.sort_by(|a, b| {
+        b.created_at_ms
+            .cmp(&a.created_at_ms)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    Ok(views)
 }
 
 /// `share list`: the page `query` asks for, newest first. The store reads the records the
