@@ -278,6 +278,25 @@ fn agreed_sales() -> (Side, Side, ProductId) {
     (provider, consumer, product)
 }
 
+/// Records at `provider` its own revocation of `agreement` (the consumer has not heard);
+/// the signed revocation.
+fn revoke_at(provider: &Side, agreement: &Agreement) -> Signed<Revocation> {
+    let revocation = Signed::sign(
+        &provider.identity,
+        &Revocation {
+            agreement_id: agreement.id(),
+            by: provider.key(),
+            reason: "contract ended".into(),
+            at_ms: now_ms(),
+        },
+    );
+    provider
+        .store
+        .put_revocation(&agreement.id(), &revocation)
+        .unwrap();
+    revocation
+}
+
 fn agree(provider: &Side, consumer: &Side, terms: ContractTerms) -> Agreement {
     let consumer_identity = Identity::from_secret_bytes(match terms.consumer {
         k if k == consumer_id().public_key() => [2; 32],
@@ -762,19 +781,7 @@ async fn refusals_are_clear_and_leave_no_file() {
 
     // Revoked at the provider (the consumer has not heard yet).
     let agreement = agree(&provider, &consumer, terms(&product, &consumer.identity));
-    let revocation = Signed::sign(
-        &provider.identity,
-        &Revocation {
-            agreement_id: agreement.id(),
-            by: provider.key(),
-            reason: "contract ended".into(),
-            at_ms: now_ms(),
-        },
-    );
-    provider
-        .store
-        .put_revocation(&agreement.id(), &revocation)
-        .unwrap();
+    let revocation = revoke_at(&provider, &agreement);
     let err = consumer
         .plane
         .fetch(options(&out, &product))

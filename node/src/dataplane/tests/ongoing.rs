@@ -131,6 +131,25 @@ fn data_frames(frames: &[Frame]) -> usize {
         .count()
 }
 
+/// A transfer that started (a header first) and was stopped before its end: a refusal of
+/// `code` whose message holds each of `texts` last, no trailer, not every batch sent.
+fn stopped_with(frames: &[Frame], code: FetchRefusal, texts: &[&str]) {
+    assert!(matches!(frames.first(), Some(Frame::Header(_))));
+    match frames.last() {
+        Some(Frame::Error(r)) => {
+            assert_eq!(r.code, code, "{r}");
+            for text in texts {
+                assert!(r.message.contains(text), "{text}: {r}");
+            }
+        }
+        other => panic!(
+            "expected a {code} refusal last, got {:?}",
+            other.map(Frame::kind)
+        ),
+    }
+    assert!(data_frames(frames) < 1 + LARGE_BATCHES);
+}
+
 /// Waits until `provider` serves `n` transfers to `peer`.
 async fn serving(provider: &Side, peer: &PublicKey, n: u32, what: &str) {
     wait_until(what, Duration::from_secs(15), || {
@@ -209,33 +228,10 @@ async fn a_transfer_running_when_its_agreement_is_revoked_ends_with_a_revoked_re
     let mut held = request_on(&connection, &agreement).await;
     serving(&provider, &peer, 1, "the provider takes the transfer").await;
 
-    let revocation = Signed::sign(
-        &provider.identity,
-        &Revocation {
-            agreement_id: agreement.id(),
-            by: provider.key(),
-            reason: "contract ended".into(),
-            at_ms: now_ms(),
-        },
-    );
-    provider
-        .store
-        .put_revocation(&agreement.id(), &revocation)
-        .unwrap();
+    revoke_at(&provider, &agreement);
     // What was already read or queued arrives; then the refusal, and no trailer.
     let frames = frames_of(&mut held).await;
-    assert!(matches!(frames.first(), Some(Frame::Header(_))));
-    match frames.last() {
-        Some(Frame::Error(r)) => {
-            assert_eq!(r.code, FetchRefusal::Revoked, "{r}");
-            assert!(r.message.contains("was revoked"), "{r}");
-        }
-        other => panic!(
-            "expected a revoked refusal last, got {:?}",
-            other.map(Frame::kind)
-        ),
-    }
-    assert!(data_frames(&frames) < 1 + LARGE_BATCHES);
+    stopped_with(&frames, FetchRefusal::Revoked, &["was revoked"]);
     serving(&provider, &peer, 0, "the transfer is given back").await;
     // The next request on the same connection is refused.
     let frames = frames_of(&mut request_on(&connection, &agreement).await).await;
@@ -262,19 +258,11 @@ async fn a_transfer_running_when_its_agreement_expires_ends_with_an_expired_refu
     let wait = Duration::from_millis((until + 50).saturating_sub(now_ms()));
     tokio::time::sleep(wait).await;
     let frames = frames_of(&mut held).await;
-    assert!(matches!(frames.first(), Some(Frame::Header(_))));
-    match frames.last() {
-        Some(Frame::Error(r)) => {
-            assert_eq!(r.code, FetchRefusal::Expired, "{r}");
-            assert!(r.message.contains("expired at"), "{r}");
-            assert!(r.message.contains("while this transfer ran"), "{r}");
-        }
-        other => panic!(
-            "expected an expired refusal last, got {:?}",
-            other.map(Frame::kind)
-        ),
-    }
-    assert!(data_frames(&frames) < 1 + LARGE_BATCHES);
+    stopped_with(
+        &frames,
+        FetchRefusal::Expired,
+        &["expired at", "while this transfer ran"],
+    );
     serving(&provider, &peer, 0, "the transfer is given back").await;
     // A new request under the same agreement is refused from the start.
     let frames = frames_of(&mut request_on(&connection, &agreement).await).await;
