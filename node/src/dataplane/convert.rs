@@ -580,14 +580,7 @@ mod tests {
                 .unwrap()
             })
             .collect();
-        let mut stream = Vec::new();
-        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut stream, &schema).unwrap();
-        for batch in &batches {
-            writer.write(batch).unwrap();
-        }
-        writer.finish().unwrap();
-        drop(writer);
-        let (path, stream_bytes) = file_of_stream(dir, &stream);
+        let (path, stream_bytes) = file_of_batches(dir, &schema, &batches);
         (path, batches, stream_bytes)
     }
 
@@ -873,6 +866,22 @@ mod tests {
         (path, bytes)
     }
 
+    /// [`file_of_stream`] of the IPC stream of `batches` under `schema`.
+    fn file_of_batches(
+        dir: &Path,
+        schema: &Schema,
+        batches: &[RecordBatch],
+    ) -> (std::path::PathBuf, u64) {
+        let mut stream = Vec::new();
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut stream, schema).unwrap();
+        for batch in batches {
+            writer.write(batch).unwrap();
+        }
+        writer.finish().unwrap();
+        drop(writer);
+        file_of_stream(dir, &stream)
+    }
+
     #[test]
     fn batches_declaring_huge_sizes_are_refused_before_decoding() {
         let tmp = tempfile::tempdir().unwrap();
@@ -899,12 +908,7 @@ mod tests {
         let rows = MAX_DECODED_ROWS as usize + 1;
         let batch =
             RecordBatch::try_new(schema.clone(), vec![Arc::new(NullArray::new(rows))]).unwrap();
-        let mut stream = Vec::new();
-        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut stream, &schema).unwrap();
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        drop(writer);
-        let (many, bytes) = file_of_stream(tmp.path(), &stream);
+        let (many, bytes) = file_of_batches(tmp.path(), &schema, std::slice::from_ref(&batch));
         let err = convert_anywhere(&many, bytes, OutputFormat::Parquet, &dest).unwrap_err();
         assert!(
             matches!(&err, ConvertError::Bounds { what } if what.contains("rows")),
@@ -952,14 +956,9 @@ mod tests {
             ("detail", Arc::new(nested)),
         ])
         .unwrap();
-        let mut stream = Vec::new();
-        let mut writer =
-            arrow::ipc::writer::StreamWriter::try_new(&mut stream, &batch.schema()).unwrap();
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        drop(writer);
         let tmp = tempfile::tempdir().unwrap();
-        let (verified, bytes) = file_of_stream(tmp.path(), &stream);
+        let (verified, bytes) =
+            file_of_batches(tmp.path(), &batch.schema(), std::slice::from_ref(&batch));
         let dest = tmp.path().join("x.parquet");
         let err = convert_anywhere(&verified, bytes, OutputFormat::Parquet, &dest).unwrap_err();
         assert!(
@@ -1020,12 +1019,7 @@ mod tests {
             .map(|(c, f)| arrow::compute::cast(c, f.data_type()).unwrap())
             .collect();
         let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
-        let mut stream = Vec::new();
-        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut stream, &schema).unwrap();
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        drop(writer);
-        let (path, bytes) = file_of_stream(dir, &stream);
+        let (path, bytes) = file_of_batches(dir, &schema, std::slice::from_ref(&batch));
         (path, batch, bytes)
     }
 
@@ -1264,13 +1258,8 @@ mod tests {
                 (name, column, true),
             ])
             .unwrap();
-            let mut stream = Vec::new();
-            let mut writer =
-                arrow::ipc::writer::StreamWriter::try_new(&mut stream, &batch.schema()).unwrap();
-            writer.write(&batch).unwrap();
-            writer.finish().unwrap();
-            drop(writer);
-            let (verified, bytes) = file_of_stream(tmp.path(), &stream);
+            let (verified, bytes) =
+                file_of_batches(tmp.path(), &batch.schema(), std::slice::from_ref(&batch));
             let dest = tmp.path().join("x.parquet");
             let err = convert_anywhere(&verified, bytes, OutputFormat::Parquet, &dest).unwrap_err();
             assert!(
@@ -1347,13 +1336,9 @@ mod tests {
             ],
         )
         .unwrap();
-        let mut stream = Vec::new();
-        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut stream, &schema).unwrap();
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        drop(writer);
         let tmp = tempfile::tempdir().unwrap();
-        let (verified, stream_bytes) = file_of_stream(tmp.path(), &stream);
+        let (verified, stream_bytes) =
+            file_of_batches(tmp.path(), &schema, std::slice::from_ref(&batch));
         let dest = tmp.path().join("x.parquet");
         convert_anywhere(&verified, stream_bytes, OutputFormat::Parquet, &dest).unwrap();
 
