@@ -960,17 +960,23 @@ mod tests {
     use super::*;
     use mesh_protocol::ProductDescriptor;
 
-    #[test]
-    fn editing_the_last_entry_is_caught_by_the_signed_head() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path())
+    /// A store at `dir` whose audit log holds `n` signed entries, `{"i": i}` at time `i`.
+    fn audited(dir: &std::path::Path, n: u64) -> Store {
+        let store = Store::open(dir)
             .unwrap()
             .with_audit_signer(Identity::from_secret_bytes([3; 32]));
-        for i in 0..3 {
+        for i in 0..n {
             store
                 .audit_append(AuditKind::Publish, &serde_json::json!({ "i": i }), i)
                 .unwrap();
         }
+        store
+    }
+
+    #[test]
+    fn editing_the_last_entry_is_caught_by_the_signed_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = audited(dir.path(), 3);
         assert_eq!(store.audit_verify().unwrap().unwrap(), 3);
         let mut entry = AuditEntry::from_bytes(&store.audit_raw().unwrap()[2]).unwrap();
         entry.detail = "{\"i\":7}".into();
@@ -984,14 +990,7 @@ mod tests {
     #[test]
     fn a_page_is_the_newest_entries_before_a_point_and_names_the_next() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path())
-            .unwrap()
-            .with_audit_signer(Identity::from_secret_bytes([3; 32]));
-        for i in 0..10 {
-            store
-                .audit_append(AuditKind::Publish, &serde_json::json!({ "i": i }), i)
-                .unwrap();
-        }
+        let store = audited(dir.path(), 10);
         let seqs = |page: &AuditPage| page.entries.iter().map(|e| e.seq).collect::<Vec<_>>();
         let page = store.audit_page(None, 3, usize::MAX).unwrap();
         assert_eq!((seqs(&page), page.next_before), (vec![7, 8, 9], Some(7)));
@@ -1024,14 +1023,7 @@ mod tests {
         ));
         // After an archive, pages stop at the first entry the store keeps.
         let dir2 = tempfile::tempdir().unwrap();
-        let store = Store::open(dir2.path())
-            .unwrap()
-            .with_audit_signer(Identity::from_secret_bytes([3; 32]));
-        for i in 0..10 {
-            store
-                .audit_append(AuditKind::Publish, &serde_json::json!({ "i": i }), i)
-                .unwrap();
-        }
+        let store = audited(dir2.path(), 10);
         store
             .audit_archive(5, &dir2.path().join("archive"))
             .unwrap();
