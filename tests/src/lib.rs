@@ -80,6 +80,26 @@ pub fn meshnode(args: &[&str]) -> CliOutput {
     CliOutput::of(output)
 }
 
+/// Runs `meshnode ARGS` to its end, which must come within `within`: a command that runs on
+/// instead of refusing (a daemon that started) is killed and the test fails.
+pub fn run_to_refusal(args: &[&str], within: Duration) -> CliOutput {
+    let mut child = Command::new(meshnode_bin())
+        .args(args)
+        .env_remove("MESHNODE_DATA_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run meshnode");
+    let ended = wait_until(within, || matches!(child.try_wait(), Ok(Some(_))));
+    if ended.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("`meshnode {}` did not refuse: it ran", args.join(" "));
+    }
+    CliOutput::of(child.wait_with_output().expect("collect output"))
+}
+
 /// A daemon with its own data directory.
 #[derive(Debug)]
 pub struct TestNode {

@@ -8,33 +8,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mesh_protocol::PublicKey;
-use mesh_tests::{CliOutput, TestNode, meshnode_bin, wait_until, write_file};
+use mesh_tests::{CliOutput, TestNode, meshnode_bin, run_to_refusal, wait_until, write_file};
 
 /// Runs `meshnode run` on `node`'s directory and expects it to refuse within 30 s; a daemon
 /// that starts instead is killed and the test fails.
 fn run_refused(node: &TestNode, extra: &[&str]) -> CliOutput {
-    let mut child = Command::new(meshnode_bin())
-        .args(["run", "--data-dir", node.dir_str()])
-        .args(extra)
-        .env_remove("MESHNODE_DATA_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn meshnode run");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            let out = child.wait_with_output().expect("collect output");
-            let out = CliOutput::of(out);
-            assert!(!out.success, "`run` exited successfully: {}", out.stderr);
-            return out;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("`meshnode run` started instead of refusing");
+    let mut args = vec!["run", "--data-dir", node.dir_str()];
+    args.extend_from_slice(extra);
+    let out = run_to_refusal(&args, Duration::from_secs(30));
+    assert!(!out.success, "`run` exited successfully: {}", out.stderr);
+    out
 }
 
 fn copy_dir(from: &Path, to: &Path) {

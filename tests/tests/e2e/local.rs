@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mesh_node::server::{API_HEADER_TIMEOUT, MAX_API_CONNECTIONS};
-use mesh_tests::{CliOutput, TestNode, meshnode, meshnode_bin, wait_until, write_file};
+use mesh_tests::{
+    CliOutput, TestNode, meshnode, meshnode_bin, run_to_refusal, wait_until, write_file,
+};
 
 /// The pid of the daemon serving `dir` (`meshnode run --data-dir DIR`).
 fn daemon_pid(dir: &Path) -> u32 {
@@ -290,28 +292,6 @@ fn under_umask_022_the_data_directory_and_everything_the_daemon_writes_are_priva
     drop(daemon);
 }
 
-/// Runs `meshnode ARGS` to its end, which must come within 20 s (a daemon that starts
-/// instead of refusing is killed and the test fails).
-fn run_to_refusal(args: &[&str]) -> CliOutput {
-    let mut child = Command::new(meshnode_bin())
-        .args(args)
-        .env_remove("MESHNODE_DATA_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run meshnode");
-    let ended = wait_until(Duration::from_secs(20), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
-    if ended.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("`meshnode {}` did not refuse: it ran", args.join(" "));
-    }
-    CliOutput::of(child.wait_with_output().unwrap())
-}
-
 #[test]
 fn a_data_directory_writable_by_others_or_of_another_user_is_refused_by_init_and_run() {
     let tmp = tempfile::tempdir().unwrap();
@@ -348,7 +328,7 @@ fn a_data_directory_writable_by_others_or_of_another_user_is_refused_by_init_and
     let out = meshnode(&["init", "--data-dir", open_s, "--domain", "open"]);
     assert!(out.success, "init failed: {}", out.stderr);
     set_mode(&open, 0o770);
-    let out = run_to_refusal(&["run", "--data-dir", open_s]);
+    let out = run_to_refusal(&["run", "--data-dir", open_s], Duration::from_secs(20));
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("chmod 700"), "{}", out.stderr);
     assert!(!open.join("api.token").exists(), "no token written");
@@ -379,7 +359,7 @@ fn a_data_directory_writable_by_others_or_of_another_user_is_refused_by_init_and
 
     set_mode(&open, 0o700);
     std::os::unix::fs::chown(&open, Some(65534), None).unwrap();
-    let out = run_to_refusal(&["run", "--data-dir", open_s]);
+    let out = run_to_refusal(&["run", "--data-dir", open_s], Duration::from_secs(20));
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(
         out.stderr.contains("belongs to user 65534"),
